@@ -1,0 +1,91 @@
+//! Types and constants shared by weft's eBPF programs (`weft-ebpf`) and the
+//! agent that loads them.
+//!
+//! Everything here is part of the contract between kernel and user space and,
+//! because maps are pinned in bpffs, between one agent version and the next:
+//! change a layout only together with the map's name.
+#![no_std]
+
+/// Port of the proxy's outbound listener, on the pod's loopback.
+pub const OUTBOUND_PORT: u16 = 15001;
+/// Port of the proxy's inbound plaintext listener.
+pub const INBOUND_PLAINTEXT_PORT: u16 = 15006;
+/// Port of the proxy's HBONE (mTLS tunnel) listener, on the pod's IP.
+pub const HBONE_PORT: u16 = 15008;
+
+/// `SO_MARK` of the proxy's delivery sockets (inbound, to the app). The pod's
+/// routing sends replies to this mark back to the proxy (table 133), which
+/// is how the app sees the client's real IP.
+pub const DELIVERY_MARK: u32 = 0x539;
+/// `SO_MARK` of the proxy's outbound sockets (HBONE to a peer, or
+/// passthrough). Routed normally, never captured.
+pub const OUTBOUND_MARK: u32 = 0x53a;
+/// Routing table that sends `DELIVERY_MARK` traffic to the local stack.
+pub const DELIVERY_ROUTE_TABLE: u32 = 133;
+
+/// Map: network-namespace cookie of an enrolled pod → [`PodRedirect`].
+pub const MAP_ENROLLED: &str = "WEFT_ENROLLED";
+/// Map: socket cookie → [`OrigDst`], written at `connect()`.
+pub const MAP_DST_BY_COOKIE: &str = "WEFT_DST_COOKIE";
+/// Map: [`PortKey`] → [`OrigDst`], written when the captured connection is
+/// established; read (and removed) by the proxy on accept.
+pub const MAP_DST_BY_PORT: &str = "WEFT_DST_PORT";
+
+/// What the programs do for an enrolled pod.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct PodRedirect {
+    /// `REDIRECT_*` bits.
+    pub flags: u32,
+    pub _pad: u32,
+}
+
+/// Capture the pod's outbound TCP connections to the proxy.
+pub const REDIRECT_OUTBOUND: u32 = 1;
+
+/// Address family values used in [`OrigDst::family`] (the kernel's `AF_*`).
+pub const FAMILY_INET: u16 = 2;
+pub const FAMILY_INET6: u16 = 10;
+
+/// The destination an app asked for before `connect()` was rewritten.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct OrigDst {
+    /// Address bytes in network order: IPv4 in the first four bytes.
+    pub addr: [u8; 16],
+    /// Port in host order.
+    pub port: u16,
+    /// [`FAMILY_INET`] or [`FAMILY_INET6`].
+    pub family: u16,
+    pub _pad: u32,
+}
+
+/// Finds a captured connection from the proxy's side of the accept: the
+/// pod's network namespace and the client's source port.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct PortKey {
+    pub netns_cookie: u64,
+    /// The app socket's local (ephemeral) port, host order.
+    pub port: u16,
+    pub _pad: [u8; 6],
+}
+
+impl PortKey {
+    pub const fn new(netns_cookie: u64, port: u16) -> Self {
+        Self {
+            netns_cookie,
+            port,
+            _pad: [0; 6],
+        }
+    }
+}
+
+#[cfg(feature = "user")]
+mod user {
+    // SAFETY: plain-old-data, `#[repr(C)]`, every padding byte is an explicit
+    // field, so any byte pattern is a valid value.
+    unsafe impl aya::Pod for super::PodRedirect {}
+    unsafe impl aya::Pod for super::OrigDst {}
+    unsafe impl aya::Pod for super::PortKey {}
+}
