@@ -1,0 +1,268 @@
+//! A node: a network namespace on the fabric bridge, a pod CIDR, a cgroup
+//! that parents its pods' cgroups, and (in a mesh cluster) a `weft-agent`.
+
+use std::net::{Ipv4Addr, SocketAddr};
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::sync::Mutex;
+use std::time::Duration;
+
+use anyhow::{Context, Result, bail};
+
+use crate::netns::Netns;
+use crate::probe::http_status;
+use crate::process::{Finished, Placement, Process, run};
+use crate::wait::wait_for;
+
+/// The agent's readiness port (Istio's 15021).
+pub const AGENT_READY_PORT: u16 = 15021;
+
+/// How a node's agent is started; absent in a cluster built with `mesh(false)`.
+#[derive(Debug, Clone)]
+pub(crate) struct AgentConfig {
+    pub binary: PathBuf,
+    pub control_addr: SocketAddr,
+    pub ca_root_file: PathBuf,
+    pub ready_timeout: Duration,
+}
+
+/// One node of the cluster.
+#[derive(Debug)]
+pub struct Node {
+    pub(crate) name: String,
+    pub(crate) ip: Ipv4Addr,
+    pub(crate) pod_net: Ipv4Addr,
+    pub(crate) netns: Netns,
+    pub(crate) pods_cgroup: PathBuf,
+    pub(crate) system_cgroup: PathBuf,
+    pub(crate) dir: PathBuf,
+    pub(crate) bpffs: PathBuf,
+    pub(crate) log_dir: PathBuf,
+    pub(crate) agent_config: Option<AgentConfig>,
+    pub(crate) agent: Mutex<Option<Process>>,
+    /// Last octet of the next pod IP (never reused within a run).
+    pub(crate) next_pod_host: Mutex<u8>,
+}
+
+// === impl Node ===
+
+impl Node {
+    /// The node's name, e.g. `node-1`.
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    /// The node's IP on the fabric bridge.
+    pub fn ip(&self) -> Ipv4Addr {
+        self.ip
+    }
+
+    /// The node's pod CIDR, e.g. `10.21.1.0/24`.
+    pub fn pod_cidr(&self) -> String {
+        format!("{}/24", self.pod_net)
+    }
+
+    /// The node's network namespace.
+    pub fn netns(&self) -> &Netns {
+        &self.netns
+    }
+
+    /// The cgroup directory holding this node's pods' cgroups: where the
+    /// node's agent attaches its cgroup eBPF programs (`--cgroup`).
+    pub fn cgroup_dir(&self) -> &Path {
+        &self.pods_cgroup
+    }
+
+    /// The bpffs directory the node's agent pins into (`--bpffs-dir`).
+    pub fn bpffs_dir(&self) -> &Path {
+        &self.bpffs
+    }
+
+    /// The agent's CNI socket (`--cni-socket`, and `agent_socket` for weft-cni).
+    pub fn cni_socket(&self) -> PathBuf {
+        self.dir.join("cni.sock")
+    }
+
+    /// The agent's state directory (`--state-dir`).
+    pub fn agent_state_dir(&self) -> PathBuf {
+        self.dir.join("agent")
+    }
+
+    /// The bootstrap token file (`--token-file`).
+    pub fn token_file(&self) -> PathBuf {
+        self.dir.join("token")
+    }
+
+    /// Runs `f` on a thread inside the node's network namespace.
+    pub fn in_netns<T: Send>(&self, f: impl FnOnce() -> T + Send) -> Result<T> {
+        self.netns.run(f)
+    }
+
+    /// Starts `cmd` in the node's network namespace (as a host process of
+    /// the node: not in any pod's cgroup). Output goes to a log file.
+    pub fn spawn(&self, cmd: Command) -> Result<Process> {
+        let label = format!("{}/{}", self.name, program_name(&cmd));
+        Process::spawn(cmd, &self.placement(), &self.log_dir, &label)
+    }
+
+    /// Runs `cmd` to completion in the node's network namespace.
+    pub fn run(&self, cmd: Command, timeout: Duration) -> Result<Finished> {
+        run(cmd, &self.placement(), None, timeout)
+    }
+
+    fn placement(&self) -> Placement {
+        Placement {
+            netns: Some(self.netns.clone()),
+            cgroup: Some(self.system_cgroup.clone()),
+        }
+    }
+
+    /// The running agent's pid, if any.
+    pub fn agent_pid(&self) -> Option<u32> {
+        let mut slot = self.lock_agent();
+        let p = slot.as_mut()?;
+        p.is_running().then(|| p.pid())
+    }
+
+    /// The last `lines` lines of the agent's log.
+    pub fn agent_log_tail(&self, lines: usize) -> String {
+        match self.lock_agent().as_ref() {
+            Some(p) => p.log_tail(lines),
+            None => format!("({}: no agent started)", self.name),
+        }
+    }
+
+    /// Starts the agent and waits until it reports ready.
+    pub fn start_agent(&self) -> Result<()> {
+        let cfg = self.agent_config()?;
+        let mut slot = self.lock_agent();
+        if let Some(p) = slot.as_mut()
+            && p.is_running()
+        {
+            bail!(
+                "the agent of {} is already running (pid {})",
+                self.name,
+                p.pid()
+            );
+        }
+        std::fs::create_dir_all(self.agent_state_dir())?;
+        let mut cmd = Command::new(&cfg.binary);
+        cmd.arg("--node-name")
+            .arg(&self.name)
+            .arg("--control-addr")
+            .arg(cfg.control_addr.to_string())
+            .arg("--ca-root-file")
+            .arg(&cfg.ca_root_file)
+            .arg("--token-file")
+            .arg(self.token_file())
+            .arg("--cni-socket")
+            .arg(self.cni_socket())
+            .arg("--state-dir")
+            .arg(self.agent_state_dir())
+            .arg("--bpffs-dir")
+            .arg(&self.bpffs)
+            .arg("--cgroup")
+            .arg(&self.pods_cgroup);
+        let label = format!("{}/weft-agent", self.name);
+        let process = Process::spawn(cmd, &self.placement(), &self.log_dir, &label)?;
+        *slot = Some(process);
+        drop(slot);
+        self.wait_agent_ready(cfg.ready_timeout)
+    }
+
+    /// Waits until `GET http://<node ip>:15021/healthz/ready` answers 200;
+    /// fails at once, with the agent's log, if the agent exits meanwhile.
+    pub fn wait_agent_ready(&self, timeout: Duration) -> Result<()> {
+        let addr = SocketAddr::from((self.ip, AGENT_READY_PORT));
+        let what = format!(
+            "the agent of {} to be ready (GET http://{addr}/healthz/ready)",
+            self.name
+        );
+        let outcome = wait_for(&what, timeout, || {
+            if let Some(p) = self.lock_agent().as_mut()
+                && let Some(status) = p.try_status()
+            {
+                return Ok(Some(Err(anyhow::anyhow!("the agent exited ({status})"))));
+            }
+            match http_status(&self.netns, addr, "/healthz/ready")? {
+                200 => Ok(Some(Ok(()))),
+                code => bail!("readiness answered {code}"),
+            }
+        });
+        outcome.and_then(|r| r).with_context(|| {
+            format!(
+                "agent of {} not ready\n{}",
+                self.name,
+                self.agent_log_tail(60)
+            )
+        })
+    }
+
+    /// Stops the agent: SIGKILL, or SIGTERM with up to `grace` to exit
+    /// (then SIGKILL). Returns whether it exited by itself within `grace`.
+    pub fn stop_agent(&self, graceful: Option<Duration>) -> bool {
+        let mut slot = self.lock_agent();
+        let Some(p) = slot.as_mut() else {
+            return true;
+        };
+        match graceful {
+            Some(grace) => p.terminate(grace).1,
+            None => {
+                p.kill();
+                true
+            }
+        }
+    }
+
+    /// Kills the agent (SIGKILL) and starts it again, waiting until ready.
+    pub fn restart_agent(&self) -> Result<()> {
+        self.stop_agent(None);
+        self.start_agent()
+    }
+
+    /// Stops the agent with SIGTERM (SIGKILL after `grace`) and starts it
+    /// again, waiting until ready. Errors if it did not exit within `grace`.
+    pub fn restart_agent_graceful(&self, grace: Duration) -> Result<()> {
+        if !self.stop_agent(Some(grace)) {
+            bail!(
+                "the agent of {} did not exit within {grace:?} of SIGTERM and was killed\n{}",
+                self.name,
+                self.agent_log_tail(60)
+            );
+        }
+        self.start_agent()
+    }
+
+    fn agent_config(&self) -> Result<&AgentConfig> {
+        self.agent_config.as_ref().with_context(|| {
+            format!(
+                "{} has no agent: the cluster was built with mesh(false)",
+                self.name
+            )
+        })
+    }
+
+    fn lock_agent(&self) -> std::sync::MutexGuard<'_, Option<Process>> {
+        self.agent.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Takes the next free pod IP of this node.
+    pub(crate) fn allocate_pod_ip(&self) -> Result<Ipv4Addr> {
+        let mut next = self.next_pod_host.lock().unwrap_or_else(|e| e.into_inner());
+        if *next == 255 {
+            bail!("{} has no pod IPs left in {}", self.name, self.pod_cidr());
+        }
+        let [a, b, c, _] = self.pod_net.octets();
+        let ip = Ipv4Addr::new(a, b, c, *next);
+        *next += 1;
+        Ok(ip)
+    }
+}
+
+/// The file name of a command's program, for log labels.
+pub(crate) fn program_name(cmd: &Command) -> String {
+    Path::new(cmd.get_program())
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_else(|| "process".to_string())
+}
