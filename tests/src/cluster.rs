@@ -454,7 +454,7 @@ impl Cluster {
         cgroup::create(&p.cgroup)?;
         if self.mesh {
             self.cni_call(node, pod, CniCommand::Add)
-                .map_err(|e| e.context(format!("agent log:\n{}", node.agent_log_tail(40))))?;
+                .map_err(|e| anyhow::anyhow!("{e:#}\n{}", node.agent_log_tail(40)))?;
         }
         Ok(())
     }
@@ -615,6 +615,14 @@ impl Cluster {
                 )
             })
             .collect()
+    }
+
+    /// Runs a test body; if it returns an error, the tails of all logs are
+    /// attached to it. (A panicking body gets them printed by `Drop`.)
+    pub fn with_logs<T>(&self, body: impl FnOnce(&Cluster) -> Result<T>) -> Result<T> {
+        body(self).map_err(|e| {
+            anyhow::anyhow!("{e:#}\n\nlogs of run {}:\n{}", self.run, self.logs_tail(40))
+        })
     }
 
     fn lock(&self) -> MutexGuard<'_, State> {

@@ -142,9 +142,12 @@ impl ControlPlane {
                 code => bail!("/ready answered {code}"),
             }
         });
-        outcome
-            .and_then(|r| r)
-            .with_context(|| format!("control plane not ready\n{}", self.log_tail(60)))
+        outcome.and_then(|r| r).map_err(|e| {
+            anyhow::anyhow!(
+                "the control plane is not ready: {e:#}\n{}",
+                self.log_tail(60)
+            )
+        })
     }
 
     /// Stops the control plane: SIGKILL, or SIGTERM with up to `grace`.

@@ -46,6 +46,11 @@ impl Netns {
         }
     }
 
+    /// Names of all named network namespaces on the host.
+    pub fn list() -> Result<Vec<String>> {
+        list_netns()
+    }
+
     /// The namespace's name (the file name under `/var/run/netns`).
     pub fn name(&self) -> &str {
         &self.name

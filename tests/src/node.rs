@@ -189,9 +189,9 @@ impl Node {
                 code => bail!("readiness answered {code}"),
             }
         });
-        outcome.and_then(|r| r).with_context(|| {
-            format!(
-                "agent of {} not ready\n{}",
+        outcome.and_then(|r| r).map_err(|e| {
+            anyhow::anyhow!(
+                "the agent of {} is not ready: {e:#}\n{}",
                 self.name,
                 self.agent_log_tail(60)
             )
