@@ -716,6 +716,14 @@ mod tests {
     use super::*;
 
     #[test]
+    fn handles_can_be_shared_across_threads() {
+        fn shared<T: Send + Sync>() {}
+        shared::<Cluster>();
+        shared::<Pod>();
+        shared::<Node>();
+    }
+
+    #[test]
     fn dns_labels() {
         for ok in ["a", "demo", "web-1", "x0"] {
             check_dns_label("n", ok).unwrap();

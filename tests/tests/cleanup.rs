@@ -5,17 +5,11 @@
 use std::collections::BTreeSet;
 use std::path::PathBuf;
 use std::process::Command;
-use std::sync::Mutex;
 
 use anyhow::{Context, Result, ensure};
 use weft_sim::{Cluster, PodSpec, RunId, cgroup2_root, leftovers};
 
-/// Every cluster start sweeps dead runs; the test that fakes a dead run
-/// holds this while it sets the run up, so no sweep sees it half-made.
-static SWEEPS: Mutex<()> = Mutex::new(());
-
 fn build(nodes: u8) -> Result<Cluster> {
-    let _guard = SWEEPS.lock().unwrap_or_else(|e| e.into_inner());
     Cluster::builder().nodes(nodes).mesh(false).build()
 }
 
@@ -158,11 +152,13 @@ fn panic_with_a_live_cluster_removes_everything() -> Result<()> {
 
 #[test]
 fn leftovers_of_a_dead_run_are_removed_at_the_next_start() -> Result<()> {
-    // Fake the remains of a run whose process (pid 99999999, above any
-    // pid_max) died without cleaning up: a netns, a cgroup tree with a
-    // process still in it, a bpffs dir and a run directory.
-    let dead = RunId::from_prefix("w99999999n7").context("run id")?;
-    let guard = SWEEPS.lock().unwrap_or_else(|e| e.into_inner());
+    // Fake the remains of a run whose process died without cleaning up: a
+    // netns, a cgroup tree with a process still in it, a bpffs dir and a
+    // run directory. The run is named after a live stand-in process until
+    // it is complete, so that no concurrent sweep (from any test process)
+    // sees it half-made; then the stand-in dies.
+    let mut owner = Command::new("sleep").arg("600").spawn()?;
+    let dead = RunId::from_prefix(&format!("w{}n7", owner.id())).context("run id")?;
     let cg_root = cgroup2_root()?;
     let netns = dead.netns("node-1");
     let status = Command::new("ip").args(["netns", "add", &netns]).status()?;
@@ -174,12 +170,11 @@ fn leftovers_of_a_dead_run_are_removed_at_the_next_start() -> Result<()> {
     let bpffs = dead.bpffs_dir("node-1");
     std::fs::create_dir_all(&bpffs)?;
     std::fs::create_dir_all(dead.temp_dir().join("config"))?;
-    ensure!(
-        leftovers(&dead, &cg_root).len() >= 5,
-        "{:#?}",
-        leftovers(&dead, &cg_root)
-    );
-    drop(guard);
+    let before = leftovers(&dead, &cg_root);
+    ensure!(before.len() == 5, "{before:#?}");
+    owner.kill()?;
+    owner.wait()?;
+    ensure!(!dead.owner_alive());
 
     // Building any cluster cleans up dead runs first.
     let cluster = build(1)?;
