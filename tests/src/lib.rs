@@ -64,3 +64,6 @@ pub use probe::http_status;
 pub use process::{Finished, Process};
 pub use topology::Addressing;
 pub use wait::{wait_for, wait_until};
+
+/// Signals for [`Process::signal`].
+pub use nix::sys::signal::Signal;
