@@ -16,7 +16,10 @@ fn main() -> anyhow::Result<()> {
         .to_str()
         .ok_or_else(|| anyhow!("non-UTF-8 path {}", ebpf_dir.display()))?;
     // The shared types are part of the programs too.
-    println!("cargo:rerun-if-changed={}", ebpf_dir.join("../common").display());
+    println!(
+        "cargo:rerun-if-changed={}",
+        ebpf_dir.join("../common").display()
+    );
     aya_build::build_ebpf(
         [aya_build::Package {
             name: "weft-ebpf",

@@ -1,4 +1,45 @@
-fn main() {
-    let obj = include_bytes!(concat!(env!("OUT_DIR"), "/weft"));
-    println!("{}", obj.len());
+//! `weft-agent`: parses flags, sets up logging, runs [`weft_agent::App`].
+
+use clap::Parser;
+use tracing_subscriber::EnvFilter;
+
+fn main() -> std::process::ExitCode {
+    let config = weft_agent::Config::parse();
+    let filter = EnvFilter::try_from_env("WEFT_LOG").unwrap_or_else(|_| EnvFilter::new("info"));
+    if config.log_json {
+        tracing_subscriber::fmt()
+            .with_env_filter(filter)
+            .json()
+            .init();
+    } else {
+        tracing_subscriber::fmt().with_env_filter(filter).init();
+    }
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .expect("tokio runtime");
+    match runtime.block_on(weft_agent::App::run(config)) {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(err) => {
+            let message = error_chain(&err);
+            tracing::error!(error = %message, "weft-agent failed");
+            eprintln!("weft-agent: {message}");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}
+
+/// The error and its causes, `: `-separated (the kernel's words included).
+fn error_chain(err: &dyn std::error::Error) -> String {
+    let mut message = err.to_string();
+    let mut source = err.source();
+    while let Some(cause) = source {
+        let text = cause.to_string();
+        if !message.contains(&text) {
+            message.push_str(": ");
+            message.push_str(&text);
+        }
+        source = cause.source();
+    }
+    message
 }

@@ -131,7 +131,12 @@ mod programs {
         )?;
         sa.user_ip4 = u32::from_ne_bytes([127, 0, 0, 1]);
         sa.user_port = u32::from(OUTBOUND_PORT.to_be());
-        debug!(ctx, "captured connect4 to {:i}:{}", u32::from_be_bytes(ip), port);
+        debug!(
+            ctx,
+            "captured connect4 to {:i}:{}",
+            u32::from_be_bytes(ip),
+            port
+        );
         Ok(ALLOW)
     }
 
@@ -143,7 +148,8 @@ mod programs {
         let ip6 = sa.user_ip6;
         let v4_mapped =
             ip6[0] == 0 && ip6[1] == 0 && ip6[2] == u32::from_ne_bytes([0, 0, 0xff, 0xff]);
-        let loopback6 = ip6[0] == 0 && ip6[1] == 0 && ip6[2] == 0 && ip6[3] == u32::from_ne_bytes([0, 0, 0, 1]);
+        let loopback6 =
+            ip6[0] == 0 && ip6[1] == 0 && ip6[2] == 0 && ip6[3] == u32::from_ne_bytes([0, 0, 0, 1]);
         if loopback6 || (v4_mapped && ip6[3].to_ne_bytes()[0] == 127) {
             return Ok(ALLOW);
         }

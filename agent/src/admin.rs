@@ -1,0 +1,129 @@
+//! HTTP endpoints for operators: readiness (`0.0.0.0:15021`) and the admin
+//! API (`127.0.0.1:15000`: effective config, config dump).
+
+use std::{
+    convert::Infallible,
+    net::SocketAddr,
+    sync::{
+        Arc,
+        atomic::{AtomicBool, Ordering},
+    },
+};
+
+use bytes::Bytes;
+use http::{Request, Response, StatusCode};
+use http_body_util::Full;
+use hyper::{body::Incoming, service::service_fn};
+use hyper_util::rt::TokioIo;
+use tokio::net::TcpListener;
+
+use crate::{Config, inpod::Enroller, state::WorkloadStore};
+
+/// What "ready" is made of. The agent is ready when redirection is
+/// attached, the workload data is synced, previous pods are restored and
+/// the CNI socket accepts pods.
+#[derive(Debug, Default)]
+pub struct Readiness {
+    pub redirection: AtomicBool,
+    pub workloads_synced: AtomicBool,
+    pub pods_restored: AtomicBool,
+    pub cni_listening: AtomicBool,
+}
+
+impl Readiness {
+    /// The parts not ready yet.
+    pub fn missing(&self) -> Vec<&'static str> {
+        [
+            (&self.redirection, "eBPF redirection"),
+            (
+                &self.workloads_synced,
+                "workload data from the control plane",
+            ),
+            (&self.pods_restored, "pods of the previous run"),
+            (&self.cni_listening, "CNI socket"),
+        ]
+        .into_iter()
+        .filter(|(flag, _)| !flag.load(Ordering::Acquire))
+        .map(|(_, name)| name)
+        .collect()
+    }
+}
+
+/// What the admin endpoints read.
+pub struct AdminState {
+    pub config: Config,
+    pub readiness: Arc<Readiness>,
+    pub store: Arc<WorkloadStore>,
+    pub enroller: tokio::sync::OnceCell<Arc<Enroller>>,
+}
+
+fn reply(status: StatusCode, content_type: &str, body: impl Into<Bytes>) -> Response<Full<Bytes>> {
+    Response::builder()
+        .status(status)
+        .header("content-type", content_type)
+        .body(Full::new(body.into()))
+        .expect("static response parts")
+}
+
+fn json(value: &serde_json::Value) -> Response<Full<Bytes>> {
+    reply(
+        StatusCode::OK,
+        "application/json",
+        serde_json::to_vec_pretty(value).expect("JSON value serialises"),
+    )
+}
+
+async fn route(
+    state: Arc<AdminState>,
+    admin: bool,
+    request: Request<Incoming>,
+) -> Result<Response<Full<Bytes>>, Infallible> {
+    let response = match (admin, request.uri().path()) {
+        (_, "/healthz/ready") => {
+            let missing = state.readiness.missing();
+            if missing.is_empty() {
+                reply(StatusCode::OK, "text/plain", "ready\n")
+            } else {
+                reply(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    "text/plain",
+                    format!("not ready: waiting for {}\n", missing.join(", ")),
+                )
+            }
+        }
+        (true, "/config") => json(&serde_json::to_value(&state.config).expect("config serialises")),
+        (true, "/config_dump") => {
+            let pods = match state.enroller.get() {
+                Some(enroller) => enroller.dump().await,
+                None => serde_json::Value::Null,
+            };
+            json(&serde_json::json!({ "workloadState": state.store.dump(), "pods": pods }))
+        }
+        _ => reply(StatusCode::NOT_FOUND, "text/plain", "not found\n"),
+    };
+    Ok(response)
+}
+
+/// Serves HTTP/1.1 on `listener` until the process ends. `admin` exposes
+/// the admin paths (only on the localhost listener).
+pub async fn serve(listener: TcpListener, state: Arc<AdminState>, admin: bool) {
+    loop {
+        let Ok((stream, _)) = listener.accept().await else {
+            continue;
+        };
+        let state = state.clone();
+        tokio::spawn(async move {
+            let service = service_fn(move |request| route(state.clone(), admin, request));
+            let _ = hyper::server::conn::http1::Builder::new()
+                .serve_connection(TokioIo::new(stream), service)
+                .await;
+        });
+    }
+}
+
+/// Binds an admin listener, naming the address on failure.
+pub async fn bind(addr: SocketAddr) -> Result<TcpListener, std::io::Error> {
+    TcpListener::bind(addr)
+        .await
+        .map_err(|err| std::io::Error::new(err.kind(), format!("cannot listen on {addr}: {err}")))
+}

@@ -1,0 +1,132 @@
+//! Wires the agent together: what starts, in which order, and when it is
+//! ready.
+
+use std::sync::{Arc, atomic::Ordering};
+
+use crate::{
+    Config,
+    admin::{self, AdminState, Readiness},
+    control::{ControlClient, ControlError},
+    identity::{self, IdentityError, SecretManager},
+    inpod::{self, Enroller, persist::PodFiles},
+    proxy::ProxyContext,
+    redirect::{RedirectError, Redirector, loader::RedirectConfig},
+    state::WorkloadStore,
+    sys::Netns,
+    xds::XdsClient,
+};
+
+#[derive(Debug, thiserror::Error)]
+pub enum AppError {
+    #[error(transparent)]
+    Redirect(#[from] RedirectError),
+    #[error(transparent)]
+    Control(#[from] ControlError),
+    #[error(transparent)]
+    Identity(#[from] IdentityError),
+    #[error("{what}: {source}")]
+    Io {
+        what: String,
+        source: std::io::Error,
+    },
+}
+
+fn io(what: impl Into<String>) -> impl FnOnce(std::io::Error) -> AppError {
+    let what = what.into();
+    move |source| AppError::Io { what, source }
+}
+
+/// The running agent.
+pub struct App;
+
+impl App {
+    /// Runs the agent until SIGTERM/SIGINT. Fatal set-up problems (no root,
+    /// no bpffs, unreadable credentials) are returned at once.
+    pub async fn run(config: Config) -> Result<(), AppError> {
+        Netns::init_home();
+        tracing::info!(config = %serde_json::to_string(&config).unwrap_or_default(), "starting weft-agent");
+
+        let readiness = Arc::new(Readiness::default());
+        let store = Arc::new(WorkloadStore::default());
+        let admin_state = Arc::new(AdminState {
+            config: config.clone(),
+            readiness: readiness.clone(),
+            store: store.clone(),
+            enroller: tokio::sync::OnceCell::new(),
+        });
+        let readiness_listener = admin::bind(config.readiness_addr)
+            .await
+            .map_err(io("readiness endpoint"))?;
+        let admin_listener = admin::bind(config.admin_addr)
+            .await
+            .map_err(io("admin endpoint"))?;
+        tokio::spawn(admin::serve(readiness_listener, admin_state.clone(), false));
+        tokio::spawn(admin::serve(admin_listener, admin_state.clone(), true));
+
+        let redirector = Arc::new(Redirector::load(&RedirectConfig {
+            bpffs_dir: config.bpffs_dir.clone(),
+            cgroup: config.cgroup.clone(),
+        })?);
+        readiness.redirection.store(true, Ordering::Release);
+
+        let control = ControlClient::new(&config)?;
+        let roots = Arc::new(identity::load_trust_bundle(&config.ca_root_file)?);
+        let secrets = Arc::new(SecretManager::new(control.clone(), config.cert_ttl));
+        tokio::spawn(secrets.clone().run_renewals());
+
+        let xds = XdsClient::new(control, config.node_name.clone(), store.clone());
+        let mut synced = xds.synced();
+        tokio::spawn(xds.run());
+
+        let proxy = Arc::new(ProxyContext {
+            store: store.clone(),
+            secrets,
+            roots,
+            original_dst: redirector.clone(),
+        });
+        let files = PodFiles::new(&config.state_dir).map_err(io(format!(
+            "state directory {}",
+            config.state_dir.display()
+        )))?;
+        let enroller = Arc::new(Enroller::new(
+            inpod::enrol_config(&config),
+            proxy,
+            redirector,
+            files,
+        ));
+        let _ = admin_state.enroller.set(enroller.clone());
+
+        let cni = inpod::server::bind(&config.cni_socket)
+            .map_err(io(format!("CNI socket {}", config.cni_socket.display())))?;
+        tokio::spawn(inpod::server::serve(cni, enroller.clone()));
+        readiness.cni_listening.store(true, Ordering::Release);
+
+        let startup = {
+            let readiness = readiness.clone();
+            async move {
+                let _ = synced.wait_for(|synced| *synced).await;
+                readiness.workloads_synced.store(true, Ordering::Release);
+                enroller.restore().await;
+                readiness.pods_restored.store(true, Ordering::Release);
+                tracing::info!("weft-agent ready");
+                enroller.run_reconciler().await;
+            }
+        };
+        tokio::spawn(startup);
+
+        shutdown_signal().await;
+        tracing::info!(
+            "shutting down; redirection stays pinned, so enrolled pods fail closed until the agent is back"
+        );
+        Ok(())
+    }
+}
+
+async fn shutdown_signal() {
+    use tokio::signal::unix::{SignalKind, signal};
+    let mut term = signal(SignalKind::terminate()).expect("SIGTERM handler");
+    tokio::select! {
+        _ = term.recv() => {}
+        _ = tokio::signal::ctrl_c() => {}
+    }
+}

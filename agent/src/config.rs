@@ -1,0 +1,145 @@
+//! The agent's configuration: one struct, one source of truth. Every field
+//! is a command-line flag (and an environment variable), printed at start
+//! and served by the admin API (`/config`).
+
+use std::{net::SocketAddr, path::PathBuf, time::Duration};
+
+use serde::Serialize;
+
+/// Configuration of `weft-agent`.
+#[derive(Debug, Clone, Serialize, clap::Parser)]
+#[command(
+    name = "weft-agent",
+    version,
+    about = "weft's per-node agent and proxy"
+)]
+pub struct Config {
+    /// Name of the Kubernetes node this agent serves. The control plane only
+    /// issues identities of pods scheduled on this node.
+    #[arg(long, env = "WEFT_NODE_NAME")]
+    pub node_name: String,
+
+    /// Address (host:port) of the control plane's xDS and CA endpoint.
+    #[arg(
+        long,
+        env = "WEFT_CONTROL_ADDR",
+        default_value = "weft-control.weft-system.svc:15012"
+    )]
+    pub control_addr: String,
+
+    /// TLS server name expected in the control plane's certificate.
+    #[arg(long, env = "WEFT_CONTROL_SERVER_NAME", default_value = "weft-control")]
+    pub control_server_name: String,
+
+    /// PEM file with the mesh's trust bundle (root certificates): it verifies
+    /// the control plane and every peer's workload certificate.
+    #[arg(
+        long,
+        env = "WEFT_CA_ROOT_FILE",
+        default_value = "/var/run/secrets/weft/trust-bundle.pem"
+    )]
+    pub ca_root_file: PathBuf,
+
+    /// File holding this node's bootstrap token for the control plane.
+    #[arg(
+        long,
+        env = "WEFT_TOKEN_FILE",
+        default_value = "/var/run/secrets/weft/token"
+    )]
+    pub token_file: PathBuf,
+
+    /// Unix socket on which `weft-cni` reports pod ADD/DEL.
+    #[arg(
+        long,
+        env = "WEFT_CNI_SOCKET",
+        default_value = "/var/run/weft/cni.sock"
+    )]
+    pub cni_socket: PathBuf,
+
+    /// Directory for the agent's own state (the pods it has seen), so that a
+    /// restarted agent re-enrols running pods.
+    #[arg(long, env = "WEFT_STATE_DIR", default_value = "/var/run/weft/agent")]
+    pub state_dir: PathBuf,
+
+    /// bpffs directory where the eBPF maps and links are pinned. Pins keep
+    /// redirection in place while the agent restarts (fail closed).
+    #[arg(long, env = "WEFT_BPFFS_DIR", default_value = "/sys/fs/bpf/weft")]
+    pub bpffs_dir: PathBuf,
+
+    /// cgroup v2 directory the redirection programs attach to; every pod's
+    /// cgroup must be below it. Default: the root of the cgroup2 mount.
+    #[arg(long, env = "WEFT_CGROUP")]
+    pub cgroup: Option<PathBuf>,
+
+    /// Admin API (config dump, effective config). Keep it on localhost.
+    #[arg(long, env = "WEFT_ADMIN_ADDR", default_value = "127.0.0.1:15000")]
+    pub admin_addr: SocketAddr,
+
+    /// Readiness endpoint (`GET /healthz/ready`).
+    #[arg(long, env = "WEFT_READINESS_ADDR", default_value = "0.0.0.0:15021")]
+    pub readiness_addr: SocketAddr,
+
+    /// How long a pod ADD waits for the control plane to describe the pod
+    /// before the pod's start fails.
+    #[arg(long, env = "WEFT_WORKLOAD_WAIT", default_value = "30s", value_parser = parse_duration)]
+    #[serde(with = "duration_secs")]
+    pub workload_wait: Duration,
+
+    /// Requested lifetime of workload certificates.
+    #[arg(long, env = "WEFT_CERT_TTL", default_value = "24h", value_parser = parse_duration)]
+    #[serde(with = "duration_secs")]
+    pub cert_ttl: Duration,
+
+    /// Log as JSON lines instead of text.
+    #[arg(long, env = "WEFT_LOG_JSON")]
+    pub log_json: bool,
+}
+
+/// Parses `300ms`, `30s`, `5m`, `24h` (or a bare number of seconds).
+pub fn parse_duration(text: &str) -> Result<Duration, String> {
+    let text = text.trim();
+    let split = text
+        .find(|c: char| !c.is_ascii_digit())
+        .unwrap_or(text.len());
+    let (number, unit) = text.split_at(split);
+    let value: u64 = number
+        .parse()
+        .map_err(|_| format!("`{text}` is not a duration: expected e.g. 500ms, 30s, 5m, 24h"))?;
+    match unit {
+        "ms" => Ok(Duration::from_millis(value)),
+        "" | "s" => Ok(Duration::from_secs(value)),
+        "m" => Ok(Duration::from_secs(value * 60)),
+        "h" => Ok(Duration::from_secs(value * 3600)),
+        other => Err(format!(
+            "`{text}`: unknown duration unit `{other}` (use ms, s, m or h)"
+        )),
+    }
+}
+
+mod duration_secs {
+    use std::time::Duration;
+
+    pub fn serialize<S: serde::Serializer>(value: &Duration, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_f64(value.as_secs_f64())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn durations() {
+        assert_eq!(parse_duration("250ms"), Ok(Duration::from_millis(250)));
+        assert_eq!(parse_duration("30s"), Ok(Duration::from_secs(30)));
+        assert_eq!(parse_duration("45"), Ok(Duration::from_secs(45)));
+        assert_eq!(parse_duration("24h"), Ok(Duration::from_secs(86_400)));
+        let err = parse_duration("3 weeks").unwrap_err();
+        assert!(err.contains("3 weeks"), "{err}");
+        assert!(
+            parse_duration("5d")
+                .unwrap_err()
+                .contains("unknown duration unit")
+        );
+    }
+}

@@ -1,0 +1,110 @@
+//! The connection to the control plane: one TLS gRPC channel (verified with
+//! the mesh's trust bundle) carrying xDS and CA calls, each with the node's
+//! bootstrap token.
+
+use std::path::PathBuf;
+
+use tonic::{
+    metadata::{Ascii, MetadataValue},
+    service::{Interceptor, interceptor::InterceptedService},
+    transport::{Certificate, Channel, ClientTlsConfig, Endpoint},
+};
+use weft_proto::{
+    ca::istio_certificate_service_client::IstioCertificateServiceClient,
+    discovery::aggregated_discovery_service_client::AggregatedDiscoveryServiceClient,
+};
+
+use crate::Config;
+
+#[derive(Debug, thiserror::Error)]
+pub enum ControlError {
+    #[error("cannot read {what} {path}: {source}")]
+    Read {
+        what: &'static str,
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("the bootstrap token in {0} is empty or not printable ASCII")]
+    BadToken(PathBuf),
+    #[error("control plane address `{addr}`: {source}")]
+    Address {
+        addr: String,
+        source: tonic::transport::Error,
+    },
+}
+
+/// Adds `authorization: Bearer <token>` to every call.
+#[derive(Clone)]
+pub struct TokenInterceptor(MetadataValue<Ascii>);
+
+impl Interceptor for TokenInterceptor {
+    fn call(
+        &mut self,
+        mut request: tonic::Request<()>,
+    ) -> Result<tonic::Request<()>, tonic::Status> {
+        request
+            .metadata_mut()
+            .insert("authorization", self.0.clone());
+        Ok(request)
+    }
+}
+
+pub type Authed = InterceptedService<Channel, TokenInterceptor>;
+
+/// Clients for the control plane's services, sharing one channel.
+#[derive(Clone)]
+pub struct ControlClient {
+    channel: Channel,
+    token: TokenInterceptor,
+}
+
+impl ControlClient {
+    /// Prepares the channel; it connects on first use and reconnects by
+    /// itself, so the agent can start before the control plane.
+    pub fn new(config: &Config) -> Result<Self, ControlError> {
+        let bundle = std::fs::read(&config.ca_root_file).map_err(|source| ControlError::Read {
+            what: "trust bundle",
+            path: config.ca_root_file.clone(),
+            source,
+        })?;
+        let token =
+            std::fs::read_to_string(&config.token_file).map_err(|source| ControlError::Read {
+                what: "bootstrap token",
+                path: config.token_file.clone(),
+                source,
+            })?;
+        let token = token.trim();
+        if token.is_empty() {
+            return Err(ControlError::BadToken(config.token_file.clone()));
+        }
+        let token: MetadataValue<Ascii> = format!("Bearer {token}")
+            .parse()
+            .map_err(|_| ControlError::BadToken(config.token_file.clone()))?;
+        let tls = ClientTlsConfig::new()
+            .ca_certificate(Certificate::from_pem(bundle))
+            .domain_name(config.control_server_name.clone());
+        let address = format!("https://{}", config.control_addr);
+        let endpoint = Endpoint::from_shared(address.clone())
+            .and_then(|e| e.tls_config(tls))
+            .map_err(|source| ControlError::Address {
+                addr: config.control_addr.clone(),
+                source,
+            })?
+            .connect_timeout(std::time::Duration::from_secs(5))
+            .tcp_nodelay(true)
+            .http2_keep_alive_interval(std::time::Duration::from_secs(30));
+        Ok(Self {
+            channel: endpoint.connect_lazy(),
+            token: TokenInterceptor(token),
+        })
+    }
+
+    pub fn xds(&self) -> AggregatedDiscoveryServiceClient<Authed> {
+        AggregatedDiscoveryServiceClient::with_interceptor(self.channel.clone(), self.token.clone())
+            .max_decoding_message_size(64 * 1024 * 1024)
+    }
+
+    pub fn ca(&self) -> IstioCertificateServiceClient<Authed> {
+        IstioCertificateServiceClient::with_interceptor(self.channel.clone(), self.token.clone())
+    }
+}

@@ -1,0 +1,389 @@
+//! Enrolment: turning a pod the runtime reported into a pod in the mesh,
+//! and back.
+
+use std::{
+    collections::{HashMap, HashSet},
+    net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr},
+    sync::Arc,
+    time::Duration,
+};
+
+use tokio::{net::TcpListener, sync::Mutex};
+use tokio_util::sync::CancellationToken;
+use weft_ebpf_common::{HBONE_PORT, OUTBOUND_PORT};
+
+use super::persist::PodFiles;
+use crate::{
+    cni::PodEvent,
+    identity::IdentityError,
+    proxy::{PodContext, ProxyContext, inbound, outbound},
+    redirect::{RedirectError, Redirector},
+    state::Workload,
+    sys::{
+        Netns,
+        netlink::{self, NetlinkError},
+        netns::NetnsError,
+        sockopt,
+    },
+};
+
+#[derive(Debug, thiserror::Error)]
+pub enum EnrolError {
+    #[error(
+        "pod {pod} is not known to the control plane after {waited:?}; is weft-control running and does its config contain the pod?"
+    )]
+    UnknownPod { pod: String, waited: Duration },
+    #[error("pod {pod} is scheduled on node {scheduled}, but this agent serves node {this}")]
+    WrongNode {
+        pod: String,
+        scheduled: String,
+        this: String,
+    },
+    #[error("pod {pod} has no IP address in the workload data")]
+    NoAddress { pod: String },
+    #[error(transparent)]
+    Netns(#[from] NetnsError),
+    #[error(transparent)]
+    Routing(#[from] NetlinkError),
+    #[error("pod {pod}: cannot open the proxy's {what} listener on {addr}: {source}")]
+    Listen {
+        pod: String,
+        what: &'static str,
+        addr: SocketAddr,
+        source: std::io::Error,
+    },
+    #[error(transparent)]
+    Identity(#[from] IdentityError),
+    #[error(transparent)]
+    Redirect(#[from] RedirectError),
+}
+
+/// A pod in the mesh: its listeners run until `cancel` fires.
+struct Enrolled {
+    context: Arc<PodContext>,
+    cancel: CancellationToken,
+}
+
+/// A pod the runtime told us about.
+struct KnownPod {
+    event: PodEvent,
+    enrolled: Option<Enrolled>,
+}
+
+/// Static settings of enrolment.
+#[derive(Debug, Clone)]
+pub struct EnrolConfig {
+    pub node_name: String,
+    pub workload_wait: Duration,
+}
+
+/// Enrols and releases pods; owns their listeners.
+pub struct Enroller {
+    config: EnrolConfig,
+    proxy: Arc<ProxyContext>,
+    redirect: Arc<Redirector>,
+    files: PodFiles,
+    pods: Mutex<HashMap<(String, String), KnownPod>>,
+}
+
+fn key(event: &PodEvent) -> (String, String) {
+    (event.pod_namespace.clone(), event.pod_name.clone())
+}
+
+impl Enroller {
+    pub fn new(
+        config: EnrolConfig,
+        proxy: Arc<ProxyContext>,
+        redirect: Arc<Redirector>,
+        files: PodFiles,
+    ) -> Self {
+        Self {
+            config,
+            proxy,
+            redirect,
+            files,
+            pods: Mutex::new(HashMap::new()),
+        }
+    }
+
+    /// Waits for the control plane to describe the pod.
+    async fn await_workload(
+        &self,
+        namespace: &str,
+        name: &str,
+    ) -> Result<Arc<Workload>, EnrolError> {
+        let store = &self.proxy.store;
+        let mut changes = store.subscribe();
+        let wait = async {
+            loop {
+                if let Some(workload) = store.workload_by_pod(namespace, name) {
+                    return workload;
+                }
+                if changes.changed().await.is_err() {
+                    std::future::pending::<()>().await;
+                }
+            }
+        };
+        tokio::time::timeout(self.config.workload_wait, wait)
+            .await
+            .map_err(|_| EnrolError::UnknownPod {
+                pod: format!("{namespace}/{name}"),
+                waited: self.config.workload_wait,
+            })
+    }
+
+    /// CNI ADD: returns whether the pod is in the mesh. Only returns once
+    /// the pod is fully set up; on error nothing is left half-done.
+    pub async fn add(&self, event: PodEvent) -> Result<bool, EnrolError> {
+        let workload = self
+            .await_workload(&event.pod_namespace, &event.pod_name)
+            .await?;
+        let pod = format!("{}/{}", event.pod_namespace, event.pod_name);
+        if !workload.node.is_empty() && workload.node != self.config.node_name {
+            return Err(EnrolError::WrongNode {
+                pod,
+                scheduled: workload.node.clone(),
+                this: self.config.node_name.clone(),
+            });
+        }
+        let mut pods = self.pods.lock().await;
+        if let Some(previous) = pods.remove(&key(&event)) {
+            // A repeated ADD (runtime retry) or a new sandbox: start afresh.
+            self.release(&previous);
+        }
+        let enrolled = if workload.hbone {
+            Some(self.enrol(&event, workload).await?)
+        } else {
+            tracing::info!(%pod, "pod is not in the mesh (namespace not labelled istio.io/dataplane-mode=ambient, or opted out)");
+            None
+        };
+        let in_mesh = enrolled.is_some();
+        if let Err(err) = self.files.save(&event) {
+            tracing::warn!(%pod, error = %err, "cannot persist pod state; a restarted agent will not re-enrol it");
+        }
+        pods.insert(key(&event), KnownPod { event, enrolled });
+        Ok(in_mesh)
+    }
+
+    /// CNI CHECK: whether the pod is as it should be.
+    pub async fn check(&self, event: &PodEvent) -> Result<bool, EnrolError> {
+        let pods = self.pods.lock().await;
+        Ok(pods.get(&key(event)).is_some_and(|p| p.enrolled.is_some()))
+    }
+
+    /// CNI DEL: idempotent.
+    pub async fn remove(&self, event: &PodEvent) -> Result<(), EnrolError> {
+        let mut pods = self.pods.lock().await;
+        if let Some(pod) = pods.remove(&key(event)) {
+            self.release(&pod);
+            tracing::info!(pod = %format!("{}/{}", event.pod_namespace, event.pod_name), "pod removed");
+        }
+        self.files.remove(&event.pod_namespace, &event.pod_name);
+        Ok(())
+    }
+
+    fn release(&self, pod: &KnownPod) {
+        if let Some(enrolled) = &pod.enrolled {
+            self.unenrol(enrolled);
+        }
+    }
+
+    fn unenrol(&self, enrolled: &Enrolled) {
+        if let Err(err) = self.redirect.unenrol(enrolled.context.netns_cookie) {
+            tracing::warn!(pod = %enrolled.context.name(), error = %err, "cannot remove the pod from the redirection map");
+        }
+        enrolled.cancel.cancel();
+        self.proxy.secrets.release(enrolled.context.identity());
+    }
+
+    /// Sets up a pod: routing, certificate, listeners, then capture.
+    async fn enrol(
+        &self,
+        event: &PodEvent,
+        workload: Arc<Workload>,
+    ) -> Result<Enrolled, EnrolError> {
+        let pod = format!("{}/{}", workload.namespace, workload.name);
+        let ip = *workload
+            .ips
+            .first()
+            .ok_or_else(|| EnrolError::NoAddress { pod: pod.clone() })?;
+        let netns = Netns::open(&event.netns)?;
+        let netns_cookie = netns.cookie()?;
+        netlink::setup_delivery_routing(&netns).await?;
+        self.proxy.secrets.acquire(&workload.identity).await?;
+        let guard = scopeguard(|| self.proxy.secrets.release(&workload.identity));
+
+        let listen = |what: &'static str, addr: SocketAddr, freebind: bool| {
+            netns
+                .run(|| sockopt::listener(addr, freebind))?
+                .and_then(TcpListener::from_std)
+                .map_err(|source| EnrolError::Listen {
+                    pod: pod.clone(),
+                    what,
+                    addr,
+                    source,
+                })
+        };
+        let outbound4 = listen(
+            "outbound",
+            SocketAddr::new(IpAddr::V4(Ipv4Addr::LOCALHOST), OUTBOUND_PORT),
+            false,
+        )?;
+        let outbound6 = match listen(
+            "outbound",
+            SocketAddr::new(IpAddr::V6(Ipv6Addr::LOCALHOST), OUTBOUND_PORT),
+            false,
+        ) {
+            Ok(listener) => Some(listener),
+            Err(err) => {
+                tracing::debug!(%pod, error = %err, "no IPv6 outbound listener (IPv6 is off in the pod?)");
+                None
+            }
+        };
+        let hbone = listen("HBONE", SocketAddr::new(ip, HBONE_PORT), true)?;
+
+        let context = Arc::new(PodContext {
+            workload: workload.clone(),
+            netns,
+            netns_cookie,
+        });
+        let cancel = CancellationToken::new();
+        for listener in std::iter::once(outbound4).chain(outbound6) {
+            tokio::spawn(outbound::serve(
+                listener,
+                context.clone(),
+                self.proxy.clone(),
+                cancel.clone(),
+            ));
+        }
+        tokio::spawn(inbound::serve(
+            hbone,
+            context.clone(),
+            self.proxy.clone(),
+            cancel.clone(),
+        ));
+
+        // Capture last: from here on the pod's connections go to listeners
+        // that exist.
+        if let Err(err) = self.redirect.enrol(netns_cookie) {
+            cancel.cancel();
+            return Err(err.into());
+        }
+        guard.defuse();
+        tracing::info!(%pod, %ip, identity = %workload.identity, netns_cookie, "pod enrolled in the mesh");
+        Ok(Enrolled { context, cancel })
+    }
+
+    /// Brings back the pods a previous agent knew about (after a restart),
+    /// then drops redirection entries of pods that are gone.
+    pub async fn restore(&self) {
+        let saved = self.files.load_all();
+        tracing::info!(pods = saved.len(), "restoring pods from a previous run");
+        for event in saved {
+            if !std::path::Path::new(&event.netns).exists() {
+                tracing::info!(pod = %format!("{}/{}", event.pod_namespace, event.pod_name), "pod's namespace is gone; forgetting it");
+                self.files.remove(&event.pod_namespace, &event.pod_name);
+                continue;
+            }
+            self.pods.lock().await.insert(
+                key(&event),
+                KnownPod {
+                    event,
+                    enrolled: None,
+                },
+            );
+        }
+        self.reconcile().await;
+        let live: HashSet<u64> = self
+            .pods
+            .lock()
+            .await
+            .values()
+            .filter_map(|p| p.enrolled.as_ref().map(|e| e.context.netns_cookie))
+            .collect();
+        match self.redirect.retain_enrolled(&live) {
+            Ok(0) => {}
+            Ok(stale) => tracing::info!(stale, "removed redirection entries of pods that are gone"),
+            Err(err) => tracing::warn!(error = %err, "cannot clean the redirection map"),
+        }
+    }
+
+    /// Enrols known pods that should be in the mesh and aren't, and
+    /// releases those that shouldn't be any more (e.g. a namespace label
+    /// changed).
+    pub async fn reconcile(&self) {
+        let mut pods = self.pods.lock().await;
+        for known in pods.values_mut() {
+            let Some(workload) = self
+                .proxy
+                .store
+                .workload_by_pod(&known.event.pod_namespace, &known.event.pod_name)
+            else {
+                continue;
+            };
+            match (&known.enrolled, workload.hbone) {
+                (None, true) => match self.enrol(&known.event, workload).await {
+                    Ok(enrolled) => known.enrolled = Some(enrolled),
+                    Err(err) => {
+                        tracing::warn!(pod = %format!("{}/{}", known.event.pod_namespace, known.event.pod_name), error = %err, "enrolment failed; will retry on the next change")
+                    }
+                },
+                (Some(enrolled), false) => {
+                    self.unenrol(enrolled);
+                    tracing::info!(pod = %enrolled.context.name(), "pod left the mesh");
+                    known.enrolled = None;
+                }
+                _ => {}
+            }
+        }
+    }
+
+    /// Reconciles on every change of the workload data, until the process
+    /// ends.
+    pub async fn run_reconciler(self: Arc<Self>) {
+        let mut changes = self.proxy.store.subscribe();
+        while changes.changed().await.is_ok() {
+            self.reconcile().await;
+        }
+    }
+
+    /// The pods known, for the admin API.
+    pub async fn dump(&self) -> serde_json::Value {
+        let pods = self.pods.lock().await;
+        let mut list: Vec<serde_json::Value> = pods
+            .values()
+            .map(|p| {
+                serde_json::json!({
+                    "namespace": p.event.pod_namespace,
+                    "name": p.event.pod_name,
+                    "netns": p.event.netns,
+                    "enrolled": p.enrolled.is_some(),
+                    "identity": p.enrolled.as_ref().map(|e| e.context.identity().to_string()),
+                })
+            })
+            .collect();
+        list.sort_by_key(|v| v.to_string());
+        serde_json::Value::Array(list)
+    }
+}
+
+/// Runs `f` on drop unless defused: undoes a half-done enrolment.
+struct ScopeGuard<F: FnOnce()>(Option<F>);
+
+fn scopeguard<F: FnOnce()>(f: F) -> ScopeGuard<F> {
+    ScopeGuard(Some(f))
+}
+
+impl<F: FnOnce()> ScopeGuard<F> {
+    fn defuse(mut self) {
+        self.0 = None;
+    }
+}
+
+impl<F: FnOnce()> Drop for ScopeGuard<F> {
+    fn drop(&mut self) {
+        if let Some(f) = self.0.take() {
+            f();
+        }
+    }
+}

@@ -1,0 +1,32 @@
+//! weft-agent: the per-node half of the mesh.
+//!
+//! Reading order for newcomers:
+//!
+//! * [`config`]: every flag, with its default.
+//! * [`app`]: what starts, in which order, and what "ready" means.
+//! * [`inpod`]: pods arrive from `weft-cni`; enrolment opens the proxy's
+//!   listeners inside each pod's network namespace.
+//! * [`redirect`]: the eBPF programs that steer a pod's outbound `connect()`
+//!   to those listeners.
+//! * [`proxy`]: outbound (15001) and inbound HBONE (15008) proxying.
+//! * [`identity`]: workload certificates from the control plane's CA, and the
+//!   TLS configs built from them.
+//! * [`xds`] and [`state`]: the workload/service model received from the
+//!   control plane.
+//! * [`sys`]: the seam to the kernel (netns, socket options, netlink).
+
+pub mod admin;
+pub mod app;
+pub mod cni;
+pub mod config;
+pub mod control;
+pub mod identity;
+pub mod inpod;
+pub mod proxy;
+pub mod redirect;
+pub mod state;
+pub mod sys;
+pub mod xds;
+
+pub use app::App;
+pub use config::Config;

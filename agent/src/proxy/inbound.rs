@@ -1,0 +1,169 @@
+//! Inbound HBONE on `<pod IP>:15008`: mutual TLS (the client must present a
+//! certificate of this mesh), then one HTTP/2 CONNECT per tunnelled
+//! connection, delivered to the app from the client's real IP.
+
+use std::{net::SocketAddr, sync::Arc, time::Duration};
+
+use bytes::Bytes;
+use h2::{RecvStream, server::SendResponse};
+use http::{Method, Request, Response, StatusCode};
+use tokio::net::TcpListener;
+use tokio_rustls::TlsAcceptor;
+use tokio_util::sync::CancellationToken;
+use tracing::Instrument;
+use weft_ebpf_common::DELIVERY_MARK;
+
+use super::{PodContext, ProxyContext, hbone};
+use crate::{identity::tls, state::Identity, sys::sockopt};
+
+/// Accepts HBONE connections until `cancel` fires.
+pub async fn serve(
+    listener: TcpListener,
+    pod: Arc<PodContext>,
+    ctx: Arc<ProxyContext>,
+    cancel: CancellationToken,
+) {
+    loop {
+        let (stream, peer) = tokio::select! {
+            _ = cancel.cancelled() => return,
+            accepted = listener.accept() => match accepted {
+                Ok(accepted) => accepted,
+                Err(err) => {
+                    tracing::warn!(pod = %pod.name(), error = %err, "HBONE accept failed");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    continue;
+                }
+            },
+        };
+        let _ = stream.set_nodelay(true);
+        let span = tracing::info_span!("inbound", dst = %pod.name(), peer = %peer);
+        let (pod, ctx) = (pod.clone(), ctx.clone());
+        tokio::spawn(
+            async move {
+                if let Err(err) = connection(stream, peer, pod, ctx).await {
+                    tracing::warn!(error = %err, "HBONE connection refused");
+                }
+            }
+            .instrument(span),
+        );
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+enum InboundError {
+    #[error("no certificate for {0} on this node")]
+    NoCertificate(String),
+    #[error(transparent)]
+    Identity(#[from] crate::identity::IdentityError),
+    #[error("TLS handshake: {0}")]
+    Tls(std::io::Error),
+    #[error("client certificate: {0}")]
+    ClientIdentity(#[from] crate::identity::spiffe::SpiffeError),
+    #[error("HTTP/2: {0}")]
+    H2(#[from] h2::Error),
+}
+
+async fn connection(
+    stream: tokio::net::TcpStream,
+    peer: SocketAddr,
+    pod: Arc<PodContext>,
+    ctx: Arc<ProxyContext>,
+) -> Result<(), InboundError> {
+    let cert = ctx
+        .secrets
+        .cached(pod.identity())
+        .ok_or_else(|| InboundError::NoCertificate(pod.identity().to_string()))?;
+    let config = tls::server_config(&cert, ctx.roots.clone())?;
+    let tls_stream = TlsAcceptor::from(config)
+        .accept(stream)
+        .await
+        .map_err(InboundError::Tls)?;
+    let client = tls::peer_identity(tls_stream.get_ref().1)?;
+    tracing::debug!(client = %client, "HBONE connection authenticated");
+    let mut h2 = hbone::server_builder().handshake(tls_stream).await?;
+    while let Some(request) = h2.accept().await {
+        let (request, respond) = request?;
+        let span = tracing::info_span!("connect", client = %client);
+        tokio::spawn(
+            stream_request(request, respond, peer, client.clone(), pod.clone()).instrument(span),
+        );
+    }
+    Ok(())
+}
+
+fn respond(mut respond: SendResponse<Bytes>, status: StatusCode) {
+    let response = Response::builder()
+        .status(status)
+        .body(())
+        .expect("static response");
+    let _ = respond.send_response(response, true);
+}
+
+async fn stream_request(
+    request: Request<RecvStream>,
+    mut responder: SendResponse<Bytes>,
+    peer: SocketAddr,
+    client: Identity,
+    pod: Arc<PodContext>,
+) {
+    if request.method() != Method::CONNECT {
+        tracing::warn!(method = %request.method(), "not a CONNECT");
+        return respond(responder, StatusCode::METHOD_NOT_ALLOWED);
+    }
+    let Some(target) = request
+        .uri()
+        .authority()
+        .and_then(|a| a.as_str().parse::<SocketAddr>().ok())
+    else {
+        tracing::warn!(uri = %request.uri(), "CONNECT target is not ip:port");
+        return respond(responder, StatusCode::BAD_REQUEST);
+    };
+    if !pod.workload.ips.contains(&target.ip()) {
+        tracing::warn!(%target, "CONNECT to an address this listener does not serve");
+        return respond(responder, StatusCode::BAD_REQUEST);
+    }
+    // Delivered from the client's own address: the app sees the real IP.
+    let socket = match pod
+        .netns
+        .run(|| sockopt::delivery_socket(peer.ip(), target, DELIVERY_MARK))
+    {
+        Ok(Ok(socket)) => socket,
+        Ok(Err(err)) => {
+            tracing::warn!(%target, error = %err, "cannot create the delivery socket");
+            return respond(responder, StatusCode::SERVICE_UNAVAILABLE);
+        }
+        Err(err) => {
+            tracing::warn!(%target, error = %err, "cannot enter the pod's namespace");
+            return respond(responder, StatusCode::SERVICE_UNAVAILABLE);
+        }
+    };
+    let app = match socket.connect(target).await {
+        Ok(app) => app,
+        Err(err) => {
+            tracing::info!(%target, error = %err, "the app refused the connection");
+            return respond(responder, StatusCode::SERVICE_UNAVAILABLE);
+        }
+    };
+    let _ = app.set_nodelay(true);
+    let response = Response::builder()
+        .status(StatusCode::OK)
+        .body(())
+        .expect("static response");
+    let send = match responder.send_response(response, false) {
+        Ok(send) => send,
+        Err(err) => {
+            tracing::debug!(error = %err, "client went away before the 200");
+            return;
+        }
+    };
+    let tunnel = hbone::H2Stream {
+        send,
+        recv: request.into_body(),
+    };
+    match hbone::splice(app, tunnel).await {
+        Ok((to_client, from_client)) => {
+            tracing::debug!(%target, %client, from_client, to_client, "stream complete")
+        }
+        Err(err) => tracing::debug!(%target, error = %err, "stream ended with an error"),
+    }
+}

@@ -1,0 +1,191 @@
+//! Outbound: connections a pod's app made, captured by eBPF to the pod's
+//! `127.0.0.1:15001`. The proxy learns the original destination from the
+//! redirection maps and carries the connection there: over HBONE to a mesh
+//! workload, in plaintext to anything else.
+
+use std::{net::SocketAddr, sync::Arc, time::Duration};
+
+use http::{HeaderMap, HeaderValue};
+use rustls::pki_types::ServerName;
+use tokio::net::{TcpListener, TcpStream};
+use tokio_rustls::TlsConnector;
+use tokio_util::sync::CancellationToken;
+use tracing::Instrument;
+use weft_ebpf_common::{HBONE_PORT, OUTBOUND_MARK};
+
+use super::{PodContext, ProxyContext, hbone};
+use crate::{
+    identity::tls,
+    state::{Resolved, Workload},
+    sys::sockopt,
+};
+
+/// Accepts captured connections until `cancel` fires.
+pub async fn serve(
+    listener: TcpListener,
+    pod: Arc<PodContext>,
+    ctx: Arc<ProxyContext>,
+    cancel: CancellationToken,
+) {
+    loop {
+        let (stream, peer) = tokio::select! {
+            _ = cancel.cancelled() => return,
+            accepted = listener.accept() => match accepted {
+                Ok(accepted) => accepted,
+                Err(err) => {
+                    tracing::warn!(pod = %pod.name(), error = %err, "outbound accept failed");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    continue;
+                }
+            },
+        };
+        let _ = stream.set_nodelay(true);
+        let span = tracing::info_span!("outbound", src = %pod.name(), client = %peer);
+        tokio::spawn(handle(stream, peer, pod.clone(), ctx.clone()).instrument(span));
+    }
+}
+
+/// Closes with a reset, so that the app sees a prompt failure, not a hang.
+fn reset(stream: TcpStream) {
+    // Linger 0: close() sends RST at once (it does not block).
+    let _ = socket2::SockRef::from(&stream).set_linger(Some(Duration::ZERO));
+    drop(stream);
+}
+
+async fn handle(stream: TcpStream, peer: SocketAddr, pod: Arc<PodContext>, ctx: Arc<ProxyContext>) {
+    let Some(original) = ctx.original_dst.take(pod.netns_cookie, peer.port()) else {
+        tracing::warn!("no original destination recorded for this connection; closing");
+        return reset(stream);
+    };
+    let result = match ctx.store.resolve(original) {
+        Resolved::Workload { workload, addr, .. } if workload.hbone => {
+            tracing::debug!(dst = %addr, dst_workload = %workload.name, "via HBONE");
+            via_hbone(stream, peer, &pod, &ctx, &workload, addr).await
+        }
+        Resolved::Workload { addr, .. } | Resolved::Passthrough(addr) => {
+            tracing::debug!(dst = %addr, "passthrough");
+            passthrough(stream, &pod, addr).await
+        }
+        Resolved::NoEndpoints(service) => {
+            tracing::warn!(service = %service.hostname, "service has no endpoints; closing");
+            return reset(stream);
+        }
+    };
+    match result {
+        Ok((sent, received)) => {
+            tracing::debug!(original = %original, sent, received, "connection complete")
+        }
+        Err(err) => tracing::warn!(original = %original, error = %err, "connection failed"),
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+enum OutboundError {
+    #[error("no certificate for {0} on this node")]
+    NoCertificate(String),
+    #[error(transparent)]
+    Identity(#[from] crate::identity::IdentityError),
+    #[error("cannot create a socket in the pod's namespace: {0}")]
+    Netns(#[from] crate::sys::netns::NetnsError),
+    #[error(
+        "connecting to {addr}: {source}; maybe a NetworkPolicy blocks port 15008, or the destination node is down"
+    )]
+    Connect {
+        addr: SocketAddr,
+        source: std::io::Error,
+    },
+    #[error("TLS with {addr}: {source}")]
+    Tls {
+        addr: SocketAddr,
+        source: std::io::Error,
+    },
+    #[error(transparent)]
+    Hbone(#[from] hbone::HboneError),
+    #[error("copying: {0}")]
+    Io(#[from] std::io::Error),
+}
+
+/// A socket in the pod's namespace, marked so eBPF doesn't capture it,
+/// connected to `addr`: the pod's own source IP stays on the wire.
+async fn connect_from_pod(pod: &PodContext, addr: SocketAddr) -> Result<TcpStream, OutboundError> {
+    let socket = pod
+        .netns
+        .run(|| sockopt::outbound_socket(addr, OUTBOUND_MARK))?
+        .map_err(|source| OutboundError::Connect { addr, source })?;
+    socket
+        .connect(addr)
+        .await
+        .map_err(|source| OutboundError::Connect { addr, source })
+}
+
+async fn passthrough(
+    mut stream: TcpStream,
+    pod: &PodContext,
+    addr: SocketAddr,
+) -> Result<(u64, u64), OutboundError> {
+    let mut upstream = connect_from_pod(pod, addr).await?;
+    Ok(tokio::io::copy_bidirectional(&mut stream, &mut upstream).await?)
+}
+
+async fn via_hbone(
+    stream: TcpStream,
+    peer: SocketAddr,
+    pod: &PodContext,
+    ctx: &ProxyContext,
+    destination: &Workload,
+    target: SocketAddr,
+) -> Result<(u64, u64), OutboundError> {
+    let cert = ctx
+        .secrets
+        .cached(pod.identity())
+        .ok_or_else(|| OutboundError::NoCertificate(pod.identity().to_string()))?;
+    let config = tls::client_config(&cert, ctx.roots.clone(), destination.identity.clone())?;
+    let hbone_addr = SocketAddr::new(target.ip(), HBONE_PORT);
+    let tcp = connect_from_pod(pod, hbone_addr).await?;
+    let tls_stream = TlsConnector::from(config)
+        .connect(ServerName::IpAddress(target.ip().into()), tcp)
+        .await
+        .map_err(|source| OutboundError::Tls {
+            addr: hbone_addr,
+            source,
+        })?;
+    let send_request = hbone::client_handshake(tls_stream).await?;
+    let source_ip = pod.workload.ips.first().copied().unwrap_or(peer.ip());
+    let tunnel = hbone::connect(
+        send_request,
+        target,
+        request_headers(pod, source_ip, peer.port()),
+    )
+    .await?;
+    Ok(hbone::splice(stream, tunnel).await?)
+}
+
+/// Headers ztunnel sends with CONNECT.
+fn request_headers(pod: &PodContext, source_ip: std::net::IpAddr, source_port: u16) -> HeaderMap {
+    let mut headers = HeaderMap::new();
+    let mut put = |name: &'static str, value: String| {
+        if let Ok(value) = HeaderValue::from_str(&value) {
+            headers.insert(name, value);
+        }
+    };
+    put(
+        "forwarded",
+        format!("for=\"{}\"", SocketAddr::new(source_ip, source_port)),
+    );
+    put(
+        "baggage",
+        format!(
+            "k8s.namespace.name={},k8s.pod.name={},service.name={}",
+            pod.workload.namespace, pod.workload.name, pod.workload.name
+        ),
+    );
+    put(
+        "traceparent",
+        format!(
+            "00-{:032x}-{:016x}-01",
+            fastrand::u128(1..),
+            fastrand::u64(1..)
+        ),
+    );
+    headers
+}

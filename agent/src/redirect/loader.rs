@@ -1,0 +1,337 @@
+//! Loads and attaches the programs, and gives the rest of the agent typed
+//! access to their maps.
+
+use std::{
+    fs::File,
+    io,
+    net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr},
+    path::{Path, PathBuf},
+    sync::Mutex,
+};
+
+use aya::{
+    Ebpf, EbpfLoader,
+    maps::{HashMap, MapData, MapError},
+    programs::{
+        CgroupAttachMode, CgroupSockAddr, SockOps,
+        links::{FdLink, PinnedLink},
+    },
+};
+use weft_ebpf_common::{
+    FAMILY_INET, MAP_DST_BY_PORT, MAP_ENROLLED, OrigDst, PodRedirect, PortKey, REDIRECT_OUTBOUND,
+};
+
+use crate::sys::mounts::{self, MountError};
+
+/// The compiled programs (`ebpf/programs`), built by `build.rs`.
+static EBPF_OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/weft"));
+
+/// On kernels with BPF links (5.7+), aya attaches with `bpf_link_create`,
+/// whose cgroup attachments always allow several programs and which
+/// refuses any flag (EINVAL): so no `AllowMultiple` here, even though an
+/// agent upgrade briefly has two copies attached.
+const LINK_MODE: CgroupAttachMode = CgroupAttachMode::Single;
+
+const CGROUP_PROGRAMS: [&str; 2] = ["weft_connect4", "weft_connect6"];
+const SOCKOPS_PROGRAM: &str = "weft_sockops";
+
+#[derive(Debug, thiserror::Error)]
+pub enum RedirectError {
+    #[error(
+        "weft-agent must run as root (it loads eBPF programs and enters pod network namespaces)"
+    )]
+    NotRoot,
+    #[error(transparent)]
+    Mount(#[from] MountError),
+    #[error("cannot create {path}: {source}")]
+    CreateDir { path: PathBuf, source: io::Error },
+    #[error(
+        "cannot open cgroup {path}: {source}; pass the node's pod cgroup (a cgroup v2 directory) with --cgroup"
+    )]
+    Cgroup { path: PathBuf, source: io::Error },
+    #[error("loading the eBPF object failed: {0}")]
+    Load(#[source] Box<aya::EbpfError>),
+    #[error("the eBPF object has no program `{0}`; the agent binary is broken")]
+    MissingProgram(&'static str),
+    #[error("the eBPF object has no map `{0}`; the agent binary is broken")]
+    MissingMap(&'static str),
+    #[error("program `{name}`: {source}")]
+    Program {
+        name: &'static str,
+        #[source]
+        source: Box<aya::programs::ProgramError>,
+    },
+    #[error("program `{name}`: {source}")]
+    Link {
+        name: &'static str,
+        #[source]
+        source: aya::programs::links::LinkError,
+    },
+    #[error("pinning `{name}` at {path}: {detail}")]
+    Pin {
+        name: &'static str,
+        path: PathBuf,
+        detail: String,
+    },
+    #[error("map `{map}`: {source}")]
+    Map {
+        map: &'static str,
+        #[source]
+        source: Box<MapError>,
+    },
+}
+
+/// Where to pin and attach.
+#[derive(Debug, Clone)]
+pub struct RedirectConfig {
+    pub bpffs_dir: PathBuf,
+    /// cgroup v2 directory; `None`: the cgroup2 mount root.
+    pub cgroup: Option<PathBuf>,
+}
+
+/// The loaded programs and their maps. Dropping it leaves the pinned links
+/// (and so the redirection) in place.
+pub struct Redirector {
+    enrolled: Mutex<HashMap<MapData, u64, PodRedirect>>,
+    dst_by_port: Mutex<HashMap<MapData, PortKey, OrigDst>>,
+    cgroup: PathBuf,
+    _ebpf: Ebpf,
+    _logger: Option<tokio::task::JoinHandle<()>>,
+}
+
+impl std::fmt::Debug for Redirector {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Redirector")
+            .field("cgroup", &self.cgroup)
+            .finish_non_exhaustive()
+    }
+}
+
+fn create_dir(path: &Path) -> Result<(), RedirectError> {
+    std::fs::create_dir_all(path).map_err(|source| RedirectError::CreateDir {
+        path: path.to_path_buf(),
+        source,
+    })
+}
+
+impl Redirector {
+    /// Loads the programs, reusing maps pinned by a previous agent, attaches
+    /// them to the cgroup, and replaces a previous agent's links.
+    pub fn load(config: &RedirectConfig) -> Result<Self, RedirectError> {
+        if !nix::unistd::geteuid().is_root() {
+            return Err(RedirectError::NotRoot);
+        }
+        mounts::check_bpffs(&config.bpffs_dir)?;
+        let maps_dir = config.bpffs_dir.join("maps");
+        let links_dir = config.bpffs_dir.join("links");
+        create_dir(&maps_dir)?;
+        create_dir(&links_dir)?;
+        let cgroup = match &config.cgroup {
+            Some(path) => path.clone(),
+            None => mounts::cgroup2_root()?,
+        };
+        let cgroup_dir = File::open(&cgroup).map_err(|source| RedirectError::Cgroup {
+            path: cgroup.clone(),
+            source,
+        })?;
+
+        let log_level = aya_log::Level::Info as u8;
+        let mut ebpf = EbpfLoader::new()
+            .default_map_pin_directory(&maps_dir)
+            .override_global(aya_log::LEVEL, &log_level, false)
+            .load(EBPF_OBJECT)
+            .map_err(|err| RedirectError::Load(Box::new(err)))?;
+        let logger = super::logger::spawn(&mut ebpf);
+
+        for name in CGROUP_PROGRAMS {
+            let program: &mut CgroupSockAddr = program(&mut ebpf, name)?;
+            let prog_err = |source| RedirectError::Program {
+                name,
+                source: Box::new(source),
+            };
+            program.load().map_err(prog_err)?;
+            let id = program.attach(&cgroup_dir, LINK_MODE).map_err(prog_err)?;
+            let link = program.take_link(id).map_err(prog_err)?;
+            let link =
+                FdLink::try_from(link).map_err(|source| RedirectError::Link { name, source })?;
+            replace_pinned_link(name, link, &links_dir)?;
+        }
+        {
+            let name = SOCKOPS_PROGRAM;
+            let program: &mut SockOps = program(&mut ebpf, name)?;
+            let prog_err = |source| RedirectError::Program {
+                name,
+                source: Box::new(source),
+            };
+            program.load().map_err(prog_err)?;
+            let id = program.attach(&cgroup_dir, LINK_MODE).map_err(prog_err)?;
+            let link = program.take_link(id).map_err(prog_err)?;
+            let link =
+                FdLink::try_from(link).map_err(|source| RedirectError::Link { name, source })?;
+            replace_pinned_link(name, link, &links_dir)?;
+        }
+
+        let enrolled = take_map(&mut ebpf, MAP_ENROLLED)?;
+        let dst_by_port = take_map(&mut ebpf, MAP_DST_BY_PORT)?;
+        tracing::info!(cgroup = %cgroup.display(), bpffs = %config.bpffs_dir.display(), "eBPF redirection attached");
+        Ok(Self {
+            enrolled: Mutex::new(enrolled),
+            dst_by_port: Mutex::new(dst_by_port),
+            cgroup,
+            _ebpf: ebpf,
+            _logger: logger,
+        })
+    }
+
+    /// The cgroup the programs are attached to.
+    pub fn cgroup(&self) -> &Path {
+        &self.cgroup
+    }
+
+    /// Starts capturing outbound connections of the pod whose network
+    /// namespace has this cookie.
+    pub fn enrol(&self, netns_cookie: u64) -> Result<(), RedirectError> {
+        let value = PodRedirect {
+            flags: REDIRECT_OUTBOUND,
+            _pad: 0,
+        };
+        self.enrolled
+            .lock()
+            .expect("map lock")
+            .insert(netns_cookie, value, 0)
+            .map_err(|source| RedirectError::Map {
+                map: MAP_ENROLLED,
+                source: Box::new(source),
+            })
+    }
+
+    /// Stops capturing for this namespace. Not an error if it wasn't.
+    pub fn unenrol(&self, netns_cookie: u64) -> Result<(), RedirectError> {
+        match self
+            .enrolled
+            .lock()
+            .expect("map lock")
+            .remove(&netns_cookie)
+        {
+            Ok(()) | Err(MapError::KeyNotFound) => Ok(()),
+            Err(source) => Err(RedirectError::Map {
+                map: MAP_ENROLLED,
+                source: Box::new(source),
+            }),
+        }
+    }
+
+    /// Removes enrolments of namespaces not in `live` (pods that went away
+    /// while no agent was running).
+    pub fn retain_enrolled(
+        &self,
+        live: &std::collections::HashSet<u64>,
+    ) -> Result<usize, RedirectError> {
+        let mut map = self.enrolled.lock().expect("map lock");
+        let stale: Vec<u64> = map
+            .keys()
+            .filter_map(Result::ok)
+            .filter(|cookie| !live.contains(cookie))
+            .collect();
+        for cookie in &stale {
+            let _ = map.remove(cookie);
+        }
+        Ok(stale.len())
+    }
+
+    /// The destination a captured connection asked for, found from the
+    /// proxy's side: the pod's netns and the client's source port. The
+    /// record is consumed.
+    pub fn take_original_dst(&self, netns_cookie: u64, source_port: u16) -> Option<SocketAddr> {
+        let key = PortKey::new(netns_cookie, source_port);
+        let mut map = self.dst_by_port.lock().expect("map lock");
+        let dst = map.get(&key, 0).ok()?;
+        let _ = map.remove(&key);
+        Some(orig_dst_addr(&dst))
+    }
+}
+
+fn orig_dst_addr(dst: &OrigDst) -> SocketAddr {
+    let ip = if dst.family == FAMILY_INET {
+        IpAddr::V4(Ipv4Addr::new(
+            dst.addr[0],
+            dst.addr[1],
+            dst.addr[2],
+            dst.addr[3],
+        ))
+    } else {
+        IpAddr::V6(Ipv6Addr::from(dst.addr))
+    };
+    SocketAddr::new(ip, dst.port)
+}
+
+fn program<'a, T>(ebpf: &'a mut Ebpf, name: &'static str) -> Result<&'a mut T, RedirectError>
+where
+    &'a mut T: TryFrom<&'a mut aya::programs::Program, Error = aya::programs::ProgramError>,
+{
+    let program = ebpf
+        .program_mut(name)
+        .ok_or(RedirectError::MissingProgram(name))?;
+    program.try_into().map_err(|source| RedirectError::Program {
+        name,
+        source: Box::new(source),
+    })
+}
+
+fn take_map<K: aya::Pod, V: aya::Pod>(
+    ebpf: &mut Ebpf,
+    name: &'static str,
+) -> Result<HashMap<MapData, K, V>, RedirectError> {
+    let map = ebpf.take_map(name).ok_or(RedirectError::MissingMap(name))?;
+    HashMap::try_from(map).map_err(|source| RedirectError::Map {
+        map: name,
+        source: Box::new(source),
+    })
+}
+
+/// Pins the new link, then removes the previous agent's link of the same
+/// program (if any), so that there is never a moment without capture. While
+/// both are attached the second one is a no-op: it sees the already
+/// rewritten loopback destination.
+fn replace_pinned_link(
+    name: &'static str,
+    link: FdLink,
+    links_dir: &Path,
+) -> Result<(), RedirectError> {
+    let current = links_dir.join(name);
+    // bpffs refuses names with a dot.
+    let staged = links_dir.join(format!("{name}_new"));
+    let pin_error = |path: &Path, detail: String| RedirectError::Pin {
+        name,
+        path: path.to_path_buf(),
+        detail,
+    };
+    let chain = |err: &dyn std::error::Error| {
+        let mut text = err.to_string();
+        let mut source = err.source();
+        while let Some(cause) = source {
+            text = format!("{text}: {cause}");
+            source = cause.source();
+        }
+        text
+    };
+    if staged.exists() {
+        // Left over from an agent that died mid-replacement.
+        std::fs::remove_file(&staged).map_err(|err| pin_error(&staged, err.to_string()))?;
+    }
+    link.pin(&staged)
+        .map_err(|err| pin_error(&staged, chain(&err)))?;
+    if current.exists() {
+        let previous =
+            PinnedLink::from_pin(&current).map_err(|err| pin_error(&current, chain(&err)))?;
+        // Unpinning and dropping the last reference detaches it.
+        drop(
+            previous
+                .unpin()
+                .map_err(|err| pin_error(&current, err.to_string()))?,
+        );
+        tracing::info!(program = name, "replaced the previous agent's link");
+    }
+    std::fs::rename(&staged, &current).map_err(|err| pin_error(&current, err.to_string()))?;
+    Ok(())
+}

@@ -1,0 +1,128 @@
+//! The agent's view of the mesh: workloads and services as received from
+//! the control plane (Istio's Workload API), indexed for the proxy's
+//! lookups, plus the answer to "where does this connection go?".
+
+mod convert;
+mod store;
+
+pub use convert::{ConvertError, Converted, from_address};
+pub use store::{Resolved, WorkloadStore};
+
+use std::{collections::HashMap, fmt, net::IpAddr, str::FromStr};
+
+/// A workload's SPIFFE identity, `spiffe://<trust domain>/ns/<ns>/sa/<sa>`.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, serde::Serialize)]
+pub struct Identity {
+    pub trust_domain: String,
+    pub namespace: String,
+    pub service_account: String,
+}
+
+impl fmt::Display for Identity {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "spiffe://{}/ns/{}/sa/{}",
+            self.trust_domain, self.namespace, self.service_account
+        )
+    }
+}
+
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+#[error(
+    "`{0}` is not a workload SPIFFE ID (expected spiffe://<trust-domain>/ns/<namespace>/sa/<service-account>)"
+)]
+pub struct IdentityParseError(pub String);
+
+impl FromStr for Identity {
+    type Err = IdentityParseError;
+
+    fn from_str(text: &str) -> Result<Self, Self::Err> {
+        let err = || IdentityParseError(text.to_string());
+        let rest = text.strip_prefix("spiffe://").ok_or_else(err)?;
+        let mut parts = rest.split('/');
+        match (
+            parts.next(),
+            parts.next(),
+            parts.next(),
+            parts.next(),
+            parts.next(),
+            parts.next(),
+        ) {
+            (Some(td), Some("ns"), Some(ns), Some("sa"), Some(sa), None)
+                if !td.is_empty() && !ns.is_empty() && !sa.is_empty() =>
+            {
+                Ok(Self {
+                    trust_domain: td.to_string(),
+                    namespace: ns.to_string(),
+                    service_account: sa.to_string(),
+                })
+            }
+            _ => Err(err()),
+        }
+    }
+}
+
+/// A pod (or other workload) as the control plane describes it.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct Workload {
+    pub uid: String,
+    pub name: String,
+    pub namespace: String,
+    pub ips: Vec<IpAddr>,
+    pub node: String,
+    pub identity: Identity,
+    /// Captured by the mesh (`tunnel_protocol: HBONE`): its traffic is
+    /// carried in HBONE and it accepts HBONE on 15008.
+    pub hbone: bool,
+    /// Services this workload backs: service key (`ns/hostname`) →
+    /// service port → target port.
+    pub services: HashMap<String, HashMap<u16, u16>>,
+}
+
+/// A Kubernetes Service as the control plane describes it.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct Service {
+    pub name: String,
+    pub namespace: String,
+    pub hostname: String,
+    pub vips: Vec<IpAddr>,
+    /// Service port → target port (0: the same as the service port, or a
+    /// named port that each endpoint resolves).
+    pub ports: HashMap<u16, u16>,
+}
+
+impl Service {
+    /// The key workloads use in their `services` map (and the xDS resource
+    /// name): `namespace/hostname`.
+    pub fn key(&self) -> String {
+        format!("{}/{}", self.namespace, self.hostname)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn identity_round_trip() {
+        let id: Identity = "spiffe://cluster.local/ns/default/sa/sleep"
+            .parse()
+            .unwrap();
+        assert_eq!(id.namespace, "default");
+        assert_eq!(id.service_account, "sleep");
+        assert_eq!(id.to_string(), "spiffe://cluster.local/ns/default/sa/sleep");
+    }
+
+    #[test]
+    fn identity_rejects_other_shapes() {
+        for bad in [
+            "spiffe://cluster.local/ns/default",
+            "https://cluster.local/ns/a/sa/b",
+            "spiffe://cluster.local/ns/a/sa/b/c",
+            "spiffe:///ns/a/sa/b",
+        ] {
+            assert!(bad.parse::<Identity>().is_err(), "{bad}");
+        }
+    }
+}

@@ -1,0 +1,347 @@
+//! The indexed store of workloads and services, updated by the xDS client
+//! and read by enrolment and the proxy.
+
+use std::{
+    collections::{BTreeSet, HashMap},
+    net::{IpAddr, SocketAddr},
+    sync::{
+        Arc, RwLock,
+        atomic::{AtomicUsize, Ordering},
+    },
+};
+
+use tokio::sync::watch;
+
+use super::{Service, Workload, convert::Converted};
+
+/// Where an outbound connection goes.
+#[derive(Debug, Clone)]
+pub enum Resolved {
+    /// A workload the control plane knows, reached directly or through one
+    /// of its services. `addr` is the workload's IP and target port.
+    Workload {
+        workload: Arc<Workload>,
+        service: Option<Arc<Service>>,
+        addr: SocketAddr,
+    },
+    /// A service VIP with no endpoint behind it.
+    NoEndpoints(Arc<Service>),
+    /// Not a mesh destination: forwarded unchanged, in plaintext.
+    Passthrough(SocketAddr),
+}
+
+#[derive(Default)]
+struct Inner {
+    workloads: HashMap<String, Arc<Workload>>,
+    by_ip: HashMap<IpAddr, String>,
+    by_pod: HashMap<(String, String), String>,
+    services: HashMap<String, Arc<Service>>,
+    by_vip: HashMap<IpAddr, String>,
+    /// service key → uids of the workloads backing it.
+    endpoints: HashMap<String, BTreeSet<String>>,
+    /// xDS resource name → version.
+    versions: HashMap<String, String>,
+}
+
+impl Inner {
+    fn remove(&mut self, name: &str) {
+        self.versions.remove(name);
+        if let Some(w) = self.workloads.remove(name) {
+            for ip in &w.ips {
+                if self.by_ip.get(ip).is_some_and(|uid| uid == name) {
+                    self.by_ip.remove(ip);
+                }
+            }
+            let pod = (w.namespace.clone(), w.name.clone());
+            if self.by_pod.get(&pod).is_some_and(|uid| uid == name) {
+                self.by_pod.remove(&pod);
+            }
+            for key in w.services.keys() {
+                if let Some(set) = self.endpoints.get_mut(key) {
+                    set.remove(name);
+                }
+            }
+        }
+        if let Some(s) = self.services.remove(name) {
+            for vip in &s.vips {
+                if self.by_vip.get(vip).is_some_and(|key| key == name) {
+                    self.by_vip.remove(vip);
+                }
+            }
+        }
+    }
+
+    fn insert(&mut self, name: String, version: String, resource: Converted) {
+        self.remove(&name);
+        match resource {
+            Converted::Workload(w) => {
+                for ip in &w.ips {
+                    self.by_ip.insert(*ip, name.clone());
+                }
+                self.by_pod
+                    .insert((w.namespace.clone(), w.name.clone()), name.clone());
+                for key in w.services.keys() {
+                    self.endpoints
+                        .entry(key.clone())
+                        .or_default()
+                        .insert(name.clone());
+                }
+                self.workloads.insert(name.clone(), Arc::new(w));
+            }
+            Converted::Service(s) => {
+                for vip in &s.vips {
+                    self.by_vip.insert(*vip, name.clone());
+                }
+                self.services.insert(name.clone(), Arc::new(s));
+            }
+        }
+        self.versions.insert(name, version);
+    }
+}
+
+/// Workloads and services, indexed by what the proxy looks up.
+pub struct WorkloadStore {
+    inner: RwLock<Inner>,
+    changes: watch::Sender<u64>,
+    round_robin: AtomicUsize,
+}
+
+impl Default for WorkloadStore {
+    fn default() -> Self {
+        Self {
+            inner: RwLock::default(),
+            changes: watch::Sender::new(0),
+            round_robin: AtomicUsize::new(0),
+        }
+    }
+}
+
+impl WorkloadStore {
+    /// Applies one xDS update: upserts (`name`, `version`, resource) and
+    /// removals by name. Wakes everyone waiting on [`Self::subscribe`].
+    pub fn apply(&self, upserts: Vec<(String, String, Converted)>, removals: &[String]) {
+        {
+            let mut inner = self.inner.write().expect("store lock");
+            for name in removals {
+                inner.remove(name);
+            }
+            for (name, version, resource) in upserts {
+                inner.insert(name, version, resource);
+            }
+        }
+        self.changes.send_modify(|generation| *generation += 1);
+    }
+
+    /// A receiver that changes whenever the store does.
+    pub fn subscribe(&self) -> watch::Receiver<u64> {
+        self.changes.subscribe()
+    }
+
+    /// Resource name → version of everything held: what a reconnecting
+    /// xDS client sends as `initial_resource_versions`.
+    pub fn versions(&self) -> HashMap<String, String> {
+        self.inner.read().expect("store lock").versions.clone()
+    }
+
+    pub fn workload_by_pod(&self, namespace: &str, name: &str) -> Option<Arc<Workload>> {
+        let inner = self.inner.read().expect("store lock");
+        let uid = inner
+            .by_pod
+            .get(&(namespace.to_string(), name.to_string()))?;
+        inner.workloads.get(uid).cloned()
+    }
+
+    pub fn workload_by_ip(&self, ip: IpAddr) -> Option<Arc<Workload>> {
+        let inner = self.inner.read().expect("store lock");
+        let uid = inner.by_ip.get(&ip)?;
+        inner.workloads.get(uid).cloned()
+    }
+
+    /// Decides where a connection to `dst` goes: a service VIP picks one of
+    /// its endpoints (round robin), a workload IP is that workload, anything
+    /// else passes through.
+    pub fn resolve(&self, dst: SocketAddr) -> Resolved {
+        let inner = self.inner.read().expect("store lock");
+        let service = inner
+            .by_vip
+            .get(&dst.ip())
+            .and_then(|key| inner.services.get(key));
+        if let Some(service) = service
+            && let Some(&service_target) = service.ports.get(&dst.port())
+        {
+            let key = service.key();
+            let endpoints: Vec<&Arc<Workload>> = inner
+                .endpoints
+                .get(&key)
+                .into_iter()
+                .flatten()
+                .filter_map(|uid| inner.workloads.get(uid))
+                .filter(|w| !w.ips.is_empty())
+                .collect();
+            if endpoints.is_empty() {
+                return Resolved::NoEndpoints(service.clone());
+            }
+            let pick = self.round_robin.fetch_add(1, Ordering::Relaxed) % endpoints.len();
+            let workload = endpoints[pick];
+            let target = workload
+                .services
+                .get(&key)
+                .and_then(|ports| ports.get(&dst.port()))
+                .copied()
+                .filter(|&p| p != 0)
+                .or(Some(service_target).filter(|&p| p != 0))
+                .unwrap_or(dst.port());
+            return Resolved::Workload {
+                workload: workload.clone(),
+                service: Some(service.clone()),
+                addr: SocketAddr::new(workload.ips[0], target),
+            };
+        }
+        match inner
+            .by_ip
+            .get(&dst.ip())
+            .and_then(|uid| inner.workloads.get(uid))
+        {
+            Some(workload) => Resolved::Workload {
+                workload: workload.clone(),
+                service: None,
+                addr: dst,
+            },
+            None => Resolved::Passthrough(dst),
+        }
+    }
+
+    /// Everything held, for the admin API's config dump.
+    pub fn dump(&self) -> serde_json::Value {
+        let inner = self.inner.read().expect("store lock");
+        let mut workloads: Vec<&Arc<Workload>> = inner.workloads.values().collect();
+        workloads.sort_by(|a, b| a.uid.cmp(&b.uid));
+        let mut services: Vec<&Arc<Service>> = inner.services.values().collect();
+        services.sort_by(|a, b| a.hostname.cmp(&b.hostname));
+        serde_json::json!({ "workloads": workloads, "services": services })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::net::Ipv4Addr;
+
+    use super::*;
+    use crate::state::Identity;
+
+    fn workload(uid: &str, ip: [u8; 4], services: &[(&str, u16, u16)]) -> Converted {
+        let mut map: HashMap<String, HashMap<u16, u16>> = HashMap::new();
+        for (key, sp, tp) in services {
+            map.entry(key.to_string()).or_default().insert(*sp, *tp);
+        }
+        Converted::Workload(Workload {
+            uid: uid.into(),
+            name: uid.into(),
+            namespace: "default".into(),
+            ips: vec![IpAddr::V4(Ipv4Addr::from(ip))],
+            node: "node-1".into(),
+            identity: Identity {
+                trust_domain: "cluster.local".into(),
+                namespace: "default".into(),
+                service_account: "default".into(),
+            },
+            hbone: true,
+            services: map,
+        })
+    }
+
+    fn service(vip: [u8; 4], port: u16, target: u16) -> Converted {
+        Converted::Service(Service {
+            name: "web".into(),
+            namespace: "default".into(),
+            hostname: "web.default.svc.cluster.local".into(),
+            vips: vec![IpAddr::V4(Ipv4Addr::from(vip))],
+            ports: HashMap::from([(port, target)]),
+        })
+    }
+
+    const SVC: &str = "default/web.default.svc.cluster.local";
+
+    #[test]
+    fn resolves_vip_to_endpoints_round_robin_with_target_port() {
+        let store = WorkloadStore::default();
+        store.apply(
+            vec![
+                (
+                    "a".into(),
+                    "1".into(),
+                    workload("a", [10, 0, 1, 2], &[(SVC, 80, 8080)]),
+                ),
+                (
+                    "b".into(),
+                    "1".into(),
+                    workload("b", [10, 0, 2, 2], &[(SVC, 80, 8080)]),
+                ),
+                (SVC.into(), "1".into(), service([10, 96, 0, 10], 80, 8080)),
+            ],
+            &[],
+        );
+        let vip: SocketAddr = "10.96.0.10:80".parse().unwrap();
+        let mut seen = BTreeSet::new();
+        for _ in 0..4 {
+            match store.resolve(vip) {
+                Resolved::Workload { addr, service, .. } => {
+                    assert_eq!(addr.port(), 8080);
+                    assert!(service.is_some());
+                    seen.insert(addr.ip());
+                }
+                other => panic!("unexpected {other:?}"),
+            }
+        }
+        assert_eq!(seen.len(), 2, "both endpoints used");
+        // A port the service doesn't expose is not the service.
+        assert!(matches!(
+            store.resolve("10.96.0.10:81".parse().unwrap()),
+            Resolved::Passthrough(_)
+        ));
+    }
+
+    #[test]
+    fn removal_drops_indexes() {
+        let store = WorkloadStore::default();
+        store.apply(
+            vec![
+                (
+                    "a".into(),
+                    "1".into(),
+                    workload("a", [10, 0, 1, 2], &[(SVC, 80, 8080)]),
+                ),
+                (SVC.into(), "1".into(), service([10, 96, 0, 10], 80, 8080)),
+            ],
+            &[],
+        );
+        store.apply(vec![], &["a".to_string()]);
+        assert!(store.workload_by_ip("10.0.1.2".parse().unwrap()).is_none());
+        assert!(store.workload_by_pod("default", "a").is_none());
+        assert!(matches!(
+            store.resolve("10.96.0.10:80".parse().unwrap()),
+            Resolved::NoEndpoints(_)
+        ));
+        assert_eq!(store.versions().len(), 1);
+    }
+
+    #[test]
+    fn workload_ip_resolves_directly() {
+        let store = WorkloadStore::default();
+        store.apply(
+            vec![("a".into(), "1".into(), workload("a", [10, 0, 1, 2], &[]))],
+            &[],
+        );
+        match store.resolve("10.0.1.2:9000".parse().unwrap()) {
+            Resolved::Workload { addr, service, .. } => {
+                assert_eq!(addr, "10.0.1.2:9000".parse().unwrap());
+                assert!(service.is_none());
+            }
+            other => panic!("unexpected {other:?}"),
+        }
+        assert!(matches!(
+            store.resolve("192.0.2.1:80".parse().unwrap()),
+            Resolved::Passthrough(_)
+        ));
+    }
+}

@@ -1,0 +1,5 @@
+//! Delta xDS client for Istio's Workload API (`istio.workload.Address`).
+
+mod client;
+
+pub use client::XdsClient;
