@@ -1,1 +1,129 @@
-fn main() {}
+//! `weft-control`: the bundled control plane (directory mode).
+
+use std::{net::SocketAddr, path::PathBuf};
+
+use anyhow::Context;
+use clap::{Parser, Subcommand};
+use tracing_subscriber::EnvFilter;
+use weft_control::{CaSource, Config, Server};
+
+#[derive(Parser)]
+#[command(
+    name = "weft-control",
+    version,
+    about = "weft's control plane: config, xDS and CA"
+)]
+struct Cli {
+    /// Log as JSON lines instead of text.
+    #[arg(long, global = true, env = "WEFT_LOG_JSON")]
+    log_json: bool,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Serve xDS and the CA from a directory of Kubernetes-style YAML.
+    Serve(ServeArgs),
+    /// Print a node's bootstrap token (creates the secret if missing).
+    BootstrapToken {
+        /// The control plane's state directory.
+        #[arg(long)]
+        state_dir: PathBuf,
+        /// The node's name, as in pods' spec.nodeName.
+        #[arg(long)]
+        node: String,
+    },
+}
+
+#[derive(clap::Args)]
+struct ServeArgs {
+    /// Directory of YAML (Namespace, Pod, Service, ...), watched recursively.
+    #[arg(long)]
+    config_dir: PathBuf,
+    /// Directory for the bootstrap secret, CA files and trust bundle.
+    #[arg(long)]
+    state_dir: PathBuf,
+    /// TLS gRPC address for xDS and the CA.
+    #[arg(long, default_value = "0.0.0.0:15012")]
+    xds_addr: SocketAddr,
+    /// Plain-HTTP address for /ready and /debug/*.
+    #[arg(long, default_value = "0.0.0.0:15014")]
+    debug_addr: SocketAddr,
+    /// SPIFFE trust domain of workload identities.
+    #[arg(long, default_value = "cluster.local")]
+    trust_domain: String,
+    /// Signing certificate (intermediate or root), PEM. Without it a root
+    /// is generated into --state-dir.
+    #[arg(long, requires = "ca_key")]
+    ca_cert: Option<PathBuf>,
+    /// Key of --ca-cert, unencrypted PKCS#8 PEM.
+    #[arg(long, requires = "ca_cert")]
+    ca_key: Option<PathBuf>,
+    /// Certificates above --ca-cert up to the root, PEM.
+    #[arg(long, requires = "ca_cert")]
+    ca_chain: Option<PathBuf>,
+    /// Extra DNS name for the serving certificate (repeatable).
+    #[arg(long = "server-name")]
+    server_names: Vec<String>,
+}
+
+impl ServeArgs {
+    fn into_config(self) -> Config {
+        let ca = match (self.ca_cert, self.ca_key) {
+            (Some(cert), Some(key)) => CaSource::Files {
+                cert,
+                key,
+                chain: self.ca_chain,
+            },
+            _ => CaSource::Generate,
+        };
+        Config {
+            xds_addr: self.xds_addr,
+            debug_addr: self.debug_addr,
+            trust_domain: self.trust_domain,
+            ca,
+            server_names: self.server_names,
+            ..Config::new(self.config_dir, self.state_dir)
+        }
+    }
+}
+
+fn main() -> anyhow::Result<()> {
+    let cli = Cli::parse();
+    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
+    let logs = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    if cli.log_json {
+        logs.json().init();
+    } else {
+        logs.init();
+    }
+
+    match cli.command {
+        Command::BootstrapToken { state_dir, node } => {
+            let token = weft_control::bootstrap_token(&state_dir, &node)?;
+            println!("{token}");
+            Ok(())
+        }
+        Command::Serve(args) => {
+            let runtime =
+                tokio::runtime::Runtime::new().context("cannot start the tokio runtime")?;
+            runtime.block_on(serve(args.into_config()))
+        }
+    }
+}
+
+async fn serve(config: Config) -> anyhow::Result<()> {
+    let mut handle = Server::start(config).await?;
+    let mut sigterm = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+        .context("cannot listen for SIGTERM")?;
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => {}
+        _ = sigterm.recv() => {}
+        reason = handle.failed() => anyhow::bail!("weft-control stopped: {reason}"),
+    }
+    handle.shutdown().await;
+    Ok(())
+}

@@ -1,0 +1,128 @@
+//! The control plane's configuration: one struct, one source of truth.
+//! `main.rs` fills it from flags; tests fill it directly.
+
+use std::{
+    net::SocketAddr,
+    path::{Path, PathBuf},
+};
+
+use serde::Serialize;
+
+/// Everything `weft-control serve` needs.
+#[derive(Debug, Clone, Serialize)]
+pub struct Config {
+    /// Directory of Kubernetes-style YAML (directory mode), watched
+    /// recursively and hot-reloaded.
+    pub config_dir: PathBuf,
+    /// Where the control plane keeps its state: `bootstrap-secret`,
+    /// `root-cert.pem`/`root-key.pem` (generated root), `trust-bundle.pem`.
+    pub state_dir: PathBuf,
+    /// Address of the TLS gRPC server (xDS and CA); port 0 picks one.
+    pub xds_addr: SocketAddr,
+    /// Address of the plain-HTTP debug/monitoring server; port 0 picks one.
+    pub debug_addr: SocketAddr,
+    /// SPIFFE trust domain of workload identities.
+    pub trust_domain: String,
+    /// Where the CA's signing key comes from.
+    pub ca: CaSource,
+    /// Extra DNS names for the serving certificate, besides
+    /// `weft-control` and `weft-control.weft-system.svc`.
+    pub server_names: Vec<String>,
+    /// Cluster id, used in workload uids (`<cluster>//Pod/<ns>/<name>`).
+    pub cluster_id: String,
+    /// DNS suffix of service hostnames (`<svc>.<ns>.svc.<suffix>`).
+    pub domain_suffix: String,
+}
+
+/// The CA's signing certificate and key.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum CaSource {
+    /// A self-signed root, generated into the state directory on first
+    /// start and reused after.
+    Generate,
+    /// Given files.
+    Files {
+        /// The signing certificate (an intermediate or a root), PEM.
+        cert: PathBuf,
+        /// Its key, unencrypted PKCS#8 PEM.
+        key: PathBuf,
+        /// The certificates above `cert`, up to the root (last), PEM.
+        chain: Option<PathBuf>,
+    },
+}
+
+/// Names always in the serving certificate; agents verify
+/// `weft-control`.
+pub const DEFAULT_SERVER_NAMES: [&str; 2] = ["weft-control", "weft-control.weft-system.svc"];
+
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error(
+        "--trust-domain `{0}` is not a valid trust domain (lowercase letters, digits, '.', '-', '_')"
+    )]
+    TrustDomain(String),
+    #[error("--server-name `{0}` is not a valid DNS name")]
+    ServerName(String),
+}
+
+impl Config {
+    /// Defaults for everything but the two directories; addresses as in
+    /// Istio (15012, 15014).
+    pub fn new(config_dir: impl Into<PathBuf>, state_dir: impl Into<PathBuf>) -> Self {
+        Config {
+            config_dir: config_dir.into(),
+            state_dir: state_dir.into(),
+            xds_addr: ([0, 0, 0, 0], 15012).into(),
+            debug_addr: ([0, 0, 0, 0], 15014).into(),
+            trust_domain: "cluster.local".into(),
+            ca: CaSource::Generate,
+            server_names: Vec::new(),
+            cluster_id: "Kubernetes".into(),
+            domain_suffix: "cluster.local".into(),
+        }
+    }
+
+    /// Like [`Config::new`], on loopback ports picked by the kernel: for
+    /// in-process tests.
+    pub fn for_tests(config_dir: &Path, state_dir: &Path) -> Self {
+        Config {
+            xds_addr: ([127, 0, 0, 1], 0).into(),
+            debug_addr: ([127, 0, 0, 1], 0).into(),
+            ..Config::new(config_dir, state_dir)
+        }
+    }
+
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        let td = &self.trust_domain;
+        let td_ok = !td.is_empty()
+            && td
+                .bytes()
+                .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b"._-".contains(&b));
+        if !td_ok {
+            return Err(ConfigError::TrustDomain(td.clone()));
+        }
+        for name in &self.server_names {
+            let ok = !name.is_empty()
+                && name.len() <= 253
+                && name
+                    .bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b".-*".contains(&b));
+            if !ok {
+                return Err(ConfigError::ServerName(name.clone()));
+            }
+        }
+        Ok(())
+    }
+
+    /// All DNS names of the serving certificate.
+    pub fn all_server_names(&self) -> Vec<String> {
+        let mut names: Vec<String> = DEFAULT_SERVER_NAMES.iter().map(|s| s.to_string()).collect();
+        for name in &self.server_names {
+            if !names.contains(name) {
+                names.push(name.clone());
+            }
+        }
+        names
+    }
+}

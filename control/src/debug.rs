@@ -1,0 +1,113 @@
+//! The monitoring/debug HTTP server (15014):
+//!
+//! | path | what |
+//! | --- | --- |
+//! | `/ready` | 200 once config is loaded and the servers are up, else 503 |
+//! | `/debug/syncz` | JSON: each connected agent's stream (sent/acked nonces, last NACK) |
+//! | `/debug/config_errors` | JSON: rejected config files (file, line, column, message) |
+//! | `/debug/config` | JSON: the effective control plane config |
+//! | `/debug/resources` | JSON: resource name → version of the current model |
+
+use std::{
+    convert::Infallible,
+    sync::{
+        Arc,
+        atomic::{AtomicBool, Ordering},
+    },
+};
+
+use http::{Method, Response, StatusCode, header};
+use http_body_util::Full;
+use hyper::{body::Bytes, server::conn::http1, service::service_fn};
+use hyper_util::rt::TokioIo;
+use serde::Serialize;
+use tokio::{net::TcpListener, sync::watch};
+use tokio_util::sync::CancellationToken;
+
+use crate::{config::Config, model::Model, source::Snapshot, xds::SyncRegistry};
+
+/// What the debug server reads.
+pub struct DebugState {
+    pub ready: AtomicBool,
+    pub config: Config,
+    pub snapshot: watch::Receiver<Arc<Snapshot>>,
+    pub model: watch::Receiver<Arc<Model>>,
+    pub syncz: Arc<SyncRegistry>,
+}
+
+/// Serves until `shutdown`.
+pub async fn serve(listener: TcpListener, state: Arc<DebugState>, shutdown: CancellationToken) {
+    loop {
+        let (stream, peer) = tokio::select! {
+            _ = shutdown.cancelled() => return,
+            accepted = listener.accept() => match accepted {
+                Ok(accepted) => accepted,
+                Err(err) => {
+                    tracing::warn!(error = %err, "debug server accept failed");
+                    continue;
+                }
+            },
+        };
+        let state = Arc::clone(&state);
+        let shutdown = shutdown.clone();
+        tokio::spawn(async move {
+            let service = service_fn(move |req| {
+                let state = Arc::clone(&state);
+                async move { Ok::<_, Infallible>(route(&state, req.method(), req.uri().path())) }
+            });
+            let conn = http1::Builder::new().serve_connection(TokioIo::new(stream), service);
+            tokio::pin!(conn);
+            tokio::select! {
+                result = conn.as_mut() => {
+                    if let Err(err) = result {
+                        tracing::debug!(%peer, error = %err, "debug connection failed");
+                    }
+                }
+                _ = shutdown.cancelled() => conn.as_mut().graceful_shutdown(),
+            }
+        });
+    }
+}
+
+fn route(state: &DebugState, method: &Method, path: &str) -> Response<Full<Bytes>> {
+    if method != Method::GET {
+        return text(StatusCode::METHOD_NOT_ALLOWED, "only GET\n");
+    }
+    match path {
+        "/ready" if state.ready.load(Ordering::Acquire) => text(StatusCode::OK, "ready\n"),
+        "/ready" => text(StatusCode::SERVICE_UNAVAILABLE, "not ready\n"),
+        "/debug/syncz" => json(&state.syncz.list()),
+        "/debug/config_errors" => json(&state.snapshot.borrow().errors),
+        "/debug/config" => json(&state.config),
+        "/debug/resources" => {
+            let model = state.model.borrow();
+            let versions: std::collections::BTreeMap<&str, &str> = model
+                .resources
+                .values()
+                .map(|r| (r.name.as_str(), r.version.as_str()))
+                .collect();
+            json(&versions)
+        }
+        _ => text(
+            StatusCode::NOT_FOUND,
+            "not found; try /ready, /debug/syncz, /debug/config_errors, /debug/config, /debug/resources\n",
+        ),
+    }
+}
+
+fn text(status: StatusCode, body: &'static str) -> Response<Full<Bytes>> {
+    Response::builder()
+        .status(status)
+        .header(header::CONTENT_TYPE, "text/plain")
+        .body(Full::new(Bytes::from_static(body.as_bytes())))
+        .expect("valid response")
+}
+
+fn json(value: &impl Serialize) -> Response<Full<Bytes>> {
+    let body = serde_json::to_vec_pretty(value).expect("serializable");
+    Response::builder()
+        .status(StatusCode::OK)
+        .header(header::CONTENT_TYPE, "application/json")
+        .body(Full::new(Bytes::from(body)))
+        .expect("valid response")
+}

@@ -1,0 +1,241 @@
+//! YAML → model: enrolment, service ports, named targetPorts, endpoints by
+//! selector, CA index.
+
+use std::path::Path;
+
+use weft_proto::workload::{Address, NetworkMode, Port, TunnelProtocol, Workload, address::Type};
+
+use super::*;
+use crate::source::parse::parse_file;
+
+fn config() -> ModelConfig {
+    ModelConfig {
+        cluster_id: "Kubernetes".into(),
+        trust_domain: "cluster.local".into(),
+        domain_suffix: "cluster.local".into(),
+    }
+}
+
+fn model(yaml: &str) -> Model {
+    build(
+        &parse_file(Path::new("t.yaml"), yaml).expect("valid yaml"),
+        &config(),
+    )
+}
+
+fn workload<'a>(model: &'a Model, ns: &str, name: &str) -> &'a Workload {
+    let uid = format!("Kubernetes//Pod/{ns}/{name}");
+    match &model
+        .resources
+        .get(&uid)
+        .unwrap_or_else(|| panic!("no {uid}"))
+        .address
+    {
+        Address {
+            r#type: Some(Type::Workload(w)),
+        } => w,
+        other => panic!("{uid} is {other:?}"),
+    }
+}
+
+const CLUSTER: &str = r#"
+apiVersion: v1
+kind: Namespace
+metadata:
+  name: mesh
+  labels: {istio.io/dataplane-mode: ambient}
+---
+apiVersion: v1
+kind: Namespace
+metadata: {name: plain}
+---
+apiVersion: v1
+kind: Pod
+metadata:
+  name: web-1
+  namespace: mesh
+  labels: {app: web, version: v1}
+spec:
+  nodeName: node-a
+  serviceAccountName: web
+  containers:
+  - name: app
+    ports:
+    - {name: http, containerPort: 8080}
+status:
+  podIP: 10.1.0.5
+  podIPs: [{ip: 10.1.0.5}, {ip: "fd00::5"}]
+---
+apiVersion: v1
+kind: Pod
+metadata:
+  name: web-2
+  namespace: mesh
+  labels: {app: web, istio.io/dataplane-mode: none}
+spec:
+  nodeName: node-b
+  containers:
+  - name: app
+    ports:
+    - {name: web, containerPort: 9090}
+status: {podIP: 10.1.0.6}
+---
+apiVersion: v1
+kind: Pod
+metadata: {name: host, namespace: mesh, labels: {app: web}}
+spec: {nodeName: node-a, hostNetwork: true}
+status: {podIP: 192.168.0.10}
+---
+apiVersion: v1
+kind: Pod
+metadata: {name: outside, namespace: plain, labels: {app: web}}
+spec: {nodeName: node-a}
+status: {podIP: 10.1.0.7}
+---
+apiVersion: v1
+kind: Pod
+metadata: {name: pending, namespace: mesh}
+spec: {nodeName: node-c, serviceAccountName: batch}
+---
+apiVersion: v1
+kind: Service
+metadata: {name: web, namespace: mesh}
+spec:
+  selector: {app: web}
+  clusterIP: 10.96.0.10
+  ports:
+  - {name: http, port: 80, targetPort: http}
+  - {name: admin, port: 81, targetPort: 9901}
+  - {name: plain, port: 82}
+  - {name: dns, port: 53, protocol: UDP}
+---
+apiVersion: v1
+kind: Service
+metadata: {name: v1-only, namespace: mesh}
+spec:
+  selector: {app: web, version: v1}
+  clusterIP: None
+  ports: [{port: 80, targetPort: 8080}]
+"#;
+
+#[test]
+fn enrolment_follows_namespace_and_pod_labels_and_host_network() {
+    let m = model(CLUSTER);
+    let hbone = |ns, name| workload(&m, ns, name).tunnel_protocol == TunnelProtocol::Hbone as i32;
+    assert!(hbone("mesh", "web-1"), "ambient namespace enrols");
+    assert!(!hbone("mesh", "web-2"), "pod label none opts out");
+    assert!(!hbone("mesh", "host"), "hostNetwork is never enrolled");
+    assert!(!hbone("plain", "outside"), "namespace without the label");
+    assert_eq!(
+        workload(&m, "mesh", "host").network_mode,
+        NetworkMode::HostNetwork as i32
+    );
+}
+
+#[test]
+fn workload_fields() {
+    let m = model(CLUSTER);
+    let w = workload(&m, "mesh", "web-1");
+    assert_eq!(w.uid, "Kubernetes//Pod/mesh/web-1");
+    assert_eq!(w.name, "web-1");
+    assert_eq!(w.namespace, "mesh");
+    assert_eq!(
+        w.addresses,
+        vec![
+            vec![10, 1, 0, 5],
+            "fd00::5"
+                .parse::<std::net::Ipv6Addr>()
+                .unwrap()
+                .octets()
+                .to_vec()
+        ]
+    );
+    assert_eq!(w.service_account, "web");
+    assert_eq!(w.node, "node-a");
+    assert_eq!(w.trust_domain, "cluster.local");
+    assert_eq!(w.canonical_name, "web");
+    assert_eq!(w.canonical_revision, "v1");
+    assert_eq!(w.workload_name, "web-1");
+    assert_eq!(w.cluster_id, "Kubernetes");
+    assert_eq!(workload(&m, "mesh", "web-2").service_account, "default");
+    assert!(
+        !m.resources.contains_key("Kubernetes//Pod/mesh/pending"),
+        "a pod without an IP has no workload"
+    );
+}
+
+#[test]
+fn services_by_selector_with_resolved_target_ports() {
+    let m = model(CLUSTER);
+    let port = |s, t| Port {
+        service_port: s,
+        target_port: t,
+        ..Default::default()
+    };
+    let key = "mesh/web.mesh.svc.cluster.local";
+    let web1 = workload(&m, "mesh", "web-1");
+    assert_eq!(
+        web1.services[key].ports,
+        // named targetPort `http` → 8080; UDP dropped.
+        vec![port(80, 8080), port(81, 9901), port(82, 82)]
+    );
+    assert!(
+        web1.services
+            .contains_key("mesh/v1-only.mesh.svc.cluster.local")
+    );
+    // web-2 has no container port named `http`: not an endpoint of port 80.
+    let web2 = workload(&m, "mesh", "web-2");
+    assert_eq!(web2.services[key].ports, vec![port(81, 9901), port(82, 82)]);
+    assert!(
+        !web2
+            .services
+            .contains_key("mesh/v1-only.mesh.svc.cluster.local")
+    );
+    // Selectors never cross namespaces.
+    assert!(workload(&m, "plain", "outside").services.is_empty());
+
+    let Some(Type::Service(svc)) = &m.resources[key].address.r#type else {
+        panic!("{key} is not a service");
+    };
+    assert_eq!(svc.hostname, "web.mesh.svc.cluster.local");
+    assert_eq!(svc.addresses.len(), 1);
+    assert_eq!(svc.addresses[0].address, vec![10, 96, 0, 10]);
+    assert_eq!(svc.addresses[0].network, "");
+    // A named targetPort is per workload: 0 on the service.
+    assert_eq!(svc.ports, vec![port(80, 0), port(81, 9901), port(82, 82)]);
+    let Some(Type::Service(headless)) = &m.resources["mesh/v1-only.mesh.svc.cluster.local"]
+        .address
+        .r#type
+    else {
+        panic!("not a service");
+    };
+    assert!(headless.addresses.is_empty());
+}
+
+#[test]
+fn ca_index_has_every_scheduled_pod() {
+    let m = model(CLUSTER);
+    assert!(m.node_runs("node-a", "mesh", "web"));
+    assert!(m.node_runs("node-b", "mesh", "default"));
+    assert!(
+        m.node_runs("node-c", "mesh", "batch"),
+        "pods without an IP count"
+    );
+    assert!(!m.node_runs("node-b", "mesh", "web"));
+}
+
+#[test]
+fn versions_are_stable_and_follow_content() {
+    let a = model(CLUSTER);
+    let b = model(CLUSTER);
+    assert_eq!(a.version, b.version);
+    for (name, r) in &a.resources {
+        assert_eq!(r.version, b.resources[name].version, "{name}");
+    }
+    let changed = model(&CLUSTER.replace("10.1.0.6", "10.1.0.9"));
+    assert_ne!(a.version, changed.version);
+    let uid = "Kubernetes//Pod/mesh/web-2";
+    assert_ne!(a.resources[uid].version, changed.resources[uid].version);
+    let uid = "Kubernetes//Pod/mesh/web-1";
+    assert_eq!(a.resources[uid].version, changed.resources[uid].version);
+}

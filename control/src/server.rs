@@ -1,0 +1,298 @@
+//! Starting and stopping the control plane: config source → model → xDS
+//! and CA servers, plus the debug server. Every task watches one
+//! shutdown token.
+
+use std::{
+    net::SocketAddr,
+    path::PathBuf,
+    sync::{Arc, atomic::Ordering},
+    time::Duration,
+};
+
+use tokio::{net::TcpListener, sync::watch, task::JoinSet};
+use tokio_util::sync::CancellationToken;
+use tonic::transport::{Identity, ServerTlsConfig, server::TcpIncoming};
+use weft_proto::{
+    ca::istio_certificate_service_server::IstioCertificateServiceServer,
+    discovery::aggregated_discovery_service_server::AggregatedDiscoveryServiceServer,
+};
+
+use crate::{
+    auth::{AuthError, BootstrapSecret},
+    ca::{CaError, CertificateAuthority, TRUST_BUNDLE_FILE, service::CaService},
+    config::{Config, ConfigError},
+    debug::{self, DebugState},
+    model::{self, Model, ModelConfig},
+    source::{
+        Snapshot,
+        dir::{DirError, DirSource},
+    },
+    xds::{SyncRegistry, XdsServer},
+};
+
+/// How long [`ServerHandle::shutdown`] waits for streams to end before
+/// aborting them.
+const SHUTDOWN_DEADLINE: Duration = Duration::from_secs(5);
+
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    #[error(transparent)]
+    Config(#[from] ConfigError),
+    #[error(transparent)]
+    Auth(#[from] AuthError),
+    #[error(transparent)]
+    Ca(#[from] CaError),
+    #[error(transparent)]
+    Source(#[from] DirError),
+    #[error(
+        "cannot listen on {addr} for the {what} server: {source}; is another weft-control (or istiod) running?"
+    )]
+    Bind {
+        what: &'static str,
+        addr: SocketAddr,
+        source: std::io::Error,
+    },
+    #[error("cannot set up TLS for the xDS server: {0}")]
+    Tls(tonic::transport::Error),
+}
+
+/// The control plane.
+pub struct Server;
+
+/// A running control plane. Dropping it signals shutdown without waiting;
+/// prefer [`ServerHandle::shutdown`].
+pub struct ServerHandle {
+    xds_addr: SocketAddr,
+    debug_addr: SocketAddr,
+    trust_bundle: PathBuf,
+    model: watch::Receiver<Arc<Model>>,
+    shutdown: CancellationToken,
+    tasks: JoinSet<(&'static str, Result<(), String>)>,
+}
+
+impl Server {
+    /// Loads state and config, binds both servers and returns once they
+    /// accept connections (`/ready` is then 200).
+    pub async fn start(config: Config) -> Result<ServerHandle, StartError> {
+        config.validate()?;
+        tracing::info!(
+            config = %serde_json::to_string(&config).unwrap_or_default(),
+            "starting weft-control"
+        );
+        let secret = Arc::new(BootstrapSecret::load_or_create(&config.state_dir)?);
+        let ca = Arc::new(CertificateAuthority::load(
+            &config.ca,
+            &config.state_dir,
+            &config.trust_domain,
+        )?);
+        let model_config = ModelConfig {
+            cluster_id: config.cluster_id.clone(),
+            trust_domain: config.trust_domain.clone(),
+            domain_suffix: config.domain_suffix.clone(),
+        };
+
+        let shutdown = CancellationToken::new();
+        let mut tasks = JoinSet::new();
+
+        // Config source → snapshots → models.
+        let source = DirSource::load(&config.config_dir)?;
+        let snapshot = source.snapshot();
+        log_loaded(&snapshot);
+        let model = model::build(&snapshot.objects, &model_config);
+        tracing::info!(
+            resources = model.resources.len(),
+            version = model.version,
+            "model built"
+        );
+        let (snapshot_tx, snapshot_rx) = watch::channel(Arc::new(snapshot));
+        let (model_tx, model_rx) = watch::channel(Arc::new(model));
+        let watching = source.watch(snapshot_tx, shutdown.clone())?;
+        tasks.spawn(async move {
+            watching.await;
+            ("config watcher", Ok(()))
+        });
+        tasks.spawn(rebuild_models(
+            snapshot_rx.clone(),
+            model_tx,
+            model_config,
+            shutdown.clone(),
+        ));
+
+        // xDS and CA, TLS, on one port.
+        let issued = ca.server_certificate(&config.all_server_names())?;
+        let tls =
+            ServerTlsConfig::new().identity(Identity::from_pem(&issued.chain_pem, &issued.key_pem));
+        let xds_listener = bind("xDS", config.xds_addr).await?;
+        let xds_addr = xds_listener
+            .local_addr()
+            .map_err(|source| StartError::Bind {
+                what: "xDS",
+                addr: config.xds_addr,
+                source,
+            })?;
+        let syncz = Arc::new(SyncRegistry::default());
+        let authenticate = {
+            let secret = Arc::clone(&secret);
+            move |request| secret.authenticate(request)
+        };
+        let router = tonic::transport::Server::builder()
+            .http2_keepalive_interval(Some(Duration::from_secs(30)))
+            .tls_config(tls)
+            .map_err(StartError::Tls)?
+            .add_service(AggregatedDiscoveryServiceServer::with_interceptor(
+                XdsServer::new(model_rx.clone(), Arc::clone(&syncz), shutdown.clone()),
+                authenticate.clone(),
+            ))
+            .add_service(IstioCertificateServiceServer::with_interceptor(
+                CaService::new(Arc::clone(&ca), model_rx.clone()),
+                authenticate,
+            ));
+        let incoming = TcpIncoming::from(xds_listener).with_nodelay(Some(true));
+        let stop = shutdown.clone();
+        tasks.spawn(async move {
+            let result = router
+                .serve_with_incoming_shutdown(incoming, stop.cancelled_owned())
+                .await;
+            ("xDS server", result.map_err(|e| e.to_string()))
+        });
+
+        // Debug / monitoring.
+        let debug_listener = bind("debug", config.debug_addr).await?;
+        let debug_addr = debug_listener
+            .local_addr()
+            .map_err(|source| StartError::Bind {
+                what: "debug",
+                addr: config.debug_addr,
+                source,
+            })?;
+        let trust_bundle = config.state_dir.join(TRUST_BUNDLE_FILE);
+        let state = Arc::new(DebugState {
+            ready: false.into(),
+            config,
+            snapshot: snapshot_rx,
+            model: model_rx.clone(),
+            syncz,
+        });
+        tasks.spawn({
+            let state = Arc::clone(&state);
+            let stop = shutdown.clone();
+            async move {
+                debug::serve(debug_listener, state, stop).await;
+                ("debug server", Ok(()))
+            }
+        });
+
+        state.ready.store(true, Ordering::Release);
+        tracing::info!(%xds_addr, %debug_addr, trust_bundle = %trust_bundle.display(), "weft-control ready");
+        Ok(ServerHandle {
+            xds_addr,
+            debug_addr,
+            trust_bundle,
+            model: model_rx,
+            shutdown,
+            tasks,
+        })
+    }
+}
+
+async fn bind(what: &'static str, addr: SocketAddr) -> Result<TcpListener, StartError> {
+    TcpListener::bind(addr)
+        .await
+        .map_err(|source| StartError::Bind { what, addr, source })
+}
+
+fn log_loaded(snapshot: &Snapshot) {
+    tracing::info!(
+        objects = snapshot.objects.len(),
+        file_errors = snapshot.errors.len(),
+        "config loaded"
+    );
+}
+
+/// Rebuilds the model on every new snapshot; publishes only real changes.
+async fn rebuild_models(
+    mut snapshots: watch::Receiver<Arc<Snapshot>>,
+    models: watch::Sender<Arc<Model>>,
+    config: ModelConfig,
+    shutdown: CancellationToken,
+) -> (&'static str, Result<(), String>) {
+    loop {
+        tokio::select! {
+            _ = shutdown.cancelled() => break,
+            changed = snapshots.changed() => if changed.is_err() { break },
+        }
+        let snapshot = snapshots.borrow_and_update().clone();
+        let model = model::build(&snapshot.objects, &config);
+        models.send_if_modified(|current| {
+            if current.version == model.version
+                && current.identities_by_node == model.identities_by_node
+            {
+                return false;
+            }
+            tracing::info!(
+                resources = model.resources.len(),
+                version = model.version,
+                "model updated"
+            );
+            *current = Arc::new(model);
+            true
+        });
+    }
+    ("model builder", Ok(()))
+}
+
+// === impl ServerHandle ===
+
+impl ServerHandle {
+    /// Where the xDS/CA TLS server listens.
+    pub fn xds_addr(&self) -> SocketAddr {
+        self.xds_addr
+    }
+
+    /// Where the debug HTTP server listens.
+    pub fn debug_addr(&self) -> SocketAddr {
+        self.debug_addr
+    }
+
+    /// `<state-dir>/trust-bundle.pem`: the root agents verify against.
+    pub fn trust_bundle_path(&self) -> &std::path::Path {
+        &self.trust_bundle
+    }
+
+    /// The current model (tests use it to wait for a reload).
+    pub fn model(&self) -> watch::Receiver<Arc<Model>> {
+        self.model.clone()
+    }
+
+    /// Resolves when a server task ends by itself, which only happens on a
+    /// fatal error: returns which one and why.
+    pub async fn failed(&mut self) -> String {
+        match self.tasks.join_next().await {
+            Some(Ok((task, Ok(())))) => format!("{task} stopped"),
+            Some(Ok((task, Err(err)))) => format!("{task} failed: {err}"),
+            Some(Err(err)) => format!("a task panicked: {err}"),
+            None => std::future::pending().await,
+        }
+    }
+
+    /// Stops accepting, ends xDS streams, and waits for the tasks, up to a
+    /// deadline after which they are aborted.
+    pub async fn shutdown(mut self) {
+        tracing::info!("weft-control shutting down");
+        self.shutdown.cancel();
+        let drained = tokio::time::timeout(SHUTDOWN_DEADLINE, async {
+            while self.tasks.join_next().await.is_some() {}
+        })
+        .await;
+        if drained.is_err() {
+            tracing::warn!(deadline = ?SHUTDOWN_DEADLINE, "tasks still running at the shutdown deadline; aborting them");
+            self.tasks.abort_all();
+        }
+    }
+}
+
+impl Drop for ServerHandle {
+    fn drop(&mut self) {
+        self.shutdown.cancel();
+    }
+}

@@ -1,0 +1,185 @@
+//! The gRPC service: one task per stream, fed by the client's requests
+//! and by model changes, until the client leaves or the server drains.
+
+use std::sync::Arc;
+
+use tokio::sync::{mpsc, watch};
+use tokio_stream::wrappers::ReceiverStream;
+use tokio_util::sync::CancellationToken;
+use tonic::{Request, Response, Status, Streaming};
+use weft_proto::discovery::{
+    DeltaDiscoveryRequest, DeltaDiscoveryResponse,
+    aggregated_discovery_service_server::AggregatedDiscoveryService,
+};
+
+use super::{
+    stream::{DeltaState, Next, check_type},
+    syncz::SyncRegistry,
+};
+use crate::{auth::AuthenticatedNode, model::Model};
+
+type Reply = Result<DeltaDiscoveryResponse, Status>;
+
+/// Serves [`Model`] over delta ADS.
+#[derive(Clone)]
+pub struct XdsServer {
+    model: watch::Receiver<Arc<Model>>,
+    syncz: Arc<SyncRegistry>,
+    shutdown: CancellationToken,
+}
+
+impl XdsServer {
+    pub fn new(
+        model: watch::Receiver<Arc<Model>>,
+        syncz: Arc<SyncRegistry>,
+        shutdown: CancellationToken,
+    ) -> Self {
+        Self {
+            model,
+            syncz,
+            shutdown,
+        }
+    }
+}
+
+#[tonic::async_trait]
+impl AggregatedDiscoveryService for XdsServer {
+    type DeltaAggregatedResourcesStream = ReceiverStream<Reply>;
+
+    async fn delta_aggregated_resources(
+        &self,
+        request: Request<Streaming<DeltaDiscoveryRequest>>,
+    ) -> Result<Response<Self::DeltaAggregatedResourcesStream>, Status> {
+        let Some(AuthenticatedNode(node)) =
+            request.extensions().get::<AuthenticatedNode>().cloned()
+        else {
+            return Err(Status::unauthenticated("no authenticated node"));
+        };
+        let peer = request.remote_addr().map(|a| a.to_string());
+        let (tx, rx) = mpsc::channel(8);
+        let stream = Stream {
+            node,
+            peer,
+            model: self.model.clone(),
+            syncz: Arc::clone(&self.syncz),
+            shutdown: self.shutdown.clone(),
+            tx,
+        };
+        tokio::spawn(stream.run(request.into_inner()));
+        Ok(Response::new(ReceiverStream::new(rx)))
+    }
+}
+
+/// One client's stream.
+struct Stream {
+    node: String,
+    peer: Option<String>,
+    model: watch::Receiver<Arc<Model>>,
+    syncz: Arc<SyncRegistry>,
+    shutdown: CancellationToken,
+    tx: mpsc::Sender<Reply>,
+}
+
+impl Stream {
+    async fn run(mut self, mut requests: Streaming<DeltaDiscoveryRequest>) {
+        let first = tokio::select! {
+            _ = self.shutdown.cancelled() => return,
+            first = requests.message() => first,
+        };
+        let mut first = match first {
+            Ok(Some(first)) => first,
+            Ok(None) => return,
+            Err(status) => return self.malformed(status),
+        };
+        if let Err(status) = check_type(&first.type_url) {
+            tracing::warn!(
+                node = self.node,
+                type_url = first.type_url,
+                "xDS request for an unsupported type"
+            );
+            let _ = self.tx.send(Err(status)).await;
+            return;
+        }
+        let node_id = first
+            .node
+            .as_ref()
+            .map(|n| n.id.clone())
+            .unwrap_or_default();
+        let guard = self
+            .syncz
+            .register(&self.node, &node_id, self.peer.clone(), &first.type_url);
+        let connection = guard.id();
+        let span = tracing::info_span!("xds", node = self.node, connection);
+        let _enter = span.enter();
+        tracing::info!(
+            node_id,
+            peer = self.peer,
+            initial_resources = first.initial_resource_versions.len(),
+            "agent connected"
+        );
+        drop(_enter);
+
+        let mut state = DeltaState::new(guard, &mut first);
+        let model = self.model.borrow_and_update().clone();
+        let response = state.response(&model, true);
+        if !self.send(response).await {
+            return;
+        }
+        loop {
+            tokio::select! {
+                _ = self.shutdown.cancelled() => break,
+                _ = self.tx.closed() => break,
+                changed = self.model.changed() => {
+                    if changed.is_err() {
+                        break;
+                    }
+                    let model = self.model.borrow_and_update().clone();
+                    if !self.send(state.response(&model, false)).await {
+                        break;
+                    }
+                }
+                request = requests.message() => match request {
+                    Ok(Some(request)) => match state.on_request(request) {
+                        Ok(Next::Nothing) => {}
+                        Ok(Next::Push) => {
+                            let model = self.model.borrow().clone();
+                            if !self.send(state.response(&model, false)).await {
+                                break;
+                            }
+                        }
+                        Err(status) => {
+                            tracing::warn!(node = self.node, connection, error = %status.message(), "closing xDS stream");
+                            let _ = self.tx.send(Err(status)).await;
+                            break;
+                        }
+                    },
+                    Ok(None) => break,
+                    Err(status) => return self.malformed(status),
+                },
+            }
+        }
+        tracing::info!(node = self.node, connection, "agent disconnected");
+    }
+
+    /// Sends a response (if any); false once the client is gone or the
+    /// server drains.
+    async fn send(&self, response: Option<DeltaDiscoveryResponse>) -> bool {
+        let Some(response) = response else {
+            return true;
+        };
+        tokio::select! {
+            _ = self.shutdown.cancelled() => false,
+            sent = self.tx.send(Ok(response)) => sent.is_ok(),
+        }
+    }
+
+    /// The client sent something that is not a request: end this stream
+    /// only.
+    fn malformed(&self, status: Status) {
+        tracing::warn!(node = self.node, peer = self.peer, code = ?status.code(), error = %status.message(), "closing xDS stream after a malformed message");
+        let _ = self.tx.try_send(Err(Status::invalid_argument(format!(
+            "malformed DeltaDiscoveryRequest: {}",
+            status.message()
+        ))));
+    }
+}

@@ -1,0 +1,127 @@
+//! What each connected agent was sent and acknowledged, for
+//! `/debug/syncz` (like istiod's `istioctl proxy-status`).
+
+use std::{
+    collections::BTreeMap,
+    sync::{
+        Arc, Mutex,
+        atomic::{AtomicU64, Ordering},
+    },
+    time::{SystemTime, UNIX_EPOCH},
+};
+
+use serde::Serialize;
+
+/// One xDS stream's state.
+#[derive(Debug, Clone, Serialize)]
+pub struct StreamStatus {
+    /// Unique per stream within this process.
+    pub connection: u64,
+    /// The node the bootstrap token was issued to.
+    pub node: String,
+    /// `node.id` as the client sent it.
+    pub node_id: String,
+    pub peer: Option<String>,
+    pub type_url: String,
+    pub connected_at_unix: u64,
+    /// Subscribed to every resource (`*`).
+    pub wildcard: bool,
+    /// Resources the client holds, as far as the server knows.
+    pub resources: usize,
+    pub responses_sent: u64,
+    pub last_sent_version: String,
+    pub last_sent_nonce: String,
+    pub last_acked_nonce: String,
+    pub nacks: u64,
+    pub last_nack: Option<Nack>,
+}
+
+/// A rejected response.
+#[derive(Debug, Clone, Serialize)]
+pub struct Nack {
+    pub nonce: String,
+    pub code: i32,
+    pub message: String,
+    pub at_unix: u64,
+}
+
+/// All live streams.
+#[derive(Debug, Default)]
+pub struct SyncRegistry {
+    streams: Mutex<BTreeMap<u64, StreamStatus>>,
+    next_id: AtomicU64,
+}
+
+/// Keeps a stream registered; unregisters it when dropped.
+#[derive(Debug)]
+pub struct StreamGuard {
+    registry: Arc<SyncRegistry>,
+    id: u64,
+}
+
+impl SyncRegistry {
+    pub fn register(
+        self: &Arc<Self>,
+        node: &str,
+        node_id: &str,
+        peer: Option<String>,
+        type_url: &str,
+    ) -> StreamGuard {
+        let id = self.next_id.fetch_add(1, Ordering::Relaxed) + 1;
+        let status = StreamStatus {
+            connection: id,
+            node: node.to_string(),
+            node_id: node_id.to_string(),
+            peer,
+            type_url: type_url.to_string(),
+            connected_at_unix: unix_now(),
+            wildcard: false,
+            resources: 0,
+            responses_sent: 0,
+            last_sent_version: String::new(),
+            last_sent_nonce: String::new(),
+            last_acked_nonce: String::new(),
+            nacks: 0,
+            last_nack: None,
+        };
+        self.lock().insert(id, status);
+        StreamGuard {
+            registry: Arc::clone(self),
+            id,
+        }
+    }
+
+    /// Every live stream, oldest first.
+    pub fn list(&self) -> Vec<StreamStatus> {
+        self.lock().values().cloned().collect()
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, BTreeMap<u64, StreamStatus>> {
+        // The map stays consistent even if a holder panicked.
+        self.streams.lock().unwrap_or_else(|p| p.into_inner())
+    }
+}
+
+impl StreamGuard {
+    pub fn id(&self) -> u64 {
+        self.id
+    }
+
+    pub fn update(&self, f: impl FnOnce(&mut StreamStatus)) {
+        if let Some(status) = self.registry.lock().get_mut(&self.id) {
+            f(status);
+        }
+    }
+}
+
+impl Drop for StreamGuard {
+    fn drop(&mut self) {
+        self.registry.lock().remove(&self.id);
+    }
+}
+
+pub fn unix_now() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs())
+}
