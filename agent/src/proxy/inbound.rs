@@ -160,10 +160,18 @@ async fn stream_request(
         send,
         recv: request.into_body(),
     };
-    match hbone::splice(app, tunnel).await {
-        Ok((to_client, from_client)) => {
-            tracing::debug!(%target, %client, from_client, to_client, "stream complete")
-        }
-        Err(err) => tracing::debug!(%target, error = %err, "stream ended with an error"),
+    let started = std::time::Instant::now();
+    let result = hbone::splice(app, tunnel).await;
+    // The access log: one line per connection, with both identities.
+    let duration_ms = started.elapsed().as_millis() as u64;
+    match result {
+        Ok((to_client, from_client)) => tracing::info!(
+            src.identity = %client, src.addr = %peer, dst.identity = %pod.identity(), dst = %target,
+            bytes_received = from_client, bytes_sent = to_client, duration_ms, "inbound connection complete"
+        ),
+        Err(err) => tracing::info!(
+            src.identity = %client, src.addr = %peer, dst.identity = %pod.identity(), dst = %target,
+            duration_ms, error = %err, "inbound connection ended with an error"
+        ),
     }
 }

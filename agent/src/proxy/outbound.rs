@@ -57,25 +57,37 @@ async fn handle(stream: TcpStream, peer: SocketAddr, pod: Arc<PodContext>, ctx: 
         tracing::warn!("no original destination recorded for this connection; closing");
         return reset(stream);
     };
-    let result = match ctx.store.resolve(original) {
+    let started = std::time::Instant::now();
+    let (result, dst, dst_identity) = match ctx.store.resolve(original) {
         Resolved::Workload { workload, addr, .. } if workload.hbone => {
-            tracing::debug!(dst = %addr, dst_workload = %workload.name, "via HBONE");
-            via_hbone(stream, peer, &pod, &ctx, &workload, addr).await
+            let result = via_hbone(stream, peer, &pod, &ctx, &workload, addr).await;
+            (result, addr, Some(workload.identity.to_string()))
         }
         Resolved::Workload { addr, .. } | Resolved::Passthrough(addr) => {
-            tracing::debug!(dst = %addr, "passthrough");
-            passthrough(stream, &pod, addr).await
+            (passthrough(stream, &pod, addr).await, addr, None)
         }
         Resolved::NoEndpoints(service) => {
             tracing::warn!(service = %service.hostname, "service has no endpoints; closing");
             return reset(stream);
         }
     };
+    // The access log: one line per connection, with both identities.
+    let protocol = if dst_identity.is_some() {
+        "HBONE"
+    } else {
+        "TCP"
+    };
+    let dst_identity = dst_identity.unwrap_or_default();
+    let duration_ms = started.elapsed().as_millis() as u64;
     match result {
-        Ok((sent, received)) => {
-            tracing::debug!(original = %original, sent, received, "connection complete")
-        }
-        Err(err) => tracing::warn!(original = %original, error = %err, "connection failed"),
+        Ok((sent, received)) => tracing::info!(
+            src.identity = %pod.identity(), %original, %dst, dst.identity = %dst_identity, protocol,
+            bytes_sent = sent, bytes_received = received, duration_ms, "outbound connection complete"
+        ),
+        Err(err) => tracing::warn!(
+            src.identity = %pod.identity(), %original, %dst, dst.identity = %dst_identity, protocol,
+            duration_ms, error = %err, "outbound connection failed"
+        ),
     }
 }
 

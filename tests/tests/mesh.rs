@@ -1,0 +1,285 @@
+//! The spine, end to end on a 2-node simulated cluster running weft's real
+//! binaries: requests cross the mesh in HBONE (TLS to 15008, no plaintext on
+//! the wire), the server sees the client pod's IP, unlabelled namespaces are
+//! untouched, enrolment follows pods and labels as they come, and agent
+//! restarts neither leak plaintext nor lose pods. Needs root and the
+//! binaries (`cargo xtask test` builds them).
+
+use std::time::Duration;
+
+use anyhow::{Context as _, Result, ensure};
+use weft_sim::{Cluster, Packets, Pod, PodSpec, ServicePort, wait_for};
+
+const TIMEOUT: Duration = Duration::from_secs(30);
+const AMBIENT: (&str, &str) = ("istio.io/dataplane-mode", "ambient");
+
+/// A server on node 2 (with a Service) and a client on node 1, in `ns`.
+struct Pair {
+    server: Pod,
+    client: Pod,
+    _app: weft_sim::Process,
+}
+
+fn pair(cluster: &Cluster, ns: &str) -> Result<Pair> {
+    let server = cluster.add_pod(
+        PodSpec::new("node-2", ns, "server")
+            .label("app", "server")
+            .service_account("server")
+            .port("http", 8080),
+    )?;
+    let client = cluster.add_pod(PodSpec::new("node-1", ns, "client").service_account("client"))?;
+    let app = server.spawn_app(&["http-server", "--port", "8080"])?;
+    Ok(Pair {
+        server,
+        client,
+        _app: app,
+    })
+}
+
+/// `http-get` from `client`, retried until it succeeds.
+fn get_eventually(client: &Pod, url: &str) -> Result<String> {
+    wait_for(
+        &format!("GET {url} from {}", client.name()),
+        TIMEOUT,
+        || {
+            let out = client.run_app(&["http-get", url, "--timeout", "3"], TIMEOUT)?;
+            Ok(out.success().then_some(out.stdout))
+        },
+    )
+}
+
+/// `http-get` carrying `marker` in a header and the body, once.
+fn get_with_marker(client: &Pod, url: &str, marker: &str) -> Result<String> {
+    let out = client
+        .run_app(
+            &["http-get", url, "--body-marker", marker, "--timeout", "5"],
+            TIMEOUT,
+        )?
+        .check(&format!("GET {url}"))?;
+    Ok(out.stdout)
+}
+
+/// The capture shows HBONE (a TLS handshake and TLS data to 15008), no
+/// plaintext to the app's ports and never the marker.
+fn assert_encrypted(packets: &Packets, app_ports: &[u16], marker: &str) -> Result<()> {
+    let tls: Vec<_> = packets.tls_records_to(15008).collect();
+    ensure!(
+        tls.iter()
+            .any(|p| p.tls_record().is_some_and(|(ct, _)| ct == 0x16)),
+        "no TLS handshake to 15008 on the wire:\n{}",
+        packets.summary(60)
+    );
+    ensure!(
+        tls.iter().any(|p| p.tls_record() == Some((0x17, 0x0303))),
+        "no TLS application data to 15008 on the wire:\n{}",
+        packets.summary(60)
+    );
+    for port in app_ports {
+        ensure!(
+            packets.to_port(*port).next().is_none(),
+            "plaintext to port {port} crossed the wire:\n{}",
+            packets.summary(60)
+        );
+    }
+    ensure!(
+        !packets.contains(marker.as_bytes()),
+        "the request's plaintext ({marker}) crossed the wire"
+    );
+    Ok(())
+}
+
+fn assert_saw_client(out: &str, client: &Pod) -> Result<()> {
+    let expected = format!("hello from server to {}:", client.ip());
+    ensure!(
+        out.contains(&expected),
+        "the server did not see the client pod's IP {} (expected `{expected}`):\n{out}",
+        client.ip()
+    );
+    Ok(())
+}
+
+#[test]
+fn cross_node_requests_through_vip_and_pod_ip_are_encrypted_and_keep_the_client_ip() -> Result<()> {
+    let cluster = Cluster::builder().nodes(2).build()?;
+    cluster.with_logs(|cluster| {
+        cluster.add_namespace("demo", &[AMBIENT])?;
+        let pods = pair(cluster, "demo")?;
+        let vip = cluster.add_service(
+            "demo",
+            "server",
+            &[("app", "server")],
+            &[ServicePort::tcp("http", 80, 8080)],
+        )?;
+        let by_ip = format!("http://{}/", pods.server.addr(8080));
+        let by_vip = format!("http://{vip}:80/");
+        get_eventually(&pods.client, &by_ip)?;
+        get_eventually(&pods.client, &by_vip)?;
+
+        let capture = cluster.capture_between_nodes()?;
+        let marker = "SECRET-MARKER-vip-7f3a";
+        let via_vip = get_with_marker(&pods.client, &by_vip, marker)?;
+        let via_ip = get_with_marker(&pods.client, &by_ip, marker)?;
+        let packets = capture.stop()?;
+
+        assert_saw_client(&via_vip, &pods.client).context("through the Service VIP")?;
+        assert_saw_client(&via_ip, &pods.client).context("through the pod IP")?;
+        assert_encrypted(&packets, &[80, 8080], marker)?;
+        // The tunnel runs between the two pods' own addresses.
+        ensure!(
+            packets
+                .tls_records_to(15008)
+                .all(|p| p.src.ip() == pods.client.ip() && p.dst.ip() == pods.server.ip()),
+            "HBONE should run from the client pod's IP to the server pod's IP:\n{}",
+            packets.summary(40)
+        );
+        Ok(())
+    })
+}
+
+#[test]
+fn pods_in_an_unlabelled_namespace_talk_plaintext_directly() -> Result<()> {
+    let cluster = Cluster::builder().nodes(2).build()?;
+    cluster.with_logs(|cluster| {
+        cluster.add_namespace("plain", &[])?;
+        let pods = pair(cluster, "plain")?;
+        let url = format!("http://{}/", pods.server.addr(8080));
+        get_eventually(&pods.client, &url)?;
+
+        let capture = cluster.capture_between_nodes()?;
+        let marker = "PLAIN-MARKER-21c9";
+        let out = get_with_marker(&pods.client, &url, marker)?;
+        let packets = capture.stop()?;
+
+        assert_saw_client(&out, &pods.client)?;
+        ensure!(
+            packets.contains(marker.as_bytes()),
+            "an unenrolled pod's request should cross in plaintext:\n{}",
+            packets.summary(40)
+        );
+        ensure!(
+            packets.to_port(15008).next().is_none(),
+            "an unenrolled pod must not use HBONE:\n{}",
+            packets.summary(40)
+        );
+        Ok(())
+    })
+}
+
+#[test]
+fn labelling_a_namespace_enrols_its_running_pods() -> Result<()> {
+    let cluster = Cluster::builder().nodes(2).build()?;
+    cluster.with_logs(|cluster| {
+        cluster.add_namespace("late", &[])?;
+        let pods = pair(cluster, "late")?;
+        let url = format!("http://{}/", pods.server.addr(8080));
+        get_eventually(&pods.client, &url)?;
+
+        cluster.add_namespace("late", &[AMBIENT])?;
+        let marker = "LATE-MARKER-90be";
+        wait_for(
+            "traffic of the relabelled namespace to move into HBONE",
+            TIMEOUT,
+            || {
+                let capture = cluster.capture_between_nodes()?;
+                let out = pods.client.run_app(
+                    &["http-get", &url, "--body-marker", marker, "--timeout", "3"],
+                    TIMEOUT,
+                )?;
+                let packets = capture.stop()?;
+                Ok(
+                    (out.success() && assert_encrypted(&packets, &[8080], marker).is_ok())
+                        .then_some(()),
+                )
+            },
+        )?;
+        let out = get_with_marker(&pods.client, &url, marker)?;
+        assert_saw_client(&out, &pods.client)
+    })
+}
+
+#[test]
+fn restarted_agents_reenrol_running_pods_and_new_pods_join() -> Result<()> {
+    let cluster = Cluster::builder().nodes(2).build()?;
+    cluster.with_logs(|cluster| {
+        cluster.add_namespace("demo", &[AMBIENT])?;
+        let pods = pair(cluster, "demo")?;
+        let url = format!("http://{}/", pods.server.addr(8080));
+        get_eventually(&pods.client, &url)?;
+
+        // One agent killed outright, the other stopped gracefully.
+        cluster.node("node-1")?.restart_agent()?;
+        cluster
+            .node("node-2")?
+            .restart_agent_graceful(Duration::from_secs(5))?;
+
+        let marker = "RESTART-MARKER-44d0";
+        get_eventually(&pods.client, &url)?;
+        let capture = cluster.capture_between_nodes()?;
+        let out = get_with_marker(&pods.client, &url, marker)?;
+        let packets = capture.stop()?;
+        assert_saw_client(&out, &pods.client)?;
+        assert_encrypted(&packets, &[8080], marker).context("after the agents restarted")?;
+
+        // A pod that arrives after the restart is enrolled too.
+        let newcomer = cluster
+            .add_pod(PodSpec::new("node-1", "demo", "newcomer").service_account("newcomer"))?;
+        get_eventually(&newcomer, &url)?;
+        let capture = cluster.capture_between_nodes()?;
+        let out = get_with_marker(&newcomer, &url, marker)?;
+        let packets = capture.stop()?;
+        ensure!(out.contains(&format!("to {}:", newcomer.ip())), "{out}");
+        assert_encrypted(&packets, &[8080], marker).context("from the newcomer")
+    })
+}
+
+#[test]
+fn with_the_agent_down_enrolled_pods_fail_closed_and_new_pods_do_not_start() -> Result<()> {
+    let cluster = Cluster::builder().nodes(2).build()?;
+    cluster.with_logs(|cluster| {
+        cluster.add_namespace("demo", &[AMBIENT])?;
+        let pods = pair(cluster, "demo")?;
+        let url = format!("http://{}/", pods.server.addr(8080));
+        get_eventually(&pods.client, &url)?;
+
+        let node = cluster.node("node-1")?;
+        ensure!(
+            node.agent_pid().is_some(),
+            "the agent on node-1 was not running"
+        );
+        node.stop_agent(None);
+
+        // Redirection stays pinned: the client's connection goes to a proxy
+        // that isn't there, and nothing leaves in plaintext.
+        let capture = cluster.capture_between_nodes()?;
+        let marker = "DOWN-MARKER-c13e";
+        let out = pods.client.run_app(
+            &["http-get", &url, "--body-marker", marker, "--timeout", "3"],
+            TIMEOUT,
+        )?;
+        let packets = capture.stop()?;
+        ensure!(
+            !out.success(),
+            "a request succeeded with the agent down:\n{}",
+            out.stdout
+        );
+        ensure!(
+            !packets.contains(marker.as_bytes()) && packets.to_port(8080).next().is_none(),
+            "plaintext left the pod while its agent was down:\n{}",
+            packets.summary(40)
+        );
+
+        // A new pod on that node cannot start: the CNI plugin fails.
+        let err = cluster
+            .add_pod(PodSpec::new("node-1", "demo", "blocked"))
+            .expect_err("a pod started on a node whose agent is down");
+        let text = format!("{err:#}");
+        ensure!(
+            text.contains("weft agent"),
+            "the CNI error should name the agent: {text}"
+        );
+
+        node.start_agent()?;
+        get_eventually(&pods.client, &url)?;
+        Ok(())
+    })
+}
