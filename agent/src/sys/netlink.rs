@@ -17,7 +17,10 @@ use std::net::Ipv4Addr;
 
 use rtnetlink::{
     RouteMessageBuilder,
-    packet_route::{route::RouteType, rule::RuleAction},
+    packet_route::{
+        route::{RouteScope, RouteType},
+        rule::RuleAction,
+    },
 };
 use weft_ebpf_common::{DELIVERY_MARK, DELIVERY_ROUTE_TABLE};
 
@@ -81,6 +84,7 @@ pub async fn setup_delivery_routing(netns: &Netns) -> Result<(), NetlinkError> {
     let route = RouteMessageBuilder::<Ipv4Addr>::new()
         .destination_prefix(Ipv4Addr::UNSPECIFIED, 0)
         .kind(RouteType::Local)
+        .scope(RouteScope::Host)
         .table_id(DELIVERY_ROUTE_TABLE)
         .output_interface(1) // lo is always ifindex 1 in a namespace
         .build();
