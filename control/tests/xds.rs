@@ -1,0 +1,308 @@
+//! Delta xDS over real TLS gRPC: first sync, pushes on config change,
+//! reconnect with initial_resource_versions, ACK/NACK, authentication,
+//! and misbehaving clients.
+
+mod common;
+
+use common::*;
+use tonic::Code;
+use weft_proto::{
+    ADDRESS_TYPE_URL,
+    discovery::DeltaDiscoveryResponse,
+    workload::{TunnelProtocol, address::Type},
+};
+
+async fn started() -> ControlPlane {
+    ControlPlane::start(&[
+        ("ns.yaml", MESH_NS),
+        ("svc.yaml", WEB_SVC),
+        ("pods/a.yaml", &pod("a", "node-1", "web", "10.1.0.1")),
+    ])
+    .await
+}
+
+fn version_of(response: &DeltaDiscoveryResponse, name: &str) -> String {
+    response
+        .resources
+        .iter()
+        .find(|r| r.name == name)
+        .unwrap_or_else(|| panic!("{name} not in response"))
+        .version
+        .clone()
+}
+
+#[tokio::test]
+async fn first_sync_then_add_and_remove_on_disk() {
+    let cp = started().await;
+    let mut xds = cp.subscribe("node-1", &[]).await.unwrap();
+
+    let first = xds.recv_and_ack().await;
+    assert_eq!(first.type_url, ADDRESS_TYPE_URL);
+    assert!(!first.nonce.is_empty());
+    assert!(first.removed_resources.is_empty());
+    assert_eq!(names(&first), [uid("a"), WEB_SVC_NAME.to_string()]);
+    assert!(first.resources.iter().all(|r| !r.version.is_empty()));
+    let workload = addresses(&first)
+        .into_iter()
+        .find_map(|a| match a {
+            Type::Workload(w) => Some(w),
+            Type::Service(_) => None,
+        })
+        .unwrap();
+    assert_eq!(workload.addresses, vec![vec![10, 1, 0, 1]]);
+    assert_eq!(workload.tunnel_protocol, TunnelProtocol::Hbone as i32);
+    assert_eq!(workload.services[WEB_SVC_NAME].ports[0].target_port, 8080);
+
+    // A pod appears on disk: only it is pushed.
+    cp.write("pods/b.yaml", &pod("b", "node-2", "web", "10.1.0.2"));
+    let added = xds.recv_and_ack().await;
+    assert_eq!(names(&added), [uid("b")]);
+    assert!(added.removed_resources.is_empty());
+    assert_ne!(added.nonce, first.nonce);
+
+    // It disappears: removed_resources.
+    cp.remove("pods/b.yaml");
+    let removed = xds.recv_and_ack().await;
+    assert!(removed.resources.is_empty());
+    assert_eq!(removed.removed_resources, [uid("b")]);
+
+    // A change to an existing pod: a new version of it alone.
+    cp.write("pods/a.yaml", &pod("a", "node-1", "web", "10.1.0.9"));
+    let changed = xds.recv_and_ack().await;
+    assert_eq!(names(&changed), [uid("a")]);
+    assert_ne!(
+        version_of(&changed, &uid("a")),
+        version_of(&first, &uid("a"))
+    );
+}
+
+#[tokio::test]
+async fn reconnect_with_initial_resource_versions_gets_only_differences() {
+    let cp = started().await;
+    cp.write("pods/b.yaml", &pod("b", "node-1", "web", "10.1.0.2"));
+    common::eventually("pod b in the model", || {
+        let model = cp.handle.model();
+        async move {
+            model
+                .borrow()
+                .resources
+                .contains_key(&uid("b"))
+                .then_some(())
+        }
+    })
+    .await;
+
+    let mut xds = cp.subscribe("node-1", &[]).await.unwrap();
+    let first = xds.recv_and_ack().await;
+    assert_eq!(names(&first).len(), 3);
+    let versions: Vec<(String, String)> = first
+        .resources
+        .iter()
+        .map(|r| (r.name.clone(), r.version.clone()))
+        .collect();
+    drop(xds);
+
+    // While disconnected: a changes, b goes, c arrives.
+    cp.write("pods/a.yaml", &pod("a", "node-1", "web", "10.1.0.9"));
+    cp.remove("pods/b.yaml");
+    cp.write("pods/c.yaml", &pod("c", "node-1", "web", "10.1.0.3"));
+    common::eventually("the model to see all three changes", || {
+        let model = cp.handle.model();
+        async move {
+            let m = model.borrow();
+            (m.resources.contains_key(&uid("c")) && !m.resources.contains_key(&uid("b")))
+                .then_some(())
+        }
+    })
+    .await;
+    common::eventually("pod a's new address in the model", || {
+        let model = cp.handle.model();
+        let old = versions
+            .iter()
+            .find(|(n, _)| *n == uid("a"))
+            .unwrap()
+            .1
+            .clone();
+        async move { (model.borrow().resources[&uid("a")].version != old).then_some(()) }
+    })
+    .await;
+
+    let mut initial: Vec<(&str, &str)> = versions
+        .iter()
+        .map(|(n, v)| (n.as_str(), v.as_str()))
+        .collect();
+    let gone = uid("never-existed");
+    initial.push((&gone, "0123"));
+    let mut xds = cp.subscribe("node-1", &initial).await.unwrap();
+    let resync = xds.recv_and_ack().await;
+    // The service did not change: not resent.
+    assert_eq!(names(&resync), [uid("a"), uid("c")]);
+    assert_eq!(resync.removed_resources, [uid("b"), gone]);
+
+    // Nothing changed at all: an empty first response still says "in sync".
+    let now: Vec<(String, String)> = cp
+        .handle
+        .model()
+        .borrow()
+        .resources
+        .values()
+        .map(|r| (r.name.clone(), r.version.clone()))
+        .collect();
+    let now: Vec<(&str, &str)> = now.iter().map(|(n, v)| (n.as_str(), v.as_str())).collect();
+    let mut xds = cp.subscribe("node-1", &now).await.unwrap();
+    let empty = xds.recv_and_ack().await;
+    assert!(empty.resources.is_empty() && empty.removed_resources.is_empty());
+    assert!(!empty.nonce.is_empty());
+}
+
+#[tokio::test]
+async fn nack_is_recorded_in_syncz_and_resent_on_next_change() {
+    let cp = started().await;
+    let mut xds = cp.subscribe("node-1", &[]).await.unwrap();
+    let first = xds.recv().await.unwrap();
+    xds.nack(&first.nonce, "workload has an address of 3 bytes")
+        .await;
+
+    let status = eventually("the NACK in /debug/syncz", || async {
+        let (code, body) = cp.debug_get("/debug/syncz").await;
+        assert_eq!(code, 200);
+        let streams: serde_json::Value = serde_json::from_str(&body).unwrap();
+        let stream = streams.as_array()?.first()?.clone();
+        stream["last_nack"].is_object().then_some(stream)
+    })
+    .await;
+    assert_eq!(status["node"], "node-1");
+    assert_eq!(status["type_url"], ADDRESS_TYPE_URL);
+    assert_eq!(status["last_sent_nonce"], first.nonce.as_str());
+    assert_eq!(status["last_nack"]["nonce"], first.nonce.as_str());
+    assert_eq!(
+        status["last_nack"]["message"],
+        "workload has an address of 3 bytes"
+    );
+    assert_eq!(status["nacks"], 1);
+
+    // The rejected resources are sent again with the next change.
+    cp.write("pods/b.yaml", &pod("b", "node-2", "web", "10.1.0.2"));
+    let next = xds.recv_and_ack().await;
+    assert_eq!(names(&next), [uid("a"), uid("b"), WEB_SVC_NAME.to_string()]);
+    let status = eventually("the ACK in /debug/syncz", || async {
+        let (_, body) = cp.debug_get("/debug/syncz").await;
+        let streams: serde_json::Value = serde_json::from_str(&body).unwrap();
+        let stream = streams.as_array()?.first()?.clone();
+        (stream["last_acked_nonce"] == next.nonce.as_str()).then_some(stream)
+    })
+    .await;
+    assert_eq!(status["resources"], 3);
+}
+
+#[tokio::test]
+async fn bad_or_missing_token_is_unauthenticated() {
+    let cp = started().await;
+    let forged = cp.token("node-1").replace("node-1.", "node-2.");
+    for token in [forged.as_str(), "node-1", ""] {
+        let err = XdsSession::open(cp.xds_client(token).await, request("node-1"))
+            .await
+            .err()
+            .unwrap_or_else(|| panic!("token `{token}` accepted"));
+        assert_eq!(err.code(), Code::Unauthenticated, "{err:?}");
+    }
+    // Without the header at all.
+    let mut client = weft_proto::discovery::aggregated_discovery_service_client::AggregatedDiscoveryServiceClient::new(cp.channel().await);
+    let (tx, rx) = tokio::sync::mpsc::channel(1);
+    tx.send(request("node-1")).await.unwrap();
+    let err = client
+        .delta_aggregated_resources(tokio_stream::wrappers::ReceiverStream::new(rx))
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), Code::Unauthenticated);
+    assert!(err.message().contains("bootstrap-token"), "{err:?}");
+}
+
+#[tokio::test]
+async fn unknown_type_url_fails_that_stream_only() {
+    let cp = started().await;
+    let mut good = cp.subscribe("node-1", &[]).await.unwrap();
+    good.recv_and_ack().await;
+
+    let mut bad_request = request("node-2");
+    bad_request.type_url = "type.googleapis.com/envoy.config.cluster.v3.Cluster".into();
+    let mut bad = XdsSession::open(cp.xds_client(&cp.token("node-2")).await, bad_request)
+        .await
+        .unwrap();
+    let err = bad.recv().await.unwrap_err();
+    assert_eq!(err.code(), Code::InvalidArgument);
+    assert!(err.message().contains("unsupported type URL"), "{err:?}");
+
+    // The other stream still gets pushes.
+    cp.write("pods/b.yaml", &pod("b", "node-2", "web", "10.1.0.2"));
+    assert_eq!(names(&good.recv_and_ack().await), [uid("b")]);
+}
+
+/// A request that is not a DeltaDiscoveryRequest: field 1 (node, a
+/// message) sent as a varint.
+#[derive(Clone, PartialEq, prost::Message)]
+struct Garbage {
+    #[prost(uint64, tag = "1")]
+    node: u64,
+}
+
+#[tokio::test]
+async fn garbage_request_closes_only_that_stream() {
+    let cp = started().await;
+    let mut good = cp.subscribe("node-1", &[]).await.unwrap();
+    good.recv_and_ack().await;
+
+    let channel = tonic::service::interceptor::InterceptedService::new(
+        cp.channel().await,
+        Token::new(&cp.token("node-2")),
+    );
+    let mut grpc = tonic::client::Grpc::new(channel);
+    grpc.ready().await.unwrap();
+    let (tx, rx) = tokio::sync::mpsc::channel(1);
+    tx.send(Garbage { node: 7 }).await.unwrap();
+    let codec = tonic_prost::ProstCodec::<Garbage, DeltaDiscoveryResponse>::default();
+    let path = http::uri::PathAndQuery::from_static(
+        "/envoy.service.discovery.v3.AggregatedDiscoveryService/DeltaAggregatedResources",
+    );
+    let result = grpc
+        .streaming(
+            tonic::Request::new(tokio_stream::wrappers::ReceiverStream::new(rx)),
+            path,
+            codec,
+        )
+        .await;
+    let err = match result {
+        Err(status) => status,
+        Ok(response) => {
+            let mut stream = response.into_inner();
+            match tokio::time::timeout(WAIT, stream.message()).await.unwrap() {
+                Err(status) => status,
+                Ok(other) => panic!("garbage got an answer: {other:?}"),
+            }
+        }
+    };
+    assert_eq!(err.code(), Code::InvalidArgument, "{err:?}");
+
+    // The server and the well-behaved stream carry on.
+    cp.write("pods/b.yaml", &pod("b", "node-2", "web", "10.1.0.2"));
+    assert_eq!(names(&good.recv_and_ack().await), [uid("b")]);
+    let mut again = cp.subscribe("node-3", &[]).await.unwrap();
+    assert_eq!(names(&again.recv_and_ack().await).len(), 3);
+}
+
+#[tokio::test]
+async fn shutdown_ends_streams() {
+    let cp = started().await;
+    let mut xds = cp.subscribe("node-1", &[]).await.unwrap();
+    xds.recv_and_ack().await;
+    let ControlPlane {
+        handle,
+        config_dir: _config_dir,
+        state_dir: _state_dir,
+    } = cp;
+    tokio::time::timeout(WAIT, handle.shutdown())
+        .await
+        .expect("shutdown within the deadline");
+    // The stream ends (cleanly or with an error), it does not hang.
+    let _ = xds.recv().await;
+}
