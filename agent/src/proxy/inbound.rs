@@ -59,6 +59,8 @@ enum InboundError {
     Tls(std::io::Error),
     #[error("client certificate: {0}")]
     ClientIdentity(#[from] crate::identity::spiffe::SpiffeError),
+    #[error("client {client} is not in this mesh's trust domain {ours}")]
+    ForeignTrustDomain { client: String, ours: String },
     #[error("HTTP/2: {0}")]
     H2(#[from] h2::Error),
 }
@@ -79,6 +81,12 @@ async fn connection(
         .await
         .map_err(InboundError::Tls)?;
     let client = tls::peer_identity(tls_stream.get_ref().1)?;
+    if client.trust_domain != pod.identity().trust_domain {
+        return Err(InboundError::ForeignTrustDomain {
+            client: client.to_string(),
+            ours: pod.identity().trust_domain.clone(),
+        });
+    }
     tracing::debug!(client = %client, "HBONE connection authenticated");
     let mut h2 = hbone::server_builder().handshake(tls_stream).await?;
     while let Some(request) = h2.accept().await {
