@@ -7,6 +7,7 @@ use tokio::sync::{mpsc, watch};
 use tokio_stream::wrappers::ReceiverStream;
 use tokio_util::sync::CancellationToken;
 use tonic::{Request, Response, Status, Streaming};
+use tracing::Instrument;
 use weft_proto::discovery::{
     DeltaDiscoveryRequest, DeltaDiscoveryResponse,
     aggregated_discovery_service_server::AggregatedDiscoveryService,
@@ -65,7 +66,8 @@ impl AggregatedDiscoveryService for XdsServer {
             shutdown: self.shutdown.clone(),
             tx,
         };
-        tokio::spawn(stream.run(request.into_inner()));
+        let span = tracing::info_span!("xds_stream", node = stream.node, peer = stream.peer);
+        tokio::spawn(stream.run(request.into_inner()).instrument(span));
         Ok(Response::new(ReceiverStream::new(rx)))
     }
 }
@@ -89,11 +91,10 @@ impl Stream {
         let mut first = match first {
             Ok(Some(first)) => first,
             Ok(None) => return,
-            Err(status) => return self.malformed(status),
+            Err(status) => return self.broken(status),
         };
         if let Err(status) = check_type(&first.type_url) {
             tracing::warn!(
-                node = self.node,
                 type_url = first.type_url,
                 "xDS request for an unsupported type"
             );
@@ -109,15 +110,12 @@ impl Stream {
             .syncz
             .register(&self.node, &node_id, self.peer.clone(), &first.type_url);
         let connection = guard.id();
-        let span = tracing::info_span!("xds", node = self.node, connection);
-        let _enter = span.enter();
         tracing::info!(
+            connection,
             node_id,
-            peer = self.peer,
             initial_resources = first.initial_resource_versions.len(),
             "agent connected"
         );
-        drop(_enter);
 
         let mut state = DeltaState::new(guard, &mut first);
         let model = self.model.borrow_and_update().clone();
@@ -148,17 +146,17 @@ impl Stream {
                             }
                         }
                         Err(status) => {
-                            tracing::warn!(node = self.node, connection, error = %status.message(), "closing xDS stream");
+                            tracing::warn!(connection, error = %status.message(), "closing xDS stream");
                             let _ = self.tx.send(Err(status)).await;
                             break;
                         }
                     },
                     Ok(None) => break,
-                    Err(status) => return self.malformed(status),
+                    Err(status) => return self.broken(status),
                 },
             }
         }
-        tracing::info!(node = self.node, connection, "agent disconnected");
+        tracing::info!(connection, "agent disconnected");
     }
 
     /// Sends a response (if any); false once the client is gone or the
@@ -173,13 +171,18 @@ impl Stream {
         }
     }
 
-    /// The client sent something that is not a request: end this stream
-    /// only.
-    fn malformed(&self, status: Status) {
-        tracing::warn!(node = self.node, peer = self.peer, code = ?status.code(), error = %status.message(), "closing xDS stream after a malformed message");
-        let _ = self.tx.try_send(Err(Status::invalid_argument(format!(
-            "malformed DeltaDiscoveryRequest: {}",
-            status.message()
-        ))));
+    /// Reading a request failed: the client sent something that does not
+    /// decode (tonic reports `Internal`; tell it why), or it went away.
+    /// Either way only this stream ends.
+    fn broken(&self, status: Status) {
+        if status.code() == tonic::Code::Internal {
+            tracing::warn!(error = %status.message(), "closing xDS stream after a malformed message");
+            let _ = self.tx.try_send(Err(Status::invalid_argument(format!(
+                "malformed DeltaDiscoveryRequest: {}",
+                status.message()
+            ))));
+        } else {
+            tracing::info!(code = ?status.code(), error = %status.message(), "xDS stream broken; agent gone");
+        }
     }
 }
