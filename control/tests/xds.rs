@@ -306,3 +306,38 @@ async fn shutdown_ends_streams() {
     // The stream ends (cleanly or with an error), it does not hang.
     let _ = xds.recv().await;
 }
+
+#[tokio::test]
+async fn explicit_subscription_gets_only_those_names() {
+    let cp = started().await;
+    let mut first = request("node-1");
+    first.resource_names_subscribe = vec![uid("a"), uid("missing")];
+    let mut xds = XdsSession::open(cp.xds_client(&cp.token("node-1")).await, first)
+        .await
+        .unwrap();
+    let response = xds.recv_and_ack().await;
+    assert_eq!(names(&response), [uid("a")]);
+    // A subscribed name that does not exist is answered as removed.
+    assert_eq!(response.removed_resources, [uid("missing")]);
+
+    // Other resources changing do not concern this client...
+    cp.write("pods/b.yaml", &pod("b", "node-2", "web", "10.1.0.2"));
+    eventually("pod b in the model", || {
+        let model = cp.handle.model();
+        async move {
+            model
+                .borrow()
+                .resources
+                .contains_key(&uid("b"))
+                .then_some(())
+        }
+    })
+    .await;
+    // ...but subscribing to one later brings it, and only it.
+    let mut more = request("node-1");
+    more.resource_names_subscribe = vec![uid("b")];
+    xds.send(more).await;
+    let response = xds.recv_and_ack().await;
+    assert_eq!(names(&response), [uid("b")]);
+    assert!(response.removed_resources.is_empty());
+}
