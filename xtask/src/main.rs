@@ -4,7 +4,10 @@
 //! * `test`: set up if needed, then format check, clippy, and every test.
 //! * `demo`: set up if needed, then a simulated cluster with a request
 //!   crossing the mesh.
+//! * `bench`: benchmarks, weft against no mesh, side by side
+//!   (`bench control-plane` for the control plane at scale).
 
+mod bench;
 mod setup;
 
 use std::process::Command;
@@ -32,6 +35,13 @@ enum Task {
         #[arg(last = true)]
         args: Vec<String>,
     },
+    /// Run the benchmarks (needs root). `--quick` for a smoke run;
+    /// `control-plane` for the control plane at scale.
+    Bench {
+        /// Arguments for the benchmarks.
+        #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
+        args: Vec<String>,
+    },
     /// Run the demo on a simulated cluster (needs root). Ctrl-C to stop.
     Demo {
         /// Arguments for the demo.
@@ -44,6 +54,7 @@ fn main() -> anyhow::Result<()> {
     match Cli::parse().task {
         Task::Setup => setup::run(),
         Task::Test { no_lint, args } => test(no_lint, &args),
+        Task::Bench { args } => bench::run(&args),
         Task::Demo { args } => demo(&args),
     }
 }
