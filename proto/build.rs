@@ -5,6 +5,7 @@ use std::path::PathBuf;
 
 const PROTOS: &[&str] = &[
     "istio/workload/workload.proto",
+    "istio/security/authorization.proto",
     "istio/v1/auth/ca.proto",
     "envoy/service/discovery/v3/ads.proto",
 ];

@@ -9,6 +9,10 @@
 /// `istio.workload`: the Workload API (`Address`, `Workload`, `Service`, ...).
 pub use generated::istio::workload;
 
+/// `istio.security`: L4 authorization (`Authorization`), compiled from
+/// AuthorizationPolicy and PeerAuthentication.
+pub use generated::istio::security;
+
 /// `istio.v1.auth`: the CA (`IstioCertificateService/CreateCertificate`).
 pub use generated::istio::v1::auth as ca;
 
@@ -24,6 +28,9 @@ pub use generated::google::rpc;
 /// The xDS type URL of [`workload::Address`] resources.
 pub const ADDRESS_TYPE_URL: &str = "type.googleapis.com/istio.workload.Address";
 
+/// The xDS type URL of [`security::Authorization`] resources.
+pub const AUTHORIZATION_TYPE_URL: &str = "type.googleapis.com/istio.security.Authorization";
+
 /// The generated code refers to other packages by relative paths
 /// (`super::super::...`), so the modules mirror the package tree.
 #[allow(clippy::all, missing_docs)]
@@ -31,6 +38,9 @@ mod generated {
     pub mod istio {
         pub mod workload {
             include!(concat!(env!("OUT_DIR"), "/istio.workload.rs"));
+        }
+        pub mod security {
+            include!(concat!(env!("OUT_DIR"), "/istio.security.rs"));
         }
         pub mod v1 {
             pub mod auth {
@@ -70,6 +80,41 @@ mod tests {
     #[test]
     fn address_type_url_matches_the_generated_name() {
         assert_eq!(workload::Address::type_url(), ADDRESS_TYPE_URL);
+        assert_eq!(security::Authorization::type_url(), AUTHORIZATION_TYPE_URL);
+    }
+
+    #[test]
+    fn authorization_field_numbers() {
+        use security::{Authorization, Group, Match, Rules, StringMatch, string_match};
+        let a = Authorization {
+            name: "n".into(),
+            dry_run: true,
+            groups: vec![Group {
+                rules: vec![Rules {
+                    matches: vec![Match {
+                        destination_ports: vec![80],
+                        not_principals: vec![StringMatch {
+                            match_type: Some(string_match::MatchType::Presence(())),
+                        }],
+                        ..Default::default()
+                    }],
+                }],
+            }],
+            ..Default::default()
+        };
+        let bytes = a.encode_to_vec();
+        // name = 1: tag 0x0a, length 1, "n".
+        assert_eq!(&bytes[..3], &[0x0a, 0x01, b'n']);
+        // groups = 5 (length-delimited): tag 0x2a; dry_run = 6: tag 0x30.
+        assert_eq!(bytes[3], 0x2a);
+        assert_eq!(&bytes[bytes.len() - 2..], &[0x30, 0x01]);
+        // Inside: rules = 1 (0x0a), matches = 2 (0x12), not_principals = 4
+        // (0x22) holding presence = 4 (0x22, empty), destination_ports = 9
+        // (packed, 0x4a).
+        let group = &bytes[5..];
+        assert_eq!(&group[..1], &[0x0a]);
+        assert!(bytes.windows(4).any(|w| w == [0x22, 0x02, 0x22, 0x00]));
+        assert!(bytes.windows(3).any(|w| w == [0x4a, 0x01, 80]));
     }
 
     /// Field numbers are the contract with Istio: spot-check a few by
