@@ -32,6 +32,9 @@ pub struct Config {
     pub cluster_id: String,
     /// DNS suffix of service hostnames (`<svc>.<ns>.svc.<suffix>`).
     pub domain_suffix: String,
+    /// Istio's root namespace: AuthorizationPolicies and
+    /// PeerAuthentications there without a selector apply mesh-wide.
+    pub root_namespace: String,
 }
 
 /// The CA's signing certificate and key.
@@ -80,6 +83,7 @@ impl Config {
             server_names: Vec::new(),
             cluster_id: "Kubernetes".into(),
             domain_suffix: "cluster.local".into(),
+            root_namespace: "istio-system".into(),
         }
     }
 

@@ -13,6 +13,7 @@
 
 #![forbid(unsafe_code)]
 
+pub mod analysis;
 pub mod auth;
 pub mod ca;
 pub mod config;

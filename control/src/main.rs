@@ -24,7 +24,7 @@ struct Cli {
 #[derive(Subcommand)]
 enum Command {
     /// Serve xDS and the CA from a directory of Kubernetes-style YAML.
-    Serve(ServeArgs),
+    Serve(Box<ServeArgs>),
     /// Print a node's bootstrap token (creates the secret if missing).
     BootstrapToken {
         /// The control plane's state directory.
@@ -63,6 +63,9 @@ struct ServeArgs {
     /// Certificates above --ca-cert up to the root, PEM.
     #[arg(long, requires = "ca_cert")]
     ca_chain: Option<PathBuf>,
+    /// Istio's root namespace (mesh-wide policies live there).
+    #[arg(long, default_value = "istio-system")]
+    root_namespace: String,
     /// Extra DNS name for the serving certificate (repeatable).
     #[arg(long = "server-name")]
     server_names: Vec<String>,
@@ -84,6 +87,7 @@ impl ServeArgs {
             trust_domain: self.trust_domain,
             ca,
             server_names: self.server_names,
+            root_namespace: self.root_namespace,
             ..Config::new(self.config_dir, self.state_dir)
         }
     }

@@ -89,6 +89,7 @@ impl Server {
             cluster_id: config.cluster_id.clone(),
             trust_domain: config.trust_domain.clone(),
             domain_suffix: config.domain_suffix.clone(),
+            root_namespace: config.root_namespace.clone(),
         };
 
         let shutdown = CancellationToken::new();

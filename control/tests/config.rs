@@ -59,7 +59,7 @@ async fn malformed_file_keeps_its_last_good_version_while_the_rest_applies() {
         "pod a keeps its last good version"
     );
     let model = cp.handle.model();
-    let a = model.borrow().resources[&uid("a")].address.clone();
+    let a = model.borrow().resources[&uid("a")].address().unwrap();
     let Some(weft_proto::workload::address::Type::Workload(a)) = a.r#type else {
         panic!("a is a workload");
     };

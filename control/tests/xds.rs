@@ -168,12 +168,14 @@ async fn nack_is_recorded_in_syncz_and_resent_on_next_change() {
         assert_eq!(code, 200);
         let streams: serde_json::Value = serde_json::from_str(&body).unwrap();
         let stream = streams.as_array()?.first()?.clone();
-        stream["last_nack"].is_object().then_some(stream)
+        let status = stream["types"][ADDRESS_TYPE_URL].clone();
+        assert_eq!(stream["node"], "node-1");
+        status["last_nack"].is_object().then_some(status)
     })
     .await;
-    assert_eq!(status["node"], "node-1");
-    assert_eq!(status["type_url"], ADDRESS_TYPE_URL);
     assert_eq!(status["last_sent_nonce"], first.nonce.as_str());
+    assert_eq!(status["last_sent_version"], first.system_version_info);
+    assert_eq!(status["last_acked_version"], "");
     assert_eq!(status["last_nack"]["nonce"], first.nonce.as_str());
     assert_eq!(
         status["last_nack"]["message"],
@@ -188,11 +190,16 @@ async fn nack_is_recorded_in_syncz_and_resent_on_next_change() {
     let status = eventually("the ACK in /debug/syncz", || async {
         let (_, body) = cp.debug_get("/debug/syncz").await;
         let streams: serde_json::Value = serde_json::from_str(&body).unwrap();
-        let stream = streams.as_array()?.first()?.clone();
-        (stream["last_acked_nonce"] == next.nonce.as_str()).then_some(stream)
+        let status = streams.as_array()?.first()?["types"][ADDRESS_TYPE_URL].clone();
+        (status["last_acked_nonce"] == next.nonce.as_str()).then_some(status)
     })
     .await;
     assert_eq!(status["resources"], 3);
+    assert_eq!(status["last_acked_version"], next.system_version_info);
+    assert_eq!(
+        status["last_nack"]["message"], "workload has an address of 3 bytes",
+        "the NACK stays visible after a later ACK"
+    );
 }
 
 #[tokio::test]

@@ -19,6 +19,10 @@ pub struct ObjectMeta {
     /// Optional in directory mode; weft derives stable ids from names.
     #[serde(default)]
     pub uid: Option<String>,
+    /// RFC 3339; where Istio picks the oldest of conflicting policies.
+    /// Absent sorts first (then by name).
+    #[serde(default)]
+    pub creation_timestamp: Option<String>,
 }
 
 impl ObjectMeta {

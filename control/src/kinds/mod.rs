@@ -6,18 +6,23 @@
 //! To add a kind: write its module, add a variant to [`Object`] and an arm
 //! to [`decode`].
 
+pub mod authorization_policy;
 mod meta;
 pub mod namespace;
 pub mod node;
+pub mod peer_authentication;
 pub mod pod;
+pub mod selector;
 pub mod service;
 pub mod service_account;
 
 use serde::Deserialize;
 
+pub use authorization_policy::AuthorizationPolicy;
 pub use meta::ObjectMeta;
 pub use namespace::Namespace;
 pub use node::Node;
+pub use peer_authentication::PeerAuthentication;
 pub use pod::Pod;
 pub use service::Service;
 pub use service_account::ServiceAccount;
@@ -32,6 +37,8 @@ pub struct TypeMeta {
 /// One decoded configuration object.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Object {
+    AuthorizationPolicy(AuthorizationPolicy),
+    PeerAuthentication(PeerAuthentication),
     Namespace(Namespace),
     Node(Node),
     Pod(Pod),
@@ -42,7 +49,7 @@ pub enum Object {
 /// What [`decode`] made of a document.
 #[derive(Debug)]
 pub enum Decoded {
-    Object(Object),
+    Object(Box<Object>),
     /// A kind weft does not know (yet); the caller logs and skips it.
     Unknown(TypeMeta),
 }
@@ -57,6 +64,14 @@ pub enum DecodeError {
     },
     #[error("{0}")]
     Yaml(#[from] serde_yaml::Error),
+    #[error("{kind} must have apiVersion {expected}, not `{got}`")]
+    WrongGroupVersion {
+        kind: String,
+        expected: String,
+        got: String,
+    },
+    #[error("{0}")]
+    Invalid(#[from] authorization_policy::Invalid),
     #[error("{kind} has an empty metadata.name")]
     EmptyName { kind: &'static str },
 }
@@ -72,6 +87,23 @@ pub fn decode(type_meta: &TypeMeta, document: &str) -> Result<Decoded, DecodeErr
                 got: api.to_string(),
             });
         }
+        (api, kind) if security_kind(kind) && !SECURITY_VERSIONS.contains(&api) => {
+            return Err(DecodeError::WrongGroupVersion {
+                kind: kind.to_string(),
+                expected: one_of(SECURITY_VERSIONS),
+                got: api.to_string(),
+            });
+        }
+        (_, "AuthorizationPolicy") => {
+            let policy: AuthorizationPolicy = serde_yaml::from_str(document)?;
+            policy.validate()?;
+            Object::AuthorizationPolicy(policy)
+        }
+        (_, "PeerAuthentication") => {
+            let policy: PeerAuthentication = serde_yaml::from_str(document)?;
+            policy.validate()?;
+            Object::PeerAuthentication(policy)
+        }
         (_, "Namespace") => Object::Namespace(serde_yaml::from_str(document)?),
         (_, "Node") => Object::Node(serde_yaml::from_str(document)?),
         (_, "Pod") => Object::Pod(serde_yaml::from_str(document)?),
@@ -84,7 +116,23 @@ pub fn decode(type_meta: &TypeMeta, document: &str) -> Result<Decoded, DecodeErr
             kind: object.kind(),
         });
     }
-    Ok(Decoded::Object(object))
+    Ok(Decoded::Object(Box::new(object)))
+}
+
+/// The served versions of `security.istio.io`.
+const SECURITY_VERSIONS: &[&str] = &["security.istio.io/v1", "security.istio.io/v1beta1"];
+
+fn security_kind(kind: &str) -> bool {
+    matches!(kind, "AuthorizationPolicy" | "PeerAuthentication")
+}
+
+fn one_of(versions: &[&str]) -> String {
+    let quoted: Vec<String> = versions.iter().map(|v| format!("`{v}`")).collect();
+    if quoted.len() == 1 {
+        quoted[0].clone()
+    } else {
+        format!("one of {}", quoted.join(", "))
+    }
 }
 
 fn is_core_kind(kind: &str) -> bool {
@@ -118,6 +166,8 @@ impl std::fmt::Display for ObjectKey {
 impl Object {
     pub fn kind(&self) -> &'static str {
         match self {
+            Object::AuthorizationPolicy(_) => "AuthorizationPolicy",
+            Object::PeerAuthentication(_) => "PeerAuthentication",
             Object::Namespace(_) => "Namespace",
             Object::Node(_) => "Node",
             Object::Pod(_) => "Pod",
@@ -128,6 +178,8 @@ impl Object {
 
     pub fn meta(&self) -> &ObjectMeta {
         match self {
+            Object::AuthorizationPolicy(o) => &o.metadata,
+            Object::PeerAuthentication(o) => &o.metadata,
             Object::Namespace(o) => &o.metadata,
             Object::Node(o) => &o.metadata,
             Object::Pod(o) => &o.metadata,

@@ -13,6 +13,7 @@ fn config() -> ModelConfig {
         cluster_id: "Kubernetes".into(),
         trust_domain: "cluster.local".into(),
         domain_suffix: "cluster.local".into(),
+        root_namespace: "istio-system".into(),
     }
 }
 
@@ -23,17 +24,17 @@ fn model(yaml: &str) -> Model {
     )
 }
 
-fn workload<'a>(model: &'a Model, ns: &str, name: &str) -> &'a Workload {
+fn workload(model: &Model, ns: &str, name: &str) -> Workload {
     let uid = format!("Kubernetes//Pod/{ns}/{name}");
-    match &model
+    match model
         .resources
         .get(&uid)
         .unwrap_or_else(|| panic!("no {uid}"))
-        .address
+        .address()
     {
-        Address {
+        Some(Address {
             r#type: Some(Type::Workload(w)),
-        } => w,
+        }) => w,
         other => panic!("{uid} is {other:?}"),
     }
 }
@@ -194,7 +195,7 @@ fn services_by_selector_with_resolved_target_ports() {
     // Selectors never cross namespaces.
     assert!(workload(&m, "plain", "outside").services.is_empty());
 
-    let Some(Type::Service(svc)) = &m.resources[key].address.r#type else {
+    let Some(Type::Service(svc)) = m.resources[key].address().unwrap().r#type else {
         panic!("{key} is not a service");
     };
     assert_eq!(svc.hostname, "web.mesh.svc.cluster.local");
@@ -203,8 +204,9 @@ fn services_by_selector_with_resolved_target_ports() {
     assert_eq!(svc.addresses[0].network, "");
     // A named targetPort is per workload: 0 on the service.
     assert_eq!(svc.ports, vec![port(80, 0), port(81, 9901), port(82, 82)]);
-    let Some(Type::Service(headless)) = &m.resources["mesh/v1-only.mesh.svc.cluster.local"]
-        .address
+    let Some(Type::Service(headless)) = m.resources["mesh/v1-only.mesh.svc.cluster.local"]
+        .address()
+        .unwrap()
         .r#type
     else {
         panic!("not a service");

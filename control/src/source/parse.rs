@@ -129,7 +129,7 @@ fn parse_document(path: &Path, doc: &Document) -> Result<Option<Object>, FileErr
     let type_meta = kinds::type_meta(&value)
         .map_err(|reason| error(doc.content_line(), 1, reason.to_string()))?;
     match kinds::decode(&type_meta, &doc.padded) {
-        Ok(Decoded::Object(object)) => Ok(Some(object)),
+        Ok(Decoded::Object(object)) => Ok(Some(*object)),
         Ok(Decoded::Unknown(type_meta)) => {
             tracing::info!(
                 file = %path.display(),

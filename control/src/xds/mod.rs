@@ -1,10 +1,23 @@
 //! Delta xDS (`envoy.service.discovery.v3.AggregatedDiscoveryService`
-//! `/DeltaAggregatedResources`) serving the model's
-//! `istio.workload.Address` resources.
+//! `/DeltaAggregatedResources`). Two types are served on the one stream:
+//!
+//! | type URL | resource names | from |
+//! | --- | --- | --- |
+//! | `type.googleapis.com/istio.workload.Address` | workload uid (`Kubernetes//Pod/<ns>/<name>`), or `<ns>/<hostname>` for a service | Pods, Services, Namespaces |
+//! | `type.googleapis.com/istio.security.Authorization` | `<ns>/<name>`: an AuthorizationPolicy's own name; `<root>/istio_converted_static_strict` and `<ns>/converted_peer_authentication_<name>` for PeerAuthentication | AuthorizationPolicy, PeerAuthentication (see `model::authorization`, `model::peer_authentication`) |
+//!
+//! A client subscribes to each type with that type's first request on the
+//! stream (wildcard when it names nothing, or explicit names), in any
+//! order; each type then has its own subscription, held versions, nonces
+//! and ACK/NACK (`stream.rs`). Workloads name the `WORKLOAD_SELECTOR`
+//! policies that apply to them in `authorization_policies`; `GLOBAL` and
+//! `NAMESPACE` policies apply by scope alone. Any other type URL ends the
+//! stream with `INVALID_ARGUMENT`.
 
 mod server;
 mod stream;
 pub mod syncz;
 
 pub use server::XdsServer;
-pub use syncz::{StreamStatus, SyncRegistry};
+pub use stream::SERVED_TYPES;
+pub use syncz::{StreamStatus, SyncRegistry, TypeStatus};

@@ -88,7 +88,7 @@ impl Stream {
             _ = self.shutdown.cancelled() => return,
             first = requests.message() => first,
         };
-        let mut first = match first {
+        let first = match first {
             Ok(Some(first)) => first,
             Ok(None) => return,
             Err(status) => return self.broken(status),
@@ -106,24 +106,35 @@ impl Stream {
             .as_ref()
             .map(|n| n.id.clone())
             .unwrap_or_default();
-        let guard = self
-            .syncz
-            .register(&self.node, &node_id, self.peer.clone(), &first.type_url);
+        let guard = self.syncz.register(&self.node, &node_id, self.peer.clone());
         let connection = guard.id();
         tracing::info!(
             connection,
             node_id,
+            type_url = first.type_url,
             initial_resources = first.initial_resource_versions.len(),
             "agent connected"
         );
 
-        let mut state = DeltaState::new(guard, &mut first);
-        let model = self.model.borrow_and_update().clone();
-        let response = state.response(&model, true);
-        if !self.send(response).await {
-            return;
-        }
+        let mut state = DeltaState::new(guard);
+        let mut request = Some(first);
         loop {
+            if let Some(r) = request.take() {
+                match state.on_request(r) {
+                    Ok(Next::Nothing) => {}
+                    Ok(Next::Push { type_url, always }) => {
+                        let model = self.model.borrow().clone();
+                        if !self.send(state.response(type_url, &model, always)).await {
+                            break;
+                        }
+                    }
+                    Err(status) => {
+                        tracing::warn!(connection, error = %status.message(), "closing xDS stream");
+                        let _ = self.tx.send(Err(status)).await;
+                        break;
+                    }
+                }
+            }
             tokio::select! {
                 _ = self.shutdown.cancelled() => break,
                 _ = self.tx.closed() => break,
@@ -132,25 +143,19 @@ impl Stream {
                         break;
                     }
                     let model = self.model.borrow_and_update().clone();
-                    if !self.send(state.response(&model, false)).await {
+                    let mut open = true;
+                    for type_url in state.subscribed_types() {
+                        if !self.send(state.response(type_url, &model, false)).await {
+                            open = false;
+                            break;
+                        }
+                    }
+                    if !open {
                         break;
                     }
                 }
-                request = requests.message() => match request {
-                    Ok(Some(request)) => match state.on_request(request) {
-                        Ok(Next::Nothing) => {}
-                        Ok(Next::Push) => {
-                            let model = self.model.borrow().clone();
-                            if !self.send(state.response(&model, false)).await {
-                                break;
-                            }
-                        }
-                        Err(status) => {
-                            tracing::warn!(connection, error = %status.message(), "closing xDS stream");
-                            let _ = self.tx.send(Err(status)).await;
-                            break;
-                        }
-                    },
+                next = requests.message() => match next {
+                    Ok(Some(r)) => request = Some(r),
                     Ok(None) => break,
                     Err(status) => return self.broken(status),
                 },

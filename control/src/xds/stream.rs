@@ -1,27 +1,50 @@
-//! The state of one delta xDS stream: what the client subscribed to, what
-//! it holds (name → version), and which response carried what. Pure logic:
-//! the gRPC plumbing is in `server.rs`.
+//! The state of one delta xDS stream. A client subscribes to each type on
+//! the one (aggregated) stream with that type's first request; from then
+//! on every type has its own subscription (wildcard and/or names), its own
+//! view of what the client holds (name → version), and its own nonces, so
+//! ACKs and NACKs are per type. Pure logic: the gRPC plumbing is in
+//! `server.rs`.
 
-use std::collections::{HashMap, HashSet, VecDeque};
+use std::{
+    collections::{BTreeMap, HashMap, HashSet, VecDeque},
+    time::{Duration, Instant},
+};
 
 use tonic::Status;
 use weft_proto::{
-    ADDRESS_TYPE_URL,
+    ADDRESS_TYPE_URL, AUTHORIZATION_TYPE_URL,
     core::ControlPlane,
     discovery::{DeltaDiscoveryRequest, DeltaDiscoveryResponse, Resource},
 };
 
-use super::syncz::{Nack, StreamGuard, unix_now};
+use super::syncz::{Nack, StreamGuard, TypeStatus, unix_now};
 use crate::model::Model;
 
-/// Responses remembered for matching ACKs and NACKs.
+/// The types weft serves, in the order a push sends them (workloads
+/// before the policies that name them).
+pub const SERVED_TYPES: [&str; 2] = [ADDRESS_TYPE_URL, AUTHORIZATION_TYPE_URL];
+
+/// Responses remembered per type for matching ACKs and NACKs.
 const PENDING_NONCES: usize = 32;
 /// Marks a resource whose state on the client is unknown (its response
 /// was NACKed): it differs from every real version, so it is sent again.
 const UNKNOWN_VERSION: &str = "";
+/// A client that NACKs this many responses within [`NACK_WINDOW`] is in a
+/// loop (it rejects what it is sent and asks again): disconnect it.
+const NACK_LIMIT: usize = 20;
+const NACK_WINDOW: Duration = Duration::from_secs(10);
 
+/// The whole stream: one [`TypeState`] per subscribed type.
 pub struct DeltaState {
     guard: StreamGuard,
+    types: BTreeMap<&'static str, TypeState>,
+    responses: u64,
+    recent_nacks: VecDeque<Instant>,
+}
+
+/// One type's subscription on the stream.
+struct TypeState {
+    type_url: &'static str,
     wildcard: bool,
     /// Names subscribed explicitly (besides the wildcard).
     names: HashSet<String>,
@@ -30,61 +53,252 @@ pub struct DeltaState {
     /// Names the client just subscribed to: they must be answered, even
     /// if absent (as removed) or already held.
     must_answer: HashSet<String>,
-    /// nonce → names carried by that response.
-    pending: VecDeque<(String, Vec<String>)>,
-    responses: u64,
+    /// Sent and not yet answered: nonce, names it carried, type version.
+    pending: VecDeque<(String, Vec<String>, String)>,
 }
 
 /// What to do after a request.
 #[derive(Debug, PartialEq, Eq)]
 pub enum Next {
     Nothing,
-    Push,
+    /// Send this type's differences; `always`: even an empty response
+    /// (the answer to a type's first request, which tells the client it
+    /// is in sync).
+    Push {
+        type_url: &'static str,
+        always: bool,
+    },
 }
 
-/// Whether the request type is one weft serves.
-pub fn check_type(type_url: &str) -> Result<(), Status> {
-    if type_url == ADDRESS_TYPE_URL {
-        Ok(())
-    } else {
-        Err(Status::invalid_argument(format!(
-            "unsupported type URL `{type_url}`; weft-control serves `{ADDRESS_TYPE_URL}` only"
-        )))
-    }
+/// The served type a URL names.
+pub fn check_type(type_url: &str) -> Result<&'static str, Status> {
+    SERVED_TYPES
+        .iter()
+        .copied()
+        .find(|t| *t == type_url)
+        .ok_or_else(|| {
+            Status::invalid_argument(format!(
+                "unsupported type URL `{type_url}`; weft-control serves {}",
+                SERVED_TYPES
+                    .iter()
+                    .map(|t| format!("`{t}`"))
+                    .collect::<Vec<_>>()
+                    .join(" and ")
+            ))
+        })
 }
 
 impl DeltaState {
-    /// Starts from the stream's first request.
-    pub fn new(guard: StreamGuard, first: &mut DeltaDiscoveryRequest) -> Self {
+    pub fn new(guard: StreamGuard) -> Self {
+        DeltaState {
+            guard,
+            types: BTreeMap::new(),
+            responses: 0,
+            recent_nacks: VecDeque::new(),
+        }
+    }
+
+    /// Handles a request: a type's first (subscription, with what the
+    /// client already holds), or an ACK, NACK or subscription change.
+    pub fn on_request(&mut self, mut request: DeltaDiscoveryRequest) -> Result<Next, Status> {
+        let type_url = check_type(&request.type_url)?;
+        if !self.types.contains_key(type_url) {
+            let state = TypeState::new(type_url, &mut request);
+            let wildcard = state.wildcard;
+            self.guard.update(|s| {
+                s.types.insert(
+                    type_url.to_string(),
+                    TypeStatus {
+                        wildcard,
+                        ..Default::default()
+                    },
+                );
+            });
+            self.types.insert(type_url, state);
+            // A first request may carry a nonce only by mistake; the
+            // subscription is what matters.
+            return Ok(Next::Push {
+                type_url,
+                always: true,
+            });
+        }
+        if !request.response_nonce.is_empty() {
+            match &request.error_detail {
+                None => self.ack(type_url, &request.response_nonce),
+                Some(error) => self.nack(
+                    type_url,
+                    &request.response_nonce,
+                    error.code,
+                    &error.message,
+                )?,
+            }
+        }
+        let state = self.types.get_mut(type_url).expect("checked above");
+        let next = state.change_subscription(request);
+        let wildcard = state.wildcard;
+        self.update(type_url, |s| s.wildcard = wildcard);
+        Ok(next)
+    }
+
+    fn update(&self, type_url: &str, f: impl FnOnce(&mut TypeStatus)) {
+        self.guard.update(|s| {
+            if let Some(t) = s.types.get_mut(type_url) {
+                f(t);
+            }
+        });
+    }
+
+    fn ack(&mut self, type_url: &'static str, nonce: &str) {
+        let state = self.types.get_mut(type_url).expect("subscribed");
+        let Some(i) = state.pending.iter().position(|(n, _, _)| n == nonce) else {
+            // Unknown or too old: nothing to learn from it.
+            return;
+        };
+        let (_, _, version) = state.pending.remove(i).expect("index in range");
+        // Older responses are implied by this one: the client handles
+        // responses in order.
+        state.pending.drain(..i);
+        self.update(type_url, |s| {
+            s.last_acked_nonce = nonce.to_string();
+            s.last_acked_version = version;
+            s.acks += 1;
+        });
+    }
+
+    fn nack(
+        &mut self,
+        type_url: &'static str,
+        nonce: &str,
+        code: i32,
+        message: &str,
+    ) -> Result<(), Status> {
+        tracing::warn!(
+            connection = self.guard.id(),
+            type_url,
+            nonce,
+            code,
+            message,
+            "agent rejected (NACKed) an xDS response; it is sent again on the next change"
+        );
+        let state = self.types.get_mut(type_url).expect("subscribed");
+        if let Some(i) = state.pending.iter().position(|(n, _, _)| n == nonce) {
+            let (_, names, _) = state.pending.remove(i).expect("index in range");
+            for name in names {
+                state.client_has.insert(name, UNKNOWN_VERSION.to_string());
+            }
+        }
+        let nack = Nack {
+            nonce: nonce.to_string(),
+            code,
+            message: message.to_string(),
+            at_unix: unix_now(),
+        };
+        self.update(type_url, |s| {
+            s.nacks += 1;
+            s.last_nack = Some(nack);
+        });
+        let now = Instant::now();
+        self.recent_nacks.push_back(now);
+        while self
+            .recent_nacks
+            .front()
+            .is_some_and(|t| now.duration_since(*t) > NACK_WINDOW)
+        {
+            self.recent_nacks.pop_front();
+        }
+        if self.recent_nacks.len() > NACK_LIMIT {
+            return Err(Status::resource_exhausted(format!(
+                "{} NACKs within {NACK_WINDOW:?}; the client rejects what it asks for, closing the stream (last error: {message})",
+                self.recent_nacks.len()
+            )));
+        }
+        Ok(())
+    }
+
+    /// The types this stream subscribes to.
+    pub fn subscribed_types(&self) -> Vec<&'static str> {
+        SERVED_TYPES
+            .iter()
+            .copied()
+            .filter(|t| self.types.contains_key(t))
+            .collect()
+    }
+
+    /// The response that brings the client's `type_url` resources to
+    /// `model`, if it needs one (or `always`).
+    pub fn response(
+        &mut self,
+        type_url: &'static str,
+        model: &Model,
+        always: bool,
+    ) -> Option<DeltaDiscoveryResponse> {
+        let state = self.types.get_mut(type_url)?;
+        let resources = model.of_type(type_url)?;
+        let (upserts, removed) = state.diff(resources);
+        if upserts.is_empty() && removed.is_empty() && !always {
+            return None;
+        }
+        let type_version = model.type_version(type_url).to_string();
+        self.responses += 1;
+        let nonce = format!("{:x}-{:x}", self.guard.id(), self.responses);
+        let names = upserts
+            .iter()
+            .map(|r| r.name.clone())
+            .chain(removed.iter().cloned())
+            .collect();
+        state
+            .pending
+            .push_back((nonce.clone(), names, type_version.clone()));
+        if state.pending.len() > PENDING_NONCES {
+            state.pending.pop_front();
+        }
+        let held = state.client_has.len();
+        self.update(type_url, |s| {
+            s.responses_sent += 1;
+            s.last_sent_version = type_version.clone();
+            s.last_sent_nonce = nonce.clone();
+            s.resources = held;
+        });
+        tracing::debug!(
+            connection = self.guard.id(),
+            type_url,
+            nonce,
+            version = type_version,
+            resources = upserts.len(),
+            removed = removed.len(),
+            "sending delta xDS response"
+        );
+        Some(DeltaDiscoveryResponse {
+            system_version_info: type_version,
+            resources: upserts,
+            type_url: type_url.to_string(),
+            removed_resources: removed,
+            nonce,
+            control_plane: Some(ControlPlane {
+                identifier: "weft-control".into(),
+            }),
+        })
+    }
+}
+
+impl TypeState {
+    fn new(type_url: &'static str, first: &mut DeltaDiscoveryRequest) -> Self {
         let subscribe = std::mem::take(&mut first.resource_names_subscribe);
+        // An empty first subscription is the legacy wildcard.
         let wildcard = subscribe.is_empty() || subscribe.iter().any(|n| n == "*");
         let names: HashSet<String> = subscribe.into_iter().filter(|n| n != "*").collect();
         let client_has = std::mem::take(&mut first.initial_resource_versions);
-        guard.update(|s| s.wildcard = wildcard);
-        DeltaState {
-            guard,
+        TypeState {
+            type_url,
             wildcard,
             must_answer: names.clone(),
             names,
             client_has: client_has.into_iter().collect(),
             pending: VecDeque::new(),
-            responses: 0,
         }
     }
 
-    fn subscribed(&self, name: &str) -> bool {
-        self.wildcard || self.names.contains(name)
-    }
-
-    /// Handles a request after the first: ACK, NACK, subscription change.
-    pub fn on_request(&mut self, request: DeltaDiscoveryRequest) -> Result<Next, Status> {
-        check_type(&request.type_url)?;
-        if !request.response_nonce.is_empty() {
-            match &request.error_detail {
-                None => self.ack(&request.response_nonce),
-                Some(error) => self.nack(&request.response_nonce, error.code, &error.message),
-            }
-        }
+    fn change_subscription(&mut self, request: DeltaDiscoveryRequest) -> Next {
         let mut next = Next::Nothing;
         for name in request.resource_names_unsubscribe {
             if name == "*" {
@@ -103,121 +317,60 @@ impl DeltaState {
                 self.names.insert(name.clone());
                 self.must_answer.insert(name);
             }
-            next = Next::Push;
+            next = Next::Push {
+                type_url: self.type_url,
+                always: false,
+            };
         }
-        let wildcard = self.wildcard;
-        self.guard.update(|s| s.wildcard = wildcard);
-        Ok(next)
+        next
     }
 
-    fn ack(&mut self, nonce: &str) {
-        self.pending.retain(|(n, _)| n != nonce);
-        self.guard
-            .update(|s| s.last_acked_nonce = nonce.to_string());
-    }
-
-    fn nack(&mut self, nonce: &str, code: i32, message: &str) {
-        tracing::warn!(
-            connection = self.guard.id(),
-            nonce,
-            code,
-            message,
-            "agent rejected (NACKed) an xDS response; it is sent again on the next change"
-        );
-        if let Some(i) = self.pending.iter().position(|(n, _)| n == nonce) {
-            let (_, names) = self.pending.remove(i).expect("index in range");
-            for name in names {
-                self.client_has.insert(name, UNKNOWN_VERSION.to_string());
-            }
-        }
-        self.guard.update(|s| {
-            s.nacks += 1;
-            s.last_nack = Some(Nack {
-                nonce: nonce.to_string(),
-                code,
-                message: message.to_string(),
-                at_unix: unix_now(),
-            });
-        });
-    }
-
-    /// The response that brings the client to `model`, if it needs one.
-    /// `always` sends even an empty response (the first one, which tells
-    /// the client it is in sync).
-    pub fn response(&mut self, model: &Model, always: bool) -> Option<DeltaDiscoveryResponse> {
-        let mut resources = Vec::new();
-        for (name, resource) in &model.resources {
-            if !self.subscribed(name) {
-                continue;
-            }
-            let current = self.client_has.get(name);
-            if current != Some(&resource.version) || self.must_answer.contains(name) {
-                resources.push(Resource {
+    /// What the client lacks (new or changed) and what it holds that is
+    /// gone; records that it will have them.
+    fn diff(&mut self, resources: &crate::model::Resources) -> (Vec<Resource>, Vec<String>) {
+        let mut upserts = Vec::new();
+        let mut visit = |name: &String, resource: &crate::model::XdsResource| {
+            if self.client_has.get(name) != Some(&resource.version)
+                || self.must_answer.contains(name)
+            {
+                upserts.push(Resource {
                     name: name.clone(),
                     version: resource.version.clone(),
                     resource: Some(resource.any.clone()),
                     ..Default::default()
                 });
             }
+        };
+        if self.wildcard {
+            for (name, resource) in resources {
+                visit(name, resource);
+            }
+        } else {
+            for name in &self.names {
+                if let Some(resource) = resources.get(name) {
+                    visit(name, resource);
+                }
+            }
         }
         let mut removed: Vec<String> = self
             .client_has
             .keys()
-            .filter(|n| !model.resources.contains_key(*n))
+            .filter(|n| !resources.contains_key(*n))
             .cloned()
             .collect();
         for name in &self.must_answer {
-            if !model.resources.contains_key(name) && !removed.contains(name) {
+            if !resources.contains_key(name) && !removed.contains(name) {
                 removed.push(name.clone());
             }
         }
         removed.sort();
         self.must_answer.clear();
-        if resources.is_empty() && removed.is_empty() && !always {
-            return None;
-        }
-
-        for r in &resources {
+        for r in &upserts {
             self.client_has.insert(r.name.clone(), r.version.clone());
         }
         for name in &removed {
             self.client_has.remove(name);
         }
-        self.responses += 1;
-        let nonce = format!("{:x}-{:x}", self.guard.id(), self.responses);
-        let names = resources
-            .iter()
-            .map(|r| r.name.clone())
-            .chain(removed.iter().cloned())
-            .collect();
-        self.pending.push_back((nonce.clone(), names));
-        if self.pending.len() > PENDING_NONCES {
-            self.pending.pop_front();
-        }
-        let held = self.client_has.len();
-        self.guard.update(|s| {
-            s.responses_sent += 1;
-            s.last_sent_version = model.version.clone();
-            s.last_sent_nonce = nonce.clone();
-            s.resources = held;
-        });
-        tracing::debug!(
-            connection = self.guard.id(),
-            nonce,
-            version = model.version,
-            resources = resources.len(),
-            removed = removed.len(),
-            "sending delta xDS response"
-        );
-        Some(DeltaDiscoveryResponse {
-            system_version_info: model.version.clone(),
-            resources,
-            type_url: ADDRESS_TYPE_URL.to_string(),
-            removed_resources: removed,
-            nonce,
-            control_plane: Some(ControlPlane {
-                identifier: "weft-control".into(),
-            }),
-        })
+        (upserts, removed)
     }
 }

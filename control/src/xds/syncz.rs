@@ -22,17 +22,29 @@ pub struct StreamStatus {
     /// `node.id` as the client sent it.
     pub node_id: String,
     pub peer: Option<String>,
-    pub type_url: String,
     pub connected_at_unix: u64,
+    /// Per subscribed type URL.
+    pub types: BTreeMap<String, TypeStatus>,
+}
+
+/// One type's subscription on a stream.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct TypeStatus {
     /// Subscribed to every resource (`*`).
     pub wildcard: bool,
     /// Resources the client holds, as far as the server knows.
     pub resources: usize,
     pub responses_sent: u64,
+    /// The type's version (`system_version_info`) in the last response.
     pub last_sent_version: String,
     pub last_sent_nonce: String,
+    /// The version of the newest response the client ACKed: in sync when
+    /// equal to `last_sent_version`.
+    pub last_acked_version: String,
     pub last_acked_nonce: String,
+    pub acks: u64,
     pub nacks: u64,
+    /// The last rejection, kept until the stream ends.
     pub last_nack: Option<Nack>,
 }
 
@@ -65,7 +77,6 @@ impl SyncRegistry {
         node: &str,
         node_id: &str,
         peer: Option<String>,
-        type_url: &str,
     ) -> StreamGuard {
         let id = self.next_id.fetch_add(1, Ordering::Relaxed) + 1;
         let status = StreamStatus {
@@ -73,16 +84,8 @@ impl SyncRegistry {
             node: node.to_string(),
             node_id: node_id.to_string(),
             peer,
-            type_url: type_url.to_string(),
             connected_at_unix: unix_now(),
-            wildcard: false,
-            resources: 0,
-            responses_sent: 0,
-            last_sent_version: String::new(),
-            last_sent_nonce: String::new(),
-            last_acked_nonce: String::new(),
-            nacks: 0,
-            last_nack: None,
+            types: BTreeMap::new(),
         };
         self.lock().insert(id, status);
         StreamGuard {

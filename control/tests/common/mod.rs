@@ -211,21 +211,43 @@ impl XdsSession {
         }
     }
 
-    /// Receives, and ACKs.
+    /// Receives, and ACKs (for the response's type).
     pub async fn recv_and_ack(&mut self) -> DeltaDiscoveryResponse {
         let response = self.recv().await.expect("a response");
-        self.ack(&response.nonce).await;
+        self.ack_type(&response.type_url, &response.nonce).await;
         response
     }
 
     pub async fn ack(&self, nonce: &str) {
+        self.ack_type(ADDRESS_TYPE_URL, nonce).await;
+    }
+
+    pub async fn ack_type(&self, type_url: &str, nonce: &str) {
         let mut ack = request(&self.node);
+        ack.type_url = type_url.to_string();
         ack.response_nonce = nonce.to_string();
         self.tx.send(ack).await.unwrap();
     }
 
+    /// Subscribes to another type on this stream (wildcard), with what
+    /// the client already holds of it.
+    pub async fn subscribe_type(&self, type_url: &str, initial: &[(&str, &str)]) {
+        let mut first = request(&self.node);
+        first.type_url = type_url.to_string();
+        first.initial_resource_versions = initial
+            .iter()
+            .map(|(n, v)| (n.to_string(), v.to_string()))
+            .collect();
+        self.tx.send(first).await.unwrap();
+    }
+
     pub async fn nack(&self, nonce: &str, message: &str) {
+        self.nack_type(ADDRESS_TYPE_URL, nonce, message).await;
+    }
+
+    pub async fn nack_type(&self, type_url: &str, nonce: &str, message: &str) {
         let mut nack = request(&self.node);
+        nack.type_url = type_url.to_string();
         nack.response_nonce = nonce.to_string();
         nack.error_detail = Some(rpc::Status {
             code: tonic::Code::InvalidArgument as i32,

@@ -1,0 +1,327 @@
+//! AuthorizationPolicy → Authorization, checked against istiod's
+//! compilation for ztunnel.
+
+use std::path::Path;
+
+use weft_proto::security::{
+    Action, Address, Authorization, Group, Match, Rules, Scope, ServiceAccountMatch,
+    string_match::MatchType,
+};
+
+use super::*;
+use crate::{
+    kinds::Object,
+    model::{Model, ModelConfig, build},
+    source::parse::parse_file,
+};
+
+fn config() -> ModelConfig {
+    ModelConfig {
+        cluster_id: "Kubernetes".into(),
+        trust_domain: "cluster.local".into(),
+        domain_suffix: "cluster.local".into(),
+        root_namespace: "istio-system".into(),
+    }
+}
+
+fn model(yaml: &str) -> Model {
+    build(
+        &parse_file(Path::new("t.yaml"), yaml).expect("valid"),
+        &config(),
+    )
+}
+
+fn compiled(yaml: &str) -> (Option<CompiledAuthorization>, Vec<Finding>) {
+    let objects = parse_file(Path::new("t.yaml"), yaml).expect("valid");
+    let Some(Object::AuthorizationPolicy(p)) = objects.first() else {
+        panic!("not a policy");
+    };
+    let mut findings = Vec::new();
+    (compile(p, "istio-system", &mut findings), findings)
+}
+
+fn authz(yaml: &str) -> Authorization {
+    compiled(yaml).0.expect("compiled").authorization
+}
+
+fn policy(ns: &str, spec: &str) -> String {
+    format!(
+        "apiVersion: security.istio.io/v1\nkind: AuthorizationPolicy\nmetadata:\n  name: p\n  namespace: {ns}\nspec:\n{spec}"
+    )
+}
+
+#[test]
+fn scope_follows_selector_and_root_namespace() {
+    let a = authz(&policy("mesh", "  action: DENY\n"));
+    assert_eq!(a.scope, Scope::Namespace as i32);
+    assert_eq!(a.action, Action::Deny as i32);
+    assert_eq!((a.name.as_str(), a.namespace.as_str()), ("p", "mesh"));
+    assert_eq!(
+        authz(&policy("istio-system", "  {}\n")).scope,
+        Scope::Global as i32
+    );
+    let selected = compiled(&policy(
+        "mesh",
+        "  selector:\n    matchLabels: {app: web}\n",
+    ))
+    .0
+    .unwrap();
+    assert_eq!(selected.authorization.scope, Scope::WorkloadSelector as i32);
+    assert_eq!(selected.resource_name(), "mesh/p");
+    // ALLOW with no rules: no groups, which allows nothing.
+    assert!(selected.authorization.groups.is_empty());
+    assert_eq!(selected.authorization.action, Action::Allow as i32);
+}
+
+#[test]
+fn from_to_when_compile_like_istiod() {
+    let a = authz(&policy(
+        "mesh",
+        r#"  rules:
+  - from:
+    - source:
+        principals: ["cluster.local/ns/mesh/sa/client", "*"]
+        notNamespaces: ["bad*"]
+        ipBlocks: ["10.0.0.0/8", "192.168.1.1"]
+        notIpBlocks: ["10.1.0.0/16"]
+        remoteIpBlocks: ["203.0.113.0/24"]
+    - source:
+        serviceAccounts: ["web", "other/sa"]
+    to:
+    - operation:
+        ports: ["8080"]
+        notPorts: ["9090"]
+    when:
+    - key: destination.port
+      values: ["80"]
+    - key: source.namespace
+      notValues: ["*-test"]
+"#,
+    ));
+    assert_eq!(a.groups.len(), 1);
+    let rules = &a.groups[0].rules;
+    assert_eq!(rules.len(), 4, "to, from, and one per condition");
+    assert_eq!(
+        rules[0],
+        Rules {
+            matches: vec![Match {
+                destination_ports: vec![8080],
+                not_destination_ports: vec![9090],
+                ..Default::default()
+            }]
+        }
+    );
+    let from = &rules[1].matches[0];
+    assert_eq!(
+        from.principals[0].match_type,
+        Some(MatchType::Exact("cluster.local/ns/mesh/sa/client".into()))
+    );
+    assert_eq!(from.principals[1].match_type, Some(MatchType::Presence(())));
+    assert_eq!(
+        from.not_namespaces[0].match_type,
+        Some(MatchType::Prefix("bad".into()))
+    );
+    assert_eq!(rules[1].matches.len(), 2, "two sources, OR-ed");
+    assert_eq!(
+        rules[1].matches[1].service_accounts,
+        vec![
+            ServiceAccountMatch {
+                namespace: "mesh".into(),
+                service_account: "web".into()
+            },
+            ServiceAccountMatch {
+                namespace: "other".into(),
+                service_account: "sa".into()
+            },
+        ]
+    );
+    assert_eq!(
+        from.source_ips,
+        vec![
+            Address {
+                address: vec![10, 0, 0, 0],
+                length: 8
+            },
+            Address {
+                address: vec![192, 168, 1, 1],
+                length: 32
+            },
+        ]
+    );
+    assert_eq!(from.not_source_ips[0].length, 16);
+    assert_eq!(from.remote_ips[0].address, vec![203, 0, 113, 0]);
+    assert_eq!(rules[2].matches[0].destination_ports, vec![80]);
+    assert_eq!(
+        rules[3].matches[0].not_namespaces[0].match_type,
+        Some(MatchType::Suffix("-test".into()))
+    );
+    assert!(a.l7_attributes_ignored.is_empty());
+}
+
+#[test]
+fn invalid_values_are_rejected_with_their_path() {
+    for (spec, path) in [
+        (
+            "  rules: [{from: [{source: {ipBlocks: [10.0.0.300]}}]}]\n",
+            "spec.rules[0].from[0].source.ipBlocks[0]",
+        ),
+        (
+            "  rules: [{to: [{operation: {ports: ['http']}}]}]\n",
+            "spec.rules[0].to[0].operation.ports[0]",
+        ),
+        (
+            "  rules: [{when: [{key: source.ip}]}]\n",
+            "spec.rules[0].when[0]",
+        ),
+        (
+            "  rules: [{when: [{key: source.color, values: [x]}]}]\n",
+            "spec.rules[0].when[0].key",
+        ),
+        ("  rules: [{from: [{}]}]\n", "spec.rules[0].from[0].source"),
+        (
+            "  rules: [{from: [{source: {principals: ['a*b']}}]}]\n",
+            "spec.rules[0].from[0].source.principals[0]",
+        ),
+        ("  action: CUSTOM\n", "spec.provider"),
+        (
+            "  selector: {matchLabels: {a: b}}\n  targetRefs: [{kind: Service, name: s}]\n",
+            "spec.selector",
+        ),
+    ] {
+        let err = parse_file(Path::new("t.yaml"), &policy("mesh", spec)).unwrap_err();
+        assert!(err.message.starts_with(path), "{spec}: {err}");
+    }
+}
+
+#[test]
+fn empty_rule_matches_everything_and_rules_are_groups() {
+    let a = authz(&policy(
+        "mesh",
+        "  action: DENY\n  rules:\n  - {}\n  - to: [{operation: {ports: ['1']}}]\n",
+    ));
+    assert_eq!(a.groups.len(), 2);
+    assert_eq!(a.groups[0], Group { rules: vec![] });
+}
+
+#[test]
+fn l7_attributes_drop_allow_rules_and_widen_deny_rules() {
+    let spec = |action| {
+        format!(
+            "  action: {action}\n  rules:\n  - to: [{{operation: {{methods: [GET], ports: ['80']}}}}]\n  - from: [{{source: {{namespaces: [a]}}}}]\n    when: [{{key: 'request.headers[x-user]', values: [bob]}}]\n  - from: [{{source: {{namespaces: [ok]}}}}]\n"
+        )
+    };
+    let (allow, findings) = compiled(&policy("mesh", &spec("ALLOW")));
+    let allow = allow.unwrap().authorization;
+    assert_eq!(allow.groups.len(), 1, "only the L4 rule survives");
+    assert_eq!(
+        allow.groups[0].rules[0].matches[0].namespaces[0].match_type,
+        Some(MatchType::Exact("ok".into()))
+    );
+    assert_eq!(
+        allow.l7_attributes_ignored,
+        ["methods", "request.headers[x-user]"]
+    );
+    assert_eq!(findings.len(), 1);
+    assert_eq!(findings[0].code, codes::AUTHZ_L7_ATTRIBUTES);
+    assert!(
+        findings[0].message.contains("never match"),
+        "{}",
+        findings[0]
+    );
+
+    let deny = authz(&policy("mesh", &spec("DENY")));
+    assert_eq!(
+        deny.groups.len(),
+        3,
+        "DENY keeps every rule, minus L7 parts"
+    );
+    assert_eq!(deny.groups[0].rules[0].matches[0].destination_ports, [80]);
+    assert_eq!(deny.groups[1].rules.len(), 2, "from + the (L7) condition");
+    assert_eq!(deny.groups[1].rules[1].matches[0], Match::default());
+}
+
+#[test]
+fn audit_dry_run_custom_and_target_ref() {
+    let a = authz(&policy("mesh", "  action: AUDIT\n  rules: [{}]\n"));
+    assert_eq!(a.action, Action::Audit as i32);
+    assert!(!a.dry_run);
+    let dry = authz(&policy("mesh", "  action: DENY\n").replace(
+        "  name: p\n",
+        "  name: p\n  annotations: {istio.io/dry-run: \"true\"}\n",
+    ));
+    assert!(dry.dry_run);
+    let (custom, findings) = compiled(&policy(
+        "mesh",
+        "  action: CUSTOM\n  provider: {name: ext}\n  rules: [{}]\n",
+    ));
+    assert!(custom.is_none());
+    assert_eq!(findings[0].code, codes::AUTHZ_UNSUPPORTED_ACTION);
+    let (waypoint, findings) = compiled(&policy(
+        "mesh",
+        "  targetRefs: [{kind: Gateway, group: gateway.networking.k8s.io, name: wp}]\n",
+    ));
+    assert!(waypoint.is_none());
+    assert_eq!(findings[0].code, codes::AUTHZ_TARGET_REF);
+}
+
+const PODS: &str = r#"
+apiVersion: v1
+kind: Namespace
+metadata: {name: mesh, labels: {istio.io/dataplane-mode: ambient}}
+---
+apiVersion: v1
+kind: Pod
+metadata: {name: web, namespace: mesh, labels: {app: web}}
+spec: {nodeName: n}
+status: {podIP: 10.1.0.1}
+---
+apiVersion: v1
+kind: Pod
+metadata: {name: db, namespace: mesh, labels: {app: db}}
+spec: {nodeName: n}
+status: {podIP: 10.1.0.2}
+---
+apiVersion: v1
+kind: Pod
+metadata: {name: web, namespace: other, labels: {app: web}}
+spec: {nodeName: n}
+status: {podIP: 10.1.0.3}
+"#;
+
+fn workload_policies(m: &Model, ns: &str, name: &str) -> Vec<String> {
+    let uid = format!("Kubernetes//Pod/{ns}/{name}");
+    match m.resources[&uid].address().unwrap().r#type {
+        Some(weft_proto::workload::address::Type::Workload(w)) => w.authorization_policies,
+        other => panic!("{other:?}"),
+    }
+}
+
+#[test]
+fn selected_workloads_list_the_policy_and_it_is_served() {
+    let yaml = format!(
+        "{PODS}---\n{}---\n{}---\n{}",
+        policy("mesh", "  selector: {matchLabels: {app: web}}\n"),
+        policy("istio-system", "  selector: {matchLabels: {app: web}}\n")
+            .replace("name: p", "name: root"),
+        policy("mesh", "  action: DENY\n").replace("name: p", "name: ns-wide"),
+    );
+    let m = model(&yaml);
+    assert_eq!(
+        workload_policies(&m, "mesh", "web"),
+        ["istio-system/root", "mesh/p"]
+    );
+    assert!(workload_policies(&m, "mesh", "db").is_empty());
+    assert_eq!(
+        workload_policies(&m, "other", "web"),
+        ["istio-system/root"],
+        "a selector outside the root namespace stays in its namespace"
+    );
+    let names: Vec<&String> = m.authorizations.keys().collect();
+    assert_eq!(names, ["istio-system/root", "mesh/ns-wide", "mesh/p"]);
+    let served = m.authorizations["mesh/p"].authorization().unwrap();
+    assert_eq!(served.scope, Scope::WorkloadSelector as i32);
+    assert!(
+        !m.type_version(weft_proto::AUTHORIZATION_TYPE_URL)
+            .is_empty()
+    );
+}
