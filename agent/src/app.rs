@@ -12,7 +12,7 @@ use crate::{
     proxy::ProxyContext,
     redirect::{RedirectError, Redirector, loader::RedirectConfig},
     state::WorkloadStore,
-    sys::Netns,
+    sys::{self, Netns},
     xds::XdsClient,
 };
 
@@ -67,6 +67,11 @@ impl App {
             bpffs_dir: config.bpffs_dir.clone(),
             cgroup: config.cgroup.clone(),
         })?);
+        // Kubelet probes come from the node's own addresses; as in Istio,
+        // they reach apps directly.
+        let host_ips = sys::local_ipv4_addresses().map_err(io("listing the node's addresses"))?;
+        redirector.set_host_sources(&host_ips)?;
+        tracing::info!(addresses = ?host_ips, "node addresses exempt from inbound steering");
         readiness.redirection.store(true, Ordering::Release);
 
         let control = ControlClient::new(&config)?;
@@ -82,7 +87,7 @@ impl App {
             store: store.clone(),
             secrets,
             roots,
-            original_dst: redirector.clone(),
+            redirection: redirector.clone(),
         });
         let files = PodFiles::new(&config.state_dir).map_err(io(format!(
             "state directory {}",

@@ -283,3 +283,60 @@ fn with_the_agent_down_enrolled_pods_fail_closed_and_new_pods_do_not_start() -> 
         Ok(())
     })
 }
+
+#[test]
+fn plaintext_to_an_enrolled_pod_is_steered_through_its_proxy_but_node_probes_are_not() -> Result<()>
+{
+    let cluster = Cluster::builder().nodes(2).build()?;
+    cluster.with_logs(|cluster| {
+        cluster.add_namespace("demo", &[AMBIENT])?;
+        cluster.add_namespace("legacy", &[])?;
+        let server = cluster.add_pod(
+            PodSpec::new("node-2", "demo", "server")
+                .label("app", "server")
+                .service_account("server")
+                .port("http", 8080),
+        )?;
+        let outsider = cluster.add_pod(PodSpec::new("node-1", "legacy", "outsider"))?;
+        let _app = server.spawn_app(&["http-server", "--port", "8080"])?;
+        let url = format!("http://{}/", server.addr(8080));
+
+        let out = get_eventually(&outsider, &url)?;
+        ensure!(
+            out.contains(&format!("to {}:", outsider.ip())),
+            "the app should see the outsider's own IP:\n{out}"
+        );
+        let node = cluster.node("node-2")?;
+        let steered = format!("src.addr={}:", outsider.ip());
+        wait_for(
+            "the server's agent to log the steered connection",
+            TIMEOUT,
+            || {
+                let log = node.agent_log_tail(400);
+                Ok(log
+                    .lines()
+                    .any(|l| l.contains("inbound connection complete") && l.contains(&steered))
+                    .then_some(()))
+            },
+        )?;
+
+        // A probe from the node itself (kubelet) reaches the app directly.
+        let mut probe = std::process::Command::new(cluster.bin_dir().join("weft-sim-app"));
+        probe.args(["http-get", &url, "--timeout", "3"]);
+        let out = node.run(probe, TIMEOUT)?.check("probe from the node")?;
+        ensure!(
+            out.stdout.contains(&format!("to {}:", node.ip())),
+            "the probe should arrive from the node's IP:\n{}",
+            out.stdout
+        );
+        let from_node = format!("src.addr={}:", node.ip());
+        ensure!(
+            !node
+                .agent_log_tail(400)
+                .lines()
+                .any(|l| l.contains(&from_node)),
+            "a probe from the node went through the proxy"
+        );
+        Ok(())
+    })
+}

@@ -10,13 +10,13 @@ use std::{
 
 use tokio::{net::TcpListener, sync::Mutex};
 use tokio_util::sync::CancellationToken;
-use weft_ebpf_common::{HBONE_PORT, OUTBOUND_PORT};
+use weft_ebpf_common::{HBONE_PORT, INBOUND_PLAINTEXT_PORT, OUTBOUND_PORT};
 
 use super::persist::PodFiles;
 use crate::{
     cni::PodEvent,
     identity::IdentityError,
-    proxy::{PodContext, ProxyContext, inbound, outbound},
+    proxy::{PodContext, ProxyContext, inbound, inbound_plain, outbound},
     redirect::{RedirectError, Redirector},
     state::Workload,
     sys::{
@@ -189,8 +189,14 @@ impl Enroller {
     }
 
     fn unenrol(&self, enrolled: &Enrolled) {
-        if let Err(err) = self.redirect.unenrol(enrolled.context.netns_cookie) {
-            tracing::warn!(pod = %enrolled.context.name(), error = %err, "cannot remove the pod from the redirection map");
+        let context = &enrolled.context;
+        if let Err(err) = self.redirect.unenrol(context.netns_cookie) {
+            tracing::warn!(pod = %context.name(), error = %err, "cannot remove the pod from the redirection map");
+        }
+        for ip in &context.workload.ips {
+            if let IpAddr::V4(ip4) = ip {
+                self.redirect.stop_inbound(context.netns_cookie, *ip4);
+            }
         }
         enrolled.cancel.cancel();
         self.proxy.secrets.release(enrolled.context.identity());
@@ -241,6 +247,13 @@ impl Enroller {
             }
         };
         let hbone = listen("HBONE", SocketAddr::new(ip, HBONE_PORT), true)?;
+        // Steered connections arrive here whatever their address; loopback
+        // keeps the listener itself out of reach from outside the pod.
+        let plaintext = listen(
+            "inbound plaintext",
+            SocketAddr::new(IpAddr::V4(Ipv4Addr::LOCALHOST), INBOUND_PLAINTEXT_PORT),
+            false,
+        )?;
 
         let context = Arc::new(PodContext {
             workload: workload.clone(),
@@ -263,10 +276,26 @@ impl Enroller {
             cancel.clone(),
         ));
 
-        // Capture last: from here on the pod's connections go to listeners
-        // that exist.
-        if let Err(err) = self.redirect.enrol(netns_cookie) {
+        // Steering and capture last: from here on the pod's connections go
+        // to listeners that exist.
+        let steer = match ip {
+            IpAddr::V4(ip4) => {
+                self.redirect
+                    .steer_inbound(&context.netns, netns_cookie, ip4, &plaintext)
+            }
+            IpAddr::V6(_) => Ok(()),
+        };
+        tokio::spawn(inbound_plain::serve(
+            plaintext,
+            context.clone(),
+            self.proxy.clone(),
+            cancel.clone(),
+        ));
+        if let Err(err) = steer.and_then(|()| self.redirect.enrol(netns_cookie)) {
             cancel.cancel();
+            if let IpAddr::V4(ip4) = ip {
+                self.redirect.stop_inbound(netns_cookie, ip4);
+            }
             return Err(err.into());
         }
         guard.defuse();
@@ -294,13 +323,22 @@ impl Enroller {
             );
         }
         self.reconcile().await;
-        let live: HashSet<u64> = self
-            .pods
-            .lock()
-            .await
-            .values()
-            .filter_map(|p| p.enrolled.as_ref().map(|e| e.context.netns_cookie))
-            .collect();
+        let (live, live_ips): (HashSet<u64>, Vec<Ipv4Addr>) = {
+            let pods = self.pods.lock().await;
+            let enrolled: Vec<&Enrolled> =
+                pods.values().filter_map(|p| p.enrolled.as_ref()).collect();
+            let cookies = enrolled.iter().map(|e| e.context.netns_cookie).collect();
+            let ips = enrolled
+                .iter()
+                .flat_map(|e| e.context.workload.ips.iter())
+                .filter_map(|ip| match ip {
+                    IpAddr::V4(ip4) => Some(*ip4),
+                    IpAddr::V6(_) => None,
+                })
+                .collect();
+            (cookies, ips)
+        };
+        self.redirect.retain_inbound(&live, &live_ips);
         match self.redirect.retain_enrolled(&live) {
             Ok(0) => {}
             Ok(stale) => tracing::info!(stale, "removed redirection entries of pods that are gone"),

@@ -4,6 +4,8 @@
 
 use std::{net::SocketAddr, sync::Arc, time::Duration};
 
+use super::{PodContext, ProxyContext, delivery, hbone};
+use crate::{identity::tls, state::Identity};
 use bytes::Bytes;
 use h2::{RecvStream, server::SendResponse};
 use http::{Method, Request, Response, StatusCode};
@@ -11,10 +13,6 @@ use tokio::net::TcpListener;
 use tokio_rustls::TlsAcceptor;
 use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
-use weft_ebpf_common::DELIVERY_MARK;
-
-use super::{PodContext, ProxyContext, hbone};
-use crate::{identity::tls, state::Identity, sys::sockopt};
 
 /// Accepts HBONE connections until `cancel` fires.
 pub async fn serve(
@@ -93,7 +91,15 @@ async fn connection(
         let (request, respond) = request?;
         let span = tracing::info_span!("connect", client = %client);
         tokio::spawn(
-            stream_request(request, respond, peer, client.clone(), pod.clone()).instrument(span),
+            stream_request(
+                request,
+                respond,
+                peer,
+                client.clone(),
+                pod.clone(),
+                ctx.clone(),
+            )
+            .instrument(span),
         );
     }
     Ok(())
@@ -113,6 +119,7 @@ async fn stream_request(
     peer: SocketAddr,
     client: Identity,
     pod: Arc<PodContext>,
+    ctx: Arc<ProxyContext>,
 ) {
     if request.method() != Method::CONNECT {
         tracing::warn!(method = %request.method(), "not a CONNECT");
@@ -131,28 +138,13 @@ async fn stream_request(
         return respond(responder, StatusCode::BAD_REQUEST);
     }
     // Delivered from the client's own address: the app sees the real IP.
-    let socket = match pod
-        .netns
-        .run(|| sockopt::delivery_socket(peer.ip(), target, DELIVERY_MARK))
-    {
-        Ok(Ok(socket)) => socket,
-        Ok(Err(err)) => {
-            tracing::warn!(%target, error = %err, "cannot create the delivery socket");
-            return respond(responder, StatusCode::SERVICE_UNAVAILABLE);
-        }
-        Err(err) => {
-            tracing::warn!(%target, error = %err, "cannot enter the pod's namespace");
-            return respond(responder, StatusCode::SERVICE_UNAVAILABLE);
-        }
-    };
-    let app = match socket.connect(target).await {
+    let app = match delivery::connect(&pod, &ctx.redirection, peer.ip(), target).await {
         Ok(app) => app,
         Err(err) => {
-            tracing::info!(%target, error = %err, "the app refused the connection");
+            tracing::info!(%target, error = %err, "delivery to the app failed");
             return respond(responder, StatusCode::SERVICE_UNAVAILABLE);
         }
     };
-    let _ = app.set_nodelay(true);
     let response = Response::builder()
         .status(StatusCode::OK)
         .body(())
@@ -169,7 +161,7 @@ async fn stream_request(
         recv: request.into_body(),
     };
     let started = std::time::Instant::now();
-    let result = hbone::splice(app, tunnel).await;
+    let result = hbone::splice(app.stream, tunnel).await;
     // The access log: one line per connection, with both identities.
     let duration_ms = started.elapsed().as_millis() as u64;
     match result {

@@ -5,16 +5,22 @@
 //!   destination is in the mesh, in plaintext otherwise.
 //! * `<pod IP>:15008` ([`inbound`]): HBONE from peers; each CONNECT is
 //!   delivered to the app with the client's real source IP.
+//! * `127.0.0.1:15006` ([`inbound_plain`]): plaintext to the pod's other
+//!   ports, steered here by eBPF (sk_lookup), so that policy applies to it.
 //!
-//! [`hbone`] is the tunnel itself (HTTP/2 CONNECT over mutual TLS).
+//! [`hbone`] is the tunnel itself (HTTP/2 CONNECT over mutual TLS);
+//! [`delivery`] the last hop to the app.
 
+pub mod delivery;
 pub mod hbone;
 pub mod inbound;
+pub mod inbound_plain;
 pub mod outbound;
 
 use std::{net::SocketAddr, sync::Arc};
 
 use rustls::RootCertStore;
+use weft_ebpf_common::DeliveryKey;
 
 use crate::{
     identity::SecretManager,
@@ -22,17 +28,29 @@ use crate::{
     sys::Netns,
 };
 
-/// Finds the destination a captured connection asked for; implemented by
-/// the eBPF redirector, faked in tests.
-pub trait OriginalDst: Send + Sync {
-    /// `netns_cookie`: the pod's namespace; `source_port`: the app's port,
-    /// as seen by the proxy on accept. Consumes the record.
-    fn take(&self, netns_cookie: u64, source_port: u16) -> Option<SocketAddr>;
+/// What the proxy asks of the redirection layer on the connection path;
+/// implemented by the eBPF redirector, faked in tests.
+pub trait Redirection: Send + Sync {
+    /// The destination a captured connection asked for. `netns_cookie`:
+    /// the pod's namespace; `source_port`: the app's port, as seen by the
+    /// proxy on accept. Consumes the record.
+    fn take_original_dst(&self, netns_cookie: u64, source_port: u16) -> Option<SocketAddr>;
+    /// Exempts a delivery connection from inbound steering.
+    fn register_delivery(&self, key: DeliveryKey) -> Result<(), crate::redirect::RedirectError>;
+    fn unregister_delivery(&self, key: &DeliveryKey);
 }
 
-impl OriginalDst for crate::redirect::Redirector {
-    fn take(&self, netns_cookie: u64, source_port: u16) -> Option<SocketAddr> {
-        self.take_original_dst(netns_cookie, source_port)
+impl Redirection for crate::redirect::Redirector {
+    fn take_original_dst(&self, netns_cookie: u64, source_port: u16) -> Option<SocketAddr> {
+        crate::redirect::Redirector::take_original_dst(self, netns_cookie, source_port)
+    }
+
+    fn register_delivery(&self, key: DeliveryKey) -> Result<(), crate::redirect::RedirectError> {
+        crate::redirect::Redirector::register_delivery(self, key)
+    }
+
+    fn unregister_delivery(&self, key: &DeliveryKey) {
+        crate::redirect::Redirector::unregister_delivery(self, key)
     }
 }
 
@@ -41,7 +59,7 @@ pub struct ProxyContext {
     pub store: Arc<WorkloadStore>,
     pub secrets: Arc<SecretManager>,
     pub roots: Arc<RootCertStore>,
-    pub original_dst: Arc<dyn OriginalDst>,
+    pub redirection: Arc<dyn Redirection>,
 }
 
 /// One enrolled pod, as its listeners see it.

@@ -46,14 +46,17 @@ pub async fn serve(
 }
 
 /// Closes with a reset, so that the app sees a prompt failure, not a hang.
-fn reset(stream: TcpStream) {
+pub(super) fn reset(stream: TcpStream) {
     // Linger 0: close() sends RST at once (it does not block).
     let _ = socket2::SockRef::from(&stream).set_linger(Some(Duration::ZERO));
     drop(stream);
 }
 
 async fn handle(stream: TcpStream, peer: SocketAddr, pod: Arc<PodContext>, ctx: Arc<ProxyContext>) {
-    let Some(original) = ctx.original_dst.take(pod.netns_cookie, peer.port()) else {
+    let Some(original) = ctx
+        .redirection
+        .take_original_dst(pod.netns_cookie, peer.port())
+    else {
         tracing::warn!("no original destination recorded for this connection; closing");
         return reset(stream);
     };

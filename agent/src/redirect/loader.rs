@@ -4,21 +4,21 @@
 use std::{
     fs::File,
     io,
-    net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr},
     path::{Path, PathBuf},
     sync::Mutex,
 };
 
 use aya::{
     Ebpf, EbpfLoader,
-    maps::{HashMap, MapData, MapError},
+    maps::{HashMap, MapData, MapError, SockHash},
     programs::{
-        CgroupAttachMode, CgroupSockAddr, SockOps,
+        CgroupAttachMode, CgroupSockAddr, SkLookup, SockOps,
         links::{FdLink, PinnedLink},
     },
 };
 use weft_ebpf_common::{
-    FAMILY_INET, MAP_DST_BY_PORT, MAP_ENROLLED, OrigDst, PodRedirect, PortKey, REDIRECT_OUTBOUND,
+    DeliveryKey, MAP_DELIVERY, MAP_DST_BY_PORT, MAP_ENROLLED, MAP_HOST_SOURCES,
+    MAP_INBOUND_LISTENERS, MAP_INBOUND_PODS, OrigDst, PodRedirect, PortKey,
 };
 
 use crate::sys::mounts::{self, MountError};
@@ -34,6 +34,7 @@ const LINK_MODE: CgroupAttachMode = CgroupAttachMode::Single;
 
 const CGROUP_PROGRAMS: [&str; 2] = ["weft_connect4", "weft_connect6"];
 const SOCKOPS_PROGRAM: &str = "weft_sockops";
+pub(super) const SK_LOOKUP_PROGRAM: &str = "weft_sk_lookup";
 
 #[derive(Debug, thiserror::Error)]
 pub enum RedirectError {
@@ -91,11 +92,20 @@ pub struct RedirectConfig {
 
 /// The loaded programs and their maps. Dropping it leaves the pinned links
 /// (and so the redirection) in place.
+///
+/// The methods are by direction: `outbound.rs` (capture of a pod's
+/// connections) and `inbound.rs` (steering of plaintext to the pod).
 pub struct Redirector {
-    enrolled: Mutex<HashMap<MapData, u64, PodRedirect>>,
-    dst_by_port: Mutex<HashMap<MapData, PortKey, OrigDst>>,
+    pub(super) enrolled: Mutex<HashMap<MapData, u64, PodRedirect>>,
+    pub(super) dst_by_port: Mutex<HashMap<MapData, PortKey, OrigDst>>,
+    pub(super) inbound_pods: Mutex<HashMap<MapData, u32, u8>>,
+    pub(super) inbound_listeners: Mutex<SockHash<MapData, u32>>,
+    pub(super) delivery: Mutex<HashMap<MapData, DeliveryKey, u8>>,
+    pub(super) host_sources: Mutex<HashMap<MapData, u32, u8>>,
+    pub(super) links_dir: PathBuf,
+    /// The loaded programs; the sk_lookup one is attached per pod.
+    pub(super) ebpf: Mutex<Ebpf>,
     cgroup: PathBuf,
-    _ebpf: Ebpf,
     _logger: Option<tokio::task::JoinHandle<()>>,
 }
 
@@ -171,101 +181,49 @@ impl Redirector {
             replace_pinned_link(name, link, &links_dir)?;
         }
 
-        let enrolled = take_map(&mut ebpf, MAP_ENROLLED)?;
-        let dst_by_port = take_map(&mut ebpf, MAP_DST_BY_PORT)?;
-        tracing::info!(cgroup = %cgroup.display(), bpffs = %config.bpffs_dir.display(), "eBPF redirection attached");
-        Ok(Self {
-            enrolled: Mutex::new(enrolled),
-            dst_by_port: Mutex::new(dst_by_port),
+        {
+            // Attached per pod, by `steer_inbound`.
+            let program: &mut SkLookup = program(&mut ebpf, SK_LOOKUP_PROGRAM)?;
+            program.load().map_err(|source| RedirectError::Program {
+                name: SK_LOOKUP_PROGRAM,
+                source: Box::new(source),
+            })?;
+        }
+
+        let inbound_listeners = ebpf
+            .take_map(MAP_INBOUND_LISTENERS)
+            .ok_or(RedirectError::MissingMap(MAP_INBOUND_LISTENERS))?;
+        let inbound_listeners =
+            SockHash::try_from(inbound_listeners).map_err(|source| RedirectError::Map {
+                map: MAP_INBOUND_LISTENERS,
+                source: Box::new(source),
+            })?;
+        let redirector = Self {
+            enrolled: Mutex::new(take_map(&mut ebpf, MAP_ENROLLED)?),
+            dst_by_port: Mutex::new(take_map(&mut ebpf, MAP_DST_BY_PORT)?),
+            inbound_pods: Mutex::new(take_map(&mut ebpf, MAP_INBOUND_PODS)?),
+            inbound_listeners: Mutex::new(inbound_listeners),
+            delivery: Mutex::new(take_map(&mut ebpf, MAP_DELIVERY)?),
+            host_sources: Mutex::new(take_map(&mut ebpf, MAP_HOST_SOURCES)?),
+            links_dir,
+            ebpf: Mutex::new(ebpf),
             cgroup,
-            _ebpf: ebpf,
             _logger: logger,
-        })
+        };
+        tracing::info!(cgroup = %redirector.cgroup.display(), bpffs = %config.bpffs_dir.display(), "eBPF redirection attached");
+        Ok(redirector)
     }
 
     /// The cgroup the programs are attached to.
     pub fn cgroup(&self) -> &Path {
         &self.cgroup
     }
-
-    /// Starts capturing outbound connections of the pod whose network
-    /// namespace has this cookie.
-    pub fn enrol(&self, netns_cookie: u64) -> Result<(), RedirectError> {
-        let value = PodRedirect {
-            flags: REDIRECT_OUTBOUND,
-            _pad: 0,
-        };
-        self.enrolled
-            .lock()
-            .expect("map lock")
-            .insert(netns_cookie, value, 0)
-            .map_err(|source| RedirectError::Map {
-                map: MAP_ENROLLED,
-                source: Box::new(source),
-            })
-    }
-
-    /// Stops capturing for this namespace. Not an error if it wasn't.
-    pub fn unenrol(&self, netns_cookie: u64) -> Result<(), RedirectError> {
-        match self
-            .enrolled
-            .lock()
-            .expect("map lock")
-            .remove(&netns_cookie)
-        {
-            Ok(()) | Err(MapError::KeyNotFound) => Ok(()),
-            Err(source) => Err(RedirectError::Map {
-                map: MAP_ENROLLED,
-                source: Box::new(source),
-            }),
-        }
-    }
-
-    /// Removes enrolments of namespaces not in `live` (pods that went away
-    /// while no agent was running).
-    pub fn retain_enrolled(
-        &self,
-        live: &std::collections::HashSet<u64>,
-    ) -> Result<usize, RedirectError> {
-        let mut map = self.enrolled.lock().expect("map lock");
-        let stale: Vec<u64> = map
-            .keys()
-            .filter_map(Result::ok)
-            .filter(|cookie| !live.contains(cookie))
-            .collect();
-        for cookie in &stale {
-            let _ = map.remove(cookie);
-        }
-        Ok(stale.len())
-    }
-
-    /// The destination a captured connection asked for, found from the
-    /// proxy's side: the pod's netns and the client's source port. The
-    /// record is consumed.
-    pub fn take_original_dst(&self, netns_cookie: u64, source_port: u16) -> Option<SocketAddr> {
-        let key = PortKey::new(netns_cookie, source_port);
-        let mut map = self.dst_by_port.lock().expect("map lock");
-        let dst = map.get(&key, 0).ok()?;
-        let _ = map.remove(&key);
-        Some(orig_dst_addr(&dst))
-    }
 }
 
-fn orig_dst_addr(dst: &OrigDst) -> SocketAddr {
-    let ip = if dst.family == FAMILY_INET {
-        IpAddr::V4(Ipv4Addr::new(
-            dst.addr[0],
-            dst.addr[1],
-            dst.addr[2],
-            dst.addr[3],
-        ))
-    } else {
-        IpAddr::V6(Ipv6Addr::from(dst.addr))
-    };
-    SocketAddr::new(ip, dst.port)
-}
-
-fn program<'a, T>(ebpf: &'a mut Ebpf, name: &'static str) -> Result<&'a mut T, RedirectError>
+pub(super) fn program<'a, T>(
+    ebpf: &'a mut Ebpf,
+    name: &'static str,
+) -> Result<&'a mut T, RedirectError>
 where
     &'a mut T: TryFrom<&'a mut aya::programs::Program, Error = aya::programs::ProgramError>,
 {
@@ -298,9 +256,19 @@ fn replace_pinned_link(
     link: FdLink,
     links_dir: &Path,
 ) -> Result<(), RedirectError> {
-    let current = links_dir.join(name);
+    replace_pinned_link_at(name, link, links_dir, name)
+}
+
+/// [`replace_pinned_link`] with a pin name of its own.
+pub(super) fn replace_pinned_link_at(
+    name: &'static str,
+    link: FdLink,
+    links_dir: &Path,
+    pin: &str,
+) -> Result<(), RedirectError> {
+    let current = links_dir.join(pin);
     // bpffs refuses names with a dot.
-    let staged = links_dir.join(format!("{name}_new"));
+    let staged = links_dir.join(format!("{pin}_new"));
     let pin_error = |path: &Path, detail: String| RedirectError::Pin {
         name,
         path: path.to_path_buf(),

@@ -9,3 +9,17 @@ pub mod netns;
 pub mod sockopt;
 
 pub use netns::Netns;
+
+/// The IPv4 addresses of the calling thread's network namespace, loopback
+/// excluded.
+pub fn local_ipv4_addresses() -> std::io::Result<Vec<std::net::Ipv4Addr>> {
+    let mut ips: Vec<std::net::Ipv4Addr> = nix::ifaddrs::getifaddrs()
+        .map_err(std::io::Error::from)?
+        .filter_map(|ifaddr| ifaddr.address)
+        .filter_map(|addr| addr.as_sockaddr_in().map(|sin| sin.ip()))
+        .filter(|ip| !ip.is_loopback())
+        .collect();
+    ips.sort();
+    ips.dedup();
+    Ok(ips)
+}

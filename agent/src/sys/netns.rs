@@ -44,6 +44,12 @@ fn home() -> &'static Netns {
     })
 }
 
+impl AsFd for Netns {
+    fn as_fd(&self) -> std::os::fd::BorrowedFd<'_> {
+        self.file.as_fd()
+    }
+}
+
 impl Netns {
     /// Opens the namespace bound at `path` (e.g. `/var/run/netns/cni-…`, the
     /// path a container runtime passes as `CNI_NETNS`).

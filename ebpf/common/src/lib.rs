@@ -31,6 +31,31 @@ pub const MAP_DST_BY_COOKIE: &str = "WEFT_DST_COOKIE";
 /// established; read (and removed) by the proxy on accept.
 pub const MAP_DST_BY_PORT: &str = "WEFT_DST_PORT";
 
+/// Map: pod IPv4 (network order bytes as `u32`) → `u8`: the pod is
+/// enrolled for inbound steering. Its plaintext connections are refused if
+/// the proxy's listener is missing (agent restarting): fail closed.
+pub const MAP_INBOUND_PODS: &str = "WEFT_IN_PODS";
+/// Sockhash: pod IPv4 → the proxy's inbound plaintext listener (15006) for
+/// that pod.
+pub const MAP_INBOUND_LISTENERS: &str = "WEFT_INBOUND";
+/// Map: [`DeliveryKey`] → `u8`: the proxy's own delivery connections, which
+/// must reach the app and not be steered back to the proxy.
+pub const MAP_DELIVERY: &str = "WEFT_DELIVERY";
+/// Map: IPv4 → `u8`: the node's own addresses. Their plaintext connections
+/// (kubelet health checks) reach the app directly, as in Istio.
+pub const MAP_HOST_SOURCES: &str = "WEFT_HOST_SRC";
+
+/// A TCP 4-tuple as the inbound steering program sees it; addresses are
+/// IPv4 in network order (as `u32` read from memory), ports host order.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct DeliveryKey {
+    pub remote_ip: u32,
+    pub local_ip: u32,
+    pub remote_port: u16,
+    pub local_port: u16,
+}
+
 /// What the programs do for an enrolled pod.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -88,4 +113,5 @@ mod user {
     unsafe impl aya::Pod for super::PodRedirect {}
     unsafe impl aya::Pod for super::OrigDst {}
     unsafe impl aya::Pod for super::PortKey {}
+    unsafe impl aya::Pod for super::DeliveryKey {}
 }

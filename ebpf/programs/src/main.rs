@@ -12,6 +12,16 @@
 //!   record is re-keyed by (netns cookie, source port), which is what the
 //!   proxy sees when it accepts.
 //!
+//! Inbound steering, attached to each enrolled pod's network namespace:
+//!
+//! * `weft_sk_lookup` (`sk_lookup`): a new plaintext TCP connection to an
+//!   enrolled pod's IP, on any port but 15008, is handed to the proxy's
+//!   inbound listener (15006) with `bpf_sk_assign`; the accepted socket
+//!   keeps the original destination as its local address. Not steered: the
+//!   proxy's own delivery connections (listed in `WEFT_DELIVERY`) and
+//!   connections from the node's own addresses (kubelet probes). With the
+//!   listener gone (agent restarting) the connection is dropped.
+//!
 //! What is never captured: sockets outside enrolled netns, the proxy's own
 //! sockets (they carry `OUTBOUND_MARK` or `DELIVERY_MARK`), non-TCP sockets,
 //! and loopback destinations (which also makes a second attached copy of
@@ -27,16 +37,16 @@
 mod programs {
     use aya_ebpf::{
         EbpfContext,
-        bindings::{BPF_SOCK_OPS_ACTIVE_ESTABLISHED_CB, bpf_sock_addr},
+        bindings::{BPF_SOCK_OPS_ACTIVE_ESTABLISHED_CB, bpf_sock_addr, sk_action},
         helpers::{bpf_get_netns_cookie, bpf_get_socket_cookie},
-        macros::{cgroup_sock_addr, map, sock_ops},
-        maps::{HashMap, LruHashMap},
-        programs::{SockAddrContext, SockOpsContext},
+        macros::{cgroup_sock_addr, map, sk_lookup, sock_ops},
+        maps::{HashMap, LruHashMap, SockHash},
+        programs::{SkLookupContext, SockAddrContext, SockOpsContext},
     };
     use aya_log_ebpf::debug;
     use weft_ebpf_common::{
-        DELIVERY_MARK, FAMILY_INET, FAMILY_INET6, OUTBOUND_MARK, OUTBOUND_PORT, OrigDst,
-        PodRedirect, PortKey, REDIRECT_OUTBOUND,
+        DELIVERY_MARK, DeliveryKey, FAMILY_INET, FAMILY_INET6, HBONE_PORT, OUTBOUND_MARK,
+        OUTBOUND_PORT, OrigDst, PodRedirect, PortKey, REDIRECT_OUTBOUND,
     };
 
     const ALLOW: i32 = 1;
@@ -56,6 +66,63 @@ mod programs {
     /// established and the proxy's `accept()`.
     #[map]
     static WEFT_DST_PORT: LruHashMap<PortKey, OrigDst> = LruHashMap::pinned(65_536, 0);
+
+    /// Pod IPs enrolled for inbound steering.
+    #[map]
+    static WEFT_IN_PODS: HashMap<u32, u8> = HashMap::pinned(16_384, 0);
+
+    /// Pod IP → the proxy's inbound plaintext listener in that pod. Not
+    /// pinned: the sockets belong to the running agent.
+    #[map]
+    static WEFT_INBOUND: SockHash<u32> = SockHash::with_max_entries(16_384, 0);
+
+    /// The proxy's own delivery connections, registered before `connect()`.
+    #[map]
+    static WEFT_DELIVERY: LruHashMap<DeliveryKey, u8> = LruHashMap::pinned(65_536, 0);
+
+    /// The node's own addresses.
+    #[map]
+    static WEFT_HOST_SRC: HashMap<u32, u8> = HashMap::pinned(64, 0);
+
+    const AF_INET: u32 = 2;
+
+    #[sk_lookup]
+    pub fn weft_sk_lookup(ctx: SkLookupContext) -> u32 {
+        match try_sk_lookup(&ctx) {
+            Ok(verdict) => verdict,
+            Err(_) => sk_action::SK_DROP,
+        }
+    }
+
+    fn try_sk_lookup(ctx: &SkLookupContext) -> Result<u32, i32> {
+        let lookup = unsafe { &*ctx.lookup };
+        if lookup.family != AF_INET || lookup.protocol != IPPROTO_TCP {
+            return Ok(sk_action::SK_PASS);
+        }
+        let local_ip = lookup.local_ip4;
+        let local_port = lookup.local_port as u16;
+        if local_port == HBONE_PORT || unsafe { WEFT_IN_PODS.get(&local_ip) }.is_none() {
+            return Ok(sk_action::SK_PASS);
+        }
+        let remote_ip = lookup.remote_ip4;
+        if unsafe { WEFT_HOST_SRC.get(&remote_ip) }.is_some() {
+            return Ok(sk_action::SK_PASS);
+        }
+        let key = DeliveryKey {
+            remote_ip,
+            local_ip,
+            remote_port: u16::from_be(lookup.remote_port),
+            local_port,
+        };
+        if unsafe { WEFT_DELIVERY.get(&key) }.is_some() {
+            return Ok(sk_action::SK_PASS);
+        }
+        // Steer to the proxy; no listener (agent restarting): refuse.
+        match WEFT_INBOUND.redirect_sk_lookup(ctx, local_ip, 0) {
+            Ok(()) => Ok(sk_action::SK_PASS),
+            Err(_) => Ok(sk_action::SK_DROP),
+        }
+    }
 
     #[cgroup_sock_addr(connect4)]
     pub fn weft_connect4(ctx: SockAddrContext) -> i32 {

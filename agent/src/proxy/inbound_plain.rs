@@ -1,0 +1,70 @@
+//! Inbound plaintext on the pod's `127.0.0.1:15006`: connections to any
+//! other port of an enrolled pod, steered here by the sk_lookup program.
+//! The accepted socket's local address is the original destination and its
+//! peer the real client; the connection is delivered to the app from that
+//! client address.
+
+use std::{net::SocketAddr, sync::Arc, time::Duration};
+
+use tokio::net::{TcpListener, TcpStream};
+use tokio_util::sync::CancellationToken;
+use tracing::Instrument;
+
+use super::{PodContext, ProxyContext, delivery};
+
+/// Accepts steered connections until `cancel` fires.
+pub async fn serve(
+    listener: TcpListener,
+    pod: Arc<PodContext>,
+    ctx: Arc<ProxyContext>,
+    cancel: CancellationToken,
+) {
+    loop {
+        let (stream, peer) = tokio::select! {
+            _ = cancel.cancelled() => return,
+            accepted = listener.accept() => match accepted {
+                Ok(accepted) => accepted,
+                Err(err) => {
+                    tracing::warn!(pod = %pod.name(), error = %err, "inbound plaintext accept failed");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    continue;
+                }
+            },
+        };
+        let _ = stream.set_nodelay(true);
+        let span = tracing::info_span!("inbound_plaintext", dst = %pod.name(), peer = %peer);
+        tokio::spawn(handle(stream, peer, pod.clone(), ctx.clone()).instrument(span));
+    }
+}
+
+async fn handle(stream: TcpStream, peer: SocketAddr, pod: Arc<PodContext>, ctx: Arc<ProxyContext>) {
+    let target = match stream.local_addr() {
+        Ok(target) => target,
+        Err(err) => {
+            tracing::warn!(error = %err, "cannot read the original destination");
+            return;
+        }
+    };
+    let started = std::time::Instant::now();
+    let mut app = match delivery::connect(&pod, &ctx.redirection, peer.ip(), target).await {
+        Ok(app) => app,
+        Err(err) => {
+            tracing::info!(%target, error = %err, "delivery to the app failed");
+            return super::outbound::reset(stream);
+        }
+    };
+    let mut stream = stream;
+    let result = tokio::io::copy_bidirectional(&mut stream, &mut app.stream).await;
+    let duration_ms = started.elapsed().as_millis() as u64;
+    match result {
+        Ok((from_client, to_client)) => tracing::info!(
+            src.addr = %peer, dst.identity = %pod.identity(), dst = %target, protocol = "TCP",
+            bytes_received = from_client, bytes_sent = to_client, duration_ms,
+            "inbound connection complete"
+        ),
+        Err(err) => tracing::info!(
+            src.addr = %peer, dst.identity = %pod.identity(), dst = %target, protocol = "TCP",
+            duration_ms, error = %err, "inbound connection ended with an error"
+        ),
+    }
+}
