@@ -30,6 +30,7 @@
 //! Everything a cluster creates is removed when it drops, also during a
 //! panic; leftovers of runs whose process died are removed at the next start.
 
+pub mod bench;
 mod bins;
 mod capture;
 mod cgroup;

@@ -1,0 +1,101 @@
+//! `weft-bench`'s flags and the settings they imply.
+
+use std::path::PathBuf;
+
+use clap::Parser;
+
+/// weft against no mesh, side by side, on one simulated cluster.
+#[derive(Debug, Clone, Parser)]
+#[command(name = "weft-bench")]
+pub struct Options {
+    /// A smoke run of about a minute: every scenario, short and small. It
+    /// checks that the benchmarks work, not how fast anything is.
+    #[arg(long)]
+    pub quick: bool,
+    /// Run only scenarios whose name contains one of these (repeatable),
+    /// e.g. `--only throughput/cross-node --only footprint`.
+    #[arg(long, value_name = "SUBSTRING")]
+    pub only: Vec<String>,
+    /// Rounds per scenario (direct and weft alternate, medians reported).
+    /// Default: 2, or 1 with `--quick`.
+    #[arg(long)]
+    pub rounds: Option<usize>,
+    /// Measured seconds per run. Default: 10, or 1 with `--quick`.
+    #[arg(long)]
+    pub seconds: Option<f64>,
+    /// HTTP request rate (fixed, below saturation).
+    #[arg(long, default_value_t = 2000.0)]
+    pub http_rate: f64,
+    /// Connections in flight in the connection-rate scenario.
+    #[arg(long, default_value_t = 4)]
+    pub conn_concurrency: usize,
+    /// Record a CPU profile of the agents (`perf record -e cpu-clock -g`)
+    /// during the first weft round of each scenario; reports go to
+    /// `<target>/bench/profile/`. Profiling costs CPU: the figures of a
+    /// profiled run are marked as such.
+    #[arg(long)]
+    pub profile: bool,
+    /// Do not hold /dev/cpu_dma_latency at 0 (to see what it changes).
+    #[arg(long)]
+    pub no_dma_latency: bool,
+    /// Where weft's binaries are (default: `$WEFT_BIN_DIR`, else next to
+    /// this executable).
+    #[arg(long)]
+    pub bin_dir: Option<PathBuf>,
+    /// Where to write the JSON report (default `<target>/bench/latest.json`).
+    #[arg(long)]
+    pub out: Option<PathBuf>,
+}
+
+/// Everything a run's scenarios need to know, resolved from [`Options`].
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct Settings {
+    pub quick: bool,
+    pub rounds: usize,
+    pub seconds: f64,
+    pub warmup: f64,
+    /// Parallel streams of the multi-stream throughput scenarios.
+    pub streams: usize,
+    pub http_rate: f64,
+    pub http_connections: usize,
+    pub body: usize,
+    pub message: usize,
+    pub conn_concurrency: usize,
+    /// Concurrent idle connections measured (cross-node).
+    pub hold_counts: Vec<usize>,
+    /// Enrolled pods on node-1 while its idle RSS is read.
+    pub idle_pods: usize,
+    pub only: Vec<String>,
+    pub profile: bool,
+}
+
+impl Settings {
+    pub fn from(options: &Options) -> Settings {
+        let quick = options.quick;
+        Settings {
+            quick,
+            rounds: options.rounds.unwrap_or(if quick { 1 } else { 2 }).max(1),
+            seconds: options.seconds.unwrap_or(if quick { 1.0 } else { 10.0 }),
+            warmup: if quick { 0.2 } else { 1.0 },
+            streams: 8,
+            http_rate: options.http_rate,
+            http_connections: 4,
+            body: 1024,
+            message: 100,
+            conn_concurrency: options.conn_concurrency,
+            hold_counts: if quick {
+                vec![200]
+            } else {
+                vec![1_000, 10_000]
+            },
+            idle_pods: 10,
+            only: options.only.clone(),
+            profile: options.profile,
+        }
+    }
+
+    /// Whether the scenario called `name` is selected.
+    pub fn selected(&self, name: &str) -> bool {
+        self.only.is_empty() || self.only.iter().any(|o| name.contains(o.as_str()))
+    }
+}

@@ -1,0 +1,331 @@
+//! The results: rows of (scenario, metric, direct, weft, ratio), printed as
+//! a table and written as JSON with the machine and the git revision, so
+//! that runs can be compared across revisions.
+
+use std::fmt::Write as _;
+use std::path::Path;
+use std::process::Command;
+
+use anyhow::{Context, Result};
+use serde::Serialize;
+use serde_json::json;
+
+use super::stats::median;
+use super::testbed::Variant;
+
+/// Which way is better for a metric.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Better {
+    Higher,
+    Lower,
+}
+
+/// What a number measures.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Metric {
+    pub name: &'static str,
+    pub unit: &'static str,
+    pub better: Better,
+}
+
+pub const fn higher(name: &'static str, unit: &'static str) -> Metric {
+    Metric {
+        name,
+        unit,
+        better: Better::Higher,
+    }
+}
+
+pub const fn lower(name: &'static str, unit: &'static str) -> Metric {
+    Metric {
+        name,
+        unit,
+        better: Better::Lower,
+    }
+}
+
+/// One measured value of one run.
+pub type Sample = (Metric, f64);
+
+/// One line of the report: a metric of a scenario, both variants.
+#[derive(Debug, Clone, Serialize)]
+pub struct Row {
+    pub scenario: String,
+    pub metric: &'static str,
+    pub unit: &'static str,
+    /// Median over rounds; `None` where the variant has no such value
+    /// (e.g. agent memory without the mesh).
+    pub direct: Option<f64>,
+    pub weft: Option<f64>,
+    /// `weft / direct`.
+    pub ratio: Option<f64>,
+    pub better: Better,
+    /// Every round's value, in the order measured.
+    pub direct_rounds: Vec<f64>,
+    pub weft_rounds: Vec<f64>,
+}
+
+impl Row {
+    /// A row from each round's values.
+    pub fn new(scenario: &str, metric: Metric, direct: Vec<f64>, weft: Vec<f64>) -> Row {
+        let (d, w) = (median(&direct), median(&weft));
+        Row {
+            scenario: scenario.to_string(),
+            metric: metric.name,
+            unit: metric.unit,
+            ratio: match (d, w) {
+                (Some(d), Some(w)) if d != 0.0 => Some(w / d),
+                _ => None,
+            },
+            direct: d,
+            weft: w,
+            better: metric.better,
+            direct_rounds: direct,
+            weft_rounds: weft,
+        }
+    }
+
+    /// Collects each metric's values per variant into rows, keeping the
+    /// order in which metrics were first measured.
+    pub fn collect(scenario: &str, measured: &[(Variant, Sample)]) -> Vec<Row> {
+        let mut metrics: Vec<Metric> = Vec::new();
+        for (_, (m, _)) in measured {
+            if !metrics.contains(m) {
+                metrics.push(*m);
+            }
+        }
+        metrics
+            .into_iter()
+            .map(|m| {
+                let of = |variant| {
+                    measured
+                        .iter()
+                        .filter(|(v, (mm, _))| *v == variant && *mm == m)
+                        .map(|(_, (_, x))| *x)
+                        .collect()
+                };
+                Row::new(scenario, m, of(Variant::Direct), of(Variant::Weft))
+            })
+            .collect()
+    }
+}
+
+/// A number with about three significant digits.
+pub fn num(v: Option<f64>) -> String {
+    match v {
+        None => "-".to_string(),
+        Some(0.0) => "0".to_string(),
+        Some(v) => {
+            let a = v.abs();
+            if a >= 1000.0 {
+                format!("{v:.0}")
+            } else if a >= 100.0 {
+                format!("{v:.1}")
+            } else if a >= 10.0 {
+                format!("{v:.2}")
+            } else {
+                format!("{v:.3}")
+            }
+        }
+    }
+}
+
+/// The rows as an aligned text table.
+pub fn table(rows: &[Row]) -> String {
+    let header = [
+        "scenario",
+        "metric",
+        "unit",
+        "direct",
+        "weft",
+        "weft/direct",
+    ];
+    let cells: Vec<[String; 6]> = rows
+        .iter()
+        .map(|r| {
+            [
+                r.scenario.clone(),
+                r.metric.to_string(),
+                r.unit.to_string(),
+                num(r.direct),
+                num(r.weft),
+                r.ratio.map(|x| format!("{x:.2}")).unwrap_or("-".into()),
+            ]
+        })
+        .collect();
+    let mut width = header.map(str::len);
+    for row in &cells {
+        for (w, c) in width.iter_mut().zip(row) {
+            *w = (*w).max(c.chars().count());
+        }
+    }
+    let mut out = String::new();
+    let line = |out: &mut String, row: &[String]| {
+        for (i, (c, w)) in row.iter().zip(width).enumerate() {
+            let pad = w - c.chars().count();
+            if i >= 3 {
+                let _ = write!(out, "{}{c}  ", " ".repeat(pad));
+            } else {
+                let _ = write!(out, "{c}{}  ", " ".repeat(pad));
+            }
+        }
+        let trimmed = out.trim_end().len();
+        out.truncate(trimmed);
+        out.push('\n');
+    };
+    line(&mut out, &header.map(String::from));
+    let rule: Vec<String> = width.iter().map(|w| "-".repeat(*w)).collect();
+    line(&mut out, &rule);
+    let mut last = "";
+    for (row, r) in cells.iter().zip(rows) {
+        let mut row = row.clone();
+        if r.scenario == last {
+            row[0] = String::new();
+        }
+        last = &r.scenario;
+        line(&mut out, &row);
+    }
+    out
+}
+
+/// The machine the run happened on.
+pub fn machine() -> serde_json::Value {
+    let cpuinfo = std::fs::read_to_string("/proc/cpuinfo").unwrap_or_default();
+    let cpu_model = cpuinfo
+        .lines()
+        .find(|l| l.starts_with("model name"))
+        .and_then(|l| l.split_once(':'))
+        .map(|(_, v)| v.trim().to_string());
+    let meminfo = std::fs::read_to_string("/proc/meminfo").unwrap_or_default();
+    let memory_mib = meminfo
+        .lines()
+        .find(|l| l.starts_with("MemTotal:"))
+        .and_then(|l| l.split_whitespace().nth(1))
+        .and_then(|kib| kib.parse::<u64>().ok())
+        .map(|kib| kib / 1024);
+    let os = std::fs::read_to_string("/etc/os-release")
+        .unwrap_or_default()
+        .lines()
+        .find_map(|l| l.strip_prefix("PRETTY_NAME="))
+        .map(|v| v.trim_matches('"').to_string());
+    let kernel = std::fs::read_to_string("/proc/sys/kernel/osrelease")
+        .map(|s| s.trim().to_string())
+        .ok();
+    json!({
+        "cpu_model": cpu_model,
+        "cpus": std::thread::available_parallelism().map(|n| n.get()).ok(),
+        "memory_mib": memory_mib,
+        "kernel": kernel,
+        "os": os,
+        "iperf3": first_line("iperf3", &["--version"]),
+    })
+}
+
+/// `git rev-parse HEAD` of the workspace this was built from, and whether
+/// tracked files differed from it.
+pub fn git_revision() -> serde_json::Value {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
+    let git = |args: &[&str]| {
+        Command::new("git")
+            .arg("-C")
+            .arg(&root)
+            .args(args)
+            .output()
+            .ok()
+            .filter(|o| o.status.success())
+            .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_string())
+    };
+    let revision = git(&["rev-parse", "HEAD"]);
+    let dirty = git(&["status", "--porcelain", "--untracked-files=no"]).map(|s| !s.is_empty());
+    json!({ "revision": revision, "dirty": dirty })
+}
+
+fn first_line(program: &str, args: &[&str]) -> Option<String> {
+    let out = Command::new(program).args(args).output().ok()?;
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .next()
+        .map(str::to_string)
+}
+
+/// Now, as `YYYY-MM-DDTHH:MM:SSZ`.
+pub fn utc_now() -> String {
+    let secs = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0);
+    utc(secs)
+}
+
+fn utc(secs: u64) -> String {
+    let (days, rem) = (secs / 86_400, secs % 86_400);
+    // Howard Hinnant's civil_from_days.
+    let z = days as i64 + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z.rem_euclid(146_097);
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let d = doy - (153 * mp + 2) / 5 + 1;
+    let m = if mp < 10 { mp + 3 } else { mp - 9 };
+    let y = yoe + era * 400 + i64::from(m <= 2);
+    format!(
+        "{y:04}-{m:02}-{d:02}T{:02}:{:02}:{:02}Z",
+        rem / 3600,
+        rem % 3600 / 60,
+        rem % 60
+    )
+}
+
+/// Writes `value` to `path` (creating its directory).
+pub fn write_json(path: &Path, value: &serde_json::Value) -> Result<()> {
+    if let Some(dir) = path.parent() {
+        std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+    }
+    let text = serde_json::to_string_pretty(value)? + "\n";
+    std::fs::write(path, text).with_context(|| format!("writing {}", path.display()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn dates() {
+        assert_eq!(utc(0), "1970-01-01T00:00:00Z");
+        assert_eq!(utc(951_782_400), "2000-02-29T00:00:00Z");
+        assert_eq!(utc(1_764_117_005), "2025-11-26T00:30:05Z");
+    }
+
+    #[test]
+    fn rows_take_medians_and_ratios() {
+        const TPUT: Metric = higher("throughput", "Gbit/s");
+        const RSS: Metric = lower("agent RSS", "MiB");
+        let measured = vec![
+            (Variant::Direct, (TPUT, 20.0)),
+            (Variant::Weft, (TPUT, 8.0)),
+            (Variant::Weft, (RSS, 15.0)),
+            (Variant::Weft, (TPUT, 10.0)),
+            (Variant::Direct, (TPUT, 22.0)),
+        ];
+        let rows = Row::collect("throughput/x", &measured);
+        assert_eq!(rows.len(), 2);
+        assert_eq!(rows[0].direct, Some(21.0));
+        assert_eq!(rows[0].weft, Some(9.0));
+        assert!((rows[0].ratio.unwrap() - 9.0 / 21.0).abs() < 1e-12);
+        assert_eq!(rows[1].direct, None);
+        assert_eq!(rows[1].ratio, None);
+        let text = table(&rows);
+        assert!(text.contains("throughput/x"), "{text}");
+        assert!(text.lines().nth(3).unwrap().starts_with(' '), "{text}");
+    }
+
+    #[test]
+    fn numbers_keep_three_digits() {
+        assert_eq!(num(Some(12345.6)), "12346");
+        assert_eq!(num(Some(47.123)), "47.12");
+        assert_eq!(num(Some(0.3712)), "0.371");
+        assert_eq!(num(None), "-");
+    }
+}

@@ -1,0 +1,50 @@
+//! Connection rate: a new TCP connection per request (connect, 100-byte
+//! request, 100-byte answer, close), a few in flight at once; connections
+//! per second and the connect + request time.
+
+use super::{check_errors, run_load, us};
+use crate::bench::report::{Metric, higher, lower};
+use crate::bench::runner::Run;
+use crate::bench::testbed::{Placement, RR_PORT, load_args};
+
+const RATE: Metric = higher("connections", "1/s");
+const P50: Metric = lower("p50 connect+request", "µs");
+const P99: Metric = lower("p99 connect+request", "µs");
+
+pub fn run(run: &mut Run, testbed: &crate::bench::testbed::Testbed) {
+    let s = run.settings.clone();
+    for placement in [Placement::CrossNode, Placement::SameNode] {
+        run.paired(
+            testbed,
+            &format!("connections/{placement}"),
+            |testbed, variant| {
+                let server = testbed.server(variant, placement).addr(RR_PORT);
+                let args = load_args(
+                    "connrate",
+                    server,
+                    &[
+                        ("concurrency", &s.conn_concurrency.to_string()),
+                        ("size", &s.message.to_string()),
+                        ("seconds", &s.seconds.to_string()),
+                        ("warmup", &s.warmup.to_string()),
+                    ],
+                );
+                let r = run_load(testbed, testbed.client(variant), &args, s.seconds)?;
+                check_errors(&r, "connection rate")?;
+                if r.errors > 0 {
+                    println!(
+                        "    note: {variant}: {} of {} connections failed (first: {})",
+                        r.errors,
+                        r.count + r.errors,
+                        r.first_error.as_deref().unwrap_or("?")
+                    );
+                }
+                Ok(vec![
+                    (RATE, r.rate()),
+                    (P50, us(r.latency.p50)),
+                    (P99, us(r.latency.p99)),
+                ])
+            },
+        );
+    }
+}

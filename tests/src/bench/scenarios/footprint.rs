@@ -1,0 +1,192 @@
+//! Footprint of the agents: RSS when idle with 10 enrolled pods, and RSS
+//! and CPU time with 1,000 and 10,000 concurrent idle connections through
+//! the mesh (client on node-1, server on node-2: each connection costs the
+//! client's agent an accepted socket and a tunnel, and the server's agent a
+//! tunnel and a delivery socket). Agent CPU per GB is measured by the
+//! throughput scenarios.
+
+use std::time::Duration;
+
+use anyhow::{Context, Result, bail};
+
+use crate::bench::procstat::{ProcStat, nofile_limit, open_fds};
+use crate::bench::report::{Metric, Sample, lower};
+use crate::bench::runner::Run;
+use crate::bench::testbed::{HOLD_PORT, Placement, Testbed, Variant, load_args};
+use crate::wait_for;
+
+const OPEN_TIME: Metric = lower("time to open all", "s");
+const RSS_CLIENT: Metric = lower("agent RSS, client node", "MiB");
+const RSS_SERVER: Metric = lower("agent RSS, server node", "MiB");
+const PER_CONN: Metric = lower("agent memory per connection", "KiB");
+const CPU_OPEN: Metric = lower("agent CPU to open all", "s");
+const CPU_IDLE: Metric = lower("agent CPU while idle", "s/min");
+
+/// The idle RSS of node-1's agent with its enrolled pods, before any
+/// traffic (the first scenario of a run).
+pub fn idle(run: &mut Run, testbed: &Testbed) {
+    let pods = testbed.enrolled_on_node_1();
+    let rss_node_1 = Metric {
+        name: "agent RSS, node-1",
+        ..RSS_CLIENT
+    };
+    let rss_node_2 = Metric {
+        name: "agent RSS, node-2",
+        ..RSS_CLIENT
+    };
+    let scenario = format!("footprint/idle-{pods}-pods");
+    if !run.settings.selected(&scenario) {
+        return;
+    }
+    run.paired_rounds(testbed, &scenario, 1, |testbed, variant| {
+        if variant == Variant::Direct {
+            return Ok(Vec::new());
+        }
+        let agents = testbed.agents()?;
+        let rss = |i: usize| -> Result<f64> { Ok(ProcStat::read(agents[i].1)?.rss_mib()) };
+        Ok(vec![(rss_node_1, rss(0)?), (rss_node_2, rss(1)?)])
+    });
+    run.note(format!(
+        "idle footprint: node-1's agent serves {pods} enrolled pods (client, server-local, \
+         idle-*), node-2's serves 1 (server-remote); read before any traffic"
+    ));
+}
+
+/// Descriptors an agent needs besides those of the held connections
+/// (listeners of its pods, eBPF maps and links, logs, sockets to the
+/// control plane), with room to spare.
+const FD_MARGIN: usize = 300;
+
+/// Concurrent idle connections, cross-node.
+pub fn connections(run: &mut Run, testbed: &Testbed) {
+    let counts = run.settings.hold_counts.clone();
+    let idle = if run.settings.quick { 2.0 } else { 10.0 };
+    let limit: Option<usize> = testbed
+        .agents()
+        .ok()
+        .and_then(|agents| nofile_limit(agents.first()?.1).ok())
+        .and_then(|l| l.parse().ok());
+    for wanted in counts {
+        let count = fitting(wanted, limit);
+        let scenario = format!("footprint/{count}-idle-connections");
+        if !run.settings.selected(&scenario) {
+            continue;
+        }
+        if count < wanted {
+            run.note(format!(
+                "{wanted} held connections need about {} descriptors in each agent (two sockets \
+                 per connection: no HBONE pooling yet), more than its RLIMIT_NOFILE of {}; \
+                 measured {count} instead",
+                2 * wanted + FD_MARGIN,
+                limit.unwrap_or(0)
+            ));
+        }
+        run.paired_rounds(testbed, &scenario, 1, |testbed, variant| {
+            hold(testbed, variant, count, idle)
+        });
+    }
+}
+
+/// The largest count up to `wanted` (in whole thousands when cut) whose
+/// two sockets per connection fit an agent's descriptor limit.
+fn fitting(wanted: usize, limit: Option<usize>) -> usize {
+    let Some(limit) = limit else {
+        return wanted;
+    };
+    let fits = limit.saturating_sub(FD_MARGIN) / 2;
+    if fits >= wanted {
+        wanted
+    } else if fits >= 1000 {
+        fits / 1000 * 1000
+    } else {
+        fits
+    }
+}
+
+fn hold(testbed: &Testbed, variant: Variant, count: usize, idle: f64) -> Result<Vec<Sample>> {
+    let agents = testbed.agents()?;
+    let before: Vec<ProcStat> = agents
+        .iter()
+        .map(|(_, pid)| ProcStat::read(*pid))
+        .collect::<Result<_>>()?;
+    let fds_before: Vec<usize> = agents
+        .iter()
+        .map(|(_, pid)| open_fds(*pid))
+        .collect::<Result<_>>()?;
+    let server = testbed
+        .server(variant, Placement::CrossNode)
+        .addr(HOLD_PORT);
+    let args = load_args("hold", server, &[("count", &count.to_string())]);
+    let mut holder = testbed.client(variant).spawn(testbed.load(&args))?;
+    let timeout = Duration::from_secs(60 + count as u64 / 50);
+    let open_seconds = wait_for(&format!("{count} connections to open"), timeout, || {
+        if let Some(status) = holder.try_status() {
+            bail!(
+                "the holding client exited ({status}):\n{}",
+                holder.log_tail(20)
+            );
+        }
+        Ok(holder
+            .log()
+            .lines()
+            .find_map(|l| l.strip_prefix("ready "))
+            .and_then(|rest| rest.split_whitespace().nth(1))
+            .and_then(|s| s.parse::<f64>().ok()))
+    })?;
+    let mut samples = vec![(OPEN_TIME, open_seconds)];
+    if variant == Variant::Weft {
+        let opened = read_all(&agents)?;
+        std::thread::sleep(Duration::from_secs_f64(idle));
+        let after = read_all(&agents)?;
+        let cpu = |a: &[ProcStat], b: &[ProcStat]| -> f64 {
+            a.iter()
+                .zip(b)
+                .map(|(a, b)| a.cpu_seconds - b.cpu_seconds)
+                .sum()
+        };
+        let grown: f64 = after
+            .iter()
+            .zip(&before)
+            .map(|(a, b)| a.rss as f64 - b.rss as f64)
+            .sum();
+        samples.extend([
+            (RSS_CLIENT, after[0].rss_mib()),
+            (RSS_SERVER, after[1].rss_mib()),
+            (PER_CONN, grown / count as f64 / 1024.0),
+            (CPU_OPEN, cpu(&opened, &before)),
+            (CPU_IDLE, cpu(&after, &opened) * 60.0 / idle),
+        ]);
+    }
+    drop(holder);
+    // Wait until the agents have let go of the connections, so the next
+    // scenario starts from a quiet agent.
+    for ((node, pid), baseline) in agents.iter().zip(fds_before) {
+        wait_for(
+            &format!("the agent of {node} to close the held connections"),
+            Duration::from_secs(120),
+            || Ok((open_fds(*pid)? <= baseline + 64).then_some(())),
+        )?;
+    }
+    Ok(samples)
+}
+
+fn read_all(agents: &[(String, u32)]) -> Result<Vec<ProcStat>> {
+    agents
+        .iter()
+        .map(|(node, pid)| ProcStat::read(*pid).with_context(|| format!("the agent of {node}")))
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn held_connections_fit_the_descriptor_limit() {
+        assert_eq!(fitting(10_000, None), 10_000);
+        assert_eq!(fitting(10_000, Some(1 << 20)), 10_000);
+        assert_eq!(fitting(10_000, Some(20_000)), 9_000);
+        assert_eq!(fitting(1_000, Some(20_000)), 1_000);
+        assert_eq!(fitting(1_000, Some(1_024)), 362);
+    }
+}

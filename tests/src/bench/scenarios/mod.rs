@@ -1,0 +1,74 @@
+//! The scenarios, one file per kind; each measures one variant at a time
+//! and returns its samples to the runner.
+//!
+//! | scenario | client side (pod `client`, node-1) | server side (`server-local` on node-1, `server-remote` on node-2) |
+//! | --- | --- | --- |
+//! | `throughput/*` | `iperf3 -c -t <s> [-P 8]` | `iperf3 -s` |
+//! | `latency/tcp-pingpong/*` | `weft-bench-load pingpong` (100 B each way, one connection) | `serve --echo` |
+//! | `latency/http/*` | `weft-bench-load http` (fixed rate, 4 keep-alive connections, 1 KiB bodies, CO-corrected) | `serve --http` |
+//! | `connections/*` | `weft-bench-load connrate` (connect, 100 B request, 100 B answer, server closes) | `serve --rr` |
+//! | `footprint/*` | `weft-bench-load hold` (cross-node) | `serve --hold` |
+
+pub mod connrate;
+pub mod footprint;
+pub mod latency;
+pub mod throughput;
+
+use std::time::Duration;
+
+use anyhow::{Context, Result, bail};
+
+use super::procstat::ProcStat;
+use super::stats::LoadReport;
+use super::testbed::{Testbed, Variant};
+use crate::Pod;
+
+/// Runs `weft-bench-load <args>` in `pod` and parses its report.
+fn run_load(testbed: &Testbed, pod: &Pod, args: &[String], seconds: f64) -> Result<LoadReport> {
+    let timeout = Duration::from_secs_f64(seconds * 3.0 + 30.0);
+    let out = pod
+        .run(testbed.load(args), timeout)?
+        .check(&format!("weft-bench-load {}", args.join(" ")))?;
+    LoadReport::parse(&out.stdout)
+}
+
+/// Fails if a client saw errors on more than 1% of its operations (a few
+/// are tolerated and reported; a run that mostly failed measures nothing).
+fn check_errors(report: &LoadReport, what: &str) -> Result<()> {
+    if report.count == 0 || report.errors * 100 > report.count {
+        bail!(
+            "{what}: {} operations succeeded, {} failed (first error: {})",
+            report.count,
+            report.errors,
+            report.first_error.as_deref().unwrap_or("none")
+        );
+    }
+    Ok(())
+}
+
+/// CPU seconds used so far by every agent, summed (0 without the mesh's
+/// variant: the agents are idle then and not part of the path).
+fn agents_cpu(testbed: &Testbed, variant: Variant) -> Result<f64> {
+    if variant == Variant::Direct {
+        return Ok(0.0);
+    }
+    testbed
+        .agents()?
+        .iter()
+        .map(|(node, pid)| {
+            ProcStat::read(*pid)
+                .map(|s| s.cpu_seconds)
+                .with_context(|| format!("the agent of {node}"))
+        })
+        .sum()
+}
+
+/// A duration in seconds as an integer argument (iperf3 takes whole seconds).
+fn whole_seconds(seconds: f64) -> String {
+    (seconds.round() as u64).max(1).to_string()
+}
+
+/// Nanoseconds to microseconds.
+fn us(ns: u64) -> f64 {
+    ns as f64 / 1000.0
+}

@@ -1,0 +1,163 @@
+//! The first targets for weft (to be raised), checked against a
+//! run's rows. Reported, never asserted: the benchmark fails only when a
+//! scenario cannot run.
+
+use serde::Serialize;
+
+use super::report::Row;
+
+/// How a target reads a row.
+#[derive(Debug, Clone, Copy)]
+enum Goal {
+    /// `weft / direct >= x`.
+    RatioAtLeast(f64),
+    /// `weft - direct <= x`.
+    AddedAtMost(f64),
+    /// `weft <= x`.
+    AtMost(f64),
+}
+
+struct Target {
+    what: &'static str,
+    /// The row's scenario (a prefix, so that `footprint/idle-` matches
+    /// whatever pod count) and metric.
+    scenario: &'static str,
+    metric: &'static str,
+    goal: Goal,
+}
+
+const TARGETS: &[Target] = &[
+    Target {
+        what: "cross-node single-stream throughput >= 45% of direct",
+        scenario: "throughput/cross-node/1-stream",
+        metric: "throughput",
+        goal: Goal::RatioAtLeast(0.45),
+    },
+    Target {
+        what: "same-node single-stream throughput >= 60% of direct",
+        scenario: "throughput/same-node/1-stream",
+        metric: "throughput",
+        goal: Goal::RatioAtLeast(0.60),
+    },
+    Target {
+        what: "added p50 latency <= 25 µs (cross-node ping-pong)",
+        scenario: "latency/tcp-pingpong/cross-node",
+        metric: "p50",
+        goal: Goal::AddedAtMost(25.0),
+    },
+    Target {
+        what: "added p99 latency <= 80 µs (cross-node ping-pong)",
+        scenario: "latency/tcp-pingpong/cross-node",
+        metric: "p99",
+        goal: Goal::AddedAtMost(80.0),
+    },
+    Target {
+        what: "new connections per second >= 35% of direct (cross-node)",
+        scenario: "connections/cross-node",
+        metric: "connections",
+        goal: Goal::RatioAtLeast(0.35),
+    },
+    Target {
+        what: "agent idle RSS <= 20 MiB (10 enrolled pods)",
+        scenario: "footprint/idle-",
+        metric: "agent RSS, node-1",
+        goal: Goal::AtMost(20.0),
+    },
+];
+
+/// One target's outcome.
+#[derive(Debug, Clone, Serialize)]
+pub struct Outcome {
+    pub target: &'static str,
+    /// What was measured, in the target's terms (a ratio, added µs, MiB).
+    pub measured: f64,
+    pub met: bool,
+}
+
+/// The targets whose rows the run has.
+pub fn evaluate(rows: &[Row]) -> Vec<Outcome> {
+    TARGETS
+        .iter()
+        .filter_map(|t| {
+            let row = rows
+                .iter()
+                .find(|r| r.scenario.starts_with(t.scenario) && r.metric == t.metric)?;
+            let (measured, met) = match t.goal {
+                Goal::RatioAtLeast(x) => {
+                    let r = row.ratio?;
+                    (r, r >= x)
+                }
+                Goal::AddedAtMost(x) => {
+                    let added = row.weft? - row.direct?;
+                    (added, added <= x)
+                }
+                Goal::AtMost(x) => {
+                    let w = row.weft?;
+                    (w, w <= x)
+                }
+            };
+            Some(Outcome {
+                target: t.what,
+                measured,
+                met,
+            })
+        })
+        .collect()
+}
+
+/// The outcomes as text lines.
+pub fn text(outcomes: &[Outcome]) -> String {
+    outcomes
+        .iter()
+        .map(|o| {
+            let shown = if o.target.contains('%') {
+                format!("{:.0}%", o.measured * 100.0)
+            } else if o.target.contains("µs") {
+                format!("{:+.1} µs", o.measured)
+            } else {
+                format!("{:.1} MiB", o.measured)
+            };
+            format!(
+                "  [{}] {:<62} measured {shown}\n",
+                if o.met { "met" } else { "MISSED" },
+                o.target
+            )
+        })
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::bench::report::{Row, higher, lower};
+
+    #[test]
+    fn evaluates_ratios_additions_and_limits() {
+        let rows = vec![
+            Row::new(
+                "throughput/cross-node/1-stream",
+                higher("throughput", "Gbit/s"),
+                vec![20.0],
+                vec![7.5],
+            ),
+            Row::new(
+                "latency/tcp-pingpong/cross-node",
+                lower("p50", "µs"),
+                vec![12.0],
+                vec![30.0],
+            ),
+            Row::new(
+                "footprint/idle-10-pods",
+                lower("agent RSS, node-1", "MiB"),
+                vec![],
+                vec![17.0],
+            ),
+        ];
+        let out = evaluate(&rows);
+        assert_eq!(out.len(), 3);
+        assert!(!out[0].met && (out[0].measured - 0.375).abs() < 1e-9);
+        assert!(out[1].met && out[1].measured == 18.0);
+        assert!(out[2].met);
+        assert!(text(&out).contains("[MISSED]"));
+    }
+}
