@@ -1,5 +1,5 @@
 //! HTTP endpoints for operators: readiness (`0.0.0.0:15021`) and the admin
-//! API (`127.0.0.1:15000`: effective config, config dump).
+//! API (`127.0.0.1:15000`: `/config`, `/config_dump`, `/stats`).
 
 use std::{
     convert::Infallible,
@@ -54,6 +54,7 @@ pub struct AdminState {
     pub config: Config,
     pub readiness: Arc<Readiness>,
     pub store: Arc<WorkloadStore>,
+    pub metrics: Arc<crate::metrics::Metrics>,
     pub enroller: tokio::sync::OnceCell<Arc<Enroller>>,
 }
 
@@ -91,6 +92,7 @@ async fn route(
                 )
             }
         }
+        (true, "/stats") => json(&state.metrics.to_json()),
         (true, "/config") => json(&serde_json::to_value(&state.config).expect("config serialises")),
         (true, "/config_dump") => {
             let pods = match state.enroller.get() {

@@ -9,6 +9,7 @@ use crate::{
     control::{ControlClient, ControlError},
     identity::{self, IdentityError, SecretManager},
     inpod::{self, Enroller, persist::PodFiles},
+    metrics::Metrics,
     proxy::ProxyContext,
     redirect::{RedirectError, Redirector, loader::RedirectConfig},
     state::WorkloadStore,
@@ -47,11 +48,13 @@ impl App {
         tracing::info!(config = %serde_json::to_string(&config).unwrap_or_default(), "starting weft-agent");
 
         let readiness = Arc::new(Readiness::default());
+        let metrics = Arc::new(Metrics::default());
         let store = Arc::new(WorkloadStore::default());
         let admin_state = Arc::new(AdminState {
             config: config.clone(),
             readiness: readiness.clone(),
             store: store.clone(),
+            metrics: metrics.clone(),
             enroller: tokio::sync::OnceCell::new(),
         });
         let readiness_listener = admin::bind(config.readiness_addr)
@@ -88,6 +91,7 @@ impl App {
             secrets,
             roots,
             redirection: redirector.clone(),
+            metrics: metrics.clone(),
         });
         let files = PodFiles::new(&config.state_dir).map_err(io(format!(
             "state directory {}",

@@ -9,6 +9,7 @@
 //! * [`redirect`]: the eBPF programs that steer a pod's outbound `connect()`
 //!   to those listeners.
 //! * [`proxy`]: outbound (15001) and inbound HBONE (15008) proxying.
+//! * [`policy`]: L4 authorization, decided at the destination.
 //! * [`identity`]: workload certificates from the control plane's CA, and the
 //!   TLS configs built from them.
 //! * [`xds`] and [`state`]: the workload/service model received from the
@@ -22,6 +23,8 @@ pub mod config;
 pub mod control;
 pub mod identity;
 pub mod inpod;
+pub mod metrics;
+pub mod policy;
 pub mod proxy;
 pub mod redirect;
 pub mod state;

@@ -5,7 +5,7 @@
 use std::{net::SocketAddr, sync::Arc, time::Duration};
 
 use super::{PodContext, ProxyContext, delivery, hbone};
-use crate::{identity::tls, state::Identity};
+use crate::{identity::tls, metrics::Denial, policy::Connection, state::Identity};
 use bytes::Bytes;
 use h2::{RecvStream, server::SendResponse};
 use http::{Method, Request, Response, StatusCode};
@@ -59,6 +59,12 @@ enum InboundError {
     ClientIdentity(#[from] crate::identity::spiffe::SpiffeError),
     #[error("client {client} is not in this mesh's trust domain {ours}")]
     ForeignTrustDomain { client: String, ours: String },
+    #[error("client presented {client}, but the workload at {peer} is {expected}")]
+    IdentityMismatch {
+        client: String,
+        peer: std::net::IpAddr,
+        expected: String,
+    },
     #[error("HTTP/2: {0}")]
     H2(#[from] h2::Error),
 }
@@ -74,15 +80,31 @@ async fn connection(
         .cached(pod.identity())
         .ok_or_else(|| InboundError::NoCertificate(pod.identity().to_string()))?;
     let config = tls::server_config(&cert, ctx.roots.clone())?;
-    let tls_stream = TlsAcceptor::from(config)
-        .accept(stream)
-        .await
-        .map_err(InboundError::Tls)?;
+    let tls_stream = match TlsAcceptor::from(config).accept(stream).await {
+        Ok(tls_stream) => tls_stream,
+        Err(err) => {
+            ctx.metrics.deny(Denial::TlsHandshake);
+            return Err(InboundError::Tls(err));
+        }
+    };
     let client = tls::peer_identity(tls_stream.get_ref().1)?;
     if client.trust_domain != pod.identity().trust_domain {
+        ctx.metrics.deny(Denial::ForeignTrustDomain);
         return Err(InboundError::ForeignTrustDomain {
             client: client.to_string(),
             ours: pod.identity().trust_domain.clone(),
+        });
+    }
+    // A mesh workload's connections come from its own address: a
+    // certificate used from another workload's address is refused.
+    if let Some(workload) = ctx.store.workload_by_ip(peer.ip())
+        && workload.identity != client
+    {
+        ctx.metrics.deny(Denial::IdentityMismatch);
+        return Err(InboundError::IdentityMismatch {
+            client: client.to_string(),
+            peer: peer.ip(),
+            expected: workload.identity.to_string(),
         });
     }
     tracing::debug!(client = %client, "HBONE connection authenticated");
@@ -123,6 +145,7 @@ async fn stream_request(
 ) {
     if request.method() != Method::CONNECT {
         tracing::warn!(method = %request.method(), "not a CONNECT");
+        ctx.metrics.deny(Denial::BadTarget);
         return respond(responder, StatusCode::METHOD_NOT_ALLOWED);
     }
     let Some(target) = request
@@ -131,11 +154,23 @@ async fn stream_request(
         .and_then(|a| a.as_str().parse::<SocketAddr>().ok())
     else {
         tracing::warn!(uri = %request.uri(), "CONNECT target is not ip:port");
+        ctx.metrics.deny(Denial::BadTarget);
         return respond(responder, StatusCode::BAD_REQUEST);
     };
     if !pod.workload.ips.contains(&target.ip()) {
         tracing::warn!(%target, "CONNECT to an address this listener does not serve");
+        ctx.metrics.deny(Denial::BadTarget);
         return respond(responder, StatusCode::BAD_REQUEST);
+    }
+    let conn = Connection {
+        src_identity: Some(client.clone()),
+        src_ip: peer.ip(),
+        remote_ip: peer.ip(),
+        dst_ip: target.ip(),
+        dst_port: target.port(),
+    };
+    if pod.authorize(&ctx, &conn).is_err() {
+        return respond(responder, StatusCode::UNAUTHORIZED);
     }
     // Delivered from the client's own address: the app sees the real IP.
     let app = match delivery::connect(&pod, &ctx.redirection, peer.ip(), target).await {

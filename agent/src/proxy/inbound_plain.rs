@@ -11,6 +11,7 @@ use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
 
 use super::{PodContext, ProxyContext, delivery};
+use crate::policy::Connection;
 
 /// Accepts steered connections until `cancel` fires.
 pub async fn serve(
@@ -45,6 +46,17 @@ async fn handle(stream: TcpStream, peer: SocketAddr, pod: Arc<PodContext>, ctx: 
             return;
         }
     };
+    let conn = Connection {
+        src_identity: None,
+        src_ip: peer.ip(),
+        remote_ip: peer.ip(),
+        dst_ip: target.ip(),
+        dst_port: target.port(),
+    };
+    if pod.authorize(&ctx, &conn).is_err() {
+        // A prompt reset, so the client fails fast and knows.
+        return super::outbound::reset(stream);
+    }
     let started = std::time::Instant::now();
     let mut app = match delivery::connect(&pod, &ctx.redirection, peer.ip(), target).await {
         Ok(app) => app,

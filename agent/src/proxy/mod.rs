@@ -57,6 +57,7 @@ impl Redirection for crate::redirect::Redirector {
 /// What every proxy task shares.
 pub struct ProxyContext {
     pub store: Arc<WorkloadStore>,
+    pub metrics: Arc<crate::metrics::Metrics>,
     pub secrets: Arc<SecretManager>,
     pub roots: Arc<RootCertStore>,
     pub redirection: Arc<dyn Redirection>,
@@ -78,5 +79,37 @@ impl PodContext {
     /// `namespace/name`, for logs.
     pub fn name(&self) -> String {
         format!("{}/{}", self.workload.namespace, self.workload.name)
+    }
+
+    /// Decides on an inbound connection to this pod with the policies that
+    /// apply to it now; refusals are logged and counted.
+    pub fn authorize(
+        &self,
+        ctx: &ProxyContext,
+        conn: &crate::policy::Connection,
+    ) -> Result<(), crate::policy::DenyReason> {
+        let current = ctx
+            .store
+            .workload_by_pod(&self.workload.namespace, &self.workload.name)
+            .unwrap_or_else(|| self.workload.clone());
+        match crate::policy::evaluate(&ctx.store.policies_for(&current), conn) {
+            crate::policy::Decision::Allow { .. } => Ok(()),
+            crate::policy::Decision::Deny(reason) => {
+                let counter = match reason {
+                    crate::policy::DenyReason::DeniedBy(_) => crate::metrics::Denial::PolicyDeny,
+                    crate::policy::DenyReason::NoAllowMatch => crate::metrics::Denial::NoAllowMatch,
+                };
+                ctx.metrics.deny(counter);
+                tracing::warn!(
+                    reason = %reason,
+                    src.identity = %conn.src_identity.as_ref().map(ToString::to_string).unwrap_or_else(|| "(plaintext)".into()),
+                    src.ip = %conn.src_ip,
+                    dst.identity = %self.identity(),
+                    dst = %std::net::SocketAddr::new(conn.dst_ip, conn.dst_port),
+                    "connection denied"
+                );
+                Err(reason)
+            }
+        }
     }
 }

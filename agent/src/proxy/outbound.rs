@@ -16,6 +16,7 @@ use weft_ebpf_common::{HBONE_PORT, OUTBOUND_MARK};
 use super::{PodContext, ProxyContext, hbone};
 use crate::{
     identity::tls,
+    metrics::Denial,
     state::{Resolved, Workload},
     sys::sockopt,
 };
@@ -58,12 +59,22 @@ async fn handle(stream: TcpStream, peer: SocketAddr, pod: Arc<PodContext>, ctx: 
         .take_original_dst(pod.netns_cookie, peer.port())
     else {
         tracing::warn!("no original destination recorded for this connection; closing");
+        ctx.metrics.deny(Denial::NoDestination);
         return reset(stream);
     };
     let started = std::time::Instant::now();
     let (result, dst, dst_identity) = match ctx.store.resolve(original) {
         Resolved::Workload { workload, addr, .. } if workload.hbone => {
-            let result = via_hbone(stream, peer, &pod, &ctx, &workload, addr).await;
+            let result = match open_tunnel(peer, &pod, &ctx, &workload, addr).await {
+                Ok(tunnel) => hbone::splice(stream, tunnel)
+                    .await
+                    .map_err(OutboundError::from),
+                Err(err) => {
+                    // Refused or unreachable: the app gets a prompt reset.
+                    reset(stream);
+                    Err(err)
+                }
+            };
             (result, addr, Some(workload.identity.to_string()))
         }
         Resolved::Workload { addr, .. } | Resolved::Passthrough(addr) => {
@@ -71,6 +82,7 @@ async fn handle(stream: TcpStream, peer: SocketAddr, pod: Arc<PodContext>, ctx: 
         }
         Resolved::NoEndpoints(service) => {
             tracing::warn!(service = %service.hostname, "service has no endpoints; closing");
+            ctx.metrics.deny(Denial::NoDestination);
             return reset(stream);
         }
     };
@@ -142,14 +154,15 @@ async fn passthrough(
     Ok(tokio::io::copy_bidirectional(&mut stream, &mut upstream).await?)
 }
 
-async fn via_hbone(
-    stream: TcpStream,
+/// TLS to the destination pod's 15008 and a CONNECT stream to `target`,
+/// from the client pod's namespace and with its identity.
+async fn open_tunnel(
     peer: SocketAddr,
     pod: &PodContext,
     ctx: &ProxyContext,
     destination: &Workload,
     target: SocketAddr,
-) -> Result<(u64, u64), OutboundError> {
+) -> Result<hbone::H2Stream, OutboundError> {
     let cert = ctx
         .secrets
         .cached(pod.identity())
@@ -166,13 +179,12 @@ async fn via_hbone(
         })?;
     let send_request = hbone::client_handshake(tls_stream).await?;
     let source_ip = pod.workload.ips.first().copied().unwrap_or(peer.ip());
-    let tunnel = hbone::connect(
+    Ok(hbone::connect(
         send_request,
         target,
         request_headers(pod, source_ip, peer.port()),
     )
-    .await?;
-    Ok(hbone::splice(stream, tunnel).await?)
+    .await?)
 }
 
 /// Headers ztunnel sends with CONNECT.

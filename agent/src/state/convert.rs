@@ -76,6 +76,7 @@ pub fn from_address(address: wl::Address) -> Result<Converted, ConvertError> {
                     service_account,
                 },
                 hbone: w.tunnel_protocol == wl::TunnelProtocol::Hbone as i32,
+                policies: w.authorization_policies,
                 uid: w.uid,
                 name: w.name,
                 namespace: w.namespace,

@@ -78,6 +78,8 @@ pub struct Workload {
     /// Services this workload backs: service key (`ns/hostname`) →
     /// service port → target port.
     pub services: HashMap<String, HashMap<u16, u16>>,
+    /// Selector-scoped authorization policies (`ns/name`) that apply to it.
+    pub policies: Vec<String>,
 }
 
 /// A Kubernetes Service as the control plane describes it.

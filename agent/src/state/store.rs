@@ -13,6 +13,7 @@ use std::{
 use tokio::sync::watch;
 
 use super::{Service, Workload, convert::Converted};
+use crate::policy::{Policy, Scope};
 
 /// Where an outbound connection goes.
 #[derive(Debug, Clone)]
@@ -41,6 +42,9 @@ struct Inner {
     endpoints: HashMap<String, BTreeSet<String>>,
     /// xDS resource name → version.
     versions: HashMap<String, String>,
+    /// Authorization policies by `ns/name`.
+    policies: HashMap<String, Arc<Policy>>,
+    policy_versions: HashMap<String, String>,
 }
 
 impl Inner {
@@ -132,6 +136,56 @@ impl WorkloadStore {
         self.changes.send_modify(|generation| *generation += 1);
     }
 
+    /// Applies one update of authorization policies.
+    pub fn apply_policies(&self, upserts: Vec<(String, String, Policy)>, removals: &[String]) {
+        {
+            let mut inner = self.inner.write().expect("store lock");
+            for name in removals {
+                inner.policies.remove(name);
+                inner.policy_versions.remove(name);
+            }
+            for (name, version, policy) in upserts {
+                inner.policies.insert(name.clone(), Arc::new(policy));
+                inner.policy_versions.insert(name, version);
+            }
+        }
+        self.changes.send_modify(|generation| *generation += 1);
+    }
+
+    /// Policy name → version, for `initial_resource_versions`.
+    pub fn policy_versions(&self) -> HashMap<String, String> {
+        self.inner
+            .read()
+            .expect("store lock")
+            .policy_versions
+            .clone()
+    }
+
+    /// The policies that apply to a workload: mesh-wide ones, its
+    /// namespace's, and the selector policies it names.
+    pub fn policies_for(&self, workload: &Workload) -> Vec<Arc<Policy>> {
+        let inner = self.inner.read().expect("store lock");
+        let mut applicable: Vec<Arc<Policy>> = inner
+            .policies
+            .values()
+            .filter(|p| match p.scope {
+                Scope::Global => true,
+                Scope::Namespace => p.namespace == workload.namespace,
+                Scope::WorkloadSelector => false,
+            })
+            .cloned()
+            .collect();
+        applicable.extend(
+            workload
+                .policies
+                .iter()
+                .filter_map(|name| inner.policies.get(name).cloned()),
+        );
+        applicable.sort_by_key(|p| p.key());
+        applicable.dedup_by_key(|p| p.key());
+        applicable
+    }
+
     /// A receiver that changes whenever the store does.
     pub fn subscribe(&self) -> watch::Receiver<u64> {
         self.changes.subscribe()
@@ -218,7 +272,9 @@ impl WorkloadStore {
         workloads.sort_by(|a, b| a.uid.cmp(&b.uid));
         let mut services: Vec<&Arc<Service>> = inner.services.values().collect();
         services.sort_by(|a, b| a.hostname.cmp(&b.hostname));
-        serde_json::json!({ "workloads": workloads, "services": services })
+        let mut policies: Vec<&Arc<Policy>> = inner.policies.values().collect();
+        policies.sort_by_key(|p| p.key());
+        serde_json::json!({ "workloads": workloads, "services": services, "policies": policies })
     }
 }
 
@@ -247,6 +303,7 @@ mod tests {
             },
             hbone: true,
             services: map,
+            policies: vec![],
         })
     }
 

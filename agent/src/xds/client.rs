@@ -1,7 +1,8 @@
-//! One delta ADS stream to the control plane, subscribed (wildcard) to
-//! `istio.workload.Address`. Each response is applied to the
-//! [`WorkloadStore`] and ACKed, or NACKed with the reason if any resource in
-//! it doesn't convert. On a broken stream the client reconnects with
+//! One delta ADS stream to the control plane, subscribed (wildcard) to two
+//! types: `istio.workload.Address` (workloads and services) and
+//! `istio.security.Authorization` (L4 policies). Each response is applied
+//! to the [`WorkloadStore`] and ACKed, or NACKed with the reason if any
+//! resource in it doesn't convert (nothing of it is applied then). On a broken stream the client reconnects with
 //! backoff, sending `initial_resource_versions` so that the control plane
 //! only sends differences.
 
@@ -11,15 +12,17 @@ use prost::Message;
 use tokio::sync::{mpsc, watch};
 use tokio_stream::wrappers::ReceiverStream;
 use weft_proto::{
-    ADDRESS_TYPE_URL,
+    ADDRESS_TYPE_URL, AUTHORIZATION_TYPE_URL,
     core::Node,
     discovery::{DeltaDiscoveryRequest, DeltaDiscoveryResponse},
     rpc::Status,
+    security::Authorization,
     workload::Address,
 };
 
 use crate::{
     control::ControlClient,
+    policy::{self, Policy},
     state::{Converted, WorkloadStore, from_address},
 };
 
@@ -41,7 +44,7 @@ impl XdsClient {
         }
     }
 
-    /// Becomes `true` once the first full state has been applied.
+    /// Becomes `true` once the first workload state has been applied.
     pub fn synced(&self) -> watch::Receiver<bool> {
         self.synced.subscribe()
     }
@@ -64,22 +67,25 @@ impl XdsClient {
         }
     }
 
-    fn request(&self) -> DeltaDiscoveryRequest {
+    fn request(&self, type_url: &str) -> DeltaDiscoveryRequest {
         DeltaDiscoveryRequest {
             node: Some(Node {
                 id: self.node.clone(),
                 ..Default::default()
             }),
-            type_url: ADDRESS_TYPE_URL.to_string(),
+            type_url: type_url.to_string(),
             ..Default::default()
         }
     }
 
     async fn stream_once(&self) -> Result<(), tonic::Status> {
         let (tx, rx) = mpsc::channel(16);
-        let mut first = self.request();
-        first.initial_resource_versions = self.store.versions();
-        tx.send(first).await.expect("receiver alive");
+        let mut addresses = self.request(ADDRESS_TYPE_URL);
+        addresses.initial_resource_versions = self.store.versions();
+        let mut policies = self.request(AUTHORIZATION_TYPE_URL);
+        policies.initial_resource_versions = self.store.policy_versions();
+        tx.send(addresses).await.expect("receiver alive");
+        tx.send(policies).await.expect("receiver alive");
         let mut responses = self
             .control
             .xds()
@@ -98,21 +104,26 @@ impl XdsClient {
 
     /// Applies a response; returns the ACK or NACK to send.
     fn apply(&self, response: DeltaDiscoveryResponse) -> DeltaDiscoveryRequest {
-        let mut reply = self.request();
+        let mut reply = self.request(&response.type_url);
         reply.response_nonce = response.nonce.clone();
-        if response.type_url != ADDRESS_TYPE_URL {
-            reply.error_detail = Some(nack(format!("unexpected type {}", response.type_url)));
-            return reply;
-        }
-        match decode(&response) {
-            Ok(upserts) => {
-                let (added, removed) = (upserts.len(), response.removed_resources.len());
+        let (added, removed) = (response.resources.len(), response.removed_resources.len());
+        let applied = match response.type_url.as_str() {
+            ADDRESS_TYPE_URL => decode_addresses(&response).map(|upserts| {
                 self.store.apply(upserts, &response.removed_resources);
-                tracing::debug!(added, removed, nonce = %response.nonce, "applied workload update");
                 self.synced.send_replace(true);
+            }),
+            AUTHORIZATION_TYPE_URL => decode_policies(&response).map(|upserts| {
+                self.store
+                    .apply_policies(upserts, &response.removed_resources);
+            }),
+            other => Err(format!("unexpected type {other}")),
+        };
+        match applied {
+            Ok(()) => {
+                tracing::debug!(type_url = %response.type_url, added, removed, nonce = %response.nonce, "applied update");
             }
             Err(message) => {
-                tracing::warn!(nonce = %response.nonce, %message, "rejecting (NACK) workload update");
+                tracing::warn!(type_url = %response.type_url, nonce = %response.nonce, %message, "rejecting (NACK) update");
                 reply.error_detail = Some(nack(message));
             }
         }
@@ -128,7 +139,10 @@ fn nack(message: String) -> Status {
     }
 }
 
-fn decode(response: &DeltaDiscoveryResponse) -> Result<Vec<(String, String, Converted)>, String> {
+fn decode_each<T, M: Message + Default>(
+    response: &DeltaDiscoveryResponse,
+    convert: impl Fn(M) -> Result<T, String>,
+) -> Result<Vec<(String, String, T)>, String> {
     response
         .resources
         .iter()
@@ -137,11 +151,27 @@ fn decode(response: &DeltaDiscoveryResponse) -> Result<Vec<(String, String, Conv
                 .resource
                 .as_ref()
                 .ok_or_else(|| format!("resource {} has no body", resource.name))?;
-            let address = Address::decode(any.value.as_slice())
+            let message = M::decode(any.value.as_slice())
                 .map_err(|err| format!("resource {}: {err}", resource.name))?;
-            let converted = from_address(address)
-                .map_err(|err| format!("resource {}: {err}", resource.name))?;
+            let converted =
+                convert(message).map_err(|err| format!("resource {}: {err}", resource.name))?;
             Ok((resource.name.clone(), resource.version.clone(), converted))
         })
         .collect()
+}
+
+fn decode_addresses(
+    response: &DeltaDiscoveryResponse,
+) -> Result<Vec<(String, String, Converted)>, String> {
+    decode_each(response, |address: Address| {
+        from_address(address).map_err(|e| e.to_string())
+    })
+}
+
+fn decode_policies(
+    response: &DeltaDiscoveryResponse,
+) -> Result<Vec<(String, String, Policy)>, String> {
+    decode_each(response, |authz: Authorization| {
+        policy::from_proto(authz).map_err(|e| e.to_string())
+    })
 }

@@ -1,0 +1,72 @@
+//! Counters the proxy keeps; served as JSON by the admin API (`/stats`)
+//! until the telemetry work exposes them to Prometheus.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+
+/// Why a connection was refused; one counter each.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Denial {
+    /// A DENY policy matched (PeerAuthentication STRICT included).
+    PolicyDeny,
+    /// ALLOW policies applied and none matched.
+    NoAllowMatch,
+    /// The peer's TLS handshake failed (no, expired or untrusted certificate).
+    TlsHandshake,
+    /// The peer's certificate is from another trust domain.
+    ForeignTrustDomain,
+    /// The peer's identity is not the one of the workload at its address.
+    IdentityMismatch,
+    /// CONNECT to an address this pod does not have, or not a CONNECT.
+    BadTarget,
+    /// Outbound: no original destination recorded, or a service without
+    /// endpoints.
+    NoDestination,
+}
+
+impl Denial {
+    const ALL: [Denial; 7] = [
+        Denial::PolicyDeny,
+        Denial::NoAllowMatch,
+        Denial::TlsHandshake,
+        Denial::ForeignTrustDomain,
+        Denial::IdentityMismatch,
+        Denial::BadTarget,
+        Denial::NoDestination,
+    ];
+
+    pub fn name(self) -> &'static str {
+        match self {
+            Denial::PolicyDeny => "policy_deny",
+            Denial::NoAllowMatch => "no_allow_match",
+            Denial::TlsHandshake => "tls_handshake",
+            Denial::ForeignTrustDomain => "foreign_trust_domain",
+            Denial::IdentityMismatch => "identity_mismatch",
+            Denial::BadTarget => "bad_target",
+            Denial::NoDestination => "no_destination",
+        }
+    }
+}
+
+/// The agent's counters.
+#[derive(Debug, Default)]
+pub struct Metrics {
+    denials: [AtomicU64; 7],
+}
+
+impl Metrics {
+    pub fn deny(&self, reason: Denial) {
+        self.denials[reason as usize].fetch_add(1, Ordering::Relaxed);
+    }
+
+    pub fn denials(&self, reason: Denial) -> u64 {
+        self.denials[reason as usize].load(Ordering::Relaxed)
+    }
+
+    pub fn to_json(&self) -> serde_json::Value {
+        let denied: serde_json::Map<String, serde_json::Value> = Denial::ALL
+            .iter()
+            .map(|d| (d.name().to_string(), self.denials(*d).into()))
+            .collect();
+        serde_json::json!({ "connections_denied": denied })
+    }
+}

@@ -1,0 +1,316 @@
+//! The per-connection decision.
+
+use std::sync::Arc;
+
+use super::{Action, Connection, Group, Match, Policy};
+
+/// Why a connection was refused.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum DenyReason {
+    /// A DENY policy matched (`namespace/name`).
+    DeniedBy(String),
+    /// ALLOW policies apply to the workload and none matched.
+    NoAllowMatch,
+}
+
+impl std::fmt::Display for DenyReason {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::DeniedBy(policy) => write!(f, "denied by policy {policy}"),
+            Self::NoAllowMatch => f.write_str("no ALLOW policy matched"),
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Decision {
+    /// `by`: the ALLOW policy that matched, if any applied.
+    Allow {
+        by: Option<String>,
+    },
+    Deny(DenyReason),
+}
+
+fn any_or_empty<T>(list: &[T], f: impl Fn(&T) -> bool) -> bool {
+    list.is_empty() || list.iter().any(f)
+}
+
+fn none<T>(list: &[T], f: impl Fn(&T) -> bool) -> bool {
+    !list.iter().any(f)
+}
+
+impl Match {
+    pub fn matches(&self, conn: &Connection) -> bool {
+        let id = conn.src_identity.as_ref();
+        // Istio's principal form: the SPIFFE ID without `spiffe://`.
+        let principal = id.map(|id| {
+            format!(
+                "{}/ns/{}/sa/{}",
+                id.trust_domain, id.namespace, id.service_account
+            )
+        });
+        let principal = principal.as_deref();
+        let namespace = id.map(|id| id.namespace.as_str());
+        let account = |(ns, sa): &(String, String)| {
+            id.is_some_and(|id| &id.namespace == ns && &id.service_account == sa)
+        };
+        any_or_empty(&self.namespaces, |m| m.matches(namespace))
+            && none(&self.not_namespaces, |m| m.matches(namespace))
+            && any_or_empty(&self.service_accounts, account)
+            && none(&self.not_service_accounts, account)
+            && any_or_empty(&self.principals, |m| m.matches(principal))
+            && none(&self.not_principals, |m| m.matches(principal))
+            && any_or_empty(&self.source_ips, |c| c.contains(conn.src_ip))
+            && none(&self.not_source_ips, |c| c.contains(conn.src_ip))
+            && any_or_empty(&self.remote_ips, |c| c.contains(conn.remote_ip))
+            && none(&self.not_remote_ips, |c| c.contains(conn.remote_ip))
+            && any_or_empty(&self.destination_ips, |c| c.contains(conn.dst_ip))
+            && none(&self.not_destination_ips, |c| c.contains(conn.dst_ip))
+            && any_or_empty(&self.destination_ports, |p| *p == conn.dst_port)
+            && none(&self.not_destination_ports, |p| *p == conn.dst_port)
+    }
+}
+
+impl Group {
+    /// Every rule holds; a rule holds when one of its matches does.
+    fn matches(&self, conn: &Connection) -> bool {
+        self.rules
+            .iter()
+            .all(|rule| rule.is_empty() || rule.iter().any(|m| m.matches(conn)))
+    }
+}
+
+impl Policy {
+    /// Whether the connection matches (one group does). A policy without
+    /// groups matches nothing.
+    pub fn matches(&self, conn: &Connection) -> bool {
+        self.groups.iter().any(|g| g.matches(conn))
+    }
+}
+
+/// Decides with Istio's order: a matching DENY refuses; then, if ALLOW
+/// policies apply, one must match. AUDIT and dry-run policies are logged.
+pub fn evaluate(policies: &[Arc<Policy>], conn: &Connection) -> Decision {
+    let log_dry_run = |policy: &Policy, matched: bool| {
+        tracing::info!(
+            policy = %policy.key(), action = ?policy.action, matched,
+            src.identity = ?conn.src_identity.as_ref().map(ToString::to_string),
+            src.ip = %conn.src_ip, dst.port = conn.dst_port,
+            "dry-run policy evaluated (not enforced)"
+        );
+    };
+    for policy in policies.iter().filter(|p| p.action == Action::Audit) {
+        if policy.matches(conn) {
+            tracing::info!(
+                policy = %policy.key(),
+                src.identity = ?conn.src_identity.as_ref().map(ToString::to_string),
+                src.ip = %conn.src_ip, dst.ip = %conn.dst_ip, dst.port = conn.dst_port,
+                "audit: connection matched"
+            );
+        }
+    }
+    for policy in policies.iter().filter(|p| p.action == Action::Deny) {
+        let matched = policy.matches(conn);
+        if policy.dry_run {
+            log_dry_run(policy, matched);
+        } else if matched {
+            return Decision::Deny(DenyReason::DeniedBy(policy.key()));
+        }
+    }
+    let mut enforced_allows = 0;
+    let mut allowed_by = None;
+    for policy in policies.iter().filter(|p| p.action == Action::Allow) {
+        let matched = policy.matches(conn);
+        if policy.dry_run {
+            log_dry_run(policy, matched);
+            continue;
+        }
+        enforced_allows += 1;
+        if matched && allowed_by.is_none() {
+            allowed_by = Some(policy.key());
+        }
+    }
+    match (enforced_allows, allowed_by) {
+        (0, _) => Decision::Allow { by: None },
+        (_, Some(by)) => Decision::Allow { by: Some(by) },
+        (_, None) => Decision::Deny(DenyReason::NoAllowMatch),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::net::IpAddr;
+
+    use super::*;
+    use crate::policy::{Cidr, Scope, StringMatch};
+    use crate::state::Identity;
+
+    fn policy(name: &str, action: Action, groups: Vec<Group>) -> Arc<Policy> {
+        Arc::new(Policy {
+            name: name.into(),
+            namespace: "demo".into(),
+            scope: Scope::Namespace,
+            action,
+            groups,
+            dry_run: false,
+            l7_ignored: vec![],
+        })
+    }
+
+    fn one(m: Match) -> Vec<Group> {
+        vec![Group {
+            rules: vec![vec![m]],
+        }]
+    }
+
+    fn conn(sa: Option<&str>, ns: &str, src: &str, port: u16) -> Connection {
+        Connection {
+            src_identity: sa.map(|sa| Identity {
+                trust_domain: "cluster.local".into(),
+                namespace: ns.into(),
+                service_account: sa.into(),
+            }),
+            src_ip: src.parse().unwrap(),
+            remote_ip: src.parse().unwrap(),
+            dst_ip: "10.0.2.2".parse().unwrap(),
+            dst_port: port,
+        }
+    }
+
+    #[test]
+    fn no_policy_allows() {
+        assert_eq!(
+            evaluate(&[], &conn(None, "x", "10.0.1.2", 80)),
+            Decision::Allow { by: None }
+        );
+    }
+
+    #[test]
+    fn allow_by_principal_and_default_deny_for_others() {
+        let allow = policy(
+            "allow-client",
+            Action::Allow,
+            one(Match {
+                principals: vec![StringMatch::Exact("cluster.local/ns/demo/sa/client".into())],
+                ..Default::default()
+            }),
+        );
+        let policies = [allow];
+        assert_eq!(
+            evaluate(&policies, &conn(Some("client"), "demo", "10.0.1.2", 80)),
+            Decision::Allow {
+                by: Some("demo/allow-client".into())
+            }
+        );
+        assert_eq!(
+            evaluate(&policies, &conn(Some("other"), "demo", "10.0.1.2", 80)),
+            Decision::Deny(DenyReason::NoAllowMatch)
+        );
+        assert_eq!(
+            evaluate(&policies, &conn(None, "demo", "10.0.1.2", 80)),
+            Decision::Deny(DenyReason::NoAllowMatch),
+            "plaintext has no principal"
+        );
+    }
+
+    #[test]
+    fn deny_overrides_allow_and_empty_allow_denies_all() {
+        let allow_all = policy("allow-all", Action::Allow, vec![Group { rules: vec![] }]);
+        let deny_ns = policy(
+            "deny-legacy",
+            Action::Deny,
+            one(Match {
+                namespaces: vec![StringMatch::Exact("legacy".into())],
+                ..Default::default()
+            }),
+        );
+        let policies = [allow_all.clone(), deny_ns];
+        assert!(matches!(
+            evaluate(&policies, &conn(Some("a"), "legacy", "10.0.1.2", 80)),
+            Decision::Deny(DenyReason::DeniedBy(p)) if p == "demo/deny-legacy"
+        ));
+        assert!(matches!(
+            evaluate(&policies, &conn(Some("a"), "demo", "10.0.1.2", 80)),
+            Decision::Allow { .. }
+        ));
+        let empty_allow = policy("nothing", Action::Allow, vec![]);
+        assert_eq!(
+            evaluate(&[empty_allow], &conn(Some("a"), "demo", "10.0.1.2", 80)),
+            Decision::Deny(DenyReason::NoAllowMatch)
+        );
+    }
+
+    #[test]
+    fn ip_blocks_ports_and_not_fields() {
+        let m = Match {
+            source_ips: vec![Cidr {
+                addr: "10.0.1.0".parse::<IpAddr>().unwrap(),
+                prefix: 24,
+            }],
+            not_destination_ports: vec![9090],
+            ..Default::default()
+        };
+        let allow = policy("allow-subnet", Action::Allow, one(m));
+        let policies = [allow];
+        assert!(matches!(
+            evaluate(&policies, &conn(None, "x", "10.0.1.7", 80)),
+            Decision::Allow { .. }
+        ));
+        assert!(matches!(
+            evaluate(&policies, &conn(None, "x", "10.0.3.7", 80)),
+            Decision::Deny(_)
+        ));
+        assert!(matches!(
+            evaluate(&policies, &conn(None, "x", "10.0.1.7", 9090)),
+            Decision::Deny(_)
+        ));
+    }
+
+    #[test]
+    fn strict_mtls_as_compiled_denies_plaintext_only() {
+        // PeerAuthentication STRICT → DENY where not_principals: presence.
+        let strict = policy(
+            "istio_converted_static_strict",
+            Action::Deny,
+            one(Match {
+                not_principals: vec![StringMatch::Presence],
+                ..Default::default()
+            }),
+        );
+        let policies = [strict];
+        assert!(matches!(
+            evaluate(&policies, &conn(None, "x", "10.0.1.7", 80)),
+            Decision::Deny(_)
+        ));
+        assert!(matches!(
+            evaluate(&policies, &conn(Some("a"), "x", "10.0.1.7", 80)),
+            Decision::Allow { .. }
+        ));
+    }
+
+    #[test]
+    fn dry_run_is_never_enforced() {
+        let mut deny = (*policy("deny-all", Action::Deny, vec![Group { rules: vec![] }])).clone();
+        deny.dry_run = true;
+        assert!(matches!(
+            evaluate(&[Arc::new(deny)], &conn(None, "x", "10.0.1.7", 80)),
+            Decision::Allow { .. }
+        ));
+    }
+
+    #[test]
+    fn cidr_contains() {
+        let c = Cidr {
+            addr: "10.1.0.0".parse().unwrap(),
+            prefix: 16,
+        };
+        assert!(c.contains("10.1.200.3".parse().unwrap()));
+        assert!(!c.contains("10.2.0.1".parse().unwrap()));
+        assert!(!c.contains("::1".parse().unwrap()));
+        let all = Cidr {
+            addr: "0.0.0.0".parse().unwrap(),
+            prefix: 0,
+        };
+        assert!(all.contains("192.0.2.1".parse().unwrap()));
+    }
+}
