@@ -17,6 +17,7 @@ pub mod load;
 pub mod stats;
 
 mod dma;
+mod hostload;
 mod options;
 mod procstat;
 mod profile;
@@ -107,6 +108,7 @@ pub fn main() -> Result<()> {
         .map(|(_, pid)| procstat::nofile_limit(*pid))
         .transpose()?;
     let mut run = Run::new(settings.clone(), target_dir.join("bench/profile"));
+    run.hostload = Some(hostload::HostLoad::new(testbed.cluster.run_cgroup()));
     footprint::idle(&mut run, &testbed);
     throughput::run(&mut run, &testbed);
     latency::run(&mut run, &testbed);
@@ -153,6 +155,9 @@ pub fn main() -> Result<()> {
         "targets": outcomes,
         "failures": run.failures.iter().map(|(s, e)| json!({"scenario": s, "error": e})).collect::<Vec<_>>(),
         "notes": run.notes,
+        "agent_rss_mib_after_scenario": run.rss_trace.iter().map(|(s, rss)| {
+            json!({"scenario": s, "agents": rss.iter().map(|(n, m)| json!({"node": n, "rss_mib": m})).collect::<Vec<_>>()})
+        }).collect::<Vec<_>>(),
     });
     report::write_json(&out, &value)?;
     let history = target_dir.join(format!(

@@ -35,6 +35,11 @@ pub struct Options {
     /// profiled run are marked as such.
     #[arg(long)]
     pub profile: bool,
+    /// Times a measurement is repeated when other work took more than 5% of
+    /// the machine during it (the quietest attempt is kept; none with
+    /// `--quick`).
+    #[arg(long, default_value_t = 3)]
+    pub busy_retries: usize,
     /// Do not hold /dev/cpu_dma_latency at 0 (to see what it changes).
     #[arg(long)]
     pub no_dma_latency: bool,
@@ -67,6 +72,11 @@ pub struct Settings {
     pub idle_pods: usize,
     pub only: Vec<String>,
     pub profile: bool,
+    /// Share of the machine (0 to 1) that other work may take during a
+    /// measurement before it is repeated.
+    pub busy_threshold: f64,
+    /// Repeats of a measurement during which the machine was busy.
+    pub busy_retries: usize,
 }
 
 impl Settings {
@@ -91,6 +101,8 @@ impl Settings {
             idle_pods: 10,
             only: options.only.clone(),
             profile: options.profile,
+            busy_threshold: 0.05,
+            busy_retries: if quick { 0 } else { options.busy_retries },
         }
     }
 

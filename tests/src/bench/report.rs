@@ -64,6 +64,9 @@ pub struct Row {
     /// Every round's value, in the order measured.
     pub direct_rounds: Vec<f64>,
     pub weft_rounds: Vec<f64>,
+    /// The largest share of the machine's CPU (0 to 1) that work outside
+    /// the benchmark took during the measurements kept.
+    pub other_load: Option<f64>,
 }
 
 impl Row {
@@ -83,6 +86,7 @@ impl Row {
             better: metric.better,
             direct_rounds: direct,
             weft_rounds: weft,
+            other_load: None,
         }
     }
 

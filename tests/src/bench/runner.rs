@@ -1,13 +1,17 @@
 //! Runs scenarios: each one direct and through weft, alternating the
 //! order from round to round (direct first in odd rounds, weft first in
 //! even ones) so that drift on the machine hits both alike; medians of the
-//! rounds are reported. Optionally profiles the agents during weft runs.
+//! rounds are reported. A measurement during which other work took more
+//! than a few percent of the machine is repeated (the quietest attempt is
+//! kept). Optionally profiles the agents during weft runs.
 
 use std::path::PathBuf;
 
 use anyhow::{Context, Result};
 
+use super::hostload::HostLoad;
 use super::options::Settings;
+use super::procstat::ProcStat;
 use super::profile;
 use super::report::{Row, Sample};
 use super::testbed::{Testbed, Variant};
@@ -22,6 +26,10 @@ pub struct Run {
     /// Things a reader of the results should know (profiles, errors seen).
     pub notes: Vec<String>,
     pub profile_dir: PathBuf,
+    /// Measures other work on the machine.
+    pub hostload: Option<HostLoad>,
+    /// Each agent's RSS (MiB) after each scenario.
+    pub rss_trace: Vec<(String, Vec<(String, f64)>)>,
 }
 
 impl Run {
@@ -32,6 +40,8 @@ impl Run {
             failures: Vec::new(),
             notes: Vec::new(),
             profile_dir,
+            hostload: None,
+            rss_trace: Vec::new(),
         }
     }
 
@@ -44,15 +54,26 @@ impl Run {
         scenario: &str,
         measure: impl FnMut(&Testbed, Variant) -> Result<Vec<Sample>>,
     ) {
-        self.paired_rounds(testbed, scenario, self.settings.rounds, measure);
+        self.paired_rounds(testbed, scenario, self.settings.rounds, true, measure);
     }
 
-    /// [`Run::paired`] with its own number of rounds.
-    pub fn paired_rounds(
+    /// One round, never repeated: for measurements that change the agents'
+    /// state (memory they keep), which a second attempt would not see anew.
+    pub fn once(
+        &mut self,
+        testbed: &Testbed,
+        scenario: &str,
+        measure: impl FnMut(&Testbed, Variant) -> Result<Vec<Sample>>,
+    ) {
+        self.paired_rounds(testbed, scenario, 1, false, measure);
+    }
+
+    fn paired_rounds(
         &mut self,
         testbed: &Testbed,
         scenario: &str,
         rounds: usize,
+        repeatable: bool,
         mut measure: impl FnMut(&Testbed, Variant) -> Result<Vec<Sample>>,
     ) {
         if !self.settings.selected(scenario) || super::stopped() {
@@ -60,6 +81,7 @@ impl Run {
         }
         println!("weft-bench: {scenario}");
         let mut measured: Vec<(Variant, Sample)> = Vec::new();
+        let mut busiest = 0.0f64;
         let outcome = (|| -> Result<()> {
             for round in 0..rounds {
                 let order = if round % 2 == 0 {
@@ -73,11 +95,25 @@ impl Run {
                         true => Some(self.start_profile(testbed, scenario)?),
                         false => None,
                     };
-                    let samples = measure(testbed, variant)
+                    let retries = match repeatable && !profiling {
+                        true => self.settings.busy_retries,
+                        false => 0,
+                    };
+                    let (samples, busy) = self
+                        .quietest(retries, || measure(testbed, variant))
                         .with_context(|| format!("{variant}, round {}", round + 1))?;
                     if let Some(recording) = recording {
                         self.finish_profile(recording, scenario);
                     }
+                    if busy > self.settings.busy_threshold {
+                        self.note(format!(
+                            "{scenario}, {variant}, round {}: other work on the machine took {:.0}% \
+                             of its CPU during the measurement",
+                            round + 1,
+                            busy * 100.0
+                        ));
+                    }
+                    busiest = busiest.max(busy);
                     if !samples.is_empty() {
                         println!("    {variant:<6} {}", brief(&samples));
                     }
@@ -86,10 +122,60 @@ impl Run {
             }
             Ok(())
         })();
-        self.rows.extend(Row::collect(scenario, &measured));
+        self.rows
+            .extend(Row::collect(scenario, &measured).into_iter().map(|mut r| {
+                r.other_load = Some(busiest);
+                r
+            }));
         if let Err(e) = outcome {
             self.fail(scenario, e);
         }
+        self.trace_rss(testbed, scenario);
+    }
+
+    /// Records the agents' RSS after a scenario: memory they keep after
+    /// the traffic is gone shows here.
+    fn trace_rss(&mut self, testbed: &Testbed, scenario: &str) {
+        let Ok(agents) = testbed.agents() else {
+            return;
+        };
+        let rss: Vec<(String, f64)> = agents
+            .into_iter()
+            .filter_map(|(node, pid)| Some((node, ProcStat::read(pid).ok()?.rss_mib())))
+            .collect();
+        self.rss_trace.push((scenario.to_string(), rss));
+    }
+
+    /// Runs `measure` up to `1 + retries` times until the machine was quiet
+    /// during it; returns the quietest attempt's samples and the share of
+    /// the machine other work took meanwhile.
+    fn quietest(
+        &self,
+        retries: usize,
+        mut measure: impl FnMut() -> Result<Vec<Sample>>,
+    ) -> Result<(Vec<Sample>, f64)> {
+        let Some(load) = &self.hostload else {
+            return Ok((measure()?, 0.0));
+        };
+        let mut best: Option<(Vec<Sample>, f64)> = None;
+        for attempt in 0..=retries {
+            let before = load.snapshot()?;
+            let samples = measure()?;
+            let busy = load.foreign_share(&before, &load.snapshot()?);
+            if best.as_ref().is_none_or(|(_, b)| busy < *b) {
+                best = Some((samples, busy));
+            }
+            if busy <= self.settings.busy_threshold {
+                break;
+            }
+            if attempt < retries {
+                println!(
+                    "    other work took {:.0}% of the machine; measuring again",
+                    busy * 100.0
+                );
+            }
+        }
+        Ok(best.expect("at least one attempt"))
     }
 
     /// Records a scenario that could not run.

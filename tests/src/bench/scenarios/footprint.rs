@@ -16,6 +16,7 @@ use crate::bench::testbed::{HOLD_PORT, Placement, Testbed, Variant, load_args};
 use crate::wait_for;
 
 const OPEN_TIME: Metric = lower("time to open all", "s");
+const RSS_BEFORE: Metric = lower("agent RSS before, client node", "MiB");
 const RSS_CLIENT: Metric = lower("agent RSS, client node", "MiB");
 const RSS_SERVER: Metric = lower("agent RSS, server node", "MiB");
 const PER_CONN: Metric = lower("agent memory per connection", "KiB");
@@ -38,7 +39,7 @@ pub fn idle(run: &mut Run, testbed: &Testbed) {
     if !run.settings.selected(&scenario) {
         return;
     }
-    run.paired_rounds(testbed, &scenario, 1, |testbed, variant| {
+    run.once(testbed, &scenario, |testbed, variant| {
         if variant == Variant::Direct {
             return Ok(Vec::new());
         }
@@ -81,7 +82,7 @@ pub fn connections(run: &mut Run, testbed: &Testbed) {
                 limit.unwrap_or(0)
             ));
         }
-        run.paired_rounds(testbed, &scenario, 1, |testbed, variant| {
+        run.once(testbed, &scenario, |testbed, variant| {
             hold(testbed, variant, count, idle)
         });
     }
@@ -150,6 +151,7 @@ fn hold(testbed: &Testbed, variant: Variant, count: usize, idle: f64) -> Result<
             .map(|(a, b)| a.rss as f64 - b.rss as f64)
             .sum();
         samples.extend([
+            (RSS_BEFORE, before[0].rss_mib()),
             (RSS_CLIENT, after[0].rss_mib()),
             (RSS_SERVER, after[1].rss_mib()),
             (PER_CONN, grown / count as f64 / 1024.0),
