@@ -24,6 +24,7 @@ mod server;
 pub mod source;
 pub mod spiffe;
 pub mod xds;
+pub mod yaml;
 
 pub use auth::bootstrap_token;
 pub use config::{CaSource, Config};

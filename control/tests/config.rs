@@ -40,16 +40,18 @@ async fn malformed_file_keeps_its_last_good_version_while_the_rest_applies() {
     let mut xds = cp.subscribe("node-1", &[]).await.unwrap();
     assert_eq!(names(&xds.recv_and_ack().await), [uid("a")]);
 
-    // pods.yaml breaks (and would have moved pod a); another file adds b.
+    // pods.yaml breaks: pod a gets a bad IP (it would have moved), a new
+    // pod c has a glued key, pod d is fine; another file adds b.
     let broken = format!(
-        "{}---\napiVersion: v1\nkind: Pod\nmetadata:\n  name:c\n",
-        pod("a", "node-1", "web", "10.1.0.99")
+        "{}---\napiVersion: v1\nkind: Pod\nmetadata:\n  name:c\n---\n{}",
+        pod("a", "node-1", "web", "10.1.0.300"),
+        pod("d", "node-1", "web", "10.1.0.4"),
     );
     cp.write("pods.yaml", &broken);
     cp.write("other/b.yaml", &pod("b", "node-1", "web", "10.1.0.2"));
 
     let mut seen = Vec::new();
-    while !seen.contains(&uid("b")) {
+    while !(seen.contains(&uid("b")) && seen.contains(&uid("d"))) {
         let response = xds.recv_and_ack().await;
         assert!(response.removed_resources.is_empty(), "{response:?}");
         seen.extend(names(&response));
@@ -66,13 +68,21 @@ async fn malformed_file_keeps_its_last_good_version_while_the_rest_applies() {
     assert_eq!(a.addresses, vec![vec![10, 1, 0, 1]]);
 
     let errors = config_errors(&cp).await;
-    assert_eq!(errors.len(), 1, "{errors:?}");
+    assert_eq!(errors.len(), 2, "{errors:?}");
     assert_eq!(errors[0]["file"], "pods.yaml");
+    let line_of_ip = broken
+        .lines()
+        .position(|l| l.contains("10.1.0.300"))
+        .unwrap()
+        + 1;
+    assert_eq!(errors[0]["line"], line_of_ip);
+    assert_eq!(errors[0]["object"], "Pod mesh/a");
+    assert_eq!(errors[0]["path"], "status.podIP");
     let line_of_glued = broken.lines().position(|l| l == "  name:c").unwrap() + 1;
-    assert_eq!(errors[0]["line"], line_of_glued);
-    assert_eq!(errors[0]["column"], 3);
+    assert_eq!(errors[1]["line"], line_of_glued);
+    assert_eq!(errors[1]["column"], 3);
     assert!(
-        errors[0]["message"]
+        errors[1]["message"]
             .as_str()
             .unwrap()
             .contains("no space after ':'")

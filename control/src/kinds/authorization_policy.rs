@@ -19,6 +19,8 @@ pub struct AuthorizationPolicy {
     pub metadata: ObjectMeta,
     #[serde(default)]
     pub spec: AuthorizationPolicySpec,
+    #[serde(default)]
+    status: super::Ignored,
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Deserialize)]
@@ -178,20 +180,7 @@ impl AuthorizationPolicy {
 
 // === validation ===
 
-/// A value rule broken at `path`.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("{path}: {message}")]
-pub struct Invalid {
-    pub path: String,
-    pub message: String,
-}
-
-pub(crate) fn invalid(path: impl Into<String>, message: impl Into<String>) -> Invalid {
-    Invalid {
-        path: path.into(),
-        message: message.into(),
-    }
-}
+pub(crate) use super::{Invalid, invalid};
 
 /// `when` keys Istio accepts (`[...]` ones by prefix).
 const CONDITION_KEYS: &[&str] = &[
@@ -213,9 +202,15 @@ const CONDITION_KEY_PREFIXES: &[&str] = &[
     "experimental.envoy.filters.",
 ];
 
+impl super::Validate for AuthorizationPolicy {
+    fn validate(&self) -> Vec<Invalid> {
+        self.check().err().into_iter().collect()
+    }
+}
+
 impl AuthorizationPolicy {
-    /// Istio's value rules for AuthorizationPolicy.
-    pub fn validate(&self) -> Result<(), Invalid> {
+    /// Istio's value rules for AuthorizationPolicy (the first broken one).
+    fn check(&self) -> Result<(), Invalid> {
         let spec = &self.spec;
         if spec.selector.is_some() && (spec.target_ref.is_some() || !spec.target_refs.is_empty()) {
             return Err(invalid(

@@ -1,13 +1,15 @@
-//! `metadata`, shared by every kind.
+//! `metadata`, shared by every kind, and the bits every object has.
 
 use std::collections::BTreeMap;
 
 use serde::Deserialize;
 
-/// The subset of Kubernetes' ObjectMeta that weft reads.
+/// Kubernetes' ObjectMeta. Every field of the real schema is accepted (so
+/// that objects exported from a cluster load); weft reads the first ones.
 #[derive(Debug, Clone, Default, PartialEq, Deserialize)]
-#[serde(rename_all = "camelCase")]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct ObjectMeta {
+    #[serde(default)]
     pub name: String,
     /// Defaults to `default` for namespaced kinds.
     #[serde(default)]
@@ -23,9 +25,35 @@ pub struct ObjectMeta {
     /// Absent sorts first (then by name).
     #[serde(default)]
     pub creation_timestamp: Option<String>,
+    #[serde(default)]
+    generate_name: Ignored,
+    #[serde(default)]
+    self_link: Ignored,
+    #[serde(default)]
+    resource_version: Ignored,
+    #[serde(default)]
+    generation: Ignored,
+    #[serde(default)]
+    deletion_timestamp: Ignored,
+    #[serde(default)]
+    deletion_grace_period_seconds: Ignored,
+    #[serde(default)]
+    owner_references: Ignored,
+    #[serde(default)]
+    finalizers: Ignored,
+    #[serde(default)]
+    managed_fields: Ignored,
 }
 
 impl ObjectMeta {
+    pub fn new(name: &str, namespace: &str) -> Self {
+        ObjectMeta {
+            name: name.to_string(),
+            namespace: Some(namespace.to_string()),
+            ..Default::default()
+        }
+    }
+
     pub fn namespace(&self) -> &str {
         match self.namespace.as_deref() {
             None | Some("") => "default",
@@ -35,5 +63,16 @@ impl ObjectMeta {
 
     pub fn label(&self, key: &str) -> Option<&str> {
         self.labels.get(key).map(String::as_str)
+    }
+}
+
+/// A field that is valid in the schema but that weft does not read
+/// (`status`, bookkeeping metadata): accepted with any content.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Ignored;
+
+impl<'de> Deserialize<'de> for Ignored {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        serde::de::IgnoredAny::deserialize(d).map(|_| Ignored)
     }
 }

@@ -1,31 +1,49 @@
-//! The Kubernetes kinds that directory mode understands, one module per
-//! kind. Each module holds the serde types for the fields weft uses;
-//! unknown fields are ignored, like `kubectl apply` without strict
-//! validation.
+//! The kinds weft understands, one module per kind (or per API family),
+//! each a serde type whose field names follow the upstream schema. Unknown
+//! fields are rejected (with their path) everywhere except inside the
+//! specs of Pods and Services, whose many fields weft does not read.
+//! Value rules (Istio's and Kubernetes' validation) are each kind's
+//! `validate`, which reports every broken rule with its field path.
 //!
-//! To add a kind: write its module, add a variant to [`Object`] and an arm
-//! to [`decode`].
+//! To add a kind: write its module and add a line to [`kinds!`].
 
 pub mod authorization_policy;
+pub mod destination_rule;
+pub mod endpoint_slice;
+pub mod gateway;
+pub mod gateway_api;
+pub mod istio;
 mod meta;
 pub mod namespace;
 pub mod node;
 pub mod peer_authentication;
 pub mod pod;
+pub mod request_authentication;
 pub mod selector;
 pub mod service;
 pub mod service_account;
-
-use serde::Deserialize;
+pub mod service_entry;
+pub mod telemetry;
+pub mod virtual_service;
 
 pub use authorization_policy::AuthorizationPolicy;
-pub use meta::ObjectMeta;
+pub use destination_rule::DestinationRule;
+pub use endpoint_slice::EndpointSlice;
+pub use gateway::Gateway;
+pub use gateway_api::{HttpRoute, KubeGateway};
+pub use meta::{Ignored, ObjectMeta};
 pub use namespace::Namespace;
 pub use node::Node;
 pub use peer_authentication::PeerAuthentication;
 pub use pod::Pod;
+pub use request_authentication::RequestAuthentication;
 pub use service::Service;
 pub use service_account::ServiceAccount;
+pub use service_entry::{ServiceEntry, WorkloadEntry};
+pub use telemetry::Telemetry;
+pub use virtual_service::VirtualService;
+
+use crate::yaml::{Node as YamlNode, de::DeError, path::FieldPath};
 
 /// `apiVersion` and `kind`, read first to pick the type of the document.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -34,97 +52,165 @@ pub struct TypeMeta {
     pub kind: String,
 }
 
-/// One decoded configuration object.
-#[derive(Debug, Clone, PartialEq)]
-pub enum Object {
-    AuthorizationPolicy(AuthorizationPolicy),
-    PeerAuthentication(PeerAuthentication),
-    Namespace(Namespace),
-    Node(Node),
-    Pod(Pod),
-    Service(Service),
-    ServiceAccount(ServiceAccount),
+/// A broken value rule at `path` (inside the object).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{path}: {message}")]
+pub struct Invalid {
+    pub path: String,
+    pub message: String,
 }
 
-/// What [`decode`] made of a document.
-#[derive(Debug)]
-pub enum Decoded {
-    Object(Box<Object>),
-    /// A kind weft does not know (yet); the caller logs and skips it.
-    Unknown(TypeMeta),
+/// Builds an [`Invalid`].
+pub fn invalid(path: impl std::fmt::Display, message: impl Into<String>) -> Invalid {
+    Invalid {
+        path: path.to_string(),
+        message: message.into(),
+    }
 }
 
 #[derive(Debug, thiserror::Error)]
 pub enum DecodeError {
-    #[error("{kind} must have apiVersion `{expected}`, not `{got}`")]
-    WrongApiVersion {
-        kind: String,
-        expected: &'static str,
-        got: String,
-    },
+    /// A type error or an unknown field, with its path and position.
     #[error("{0}")]
-    Yaml(#[from] serde_yaml::Error),
-    #[error("{kind} must have apiVersion {expected}, not `{got}`")]
-    WrongGroupVersion {
-        kind: String,
-        expected: String,
-        got: String,
-    },
+    Read(DeError),
+    /// Value rules, every one that is broken.
+    #[error("{}", .0.first().map(ToString::to_string).unwrap_or_default())]
+    Invalid(Vec<Invalid>),
+    /// A known kind under an apiVersion that does not serve it.
     #[error("{0}")]
-    Invalid(#[from] authorization_policy::Invalid),
-    #[error("{kind} has an empty metadata.name")]
-    EmptyName { kind: &'static str },
+    Kind(String),
 }
 
-/// Decodes `document` (the YAML text of one document) as the kind named
-/// by `type_meta`.
-pub fn decode(type_meta: &TypeMeta, document: &str) -> Result<Decoded, DecodeError> {
-    let object = match (type_meta.api_version.as_str(), type_meta.kind.as_str()) {
-        (api, kind) if is_core_kind(kind) && api != "v1" => {
-            return Err(DecodeError::WrongApiVersion {
-                kind: kind.to_string(),
-                expected: "v1",
-                got: api.to_string(),
-            });
+/// Declares every kind: variant, type, `kind`, served `apiVersion`s,
+/// namespaced or not.
+macro_rules! kinds {
+    ($($variant:ident($ty:ty) = $kind:literal, $name:literal, [$($gv:literal),+], $namespaced:literal;)+) => {
+        /// One decoded configuration object.
+        #[derive(Debug, Clone, PartialEq)]
+        pub enum Object {
+            $($variant(Box<$ty>),)+
         }
-        (api, kind) if security_kind(kind) && !SECURITY_VERSIONS.contains(&api) => {
-            return Err(DecodeError::WrongGroupVersion {
-                kind: kind.to_string(),
-                expected: one_of(SECURITY_VERSIONS),
-                got: api.to_string(),
-            });
+
+        impl Object {
+            /// The name shown in messages (kubectl style; the Gateway API's
+            /// Gateway is `Gateway.gateway.networking.k8s.io`).
+            pub fn kind(&self) -> &'static str {
+                match self { $(Object::$variant(_) => $name,)+ }
+            }
+
+            pub fn meta(&self) -> &ObjectMeta {
+                match self { $(Object::$variant(o) => &o.metadata,)+ }
+            }
+
+            fn is_namespaced(&self) -> bool {
+                match self { $(Object::$variant(_) => $namespaced,)+ }
+            }
         }
-        (_, "AuthorizationPolicy") => {
-            let policy: AuthorizationPolicy = serde_yaml::from_str(document)?;
-            policy.validate()?;
-            Object::AuthorizationPolicy(policy)
+
+        /// The display name of a kind under an apiVersion, and whether it
+        /// is namespaced.
+        fn kind_info(api_version: &str, kind: &str) -> Option<(&'static str, bool)> {
+            let group = api_version.rsplit_once('/').map_or("", |(g, _)| g);
+            $(
+                if kind == $kind && [$($gv),+].iter().any(|gv: &&str| gv.rsplit_once('/').map_or("", |(g, _)| g) == group) {
+                    return Some(($name, $namespaced));
+                }
+            )+
+            None
         }
-        (_, "PeerAuthentication") => {
-            let policy: PeerAuthentication = serde_yaml::from_str(document)?;
-            policy.validate()?;
-            Object::PeerAuthentication(policy)
+
+        /// Decodes `node` as the kind named by `type_meta`. `Ok(None)` for
+        /// kinds weft does not know.
+        pub fn decode(type_meta: &TypeMeta, node: &YamlNode) -> Result<Option<Object>, DecodeError> {
+            let (api, kind) = (type_meta.api_version.as_str(), type_meta.kind.as_str());
+            $(
+                if kind == $kind {
+                    let served: &[&str] = &[$($gv),+];
+                    let group = |gv: &str| gv.rsplit_once('/').map_or("", |(g, _)| g).to_string();
+                    if served.iter().any(|gv| group(gv) == group(api)) {
+                        if !served.contains(&api) {
+                            return Err(DecodeError::Kind(format!(
+                                "{kind} is served as {}, not `{api}`",
+                                one_of(served)
+                            )));
+                        }
+                        let object: $ty = crate::yaml::de::from_node(node, FieldPath::root())
+                            .map_err(DecodeError::Read)?;
+                        let mut errors = object.validate();
+                        if object.metadata.name.is_empty() {
+                            errors.insert(0, invalid("metadata.name", "must be set"));
+                        } else if let Some(e) = check_name(&object.metadata.name) {
+                            errors.insert(0, invalid("metadata.name", e));
+                        }
+                        if let Some(ns) = &object.metadata.namespace
+                            && let Some(e) = check_label_value_name(ns)
+                        {
+                            errors.insert(0, invalid("metadata.namespace", e));
+                        }
+                        if !errors.is_empty() {
+                            return Err(DecodeError::Invalid(errors));
+                        }
+                        return Ok(Some(Object::$variant(Box::new(object))));
+                    }
+                }
+            )+
+            let served: Vec<&str> = [$(($kind, &[$($gv),+][..])),+]
+                .iter()
+                .filter(|(k, _)| *k == kind)
+                .flat_map(|(_, gvs)| gvs.iter().copied())
+                .collect();
+            if !served.is_empty() {
+                return Err(DecodeError::Kind(format!(
+                    "{kind} is served as {}, not `{api}`",
+                    one_of(&served)
+                )));
+            }
+            Ok(None)
         }
-        (_, "Namespace") => Object::Namespace(serde_yaml::from_str(document)?),
-        (_, "Node") => Object::Node(serde_yaml::from_str(document)?),
-        (_, "Pod") => Object::Pod(serde_yaml::from_str(document)?),
-        (_, "Service") => Object::Service(serde_yaml::from_str(document)?),
-        (_, "ServiceAccount") => Object::ServiceAccount(serde_yaml::from_str(document)?),
-        _ => return Ok(Decoded::Unknown(type_meta.clone())),
     };
-    if object.meta().name.is_empty() {
-        return Err(DecodeError::EmptyName {
-            kind: object.kind(),
-        });
+}
+
+kinds! {
+    Namespace(Namespace) = "Namespace", "Namespace", ["v1"], false;
+    Node(Node) = "Node", "Node", ["v1"], false;
+    Pod(Pod) = "Pod", "Pod", ["v1"], true;
+    Service(Service) = "Service", "Service", ["v1"], true;
+    ServiceAccount(ServiceAccount) = "ServiceAccount", "ServiceAccount", ["v1"], true;
+    EndpointSlice(EndpointSlice) = "EndpointSlice", "EndpointSlice", ["discovery.k8s.io/v1"], true;
+    VirtualService(VirtualService) = "VirtualService", "VirtualService",
+        ["networking.istio.io/v1", "networking.istio.io/v1beta1", "networking.istio.io/v1alpha3"], true;
+    DestinationRule(DestinationRule) = "DestinationRule", "DestinationRule",
+        ["networking.istio.io/v1", "networking.istio.io/v1beta1", "networking.istio.io/v1alpha3"], true;
+    Gateway(Gateway) = "Gateway", "Gateway",
+        ["networking.istio.io/v1", "networking.istio.io/v1beta1", "networking.istio.io/v1alpha3"], true;
+    ServiceEntry(ServiceEntry) = "ServiceEntry", "ServiceEntry",
+        ["networking.istio.io/v1", "networking.istio.io/v1beta1", "networking.istio.io/v1alpha3"], true;
+    WorkloadEntry(WorkloadEntry) = "WorkloadEntry", "WorkloadEntry",
+        ["networking.istio.io/v1", "networking.istio.io/v1beta1", "networking.istio.io/v1alpha3"], true;
+    AuthorizationPolicy(AuthorizationPolicy) = "AuthorizationPolicy", "AuthorizationPolicy",
+        ["security.istio.io/v1", "security.istio.io/v1beta1"], true;
+    PeerAuthentication(PeerAuthentication) = "PeerAuthentication", "PeerAuthentication",
+        ["security.istio.io/v1", "security.istio.io/v1beta1"], true;
+    RequestAuthentication(RequestAuthentication) = "RequestAuthentication", "RequestAuthentication",
+        ["security.istio.io/v1", "security.istio.io/v1beta1"], true;
+    Telemetry(Telemetry) = "Telemetry", "Telemetry",
+        ["telemetry.istio.io/v1", "telemetry.istio.io/v1alpha1"], true;
+    KubeGateway(KubeGateway) = "Gateway", "Gateway.gateway.networking.k8s.io",
+        ["gateway.networking.k8s.io/v1", "gateway.networking.k8s.io/v1beta1"], true;
+    HttpRoute(HttpRoute) = "HTTPRoute", "HTTPRoute",
+        ["gateway.networking.k8s.io/v1", "gateway.networking.k8s.io/v1beta1"], true;
+}
+
+/// Every kind's value rules; the default has none.
+pub trait Validate {
+    fn validate(&self) -> Vec<Invalid> {
+        Vec::new()
     }
-    Ok(Decoded::Object(Box::new(object)))
 }
 
-/// The served versions of `security.istio.io`.
-const SECURITY_VERSIONS: &[&str] = &["security.istio.io/v1", "security.istio.io/v1beta1"];
-
-fn security_kind(kind: &str) -> bool {
-    matches!(kind, "AuthorizationPolicy" | "PeerAuthentication")
-}
+impl Validate for Namespace {}
+impl Validate for Node {}
+impl Validate for ServiceAccount {}
 
 fn one_of(versions: &[&str]) -> String {
     let quoted: Vec<String> = versions.iter().map(|v| format!("`{v}`")).collect();
@@ -135,11 +221,44 @@ fn one_of(versions: &[&str]) -> String {
     }
 }
 
-fn is_core_kind(kind: &str) -> bool {
-    matches!(
-        kind,
-        "Namespace" | "Node" | "Pod" | "Service" | "ServiceAccount"
-    )
+/// A DNS-1123 subdomain (object names): lowercase alphanumerics, `-` and
+/// `.`, at most 253 characters, alphanumeric at both ends.
+pub fn check_name(name: &str) -> Option<String> {
+    let ok = name.len() <= 253
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-' || b == b'.')
+        && name
+            .bytes()
+            .next()
+            .is_some_and(|b| b.is_ascii_alphanumeric())
+        && name
+            .bytes()
+            .last()
+            .is_some_and(|b| b.is_ascii_alphanumeric());
+    (!ok).then(|| {
+        format!("`{name}` is not a valid name: lowercase letters, digits, '-' and '.', starting and ending with a letter or digit, at most 253 characters")
+    })
+}
+
+/// A DNS-1123 label (namespaces): like a name, without `.`, at most 63.
+pub fn check_label_value_name(name: &str) -> Option<String> {
+    let ok = !name.is_empty()
+        && name.len() <= 63
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+        && name
+            .bytes()
+            .next()
+            .is_some_and(|b| b.is_ascii_alphanumeric())
+        && name
+            .bytes()
+            .last()
+            .is_some_and(|b| b.is_ascii_alphanumeric());
+    (!ok).then(|| {
+        format!("`{name}` is not a valid namespace: lowercase letters, digits and '-', starting and ending with a letter or digit, at most 63 characters")
+    })
 }
 
 /// Identifies an object: kind, namespace (empty for cluster-scoped kinds)
@@ -161,37 +280,7 @@ impl std::fmt::Display for ObjectKey {
     }
 }
 
-// === impl Object ===
-
 impl Object {
-    pub fn kind(&self) -> &'static str {
-        match self {
-            Object::AuthorizationPolicy(_) => "AuthorizationPolicy",
-            Object::PeerAuthentication(_) => "PeerAuthentication",
-            Object::Namespace(_) => "Namespace",
-            Object::Node(_) => "Node",
-            Object::Pod(_) => "Pod",
-            Object::Service(_) => "Service",
-            Object::ServiceAccount(_) => "ServiceAccount",
-        }
-    }
-
-    pub fn meta(&self) -> &ObjectMeta {
-        match self {
-            Object::AuthorizationPolicy(o) => &o.metadata,
-            Object::PeerAuthentication(o) => &o.metadata,
-            Object::Namespace(o) => &o.metadata,
-            Object::Node(o) => &o.metadata,
-            Object::Pod(o) => &o.metadata,
-            Object::Service(o) => &o.metadata,
-            Object::ServiceAccount(o) => &o.metadata,
-        }
-    }
-
-    fn is_namespaced(&self) -> bool {
-        !matches!(self, Object::Namespace(_) | Object::Node(_))
-    }
-
     pub fn key(&self) -> ObjectKey {
         let meta = self.meta();
         ObjectKey {
@@ -206,19 +295,38 @@ impl Object {
     }
 }
 
-/// Reads `apiVersion` and `kind` from a parsed document.
-pub fn type_meta(value: &serde_yaml::Value) -> Result<TypeMeta, &'static str> {
-    #[derive(Deserialize)]
-    #[serde(rename_all = "camelCase")]
-    struct Raw {
-        api_version: Option<String>,
-        kind: Option<String>,
-    }
-    let raw: Raw = serde_yaml::from_value(value.clone())
-        .map_err(|_| "`apiVersion` and `kind` must be strings")?;
-    match (raw.api_version, raw.kind) {
-        (_, None) => Err("the document has no `kind`"),
-        (None, Some(_)) => Err("the document has no `apiVersion`"),
-        (Some(api_version), Some(kind)) => Ok(TypeMeta { api_version, kind }),
-    }
+/// The key of a document that may not decode, from its raw
+/// `metadata.name`/`namespace`, for keeping its last good version.
+pub fn key_of(type_meta: &TypeMeta, node: &YamlNode) -> Option<ObjectKey> {
+    let (kind, namespaced) = kind_info(&type_meta.api_version, &type_meta.kind)?;
+    let meta = node.get("metadata")?;
+    let name = meta.get("name")?.as_str()?.to_string();
+    let namespace = if namespaced {
+        meta.get("namespace")
+            .and_then(|n| n.as_str())
+            .filter(|n| !n.is_empty())
+            .unwrap_or("default")
+            .to_string()
+    } else {
+        String::new()
+    };
+    Some(ObjectKey {
+        kind,
+        namespace,
+        name,
+    })
+}
+
+/// Reads `apiVersion` and `kind`: the field at fault and why, if missing.
+pub fn type_meta(node: &YamlNode) -> Result<TypeMeta, (&'static str, String)> {
+    let text = |field: &'static str| match node.get(field) {
+        None => Err((field, format!("the document has no `{field}`"))),
+        Some(v) => match v.as_str() {
+            Some(s) if !s.is_empty() => Ok(s.to_string()),
+            _ => Err((field, format!("`{field}` must be a non-empty string"))),
+        },
+    };
+    let kind = text("kind")?;
+    let api_version = text("apiVersion")?;
+    Ok(TypeMeta { api_version, kind })
 }

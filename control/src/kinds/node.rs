@@ -3,9 +3,18 @@
 
 use serde::Deserialize;
 
-use super::ObjectMeta;
+use super::{Ignored, ObjectMeta};
 
 #[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct Node {
+    #[serde(default)]
+    api_version: Ignored,
+    #[serde(default)]
+    kind: Ignored,
     pub metadata: ObjectMeta,
+    #[serde(default)]
+    spec: Ignored,
+    #[serde(default)]
+    status: Ignored,
 }

@@ -17,6 +17,8 @@ pub struct PeerAuthentication {
     pub metadata: ObjectMeta,
     #[serde(default)]
     pub spec: PeerAuthenticationSpec,
+    #[serde(default)]
+    status: super::Ignored,
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Deserialize)]
@@ -70,10 +72,16 @@ impl PeerAuthentication {
     }
 }
 
+impl super::Validate for PeerAuthentication {
+    fn validate(&self) -> Vec<super::Invalid> {
+        self.check().err().into_iter().collect()
+    }
+}
+
 impl PeerAuthentication {
     /// Istio's value rules for PeerAuthentication.
-    pub fn validate(&self) -> Result<(), super::authorization_policy::Invalid> {
-        use super::authorization_policy::invalid;
+    fn check(&self) -> Result<(), super::Invalid> {
+        use super::invalid;
         if !self.spec.port_level_mtls.is_empty() && self.is_wide() {
             return Err(invalid(
                 "spec.portLevelMtls",

@@ -7,8 +7,15 @@ use serde::Deserialize;
 
 use super::ObjectMeta;
 
+/// Only `metadata` and the top level are strict: a PodSpec has far more
+/// fields than weft reads, and they are not checked.
 #[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct Pod {
+    #[serde(default)]
+    api_version: super::Ignored,
+    #[serde(default)]
+    kind: super::Ignored,
     pub metadata: ObjectMeta,
     #[serde(default)]
     pub spec: PodSpec,
@@ -106,5 +113,22 @@ impl Pod {
             .flat_map(|c| &c.ports)
             .find(|p| p.name.as_deref() == Some(name))
             .map(|p| p.container_port)
+    }
+}
+
+impl super::Validate for Pod {
+    fn validate(&self) -> Vec<super::Invalid> {
+        let mut e = Vec::new();
+        for (i, c) in self.spec.containers.iter().enumerate() {
+            for (j, p) in c.ports.iter().enumerate() {
+                if p.container_port == 0 {
+                    e.push(super::invalid(
+                        format!("spec.containers[{i}].ports[{j}].containerPort"),
+                        "0 is not a port number (1-65535)",
+                    ));
+                }
+            }
+        }
+        e
     }
 }

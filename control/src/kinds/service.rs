@@ -7,11 +7,20 @@ use serde::{Deserialize, Deserializer};
 
 use super::ObjectMeta;
 
+/// `metadata` and the top level are strict; fields of the spec that weft
+/// does not read (type, sessionAffinity, ...) are not checked.
 #[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct Service {
+    #[serde(default)]
+    api_version: super::Ignored,
+    #[serde(default)]
+    kind: super::Ignored,
     pub metadata: ObjectMeta,
     #[serde(default)]
     pub spec: ServiceSpec,
+    #[serde(default)]
+    status: super::Ignored,
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Deserialize)]
@@ -99,33 +108,49 @@ impl ServicePort {
 
 impl<'de> Deserialize<'de> for TargetPort {
     fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
-        #[derive(Deserialize)]
-        #[serde(untagged)]
-        enum Raw {
-            Number(u64),
-            Text(String),
-        }
-        let out_of_range =
-            |n| serde::de::Error::custom(format_args!("targetPort {n} is out of range (1-65535)"));
-        match Raw::deserialize(deserializer)? {
-            Raw::Number(n) => u16::try_from(n)
-                .ok()
-                .filter(|n| *n != 0)
-                .map(TargetPort::Number)
-                .ok_or_else(|| out_of_range(n)),
-            Raw::Text(s) if s.is_empty() => Err(serde::de::Error::custom(
+        deserializer.deserialize_any(IntOrStringVisitor)
+    }
+}
+
+/// Kubernetes' IntOrString.
+struct IntOrStringVisitor;
+
+fn port_number<E: serde::de::Error>(n: u64) -> Result<TargetPort, E> {
+    u16::try_from(n)
+        .ok()
+        .filter(|n| *n != 0)
+        .map(TargetPort::Number)
+        .ok_or_else(|| E::custom(format_args!("targetPort {n} is out of range (1-65535)")))
+}
+
+impl serde::de::Visitor<'_> for IntOrStringVisitor {
+    type Value = TargetPort;
+
+    fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("a port number or a container port name")
+    }
+
+    fn visit_u64<E: serde::de::Error>(self, n: u64) -> Result<TargetPort, E> {
+        port_number(n)
+    }
+
+    fn visit_i64<E: serde::de::Error>(self, n: i64) -> Result<TargetPort, E> {
+        Err(E::custom(format_args!(
+            "targetPort {n} is out of range (1-65535)"
+        )))
+    }
+
+    fn visit_str<E: serde::de::Error>(self, s: &str) -> Result<TargetPort, E> {
+        if s.is_empty() {
+            return Err(E::custom(
                 "targetPort is empty; give a port number or a container port name",
-            )),
-            // Kubernetes reads "8080" as a name that can never match; weft
-            // reads the number the user meant.
-            Raw::Text(s) => match s.parse::<u64>() {
-                Ok(n) => u16::try_from(n)
-                    .ok()
-                    .filter(|n| *n != 0)
-                    .map(TargetPort::Number)
-                    .ok_or_else(|| out_of_range(n)),
-                Err(_) => Ok(TargetPort::Name(s)),
-            },
+            ));
+        }
+        // Kubernetes reads "8080" as a name that can never match; weft
+        // reads the number the user meant.
+        match s.parse::<u64>() {
+            Ok(n) => port_number(n),
+            Err(_) => Ok(TargetPort::Name(s.to_string())),
         }
     }
 }
@@ -141,5 +166,35 @@ impl<'de> Deserialize<'de> for ClusterIp {
                 "clusterIP `{text}` is neither an IP address nor `None`"
             ))
         })
+    }
+}
+
+impl super::Validate for Service {
+    fn validate(&self) -> Vec<super::Invalid> {
+        let mut e = Vec::new();
+        let mut names = Vec::new();
+        for (i, p) in self.spec.ports.iter().enumerate() {
+            if p.port == 0 {
+                e.push(super::invalid(
+                    format!("spec.ports[{i}].port"),
+                    "0 is not a port number (1-65535)",
+                ));
+            }
+            if let Some(name) = &p.name {
+                if names.contains(&name) {
+                    e.push(super::invalid(
+                        format!("spec.ports[{i}].name"),
+                        format!("port name `{name}` is used twice"),
+                    ));
+                }
+                names.push(name);
+            } else if self.spec.ports.len() > 1 {
+                e.push(super::invalid(
+                    format!("spec.ports[{i}].name"),
+                    "with more than one port, every port needs a name",
+                ));
+            }
+        }
+        e
     }
 }

@@ -189,7 +189,8 @@ fn invalid_values_are_rejected_with_their_path() {
         ),
     ] {
         let err = parse_file(Path::new("t.yaml"), &policy("mesh", spec)).unwrap_err();
-        assert!(err.message.starts_with(path), "{spec}: {err}");
+        assert_eq!(err.path, path, "{spec}: {err}");
+        assert_eq!(err.object.as_deref(), Some("AuthorizationPolicy mesh/p"));
     }
 }
 

@@ -142,7 +142,7 @@ pub fn build(objects: &[Object], config: &ModelConfig) -> Model {
             Object::Service(svc) => services.insert(key.clone(), svc).is_some(),
             Object::AuthorizationPolicy(p) => authz.insert(key.clone(), p).is_some(),
             Object::PeerAuthentication(p) => peer_auths.insert(key.clone(), p).is_some(),
-            Object::Node(_) | Object::ServiceAccount(_) => false,
+            _ => false,
         };
         if replaced {
             tracing::warn!(object = %key, "object defined more than once; the last file wins");

@@ -2,9 +2,11 @@
 //! skipping dot-files such as editor swap files and ConfigMap `..data`
 //! links), watched with inotify and re-read on change.
 //!
-//! Each file keeps its last good objects: a file that stops parsing is
-//! reported, and what it held before keeps serving until it is fixed or
-//! deleted.
+//! Each object keeps its last good version: an object that stops
+//! validating is reported, and what it was before keeps serving until it
+//! is fixed or deleted; the other objects of the file apply. A file that
+//! is not YAML at all (syntax error, not UTF-8, over the size limit) keeps
+//! all of its last good objects.
 
 use std::{
     collections::BTreeMap,
@@ -16,7 +18,10 @@ use std::{
 use tokio::sync::{mpsc, watch};
 use tokio_util::sync::CancellationToken;
 
-use super::{FileError, Snapshot, parse::parse_file};
+use super::{
+    FileError, Snapshot,
+    parse::{Outcome, parse_outcomes},
+};
 use crate::kinds::Object;
 
 /// Quiet time after the last file event before re-reading: an editor's
@@ -42,13 +47,19 @@ pub enum DirError {
     },
 }
 
+/// Files larger than this are refused unread (the Kubernetes API
+/// refuses objects over 1.5 MiB; a file may hold many).
+pub const MAX_FILE_BYTES: u64 = 16 * 1024 * 1024;
+
 /// What the source remembers about one file.
 #[derive(Debug)]
 struct FileState {
-    content: Vec<u8>,
-    /// The objects of the last version that parsed.
+    /// Hash of the content, to skip unchanged files cheaply.
+    digest: [u8; 32],
+    /// The objects that apply: this version's good ones, and the last
+    /// good version of each rejected one.
     good: Vec<Object>,
-    error: Option<FileError>,
+    errors: Vec<FileError>,
 }
 
 /// The files of a config directory, parsed.
@@ -87,56 +98,67 @@ impl DirSource {
         }
 
         for path in paths {
-            let content = match std::fs::read(&path) {
-                Ok(content) => content,
+            let relative = path.strip_prefix(&self.root).unwrap_or(&path).to_path_buf();
+            let content = match read_bounded(&path) {
+                Ok(Some(content)) => content,
                 // Deleted between listing and reading: the next event
                 // brings the listing up to date.
-                Err(err) if err.kind() == std::io::ErrorKind::NotFound => continue,
-                Err(err) => {
-                    tracing::warn!(file = %path.display(), error = %err, "cannot read config file");
+                Ok(None) => continue,
+                Err(message) => {
+                    let digest = [0xff; 32];
+                    if self.files.get(&path).is_some_and(|f| f.digest == digest) {
+                        continue;
+                    }
+                    changed = true;
+                    let error = whole_file_error(&relative, 1, 1, message);
+                    let previous = self.files.remove(&path).map(|f| f.good).unwrap_or_default();
+                    let mut state = reject_file(previous, error);
+                    state.digest = digest;
+                    self.files.insert(path, state);
                     continue;
                 }
             };
-            if self.files.get(&path).is_some_and(|f| f.content == content) {
+            let digest = sha256(&content);
+            if self.files.get(&path).is_some_and(|f| f.digest == digest) {
                 continue;
             }
             changed = true;
-            let relative = path.strip_prefix(&self.root).unwrap_or(&path).to_path_buf();
-            let parsed = match std::str::from_utf8(&content) {
-                Ok(text) => parse_file(&relative, text),
-                Err(err) => Err(FileError {
-                    file: relative.clone(),
-                    line: 1,
-                    column: 1,
-                    message: format!("the file is not UTF-8 ({err})"),
-                }),
-            };
             let previous = self.files.remove(&path).map(|f| f.good).unwrap_or_default();
-            let state = match parsed {
-                Ok(objects) => {
-                    tracing::debug!(file = %relative.display(), objects = objects.len(), "config file loaded");
-                    FileState {
-                        content,
-                        good: objects,
-                        error: None,
-                    }
-                }
-                Err(error) => {
-                    tracing::warn!(
-                        file = %error.file.display(),
-                        line = error.line,
-                        column = error.column,
-                        reason = error.message,
-                        kept_objects = previous.len(),
-                        "config file rejected; its last good version keeps serving"
-                    );
-                    FileState {
-                        content,
-                        good: previous,
-                        error: Some(error),
-                    }
+            let outcomes = match std::str::from_utf8(&content) {
+                Ok(text) => parse_outcomes(&relative, text),
+                Err(err) => {
+                    let line = content[..err.valid_up_to()]
+                        .iter()
+                        .filter(|b| **b == b'\n')
+                        .count()
+                        + 1;
+                    Err(whole_file_error(
+                        &relative,
+                        line,
+                        1,
+                        format!(
+                            "the file is not UTF-8 text (invalid byte at offset {}); save it as UTF-8",
+                            err.valid_up_to()
+                        ),
+                    ))
                 }
             };
+            let mut state = match outcomes {
+                Ok(outcomes) => apply_outcomes(previous, outcomes),
+                Err(error) => reject_file(previous, error),
+            };
+            state.digest = digest;
+            for error in &state.errors {
+                tracing::warn!(
+                    file = %error.file.display(),
+                    line = error.line,
+                    column = error.column,
+                    object = error.object.as_deref().unwrap_or(""),
+                    path = error.path,
+                    reason = error.message,
+                    "config rejected; the last good version keeps serving"
+                );
+            }
             self.files.insert(path, state);
         }
         Ok(changed)
@@ -152,7 +174,7 @@ impl DirSource {
             errors: self
                 .files
                 .values()
-                .filter_map(|f| f.error.clone())
+                .flat_map(|f| f.errors.iter().cloned())
                 .collect(),
         }
     }
@@ -216,6 +238,85 @@ impl DirSource {
             }
         })
     }
+}
+
+/// A file rejected as a whole keeps all its last good objects.
+fn reject_file(previous: Vec<Object>, error: FileError) -> FileState {
+    FileState {
+        digest: [0; 32],
+        good: previous,
+        errors: vec![error],
+    }
+}
+
+/// The new version's objects; a rejected object that the previous version
+/// of the file had keeps that version.
+fn apply_outcomes(previous: Vec<Object>, outcomes: Vec<Outcome>) -> FileState {
+    let mut good = Vec::new();
+    let mut errors = Vec::new();
+    let mut kept = Vec::new();
+    for outcome in outcomes {
+        match outcome {
+            Outcome::Object(o) => good.push(o),
+            Outcome::Skipped => {}
+            Outcome::Rejected { key, error } => {
+                if let Some(key) = key {
+                    kept.push(key);
+                }
+                errors.push(error);
+            }
+        }
+    }
+    for old in previous {
+        let key = old.key();
+        if kept.contains(&key) && !good.iter().any(|o| o.key() == key) {
+            good.push(old);
+        }
+    }
+    FileState {
+        digest: [0; 32],
+        good,
+        errors,
+    }
+}
+
+fn whole_file_error(file: &Path, line: usize, column: usize, message: String) -> FileError {
+    FileError {
+        file: file.to_path_buf(),
+        line,
+        column,
+        object: None,
+        path: String::new(),
+        message,
+    }
+}
+
+/// The file's bytes, `None` if it vanished, or why it is refused.
+fn read_bounded(path: &Path) -> Result<Option<Vec<u8>>, String> {
+    use std::io::Read;
+    let file = match std::fs::File::open(path) {
+        Ok(f) => f,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+        Err(e) => return Err(format!("cannot read the file: {e}")),
+    };
+    let mut content = Vec::new();
+    file.take(MAX_FILE_BYTES + 1)
+        .read_to_end(&mut content)
+        .map_err(|e| format!("cannot read the file: {e}"))?;
+    if content.len() as u64 > MAX_FILE_BYTES {
+        return Err(format!(
+            "the file is larger than {} MiB; split it into smaller files",
+            MAX_FILE_BYTES / (1024 * 1024)
+        ));
+    }
+    Ok(Some(content))
+}
+
+fn sha256(bytes: &[u8]) -> [u8; 32] {
+    let digest = ring::digest::digest(&ring::digest::SHA256, bytes);
+    let mut out = [0; 32];
+    out.copy_from_slice(digest.as_ref());
+    out
 }
 
 /// Waits until events stop for [`DEBOUNCE_QUIET`], or [`DEBOUNCE_MAX`].

@@ -19,14 +19,31 @@ pub struct Snapshot {
     pub errors: Vec<FileError>,
 }
 
-/// A rejected configuration file: where, and why.
+/// A rejected object or file: where, which object, which field, and why.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, thiserror::Error)]
-#[error("{}:{line}:{column}: {message}", file.display())]
 pub struct FileError {
     pub file: PathBuf,
     /// 1-based.
     pub line: usize,
     /// 1-based.
     pub column: usize,
+    /// `Kind namespace/name` when the object could be identified.
+    pub object: Option<String>,
+    /// The field at fault (`spec.http[0].route`), empty for the document.
+    pub path: String,
+    /// The reason.
     pub message: String,
+}
+
+impl std::fmt::Display for FileError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}:{}:{}: ", self.file.display(), self.line, self.column)?;
+        if let Some(object) = &self.object {
+            write!(f, "{object}: ")?;
+        }
+        if !self.path.is_empty() {
+            write!(f, "{}: ", self.path)?;
+        }
+        f.write_str(&self.message)
+    }
 }

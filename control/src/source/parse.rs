@@ -1,165 +1,253 @@
-//! One YAML file → objects, or a [`FileError`] with the line, column and
-//! reason. A file is all or nothing: one bad document rejects the file.
+//! One YAML file → objects, each accepted or rejected on its own with the
+//! file, line, column, object, field path and reason. A file that is not
+//! YAML at all (a syntax error, or over a limit) is rejected as a whole.
+//!
+//! Documents may be single objects or `kind: List` with `items`.
 
-use std::path::Path;
+use std::{path::Path, rc::Rc};
 
 use super::FileError;
-use crate::kinds::{self, Decoded, Object};
+use crate::{
+    kinds::{self, DecodeError, Object, ObjectKey},
+    yaml::{self, Limits, Node, Value, path::FieldPath},
+};
 
-/// Parses every document in `text`. Kinds weft does not know are logged and
-/// skipped.
+/// What one document (or List item) of a file became.
+#[derive(Debug)]
+pub enum Outcome {
+    Object(Object),
+    /// Rejected; `key` when the object could still be identified (so
+    /// that its last good version can keep serving).
+    Rejected {
+        key: Option<ObjectKey>,
+        error: FileError,
+    },
+    /// A kind weft does not handle (logged).
+    Skipped,
+}
+
+/// Parses every document of `text`: `Err` only when the file as a whole
+/// is not usable.
+pub fn parse_outcomes(path: &Path, text: &str) -> Result<Vec<Outcome>, FileError> {
+    let docs = yaml::parse(text, Limits::default()).map_err(|e| {
+        let (line, column, message) = match glued_key_before(text, e.mark.line) {
+            Some((line, column, glued)) => (line, column, glued_message(&glued, &e.message)),
+            None => (e.mark.line, e.mark.column, e.message.clone()),
+        };
+        FileError {
+            file: path.to_path_buf(),
+            line,
+            column,
+            object: None,
+            path: String::new(),
+            message,
+        }
+    })?;
+    let mut outcomes = Vec::new();
+    for doc in docs {
+        let root = &doc.root;
+        let is_list = root.get("kind").and_then(|k| k.as_str()) == Some("List")
+            || root
+                .get("kind")
+                .and_then(|k| k.as_str())
+                .is_some_and(|k| k.ends_with("List") && root.get("items").is_some());
+        if is_list {
+            match root.get("items").map(|i| &i.value) {
+                Some(Value::Seq(items)) => {
+                    for (i, item) in items.iter().enumerate() {
+                        outcomes.push(one(path, item, FieldPath::root().key("items").index(i)));
+                    }
+                }
+                Some(Value::Null) | None => {}
+                Some(_) => outcomes.push(Outcome::Rejected {
+                    key: None,
+                    error: error_at(
+                        path,
+                        root,
+                        &FieldPath::parse("items"),
+                        None,
+                        "`items` must be a list".into(),
+                    ),
+                }),
+            }
+        } else {
+            outcomes.push(one(path, root, FieldPath::root()));
+        }
+    }
+    Ok(outcomes)
+}
+
+/// Parses a file, all or nothing: the objects, or the first error.
+/// (Tests and one-shot tools; the directory source uses
+/// [`parse_outcomes`].)
 pub fn parse_file(path: &Path, text: &str) -> Result<Vec<Object>, FileError> {
     let mut objects = Vec::new();
-    for doc in split_documents(text) {
-        if let Some(object) = parse_document(path, &doc)? {
-            objects.push(object);
+    for outcome in parse_outcomes(path, text)? {
+        match outcome {
+            Outcome::Object(o) => objects.push(o),
+            Outcome::Rejected { error, .. } => return Err(error),
+            Outcome::Skipped => {}
         }
     }
     Ok(objects)
 }
 
-/// One document of a multi-document file.
-struct Document {
-    /// 1-based line of the document's first line in the file.
-    first_line: usize,
-    /// The document's text, preceded by `first_line - 1` newlines so that
-    /// the YAML parser's line numbers are the file's.
-    padded: String,
-}
-
-impl Document {
-    fn lines(&self) -> impl Iterator<Item = (usize, &str)> {
-        self.padded
-            .lines()
-            .enumerate()
-            .skip(self.first_line - 1)
-            .map(|(i, line)| (i + 1, line))
+fn one(file: &Path, node: &Rc<Node>, at: FieldPath) -> Outcome {
+    let reject = |key: Option<ObjectKey>, error| Outcome::Rejected { key, error };
+    if !matches!(node.value, Value::Map(_)) {
+        let message = match node.as_str() {
+            Some(s) if looks_like_glued_key(s) => glued_message(s, "the document is one string"),
+            _ => format!(
+                "a document must be a mapping with `apiVersion`, `kind` and `metadata`, not {}",
+                node.describe()
+            ),
+        };
+        return reject(
+            None,
+            error_at(file, node, &FieldPath::root(), None, message),
+        );
     }
-
-    fn is_empty(&self) -> bool {
-        self.lines().all(|(_, line)| {
-            let line = line.trim();
-            line.is_empty() || line.starts_with('#')
-        })
-    }
-
-    /// The first line with content, for errors about the whole document.
-    fn content_line(&self) -> usize {
-        self.lines()
-            .find(|(_, line)| {
-                let line = line.trim();
-                !line.is_empty() && !line.starts_with('#')
-            })
-            .map_or(self.first_line, |(n, _)| n)
-    }
-}
-
-/// Splits at `---` lines. A `---` at the start of a line always starts a
-/// new document in YAML, so this agrees with the parser.
-fn split_documents(text: &str) -> Vec<Document> {
-    let mut docs = Vec::new();
-    let mut current = Document {
-        first_line: 1,
-        padded: String::new(),
-    };
-    for (i, line) in text.lines().enumerate() {
-        let line_no = i + 1;
-        let is_marker =
-            line.starts_with("---") && line[3..].chars().next().is_none_or(char::is_whitespace);
-        if is_marker || line == "..." {
-            docs.push(current);
-            current = Document {
-                first_line: line_no,
-                padded: "\n".repeat(line_no - 1),
-            };
-            // `--- key: value` keeps its content, with the marker blanked.
-            let rest = if is_marker { &line[3..] } else { "" };
-            current.padded.push_str("   ");
-            current.padded.push_str(rest);
-            current.padded.push('\n');
-        } else {
-            current.padded.push_str(line);
-            current.padded.push('\n');
-        }
-    }
-    docs.push(current);
-    docs.retain(|d| !d.is_empty());
-    docs
-}
-
-fn parse_document(path: &Path, doc: &Document) -> Result<Option<Object>, FileError> {
-    let error = |line: usize, column: usize, message: String| {
-        // A `key:value` line is the usual cause of a confusing error
-        // further down; point at it instead.
-        match missing_space_after_colon(doc, line) {
-            Some((hint_line, hint_column, text)) => FileError {
-                file: path.to_path_buf(),
-                line: hint_line,
-                column: hint_column,
-                message: format!(
-                    "`{text}` has no space after ':', so YAML reads it as one string, not a key and a value (parser: {message})"
-                ),
-            },
-            None => FileError {
-                file: path.to_path_buf(),
-                line,
-                column,
-                message,
-            },
+    let type_meta = match kinds::type_meta(node) {
+        Ok(t) => t,
+        Err((field, reason)) => {
+            return reject(
+                None,
+                error_at(file, node, &FieldPath::parse(field), None, reason),
+            );
         }
     };
-    let yaml_error = |err: serde_yaml::Error| {
-        let (line, column) = err
-            .location()
-            .map_or((doc.content_line(), 1), |l| (l.line(), l.column()));
-        error(line, column, strip_location(err.to_string(), line, column))
-    };
-
-    let value: serde_yaml::Value = serde_yaml::from_str(&doc.padded).map_err(yaml_error)?;
-    if value.is_null() {
-        return Ok(None);
-    }
-    if !value.is_mapping() {
-        return Err(error(
-            doc.content_line(),
-            1,
-            "a document must be a mapping with `apiVersion`, `kind` and `metadata`".into(),
-        ));
-    }
-    let type_meta = kinds::type_meta(&value)
-        .map_err(|reason| error(doc.content_line(), 1, reason.to_string()))?;
-    match kinds::decode(&type_meta, &doc.padded) {
-        Ok(Decoded::Object(object)) => Ok(Some(*object)),
-        Ok(Decoded::Unknown(type_meta)) => {
+    let key = kinds::key_of(&type_meta, node);
+    let object_name = key
+        .as_ref()
+        .map(ToString::to_string)
+        .or_else(|| Some(type_meta.kind.clone()));
+    match kinds::decode(&type_meta, node) {
+        Ok(Some(object)) => Outcome::Object(object),
+        Ok(None) => {
             tracing::info!(
-                file = %path.display(),
-                line = doc.content_line(),
+                file = %file.display(),
+                line = node.mark.line,
                 api_version = type_meta.api_version,
                 kind = type_meta.kind,
-                "ignoring a kind weft does not handle yet"
+                "ignoring a kind weft does not handle"
             );
-            Ok(None)
+            Outcome::Skipped
         }
-        Err(kinds::DecodeError::Yaml(err)) => Err(yaml_error(err)),
-        Err(err) => Err(error(doc.content_line(), 1, err.to_string())),
+        Err(DecodeError::Read(e)) => {
+            let mark = e.mark.unwrap_or(node.mark);
+            let field = e.path.clone().unwrap_or_default();
+            let offending = field.locate_value(node);
+            let message = match offending.and_then(|n| n.as_str()) {
+                Some(s) if looks_like_glued_key(s) => glued_message(s, &e.message),
+                _ => e.message.clone(),
+            };
+            reject(
+                key,
+                FileError {
+                    file: file.to_path_buf(),
+                    line: mark.line,
+                    column: mark.column,
+                    object: object_name,
+                    path: prefixed(&at, &field),
+                    message,
+                },
+            )
+        }
+        Err(DecodeError::Invalid(errors)) => {
+            // The first; `validate` reports them all.
+            let first = errors.into_iter().next().expect("at least one");
+            let field = FieldPath::parse(&first.path);
+            let mut error = error_at(file, node, &field, object_name, first.message);
+            error.path = prefixed(&at, &field);
+            reject(key, error)
+        }
+        Err(e @ DecodeError::Kind(_)) => {
+            let field = FieldPath::parse("apiVersion");
+            let mut error = error_at(file, node, &field, object_name, e.to_string());
+            error.path = prefixed(&at, &field);
+            reject(key, error)
+        }
     }
 }
 
-/// serde_yaml ends its messages with " at line L column C"; the location
-/// is reported separately.
-fn strip_location(message: String, line: usize, column: usize) -> String {
-    let suffix = format!(" at line {line} column {column}");
-    match message.strip_suffix(&suffix) {
-        Some(stripped) => stripped.to_string(),
-        None => message,
+/// Every error of every document, for `validate`: like
+/// [`parse_outcomes`], but a document with several broken value rules
+/// reports each.
+pub fn all_errors(path: &Path, text: &str) -> Vec<FileError> {
+    let outcomes = match parse_outcomes(path, text) {
+        Ok(o) => o,
+        Err(e) => return vec![e],
+    };
+    let mut errors: Vec<FileError> = outcomes
+        .into_iter()
+        .filter_map(|o| match o {
+            Outcome::Rejected { error, .. } => Some(error),
+            _ => None,
+        })
+        .collect();
+    // Value rules beyond the first of each object.
+    if let Ok(docs) = yaml::parse(text, Limits::default()) {
+        for doc in docs {
+            let Ok(type_meta) = kinds::type_meta(&doc.root) else {
+                continue;
+            };
+            if let Err(DecodeError::Invalid(all)) = kinds::decode(&type_meta, &doc.root) {
+                let name = kinds::key_of(&type_meta, &doc.root).map(|k| k.to_string());
+                for invalid in all.into_iter().skip(1) {
+                    let field = FieldPath::parse(&invalid.path);
+                    errors.push(error_at(
+                        path,
+                        &doc.root,
+                        &field,
+                        name.clone(),
+                        invalid.message,
+                    ));
+                }
+            }
+        }
     }
+    errors.sort_by_key(|e| (e.line, e.column));
+    errors
+}
+
+fn prefixed(at: &FieldPath, field: &FieldPath) -> String {
+    let mut all = at.clone();
+    all.0.extend(field.0.iter().cloned());
+    all.to_string()
+}
+
+fn error_at(
+    file: &Path,
+    root: &Node,
+    field: &FieldPath,
+    object: Option<String>,
+    message: String,
+) -> FileError {
+    let mark = field.locate(root);
+    FileError {
+        file: file.to_path_buf(),
+        line: mark.line,
+        column: mark.column,
+        object,
+        path: field.to_string(),
+        message,
+    }
+}
+
+fn glued_message(text: &str, cause: &str) -> String {
+    let shown: String = text.chars().take(60).collect();
+    format!(
+        "`{shown}` has no space after ':', so YAML reads it as one string, not a key and a value ({cause})"
+    )
 }
 
 /// Finds a line at or before `until` that looks like `key:value` (a mapping
-/// key with no space after the colon, as in `kind:DestinationRule`).
-fn missing_space_after_colon(doc: &Document, until: usize) -> Option<(usize, usize, String)> {
+/// key with no space after the colon, as in `kind:DestinationRule`), for
+/// syntax errors that such a line caused further down.
+fn glued_key_before(text: &str, until: usize) -> Option<(usize, usize, String)> {
     let mut in_block_scalar: Option<usize> = None;
-    for (line_no, line) in doc.lines() {
+    for (i, line) in text.lines().enumerate() {
+        let line_no = i + 1;
         if line_no > until {
             break;
         }
@@ -187,7 +275,8 @@ fn missing_space_after_colon(doc: &Document, until: usize) -> Option<(usize, usi
 
 /// `key:value` where key is an identifier and value does not start with a
 /// space, `/` (a URL) or `:`.
-fn looks_like_glued_key(body: &str) -> bool {
+pub fn looks_like_glued_key(body: &str) -> bool {
+    let body = body.trim_start_matches("- ").trim();
     let Some((key, value)) = body.split_once(':') else {
         return false;
     };
@@ -203,72 +292,5 @@ fn looks_like_glued_key(body: &str) -> bool {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn parse(text: &str) -> Result<Vec<Object>, FileError> {
-        parse_file(Path::new("test.yaml"), text)
-    }
-
-    #[test]
-    fn multi_document_file() {
-        let objects = parse(
-            "# leading comment\n---\napiVersion: v1\nkind: Namespace\nmetadata:\n  name: a\n---\n---\napiVersion: v1\nkind: ServiceAccount\nmetadata: {name: sa, namespace: a}\n",
-        )
-        .unwrap();
-        let keys: Vec<String> = objects.iter().map(|o| o.key().to_string()).collect();
-        assert_eq!(keys, ["Namespace a", "ServiceAccount a/sa"]);
-    }
-
-    #[test]
-    fn seed_destination_rule_is_rejected_at_its_kind_line() {
-        let text = "apiVersion: v1\nkind: Namespace\nmetadata:\n  name: ok\n---\napiVersion: networking.istio.io/v1alpha3\nkind:DestinationRule\nmetadata:\nname:my-service\nspec:\nhost:my-service.default.svc.cluster.local\n";
-        let err = parse(text).unwrap_err();
-        assert_eq!((err.line, err.column), (7, 1), "{err}");
-        assert!(
-            err.message
-                .contains("`kind:DestinationRule` has no space after ':'"),
-            "{err}"
-        );
-        assert!(err.to_string().starts_with("test.yaml:7:1: "), "{err}");
-    }
-
-    #[test]
-    fn glued_key_inside_metadata() {
-        let err = parse("apiVersion: v1\nkind: Pod\nmetadata:\n  name:web\n").unwrap_err();
-        assert_eq!((err.line, err.column), (4, 3), "{err}");
-    }
-
-    #[test]
-    fn type_errors_carry_the_file_line() {
-        let text = "apiVersion: v1\nkind: Namespace\nmetadata: {name: a}\n---\napiVersion: v1\nkind: Pod\nmetadata:\n  name: web\nstatus:\n  podIP: 10.0.0.300\n";
-        let err = parse(text).unwrap_err();
-        assert_eq!(err.line, 10, "{err}");
-        assert!(err.message.contains("status.podIP"), "{err}");
-        assert!(!err.message.contains(" at line "), "{err}");
-    }
-
-    #[test]
-    fn missing_kind_and_wrong_api_version() {
-        let err = parse("\n\napiVersion: v1\nmetadata: {name: a}\n").unwrap_err();
-        assert_eq!(err.line, 3);
-        assert!(err.message.contains("no `kind`"), "{err}");
-        let err = parse("apiVersion: apps/v1\nkind: Pod\nmetadata: {name: a}\n").unwrap_err();
-        assert!(err.message.contains("apiVersion `v1`"), "{err}");
-    }
-
-    #[test]
-    fn unknown_kinds_are_skipped() {
-        let objects =
-            parse("apiVersion: apps/v1\nkind: Deployment\nmetadata: {name: a}\n").unwrap();
-        assert!(objects.is_empty());
-    }
-
-    #[test]
-    fn urls_and_block_scalars_are_not_glued_keys() {
-        let text = "apiVersion: v1\nkind: Namespace\nmetadata:\n  name: a\n  annotations:\n    docs: |\n      see:this\n    link: http://x\n";
-        assert_eq!(parse(text).unwrap().len(), 1);
-        assert!(!looks_like_glued_key("http://example.com"));
-        assert!(looks_like_glued_key("simple:ROUND_ROBIN"));
-    }
-}
+#[path = "parse_tests.rs"]
+mod tests;

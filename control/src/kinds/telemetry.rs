@@ -1,0 +1,222 @@
+//! telemetry.istio.io Telemetry: tracing, metrics and access logging
+//! providers per workload. Fields follow istio/api
+//! `telemetry/v1alpha1/telemetry.proto`.
+
+use std::collections::BTreeMap;
+
+use serde::Deserialize;
+
+use super::{
+    Ignored, Invalid, ObjectMeta, Validate, invalid,
+    istio::Duration,
+    selector::{PolicyTargetReference, WorkloadSelector},
+};
+
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct Telemetry {
+    #[serde(default)]
+    api_version: Ignored,
+    #[serde(default)]
+    kind: Ignored,
+    pub metadata: ObjectMeta,
+    #[serde(default)]
+    pub spec: TelemetrySpec,
+    #[serde(default)]
+    status: Ignored,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct TelemetrySpec {
+    #[serde(default)]
+    pub selector: Option<WorkloadSelector>,
+    #[serde(default)]
+    pub target_ref: Option<PolicyTargetReference>,
+    #[serde(default)]
+    pub target_refs: Vec<PolicyTargetReference>,
+    #[serde(default)]
+    pub tracing: Vec<Tracing>,
+    #[serde(default)]
+    pub metrics: Vec<Metrics>,
+    #[serde(default)]
+    pub access_logging: Vec<AccessLogging>,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ProviderRef {
+    #[serde(default)]
+    pub name: String,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct Tracing {
+    #[serde(default, rename = "match")]
+    pub matches: Option<ModeMatch>,
+    #[serde(default)]
+    pub providers: Vec<ProviderRef>,
+    #[serde(default)]
+    pub random_sampling_percentage: Option<f64>,
+    #[serde(default)]
+    pub disable_span_reporting: Option<bool>,
+    #[serde(default)]
+    pub custom_tags: BTreeMap<String, Ignored>,
+    #[serde(default)]
+    pub enable_istio_tags: Option<bool>,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ModeMatch {
+    #[serde(default)]
+    pub mode: Option<WorkloadMode>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "SCREAMING_SNAKE_CASE")]
+pub enum WorkloadMode {
+    ClientAndServer,
+    Client,
+    Server,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct Metrics {
+    #[serde(default)]
+    pub providers: Vec<ProviderRef>,
+    #[serde(default)]
+    pub overrides: Vec<MetricsOverride>,
+    #[serde(default)]
+    pub reporting_interval: Option<Duration>,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct MetricsOverride {
+    #[serde(default, rename = "match")]
+    pub matches: Option<MetricSelector>,
+    #[serde(default)]
+    pub disabled: Option<bool>,
+    #[serde(default)]
+    pub tag_overrides: BTreeMap<String, TagOverride>,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct MetricSelector {
+    #[serde(default)]
+    pub metric: Option<String>,
+    #[serde(default)]
+    pub custom_metric: Option<String>,
+    #[serde(default)]
+    pub mode: Option<WorkloadMode>,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TagOverride {
+    #[serde(default)]
+    pub operation: Option<String>,
+    #[serde(default)]
+    pub value: Option<String>,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct AccessLogging {
+    #[serde(default, rename = "match")]
+    pub matches: Option<ModeMatch>,
+    #[serde(default)]
+    pub providers: Vec<ProviderRef>,
+    #[serde(default)]
+    pub disabled: Option<bool>,
+    #[serde(default)]
+    pub filter: Option<AccessLogFilter>,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AccessLogFilter {
+    #[serde(default)]
+    pub expression: String,
+}
+
+/// Istio's standard metric names.
+const METRICS: &[&str] = &[
+    "ALL_METRICS",
+    "REQUEST_COUNT",
+    "REQUEST_DURATION",
+    "REQUEST_SIZE",
+    "RESPONSE_SIZE",
+    "TCP_OPENED_CONNECTIONS",
+    "TCP_CLOSED_CONNECTIONS",
+    "TCP_SENT_BYTES",
+    "TCP_RECEIVED_BYTES",
+    "GRPC_REQUEST_MESSAGES",
+    "GRPC_RESPONSE_MESSAGES",
+];
+
+impl Validate for Telemetry {
+    fn validate(&self) -> Vec<Invalid> {
+        let mut e = Vec::new();
+        let spec = &self.spec;
+        if spec.selector.is_some() && (spec.target_ref.is_some() || !spec.target_refs.is_empty()) {
+            e.push(invalid(
+                "spec.selector",
+                "only one of `selector` and `targetRef`/`targetRefs` may be set",
+            ));
+        }
+        let providers = |list: &[ProviderRef], at: &str, e: &mut Vec<Invalid>| {
+            for (j, p) in list.iter().enumerate() {
+                if p.name.is_empty() {
+                    e.push(invalid(format!("{at}.providers[{j}].name"), "must be set"));
+                }
+            }
+        };
+        for (i, t) in spec.tracing.iter().enumerate() {
+            let at = format!("spec.tracing[{i}]");
+            providers(&t.providers, &at, &mut e);
+            if let Some(p) = t.random_sampling_percentage
+                && !(0.0..=100.0).contains(&p)
+            {
+                e.push(invalid(
+                    format!("{at}.randomSamplingPercentage"),
+                    format!("{p} is not a percentage (0-100)"),
+                ));
+            }
+        }
+        for (i, m) in spec.metrics.iter().enumerate() {
+            let at = format!("spec.metrics[{i}]");
+            providers(&m.providers, &at, &mut e);
+            for (j, o) in m.overrides.iter().enumerate() {
+                if let Some(sel) = &o.matches
+                    && let Some(metric) = &sel.metric
+                    && !METRICS.contains(&metric.as_str())
+                {
+                    e.push(invalid(
+                        format!("{at}.overrides[{j}].match.metric"),
+                        format!("`{metric}` is not one of {}", METRICS.join(", ")),
+                    ));
+                }
+                for (tag, op) in &o.tag_overrides {
+                    if let Some(kind) = &op.operation
+                        && kind != "UPSERT"
+                        && kind != "REMOVE"
+                    {
+                        e.push(invalid(
+                            format!("{at}.overrides[{j}].tagOverrides[\"{tag}\"].operation"),
+                            "must be UPSERT or REMOVE",
+                        ));
+                    }
+                }
+            }
+        }
+        for (i, a) in spec.access_logging.iter().enumerate() {
+            providers(&a.providers, &format!("spec.accessLogging[{i}]"), &mut e);
+        }
+        e
+    }
+}
