@@ -35,6 +35,10 @@ pub struct Config {
     /// Istio's root namespace: AuthorizationPolicies and
     /// PeerAuthentications there without a selector apply mesh-wide.
     pub root_namespace: String,
+    /// More root certificates (PEM) to put in the trust bundle besides the
+    /// CA's own: during a root rotation, the root being retired (or, before
+    /// switching, the one being introduced), so that both are trusted.
+    pub extra_trust_roots: Option<PathBuf>,
 }
 
 /// The CA's signing certificate and key.
@@ -84,6 +88,7 @@ impl Config {
             cluster_id: "Kubernetes".into(),
             domain_suffix: "cluster.local".into(),
             root_namespace: "istio-system".into(),
+            extra_trust_roots: None,
         }
     }
 

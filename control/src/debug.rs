@@ -6,7 +6,8 @@
 //! | `/debug/syncz` | JSON: each connected agent's stream (sent/acked nonces, last NACK) |
 //! | `/debug/config_errors` | JSON: rejected config files (file, line, column, message) |
 //! | `/debug/config` | JSON: the effective control plane config |
-//! | `/debug/resources` | JSON: resource name → version of the current model |
+//! | `/debug/resources` | JSON: type URL → resource name → version of the current model |
+//! | `/debug/analysis` | JSON: analysis findings of the current config |
 
 use std::{
     convert::Infallible,
@@ -33,6 +34,7 @@ pub struct DebugState {
     pub snapshot: watch::Receiver<Arc<Snapshot>>,
     pub model: watch::Receiver<Arc<Model>>,
     pub syncz: Arc<SyncRegistry>,
+    pub findings: Arc<std::sync::Mutex<Vec<crate::analysis::Finding>>>,
 }
 
 /// Serves until `shutdown`.
@@ -81,16 +83,33 @@ fn route(state: &DebugState, method: &Method, path: &str) -> Response<Full<Bytes
         "/debug/config" => json(&state.config),
         "/debug/resources" => {
             let model = state.model.borrow();
-            let versions: std::collections::BTreeMap<&str, &str> = model
-                .resources
-                .values()
-                .map(|r| (r.name.as_str(), r.version.as_str()))
-                .collect();
+            let versions: std::collections::BTreeMap<&str, std::collections::BTreeMap<&str, &str>> =
+                crate::xds::SERVED_TYPES
+                    .iter()
+                    .filter_map(|t| Some((*t, model.of_type(t)?)))
+                    .map(|(t, resources)| {
+                        (
+                            t,
+                            resources
+                                .values()
+                                .map(|r| (r.name.as_str(), r.version.as_str()))
+                                .collect(),
+                        )
+                    })
+                    .collect();
             json(&versions)
+        }
+        "/debug/analysis" => {
+            let findings = state
+                .findings
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .clone();
+            json(&findings)
         }
         _ => text(
             StatusCode::NOT_FOUND,
-            "not found; try /ready, /debug/syncz, /debug/config_errors, /debug/config, /debug/resources\n",
+            "not found; try /ready, /debug/syncz, /debug/config_errors, /debug/config, /debug/resources, /debug/analysis\n",
         ),
     }
 }

@@ -23,6 +23,7 @@ pub mod model;
 mod server;
 pub mod source;
 pub mod spiffe;
+pub mod validate;
 pub mod xds;
 pub mod yaml;
 

@@ -25,6 +25,21 @@ struct Cli {
 enum Command {
     /// Serve xDS and the CA from a directory of Kubernetes-style YAML.
     Serve(Box<ServeArgs>),
+    /// Check a config directory once: print every error and analysis
+    /// finding; exit 1 when there is an error.
+    Validate {
+        /// The directory of YAML.
+        dir: PathBuf,
+        /// `text` (one line per problem) or `json`.
+        #[arg(long, default_value = "text", value_parser = ["text", "json"])]
+        output: String,
+        /// DNS suffix of service hostnames.
+        #[arg(long, default_value = "cluster.local")]
+        domain_suffix: String,
+        /// Istio's root namespace.
+        #[arg(long, default_value = "istio-system")]
+        root_namespace: String,
+    },
     /// Print a node's bootstrap token (creates the secret if missing).
     BootstrapToken {
         /// The control plane's state directory.
@@ -69,6 +84,10 @@ struct ServeArgs {
     /// Extra DNS name for the serving certificate (repeatable).
     #[arg(long = "server-name")]
     server_names: Vec<String>,
+    /// More roots (PEM) for the trust bundle besides the CA's: during a
+    /// root rotation, the root being retired.
+    #[arg(long)]
+    extra_trust_bundle: Option<PathBuf>,
 }
 
 impl ServeArgs {
@@ -88,6 +107,7 @@ impl ServeArgs {
             ca,
             server_names: self.server_names,
             root_namespace: self.root_namespace,
+            extra_trust_roots: self.extra_trust_bundle,
             ..Config::new(self.config_dir, self.state_dir)
         }
     }
@@ -95,7 +115,13 @@ impl ServeArgs {
 
 fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
-    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
+    // `validate` prints its own report; logs would repeat it.
+    let default_level = match cli.command {
+        Command::Validate { .. } => "error",
+        _ => "info",
+    };
+    let filter =
+        EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(default_level));
     // Colours only on a terminal: logs in files stay greppable.
     let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr());
     let logs = tracing_subscriber::fmt()
@@ -109,6 +135,24 @@ fn main() -> anyhow::Result<()> {
     }
 
     match cli.command {
+        Command::Validate {
+            dir,
+            output,
+            domain_suffix,
+            root_namespace,
+        } => {
+            let report =
+                weft_control::validate::validate_dir(&dir, &domain_suffix, &root_namespace)?;
+            if output == "json" {
+                println!("{}", serde_json::to_string_pretty(&report)?);
+            } else {
+                print!("{}", report.to_text());
+            }
+            if report.failed() {
+                std::process::exit(1);
+            }
+            Ok(())
+        }
         Command::BootstrapToken { state_dir, node } => {
             let token = weft_control::bootstrap_token(&state_dir, &node)?;
             println!("{token}");

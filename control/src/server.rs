@@ -18,6 +18,7 @@ use weft_proto::{
 };
 
 use crate::{
+    analysis::{self, Finding, Severity},
     auth::{AuthError, BootstrapSecret},
     ca::{CaError, CertificateAuthority, TRUST_BUNDLE_FILE, service::CaService},
     config::{Config, ConfigError},
@@ -84,6 +85,7 @@ impl Server {
             &config.ca,
             &config.state_dir,
             &config.trust_domain,
+            config.extra_trust_roots.as_deref(),
         )?);
         let model_config = ModelConfig {
             cluster_id: config.cluster_id.clone(),
@@ -100,6 +102,8 @@ impl Server {
         let snapshot = source.snapshot();
         log_loaded(&snapshot);
         let model = model::build(&snapshot.objects, &model_config);
+        let findings = Arc::new(std::sync::Mutex::new(Vec::new()));
+        log_findings(&findings, &snapshot, &model, &model_config);
         tracing::info!(
             resources = model.resources.len(),
             version = model.version,
@@ -116,6 +120,7 @@ impl Server {
             snapshot_rx.clone(),
             model_tx,
             model_config,
+            Arc::clone(&findings),
             shutdown.clone(),
         ));
 
@@ -173,6 +178,7 @@ impl Server {
             snapshot: snapshot_rx,
             model: model_rx.clone(),
             syncz,
+            findings,
         });
         tasks.spawn({
             let state = Arc::clone(&state);
@@ -215,6 +221,7 @@ async fn rebuild_models(
     mut snapshots: watch::Receiver<Arc<Snapshot>>,
     models: watch::Sender<Arc<Model>>,
     config: ModelConfig,
+    findings: Arc<std::sync::Mutex<Vec<Finding>>>,
     shutdown: CancellationToken,
 ) -> (&'static str, Result<(), String>) {
     loop {
@@ -238,8 +245,50 @@ async fn rebuild_models(
             *current = Arc::new(model);
             true
         });
+        // After the push: analysis never delays what agents get.
+        let model = models.borrow().clone();
+        log_findings(&findings, &snapshot, &model, &config);
     }
     ("model builder", Ok(()))
+}
+
+/// Runs the analysis and logs the findings that are new since the last
+/// run (all of them at startup).
+fn log_findings(
+    current: &std::sync::Mutex<Vec<Finding>>,
+    snapshot: &Snapshot,
+    model: &Model,
+    config: &ModelConfig,
+) {
+    let mut findings = analysis::analyze(
+        &snapshot.objects,
+        &config.domain_suffix,
+        &config.root_namespace,
+    );
+    findings.extend(model.findings.iter().cloned());
+    findings.sort();
+    findings.dedup();
+    let mut previous = current.lock().unwrap_or_else(|p| p.into_inner());
+    for f in findings.iter().filter(|f| !previous.contains(f)) {
+        match f.severity {
+            Severity::Error | Severity::Warning => tracing::warn!(
+                code = f.code,
+                severity = %f.severity,
+                object = f.object,
+                path = f.path,
+                message = f.message,
+                "config analysis"
+            ),
+            Severity::Info => tracing::info!(
+                code = f.code,
+                object = f.object,
+                path = f.path,
+                message = f.message,
+                "config analysis"
+            ),
+        }
+    }
+    *previous = findings;
 }
 
 // === impl ServerHandle ===

@@ -138,7 +138,16 @@ async fn debug_endpoints() {
     let (code, body) = cp.debug_get("/debug/resources").await;
     assert_eq!(code, 200);
     let resources: Value = serde_json::from_str(&body).unwrap();
-    assert!(resources[WEB_SVC_NAME].is_string(), "{resources}");
+    assert!(
+        resources[weft_proto::ADDRESS_TYPE_URL][WEB_SVC_NAME].is_string(),
+        "{resources}"
+    );
+    assert!(resources[weft_proto::AUTHORIZATION_TYPE_URL].is_object());
+
+    // The web service's port `http` is fine; nothing references a
+    // missing host: no findings.
+    let (code, body) = cp.debug_get("/debug/analysis").await;
+    assert_eq!((code, body.trim()), (200, "[]"));
 
     assert_eq!(cp.debug_get("/nope").await.0, 404);
     let (code, body) = cp.debug_get("/debug/syncz").await;

@@ -3,7 +3,21 @@
 //! rule that never matches, a policy a node proxy can only partly
 //! enforce). Each has a stable code, in the spirit of `istioctl analyze`.
 
+mod checks;
+
 use serde::Serialize;
+
+use crate::kinds::Object;
+
+/// Every check over `objects`, sorted by object, then code.
+pub fn analyze(objects: &[Object], domain_suffix: &str, root_namespace: &str) -> Vec<Finding> {
+    let cx = checks::Context::new(objects, domain_suffix, root_namespace);
+    let mut out = Vec::new();
+    checks::run(objects, &cx, &mut out);
+    out.sort_by(|a, b| (&a.object, &a.path, a.code).cmp(&(&b.object, &b.path, b.code)));
+    out.dedup();
+    out
+}
 
 /// How bad a finding is.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize)]
@@ -56,4 +70,27 @@ pub mod codes {
     /// An AuthorizationPolicy bound with targetRef(s): for a waypoint or
     /// gateway, not enforced by the node proxy.
     pub const AUTHZ_TARGET_REF: &str = "W1003";
+
+    /// A destination host that is neither a Service nor a ServiceEntry host.
+    pub const HOST_NOT_FOUND: &str = "W2001";
+    /// A route to a subset no DestinationRule defines for that host.
+    pub const SUBSET_NOT_FOUND: &str = "W2002";
+    /// A VirtualService bound to a Gateway that does not exist.
+    pub const GATEWAY_NOT_FOUND: &str = "W2003";
+    /// A pod runs as a service account that does not exist.
+    pub const SERVICE_ACCOUNT_NOT_FOUND: &str = "W2004";
+    /// A DestinationRule subset that selects no pod.
+    pub const SUBSET_SELECTS_NOTHING: &str = "W3001";
+    /// A VirtualService rule that an earlier rule always takes first.
+    pub const ROUTE_SHADOWED: &str = "W3002";
+    /// Two VirtualServices route the same host for the same gateways.
+    pub const CONFLICTING_VIRTUAL_SERVICES: &str = "W3003";
+    /// Two DestinationRules for the same host.
+    pub const CONFLICTING_DESTINATION_RULES: &str = "W3004";
+    /// A policy whose selector matches no pod.
+    pub const SELECTOR_MATCHES_NOTHING: &str = "W4001";
+    /// Several namespace-wide PeerAuthentications in one namespace.
+    pub const CONFLICTING_PEER_AUTHENTICATIONS: &str = "W4002";
+    /// A Service port whose protocol cannot be told (name, appProtocol).
+    pub const PROTOCOL_UNKNOWN: &str = "W5001";
 }

@@ -204,3 +204,32 @@ pub fn write_file(path: &Path, contents: &[u8], mode: u32) -> Result<(), CaError
         .map_err(err)?;
     std::fs::rename(&tmp, path).map_err(err)
 }
+
+/// Reads extra roots for the trust bundle: every certificate must parse
+/// and be a CA; the file's PEM is returned as it is.
+pub fn extra_roots_pem(path: &Path) -> Result<String, CaError> {
+    let text = std::fs::read_to_string(path).map_err(|source| CaError::Read {
+        what: "extra trust roots",
+        path: path.to_path_buf(),
+        source,
+    })?;
+    let bad = |reason: String| CaError::BadCert {
+        path: path.to_path_buf(),
+        reason,
+    };
+    let mut count = 0;
+    for pem in x509_parser::pem::Pem::iter_from_buffer(text.as_bytes()) {
+        let pem = pem.map_err(|e| bad(e.to_string()))?;
+        let cert = pem.parse_x509().map_err(|e| bad(e.to_string()))?;
+        if !cert.is_ca() {
+            return Err(bad(format!("{} is not a CA certificate", cert.subject())));
+        }
+        count += 1;
+    }
+    if count == 0 {
+        return Err(bad("holds no certificate".into()));
+    }
+    let mut pem = text.trim().to_string();
+    pem.push('\n');
+    Ok(pem)
+}

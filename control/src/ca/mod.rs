@@ -92,8 +92,14 @@ pub struct Issued {
 
 impl CertificateAuthority {
     /// Loads (or, for [`CaSource::Generate`], creates) the CA and writes
-    /// `<state_dir>/trust-bundle.pem`.
-    pub fn load(source: &CaSource, state_dir: &Path, trust_domain: &str) -> Result<Self, CaError> {
+    /// `<state_dir>/trust-bundle.pem`: its root, then the roots in
+    /// `extra_roots` (a root rotation's other root).
+    pub fn load(
+        source: &CaSource,
+        state_dir: &Path,
+        trust_domain: &str,
+        extra_roots: Option<&Path>,
+    ) -> Result<Self, CaError> {
         let material = match source {
             CaSource::Generate => material::generated_root(state_dir, trust_domain)?,
             CaSource::Files { cert, key, chain } => {
@@ -111,8 +117,13 @@ impl CertificateAuthority {
             chain: material.chain,
             trust_domain: trust_domain.to_string(),
         };
+        let mut bundle_pem = ca.trust_bundle_pem().trim_end().to_string();
+        bundle_pem.push('\n');
+        if let Some(path) = extra_roots {
+            bundle_pem.push_str(&material::extra_roots_pem(path)?);
+        }
         let bundle = state_dir.join(TRUST_BUNDLE_FILE);
-        material::write_file(&bundle, ca.trust_bundle_pem().as_bytes(), 0o644)?;
+        material::write_file(&bundle, bundle_pem.as_bytes(), 0o644)?;
         Ok(ca)
     }
 

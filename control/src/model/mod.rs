@@ -97,7 +97,8 @@ pub struct Model {
     /// Node name → (namespace, service account) of the pods scheduled
     /// there, with or without an IP yet.
     pub identities_by_node: HashMap<String, BTreeSet<(String, String)>>,
-    /// What compiling the config found (analysis findings).
+    /// What compiling the config found (policies a node proxy can only
+    /// partly enforce); the full analysis is `analysis::analyze`.
     pub findings: Vec<Finding>,
 }
 

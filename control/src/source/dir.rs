@@ -164,6 +164,11 @@ impl DirSource {
         Ok(changed)
     }
 
+    /// The files read (absolute paths).
+    pub fn files(&self) -> impl Iterator<Item = &PathBuf> {
+        self.files.keys()
+    }
+
     pub fn snapshot(&self) -> Snapshot {
         Snapshot {
             objects: self

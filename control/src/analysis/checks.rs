@@ -1,0 +1,491 @@
+//! The checks. Each looks at the whole configuration and reports findings
+//! against one object and field; none changes what is served.
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use super::{Finding, Severity, codes};
+use crate::kinds::{
+    DestinationRule, Object, ObjectMeta, Pod, Service, VirtualService, istio::Destination,
+    selector::WorkloadSelector,
+};
+
+/// What the checks need to know about the configuration.
+pub struct Context<'a> {
+    pub domain_suffix: &'a str,
+    pub root_namespace: &'a str,
+    /// Pods by namespace.
+    pods: BTreeMap<&'a str, Vec<&'a Pod>>,
+    services: Vec<&'a Service>,
+    /// FQDN → (namespace, Service or ServiceEntry).
+    hosts: BTreeMap<String, &'a str>,
+    /// ServiceEntry wildcard hosts (`*.example.com`).
+    wildcard_hosts: Vec<String>,
+    /// FQDN → subset names defined by DestinationRules.
+    subsets: BTreeMap<String, BTreeSet<String>>,
+    gateways: BTreeSet<(String, String)>,
+    service_accounts: BTreeSet<(String, String)>,
+}
+
+impl<'a> Context<'a> {
+    pub fn new(objects: &'a [Object], domain_suffix: &'a str, root_namespace: &'a str) -> Self {
+        let mut cx = Context {
+            domain_suffix,
+            root_namespace,
+            pods: BTreeMap::new(),
+            services: Vec::new(),
+            hosts: BTreeMap::new(),
+            wildcard_hosts: Vec::new(),
+            subsets: BTreeMap::new(),
+            gateways: BTreeSet::new(),
+            service_accounts: BTreeSet::new(),
+        };
+        for o in objects {
+            match o {
+                Object::Pod(p) => cx.pods.entry(p.namespace()).or_default().push(p),
+                Object::Service(s) => {
+                    let fqdn = format!("{}.{}.svc.{domain_suffix}", s.metadata.name, s.namespace());
+                    cx.hosts.insert(fqdn, "Service");
+                    cx.services.push(s);
+                }
+                Object::ServiceEntry(se) => {
+                    for h in &se.spec.hosts {
+                        if h.starts_with('*') {
+                            cx.wildcard_hosts.push(h.clone());
+                        } else {
+                            cx.hosts.insert(h.clone(), "ServiceEntry");
+                        }
+                    }
+                }
+                Object::Gateway(g) => {
+                    cx.gateways
+                        .insert((g.metadata.namespace().to_string(), g.metadata.name.clone()));
+                }
+                Object::ServiceAccount(sa) => {
+                    cx.service_accounts.insert((
+                        sa.metadata.namespace().to_string(),
+                        sa.metadata.name.clone(),
+                    ));
+                }
+                _ => {}
+            }
+        }
+        for o in objects {
+            if let Object::DestinationRule(dr) = o {
+                let host = cx.fqdn(&dr.spec.host, dr.metadata.namespace());
+                let set = cx.subsets.entry(host).or_default();
+                set.extend(dr.spec.subsets.iter().map(|s| s.name.clone()));
+            }
+        }
+        cx
+    }
+
+    /// A short name resolves in the referring object's namespace, as
+    /// Istio does: `reviews` → `reviews.<ns>.svc.<suffix>`.
+    pub fn fqdn(&self, host: &str, namespace: &str) -> String {
+        if host.contains('.') || host.starts_with('*') {
+            host.to_string()
+        } else {
+            format!("{host}.{namespace}.svc.{}", self.domain_suffix)
+        }
+    }
+
+    fn host_exists(&self, fqdn: &str) -> bool {
+        if self.hosts.contains_key(fqdn) {
+            return true;
+        }
+        // `name.ns` and `name.ns.svc` are common partial forms.
+        let partial = self
+            .hosts
+            .keys()
+            .any(|h| h.starts_with(&format!("{fqdn}.")) && h.ends_with(self.domain_suffix));
+        partial || self.wildcard_hosts.iter().any(|w| fqdn.ends_with(&w[1..]))
+    }
+
+    fn pods_selected(&self, namespace: Option<&str>, labels: &BTreeMap<String, String>) -> usize {
+        let matches = |p: &&&Pod| {
+            labels
+                .iter()
+                .all(|(k, v)| p.metadata.labels.get(k) == Some(v))
+        };
+        match namespace {
+            Some(ns) => self
+                .pods
+                .get(ns)
+                .map_or(0, |ps| ps.iter().filter(matches).count()),
+            None => self.pods.values().flatten().filter(matches).count(),
+        }
+    }
+}
+
+fn object_name(kind: &str, meta: &ObjectMeta) -> String {
+    format!("{kind} {}/{}", meta.namespace(), meta.name)
+}
+
+fn finding(
+    code: &'static str,
+    severity: Severity,
+    object: &str,
+    path: String,
+    message: String,
+) -> Finding {
+    Finding {
+        code,
+        severity,
+        object: object.to_string(),
+        path,
+        message,
+    }
+}
+
+/// Runs every check.
+pub fn run(objects: &[Object], cx: &Context<'_>, out: &mut Vec<Finding>) {
+    let mut vs_hosts: BTreeMap<(String, String), Vec<String>> = BTreeMap::new();
+    let mut dr_hosts: BTreeMap<String, Vec<String>> = BTreeMap::new();
+    let mut wide_peer_auth: BTreeMap<String, Vec<String>> = BTreeMap::new();
+    for o in objects {
+        match o {
+            Object::VirtualService(vs) => {
+                virtual_service(vs, cx, out);
+                let gateways = if vs.spec.gateways.is_empty() {
+                    "mesh".to_string()
+                } else {
+                    vs.spec.gateways.join(",")
+                };
+                for h in &vs.spec.hosts {
+                    vs_hosts
+                        .entry((cx.fqdn(h, vs.metadata.namespace()), gateways.clone()))
+                        .or_default()
+                        .push(object_name("VirtualService", &vs.metadata));
+                }
+            }
+            Object::DestinationRule(dr) => {
+                destination_rule(dr, cx, out);
+                if dr.spec.workload_selector.is_none() {
+                    dr_hosts
+                        .entry(cx.fqdn(&dr.spec.host, dr.metadata.namespace()))
+                        .or_default()
+                        .push(object_name("DestinationRule", &dr.metadata));
+                }
+            }
+            Object::Service(svc) => service_ports(svc, out),
+            Object::Pod(pod) => {
+                let sa = pod.service_account();
+                if sa != "default"
+                    && !cx.service_accounts.is_empty()
+                    && !cx
+                        .service_accounts
+                        .contains(&(pod.namespace().to_string(), sa.to_string()))
+                {
+                    out.push(finding(
+                        codes::SERVICE_ACCOUNT_NOT_FOUND,
+                        Severity::Warning,
+                        &object_name("Pod", &pod.metadata),
+                        "spec.serviceAccountName".into(),
+                        format!(
+                            "service account `{sa}` does not exist in namespace `{}`",
+                            pod.namespace()
+                        ),
+                    ));
+                }
+            }
+            Object::AuthorizationPolicy(p) => selector(
+                "AuthorizationPolicy",
+                &p.metadata,
+                p.spec.selector.as_ref(),
+                cx,
+                out,
+            ),
+            Object::PeerAuthentication(p) => {
+                selector(
+                    "PeerAuthentication",
+                    &p.metadata,
+                    p.spec.selector.as_ref(),
+                    cx,
+                    out,
+                );
+                if p.is_wide() {
+                    wide_peer_auth
+                        .entry(p.namespace().to_string())
+                        .or_default()
+                        .push(p.metadata.name.clone());
+                }
+            }
+            Object::RequestAuthentication(p) => selector(
+                "RequestAuthentication",
+                &p.metadata,
+                p.spec.selector.as_ref(),
+                cx,
+                out,
+            ),
+            Object::Telemetry(p) => {
+                selector("Telemetry", &p.metadata, p.spec.selector.as_ref(), cx, out)
+            }
+            Object::HttpRoute(r) => {
+                for (i, rule) in r.spec.rules.iter().enumerate() {
+                    for (j, b) in rule.backend_refs.iter().enumerate() {
+                        if b.kind.as_deref().is_some_and(|k| k != "Service") {
+                            continue;
+                        }
+                        let ns = b.namespace.as_deref().unwrap_or(r.metadata.namespace());
+                        let fqdn = format!("{}.{ns}.svc.{}", b.name, cx.domain_suffix);
+                        if !cx.hosts.contains_key(&fqdn) {
+                            out.push(finding(
+                                codes::HOST_NOT_FOUND,
+                                Severity::Error,
+                                &object_name("HTTPRoute", &r.metadata),
+                                format!("spec.rules[{i}].backendRefs[{j}].name"),
+                                format!("Service `{ns}/{}` does not exist", b.name),
+                            ));
+                        }
+                    }
+                }
+            }
+            _ => {}
+        }
+    }
+    for ((host, gateways), owners) in vs_hosts {
+        if owners.len() > 1 {
+            out.push(finding(
+                codes::CONFLICTING_VIRTUAL_SERVICES,
+                Severity::Warning,
+                &owners[1],
+                "spec.hosts".into(),
+                format!(
+                    "host `{host}` (gateways: {gateways}) is also routed by {}; Istio merges them in an order you do not control",
+                    owners[0]
+                ),
+            ));
+        }
+    }
+    for (host, owners) in dr_hosts {
+        if owners.len() > 1 {
+            out.push(finding(
+                codes::CONFLICTING_DESTINATION_RULES,
+                Severity::Warning,
+                &owners[1],
+                "spec.host".into(),
+                format!(
+                    "host `{host}` also has {}; only one DestinationRule per host takes effect",
+                    owners[0]
+                ),
+            ));
+        }
+    }
+    for (ns, names) in wide_peer_auth {
+        if names.len() > 1 {
+            out.push(finding(
+                codes::CONFLICTING_PEER_AUTHENTICATIONS,
+                Severity::Warning,
+                &format!("PeerAuthentication {ns}/{}", names[1]),
+                "spec".into(),
+                format!("namespace `{ns}` has {} namespace-wide PeerAuthentications ({}); only the oldest applies", names.len(), names.join(", ")),
+            ));
+        }
+    }
+}
+
+fn virtual_service(vs: &VirtualService, cx: &Context<'_>, out: &mut Vec<Finding>) {
+    let name = object_name("VirtualService", &vs.metadata);
+    let ns = vs.metadata.namespace();
+    let check_destination = |d: &Destination, path: String, out: &mut Vec<Finding>| {
+        let fqdn = cx.fqdn(&d.host, ns);
+        if !cx.host_exists(&fqdn) {
+            out.push(finding(
+                codes::HOST_NOT_FOUND,
+                Severity::Error,
+                &name,
+                format!("{path}.host"),
+                format!(
+                    "host `{}` is not a Service or ServiceEntry host (looked for `{fqdn}`)",
+                    d.host
+                ),
+            ));
+        } else if !d.subset.is_empty()
+            && !cx.subsets.get(&fqdn).is_some_and(|s| s.contains(&d.subset))
+        {
+            out.push(finding(
+                codes::SUBSET_NOT_FOUND,
+                Severity::Error,
+                &name,
+                format!("{path}.subset"),
+                format!(
+                    "subset `{}` is not defined by any DestinationRule for host `{}`",
+                    d.subset, d.host
+                ),
+            ));
+        }
+    };
+    for (i, r) in vs.spec.http.iter().enumerate() {
+        for (j, d) in r.route.iter().enumerate() {
+            if let Some(d) = &d.destination {
+                check_destination(d, format!("spec.http[{i}].route[{j}].destination"), out);
+            }
+        }
+        if let Some(m) = &r.mirror {
+            check_destination(m, format!("spec.http[{i}].mirror"), out);
+        }
+    }
+    for (kind, routes) in [
+        (
+            "tcp",
+            vs.spec.tcp.iter().map(|r| &r.route).collect::<Vec<_>>(),
+        ),
+        ("tls", vs.spec.tls.iter().map(|r| &r.route).collect()),
+    ] {
+        for (i, route) in routes.iter().enumerate() {
+            for (j, d) in route.iter().enumerate() {
+                if let Some(d) = &d.destination {
+                    check_destination(d, format!("spec.{kind}[{i}].route[{j}].destination"), out);
+                }
+            }
+        }
+    }
+    for (i, g) in vs.spec.gateways.iter().enumerate() {
+        if g == "mesh" {
+            continue;
+        }
+        let (gns, gname) = g.split_once('/').unwrap_or((ns, g));
+        if !cx.gateways.contains(&(gns.to_string(), gname.to_string())) {
+            out.push(finding(
+                codes::GATEWAY_NOT_FOUND,
+                Severity::Error,
+                &name,
+                format!("spec.gateways[{i}]"),
+                format!("Gateway `{gns}/{gname}` does not exist"),
+            ));
+        }
+    }
+    // Shadowing: a rule after one that matches everything, or after an
+    // identical match list.
+    for (i, r) in vs.spec.http.iter().enumerate() {
+        for (k, earlier) in vs.spec.http[..i].iter().enumerate() {
+            let catch_all = earlier.matches.is_empty();
+            let same = !earlier.matches.is_empty() && earlier.matches == r.matches;
+            if catch_all || same {
+                out.push(finding(
+                    codes::ROUTE_SHADOWED,
+                    Severity::Warning,
+                    &name,
+                    format!("spec.http[{i}]"),
+                    if catch_all {
+                        format!("never used: rule {k} before it has no `match`, so it takes every request")
+                    } else {
+                        format!("never used: rule {k} before it has the same `match`")
+                    },
+                ));
+                break;
+            }
+        }
+    }
+}
+
+fn destination_rule(dr: &DestinationRule, cx: &Context<'_>, out: &mut Vec<Finding>) {
+    let name = object_name("DestinationRule", &dr.metadata);
+    let fqdn = cx.fqdn(&dr.spec.host, dr.metadata.namespace());
+    if !cx.host_exists(&fqdn) {
+        out.push(finding(
+            codes::HOST_NOT_FOUND,
+            Severity::Warning,
+            &name,
+            "spec.host".into(),
+            format!(
+                "host `{}` is not a Service or ServiceEntry host (looked for `{fqdn}`)",
+                dr.spec.host
+            ),
+        ));
+        return;
+    }
+    let service = cx.services.iter().find(|s| {
+        format!(
+            "{}.{}.svc.{}",
+            s.metadata.name,
+            s.namespace(),
+            cx.domain_suffix
+        ) == fqdn
+    });
+    let Some(service) = service else { return };
+    if service.spec.selector.is_empty() {
+        return;
+    }
+    for (i, subset) in dr.spec.subsets.iter().enumerate() {
+        let mut labels = service.spec.selector.clone();
+        labels.extend(subset.labels.clone());
+        if cx.pods_selected(Some(service.namespace()), &labels) == 0 {
+            out.push(finding(
+                codes::SUBSET_SELECTS_NOTHING,
+                Severity::Warning,
+                &name,
+                format!("spec.subsets[{i}].labels"),
+                format!(
+                    "subset `{}` selects no pod of Service `{}/{}` (labels {:?})",
+                    subset.name,
+                    service.namespace(),
+                    service.metadata.name,
+                    labels
+                ),
+            ));
+        }
+    }
+}
+
+fn selector(
+    kind: &str,
+    meta: &ObjectMeta,
+    selector: Option<&WorkloadSelector>,
+    cx: &Context<'_>,
+    out: &mut Vec<Finding>,
+) {
+    let Some(selector) = selector else { return };
+    if selector.match_labels.is_empty() {
+        return;
+    }
+    let ns = meta.namespace();
+    let scope = (ns != cx.root_namespace).then_some(ns);
+    if cx.pods_selected(scope, &selector.match_labels) == 0 {
+        out.push(finding(
+            codes::SELECTOR_MATCHES_NOTHING,
+            Severity::Warning,
+            &object_name(kind, meta),
+            "spec.selector.matchLabels".into(),
+            format!(
+                "the selector matches no pod{}; the policy has no effect",
+                scope
+                    .map(|n| format!(" in namespace `{n}`"))
+                    .unwrap_or_default()
+            ),
+        ));
+    }
+}
+
+/// Istio's protocol selection: `appProtocol`, else the port name's
+/// `<protocol>[-<suffix>]` prefix.
+const NAME_PROTOCOLS: &[&str] = &[
+    "http", "http2", "https", "grpc", "grpc-web", "tcp", "tls", "mongo", "mysql", "redis", "udp",
+];
+
+fn service_ports(svc: &Service, out: &mut Vec<Finding>) {
+    for (i, p) in svc.spec.ports.iter().enumerate() {
+        if !p.is_tcp() || p.app_protocol.as_deref().is_some_and(|a| !a.is_empty()) {
+            continue;
+        }
+        let name = p.name.as_deref().unwrap_or("");
+        let known = NAME_PROTOCOLS.iter().any(|proto| {
+            name == *proto
+                || name
+                    .strip_prefix(proto)
+                    .is_some_and(|rest| rest.starts_with('-'))
+        });
+        if !known {
+            out.push(finding(
+                codes::PROTOCOL_UNKNOWN,
+                Severity::Info,
+                &object_name("Service", &svc.metadata),
+                format!("spec.ports[{i}]"),
+                format!(
+                    "the protocol of port {} is unknown (name `{name}` has no protocol prefix and there is no `appProtocol`); it is treated as opaque TCP, so HTTP routing and policies do not apply",
+                    p.port
+                ),
+            ));
+        }
+    }
+}
