@@ -55,6 +55,7 @@ pub struct AdminState {
     pub readiness: Arc<Readiness>,
     pub store: Arc<WorkloadStore>,
     pub metrics: Arc<crate::metrics::Metrics>,
+    pub secrets: tokio::sync::OnceCell<Arc<crate::identity::SecretManager>>,
     pub enroller: tokio::sync::OnceCell<Arc<Enroller>>,
 }
 
@@ -99,7 +100,12 @@ async fn route(
                 Some(enroller) => enroller.dump().await,
                 None => serde_json::Value::Null,
             };
-            json(&serde_json::json!({ "workloadState": state.store.dump(), "pods": pods }))
+            let certificates = state.secrets.get().map(|s| s.dump()).unwrap_or_default();
+            json(&serde_json::json!({
+                "workloadState": state.store.dump(),
+                "pods": pods,
+                "certificates": certificates,
+            }))
         }
         _ => reply(StatusCode::NOT_FOUND, "text/plain", "not found\n"),
     };

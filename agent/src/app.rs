@@ -7,7 +7,7 @@ use crate::{
     Config,
     admin::{self, AdminState, Readiness},
     control::{ControlClient, ControlError},
-    identity::{self, IdentityError, SecretManager},
+    identity::{IdentityError, SecretManager, TrustBundle},
     inpod::{self, Enroller, persist::PodFiles},
     metrics::Metrics,
     proxy::ProxyContext,
@@ -55,6 +55,7 @@ impl App {
             readiness: readiness.clone(),
             store: store.clone(),
             metrics: metrics.clone(),
+            secrets: tokio::sync::OnceCell::new(),
             enroller: tokio::sync::OnceCell::new(),
         });
         let readiness_listener = admin::bind(config.readiness_addr)
@@ -77,10 +78,17 @@ impl App {
         tracing::info!(addresses = ?host_ips, "node addresses exempt from inbound steering");
         readiness.redirection.store(true, Ordering::Release);
 
-        let control = ControlClient::new(&config)?;
-        let roots = Arc::new(identity::load_trust_bundle(&config.ca_root_file)?);
+        let trust = Arc::new(TrustBundle::load(&config.ca_root_file)?);
+        let control = ControlClient::new(&config, &trust.current().pem)?;
         let secrets = Arc::new(SecretManager::new(control.clone(), config.cert_ttl));
         tokio::spawn(secrets.clone().run_renewals());
+        let _ = admin_state.secrets.set(secrets.clone());
+        tokio::spawn(trust.clone().watch(BUNDLE_CHECK_INTERVAL));
+        tokio::spawn(follow_trust_bundle(
+            trust.clone(),
+            control.clone(),
+            secrets.clone(),
+        ));
 
         let xds = XdsClient::new(control, config.node_name.clone(), store.clone());
         let mut synced = xds.synced();
@@ -89,7 +97,7 @@ impl App {
         let proxy = Arc::new(ProxyContext {
             store: store.clone(),
             secrets,
-            roots,
+            trust,
             redirection: redirector.clone(),
             metrics: metrics.clone(),
         });
@@ -128,6 +136,26 @@ impl App {
             "shutting down; redirection stays pinned, so enrolled pods fail closed until the agent is back"
         );
         Ok(())
+    }
+}
+
+/// How often the trust bundle file is checked for a new root.
+const BUNDLE_CHECK_INTERVAL: std::time::Duration = std::time::Duration::from_secs(1);
+
+/// On a new trust bundle: verify the control plane with it, and re-issue
+/// workload certificates so they chain to the CA's current root. Peers
+/// trust both roots while the bundle holds both, so nothing is dropped.
+async fn follow_trust_bundle(
+    trust: Arc<TrustBundle>,
+    control: ControlClient,
+    secrets: Arc<SecretManager>,
+) {
+    let mut changes = trust.subscribe();
+    while changes.changed().await.is_ok() {
+        if let Err(err) = control.set_trust_bundle(&trust.current().pem) {
+            tracing::warn!(error = %err, "cannot use the new trust bundle for the control plane");
+        }
+        secrets.refresh_all().await;
     }
 }
 

@@ -2,7 +2,10 @@
 //! the mesh's trust bundle) carrying xDS and CA calls, each with the node's
 //! bootstrap token.
 
-use std::path::PathBuf;
+use std::{
+    path::PathBuf,
+    sync::{Arc, RwLock},
+};
 
 use tonic::{
     metadata::{Ascii, MetadataValue},
@@ -51,22 +54,26 @@ impl Interceptor for TokenInterceptor {
 
 pub type Authed = InterceptedService<Channel, TokenInterceptor>;
 
-/// Clients for the control plane's services, sharing one channel.
+/// Clients for the control plane's services, sharing one channel. The
+/// channel is rebuilt when the trust bundle changes (the control plane's
+/// certificate may come from a new root).
 #[derive(Clone)]
 pub struct ControlClient {
-    channel: Channel,
+    channel: Arc<RwLock<Channel>>,
+    endpoint: Arc<EndpointConfig>,
     token: TokenInterceptor,
 }
 
+struct EndpointConfig {
+    address: String,
+    server_name: String,
+}
+
 impl ControlClient {
-    /// Prepares the channel; it connects on first use and reconnects by
-    /// itself, so the agent can start before the control plane.
-    pub fn new(config: &Config) -> Result<Self, ControlError> {
-        let bundle = std::fs::read(&config.ca_root_file).map_err(|source| ControlError::Read {
-            what: "trust bundle",
-            path: config.ca_root_file.clone(),
-            source,
-        })?;
+    /// Prepares the channel, verified with the trust bundle `bundle_pem`;
+    /// it connects on first use and reconnects by itself, so the agent can
+    /// start before the control plane.
+    pub fn new(config: &Config, bundle_pem: &[u8]) -> Result<Self, ControlError> {
         let token =
             std::fs::read_to_string(&config.token_file).map_err(|source| ControlError::Read {
                 what: "bootstrap token",
@@ -80,31 +87,54 @@ impl ControlClient {
         let token: MetadataValue<Ascii> = format!("Bearer {token}")
             .parse()
             .map_err(|_| ControlError::BadToken(config.token_file.clone()))?;
+        let endpoint = EndpointConfig {
+            address: config.control_addr.clone(),
+            server_name: config.control_server_name.clone(),
+        };
+        let channel = endpoint.channel(bundle_pem)?;
+        Ok(Self {
+            channel: Arc::new(RwLock::new(channel)),
+            endpoint: Arc::new(endpoint),
+            token: TokenInterceptor(token),
+        })
+    }
+
+    /// Uses a new trust bundle for the control plane's certificate from
+    /// the next connection on.
+    pub fn set_trust_bundle(&self, bundle_pem: &[u8]) -> Result<(), ControlError> {
+        let channel = self.endpoint.channel(bundle_pem)?;
+        *self.channel.write().expect("channel lock") = channel;
+        Ok(())
+    }
+
+    fn channel(&self) -> Channel {
+        self.channel.read().expect("channel lock").clone()
+    }
+
+    pub fn xds(&self) -> AggregatedDiscoveryServiceClient<Authed> {
+        AggregatedDiscoveryServiceClient::with_interceptor(self.channel(), self.token.clone())
+            .max_decoding_message_size(64 * 1024 * 1024)
+    }
+
+    pub fn ca(&self) -> IstioCertificateServiceClient<Authed> {
+        IstioCertificateServiceClient::with_interceptor(self.channel(), self.token.clone())
+    }
+}
+
+impl EndpointConfig {
+    fn channel(&self, bundle_pem: &[u8]) -> Result<Channel, ControlError> {
         let tls = ClientTlsConfig::new()
-            .ca_certificate(Certificate::from_pem(bundle))
-            .domain_name(config.control_server_name.clone());
-        let address = format!("https://{}", config.control_addr);
-        let endpoint = Endpoint::from_shared(address.clone())
+            .ca_certificate(Certificate::from_pem(bundle_pem))
+            .domain_name(self.server_name.clone());
+        let endpoint = Endpoint::from_shared(format!("https://{}", self.address))
             .and_then(|e| e.tls_config(tls))
             .map_err(|source| ControlError::Address {
-                addr: config.control_addr.clone(),
+                addr: self.address.clone(),
                 source,
             })?
             .connect_timeout(std::time::Duration::from_secs(5))
             .tcp_nodelay(true)
             .http2_keep_alive_interval(std::time::Duration::from_secs(30));
-        Ok(Self {
-            channel: endpoint.connect_lazy(),
-            token: TokenInterceptor(token),
-        })
-    }
-
-    pub fn xds(&self) -> AggregatedDiscoveryServiceClient<Authed> {
-        AggregatedDiscoveryServiceClient::with_interceptor(self.channel.clone(), self.token.clone())
-            .max_decoding_message_size(64 * 1024 * 1024)
-    }
-
-    pub fn ca(&self) -> IstioCertificateServiceClient<Authed> {
-        IstioCertificateServiceClient::with_interceptor(self.channel.clone(), self.token.clone())
+        Ok(endpoint.connect_lazy())
     }
 }

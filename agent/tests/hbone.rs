@@ -46,8 +46,17 @@ impl Ca {
     }
 
     fn issue(&self, identity: &Identity) -> WorkloadCert {
+        self.issue_with(identity, |_| {})
+    }
+
+    fn issue_with(
+        &self,
+        identity: &Identity,
+        adjust: impl FnOnce(&mut CertificateParams),
+    ) -> WorkloadCert {
         let key = KeyPair::generate().unwrap();
         let mut params = CertificateParams::default();
+        adjust(&mut params);
         params.subject_alt_names = vec![SanType::URI(identity.to_string().try_into().unwrap())];
         let cert = params.signed_by(&key, &self.issuer).unwrap();
         WorkloadCert {
@@ -240,4 +249,35 @@ async fn a_client_from_another_ca_is_refused() {
         "{refusal}"
     );
     assert!(result.is_err(), "the client's CONNECT should fail");
+}
+
+#[tokio::test]
+async fn an_expired_client_certificate_is_refused_with_the_reason() {
+    let ca = Ca::new("mesh");
+    let server_id = id("server");
+    let server = hbone_server(ca.issue(&server_id), ca.roots()).await;
+    let expired = ca.issue_with(&id("client"), |params| {
+        params.not_before = rcgen::date_time_ymd(2020, 1, 1);
+        params.not_after = rcgen::date_time_ymd(2020, 1, 2);
+    });
+    let target = server.app;
+    let _ = async {
+        let tls_stream = client_tunnel(server.hbone, &expired, ca.roots(), server_id).await?;
+        let send_request = hbone::client_handshake(tls_stream)
+            .await
+            .map_err(|e| std::io::Error::other(e.to_string()))?;
+        hbone::connect(send_request, target, http::HeaderMap::new())
+            .await
+            .map_err(|e| std::io::Error::other(e.to_string()))
+    }
+    .await;
+    let refusal = server
+        .done
+        .await
+        .unwrap()
+        .expect_err("an expired certificate was accepted");
+    assert!(
+        refusal.contains("certificate expired"),
+        "the reason should say the certificate expired: {refusal}"
+    );
 }

@@ -33,6 +33,7 @@ pub struct ClusterBuilder {
     ready_timeout: Duration,
     cni_timeout: Duration,
     bin_dir: Option<PathBuf>,
+    agent_args: Vec<String>,
 }
 
 impl Default for ClusterBuilder {
@@ -44,6 +45,7 @@ impl Default for ClusterBuilder {
             ready_timeout: Duration::from_secs(60),
             cni_timeout: Duration::from_secs(60),
             bin_dir: None,
+            agent_args: Vec::new(),
         }
     }
 }
@@ -94,6 +96,12 @@ impl ClusterBuilder {
         self
     }
 
+    /// More flags for every `weft-agent` (e.g. `["--cert-ttl", "6s"]`).
+    pub fn agent_args(mut self, args: &[&str]) -> ClusterBuilder {
+        self.agent_args = args.iter().map(|a| a.to_string()).collect();
+        self
+    }
+
     /// Checks the host, removes leftovers of dead runs, builds the network,
     /// and (with the mesh) starts the control plane and one agent per node,
     /// waiting until each is ready. On error everything created is removed.
@@ -136,6 +144,7 @@ impl ClusterBuilder {
             },
             trust_domain: self.trust_domain.clone(),
             ready_timeout: self.ready_timeout,
+            extra_args: Mutex::new(Vec::new()),
             process: Mutex::new(None),
         };
         // From here on, dropping `cluster` (also on error) removes the run.
@@ -255,6 +264,7 @@ impl Cluster {
                 control_addr: self.control.xds_addr(),
                 ca_root_file: self.control.trust_bundle(),
                 ready_timeout: opts.ready_timeout,
+                extra_args: opts.agent_args.clone(),
             }),
             false => None,
         };

@@ -31,6 +31,8 @@ pub struct ControlPlane {
     pub(crate) binary: Option<PathBuf>,
     pub(crate) trust_domain: String,
     pub(crate) ready_timeout: Duration,
+    /// More flags for `weft-control serve` (e.g. a CA given as files).
+    pub(crate) extra_args: Mutex<Vec<String>>,
     pub(crate) process: Mutex<Option<Process>>,
 }
 
@@ -110,7 +112,13 @@ impl ControlPlane {
             .arg("--debug-addr")
             .arg(format!("0.0.0.0:{DEBUG_PORT}"))
             .arg("--trust-domain")
-            .arg(&self.trust_domain);
+            .arg(&self.trust_domain)
+            .args(
+                self.extra_args
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .iter(),
+            );
         *slot = Some(Process::spawn(
             cmd,
             &self.placement(),
@@ -170,6 +178,14 @@ impl ControlPlane {
     pub fn restart(&self) -> Result<()> {
         self.stop(None);
         self.start()
+    }
+
+    /// Restarts the control plane with `args` added to `serve`'s flags
+    /// (replacing those of an earlier call).
+    pub fn restart_with(&self, args: &[&str]) -> Result<()> {
+        *self.extra_args.lock().unwrap_or_else(|e| e.into_inner()) =
+            args.iter().map(|a| a.to_string()).collect();
+        self.restart()
     }
 
     /// Runs `weft-control bootstrap-token --state-dir … --node <node>` and

@@ -24,6 +24,8 @@ pub(crate) struct AgentConfig {
     pub control_addr: SocketAddr,
     pub ca_root_file: PathBuf,
     pub ready_timeout: Duration,
+    /// More flags for every agent (e.g. `--cert-ttl 6s`).
+    pub extra_args: Vec<String>,
 }
 
 /// One node of the cluster.
@@ -162,7 +164,8 @@ impl Node {
             .arg("--bpffs-dir")
             .arg(&self.bpffs)
             .arg("--cgroup")
-            .arg(&self.pods_cgroup);
+            .arg(&self.pods_cgroup)
+            .args(&cfg.extra_args);
         let label = format!("{}/weft-agent", self.name);
         let process = Process::spawn(cmd, &self.placement(), &self.log_dir, &label)?;
         *slot = Some(process);

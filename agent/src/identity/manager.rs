@@ -30,6 +30,14 @@ impl std::fmt::Debug for WorkloadCert {
     }
 }
 
+/// The private key is wiped from memory when the last user of a
+/// certificate lets go of it.
+impl Drop for WorkloadCert {
+    fn drop(&mut self) {
+        zeroize::Zeroize::zeroize(&mut self.key);
+    }
+}
+
 impl WorkloadCert {
     /// Renew at half the lifetime, like istio-agent and ztunnel.
     pub fn refresh_at(&self) -> SystemTime {
@@ -115,6 +123,56 @@ impl SecretManager {
             .expect("certs lock")
             .get(identity)
             .map(|e| e.cert.clone())
+    }
+
+    /// Requests new certificates for every identity in use: after the
+    /// trust bundle changed, so that they chain to the CA's current root.
+    pub async fn refresh_all(&self) {
+        let identities: Vec<Identity> = self
+            .certs
+            .lock()
+            .expect("certs lock")
+            .keys()
+            .cloned()
+            .collect();
+        for identity in identities {
+            match ca_client::request(&self.control, &identity, self.ttl).await {
+                Ok(cert) => {
+                    let cert = Arc::new(cert);
+                    if let Some(entry) = self.certs.lock().expect("certs lock").get_mut(&identity) {
+                        entry.cert = cert;
+                    }
+                    tracing::info!(%identity, "workload certificate re-issued after a trust bundle change");
+                }
+                Err(err) => {
+                    tracing::warn!(%identity, error = %err, "re-issuing after a trust bundle change failed; the renewal loop retries")
+                }
+            }
+        }
+    }
+
+    /// The identities held and their certificates' validity, for the
+    /// admin API.
+    pub fn dump(&self) -> serde_json::Value {
+        let certs = self.certs.lock().expect("certs lock");
+        let mut list: Vec<serde_json::Value> = certs
+            .iter()
+            .map(|(identity, entry)| {
+                let secs = |t: SystemTime| {
+                    t.duration_since(std::time::UNIX_EPOCH)
+                        .map(|d| d.as_secs())
+                        .unwrap_or(0)
+                };
+                serde_json::json!({
+                    "identity": identity.to_string(),
+                    "pods": entry.users,
+                    "issued_at": secs(entry.cert.issued_at),
+                    "not_after": secs(entry.cert.not_after),
+                })
+            })
+            .collect();
+        list.sort_by_key(|v| v["identity"].as_str().unwrap_or_default().to_string());
+        serde_json::Value::Array(list)
     }
 
     /// Renews certificates at half-life, until the process ends.

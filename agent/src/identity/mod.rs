@@ -2,16 +2,16 @@
 //! from the control plane's CA and kept fresh, and the TLS configurations
 //! built from them.
 
+mod bundle;
 mod ca_client;
 mod manager;
 pub mod spiffe;
 pub mod tls;
 
+pub use bundle::{Roots, TrustBundle};
 pub use manager::{SecretManager, WorkloadCert};
 
-use std::path::{Path, PathBuf};
-
-use rustls::{RootCertStore, pki_types::CertificateDer};
+use std::path::PathBuf;
 
 use crate::state::Identity;
 
@@ -41,20 +41,4 @@ pub enum IdentityError {
         identity: Identity,
         source: Box<rustls::Error>,
     },
-}
-
-/// Reads the mesh's root certificates.
-pub fn load_trust_bundle(path: &Path) -> Result<RootCertStore, IdentityError> {
-    let pem = std::fs::read(path).map_err(|source| IdentityError::ReadBundle {
-        path: path.to_path_buf(),
-        source,
-    })?;
-    let mut roots = RootCertStore::empty();
-    for cert in rustls_pemfile::certs(&mut pem.as_slice()).flatten() {
-        let _ = roots.add(CertificateDer::from(cert.to_vec()));
-    }
-    if roots.is_empty() {
-        return Err(IdentityError::EmptyBundle(path.to_path_buf()));
-    }
-    Ok(roots)
 }

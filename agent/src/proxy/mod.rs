@@ -19,7 +19,6 @@ pub mod outbound;
 
 use std::{net::SocketAddr, sync::Arc};
 
-use rustls::RootCertStore;
 use weft_ebpf_common::DeliveryKey;
 
 use crate::{
@@ -59,7 +58,8 @@ pub struct ProxyContext {
     pub store: Arc<WorkloadStore>,
     pub metrics: Arc<crate::metrics::Metrics>,
     pub secrets: Arc<SecretManager>,
-    pub roots: Arc<RootCertStore>,
+    /// The mesh's roots; reloaded when the bundle file changes.
+    pub trust: Arc<crate::identity::TrustBundle>,
     pub redirection: Arc<dyn Redirection>,
 }
 

@@ -167,7 +167,7 @@ async fn open_tunnel(
         .secrets
         .cached(pod.identity())
         .ok_or_else(|| OutboundError::NoCertificate(pod.identity().to_string()))?;
-    let config = tls::client_config(&cert, ctx.roots.clone(), destination.identity.clone())?;
+    let config = tls::client_config(&cert, ctx.trust.roots(), destination.identity.clone())?;
     let hbone_addr = SocketAddr::new(target.ip(), HBONE_PORT);
     let tcp = connect_from_pod(pod, hbone_addr).await?;
     let tls_stream = TlsConnector::from(config)

@@ -7,7 +7,12 @@
 //! weft-sim-app http-get URL [--count N] [--body-marker S] [--header 'K: V']... [--timeout SECS]
 //! weft-sim-app tcp-echo --port P
 //! weft-sim-app tcp-send ADDR MSG [--timeout SECS]
+//! weft-sim-app tcp-ping ADDR --count N [--interval-ms MS] [--timeout SECS]
 //! ```
+//!
+//! `tcp-ping` keeps ONE connection to a `tcp-echo` server and exchanges a
+//! line every interval; it exits 0 only if every line came back on it (a
+//! long-lived connection survived whatever happened meanwhile).
 //!
 //! `http-get` exits 0 if every response was 2xx, 2 if one was not, 1 on a
 //! connection or protocol error.
@@ -23,7 +28,8 @@ const USAGE: &str = "usage:
   weft-sim-app http-server --port P [--name NAME] [--quiet true]
   weft-sim-app http-get URL [--count N] [--body-marker S] [--header 'K: V']... [--timeout SECS]
   weft-sim-app tcp-echo --port P
-  weft-sim-app tcp-send ADDR MSG [--timeout SECS]";
+  weft-sim-app tcp-send ADDR MSG [--timeout SECS]
+  weft-sim-app tcp-ping ADDR --count N [--interval-ms MS] [--timeout SECS]";
 
 /// Largest request or response head accepted.
 const MAX_HEAD: usize = 64 * 1024;
@@ -35,6 +41,7 @@ fn main() -> ExitCode {
         Some("http-get") => http_get(&args[1..]),
         Some("tcp-echo") => tcp_echo(&args[1..]),
         Some("tcp-send") => tcp_send(&args[1..]),
+        Some("tcp-ping") => tcp_ping(&args[1..]),
         _ => Err(anyhow::anyhow!("{USAGE}")),
     };
     match result {
@@ -421,5 +428,38 @@ fn tcp_send(args: &[String]) -> Result<ExitCode> {
     if !reply.ends_with(b"\n") {
         println!();
     }
+    Ok(ExitCode::SUCCESS)
+}
+
+// === tcp-ping ===
+
+fn tcp_ping(args: &[String]) -> Result<ExitCode> {
+    let args = Args::parse(args, &["count", "interval-ms", "timeout"])?;
+    let [addr] = args.positional.as_slice() else {
+        bail!("tcp-ping takes ADDR\n{USAGE}");
+    };
+    let count: u32 = args.number("count", None)?;
+    let interval = Duration::from_millis(args.number("interval-ms", Some(500))?);
+    let timeout = Duration::from_secs_f64(args.number("timeout", Some(10.0))?);
+    let stream = connect(resolve(addr)?, timeout)?;
+    stream.set_read_timeout(Some(timeout))?;
+    let mut reader = BufReader::new(stream.try_clone()?);
+    let mut writer = stream;
+    for i in 0..count {
+        let line = format!("ping {i}\n");
+        writer
+            .write_all(line.as_bytes())
+            .with_context(|| format!("sending ping {i} of {count}"))?;
+        let mut echoed = String::new();
+        reader
+            .read_line(&mut echoed)
+            .with_context(|| format!("reading the echo of ping {i} of {count}"))?;
+        if echoed != line {
+            bail!("ping {i} of {count}: echoed {echoed:?}");
+        }
+        println!("ping {i} ok");
+        std::thread::sleep(interval);
+    }
+    println!("all {count} pings echoed on one connection");
     Ok(ExitCode::SUCCESS)
 }
