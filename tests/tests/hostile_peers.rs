@@ -1,0 +1,215 @@
+//! Misbehaving HBONE peers against a real node agent: no client
+//! certificate, a certificate of another trust domain, a SPIFFE ID that is
+//! not the one of the workload at the peer's address, a CONNECT to an
+//! address that is not the pod's. Each is refused, logged and counted, and
+//! the agent keeps serving everyone else. The hostile client runs in a
+//! pod's network namespace (so it has that pod's IP) and uses certificates
+//! minted with the cluster's own CA key, which a test can read.
+//! Needs root and the built binaries.
+
+use std::{net::SocketAddr, sync::Arc, time::Duration};
+
+use anyhow::{Context as _, Result, ensure};
+use rcgen::{CertificateParams, Issuer, KeyPair, SanType};
+use rustls::{
+    ClientConfig, RootCertStore,
+    pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer, ServerName},
+};
+use weft_agent::{
+    identity::{WorkloadCert, tls},
+    proxy::hbone,
+    state::Identity,
+};
+use weft_sim::{Cluster, Node, Pod, PodSpec, wait_for};
+
+const TIMEOUT: Duration = Duration::from_secs(30);
+const AMBIENT: (&str, &str) = ("istio.io/dataplane-mode", "ambient");
+
+/// Mints workload certificates with the cluster's CA.
+struct Minter {
+    issuer: Issuer<'static, KeyPair>,
+    roots: Arc<RootCertStore>,
+}
+
+impl Minter {
+    fn new(cluster: &Cluster) -> Result<Self> {
+        let dir = cluster.control().state_dir();
+        let cert = std::fs::read_to_string(dir.join("root-cert.pem"))?;
+        let key = KeyPair::from_pem(&std::fs::read_to_string(dir.join("root-key.pem"))?)?;
+        let issuer = Issuer::from_ca_cert_pem(&cert, key)?;
+        let mut roots = RootCertStore::empty();
+        let der = rustls::pki_types::pem::PemObject::from_pem_slice(cert.as_bytes())
+            .context("root PEM")?;
+        roots.add(der)?;
+        Ok(Self {
+            issuer,
+            roots: Arc::new(roots),
+        })
+    }
+
+    fn mint(&self, spiffe_id: &str) -> Result<WorkloadCert> {
+        let key = KeyPair::generate()?;
+        let mut params = CertificateParams::default();
+        params.subject_alt_names = vec![SanType::URI(spiffe_id.try_into()?)];
+        let cert = params.signed_by(&key, &self.issuer)?;
+        Ok(WorkloadCert {
+            identity: spiffe_id.parse().unwrap_or_else(|_| Identity {
+                trust_domain: "unparsed".into(),
+                namespace: "-".into(),
+                service_account: "-".into(),
+            }),
+            chain: vec![CertificateDer::from(cert.der().to_vec())],
+            key: PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(key.serialize_der())),
+            issued_at: std::time::SystemTime::now(),
+            not_after: std::time::SystemTime::now() + Duration::from_secs(3600),
+        })
+    }
+}
+
+/// Opens TLS from `from`'s netns to the server's 15008 and asks for
+/// CONNECT `target`; returns how it went, as text.
+async fn try_connect(
+    from: &Pod,
+    server: &Pod,
+    config: Arc<ClientConfig>,
+    target: SocketAddr,
+) -> String {
+    let hbone_addr = SocketAddr::new(server.ip().into(), 15008);
+    let tcp = match from.tcp_connect(hbone_addr, Duration::from_secs(3)) {
+        Ok(tcp) => tcp,
+        Err(err) => return format!("tcp: {err:#}"),
+    };
+    tcp.set_nonblocking(true).expect("nonblocking");
+    let tcp = tokio::net::TcpStream::from_std(tcp).expect("tokio stream");
+    let server_name = ServerName::IpAddress(std::net::IpAddr::from(server.ip()).into());
+    let tls_stream = match tokio_rustls::TlsConnector::from(config)
+        .connect(server_name, tcp)
+        .await
+    {
+        Ok(s) => s,
+        Err(err) => return format!("tls: {err}"),
+    };
+    let send_request = match hbone::client_handshake(tls_stream).await {
+        Ok(s) => s,
+        Err(err) => return format!("h2: {err}"),
+    };
+    match hbone::connect(send_request, target, http::HeaderMap::new()).await {
+        Ok(_) => "connected".to_string(),
+        Err(err) => format!("connect: {err}"),
+    }
+}
+
+fn denials(node: &Node, cluster: &Cluster, reason: &str) -> Result<u64> {
+    let mut get = std::process::Command::new(cluster.bin_dir().join("weft-sim-app"));
+    get.args(["http-get", "http://127.0.0.1:15000/stats", "--timeout", "3"]);
+    let out = node.run(get, TIMEOUT)?.check("GET /stats")?;
+    let body: String = out.stdout.lines().skip(1).collect::<Vec<_>>().join("\n");
+    let stats: serde_json::Value = serde_json::from_str(&body).with_context(|| body.clone())?;
+    Ok(stats["connections_denied"][reason].as_u64().unwrap_or(0))
+}
+
+#[test]
+fn hostile_hbone_peers_are_refused_logged_and_counted() -> Result<()> {
+    let cluster = Cluster::builder().nodes(2).build()?;
+    cluster.with_logs(|cluster| {
+        cluster.add_namespace("secure", &[AMBIENT])?;
+        let server = cluster.add_pod(
+            PodSpec::new("node-2", "secure", "server")
+                .service_account("server")
+                .port("http", 8080),
+        )?;
+        let client = cluster
+            .add_pod(PodSpec::new("node-1", "secure", "client").service_account("client"))?;
+        let intruder = cluster
+            .add_pod(PodSpec::new("node-1", "secure", "intruder").service_account("intruder"))?;
+        let _app = server.spawn_app(&["http-server", "--port", "8080", "--quiet", "true"])?;
+        let url = format!("http://{}/", server.addr(8080));
+        let healthy = || -> Result<()> {
+            wait_for("the legitimate client to be served", TIMEOUT, || {
+                Ok(client
+                    .run_app(&["http-get", &url, "--timeout", "3"], TIMEOUT)?
+                    .success()
+                    .then_some(()))
+            })
+        };
+        healthy()?;
+
+        let minter = Minter::new(cluster)?;
+        let node = cluster.node("node-2")?;
+        let target = server.addr(8080);
+        let server_id: Identity = "spiffe://cluster.local/ns/secure/sa/server".parse()?;
+        let runtime = tokio::runtime::Runtime::new()?;
+        let attempt = |cert: &WorkloadCert, connect_to: SocketAddr| -> Result<String> {
+            let config = tls::client_config(cert, minter.roots.clone(), server_id.clone())?;
+            Ok(runtime.block_on(try_connect(&intruder, &server, config, connect_to)))
+        };
+
+        // 1. No client certificate at all.
+        let no_cert = ClientConfig::builder_with_provider(tls::provider())
+            .with_protocol_versions(&[&rustls::version::TLS13])?
+            .with_root_certificates(minter.roots.clone())
+            .with_no_client_auth();
+        let mut no_cert = no_cert;
+        no_cert.alpn_protocols = vec![b"h2".to_vec()];
+        let before = denials(node, cluster, "tls_handshake")?;
+        let outcome = runtime.block_on(try_connect(&intruder, &server, Arc::new(no_cert), target));
+        ensure!(
+            outcome != "connected",
+            "a peer without a certificate got through"
+        );
+        ensure!(
+            denials(node, cluster, "tls_handshake")? > before,
+            "no-certificate refusal not counted"
+        );
+
+        // 2. A certificate for another trust domain (signed by the mesh CA).
+        let foreign = minter.mint("spiffe://evil.example/ns/secure/sa/server")?;
+        let outcome = attempt(&foreign, target)?;
+        ensure!(outcome != "connected", "another trust domain got through");
+        ensure!(
+            denials(node, cluster, "foreign_trust_domain")? >= 1,
+            "foreign trust domain not counted"
+        );
+
+        // 3. The client's identity, used from the intruder's address.
+        let stolen = minter.mint("spiffe://cluster.local/ns/secure/sa/client")?;
+        let outcome = attempt(&stolen, target)?;
+        ensure!(
+            outcome != "connected",
+            "a SPIFFE ID from the wrong address got through"
+        );
+        ensure!(
+            denials(node, cluster, "identity_mismatch")? >= 1,
+            "identity mismatch not counted"
+        );
+
+        // 4. The intruder's own identity, CONNECT to an address that is not
+        //    the pod's.
+        let own = minter.mint("spiffe://cluster.local/ns/secure/sa/intruder")?;
+        let elsewhere = SocketAddr::new(client.ip().into(), 8080);
+        let outcome = attempt(&own, elsewhere)?;
+        ensure!(
+            outcome.contains("400"),
+            "a CONNECT to a foreign address should get 400: {outcome}"
+        );
+        ensure!(
+            denials(node, cluster, "bad_target")? >= 1,
+            "bad target not counted"
+        );
+        // ... while its own identity to the right address is fine.
+        ensure!(
+            attempt(&own, target)? == "connected",
+            "the intruder's legitimate CONNECT failed"
+        );
+
+        let log = node.agent_log_tail(400);
+        for needle in ["HBONE connection refused", "evil.example", "does not serve"] {
+            ensure!(
+                log.contains(needle),
+                "the agent's log lacks {needle:?}:\n{log}"
+            );
+        }
+        ensure!(node.agent_pid().is_some(), "the agent died");
+        healthy()
+    })
+}
