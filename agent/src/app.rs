@@ -10,7 +10,7 @@ use crate::{
     identity::{IdentityError, SecretManager, TrustBundle},
     inpod::{self, Enroller, persist::PodFiles},
     metrics::Metrics,
-    proxy::ProxyContext,
+    proxy::{ProxyContext, pool::Pool},
     redirect::{RedirectError, Redirector, loader::RedirectConfig},
     state::WorkloadStore,
     sys::{self, Netns},
@@ -94,11 +94,14 @@ impl App {
         let mut synced = xds.synced();
         tokio::spawn(xds.run());
 
+        let pool = Arc::new(Pool::default());
+        tokio::spawn(pool.clone().run_sweeper());
         let proxy = Arc::new(ProxyContext {
             store: store.clone(),
             secrets,
             trust,
             redirection: redirector.clone(),
+            pool: pool.clone(),
             metrics: metrics.clone(),
         });
         let files = PodFiles::new(&config.state_dir).map_err(io(format!(

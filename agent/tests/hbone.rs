@@ -127,6 +127,7 @@ async fn hbone_server(cert: WorkloadCert, roots: Arc<RootCertStore>) -> Server {
             hbone::H2Stream {
                 send,
                 recv: request.into_body(),
+                lease: None,
             },
         )
         .await

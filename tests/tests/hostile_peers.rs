@@ -108,6 +108,15 @@ fn denials(node: &Node, cluster: &Cluster, reason: &str) -> Result<u64> {
     Ok(stats["connections_denied"][reason].as_u64().unwrap_or(0))
 }
 
+/// The refusal may be counted a moment after the peer saw it.
+fn counted(node: &Node, cluster: &Cluster, reason: &str, at_least: u64) -> Result<()> {
+    wait_for(
+        &format!("the {reason} counter to reach {at_least}"),
+        TIMEOUT,
+        || Ok((denials(node, cluster, reason)? >= at_least).then_some(())),
+    )
+}
+
 #[test]
 fn hostile_hbone_peers_are_refused_logged_and_counted() -> Result<()> {
     let cluster = Cluster::builder().nodes(2).build()?;

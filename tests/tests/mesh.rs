@@ -59,18 +59,14 @@ fn get_with_marker(client: &Pod, url: &str, marker: &str) -> Result<String> {
     Ok(out.stdout)
 }
 
-/// The capture shows HBONE (a TLS handshake and TLS data to 15008), no
-/// plaintext to the app's ports and never the marker.
+/// The capture shows HBONE (TLS application data to 15008), no plaintext
+/// to the app's ports and never the marker. (The TLS handshake may have
+/// happened before the capture: HBONE connections are pooled.)
 fn assert_encrypted(packets: &Packets, app_ports: &[u16], marker: &str) -> Result<()> {
-    let tls: Vec<_> = packets.tls_records_to(15008).collect();
     ensure!(
-        tls.iter()
-            .any(|p| p.tls_record().is_some_and(|(ct, _)| ct == 0x16)),
-        "no TLS handshake to 15008 on the wire:\n{}",
-        packets.summary(60)
-    );
-    ensure!(
-        tls.iter().any(|p| p.tls_record() == Some((0x17, 0x0303))),
+        packets
+            .tls_records_to(15008)
+            .any(|p| p.tls_record() == Some((0x17, 0x0303))),
         "no TLS application data to 15008 on the wire:\n{}",
         packets.summary(60)
     );
@@ -86,6 +82,15 @@ fn assert_encrypted(packets: &Packets, app_ports: &[u16], marker: &str) -> Resul
         "the request's plaintext ({marker}) crossed the wire"
     );
     Ok(())
+}
+
+/// TLS ClientHellos to 15008: handshake records whose first message is a
+/// ClientHello.
+fn client_hellos(packets: &Packets) -> usize {
+    packets
+        .to_port(15008)
+        .filter(|p| p.payload.len() > 5 && p.payload[0] == 0x16 && p.payload[5] == 0x01)
+        .count()
 }
 
 fn assert_saw_client(out: &str, client: &Pod) -> Result<()> {
@@ -336,6 +341,32 @@ fn plaintext_to_an_enrolled_pod_is_steered_through_its_proxy_but_node_probes_are
                 .lines()
                 .any(|l| l.contains(&from_node)),
             "a probe from the node went through the proxy"
+        );
+        Ok(())
+    })
+}
+
+#[test]
+fn connections_to_one_destination_share_one_pooled_hbone_connection() -> Result<()> {
+    let cluster = Cluster::builder().nodes(2).build()?;
+    cluster.with_logs(|cluster| {
+        cluster.add_namespace("demo", &[AMBIENT])?;
+        let pods = pair(cluster, "demo")?;
+        let url = format!("http://{}/", pods.server.addr(8080));
+        // Capture from before the first request on.
+        let capture = cluster.capture_between_nodes()?;
+        get_eventually(&pods.client, &url)?;
+        for _ in 0..5 {
+            let out = get_with_marker(&pods.client, &url, "POOL-MARKER-6b2a")?;
+            assert_saw_client(&out, &pods.client)?;
+        }
+        let packets = capture.stop()?;
+        assert_encrypted(&packets, &[8080], "POOL-MARKER-6b2a")?;
+        ensure!(
+            client_hellos(&packets) == 1,
+            "6 app connections should share one HBONE connection, saw {} TLS handshakes:\n{}",
+            client_hellos(&packets),
+            packets.summary(60)
         );
         Ok(())
     })

@@ -43,6 +43,9 @@ pub enum HboneError {
 pub struct H2Stream {
     pub send: SendStream<Bytes>,
     pub recv: RecvStream,
+    /// Held until the stream ends: for a pooled connection, the claim on
+    /// it (see `proxy::pool`).
+    pub lease: Option<super::pool::Lease>,
 }
 
 /// HTTP/2 client handshake over an established (TLS) connection; the
@@ -51,6 +54,25 @@ pub async fn client_handshake<IO>(io: IO) -> Result<SendRequest<Bytes>, HboneErr
 where
     IO: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
+    Ok(client_handshake_watched(io).await?.0)
+}
+
+/// [`client_handshake`], also returning a flag that turns true when the
+/// connection has ended (for the pool).
+pub async fn client_handshake_watched<IO>(
+    io: IO,
+) -> Result<
+    (
+        SendRequest<Bytes>,
+        std::sync::Arc<std::sync::atomic::AtomicBool>,
+    ),
+    HboneError,
+>
+where
+    IO: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
+    let closed = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let flag = closed.clone();
     let (send_request, connection) = h2::client::Builder::new()
         .enable_push(false)
         .initial_window_size(STREAM_WINDOW)
@@ -63,8 +85,9 @@ where
         if let Err(err) = connection.await {
             tracing::debug!(error = %err, "HBONE client connection ended");
         }
+        flag.store(true, std::sync::atomic::Ordering::Release);
     });
-    Ok(send_request)
+    Ok((send_request, closed))
 }
 
 /// Opens a CONNECT stream to `target` and waits for the peer's 200.
@@ -92,6 +115,7 @@ pub async fn connect(
     Ok(H2Stream {
         send,
         recv: response.into_body(),
+        lease: None,
     })
 }
 
@@ -120,8 +144,10 @@ fn h2_io(err: h2::Error) -> io::Error {
 /// Returns (bytes sent into the tunnel, bytes received from it).
 pub async fn splice(tcp: TcpStream, stream: H2Stream) -> io::Result<(u64, u64)> {
     let (read, write) = tcp.into_split();
-    let H2Stream { send, recv } = stream;
-    tokio::try_join!(tcp_to_h2(read, send), h2_to_tcp(recv, write))
+    let H2Stream { send, recv, lease } = stream;
+    let result = tokio::try_join!(tcp_to_h2(read, send), h2_to_tcp(recv, write));
+    drop(lease);
+    result
 }
 
 async fn tcp_to_h2(

@@ -194,6 +194,7 @@ async fn stream_request(
     let tunnel = hbone::H2Stream {
         send,
         recv: request.into_body(),
+        lease: None,
     };
     let started = std::time::Instant::now();
     let result = hbone::splice(app.stream, tunnel).await;

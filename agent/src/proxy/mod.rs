@@ -16,6 +16,7 @@ pub mod hbone;
 pub mod inbound;
 pub mod inbound_plain;
 pub mod outbound;
+pub mod pool;
 
 use std::{net::SocketAddr, sync::Arc};
 
@@ -61,6 +62,8 @@ pub struct ProxyContext {
     /// The mesh's roots; reloaded when the bundle file changes.
     pub trust: Arc<crate::identity::TrustBundle>,
     pub redirection: Arc<dyn Redirection>,
+    /// Outbound HBONE connections, shared by streams.
+    pub pool: Arc<pool::Pool>,
 }
 
 /// One enrolled pod, as its listeners see it.

@@ -13,7 +13,7 @@ use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
 use weft_ebpf_common::{HBONE_PORT, OUTBOUND_MARK};
 
-use super::{PodContext, ProxyContext, hbone};
+use super::{PodContext, ProxyContext, hbone, pool::PoolKey};
 use crate::{
     identity::tls,
     metrics::Denial,
@@ -154,8 +154,9 @@ async fn passthrough(
     Ok(tokio::io::copy_bidirectional(&mut stream, &mut upstream).await?)
 }
 
-/// TLS to the destination pod's 15008 and a CONNECT stream to `target`,
-/// from the client pod's namespace and with its identity.
+/// A CONNECT stream to `target` on a pooled connection to the destination
+/// pod's 15008, or on a new one (TLS from the client pod's namespace, with
+/// its identity) when none has room.
 async fn open_tunnel(
     peer: SocketAddr,
     pod: &PodContext,
@@ -163,12 +164,34 @@ async fn open_tunnel(
     destination: &Workload,
     target: SocketAddr,
 ) -> Result<hbone::H2Stream, OutboundError> {
+    let hbone_addr = SocketAddr::new(target.ip(), HBONE_PORT);
+    let key = PoolKey {
+        src_netns_cookie: pod.netns_cookie,
+        dst_identity: destination.identity.clone(),
+        dst: hbone_addr,
+    };
+    let source_ip = pod.workload.ips.first().copied().unwrap_or(peer.ip());
+    let headers = request_headers(pod, source_ip, peer.port());
+    if let Some(lease) = ctx.pool.checkout(&key) {
+        match hbone::connect(lease.send_request(), target, headers.clone()).await {
+            Ok(mut stream) => {
+                stream.lease = Some(lease);
+                return Ok(stream);
+            }
+            // The peer refused this stream: that is the answer.
+            Err(err @ hbone::HboneError::Refused { .. }) => return Err(err.into()),
+            // The connection broke: never reuse it, try a new one.
+            Err(err) => {
+                tracing::debug!(error = %err, "pooled HBONE connection failed; opening a new one");
+                lease.connection().mark_closed();
+            }
+        }
+    }
     let cert = ctx
         .secrets
         .cached(pod.identity())
         .ok_or_else(|| OutboundError::NoCertificate(pod.identity().to_string()))?;
     let config = tls::client_config(&cert, ctx.trust.roots(), destination.identity.clone())?;
-    let hbone_addr = SocketAddr::new(target.ip(), HBONE_PORT);
     let tcp = connect_from_pod(pod, hbone_addr).await?;
     let tls_stream = TlsConnector::from(config)
         .connect(ServerName::IpAddress(target.ip().into()), tcp)
@@ -177,14 +200,11 @@ async fn open_tunnel(
             addr: hbone_addr,
             source,
         })?;
-    let send_request = hbone::client_handshake(tls_stream).await?;
-    let source_ip = pod.workload.ips.first().copied().unwrap_or(peer.ip());
-    Ok(hbone::connect(
-        send_request,
-        target,
-        request_headers(pod, source_ip, peer.port()),
-    )
-    .await?)
+    let (send_request, closed) = hbone::client_handshake_watched(tls_stream).await?;
+    let lease = ctx.pool.insert(key, send_request, closed);
+    let mut stream = hbone::connect(lease.send_request(), target, headers).await?;
+    stream.lease = Some(lease);
+    Ok(stream)
 }
 
 /// Headers ztunnel sends with CONNECT.
