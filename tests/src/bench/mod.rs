@@ -53,6 +53,10 @@ pub(crate) fn stopped() -> bool {
 pub fn main() -> Result<()> {
     let options = Options::parse();
     let settings = Settings::from(&options);
+    for (key, value) in &options.agent_env {
+        // SAFETY: no other thread exists yet.
+        unsafe { std::env::set_var(key, value) };
+    }
     catch_signals()?;
     // The agents and every pod process inherit this limit: 10,000 held
     // connections need some 20,000 descriptors in each agent.
@@ -94,6 +98,11 @@ pub fn main() -> Result<()> {
         machine["kernel"].as_str().unwrap_or("?"),
     );
     println!("weft-bench: RLIMIT_NOFILE {nofile}, inherited by the agents and the pods' processes");
+    for (key, value) in &options.agent_env {
+        println!(
+            "weft-bench: {key}={value} in the environment of the agents (and of all the cluster runs)"
+        );
+    }
     if settings.quick {
         println!("weft-bench: --quick checks that every scenario runs; its figures mean little");
     }
@@ -109,11 +118,13 @@ pub fn main() -> Result<()> {
         .transpose()?;
     let mut run = Run::new(settings.clone(), target_dir.join("bench/profile"));
     run.hostload = Some(hostload::HostLoad::new(testbed.cluster.run_cgroup()));
+    // Footprint first: the agents' memory then reflects only the
+    // connections held, not what earlier traffic left in their heaps.
     footprint::idle(&mut run, &testbed);
+    footprint::connections(&mut run, &testbed);
     throughput::run(&mut run, &testbed);
     latency::run(&mut run, &testbed);
     connrate::run(&mut run, &testbed);
-    footprint::connections(&mut run, &testbed);
     println!("weft-bench: tearing the cluster down");
     drop(testbed);
     drop(dma);
@@ -145,6 +156,7 @@ pub fn main() -> Result<()> {
         "conditions": {
             "cpu_dma_latency": dma_state,
             "agent_rlimit_nofile": agent_nofile,
+            "agent_env": options.agent_env.iter().map(|(k, v)| format!("{k}={v}")).collect::<Vec<_>>(),
             "pod_sysctls": {
                 "net.ipv4.ip_local_port_range": "16000 65535",
                 "net.ipv4.tcp_tw_reuse": "1",

@@ -43,6 +43,12 @@ pub struct Options {
     /// Do not hold /dev/cpu_dma_latency at 0 (to see what it changes).
     #[arg(long)]
     pub no_dma_latency: bool,
+    /// `KEY=VALUE` set in the environment of everything the cluster runs
+    /// (repeatable), to try an agent setting without rebuilding, e.g.
+    /// `--agent-env TOKIO_WORKER_THREADS=1` or `--agent-env WEFT_LOG=warn`.
+    /// Recorded in the report.
+    #[arg(long, value_name = "KEY=VALUE", value_parser = parse_env)]
+    pub agent_env: Vec<(String, String)>,
     /// Where weft's binaries are (default: `$WEFT_BIN_DIR`, else next to
     /// this executable).
     #[arg(long)]
@@ -109,5 +115,12 @@ impl Settings {
     /// Whether the scenario called `name` is selected.
     pub fn selected(&self, name: &str) -> bool {
         self.only.is_empty() || self.only.iter().any(|o| name.contains(o.as_str()))
+    }
+}
+
+fn parse_env(s: &str) -> Result<(String, String), String> {
+    match s.split_once('=') {
+        Some((k, v)) if !k.is_empty() => Ok((k.to_string(), v.to_string())),
+        _ => Err(format!("{s:?} is not KEY=VALUE")),
     }
 }
