@@ -98,10 +98,13 @@ impl Server {
         let mut tasks = JoinSet::new();
 
         // Config source → snapshots → models.
-        let source = DirSource::load(&config.config_dir)?;
+        let mut source = DirSource::load(&config.config_dir)?;
         let snapshot = source.snapshot();
         log_loaded(&snapshot);
-        let model = model::build(&snapshot.objects, &model_config);
+        let mut builder = model::Builder::new(model_config.clone());
+        builder.update(model::Delta::Full(&snapshot.objects));
+        let applied_seq = snapshot.seq;
+        let model = builder.model().clone();
         let findings = Arc::new(std::sync::Mutex::new(Vec::new()));
         log_findings(&findings, &snapshot, &model, &model_config);
         tracing::info!(
@@ -119,6 +122,13 @@ impl Server {
         tasks.spawn(rebuild_models(
             snapshot_rx.clone(),
             model_tx,
+            builder,
+            applied_seq,
+            shutdown.clone(),
+        ));
+        tasks.spawn(analyze_changes(
+            snapshot_rx.clone(),
+            model_rx.clone(),
             model_config,
             Arc::clone(&findings),
             shutdown.clone(),
@@ -220,6 +230,42 @@ fn log_loaded(snapshot: &Snapshot) {
 async fn rebuild_models(
     mut snapshots: watch::Receiver<Arc<Snapshot>>,
     models: watch::Sender<Arc<Model>>,
+    mut builder: model::Builder,
+    mut applied_seq: u64,
+    shutdown: CancellationToken,
+) -> (&'static str, Result<(), String>) {
+    loop {
+        tokio::select! {
+            _ = shutdown.cancelled() => break,
+            changed = snapshots.changed() => if changed.is_err() { break },
+        }
+        let snapshot = snapshots.borrow_and_update().clone();
+        let started = std::time::Instant::now();
+        let delta = match &snapshot.changes {
+            Some(changes) if snapshot.seq == applied_seq + 1 => model::Delta::Changes(changes),
+            _ => model::Delta::Full(&snapshot.objects),
+        };
+        applied_seq = snapshot.seq;
+        if builder.update(delta) {
+            let model = builder.model().clone();
+            tracing::info!(
+                resources = model.resources.len(),
+                authorizations = model.authorizations.len(),
+                version = model.version,
+                took_ms = started.elapsed().as_millis() as u64,
+                "model updated"
+            );
+            models.send_replace(Arc::new(model));
+        }
+    }
+    ("model builder", Ok(()))
+}
+
+/// Analysis runs beside the model builder, at most once per
+/// [`ANALYSIS_INTERVAL`], so it never delays what agents get.
+async fn analyze_changes(
+    mut snapshots: watch::Receiver<Arc<Snapshot>>,
+    models: watch::Receiver<Arc<Model>>,
     config: ModelConfig,
     findings: Arc<std::sync::Mutex<Vec<Finding>>>,
     shutdown: CancellationToken,
@@ -229,28 +275,23 @@ async fn rebuild_models(
             _ = shutdown.cancelled() => break,
             changed = snapshots.changed() => if changed.is_err() { break },
         }
+        tokio::select! {
+            _ = shutdown.cancelled() => break,
+            _ = tokio::time::sleep(ANALYSIS_INTERVAL) => {}
+        }
         let snapshot = snapshots.borrow_and_update().clone();
-        let model = model::build(&snapshot.objects, &config);
-        models.send_if_modified(|current| {
-            if current.version == model.version
-                && current.identities_by_node == model.identities_by_node
-            {
-                return false;
-            }
-            tracing::info!(
-                resources = model.resources.len(),
-                version = model.version,
-                "model updated"
-            );
-            *current = Arc::new(model);
-            true
-        });
-        // After the push: analysis never delays what agents get.
         let model = models.borrow().clone();
-        log_findings(&findings, &snapshot, &model, &config);
+        let (config, findings) = (config.clone(), Arc::clone(&findings));
+        let _ = tokio::task::spawn_blocking(move || {
+            log_findings(&findings, &snapshot, &model, &config)
+        })
+        .await;
     }
-    ("model builder", Ok(()))
+    ("analysis", Ok(()))
 }
+
+/// How often analysis may run while config keeps changing.
+const ANALYSIS_INTERVAL: Duration = Duration::from_secs(1);
 
 /// Runs the analysis and logs the findings that are new since the last
 /// run (all of them at startup).

@@ -58,7 +58,7 @@ pub fn validate_dir(
     domain_suffix: &str,
     root_namespace: &str,
 ) -> Result<Report, ValidateError> {
-    let source = DirSource::load(dir)?;
+    let mut source = DirSource::load(dir)?;
     let snapshot = source.snapshot();
     // The source reports the first broken rule of an object; list all.
     let mut errors = Vec::new();

@@ -88,7 +88,7 @@ macro_rules! kinds {
         /// One decoded configuration object.
         #[derive(Debug, Clone, PartialEq)]
         pub enum Object {
-            $($variant(Box<$ty>),)+
+            $($variant(std::sync::Arc<$ty>),)+
         }
 
         impl Object {
@@ -150,7 +150,7 @@ macro_rules! kinds {
                         if !errors.is_empty() {
                             return Err(DecodeError::Invalid(errors));
                         }
-                        return Ok(Some(Object::$variant(Box::new(object))));
+                        return Ok(Some(Object::$variant(std::sync::Arc::new(object))));
                     }
                 }
             )+

@@ -317,7 +317,7 @@ fn selected_workloads_list_the_policy_and_it_is_served() {
         ["istio-system/root"],
         "a selector outside the root namespace stays in its namespace"
     );
-    let names: Vec<&String> = m.authorizations.keys().collect();
+    let names: Vec<&String> = m.authorizations.keys();
     assert_eq!(names, ["istio-system/root", "mesh/ns-wide", "mesh/p"]);
     let served = m.authorizations["mesh/p"].authorization().unwrap();
     assert_eq!(served.scope, Scope::WorkloadSelector as i32);

@@ -2,18 +2,19 @@
 //! receive, each with a name and a version — Istio Workload API
 //! `istio.workload.Address` (workloads and services) and
 //! `istio.security.Authorization` (AuthorizationPolicy and
-//! PeerAuthentication) — plus the indexes the CA needs. Rebuilt from
-//! scratch on every config change; xDS streams diff successive models.
+//! PeerAuthentication) — plus the indexes the CA needs. The [`Builder`]
+//! recomputes only what a change touches (a pod; the pods of a namespace
+//! whose services or policies changed) and records the names that changed,
+//! so that xDS streams send differences without comparing everything.
 
 pub mod authorization;
+mod builder;
 pub mod peer_authentication;
 mod service;
+pub mod sharded;
 mod workload;
 
-use std::{
-    collections::{BTreeMap, BTreeSet, HashMap},
-    sync::Arc,
-};
+use std::sync::Arc;
 
 use prost::Message;
 use weft_proto::{
@@ -22,10 +23,15 @@ use weft_proto::{
     workload::{Address, address::Type},
 };
 
-use self::{authorization::CompiledAuthorization, peer_authentication::PeerAuthIndex};
+pub use self::builder::{Builder, Delta};
+use self::{
+    authorization::CompiledAuthorization,
+    peer_authentication::PeerAuthIndex,
+    sharded::{SetHash, ShardedMap},
+};
 use crate::{
     analysis::Finding,
-    kinds::{AuthorizationPolicy, Namespace, Object, ObjectKey, PeerAuthentication, Pod, Service},
+    kinds::{Object, Pod, Service},
 };
 
 /// What the model needs from the control plane's config.
@@ -78,35 +84,138 @@ impl XdsResource {
     }
 }
 
-/// Resources of one type by name.
-pub type Resources = BTreeMap<String, Arc<XdsResource>>;
+/// Resources of one type by name, with an order-independent hash of
+/// their versions.
+#[derive(Debug, Clone, Default)]
+pub struct Resources {
+    map: ShardedMap<Arc<XdsResource>>,
+    hash: SetHash,
+}
 
-/// The state served to agents, and what the CA authorizes against.
+impl Resources {
+    pub fn get(&self, name: &str) -> Option<&Arc<XdsResource>> {
+        self.map.get(name)
+    }
+
+    pub fn contains_key(&self, name: &str) -> bool {
+        self.map.contains_key(name)
+    }
+
+    pub fn len(&self) -> usize {
+        self.map.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.map.is_empty()
+    }
+
+    pub fn iter(&self) -> impl Iterator<Item = (&String, &Arc<XdsResource>)> {
+        self.map.iter()
+    }
+
+    pub fn values(&self) -> impl Iterator<Item = &Arc<XdsResource>> {
+        self.map.values()
+    }
+
+    /// Names, sorted.
+    pub fn keys(&self) -> Vec<&String> {
+        self.map.sorted_keys()
+    }
+
+    /// Inserts or replaces; whether anything changed.
+    pub fn put(&mut self, resource: Arc<XdsResource>) -> bool {
+        if let Some(old) = self.map.get(&resource.name) {
+            if old.version == resource.version {
+                return false;
+            }
+            self.hash.toggle(&old.name, &old.version);
+        }
+        self.hash.toggle(&resource.name, &resource.version);
+        self.map.insert(resource.name.clone(), resource);
+        true
+    }
+
+    /// Removes; whether it was there.
+    pub fn remove(&mut self, name: &str) -> bool {
+        match self.map.remove(name) {
+            Some(old) => {
+                self.hash.toggle(&old.name, &old.version);
+                true
+            }
+            None => false,
+        }
+    }
+
+    /// The type's version: a digest of every (name, version).
+    pub fn version(&self) -> String {
+        self.hash.hex()
+    }
+}
+
+impl std::ops::Index<&str> for Resources {
+    type Output = Arc<XdsResource>;
+
+    fn index(&self, name: &str) -> &Arc<XdsResource> {
+        &self.map[name]
+    }
+}
+
+impl std::ops::Index<&String> for Resources {
+    type Output = Arc<XdsResource>;
+
+    fn index(&self, name: &String) -> &Arc<XdsResource> {
+        &self.map[name.as_str()]
+    }
+}
+
+/// What changed from one model version to the next.
 #[derive(Debug, Default)]
+pub struct Changes {
+    /// The version these changes lead from.
+    pub from: String,
+    /// (type URL, resource name) added, changed or removed.
+    pub names: Vec<(&'static str, String)>,
+}
+
+/// How many model versions of changes streams can catch up through.
+pub const HISTORY: usize = 64;
+
+/// The state served to agents, and what the CA authorizes against. Cheap
+/// to clone (a snapshot).
+#[derive(Debug, Clone, Default)]
 pub struct Model {
     /// `istio.workload.Address` by resource name: workload uid, or
     /// `namespace/hostname`.
     pub resources: Resources,
     /// `istio.security.Authorization` by `namespace/name`.
     pub authorizations: Resources,
-    /// Hash over all resource versions.
+    /// Over all types.
     pub version: String,
-    /// Per type URL, a hash over that type's resource versions (each
-    /// response's `system_version_info`).
-    pub type_versions: BTreeMap<&'static str, String>,
-    /// Node name → (namespace, service account) of the pods scheduled
-    /// there, with or without an IP yet.
-    pub identities_by_node: HashMap<String, BTreeSet<(String, String)>>,
+    /// `<node>/<namespace>/<service account>` → how many pods (with or
+    /// without an IP) run as that identity on that node.
+    pub identities: ShardedMap<u32>,
     /// What compiling the config found (policies a node proxy can only
     /// partly enforce); the full analysis is `analysis::analyze`.
     pub findings: Vec<Finding>,
+    /// The changes that led to this version, newest last, up to
+    /// [`HISTORY`]: a stream at an older version sends only these names.
+    pub history: std::collections::VecDeque<Arc<Changes>>,
 }
 
 impl Model {
+    /// Whether a pod running as `namespace`/`service_account` is scheduled
+    /// on `node`.
+    pub fn node_runs(&self, node: &str, namespace: &str, service_account: &str) -> bool {
+        self.identities
+            .contains_key(&identity_key(node, namespace, service_account))
+    }
+
     /// The version of one type's resources ("" for a type weft does not
     /// serve).
-    pub fn type_version(&self, type_url: &str) -> &str {
-        self.type_versions.get(type_url).map_or("", String::as_str)
+    pub fn type_version(&self, type_url: &str) -> String {
+        self.of_type(type_url)
+            .map(Resources::version)
+            .unwrap_or_default()
     }
 
     /// The resources of an xDS type, if weft serves it.
@@ -118,107 +227,43 @@ impl Model {
         }
     }
 
-    /// Whether a pod running as `namespace`/`service_account` is scheduled
-    /// on `node`.
-    pub fn node_runs(&self, node: &str, namespace: &str, service_account: &str) -> bool {
-        self.identities_by_node
-            .get(node)
-            .is_some_and(|ids| ids.contains(&(namespace.to_string(), service_account.to_string())))
+    /// The names changed since `version`, if it is recent enough; `None`
+    /// means "compare everything".
+    pub fn changed_since(&self, version: &str) -> Option<Vec<(&'static str, &str)>> {
+        if version == self.version {
+            return Some(Vec::new());
+        }
+        let start = self.history.iter().position(|c| c.from == version)?;
+        Some(
+            self.history
+                .iter()
+                .skip(start)
+                .flat_map(|c| c.names.iter().map(|(t, n)| (*t, n.as_str())))
+                .collect(),
+        )
+    }
+
+    fn seal(&mut self) {
+        self.version = SetHash(
+            u64::from_str_radix(&self.resources.version(), 16).unwrap_or(0)
+                ^ u64::from_str_radix(&self.authorizations.version(), 16)
+                    .unwrap_or(0)
+                    .rotate_left(17),
+        )
+        .hex();
     }
 }
 
-/// Builds the model from a snapshot's objects. When two files define the
-/// same object, the later file (in path order) wins.
+pub fn identity_key(node: &str, namespace: &str, service_account: &str) -> String {
+    format!("{node}/{namespace}/{service_account}")
+}
+
+/// Builds the model from a snapshot's objects, from scratch. When two
+/// files define the same object, the later file (in path order) wins.
 pub fn build(objects: &[Object], config: &ModelConfig) -> Model {
-    let mut namespaces: HashMap<&str, &Namespace> = HashMap::new();
-    let mut pods: BTreeMap<ObjectKey, &Pod> = BTreeMap::new();
-    let mut services: BTreeMap<ObjectKey, &Service> = BTreeMap::new();
-    let mut authz: BTreeMap<ObjectKey, &AuthorizationPolicy> = BTreeMap::new();
-    let mut peer_auths: BTreeMap<ObjectKey, &PeerAuthentication> = BTreeMap::new();
-    for object in objects {
-        let key = object.key();
-        let replaced = match object {
-            Object::Namespace(ns) => namespaces.insert(&ns.metadata.name, ns).is_some(),
-            Object::Pod(pod) => pods.insert(key.clone(), pod).is_some(),
-            Object::Service(svc) => services.insert(key.clone(), svc).is_some(),
-            Object::AuthorizationPolicy(p) => authz.insert(key.clone(), p).is_some(),
-            Object::PeerAuthentication(p) => peer_auths.insert(key.clone(), p).is_some(),
-            _ => false,
-        };
-        if replaced {
-            tracing::warn!(object = %key, "object defined more than once; the last file wins");
-        }
-    }
-
-    let mut model = Model::default();
-    let root = config.root_namespace.as_str();
-    let mut policies: Vec<CompiledAuthorization> = authz
-        .values()
-        .filter_map(|p| authorization::compile(p, root, &mut model.findings))
-        .collect();
-    let peer_auths: Vec<&PeerAuthentication> = peer_auths.into_values().collect();
-    let peer_index = PeerAuthIndex::new(&peer_auths, root);
-    policies.extend(peer_index.compile());
-    let selecting: Vec<(String, &CompiledAuthorization)> = policies
-        .iter()
-        .filter(|p| p.selector.is_some())
-        .map(|p| (p.resource_name(), p))
-        .collect();
-
-    for pod in pods.values() {
-        if let Some(node) = pod.node_name() {
-            model
-                .identities_by_node
-                .entry(node.to_string())
-                .or_default()
-                .insert((
-                    pod.namespace().to_string(),
-                    pod.service_account().to_string(),
-                ));
-        }
-        let namespace = namespaces.get(pod.namespace()).copied();
-        let selecting_services: Vec<&Service> = services
-            .values()
-            .copied()
-            .filter(|s| s.namespace() == pod.namespace() && s.selects(&pod.metadata.labels))
-            .collect();
-        if let Some(mut w) = workload::build(pod, namespace, &selecting_services, config) {
-            w.authorization_policies = workload_policies(pod, &selecting, &peer_index, root);
-            model.insert(w.uid.clone(), Type::Workload(w));
-        }
-    }
-    for svc in services.values() {
-        let s = service::build(svc, config);
-        model.insert(format!("{}/{}", s.namespace, s.hostname), Type::Service(s));
-    }
-    for policy in policies {
-        let name = policy.resource_name();
-        let bytes = policy.authorization.encode_to_vec();
-        let resource =
-            XdsResource::new(name.clone(), AUTHORIZATION_TYPE_URL, bytes.clone(), &bytes);
-        model.authorizations.insert(name, resource);
-    }
-
-    model.type_versions = [
-        (ADDRESS_TYPE_URL, version_of(&model.resources)),
-        (AUTHORIZATION_TYPE_URL, version_of(&model.authorizations)),
-    ]
-    .into();
-    let mut all = ring::digest::Context::new(&ring::digest::SHA256);
-    for version in model.type_versions.values() {
-        all.update(version.as_bytes());
-    }
-    model.version = short_hex(all.finish().as_ref());
-    model
-}
-
-fn version_of(resources: &Resources) -> String {
-    let mut all = ring::digest::Context::new(&ring::digest::SHA256);
-    for (name, resource) in resources {
-        all.update(name.as_bytes());
-        all.update(resource.version.as_bytes());
-    }
-    short_hex(all.finish().as_ref())
+    let mut builder = Builder::new(config.clone());
+    builder.update(Delta::Full(objects));
+    builder.model().clone()
 }
 
 /// The policies a pod's workload lists in `authorization_policies`:
@@ -243,21 +288,6 @@ fn workload_policies(
     keys.sort();
     keys.extend(peer_index.workload_keys(pod.namespace(), labels));
     keys
-}
-
-impl Model {
-    fn insert(&mut self, name: String, resource: Type) {
-        let address = Address {
-            r#type: Some(resource),
-        };
-        let resource = XdsResource::new(
-            name.clone(),
-            ADDRESS_TYPE_URL,
-            address.encode_to_vec(),
-            &canonical_bytes(&address),
-        );
-        self.resources.insert(name, resource);
-    }
 }
 
 /// The encoding of `address` with map entries in key order (prost encodes

@@ -19,7 +19,7 @@ fn pas(yaml: &str) -> Vec<PeerAuthentication> {
         .expect("valid")
         .into_iter()
         .filter_map(|o| match o {
-            Object::PeerAuthentication(p) => Some(*p),
+            Object::PeerAuthentication(p) => Some((*p).clone()),
             _ => None,
         })
         .collect()

@@ -22,7 +22,7 @@ use super::{
     FileError, Snapshot,
     parse::{Outcome, parse_outcomes},
 };
-use crate::kinds::Object;
+use crate::kinds::{Object, ObjectKey};
 
 /// Quiet time after the last file event before re-reading: an editor's
 /// save or `kubectl`-style rewrite is a burst of events.
@@ -54,6 +54,9 @@ pub const MAX_FILE_BYTES: u64 = 16 * 1024 * 1024;
 /// What the source remembers about one file.
 #[derive(Debug)]
 struct FileState {
+    /// Size and modification time when last read: unchanged means the
+    /// file is not even read again.
+    stamp: Option<(u64, std::time::SystemTime)>,
     /// Hash of the content, to skip unchanged files cheaply.
     digest: [u8; 32],
     /// The objects that apply: this version's good ones, and the last
@@ -67,6 +70,10 @@ struct FileState {
 pub struct DirSource {
     root: PathBuf,
     files: BTreeMap<PathBuf, FileState>,
+    /// Snapshots published so far.
+    seq: u64,
+    /// Object changes since the last snapshot.
+    pending: Vec<(ObjectKey, Option<Object>)>,
 }
 
 impl DirSource {
@@ -76,6 +83,8 @@ impl DirSource {
         let mut source = DirSource {
             root: root.to_path_buf(),
             files: BTreeMap::new(),
+            seq: 0,
+            pending: Vec::new(),
         };
         source.rescan()?;
         Ok(source)
@@ -89,79 +98,157 @@ impl DirSource {
             path: self.root.clone(),
             source,
         })?;
+        let listed: std::collections::BTreeSet<&PathBuf> = paths.iter().collect();
+        let gone: Vec<PathBuf> = self
+            .files
+            .keys()
+            .filter(|p| !listed.contains(p))
+            .cloned()
+            .collect();
         let mut changed = false;
-
-        let before = self.files.len();
-        self.files.retain(|path, _| paths.contains(path));
-        if self.files.len() != before {
-            changed = true;
+        for path in gone {
+            changed |= self.refresh(&path);
         }
-
-        for path in paths {
-            let relative = path.strip_prefix(&self.root).unwrap_or(&path).to_path_buf();
-            let content = match read_bounded(&path) {
-                Ok(Some(content)) => content,
-                // Deleted between listing and reading: the next event
-                // brings the listing up to date.
-                Ok(None) => continue,
-                Err(message) => {
-                    let digest = [0xff; 32];
-                    if self.files.get(&path).is_some_and(|f| f.digest == digest) {
-                        continue;
-                    }
-                    changed = true;
-                    let error = whole_file_error(&relative, 1, 1, message);
-                    let previous = self.files.remove(&path).map(|f| f.good).unwrap_or_default();
-                    let mut state = reject_file(previous, error);
-                    state.digest = digest;
-                    self.files.insert(path, state);
-                    continue;
-                }
-            };
-            let digest = sha256(&content);
-            if self.files.get(&path).is_some_and(|f| f.digest == digest) {
-                continue;
-            }
-            changed = true;
-            let previous = self.files.remove(&path).map(|f| f.good).unwrap_or_default();
-            let outcomes = match std::str::from_utf8(&content) {
-                Ok(text) => parse_outcomes(&relative, text),
-                Err(err) => {
-                    let line = content[..err.valid_up_to()]
-                        .iter()
-                        .filter(|b| **b == b'\n')
-                        .count()
-                        + 1;
-                    Err(whole_file_error(
-                        &relative,
-                        line,
-                        1,
-                        format!(
-                            "the file is not UTF-8 text (invalid byte at offset {}); save it as UTF-8",
-                            err.valid_up_to()
-                        ),
-                    ))
-                }
-            };
-            let mut state = match outcomes {
-                Ok(outcomes) => apply_outcomes(previous, outcomes),
-                Err(error) => reject_file(previous, error),
-            };
-            state.digest = digest;
-            for error in &state.errors {
-                tracing::warn!(
-                    file = %error.file.display(),
-                    line = error.line,
-                    column = error.column,
-                    object = error.object.as_deref().unwrap_or(""),
-                    path = error.path,
-                    reason = error.message,
-                    "config rejected; the last good version keeps serving"
-                );
-            }
-            self.files.insert(path, state);
+        for path in &paths {
+            changed |= self.refresh(path);
         }
         Ok(changed)
+    }
+
+    /// Re-reads only these paths (from file events); a directory among
+    /// them means a full rescan.
+    pub fn rescan_paths(
+        &mut self,
+        paths: &std::collections::BTreeSet<PathBuf>,
+    ) -> Result<bool, DirError> {
+        if paths.iter().any(|p| p.is_dir()) {
+            return self.rescan();
+        }
+        let mut changed = false;
+        for path in paths {
+            let hidden = path
+                .strip_prefix(&self.root)
+                .unwrap_or(path)
+                .components()
+                .any(|c| c.as_os_str().to_string_lossy().starts_with('.'));
+            if is_yaml(path) && !hidden {
+                changed |= self.refresh(path);
+            }
+        }
+        Ok(changed)
+    }
+
+    /// Brings one file up to date; whether its objects or errors changed.
+    fn refresh(&mut self, path: &Path) -> bool {
+        let relative = path.strip_prefix(&self.root).unwrap_or(path).to_path_buf();
+        let stamp = std::fs::metadata(path)
+            .ok()
+            .filter(|m| m.is_file())
+            .map(|m| (m.len(), m.modified().unwrap_or(std::time::UNIX_EPOCH)));
+        let Some(stamp) = stamp else {
+            // Gone (or no longer a file).
+            return match self.files.remove(path) {
+                Some(old) => {
+                    self.record(old.good, Vec::new().as_slice());
+                    true
+                }
+                None => false,
+            };
+        };
+        if self.files.get(path).is_some_and(|f| f.stamp == Some(stamp)) {
+            return false;
+        }
+        let content = match read_bounded(path) {
+            Ok(Some(content)) => content,
+            Ok(None) => return false,
+            Err(message) => {
+                let digest = [0xff; 32];
+                if self.files.get(path).is_some_and(|f| f.digest == digest) {
+                    return false;
+                }
+                let error = whole_file_error(&relative, 1, 1, message);
+                tracing::warn!(file = %relative.display(), reason = error.message, "config file refused; its last good objects keep serving");
+                let previous = self.files.remove(path).map(|f| f.good).unwrap_or_default();
+                let mut state = reject_file(previous, error);
+                state.digest = digest;
+                state.stamp = Some(stamp);
+                self.files.insert(path.to_path_buf(), state);
+                return true;
+            }
+        };
+        let digest = sha256(&content);
+        if let Some(f) = self.files.get_mut(path)
+            && f.digest == digest
+        {
+            f.stamp = Some(stamp);
+            return false;
+        }
+        let previous = self.files.remove(path).map(|f| f.good).unwrap_or_default();
+        let outcomes = match std::str::from_utf8(&content) {
+            Ok(text) => parse_outcomes(&relative, text),
+            Err(err) => {
+                let line = content[..err.valid_up_to()]
+                    .iter()
+                    .filter(|b| **b == b'\n')
+                    .count()
+                    + 1;
+                Err(whole_file_error(
+                    &relative,
+                    line,
+                    1,
+                    format!(
+                        "the file is not UTF-8 text (invalid byte at offset {}); save it as UTF-8",
+                        err.valid_up_to()
+                    ),
+                ))
+            }
+        };
+        let mut state = match outcomes {
+            Ok(outcomes) => apply_outcomes(previous.clone(), outcomes),
+            Err(error) => reject_file(previous.clone(), error),
+        };
+        state.digest = digest;
+        state.stamp = Some(stamp);
+        for error in &state.errors {
+            tracing::warn!(
+                file = %error.file.display(),
+                line = error.line,
+                column = error.column,
+                object = error.object.as_deref().unwrap_or(""),
+                path = error.path,
+                reason = error.message,
+                "config rejected; the last good version keeps serving"
+            );
+        }
+        let new = state.good.clone();
+        self.files.insert(path.to_path_buf(), state);
+        self.record(previous, &new);
+        true
+    }
+
+    /// Records the object changes of one file going from `old` to `new`.
+    fn record(&mut self, old: Vec<Object>, new: &[Object]) {
+        let old: std::collections::HashMap<ObjectKey, Object> =
+            old.into_iter().map(|o| (o.key(), o)).collect();
+        let new_keys: std::collections::HashMap<ObjectKey, &Object> =
+            new.iter().map(|o| (o.key(), o)).collect();
+        for key in old.keys() {
+            if !new_keys.contains_key(key) {
+                // Still defined by another file?
+                let elsewhere = self
+                    .files
+                    .values()
+                    .flat_map(|f| f.good.iter())
+                    .find(|x| &x.key() == key)
+                    .cloned();
+                self.pending.push((key.clone(), elsewhere));
+            }
+        }
+        for (key, o) in new_keys {
+            if old.get(&key) != Some(o) {
+                self.pending.push((key, Some(o.clone())));
+            }
+        }
     }
 
     /// The files read (absolute paths).
@@ -169,8 +256,13 @@ impl DirSource {
         self.files.keys()
     }
 
-    pub fn snapshot(&self) -> Snapshot {
+    /// The current objects and errors, with the changes since the last
+    /// snapshot.
+    pub fn snapshot(&mut self) -> Snapshot {
+        self.seq += 1;
         Snapshot {
+            seq: self.seq,
+            changes: Some(std::mem::take(&mut self.pending)),
             objects: self
                 .files
                 .values()
@@ -191,15 +283,15 @@ impl DirSource {
         snapshots: watch::Sender<Arc<Snapshot>>,
         shutdown: CancellationToken,
     ) -> Result<impl Future<Output = ()> + Send + 'static, DirError> {
-        let (events_tx, mut events) = mpsc::unbounded_channel();
+        let (events_tx, mut events) = mpsc::unbounded_channel::<Option<Vec<PathBuf>>>();
         let watch_error = |source| DirError::Watch {
             path: self.root.clone(),
             source,
         };
         let mut watcher =
             notify::recommended_watcher(move |event: notify::Result<notify::Event>| {
-                // Any event, or a watch error, means: look again.
-                let _ = events_tx.send(event.is_ok());
+                // The paths to look at again; a watch error means all.
+                let _ = events_tx.send(event.ok().map(|e| e.paths));
             })
             .map_err(watch_error)?;
         notify::Watcher::watch(&mut watcher, &self.root, notify::RecursiveMode::Recursive)
@@ -209,24 +301,29 @@ impl DirSource {
             // Owned by the task: dropping it stops the inotify watch.
             let _watcher = watcher;
             // Catch what changed between the first load and the watch.
-            let mut pending = true;
+            let mut full = true;
             let mut resync = tokio::time::interval(RESYNC_INTERVAL);
             resync.tick().await;
             loop {
-                if !pending {
+                let mut paths = std::collections::BTreeSet::new();
+                if !full {
                     tokio::select! {
                         _ = shutdown.cancelled() => return,
                         event = events.recv() => {
-                            if event.is_none() {
-                                return;
-                            }
-                            debounce(&mut events).await;
+                            let Some(event) = event else { return };
+                            full |= collect(&mut paths, event);
+                            full |= debounce(&mut events, &mut paths).await;
                         }
-                        _ = resync.tick() => {}
+                        _ = resync.tick() => full = true,
                     }
                 }
-                pending = false;
-                match self.rescan() {
+                let result = if full {
+                    self.rescan()
+                } else {
+                    self.rescan_paths(&paths)
+                };
+                full = false;
+                match result {
                     Ok(true) => {
                         let snapshot = self.snapshot();
                         tracing::info!(
@@ -248,6 +345,7 @@ impl DirSource {
 /// A file rejected as a whole keeps all its last good objects.
 fn reject_file(previous: Vec<Object>, error: FileError) -> FileState {
     FileState {
+        stamp: None,
         digest: [0; 32],
         good: previous,
         errors: vec![error],
@@ -279,6 +377,7 @@ fn apply_outcomes(previous: Vec<Object>, outcomes: Vec<Outcome>) -> FileState {
         }
     }
     FileState {
+        stamp: None,
         digest: [0; 32],
         good,
         errors,
@@ -324,14 +423,35 @@ fn sha256(bytes: &[u8]) -> [u8; 32] {
     out
 }
 
-/// Waits until events stop for [`DEBOUNCE_QUIET`], or [`DEBOUNCE_MAX`].
-async fn debounce(events: &mut mpsc::UnboundedReceiver<bool>) {
+/// Adds an event's paths; whether it asks for a full rescan.
+fn collect(paths: &mut std::collections::BTreeSet<PathBuf>, event: Option<Vec<PathBuf>>) -> bool {
+    match event {
+        Some(p) if !p.is_empty() => {
+            paths.extend(p);
+            false
+        }
+        _ => true,
+    }
+}
+
+/// Collects events until they stop for [`DEBOUNCE_QUIET`], or
+/// [`DEBOUNCE_MAX`]; whether one asked for a full rescan.
+async fn debounce(
+    events: &mut mpsc::UnboundedReceiver<Option<Vec<PathBuf>>>,
+    paths: &mut std::collections::BTreeSet<PathBuf>,
+) -> bool {
     let deadline = tokio::time::Instant::now() + DEBOUNCE_MAX;
+    let mut full = false;
     loop {
         let quiet = tokio::time::Instant::now() + DEBOUNCE_QUIET;
         match tokio::time::timeout_at(quiet.min(deadline), events.recv()).await {
-            Ok(Some(_)) if tokio::time::Instant::now() < deadline => continue,
-            _ => return,
+            Ok(Some(event)) => {
+                full |= collect(paths, event);
+                if tokio::time::Instant::now() >= deadline {
+                    return full;
+                }
+            }
+            _ => return full,
         }
     }
 }

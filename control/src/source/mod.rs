@@ -8,7 +8,7 @@ use std::path::PathBuf;
 
 use serde::Serialize;
 
-use crate::kinds::Object;
+use crate::kinds::{Object, ObjectKey};
 
 /// Everything a source currently holds: the objects that apply, and the
 /// files that were rejected (their last good objects are still in
@@ -17,6 +17,11 @@ use crate::kinds::Object;
 pub struct Snapshot {
     pub objects: Vec<Object>,
     pub errors: Vec<FileError>,
+    /// Increases by one per snapshot of a source.
+    pub seq: u64,
+    /// The objects that changed since snapshot `seq - 1` (new version, or
+    /// `None` when deleted), when the source knows.
+    pub changes: Option<Vec<(ObjectKey, Option<Object>)>>,
 }
 
 /// A rejected object or file: where, which object, which field, and why.

@@ -144,8 +144,8 @@ impl Stream {
                     }
                     let model = self.model.borrow_and_update().clone();
                     let mut open = true;
-                    for type_url in state.subscribed_types() {
-                        if !self.send(state.response(type_url, &model, false)).await {
+                    for response in state.push(&model) {
+                        if !self.send(Some(response)).await {
                             open = false;
                             break;
                         }

@@ -37,6 +37,8 @@ const NACK_WINDOW: Duration = Duration::from_secs(10);
 /// The whole stream: one [`TypeState`] per subscribed type.
 pub struct DeltaState {
     guard: StreamGuard,
+    /// The model version the client was last brought to (all types).
+    synced: String,
     types: BTreeMap<&'static str, TypeState>,
     responses: u64,
     recent_nacks: VecDeque<Instant>,
@@ -55,6 +57,8 @@ struct TypeState {
     must_answer: HashSet<String>,
     /// Sent and not yet answered: nonce, names it carried, type version.
     pending: VecDeque<(String, Vec<String>, String)>,
+    /// Names whose response was NACKed: compared again on the next push.
+    retry: HashSet<String>,
 }
 
 /// What to do after a request.
@@ -92,6 +96,7 @@ impl DeltaState {
     pub fn new(guard: StreamGuard) -> Self {
         DeltaState {
             guard,
+            synced: String::new(),
             types: BTreeMap::new(),
             responses: 0,
             recent_nacks: VecDeque::new(),
@@ -184,7 +189,10 @@ impl DeltaState {
         if let Some(i) = state.pending.iter().position(|(n, _, _)| n == nonce) {
             let (_, names, _) = state.pending.remove(i).expect("index in range");
             for name in names {
-                state.client_has.insert(name, UNKNOWN_VERSION.to_string());
+                state
+                    .client_has
+                    .insert(name.clone(), UNKNOWN_VERSION.to_string());
+                state.retry.insert(name);
             }
         }
         let nack = Nack {
@@ -215,6 +223,27 @@ impl DeltaState {
         Ok(())
     }
 
+    /// The responses that bring every subscribed type to `model`. When
+    /// the stream is at a version the model's history covers, only the
+    /// names changed since are compared; otherwise everything.
+    pub fn push(&mut self, model: &Model) -> Vec<DeltaDiscoveryResponse> {
+        let changed = model.changed_since(&self.synced);
+        let mut out = Vec::new();
+        for type_url in self.subscribed_types() {
+            let names: Option<Vec<&str>> = changed.as_ref().map(|c| {
+                c.iter()
+                    .filter(|(t, _)| *t == type_url)
+                    .map(|(_, n)| *n)
+                    .collect()
+            });
+            if let Some(r) = self.respond(type_url, model, false, names.as_deref()) {
+                out.push(r);
+            }
+        }
+        self.synced = model.version.clone();
+        out
+    }
+
     /// The types this stream subscribes to.
     pub fn subscribed_types(&self) -> Vec<&'static str> {
         SERVED_TYPES
@@ -232,13 +261,29 @@ impl DeltaState {
         model: &Model,
         always: bool,
     ) -> Option<DeltaDiscoveryResponse> {
+        if self.synced.is_empty() {
+            self.synced = model.version.clone();
+        }
+        self.respond(type_url, model, always, None)
+    }
+
+    fn respond(
+        &mut self,
+        type_url: &'static str,
+        model: &Model,
+        always: bool,
+        only: Option<&[&str]>,
+    ) -> Option<DeltaDiscoveryResponse> {
         let state = self.types.get_mut(type_url)?;
         let resources = model.of_type(type_url)?;
-        let (upserts, removed) = state.diff(resources);
+        let (upserts, removed) = match only {
+            Some(names) => state.diff_names(resources, names),
+            None => state.diff(resources),
+        };
         if upserts.is_empty() && removed.is_empty() && !always {
             return None;
         }
-        let type_version = model.type_version(type_url).to_string();
+        let type_version = model.type_version(type_url);
         self.responses += 1;
         let nonce = format!("{:x}-{:x}", self.guard.id(), self.responses);
         let names = upserts
@@ -295,6 +340,7 @@ impl TypeState {
             names,
             client_has: client_has.into_iter().collect(),
             pending: VecDeque::new(),
+            retry: HashSet::new(),
         }
     }
 
@@ -325,9 +371,58 @@ impl TypeState {
         next
     }
 
+    /// Like [`TypeState::diff`], looking only at `names` (and at what was
+    /// NACKed or newly subscribed).
+    fn diff_names(
+        &mut self,
+        resources: &crate::model::Resources,
+        names: &[&str],
+    ) -> (Vec<Resource>, Vec<String>) {
+        let mut candidates: Vec<String> = names.iter().map(|n| n.to_string()).collect();
+        candidates.extend(self.retry.drain());
+        candidates.extend(self.must_answer.iter().cloned());
+        candidates.sort();
+        candidates.dedup();
+        let mut upserts = Vec::new();
+        let mut removed = Vec::new();
+        for name in candidates {
+            if !(self.wildcard || self.names.contains(&name)) {
+                continue;
+            }
+            match resources.get(&name) {
+                Some(resource) => {
+                    if self.client_has.get(&name) != Some(&resource.version)
+                        || self.must_answer.contains(&name)
+                    {
+                        upserts.push(Resource {
+                            name: name.clone(),
+                            version: resource.version.clone(),
+                            resource: Some(resource.any.clone()),
+                            ..Default::default()
+                        });
+                    }
+                }
+                None => {
+                    if self.client_has.contains_key(&name) || self.must_answer.contains(&name) {
+                        removed.push(name);
+                    }
+                }
+            }
+        }
+        self.must_answer.clear();
+        for r in &upserts {
+            self.client_has.insert(r.name.clone(), r.version.clone());
+        }
+        for name in &removed {
+            self.client_has.remove(name);
+        }
+        (upserts, removed)
+    }
+
     /// What the client lacks (new or changed) and what it holds that is
     /// gone; records that it will have them.
     fn diff(&mut self, resources: &crate::model::Resources) -> (Vec<Resource>, Vec<String>) {
+        self.retry.clear();
         let mut upserts = Vec::new();
         let mut visit = |name: &String, resource: &crate::model::XdsResource| {
             if self.client_has.get(name) != Some(&resource.version)
@@ -342,7 +437,7 @@ impl TypeState {
             }
         };
         if self.wildcard {
-            for (name, resource) in resources {
+            for (name, resource) in resources.iter() {
                 visit(name, resource);
             }
         } else {
@@ -355,7 +450,7 @@ impl TypeState {
         let mut removed: Vec<String> = self
             .client_has
             .keys()
-            .filter(|n| !resources.contains_key(*n))
+            .filter(|n| !resources.contains_key(n))
             .cloned()
             .collect();
         for name in &self.must_answer {
