@@ -115,6 +115,7 @@ impl App {
             files,
         ));
         let _ = admin_state.enroller.set(enroller.clone());
+        let enroller_for_drain = enroller.clone();
 
         let cni = inpod::server::bind(&config.cni_socket)
             .map_err(io(format!("CNI socket {}", config.cni_socket.display())))?;
@@ -135,10 +136,30 @@ impl App {
         tokio::spawn(startup);
 
         shutdown_signal().await;
+        drain(&enroller_for_drain, &metrics, config.drain_timeout).await;
         tracing::info!(
-            "shutting down; redirection stays pinned, so enrolled pods fail closed until the agent is back"
+            "shut down; redirection stays pinned, so enrolled pods fail closed until the agent is back"
         );
         Ok(())
+    }
+}
+
+/// Shutdown: stop accepting connections, then wait for those in flight to
+/// finish, up to `deadline`; what is left is cut when the process exits.
+async fn drain(enroller: &Enroller, metrics: &Metrics, deadline: std::time::Duration) {
+    enroller.stop_listeners().await;
+    let active = metrics.active_connections();
+    tracing::info!(active, ?deadline, "draining connections");
+    let until = tokio::time::Instant::now() + deadline;
+    while metrics.active_connections() > 0 && tokio::time::Instant::now() < until {
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    let left = metrics.active_connections();
+    if left > 0 {
+        tracing::warn!(
+            left,
+            "drain deadline passed; closing the remaining connections"
+        );
     }
 }
 

@@ -90,6 +90,12 @@ pub struct Config {
     #[serde(with = "duration_secs")]
     pub cert_ttl: Duration,
 
+    /// On SIGTERM, how long connections in flight may finish before the
+    /// agent exits.
+    #[arg(long, env = "WEFT_DRAIN_TIMEOUT", default_value = "5s", value_parser = parse_duration)]
+    #[serde(with = "duration_secs")]
+    pub drain_timeout: Duration,
+
     /// Log as JSON lines instead of text.
     #[arg(long, env = "WEFT_LOG_JSON")]
     pub log_json: bool,

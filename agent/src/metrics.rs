@@ -51,9 +51,30 @@ impl Denial {
 #[derive(Debug, Default)]
 pub struct Metrics {
     denials: [AtomicU64; 7],
+    /// Connections being proxied now (all directions).
+    active: AtomicU64,
+}
+
+/// Counts one proxied connection while it lives.
+pub struct ActiveConnection<'a>(&'a Metrics);
+
+impl Drop for ActiveConnection<'_> {
+    fn drop(&mut self) {
+        self.0.active.fetch_sub(1, Ordering::Relaxed);
+    }
 }
 
 impl Metrics {
+    /// Marks a connection as being proxied until the guard drops.
+    pub fn track(&self) -> ActiveConnection<'_> {
+        self.active.fetch_add(1, Ordering::Relaxed);
+        ActiveConnection(self)
+    }
+
+    pub fn active_connections(&self) -> u64 {
+        self.active.load(Ordering::Relaxed)
+    }
+
     pub fn deny(&self, reason: Denial) {
         self.denials[reason as usize].fetch_add(1, Ordering::Relaxed);
     }
@@ -67,6 +88,9 @@ impl Metrics {
             .iter()
             .map(|d| (d.name().to_string(), self.denials(*d).into()))
             .collect();
-        serde_json::json!({ "connections_denied": denied })
+        serde_json::json!({
+            "connections_denied": denied,
+            "connections_active": self.active_connections(),
+        })
     }
 }

@@ -371,3 +371,50 @@ fn connections_to_one_destination_share_one_pooled_hbone_connection() -> Result<
         Ok(())
     })
 }
+
+#[test]
+fn a_gracefully_stopped_agent_lets_connections_in_flight_finish() -> Result<()> {
+    let cluster = Cluster::builder().nodes(2).build()?;
+    cluster.with_logs(|cluster| {
+        cluster.add_namespace("demo", &[AMBIENT])?;
+        let pods = pair(cluster, "demo")?;
+        let _echo = pods.server.spawn_app(&["tcp-echo", "--port", "7070"])?;
+        get_eventually(&pods.client, &format!("http://{}/", pods.server.addr(8080)))?;
+        // Three seconds of pings on one connection through both agents.
+        let mut ping = pods.client.spawn_app(&[
+            "tcp-ping",
+            &pods.server.addr(7070).to_string(),
+            "--count",
+            "12",
+            "--interval-ms",
+            "250",
+        ])?;
+        wait_for("the first pings", TIMEOUT, || {
+            Ok(ping.log().contains("ping 1 ok").then_some(()))
+        })?;
+        // SIGTERM: the agent stops accepting, drains, then exits.
+        cluster
+            .node("node-1")?
+            .restart_agent_graceful(Duration::from_secs(10))?;
+        let status = ping.wait_exit(TIMEOUT)?;
+        ensure!(
+            status.success() && ping.log().contains("all 12 pings echoed on one connection"),
+            "the connection in flight was cut by the agent's shutdown:\n{}",
+            ping.log()
+        );
+        // The stopped agent's own log (the restarted one writes a new file).
+        let drained = std::fs::read_dir(cluster.log_dir())?
+            .flatten()
+            .filter(|e| {
+                e.file_name()
+                    .to_string_lossy()
+                    .starts_with("node-1_weft-agent")
+            })
+            .any(|e| {
+                std::fs::read_to_string(e.path())
+                    .is_ok_and(|log| log.contains("draining connections"))
+            });
+        ensure!(drained, "the stopped agent did not log its drain");
+        Ok(())
+    })
+}

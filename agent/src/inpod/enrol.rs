@@ -376,6 +376,16 @@ impl Enroller {
         }
     }
 
+    /// Stops every pod's listeners (shutdown); connections in flight go on.
+    /// Capture stays pinned, so new connections are refused meanwhile.
+    pub async fn stop_listeners(&self) {
+        for known in self.pods.lock().await.values() {
+            if let Some(enrolled) = &known.enrolled {
+                enrolled.cancel.cancel();
+            }
+        }
+    }
+
     /// Reconciles on every change of the workload data, until the process
     /// ends.
     pub async fn run_reconciler(self: Arc<Self>) {

@@ -143,6 +143,7 @@ async fn stream_request(
     pod: Arc<PodContext>,
     ctx: Arc<ProxyContext>,
 ) {
+    let _active = ctx.metrics.track();
     if request.method() != Method::CONNECT {
         tracing::warn!(method = %request.method(), "not a CONNECT");
         ctx.metrics.deny(Denial::BadTarget);

@@ -39,6 +39,7 @@ pub async fn serve(
 }
 
 async fn handle(stream: TcpStream, peer: SocketAddr, pod: Arc<PodContext>, ctx: Arc<ProxyContext>) {
+    let _active = ctx.metrics.track();
     let target = match stream.local_addr() {
         Ok(target) => target,
         Err(err) => {

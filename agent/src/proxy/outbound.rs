@@ -54,6 +54,7 @@ pub(super) fn reset(stream: TcpStream) {
 }
 
 async fn handle(stream: TcpStream, peer: SocketAddr, pod: Arc<PodContext>, ctx: Arc<ProxyContext>) {
+    let _active = ctx.metrics.track();
     let Some(original) = ctx
         .redirection
         .take_original_dst(pod.netns_cookie, peer.port())
