@@ -67,6 +67,7 @@ pub struct ServerHandle {
     debug_addr: SocketAddr,
     trust_bundle: PathBuf,
     model: watch::Receiver<Arc<Model>>,
+    syncz: Arc<SyncRegistry>,
     shutdown: CancellationToken,
     tasks: JoinSet<(&'static str, Result<(), String>)>,
 }
@@ -187,7 +188,7 @@ impl Server {
             config,
             snapshot: snapshot_rx,
             model: model_rx.clone(),
-            syncz,
+            syncz: Arc::clone(&syncz),
             findings,
         });
         tasks.spawn({
@@ -206,6 +207,7 @@ impl Server {
             debug_addr,
             trust_bundle,
             model: model_rx,
+            syncz,
             shutdown,
             tasks,
         })
@@ -348,6 +350,11 @@ impl ServerHandle {
     /// `<state-dir>/trust-bundle.pem`: the root agents verify against.
     pub fn trust_bundle_path(&self) -> &std::path::Path {
         &self.trust_bundle
+    }
+
+    /// Every connected agent's stream (what `/debug/syncz` shows).
+    pub fn syncz(&self) -> Arc<SyncRegistry> {
+        Arc::clone(&self.syncz)
     }
 
     /// The current model (tests use it to wait for a reload).

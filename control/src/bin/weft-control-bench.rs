@@ -1,0 +1,524 @@
+//! `weft-control-bench`: the control plane at scale. Writes a config
+//! directory (pods, services, VirtualServices and DestinationRules),
+//! starts weft-control in this process, and starts the agents in a child
+//! process (so that this process's RSS and CPU are the control plane's):
+//! each agent is a delta ADS client over real TLS gRPC on loopback,
+//! subscribed (wildcard) to workloads and authorizations, ACKing every
+//! response. Measures:
+//!
+//! - first sync: from starting the agents until every one has ACKed the
+//!   current version of both types;
+//! - one change: from rewriting one pod's file on disk until every agent
+//!   has ACKed the version that contains it (p50, p99);
+//! - the control plane's peak RSS and CPU seconds.
+//!
+//! Prints a table and writes JSON to `$WEFT_BENCH_DIR/control-plane.json`
+//! (default `target/bench/`). Build with `--release`.
+//!
+//! The agents decode each response's names, versions and nonce but skip
+//! the resource bodies (a real agent would convert them; that cost is the
+//! agent's, on its own node).
+
+use std::{
+    fmt::Write as _,
+    path::{Path, PathBuf},
+    sync::Arc,
+    time::{Duration, Instant},
+};
+
+use anyhow::{Context, bail};
+use clap::Parser;
+use tokio_stream::wrappers::ReceiverStream;
+use tonic::transport::{Certificate, ClientTlsConfig, Endpoint};
+use weft_control::{Config, Server, ServerHandle, xds::SyncRegistry};
+use weft_proto::{
+    ADDRESS_TYPE_URL, AUTHORIZATION_TYPE_URL, core::Node, discovery::DeltaDiscoveryRequest,
+};
+
+#[derive(Parser, Debug, Clone)]
+#[command(about = "weft-control at scale: first sync, one-change latency, RSS, CPU")]
+struct Args {
+    /// Small sizes for a CI smoke run (under a minute).
+    #[arg(long)]
+    quick: bool,
+    #[arg(long)]
+    pods: Option<usize>,
+    #[arg(long)]
+    services: Option<usize>,
+    /// VirtualServices, and as many DestinationRules.
+    #[arg(long)]
+    routes: Option<usize>,
+    #[arg(long)]
+    agents: Option<usize>,
+    /// One-pod changes to time.
+    #[arg(long)]
+    changes: Option<usize>,
+    /// Internal: run the agents (the child process).
+    #[arg(long, hide = true)]
+    agents_for: Option<String>,
+}
+
+struct Sizes {
+    pods: usize,
+    services: usize,
+    routes: usize,
+    agents: usize,
+    changes: usize,
+    namespaces: usize,
+}
+
+const PODS_PER_FILE: usize = 100;
+
+fn main() -> anyhow::Result<()> {
+    let args = Args::parse();
+    let runtime = tokio::runtime::Runtime::new()?;
+    if let Some(spec) = &args.agents_for {
+        return runtime.block_on(agents::run(spec));
+    }
+    let sizes = if args.quick {
+        Sizes {
+            pods: args.pods.unwrap_or(10_000),
+            services: args.services.unwrap_or(1_000),
+            routes: args.routes.unwrap_or(200),
+            agents: args.agents.unwrap_or(20),
+            changes: args.changes.unwrap_or(10),
+            namespaces: 20,
+        }
+    } else {
+        Sizes {
+            pods: args.pods.unwrap_or(100_000),
+            services: args.services.unwrap_or(10_000),
+            routes: args.routes.unwrap_or(2_000),
+            agents: args.agents.unwrap_or(200),
+            changes: args.changes.unwrap_or(50),
+            namespaces: 100,
+        }
+    };
+    runtime.block_on(bench(sizes, args.quick))
+}
+
+async fn bench(sizes: Sizes, quick: bool) -> anyhow::Result<()> {
+    let config_dir = tempfile::tempdir()?;
+    let state_dir = tempfile::tempdir()?;
+    let t = Instant::now();
+    write_config(config_dir.path(), &sizes)?;
+    eprintln!("wrote the config in {:.1?}", t.elapsed());
+
+    let cpu_before = cpu_seconds();
+    let started = Instant::now();
+    let handle = Server::start(Config::for_tests(config_dir.path(), state_dir.path())).await?;
+    let load = started.elapsed();
+    let model = handle.model();
+    let (addresses, authorizations) = {
+        let m = model.borrow();
+        (m.resources.len(), m.authorizations.len())
+    };
+    eprintln!(
+        "control plane up in {load:.1?}: {addresses} addresses, {authorizations} authorizations"
+    );
+
+    // The agents, in a child process.
+    let spec = format!(
+        "{}|{}|{}|{}",
+        handle.xds_addr(),
+        handle.trust_bundle_path().display(),
+        state_dir.path().display(),
+        sizes.agents
+    );
+    let t0 = Instant::now();
+    let mut child = tokio::process::Command::new(std::env::current_exe()?)
+        .args(["--agents-for", &spec])
+        .kill_on_drop(true)
+        .spawn()
+        .context("cannot start the agents process")?;
+    let syncz = handle.syncz();
+    let first_sync = wait_all_acked(
+        &handle,
+        &syncz,
+        sizes.agents,
+        &mut child,
+        Duration::from_secs(600),
+    )
+    .await?;
+    let first_sync = first_sync.duration_since(t0);
+    eprintln!("first sync: {first_sync:.2?}");
+
+    // One-pod changes.
+    let mut latencies = Vec::new();
+    for i in 0..sizes.changes {
+        let file = (i * 7919) % sizes.pods.div_ceil(PODS_PER_FILE);
+        let before = model.borrow().version.clone();
+        let t = Instant::now();
+        rewrite_pod_file(config_dir.path(), &sizes, file, i + 1)?;
+        // The new version, then every agent's ACK of it.
+        let deadline = t + Duration::from_secs(30);
+        loop {
+            if model.borrow().version != before {
+                break;
+            }
+            if Instant::now() > deadline {
+                bail!("change {i} never reached the model");
+            }
+            tokio::time::sleep(Duration::from_millis(1)).await;
+        }
+        let done = wait_all_acked(
+            &handle,
+            &syncz,
+            sizes.agents,
+            &mut child,
+            Duration::from_secs(30),
+        )
+        .await?;
+        latencies.push(done.duration_since(t));
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    latencies.sort();
+    let pct = |p: f64| {
+        let i = ((latencies.len() as f64 * p).ceil() as usize).clamp(1, latencies.len()) - 1;
+        latencies[i]
+    };
+    let (p50, p99) = (pct(0.50), pct(0.99));
+    let cpu = cpu_seconds() - cpu_before;
+    let rss = peak_rss_bytes();
+    child.kill().await.ok();
+    handle.shutdown().await;
+
+    let gib = rss as f64 / (1024.0 * 1024.0 * 1024.0);
+    let mut table = String::new();
+    writeln!(
+        table,
+        "weft-control at scale{}",
+        if quick { " (--quick)" } else { "" }
+    )?;
+    writeln!(
+        table,
+        "  config: {} pods, {} services, {} VirtualServices + {} DestinationRules, {} agents; {} addresses served",
+        sizes.pods, sizes.services, sizes.routes, sizes.routes, sizes.agents, addresses
+    )?;
+    writeln!(
+        table,
+        "  {:<44} {:>12} {:>10}",
+        "metric", "measured", "target"
+    )?;
+    writeln!(
+        table,
+        "  {:<44} {:>12} {:>10}",
+        "config load to ready",
+        format!("{:.2} s", load.as_secs_f64()),
+        ""
+    )?;
+    writeln!(
+        table,
+        "  {:<44} {:>12} {:>10}",
+        "first sync, all agents ACKed",
+        format!("{:.2} s", first_sync.as_secs_f64()),
+        "≤ 10 s"
+    )?;
+    writeln!(
+        table,
+        "  {:<44} {:>12} {:>10}",
+        format!("one pod change → all ACKed, p50 (n={})", latencies.len()),
+        format!("{} ms", p50.as_millis()),
+        ""
+    )?;
+    writeln!(
+        table,
+        "  {:<44} {:>12} {:>10}",
+        "one pod change → all ACKed, p99",
+        format!("{} ms", p99.as_millis()),
+        "≤ 250 ms"
+    )?;
+    writeln!(
+        table,
+        "  {:<44} {:>12} {:>10}",
+        "control plane peak RSS",
+        format!("{gib:.2} GiB"),
+        "≤ 1.5 GiB"
+    )?;
+    writeln!(
+        table,
+        "  {:<44} {:>12} {:>10}",
+        "control plane CPU (start to end)",
+        format!("{cpu:.1} s"),
+        ""
+    )?;
+    print!("{table}");
+
+    let json = serde_json::json!({
+        "quick": quick,
+        "pods": sizes.pods,
+        "services": sizes.services,
+        "virtual_services": sizes.routes,
+        "destination_rules": sizes.routes,
+        "agents": sizes.agents,
+        "addresses": addresses,
+        "load_seconds": load.as_secs_f64(),
+        "first_sync_seconds": first_sync.as_secs_f64(),
+        "change_p50_ms": p50.as_secs_f64() * 1e3,
+        "change_p99_ms": p99.as_secs_f64() * 1e3,
+        "changes": latencies.len(),
+        "peak_rss_bytes": rss,
+        "cpu_seconds": cpu,
+        "targets": {"first_sync_seconds": 10.0, "change_p99_ms": 250.0, "peak_rss_bytes": 1.5 * 1024.0 * 1024.0 * 1024.0},
+    });
+    let dir = std::env::var_os("WEFT_BENCH_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from("target/bench"));
+    std::fs::create_dir_all(&dir)?;
+    let out = dir.join("control-plane.json");
+    std::fs::write(&out, serde_json::to_vec_pretty(&json)?)?;
+    eprintln!("wrote {}", out.display());
+    Ok(())
+}
+
+/// Waits until `agents` streams are connected and each has ACKed the
+/// current version of both types; returns when.
+async fn wait_all_acked(
+    handle: &ServerHandle,
+    syncz: &Arc<SyncRegistry>,
+    agents: usize,
+    child: &mut tokio::process::Child,
+    limit: Duration,
+) -> anyhow::Result<Instant> {
+    let deadline = Instant::now() + limit;
+    let model = handle.model();
+    loop {
+        let (addr_v, authz_v) = {
+            let m = model.borrow();
+            (
+                m.type_version(ADDRESS_TYPE_URL),
+                m.type_version(AUTHORIZATION_TYPE_URL),
+            )
+        };
+        let streams = syncz.list();
+        let done = streams.len() >= agents
+            && streams.iter().all(|s| {
+                s.types
+                    .get(ADDRESS_TYPE_URL)
+                    .is_some_and(|t| t.last_acked_version == addr_v)
+                    && s.types
+                        .get(AUTHORIZATION_TYPE_URL)
+                        .is_some_and(|t| t.last_acked_version == authz_v)
+            });
+        if done {
+            return Ok(Instant::now());
+        }
+        if let Some(status) = child.try_wait()? {
+            bail!("the agents process exited: {status}");
+        }
+        if Instant::now() > deadline {
+            bail!(
+                "not all agents ACKed within {limit:?}: {} streams connected",
+                streams.len()
+            );
+        }
+        tokio::time::sleep(Duration::from_millis(1)).await;
+    }
+}
+
+// === the configuration ===
+
+fn namespace(i: usize) -> String {
+    format!("ns-{i}")
+}
+
+fn write_config(dir: &Path, sizes: &Sizes) -> anyhow::Result<()> {
+    let mut ns = String::new();
+    for i in 0..sizes.namespaces {
+        writeln!(
+            ns,
+            "---\napiVersion: v1\nkind: Namespace\nmetadata:\n  name: {}\n  labels: {{istio.io/dataplane-mode: ambient}}",
+            namespace(i)
+        )?;
+    }
+    ns.push_str("---\napiVersion: security.istio.io/v1\nkind: PeerAuthentication\nmetadata: {name: default, namespace: istio-system}\nspec: {mtls: {mode: STRICT}}\n");
+    std::fs::write(dir.join("namespaces.yaml"), ns)?;
+
+    std::fs::create_dir_all(dir.join("services"))?;
+    for chunk in 0..sizes.services.div_ceil(100) {
+        let mut text = String::new();
+        for s in chunk * 100..((chunk + 1) * 100).min(sizes.services) {
+            writeln!(
+                text,
+                "---\napiVersion: v1\nkind: Service\nmetadata: {{name: svc-{s}, namespace: {ns}}}\nspec:\n  selector: {{app: svc-{s}}}\n  clusterIP: 10.{a}.{b}.{c}\n  ports:\n  - {{name: http, port: 80, targetPort: 8080}}",
+                ns = namespace(s % sizes.namespaces),
+                a = 96 + s / 65536,
+                b = (s / 256) % 256,
+                c = s % 256,
+            )?;
+        }
+        std::fs::write(dir.join(format!("services/{chunk:04}.yaml")), text)?;
+    }
+
+    std::fs::create_dir_all(dir.join("routes"))?;
+    for chunk in 0..sizes.routes.div_ceil(100) {
+        let mut text = String::new();
+        for s in chunk * 100..((chunk + 1) * 100).min(sizes.routes) {
+            let ns = namespace(s % sizes.namespaces);
+            writeln!(
+                text,
+                "---\napiVersion: networking.istio.io/v1\nkind: DestinationRule\nmetadata: {{name: svc-{s}, namespace: {ns}}}\nspec:\n  host: svc-{s}\n  trafficPolicy: {{loadBalancer: {{simple: LEAST_REQUEST}}}}\n  subsets:\n  - {{name: v1, labels: {{version: v1}}}}\n  - {{name: v2, labels: {{version: v2}}}}\n---\napiVersion: networking.istio.io/v1\nkind: VirtualService\nmetadata: {{name: svc-{s}, namespace: {ns}}}\nspec:\n  hosts: [svc-{s}]\n  http:\n  - match: [{{headers: {{x-canary: {{exact: 'true'}}}}}}]\n    route: [{{destination: {{host: svc-{s}, subset: v2}}}}]\n  - route:\n    - {{destination: {{host: svc-{s}, subset: v1}}, weight: 90}}\n    - {{destination: {{host: svc-{s}, subset: v2}}, weight: 10}}\n    retries: {{attempts: 3, perTryTimeout: 2s}}\n    timeout: 10s"
+            )?;
+        }
+        std::fs::write(dir.join(format!("routes/{chunk:04}.yaml")), text)?;
+    }
+
+    std::fs::create_dir_all(dir.join("pods"))?;
+    for file in 0..sizes.pods.div_ceil(PODS_PER_FILE) {
+        std::fs::write(
+            dir.join(format!("pods/{file:05}.yaml")),
+            pod_file(sizes, file, 0),
+        )?;
+    }
+    Ok(())
+}
+
+/// One file of pods; `generation` moves the first pod's IP.
+fn pod_file(sizes: &Sizes, file: usize, generation: usize) -> String {
+    let mut text = String::new();
+    for p in file * PODS_PER_FILE..((file + 1) * PODS_PER_FILE).min(sizes.pods) {
+        let s = p % sizes.services;
+        let ip_index = if p == file * PODS_PER_FILE && generation > 0 {
+            sizes.pods + generation * 1000 + file
+        } else {
+            p
+        };
+        let _ = writeln!(
+            text,
+            "---\napiVersion: v1\nkind: Pod\nmetadata:\n  name: pod-{p}\n  namespace: {ns}\n  labels: {{app: svc-{s}, version: v{v}}}\nspec:\n  nodeName: node-{node}\n  serviceAccountName: svc-{s}\n  containers:\n  - name: app\n    ports: [{{name: http, containerPort: 8080}}]\nstatus:\n  podIP: 10.{a}.{b}.{c}",
+            ns = namespace(s % sizes.namespaces),
+            v = 1 + p % 2,
+            node = p % sizes.agents,
+            a = 1 + ip_index / 65536 % 60,
+            b = (ip_index / 256) % 256,
+            c = ip_index % 256,
+        );
+    }
+    text
+}
+
+fn rewrite_pod_file(
+    dir: &Path,
+    sizes: &Sizes,
+    file: usize,
+    generation: usize,
+) -> anyhow::Result<()> {
+    let path = dir.join(format!("pods/{file:05}.yaml"));
+    let tmp = dir.join(format!("pods/.{file:05}.yaml.tmp"));
+    std::fs::write(&tmp, pod_file(sizes, file, generation))?;
+    std::fs::rename(&tmp, &path)?;
+    Ok(())
+}
+
+// === process figures ===
+
+/// User + system CPU seconds of this process so far.
+fn cpu_seconds() -> f64 {
+    let stat = std::fs::read_to_string("/proc/self/stat").unwrap_or_default();
+    let after = stat.rsplit_once(')').map_or("", |(_, r)| r);
+    let fields: Vec<&str> = after.split_whitespace().collect();
+    // utime and stime are fields 14 and 15 (1-based), i.e. 11 and 12 after `)`.
+    let ticks: f64 = [11, 12]
+        .iter()
+        .filter_map(|i| fields.get(*i).and_then(|f| f.parse::<f64>().ok()))
+        .sum();
+    ticks / 100.0
+}
+
+/// Peak resident set size (VmHWM) of this process.
+fn peak_rss_bytes() -> u64 {
+    std::fs::read_to_string("/proc/self/status")
+        .unwrap_or_default()
+        .lines()
+        .find_map(|l| l.strip_prefix("VmHWM:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<u64>().ok())
+        .map_or(0, |kb| kb * 1024)
+}
+
+// === the agents (child process) ===
+
+mod agents {
+    use super::*;
+
+    /// A delta response, reading names and versions but skipping bodies.
+    #[derive(Clone, PartialEq, prost::Message)]
+    pub struct LiteResponse {
+        #[prost(string, tag = "1")]
+        pub system_version_info: String,
+        #[prost(message, repeated, tag = "2")]
+        pub resources: Vec<LiteResource>,
+        #[prost(string, tag = "4")]
+        pub type_url: String,
+        #[prost(string, tag = "5")]
+        pub nonce: String,
+    }
+
+    #[derive(Clone, PartialEq, prost::Message)]
+    pub struct LiteResource {
+        #[prost(string, tag = "1")]
+        pub version: String,
+        #[prost(string, tag = "3")]
+        pub name: String,
+    }
+
+    pub async fn run(spec: &str) -> anyhow::Result<()> {
+        let parts: Vec<&str> = spec.split('|').collect();
+        let [addr, bundle, state_dir, n] = parts.as_slice() else {
+            bail!("bad --agents-for");
+        };
+        let n: usize = n.parse()?;
+        let bundle = std::fs::read(bundle)?;
+        let mut tasks = tokio::task::JoinSet::new();
+        for i in 0..n {
+            let node = format!("node-{i}");
+            let token = weft_control::bootstrap_token(Path::new(state_dir), &node)?;
+            let endpoint = Endpoint::from_shared(format!("https://{addr}"))?.tls_config(
+                ClientTlsConfig::new()
+                    .ca_certificate(Certificate::from_pem(bundle.clone()))
+                    .domain_name("weft-control"),
+            )?;
+            tasks.spawn(async move {
+                if let Err(e) = agent(endpoint, node.clone(), token).await {
+                    eprintln!("agent {node}: {e:#}");
+                    std::process::exit(1);
+                }
+            });
+        }
+        while tasks.join_next().await.is_some() {}
+        Ok(())
+    }
+
+    fn request(node: &str, type_url: &str) -> DeltaDiscoveryRequest {
+        DeltaDiscoveryRequest {
+            node: Some(Node {
+                id: node.to_string(),
+                ..Default::default()
+            }),
+            type_url: type_url.to_string(),
+            ..Default::default()
+        }
+    }
+
+    async fn agent(endpoint: Endpoint, node: String, token: String) -> anyhow::Result<()> {
+        let channel = endpoint.connect().await?;
+        let mut grpc = tonic::client::Grpc::new(channel).max_decoding_message_size(256 << 20);
+        grpc.ready().await?;
+        let (tx, rx) = tokio::sync::mpsc::channel(16);
+        tx.send(request(&node, ADDRESS_TYPE_URL)).await?;
+        tx.send(request(&node, AUTHORIZATION_TYPE_URL)).await?;
+        let mut req = tonic::Request::new(ReceiverStream::new(rx));
+        req.metadata_mut()
+            .insert("authorization", format!("Bearer {token}").parse()?);
+        let codec = tonic_prost::ProstCodec::<DeltaDiscoveryRequest, LiteResponse>::default();
+        let path = http::uri::PathAndQuery::from_static(
+            "/envoy.service.discovery.v3.AggregatedDiscoveryService/DeltaAggregatedResources",
+        );
+        let mut responses = grpc.streaming(req, path, codec).await?.into_inner();
+        while let Some(response) = responses.message().await? {
+            let mut ack = request(&node, &response.type_url);
+            ack.response_nonce = response.nonce;
+            tx.send(ack).await?;
+        }
+        Ok(())
+    }
+}
