@@ -102,6 +102,7 @@ impl App {
             trust,
             redirection: redirector.clone(),
             pool: pool.clone(),
+            tls: Default::default(),
             metrics: metrics.clone(),
         });
         let files = PodFiles::new(&config.state_dir).map_err(io(format!(

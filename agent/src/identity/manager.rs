@@ -84,15 +84,18 @@ impl SecretManager {
 
     /// One pod less uses `identity`; with none left its key is dropped
     /// (and its memory wiped by the key type's drop) and never served again.
-    pub fn release(&self, identity: &Identity) {
+    /// Returns whether the identity was dropped.
+    pub fn release(&self, identity: &Identity) -> bool {
         let mut certs = self.certs.lock().expect("certs lock");
         if let Some(entry) = certs.get_mut(identity) {
             entry.users = entry.users.saturating_sub(1);
             if entry.users == 0 {
                 certs.remove(identity);
                 tracing::info!(%identity, "no pod on this node uses the identity any more; certificate dropped");
+                return true;
             }
         }
+        false
     }
 
     /// The current certificate for an identity in use, renewed if due.

@@ -173,3 +173,87 @@ impl ServerCertVerifier for SpiffeServerVerifier {
             .supported_schemes()
     }
 }
+
+/// Reuses TLS configs while the certificate and the roots they were built
+/// from are the same (compared by pointer): building one parses the roots
+/// and the key, which is too slow for every connection.
+#[derive(Default)]
+pub struct ConfigCache {
+    server: std::sync::Mutex<std::collections::HashMap<Identity, CachedServer>>,
+    client: std::sync::Mutex<std::collections::HashMap<(Identity, Identity), CachedClient>>,
+}
+
+struct CachedServer {
+    cert: Arc<WorkloadCert>,
+    roots: Arc<RootCertStore>,
+    config: Arc<ServerConfig>,
+}
+
+struct CachedClient {
+    cert: Arc<WorkloadCert>,
+    roots: Arc<RootCertStore>,
+    config: Arc<ClientConfig>,
+}
+
+impl ConfigCache {
+    /// [`server_config`], cached.
+    pub fn server(
+        &self,
+        cert: &Arc<WorkloadCert>,
+        roots: Arc<RootCertStore>,
+    ) -> Result<Arc<ServerConfig>, IdentityError> {
+        let mut cache = self.server.lock().expect("tls cache lock");
+        if let Some(hit) = cache.get(&cert.identity)
+            && Arc::ptr_eq(&hit.cert, cert)
+            && Arc::ptr_eq(&hit.roots, &roots)
+        {
+            return Ok(hit.config.clone());
+        }
+        let config = server_config(cert, roots.clone())?;
+        cache.insert(
+            cert.identity.clone(),
+            CachedServer {
+                cert: cert.clone(),
+                roots,
+                config: config.clone(),
+            },
+        );
+        Ok(config)
+    }
+
+    /// [`client_config`], cached.
+    pub fn client(
+        &self,
+        cert: &Arc<WorkloadCert>,
+        roots: Arc<RootCertStore>,
+        expected: &Identity,
+    ) -> Result<Arc<ClientConfig>, IdentityError> {
+        let key = (cert.identity.clone(), expected.clone());
+        let mut cache = self.client.lock().expect("tls cache lock");
+        if let Some(hit) = cache.get(&key)
+            && Arc::ptr_eq(&hit.cert, cert)
+            && Arc::ptr_eq(&hit.roots, &roots)
+        {
+            return Ok(hit.config.clone());
+        }
+        let config = client_config(cert, roots.clone(), expected.clone())?;
+        cache.insert(
+            key,
+            CachedClient {
+                cert: cert.clone(),
+                roots,
+                config: config.clone(),
+            },
+        );
+        Ok(config)
+    }
+
+    /// Forgets an identity that left the node (its key goes with it).
+    pub fn forget(&self, identity: &Identity) {
+        self.server.lock().expect("tls cache lock").remove(identity);
+        self.client
+            .lock()
+            .expect("tls cache lock")
+            .retain(|(source, _), _| source != identity);
+    }
+}

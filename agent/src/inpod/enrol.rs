@@ -199,7 +199,11 @@ impl Enroller {
             }
         }
         enrolled.cancel.cancel();
-        self.proxy.secrets.release(enrolled.context.identity());
+        let identity = enrolled.context.identity();
+        if self.proxy.secrets.release(identity) {
+            // Cached TLS configs hold the key too.
+            self.proxy.tls.forget(identity);
+        }
     }
 
     /// Sets up a pod: routing, certificate, listeners, then capture.
@@ -217,7 +221,11 @@ impl Enroller {
         let netns_cookie = netns.cookie()?;
         netlink::setup_delivery_routing(&netns).await?;
         self.proxy.secrets.acquire(&workload.identity).await?;
-        let guard = scopeguard(|| self.proxy.secrets.release(&workload.identity));
+        let guard = scopeguard(|| {
+            if self.proxy.secrets.release(&workload.identity) {
+                self.proxy.tls.forget(&workload.identity);
+            }
+        });
 
         let listen = |what: &'static str, addr: SocketAddr, freebind: bool| {
             netns

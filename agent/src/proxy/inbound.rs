@@ -79,7 +79,7 @@ async fn connection(
         .secrets
         .cached(pod.identity())
         .ok_or_else(|| InboundError::NoCertificate(pod.identity().to_string()))?;
-    let config = tls::server_config(&cert, ctx.trust.roots())?;
+    let config = ctx.tls.server(&cert, ctx.trust.roots())?;
     let tls_stream = match TlsAcceptor::from(config).accept(stream).await {
         Ok(tls_stream) => tls_stream,
         Err(err) => {

@@ -62,6 +62,8 @@ pub struct ProxyContext {
     /// The mesh's roots; reloaded when the bundle file changes.
     pub trust: Arc<crate::identity::TrustBundle>,
     pub redirection: Arc<dyn Redirection>,
+    /// TLS configs, reused while certificate and roots are unchanged.
+    pub tls: crate::identity::tls::ConfigCache,
     /// Outbound HBONE connections, shared by streams.
     pub pool: Arc<pool::Pool>,
 }

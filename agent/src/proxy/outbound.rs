@@ -15,7 +15,6 @@ use weft_ebpf_common::{HBONE_PORT, OUTBOUND_MARK};
 
 use super::{PodContext, ProxyContext, hbone, pool::PoolKey};
 use crate::{
-    identity::tls,
     metrics::Denial,
     state::{Resolved, Workload},
     sys::sockopt,
@@ -192,7 +191,9 @@ async fn open_tunnel(
         .secrets
         .cached(pod.identity())
         .ok_or_else(|| OutboundError::NoCertificate(pod.identity().to_string()))?;
-    let config = tls::client_config(&cert, ctx.trust.roots(), destination.identity.clone())?;
+    let config = ctx
+        .tls
+        .client(&cert, ctx.trust.roots(), &destination.identity)?;
     let tcp = connect_from_pod(pod, hbone_addr).await?;
     let tls_stream = TlsConnector::from(config)
         .connect(ServerName::IpAddress(target.ip().into()), tcp)
