@@ -12,10 +12,7 @@ use std::{
 use tokio::{net::TcpListener, sync::watch, task::JoinSet};
 use tokio_util::sync::CancellationToken;
 use tonic::transport::{Identity, ServerTlsConfig, server::TcpIncoming};
-use weft_proto::{
-    ca::istio_certificate_service_server::IstioCertificateServiceServer,
-    discovery::aggregated_discovery_service_server::AggregatedDiscoveryServiceServer,
-};
+use weft_proto::ca::istio_certificate_service_server::IstioCertificateServiceServer;
 
 use crate::{
     analysis::{self, Finding, Severity},
@@ -156,8 +153,12 @@ impl Server {
             .http2_keepalive_interval(Some(Duration::from_secs(30)))
             .tls_config(tls)
             .map_err(StartError::Tls)?
-            .add_service(AggregatedDiscoveryServiceServer::with_interceptor(
-                XdsServer::new(model_rx.clone(), Arc::clone(&syncz), shutdown.clone()),
+            .add_service(tonic::service::interceptor::InterceptedService::new(
+                crate::xds::raw::RawAdsServer::new(XdsServer::new(
+                    model_rx.clone(),
+                    Arc::clone(&syncz),
+                    shutdown.clone(),
+                )),
                 authenticate.clone(),
             ))
             .add_service(IstioCertificateServiceServer::with_interceptor(

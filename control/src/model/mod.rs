@@ -55,17 +55,31 @@ pub struct XdsResource {
     /// Hash of the canonical encoding: equal content, equal version.
     pub version: String,
     pub any: prost_types::Any,
+    /// The `envoy.service.discovery.v3.Resource` (name, version, body),
+    /// encoded once and shared by every response that carries it.
+    pub encoded: bytes::Bytes,
 }
 
 impl XdsResource {
     fn new(name: String, type_url: &str, value: Vec<u8>, canonical: &[u8]) -> Arc<Self> {
+        let version = short_hex(ring::digest::digest(&ring::digest::SHA256, canonical).as_ref());
+        let any = prost_types::Any {
+            type_url: type_url.to_string(),
+            value,
+        };
+        let encoded = weft_proto::discovery::Resource {
+            name: name.clone(),
+            version: version.clone(),
+            resource: Some(any.clone()),
+            ..Default::default()
+        }
+        .encode_to_vec()
+        .into();
         Arc::new(XdsResource {
             name,
-            version: short_hex(ring::digest::digest(&ring::digest::SHA256, canonical).as_ref()),
-            any: prost_types::Any {
-                type_url: type_url.to_string(),
-                value,
-            },
+            version,
+            any,
+            encoded,
         })
     }
 

@@ -14,9 +14,11 @@
 //! `NAMESPACE` policies apply by scope alone. Any other type URL ends the
 //! stream with `INVALID_ARGUMENT`.
 
+pub mod raw;
 mod server;
 mod stream;
 pub mod syncz;
+mod view;
 
 pub use server::XdsServer;
 pub use stream::SERVED_TYPES;

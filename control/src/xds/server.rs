@@ -8,18 +8,22 @@ use tokio_stream::wrappers::ReceiverStream;
 use tokio_util::sync::CancellationToken;
 use tonic::{Request, Response, Status, Streaming};
 use tracing::Instrument;
-use weft_proto::discovery::{
-    DeltaDiscoveryRequest, DeltaDiscoveryResponse,
-    aggregated_discovery_service_server::AggregatedDiscoveryService,
-};
+use weft_proto::discovery::DeltaDiscoveryRequest;
 
 use super::{
+    raw::{RawAds, RawDeltaDiscoveryResponse},
     stream::{DeltaState, Next, check_type},
     syncz::SyncRegistry,
 };
 use crate::{auth::AuthenticatedNode, model::Model};
 
-type Reply = Result<DeltaDiscoveryResponse, Status>;
+type Reply = Result<RawDeltaDiscoveryResponse, Status>;
+
+/// Full first responses (tens of MB at scale) in flight at once; each
+/// holds its permit until the client answers it (or [`FULL_SYNC_HOLD`]),
+/// which bounds memory when hundreds of agents connect together.
+const FULL_SYNCS: usize = 4;
+const FULL_SYNC_HOLD: std::time::Duration = std::time::Duration::from_secs(30);
 
 /// Serves [`Model`] over delta ADS.
 #[derive(Clone)]
@@ -27,6 +31,7 @@ pub struct XdsServer {
     model: watch::Receiver<Arc<Model>>,
     syncz: Arc<SyncRegistry>,
     shutdown: CancellationToken,
+    full_syncs: Arc<tokio::sync::Semaphore>,
 }
 
 impl XdsServer {
@@ -39,18 +44,18 @@ impl XdsServer {
             model,
             syncz,
             shutdown,
+            full_syncs: Arc::new(tokio::sync::Semaphore::new(FULL_SYNCS)),
         }
     }
 }
 
-#[tonic::async_trait]
-impl AggregatedDiscoveryService for XdsServer {
-    type DeltaAggregatedResourcesStream = ReceiverStream<Reply>;
+impl RawAds for XdsServer {
+    type Stream = ReceiverStream<Reply>;
 
     async fn delta_aggregated_resources(
         &self,
         request: Request<Streaming<DeltaDiscoveryRequest>>,
-    ) -> Result<Response<Self::DeltaAggregatedResourcesStream>, Status> {
+    ) -> Result<Response<Self::Stream>, Status> {
         let Some(AuthenticatedNode(node)) =
             request.extensions().get::<AuthenticatedNode>().cloned()
         else {
@@ -64,6 +69,8 @@ impl AggregatedDiscoveryService for XdsServer {
             model: self.model.clone(),
             syncz: Arc::clone(&self.syncz),
             shutdown: self.shutdown.clone(),
+            full_syncs: Arc::clone(&self.full_syncs),
+            full_sync_done: None,
             tx,
         };
         let span = tracing::info_span!("xds_stream", node = stream.node, peer = stream.peer);
@@ -79,6 +86,10 @@ struct Stream {
     model: watch::Receiver<Arc<Model>>,
     syncz: Arc<SyncRegistry>,
     shutdown: CancellationToken,
+    full_syncs: Arc<tokio::sync::Semaphore>,
+    /// The nonce of the full response holding a permit, and how to
+    /// release it.
+    full_sync_done: Option<(String, tokio::sync::oneshot::Sender<()>)>,
     tx: mpsc::Sender<Reply>,
 }
 
@@ -120,11 +131,34 @@ impl Stream {
         let mut request = Some(first);
         loop {
             if let Some(r) = request.take() {
+                if let Some((nonce, _)) = &self.full_sync_done
+                    && *nonce == r.response_nonce
+                    && let Some((_, done)) = self.full_sync_done.take()
+                {
+                    let _ = done.send(());
+                }
                 match state.on_request(r) {
                     Ok(Next::Nothing) => {}
                     Ok(Next::Push { type_url, always }) => {
+                        let permit = if always {
+                            tokio::select! {
+                                _ = self.shutdown.cancelled() => break,
+                                p = Arc::clone(&self.full_syncs).acquire_owned() => p.ok(),
+                            }
+                        } else {
+                            None
+                        };
                         let model = self.model.borrow().clone();
-                        if !self.send(state.response(type_url, &model, always)).await {
+                        let response = state.response(type_url, &model, always);
+                        if let (Some(permit), Some(r)) = (permit, &response) {
+                            let (done, wait) = tokio::sync::oneshot::channel::<()>();
+                            self.full_sync_done = Some((r.nonce.clone(), done));
+                            tokio::spawn(async move {
+                                let _permit = permit;
+                                let _ = tokio::time::timeout(FULL_SYNC_HOLD, wait).await;
+                            });
+                        }
+                        if !self.send(response).await {
                             break;
                         }
                     }
@@ -166,7 +200,7 @@ impl Stream {
 
     /// Sends a response (if any); false once the client is gone or the
     /// server drains.
-    async fn send(&self, response: Option<DeltaDiscoveryResponse>) -> bool {
+    async fn send(&self, response: Option<RawDeltaDiscoveryResponse>) -> bool {
         let Some(response) = response else {
             return true;
         };

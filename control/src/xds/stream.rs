@@ -6,19 +6,22 @@
 //! `server.rs`.
 
 use std::{
-    collections::{BTreeMap, HashMap, HashSet, VecDeque},
+    collections::{BTreeMap, HashSet, VecDeque},
+    sync::Arc,
     time::{Duration, Instant},
 };
 
 use tonic::Status;
 use weft_proto::{
-    ADDRESS_TYPE_URL, AUTHORIZATION_TYPE_URL,
-    core::ControlPlane,
-    discovery::{DeltaDiscoveryRequest, DeltaDiscoveryResponse, Resource},
+    ADDRESS_TYPE_URL, AUTHORIZATION_TYPE_URL, core::ControlPlane, discovery::DeltaDiscoveryRequest,
 };
 
-use super::syncz::{Nack, StreamGuard, TypeStatus, unix_now};
-use crate::model::Model;
+use super::{
+    raw::RawDeltaDiscoveryResponse,
+    syncz::{Nack, StreamGuard, TypeStatus, unix_now},
+    view::{ClientView, UNKNOWN_VERSION},
+};
+use crate::model::{Model, XdsResource};
 
 /// The types weft serves, in the order a push sends them (workloads
 /// before the policies that name them).
@@ -26,9 +29,9 @@ pub const SERVED_TYPES: [&str; 2] = [ADDRESS_TYPE_URL, AUTHORIZATION_TYPE_URL];
 
 /// Responses remembered per type for matching ACKs and NACKs.
 const PENDING_NONCES: usize = 32;
-/// Marks a resource whose state on the client is unknown (its response
-/// was NACKed): it differs from every real version, so it is sent again.
-const UNKNOWN_VERSION: &str = "";
+/// Past this many names where a wildcard client differs from its
+/// snapshot, take a new snapshot.
+const REBASE_DRIFT: usize = 4096;
 /// A client that NACKs this many responses within [`NACK_WINDOW`] is in a
 /// loop (it rejects what it is sent and asks again): disconnect it.
 const NACK_LIMIT: usize = 20;
@@ -50,13 +53,16 @@ struct TypeState {
     wildcard: bool,
     /// Names subscribed explicitly (besides the wildcard).
     names: HashSet<String>,
-    /// What the client holds, as far as we know: name → version.
-    client_has: HashMap<String, String>,
+    /// What the client holds, as far as we know.
+    client_has: ClientView,
+    /// The next push must compare everything (a full response was NACKed).
+    needs_full: bool,
     /// Names the client just subscribed to: they must be answered, even
     /// if absent (as removed) or already held.
     must_answer: HashSet<String>,
-    /// Sent and not yet answered: nonce, names it carried, type version.
-    pending: VecDeque<(String, Vec<String>, String)>,
+    /// Sent and not yet answered: nonce, names it carried (`None`: a
+    /// full response), type version.
+    pending: VecDeque<(String, Option<Vec<String>>, String)>,
     /// Names whose response was NACKed: compared again on the next push.
     retry: HashSet<String>,
 }
@@ -188,11 +194,19 @@ impl DeltaState {
         let state = self.types.get_mut(type_url).expect("subscribed");
         if let Some(i) = state.pending.iter().position(|(n, _, _)| n == nonce) {
             let (_, names, _) = state.pending.remove(i).expect("index in range");
-            for name in names {
-                state
-                    .client_has
-                    .insert(name.clone(), UNKNOWN_VERSION.to_string());
-                state.retry.insert(name);
+            match names {
+                Some(names) => {
+                    for name in names {
+                        state
+                            .client_has
+                            .set(name.clone(), UNKNOWN_VERSION.to_string());
+                        state.retry.insert(name);
+                    }
+                }
+                None => {
+                    state.client_has = ClientView::default();
+                    state.needs_full = true;
+                }
             }
         }
         let nack = Nack {
@@ -226,11 +240,12 @@ impl DeltaState {
     /// The responses that bring every subscribed type to `model`. When
     /// the stream is at a version the model's history covers, only the
     /// names changed since are compared; otherwise everything.
-    pub fn push(&mut self, model: &Model) -> Vec<DeltaDiscoveryResponse> {
+    pub fn push(&mut self, model: &Model) -> Vec<RawDeltaDiscoveryResponse> {
         let changed = model.changed_since(&self.synced);
         let mut out = Vec::new();
         for type_url in self.subscribed_types() {
-            let names: Option<Vec<&str>> = changed.as_ref().map(|c| {
+            let full = self.types.get(type_url).is_some_and(|t| t.needs_full);
+            let names: Option<Vec<&str>> = changed.as_ref().filter(|_| !full).map(|c| {
                 c.iter()
                     .filter(|(t, _)| *t == type_url)
                     .map(|(_, n)| *n)
@@ -260,7 +275,7 @@ impl DeltaState {
         type_url: &'static str,
         model: &Model,
         always: bool,
-    ) -> Option<DeltaDiscoveryResponse> {
+    ) -> Option<RawDeltaDiscoveryResponse> {
         if self.synced.is_empty() {
             self.synced = model.version.clone();
         }
@@ -273,24 +288,28 @@ impl DeltaState {
         model: &Model,
         always: bool,
         only: Option<&[&str]>,
-    ) -> Option<DeltaDiscoveryResponse> {
+    ) -> Option<RawDeltaDiscoveryResponse> {
         let state = self.types.get_mut(type_url)?;
         let resources = model.of_type(type_url)?;
+        let full = only.is_none();
         let (upserts, removed) = match only {
             Some(names) => state.diff_names(resources, names),
             None => state.diff(resources),
         };
+        state.needs_full = false;
         if upserts.is_empty() && removed.is_empty() && !always {
             return None;
         }
         let type_version = model.type_version(type_url);
         self.responses += 1;
         let nonce = format!("{:x}-{:x}", self.guard.id(), self.responses);
-        let names = upserts
-            .iter()
-            .map(|r| r.name.clone())
-            .chain(removed.iter().cloned())
-            .collect();
+        let names = (!full).then(|| {
+            upserts
+                .iter()
+                .map(|r| r.name.clone())
+                .chain(removed.iter().cloned())
+                .collect()
+        });
         state
             .pending
             .push_back((nonce.clone(), names, type_version.clone()));
@@ -313,9 +332,9 @@ impl DeltaState {
             removed = removed.len(),
             "sending delta xDS response"
         );
-        Some(DeltaDiscoveryResponse {
+        Some(RawDeltaDiscoveryResponse {
             system_version_info: type_version,
-            resources: upserts,
+            resources: upserts.into_iter().map(|r| r.encoded.clone()).collect(),
             type_url: type_url.to_string(),
             removed_resources: removed,
             nonce,
@@ -338,7 +357,8 @@ impl TypeState {
             wildcard,
             must_answer: names.clone(),
             names,
-            client_has: client_has.into_iter().collect(),
+            client_has: ClientView::from_initial(client_has.into_iter().collect()),
+            needs_full: false,
             pending: VecDeque::new(),
             retry: HashSet::new(),
         }
@@ -355,7 +375,9 @@ impl TypeState {
         }
         // The client drops what it no longer subscribes to.
         let (wildcard, names) = (self.wildcard, &self.names);
-        self.client_has.retain(|n, _| wildcard || names.contains(n));
+        if !wildcard {
+            self.client_has.retain(|n| names.contains(n));
+        }
         for name in request.resource_names_subscribe {
             if name == "*" {
                 self.wildcard = true;
@@ -377,7 +399,7 @@ impl TypeState {
         &mut self,
         resources: &crate::model::Resources,
         names: &[&str],
-    ) -> (Vec<Resource>, Vec<String>) {
+    ) -> (Vec<Arc<XdsResource>>, Vec<String>) {
         let mut candidates: Vec<String> = names.iter().map(|n| n.to_string()).collect();
         candidates.extend(self.retry.drain());
         candidates.extend(self.must_answer.iter().cloned());
@@ -391,19 +413,14 @@ impl TypeState {
             }
             match resources.get(&name) {
                 Some(resource) => {
-                    if self.client_has.get(&name) != Some(&resource.version)
+                    if self.client_has.get(&name) != Some(resource.version.as_str())
                         || self.must_answer.contains(&name)
                     {
-                        upserts.push(Resource {
-                            name: name.clone(),
-                            version: resource.version.clone(),
-                            resource: Some(resource.any.clone()),
-                            ..Default::default()
-                        });
+                        upserts.push(Arc::clone(resource));
                     }
                 }
                 None => {
-                    if self.client_has.contains_key(&name) || self.must_answer.contains(&name) {
+                    if self.client_has.contains(&name) || self.must_answer.contains(&name) {
                         removed.push(name);
                     }
                 }
@@ -411,29 +428,30 @@ impl TypeState {
         }
         self.must_answer.clear();
         for r in &upserts {
-            self.client_has.insert(r.name.clone(), r.version.clone());
+            self.client_has.set(r.name.clone(), r.version.clone());
         }
         for name in &removed {
             self.client_has.remove(name);
+        }
+        if self.wildcard && self.retry.is_empty() && self.client_has.drift() > REBASE_DRIFT {
+            self.client_has.rebase(resources);
         }
         (upserts, removed)
     }
 
     /// What the client lacks (new or changed) and what it holds that is
     /// gone; records that it will have them.
-    fn diff(&mut self, resources: &crate::model::Resources) -> (Vec<Resource>, Vec<String>) {
+    fn diff(
+        &mut self,
+        resources: &crate::model::Resources,
+    ) -> (Vec<Arc<XdsResource>>, Vec<String>) {
         self.retry.clear();
         let mut upserts = Vec::new();
-        let mut visit = |name: &String, resource: &crate::model::XdsResource| {
-            if self.client_has.get(name) != Some(&resource.version)
+        let mut visit = |name: &String, resource: &Arc<XdsResource>| {
+            if self.client_has.get(name) != Some(resource.version.as_str())
                 || self.must_answer.contains(name)
             {
-                upserts.push(Resource {
-                    name: name.clone(),
-                    version: resource.version.clone(),
-                    resource: Some(resource.any.clone()),
-                    ..Default::default()
-                });
+                upserts.push(Arc::clone(resource));
             }
         };
         if self.wildcard {
@@ -449,9 +467,9 @@ impl TypeState {
         }
         let mut removed: Vec<String> = self
             .client_has
-            .keys()
+            .names()
+            .into_iter()
             .filter(|n| !resources.contains_key(n))
-            .cloned()
             .collect();
         for name in &self.must_answer {
             if !resources.contains_key(name) && !removed.contains(name) {
@@ -460,11 +478,16 @@ impl TypeState {
         }
         removed.sort();
         self.must_answer.clear();
-        for r in &upserts {
-            self.client_has.insert(r.name.clone(), r.version.clone());
-        }
-        for name in &removed {
-            self.client_has.remove(name);
+        if self.wildcard {
+            // The client now holds exactly the model's resources.
+            self.client_has.rebase(resources);
+        } else {
+            for r in &upserts {
+                self.client_has.set(r.name.clone(), r.version.clone());
+            }
+            for name in &removed {
+                self.client_has.remove(name);
+            }
         }
         (upserts, removed)
     }
