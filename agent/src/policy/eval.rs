@@ -7,8 +7,13 @@ use super::{Action, Connection, Group, Match, Policy};
 /// Why a connection was refused.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum DenyReason {
-    /// A DENY policy matched (`namespace/name`).
-    DeniedBy(String),
+    /// A DENY policy matched (`namespace/name`). `l7_ignored`: HTTP
+    /// conditions of that policy a node proxy cannot see, so it denied the
+    /// whole connection (as ztunnel does).
+    DeniedBy {
+        policy: String,
+        l7_ignored: Vec<String>,
+    },
     /// ALLOW policies apply to the workload and none matched.
     NoAllowMatch,
 }
@@ -16,7 +21,14 @@ pub enum DenyReason {
 impl std::fmt::Display for DenyReason {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
-            Self::DeniedBy(policy) => write!(f, "denied by policy {policy}"),
+            Self::DeniedBy { policy, l7_ignored } if l7_ignored.is_empty() => {
+                write!(f, "denied by policy {policy}")
+            }
+            Self::DeniedBy { policy, l7_ignored } => write!(
+                f,
+                "denied by policy {policy} (its HTTP conditions {} cannot be checked at L4, so the whole connection is denied)",
+                l7_ignored.join(", ")
+            ),
             Self::NoAllowMatch => f.write_str("no ALLOW policy matched"),
         }
     }
@@ -114,7 +126,10 @@ pub fn evaluate(policies: &[Arc<Policy>], conn: &Connection) -> Decision {
         if policy.dry_run {
             log_dry_run(policy, matched);
         } else if matched {
-            return Decision::Deny(DenyReason::DeniedBy(policy.key()));
+            return Decision::Deny(DenyReason::DeniedBy {
+                policy: policy.key(),
+                l7_ignored: policy.l7_ignored.clone(),
+            });
         }
     }
     let mut enforced_allows = 0;
@@ -227,7 +242,7 @@ mod tests {
         let policies = [allow_all.clone(), deny_ns];
         assert!(matches!(
             evaluate(&policies, &conn(Some("a"), "legacy", "10.0.1.2", 80)),
-            Decision::Deny(DenyReason::DeniedBy(p)) if p == "demo/deny-legacy"
+            Decision::Deny(DenyReason::DeniedBy { policy, .. }) if policy == "demo/deny-legacy"
         ));
         assert!(matches!(
             evaluate(&policies, &conn(Some("a"), "demo", "10.0.1.2", 80)),
@@ -296,6 +311,78 @@ mod tests {
             evaluate(&[Arc::new(deny)], &conn(None, "x", "10.0.1.7", 80)),
             Decision::Allow { .. }
         ));
+    }
+
+    #[test]
+    fn service_accounts_and_not_principals() {
+        let deny_sa = policy(
+            "deny-sleep",
+            Action::Deny,
+            one(Match {
+                service_accounts: vec![("demo".into(), "sleep".into())],
+                ..Default::default()
+            }),
+        );
+        let allow_not_admin = policy(
+            "allow-non-admin",
+            Action::Allow,
+            one(Match {
+                not_principals: vec![StringMatch::Suffix("/sa/admin".into())],
+                ..Default::default()
+            }),
+        );
+        let policies = [deny_sa, allow_not_admin];
+        assert!(matches!(
+            evaluate(&policies, &conn(Some("sleep"), "demo", "10.0.1.2", 80)),
+            Decision::Deny(DenyReason::DeniedBy { .. })
+        ));
+        assert!(matches!(
+            evaluate(&policies, &conn(Some("sleep"), "other", "10.0.1.2", 80)),
+            Decision::Allow { .. }
+        ));
+        assert_eq!(
+            evaluate(&policies, &conn(Some("admin"), "demo", "10.0.1.2", 80)),
+            Decision::Deny(DenyReason::NoAllowMatch)
+        );
+    }
+
+    #[test]
+    fn remote_ips_use_the_original_client() {
+        let allow = policy(
+            "allow-office",
+            Action::Allow,
+            one(Match {
+                remote_ips: vec![Cidr {
+                    addr: "192.0.2.0".parse().unwrap(),
+                    prefix: 24,
+                }],
+                ..Default::default()
+            }),
+        );
+        let mut via_gateway = conn(Some("gw"), "demo", "10.0.1.2", 80);
+        via_gateway.remote_ip = "192.0.2.9".parse().unwrap();
+        assert!(matches!(
+            evaluate(&[allow.clone()], &via_gateway),
+            Decision::Allow { .. }
+        ));
+        assert!(matches!(
+            evaluate(&[allow], &conn(Some("gw"), "demo", "10.0.1.2", 80)),
+            Decision::Deny(_)
+        ));
+    }
+
+    #[test]
+    fn a_deny_with_ignored_http_conditions_says_so() {
+        let mut deny = (*policy("deny-get", Action::Deny, vec![Group { rules: vec![] }])).clone();
+        deny.l7_ignored = vec!["methods".into()];
+        let decision = evaluate(&[Arc::new(deny)], &conn(Some("a"), "demo", "10.0.1.2", 80));
+        let Decision::Deny(reason) = decision else {
+            panic!("{decision:?}")
+        };
+        assert!(
+            reason.to_string().contains("HTTP conditions methods"),
+            "{reason}"
+        );
     }
 
     #[test]

@@ -101,7 +101,9 @@ impl PodContext {
             crate::policy::Decision::Allow { .. } => Ok(()),
             crate::policy::Decision::Deny(reason) => {
                 let counter = match reason {
-                    crate::policy::DenyReason::DeniedBy(_) => crate::metrics::Denial::PolicyDeny,
+                    crate::policy::DenyReason::DeniedBy { .. } => {
+                        crate::metrics::Denial::PolicyDeny
+                    }
                     crate::policy::DenyReason::NoAllowMatch => crate::metrics::Denial::NoAllowMatch,
                 };
                 ctx.metrics.deny(counter);
