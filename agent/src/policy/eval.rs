@@ -362,7 +362,7 @@ mod tests {
         let mut via_gateway = conn(Some("gw"), "demo", "10.0.1.2", 80);
         via_gateway.remote_ip = "192.0.2.9".parse().unwrap();
         assert!(matches!(
-            evaluate(&[allow.clone()], &via_gateway),
+            evaluate(std::slice::from_ref(&allow), &via_gateway),
             Decision::Allow { .. }
         ));
         assert!(matches!(
