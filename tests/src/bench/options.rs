@@ -40,6 +40,10 @@ pub struct Options {
     /// `--quick`).
     #[arg(long, default_value_t = 3)]
     pub busy_retries: usize,
+    /// Before each measurement, wait up to this many seconds for other work
+    /// to leave the machine (none with `--quick`).
+    #[arg(long, default_value_t = 120.0)]
+    pub quiet_wait: f64,
     /// Do not hold /dev/cpu_dma_latency at 0 (to see what it changes).
     #[arg(long)]
     pub no_dma_latency: bool,
@@ -83,6 +87,8 @@ pub struct Settings {
     pub busy_threshold: f64,
     /// Repeats of a measurement during which the machine was busy.
     pub busy_retries: usize,
+    /// How long to wait for a quiet machine before each measurement.
+    pub quiet_wait: std::time::Duration,
 }
 
 impl Settings {
@@ -109,6 +115,11 @@ impl Settings {
             profile: options.profile,
             busy_threshold: 0.05,
             busy_retries: if quick { 0 } else { options.busy_retries },
+            quiet_wait: std::time::Duration::from_secs_f64(if quick {
+                0.0
+            } else {
+                options.quiet_wait.max(0.0)
+            }),
         }
     }
 

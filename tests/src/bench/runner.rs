@@ -90,6 +90,9 @@ impl Run {
                     [Variant::Weft, Variant::Direct]
                 };
                 for variant in order {
+                    if super::stopped() {
+                        anyhow::bail!("interrupted");
+                    }
                     let profiling = self.settings.profile && variant == Variant::Weft && round == 0;
                     let recording = match profiling {
                         true => Some(self.start_profile(testbed, scenario)?),
@@ -159,13 +162,24 @@ impl Run {
         };
         let mut best: Option<(Vec<Sample>, f64)> = None;
         for attempt in 0..=retries {
+            if !self.settings.quiet_wait.is_zero() {
+                let share =
+                    load.wait_quiet(self.settings.busy_threshold, self.settings.quiet_wait)?;
+                if share > self.settings.busy_threshold {
+                    println!(
+                        "    the machine did not quiet down within {:?} (other work: {:.0}%)",
+                        self.settings.quiet_wait,
+                        share * 100.0
+                    );
+                }
+            }
             let before = load.snapshot()?;
             let samples = measure()?;
             let busy = load.foreign_share(&before, &load.snapshot()?);
             if best.as_ref().is_none_or(|(_, b)| busy < *b) {
                 best = Some((samples, busy));
             }
-            if busy <= self.settings.busy_threshold {
+            if busy <= self.settings.busy_threshold || super::stopped() {
                 break;
             }
             if attempt < retries {

@@ -1,9 +1,10 @@
 //! Footprint of the agents: RSS when idle with 10 enrolled pods, and RSS
 //! and CPU time with 1,000 and 10,000 concurrent idle connections through
 //! the mesh (client on node-1, server on node-2: each connection costs the
-//! client's agent an accepted socket and a tunnel, and the server's agent a
-//! tunnel and a delivery socket). Agent CPU per GB is measured by the
-//! throughput scenarios.
+//! client's agent an accepted socket and an HBONE stream, the server's agent
+//! a stream and a delivery socket, plus a share of a pooled TLS connection
+//! each, or a whole one without pooling). Agent CPU per GB is measured by
+//! the throughput scenarios.
 
 use std::time::Duration;
 
@@ -20,6 +21,7 @@ const RSS_BEFORE: Metric = lower("agent RSS before, client node", "MiB");
 const RSS_CLIENT: Metric = lower("agent RSS, client node", "MiB");
 const RSS_SERVER: Metric = lower("agent RSS, server node", "MiB");
 const PER_CONN: Metric = lower("agent memory per connection", "KiB");
+const FDS: Metric = lower("agent descriptors per connection", "fds");
 const CPU_OPEN: Metric = lower("agent CPU to open all", "s");
 const CPU_IDLE: Metric = lower("agent CPU while idle", "s/min");
 
@@ -58,7 +60,8 @@ pub fn idle(run: &mut Run, testbed: &Testbed) {
 /// control plane), with room to spare.
 const FD_MARGIN: usize = 300;
 
-/// Concurrent idle connections, cross-node.
+/// Concurrent idle connections, cross-node, smallest count first: the
+/// descriptors per connection it shows size the next ones.
 pub fn connections(run: &mut Run, testbed: &Testbed) {
     let counts = run.settings.hold_counts.clone();
     let idle = if run.settings.quick { 2.0 } else { 10.0 };
@@ -67,34 +70,43 @@ pub fn connections(run: &mut Run, testbed: &Testbed) {
         .ok()
         .and_then(|agents| nofile_limit(agents.first()?.1).ok())
         .and_then(|l| l.parse().ok());
+    // Until measured: a socket accepted from the app and one to the peer.
+    let mut per_conn = 2.0;
     for wanted in counts {
-        let count = fitting(wanted, limit);
+        let count = fitting(wanted, limit, per_conn);
         let scenario = format!("footprint/{count}-idle-connections");
         if !run.settings.selected(&scenario) {
             continue;
         }
         if count < wanted {
             run.note(format!(
-                "{wanted} held connections need about {} descriptors in each agent (two sockets \
-                 per connection: no HBONE pooling yet), more than its RLIMIT_NOFILE of {}; \
-                 measured {count} instead",
-                2 * wanted + FD_MARGIN,
+                "{wanted} held connections need about {} descriptors in an agent ({per_conn:.2} \
+                 per connection), more than its RLIMIT_NOFILE of {}; measured {count} instead",
+                (per_conn * wanted as f64) as usize + FD_MARGIN,
                 limit.unwrap_or(0)
             ));
         }
         run.once(testbed, &scenario, |testbed, variant| {
             hold(testbed, variant, count, idle)
         });
+        if let Some(measured) = run
+            .rows
+            .iter()
+            .find(|r| r.scenario == scenario && r.metric == FDS.name)
+            .and_then(|r| r.weft)
+        {
+            per_conn = measured;
+        }
     }
 }
 
 /// The largest count up to `wanted` (in whole thousands when cut) whose
-/// two sockets per connection fit an agent's descriptor limit.
-fn fitting(wanted: usize, limit: Option<usize>) -> usize {
+/// descriptors fit an agent's limit at `per_conn` each.
+fn fitting(wanted: usize, limit: Option<usize>, per_conn: f64) -> usize {
     let Some(limit) = limit else {
         return wanted;
     };
-    let fits = limit.saturating_sub(FD_MARGIN) / 2;
+    let fits = (limit.saturating_sub(FD_MARGIN) as f64 / per_conn.max(0.01)) as usize;
     if fits >= wanted {
         wanted
     } else if fits >= 1000 {
@@ -137,6 +149,11 @@ fn hold(testbed: &Testbed, variant: Variant, count: usize, idle: f64) -> Result<
     let mut samples = vec![(OPEN_TIME, open_seconds)];
     if variant == Variant::Weft {
         let opened = read_all(&agents)?;
+        let mut fds = 0.0f64;
+        for ((_, pid), baseline) in agents.iter().zip(&fds_before) {
+            let held = open_fds(*pid)?.saturating_sub(*baseline);
+            fds = fds.max(held as f64 / count as f64);
+        }
         std::thread::sleep(Duration::from_secs_f64(idle));
         let after = read_all(&agents)?;
         let cpu = |a: &[ProcStat], b: &[ProcStat]| -> f64 {
@@ -157,6 +174,7 @@ fn hold(testbed: &Testbed, variant: Variant, count: usize, idle: f64) -> Result<
             (PER_CONN, grown / count as f64 / 1024.0),
             (CPU_OPEN, cpu(&opened, &before)),
             (CPU_IDLE, cpu(&after, &opened) * 60.0 / idle),
+            (FDS, fds),
         ]);
     }
     drop(holder);
@@ -185,10 +203,11 @@ mod tests {
 
     #[test]
     fn held_connections_fit_the_descriptor_limit() {
-        assert_eq!(fitting(10_000, None), 10_000);
-        assert_eq!(fitting(10_000, Some(1 << 20)), 10_000);
-        assert_eq!(fitting(10_000, Some(20_000)), 9_000);
-        assert_eq!(fitting(1_000, Some(20_000)), 1_000);
-        assert_eq!(fitting(1_000, Some(1_024)), 362);
+        assert_eq!(fitting(10_000, None, 2.0), 10_000);
+        assert_eq!(fitting(10_000, Some(1 << 20), 2.0), 10_000);
+        assert_eq!(fitting(10_000, Some(20_000), 2.0), 9_000);
+        assert_eq!(fitting(10_000, Some(20_000), 1.01), 10_000);
+        assert_eq!(fitting(1_000, Some(20_000), 2.0), 1_000);
+        assert_eq!(fitting(1_000, Some(1_024), 2.0), 362);
     }
 }
