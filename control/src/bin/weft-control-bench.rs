@@ -472,11 +472,15 @@ mod agents {
         for i in 0..n {
             let node = format!("node-{i}");
             let token = weft_control::bootstrap_token(Path::new(state_dir), &node)?;
-            let endpoint = Endpoint::from_shared(format!("https://{addr}"))?.tls_config(
-                ClientTlsConfig::new()
-                    .ca_certificate(Certificate::from_pem(bundle.clone()))
-                    .domain_name("weft-control"),
-            )?;
+            // Windows as ztunnel sets them (4 MiB stream, 16 MiB connection).
+            let endpoint = Endpoint::from_shared(format!("https://{addr}"))?
+                .initial_stream_window_size(4 << 20)
+                .initial_connection_window_size(16 << 20)
+                .tls_config(
+                    ClientTlsConfig::new()
+                        .ca_certificate(Certificate::from_pem(bundle.clone()))
+                        .domain_name("weft-control"),
+                )?;
             tasks.spawn(async move {
                 if let Err(e) = agent(endpoint, node.clone(), token).await {
                     eprintln!("agent {node}: {e:#}");

@@ -23,7 +23,7 @@ type Reply = Result<RawDeltaDiscoveryResponse, Status>;
 /// holds its permit until the client answers it (or [`FULL_SYNC_HOLD`]),
 /// which bounds memory when hundreds of agents connect together.
 const FULL_SYNCS: usize = 4;
-const FULL_SYNC_HOLD: std::time::Duration = std::time::Duration::from_secs(30);
+const FULL_SYNC_HOLD: std::time::Duration = std::time::Duration::from_secs(10);
 
 /// Serves [`Model`] over delta ADS.
 #[derive(Clone)]
@@ -140,7 +140,9 @@ impl Stream {
                 match state.on_request(r) {
                     Ok(Next::Nothing) => {}
                     Ok(Next::Push { type_url, always }) => {
-                        let permit = if always {
+                        // One permit per stream: a stream that holds one
+                        // (its first type's full sync) does not wait again.
+                        let permit = if always && self.full_sync_done.is_none() {
                             tokio::select! {
                                 _ = self.shutdown.cancelled() => break,
                                 p = Arc::clone(&self.full_syncs).acquire_owned() => p.ok(),
@@ -149,8 +151,8 @@ impl Stream {
                             None
                         };
                         let model = self.model.borrow().clone();
-                        let response = state.response(type_url, &model, always);
-                        if let (Some(permit), Some(r)) = (permit, &response) {
+                        let responses = state.response(type_url, &model, always);
+                        if let (Some(permit), Some(r)) = (permit, responses.last()) {
                             let (done, wait) = tokio::sync::oneshot::channel::<()>();
                             self.full_sync_done = Some((r.nonce.clone(), done));
                             tokio::spawn(async move {
@@ -158,7 +160,14 @@ impl Stream {
                                 let _ = tokio::time::timeout(FULL_SYNC_HOLD, wait).await;
                             });
                         }
-                        if !self.send(response).await {
+                        let mut open = true;
+                        for response in responses {
+                            if !self.send(Some(response)).await {
+                                open = false;
+                                break;
+                            }
+                        }
+                        if !open {
                             break;
                         }
                     }

@@ -29,6 +29,8 @@ pub const SERVED_TYPES: [&str; 2] = [ADDRESS_TYPE_URL, AUTHORIZATION_TYPE_URL];
 
 /// Responses remembered per type for matching ACKs and NACKs.
 const PENDING_NONCES: usize = 32;
+/// Resources per response at most (about 3 MB of workloads).
+const CHUNK: usize = 10_000;
 /// Past this many names where a wildcard client differs from its
 /// snapshot, take a new snapshot.
 const REBASE_DRIFT: usize = 4096;
@@ -251,9 +253,7 @@ impl DeltaState {
                     .map(|(_, n)| *n)
                     .collect()
             });
-            if let Some(r) = self.respond(type_url, model, false, names.as_deref()) {
-                out.push(r);
-            }
+            out.extend(self.respond(type_url, model, false, names.as_deref()));
         }
         self.synced = model.version.clone();
         out
@@ -275,34 +275,70 @@ impl DeltaState {
         type_url: &'static str,
         model: &Model,
         always: bool,
-    ) -> Option<RawDeltaDiscoveryResponse> {
+    ) -> Vec<RawDeltaDiscoveryResponse> {
         if self.synced.is_empty() {
             self.synced = model.version.clone();
         }
         self.respond(type_url, model, always, None)
     }
 
+    /// The responses for one type: usually one; a large one is split into
+    /// chunks of [`CHUNK`] resources (each with its own nonce), so that no
+    /// stream's encoding buffer grows to the size of the whole mesh.
     fn respond(
         &mut self,
         type_url: &'static str,
         model: &Model,
         always: bool,
         only: Option<&[&str]>,
-    ) -> Option<RawDeltaDiscoveryResponse> {
-        let state = self.types.get_mut(type_url)?;
-        let resources = model.of_type(type_url)?;
+    ) -> Vec<RawDeltaDiscoveryResponse> {
+        let Some(state) = self.types.get_mut(type_url) else {
+            return Vec::new();
+        };
+        let Some(resources) = model.of_type(type_url) else {
+            return Vec::new();
+        };
         let full = only.is_none();
-        let (upserts, removed) = match only {
+        let (mut upserts, removed) = match only {
             Some(names) => state.diff_names(resources, names),
             None => state.diff(resources),
         };
         state.needs_full = false;
         if upserts.is_empty() && removed.is_empty() && !always {
-            return None;
+            return Vec::new();
         }
         let type_version = model.type_version(type_url);
+        let mut chunks = Vec::new();
+        while upserts.len() > CHUNK {
+            let rest = upserts.split_off(CHUNK);
+            chunks.push(std::mem::replace(&mut upserts, rest));
+        }
+        chunks.push(upserts);
+        let last = chunks.len() - 1;
+        let mut out = Vec::with_capacity(chunks.len());
+        let mut removed = Some(removed);
+        for (i, chunk) in chunks.into_iter().enumerate() {
+            let removed = if i == last {
+                removed.take().unwrap_or_default()
+            } else {
+                Vec::new()
+            };
+            out.push(self.one_response(type_url, &type_version, full, chunk, removed));
+        }
+        out
+    }
+
+    fn one_response(
+        &mut self,
+        type_url: &'static str,
+        type_version: &str,
+        full: bool,
+        upserts: Vec<Arc<XdsResource>>,
+        removed: Vec<String>,
+    ) -> RawDeltaDiscoveryResponse {
         self.responses += 1;
         let nonce = format!("{:x}-{:x}", self.guard.id(), self.responses);
+        let state = self.types.get_mut(type_url).expect("subscribed");
         let names = (!full).then(|| {
             upserts
                 .iter()
@@ -312,14 +348,14 @@ impl DeltaState {
         });
         state
             .pending
-            .push_back((nonce.clone(), names, type_version.clone()));
+            .push_back((nonce.clone(), names, type_version.to_string()));
         if state.pending.len() > PENDING_NONCES {
             state.pending.pop_front();
         }
         let held = state.client_has.len();
         self.update(type_url, |s| {
             s.responses_sent += 1;
-            s.last_sent_version = type_version.clone();
+            s.last_sent_version = type_version.to_string();
             s.last_sent_nonce = nonce.clone();
             s.resources = held;
         });
@@ -332,8 +368,8 @@ impl DeltaState {
             removed = removed.len(),
             "sending delta xDS response"
         );
-        Some(RawDeltaDiscoveryResponse {
-            system_version_info: type_version,
+        RawDeltaDiscoveryResponse {
+            system_version_info: type_version.to_string(),
             resources: upserts.into_iter().map(|r| r.encoded.clone()).collect(),
             type_url: type_url.to_string(),
             removed_resources: removed,
@@ -341,7 +377,7 @@ impl DeltaState {
             control_plane: Some(ControlPlane {
                 identifier: "weft-control".into(),
             }),
-        })
+        }
     }
 }
 
