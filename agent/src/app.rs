@@ -103,6 +103,7 @@ impl App {
             redirection: redirector.clone(),
             pool: pool.clone(),
             tls: Default::default(),
+            local_pods: Default::default(),
             metrics: metrics.clone(),
         });
         let files = PodFiles::new(&config.state_dir).map_err(io(format!(

@@ -418,3 +418,47 @@ fn a_gracefully_stopped_agent_lets_connections_in_flight_finish() -> Result<()> 
         Ok(())
     })
 }
+
+#[test]
+fn same_node_traffic_skips_the_tls_hop_but_keeps_identity_ip_and_policy() -> Result<()> {
+    let cluster = Cluster::builder().nodes(2).build()?;
+    cluster.with_logs(|cluster| {
+        cluster.add_namespace("demo", &[AMBIENT])?;
+        let server = cluster.add_pod(
+            PodSpec::new("node-1", "demo", "neighbour")
+                .label("app", "neighbour")
+                .service_account("server")
+                .port("http", 8080),
+        )?;
+        let client = cluster.add_pod(PodSpec::new("node-1", "demo", "client").service_account("client"))?;
+        let _app = server.spawn_app(&["http-server", "--port", "8080"])?;
+        let url = format!("http://{}/", server.addr(8080));
+        let out = get_eventually(&client, &url)?;
+        ensure!(
+            out.contains(&format!("hello from neighbour to {}:", client.ip())),
+            "the neighbour should see the client's IP:\n{out}"
+        );
+        let node = cluster.node("node-1")?;
+        let line = node
+            .agent_log_tail(400)
+            .lines()
+            .find(|l| l.contains("outbound connection complete") && l.contains("same-node"))
+            .map(str::to_string)
+            .context("no same-node access log line")?;
+        ensure!(
+            line.contains("src.identity=spiffe://cluster.local/ns/demo/sa/client")
+                && line.contains("dst.identity=spiffe://cluster.local/ns/demo/sa/server"),
+            "{line}"
+        );
+        // The destination's policy applies on this path too.
+        cluster.write_config_file(
+            "deny-client.yaml",
+            "apiVersion: security.istio.io/v1\nkind: AuthorizationPolicy\nmetadata:\n  name: deny-client\n  namespace: demo\nspec:\n  selector:\n    matchLabels:\n      app: neighbour\n  action: DENY\n  rules:\n  - from:\n    - source:\n        principals: [\"cluster.local/ns/demo/sa/client\"]\n",
+        )?;
+        wait_for("the same-node request to be denied", TIMEOUT, || {
+            let out = client.run_app(&["http-get", &url, "--timeout", "3"], TIMEOUT)?;
+            Ok((!out.success() && out.stderr.contains("reset")).then_some(()))
+        })?;
+        Ok(())
+    })
+}

@@ -190,6 +190,7 @@ impl Enroller {
 
     fn unenrol(&self, enrolled: &Enrolled) {
         let context = &enrolled.context;
+        self.proxy.local_pods.remove(context);
         if let Err(err) = self.redirect.unenrol(context.netns_cookie) {
             tracing::warn!(pod = %context.name(), error = %err, "cannot remove the pod from the redirection map");
         }
@@ -307,6 +308,7 @@ impl Enroller {
             return Err(err.into());
         }
         guard.defuse();
+        self.proxy.local_pods.insert(context.clone());
         tracing::info!(%pod, %ip, identity = %workload.identity, netns_cookie, "pod enrolled in the mesh");
         Ok(Enrolled { context, cancel })
     }

@@ -64,8 +64,41 @@ pub struct ProxyContext {
     pub redirection: Arc<dyn Redirection>,
     /// TLS configs, reused while certificate and roots are unchanged.
     pub tls: crate::identity::tls::ConfigCache,
+    /// The enrolled pods of this node, by IP: same-node traffic skips HBONE.
+    pub local_pods: LocalPods,
     /// Outbound HBONE connections, shared by streams.
     pub pool: Arc<pool::Pool>,
+}
+
+/// The pods enrolled on this node, by IP.
+#[derive(Default)]
+pub struct LocalPods(
+    std::sync::RwLock<std::collections::HashMap<std::net::IpAddr, Arc<PodContext>>>,
+);
+
+impl LocalPods {
+    pub fn get(&self, ip: std::net::IpAddr) -> Option<Arc<PodContext>> {
+        self.0.read().expect("local pods lock").get(&ip).cloned()
+    }
+
+    pub fn insert(&self, pod: Arc<PodContext>) {
+        let mut pods = self.0.write().expect("local pods lock");
+        for ip in &pod.workload.ips {
+            pods.insert(*ip, pod.clone());
+        }
+    }
+
+    pub fn remove(&self, pod: &PodContext) {
+        let mut pods = self.0.write().expect("local pods lock");
+        for ip in &pod.workload.ips {
+            if pods
+                .get(ip)
+                .is_some_and(|p| p.netns_cookie == pod.netns_cookie)
+            {
+                pods.remove(ip);
+            }
+        }
+    }
 }
 
 /// One enrolled pod, as its listeners see it.

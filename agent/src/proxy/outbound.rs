@@ -13,7 +13,7 @@ use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
 use weft_ebpf_common::{HBONE_PORT, OUTBOUND_MARK};
 
-use super::{PodContext, ProxyContext, hbone, pool::PoolKey};
+use super::{PodContext, ProxyContext, delivery, hbone, pool::PoolKey};
 use crate::{
     metrics::Denial,
     state::{Resolved, Workload},
@@ -63,7 +63,18 @@ async fn handle(stream: TcpStream, peer: SocketAddr, pod: Arc<PodContext>, ctx: 
         return reset(stream);
     };
     let started = std::time::Instant::now();
-    let (result, dst, dst_identity) = match ctx.store.resolve(original) {
+    // `protocol` in the access log: HBONE, same-node (in-process, no TLS
+    // hop) or TCP (plaintext passthrough).
+    let (result, dst, dst_identity, protocol) = match ctx.store.resolve(original) {
+        // Both ends on this node: no TLS hop; the destination's policy is
+        // enforced here, as its inbound proxy would.
+        Resolved::Workload { workload, addr, .. }
+            if workload.hbone
+                && let Some(local) = ctx.local_pods.get(addr.ip()) =>
+        {
+            let result = same_node(stream, &pod, &local, &ctx, addr).await;
+            (result, addr, workload.identity.to_string(), "same-node")
+        }
         Resolved::Workload { workload, addr, .. } if workload.hbone => {
             let result = match open_tunnel(peer, &pod, &ctx, &workload, addr).await {
                 Ok(tunnel) => hbone::splice(stream, tunnel)
@@ -75,10 +86,11 @@ async fn handle(stream: TcpStream, peer: SocketAddr, pod: Arc<PodContext>, ctx: 
                     Err(err)
                 }
             };
-            (result, addr, Some(workload.identity.to_string()))
+            (result, addr, workload.identity.to_string(), "HBONE")
         }
         Resolved::Workload { addr, .. } | Resolved::Passthrough(addr) => {
-            (passthrough(stream, &pod, addr).await, addr, None)
+            let result = passthrough(stream, &pod, addr).await;
+            (result, addr, String::new(), "TCP")
         }
         Resolved::NoEndpoints(service) => {
             tracing::warn!(service = %service.hostname, "service has no endpoints; closing");
@@ -87,12 +99,6 @@ async fn handle(stream: TcpStream, peer: SocketAddr, pod: Arc<PodContext>, ctx: 
         }
     };
     // The access log: one line per connection, with both identities.
-    let protocol = if dst_identity.is_some() {
-        "HBONE"
-    } else {
-        "TCP"
-    };
-    let dst_identity = dst_identity.unwrap_or_default();
     let duration_ms = started.elapsed().as_millis() as u64;
     match result {
         Ok((sent, received)) => tracing::info!(
@@ -128,6 +134,12 @@ enum OutboundError {
     },
     #[error(transparent)]
     Hbone(#[from] hbone::HboneError),
+    #[error("the pod has no IP address")]
+    NoAddress,
+    #[error("denied by the destination's policy")]
+    Denied,
+    #[error(transparent)]
+    Delivery(#[from] super::delivery::DeliveryError),
     #[error("copying: {0}")]
     Io(#[from] std::io::Error),
 }
@@ -152,6 +164,42 @@ async fn passthrough(
 ) -> Result<(u64, u64), OutboundError> {
     let mut upstream = connect_from_pod(pod, addr).await?;
     Ok(tokio::io::copy_bidirectional(&mut stream, &mut upstream).await?)
+}
+
+/// Delivers straight into a destination pod on this node, from the client
+/// pod's address, after the destination's policy allowed it.
+async fn same_node(
+    mut stream: TcpStream,
+    pod: &PodContext,
+    destination: &PodContext,
+    ctx: &ProxyContext,
+    target: SocketAddr,
+) -> Result<(u64, u64), OutboundError> {
+    let source_ip = pod
+        .workload
+        .ips
+        .first()
+        .copied()
+        .ok_or(OutboundError::NoAddress)?;
+    let conn = crate::policy::Connection {
+        src_identity: Some(pod.identity().clone()),
+        src_ip: source_ip,
+        remote_ip: source_ip,
+        dst_ip: target.ip(),
+        dst_port: target.port(),
+    };
+    if destination.authorize(ctx, &conn).is_err() {
+        reset(stream);
+        return Err(OutboundError::Denied);
+    }
+    let mut app = match delivery::connect(destination, &ctx.redirection, source_ip, target).await {
+        Ok(app) => app,
+        Err(err) => {
+            reset(stream);
+            return Err(err.into());
+        }
+    };
+    Ok(tokio::io::copy_bidirectional(&mut stream, &mut app.stream).await?)
 }
 
 /// A CONNECT stream to `target` on a pooled connection to the destination
