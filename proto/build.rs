@@ -8,6 +8,8 @@ const PROTOS: &[&str] = &[
     "istio/security/authorization.proto",
     "istio/v1/auth/ca.proto",
     "envoy/service/discovery/v3/ads.proto",
+    "weft/route/v1/route.proto",
+    "weft/route/v1/destination.proto",
 ];
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
@@ -18,7 +20,10 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let mut config = tonic_prost_build::Config::new();
     config
         .enable_type_names()
-        .type_name_domain(["."], "type.googleapis.com");
+        .type_name_domain(["."], "type.googleapis.com")
+        // weft's own messages encode maps in key order, so equal content
+        // encodes to equal bytes (and versions).
+        .btree_map([".weft"]);
     tonic_prost_build::configure()
         .build_client(true)
         .build_server(true)

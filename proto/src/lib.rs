@@ -2,7 +2,8 @@
 //!
 //! Package names and field numbers are those of upstream Istio and Envoy
 //! (see `README.md`), so a real ztunnel can talk to weft's control plane
-//! and weft's agent to istiod.
+//! and weft's agent to istiod. L7 routing, which the Workload API does not
+//! carry, is weft's own `weft.route.v1`.
 
 #![forbid(unsafe_code)]
 
@@ -25,11 +26,21 @@ pub use generated::envoy::config::core::v3 as core;
 /// `google.rpc`: `Status`, carried in NACKs.
 pub use generated::google::rpc;
 
+/// `weft.route.v1`: weft's own L7 types, `RouteConfig` (a service's
+/// VirtualService routes) and `DestinationPolicy` (its DestinationRules).
+pub use generated::weft::route::v1 as route;
+
 /// The xDS type URL of [`workload::Address`] resources.
 pub const ADDRESS_TYPE_URL: &str = "type.googleapis.com/istio.workload.Address";
 
 /// The xDS type URL of [`security::Authorization`] resources.
 pub const AUTHORIZATION_TYPE_URL: &str = "type.googleapis.com/istio.security.Authorization";
+
+/// The xDS type URL of [`route::RouteConfig`] resources.
+pub const ROUTE_CONFIG_TYPE_URL: &str = "type.googleapis.com/weft.route.v1.RouteConfig";
+
+/// The xDS type URL of [`route::DestinationPolicy`] resources.
+pub const DESTINATION_POLICY_TYPE_URL: &str = "type.googleapis.com/weft.route.v1.DestinationPolicy";
 
 /// The generated code refers to other packages by relative paths
 /// (`super::super::...`), so the modules mirror the package tree.
@@ -69,6 +80,13 @@ mod generated {
             include!(concat!(env!("OUT_DIR"), "/google.rpc.rs"));
         }
     }
+    pub mod weft {
+        pub mod route {
+            pub mod v1 {
+                include!(concat!(env!("OUT_DIR"), "/weft.route.v1.rs"));
+            }
+        }
+    }
 }
 
 #[cfg(test)]
@@ -81,6 +99,11 @@ mod tests {
     fn address_type_url_matches_the_generated_name() {
         assert_eq!(workload::Address::type_url(), ADDRESS_TYPE_URL);
         assert_eq!(security::Authorization::type_url(), AUTHORIZATION_TYPE_URL);
+        assert_eq!(route::RouteConfig::type_url(), ROUTE_CONFIG_TYPE_URL);
+        assert_eq!(
+            route::DestinationPolicy::type_url(),
+            DESTINATION_POLICY_TYPE_URL
+        );
     }
 
     #[test]
