@@ -96,11 +96,44 @@ pub struct LoadBalancerSettings {
     #[serde(default)]
     pub consistent_hash: Option<ConsistentHash>,
     #[serde(default)]
-    pub locality_lb_setting: Ignored,
+    pub locality_lb_setting: Option<LocalityLbSetting>,
     #[serde(default)]
     pub warmup_duration_secs: Option<Duration>,
     #[serde(default)]
     pub warmup: Ignored,
+}
+
+/// `LocalityLoadBalancerSetting`: weights by locality, failover order.
+#[derive(Debug, Clone, Default, PartialEq, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct LocalityLbSetting {
+    #[serde(default)]
+    pub distribute: Vec<LocalityDistribute>,
+    #[serde(default)]
+    pub failover: Vec<LocalityFailover>,
+    #[serde(default)]
+    pub failover_priority: Vec<String>,
+    #[serde(default)]
+    pub enabled: Option<bool>,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LocalityDistribute {
+    #[serde(default)]
+    pub from: String,
+    /// Locality → weight (percent).
+    #[serde(default)]
+    pub to: BTreeMap<String, u32>,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LocalityFailover {
+    #[serde(default)]
+    pub from: String,
+    #[serde(default)]
+    pub to: String,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]

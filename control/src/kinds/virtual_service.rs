@@ -535,6 +535,15 @@ impl HttpRoute {
                     "set exactly one of `string` and `bytes`",
                 ));
             }
+            if let Some(b64) = d.body.as_ref().and_then(|b| b.bytes.as_ref()) {
+                use base64::Engine as _;
+                if let Err(err) = base64::engine::general_purpose::STANDARD.decode(b64) {
+                    e.push(invalid(
+                        format!("{at}.directResponse.body.bytes"),
+                        format!("not base64: {err}"),
+                    ));
+                }
+            }
         }
         if let Some(rw) = &self.rewrite {
             if let Some(re) = &rw.uri_regex_rewrite {

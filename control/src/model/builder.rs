@@ -14,7 +14,9 @@ use weft_proto::{
 
 use super::{
     Changes, CompiledAuthorization, HISTORY, Model, ModelConfig, PeerAuthIndex, XdsResource,
-    authorization, canonical_bytes, identity_key, service, workload, workload_policies,
+    authorization, canonical_bytes, identity_key,
+    l7::{self, L7, PodInfo},
+    service, service_hostname, service_key, workload, workload_policies,
 };
 use crate::kinds::{Object, ObjectKey, PeerAuthentication, Pod};
 
@@ -39,6 +41,7 @@ pub struct Builder {
     /// Per pod: its workload's resource name and its identity key.
     pod_outputs: HashMap<ObjectKey, (Option<String>, Option<String>)>,
     service_outputs: HashMap<ObjectKey, String>,
+    l7: L7,
 }
 
 impl Builder {
@@ -53,6 +56,7 @@ impl Builder {
             compiled: Vec::new(),
             pod_outputs: HashMap::new(),
             service_outputs: HashMap::new(),
+            l7: L7::default(),
         }
     }
 
@@ -97,6 +101,13 @@ impl Builder {
                 }
                 _ => {}
             }
+            if matches!(
+                key.kind,
+                "VirtualService" | "DestinationRule" | "Service" | "ServiceEntry" | "WorkloadEntry"
+            ) {
+                self.l7
+                    .object_changed(&key, self.objects.get(&key), object.as_ref(), &self.config);
+            }
             self.index(&key, object.is_some());
             match object {
                 Some(o) => self.objects.insert(key, o),
@@ -138,13 +149,14 @@ impl Builder {
         let mut pod_updates = Vec::new();
         for key in &dirty_pods {
             let pod = match self.objects.get(key) {
-                Some(Object::Pod(p)) => Some(p.as_ref()),
+                Some(Object::Pod(p)) => Some(p),
                 _ => None,
             };
             pod_updates.push((key.clone(), self.build_pod(pod, &selecting, &peer_index)));
         }
         drop(peer_index);
-        for (key, (workload, identity)) in pod_updates {
+        for (key, (workload, identity, info)) in pod_updates {
+            self.l7.pod_changed(&key, info);
             let (old_name, old_identity) = self.pod_outputs.remove(&key).unwrap_or_default();
             if let Some(id) = old_identity {
                 let left = self.model.identities.get(&id).copied().unwrap_or(1) - 1;
@@ -175,6 +187,17 @@ impl Builder {
                 self.pod_outputs.insert(key, (new_name, identity));
             }
         }
+        let cx = l7::Context {
+            config: &self.config,
+            objects: &self.objects,
+            pods_by_ns: &self.pods_by_ns,
+        };
+        self.l7.rebuild(
+            &cx,
+            &mut self.model.routes,
+            &mut self.model.destinations,
+            &mut names,
+        );
         self.model.seal();
         if self.model.version != from || !names.is_empty() {
             self.model
@@ -308,16 +331,16 @@ impl Builder {
         }
     }
 
-    /// A pod's workload resource (if it has an IP) and identity key (if
-    /// it is scheduled).
+    /// A pod's workload resource (if it has an IP), identity key (if it
+    /// is scheduled) and what L7 compilation needs of it.
     fn build_pod(
         &self,
-        pod: Option<&Pod>,
+        pod: Option<&Arc<Pod>>,
         selecting: &[(String, &CompiledAuthorization)],
         peer_index: &PeerAuthIndex<'_>,
-    ) -> (Option<Arc<XdsResource>>, Option<String>) {
+    ) -> (Option<Arc<XdsResource>>, Option<String>, Option<PodInfo>) {
         let Some(pod) = pod else {
-            return (None, None);
+            return (None, None, None);
         };
         let identity = pod
             .node_name()
@@ -348,7 +371,15 @@ impl Builder {
                 workload_policies(pod, selecting, peer_index, &self.config.root_namespace);
             address_resource(w.uid.clone(), Type::Workload(w))
         });
-        (workload, identity)
+        let info = PodInfo {
+            pod: Arc::clone(pod),
+            has_workload: workload.is_some(),
+            services: services
+                .iter()
+                .map(|s| service_key(s.namespace(), &service_hostname(s, &self.config)).into())
+                .collect(),
+        };
+        (workload, identity, Some(info))
     }
 }
 

@@ -1,14 +1,18 @@
 //! The model: configuration objects turned into the resources agents
 //! receive, each with a name and a version — Istio Workload API
-//! `istio.workload.Address` (workloads and services) and
+//! `istio.workload.Address` (workloads and services),
 //! `istio.security.Authorization` (AuthorizationPolicy and
-//! PeerAuthentication) — plus the indexes the CA needs. The [`Builder`]
+//! PeerAuthentication), and weft's L7 `weft.route.v1.RouteConfig`
+//! (VirtualService) and `weft.route.v1.DestinationPolicy`
+//! (DestinationRule) — plus the indexes the CA needs. The [`Builder`]
 //! recomputes only what a change touches (a pod; the pods of a namespace
-//! whose services or policies changed) and records the names that changed,
-//! so that xDS streams send differences without comparing everything.
+//! whose services or policies changed; the hosts whose routes or rules
+//! changed, see [`l7`]) and records the names that changed, so that xDS
+//! streams send differences without comparing everything.
 
 pub mod authorization;
 mod builder;
+pub mod l7;
 pub mod peer_authentication;
 mod service;
 pub mod sharded;
@@ -18,7 +22,8 @@ use std::sync::Arc;
 
 use prost::Message;
 use weft_proto::{
-    ADDRESS_TYPE_URL, AUTHORIZATION_TYPE_URL,
+    ADDRESS_TYPE_URL, AUTHORIZATION_TYPE_URL, DESTINATION_POLICY_TYPE_URL, ROUTE_CONFIG_TYPE_URL,
+    route::{DestinationPolicy, RouteConfig},
     security::Authorization,
     workload::{Address, address::Type},
 };
@@ -94,6 +99,20 @@ impl XdsResource {
     pub fn authorization(&self) -> Option<Authorization> {
         (self.any.type_url == AUTHORIZATION_TYPE_URL)
             .then(|| Authorization::decode(self.any.value.as_slice()).ok())
+            .flatten()
+    }
+
+    /// The body, if this is a `weft.route.v1.RouteConfig`.
+    pub fn route_config(&self) -> Option<RouteConfig> {
+        (self.any.type_url == ROUTE_CONFIG_TYPE_URL)
+            .then(|| RouteConfig::decode(self.any.value.as_slice()).ok())
+            .flatten()
+    }
+
+    /// The body, if this is a `weft.route.v1.DestinationPolicy`.
+    pub fn destination_policy(&self) -> Option<DestinationPolicy> {
+        (self.any.type_url == DESTINATION_POLICY_TYPE_URL)
+            .then(|| DestinationPolicy::decode(self.any.value.as_slice()).ok())
             .flatten()
     }
 }
@@ -203,6 +222,10 @@ pub struct Model {
     pub resources: Resources,
     /// `istio.security.Authorization` by `namespace/name`.
     pub authorizations: Resources,
+    /// `weft.route.v1.RouteConfig` by `namespace/hostname`.
+    pub routes: Resources,
+    /// `weft.route.v1.DestinationPolicy` by `namespace/hostname`.
+    pub destinations: Resources,
     /// Over all types.
     pub version: String,
     /// `<node>/<namespace>/<service account>` → how many pods (with or
@@ -237,6 +260,8 @@ impl Model {
         match type_url {
             ADDRESS_TYPE_URL => Some(&self.resources),
             AUTHORIZATION_TYPE_URL => Some(&self.authorizations),
+            ROUTE_CONFIG_TYPE_URL => Some(&self.routes),
+            DESTINATION_POLICY_TYPE_URL => Some(&self.destinations),
             _ => None,
         }
     }
@@ -258,13 +283,19 @@ impl Model {
     }
 
     fn seal(&mut self) {
-        self.version = SetHash(
-            u64::from_str_radix(&self.resources.version(), 16).unwrap_or(0)
-                ^ u64::from_str_radix(&self.authorizations.version(), 16)
-                    .unwrap_or(0)
-                    .rotate_left(17),
-        )
-        .hex();
+        let mut hash = 0u64;
+        for (i, r) in [
+            &self.resources,
+            &self.authorizations,
+            &self.routes,
+            &self.destinations,
+        ]
+        .into_iter()
+        .enumerate()
+        {
+            hash ^= r.hash.0.rotate_left(17 * i as u32);
+        }
+        self.version = SetHash(hash).hex();
     }
 }
 

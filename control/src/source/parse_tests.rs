@@ -127,3 +127,16 @@ fn all_value_errors_are_listed() {
     );
     assert_eq!(errors[1].line, 12);
 }
+
+#[test]
+fn direct_response_bytes_must_be_base64() {
+    let vs = |body: &str| {
+        format!(
+            "apiVersion: networking.istio.io/v1\nkind: VirtualService\nmetadata: {{name: r, namespace: a}}\nspec:\n  hosts: [r]\n  http:\n  - directResponse: {{status: 200, body: {{bytes: '{body}'}}}}\n"
+        )
+    };
+    assert!(parse(&vs("aGVsbG8=")).is_ok());
+    let err = parse(&vs("not base64!")).unwrap_err();
+    assert_eq!(err.path, "spec.http[0].directResponse.body.bytes", "{err}");
+    assert!(err.message.starts_with("not base64"), "{err}");
+}

@@ -1,10 +1,12 @@
 //! Delta xDS (`envoy.service.discovery.v3.AggregatedDiscoveryService`
-//! `/DeltaAggregatedResources`). Two types are served on the one stream:
+//! `/DeltaAggregatedResources`). Four types are served on the one stream:
 //!
 //! | type URL | resource names | from |
 //! | --- | --- | --- |
 //! | `type.googleapis.com/istio.workload.Address` | workload uid (`Kubernetes//Pod/<ns>/<name>`), or `<ns>/<hostname>` for a service | Pods, Services, Namespaces |
 //! | `type.googleapis.com/istio.security.Authorization` | `<ns>/<name>`: an AuthorizationPolicy's own name; `<root>/istio_converted_static_strict` and `<ns>/converted_peer_authentication_<name>` for PeerAuthentication | AuthorizationPolicy, PeerAuthentication (see `model::authorization`, `model::peer_authentication`) |
+//! | `type.googleapis.com/weft.route.v1.RouteConfig` | `<ns>/<hostname>` of a service that VirtualServices route for the mesh | VirtualService, resolved through Services, ServiceEntries, DestinationRule subsets, Pods (see `model::l7`) |
+//! | `type.googleapis.com/weft.route.v1.DestinationPolicy` | `<ns>/<hostname>` of a service that DestinationRules apply to | DestinationRule |
 //!
 //! A client subscribes to each type with that type's first request on the
 //! stream (wildcard when it names nothing, or explicit names), in any

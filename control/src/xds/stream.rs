@@ -13,7 +13,8 @@ use std::{
 
 use tonic::Status;
 use weft_proto::{
-    ADDRESS_TYPE_URL, AUTHORIZATION_TYPE_URL, core::ControlPlane, discovery::DeltaDiscoveryRequest,
+    ADDRESS_TYPE_URL, AUTHORIZATION_TYPE_URL, DESTINATION_POLICY_TYPE_URL, ROUTE_CONFIG_TYPE_URL,
+    core::ControlPlane, discovery::DeltaDiscoveryRequest,
 };
 
 use super::{
@@ -24,8 +25,14 @@ use super::{
 use crate::model::{Model, XdsResource};
 
 /// The types weft serves, in the order a push sends them (workloads
-/// before the policies that name them).
-pub const SERVED_TYPES: [&str; 2] = [ADDRESS_TYPE_URL, AUTHORIZATION_TYPE_URL];
+/// before the policies that name them, services before the routes and
+/// policies keyed by them).
+pub const SERVED_TYPES: [&str; 4] = [
+    ADDRESS_TYPE_URL,
+    AUTHORIZATION_TYPE_URL,
+    ROUTE_CONFIG_TYPE_URL,
+    DESTINATION_POLICY_TYPE_URL,
+];
 
 /// Responses remembered per type for matching ACKs and NACKs.
 const PENDING_NONCES: usize = 32;
@@ -95,7 +102,7 @@ pub fn check_type(type_url: &str) -> Result<&'static str, Status> {
                     .iter()
                     .map(|t| format!("`{t}`"))
                     .collect::<Vec<_>>()
-                    .join(" and ")
+                    .join(", ")
             ))
         })
 }

@@ -1,0 +1,374 @@
+//! VirtualService → `weft.route.v1.RouteConfig`: the routes that apply to
+//! one host for mesh traffic, field by field, with hosts, subsets and
+//! source labels resolved through a [`Resolve`].
+
+use std::collections::BTreeMap;
+
+use base64::Engine as _;
+use weft_proto::route::{
+    self as pb, ConfigRef, RouteConfig, Visibility, http_body, http_fault_injection,
+    string_match::MatchType,
+};
+
+use crate::kinds::{
+    VirtualService,
+    istio::{self, Duration, HeaderOperations, Percent},
+    virtual_service::{self as vs, DerivePort},
+};
+
+/// What compiling routes needs from the rest of the configuration.
+pub trait Resolve {
+    /// A destination as written in a VirtualService in `namespace`.
+    fn destination(&mut self, d: &istio::Destination, namespace: &str) -> pb::Destination;
+    /// The uids of the workloads whose labels include `labels`, in
+    /// `namespace` (every namespace when empty), sorted.
+    fn source_workloads(
+        &mut self,
+        labels: &BTreeMap<String, String>,
+        namespace: &str,
+    ) -> Vec<String>;
+}
+
+/// Whether a VirtualService applies to mesh traffic (`gateways` empty or
+/// listing `mesh`) and is visible anywhere (`exportTo` not only `~`).
+pub fn applies_to_mesh(vs: &VirtualService) -> bool {
+    let gateways = &vs.spec.gateways;
+    let mesh = gateways.is_empty() || gateways.iter().any(|g| g == "mesh");
+    let hidden = !vs.spec.export_to.is_empty() && vs.spec.export_to.iter().all(|e| e == "~");
+    mesh && !hidden
+}
+
+/// The routes of `virtual_services` (already in precedence order) for the
+/// host `hostname` of the service in `namespace`.
+pub fn compile(
+    name: String,
+    hostname: &str,
+    namespace: &str,
+    virtual_services: &[&VirtualService],
+    resolve: &mut impl Resolve,
+) -> RouteConfig {
+    let mut config = RouteConfig {
+        name,
+        hostname: hostname.to_string(),
+        namespace: namespace.to_string(),
+        ..Default::default()
+    };
+    for v in virtual_services {
+        let ns = v.metadata.namespace();
+        let source = ConfigRef {
+            namespace: ns.to_string(),
+            name: v.metadata.name.clone(),
+        };
+        let export_to = visibility(&v.spec.export_to, ns);
+        for route in &v.spec.http {
+            if let Some(r) = http_route(route, ns, resolve) {
+                config.http.push(pb::HttpRoute {
+                    virtual_service: Some(source.clone()),
+                    export_to: export_to.clone(),
+                    ..r
+                });
+            }
+        }
+        for route in &v.spec.tls {
+            let Some(matches) = mesh_matches(&route.matches, |m| &m.gateways) else {
+                continue;
+            };
+            config.tls.push(pb::TlsRoute {
+                virtual_service: Some(source.clone()),
+                export_to: export_to.clone(),
+                r#match: matches
+                    .into_iter()
+                    .map(|m| pb::TlsMatchAttributes {
+                        sni_hosts: m.sni_hosts.clone(),
+                        destination_subnets: m.destination_subnets.clone(),
+                        port: m.port.unwrap_or(0),
+                        source_namespace: m.source_namespace.clone(),
+                        source_labels: m.source_labels.clone(),
+                        source_workloads: sources(&m.source_labels, &m.source_namespace, resolve),
+                    })
+                    .collect(),
+                route: l4_destinations(&route.route, ns, resolve),
+            });
+        }
+        for route in &v.spec.tcp {
+            let Some(matches) = mesh_matches(&route.matches, |m| &m.gateways) else {
+                continue;
+            };
+            config.tcp.push(pb::TcpRoute {
+                virtual_service: Some(source.clone()),
+                export_to: export_to.clone(),
+                r#match: matches
+                    .into_iter()
+                    .map(|m| pb::L4MatchAttributes {
+                        destination_subnets: m.destination_subnets.clone(),
+                        port: m.port.unwrap_or(0),
+                        source_subnet: m.source_subnet.clone(),
+                        source_namespace: m.source_namespace.clone(),
+                        source_labels: m.source_labels.clone(),
+                        source_workloads: sources(&m.source_labels, &m.source_namespace, resolve),
+                    })
+                    .collect(),
+                route: l4_destinations(&route.route, ns, resolve),
+            });
+        }
+        config.virtual_services.push(source);
+    }
+    config
+}
+
+/// `exportTo` as client namespaces: `None` for everywhere.
+fn visibility(export_to: &[String], namespace: &str) -> Option<Visibility> {
+    if export_to.is_empty() || export_to.iter().any(|e| e == "*") {
+        return None;
+    }
+    let mut namespaces: Vec<String> = export_to
+        .iter()
+        .filter(|e| *e != "~")
+        .map(|e| if e == "." { namespace } else { e }.to_string())
+        .collect();
+    namespaces.sort();
+    namespaces.dedup();
+    Some(Visibility { namespaces })
+}
+
+/// The matches that apply to mesh traffic: a match bound to gateways
+/// that do not include `mesh` is dropped. `None` when every match was
+/// (the route does not apply); an empty list matches everything.
+fn mesh_matches<M>(matches: &[M], gateways: impl Fn(&M) -> &Vec<String>) -> Option<Vec<&M>> {
+    let kept: Vec<&M> = matches
+        .iter()
+        .filter(|m| {
+            let g = gateways(m);
+            g.is_empty() || g.iter().any(|g| g == "mesh")
+        })
+        .collect();
+    (kept.len() == matches.len() || !kept.is_empty()).then_some(kept)
+}
+
+fn sources(
+    labels: &BTreeMap<String, String>,
+    namespace: &str,
+    resolve: &mut impl Resolve,
+) -> Vec<String> {
+    if labels.is_empty() {
+        Vec::new()
+    } else {
+        resolve.source_workloads(labels, namespace)
+    }
+}
+
+fn http_route(r: &vs::HttpRoute, ns: &str, resolve: &mut impl Resolve) -> Option<pb::HttpRoute> {
+    // Delegation is for gateways' VirtualServices; not compiled here.
+    if r.delegate.is_some() {
+        return None;
+    }
+    let matches = mesh_matches(&r.matches, |m| &m.gateways)?;
+    let single = r.route.len() == 1;
+    let route = r
+        .route
+        .iter()
+        .filter_map(|d| {
+            Some(pb::HttpRouteDestination {
+                destination: Some(resolve.destination(d.destination.as_ref()?, ns)),
+                weight: weight(d.weight, single),
+                headers: d.headers.as_ref().map(headers),
+            })
+        })
+        .collect();
+    let mut mirrors: Vec<pb::HttpMirrorPolicy> = Vec::new();
+    if let Some(m) = &r.mirror {
+        let percentage = match (r.mirror_percentage, r.mirror_percent) {
+            (Some(p), _) => p.value,
+            (None, Some(p)) => f64::from(p),
+            (None, None) => 100.0,
+        };
+        mirrors.push(pb::HttpMirrorPolicy {
+            destination: Some(resolve.destination(m, ns)),
+            percentage,
+        });
+    }
+    for m in &r.mirrors {
+        if let Some(d) = &m.destination {
+            mirrors.push(pb::HttpMirrorPolicy {
+                destination: Some(resolve.destination(d, ns)),
+                percentage: percent(m.percentage),
+            });
+        }
+    }
+    Some(pb::HttpRoute {
+        name: r.name.clone(),
+        r#match: matches
+            .into_iter()
+            .map(|m| http_match(m, resolve))
+            .collect(),
+        route,
+        redirect: r.redirect.as_ref().map(|d| pb::HttpRedirect {
+            uri: d.uri.clone(),
+            authority: d.authority.clone(),
+            port: d.port.unwrap_or(0),
+            derive_port: match d.derive_port {
+                None => pb::DerivePort::Unset,
+                Some(DerivePort::FromProtocolDefault) => pb::DerivePort::FromProtocolDefault,
+                Some(DerivePort::FromRequestPort) => pb::DerivePort::FromRequestPort,
+            } as i32,
+            scheme: d.scheme.clone(),
+            redirect_code: d.redirect_code.unwrap_or(301),
+        }),
+        direct_response: r.direct_response.as_ref().map(|d| pb::HttpDirectResponse {
+            status: d.status,
+            body: d.body.as_ref().and_then(|b| {
+                let specifier = match (&b.string, &b.bytes) {
+                    (Some(s), _) => http_body::Specifier::String(s.clone()),
+                    (None, Some(b64)) => http_body::Specifier::Bytes(
+                        base64::engine::general_purpose::STANDARD
+                            .decode(b64)
+                            .unwrap_or_default(),
+                    ),
+                    (None, None) => return None,
+                };
+                Some(pb::HttpBody {
+                    specifier: Some(specifier),
+                })
+            }),
+        }),
+        rewrite: r.rewrite.as_ref().map(|w| pb::HttpRewrite {
+            uri: w.uri.clone(),
+            authority: w.authority.clone(),
+            uri_regex_rewrite: w.uri_regex_rewrite.as_ref().map(|re| pb::RegexRewrite {
+                r#match: re.pattern.clone(),
+                rewrite: re.rewrite.clone(),
+            }),
+        }),
+        timeout: r.timeout.map(duration),
+        retries: r.retries.as_ref().map(|t| pb::HttpRetry {
+            attempts: t.attempts,
+            per_try_timeout: t.per_try_timeout.map(duration),
+            retry_on: t.retry_on.clone(),
+            retry_remote_localities: t.retry_remote_localities,
+            backoff: t.backoff.map(duration),
+        }),
+        fault: r.fault.as_ref().map(|f| pb::HttpFaultInjection {
+            delay: f.delay.as_ref().map(|d| http_fault_injection::Delay {
+                fixed_delay: d.fixed_delay.or(d.exponential_delay).map(duration),
+                percentage: match (d.percentage, d.percent) {
+                    (Some(p), _) => p.value,
+                    (None, Some(p)) => f64::from(p),
+                    (None, None) => 100.0,
+                },
+            }),
+            abort: f.abort.as_ref().map(|a| http_fault_injection::Abort {
+                error_type: if let Some(s) = a.http_status {
+                    Some(http_fault_injection::abort::ErrorType::HttpStatus(s))
+                } else if let Some(s) = &a.grpc_status {
+                    Some(http_fault_injection::abort::ErrorType::GrpcStatus(
+                        s.clone(),
+                    ))
+                } else {
+                    a.http2_error
+                        .clone()
+                        .map(http_fault_injection::abort::ErrorType::Http2Error)
+                },
+                percentage: percent(a.percentage),
+            }),
+        }),
+        mirrors,
+        cors_policy: r.cors_policy.as_ref().map(|c| pb::CorsPolicy {
+            allow_origins: c
+                .allow_origins
+                .iter()
+                .map(string_match)
+                .chain(c.allow_origin.iter().map(|o| pb::StringMatch {
+                    match_type: Some(MatchType::Exact(o.clone())),
+                }))
+                .collect(),
+            allow_methods: c.allow_methods.clone(),
+            allow_headers: c.allow_headers.clone(),
+            expose_headers: c.expose_headers.clone(),
+            max_age: c.max_age.map(duration),
+            allow_credentials: c.allow_credentials,
+            unmatched_preflights: c.unmatched_preflights.clone().unwrap_or_default(),
+        }),
+        headers: r.headers.as_ref().map(headers),
+        ..Default::default()
+    })
+}
+
+fn http_match(m: &vs::HttpMatchRequest, resolve: &mut impl Resolve) -> pb::HttpMatchRequest {
+    let map = |m: &BTreeMap<String, istio::StringMatch>| {
+        m.iter()
+            .map(|(k, v)| (k.clone(), string_match(v)))
+            .collect()
+    };
+    pb::HttpMatchRequest {
+        name: m.name.clone(),
+        uri: m.uri.as_ref().map(string_match),
+        scheme: m.scheme.as_ref().map(string_match),
+        method: m.method.as_ref().map(string_match),
+        authority: m.authority.as_ref().map(string_match),
+        headers: map(&m.headers),
+        port: m.port.unwrap_or(0),
+        query_params: map(&m.query_params),
+        ignore_uri_case: m.ignore_uri_case,
+        without_headers: map(&m.without_headers),
+        source_namespace: m.source_namespace.clone(),
+        source_labels: m.source_labels.clone(),
+        source_workloads: sources(&m.source_labels, &m.source_namespace, resolve),
+    }
+}
+
+fn l4_destinations(
+    routes: &[vs::RouteDestination],
+    ns: &str,
+    resolve: &mut impl Resolve,
+) -> Vec<pb::RouteDestination> {
+    let single = routes.len() == 1;
+    routes
+        .iter()
+        .filter_map(|d| {
+            Some(pb::RouteDestination {
+                destination: Some(resolve.destination(d.destination.as_ref()?, ns)),
+                weight: weight(d.weight, single),
+            })
+        })
+        .collect()
+}
+
+/// A lone destination takes all traffic whatever its weight says.
+fn weight(weight: Option<i32>, single: bool) -> i32 {
+    if single { 100 } else { weight.unwrap_or(0) }
+}
+
+/// 100 when not given.
+fn percent(p: Option<Percent>) -> f64 {
+    p.map_or(100.0, |p| p.value)
+}
+
+pub fn string_match(m: &istio::StringMatch) -> pb::StringMatch {
+    let match_type = if let Some(v) = &m.exact {
+        Some(MatchType::Exact(v.clone()))
+    } else if let Some(v) = &m.prefix {
+        Some(MatchType::Prefix(v.clone()))
+    } else {
+        m.regex.clone().map(MatchType::Regex)
+    };
+    pb::StringMatch { match_type }
+}
+
+pub fn duration(d: Duration) -> prost_types::Duration {
+    prost_types::Duration {
+        seconds: d.0.as_secs() as i64,
+        nanos: d.0.subsec_nanos() as i32,
+    }
+}
+
+fn headers(h: &istio::Headers) -> pb::Headers {
+    let ops = |o: &HeaderOperations| pb::HeaderOperations {
+        set: o.set.clone(),
+        add: o.add.clone(),
+        remove: o.remove.clone(),
+    };
+    pb::Headers {
+        request: h.request.as_ref().map(ops),
+        response: h.response.as_ref().map(ops),
+    }
+}
