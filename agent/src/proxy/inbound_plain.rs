@@ -59,15 +59,14 @@ async fn handle(stream: TcpStream, peer: SocketAddr, pod: Arc<PodContext>, ctx: 
         return super::outbound::reset(stream);
     }
     let started = std::time::Instant::now();
-    let mut app = match delivery::connect(&pod, &ctx.redirection, peer.ip(), target).await {
+    let app = match delivery::connect(&pod, &ctx.redirection, peer.ip(), target).await {
         Ok(app) => app,
         Err(err) => {
             tracing::info!(%target, error = %err, "delivery to the app failed");
             return super::outbound::reset(stream);
         }
     };
-    let mut stream = stream;
-    let result = tokio::io::copy_bidirectional(&mut stream, &mut app.stream).await;
+    let result = crate::sys::splice::relay(&stream, &app.stream).await;
     let duration_ms = started.elapsed().as_millis() as u64;
     match result {
         Ok((from_client, to_client)) => tracing::info!(

@@ -17,7 +17,7 @@ use super::{PodContext, ProxyContext, delivery, hbone, pool::PoolKey};
 use crate::{
     metrics::Denial,
     state::{Resolved, Workload},
-    sys::sockopt,
+    sys::{self, sockopt},
 };
 
 /// Accepts captured connections until `cancel` fires.
@@ -158,18 +158,18 @@ async fn connect_from_pod(pod: &PodContext, addr: SocketAddr) -> Result<TcpStrea
 }
 
 async fn passthrough(
-    mut stream: TcpStream,
+    stream: TcpStream,
     pod: &PodContext,
     addr: SocketAddr,
 ) -> Result<(u64, u64), OutboundError> {
-    let mut upstream = connect_from_pod(pod, addr).await?;
-    Ok(tokio::io::copy_bidirectional(&mut stream, &mut upstream).await?)
+    let upstream = connect_from_pod(pod, addr).await?;
+    Ok(sys::splice::relay(&stream, &upstream).await?)
 }
 
 /// Delivers straight into a destination pod on this node, from the client
 /// pod's address, after the destination's policy allowed it.
 async fn same_node(
-    mut stream: TcpStream,
+    stream: TcpStream,
     pod: &PodContext,
     destination: &PodContext,
     ctx: &ProxyContext,
@@ -192,14 +192,14 @@ async fn same_node(
         reset(stream);
         return Err(OutboundError::Denied);
     }
-    let mut app = match delivery::connect(destination, &ctx.redirection, source_ip, target).await {
+    let app = match delivery::connect(destination, &ctx.redirection, source_ip, target).await {
         Ok(app) => app,
         Err(err) => {
             reset(stream);
             return Err(err.into());
         }
     };
-    Ok(tokio::io::copy_bidirectional(&mut stream, &mut app.stream).await?)
+    Ok(sys::splice::relay(&stream, &app.stream).await?)
 }
 
 /// A CONNECT stream to `target` on a pooled connection to the destination

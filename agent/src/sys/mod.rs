@@ -7,6 +7,7 @@ pub mod mounts;
 pub mod netlink;
 pub mod netns;
 pub mod sockopt;
+pub mod splice;
 
 pub use netns::Netns;
 
