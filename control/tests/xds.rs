@@ -348,3 +348,50 @@ async fn explicit_subscription_gets_only_those_names() {
     assert_eq!(names(&response), [uid("b")]);
     assert!(response.removed_resources.is_empty());
 }
+
+/// More workloads than one response carries: the first sync comes in
+/// chunks (each its own nonce, each ACKed), together everything once;
+/// after it, a change sends only itself.
+#[tokio::test]
+async fn large_first_sync_in_chunks_then_only_changes() {
+    const PODS: usize = 4_500;
+    let mut many = String::new();
+    for i in 0..PODS {
+        many += &pod(
+            &format!("p{i}"),
+            "node-1",
+            "web",
+            &format!("10.2.{}.{}", i / 250, i % 250),
+        );
+        many += "---\n";
+    }
+    let cp = ControlPlane::start(&[
+        ("ns.yaml", MESH_NS),
+        ("svc.yaml", WEB_SVC),
+        ("pods.yaml", &many),
+    ])
+    .await;
+    let mut xds = cp.subscribe("node-1", &[]).await.unwrap();
+    let mut seen = std::collections::BTreeSet::new();
+    let mut nonces = std::collections::BTreeSet::new();
+    let mut responses = 0;
+    while seen.len() < PODS + 1 {
+        let r = xds.recv_and_ack().await;
+        assert!(r.removed_resources.is_empty());
+        assert!(nonces.insert(r.nonce.clone()));
+        for name in names(&r) {
+            assert!(seen.insert(name.clone()), "{name} sent twice");
+        }
+        responses += 1;
+    }
+    assert!(
+        responses >= 3,
+        "{responses} responses for {} resources",
+        seen.len()
+    );
+    assert!(seen.contains(WEB_SVC_NAME));
+
+    cp.write("pods/late.yaml", &pod("late", "node-1", "web", "10.3.0.1"));
+    let next = xds.recv_and_ack().await;
+    assert_eq!(names(&next), [uid("late")]);
+}

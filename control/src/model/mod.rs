@@ -12,6 +12,7 @@
 
 pub mod authorization;
 mod builder;
+pub mod full;
 pub mod l7;
 pub mod peer_authentication;
 mod service;
@@ -20,6 +21,7 @@ mod workload;
 
 use std::sync::Arc;
 
+use bytes::Bytes;
 use prost::Message;
 use weft_proto::{
     ADDRESS_TYPE_URL, AUTHORIZATION_TYPE_URL, DESTINATION_POLICY_TYPE_URL, ROUTE_CONFIG_TYPE_URL,
@@ -31,6 +33,7 @@ use weft_proto::{
 pub use self::builder::{Builder, Delta};
 use self::{
     authorization::CompiledAuthorization,
+    full::{FullState, FullStates},
     peer_authentication::PeerAuthIndex,
     sharded::{SetHash, ShardedMap},
 };
@@ -59,61 +62,78 @@ pub struct XdsResource {
     pub name: String,
     /// Hash of the canonical encoding: equal content, equal version.
     pub version: String,
-    pub any: prost_types::Any,
-    /// The `envoy.service.discovery.v3.Resource` (name, version, body),
-    /// encoded once and shared by every response that carries it.
-    pub encoded: bytes::Bytes,
+    /// The `envoy.service.discovery.v3.Resource` (name, version, body) as
+    /// an entry of `DeltaDiscoveryResponse.resources` (field 2: tag,
+    /// length, message), encoded once and shared by every response that
+    /// carries it.
+    pub framed: Bytes,
+}
+
+/// `DeltaDiscoveryResponse` with only its `resources` field, to read a
+/// framed resource back.
+#[derive(Clone, PartialEq, prost::Message)]
+struct FramedResource {
+    #[prost(message, optional, tag = "2")]
+    resource: Option<weft_proto::discovery::Resource>,
 }
 
 impl XdsResource {
     fn new(name: String, type_url: &str, value: Vec<u8>, canonical: &[u8]) -> Arc<Self> {
         let version = short_hex(ring::digest::digest(&ring::digest::SHA256, canonical).as_ref());
-        let any = prost_types::Any {
-            type_url: type_url.to_string(),
-            value,
-        };
-        let encoded = weft_proto::discovery::Resource {
-            name: name.clone(),
-            version: version.clone(),
-            resource: Some(any.clone()),
-            ..Default::default()
+        let framed = FramedResource {
+            resource: Some(weft_proto::discovery::Resource {
+                name: name.clone(),
+                version: version.clone(),
+                resource: Some(prost_types::Any {
+                    type_url: type_url.to_string(),
+                    value,
+                }),
+                ..Default::default()
+            }),
         }
         .encode_to_vec()
         .into();
         Arc::new(XdsResource {
             name,
             version,
-            any,
-            encoded,
+            framed,
         })
+    }
+
+    /// The `Any` this resource carries.
+    pub fn any(&self) -> prost_types::Any {
+        FramedResource::decode(self.framed.clone())
+            .ok()
+            .and_then(|f| f.resource)
+            .and_then(|r| r.resource)
+            .unwrap_or_default()
+    }
+
+    fn body<M: Message + Default>(&self, type_url: &str) -> Option<M> {
+        let any = self.any();
+        (any.type_url == type_url)
+            .then(|| M::decode(any.value.as_slice()).ok())
+            .flatten()
     }
 
     /// The body, if this is an `istio.workload.Address`.
     pub fn address(&self) -> Option<Address> {
-        (self.any.type_url == ADDRESS_TYPE_URL)
-            .then(|| Address::decode(self.any.value.as_slice()).ok())
-            .flatten()
+        self.body(ADDRESS_TYPE_URL)
     }
 
     /// The body, if this is an `istio.security.Authorization`.
     pub fn authorization(&self) -> Option<Authorization> {
-        (self.any.type_url == AUTHORIZATION_TYPE_URL)
-            .then(|| Authorization::decode(self.any.value.as_slice()).ok())
-            .flatten()
+        self.body(AUTHORIZATION_TYPE_URL)
     }
 
     /// The body, if this is a `weft.route.v1.RouteConfig`.
     pub fn route_config(&self) -> Option<RouteConfig> {
-        (self.any.type_url == ROUTE_CONFIG_TYPE_URL)
-            .then(|| RouteConfig::decode(self.any.value.as_slice()).ok())
-            .flatten()
+        self.body(ROUTE_CONFIG_TYPE_URL)
     }
 
     /// The body, if this is a `weft.route.v1.DestinationPolicy`.
     pub fn destination_policy(&self) -> Option<DestinationPolicy> {
-        (self.any.type_url == DESTINATION_POLICY_TYPE_URL)
-            .then(|| DestinationPolicy::decode(self.any.value.as_slice()).ok())
-            .flatten()
+        self.body(DESTINATION_POLICY_TYPE_URL)
     }
 }
 
@@ -237,6 +257,8 @@ pub struct Model {
     /// The changes that led to this version, newest last, up to
     /// [`HISTORY`]: a stream at an older version sends only these names.
     pub history: std::collections::VecDeque<Arc<Changes>>,
+    /// Each type's whole state as response bodies, built on demand.
+    full: FullStates,
 }
 
 impl Model {
@@ -264,6 +286,20 @@ impl Model {
             DESTINATION_POLICY_TYPE_URL => Some(&self.destinations),
             _ => None,
         }
+    }
+
+    /// Every resource of `type_url` as response bodies, encoded once for
+    /// this version (see [`full`]).
+    pub fn full_state(&self, type_url: &str) -> Option<Arc<FullState>> {
+        let i = [
+            ADDRESS_TYPE_URL,
+            AUTHORIZATION_TYPE_URL,
+            ROUTE_CONFIG_TYPE_URL,
+            DESTINATION_POLICY_TYPE_URL,
+        ]
+        .iter()
+        .position(|t| *t == type_url)?;
+        Some(self.full.get(i, self.of_type(type_url)?))
     }
 
     /// The names changed since `version`, if it is recent enough; `None`

@@ -290,6 +290,13 @@ impl DirSource {
         };
         let mut watcher =
             notify::recommended_watcher(move |event: notify::Result<notify::Event>| {
+                // Reads change nothing (and the rescan's own reads would
+                // otherwise wake it again, forever).
+                if let Ok(e) = &event
+                    && is_read(&e.kind)
+                {
+                    return;
+                }
                 // The paths to look at again; a watch error means all.
                 let _ = events_tx.send(event.ok().map(|e| e.paths));
             })
@@ -423,6 +430,13 @@ fn sha256(bytes: &[u8]) -> [u8; 32] {
     out
 }
 
+/// An event for opening or reading a file or directory (inotify reports
+/// those too), not for changing one.
+fn is_read(kind: &notify::EventKind) -> bool {
+    use notify::event::{AccessKind, AccessMode};
+    matches!(kind, notify::EventKind::Access(a) if *a != AccessKind::Close(AccessMode::Write))
+}
+
 /// Adds an event's paths; whether it asks for a full rescan.
 fn collect(paths: &mut std::collections::BTreeSet<PathBuf>, event: Option<Vec<PathBuf>>) -> bool {
     match event {
@@ -488,6 +502,25 @@ mod tests {
 
     const NS: &str = "apiVersion: v1\nkind: Namespace\nmetadata: {name: a}\n";
     const SA: &str = "apiVersion: v1\nkind: ServiceAccount\nmetadata: {name: sa, namespace: a}\n";
+
+    #[test]
+    fn reads_are_not_changes() {
+        use notify::{
+            EventKind,
+            event::{AccessKind, AccessMode, CreateKind, ModifyKind},
+        };
+        assert!(is_read(&EventKind::Access(AccessKind::Open(
+            AccessMode::Any
+        ))));
+        assert!(is_read(&EventKind::Access(AccessKind::Close(
+            AccessMode::Read
+        ))));
+        assert!(!is_read(&EventKind::Access(AccessKind::Close(
+            AccessMode::Write
+        ))));
+        assert!(!is_read(&EventKind::Modify(ModifyKind::Any)));
+        assert!(!is_read(&EventKind::Create(CreateKind::File)));
+    }
 
     #[test]
     fn bad_file_keeps_its_last_good_objects_and_others_apply() {

@@ -5,6 +5,7 @@
 //! ACKs and NACKs are per type. Pure logic: the gRPC plumbing is in
 //! `server.rs`.
 
+use bytes::Bytes;
 use std::{
     collections::{BTreeMap, HashSet, VecDeque},
     sync::Arc,
@@ -22,7 +23,7 @@ use super::{
     syncz::{Nack, StreamGuard, TypeStatus, unix_now},
     view::{ClientView, UNKNOWN_VERSION},
 };
-use crate::model::{Model, XdsResource};
+use crate::model::{Model, XdsResource, full::CHUNK};
 
 /// The types weft serves, in the order a push sends them (workloads
 /// before the policies that name them, services before the routes and
@@ -36,8 +37,6 @@ pub const SERVED_TYPES: [&str; 4] = [
 
 /// Responses remembered per type for matching ACKs and NACKs.
 const PENDING_NONCES: usize = 32;
-/// Resources per response at most (about 3 MB of workloads).
-const CHUNK: usize = 10_000;
 /// Past this many names where a wildcard client differs from its
 /// snapshot, take a new snapshot.
 const REBASE_DRIFT: usize = 4096;
@@ -291,7 +290,8 @@ impl DeltaState {
 
     /// The responses for one type: usually one; a large one is split into
     /// chunks of [`CHUNK`] resources (each with its own nonce), so that no
-    /// stream's encoding buffer grows to the size of the whole mesh.
+    /// response is the size of the whole mesh. A wildcard client that
+    /// holds nothing gets the type's shared full state.
     fn respond(
         &mut self,
         type_url: &'static str,
@@ -305,6 +305,26 @@ impl DeltaState {
         let Some(resources) = model.of_type(type_url) else {
             return Vec::new();
         };
+        let type_version = model.type_version(type_url);
+        if only.is_none() && state.holds_nothing() {
+            let full = model.full_state(type_url).expect("a served type");
+            state.client_has.rebase(resources);
+            state.needs_full = false;
+            return full
+                .chunks
+                .iter()
+                .map(|(chunk, count)| {
+                    self.one_response(
+                        type_url,
+                        &type_version,
+                        None,
+                        vec![chunk.clone()],
+                        *count,
+                        Vec::new(),
+                    )
+                })
+                .collect();
+        }
         let full = only.is_none();
         let (mut upserts, removed) = match only {
             Some(names) => state.diff_names(resources, names),
@@ -314,7 +334,6 @@ impl DeltaState {
         if upserts.is_empty() && removed.is_empty() && !always {
             return Vec::new();
         }
-        let type_version = model.type_version(type_url);
         let mut chunks = Vec::new();
         while upserts.len() > CHUNK {
             let rest = upserts.split_off(CHUNK);
@@ -330,29 +349,34 @@ impl DeltaState {
             } else {
                 Vec::new()
             };
-            out.push(self.one_response(type_url, &type_version, full, chunk, removed));
+            let names = (!full).then(|| {
+                chunk
+                    .iter()
+                    .map(|r| r.name.clone())
+                    .chain(removed.iter().cloned())
+                    .collect()
+            });
+            let count = chunk.len();
+            let framed = chunk.into_iter().map(|r| r.framed.clone()).collect();
+            out.push(self.one_response(type_url, &type_version, names, framed, count, removed));
         }
         out
     }
 
+    /// One response; `names` are the names it carries (added, changed,
+    /// removed), `None` for part of a full state.
     fn one_response(
         &mut self,
         type_url: &'static str,
         type_version: &str,
-        full: bool,
-        upserts: Vec<Arc<XdsResource>>,
+        names: Option<Vec<String>>,
+        resources: Vec<Bytes>,
+        count: usize,
         removed: Vec<String>,
     ) -> RawDeltaDiscoveryResponse {
         self.responses += 1;
         let nonce = format!("{:x}-{:x}", self.guard.id(), self.responses);
         let state = self.types.get_mut(type_url).expect("subscribed");
-        let names = (!full).then(|| {
-            upserts
-                .iter()
-                .map(|r| r.name.clone())
-                .chain(removed.iter().cloned())
-                .collect()
-        });
         state
             .pending
             .push_back((nonce.clone(), names, type_version.to_string()));
@@ -371,13 +395,14 @@ impl DeltaState {
             type_url,
             nonce,
             version = type_version,
-            resources = upserts.len(),
+            resources = count,
             removed = removed.len(),
             "sending delta xDS response"
         );
         RawDeltaDiscoveryResponse {
             system_version_info: type_version.to_string(),
-            resources: upserts.into_iter().map(|r| r.encoded.clone()).collect(),
+            resources,
+            count,
             type_url: type_url.to_string(),
             removed_resources: removed,
             nonce,
@@ -389,6 +414,15 @@ impl DeltaState {
 }
 
 impl TypeState {
+    /// A wildcard subscription to everything, holding nothing (a first
+    /// sync without initial versions): it gets the shared full state.
+    fn holds_nothing(&self) -> bool {
+        self.wildcard
+            && self.client_has.is_empty()
+            && self.must_answer.is_empty()
+            && self.retry.is_empty()
+    }
+
     fn new(type_url: &'static str, first: &mut DeltaDiscoveryRequest) -> Self {
         let subscribe = std::mem::take(&mut first.resource_names_subscribe);
         // An empty first subscription is the legacy wildcard.

@@ -99,6 +99,13 @@ impl SyncRegistry {
         self.lock().values().cloned().collect()
     }
 
+    /// How many streams are live, and how many of them `f` accepts
+    /// (without copying them, for callers that poll).
+    pub fn count(&self, f: impl Fn(&StreamStatus) -> bool) -> (usize, usize) {
+        let streams = self.lock();
+        (streams.len(), streams.values().filter(|s| f(s)).count())
+    }
+
     fn lock(&self) -> std::sync::MutexGuard<'_, BTreeMap<u64, StreamStatus>> {
         // The map stays consistent even if a holder panicked.
         self.streams.lock().unwrap_or_else(|p| p.into_inner())

@@ -41,6 +41,12 @@ impl ClientView {
         }
     }
 
+    /// Whether the client holds nothing.
+    pub fn is_empty(&self) -> bool {
+        self.base.as_ref().is_none_or(|b| b.is_empty())
+            && self.overrides.values().all(|v| v.is_none())
+    }
+
     pub fn contains(&self, name: &str) -> bool {
         self.get(name).is_some()
     }
