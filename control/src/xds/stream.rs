@@ -307,6 +307,9 @@ impl DeltaState {
         };
         let type_version = model.type_version(type_url);
         if only.is_none() && state.holds_nothing() {
+            if resources.is_empty() && !always {
+                return Vec::new();
+            }
             let full = model.full_state(type_url).expect("a served type");
             state.client_has.rebase(resources);
             state.needs_full = false;
