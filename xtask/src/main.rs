@@ -26,11 +26,15 @@ struct Cli {
 enum Task {
     /// Install the toolchain pieces and system packages weft needs.
     Setup,
-    /// Check formatting and lints, then run every test (needs root).
+    /// Check formatting and lints, run every test, then a smoke run of the
+    /// benchmarks (needs root).
     Test {
         /// Skip `cargo fmt --check` and clippy.
         #[arg(long)]
         no_lint: bool,
+        /// Skip the benchmarks' smoke run (`cargo xtask bench --quick`).
+        #[arg(long)]
+        no_bench: bool,
         /// Extra arguments for `cargo test` (after `--`).
         #[arg(last = true)]
         args: Vec<String>,
@@ -53,7 +57,11 @@ enum Task {
 fn main() -> anyhow::Result<()> {
     match Cli::parse().task {
         Task::Setup => setup::run(),
-        Task::Test { no_lint, args } => test(no_lint, &args),
+        Task::Test {
+            no_lint,
+            no_bench,
+            args,
+        } => test(no_lint, no_bench, &args),
         Task::Bench { args } => bench::run(&args),
         Task::Demo { args } => demo(&args),
     }
@@ -75,8 +83,9 @@ fn cargo() -> Command {
     Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()))
 }
 
-fn test(no_lint: bool, args: &[String]) -> anyhow::Result<()> {
+fn test(no_lint: bool, no_bench: bool, args: &[String]) -> anyhow::Result<()> {
     setup::ensure()?;
+    warn_if_disk_is_short();
     if !no_lint {
         run(cargo().args(["fmt", "--all", "--check"]))?;
         run(cargo().args(["clippy", "--all-targets", "--", "-D", "warnings"]))?;
@@ -86,7 +95,47 @@ fn test(no_lint: bool, args: &[String]) -> anyhow::Result<()> {
     run(cargo()
         .args(["test", "--no-fail-fast"])
         .arg("--")
-        .args(args))
+        .args(args))?;
+    // The benchmarks must keep working: a smoke run (it fails only when a
+    // scenario cannot run, never on a figure).
+    if !no_bench && args.is_empty() {
+        bench::run(&["--quick".to_string()])?;
+    }
+    Ok(())
+}
+
+/// Free space the test build needs in `target/` (a clean build measured
+/// about 6 GiB), with some room to spare.
+const TEST_BUILD_BYTES: u64 = 10 << 30;
+
+/// Says so up front when the disk holding `target/` is nearly full: the
+/// compiler's own error ("No space left on device" in the middle of a
+/// panic) does not make the cause obvious.
+fn warn_if_disk_is_short() {
+    let target = std::env::var("CARGO_TARGET_DIR").unwrap_or_else(|_| "target".into());
+    let dir = if std::path::Path::new(&target).exists() {
+        target
+    } else {
+        ".".into()
+    };
+    let Ok(path) = std::ffi::CString::new(dir.as_str()) else {
+        return;
+    };
+    // SAFETY: `path` is a NUL-terminated string and `stat` a plain struct
+    // the call fills in.
+    let mut stat: libc::statvfs = unsafe { std::mem::zeroed() };
+    if unsafe { libc::statvfs(path.as_ptr(), &mut stat) } != 0 {
+        return;
+    }
+    let free = stat.f_bavail * stat.f_frsize;
+    if free < TEST_BUILD_BYTES {
+        eprintln!(
+            "warning: only {:.1} GiB free on the disk holding {dir}; the test build needs about {} GiB \
+             (`cargo clean` frees the old build)",
+            free as f64 / (1u64 << 30) as f64,
+            TEST_BUILD_BYTES >> 30
+        );
+    }
 }
 
 fn demo(args: &[String]) -> anyhow::Result<()> {

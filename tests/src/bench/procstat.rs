@@ -32,6 +32,25 @@ impl ProcStat {
     }
 }
 
+/// Context switches (voluntary and not) of all of `pid`'s live threads:
+/// each is a thread going to sleep or being preempted, which on these VMs
+/// costs several µs of latency when another thread must wake it.
+pub fn context_switches(pid: u32) -> Result<u64> {
+    let dir = format!("/proc/{pid}/task");
+    let mut total = 0;
+    for task in std::fs::read_dir(&dir).with_context(|| format!("listing {dir}"))? {
+        let Ok(status) = std::fs::read_to_string(task?.path().join("status")) else {
+            continue; // the thread exited meanwhile
+        };
+        total += status
+            .lines()
+            .filter(|l| l.contains("ctxt_switches:"))
+            .filter_map(|l| l.split_whitespace().nth(1)?.parse::<u64>().ok())
+            .sum::<u64>();
+    }
+    Ok(total)
+}
+
 /// Open file descriptors of `pid`.
 pub fn open_fds(pid: u32) -> Result<usize> {
     let dir = format!("/proc/{pid}/fd");
@@ -107,6 +126,7 @@ mod tests {
         let me = ProcStat::read(std::process::id()).unwrap();
         assert!(me.rss > 0);
         assert!(open_fds(std::process::id()).unwrap() > 0);
+        assert!(context_switches(std::process::id()).unwrap() > 0);
         assert!(!nofile_limit(std::process::id()).unwrap().is_empty());
     }
 }

@@ -2,7 +2,7 @@
 //! request, 100-byte answer, close), a few in flight at once; connections
 //! per second and the connect + request time.
 
-use super::{check_errors, run_load, us};
+use super::{check_errors, run_counted, us};
 use crate::bench::report::{Metric, higher, lower};
 use crate::bench::runner::Run;
 use crate::bench::testbed::{Placement, RR_PORT, load_args};
@@ -10,6 +10,7 @@ use crate::bench::testbed::{Placement, RR_PORT, load_args};
 const RATE: Metric = higher("connections", "1/s");
 const P50: Metric = lower("p50 connect+request", "µs");
 const P99: Metric = lower("p99 connect+request", "µs");
+const SWITCHES: Metric = lower("agent context switches per op", "1/op");
 
 pub fn run(run: &mut Run, testbed: &crate::bench::testbed::Testbed) {
     let s = run.settings.clone();
@@ -29,7 +30,7 @@ pub fn run(run: &mut Run, testbed: &crate::bench::testbed::Testbed) {
                         ("warmup", &s.warmup.to_string()),
                     ],
                 );
-                let r = run_load(testbed, testbed.client(variant), &args, s.seconds)?;
+                let (r, switches) = run_counted(testbed, variant, &args, &s)?;
                 check_errors(&r, "connection rate")?;
                 if r.errors > 0 {
                     println!(
@@ -39,11 +40,13 @@ pub fn run(run: &mut Run, testbed: &crate::bench::testbed::Testbed) {
                         r.first_error.as_deref().unwrap_or("?")
                     );
                 }
-                Ok(vec![
+                let mut samples = vec![
                     (RATE, r.rate()),
                     (P50, us(r.latency.p50)),
                     (P99, us(r.latency.p99)),
-                ])
+                ];
+                samples.extend(switches.map(|x| (SWITCHES, x)));
+                Ok(samples)
             },
         );
     }

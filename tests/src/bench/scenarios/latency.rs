@@ -4,7 +4,7 @@
 
 use anyhow::Result;
 
-use super::{check_errors, run_load, us};
+use super::{check_errors, run_counted, us};
 use crate::bench::report::{Metric, Sample, higher, lower};
 use crate::bench::runner::Run;
 use crate::bench::testbed::{ECHO_PORT, HTTP_PORT, Placement, Testbed, Variant, load_args};
@@ -16,6 +16,7 @@ const P999: Metric = lower("p99.9", "µs");
 const ROUND_TRIPS: Metric = higher("round trips", "1/s");
 const RATE: Metric = higher("requests", "1/s");
 const LAG: Metric = lower("client send lag p99", "µs");
+const SWITCHES: Metric = lower("agent context switches per op", "1/op");
 
 pub fn run(run: &mut Run, testbed: &Testbed) {
     let s = run.settings.clone();
@@ -34,14 +35,16 @@ pub fn run(run: &mut Run, testbed: &Testbed) {
                         ("warmup", &s.warmup.to_string()),
                     ],
                 );
-                let r = run_load(testbed, testbed.client(variant), &args, s.seconds)?;
+                let (r, switches) = run_counted(testbed, variant, &args, &s)?;
                 check_errors(&r, "ping-pong")?;
-                Ok(vec![
+                let mut samples = vec![
                     (P50, us(r.latency.p50)),
                     (P90, us(r.latency.p90)),
                     (P99, us(r.latency.p99)),
                     (ROUND_TRIPS, r.rate()),
-                ])
+                ];
+                samples.extend(switches.map(|x| (SWITCHES, x)));
+                Ok(samples)
             },
         );
     }
@@ -72,7 +75,7 @@ fn http(
             ("warmup", &s.warmup.to_string()),
         ],
     );
-    let r = run_load(testbed, testbed.client(variant), &args, s.seconds)?;
+    let (r, switches) = run_counted(testbed, variant, &args, s)?;
     check_errors(&r, "HTTP")?;
     let mut samples = vec![
         (P50, us(r.latency.p50)),
@@ -84,5 +87,6 @@ fn http(
     if let Some(lag) = r.send_lag {
         samples.push((LAG, us(lag.p99)));
     }
+    samples.extend(switches.map(|x| (SWITCHES, x)));
     Ok(samples)
 }

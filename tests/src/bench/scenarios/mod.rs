@@ -18,7 +18,7 @@ use std::time::Duration;
 
 use anyhow::{Context, Result, bail};
 
-use super::procstat::ProcStat;
+use super::procstat::{ProcStat, context_switches};
 use super::stats::LoadReport;
 use super::testbed::{Testbed, Variant};
 use crate::Pod;
@@ -61,6 +61,35 @@ fn agents_cpu(testbed: &Testbed, variant: Variant) -> Result<f64> {
                 .with_context(|| format!("the agent of {node}"))
         })
         .sum()
+}
+
+/// Context switches of every agent so far, summed (0 for the direct
+/// variant, whose path has no agent).
+fn agents_switches(testbed: &Testbed, variant: Variant) -> Result<u64> {
+    if variant == Variant::Direct {
+        return Ok(0);
+    }
+    testbed
+        .agents()?
+        .iter()
+        .map(|(_, pid)| context_switches(*pid))
+        .sum()
+}
+
+/// Runs a client and, with weft, also counts the agents' context switches
+/// per operation (over warm-up and measured window alike).
+fn run_counted(
+    testbed: &Testbed,
+    variant: Variant,
+    args: &[String],
+    s: &super::options::Settings,
+) -> Result<(LoadReport, Option<f64>)> {
+    let before = agents_switches(testbed, variant)?;
+    let report = run_load(testbed, testbed.client(variant), args, s.seconds)?;
+    let switches = agents_switches(testbed, variant)? - before;
+    let ops = report.count as f64 * (s.seconds + s.warmup) / s.seconds;
+    let per_op = (variant == Variant::Weft && ops > 0.0).then(|| switches as f64 / ops);
+    Ok((report, per_op))
 }
 
 /// A duration in seconds as an integer argument (iperf3 takes whole seconds).
