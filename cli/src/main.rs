@@ -1,1 +1,253 @@
-fn main() {}
+//! `weftctl`: parses flags, calls the `weftctl` library, prints.
+
+use std::{io::Write, path::PathBuf, process::ExitCode, time::Duration};
+
+use anyhow::Context;
+use clap::{Parser, Subcommand, ValueEnum};
+use weftctl::{analyze, http::Endpoint, manifest, proxy_config, proxy_status, stats};
+
+#[derive(Parser)]
+#[command(
+    name = "weftctl",
+    version,
+    about = "weft's command-line tool: analyze config, inspect the control plane and the node agents, render the deployment manifests"
+)]
+struct Cli {
+    /// How long to wait for the control plane or an agent (e.g. 500ms, 5s).
+    #[arg(long, global = true, default_value = "5s", value_parser = parse_duration)]
+    timeout: Duration,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Clone, Copy, PartialEq, Eq, ValueEnum)]
+enum Output {
+    /// For people: tables, one line per problem.
+    Text,
+    /// For programs: the JSON the component serves.
+    Json,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Validate and analyze a directory of Kubernetes and Istio YAML the
+    /// way weft-control loads it; exit 1 when there is an error.
+    Analyze {
+        /// The directory (read recursively: *.yaml, *.yml).
+        dir: PathBuf,
+        /// `text`: tables; `json`: as served.
+        #[arg(long, short, value_enum, default_value = "text")]
+        output: Output,
+        /// DNS suffix of service hostnames.
+        #[arg(long, default_value = "cluster.local")]
+        domain_suffix: String,
+        /// Istio's root namespace (mesh-wide policies live there).
+        #[arg(long, default_value = "istio-system")]
+        root_namespace: String,
+    },
+    /// Each connected agent's xDS sync state, per type: sent and
+    /// acknowledged versions, rejections (like `istioctl proxy-status`).
+    ProxyStatus {
+        /// The control plane's debug address (weft-control --debug-addr).
+        #[arg(long, default_value = "127.0.0.1:15014")]
+        control: String,
+        /// `text`: tables; `json`: as served.
+        #[arg(long, short, value_enum, default_value = "text")]
+        output: Output,
+    },
+    /// What one agent holds: workloads, services, policies, its pods and
+    /// their certificates.
+    ProxyConfig {
+        /// Which part of the agent's config dump.
+        #[arg(value_enum, default_value = "all")]
+        section: proxy_config::Section,
+        /// The agent's admin address (weft-agent --admin-addr).
+        #[arg(long, default_value = "127.0.0.1:15000")]
+        agent: String,
+        /// `text`: tables; `json`: as served.
+        #[arg(long, short, value_enum, default_value = "text")]
+        output: Output,
+    },
+    /// An agent's counters (connections active, refused by reason).
+    Stats {
+        /// The agent's admin address (weft-agent --admin-addr).
+        #[arg(long, default_value = "127.0.0.1:15000")]
+        agent: String,
+        /// `text`: tables; `json`: as served.
+        #[arg(long, short, value_enum, default_value = "text")]
+        output: Output,
+    },
+    /// The Kubernetes manifests of weft (control plane and agent).
+    Manifest {
+        #[command(subcommand)]
+        command: ManifestCommand,
+    },
+}
+
+#[derive(Subcommand)]
+enum ManifestCommand {
+    /// Print the manifests (pipe them to `kubectl apply -f -`).
+    Generate {
+        /// Namespace of the control plane and the agents.
+        #[arg(long, default_value = manifest::DEFAULT_NAMESPACE)]
+        namespace: String,
+        /// Image holding weft-control, weft-agent and weft-cni in
+        /// /usr/local/bin (see deploy/Dockerfile).
+        #[arg(long, default_value_t = manifest::default_image())]
+        image: String,
+        /// SPIFFE trust domain of workload identities.
+        #[arg(long, default_value = manifest::DEFAULT_TRUST_DOMAIN)]
+        trust_domain: String,
+    },
+}
+
+const CONTROL_WHAT: &str = "the control plane's debug endpoint";
+const CONTROL_HINT: &str = "is weft-control running, and is --control its --debug-addr? \
+    In a cluster: kubectl -n istio-system port-forward deploy/weft-control 15014";
+const AGENT_WHAT: &str = "the agent's admin endpoint";
+const AGENT_HINT: &str = "is weft-agent running, and is --agent its --admin-addr (127.0.0.1:15000 on its node)? \
+    In a cluster: kubectl -n istio-system port-forward pod/<weft-agent pod on the node> 15000";
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    match run(cli) {
+        Ok(code) => code,
+        Err(err) => {
+            eprintln!("weftctl: {err:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn run(cli: Cli) -> anyhow::Result<ExitCode> {
+    let endpoint = |addr: String, what, hint| Endpoint {
+        addr: addr
+            .trim_start_matches("http://")
+            .trim_end_matches('/')
+            .to_string(),
+        what,
+        hint,
+        timeout: cli.timeout,
+    };
+    match cli.command {
+        Command::Analyze {
+            dir,
+            output,
+            domain_suffix,
+            root_namespace,
+        } => {
+            let report = analyze::run(&dir, &domain_suffix, &root_namespace)?;
+            match output {
+                Output::Json => print(&json(&report)?)?,
+                Output::Text => print(&analyze::render(&report))?,
+            }
+            Ok(if report.failed() {
+                ExitCode::FAILURE
+            } else {
+                ExitCode::SUCCESS
+            })
+        }
+        Command::ProxyStatus { control, output } => {
+            let endpoint = endpoint(control, CONTROL_WHAT, CONTROL_HINT);
+            let body = endpoint.get("/debug/syncz")?;
+            if output == Output::Json {
+                print(&String::from_utf8_lossy(&body))?;
+                return Ok(ExitCode::SUCCESS);
+            }
+            let streams = proxy_status::parse(&body).with_context(|| {
+                format!(
+                    "{CONTROL_WHAT} at {} sent /debug/syncz in an unexpected shape; are weftctl and weft-control the same version?",
+                    endpoint.addr
+                )
+            })?;
+            print(&proxy_status::render(
+                &streams,
+                &endpoint.addr,
+                weftctl::now_unix(),
+            ))?;
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::ProxyConfig {
+            section,
+            agent,
+            output,
+        } => {
+            let endpoint = endpoint(agent, AGENT_WHAT, AGENT_HINT);
+            let dump = proxy_config::parse(&endpoint.get("/config_dump")?)?;
+            match output {
+                Output::Json => print(&json(proxy_config::section_json(&dump, section)?)?)?,
+                Output::Text => print(&proxy_config::render(&dump, section, weftctl::now_unix())?)?,
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Stats { agent, output } => {
+            let endpoint = endpoint(agent, AGENT_WHAT, AGENT_HINT);
+            let body = endpoint.get("/stats")?;
+            let value: serde_json::Value = serde_json::from_slice(&body).with_context(|| {
+                format!(
+                    "{AGENT_WHAT} at {} sent /stats that is not JSON",
+                    endpoint.addr
+                )
+            })?;
+            match output {
+                Output::Json => print(&json(&value)?)?,
+                Output::Text => print(&stats::render(&value))?,
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Manifest {
+            command:
+                ManifestCommand::Generate {
+                    namespace,
+                    image,
+                    trust_domain,
+                },
+        } => {
+            let values = manifest::Values {
+                namespace,
+                image,
+                trust_domain,
+            };
+            print(&manifest::render(&values)?)?;
+            Ok(ExitCode::SUCCESS)
+        }
+    }
+}
+
+fn json(value: &impl serde::Serialize) -> anyhow::Result<String> {
+    let mut text = serde_json::to_string_pretty(value)?;
+    text.push('\n');
+    Ok(text)
+}
+
+/// Writes to stdout; a closed pipe (`| head`) is not an error.
+fn print(text: &str) -> anyhow::Result<()> {
+    let mut out = std::io::stdout().lock();
+    match out.write_all(text.as_bytes()).and_then(|()| out.flush()) {
+        Err(err) if err.kind() != std::io::ErrorKind::BrokenPipe => {
+            Err(err).context("cannot write to standard output")
+        }
+        _ => Ok(()),
+    }
+}
+
+/// `500ms`, `5s`, `2m`, or a bare number of seconds.
+fn parse_duration(text: &str) -> Result<Duration, String> {
+    let split = text
+        .find(|c: char| !c.is_ascii_digit())
+        .unwrap_or(text.len());
+    let (number, unit) = text.split_at(split);
+    let value: u64 = number
+        .parse()
+        .map_err(|_| format!("`{text}` is not a duration: expected e.g. 500ms, 5s, 2m"))?;
+    let duration = match unit {
+        "ms" => Duration::from_millis(value),
+        "" | "s" => Duration::from_secs(value),
+        "m" => Duration::from_secs(value * 60),
+        other => return Err(format!("`{text}`: unknown unit `{other}` (use ms, s or m)")),
+    };
+    if duration.is_zero() {
+        return Err("the timeout must be longer than zero".into());
+    }
+    Ok(duration)
+}
