@@ -45,7 +45,11 @@ impl App {
     /// no bpffs, unreadable credentials) are returned at once.
     pub async fn run(config: Config) -> Result<(), AppError> {
         Netns::init_home();
-        tracing::info!(config = %serde_json::to_string(&config).unwrap_or_default(), "starting weft-agent");
+        tracing::info!(
+            config = %serde_json::to_string(&config).unwrap_or_default(),
+            worker_threads = config.worker_threads(),
+            "starting weft-agent"
+        );
 
         let readiness = Arc::new(Readiness::default());
         let metrics = Arc::new(Metrics::default());

@@ -99,6 +99,26 @@ pub struct Config {
     /// Log as JSON lines instead of text.
     #[arg(long, env = "WEFT_LOG_JSON")]
     pub log_json: bool,
+
+    /// Threads that run the proxy. Default: half the CPUs this process may
+    /// use, at least one. The agent shares the node with the apps it
+    /// serves, and on small nodes fewer threads also mean fewer hand-offs
+    /// between them (measured in docs/PERFORMANCE.md).
+    #[arg(long, env = "WEFT_WORKER_THREADS", value_parser = clap::value_parser!(u16).range(1..))]
+    pub worker_threads: Option<u16>,
+}
+
+impl Config {
+    /// The proxy's thread count: `--worker-threads`, else half the CPUs
+    /// available to this process (its affinity and cgroup quota), at least 1.
+    pub fn worker_threads(&self) -> usize {
+        match self.worker_threads {
+            Some(n) => usize::from(n),
+            None => std::thread::available_parallelism()
+                .map(|cpus| (cpus.get() / 2).max(1))
+                .unwrap_or(1),
+        }
+    }
 }
 
 /// Parses `300ms`, `30s`, `5m`, `24h` (or a bare number of seconds).

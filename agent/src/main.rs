@@ -20,6 +20,7 @@ fn main() -> std::process::ExitCode {
             .init();
     }
     let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(config.worker_threads())
         .enable_all()
         .build()
         .expect("tokio runtime");
