@@ -30,7 +30,8 @@ pub struct KubeGatewaySpec {
     pub addresses: Vec<GatewayAddress>,
     #[serde(default)]
     pub infrastructure: Ignored,
-    #[serde(default)]
+    /// Spelt `backendTLS` upstream, not `backendTls`.
+    #[serde(default, rename = "backendTLS")]
     pub backend_tls: Ignored,
     #[serde(default)]
     pub allowed_listeners: Ignored,

@@ -6,7 +6,9 @@ use std::collections::BTreeMap;
 use serde::Deserialize;
 
 use super::{
-    Ignored, Invalid, ObjectMeta, Validate, invalid,
+    Ignored, Invalid, ObjectMeta, Validate,
+    authorization_policy::check_cidr,
+    invalid,
     istio::{
         Destination, Duration, Headers, Percent, StringMatch, check_dns_label, check_duration,
         check_host, check_percent, check_port,
@@ -409,6 +411,7 @@ impl Validate for VirtualService {
                 if let Some(p) = m.port {
                     check_port(p, &format!("{at}.match[{j}].port"), &mut e);
                 }
+                check_subnets(&m.destination_subnets, &format!("{at}.match[{j}]"), &mut e);
             }
             check_weights(
                 r.route.iter().map(|d| (d.weight, d.destination.as_ref())),
@@ -421,6 +424,12 @@ impl Validate for VirtualService {
             for (j, m) in r.matches.iter().enumerate() {
                 if let Some(p) = m.port {
                     check_port(p, &format!("{at}.match[{j}].port"), &mut e);
+                }
+                check_subnets(&m.destination_subnets, &format!("{at}.match[{j}]"), &mut e);
+                if !m.source_subnet.is_empty()
+                    && let Err(reason) = check_cidr(&m.source_subnet)
+                {
+                    e.push(invalid(format!("{at}.match[{j}].sourceSubnet"), reason));
                 }
             }
             check_weights(
@@ -668,6 +677,15 @@ impl HttpRoute {
             for (j, o) in c.allow_origins.iter().enumerate() {
                 o.check(&format!("{at}.corsPolicy.allowOrigins[{j}]"), e);
             }
+        }
+    }
+}
+
+/// `destinationSubnets`: each an IP address or CIDR.
+fn check_subnets(subnets: &[String], at: &str, e: &mut Vec<Invalid>) {
+    for (k, subnet) in subnets.iter().enumerate() {
+        if let Err(reason) = check_cidr(subnet) {
+            e.push(invalid(format!("{at}.destinationSubnets[{k}]"), reason));
         }
     }
 }
