@@ -156,6 +156,40 @@ async fn client_tunnel(
 }
 
 #[tokio::test]
+async fn bytes_sent_ahead_of_the_answer_arrive_first_and_in_order() {
+    let ca = Ca::new("mesh");
+    let (server_id, client_id) = (id("server"), id("client"));
+    let server = hbone_server(ca.issue(&server_id), ca.roots()).await;
+    let tls_stream = client_tunnel(server.hbone, &ca.issue(&client_id), ca.roots(), server_id)
+        .await
+        .unwrap();
+    let send_request = hbone::client_handshake(tls_stream).await.unwrap();
+
+    // The app's first bytes go right behind the CONNECT, before the 200.
+    let mut opening = hbone::open(send_request, server.app, http::HeaderMap::new())
+        .await
+        .unwrap();
+    opening
+        .send_early(bytes::Bytes::from_static(b"GET / HTTP/1.1\r\n"))
+        .unwrap();
+    let tunnel = opening.established().await.unwrap();
+
+    let local = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let mut app = TcpStream::connect(local.local_addr().unwrap())
+        .await
+        .unwrap();
+    let (proxied, _) = local.accept().await.unwrap();
+    let splice = tokio::spawn(hbone::splice(proxied, tunnel));
+    app.write_all(b"host: server\r\n\r\n").await.unwrap();
+    app.shutdown().await.unwrap();
+    let mut echoed = Vec::new();
+    app.read_to_end(&mut echoed).await.unwrap();
+    assert_eq!(echoed, b"GET / HTTP/1.1\r\nhost: server\r\n\r\n");
+    splice.await.unwrap().unwrap();
+    assert_eq!(server.done.await.unwrap().unwrap(), client_id);
+}
+
+#[tokio::test]
 async fn connect_stream_carries_bytes_both_ways_between_verified_identities() {
     let ca = Ca::new("mesh");
     let (server_id, client_id) = (id("server"), id("client"));

@@ -8,8 +8,11 @@
 use std::{future::poll_fn, io, net::SocketAddr};
 
 use bytes::{Bytes, BytesMut};
-use h2::{RecvStream, SendStream, client::SendRequest};
-use http::{HeaderMap, Method, Request, StatusCode};
+use h2::{
+    RecvStream, SendStream,
+    client::{ResponseFuture, SendRequest},
+};
+use http::{HeaderMap, Method, Request, Response, StatusCode};
 use tokio::{
     io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt},
     net::TcpStream,
@@ -21,7 +24,7 @@ pub const MAX_FRAME_SIZE: u32 = 1024 * 1024;
 pub const MAX_STREAMS: u32 = 100;
 
 /// Bytes read from a TCP socket at a time.
-const READ_CHUNK: usize = 64 * 1024;
+pub const READ_CHUNK: usize = 64 * 1024;
 
 #[derive(Debug, thiserror::Error)]
 pub enum HboneError {
@@ -96,6 +99,27 @@ pub async fn connect(
     target: SocketAddr,
     headers: HeaderMap,
 ) -> Result<H2Stream, HboneError> {
+    let Opening { send, response, .. } = open(send_request, target, headers).await?;
+    answered(target, send, response.await)
+}
+
+/// A CONNECT sent whose answer is not in yet. Bytes may already go the
+/// peer's way ([`Opening::send_early`]): the peer holds them (within the
+/// stream's window) until it has connected to the app, and drops them if it
+/// refuses.
+pub struct Opening {
+    pub target: SocketAddr,
+    send: SendStream<Bytes>,
+    /// The peer's answer (polled in place, then by [`Opening::established`]).
+    pub response: ResponseFuture,
+}
+
+/// Sends a CONNECT to `target` without waiting for the answer.
+pub async fn open(
+    send_request: SendRequest<Bytes>,
+    target: SocketAddr,
+    headers: HeaderMap,
+) -> Result<Opening, HboneError> {
     let err = |source| HboneError::Connect { target, source };
     let mut send_request = send_request.ready().await.map_err(err)?;
     let mut request = Request::builder()
@@ -105,7 +129,47 @@ pub async fn connect(
         .expect("an ip:port authority is a valid URI");
     *request.headers_mut() = headers;
     let (response, send) = send_request.send_request(request, false).map_err(err)?;
-    let response = response.await.map_err(err)?;
+    Ok(Opening {
+        target,
+        send,
+        response,
+    })
+}
+
+impl Opening {
+    /// Sends the app's first bytes ahead of the peer's answer.
+    pub fn send_early(&mut self, data: Bytes) -> Result<(), HboneError> {
+        let target = self.target;
+        self.send
+            .send_data(data, false)
+            .map_err(|source| HboneError::Connect { target, source })
+    }
+
+    /// Waits for the peer's answer: the stream, once it is a 200.
+    pub async fn established(self) -> Result<H2Stream, HboneError> {
+        let Opening {
+            target,
+            send,
+            response,
+        } = self;
+        answered(target, send, response.await)
+    }
+
+    /// The stream, given the answer already polled out of `response`.
+    pub fn answered(
+        self,
+        answer: Result<Response<RecvStream>, h2::Error>,
+    ) -> Result<H2Stream, HboneError> {
+        answered(self.target, self.send, answer)
+    }
+}
+
+fn answered(
+    target: SocketAddr,
+    send: SendStream<Bytes>,
+    answer: Result<Response<RecvStream>, h2::Error>,
+) -> Result<H2Stream, HboneError> {
+    let response = answer.map_err(|source| HboneError::Connect { target, source })?;
     if response.status() != StatusCode::OK {
         return Err(HboneError::Refused {
             target,
@@ -117,6 +181,21 @@ pub async fn connect(
         recv: response.into_body(),
         lease: None,
     })
+}
+
+impl HboneError {
+    /// Whether the peer certainly did not act on the stream (it refused it
+    /// unprocessed, or went away before it), so that it may be sent again
+    /// on another connection even after bytes went with it.
+    pub fn unprocessed(&self) -> bool {
+        match self {
+            HboneError::Connect { source, .. } => {
+                source.reason() == Some(h2::Reason::REFUSED_STREAM)
+                    || (source.is_go_away() && source.is_remote())
+            }
+            _ => false,
+        }
+    }
 }
 
 /// HTTP/2 server settings of the HBONE listener.

@@ -5,6 +5,8 @@
 
 use std::{net::SocketAddr, sync::Arc, time::Duration};
 
+use bytes::{Bytes, BytesMut};
+use h2::client::SendRequest;
 use http::{HeaderMap, HeaderValue};
 use rustls::pki_types::ServerName;
 use tokio::net::{TcpListener, TcpStream};
@@ -76,9 +78,10 @@ async fn handle(stream: TcpStream, peer: SocketAddr, pod: Arc<PodContext>, ctx: 
             (result, addr, workload.identity.to_string(), "same-node")
         }
         Resolved::Workload { workload, addr, .. } if workload.hbone => {
-            let result = match open_tunnel(peer, &pod, &ctx, &workload, addr).await {
-                Ok(tunnel) => hbone::splice(stream, tunnel)
+            let result = match open_tunnel(&stream, peer, &pod, &ctx, &workload, addr).await {
+                Ok((tunnel, early)) => hbone::splice(stream, tunnel)
                     .await
+                    .map(|(sent, received)| (sent + early, received))
                     .map_err(OutboundError::from),
                 Err(err) => {
                     // Refused or unreachable: the app gets a prompt reset.
@@ -204,14 +207,16 @@ async fn same_node(
 
 /// A CONNECT stream to `target` on a pooled connection to the destination
 /// pod's 15008, or on a new one (TLS from the client pod's namespace, with
-/// its identity) when none has room.
+/// its identity) when none has room. Also returns how many of the app's
+/// bytes already went with the CONNECT (see [`connect_stream`]).
 async fn open_tunnel(
+    app: &TcpStream,
     peer: SocketAddr,
     pod: &PodContext,
     ctx: &ProxyContext,
     destination: &Workload,
     target: SocketAddr,
-) -> Result<hbone::H2Stream, OutboundError> {
+) -> Result<(hbone::H2Stream, u64), OutboundError> {
     let hbone_addr = SocketAddr::new(target.ip(), HBONE_PORT);
     let key = PoolKey {
         src_netns_cookie: pod.netns_cookie,
@@ -220,18 +225,34 @@ async fn open_tunnel(
     };
     let source_ip = pod.workload.ips.first().copied().unwrap_or(peer.ip());
     let headers = request_headers(pod, source_ip, peer.port());
+    let mut early = None;
     if let Some(lease) = ctx.pool.checkout(&key) {
-        match hbone::connect(lease.send_request(), target, headers.clone()).await {
+        match connect_stream(
+            lease.send_request(),
+            target,
+            headers.clone(),
+            app,
+            &mut early,
+        )
+        .await
+        {
             Ok(mut stream) => {
                 stream.lease = Some(lease);
-                return Ok(stream);
+                return Ok((stream, early_len(&early)));
             }
-            // The peer refused this stream: that is the answer.
+            // The peer refused the stream: that is the answer.
             Err(err @ hbone::HboneError::Refused { .. }) => return Err(err.into()),
-            // The connection broke: never reuse it, try a new one.
-            Err(err) => {
+            // The connection broke before the peer could have acted on the
+            // stream: never reuse it, try a new one (with the same bytes).
+            Err(err) if early.is_none() || err.unprocessed() => {
                 tracing::debug!(error = %err, "pooled HBONE connection failed; opening a new one");
                 lease.connection().mark_closed();
+            }
+            // Broken after the app's bytes may have reached the app: not
+            // repeated, the app sees its connection reset.
+            Err(err) => {
+                lease.connection().mark_closed();
+                return Err(err.into());
             }
         }
     }
@@ -252,9 +273,50 @@ async fn open_tunnel(
         })?;
     let (send_request, closed) = hbone::client_handshake_watched(tls_stream).await?;
     let lease = ctx.pool.insert(key, send_request, closed);
-    let mut stream = hbone::connect(lease.send_request(), target, headers).await?;
+    let mut stream = connect_stream(lease.send_request(), target, headers, app, &mut early).await?;
     stream.lease = Some(lease);
-    Ok(stream)
+    Ok((stream, early_len(&early)))
+}
+
+fn early_len(early: &Option<Bytes>) -> u64 {
+    early.as_ref().map_or(0, |bytes| bytes.len() as u64)
+}
+
+/// Sends the CONNECT and, when the app speaks before the peer has answered
+/// (a client-first protocol such as HTTP), its first bytes right behind it:
+/// the request reaches the destination a round trip sooner. The bytes are
+/// kept in `early`, to go again if the stream must be retried elsewhere.
+async fn connect_stream(
+    send_request: SendRequest<Bytes>,
+    target: SocketAddr,
+    headers: HeaderMap,
+    app: &TcpStream,
+    early: &mut Option<Bytes>,
+) -> Result<hbone::H2Stream, hbone::HboneError> {
+    let mut opening = hbone::open(send_request, target, headers).await?;
+    if let Some(bytes) = early {
+        opening.send_early(bytes.clone())?;
+        return opening.established().await;
+    }
+    let answer = tokio::select! {
+        biased;
+        answer = &mut opening.response => Some(answer),
+        _ = app.readable() => None,
+    };
+    if let Some(answer) = answer {
+        return opening.answered(answer);
+    }
+    let mut buf = BytesMut::with_capacity(hbone::READ_CHUNK);
+    // End of stream or a spurious wake-up: nothing to send early; the
+    // relay reads the app from here on.
+    if let Ok(n) = app.try_read_buf(&mut buf)
+        && n > 0
+    {
+        let bytes = buf.freeze();
+        opening.send_early(bytes.clone())?;
+        *early = Some(bytes);
+    }
+    opening.established().await
 }
 
 /// Headers ztunnel sends with CONNECT.

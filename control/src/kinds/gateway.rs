@@ -113,7 +113,18 @@ pub enum ServerTlsMode {
 
 /// Protocols a Gateway or ServiceEntry port may name (case-insensitive).
 pub const PROTOCOLS: &[&str] = &[
-    "HTTP", "HTTPS", "GRPC", "GRPC-WEB", "HTTP2", "MONGO", "MYSQL", "REDIS", "TCP", "TLS", "UDP",
+    "HTTP",
+    "HTTP_PROXY",
+    "HTTPS",
+    "GRPC",
+    "GRPC-WEB",
+    "HTTP2",
+    "MONGO",
+    "MYSQL",
+    "REDIS",
+    "TCP",
+    "TLS",
+    "UDP",
 ];
 
 pub fn check_protocol(p: &str, at: &str, e: &mut Vec<Invalid>) {
