@@ -1,0 +1,214 @@
+//! Incremental updates: only the hosts a change touches recompile, and
+//! the result matches a full build.
+
+use super::*;
+
+/// Applies the objects of `yaml` as changes (what the directory source
+/// reports) and returns the (type, name) pairs that changed.
+fn apply(builder: &mut Builder, before: &[Object], yaml: &str) -> Vec<(&'static str, String)> {
+    let after = objects(yaml);
+    let mut changes: Vec<(ObjectKey, Option<Object>)> = Vec::new();
+    for o in &after {
+        if !before.contains(o) {
+            changes.push((o.key(), Some(o.clone())));
+        }
+    }
+    for o in before {
+        if !after.iter().any(|n| n.key() == o.key()) {
+            changes.push((o.key(), None));
+        }
+    }
+    let from = builder.model().version.clone();
+    builder.update(Delta::Changes(&changes));
+    let model = builder.model();
+    // The incremental model equals a full build of the same objects.
+    let full = build(&after, &config());
+    for t in [ROUTE_CONFIG_TYPE_URL, DESTINATION_POLICY_TYPE_URL] {
+        let (a, b) = (model.of_type(t).unwrap(), full.of_type(t).unwrap());
+        assert_eq!(a.keys(), b.keys(), "{t}");
+        for (name, r) in a.iter() {
+            assert_eq!(r.version, b[name].version, "{name}");
+        }
+    }
+    let mut changed: Vec<(&'static str, String)> = model
+        .changed_since(&from)
+        .unwrap()
+        .into_iter()
+        .map(|(t, n)| (t, n.to_string()))
+        .filter(|(t, _)| *t == ROUTE_CONFIG_TYPE_URL || *t == DESTINATION_POLICY_TYPE_URL)
+        .collect();
+    changed.sort();
+    changed
+}
+
+fn route_changed(name: &str) -> (&'static str, String) {
+    (ROUTE_CONFIG_TYPE_URL, name.to_string())
+}
+
+#[test]
+fn subsets_follow_pod_changes_and_only_affected_hosts_recompile() {
+    let ratings_vs = r#"
+---
+apiVersion: networking.istio.io/v1
+kind: VirtualService
+metadata: {name: ratings, namespace: bookinfo}
+spec:
+  hosts: [ratings]
+  http: [{route: [{destination: {host: ratings}}]}]
+"#;
+    let base = bookinfo() + REVIEWS_DR + CANARY_VS + ratings_vs;
+    let first = objects(&base);
+    let mut builder = Builder::new(config());
+    builder.update(Delta::Full(&first));
+    let v1_endpoints = |m: &Model| {
+        route(m, REVIEWS).http[1].route[0]
+            .destination
+            .as_ref()
+            .unwrap()
+            .endpoints
+            .as_ref()
+            .unwrap()
+            .workload_uids
+            .clone()
+    };
+    assert_eq!(
+        v1_endpoints(builder.model()),
+        [uid("bookinfo", "reviews-v1")]
+    );
+
+    // reviews-v3 is relabelled v1: it joins subset v1 and leaves v3; only
+    // the reviews routes change.
+    let relabelled = base.replace("app: reviews, version: v3", "app: reviews, version: v1");
+    let changed = apply(&mut builder, &first, &relabelled);
+    assert_eq!(changed, [route_changed(REVIEWS)]);
+    assert_eq!(
+        v1_endpoints(builder.model()),
+        [uid("bookinfo", "reviews-v1"), uid("bookinfo", "reviews-v3")]
+    );
+
+    // A new v1 pod joins; a pod moving its IP changes nothing at L7.
+    let before = objects(&relabelled);
+    let grown = relabelled.clone()
+        + &pod(
+            "reviews-v1b",
+            "bookinfo",
+            "app: reviews, version: v1",
+            "10.1.0.9",
+        );
+    assert_eq!(
+        apply(&mut builder, &before, &grown),
+        [route_changed(REVIEWS)]
+    );
+    let before = objects(&grown);
+    let moved = grown.replace("10.1.0.9", "10.1.0.10");
+    assert_eq!(apply(&mut builder, &before, &moved), []);
+
+    // A VirtualService change pushes only its own host's RouteConfig.
+    let before = objects(&moved);
+    let rerouted = moved
+        .replace("weight: 90", "weight: 50")
+        .replace("weight: 10", "weight: 50");
+    assert_eq!(
+        apply(&mut builder, &before, &rerouted),
+        [route_changed(REVIEWS)]
+    );
+
+    // The DestinationRule's subset labels change: its policy and the
+    // routes that use its subsets.
+    let before = objects(&rerouted);
+    let redefined = rerouted.replace(
+        "{name: v3, labels: {version: v3}}",
+        "{name: v3, labels: {version: v2}}",
+    );
+    assert_eq!(
+        apply(&mut builder, &before, &redefined),
+        [
+            (DESTINATION_POLICY_TYPE_URL, REVIEWS.to_string()),
+            route_changed(REVIEWS)
+        ]
+    );
+
+    // The reviews Service goes: its route and policy are removed, and
+    // ratings (unrelated) is untouched.
+    let before = objects(&redefined);
+    let gone = redefined.replace(
+        "metadata: {name: reviews, namespace: bookinfo}\nspec:\n  selector",
+        "metadata: {name: reviews-renamed, namespace: bookinfo}\nspec:\n  selector",
+    );
+    let changed = apply(&mut builder, &before, &gone);
+    assert!(changed.contains(&route_changed(REVIEWS)), "{changed:?}");
+    assert!(changed.contains(&(DESTINATION_POLICY_TYPE_URL, REVIEWS.to_string())));
+    assert!(!changed.contains(&route_changed(
+        "bookinfo/ratings.bookinfo.svc.cluster.local"
+    )));
+    assert!(builder.model().routes.get(REVIEWS).is_none());
+}
+
+#[test]
+fn a_destination_service_appearing_resolves_routes_that_named_it() {
+    let vs = r#"
+---
+apiVersion: networking.istio.io/v1
+kind: VirtualService
+metadata: {name: ratings, namespace: bookinfo}
+spec:
+  hosts: [ratings]
+  http: [{route: [{destination: {host: details}}]}]
+"#;
+    let base = bookinfo() + vs;
+    let first = objects(&base);
+    let mut builder = Builder::new(config());
+    builder.update(Delta::Full(&first));
+    let service = |m: &Model| {
+        route(m, "bookinfo/ratings.bookinfo.svc.cluster.local").http[0].route[0]
+            .destination
+            .as_ref()
+            .unwrap()
+            .service
+            .clone()
+    };
+    assert_eq!(service(builder.model()), "");
+    let details = base.clone()
+        + "---\napiVersion: v1\nkind: Service\nmetadata: {name: details, namespace: bookinfo}\nspec: {selector: {app: details}, ports: [{port: 80}]}\n";
+    let changed = apply(&mut builder, &first, &details);
+    assert_eq!(
+        changed,
+        [route_changed("bookinfo/ratings.bookinfo.svc.cluster.local")]
+    );
+    assert_eq!(
+        service(builder.model()),
+        "bookinfo/details.bookinfo.svc.cluster.local"
+    );
+}
+
+#[test]
+fn source_labels_follow_pods() {
+    let vs = r#"
+---
+apiVersion: networking.istio.io/v1
+kind: VirtualService
+metadata: {name: reviews, namespace: bookinfo}
+spec:
+  hosts: [reviews]
+  http:
+  - match: [{sourceLabels: {canary: "yes"}}]
+    route: [{destination: {host: reviews, subset: v2}}]
+  - route: [{destination: {host: reviews, subset: v1}}]
+"#;
+    let base = bookinfo() + REVIEWS_DR + vs;
+    let first = objects(&base);
+    let mut builder = Builder::new(config());
+    builder.update(Delta::Full(&first));
+    let sources = |m: &Model| {
+        route(m, REVIEWS).http[0].r#match[0]
+            .source_workloads
+            .clone()
+    };
+    assert_eq!(sources(builder.model()), [uid("front", "client")]);
+    let more = base.replace("app: other", "app: other, canary: 'yes'");
+    assert_eq!(apply(&mut builder, &first, &more), [route_changed(REVIEWS)]);
+    assert_eq!(
+        sources(builder.model()),
+        [uid("front", "client"), uid("front", "other")]
+    );
+}
