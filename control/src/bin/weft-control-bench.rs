@@ -480,7 +480,7 @@ mod agents {
     use super::*;
 
     /// What an agent here reads of a response: type, nonce, and where
-    /// each resource's name and version are, skipping the bodies. Read in place from tonic's buffer with no
+    /// each resource's name and version are, not the bodies. Read in place from tonic's buffer with no
     /// allocation per resource: the agents share the control plane's CPUs
     /// in this benchmark, while a real agent decodes on its own node.
     pub struct Lite {

@@ -1,5 +1,5 @@
 //! Directory mode: every `*.yaml` / `*.yml` under a directory (recursively,
-//! skipping dot-files such as editor swap files and ConfigMap `..data`
+//! leaving out dot-files such as editor swap files and ConfigMap `..data`
 //! links), watched with inotify and re-read on change.
 //!
 //! Each object keeps its last good version: an object that stops
