@@ -23,7 +23,7 @@ pub struct Config {
     #[arg(
         long,
         env = "WEFT_CONTROL_ADDR",
-        default_value = "weft-control.weft-system.svc:15012"
+        default_value = "weft-control.istio-system.svc:15012"
     )]
     pub control_addr: String,
 

@@ -26,7 +26,7 @@ pub struct Config {
     /// Where the CA's signing key comes from.
     pub ca: CaSource,
     /// Extra DNS names for the serving certificate, besides
-    /// `weft-control` and `weft-control.weft-system.svc`.
+    /// `weft-control` and `weft-control.istio-system.svc`.
     pub server_names: Vec<String>,
     /// Cluster id, used in workload uids (`<cluster>//Pod/<ns>/<name>`).
     pub cluster_id: String,
@@ -61,7 +61,7 @@ pub enum CaSource {
 
 /// Names always in the serving certificate; agents verify
 /// `weft-control`.
-pub const DEFAULT_SERVER_NAMES: [&str; 2] = ["weft-control", "weft-control.weft-system.svc"];
+pub const DEFAULT_SERVER_NAMES: [&str; 2] = ["weft-control", "weft-control.istio-system.svc"];
 
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
