@@ -1,7 +1,8 @@
 //! HBONE in-process, over real TLS on loopback: a CONNECT stream carries
 //! bytes both ways between two plain TCP connections; each side verifies the
 //! other's SPIFFE identity; a server presenting the wrong identity and a
-//! client from another CA are refused. No root needed.
+//! client from another CA are refused; a failed stream is judged safe or
+//! unsafe to send again. No root needed.
 
 use std::{net::SocketAddr, sync::Arc, time::SystemTime};
 
@@ -314,5 +315,70 @@ async fn an_expired_client_certificate_is_refused_with_the_reason() {
     assert!(
         refusal.contains("certificate expired"),
         "the reason should say the certificate expired: {refusal}"
+    );
+}
+
+/// How [`stream_failing_server`] ends the one CONNECT it accepts.
+#[derive(Clone, Copy)]
+enum Ending {
+    /// `RST_STREAM(REFUSED_STREAM)`: the peer promises it did nothing with it.
+    RefuseStream,
+    /// The connection just goes away after the stream arrived.
+    DropConnection,
+}
+
+/// An HTTP/2 server that accepts one CONNECT and fails it as `ending` says.
+/// Plain TCP, no TLS: what is under test is how the client judges the
+/// failure (whether the stream may be sent again elsewhere, early bytes
+/// included).
+async fn stream_failing_server(ending: Ending) -> SocketAddr {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move {
+        let (tcp, _) = listener.accept().await.unwrap();
+        let mut h2 = hbone::server_builder()
+            .handshake::<_, bytes::Bytes>(tcp)
+            .await
+            .unwrap();
+        let (_request, mut respond) = h2.accept().await.unwrap().unwrap();
+        match ending {
+            Ending::RefuseStream => {
+                respond.send_reset(h2::Reason::REFUSED_STREAM);
+                while h2.accept().await.is_some() {}
+            }
+            Ending::DropConnection => drop((h2, respond)),
+        }
+    });
+    addr
+}
+
+async fn fail_a_stream_with_early_bytes(ending: Ending) -> hbone::HboneError {
+    let server = stream_failing_server(ending).await;
+    let tcp = TcpStream::connect(server).await.unwrap();
+    let send_request = hbone::client_handshake(tcp).await.unwrap();
+    let target: SocketAddr = "10.0.0.1:8080".parse().unwrap();
+    let mut opening = hbone::open(send_request, target, http::HeaderMap::new())
+        .await
+        .unwrap();
+    opening
+        .send_early(bytes::Bytes::from_static(b"POST /pay HTTP/1.1\r\n"))
+        .unwrap();
+    match opening.established().await {
+        Ok(_) => panic!("the server failed the stream, yet it was established"),
+        Err(err) => err,
+    }
+}
+
+#[tokio::test]
+async fn a_refused_stream_may_be_sent_again_but_one_lost_with_its_connection_may_not() {
+    let refused = fail_a_stream_with_early_bytes(Ending::RefuseStream).await;
+    assert!(
+        refused.unprocessed(),
+        "REFUSED_STREAM promises the peer did nothing: {refused}"
+    );
+    let lost = fail_a_stream_with_early_bytes(Ending::DropConnection).await;
+    assert!(
+        !lost.unprocessed(),
+        "a stream lost with its connection may have reached the app; replaying its bytes could repeat a request: {lost}"
     );
 }
