@@ -23,10 +23,13 @@ fn get_status(addr: SocketAddr, path: &str) -> Result<u16> {
     let mut stream = TcpStream::connect_timeout(&addr, PROBE_TIMEOUT)?;
     stream.set_read_timeout(Some(PROBE_TIMEOUT))?;
     stream.set_write_timeout(Some(PROBE_TIMEOUT))?;
-    write!(
-        stream,
+    // One write: `write!` on a socket sends each formatted piece on its
+    // own, and a server that answers after the request line and closes
+    // would reset the connection under the rest (EPIPE here).
+    let request = format!(
         "GET {path} HTTP/1.1\r\nHost: {addr}\r\nUser-Agent: weft-sim-probe\r\nConnection: close\r\n\r\n"
-    )?;
+    );
+    stream.write_all(request.as_bytes())?;
     let mut head = Vec::new();
     let mut buf = [0u8; 512];
     while !head.windows(2).any(|w| w == b"\r\n") {

@@ -12,7 +12,6 @@ use http::{Method, Request, Response, StatusCode};
 use tokio::net::TcpListener;
 use tokio_rustls::TlsAcceptor;
 use tokio_util::sync::CancellationToken;
-use tracing::Instrument;
 
 /// Accepts HBONE connections until `cancel` fires.
 pub async fn serve(
@@ -34,16 +33,15 @@ pub async fn serve(
             },
         };
         let _ = stream.set_nodelay(true);
-        let span = tracing::info_span!("inbound", dst = %pod.name(), peer = %peer);
         let (pod, ctx) = (pod.clone(), ctx.clone());
-        tokio::spawn(
-            async move {
-                if let Err(err) = connection(stream, peer, pod, ctx).await {
-                    tracing::warn!(error = %err, "HBONE connection refused");
-                }
+        // No spans per connection or stream: entering one on every poll
+        // costs more than the relay; events carry their own context.
+        tokio::spawn(async move {
+            let dst = pod.name().to_string();
+            if let Err(err) = connection(stream, peer, pod, ctx).await {
+                tracing::warn!(%dst, src.addr = %peer, error = %err, "HBONE connection refused");
             }
-            .instrument(span),
-        );
+        });
     }
 }
 
@@ -107,22 +105,18 @@ async fn connection(
             expected: workload.identity.to_string(),
         });
     }
-    tracing::debug!(client = %client, "HBONE connection authenticated");
+    tracing::debug!(client = %client, src.addr = %peer, "HBONE connection authenticated");
     let mut h2 = hbone::server_builder().handshake(tls_stream).await?;
     while let Some(request) = h2.accept().await {
         let (request, respond) = request?;
-        let span = tracing::info_span!("connect", client = %client);
-        tokio::spawn(
-            stream_request(
-                request,
-                respond,
-                peer,
-                client.clone(),
-                pod.clone(),
-                ctx.clone(),
-            )
-            .instrument(span),
-        );
+        tokio::spawn(stream_request(
+            request,
+            respond,
+            peer,
+            client.clone(),
+            pod.clone(),
+            ctx.clone(),
+        ));
     }
     Ok(())
 }
@@ -145,7 +139,7 @@ async fn stream_request(
 ) {
     let _active = ctx.metrics.track();
     if request.method() != Method::CONNECT {
-        tracing::warn!(method = %request.method(), "not a CONNECT");
+        tracing::warn!(src.identity = %client, src.addr = %peer, method = %request.method(), "not a CONNECT");
         ctx.metrics.deny(Denial::BadTarget);
         return respond(responder, StatusCode::METHOD_NOT_ALLOWED);
     }
@@ -154,12 +148,12 @@ async fn stream_request(
         .authority()
         .and_then(|a| a.as_str().parse::<SocketAddr>().ok())
     else {
-        tracing::warn!(uri = %request.uri(), "CONNECT target is not ip:port");
+        tracing::warn!(src.identity = %client, src.addr = %peer, uri = %request.uri(), "CONNECT target is not ip:port");
         ctx.metrics.deny(Denial::BadTarget);
         return respond(responder, StatusCode::BAD_REQUEST);
     };
     if !pod.workload.ips.contains(&target.ip()) {
-        tracing::warn!(%target, "CONNECT to an address this listener does not serve");
+        tracing::warn!(src.identity = %client, src.addr = %peer, %target, "CONNECT to an address this listener does not serve");
         ctx.metrics.deny(Denial::BadTarget);
         return respond(responder, StatusCode::BAD_REQUEST);
     }
@@ -177,7 +171,7 @@ async fn stream_request(
     let app = match delivery::connect(&pod, &ctx.redirection, peer.ip(), target).await {
         Ok(app) => app,
         Err(err) => {
-            tracing::info!(%target, error = %err, "delivery to the app failed");
+            tracing::info!(src.identity = %client, src.addr = %peer, %target, error = %err, "delivery to the app failed");
             return respond(responder, StatusCode::SERVICE_UNAVAILABLE);
         }
     };
@@ -188,7 +182,7 @@ async fn stream_request(
     let send = match responder.send_response(response, false) {
         Ok(send) => send,
         Err(err) => {
-            tracing::debug!(error = %err, "client went away before the 200");
+            tracing::debug!(src.addr = %peer, error = %err, "client went away before the 200");
             return;
         }
     };

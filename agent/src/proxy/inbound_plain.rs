@@ -8,7 +8,6 @@ use std::{net::SocketAddr, sync::Arc, time::Duration};
 
 use tokio::net::{TcpListener, TcpStream};
 use tokio_util::sync::CancellationToken;
-use tracing::Instrument;
 
 use super::{PodContext, ProxyContext, delivery};
 use crate::policy::Connection;
@@ -33,8 +32,9 @@ pub async fn serve(
             },
         };
         let _ = stream.set_nodelay(true);
-        let span = tracing::info_span!("inbound_plaintext", dst = %pod.name(), peer = %peer);
-        tokio::spawn(handle(stream, peer, pod.clone(), ctx.clone()).instrument(span));
+        // No span per connection: entering one on every poll costs more
+        // than the relay; events carry their own context.
+        tokio::spawn(handle(stream, peer, pod.clone(), ctx.clone()));
     }
 }
 
@@ -43,7 +43,7 @@ async fn handle(stream: TcpStream, peer: SocketAddr, pod: Arc<PodContext>, ctx: 
     let target = match stream.local_addr() {
         Ok(target) => target,
         Err(err) => {
-            tracing::warn!(error = %err, "cannot read the original destination");
+            tracing::warn!(dst = %pod.name(), src.addr = %peer, error = %err, "cannot read the original destination");
             return;
         }
     };
@@ -62,7 +62,7 @@ async fn handle(stream: TcpStream, peer: SocketAddr, pod: Arc<PodContext>, ctx: 
     let app = match delivery::connect(&pod, &ctx.redirection, peer.ip(), target).await {
         Ok(app) => app,
         Err(err) => {
-            tracing::info!(%target, error = %err, "delivery to the app failed");
+            tracing::info!(src.addr = %peer, %target, error = %err, "delivery to the app failed");
             return super::outbound::reset(stream);
         }
     };

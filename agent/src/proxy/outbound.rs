@@ -12,7 +12,6 @@ use rustls::pki_types::ServerName;
 use tokio::net::{TcpListener, TcpStream};
 use tokio_rustls::TlsConnector;
 use tokio_util::sync::CancellationToken;
-use tracing::Instrument;
 use weft_ebpf_common::{HBONE_PORT, OUTBOUND_MARK};
 
 use super::{PodContext, ProxyContext, delivery, hbone, pool::PoolKey};
@@ -42,8 +41,9 @@ pub async fn serve(
             },
         };
         let _ = stream.set_nodelay(true);
-        let span = tracing::info_span!("outbound", src = %pod.name(), client = %peer);
-        tokio::spawn(handle(stream, peer, pod.clone(), ctx.clone()).instrument(span));
+        // No span per connection: entering one on every poll costs more
+        // than the relay; events carry their own context.
+        tokio::spawn(handle(stream, peer, pod.clone(), ctx.clone()));
     }
 }
 
@@ -60,7 +60,7 @@ async fn handle(stream: TcpStream, peer: SocketAddr, pod: Arc<PodContext>, ctx: 
         .redirection
         .take_original_dst(pod.netns_cookie, peer.port())
     else {
-        tracing::warn!("no original destination recorded for this connection; closing");
+        tracing::warn!(src = %pod.name(), src.addr = %peer, "no original destination recorded for this connection; closing");
         ctx.metrics.deny(Denial::NoDestination);
         return reset(stream);
     };
@@ -96,7 +96,7 @@ async fn handle(stream: TcpStream, peer: SocketAddr, pod: Arc<PodContext>, ctx: 
             (result, addr, String::new(), "TCP")
         }
         Resolved::NoEndpoints(service) => {
-            tracing::warn!(service = %service.hostname, "service has no endpoints; closing");
+            tracing::warn!(src = %pod.name(), src.addr = %peer, service = %service.hostname, "service has no endpoints; closing");
             ctx.metrics.deny(Denial::NoDestination);
             return reset(stream);
         }
@@ -105,11 +105,11 @@ async fn handle(stream: TcpStream, peer: SocketAddr, pod: Arc<PodContext>, ctx: 
     let duration_ms = started.elapsed().as_millis() as u64;
     match result {
         Ok((sent, received)) => tracing::info!(
-            src.identity = %pod.identity(), %original, %dst, dst.identity = %dst_identity, protocol,
+            src.identity = %pod.identity(), src.addr = %peer, %original, %dst, dst.identity = %dst_identity, protocol,
             bytes_sent = sent, bytes_received = received, duration_ms, "outbound connection complete"
         ),
         Err(err) => tracing::warn!(
-            src.identity = %pod.identity(), %original, %dst, dst.identity = %dst_identity, protocol,
+            src.identity = %pod.identity(), src.addr = %peer, %original, %dst, dst.identity = %dst_identity, protocol,
             duration_ms, error = %err, "outbound connection failed"
         ),
     }

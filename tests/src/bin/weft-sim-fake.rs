@@ -59,6 +59,12 @@ fn serve_ready(listener: TcpListener, path: &'static str) {
         let mut reader = BufReader::new(&conn);
         let mut line = String::new();
         let _ = reader.read_line(&mut line);
+        // Read the headers too: closing with a request unread would reset
+        // the connection under the client.
+        let mut header = String::new();
+        while reader.read_line(&mut header).is_ok_and(|n| n > 0) && !header.trim_end().is_empty() {
+            header.clear();
+        }
         let status = if line.split_whitespace().nth(1) == Some(path) {
             "200 OK"
         } else {
