@@ -37,9 +37,8 @@ pub async fn serve(
         // No spans per connection or stream: entering one on every poll
         // costs more than the relay; events carry their own context.
         tokio::spawn(async move {
-            let dst = pod.name().to_string();
-            if let Err(err) = connection(stream, peer, pod, ctx).await {
-                tracing::warn!(%dst, src.addr = %peer, error = %err, "HBONE connection refused");
+            if let Err(err) = connection(stream, peer, pod.clone(), ctx).await {
+                tracing::warn!(dst = %pod.name(), src.addr = %peer, error = %err, "HBONE connection refused");
             }
         });
     }
