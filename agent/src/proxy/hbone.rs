@@ -99,8 +99,10 @@ pub async fn connect(
     target: SocketAddr,
     headers: HeaderMap,
 ) -> Result<H2Stream, HboneError> {
-    let Opening { send, response, .. } = open(send_request, target, headers).await?;
-    answered(target, send, response.await)
+    open(send_request, target, headers)
+        .await?
+        .established()
+        .await
 }
 
 /// A CONNECT sent whose answer is not in yet. Bytes may already go the
@@ -146,13 +148,9 @@ impl Opening {
     }
 
     /// Waits for the peer's answer: the stream, once it is a 200.
-    pub async fn established(self) -> Result<H2Stream, HboneError> {
-        let Opening {
-            target,
-            send,
-            response,
-        } = self;
-        answered(target, send, response.await)
+    pub async fn established(mut self) -> Result<H2Stream, HboneError> {
+        let answer = (&mut self.response).await;
+        self.answered(answer)
     }
 
     /// The stream, given the answer already polled out of `response`.
@@ -160,27 +158,20 @@ impl Opening {
         self,
         answer: Result<Response<RecvStream>, h2::Error>,
     ) -> Result<H2Stream, HboneError> {
-        answered(self.target, self.send, answer)
+        let target = self.target;
+        let response = answer.map_err(|source| HboneError::Connect { target, source })?;
+        if response.status() != StatusCode::OK {
+            return Err(HboneError::Refused {
+                target,
+                status: response.status(),
+            });
+        }
+        Ok(H2Stream {
+            send: self.send,
+            recv: response.into_body(),
+            lease: None,
+        })
     }
-}
-
-fn answered(
-    target: SocketAddr,
-    send: SendStream<Bytes>,
-    answer: Result<Response<RecvStream>, h2::Error>,
-) -> Result<H2Stream, HboneError> {
-    let response = answer.map_err(|source| HboneError::Connect { target, source })?;
-    if response.status() != StatusCode::OK {
-        return Err(HboneError::Refused {
-            target,
-            status: response.status(),
-        });
-    }
-    Ok(H2Stream {
-        send,
-        recv: response.into_body(),
-        lease: None,
-    })
 }
 
 impl HboneError {
