@@ -254,15 +254,24 @@ fn authorization_policies_allow_deny_and_dry_run() -> Result<()> {
         expect(&cast, "DENY overrides ALLOW", &[(c, 8080, false), (i, 8080, true), (o, 8080, true)])?;
 
         // The denial is logged with the policy and both identities, and counted.
+        // `expect` may have seen the client refused by the previous policies
+        // (an empty ALLOW) just before these arrived: try again until a
+        // denial by this policy is in the log.
         let node = cluster.node("node-2")?;
-        let log = node.agent_log_tail(400);
-        ensure!(
+        let denied_by_policy = |log: &str| {
             log.lines().any(|l| l.contains("connection denied")
                 && l.contains("secure/deny-client")
                 && l.contains("spiffe://cluster.local/ns/secure/sa/client")
-                && l.contains("spiffe://cluster.local/ns/secure/sa/server")),
-            "no denial log line naming the policy and both identities:\n{log}"
-        );
+                && l.contains("spiffe://cluster.local/ns/secure/sa/server"))
+        };
+        wait_for("a denial log line naming the policy and both identities", TIMEOUT, || {
+            if denied_by_policy(&node.agent_log_tail(400)) {
+                return Ok(Some(()));
+            }
+            ensure!(attempt(c, &cast.url(8080))? == Outcome::Reset, "the client was let through");
+            Ok(None)
+        })
+        .with_context(|| node.agent_log_tail(400))?;
         let mut stats = std::process::Command::new(cluster.bin_dir().join("weft-sim-app"));
         stats.args(["http-get", "http://127.0.0.1:15000/stats", "--timeout", "3"]);
         let out = node.run(stats, TIMEOUT)?.check("GET /stats")?;
