@@ -23,6 +23,7 @@ pub mod config;
 pub mod control;
 pub mod identity;
 pub mod inpod;
+pub mod l7;
 pub mod metrics;
 pub mod policy;
 pub mod proxy;

@@ -1,0 +1,2 @@
+//! A destination's DestinationRule (`weft.route.v1.DestinationPolicy`)
+//! applied: load balancing, connection-pool limits, outlier detection.

@@ -1,0 +1,2 @@
+//! A service's VirtualService routes (`weft.route.v1.RouteConfig`),
+//! compiled for matching requests.
