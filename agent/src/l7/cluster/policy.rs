@@ -1,0 +1,438 @@
+//! `weft.route.v1.DestinationPolicy` → [`EffectivePolicy`]: which entry
+//! applies to a client, which traffic policy (the subset's or the
+//! entry's), and port-level overrides, with Istio's defaults filled in
+//! for everything unset.
+//!
+//! Everything is validated once, in [`Policies::compile`] (see
+//! `compile.rs`); the per-request [`Policies::effective`] only picks and
+//! caches.
+
+use std::{
+    collections::HashMap,
+    sync::{Arc, PoisonError, RwLock},
+    time::Duration,
+};
+
+use http::HeaderName;
+use weft_proto::route as pb;
+
+use super::compile::{Cx, Traffic, compile_traffic};
+
+/// Istio's default load balancer ring size (`minimumRingSize`).
+pub const DEFAULT_MINIMUM_RING_SIZE: u64 = 1024;
+/// Envoy's largest ring (`maximum_ring_size` default); a larger minimum is
+/// refused.
+pub const MAX_RING_SIZE: u64 = 8 * 1024 * 1024;
+/// Envoy's default Maglev table size.
+pub const DEFAULT_MAGLEV_TABLE_SIZE: u64 = 65537;
+/// Envoy's largest Maglev table.
+pub const MAX_MAGLEV_TABLE_SIZE: u64 = 5_000_011;
+/// "No limit" as Istio configures Envoy's circuit breakers.
+pub const UNLIMITED: u32 = u32::MAX;
+/// Envoy's default HTTP/2 `max_concurrent_streams`.
+pub const DEFAULT_MAX_CONCURRENT_STREAMS: u32 = (1 << 31) - 1;
+
+/// A DestinationPolicy that cannot be applied. Each names the policy (its
+/// `name`), the namespace of the entry and the offending field.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum PolicyError {
+    /// A consistent-hash header name that is not a valid HTTP header name.
+    #[error(
+        "DestinationPolicy {policy}, entry of namespace {namespace}: {field}: {value:?} is not a valid HTTP header name"
+    )]
+    HeaderName {
+        /// The DestinationPolicy's `name`.
+        policy: String,
+        /// The namespace of the entry (`ScopedPolicy`).
+        namespace: String,
+        /// Where, from the entry: `traffic_policy.load_balancer...`.
+        field: String,
+        /// The refused name.
+        value: String,
+    },
+    /// A Maglev table size that is not prime (Maglev needs a prime).
+    #[error(
+        "DestinationPolicy {policy}, entry of namespace {namespace}: {field}: Maglev table size {size} is not prime"
+    )]
+    NotPrime {
+        /// The DestinationPolicy's `name`.
+        policy: String,
+        /// The namespace of the entry.
+        namespace: String,
+        /// Where, from the entry.
+        field: String,
+        /// The refused size.
+        size: u64,
+    },
+    /// Any other value out of its range.
+    #[error("DestinationPolicy {policy}, entry of namespace {namespace}: {field}: {reason}")]
+    Invalid {
+        /// The DestinationPolicy's `name`.
+        policy: String,
+        /// The namespace of the entry.
+        namespace: String,
+        /// Where, from the entry.
+        field: String,
+        /// What is wrong with it.
+        reason: String,
+    },
+}
+
+/// How to pick among a destination's endpoints.
+#[derive(Debug, Clone, PartialEq)]
+pub enum LbPolicy {
+    /// Weighted round robin.
+    RoundRobin,
+    /// Power of two choices on active requests (Istio's default; also
+    /// what `LEAST_CONN` means).
+    LeastRequest,
+    /// Weighted random.
+    Random,
+    /// Send to the address the client connected to: the caller routes it
+    /// itself ([`Cluster::pick`](super::Cluster::pick) treats it as
+    /// [`LbPolicy::Random`]).
+    Passthrough,
+    /// The same hash goes to the same endpoint.
+    ConsistentHash {
+        /// What is hashed.
+        key: HashKey,
+        /// How hashes map to endpoints.
+        algorithm: HashAlgorithm,
+    },
+}
+
+/// What a consistent-hash policy hashes (see
+/// [`request_hash`](super::request_hash)).
+#[derive(Debug, Clone, PartialEq)]
+pub enum HashKey {
+    /// A request header's value.
+    Header(HeaderName),
+    /// A cookie's value; with a TTL, one is generated when absent.
+    Cookie {
+        /// The cookie's name.
+        name: String,
+        /// The generated cookie's `Path` (none if empty).
+        path: String,
+        /// The generated cookie's lifetime (zero: a session cookie);
+        /// `None`: no cookie is generated.
+        ttl: Option<Duration>,
+    },
+    /// The client's IP address.
+    SourceIp,
+    /// A query parameter's value.
+    QueryParameter(String),
+}
+
+/// How hashes map to endpoints.
+#[derive(Debug, Clone, PartialEq)]
+pub enum HashAlgorithm {
+    /// Ketama-style ring.
+    RingHash {
+        /// The ring has at least this many points (default 1024).
+        minimum_ring_size: u64,
+    },
+    /// Google's Maglev lookup table.
+    Maglev {
+        /// Entries in the table, a prime (default 65537).
+        table_size: u64,
+    },
+}
+
+/// Connection-pool settings: Envoy's circuit breakers and HTTP protocol
+/// options, with Istio's defaults for what is unset.
+#[derive(Debug, Clone, PartialEq)]
+pub struct PoolLimits {
+    /// Open upstream connections (`tcp.maxConnections`).
+    pub max_connections: u32,
+    /// `tcp.connectTimeout`; Istio's default 10 s.
+    pub connect_timeout: Duration,
+    /// Requests waiting for a connection (`http.http1MaxPendingRequests`).
+    pub max_pending_requests: u32,
+    /// Active requests (`http.http2MaxRequests`).
+    pub max_requests: u32,
+    /// Requests per upstream connection; 0: unlimited.
+    pub max_requests_per_connection: u32,
+    /// Active retries (`http.maxRetries`).
+    pub max_retries: u32,
+    /// Idle upstream HTTP connections close after this (`http.idleTimeout`,
+    /// else `tcp.idleTimeout`); Envoy's default 1 h.
+    pub idle_timeout: Duration,
+    /// HTTP/2 streams per upstream connection; Envoy's default 2^31 - 1.
+    pub max_concurrent_streams: u32,
+    /// Upstream connections close after this long (`tcp.maxConnectionDuration`).
+    pub max_connection_duration: Option<Duration>,
+    /// `tcp.idleTimeout` as written (TCP proxying).
+    pub tcp_idle_timeout: Option<Duration>,
+}
+
+impl Default for PoolLimits {
+    fn default() -> Self {
+        PoolLimits {
+            max_connections: UNLIMITED,
+            connect_timeout: Duration::from_secs(10),
+            max_pending_requests: UNLIMITED,
+            max_requests: UNLIMITED,
+            max_requests_per_connection: 0,
+            max_retries: UNLIMITED,
+            idle_timeout: Duration::from_secs(3600),
+            max_concurrent_streams: DEFAULT_MAX_CONCURRENT_STREAMS,
+            max_connection_duration: None,
+            tcp_idle_timeout: None,
+        }
+    }
+}
+
+/// Outlier detection (Envoy's consecutive-error detectors, as Istio
+/// configures them; success-rate detection is off, as Istio sets it).
+#[derive(Debug, Clone, PartialEq)]
+pub struct OutlierConfig {
+    /// 5xx responses (and local-origin failures unless split) in a row
+    /// that eject; `None`: disabled (set to 0). Unset: 5.
+    pub consecutive_5xx: Option<u32>,
+    /// 502/503/504 responses (and local-origin failures unless split) in
+    /// a row that eject; `None`: disabled (unset or 0).
+    pub consecutive_gateway: Option<u32>,
+    /// Local-origin failures in a row that eject, only when
+    /// `split_local_origin`; Envoy's default 5 when unset.
+    pub consecutive_local_origin: Option<u32>,
+    /// Count local-origin failures apart from responses.
+    pub split_local_origin: bool,
+    /// Decay period of the ejection multiplier; default 10 s.
+    pub interval: Duration,
+    /// First ejection's length; default 30 s.
+    pub base_ejection_time: Duration,
+    /// Longest ejection: Envoy's default, max(300 s, base).
+    pub max_ejection_time: Duration,
+    /// Most endpoints ejected at once, in percent; default 10.
+    pub max_ejection_percent: u32,
+    /// Below this share of healthy endpoints, ejections are ignored
+    /// (Envoy's panic threshold); default 0: never.
+    pub min_health_percent: u32,
+}
+
+/// How Istio says to talk TLS to the destination.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TlsMode {
+    /// No `tls` set: the mesh default (HBONE mTLS to mesh workloads).
+    MeshDefault,
+    /// `DISABLE`: plaintext.
+    Disable,
+    /// `SIMPLE`: TLS origination.
+    Simple,
+    /// `MUTUAL`: TLS origination with a client certificate.
+    Mutual,
+    /// `ISTIO_MUTUAL`: the mesh's own mTLS.
+    IstioMutual,
+}
+
+/// TLS origination settings (modes `SIMPLE` and `MUTUAL`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TlsOrigination {
+    /// `MUTUAL` (a client certificate is presented).
+    pub mutual: bool,
+    /// Client certificate file on the proxy (`MUTUAL` without
+    /// `credential_name`).
+    pub client_certificate: String,
+    /// Its private key file.
+    pub private_key: String,
+    /// CA certificates file to verify the server with.
+    pub ca_certificates: String,
+    /// A Secret in the rule's namespace with certificate, key and CA.
+    pub credential_name: String,
+    /// Names the server certificate must carry (any of them).
+    pub subject_alt_names: Vec<String>,
+    /// SNI to send.
+    pub sni: String,
+    /// Skip verifying the server's certificate.
+    pub insecure_skip_verify: bool,
+}
+
+/// Whether to speak HTTP/2 to the destination (`h2UpgradePolicy`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum H2Upgrade {
+    /// The mesh's setting.
+    Default,
+    /// Keep HTTP/1.1.
+    DoNotUpgrade,
+    /// Upgrade to HTTP/2.
+    Upgrade,
+}
+
+/// What applies to one request's destination once the DestinationRules
+/// are resolved.
+#[derive(Debug, Clone, PartialEq)]
+pub struct EffectivePolicy {
+    /// The load balancer; Istio's default is least request.
+    pub lb: LbPolicy,
+    /// Connection-pool settings and circuit-breaker limits.
+    pub limits: PoolLimits,
+    /// `None` when no outlier detection is set.
+    pub outlier: Option<OutlierConfig>,
+    /// Set for `SIMPLE` and `MUTUAL` only.
+    pub tls: Option<TlsOrigination>,
+    /// The TLS mode as written (`MeshDefault` when unset).
+    pub tls_mode: TlsMode,
+    /// HTTP/2 upgrade (see [`EffectivePolicy::upgrades_h2`]).
+    pub h2_upgrade: H2Upgrade,
+    /// Speak the client's protocol upstream.
+    pub use_client_protocol: bool,
+}
+
+impl EffectivePolicy {
+    /// What applies when no DestinationRule does.
+    pub fn defaults() -> EffectivePolicy {
+        EffectivePolicy {
+            lb: LbPolicy::LeastRequest,
+            limits: PoolLimits::default(),
+            outlier: None,
+            tls: None,
+            tls_mode: TlsMode::MeshDefault,
+            h2_upgrade: H2Upgrade::Default,
+            use_client_protocol: false,
+        }
+    }
+
+    /// Whether requests go upstream as HTTP/2, given the mesh's
+    /// `h2UpgradePolicy` (Istio's rule: `useClientProtocol` wins, then the
+    /// rule's policy, then the mesh's).
+    pub fn upgrades_h2(&self, mesh_upgrades: bool) -> bool {
+        if self.use_client_protocol {
+            return false;
+        }
+        match self.h2_upgrade {
+            H2Upgrade::Upgrade => true,
+            H2Upgrade::DoNotUpgrade => false,
+            H2Upgrade::Default => mesh_upgrades,
+        }
+    }
+}
+
+/// One service's DestinationPolicy, compiled.
+#[derive(Debug)]
+pub struct Policies {
+    entries: Vec<Entry>,
+    defaults: Arc<EffectivePolicy>,
+    /// Keyed by what was chosen, so it is bounded by the policy's size,
+    /// not by the number of client namespaces or ports asked about.
+    cache: RwLock<HashMap<Choice, Arc<EffectivePolicy>>>,
+}
+
+/// (entry, subset, port-level setting) indices.
+type Choice = (usize, Option<usize>, Option<usize>);
+
+#[derive(Debug)]
+struct Entry {
+    namespace: String,
+    export_to: Vec<String>,
+    traffic: Option<Traffic>,
+    subsets: Vec<(String, Option<Traffic>)>,
+}
+
+impl Policies {
+    /// Validates and compiles every entry, subset and port-level setting.
+    pub fn compile(p: &pb::DestinationPolicy) -> Result<Policies, PolicyError> {
+        let mut entries = Vec::with_capacity(p.policies.len());
+        for scoped in &p.policies {
+            let cx = Cx {
+                policy: &p.name,
+                namespace: &scoped.namespace,
+            };
+            let traffic = scoped
+                .traffic_policy
+                .as_ref()
+                .map(|t| compile_traffic(&cx, "traffic_policy", t))
+                .transpose()?;
+            let mut subsets = Vec::with_capacity(scoped.subsets.len());
+            for s in &scoped.subsets {
+                let at = format!("subsets[{}].traffic_policy", s.name);
+                let t = s
+                    .traffic_policy
+                    .as_ref()
+                    .map(|t| compile_traffic(&cx, &at, t))
+                    .transpose()?;
+                subsets.push((s.name.clone(), t));
+            }
+            entries.push(Entry {
+                namespace: scoped.namespace.clone(),
+                export_to: scoped.export_to.clone(),
+                traffic,
+                subsets,
+            });
+        }
+        Ok(Policies {
+            entries,
+            defaults: Arc::new(EffectivePolicy::defaults()),
+            cache: RwLock::new(HashMap::new()),
+        })
+    }
+
+    /// The entry for a client namespace: the one of that namespace, else
+    /// the first visible to it (entries come in Istio's lookup order).
+    fn entry(&self, client_ns: &str) -> Option<usize> {
+        self.entries
+            .iter()
+            .position(|e| e.namespace == client_ns)
+            .or_else(|| {
+                self.entries.iter().position(|e| {
+                    e.export_to.is_empty() || e.export_to.iter().any(|n| n == client_ns || n == "*")
+                })
+            })
+    }
+
+    /// The effective policy for a client in `client_ns` sending to
+    /// `subset` ("" = none) on service port `port`: the entry that applies
+    /// to the client, its subset's traffic policy if the subset exists and
+    /// has one (else the entry's), then the port-level settings for
+    /// `port`, each part replacing the whole part. Defaults with no entry.
+    pub fn effective(&self, client_ns: &str, subset: &str, port: u16) -> Arc<EffectivePolicy> {
+        let Some(e) = self.entry(client_ns) else {
+            return self.defaults.clone();
+        };
+        let entry = &self.entries[e];
+        let s = if subset.is_empty() {
+            None
+        } else {
+            entry
+                .subsets
+                .iter()
+                .position(|(name, t)| name == subset && t.is_some())
+        };
+        let traffic = match s {
+            Some(s) => entry.subsets[s].1.as_ref(),
+            None => entry.traffic.as_ref(),
+        };
+        let Some(traffic) = traffic else {
+            return self.defaults.clone();
+        };
+        let p = traffic
+            .ports
+            .iter()
+            .position(|(p, _)| *p == u32::from(port));
+        let key = (e, s, p);
+        if let Some(hit) = self
+            .cache
+            .read()
+            .unwrap_or_else(PoisonError::into_inner)
+            .get(&key)
+        {
+            return hit.clone();
+        }
+        let mut parts = traffic.parts.clone();
+        if let Some(p) = p {
+            parts.overlay(&traffic.ports[p].1);
+        }
+        let policy = Arc::new(parts.effective());
+        self.cache
+            .write()
+            .unwrap_or_else(PoisonError::into_inner)
+            .entry(key)
+            .or_insert(policy)
+            .clone()
+    }
+
+    /// Whether `subset` is defined by the entry that applies to `client_ns`.
+    pub fn has_subset(&self, client_ns: &str, subset: &str) -> bool {
+        self.entry(client_ns)
+            .is_some_and(|e| self.entries[e].subsets.iter().any(|(n, _)| n == subset))
+    }
+}
