@@ -457,35 +457,27 @@ fn selector(
     }
 }
 
-/// Istio's protocol selection: `appProtocol`, else the port name's
-/// `<protocol>[-<suffix>]` prefix.
-const NAME_PROTOCOLS: &[&str] = &[
-    "http", "http2", "https", "grpc", "grpc-web", "tcp", "tls", "mongo", "mysql", "redis", "udp",
-];
-
+/// A TCP port whose protocol Istio's selection leaves unknown
+/// ([`crate::kinds::Protocol::of_service_port`]).
 fn service_ports(svc: &Service, out: &mut Vec<Finding>) {
     for (i, p) in svc.spec.ports.iter().enumerate() {
-        if !p.is_tcp() || p.app_protocol.as_deref().is_some_and(|a| !a.is_empty()) {
+        if !p.is_tcp() || !p.app_protocol().is_unsupported() {
             continue;
         }
         let name = p.name.as_deref().unwrap_or("");
-        let known = NAME_PROTOCOLS.iter().any(|proto| {
-            name == *proto
-                || name
-                    .strip_prefix(proto)
-                    .is_some_and(|rest| rest.starts_with('-'))
-        });
-        if !known {
-            out.push(finding(
-                codes::PROTOCOL_UNKNOWN,
-                Severity::Info,
-                &object_name("Service", &svc.metadata),
-                format!("spec.ports[{i}]"),
-                format!(
-                    "the protocol of port {} is unknown (name `{name}` has no protocol prefix and there is no `appProtocol`); it is treated as opaque TCP, so HTTP routing and policies do not apply",
-                    p.port
-                ),
-            ));
-        }
+        let why = match p.app_protocol.as_deref().filter(|a| !a.is_empty()) {
+            Some(app) => format!("`appProtocol: {app}` is not a protocol Istio knows"),
+            None => format!("name `{name}` has no protocol prefix and there is no `appProtocol`"),
+        };
+        out.push(finding(
+            codes::PROTOCOL_UNKNOWN,
+            Severity::Info,
+            &object_name("Service", &svc.metadata),
+            format!("spec.ports[{i}]"),
+            format!(
+                "the protocol of port {} is unknown ({why}); it is treated as opaque TCP, so HTTP routing and policies do not apply",
+                p.port
+            ),
+        ));
     }
 }

@@ -104,6 +104,16 @@ impl ServicePort {
     pub fn is_tcp(&self) -> bool {
         matches!(self.protocol.as_deref(), None | Some("") | Some("TCP"))
     }
+
+    /// The application protocol Istio selects for this port.
+    pub fn app_protocol(&self) -> super::Protocol {
+        super::Protocol::of_service_port(
+            u32::from(self.port),
+            self.name.as_deref().unwrap_or(""),
+            self.protocol.as_deref().filter(|p| !p.is_empty()),
+            self.app_protocol.as_deref(),
+        )
+    }
 }
 
 impl<'de> Deserialize<'de> for TargetPort {

@@ -66,6 +66,14 @@ pub struct ServicePort {
     pub target_port: Option<u32>,
 }
 
+impl ServicePort {
+    /// The application protocol: the `protocol` field alone, as Istio
+    /// reads a ServiceEntry port (the name plays no part).
+    pub fn app_protocol(&self) -> super::Protocol {
+        super::Protocol::parse(&self.protocol)
+    }
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
 #[serde(rename_all = "SCREAMING_SNAKE_CASE")]
 pub enum Location {

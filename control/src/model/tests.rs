@@ -3,7 +3,9 @@
 
 use std::path::Path;
 
-use weft_proto::workload::{Address, NetworkMode, Port, TunnelProtocol, Workload, address::Type};
+use weft_proto::workload::{
+    Address, AppProtocol, NetworkMode, Port, TunnelProtocol, Workload, address::Type,
+};
 
 use super::*;
 use crate::kinds::ObjectKey;
@@ -203,8 +205,13 @@ fn services_by_selector_with_resolved_target_ports() {
     assert_eq!(svc.addresses.len(), 1);
     assert_eq!(svc.addresses[0].address, vec![10, 96, 0, 10]);
     assert_eq!(svc.addresses[0].network, "");
-    // A named targetPort is per workload: 0 on the service.
-    assert_eq!(svc.ports, vec![port(80, 0), port(81, 9901), port(82, 82)]);
+    // A named targetPort is per workload: 0 on the service. Port `http`
+    // is HTTP/1.1; `admin` and `plain` declare nothing.
+    let http = Port {
+        app_protocol: AppProtocol::Http11 as i32,
+        ..port(80, 0)
+    };
+    assert_eq!(svc.ports, vec![http, port(81, 9901), port(82, 82)]);
     let Some(Type::Service(headless)) = m.resources["mesh/v1-only.mesh.svc.cluster.local"]
         .address()
         .unwrap()
@@ -302,4 +309,135 @@ fn incremental_updates_match_a_full_build() {
         "untouched"
     );
     assert!(incremental.node_runs("node-a", "mesh", "web"));
+}
+
+fn service(model: &Model, key: &str) -> weft_proto::workload::Service {
+    match model
+        .resources
+        .get(key)
+        .unwrap_or_else(|| panic!("no {key}"))
+        .address()
+    {
+        Some(Address {
+            r#type: Some(Type::Service(s)),
+        }) => s,
+        other => panic!("{key} is {other:?}"),
+    }
+}
+
+const PROTOCOLS: &str = r#"
+apiVersion: v1
+kind: Service
+metadata: {name: api, namespace: mesh}
+spec:
+  clusterIP: 10.96.0.20
+  ports:
+  - {name: http, port: 80}
+  - {name: http-web, port: 81}
+  - {name: httpfoo, port: 82}
+  - {name: HTTP2-x, port: 83}
+  - {name: grpc, port: 84}
+  - {name: grpc-web, port: 85}
+  - {name: h2c, port: 86}
+  - {name: tcp, port: 87, appProtocol: http}
+  - {name: http-but, port: 88, appProtocol: tcp}
+  - {name: a, port: 89, appProtocol: kubernetes.io/h2c}
+  - {name: b, port: 90, appProtocol: kubernetes.io/ws}
+  - {name: c, port: 91, appProtocol: kubernetes.io/wss}
+  - {name: https, port: 443}
+  - {name: tls, port: 92}
+  - {name: mongo, port: 93}
+  - {name: mysql, port: 94}
+  - {name: redis, port: 95}
+  - {name: tcp-db, port: 96}
+  - {name: other, port: 97, appProtocol: custom}
+  - {name: udp-ish, port: 98, appProtocol: grpc}
+"#;
+
+/// Every port carries Istio's protocol selection as the Workload API's
+/// `app_protocol`: HTTP/1.1, HTTP/2, gRPC, or UNKNOWN for everything a
+/// node proxy carries as opaque TCP (never TCP or TLS).
+#[test]
+fn service_ports_carry_app_protocol() {
+    let m = model(PROTOCOLS);
+    let svc = service(&m, "mesh/api.mesh.svc.cluster.local");
+    let got: Vec<(u32, AppProtocol)> = svc
+        .ports
+        .iter()
+        .map(|p| (p.service_port, p.app_protocol()))
+        .collect();
+    use AppProtocol::*;
+    assert_eq!(
+        got,
+        vec![
+            (80, Http11),
+            (81, Http11),
+            (82, Unknown),
+            (83, Http2),
+            (84, Grpc),
+            (85, Http11),
+            (86, Http2),
+            (87, Http11),
+            (88, Unknown),
+            (89, Http2),
+            (90, Http11),
+            (91, Unknown),
+            (443, Unknown),
+            (92, Unknown),
+            (93, Unknown),
+            (94, Unknown),
+            (95, Unknown),
+            (96, Unknown),
+            (97, Unknown),
+            (98, Grpc),
+        ]
+    );
+}
+
+/// Renaming a port, or setting its appProtocol, is a change of the
+/// Service resource the incremental builder sends.
+#[test]
+fn port_protocol_changes_are_incremental() {
+    let objects = parse_file(Path::new("t.yaml"), PROTOCOLS).unwrap();
+    let mut builder = Builder::new(config());
+    builder.update(Delta::Full(&objects));
+    let key = "mesh/api.mesh.svc.cluster.local";
+    for (edit, port, want) in [
+        (
+            PROTOCOLS.replace("{name: tcp-db, port: 96}", "{name: http-db, port: 96}"),
+            96,
+            AppProtocol::Http11,
+        ),
+        (
+            PROTOCOLS.replace(
+                "{name: other, port: 97, appProtocol: custom}",
+                "{name: other, port: 97, appProtocol: grpc}",
+            ),
+            97,
+            AppProtocol::Grpc,
+        ),
+    ] {
+        let before = builder.model().version.clone();
+        let old_version = builder.model().resources[key].version.clone();
+        let new_objects = parse_file(Path::new("t.yaml"), &edit).unwrap();
+        builder.update(Delta::Full(&new_objects));
+        let m = builder.model();
+        assert_ne!(m.resources[key].version, old_version);
+        // (A version seen before, the original after a round trip, may
+        // list a name more than once.)
+        let mut changed: Vec<&str> = m
+            .changed_since(&before)
+            .unwrap()
+            .into_iter()
+            .map(|(_, n)| n)
+            .collect();
+        changed.dedup();
+        assert_eq!(changed, vec![key]);
+        let svc = service(m, key);
+        let p = svc.ports.iter().find(|p| p.service_port == port).unwrap();
+        assert_eq!(p.app_protocol(), want);
+        assert_eq!(m.version, build(&new_objects, &config()).version);
+        // Back to the original for the next edit.
+        builder.update(Delta::Full(&objects));
+    }
 }
