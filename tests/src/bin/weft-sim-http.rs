@@ -77,8 +77,9 @@
 //!
 //! # `load URL --count N [--concurrency C] [--connections K] [--header 'K: V']... [--h2 true] [--timeout SECS] [--rate R]`
 //!
-//! N GET requests spread over C (default 1) concurrent workers, each on its
-//! own keep-alive connection, reconnecting when it closes; with `--h2 true`
+//! N GET requests spread over C (default 1) concurrent workers (worker w
+//! sends requests w, w+C, w+2C…), each on its own keep-alive connection,
+//! reconnecting when it closes; with `--h2 true`
 //! the C workers may instead share K (default C) connections, their
 //! requests multiplexed as streams. `--rate R` paces the requests to R per
 //! second overall. A request that fails (connect, protocol, reset, timeout)

@@ -48,14 +48,14 @@ fn parse_rate(arg: &str) -> Result<f64, String> {
 
 /// The line printed at the end.
 #[derive(Debug, Default, Serialize)]
-struct Summary {
-    sent: u64,
-    ok: u64,
-    errors: u64,
-    status: BTreeMap<String, u64>,
-    served_by: BTreeMap<String, u64>,
-    connections: u64,
-    duration_ms: u64,
+pub struct Summary {
+    pub sent: u64,
+    pub ok: u64,
+    pub errors: u64,
+    pub status: BTreeMap<String, u64>,
+    pub served_by: BTreeMap<String, u64>,
+    pub connections: u64,
+    pub duration_ms: u64,
 }
 
 // === impl Summary ===
@@ -85,8 +85,7 @@ struct Load {
     rate: Option<f64>,
     timeout: Duration,
     start: Instant,
-    /// The next request's index.
-    next: AtomicU64,
+    workers: u64,
     connections: AtomicU64,
     /// HTTP/2 connections the workers share; empty: one per worker.
     shared: Vec<tokio::sync::Mutex<Option<Conn>>>,
@@ -94,6 +93,17 @@ struct Load {
 }
 
 pub async fn run(args: LoadArgs) -> Result<ExitCode> {
+    let summary = measure(args).await?;
+    crate::emit_json(&summary)?;
+    Ok(if summary.errors == 0 {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::from(2)
+    })
+}
+
+/// Sends the requests; what came back.
+pub async fn measure(args: LoadArgs) -> Result<Summary> {
     let target = Target::parse(&args.url)?;
     let h2 = args.client.h2;
     let workers = args.concurrency;
@@ -113,7 +123,7 @@ pub async fn run(args: LoadArgs) -> Result<ExitCode> {
         rate: args.rate,
         timeout: args.client.timeout,
         start: Instant::now(),
-        next: AtomicU64::new(0),
+        workers: u64::from(workers),
         connections: AtomicU64::new(0),
         shared,
         summary: Mutex::new(Summary::default()),
@@ -135,25 +145,17 @@ pub async fn run(args: LoadArgs) -> Result<ExitCode> {
             summary.errors - ERRORS_SHOWN
         );
     }
-    crate::emit_json(&summary)?;
-    Ok(if summary.errors == 0 {
-        ExitCode::SUCCESS
-    } else {
-        ExitCode::from(2)
-    })
+    Ok(summary)
 }
 
 // === impl Load ===
 
 impl Load {
-    /// Takes requests until there are none left.
+    /// Requests `worker`, `worker + C`, `worker + 2C`…: every worker gets
+    /// its share, however fast the others are.
     async fn work(self: Arc<Self>, worker: usize) {
         let mut conn: Option<Conn> = None;
-        loop {
-            let i = self.next.fetch_add(1, Ordering::Relaxed);
-            if i >= self.count {
-                return;
-            }
+        for i in (worker as u64..self.count).step_by(self.workers as usize) {
             if let Some(rate) = self.rate {
                 let due = self.start + Duration::from_secs_f64(i as f64 / rate);
                 tokio::time::sleep_until(due.into()).await;
