@@ -151,6 +151,9 @@ mod grpc_server;
 mod headers;
 #[path = "weft-sim-http/load.rs"]
 mod load;
+#[cfg(test)]
+#[path = "weft-sim-http/loopback.rs"]
+mod loopback;
 #[path = "weft-sim-http/serve.rs"]
 mod serve;
 #[path = "weft-sim-http/ws.rs"]
