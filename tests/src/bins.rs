@@ -1,4 +1,5 @@
-//! Finding the binaries the cluster runs: weft's own and `weft-sim-app`.
+//! Finding the binaries the cluster runs: weft's own, `weft-sim-app` and
+//! `weft-sim-http`.
 
 use std::path::{Path, PathBuf};
 
@@ -12,6 +13,8 @@ pub const AGENT: &str = "weft-agent";
 pub const CNI: &str = "weft-cni";
 /// The test application run inside pods.
 pub const APP: &str = "weft-sim-app";
+/// The HTTP/1.1, HTTP/2 and gRPC test application run inside pods.
+pub const HTTP_APP: &str = "weft-sim-http";
 
 /// The directory holding the binaries.
 #[derive(Debug, Clone)]
@@ -57,7 +60,7 @@ impl BinDir {
             bail!(
                 "binary `{name}` not found at {} (looked in {}, set by {}); \
                  run `cargo build --workspace` first, or point WEFT_BIN_DIR at the directory \
-                 holding weft-control, weft-agent, weft-cni and weft-sim-app",
+                 holding weft-control, weft-agent, weft-cni, weft-sim-app and weft-sim-http",
                 path.display(),
                 self.dir.display(),
                 if std::env::var_os("WEFT_BIN_DIR").is_some() {

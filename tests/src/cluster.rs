@@ -150,6 +150,7 @@ impl ClusterBuilder {
         // From here on, dropping `cluster` (also on error) removes the run.
         let mut cluster = Cluster {
             app_binary: bins.get(bins::APP).ok(),
+            http_binary: bins.get(bins::HTTP_APP).ok(),
             config: ConfigDir::at(dir.join("config")),
             fabric: Netns::named(&run.netns("fabric")),
             nodes: Vec::new(),
@@ -184,6 +185,7 @@ pub struct Cluster {
     addressing: Addressing,
     bins: BinDir,
     app_binary: Option<PathBuf>,
+    http_binary: Option<PathBuf>,
     mesh: bool,
     cni_timeout: Duration,
     fabric: Netns,
@@ -418,6 +420,7 @@ impl Cluster {
                 .join(format!("{}_{}", spec.namespace, spec.name)),
             log_dir: self.log_dir.clone(),
             app_binary: self.app_binary.clone(),
+            http_binary: self.http_binary.clone(),
             node: node.name.clone(),
             node_ip: node.ip,
             namespace: spec.namespace,

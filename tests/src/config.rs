@@ -34,6 +34,9 @@ pub struct ServicePort {
     pub target_port: u16,
     /// `TCP` or `UDP`.
     pub protocol: String,
+    /// `appProtocol` (`http`, `http2`, `grpc`, …), which Istio prefers over
+    /// the port name to pick the protocol; omitted from the YAML when `None`.
+    pub app_protocol: Option<String>,
 }
 
 // === impl ServicePort ===
@@ -46,7 +49,20 @@ impl ServicePort {
             port,
             target_port,
             protocol: "TCP".to_string(),
+            app_protocol: None,
         }
+    }
+
+    /// An HTTP service port: TCP with `appProtocol: http`. Name it `http` or
+    /// `http-*` too, so that a reader of the YAML sees the same thing.
+    pub fn http(name: &str, port: u16, target_port: u16) -> ServicePort {
+        ServicePort::tcp(name, port, target_port).with_app_protocol("http")
+    }
+
+    /// Sets `appProtocol` (`http`, `http2`, `grpc`, `tcp`, …).
+    pub fn with_app_protocol(mut self, app_protocol: &str) -> ServicePort {
+        self.app_protocol = Some(app_protocol.to_string());
+        self
     }
 }
 
@@ -236,12 +252,16 @@ pub fn service(
     let ports: Vec<Value> = ports
         .iter()
         .map(|sp| {
-            json!({
+            let mut port = json!({
                 "name": sp.name,
                 "port": sp.port,
                 "targetPort": sp.target_port,
                 "protocol": sp.protocol,
-            })
+            });
+            if let Some(app_protocol) = &sp.app_protocol {
+                port["appProtocol"] = json!(app_protocol);
+            }
+            port
         })
         .collect();
     json!({
@@ -299,6 +319,28 @@ mod tests {
             Some(8080)
         );
         assert_eq!(back["metadata"]["labels"]["app"].as_str(), Some("web"));
+    }
+
+    #[test]
+    fn service_ports_carry_app_protocol_only_when_set() {
+        let obj = service(
+            "demo",
+            "web",
+            &labels(&[("app", "web")]),
+            Ipv4Addr::new(10, 96, 0, 10),
+            &[
+                ServicePort::tcp("tcp-db", 5432, 5432),
+                ServicePort::http("http", 80, 8080),
+                ServicePort::tcp("grpc", 9090, 9090).with_app_protocol("grpc"),
+            ],
+        );
+        let yaml = serde_yaml::to_string(&obj).unwrap();
+        let back: serde_yaml::Value = serde_yaml::from_str(&yaml).unwrap();
+        let ports = back["spec"]["ports"].as_sequence().unwrap();
+        assert!(ports[0].get("appProtocol").is_none(), "{yaml}");
+        assert_eq!(ports[1]["appProtocol"].as_str(), Some("http"));
+        assert_eq!(ports[1]["targetPort"].as_u64(), Some(8080));
+        assert_eq!(ports[2]["appProtocol"].as_str(), Some("grpc"));
     }
 
     #[test]

@@ -9,6 +9,7 @@ use std::time::Duration;
 
 use anyhow::{Context, Result};
 
+use crate::bins;
 use crate::cni::POD_GATEWAY;
 use crate::config::{ContainerPort, Labels};
 use crate::netns::Netns;
@@ -90,6 +91,7 @@ pub(crate) struct PodInner {
     pub cgroup: PathBuf,
     pub log_dir: PathBuf,
     pub app_binary: Option<PathBuf>,
+    pub http_binary: Option<PathBuf>,
     pub config_file: String,
 }
 
@@ -184,16 +186,7 @@ impl Pod {
     /// A `weft-sim-app` command with `args`, to pass to [`Pod::spawn`] or
     /// [`Pod::run`].
     pub fn app(&self, args: &[&str]) -> Result<Command> {
-        let binary = self.0.app_binary.as_ref().with_context(|| {
-            format!(
-                "weft-sim-app was not found next to the test binary; run `cargo build -p weft-sim` \
-                 (needed by pod {}/{})",
-                self.0.namespace, self.0.name
-            )
-        })?;
-        let mut cmd = Command::new(binary);
-        cmd.args(args);
-        Ok(cmd)
+        self.command(self.0.app_binary.as_deref(), bins::APP, args)
     }
 
     /// Starts `weft-sim-app <args>` in the pod.
@@ -204,6 +197,37 @@ impl Pod {
     /// Runs `weft-sim-app <args>` in the pod to completion.
     pub fn run_app(&self, args: &[&str], timeout: Duration) -> Result<Finished> {
         self.run(self.app(args)?, timeout)
+    }
+
+    /// A `weft-sim-http` command with `args` (HTTP/1.1, HTTP/2 and gRPC
+    /// server and clients), to pass to [`Pod::spawn`] or [`Pod::run`].
+    pub fn http(&self, args: &[&str]) -> Result<Command> {
+        self.command(self.0.http_binary.as_deref(), bins::HTTP_APP, args)
+    }
+
+    /// Starts `weft-sim-http <args>` in the pod, e.g.
+    /// `["serve", "--port", "8080"]`.
+    pub fn spawn_http(&self, args: &[&str]) -> Result<Process> {
+        self.spawn(self.http(args)?)
+    }
+
+    /// Runs `weft-sim-http <args>` in the pod to completion, e.g.
+    /// `["get", "http://10.96.0.10/", "--h2", "true"]`.
+    pub fn run_http(&self, args: &[&str], timeout: Duration) -> Result<Finished> {
+        self.run(self.http(args)?, timeout)
+    }
+
+    fn command(&self, binary: Option<&Path>, name: &str, args: &[&str]) -> Result<Command> {
+        let binary = binary.with_context(|| {
+            format!(
+                "{name} was not found next to the test binary; run `cargo build -p weft-sim` \
+                 (needed by pod {}/{})",
+                self.0.namespace, self.0.name
+            )
+        })?;
+        let mut cmd = Command::new(binary);
+        cmd.args(args);
+        Ok(cmd)
     }
 
     /// Runs `f` on a thread inside the pod's network namespace (not its

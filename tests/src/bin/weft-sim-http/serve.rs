@@ -1,0 +1,497 @@
+//! `serve`: HTTP/1.1, h2c and gRPC on one port; the upgrade echo.
+
+use std::collections::BTreeMap;
+use std::convert::Infallible;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::{Context, Result, anyhow};
+use bytes::{Bytes, BytesMut};
+use http::header::{CONNECTION, CONTENT_LENGTH, CONTENT_TYPE, HOST, UPGRADE};
+use http::{HeaderValue, Request, Response, StatusCode, Version};
+use http_body_util::combinators::UnsyncBoxBody;
+use http_body_util::{BodyExt, Empty, Full, StreamBody};
+use hyper::body::{Frame, Incoming};
+use hyper::service::service_fn;
+use hyper_util::rt::{TokioExecutor, TokioIo};
+use hyper_util::server::conn::auto;
+use serde::Serialize;
+use tokio::io::AsyncWriteExt;
+use tokio::net::TcpListener;
+
+use crate::conn::has_token;
+use crate::faults::Faults;
+use crate::grpc_server;
+use crate::headers;
+
+/// The upgrade protocol `serve` echoes on.
+pub const ECHO_PROTOCOL: &str = "weft-echo";
+
+/// What every response body is.
+pub type Body = UnsyncBoxBody<Bytes, Box<dyn std::error::Error + Send + Sync>>;
+
+#[derive(Debug, clap::Args)]
+pub struct ServeArgs {
+    /// Port to listen on, on 0.0.0.0.
+    #[arg(long)]
+    pub port: u16,
+    /// Name in `x-served-by` and replies.
+    #[arg(long, env = "POD_NAME")]
+    pub name: Option<String>,
+    /// Probability (0 to 1) of failing a plain HTTP request.
+    #[arg(long, default_value_t = 0.0, value_parser = parse_rate)]
+    pub fail_rate: f64,
+    /// Status of a failed request.
+    #[arg(long, default_value = "503", value_parser = parse_status)]
+    pub fail_status: StatusCode,
+    /// Fail every plain HTTP request while this file exists.
+    #[arg(long, value_name = "PATH")]
+    pub fail_while_exists: Option<PathBuf>,
+    /// Delay before answering a plain HTTP request.
+    #[arg(long, default_value_t = 0)]
+    pub delay_ms: u64,
+    /// Delay plain HTTP requests while this file exists.
+    #[arg(long, value_name = "PATH")]
+    pub delay_while_exists: Option<PathBuf>,
+    /// Log each request on stderr.
+    #[arg(long)]
+    pub verbose: bool,
+}
+
+fn parse_rate(arg: &str) -> Result<f64, String> {
+    match arg.parse::<f64>() {
+        Ok(r) if (0.0..=1.0).contains(&r) => Ok(r),
+        _ => Err(format!("{arg:?} is not a probability from 0 to 1")),
+    }
+}
+
+/// A final status (not 1xx).
+pub fn parse_status(arg: &str) -> Result<StatusCode, String> {
+    arg.parse::<u16>()
+        .ok()
+        .filter(|c| (200..=599).contains(c))
+        .and_then(|c| StatusCode::from_u16(c).ok())
+        .ok_or_else(|| format!("{arg:?} is not an HTTP status from 200 to 599"))
+}
+
+/// What the connections share.
+pub struct App {
+    pub name: Arc<str>,
+    /// `name` as a header value.
+    served_by: HeaderValue,
+    faults: Faults,
+    verbose: bool,
+}
+
+pub async fn run(args: ServeArgs) -> Result<ExitCode> {
+    let name = match args.name {
+        Some(n) if !n.is_empty() => n,
+        _ => hostname(),
+    };
+    let app = App::new(
+        name,
+        Faults::new(
+            Duration::from_millis(args.delay_ms),
+            args.delay_while_exists,
+            args.fail_rate,
+            args.fail_while_exists,
+            args.fail_status,
+        ),
+        args.verbose,
+    )?;
+    let listener = TcpListener::bind(("0.0.0.0", args.port))
+        .await
+        .with_context(|| format!("listening on 0.0.0.0:{}", args.port))?;
+    crate::emit(&format!("serving {} on 0.0.0.0:{}", app.name, args.port))?;
+    accept(listener, Arc::new(app)).await;
+    Ok(ExitCode::SUCCESS)
+}
+
+fn hostname() -> String {
+    std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .map(|s| s.trim().to_string())
+        .unwrap_or_else(|_| "unknown".to_string())
+}
+
+/// Serves every connection `listener` accepts, forever.
+pub async fn accept(listener: TcpListener, app: Arc<App>) {
+    let builder = auto::Builder::new(TokioExecutor::new());
+    loop {
+        let (stream, peer) = match listener.accept().await {
+            Ok(conn) => conn,
+            Err(e) => {
+                // Out of file descriptors, say: wait instead of spinning.
+                eprintln!("serve: accepting a connection: {e}");
+                tokio::time::sleep(Duration::from_millis(50)).await;
+                continue;
+            }
+        };
+        let _ = stream.set_nodelay(true);
+        let app = app.clone();
+        let builder = builder.clone();
+        tokio::spawn(async move {
+            let service = service_fn(|req| {
+                let app = app.clone();
+                async move { Ok::<_, Infallible>(app.handle(req, peer).await) }
+            });
+            let served = builder
+                .serve_connection_with_upgrades(TokioIo::new(stream), service)
+                .await;
+            if let Err(e) = served
+                && app.verbose
+            {
+                eprintln!("serve: connection from {peer}: {e}");
+            }
+        });
+    }
+}
+
+/// What the JSON body says about the request.
+#[derive(Debug, Serialize)]
+struct Seen<'a> {
+    server: &'a str,
+    method: &'a str,
+    path: &'a str,
+    authority: &'a str,
+    version: &'static str,
+    peer: String,
+    headers: BTreeMap<String, String>,
+    body_bytes: u64,
+}
+
+/// What a path asks for.
+#[derive(Debug, PartialEq, Eq)]
+enum Route {
+    Json(StatusCode),
+    Echo,
+    Bytes(u64),
+}
+
+impl Route {
+    fn of(path: &str) -> Route {
+        if let Some(code) = path.strip_prefix("/status/") {
+            Route::Json(parse_status(code).unwrap_or(StatusCode::BAD_REQUEST))
+        } else if path == "/echo" {
+            Route::Echo
+        } else if let Some(n) = path.strip_prefix("/bytes/") {
+            n.parse()
+                .map_or(Route::Json(StatusCode::BAD_REQUEST), Route::Bytes)
+        } else {
+            Route::Json(StatusCode::OK)
+        }
+    }
+}
+
+// === impl App ===
+
+impl App {
+    pub fn new(name: String, faults: Faults, verbose: bool) -> Result<App> {
+        let served_by = HeaderValue::from_str(&name)
+            .map_err(|_| anyhow!("the server name {name:?} is not a valid header value"))?;
+        Ok(App {
+            name: name.into(),
+            served_by,
+            faults,
+            verbose,
+        })
+    }
+
+    async fn handle(&self, req: Request<Incoming>, peer: SocketAddr) -> Response<Body> {
+        let method = req.method().clone();
+        let path = path_of(&req).to_string();
+        let version = req.version();
+        let response = if is_grpc(&req) {
+            grpc_server::call(self.name.clone(), req)
+                .await
+                .map(|b| b.map_err(Into::into).boxed_unsync())
+        } else if wants_echo_upgrade(&req) {
+            self.upgrade(req)
+        } else {
+            self.plain(req, peer).await
+        };
+        if self.verbose {
+            eprintln!(
+                "{peer} {method} {path} {version:?} {}",
+                response.status().as_u16()
+            );
+        }
+        response
+    }
+
+    async fn plain(&self, req: Request<Incoming>, peer: SocketAddr) -> Response<Body> {
+        let (parts, body) = req.into_parts();
+        let path = parts.uri.path_and_query().map_or("", |p| p.as_str());
+        let route = Route::of(parts.uri.path());
+        let (body, body_bytes) = match read_body(body, route == Route::Echo).await {
+            Ok(read) => read,
+            // The client is gone, or broke the framing: nobody reads this.
+            Err(e) => {
+                return self.respond(
+                    StatusCode::BAD_REQUEST,
+                    "text/plain",
+                    full(format!("reading the request body: {e}\n")),
+                );
+            }
+        };
+        self.faults.delay().await;
+        let route = match self.faults.failure() {
+            Some(status) => Route::Json(status),
+            None => route,
+        };
+        match route {
+            Route::Echo => {
+                let content_type = parts
+                    .headers
+                    .get(CONTENT_TYPE)
+                    .cloned()
+                    .unwrap_or(HeaderValue::from_static("application/octet-stream"));
+                let mut response = self.respond(StatusCode::OK, "", full(body));
+                response.headers_mut().insert(CONTENT_TYPE, content_type);
+                response
+            }
+            Route::Bytes(n) => {
+                let mut response =
+                    self.respond(StatusCode::OK, "application/octet-stream", bytes_body(n));
+                response.headers_mut().insert(CONTENT_LENGTH, n.into());
+                response
+            }
+            Route::Json(status)
+                if status == StatusCode::NO_CONTENT || status == StatusCode::NOT_MODIFIED =>
+            {
+                self.respond(status, "", empty())
+            }
+            Route::Json(status) => {
+                let authority = parts
+                    .uri
+                    .authority()
+                    .map(|a| a.as_str())
+                    .or_else(|| parts.headers.get(HOST).and_then(|h| h.to_str().ok()))
+                    .unwrap_or("");
+                let seen = Seen {
+                    server: &self.name,
+                    method: parts.method.as_str(),
+                    path,
+                    authority,
+                    version: version_name(parts.version),
+                    peer: peer.to_string(),
+                    headers: headers::to_json(&parts.headers),
+                    body_bytes,
+                };
+                let mut json = serde_json::to_vec(&seen).expect("plain data serialises");
+                json.push(b'\n');
+                self.respond(status, "application/json", full(json))
+            }
+        }
+    }
+
+    /// `101 Switching Protocols`, then an echo of the upgraded connection.
+    fn upgrade(&self, mut req: Request<Incoming>) -> Response<Body> {
+        let upgrade = hyper::upgrade::on(&mut req);
+        let verbose = self.verbose;
+        tokio::spawn(async move {
+            let echoed = async {
+                let upgraded = upgrade.await?;
+                let (mut reader, mut writer) = tokio::io::split(TokioIo::new(upgraded));
+                let n = tokio::io::copy(&mut reader, &mut writer).await?;
+                writer.shutdown().await?;
+                Ok::<_, Box<dyn std::error::Error + Send + Sync>>(n)
+            };
+            match echoed.await {
+                Ok(n) if verbose => eprintln!("serve: upgraded connection echoed {n} bytes"),
+                Err(e) if verbose => eprintln!("serve: upgraded connection: {e}"),
+                _ => {}
+            }
+        });
+        let mut response = self.respond(StatusCode::SWITCHING_PROTOCOLS, "", empty());
+        let headers = response.headers_mut();
+        headers.insert(CONNECTION, HeaderValue::from_static("upgrade"));
+        headers.insert(UPGRADE, HeaderValue::from_static(ECHO_PROTOCOL));
+        response
+    }
+
+    /// A response with `x-served-by` and, unless empty, `content-type`.
+    fn respond(
+        &self,
+        status: StatusCode,
+        content_type: &'static str,
+        body: Body,
+    ) -> Response<Body> {
+        let mut response = Response::new(body);
+        *response.status_mut() = status;
+        let headers = response.headers_mut();
+        headers.insert("x-served-by", self.served_by.clone());
+        if !content_type.is_empty() {
+            headers.insert(CONTENT_TYPE, HeaderValue::from_static(content_type));
+        }
+        response
+    }
+}
+
+fn path_of<B>(req: &Request<B>) -> &str {
+    req.uri().path_and_query().map_or("", |p| p.as_str())
+}
+
+fn is_grpc<B>(req: &Request<B>) -> bool {
+    req.headers()
+        .get(CONTENT_TYPE)
+        .is_some_and(|v| v.as_bytes().starts_with(b"application/grpc"))
+}
+
+fn wants_echo_upgrade<B>(req: &Request<B>) -> bool {
+    req.version() == Version::HTTP_11
+        && req
+            .headers()
+            .get_all(CONNECTION)
+            .iter()
+            .any(|v| has_token(v, "upgrade"))
+        && req
+            .headers()
+            .get(UPGRADE)
+            .is_some_and(|v| has_token(v, ECHO_PROTOCOL))
+}
+
+fn version_name(version: Version) -> &'static str {
+    match version {
+        Version::HTTP_09 => "HTTP/0.9",
+        Version::HTTP_10 => "HTTP/1.0",
+        Version::HTTP_11 => "HTTP/1.1",
+        Version::HTTP_2 => "HTTP/2",
+        Version::HTTP_3 => "HTTP/3",
+        _ => "?",
+    }
+}
+
+/// Reads the whole body: its bytes if `keep`, and its length.
+async fn read_body(mut body: Incoming, keep: bool) -> Result<(Bytes, u64), hyper::Error> {
+    let mut kept = BytesMut::new();
+    let mut len = 0u64;
+    while let Some(frame) = body.frame().await {
+        if let Some(data) = frame?.data_ref() {
+            len += data.len() as u64;
+            if keep {
+                kept.extend_from_slice(data);
+            }
+        }
+    }
+    Ok((kept.freeze(), len))
+}
+
+fn full(bytes: impl Into<Bytes>) -> Body {
+    Full::new(bytes.into())
+        .map_err(|never| match never {})
+        .boxed_unsync()
+}
+
+fn empty() -> Body {
+    Empty::new().map_err(|never| match never {}).boxed_unsync()
+}
+
+/// `n` bytes `x`, streamed in chunks.
+fn bytes_body(n: u64) -> Body {
+    const CHUNK: usize = 16 * 1024;
+    let chunk = Bytes::from(vec![b'x'; CHUNK]);
+    let frames = futures::stream::unfold(n, move |left| {
+        let chunk = chunk.clone();
+        async move {
+            let len = usize::try_from(left).unwrap_or(CHUNK).min(CHUNK);
+            (left > 0).then(|| (Ok(Frame::data(chunk.slice(..len))), left - len as u64))
+        }
+    });
+    StreamBody::new(frames).boxed_unsync()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn routes() {
+        assert_eq!(Route::of("/"), Route::Json(StatusCode::OK));
+        assert_eq!(
+            Route::of("/status/418"),
+            Route::Json(StatusCode::IM_A_TEAPOT)
+        );
+        assert_eq!(
+            Route::of("/status/101"),
+            Route::Json(StatusCode::BAD_REQUEST)
+        );
+        assert_eq!(
+            Route::of("/status/abc"),
+            Route::Json(StatusCode::BAD_REQUEST)
+        );
+        assert_eq!(Route::of("/echo"), Route::Echo);
+        assert_eq!(Route::of("/echo/x"), Route::Json(StatusCode::OK));
+        assert_eq!(Route::of("/bytes/10"), Route::Bytes(10));
+        assert_eq!(Route::of("/bytes/-1"), Route::Json(StatusCode::BAD_REQUEST));
+    }
+
+    #[test]
+    fn json_body_shape() {
+        let seen = Seen {
+            server: "web-1",
+            method: "GET",
+            path: "/a?b=c",
+            authority: "web:80",
+            version: version_name(Version::HTTP_2),
+            peer: "10.1.1.2:40000".into(),
+            headers: BTreeMap::from([("x-a".to_string(), "1, 2".to_string())]),
+            body_bytes: 3,
+        };
+        assert_eq!(
+            serde_json::to_string(&seen).unwrap(),
+            r#"{"server":"web-1","method":"GET","path":"/a?b=c","authority":"web:80","version":"HTTP/2","peer":"10.1.1.2:40000","headers":{"x-a":"1, 2"},"body_bytes":3}"#
+        );
+    }
+
+    #[test]
+    fn upgrade_and_grpc_detection() {
+        let req = |version, headers: &[(&'static str, &'static str)]| {
+            let mut r = Request::new(());
+            *r.version_mut() = version;
+            for (k, v) in headers {
+                r.headers_mut().append(*k, HeaderValue::from_static(v));
+            }
+            r
+        };
+        let upgrade = [
+            ("connection", "keep-alive, Upgrade"),
+            ("upgrade", "weft-echo"),
+        ];
+        assert!(wants_echo_upgrade(&req(Version::HTTP_11, &upgrade)));
+        assert!(!wants_echo_upgrade(&req(Version::HTTP_2, &upgrade)));
+        assert!(!wants_echo_upgrade(&req(
+            Version::HTTP_11,
+            &[("connection", "upgrade"), ("upgrade", "websocket")]
+        )));
+        assert!(!wants_echo_upgrade(&req(
+            Version::HTTP_11,
+            &[("upgrade", "weft-echo")]
+        )));
+        assert!(is_grpc(&req(
+            Version::HTTP_2,
+            &[("content-type", "application/grpc+proto")]
+        )));
+        assert!(!is_grpc(&req(
+            Version::HTTP_2,
+            &[("content-type", "application/json")]
+        )));
+    }
+
+    #[test]
+    fn bad_names_are_refused() {
+        let faults = || {
+            Faults::new(
+                Duration::ZERO,
+                None,
+                0.0,
+                None,
+                StatusCode::SERVICE_UNAVAILABLE,
+            )
+        };
+        assert!(App::new("web-1".into(), faults(), false).is_ok());
+        assert!(App::new("a\nb".into(), faults(), false).is_err());
+    }
+}
