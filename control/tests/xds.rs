@@ -9,7 +9,7 @@ use tonic::Code;
 use weft_proto::{
     ADDRESS_TYPE_URL,
     discovery::DeltaDiscoveryResponse,
-    workload::{TunnelProtocol, address::Type},
+    workload::{AppProtocol, TunnelProtocol, address::Type},
 };
 
 async fn started() -> ControlPlane {
@@ -394,4 +394,61 @@ async fn large_first_sync_in_chunks_then_only_changes() {
     cp.write("pods/late.yaml", &pod("late", "node-1", "web", "10.3.0.1"));
     let next = xds.recv_and_ack().await;
     assert_eq!(names(&next), [uid("late")]);
+}
+
+/// Ports carry their application protocol, and a ServiceEntry written on
+/// disk is pushed as its service and endpoint workload, then removed.
+#[tokio::test]
+async fn app_protocol_and_service_entries_over_xds() {
+    let cp = started().await;
+    let mut xds = cp.subscribe("node-1", &[]).await.unwrap();
+    let first = xds.recv_and_ack().await;
+    let web = addresses(&first)
+        .into_iter()
+        .find_map(|a| match a {
+            Type::Service(s) => Some(s),
+            Type::Workload(_) => None,
+        })
+        .unwrap();
+    assert_eq!(web.ports[0].app_protocol(), AppProtocol::Http11);
+
+    cp.write(
+        "se.yaml",
+        "apiVersion: networking.istio.io/v1
+kind: ServiceEntry
+metadata: {name: db, namespace: mesh}
+spec:
+  hosts: [db.example.com]
+  addresses: [240.0.0.5]
+  resolution: STATIC
+  ports: [{number: 50051, name: api, protocol: GRPC}]
+  endpoints: [{address: 10.50.0.1}]
+",
+    );
+    let endpoint = "Kubernetes/networking.istio.io/ServiceEntry/mesh/db/10.50.0.1";
+    let added = xds.recv_and_ack().await;
+    assert_eq!(names(&added), [endpoint, "mesh/db.example.com"]);
+    for a in addresses(&added) {
+        match a {
+            Type::Service(s) => {
+                assert_eq!(s.ports[0].app_protocol(), AppProtocol::Grpc);
+                assert_eq!(s.addresses[0].address, vec![240, 0, 0, 5]);
+            }
+            Type::Workload(w) => {
+                assert_eq!(w.tunnel_protocol, TunnelProtocol::None as i32);
+                assert_eq!(
+                    w.services["mesh/db.example.com"].ports[0].target_port,
+                    50051
+                );
+            }
+        }
+    }
+    let (_, resources) = cp.debug_get("/debug/resources").await;
+    assert!(resources.contains(endpoint), "{resources}");
+
+    cp.remove("se.yaml");
+    let removed = xds.recv_and_ack().await;
+    let mut gone = removed.removed_resources.clone();
+    gone.sort();
+    assert_eq!(gone, [endpoint, "mesh/db.example.com"]);
 }

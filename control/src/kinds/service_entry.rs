@@ -72,6 +72,11 @@ impl ServicePort {
     pub fn app_protocol(&self) -> super::Protocol {
         super::Protocol::parse(&self.protocol)
     }
+
+    /// The port on the endpoints: `targetPort`, else the number.
+    pub fn target(&self) -> u32 {
+        self.target_port.filter(|t| *t != 0).unwrap_or(self.number)
+    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]

@@ -2,7 +2,7 @@
 //! resources they affect, record which names changed.
 
 use std::{
-    collections::{BTreeSet, HashMap},
+    collections::{BTreeMap, BTreeSet, HashMap},
     sync::Arc,
 };
 
@@ -16,9 +16,9 @@ use super::{
     Changes, CompiledAuthorization, HISTORY, Model, ModelConfig, PeerAuthIndex, XdsResource,
     authorization, canonical_bytes, identity_key,
     l7::{self, L7, PodInfo},
-    service, service_hostname, service_key, workload, workload_policies,
+    service, service_entry, service_hostname, service_key, workload, workload_policies,
 };
-use crate::kinds::{Object, ObjectKey, PeerAuthentication, Pod};
+use crate::kinds::{Object, ObjectKey, PeerAuthentication, Pod, ServiceEntry};
 
 /// What changed in the configuration.
 pub enum Delta<'a> {
@@ -41,7 +41,22 @@ pub struct Builder {
     /// Per pod: its workload's resource name and its identity key.
     pod_outputs: HashMap<ObjectKey, (Option<String>, Option<String>)>,
     service_outputs: HashMap<ObjectKey, String>,
+    /// ServiceEntries by namespace (their selectors pick pods there).
+    entries_by_ns: HashMap<String, BTreeSet<ObjectKey>>,
+    /// Per ServiceEntry: what it put in the model.
+    entry_outputs: HashMap<ObjectKey, EntryOutput>,
     l7: L7,
+}
+
+/// What a ServiceEntry contributes to the Workload API.
+#[derive(Debug, Default)]
+struct EntryOutput {
+    /// Its services' resource names (keys in workloads' `services`).
+    services: Vec<String>,
+    /// Its endpoints' workload uids.
+    workloads: Vec<String>,
+    /// Its workload selector, whose pods list its services.
+    selector: Option<BTreeMap<String, String>>,
 }
 
 impl Builder {
@@ -56,6 +71,8 @@ impl Builder {
             compiled: Vec::new(),
             pod_outputs: HashMap::new(),
             service_outputs: HashMap::new(),
+            entries_by_ns: HashMap::new(),
+            entry_outputs: HashMap::new(),
             l7: L7::default(),
         }
     }
@@ -79,6 +96,10 @@ impl Builder {
         let mut all_pods = false;
         let mut policies_dirty = self.model.version.is_empty();
         let mut dirty_services: Vec<ObjectKey> = Vec::new();
+        let mut dirty_entries: BTreeSet<ObjectKey> = BTreeSet::new();
+        // Hosts whose owner may have changed: the ServiceEntries that
+        // name them are built again.
+        let mut contested_hosts: BTreeSet<String> = BTreeSet::new();
         for (key, object) in changes {
             match key.kind {
                 "Pod" => {
@@ -87,6 +108,18 @@ impl Builder {
                 "Service" => {
                     dirty_ns.insert(key.namespace.clone());
                     dirty_services.push(key.clone());
+                    contested_hosts.insert(format!(
+                        "{}.{}.svc.{}",
+                        key.name, key.namespace, self.config.domain_suffix
+                    ));
+                }
+                "ServiceEntry" => {
+                    dirty_entries.insert(key.clone());
+                    for se in [self.objects.get(&key), object.as_ref()] {
+                        if let Some(Object::ServiceEntry(se)) = se {
+                            contested_hosts.extend(l7::entry_hosts(se, &self.config.domain_suffix));
+                        }
+                    }
                 }
                 "Namespace" => {
                     dirty_ns.insert(key.name.clone());
@@ -119,9 +152,20 @@ impl Builder {
         if policies_dirty {
             self.compile_policies(&mut names);
         }
+        // A host's service changes hands between a Service and a
+        // ServiceEntry under one name: every removal applies before any
+        // new version.
+        let mut pending = Pending::default();
         for key in dirty_services {
-            self.build_service(&key, &mut names);
+            self.build_service(&key, &mut pending);
         }
+        for host in &contested_hosts {
+            dirty_entries.extend(self.l7.host_entries(host).cloned());
+        }
+        for key in &dirty_entries {
+            self.build_entry(key, &mut pending, &mut dirty_pods);
+        }
+        pending.apply(&mut self.model.resources, &mut names);
         if all_pods {
             dirty_pods.extend(self.pods_by_ns.values().flatten().cloned());
         } else {
@@ -239,6 +283,7 @@ impl Builder {
         let by_ns = match key.kind {
             "Pod" => &mut self.pods_by_ns,
             "Service" => &mut self.services_by_ns,
+            "ServiceEntry" => &mut self.entries_by_ns,
             "AuthorizationPolicy" | "PeerAuthentication" => {
                 if present {
                     self.policies.insert(key.clone());
@@ -306,7 +351,7 @@ impl Builder {
         self.model.findings = findings;
     }
 
-    fn build_service(&mut self, key: &ObjectKey, names: &mut Vec<(&'static str, String)>) {
+    fn build_service(&mut self, key: &ObjectKey, pending: &mut Pending) {
         let old = self.service_outputs.remove(key);
         let new = match self.objects.get(key) {
             Some(Object::Service(svc)) => {
@@ -318,17 +363,86 @@ impl Builder {
         };
         if let Some(old) = old
             && new.as_ref().is_none_or(|n| n.name != old)
-            && self.model.resources.remove(&old)
         {
-            names.push((ADDRESS_TYPE_URL, old));
+            pending.remove.push(old);
         }
         if let Some(r) = new {
-            let name = r.name.clone();
-            self.service_outputs.insert(key.clone(), name.clone());
-            if self.model.resources.put(r) {
-                names.push((ADDRESS_TYPE_URL, name));
+            self.service_outputs.insert(key.clone(), r.name.clone());
+            pending.put.push(r);
+        }
+    }
+
+    /// A ServiceEntry's services (for the hosts it owns) and endpoint
+    /// workloads; the pods its selector picks, before and after, are
+    /// marked for building again.
+    fn build_entry(
+        &mut self,
+        key: &ObjectKey,
+        pending: &mut Pending,
+        dirty_pods: &mut BTreeSet<ObjectKey>,
+    ) {
+        let old = self.entry_outputs.remove(key).unwrap_or_default();
+        let mut new = EntryOutput::default();
+        if let Some(Object::ServiceEntry(se)) = self.objects.get(key) {
+            let owned: Vec<String> = l7::entry_hosts(se, &self.config.domain_suffix)
+                .into_iter()
+                .filter(|h| self.l7.host_owner(h) == Some(key))
+                .collect();
+            for (name, svc) in service_entry::services(se, &owned) {
+                new.services.push(name.clone());
+                pending.put.push(address_resource(name, Type::Service(svc)));
+            }
+            for w in service_entry::endpoint_workloads(se, &new.services, &self.config) {
+                new.workloads.push(w.uid.clone());
+                pending
+                    .put
+                    .push(address_resource(w.uid.clone(), Type::Workload(w)));
+            }
+            new.selector = se.spec.workload_selector.as_ref().map(|s| s.labels.clone());
+        }
+        for name in old.services.iter().chain(&old.workloads) {
+            if !new.services.contains(name) && !new.workloads.contains(name) {
+                pending.remove.push(name.clone());
             }
         }
+        if old.selector.is_some() || new.selector.is_some() {
+            let pods = self.pods_by_ns.get(&key.namespace).into_iter().flatten();
+            for pod_key in pods {
+                if let Some(Object::Pod(pod)) = self.objects.get(pod_key) {
+                    let labels = &pod.metadata.labels;
+                    if service_entry::selects(old.selector.as_ref(), labels)
+                        || service_entry::selects(new.selector.as_ref(), labels)
+                    {
+                        dirty_pods.insert(pod_key.clone());
+                    }
+                }
+            }
+        }
+        if !new.services.is_empty() || new.selector.is_some() {
+            self.entry_outputs.insert(key.clone(), new);
+        }
+    }
+
+    /// The ServiceEntries of the pod's namespace that select it, with
+    /// their services.
+    fn selecting_entries(&self, pod: &Pod) -> Vec<(&ServiceEntry, &[String])> {
+        self.entries_by_ns
+            .get(pod.namespace())
+            .into_iter()
+            .flatten()
+            .filter_map(|k| {
+                let out = self.entry_outputs.get(k)?;
+                if out.services.is_empty()
+                    || !service_entry::selects(out.selector.as_ref(), &pod.metadata.labels)
+                {
+                    return None;
+                }
+                match self.objects.get(k) {
+                    Some(Object::ServiceEntry(se)) => Some((se.as_ref(), out.services.as_slice())),
+                    _ => None,
+                }
+            })
+            .collect()
     }
 
     /// A pod's workload resource (if it has an IP), identity key (if it
@@ -366,7 +480,14 @@ impl Builder {
                 _ => None,
             })
             .collect();
+        let entries = self.selecting_entries(pod);
         let workload = workload::build(pod, namespace, &services, &self.config).map(|mut w| {
+            for (se, keys) in &entries {
+                let ports = service_entry::pod_ports(se, pod);
+                for key in *keys {
+                    w.services.insert(key.clone(), ports.clone());
+                }
+            }
             w.authorization_policies =
                 workload_policies(pod, selecting, peer_index, &self.config.root_namespace);
             address_resource(w.uid.clone(), Type::Workload(w))
@@ -380,6 +501,32 @@ impl Builder {
                 .collect(),
         };
         (workload, identity, Some(info))
+    }
+}
+
+/// Address resources to remove and to put, applied together.
+#[derive(Default)]
+struct Pending {
+    remove: Vec<String>,
+    put: Vec<Arc<XdsResource>>,
+}
+
+impl Pending {
+    /// Removals first (but not of a name put again), then the new
+    /// versions; records the names that changed.
+    fn apply(self, resources: &mut super::Resources, names: &mut Vec<(&'static str, String)>) {
+        let put: BTreeSet<&str> = self.put.iter().map(|r| r.name.as_str()).collect();
+        for name in self.remove {
+            if !put.contains(name.as_str()) && resources.remove(&name) {
+                names.push((ADDRESS_TYPE_URL, name));
+            }
+        }
+        for r in self.put {
+            let name = r.name.clone();
+            if resources.put(r) {
+                names.push((ADDRESS_TYPE_URL, name));
+            }
+        }
     }
 }
 

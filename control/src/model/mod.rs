@@ -1,13 +1,15 @@
 //! The model: configuration objects turned into the resources agents
 //! receive, each with a name and a version — Istio Workload API
-//! `istio.workload.Address` (workloads and services),
+//! `istio.workload.Address` (workloads and services, from Pods, Services
+//! and ServiceEntries),
 //! `istio.security.Authorization` (AuthorizationPolicy and
 //! PeerAuthentication), and weft's L7 `weft.route.v1.RouteConfig`
 //! (VirtualService) and `weft.route.v1.DestinationPolicy`
 //! (DestinationRule) — plus the indexes the CA needs. The [`Builder`]
 //! recomputes only what a change touches (a pod; the pods of a namespace
-//! whose services or policies changed; the hosts whose routes or rules
-//! changed, see [`l7`]) and records the names that changed, so that xDS
+//! whose services or policies changed; a ServiceEntry's own resources, and
+//! the pods its selector picks; the hosts whose routes or rules changed,
+//! see [`l7`]) and records the names that changed, so that xDS
 //! streams send differences without comparing everything.
 
 pub mod authorization;
@@ -16,6 +18,7 @@ pub mod full;
 pub mod l7;
 pub mod peer_authentication;
 mod service;
+mod service_entry;
 pub mod sharded;
 mod workload;
 

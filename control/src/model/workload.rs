@@ -1,7 +1,7 @@
 //! Pod → `istio.workload.Workload`, including enrolment: whether the pod's
 //! traffic goes through the mesh (HBONE) or not.
 
-use std::net::IpAddr;
+use std::{collections::BTreeMap, net::IpAddr};
 
 use weft_proto::workload::{
     NetworkMode, Port, PortList, TunnelProtocol, Workload, WorkloadStatus, WorkloadType,
@@ -76,8 +76,8 @@ pub fn build(
         trust_domain: config.trust_domain.clone(),
         service_account: pod.service_account().to_string(),
         node: pod.node_name().unwrap_or_default().to_string(),
-        canonical_name: canonical_name(pod).to_string(),
-        canonical_revision: canonical_revision(pod).to_string(),
+        canonical_name: canonical_name(&meta.labels, &meta.name).to_string(),
+        canonical_revision: canonical_revision(&meta.labels).to_string(),
         workload_type: WorkloadType::Pod as i32,
         workload_name: meta.name.clone(),
         services,
@@ -120,28 +120,28 @@ fn endpoint_port(pod: &Pod, port: &ServicePort) -> Option<Port> {
 }
 
 /// As Istio: `service.istio.io/canonical-name`, `app.kubernetes.io/name`,
-/// `app`, else the pod name.
-fn canonical_name(pod: &Pod) -> &str {
+/// `app`, else `default` (the pod's or entry's name).
+pub fn canonical_name<'a>(labels: &'a BTreeMap<String, String>, default: &'a str) -> &'a str {
     [
         "service.istio.io/canonical-name",
         "app.kubernetes.io/name",
         "app",
     ]
     .iter()
-    .find_map(|l| pod.metadata.label(l))
-    .unwrap_or(&pod.metadata.name)
+    .find_map(|l| labels.get(*l).map(String::as_str))
+    .unwrap_or(default)
 }
 
 /// As Istio: `service.istio.io/canonical-revision`,
 /// `app.kubernetes.io/version`, `version`, else `latest`.
-fn canonical_revision(pod: &Pod) -> &str {
+pub fn canonical_revision(labels: &BTreeMap<String, String>) -> &str {
     [
         "service.istio.io/canonical-revision",
         "app.kubernetes.io/version",
         "version",
     ]
     .iter()
-    .find_map(|l| pod.metadata.label(l))
+    .find_map(|l| labels.get(*l).map(String::as_str))
     .unwrap_or("latest")
 }
 

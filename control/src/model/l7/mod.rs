@@ -42,7 +42,7 @@ use self::{
     resolve::Resolver,
 };
 use super::{ModelConfig, Resources, XdsResource, service_hostname};
-use crate::kinds::{DestinationRule, Object, ObjectKey, Pod, VirtualService};
+use crate::kinds::{DestinationRule, Object, ObjectKey, Pod, ServiceEntry, VirtualService};
 
 /// What L7 compilation needs to know about a pod.
 #[derive(Debug, Clone, PartialEq)]
@@ -167,10 +167,8 @@ impl L7 {
                 }
                 Object::ServiceEntry(se) => {
                     let ns = se.metadata.namespace();
-                    let mut hosts = Vec::new();
-                    for h in &se.spec.hosts {
-                        let host = candidates(h, ns, suffix).swap_remove(0);
-                        hosts.push(host.clone());
+                    let hosts = entry_hosts(se, suffix);
+                    for host in hosts.iter().cloned() {
                         if present {
                             let source = HostSource {
                                 namespace: ns.to_string(),
@@ -203,6 +201,23 @@ impl L7 {
                 _ => {}
             }
         }
+    }
+
+    /// The Service or ServiceEntry that owns `host` (a Service before
+    /// ServiceEntries, then the oldest), as of the changes recorded so
+    /// far: its RouteConfig and DestinationPolicy, and its Workload API
+    /// service, are the owner's.
+    pub fn host_owner(&self, host: &str) -> Option<&ObjectKey> {
+        self.registry.owner(host).map(|s| &s.object)
+    }
+
+    /// The ServiceEntries that define `host`, owner or not.
+    pub fn host_entries(&self, host: &str) -> impl Iterator<Item = &ObjectKey> {
+        self.registry
+            .sources(host)
+            .iter()
+            .filter(|s| !s.is_service())
+            .map(|s| &s.object)
     }
 
     /// Records a pod's new state (`None`: gone).
@@ -515,6 +530,20 @@ impl L7 {
             self.mark_dependents(&host);
         }
     }
+}
+
+/// The hosts a ServiceEntry defines, as FQDNs: a short name is a name in
+/// the entry's namespace (`<host>.<ns>.svc.<suffix>`), as in Istio.
+pub fn entry_hosts(se: &ServiceEntry, suffix: &str) -> Vec<String> {
+    let ns = se.metadata.namespace();
+    let mut hosts: Vec<String> = Vec::new();
+    for h in &se.spec.hosts {
+        let host = candidates(h, ns, suffix).swap_remove(0);
+        if !hosts.contains(&host) {
+            hosts.push(host);
+        }
+    }
+    hosts
 }
 
 /// A ServiceEntry, as far as changes to other objects concern it.

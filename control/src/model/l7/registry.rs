@@ -70,6 +70,11 @@ impl Registry {
         self.hosts.get(host).and_then(|s| s.first())
     }
 
+    /// Everything that defines `host`, its owner first.
+    pub fn sources(&self, host: &str) -> &[HostSource] {
+        self.hosts.get(host).map_or(&[], Vec::as_slice)
+    }
+
     pub fn contains(&self, host: &str) -> bool {
         self.hosts.contains_key(host)
     }
