@@ -1,9 +1,17 @@
 //! A service's VirtualService routes (`weft.route.v1.RouteConfig`),
 //! compiled for matching requests.
 
+mod fault;
+mod headers;
 mod matcher;
+mod retry;
 
+pub use fault::{Abort, Fault, roll};
+pub use headers::{HeaderEdits, HeaderOps};
 pub use matcher::{HttpMatch, REGEX_SIZE_LIMIT, StringMatcher};
+pub use retry::{DEFAULT_BACKOFF_BASE, Outcome, RetryOn, RetryPolicy};
+
+use std::time::Duration;
 
 use http::HeaderMap;
 
@@ -71,5 +79,25 @@ impl<'a> RequestView<'a> {
         let rest = &self.path_and_query[self.path().len()..];
         let query = rest.strip_prefix('?')?;
         Some(query.split_once('#').map_or(query, |(q, _)| q))
+    }
+}
+
+/// A proto duration; `None` when unset or zero (Envoy's "disabled").
+pub(crate) fn duration(
+    d: Option<&prost_types::Duration>,
+    route: &str,
+    field: &str,
+) -> Result<Option<Duration>, RouteError> {
+    let Some(d) = d else { return Ok(None) };
+    match (u64::try_from(d.seconds), u32::try_from(d.nanos)) {
+        (Ok(secs), Ok(nanos)) if nanos < 1_000_000_000 => {
+            let d = Duration::new(secs, nanos);
+            Ok((!d.is_zero()).then_some(d))
+        }
+        _ => Err(RouteError::Invalid {
+            route: route.to_string(),
+            field: field.to_string(),
+            reason: format!("invalid duration {}s {}ns", d.seconds, d.nanos),
+        }),
     }
 }
