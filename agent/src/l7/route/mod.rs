@@ -1,15 +1,19 @@
 //! A service's VirtualService routes (`weft.route.v1.RouteConfig`),
 //! compiled for matching requests.
 
+mod cors;
 mod fault;
 mod headers;
 mod matcher;
 mod retry;
+mod rewrite;
 
+pub use cors::{CorsPolicy, Preflight};
 pub use fault::{Abort, Fault, roll};
 pub use headers::{HeaderEdits, HeaderOps};
 pub use matcher::{HttpMatch, REGEX_SIZE_LIMIT, StringMatcher};
 pub use retry::{DEFAULT_BACKOFF_BASE, Outcome, RetryOn, RetryPolicy};
+pub use rewrite::{DirectResponse, Redirect, RedirectPort, Rewrite};
 
 use std::time::Duration;
 
