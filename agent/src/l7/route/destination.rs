@@ -19,7 +19,7 @@ pub struct Destination {
     pub subset: String,
     /// The service port; 0: the port the request was sent to.
     pub port: u16,
-    /// The service's resource name ("<namespace>/<hostname>"); "": no such
+    /// The service's resource name (`<namespace>/<hostname>`); "": no such
     /// service, answer 503 (no healthy upstream).
     pub service: String,
     /// The endpoints traffic may go to; `None`: every endpoint of the

@@ -45,7 +45,7 @@ use weft_proto::route as pb;
 
 /// Why a `RouteConfig` cannot be used. `route` names the route ("route 2
 /// of bookinfo/reviews", with its name if it has one), `field` the field
-/// within it ("match[0].uri.regex").
+/// within it (`match[0].uri.regex`).
 #[derive(Debug, thiserror::Error)]
 pub enum RouteError {
     /// A regex does not compile, or compiles bigger than
@@ -54,7 +54,7 @@ pub enum RouteError {
     Regex {
         /// The route, e.g. "route 2 of bookinfo/reviews".
         route: String,
-        /// The field, e.g. "match[0].uri.regex".
+        /// The field, e.g. `match[0].uri.regex`.
         field: String,
         /// What the regex crate says.
         error: regex::Error,
@@ -164,7 +164,7 @@ impl RouteTable {
         })
     }
 
-    /// "<namespace>/<hostname>", the resource name.
+    /// `<namespace>/<hostname>`, the resource name.
     pub fn name(&self) -> &str {
         &self.name
     }
