@@ -1,2 +1,415 @@
 //! A service's VirtualService routes (`weft.route.v1.RouteConfig`),
 //! compiled for matching requests.
+//!
+//! [`RouteTable::compile`] turns one `RouteConfig` into [`HttpRoute`]s with
+//! regexes compiled, names and values validated and defaults filled in; a
+//! config with anything Envoy would refuse is refused whole, with a
+//! [`RouteError`] naming the route and the field. Per request,
+//! [`RouteTable::select`] finds the route (the first one visible to the
+//! client's namespace whose match applies, as Envoy walks a virtual host's
+//! routes) and the route's parts say what to do: [`HttpRoute::pick`] a
+//! destination, [`Rewrite`], [`Redirect`], [`DirectResponse`],
+//! [`RetryPolicy`], [`Fault`], [`Mirror`], [`CorsPolicy`], [`HeaderOps`].
+//!
+//! Everything here is a pure function of the configuration and the
+//! request: no I/O, no clock, no randomness (callers pass random numbers
+//! in), and matching does not allocate (but to join a header's several
+//! values).
+//!
+//! Semantics are Envoy's as Istio configures it (Istio's pilot
+//! `route.go`, `retry.go`), which is what a VirtualService author gets
+//! from a sidecar.
+
+mod cors;
+mod destination;
+mod fault;
+mod headers;
+mod matcher;
+mod retry;
+mod rewrite;
+#[cfg(test)]
+mod tests;
+
+pub use cors::{CorsPolicy, Preflight};
+pub use destination::{AddressEndpoint, Destination, EndpointSet, Mirror, WeightedDestination};
+pub use fault::{Abort, Fault, roll};
+pub use headers::{HeaderEdits, HeaderOps};
+pub use matcher::{HttpMatch, REGEX_SIZE_LIMIT, StringMatcher};
+pub use retry::{DEFAULT_BACKOFF_BASE, Outcome, RetryOn, RetryPolicy};
+pub use rewrite::{DirectResponse, Redirect, RedirectPort, Rewrite};
+
+use std::time::Duration;
+
+use http::HeaderMap;
+use weft_proto::route as pb;
+
+/// Why a `RouteConfig` cannot be used. `route` names the route ("route 2
+/// of bookinfo/reviews", with its name if it has one), `field` the field
+/// within it (`match[0].uri.regex`).
+#[derive(Debug, thiserror::Error)]
+pub enum RouteError {
+    /// A regex does not compile, or compiles bigger than
+    /// [`REGEX_SIZE_LIMIT`].
+    #[error("{route}: {field}: {error}")]
+    Regex {
+        /// The route, e.g. "route 2 of bookinfo/reviews".
+        route: String,
+        /// The field, e.g. `match[0].uri.regex`.
+        field: String,
+        /// What the regex crate says.
+        error: regex::Error,
+    },
+    /// Any other value Envoy or Istio would refuse.
+    #[error("{route}: {field}: {reason}")]
+    Invalid {
+        /// The route, e.g. "route 2 of bookinfo/reviews".
+        route: String,
+        /// The field, e.g. "redirect.redirect_code".
+        field: String,
+        /// What is wrong with it.
+        reason: String,
+    },
+}
+
+/// What matching reads from a request; borrowed, no allocation.
+#[derive(Debug, Clone, Copy)]
+pub struct RequestView<'a> {
+    /// The request's method.
+    pub method: &'a http::Method,
+    /// The path and query as received, e.g. "/api/v1?x=1".
+    pub path_and_query: &'a str,
+    /// The Host header or :authority as received (may include the port).
+    pub authority: &'a str,
+    /// "http" in the mesh.
+    pub scheme: &'a str,
+    /// The request's headers.
+    pub headers: &'a HeaderMap,
+    /// The service port the client connected to.
+    pub port: u16,
+    /// The client's namespace.
+    pub source_namespace: &'a str,
+    /// The client's workload uid (`istio.workload.Workload.uid`).
+    pub source_workload: &'a str,
+}
+
+impl<'a> RequestView<'a> {
+    /// The path without query string and fragment.
+    pub fn path(&self) -> &'a str {
+        let end = self
+            .path_and_query
+            .find(['?', '#'])
+            .unwrap_or(self.path_and_query.len());
+        &self.path_and_query[..end]
+    }
+
+    /// The query string (after `?`, before any `#`), if the path has one.
+    pub fn query(&self) -> Option<&'a str> {
+        let rest = &self.path_and_query[self.path().len()..];
+        let query = rest.strip_prefix('?')?;
+        Some(query.split_once('#').map_or(query, |(q, _)| q))
+    }
+}
+
+/// The compiled routes of one `RouteConfig`.
+#[derive(Debug, Clone)]
+pub struct RouteTable {
+    name: String,
+    hostname: String,
+    routes: Vec<HttpRoute>,
+}
+
+/// The route a request selected.
+#[derive(Debug, Clone, Copy)]
+pub struct Selected<'a> {
+    /// The route.
+    pub route: &'a HttpRoute,
+    /// The index of the match that applied; `None` when the route has no
+    /// match list.
+    pub matched: Option<usize>,
+}
+
+impl<'a> Selected<'a> {
+    /// The match that applied, if the route has a match list.
+    pub fn http_match(&self) -> Option<&'a HttpMatch> {
+        self.route.matches.get(self.matched?)
+    }
+
+    /// The path to forward after the route's rewrite; `None`: unchanged.
+    pub fn rewritten_path(&self, path_and_query: &str) -> Option<String> {
+        self.route
+            .rewrite
+            .as_ref()?
+            .rewrite_path(path_and_query, self.http_match())
+    }
+}
+
+impl RouteTable {
+    /// Compiles `config`, refusing it whole if any route is invalid.
+    pub fn compile(config: &pb::RouteConfig) -> Result<RouteTable, RouteError> {
+        let name = if config.name.is_empty() {
+            format!("{}/{}", config.namespace, config.hostname)
+        } else {
+            config.name.clone()
+        };
+        let routes = config
+            .http
+            .iter()
+            .enumerate()
+            .map(|(i, r)| HttpRoute::compile(r, i, &name))
+            .collect::<Result<_, _>>()?;
+        Ok(RouteTable {
+            name,
+            hostname: config.hostname.clone(),
+            routes,
+        })
+    }
+
+    /// `<namespace>/<hostname>`, the resource name.
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    /// The fully qualified host the routes are for.
+    pub fn hostname(&self) -> &str {
+        &self.hostname
+    }
+
+    /// The first route whose `export_to` admits `req.source_namespace` and
+    /// one of whose matches applies (a route without matches applies to
+    /// every request). `None`: no route applies (Envoy answers 404).
+    pub fn select(&self, req: &RequestView<'_>) -> Option<Selected<'_>> {
+        self.routes.iter().find_map(|route| {
+            if !route.visible_to(req.source_namespace) {
+                return None;
+            }
+            if route.matches.is_empty() {
+                return Some(Selected {
+                    route,
+                    matched: None,
+                });
+            }
+            let i = route.matches.iter().position(|m| m.matches(req))?;
+            Some(Selected {
+                route,
+                matched: Some(i),
+            })
+        })
+    }
+
+    /// The routes, in evaluation order.
+    pub fn routes(&self) -> &[HttpRoute] {
+        &self.routes
+    }
+}
+
+/// What a route does with a request.
+#[derive(Debug, Clone)]
+pub enum Action {
+    /// Forward to one of these (see [`HttpRoute::pick`]). Empty when the
+    /// VirtualService gave no usable destination.
+    Route(Vec<WeightedDestination>),
+    /// Answer with a redirect.
+    Redirect(Redirect),
+    /// Answer directly.
+    DirectResponse(DirectResponse),
+}
+
+/// One compiled route.
+#[derive(Debug, Clone)]
+pub struct HttpRoute {
+    /// The route's name, or "".
+    pub name: String,
+    /// The VirtualService it comes from, "ns/name".
+    pub virtual_service: String,
+    /// OR-ed; empty: every request.
+    pub matches: Vec<HttpMatch>,
+    /// Client namespaces that see the route, sorted; `None`: all.
+    pub export_to: Option<Vec<String>>,
+    /// What to do.
+    pub action: Action,
+    /// Path and authority rewrites.
+    pub rewrite: Option<Rewrite>,
+    /// `None`: no timeout.
+    pub timeout: Option<Duration>,
+    /// Istio's default policy when the VirtualService sets none.
+    pub retry: RetryPolicy,
+    /// Fault injection.
+    pub fault: Option<Fault>,
+    /// Mirrors (a percentage of 0 is left out, as Istio does).
+    pub mirrors: Vec<Mirror>,
+    /// CORS.
+    pub cors: Option<CorsPolicy>,
+    /// Route-level header edits.
+    pub headers: HeaderOps,
+}
+
+impl HttpRoute {
+    fn compile(r: &pb::HttpRoute, index: usize, config: &str) -> Result<Self, RouteError> {
+        let virtual_service = r
+            .virtual_service
+            .as_ref()
+            .map(|v| format!("{}/{}", v.namespace, v.name))
+            .unwrap_or_default();
+        let source = if virtual_service.is_empty() {
+            config
+        } else {
+            &virtual_service
+        };
+        let route = if r.name.is_empty() {
+            format!("route {index} of {source}")
+        } else {
+            format!("route {index} ({}) of {source}", r.name)
+        };
+        let route = route.as_str();
+        let matches = r
+            .r#match
+            .iter()
+            .enumerate()
+            .map(|(i, m)| HttpMatch::compile(m, route, &format!("match[{i}]")))
+            .collect::<Result<_, _>>()?;
+        let export_to = r
+            .export_to
+            .as_ref()
+            .filter(|v| !v.namespaces.is_empty())
+            .map(|v| {
+                let mut ns = v.namespaces.clone();
+                ns.sort_unstable();
+                ns
+            });
+        // Istio's order of precedence when several are set.
+        let action = if let Some(redirect) = &r.redirect {
+            Action::Redirect(Redirect::compile(redirect, route)?)
+        } else if let Some(direct) = &r.direct_response {
+            Action::DirectResponse(DirectResponse::compile(direct, route)?)
+        } else {
+            Action::Route(
+                r.route
+                    .iter()
+                    .enumerate()
+                    .map(|(i, d)| WeightedDestination::compile(d, route, &format!("route[{i}]")))
+                    .collect::<Result<_, _>>()?,
+            )
+        };
+        let mirrors = r
+            .mirrors
+            .iter()
+            .enumerate()
+            .filter(|(_, m)| m.percentage > 0.0)
+            .map(|(i, m)| {
+                Ok(Mirror {
+                    destination: Destination::compile(
+                        m.destination.as_ref(),
+                        route,
+                        &format!("mirrors[{i}].destination"),
+                    )?,
+                    percentage: m.percentage,
+                })
+            })
+            .collect::<Result<_, RouteError>>()?;
+        Ok(Self {
+            name: r.name.clone(),
+            virtual_service,
+            matches,
+            export_to,
+            action,
+            rewrite: Rewrite::compile(r.rewrite.as_ref(), route)?,
+            timeout: duration(r.timeout.as_ref(), route, "timeout")?,
+            retry: RetryPolicy::compile(r.retries.as_ref(), route)?,
+            fault: Fault::compile(r.fault.as_ref(), route)?,
+            mirrors,
+            cors: CorsPolicy::compile(r.cors_policy.as_ref(), route)?,
+            headers: HeaderOps::compile(r.headers.as_ref(), route, "headers")?,
+        })
+    }
+
+    /// Whether clients in `namespace` see this route (`export_to`).
+    pub fn visible_to(&self, namespace: &str) -> bool {
+        self.export_to
+            .as_ref()
+            .is_none_or(|ns| ns.binary_search_by(|n| n.as_str().cmp(namespace)).is_ok())
+    }
+
+    /// Weighted choice of a destination: `roll` is a uniform random u32
+    /// from the caller. Weights need not sum to 100; zero-weight
+    /// destinations are never chosen (but a lone destination always is).
+    /// `None` for redirects, direct responses, and routes without a usable
+    /// destination.
+    pub fn pick(&self, roll: u32) -> Option<&WeightedDestination> {
+        match &self.action {
+            Action::Route(dests) => destination::pick(dests, roll),
+            Action::Redirect(_) | Action::DirectResponse(_) => None,
+        }
+    }
+
+    /// The authority to send upstream instead of the request's, if any:
+    /// the rewrite's, else the route's `host` header edit, else the
+    /// destination's (Envoy lets the route's host rewrite win).
+    pub fn authority<'s>(&'s self, dest: Option<&'s WeightedDestination>) -> Option<&'s str> {
+        self.rewrite
+            .as_ref()
+            .and_then(Rewrite::rewrite_authority)
+            .or(self.headers.authority.as_deref())
+            .or(dest.and_then(|d| d.headers.authority.as_deref()))
+    }
+
+    /// Applies the route's and `dest`'s request header edits in Envoy's
+    /// order for what Istio generates: for a lone destination, one list
+    /// (all removals, then the route's additions, then the destination's);
+    /// for weighted destinations, the destination's edits and then the
+    /// route's, so that the route's win.
+    pub fn edit_request(&self, dest: Option<&WeightedDestination>, headers: &mut HeaderMap) {
+        self.edit(
+            dest.map(|d| &d.headers.request),
+            &self.headers.request,
+            headers,
+        );
+    }
+
+    /// Applies the route's and `dest`'s response header edits (same order
+    /// as [`Self::edit_request`]). `dest` is `None` for redirects and direct
+    /// responses, which get the route's edits.
+    pub fn edit_response(&self, dest: Option<&WeightedDestination>, headers: &mut HeaderMap) {
+        self.edit(
+            dest.map(|d| &d.headers.response),
+            &self.headers.response,
+            headers,
+        );
+    }
+
+    fn edit(&self, dest: Option<&HeaderEdits>, route: &HeaderEdits, headers: &mut HeaderMap) {
+        let Some(dest) = dest else {
+            route.apply(headers);
+            return;
+        };
+        let lone = matches!(&self.action, Action::Route(d) if d.len() == 1);
+        if lone {
+            route.apply_removals(headers);
+            dest.apply_removals(headers);
+            route.apply_additions(headers);
+            dest.apply_additions(headers);
+        } else {
+            dest.apply(headers);
+            route.apply(headers);
+        }
+    }
+}
+
+/// A proto duration; `None` when unset or zero (Envoy's "disabled").
+pub(crate) fn duration(
+    d: Option<&prost_types::Duration>,
+    route: &str,
+    field: &str,
+) -> Result<Option<Duration>, RouteError> {
+    let Some(d) = d else { return Ok(None) };
+    match (u64::try_from(d.seconds), u32::try_from(d.nanos)) {
+        (Ok(secs), Ok(nanos)) if nanos < 1_000_000_000 => {
+            let d = Duration::new(secs, nanos);
+            Ok((!d.is_zero()).then_some(d))
+        }
+        _ => Err(RouteError::Invalid {
+            route: route.to_string(),
+            field: field.to_string(),
+            reason: format!("invalid duration {}s {}ns", d.seconds, d.nanos),
+        }),
+    }
+}

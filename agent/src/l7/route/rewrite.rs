@@ -1,0 +1,348 @@
+//! What a route does to a request besides choosing where it goes: rewrites
+//! (Istio's `HTTPRewrite`), and the two actions that answer without an
+//! upstream, redirects (`HTTPRedirect`) and direct responses
+//! (`HTTPDirectResponse`).
+
+use std::borrow::Cow;
+use std::fmt::Write as _;
+
+use bytes::Bytes;
+use http::StatusCode;
+use weft_proto::route::{self as pb, http_body::Specifier};
+
+use super::RequestView;
+use super::RouteError;
+use super::matcher::{HttpMatch, REGEX_SIZE_LIMIT, StringMatcher};
+
+/// The path part of a `:path` (before `?` or `#`), and the rest.
+fn split_path(path_and_query: &str) -> (&str, &str) {
+    let end = path_and_query
+        .find(['?', '#'])
+        .unwrap_or(path_and_query.len());
+    path_and_query.split_at(end)
+}
+
+/// A route's rewrite, applied to the request forwarded upstream.
+#[derive(Debug, Clone)]
+pub struct Rewrite {
+    /// Replaces the matched prefix or path (Envoy's `prefix_rewrite`); ""
+    /// for none.
+    pub uri: String,
+    /// Replaces the authority; "" for none.
+    pub authority: String,
+    /// `uri_regex_rewrite`: every match in the path is replaced; the
+    /// replacement is already in the `regex` crate's syntax (`${1}`).
+    pub uri_regex: Option<(regex::Regex, String)>,
+}
+
+impl Rewrite {
+    /// Compiles the route's `rewrite`; `None` when it rewrites nothing.
+    pub(crate) fn compile(
+        r: Option<&pb::HttpRewrite>,
+        route: &str,
+    ) -> Result<Option<Self>, RouteError> {
+        let Some(r) = r else { return Ok(None) };
+        let uri_regex = match &r.uri_regex_rewrite {
+            None => None,
+            Some(rr) => {
+                let invalid = |reason: String| RouteError::Invalid {
+                    route: route.to_string(),
+                    field: "rewrite.uri_regex_rewrite".to_string(),
+                    reason,
+                };
+                if rr.r#match.is_empty() {
+                    return Err(invalid("empty match".to_string()));
+                }
+                let re = regex::RegexBuilder::new(&rr.r#match)
+                    .size_limit(REGEX_SIZE_LIMIT)
+                    .build()
+                    .map_err(|error| RouteError::Regex {
+                        route: route.to_string(),
+                        field: "rewrite.uri_regex_rewrite.match".to_string(),
+                        error,
+                    })?;
+                let replacement =
+                    translate_replacement(&rr.rewrite, re.captures_len()).map_err(invalid)?;
+                Some((re, replacement))
+            }
+        };
+        if r.uri.is_empty() && r.authority.is_empty() && uri_regex.is_none() {
+            return Ok(None);
+        }
+        Ok(Some(Self {
+            // Istio ignores `uri` when `uri_regex_rewrite` is set.
+            uri: if uri_regex.is_some() {
+                String::new()
+            } else {
+                r.uri.clone()
+            },
+            authority: r.authority.clone(),
+            uri_regex,
+        }))
+    }
+
+    /// The path to forward, or `None` to forward it unchanged. `matched` is
+    /// the match that selected the route ([`super::Selected::http_match`]).
+    ///
+    /// Envoy's `prefix_rewrite`: with a `prefix` uri match, the matched
+    /// prefix is replaced and the rest kept; with `exact` or `regex`, the
+    /// whole path, keeping the query. Without a uri match Istio matches the
+    /// prefix "/", so that "/" is what gets replaced ("/a" with uri "/v2"
+    /// becomes "/v2a"). A regex rewrite replaces every match in the path,
+    /// never in the query.
+    pub fn rewrite_path(
+        &self,
+        path_and_query: &str,
+        matched: Option<&HttpMatch>,
+    ) -> Option<String> {
+        if let Some((re, replacement)) = &self.uri_regex {
+            let (path, rest) = split_path(path_and_query);
+            return match re.replace_all(path, replacement.as_str()) {
+                Cow::Borrowed(_) => None,
+                Cow::Owned(mut new) => {
+                    new.push_str(rest);
+                    Some(new)
+                }
+            };
+        }
+        if self.uri.is_empty() {
+            return None;
+        }
+        let replaced = match matched.and_then(HttpMatch::uri) {
+            Some(StringMatcher::Prefix(p)) => p.len(),
+            Some(StringMatcher::Exact(_) | StringMatcher::Regex(_)) => {
+                split_path(path_and_query).0.len()
+            }
+            None => usize::from(path_and_query.starts_with('/')),
+        };
+        // A match that did not select this path (a caller's mistake) can
+        // leave `replaced` past the end or inside a character.
+        let rest = path_and_query.get(replaced..)?;
+        let mut out = String::with_capacity(self.uri.len() + rest.len());
+        out.push_str(&self.uri);
+        out.push_str(rest);
+        Some(out)
+    }
+
+    /// The authority to forward instead of the request's, if any.
+    pub fn rewrite_authority(&self) -> Option<&str> {
+        (!self.authority.is_empty()).then_some(self.authority.as_str())
+    }
+}
+
+/// An RE2 rewrite string (`\1` groups, `\\` a backslash) in the `regex`
+/// crate's syntax (`${1}`, `$$` a dollar). RE2 refuses any other escape and
+/// groups the pattern does not have; so does this.
+fn translate_replacement(rewrite: &str, captures_len: usize) -> Result<String, String> {
+    let mut out = String::with_capacity(rewrite.len() + 8);
+    let mut chars = rewrite.chars();
+    while let Some(c) = chars.next() {
+        match c {
+            '$' => out.push_str("$$"),
+            '\\' => match chars.next() {
+                Some('\\') => out.push('\\'),
+                Some(d @ '0'..='9') => {
+                    let group = d as usize - '0' as usize;
+                    if group >= captures_len {
+                        return Err(format!(
+                            "rewrite {rewrite:?} refers to group {group}, the pattern has {}",
+                            captures_len - 1
+                        ));
+                    }
+                    let _ = write!(out, "${{{group}}}");
+                }
+                _ => return Err(format!("rewrite {rewrite:?}: invalid escape after `\\`")),
+            },
+            c => out.push(c),
+        }
+    }
+    Ok(out)
+}
+
+/// Where a redirect's port comes from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RedirectPort {
+    /// Envoy's default: the request's authority as is, except that its
+    /// port goes when the scheme changes away from the port's default
+    /// scheme (`http://h:80` → `https://h`). A replaced authority is used
+    /// as given.
+    Keep,
+    /// This port.
+    Port(u16),
+    /// The port the request was sent to (the service port).
+    FromRequestPort,
+    /// The scheme's default: no port in the location.
+    FromProtocolDefault,
+}
+
+/// A route answering with a redirect.
+#[derive(Debug, Clone)]
+pub struct Redirect {
+    /// Replaces the path; `None`: keep it.
+    pub uri: Option<String>,
+    /// Replaces the authority; `None`: keep it.
+    pub authority: Option<String>,
+    /// Replaces the scheme; `None`: keep it.
+    pub scheme: Option<String>,
+    /// The port.
+    pub port: RedirectPort,
+    /// 301 (default), 302, 303, 307 or 308.
+    pub code: StatusCode,
+}
+
+fn default_port(scheme: &str) -> Option<u16> {
+    if scheme.eq_ignore_ascii_case("http") {
+        Some(80)
+    } else if scheme.eq_ignore_ascii_case("https") {
+        Some(443)
+    } else {
+        None
+    }
+}
+
+/// `host[:port]` → (`host`, `port`), IPv6 literals in brackets included.
+fn split_port(authority: &str) -> (&str, Option<&str>) {
+    let colon = if authority.starts_with('[') {
+        authority.rfind("]:").map(|i| i + 1)
+    } else {
+        authority.rfind(':')
+    };
+    match colon {
+        Some(i) => (&authority[..i], Some(&authority[i + 1..])),
+        None => (authority, None),
+    }
+}
+
+impl Redirect {
+    /// Compiles the route's `redirect`.
+    pub(crate) fn compile(r: &pb::HttpRedirect, route: &str) -> Result<Self, RouteError> {
+        let invalid = |field: &str, reason: String| RouteError::Invalid {
+            route: route.to_string(),
+            field: format!("redirect.{field}"),
+            reason,
+        };
+        let code = match r.redirect_code {
+            0 | 301 => StatusCode::MOVED_PERMANENTLY,
+            302 => StatusCode::FOUND,
+            303 => StatusCode::SEE_OTHER,
+            307 => StatusCode::TEMPORARY_REDIRECT,
+            308 => StatusCode::PERMANENT_REDIRECT,
+            c => {
+                return Err(invalid(
+                    "redirect_code",
+                    format!("{c} is not one of 301, 302, 303, 307, 308"),
+                ));
+            }
+        };
+        let port = match pb::DerivePort::try_from(r.derive_port) {
+            Ok(pb::DerivePort::FromRequestPort) => RedirectPort::FromRequestPort,
+            Ok(pb::DerivePort::FromProtocolDefault) => RedirectPort::FromProtocolDefault,
+            _ if r.port == 0 => RedirectPort::Keep,
+            _ => RedirectPort::Port(
+                u16::try_from(r.port)
+                    .map_err(|_| invalid("port", format!("{} is not a port", r.port)))?,
+            ),
+        };
+        let nonempty = |s: &str| (!s.is_empty()).then(|| s.to_string());
+        Ok(Self {
+            uri: nonempty(&r.uri),
+            authority: nonempty(&r.authority),
+            scheme: nonempty(&r.scheme),
+            port,
+            code,
+        })
+    }
+
+    /// The redirect's status and `Location` for `req`.
+    ///
+    /// The request's query string is kept unless the new `uri` has its own
+    /// (Envoy). An explicit port equal to the scheme's default (80 for
+    /// http, 443 for https) is left out, as Istio does.
+    pub fn location(&self, req: &RequestView<'_>) -> (StatusCode, String) {
+        let scheme = self.scheme.as_deref().unwrap_or(req.scheme);
+        let mut out = String::with_capacity(64 + req.path_and_query.len());
+        out.push_str(scheme);
+        out.push_str("://");
+        // `Some(None)`: no port at all.
+        let port = match self.port {
+            RedirectPort::Keep => None,
+            RedirectPort::Port(p) => Some(Some(p)),
+            RedirectPort::FromRequestPort => Some(Some(req.port)),
+            RedirectPort::FromProtocolDefault => Some(None),
+        };
+        match (port, &self.authority) {
+            (None, Some(authority)) => out.push_str(authority),
+            (None, None) => out.push_str(keep_authority(req.authority, scheme, req.scheme)),
+            (Some(port), authority) => {
+                let (host, _) = split_port(authority.as_deref().unwrap_or(req.authority));
+                out.push_str(host);
+                if let Some(p) = port.filter(|p| default_port(scheme) != Some(*p)) {
+                    let _ = write!(out, ":{p}");
+                }
+            }
+        }
+        let start = out.len();
+        match &self.uri {
+            Some(uri) if uri.contains('?') => out.push_str(uri),
+            Some(uri) => {
+                out.push_str(uri);
+                if let Some(q) = req.path_and_query.find('?') {
+                    out.push_str(&req.path_and_query[q..]);
+                }
+            }
+            None => out.push_str(req.path_and_query),
+        }
+        if !out[start..].starts_with('/') {
+            out.insert(start, '/');
+        }
+        (self.code, out)
+    }
+}
+
+/// Envoy's `processRequestHost`: the request's authority, without its port
+/// when the scheme changes and the port was the old scheme's default.
+fn keep_authority<'a>(authority: &'a str, new_scheme: &str, old_scheme: &str) -> &'a str {
+    let (host, port) = split_port(authority);
+    let Some(port) = port.and_then(|p| p.parse::<u16>().ok()) else {
+        return authority;
+    };
+    if !new_scheme.eq_ignore_ascii_case(old_scheme) && default_port(old_scheme) == Some(port) {
+        host
+    } else {
+        authority
+    }
+}
+
+/// A route answering by itself.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DirectResponse {
+    /// The status, 200-599.
+    pub status: StatusCode,
+    /// The body, if any.
+    pub body: Option<Bytes>,
+}
+
+impl DirectResponse {
+    /// Compiles the route's `direct_response`.
+    pub(crate) fn compile(d: &pb::HttpDirectResponse, route: &str) -> Result<Self, RouteError> {
+        let status = u16::try_from(d.status)
+            .ok()
+            .filter(|s| (200..600).contains(s))
+            .and_then(|s| StatusCode::from_u16(s).ok())
+            .ok_or_else(|| RouteError::Invalid {
+                route: route.to_string(),
+                field: "direct_response.status".to_string(),
+                reason: format!("{} is not in [200, 600)", d.status),
+            })?;
+        let body = match d.body.as_ref().and_then(|b| b.specifier.as_ref()) {
+            None => None,
+            Some(Specifier::String(s)) => Some(Bytes::from(s.clone())),
+            Some(Specifier::Bytes(b)) => Some(Bytes::from(b.clone())),
+        };
+        Ok(Self { status, body })
+    }
+}
+
+#[cfg(test)]
+#[path = "rewrite_tests.rs"]
+mod tests;

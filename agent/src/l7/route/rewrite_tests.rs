@@ -1,0 +1,401 @@
+use http::{HeaderMap, Method};
+use weft_proto::route::string_match::MatchType;
+
+use super::*;
+
+fn uri_match(t: MatchType) -> HttpMatch {
+    let m = pb::HttpMatchRequest {
+        uri: Some(pb::StringMatch {
+            match_type: Some(t),
+        }),
+        ..Default::default()
+    };
+    HttpMatch::compile(&m, "r", "match[0]").unwrap()
+}
+
+fn rewrite(uri: &str) -> Rewrite {
+    Rewrite::compile(
+        Some(&pb::HttpRewrite {
+            uri: uri.into(),
+            ..Default::default()
+        }),
+        "r",
+    )
+    .unwrap()
+    .unwrap()
+}
+
+fn regex_rewrite(pattern: &str, rewrite: &str) -> Result<Option<Rewrite>, RouteError> {
+    Rewrite::compile(
+        Some(&pb::HttpRewrite {
+            uri_regex_rewrite: Some(pb::RegexRewrite {
+                r#match: pattern.into(),
+                rewrite: rewrite.into(),
+            }),
+            ..Default::default()
+        }),
+        "route 3 of ns/vs",
+    )
+}
+
+#[test]
+fn prefix_rewrite_replaces_the_matched_prefix() {
+    let m = uri_match(MatchType::Prefix("/api/v1".into()));
+    let r = rewrite("/v2");
+    assert_eq!(
+        r.rewrite_path("/api/v1/users?x=1", Some(&m)).as_deref(),
+        Some("/v2/users?x=1")
+    );
+    assert_eq!(r.rewrite_path("/api/v1", Some(&m)).as_deref(), Some("/v2"));
+    // Whatever the case the prefix matched in.
+    assert_eq!(
+        r.rewrite_path("/API/V1/x", Some(&m)).as_deref(),
+        Some("/v2/x")
+    );
+    let r = rewrite("/");
+    assert_eq!(
+        r.rewrite_path("/api/v1/x", Some(&m)).as_deref(),
+        Some("//x")
+    );
+}
+
+#[test]
+fn exact_and_regex_matches_replace_the_whole_path() {
+    let r = rewrite("/new");
+    let m = uri_match(MatchType::Exact("/old".into()));
+    assert_eq!(
+        r.rewrite_path("/old?a=b", Some(&m)).as_deref(),
+        Some("/new?a=b")
+    );
+    assert_eq!(r.rewrite_path("/old", Some(&m)).as_deref(), Some("/new"));
+    let m = uri_match(MatchType::Regex("/o.d".into()));
+    assert_eq!(
+        r.rewrite_path("/old?q", Some(&m)).as_deref(),
+        Some("/new?q")
+    );
+}
+
+#[test]
+fn no_uri_match_replaces_the_leading_slash() {
+    // Istio matches the prefix "/" then.
+    let r = rewrite("/v2/");
+    assert_eq!(r.rewrite_path("/a/b?c", None).as_deref(), Some("/v2/a/b?c"));
+    let header_only = HttpMatch::compile(&pb::HttpMatchRequest::default(), "r", "m").unwrap();
+    assert_eq!(
+        r.rewrite_path("/a", Some(&header_only)).as_deref(),
+        Some("/v2/a")
+    );
+}
+
+#[test]
+fn mismatched_match_does_not_panic() {
+    let m = uri_match(MatchType::Prefix("/very/long/prefix".into()));
+    assert_eq!(rewrite("/x").rewrite_path("/v", Some(&m)), None);
+    // Inside the two bytes of "é".
+    let m = uri_match(MatchType::Prefix("/a".into()));
+    assert_eq!(rewrite("/x").rewrite_path("/é", Some(&m)), None);
+}
+
+#[test]
+fn regex_rewrite_with_groups() {
+    let r = regex_rewrite(r"^/service/([^/]+)(/.*)$", r"\2/instance/\1")
+        .unwrap()
+        .unwrap();
+    assert_eq!(
+        r.rewrite_path("/service/foo/v1/api?x=/service/y/z", None)
+            .as_deref(),
+        Some("/v1/api/instance/foo?x=/service/y/z")
+    );
+    // Every match is replaced; the query is left alone.
+    let r = regex_rewrite("a", "b").unwrap().unwrap();
+    assert_eq!(
+        r.rewrite_path("/aaa?a=a", None).as_deref(),
+        Some("/bbb?a=a")
+    );
+    // No match: unchanged.
+    assert_eq!(r.rewrite_path("/xyz?a", None), None);
+    // `$` is literal in RE2 rewrites, `\\` a backslash, `\0` the match.
+    let r = regex_rewrite("/p", r"/$1\\\0").unwrap().unwrap();
+    assert_eq!(r.rewrite_path("/p", None).as_deref(), Some(r"/$1\/p"));
+}
+
+#[test]
+fn regex_rewrite_errors() {
+    let err = regex_rewrite("/(a)", r"\2").unwrap_err();
+    assert_eq!(
+        err.to_string(),
+        r#"route 3 of ns/vs: rewrite.uri_regex_rewrite: rewrite "\\2" refers to group 2, the pattern has 1"#
+    );
+    assert!(regex_rewrite("/a", r"\x").is_err());
+    assert!(regex_rewrite("/a", "\\").is_err());
+    assert!(regex_rewrite("", "/").is_err());
+    let err = regex_rewrite("(", "/").unwrap_err();
+    assert!(
+        err.to_string()
+            .starts_with("route 3 of ns/vs: rewrite.uri_regex_rewrite.match: regex parse error"),
+        "{err}"
+    );
+}
+
+#[test]
+fn authority_rewrite() {
+    let r = Rewrite::compile(
+        Some(&pb::HttpRewrite {
+            authority: "new.example".into(),
+            ..Default::default()
+        }),
+        "r",
+    )
+    .unwrap()
+    .unwrap();
+    assert_eq!(r.rewrite_authority(), Some("new.example"));
+    assert_eq!(r.rewrite_path("/a", None), None);
+    assert_eq!(rewrite("/x").rewrite_authority(), None);
+    assert!(
+        Rewrite::compile(Some(&pb::HttpRewrite::default()), "r")
+            .unwrap()
+            .is_none()
+    );
+}
+
+fn req<'a>(
+    headers: &'a HeaderMap,
+    path: &'a str,
+    authority: &'a str,
+    scheme: &'a str,
+) -> RequestView<'a> {
+    RequestView {
+        method: &Method::GET,
+        path_and_query: path,
+        authority,
+        scheme,
+        headers,
+        port: 9080,
+        source_namespace: "default",
+        source_workload: "w",
+    }
+}
+
+fn redirect(r: pb::HttpRedirect) -> Redirect {
+    Redirect::compile(&r, "r").unwrap()
+}
+
+#[test]
+fn redirect_defaults_keep_everything_but_what_is_replaced() {
+    let h = HeaderMap::new();
+    let r = redirect(pb::HttpRedirect {
+        uri: "/new".into(),
+        ..Default::default()
+    });
+    assert_eq!(
+        r.location(&req(&h, "/old?x=1", "reviews:9080", "http")),
+        (
+            StatusCode::MOVED_PERMANENTLY,
+            "http://reviews:9080/new?x=1".into()
+        )
+    );
+    // The new uri's own query wins.
+    let r = redirect(pb::HttpRedirect {
+        uri: "/new?y=2".into(),
+        redirect_code: 302,
+        ..Default::default()
+    });
+    assert_eq!(
+        r.location(&req(&h, "/old?x=1", "reviews", "http")),
+        (StatusCode::FOUND, "http://reviews/new?y=2".into())
+    );
+    // Authority only: path and query kept.
+    let r = redirect(pb::HttpRedirect {
+        authority: "other.example".into(),
+        redirect_code: 307,
+        ..Default::default()
+    });
+    assert_eq!(
+        r.location(&req(&h, "/p?q", "reviews:9080", "http")),
+        (
+            StatusCode::TEMPORARY_REDIRECT,
+            "http://other.example/p?q".into()
+        )
+    );
+    // A uri without a leading slash gets one.
+    let r = redirect(pb::HttpRedirect {
+        uri: "rel".into(),
+        ..Default::default()
+    });
+    assert_eq!(r.location(&req(&h, "/", "h", "http")).1, "http://h/rel");
+}
+
+#[test]
+fn redirect_scheme_change() {
+    let h = HeaderMap::new();
+    let r = redirect(pb::HttpRedirect {
+        scheme: "https".into(),
+        redirect_code: 308,
+        ..Default::default()
+    });
+    // The old scheme's default port goes, any other stays (Envoy).
+    assert_eq!(
+        r.location(&req(&h, "/p", "h:80", "http")),
+        (StatusCode::PERMANENT_REDIRECT, "https://h/p".into())
+    );
+    assert_eq!(
+        r.location(&req(&h, "/p", "h:9080", "http")).1,
+        "https://h:9080/p"
+    );
+    assert_eq!(r.location(&req(&h, "/p", "h", "http")).1, "https://h/p");
+    assert_eq!(
+        r.location(&req(&h, "/p", "[fd00::1]:80", "http")).1,
+        "https://[fd00::1]/p"
+    );
+}
+
+#[test]
+fn redirect_ports() {
+    let h = HeaderMap::new();
+    let port = |port, scheme: &str| {
+        redirect(pb::HttpRedirect {
+            port,
+            scheme: scheme.into(),
+            ..Default::default()
+        })
+    };
+    assert_eq!(
+        port(8443, "").location(&req(&h, "/p", "h:9080", "http")).1,
+        "http://h:8443/p"
+    );
+    // The scheme's default is left out.
+    assert_eq!(
+        port(443, "https")
+            .location(&req(&h, "/p", "h:9080", "http"))
+            .1,
+        "https://h/p"
+    );
+    assert_eq!(
+        port(80, "").location(&req(&h, "/p", "h:9080", "http")).1,
+        "http://h/p"
+    );
+    assert_eq!(
+        port(80, "https").location(&req(&h, "/p", "h", "http")).1,
+        "https://h:80/p"
+    );
+    let with_authority = redirect(pb::HttpRedirect {
+        authority: "x.example:1234".into(),
+        port: 5000,
+        ..Default::default()
+    });
+    assert_eq!(
+        with_authority.location(&req(&h, "/", "h", "http")).1,
+        "http://x.example:5000/"
+    );
+    assert_eq!(
+        port(5000, "")
+            .location(&req(&h, "/", "[::1]:9080", "http"))
+            .1,
+        "http://[::1]:5000/"
+    );
+}
+
+#[test]
+fn redirect_derive_port() {
+    let h = HeaderMap::new();
+    let derive = |d: pb::DerivePort, scheme: &str| {
+        redirect(pb::HttpRedirect {
+            derive_port: d as i32,
+            scheme: scheme.into(),
+            // derive_port wins over a port.
+            port: 1,
+            ..Default::default()
+        })
+    };
+    let from_request = derive(pb::DerivePort::FromRequestPort, "");
+    // The port the request was sent to (9080), not the Host header's.
+    assert_eq!(
+        from_request.location(&req(&h, "/p", "h", "http")).1,
+        "http://h:9080/p"
+    );
+    assert_eq!(
+        from_request.location(&req(&h, "/p", "h:1234", "http")).1,
+        "http://h:9080/p"
+    );
+    let default = derive(pb::DerivePort::FromProtocolDefault, "https");
+    assert_eq!(
+        default.location(&req(&h, "/p", "h:9080", "http")).1,
+        "https://h/p"
+    );
+    let default = derive(pb::DerivePort::FromProtocolDefault, "");
+    assert_eq!(
+        default.location(&req(&h, "/p", "h:9080", "http")).1,
+        "http://h/p"
+    );
+}
+
+#[test]
+fn redirect_codes() {
+    for (code, want) in [
+        (0, 301),
+        (301, 301),
+        (302, 302),
+        (303, 303),
+        (307, 307),
+        (308, 308),
+    ] {
+        let r = redirect(pb::HttpRedirect {
+            redirect_code: code,
+            ..Default::default()
+        });
+        assert_eq!(r.code.as_u16(), want);
+    }
+    let err = Redirect::compile(
+        &pb::HttpRedirect {
+            redirect_code: 304,
+            ..Default::default()
+        },
+        "route 0 of a/b",
+    )
+    .unwrap_err();
+    assert_eq!(
+        err.to_string(),
+        "route 0 of a/b: redirect.redirect_code: 304 is not one of 301, 302, 303, 307, 308"
+    );
+}
+
+#[test]
+fn direct_responses() {
+    let d = DirectResponse::compile(
+        &pb::HttpDirectResponse {
+            status: 418,
+            body: Some(pb::HttpBody {
+                specifier: Some(Specifier::String("teapot".into())),
+            }),
+        },
+        "r",
+    )
+    .unwrap();
+    assert_eq!(d.status, StatusCode::IM_A_TEAPOT);
+    assert_eq!(d.body.as_deref(), Some(&b"teapot"[..]));
+    let d = DirectResponse::compile(
+        &pb::HttpDirectResponse {
+            status: 200,
+            body: Some(pb::HttpBody {
+                specifier: Some(Specifier::Bytes(vec![0, 159, 255])),
+            }),
+        },
+        "r",
+    )
+    .unwrap();
+    assert_eq!(d.body.as_deref(), Some(&[0u8, 159, 255][..]));
+    let d = DirectResponse::compile(
+        &pb::HttpDirectResponse {
+            status: 503,
+            body: None,
+        },
+        "r",
+    )
+    .unwrap();
+    assert_eq!(d.body, None);
+    for status in [0, 100, 199, 600] {
+        assert!(
+            DirectResponse::compile(&pb::HttpDirectResponse { status, body: None }, "r").is_err()
+        );
+    }
+}
