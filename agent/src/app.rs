@@ -9,6 +9,7 @@ use crate::{
     control::{ControlClient, ControlError},
     identity::{IdentityError, SecretManager, TrustBundle},
     inpod::{self, Enroller, persist::PodFiles},
+    l7::{L7, L7Config},
     metrics::Metrics,
     proxy::{ProxyContext, pool::Pool},
     redirect::{RedirectError, Redirector, loader::RedirectConfig},
@@ -94,7 +95,13 @@ impl App {
             secrets.clone(),
         ));
 
-        let xds = XdsClient::new(control, config.node_name.clone(), store.clone());
+        let l7_config = Arc::new(L7Config::default());
+        let xds = XdsClient::new(
+            control,
+            config.node_name.clone(),
+            store.clone(),
+            l7_config.clone(),
+        );
         let mut synced = xds.synced();
         tokio::spawn(xds.run());
 
@@ -109,6 +116,7 @@ impl App {
             tls: Default::default(),
             local_pods: Default::default(),
             metrics: metrics.clone(),
+            l7: L7::new(l7_config),
         });
         let files = PodFiles::new(&config.state_dir).map_err(io(format!(
             "state directory {}",

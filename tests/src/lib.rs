@@ -39,6 +39,7 @@ mod cluster;
 mod cni;
 mod config;
 mod control;
+pub mod httpapp;
 mod netns;
 mod node;
 mod pcap;

@@ -126,6 +126,14 @@ impl Node {
         p.is_running().then(|| p.pid())
     }
 
+    /// The agent's whole log so far.
+    pub fn agent_log(&self) -> String {
+        match self.lock_agent().as_ref() {
+            Some(p) => p.log(),
+            None => String::new(),
+        }
+    }
+
     /// The last `lines` lines of the agent's log.
     pub fn agent_log_tail(&self, lines: usize) -> String {
         match self.lock_agent().as_ref() {

@@ -1,8 +1,93 @@
-//! L7: HTTP in the node proxy. Connections a pod's app makes to a Service
-//! port declared HTTP (Istio's protocol selection) are terminated here:
-//! each request is routed with the service's VirtualService routes
-//! ([`route`]), balanced over the destination's endpoints with its
-//! DestinationRule ([`cluster`]), and sent over pooled HBONE.
+//! L7: HTTP in the node proxy.
+//!
+//! A pod's connection to a Service port declared HTTP (Istio's protocol
+//! selection: `appProtocol` or the port's name, decided by the control
+//! plane) is terminated here instead of being relayed as bytes
+//! ([`outbound`]). Each request then goes through [`forward`]:
+//!
+//! 1. the service's VirtualService routes ([`route`]) pick a route, or
+//!    answer themselves (redirect, direct response, fault, CORS);
+//! 2. a weighted destination (service, subset, port) is chosen, and the
+//!    request rewritten as the route says;
+//! 3. [`send`] applies the destination's DestinationRule ([`cluster`]):
+//!    endpoints minus outlier-ejected ones, the load balancer, the
+//!    connection-pool limits; then sends over a pooled upstream connection
+//!    ([`upstream`], HBONE to mesh workloads) with the route's timeout and
+//!    retries;
+//! 4. the response is edited (headers, CORS) and logged ([`log`]).
+//!
+//! Answers the proxy gives itself are Envoy's ([`reply`]). The destination
+//! side is unchanged: the CONNECT stream arrives at the destination's
+//! agent like any other, so a weft client works with any HBONE server.
 
+pub mod body;
 pub mod cluster;
+mod config;
+pub mod forward;
+pub mod log;
+pub mod outbound;
+pub mod reply;
 pub mod route;
+pub mod send;
+pub mod tls;
+pub mod upstream;
+
+use std::{
+    collections::HashMap,
+    sync::{Arc, Mutex},
+};
+
+pub use config::L7Config;
+
+use self::cluster::{Cluster, EffectivePolicy};
+
+/// What the L7 proxy keeps between requests: configuration, per-cluster
+/// state (balancers, outlier detection, limits) and upstream connections.
+#[derive(Default)]
+pub struct L7 {
+    pub config: Arc<L7Config>,
+    clusters: Clusters,
+    pub upstreams: Arc<upstream::Upstreams>,
+    /// Malformed requests from apps, answered 400 (or reset) and dropped.
+    pub bad_requests: std::sync::atomic::AtomicU64,
+}
+
+impl L7 {
+    pub fn new(config: Arc<L7Config>) -> L7 {
+        L7 {
+            config,
+            ..Default::default()
+        }
+    }
+}
+
+/// A cluster, in Envoy's sense: a destination service, subset and port.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+struct ClusterKey {
+    service: String,
+    subset: String,
+    port: u16,
+}
+
+/// Cluster state, created on first use and replaced when the cluster's
+/// effective policy changes (which resets its outlier and balancer state,
+/// as an Envoy cluster update does).
+#[derive(Default)]
+struct Clusters {
+    map: Mutex<HashMap<ClusterKey, Arc<Cluster>>>,
+}
+
+impl Clusters {
+    fn get(&self, key: ClusterKey, policy: Arc<EffectivePolicy>) -> Arc<Cluster> {
+        let mut map = self.map.lock().expect("clusters lock");
+        if let Some(cluster) = map.get(&key)
+            && (Arc::ptr_eq(cluster.policy(), &policy) || **cluster.policy() == *policy)
+        {
+            return cluster.clone();
+        }
+        let name = format!("{}|{}|{}", key.port, key.subset, key.service);
+        let cluster = Arc::new(Cluster::new(name, policy));
+        map.insert(key, cluster.clone());
+        cluster
+    }
+}

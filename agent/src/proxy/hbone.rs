@@ -200,7 +200,7 @@ pub fn server_builder() -> h2::server::Builder {
     builder
 }
 
-fn h2_io(err: h2::Error) -> io::Error {
+pub(crate) fn h2_io(err: h2::Error) -> io::Error {
     if err.is_io() {
         err.into_io().expect("is_io")
     } else {

@@ -17,6 +17,7 @@ pub mod inbound;
 pub mod inbound_plain;
 pub mod outbound;
 pub mod pool;
+pub mod tunnel_io;
 
 use std::{net::SocketAddr, sync::Arc};
 
@@ -68,6 +69,8 @@ pub struct ProxyContext {
     pub local_pods: LocalPods,
     /// Outbound HBONE connections, shared by streams.
     pub pool: Arc<pool::Pool>,
+    /// The L7 proxy: routes, clusters, upstream HTTP connections.
+    pub l7: crate::l7::L7,
 }
 
 /// The pods enrolled on this node, by IP.

@@ -68,6 +68,12 @@ async fn handle(stream: TcpStream, peer: SocketAddr, pod: Arc<PodContext>, ctx: 
     // `protocol` in the access log: HBONE, same-node (in-process, no TLS
     // hop) or TCP (plaintext passthrough).
     let (result, dst, dst_identity, protocol) = match ctx.store.resolve(original) {
+        // A Service port declared HTTP: terminated here, routed per request.
+        Resolved::Http { service, protocol } => {
+            let ctx = ctx.clone();
+            return crate::l7::outbound::serve(stream, peer, original, pod, service, protocol, ctx)
+                .await;
+        }
         // Both ends on this node: no TLS hop; the destination's policy is
         // enforced here, as its inbound proxy would.
         Resolved::Workload { workload, addr, .. }
@@ -78,7 +84,7 @@ async fn handle(stream: TcpStream, peer: SocketAddr, pod: Arc<PodContext>, ctx: 
             (result, addr, workload.identity.to_string(), "same-node")
         }
         Resolved::Workload { workload, addr, .. } if workload.hbone => {
-            let result = match open_tunnel(&stream, peer, &pod, &ctx, &workload, addr).await {
+            let result = match open_tunnel(Some(&stream), peer, &pod, &ctx, &workload, addr).await {
                 Ok((tunnel, early)) => hbone::splice(stream, tunnel)
                     .await
                     .map(|(sent, received)| (sent + early, received))
@@ -116,7 +122,7 @@ async fn handle(stream: TcpStream, peer: SocketAddr, pod: Arc<PodContext>, ctx: 
 }
 
 #[derive(Debug, thiserror::Error)]
-enum OutboundError {
+pub enum OutboundError {
     #[error("no certificate for {0} on this node")]
     NoCertificate(String),
     #[error(transparent)]
@@ -149,7 +155,10 @@ enum OutboundError {
 
 /// A socket in the pod's namespace, marked so eBPF doesn't capture it,
 /// connected to `addr`: the pod's own source IP stays on the wire.
-async fn connect_from_pod(pod: &PodContext, addr: SocketAddr) -> Result<TcpStream, OutboundError> {
+pub(crate) async fn connect_from_pod(
+    pod: &PodContext,
+    addr: SocketAddr,
+) -> Result<TcpStream, OutboundError> {
     let socket = pod
         .netns
         .run(|| sockopt::outbound_socket(addr, OUTBOUND_MARK))?
@@ -178,6 +187,25 @@ async fn same_node(
     ctx: &ProxyContext,
     target: SocketAddr,
 ) -> Result<(u64, u64), OutboundError> {
+    let app = match connect_same_node(pod, destination, ctx, target).await {
+        Ok(app) => app,
+        Err(err) => {
+            reset(stream);
+            return Err(err);
+        }
+    };
+    Ok(sys::splice::relay(&stream, &app.stream).await?)
+}
+
+/// A connection into `destination`, a pod on this node, from the client
+/// pod's address, if the destination's policy allows it: what the
+/// destination's inbound proxy would do, without the TLS hop.
+pub(crate) async fn connect_same_node(
+    pod: &PodContext,
+    destination: &PodContext,
+    ctx: &ProxyContext,
+    target: SocketAddr,
+) -> Result<delivery::Delivered, OutboundError> {
     let source_ip = pod
         .workload
         .ips
@@ -192,25 +220,17 @@ async fn same_node(
         dst_port: target.port(),
     };
     if destination.authorize(ctx, &conn).is_err() {
-        reset(stream);
         return Err(OutboundError::Denied);
     }
-    let app = match delivery::connect(destination, &ctx.redirection, source_ip, target).await {
-        Ok(app) => app,
-        Err(err) => {
-            reset(stream);
-            return Err(err.into());
-        }
-    };
-    Ok(sys::splice::relay(&stream, &app.stream).await?)
+    Ok(delivery::connect(destination, &ctx.redirection, source_ip, target).await?)
 }
 
 /// A CONNECT stream to `target` on a pooled connection to the destination
 /// pod's 15008, or on a new one (TLS from the client pod's namespace, with
-/// its identity) when none has room. Also returns how many of the app's
-/// bytes already went with the CONNECT (see [`connect_stream`]).
-async fn open_tunnel(
-    app: &TcpStream,
+/// its identity) when none has room. With `app`, its first bytes may go
+/// with the CONNECT; returns how many did (see [`connect_stream`]).
+pub(crate) async fn open_tunnel(
+    app: Option<&TcpStream>,
     peer: SocketAddr,
     pod: &PodContext,
     ctx: &ProxyContext,
@@ -290,7 +310,7 @@ async fn connect_stream(
     send_request: SendRequest<Bytes>,
     target: SocketAddr,
     headers: HeaderMap,
-    app: &TcpStream,
+    app: Option<&TcpStream>,
     early: &mut Option<Bytes>,
 ) -> Result<hbone::H2Stream, hbone::HboneError> {
     let mut opening = hbone::open(send_request, target, headers).await?;
@@ -298,6 +318,11 @@ async fn connect_stream(
         opening.send_early(bytes.clone())?;
         return opening.established().await;
     }
+    // Nothing to send ahead (the L7 proxy writes its request once the
+    // stream is up).
+    let Some(app) = app else {
+        return opening.established().await;
+    };
     let answer = tokio::select! {
         biased;
         answer = &mut opening.response => Some(answer),

@@ -4,7 +4,7 @@ use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
 use weft_proto::workload::{self as wl, address::Type};
 
-use super::{Identity, Service, Workload};
+use super::{AppProtocol, Identity, Service, Workload};
 
 #[derive(Debug, thiserror::Error)]
 pub enum ConvertError {
@@ -93,8 +93,21 @@ pub fn from_address(address: wl::Address) -> Result<Converted, ConvertError> {
                 .map(|a| ip(&a.address, what))
                 .collect::<Result<Vec<_>, _>>()?;
             let mut ports = std::collections::HashMap::new();
+            let mut http_ports = std::collections::HashMap::new();
             for p in &s.ports {
-                ports.insert(port(p.service_port, what)?, port(p.target_port, what)?);
+                let service_port = port(p.service_port, what)?;
+                ports.insert(service_port, port(p.target_port, what)?);
+                let protocol = match wl::AppProtocol::try_from(p.app_protocol) {
+                    Ok(wl::AppProtocol::Http11) => Some(AppProtocol::Http1),
+                    Ok(wl::AppProtocol::Http2) => Some(AppProtocol::Http2),
+                    Ok(wl::AppProtocol::Grpc) => Some(AppProtocol::Grpc),
+                    // Unknown, TCP, TLS, or a value newer than this agent:
+                    // opaque TCP.
+                    _ => None,
+                };
+                if let Some(protocol) = protocol {
+                    http_ports.insert(service_port, protocol);
+                }
             }
             Ok(Converted::Service(Service {
                 name: s.name,
@@ -102,6 +115,7 @@ pub fn from_address(address: wl::Address) -> Result<Converted, ConvertError> {
                 hostname: s.hostname,
                 vips,
                 ports,
+                http_ports,
             }))
         }
     }

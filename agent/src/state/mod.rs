@@ -92,6 +92,22 @@ pub struct Service {
     /// Service port → target port (0: the same as the service port, or a
     /// named port that each endpoint resolves).
     pub ports: HashMap<u16, u16>,
+    /// The ports declared HTTP (`appProtocol` or port name, Istio's
+    /// protocol selection, decided by the control plane); any other port
+    /// is opaque TCP.
+    pub http_ports: HashMap<u16, AppProtocol>,
+}
+
+/// What a service port speaks, when it is HTTP (the Workload API's
+/// `AppProtocol`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+pub enum AppProtocol {
+    /// `http`: HTTP/1.1 upstream (clients may still speak HTTP/2).
+    Http1,
+    /// `http2`, `h2c`: HTTP/2 upstream.
+    Http2,
+    /// `grpc`: HTTP/2 upstream; local replies carry a `grpc-status`.
+    Grpc,
 }
 
 impl Service {

@@ -12,7 +12,7 @@ use std::{
 
 use tokio::sync::watch;
 
-use super::{Service, Workload, convert::Converted};
+use super::{AppProtocol, Service, Workload, convert::Converted};
 use crate::policy::{Policy, Scope};
 
 /// Where an outbound connection goes.
@@ -27,6 +27,12 @@ pub enum Resolved {
     },
     /// A service VIP with no endpoint behind it.
     NoEndpoints(Arc<Service>),
+    /// A service port declared HTTP: the L7 proxy picks an endpoint per
+    /// request.
+    Http {
+        service: Arc<Service>,
+        protocol: AppProtocol,
+    },
     /// Not a mesh destination: forwarded unchanged, in plaintext.
     Passthrough(SocketAddr),
 }
@@ -211,8 +217,44 @@ impl WorkloadStore {
         inner.workloads.get(uid).cloned()
     }
 
-    /// Decides where a connection to `dst` goes: a service VIP picks one of
-    /// its endpoints (round robin), a workload IP is that workload, anything
+    /// A service by key (`<namespace>/<hostname>`).
+    pub fn service(&self, key: &str) -> Option<Arc<Service>> {
+        self.inner
+            .read()
+            .expect("store lock")
+            .services
+            .get(key)
+            .cloned()
+    }
+
+    /// A workload by uid.
+    pub fn workload(&self, uid: &str) -> Option<Arc<Workload>> {
+        self.inner
+            .read()
+            .expect("store lock")
+            .workloads
+            .get(uid)
+            .cloned()
+    }
+
+    /// The workloads behind a service that have an address, in a stable
+    /// order (by uid).
+    pub fn endpoints(&self, service: &str) -> Vec<Arc<Workload>> {
+        let inner = self.inner.read().expect("store lock");
+        inner
+            .endpoints
+            .get(service)
+            .into_iter()
+            .flatten()
+            .filter_map(|uid| inner.workloads.get(uid))
+            .filter(|w| !w.ips.is_empty())
+            .cloned()
+            .collect()
+    }
+
+    /// Decides where a connection to `dst` goes: a service VIP's HTTP port
+    /// goes to the L7 proxy, another port picks one of its endpoints (round
+    /// robin), a workload IP is that workload, anything
     /// else passes through.
     pub fn resolve(&self, dst: SocketAddr) -> Resolved {
         let inner = self.inner.read().expect("store lock");
@@ -223,6 +265,12 @@ impl WorkloadStore {
         if let Some(service) = service
             && let Some(&service_target) = service.ports.get(&dst.port())
         {
+            if let Some(&protocol) = service.http_ports.get(&dst.port()) {
+                return Resolved::Http {
+                    service: service.clone(),
+                    protocol,
+                };
+            }
             let key = service.key();
             let endpoints: Vec<&Arc<Workload>> = inner
                 .endpoints
@@ -314,6 +362,7 @@ mod tests {
             hostname: "web.default.svc.cluster.local".into(),
             vips: vec![IpAddr::V4(Ipv4Addr::from(vip))],
             ports: HashMap::from([(port, target)]),
+            http_ports: HashMap::new(),
         })
     }
 

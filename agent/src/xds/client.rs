@@ -1,6 +1,7 @@
-//! One delta ADS stream to the control plane, subscribed (wildcard) to two
-//! types: `istio.workload.Address` (workloads and services) and
-//! `istio.security.Authorization` (L4 policies). Each response is applied
+//! One delta ADS stream to the control plane, subscribed (wildcard) to four
+//! types: `istio.workload.Address` (workloads and services),
+//! `istio.security.Authorization` (L4 policies), and weft's
+//! `weft.route.v1.RouteConfig` and `DestinationPolicy` (L7 routing). Each response is applied
 //! to the [`WorkloadStore`] and ACKed, or NACKed with the reason if any
 //! resource in it doesn't convert (nothing of it is applied then). On a broken stream the client reconnects with
 //! backoff, sending `initial_resource_versions` so that the control plane
@@ -12,9 +13,10 @@ use prost::Message;
 use tokio::sync::{mpsc, watch};
 use tokio_stream::wrappers::ReceiverStream;
 use weft_proto::{
-    ADDRESS_TYPE_URL, AUTHORIZATION_TYPE_URL,
+    ADDRESS_TYPE_URL, AUTHORIZATION_TYPE_URL, DESTINATION_POLICY_TYPE_URL, ROUTE_CONFIG_TYPE_URL,
     core::Node,
     discovery::{DeltaDiscoveryRequest, DeltaDiscoveryResponse},
+    route::{DestinationPolicy, RouteConfig},
     rpc::Status,
     security::Authorization,
     workload::Address,
@@ -22,6 +24,7 @@ use weft_proto::{
 
 use crate::{
     control::ControlClient,
+    l7::{L7Config, cluster::Policies, route::RouteTable},
     policy::{self, Policy},
     state::{Converted, WorkloadStore, from_address},
 };
@@ -31,15 +34,22 @@ pub struct XdsClient {
     control: ControlClient,
     node: String,
     store: Arc<WorkloadStore>,
+    l7: Arc<L7Config>,
     synced: watch::Sender<bool>,
 }
 
 impl XdsClient {
-    pub fn new(control: ControlClient, node: String, store: Arc<WorkloadStore>) -> Self {
+    pub fn new(
+        control: ControlClient,
+        node: String,
+        store: Arc<WorkloadStore>,
+        l7: Arc<L7Config>,
+    ) -> Self {
         Self {
             control,
             node,
             store,
+            l7,
             synced: watch::Sender::new(false),
         }
     }
@@ -84,8 +94,13 @@ impl XdsClient {
         addresses.initial_resource_versions = self.store.versions();
         let mut policies = self.request(AUTHORIZATION_TYPE_URL);
         policies.initial_resource_versions = self.store.policy_versions();
-        tx.send(addresses).await.expect("receiver alive");
-        tx.send(policies).await.expect("receiver alive");
+        let mut routes = self.request(ROUTE_CONFIG_TYPE_URL);
+        routes.initial_resource_versions = self.l7.route_versions();
+        let mut destinations = self.request(DESTINATION_POLICY_TYPE_URL);
+        destinations.initial_resource_versions = self.l7.policy_versions();
+        for request in [addresses, policies, routes, destinations] {
+            tx.send(request).await.expect("receiver alive");
+        }
         let mut responses = self
             .control
             .xds()
@@ -115,6 +130,12 @@ impl XdsClient {
             AUTHORIZATION_TYPE_URL => decode_policies(&response).map(|upserts| {
                 self.store
                     .apply_policies(upserts, &response.removed_resources);
+            }),
+            ROUTE_CONFIG_TYPE_URL => decode_routes(&response).map(|upserts| {
+                self.l7.apply_routes(upserts, &response.removed_resources);
+            }),
+            DESTINATION_POLICY_TYPE_URL => decode_destinations(&response).map(|upserts| {
+                self.l7.apply_policies(upserts, &response.removed_resources);
             }),
             other => Err(format!("unexpected type {other}")),
         };
@@ -173,5 +194,21 @@ fn decode_policies(
 ) -> Result<Vec<(String, String, Policy)>, String> {
     decode_each(response, |authz: Authorization| {
         policy::from_proto(authz).map_err(|e| e.to_string())
+    })
+}
+
+fn decode_routes(
+    response: &DeltaDiscoveryResponse,
+) -> Result<Vec<(String, String, RouteTable)>, String> {
+    decode_each(response, |config: RouteConfig| {
+        RouteTable::compile(&config).map_err(|e| e.to_string())
+    })
+}
+
+fn decode_destinations(
+    response: &DeltaDiscoveryResponse,
+) -> Result<Vec<(String, String, Policies)>, String> {
+    decode_each(response, |policy: DestinationPolicy| {
+        Policies::compile(&policy).map_err(|e| e.to_string())
     })
 }

@@ -1,0 +1,321 @@
+//! Bodies on the L7 path: one boxed type for everything the proxy sends,
+//! and a request body that can be sent again (retries) or copied
+//! (mirrors) without holding more than a bounded amount of it.
+
+use std::{
+    pin::Pin,
+    sync::{Arc, Mutex},
+    task::{Context, Poll, Waker},
+};
+
+use bytes::Bytes;
+use http::HeaderMap;
+use http_body::{Body as HttpBody, Frame, SizeHint};
+use http_body_util::{BodyExt, Empty, Full, combinators::BoxBody};
+
+/// Errors inside bodies.
+pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
+
+/// Every body the L7 proxy sends, up or down.
+pub type Body = BoxBody<Bytes, BoxError>;
+
+/// An empty body.
+pub fn empty() -> Body {
+    Empty::new().map_err(|never| match never {}).boxed()
+}
+
+/// A body of `bytes`.
+pub fn full(bytes: impl Into<Bytes>) -> Body {
+    Full::new(bytes.into())
+        .map_err(|never| match never {})
+        .boxed()
+}
+
+/// Any body whose errors can be boxed.
+pub fn boxed<B>(body: B) -> Body
+where
+    B: HttpBody<Data = Bytes> + Send + Sync + 'static,
+    B::Error: Into<BoxError>,
+{
+    body.map_err(Into::into).boxed()
+}
+
+/// How much of a request body is kept so that it can be sent again:
+/// Envoy's default per-request buffer limit for retries and shadows.
+pub const REPLAY_LIMIT: usize = 64 * 1024;
+
+/// A request body shared by every attempt (and mirror) of one request.
+///
+/// The original body is read once. What has been read is kept (up to
+/// [`REPLAY_LIMIT`]), so each [`ReplayBody`] hands out the kept frames
+/// first, then reads on. A body that outgrew the limit cannot be replayed:
+/// [`Replay::can_replay`] turns false and the request is not retried.
+#[derive(Clone)]
+pub struct Replay {
+    shared: Arc<Mutex<Shared>>,
+}
+
+struct Shared {
+    source: Option<Body>,
+    /// Data frames read so far, in order.
+    kept: Vec<Bytes>,
+    kept_bytes: usize,
+    trailers: Option<HeaderMap>,
+    /// The source has ended.
+    done: bool,
+    /// The source failed; later readers get an error too.
+    failed: bool,
+    /// More was read than can be kept.
+    overflowed: bool,
+    /// Followers waiting for the leader to read on.
+    waiting: Vec<Waker>,
+}
+
+impl Replay {
+    /// Wraps a request's body.
+    pub fn new(body: Body) -> Replay {
+        let done = body.is_end_stream();
+        Replay {
+            shared: Arc::new(Mutex::new(Shared {
+                source: Some(body),
+                kept: Vec::new(),
+                kept_bytes: 0,
+                trailers: None,
+                done,
+                failed: false,
+                overflowed: false,
+                waiting: Vec::new(),
+            })),
+        }
+    }
+
+    /// Whether a new attempt could get the whole body.
+    pub fn can_replay(&self) -> bool {
+        let shared = self.shared.lock().expect("replay lock");
+        !shared.overflowed && !shared.failed
+    }
+
+    /// A body for one attempt: it reads the original when it runs out of
+    /// kept frames.
+    pub fn body(&self) -> Body {
+        ReplayBody {
+            shared: self.shared.clone(),
+            position: 0,
+            leader: true,
+            alone: false,
+            trailers_sent: false,
+        }
+        .boxed()
+    }
+
+    /// A body for a mirror: it never reads the original itself (the
+    /// primary request sets the pace) and fails if it falls behind what
+    /// can be kept.
+    pub fn follower(&self) -> Body {
+        ReplayBody {
+            shared: self.shared.clone(),
+            position: 0,
+            leader: false,
+            alone: false,
+            trailers_sent: false,
+        }
+        .boxed()
+    }
+}
+
+struct ReplayBody {
+    shared: Arc<Mutex<Shared>>,
+    /// Index of the next kept frame to hand out.
+    position: usize,
+    /// Reads the original when it has handed out every kept frame.
+    leader: bool,
+    /// This reader outgrew the limit and reads the original unkept.
+    alone: bool,
+    trailers_sent: bool,
+}
+
+#[derive(Debug, thiserror::Error)]
+enum ReplayError {
+    #[error("the request body is larger than can be kept to send it again")]
+    Overflowed,
+    #[error("the request body failed earlier")]
+    Failed,
+}
+
+impl HttpBody for ReplayBody {
+    type Data = Bytes;
+    type Error = BoxError;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
+        let this = &mut *self;
+        let mut shared = this.shared.lock().expect("replay lock");
+        loop {
+            if shared.failed {
+                return Poll::Ready(Some(Err(ReplayError::Failed.into())));
+            }
+            if !this.alone {
+                if shared.overflowed {
+                    // What comes next was never kept for this reader.
+                    return Poll::Ready(Some(Err(ReplayError::Overflowed.into())));
+                }
+                if this.position < shared.kept.len() {
+                    let data = shared.kept[this.position].clone();
+                    this.position += 1;
+                    return Poll::Ready(Some(Ok(Frame::data(data))));
+                }
+            }
+            if shared.done {
+                if !this.trailers_sent
+                    && let Some(trailers) = shared.trailers.clone()
+                {
+                    this.trailers_sent = true;
+                    return Poll::Ready(Some(Ok(Frame::trailers(trailers))));
+                }
+                return Poll::Ready(None);
+            }
+            if !this.leader {
+                shared.waiting.push(cx.waker().clone());
+                return Poll::Pending;
+            }
+            let Some(source) = shared.source.as_mut() else {
+                return Poll::Ready(None);
+            };
+            match Pin::new(source).poll_frame(cx) {
+                Poll::Pending => return Poll::Pending,
+                Poll::Ready(None) => {
+                    shared.done = true;
+                    shared.source = None;
+                }
+                Poll::Ready(Some(Err(err))) => {
+                    shared.failed = true;
+                    shared.source = None;
+                    wake_all(&mut shared.waiting);
+                    return Poll::Ready(Some(Err(err)));
+                }
+                Poll::Ready(Some(Ok(frame))) => match frame.into_data() {
+                    Ok(data) if this.alone => return Poll::Ready(Some(Ok(Frame::data(data)))),
+                    Ok(data) if shared.kept_bytes + data.len() > REPLAY_LIMIT => {
+                        // Too large to keep: this reader goes on alone,
+                        // every other one fails.
+                        shared.overflowed = true;
+                        shared.kept = Vec::new();
+                        this.alone = true;
+                        wake_all(&mut shared.waiting);
+                        return Poll::Ready(Some(Ok(Frame::data(data))));
+                    }
+                    Ok(data) => {
+                        shared.kept_bytes += data.len();
+                        shared.kept.push(data);
+                    }
+                    Err(frame) => {
+                        if let Ok(trailers) = frame.into_trailers() {
+                            shared.trailers = Some(trailers);
+                        }
+                    }
+                },
+            }
+            wake_all(&mut shared.waiting);
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        let shared = self.shared.lock().expect("replay lock");
+        shared.done
+            && self.position >= shared.kept.len()
+            && (self.trailers_sent || shared.trailers.is_none())
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        let shared = self.shared.lock().expect("replay lock");
+        match &shared.source {
+            Some(source) if !shared.overflowed => {
+                let kept: usize = shared.kept[self.position.min(shared.kept.len())..]
+                    .iter()
+                    .map(Bytes::len)
+                    .sum();
+                let mut hint = source.size_hint();
+                hint.set_lower(hint.lower() + kept as u64);
+                if let Some(upper) = hint.upper() {
+                    hint.set_upper(upper + kept as u64);
+                }
+                hint
+            }
+            Some(_) => SizeHint::default(),
+            None => {
+                let kept: usize = shared.kept[self.position.min(shared.kept.len())..]
+                    .iter()
+                    .map(Bytes::len)
+                    .sum();
+                SizeHint::with_exact(kept as u64)
+            }
+        }
+    }
+}
+
+fn wake_all(waiting: &mut Vec<Waker>) {
+    for waker in waiting.drain(..) {
+        waker.wake();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use http_body_util::{BodyExt, StreamBody};
+
+    fn chunks(parts: &[&'static str]) -> Body {
+        let frames: Vec<Result<Frame<Bytes>, BoxError>> = parts
+            .iter()
+            .map(|p| Ok(Frame::data(Bytes::from_static(p.as_bytes()))))
+            .collect();
+        StreamBody::new(futures::stream::iter(frames)).boxed()
+    }
+
+    async fn collect(body: Body) -> Result<Bytes, BoxError> {
+        Ok(body.collect().await?.to_bytes())
+    }
+
+    #[tokio::test]
+    async fn every_attempt_gets_the_whole_body() {
+        let replay = Replay::new(chunks(&["a", "b", "c"]));
+        let mut first = replay.body();
+        // The first attempt reads part of the body, then fails.
+        let frame = first.frame().await.unwrap().unwrap();
+        assert_eq!(frame.into_data().unwrap(), "a");
+        drop(first);
+        assert!(replay.can_replay());
+        assert_eq!(collect(replay.body()).await.unwrap(), "abc");
+        assert_eq!(collect(replay.body()).await.unwrap(), "abc");
+    }
+
+    #[tokio::test]
+    async fn a_follower_sees_what_the_leader_reads() {
+        let replay = Replay::new(chunks(&["x", "y"]));
+        let follower = tokio::spawn(collect(replay.follower()));
+        assert_eq!(collect(replay.body()).await.unwrap(), "xy");
+        assert_eq!(follower.await.unwrap().unwrap(), "xy");
+    }
+
+    #[tokio::test]
+    async fn a_large_body_streams_once_and_cannot_be_replayed() {
+        static BIG: [u8; REPLAY_LIMIT] = [b'z'; REPLAY_LIMIT];
+        let big = std::str::from_utf8(&BIG).unwrap();
+        let replay = Replay::new(chunks(&["head", big]));
+        let follower = tokio::spawn(collect(replay.follower()));
+        let all = collect(replay.body()).await.unwrap();
+        assert_eq!(all.len(), 4 + REPLAY_LIMIT);
+        assert!(!replay.can_replay());
+        assert!(collect(replay.body()).await.is_err());
+        assert!(follower.await.unwrap().is_err(), "the mirror gives up");
+    }
+
+    #[tokio::test]
+    async fn empty_body_is_at_its_end() {
+        let replay = Replay::new(empty());
+        assert!(replay.body().is_end_stream());
+        assert_eq!(collect(replay.body()).await.unwrap(), "");
+    }
+}

@@ -1,0 +1,103 @@
+//! The L7 configuration received from the control plane: each service's
+//! routes (`weft.route.v1.RouteConfig`) and destination policy
+//! (`weft.route.v1.DestinationPolicy`), compiled once when they arrive,
+//! by the service key `<namespace>/<hostname>`.
+
+use std::{
+    collections::HashMap,
+    sync::{Arc, RwLock},
+};
+
+use super::{cluster::Policies, route::RouteTable};
+
+/// Routes and policies by service key, with their xDS versions.
+#[derive(Default)]
+pub struct L7Config {
+    inner: RwLock<Inner>,
+}
+
+#[derive(Default)]
+struct Inner {
+    routes: HashMap<String, Arc<RouteTable>>,
+    route_versions: HashMap<String, String>,
+    policies: HashMap<String, Arc<Policies>>,
+    policy_versions: HashMap<String, String>,
+}
+
+impl L7Config {
+    /// The routes of a service; `None`: no VirtualService routes it (the
+    /// default route applies).
+    pub fn routes(&self, service: &str) -> Option<Arc<RouteTable>> {
+        self.inner
+            .read()
+            .expect("l7 config lock")
+            .routes
+            .get(service)
+            .cloned()
+    }
+
+    /// The destination policy of a service; `None`: no DestinationRule
+    /// (defaults apply).
+    pub fn policies(&self, service: &str) -> Option<Arc<Policies>> {
+        self.inner
+            .read()
+            .expect("l7 config lock")
+            .policies
+            .get(service)
+            .cloned()
+    }
+
+    /// Applies one xDS update of routes.
+    pub fn apply_routes(&self, upserts: Vec<(String, String, RouteTable)>, removals: &[String]) {
+        let mut inner = self.inner.write().expect("l7 config lock");
+        for name in removals {
+            inner.routes.remove(name);
+            inner.route_versions.remove(name);
+        }
+        for (name, version, table) in upserts {
+            inner.routes.insert(name.clone(), Arc::new(table));
+            inner.route_versions.insert(name, version);
+        }
+    }
+
+    /// Applies one xDS update of destination policies.
+    pub fn apply_policies(&self, upserts: Vec<(String, String, Policies)>, removals: &[String]) {
+        let mut inner = self.inner.write().expect("l7 config lock");
+        for name in removals {
+            inner.policies.remove(name);
+            inner.policy_versions.remove(name);
+        }
+        for (name, version, policies) in upserts {
+            inner.policies.insert(name.clone(), Arc::new(policies));
+            inner.policy_versions.insert(name, version);
+        }
+    }
+
+    /// Route name → version, for `initial_resource_versions`.
+    pub fn route_versions(&self) -> HashMap<String, String> {
+        self.inner
+            .read()
+            .expect("l7 config lock")
+            .route_versions
+            .clone()
+    }
+
+    /// Policy name → version, for `initial_resource_versions`.
+    pub fn policy_versions(&self) -> HashMap<String, String> {
+        self.inner
+            .read()
+            .expect("l7 config lock")
+            .policy_versions
+            .clone()
+    }
+
+    /// Names held, for the admin API.
+    pub fn dump(&self) -> serde_json::Value {
+        let inner = self.inner.read().expect("l7 config lock");
+        let mut routes: Vec<&String> = inner.routes.keys().collect();
+        routes.sort();
+        let mut policies: Vec<&String> = inner.policies.keys().collect();
+        policies.sort();
+        serde_json::json!({ "routes": routes, "destination_policies": policies })
+    }
+}

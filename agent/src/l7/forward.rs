@@ -1,0 +1,433 @@
+//! One request, from the app to the response it gets: route selection,
+//! the route's own answers (redirect, direct response, CORS preflight,
+//! fault injection), the destination, rewrites and header edits, mirrors;
+//! then [`super::send`] for the upstream part.
+
+use std::{borrow::Cow, net::SocketAddr, sync::Arc};
+
+use http::{
+    HeaderMap, HeaderName, HeaderValue, Method, Request, Response, StatusCode, Uri, Version, header,
+};
+use hyper::body::Incoming;
+
+use super::{
+    body::{self, Body, BoxError, Replay},
+    log::Record,
+    reply::{Flag, LocalReply},
+    route::{Abort, Action, Destination, Preflight, RequestView, RetryPolicy},
+    send,
+    upstream::Protocol,
+};
+use crate::{
+    proxy::{PodContext, ProxyContext},
+    state::{AppProtocol, Service},
+};
+
+/// One app connection terminated at L7: who sent it, to which service.
+pub struct Downstream {
+    pub pod: Arc<PodContext>,
+    /// The app's address.
+    pub peer: SocketAddr,
+    /// The address the app connected to (the service's VIP and port).
+    pub original: SocketAddr,
+    pub service: Arc<Service>,
+    /// The service key, `<namespace>/<hostname>`.
+    pub service_key: String,
+    /// What the port speaks.
+    pub protocol: AppProtocol,
+}
+
+/// The parts of a request every attempt (and mirror) is built from.
+#[derive(Clone)]
+pub struct Head {
+    pub method: Method,
+    /// Path and query, as sent upstream (after rewrites).
+    pub path: String,
+    pub authority: String,
+    pub headers: HeaderMap,
+    /// The app spoke HTTP/2 (for `useClientProtocol`).
+    pub http2: bool,
+}
+
+impl Head {
+    /// An upstream request in `protocol`'s form: origin-form with `Host`
+    /// for HTTP/1.1, absolute with `:authority` for HTTP/2; no hop-by-hop
+    /// headers.
+    pub fn request(&self, protocol: Protocol, body: Body) -> Result<Request<Body>, http::Error> {
+        let mut headers = self.headers.clone();
+        let (uri, version) = match protocol {
+            Protocol::Http1 => {
+                headers.insert(header::HOST, HeaderValue::from_str(&self.authority)?);
+                (Uri::try_from(self.path.as_str())?, Version::HTTP_11)
+            }
+            Protocol::Http2 => {
+                headers.remove(header::HOST);
+                let uri = Uri::builder()
+                    .scheme("http")
+                    .authority(self.authority.as_str())
+                    .path_and_query(self.path.as_str())
+                    .build()?;
+                (uri, Version::HTTP_2)
+            }
+        };
+        strip_hop_by_hop(&mut headers, protocol == Protocol::Http2);
+        let mut request = Request::builder()
+            .method(self.method.clone())
+            .uri(uri)
+            .version(version)
+            .body(body)?;
+        *request.headers_mut() = headers;
+        Ok(request)
+    }
+}
+
+/// Handles one request; never fails except to reset the stream (a fault
+/// that injects an HTTP/2 error).
+pub async fn handle(
+    request: Request<Incoming>,
+    down: Arc<Downstream>,
+    ctx: Arc<ProxyContext>,
+) -> Result<Response<Body>, BoxError> {
+    let mut record = Record::start(&request, &down);
+    let grpc = super::reply::is_grpc(request.headers());
+    match route(request, &down, &ctx, &mut record, grpc).await {
+        Ok(response) => Ok(record.finish(response)),
+        Err(reset) => {
+            record.finish_reset();
+            Err(reset)
+        }
+    }
+}
+
+/// A request whose answer is a stream reset (fault `http2Error`).
+#[derive(Debug, thiserror::Error)]
+#[error("stream reset by fault injection ({0})")]
+struct FaultReset(String);
+
+async fn route(
+    mut request: Request<Incoming>,
+    down: &Arc<Downstream>,
+    ctx: &Arc<ProxyContext>,
+    record: &mut Record,
+    grpc: bool,
+) -> Result<Response<Body>, BoxError> {
+    let path = request
+        .uri()
+        .path_and_query()
+        .map_or("/", |p| p.as_str())
+        .to_string();
+    let authority = authority_of(&request).to_string();
+    let table = ctx.l7.config.routes(&down.service_key);
+    let view = RequestView {
+        method: request.method(),
+        path_and_query: &path,
+        authority: &authority,
+        scheme: "http",
+        headers: request.headers(),
+        port: down.original.port(),
+        source_namespace: &down.pod.workload.namespace,
+        source_workload: &down.pod.workload.uid,
+    };
+    // No RouteConfig: no VirtualService routes this service; the default
+    // route sends everything to it, with Istio's default retries.
+    let selected = match &table {
+        None => None,
+        Some(table) => match table.select(&view) {
+            Some(selected) => Some(selected),
+            None => return Ok(local(LocalReply::no_route(), grpc, record)),
+        },
+    };
+    let route = selected.map(|s| s.route);
+    if let Some(route) = route {
+        record.route(route);
+        match &route.action {
+            Action::Redirect(redirect) => {
+                let (status, location) = redirect.location(&view);
+                let mut response = Response::new(body::empty());
+                *response.status_mut() = status;
+                if let Ok(location) = HeaderValue::from_str(&location) {
+                    response.headers_mut().insert(header::LOCATION, location);
+                }
+                route.edit_response(None, response.headers_mut());
+                return Ok(response);
+            }
+            Action::DirectResponse(direct) => {
+                let mut response = Response::new(match &direct.body {
+                    Some(bytes) => body::full(bytes.clone()),
+                    None => body::empty(),
+                });
+                *response.status_mut() = direct.status;
+                route.edit_response(None, response.headers_mut());
+                return Ok(response);
+            }
+            Action::Route(_) => {}
+        }
+        if let Some(cors) = &route.cors {
+            match cors.preflight(request.headers(), request.method()) {
+                Preflight::Respond(headers) => {
+                    let mut response = Response::new(body::empty());
+                    *response.headers_mut() = headers;
+                    return Ok(response);
+                }
+                Preflight::Ignore => return Ok(Response::new(body::empty())),
+                Preflight::Forward | Preflight::NotPreflight => {}
+            }
+        }
+        if let Some(fault) = &route.fault {
+            if let Some(delay) = fault.delay_for(fastrand::u32(..)) {
+                record.flags.set(Flag::DelayInjected);
+                tokio::time::sleep(delay).await;
+            }
+            if let Some(abort) = fault.abort_for(fastrand::u32(..)) {
+                let reply = match abort {
+                    Abort::Http(status) => LocalReply::fault_abort(*status, None),
+                    Abort::Grpc(code) => LocalReply::fault_abort(StatusCode::OK, Some(*code)),
+                    Abort::Http2Error(reason) => {
+                        record.flags.set(Flag::FaultInjected);
+                        return Err(FaultReset(reason.clone()).into());
+                    }
+                };
+                let grpc = grpc || reply.grpc_status.is_some();
+                return Ok(local(reply, grpc, record));
+            }
+        }
+    }
+
+    let default_destination;
+    let weighted = match route {
+        Some(route) => match route.pick(fastrand::u32(..)) {
+            Some(weighted) => Some(weighted),
+            None => return Ok(local(LocalReply::no_healthy_upstream(), grpc, record)),
+        },
+        None => None,
+    };
+    let destination = match weighted {
+        Some(weighted) => &weighted.destination,
+        None => {
+            default_destination = default_destination_for(down);
+            &default_destination
+        }
+    };
+    record.destination(destination);
+
+    let mut head = Head {
+        http2: request.version() == Version::HTTP_2,
+        method: request.method().clone(),
+        path,
+        authority,
+        headers: std::mem::take(request.headers_mut()),
+    };
+    if let Some(selected) = &selected {
+        if let Some(path) = selected.rewritten_path(&head.path) {
+            head.path = path;
+        }
+        if let Some(authority) = selected.route.authority(weighted) {
+            head.authority = authority.to_string();
+        }
+        selected.route.edit_request(weighted, &mut head.headers);
+    }
+    add_proxy_headers(&mut head.headers);
+
+    // Upgrades (WebSocket, CONNECT) become byte streams: no retries, no
+    // mirrors.
+    if is_upgrade(&head) {
+        let upgrade = hyper::upgrade::on(&mut request);
+        return Ok(send::upgrade(ctx, down, destination, head, upgrade, record, grpc).await);
+    }
+
+    let replay = Replay::new(body::boxed(request.into_body()));
+    if let Some(route) = route {
+        for mirror in &route.mirrors {
+            if mirror.sampled(fastrand::u32(..)) {
+                send::mirror(
+                    ctx,
+                    down,
+                    &mirror.destination,
+                    &head,
+                    &replay,
+                    route.timeout,
+                );
+            }
+        }
+    }
+    let default_retry;
+    let retry = match route {
+        Some(route) => &route.retry,
+        None => {
+            default_retry = RetryPolicy::default();
+            &default_retry
+        }
+    };
+    let timeout = route.and_then(|r| r.timeout);
+    let mut response = send::send(
+        ctx,
+        down,
+        destination,
+        &head,
+        &replay,
+        retry,
+        timeout,
+        record,
+        grpc,
+    )
+    .await;
+
+    if let Some(route) = route {
+        route.edit_response(weighted, response.headers_mut());
+        if let Some(cors) = &route.cors {
+            cors.decorate(&head.headers, response.headers_mut());
+        }
+    }
+    Ok(response)
+}
+
+/// The destination of a service no VirtualService routes: itself, on the
+/// port the app connected to.
+fn default_destination_for(down: &Downstream) -> Destination {
+    Destination {
+        host: down.service.hostname.clone(),
+        subset: String::new(),
+        port: down.original.port(),
+        service: down.service_key.clone(),
+        endpoints: None,
+    }
+}
+
+fn local(reply: LocalReply, grpc: bool, record: &mut Record) -> Response<Body> {
+    if let Some(flag) = reply.flag {
+        record.flags.set(flag);
+    }
+    reply.into_response(grpc)
+}
+
+/// The request's authority: `:authority` (HTTP/2, absolute-form) or
+/// `Host`.
+fn authority_of<B>(request: &Request<B>) -> Cow<'_, str> {
+    if let Some(authority) = request.uri().authority() {
+        return Cow::Borrowed(authority.as_str());
+    }
+    request
+        .headers()
+        .get(header::HOST)
+        .and_then(|h| h.to_str().ok())
+        .map_or(Cow::Borrowed(""), Cow::Borrowed)
+}
+
+/// WebSocket or another `Upgrade`, or CONNECT.
+fn is_upgrade(head: &Head) -> bool {
+    head.method == Method::CONNECT
+        || (head.headers.contains_key(header::UPGRADE)
+            && head
+                .headers
+                .get_all(header::CONNECTION)
+                .iter()
+                .filter_map(|v| v.to_str().ok())
+                .flat_map(|v| v.split(','))
+                .any(|token| token.trim().eq_ignore_ascii_case("upgrade")))
+}
+
+/// What Envoy adds to a request it forwards: `x-forwarded-proto`, and an
+/// `x-request-id` if the app sent none.
+fn add_proxy_headers(headers: &mut HeaderMap) {
+    static FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-proto");
+    static REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
+    headers.insert(&FORWARDED_PROTO, HeaderValue::from_static("http"));
+    if !headers.contains_key(&REQUEST_ID) {
+        let id = fastrand::u128(..);
+        let text = format!(
+            "{:08x}-{:04x}-4{:03x}-{:04x}-{:012x}",
+            (id >> 96) as u32,
+            (id >> 80) as u16,
+            (id >> 64) as u16 & 0x0fff,
+            ((id >> 48) as u16 & 0x3fff) | 0x8000,
+            id as u64 & 0xffff_ffff_ffff,
+        );
+        if let Ok(value) = HeaderValue::from_str(&text) {
+            headers.insert(&REQUEST_ID, value);
+        }
+    }
+}
+
+/// Removes connection-specific headers, which belong to one hop (and which
+/// HTTP/2 forbids): `Connection` and what it names, `Keep-Alive`,
+/// `Proxy-Connection`, `Transfer-Encoding`, `Upgrade`, and `TE` unless it
+/// is `trailers` on HTTP/2 (gRPC sends it).
+pub fn strip_hop_by_hop(headers: &mut HeaderMap, http2: bool) {
+    let named: Vec<HeaderName> = headers
+        .get_all(header::CONNECTION)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .filter_map(|name| HeaderName::from_bytes(name.trim().as_bytes()).ok())
+        .collect();
+    for name in named {
+        headers.remove(name);
+    }
+    for name in [
+        header::CONNECTION,
+        header::TRANSFER_ENCODING,
+        header::UPGRADE,
+        HeaderName::from_static("keep-alive"),
+        HeaderName::from_static("proxy-connection"),
+    ] {
+        headers.remove(name);
+    }
+    let te_trailers = headers
+        .get(header::TE)
+        .is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"trailers"));
+    if !(http2 && te_trailers) {
+        headers.remove(header::TE);
+    }
+}
+
+/// Envoy's shadow host: `-shadow` appended to the host, before any port.
+pub fn shadow_authority(authority: &str) -> String {
+    if let Some(i) = authority.rfind(':') {
+        let (host, port) = (&authority[..i], &authority[i + 1..]);
+        let is_port = !port.is_empty() && port.bytes().all(|b| b.is_ascii_digit());
+        // An unbracketed IPv6 address has colons but no port.
+        if is_port && (host.ends_with(']') || !host.contains(':')) {
+            return format!("{host}-shadow:{port}");
+        }
+    }
+    format!("{authority}-shadow")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn hop_by_hop_headers_are_removed() {
+        let mut headers = HeaderMap::new();
+        headers.insert(
+            header::CONNECTION,
+            HeaderValue::from_static("keep-alive, x-private"),
+        );
+        headers.insert("x-private", HeaderValue::from_static("1"));
+        headers.insert("keep-alive", HeaderValue::from_static("timeout=5"));
+        headers.insert(header::TE, HeaderValue::from_static("trailers"));
+        headers.insert("x-kept", HeaderValue::from_static("1"));
+        let mut h2 = headers.clone();
+        strip_hop_by_hop(&mut headers, false);
+        assert_eq!(headers.len(), 1, "{headers:?}");
+        strip_hop_by_hop(&mut h2, true);
+        assert!(h2.contains_key(header::TE) && h2.contains_key("x-kept") && h2.len() == 2);
+    }
+
+    #[test]
+    fn shadow_host_keeps_the_port() {
+        assert_eq!(shadow_authority("reviews:9080"), "reviews-shadow:9080");
+        assert_eq!(shadow_authority("reviews"), "reviews-shadow");
+    }
+
+    #[test]
+    fn request_ids_look_like_uuids() {
+        let mut headers = HeaderMap::new();
+        add_proxy_headers(&mut headers);
+        let id = headers["x-request-id"].to_str().unwrap();
+        assert_eq!(id.len(), 36, "{id}");
+        assert_eq!(&id[14..15], "4");
+        assert_eq!(headers["x-forwarded-proto"], "http");
+    }
+}

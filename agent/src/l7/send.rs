@@ -1,0 +1,502 @@
+//! The upstream half of a request: the destination's cluster (policy,
+//! endpoints, state), then attempts with the route's retry policy within
+//! its timeout; also mirrors and upgrades.
+
+use std::{
+    net::{IpAddr, SocketAddr},
+    sync::{Arc, OnceLock},
+    time::{Duration, Instant},
+};
+
+use http::{Response, StatusCode};
+use hyper::upgrade::OnUpgrade;
+use hyper_util::rt::TokioIo;
+
+use super::{
+    ClusterKey,
+    body::{self, Body, Replay},
+    cluster::{AttemptResult, Cluster, EffectivePolicy, Endpoint, H2Upgrade, LbPolicy},
+    forward::{Downstream, Head, shadow_authority},
+    log::Record,
+    reply::{Flag, LocalReply},
+    route::{Destination, Outcome, RetryPolicy},
+    upstream::{Protocol, Target, UpstreamError},
+};
+use crate::{proxy::ProxyContext, state::AppProtocol};
+
+/// How many times a retry looks for an endpoint it has not tried yet
+/// (Istio configures Envoy's `previous_hosts` predicate with 5).
+const HOST_SELECTION_ATTEMPTS: usize = 5;
+
+/// A mirror gets at most this long when its route has no timeout.
+const MIRROR_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// The destination's cluster, resolved for one request.
+struct Resolved {
+    cluster: Arc<Cluster>,
+    endpoints: Vec<Endpoint>,
+    protocol: Protocol,
+}
+
+/// Sends the request to `destination`, retrying as `retry` says, within
+/// `timeout`; the response, or the proxy's own answer.
+#[allow(clippy::too_many_arguments)]
+pub async fn send(
+    ctx: &ProxyContext,
+    down: &Downstream,
+    destination: &Destination,
+    head: &Head,
+    replay: &Replay,
+    retry: &RetryPolicy,
+    timeout: Option<Duration>,
+    record: &mut Record,
+    grpc: bool,
+) -> Response<Body> {
+    let attempts = attempts(ctx, down, destination, head, replay, retry, record, grpc);
+    let result = match timeout {
+        Some(timeout) => match tokio::time::timeout(timeout, attempts).await {
+            Ok(result) => result,
+            Err(_) => Err(LocalReply::timeout()),
+        },
+        None => attempts.await,
+    };
+    match result {
+        Ok(response) => response,
+        Err(reply) => {
+            if let Some(flag) = reply.flag {
+                record.flags.set(flag);
+            }
+            reply.into_response(grpc)
+        }
+    }
+}
+
+#[allow(clippy::too_many_arguments)]
+async fn attempts(
+    ctx: &ProxyContext,
+    down: &Downstream,
+    destination: &Destination,
+    head: &Head,
+    replay: &Replay,
+    retry: &RetryPolicy,
+    record: &mut Record,
+    grpc: bool,
+) -> Result<Response<Body>, LocalReply> {
+    let resolved = resolve(ctx, down, destination, head.http2)?;
+    let cluster = &resolved.cluster;
+    let policy = cluster.policy().clone();
+    let _active = cluster.try_request().ok_or_else(LocalReply::overflow)?;
+    let source_ip = down
+        .pod
+        .workload
+        .ips
+        .first()
+        .copied()
+        .unwrap_or(down.peer.ip());
+    let (hash, set_cookie) = request_hash(&policy, head, source_ip);
+    let mut tried: Vec<SocketAddr> = Vec::new();
+    let mut retrying = None;
+    let mut attempt = 0;
+    loop {
+        let endpoint = pick(&resolved, down, hash, &tried)?;
+        record.attempt(endpoint.addr);
+        tried.push(endpoint.addr);
+        let target = Target {
+            pod: &down.pod,
+            peer: down.peer,
+            endpoint: &endpoint,
+            protocol: resolved.protocol,
+            tls: policy.tls.as_ref(),
+            host: &destination.host,
+            limits: &policy.limits,
+        };
+        let request = head
+            .request(resolved.protocol, replay.body())
+            .map_err(|_| LocalReply::no_route())?;
+        let sent = ctx.l7.upstreams.send(ctx, &target, cluster, request);
+        let result = match retry.per_try_timeout {
+            Some(limit) => match tokio::time::timeout(limit, sent).await {
+                Ok(result) => result.map_err(Failure::Upstream),
+                Err(_) => Err(Failure::PerTryTimeout),
+            },
+            None => sent.await.map_err(Failure::Upstream),
+        };
+        let outcome = match &result {
+            Ok(response) => Outcome::Response {
+                status: response.status().as_u16(),
+                grpc_status: super::reply::grpc_status(response.headers()),
+            },
+            Err(Failure::Upstream(UpstreamError::Overflow)) => {
+                return Err(LocalReply::overflow());
+            }
+            Err(Failure::Upstream(UpstreamError::RefusedStream)) => Outcome::RefusedStream,
+            Err(Failure::Upstream(UpstreamError::Reset(_))) => Outcome::Reset,
+            Err(Failure::Upstream(_)) => Outcome::ConnectFailure,
+            Err(Failure::PerTryTimeout) => Outcome::PerTryTimeout,
+        };
+        cluster.report(
+            endpoint.addr,
+            match &outcome {
+                Outcome::Response { status, .. } => AttemptResult::Status(*status),
+                _ => AttemptResult::LocalOriginFailure,
+            },
+            Instant::now(),
+        );
+        if let Err(Failure::Upstream(err)) = &result {
+            tracing::debug!(upstream = %endpoint.addr, error = %err, "upstream attempt failed");
+        }
+        let retriable = retry.retriable(&outcome);
+        let more = attempt < retry.attempts && replay.can_replay();
+        if retriable && more {
+            if retrying.is_none() {
+                retrying = cluster.try_retry();
+            }
+            if retrying.is_some() {
+                attempt += 1;
+                tokio::time::sleep(retry.backoff(attempt, fastrand::u32(..))).await;
+                continue;
+            }
+        }
+        if retriable && retry.attempts > 0 {
+            record.flags.set(Flag::RetryLimitExceeded);
+        }
+        return match result {
+            Ok(mut response) => {
+                if let Some(cookie) = set_cookie {
+                    response
+                        .headers_mut()
+                        .append(http::header::SET_COOKIE, cookie.header);
+                }
+                let http2_response = response.version() == http::Version::HTTP_2;
+                super::forward::strip_hop_by_hop(response.headers_mut(), http2_response);
+                Ok(response)
+            }
+            Err(Failure::PerTryTimeout) => Err(LocalReply::timeout()),
+            Err(Failure::Upstream(UpstreamError::RefusedStream)) => Err(LocalReply::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                Flag::UpstreamReset,
+                "upstream connect error or disconnect/reset before headers. reset reason: remote refused stream reset",
+            )),
+            Err(Failure::Upstream(UpstreamError::Reset(_))) => Err(LocalReply::upstream_reset()),
+            Err(Failure::Upstream(err)) => {
+                tracing::info!(src = %down.pod.name(), upstream = %endpoint.addr, error = %err, grpc, "upstream connect failed");
+                Err(LocalReply::connect_failure())
+            }
+        };
+    }
+}
+
+enum Failure {
+    Upstream(UpstreamError),
+    PerTryTimeout,
+}
+
+/// An endpoint for the next attempt: one not tried yet if the balancer
+/// offers one within a few draws.
+fn pick(
+    resolved: &Resolved,
+    down: &Downstream,
+    hash: Option<u64>,
+    tried: &[SocketAddr],
+) -> Result<Endpoint, LocalReply> {
+    if resolved.endpoints.is_empty() {
+        return Err(LocalReply::no_healthy_upstream());
+    }
+    if matches!(resolved.cluster.policy().lb, LbPolicy::Passthrough) {
+        // The address the app asked for, as it asked.
+        return Ok(Endpoint {
+            addr: down.original,
+            workload: None,
+            weight: 1,
+        });
+    }
+    let now = Instant::now();
+    let mut last = None;
+    for _ in 0..HOST_SELECTION_ATTEMPTS {
+        let picked = resolved
+            .cluster
+            .pick(&resolved.endpoints, hash, fastrand::u64(..), now)
+            .ok_or_else(LocalReply::no_healthy_upstream)?;
+        if !tried.contains(&picked.endpoint.addr) {
+            return Ok(picked.endpoint);
+        }
+        last = Some(picked.endpoint);
+    }
+    last.ok_or_else(LocalReply::no_healthy_upstream)
+}
+
+fn request_hash(
+    policy: &EffectivePolicy,
+    head: &Head,
+    source_ip: IpAddr,
+) -> (Option<u64>, Option<super::cluster::SetCookie>) {
+    match &policy.lb {
+        LbPolicy::ConsistentHash { key, .. } => super::cluster::request_hash(
+            key,
+            &head.headers,
+            &head.path,
+            source_ip,
+            fastrand::u64(..),
+        ),
+        _ => (None, None),
+    }
+}
+
+/// Istio's defaults, for a destination no DestinationRule applies to.
+fn default_policy() -> Arc<EffectivePolicy> {
+    static DEFAULT: OnceLock<Arc<EffectivePolicy>> = OnceLock::new();
+    DEFAULT
+        .get_or_init(|| Arc::new(EffectivePolicy::defaults()))
+        .clone()
+}
+
+/// The cluster of `destination`: its effective policy for this client,
+/// its state, its endpoints now, the protocol to speak to them.
+fn resolve(
+    ctx: &ProxyContext,
+    down: &Downstream,
+    destination: &Destination,
+    client_http2: bool,
+) -> Result<Resolved, LocalReply> {
+    if destination.service.is_empty() {
+        return Err(LocalReply::no_cluster());
+    }
+    let port = if destination.port != 0 {
+        destination.port
+    } else {
+        down.original.port()
+    };
+    let client_ns = &down.pod.workload.namespace;
+    let policy = match ctx.l7.config.policies(&destination.service) {
+        Some(policies) => policies.effective(client_ns, &destination.subset, port),
+        None => default_policy(),
+    };
+    let cluster = ctx.l7.clusters.get(
+        ClusterKey {
+            service: destination.service.clone(),
+            subset: destination.subset.clone(),
+            port,
+        },
+        policy.clone(),
+    );
+    let service = ctx.store.service(&destination.service);
+    let target_port = |workload: &crate::state::Workload| {
+        workload
+            .services
+            .get(&destination.service)
+            .and_then(|ports| ports.get(&port))
+            .copied()
+            .filter(|&p| p != 0)
+            .or_else(|| {
+                service
+                    .as_ref()
+                    .and_then(|s| s.ports.get(&port).copied())
+                    .filter(|&p| p != 0)
+            })
+            .unwrap_or(port)
+    };
+    let mut endpoints = Vec::new();
+    match &destination.endpoints {
+        None => {
+            for workload in ctx.store.endpoints(&destination.service) {
+                let addr = SocketAddr::new(workload.ips[0], target_port(&workload));
+                endpoints.push(Endpoint {
+                    addr,
+                    workload: Some(workload),
+                    weight: 1,
+                });
+            }
+        }
+        Some(set) => {
+            for uid in &set.workload_uids {
+                if let Some(workload) = ctx.store.workload(uid)
+                    && let Some(ip) = workload.ips.first().copied()
+                {
+                    let addr = SocketAddr::new(ip, target_port(&workload));
+                    endpoints.push(Endpoint {
+                        addr,
+                        workload: Some(workload),
+                        weight: 1,
+                    });
+                }
+            }
+            for address in &set.addresses {
+                // DNS names and unix sockets are not reachable from here.
+                let Ok(ip) = address.address.parse::<IpAddr>() else {
+                    continue;
+                };
+                let addr = SocketAddr::new(
+                    ip,
+                    if address.port != 0 {
+                        address.port
+                    } else {
+                        port
+                    },
+                );
+                endpoints.push(Endpoint {
+                    addr,
+                    workload: ctx.store.workload_by_ip(ip),
+                    weight: address.weight.max(1),
+                });
+            }
+        }
+    }
+    let declared = service
+        .as_ref()
+        .and_then(|s| s.http_ports.get(&port).copied())
+        .unwrap_or(down.protocol);
+    let protocol = match (declared, &policy.h2_upgrade) {
+        (AppProtocol::Http2 | AppProtocol::Grpc, _) => Protocol::Http2,
+        (AppProtocol::Http1, H2Upgrade::Upgrade) => Protocol::Http2,
+        (AppProtocol::Http1, _) if policy.use_client_protocol && client_http2 => Protocol::Http2,
+        (AppProtocol::Http1, _) => Protocol::Http1,
+    };
+    Ok(Resolved {
+        cluster,
+        endpoints,
+        protocol,
+    })
+}
+
+/// Sends a copy of the request to a mirror destination, in the
+/// background; its response is dropped. It never delays the request: its
+/// body follows what the primary reads.
+pub fn mirror(
+    ctx: &Arc<ProxyContext>,
+    down: &Arc<Downstream>,
+    destination: &Destination,
+    head: &Head,
+    replay: &Replay,
+    timeout: Option<Duration>,
+) {
+    let Ok(resolved) = resolve(ctx, down, destination, head.http2) else {
+        return;
+    };
+    let mut head = head.clone();
+    head.authority = shadow_authority(&head.authority);
+    let body = replay.follower();
+    let (ctx, down, host) = (ctx.clone(), down.clone(), destination.host.clone());
+    tokio::spawn(async move {
+        let Some(_active) = resolved.cluster.try_request() else {
+            return;
+        };
+        let Ok(endpoint) = pick(&resolved, &down, None, &[]) else {
+            return;
+        };
+        let policy = resolved.cluster.policy().clone();
+        let target = Target {
+            pod: &down.pod,
+            peer: down.peer,
+            endpoint: &endpoint,
+            protocol: resolved.protocol,
+            tls: policy.tls.as_ref(),
+            host: &host,
+            limits: &policy.limits,
+        };
+        let Ok(request) = head.request(resolved.protocol, body) else {
+            return;
+        };
+        let sent = ctx
+            .l7
+            .upstreams
+            .send(&ctx, &target, &resolved.cluster, request);
+        match tokio::time::timeout(timeout.unwrap_or(MIRROR_TIMEOUT), sent).await {
+            Ok(Ok(response)) => {
+                // Read it to its end so the connection can be reused.
+                let _ = http_body_util::BodyExt::collect(response.into_body()).await;
+            }
+            Ok(Err(err)) => {
+                tracing::debug!(upstream = %endpoint.addr, error = %err, "mirror failed")
+            }
+            Err(_) => tracing::debug!(upstream = %endpoint.addr, "mirror timed out"),
+        }
+    });
+}
+
+/// A request that upgrades the connection (WebSocket, CONNECT): sent on a
+/// connection of its own; once the upstream agrees, bytes flow both ways
+/// between the app and the upstream until either side closes.
+pub async fn upgrade(
+    ctx: &ProxyContext,
+    down: &Downstream,
+    destination: &Destination,
+    head: Head,
+    downstream: OnUpgrade,
+    record: &mut Record,
+    grpc: bool,
+) -> Response<Body> {
+    let resolved = match resolve(ctx, down, destination, false) {
+        Ok(resolved) => resolved,
+        Err(reply) => return reply.flagged(record).into_response(grpc),
+    };
+    let endpoint = match pick(&resolved, down, None, &[]) {
+        Ok(endpoint) => endpoint,
+        Err(reply) => return reply.flagged(record).into_response(grpc),
+    };
+    record.attempt(endpoint.addr);
+    let policy = resolved.cluster.policy().clone();
+    let target = Target {
+        pod: &down.pod,
+        peer: down.peer,
+        endpoint: &endpoint,
+        protocol: Protocol::Http1,
+        tls: policy.tls.as_ref(),
+        host: &destination.host,
+        limits: &policy.limits,
+    };
+    // Upgrade headers go through as they are: this hop is the upgrade.
+    let mut request = match head.request(Protocol::Http1, body::empty()) {
+        Ok(request) => request,
+        Err(_) => return LocalReply::no_route().flagged(record).into_response(grpc),
+    };
+    for name in [http::header::CONNECTION, http::header::UPGRADE] {
+        if let Some(value) = head.headers.get(&name) {
+            request.headers_mut().insert(name, value.clone());
+        }
+    }
+    let mut response = match ctx
+        .l7
+        .upstreams
+        .send_upgrade(ctx, &target, &resolved.cluster, request)
+        .await
+    {
+        Ok(response) => response,
+        Err(UpstreamError::Overflow) => {
+            return LocalReply::overflow().flagged(record).into_response(grpc);
+        }
+        Err(err) => {
+            tracing::info!(upstream = %endpoint.addr, error = %err, "upgrade: upstream connect failed");
+            return LocalReply::connect_failure()
+                .flagged(record)
+                .into_response(grpc);
+        }
+    };
+    let agreed = response.status() == StatusCode::SWITCHING_PROTOCOLS
+        || (head.method == http::Method::CONNECT && response.status().is_success());
+    if agreed {
+        let upstream = hyper::upgrade::on(&mut response);
+        tokio::spawn(async move {
+            let (Ok(down_io), Ok(up_io)) = tokio::join!(downstream, upstream) else {
+                tracing::debug!("upgrade: one side did not complete");
+                return;
+            };
+            let mut down_io = TokioIo::new(down_io);
+            let mut up_io = TokioIo::new(up_io);
+            if let Err(err) = tokio::io::copy_bidirectional(&mut down_io, &mut up_io).await {
+                tracing::debug!(error = %err, "upgraded connection ended");
+            }
+        });
+    }
+    let (parts, incoming) = response.into_parts();
+    Response::from_parts(parts, body::boxed(incoming))
+}
+
+impl LocalReply {
+    /// Records the reply's flag.
+    fn flagged(self, record: &mut Record) -> LocalReply {
+        if let Some(flag) = self.flag {
+            record.flags.set(flag);
+        }
+        self
+    }
+}

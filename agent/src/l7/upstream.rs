@@ -1,0 +1,580 @@
+//! Upstream HTTP connections: from a client pod to one endpoint, HTTP/1.1
+//! or HTTP/2, kept and reused across requests (and across the pod's app
+//! connections). Each runs over what the endpoint needs:
+//!
+//! * a mesh workload on another node: a CONNECT stream on the pooled HBONE
+//!   connection to its 15008 (the destination's agent delivers it, with
+//!   its identity checks and policy, exactly as for L4 traffic);
+//! * a mesh workload on this node: a delivery connection straight into the
+//!   pod, after its policy allowed the client (no TLS hop);
+//! * anything else: TCP from the client pod's namespace, with TLS when the
+//!   DestinationRule originates it.
+//!
+//! Envoy's connection-pool limits apply per cluster: a request that finds
+//! no idle connection and may not open one waits as a pending request, or
+//! overflows (503, `UO`) when too many already wait.
+
+use std::{
+    collections::HashMap,
+    io,
+    net::SocketAddr,
+    pin::Pin,
+    sync::{
+        Arc, Mutex,
+        atomic::{AtomicBool, Ordering},
+    },
+    task::{Context, Poll},
+    time::{Duration, Instant},
+};
+
+use bytes::Bytes;
+use http::{Request, Response};
+use http_body::{Body as HttpBody, Frame, SizeHint};
+use hyper::{
+    body::Incoming,
+    client::conn::{http1, http2},
+};
+use hyper_util::rt::{TokioExecutor, TokioIo};
+use tokio::{
+    io::{AsyncRead, AsyncWrite, ReadBuf},
+    net::TcpStream,
+    sync::Notify,
+};
+
+use super::{
+    body::{Body, BoxError},
+    cluster::{Cluster, Endpoint, LimitGuard, PoolLimits, TlsOrigination},
+    tls::{TlsError, TlsOriginator},
+};
+use crate::proxy::{
+    PodContext, ProxyContext,
+    delivery::Delivered,
+    outbound::{OutboundError, connect_from_pod, connect_same_node, open_tunnel},
+    tunnel_io::TunnelIo,
+};
+
+/// The HTTP version spoken to the endpoint.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Protocol {
+    Http1,
+    Http2,
+}
+
+/// Where one request goes.
+pub struct Target<'a> {
+    /// The client pod: connections leave from its namespace and address.
+    pub pod: &'a Arc<PodContext>,
+    /// The app's address, for the HBONE `forwarded` header.
+    pub peer: SocketAddr,
+    pub endpoint: &'a Endpoint,
+    pub protocol: Protocol,
+    /// TLS to originate (DestinationRule `tls` SIMPLE or MUTUAL).
+    pub tls: Option<&'a TlsOrigination>,
+    /// The destination's host name: the TLS server name unless `tls.sni`.
+    pub host: &'a str,
+    pub limits: &'a PoolLimits,
+}
+
+/// Why a request could not be sent, or got no response.
+#[derive(Debug, thiserror::Error)]
+pub enum UpstreamError {
+    #[error("connecting to {addr}: {source}")]
+    Connect {
+        addr: SocketAddr,
+        source: ConnectError,
+    },
+    #[error("connecting to {addr} timed out after {timeout:?}")]
+    ConnectTimeout { addr: SocketAddr, timeout: Duration },
+    #[error("too many connections and pending requests (connection pool limits)")]
+    Overflow,
+    #[error("the upstream refused the stream")]
+    RefusedStream,
+    #[error("the upstream connection ended before the response: {0}")]
+    Reset(hyper::Error),
+}
+
+/// How connecting failed.
+#[derive(Debug, thiserror::Error)]
+pub enum ConnectError {
+    #[error(transparent)]
+    Outbound(#[from] OutboundError),
+    #[error(transparent)]
+    Tls(#[from] TlsError),
+    #[error("HTTP handshake: {0}")]
+    Handshake(hyper::Error),
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+struct Key {
+    src: u64,
+    addr: SocketAddr,
+    protocol: Protocol,
+    /// TLS origination settings, as text (rare: only egress to TLS hosts).
+    tls: Option<String>,
+}
+
+/// An idle HTTP/1.1 connection.
+struct IdleH1 {
+    send: http1::SendRequest<Body>,
+    requests: u32,
+    since: Instant,
+}
+
+/// A shared HTTP/2 connection.
+struct H2Conn {
+    send: http2::SendRequest<Body>,
+    requests: std::sync::atomic::AtomicU32,
+    /// No new requests: it served its maximum.
+    retired: AtomicBool,
+}
+
+#[derive(Default)]
+struct Slot {
+    idle: Vec<IdleH1>,
+    h2: Vec<Arc<H2Conn>>,
+    /// Woken when a connection comes back or closes.
+    changed: Arc<Notify>,
+}
+
+/// The node's upstream HTTP connections.
+#[derive(Default)]
+pub struct Upstreams {
+    slots: Mutex<HashMap<Key, Slot>>,
+    tls: TlsOriginator,
+}
+
+/// How often a pending request looks again for a free connection slot in
+/// its cluster (a slot freed by another endpoint's connection wakes nobody
+/// here).
+const PENDING_RECHECK: Duration = Duration::from_millis(50);
+
+impl Upstreams {
+    /// Sends `request` to the target, on an idle or shared connection, or
+    /// on a new one within the cluster's limits.
+    pub async fn send(
+        self: &Arc<Self>,
+        ctx: &ProxyContext,
+        target: &Target<'_>,
+        cluster: &Cluster,
+        request: Request<Body>,
+    ) -> Result<Response<Body>, UpstreamError> {
+        let key = Key {
+            src: target.pod.netns_cookie,
+            addr: target.endpoint.addr,
+            protocol: target.protocol,
+            tls: target.tls.map(|tls| format!("{tls:?}")),
+        };
+        match target.protocol {
+            Protocol::Http1 => self.send_h1(ctx, target, cluster, key, request).await,
+            Protocol::Http2 => self.send_h2(ctx, target, cluster, key, request).await,
+        }
+    }
+
+    async fn send_h1(
+        self: &Arc<Self>,
+        ctx: &ProxyContext,
+        target: &Target<'_>,
+        cluster: &Cluster,
+        key: Key,
+        request: Request<Body>,
+    ) -> Result<Response<Body>, UpstreamError> {
+        let mut pending: Option<LimitGuard> = None;
+        let mut conn = loop {
+            if let Some(mut idle) = self.take_idle(&key, target.limits.idle_timeout) {
+                // A kept connection the peer closed meanwhile fails here.
+                if idle.send.ready().await.is_ok() {
+                    break idle;
+                }
+                continue;
+            }
+            if let Some(guard) = cluster.try_connection() {
+                let send = self.connect_h1(ctx, target, &key, guard).await?;
+                break IdleH1 {
+                    send,
+                    requests: 0,
+                    since: Instant::now(),
+                };
+            }
+            if pending.is_none() {
+                pending = Some(cluster.try_pending().ok_or(UpstreamError::Overflow)?);
+            }
+            self.wait_for_change(&key).await;
+        };
+        drop(pending);
+        conn.requests += 1;
+        let max = target.limits.max_requests_per_connection;
+        let reusable = max == 0 || conn.requests < max;
+        let response = conn.send.send_request(request).await.map_err(classify)?;
+        let (parts, incoming) = response.into_parts();
+        let body = ReturnToPool {
+            inner: incoming,
+            conn: reusable.then_some(conn),
+            pool: self.clone(),
+            key,
+            ended: false,
+        };
+        Ok(Response::from_parts(parts, super::body::boxed(body)))
+    }
+
+    async fn send_h2(
+        self: &Arc<Self>,
+        ctx: &ProxyContext,
+        target: &Target<'_>,
+        cluster: &Cluster,
+        key: Key,
+        request: Request<Body>,
+    ) -> Result<Response<Body>, UpstreamError> {
+        let max = target.limits.max_requests_per_connection;
+        let mut pending: Option<LimitGuard> = None;
+        let mut send = loop {
+            if let Some(send) = self.shared_h2(&key, max) {
+                break send;
+            }
+            if let Some(guard) = cluster.try_connection() {
+                let conn = self.connect_h2(ctx, target, &key, guard).await?;
+                self.slot(&key, |slot| slot.h2.push(conn));
+                continue;
+            }
+            if pending.is_none() {
+                pending = Some(cluster.try_pending().ok_or(UpstreamError::Overflow)?);
+            }
+            self.wait_for_change(&key).await;
+        };
+        drop(pending);
+        send.ready().await.map_err(classify)?;
+        let response = send.send_request(request).await.map_err(classify)?;
+        Ok(response.map(super::body::boxed::<Incoming>))
+    }
+
+    /// Sends a request that upgrades the connection (WebSocket, CONNECT)
+    /// on a connection of its own, never pooled.
+    pub async fn send_upgrade(
+        &self,
+        ctx: &ProxyContext,
+        target: &Target<'_>,
+        cluster: &Cluster,
+        request: Request<Body>,
+    ) -> Result<Response<Incoming>, UpstreamError> {
+        let guard = cluster.try_connection().ok_or(UpstreamError::Overflow)?;
+        let io = self.connect(ctx, target).await?;
+        let (mut send, conn) = http1::Builder::new()
+            .handshake::<_, Body>(TokioIo::new(io))
+            .await
+            .map_err(|err| UpstreamError::Connect {
+                addr: target.endpoint.addr,
+                source: ConnectError::Handshake(err),
+            })?;
+        tokio::spawn(async move {
+            let _guard = guard;
+            if let Err(err) = conn.with_upgrades().await {
+                tracing::debug!(error = %err, "upgraded upstream connection ended");
+            }
+        });
+        send.send_request(request).await.map_err(classify)
+    }
+
+    fn slot<T>(&self, key: &Key, f: impl FnOnce(&mut Slot) -> T) -> T {
+        let mut slots = self.slots.lock().expect("upstream lock");
+        f(slots.entry(key.clone()).or_default())
+    }
+
+    fn take_idle(&self, key: &Key, idle_timeout: Duration) -> Option<IdleH1> {
+        let mut slots = self.slots.lock().expect("upstream lock");
+        let slot = slots.get_mut(key)?;
+        while let Some(idle) = slot.idle.pop() {
+            if !idle.send.is_closed() && idle.since.elapsed() < idle_timeout {
+                return Some(idle);
+            }
+        }
+        None
+    }
+
+    fn shared_h2(&self, key: &Key, max_requests: u32) -> Option<http2::SendRequest<Body>> {
+        let mut slots = self.slots.lock().expect("upstream lock");
+        let slot = slots.get_mut(key)?;
+        slot.h2
+            .retain(|c| !c.send.is_closed() && !c.retired.load(Ordering::Acquire));
+        let conn = slot.h2.first()?;
+        let served = conn.requests.fetch_add(1, Ordering::AcqRel) + 1;
+        if max_requests != 0 && served >= max_requests {
+            conn.retired.store(true, Ordering::Release);
+        }
+        Some(conn.send.clone())
+    }
+
+    fn put_back(&self, key: Key, conn: IdleH1) {
+        let mut slots = self.slots.lock().expect("upstream lock");
+        let slot = slots.entry(key).or_default();
+        slot.idle.push(IdleH1 {
+            since: Instant::now(),
+            ..conn
+        });
+        slot.changed.notify_one();
+    }
+
+    async fn wait_for_change(&self, key: &Key) {
+        let changed = self.slot(key, |slot| slot.changed.clone());
+        let _ = tokio::time::timeout(PENDING_RECHECK, changed.notified()).await;
+    }
+
+    fn changed(&self, key: &Key) -> Arc<Notify> {
+        self.slot(key, |slot| slot.changed.clone())
+    }
+
+    async fn connect_h1(
+        &self,
+        ctx: &ProxyContext,
+        target: &Target<'_>,
+        key: &Key,
+        guard: LimitGuard,
+    ) -> Result<http1::SendRequest<Body>, UpstreamError> {
+        let io = self.connect(ctx, target).await?;
+        let (send, conn) = http1::Builder::new()
+            .max_buf_size(MAX_HEADERS_BYTES)
+            .handshake::<_, Body>(TokioIo::new(io))
+            .await
+            .map_err(|err| UpstreamError::Connect {
+                addr: target.endpoint.addr,
+                source: ConnectError::Handshake(err),
+            })?;
+        let changed = self.changed(key);
+        tokio::spawn(async move {
+            let _guard = guard;
+            if let Err(err) = conn.await {
+                tracing::debug!(error = %err, "upstream HTTP/1.1 connection ended");
+            }
+            changed.notify_one();
+        });
+        Ok(send)
+    }
+
+    async fn connect_h2(
+        &self,
+        ctx: &ProxyContext,
+        target: &Target<'_>,
+        key: &Key,
+        guard: LimitGuard,
+    ) -> Result<Arc<H2Conn>, UpstreamError> {
+        let io = self.connect(ctx, target).await?;
+        let mut builder = http2::Builder::new(TokioExecutor::new());
+        builder
+            .initial_stream_window_size(crate::proxy::hbone::STREAM_WINDOW)
+            .initial_connection_window_size(crate::proxy::hbone::CONNECTION_WINDOW)
+            .max_header_list_size(MAX_HEADERS_BYTES as u32);
+        let (send, conn) = builder
+            .handshake::<_, Body>(TokioIo::new(io))
+            .await
+            .map_err(|err| UpstreamError::Connect {
+                addr: target.endpoint.addr,
+                source: ConnectError::Handshake(err),
+            })?;
+        let changed = self.changed(key);
+        tokio::spawn(async move {
+            let _guard = guard;
+            if let Err(err) = conn.await {
+                tracing::debug!(error = %err, "upstream HTTP/2 connection ended");
+            }
+            changed.notify_waiters();
+        });
+        Ok(Arc::new(H2Conn {
+            send,
+            requests: Default::default(),
+            retired: AtomicBool::new(false),
+        }))
+    }
+
+    /// A byte stream to the endpoint, within the connect timeout.
+    async fn connect(
+        &self,
+        ctx: &ProxyContext,
+        target: &Target<'_>,
+    ) -> Result<UpstreamIo, UpstreamError> {
+        let addr = target.endpoint.addr;
+        let timeout = target.limits.connect_timeout;
+        match tokio::time::timeout(timeout, self.connect_io(ctx, target)).await {
+            Ok(Ok(io)) => Ok(io),
+            Ok(Err(source)) => Err(UpstreamError::Connect { addr, source }),
+            Err(_) => Err(UpstreamError::ConnectTimeout { addr, timeout }),
+        }
+    }
+
+    async fn connect_io(
+        &self,
+        ctx: &ProxyContext,
+        target: &Target<'_>,
+    ) -> Result<UpstreamIo, ConnectError> {
+        let addr = target.endpoint.addr;
+        match &target.endpoint.workload {
+            Some(workload) if workload.hbone => {
+                if let Some(local) = ctx.local_pods.get(addr.ip()) {
+                    let delivered = connect_same_node(target.pod, &local, ctx, addr).await?;
+                    return Ok(UpstreamIo::Local(delivered));
+                }
+                let (stream, _) =
+                    open_tunnel(None, target.peer, target.pod, ctx, workload, addr).await?;
+                Ok(UpstreamIo::Tunnel(TunnelIo::from(stream)))
+            }
+            _ => {
+                let tcp = connect_from_pod(target.pod, addr).await?;
+                match target.tls {
+                    Some(tls) => {
+                        let stream = self
+                            .tls
+                            .connect(tcp, tls, target.host, target.protocol)
+                            .await?;
+                        Ok(UpstreamIo::Tls(Box::new(stream)))
+                    }
+                    None => Ok(UpstreamIo::Tcp(tcp)),
+                }
+            }
+        }
+    }
+}
+
+/// Largest response head (HTTP/1.1) or header list (HTTP/2) accepted from
+/// an upstream: Envoy's default of 60 KiB, plus room for the request line.
+pub const MAX_HEADERS_BYTES: usize = 64 * 1024;
+
+/// Turns a client error into what retries and the access log need.
+fn classify(err: hyper::Error) -> UpstreamError {
+    let refused = std::error::Error::source(&err)
+        .and_then(|source| source.downcast_ref::<h2::Error>())
+        .is_some_and(|h2| h2.reason() == Some(h2::Reason::REFUSED_STREAM));
+    if refused {
+        UpstreamError::RefusedStream
+    } else {
+        UpstreamError::Reset(err)
+    }
+}
+
+/// A response body that gives its HTTP/1.1 connection back to the pool
+/// once the response has been read to its end.
+struct ReturnToPool {
+    inner: Incoming,
+    conn: Option<IdleH1>,
+    pool: Arc<Upstreams>,
+    key: Key,
+    ended: bool,
+}
+
+impl ReturnToPool {
+    fn give_back(&mut self) {
+        if let Some(conn) = self.conn.take() {
+            self.pool.put_back(self.key.clone(), conn);
+        }
+    }
+}
+
+impl HttpBody for ReturnToPool {
+    type Data = Bytes;
+    type Error = BoxError;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
+        let polled = Pin::new(&mut self.inner).poll_frame(cx);
+        match &polled {
+            Poll::Ready(None) => {
+                self.ended = true;
+                self.give_back();
+            }
+            Poll::Ready(Some(Err(_))) => self.conn = None,
+            _ => {}
+        }
+        polled.map_err(Into::into)
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.inner.size_hint()
+    }
+}
+
+impl Drop for ReturnToPool {
+    fn drop(&mut self) {
+        // A response without a body may never be polled.
+        if !self.ended && self.inner.is_end_stream() {
+            self.give_back();
+        }
+    }
+}
+
+/// The byte stream an upstream HTTP connection runs on.
+pub enum UpstreamIo {
+    Tunnel(TunnelIo),
+    Local(Delivered),
+    Tcp(TcpStream),
+    Tls(Box<tokio_rustls::client::TlsStream<TcpStream>>),
+}
+
+macro_rules! delegate {
+    ($self:ident, $io:ident => $call:expr) => {
+        match $self.get_mut() {
+            UpstreamIo::Tunnel($io) => {
+                let $io = Pin::new($io);
+                $call
+            }
+            UpstreamIo::Local(delivered) => {
+                let $io = Pin::new(&mut delivered.stream);
+                $call
+            }
+            UpstreamIo::Tcp($io) => {
+                let $io = Pin::new($io);
+                $call
+            }
+            UpstreamIo::Tls($io) => {
+                let $io = Pin::new(&mut **$io);
+                $call
+            }
+        }
+    };
+}
+
+impl AsyncRead for UpstreamIo {
+    fn poll_read(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        delegate!(self, io => io.poll_read(cx, buf))
+    }
+}
+
+impl AsyncWrite for UpstreamIo {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        delegate!(self, io => io.poll_write(cx, buf))
+    }
+
+    fn poll_write_vectored(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[io::IoSlice<'_>],
+    ) -> Poll<io::Result<usize>> {
+        delegate!(self, io => io.poll_write_vectored(cx, bufs))
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        match self {
+            UpstreamIo::Tunnel(_) => false,
+            UpstreamIo::Local(delivered) => delivered.stream.is_write_vectored(),
+            UpstreamIo::Tcp(tcp) => tcp.is_write_vectored(),
+            UpstreamIo::Tls(tls) => tls.is_write_vectored(),
+        }
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        delegate!(self, io => io.poll_flush(cx))
+    }
+
+    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        delegate!(self, io => io.poll_shutdown(cx))
+    }
+}

@@ -1,0 +1,83 @@
+//! DestinationRule load balancing and VirtualService mirroring, end to
+//! end with weft's real binaries: consistent hashing keeps a user on one
+//! pod (by header, and by a cookie the proxy generates), a mirror gets
+//! copies while the client sees only the primary's answers. Needs root
+//! and the binaries.
+
+mod common;
+
+use std::collections::BTreeSet;
+
+use anyhow::{Context as _, Result, ensure};
+use common::*;
+use weft_sim::{Cluster, ServicePort, httpapp, wait_for};
+
+#[test]
+fn consistent_hashing_by_header_and_generated_cookie() -> Result<()> {
+    let cluster = Cluster::builder().nodes(2).build()?;
+    cluster.with_logs(|cluster| {
+        cluster.add_namespace("lb", &[AMBIENT])?;
+        let _pods: Vec<_> = (0..3)
+            .map(|i| backend(cluster, if i == 0 { "node-1" } else { "node-2" }, "lb", &format!("cart-{i}"), &[("app", "cart")], 8080, &[]))
+            .collect::<Result<_>>()?;
+        let client = client(cluster, "node-1", "lb", "shopper")?;
+        let port = [ServicePort::http("http", 80, 8080)];
+        let cart = cluster.add_service("lb", "cart", &[("app", "cart")], &port)?;
+        let sticky = cluster.add_service("lb", "sticky", &[("app", "cart")], &port)?;
+        apply(cluster, "cart-dr", "apiVersion: networking.istio.io/v1\nkind: DestinationRule\nmetadata:\n  name: cart\n  namespace: lb\nspec:\n  host: cart\n  trafficPolicy:\n    loadBalancer:\n      consistentHash:\n        httpHeaderName: x-user\n")?;
+        apply(cluster, "sticky-dr", "apiVersion: networking.istio.io/v1\nkind: DestinationRule\nmetadata:\n  name: sticky\n  namespace: lb\nspec:\n  host: sticky\n  trafficPolicy:\n    loadBalancer:\n      consistentHash:\n        maglev:\n          tableSize: 65537\n        httpCookie:\n          name: session\n          path: /\n          ttl: 60s\n")?;
+
+        let url = format!("http://{cart}/cart");
+        converge("hashing on x-user", || {
+            let load = httpapp::load(&client, &url, &["--count", "30", "--concurrency", "3", "--header", "x-user: alice"])?;
+            Ok(load.served_by.len() == 1)
+        })?;
+        let mut servers = BTreeSet::new();
+        for user in ["alice", "bob", "carol", "dave", "erin", "frank", "grace", "heidi", "ivan", "judy", "mallory", "oscar"] {
+            let header = format!("x-user: {user}");
+            let load = httpapp::load(&client, &url, &["--count", "40", "--concurrency", "4", "--header", &header])?;
+            ensure!(load.ok == 40 && load.served_by.len() == 1, "{user} must stay on one pod: {load:?}");
+            servers.extend(load.served_by.keys().cloned());
+        }
+        ensure!(servers.len() >= 2, "12 users should spread over the pods, all went to {servers:?}");
+
+        // No cookie yet: the proxy makes one; with it, one pod.
+        let url = format!("http://{sticky}/sticky");
+        let first = wait_for("a generated session cookie", TIMEOUT, || {
+            let reply = httpapp::get_one(&client, &url, &[])?;
+            Ok(reply.header("set-cookie").filter(|c| c.starts_with("session=")).map(str::to_string))
+        })?;
+        ensure!(first.contains("Max-Age=60") && first.contains("Path=/"), "cookie attributes: {first}");
+        let value = first.split(';').next().context("cookie value")?;
+        let with_cookie = format!("cookie: {value}");
+        let load = httpapp::load(&client, &url, &["--count", "60", "--concurrency", "3", "--header", &with_cookie])?;
+        ensure!(load.ok == 60 && load.served_by.len() == 1, "one session, one pod: {load:?}");
+        Ok(())
+    })
+}
+
+#[test]
+fn mirrored_requests_reach_the_mirror_and_only_the_primary_answers() -> Result<()> {
+    let cluster = Cluster::builder().nodes(2).build()?;
+    cluster.with_logs(|cluster| {
+        cluster.add_namespace("mirror", &[AMBIENT])?;
+        let _primary = backend(cluster, "node-2", "mirror", "orders-v1", &[("app", "orders")], 8080, &[])?;
+        let shadow = backend(cluster, "node-2", "mirror", "orders-shadow", &[("app", "orders-shadow")], 8080, &["--verbose"])?;
+        let client = client(cluster, "node-1", "mirror", "checkout")?;
+        let port = [ServicePort::http("http", 80, 8080)];
+        let orders = cluster.add_service("mirror", "orders", &[("app", "orders")], &port)?;
+        cluster.add_service("mirror", "orders-shadow", &[("app", "orders-shadow")], &port)?;
+        apply(cluster, "orders-vs", "apiVersion: networking.istio.io/v1\nkind: VirtualService\nmetadata:\n  name: orders\n  namespace: mirror\nspec:\n  hosts:\n  - orders\n  http:\n  - route:\n    - destination:\n        host: orders\n    mirror:\n      host: orders-shadow\n    mirrorPercentage:\n      value: 100\n")?;
+        let url = format!("http://{orders}/mirrored");
+        let mirrored = || shadow.server.log().lines().filter(|l| l.contains(" GET /mirrored ")).count();
+        converge("the mirror", || {
+            httpapp::get_one(&client, &url, &[])?;
+            Ok(mirrored() > 0)
+        })?;
+        let before = mirrored();
+        let load = httpapp::load(&client, &url, &["--count", "100", "--concurrency", "4"])?;
+        ensure!(load.ok == 100 && load.served_by("orders-v1") == 100, "only the primary answers: {load:?}");
+        wait_for("100 copies at the mirror", TIMEOUT, || Ok((mirrored() - before >= 100).then_some(())))?;
+        Ok(())
+    })
+}

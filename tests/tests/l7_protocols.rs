@@ -1,0 +1,127 @@
+//! Protocols through the L7 proxy, end to end with weft's real binaries:
+//! gRPC (unary, bidirectional streaming, status codes, the proxy's own
+//! answers as gRPC statuses), HTTP/2 cleartext from the app, the upstream
+//! protocol chosen by the port and `h2UpgradePolicy`, upgrades
+//! (WebSocket-style) passed through, L4 ports untouched, and malformed
+//! requests answered by the proxy without reaching the server. Needs root
+//! and the binaries.
+
+mod common;
+
+use anyhow::{Context as _, Result, ensure};
+use common::*;
+use weft_sim::{Cluster, ServicePort, httpapp};
+
+/// `grpc-call` output: reply lines, then the status line.
+fn grpc_call(client: &weft_sim::Pod, args: &[&str]) -> Result<(Vec<serde_json::Value>, i64)> {
+    let mut all = vec!["grpc-call"];
+    all.extend_from_slice(args);
+    let out = client.run_http(&all, TIMEOUT)?;
+    let mut lines: Vec<serde_json::Value> = out
+        .stdout
+        .lines()
+        .map(|l| serde_json::from_str(l).with_context(|| format!("grpc-call printed {l}")))
+        .collect::<Result<_>>()
+        .with_context(|| format!("stderr: {}", out.stderr))?;
+    let status = lines
+        .pop()
+        .and_then(|l| l["grpc_status"].as_i64())
+        .with_context(|| format!("no status line; stderr: {}", out.stderr))?;
+    Ok((lines, status))
+}
+
+#[test]
+fn grpc_unary_streaming_and_statuses_cross_the_mesh() -> Result<()> {
+    let cluster = Cluster::builder().nodes(2).build()?;
+    cluster.with_logs(|cluster| {
+        cluster.add_namespace("rpc", &[AMBIENT])?;
+        let _echo = backend(cluster, "node-2", "rpc", "echo-v1", &[("app", "echo"), ("version", "v1")], 9090, &[])?;
+        let client = client(cluster, "node-1", "rpc", "caller")?;
+        // The port's name declares gRPC (Istio's protocol selection).
+        let vip = cluster.add_service("rpc", "echo", &[("app", "echo")], &[ServicePort::tcp("grpc-echo", 9090, 9090)])?;
+        let addr = format!("{vip}:9090");
+
+        let (replies, status) = grpc_call(&client, &[&addr, "--method", "chat", "--count", "5", "--message", "ping"])?;
+        ensure!(status == 0, "chat ended with status {status}");
+        ensure!(replies.len() == 5, "5 replies, one per message: {replies:?}");
+        for (i, reply) in replies.iter().enumerate() {
+            ensure!(reply["count"] == i as i64 && reply["server"] == "echo-v1" && reply["message"] == "ping", "reply {i}: {reply}");
+        }
+        let (_, status) = grpc_call(&client, &[&addr, "--method", "fail", "--code", "7"])?;
+        ensure!(status == 7, "the server's status passes through: {status}");
+        let log = request_log(cluster, "node-1")?;
+        ensure!(
+            log.iter().any(|l| field(l, "path") == Some("/weft.test.Echo/Chat") && field(l, "grpc_status") == Some("0")),
+            "the streaming call in the access log with its grpc-status"
+        );
+
+        // Routes for gRPC: a fault aborts with a gRPC status, a subset
+        // with no endpoints is UNAVAILABLE (UH), both as gRPC answers.
+        apply(cluster, "echo", "apiVersion: networking.istio.io/v1\nkind: DestinationRule\nmetadata:\n  name: echo\n  namespace: rpc\nspec:\n  host: echo\n  subsets:\n  - name: v1\n    labels:\n      version: v1\n  - name: v9\n    labels:\n      version: v9\n---\napiVersion: networking.istio.io/v1\nkind: VirtualService\nmetadata:\n  name: echo\n  namespace: rpc\nspec:\n  hosts:\n  - echo\n  http:\n  - match:\n    - uri:\n        exact: /weft.test.Echo/Fail\n    fault:\n      abort:\n        grpcStatus: RESOURCE_EXHAUSTED\n        percentage:\n          value: 100\n    route:\n    - destination:\n        host: echo\n        subset: v1\n  - match:\n    - headers:\n        x-canary:\n          exact: \"yes\"\n    route:\n    - destination:\n        host: echo\n        subset: v9\n  - route:\n    - destination:\n        host: echo\n        subset: v1\n")?;
+        converge("the gRPC fault", || Ok(grpc_call(&client, &[&addr, "--method", "fail", "--code", "0"])?.1 == 8))?;
+        let (replies, status) = grpc_call(&client, &[&addr, "--method", "unary", "--count", "3"])?;
+        ensure!(status == 0 && replies.len() == 3, "unary calls still served: {status} {replies:?}");
+        Ok(())
+    })
+}
+
+#[test]
+fn http2_clients_upstream_protocol_upgrades_l4_ports_and_bad_requests() -> Result<()> {
+    let cluster = Cluster::builder().nodes(2).build()?;
+    cluster.with_logs(|cluster| {
+        cluster.add_namespace("proto", &[AMBIENT])?;
+        let _web = backend(cluster, "node-2", "proto", "web", &[("app", "web")], 8080, &["--verbose"])?;
+        let client = client(cluster, "node-1", "proto", "browser")?;
+        let web = cluster.add_service(
+            "proto",
+            "web",
+            &[("app", "web")],
+            &[ServicePort::http("http", 80, 8080), ServicePort::tcp("tcp-raw", 81, 8080)],
+        )?;
+        let h2web = cluster.add_service("proto", "h2web", &[("app", "web")], &[ServicePort::tcp("http2", 80, 8080)])?;
+
+        // An HTTP/2 (prior knowledge) client on an `http` port: the server
+        // gets HTTP/1.1, as Envoy sends for `http` ports.
+        let reply = httpapp::get_one(&client, &format!("http://{web}/h2c"), &["--h2", "true"])?;
+        ensure!(reply.status == 200 && reply.seen()?["version"] == "HTTP/1.1", "h2c client, http port: {reply:?}");
+        // An `http2` port: HTTP/2 upstream.
+        let reply = httpapp::get_one(&client, &format!("http://{h2web}/h2"), &[])?;
+        ensure!(reply.status == 200 && reply.seen()?["version"] == "HTTP/2", "http2 port: {reply:?}");
+        // h2UpgradePolicy UPGRADE makes the `http` port's upstream HTTP/2.
+        apply(cluster, "web-dr", "apiVersion: networking.istio.io/v1\nkind: DestinationRule\nmetadata:\n  name: web\n  namespace: proto\nspec:\n  host: web\n  trafficPolicy:\n    connectionPool:\n      http:\n        h2UpgradePolicy: UPGRADE\n")?;
+        converge("h2UpgradePolicy: UPGRADE", || {
+            Ok(httpapp::get_one(&client, &format!("http://{web}/upgraded"), &[])?.seen()?["version"] == "HTTP/2")
+        })?;
+
+        // Upgrades pass through (the upgrade needs HTTP/1.1 upstream).
+        apply(cluster, "web-dr", "apiVersion: networking.istio.io/v1\nkind: DestinationRule\nmetadata:\n  name: web\n  namespace: proto\nspec:\n  host: web\n")?;
+        converge("HTTP/1.1 upstream again", || {
+            Ok(httpapp::get_one(&client, &format!("http://{web}/again"), &[])?.seen()?["version"] == "HTTP/1.1")
+        })?;
+        let out = client.run_http(&["ws", &format!("{web}:80"), "--message", "hello", "--count", "3"], TIMEOUT)?;
+        ensure!(out.success() && out.stdout.lines().collect::<Vec<_>>() == ["upgraded", "hello", "hello", "hello"], "upgrade: {out:?}");
+
+        // The L4 port of the same service is relayed as bytes: no access
+        // log line, no proxy headers.
+        let before = request_log(cluster, "node-1")?.len();
+        let reply = httpapp::get_one(&client, &format!("http://{web}:81/raw"), &[])?;
+        ensure!(reply.status == 200 && reply.seen()?["headers"].get("x-request-id").is_none(), "L4 port untouched: {reply:?}");
+        ensure!(request_log(cluster, "node-1")?.len() == before, "an L4 connection has no L7 access-log line");
+
+        // Malformed requests: answered 400 by the proxy, never forwarded.
+        for (what, bad) in [
+            ("both Content-Length and Transfer-Encoding", "POST /smuggle HTTP/1.1\r\nHost: web\r\nContent-Length: 5\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n"),
+            ("a bad request line", "GET /bad path HTTP/1.1\r\nHost: web\r\n\r\n"),
+            ("invalid header bytes", "GET /badheader HTTP/1.1\r\nHost: web\r\nX-Bad\u{1}: 1\r\n\r\n"),
+        ] {
+            let out = client.run_app(&["tcp-send", &format!("{web}:80"), bad, "--timeout", "5"], TIMEOUT)?;
+            ensure!(out.stdout.starts_with("HTTP/1.1 400"), "{what}: expected 400, got {:?}", out.stdout);
+        }
+        let served = _web.server.log();
+        ensure!(!served.contains("/smuggle") && !served.contains("/bad"), "a malformed request reached the server:\n{served}");
+        // The proxy still serves everyone else.
+        let load = httpapp::load(&client, &format!("http://{web}/after"), &["--count", "20"])?;
+        ensure!(load.ok == 20, "after bad requests: {load:?}");
+        Ok(())
+    })
+}

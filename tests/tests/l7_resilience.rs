@@ -1,0 +1,154 @@
+//! Resilience at L7, end to end with weft's real binaries: retries turn a
+//! flaky server into a reliable one, timeouts cut slow ones (504, `UT`),
+//! fault injection delays and aborts at the configured rates, outlier
+//! detection ejects a failing endpoint and brings it back, connection-pool
+//! limits answer 503 (`UO`) under overload. Needs root and the binaries.
+
+mod common;
+
+use anyhow::{Context as _, Result, ensure};
+use common::*;
+use weft_sim::{Cluster, ServicePort, httpapp, wait_for};
+
+fn virtual_service(name: &str, ns: &str, http: &str) -> String {
+    format!(
+        "apiVersion: networking.istio.io/v1\nkind: VirtualService\nmetadata:\n  name: {name}\n  namespace: {ns}\nspec:\n  hosts:\n  - {name}\n  http:\n{http}"
+    )
+}
+
+fn destination_rule(name: &str, ns: &str, policy: &str) -> String {
+    format!(
+        "apiVersion: networking.istio.io/v1\nkind: DestinationRule\nmetadata:\n  name: {name}\n  namespace: {ns}\nspec:\n  host: {name}\n  trafficPolicy:\n{policy}"
+    )
+}
+
+/// Lines of the client agent's access log for requests to `port`'s
+/// service whose `response_flags` contain `flag`.
+fn flagged(cluster: &Cluster, flag: &str, path: &str) -> Result<usize> {
+    Ok(request_log(cluster, "node-1")?
+        .iter()
+        .filter(|l| field(l, "path") == Some(path))
+        .filter(|l| field(l, "response_flags").is_some_and(|f| f.split(',').any(|x| x == flag)))
+        .count())
+}
+
+#[test]
+fn retries_timeouts_and_fault_injection() -> Result<()> {
+    let cluster = Cluster::builder().nodes(2).build()?;
+    cluster.with_logs(|cluster| {
+        cluster.add_namespace("res", &[AMBIENT])?;
+        let flaky: Vec<_> = ["flaky-a", "flaky-b"]
+            .iter()
+            .map(|name| backend(cluster, "node-2", "res", name, &[("app", "flaky")], 8080, &["--fail-rate", "0.5", "--fail-status", "503"]))
+            .collect::<Result<_>>()?;
+        let _slow = backend(cluster, "node-2", "res", "slow", &[("app", "slow")], 8080, &["--delay-ms", "2000"])?;
+        let _steady = backend(cluster, "node-2", "res", "steady", &[("app", "faulty")], 8080, &[])?;
+        let client = client(cluster, "node-1", "res", "caller")?;
+        let port = [ServicePort::http("http", 80, 8080)];
+        let flaky_vip = cluster.add_service("res", "flaky", &[("app", "flaky")], &port)?;
+        let slow_vip = cluster.add_service("res", "slow", &[("app", "slow")], &port)?;
+        let faulty_vip = cluster.add_service("res", "faulty", &[("app", "faulty")], &port)?;
+
+        // Retries: each attempt fails with probability 0.5; with 10 retries
+        // a request fails with probability 0.5^11.
+        apply(cluster, "flaky-vs", &virtual_service("flaky", "res", "  - retries:\n      attempts: 10\n      perTryTimeout: 2s\n      retryOn: 5xx\n    route:\n    - destination:\n        host: flaky\n"))?;
+        let url = format!("http://{flaky_vip}/retried");
+        converge("the retry policy", || {
+            let load = httpapp::load(&client, &url, &["--count", "40"])?;
+            Ok(load.ok == 40)
+        })?;
+        let retried = httpapp::load(&client, &url, &["--count", "1000", "--concurrency", "4"])?;
+        ensure!(retried.ok >= 990, "retries should turn 50% failures into >= 99% success: {retried:?}");
+        let log = request_log(cluster, "node-1")?;
+        let with_retries = log
+            .iter()
+            .filter(|l| field(l, "path") == Some("/retried"))
+            .filter(|l| field(l, "attempts").and_then(|a| a.parse::<u32>().ok()).is_some_and(|a| a > 1))
+            .count();
+        ensure!(with_retries > 300, "retries should show in the access log (attempts > 1), saw {with_retries}");
+        drop(flaky);
+
+        // A route timeout cuts a slow server: 504, flag UT.
+        apply(cluster, "slow-vs", &virtual_service("slow", "res", "  - timeout: 300ms\n    route:\n    - destination:\n        host: slow\n"))?;
+        let url = format!("http://{slow_vip}/slow");
+        converge("the timeout", || Ok(httpapp::get_one(&client, &url, &[])?.status == 504))?;
+        let reply = httpapp::get_one(&client, &url, &[])?;
+        ensure!(reply.body.contains("upstream request timeout"), "Envoy's timeout body: {reply:?}");
+        ensure!(flagged(cluster, "UT", "/slow")? > 0, "no UT in the access log");
+
+        // Faults: half the requests delayed 100 ms, half aborted with 418,
+        // independently; 1,000 requests land within 5 standard deviations
+        // (±79) of 500 each.
+        apply(cluster, "faulty-vs", &virtual_service("faulty", "res", "  - fault:\n      delay:\n        percentage:\n          value: 50\n        fixedDelay: 100ms\n      abort:\n        percentage:\n          value: 50\n        httpStatus: 418\n    route:\n    - destination:\n        host: faulty\n"))?;
+        let url = format!("http://{faulty_vip}/faults");
+        converge("the fault policy", || {
+            let load = httpapp::load(&client, &url, &["--count", "40", "--concurrency", "8"])?;
+            Ok(load.status(418) > 0)
+        })?;
+        let before_delayed = flagged(cluster, "DI", "/faults")?;
+        let faults = httpapp::load(&client, &url, &["--count", "1000", "--concurrency", "25"])?;
+        let aborted = faults.status(418);
+        ensure!((421..=579).contains(&aborted), "aborts: {aborted} of 1000 at 50%: {faults:?}");
+        ensure!(faults.status(418) + faults.status(200) == 1000, "only 418 or 200: {faults:?}");
+        ensure!(faults.served_by("-") == aborted, "aborted requests never reach the server: {faults:?}");
+        let delayed = wait_for("the access log of 1,000 requests", TIMEOUT, || {
+            let n = flagged(cluster, "DI", "/faults")? - before_delayed;
+            Ok((n >= 421).then_some(n))
+        });
+        let delayed = with_log(cluster, "node-1", delayed)?;
+        ensure!(delayed <= 579, "delays: {delayed} of 1000 at 50%");
+        ensure!(flagged(cluster, "FI", "/faults")? >= aborted as usize, "aborts flagged FI");
+        Ok(())
+    })
+}
+
+#[test]
+fn outlier_detection_ejects_and_restores_and_pool_limits_overflow() -> Result<()> {
+    let cluster = Cluster::builder().nodes(2).build()?;
+    cluster.with_logs(|cluster| {
+        cluster.add_namespace("od", &[AMBIENT])?;
+        let fail_flag = cluster.dir().join("ep-c-fails");
+        std::fs::write(&fail_flag, b"fail").context("creating the failure flag")?;
+        let flag = fail_flag.to_string_lossy().into_owned();
+        let _a = backend(cluster, "node-2", "od", "ep-a", &[("app", "cart")], 8080, &[])?;
+        let _b = backend(cluster, "node-2", "od", "ep-b", &[("app", "cart")], 8080, &[])?;
+        let _c = backend(cluster, "node-1", "od", "ep-c", &[("app", "cart")], 8080, &["--fail-while-exists", &flag])?;
+        let _tight = backend(cluster, "node-2", "od", "tight", &[("app", "tight")], 8080, &["--delay-ms", "300"])?;
+        let client = client(cluster, "node-1", "od", "shopper")?;
+        let port = [ServicePort::http("http", 80, 8080)];
+        let cart = cluster.add_service("od", "cart", &[("app", "cart")], &port)?;
+        let tight = cluster.add_service("od", "tight", &[("app", "tight")], &port)?;
+
+        // Two consecutive 5xx eject ep-c for 3 s (then 6 s, ...). No
+        // retries, so that its failures are seen before the ejection.
+        apply(cluster, "cart-dr", &destination_rule("cart", "od", "    loadBalancer:\n      simple: ROUND_ROBIN\n    outlierDetection:\n      consecutive5xxErrors: 2\n      interval: 1s\n      baseEjectionTime: 3s\n      maxEjectionPercent: 100\n"))?;
+        apply(cluster, "cart-vs", &virtual_service("cart", "od", "  - retries:\n      attempts: 0\n    route:\n    - destination:\n        host: cart\n"))?;
+        let url = format!("http://{cart}/cart");
+        converge("ep-c ejected: 60 requests, none to it", || {
+            let load = httpapp::load(&client, &url, &["--count", "60"])?;
+            Ok(load.status(503) == 0 && load.served_by("ep-a") > 0 && load.served_by("ep-b") > 0)
+        })?;
+        let ejected = httpapp::load(&client, &url, &["--count", "300", "--concurrency", "3"])?;
+        ensure!(ejected.ok == 300, "with ep-c ejected every request succeeds: {ejected:?}");
+        std::fs::remove_file(&fail_flag).context("removing the failure flag")?;
+        // Back after its ejection time: it serves again.
+        converge("ep-c back in rotation", || {
+            let load = httpapp::load(&client, &url, &["--count", "30"])?;
+            Ok(load.served_by("ep-c") > 0)
+        })?;
+
+        // One connection and one pending request at most: 10 concurrent
+        // slow requests overflow with 503 UO.
+        apply(cluster, "tight-dr", &destination_rule("tight", "od", "    connectionPool:\n      tcp:\n        maxConnections: 1\n      http:\n        http1MaxPendingRequests: 1\n        maxRetries: 1\n"))?;
+        let url = format!("http://{tight}/tight");
+        converge("the pool limits", || {
+            let load = httpapp::load(&client, &url, &["--count", "20", "--concurrency", "10"])?;
+            Ok(load.status(503) > 0)
+        })?;
+        let burst = httpapp::load(&client, &url, &["--count", "40", "--concurrency", "10"])?;
+        ensure!(burst.status(503) >= 10 && burst.ok >= 2, "overflow answered 503, the rest served: {burst:?}");
+        ensure!(burst.errors == 0, "overflow is a 503, not a reset: {burst:?}");
+        ensure!(flagged(cluster, "UO", "/tight")? >= 10, "overflow flagged UO in the access log");
+        Ok(())
+    })
+}
