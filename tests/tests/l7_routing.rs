@@ -51,7 +51,7 @@ spec:
     match:
     - headers:
         cookie:
-          regex: "^(.*?;)?(user=tester)(;.*)?$"
+          regex: "^(.*?; ?)?(user=tester)(;.*)?$"
     route:
     - destination:
         host: reviews

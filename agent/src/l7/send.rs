@@ -13,7 +13,7 @@ use hyper::upgrade::OnUpgrade;
 use hyper_util::rt::TokioIo;
 
 use super::{
-    ClusterKey,
+    ClusterKey, ClusterRef,
     body::{self, Body, Replay},
     cluster::{AttemptResult, Cluster, EffectivePolicy, Endpoint, H2Upgrade, LbPolicy},
     forward::{Downstream, Head, shadow_authority},
@@ -34,6 +34,8 @@ const MIRROR_TIMEOUT: Duration = Duration::from_secs(30);
 /// The destination's cluster, resolved for one request.
 struct Resolved {
     cluster: Arc<Cluster>,
+    /// Keys the cluster's upstream connections.
+    cluster_id: u64,
     endpoints: Vec<Endpoint>,
     protocol: Protocol,
 }
@@ -105,6 +107,7 @@ async fn attempts(
             pod: &down.pod,
             peer: down.peer,
             endpoint: &endpoint,
+            cluster_id: resolved.cluster_id,
             protocol: resolved.protocol,
             tls: policy.tls.as_ref(),
             host: &destination.host,
@@ -271,7 +274,10 @@ fn resolve(
         Some(policies) => policies.effective(client_ns, &destination.subset, port),
         None => default_policy(),
     };
-    let cluster = ctx.l7.clusters.get(
+    let ClusterRef {
+        id: cluster_id,
+        cluster,
+    } = ctx.l7.cluster(
         ClusterKey {
             service: destination.service.clone(),
             subset: destination.subset.clone(),
@@ -353,6 +359,7 @@ fn resolve(
     };
     Ok(Resolved {
         cluster,
+        cluster_id,
         endpoints,
         protocol,
     })
@@ -388,6 +395,7 @@ pub fn mirror(
             pod: &down.pod,
             peer: down.peer,
             endpoint: &endpoint,
+            cluster_id: resolved.cluster_id,
             protocol: resolved.protocol,
             tls: policy.tls.as_ref(),
             host: &host,
@@ -439,6 +447,7 @@ pub async fn upgrade(
         pod: &down.pod,
         peer: down.peer,
         endpoint: &endpoint,
+        cluster_id: resolved.cluster_id,
         protocol: Protocol::Http1,
         tls: policy.tls.as_ref(),
         host: &destination.host,
