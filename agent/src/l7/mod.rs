@@ -24,11 +24,13 @@ pub mod body;
 pub mod cluster;
 mod config;
 pub mod forward;
+pub mod l4;
 pub mod log;
 pub mod outbound;
 pub mod reply;
 pub mod route;
 pub mod send;
+mod sni;
 pub mod tls;
 pub mod upstream;
 
