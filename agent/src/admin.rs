@@ -57,6 +57,8 @@ pub struct AdminState {
     pub metrics: Arc<crate::metrics::Metrics>,
     pub secrets: tokio::sync::OnceCell<Arc<crate::identity::SecretManager>>,
     pub enroller: tokio::sync::OnceCell<Arc<Enroller>>,
+    /// Routes and destination policies (L7), once the xDS client has them.
+    pub l7: tokio::sync::OnceCell<Arc<crate::l7::L7Config>>,
 }
 
 fn reply(status: StatusCode, content_type: &str, body: impl Into<Bytes>) -> Response<Full<Bytes>> {
@@ -105,6 +107,7 @@ async fn route(
                 "workloadState": state.store.dump(),
                 "pods": pods,
                 "certificates": certificates,
+                "l7": state.l7.get().map(|l7| l7.dump()).unwrap_or_default(),
             }))
         }
         _ => reply(StatusCode::NOT_FOUND, "text/plain", "not found\n"),

@@ -62,6 +62,7 @@ impl App {
             metrics: metrics.clone(),
             secrets: tokio::sync::OnceCell::new(),
             enroller: tokio::sync::OnceCell::new(),
+            l7: tokio::sync::OnceCell::new(),
         });
         let readiness_listener = admin::bind(config.readiness_addr)
             .await
@@ -96,6 +97,7 @@ impl App {
         ));
 
         let l7_config = Arc::new(L7Config::default());
+        let _ = admin_state.l7.set(l7_config.clone());
         let xds = XdsClient::new(
             control,
             config.node_name.clone(),

@@ -53,6 +53,9 @@ pub struct Metrics {
     denials: [AtomicU64; 7],
     /// Connections being proxied now (all directions).
     active: AtomicU64,
+    /// Malformed HTTP requests from apps, answered by the proxy and not
+    /// forwarded.
+    bad_requests: AtomicU64,
 }
 
 /// Counts one proxied connection while it lives.
@@ -83,6 +86,15 @@ impl Metrics {
         self.denials[reason as usize].load(Ordering::Relaxed)
     }
 
+    /// An app sent a malformed HTTP request.
+    pub fn bad_request(&self) {
+        self.bad_requests.fetch_add(1, Ordering::Relaxed);
+    }
+
+    pub fn bad_requests(&self) -> u64 {
+        self.bad_requests.load(Ordering::Relaxed)
+    }
+
     pub fn to_json(&self) -> serde_json::Value {
         let denied: serde_json::Map<String, serde_json::Value> = Denial::ALL
             .iter()
@@ -91,6 +103,7 @@ impl Metrics {
         serde_json::json!({
             "connections_denied": denied,
             "connections_active": self.active_connections(),
+            "http_bad_requests": self.bad_requests(),
         })
     }
 }

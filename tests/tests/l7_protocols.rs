@@ -115,14 +115,28 @@ fn http2_clients_upstream_protocol_upgrades_l4_ports_and_bad_requests() -> Resul
 
         // Malformed requests: answered 400 by the proxy, never forwarded.
         for (what, bad) in [
+            ("both Content-Length and Transfer-Encoding", "POST /smuggle HTTP/1.1\r\nHost: web\r\nContent-Length: 5\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n"),
             ("a bad request line", "GET /bad path HTTP/1.1\r\nHost: web\r\n\r\n"),
             ("invalid header bytes", "GET /badheader HTTP/1.1\r\nHost: web\r\nX-Bad\u{1}: 1\r\n\r\n"),
         ] {
             let out = client.run_app(&["tcp-send", &format!("{web}:80"), bad, "--timeout", "5"], TIMEOUT)?;
             ensure!(out.stdout.starts_with("HTTP/1.1 400"), "{what}: expected 400, got {:?}", out.stdout);
         }
+        // A head over the 64 KiB limit: 431.
+        let huge = format!("GET /huge HTTP/1.1\r\nHost: web\r\nX-Big: {}\r\n\r\n", "a".repeat(70 * 1024));
+        let out = client.run_app(&["tcp-send", &format!("{web}:80"), &huge, "--timeout", "5"], TIMEOUT)?;
+        ensure!(out.stdout.starts_with("HTTP/1.1 431"), "a head over the limit: expected 431, got {:?}", out.stdout);
         let served = _web.server.log();
-        ensure!(!served.contains("/bad"), "a malformed request reached the server:\n{served}");
+        ensure!(!served.contains("/smuggle") && !served.contains("/bad") && !served.contains("/huge"), "a malformed request reached the server:\n{served}");
+        // Counted, and logged with what was wrong.
+        let node = cluster.node("node-1")?;
+        let mut stats = std::process::Command::new(cluster.bin_dir().join("weft-sim-app"));
+        stats.args(["http-get", "http://127.0.0.1:15000/stats", "--timeout", "3"]);
+        let out = node.run(stats, TIMEOUT)?.check("GET /stats")?;
+        let body = out.stdout.lines().skip(1).collect::<Vec<_>>().join("\n");
+        let stats: serde_json::Value = serde_json::from_str(&body).with_context(|| format!("/stats:\n{body}"))?;
+        ensure!(stats["http_bad_requests"].as_u64() >= Some(4), "malformed requests counted: {stats}");
+        ensure!(node.agent_log().contains("malformed HTTP request from the app"), "malformed requests logged");
         // The proxy still serves everyone else.
         let load = httpapp::load(&client, &format!("http://{web}/after"), &["--count", "20"])?;
         ensure!(load.ok == 20, "after bad requests: {load:?}");

@@ -24,6 +24,7 @@ pub mod body;
 pub mod cluster;
 mod config;
 pub mod forward;
+mod framing;
 pub mod l4;
 pub mod log;
 pub mod outbound;
@@ -50,8 +51,6 @@ pub struct L7 {
     pub config: Arc<L7Config>,
     clusters: Clusters,
     pub upstreams: Arc<upstream::Upstreams>,
-    /// Malformed requests from apps, answered 400 (or reset) and dropped.
-    pub bad_requests: std::sync::atomic::AtomicU64,
 }
 
 impl L7 {

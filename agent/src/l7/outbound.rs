@@ -5,7 +5,7 @@
 //! [`super::forward`]. Malformed requests are answered by the HTTP codec
 //! (400, 431, or an HTTP/2 error), logged, counted, and never forwarded.
 
-use std::{net::SocketAddr, sync::Arc, sync::atomic::Ordering, time::Duration};
+use std::{net::SocketAddr, sync::Arc, time::Duration};
 
 use hyper::service::service_fn;
 use hyper_util::{
@@ -69,7 +69,13 @@ pub async fn serve(
     // A second handle on the socket, for after the codec is done with it.
     let socket = stream.as_fd().try_clone_to_owned().ok();
     let served = builder
-        .serve_connection_with_upgrades(TokioIo::new(stream), handler)
+        .serve_connection_with_upgrades(
+            TokioIo::new(super::framing::FramingGuard::new(
+                stream,
+                MAX_REQUEST_HEADERS,
+            )),
+            handler,
+        )
         .await;
     if let Err(err) = served {
         // The codec rejected what the app sent (and answered it), or the
@@ -78,7 +84,7 @@ pub async fn serve(
             .downcast_ref::<hyper::Error>()
             .is_some_and(|e| e.is_parse() || e.is_parse_too_large() || e.is_parse_status());
         if malformed {
-            ctx.l7.bad_requests.fetch_add(1, Ordering::Relaxed);
+            ctx.metrics.bad_request();
             tracing::warn!(src = %down.pod.name(), src.addr = %peer, dst = %original, error = %err, "malformed HTTP request from the app; answered and not forwarded");
             if let Some(socket) = socket {
                 linger(socket).await;
