@@ -118,6 +118,78 @@ fn analysis_findings_and_json() {
 }
 
 #[test]
+fn delegation_findings() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::copy(
+        fixtures("corrected").join("services.yaml"),
+        dir.path().join("services.yaml"),
+    )
+    .unwrap();
+    let vs = |name: &str, ns: &str, spec: &str| {
+        format!(
+            "---\napiVersion: networking.istio.io/v1\nkind: VirtualService\nmetadata: {{name: {name}, namespace: {ns}}}\nspec:\n{spec}"
+        )
+    };
+    let route = "route: [{destination: {host: my-service.default.svc.cluster.local}}]";
+    let yaml = vs(
+        "root",
+        "default",
+        &format!(
+            "  hosts: [my-service]\n  http:\n  - match: [{{uri: {{prefix: /api}}}}]\n    delegate: {{name: api, namespace: team}}\n  - delegate: {{name: missing}}\n  - delegate: {{name: hosted}}\n  - delegate: {{name: private, namespace: team}}\n  - {route}\n"
+        ),
+    ) + &vs(
+        "api",
+        "team",
+        &format!(
+            "  http:\n  - match: [{{uri: {{prefix: /api/v1}}}}]\n    {route}\n  - match: [{{uri: {{prefix: /web}}}}]\n    {route}\n  - delegate: {{name: private}}\n"
+        ),
+    ) + &vs(
+        "hosted",
+        "default",
+        &format!("  hosts: [other.example.com]\n  http:\n  - {route}\n"),
+    ) + &vs(
+        "private",
+        "team",
+        &format!("  exportTo: [.]\n  http:\n  - {route}\n"),
+    );
+    std::fs::write(dir.path().join("vs.yaml"), yaml).unwrap();
+    let report = validate(dir.path());
+    assert!(report.errors.is_empty(), "{}", report.to_text());
+    let mut codes: Vec<(&str, &str, &str)> = report
+        .findings
+        .iter()
+        .filter(|f| f.code.starts_with("W2") || f.code.starts_with("W3"))
+        .map(|f| (f.code, f.object.as_str(), f.path.as_str()))
+        .collect();
+    codes.sort();
+    assert_eq!(
+        codes,
+        [
+            (
+                "W2005",
+                "VirtualService default/root",
+                "spec.http[1].delegate"
+            ),
+            (
+                "W2005",
+                "VirtualService default/root",
+                "spec.http[2].delegate"
+            ),
+            (
+                "W2006",
+                "VirtualService default/root",
+                "spec.http[3].delegate"
+            ),
+            ("W3005", "VirtualService team/api", "spec.http[1].match"),
+            ("W3005", "VirtualService team/api", "spec.http[2].delegate"),
+        ],
+        "{}",
+        report.to_text()
+    );
+    assert!(report.failed(), "a route delegating to nothing is an error");
+}
+
+#[test]
 fn cli_exit_codes_and_output() {
     let bin = env!("CARGO_BIN_EXE_weft-control");
     let ok = std::process::Command::new(bin)

@@ -4,9 +4,12 @@
 use std::collections::{BTreeMap, BTreeSet};
 
 use super::{Finding, Severity, codes};
-use crate::kinds::{
-    DestinationRule, Object, ObjectMeta, Pod, Service, VirtualService, istio::Destination,
-    selector::WorkloadSelector,
+use crate::{
+    kinds::{
+        DestinationRule, Object, ObjectMeta, Pod, Service, VirtualService, istio::Destination,
+        selector::WorkloadSelector,
+    },
+    model::l7::delegate::{self, Dropped},
 };
 
 /// What the checks need to know about the configuration.
@@ -24,6 +27,8 @@ pub struct Context<'a> {
     subsets: BTreeMap<String, BTreeSet<String>>,
     gateways: BTreeSet<(String, String)>,
     service_accounts: BTreeSet<(String, String)>,
+    /// (namespace, name) → VirtualService, for delegation.
+    virtual_services: BTreeMap<(String, String), &'a VirtualService>,
 }
 
 impl<'a> Context<'a> {
@@ -38,6 +43,7 @@ impl<'a> Context<'a> {
             subsets: BTreeMap::new(),
             gateways: BTreeSet::new(),
             service_accounts: BTreeSet::new(),
+            virtual_services: BTreeMap::new(),
         };
         for o in objects {
             match o {
@@ -55,6 +61,13 @@ impl<'a> Context<'a> {
                             cx.hosts.insert(h.clone(), "ServiceEntry");
                         }
                     }
+                }
+                Object::VirtualService(vs) => {
+                    let key = (
+                        vs.metadata.namespace().to_string(),
+                        vs.metadata.name.clone(),
+                    );
+                    cx.virtual_services.insert(key, vs);
                 }
                 Object::Gateway(g) => {
                     cx.gateways
@@ -355,10 +368,15 @@ fn virtual_service(vs: &VirtualService, cx: &Context<'_>, out: &mut Vec<Finding>
             ));
         }
     }
+    delegation(vs, cx, out);
     // Shadowing: a rule after one that matches everything, or after an
-    // identical match list.
+    // identical match list (a rule that delegates takes only what its
+    // delegate's rules match).
     for (i, r) in vs.spec.http.iter().enumerate() {
         for (k, earlier) in vs.spec.http[..i].iter().enumerate() {
+            if earlier.delegate.is_some() {
+                continue;
+            }
             let catch_all = earlier.matches.is_empty();
             let same = !earlier.matches.is_empty() && earlier.matches == r.matches;
             if catch_all || same {
@@ -374,6 +392,82 @@ fn virtual_service(vs: &VirtualService, cx: &Context<'_>, out: &mut Vec<Finding>
                     },
                 ));
                 break;
+            }
+        }
+    }
+}
+
+/// VirtualService chaining, as the L7 compilation follows it
+/// ([`delegate`]): a root's delegates must exist, be delegates and be
+/// exported to it, and their routes must fit its routes; a delegate's
+/// routes cannot delegate again.
+fn delegation(vs: &VirtualService, cx: &Context<'_>, out: &mut Vec<Finding>) {
+    let name = object_name("VirtualService", &vs.metadata);
+    let ns = vs.metadata.namespace();
+    let is_delegate = vs.spec.hosts.is_empty();
+    for (i, r) in vs.spec.http.iter().enumerate() {
+        let Some(d) = &r.delegate else { continue };
+        let path = format!("spec.http[{i}].delegate");
+        if is_delegate {
+            out.push(finding(
+                codes::DELEGATE_ROUTE_DROPPED,
+                Severity::Warning,
+                &name,
+                path,
+                "never used: a delegate VirtualService's route cannot delegate again (one level only)".into(),
+            ));
+            continue;
+        }
+        let target_ns = delegate::delegate_namespace(d, ns);
+        let target_name = format!("{target_ns}/{}", d.name);
+        let target = cx
+            .virtual_services
+            .get(&(target_ns.to_string(), d.name.clone()));
+        let target = match target {
+            None => Err((
+                codes::DELEGATE_NOT_FOUND,
+                format!("VirtualService `{target_name}` does not exist"),
+            )),
+            Some(t) if !t.spec.hosts.is_empty() => Err((
+                codes::DELEGATE_NOT_FOUND,
+                format!("VirtualService `{target_name}` has `hosts`, so it is not a delegate"),
+            )),
+            Some(t) if !delegate::exported_to(t, ns) => Err((
+                codes::DELEGATE_NOT_EXPORTED,
+                format!(
+                    "VirtualService `{target_name}` is not exported to namespace `{ns}` (exportTo: [{}])",
+                    t.spec.export_to.join(", ")
+                ),
+            )),
+            Some(t) => Ok(t),
+        };
+        let target = match target {
+            Ok(t) => t,
+            Err((code, why)) => {
+                out.push(finding(
+                    code,
+                    Severity::Error,
+                    &name,
+                    path,
+                    format!("{why}; the route has no effect"),
+                ));
+                continue;
+            }
+        };
+        for (j, merged) in delegate::merge_routes(r, &target.spec.http)
+            .into_iter()
+            .enumerate()
+        {
+            if matches!(merged, Err(Dropped::Conflict)) {
+                out.push(finding(
+                    codes::DELEGATE_ROUTE_DROPPED,
+                    Severity::Warning,
+                    &object_name("VirtualService", &target.metadata),
+                    format!("spec.http[{j}].match"),
+                    format!(
+                        "left out of {name} spec.http[{i}]: a match here is within none of that route's matches (it must narrow one: a prefix or exact uri under its prefix, the same exact value, no regex)"
+                    ),
+                ));
             }
         }
     }

@@ -79,6 +79,11 @@ pub mod codes {
     pub const GATEWAY_NOT_FOUND: &str = "W2003";
     /// A pod runs as a service account that does not exist.
     pub const SERVICE_ACCOUNT_NOT_FOUND: &str = "W2004";
+    /// A route delegates to a VirtualService that does not exist, or that
+    /// has `hosts` (so is not a delegate).
+    pub const DELEGATE_NOT_FOUND: &str = "W2005";
+    /// A route delegates to a VirtualService not exported to its namespace.
+    pub const DELEGATE_NOT_EXPORTED: &str = "W2006";
     /// A DestinationRule subset that selects no pod.
     pub const SUBSET_SELECTS_NOTHING: &str = "W3001";
     /// A VirtualService rule that an earlier rule always takes first.
@@ -87,6 +92,9 @@ pub mod codes {
     pub const CONFLICTING_VIRTUAL_SERVICES: &str = "W3003";
     /// Two DestinationRules for the same host.
     pub const CONFLICTING_DESTINATION_RULES: &str = "W3004";
+    /// A delegate VirtualService's route that is left out: it delegates
+    /// again, or its matches are not within the delegating route's.
+    pub const DELEGATE_ROUTE_DROPPED: &str = "W3005";
     /// A policy whose selector matches no pod.
     pub const SELECTOR_MATCHES_NOTHING: &str = "W4001";
     /// Several namespace-wide PeerAuthentications in one namespace.

@@ -5,7 +5,9 @@
 //! Changes mark hosts dirty and only those are compiled again:
 //!
 //! - a VirtualService: the hosts it names (old and new version; a
-//!   wildcard, every known host it matches);
+//!   wildcard, every known host it matches), and every host whose routes
+//!   delegate to it (a reverse index by delegate, whether it existed
+//!   then or not);
 //! - a Service or ServiceEntry: its hosts, and every route that has a
 //!   destination at one of them;
 //! - a DestinationRule: the hosts it matches (their policies), and every
@@ -19,9 +21,14 @@
 //! `exportTo` carried for the proxy to apply; a subset resolves with the
 //! DestinationRule of the VirtualService's namespace, else the service's,
 //! else the root namespace's, whatever the client; DestinationRules with
-//! a `workloadSelector` and `delegate` routes are not compiled; partial
-//! host names (`reviews.ns`) resolve when such a service exists.
+//! a `workloadSelector` are not compiled; partial host names
+//! (`reviews.ns`) resolve when such a service exists.
+//!
+//! A route that delegates (VirtualService chaining) is replaced by the
+//! delegate VirtualService's routes merged with it, as istiod merges them
+//! ([`delegate`]).
 
+pub mod delegate;
 mod destination;
 mod registry;
 mod resolve;
@@ -88,6 +95,11 @@ pub struct L7 {
     /// Destination FQDN → the hosts whose routes go there.
     dependents: HashMap<String, BTreeSet<String>>,
     route_deps: HashMap<String, Vec<String>>,
+    /// Delegate VirtualService → the hosts whose routes delegate to it
+    /// (found or not).
+    delegate_users: HashMap<ObjectKey, BTreeSet<String>>,
+    /// Host → the delegates its routes named (to forget them).
+    route_delegates: HashMap<String, Vec<ObjectKey>>,
     /// Hosts whose routes select sources by labels.
     source_routes: BTreeSet<String>,
     route_names: HashMap<String, String>,
@@ -115,6 +127,11 @@ impl L7 {
             let Some(object) = object else { continue };
             match object {
                 Object::VirtualService(v) => {
+                    // The roots that delegate to it (a delegate names no
+                    // hosts; one that gains hosts stops being one).
+                    if let Some(users) = self.delegate_users.get(key) {
+                        self.dirty_routes.extend(users.iter().cloned());
+                    }
                     let ns = v.metadata.namespace();
                     let mut wild = Vec::new();
                     for h in &v.spec.hosts {
@@ -313,6 +330,7 @@ impl L7 {
                     cx,
                     deps: Vec::new(),
                     uses_sources: false,
+                    delegates: Vec::new(),
                 };
                 let config = route::compile(
                     name,
@@ -322,7 +340,7 @@ impl L7 {
                     &mut resolver,
                 );
                 let (deps, uses_sources) = (resolver.deps, resolver.uses_sources);
-                Some((config, deps, uses_sources))
+                Some((config, deps, uses_sources, resolver.delegates))
             }
             _ => None,
         };
@@ -335,17 +353,33 @@ impl L7 {
                 }
             }
         }
+        for key in self.route_delegates.remove(host).unwrap_or_default() {
+            set_member(&mut self.delegate_users, key, &host.to_string(), false);
+        }
         self.source_routes.remove(host);
-        let new_name = compiled.as_ref().map(|(c, _, _)| c.name.clone());
+        let new_name = compiled.as_ref().map(|(c, ..)| c.name.clone());
         if let Some(old) = self.route_names.remove(host)
             && new_name.as_ref() != Some(&old)
             && routes.remove(&old)
         {
             names.push((ROUTE_CONFIG_TYPE_URL, old));
         }
-        let Some((config, mut deps, uses_sources)) = compiled else {
+        let Some((config, mut deps, uses_sources, mut delegates)) = compiled else {
             return;
         };
+        delegates.sort();
+        delegates.dedup();
+        for key in &delegates {
+            set_member(
+                &mut self.delegate_users,
+                key.clone(),
+                &host.to_string(),
+                true,
+            );
+        }
+        if !delegates.is_empty() {
+            self.route_delegates.insert(host.to_string(), delegates);
+        }
         deps.sort();
         deps.dedup();
         for dep in &deps {

@@ -1,13 +1,16 @@
 //! Resolving what routes name: destination hosts to services and ports,
-//! subsets to endpoints, source labels to workloads. Records what a
-//! route depended on, so that it is compiled again when that changes.
+//! subsets to endpoints, source labels to workloads, delegates to their
+//! VirtualServices. Records what a route depended on, so that it is
+//! compiled again when that changes.
 
-use std::collections::BTreeMap;
+use std::{collections::BTreeMap, sync::Arc};
 
 use weft_proto::route::{self as pb, EndpointSet};
 
 use super::{Context, L7, registry::candidates, route::Resolve};
-use crate::kinds::{Object, ObjectKey, ServiceEntry, istio, service_entry::WorkloadEntrySpec};
+use crate::kinds::{
+    Object, ObjectKey, ServiceEntry, VirtualService, istio, service_entry::WorkloadEntrySpec,
+};
 
 pub struct Resolver<'a, 'b> {
     pub l7: &'a L7,
@@ -16,6 +19,8 @@ pub struct Resolver<'a, 'b> {
     pub deps: Vec<String>,
     /// Whether a match selects sources by labels.
     pub uses_sources: bool,
+    /// Every VirtualService a route delegated to, found or not.
+    pub delegates: Vec<ObjectKey>,
 }
 
 impl Resolve for Resolver<'_, '_> {
@@ -94,6 +99,20 @@ impl Resolve for Resolver<'_, '_> {
             .collect();
         uids.sort();
         uids
+    }
+
+    fn delegate(&mut self, namespace: &str, name: &str) -> Option<Arc<VirtualService>> {
+        let key = ObjectKey {
+            kind: "VirtualService",
+            namespace: namespace.to_string(),
+            name: name.to_string(),
+        };
+        let found = match self.cx.objects.get(&key) {
+            Some(Object::VirtualService(v)) if v.spec.hosts.is_empty() => Some(Arc::clone(v)),
+            _ => None,
+        };
+        self.delegates.push(key);
+        found
     }
 }
 

@@ -1,8 +1,9 @@
 //! VirtualService → `weft.route.v1.RouteConfig`: the routes that apply to
-//! one host for mesh traffic, field by field, with hosts, subsets and
-//! source labels resolved through a [`Resolve`].
+//! one host for mesh traffic, field by field, with hosts, subsets,
+//! source labels and delegate VirtualServices resolved through a
+//! [`Resolve`].
 
-use std::collections::BTreeMap;
+use std::{collections::BTreeMap, sync::Arc};
 
 use base64::Engine as _;
 use weft_proto::route::{
@@ -10,6 +11,7 @@ use weft_proto::route::{
     string_match::MatchType,
 };
 
+use super::delegate;
 use crate::kinds::{
     VirtualService,
     istio::{self, Duration, HeaderOperations, Percent},
@@ -27,6 +29,30 @@ pub trait Resolve {
         labels: &BTreeMap<String, String>,
         namespace: &str,
     ) -> Vec<String>;
+    /// The VirtualService `namespace/name` if it is a delegate (has no
+    /// `hosts`). Asked whether or not it exists: what is compiled depends
+    /// on it either way.
+    fn delegate(&mut self, namespace: &str, name: &str) -> Option<Arc<VirtualService>>;
+}
+
+/// The namespaces the hosts of one compiled HTTP route resolve in: the
+/// VirtualService's, except for what a delegated route inherited from
+/// its root.
+#[derive(Debug, Clone, Copy)]
+struct Namespaces<'a> {
+    route: &'a str,
+    mirror: &'a str,
+    mirrors: &'a str,
+}
+
+impl<'a> Namespaces<'a> {
+    fn of(namespace: &'a str) -> Self {
+        Namespaces {
+            route: namespace,
+            mirror: namespace,
+            mirrors: namespace,
+        }
+    }
 }
 
 /// Whether a VirtualService applies to mesh traffic (`gateways` empty or
@@ -61,7 +87,13 @@ pub fn compile(
         };
         let export_to = visibility(&v.spec.export_to, ns);
         for route in &v.spec.http {
-            if let Some(r) = http_route(route, ns, resolve) {
+            let compiled = match &route.delegate {
+                None => vec![http_route(route, Namespaces::of(ns), resolve)],
+                Some(d) => delegated(route, d, ns, resolve),
+            };
+            // A delegated route is the root's, as in istiod (its
+            // VirtualService is the root merged with its delegates).
+            for r in compiled.into_iter().flatten() {
                 config.http.push(pb::HttpRoute {
                     virtual_service: Some(source.clone()),
                     export_to: export_to.clone(),
@@ -116,6 +148,37 @@ pub fn compile(
     config
 }
 
+/// The routes a root route with `delegate` stands for: the delegate's,
+/// merged with it (see [`delegate`]). None when the delegate does not
+/// exist, is not a delegate or is not exported to the root's namespace.
+fn delegated(
+    root: &vs::HttpRoute,
+    d: &vs::Delegate,
+    root_ns: &str,
+    resolve: &mut impl Resolve,
+) -> Vec<Option<pb::HttpRoute>> {
+    let delegate_ns = delegate::delegate_namespace(d, root_ns);
+    let Some(target) = resolve.delegate(delegate_ns, &d.name) else {
+        return Vec::new();
+    };
+    if !delegate::exported_to(&target, root_ns) {
+        return Vec::new();
+    }
+    delegate::merge_routes(root, &target.spec.http)
+        .into_iter()
+        .filter_map(Result::ok)
+        .map(|m| {
+            let from = |root: bool| if root { root_ns } else { delegate_ns };
+            let namespaces = Namespaces {
+                route: delegate_ns,
+                mirror: from(m.mirror_from_root),
+                mirrors: from(m.mirrors_from_root),
+            };
+            http_route(&m.route, namespaces, resolve)
+        })
+        .collect()
+}
+
 /// `exportTo` as client namespaces: `None` for everywhere.
 fn visibility(export_to: &[String], namespace: &str) -> Option<Visibility> {
     if export_to.is_empty() || export_to.iter().any(|e| e == "*") {
@@ -157,8 +220,12 @@ fn sources(
     }
 }
 
-fn http_route(r: &vs::HttpRoute, ns: &str, resolve: &mut impl Resolve) -> Option<pb::HttpRoute> {
-    // Delegation is for gateways' VirtualServices; not compiled here.
+fn http_route(
+    r: &vs::HttpRoute,
+    ns: Namespaces<'_>,
+    resolve: &mut impl Resolve,
+) -> Option<pb::HttpRoute> {
+    // Merged away before (a delegate's own delegating routes are left out).
     if r.delegate.is_some() {
         return None;
     }
@@ -169,7 +236,7 @@ fn http_route(r: &vs::HttpRoute, ns: &str, resolve: &mut impl Resolve) -> Option
         .iter()
         .filter_map(|d| {
             Some(pb::HttpRouteDestination {
-                destination: Some(resolve.destination(d.destination.as_ref()?, ns)),
+                destination: Some(resolve.destination(d.destination.as_ref()?, ns.route)),
                 weight: weight(d.weight, single),
                 headers: d.headers.as_ref().map(headers),
             })
@@ -183,14 +250,14 @@ fn http_route(r: &vs::HttpRoute, ns: &str, resolve: &mut impl Resolve) -> Option
             (None, None) => 100.0,
         };
         mirrors.push(pb::HttpMirrorPolicy {
-            destination: Some(resolve.destination(m, ns)),
+            destination: Some(resolve.destination(m, ns.mirror)),
             percentage,
         });
     }
     for m in &r.mirrors {
         if let Some(d) = &m.destination {
             mirrors.push(pb::HttpMirrorPolicy {
-                destination: Some(resolve.destination(d, ns)),
+                destination: Some(resolve.destination(d, ns.mirrors)),
                 percentage: percent(m.percentage),
             });
         }

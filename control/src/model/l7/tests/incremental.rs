@@ -212,3 +212,113 @@ spec:
         [uid("front", "client"), uid("front", "other")]
     );
 }
+
+#[test]
+fn editing_a_delegate_recompiles_the_hosts_of_its_roots() {
+    let root = r#"
+---
+apiVersion: networking.istio.io/v1
+kind: VirtualService
+metadata: {name: reviews, namespace: bookinfo}
+spec:
+  hosts: [reviews]
+  http:
+  - match: [{uri: {prefix: /api}}]
+    delegate: {name: api, namespace: team}
+  - route: [{destination: {host: reviews, subset: v1}}]
+"#;
+    let ratings_vs = r#"
+---
+apiVersion: networking.istio.io/v1
+kind: VirtualService
+metadata: {name: ratings, namespace: bookinfo}
+spec:
+  hosts: [ratings]
+  http: [{route: [{destination: {host: ratings}}]}]
+"#;
+    let delegate = r#"
+---
+apiVersion: networking.istio.io/v1
+kind: VirtualService
+metadata: {name: api, namespace: team}
+spec:
+  http:
+  - match: [{uri: {prefix: /api/v2}}]
+    route: [{destination: {host: reviews.bookinfo.svc.cluster.local, subset: v2}}]
+"#;
+    let base = bookinfo() + REVIEWS_DR + root + ratings_vs;
+    // The root comes first, its delegate later.
+    let first = objects(&base);
+    let mut builder = Builder::new(config());
+    builder.update(Delta::Full(&first));
+    assert_eq!(route(builder.model(), REVIEWS).http.len(), 1);
+
+    let with_delegate = base.clone() + delegate;
+    assert_eq!(
+        apply(&mut builder, &first, &with_delegate),
+        [route_changed(REVIEWS)]
+    );
+    let subsets = |m: &Model| {
+        route(m, REVIEWS)
+            .http
+            .iter()
+            .map(|h| h.route[0].destination.as_ref().unwrap().subset.clone())
+            .collect::<Vec<_>>()
+    };
+    assert_eq!(subsets(builder.model()), ["v2", "v1"]);
+
+    // Only the delegate changes: the root's host is pushed, nothing else.
+    let before = objects(&with_delegate);
+    let edited = with_delegate.replace("subset: v2}}]\n", "subset: v3}}]\n");
+    assert_ne!(edited, with_delegate);
+    assert_eq!(
+        apply(&mut builder, &before, &edited),
+        [route_changed(REVIEWS)]
+    );
+    assert_eq!(subsets(builder.model()), ["v3", "v1"]);
+
+    // Exported to the root's namespace by name: the same routes. Then
+    // not exported to it.
+    let before = objects(&edited);
+    let exported = edited.replace(
+        "metadata: {name: api, namespace: team}\nspec:\n",
+        "metadata: {name: api, namespace: team}\nspec:\n  exportTo: [bookinfo]\n",
+    );
+    assert_ne!(exported, edited);
+    assert_eq!(apply(&mut builder, &before, &exported), []);
+    let before = objects(&exported);
+    let hidden = exported.replace("exportTo: [bookinfo]", "exportTo: [.]");
+    assert_eq!(
+        apply(&mut builder, &before, &hidden),
+        [route_changed(REVIEWS)]
+    );
+    assert_eq!(subsets(builder.model()), ["v1"]);
+
+    // (Each builder below starts afresh: a model version seen before, as
+    // when the routes are back to those of `base`, confuses
+    // `changed_since`.)
+    // The delegate goes.
+    let first = objects(&edited);
+    let mut builder = Builder::new(config());
+    builder.update(Delta::Full(&first));
+    assert_eq!(apply(&mut builder, &first, &base), [route_changed(REVIEWS)]);
+    assert_eq!(subsets(builder.model()), ["v1"]);
+
+    // Once the root no longer delegates, the delegate is nothing to it.
+    let first = objects(&with_delegate);
+    let mut builder = Builder::new(config());
+    builder.update(Delta::Full(&first));
+    let undelegated = |y: &str| {
+        y.replace(
+            "  - match: [{uri: {prefix: /api}}]\n    delegate: {name: api, namespace: team}\n",
+            "",
+        )
+    };
+    let plain = undelegated(&with_delegate);
+    assert_eq!(
+        apply(&mut builder, &first, &plain),
+        [route_changed(REVIEWS)]
+    );
+    let before = objects(&plain);
+    assert_eq!(apply(&mut builder, &before, &undelegated(&edited)), []);
+}

@@ -175,4 +175,5 @@ spec:
 const REVIEWS: &str = "bookinfo/reviews.bookinfo.svc.cluster.local";
 
 mod compile;
+mod delegate;
 mod incremental;
