@@ -282,6 +282,12 @@ spec:
         host: api
   - match:
     - uri:
+        prefix: /nowhere
+    route:
+    - destination:
+        host: no-such-service
+  - match:
+    - uri:
         regex: "/users/[0-9]+"
       method:
         exact: GET
@@ -358,7 +364,16 @@ spec:
                 "{miss}: no route, expected 404 (NR): {reply:?}"
             );
         }
+        // A destination host no Service or ServiceEntry has: 503, never a
+        // hang, and a flag that says why.
+        let missing = httpapp::get_one(&client, &format!("{base}/nowhere"), &[])?;
+        ensure!(missing.status == 503, "a missing host: {missing:?}");
         let log = request_log(cluster, "node-1")?;
+        ensure!(
+            log.iter().any(|l| field(l, "response_flags") == Some("NC")
+                && field(l, "path") == Some("/nowhere")),
+            "no NC line in the access log"
+        );
         ensure!(
             log.iter().any(|l| field(l, "response_flags") == Some("NR")
                 && field(l, "path") == Some("/elsewhere")),
