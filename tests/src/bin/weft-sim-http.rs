@@ -5,17 +5,25 @@
 //! JSON is printed compact (no spaces), keys in the order shown, and map
 //! keys (`headers`, `status`, `served_by`) sorted. Errors go to stderr.
 //!
-//! # `serve --port P [--name NAME] [--fail-rate F] [--fail-status S] [--fail-while-exists PATH] [--delay-ms D] [--delay-while-exists PATH] [--verbose]`
+//! # `serve --port P [--name NAME] [--fail-rate F] [--fail-status S] [--fail-while-exists PATH] [--delay-ms D] [--delay-while-exists PATH] [--verbose] [--tls-cert PEM --tls-key PEM [--client-ca PEM]]`
 //!
 //! HTTP/1.1 and HTTP/2 cleartext (prior knowledge) on `0.0.0.0:P`, and the
 //! gRPC service below on the same port (requests whose `content-type`
 //! starts with `application/grpc`). NAME defaults to `$POD_NAME`, else the
 //! host name. Prints one line when listening, then nothing (with
-//! `--verbose`, one line per request on stderr):
+//! `--verbose`, one line per request, and per failed TLS handshake, on
+//! stderr):
 //!
 //! ```text
 //! serving NAME on 0.0.0.0:P
 //! ```
+//!
+//! With `--tls-cert` (a PEM certificate chain, leaf first) and `--tls-key`
+//! (its PEM private key) the port serves the same over TLS only (rustls,
+//! TLS 1.2 and 1.3), offering ALPN `h2` then `http/1.1`; HTTP/2 is then
+//! also spoken without ALPN if the client opens with its preface. With
+//! `--client-ca` (PEM CA certificates) a client certificate is required
+//! and must chain to one of them, or the handshake fails.
 //!
 //! Every plain HTTP request (not gRPC, not an upgrade) is read whole, then
 //! delayed by D ms (default 0) and then for as long as the file
@@ -35,12 +43,18 @@
 //! newline) is `content-type: application/json` and reads
 //!
 //! ```text
-//! {"server":NAME,"method":"GET","path":"/a?b=c","authority":"host:port","version":"HTTP/1.1","peer":"10.1.1.2:40000","headers":{"accept":"*/*",…},"body_bytes":0}
+//! {"server":NAME,"method":"GET","path":"/a?b=c","authority":"host:port","version":"HTTP/1.1","peer":"10.1.1.2:40000","tls":false,"sni":null,"alpn":null,"client_cert":null,"headers":{"accept":"*/*",…},"body_bytes":0}
 //! ```
 //!
 //! `path` is the path and query as received; `authority` the URI's
 //! authority, else the `Host` header, else `""`; `version` `HTTP/1.0`,
-//! `HTTP/1.1` or `HTTP/2`; `headers` every request header (lower case),
+//! `HTTP/1.1` or `HTTP/2`; `tls` whether the connection is TLS; `sni`
+//! the server name the client sent in its TLS hello, `alpn` the protocol
+//! agreed by ALPN, `client_cert` the client's certificate as
+//! `SUBJECT[; SAN, SAN…]` (the subject as RFC 4514 text, e.g.
+//! `CN=client, O=weft`; each subject alternative name as `DNS:name`,
+//! `URI:uri`, `IP:address` or `email:address`), each `null` when absent
+//! (always in cleartext); `headers` every request header (lower case),
 //! values of a repeated header joined by `", "`.
 //!
 //! An HTTP/1.1 request with `Connection: upgrade` and `Upgrade: weft-echo`
@@ -156,6 +170,8 @@ mod load;
 mod loopback;
 #[path = "weft-sim-http/serve.rs"]
 mod serve;
+#[path = "weft-sim-http/tls.rs"]
+mod tls;
 #[path = "weft-sim-http/ws.rs"]
 mod ws;
 
@@ -283,6 +299,25 @@ mod tests {
         assert_eq!(a.delay_ms, 30);
         assert_eq!(a.delay_while_exists.unwrap().to_str(), Some("/tmp/d"));
         assert!(a.verbose);
+        assert!(a.tls_cert.is_none() && a.tls_key.is_none() && a.client_ca.is_none());
+
+        let Command::Serve(a) = parse(&[
+            "serve",
+            "--port",
+            "8443",
+            "--tls-cert",
+            "/c.pem",
+            "--tls-key",
+            "/k.pem",
+            "--client-ca",
+            "/ca.pem",
+        ])
+        .unwrap() else {
+            panic!("not serve");
+        };
+        assert_eq!(a.tls_cert.unwrap().to_str(), Some("/c.pem"));
+        assert_eq!(a.tls_key.unwrap().to_str(), Some("/k.pem"));
+        assert_eq!(a.client_ca.unwrap().to_str(), Some("/ca.pem"));
     }
 
     #[test]
@@ -295,6 +330,9 @@ mod tests {
             &["serve", "--port", "80", "--fail-status", "101"],
             &["serve", "--port", "80", "--fail-status", "600"],
             &["serve", "--port", "80", "--bogus", "1"],
+            &["serve", "--port", "443", "--tls-cert", "/c.pem"],
+            &["serve", "--port", "443", "--tls-key", "/k.pem"],
+            &["serve", "--port", "443", "--client-ca", "/ca.pem"],
         ] {
             assert!(parse(bad).is_err(), "{bad:?} parsed");
         }

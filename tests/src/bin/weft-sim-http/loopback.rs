@@ -19,6 +19,11 @@ const TIMEOUT: Duration = Duration::from_secs(5);
 
 /// A server named `loop-1` on an ephemeral loopback port; its address.
 async fn server() -> String {
+    serve_on_loopback(None).await
+}
+
+/// [`server`], over TLS if `tls` is given.
+async fn serve_on_loopback(tls: Option<tokio_rustls::TlsAcceptor>) -> String {
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap().to_string();
     let faults = Faults::new(
@@ -29,7 +34,7 @@ async fn server() -> String {
         StatusCode::SERVICE_UNAVAILABLE,
     );
     let app = App::new("loop-1".into(), faults, false).unwrap();
-    tokio::spawn(serve::accept(listener, Arc::new(app)));
+    tokio::spawn(serve::accept(listener, Arc::new(app), tls));
     addr
 }
 
@@ -75,6 +80,10 @@ async fn http1_and_h2_on_one_port() {
             assert_eq!(seen["headers"]["x-a"], "1, 2");
             assert_eq!(seen["body_bytes"], 3);
             assert!(seen["peer"].as_str().unwrap().starts_with("127.0.0.1:"));
+            assert_eq!(seen["tls"], false);
+            assert_eq!(seen["sni"], Value::Null);
+            assert_eq!(seen["alpn"], Value::Null);
+            assert_eq!(seen["client_cert"], Value::Null);
         }
     }
 }
@@ -211,4 +220,207 @@ async fn refused_connections_are_errors_not_panics() {
     };
     let err = crate::get::run(args).await.unwrap_err();
     assert!(format!("{err:#}").contains("connecting to"), "{err:#}");
+}
+
+/// A test CA, and certificates it signs, written as PEM files.
+mod pki {
+    use std::path::{Path, PathBuf};
+
+    use rcgen::{
+        BasicConstraints, CertificateParams, DnType, IsCa, Issuer, KeyPair, KeyUsagePurpose,
+    };
+
+    pub struct Ca {
+        pub cert_pem: String,
+        issuer: Issuer<'static, KeyPair>,
+    }
+
+    impl Ca {
+        pub fn new(name: &str) -> Ca {
+            let key = KeyPair::generate().unwrap();
+            let mut params = CertificateParams::default();
+            params.distinguished_name.push(DnType::CommonName, name);
+            params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+            params.key_usages = vec![KeyUsagePurpose::KeyCertSign, KeyUsagePurpose::CrlSign];
+            let cert = params.self_signed(&key).unwrap();
+            Ca {
+                cert_pem: cert.pem(),
+                issuer: Issuer::new(params, key),
+            }
+        }
+
+        /// A leaf for `dns` with common name `cn`: (certificate, key) PEM.
+        pub fn leaf(&self, cn: &str, dns: &str) -> (String, String) {
+            let key = KeyPair::generate().unwrap();
+            let mut params = CertificateParams::new(vec![dns.to_string()]).unwrap();
+            params.distinguished_name.push(DnType::CommonName, cn);
+            let cert = params.signed_by(&key, &self.issuer).unwrap();
+            (cert.pem(), key.serialize_pem())
+        }
+    }
+
+    /// A fresh directory for one test's files.
+    pub fn dir(test: &str) -> PathBuf {
+        let nanos = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_nanos();
+        let dir = std::env::temp_dir().join(format!(
+            "weft-sim-http-{test}-{}-{nanos}",
+            std::process::id()
+        ));
+        std::fs::create_dir_all(&dir).unwrap();
+        dir
+    }
+
+    pub fn write(dir: &Path, name: &str, text: &str) -> PathBuf {
+        let path = dir.join(name);
+        std::fs::write(&path, text).unwrap();
+        path
+    }
+}
+
+/// One request over TLS to `addr`, as server name `sni`, offering `alpn`,
+/// with a client certificate if given; the JSON the server sent back.
+async fn get_over_tls(
+    addr: &str,
+    ca_pem: &str,
+    sni: &str,
+    alpn: &[&[u8]],
+    client: Option<(&str, &str)>,
+) -> anyhow::Result<Value> {
+    use http_body_util::{BodyExt, Empty};
+    use hyper::client::conn::{http1, http2};
+    use hyper_util::rt::{TokioExecutor, TokioIo};
+    use rustls::pki_types::ServerName;
+
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let mut roots = rustls::RootCertStore::empty();
+    for cert in rustls_pemfile::certs(&mut ca_pem.as_bytes()) {
+        roots.add(cert?)?;
+    }
+    let builder = rustls::ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()?
+        .with_root_certificates(roots);
+    let mut config = match client {
+        Some((cert, key)) => builder.with_client_auth_cert(
+            rustls_pemfile::certs(&mut cert.as_bytes()).collect::<Result<_, _>>()?,
+            rustls_pemfile::private_key(&mut key.as_bytes())?.unwrap(),
+        )?,
+        None => builder.with_no_client_auth(),
+    };
+    config.alpn_protocols = alpn.iter().map(|p| p.to_vec()).collect();
+    let tcp = tokio::net::TcpStream::connect(addr).await?;
+    let tls = tokio_rustls::TlsConnector::from(Arc::new(config))
+        .connect(ServerName::try_from(sni.to_string())?, tcp)
+        .await?;
+    let h2 = tls.get_ref().1.alpn_protocol() == Some(b"h2");
+    let io = TokioIo::new(tls);
+    let request = |version| {
+        http::Request::builder()
+            .uri(format!("https://{sni}/tls"))
+            .version(version)
+            .header("host", sni)
+            .body(Empty::<Bytes>::new())
+            .unwrap()
+    };
+    let response = if h2 {
+        let (mut send, conn) = http2::handshake(TokioExecutor::new(), io).await?;
+        tokio::spawn(conn);
+        let mut req = request(http::Version::HTTP_2);
+        req.headers_mut().remove("host");
+        send.send_request(req).await?
+    } else {
+        let (mut send, conn) = http1::handshake(io).await?;
+        tokio::spawn(conn);
+        let mut req = request(http::Version::HTTP_11);
+        *req.uri_mut() = "/tls".parse()?;
+        send.send_request(req).await?
+    };
+    anyhow::ensure!(response.status() == StatusCode::OK, "{response:?}");
+    let body = response.into_body().collect().await?.to_bytes();
+    Ok(serde_json::from_slice(&body)?)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tls_reports_sni_and_alpn() {
+    let dir = pki::dir("tls");
+    let ca = pki::Ca::new("test CA");
+    let (cert, key) = ca.leaf("api", "api.example.com");
+    let acceptor = crate::tls::acceptor(
+        &pki::write(&dir, "cert.pem", &cert),
+        &pki::write(&dir, "key.pem", &key),
+        None,
+    )
+    .unwrap();
+    let addr = serve_on_loopback(Some(acceptor)).await;
+    const H1: &[u8] = b"http/1.1";
+    const H2: &[u8] = b"h2";
+    let offers: [(&[&[u8]], Value, &str); 3] = [
+        (&[H1], Value::from("http/1.1"), "HTTP/1.1"),
+        (&[H2, H1], Value::from("h2"), "HTTP/2"),
+        (&[], Value::Null, "HTTP/1.1"),
+    ];
+    for (alpn, agreed, version) in offers {
+        let seen = get_over_tls(&addr, &ca.cert_pem, "api.example.com", alpn, None)
+            .await
+            .unwrap();
+        assert_eq!(seen["tls"], true, "{seen}");
+        assert_eq!(seen["sni"], "api.example.com", "{seen}");
+        assert_eq!(seen["alpn"], agreed, "{seen}");
+        assert_eq!(seen["version"], version, "{seen}");
+        assert_eq!(seen["client_cert"], Value::Null, "{seen}");
+        assert_eq!(seen["path"], "/tls", "{seen}");
+    }
+    // The cleartext protocols are not served on a TLS port.
+    let url = format!("http://{addr}/");
+    assert_eq!(
+        run(&["load", &url, "--count", "1", "--timeout", "2"]).await,
+        ExitCode::from(2)
+    );
+    std::fs::remove_dir_all(dir).unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tls_with_client_ca_requires_and_reports_a_client_certificate() {
+    let dir = pki::dir("mtls");
+    let server_ca = pki::Ca::new("server CA");
+    let client_ca = pki::Ca::new("client CA");
+    let other_ca = pki::Ca::new("other CA");
+    let (cert, key) = server_ca.leaf("api", "api.example.com");
+    let acceptor = crate::tls::acceptor(
+        &pki::write(&dir, "cert.pem", &cert),
+        &pki::write(&dir, "key.pem", &key),
+        Some(&pki::write(&dir, "client-ca.pem", &client_ca.cert_pem)),
+    )
+    .unwrap();
+    let addr = serve_on_loopback(Some(acceptor)).await;
+    let (client_cert, client_key) = client_ca.leaf("egress-client", "client.weft.test");
+    let seen = get_over_tls(
+        &addr,
+        &server_ca.cert_pem,
+        "api.example.com",
+        &[b"http/1.1"],
+        Some((&client_cert, &client_key)),
+    )
+    .await
+    .unwrap();
+    assert_eq!(
+        seen["client_cert"], "CN=egress-client; DNS:client.weft.test",
+        "{seen}"
+    );
+    // No certificate, or one from another CA: no handshake, no request.
+    let (stranger_cert, stranger_key) = other_ca.leaf("stranger", "client.weft.test");
+    for client in [None, Some((&stranger_cert[..], &stranger_key[..]))] {
+        let refused = get_over_tls(
+            &addr,
+            &server_ca.cert_pem,
+            "api.example.com",
+            &[b"http/1.1"],
+            client,
+        )
+        .await;
+        assert!(refused.is_err(), "{refused:?}");
+    }
+    std::fs::remove_dir_all(dir).unwrap();
 }

@@ -1,4 +1,5 @@
-//! `serve`: HTTP/1.1, h2c and gRPC on one port; the upgrade echo.
+//! `serve`: HTTP/1.1, h2c and gRPC on one port, or the same over TLS;
+//! the upgrade echo.
 
 use std::collections::BTreeMap;
 use std::convert::Infallible;
@@ -19,13 +20,18 @@ use hyper::service::service_fn;
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use hyper_util::server::conn::auto;
 use serde::Serialize;
-use tokio::io::AsyncWriteExt;
+use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
 use tokio::net::TcpListener;
+use tokio_rustls::TlsAcceptor;
 
 use crate::conn::has_token;
 use crate::faults::Faults;
 use crate::grpc_server;
 use crate::headers;
+use crate::tls::{self, TlsInfo};
+
+/// How long a client may take to complete the TLS handshake.
+const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// The upgrade protocol `serve` echoes on.
 pub const ECHO_PROTOCOL: &str = "weft-echo";
@@ -56,9 +62,19 @@ pub struct ServeArgs {
     /// Delay plain HTTP requests while this file exists.
     #[arg(long, value_name = "PATH")]
     pub delay_while_exists: Option<PathBuf>,
-    /// Log each request on stderr.
+    /// Log each request (and each failed TLS handshake) on stderr.
     #[arg(long)]
     pub verbose: bool,
+    /// Serve TLS (not cleartext) with this PEM certificate chain, leaf first.
+    #[arg(long, value_name = "PEM", requires = "tls_key")]
+    pub tls_cert: Option<PathBuf>,
+    /// The PEM private key of `--tls-cert`.
+    #[arg(long, value_name = "PEM", requires = "tls_cert")]
+    pub tls_key: Option<PathBuf>,
+    /// Require a client certificate chaining to one of these PEM CA
+    /// certificates (with `--tls-cert`).
+    #[arg(long, value_name = "PEM", requires = "tls_cert")]
+    pub client_ca: Option<PathBuf>,
 }
 
 fn parse_rate(arg: &str) -> Result<f64, String> {
@@ -102,11 +118,15 @@ pub async fn run(args: ServeArgs) -> Result<ExitCode> {
         ),
         args.verbose,
     )?;
+    let tls = match (&args.tls_cert, &args.tls_key) {
+        (Some(cert), Some(key)) => Some(tls::acceptor(cert, key, args.client_ca.as_deref())?),
+        _ => None,
+    };
     let listener = TcpListener::bind(("0.0.0.0", args.port))
         .await
         .with_context(|| format!("listening on 0.0.0.0:{}", args.port))?;
     crate::emit(&format!("serving {} on 0.0.0.0:{}", app.name, args.port))?;
-    accept(listener, Arc::new(app)).await;
+    accept(listener, Arc::new(app), tls).await;
     Ok(ExitCode::SUCCESS)
 }
 
@@ -116,8 +136,9 @@ fn hostname() -> String {
         .unwrap_or_else(|_| "unknown".to_string())
 }
 
-/// Serves every connection `listener` accepts, forever.
-pub async fn accept(listener: TcpListener, app: Arc<App>) {
+/// Serves every connection `listener` accepts, forever: over TLS if
+/// `tls` is given, else in cleartext.
+pub async fn accept(listener: TcpListener, app: Arc<App>, tls: Option<TlsAcceptor>) {
     let builder = auto::Builder::new(TokioExecutor::new());
     loop {
         let (stream, peer) = match listener.accept().await {
@@ -132,20 +153,52 @@ pub async fn accept(listener: TcpListener, app: Arc<App>) {
         let _ = stream.set_nodelay(true);
         let app = app.clone();
         let builder = builder.clone();
+        let tls = tls.clone();
         tokio::spawn(async move {
-            let service = service_fn(|req| {
-                let app = app.clone();
-                async move { Ok::<_, Infallible>(app.handle(req, peer).await) }
-            });
-            let served = builder
-                .serve_connection_with_upgrades(TokioIo::new(stream), service)
-                .await;
-            if let Err(e) = served
-                && app.verbose
-            {
-                eprintln!("serve: connection from {peer}: {e}");
+            let Some(acceptor) = tls else {
+                return serve_connection(&builder, stream, peer, app, None).await;
+            };
+            let handshake = tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(stream)).await;
+            match handshake {
+                Ok(Ok(stream)) => {
+                    let info = Arc::new(TlsInfo::of(stream.get_ref().1));
+                    serve_connection(&builder, stream, peer, app, Some(info)).await;
+                }
+                Ok(Err(e)) if app.verbose => {
+                    eprintln!("serve: TLS handshake with {peer} failed: {e}");
+                }
+                Err(_) if app.verbose => {
+                    eprintln!(
+                        "serve: TLS handshake with {peer}: no answer within {HANDSHAKE_TIMEOUT:?}"
+                    );
+                }
+                _ => {}
             }
         });
+    }
+}
+
+/// Serves HTTP on one connection until it closes.
+async fn serve_connection<I>(
+    builder: &auto::Builder<TokioExecutor>,
+    io: I,
+    peer: SocketAddr,
+    app: Arc<App>,
+    tls: Option<Arc<TlsInfo>>,
+) where
+    I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
+    let service = service_fn(|req| {
+        let (app, tls) = (app.clone(), tls.clone());
+        async move { Ok::<_, Infallible>(app.handle(req, peer, tls.as_deref()).await) }
+    });
+    let served = builder
+        .serve_connection_with_upgrades(TokioIo::new(io), service)
+        .await;
+    if let Err(e) = served
+        && app.verbose
+    {
+        eprintln!("serve: connection from {peer}: {e}");
     }
 }
 
@@ -158,6 +211,10 @@ struct Seen<'a> {
     authority: &'a str,
     version: &'static str,
     peer: String,
+    tls: bool,
+    sni: Option<&'a str>,
+    alpn: Option<&'a str>,
+    client_cert: Option<&'a str>,
     headers: BTreeMap<String, String>,
     body_bytes: u64,
 }
@@ -199,7 +256,12 @@ impl App {
         })
     }
 
-    async fn handle(&self, req: Request<Incoming>, peer: SocketAddr) -> Response<Body> {
+    async fn handle(
+        &self,
+        req: Request<Incoming>,
+        peer: SocketAddr,
+        tls: Option<&TlsInfo>,
+    ) -> Response<Body> {
         let method = req.method().clone();
         let path = path_of(&req).to_string();
         let version = req.version();
@@ -210,7 +272,7 @@ impl App {
         } else if wants_echo_upgrade(&req) {
             self.upgrade(req)
         } else {
-            self.plain(req, peer).await
+            self.plain(req, peer, tls).await
         };
         if self.verbose {
             eprintln!(
@@ -221,7 +283,12 @@ impl App {
         response
     }
 
-    async fn plain(&self, req: Request<Incoming>, peer: SocketAddr) -> Response<Body> {
+    async fn plain(
+        &self,
+        req: Request<Incoming>,
+        peer: SocketAddr,
+        tls: Option<&TlsInfo>,
+    ) -> Response<Body> {
         let (parts, body) = req.into_parts();
         let path = parts.uri.path_and_query().map_or("", |p| p.as_str());
         let route = Route::of(parts.uri.path());
@@ -277,6 +344,10 @@ impl App {
                     authority,
                     version: version_name(parts.version),
                     peer: peer.to_string(),
+                    tls: tls.is_some(),
+                    sni: tls.and_then(|t| t.sni.as_deref()),
+                    alpn: tls.and_then(|t| t.alpn.as_deref()),
+                    client_cert: tls.and_then(|t| t.client_cert.as_deref()),
                     headers: headers::to_json(&parts.headers),
                     body_bytes,
                 };
@@ -437,12 +508,28 @@ mod tests {
             authority: "web:80",
             version: version_name(Version::HTTP_2),
             peer: "10.1.1.2:40000".into(),
+            tls: false,
+            sni: None,
+            alpn: None,
+            client_cert: None,
             headers: BTreeMap::from([("x-a".to_string(), "1, 2".to_string())]),
             body_bytes: 3,
         };
         assert_eq!(
             serde_json::to_string(&seen).unwrap(),
-            r#"{"server":"web-1","method":"GET","path":"/a?b=c","authority":"web:80","version":"HTTP/2","peer":"10.1.1.2:40000","headers":{"x-a":"1, 2"},"body_bytes":3}"#
+            r#"{"server":"web-1","method":"GET","path":"/a?b=c","authority":"web:80","version":"HTTP/2","peer":"10.1.1.2:40000","tls":false,"sni":null,"alpn":null,"client_cert":null,"headers":{"x-a":"1, 2"},"body_bytes":3}"#
+        );
+        let over_tls = Seen {
+            tls: true,
+            sni: Some("api.example.com"),
+            alpn: Some("http/1.1"),
+            client_cert: Some("CN=client; DNS:client.test"),
+            headers: BTreeMap::new(),
+            ..seen
+        };
+        assert_eq!(
+            serde_json::to_string(&over_tls).unwrap(),
+            r#"{"server":"web-1","method":"GET","path":"/a?b=c","authority":"web:80","version":"HTTP/2","peer":"10.1.1.2:40000","tls":true,"sni":"api.example.com","alpn":"http/1.1","client_cert":"CN=client; DNS:client.test","headers":{},"body_bytes":3}"#
         );
     }
 
