@@ -92,6 +92,11 @@ pub enum UpstreamError {
     Overflow,
     #[error("the upstream refused the stream")]
     RefusedStream,
+    /// The TLS peer refused us after our side of the handshake was done
+    /// (TLS 1.3: a client certificate the server did not accept shows up
+    /// with the first read). A failure to connect, as Envoy counts it.
+    #[error("TLS with the destination: {0}")]
+    TlsRefused(String),
     #[error("the upstream connection ended before the response: {0}")]
     Reset(hyper::Error),
 }
@@ -476,14 +481,23 @@ pub const MAX_HEADERS_BYTES: usize = 64 * 1024;
 
 /// Turns a client error into what retries and the access log need.
 fn classify(err: hyper::Error) -> UpstreamError {
-    let refused = std::error::Error::source(&err)
-        .and_then(|source| source.downcast_ref::<h2::Error>())
-        .is_some_and(|h2| h2.reason() == Some(h2::Reason::REFUSED_STREAM));
-    if refused {
-        UpstreamError::RefusedStream
-    } else {
-        UpstreamError::Reset(err)
+    let mut source = std::error::Error::source(&err);
+    while let Some(cause) = source {
+        if let Some(h2) = cause.downcast_ref::<h2::Error>()
+            && h2.reason() == Some(h2::Reason::REFUSED_STREAM)
+        {
+            return UpstreamError::RefusedStream;
+        }
+        let tls = cause
+            .downcast_ref::<io::Error>()
+            .and_then(|io| io.get_ref())
+            .and_then(|inner| inner.downcast_ref::<rustls::Error>());
+        if let Some(tls) = tls {
+            return UpstreamError::TlsRefused(tls.to_string());
+        }
+        source = cause.source();
     }
+    UpstreamError::Reset(err)
 }
 
 /// A response body that gives its HTTP/1.1 connection back to the pool
