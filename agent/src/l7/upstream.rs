@@ -127,11 +127,13 @@ struct IdleH1 {
     send: http1::SendRequest<Body>,
     requests: u32,
     since: Instant,
+    opened: Instant,
 }
 
 /// A shared HTTP/2 connection.
 struct H2Conn {
     send: http2::SendRequest<Body>,
+    opened: Instant,
     requests: std::sync::atomic::AtomicU32,
     /// No new requests: it served its maximum.
     retired: AtomicBool,
@@ -192,7 +194,7 @@ impl Upstreams {
     ) -> Result<Response<Body>, UpstreamError> {
         let mut pending: Option<LimitGuard> = None;
         let mut conn = loop {
-            if let Some(mut idle) = self.take_idle(&key, target.limits.idle_timeout) {
+            if let Some(mut idle) = self.take_idle(&key, target.limits) {
                 // A kept connection the peer closed meanwhile fails here.
                 if idle.send.ready().await.is_ok() {
                     break idle;
@@ -205,6 +207,7 @@ impl Upstreams {
                     send,
                     requests: 0,
                     since: Instant::now(),
+                    opened: Instant::now(),
                 };
             }
             if pending.is_none() {
@@ -237,10 +240,9 @@ impl Upstreams {
         key: Key,
         request: Request<Body>,
     ) -> Result<Response<Body>, UpstreamError> {
-        let max = target.limits.max_requests_per_connection;
         let mut pending: Option<LimitGuard> = None;
         let mut send = loop {
-            if let Some(send) = self.shared_h2(&key, max) {
+            if let Some(send) = self.shared_h2(&key, target.limits) {
                 break send;
             }
             if let Some(guard) = cluster.try_connection() {
@@ -291,22 +293,27 @@ impl Upstreams {
         f(slots.entry(key.clone()).or_default())
     }
 
-    fn take_idle(&self, key: &Key, idle_timeout: Duration) -> Option<IdleH1> {
+    fn take_idle(&self, key: &Key, limits: &PoolLimits) -> Option<IdleH1> {
         let mut slots = self.slots.lock().expect("upstream lock");
         let slot = slots.get_mut(key)?;
         while let Some(idle) = slot.idle.pop() {
-            if !idle.send.is_closed() && idle.since.elapsed() < idle_timeout {
+            if !idle.send.is_closed()
+                && idle.since.elapsed() < limits.idle_timeout
+                && !too_old(idle.opened, limits)
+            {
                 return Some(idle);
             }
         }
         None
     }
 
-    fn shared_h2(&self, key: &Key, max_requests: u32) -> Option<http2::SendRequest<Body>> {
+    fn shared_h2(&self, key: &Key, limits: &PoolLimits) -> Option<http2::SendRequest<Body>> {
+        let max_requests = limits.max_requests_per_connection;
         let mut slots = self.slots.lock().expect("upstream lock");
         let slot = slots.get_mut(key)?;
-        slot.h2
-            .retain(|c| !c.send.is_closed() && !c.retired.load(Ordering::Acquire));
+        slot.h2.retain(|c| {
+            !c.send.is_closed() && !c.retired.load(Ordering::Acquire) && !too_old(c.opened, limits)
+        });
         let conn = slot.h2.first()?;
         let served = conn.requests.fetch_add(1, Ordering::AcqRel) + 1;
         if max_requests != 0 && served >= max_requests {
@@ -422,6 +429,7 @@ impl Upstreams {
         });
         Ok(Arc::new(H2Conn {
             send,
+            opened: Instant::now(),
             requests: Default::default(),
             retired: AtomicBool::new(false),
         }))
@@ -473,6 +481,13 @@ impl Upstreams {
             }
         }
     }
+}
+
+/// Past the pool's `maxConnectionDuration`: not used for new requests.
+fn too_old(opened: Instant, limits: &PoolLimits) -> bool {
+    limits
+        .max_connection_duration
+        .is_some_and(|max| opened.elapsed() >= max)
 }
 
 /// Largest response head (HTTP/1.1) or header list (HTTP/2) accepted from
