@@ -107,6 +107,8 @@ impl App {
 
         let pool = Arc::new(Pool::default());
         tokio::spawn(pool.clone().run_sweeper());
+        let l7 = L7::new(l7_config);
+        tokio::spawn(l7.upstreams.clone().run_sweeper());
         let proxy = Arc::new(ProxyContext {
             store: store.clone(),
             secrets,
@@ -116,7 +118,7 @@ impl App {
             tls: Default::default(),
             local_pods: Default::default(),
             metrics: metrics.clone(),
-            l7: L7::new(l7_config),
+            l7,
         });
         let files = PodFiles::new(&config.state_dir).map_err(io(format!(
             "state directory {}",

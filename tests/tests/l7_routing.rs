@@ -51,7 +51,7 @@ spec:
     match:
     - headers:
         cookie:
-          regex: "^(.*?;)?(user=tester)(;.*)?$"
+          regex: "^(.*?; ?)?(user=tester)(;.*)?$"
     route:
     - destination:
         host: reviews
@@ -364,6 +364,33 @@ spec:
                 && field(l, "path") == Some("/elsewhere")),
             "no NR line in the access log"
         );
+        Ok(())
+    })
+}
+
+#[test]
+fn tcp_routes_steer_l4_connections_of_an_opaque_port() -> Result<()> {
+    let cluster = Cluster::builder().nodes(2).build()?;
+    cluster.with_logs(|cluster| {
+        cluster.add_namespace("data", &[AMBIENT])?;
+        let _v1 = backend(cluster, "node-2", "data", "store-v1", &[("app", "store"), ("version", "v1")], 7000, &[])?;
+        let _v2 = backend(cluster, "node-2", "data", "store-v2", &[("app", "store"), ("version", "v2")], 7000, &[])?;
+        let client = client(cluster, "node-1", "data", "reader")?;
+        // Declared tcp: relayed as bytes, each connection routed once.
+        let vip = cluster.add_service("data", "store", &[("app", "store")], &[ServicePort::tcp("tcp-store", 7000, 7000)])?;
+        let url = format!("http://{vip}:7000/");
+        apply(cluster, "store-dr", "apiVersion: networking.istio.io/v1\nkind: DestinationRule\nmetadata:\n  name: store\n  namespace: data\nspec:\n  host: store\n  subsets:\n  - name: v1\n    labels:\n      version: v1\n  - name: v2\n    labels:\n      version: v2\n")?;
+        apply(cluster, "store-vs", "apiVersion: networking.istio.io/v1\nkind: VirtualService\nmetadata:\n  name: store\n  namespace: data\nspec:\n  hosts:\n  - store\n  tcp:\n  - match:\n    - port: 7000\n      sourceNamespace: data\n    route:\n    - destination:\n        host: store\n        subset: v2\n        port:\n          number: 7000\n")?;
+        // Each `load` connection is one L4 connection: all of them to v2.
+        converge("the tcp route to v2", || {
+            let load = httpapp::load(&client, &url, &["--count", "20", "--concurrency", "4"])?;
+            Ok(load.served_by("store-v2") == 20)
+        })?;
+        let many = httpapp::load(&client, &url, &["--count", "200", "--concurrency", "10"])?;
+        ensure!(many.served_by("store-v2") == 200, "every connection routed to v2: {many:?}");
+        // Bytes are relayed untouched: no proxy headers, no L7 log.
+        let reply = httpapp::get_one(&client, &url, &[])?;
+        ensure!(reply.seen()?["headers"].get("x-forwarded-proto").is_none(), "L4: request untouched: {reply:?}");
         Ok(())
     })
 }

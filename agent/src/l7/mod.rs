@@ -24,11 +24,13 @@ pub mod body;
 pub mod cluster;
 mod config;
 pub mod forward;
+pub mod l4;
 pub mod log;
 pub mod outbound;
 pub mod reply;
 pub mod route;
 pub mod send;
+mod sni;
 pub mod tls;
 pub mod upstream;
 
@@ -71,23 +73,44 @@ struct ClusterKey {
 
 /// Cluster state, created on first use and replaced when the cluster's
 /// effective policy changes (which resets its outlier and balancer state,
-/// as an Envoy cluster update does).
+/// as an Envoy cluster update does). Each cluster state has its own
+/// upstream connections, counted against its own limits: when a cluster is
+/// replaced, its idle connections are closed.
 #[derive(Default)]
 struct Clusters {
-    map: Mutex<HashMap<ClusterKey, Arc<Cluster>>>,
+    map: Mutex<HashMap<ClusterKey, (u64, Arc<Cluster>)>>,
+    next_id: std::sync::atomic::AtomicU64,
 }
 
-impl Clusters {
-    fn get(&self, key: ClusterKey, policy: Arc<EffectivePolicy>) -> Arc<Cluster> {
-        let mut map = self.map.lock().expect("clusters lock");
-        if let Some(cluster) = map.get(&key)
+/// A cluster's state and the id its upstream connections are keyed by.
+#[derive(Clone)]
+pub struct ClusterRef {
+    pub id: u64,
+    pub cluster: Arc<Cluster>,
+}
+
+impl L7 {
+    /// The state of a cluster for `policy`; a cluster whose policy changed
+    /// starts afresh.
+    fn cluster(&self, key: ClusterKey, policy: Arc<EffectivePolicy>) -> ClusterRef {
+        let mut map = self.clusters.map.lock().expect("clusters lock");
+        if let Some((id, cluster)) = map.get(&key)
             && (Arc::ptr_eq(cluster.policy(), &policy) || **cluster.policy() == *policy)
         {
-            return cluster.clone();
+            return ClusterRef {
+                id: *id,
+                cluster: cluster.clone(),
+            };
         }
+        let id = self
+            .clusters
+            .next_id
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         let name = format!("{}|{}|{}", key.port, key.subset, key.service);
         let cluster = Arc::new(Cluster::new(name, policy));
-        map.insert(key, cluster.clone());
-        cluster
+        if let Some((old, _)) = map.insert(key, (id, cluster.clone())) {
+            self.upstreams.retire(old);
+        }
+        ClusterRef { id, cluster }
     }
 }

@@ -12,6 +12,8 @@ use hyper_util::{
     rt::{TokioExecutor, TokioIo},
     server::conn::auto,
 };
+use std::os::fd::{AsFd, OwnedFd};
+
 use tokio::net::TcpStream;
 
 use super::forward::{self, Downstream};
@@ -64,6 +66,8 @@ pub async fn serve(
         .max_header_list_size(MAX_REQUEST_HEADERS as u32)
         .initial_stream_window_size(crate::proxy::hbone::STREAM_WINDOW)
         .initial_connection_window_size(crate::proxy::hbone::CONNECTION_WINDOW);
+    // A second handle on the socket, for after the codec is done with it.
+    let socket = stream.as_fd().try_clone_to_owned().ok();
     let served = builder
         .serve_connection_with_upgrades(TokioIo::new(stream), handler)
         .await;
@@ -76,8 +80,40 @@ pub async fn serve(
         if malformed {
             ctx.l7.bad_requests.fetch_add(1, Ordering::Relaxed);
             tracing::warn!(src = %down.pod.name(), src.addr = %peer, dst = %original, error = %err, "malformed HTTP request from the app; answered and not forwarded");
+            if let Some(socket) = socket {
+                linger(socket).await;
+            }
         } else {
             tracing::debug!(src = %down.pod.name(), src.addr = %peer, error = %err, "HTTP connection from the app ended with an error");
         }
     }
+}
+
+/// How long the rest of a rejected request is read and dropped.
+const LINGER: Duration = Duration::from_secs(1);
+
+/// After an error answer: closing a socket with unread bytes makes the
+/// kernel send a reset, which can destroy the answer before the app reads
+/// it. So end our side, then read and drop what the app still sends, for
+/// a bounded time.
+async fn linger(socket: OwnedFd) {
+    let Ok(stream) = TcpStream::from_std(std::net::TcpStream::from(socket)) else {
+        return;
+    };
+    let _ = socket2::SockRef::from(&stream).shutdown(std::net::Shutdown::Write);
+    let drain = async {
+        let mut buf = [0u8; 4096];
+        loop {
+            match stream.readable().await {
+                Ok(()) => match stream.try_read(&mut buf) {
+                    Ok(0) => return,
+                    Ok(_) => {}
+                    Err(err) if err.kind() == std::io::ErrorKind::WouldBlock => {}
+                    Err(_) => return,
+                },
+                Err(_) => return,
+            }
+        }
+    };
+    let _ = tokio::time::timeout(LINGER, drain).await;
 }

@@ -13,7 +13,7 @@ use hyper::upgrade::OnUpgrade;
 use hyper_util::rt::TokioIo;
 
 use super::{
-    ClusterKey,
+    ClusterKey, ClusterRef,
     body::{self, Body, Replay},
     cluster::{AttemptResult, Cluster, EffectivePolicy, Endpoint, H2Upgrade, LbPolicy},
     forward::{Downstream, Head, shadow_authority},
@@ -22,7 +22,10 @@ use super::{
     route::{Destination, Outcome, RetryPolicy},
     upstream::{Protocol, Target, UpstreamError},
 };
-use crate::{proxy::ProxyContext, state::AppProtocol};
+use crate::{
+    proxy::{PodContext, ProxyContext},
+    state::AppProtocol,
+};
 
 /// How many times a retry looks for an endpoint it has not tried yet
 /// (Istio configures Envoy's `previous_hosts` predicate with 5).
@@ -32,9 +35,11 @@ const HOST_SELECTION_ATTEMPTS: usize = 5;
 const MIRROR_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// The destination's cluster, resolved for one request.
-struct Resolved {
-    cluster: Arc<Cluster>,
-    endpoints: Vec<Endpoint>,
+pub(super) struct Resolved {
+    pub(super) cluster: Arc<Cluster>,
+    /// Keys the cluster's upstream connections.
+    cluster_id: u64,
+    pub(super) endpoints: Vec<Endpoint>,
     protocol: Protocol,
 }
 
@@ -105,6 +110,7 @@ async fn attempts(
             pod: &down.pod,
             peer: down.peer,
             endpoint: &endpoint,
+            cluster_id: resolved.cluster_id,
             protocol: resolved.protocol,
             tls: policy.tls.as_ref(),
             host: &destination.host,
@@ -258,20 +264,43 @@ fn resolve(
     destination: &Destination,
     client_http2: bool,
 ) -> Result<Resolved, LocalReply> {
+    resolve_for(
+        ctx,
+        &down.pod,
+        down.original.port(),
+        down.protocol,
+        destination,
+        client_http2,
+    )
+}
+
+/// [`resolve`] for a client in `pod` that connected to service port
+/// `port` (which speaks `declared`, as far as the client's service says).
+pub(super) fn resolve_for(
+    ctx: &ProxyContext,
+    pod: &PodContext,
+    port: u16,
+    declared: AppProtocol,
+    destination: &Destination,
+    client_http2: bool,
+) -> Result<Resolved, LocalReply> {
     if destination.service.is_empty() {
         return Err(LocalReply::no_cluster());
     }
     let port = if destination.port != 0 {
         destination.port
     } else {
-        down.original.port()
+        port
     };
-    let client_ns = &down.pod.workload.namespace;
+    let client_ns = &pod.workload.namespace;
     let policy = match ctx.l7.config.policies(&destination.service) {
         Some(policies) => policies.effective(client_ns, &destination.subset, port),
         None => default_policy(),
     };
-    let cluster = ctx.l7.clusters.get(
+    let ClusterRef {
+        id: cluster_id,
+        cluster,
+    } = ctx.l7.cluster(
         ClusterKey {
             service: destination.service.clone(),
             subset: destination.subset.clone(),
@@ -344,7 +373,7 @@ fn resolve(
     let declared = service
         .as_ref()
         .and_then(|s| s.http_ports.get(&port).copied())
-        .unwrap_or(down.protocol);
+        .unwrap_or(declared);
     let protocol = match (declared, &policy.h2_upgrade) {
         (AppProtocol::Http2 | AppProtocol::Grpc, _) => Protocol::Http2,
         (AppProtocol::Http1, H2Upgrade::Upgrade) => Protocol::Http2,
@@ -353,6 +382,7 @@ fn resolve(
     };
     Ok(Resolved {
         cluster,
+        cluster_id,
         endpoints,
         protocol,
     })
@@ -388,6 +418,7 @@ pub fn mirror(
             pod: &down.pod,
             peer: down.peer,
             endpoint: &endpoint,
+            cluster_id: resolved.cluster_id,
             protocol: resolved.protocol,
             tls: policy.tls.as_ref(),
             host: &host,
@@ -439,6 +470,7 @@ pub async fn upgrade(
         pod: &down.pod,
         peer: down.peer,
         endpoint: &endpoint,
+        cluster_id: resolved.cluster_id,
         protocol: Protocol::Http1,
         tls: policy.tls.as_ref(),
         host: &destination.host,

@@ -67,6 +67,9 @@ pub struct Target<'a> {
     /// The app's address, for the HBONE `forwarded` header.
     pub peer: SocketAddr,
     pub endpoint: &'a Endpoint,
+    /// The cluster state this request counts against (its connections
+    /// are its own).
+    pub cluster_id: u64,
     pub protocol: Protocol,
     /// TLS to originate (DestinationRule `tls` SIMPLE or MUTUAL).
     pub tls: Option<&'a TlsOrigination>,
@@ -106,6 +109,7 @@ pub enum ConnectError {
 
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 struct Key {
+    cluster: u64,
     src: u64,
     addr: SocketAddr,
     protocol: Protocol,
@@ -130,6 +134,8 @@ struct H2Conn {
 
 #[derive(Default)]
 struct Slot {
+    /// How long a connection may stay idle (the cluster's policy).
+    idle_timeout: Option<Duration>,
     idle: Vec<IdleH1>,
     h2: Vec<Arc<H2Conn>>,
     /// Woken when a connection comes back or closes.
@@ -159,6 +165,7 @@ impl Upstreams {
         request: Request<Body>,
     ) -> Result<Response<Body>, UpstreamError> {
         let key = Key {
+            cluster: target.cluster_id,
             src: target.pod.netns_cookie,
             addr: target.endpoint.addr,
             protocol: target.protocol,
@@ -211,6 +218,7 @@ impl Upstreams {
             conn: reusable.then_some(conn),
             pool: self.clone(),
             key,
+            idle_timeout: target.limits.idle_timeout,
             ended: false,
         };
         Ok(Response::from_parts(parts, super::body::boxed(body)))
@@ -302,9 +310,40 @@ impl Upstreams {
         Some(conn.send.clone())
     }
 
-    fn put_back(&self, key: Key, conn: IdleH1) {
+    /// Closes the idle connections of a cluster state that was replaced;
+    /// the busy ones close when their requests end.
+    pub fn retire(&self, cluster: u64) {
+        self.slots
+            .lock()
+            .expect("upstream lock")
+            .retain(|key, _| key.cluster != cluster);
+    }
+
+    /// Drops closed connections and those idle past their cluster's idle
+    /// timeout, and slots left empty.
+    pub fn sweep(&self) {
+        let mut slots = self.slots.lock().expect("upstream lock");
+        slots.retain(|_, slot| {
+            let timeout = slot.idle_timeout.unwrap_or(Duration::MAX);
+            slot.idle
+                .retain(|c| !c.send.is_closed() && c.since.elapsed() < timeout);
+            slot.h2.retain(|c| !c.send.is_closed());
+            !slot.idle.is_empty() || !slot.h2.is_empty() || Arc::strong_count(&slot.changed) > 1
+        });
+    }
+
+    /// Sweeps every few seconds until the process ends.
+    pub async fn run_sweeper(self: Arc<Self>) {
+        loop {
+            tokio::time::sleep(Duration::from_secs(5)).await;
+            self.sweep();
+        }
+    }
+
+    fn put_back(&self, key: Key, conn: IdleH1, idle_timeout: Duration) {
         let mut slots = self.slots.lock().expect("upstream lock");
         let slot = slots.entry(key).or_default();
+        slot.idle_timeout = Some(idle_timeout);
         slot.idle.push(IdleH1 {
             since: Instant::now(),
             ..conn
@@ -454,13 +493,15 @@ struct ReturnToPool {
     conn: Option<IdleH1>,
     pool: Arc<Upstreams>,
     key: Key,
+    idle_timeout: Duration,
     ended: bool,
 }
 
 impl ReturnToPool {
     fn give_back(&mut self) {
         if let Some(conn) = self.conn.take() {
-            self.pool.put_back(self.key.clone(), conn);
+            self.pool
+                .put_back(self.key.clone(), conn, self.idle_timeout);
         }
     }
 }

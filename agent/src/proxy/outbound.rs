@@ -67,7 +67,21 @@ async fn handle(stream: TcpStream, peer: SocketAddr, pod: Arc<PodContext>, ctx: 
     let started = std::time::Instant::now();
     // `protocol` in the access log: HBONE, same-node (in-process, no TLS
     // hop) or TCP (plaintext passthrough).
-    let (result, dst, dst_identity, protocol) = match ctx.store.resolve(original) {
+    let mut resolved = ctx.store.resolve(original);
+    // A VirtualService `tcp`/`tls` route may send the connection elsewhere.
+    let mut _picked = None;
+    if let Resolved::Workload {
+        service: Some(service),
+        ..
+    }
+    | Resolved::NoEndpoints(service) = &resolved
+        && let Some((rerouted, picked)) =
+            crate::l7::l4::reroute(&ctx, &pod, &stream, original, &service.clone()).await
+    {
+        resolved = rerouted;
+        _picked = picked;
+    }
+    let (result, dst, dst_identity, protocol) = match resolved {
         // A Service port declared HTTP: terminated here, routed per request.
         Resolved::Http { service, protocol } => {
             let ctx = ctx.clone();

@@ -24,6 +24,7 @@ mod cors;
 mod destination;
 mod fault;
 mod headers;
+mod l4;
 mod matcher;
 mod retry;
 mod rewrite;
@@ -34,6 +35,7 @@ pub use cors::{CorsPolicy, Preflight};
 pub use destination::{AddressEndpoint, Destination, EndpointSet, Mirror, WeightedDestination};
 pub use fault::{Abort, Fault, roll};
 pub use headers::{HeaderEdits, HeaderOps};
+pub use l4::{ConnectionView, L4Route};
 pub use matcher::{HttpMatch, REGEX_SIZE_LIMIT, StringMatcher};
 pub use retry::{DEFAULT_BACKOFF_BASE, Outcome, RetryOn, RetryPolicy};
 pub use rewrite::{DirectResponse, Redirect, RedirectPort, Rewrite};
@@ -116,6 +118,10 @@ pub struct RouteTable {
     name: String,
     hostname: String,
     routes: Vec<HttpRoute>,
+    /// `tcp` routes, for the service's L4 ports.
+    tcp: Vec<L4Route>,
+    /// `tls` routes, for its L4 ports that carry TLS (matched by SNI).
+    tls: Vec<L4Route>,
 }
 
 /// The route a request selected.
@@ -157,10 +163,24 @@ impl RouteTable {
             .enumerate()
             .map(|(i, r)| HttpRoute::compile(r, i, &name))
             .collect::<Result<_, _>>()?;
+        let tcp = config
+            .tcp
+            .iter()
+            .enumerate()
+            .map(|(i, r)| L4Route::compile_tcp(r, i, &name))
+            .collect::<Result<_, _>>()?;
+        let tls = config
+            .tls
+            .iter()
+            .enumerate()
+            .map(|(i, r)| L4Route::compile_tls(r, i, &name))
+            .collect::<Result<_, _>>()?;
         Ok(RouteTable {
             name,
             hostname: config.hostname.clone(),
             routes,
+            tcp,
+            tls,
         })
     }
 
@@ -199,6 +219,27 @@ impl RouteTable {
     /// The routes, in evaluation order.
     pub fn routes(&self) -> &[HttpRoute] {
         &self.routes
+    }
+
+    /// Whether an L4 connection to the service is routed here (by a `tcp`
+    /// or `tls` route) rather than to the service itself.
+    pub fn routes_l4(&self) -> bool {
+        !self.tcp.is_empty() || !self.tls.is_empty()
+    }
+
+    /// Whether `tls` routes need the client's SNI.
+    pub fn wants_sni(&self) -> bool {
+        !self.tls.is_empty()
+    }
+
+    /// The route for an L4 connection: the first `tls` route that applies
+    /// when the client sent an SNI, else the first `tcp` route that
+    /// applies. `None`: the service itself.
+    pub fn select_l4(&self, conn: &ConnectionView<'_>) -> Option<&L4Route> {
+        let tls = conn
+            .sni
+            .and_then(|_| self.tls.iter().find(|r| r.applies(conn)));
+        tls.or_else(|| self.tcp.iter().find(|r| r.applies(conn)))
     }
 }
 
