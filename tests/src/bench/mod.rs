@@ -38,7 +38,7 @@ use serde_json::json;
 pub use options::{Options, Settings};
 
 use runner::Run;
-use scenarios::{connrate, footprint, latency, throughput};
+use scenarios::{connrate, footprint, http, latency, throughput};
 use testbed::Testbed;
 
 /// Set by SIGINT/SIGTERM: finish nothing new, tear down, exit.
@@ -122,8 +122,12 @@ pub fn main() -> Result<()> {
     // connections held, not what earlier traffic left in their heaps.
     footprint::idle(&mut run, &testbed);
     footprint::connections(&mut run, &testbed);
+    // Restarts node-1's agent before each of its measurements: last of
+    // the footprints, so the ones above see the agents as they were.
+    footprint::http_connections(&mut run, &testbed);
     throughput::run(&mut run, &testbed);
     latency::run(&mut run, &testbed);
+    http::run(&mut run, &testbed);
     connrate::run(&mut run, &testbed);
     println!("weft-bench: tearing the cluster down");
     drop(testbed);
@@ -133,7 +137,7 @@ pub fn main() -> Result<()> {
     println!("\n{}", report::table(&run.rows));
     if !outcomes.is_empty() {
         println!(
-            "First targets (weft against direct):\n{}",
+            "First targets (weft against direct; HTTP L7 against weft L4):\n{}",
             targets::text(&outcomes)
         );
     }

@@ -73,6 +73,14 @@ pub struct Settings {
     pub streams: usize,
     pub http_rate: f64,
     pub http_connections: usize,
+    /// Keep-alive connections of the HTTP max-rate scenarios.
+    pub http_max_connections: usize,
+    /// HTTP/2 connections and calls in flight of the gRPC max-rate
+    /// scenarios.
+    pub grpc_connections: usize,
+    pub grpc_concurrency: usize,
+    /// Idle HTTP/1.1 connections held through weft L7 and L4 (cross-node).
+    pub http_hold_count: usize,
     pub body: usize,
     pub message: usize,
     pub conn_concurrency: usize,
@@ -102,6 +110,10 @@ impl Settings {
             streams: 8,
             http_rate: options.http_rate,
             http_connections: 4,
+            http_max_connections: 16,
+            grpc_connections: 2,
+            grpc_concurrency: 32,
+            http_hold_count: if quick { 100 } else { 1_000 },
             body: 1024,
             message: 100,
             conn_concurrency: options.conn_concurrency,

@@ -1,6 +1,9 @@
 //! The results: rows of (scenario, metric, direct, weft, ratio), printed as
 //! a table and written as JSON with the machine and the git revision, so
-//! that runs can be compared across revisions.
+//! that runs can be compared across revisions. Rows of the HTTP and gRPC
+//! scenarios measure three paths: direct, weft L4 (in `weft`) and weft L7
+//! (`weft_l7`), with the ratios `l7/l4` and `l7/direct` and the difference
+//! `l7 - l4`; they get a table of their own.
 
 use std::fmt::Write as _;
 use std::path::Path;
@@ -60,10 +63,25 @@ pub struct Row {
     pub weft: Option<f64>,
     /// `weft / direct`.
     pub ratio: Option<f64>,
+    /// HTTP and gRPC scenarios: through weft to a port declared HTTP or
+    /// gRPC (L7); `weft` is then the same traffic to a port declared TCP.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub weft_l7: Option<f64>,
+    /// `weft_l7 / weft`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub l7_l4: Option<f64>,
+    /// `weft_l7 / direct`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub l7_direct: Option<f64>,
+    /// `weft_l7 - weft`, in the row's unit.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub l7_minus_l4: Option<f64>,
     pub better: Better,
     /// Every round's value, in the order measured.
     pub direct_rounds: Vec<f64>,
     pub weft_rounds: Vec<f64>,
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub weft_l7_rounds: Vec<f64>,
     /// The largest share of the machine's CPU (0 to 1) that work outside
     /// the benchmark took during the measurements kept.
     pub other_load: Option<f64>,
@@ -77,17 +95,36 @@ impl Row {
             scenario: scenario.to_string(),
             metric: metric.name,
             unit: metric.unit,
-            ratio: match (d, w) {
-                (Some(d), Some(w)) if d != 0.0 => Some(w / d),
-                _ => None,
-            },
+            ratio: ratio(w, d),
             direct: d,
             weft: w,
+            weft_l7: None,
+            l7_l4: None,
+            l7_direct: None,
+            l7_minus_l4: None,
             better: metric.better,
             direct_rounds: direct,
             weft_rounds: weft,
+            weft_l7_rounds: Vec::new(),
             other_load: None,
         }
+    }
+
+    /// The row with the L7 path's rounds too (`weft` being the L4 path).
+    pub fn with_l7(mut self, l7: Vec<f64>) -> Row {
+        let m = median(&l7);
+        self.weft_l7 = m;
+        self.l7_l4 = ratio(m, self.weft);
+        self.l7_direct = ratio(m, self.direct);
+        self.l7_minus_l4 = m.zip(self.weft).map(|(l7, l4)| l7 - l4);
+        self.weft_l7_rounds = l7;
+        self
+    }
+
+    /// Whether the row measures the three paths of the HTTP and gRPC
+    /// scenarios.
+    pub fn three_paths(&self) -> bool {
+        !self.weft_l7_rounds.is_empty()
     }
 
     /// Collects each metric's values per variant into rows, keeping the
@@ -109,9 +146,21 @@ impl Row {
                         .map(|(_, (_, x))| *x)
                         .collect()
                 };
-                Row::new(scenario, m, of(Variant::Direct), of(Variant::Weft))
+                let row = Row::new(scenario, m, of(Variant::Direct), of(Variant::Weft));
+                match of(Variant::WeftL7) {
+                    l7 if l7.is_empty() => row,
+                    l7 => row.with_l7(l7),
+                }
             })
             .collect()
+    }
+}
+
+/// `a / b`, if both are known and `b` is not 0.
+fn ratio(a: Option<f64>, b: Option<f64>) -> Option<f64> {
+    match (a, b) {
+        (Some(a), Some(b)) if b != 0.0 => Some(a / b),
+        _ => None,
     }
 }
 
@@ -135,30 +184,80 @@ pub fn num(v: Option<f64>) -> String {
     }
 }
 
-/// The rows as an aligned text table.
+/// The rows as aligned text tables: direct against weft, then, if any,
+/// the three paths of the HTTP and gRPC scenarios.
 pub fn table(rows: &[Row]) -> String {
-    let header = [
-        "scenario",
-        "metric",
-        "unit",
-        "direct",
-        "weft",
-        "weft/direct",
-    ];
-    let cells: Vec<[String; 6]> = rows
+    let (three, two): (Vec<&Row>, Vec<&Row>) = rows.iter().partition(|r| r.three_paths());
+    let ratio = |x: Option<f64>| x.map(|x| format!("{x:.2}")).unwrap_or("-".into());
+    let mut out = aligned(
+        &[
+            "scenario",
+            "metric",
+            "unit",
+            "direct",
+            "weft",
+            "weft/direct",
+        ],
+        &two,
+        |r| vec![num(r.direct), num(r.weft), ratio(r.ratio)],
+    );
+    if !three.is_empty() {
+        if !two.is_empty() {
+            out.push('\n');
+        }
+        out += &aligned(
+            &[
+                "scenario",
+                "metric",
+                "unit",
+                "direct",
+                "weft-l4",
+                "weft-l7",
+                "l4/direct",
+                "l7/l4",
+                "l7/direct",
+                "l7-l4",
+            ],
+            &three,
+            |r| {
+                vec![
+                    num(r.direct),
+                    num(r.weft),
+                    num(r.weft_l7),
+                    ratio(r.ratio),
+                    ratio(r.l7_l4),
+                    ratio(r.l7_direct),
+                    signed(r.l7_minus_l4),
+                ]
+            },
+        );
+    }
+    out
+}
+
+/// A difference with its sign, about three significant digits.
+fn signed(v: Option<f64>) -> String {
+    match v {
+        Some(v) if v > 0.0 => format!("+{}", num(Some(v))),
+        v => num(v),
+    }
+}
+
+/// One table: scenario, metric and unit left-aligned, then `values`
+/// right-aligned; a scenario's name only on its first row.
+fn aligned(header: &[&str], rows: &[&Row], values: impl Fn(&Row) -> Vec<String>) -> String {
+    if rows.is_empty() {
+        return String::new();
+    }
+    let cells: Vec<Vec<String>> = rows
         .iter()
         .map(|r| {
-            [
-                r.scenario.clone(),
-                r.metric.to_string(),
-                r.unit.to_string(),
-                num(r.direct),
-                num(r.weft),
-                r.ratio.map(|x| format!("{x:.2}")).unwrap_or("-".into()),
-            ]
+            let mut cells = vec![r.scenario.clone(), r.metric.to_string(), r.unit.to_string()];
+            cells.extend(values(r));
+            cells
         })
         .collect();
-    let mut width = header.map(str::len);
+    let mut width: Vec<usize> = header.iter().map(|h| h.chars().count()).collect();
     for row in &cells {
         for (w, c) in width.iter_mut().zip(row) {
             *w = (*w).max(c.chars().count());
@@ -166,7 +265,7 @@ pub fn table(rows: &[Row]) -> String {
     }
     let mut out = String::new();
     let line = |out: &mut String, row: &[String]| {
-        for (i, (c, w)) in row.iter().zip(width).enumerate() {
+        for (i, (c, w)) in row.iter().zip(&width).enumerate() {
             let pad = w - c.chars().count();
             if i >= 3 {
                 let _ = write!(out, "{}{c}  ", " ".repeat(pad));
@@ -178,7 +277,10 @@ pub fn table(rows: &[Row]) -> String {
         out.truncate(trimmed);
         out.push('\n');
     };
-    line(&mut out, &header.map(String::from));
+    line(
+        &mut out,
+        &header.iter().map(|h| h.to_string()).collect::<Vec<_>>(),
+    );
     let rule: Vec<String> = width.iter().map(|w| "-".repeat(*w)).collect();
     line(&mut out, &rule);
     let mut last = "";
@@ -323,6 +425,33 @@ mod tests {
         let text = table(&rows);
         assert!(text.contains("throughput/x"), "{text}");
         assert!(text.lines().nth(3).unwrap().starts_with(' '), "{text}");
+    }
+
+    #[test]
+    fn three_path_rows_carry_l7_and_its_ratios() {
+        const RPS: Metric = higher("requests", "1/s");
+        let measured = vec![
+            (Variant::Direct, (RPS, 40_000.0)),
+            (Variant::Weft, (RPS, 20_000.0)),
+            (Variant::WeftL7, (RPS, 15_000.0)),
+        ];
+        let rows = Row::collect("http/max-rps/x", &measured);
+        assert_eq!(rows.len(), 1);
+        let r = &rows[0];
+        assert!(r.three_paths());
+        assert_eq!(r.weft_l7, Some(15_000.0));
+        assert_eq!(r.l7_l4, Some(0.75));
+        assert_eq!(r.l7_direct, Some(0.375));
+        assert_eq!(r.l7_minus_l4, Some(-5_000.0));
+        let json = serde_json::to_value(r).unwrap();
+        assert_eq!(json["weft_l7_rounds"], json!([15_000.0]));
+        let plain = Row::new("x", RPS, vec![1.0], vec![2.0]);
+        let json = serde_json::to_value(&plain).unwrap();
+        assert!(json.get("weft_l7").is_none(), "{json}");
+        let text = table(&[plain, r.clone()]);
+        assert!(text.contains("weft-l7"), "{text}");
+        assert!(text.contains("0.75"), "{text}");
+        assert_eq!(signed(Some(12.5)), "+12.50");
     }
 
     #[test]

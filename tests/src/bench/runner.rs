@@ -1,6 +1,7 @@
-//! Runs scenarios: each one direct and through weft, alternating the
-//! order from round to round (direct first in odd rounds, weft first in
-//! even ones) so that drift on the machine hits both alike; medians of the
+//! Runs scenarios: each one direct and through weft (the HTTP and gRPC
+//! ones direct, through weft at L4 and through weft at L7), reversing the
+//! order from round to round (direct first in odd rounds, last in even
+//! ones) so that drift on the machine hits all alike; medians of the
 //! rounds are reported. A measurement during which other work took more
 //! than a few percent of the machine is repeated (the quietest attempt is
 //! kept). Optionally profiles the agents during weft runs.
@@ -54,7 +55,34 @@ impl Run {
         scenario: &str,
         measure: impl FnMut(&Testbed, Variant) -> Result<Vec<Sample>>,
     ) {
-        self.paired_rounds(testbed, scenario, self.settings.rounds, true, measure);
+        let variants = [Variant::Direct, Variant::Weft];
+        self.rounds(
+            testbed,
+            scenario,
+            &variants,
+            self.settings.rounds,
+            true,
+            measure,
+        );
+    }
+
+    /// Like [`Run::paired`] for the three paths of the HTTP and gRPC
+    /// scenarios: direct, weft L4 ([`Variant::Weft`]) and weft L7.
+    pub fn three_paths(
+        &mut self,
+        testbed: &Testbed,
+        scenario: &str,
+        measure: impl FnMut(&Testbed, Variant) -> Result<Vec<Sample>>,
+    ) {
+        let variants = [Variant::Direct, Variant::Weft, Variant::WeftL7];
+        self.rounds(
+            testbed,
+            scenario,
+            &variants,
+            self.settings.rounds,
+            true,
+            measure,
+        );
     }
 
     /// One round, never repeated: for measurements that change the agents'
@@ -65,13 +93,30 @@ impl Run {
         scenario: &str,
         measure: impl FnMut(&Testbed, Variant) -> Result<Vec<Sample>>,
     ) {
-        self.paired_rounds(testbed, scenario, 1, false, measure);
+        self.once_with(
+            testbed,
+            scenario,
+            &[Variant::Direct, Variant::Weft],
+            measure,
+        );
     }
 
-    fn paired_rounds(
+    /// [`Run::once`] for the variants given, in that order.
+    pub fn once_with(
         &mut self,
         testbed: &Testbed,
         scenario: &str,
+        variants: &[Variant],
+        measure: impl FnMut(&Testbed, Variant) -> Result<Vec<Sample>>,
+    ) {
+        self.rounds(testbed, scenario, variants, 1, false, measure);
+    }
+
+    fn rounds(
+        &mut self,
+        testbed: &Testbed,
+        scenario: &str,
+        variants: &[Variant],
         rounds: usize,
         repeatable: bool,
         mut measure: impl FnMut(&Testbed, Variant) -> Result<Vec<Sample>>,
@@ -80,22 +125,30 @@ impl Run {
             return;
         }
         println!("weft-bench: {scenario}");
+        let three_paths = variants.contains(&Variant::WeftL7);
+        let name = |variant: Variant| match three_paths {
+            true => variant.path_name().to_string(),
+            false => variant.to_string(),
+        };
         let mut measured: Vec<(Variant, Sample)> = Vec::new();
         let mut busiest = 0.0f64;
         let outcome = (|| -> Result<()> {
             for round in 0..rounds {
-                let order = if round % 2 == 0 {
-                    [Variant::Direct, Variant::Weft]
-                } else {
-                    [Variant::Weft, Variant::Direct]
-                };
+                let mut order = variants.to_vec();
+                if round % 2 == 1 {
+                    order.reverse();
+                }
                 for variant in order {
                     if super::stopped() {
                         anyhow::bail!("interrupted");
                     }
-                    let profiling = self.settings.profile && variant == Variant::Weft && round == 0;
+                    let profiling = self.settings.profile && variant.meshed() && round == 0;
+                    let profile_name = match three_paths {
+                        true => format!("{scenario}/{}", name(variant)),
+                        false => scenario.to_string(),
+                    };
                     let recording = match profiling {
-                        true => Some(self.start_profile(testbed, scenario)?),
+                        true => Some(self.start_profile(testbed, &profile_name)?),
                         false => None,
                     };
                     let retries = match repeatable && !profiling {
@@ -104,21 +157,22 @@ impl Run {
                     };
                     let (samples, busy) = self
                         .quietest(retries, || measure(testbed, variant))
-                        .with_context(|| format!("{variant}, round {}", round + 1))?;
+                        .with_context(|| format!("{}, round {}", name(variant), round + 1))?;
                     if let Some(recording) = recording {
-                        self.finish_profile(recording, scenario);
+                        self.finish_profile(recording, &profile_name);
                     }
                     if busy > self.settings.busy_threshold {
                         self.note(format!(
-                            "{scenario}, {variant}, round {}: other work on the machine took {:.0}% \
+                            "{scenario}, {}, round {}: other work on the machine took {:.0}% \
                              of its CPU during the measurement",
+                            name(variant),
                             round + 1,
                             busy * 100.0
                         ));
                     }
                     busiest = busiest.max(busy);
                     if !samples.is_empty() {
-                        println!("    {variant:<6} {}", brief(&samples));
+                        println!("    {:<7} {}", name(variant), brief(&samples));
                     }
                     measured.extend(samples.into_iter().map(|s| (variant, s)));
                 }
@@ -209,7 +263,7 @@ impl Run {
         profile::record(&pids, &self.profile_dir, scenario)
     }
 
-    fn finish_profile(&mut self, recording: profile::Recording, scenario: &str) {
+    fn finish_profile(&mut self, recording: profile::Recording, name: &str) {
         match recording.finish() {
             Ok(p) => {
                 let top: Vec<String> = p
@@ -219,13 +273,13 @@ impl Run {
                     .map(|(pct, sym)| format!("{pct:.1}% {sym}"))
                     .collect();
                 self.note(format!(
-                    "profile of the agents during {scenario} (weft): {}; top: {}",
+                    "profile of the agents during {name} (weft): {}; top: {}",
                     p.report.display(),
                     top.join(", ")
                 ));
                 let _ = p.folded;
             }
-            Err(e) => self.note(format!("profiling {scenario} failed: {e:#}")),
+            Err(e) => self.note(format!("profiling {name} failed: {e:#}")),
         }
     }
 }

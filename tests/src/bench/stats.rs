@@ -99,6 +99,11 @@ pub struct LoadReport {
     /// HTTP client: how late requests left, from their due time (the load
     /// generator's own lag; already included in `latency`).
     pub send_lag: Option<Latency>,
+    /// The client's own CPU time during the measured window, in CPUs (CPU
+    /// seconds per second, all its threads): near 1 per client thread, the
+    /// client, not the path, may be what limits a closed-loop run.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub client_cpu: Option<f64>,
 }
 
 // === impl LoadReport ===
@@ -182,6 +187,7 @@ mod tests {
                 ..Latency::default()
             },
             send_lag: None,
+            client_cpu: Some(0.5),
         };
         let out = format!("warming up\n{}\n", report.to_json_line());
         assert_eq!(LoadReport::parse(&out).unwrap(), report);

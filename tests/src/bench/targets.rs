@@ -15,6 +15,10 @@ enum Goal {
     AddedAtMost(f64),
     /// `weft <= x`.
     AtMost(f64),
+    /// `weft_l7 / weft >= x` (weft L7 against weft L4).
+    L7RatioAtLeast(f64),
+    /// `weft_l7 - weft <= x` (weft L7 against weft L4).
+    L7AddedAtMost(f64),
 }
 
 struct Target {
@@ -63,6 +67,42 @@ const TARGETS: &[Target] = &[
         metric: "agent RSS, node-1",
         goal: Goal::AtMost(20.0),
     },
+    Target {
+        what: "HTTP L7 max requests/s >= 70% of weft L4 (cross-node)",
+        scenario: "http/max-rps/cross-node",
+        metric: "requests",
+        goal: Goal::L7RatioAtLeast(0.70),
+    },
+    Target {
+        what: "HTTP L7 max requests/s >= 70% of weft L4 (same-node)",
+        scenario: "http/max-rps/same-node",
+        metric: "requests",
+        goal: Goal::L7RatioAtLeast(0.70),
+    },
+    Target {
+        what: "HTTP L7 p50 <= L4 p50 + 30 µs at 2,000/s (cross-node)",
+        scenario: "http/latency-2000rps/cross-node",
+        metric: "p50",
+        goal: Goal::L7AddedAtMost(30.0),
+    },
+    Target {
+        what: "HTTP L7 p99 <= L4 p99 + 100 µs at 2,000/s (cross-node)",
+        scenario: "http/latency-2000rps/cross-node",
+        metric: "p99",
+        goal: Goal::L7AddedAtMost(100.0),
+    },
+    Target {
+        what: "HTTP L7 p50 <= L4 p50 + 30 µs at 2,000/s (same-node)",
+        scenario: "http/latency-2000rps/same-node",
+        metric: "p50",
+        goal: Goal::L7AddedAtMost(30.0),
+    },
+    Target {
+        what: "HTTP L7 p99 <= L4 p99 + 100 µs at 2,000/s (same-node)",
+        scenario: "http/latency-2000rps/same-node",
+        metric: "p99",
+        goal: Goal::L7AddedAtMost(100.0),
+    },
 ];
 
 /// One target's outcome.
@@ -94,6 +134,14 @@ pub fn evaluate(rows: &[Row]) -> Vec<Outcome> {
                 Goal::AtMost(x) => {
                     let w = row.weft?;
                     (w, w <= x)
+                }
+                Goal::L7RatioAtLeast(x) => {
+                    let r = row.l7_l4?;
+                    (r, r >= x)
+                }
+                Goal::L7AddedAtMost(x) => {
+                    let added = row.l7_minus_l4?;
+                    (added, added <= x)
                 }
             };
             Some(Outcome {
@@ -155,6 +203,26 @@ mod tests {
         ];
         let out = evaluate(&rows);
         assert_eq!(out.len(), 3);
+        let l7 = vec![
+            Row::new(
+                "http/max-rps/cross-node",
+                higher("requests", "1/s"),
+                vec![40_000.0],
+                vec![20_000.0],
+            )
+            .with_l7(vec![13_000.0]),
+            Row::new(
+                "http/latency-2000rps/cross-node",
+                lower("p50", "µs"),
+                vec![11.0],
+                vec![100.0],
+            )
+            .with_l7(vec![125.0]),
+        ];
+        let l7 = evaluate(&l7);
+        assert_eq!(l7.len(), 2);
+        assert!(!l7[0].met && (l7[0].measured - 0.65).abs() < 1e-9);
+        assert!(l7[1].met && l7[1].measured == 25.0);
         assert!(!out[0].met && (out[0].measured - 0.375).abs() < 1e-9);
         assert!(out[1].met && out[1].measured == 18.0);
         assert!(out[2].met);

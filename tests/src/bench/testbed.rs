@@ -9,21 +9,43 @@
 //! | `server-local` | node-1 | `weft-bench-load serve`, `iperf3 -s` (the same-node server) |
 //! | `server-remote` | node-2 | `weft-bench-load serve`, `iperf3 -s` (the cross-node server) |
 //! | `idle-<n>` (mesh only) | node-1 | nothing: they bring node-1's agent to 10 enrolled pods |
+//!
+//! The servers also run `weft-sim-http serve` (HTTP and gRPC `weft.test.Echo`)
+//! on [`GRPC_PORT`]. In `mesh`, each server is behind two Services with the
+//! same ports: `bench-l4-<local|remote>` declares them TCP (`tcp-*` names:
+//! weft relays bytes, "weft L4") and `bench-l7-<local|remote>` declares them
+//! HTTP and gRPC (weft terminates and routes each request, "weft L7"), with
+//! a VirtualService: a match on the paths the load uses, a header set on
+//! each request, and a retry policy. Only a Service's ports are L7: a pod's
+//! own IP stays L4, so the HTTP scenarios address the Services' VIPs.
 
+use std::net::{Ipv4Addr, SocketAddr};
 use std::path::PathBuf;
 use std::process::Command;
+use std::sync::OnceLock;
 use std::time::Duration;
 
 use anyhow::{Context, Result, bail};
 
 use super::options::Settings;
-use crate::{Cluster, Pod, PodSpec, Process, wait_for};
+use super::stats::LoadReport;
+use crate::{Cluster, Pod, PodSpec, Process, ServicePort, httpapp, wait_for};
 
 pub const ECHO_PORT: u16 = 7001;
 pub const RR_PORT: u16 = 7002;
 pub const HOLD_PORT: u16 = 7003;
+/// HTTP/1.1, `--body`-sized answers (1 KiB).
 pub const HTTP_PORT: u16 = 8080;
+/// HTTP/1.1, `--message`-sized answers (100 B).
+pub const HTTP_SMALL_PORT: u16 = 8081;
+/// `weft-sim-http serve`: HTTP/1.1, h2c and gRPC.
+pub const GRPC_PORT: u16 = 9090;
 pub const IPERF_PORT: u16 = 5201;
+
+/// The path prefix of the HTTP load, which the VirtualService matches.
+pub const HTTP_PATH: &str = "/bench";
+/// The header the VirtualService sets on each request it routes.
+const ROUTE_HEADER: &str = "x-weft-bench-route";
 
 /// The load generator binary, built with `weft-bench`.
 pub const LOAD_BIN: &str = "weft-bench-load";
@@ -32,18 +54,39 @@ pub const LOAD_BIN: &str = "weft-bench-load";
 /// and the servers' ports, and wide enough for 10,000 held connections.
 const PORT_RANGE: &str = "16000 65535";
 
-/// With the mesh or without.
+/// With the mesh or without; for the HTTP and gRPC scenarios, also which
+/// path through the mesh.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
 pub enum Variant {
     Direct,
+    /// Through weft; in the HTTP and gRPC scenarios, to a Service port
+    /// declared TCP ("weft L4": bytes relayed).
     Weft,
+    /// Through weft to a Service port declared HTTP or gRPC ("weft L7":
+    /// terminated and routed per request). HTTP and gRPC scenarios only.
+    WeftL7,
 }
 
 impl Variant {
     pub fn namespace(self) -> &'static str {
         match self {
             Variant::Direct => "direct",
-            Variant::Weft => "mesh",
+            Variant::Weft | Variant::WeftL7 => "mesh",
+        }
+    }
+
+    /// Whether weft is on the path.
+    pub fn meshed(self) -> bool {
+        self != Variant::Direct
+    }
+
+    /// The name in a scenario that measures three paths (`weft` is then
+    /// `weft-l4`).
+    pub fn path_name(self) -> &'static str {
+        match self {
+            Variant::Direct => "direct",
+            Variant::Weft => "weft-l4",
+            Variant::WeftL7 => "weft-l7",
         }
     }
 }
@@ -53,6 +96,7 @@ impl std::fmt::Display for Variant {
         f.write_str(match self {
             Variant::Direct => "direct",
             Variant::Weft => "weft",
+            Variant::WeftL7 => "weft-l7",
         })
     }
 }
@@ -73,12 +117,31 @@ impl std::fmt::Display for Placement {
     }
 }
 
+impl Placement {
+    /// `local` or `remote`: the server's name and label.
+    fn server(self) -> &'static str {
+        match self {
+            Placement::SameNode => "local",
+            Placement::CrossNode => "remote",
+        }
+    }
+}
+
 /// One variant's pods.
 #[derive(Debug)]
 struct Pods {
     client: Pod,
     local: Pod,
     remote: Pod,
+}
+
+/// The VIPs of the mesh's Services in front of the servers.
+#[derive(Debug)]
+struct Vips {
+    l4_local: Ipv4Addr,
+    l4_remote: Ipv4Addr,
+    l7_local: Ipv4Addr,
+    l7_remote: Ipv4Addr,
 }
 
 /// The cluster, its pods and their servers. Dropping it stops the servers
@@ -90,6 +153,10 @@ pub struct Testbed {
     direct: Pods,
     weft: Pods,
     idle: Vec<Pod>,
+    vips: Vips,
+    /// Whether the L4 and L7 Services carry traffic as they should,
+    /// checked once, by the first scenario that needs them.
+    services_ready: OnceLock<Result<(), String>>,
     load_bin: PathBuf,
     pub cluster: Cluster,
 }
@@ -106,7 +173,7 @@ impl Testbed {
             builder = builder.bin_dir(dir);
         }
         let cluster = builder.build()?;
-        let (direct, weft, idle, servers) = cluster.with_logs(|cluster| {
+        let (direct, weft, idle, servers, vips) = cluster.with_logs(|cluster| {
             cluster.add_namespace("direct", &[])?;
             cluster.add_namespace("mesh", &[("istio.io/dataplane-mode", "ambient")])?;
             let direct = add_pods(cluster, Variant::Direct)?;
@@ -125,13 +192,16 @@ impl Testbed {
                     servers.extend(start_servers(server, &load_bin, settings)?);
                 }
             }
-            Ok((direct, weft, idle, servers))
+            let vips = add_services(cluster)?;
+            Ok((direct, weft, idle, servers, vips))
         })?;
         let testbed = Testbed {
             _servers: servers,
             direct,
             weft,
             idle,
+            vips,
+            services_ready: OnceLock::new(),
             load_bin,
             cluster,
         };
@@ -154,8 +224,112 @@ impl Testbed {
     fn pods(&self, variant: Variant) -> &Pods {
         match variant {
             Variant::Direct => &self.direct,
-            Variant::Weft => &self.weft,
+            Variant::Weft | Variant::WeftL7 => &self.weft,
         }
+    }
+
+    /// Where a variant's client reaches `port` of the server at
+    /// `placement` in the HTTP and gRPC scenarios: direct, the pod's IP
+    /// (no kube-proxy here); weft, the VIP of the Service declaring the
+    /// port TCP; weft-l7, the VIP of the one declaring it HTTP or gRPC.
+    pub fn service_addr(&self, variant: Variant, placement: Placement, port: u16) -> SocketAddr {
+        let vip = match (variant, placement) {
+            (Variant::Direct, _) => return self.server(variant, placement).addr(port),
+            (Variant::Weft, Placement::SameNode) => self.vips.l4_local,
+            (Variant::Weft, Placement::CrossNode) => self.vips.l4_remote,
+            (Variant::WeftL7, Placement::SameNode) => self.vips.l7_local,
+            (Variant::WeftL7, Placement::CrossNode) => self.vips.l7_remote,
+        };
+        SocketAddr::from((vip, port))
+    }
+
+    /// Waits (once per run) until the L4 and L7 Services work as declared:
+    /// through an L7 Service, a request carries the header its
+    /// VirtualService sets, through an L4 one it does not, and the HTTP
+    /// servers answer through both. Config reaches the agents
+    /// asynchronously.
+    pub fn services_ready(&self) -> Result<()> {
+        self.services_ready
+            .get_or_init(|| {
+                self.cluster
+                    .with_logs(|_| self.wait_services())
+                    .map_err(|e| format!("{e:#}"))
+            })
+            .clone()
+            .map_err(|e| anyhow::anyhow!("the L4 and L7 Services are not ready: {e}"))
+    }
+
+    /// Restarts the agent of node-1 (the client's node), which then starts
+    /// from a fresh heap, and waits until it carries the Services' traffic
+    /// again.
+    pub fn restart_client_agent(&self) -> Result<()> {
+        self.cluster.with_logs(|cluster| {
+            cluster.node("node-1")?.restart_agent()?;
+            self.wait_services()
+        })
+    }
+
+    fn wait_services(&self) -> Result<()> {
+        let client = self.client(Variant::WeftL7);
+        for placement in [Placement::CrossNode, Placement::SameNode] {
+            for variant in [Variant::Weft, Variant::WeftL7] {
+                let echo = self.service_addr(variant, placement, GRPC_PORT);
+                let url = format!("http://{echo}{HTTP_PATH}/route-check");
+                let expected = (variant == Variant::WeftL7).then_some("l7");
+                wait_for(
+                    &format!(
+                        "{placement}: a request to {url} ({}) to {} the header {ROUTE_HEADER}",
+                        variant.path_name(),
+                        if expected.is_some() {
+                            "carry"
+                        } else {
+                            "not carry"
+                        }
+                    ),
+                    Duration::from_secs(60),
+                    || {
+                        let reply = httpapp::get_one(client, &url, &["--timeout", "2"])?;
+                        if reply.status != 200 {
+                            bail!("answered {}: {}", reply.status, reply.body);
+                        }
+                        let seen = reply.seen()?;
+                        let header = seen["headers"][ROUTE_HEADER].as_str();
+                        if header != expected {
+                            bail!("{ROUTE_HEADER} was {header:?}");
+                        }
+                        Ok(Some(()))
+                    },
+                )?;
+                for port in [HTTP_PORT, HTTP_SMALL_PORT] {
+                    let addr = self.service_addr(variant, placement, port);
+                    let args = load_args(
+                        "http",
+                        addr,
+                        &[("seconds", "0.05"), ("warmup", "0"), ("connections", "1")],
+                    );
+                    wait_for(
+                        &format!("{placement}: HTTP requests to {addr} to succeed"),
+                        Duration::from_secs(30),
+                        || {
+                            let out = client
+                                .run(self.load(&args), Duration::from_secs(10))?
+                                .check("weft-bench-load http")?;
+                            let r = LoadReport::parse(&out.stdout)?;
+                            if r.count == 0 || r.errors > 0 {
+                                bail!(
+                                    "{} answered, {} errors ({:?})",
+                                    r.count,
+                                    r.errors,
+                                    r.first_error
+                                );
+                            }
+                            Ok(Some(()))
+                        },
+                    )?;
+                }
+            }
+        }
+        Ok(())
     }
 
     /// Pods in the mesh on node-1 (client, same-node server, idle pods).
@@ -221,11 +395,103 @@ fn add_pods(cluster: &Cluster, variant: Variant) -> Result<Pods> {
         tune(&pod)?;
         Ok(pod)
     };
+    let server = |node: &str, placement: Placement| -> Result<Pod> {
+        let name = format!("server-{}", placement.server());
+        let pod = cluster.add_pod(
+            PodSpec::new(node, ns, &name)
+                .service_account("bench-server")
+                .label(SERVER_LABEL, placement.server()),
+        )?;
+        tune(&pod)?;
+        Ok(pod)
+    };
     Ok(Pods {
         client: pod("node-1", "client", "bench-client")?,
-        local: pod("node-1", "server-local", "bench-server")?,
-        remote: pod("node-2", "server-remote", "bench-server")?,
+        local: server("node-1", Placement::SameNode)?,
+        remote: server("node-2", Placement::CrossNode)?,
     })
+}
+
+/// The label the Services select a server by: `local` or `remote`.
+const SERVER_LABEL: &str = "bench-server";
+
+/// The L4 and L7 Services in front of each server of `mesh`, and the L7
+/// ones' VirtualServices.
+fn add_services(cluster: &Cluster) -> Result<Vips> {
+    let ns = Variant::Weft.namespace();
+    let add = |placement: Placement| -> Result<(Ipv4Addr, Ipv4Addr)> {
+        let server = placement.server();
+        let selector = [(SERVER_LABEL, server)];
+        let l4 = cluster.add_service(
+            ns,
+            &format!("bench-l4-{server}"),
+            &selector,
+            &[
+                ServicePort::tcp("tcp-http", HTTP_PORT, HTTP_PORT),
+                ServicePort::tcp("tcp-http-small", HTTP_SMALL_PORT, HTTP_SMALL_PORT),
+                ServicePort::tcp("tcp-grpc", GRPC_PORT, GRPC_PORT),
+            ],
+        )?;
+        let l7_name = format!("bench-l7-{server}");
+        let l7 = cluster.add_service(
+            ns,
+            &l7_name,
+            &selector,
+            &[
+                ServicePort::http("http", HTTP_PORT, HTTP_PORT),
+                ServicePort::http("http-small", HTTP_SMALL_PORT, HTTP_SMALL_PORT),
+                ServicePort::tcp("grpc", GRPC_PORT, GRPC_PORT).with_app_protocol("grpc"),
+            ],
+        )?;
+        cluster.write_config_file(
+            &format!("virtualservice-{ns}-{l7_name}.yaml"),
+            &virtual_service(ns, &l7_name),
+        )?;
+        Ok((l4, l7))
+    };
+    let (l4_local, l7_local) = add(Placement::SameNode)?;
+    let (l4_remote, l7_remote) = add(Placement::CrossNode)?;
+    Ok(Vips {
+        l4_local,
+        l4_remote,
+        l7_local,
+        l7_remote,
+    })
+}
+
+/// The L7 Service's routes: the load's paths (HTTP under [`HTTP_PATH`],
+/// the gRPC service's methods) to the Service itself, a header set on each
+/// request (the proof that L7 routing is in effect), and Istio-style
+/// retries of 5xx answers; anything else gets the mesh's `404` (no route).
+fn virtual_service(ns: &str, host: &str) -> String {
+    format!(
+        r#"apiVersion: networking.istio.io/v1
+kind: VirtualService
+metadata:
+  name: {host}
+  namespace: {ns}
+spec:
+  hosts:
+  - {host}
+  http:
+  - name: bench
+    match:
+    - uri:
+        prefix: {HTTP_PATH}
+    - uri:
+        prefix: /weft.test.Echo/
+    headers:
+      request:
+        set:
+          {ROUTE_HEADER}: l7
+    retries:
+      attempts: 2
+      retryOn: 5xx
+    route:
+    - destination:
+        host: {host}
+"#
+    )
 }
 
 /// The same sysctls in both variants' pods: a wide ephemeral port range and
@@ -242,6 +508,7 @@ fn start_servers(pod: &Pod, load_bin: &PathBuf, settings: &Settings) -> Result<V
     serve.args(["serve", "--echo", &ECHO_PORT.to_string()]);
     serve.args(["--http", &HTTP_PORT.to_string()]);
     serve.args(["--http-body", &settings.body.to_string()]);
+    serve.args(["--http", &format!("{HTTP_SMALL_PORT}:{}", settings.message)]);
     serve.args(["--rr", &RR_PORT.to_string()]);
     serve.args(["--rr-size", &settings.message.to_string()]);
     serve.args(["--hold", &HOLD_PORT.to_string()]);
@@ -249,8 +516,17 @@ fn start_servers(pod: &Pod, load_bin: &PathBuf, settings: &Settings) -> Result<V
     let mut iperf = Command::new("iperf3");
     iperf.args(["-s", "-p", &IPERF_PORT.to_string()]);
     let iperf = pod.spawn(iperf)?;
-    let mut servers = vec![serve, iperf];
-    let ports = [ECHO_PORT, HTTP_PORT, RR_PORT, HOLD_PORT, IPERF_PORT];
+    let grpc = pod.spawn_http(&["serve", "--port", &GRPC_PORT.to_string()])?;
+    let mut servers = vec![serve, iperf, grpc];
+    let ports = [
+        ECHO_PORT,
+        HTTP_PORT,
+        HTTP_SMALL_PORT,
+        RR_PORT,
+        HOLD_PORT,
+        IPERF_PORT,
+        GRPC_PORT,
+    ];
     wait_for(
         &format!("the servers of {} to listen on {ports:?}", pod.name()),
         Duration::from_secs(10),

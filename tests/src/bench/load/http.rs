@@ -3,6 +3,10 @@
 //! connection is due at `start + i * interval`, and its latency is counted
 //! from that due time, not from when it could finally be sent. A stall
 //! therefore shows up in the latency of every request it delayed.
+//!
+//! Without `--rate`, each connection sends its next request as soon as the
+//! previous answer is in (closed loop): the requests per second the path
+//! carries, with each request's latency from its send.
 
 use std::io::{self, Read, Write};
 use std::net::TcpStream;
@@ -20,9 +24,10 @@ pub struct HttpArgs {
     target: Target,
     #[command(flatten)]
     window: Window,
-    /// Requests per second, over all connections.
+    /// Requests per second, over all connections; without it, as fast as
+    /// each connection goes (closed loop).
     #[arg(long)]
-    rate: f64,
+    rate: Option<f64>,
     /// Keep-alive connections, each sending `rate / connections` per second.
     #[arg(long, default_value_t = 4)]
     connections: usize,
@@ -55,6 +60,8 @@ pub struct HttpConn {
     stream: TcpStream,
     buf: Vec<u8>,
     filled: usize,
+    /// The status code of the last response read (0 for a request).
+    status: u16,
 }
 
 impl HttpConn {
@@ -63,18 +70,31 @@ impl HttpConn {
             stream,
             buf: vec![0; 8 * 1024],
             filled: 0,
+            status: 0,
         }
+    }
+
+    /// The status code of the last message read, if it was a response.
+    pub fn status(&self) -> u16 {
+        self.status
     }
 
     pub fn stream(&mut self) -> &mut TcpStream {
         &mut self.stream
     }
 
+    /// The socket, without the read buffer (empty between messages).
+    pub fn into_stream(self) -> TcpStream {
+        self.stream
+    }
+
     /// Reads one message; its total size, or `None` on EOF between messages.
     pub fn read_message(&mut self) -> io::Result<Option<usize>> {
         loop {
             if let Some(head_end) = find(&self.buf[..self.filled], b"\r\n\r\n") {
-                let total = head_end + 4 + content_length(&self.buf[..head_end])?;
+                let head = &self.buf[..head_end];
+                self.status = status_code(head);
+                let total = head_end + 4 + content_length(head)?;
                 if self.buf.len() < total {
                     self.buf.resize(total, 0);
                 }
@@ -120,29 +140,60 @@ fn find(haystack: &[u8], needle: &[u8]) -> Option<usize> {
     haystack.windows(needle.len()).position(|w| w == needle)
 }
 
+/// The status of a response head (`HTTP/1.1 200 OK`); 0 for a request.
+fn status_code(head: &[u8]) -> u16 {
+    match head {
+        [b'H', b'T', b'T', b'P', b'/', _, _, _, b' ', a, b, c, ..] => [a, b, c]
+            .iter()
+            .try_fold(0u16, |n, d| {
+                d.is_ascii_digit().then(|| n * 10 + u16::from(**d - b'0'))
+            })
+            .unwrap_or(0),
+        _ => 0,
+    }
+}
+
+/// The body's length from `Content-Length` (0 without one). A chunked
+/// body (which neither of our ends sends, but a proxy might) is an error.
 fn content_length(head: &[u8]) -> io::Result<usize> {
     let head = std::str::from_utf8(head)
         .map_err(|_| io::Error::new(io::ErrorKind::InvalidData, "HTTP head is not UTF-8"))?;
     for line in head.split("\r\n").skip(1) {
-        if let Some((name, value)) = line.split_once(':')
-            && name.trim().eq_ignore_ascii_case("content-length")
-        {
+        let Some((name, value)) = line.split_once(':') else {
+            continue;
+        };
+        if name.trim().eq_ignore_ascii_case("content-length") {
             return value
                 .trim()
                 .parse()
                 .map_err(|_| io::Error::new(io::ErrorKind::InvalidData, "bad Content-Length"));
+        }
+        if name.trim().eq_ignore_ascii_case("transfer-encoding") {
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidData,
+                format!("Transfer-Encoding {} is not supported", value.trim()),
+            ));
         }
     }
     Ok(0)
 }
 
 pub fn run(args: HttpArgs) -> Result<()> {
-    if args.rate.is_nan() || args.rate <= 0.0 || args.connections == 0 {
-        bail!("--rate and --connections must be positive");
+    if args.connections == 0 {
+        bail!("--connections must be positive");
+    }
+    if let Some(rate) = args.rate
+        && (rate.is_nan() || rate <= 0.0)
+    {
+        bail!("--rate must be positive");
     }
     let conns = args.connections;
-    let interval = Duration::from_secs_f64(conns as f64 / args.rate);
-    let expected = (args.rate * args.window.seconds) as usize / conns + 16;
+    // At a fixed rate each connection sends `rate / conns` per second; in a
+    // closed loop, room for 50,000 per second and connection before growing.
+    let expected = match args.rate {
+        Some(rate) => (rate * args.window.seconds) as usize / conns + 16,
+        None => (50_000.0 * args.window.seconds) as usize / conns + 16,
+    };
     let streams = (0..conns)
         .map(|_| {
             let s = TcpStream::connect(args.target.addr)
@@ -153,65 +204,158 @@ pub fn run(args: HttpArgs) -> Result<()> {
         .collect::<Result<Vec<_>>>()?;
     let request = std::sync::Arc::new(request_bytes(args.body));
     let clock = args.window.start();
+    let cpu = super::cpu_meter(clock);
     let start = Instant::now();
     let workers: Vec<_> = streams
         .into_iter()
         .enumerate()
         .map(|(c, stream)| {
             let request = request.clone();
-            // Connections are staggered evenly over one interval.
-            let first = start + interval.mul_f64(c as f64 / conns as f64);
-            thread(
-                &format!("http-{c}"),
-                move || -> io::Result<(Samples, Samples)> {
-                    precise_sleeps();
-                    let mut conn = HttpConn::new(stream);
-                    let mut latency = Samples::with_capacity(expected);
-                    let mut lag = Samples::with_capacity(expected);
-                    for i in 0u32.. {
-                        let due = first + interval * i;
-                        if due >= clock.until {
-                            break;
-                        }
-                        sleep_until(due);
-                        let sent = Instant::now();
-                        conn.stream().write_all(&request)?;
-                        if conn.read_message()?.is_none() {
-                            return Err(io::Error::new(
-                                io::ErrorKind::UnexpectedEof,
-                                "the server closed the connection",
-                            ));
-                        }
-                        if due >= clock.from {
-                            latency.record(Instant::now() - due);
-                            lag.record(sent.saturating_duration_since(due));
-                        }
+            let schedule = args.rate.map(|rate| {
+                let interval = Duration::from_secs_f64(conns as f64 / rate);
+                // Connections are staggered evenly over one interval.
+                (start + interval.mul_f64(c as f64 / conns as f64), interval)
+            });
+            thread(&format!("http-{c}"), move || {
+                let conn = HttpConn::new(stream);
+                match schedule {
+                    Some((first, interval)) => {
+                        fixed_rate(conn, &request, clock, first, interval, expected)
                     }
-                    Ok((latency, lag))
-                },
-            )
+                    None => closed_loop(conn, &request, clock, expected),
+                }
+            })
         })
         .collect();
     let mut latency = Samples::default();
     let mut lag = Samples::default();
+    let (mut errors, mut first_error) = (0, None);
     for w in workers {
-        let (l, g) = w
+        let done = w
             .join()
             .map_err(|_| anyhow::anyhow!("an HTTP client thread panicked"))?
             .context("HTTP request")?;
-        latency.merge(l);
-        lag.merge(g);
+        latency.merge(done.latency);
+        if let Some(g) = done.lag {
+            lag.merge(g);
+        }
+        errors += done.errors;
+        first_error = first_error.or(done.first_error);
     }
     let report = LoadReport {
         count: latency.len() as u64,
         seconds: clock.seconds,
-        errors: 0,
-        first_error: None,
+        errors,
+        first_error,
         latency: latency.summary(),
-        send_lag: Some(lag.summary()),
+        send_lag: args.rate.is_some().then(|| lag.summary()),
+        client_cpu: cpu.join().ok().flatten(),
     };
     println!("{}", report.to_json_line());
     Ok(())
+}
+
+/// One request and its answer; its status.
+fn send(conn: &mut HttpConn, request: &[u8]) -> io::Result<u16> {
+    conn.stream().write_all(request)?;
+    if conn.read_message()?.is_none() {
+        return Err(io::Error::new(
+            io::ErrorKind::UnexpectedEof,
+            "the server closed the connection",
+        ));
+    }
+    Ok(conn.status())
+}
+
+/// One request and its answer, which must be a `200`.
+pub(super) fn exchange(conn: &mut HttpConn, request: &[u8]) -> io::Result<()> {
+    match send(conn, request)? {
+        200 => Ok(()),
+        status => Err(io::Error::other(format!("answered with status {status}"))),
+    }
+}
+
+/// What one connection measured. A response other than `200` is an
+/// error (counted, the connection goes on); a broken connection ends the
+/// run.
+struct Measured {
+    latency: Samples,
+    lag: Option<Samples>,
+    errors: u64,
+    first_error: Option<String>,
+}
+
+impl Measured {
+    fn new(expected: usize, lag: bool) -> Measured {
+        Measured {
+            latency: Samples::with_capacity(expected),
+            lag: lag.then(|| Samples::with_capacity(expected)),
+            errors: 0,
+            first_error: None,
+        }
+    }
+
+    /// Counts a measured response: its latency if it was a `200`.
+    fn answered(&mut self, status: u16, latency: Duration) {
+        if status == 200 {
+            self.latency.record(latency);
+        } else {
+            self.errors += 1;
+            self.first_error
+                .get_or_insert_with(|| format!("answered with status {status}"));
+        }
+    }
+}
+
+/// Request `i` due at `first + i * interval`; latency from the due time,
+/// and how late each request left.
+fn fixed_rate(
+    mut conn: HttpConn,
+    request: &[u8],
+    clock: super::Clock,
+    first: Instant,
+    interval: Duration,
+    expected: usize,
+) -> io::Result<Measured> {
+    precise_sleeps();
+    let mut measured = Measured::new(expected, true);
+    for i in 0u32.. {
+        let due = first + interval * i;
+        if due >= clock.until {
+            break;
+        }
+        sleep_until(due);
+        let sent = Instant::now();
+        let status = send(&mut conn, request)?;
+        if due >= clock.from {
+            measured.answered(status, Instant::now() - due);
+            if let Some(lag) = &mut measured.lag {
+                lag.record(sent.saturating_duration_since(due));
+            }
+        }
+    }
+    Ok(measured)
+}
+
+/// The next request as soon as the answer to the last is in.
+fn closed_loop(
+    mut conn: HttpConn,
+    request: &[u8],
+    clock: super::Clock,
+    expected: usize,
+) -> io::Result<Measured> {
+    let mut measured = Measured::new(expected, false);
+    loop {
+        let sent = Instant::now();
+        if sent >= clock.until {
+            break;
+        }
+        let status = send(&mut conn, request)?;
+        if sent >= clock.from {
+            measured.answered(status, sent.elapsed());
+        }
+    }
+    Ok(measured)
 }
 
 #[cfg(test)]
@@ -243,6 +387,15 @@ mod tests {
         }
         drop(client);
         assert_eq!(server.join().unwrap(), vec![request_bytes(1024).len(); 3]);
+    }
+
+    #[test]
+    fn status_codes_of_responses_only() {
+        assert_eq!(status_code(b"HTTP/1.1 200 OK\r\nContent-Length: 1"), 200);
+        assert_eq!(status_code(b"HTTP/1.1 503 Service Unavailable"), 503);
+        assert_eq!(status_code(b"POST /bench HTTP/1.1\r\nHost: x"), 0);
+        assert_eq!(status_code(b"HTTP/1.1 2x0 OK"), 0);
+        assert!(content_length(b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked").is_err());
     }
 
     #[test]

@@ -4,12 +4,15 @@
 //! matters more here than scale.
 //!
 //! ```text
-//! weft-bench-load serve [--echo P] [--http P] [--rr P] [--hold P]   # in the server pods
-//! weft-bench-load pingpong --addr A [--size 100]                    # in the client pod
-//! weft-bench-load http --addr A --rate 2000 [--connections 4] [--body 1024]
+//! weft-bench-load serve [--echo P] [--http P[:BODY]]... [--rr P] [--hold P]   # in the server pods
+//! weft-bench-load pingpong --addr A [--size 100]                              # in the client pod
+//! weft-bench-load http --addr A [--rate 2000] [--connections 4] [--body 1024]
+//! weft-bench-load grpc --addr A [--connections 2] [--concurrency 32] [--size 100]
 //! weft-bench-load connrate --addr A [--concurrency 4] [--size 100]
-//! weft-bench-load hold --addr A --count 10000 [--parallel 16]
+//! weft-bench-load hold --addr A --count 10000 [--parallel 16] [--http-body 100]
 //! ```
+//!
+//! `grpc` calls `weft.test.Echo/Unary`, which `weft-sim-http serve` serves.
 //!
 //! Each client prints one JSON line ([`LoadReport`]) when done; `hold`
 //! prints `ready <n>` once its connections are open and then holds them
@@ -18,6 +21,7 @@
 //! [`LoadReport`]: crate::bench::stats::LoadReport
 
 mod connrate;
+mod grpc;
 mod hold;
 mod http;
 mod pingpong;
@@ -48,8 +52,12 @@ enum Command {
     /// Ping-pong of `--size` bytes on one connection.
     Pingpong(pingpong::PingpongArgs),
     /// HTTP/1.1 keep-alive requests at a fixed rate, latency from each
-    /// request's due time (coordinated omission corrected).
+    /// request's due time (coordinated omission corrected), or without
+    /// `--rate` as fast as each connection goes.
     Http(http::HttpArgs),
+    /// gRPC unary calls over h2c, many in flight on a few connections, as
+    /// fast as they go.
+    Grpc(grpc::GrpcArgs),
     /// A new connection per request: connect, send, read the answer, close.
     Connrate(connrate::ConnrateArgs),
     /// Opens `--count` connections, reports `ready`, holds them until killed.
@@ -103,9 +111,43 @@ pub fn main() -> Result<()> {
         Command::Serve(args) => server::serve(args),
         Command::Pingpong(args) => pingpong::run(args),
         Command::Http(args) => http::run(args),
+        Command::Grpc(args) => grpc::run(args),
         Command::Connrate(args) => connrate::run(args),
         Command::Hold(args) => hold::run(args),
     }
+}
+
+/// Measures this process's CPU time (all its threads) over the measured
+/// window, on a thread that sleeps until the window opens and until it
+/// closes; `None` if `getrusage` fails.
+fn cpu_meter(clock: Clock) -> std::thread::JoinHandle<Option<f64>> {
+    thread("cpu-meter", move || {
+        let sleep_until = |t: Instant| {
+            let now = Instant::now();
+            if t > now {
+                std::thread::sleep(t - now);
+            }
+        };
+        sleep_until(clock.from);
+        let from = process_cpu_seconds()?;
+        sleep_until(clock.until);
+        let until = process_cpu_seconds()?;
+        Some((until - from) / clock.seconds)
+    })
+}
+
+/// User and system CPU seconds of this process so far.
+fn process_cpu_seconds() -> Option<f64> {
+    // SAFETY: getrusage fills a zeroed local struct.
+    let usage = unsafe {
+        let mut usage: libc::rusage = std::mem::zeroed();
+        if libc::getrusage(libc::RUSAGE_SELF, &mut usage) != 0 {
+            return None;
+        }
+        usage
+    };
+    let seconds = |t: libc::timeval| t.tv_sec as f64 + t.tv_usec as f64 / 1e6;
+    Some(seconds(usage.ru_utime) + seconds(usage.ru_stime))
 }
 
 /// Soft `RLIMIT_NOFILE` up to the hard limit: `hold` keeps 10,000 sockets.

@@ -20,11 +20,11 @@ pub struct ServeArgs {
     /// Echo server (ping-pong): sends back whatever arrives.
     #[arg(long)]
     echo: Option<u16>,
-    /// HTTP/1.1 keep-alive server answering every request with
-    /// `--http-body` bytes.
-    #[arg(long)]
-    http: Option<u16>,
-    /// Response body size of the HTTP server.
+    /// HTTP/1.1 keep-alive server answering every request with a `200` of
+    /// `BODY` bytes (default `--http-body`); repeatable, one port each.
+    #[arg(long, value_name = "PORT[:BODY]", value_parser = parse_http_port)]
+    http: Vec<HttpPort>,
+    /// Response body size of the HTTP servers whose `--http` gives none.
     #[arg(long, default_value_t = 1024)]
     http_body: usize,
     /// Request/response server for `connrate`: reads `--rr-size` bytes,
@@ -44,6 +44,27 @@ pub struct ServeArgs {
     hold: Option<u16>,
 }
 
+/// An HTTP server's port and, if given, its response body size.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct HttpPort {
+    port: u16,
+    body: Option<usize>,
+}
+
+fn parse_http_port(arg: &str) -> Result<HttpPort, String> {
+    let bad = |_| format!("{arg:?} is not PORT or PORT:BODY");
+    Ok(match arg.split_once(':') {
+        Some((port, body)) => HttpPort {
+            port: port.parse().map_err(bad)?,
+            body: Some(body.parse().map_err(bad)?),
+        },
+        None => HttpPort {
+            port: arg.parse().map_err(bad)?,
+            body: None,
+        },
+    })
+}
+
 pub fn serve(args: ServeArgs) -> Result<()> {
     let mut threads = Vec::new();
     if let Some(port) = args.echo {
@@ -52,9 +73,9 @@ pub fn serve(args: ServeArgs) -> Result<()> {
             accept_each(listener, "echo", echo)
         }));
     }
-    if let Some(port) = args.http {
+    for HttpPort { port, body } in args.http {
         let listener = listen(port)?;
-        let response = response_bytes(args.http_body);
+        let response = response_bytes(body.unwrap_or(args.http_body));
         threads.push(thread("http-accept", move || {
             accept_each(listener, "http", move |s| http(s, &response))
         }));
@@ -195,5 +216,30 @@ fn reap(epoll: RawFd, held: &Mutex<HashMap<RawFd, TcpStream>>) {
             // Closing the socket also removes it from the epoll set.
             held.remove(&(event.u64 as RawFd));
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn http_ports_with_and_without_a_body_size() {
+        assert_eq!(
+            parse_http_port("8080"),
+            Ok(HttpPort {
+                port: 8080,
+                body: None
+            })
+        );
+        assert_eq!(
+            parse_http_port("8081:100"),
+            Ok(HttpPort {
+                port: 8081,
+                body: Some(100)
+            })
+        );
+        assert!(parse_http_port("8081:").is_err());
+        assert!(parse_http_port("x").is_err());
     }
 }

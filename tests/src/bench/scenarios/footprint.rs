@@ -5,6 +5,13 @@
 //! a stream and a delivery socket, plus a share of a pooled TLS connection
 //! each, or a whole one without pooling). Agent CPU per GB is measured by
 //! the throughput scenarios.
+//!
+//! `footprint/http-connections`: idle HTTP/1.1 keep-alive connections,
+//! each having completed one request, through weft L7 (a Service port
+//! declared HTTP: the client node's agent terminates each connection and
+//! sends the requests over pooled upstream connections) and weft L4 (the
+//! same port declared TCP); the client node's agent's memory per
+//! connection.
 
 use std::time::Duration;
 
@@ -13,7 +20,7 @@ use anyhow::{Context, Result, bail};
 use crate::bench::procstat::{ProcStat, nofile_limit, open_fds};
 use crate::bench::report::{Metric, Sample, lower};
 use crate::bench::runner::Run;
-use crate::bench::testbed::{HOLD_PORT, Placement, Testbed, Variant, load_args};
+use crate::bench::testbed::{HOLD_PORT, HTTP_SMALL_PORT, Placement, Testbed, Variant, load_args};
 use crate::wait_for;
 
 const OPEN_TIME: Metric = lower("time to open all", "s");
@@ -187,6 +194,101 @@ fn hold(testbed: &Testbed, variant: Variant, count: usize, idle: f64) -> Result<
             || Ok((open_fds(*pid)? <= baseline + 64).then_some(())),
         )?;
     }
+    Ok(samples)
+}
+
+/// Idle HTTP/1.1 connections through weft L7 and L4, cross-node. The
+/// client node's agent is restarted before each path is measured, so that
+/// heap freed by earlier scenarios (or by the other path) does not hide
+/// what the connections cost; only that agent is measured (the server
+/// node's sees the L7 requests on a few pooled connections).
+pub fn http_connections(run: &mut Run, testbed: &Testbed) {
+    let count = run.settings.http_hold_count;
+    let body = run.settings.message;
+    let settle = if run.settings.quick { 1.0 } else { 5.0 };
+    run.once_with(
+        testbed,
+        "footprint/http-connections",
+        &[Variant::WeftL7, Variant::Weft],
+        |testbed, variant| {
+            testbed.services_ready()?;
+            testbed.restart_client_agent()?;
+            hold_http(testbed, variant, count, body, settle)
+        },
+    );
+}
+
+const HTTP_CONNS: Metric = lower("connections held", "conns");
+const HTTP_OPEN_TIME: Metric = lower("time to open all (one request each)", "s");
+const HTTP_RSS_BEFORE: Metric = lower("agent RSS before, client node", "MiB");
+const HTTP_RSS_WITH: Metric = lower("agent RSS with them, client node", "MiB");
+const HTTP_PER_CONN: Metric = lower("agent memory per connection, client node", "KiB");
+const HTTP_FDS: Metric = lower("agent descriptors per connection, client node", "fds");
+
+fn hold_http(
+    testbed: &Testbed,
+    variant: Variant,
+    count: usize,
+    body: usize,
+    settle: f64,
+) -> Result<Vec<Sample>> {
+    let (node, pid) = testbed
+        .agents()?
+        .into_iter()
+        .next()
+        .context("no agent on the client's node")?;
+    let before = ProcStat::read(pid)?;
+    let fds_before = open_fds(pid)?;
+    let server = testbed.service_addr(variant, Placement::CrossNode, HTTP_SMALL_PORT);
+    let args = load_args(
+        "hold",
+        server,
+        &[
+            ("count", &count.to_string()),
+            ("http-body", &body.to_string()),
+        ],
+    );
+    let mut holder = testbed.client(variant).spawn(testbed.load(&args))?;
+    let timeout = Duration::from_secs(60 + count as u64 / 50);
+    let open_seconds = wait_for(
+        &format!("{count} HTTP connections to open"),
+        timeout,
+        || {
+            if let Some(status) = holder.try_status() {
+                bail!(
+                    "the holding client exited ({status}):\n{}",
+                    holder.log_tail(20)
+                );
+            }
+            Ok(holder
+                .log()
+                .lines()
+                .find_map(|l| l.strip_prefix("ready "))
+                .and_then(|rest| rest.split_whitespace().nth(1))
+                .and_then(|s| s.parse::<f64>().ok()))
+        },
+    )?;
+    // Let the agent settle (pooled upstream connections, buffers).
+    std::thread::sleep(Duration::from_secs_f64(settle));
+    let with = ProcStat::read(pid).with_context(|| format!("the agent of {node}"))?;
+    let fds = open_fds(pid)?.saturating_sub(fds_before);
+    let samples = vec![
+        (HTTP_CONNS, count as f64),
+        (HTTP_OPEN_TIME, open_seconds),
+        (HTTP_RSS_BEFORE, before.rss_mib()),
+        (HTTP_RSS_WITH, with.rss_mib()),
+        (
+            HTTP_PER_CONN,
+            (with.rss as f64 - before.rss as f64) / count as f64 / 1024.0,
+        ),
+        (HTTP_FDS, fds as f64 / count as f64),
+    ];
+    drop(holder);
+    wait_for(
+        &format!("the agent of {node} to close the held HTTP connections"),
+        Duration::from_secs(120),
+        || Ok((open_fds(pid)? <= fds_before + 64).then_some(())),
+    )?;
     Ok(samples)
 }
 

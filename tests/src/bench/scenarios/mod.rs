@@ -8,9 +8,14 @@
 //! | `latency/http/*` | `weft-bench-load http` (fixed rate, 4 keep-alive connections, 1 KiB bodies, CO-corrected) | `serve --http` |
 //! | `connections/*` | `weft-bench-load connrate` (connect, 100 B request, 100 B answer, server closes) | `serve --rr` |
 //! | `footprint/*` | `weft-bench-load hold` (cross-node) | `serve --hold` |
+//! | `footprint/http-connections` | `weft-bench-load hold --http-body 100` (cross-node, through weft L4 and L7) | `serve --http` |
+//! | `http/max-rps/*` | `weft-bench-load http` (16 keep-alive connections, 100 B bodies, closed loop), direct, weft L4, weft L7 | `serve --http` |
+//! | `http/latency-2000rps/*` | `weft-bench-load http` (as `latency/http/*`), direct, weft L4, weft L7 | `serve --http` |
+//! | `grpc/*` | `weft-bench-load grpc` (tonic, h2c, unary calls), direct, weft L4, weft L7 | `weft-sim-http serve` |
 
 pub mod connrate;
 pub mod footprint;
+pub mod http;
 pub mod latency;
 pub mod throughput;
 
@@ -88,7 +93,7 @@ fn run_counted(
     let report = run_load(testbed, testbed.client(variant), args, s.seconds)?;
     let switches = agents_switches(testbed, variant)? - before;
     let ops = report.count as f64 * (s.seconds + s.warmup) / s.seconds;
-    let per_op = (variant == Variant::Weft && ops > 0.0).then(|| switches as f64 / ops);
+    let per_op = (variant.meshed() && ops > 0.0).then(|| switches as f64 / ops);
     Ok((report, per_op))
 }
 
