@@ -24,6 +24,7 @@ pub mod control;
 pub mod identity;
 pub mod inpod;
 pub mod l7;
+pub mod log_sink;
 pub mod metrics;
 pub mod policy;
 pub mod proxy;

@@ -7,9 +7,8 @@ fn main() -> std::process::ExitCode {
     let config = weft_agent::Config::parse();
     let filter = EnvFilter::try_from_env("WEFT_LOG").unwrap_or_else(|_| EnvFilter::new("info"));
     // Log lines (one per request, with L7) are written by a thread of
-    // their own, which drains every line queued and writes them in one go:
-    // the proxy's threads never wait on a write to stdout. Flushed at exit
-    // (the guard).
+    // their own, in batches: the proxy's threads never wait on a write to
+    // stdout. Flushed at exit (the guard).
     let (writer, _flush_at_exit) = log_writer();
     if config.log_json {
         tracing_subscriber::fmt()
@@ -42,25 +41,17 @@ fn main() -> std::process::ExitCode {
     }
 }
 
-/// A non-blocking writer to stdout that batches lines (stdout itself would
-/// write each line on its own). Never drops a line: under a flood the
-/// proxy waits rather than lose its access log.
+/// The log sink (see [`weft_agent::log_sink`]) writing to stdout.
 fn log_writer() -> (
-    tracing_appender::non_blocking::NonBlocking,
-    tracing_appender::non_blocking::WorkerGuard,
+    weft_agent::log_sink::LogSink,
+    weft_agent::log_sink::FlushOnDrop,
 ) {
     use std::os::fd::AsFd;
     let out: Box<dyn std::io::Write + Send> = match std::io::stdout().as_fd().try_clone_to_owned() {
-        Ok(fd) => Box::new(std::io::BufWriter::with_capacity(
-            64 * 1024,
-            std::fs::File::from(fd),
-        )),
+        Ok(fd) => Box::new(std::fs::File::from(fd)),
         Err(_) => Box::new(std::io::stdout()),
     };
-    tracing_appender::non_blocking::NonBlockingBuilder::default()
-        .lossy(false)
-        .thread_name("weft-log")
-        .finish(out)
+    weft_agent::log_sink::to(out).expect("starting the log thread")
 }
 
 /// The error and its causes, `: `-separated (the kernel's words included).

@@ -215,11 +215,10 @@ fn a_departed_pods_identity_is_dropped() -> Result<()> {
             dump()?
         );
         cluster.delete_pod(&pair.client)?;
-        ensure!(
-            log_count(node, "certificate dropped") >= 1,
-            "no log of the dropped certificate:\n{}",
-            node.agent_log_tail(50)
-        );
+        wait_for("the log of the dropped certificate", TIMEOUT, || {
+            Ok((log_count(node, "certificate dropped") >= 1).then_some(()))
+        })
+        .with_context(|| node.agent_log_tail(50))?;
         let after = dump()?;
         ensure!(
             !after.contains(identity),

@@ -199,13 +199,12 @@ fn hostile_hbone_peers_are_refused_logged_and_counted() -> Result<()> {
             "the intruder's legitimate CONNECT failed"
         );
 
-        let log = node.agent_log_tail(400);
-        for needle in ["HBONE connection refused", "evil.example", "does not serve"] {
-            ensure!(
-                log.contains(needle),
-                "the agent's log lacks {needle:?}:\n{log}"
-            );
-        }
+        let needles = ["HBONE connection refused", "evil.example", "does not serve"];
+        weft_sim::wait_for("the refusals in the agent's log", TIMEOUT, || {
+            let log = node.agent_log_tail(400);
+            Ok(needles.iter().all(|n| log.contains(n)).then_some(()))
+        })
+        .with_context(|| node.agent_log_tail(400))?;
         ensure!(node.agent_pid().is_some(), "the agent died");
         healthy()
     })

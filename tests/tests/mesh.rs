@@ -439,12 +439,13 @@ fn same_node_traffic_skips_the_tls_hop_but_keeps_identity_ip_and_policy() -> Res
             "the neighbour should see the client's IP:\n{out}"
         );
         let node = cluster.node("node-1")?;
-        let line = node
-            .agent_log_tail(400)
-            .lines()
-            .find(|l| l.contains("outbound connection complete") && l.contains("same-node"))
-            .map(str::to_string)
-            .context("no same-node access log line")?;
+        let line = wait_for("the same-node access log line", TIMEOUT, || {
+            Ok(node
+                .agent_log_tail(400)
+                .lines()
+                .find(|l| l.contains("outbound connection complete") && l.contains("same-node"))
+                .map(str::to_string))
+        })?;
         ensure!(
             line.contains("src.identity=spiffe://cluster.local/ns/demo/sa/client")
                 && line.contains("dst.identity=spiffe://cluster.local/ns/demo/sa/server"),

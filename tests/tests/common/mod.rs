@@ -61,14 +61,21 @@ pub fn apply(cluster: &Cluster, file: &str, yaml: &str) -> Result<()> {
         .map(|_| ())
 }
 
+/// Longer than the agent takes to write a finished request's log line.
+pub const LOG_SETTLE: Duration = Duration::from_millis(50);
+
 /// Polls `check` (a request or a few) until it returns `Ok(true)`: config
 /// has reached the client's agent.
 pub fn converge(what: &str, mut check: impl FnMut() -> Result<bool>) -> Result<()> {
     wait_for(what, TIMEOUT, || Ok(check()?.then_some(())))
 }
 
-/// The client-side agent's L7 access-log lines (`http request`).
+/// The client-side agent's L7 access-log lines (`http request`), once
+/// the lines of the requests just made are out: the agent writes a line
+/// when the response has been sent, and its log thread gathers lines for
+/// a millisecond before writing them.
 pub fn request_log(cluster: &Cluster, node: &str) -> Result<Vec<String>> {
+    std::thread::sleep(LOG_SETTLE);
     let node = cluster.node(node)?;
     Ok(node
         .agent_log()
