@@ -353,22 +353,28 @@ fn add_proxy_headers(headers: &mut HeaderMap) {
 /// `Proxy-Connection`, `Transfer-Encoding`, `Upgrade`, and `TE` unless it
 /// is `trailers` on HTTP/2 (gRPC sends it).
 pub fn strip_hop_by_hop(headers: &mut HeaderMap, http2: bool) {
-    let named: Vec<HeaderName> = headers
-        .get_all(header::CONNECTION)
-        .iter()
-        .filter_map(|v| v.to_str().ok())
-        .flat_map(|v| v.split(','))
-        .filter_map(|name| HeaderName::from_bytes(name.trim().as_bytes()).ok())
-        .collect();
-    for name in named {
-        headers.remove(name);
+    static KEEP_ALIVE: HeaderName = HeaderName::from_static("keep-alive");
+    static PROXY_CONNECTION: HeaderName = HeaderName::from_static("proxy-connection");
+    // Most requests carry no `Connection` header, or only `keep-alive`:
+    // nothing to collect then.
+    if headers.contains_key(header::CONNECTION) {
+        let named: Vec<HeaderName> = headers
+            .get_all(header::CONNECTION)
+            .iter()
+            .filter_map(|v| v.to_str().ok())
+            .flat_map(|v| v.split(','))
+            .filter_map(|name| HeaderName::from_bytes(name.trim().as_bytes()).ok())
+            .collect();
+        for name in named {
+            headers.remove(name);
+        }
+        headers.remove(header::CONNECTION);
     }
     for name in [
-        header::CONNECTION,
-        header::TRANSFER_ENCODING,
-        header::UPGRADE,
-        HeaderName::from_static("keep-alive"),
-        HeaderName::from_static("proxy-connection"),
+        &header::TRANSFER_ENCODING,
+        &header::UPGRADE,
+        &KEEP_ALIVE,
+        &PROXY_CONNECTION,
     ] {
         headers.remove(name);
     }
