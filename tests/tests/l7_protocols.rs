@@ -30,6 +30,28 @@ fn grpc_call(client: &weft_sim::Pod, args: &[&str]) -> Result<(Vec<serde_json::V
     Ok((lines, status))
 }
 
+/// HTTP/2 frame type GOAWAY, and the error code PROTOCOL_ERROR.
+const GOAWAY: u8 = 0x7;
+const PROTOCOL_ERROR: [u8; 4] = [0, 0, 0, 1];
+
+/// The HTTP/2 frames (type, payload) in `hex`, as `tcp-send --hex` prints
+/// a server's reply.
+fn h2_frames(hex: &str) -> Result<Vec<(u8, Vec<u8>)>> {
+    let bytes = (0..hex.len() / 2)
+        .map(|i| u8::from_str_radix(&hex[2 * i..2 * i + 2], 16))
+        .collect::<Result<Vec<u8>, _>>()
+        .with_context(|| format!("not hex: {hex:?}"))?;
+    let mut frames = Vec::new();
+    let mut rest = &bytes[..];
+    while rest.len() >= 9 {
+        let len = u32::from_be_bytes([0, rest[0], rest[1], rest[2]]) as usize;
+        ensure!(rest.len() >= 9 + len, "a truncated frame in {hex}");
+        frames.push((rest[3], rest[9..9 + len].to_vec()));
+        rest = &rest[9 + len..];
+    }
+    Ok(frames)
+}
+
 #[test]
 fn grpc_unary_streaming_and_statuses_cross_the_mesh() -> Result<()> {
     let cluster = Cluster::builder().nodes(2).build()?;
@@ -126,6 +148,17 @@ fn http2_clients_upstream_protocol_upgrades_l4_ports_and_bad_requests() -> Resul
         let huge = format!("GET /huge HTTP/1.1\r\nHost: web\r\nX-Big: {}\r\n\r\n", "a".repeat(70 * 1024));
         let out = client.run_app(&["tcp-send", &format!("{web}:80"), &huge, "--timeout", "5"], TIMEOUT)?;
         ensure!(out.stdout.starts_with("HTTP/1.1 431"), "a head over the limit: expected 431, got {:?}", out.stdout);
+        // HTTP/2 that breaks the protocol (HEADERS on stream 0, a
+        // connection error): GOAWAY with PROTOCOL_ERROR, as Envoy answers.
+        let preface: String = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n".iter().map(|b| format!("{b:02x}")).collect();
+        let settings = "000000040000000000";
+        let headers_on_stream_0 = "00000101040000000082";
+        let out = client.run_app(&["tcp-send", &format!("{web}:80"), &format!("{preface}{settings}{headers_on_stream_0}"), "--timeout", "5", "--hex", "true"], TIMEOUT)?;
+        let frames = h2_frames(out.stdout.trim())?;
+        ensure!(
+            frames.iter().any(|(kind, payload)| *kind == GOAWAY && payload.get(4..8) == Some(&PROTOCOL_ERROR[..])),
+            "an HTTP/2 protocol error: expected GOAWAY(PROTOCOL_ERROR), got frames {frames:?}"
+        );
         let served = _web.server.log();
         ensure!(!served.contains("/smuggle") && !served.contains("/bad") && !served.contains("/huge"), "a malformed request reached the server:\n{served}");
         // Counted, and logged with what was wrong.
@@ -135,7 +168,7 @@ fn http2_clients_upstream_protocol_upgrades_l4_ports_and_bad_requests() -> Resul
         let out = node.run(stats, TIMEOUT)?.check("GET /stats")?;
         let body = out.stdout.lines().skip(1).collect::<Vec<_>>().join("\n");
         let stats: serde_json::Value = serde_json::from_str(&body).with_context(|| format!("/stats:\n{body}"))?;
-        ensure!(stats["http_bad_requests"].as_u64() >= Some(4), "malformed requests counted: {stats}");
+        ensure!(stats["http_bad_requests"].as_u64() >= Some(5), "malformed requests counted: {stats}");
         ensure!(node.agent_log().contains("malformed HTTP request from the app"), "malformed requests logged");
         // The proxy still serves everyone else.
         let load = httpapp::load(&client, &format!("http://{web}/after"), &["--count", "20"])?;

@@ -3,18 +3,28 @@
 //! here as HTTP/1.1 (keep-alive, pipelined requests answered in order) or
 //! HTTP/2 cleartext (prior knowledge), each request handed to
 //! [`super::forward`]. Malformed requests are answered by the HTTP codec
-//! (400, 431, or an HTTP/2 error), logged, counted, and never forwarded.
+//! (400, 431, or an HTTP/2 error) and never forwarded; those that end the
+//! connection (every HTTP/1.1 one, HTTP/2 connection errors) are logged and
+//! counted.
 
-use std::{net::SocketAddr, sync::Arc, time::Duration};
+use std::{
+    io,
+    net::SocketAddr,
+    pin::Pin,
+    sync::{Arc, Mutex},
+    task::{Context, Poll},
+    time::Duration,
+};
 
 use hyper::service::service_fn;
 use hyper_util::{
     rt::{TokioExecutor, TokioIo},
     server::conn::auto,
 };
-use std::os::fd::{AsFd, OwnedFd};
-
-use tokio::net::TcpStream;
+use tokio::{
+    io::{AsyncRead, AsyncWrite, ReadBuf},
+    net::TcpStream,
+};
 
 use super::forward::{self, Downstream};
 use crate::{
@@ -66,23 +76,26 @@ pub async fn serve(
         .max_header_list_size(MAX_REQUEST_HEADERS as u32)
         .initial_stream_window_size(crate::proxy::hbone::STREAM_WINDOW)
         .initial_connection_window_size(crate::proxy::hbone::CONNECTION_WINDOW);
-    // A second handle on the socket, for after the codec is done with it.
-    let socket = stream.as_fd().try_clone_to_owned().ok();
+    // The socket comes back here when the codec is done with it.
+    let returned = Arc::new(Mutex::new(None));
+    let io = ReturnOnDrop {
+        stream: Some(stream),
+        slot: returned.clone(),
+    };
     let served = builder
         .serve_connection_with_upgrades(
-            TokioIo::new(super::framing::FramingGuard::new(
-                stream,
-                MAX_REQUEST_HEADERS,
-            )),
+            TokioIo::new(super::framing::FramingGuard::new(io, MAX_REQUEST_HEADERS)),
             handler,
         )
         .await;
+    let socket = returned.lock().expect("returned socket").take();
     if let Err(err) = served {
         // The codec rejected what the app sent (and answered it), or the
         // connection broke.
         let malformed = err
             .downcast_ref::<hyper::Error>()
-            .is_some_and(|e| e.is_parse() || e.is_parse_too_large() || e.is_parse_status());
+            .is_some_and(|e| e.is_parse() || e.is_parse_too_large() || e.is_parse_status())
+            || h2_protocol_error(&*err);
         if malformed {
             ctx.metrics.bad_request();
             tracing::warn!(src = %down.pod.name(), src.addr = %peer, dst = %original, error = %err, "malformed HTTP request from the app; answered and not forwarded");
@@ -95,6 +108,95 @@ pub async fn serve(
     }
 }
 
+/// Whether the app broke HTTP/2's rules badly enough that the codec ended
+/// the connection with a GOAWAY of its own (a frame on the wrong stream,
+/// an undecodable header block, a window overflow...). A malformed request
+/// on one stream is answered with a `RST_STREAM` by the codec and never
+/// reaches us.
+fn h2_protocol_error(err: &(dyn std::error::Error + 'static)) -> bool {
+    use h2::Reason;
+    let mut cause = Some(err);
+    while let Some(e) = cause {
+        if let Some(h2) = e.downcast_ref::<h2::Error>() {
+            return h2.is_go_away()
+                && !h2.is_remote()
+                && h2.reason().is_some_and(|r| {
+                    [
+                        Reason::PROTOCOL_ERROR,
+                        Reason::COMPRESSION_ERROR,
+                        Reason::FRAME_SIZE_ERROR,
+                        Reason::FLOW_CONTROL_ERROR,
+                    ]
+                    .contains(&r)
+                });
+        }
+        cause = e.source();
+    }
+    false
+}
+
+/// The app's socket as the codec's IO; handed back to `slot` when the
+/// codec drops it, so that a rejected connection can be lingered on
+/// (without holding a second descriptor for every connection).
+struct ReturnOnDrop {
+    stream: Option<TcpStream>,
+    slot: Arc<Mutex<Option<TcpStream>>>,
+}
+
+impl ReturnOnDrop {
+    fn stream(&mut self) -> Pin<&mut TcpStream> {
+        Pin::new(self.stream.as_mut().expect("the socket until dropped"))
+    }
+}
+
+impl AsyncRead for ReturnOnDrop {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        self.stream().poll_read(cx, buf)
+    }
+}
+
+impl AsyncWrite for ReturnOnDrop {
+    fn poll_write(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        self.stream().poll_write(cx, buf)
+    }
+
+    fn poll_write_vectored(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[io::IoSlice<'_>],
+    ) -> Poll<io::Result<usize>> {
+        self.stream().poll_write_vectored(cx, bufs)
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        true
+    }
+
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        self.stream().poll_flush(cx)
+    }
+
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        self.stream().poll_shutdown(cx)
+    }
+}
+
+impl Drop for ReturnOnDrop {
+    fn drop(&mut self) {
+        if let Ok(mut slot) = self.slot.lock() {
+            *slot = self.stream.take();
+        }
+    }
+}
+
 /// How long the rest of a rejected request is read and dropped.
 const LINGER: Duration = Duration::from_secs(1);
 
@@ -102,10 +204,7 @@ const LINGER: Duration = Duration::from_secs(1);
 /// kernel send a reset, which can destroy the answer before the app reads
 /// it. So end our side, then read and drop what the app still sends, for
 /// a bounded time.
-async fn linger(socket: OwnedFd) {
-    let Ok(stream) = TcpStream::from_std(std::net::TcpStream::from(socket)) else {
-        return;
-    };
+async fn linger(stream: TcpStream) {
     let _ = socket2::SockRef::from(&stream).shutdown(std::net::Shutdown::Write);
     let drain = async {
         let mut buf = [0u8; 4096];

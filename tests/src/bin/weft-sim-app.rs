@@ -6,13 +6,16 @@
 //! weft-sim-app http-server --port P [--name NAME] [--quiet true]
 //! weft-sim-app http-get URL [--count N] [--body-marker S] [--header 'K: V']... [--timeout SECS]
 //! weft-sim-app tcp-echo --port P
-//! weft-sim-app tcp-send ADDR MSG [--timeout SECS]
+//! weft-sim-app tcp-send ADDR MSG [--timeout SECS] [--hex true]
 //! weft-sim-app tcp-ping ADDR --count N [--interval-ms MS] [--timeout SECS]
 //! ```
 //!
 //! `tcp-ping` keeps ONE connection to a `tcp-echo` server and exchanges a
 //! line every interval; it exits 0 only if every line came back on it (a
 //! long-lived connection survived whatever happened meanwhile).
+//!
+//! `tcp-send --hex true` takes MSG as hex digits (bytes no argument can
+//! hold, such as HTTP/2 frames) and prints the reply as hex.
 //!
 //! `http-get` exits 0 if every response was 2xx, 2 if one was not, 1 on a
 //! connection or protocol error.
@@ -28,7 +31,7 @@ const USAGE: &str = "usage:
   weft-sim-app http-server --port P [--name NAME] [--quiet true]
   weft-sim-app http-get URL [--count N] [--body-marker S] [--header 'K: V']... [--timeout SECS]
   weft-sim-app tcp-echo --port P
-  weft-sim-app tcp-send ADDR MSG [--timeout SECS]
+  weft-sim-app tcp-send ADDR MSG [--timeout SECS] [--hex true]
   weft-sim-app tcp-ping ADDR --count N [--interval-ms MS] [--timeout SECS]";
 
 /// Largest request or response head accepted.
@@ -412,23 +415,50 @@ fn tcp_echo(args: &[String]) -> Result<ExitCode> {
 }
 
 fn tcp_send(args: &[String]) -> Result<ExitCode> {
-    let args = Args::parse(args, &["timeout"])?;
+    let args = Args::parse(args, &["timeout", "hex"])?;
     let [addr, msg] = args.positional.as_slice() else {
         bail!("tcp-send takes ADDR and MSG\n{USAGE}");
     };
     let timeout = Duration::from_secs_f64(args.number("timeout", Some(10.0))?);
+    let hex = args.get("hex") == Some("true");
+    let bytes = if hex {
+        from_hex(msg)?
+    } else {
+        msg.as_bytes().to_vec()
+    };
     let mut stream = connect(resolve(addr)?, timeout)?;
-    stream.write_all(msg.as_bytes()).context("sending")?;
+    stream.write_all(&bytes).context("sending")?;
     stream.shutdown(Shutdown::Write)?;
     let mut reply = Vec::new();
     stream
         .read_to_end(&mut reply)
         .context("reading the reply")?;
+    if hex {
+        println!(
+            "{}",
+            reply.iter().map(|b| format!("{b:02x}")).collect::<String>()
+        );
+        return Ok(ExitCode::SUCCESS);
+    }
     print!("{}", String::from_utf8_lossy(&reply));
     if !reply.ends_with(b"\n") {
         println!();
     }
     Ok(ExitCode::SUCCESS)
+}
+
+fn from_hex(text: &str) -> Result<Vec<u8>> {
+    let digits: Vec<u8> = text.bytes().filter(|b| !b.is_ascii_whitespace()).collect();
+    if !digits.len().is_multiple_of(2) {
+        bail!("{text:?}: an odd number of hex digits");
+    }
+    digits
+        .chunks(2)
+        .map(|pair| {
+            let pair = std::str::from_utf8(pair)?;
+            u8::from_str_radix(pair, 16).with_context(|| format!("{pair:?} is not a hex byte"))
+        })
+        .collect()
 }
 
 // === tcp-ping ===
