@@ -138,6 +138,9 @@ fn top_symbols(report: &str, n: usize) -> Vec<(f64, String)> {
                 .find_map(|m| rest.split_once(m))
                 .map_or(rest, |(_, s)| s)
                 .trim();
+            // perf pads the symbol to its column and may print more
+            // columns after it.
+            let symbol = symbol.split("  ").next().unwrap_or(symbol);
             Some((pct, symbol.to_string()))
         })
         .take(n)
