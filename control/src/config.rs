@@ -26,7 +26,7 @@ pub struct Config {
     /// Where the CA's signing key comes from.
     pub ca: CaSource,
     /// Extra DNS names for the serving certificate, besides
-    /// `weft-control` and `weft-control.istio-system.svc`.
+    /// [`DEFAULT_SERVER_NAMES`].
     pub server_names: Vec<String>,
     /// Cluster id, used in workload uids (`<cluster>//Pod/<ns>/<name>`).
     pub cluster_id: String,
@@ -59,9 +59,16 @@ pub enum CaSource {
     },
 }
 
-/// Names always in the serving certificate; agents verify
-/// `weft-control`.
-pub const DEFAULT_SERVER_NAMES: [&str; 2] = ["weft-control", "weft-control.istio-system.svc"];
+/// Names always in the serving certificate: agents verify
+/// `weft-control`; a stock ztunnel dials `istiod.istio-system.svc` (its
+/// default address) and verifies that.
+pub const DEFAULT_SERVER_NAMES: [&str; 5] = [
+    "weft-control",
+    "weft-control.istio-system.svc",
+    "istiod",
+    "istiod.istio-system",
+    "istiod.istio-system.svc",
+];
 
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {

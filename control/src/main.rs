@@ -155,7 +155,12 @@ fn main() -> anyhow::Result<()> {
         }
         Command::BootstrapToken { state_dir, node } => {
             let token = weft_control::bootstrap_token(&state_dir, &node)?;
-            println!("{token}");
+            // No newline into a file: clients (ztunnel among them) put the
+            // file's bytes in a header as they are. One on a terminal.
+            print!("{token}");
+            if std::io::IsTerminal::is_terminal(&std::io::stdout()) {
+                println!();
+            }
             Ok(())
         }
         Command::Serve(args) => {

@@ -181,6 +181,7 @@ fn kinds_and_names() {
         ("Deployment", "weft-control"),
         ("Namespace", "istio-system"),
         ("PersistentVolumeClaim", "weft-control-state"),
+        ("Service", "istiod"),
         ("Service", "weft-control"),
         ("ServiceAccount", "weft-agent"),
         ("ServiceAccount", "weft-control"),
@@ -216,6 +217,10 @@ fn values_are_substituted_everywhere() {
     assert!(f.contains(&(
         "--server-name".into(),
         Some("weft-control.mesh-system.svc".into())
+    )));
+    assert!(f.contains(&(
+        "--server-name".into(),
+        Some("istiod.mesh-system.svc".into())
     )));
     let agent = find(&docs, "DaemonSet", "weft-agent");
     let args = strings(&container(agent, "weft-agent")["args"]);

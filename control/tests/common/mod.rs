@@ -85,18 +85,24 @@ impl ControlPlane {
     /// A TLS channel verified like the agent does: trust bundle, server
     /// name `weft-control`.
     pub async fn channel(&self) -> Channel {
+        self.channel_as("weft-control")
+            .await
+            .expect("TLS connection to the control plane")
+    }
+
+    /// A TLS channel that verifies the server as `name`.
+    pub async fn channel_as(&self, name: &str) -> Result<Channel, tonic::transport::Error> {
         let bundle = std::fs::read(self.handle.trust_bundle_path()).unwrap();
         Endpoint::from_shared(format!("https://{}", self.handle.xds_addr()))
             .unwrap()
             .tls_config(
                 ClientTlsConfig::new()
                     .ca_certificate(Certificate::from_pem(bundle))
-                    .domain_name("weft-control"),
+                    .domain_name(name),
             )
             .unwrap()
             .connect()
             .await
-            .expect("TLS connection to the control plane")
     }
 
     pub async fn xds_client(
