@@ -135,6 +135,16 @@ fn http2_clients_upstream_protocol_upgrades_l4_ports_and_bad_requests() -> Resul
         ensure!(reply.status == 200 && reply.seen()?["headers"].get("x-request-id").is_none(), "L4 port untouched: {reply:?}");
         ensure!(request_log(cluster, "node-1")?.len() == before, "an L4 connection has no L7 access-log line");
 
+        // Pipelined requests (both in one write) are answered, in order.
+        let pipelined = "GET /first HTTP/1.1\r\nHost: web\r\n\r\nGET /second HTTP/1.1\r\nHost: web\r\nConnection: close\r\n\r\n";
+        let out = client.run_app(&["tcp-send", &format!("{web}:80"), pipelined, "--timeout", "5"], TIMEOUT)?;
+        let (first, second) = (out.stdout.find("\"path\":\"/first\""), out.stdout.find("\"path\":\"/second\""));
+        ensure!(
+            out.stdout.matches("HTTP/1.1 200").count() == 2 && first.is_some() && second.is_some() && first < second,
+            "two pipelined requests: expected two answers in order, got {:?}",
+            out.stdout
+        );
+
         // Malformed requests: answered 400 by the proxy, never forwarded.
         for (what, bad) in [
             ("both Content-Length and Transfer-Encoding", "POST /smuggle HTTP/1.1\r\nHost: web\r\nContent-Length: 5\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n"),

@@ -68,6 +68,9 @@ pub async fn serve(
     builder
         .http1()
         .keep_alive(true)
+        // An app may send its requests and then end its side (`FIN`):
+        // what it already sent is answered before the connection closes.
+        .half_close(true)
         .max_buf_size(MAX_REQUEST_HEADERS)
         .timer(hyper_util::rt::TokioTimer::new())
         .header_read_timeout(HEADER_READ_TIMEOUT);
