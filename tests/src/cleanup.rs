@@ -112,8 +112,14 @@ impl RunId {
     pub(crate) fn record_owner(&self) -> Result<()> {
         let pid = std::process::id();
         let start = process_start_time(pid).unwrap_or_default();
+        // Written aside and renamed into place: another cluster starting
+        // in the same process reads either no file (alive) or the whole of
+        // it, never the empty file a plain write passes through (which
+        // read as a dead owner, and got this run removed under its feet).
         let path = self.temp_dir().join("owner");
-        std::fs::write(&path, format!("{pid} {start}\n"))
+        let partial = self.temp_dir().join(".owner.partial");
+        std::fs::write(&partial, format!("{pid} {start}\n"))
+            .and_then(|()| std::fs::rename(&partial, &path))
             .with_context(|| format!("writing {}", path.display()))
     }
 }
