@@ -154,14 +154,14 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 print(&String::from_utf8_lossy(&body))?;
                 return Ok(ExitCode::SUCCESS);
             }
-            let streams = proxy_status::parse(&body).with_context(|| {
+            let syncz = proxy_status::parse(&body).with_context(|| {
                 format!(
                     "{CONTROL_WHAT} at {} sent /debug/syncz in an unexpected shape; are weftctl and weft-control the same version?",
                     endpoint.addr
                 )
             })?;
             print(&proxy_status::render(
-                &streams,
+                &syncz,
                 &endpoint.addr,
                 weftctl::now_unix(),
             ))?;

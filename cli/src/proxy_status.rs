@@ -8,6 +8,58 @@ use serde::Deserialize;
 
 use crate::{age, table::Table};
 
+/// `/debug/syncz`: the config source's state and every agent's stream.
+#[derive(Debug, Deserialize)]
+pub struct Syncz {
+    pub source: Source,
+    pub agents: Vec<Stream>,
+}
+
+/// Whether the control plane has read its config source.
+#[derive(Debug, Deserialize)]
+pub struct Source {
+    /// `directory` or `kubernetes`.
+    pub mode: String,
+    pub synced: bool,
+    #[serde(default)]
+    pub resources: Vec<SourceResource>,
+}
+
+/// One watched Kubernetes resource.
+#[derive(Debug, Deserialize)]
+pub struct SourceResource {
+    pub resource: String,
+    pub synced: bool,
+    pub absent: bool,
+    pub error: Option<String>,
+}
+
+impl Source {
+    /// Lines on what is wrong with the source; none when all is well.
+    fn problems(&self) -> String {
+        let mut out = String::new();
+        if !self.synced {
+            let waiting: Vec<&str> = self
+                .resources
+                .iter()
+                .filter(|r| !r.synced)
+                .map(|r| r.resource.as_str())
+                .collect();
+            out += &format!(
+                "the {} source is not synced yet; agents are not served (waiting for: {})\n",
+                self.mode,
+                waiting.join(", ")
+            );
+        }
+        for r in &self.resources {
+            if let Some(error) = &r.error {
+                out += &format!("watch of {} failing: {error}\n", r.resource);
+            }
+        }
+        out
+    }
+}
+
 /// One agent's stream, as `/debug/syncz` lists it.
 #[derive(Debug, Deserialize)]
 pub struct Stream {
@@ -110,15 +162,21 @@ fn column(type_url: &str) -> String {
 }
 
 /// Parses `/debug/syncz`.
-pub fn parse(body: &[u8]) -> Result<Vec<Stream>, serde_json::Error> {
+pub fn parse(body: &[u8]) -> Result<Syncz, serde_json::Error> {
     serde_json::from_slice(body)
 }
 
-/// The table, then one line per NACK, oldest stream first.
-pub fn render(streams: &[Stream], control: &str, now_unix: u64) -> String {
-    if streams.is_empty() {
-        return format!("no agent is connected to the control plane at {control}\n");
+/// What is wrong with the config source (if anything), the table, then
+/// one line per NACK, oldest stream first.
+pub fn render(syncz: &Syncz, control: &str, now_unix: u64) -> String {
+    let problems = syncz.source.problems();
+    if syncz.agents.is_empty() {
+        return format!("{problems}no agent is connected to the control plane at {control}\n");
     }
+    problems + &render_streams(&syncz.agents, now_unix)
+}
+
+fn render_streams(streams: &[Stream], now_unix: u64) -> String {
     // The served types in the control plane's order, then any other.
     let mut types: Vec<&str> = weft_control::xds::SERVED_TYPES.to_vec();
     for stream in streams {

@@ -118,7 +118,11 @@ fn syncz(now: u64) -> String {
         connected_at_unix: now - 3700,
         types: BTreeMap::from([(ADDRESS.into(), stale), (AUTHORIZATION.into(), nacked)]),
     };
-    serde_json::to_string_pretty(&vec![node1, node2]).unwrap()
+    serde_json::to_string_pretty(&serde_json::json!({
+        "source": {"mode": "directory", "synced": true},
+        "agents": [node1, node2],
+    }))
+    .unwrap()
 }
 
 /// `/config_dump` in the shape of `weft_agent::admin` (workloadState from
@@ -233,12 +237,19 @@ fn proxy_status_tabulates_each_agent_and_its_nacks() {
     let json: serde_json::Value = serde_json::from_str(&out).unwrap();
     let served: serde_json::Value = serde_json::from_str(&syncz(now)).unwrap();
     assert_eq!(json, served);
-    assert_eq!(json[1]["types"][AUTHORIZATION]["last_nack"]["nonce"], "2-5");
+    assert_eq!(
+        json["agents"][1]["types"][AUTHORIZATION]["last_nack"]["nonce"],
+        "2-5"
+    );
 }
 
 #[test]
 fn proxy_status_without_agents_says_so() {
-    let (addr, _) = serve(vec![("/debug/syncz", 200, "[]".into())]);
+    let (addr, _) = serve(vec![(
+        "/debug/syncz",
+        200,
+        r#"{"source": {"mode": "directory", "synced": true}, "agents": []}"#.into(),
+    )]);
     let out = stdout(&weftctl(&["proxy-status", "--control", &addr.to_string()]));
     assert_eq!(
         out,

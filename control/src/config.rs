@@ -11,9 +11,8 @@ use serde::Serialize;
 /// Everything `weft-control serve` needs.
 #[derive(Debug, Clone, Serialize)]
 pub struct Config {
-    /// Directory of Kubernetes-style YAML (directory mode), watched
-    /// recursively and hot-reloaded.
-    pub config_dir: PathBuf,
+    /// Where pods, services and Istio config come from.
+    pub source: ConfigSource,
     /// Where the control plane keeps its state: `bootstrap-secret`,
     /// `root-cert.pem`/`root-key.pem` (generated root), `trust-bundle.pem`.
     pub state_dir: PathBuf,
@@ -39,6 +38,18 @@ pub struct Config {
     /// CA's own: during a root rotation, the root being retired (or, before
     /// switching, the one being introduced), so that both are trusted.
     pub extra_trust_roots: Option<PathBuf>,
+}
+
+/// Where configuration comes from.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ConfigSource {
+    /// A directory of Kubernetes-style YAML, watched recursively and
+    /// hot-reloaded (the demo, tests, and trying weft without a cluster).
+    Directory(PathBuf),
+    /// The Kubernetes API server: with this kubeconfig, else in-cluster
+    /// (the pod's service account) or `$KUBECONFIG`.
+    Kubernetes { kubeconfig: Option<PathBuf> },
 }
 
 /// The CA's signing certificate and key.
@@ -81,11 +92,11 @@ pub enum ConfigError {
 }
 
 impl Config {
-    /// Defaults for everything but the two directories; addresses as in
-    /// Istio (15012, 15014).
+    /// Directory mode, defaults for everything but the two directories;
+    /// addresses as in Istio (15012, 15014).
     pub fn new(config_dir: impl Into<PathBuf>, state_dir: impl Into<PathBuf>) -> Self {
         Config {
-            config_dir: config_dir.into(),
+            source: ConfigSource::Directory(config_dir.into()),
             state_dir: state_dir.into(),
             xds_addr: ([0, 0, 0, 0], 15012).into(),
             debug_addr: ([0, 0, 0, 0], 15014).into(),

@@ -2,8 +2,8 @@
 //!
 //! | path | what |
 //! | --- | --- |
-//! | `/ready` | 200 once config is loaded and the servers are up, else 503 |
-//! | `/debug/syncz` | JSON: each connected agent's stream (sent/acked nonces, last NACK) |
+//! | `/ready` | 200 once the config source is synced and the servers are up, else 503 |
+//! | `/debug/syncz` | JSON: `source` (synced or not, per watched resource) and `agents` (each connected agent's stream: sent/acked nonces, last NACK) |
 //! | `/debug/config_errors` | JSON: rejected config files (file, line, column, message) |
 //! | `/debug/config` | JSON: the effective control plane config |
 //! | `/debug/resources` | JSON: type URL → resource name → version of the current model |
@@ -25,12 +25,20 @@ use serde::Serialize;
 use tokio::{net::TcpListener, sync::watch};
 use tokio_util::sync::CancellationToken;
 
-use crate::{config::Config, model::Model, source::Snapshot, xds::SyncRegistry};
+use crate::{
+    config::Config,
+    model::Model,
+    source::{Snapshot, k8s::SourceStatus},
+    xds::SyncRegistry,
+};
 
 /// What the debug server reads.
 pub struct DebugState {
-    pub ready: AtomicBool,
+    /// Servers up and the source synced.
+    pub ready: Arc<AtomicBool>,
     pub config: Config,
+    /// Whether the config source has read everything once, per resource.
+    pub source: watch::Receiver<SourceStatus>,
     pub snapshot: watch::Receiver<Arc<Snapshot>>,
     pub model: watch::Receiver<Arc<Model>>,
     pub syncz: Arc<SyncRegistry>,
@@ -77,8 +85,14 @@ fn route(state: &DebugState, method: &Method, path: &str) -> Response<Full<Bytes
     }
     match path {
         "/ready" if state.ready.load(Ordering::Acquire) => text(StatusCode::OK, "ready\n"),
-        "/ready" => text(StatusCode::SERVICE_UNAVAILABLE, "not ready\n"),
-        "/debug/syncz" => json(&state.syncz.list()),
+        "/ready" => text(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "not ready: the config source is not synced yet (see /debug/syncz)\n",
+        ),
+        "/debug/syncz" => json(&Syncz {
+            source: state.source.borrow().clone(),
+            agents: state.syncz.list(),
+        }),
         "/debug/config_errors" => json(&state.snapshot.borrow().errors),
         "/debug/config" => json(&state.config),
         "/debug/resources" => {
@@ -112,6 +126,13 @@ fn route(state: &DebugState, method: &Method, path: &str) -> Response<Full<Bytes
             "not found; try /ready, /debug/syncz, /debug/config_errors, /debug/config, /debug/resources, /debug/analysis\n",
         ),
     }
+}
+
+/// `/debug/syncz`: is the source synced, and is every agent.
+#[derive(Serialize)]
+struct Syncz {
+    source: SourceStatus,
+    agents: Vec<crate::xds::StreamStatus>,
 }
 
 fn text(status: StatusCode, body: &'static str) -> Response<Full<Bytes>> {

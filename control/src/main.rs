@@ -1,11 +1,11 @@
-//! `weft-control`: the bundled control plane (directory mode).
+//! `weft-control`: the bundled control plane (directory or Kubernetes mode).
 
 use std::{net::SocketAddr, path::PathBuf};
 
 use anyhow::Context;
 use clap::{Parser, Subcommand};
 use tracing_subscriber::EnvFilter;
-use weft_control::{CaSource, Config, Server};
+use weft_control::{CaSource, Config, Server, config::ConfigSource};
 
 #[derive(Parser)]
 #[command(
@@ -23,7 +23,8 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
-    /// Serve xDS and the CA from a directory of Kubernetes-style YAML.
+    /// Serve xDS and the CA, with config from a directory of
+    /// Kubernetes-style YAML or from the Kubernetes API.
     Serve(Box<ServeArgs>),
     /// Check a config directory once: print every error and analysis
     /// finding; exit 1 when there is an error.
@@ -53,9 +54,17 @@ enum Command {
 
 #[derive(clap::Args)]
 struct ServeArgs {
-    /// Directory of YAML (Namespace, Pod, Service, ...), watched recursively.
+    /// Directory of YAML (Namespace, Pod, Service, ...), watched
+    /// recursively: directory mode.
+    #[arg(long, required_unless_present_any = ["kubernetes", "kubeconfig"], conflicts_with_all = ["kubernetes", "kubeconfig"])]
+    config_dir: Option<PathBuf>,
+    /// Watch the Kubernetes API server instead: in a pod with its service
+    /// account, else as kubectl finds it ($KUBECONFIG, ~/.kube/config).
     #[arg(long)]
-    config_dir: PathBuf,
+    kubernetes: bool,
+    /// Watch the API server of this kubeconfig (implies --kubernetes).
+    #[arg(long)]
+    kubeconfig: Option<PathBuf>,
     /// Directory for the bootstrap secret, CA files and trust bundle.
     #[arg(long)]
     state_dir: PathBuf,
@@ -100,7 +109,14 @@ impl ServeArgs {
             },
             _ => CaSource::Generate,
         };
+        let source = match self.config_dir {
+            Some(dir) => ConfigSource::Directory(dir),
+            None => ConfigSource::Kubernetes {
+                kubeconfig: self.kubeconfig,
+            },
+        };
         Config {
+            source,
             xds_addr: self.xds_addr,
             debug_addr: self.debug_addr,
             trust_domain: self.trust_domain,
@@ -108,7 +124,7 @@ impl ServeArgs {
             server_names: self.server_names,
             root_namespace: self.root_namespace,
             extra_trust_roots: self.extra_trust_bundle,
-            ..Config::new(self.config_dir, self.state_dir)
+            ..Config::new(PathBuf::new(), self.state_dir)
         }
     }
 }

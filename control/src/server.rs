@@ -5,7 +5,10 @@
 use std::{
     net::SocketAddr,
     path::PathBuf,
-    sync::{Arc, atomic::Ordering},
+    sync::{
+        Arc,
+        atomic::{AtomicBool, Ordering},
+    },
     time::Duration,
 };
 
@@ -18,12 +21,13 @@ use crate::{
     analysis::{self, Finding, Severity},
     auth::{AuthError, BootstrapSecret},
     ca::{CaError, CertificateAuthority, TRUST_BUNDLE_FILE, service::CaService},
-    config::{Config, ConfigError},
+    config::{Config, ConfigError, ConfigSource},
     debug::{self, DebugState},
     model::{self, Model, ModelConfig},
     source::{
         Snapshot,
         dir::{DirError, DirSource},
+        k8s::{self, KubeError, SourceStatus},
     },
     xds::{SyncRegistry, XdsServer},
 };
@@ -42,6 +46,8 @@ pub enum StartError {
     Ca(#[from] CaError),
     #[error(transparent)]
     Source(#[from] DirError),
+    #[error(transparent)]
+    Kubernetes(#[from] KubeError),
     #[error(
         "cannot listen on {addr} for the {what} server: {source}; is another weft-control (or istiod) running?"
     )]
@@ -71,7 +77,9 @@ pub struct ServerHandle {
 
 impl Server {
     /// Loads state and config, binds both servers and returns once they
-    /// accept connections (`/ready` is then 200).
+    /// accept connections. In directory mode `/ready` is then 200; in
+    /// Kubernetes mode it turns 200 (and agents are served) once every
+    /// resource has been listed.
     pub async fn start(config: Config) -> Result<ServerHandle, StartError> {
         config.validate()?;
         tracing::info!(
@@ -94,36 +102,49 @@ impl Server {
 
         let shutdown = CancellationToken::new();
         let mut tasks = JoinSet::new();
-
-        // Config source → snapshots → models.
-        let mut source = DirSource::load(&config.config_dir)?;
-        let snapshot = source.snapshot();
-        log_loaded(&snapshot);
-        let mut builder = model::Builder::new(model_config.clone());
-        builder.update(model::Delta::Full(&snapshot.objects));
-        let applied_seq = snapshot.seq;
-        let model = builder.model().clone();
+        let ready = Arc::new(AtomicBool::new(false));
+        let builder = model::Builder::new(model_config.clone());
+        let (snapshot_tx, snapshot_rx) = watch::channel(Arc::new(Snapshot::default()));
+        let (model_tx, model_rx) = watch::channel(Arc::new(builder.model().clone()));
         let findings = Arc::new(std::sync::Mutex::new(Vec::new()));
-        log_findings(&findings, &snapshot, &model, &model_config);
-        tracing::info!(
-            resources = model.resources.len(),
-            version = model.version,
-            "model built"
-        );
-        let (snapshot_tx, snapshot_rx) = watch::channel(Arc::new(snapshot));
-        let (model_tx, model_rx) = watch::channel(Arc::new(model));
-        let watching = source.watch(snapshot_tx, shutdown.clone())?;
-        tasks.spawn(async move {
-            watching.await;
-            ("config watcher", Ok(()))
-        });
-        tasks.spawn(rebuild_models(
-            snapshot_rx.clone(),
-            model_tx,
+
+        // Config source → snapshots → models. Directory mode reads
+        // everything before going on; Kubernetes mode serves (unready)
+        // while it lists, and builds the first model once synced.
+        let (source_status_tx, source_status) = watch::channel(SourceStatus::directory());
+        let models = BuildModels {
+            snapshots: snapshot_rx.clone(),
+            models: model_tx,
             builder,
-            applied_seq,
-            shutdown.clone(),
-        ));
+            config: model_config.clone(),
+            findings: Arc::clone(&findings),
+            ready: Arc::clone(&ready),
+            shutdown: shutdown.clone(),
+        };
+        match &config.source {
+            ConfigSource::Directory(dir) => {
+                let mut source = DirSource::load(dir)?;
+                snapshot_tx.send_replace(Arc::new(source.snapshot()));
+                let watching = source.watch(snapshot_tx, shutdown.clone())?;
+                tasks.spawn(async move {
+                    watching.await;
+                    ("config watcher", Ok(()))
+                });
+                let models = models.first_model();
+                tasks.spawn(models.keep_up());
+            }
+            ConfigSource::Kubernetes { kubeconfig } => {
+                let client = k8s::client(kubeconfig.as_deref()).await?;
+                tasks.spawn({
+                    let shutdown = shutdown.clone();
+                    async move {
+                        k8s::run(client, snapshot_tx, source_status_tx, shutdown).await;
+                        ("Kubernetes source", Ok(()))
+                    }
+                });
+                tasks.spawn(models.when_synced());
+            }
+        }
         tasks.spawn(analyze_changes(
             snapshot_rx.clone(),
             model_rx.clone(),
@@ -147,7 +168,15 @@ impl Server {
         let syncz = Arc::new(SyncRegistry::default());
         let authenticate = {
             let secret = Arc::clone(&secret);
-            move |request| secret.authenticate(request)
+            let ready = Arc::clone(&ready);
+            move |request| {
+                if !ready.load(Ordering::Acquire) {
+                    return Err(tonic::Status::unavailable(
+                        "weft-control has not finished listing its config source (see /debug/syncz); retry",
+                    ));
+                }
+                secret.authenticate(request)
+            }
         };
         let router = tonic::transport::Server::builder()
             .http2_keepalive_interval(Some(Duration::from_secs(30)))
@@ -185,8 +214,9 @@ impl Server {
             })?;
         let trust_bundle = config.state_dir.join(TRUST_BUNDLE_FILE);
         let state = Arc::new(DebugState {
-            ready: false.into(),
+            ready: Arc::clone(&ready),
             config,
+            source: source_status,
             snapshot: snapshot_rx,
             model: model_rx.clone(),
             syncz: Arc::clone(&syncz),
@@ -201,8 +231,11 @@ impl Server {
             }
         });
 
-        state.ready.store(true, Ordering::Release);
-        tracing::info!(%xds_addr, %debug_addr, trust_bundle = %trust_bundle.display(), "weft-control ready");
+        if ready.load(Ordering::Acquire) {
+            tracing::info!(%xds_addr, %debug_addr, trust_bundle = %trust_bundle.display(), "weft-control ready");
+        } else {
+            tracing::info!(%xds_addr, %debug_addr, trust_bundle = %trust_bundle.display(), "weft-control serving; ready once the Kubernetes source is synced");
+        }
         Ok(ServerHandle {
             xds_addr,
             debug_addr,
@@ -229,40 +262,89 @@ fn log_loaded(snapshot: &Snapshot) {
     );
 }
 
-/// Rebuilds the model on every new snapshot; publishes only real changes.
-async fn rebuild_models(
-    mut snapshots: watch::Receiver<Arc<Snapshot>>,
+/// Snapshots → models: the first one once the source is synced, then one
+/// per snapshot that changes what agents get.
+struct BuildModels {
+    snapshots: watch::Receiver<Arc<Snapshot>>,
     models: watch::Sender<Arc<Model>>,
-    mut builder: model::Builder,
-    mut applied_seq: u64,
+    builder: model::Builder,
+    config: ModelConfig,
+    findings: Arc<std::sync::Mutex<Vec<Finding>>>,
+    /// Set with the first model: `/ready` is 200 and agents are served.
+    ready: Arc<AtomicBool>,
     shutdown: CancellationToken,
-) -> (&'static str, Result<(), String>) {
-    loop {
-        tokio::select! {
-            _ = shutdown.cancelled() => break,
-            changed = snapshots.changed() => if changed.is_err() { break },
-        }
-        let snapshot = snapshots.borrow_and_update().clone();
-        let started = std::time::Instant::now();
-        let delta = match &snapshot.changes {
-            Some(changes) if snapshot.seq == applied_seq + 1 => model::Delta::Changes(changes),
-            _ => model::Delta::Full(&snapshot.objects),
-        };
-        applied_seq = snapshot.seq;
-        if builder.update(delta) {
-            let model = builder.model().clone();
-            tracing::info!(
-                resources = model.resources.len(),
-                authorizations = model.authorizations.len(),
-                version = model.version,
-                took_ms = started.elapsed().as_millis() as u64,
-                "model updated"
-            );
-            models.send_replace(Arc::new(model));
-        }
-    }
-    ("model builder", Ok(()))
 }
+
+impl BuildModels {
+    /// Builds the first model from the current (synced) snapshot.
+    fn first_model(mut self) -> Self {
+        let snapshot = self.snapshots.borrow_and_update().clone();
+        log_loaded(&snapshot);
+        self.builder.update(model::Delta::Full(&snapshot.objects));
+        let model = self.builder.model().clone();
+        log_findings(&self.findings, &snapshot, &model, &self.config);
+        tracing::info!(
+            resources = model.resources.len(),
+            version = model.version,
+            "model built"
+        );
+        self.models.send_replace(Arc::new(model));
+        self.ready.store(true, Ordering::Release);
+        self
+    }
+
+    /// Waits for the source's first synced snapshot, then as
+    /// [`BuildModels::keep_up`].
+    async fn when_synced(mut self) -> (&'static str, Result<(), String>) {
+        let mut waiting = tokio::time::interval(SYNC_WAIT_LOG);
+        waiting.tick().await;
+        loop {
+            if self.snapshots.borrow_and_update().synced {
+                break;
+            }
+            tokio::select! {
+                _ = self.shutdown.cancelled() => return ("model builder", Ok(())),
+                changed = self.snapshots.changed() => if changed.is_err() { return ("model builder", Ok(())) },
+                _ = waiting.tick() => tracing::info!("still listing the Kubernetes API; agents wait (see /debug/syncz)"),
+            }
+        }
+        self.first_model().keep_up().await
+    }
+
+    /// Rebuilds the model on every new snapshot; publishes only real
+    /// changes.
+    async fn keep_up(mut self) -> (&'static str, Result<(), String>) {
+        let mut applied_seq = self.snapshots.borrow().seq;
+        loop {
+            tokio::select! {
+                _ = self.shutdown.cancelled() => break,
+                changed = self.snapshots.changed() => if changed.is_err() { break },
+            }
+            let snapshot = self.snapshots.borrow_and_update().clone();
+            let started = std::time::Instant::now();
+            let delta = match &snapshot.changes {
+                Some(changes) if snapshot.seq == applied_seq + 1 => model::Delta::Changes(changes),
+                _ => model::Delta::Full(&snapshot.objects),
+            };
+            applied_seq = snapshot.seq;
+            if self.builder.update(delta) {
+                let model = self.builder.model().clone();
+                tracing::info!(
+                    resources = model.resources.len(),
+                    authorizations = model.authorizations.len(),
+                    version = model.version,
+                    took_ms = started.elapsed().as_millis() as u64,
+                    "model updated"
+                );
+                self.models.send_replace(Arc::new(model));
+            }
+        }
+        ("model builder", Ok(()))
+    }
+}
+
+/// How often a control plane waiting for its source says so.
+const SYNC_WAIT_LOG: Duration = Duration::from_secs(10);
 
 /// Analysis runs beside the model builder, at most once per
 /// [`ANALYSIS_INTERVAL`], so it never delays what agents get.

@@ -153,7 +153,7 @@ async fn nack_of_one_type_leaves_the_other_in_sync() {
     let stream = eventually("the NACK in /debug/syncz", || async {
         let (_, body) = cp.debug_get("/debug/syncz").await;
         let streams: serde_json::Value = serde_json::from_str(&body).unwrap();
-        let stream = streams.as_array()?.first()?.clone();
+        let stream = streams["agents"].as_array()?.first()?.clone();
         stream["types"][AUTHORIZATION_TYPE_URL]["last_nack"]
             .is_object()
             .then_some(stream)

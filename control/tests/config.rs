@@ -151,5 +151,12 @@ async fn debug_endpoints() {
 
     assert_eq!(cp.debug_get("/nope").await.0, 404);
     let (code, body) = cp.debug_get("/debug/syncz").await;
-    assert_eq!((code, body.trim()), (200, "[]"));
+    let syncz: serde_json::Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(
+        (code, syncz),
+        (
+            200,
+            serde_json::json!({"source": {"mode": "directory", "synced": true}, "agents": []})
+        )
+    );
 }

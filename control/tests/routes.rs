@@ -267,7 +267,7 @@ async fn nack_is_kept_and_the_route_resent_reconnect_sends_differences() {
     let stream = eventually("the NACK in /debug/syncz", || async {
         let (_, body) = cp.debug_get("/debug/syncz").await;
         let streams: serde_json::Value = serde_json::from_str(&body).unwrap();
-        let stream = streams.as_array()?.first()?.clone();
+        let stream = streams["agents"].as_array()?.first()?.clone();
         stream["types"][ROUTE_CONFIG_TYPE_URL]["last_nack"]
             .is_object()
             .then_some(stream)

@@ -167,7 +167,7 @@ async fn nack_is_recorded_in_syncz_and_resent_on_next_change() {
         let (code, body) = cp.debug_get("/debug/syncz").await;
         assert_eq!(code, 200);
         let streams: serde_json::Value = serde_json::from_str(&body).unwrap();
-        let stream = streams.as_array()?.first()?.clone();
+        let stream = streams["agents"].as_array()?.first()?.clone();
         let status = stream["types"][ADDRESS_TYPE_URL].clone();
         assert_eq!(stream["node"], "node-1");
         status["last_nack"].is_object().then_some(status)
@@ -190,7 +190,7 @@ async fn nack_is_recorded_in_syncz_and_resent_on_next_change() {
     let status = eventually("the ACK in /debug/syncz", || async {
         let (_, body) = cp.debug_get("/debug/syncz").await;
         let streams: serde_json::Value = serde_json::from_str(&body).unwrap();
-        let status = streams.as_array()?.first()?["types"][ADDRESS_TYPE_URL].clone();
+        let status = streams["agents"].as_array()?.first()?["types"][ADDRESS_TYPE_URL].clone();
         (status["last_acked_nonce"] == next.nonce.as_str()).then_some(status)
     })
     .await;

@@ -319,6 +319,28 @@ pub fn key_of(type_meta: &TypeMeta, node: &YamlNode) -> Option<ObjectKey> {
     })
 }
 
+/// The key of a `kind` object under `api_version` named `namespace/name`
+/// (the namespace is ignored for cluster-scoped kinds), for kinds weft
+/// knows; the Kubernetes source removes deleted objects by it.
+pub fn key_for(
+    api_version: &str,
+    kind: &str,
+    namespace: Option<&str>,
+    name: &str,
+) -> Option<ObjectKey> {
+    let (kind, namespaced) = kind_info(api_version, kind)?;
+    let namespace = match namespace {
+        _ if !namespaced => String::new(),
+        Some(ns) if !ns.is_empty() => ns.to_string(),
+        _ => "default".to_string(),
+    };
+    Some(ObjectKey {
+        kind,
+        namespace,
+        name: name.to_string(),
+    })
+}
+
 /// Reads `apiVersion` and `kind`: the field at fault and why, if missing.
 pub fn type_meta(node: &YamlNode) -> Result<TypeMeta, (&'static str, String)> {
     let text = |field: &'static str| match node.get(field) {

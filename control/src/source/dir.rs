@@ -262,6 +262,7 @@ impl DirSource {
         self.seq += 1;
         Snapshot {
             seq: self.seq,
+            synced: true,
             changes: Some(std::mem::take(&mut self.pending)),
             objects: self
                 .files

@@ -1,7 +1,9 @@
-//! Where configuration comes from. Directory mode ([`dir`]) is the only
-//! source for now; a Kubernetes source will produce the same [`Snapshot`].
+//! Where configuration comes from: a directory of YAML ([`dir`]) or the
+//! Kubernetes API ([`k8s`]). Both produce the same [`Snapshot`]s, decoded
+//! and validated by the same code ([`parse`]).
 
 pub mod dir;
+pub mod k8s;
 pub mod parse;
 
 use std::path::PathBuf;
@@ -19,6 +21,10 @@ pub struct Snapshot {
     pub errors: Vec<FileError>,
     /// Increases by one per snapshot of a source.
     pub seq: u64,
+    /// The source has read everything once (directory mode: always;
+    /// Kubernetes mode: every resource listed). A snapshot that is not
+    /// synced is never served.
+    pub synced: bool,
     /// The objects that changed since snapshot `seq - 1` (new version, or
     /// `None` when deleted), when the source knows.
     pub changes: Option<Vec<(ObjectKey, Option<Object>)>>,
