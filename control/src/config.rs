@@ -34,6 +34,12 @@ pub struct Config {
     /// Istio's root namespace: AuthorizationPolicies and
     /// PeerAuthentications there without a selector apply mesh-wide.
     pub root_namespace: String,
+    /// Kubernetes mode: the control plane's own namespace, where the CA's
+    /// Secrets (`cacerts`, `istio-ca-secret`) are.
+    pub namespace: String,
+    /// Kubernetes mode: the service accounts (`namespace/name`) agents run
+    /// as; a service-account token of any other account is refused.
+    pub agent_service_accounts: Vec<String>,
     /// More root certificates (PEM) to put in the trust bundle besides the
     /// CA's own: during a root rotation, the root being retired (or, before
     /// switching, the one being introduced), so that both are trusted.
@@ -81,6 +87,11 @@ pub const DEFAULT_SERVER_NAMES: [&str; 5] = [
     "istiod.istio-system.svc",
 ];
 
+/// Who agents are in Kubernetes mode: weft's agent DaemonSet, and a stock
+/// ztunnel's (weft-control stands in for istiod).
+pub const DEFAULT_AGENT_SERVICE_ACCOUNTS: [&str; 2] =
+    ["istio-system/weft-agent", "istio-system/ztunnel"];
+
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
     #[error(
@@ -89,6 +100,8 @@ pub enum ConfigError {
     TrustDomain(String),
     #[error("--server-name `{0}` is not a valid DNS name")]
     ServerName(String),
+    #[error("--agent-service-account `{0}` must be `namespace/name`")]
+    AgentServiceAccount(String),
 }
 
 impl Config {
@@ -106,6 +119,11 @@ impl Config {
             cluster_id: "Kubernetes".into(),
             domain_suffix: "cluster.local".into(),
             root_namespace: "istio-system".into(),
+            namespace: "istio-system".into(),
+            agent_service_accounts: DEFAULT_AGENT_SERVICE_ACCOUNTS
+                .iter()
+                .map(|s| s.to_string())
+                .collect(),
             extra_trust_roots: None,
         }
     }
@@ -137,6 +155,14 @@ impl Config {
                     .all(|b| b.is_ascii_alphanumeric() || b".-*".contains(&b));
             if !ok {
                 return Err(ConfigError::ServerName(name.clone()));
+            }
+        }
+        for account in &self.agent_service_accounts {
+            let ok = account.split_once('/').is_some_and(|(ns, name)| {
+                !ns.is_empty() && !name.is_empty() && !name.contains('/')
+            });
+            if !ok {
+                return Err(ConfigError::AgentServiceAccount(account.clone()));
             }
         }
         Ok(())

@@ -34,8 +34,10 @@ use crate::{
 
 /// What the debug server reads.
 pub struct DebugState {
-    /// Servers up and the source synced.
+    /// The source synced and the first model built.
     pub ready: Arc<AtomicBool>,
+    /// The CA loaded and the xDS server serving.
+    pub ca_ready: Arc<AtomicBool>,
     pub config: Config,
     /// Whether the config source has read everything once, per resource.
     pub source: watch::Receiver<SourceStatus>,
@@ -43,6 +45,13 @@ pub struct DebugState {
     pub model: watch::Receiver<Arc<Model>>,
     pub syncz: Arc<SyncRegistry>,
     pub findings: Arc<std::sync::Mutex<Vec<crate::analysis::Finding>>>,
+}
+
+impl DebugState {
+    /// The CA loaded, the source synced: agents are served.
+    pub fn is_ready(&self) -> bool {
+        self.ready.load(Ordering::Acquire) && self.ca_ready.load(Ordering::Acquire)
+    }
 }
 
 /// Serves until `shutdown`.
@@ -84,7 +93,11 @@ fn route(state: &DebugState, method: &Method, path: &str) -> Response<Full<Bytes
         return text(StatusCode::METHOD_NOT_ALLOWED, "only GET\n");
     }
     match path {
-        "/ready" if state.ready.load(Ordering::Acquire) => text(StatusCode::OK, "ready\n"),
+        "/ready" if state.is_ready() => text(StatusCode::OK, "ready\n"),
+        "/ready" if !state.ca_ready.load(Ordering::Acquire) => text(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "not ready: the CA is not loaded yet (Kubernetes mode: reading its Secret; see the log)\n",
+        ),
         "/ready" => text(
             StatusCode::SERVICE_UNAVAILABLE,
             "not ready: the config source is not synced yet (see /debug/syncz)\n",

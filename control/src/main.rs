@@ -65,6 +65,16 @@ struct ServeArgs {
     /// Watch the API server of this kubeconfig (implies --kubernetes).
     #[arg(long)]
     kubeconfig: Option<PathBuf>,
+    /// Kubernetes mode: a service account agents run as, `namespace/name`
+    /// (repeatable; default istio-system/weft-agent and
+    /// istio-system/ztunnel). Their projected tokens (audience istio-ca)
+    /// are checked with a TokenReview.
+    #[arg(long = "agent-service-account")]
+    agent_service_accounts: Vec<String>,
+    /// Kubernetes mode: weft-control's own namespace, where the CA's
+    /// Secrets are (`cacerts` for a plugged CA, else `istio-ca-secret`).
+    #[arg(long, env = "POD_NAMESPACE", default_value = "istio-system")]
+    namespace: String,
     /// Directory for the bootstrap secret, CA files and trust bundle.
     #[arg(long)]
     state_dir: PathBuf,
@@ -115,8 +125,16 @@ impl ServeArgs {
                 kubeconfig: self.kubeconfig,
             },
         };
+        let defaults = Config::new(PathBuf::new(), self.state_dir);
+        let agent_service_accounts = if self.agent_service_accounts.is_empty() {
+            defaults.agent_service_accounts.clone()
+        } else {
+            self.agent_service_accounts
+        };
         Config {
             source,
+            namespace: self.namespace,
+            agent_service_accounts,
             xds_addr: self.xds_addr,
             debug_addr: self.debug_addr,
             trust_domain: self.trust_domain,
@@ -124,7 +142,7 @@ impl ServeArgs {
             server_names: self.server_names,
             root_namespace: self.root_namespace,
             extra_trust_roots: self.extra_trust_bundle,
-            ..Config::new(PathBuf::new(), self.state_dir)
+            ..defaults
         }
     }
 }

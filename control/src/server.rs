@@ -19,8 +19,12 @@ use weft_proto::ca::istio_certificate_service_server::IstioCertificateServiceSer
 
 use crate::{
     analysis::{self, Finding, Severity},
-    auth::{AuthError, BootstrapSecret},
-    ca::{CaError, CertificateAuthority, TRUST_BUNDLE_FILE, service::CaService},
+    auth::{AuthError, AuthLayer, Authenticator, BootstrapSecret, token_review::TokenReviewer},
+    ca::{
+        CaError, CertificateAuthority, TRUST_BUNDLE_FILE,
+        kube_secret::{self, KubeCaError},
+        service::CaService,
+    },
     config::{Config, ConfigError, ConfigSource},
     debug::{self, DebugState},
     model::{self, Model, ModelConfig},
@@ -86,13 +90,7 @@ impl Server {
             config = %serde_json::to_string(&config).unwrap_or_default(),
             "starting weft-control"
         );
-        let secret = Arc::new(BootstrapSecret::load_or_create(&config.state_dir)?);
-        let ca = Arc::new(CertificateAuthority::load(
-            &config.ca,
-            &config.state_dir,
-            &config.trust_domain,
-            config.extra_trust_roots.as_deref(),
-        )?);
+        let secret = BootstrapSecret::load_or_create(&config.state_dir)?;
         let model_config = ModelConfig {
             cluster_id: config.cluster_id.clone(),
             trust_domain: config.trust_domain.clone(),
@@ -121,6 +119,7 @@ impl Server {
             ready: Arc::clone(&ready),
             shutdown: shutdown.clone(),
         };
+        let mut kube_client = None;
         match &config.source {
             ConfigSource::Directory(dir) => {
                 let mut source = DirSource::load(dir)?;
@@ -135,6 +134,7 @@ impl Server {
             }
             ConfigSource::Kubernetes { kubeconfig } => {
                 let client = k8s::client(kubeconfig.as_deref()).await?;
+                kube_client = Some(client.clone());
                 tasks.spawn({
                     let shutdown = shutdown.clone();
                     async move {
@@ -153,10 +153,8 @@ impl Server {
             shutdown.clone(),
         ));
 
-        // xDS and CA, TLS, on one port.
-        let issued = ca.server_certificate(&config.all_server_names())?;
-        let tls =
-            ServerTlsConfig::new().identity(Identity::from_pem(&issued.chain_pem, &issued.key_pem));
+        // xDS and CA, TLS, on one port: bound now, served once the CA is
+        // loaded (Kubernetes mode reads its key from the cluster).
         let xds_listener = bind("xDS", config.xds_addr).await?;
         let xds_addr = xds_listener
             .local_addr()
@@ -166,42 +164,46 @@ impl Server {
                 source,
             })?;
         let syncz = Arc::new(SyncRegistry::default());
-        let authenticate = {
-            let secret = Arc::clone(&secret);
-            let ready = Arc::clone(&ready);
-            move |request| {
-                if !ready.load(Ordering::Acquire) {
-                    return Err(tonic::Status::unavailable(
-                        "weft-control has not finished listing its config source (see /debug/syncz); retry",
-                    ));
-                }
-                secret.authenticate(request)
-            }
-        };
-        let router = tonic::transport::Server::builder()
-            .http2_keepalive_interval(Some(Duration::from_secs(30)))
-            .tls_config(tls)
-            .map_err(StartError::Tls)?
-            .add_service(tonic::service::interceptor::InterceptedService::new(
-                crate::xds::raw::RawAdsServer::new(XdsServer::new(
-                    model_rx.clone(),
-                    Arc::clone(&syncz),
-                    shutdown.clone(),
-                )),
-                authenticate.clone(),
-            ))
-            .add_service(IstioCertificateServiceServer::with_interceptor(
-                CaService::new(Arc::clone(&ca), model_rx.clone()),
-                authenticate,
-            ));
-        let incoming = TcpIncoming::from(xds_listener).with_nodelay(Some(true));
-        let stop = shutdown.clone();
-        tasks.spawn(async move {
-            let result = router
-                .serve_with_incoming_shutdown(incoming, stop.cancelled_owned())
-                .await;
-            ("xDS server", result.map_err(|e| e.to_string()))
+        let authenticator = Arc::new(Authenticator {
+            bootstrap: secret,
+            token_review: kube_client.clone().map(|client| {
+                TokenReviewer::new(client, &config.agent_service_accounts, snapshot_rx.clone())
+            }),
+            ready: Arc::clone(&ready),
         });
+        let xds = XdsParts {
+            listener: xds_listener,
+            server_names: config.all_server_names(),
+            authenticator,
+            model: model_rx.clone(),
+            syncz: Arc::clone(&syncz),
+            shutdown: shutdown.clone(),
+        };
+        let ca_ready = Arc::new(AtomicBool::new(false));
+        match kube_client {
+            None => {
+                let ca = Arc::new(CertificateAuthority::load(
+                    &config.ca,
+                    &config.state_dir,
+                    &config.trust_domain,
+                    config.extra_trust_roots.as_deref(),
+                )?);
+                ca_ready.store(true, Ordering::Release);
+                tasks.spawn(xds.serve(ca)?);
+            }
+            Some(client) => {
+                let cluster_ca = ClusterCa {
+                    client,
+                    namespace: config.namespace.clone(),
+                    state_dir: config.state_dir.clone(),
+                    trust_domain: config.trust_domain.clone(),
+                    extra_roots: config.extra_trust_roots.clone(),
+                    snapshots: snapshot_rx.clone(),
+                    ready: Arc::clone(&ca_ready),
+                };
+                tasks.spawn(cluster_ca.serve(xds));
+            }
+        }
 
         // Debug / monitoring.
         let debug_listener = bind("debug", config.debug_addr).await?;
@@ -215,7 +217,8 @@ impl Server {
         let trust_bundle = config.state_dir.join(TRUST_BUNDLE_FILE);
         let state = Arc::new(DebugState {
             ready: Arc::clone(&ready),
-            config,
+            ca_ready,
+            config: config.clone(),
             source: source_status,
             snapshot: snapshot_rx,
             model: model_rx.clone(),
@@ -231,10 +234,10 @@ impl Server {
             }
         });
 
-        if ready.load(Ordering::Acquire) {
+        if state.is_ready() {
             tracing::info!(%xds_addr, %debug_addr, trust_bundle = %trust_bundle.display(), "weft-control ready");
         } else {
-            tracing::info!(%xds_addr, %debug_addr, trust_bundle = %trust_bundle.display(), "weft-control serving; ready once the Kubernetes source is synced");
+            tracing::info!(%xds_addr, %debug_addr, trust_bundle = %trust_bundle.display(), "weft-control started; ready once the CA is loaded from the cluster and the Kubernetes source is synced");
         }
         Ok(ServerHandle {
             xds_addr,
@@ -245,6 +248,113 @@ impl Server {
             shutdown,
             tasks,
         })
+    }
+}
+
+/// The xDS/CA gRPC server, bound, waiting for its CA.
+struct XdsParts {
+    listener: TcpListener,
+    server_names: Vec<String>,
+    authenticator: Arc<Authenticator>,
+    model: watch::Receiver<Arc<Model>>,
+    syncz: Arc<SyncRegistry>,
+    shutdown: CancellationToken,
+}
+
+type TaskResult = (&'static str, Result<(), String>);
+
+impl XdsParts {
+    /// The server with `ca`'s serving certificate, as a task.
+    fn serve(
+        self,
+        ca: Arc<CertificateAuthority>,
+    ) -> Result<impl Future<Output = TaskResult> + Send + 'static, StartError> {
+        let issued = ca.server_certificate(&self.server_names)?;
+        let tls =
+            ServerTlsConfig::new().identity(Identity::from_pem(&issued.chain_pem, &issued.key_pem));
+        let router = tonic::transport::Server::builder()
+            .http2_keepalive_interval(Some(Duration::from_secs(30)))
+            .tls_config(tls)
+            .map_err(StartError::Tls)?
+            .layer(AuthLayer::new(self.authenticator))
+            .add_service(crate::xds::raw::RawAdsServer::new(XdsServer::new(
+                self.model.clone(),
+                Arc::clone(&self.syncz),
+                self.shutdown.clone(),
+            )))
+            .add_service(IstioCertificateServiceServer::new(CaService::new(
+                ca, self.model,
+            )));
+        let incoming = TcpIncoming::from(self.listener).with_nodelay(Some(true));
+        let stop = self.shutdown;
+        Ok(async move {
+            let result = router
+                .serve_with_incoming_shutdown(incoming, stop.cancelled_owned())
+                .await;
+            ("xDS server", result.map_err(|e| e.to_string()))
+        })
+    }
+}
+
+/// Kubernetes mode: the CA's key from the cluster's Secrets (retried
+/// with backoff until the API server answers), then the xDS server, and
+/// the root published to every namespace.
+struct ClusterCa {
+    client: kube::Client,
+    namespace: String,
+    state_dir: PathBuf,
+    trust_domain: String,
+    extra_roots: Option<PathBuf>,
+    snapshots: watch::Receiver<Arc<Snapshot>>,
+    ready: Arc<AtomicBool>,
+}
+
+const CLUSTER_CA_RETRY_FIRST: Duration = Duration::from_millis(500);
+const CLUSTER_CA_RETRY_MAX: Duration = Duration::from_secs(30);
+
+impl ClusterCa {
+    async fn serve(self, xds: XdsParts) -> TaskResult {
+        let shutdown = xds.shutdown.clone();
+        let mut retry = CLUSTER_CA_RETRY_FIRST;
+        let ca = loop {
+            match self.load().await {
+                Ok(ca) => break Arc::new(ca),
+                Err(error) => {
+                    tracing::warn!(%error, retry_in_ms = retry.as_millis() as u64, "cannot load the CA from the cluster; agents are not served until it loads");
+                }
+            }
+            tokio::select! {
+                _ = shutdown.cancelled() => return ("CA", Ok(())),
+                _ = tokio::time::sleep(retry) => {}
+            }
+            retry = (retry * 2).min(CLUSTER_CA_RETRY_MAX);
+        };
+        let bundle = std::fs::read_to_string(self.state_dir.join(TRUST_BUNDLE_FILE))
+            .unwrap_or_else(|_| ca.trust_bundle_pem().to_string());
+        self.ready.store(true, Ordering::Release);
+        let serving = match xds.serve(ca) {
+            Ok(serving) => serving,
+            Err(error) => return ("xDS server", Err(error.to_string())),
+        };
+        let publishing =
+            kube_secret::publish_root_cert(self.client, bundle, self.snapshots, shutdown);
+        tokio::join!(serving, publishing).0
+    }
+
+    async fn load(&self) -> Result<CertificateAuthority, KubeCaError> {
+        let source = kube_secret::ca_source(
+            self.client.clone(),
+            &self.namespace,
+            &self.state_dir,
+            &self.trust_domain,
+        )
+        .await?;
+        Ok(CertificateAuthority::load(
+            &source,
+            &self.state_dir,
+            &self.trust_domain,
+            self.extra_roots.as_deref(),
+        )?)
     }
 }
 

@@ -6,10 +6,7 @@ mod common;
 use std::sync::Arc;
 
 use common::*;
-use prost_types::{Struct, Value, value::Kind};
-use rcgen::{
-    BasicConstraints, CertificateParams, DnType, IsCa, Issuer, KeyPair, KeyUsagePurpose, SanType,
-};
+use rcgen::{BasicConstraints, CertificateParams, DnType, IsCa, Issuer, KeyPair, KeyUsagePurpose};
 use rustls::{
     RootCertStore,
     pki_types::{CertificateDer, UnixTime},
@@ -17,7 +14,6 @@ use rustls::{
 };
 use tonic::Code;
 use weft_control::{CaSource, Config};
-use weft_proto::ca::IstioCertificateRequest;
 use x509_parser::{extensions::GeneralName, prelude::*};
 
 const WEB_ID: &str = "spiffe://cluster.local/ns/mesh/sa/web";
@@ -28,33 +24,6 @@ async fn started() -> ControlPlane {
         ("pods.yaml", &pod("a", "node-1", "web", "10.1.0.1")),
     ])
     .await
-}
-
-/// A CSR for `uri` (plus a DNS SAN the CA must drop).
-fn csr(uri: &str) -> String {
-    let key = KeyPair::generate().unwrap();
-    let mut params = CertificateParams::default();
-    params.subject_alt_names = vec![
-        SanType::URI(uri.try_into().unwrap()),
-        SanType::DnsName("evil.example.com".try_into().unwrap()),
-    ];
-    params.serialize_request(&key).unwrap().pem().unwrap()
-}
-
-fn request(uri: &str, impersonate: Option<&str>) -> IstioCertificateRequest {
-    IstioCertificateRequest {
-        csr: csr(uri),
-        validity_duration: 3600,
-        metadata: impersonate.map(|id| Struct {
-            fields: [(
-                "ImpersonatedIdentity".to_string(),
-                Value {
-                    kind: Some(Kind::StringValue(id.to_string())),
-                },
-            )]
-            .into(),
-        }),
-    }
 }
 
 fn der(pem: &str) -> CertificateDer<'static> {
@@ -107,7 +76,7 @@ async fn pod_on_callers_node_gets_a_verifying_chain() {
     );
     let mut ca = cp.ca_client(&cp.token("node-1")).await;
     let chain = ca
-        .create_certificate(request(WEB_ID, Some(WEB_ID)))
+        .create_certificate(ca_request(WEB_ID, Some(WEB_ID)))
         .await
         .unwrap()
         .into_inner()
@@ -119,7 +88,7 @@ async fn pod_on_callers_node_gets_a_verifying_chain() {
 
     // Without ImpersonatedIdentity, the CSR alone names the identity.
     let chain = ca
-        .create_certificate(request(WEB_ID, None))
+        .create_certificate(ca_request(WEB_ID, None))
         .await
         .unwrap()
         .into_inner()
@@ -132,7 +101,7 @@ async fn pod_on_another_node_is_permission_denied() {
     let cp = started().await;
     let mut ca = cp.ca_client(&cp.token("node-2")).await;
     let err = ca
-        .create_certificate(request(WEB_ID, Some(WEB_ID)))
+        .create_certificate(ca_request(WEB_ID, Some(WEB_ID)))
         .await
         .unwrap_err();
     assert_eq!(err.code(), Code::PermissionDenied);
@@ -143,7 +112,7 @@ async fn pod_on_another_node_is_permission_denied() {
     let mut ca = cp.ca_client(&cp.token("node-1")).await;
     let other = "spiffe://cluster.local/ns/mesh/sa/admin";
     let err = ca
-        .create_certificate(request(other, Some(other)))
+        .create_certificate(ca_request(other, Some(other)))
         .await
         .unwrap_err();
     assert_eq!(err.code(), Code::PermissionDenied);
@@ -153,10 +122,13 @@ async fn pod_on_another_node_is_permission_denied() {
     let mut ca = cp.ca_client(&cp.token("node-2")).await;
     eventually("node-2 to be allowed after the reload", || {
         let mut ca = ca.clone();
-        async move { ca.create_certificate(request(WEB_ID, None)).await.ok() }
+        async move { ca.create_certificate(ca_request(WEB_ID, None)).await.ok() }
     })
     .await;
-    let _ = ca.create_certificate(request(WEB_ID, None)).await.unwrap();
+    let _ = ca
+        .create_certificate(ca_request(WEB_ID, None))
+        .await
+        .unwrap();
 }
 
 #[tokio::test]
@@ -166,14 +138,14 @@ async fn refuses_wrong_trust_domain_mismatch_and_bad_tokens() {
 
     let foreign = "spiffe://evil.local/ns/mesh/sa/web";
     let err = ca
-        .create_certificate(request(foreign, None))
+        .create_certificate(ca_request(foreign, None))
         .await
         .unwrap_err();
     assert_eq!(err.code(), Code::PermissionDenied);
     assert!(err.message().contains("trust domain"), "{err:?}");
 
     let err = ca
-        .create_certificate(request(
+        .create_certificate(ca_request(
             WEB_ID,
             Some("spiffe://cluster.local/ns/mesh/sa/other"),
         ))
@@ -182,7 +154,7 @@ async fn refuses_wrong_trust_domain_mismatch_and_bad_tokens() {
     assert_eq!(err.code(), Code::InvalidArgument);
     assert!(err.message().contains("ImpersonatedIdentity"), "{err:?}");
 
-    let mut garbage = request(WEB_ID, None);
+    let mut garbage = ca_request(WEB_ID, None);
     garbage.csr = "not a csr".into();
     let err = ca.create_certificate(garbage).await.unwrap_err();
     assert_eq!(err.code(), Code::InvalidArgument);
@@ -190,7 +162,7 @@ async fn refuses_wrong_trust_domain_mismatch_and_bad_tokens() {
     let forged = cp.token("node-2").replace("node-2.", "node-1.");
     let mut ca = cp.ca_client(&forged).await;
     let err = ca
-        .create_certificate(request(WEB_ID, None))
+        .create_certificate(ca_request(WEB_ID, None))
         .await
         .unwrap_err();
     assert_eq!(err.code(), Code::Unauthenticated);
@@ -231,7 +203,7 @@ async fn generated_root_and_secret_survive_a_restart() {
     );
     let mut ca = cp.ca_client(&token).await;
     let chain = ca
-        .create_certificate(request(WEB_ID, None))
+        .create_certificate(ca_request(WEB_ID, None))
         .await
         .unwrap()
         .into_inner()
@@ -295,7 +267,7 @@ async fn given_intermediate_ca_with_chain() {
 
     let mut ca = cp.ca_client(&cp.token("node-1")).await;
     let chain = ca
-        .create_certificate(request(WEB_ID, Some(WEB_ID)))
+        .create_certificate(ca_request(WEB_ID, Some(WEB_ID)))
         .await
         .unwrap()
         .into_inner()

@@ -6,6 +6,7 @@
 //! root certificate agents verify against).
 
 mod csr;
+pub mod kube_secret;
 mod material;
 pub mod service;
 

@@ -3,6 +3,8 @@
 
 #![allow(dead_code)]
 
+pub mod kube;
+
 use std::{
     future::Future,
     net::SocketAddr,
@@ -329,6 +331,35 @@ where
             "timed out after {WAIT:?} waiting for {what}"
         );
         tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+// === CA requests ===
+
+/// A CSR for `uri` (plus a DNS SAN the CA must drop).
+pub fn csr(uri: &str) -> String {
+    let key = rcgen::KeyPair::generate().unwrap();
+    let mut params = rcgen::CertificateParams::default();
+    params.subject_alt_names = vec![
+        rcgen::SanType::URI(uri.try_into().unwrap()),
+        rcgen::SanType::DnsName("evil.example.com".try_into().unwrap()),
+    ];
+    params.serialize_request(&key).unwrap().pem().unwrap()
+}
+
+pub fn ca_request(uri: &str, impersonate: Option<&str>) -> weft_proto::ca::IstioCertificateRequest {
+    weft_proto::ca::IstioCertificateRequest {
+        csr: csr(uri),
+        validity_duration: 3600,
+        metadata: impersonate.map(|id| prost_types::Struct {
+            fields: [(
+                "ImpersonatedIdentity".to_string(),
+                prost_types::Value {
+                    kind: Some(prost_types::value::Kind::StringValue(id.to_string())),
+                },
+            )]
+            .into(),
+        }),
     }
 }
 

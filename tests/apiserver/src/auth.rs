@@ -18,6 +18,9 @@ pub struct TokenInfo {
     pub audiences: Vec<String>,
     /// An expired token authenticates nothing and fails review.
     pub expired: bool,
+    /// `status.user.extra`: what a bound service-account token carries,
+    /// e.g. `authentication.kubernetes.io/pod-name`, `.../node-name`.
+    pub extra: std::collections::BTreeMap<String, Vec<String>>,
 }
 
 /// The tokens the server knows.
@@ -74,7 +77,7 @@ impl Tokens {
         }
         json!({
             "authenticated": true,
-            "user": {"username": info.username, "uid": info.uid, "groups": info.groups},
+            "user": {"username": info.username, "uid": info.uid, "groups": info.groups, "extra": info.extra},
             "audiences": audiences,
         })
     }

@@ -242,7 +242,7 @@ async fn token_review_authenticated_wrong_audience_unknown() {
             uid: "uid-1".into(),
             groups: vec!["system:serviceaccounts".into()],
             audiences: vec!["weft".into(), "istio-ca".into()],
-            expired: false,
+            ..TokenInfo::default()
         },
     );
     server.add_token(

@@ -1,4 +1,7 @@
-//! Node bootstrap tokens: `<node>.<hex(HMAC-SHA256(secret, "weft-node:" + node))>`.
+//! Who agents are. Node bootstrap tokens:
+//! `<node>.<hex(HMAC-SHA256(secret, "weft-node:" + node))>`; in
+//! Kubernetes mode also service-account tokens ([`token_review`]); both
+//! checked before every call by [`layer::AuthLayer`].
 //!
 //! The secret is 32 random bytes in `<state-dir>/bootstrap-secret`, created
 //! (mode 0600) by whichever of `serve` and `bootstrap-token` runs first.
@@ -12,7 +15,11 @@ use std::{
 };
 
 use ring::{hmac, rand::SecureRandom};
-use tonic::{Request, Status};
+
+mod layer;
+pub mod token_review;
+
+pub use layer::{AuthLayer, Authenticator};
 
 /// File name of the secret inside the state directory.
 pub const SECRET_FILE: &str = "bootstrap-secret";
@@ -125,38 +132,6 @@ impl BootstrapSecret {
         }
         hmac::verify(&self.key, &message(node), &mac).ok()?;
         Some(node.to_string())
-    }
-
-    /// Checks a request's `authorization: Bearer <token>` and records the
-    /// node in the request's extensions. Used as a tonic interceptor.
-    pub fn authenticate(&self, mut request: Request<()>) -> Result<Request<()>, Status> {
-        let peer = request.remote_addr();
-        let header = request
-            .metadata()
-            .get("authorization")
-            .and_then(|v| v.to_str().ok());
-        let Some(header) = header else {
-            tracing::warn!(peer = ?peer, "rejected a call without a bootstrap token");
-            return Err(Status::unauthenticated(
-                "missing `authorization: Bearer <token>`; print a node's token with `weft-control bootstrap-token --node <node>`",
-            ));
-        };
-        let token = header
-            .strip_prefix("Bearer ")
-            .or_else(|| header.strip_prefix("bearer "))
-            .unwrap_or("");
-        match self.verify(token.trim()) {
-            Some(node) => {
-                request.extensions_mut().insert(AuthenticatedNode(node));
-                Ok(request)
-            }
-            None => {
-                tracing::warn!(peer = ?peer, "rejected a call with an invalid bootstrap token");
-                Err(Status::unauthenticated(
-                    "invalid bootstrap token; was the control plane's state directory (bootstrap-secret) replaced? Print a fresh token with `weft-control bootstrap-token --node <node>`",
-                ))
-            }
-        }
     }
 }
 
