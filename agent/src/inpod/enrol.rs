@@ -39,7 +39,7 @@ pub enum EnrolError {
         scheduled: String,
         this: String,
     },
-    #[error("pod {pod} has no IP address in the workload data")]
+    #[error("pod {pod} has no IP address, neither in the CNI result nor in the workload data")]
     NoAddress { pod: String },
     #[error(transparent)]
     Netns(#[from] NetnsError),
@@ -56,6 +56,20 @@ pub enum EnrolError {
     Identity(#[from] IdentityError),
     #[error(transparent)]
     Redirect(#[from] RedirectError),
+}
+
+/// The workload with the pod's addresses from the CNI result when the
+/// control plane has none yet: on a real cluster the API server learns a
+/// pod's IP only after its CNI ADD has returned, and that ADD is waiting
+/// for us.
+fn with_cni_addresses(workload: Arc<Workload>, event: &PodEvent) -> Arc<Workload> {
+    if !workload.ips.is_empty() || event.ips.is_empty() {
+        return workload;
+    }
+    Arc::new(Workload {
+        ips: event.ips.clone(),
+        ..(*workload).clone()
+    })
 }
 
 /// A pod in the mesh: its listeners run until `cancel` fires.
@@ -214,6 +228,7 @@ impl Enroller {
         workload: Arc<Workload>,
     ) -> Result<Enrolled, EnrolError> {
         let pod = format!("{}/{}", workload.namespace, workload.name);
+        let workload = with_cni_addresses(workload, event);
         let ip = *workload
             .ips
             .first()

@@ -4,7 +4,8 @@
 use std::path::Path;
 
 use weft_proto::workload::{
-    Address, AppProtocol, NetworkMode, Port, TunnelProtocol, Workload, address::Type,
+    Address, AppProtocol, NetworkMode, Port, TunnelProtocol, Workload, WorkloadStatus,
+    address::Type,
 };
 
 use super::*;
@@ -102,6 +103,11 @@ metadata: {name: pending, namespace: mesh}
 spec: {nodeName: node-c, serviceAccountName: batch}
 ---
 apiVersion: v1
+kind: Pod
+metadata: {name: unscheduled, namespace: mesh}
+spec: {serviceAccountName: batch}
+---
+apiVersion: v1
 kind: Service
 metadata: {name: web, namespace: mesh}
 spec:
@@ -162,9 +168,22 @@ fn workload_fields() {
     assert_eq!(w.workload_name, "web-1");
     assert_eq!(w.cluster_id, "Kubernetes");
     assert_eq!(workload(&m, "mesh", "web-2").service_account, "default");
+    // Scheduled, sandbox not up: the agent needs its identity and
+    // enrolment before the API server has its IP.
+    let pending = workload(&m, "mesh", "pending");
+    assert!(pending.addresses.is_empty());
+    assert_eq!(pending.node, "node-c");
+    assert_eq!(pending.service_account, "batch");
+    assert_eq!(pending.tunnel_protocol, TunnelProtocol::Hbone as i32);
+    assert_eq!(
+        pending.status,
+        WorkloadStatus::Unhealthy as i32,
+        "no endpoint"
+    );
+    assert_eq!(w.status, WorkloadStatus::Healthy as i32);
     assert!(
-        !m.resources.contains_key("Kubernetes//Pod/mesh/pending"),
-        "a pod without an IP has no workload"
+        !m.resources.contains_key("Kubernetes//Pod/mesh/unscheduled"),
+        "a pod on no node yet has no workload"
     );
 }
 

@@ -27,8 +27,17 @@ pub fn enrolled(pod: &Pod, namespace: Option<&Namespace>) -> bool {
     namespace_ambient && !pod_opted_out && !pod.spec.host_network
 }
 
-/// Builds the workload of a pod that has an IP; `None` otherwise.
-/// `services` are the services of the pod's namespace that select it.
+/// Builds the workload of a pod that has an IP or is scheduled on a node;
+/// `None` otherwise. `services` are the services of the pod's namespace
+/// that select it.
+///
+/// A scheduled pod without an IP is what the API server holds while the
+/// pod's sandbox is being set up: its IP reaches the API only after the
+/// CNI ADD has returned, and that ADD waits for the node's agent, which
+/// needs the pod's identity and enrolment from this workload (it takes
+/// the IP from the CNI result). So the workload goes out without
+/// addresses, marked unhealthy (no endpoint), and again with them once
+/// kubelet has written the pod's status.
 pub fn build(
     pod: &Pod,
     namespace: Option<&Namespace>,
@@ -36,7 +45,7 @@ pub fn build(
     config: &ModelConfig,
 ) -> Option<Workload> {
     let ips = pod.ips();
-    if ips.is_empty() {
+    if ips.is_empty() && pod.node_name().is_none() {
         return None;
     }
     let meta = &pod.metadata;
@@ -81,7 +90,11 @@ pub fn build(
         workload_type: WorkloadType::Pod as i32,
         workload_name: meta.name.clone(),
         services,
-        status: WorkloadStatus::Healthy as i32,
+        status: if ips.is_empty() {
+            WorkloadStatus::Unhealthy
+        } else {
+            WorkloadStatus::Healthy
+        } as i32,
         cluster_id: config.cluster_id.clone(),
         network_mode: if pod.spec.host_network {
             NetworkMode::HostNetwork
