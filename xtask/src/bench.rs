@@ -6,7 +6,8 @@
 //!   afford; it uses the dev build `cargo xtask test` already made (add
 //!   `--release` for a release build).
 //! * `cargo xtask bench control-plane [args]`: the control plane at scale
-//!   (`weft-control-bench`).
+//!   (`weft-control-bench`); with `--kubernetes`, against the API server
+//!   stand-in `weft-apiserver`, which it builds too.
 //!
 //! Installs iperf3 if missing (and linux-perf for `--profile`).
 
@@ -130,6 +131,17 @@ fn control_plane(args: &[String]) -> anyhow::Result<()> {
              weft-control crate, which does not exist yet (it is being written with the control \
              plane's scale work)"
         );
+    }
+    if args.iter().any(|a| a == "--kubernetes") {
+        // The benchmark starts it from next to its own executable.
+        crate::run(cargo().args([
+            "build",
+            "--release",
+            "-p",
+            "weft-apiserver",
+            "--bin",
+            "weft-apiserver",
+        ]))?;
     }
     run_outliving_ctrl_c(
         cargo()

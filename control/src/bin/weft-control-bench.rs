@@ -13,29 +13,49 @@
 //!   has ACKed the version that contains it (p50, p99);
 //! - the control plane's peak RSS and CPU seconds.
 //!
+//! With `--kubernetes`, weft-control watches an API server instead: the
+//! stand-in `weft-apiserver` (its own process, next to this executable),
+//! loaded with the same objects through the API by a child process; a
+//! change is a merge patch of the pod's `/status` (its IP), and "config
+//! load to ready" runs until every resource is listed and `/ready` is 200.
+//!
 //! Prints a table and writes JSON to `$WEFT_BENCH_DIR/control-plane.json`
-//! (default `target/bench/`). Build with `--release`.
+//! (`control-plane-kubernetes.json` with `--kubernetes`; default
+//! `target/bench/`). Build with `--release`.
 //!
 //! The agents read each response's type, nonce and every resource's name
 //! and version but skip the resource bodies (a real agent would convert
 //! them; that cost is the agent's, on its own node).
 
+// The crate root is a file, so its modules need a path.
+#[path = "weft-control-bench/agents.rs"]
+mod agents;
+#[path = "weft-control-bench/config.rs"]
+mod config;
+#[path = "weft-control-bench/k8s.rs"]
+mod k8s;
+#[path = "weft-control-bench/report.rs"]
+mod report;
+
 use std::{
-    fmt::Write as _,
-    path::{Path, PathBuf},
+    path::Path,
     sync::Arc,
     time::{Duration, Instant},
 };
 
 use anyhow::{Context, bail};
 use clap::Parser;
-use tokio_stream::wrappers::ReceiverStream;
-use tonic::transport::{Certificate, ClientTlsConfig, Endpoint};
 use weft_control::{
     Config, Server, ServerHandle,
+    config::ConfigSource,
     xds::{SERVED_TYPES, SyncRegistry},
 };
-use weft_proto::{core::Node, discovery::DeltaDiscoveryRequest};
+
+use crate::{
+    config::{PODS_PER_FILE, rewrite_pod_file, write_config},
+    k8s::StandIn,
+    report::{ApiFigures, Figures},
+};
 
 #[derive(Parser, Debug, Clone)]
 #[command(about = "weft-control at scale: first sync, one-change latency, RSS, CPU")]
@@ -43,6 +63,10 @@ struct Args {
     /// Small sizes for a CI smoke run (under a minute).
     #[arg(long)]
     quick: bool,
+    /// Watch the API server stand-in (weft-apiserver, built next to this
+    /// binary), loaded through the API, instead of a config directory.
+    #[arg(long)]
+    kubernetes: bool,
     #[arg(long)]
     pods: Option<usize>,
     #[arg(long)]
@@ -58,24 +82,32 @@ struct Args {
     /// Internal: run the agents (the child process).
     #[arg(long, hide = true)]
     agents_for: Option<String>,
+    /// Internal: create the config's objects through the API (the child
+    /// process).
+    #[arg(long, hide = true)]
+    load_into: Option<String>,
 }
 
-struct Sizes {
-    pods: usize,
-    services: usize,
-    routes: usize,
-    agents: usize,
-    changes: usize,
-    namespaces: usize,
+pub struct Sizes {
+    pub pods: usize,
+    pub services: usize,
+    pub routes: usize,
+    pub agents: usize,
+    pub changes: usize,
+    pub namespaces: usize,
 }
 
-const PODS_PER_FILE: usize = 100;
+/// How long weft-control may take to list the API server.
+const READY_LIMIT: Duration = Duration::from_secs(600);
 
 fn main() -> anyhow::Result<()> {
     let args = Args::parse();
     let runtime = tokio::runtime::Runtime::new()?;
     if let Some(spec) = &args.agents_for {
         return runtime.block_on(agents::run(spec));
+    }
+    if let Some(spec) = &args.load_into {
+        return runtime.block_on(k8s::run_loader(spec));
     }
     let sizes = if args.quick {
         Sizes {
@@ -96,20 +128,71 @@ fn main() -> anyhow::Result<()> {
             namespaces: 100,
         }
     };
-    runtime.block_on(bench(sizes, args.quick))
+    runtime.block_on(bench(sizes, args.quick, args.kubernetes))
 }
 
-async fn bench(sizes: Sizes, quick: bool) -> anyhow::Result<()> {
+/// Kubernetes mode's side of a run.
+struct Kubernetes {
+    standin: StandIn,
+    client: ::kube::Client,
+    loaded: k8s::Loaded,
+    standin_load_cpu: f64,
+    _dir: tempfile::TempDir,
+}
+
+impl Kubernetes {
+    /// Starts the stand-in and loads `config_dir` into it.
+    async fn load(config_dir: &Path) -> anyhow::Result<Kubernetes> {
+        let dir = tempfile::tempdir()?;
+        let standin = StandIn::start(dir.path()).await?;
+        eprintln!("API server stand-in at {}", standin.url);
+        let loaded = k8s::load(&standin.kubeconfig, config_dir).await?;
+        let standin_load_cpu = standin.cpu_seconds();
+        eprintln!(
+            "created {} objects through the API in {:.2} s (stand-in CPU {standin_load_cpu:.1} s; parsing the files took {:.1} s before)",
+            loaded.objects, loaded.seconds, loaded.parse_seconds
+        );
+        let client = k8s::client(&standin.kubeconfig).await?;
+        Ok(Kubernetes {
+            standin,
+            client,
+            loaded,
+            standin_load_cpu,
+            _dir: dir,
+        })
+    }
+}
+
+async fn bench(sizes: Sizes, quick: bool, kubernetes: bool) -> anyhow::Result<()> {
     let config_dir = tempfile::tempdir()?;
     let state_dir = tempfile::tempdir()?;
     let t = Instant::now();
     write_config(config_dir.path(), &sizes)?;
     eprintln!("wrote the config in {:.1?}", t.elapsed());
+    let mut cluster = match kubernetes {
+        true => Some(Kubernetes::load(config_dir.path()).await?),
+        false => None,
+    };
+    let mut config = Config::for_tests(config_dir.path(), state_dir.path());
+    if let Some(cluster) = &cluster {
+        config.source = ConfigSource::Kubernetes {
+            kubeconfig: Some(cluster.standin.kubeconfig.clone()),
+        };
+    }
 
     let cpu_before = cpu_seconds();
     let started = Instant::now();
-    let handle = Server::start(Config::for_tests(config_dir.path(), state_dir.path())).await?;
+    let handle = Server::start(config).await?;
+    if let Some(cluster) = &mut cluster {
+        let bound = started.elapsed();
+        wait_ready(&handle, &mut cluster.standin).await?;
+        eprintln!(
+            "servers bound in {bound:.1?}, every resource listed and /ready in {:.1?}",
+            started.elapsed()
+        );
+    }
     let load = started.elapsed();
+    let standin_ready_cpu = cluster.as_ref().map_or(0.0, |k| k.standin.cpu_seconds());
     let model = handle.model();
     let (addresses, authorizations, routes, destinations) = {
         let m = model.borrow();
@@ -158,13 +241,16 @@ async fn bench(sizes: Sizes, quick: bool) -> anyhow::Result<()> {
         "first sync: {first_sync:.2?} (CPU: control plane {sync_cpu:.1} s, agents {agents_cpu:.1} s)"
     );
 
-    // One-pod changes.
+    // One-pod changes: a file rewritten, or a pod's status patched.
     let mut latencies = Vec::new();
     for i in 0..sizes.changes {
         let file = (i * 7919) % sizes.pods.div_ceil(PODS_PER_FILE);
         let before = model.borrow().version.clone();
         let t = Instant::now();
-        rewrite_pod_file(config_dir.path(), &sizes, file, i + 1)?;
+        match &cluster {
+            Some(cluster) => k8s::change_pod(&cluster.client, &sizes, file, i + 1).await?,
+            None => rewrite_pod_file(config_dir.path(), &sizes, file, i + 1)?,
+        }
         // The new version, then every agent's ACK of it.
         let deadline = t + Duration::from_secs(30);
         loop {
@@ -188,121 +274,84 @@ async fn bench(sizes: Sizes, quick: bool) -> anyhow::Result<()> {
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     latencies.sort();
-    let pct = |p: f64| {
-        let i = ((latencies.len() as f64 * p).ceil() as usize).clamp(1, latencies.len()) - 1;
-        latencies[i]
-    };
-    let (p50, p99) = (pct(0.50), pct(0.99));
     let cpu = cpu_seconds() - cpu_before;
     let rss = peak_rss_bytes();
+    let api = match &cluster {
+        Some(cluster) => {
+            let lists = k8s::lists(handle.debug_addr()).await?;
+            let relists: u64 = lists.iter().map(|(_, n)| n.saturating_sub(1)).sum();
+            for (resource, n) in lists.iter().filter(|(_, n)| *n > 1) {
+                eprintln!(
+                    "{resource} was listed {n} times (relisted after a 410 or a failed watch)"
+                );
+            }
+            Some(ApiFigures {
+                objects: cluster.loaded.objects,
+                load: Duration::from_secs_f64(cluster.loaded.seconds),
+                standin_load_cpu: cluster.standin_load_cpu,
+                standin_list_cpu: standin_ready_cpu - cluster.standin_load_cpu,
+                relists,
+            })
+        }
+        None => None,
+    };
     child.kill().await.ok();
     handle.shutdown().await;
+    drop(cluster);
 
-    let gib = rss as f64 / (1024.0 * 1024.0 * 1024.0);
-    let mut table = String::new();
-    writeln!(
-        table,
-        "weft-control at scale{}",
-        if quick { " (--quick)" } else { "" }
-    )?;
-    writeln!(
-        table,
-        "  config: {} pods, {} services, {} VirtualServices + {} DestinationRules, {} agents; served: {} addresses, {} authorizations, {} route configs, {} destination policies",
-        sizes.pods,
-        sizes.services,
-        sizes.routes,
-        sizes.routes,
-        sizes.agents,
+    let figures = Figures {
+        quick,
+        api,
         addresses,
         authorizations,
         routes,
-        destinations
-    )?;
-    writeln!(
-        table,
-        "  {:<44} {:>12} {:>10}",
-        "metric", "measured", "target"
-    )?;
-    writeln!(
-        table,
-        "  {:<44} {:>12} {:>10}",
-        "config load to ready",
-        format!("{:.2} s", load.as_secs_f64()),
-        ""
-    )?;
-    writeln!(
-        table,
-        "  {:<44} {:>12} {:>10}",
-        "first sync, all agents ACKed",
-        format!("{:.2} s", first_sync.as_secs_f64()),
-        "≤ 10 s"
-    )?;
-    writeln!(
-        table,
-        "  {:<44} {:>12} {:>10}",
-        "  CPU during it: control plane / agents",
-        format!("{sync_cpu:.1} / {agents_cpu:.1} s"),
-        ""
-    )?;
-    writeln!(
-        table,
-        "  {:<44} {:>12} {:>10}",
-        format!("one pod change → all ACKed, p50 (n={})", latencies.len()),
-        format!("{} ms", p50.as_millis()),
-        ""
-    )?;
-    writeln!(
-        table,
-        "  {:<44} {:>12} {:>10}",
-        "one pod change → all ACKed, p99",
-        format!("{} ms", p99.as_millis()),
-        "≤ 250 ms"
-    )?;
-    writeln!(
-        table,
-        "  {:<44} {:>12} {:>10}",
-        "control plane peak RSS",
-        format!("{gib:.2} GiB"),
-        "≤ 1.5 GiB"
-    )?;
-    writeln!(
-        table,
-        "  {:<44} {:>12} {:>10}",
-        "control plane CPU (start to end)",
-        format!("{cpu:.1} s"),
-        ""
-    )?;
-    print!("{table}");
-
-    let json = serde_json::json!({
-        "quick": quick,
-        "pods": sizes.pods,
-        "services": sizes.services,
-        "virtual_services": sizes.routes,
-        "destination_rules": sizes.routes,
-        "agents": sizes.agents,
-        "addresses": addresses,
-        "authorizations": authorizations,
-        "route_configs": routes,
-        "destination_policies": destinations,
-        "load_seconds": load.as_secs_f64(),
-        "first_sync_seconds": first_sync.as_secs_f64(),
-        "first_sync_cpu_seconds": {"control_plane": sync_cpu, "agents": agents_cpu},
-        "change_p50_ms": p50.as_secs_f64() * 1e3,
-        "change_p99_ms": p99.as_secs_f64() * 1e3,
-        "changes": latencies.len(),
-        "peak_rss_bytes": rss,
-        "cpu_seconds": cpu,
-        "targets": {"first_sync_seconds": 10.0, "change_p99_ms": 250.0, "peak_rss_bytes": 1.5 * 1024.0 * 1024.0 * 1024.0},
-    });
-    let dir = std::env::var_os("WEFT_BENCH_DIR")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| PathBuf::from("target/bench"));
-    std::fs::create_dir_all(&dir)?;
-    let out = dir.join("control-plane.json");
-    std::fs::write(&out, serde_json::to_vec_pretty(&json)?)?;
+        destinations,
+        load,
+        first_sync,
+        sync_cpu,
+        agents_cpu,
+        latencies,
+        rss,
+        cpu,
+    };
+    print!("{}", figures.table(&sizes)?);
+    let out = figures.write(&sizes)?;
     eprintln!("wrote {}", out.display());
     Ok(())
+}
+
+/// Kubernetes mode: waits until the source has listed every resource,
+/// the first model is built and `/ready` answers 200.
+async fn wait_ready(handle: &ServerHandle, standin: &mut StandIn) -> anyhow::Result<()> {
+    let deadline = Instant::now() + READY_LIMIT;
+    let mut model = handle.model();
+    loop {
+        // The first model is published once the source is synced; `/ready`
+        // turns 200 right after.
+        let changed = tokio::time::timeout(Duration::from_secs(1), model.changed()).await;
+        if matches!(changed, Ok(Err(_))) {
+            bail!("weft-control stopped before it was ready");
+        }
+        for _ in 0..if changed.is_ok() { 100 } else { 1 } {
+            if k8s::debug_get(handle.debug_addr(), "/ready").await?.0 == 200 {
+                return Ok(());
+            }
+            tokio::time::sleep(Duration::from_millis(1)).await;
+        }
+        standin.check_running()?;
+        if Instant::now() > deadline {
+            let unlisted: Vec<String> = k8s::lists(handle.debug_addr())
+                .await?
+                .into_iter()
+                .filter(|(_, n)| *n == 0)
+                .map(|(r, _)| r)
+                .collect();
+            bail!(
+                "weft-control not ready within {READY_LIMIT:?}; not listed yet: {}",
+                unlisted.join(", ")
+            );
+        }
+    }
 }
 
 /// Waits until `agents` streams are connected and each has ACKed the
@@ -347,100 +396,6 @@ async fn wait_all_acked(
     }
 }
 
-// === the configuration ===
-
-fn namespace(i: usize) -> String {
-    format!("ns-{i}")
-}
-
-fn write_config(dir: &Path, sizes: &Sizes) -> anyhow::Result<()> {
-    let mut ns = String::new();
-    for i in 0..sizes.namespaces {
-        writeln!(
-            ns,
-            "---\napiVersion: v1\nkind: Namespace\nmetadata:\n  name: {}\n  labels: {{istio.io/dataplane-mode: ambient}}",
-            namespace(i)
-        )?;
-    }
-    ns.push_str("---\napiVersion: security.istio.io/v1\nkind: PeerAuthentication\nmetadata: {name: default, namespace: istio-system}\nspec: {mtls: {mode: STRICT}}\n");
-    std::fs::write(dir.join("namespaces.yaml"), ns)?;
-
-    std::fs::create_dir_all(dir.join("services"))?;
-    for chunk in 0..sizes.services.div_ceil(100) {
-        let mut text = String::new();
-        for s in chunk * 100..((chunk + 1) * 100).min(sizes.services) {
-            writeln!(
-                text,
-                "---\napiVersion: v1\nkind: Service\nmetadata: {{name: svc-{s}, namespace: {ns}}}\nspec:\n  selector: {{app: svc-{s}}}\n  clusterIP: 10.{a}.{b}.{c}\n  ports:\n  - {{name: http, port: 80, targetPort: 8080}}",
-                ns = namespace(s % sizes.namespaces),
-                a = 96 + s / 65536,
-                b = (s / 256) % 256,
-                c = s % 256,
-            )?;
-        }
-        std::fs::write(dir.join(format!("services/{chunk:04}.yaml")), text)?;
-    }
-
-    std::fs::create_dir_all(dir.join("routes"))?;
-    for chunk in 0..sizes.routes.div_ceil(100) {
-        let mut text = String::new();
-        for s in chunk * 100..((chunk + 1) * 100).min(sizes.routes) {
-            let ns = namespace(s % sizes.namespaces);
-            writeln!(
-                text,
-                "---\napiVersion: networking.istio.io/v1\nkind: DestinationRule\nmetadata: {{name: svc-{s}, namespace: {ns}}}\nspec:\n  host: svc-{s}\n  trafficPolicy: {{loadBalancer: {{simple: LEAST_REQUEST}}}}\n  subsets:\n  - {{name: v1, labels: {{version: v1}}}}\n  - {{name: v2, labels: {{version: v2}}}}\n---\napiVersion: networking.istio.io/v1\nkind: VirtualService\nmetadata: {{name: svc-{s}, namespace: {ns}}}\nspec:\n  hosts: [svc-{s}]\n  http:\n  - match: [{{headers: {{x-canary: {{exact: 'true'}}}}}}]\n    route: [{{destination: {{host: svc-{s}, subset: v2}}}}]\n  - route:\n    - {{destination: {{host: svc-{s}, subset: v1}}, weight: 90}}\n    - {{destination: {{host: svc-{s}, subset: v2}}, weight: 10}}\n    retries: {{attempts: 3, perTryTimeout: 2s}}\n    timeout: 10s"
-            )?;
-        }
-        std::fs::write(dir.join(format!("routes/{chunk:04}.yaml")), text)?;
-    }
-
-    std::fs::create_dir_all(dir.join("pods"))?;
-    for file in 0..sizes.pods.div_ceil(PODS_PER_FILE) {
-        std::fs::write(
-            dir.join(format!("pods/{file:05}.yaml")),
-            pod_file(sizes, file, 0),
-        )?;
-    }
-    Ok(())
-}
-
-/// One file of pods; `generation` moves the first pod's IP.
-fn pod_file(sizes: &Sizes, file: usize, generation: usize) -> String {
-    let mut text = String::new();
-    for p in file * PODS_PER_FILE..((file + 1) * PODS_PER_FILE).min(sizes.pods) {
-        let s = p % sizes.services;
-        let ip_index = if p == file * PODS_PER_FILE && generation > 0 {
-            sizes.pods + generation * 1000 + file
-        } else {
-            p
-        };
-        let _ = writeln!(
-            text,
-            "---\napiVersion: v1\nkind: Pod\nmetadata:\n  name: pod-{p}\n  namespace: {ns}\n  labels: {{app: svc-{s}, version: v{v}}}\nspec:\n  nodeName: node-{node}\n  serviceAccountName: svc-{s}\n  containers:\n  - name: app\n    ports: [{{name: http, containerPort: 8080}}]\nstatus:\n  podIP: 10.{a}.{b}.{c}",
-            ns = namespace(s % sizes.namespaces),
-            v = 1 + p % 2,
-            node = p % sizes.agents,
-            a = 1 + ip_index / 65536 % 60,
-            b = (ip_index / 256) % 256,
-            c = ip_index % 256,
-        );
-    }
-    text
-}
-
-fn rewrite_pod_file(
-    dir: &Path,
-    sizes: &Sizes,
-    file: usize,
-    generation: usize,
-) -> anyhow::Result<()> {
-    let path = dir.join(format!("pods/{file:05}.yaml"));
-    let tmp = dir.join(format!("pods/.{file:05}.yaml.tmp"));
-    std::fs::write(&tmp, pod_file(sizes, file, generation))?;
-    std::fs::rename(&tmp, &path)?;
-    Ok(())
-}
-
 // === process figures ===
 
 /// User + system CPU seconds of this process so far.
@@ -449,7 +404,7 @@ fn cpu_seconds() -> f64 {
 }
 
 /// User + system CPU seconds from a `/proc/<pid>/stat` file.
-fn cpu_seconds_of(stat_file: &str) -> f64 {
+pub fn cpu_seconds_of(stat_file: &str) -> f64 {
     let stat = std::fs::read_to_string(stat_file).unwrap_or_default();
     let after = stat.rsplit_once(')').map_or("", |(_, r)| r);
     let fields: Vec<&str> = after.split_whitespace().collect();
@@ -469,207 +424,4 @@ fn peak_rss_bytes() -> u64 {
         .find_map(|l| l.strip_prefix("VmHWM:"))
         .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<u64>().ok())
         .map_or(0, |kb| kb * 1024)
-}
-
-// === the agents (child process) ===
-
-mod agents {
-    use bytes::Buf;
-    use tonic::codec::{Codec, DecodeBuf, Decoder};
-
-    use super::*;
-
-    /// What an agent here reads of a response: type, nonce, and where
-    /// each resource's name and version are, not the bodies. Read in place from tonic's buffer with no
-    /// allocation per resource: the agents share the control plane's CPUs
-    /// in this benchmark, while a real agent decodes on its own node.
-    pub struct Lite {
-        pub type_url: String,
-        pub nonce: String,
-        pub resources: usize,
-    }
-
-    pub struct AgentCodec;
-
-    impl Codec for AgentCodec {
-        type Encode = DeltaDiscoveryRequest;
-        type Decode = Lite;
-        type Encoder = tonic_prost::ProstEncoder<DeltaDiscoveryRequest>;
-        type Decoder = LiteDecoder;
-
-        fn encoder(&mut self) -> Self::Encoder {
-            tonic_prost::ProstEncoder::default()
-        }
-
-        fn decoder(&mut self) -> Self::Decoder {
-            LiteDecoder
-        }
-    }
-
-    pub struct LiteDecoder;
-
-    impl Decoder for LiteDecoder {
-        type Item = Lite;
-        type Error = tonic::Status;
-
-        fn decode(&mut self, buf: &mut DecodeBuf<'_>) -> Result<Option<Lite>, tonic::Status> {
-            let len = buf.remaining();
-            let bad = || tonic::Status::internal("malformed DeltaDiscoveryResponse");
-            let bytes = buf.chunk();
-            if bytes.len() < len {
-                return Err(bad());
-            }
-            let mut lite = Lite {
-                type_url: String::new(),
-                nonce: String::new(),
-                resources: 0,
-            };
-            fn text(b: &[u8]) -> Result<&str, tonic::Status> {
-                std::str::from_utf8(b)
-                    .map_err(|_| tonic::Status::internal("a string that is not UTF-8"))
-            }
-            for field in Fields(&bytes[..len]) {
-                match field.ok_or_else(bad)? {
-                    (2, Some(resource)) => {
-                        let (mut name, mut version) = (None, None);
-                        for inner in Fields(resource) {
-                            match inner.ok_or_else(bad)? {
-                                (1, v) => version = v,
-                                (3, n) => name = n,
-                                _ => {}
-                            }
-                        }
-                        if name.is_none() || version.is_none() {
-                            return Err(bad());
-                        }
-                        lite.resources += 1;
-                    }
-                    (4, Some(s)) => lite.type_url = text(s)?.to_string(),
-                    (5, Some(s)) => lite.nonce = text(s)?.to_string(),
-                    _ => {}
-                }
-            }
-            buf.advance(len);
-            Ok(Some(lite))
-        }
-    }
-
-    /// The fields of a protobuf message: (number, payload of a
-    /// length-delimited field); `None` when malformed.
-    struct Fields<'a>(&'a [u8]);
-
-    impl<'a> Iterator for Fields<'a> {
-        type Item = Option<(u64, Option<&'a [u8]>)>;
-
-        fn next(&mut self) -> Option<Self::Item> {
-            if self.0.is_empty() {
-                return None;
-            }
-            let field = (|| {
-                let key = varint(&mut self.0)?;
-                let payload = match key & 7 {
-                    0 => {
-                        varint(&mut self.0)?;
-                        None
-                    }
-                    1 | 5 => {
-                        let n = if key & 7 == 1 { 8 } else { 4 };
-                        self.0 = self.0.get(n..)?;
-                        None
-                    }
-                    2 => {
-                        let n = usize::try_from(varint(&mut self.0)?).ok()?;
-                        let payload = self.0.get(..n)?;
-                        self.0 = &self.0[n..];
-                        Some(payload)
-                    }
-                    _ => return None,
-                };
-                Some((key >> 3, payload))
-            })();
-            if field.is_none() {
-                self.0 = &[];
-            }
-            Some(field)
-        }
-    }
-
-    fn varint(b: &mut &[u8]) -> Option<u64> {
-        let mut value = 0u64;
-        for i in 0..10 {
-            let byte = *b.get(i)?;
-            value |= u64::from(byte & 0x7f) << (7 * i);
-            if byte < 0x80 {
-                *b = &b[i + 1..];
-                return Some(value);
-            }
-        }
-        None
-    }
-
-    pub async fn run(spec: &str) -> anyhow::Result<()> {
-        let parts: Vec<&str> = spec.split('|').collect();
-        let [addr, bundle, state_dir, n] = parts.as_slice() else {
-            bail!("bad --agents-for");
-        };
-        let n: usize = n.parse()?;
-        let bundle = std::fs::read(bundle)?;
-        let mut tasks = tokio::task::JoinSet::new();
-        for i in 0..n {
-            let node = format!("node-{i}");
-            let token = weft_control::bootstrap_token(Path::new(state_dir), &node)?;
-            // Windows as ztunnel sets them (4 MiB stream, 16 MiB connection).
-            let endpoint = Endpoint::from_shared(format!("https://{addr}"))?
-                .initial_stream_window_size(4 << 20)
-                .initial_connection_window_size(16 << 20)
-                .tls_config(
-                    ClientTlsConfig::new()
-                        .ca_certificate(Certificate::from_pem(bundle.clone()))
-                        .domain_name("weft-control"),
-                )?;
-            tasks.spawn(async move {
-                if let Err(e) = agent(endpoint, node.clone(), token).await {
-                    eprintln!("agent {node}: {e:#}");
-                    std::process::exit(1);
-                }
-            });
-        }
-        while tasks.join_next().await.is_some() {}
-        Ok(())
-    }
-
-    fn request(node: &str, type_url: &str) -> DeltaDiscoveryRequest {
-        DeltaDiscoveryRequest {
-            node: Some(Node {
-                id: node.to_string(),
-                ..Default::default()
-            }),
-            type_url: type_url.to_string(),
-            ..Default::default()
-        }
-    }
-
-    async fn agent(endpoint: Endpoint, node: String, token: String) -> anyhow::Result<()> {
-        let channel = endpoint.connect().await?;
-        let mut grpc = tonic::client::Grpc::new(channel).max_decoding_message_size(256 << 20);
-        grpc.ready().await?;
-        let (tx, rx) = tokio::sync::mpsc::channel(16);
-        for type_url in SERVED_TYPES {
-            tx.send(request(&node, type_url)).await?;
-        }
-        let mut req = tonic::Request::new(ReceiverStream::new(rx));
-        req.metadata_mut()
-            .insert("authorization", format!("Bearer {token}").parse()?);
-        let codec = AgentCodec;
-        let path = http::uri::PathAndQuery::from_static(
-            "/envoy.service.discovery.v3.AggregatedDiscoveryService/DeltaAggregatedResources",
-        );
-        let mut responses = grpc.streaming(req, path, codec).await?.into_inner();
-        while let Some(response) = responses.message().await? {
-            let mut ack = request(&node, &response.type_url);
-            ack.response_nonce = response.nonce;
-            tx.send(ack).await?;
-        }
-        Ok(())
-    }
 }

@@ -92,6 +92,12 @@ pub fn parse_file(path: &Path, text: &str) -> Result<Vec<Object>, FileError> {
     Ok(objects)
 }
 
+/// One object already in tree form (from the Kubernetes API, through
+/// [`yaml::from_json`]), decoded and validated as a document of a file.
+pub fn parse_node(file: &Path, node: &Rc<Node>) -> Outcome {
+    one(file, node, FieldPath::root())
+}
+
 fn one(file: &Path, node: &Rc<Node>, at: FieldPath) -> Outcome {
     let reject = |key: Option<ObjectKey>, error| Outcome::Rejected { key, error };
     if !matches!(node.value, Value::Map(_)) {

@@ -89,6 +89,47 @@ impl Node {
     }
 }
 
+/// A JSON value (an object from the Kubernetes API) as a tree the kinds
+/// decode, without printing and re-parsing it. Strings stay strings;
+/// numbers and booleans are plain scalars, as YAML would read them. Marks
+/// count nodes in document order (a line per node, as in pretty JSON).
+pub fn from_json(value: &serde_json::Value) -> Rc<Node> {
+    fn node(value: &serde_json::Value, line: &mut usize) -> Rc<Node> {
+        *line += 1;
+        let mark = Mark {
+            line: *line,
+            column: 1,
+        };
+        let scalar = |text: String, plain| Value::Scalar { text, plain };
+        let value = match value {
+            serde_json::Value::Null => Value::Null,
+            serde_json::Value::Bool(b) => scalar(b.to_string(), true),
+            serde_json::Value::Number(n) => scalar(n.to_string(), true),
+            serde_json::Value::String(s) => scalar(s.clone(), false),
+            serde_json::Value::Array(items) => {
+                Value::Seq(items.iter().map(|item| node(item, line)).collect())
+            }
+            serde_json::Value::Object(entries) => Value::Map(
+                entries
+                    .iter()
+                    .map(|(k, v)| {
+                        let key = Key {
+                            text: k.clone(),
+                            mark: Mark {
+                                line: *line + 1,
+                                column: 1,
+                            },
+                        };
+                        (key, node(v, line))
+                    })
+                    .collect(),
+            ),
+        };
+        Rc::new(Node { mark, value })
+    }
+    node(value, &mut 0)
+}
+
 /// How much a file may ask for.
 #[derive(Debug, Clone, Copy)]
 pub struct Limits {

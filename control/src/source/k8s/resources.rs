@@ -18,8 +18,9 @@ use crate::{
     kinds::{self, Object, ObjectKey},
     source::{
         FileError,
-        parse::{Outcome, parse_outcomes},
+        parse::{Outcome, parse_node},
     },
+    yaml,
 };
 
 /// A watched resource: its kind, group, the versions to try in order,
@@ -373,7 +374,7 @@ fn describe(error: &watcher::Error) -> String {
 }
 
 /// An object from the API server, decoded as directory mode decodes a
-/// file (same kinds, same validation). `None` key when it cannot be
+/// file (same kinds, same validation), straight from its JSON tree. `None` key when it cannot be
 /// identified at all.
 fn decode(
     api_resource: &ApiResource,
@@ -398,15 +399,10 @@ fn decode(
         meta.remove("managedFields");
     }
     let path = object_path(api_resource, namespace.as_deref(), &name);
-    let text = serde_json::to_string_pretty(&value).unwrap_or_default();
-    let decoded = match parse_outcomes(&path, &text) {
-        Ok(mut outcomes) if outcomes.len() == 1 => match outcomes.remove(0) {
-            Outcome::Object(object) => Ok(object),
-            Outcome::Rejected { error, .. } => Err(error),
-            Outcome::Skipped => unreachable!("watched kinds are kinds weft decodes"),
-        },
-        Ok(_) => unreachable!("one JSON object is one document"),
-        Err(error) => Err(error),
+    let decoded = match parse_node(&path, &yaml::from_json(&value)) {
+        Outcome::Object(object) => Ok(object),
+        Outcome::Rejected { error, .. } => Err(error),
+        Outcome::Skipped => unreachable!("watched kinds are kinds weft decodes"),
     };
     (key, decoded)
 }
