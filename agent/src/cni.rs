@@ -36,6 +36,13 @@ pub struct PodEvent {
     /// The pod's IPs from the previous plugin's result.
     #[serde(default)]
     pub ips: Vec<IpAddr>,
+    /// Set when no CNI call told the agent about the pod and the agent
+    /// found its namespace on the node itself (a pod that ran before weft
+    /// was installed): the namespace's inode, checked before `netns` is
+    /// trusted again after a restart (a `/proc/<pid>/ns/net` path can come
+    /// to mean another namespace). Never sent by the plugin.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub netns_inode: Option<u64>,
 }
 
 /// The agent's answer.
@@ -120,6 +127,7 @@ mod tests {
             pod_name: "web-0".into(),
             pod_uid: String::new(),
             ips: vec!["10.0.1.2".parse().unwrap()],
+            netns_inode: None,
         };
         let json = serde_json::to_string(&event).unwrap();
         assert!(json.contains(r#""command":"ADD""#), "{json}");

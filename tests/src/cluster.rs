@@ -441,13 +441,15 @@ impl Cluster {
             uid,
             ip,
         }));
-        let started = self.start_sandbox(node, &pod).and_then(|()| {
-            if spec.ip_after_cni {
-                // kubelet writes the pod's status, IP included.
-                self.config.write_object(&object)?;
-            }
-            Ok(())
-        });
+        let started = self
+            .start_sandbox(node, &pod, !spec.before_weft)
+            .and_then(|()| {
+                if spec.ip_after_cni {
+                    // kubelet writes the pod's status, IP included.
+                    self.config.write_object(&object)?;
+                }
+                Ok(())
+            });
         if let Err(e) = started {
             let undo = self.destroy_sandbox(node, &pod);
             let _ = self.config.remove_file(&pod.0.config_file);
@@ -476,13 +478,13 @@ impl Cluster {
         Ok(())
     }
 
-    /// Network, cgroup, then the CNI plugin.
-    fn start_sandbox(&self, node: &Node, pod: &Pod) -> Result<()> {
+    /// Network, cgroup, then (with `cni`) the CNI plugin.
+    fn start_sandbox(&self, node: &Node, pod: &Pod, cni: bool) -> Result<()> {
         let p = &pod.0;
         Netns::create(p.netns.name())?;
         plumb(node, &p.netns, &p.host_veth, p.ip)?;
         cgroup::create(&p.cgroup)?;
-        if self.mesh {
+        if self.mesh && cni {
             self.cni_call(node, pod, CniCommand::Add)
                 .map_err(|e| anyhow::anyhow!("{e:#}\n{}", node.agent_log_tail(40)))?;
         }

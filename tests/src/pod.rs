@@ -36,6 +36,9 @@ pub struct PodSpec {
     /// CNI ADD has returned, then gets it (as kubelet writes the pod's
     /// status). Otherwise the IP is in the object from the start.
     pub ip_after_cni: bool,
+    /// The pod started before weft was installed: its runtime never
+    /// called `weft-cni` ADD, so the agent must find it on the node.
+    pub before_weft: bool,
 }
 
 // === impl PodSpec ===
@@ -66,6 +69,14 @@ impl PodSpec {
     /// Writes the pod's IP only after its CNI ADD, as on a real cluster.
     pub fn ip_after_cni(mut self) -> PodSpec {
         self.ip_after_cni = true;
+        self
+    }
+
+    /// Starts the pod without calling `weft-cni` ADD, as for a pod that
+    /// ran before weft was installed. (Its DEL is still called: a runtime
+    /// runs the node's current CNI configuration on delete.)
+    pub fn before_weft(mut self) -> PodSpec {
+        self.before_weft = true;
         self
     }
 

@@ -214,24 +214,87 @@ fn labelling_a_namespace_enrols_its_running_pods() -> Result<()> {
 
         cluster.add_namespace("late", &[AMBIENT])?;
         let marker = "LATE-MARKER-90be";
-        wait_for(
-            "traffic of the relabelled namespace to move into HBONE",
-            TIMEOUT,
-            || {
-                let capture = cluster.capture_between_nodes()?;
-                let out = pods.client.run_app(
-                    &["http-get", &url, "--body-marker", marker, "--timeout", "3"],
-                    TIMEOUT,
-                )?;
-                let packets = capture.stop()?;
-                Ok(
-                    (out.success() && assert_encrypted(&packets, &[8080], marker).is_ok())
-                        .then_some(()),
-                )
-            },
-        )?;
+        wait_for_hbone(cluster, &pods.client, &url, marker, true)?;
         let out = get_with_marker(&pods.client, &url, marker)?;
         assert_saw_client(&out, &pods.client)
+    })
+}
+
+/// Waits until `client`'s requests to `url` cross between the nodes in
+/// HBONE (`hbone`), or in plaintext directly (`!hbone`).
+fn wait_for_hbone(
+    cluster: &Cluster,
+    client: &Pod,
+    url: &str,
+    marker: &str,
+    hbone: bool,
+) -> Result<()> {
+    let what = if hbone {
+        "traffic to move into HBONE"
+    } else {
+        "traffic to leave HBONE for plaintext"
+    };
+    wait_for(what, TIMEOUT, || {
+        let capture = cluster.capture_between_nodes()?;
+        let out = client.run_app(
+            &["http-get", url, "--body-marker", marker, "--timeout", "3"],
+            TIMEOUT,
+        )?;
+        let packets = capture.stop()?;
+        let arrived = if hbone {
+            assert_encrypted(&packets, &[8080], marker).is_ok()
+        } else {
+            packets.contains(marker.as_bytes()) && packets.to_port(15008).next().is_none()
+        };
+        Ok((out.success() && arrived).then_some(()))
+    })
+}
+
+/// Pods that ran before weft was installed never had a CNI ADD: when
+/// their namespace is labelled, the agents find them on the node (through
+/// their processes' network namespaces, as Istio's CNI node agent does)
+/// and enrol them without a restart; an agent restart keeps them; removing
+/// the label releases them.
+#[test]
+fn pods_running_before_weft_join_with_their_namespace_label_and_leave_without_it() -> Result<()> {
+    let cluster = Cluster::builder().nodes(2).build()?;
+    cluster.with_logs(|cluster| {
+        cluster.add_namespace("early", &[])?;
+        let server = cluster.add_pod(
+            PodSpec::new("node-2", "early", "server")
+                .service_account("server")
+                .port("http", 8080)
+                .before_weft(),
+        )?;
+        let client = cluster.add_pod(
+            PodSpec::new("node-1", "early", "client")
+                .service_account("client")
+                .before_weft(),
+        )?;
+        let _app = server.spawn_app(&["http-server", "--port", "8080"])?;
+        // The client's pause container: every real pod has one.
+        let mut pause = std::process::Command::new("sleep");
+        pause.arg("infinity");
+        let _pause = client.spawn(pause)?;
+        let url = format!("http://{}/", server.addr(8080));
+        get_eventually(&client, &url)?;
+
+        cluster.add_namespace("early", &[AMBIENT])?;
+        let marker = "EARLY-MARKER-5e1a";
+        wait_for_hbone(cluster, &client, &url, marker, true)?;
+        assert_saw_client(&get_with_marker(&client, &url, marker)?, &client)?;
+
+        cluster.node("node-1")?.restart_agent()?;
+        get_eventually(&client, &url)?;
+        let capture = cluster.capture_between_nodes()?;
+        let out = get_with_marker(&client, &url, marker)?;
+        let packets = capture.stop()?;
+        assert_saw_client(&out, &client)?;
+        assert_encrypted(&packets, &[8080], marker).context("after the agent restarted")?;
+
+        cluster.add_namespace("early", &[])?;
+        wait_for_hbone(cluster, &client, &url, marker, false)?;
+        assert_saw_client(&get_with_marker(&client, &url, marker)?, &client)
     })
 }
 

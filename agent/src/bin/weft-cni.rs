@@ -148,6 +148,7 @@ fn run(config: &Value, raw: &str) -> Result<Option<String>, CniError> {
         pod_name: arg("K8S_POD_NAME"),
         pod_uid: arg("K8S_POD_UID"),
         ips,
+        netns_inode: None,
     };
     if command != Command::Del && (event.pod_namespace.is_empty() || event.pod_name.is_empty()) {
         return Err(fail(

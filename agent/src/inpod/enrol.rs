@@ -5,16 +5,19 @@ use std::{
     collections::{HashMap, HashSet},
     net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr},
     sync::Arc,
-    time::Duration,
+    time::{Duration, Instant},
 };
 
 use tokio::{net::TcpListener, sync::Mutex};
 use tokio_util::sync::CancellationToken;
 use weft_ebpf_common::{HBONE_PORT, INBOUND_PLAINTEXT_PORT, OUTBOUND_PORT};
 
-use super::persist::PodFiles;
+use super::{
+    discover::{self, NetnsFinder},
+    persist::PodFiles,
+};
 use crate::{
-    cni::PodEvent,
+    cni::{Command, PodEvent},
     identity::IdentityError,
     proxy::{PodContext, ProxyContext, inbound, inbound_plain, outbound},
     redirect::{RedirectError, Redirector},
@@ -98,7 +101,17 @@ pub struct Enroller {
     redirect: Arc<Redirector>,
     files: PodFiles,
     pods: Mutex<HashMap<(String, String), KnownPod>>,
+    /// Pods whose CNI ADD is in progress: discovery leaves them to it.
+    adding: std::sync::Mutex<HashSet<(String, String)>>,
+    finder: NetnsFinder,
+    /// The last discovery scan and the uids it did not find, so that store
+    /// changes elsewhere in the cluster do not rescan the node each time.
+    last_scan: std::sync::Mutex<Option<(Instant, HashSet<String>)>>,
 }
+
+/// How often pods that should be in the mesh but were not found on the
+/// node are looked for again.
+pub const DISCOVERY_RETRY: Duration = Duration::from_secs(5);
 
 fn key(event: &PodEvent) -> (String, String) {
     (event.pod_namespace.clone(), event.pod_name.clone())
@@ -114,9 +127,12 @@ impl Enroller {
         Self {
             config,
             proxy,
+            finder: NetnsFinder::new(redirect.cgroup()),
             redirect,
             files,
             pods: Mutex::new(HashMap::new()),
+            adding: Default::default(),
+            last_scan: Default::default(),
         }
     }
 
@@ -149,6 +165,7 @@ impl Enroller {
     /// CNI ADD: returns whether the pod is in the mesh. Only returns once
     /// the pod is fully set up; on error nothing is left half-done.
     pub async fn add(&self, event: PodEvent) -> Result<bool, EnrolError> {
+        let _adding = AddInProgress::start(&self.adding, key(&event));
         let workload = self
             .await_workload(&event.pod_namespace, &event.pod_name)
             .await?;
@@ -334,7 +351,7 @@ impl Enroller {
         let saved = self.files.load_all();
         tracing::info!(pods = saved.len(), "restoring pods from a previous run");
         for event in saved {
-            if !std::path::Path::new(&event.netns).exists() {
+            if !std::path::Path::new(&event.netns).exists() || netns_moved(&event) {
                 tracing::info!(pod = %format!("{}/{}", event.pod_namespace, event.pod_name), "pod's namespace is gone; forgetting it");
                 self.files.remove(&event.pod_namespace, &event.pod_name);
                 continue;
@@ -376,29 +393,129 @@ impl Enroller {
     /// changed).
     pub async fn reconcile(&self) {
         let mut pods = self.pods.lock().await;
-        for known in pods.values_mut() {
-            let Some(workload) = self
-                .proxy
-                .store
-                .workload_by_pod(&known.event.pod_namespace, &known.event.pod_name)
-            else {
+        let mut forget = Vec::new();
+        for (pod_key, known) in pods.iter_mut() {
+            let pod = format!("{}/{}", pod_key.0, pod_key.1);
+            let workload = self.proxy.store.workload_by_pod(&pod_key.0, &pod_key.1);
+            let discovered = known.event.netns_inode.is_some();
+            let Some(workload) = workload else {
+                // A pod the runtime told us about leaves with its CNI DEL;
+                // one we found ourselves leaves when the API deletes it.
+                if discovered {
+                    forget.push(pod_key.clone());
+                }
                 continue;
             };
             match (&known.enrolled, workload.hbone) {
+                (None, true) if netns_moved(&known.event) => {
+                    // Found through a process that is gone: look again.
+                    forget.push(pod_key.clone());
+                }
                 (None, true) => match self.enrol(&known.event, workload).await {
                     Ok(enrolled) => known.enrolled = Some(enrolled),
                     Err(err) => {
-                        tracing::warn!(pod = %format!("{}/{}", known.event.pod_namespace, known.event.pod_name), error = %err, "enrolment failed; will retry on the next change")
+                        tracing::warn!(%pod, error = %err, "enrolment failed; will retry on the next change")
                     }
                 },
                 (Some(enrolled), false) => {
                     self.unenrol(enrolled);
-                    tracing::info!(pod = %enrolled.context.name(), "pod left the mesh");
+                    tracing::info!(%pod, "pod left the mesh");
                     known.enrolled = None;
                 }
                 _ => {}
             }
         }
+        for pod_key in forget {
+            if let Some(known) = pods.remove(&pod_key) {
+                self.release(&known);
+                self.files.remove(&pod_key.0, &pod_key.1);
+                tracing::info!(pod = %format!("{}/{}", pod_key.0, pod_key.1), "forgot a pod found on the node (deleted, or its namespace is gone)");
+            }
+        }
+        self.discover(&mut pods).await;
+    }
+
+    /// Enrols the pods of this node that should be in the mesh but that no
+    /// CNI call told us about (they ran before weft was installed): finds
+    /// each one's network namespace on the node by its IP.
+    async fn discover(&self, pods: &mut HashMap<(String, String), KnownPod>) {
+        let adding = self.adding.lock().expect("adding lock").clone();
+        let missing: Vec<Arc<Workload>> = self
+            .proxy
+            .store
+            .workloads_on_node(&self.config.node_name)
+            .into_iter()
+            .filter(|w| w.hbone && !w.ips.is_empty())
+            .filter(|w| {
+                let pod_key = (w.namespace.clone(), w.name.clone());
+                !pods.contains_key(&pod_key) && !adding.contains(&pod_key)
+            })
+            .collect();
+        let due = {
+            let last = self.last_scan.lock().expect("scan lock");
+            match &*last {
+                None => true,
+                Some((at, not_found)) => {
+                    at.elapsed() >= DISCOVERY_RETRY
+                        || missing.iter().any(|w| !not_found.contains(&w.uid))
+                }
+            }
+        };
+        if missing.is_empty() || !due {
+            return;
+        }
+        // Pods already known need not be entered again.
+        let known: HashSet<u64> = pods
+            .values()
+            .filter_map(|p| discover::inode(std::path::Path::new(&p.event.netns)))
+            .collect();
+        let finder = self.finder.clone();
+        let scan = match tokio::task::spawn_blocking(move || finder.scan(&known)).await {
+            Ok(scan) => scan,
+            Err(err) => {
+                tracing::warn!(error = %err, "looking for pods' network namespaces failed");
+                return;
+            }
+        };
+        let mut not_found = HashSet::new();
+        for workload in missing {
+            let pod = format!("{}/{}", workload.namespace, workload.name);
+            let Some(found) = scan.find(&workload.ips) else {
+                tracing::debug!(%pod, namespaces = scan.len(), "pod not found on this node yet; its CNI ADD or a later look will find it");
+                not_found.insert(workload.uid.clone());
+                continue;
+            };
+            let event = PodEvent {
+                command: Command::Add,
+                container_id: String::new(),
+                netns: found.path.to_string_lossy().into_owned(),
+                pod_namespace: workload.namespace.clone(),
+                pod_name: workload.name.clone(),
+                pod_uid: workload.uid.clone(),
+                ips: workload.ips.clone(),
+                netns_inode: Some(found.inode),
+            };
+            match self.enrol(&event, workload).await {
+                Ok(enrolled) => {
+                    tracing::info!(%pod, netns = %event.netns, "enrolled a pod that was running before the agent heard of it");
+                    if let Err(err) = self.files.save(&event) {
+                        tracing::warn!(%pod, error = %err, "cannot persist pod state; a restarted agent will look for it again");
+                    }
+                    pods.insert(
+                        key(&event),
+                        KnownPod {
+                            event,
+                            enrolled: Some(enrolled),
+                        },
+                    );
+                }
+                Err(err) => {
+                    tracing::warn!(%pod, error = %err, "enrolling a pod found on the node failed; will retry");
+                    not_found.insert(event.pod_uid);
+                }
+            }
+        }
+        *self.last_scan.lock().expect("scan lock") = Some((Instant::now(), not_found));
     }
 
     /// Stops every pod's listeners (shutdown); connections in flight go on.
@@ -413,9 +530,21 @@ impl Enroller {
 
     /// Reconciles on every change of the workload data, until the process
     /// ends.
+    /// Pods not found on the node are looked for again every
+    /// [`DISCOVERY_RETRY`].
     pub async fn run_reconciler(self: Arc<Self>) {
         let mut changes = self.proxy.store.subscribe();
-        while changes.changed().await.is_ok() {
+        let mut retry = tokio::time::interval(DISCOVERY_RETRY);
+        retry.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tokio::select! {
+                changed = changes.changed() => {
+                    if changed.is_err() {
+                        return;
+                    }
+                }
+                _ = retry.tick() => {}
+            }
             self.reconcile().await;
         }
     }
@@ -437,6 +566,33 @@ impl Enroller {
             .collect();
         list.sort_by_key(|v| v.to_string());
         serde_json::Value::Array(list)
+    }
+}
+
+/// Whether a pod found on the node (not from a CNI call) no longer has its
+/// namespace at the saved path.
+fn netns_moved(event: &PodEvent) -> bool {
+    event
+        .netns_inode
+        .is_some_and(|ino| discover::inode(std::path::Path::new(&event.netns)) != Some(ino))
+}
+
+/// Marks a pod's CNI ADD in progress until dropped.
+struct AddInProgress<'a> {
+    set: &'a std::sync::Mutex<HashSet<(String, String)>>,
+    key: (String, String),
+}
+
+impl<'a> AddInProgress<'a> {
+    fn start(set: &'a std::sync::Mutex<HashSet<(String, String)>>, key: (String, String)) -> Self {
+        set.lock().expect("adding lock").insert(key.clone());
+        Self { set, key }
+    }
+}
+
+impl Drop for AddInProgress<'_> {
+    fn drop(&mut self) {
+        self.set.lock().expect("adding lock").remove(&self.key);
     }
 }
 

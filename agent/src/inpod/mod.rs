@@ -3,8 +3,10 @@
 //! pod is in the mesh, and if so sets up its namespace (delivery routing,
 //! the proxy's listeners, the pod's certificate) and turns on capture. The
 //! pods it has seen are persisted ([`persist`]) so that a restarted agent
-//! picks them up again.
+//! picks them up again. Pods that ran before the agent heard of them are
+//! found on the node ([`discover`]).
 
+pub mod discover;
 mod enrol;
 pub mod persist;
 pub mod server;

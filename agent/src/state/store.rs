@@ -42,6 +42,8 @@ struct Inner {
     workloads: HashMap<String, Arc<Workload>>,
     by_ip: HashMap<IpAddr, String>,
     by_pod: HashMap<(String, String), String>,
+    /// node name → uids of the workloads scheduled there.
+    by_node: HashMap<String, BTreeSet<String>>,
     services: HashMap<String, Arc<Service>>,
     by_vip: HashMap<IpAddr, String>,
     /// service key → uids of the workloads backing it.
@@ -65,6 +67,12 @@ impl Inner {
             let pod = (w.namespace.clone(), w.name.clone());
             if self.by_pod.get(&pod).is_some_and(|uid| uid == name) {
                 self.by_pod.remove(&pod);
+            }
+            if let Some(set) = self.by_node.get_mut(&w.node) {
+                set.remove(name);
+                if set.is_empty() {
+                    self.by_node.remove(&w.node);
+                }
             }
             for key in w.services.keys() {
                 if let Some(set) = self.endpoints.get_mut(key) {
@@ -90,6 +98,12 @@ impl Inner {
                 }
                 self.by_pod
                     .insert((w.namespace.clone(), w.name.clone()), name.clone());
+                if !w.node.is_empty() {
+                    self.by_node
+                        .entry(w.node.clone())
+                        .or_default()
+                        .insert(name.clone());
+                }
                 for key in w.services.keys() {
                     self.endpoints
                         .entry(key.clone())
@@ -209,6 +223,18 @@ impl WorkloadStore {
             .by_pod
             .get(&(namespace.to_string(), name.to_string()))?;
         inner.workloads.get(uid).cloned()
+    }
+
+    /// The workloads scheduled on `node`, in a stable order (by uid).
+    pub fn workloads_on_node(&self, node: &str) -> Vec<Arc<Workload>> {
+        let inner = self.inner.read().expect("store lock");
+        inner
+            .by_node
+            .get(node)
+            .into_iter()
+            .flatten()
+            .filter_map(|uid| inner.workloads.get(uid).cloned())
+            .collect()
     }
 
     pub fn workload_by_ip(&self, ip: IpAddr) -> Option<Arc<Workload>> {
@@ -421,7 +447,9 @@ mod tests {
             ],
             &[],
         );
+        assert_eq!(store.workloads_on_node("node-1").len(), 1);
         store.apply(vec![], &["a".to_string()]);
+        assert!(store.workloads_on_node("node-1").is_empty());
         assert!(store.workload_by_ip("10.0.1.2".parse().unwrap()).is_none());
         assert!(store.workload_by_pod("default", "a").is_none());
         assert!(matches!(
