@@ -8,6 +8,8 @@ use std::{
 
 use serde::Serialize;
 
+use crate::leader::LeaderElection;
+
 /// Everything `weft-control serve` needs.
 #[derive(Debug, Clone, Serialize)]
 pub struct Config {
@@ -44,6 +46,9 @@ pub struct Config {
     /// CA's own: during a root rotation, the root being retired (or, before
     /// switching, the one being introduced), so that both are trusted.
     pub extra_trust_roots: Option<PathBuf>,
+    /// Kubernetes mode: the Lease that elects the one replica doing
+    /// cluster-wide writes (the root-cert ConfigMaps).
+    pub leader_election: LeaderElection,
 }
 
 /// Where configuration comes from.
@@ -104,6 +109,23 @@ pub enum ConfigError {
     AgentServiceAccount(String),
 }
 
+/// This replica's name in the leader Lease: its pod's name (`POD_NAME`,
+/// from the downward API), else the host name, process id and a sequence
+/// number (two control planes in one process are two replicas).
+pub fn default_identity() -> String {
+    static NEXT: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+    std::env::var("POD_NAME")
+        .ok()
+        .filter(|name| !name.is_empty())
+        .unwrap_or_else(|| {
+            let host = std::fs::read_to_string("/proc/sys/kernel/hostname")
+                .map(|h| h.trim().to_string())
+                .unwrap_or_else(|_| "weft-control".into());
+            let n = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            format!("{host}_{}_{n}", std::process::id())
+        })
+}
+
 impl Config {
     /// Directory mode, defaults for everything but the two directories;
     /// addresses as in Istio (15012, 15014).
@@ -125,6 +147,7 @@ impl Config {
                 .map(|s| s.to_string())
                 .collect(),
             extra_trust_roots: None,
+            leader_election: LeaderElection::new(default_identity()),
         }
     }
 

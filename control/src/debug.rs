@@ -3,7 +3,7 @@
 //! | path | what |
 //! | --- | --- |
 //! | `/ready` | 200 once the config source is synced and the servers are up, else 503 |
-//! | `/debug/syncz` | JSON: `source` (synced or not, per watched resource) and `agents` (each connected agent's stream: sent/acked nonces, last NACK) |
+//! | `/debug/syncz` | JSON: `source` (synced or not, per watched resource), `leader` (Kubernetes mode: this replica leads, and the lease's holder) and `agents` (each connected agent's stream: sent/acked nonces, last NACK) |
 //! | `/debug/config_errors` | JSON: rejected config files (file, line, column, message) |
 //! | `/debug/config` | JSON: the effective control plane config |
 //! | `/debug/resources` | JSON: type URL → resource name → version of the current model |
@@ -45,6 +45,8 @@ pub struct DebugState {
     pub model: watch::Receiver<Arc<Model>>,
     pub syncz: Arc<SyncRegistry>,
     pub findings: Arc<std::sync::Mutex<Vec<crate::analysis::Finding>>>,
+    /// Kubernetes mode: this replica's view of the leader election.
+    pub leadership: Option<watch::Receiver<crate::leader::Leadership>>,
 }
 
 impl DebugState {
@@ -104,6 +106,7 @@ fn route(state: &DebugState, method: &Method, path: &str) -> Response<Full<Bytes
         ),
         "/debug/syncz" => json(&Syncz {
             source: state.source.borrow().clone(),
+            leader: state.leadership.as_ref().map(|l| l.borrow().clone()),
             agents: state.syncz.list(),
         }),
         "/debug/config_errors" => json(&state.snapshot.borrow().errors),
@@ -145,6 +148,9 @@ fn route(state: &DebugState, method: &Method, path: &str) -> Response<Full<Bytes
 #[derive(Serialize)]
 struct Syncz {
     source: SourceStatus,
+    /// Kubernetes mode: whether this replica leads, and who does.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    leader: Option<crate::leader::Leadership>,
     agents: Vec<crate::xds::StreamStatus>,
 }
 

@@ -19,6 +19,7 @@ pub mod ca;
 pub mod config;
 pub mod debug;
 pub mod kinds;
+pub mod leader;
 pub mod model;
 mod server;
 pub mod source;

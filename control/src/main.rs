@@ -75,6 +75,14 @@ struct ServeArgs {
     /// Secrets are (`cacerts` for a plugged CA, else `istio-ca-secret`).
     #[arg(long, env = "POD_NAMESPACE", default_value = "istio-system")]
     namespace: String,
+    /// Kubernetes mode: the Lease (in --namespace) that elects the replica
+    /// doing cluster-wide writes (the istio-ca-root-cert ConfigMaps).
+    #[arg(long, default_value = "weft-control-leader")]
+    leader_lease: String,
+    /// Kubernetes mode: this replica's name in the Lease (default: the
+    /// pod's name, else host name and process id).
+    #[arg(long, env = "POD_NAME")]
+    leader_identity: Option<String>,
     /// Directory for the bootstrap secret, CA files and trust bundle.
     #[arg(long)]
     state_dir: PathBuf,
@@ -131,9 +139,15 @@ impl ServeArgs {
         } else {
             self.agent_service_accounts
         };
+        let mut leader_election = defaults.leader_election.clone();
+        leader_election.lease = self.leader_lease;
+        if let Some(identity) = self.leader_identity.filter(|i| !i.is_empty()) {
+            leader_election.identity = identity;
+        }
         Config {
             source,
             namespace: self.namespace,
+            leader_election,
             agent_service_accounts,
             xds_addr: self.xds_addr,
             debug_addr: self.debug_addr,

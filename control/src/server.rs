@@ -27,6 +27,7 @@ use crate::{
     },
     config::{Config, ConfigError, ConfigSource},
     debug::{self, DebugState},
+    leader::{self, Leadership},
     model::{self, Model, ModelConfig},
     source::{
         Snapshot,
@@ -120,6 +121,7 @@ impl Server {
             shutdown: shutdown.clone(),
         };
         let mut kube_client = None;
+        let (leadership_tx, leadership) = watch::channel(Leadership::default());
         match &config.source {
             ConfigSource::Directory(dir) => {
                 let mut source = DirSource::load(dir)?;
@@ -135,6 +137,15 @@ impl Server {
             ConfigSource::Kubernetes { kubeconfig } => {
                 let client = k8s::client(kubeconfig.as_deref()).await?;
                 kube_client = Some(client.clone());
+                tasks.spawn({
+                    let leases = kube::Api::namespaced(client.clone(), &config.namespace);
+                    let election = config.leader_election.clone();
+                    let shutdown = shutdown.clone();
+                    async move {
+                        leader::run(leases, election, leadership_tx, shutdown).await;
+                        ("leader election", Ok(()))
+                    }
+                });
                 tasks.spawn({
                     let shutdown = shutdown.clone();
                     async move {
@@ -180,6 +191,7 @@ impl Server {
             shutdown: shutdown.clone(),
         };
         let ca_ready = Arc::new(AtomicBool::new(false));
+        let kube_client_mode = kube_client.is_some();
         match kube_client {
             None => {
                 let ca = Arc::new(CertificateAuthority::load(
@@ -200,6 +212,7 @@ impl Server {
                     extra_roots: config.extra_trust_roots.clone(),
                     snapshots: snapshot_rx.clone(),
                     ready: Arc::clone(&ca_ready),
+                    leadership: leadership.clone(),
                 };
                 tasks.spawn(cluster_ca.serve(xds));
             }
@@ -224,6 +237,7 @@ impl Server {
             model: model_rx.clone(),
             syncz: Arc::clone(&syncz),
             findings,
+            leadership: kube_client_mode.then_some(leadership),
         });
         tasks.spawn({
             let state = Arc::clone(&state);
@@ -307,6 +321,8 @@ struct ClusterCa {
     extra_roots: Option<PathBuf>,
     snapshots: watch::Receiver<Arc<Snapshot>>,
     ready: Arc<AtomicBool>,
+    /// Only the leader publishes the root to namespaces.
+    leadership: watch::Receiver<Leadership>,
 }
 
 const CLUSTER_CA_RETRY_FIRST: Duration = Duration::from_millis(500);
@@ -336,8 +352,14 @@ impl ClusterCa {
             Ok(serving) => serving,
             Err(error) => return ("xDS server", Err(error.to_string())),
         };
-        let publishing =
-            kube_secret::publish_root_cert(self.client, bundle, self.snapshots, shutdown);
+        let publishing = leader::while_leading(self.leadership, shutdown, |stop| {
+            kube_secret::publish_root_cert(
+                self.client.clone(),
+                bundle.clone(),
+                self.snapshots.clone(),
+                stop,
+            )
+        });
         tokio::join!(serving, publishing).0
     }
 

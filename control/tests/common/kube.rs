@@ -20,16 +20,26 @@ pub async fn control_plane(api: &ApiServer) -> ControlPlane {
 /// The control plane in Kubernetes mode against `api`, with a kubeconfig
 /// carrying `token`, as soon as it serves (before it has synced).
 pub async fn unsynced_control_plane(api: &ApiServer, token: &str) -> ControlPlane {
+    control_plane_with(api, token, |_| {}).await
+}
+
+/// Like [`unsynced_control_plane`], with `adjust` applied to the config.
+pub async fn control_plane_with(
+    api: &ApiServer,
+    token: &str,
+    adjust: impl FnOnce(&mut Config),
+) -> ControlPlane {
     let config_dir = tempfile::tempdir().unwrap();
     let state_dir = tempfile::tempdir().unwrap();
     let kubeconfig = state_dir.path().join("kubeconfig");
     api.write_kubeconfig(&kubeconfig, token).unwrap();
-    let config = Config {
+    let mut config = Config {
         source: ConfigSource::Kubernetes {
             kubeconfig: Some(kubeconfig),
         },
         ..Config::for_tests(config_dir.path(), state_dir.path())
     };
+    adjust(&mut config);
     ControlPlane::start_with(config, config_dir, state_dir).await
 }
 
