@@ -20,14 +20,16 @@ use tokio::net::TcpListener;
 use crate::{Config, inpod::Enroller, state::WorkloadStore};
 
 /// What "ready" is made of. The agent is ready when redirection is
-/// attached, the workload data is synced, previous pods are restored and
-/// the CNI socket accepts pods.
+/// attached, the workload data is synced, previous pods are restored, the
+/// CNI socket accepts pods and (with `--cni-install`) weft-cni is chained
+/// into the node's CNI config.
 #[derive(Debug, Default)]
 pub struct Readiness {
     pub redirection: AtomicBool,
     pub workloads_synced: AtomicBool,
     pub pods_restored: AtomicBool,
     pub cni_listening: AtomicBool,
+    pub cni_chained: AtomicBool,
 }
 
 impl Readiness {
@@ -41,6 +43,7 @@ impl Readiness {
             ),
             (&self.pods_restored, "pods of the previous run"),
             (&self.cni_listening, "CNI socket"),
+            (&self.cni_chained, "weft-cni in the node's CNI config"),
         ]
         .into_iter()
         .filter(|(flag, _)| !flag.load(Ordering::Acquire))

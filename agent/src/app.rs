@@ -6,6 +6,7 @@ use std::sync::{Arc, atomic::Ordering};
 use crate::{
     Config,
     admin::{self, AdminState, Readiness},
+    cni_install::{self, CniInstallError},
     control::{ControlClient, ControlError},
     identity::{IdentityError, SecretManager, TrustBundle},
     inpod::{self, Enroller, persist::PodFiles},
@@ -26,6 +27,8 @@ pub enum AppError {
     Control(#[from] ControlError),
     #[error(transparent)]
     Identity(#[from] IdentityError),
+    #[error(transparent)]
+    CniInstall(#[from] CniInstallError),
     #[error("{what}: {source}")]
     Io {
         what: String,
@@ -139,6 +142,20 @@ impl App {
             .map_err(io(format!("CNI socket {}", config.cni_socket.display())))?;
         tokio::spawn(inpod::server::serve(cni, enroller.clone()));
         readiness.cni_listening.store(true, Ordering::Release);
+        // Chained only once the socket accepts: from then on every pod ADD
+        // on the node calls it.
+        let stop_cni_install = tokio_util::sync::CancellationToken::new();
+        if config.cni_install {
+            let readiness = readiness.clone();
+            let on_state = move |chained| readiness.cni_chained.store(chained, Ordering::Release);
+            tokio::spawn(cni_install::start(
+                &config,
+                on_state,
+                stop_cni_install.clone(),
+            )?);
+        } else {
+            readiness.cni_chained.store(true, Ordering::Release);
+        }
 
         let startup = {
             let readiness = readiness.clone();
@@ -154,6 +171,8 @@ impl App {
         tokio::spawn(startup);
 
         shutdown_signal().await;
+        // weft-cni stays chained: pods wait for the next agent (fail closed).
+        stop_cni_install.cancel();
         drain(&enroller_for_drain, &metrics, config.drain_timeout).await;
         tracing::info!(
             "shut down; redirection stays pinned, so enrolled pods fail closed until the agent is back"

@@ -11,7 +11,8 @@ use serde::Serialize;
 #[command(
     name = "weft-agent",
     version,
-    about = "weft's per-node agent and proxy"
+    about = "weft's per-node agent and proxy",
+    after_help = "weft-agent cni-uninstall [--cni-bin-dir DIR] [--cni-net-dir DIR]: removes what --cni-install added to the node, and exits."
 )]
 pub struct Config {
     /// Name of the Kubernetes node this agent serves. The control plane only
@@ -55,6 +56,29 @@ pub struct Config {
         default_value = "/var/run/weft/cni.sock"
     )]
     pub cni_socket: PathBuf,
+
+    /// Install `weft-cni` into --cni-bin-dir and chain it into the primary
+    /// CNI's network config in --cni-net-dir at start, and chain it again
+    /// whenever that config is rewritten without it. `weft-agent
+    /// cni-uninstall` removes both; stopping the agent does not (pods must
+    /// not start outside the mesh while it restarts).
+    #[arg(long, env = "WEFT_CNI_INSTALL")]
+    pub cni_install: bool,
+
+    /// The `weft-cni` binary --cni-install copies. Default: the `weft-cni`
+    /// next to this executable.
+    #[arg(long, env = "WEFT_CNI_BINARY")]
+    pub cni_binary: Option<PathBuf>,
+
+    /// The node's CNI plugin binary directory (--cni-install).
+    #[arg(long, env = "WEFT_CNI_BIN_DIR", default_value = DEFAULT_CNI_BIN_DIR)]
+    pub cni_bin_dir: PathBuf,
+
+    /// The node's CNI network config directory (--cni-install): the
+    /// bytewise first .conflist, .conf or .json in it is the one the
+    /// container runtime uses, and gets weft-cni chained last.
+    #[arg(long, env = "WEFT_CNI_NET_DIR", default_value = DEFAULT_CNI_NET_DIR)]
+    pub cni_net_dir: PathBuf,
 
     /// Directory for the agent's own state (the pods it has seen), so that a
     /// restarted agent re-enrols running pods.
@@ -108,6 +132,31 @@ pub struct Config {
     pub worker_threads: Option<u16>,
 }
 
+/// `weft-agent cni-uninstall`: removes what `--cni-install` added (the
+/// weft-cni binary, then its entry from every network config) and exits.
+/// Run it on the node before deleting the agents; a running agent does not
+/// chain weft-cni again once its binary is gone.
+#[derive(Debug, Clone, clap::Parser)]
+#[command(
+    name = "weft-agent cni-uninstall",
+    bin_name = "weft-agent cni-uninstall",
+    about = "Removes weft-cni from the node's CNI configuration and binary directory"
+)]
+pub struct CniUninstall {
+    /// The node's CNI plugin binary directory.
+    #[arg(long, env = "WEFT_CNI_BIN_DIR", default_value = DEFAULT_CNI_BIN_DIR)]
+    pub cni_bin_dir: PathBuf,
+
+    /// The node's CNI network config directory.
+    #[arg(long, env = "WEFT_CNI_NET_DIR", default_value = DEFAULT_CNI_NET_DIR)]
+    pub cni_net_dir: PathBuf,
+}
+
+/// The name `weft-agent` takes its uninstall mode under.
+pub const CNI_UNINSTALL: &str = "cni-uninstall";
+const DEFAULT_CNI_BIN_DIR: &str = "/opt/cni/bin";
+const DEFAULT_CNI_NET_DIR: &str = "/etc/cni/net.d";
+
 impl Config {
     /// The proxy's thread count: `--worker-threads`, else half the CPUs
     /// available to this process (its affinity and cgroup quota), at least 1.
@@ -153,6 +202,31 @@ mod duration_secs {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn cni_install_is_off_unless_asked() {
+        use clap::Parser;
+        let config = Config::try_parse_from(["weft-agent", "--node-name", "n"]).unwrap();
+        assert!(!config.cni_install);
+        assert_eq!(config.cni_bin_dir, PathBuf::from("/opt/cni/bin"));
+        assert_eq!(config.cni_net_dir, PathBuf::from("/etc/cni/net.d"));
+        assert_eq!(config.cni_binary, None);
+        let config = Config::try_parse_from([
+            "weft-agent",
+            "--node-name",
+            "n",
+            "--cni-install",
+            "--cni-net-dir",
+            "/host/net.d",
+        ])
+        .unwrap();
+        assert!(config.cni_install);
+        assert_eq!(config.cni_net_dir, PathBuf::from("/host/net.d"));
+        // The uninstall mode reads the same directories, by the same names.
+        let args = CniUninstall::try_parse_from([CNI_UNINSTALL, "--cni-bin-dir", "/b"]).unwrap();
+        assert_eq!(args.cni_bin_dir, PathBuf::from("/b"));
+        assert_eq!(args.cni_net_dir, PathBuf::from("/etc/cni/net.d"));
+    }
 
     #[test]
     fn durations() {

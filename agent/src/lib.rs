@@ -4,6 +4,8 @@
 //!
 //! * [`config`]: every flag, with its default.
 //! * [`app`]: what starts, in which order, and what "ready" means.
+//! * [`cni_install`]: `weft-cni` installed on the node and chained into
+//!   its CNI config (`--cni-install`).
 //! * [`inpod`]: pods arrive from `weft-cni`; enrolment opens the proxy's
 //!   listeners inside each pod's network namespace.
 //! * [`redirect`]: the eBPF programs that steer a pod's outbound `connect()`
@@ -19,6 +21,7 @@
 pub mod admin;
 pub mod app;
 pub mod cni;
+pub mod cni_install;
 pub mod config;
 pub mod control;
 pub mod identity;

@@ -1,9 +1,18 @@
-//! `weft-agent`: parses flags, sets up logging, runs [`weft_agent::App`].
+//! `weft-agent`: parses flags, sets up logging, runs [`weft_agent::App`];
+//! or, as `weft-agent cni-uninstall`, removes weft-cni from the node.
 
 use clap::Parser;
 use tracing_subscriber::EnvFilter;
+use weft_agent::config::{CNI_UNINSTALL, CniUninstall};
 
 fn main() -> std::process::ExitCode {
+    if std::env::args_os()
+        .nth(1)
+        .is_some_and(|a| a == CNI_UNINSTALL)
+    {
+        // The mode's name stands where clap expects the program's.
+        return cni_uninstall(CniUninstall::parse_from(std::env::args_os().skip(1)));
+    }
     let config = weft_agent::Config::parse();
     let filter = EnvFilter::try_from_env("WEFT_LOG").unwrap_or_else(|_| EnvFilter::new("info"));
     // Log lines (one per request, with L7) are written by a thread of
@@ -38,6 +47,28 @@ fn main() -> std::process::ExitCode {
             eprintln!("weft-agent: {message}");
             std::process::ExitCode::FAILURE
         }
+    }
+}
+
+/// `weft-agent cni-uninstall`: one line per thing removed or left.
+fn cni_uninstall(args: CniUninstall) -> std::process::ExitCode {
+    let done = weft_agent::cni_install::uninstall(&args.cni_bin_dir, &args.cni_net_dir);
+    let binary = args.cni_bin_dir.join(weft_agent::cni_install::PLUGIN_TYPE);
+    if done.binary_removed {
+        println!("removed {}", binary.display());
+    } else if done.errors.is_empty() {
+        println!("{} was not installed", binary.display());
+    }
+    for file in &done.unchained {
+        println!("removed weft-cni from {}", file.display());
+    }
+    for err in &done.errors {
+        eprintln!("weft-agent cni-uninstall: {}", error_chain(err));
+    }
+    if done.errors.is_empty() {
+        std::process::ExitCode::SUCCESS
+    } else {
+        std::process::ExitCode::FAILURE
     }
 }
 

@@ -10,6 +10,8 @@ use super::*;
 const AGENT_CONFIG: &str = include_str!("../../../agent/src/config.rs");
 const AGENT_ADMIN: &str = include_str!("../../../agent/src/admin.rs");
 const CNI_PLUGIN: &str = include_str!("../../../agent/src/bin/weft-cni.rs");
+const CNI_INSTALL: &str = include_str!("../../../agent/src/cni_install/mod.rs");
+const CNI_ENTRY: &str = include_str!("../../../agent/src/cni_install/netconf.rs");
 const CONTROL_MAIN: &str = include_str!("../../../control/src/main.rs");
 const CONTROL_DEBUG: &str = include_str!("../../../control/src/debug.rs");
 const CNI_CONFLIST: &str = include_str!("../../../deploy/cni.conflist");
@@ -229,11 +231,14 @@ fn values_are_substituted_everywhere() {
         "--control-addr".into(),
         Some("weft-control.mesh-system.svc:15012".into())
     )));
-    for c in ["weft-agent", "install-cni"] {
-        assert_eq!(
-            container(agent, c)["image"],
-            "registry.example:5000/weft@sha256:abc"
-        );
+    let pod = &agent["spec"]["template"]["spec"];
+    for c in pod["containers"]
+        .as_sequence()
+        .into_iter()
+        .chain(pod["initContainers"].as_sequence())
+        .flatten()
+    {
+        assert_eq!(c["image"], "registry.example:5000/weft@sha256:abc");
     }
 }
 
@@ -391,6 +396,24 @@ fn agent_flags_env_ports_and_paths_are_real() {
             assert_eq!(host_path(daemonset, volume), Some(mount), "{flag}");
         }
     }
+    // Paths given as variables (the CNI directories): on volumes, the
+    // same paths on the host, writable.
+    for env in c["env"].as_sequence().unwrap() {
+        let Some(path) = env["value"].as_str().filter(|v| v.starts_with('/')) else {
+            continue;
+        };
+        let name = env["name"].as_str().unwrap();
+        let (mount, volume) =
+            mount_of(c, path).unwrap_or_else(|| panic!("{name} {path} is on no volume"));
+        assert_eq!(host_path(daemonset, volume), Some(mount), "{name}");
+        let writable = c["volumeMounts"]
+            .as_sequence()
+            .unwrap()
+            .iter()
+            .find(|m| m["mountPath"] == mount)
+            .is_some_and(|m| m["readOnly"] != true);
+        assert!(writable, "{name} {path} is mounted read-only");
+    }
     // The token is this node's key of the tokens Secret.
     let token_mount = c["volumeMounts"]
         .as_sequence()
@@ -438,11 +461,39 @@ fn cni_configuration_matches_the_plugin_and_the_agent() {
         .nth(1)
         .unwrap();
     assert_eq!(weft["agent_socket"], socket.as_str());
-    // The install-cni check names the same socket and plugin type.
-    let install = container(daemonset, "install-cni");
-    let script = strings(&install["command"]).join(" ");
-    assert!(script.contains(socket.as_str()), "{script}");
-    assert!(script.contains("/opt/cni/bin/weft-cni"), "{script}");
-    let cni_bin = mount_of(install, "/opt/cni/bin/weft-cni").unwrap().1;
-    assert_eq!(host_path(daemonset, cni_bin), Some("/opt/cni/bin"));
+
+    // The agent chains the same entry itself (--cni-install), into the
+    // node's directories: the keys it writes are the example's, and the
+    // timeout too.
+    assert!(args.iter().any(|a| a == "--cni-install"), "{args:?}");
+    let written = CNI_ENTRY
+        .split("fn fields(&self)")
+        .nth(1)
+        .and_then(|rest| rest.split("\n    }\n").next())
+        .expect("PluginEntry::fields in netconf.rs");
+    let keys: Vec<&String> = weft.as_object().unwrap().keys().collect();
+    for key in &keys {
+        assert!(
+            written.contains(&format!("(\"{key}\", ")),
+            "the agent does not write `{key}`"
+        );
+    }
+    assert_eq!(written.matches("(\"").count(), keys.len(), "{written}");
+    let timeout = weft["timeout_seconds"].as_u64().unwrap();
+    assert!(
+        CNI_INSTALL.contains(&format!("PLUGIN_TIMEOUT_SECONDS: u64 = {timeout};")),
+        "{timeout}"
+    );
+    let env = |name: &str| {
+        container(daemonset, "weft-agent")["env"]
+            .as_sequence()
+            .unwrap()
+            .iter()
+            .find(|e| e["name"] == name)
+            .and_then(|e| e["value"].as_str())
+            .unwrap_or_else(|| panic!("{name} is not set"))
+            .to_string()
+    };
+    assert_eq!(env("WEFT_CNI_BIN_DIR"), "/opt/cni/bin");
+    assert_eq!(env("WEFT_CNI_NET_DIR"), "/etc/cni/net.d");
 }
