@@ -14,6 +14,8 @@ const CNI_INSTALL: &str = include_str!("../../../agent/src/cni_install/mod.rs");
 const CNI_ENTRY: &str = include_str!("../../../agent/src/cni_install/netconf.rs");
 const CONTROL_MAIN: &str = include_str!("../../../control/src/main.rs");
 const CONTROL_DEBUG: &str = include_str!("../../../control/src/debug.rs");
+const CONTROL_CA_SECRET: &str = include_str!("../../../control/src/ca/kube_secret.rs");
+const CONTROL_TOKEN_REVIEW: &str = include_str!("../../../control/src/auth/token_review.rs");
 const CNI_CONFLIST: &str = include_str!("../../../deploy/cni.conflist");
 
 fn docs(yaml: &str) -> Vec<Value> {
@@ -179,10 +181,14 @@ fn kinds_and_names() {
         .collect();
     kinds.sort();
     let expected = [
+        ("ClusterRole", "weft-control"),
+        ("ClusterRoleBinding", "weft-control"),
         ("DaemonSet", "weft-agent"),
         ("Deployment", "weft-control"),
         ("Namespace", "istio-system"),
-        ("PersistentVolumeClaim", "weft-control-state"),
+        ("PodDisruptionBudget", "weft-control"),
+        ("Role", "weft-control"),
+        ("RoleBinding", "weft-control"),
         ("Service", "istiod"),
         ("Service", "weft-control"),
         ("ServiceAccount", "weft-agent"),
@@ -208,8 +214,12 @@ fn values_are_substituted_everywhere() {
     assert!(!text.contains(&default_image()), "{text}");
     let docs = docs(&text);
     for d in &docs {
-        if d["kind"] != "Namespace" {
+        let cluster_scoped = ["Namespace", "ClusterRole", "ClusterRoleBinding"];
+        if !cluster_scoped.contains(&d["kind"].as_str().unwrap()) {
             assert_eq!(d["metadata"]["namespace"], "mesh-system", "{d:?}");
+        }
+        for subject in d["subjects"].as_sequence().into_iter().flatten() {
+            assert_eq!(subject["namespace"], "mesh-system", "{d:?}");
         }
     }
     let control = find(&docs, "Deployment", "weft-control");
@@ -223,6 +233,10 @@ fn values_are_substituted_everywhere() {
     assert!(f.contains(&(
         "--server-name".into(),
         Some("istiod.mesh-system.svc".into())
+    )));
+    assert!(f.contains(&(
+        "--agent-service-account".into(),
+        Some("mesh-system/weft-agent".into())
     )));
     let agent = find(&docs, "DaemonSet", "weft-agent");
     let args = strings(&container(agent, "weft-agent")["args"]);
@@ -320,14 +334,103 @@ fn control_plane_flags_ports_and_paths_are_real() {
     assert_eq!(probe["port"], "http-monitoring");
     let path = probe["path"].as_str().unwrap();
     assert!(CONTROL_DEBUG.contains(&format!("\"{path}\" if")), "{path}");
-    // Directories are mounted; the state directory is writable.
-    for flag in ["--config-dir", "--state-dir"] {
-        let dir = value(flag);
-        let (_, volume) = mount_of(c, &dir).unwrap_or_else(|| panic!("{flag} {dir} not mounted"));
-        if flag == "--state-dir" {
-            assert_eq!(volume, "state");
+    // The state directory is mounted, writable.
+    let dir = value("--state-dir");
+    let (_, volume) = mount_of(c, &dir).unwrap_or_else(|| panic!("--state-dir {dir} not mounted"));
+    assert_eq!(volume, "state");
+    // Kubernetes mode, with its namespace and Lease identity from the
+    // downward API under the variables clap reads.
+    assert!(flags.iter().any(|(f, _)| f == "--kubernetes"));
+    for env in c["env"].as_sequence().unwrap() {
+        let name = env["name"].as_str().unwrap();
+        assert!(
+            CONTROL_MAIN.contains(&format!("env = \"{name}\"")),
+            "weft-control reads no {name}"
+        );
+    }
+    // The agents' service account is the DaemonSet's.
+    let agent = find(&docs, "DaemonSet", "weft-agent");
+    let agent_sa = agent["spec"]["template"]["spec"]["serviceAccountName"]
+        .as_str()
+        .unwrap();
+    let namespace = agent["metadata"]["namespace"].as_str().unwrap();
+    assert!(flags.contains(&(
+        "--agent-service-account".into(),
+        Some(format!("{namespace}/{agent_sa}"))
+    )));
+    // RBAC: what the code reads and writes is granted.
+    let rules = |kind: &str| -> Vec<(String, String, String)> {
+        find(&docs, kind, "weft-control")["rules"]
+            .as_sequence()
+            .unwrap()
+            .iter()
+            .flat_map(|r| {
+                let (groups, resources, verbs) = (
+                    strings(&r["apiGroups"]),
+                    strings(&r["resources"]),
+                    strings(&r["verbs"]),
+                );
+                groups.into_iter().flat_map(move |g| {
+                    let verbs = verbs.clone();
+                    resources.clone().into_iter().flat_map(move |res| {
+                        let g = g.clone();
+                        verbs
+                            .clone()
+                            .into_iter()
+                            .map(move |v| (g.clone(), res.clone(), v))
+                    })
+                })
+            })
+            .collect()
+    };
+    let granted = |kind: &str, group: &str, resource: &str, verb: &str| {
+        rules(kind)
+            .iter()
+            .any(|(g, r, v)| g == group && (r == resource || r == "*") && v == verb)
+    };
+    for resource in ["namespaces", "nodes", "pods", "services", "serviceaccounts"] {
+        for verb in ["list", "watch"] {
+            assert!(
+                granted("ClusterRole", "", resource, verb),
+                "{verb} {resource}"
+            );
         }
     }
+    assert!(granted(
+        "ClusterRole",
+        "discovery.k8s.io",
+        "endpointslices",
+        "watch"
+    ));
+    assert!(granted(
+        "ClusterRole",
+        "networking.istio.io",
+        "virtualservices",
+        "watch"
+    ));
+    assert!(CONTROL_TOKEN_REVIEW.contains("TokenReview"));
+    assert!(granted(
+        "ClusterRole",
+        "authentication.k8s.io",
+        "tokenreviews",
+        "create"
+    ));
+    assert!(CONTROL_CA_SECRET.contains("PatchParams::apply"));
+    assert!(granted("ClusterRole", "", "configmaps", "patch"));
+    assert!(granted("ClusterRole", "", "configmaps", "create"));
+    for verb in ["get", "create"] {
+        assert!(granted("Role", "", "secrets", verb), "{verb} secrets");
+    }
+    for verb in ["get", "create", "update"] {
+        assert!(
+            granted("Role", "coordination.k8s.io", "leases", verb),
+            "{verb} leases"
+        );
+    }
+    assert!(
+        !granted("ClusterRole", "", "secrets", "get"),
+        "secrets only in its own namespace"
+    );
 }
 
 #[test]
@@ -414,14 +517,42 @@ fn agent_flags_env_ports_and_paths_are_real() {
             .is_some_and(|m| m["readOnly"] != true);
         assert!(writable, "{name} {path} is mounted read-only");
     }
-    // The token is this node's key of the tokens Secret.
-    let token_mount = c["volumeMounts"]
+    // The token is the projected service-account token weft-control's
+    // TokenReview expects (audience istio-ca).
+    let token = value("--token-file");
+    let (_, volume) = mount_of(c, &token).unwrap();
+    let source = pod["volumes"]
         .as_sequence()
         .unwrap()
         .iter()
-        .find(|m| m["mountPath"] == value("--token-file").as_str())
-        .expect("the token file is mounted as itself");
-    assert_eq!(token_mount["subPathExpr"], "$(WEFT_NODE_NAME)");
+        .find(|v| v["name"] == volume)
+        .unwrap()["projected"]["sources"][0]["serviceAccountToken"]
+        .clone();
+    assert_eq!(source["audience"], "istio-ca");
+    assert!(CONTROL_TOKEN_REVIEW.contains("\"istio-ca\""));
+    assert!(token.ends_with(&format!("/{}", source["path"].as_str().unwrap())));
+    // The root is the ConfigMap weft-control publishes, under its key.
+    let root = value("--ca-root-file");
+    let (_, volume) = mount_of(c, &root).unwrap();
+    let configmap = pod["volumes"]
+        .as_sequence()
+        .unwrap()
+        .iter()
+        .find(|v| v["name"] == volume)
+        .unwrap()["configMap"]["name"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    assert!(
+        CONTROL_CA_SECRET.contains(&format!("\"{configmap}\"")),
+        "{configmap}"
+    );
+    let key = root.rsplit('/').next().unwrap();
+    assert!(CONTROL_CA_SECRET.contains(&format!("\"{key}\"")), "{key}");
+    assert_eq!(
+        pod["hostPID"], true,
+        "pods running before install are found by process"
+    );
     // Privileges the agent needs.
     let security = &c["securityContext"];
     assert_eq!(security["privileged"], true);
