@@ -66,10 +66,13 @@ impl ServicePort {
     }
 }
 
-/// Writes the config directory.
+/// Writes the config directory; in a Kubernetes-mode cluster, every file
+/// written also goes to the API server as objects (and a removed file's
+/// objects are deleted).
 #[derive(Debug, Clone)]
 pub struct ConfigDir {
     dir: PathBuf,
+    api: Option<std::sync::Arc<crate::kube::KubeApi>>,
 }
 
 // === impl ConfigDir ===
@@ -77,13 +80,24 @@ pub struct ConfigDir {
 impl ConfigDir {
     /// Uses `dir`, which may not exist yet.
     pub fn at(dir: PathBuf) -> ConfigDir {
-        ConfigDir { dir }
+        ConfigDir { dir, api: None }
+    }
+
+    /// Also writes everything to `api`.
+    pub fn with_api(mut self, api: std::sync::Arc<crate::kube::KubeApi>) -> ConfigDir {
+        self.api = Some(api);
+        self
+    }
+
+    /// The API server, in a Kubernetes-mode cluster.
+    pub fn api(&self) -> Option<&crate::kube::KubeApi> {
+        self.api.as_deref()
     }
 
     /// Uses (and creates) `dir`.
     pub fn create(dir: PathBuf) -> Result<ConfigDir> {
         std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
-        Ok(ConfigDir { dir })
+        Ok(ConfigDir::at(dir))
     }
 
     /// The directory.
@@ -100,12 +114,18 @@ impl ConfigDir {
         std::fs::write(&tmp, text).with_context(|| format!("writing {}", tmp.display()))?;
         std::fs::rename(&tmp, &path)
             .with_context(|| format!("renaming {} to {}", tmp.display(), path.display()))?;
+        if let Some(api) = &self.api {
+            api.apply_file(name, text)?;
+        }
         Ok(path)
     }
 
     /// Removes `<dir>/<name>`; fine if it does not exist.
     pub fn remove_file(&self, name: &str) -> Result<()> {
         check_file_name(name)?;
+        if let Some(api) = &self.api {
+            api.remove_file(name);
+        }
         let path = self.dir.join(name);
         match std::fs::remove_file(&path) {
             Ok(()) => Ok(()),

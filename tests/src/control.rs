@@ -25,6 +25,9 @@ pub struct ControlPlane {
     pub(crate) netns: Netns,
     pub(crate) ip: Ipv4Addr,
     pub(crate) config_dir: PathBuf,
+    /// Kubernetes mode: watch the API server of this kubeconfig instead of
+    /// `config_dir`.
+    pub(crate) kubeconfig: Option<PathBuf>,
     pub(crate) state_dir: PathBuf,
     pub(crate) cgroup: PathBuf,
     pub(crate) log_dir: PathBuf,
@@ -102,10 +105,12 @@ impl ControlPlane {
         }
         std::fs::create_dir_all(&self.state_dir)?;
         let mut cmd = Command::new(binary);
-        cmd.arg("serve")
-            .arg("--config-dir")
-            .arg(&self.config_dir)
-            .arg("--state-dir")
+        cmd.arg("serve");
+        match &self.kubeconfig {
+            Some(kubeconfig) => cmd.arg("--kubeconfig").arg(kubeconfig),
+            None => cmd.arg("--config-dir").arg(&self.config_dir),
+        };
+        cmd.arg("--state-dir")
             .arg(&self.state_dir)
             .arg("--xds-addr")
             .arg(format!("0.0.0.0:{XDS_PORT}"))

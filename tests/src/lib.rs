@@ -40,6 +40,7 @@ mod cni;
 mod config;
 mod control;
 pub mod httpapp;
+mod kube;
 mod netns;
 mod node;
 mod pcap;

@@ -559,3 +559,48 @@ fn same_node_traffic_skips_the_tls_hop_but_keeps_identity_ip_and_policy() -> Res
         Ok(())
     })
 }
+
+/// The spine in Kubernetes mode: weft-control watches an API server,
+/// pods are created through it and get their IP there only after their
+/// CNI ADD (as kubelet writes it), agents authenticate with
+/// service-account tokens checked by TokenReview. Cross-node HBONE with
+/// the client's IP, an agent restart, unlabelling the namespace and
+/// labelling it again with its pods running.
+#[test]
+fn in_kubernetes_mode_pods_cross_in_hbone_survive_restarts_and_follow_labels() -> Result<()> {
+    let cluster = Cluster::builder().nodes(2).kubernetes(true).build()?;
+    cluster.with_logs(|cluster| {
+        cluster.add_namespace("kube", &[AMBIENT])?;
+        let pods = pair(cluster, "kube")?;
+        let url = format!("http://{}/", pods.server.addr(8080));
+        get_eventually(&pods.client, &url)?;
+        let api = cluster.kube_api().context("a Kubernetes-mode cluster")?;
+        let object = api
+            .get("v1", "Pod", Some("kube"), "client")
+            .context("the client pod is in the API")?;
+        ensure!(
+            object["status"]["podIP"] == pods.client.ip().to_string(),
+            "kubelet's write of the pod IP is missing: {object}"
+        );
+
+        let marker = "KUBE-MARKER-7f3c";
+        let capture = cluster.capture_between_nodes()?;
+        let out = get_with_marker(&pods.client, &url, marker)?;
+        let packets = capture.stop()?;
+        assert_saw_client(&out, &pods.client)?;
+        assert_encrypted(&packets, &[8080], marker)?;
+
+        cluster.node("node-1")?.restart_agent()?;
+        get_eventually(&pods.client, &url)?;
+        let capture = cluster.capture_between_nodes()?;
+        let out = get_with_marker(&pods.client, &url, marker)?;
+        let packets = capture.stop()?;
+        assert_saw_client(&out, &pods.client)?;
+        assert_encrypted(&packets, &[8080], marker).context("after the agent restarted")?;
+
+        cluster.add_namespace("kube", &[])?;
+        wait_for_hbone(cluster, &pods.client, &url, marker, false)?;
+        cluster.add_namespace("kube", &[AMBIENT])?;
+        wait_for_hbone(cluster, &pods.client, &url, marker, true)
+    })
+}

@@ -13,163 +13,19 @@ use anyhow::{Context, Result, bail};
 use crate::bins::{self, BinDir};
 use crate::capture::Capture;
 use crate::cgroup;
-use crate::cleanup::{RunId, cleanup_stale, remove_run};
+use crate::cleanup::{RunId, remove_run};
 use crate::cni::{CniCall, CniCommand};
 use crate::config::{self, ConfigDir, Labels, PodObject, ServicePort};
 use crate::control::ControlPlane;
+use crate::kube::KubeApi;
 use crate::netns::{Netns, delete_netns};
 use crate::node::{AgentConfig, Node};
 use crate::pod::{Pod, PodInner, PodSpec, plumb};
-use crate::preflight;
 use crate::process::tail;
 use crate::topology::{self, Addressing, BRIDGE};
 
-/// Configures and builds a [`Cluster`].
-#[derive(Debug, Clone)]
-pub struct ClusterBuilder {
-    nodes: u8,
-    mesh: bool,
-    trust_domain: String,
-    ready_timeout: Duration,
-    cni_timeout: Duration,
-    bin_dir: Option<PathBuf>,
-    agent_args: Vec<String>,
-}
-
-impl Default for ClusterBuilder {
-    fn default() -> Self {
-        ClusterBuilder {
-            nodes: 2,
-            mesh: true,
-            trust_domain: "cluster.local".to_string(),
-            ready_timeout: Duration::from_secs(60),
-            cni_timeout: Duration::from_secs(60),
-            bin_dir: None,
-            agent_args: Vec::new(),
-        }
-    }
-}
-
-// === impl ClusterBuilder ===
-
-impl ClusterBuilder {
-    /// Two nodes, with the mesh (control plane, agents, CNI plugin).
-    pub fn new() -> ClusterBuilder {
-        ClusterBuilder::default()
-    }
-
-    /// Number of nodes (`node-1` … `node-<n>`), 1 to 50.
-    pub fn nodes(mut self, n: u8) -> ClusterBuilder {
-        self.nodes = n;
-        self
-    }
-
-    /// With `false`, no weft process runs and pods join without the CNI
-    /// plugin: just the topology.
-    pub fn mesh(mut self, mesh: bool) -> ClusterBuilder {
-        self.mesh = mesh;
-        self
-    }
-
-    /// The trust domain given to the control plane.
-    pub fn trust_domain(mut self, domain: &str) -> ClusterBuilder {
-        self.trust_domain = domain.to_string();
-        self
-    }
-
-    /// How long the control plane and each agent get to become ready.
-    pub fn ready_timeout(mut self, timeout: Duration) -> ClusterBuilder {
-        self.ready_timeout = timeout;
-        self
-    }
-
-    /// How long one CNI plugin call may take.
-    pub fn cni_timeout(mut self, timeout: Duration) -> ClusterBuilder {
-        self.cni_timeout = timeout;
-        self
-    }
-
-    /// Where the binaries are (default: `$WEFT_BIN_DIR`, else the running
-    /// executable's `target/<profile>/`).
-    pub fn bin_dir(mut self, dir: impl Into<PathBuf>) -> ClusterBuilder {
-        self.bin_dir = Some(dir.into());
-        self
-    }
-
-    /// More flags for every `weft-agent` (e.g. `["--cert-ttl", "6s"]`).
-    pub fn agent_args(mut self, args: &[&str]) -> ClusterBuilder {
-        self.agent_args = args.iter().map(|a| a.to_string()).collect();
-        self
-    }
-
-    /// Checks the host, removes leftovers of dead runs, builds the network,
-    /// and (with the mesh) starts the control plane and one agent per node,
-    /// waiting until each is ready. On error everything created is removed.
-    pub fn build(self) -> Result<Cluster> {
-        if !(1..=50).contains(&self.nodes) {
-            bail!("a cluster has 1 to 50 nodes, not {}", self.nodes);
-        }
-        let cgroup2 = preflight::check_host()?;
-        let bins = match &self.bin_dir {
-            Some(dir) => BinDir::at(dir.clone()),
-            None => BinDir::locate()?,
-        };
-        if self.mesh {
-            bins.require(&[bins::CONTROL, bins::AGENT, bins::CNI])?;
-            preflight::ensure_bpffs()?;
-        }
-        match cleanup_stale(&cgroup2) {
-            Ok(removed) if !removed.is_empty() => {
-                eprintln!("weft-sim: removed leftovers of dead runs {removed:?}");
-            }
-            Ok(_) => {}
-            Err(e) => eprintln!("weft-sim: warning: could not remove stale runs: {e:#}"),
-        }
-        let run = RunId::new();
-        let dir = run.temp_dir();
-        let addressing = Addressing::for_run(&run);
-        let run_cgroup = run.cgroup_dir(&cgroup2);
-        let log_dir = dir.join("logs");
-        let control = ControlPlane {
-            netns: Netns::named(&run.netns("control")),
-            ip: addressing.control_ip(),
-            config_dir: dir.join("config"),
-            state_dir: dir.join("control"),
-            cgroup: run_cgroup.join("system").join("control"),
-            log_dir: log_dir.clone(),
-            binary: if self.mesh {
-                Some(bins.get(bins::CONTROL)?)
-            } else {
-                None
-            },
-            trust_domain: self.trust_domain.clone(),
-            ready_timeout: self.ready_timeout,
-            extra_args: Mutex::new(Vec::new()),
-            process: Mutex::new(None),
-        };
-        // From here on, dropping `cluster` (also on error) removes the run.
-        let mut cluster = Cluster {
-            app_binary: bins.get(bins::APP).ok(),
-            http_binary: bins.get(bins::HTTP_APP).ok(),
-            config: ConfigDir::at(dir.join("config")),
-            fabric: Netns::named(&run.netns("fabric")),
-            nodes: Vec::new(),
-            state: Mutex::new(State::default()),
-            mesh: self.mesh,
-            cni_timeout: self.cni_timeout,
-            control,
-            bins,
-            addressing,
-            run_cgroup,
-            cgroup2,
-            log_dir,
-            dir,
-            run,
-        };
-        cluster.set_up(&self)?;
-        Ok(cluster)
-    }
-}
+mod builder;
+pub use builder::ClusterBuilder;
 
 /// A simulated cluster. Dropping it (also during a panic) kills every
 /// process it started and removes every namespace, cgroup, bpffs pin and
@@ -224,6 +80,11 @@ impl Cluster {
         self.fabric = topology::create_fabric(&self.run)?;
         let control_ns = self.control.netns.name().to_string();
         topology::attach_to_fabric(&self.fabric, "ctl", &control_ns, self.control.ip)?;
+        if let Some(kubeconfig) = &self.control.kubeconfig {
+            let api = KubeApi::start_in(&self.control.netns)?;
+            api.write_kubeconfig(kubeconfig)?;
+            self.config = self.config.clone().with_api(api);
+        }
         for n in 1..=opts.nodes {
             let node = self.create_node(n, opts)?;
             self.config
@@ -240,7 +101,10 @@ impl Cluster {
         if self.mesh {
             self.control.start()?;
             for node in &self.nodes {
-                let token = self.control.bootstrap_token(&node.name)?;
+                let token = match self.config.api() {
+                    Some(api) => api.agent_token(&node.name),
+                    None => self.control.bootstrap_token(&node.name)?,
+                };
                 std::fs::write(node.token_file(), token)?;
                 node.start_agent()?;
             }
@@ -284,6 +148,12 @@ impl Cluster {
             dir,
             agent_config,
         })
+    }
+
+    /// The API server of a Kubernetes-mode cluster
+    /// ([`ClusterBuilder::kubernetes`]).
+    pub fn kube_api(&self) -> Option<&weft_apiserver::ApiServer> {
+        self.config.api().map(KubeApi::server)
     }
 
     /// The run id (prefix of every named thing of this cluster).
@@ -406,7 +276,9 @@ impl Cluster {
             ip,
             host_ip: node.ip,
         });
-        let config_file = if spec.ip_after_cni {
+        // Kubernetes mode plays kubelet: the IP reaches the API after CNI.
+        let ip_after_cni = spec.ip_after_cni || self.config.api().is_some();
+        let config_file = if ip_after_cni {
             // Scheduled, sandbox not up yet: no IP in the API.
             let mut scheduled = object.clone();
             if let Some(status) = scheduled["status"].as_object_mut() {
@@ -444,7 +316,7 @@ impl Cluster {
         let started = self
             .start_sandbox(node, &pod, !spec.before_weft)
             .and_then(|()| {
-                if spec.ip_after_cni {
+                if ip_after_cni {
                     // kubelet writes the pod's status, IP included.
                     self.config.write_object(&object)?;
                 }
