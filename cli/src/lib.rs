@@ -9,11 +9,13 @@
 //! | `proxy-config` | an agent's `/config_dump` (admin, 15000) |
 //! | `stats` | an agent's `/stats` (admin, 15000) |
 //! | `manifest generate` | the manifests of `deploy/`, embedded |
+//! | `install`, `uninstall` | the same manifests, applied to or deleted from a cluster (kube-rs) |
 
 #![forbid(unsafe_code)]
 
 pub mod analyze;
 pub mod http;
+pub mod install;
 pub mod manifest;
 pub mod proxy_config;
 pub mod proxy_status;

@@ -1,21 +1,28 @@
 //! `weftctl`: parses flags, calls the `weftctl` library, prints.
 
-use std::{io::Write, path::PathBuf, process::ExitCode, time::Duration};
+use std::{
+    io::{IsTerminal, Write},
+    path::PathBuf,
+    process::ExitCode,
+    time::Duration,
+};
 
 use anyhow::Context;
-use clap::{Parser, Subcommand, ValueEnum};
-use weftctl::{analyze, http::Endpoint, manifest, proxy_config, proxy_status, stats};
+use clap::{Args, Parser, Subcommand, ValueEnum};
+use weftctl::{analyze, http::Endpoint, install, manifest, proxy_config, proxy_status, stats};
 
 #[derive(Parser)]
 #[command(
     name = "weftctl",
     version,
-    about = "weft's command-line tool: analyze config, inspect the control plane and the node agents, render the deployment manifests"
+    about = "weft's command-line tool: analyze config, inspect the control plane and the node agents, render, install and uninstall the deployment manifests"
 )]
 struct Cli {
-    /// How long to wait for the control plane or an agent (e.g. 500ms, 5s).
-    #[arg(long, global = true, default_value = "5s", value_parser = parse_duration)]
-    timeout: Duration,
+    /// How long to wait (e.g. 500ms, 5s, 2m): for the control plane or an
+    /// agent to answer (default 5s); for `install`, for the rollout, and
+    /// for `uninstall`, for the agents' pods to terminate (default 5m).
+    #[arg(long, global = true, value_parser = parse_duration)]
+    timeout: Option<Duration>,
     #[command(subcommand)]
     command: Command,
 }
@@ -82,24 +89,95 @@ enum Command {
         #[command(subcommand)]
         command: ManifestCommand,
     },
+    /// Apply the manifests `manifest generate` renders to the cluster
+    /// (server-side apply, field manager `weftctl`), then wait for the
+    /// control plane and the agents to roll out.
+    Install {
+        #[command(flatten)]
+        values: ValuesArgs,
+        #[command(flatten)]
+        cluster: ClusterArgs,
+        /// Apply and return without waiting for the rollout.
+        #[arg(long)]
+        no_wait: bool,
+    },
+    /// Delete what `install` applies, in reverse order, and wait for the
+    /// agents' pods to go. The namespace is deleted only when it carries
+    /// the label the manifests put on it; Istio's CRDs are kept.
+    Uninstall {
+        /// Namespace weft was installed in.
+        #[arg(long, default_value = manifest::DEFAULT_NAMESPACE)]
+        namespace: String,
+        #[command(flatten)]
+        cluster: ClusterArgs,
+        /// weft-cni is off every node (`weft-agent cni-uninstall` ran in
+        /// each agent pod): delete the agents although their pods run.
+        /// Without it, uninstall stops while agent pods exist, because a
+        /// node with weft-cni chained and no agent starts no pod.
+        #[arg(long)]
+        cni_removed: bool,
+    },
 }
 
 #[derive(Subcommand)]
 enum ManifestCommand {
     /// Print the manifests (pipe them to `kubectl apply -f -`).
     Generate {
-        /// Namespace of the control plane and the agents.
-        #[arg(long, default_value = manifest::DEFAULT_NAMESPACE)]
-        namespace: String,
-        /// Image holding weft-control, weft-agent and weft-cni in
-        /// /usr/local/bin (see deploy/Dockerfile).
-        #[arg(long, default_value_t = manifest::default_image())]
-        image: String,
-        /// SPIFFE trust domain of workload identities.
-        #[arg(long, default_value = manifest::DEFAULT_TRUST_DOMAIN)]
-        trust_domain: String,
+        #[command(flatten)]
+        values: ValuesArgs,
     },
 }
+
+/// What `manifest generate` and `install` substitute.
+#[derive(Args)]
+struct ValuesArgs {
+    /// Namespace of the control plane and the agents.
+    #[arg(long, default_value = manifest::DEFAULT_NAMESPACE)]
+    namespace: String,
+    /// Image holding weft-control, weft-agent and weft-cni in
+    /// /usr/local/bin (see deploy/Dockerfile).
+    #[arg(long, default_value_t = manifest::default_image())]
+    image: String,
+    /// SPIFFE trust domain of workload identities.
+    #[arg(long, default_value = manifest::DEFAULT_TRUST_DOMAIN)]
+    trust_domain: String,
+}
+
+impl From<ValuesArgs> for manifest::Values {
+    fn from(args: ValuesArgs) -> Self {
+        manifest::Values {
+            namespace: args.namespace,
+            image: args.image,
+            trust_domain: args.trust_domain,
+        }
+    }
+}
+
+/// Which cluster, as kubectl chooses it.
+#[derive(Args)]
+struct ClusterArgs {
+    /// The kubeconfig file (default: $KUBECONFIG, else ~/.kube/config,
+    /// else the pod's service account).
+    #[arg(long)]
+    kubeconfig: Option<PathBuf>,
+    /// The kubeconfig context (default: its current context).
+    #[arg(long)]
+    context: Option<String>,
+}
+
+impl From<ClusterArgs> for install::Target {
+    fn from(args: ClusterArgs) -> Self {
+        install::Target {
+            kubeconfig: args.kubeconfig,
+            context: args.context,
+        }
+    }
+}
+
+/// `--timeout` of the commands that ask the control plane or an agent.
+const REQUEST_TIMEOUT: Duration = Duration::from_secs(5);
+/// `--timeout` of `install` and `uninstall`.
+const ROLLOUT_TIMEOUT: Duration = Duration::from_secs(5 * 60);
 
 const CONTROL_WHAT: &str = "the control plane's debug endpoint";
 const CONTROL_HINT: &str = "is weft-control running, and is --control its --debug-addr? \
@@ -127,7 +205,7 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             .to_string(),
         what,
         hint,
-        timeout: cli.timeout,
+        timeout: cli.timeout.unwrap_or(REQUEST_TIMEOUT),
     };
     match cli.command {
         Command::Analyze {
@@ -196,22 +274,55 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
         Command::Manifest {
-            command:
-                ManifestCommand::Generate {
-                    namespace,
-                    image,
-                    trust_domain,
-                },
+            command: ManifestCommand::Generate { values },
         } => {
-            let values = manifest::Values {
-                namespace,
-                image,
-                trust_domain,
+            print(&manifest::render(&values.into())?)?;
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Install {
+            values,
+            cluster,
+            no_wait,
+        } => {
+            let options = install::InstallOptions {
+                values: values.into(),
+                target: cluster.into(),
+                timeout: cli.timeout.unwrap_or(ROLLOUT_TIMEOUT),
+                wait: !no_wait,
             };
-            print(&manifest::render(&values)?)?;
+            runtime()?.block_on(install::install(&options, &mut printer()))?;
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Uninstall {
+            namespace,
+            cluster,
+            cni_removed,
+        } => {
+            let options = install::UninstallOptions {
+                namespace,
+                target: cluster.into(),
+                timeout: cli.timeout.unwrap_or(ROLLOUT_TIMEOUT),
+                cni_removed,
+            };
+            runtime()?.block_on(install::uninstall(&options, &mut printer()))?;
             Ok(ExitCode::SUCCESS)
         }
     }
+}
+
+/// One thread is plenty for a few requests at a time.
+fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .context("cannot start the async runtime")
+}
+
+/// Lines on stdout; progress redrawn in place when it is a terminal.
+fn printer() -> install::Printer<std::io::Stdout> {
+    let stdout = std::io::stdout();
+    let terminal = stdout.is_terminal();
+    install::Printer::new(stdout, terminal)
 }
 
 fn json(value: &impl serde::Serialize) -> anyhow::Result<String> {
