@@ -10,7 +10,11 @@
 use std::fmt::Write as _;
 
 /// The manifests, in the order they are applied.
-pub const FILES: [(&str, &str); 2] = [
+pub const FILES: [(&str, &str); 3] = [
+    (
+        "deploy/istio-crds.yaml",
+        include_str!("../../deploy/istio-crds.yaml"),
+    ),
     (
         "deploy/weft-control.yaml",
         include_str!("../../deploy/weft-control.yaml"),

@@ -96,8 +96,17 @@ struct Cluster {
     _dir: tempfile::TempDir,
 }
 
+/// A cluster without Istio: the manifests' Istio CRDs get created.
 async fn cluster() -> Cluster {
-    let api = ApiServer::start(Options::default()).await.unwrap();
+    cluster_with(Options {
+        istio_crds: false,
+        ..Options::default()
+    })
+    .await
+}
+
+async fn cluster_with(options: Options) -> Cluster {
+    let api = ApiServer::start(options).await.unwrap();
     let dir = tempfile::tempdir().unwrap();
     let kubeconfig = dir.path().join("kubeconfig");
     api.write_kubeconfig(&kubeconfig, ApiServer::ADMIN_TOKEN)
@@ -359,8 +368,13 @@ async fn install_applies_everything_and_waits_for_the_rollout() {
     // Again: nothing changes, and the rollouts are already done.
     let again = succeeded(&run(&cluster, &["install"]).await);
     for object in &objects {
+        // A CRD that exists is never written again, ours included.
+        let expected = match object.kind.as_str() {
+            "CustomResourceDefinition" => "exists, kept",
+            _ => "unchanged",
+        };
         assert!(
-            again.contains(&format!("{}: unchanged\n", object.line())),
+            again.contains(&format!("{}: {expected}\n", object.line())),
             "{} is not unchanged:\n{again}",
             object.line()
         );
@@ -375,6 +389,8 @@ async fn install_applies_everything_and_waits_for_the_rollout() {
         let uses_image = object.body.to_string().contains(&default_image());
         let expected = if uses_image {
             "configured"
+        } else if object.kind == "CustomResourceDefinition" {
+            "exists, kept"
         } else {
             "unchanged"
         };
@@ -432,6 +448,12 @@ async fn uninstall_deletes_what_install_applied() {
 
     let out = succeeded(&run(&cluster, &["uninstall"]).await);
     for object in &objects {
+        if object.kind == "CustomResourceDefinition" {
+            // Istio's kinds stay: the users' configuration lives in them.
+            assert!(out.contains(&format!("{}: kept (", object.line())), "{out}");
+            assert!(object.live(&cluster.api).is_some(), "{}", object.line());
+            continue;
+        }
         if object.kind == "Namespace" && !namespace_is_marked(object) {
             assert!(out.contains(&format!("{}: kept (", object.line())), "{out}");
             assert!(object.live(&cluster.api).is_some(), "{}", object.line());
@@ -467,7 +489,10 @@ async fn uninstall_deletes_what_install_applied() {
 
     // Again: everything is already gone, which is not an error.
     let again = succeeded(&run(&cluster, &["uninstall"]).await);
-    for object in objects.iter().filter(|o| o.kind != "Namespace") {
+    for object in objects
+        .iter()
+        .filter(|o| o.kind != "Namespace" && o.kind != "CustomResourceDefinition")
+    {
         assert!(
             again.contains(&format!("{}: not found\n", object.line())),
             "{again}"
@@ -620,11 +645,40 @@ async fn another_namespace_is_installed_into_and_kube_system_is_never_deleted() 
             .get("v1", "Namespace", None, "kube-system")
             .is_some()
     );
-    for object in objects.iter().filter(|o| o.kind != "Namespace") {
+    for object in objects
+        .iter()
+        .filter(|o| o.kind != "Namespace" && o.kind != "CustomResourceDefinition")
+    {
         assert!(
             object.live(&cluster.api).is_none(),
             "{} is left",
             object.line()
         );
+    }
+}
+
+#[tokio::test]
+async fn istios_own_crds_are_kept_as_they_are() {
+    // A cluster with Istio: its CRDs exist (without weft's label).
+    let cluster = cluster_with(Options::default()).await;
+    let objects = rendered(&Values::default());
+    let crds: Vec<&Rendered> = of_kind(&objects, "CustomResourceDefinition").collect();
+    assert!(!crds.is_empty());
+    let before: Vec<Value> = crds.iter().map(|c| c.live(&cluster.api).unwrap()).collect();
+
+    let out = succeeded(&run(&cluster, &["install", "--no-wait"]).await);
+    for (crd, before) in crds.iter().zip(&before) {
+        assert!(
+            out.contains(&format!("{}: exists, kept\n", crd.line())),
+            "{out}"
+        );
+        let after = crd.live(&cluster.api).unwrap();
+        assert_eq!(
+            after["metadata"]["resourceVersion"],
+            before["metadata"]["resourceVersion"],
+            "{} was written",
+            crd.line()
+        );
+        assert!(after["metadata"]["labels"]["app.kubernetes.io/part-of"].is_null());
     }
 }

@@ -39,6 +39,9 @@ enum Outcome {
     Created,
     Configured,
     Unchanged,
+    /// A CustomResourceDefinition the cluster already had: left as it is
+    /// (Istio's own, when Istio is installed).
+    Kept,
 }
 
 impl fmt::Display for Outcome {
@@ -47,6 +50,7 @@ impl fmt::Display for Outcome {
             Outcome::Created => "created",
             Outcome::Configured => "configured",
             Outcome::Unchanged => "unchanged",
+            Outcome::Kept => "exists, kept",
         })
     }
 }
@@ -188,6 +192,10 @@ async fn apply(cluster: &Cluster, target: &Placed<'_>) -> Result<Outcome, Instal
         .get_opt(name)
         .await
         .map_err(cluster.fail(target.action("get")))?;
+    if before.is_some() && target.object.kind == "CustomResourceDefinition" {
+        // Created only when missing: never take over someone else's CRD.
+        return Ok(Outcome::Kept);
+    }
     let mut body = target.object.body.clone();
     if let Some(namespace) = &target.namespace {
         body["metadata"]["namespace"] = Value::from(namespace.as_str());
@@ -331,10 +339,15 @@ async fn rollout_of(cluster: &Cluster, target: &Placed<'_>) -> Result<Rollout, I
 
 /// `9 objects (3 created, 5 configured, 1 unchanged)`.
 fn summary(counts: &HashMap<Outcome, usize>, total: usize) -> String {
-    let parts: Vec<String> = [Outcome::Created, Outcome::Configured, Outcome::Unchanged]
-        .iter()
-        .filter_map(|o| counts.get(o).map(|n| format!("{n} {o}")))
-        .collect();
+    let parts: Vec<String> = [
+        Outcome::Created,
+        Outcome::Configured,
+        Outcome::Unchanged,
+        Outcome::Kept,
+    ]
+    .iter()
+    .filter_map(|o| counts.get(o).map(|n| format!("{n} {o}")))
+    .collect();
     format!("{total} objects ({})", parts.join(", "))
 }
 

@@ -172,6 +172,7 @@ fn kinds_and_names() {
     let docs = rendered(&Values::default());
     let mut kinds: Vec<(String, String)> = docs
         .iter()
+        .filter(|d| d["kind"] != "CustomResourceDefinition")
         .map(|d| {
             (
                 d["kind"].as_str().unwrap().to_string(),
@@ -214,7 +215,12 @@ fn values_are_substituted_everywhere() {
     assert!(!text.contains(&default_image()), "{text}");
     let docs = docs(&text);
     for d in &docs {
-        let cluster_scoped = ["Namespace", "ClusterRole", "ClusterRoleBinding"];
+        let cluster_scoped = [
+            "Namespace",
+            "ClusterRole",
+            "ClusterRoleBinding",
+            "CustomResourceDefinition",
+        ];
         if !cluster_scoped.contains(&d["kind"].as_str().unwrap()) {
             assert_eq!(d["metadata"]["namespace"], "mesh-system", "{d:?}");
         }
@@ -627,4 +633,40 @@ fn cni_configuration_matches_the_plugin_and_the_agent() {
     };
     assert_eq!(env("WEFT_CNI_BIN_DIR"), "/opt/cni/bin");
     assert_eq!(env("WEFT_CNI_NET_DIR"), "/etc/cni/net.d");
+}
+
+#[test]
+fn istio_crds_declare_every_istio_kind_weft_control_watches_in_every_version() {
+    let docs = rendered(&Values::default());
+    let crds: Vec<&Value> = docs
+        .iter()
+        .filter(|d| d["kind"] == "CustomResourceDefinition")
+        .collect();
+    for watched in weft_control::source::k8s::WATCHED
+        .iter()
+        .filter(|w| w.group.ends_with(".istio.io"))
+    {
+        let name = format!("{}.{}", watched.plural, watched.group);
+        let crd = crds
+            .iter()
+            .find(|c| c["metadata"]["name"] == name.as_str())
+            .unwrap_or_else(|| panic!("no CRD {name}"));
+        assert_eq!(crd["spec"]["names"]["kind"], watched.kind);
+        let versions: Vec<&str> = crd["spec"]["versions"]
+            .as_sequence()
+            .unwrap()
+            .iter()
+            .map(|v| v["name"].as_str().unwrap())
+            .collect();
+        for version in watched.versions {
+            assert!(versions.contains(version), "{name} lacks {version}");
+        }
+        let storage = crd["spec"]["versions"]
+            .as_sequence()
+            .unwrap()
+            .iter()
+            .filter(|v| v["storage"] == true)
+            .count();
+        assert_eq!(storage, 1, "{name}: exactly one storage version");
+    }
 }
