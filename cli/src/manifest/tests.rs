@@ -670,3 +670,39 @@ fn istio_crds_declare_every_istio_kind_weft_control_watches_in_every_version() {
         assert_eq!(storage, 1, "{name}: exactly one storage version");
     }
 }
+
+#[test]
+fn the_image_builds_what_the_manifests_run_with_the_toolchain_xtask_installs() {
+    const DOCKERFILE: &str = include_str!("../../../deploy/Dockerfile");
+    const XTASK_SETUP: &str = include_str!("../../../xtask/src/setup.rs");
+    let docs = rendered(&Values::default());
+    let control = container(find(&docs, "Deployment", "weft-control"), "weft-control");
+    let agent = container(find(&docs, "DaemonSet", "weft-agent"), "weft-agent");
+    let copied = DOCKERFILE
+        .lines()
+        .find(|l| l.contains("cp target/release/"))
+        .expect("the build stage copies the binaries out");
+    for binary in strings(&control["command"])
+        .into_iter()
+        .chain(strings(&agent["command"]))
+        .chain(["weft-cni".to_string()])
+    {
+        assert!(
+            copied.contains(&format!("target/release/{binary} ")),
+            "{binary} is not in the image"
+        );
+    }
+    assert!(DOCKERFILE.contains("COPY --from=build /out/ /usr/local/bin/"));
+    // The eBPF toolchain is the one `cargo xtask setup` installs.
+    let version = XTASK_SETUP
+        .lines()
+        .find_map(|l| l.strip_prefix("const BPF_LINKER_VERSION: &str = \""))
+        .and_then(|rest| rest.strip_suffix("\";"))
+        .expect("xtask pins bpf-linker");
+    assert!(
+        DOCKERFILE.contains(&format!("ARG BPF_LINKER_VERSION={version}")),
+        "the Dockerfile's bpf-linker is not xtask's {version}"
+    );
+    assert!(DOCKERFILE.contains("--features llvm-22") && XTASK_SETUP.contains("\"llvm-22\""));
+    assert!(DOCKERFILE.contains("rust-src --toolchain nightly"));
+}
