@@ -281,6 +281,19 @@ fn authorization_policies_allow_deny_and_dry_run() -> Result<()> {
         ensure!(denied["policy_deny"].as_u64().unwrap_or(0) > 0, "policy_deny not counted: {stats}");
         ensure!(denied["no_allow_match"].as_u64().unwrap_or(0) > 0, "no_allow_match not counted: {stats}");
 
+        // remoteIpBlocks: at L4 the remote IP is the source IP, sent in the
+        // field every Workload API client enforces.
+        authorization_policy(
+            cluster,
+            "deny-outsider-remote-ip",
+            "",
+            &format!(
+                "{selector}  action: DENY\n  rules:\n  - from:\n    - source:\n        remoteIpBlocks: [\"{}/32\"]\n",
+                o.ip()
+            ),
+        )?;
+        expect(&cast, "DENY by remoteIpBlocks", &[(c, 8080, true), (i, 8080, true), (o, 8080, false)])?;
+
         // Dry run: evaluated and logged, never enforced.
         authorization_policy(
             cluster,
@@ -295,6 +308,27 @@ fn authorization_policies_allow_deny_and_dry_run() -> Result<()> {
                 .lines()
                 .any(|l| l.contains("dry-run policy evaluated") && l.contains("secure/deny-all-dry"))
                 .then_some(()))
+        })?;
+
+        // AUDIT: logged as an audit, never enforced (on the wire a dry-run
+        // DENY that other clients log too).
+        authorization_policy(
+            cluster,
+            "audit-all",
+            "",
+            &format!("{selector}  action: AUDIT\n  rules:\n  - {{}}\n"),
+        )?;
+        expect(&cast, "an AUDIT policy is not enforced", &[(c, 8080, true), (i, 8080, true), (o, 8080, true)])?;
+        wait_for("the audit in the log", TIMEOUT, || {
+            let audited = node
+                .agent_log_tail(400)
+                .lines()
+                .any(|l| l.contains("audit: connection matched") && l.contains("secure/audit-all"));
+            if audited {
+                return Ok(Some(()));
+            }
+            ensure!(attempt(c, &cast.url(8080))? == Outcome::Allowed, "an AUDIT policy refused the client");
+            Ok(None)
         })?;
         Ok(())
     })

@@ -42,10 +42,12 @@ pub fn from_proto(authz: pb::Authorization) -> Result<Policy, PolicyError> {
             });
         }
     };
+    // An AUDIT policy travels as a dry-run DENY with weft's `audit` flag
+    // (what other clients read as "log, do not enforce").
     let action = match pb::Action::try_from(authz.action) {
         Ok(pb::Action::Allow) => Action::Allow,
+        Ok(pb::Action::Deny) if authz.audit => Action::Audit,
         Ok(pb::Action::Deny) => Action::Deny,
-        Ok(pb::Action::Audit) => Action::Audit,
         Err(_) => {
             return Err(PolicyError::Enum {
                 policy: name,
@@ -78,7 +80,7 @@ pub fn from_proto(authz: pb::Authorization) -> Result<Policy, PolicyError> {
         scope,
         action,
         groups,
-        dry_run: authz.dry_run,
+        dry_run: authz.dry_run && !authz.audit,
         l7_ignored: authz.l7_attributes_ignored,
     })
 }
@@ -158,8 +160,6 @@ fn convert_match(policy: &str, m: pb::Match) -> Result<Match, PolicyError> {
         not_principals: strings(m.not_principals),
         source_ips: cidrs(policy, m.source_ips)?,
         not_source_ips: cidrs(policy, m.not_source_ips)?,
-        remote_ips: cidrs(policy, m.remote_ips)?,
-        not_remote_ips: cidrs(policy, m.not_remote_ips)?,
         destination_ips: cidrs(policy, m.destination_ips)?,
         not_destination_ips: cidrs(policy, m.not_destination_ips)?,
         destination_ports: ports(policy, m.destination_ports)?,

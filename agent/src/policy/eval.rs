@@ -74,8 +74,6 @@ impl Match {
             && none(&self.not_principals, |m| m.matches(principal))
             && any_or_empty(&self.source_ips, |c| c.contains(conn.src_ip))
             && none(&self.not_source_ips, |c| c.contains(conn.src_ip))
-            && any_or_empty(&self.remote_ips, |c| c.contains(conn.remote_ip))
-            && none(&self.not_remote_ips, |c| c.contains(conn.remote_ip))
             && any_or_empty(&self.destination_ips, |c| c.contains(conn.dst_ip))
             && none(&self.not_destination_ips, |c| c.contains(conn.dst_ip))
             && any_or_empty(&self.destination_ports, |p| *p == conn.dst_port)
@@ -186,7 +184,6 @@ mod tests {
                 service_account: sa.into(),
             }),
             src_ip: src.parse().unwrap(),
-            remote_ip: src.parse().unwrap(),
             dst_ip: "10.0.2.2".parse().unwrap(),
             dst_port: port,
         }
@@ -344,31 +341,6 @@ mod tests {
             evaluate(&policies, &conn(Some("admin"), "demo", "10.0.1.2", 80)),
             Decision::Deny(DenyReason::NoAllowMatch)
         );
-    }
-
-    #[test]
-    fn remote_ips_use_the_original_client() {
-        let allow = policy(
-            "allow-office",
-            Action::Allow,
-            one(Match {
-                remote_ips: vec![Cidr {
-                    addr: "192.0.2.0".parse().unwrap(),
-                    prefix: 24,
-                }],
-                ..Default::default()
-            }),
-        );
-        let mut via_gateway = conn(Some("gw"), "demo", "10.0.1.2", 80);
-        via_gateway.remote_ip = "192.0.2.9".parse().unwrap();
-        assert!(matches!(
-            evaluate(std::slice::from_ref(&allow), &via_gateway),
-            Decision::Allow { .. }
-        ));
-        assert!(matches!(
-            evaluate(&[allow], &conn(Some("gw"), "demo", "10.0.1.2", 80)),
-            Decision::Deny(_)
-        ));
     }
 
     #[test]

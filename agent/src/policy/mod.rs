@@ -75,8 +75,6 @@ pub struct Match {
     pub not_principals: Vec<StringMatch>,
     pub source_ips: Vec<Cidr>,
     pub not_source_ips: Vec<Cidr>,
-    pub remote_ips: Vec<Cidr>,
-    pub not_remote_ips: Vec<Cidr>,
     pub destination_ips: Vec<Cidr>,
     pub not_destination_ips: Vec<Cidr>,
     pub destination_ports: Vec<u16>,
@@ -144,8 +142,6 @@ pub struct Connection {
     /// The peer's verified identity; `None` for plaintext.
     pub src_identity: Option<Identity>,
     pub src_ip: IpAddr,
-    /// The original client, when a trusted hop recorded it; else `src_ip`.
-    pub remote_ip: IpAddr,
     pub dst_ip: IpAddr,
     pub dst_port: u16,
 }

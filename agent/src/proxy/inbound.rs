@@ -159,7 +159,6 @@ async fn stream_request(
     let conn = Connection {
         src_identity: Some(client.clone()),
         src_ip: peer.ip(),
-        remote_ip: peer.ip(),
         dst_ip: target.ip(),
         dst_port: target.port(),
     };

@@ -50,7 +50,6 @@ async fn handle(stream: TcpStream, peer: SocketAddr, pod: Arc<PodContext>, ctx: 
     let conn = Connection {
         src_identity: None,
         src_ip: peer.ip(),
-        remote_ip: peer.ip(),
         dst_ip: target.ip(),
         dst_port: target.port(),
     };

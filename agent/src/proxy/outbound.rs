@@ -229,7 +229,6 @@ pub(crate) async fn connect_same_node(
     let conn = crate::policy::Connection {
         src_identity: Some(pod.identity().clone()),
         src_ip: source_ip,
-        remote_ip: source_ip,
         dst_ip: target.ip(),
         dst_port: target.port(),
     };

@@ -13,10 +13,18 @@
 //!   that uses them is dropped (it can never match), in DENY and AUDIT it
 //!   is kept without them (more restrictive). Either way a finding says so.
 //!
-//! weft differs from istiod in two places, both marked in the proto as
-//! weft extensions: `remoteIpBlocks` / `remote.ip` compile to
-//! `remote_ips` (istiod treats them as HTTP attributes), and AUDIT
-//! compiles to `Action::Audit` (istiod refuses it for ztunnel).
+//! weft differs from istiod in two places, both in fields every Workload
+//! API client understands, so that a stock ztunnel never rejects a
+//! response nor enforces less than written:
+//!
+//! - `remoteIpBlocks` / `remote.ip` compile into `source_ips` (istiod
+//!   treats them as HTTP attributes): at L4, with no PROXY protocol in
+//!   front, the remote IP is the source IP. A source with both `ipBlocks`
+//!   and `remoteIpBlocks` gets their intersection; one whose intersection
+//!   is empty never matches, and a rule that cannot match is dropped.
+//! - AUDIT (istiod sends ztunnel nothing) becomes `action: DENY`,
+//!   `dry_run: true` (evaluated and logged, never enforced, by any client)
+//!   plus weft's `audit` flag, which weft's agent logs as an audit.
 
 use std::{collections::BTreeSet, net::IpAddr};
 
@@ -92,10 +100,10 @@ pub fn compile(
         ));
         return None;
     }
-    let action = match policy.spec.action {
-        ap::Action::Allow => Action::Allow,
-        ap::Action::Deny => Action::Deny,
-        ap::Action::Audit => Action::Audit,
+    let (action, audit) = match policy.spec.action {
+        ap::Action::Allow => (Action::Allow, false),
+        ap::Action::Deny => (Action::Deny, false),
+        ap::Action::Audit => (Action::Deny, true),
         ap::Action::Custom => {
             findings.push(finding(
                 codes::AUTHZ_UNSUPPORTED_ACTION,
@@ -117,10 +125,12 @@ pub fn compile(
     for rule in &policy.spec.rules {
         let mut rule_l7 = BTreeSet::new();
         let rules = compile_rule(rule, namespace, &mut rule_l7);
-        if !rule_l7.is_empty() && action == Action::Allow {
+        match rules {
             // Can never match: an ALLOW rule that needs HTTP attributes.
-        } else {
-            groups.push(Group { rules });
+            Some(_) if !rule_l7.is_empty() && action == Action::Allow && !audit => {}
+            Some(rules) => groups.push(Group { rules }),
+            // Can never match whatever the action (disjoint IP blocks).
+            None => {}
         }
         l7.extend(rule_l7);
     }
@@ -148,7 +158,8 @@ pub fn compile(
             scope: scope as i32,
             action: action as i32,
             groups,
-            dry_run: policy.dry_run(),
+            dry_run: policy.dry_run() || audit,
+            audit,
             extensions: Vec::new(),
             l7_attributes_ignored: l7.into_iter().collect(),
         },
@@ -156,8 +167,9 @@ pub fn compile(
     })
 }
 
-/// One AuthorizationPolicy rule → the rules of one group (AND-ed).
-fn compile_rule(rule: &ap::Rule, namespace: &str, l7: &mut BTreeSet<String>) -> Vec<Rules> {
+/// One AuthorizationPolicy rule → the rules of one group (AND-ed); `None`
+/// when it can never match.
+fn compile_rule(rule: &ap::Rule, namespace: &str, l7: &mut BTreeSet<String>) -> Option<Vec<Rules>> {
     let mut rules = Vec::new();
     let to: Vec<Match> = rule
         .to
@@ -167,11 +179,15 @@ fn compile_rule(rule: &ap::Rule, namespace: &str, l7: &mut BTreeSet<String>) -> 
     if !to.is_empty() {
         rules.push(Rules { matches: to });
     }
+    // Sources that can never match drop out; if all do, so does the rule.
     let from: Vec<Match> = rule
         .from
         .iter()
-        .map(|from| source_match(from.source.as_ref(), namespace, l7))
+        .filter_map(|from| source_match(from.source.as_ref(), namespace, l7))
         .collect();
+    if from.is_empty() && !rule.from.is_empty() {
+        return None;
+    }
     if !from.is_empty() {
         rules.push(Rules { matches: from });
     }
@@ -180,7 +196,7 @@ fn compile_rule(rule: &ap::Rule, namespace: &str, l7: &mut BTreeSet<String>) -> 
             matches: vec![condition_match(condition, l7)],
         });
     }
-    rules
+    Some(rules)
 }
 
 fn operation_match(operation: Option<&Operation>, l7: &mut BTreeSet<String>) -> Match {
@@ -206,9 +222,15 @@ fn operation_match(operation: Option<&Operation>, l7: &mut BTreeSet<String>) -> 
     }
 }
 
-fn source_match(source: Option<&Source>, namespace: &str, l7: &mut BTreeSet<String>) -> Match {
+/// One `from.source`; `None` when it can never match (its `ipBlocks` and
+/// `remoteIpBlocks` do not overlap).
+fn source_match(
+    source: Option<&Source>,
+    namespace: &str,
+    l7: &mut BTreeSet<String>,
+) -> Option<Match> {
     let Some(s) = source else {
-        return Match::default();
+        return Some(Match::default());
     };
     for (name, values) in [
         ("requestPrincipals", &s.request_principals),
@@ -218,18 +240,68 @@ fn source_match(source: Option<&Source>, namespace: &str, l7: &mut BTreeSet<Stri
             l7.insert(name.to_string());
         }
     }
-    Match {
+    // At L4 the remote IP is the source IP: both lists constrain it.
+    let (blocks, remote) = (addresses(&s.ip_blocks), addresses(&s.remote_ip_blocks));
+    let source_ips = match (blocks.is_empty(), remote.is_empty()) {
+        (_, true) => blocks,
+        (true, false) => remote,
+        (false, false) => {
+            let both = intersection(&blocks, &remote);
+            if both.is_empty() {
+                return None;
+            }
+            both
+        }
+    };
+    let mut not_source_ips = addresses(&s.not_ip_blocks);
+    not_source_ips.extend(addresses(&s.not_remote_ip_blocks));
+    Some(Match {
         namespaces: strings(&s.namespaces),
         not_namespaces: strings(&s.not_namespaces),
         service_accounts: service_accounts(&s.service_accounts, namespace),
         not_service_accounts: service_accounts(&s.not_service_accounts, namespace),
         principals: strings(&s.principals),
         not_principals: strings(&s.not_principals),
-        source_ips: addresses(&s.ip_blocks),
-        not_source_ips: addresses(&s.not_ip_blocks),
-        remote_ips: addresses(&s.remote_ip_blocks),
-        not_remote_ips: addresses(&s.not_remote_ip_blocks),
+        source_ips,
+        not_source_ips,
         ..Default::default()
+    })
+}
+
+/// The addresses in both lists, as CIDRs: two CIDRs are either nested (the
+/// narrower one is in both) or disjoint.
+fn intersection(a: &[Address], b: &[Address]) -> Vec<Address> {
+    let mut both = Vec::new();
+    for x in a {
+        for y in b {
+            let narrower = if contains(x, y) {
+                y
+            } else if contains(y, x) {
+                x
+            } else {
+                continue;
+            };
+            if !both.contains(narrower) {
+                both.push(narrower.clone());
+            }
+        }
+    }
+    both
+}
+
+/// Whether CIDR `outer` contains CIDR `inner` (same family).
+fn contains(outer: &Address, inner: &Address) -> bool {
+    if outer.address.len() != inner.address.len() || outer.length > inner.length {
+        return false;
+    }
+    let bits = outer.length as usize;
+    let (whole, rest) = (bits / 8, bits % 8);
+    if outer.address[..whole] != inner.address[..whole] {
+        return false;
+    }
+    rest == 0 || {
+        let mask = 0xffu8 << (8 - rest);
+        outer.address[whole] & mask == inner.address[whole] & mask
     }
 }
 
@@ -238,7 +310,8 @@ fn condition_match(c: &Condition, l7: &mut BTreeSet<String>) -> Match {
     let mut m = Match::default();
     match c.key.as_str() {
         "source.ip" => (m.source_ips, m.not_source_ips) = (addresses(values), addresses(not)),
-        "remote.ip" => (m.remote_ips, m.not_remote_ips) = (addresses(values), addresses(not)),
+        // At L4 the remote IP is the source IP.
+        "remote.ip" => (m.source_ips, m.not_source_ips) = (addresses(values), addresses(not)),
         "source.namespace" => (m.namespaces, m.not_namespaces) = (strings(values), strings(not)),
         "source.principal" => (m.principals, m.not_principals) = (strings(values), strings(not)),
         "destination.ip" => {

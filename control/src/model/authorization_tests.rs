@@ -84,7 +84,7 @@ fn from_to_when_compile_like_istiod() {
         notNamespaces: ["bad*"]
         ipBlocks: ["10.0.0.0/8", "192.168.1.1"]
         notIpBlocks: ["10.1.0.0/16"]
-        remoteIpBlocks: ["203.0.113.0/24"]
+        remoteIpBlocks: ["10.2.0.0/16", "203.0.113.0/24"]
     - source:
         serviceAccounts: ["web", "other/sa"]
     to:
@@ -135,21 +135,15 @@ fn from_to_when_compile_like_istiod() {
             },
         ]
     );
+    // ipBlocks ∩ remoteIpBlocks: at L4 both constrain the source IP.
     assert_eq!(
         from.source_ips,
-        vec![
-            Address {
-                address: vec![10, 0, 0, 0],
-                length: 8
-            },
-            Address {
-                address: vec![192, 168, 1, 1],
-                length: 32
-            },
-        ]
+        vec![Address {
+            address: vec![10, 2, 0, 0],
+            length: 16
+        }]
     );
     assert_eq!(from.not_source_ips[0].length, 16);
-    assert_eq!(from.remote_ips[0].address, vec![203, 0, 113, 0]);
     assert_eq!(rules[2].matches[0].destination_ports, vec![80]);
     assert_eq!(
         rules[3].matches[0].not_namespaces[0].match_type,
@@ -243,9 +237,11 @@ fn l7_attributes_drop_allow_rules_and_widen_deny_rules() {
 
 #[test]
 fn audit_dry_run_custom_and_target_ref() {
+    // AUDIT: a dry-run DENY every client logs and none enforces, flagged
+    // as an audit for weft's agent.
     let a = authz(&policy("mesh", "  action: AUDIT\n  rules: [{}]\n"));
-    assert_eq!(a.action, Action::Audit as i32);
-    assert!(!a.dry_run);
+    assert_eq!(a.action, Action::Deny as i32);
+    assert!(a.dry_run && a.audit);
     let dry = authz(&policy("mesh", "  action: DENY\n").replace(
         "  name: p\n",
         "  name: p\n  annotations: {istio.io/dry-run: \"true\"}\n",
@@ -325,4 +321,51 @@ fn selected_workloads_list_the_policy_and_it_is_served() {
         !m.type_version(weft_proto::AUTHORIZATION_TYPE_URL)
             .is_empty()
     );
+}
+
+#[test]
+fn remote_ip_blocks_compile_into_source_ips_that_every_client_enforces() {
+    let only_remote = authz(&policy(
+        "mesh",
+        "  action: DENY\n  rules:\n  - from:\n    - source: {remoteIpBlocks: [\"203.0.113.0/24\"], notRemoteIpBlocks: [\"203.0.113.7\"], notIpBlocks: [\"203.0.113.8\"]}\n",
+    ));
+    let from = &only_remote.groups[0].rules[0].matches[0];
+    assert_eq!(from.source_ips[0].address, vec![203, 0, 113, 0]);
+    assert_eq!(from.not_source_ips.len(), 2, "both exclusions");
+
+    let condition = authz(&policy(
+        "mesh",
+        "  action: DENY\n  rules:\n  - when:\n    - key: remote.ip\n      values: [\"198.51.100.0/24\"]\n",
+    ));
+    let when = &condition.groups[0].rules[0].matches[0];
+    assert_eq!(when.source_ips[0].address, vec![198, 51, 100, 0]);
+
+    // Disjoint blocks: that source can never match; a rule whose sources
+    // all cannot match is dropped (an ALLOW then allows nothing more, a
+    // DENY denies nothing more).
+    let disjoint = "  rules:\n  - from:\n    - source: {ipBlocks: [\"10.0.0.0/8\"], remoteIpBlocks: [\"192.0.2.0/24\"]}\n";
+    for action in ["ALLOW", "DENY"] {
+        let a = authz(&policy("mesh", &format!("  action: {action}\n{disjoint}")));
+        assert!(a.groups.is_empty(), "{action}: {a:?}");
+    }
+    let one_left = authz(&policy(
+        "mesh",
+        "  action: ALLOW\n  rules:\n  - from:\n    - source: {ipBlocks: [\"10.0.0.0/8\"], remoteIpBlocks: [\"192.0.2.0/24\"]}\n    - source: {namespaces: [\"mesh\"]}\n",
+    ));
+    assert_eq!(one_left.groups[0].rules[0].matches.len(), 1);
+}
+
+#[test]
+fn every_action_and_enum_is_one_upstream_istio_knows() {
+    // Upstream istio.security: Action ALLOW=0, DENY=1; Scope 0..=2. A stock
+    // ztunnel rejects a whole response carrying any other value.
+    for action in ["ALLOW", "DENY", "AUDIT"] {
+        for annotation in ["", "  annotations: {istio.io/dry-run: \"true\"}\n"] {
+            let yaml = policy("mesh", &format!("  action: {action}\n  rules: [{{}}]\n"))
+                .replace("  name: p\n", &format!("  name: p\n{annotation}"));
+            let a = authz(&yaml);
+            assert!([0, 1].contains(&a.action), "{action}: {}", a.action);
+            assert!((0..=2).contains(&a.scope), "{action}: {}", a.scope);
+        }
+    }
 }
