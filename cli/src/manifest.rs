@@ -182,5 +182,106 @@ fn substitute(
     Ok(content.replace(&default, chosen))
 }
 
+// === The Helm chart ===
+
+/// The Helm chart, from the repository's root.
+pub const CHART_DIR: &str = "deploy/charts/weft";
+
+/// The files of the chart made from `deploy/`, as (path in [`CHART_DIR`],
+/// contents): a file of CustomResourceDefinitions goes to `crds/` as it is
+/// (Helm creates those only where missing and never upgrades or deletes
+/// them, as `weftctl install` and `uninstall` do); every other one becomes
+/// a template whose marked lines take `{{ .Release.Namespace }}`,
+/// `{{ .Values.image }}` and `{{ .Values.trustDomain }}` instead of the
+/// defaults, without its `Namespace` object (Helm makes it with
+/// `--create-namespace`; a chart cannot own the namespace it is installed
+/// into). The rest of the chart is written by hand; `cli/tests/chart.rs`
+/// checks the files on disk against these.
+pub fn chart_files() -> Result<Vec<(String, String)>, ManifestError> {
+    // The same substitution as `render`, with template actions as values.
+    let actions = Values {
+        namespace: "{{ .Release.Namespace }}".into(),
+        image: "{{ .Values.image }}".into(),
+        trust_domain: "{{ .Values.trustDomain }}".into(),
+    };
+    let mut out = Vec::new();
+    for (file, text) in FILES {
+        let name = file.rsplit('/').next().unwrap_or(file);
+        let all_crds = text
+            .lines()
+            .filter(|l| l.starts_with("kind: "))
+            .all(|l| l == "kind: CustomResourceDefinition");
+        if all_crds {
+            out.push((format!("crds/{name}"), text.to_string()));
+        } else {
+            out.push((
+                format!("templates/{name}"),
+                chart_template(file, text, &actions)?,
+            ));
+        }
+    }
+    Ok(out)
+}
+
+/// One manifest as a template: documents split at `---`, the `Namespace`
+/// dropped (the comments above it kept, for the next document), the
+/// header's paragraph about `weftctl:` markers replaced by where the
+/// template comes from.
+fn chart_template(
+    file: &'static str,
+    text: &str,
+    actions: &Values,
+) -> Result<String, ManifestError> {
+    let mut docs: Vec<Vec<(usize, &str)>> = vec![Vec::new()];
+    for (n, line) in text.lines().enumerate() {
+        if line == "---" {
+            docs.push(Vec::new());
+        } else if let Some(doc) = docs.last_mut() {
+            doc.push((n + 1, line));
+        }
+    }
+    let leading_comments =
+        |doc: &[(usize, &str)]| doc.iter().take_while(|(_, l)| l.starts_with('#')).count();
+    // The header, without its paragraph about markers (a `#` line
+    // separates paragraphs and goes with the one below it).
+    let header_len = leading_comments(&docs[0]);
+    let header: Vec<(usize, &str)> = docs[0].drain(..header_len).collect();
+    let mut paragraphs: Vec<Vec<(usize, &str)>> = vec![Vec::new()];
+    for line in header {
+        if line.1 == "#" {
+            paragraphs.push(Vec::new());
+        }
+        if let Some(p) = paragraphs.last_mut() {
+            p.push(line);
+        }
+    }
+    let mut carried: Vec<(usize, &str)> = paragraphs
+        .into_iter()
+        .filter(|p| !p.iter().any(|(_, l)| l.contains("weftctl:")))
+        .flatten()
+        .collect();
+    let mut out = format!(
+        "# Made from {file} (weftctl's manifest::chart_files): edit\n\
+         # that file, then `WEFT_UPDATE_CHART=1 cargo test -p weftctl --test chart`.\n#\n"
+    );
+    let mut first = true;
+    for doc in docs {
+        if doc.iter().any(|(_, l)| *l == "kind: Namespace") {
+            let comments = leading_comments(&doc);
+            carried.extend_from_slice(&doc[..comments]);
+            continue;
+        }
+        if !first {
+            out.push_str("---\n");
+        }
+        first = false;
+        for (n, line) in carried.drain(..).chain(doc) {
+            out.push_str(&substitute(file, n, line, actions)?);
+            out.push('\n');
+        }
+    }
+    Ok(out)
+}
+
 #[cfg(test)]
 mod tests;

@@ -17,6 +17,12 @@ const PACKAGES: &[(&str, &str)] = &[
 
 const BPF_LINKER_VERSION: &str = "0.13.0";
 
+/// Helm's Go SDK (v4) as a Python package: the chart test
+/// (`cli/tests/chart.rs`) renders and lints `deploy/charts/weft` with it.
+/// There is no `helm` binary in Debian's or any registry reachable here.
+const HELM_SDK: &str = "helm-python-sdk";
+const HELM_SDK_VERSION: &str = "0.2.2";
+
 fn cargo_home() -> std::path::PathBuf {
     std::env::var_os("CARGO_HOME")
         .map(Into::into)
@@ -63,6 +69,17 @@ fn has_bpf_linker() -> bool {
         .unwrap_or(false)
 }
 
+fn has_helm_sdk() -> bool {
+    Command::new("python3")
+        .args([
+            "-c",
+            &format!("import helm_python; assert helm_python.__version__ == '{HELM_SDK_VERSION}'"),
+        ])
+        .output()
+        .map(|out| out.status.success())
+        .unwrap_or(false)
+}
+
 fn bpffs_mounted() -> bool {
     std::fs::read_to_string("/proc/self/mounts")
         .map(|m| {
@@ -82,7 +99,11 @@ fn is_root() -> bool {
 }
 
 fn needs_setup() -> bool {
-    !missing_packages().is_empty() || !has_rust_src() || !has_bpf_linker() || !bpffs_mounted()
+    !missing_packages().is_empty()
+        || !has_rust_src()
+        || !has_bpf_linker()
+        || !has_helm_sdk()
+        || !bpffs_mounted()
 }
 
 /// Runs set-up only if something is missing.
@@ -158,13 +179,25 @@ pub fn run() -> anyhow::Result<()> {
                 ),
         )?;
     }
+    if !has_helm_sdk() {
+        println!(
+            "xtask setup: installing {HELM_SDK} {HELM_SDK_VERSION} (Helm's Go SDK, for the chart test)"
+        );
+        run_cmd(Command::new("python3").args([
+            "-m",
+            "pip",
+            "install",
+            "-q",
+            &format!("{HELM_SDK}=={HELM_SDK_VERSION}"),
+        ]))?;
+    }
     if !bpffs_mounted() {
         println!("xtask setup: mounting bpffs at /sys/fs/bpf");
         std::fs::create_dir_all("/sys/fs/bpf").context("creating /sys/fs/bpf")?;
         run_cmd(Command::new("mount").args(["-t", "bpf", "bpf", "/sys/fs/bpf"]))?;
     }
     println!(
-        "xtask setup: done (nightly rust-src, bpf-linker {BPF_LINKER_VERSION}, LLVM 22, iproute2, tcpdump, bpffs)"
+        "xtask setup: done (nightly rust-src, bpf-linker {BPF_LINKER_VERSION}, LLVM 22, iproute2, tcpdump, {HELM_SDK} {HELM_SDK_VERSION}, bpffs)"
     );
     Ok(())
 }
