@@ -278,3 +278,53 @@ async fn given_intermediate_ca_with_chain() {
     check_leaf(&chain[0], WEB_ID);
     verify(&chain, &bundle);
 }
+
+/// Istio's clients (ztunnel) take every certificate of the answer's last
+/// entry as a trust root: during a rotation it carries both roots, so a
+/// ztunnel trusts peers on either, as weft's agents do from the bundle.
+#[tokio::test]
+async fn during_a_root_rotation_the_answer_ends_with_every_trusted_root() {
+    let other_key = KeyPair::generate().unwrap();
+    let mut params = CertificateParams::default();
+    params
+        .distinguished_name
+        .push(DnType::CommonName, "the other root");
+    params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+    params.key_usages = vec![KeyUsagePurpose::KeyCertSign];
+    let other = params.self_signed(&other_key).unwrap();
+
+    let config_dir = tempfile::tempdir().unwrap();
+    let state_dir = tempfile::tempdir().unwrap();
+    write(config_dir.path(), "ns.yaml", MESH_NS);
+    write(
+        config_dir.path(),
+        "pods.yaml",
+        &pod("a", "node-1", "web", "10.1.0.1"),
+    );
+    let extra = state_dir.path().join("old-root.pem");
+    std::fs::write(&extra, other.pem()).unwrap();
+    let config = Config {
+        extra_trust_roots: Some(extra),
+        ..Config::for_tests(config_dir.path(), state_dir.path())
+    };
+    let cp = ControlPlane::start_with(config, config_dir, state_dir).await;
+    let bundle = std::fs::read_to_string(cp.handle.trust_bundle_path()).unwrap();
+
+    let chain = cp
+        .ca_client(&cp.token("node-1"))
+        .await
+        .create_certificate(ca_request(WEB_ID, None))
+        .await
+        .unwrap()
+        .into_inner()
+        .cert_chain;
+    assert_eq!(chain.len(), 2, "leaf, then the roots");
+    check_leaf(&chain[0], WEB_ID);
+    let roots: Vec<CertificateDer<'static>> = rustls_pemfile::certs(&mut chain[1].as_bytes())
+        .map(Result::unwrap)
+        .collect();
+    assert_eq!(roots.len(), 2, "{}", chain[1]);
+    assert_eq!(roots[0], der(&bundle), "the CA's own root first");
+    assert_eq!(roots[1], der(&other.pem()), "then the other root");
+    verify(&chain, &bundle);
+}

@@ -58,8 +58,16 @@ pub async fn request(
         identity: identity.clone(),
         reason,
     };
+    // Leaf, intermediates, then the roots (one entry, possibly several
+    // certificates during a root rotation): peers have the roots in their
+    // trust bundle, so they are not sent.
+    let entries = match response.cert_chain.as_slice() {
+        [] => return Err(bad("empty cert_chain".into())),
+        [only] => std::slice::from_ref(only),
+        [chain @ .., _roots] => chain,
+    };
     let mut certs: Vec<CertificateDer<'static>> = Vec::new();
-    for pem in &response.cert_chain {
+    for pem in entries {
         for cert in rustls_pemfile::certs(&mut pem.as_bytes()) {
             certs.push(cert.map_err(|err| bad(format!("bad PEM in cert_chain: {err}")))?);
         }
@@ -72,10 +80,6 @@ pub async fn request(
         return Err(bad(format!("the certificate is for {issued}")));
     }
     let not_after = spiffe::not_after(&certs[0]).map_err(|err| bad(err.to_string()))?;
-    // The chain ends with the root, which peers have in their trust bundle.
-    if certs.len() > 1 {
-        certs.pop();
-    }
     Ok(WorkloadCert {
         identity: identity.clone(),
         chain: certs,

@@ -71,6 +71,10 @@ pub struct CertificateAuthority {
     issuer: Issuer<'static, KeyPair>,
     /// From the signing certificate up to the root, PEM, root last.
     chain: Vec<String>,
+    /// Every root peers must trust, PEM: the root, then the extra roots of
+    /// a rotation. The last entry of every `cert_chain` answered, which is
+    /// where Istio's clients (ztunnel) take their trust roots from.
+    roots_pem: String,
     trust_domain: String,
 }
 
@@ -113,19 +117,20 @@ impl CertificateAuthority {
                 path: state_dir.join(ROOT_CERT_FILE),
                 reason: err.to_string(),
             })?;
-        let ca = CertificateAuthority {
-            issuer,
-            chain: material.chain,
-            trust_domain: trust_domain.to_string(),
-        };
-        let mut bundle_pem = ca.trust_bundle_pem().trim_end().to_string();
-        bundle_pem.push('\n');
+        let root = material.chain.last().expect("chain has the root");
+        let mut roots_pem = root.trim_end().to_string();
+        roots_pem.push('\n');
         if let Some(path) = extra_roots {
-            bundle_pem.push_str(&material::extra_roots_pem(path)?);
+            roots_pem.push_str(&material::extra_roots_pem(path)?);
         }
         let bundle = state_dir.join(TRUST_BUNDLE_FILE);
-        material::write_file(&bundle, bundle_pem.as_bytes(), 0o644)?;
-        Ok(ca)
+        material::write_file(&bundle, roots_pem.as_bytes(), 0o644)?;
+        Ok(CertificateAuthority {
+            issuer,
+            chain: material.chain,
+            roots_pem,
+            trust_domain: trust_domain.to_string(),
+        })
     }
 
     pub fn trust_domain(&self) -> &str {
@@ -139,7 +144,9 @@ impl CertificateAuthority {
 
     /// Signs a workload certificate for `identity` with the CSR's key.
     /// Returns the chain as `IstioCertificateResponse.cert_chain` wants it:
-    /// leaf, intermediates, root last.
+    /// leaf, intermediates, then the roots to trust as one entry (the root,
+    /// and during a rotation the other root too: Istio's clients take
+    /// every certificate of the last entry as a trust root).
     pub fn sign_workload(
         &self,
         csr: &Csr,
@@ -165,7 +172,8 @@ impl CertificateAuthority {
             .signed_by(&csr.public_key, &self.issuer)
             .map_err(CaError::Sign)?;
         let mut chain = vec![cert.pem()];
-        chain.extend(self.chain.iter().cloned());
+        chain.extend(self.chain[..self.chain.len() - 1].iter().cloned());
+        chain.push(self.roots_pem.clone());
         Ok(chain)
     }
 
