@@ -5,7 +5,11 @@
 //! the agent keeps serving everyone else. The hostile client runs in a
 //! pod's network namespace (so it has that pod's IP) and uses certificates
 //! minted with the cluster's own CA key, which a test can read.
-//! Needs root and the built binaries.
+//! And a well-behaved HBONE client that weft did not write (Python's ssl
+//! and the `h2` package, `tests/peers/hbone_client.py`) is served, so that
+//! framing, headers and TLS settings are checked against another
+//! implementation. Needs root, the built binaries and `h2` (installed by
+//! `cargo xtask setup`).
 
 use std::{net::SocketAddr, sync::Arc, time::Duration};
 
@@ -45,6 +49,15 @@ impl Minter {
             issuer,
             roots: Arc::new(roots),
         })
+    }
+
+    /// A certificate for `spiffe_id` and its key, PEM.
+    fn mint_pem(&self, spiffe_id: &str) -> Result<(String, String)> {
+        let key = KeyPair::generate()?;
+        let mut params = CertificateParams::default();
+        params.subject_alt_names = vec![SanType::URI(spiffe_id.try_into()?)];
+        let cert = params.signed_by(&key, &self.issuer)?;
+        Ok((cert.pem(), key.serialize_pem()))
     }
 
     fn mint(&self, spiffe_id: &str) -> Result<WorkloadCert> {
@@ -207,5 +220,69 @@ fn hostile_hbone_peers_are_refused_logged_and_counted() -> Result<()> {
         .with_context(|| node.agent_log_tail(400))?;
         ensure!(node.agent_pid().is_some(), "the agent died");
         healthy()
+    })
+}
+
+/// Python's ssl and the h2 package, in the client pod's network namespace
+/// (its IP) but outside its cgroup (not captured), speak HBONE to the
+/// server pod's agent with the client's certificate: TLS 1.3, the server's
+/// SPIFFE ID, one CONNECT stream, an HTTP request through it. The app
+/// sees the client pod's IP.
+#[test]
+fn an_hbone_client_weft_did_not_write_is_served() -> Result<()> {
+    let cluster = Cluster::builder().nodes(2).build()?;
+    cluster.with_logs(|cluster| {
+        cluster.add_namespace("secure", &[AMBIENT])?;
+        let server = cluster.add_pod(
+            PodSpec::new("node-2", "secure", "server")
+                .service_account("server")
+                .port("http", 8080),
+        )?;
+        let client = cluster
+            .add_pod(PodSpec::new("node-1", "secure", "client").service_account("client"))?;
+        let _app = server.spawn_app(&["http-server", "--port", "8080"])?;
+        let url = format!("http://{}/", server.addr(8080));
+        wait_for("the server to be reachable through the mesh", TIMEOUT, || {
+            Ok(client
+                .run_app(&["http-get", &url, "--timeout", "3"], TIMEOUT)?
+                .success()
+                .then_some(()))
+        })?;
+
+        let minter = Minter::new(cluster)?;
+        let (cert, key) = minter.mint_pem("spiffe://cluster.local/ns/secure/sa/client")?;
+        let dir = cluster.dir().join("python-peer");
+        std::fs::create_dir_all(&dir)?;
+        std::fs::write(dir.join("cert.pem"), cert)?;
+        std::fs::write(dir.join("key.pem"), key)?;
+        let ca = cluster.control().state_dir().join("root-cert.pem");
+        let script = concat!(env!("CARGO_MANIFEST_DIR"), "/peers/hbone_client.py");
+        let out = std::process::Command::new("ip")
+            .args(["netns", "exec", client.netns().name(), "python3", script])
+            .args(["--addr", &format!("{}:15008", server.ip())])
+            .args(["--target", &server.addr(8080).to_string()])
+            .arg("--cert")
+            .arg(dir.join("cert.pem"))
+            .arg("--key")
+            .arg(dir.join("key.pem"))
+            .arg("--ca")
+            .arg(&ca)
+            .args(["--server-id", "spiffe://cluster.local/ns/secure/sa/server"])
+            .output()
+            .context("running python3 (cargo xtask setup installs its h2 package)")?;
+        let stdout = String::from_utf8_lossy(&out.stdout);
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        ensure!(
+            out.status.success(),
+            "the Python HBONE client failed ({}):\n{stdout}\n{stderr}",
+            out.status
+        );
+        ensure!(stdout.contains("tls: TLSv1.3"), "{stdout}");
+        ensure!(stdout.contains("HTTP/1.1 200"), "{stdout}");
+        ensure!(
+            stdout.contains(&format!("hello from server to {}:", client.ip())),
+            "the app did not see the client pod's IP:\n{stdout}"
+        );
+        Ok(())
     })
 }

@@ -17,11 +17,20 @@ const PACKAGES: &[(&str, &str)] = &[
 
 const BPF_LINKER_VERSION: &str = "0.13.0";
 
-/// Helm's Go SDK (v4) as a Python package: the chart test
-/// (`cli/tests/chart.rs`) renders and lints `deploy/charts/weft` with it.
-/// There is no `helm` binary in Debian's or any registry reachable here.
-const HELM_SDK: &str = "helm-python-sdk";
-const HELM_SDK_VERSION: &str = "0.2.2";
+/// Python packages the tests use: (pip name, version, module, why).
+/// Helm's Go SDK (v4): the chart test (`cli/tests/chart.rs`) renders and
+/// lints `deploy/charts/weft` with it (there is no `helm` binary in any
+/// registry reachable here). `h2`: an HBONE peer weft did not write
+/// (`tests/peers/hbone_client.py`).
+const PYTHON_PACKAGES: &[(&str, &str, &str, &str)] = &[
+    (
+        "helm-python-sdk",
+        "0.2.2",
+        "helm_python",
+        "Helm's Go SDK, for the chart test",
+    ),
+    ("h2", "4.4.1", "h2", "HTTP/2, for the Python HBONE peer"),
+];
 
 fn cargo_home() -> std::path::PathBuf {
     std::env::var_os("CARGO_HOME")
@@ -69,15 +78,23 @@ fn has_bpf_linker() -> bool {
         .unwrap_or(false)
 }
 
-fn has_helm_sdk() -> bool {
+fn has_python_package(module: &str, version: &str) -> bool {
     Command::new("python3")
         .args([
             "-c",
-            &format!("import helm_python; assert helm_python.__version__ == '{HELM_SDK_VERSION}'"),
+            &format!("import {module}; assert {module}.__version__ == '{version}'"),
         ])
         .output()
         .map(|out| out.status.success())
         .unwrap_or(false)
+}
+
+fn missing_python_packages()
+-> Vec<&'static (&'static str, &'static str, &'static str, &'static str)> {
+    PYTHON_PACKAGES
+        .iter()
+        .filter(|(_, version, module, _)| !has_python_package(module, version))
+        .collect()
 }
 
 fn bpffs_mounted() -> bool {
@@ -102,7 +119,7 @@ fn needs_setup() -> bool {
     !missing_packages().is_empty()
         || !has_rust_src()
         || !has_bpf_linker()
-        || !has_helm_sdk()
+        || !missing_python_packages().is_empty()
         || !bpffs_mounted()
 }
 
@@ -179,16 +196,14 @@ pub fn run() -> anyhow::Result<()> {
                 ),
         )?;
     }
-    if !has_helm_sdk() {
-        println!(
-            "xtask setup: installing {HELM_SDK} {HELM_SDK_VERSION} (Helm's Go SDK, for the chart test)"
-        );
+    for (name, version, _, why) in missing_python_packages() {
+        println!("xtask setup: installing Python package {name} {version} ({why})");
         run_cmd(Command::new("python3").args([
             "-m",
             "pip",
             "install",
             "-q",
-            &format!("{HELM_SDK}=={HELM_SDK_VERSION}"),
+            &format!("{name}=={version}"),
         ]))?;
     }
     if !bpffs_mounted() {
@@ -197,7 +212,7 @@ pub fn run() -> anyhow::Result<()> {
         run_cmd(Command::new("mount").args(["-t", "bpf", "bpf", "/sys/fs/bpf"]))?;
     }
     println!(
-        "xtask setup: done (nightly rust-src, bpf-linker {BPF_LINKER_VERSION}, LLVM 22, iproute2, tcpdump, {HELM_SDK} {HELM_SDK_VERSION}, bpffs)"
+        "xtask setup: done (nightly rust-src, bpf-linker {BPF_LINKER_VERSION}, LLVM 22, iproute2, tcpdump, Python packages, bpffs)"
     );
     Ok(())
 }
