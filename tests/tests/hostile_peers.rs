@@ -5,8 +5,8 @@
 //! the agent keeps serving everyone else. The hostile client runs in a
 //! pod's network namespace (so it has that pod's IP) and uses certificates
 //! minted with the cluster's own CA key, which a test can read.
-//! And a well-behaved HBONE client that weft did not write (Python's ssl
-//! and the `h2` package, `tests/peers/hbone_client.py`) is served, so that
+//! And well-behaved HBONE peers that weft did not write (Python's ssl and
+//! the `h2` package, `tests/peers/`) work with it both ways, so that
 //! framing, headers and TLS settings are checked against another
 //! implementation. Needs root, the built binaries and `h2` (installed by
 //! `cargo xtask setup`).
@@ -242,12 +242,16 @@ fn an_hbone_client_weft_did_not_write_is_served() -> Result<()> {
             .add_pod(PodSpec::new("node-1", "secure", "client").service_account("client"))?;
         let _app = server.spawn_app(&["http-server", "--port", "8080"])?;
         let url = format!("http://{}/", server.addr(8080));
-        wait_for("the server to be reachable through the mesh", TIMEOUT, || {
-            Ok(client
-                .run_app(&["http-get", &url, "--timeout", "3"], TIMEOUT)?
-                .success()
-                .then_some(()))
-        })?;
+        wait_for(
+            "the server to be reachable through the mesh",
+            TIMEOUT,
+            || {
+                Ok(client
+                    .run_app(&["http-get", &url, "--timeout", "3"], TIMEOUT)?
+                    .success()
+                    .then_some(()))
+            },
+        )?;
 
         let minter = Minter::new(cluster)?;
         let (cert, key) = minter.mint_pem("spiffe://cluster.local/ns/secure/sa/client")?;
@@ -283,6 +287,99 @@ fn an_hbone_client_weft_did_not_write_is_served() -> Result<()> {
             stdout.contains(&format!("hello from server to {}:", client.ip())),
             "the app did not see the client pod's IP:\n{stdout}"
         );
+        Ok(())
+    })
+}
+
+/// Kills the child on drop.
+struct Killed(std::process::Child);
+
+impl Drop for Killed {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// The other direction: weft's agent as the HBONE client of a server weft
+/// did not write (Python's ssl and h2, `tests/peers/hbone_server.py`).
+/// The destination pod is in the mesh for the control plane but no agent
+/// holds its 15008 (it ran before weft and has no process for the agent
+/// to find), so the Python server answers there with the pod's
+/// certificate. It checks weft's client certificate and reports the
+/// CONNECT authority and the `forwarded` header weft sent.
+#[test]
+fn weft_is_served_by_an_hbone_server_it_did_not_write() -> Result<()> {
+    let cluster = Cluster::builder().nodes(2).build()?;
+    cluster.with_logs(|cluster| {
+        cluster.add_namespace("secure", &[AMBIENT])?;
+        let client = cluster
+            .add_pod(PodSpec::new("node-1", "secure", "client").service_account("client"))?;
+        let python = cluster.add_pod(
+            PodSpec::new("node-2", "secure", "python")
+                .service_account("python")
+                .port("http", 8080)
+                .before_weft(),
+        )?;
+
+        let minter = Minter::new(cluster)?;
+        let (cert, key) = minter.mint_pem("spiffe://cluster.local/ns/secure/sa/python")?;
+        let dir = cluster.dir().join("python-server");
+        std::fs::create_dir_all(&dir)?;
+        std::fs::write(dir.join("cert.pem"), cert)?;
+        std::fs::write(dir.join("key.pem"), key)?;
+        let log = dir.join("server.log");
+        let script = concat!(env!("CARGO_MANIFEST_DIR"), "/peers/hbone_server.py");
+        let _server = Killed(
+            std::process::Command::new("ip")
+                .args(["netns", "exec", python.netns().name(), "python3", script])
+                .args(["--listen", &format!("{}:15008", python.ip())])
+                .arg("--cert")
+                .arg(dir.join("cert.pem"))
+                .arg("--key")
+                .arg(dir.join("key.pem"))
+                .arg("--ca")
+                .arg(cluster.control().state_dir().join("root-cert.pem"))
+                .stdout(std::fs::File::create(&log)?)
+                .stderr(std::fs::File::create(dir.join("server.err"))?)
+                .spawn()
+                .context("running python3 (cargo xtask setup installs its h2 package)")?,
+        );
+        let server_log = || std::fs::read_to_string(&log).unwrap_or_default();
+        wait_for("the Python HBONE server to listen", TIMEOUT, || {
+            Ok(server_log().contains("listening on").then_some(()))
+        })
+        .with_context(|| std::fs::read_to_string(dir.join("server.err")).unwrap_or_default())?;
+
+        let url = format!("http://{}/", python.addr(8080));
+        let out = wait_for(
+            "a request through weft to the Python server",
+            TIMEOUT,
+            || {
+                let out = client.run_app(&["http-get", &url, "--timeout", "3"], TIMEOUT)?;
+                Ok(out.success().then_some(out.stdout))
+            },
+        )
+        .with_context(|| {
+            format!(
+                "server log:\n{}\n{}",
+                server_log(),
+                std::fs::read_to_string(dir.join("server.err")).unwrap_or_default()
+            )
+        })?;
+        ensure!(
+            out.contains("hello from python to spiffe://cluster.local/ns/secure/sa/client"),
+            "the Python server did not see the client's identity:\n{out}"
+        );
+        ensure!(
+            out.contains(&format!("authority={}", python.addr(8080))),
+            "{out}"
+        );
+        ensure!(
+            out.contains(&format!("forwarded=for=\"{}:", client.ip())),
+            "weft's forwarded header does not name the client:\n{out}"
+        );
+        ensure!(out.contains("request=GET / HTTP/1.1"), "{out}");
         Ok(())
     })
 }
