@@ -97,7 +97,7 @@ impl NetnsFinder {
             .filter_map(|(inode, path)| {
                 let addresses = addresses_in(&path)
                     .inspect_err(|err| {
-                        tracing::debug!(netns = %path.display(), error = %err, "skipping a namespace that cannot be read")
+                        tracing::debug!(netns = %path.display(), error = %err, "ignoring a namespace that cannot be read")
                     })
                     .ok()?;
                 Some((Found { path, inode }, addresses))
