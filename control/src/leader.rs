@@ -150,18 +150,8 @@ async fn try_acquire_or_renew(
             },
             spec: Some(held_by(config, now, now, 0)),
         };
-        return match api.create(&PostParams::default(), &lease).await {
-            Ok(_) => {
-                *observed = Some(Observed {
-                    holder: config.identity.clone(),
-                    renew_time: Some(now),
-                    since: Instant::now(),
-                });
-                Ok(true)
-            }
-            Err(kube::Error::Api(status)) if status.code == 409 => Ok(false),
-            Err(error) => Err(error),
-        };
+        let created = api.create(&PostParams::default(), &lease).await;
+        return took(created, config, now, observed);
     };
     let spec = lease.spec.clone().unwrap_or_default();
     let holder = spec.holder_identity.clone().unwrap_or_default();
@@ -196,10 +186,21 @@ async fn try_acquire_or_renew(
     };
     lease.spec = Some(held_by(config, acquired, now, transitions));
     // `replace` sends the resourceVersion read: a lost race is a 409.
-    match api
+    let replaced = api
         .replace(&config.lease, &PostParams::default(), &lease)
-        .await
-    {
+        .await;
+    took(replaced, config, now, observed)
+}
+
+/// The outcome of writing the lease as its holder: held (and observed as
+/// ours), lost to another writer (409), or an error.
+fn took(
+    written: Result<Lease, kube::Error>,
+    config: &LeaderElection,
+    now: Timestamp,
+    observed: &mut Option<Observed>,
+) -> Result<bool, kube::Error> {
+    match written {
         Ok(_) => {
             *observed = Some(Observed {
                 holder: config.identity.clone(),

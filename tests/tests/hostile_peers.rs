@@ -130,18 +130,25 @@ fn counted(node: &Node, cluster: &Cluster, reason: &str, at_least: u64) -> Resul
     )
 }
 
+/// Namespace `secure` in the mesh, with `server` (node-2, port 8080) and
+/// `client` (node-1).
+fn server_and_client(cluster: &Cluster) -> Result<(Pod, Pod)> {
+    cluster.add_namespace("secure", &[AMBIENT])?;
+    let server = cluster.add_pod(
+        PodSpec::new("node-2", "secure", "server")
+            .service_account("server")
+            .port("http", 8080),
+    )?;
+    let client =
+        cluster.add_pod(PodSpec::new("node-1", "secure", "client").service_account("client"))?;
+    Ok((server, client))
+}
+
 #[test]
 fn hostile_hbone_peers_are_refused_logged_and_counted() -> Result<()> {
     let cluster = Cluster::builder().nodes(2).build()?;
     cluster.with_logs(|cluster| {
-        cluster.add_namespace("secure", &[AMBIENT])?;
-        let server = cluster.add_pod(
-            PodSpec::new("node-2", "secure", "server")
-                .service_account("server")
-                .port("http", 8080),
-        )?;
-        let client = cluster
-            .add_pod(PodSpec::new("node-1", "secure", "client").service_account("client"))?;
+        let (server, client) = server_and_client(cluster)?;
         let intruder = cluster
             .add_pod(PodSpec::new("node-1", "secure", "intruder").service_account("intruder"))?;
         let _app = server.spawn_app(&["http-server", "--port", "8080", "--quiet", "true"])?;
@@ -232,14 +239,7 @@ fn hostile_hbone_peers_are_refused_logged_and_counted() -> Result<()> {
 fn an_hbone_client_weft_did_not_write_is_served() -> Result<()> {
     let cluster = Cluster::builder().nodes(2).build()?;
     cluster.with_logs(|cluster| {
-        cluster.add_namespace("secure", &[AMBIENT])?;
-        let server = cluster.add_pod(
-            PodSpec::new("node-2", "secure", "server")
-                .service_account("server")
-                .port("http", 8080),
-        )?;
-        let client = cluster
-            .add_pod(PodSpec::new("node-1", "secure", "client").service_account("client"))?;
+        let (server, client) = server_and_client(cluster)?;
         let _app = server.spawn_app(&["http-server", "--port", "8080"])?;
         let url = format!("http://{}/", server.addr(8080));
         wait_for(
