@@ -47,10 +47,44 @@ impl Denial {
     }
 }
 
+/// What became of a request at an HTTP port's authorization; one counter
+/// each.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RequestVerdict {
+    /// Passed authentication and authorization.
+    Allowed,
+    /// A DENY policy matched, or ALLOW policies applied and none did (403).
+    Denied,
+    /// It carried an invalid JWT (401).
+    Unauthenticated,
+    /// Its path cannot be normalised safely (400).
+    BadPath,
+}
+
+impl RequestVerdict {
+    const ALL: [RequestVerdict; 4] = [
+        RequestVerdict::Allowed,
+        RequestVerdict::Denied,
+        RequestVerdict::Unauthenticated,
+        RequestVerdict::BadPath,
+    ];
+
+    pub fn name(self) -> &'static str {
+        match self {
+            RequestVerdict::Allowed => "allowed",
+            RequestVerdict::Denied => "denied",
+            RequestVerdict::Unauthenticated => "unauthenticated",
+            RequestVerdict::BadPath => "bad_path",
+        }
+    }
+}
+
 /// The agent's counters.
 #[derive(Debug, Default)]
 pub struct Metrics {
     denials: [AtomicU64; 7],
+    /// Requests at HTTP ports' authorization, by [`RequestVerdict`].
+    requests: [AtomicU64; 4],
     /// Connections being proxied now (all directions).
     active: AtomicU64,
     /// Malformed HTTP requests from apps, answered by the proxy and not
@@ -86,6 +120,15 @@ impl Metrics {
         self.denials[reason as usize].load(Ordering::Relaxed)
     }
 
+    /// One request's authorization outcome.
+    pub fn request(&self, verdict: RequestVerdict) {
+        self.requests[verdict as usize].fetch_add(1, Ordering::Relaxed);
+    }
+
+    pub fn requests(&self, verdict: RequestVerdict) -> u64 {
+        self.requests[verdict as usize].load(Ordering::Relaxed)
+    }
+
     /// An app sent a malformed HTTP request.
     pub fn bad_request(&self) {
         self.bad_requests.fetch_add(1, Ordering::Relaxed);
@@ -100,8 +143,13 @@ impl Metrics {
             .iter()
             .map(|d| (d.name().to_string(), self.denials(*d).into()))
             .collect();
+        let requests: serde_json::Map<String, serde_json::Value> = RequestVerdict::ALL
+            .iter()
+            .map(|v| (v.name().to_string(), self.requests(*v).into()))
+            .collect();
         serde_json::json!({
             "connections_denied": denied,
+            "http_requests_authorized": requests,
             "connections_active": self.active_connections(),
             "http_bad_requests": self.bad_requests(),
         })

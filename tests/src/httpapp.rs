@@ -43,6 +43,9 @@ pub struct Reply {
     pub status: u16,
     pub headers: BTreeMap<String, String>,
     pub body: String,
+    /// Which of the client's connections carried it (1, 2...).
+    #[serde(default)]
+    pub connection: u32,
 }
 
 impl Reply {

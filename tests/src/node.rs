@@ -126,6 +126,18 @@ impl Node {
         p.is_running().then(|| p.pid())
     }
 
+    /// `GET <path>` from the agent's admin API (`127.0.0.1:15000`), as
+    /// JSON.
+    pub fn admin_json(&self, path: &str) -> Result<serde_json::Value> {
+        let admin: SocketAddr = ([127, 0, 0, 1], 15000).into();
+        let (status, body) = crate::probe::http_get(&self.netns, admin, path)?;
+        if status != 200 {
+            bail!("{}: GET {path} answered {status}: {body}", self.name);
+        }
+        serde_json::from_str(&body)
+            .with_context(|| format!("{}: GET {path} is not JSON: {body}", self.name))
+    }
+
     /// The agent's whole log so far.
     pub fn agent_log(&self) -> String {
         match self.lock_agent().as_ref() {

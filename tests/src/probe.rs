@@ -42,6 +42,30 @@ fn get_status(addr: SocketAddr, path: &str) -> Result<u16> {
     parse_status(&head)
 }
 
+/// `GET http://<addr><path>` made from inside `netns`: the status code
+/// and the whole body (read until the server closes; no chunked coding,
+/// as the agent's admin API sends `content-length`).
+pub fn http_get(netns: &Netns, addr: SocketAddr, path: &str) -> Result<(u16, String)> {
+    netns
+        .run(|| -> Result<(u16, String)> {
+            let mut stream = TcpStream::connect_timeout(&addr, PROBE_TIMEOUT)?;
+            stream.set_read_timeout(Some(PROBE_TIMEOUT))?;
+            let request = format!(
+                "GET {path} HTTP/1.1\r\nHost: {addr}\r\nUser-Agent: weft-sim-probe\r\nConnection: close\r\n\r\n"
+            );
+            stream.write_all(request.as_bytes())?;
+            let mut response = Vec::new();
+            stream.read_to_end(&mut response)?;
+            let split = response
+                .windows(4)
+                .position(|w| w == b"\r\n\r\n")
+                .context("no end of the response head")?;
+            let status = parse_status(&response[..split])?;
+            Ok((status, String::from_utf8_lossy(&response[split + 4..]).into_owned()))
+        })?
+        .with_context(|| format!("GET http://{addr}{path} from netns {}", netns.name()))
+}
+
 /// The status code of an HTTP/1.x status line.
 fn parse_status(head: &[u8]) -> Result<u16> {
     let text = String::from_utf8_lossy(head);

@@ -272,11 +272,7 @@ fn authorization_policies_allow_deny_and_dry_run() -> Result<()> {
             Ok(None)
         })
         .with_context(|| node.agent_log_tail(400))?;
-        let mut stats = std::process::Command::new(cluster.bin_dir().join("weft-sim-app"));
-        stats.args(["http-get", "http://127.0.0.1:15000/stats", "--timeout", "3"]);
-        let out = node.run(stats, TIMEOUT)?.check("GET /stats")?;
-        let body = out.stdout.lines().skip(1).collect::<Vec<_>>().join("\n");
-        let stats: serde_json::Value = serde_json::from_str(&body).with_context(|| format!("/stats:\n{body}"))?;
+        let stats = node.admin_json("/stats")?;
         let denied = &stats["connections_denied"];
         ensure!(denied["policy_deny"].as_u64().unwrap_or(0) > 0, "policy_deny not counted: {stats}");
         ensure!(denied["no_allow_match"].as_u64().unwrap_or(0) > 0, "no_allow_match not counted: {stats}");

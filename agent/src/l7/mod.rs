@@ -16,15 +16,20 @@
 //!    retries;
 //! 4. the response is edited (headers, CORS) and logged ([`log`]).
 //!
-//! Answers the proxy gives itself are Envoy's ([`reply`]). The destination
-//! side is unchanged: the CONNECT stream arrives at the destination's
-//! agent like any other, so a weft client works with any HBONE server.
+//! Answers the proxy gives itself are Envoy's ([`reply`]).
+//!
+//! The destination side ([`inbound`]): a connection to an HTTP port of a
+//! local pod (an HBONE CONNECT stream, or steered plaintext) is served as
+//! HTTP too, so that authorization decides per request with the HTTP
+//! attributes, before the request reaches the app. A weft client still
+//! works with any HBONE server, and any HBONE client with a weft server.
 
 pub mod body;
 pub mod cluster;
 mod config;
 pub mod forward;
 mod framing;
+pub mod inbound;
 pub mod l4;
 pub mod log;
 pub mod outbound;

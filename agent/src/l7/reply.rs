@@ -42,10 +42,14 @@ pub enum Flag {
     UpstreamReset = 1 << 10,
     /// NC: the route's destination has no cluster (no such service).
     NoCluster = 1 << 11,
+    /// RBAC: denied by an authorization policy.
+    RbacDenied = 1 << 12,
+    /// UAEX: denied by an external authorization provider.
+    ExternalDenied = 1 << 13,
 }
 
 impl Flag {
-    pub const ALL: [Flag; 12] = [
+    pub const ALL: [Flag; 14] = [
         Flag::NoHealthyUpstream,
         Flag::UpstreamConnectFailure,
         Flag::UpstreamOverflow,
@@ -58,6 +62,8 @@ impl Flag {
         Flag::UpstreamTerminated,
         Flag::UpstreamReset,
         Flag::NoCluster,
+        Flag::RbacDenied,
+        Flag::ExternalDenied,
     ];
 
     /// Envoy's short name.
@@ -75,6 +81,8 @@ impl Flag {
             Flag::UpstreamTerminated => "UC",
             Flag::UpstreamReset => "UR",
             Flag::NoCluster => "NC",
+            Flag::RbacDenied => "RBAC",
+            Flag::ExternalDenied => "UAEX",
         }
     }
 }
@@ -188,6 +196,26 @@ impl LocalReply {
             StatusCode::GATEWAY_TIMEOUT,
             Flag::UpstreamTimeout,
             "upstream request timeout",
+        )
+    }
+
+    /// A request the proxy refuses to interpret (a path it cannot
+    /// normalise safely).
+    pub fn bad_request() -> LocalReply {
+        LocalReply {
+            status: StatusCode::BAD_REQUEST,
+            flag: None,
+            body: "Bad Request",
+            grpc_status: None,
+        }
+    }
+
+    /// Denied by an authorization policy, as Envoy's RBAC filter answers.
+    pub fn rbac_denied() -> LocalReply {
+        LocalReply::new(
+            StatusCode::FORBIDDEN,
+            Flag::RbacDenied,
+            "RBAC: access denied",
         )
     }
 

@@ -4,7 +4,10 @@ use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
 use weft_proto::security::{self as pb, string_match::MatchType};
 
-use super::{Action, Cidr, Group, Match, Policy, Scope, StringMatch};
+use super::{
+    Action, AttributeMatch, Cidr, Group, Match, Policy, Scope, StringMatch,
+    http::{AttributeKey, PathTemplate},
+};
 
 #[derive(Debug, thiserror::Error)]
 pub enum PolicyError {
@@ -56,8 +59,27 @@ pub fn from_proto(authz: pb::Authorization) -> Result<Policy, PolicyError> {
             });
         }
     };
-    let groups = authz
-        .groups
+    let groups = convert_groups(&name, authz.groups)?;
+    // Without HTTP attributes the policy is the same per request.
+    let http_groups = if authz.l7_attributes_ignored.is_empty() {
+        None
+    } else {
+        Some(convert_groups(&name, authz.http_groups)?)
+    };
+    Ok(Policy {
+        name: authz.name,
+        namespace: authz.namespace,
+        scope,
+        action,
+        groups,
+        http_groups,
+        dry_run: authz.dry_run && !authz.audit,
+        l7_ignored: authz.l7_attributes_ignored,
+    })
+}
+
+fn convert_groups(policy: &str, groups: Vec<pb::Group>) -> Result<Vec<Group>, PolicyError> {
+    groups
         .into_iter()
         .map(|group| {
             let rules = group
@@ -67,22 +89,13 @@ pub fn from_proto(authz: pb::Authorization) -> Result<Policy, PolicyError> {
                     rules
                         .matches
                         .into_iter()
-                        .map(|m| convert_match(&name, m))
+                        .map(|m| convert_match(policy, m))
                         .collect()
                 })
                 .collect::<Result<Vec<Vec<Match>>, _>>()?;
             Ok(Group { rules })
         })
-        .collect::<Result<Vec<Group>, PolicyError>>()?;
-    Ok(Policy {
-        name: authz.name,
-        namespace: authz.namespace,
-        scope,
-        action,
-        groups,
-        dry_run: authz.dry_run && !authz.audit,
-        l7_ignored: authz.l7_attributes_ignored,
-    })
+        .collect()
 }
 
 fn strings(list: Vec<pb::StringMatch>) -> Vec<StringMatch> {
@@ -92,6 +105,7 @@ fn strings(list: Vec<pb::StringMatch>) -> Vec<StringMatch> {
             MatchType::Prefix(v) => Some(StringMatch::Prefix(v)),
             MatchType::Suffix(v) => Some(StringMatch::Suffix(v)),
             MatchType::Presence(()) => Some(StringMatch::Presence),
+            MatchType::PathTemplate(v) => Some(StringMatch::Template(PathTemplate::parse(&v))),
         })
         .collect()
 }
@@ -164,5 +178,22 @@ fn convert_match(policy: &str, m: pb::Match) -> Result<Match, PolicyError> {
         not_destination_ips: cidrs(policy, m.not_destination_ips)?,
         destination_ports: ports(policy, m.destination_ports)?,
         not_destination_ports: ports(policy, m.not_destination_ports)?,
+        hosts: strings(m.hosts),
+        not_hosts: strings(m.not_hosts),
+        methods: strings(m.methods),
+        not_methods: strings(m.not_methods),
+        paths: strings(m.paths),
+        not_paths: strings(m.not_paths),
+        request_principals: strings(m.request_principals),
+        not_request_principals: strings(m.not_request_principals),
+        attributes: m
+            .attributes
+            .into_iter()
+            .map(|a| AttributeMatch {
+                key: AttributeKey::parse(&a.key),
+                values: strings(a.values),
+                not_values: strings(a.not_values),
+            })
+            .collect(),
     })
 }

@@ -1,8 +1,8 @@
-//! The per-connection decision.
+//! The decision, per connection (L4) or per request (HTTP ports).
 
 use std::sync::Arc;
 
-use super::{Action, Connection, Group, Match, Policy};
+use super::{Action, AttributeMatch, Connection, Group, Match, Policy, Request, StringMatch};
 
 /// Why a connection was refused.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -52,7 +52,12 @@ fn none<T>(list: &[T], f: impl Fn(&T) -> bool) -> bool {
 }
 
 impl Match {
-    pub fn matches(&self, conn: &Connection) -> bool {
+    /// `request`: `None` per connection, where HTTP attributes are absent.
+    pub fn matches(&self, conn: &Connection, request: Option<&Request>) -> bool {
+        self.matches_l4(conn) && self.matches_http(request)
+    }
+
+    fn matches_l4(&self, conn: &Connection) -> bool {
         let id = conn.src_identity.as_ref();
         // Istio's principal form: the SPIFFE ID without `spiffe://`.
         let principal = id.map(|id| {
@@ -79,14 +84,57 @@ impl Match {
             && any_or_empty(&self.destination_ports, |p| *p == conn.dst_port)
             && none(&self.not_destination_ports, |p| *p == conn.dst_port)
     }
+
+    fn matches_http(&self, request: Option<&Request>) -> bool {
+        let host = request.map(|r| r.host.to_ascii_lowercase());
+        let host = host.as_deref();
+        // Also without its port: `hosts: [example.com]` matches
+        // `example.com:8080`.
+        let bare = host.map(strip_port);
+        let host_matches = |m: &StringMatch| m.matches(host) || m.matches(bare);
+        let method = request.map(|r| r.method);
+        let path = request.map(|r| r.path);
+        let principal = request.and_then(|r| r.auth).map(|a| a.principal.as_str());
+        any_or_empty(&self.hosts, host_matches)
+            && none(&self.not_hosts, host_matches)
+            && any_or_empty(&self.methods, |m| m.matches(method))
+            && none(&self.not_methods, |m| m.matches(method))
+            && any_or_empty(&self.paths, |m| m.matches(path))
+            && none(&self.not_paths, |m| m.matches(path))
+            && any_or_empty(&self.request_principals, |m| m.matches(principal))
+            && none(&self.not_request_principals, |m| m.matches(principal))
+            && self.attributes.iter().all(|a| a.matches(request))
+    }
+}
+
+/// `host:port` → `host` (`[v6]:port` → `[v6]`); anything else unchanged.
+fn strip_port(authority: &str) -> &str {
+    match authority.rsplit_once(':') {
+        Some((name, port))
+            if !port.is_empty()
+                && port.bytes().all(|b| b.is_ascii_digit())
+                && (!name.contains(':') || name.ends_with(']')) =>
+        {
+            name
+        }
+        _ => authority,
+    }
+}
+
+impl AttributeMatch {
+    fn matches(&self, request: Option<&Request>) -> bool {
+        let values = request.map(|r| self.key.values(r)).unwrap_or_default();
+        let hit = |m: &StringMatch| values.iter().any(|v| m.matches(Some(v)));
+        any_or_empty(&self.values, hit) && none(&self.not_values, hit)
+    }
 }
 
 impl Group {
     /// Every rule holds; a rule holds when one of its matches does.
-    fn matches(&self, conn: &Connection) -> bool {
+    fn matches(&self, conn: &Connection, request: Option<&Request>) -> bool {
         self.rules
             .iter()
-            .all(|rule| rule.is_empty() || rule.iter().any(|m| m.matches(conn)))
+            .all(|rule| rule.is_empty() || rule.iter().any(|m| m.matches(conn, request)))
     }
 }
 
@@ -94,46 +142,82 @@ impl Policy {
     /// Whether the connection matches (one group does). A policy without
     /// groups matches nothing.
     pub fn matches(&self, conn: &Connection) -> bool {
-        self.groups.iter().any(|g| g.matches(conn))
+        self.groups.iter().any(|g| g.matches(conn, None))
+    }
+
+    /// Whether the request matches, HTTP attributes included.
+    pub fn matches_request(&self, conn: &Connection, request: &Request) -> bool {
+        self.http_groups
+            .as_ref()
+            .unwrap_or(&self.groups)
+            .iter()
+            .any(|g| g.matches(conn, Some(request)))
     }
 }
 
-/// Decides with Istio's order: a matching DENY refuses; then, if ALLOW
-/// policies apply, one must match. AUDIT and dry-run policies are logged.
+/// Decides on a connection to a port that is not HTTP, with Istio's
+/// order: a matching DENY refuses; then, if ALLOW policies apply, one must
+/// match. AUDIT and dry-run policies are logged.
 pub fn evaluate(policies: &[Arc<Policy>], conn: &Connection) -> Decision {
+    decide(policies, conn, None)
+}
+
+/// Decides on one request to an HTTP port: the same order, with every
+/// policy's HTTP attributes. A DENY policy's HTTP conditions are all seen
+/// here, so a denial never names ignored ones.
+pub fn evaluate_request(
+    policies: &[Arc<Policy>],
+    conn: &Connection,
+    request: &Request,
+) -> Decision {
+    decide(policies, conn, Some(request))
+}
+
+fn decide(policies: &[Arc<Policy>], conn: &Connection, request: Option<&Request>) -> Decision {
+    let matches = |policy: &Policy| match request {
+        Some(request) => policy.matches_request(conn, request),
+        None => policy.matches(conn),
+    };
+    let method = request.map(|r| r.method);
+    let path = request.map(|r| r.path);
     let log_dry_run = |policy: &Policy, matched: bool| {
         tracing::info!(
             policy = %policy.key(), action = ?policy.action, matched,
             src.identity = ?conn.src_identity.as_ref().map(ToString::to_string),
-            src.ip = %conn.src_ip, dst.port = conn.dst_port,
+            src.ip = %conn.src_ip, dst.port = conn.dst_port, method, path,
             "dry-run policy evaluated (not enforced)"
         );
     };
     for policy in policies.iter().filter(|p| p.action == Action::Audit) {
-        if policy.matches(conn) {
+        if matches(policy) {
             tracing::info!(
                 policy = %policy.key(),
                 src.identity = ?conn.src_identity.as_ref().map(ToString::to_string),
                 src.ip = %conn.src_ip, dst.ip = %conn.dst_ip, dst.port = conn.dst_port,
-                "audit: connection matched"
+                method, path,
+                "audit: {} matched", if request.is_some() { "request" } else { "connection" }
             );
         }
     }
     for policy in policies.iter().filter(|p| p.action == Action::Deny) {
-        let matched = policy.matches(conn);
+        let matched = matches(policy);
         if policy.dry_run {
             log_dry_run(policy, matched);
         } else if matched {
             return Decision::Deny(DenyReason::DeniedBy {
                 policy: policy.key(),
-                l7_ignored: policy.l7_ignored.clone(),
+                l7_ignored: if request.is_some() {
+                    Vec::new()
+                } else {
+                    policy.l7_ignored.clone()
+                },
             });
         }
     }
     let mut enforced_allows = 0;
     let mut allowed_by = None;
     for policy in policies.iter().filter(|p| p.action == Action::Allow) {
-        let matched = policy.matches(conn);
+        let matched = matches(policy);
         if policy.dry_run {
             log_dry_run(policy, matched);
             continue;
@@ -165,6 +249,7 @@ mod tests {
             scope: Scope::Namespace,
             action,
             groups,
+            http_groups: None,
             dry_run: false,
             l7_ignored: vec![],
         })
@@ -354,6 +439,80 @@ mod tests {
         assert!(
             reason.to_string().contains("HTTP conditions methods"),
             "{reason}"
+        );
+    }
+
+    #[test]
+    fn requests_are_matched_on_their_http_attributes() {
+        use crate::policy::http::{AttributeKey, PathTemplate, Request, RequestAuth};
+        let mut allow = (*policy(
+            "allow-get-api",
+            Action::Allow,
+            vec![Group { rules: vec![] }],
+        ))
+        .clone();
+        // At L4 the rule needs HTTP attributes: it never matches there.
+        allow.groups = vec![];
+        allow.l7_ignored = vec!["methods".into()];
+        allow.http_groups = Some(one(Match {
+            hosts: vec![StringMatch::Exact("api.shop".into())],
+            methods: vec![StringMatch::Exact("GET".into())],
+            paths: vec![
+                StringMatch::Prefix("/api/".into()),
+                StringMatch::Template(PathTemplate::parse("/v1/{*}/items")),
+            ],
+            not_request_principals: vec![StringMatch::Suffix("/banned".into())],
+            attributes: vec![AttributeMatch {
+                key: AttributeKey::parse("request.auth.claims[org][team]"),
+                values: vec![],
+                not_values: vec![StringMatch::Exact("red".into())],
+            }],
+            ..Default::default()
+        }));
+        let policies = [Arc::new(allow)];
+        let c = conn(Some("web"), "frontend", "10.0.1.2", 8080);
+        let headers = http::HeaderMap::new();
+        let request = |method, host, path, auth| Request {
+            method,
+            host,
+            path,
+            headers: &headers,
+            auth,
+            sni: None,
+        };
+        let allowed =
+            |r: &Request| matches!(evaluate_request(&policies, &c, r), Decision::Allow { .. });
+        assert!(allowed(&request("GET", "api.shop", "/api/x", None)));
+        assert!(
+            allowed(&request("GET", "API.shop:8080", "/v1/a/items", None)),
+            "case and port"
+        );
+        assert!(!allowed(&request("POST", "api.shop", "/api/x", None)));
+        assert!(!allowed(&request("GET", "other", "/api/x", None)));
+        assert!(!allowed(&request("GET", "api.shop", "/v1/a/b/items", None)));
+        let auth = |principal: &str, team: &str| RequestAuth {
+            principal: principal.into(),
+            audiences: vec![],
+            presenter: None,
+            claims: serde_json::json!({ "org": { "team": team } }),
+        };
+        let (ok, banned, red) = (
+            auth("iss/alice", "blue"),
+            auth("iss/banned", "blue"),
+            auth("iss/bob", "red"),
+        );
+        assert!(allowed(&request("GET", "api.shop", "/api/x", Some(&ok))));
+        assert!(!allowed(&request(
+            "GET",
+            "api.shop",
+            "/api/x",
+            Some(&banned)
+        )));
+        assert!(!allowed(&request("GET", "api.shop", "/api/x", Some(&red))));
+        assert_eq!(
+            evaluate(&policies, &c),
+            Decision::Deny(DenyReason::NoAllowMatch),
+            "per connection the rule cannot match"
         );
     }
 

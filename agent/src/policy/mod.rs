@@ -1,18 +1,25 @@
-//! L4 authorization, with Istio's semantics, evaluated at the destination
-//! on every inbound connection (HBONE and plaintext).
+//! Authorization, with Istio's semantics, evaluated at the destination.
 //!
 //! The control plane compiles AuthorizationPolicy and PeerAuthentication
 //! into `istio.security.Authorization` ([`convert`]); the agent keeps them
-//! in the [`crate::state::WorkloadStore`] and decides per connection
-//! ([`eval`]): DENY policies first, then, if any ALLOW policy applies to the
-//! workload, the connection must match one. AUDIT policies only log;
-//! dry-run policies are evaluated and logged, never enforced.
+//! in the [`crate::state::WorkloadStore`] and decides ([`eval`]): DENY
+//! policies first, then, if any ALLOW policy applies to the workload, the
+//! connection or request must match one. AUDIT policies only log; dry-run
+//! policies are evaluated and logged, never enforced.
+//!
+//! Where: on a port a Service declares HTTP, per request
+//! ([`evaluate_request`], with the HTTP attributes of [`http`]); on every
+//! other port, once per connection ([`evaluate`]), where a rule's HTTP
+//! attributes cannot be seen (an ALLOW rule that uses them never matches,
+//! a DENY rule is enforced without them, as ztunnel does).
 
 mod convert;
 mod eval;
+pub mod http;
 
 pub use convert::{PolicyError, from_proto};
-pub use eval::{Decision, DenyReason, evaluate};
+pub use eval::{Decision, DenyReason, evaluate, evaluate_request};
+pub use http::Request;
 
 use std::net::IpAddr;
 
@@ -43,8 +50,13 @@ pub struct Policy {
     pub namespace: String,
     pub scope: Scope,
     pub action: Action,
-    /// OR-ed: the action applies if one group matches.
+    /// OR-ed: the action applies if one group matches. What is enforced
+    /// per connection, where HTTP attributes cannot be seen.
     pub groups: Vec<Group>,
+    /// The groups with their HTTP attributes, enforced per request on HTTP
+    /// ports; `None` when the policy has no HTTP attribute (then `groups`
+    /// is the whole policy).
+    pub http_groups: Option<Vec<Group>>,
     pub dry_run: bool,
     /// HTTP attributes of the source policy that a node proxy cannot see.
     pub l7_ignored: Vec<String>,
@@ -54,6 +66,14 @@ impl Policy {
     /// `namespace/name`, how workloads and logs refer to it.
     pub fn key(&self) -> String {
         format!("{}/{}", self.namespace, self.name)
+    }
+
+    /// Compiled from a PeerAuthentication (mutual TLS required), by the
+    /// names Istio gives those: a property of the connection, never of a
+    /// request.
+    pub fn is_peer_authentication(&self) -> bool {
+        self.name == "istio_converted_static_strict"
+            || self.name.starts_with("converted_peer_authentication_")
     }
 }
 
@@ -79,6 +99,31 @@ pub struct Match {
     pub not_destination_ips: Vec<Cidr>,
     pub destination_ports: Vec<u16>,
     pub not_destination_ports: Vec<u16>,
+    // HTTP attributes (only in `Policy::http_groups`).
+    /// Lower-cased; matched against the authority with and without port.
+    pub hosts: Vec<StringMatch>,
+    pub not_hosts: Vec<StringMatch>,
+    pub methods: Vec<StringMatch>,
+    pub not_methods: Vec<StringMatch>,
+    /// Matched against the normalised path, without its query.
+    pub paths: Vec<StringMatch>,
+    pub not_paths: Vec<StringMatch>,
+    /// `iss/sub` of the request's validated JWT.
+    pub request_principals: Vec<StringMatch>,
+    pub not_request_principals: Vec<StringMatch>,
+    /// `when` conditions on HTTP attributes, AND-ed.
+    pub attributes: Vec<AttributeMatch>,
+}
+
+/// A `when` condition on an HTTP attribute: a value must match one of
+/// `values` (if any) and none of `not_values`. An attribute with several
+/// values (a list claim, the audiences, a repeated header) matches when one
+/// of them does.
+#[derive(Debug, Clone, PartialEq, serde::Serialize)]
+pub struct AttributeMatch {
+    pub key: http::AttributeKey,
+    pub values: Vec<StringMatch>,
+    pub not_values: Vec<StringMatch>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
@@ -88,6 +133,8 @@ pub enum StringMatch {
     Suffix(String),
     /// Any value at all (e.g. "has a peer identity").
     Presence,
+    /// An Istio path template (`{*}`: one segment, `{**}`: any number).
+    Template(http::PathTemplate),
 }
 
 impl StringMatch {
@@ -99,6 +146,7 @@ impl StringMatch {
             (Self::Exact(want), Some(v)) => v == want,
             (Self::Prefix(want), Some(v)) => v.starts_with(want.as_str()),
             (Self::Suffix(want), Some(v)) => v.ends_with(want.as_str()),
+            (Self::Template(template), Some(v)) => template.matches(v),
         }
     }
 }

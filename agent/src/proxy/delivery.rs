@@ -36,7 +36,9 @@ pub struct Delivered {
     _exemption: Exemption,
 }
 
-struct Exemption {
+/// A delivery connection's exemption from inbound steering, lifted when
+/// dropped.
+pub struct Exemption {
     key: Option<DeliveryKey>,
     redirection: Arc<dyn Redirection>,
 }
@@ -46,6 +48,13 @@ impl Drop for Exemption {
         if let Some(key) = &self.key {
             self.redirection.unregister_delivery(key);
         }
+    }
+}
+
+impl Delivered {
+    /// The stream, and the exemption to keep as long as it is open.
+    pub fn split(self) -> (TcpStream, Exemption) {
+        (self.stream, self._exemption)
     }
 }
 

@@ -105,19 +105,38 @@ async fn connection(
         });
     }
     tracing::debug!(client = %client, src.addr = %peer, "HBONE connection authenticated");
+    let sni: Option<Arc<str>> = tls_stream.get_ref().1.server_name().map(Arc::from);
     let mut h2 = hbone::server_builder().handshake(tls_stream).await?;
     while let Some(request) = h2.accept().await {
         let (request, respond) = request?;
         tokio::spawn(stream_request(
             request,
             respond,
-            peer,
-            client.clone(),
+            Peer {
+                addr: peer,
+                identity: client.clone(),
+                sni: sni.clone(),
+            },
             pod.clone(),
             ctx.clone(),
         ));
     }
     Ok(())
+}
+
+/// Answers a CONNECT with 200; `None` when the client went away.
+fn accept(mut responder: SendResponse<Bytes>, peer: SocketAddr) -> Option<h2::SendStream<Bytes>> {
+    let response = Response::builder()
+        .status(StatusCode::OK)
+        .body(())
+        .expect("static response");
+    match responder.send_response(response, false) {
+        Ok(send) => Some(send),
+        Err(err) => {
+            tracing::debug!(src.addr = %peer, error = %err, "client went away before the 200");
+            None
+        }
+    }
 }
 
 fn respond(mut respond: SendResponse<Bytes>, status: StatusCode) {
@@ -128,15 +147,27 @@ fn respond(mut respond: SendResponse<Bytes>, status: StatusCode) {
     let _ = respond.send_response(response, true);
 }
 
+/// The client of an HBONE connection.
+struct Peer {
+    addr: SocketAddr,
+    identity: Identity,
+    /// The SNI of its TLS connection.
+    sni: Option<Arc<str>>,
+}
+
 async fn stream_request(
     request: Request<RecvStream>,
-    mut responder: SendResponse<Bytes>,
-    peer: SocketAddr,
-    client: Identity,
+    responder: SendResponse<Bytes>,
+    client: Peer,
     pod: Arc<PodContext>,
     ctx: Arc<ProxyContext>,
 ) {
     let _active = ctx.metrics.track();
+    let Peer {
+        addr: peer,
+        identity: client,
+        sni,
+    } = client;
     if request.method() != Method::CONNECT {
         tracing::warn!(src.identity = %client, src.addr = %peer, method = %request.method(), "not a CONNECT");
         ctx.metrics.deny(Denial::BadTarget);
@@ -156,6 +187,30 @@ async fn stream_request(
         ctx.metrics.deny(Denial::BadTarget);
         return respond(responder, StatusCode::BAD_REQUEST);
     }
+    // An HTTP port: accepted, then authorized per request.
+    if pod.http_port(&ctx, target.port()).is_some() {
+        let Some(send) = accept(responder, peer) else {
+            return;
+        };
+        let tunnel = hbone::H2Stream {
+            send,
+            recv: request.into_body(),
+            lease: None,
+        };
+        let inbound = crate::l7::inbound::Inbound {
+            pod,
+            peer,
+            target,
+            client: Some(client),
+            sni: sni.map(|s| s.to_string()),
+        };
+        return crate::l7::inbound::serve(
+            super::tunnel_io::TunnelIo::from(tunnel),
+            inbound,
+            ctx.clone(),
+        )
+        .await;
+    }
     let conn = Connection {
         src_identity: Some(client.clone()),
         src_ip: peer.ip(),
@@ -173,16 +228,8 @@ async fn stream_request(
             return respond(responder, StatusCode::SERVICE_UNAVAILABLE);
         }
     };
-    let response = Response::builder()
-        .status(StatusCode::OK)
-        .body(())
-        .expect("static response");
-    let send = match responder.send_response(response, false) {
-        Ok(send) => send,
-        Err(err) => {
-            tracing::debug!(src.addr = %peer, error = %err, "client went away before the 200");
-            return;
-        }
+    let Some(send) = accept(responder, peer) else {
+        return;
     };
     let tunnel = hbone::H2Stream {
         send,

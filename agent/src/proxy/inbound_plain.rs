@@ -53,9 +53,26 @@ async fn handle(stream: TcpStream, peer: SocketAddr, pod: Arc<PodContext>, ctx: 
         dst_ip: target.ip(),
         dst_port: target.port(),
     };
-    if pod.authorize(&ctx, &conn).is_err() {
+    // An HTTP port: mutual TLS required (PeerAuthentication) is decided
+    // for the connection, everything else per request.
+    let http = pod.http_port(&ctx, target.port()).is_some();
+    let mut policies = pod.policies(&ctx);
+    if http {
+        policies.retain(|p| p.is_peer_authentication());
+    }
+    if pod.authorize_with(&ctx, &conn, &policies).is_err() {
         // A prompt reset, so the client fails fast and knows.
         return super::outbound::reset(stream);
+    }
+    if http {
+        let inbound = crate::l7::inbound::Inbound {
+            pod,
+            peer,
+            target,
+            client: None,
+            sni: None,
+        };
+        return crate::l7::inbound::serve(stream, inbound, ctx.clone()).await;
     }
     let started = std::time::Instant::now();
     let app = match delivery::connect(&pod, &ctx.redirection, peer.ip(), target).await {

@@ -122,6 +122,24 @@ impl PodContext {
         format!("{}/{}", self.workload.namespace, self.workload.name)
     }
 
+    /// This pod's workload as the control plane describes it now.
+    pub fn current(&self, ctx: &ProxyContext) -> Arc<Workload> {
+        ctx.store
+            .workload_by_pod(&self.workload.namespace, &self.workload.name)
+            .unwrap_or_else(|| self.workload.clone())
+    }
+
+    /// The authorization policies that apply to this pod now.
+    pub fn policies(&self, ctx: &ProxyContext) -> Vec<Arc<crate::policy::Policy>> {
+        ctx.store.policies_for(&self.current(ctx))
+    }
+
+    /// What `port` of this pod speaks, when a Service it backs declares it
+    /// HTTP: connections to it are then authorized per request.
+    pub fn http_port(&self, ctx: &ProxyContext, port: u16) -> Option<crate::state::AppProtocol> {
+        ctx.store.http_target_port(&self.current(ctx), port)
+    }
+
     /// Decides on an inbound connection to this pod with the policies that
     /// apply to it now; refusals are logged and counted.
     pub fn authorize(
@@ -129,11 +147,17 @@ impl PodContext {
         ctx: &ProxyContext,
         conn: &crate::policy::Connection,
     ) -> Result<(), crate::policy::DenyReason> {
-        let current = ctx
-            .store
-            .workload_by_pod(&self.workload.namespace, &self.workload.name)
-            .unwrap_or_else(|| self.workload.clone());
-        match crate::policy::evaluate(&ctx.store.policies_for(&current), conn) {
+        self.authorize_with(ctx, conn, &self.policies(ctx))
+    }
+
+    /// [`Self::authorize`] with the given policies.
+    pub fn authorize_with(
+        &self,
+        ctx: &ProxyContext,
+        conn: &crate::policy::Connection,
+        policies: &[Arc<crate::policy::Policy>],
+    ) -> Result<(), crate::policy::DenyReason> {
+        match crate::policy::evaluate(policies, conn) {
             crate::policy::Decision::Allow { .. } => Ok(()),
             crate::policy::Decision::Deny(reason) => {
                 let counter = match reason {

@@ -206,6 +206,21 @@ impl WorkloadStore {
         applicable
     }
 
+    /// What `port` of `workload` speaks when one of its services declares
+    /// it HTTP (the service port that targets it is an HTTP port).
+    pub fn http_target_port(&self, workload: &Workload, port: u16) -> Option<AppProtocol> {
+        let inner = self.inner.read().expect("store lock");
+        workload.services.iter().find_map(|(key, ports)| {
+            let service = inner.services.get(key)?;
+            ports.iter().find_map(|(service_port, target)| {
+                let target = if *target == 0 { *service_port } else { *target };
+                (target == port)
+                    .then(|| service.http_ports.get(service_port).copied())
+                    .flatten()
+            })
+        })
+    }
+
     /// A receiver that changes whenever the store does.
     pub fn subscribe(&self) -> watch::Receiver<u64> {
         self.changes.subscribe()

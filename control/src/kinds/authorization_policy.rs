@@ -330,6 +330,7 @@ impl Operation {
             for (k, v) in values.iter().enumerate() {
                 let checked = match name {
                     "ports" | "notPorts" => check_port(v),
+                    "paths" | "notPaths" if v.contains('{') => check_path_template(v),
                     _ => check_wildcard(v),
                 };
                 checked.map_err(|m| invalid(format!("{at}.{name}[{k}]"), m))?;
@@ -372,6 +373,35 @@ impl Condition {
         }
         Ok(())
     }
+}
+
+/// Istio's path templates: starts with `/`; each `{*}` (one segment) or
+/// `{**}` (any number) is a whole segment; at most one `{**}`, and only
+/// literal segments after it; no other `*`, `{` or `}`.
+pub fn check_path_template(value: &str) -> Result<(), String> {
+    let Some(rest) = value.strip_prefix('/') else {
+        return Err(format!("`{value}`: a path template must start with `/`"));
+    };
+    let mut seen_glob = false;
+    for segment in rest.split('/') {
+        match segment {
+            "{**}" if seen_glob => {
+                return Err(format!("`{value}`: `{{**}}` may appear only once"));
+            }
+            "{**}" => seen_glob = true,
+            "{*}" if seen_glob => {
+                return Err(format!("`{value}`: `{{*}}` may not follow `{{**}}`"));
+            }
+            "{*}" => {}
+            literal if literal.contains(['*', '{', '}']) => {
+                return Err(format!(
+                    "`{value}`: `{{*}}` and `{{**}}` must be whole path segments, and no other `*`, `{{` or `}}` is allowed"
+                ));
+            }
+            _ => {}
+        }
+    }
+    Ok(())
 }
 
 /// An IP address or CIDR.

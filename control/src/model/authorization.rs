@@ -9,9 +9,12 @@
 //! - principals keep Istio's form (no `spiffe://`); `*` at either end is a
 //!   prefix/suffix match, `*` alone means "any authenticated peer";
 //! - HTTP attributes (methods, paths, hosts, request principals, headers,
-//!   JWT claims) cannot be seen by a node proxy: in an ALLOW policy the rule
-//!   that uses them is dropped (it can never match), in DENY and AUDIT it
-//!   is kept without them (more restrictive). Either way a finding says so.
+//!   JWT claims) cannot be seen by an L4 proxy: in `groups`, in an ALLOW
+//!   policy the rule that uses them is dropped (it can never match), in
+//!   DENY and AUDIT it is kept without them (more restrictive), and a
+//!   finding says so. The same rules with their HTTP attributes go in
+//!   weft's `http_groups`, which weft's agent enforces per request on the
+//!   ports a Service declares HTTP.
 //!
 //! weft differs from istiod in two places, both in fields every Workload
 //! API client understands, so that a stock ztunnel never rejects a
@@ -29,8 +32,8 @@
 use std::{collections::BTreeSet, net::IpAddr};
 
 use weft_proto::security::{
-    Action, Address, Authorization, Group, Match, Rules, Scope, ServiceAccountMatch, StringMatch,
-    string_match::MatchType,
+    Action, Address, AttributeMatch, Authorization, Group, Match, Rules, Scope,
+    ServiceAccountMatch, StringMatch, string_match::MatchType,
 };
 
 use crate::{
@@ -48,6 +51,7 @@ pub const L4_CONDITION_KEYS: &[&str] = &[
     "remote.ip",
     "source.namespace",
     "source.principal",
+    "source.serviceAccount",
     "destination.ip",
     "destination.port",
 ];
@@ -122,31 +126,36 @@ pub fn compile(
 
     let mut l7 = BTreeSet::new();
     let mut groups = Vec::new();
+    let mut http_groups = Vec::new();
     for rule in &policy.spec.rules {
         let mut rule_l7 = BTreeSet::new();
-        let rules = compile_rule(rule, namespace, &mut rule_l7);
-        match rules {
-            // Can never match: an ALLOW rule that needs HTTP attributes.
-            Some(_) if !rule_l7.is_empty() && action == Action::Allow && !audit => {}
-            Some(rules) => groups.push(Group { rules }),
-            // Can never match whatever the action (disjoint IP blocks).
-            None => {}
+        // Can never match whatever the action (disjoint IP blocks).
+        let Some(rules) = compile_rule(rule, namespace, Some(&mut rule_l7)) else {
+            continue;
+        };
+        let http = compile_rule(rule, namespace, None).expect("same rule, same IP blocks");
+        http_groups.push(Group { rules: http });
+        // At L4, an ALLOW rule that needs HTTP attributes can never match.
+        if rule_l7.is_empty() || action != Action::Allow || audit {
+            groups.push(Group { rules });
         }
         l7.extend(rule_l7);
     }
-    if !l7.is_empty() {
+    if l7.is_empty() {
+        http_groups.clear();
+    } else {
         let found = l7.iter().cloned().collect::<Vec<_>>().join(", ");
         let consequence = if action == Action::Allow {
-            "in an ALLOW policy, rules that use them are dropped: they never match, so less is allowed than written"
+            "rules that use them never match there, so less is allowed than written"
         } else {
-            "the rules are enforced without them: every connection that matches the rest is denied/audited, more than written"
+            "rules that use them are enforced without them there: every connection that matches the rest is denied/audited, more than written"
         };
         findings.push(finding(
             codes::AUTHZ_L7_ATTRIBUTES,
-            Severity::Warning,
+            Severity::Info,
             "spec.rules",
             format!(
-                "node proxies cannot see HTTP attributes (found: {found}); {consequence}. Enforce HTTP rules at a waypoint proxy"
+                "HTTP attributes (found: {found}) are enforced per request on ports a Service declares HTTP; on other ports (opaque TCP) {consequence}"
             ),
         ));
     }
@@ -162,19 +171,24 @@ pub fn compile(
             audit,
             extensions: Vec::new(),
             l7_attributes_ignored: l7.into_iter().collect(),
+            http_groups,
         },
         selector: policy.spec.selector.clone(),
     })
 }
 
+/// How HTTP attributes are compiled: for an L4 proxy, left out and named
+/// in the set; for an HTTP proxy, kept.
+type L7Sink<'a> = Option<&'a mut BTreeSet<String>>;
+
 /// One AuthorizationPolicy rule → the rules of one group (AND-ed); `None`
 /// when it can never match.
-fn compile_rule(rule: &ap::Rule, namespace: &str, l7: &mut BTreeSet<String>) -> Option<Vec<Rules>> {
+fn compile_rule(rule: &ap::Rule, namespace: &str, mut l7: L7Sink) -> Option<Vec<Rules>> {
     let mut rules = Vec::new();
     let to: Vec<Match> = rule
         .to
         .iter()
-        .map(|to| operation_match(to.operation.as_ref(), l7))
+        .map(|to| operation_match(to.operation.as_ref(), l7.as_deref_mut()))
         .collect();
     if !to.is_empty() {
         rules.push(Rules { matches: to });
@@ -183,7 +197,7 @@ fn compile_rule(rule: &ap::Rule, namespace: &str, l7: &mut BTreeSet<String>) -> 
     let from: Vec<Match> = rule
         .from
         .iter()
-        .filter_map(|from| source_match(from.source.as_ref(), namespace, l7))
+        .filter_map(|from| source_match(from.source.as_ref(), namespace, l7.as_deref_mut()))
         .collect();
     if from.is_empty() && !rule.from.is_empty() {
         return None;
@@ -193,15 +207,35 @@ fn compile_rule(rule: &ap::Rule, namespace: &str, l7: &mut BTreeSet<String>) -> 
     }
     for condition in &rule.when {
         rules.push(Rules {
-            matches: vec![condition_match(condition, l7)],
+            matches: vec![condition_match(condition, namespace, l7.as_deref_mut())],
         });
     }
     Some(rules)
 }
 
-fn operation_match(operation: Option<&Operation>, l7: &mut BTreeSet<String>) -> Match {
+fn operation_match(operation: Option<&Operation>, l7: L7Sink) -> Match {
     let Some(op) = operation else {
         return Match::default();
+    };
+    let l4 = Match {
+        destination_ports: ports(&op.ports),
+        not_destination_ports: ports(&op.not_ports),
+        ..Default::default()
+    };
+    let Some(l7) = l7 else {
+        let hosts = |values: &[String]| {
+            let lower: Vec<String> = values.iter().map(|h| h.to_ascii_lowercase()).collect();
+            strings(&lower)
+        };
+        return Match {
+            hosts: hosts(&op.hosts),
+            not_hosts: hosts(&op.not_hosts),
+            methods: strings(&op.methods),
+            not_methods: strings(&op.not_methods),
+            paths: op.paths.iter().map(|p| path_match(p)).collect(),
+            not_paths: op.not_paths.iter().map(|p| path_match(p)).collect(),
+            ..l4
+        };
     };
     for (name, values) in [
         ("hosts", &op.hosts),
@@ -215,31 +249,43 @@ fn operation_match(operation: Option<&Operation>, l7: &mut BTreeSet<String>) -> 
             l7.insert(name.to_string());
         }
     }
-    Match {
-        destination_ports: ports(&op.ports),
-        not_destination_ports: ports(&op.not_ports),
-        ..Default::default()
+    l4
+}
+
+/// A path: Istio's string forms, or a template when it has `{*}`/`{**}`.
+fn path_match(value: &str) -> StringMatch {
+    if value.contains("{*}") || value.contains("{**}") {
+        StringMatch {
+            match_type: Some(MatchType::PathTemplate(value.to_string())),
+        }
+    } else {
+        string_match(value)
     }
 }
 
 /// One `from.source`; `None` when it can never match (its `ipBlocks` and
 /// `remoteIpBlocks` do not overlap).
-fn source_match(
-    source: Option<&Source>,
-    namespace: &str,
-    l7: &mut BTreeSet<String>,
-) -> Option<Match> {
+fn source_match(source: Option<&Source>, namespace: &str, l7: L7Sink) -> Option<Match> {
     let Some(s) = source else {
         return Some(Match::default());
     };
-    for (name, values) in [
-        ("requestPrincipals", &s.request_principals),
-        ("notRequestPrincipals", &s.not_request_principals),
-    ] {
-        if !values.is_empty() {
-            l7.insert(name.to_string());
+    let (request_principals, not_request_principals) = match l7 {
+        None => (
+            strings(&s.request_principals),
+            strings(&s.not_request_principals),
+        ),
+        Some(l7) => {
+            for (name, values) in [
+                ("requestPrincipals", &s.request_principals),
+                ("notRequestPrincipals", &s.not_request_principals),
+            ] {
+                if !values.is_empty() {
+                    l7.insert(name.to_string());
+                }
+            }
+            (Vec::new(), Vec::new())
         }
-    }
+    };
     // At L4 the remote IP is the source IP: both lists constrain it.
     let (blocks, remote) = (addresses(&s.ip_blocks), addresses(&s.remote_ip_blocks));
     let source_ips = match (blocks.is_empty(), remote.is_empty()) {
@@ -264,6 +310,8 @@ fn source_match(
         not_principals: strings(&s.not_principals),
         source_ips,
         not_source_ips,
+        request_principals,
+        not_request_principals,
         ..Default::default()
     })
 }
@@ -305,7 +353,7 @@ fn contains(outer: &Address, inner: &Address) -> bool {
     }
 }
 
-fn condition_match(c: &Condition, l7: &mut BTreeSet<String>) -> Match {
+fn condition_match(c: &Condition, namespace: &str, l7: L7Sink) -> Match {
     let (values, not) = (&c.values, &c.not_values);
     let mut m = Match::default();
     match c.key.as_str() {
@@ -314,15 +362,28 @@ fn condition_match(c: &Condition, l7: &mut BTreeSet<String>) -> Match {
         "remote.ip" => (m.source_ips, m.not_source_ips) = (addresses(values), addresses(not)),
         "source.namespace" => (m.namespaces, m.not_namespaces) = (strings(values), strings(not)),
         "source.principal" => (m.principals, m.not_principals) = (strings(values), strings(not)),
+        "source.serviceAccount" => {
+            (m.service_accounts, m.not_service_accounts) = (
+                service_accounts(values, namespace),
+                service_accounts(not, namespace),
+            )
+        }
         "destination.ip" => {
             (m.destination_ips, m.not_destination_ips) = (addresses(values), addresses(not))
         }
         "destination.port" => {
             (m.destination_ports, m.not_destination_ports) = (ports(values), ports(not))
         }
-        key => {
-            l7.insert(key.to_string());
-        }
+        key => match l7 {
+            Some(l7) => {
+                l7.insert(key.to_string());
+            }
+            None => m.attributes.push(AttributeMatch {
+                key: key.to_string(),
+                values: strings(values),
+                not_values: strings(not),
+            }),
+        },
     }
     m
 }

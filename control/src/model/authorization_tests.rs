@@ -236,6 +236,69 @@ fn l7_attributes_drop_allow_rules_and_widen_deny_rules() {
 }
 
 #[test]
+fn http_groups_keep_every_http_attribute_for_the_agent() {
+    let spec = "  rules:\n  - to: [{operation: {hosts: [Api.Example.COM], notMethods: [DELETE], methods: [GET], paths: ['/api/*', '/v1/{*}/items/{**}'], notPaths: ['/api/admin'], ports: ['8080']}}]\n    from: [{source: {requestPrincipals: ['https://issuer/*'], notRequestPrincipals: ['*/bad'], namespaces: [frontend]}}]\n    when:\n    - {key: 'request.headers[x-user]', values: [bob], notValues: ['mallory*']}\n    - {key: 'request.auth.claims[groups][team]', values: [mesh]}\n    - {key: source.serviceAccount, values: [web]}\n  - from: [{source: {namespaces: [ops]}}]\n";
+    let a = authz(&policy("mesh", spec));
+    assert_eq!(a.groups.len(), 1, "at L4 only the rule without HTTP fields");
+    assert_eq!(a.http_groups.len(), 2, "every rule, with its HTTP fields");
+    let rules = &a.http_groups[0].rules;
+    let (to, from) = (&rules[0].matches[0], &rules[1].matches[0]);
+    let exact = |v: &str| Some(MatchType::Exact(v.into()));
+    assert_eq!(
+        to.hosts[0].match_type,
+        exact("api.example.com"),
+        "hosts are case-insensitive"
+    );
+    assert_eq!(to.methods[0].match_type, exact("GET"));
+    assert_eq!(to.not_methods[0].match_type, exact("DELETE"));
+    assert_eq!(
+        to.paths[0].match_type,
+        Some(MatchType::Prefix("/api/".into()))
+    );
+    assert_eq!(
+        to.paths[1].match_type,
+        Some(MatchType::PathTemplate("/v1/{*}/items/{**}".into()))
+    );
+    assert_eq!(to.not_paths[0].match_type, exact("/api/admin"));
+    assert_eq!(to.destination_ports, [8080]);
+    assert_eq!(
+        from.request_principals[0].match_type,
+        Some(MatchType::Prefix("https://issuer/".into()))
+    );
+    assert_eq!(
+        from.not_request_principals[0].match_type,
+        Some(MatchType::Suffix("/bad".into()))
+    );
+    assert_eq!(from.namespaces[0].match_type, exact("frontend"));
+    let header = &rules[2].matches[0].attributes[0];
+    assert_eq!(header.key, "request.headers[x-user]");
+    assert_eq!(header.values[0].match_type, exact("bob"));
+    assert_eq!(
+        header.not_values[0].match_type,
+        Some(MatchType::Prefix("mallory".into()))
+    );
+    assert_eq!(
+        rules[3].matches[0].attributes[0].key,
+        "request.auth.claims[groups][team]"
+    );
+    assert_eq!(
+        rules[4].matches[0].service_accounts,
+        [ServiceAccountMatch {
+            namespace: "mesh".into(),
+            service_account: "web".into()
+        }],
+        "source.serviceAccount is an L4 attribute"
+    );
+
+    // A policy without HTTP fields sends no second copy.
+    let l4 = authz(&policy(
+        "mesh",
+        "  rules:\n  - from: [{source: {namespaces: [a]}}]\n",
+    ));
+    assert!(l4.http_groups.is_empty() && l4.l7_attributes_ignored.is_empty());
+}
+
+#[test]
 fn audit_dry_run_custom_and_target_ref() {
     // AUDIT: a dry-run DENY every client logs and none enforces, flagged
     // as an audit for weft's agent.

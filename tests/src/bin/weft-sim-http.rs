@@ -74,16 +74,19 @@
 //! `EchoRequest { string message = 1; int32 code = 2; }`,
 //! `EchoReply { string message = 1; string server = 2; int32 count = 3; }`.
 //!
-//! # `get URL [--method M] [--header 'K: V']... [--body TEXT] [--h2 true] [--timeout SECS] [--count N]`
+//! # `get URL [--method M] [--header 'K: V']... [--body TEXT] [--h2 true] [--timeout SECS] [--count N] [--then 'METHOD /path']...`
 //!
 //! N (default 1) requests one after the other on one keep-alive connection
-//! (HTTP/1.1, or HTTP/2 prior knowledge with `--h2 true`); a new connection
-//! only if the server closed it. URL is `http://host[:port][/path]`. A
+//! (HTTP/1.1, or HTTP/2 prior knowledge with `--h2 true`), then one request
+//! per `--then` (same headers, no body), in order; a new connection only if
+//! the server closed it. URL is `http://host[:port][/path]`. A
 //! `--header 'Host: h'` becomes the `:authority` with `--h2 true`. One line
-//! per response, `body` UTF-8 (lossy), cut to its first 64 KiB:
+//! per response, `body` UTF-8 (lossy), cut to its first 64 KiB, and
+//! `connection` the number of the connection that carried it (1, then 2
+//! after the server closed the first...):
 //!
 //! ```text
-//! {"status":200,"headers":{"content-type":"application/json",…},"body":"…"}
+//! {"status":200,"headers":{"content-type":"application/json",…},"body":"…","connection":1}
 //! ```
 //!
 //! Exit 0 if every request got a response (whatever its status), 1 on a

@@ -1,0 +1,313 @@
+//! The destination side of L7: a connection to a port a Service declares
+//! HTTP (an HBONE CONNECT stream, or plaintext steered to 15006) is served
+//! here as HTTP/1.1 or HTTP/2 instead of being spliced to the app, so that
+//! each request is checked on its own:
+//!
+//! 1. its path is normalised as Istio's default does
+//!    ([`crate::policy::http::normalize_path`]); a path that cannot be
+//!    normalised safely (an encoded slash) gets `400`;
+//! 2. the workload's authorization policies decide with every HTTP
+//!    attribute ([`crate::policy::evaluate_request`]); a denied request
+//!    gets Envoy's `403 RBAC: access denied` and the connection stays open
+//!    for the next one;
+//! 3. an allowed request goes to the app, with its normalised path, over
+//!    a connection of the same protocol opened from the client's own
+//!    address (one per downstream connection, opened on the first allowed
+//!    request).
+//!
+//! Every decision is logged with the policy that made it and counted
+//! ([`crate::metrics::RequestVerdict`]).
+
+use std::{
+    convert::Infallible,
+    net::SocketAddr,
+    sync::Arc,
+    time::{Duration, Instant},
+};
+
+use http::{Request, Response, StatusCode, Uri, Version, header, uri::PathAndQuery};
+use hyper::{
+    body::Incoming,
+    client::conn::{http1, http2},
+    service::service_fn,
+};
+use hyper_util::{
+    rt::{TokioExecutor, TokioIo, TokioTimer},
+    server::conn::auto,
+};
+use tokio::io::{AsyncRead, AsyncWrite};
+
+use super::{
+    body::{self, Body},
+    reply::{self, LocalReply},
+};
+use crate::{
+    metrics::RequestVerdict,
+    policy::{self, Decision, http::normalize_path},
+    proxy::{PodContext, ProxyContext, delivery},
+    state::Identity,
+};
+
+/// Largest request head accepted from a peer (as the outbound side).
+const MAX_REQUEST_HEADERS: usize = 64 * 1024;
+
+/// How long an HTTP/1.1 connection may take to send a request's head.
+const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(60);
+
+/// One downstream connection to an HTTP port of a local pod.
+pub struct Inbound {
+    pub pod: Arc<PodContext>,
+    /// The client's address.
+    pub peer: SocketAddr,
+    /// The pod's address and port the client asked for.
+    pub target: SocketAddr,
+    /// The client's verified identity; `None` for plaintext.
+    pub client: Option<Identity>,
+    /// The SNI the client's TLS connection carried (HBONE).
+    pub sni: Option<String>,
+}
+
+/// An [`Inbound`] connection and its connection to the app.
+struct Served {
+    inbound: Inbound,
+    app: tokio::sync::Mutex<Option<AppConn>>,
+}
+
+enum AppConn {
+    Http1(http1::SendRequest<Incoming>),
+    Http2(http2::SendRequest<Incoming>),
+}
+
+/// Serves one connection until it closes.
+pub async fn serve<IO>(io: IO, inbound: Inbound, ctx: Arc<ProxyContext>)
+where
+    IO: AsyncRead + AsyncWrite + Send + Unpin + 'static,
+{
+    let served = Arc::new(Served {
+        inbound,
+        app: tokio::sync::Mutex::new(None),
+    });
+    let handler = {
+        let served = served.clone();
+        service_fn(move |request| {
+            let (served, ctx) = (served.clone(), ctx.clone());
+            async move { Ok::<_, Infallible>(handle(request, &served, &ctx).await) }
+        })
+    };
+    let mut builder = auto::Builder::new(TokioExecutor::new());
+    builder
+        .http1()
+        .keep_alive(true)
+        .half_close(true)
+        .max_buf_size(MAX_REQUEST_HEADERS)
+        .timer(TokioTimer::new())
+        .header_read_timeout(HEADER_READ_TIMEOUT);
+    builder
+        .http2()
+        .max_header_list_size(MAX_REQUEST_HEADERS as u32)
+        .initial_stream_window_size(crate::proxy::hbone::STREAM_WINDOW)
+        .initial_connection_window_size(crate::proxy::hbone::CONNECTION_WINDOW);
+    if let Err(err) = builder.serve_connection(TokioIo::new(io), handler).await {
+        let inbound = &served.inbound;
+        tracing::debug!(dst = %inbound.pod.name(), src.addr = %inbound.peer, error = %err, "inbound HTTP connection ended with an error");
+    }
+}
+
+async fn handle(request: Request<Incoming>, served: &Served, ctx: &ProxyContext) -> Response<Body> {
+    let started = Instant::now();
+    let inbound = &served.inbound;
+    let grpc = reply::is_grpc(request.headers());
+    let (mut parts, body) = request.into_parts();
+    let method = parts.method.clone();
+    let raw_path = parts.uri.path().to_string();
+    let log = |status: StatusCode, verdict: RequestVerdict, policy: Option<&str>, reason: &str| {
+        ctx.metrics.request(verdict);
+        tracing::info!(
+            src.identity = %inbound.client.as_ref().map(ToString::to_string).unwrap_or_else(|| "(plaintext)".into()),
+            src.addr = %inbound.peer, dst.identity = %inbound.pod.identity(), dst = %inbound.target,
+            method = %method, path = %raw_path, status = status.as_u16(), verdict = %verdict.name(),
+            policy = %policy.unwrap_or("-"), reason, duration_ms = started.elapsed().as_millis() as u64,
+            "inbound request"
+        );
+    };
+
+    let path = match normalize_path(&raw_path) {
+        Ok(path) => path,
+        Err(err) => {
+            log(
+                StatusCode::BAD_REQUEST,
+                RequestVerdict::BadPath,
+                None,
+                &err.to_string(),
+            );
+            return LocalReply::bad_request().into_response(grpc);
+        }
+    };
+    if path != raw_path {
+        // The app sees the path the policies saw.
+        let query = parts
+            .uri
+            .query()
+            .map(|q| format!("?{q}"))
+            .unwrap_or_default();
+        if let Ok(uri) = with_path(&parts.uri, &format!("{path}{query}")) {
+            parts.uri = uri;
+        }
+    }
+
+    let host = parts
+        .uri
+        .authority()
+        .map(|a| a.as_str())
+        .or_else(|| {
+            parts
+                .headers
+                .get(header::HOST)
+                .and_then(|h| h.to_str().ok())
+        })
+        .unwrap_or("");
+    let conn = policy::Connection {
+        src_identity: inbound.client.clone(),
+        src_ip: inbound.peer.ip(),
+        dst_ip: inbound.target.ip(),
+        dst_port: inbound.target.port(),
+    };
+    let attributes = policy::Request {
+        method: parts.method.as_str(),
+        host,
+        path: &path,
+        headers: &parts.headers,
+        auth: None,
+        sni: inbound.sni.as_deref(),
+    };
+    let policies = inbound.pod.policies(ctx);
+    let allowed_by = match policy::evaluate_request(&policies, &conn, &attributes) {
+        Decision::Allow { by } => by,
+        Decision::Deny(reason) => {
+            let policy = match &reason {
+                policy::DenyReason::DeniedBy { policy, .. } => Some(policy.as_str()),
+                policy::DenyReason::NoAllowMatch => None,
+            };
+            log(
+                StatusCode::FORBIDDEN,
+                RequestVerdict::Denied,
+                policy,
+                &reason.to_string(),
+            );
+            return LocalReply::rbac_denied().into_response(grpc);
+        }
+    };
+
+    let request = Request::from_parts(parts, body);
+    match served.send(ctx, request).await {
+        Ok(response) => {
+            log(
+                response.status(),
+                RequestVerdict::Allowed,
+                allowed_by.as_deref(),
+                "allowed",
+            );
+            response.map(body::boxed)
+        }
+        Err(local) => {
+            log(
+                local.status,
+                RequestVerdict::Allowed,
+                allowed_by.as_deref(),
+                local.body,
+            );
+            local.into_response(grpc)
+        }
+    }
+}
+
+/// `uri` with another path and query.
+fn with_path(uri: &Uri, path_and_query: &str) -> Result<Uri, http::Error> {
+    let mut parts = uri.clone().into_parts();
+    parts.path_and_query = Some(PathAndQuery::try_from(path_and_query)?);
+    Ok(Uri::from_parts(parts)?)
+}
+
+impl Served {
+    /// Sends a request to the app over this connection's app connection,
+    /// opened (again) when there is none of the request's protocol.
+    async fn send(
+        &self,
+        ctx: &ProxyContext,
+        request: Request<Incoming>,
+    ) -> Result<Response<Incoming>, LocalReply> {
+        let http2 = request.version() == Version::HTTP_2;
+        let mut slot = self.app.lock().await;
+        let usable = match slot.as_mut() {
+            Some(AppConn::Http1(send)) if !http2 => send.ready().await.is_ok(),
+            Some(AppConn::Http2(send)) if http2 => send.ready().await.is_ok(),
+            _ => false,
+        };
+        if !usable {
+            *slot = Some(self.connect(ctx, http2).await?);
+        }
+        let sent = match slot.as_mut().expect("connected above") {
+            // HTTP/1.1 requests of one connection arrive one at a time:
+            // the lock is held until the answer's head.
+            AppConn::Http1(send) => send.send_request(request).await,
+            AppConn::Http2(send) => {
+                let mut send = send.clone();
+                drop(slot);
+                send.send_request(request).await
+            }
+        };
+        sent.map_err(|err| {
+            tracing::info!(dst = %self.inbound.target, error = %err, "the app did not answer");
+            LocalReply::upstream_reset()
+        })
+    }
+
+    async fn connect(&self, ctx: &ProxyContext, http2: bool) -> Result<AppConn, LocalReply> {
+        let inbound = &self.inbound;
+        let delivered = delivery::connect(
+            &inbound.pod,
+            &ctx.redirection,
+            inbound.peer.ip(),
+            inbound.target,
+        )
+        .await
+        .map_err(|err| {
+            tracing::info!(src.addr = %inbound.peer, dst = %inbound.target, error = %err, "delivery to the app failed");
+            LocalReply::connect_failure()
+        })?;
+        let (stream, exemption) = delivered.split();
+        let io = TokioIo::new(stream);
+        let failed = |err: hyper::Error| {
+            tracing::info!(dst = %inbound.target, error = %err, "HTTP handshake with the app failed");
+            LocalReply::connect_failure()
+        };
+        if http2 {
+            let mut builder = http2::Builder::new(TokioExecutor::new());
+            builder
+                .initial_stream_window_size(crate::proxy::hbone::STREAM_WINDOW)
+                .initial_connection_window_size(crate::proxy::hbone::CONNECTION_WINDOW)
+                .max_header_list_size(MAX_REQUEST_HEADERS as u32);
+            let (send, conn) = builder.handshake(io).await.map_err(failed)?;
+            tokio::spawn(async move {
+                let _exemption = exemption;
+                if let Err(err) = conn.await {
+                    tracing::debug!(error = %err, "HTTP/2 connection to the app ended");
+                }
+            });
+            Ok(AppConn::Http2(send))
+        } else {
+            let (send, conn) = http1::Builder::new()
+                .max_buf_size(MAX_REQUEST_HEADERS)
+                .handshake(io)
+                .await
+                .map_err(failed)?;
+            tokio::spawn(async move {
+                let _exemption = exemption;
+                if let Err(err) = conn.await {
+                    tracing::debug!(error = %err, "HTTP/1.1 connection to the app ended");
+                }
+            });
+            Ok(AppConn::Http1(send))
+        }
+    }
+}
