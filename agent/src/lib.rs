@@ -12,6 +12,7 @@
 //!   to those listeners.
 //! * [`proxy`]: outbound (15001) and inbound HBONE (15008) proxying.
 //! * [`policy`]: L4 authorization, decided at the destination.
+//! * [`authn`]: end-user JWT authentication (RequestAuthentication).
 //! * [`identity`]: workload certificates from the control plane's CA, and the
 //!   TLS configs built from them.
 //! * [`xds`] and [`state`]: the workload/service model received from the
@@ -20,6 +21,7 @@
 
 pub mod admin;
 pub mod app;
+pub mod authn;
 pub mod cni;
 pub mod cni_install;
 pub mod config;

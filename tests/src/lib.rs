@@ -40,6 +40,7 @@ mod cni;
 mod config;
 mod control;
 pub mod httpapp;
+pub mod jwt;
 mod kube;
 mod netns;
 mod node;
