@@ -124,6 +124,11 @@ impl App {
             local_pods: Default::default(),
             metrics: metrics.clone(),
             l7,
+            authn: crate::authn::Authn::new(crate::authn::FetchConfig {
+                ca_bundle: config.jwks_ca_bundle.clone(),
+                refresh: config.jwks_refresh,
+                ..Default::default()
+            }),
         });
         let files = PodFiles::new(&config.state_dir).map_err(io(format!(
             "state directory {}",

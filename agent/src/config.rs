@@ -120,6 +120,22 @@ pub struct Config {
     #[serde(with = "duration_secs")]
     pub drain_timeout: Duration,
 
+    /// CA certificates (PEM) trusted when fetching a RequestAuthentication's
+    /// `jwksUri` over HTTPS.
+    #[arg(
+        long,
+        env = "WEFT_JWKS_CA_BUNDLE",
+        default_value = "/etc/ssl/certs/ca-certificates.crt"
+    )]
+    pub jwks_ca_bundle: PathBuf,
+
+    /// How long keys fetched from a `jwksUri` are used before they are
+    /// fetched again (Istio's default: 5 minutes). A failed refresh keeps
+    /// the last good keys.
+    #[arg(long, env = "WEFT_JWKS_REFRESH", default_value = "5m", value_parser = parse_duration)]
+    #[serde(with = "duration_secs")]
+    pub jwks_refresh: Duration,
+
     /// Log as JSON lines instead of text.
     #[arg(long, env = "WEFT_LOG_JSON")]
     pub log_json: bool,

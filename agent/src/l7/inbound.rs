@@ -6,11 +6,16 @@
 //! 1. its path is normalised as Istio's default does
 //!    ([`crate::policy::http::normalize_path`]); a path that cannot be
 //!    normalised safely (an encoded slash) gets `400`;
-//! 2. the workload's authorization policies decide with every HTTP
+//! 2. its JWT, if it carries one, is validated with the workload's
+//!    RequestAuthentications ([`crate::authn`]): an invalid token gets
+//!    Envoy's `401` (`403` for a disallowed audience); a request without
+//!    one goes on, and only a policy that asks for a request principal
+//!    can refuse it;
+//! 3. the workload's authorization policies decide with every HTTP
 //!    attribute ([`crate::policy::evaluate_request`]); a denied request
 //!    gets Envoy's `403 RBAC: access denied` and the connection stays open
 //!    for the next one;
-//! 3. an allowed request goes to the app, with its normalised path, over
+//! 4. an allowed request goes to the app, with its normalised path, over
 //!    a connection of the same protocol opened from the client's own
 //!    address (one per downstream connection, opened on the first allowed
 //!    request).
@@ -22,7 +27,7 @@ use std::{
     convert::Infallible,
     net::SocketAddr,
     sync::Arc,
-    time::{Duration, Instant},
+    time::{Duration, Instant, SystemTime},
 };
 
 use http::{Request, Response, StatusCode, Uri, Version, header, uri::PathAndQuery};
@@ -155,6 +160,39 @@ async fn handle(request: Request<Incoming>, served: &Served, ctx: &ProxyContext)
         }
     }
 
+    // RequestAuthentication: an invalid token is refused; no token passes.
+    let policies = inbound.pod.policies(ctx);
+    let rules = ctx.authn.rules(&policies);
+    let auth = if rules.is_empty() {
+        None
+    } else {
+        match ctx
+            .authn
+            .authenticator
+            .authenticate(&rules, &mut parts, SystemTime::now())
+        {
+            Ok(auth) => auth,
+            Err(err) => {
+                log(
+                    err.status(),
+                    RequestVerdict::Unauthenticated,
+                    None,
+                    &err.to_string(),
+                );
+                let realm = crate::authn::realm("http", &parts);
+                let mut response = Response::new(body::full(err.to_string()));
+                *response.status_mut() = err.status();
+                let headers = response.headers_mut();
+                headers.insert(header::WWW_AUTHENTICATE, err.www_authenticate(&realm));
+                headers.insert(
+                    header::CONTENT_TYPE,
+                    http::HeaderValue::from_static("text/plain"),
+                );
+                return response;
+            }
+        }
+    };
+
     let host = parts
         .uri
         .authority()
@@ -177,10 +215,9 @@ async fn handle(request: Request<Incoming>, served: &Served, ctx: &ProxyContext)
         host,
         path: &path,
         headers: &parts.headers,
-        auth: None,
+        auth: auth.as_deref(),
         sni: inbound.sni.as_deref(),
     };
-    let policies = inbound.pod.policies(ctx);
     let allowed_by = match policy::evaluate_request(&policies, &conn, &attributes) {
         Decision::Allow { by } => by,
         Decision::Deny(reason) => {

@@ -75,6 +75,7 @@ pub fn from_proto(authz: pb::Authorization) -> Result<Policy, PolicyError> {
         http_groups,
         dry_run: authz.dry_run && !authz.audit,
         l7_ignored: authz.l7_attributes_ignored,
+        jwt_rules: authz.jwt_rules,
     })
 }
 

@@ -174,6 +174,11 @@ pub fn evaluate_request(
 }
 
 fn decide(policies: &[Arc<Policy>], conn: &Connection, request: Option<&Request>) -> Decision {
+    // RequestAuthentications travel with the policies; they decide nothing.
+    let policies: Vec<&Arc<Policy>> = policies
+        .iter()
+        .filter(|p| !p.is_request_authentication())
+        .collect();
     let matches = |policy: &Policy| match request {
         Some(request) => policy.matches_request(conn, request),
         None => policy.matches(conn),
@@ -252,6 +257,7 @@ mod tests {
             http_groups: None,
             dry_run: false,
             l7_ignored: vec![],
+            jwt_rules: vec![],
         })
     }
 
@@ -492,6 +498,8 @@ mod tests {
         assert!(!allowed(&request("GET", "api.shop", "/v1/a/b/items", None)));
         let auth = |principal: &str, team: &str| RequestAuth {
             principal: principal.into(),
+            issuer: "iss".into(),
+            subject: principal.trim_start_matches("iss/").into(),
             audiences: vec![],
             presenter: None,
             claims: serde_json::json!({ "org": { "team": team } }),

@@ -22,18 +22,9 @@ pub struct Request<'a> {
     pub sni: Option<&'a str>,
 }
 
-/// What a validated JWT tells authorization (RequestAuthentication).
-#[derive(Debug, Clone, PartialEq)]
-pub struct RequestAuth {
-    /// `iss/sub`.
-    pub principal: String,
-    /// The `aud` claim's values.
-    pub audiences: Vec<String>,
-    /// The `azp` claim.
-    pub presenter: Option<String>,
-    /// The whole payload.
-    pub claims: serde_json::Value,
-}
+/// What a validated JWT tells authorization (RequestAuthentication):
+/// `request.auth.principal` (`iss/sub`), audiences, presenter, claims.
+pub type RequestAuth = crate::authn::Authenticated;
 
 /// An HTTP attribute a `when` condition names, parsed from Istio's key.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
@@ -344,6 +335,8 @@ mod tests {
         ));
         let auth = RequestAuth {
             principal: "iss/sub".into(),
+            issuer: "iss".into(),
+            subject: "sub".into(),
             audiences: vec!["a".into(), "b".into()],
             presenter: None,
             claims: serde_json::json!({"roles": ["dev", "ops"], "org": {"team": "mesh"}, "admin": true}),

@@ -60,12 +60,24 @@ pub struct Policy {
     pub dry_run: bool,
     /// HTTP attributes of the source policy that a node proxy cannot see.
     pub l7_ignored: Vec<String>,
+    /// A RequestAuthentication's `jwtRules` (weft's extension): such a
+    /// resource is not an authorization policy, see
+    /// [`Self::is_request_authentication`].
+    #[serde(skip)]
+    pub jwt_rules: Vec<weft_proto::security::JwtRule>,
 }
 
 impl Policy {
     /// `namespace/name`, how workloads and logs refer to it.
     pub fn key(&self) -> String {
         format!("{}/{}", self.namespace, self.name)
+    }
+
+    /// A RequestAuthentication carried as an Authorization resource
+    /// (`request_authentication_<name>`): its JWT rules validate requests
+    /// ([`crate::authn`]); it never takes part in a decision.
+    pub fn is_request_authentication(&self) -> bool {
+        !self.jwt_rules.is_empty() || self.name.starts_with("request_authentication_")
     }
 
     /// Compiled from a PeerAuthentication (mutual TLS required), by the

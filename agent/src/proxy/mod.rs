@@ -71,6 +71,8 @@ pub struct ProxyContext {
     pub pool: Arc<pool::Pool>,
     /// The L7 proxy: routes, clusters, upstream HTTP connections.
     pub l7: crate::l7::L7,
+    /// JWT validation (RequestAuthentication) at HTTP ports.
+    pub authn: crate::authn::Authn,
 }
 
 /// The pods enrolled on this node, by IP.

@@ -172,6 +172,7 @@ pub fn compile(
             extensions: Vec::new(),
             l7_attributes_ignored: l7.into_iter().collect(),
             http_groups,
+            jwt_rules: Vec::new(),
         },
         selector: policy.spec.selector.clone(),
     })

@@ -14,7 +14,7 @@ use weft_proto::{
 
 use super::{
     Changes, CompiledAuthorization, HISTORY, Model, ModelConfig, PeerAuthIndex, XdsResource,
-    authorization, canonical_bytes, identity_key,
+    authorization, canonical_bytes, identity_key, request_authentication,
     l7::{self, L7, PodInfo},
     service, service_entry, service_hostname, service_key, workload, workload_policies,
 };
@@ -124,7 +124,7 @@ impl Builder {
                 "Namespace" => {
                     dirty_ns.insert(key.name.clone());
                 }
-                "AuthorizationPolicy" | "PeerAuthentication" => {
+                "AuthorizationPolicy" | "PeerAuthentication" | "RequestAuthentication" => {
                     policies_dirty = true;
                     if key.namespace == self.config.root_namespace {
                         all_pods = true;
@@ -284,7 +284,7 @@ impl Builder {
             "Pod" => &mut self.pods_by_ns,
             "Service" => &mut self.services_by_ns,
             "ServiceEntry" => &mut self.entries_by_ns,
-            "AuthorizationPolicy" | "PeerAuthentication" => {
+            "AuthorizationPolicy" | "PeerAuthentication" | "RequestAuthentication" => {
                 if present {
                     self.policies.insert(key.clone());
                 } else {
@@ -311,6 +311,9 @@ impl Builder {
             .filter_map(|k| match self.objects.get(k) {
                 Some(Object::AuthorizationPolicy(p)) => {
                     authorization::compile(p, &root, &mut findings)
+                }
+                Some(Object::RequestAuthentication(p)) => {
+                    request_authentication::compile(p, &root, &mut findings)
                 }
                 _ => None,
             })

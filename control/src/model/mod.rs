@@ -2,8 +2,8 @@
 //! receive, each with a name and a version — Istio Workload API
 //! `istio.workload.Address` (workloads and services, from Pods, Services
 //! and ServiceEntries),
-//! `istio.security.Authorization` (AuthorizationPolicy and
-//! PeerAuthentication), and weft's L7 `weft.route.v1.RouteConfig`
+//! `istio.security.Authorization` (AuthorizationPolicy, PeerAuthentication
+//! and, with weft's `jwt_rules`, RequestAuthentication), and weft's L7 `weft.route.v1.RouteConfig`
 //! (VirtualService) and `weft.route.v1.DestinationPolicy`
 //! (DestinationRule) — plus the indexes the CA needs. The [`Builder`]
 //! recomputes only what a change touches (a pod; the pods of a namespace
@@ -17,6 +17,7 @@ mod builder;
 pub mod full;
 pub mod l7;
 pub mod peer_authentication;
+pub mod request_authentication;
 mod service;
 mod service_entry;
 pub mod sharded;

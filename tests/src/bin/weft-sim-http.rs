@@ -5,7 +5,7 @@
 //! JSON is printed compact (no spaces), keys in the order shown, and map
 //! keys (`headers`, `status`, `served_by`) sorted. Errors go to stderr.
 //!
-//! # `serve --port P [--name NAME] [--fail-rate F] [--fail-status S] [--fail-while-exists PATH] [--delay-ms D] [--delay-while-exists PATH] [--verbose] [--tls-cert PEM --tls-key PEM [--client-ca PEM]]`
+//! # `serve --port P [--name NAME] [--fail-rate F] [--fail-status S] [--fail-while-exists PATH] [--delay-ms D] [--delay-while-exists PATH] [--verbose] [--tls-cert PEM --tls-key PEM [--client-ca PEM]] [--file URL_PATH=FILE]...`
 //!
 //! HTTP/1.1 and HTTP/2 cleartext (prior knowledge) on `0.0.0.0:P`, and the
 //! gRPC service below on the same port (requests whose `content-type`
@@ -25,7 +25,10 @@
 //! `--client-ca` (PEM CA certificates) a client certificate is required
 //! and must chain to one of them, or the handshake fails.
 //!
-//! Every plain HTTP request (not gRPC, not an upgrade) is read whole, then
+//! A `GET` of a `--file` path is answered `200` with the file's content
+//! as `application/json` (read at each request; `500` if it cannot be).
+//!
+//! Every other plain HTTP request (not gRPC, not an upgrade) is read whole, then
 //! delayed by D ms (default 0) and then for as long as the file
 //! `--delay-while-exists` exists; it then fails with status S (default 503)
 //! while the file `--fail-while-exists` exists, or with probability F

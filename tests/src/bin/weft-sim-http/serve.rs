@@ -75,6 +75,19 @@ pub struct ServeArgs {
     /// certificates (with `--tls-cert`).
     #[arg(long, value_name = "PEM", requires = "tls_cert")]
     pub client_ca: Option<PathBuf>,
+    /// Answer `GET URL_PATH` with the file's content (read at each
+    /// request, so a test can change it), as `application/json`.
+    #[arg(long, value_name = "URL_PATH=FILE", value_parser = parse_file_route)]
+    pub file: Vec<(String, PathBuf)>,
+}
+
+fn parse_file_route(arg: &str) -> Result<(String, PathBuf), String> {
+    match arg.split_once('=') {
+        Some((path, file)) if path.starts_with('/') && !file.is_empty() => {
+            Ok((path.to_string(), PathBuf::from(file)))
+        }
+        _ => Err(format!("{arg:?} is not `/url/path=FILE`")),
+    }
 }
 
 fn parse_rate(arg: &str) -> Result<f64, String> {
@@ -100,6 +113,8 @@ pub struct App {
     served_by: HeaderValue,
     faults: Faults,
     verbose: bool,
+    /// `--file` routes.
+    files: Vec<(String, PathBuf)>,
 }
 
 pub async fn run(args: ServeArgs) -> Result<ExitCode> {
@@ -117,7 +132,8 @@ pub async fn run(args: ServeArgs) -> Result<ExitCode> {
             args.fail_status,
         ),
         args.verbose,
-    )?;
+    )?
+    .with_files(args.file);
     let tls = match (&args.tls_cert, &args.tls_key) {
         (Some(cert), Some(key)) => Some(tls::acceptor(cert, key, args.client_ca.as_deref())?),
         _ => None,
@@ -253,7 +269,14 @@ impl App {
             served_by,
             faults,
             verbose,
+            files: Vec::new(),
         })
+    }
+
+    /// Serves these files at these paths.
+    pub fn with_files(mut self, files: Vec<(String, PathBuf)>) -> App {
+        self.files = files;
+        self
     }
 
     async fn handle(
@@ -291,6 +314,16 @@ impl App {
     ) -> Response<Body> {
         let (parts, body) = req.into_parts();
         let path = parts.uri.path_and_query().map_or("", |p| p.as_str());
+        if let Some((_, file)) = self.files.iter().find(|(p, _)| p == parts.uri.path()) {
+            return match tokio::fs::read(file).await {
+                Ok(content) => self.respond(StatusCode::OK, "application/json", full(content)),
+                Err(e) => self.respond(
+                    StatusCode::INTERNAL_SERVER_ERROR,
+                    "text/plain",
+                    full(format!("reading {}: {e}\n", file.display())),
+                ),
+            };
+        }
         let route = Route::of(parts.uri.path());
         let (body, body_bytes) = match read_body(body, route == Route::Echo).await {
             Ok(read) => read,
