@@ -270,3 +270,46 @@ fn bad_inputs_are_refused_and_the_rest_loads() {
     assert!(by_file[1].1.contains("aliases count"), "{by_file:?}");
     assert!(by_file[3].1.contains("not UTF-8"), "{by_file:?}");
 }
+
+#[test]
+fn http_policy_fields_on_a_tcp_port_are_flagged() {
+    let dir = tempfile::tempdir().unwrap();
+    let pods = "apiVersion: v1\nkind: Pod\nmetadata: {name: db-0, namespace: shop, labels: {app: db}}\nspec: {serviceAccountName: db, containers: [{name: db, image: db}]}\n---\napiVersion: v1\nkind: Pod\nmetadata: {name: web-0, namespace: shop, labels: {app: web}}\nspec: {serviceAccountName: web, containers: [{name: web, image: web}]}\n";
+    let services = "apiVersion: v1\nkind: Service\nmetadata: {name: db, namespace: shop}\nspec:\n  clusterIP: 10.96.0.20\n  selector: {app: db}\n  ports: [{name: tcp-pg, port: 5432}]\n---\napiVersion: v1\nkind: Service\nmetadata: {name: web, namespace: shop}\nspec:\n  clusterIP: 10.96.0.21\n  selector: {app: web}\n  ports: [{name: http, port: 80, targetPort: 8080}]\n";
+    let policy = |name: &str, app: &str| {
+        format!(
+            "apiVersion: security.istio.io/v1\nkind: AuthorizationPolicy\nmetadata: {{name: {name}, namespace: shop}}\nspec:\n  selector: {{matchLabels: {{app: {app}}}}}\n  rules:\n  - to: [{{operation: {{methods: [GET]}}}}]\n"
+        )
+    };
+    std::fs::write(dir.path().join("pods.yaml"), pods).unwrap();
+    std::fs::write(dir.path().join("services.yaml"), services).unwrap();
+    std::fs::write(
+        dir.path().join("policies.yaml"),
+        format!(
+            "{}---\n{}",
+            policy("db-get", "db"),
+            policy("web-get", "web")
+        ),
+    )
+    .unwrap();
+    let report = validate(dir.path());
+    assert!(report.errors.is_empty(), "{}", report.to_text());
+    let flagged: Vec<&str> = report
+        .findings
+        .iter()
+        .filter(|f| f.code == "W1004")
+        .map(|f| f.object.as_str())
+        .collect();
+    assert_eq!(
+        flagged,
+        ["AuthorizationPolicy shop/db-get"],
+        "only the policy on the TCP port: {}",
+        report.to_text()
+    );
+    let finding = report.findings.iter().find(|f| f.code == "W1004").unwrap();
+    assert!(
+        finding.message.contains("Service shop/db port 5432"),
+        "{}",
+        finding.message
+    );
+}

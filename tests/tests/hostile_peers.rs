@@ -8,8 +8,10 @@
 //! And well-behaved HBONE peers that weft did not write (Python's ssl and
 //! the `h2` package, `tests/peers/`) work with it both ways, so that
 //! framing, headers and TLS settings are checked against another
-//! implementation. Needs root, the built binaries and `h2` (installed by
-//! `cargo xtask setup`).
+//! implementation. And hostile HTTP at an HTTP port: tokens of every bad
+//! shape, key servers that hang or send garbage or too much, and path
+//! tricks against path rules. Needs root, the built binaries and `h2`
+//! (installed by `cargo xtask setup`).
 
 use std::{net::SocketAddr, sync::Arc, time::Duration};
 
@@ -26,8 +28,9 @@ use weft_agent::{
 };
 use weft_sim::{Cluster, Node, Pod, PodSpec, wait_for};
 
-const TIMEOUT: Duration = Duration::from_secs(30);
-const AMBIENT: (&str, &str) = ("istio.io/dataplane-mode", "ambient");
+mod common;
+
+use common::{AMBIENT, TIMEOUT};
 
 /// Mints workload certificates with the cluster's CA.
 struct Minter {
@@ -112,21 +115,17 @@ async fn try_connect(
     }
 }
 
-fn denials(node: &Node, cluster: &Cluster, reason: &str) -> Result<u64> {
-    let mut get = std::process::Command::new(cluster.bin_dir().join("weft-sim-app"));
-    get.args(["http-get", "http://127.0.0.1:15000/stats", "--timeout", "3"]);
-    let out = node.run(get, TIMEOUT)?.check("GET /stats")?;
-    let body: String = out.stdout.lines().skip(1).collect::<Vec<_>>().join("\n");
-    let stats: serde_json::Value = serde_json::from_str(&body).with_context(|| body.clone())?;
+fn denials(node: &Node, reason: &str) -> Result<u64> {
+    let stats = node.admin_json("/stats")?;
     Ok(stats["connections_denied"][reason].as_u64().unwrap_or(0))
 }
 
 /// The refusal may be counted a moment after the peer saw it.
-fn counted(node: &Node, cluster: &Cluster, reason: &str, at_least: u64) -> Result<()> {
+fn counted(node: &Node, reason: &str, at_least: u64) -> Result<()> {
     wait_for(
         &format!("the {reason} counter to reach {at_least}"),
         TIMEOUT,
-        || Ok((denials(node, cluster, reason)? >= at_least).then_some(())),
+        || Ok((denials(node, reason)? >= at_least).then_some(())),
     )
 }
 
@@ -180,19 +179,19 @@ fn hostile_hbone_peers_are_refused_logged_and_counted() -> Result<()> {
             .with_no_client_auth();
         let mut no_cert = no_cert;
         no_cert.alpn_protocols = vec![b"h2".to_vec()];
-        let before = denials(node, cluster, "tls_handshake")?;
+        let before = denials(node, "tls_handshake")?;
         let outcome = runtime.block_on(try_connect(&intruder, &server, Arc::new(no_cert), target));
         ensure!(
             outcome != "connected",
             "a peer without a certificate got through"
         );
-        counted(node, cluster, "tls_handshake", before + 1)?;
+        counted(node, "tls_handshake", before + 1)?;
 
         // 2. A certificate for another trust domain (signed by the mesh CA).
         let foreign = minter.mint("spiffe://evil.example/ns/secure/sa/server")?;
         let outcome = attempt(&foreign, target)?;
         ensure!(outcome != "connected", "another trust domain got through");
-        counted(node, cluster, "foreign_trust_domain", 1)?;
+        counted(node, "foreign_trust_domain", 1)?;
 
         // 3. The client's identity, used from the intruder's address.
         let stolen = minter.mint("spiffe://cluster.local/ns/secure/sa/client")?;
@@ -201,7 +200,7 @@ fn hostile_hbone_peers_are_refused_logged_and_counted() -> Result<()> {
             outcome != "connected",
             "a SPIFFE ID from the wrong address got through"
         );
-        counted(node, cluster, "identity_mismatch", 1)?;
+        counted(node, "identity_mismatch", 1)?;
 
         // 4. The intruder's own identity, CONNECT to an address that is not
         //    the pod's.
@@ -212,7 +211,7 @@ fn hostile_hbone_peers_are_refused_logged_and_counted() -> Result<()> {
             outcome.contains("400"),
             "a CONNECT to a foreign address should get 400: {outcome}"
         );
-        counted(node, cluster, "bad_target", 1)?;
+        counted(node, "bad_target", 1)?;
         // ... while its own identity to the right address is fine.
         ensure!(
             attempt(&own, target)? == "connected",
@@ -380,6 +379,134 @@ fn weft_is_served_by_an_hbone_server_it_did_not_write() -> Result<()> {
             "weft's forwarded header does not name the client:\n{out}"
         );
         ensure!(out.contains("request=GET / HTTP/1.1"), "{out}");
+        Ok(())
+    })
+}
+
+#[test]
+fn hostile_tokens_key_servers_and_paths_get_nowhere_at_an_http_port() -> Result<()> {
+    use base64::{Engine as _, engine::general_purpose::URL_SAFE_NO_PAD};
+    use common::{apply, backend, client};
+    use weft_sim::{ServicePort, httpapp};
+
+    let cluster = Cluster::builder()
+        .nodes(2)
+        .agent_args(&["--jwks-refresh", "1s"])
+        .build()?;
+    cluster.with_logs(|cluster| {
+        cluster.add_namespace("shop", &[AMBIENT])?;
+        cluster.add_namespace("keys", &[])?;
+        // Key servers that never answer, answer 2 MiB, answer garbage.
+        let keys = cluster.add_pod(PodSpec::new("node-1", "keys", "idp"))?;
+        let dir = cluster.dir().join("hostile-jwks");
+        std::fs::create_dir_all(&dir)?;
+        let huge = dir.join("huge.json");
+        std::fs::write(&huge, format!("{{\"keys\":[],\"pad\":\"{}\"}}", "x".repeat(2 << 20)))?;
+        let garbage = dir.join("garbage.json");
+        std::fs::write(&garbage, "\u{0}not json at all")?;
+        let (huge_route, garbage_route) = (
+            format!("/jwks.json={}", huge.display()),
+            format!("/jwks.json={}", garbage.display()),
+        );
+        let _hang = keys.spawn_http(&["serve", "--port", "8081", "--delay-ms", "600000"])?;
+        let _huge = keys.spawn_http(&["serve", "--port", "8082", "--file", &huge_route])?;
+        let _garbage = keys.spawn_http(&["serve", "--port", "8083", "--file", &garbage_route])?;
+
+        let _api = backend(cluster, "node-2", "shop", "api", &[("app", "api")], 8080, &[])?;
+        let web = client(cluster, "node-1", "shop", "web")?;
+        let vip = cluster.add_service(
+            "shop",
+            "api",
+            &[("app", "api")],
+            &[ServicePort::http("http", 8080, 8080)],
+        )?;
+        let rule = |name: &str, port: u16| {
+            format!(
+                "  - issuer: https://{name}.test\n    jwksUri: http://{}:{port}/jwks.json\n",
+                keys.ip()
+            )
+        };
+        apply(
+            cluster,
+            "jwt",
+            &format!(
+                "apiVersion: security.istio.io/v1\nkind: RequestAuthentication\nmetadata:\n  name: jwt\n  namespace: shop\nspec:\n  jwtRules:\n{}{}{}",
+                rule("hang", 8081),
+                rule("huge", 8082),
+                rule("garbage", 8083)
+            ),
+        )?;
+        apply(
+            cluster,
+            "paths",
+            "apiVersion: security.istio.io/v1\nkind: AuthorizationPolicy\nmetadata:\n  name: api-only\n  namespace: shop\nspec:\n  rules:\n  - to:\n    - operation:\n        methods: [GET]\n        paths: [\"/api/*\"]\n---\napiVersion: security.istio.io/v1\nkind: AuthorizationPolicy\nmetadata:\n  name: no-admin\n  namespace: shop\nspec:\n  action: DENY\n  rules:\n  - to:\n    - operation:\n        paths: [\"/api/admin*\"]\n",
+        )?;
+        let base = format!("http://{vip}:8080");
+        // Requests without a token never wait for a key server.
+        let get = |path: &str, token: Option<&str>| -> Result<httpapp::Reply> {
+            let header = token.map(|t| format!("Authorization: Bearer {t}"));
+            let mut args = vec!["--timeout", "3"];
+            args.extend(header.iter().flat_map(|h| ["--header", h.as_str()]));
+            httpapp::get_one(&web, &format!("{base}{path}"), &args)
+        };
+        common::converge("the policies reached node-2", || {
+            Ok(get("/api/admin", None)?.status == 403)
+        })?;
+        ensure!(get("/api/items", None)?.status == 200, "a request without a token");
+
+        // Path tricks: normalised before the rules see them, or refused.
+        for (path, want) in [
+            ("/api/../api/admin", 403),
+            ("/api/%2e%2e/api/admin", 403),
+            ("/api//admin", 403),
+            ("/api/%61dmin", 403),
+            ("/api/./admin/x", 403),
+            ("/api%2Fadmin", 400),
+            ("/api/x%2F..%2Fadmin", 400),
+            ("/api\\admin", 403),
+            ("/API/items", 403),
+            ("/api/items/../../admin", 403),
+        ] {
+            let status = get(path, None)?.status;
+            ensure!(status == want, "{path}: {status}, want {want}");
+        }
+
+        // Tokens of every bad shape: 401, and the agent carries on.
+        let segment = |bytes: &[u8]| URL_SAFE_NO_PAD.encode(bytes);
+        let header = segment(br#"{"alg":"ES256","kid":"k"}"#);
+        let nested = format!("{{\"iss\":\"https://garbage.test\",\"x\":{}1{}}}", "[".repeat(20_000), "]".repeat(20_000));
+        let tokens = [
+            ("not a token", "not-a-jwt".to_string()),
+            ("not base64", "!!!.@@@.###".to_string()),
+            ("not JSON", format!("{}.{}.{}", segment(b"hello"), segment(b"world"), segment(b"sig"))),
+            ("deeply nested claims", format!("{header}.{}.{}", segment(nested.as_bytes()), segment(b"sig"))),
+            ("60 KiB", format!("{header}.{}.{}", "A".repeat(60 << 10), segment(b"sig"))),
+            ("a key server that hangs", format!("{header}.{}.{}", segment(br#"{"iss":"https://hang.test","sub":"a"}"#), segment(b"sig"))),
+            ("a key server that sends 2 MiB", format!("{header}.{}.{}", segment(br#"{"iss":"https://huge.test","sub":"a"}"#), segment(b"sig"))),
+            ("a key server that sends garbage", format!("{header}.{}.{}", segment(br#"{"iss":"https://garbage.test","sub":"a"}"#), segment(b"sig"))),
+        ];
+        for (what, token) in &tokens {
+            let reply = get("/api/items", Some(token))?;
+            ensure!(reply.status == 401, "{what}: {} {}", reply.status, reply.body);
+        }
+        // A 1 MiB header is refused before any proxy reads a token (431),
+        // as Envoy's 60 KiB header limit does.
+        let huge_token = dir.join("huge-token");
+        std::fs::write(&huge_token, format!("Bearer {}", "A".repeat(1 << 20)))?;
+        let header = format!("Authorization: @{}", huge_token.display());
+        let status = httpapp::get_one(&web, &format!("{base}/api/items"), &["--header", &header])?.status;
+        ensure!(status == 431, "a 1 MiB token: {status}");
+
+        let node = cluster.node("node-2")?;
+        ensure!(node.agent_pid().is_some(), "the agent died:\n{}", node.agent_log_tail(40));
+        ensure!(get("/api/items", None)?.status == 200, "served after all that");
+        let stats = node.admin_json("/stats")?;
+        let counted = &stats["http_requests_authorized"];
+        ensure!(
+            counted["unauthenticated"].as_u64().unwrap_or(0) >= tokens.len() as u64
+                && counted["bad_path"].as_u64().unwrap_or(0) >= 2,
+            "not counted: {stats}"
+        );
         Ok(())
     })
 }

@@ -201,13 +201,16 @@ pub fn run(objects: &[Object], cx: &Context<'_>, out: &mut Vec<Finding>) {
                     ));
                 }
             }
-            Object::AuthorizationPolicy(p) => selector(
-                "AuthorizationPolicy",
-                &p.metadata,
-                p.spec.selector.as_ref(),
-                cx,
-                out,
-            ),
+            Object::AuthorizationPolicy(p) => {
+                selector(
+                    "AuthorizationPolicy",
+                    &p.metadata,
+                    p.spec.selector.as_ref(),
+                    cx,
+                    out,
+                );
+                http_fields_on_tcp_ports(p, cx, out);
+            }
             Object::PeerAuthentication(p) => {
                 selector(
                     "PeerAuthentication",
@@ -548,6 +551,90 @@ fn selector(
                     .unwrap_or_default()
             ),
         ));
+    }
+}
+
+/// An AuthorizationPolicy with HTTP fields that applies to a workload
+/// behind a Service port that is not HTTP: there the node proxy sees
+/// connections, not requests, so those rules cannot do what they say
+/// (ztunnel's rule: an ALLOW rule never matches, a DENY rule denies the
+/// whole connection). One finding per Service port.
+fn http_fields_on_tcp_ports(
+    policy: &crate::kinds::AuthorizationPolicy,
+    cx: &Context<'_>,
+    out: &mut Vec<Finding>,
+) {
+    let Some(compiled) =
+        crate::model::authorization::compile(policy, cx.root_namespace, &mut Vec::new())
+    else {
+        return;
+    };
+    let fields = &compiled.authorization.l7_attributes_ignored;
+    if fields.is_empty() {
+        return;
+    }
+    let ns = policy.namespace();
+    let mesh_wide = ns == cx.root_namespace;
+    let selects = |pod: &Pod| {
+        (mesh_wide || pod.namespace() == ns)
+            && policy
+                .spec
+                .selector
+                .as_ref()
+                .is_none_or(|s| s.selects(&pod.metadata.labels))
+    };
+    // Ports the policy's operations name: only those can be at issue.
+    let named: BTreeSet<u16> = policy
+        .spec
+        .rules
+        .iter()
+        .flat_map(|r| &r.to)
+        .filter_map(|to| to.operation.as_ref())
+        .flat_map(|op| &op.ports)
+        .filter_map(|p| p.parse().ok())
+        .collect();
+    let mut reported = BTreeSet::new();
+    for svc in &cx.services {
+        let backs_a_selected_pod = cx.pods.get(svc.namespace()).is_some_and(|pods| {
+            pods.iter()
+                .any(|p| svc.selects(&p.metadata.labels) && selects(p))
+        });
+        if !backs_a_selected_pod {
+            continue;
+        }
+        for port in &svc.spec.ports {
+            let target = match &port.target_port {
+                Some(crate::kinds::service::TargetPort::Number(n)) => *n,
+                Some(crate::kinds::service::TargetPort::Name(_)) => port.port,
+                None => port.port,
+            };
+            let at_issue =
+                named.is_empty() || named.contains(&target) || named.contains(&port.port);
+            if !port.is_tcp() || port.app_protocol().is_http() || !at_issue {
+                continue;
+            }
+            if !reported.insert((
+                svc.namespace().to_string(),
+                svc.metadata.name.clone(),
+                port.port,
+            )) {
+                continue;
+            }
+            out.push(finding(
+                codes::AUTHZ_HTTP_ON_TCP_PORT,
+                Severity::Warning,
+                &object_name("AuthorizationPolicy", &policy.metadata),
+                "spec.rules".into(),
+                format!(
+                    "its HTTP fields ({}) meet Service {}/{} port {} ({}), which is not declared HTTP: there the node proxy sees connections, not requests, so ALLOW rules that use them never match and DENY rules deny the whole connection; name the port `http-...` or set `appProtocol: http` to enforce them per request",
+                    fields.join(", "),
+                    svc.namespace(),
+                    svc.metadata.name,
+                    port.port,
+                    port.name.as_deref().unwrap_or("unnamed"),
+                ),
+            ));
+        }
     }
 }
 

@@ -63,13 +63,17 @@ impl std::fmt::Display for Finding {
 
 /// The codes. Never reuse or renumber one.
 pub mod codes {
-    /// An AuthorizationPolicy uses HTTP attributes a node proxy cannot see.
+    /// An AuthorizationPolicy uses HTTP attributes: enforced per request
+    /// on HTTP ports only (informational).
     pub const AUTHZ_L7_ATTRIBUTES: &str = "W1001";
     /// An AuthorizationPolicy action (CUSTOM) that a node proxy cannot enforce.
     pub const AUTHZ_UNSUPPORTED_ACTION: &str = "W1002";
     /// An AuthorizationPolicy bound with targetRef(s): for a waypoint or
     /// gateway, not enforced by the node proxy.
     pub const AUTHZ_TARGET_REF: &str = "W1003";
+    /// An AuthorizationPolicy's HTTP fields apply to a Service port that
+    /// is not HTTP, where the node proxy cannot see requests.
+    pub const AUTHZ_HTTP_ON_TCP_PORT: &str = "W1004";
 
     /// A destination host that is neither a Service nor a ServiceEntry host.
     pub const HOST_NOT_FOUND: &str = "W2001";

@@ -83,7 +83,8 @@
 //! (HTTP/1.1, or HTTP/2 prior knowledge with `--h2 true`), then one request
 //! per `--then` (same headers, no body), in order; a new connection only if
 //! the server closed it. URL is `http://host[:port][/path]`. A
-//! `--header 'Host: h'` becomes the `:authority` with `--h2 true`. One line
+//! `--header 'Host: h'` becomes the `:authority` with `--h2 true`;
+//! `--header 'K: @FILE'` takes the value from a file. One line
 //! per response, `body` UTF-8 (lossy), cut to its first 64 KiB, and
 //! `connection` the number of the connection that carried it (1, then 2
 //! after the server closed the first...):

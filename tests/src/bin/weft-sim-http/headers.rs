@@ -21,6 +21,13 @@ pub fn parse_header(arg: &str) -> Result<HeaderArg, String> {
         .ok_or_else(|| format!("{arg:?} is not 'Name: value'"))?;
     let name = HeaderName::from_bytes(name.trim().as_bytes())
         .map_err(|_| format!("{:?} is not a valid header name", name.trim()))?;
+    // `@path`: the value is the file's content (a value too large for a
+    // command line).
+    let value = match value.trim().strip_prefix('@') {
+        Some(path) => std::fs::read_to_string(path)
+            .map_err(|e| format!("reading the header value from {path}: {e}"))?,
+        None => value.to_string(),
+    };
     let value = HeaderValue::from_str(value.trim())
         .map_err(|_| format!("{:?} is not a valid header value", value.trim()))?;
     Ok(HeaderArg { name, value })
