@@ -18,7 +18,8 @@
 //! 4. an allowed request goes to the app, with its normalised path, over
 //!    a connection of the same protocol opened from the client's own
 //!    address (one per downstream connection, opened on the first allowed
-//!    request).
+//!    request); an `Upgrade` (WebSocket) or CONNECT gets an app connection
+//!    of its own, and the bytes are relayed once both sides switch.
 //!
 //! Every decision is logged with the policy that made it and counted
 //! ([`crate::metrics::RequestVerdict`]).
@@ -112,7 +113,10 @@ where
         .max_header_list_size(MAX_REQUEST_HEADERS as u32)
         .initial_stream_window_size(crate::proxy::hbone::STREAM_WINDOW)
         .initial_connection_window_size(crate::proxy::hbone::CONNECTION_WINDOW);
-    if let Err(err) = builder.serve_connection(TokioIo::new(io), handler).await {
+    if let Err(err) = builder
+        .serve_connection_with_upgrades(TokioIo::new(io), handler)
+        .await
+    {
         let inbound = &served.inbound;
         tracing::debug!(dst = %inbound.pod.name(), src.addr = %inbound.peer, error = %err, "inbound HTTP connection ended with an error");
     }
@@ -236,6 +240,28 @@ async fn handle(request: Request<Incoming>, served: &Served, ctx: &ProxyContext)
     };
 
     let request = Request::from_parts(parts, body);
+    if is_upgrade(&request) {
+        return match served.upgrade(ctx, request).await {
+            Ok(response) => {
+                log(
+                    response.status(),
+                    RequestVerdict::Allowed,
+                    allowed_by.as_deref(),
+                    "allowed",
+                );
+                response.map(body::boxed)
+            }
+            Err(local) => {
+                log(
+                    local.status,
+                    RequestVerdict::Allowed,
+                    allowed_by.as_deref(),
+                    local.body,
+                );
+                local.into_response(grpc)
+            }
+        };
+    }
     match served.send(ctx, request).await {
         Ok(response) => {
             log(
@@ -256,6 +282,20 @@ async fn handle(request: Request<Incoming>, served: &Served, ctx: &ProxyContext)
             local.into_response(grpc)
         }
     }
+}
+
+/// An HTTP/1.1 `Upgrade` (WebSocket...) or a CONNECT: after it the
+/// connection carries bytes, not requests.
+fn is_upgrade<B>(request: &Request<B>) -> bool {
+    let headers = request.headers();
+    request.method() == http::Method::CONNECT
+        || (headers.contains_key(header::UPGRADE)
+            && headers
+                .get_all(header::CONNECTION)
+                .iter()
+                .filter_map(|v| v.to_str().ok())
+                .flat_map(|v| v.split(','))
+                .any(|token| token.trim().eq_ignore_ascii_case("upgrade")))
 }
 
 /// `uri` with another path and query.
@@ -299,7 +339,57 @@ impl Served {
         })
     }
 
-    async fn connect(&self, ctx: &ProxyContext, http2: bool) -> Result<AppConn, LocalReply> {
+    /// Sends an upgrade request to the app on a connection of its own;
+    /// when the app agrees, both sides are joined once they switch.
+    async fn upgrade(
+        &self,
+        ctx: &ProxyContext,
+        mut request: Request<Incoming>,
+    ) -> Result<Response<Incoming>, LocalReply> {
+        let downstream = hyper::upgrade::on(&mut request);
+        let connect = request.method() == http::Method::CONNECT;
+        let (stream, exemption) = self.deliver(ctx).await?;
+        let (mut send, conn) = http1::Builder::new()
+            .handshake(TokioIo::new(stream))
+            .await
+            .map_err(|err| {
+                tracing::info!(dst = %self.inbound.target, error = %err, "HTTP handshake with the app failed");
+                LocalReply::connect_failure()
+            })?;
+        tokio::spawn(async move {
+            let _exemption = exemption;
+            if let Err(err) = conn.with_upgrades().await {
+                tracing::debug!(error = %err, "upgraded connection to the app ended");
+            }
+        });
+        let mut response = send.send_request(request).await.map_err(|err| {
+            tracing::info!(dst = %self.inbound.target, error = %err, "the app did not answer the upgrade");
+            LocalReply::upstream_reset()
+        })?;
+        let agreed = response.status() == StatusCode::SWITCHING_PROTOCOLS
+            || (connect && response.status().is_success());
+        if agreed {
+            let upstream = hyper::upgrade::on(&mut response);
+            tokio::spawn(async move {
+                let (Ok(down), Ok(up)) = tokio::join!(downstream, upstream) else {
+                    tracing::debug!("upgrade: one side did not complete");
+                    return;
+                };
+                let (mut down, mut up) = (TokioIo::new(down), TokioIo::new(up));
+                if let Err(err) = tokio::io::copy_bidirectional(&mut down, &mut up).await {
+                    tracing::debug!(error = %err, "upgraded connection ended");
+                }
+            });
+        }
+        Ok(response)
+    }
+
+    /// A connection to the app from the client's address, and its
+    /// steering exemption.
+    async fn deliver(
+        &self,
+        ctx: &ProxyContext,
+    ) -> Result<(tokio::net::TcpStream, delivery::Exemption), LocalReply> {
         let inbound = &self.inbound;
         let delivered = delivery::connect(
             &inbound.pod,
@@ -312,10 +402,14 @@ impl Served {
             tracing::info!(src.addr = %inbound.peer, dst = %inbound.target, error = %err, "delivery to the app failed");
             LocalReply::connect_failure()
         })?;
-        let (stream, exemption) = delivered.split();
+        Ok(delivered.split())
+    }
+
+    async fn connect(&self, ctx: &ProxyContext, http2: bool) -> Result<AppConn, LocalReply> {
+        let (stream, exemption) = self.deliver(ctx).await?;
         let io = TokioIo::new(stream);
         let failed = |err: hyper::Error| {
-            tracing::info!(dst = %inbound.target, error = %err, "HTTP handshake with the app failed");
+            tracing::info!(dst = %self.inbound.target, error = %err, "HTTP handshake with the app failed");
             LocalReply::connect_failure()
         };
         if http2 {
