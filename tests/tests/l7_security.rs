@@ -54,7 +54,10 @@ fn http_authorization_decides_each_request_and_keeps_the_connection() -> Result<
         for ns in ["shop", "frontend", "other"] {
             cluster.add_namespace(ns, &[AMBIENT])?;
         }
-        let _api = backend(cluster, "node-2", "shop", "api", &[("app", "api")], 8080, &[])?;
+        // Outside the mesh: plaintext, steered to the destination's proxy.
+        cluster.add_namespace("legacy", &[])?;
+        let outsider = client(cluster, "node-1", "legacy", "outsider")?;
+        let api = backend(cluster, "node-2", "shop", "api", &[("app", "api")], 8080, &[])?;
         let web = client(cluster, "node-1", "frontend", "web")?;
         let intruder = client(cluster, "node-1", "other", "intruder")?;
         let vip = cluster.add_service(
@@ -98,6 +101,26 @@ fn http_authorization_decides_each_request_and_keeps_the_connection() -> Result<
             statuses(&intruder, &base, &["GET /api/items"], &[])? == [403],
             "another namespace is denied"
         );
+        // Plaintext (PERMISSIVE) is decided per request too: no namespace.
+        let direct = format!("http://{}", api.pod.addr(8080));
+        ensure!(
+            statuses(&outsider, &direct, &["GET /api/items"], &[])? == [403],
+            "a plaintext client has no namespace"
+        );
+        policy(
+            cluster,
+            "allow-legacy-public",
+            "",
+            &format!(
+                "  action: ALLOW\n  rules:\n  - from:\n    - source:\n        ipBlocks: [\"{}\"]\n    to:\n    - operation:\n        paths: [\"/public/*\"]\n",
+                outsider.ip()
+            ),
+        )?;
+        converge("the plaintext client's ALLOW reached node-2", || {
+            Ok(statuses(&outsider, &direct, &["GET /public/x"], &[])? == [200])
+        })?;
+        let got = statuses(&outsider, &direct, &["GET /public/x", "GET /api/items", "GET /public/y"], &[])?;
+        ensure!(got == [200, 403, 200], "plaintext on one connection: {got:?}");
         // The app sees the path the policy saw; an encoded slash is refused.
         let merged = httpapp::get_one(&web, &format!("{base}//api///items"), &[])?;
         ensure!(merged.status == 200, "{merged:?}");
