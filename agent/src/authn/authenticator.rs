@@ -315,10 +315,10 @@ fn claim_header_value(auth: &Authenticated, claim: &str) -> Option<HeaderValue> 
     HeaderValue::from_str(&text).ok()
 }
 
-/// The realm of Envoy's `www-authenticate` reply: the request's URL as
-/// `<scheme>://<host><path and query>`, the path cut at 256 bytes.
-pub fn realm(scheme: &str, parts: &Parts) -> String {
-    let host = parts
+/// The request's authority: the URI's (HTTP/2 `:authority`), else the
+/// `Host` header, else empty.
+pub fn authority(parts: &Parts) -> &str {
+    parts
         .uri
         .authority()
         .map(|a| a.as_str())
@@ -328,7 +328,13 @@ pub fn realm(scheme: &str, parts: &Parts) -> String {
                 .get(http::header::HOST)
                 .and_then(|h| h.to_str().ok())
         })
-        .unwrap_or("");
+        .unwrap_or("")
+}
+
+/// The realm of Envoy's `www-authenticate` reply: the request's URL as
+/// `<scheme>://<host><path and query>`, the path cut at 256 bytes.
+pub fn realm(scheme: &str, parts: &Parts) -> String {
+    let host = authority(parts);
     let path = parts.uri.path_and_query().map_or("/", |p| p.as_str());
     let mut end = path.len().min(256);
     while !path.is_char_boundary(end) {

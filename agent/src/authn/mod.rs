@@ -69,7 +69,7 @@ mod tests;
 mod workload;
 
 pub use authenticator::{
-    Authenticated, Authenticator, DEFAULT_CACHE_CAPACITY, DEFAULT_CLOCK_SKEW, realm,
+    Authenticated, Authenticator, DEFAULT_CACHE_CAPACITY, DEFAULT_CLOCK_SKEW, authority, realm,
 };
 pub use fetch::{FetchConfig, FetchError, JwksRegistry, JwksState, RemoteJwks};
 pub use jwks::{Jwks, JwksError};

@@ -28,7 +28,7 @@ use std::{
     convert::Infallible,
     net::SocketAddr,
     sync::Arc,
-    time::{Duration, Instant, SystemTime},
+    time::{Instant, SystemTime},
 };
 
 use http::{Request, Response, StatusCode, Uri, Version, header, uri::PathAndQuery};
@@ -37,10 +37,7 @@ use hyper::{
     client::conn::{http1, http2},
     service::service_fn,
 };
-use hyper_util::{
-    rt::{TokioExecutor, TokioIo, TokioTimer},
-    server::conn::auto,
-};
+use hyper_util::rt::{TokioExecutor, TokioIo};
 use tokio::io::{AsyncRead, AsyncWrite};
 
 use super::{
@@ -54,11 +51,7 @@ use crate::{
     state::Identity,
 };
 
-/// Largest request head accepted from a peer (as the outbound side).
-const MAX_REQUEST_HEADERS: usize = 64 * 1024;
-
-/// How long an HTTP/1.1 connection may take to send a request's head.
-const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(60);
+use super::outbound::MAX_REQUEST_HEADERS;
 
 /// One downstream connection to an HTTP port of a local pod.
 pub struct Inbound {
@@ -100,19 +93,7 @@ where
             async move { Ok::<_, Infallible>(handle(request, &served, &ctx).await) }
         })
     };
-    let mut builder = auto::Builder::new(TokioExecutor::new());
-    builder
-        .http1()
-        .keep_alive(true)
-        .half_close(true)
-        .max_buf_size(MAX_REQUEST_HEADERS)
-        .timer(TokioTimer::new())
-        .header_read_timeout(HEADER_READ_TIMEOUT);
-    builder
-        .http2()
-        .max_header_list_size(MAX_REQUEST_HEADERS as u32)
-        .initial_stream_window_size(crate::proxy::hbone::STREAM_WINDOW)
-        .initial_connection_window_size(crate::proxy::hbone::CONNECTION_WINDOW);
+    let builder = super::outbound::http_server();
     if let Err(err) = builder
         .serve_connection_with_upgrades(TokioIo::new(io), handler)
         .await
@@ -197,17 +178,7 @@ async fn handle(request: Request<Incoming>, served: &Served, ctx: &ProxyContext)
         }
     };
 
-    let host = parts
-        .uri
-        .authority()
-        .map(|a| a.as_str())
-        .or_else(|| {
-            parts
-                .headers
-                .get(header::HOST)
-                .and_then(|h| h.to_str().ok())
-        })
-        .unwrap_or("");
+    let host = crate::authn::authority(&parts);
     let conn = policy::Connection {
         src_identity: inbound.client.clone(),
         src_ip: inbound.peer.ip(),
@@ -240,45 +211,19 @@ async fn handle(request: Request<Incoming>, served: &Served, ctx: &ProxyContext)
     };
 
     let request = Request::from_parts(parts, body);
-    if is_upgrade(&request) {
-        return match served.upgrade(ctx, request).await {
-            Ok(response) => {
-                log(
-                    response.status(),
-                    RequestVerdict::Allowed,
-                    allowed_by.as_deref(),
-                    "allowed",
-                );
-                response.map(body::boxed)
-            }
-            Err(local) => {
-                log(
-                    local.status,
-                    RequestVerdict::Allowed,
-                    allowed_by.as_deref(),
-                    local.body,
-                );
-                local.into_response(grpc)
-            }
-        };
-    }
-    match served.send(ctx, request).await {
+    let sent = if is_upgrade(&request) {
+        served.upgrade(ctx, request).await
+    } else {
+        served.send(ctx, request).await
+    };
+    let by = allowed_by.as_deref();
+    match sent {
         Ok(response) => {
-            log(
-                response.status(),
-                RequestVerdict::Allowed,
-                allowed_by.as_deref(),
-                "allowed",
-            );
+            log(response.status(), RequestVerdict::Allowed, by, "allowed");
             response.map(body::boxed)
         }
         Err(local) => {
-            log(
-                local.status,
-                RequestVerdict::Allowed,
-                allowed_by.as_deref(),
-                local.body,
-            );
+            log(local.status, RequestVerdict::Allowed, by, local.body);
             local.into_response(grpc)
         }
     }

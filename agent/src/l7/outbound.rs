@@ -35,12 +35,34 @@ use crate::{
 /// Largest request head (HTTP/1.1) or header list (HTTP/2) accepted from
 /// an app, as Envoy's default `max_request_headers_kb` (60 KiB), plus the
 /// request line.
-const MAX_REQUEST_HEADERS: usize = 64 * 1024;
+pub(super) const MAX_REQUEST_HEADERS: usize = 64 * 1024;
 
 /// How long an HTTP/1.1 connection may take to send a request's head
 /// (Envoy's `request_headers_timeout` is off by default; a bound keeps a
 /// silent client from holding a connection's state forever).
 const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(60);
+
+/// The HTTP server both sides of L7 use: HTTP/1.1 keep-alive and h2c
+/// (prior knowledge), headers up to [`MAX_REQUEST_HEADERS`], HBONE's
+/// HTTP/2 windows.
+pub(super) fn http_server() -> auto::Builder<TokioExecutor> {
+    let mut builder = auto::Builder::new(TokioExecutor::new());
+    builder
+        .http1()
+        .keep_alive(true)
+        // A peer may send its requests and then end its side (`FIN`):
+        // what it already sent is answered before the connection closes.
+        .half_close(true)
+        .max_buf_size(MAX_REQUEST_HEADERS)
+        .timer(hyper_util::rt::TokioTimer::new())
+        .header_read_timeout(HEADER_READ_TIMEOUT);
+    builder
+        .http2()
+        .max_header_list_size(MAX_REQUEST_HEADERS as u32)
+        .initial_stream_window_size(crate::proxy::hbone::STREAM_WINDOW)
+        .initial_connection_window_size(crate::proxy::hbone::CONNECTION_WINDOW);
+    builder
+}
 
 /// Serves one app connection at L7 until it closes.
 pub async fn serve(
@@ -64,21 +86,7 @@ pub async fn serve(
         let (down, ctx) = (down.clone(), ctx.clone());
         service_fn(move |request| forward::handle(request, down.clone(), ctx.clone()))
     };
-    let mut builder = auto::Builder::new(TokioExecutor::new());
-    builder
-        .http1()
-        .keep_alive(true)
-        // An app may send its requests and then end its side (`FIN`):
-        // what it already sent is answered before the connection closes.
-        .half_close(true)
-        .max_buf_size(MAX_REQUEST_HEADERS)
-        .timer(hyper_util::rt::TokioTimer::new())
-        .header_read_timeout(HEADER_READ_TIMEOUT);
-    builder
-        .http2()
-        .max_header_list_size(MAX_REQUEST_HEADERS as u32)
-        .initial_stream_window_size(crate::proxy::hbone::STREAM_WINDOW)
-        .initial_connection_window_size(crate::proxy::hbone::CONNECTION_WINDOW);
+    let builder = http_server();
     // The socket comes back here when the codec is done with it.
     let returned = Arc::new(Mutex::new(None));
     let io = ReturnOnDrop {

@@ -124,14 +124,23 @@ async fn connection(
     Ok(())
 }
 
-/// Answers a CONNECT with 200; `None` when the client went away.
-fn accept(mut responder: SendResponse<Bytes>, peer: SocketAddr) -> Option<h2::SendStream<Bytes>> {
+/// Answers a CONNECT with 200: the stream, both ways; `None` when the
+/// client went away.
+fn accept(
+    mut responder: SendResponse<Bytes>,
+    request: Request<RecvStream>,
+    peer: SocketAddr,
+) -> Option<hbone::H2Stream> {
     let response = Response::builder()
         .status(StatusCode::OK)
         .body(())
         .expect("static response");
     match responder.send_response(response, false) {
-        Ok(send) => Some(send),
+        Ok(send) => Some(hbone::H2Stream {
+            send,
+            recv: request.into_body(),
+            lease: None,
+        }),
         Err(err) => {
             tracing::debug!(src.addr = %peer, error = %err, "client went away before the 200");
             None
@@ -189,13 +198,8 @@ async fn stream_request(
     }
     // An HTTP port: accepted, then authorized per request.
     if pod.http_port(&ctx, target.port()).is_some() {
-        let Some(send) = accept(responder, peer) else {
+        let Some(tunnel) = accept(responder, request, peer) else {
             return;
-        };
-        let tunnel = hbone::H2Stream {
-            send,
-            recv: request.into_body(),
-            lease: None,
         };
         let inbound = crate::l7::inbound::Inbound {
             pod,
@@ -228,13 +232,8 @@ async fn stream_request(
             return respond(responder, StatusCode::SERVICE_UNAVAILABLE);
         }
     };
-    let Some(send) = accept(responder, peer) else {
+    let Some(tunnel) = accept(responder, request, peer) else {
         return;
-    };
-    let tunnel = hbone::H2Stream {
-        send,
-        recv: request.into_body(),
-        lease: None,
     };
     let started = std::time::Instant::now();
     let result = hbone::splice(app.stream, tunnel).await;
