@@ -14,9 +14,10 @@ use weft_proto::{
 
 use super::{
     Changes, CompiledAuthorization, HISTORY, Model, ModelConfig, PeerAuthIndex, XdsResource,
-    authorization, canonical_bytes, identity_key, request_authentication,
+    authorization, canonical_bytes, identity_key,
     l7::{self, L7, PodInfo},
-    service, service_entry, service_hostname, service_key, workload, workload_policies,
+    request_authentication, service, service_entry, service_hostname, service_key, workload,
+    workload_policies,
 };
 use crate::kinds::{Object, ObjectKey, PeerAuthentication, Pod, ServiceEntry};
 

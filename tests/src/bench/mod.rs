@@ -38,7 +38,7 @@ use serde_json::json;
 pub use options::{Options, Settings};
 
 use runner::Run;
-use scenarios::{connrate, footprint, http, latency, throughput};
+use scenarios::{authz, connrate, footprint, http, latency, throughput};
 use testbed::Testbed;
 
 /// Set by SIGINT/SIGTERM: finish nothing new, tear down, exit.
@@ -128,6 +128,7 @@ pub fn main() -> Result<()> {
     throughput::run(&mut run, &testbed);
     latency::run(&mut run, &testbed);
     http::run(&mut run, &testbed);
+    authz::run(&mut run, &testbed);
     connrate::run(&mut run, &testbed);
     println!("weft-bench: tearing the cluster down");
     drop(testbed);
@@ -137,7 +138,7 @@ pub fn main() -> Result<()> {
     println!("\n{}", report::table(&run.rows));
     if !outcomes.is_empty() {
         println!(
-            "First targets (weft against direct; HTTP L7 against weft L4):\n{}",
+            "First targets (weft against direct; HTTP L7 against weft L4; L7 authz against L7):\n{}",
             targets::text(&outcomes)
         );
     }

@@ -3,7 +3,10 @@
 //! that runs can be compared across revisions. Rows of the HTTP and gRPC
 //! scenarios measure three paths: direct, weft L4 (in `weft`) and weft L7
 //! (`weft_l7`), with the ratios `l7/l4` and `l7/direct` and the difference
-//! `l7 - l4`; they get a table of their own.
+//! `l7 - l4`; they get a table of their own. Rows of the L7 authorization
+//! scenario measure the L7 path without a policy (`weft_l7`) and with
+//! one (`weft_l7_authz`), and the difference `authz - l7`: the cost
+//! authorization adds; a third table.
 
 use std::fmt::Write as _;
 use std::path::Path;
@@ -76,12 +79,22 @@ pub struct Row {
     /// `weft_l7 - weft`, in the row's unit.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub l7_minus_l4: Option<f64>,
+    /// The L7 authorization scenario: the same L7 path as `weft_l7` to a
+    /// workload with a RequestAuthentication and an AuthorizationPolicy.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub weft_l7_authz: Option<f64>,
+    /// `weft_l7_authz - weft_l7`, in the row's unit: what authorization
+    /// adds.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub authz_minus_l7: Option<f64>,
     pub better: Better,
     /// Every round's value, in the order measured.
     pub direct_rounds: Vec<f64>,
     pub weft_rounds: Vec<f64>,
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub weft_l7_rounds: Vec<f64>,
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub weft_l7_authz_rounds: Vec<f64>,
     /// The largest share of the machine's CPU (0 to 1) that work outside
     /// the benchmark took during the measurements kept.
     pub other_load: Option<f64>,
@@ -102,10 +115,13 @@ impl Row {
             l7_l4: None,
             l7_direct: None,
             l7_minus_l4: None,
+            weft_l7_authz: None,
+            authz_minus_l7: None,
             better: metric.better,
             direct_rounds: direct,
             weft_rounds: weft,
             weft_l7_rounds: Vec::new(),
+            weft_l7_authz_rounds: Vec::new(),
             other_load: None,
         }
     }
@@ -121,10 +137,25 @@ impl Row {
         self
     }
 
+    /// The row with the L7 path's rounds with authorization too
+    /// (`weft_l7` being the same path without).
+    pub fn with_authz(mut self, authz: Vec<f64>) -> Row {
+        let m = median(&authz);
+        self.weft_l7_authz = m;
+        self.authz_minus_l7 = m.zip(self.weft_l7).map(|(a, l7)| a - l7);
+        self.weft_l7_authz_rounds = authz;
+        self
+    }
+
     /// Whether the row measures the three paths of the HTTP and gRPC
     /// scenarios.
     pub fn three_paths(&self) -> bool {
-        !self.weft_l7_rounds.is_empty()
+        !self.weft_l7_rounds.is_empty() && !self.authz()
+    }
+
+    /// Whether the row measures L7 with and without authorization.
+    pub fn authz(&self) -> bool {
+        !self.weft_l7_authz_rounds.is_empty()
     }
 
     /// Collects each metric's values per variant into rows, keeping the
@@ -147,9 +178,13 @@ impl Row {
                         .collect()
                 };
                 let row = Row::new(scenario, m, of(Variant::Direct), of(Variant::Weft));
-                match of(Variant::WeftL7) {
+                let row = match of(Variant::WeftL7) {
                     l7 if l7.is_empty() => row,
                     l7 => row.with_l7(l7),
+                };
+                match of(Variant::WeftL7Authz) {
+                    authz if authz.is_empty() => row,
+                    authz => row.with_authz(authz),
                 }
             })
             .collect()
@@ -185,9 +220,11 @@ pub fn num(v: Option<f64>) -> String {
 }
 
 /// The rows as aligned text tables: direct against weft, then, if any,
-/// the three paths of the HTTP and gRPC scenarios.
+/// the three paths of the HTTP and gRPC scenarios, then L7 with and
+/// without authorization.
 pub fn table(rows: &[Row]) -> String {
-    let (three, two): (Vec<&Row>, Vec<&Row>) = rows.iter().partition(|r| r.three_paths());
+    let (authz, rows): (Vec<&Row>, Vec<&Row>) = rows.iter().partition(|r| r.authz());
+    let (three, two): (Vec<&Row>, Vec<&Row>) = rows.into_iter().partition(|r| r.three_paths());
     let ratio = |x: Option<f64>| x.map(|x| format!("{x:.2}")).unwrap_or("-".into());
     let mut out = aligned(
         &[
@@ -228,6 +265,29 @@ pub fn table(rows: &[Row]) -> String {
                     ratio(r.l7_l4),
                     ratio(r.l7_direct),
                     signed(r.l7_minus_l4),
+                ]
+            },
+        );
+    }
+    if !authz.is_empty() {
+        if !out.is_empty() {
+            out.push('\n');
+        }
+        out += &aligned(
+            &[
+                "scenario",
+                "metric",
+                "unit",
+                "weft-l7",
+                "weft-l7-authz",
+                "added by authz",
+            ],
+            &authz,
+            |r| {
+                vec![
+                    num(r.weft_l7),
+                    num(r.weft_l7_authz),
+                    signed(r.authz_minus_l7),
                 ]
             },
         );
@@ -452,6 +512,30 @@ mod tests {
         assert!(text.contains("weft-l7"), "{text}");
         assert!(text.contains("0.75"), "{text}");
         assert_eq!(signed(Some(12.5)), "+12.50");
+    }
+
+    #[test]
+    fn authz_rows_carry_the_difference_and_a_table_of_their_own() {
+        const P50: Metric = lower("p50", "µs");
+        let measured = vec![
+            (Variant::WeftL7, (P50, 100.0)),
+            (Variant::WeftL7Authz, (P50, 107.0)),
+            (Variant::WeftL7Authz, (P50, 109.0)),
+            (Variant::WeftL7, (P50, 102.0)),
+        ];
+        let rows = Row::collect("http/authz-latency/x", &measured);
+        assert_eq!(rows.len(), 1);
+        let r = &rows[0];
+        assert!(r.authz() && !r.three_paths());
+        assert_eq!(r.weft_l7, Some(101.0));
+        assert_eq!(r.weft_l7_authz, Some(108.0));
+        assert_eq!(r.authz_minus_l7, Some(7.0));
+        let json = serde_json::to_value(r).unwrap();
+        assert_eq!(json["weft_l7_authz_rounds"], json!([107.0, 109.0]));
+        let text = table(&rows);
+        assert!(text.starts_with("scenario"), "{text}");
+        assert!(text.contains("added by authz"), "{text}");
+        assert!(text.contains("+7.000"), "{text}");
     }
 
     #[test]

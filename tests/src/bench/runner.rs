@@ -85,6 +85,26 @@ impl Run {
         );
     }
 
+    /// Like [`Run::paired`] for the L7 authorization scenario: weft L7
+    /// ([`Variant::WeftL7`]) and the same path to a workload with a policy
+    /// ([`Variant::WeftL7Authz`]).
+    pub fn authz_pair(
+        &mut self,
+        testbed: &Testbed,
+        scenario: &str,
+        measure: impl FnMut(&Testbed, Variant) -> Result<Vec<Sample>>,
+    ) {
+        let variants = [Variant::WeftL7, Variant::WeftL7Authz];
+        self.rounds(
+            testbed,
+            scenario,
+            &variants,
+            self.settings.rounds,
+            true,
+            measure,
+        );
+    }
+
     /// One round, never repeated: for measurements that change the agents'
     /// state (memory they keep), which a second attempt would not see anew.
     pub fn once(

@@ -19,6 +19,9 @@ enum Goal {
     L7RatioAtLeast(f64),
     /// `weft_l7 - weft <= x` (weft L7 against weft L4).
     L7AddedAtMost(f64),
+    /// `weft_l7_authz - weft_l7 <= x` (L7 with authorization against the
+    /// same L7 path without).
+    AuthzAddedAtMost(f64),
 }
 
 struct Target {
@@ -103,6 +106,12 @@ const TARGETS: &[Target] = &[
         metric: "p99",
         goal: Goal::L7AddedAtMost(100.0),
     },
+    Target {
+        what: "L7 authz (JWT + 10 HTTP rules) adds p50 <= 10 µs (cross-node)",
+        scenario: "http/authz-latency/cross-node",
+        metric: "p50",
+        goal: Goal::AuthzAddedAtMost(10.0),
+    },
 ];
 
 /// One target's outcome.
@@ -143,6 +152,10 @@ pub fn evaluate(rows: &[Row]) -> Vec<Outcome> {
                     let added = row.l7_minus_l4?;
                     (added, added <= x)
                 }
+                Goal::AuthzAddedAtMost(x) => {
+                    let added = row.authz_minus_l7?;
+                    (added, added <= x)
+                }
             };
             Some(Outcome {
                 target: t.what,
@@ -178,6 +191,7 @@ pub fn text(outcomes: &[Outcome]) -> String {
 mod tests {
     use super::*;
     use crate::bench::report::{Row, higher, lower};
+    use crate::bench::testbed::Variant;
 
     #[test]
     fn evaluates_ratios_additions_and_limits() {
@@ -223,6 +237,17 @@ mod tests {
         assert_eq!(l7.len(), 2);
         assert!(!l7[0].met && (l7[0].measured - 0.65).abs() < 1e-9);
         assert!(l7[1].met && l7[1].measured == 25.0);
+        let authz = Row::collect(
+            "http/authz-latency/cross-node",
+            &[
+                (Variant::WeftL7, (lower("p50", "µs"), 120.0)),
+                (Variant::WeftL7Authz, (lower("p50", "µs"), 134.0)),
+            ],
+        );
+        let authz = evaluate(&authz);
+        assert_eq!(authz.len(), 1);
+        assert!(!authz[0].met && authz[0].measured == 14.0);
+        assert!(text(&authz).contains("+14.0 µs"));
         assert!(!out[0].met && (out[0].measured - 0.375).abs() < 1e-9);
         assert!(out[1].met && out[1].measured == 18.0);
         assert!(out[2].met);

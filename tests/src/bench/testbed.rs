@@ -18,6 +18,14 @@
 //! a VirtualService: a match on the paths the load uses, a header set on
 //! each request, and a retry policy. Only a Service's ports are L7: a pod's
 //! own IP stays L4, so the HTTP scenarios address the Services' VIPs.
+//!
+//! When [`AUTHZ_SCENARIO`] is selected, `mesh` also has `server-authz` on
+//! node-2 (the same servers as `server-remote`) behind `bench-l7-authz`, an
+//! L7 Service like `bench-l7-remote` with the same VirtualService, plus a
+//! RequestAuthentication (ES256, inline `jwks`) and an ALLOW
+//! AuthorizationPolicy of [`AUTHZ_RULES`] HTTP rules for that pod alone:
+//! the same L7 path as `bench-l7-remote`, with authorization at the
+//! destination. Only then: the other scenarios see the testbed as before.
 
 use std::net::{Ipv4Addr, SocketAddr};
 use std::path::PathBuf;
@@ -30,6 +38,9 @@ use anyhow::{Context, Result, bail};
 use super::options::Settings;
 use super::stats::LoadReport;
 use crate::{Cluster, Pod, PodSpec, Process, ServicePort, httpapp, wait_for};
+
+mod authz;
+use authz::add_authz;
 
 pub const ECHO_PORT: u16 = 7001;
 pub const RR_PORT: u16 = 7002;
@@ -46,6 +57,14 @@ pub const IPERF_PORT: u16 = 5201;
 pub const HTTP_PATH: &str = "/bench";
 /// The header the VirtualService sets on each request it routes.
 const ROUTE_HEADER: &str = "x-weft-bench-route";
+
+/// The scenario that needs `server-authz` and its policies.
+pub const AUTHZ_SCENARIO: &str = "http/authz-latency/cross-node";
+/// The rules of the authorization server's ALLOW policy; only the last
+/// one matches the load's requests.
+pub const AUTHZ_RULES: usize = 10;
+/// The issuer of the tokens the RequestAuthentication accepts.
+const AUTHZ_ISSUER: &str = "https://issuer.weft-bench.test";
 
 /// The load generator binary, built with `weft-bench`.
 pub const LOAD_BIN: &str = "weft-bench-load";
@@ -65,13 +84,17 @@ pub enum Variant {
     /// Through weft to a Service port declared HTTP or gRPC ("weft L7":
     /// terminated and routed per request). HTTP and gRPC scenarios only.
     WeftL7,
+    /// [`Variant::WeftL7`] to `server-authz` (cross-node), whose agent
+    /// validates each request's JWT and evaluates an ALLOW policy of
+    /// [`AUTHZ_RULES`] HTTP rules. [`AUTHZ_SCENARIO`] only.
+    WeftL7Authz,
 }
 
 impl Variant {
     pub fn namespace(self) -> &'static str {
         match self {
             Variant::Direct => "direct",
-            Variant::Weft | Variant::WeftL7 => "mesh",
+            Variant::Weft | Variant::WeftL7 | Variant::WeftL7Authz => "mesh",
         }
     }
 
@@ -87,6 +110,7 @@ impl Variant {
             Variant::Direct => "direct",
             Variant::Weft => "weft-l4",
             Variant::WeftL7 => "weft-l7",
+            Variant::WeftL7Authz => "weft-l7-authz",
         }
     }
 }
@@ -97,6 +121,7 @@ impl std::fmt::Display for Variant {
             Variant::Direct => "direct",
             Variant::Weft => "weft",
             Variant::WeftL7 => "weft-l7",
+            Variant::WeftL7Authz => "weft-l7-authz",
         })
     }
 }
@@ -144,6 +169,18 @@ struct Vips {
     l7_remote: Ipv4Addr,
 }
 
+/// The authorization server of [`AUTHZ_SCENARIO`].
+#[derive(Debug)]
+pub struct Authz {
+    /// `server-authz` (mesh, node-2), kept for as long as the testbed.
+    _server: Pod,
+    /// The VIP of `bench-l7-authz`.
+    vip: Ipv4Addr,
+    /// `Authorization: Bearer <token>`: a valid ES256 token, for an hour,
+    /// that the policy's matching rule lets in.
+    pub header: String,
+}
+
 /// The cluster, its pods and their servers. Dropping it stops the servers
 /// and tears the cluster down.
 #[derive(Debug)]
@@ -154,6 +191,11 @@ pub struct Testbed {
     weft: Pods,
     idle: Vec<Pod>,
     vips: Vips,
+    /// Only when [`AUTHZ_SCENARIO`] is selected.
+    authz: Option<Authz>,
+    /// Whether `bench-l7-authz` lets the token in (and nothing else),
+    /// checked once.
+    authz_ready: OnceLock<Result<(), String>>,
     /// Whether the L4 and L7 Services carry traffic as they should,
     /// checked once, by the first scenario that needs them.
     services_ready: OnceLock<Result<(), String>>,
@@ -173,7 +215,7 @@ impl Testbed {
             builder = builder.bin_dir(dir);
         }
         let cluster = builder.build()?;
-        let (direct, weft, idle, servers, vips) = cluster.with_logs(|cluster| {
+        let (direct, weft, idle, mut servers, vips, authz) = cluster.with_logs(|cluster| {
             cluster.add_namespace("direct", &[])?;
             cluster.add_namespace("mesh", &[("istio.io/dataplane-mode", "ambient")])?;
             let direct = add_pods(cluster, Variant::Direct)?;
@@ -193,14 +235,24 @@ impl Testbed {
                 }
             }
             let vips = add_services(cluster)?;
-            Ok((direct, weft, idle, servers, vips))
+            let authz = match settings.selected(AUTHZ_SCENARIO) {
+                true => Some(add_authz(cluster, &load_bin, settings)?),
+                false => None,
+            };
+            Ok((direct, weft, idle, servers, vips, authz))
         })?;
+        let authz = authz.map(|(authz, processes)| {
+            servers.extend(processes);
+            authz
+        });
         let testbed = Testbed {
             _servers: servers,
             direct,
             weft,
             idle,
             vips,
+            authz,
+            authz_ready: OnceLock::new(),
             services_ready: OnceLock::new(),
             load_bin,
             cluster,
@@ -224,17 +276,23 @@ impl Testbed {
     fn pods(&self, variant: Variant) -> &Pods {
         match variant {
             Variant::Direct => &self.direct,
-            Variant::Weft | Variant::WeftL7 => &self.weft,
+            Variant::Weft | Variant::WeftL7 | Variant::WeftL7Authz => &self.weft,
         }
     }
 
     /// Where a variant's client reaches `port` of the server at
     /// `placement` in the HTTP and gRPC scenarios: direct, the pod's IP
     /// (no kube-proxy here); weft, the VIP of the Service declaring the
-    /// port TCP; weft-l7, the VIP of the one declaring it HTTP or gRPC.
+    /// port TCP; weft-l7, the VIP of the one declaring it HTTP or gRPC;
+    /// weft-l7-authz, `bench-l7-authz` (cross-node whatever `placement`;
+    /// the unspecified address when the testbed has no authorization
+    /// server, see [`Testbed::authz`]).
     pub fn service_addr(&self, variant: Variant, placement: Placement, port: u16) -> SocketAddr {
         let vip = match (variant, placement) {
             (Variant::Direct, _) => return self.server(variant, placement).addr(port),
+            (Variant::WeftL7Authz, _) => {
+                self.authz.as_ref().map_or(Ipv4Addr::UNSPECIFIED, |a| a.vip)
+            }
             (Variant::Weft, Placement::SameNode) => self.vips.l4_local,
             (Variant::Weft, Placement::CrossNode) => self.vips.l4_remote,
             (Variant::WeftL7, Placement::SameNode) => self.vips.l7_local,
@@ -257,6 +315,67 @@ impl Testbed {
             })
             .clone()
             .map_err(|e| anyhow::anyhow!("the L4 and L7 Services are not ready: {e}"))
+    }
+
+    /// The authorization server, once (per run) its policies are in force
+    /// on node-2: requests with the token are answered `200` and requests
+    /// without it `403`.
+    pub fn authz(&self) -> Result<&Authz> {
+        let authz = self.authz.as_ref().with_context(|| {
+            format!("the testbed has no authorization server ({AUTHZ_SCENARIO} was not selected)")
+        })?;
+        self.services_ready()?;
+        self.authz_ready
+            .get_or_init(|| {
+                self.cluster
+                    .with_logs(|_| self.wait_authz(authz))
+                    .map_err(|e| format!("{e:#}"))
+            })
+            .clone()
+            .map_err(|e| anyhow::anyhow!("the authorization policy is not in force: {e}"))?;
+        Ok(authz)
+    }
+
+    fn wait_authz(&self, authz: &Authz) -> Result<()> {
+        let client = self.client(Variant::WeftL7Authz);
+        let addr = SocketAddr::from((authz.vip, HTTP_PORT));
+        let short = [("seconds", "0.05"), ("warmup", "0"), ("connections", "1")];
+        let load = |header: Option<&str>| -> Result<LoadReport> {
+            let mut args = load_args("http", addr, &short);
+            if let Some(h) = header {
+                args.extend(["--header".to_string(), h.to_string()]);
+            }
+            let out = client
+                .run(self.load(&args), Duration::from_secs(10))?
+                .check("weft-bench-load http")?;
+            LoadReport::parse(&out.stdout)
+        };
+        wait_for(
+            &format!("{addr} (bench-l7-authz) to answer 200 with the token and 403 without"),
+            Duration::from_secs(60),
+            || {
+                let with = load(Some(&authz.header))?;
+                if with.count == 0 || with.errors > 0 {
+                    bail!(
+                        "with the token: {} answered 200, {} not ({:?})",
+                        with.count,
+                        with.errors,
+                        with.first_error
+                    );
+                }
+                let without = load(None)?;
+                let denied = without.first_error.as_deref() == Some("answered with status 403");
+                if without.count > 0 || !denied {
+                    bail!(
+                        "without a token: {} answered 200, {} not ({:?})",
+                        without.count,
+                        without.errors,
+                        without.first_error
+                    );
+                }
+                Ok(Some(()))
+            },
+        )
     }
 
     /// Restarts the agent of node-1 (the client's node), which then starts

@@ -34,6 +34,25 @@ pub struct HttpArgs {
     /// Request body size (`POST`); the server answers with its own size.
     #[arg(long, default_value_t = 1024)]
     body: usize,
+    /// A header sent with every request, `Name: value` (repeatable), e.g.
+    /// `--header "Authorization: Bearer <token>"`.
+    #[arg(long = "header", value_name = "NAME: VALUE", value_parser = parse_header)]
+    headers: Vec<String>,
+}
+
+/// `Name: value`, checked: a token for a name, no line breaks anywhere.
+fn parse_header(s: &str) -> Result<String, String> {
+    let (name, value) = s
+        .split_once(':')
+        .ok_or_else(|| format!("{s:?} is not `Name: value`"))?;
+    let name_ok = !name.is_empty()
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b));
+    if !name_ok || value.contains(['\r', '\n']) {
+        return Err(format!("{s:?} is not a valid header"));
+    }
+    Ok(format!("{name}: {}", value.trim()))
 }
 
 /// Largest message head accepted.
@@ -41,8 +60,17 @@ const MAX_HEAD: usize = 16 * 1024;
 
 /// A `POST` carrying `body` bytes.
 pub fn request_bytes(body: usize) -> Vec<u8> {
-    let mut req = format!("POST /bench HTTP/1.1\r\nHost: bench\r\nContent-Length: {body}\r\n\r\n")
-        .into_bytes();
+    request_with_headers(body, &[])
+}
+
+/// A `POST` carrying `body` bytes and `headers` (each `Name: value`).
+pub fn request_with_headers(body: usize, headers: &[String]) -> Vec<u8> {
+    let mut head = String::from("POST /bench HTTP/1.1\r\nHost: bench\r\n");
+    for h in headers {
+        head.push_str(h);
+        head.push_str("\r\n");
+    }
+    let mut req = format!("{head}Content-Length: {body}\r\n\r\n").into_bytes();
     req.resize(req.len() + body, b'q');
     req
 }
@@ -202,7 +230,7 @@ pub fn run(args: HttpArgs) -> Result<()> {
             Ok(s)
         })
         .collect::<Result<Vec<_>>>()?;
-    let request = std::sync::Arc::new(request_bytes(args.body));
+    let request = std::sync::Arc::new(request_with_headers(args.body, &args.headers));
     let clock = args.window.start();
     let cpu = super::cpu_meter(clock);
     let start = Instant::now();
@@ -396,6 +424,22 @@ mod tests {
         assert_eq!(status_code(b"POST /bench HTTP/1.1\r\nHost: x"), 0);
         assert_eq!(status_code(b"HTTP/1.1 2x0 OK"), 0);
         assert!(content_length(b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked").is_err());
+    }
+
+    #[test]
+    fn headers_go_into_every_request() {
+        let h = parse_header("Authorization:  Bearer abc.def ").unwrap();
+        assert_eq!(h, "Authorization: Bearer abc.def");
+        let req = request_with_headers(2, &[h]);
+        assert_eq!(
+            req,
+            b"POST /bench HTTP/1.1\r\nHost: bench\r\nAuthorization: Bearer abc.def\r\n\
+              Content-Length: 2\r\n\r\nqq"
+        );
+        assert_eq!(request_with_headers(3, &[]), request_bytes(3));
+        assert!(parse_header("no colon").is_err());
+        assert!(parse_header("Bad Name: x").is_err());
+        assert!(parse_header("X: a\r\nInjected: b").is_err());
     }
 
     #[test]

@@ -6,7 +6,7 @@
 //! ```text
 //! weft-bench-load serve [--echo P] [--http P[:BODY]]... [--rr P] [--hold P]   # in the server pods
 //! weft-bench-load pingpong --addr A [--size 100]                              # in the client pod
-//! weft-bench-load http --addr A [--rate 2000] [--connections 4] [--body 1024]
+//! weft-bench-load http --addr A [--rate 2000] [--connections 4] [--body 1024] [--header "N: v"]...
 //! weft-bench-load grpc --addr A [--connections 2] [--concurrency 32] [--size 100]
 //! weft-bench-load connrate --addr A [--concurrency 4] [--size 100]
 //! weft-bench-load hold --addr A --count 10000 [--parallel 16] [--http-body 100]

@@ -12,7 +12,9 @@
 //! | `http/max-rps/*` | `weft-bench-load http` (16 keep-alive connections, 100 B bodies, closed loop), direct, weft L4, weft L7 | `serve --http` |
 //! | `http/latency-2000rps/*` | `weft-bench-load http` (as `latency/http/*`), direct, weft L4, weft L7 | `serve --http` |
 //! | `grpc/*` | `weft-bench-load grpc` (tonic, h2c, unary calls), direct, weft L4, weft L7 | `weft-sim-http serve` |
+//! | `http/authz-latency/cross-node` | `weft-bench-load http` (as `latency/http/*`, with a JWT), weft L7 without and with a RequestAuthentication and a 10-rule ALLOW policy | `serve --http` (`server-remote`, `server-authz`) |
 
+pub mod authz;
 pub mod connrate;
 pub mod footprint;
 pub mod http;
