@@ -114,7 +114,8 @@ impl App {
         tokio::spawn(pool.clone().run_sweeper());
         let l7 = L7::new(l7_config);
         tokio::spawn(l7.upstreams.clone().run_sweeper());
-        let proxy = Arc::new(ProxyContext {
+        let proxy = Arc::new_cyclic(|me| ProxyContext {
+            me: me.clone(),
             store: store.clone(),
             secrets,
             trust,

@@ -59,6 +59,9 @@ fn http_authorization_decides_each_request_and_keeps_the_connection() -> Result<
         let outsider = client(cluster, "node-1", "legacy", "outsider")?;
         let api = backend(cluster, "node-2", "shop", "api", &[("app", "api")], 8080, &[])?;
         let web = client(cluster, "node-1", "frontend", "web")?;
+        // On the server's node: same-node traffic takes no HBONE hop, and
+        // is decided per request all the same.
+        let neighbour = client(cluster, "node-2", "frontend", "neighbour")?;
         let intruder = client(cluster, "node-1", "other", "intruder")?;
         let vip = cluster.add_service(
             "shop",
@@ -92,6 +95,11 @@ fn http_authorization_decides_each_request_and_keeps_the_connection() -> Result<
             got == [200, 403, 403, 403, 403, 403, 200],
             "{sequence:?} answered {got:?}"
         );
+        let got = statuses(&neighbour, &base, &sequence, &[])?;
+        ensure!(
+            got == [200, 403, 403, 403, 403, 403, 200],
+            "same node: {sequence:?} answered {got:?}"
+        );
         let denied = httpapp::get_one(&web, &format!("{base}/admin"), &[])?;
         ensure!(
             denied.status == 403 && denied.body == "RBAC: access denied",
@@ -103,6 +111,12 @@ fn http_authorization_decides_each_request_and_keeps_the_connection() -> Result<
         );
         // Plaintext (PERMISSIVE) is decided per request too: no namespace.
         let direct = format!("http://{}", api.pod.addr(8080));
+        // To the pod's own address (no Service VIP, so no L7 at the
+        // client's side): the destination still decides per request.
+        for (who, from) in [("cross-node", &web), ("same-node", &neighbour)] {
+            let got = statuses(from, &direct, &["GET /api/items", "POST /api/items"], &[])?;
+            ensure!(got == [200, 403], "{who}, to the pod's address: {got:?}");
+        }
         ensure!(
             statuses(&outsider, &direct, &["GET /api/items"], &[])? == [403],
             "a plaintext client has no namespace"

@@ -49,7 +49,7 @@ use super::{
 use crate::proxy::{
     PodContext, ProxyContext,
     delivery::Delivered,
-    outbound::{OutboundError, connect_from_pod, connect_same_node, open_tunnel},
+    outbound::{OutboundError, SameNode, connect_from_pod, connect_same_node, open_tunnel},
     tunnel_io::TunnelIo,
 };
 
@@ -459,8 +459,12 @@ impl Upstreams {
         match &target.endpoint.workload {
             Some(workload) if workload.hbone => {
                 if let Some(local) = ctx.local_pods.get(addr.ip()) {
-                    let delivered = connect_same_node(target.pod, &local, ctx, addr).await?;
-                    return Ok(UpstreamIo::Local(delivered));
+                    return Ok(
+                        match connect_same_node(target.pod, &local, ctx, addr).await? {
+                            SameNode::App(delivered) => UpstreamIo::Local(delivered),
+                            SameNode::Http(duplex) => UpstreamIo::LocalHttp(duplex),
+                        },
+                    );
                 }
                 let (stream, _) =
                     open_tunnel(None, target.peer, target.pod, ctx, workload, addr).await?;
@@ -577,6 +581,8 @@ impl Drop for ReturnToPool {
 pub enum UpstreamIo {
     Tunnel(TunnelIo),
     Local(Delivered),
+    /// To an HTTP port of a pod on this node, through its HTTP side.
+    LocalHttp(tokio::io::DuplexStream),
     Tcp(TcpStream),
     Tls(Box<tokio_rustls::client::TlsStream<TcpStream>>),
 }
@@ -590,6 +596,10 @@ macro_rules! delegate {
             }
             UpstreamIo::Local(delivered) => {
                 let $io = Pin::new(&mut delivered.stream);
+                $call
+            }
+            UpstreamIo::LocalHttp($io) => {
+                let $io = Pin::new($io);
                 $call
             }
             UpstreamIo::Tcp($io) => {
@@ -635,6 +645,7 @@ impl AsyncWrite for UpstreamIo {
         match self {
             UpstreamIo::Tunnel(_) => false,
             UpstreamIo::Local(delivered) => delivered.stream.is_write_vectored(),
+            UpstreamIo::LocalHttp(duplex) => duplex.is_write_vectored(),
             UpstreamIo::Tcp(tcp) => tcp.is_write_vectored(),
             UpstreamIo::Tls(tls) => tls.is_write_vectored(),
         }

@@ -73,6 +73,16 @@ pub struct ProxyContext {
     pub l7: crate::l7::L7,
     /// JWT validation (RequestAuthentication) at HTTP ports.
     pub authn: crate::authn::Authn,
+    /// This context itself, for tasks started where only a borrow is at
+    /// hand (built with `Arc::new_cyclic`).
+    pub me: std::sync::Weak<ProxyContext>,
+}
+
+impl ProxyContext {
+    /// A shared handle to this context.
+    pub fn shared(&self) -> Arc<ProxyContext> {
+        self.me.upgrade().expect("a ProxyContext lives in an Arc")
+    }
 }
 
 /// The pods enrolled on this node, by IP.

@@ -89,7 +89,8 @@ async fn handle(stream: TcpStream, peer: SocketAddr, pod: Arc<PodContext>, ctx: 
                 .await;
         }
         // Both ends on this node: no TLS hop; the destination's policy is
-        // enforced here, as its inbound proxy would.
+        // enforced here, as its inbound proxy would (per request on an
+        // HTTP port).
         Resolved::Workload { workload, addr, .. }
             if workload.hbone
                 && let Some(local) = ctx.local_pods.get(addr.ip()) =>
@@ -192,40 +193,70 @@ async fn passthrough(
     Ok(sys::splice::relay(&stream, &upstream).await?)
 }
 
-/// Delivers straight into a destination pod on this node, from the client
-/// pod's address, after the destination's policy allowed it.
+/// Carries a connection into a destination pod on this node, from the
+/// client pod's address ([`connect_same_node`]).
 async fn same_node(
     stream: TcpStream,
     pod: &PodContext,
-    destination: &PodContext,
+    destination: &Arc<PodContext>,
     ctx: &ProxyContext,
     target: SocketAddr,
 ) -> Result<(u64, u64), OutboundError> {
-    let app = match connect_same_node(pod, destination, ctx, target).await {
-        Ok(app) => app,
+    match connect_same_node(pod, destination, ctx, target).await {
+        Ok(SameNode::App(app)) => Ok(sys::splice::relay(&stream, &app.stream).await?),
+        Ok(SameNode::Http(mut http)) => {
+            let mut stream = stream;
+            Ok(tokio::io::copy_bidirectional(&mut stream, &mut http).await?)
+        }
         Err(err) => {
             reset(stream);
-            return Err(err);
+            Err(err)
         }
-    };
-    Ok(sys::splice::relay(&stream, &app.stream).await?)
+    }
 }
 
+/// Where a same-node connection goes.
+pub(crate) enum SameNode {
+    /// Straight to the app: the port is not HTTP, and the destination's
+    /// policy allowed the connection.
+    App(delivery::Delivered),
+    /// Into the destination's HTTP side ([`crate::l7::inbound`]), which
+    /// decides each request as it does for HBONE.
+    Http(tokio::io::DuplexStream),
+}
+
+/// How much an in-memory same-node HTTP connection buffers each way.
+const SAME_NODE_HTTP_BUFFER: usize = 64 * 1024;
+
 /// A connection into `destination`, a pod on this node, from the client
-/// pod's address, if the destination's policy allows it: what the
-/// destination's inbound proxy would do, without the TLS hop.
+/// pod's address: what the destination's inbound proxy would do, without
+/// the TLS hop. To an HTTP port, through the destination's HTTP side; to
+/// any other port, straight to the app if the destination's policy allows
+/// the connection.
 pub(crate) async fn connect_same_node(
     pod: &PodContext,
-    destination: &PodContext,
+    destination: &Arc<PodContext>,
     ctx: &ProxyContext,
     target: SocketAddr,
-) -> Result<delivery::Delivered, OutboundError> {
+) -> Result<SameNode, OutboundError> {
     let source_ip = pod
         .workload
         .ips
         .first()
         .copied()
         .ok_or(OutboundError::NoAddress)?;
+    if destination.http_port(ctx, target.port()).is_some() {
+        let (client, server) = tokio::io::duplex(SAME_NODE_HTTP_BUFFER);
+        let inbound = crate::l7::inbound::Inbound {
+            pod: destination.clone(),
+            peer: SocketAddr::new(source_ip, 0),
+            target,
+            client: Some(pod.identity().clone()),
+            sni: None,
+        };
+        tokio::spawn(crate::l7::inbound::serve(server, inbound, ctx.shared()));
+        return Ok(SameNode::Http(client));
+    }
     let conn = crate::policy::Connection {
         src_identity: Some(pod.identity().clone()),
         src_ip: source_ip,
@@ -235,7 +266,9 @@ pub(crate) async fn connect_same_node(
     if destination.authorize(ctx, &conn).is_err() {
         return Err(OutboundError::Denied);
     }
-    Ok(delivery::connect(destination, &ctx.redirection, source_ip, target).await?)
+    Ok(SameNode::App(
+        delivery::connect(destination, &ctx.redirection, source_ip, target).await?,
+    ))
 }
 
 /// A CONNECT stream to `target` on a pooled connection to the destination
