@@ -50,8 +50,11 @@ struct Inner {
     endpoints: HashMap<String, BTreeSet<String>>,
     /// xDS resource name → version.
     versions: HashMap<String, String>,
-    /// Authorization policies by `ns/name`.
-    policies: HashMap<String, Arc<Policy>>,
+    /// Authorization policies by `ns/name`, in order (a namespace's are a
+    /// range).
+    policies: std::collections::BTreeMap<String, Arc<Policy>>,
+    /// The names of the mesh-wide (GLOBAL) policies.
+    global_policies: BTreeSet<String>,
     policy_versions: HashMap<String, String>,
 }
 
@@ -162,9 +165,15 @@ impl WorkloadStore {
             let mut inner = self.inner.write().expect("store lock");
             for name in removals {
                 inner.policies.remove(name);
+                inner.global_policies.remove(name);
                 inner.policy_versions.remove(name);
             }
             for (name, version, policy) in upserts {
+                if policy.scope == Scope::Global {
+                    inner.global_policies.insert(name.clone());
+                } else {
+                    inner.global_policies.remove(&name);
+                }
                 inner.policies.insert(name.clone(), Arc::new(policy));
                 inner.policy_versions.insert(name, version);
             }
@@ -181,28 +190,27 @@ impl WorkloadStore {
             .clone()
     }
 
-    /// The policies that apply to a workload: mesh-wide ones, its
-    /// namespace's, and the selector policies it names.
+    /// The policies that apply to a workload, in name order: mesh-wide
+    /// ones, its namespace's, and the selector policies it names. Looked
+    /// up per request on HTTP ports, so it reads only those (the
+    /// namespace's policies are one range of the ordered map).
     pub fn policies_for(&self, workload: &Workload) -> Vec<Arc<Policy>> {
         let inner = self.inner.read().expect("store lock");
-        let mut applicable: Vec<Arc<Policy>> = inner
+        let prefix = format!("{}/", workload.namespace);
+        let namespace = inner
             .policies
-            .values()
-            .filter(|p| match p.scope {
-                Scope::Global => true,
-                Scope::Namespace => p.namespace == workload.namespace,
-                Scope::WorkloadSelector => false,
-            })
-            .cloned()
-            .collect();
-        applicable.extend(
-            workload
-                .policies
-                .iter()
-                .filter_map(|name| inner.policies.get(name).cloned()),
-        );
-        applicable.sort_by_key(|p| p.key());
-        applicable.dedup_by_key(|p| p.key());
+            .range(prefix.clone()..)
+            .take_while(|(name, _)| name.starts_with(&prefix))
+            .map(|(_, p)| p)
+            .filter(|p| p.scope == Scope::Namespace);
+        let named = inner
+            .global_policies
+            .iter()
+            .chain(&workload.policies)
+            .filter_map(|name| inner.policies.get(name));
+        let mut applicable: Vec<Arc<Policy>> = namespace.chain(named).cloned().collect();
+        applicable.sort_by(|a, b| (&a.namespace, &a.name).cmp(&(&b.namespace, &b.name)));
+        applicable.dedup_by(|a, b| Arc::ptr_eq(a, b));
         applicable
     }
 
@@ -394,6 +402,49 @@ mod tests {
             services: map,
             policies: vec![],
         })
+    }
+
+    #[test]
+    fn policies_for_a_workload_are_global_namespace_and_named_ones_in_order() {
+        let store = WorkloadStore::default();
+        let policy = |ns: &str, name: &str, scope: Scope| {
+            (
+                format!("{ns}/{name}"),
+                "v1".to_string(),
+                Policy {
+                    name: name.into(),
+                    namespace: ns.into(),
+                    scope,
+                    action: crate::policy::Action::Deny,
+                    groups: vec![],
+                    http_groups: None,
+                    dry_run: false,
+                    l7_ignored: vec![],
+                    jwt_rules: vec![],
+                },
+            )
+        };
+        store.apply_policies(
+            vec![
+                policy("istio-system", "mesh", Scope::Global),
+                policy("default", "ns-wide", Scope::Namespace),
+                policy("default", "picked", Scope::WorkloadSelector),
+                policy("default", "not-picked", Scope::WorkloadSelector),
+                policy("default-2", "other-ns", Scope::Namespace),
+                policy("a", "gone", Scope::Global),
+            ],
+            &[],
+        );
+        store.apply_policies(vec![], &["a/gone".to_string()]);
+        let Converted::Workload(mut w) = workload("w", [10, 0, 0, 1], &[]) else {
+            unreachable!()
+        };
+        w.policies = vec!["default/picked".into(), "default/ns-wide".into()];
+        let keys: Vec<String> = store.policies_for(&w).iter().map(|p| p.key()).collect();
+        assert_eq!(
+            keys,
+            ["default/ns-wide", "default/picked", "istio-system/mesh"]
+        );
     }
 
     fn service(vip: [u8; 4], port: u16, target: u16) -> Converted {
