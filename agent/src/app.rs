@@ -125,6 +125,7 @@ impl App {
             local_pods: Default::default(),
             metrics: metrics.clone(),
             l7,
+            ext_authz: Default::default(),
             authn: crate::authn::Authn::new(crate::authn::FetchConfig {
                 ca_bundle: config.jwks_ca_bundle.clone(),
                 refresh: config.jwks_refresh,

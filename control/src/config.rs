@@ -49,6 +49,10 @@ pub struct Config {
     /// Kubernetes mode: the Lease that elects the one replica doing
     /// cluster-wide writes (the root-cert ConfigMaps).
     pub leader_election: LeaderElection,
+    /// MeshConfig (`--mesh-config`): the extension providers CUSTOM
+    /// policies name.
+    #[serde(skip)]
+    pub mesh: std::sync::Arc<crate::mesh::MeshConfig>,
 }
 
 /// Where configuration comes from.
@@ -148,6 +152,7 @@ impl Config {
                 .collect(),
             extra_trust_roots: None,
             leader_election: LeaderElection::new(default_identity()),
+            mesh: Default::default(),
         }
     }
 

@@ -20,6 +20,7 @@ pub mod config;
 pub mod debug;
 pub mod kinds;
 pub mod leader;
+pub mod mesh;
 pub mod model;
 mod server;
 pub mod source;

@@ -115,10 +115,20 @@ struct ServeArgs {
     /// root rotation, the root being retired.
     #[arg(long)]
     extra_trust_bundle: Option<PathBuf>,
+    /// Istio MeshConfig (YAML, as the `istio` ConfigMap's `mesh` key):
+    /// `extensionProviders` for CUSTOM AuthorizationPolicies. Read at
+    /// start; other fields are ignored.
+    #[arg(long)]
+    mesh_config: Option<PathBuf>,
 }
 
 impl ServeArgs {
-    fn into_config(self) -> Config {
+    fn into_config(self) -> anyhow::Result<Config> {
+        let mesh = match &self.mesh_config {
+            Some(path) => weft_control::mesh::MeshConfig::load(path)
+                .map_err(|e| anyhow::anyhow!("--mesh-config {e}"))?,
+            None => Default::default(),
+        };
         let ca = match (self.ca_cert, self.ca_key) {
             (Some(cert), Some(key)) => CaSource::Files {
                 cert,
@@ -144,7 +154,7 @@ impl ServeArgs {
         if let Some(identity) = self.leader_identity.filter(|i| !i.is_empty()) {
             leader_election.identity = identity;
         }
-        Config {
+        Ok(Config {
             source,
             namespace: self.namespace,
             leader_election,
@@ -156,8 +166,9 @@ impl ServeArgs {
             server_names: self.server_names,
             root_namespace: self.root_namespace,
             extra_trust_roots: self.extra_trust_bundle,
+            mesh: std::sync::Arc::new(mesh),
             ..defaults
-        }
+        })
     }
 }
 
@@ -214,7 +225,7 @@ fn main() -> anyhow::Result<()> {
         Command::Serve(args) => {
             let runtime =
                 tokio::runtime::Runtime::new().context("cannot start the tokio runtime")?;
-            runtime.block_on(serve(args.into_config()))
+            runtime.block_on(serve(args.into_config()?))
         }
     }
 }

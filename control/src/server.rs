@@ -97,6 +97,7 @@ impl Server {
             trust_domain: config.trust_domain.clone(),
             domain_suffix: config.domain_suffix.clone(),
             root_namespace: config.root_namespace.clone(),
+            mesh: config.mesh.clone(),
         };
 
         let shutdown = CancellationToken::new();

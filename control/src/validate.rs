@@ -89,6 +89,7 @@ pub fn validate_dir(
             trust_domain: "cluster.local".into(),
             domain_suffix: domain_suffix.into(),
             root_namespace: root_namespace.into(),
+            mesh: Default::default(),
         },
     );
     findings.extend(compiled.findings);

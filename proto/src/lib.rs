@@ -23,6 +23,14 @@ pub use generated::envoy::service::discovery::v3 as discovery;
 /// `envoy.config.core.v3`: `Node` and friends.
 pub use generated::envoy::config::core::v3 as core;
 
+/// `envoy.service.auth.v3`: Envoy's external authorization API
+/// (`Authorization/Check`), which weft's agent calls for CUSTOM
+/// AuthorizationPolicies.
+pub use generated::envoy::service::auth::v3 as ext_authz;
+
+/// `envoy.type.v3`: `HttpStatus` (ext_authz answers).
+pub use generated::envoy::r#type::v3 as envoy_type;
+
 /// `google.rpc`: `Status`, carried in NACKs.
 pub use generated::google::rpc;
 
@@ -72,6 +80,16 @@ mod generated {
                 pub mod v3 {
                     include!(concat!(env!("OUT_DIR"), "/envoy.service.discovery.v3.rs"));
                 }
+            }
+            pub mod auth {
+                pub mod v3 {
+                    include!(concat!(env!("OUT_DIR"), "/envoy.service.auth.v3.rs"));
+                }
+            }
+        }
+        pub mod r#type {
+            pub mod v3 {
+                include!(concat!(env!("OUT_DIR"), "/envoy.r#type.v3.rs"));
             }
         }
     }

@@ -352,3 +352,103 @@ fn request_authentication_validates_tokens_fetched_keys_and_feeds_policies() -> 
         Ok(())
     })
 }
+
+#[test]
+fn custom_policies_ask_an_ext_authz_provider_and_honour_fail_open() -> Result<()> {
+    let cluster = Cluster::builder().nodes(2).build()?;
+    cluster.with_logs(|cluster| {
+        cluster.add_namespace("shop", &[AMBIENT])?;
+        cluster.add_namespace("authz", &[])?;
+        // The provider: Envoy's ext_authz over gRPC, in a pod of its own.
+        let provider = cluster.add_pod(
+            weft_sim::PodSpec::new("node-1", "authz", "ext-authz").label("app", "ext-authz"),
+        )?;
+        let _provider = provider.spawn_http(&["authz-server", "--port", "9000"])?;
+        cluster.add_service(
+            "authz",
+            "ext-authz",
+            &[("app", "ext-authz")],
+            &[ServicePort::http("grpc", 9000, 9000)],
+        )?;
+        let mesh = cluster.dir().join("mesh.yaml");
+        std::fs::write(
+            &mesh,
+            format!(
+                "extensionProviders:\n- name: ext-grpc\n  envoyExtAuthzGrpc:\n    service: ext-authz.authz.svc.cluster.local\n    port: 9000\n    timeout: 2s\n- name: down-open\n  envoyExtAuthzGrpc:\n    service: {ip}\n    port: 9999\n    failOpen: true\n- name: down-closed\n  envoyExtAuthzGrpc:\n    service: {ip}\n    port: 9999\n    statusOnError: '503'\n",
+                ip = provider.ip()
+            ),
+        )?;
+        cluster
+            .control()
+            .restart_with(&["--mesh-config", &mesh.to_string_lossy()])?;
+
+        let _api = backend(cluster, "node-2", "shop", "api", &[("app", "api")], 8080, &[])?;
+        let web = client(cluster, "node-1", "shop", "web")?;
+        let vip = cluster.add_service(
+            "shop",
+            "api",
+            &[("app", "api")],
+            &[ServicePort::http("http", 8080, 8080)],
+        )?;
+        let custom = |name: &str| {
+            policy(
+                cluster,
+                "ext",
+                "",
+                &format!("  action: CUSTOM\n  provider:\n    name: {name}\n  rules:\n  - to:\n    - operation:\n        paths: [\"/ext/*\"]\n"),
+            )
+        };
+        let get = |path: &str, headers: &[&str]| -> Result<httpapp::Reply> {
+            let mut args = Vec::new();
+            for h in headers {
+                args.extend(["--header", *h]);
+            }
+            httpapp::get_one(&web, &format!("http://{vip}:8080{path}"), &args)
+        };
+
+        custom("ext-grpc")?;
+        converge("the CUSTOM policy reached node-2", || Ok(get("/ext/a", &[])?.status == 403))?;
+        let denied = get("/ext/a", &[])?;
+        ensure!(
+            denied.body == "denied by ext_authz" && denied.header("x-ext-authz-check") == Some("denied"),
+            "the provider's denial as it wrote it: {denied:?}"
+        );
+        ensure!(get("/ext/a", &["x-ext-authz-status: 429"])?.status == 429, "the provider's status");
+        let allowed = get("/ext/a", &["x-ext-authz: allow"])?;
+        ensure!(allowed.status == 200, "{allowed:?}");
+        ensure!(
+            allowed.header("x-ext-authz-response") == Some("yes"),
+            "the provider's response header: {allowed:?}"
+        );
+        let seen = allowed.seen()?;
+        ensure!(seen["headers"]["x-ext-authz-check"] == "allowed", "the provider's request header: {seen}");
+        ensure!(get("/other", &[])?.status == 200, "a request the rules do not name is not sent");
+
+        // DENY still applies to what the provider allowed.
+        policy(
+            cluster,
+            "deny-mallory",
+            "",
+            "  action: DENY\n  rules:\n  - when:\n    - key: request.headers[x-user]\n      values: [mallory]\n",
+        )?;
+        converge("the DENY policy reached node-2", || {
+            Ok(get("/ext/a", &["x-ext-authz: allow", "x-user: mallory"])?.status == 403)
+        })?;
+
+        // A provider that cannot be reached: failOpen lets requests in,
+        // otherwise statusOnError answers.
+        custom("down-open")?;
+        converge("failOpen", || Ok(get("/ext/a", &[])?.status == 200))?;
+        custom("down-closed")?;
+        converge("statusOnError", || Ok(get("/ext/a", &[])?.status == 503))?;
+        let node = cluster.node("node-2")?;
+        ensure!(
+            node.agent_log_tail(400)
+                .lines()
+                .any(|l| l.contains("inbound request") && l.contains("policy=shop/ext")),
+            "no decision naming the CUSTOM policy:\n{}",
+            node.agent_log_tail(40)
+        );
+        Ok(())
+    })
+}

@@ -11,11 +11,13 @@
 //!    Envoy's `401` (`403` for a disallowed audience); a request without
 //!    one goes on, and only a policy that asks for a request principal
 //!    can refuse it;
-//! 3. the workload's authorization policies decide with every HTTP
+//! 3. a CUSTOM policy that matches sends it to its external provider
+//!    ([`super::ext_authz`]), which may refuse it or edit it;
+//! 4. the workload's authorization policies decide with every HTTP
 //!    attribute ([`crate::policy::evaluate_request`]); a denied request
 //!    gets Envoy's `403 RBAC: access denied` and the connection stays open
 //!    for the next one;
-//! 4. an allowed request goes to the app, with its normalised path, over
+//! 5. an allowed request goes to the app, with its normalised path, over
 //!    a connection of the same protocol opened from the client's own
 //!    address (one per downstream connection, opened on the first allowed
 //!    request); an `Upgrade` (WebSocket) or CONNECT gets an app connection
@@ -178,13 +180,39 @@ async fn handle(request: Request<Incoming>, served: &Served, ctx: &ProxyContext)
         }
     };
 
-    let host = crate::authn::authority(&parts);
     let conn = policy::Connection {
         src_identity: inbound.client.clone(),
         src_ip: inbound.peer.ip(),
         dst_ip: inbound.target.ip(),
         dst_port: inbound.target.port(),
     };
+    // CUSTOM: the provider decides first.
+    let custom = {
+        let attributes = policy::Request {
+            method: parts.method.as_str(),
+            host: crate::authn::authority(&parts),
+            path: &path,
+            headers: &parts.headers,
+            auth: auth.as_deref(),
+            sni: inbound.sni.as_deref(),
+        };
+        policies
+            .iter()
+            .find(|p| p.action == policy::Action::Custom && p.matches_request(&conn, &attributes))
+            .cloned()
+    };
+    let mut response_headers = Vec::new();
+    if let Some(custom) = custom {
+        match external(&custom, &mut parts, inbound, ctx).await {
+            Ok(added) => response_headers = added,
+            Err((status, reason, response)) => {
+                log(status, RequestVerdict::Denied, Some(&custom.key()), &reason);
+                return response;
+            }
+        }
+    }
+
+    let host = crate::authn::authority(&parts);
     let attributes = policy::Request {
         method: parts.method.as_str(),
         host,
@@ -218,13 +246,80 @@ async fn handle(request: Request<Incoming>, served: &Served, ctx: &ProxyContext)
     };
     let by = allowed_by.as_deref();
     match sent {
-        Ok(response) => {
+        Ok(mut response) => {
             log(response.status(), RequestVerdict::Allowed, by, "allowed");
+            for (name, value) in response_headers {
+                response.headers_mut().append(name, value);
+            }
             response.map(body::boxed)
         }
         Err(local) => {
             log(local.status, RequestVerdict::Allowed, by, local.body);
             local.into_response(grpc)
+        }
+    }
+}
+
+/// A denial: its status, the reason logged, the answer.
+type Refusal = (StatusCode, String, Response<Body>);
+
+/// Asks a CUSTOM policy's provider ([`super::ext_authz`]); `Ok`: go on
+/// (the request edited), with headers for the answer.
+async fn external(
+    custom: &policy::Policy,
+    parts: &mut http::request::Parts,
+    inbound: &Inbound,
+    ctx: &ProxyContext,
+) -> Result<Vec<(http::HeaderName, http::HeaderValue)>, Refusal> {
+    use super::ext_authz::{Peers, Verdict};
+    let provider = custom
+        .ext_authz
+        .as_ref()
+        .expect("a CUSTOM policy has a provider");
+    let peers = Peers {
+        source: inbound.peer,
+        source_identity: inbound.client.as_ref(),
+        destination: inbound.target,
+        destination_identity: inbound.pod.identity(),
+    };
+    let answer = |status: StatusCode, headers: Vec<_>, text: String| {
+        let mut response = Response::new(body::full(text));
+        *response.status_mut() = status;
+        for (name, value) in headers {
+            response.headers_mut().append(name, value);
+        }
+        response
+    };
+    match ctx
+        .ext_authz
+        .check(&ctx.store, provider, parts, &peers)
+        .await
+    {
+        Ok(Verdict::Allow { response_headers }) => Ok(response_headers),
+        Ok(Verdict::Deny {
+            status,
+            headers,
+            body,
+        }) => Err((
+            status,
+            format!("denied by extension provider {}", provider.provider),
+            answer(status, headers, body),
+        )),
+        Err(err) if provider.fail_open => {
+            tracing::warn!(policy = %custom.key(), error = %err, "extension provider failed; failOpen lets the request through");
+            Ok(Vec::new())
+        }
+        Err(err) => {
+            let status = u16::try_from(provider.status_on_error)
+                .ok()
+                .and_then(|s| StatusCode::from_u16(s).ok())
+                .filter(|s| s.as_u16() >= 200)
+                .unwrap_or(StatusCode::FORBIDDEN);
+            Err((
+                status,
+                err.to_string(),
+                answer(status, Vec::new(), String::new()),
+            ))
         }
     }
 }

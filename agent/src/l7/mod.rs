@@ -27,6 +27,7 @@
 pub mod body;
 pub mod cluster;
 mod config;
+pub mod ext_authz;
 pub mod forward;
 mod framing;
 pub mod inbound;

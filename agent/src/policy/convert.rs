@@ -48,6 +48,8 @@ pub fn from_proto(authz: pb::Authorization) -> Result<Policy, PolicyError> {
     // An AUDIT policy travels as a dry-run DENY with weft's `audit` flag
     // (what other clients read as "log, do not enforce").
     let action = match pb::Action::try_from(authz.action) {
+        // CUSTOM travels as a dry-run DENY with weft's provider.
+        _ if authz.ext_authz.is_some() => Action::Custom,
         Ok(pb::Action::Allow) => Action::Allow,
         Ok(pb::Action::Deny) if authz.audit => Action::Audit,
         Ok(pb::Action::Deny) => Action::Deny,
@@ -73,9 +75,11 @@ pub fn from_proto(authz: pb::Authorization) -> Result<Policy, PolicyError> {
         action,
         groups,
         http_groups,
-        dry_run: authz.dry_run && !authz.audit,
+        // Carried as dry-run for other clients; weft enforces both.
+        dry_run: authz.dry_run && !authz.audit && authz.ext_authz.is_none(),
         l7_ignored: authz.l7_attributes_ignored,
         jwt_rules: authz.jwt_rules,
+        ext_authz: authz.ext_authz,
     })
 }
 

@@ -174,10 +174,11 @@ pub fn evaluate_request(
 }
 
 fn decide(policies: &[Arc<Policy>], conn: &Connection, request: Option<&Request>) -> Decision {
-    // RequestAuthentications travel with the policies; they decide nothing.
+    // RequestAuthentications travel with the policies and decide nothing;
+    // CUSTOM policies are decided before, by their provider.
     let policies: Vec<&Arc<Policy>> = policies
         .iter()
-        .filter(|p| !p.is_request_authentication())
+        .filter(|p| !p.is_request_authentication() && p.action != Action::Custom)
         .collect();
     let matches = |policy: &Policy| match request {
         Some(request) => policy.matches_request(conn, request),
@@ -258,6 +259,7 @@ mod tests {
             dry_run: false,
             l7_ignored: vec![],
             jwt_rules: vec![],
+            ext_authz: None,
         })
     }
 

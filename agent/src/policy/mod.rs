@@ -41,6 +41,9 @@ pub enum Action {
     Allow,
     Deny,
     Audit,
+    /// CUSTOM: matching requests are sent to an external authorization
+    /// provider ([`Policy::ext_authz`]) before DENY and ALLOW.
+    Custom,
 }
 
 /// One compiled policy.
@@ -65,6 +68,9 @@ pub struct Policy {
     /// [`Self::is_request_authentication`].
     #[serde(skip)]
     pub jwt_rules: Vec<weft_proto::security::JwtRule>,
+    /// A CUSTOM policy's provider (weft's extension).
+    #[serde(skip)]
+    pub ext_authz: Option<weft_proto::security::ExtAuthz>,
 }
 
 impl Policy {

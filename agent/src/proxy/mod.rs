@@ -73,6 +73,8 @@ pub struct ProxyContext {
     pub l7: crate::l7::L7,
     /// JWT validation (RequestAuthentication) at HTTP ports.
     pub authn: crate::authn::Authn,
+    /// CUSTOM policies' external authorization providers.
+    pub ext_authz: crate::l7::ext_authz::Providers,
     /// This context itself, for tasks started where only a borrow is at
     /// hand (built with `Arc::new_cyclic`).
     pub me: std::sync::Weak<ProxyContext>,

@@ -421,6 +421,7 @@ mod tests {
                     dry_run: false,
                     l7_ignored: vec![],
                     jwt_rules: vec![],
+                    ext_authz: None,
                 },
             )
         };

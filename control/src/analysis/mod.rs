@@ -66,7 +66,8 @@ pub mod codes {
     /// An AuthorizationPolicy uses HTTP attributes: enforced per request
     /// on HTTP ports only (informational).
     pub const AUTHZ_L7_ATTRIBUTES: &str = "W1001";
-    /// An AuthorizationPolicy action (CUSTOM) that a node proxy cannot enforce.
+    /// A CUSTOM AuthorizationPolicy whose provider the mesh config does not
+    /// have, or of a kind weft does not support (not enforced).
     pub const AUTHZ_UNSUPPORTED_ACTION: &str = "W1002";
     /// An AuthorizationPolicy bound with targetRef(s): for a waypoint or
     /// gateway, not enforced by the node proxy.

@@ -32,7 +32,7 @@
 use std::{collections::BTreeSet, net::IpAddr};
 
 use weft_proto::security::{
-    Action, Address, AttributeMatch, Authorization, Group, Match, Rules, Scope,
+    Action, Address, AttributeMatch, Authorization, ExtAuthz, Group, Match, Rules, Scope,
     ServiceAccountMatch, StringMatch, string_match::MatchType,
 };
 
@@ -43,6 +43,7 @@ use crate::{
         authorization_policy::{self as ap, Condition, Operation, Source},
         selector::WorkloadSelector,
     },
+    mesh::MeshConfig,
 };
 
 /// `when` keys a node proxy can evaluate.
@@ -78,12 +79,23 @@ impl CompiledAuthorization {
     }
 }
 
-/// Compiles one policy. `None` when it does not apply to node proxies
-/// (bound by targetRef, or CUSTOM); `findings` says why, and what was
-/// dropped.
+/// Compiles one policy without a mesh config (no extension providers, so
+/// a CUSTOM policy is left out).
 pub fn compile(
     policy: &AuthorizationPolicy,
     root_namespace: &str,
+    findings: &mut Vec<Finding>,
+) -> Option<CompiledAuthorization> {
+    compile_with(policy, root_namespace, &MeshConfig::default(), findings)
+}
+
+/// Compiles one policy. `None` when node proxies do not enforce it (bound
+/// by targetRef, or CUSTOM naming a provider `mesh` does not have or that
+/// weft does not support); `findings` says why, and what was dropped.
+pub fn compile_with(
+    policy: &AuthorizationPolicy,
+    root_namespace: &str,
+    mesh: &MeshConfig,
     findings: &mut Vec<Finding>,
 ) -> Option<CompiledAuthorization> {
     let namespace = policy.namespace();
@@ -104,18 +116,28 @@ pub fn compile(
         ));
         return None;
     }
-    let (action, audit) = match policy.spec.action {
-        ap::Action::Allow => (Action::Allow, false),
-        ap::Action::Deny => (Action::Deny, false),
-        ap::Action::Audit => (Action::Deny, true),
+    let (action, audit, ext_authz) = match policy.spec.action {
+        ap::Action::Allow => (Action::Allow, false, None),
+        ap::Action::Deny => (Action::Deny, false, None),
+        ap::Action::Audit => (Action::Deny, true, None),
         ap::Action::Custom => {
-            findings.push(finding(
-                codes::AUTHZ_UNSUPPORTED_ACTION,
-                Severity::Warning,
-                "spec.action",
-                "CUSTOM (external authorization) needs an L7 proxy; node proxies ignore this policy".into(),
-            ));
-            return None;
+            let name = policy
+                .spec
+                .provider
+                .as_ref()
+                .map_or("", |p| p.name.as_str());
+            match ext_authz(name, mesh) {
+                Ok(provider) => (Action::Deny, false, Some(provider)),
+                Err(why) => {
+                    findings.push(finding(
+                        codes::AUTHZ_UNSUPPORTED_ACTION,
+                        Severity::Warning,
+                        "spec.provider.name",
+                        format!("{why}; the CUSTOM policy is not enforced"),
+                    ));
+                    return None;
+                }
+            }
         }
     };
     let scope = match (&policy.spec.selector, namespace == root_namespace) {
@@ -141,7 +163,11 @@ pub fn compile(
         }
         l7.extend(rule_l7);
     }
-    if l7.is_empty() {
+    if ext_authz.is_some() {
+        // Requests only: the rules say which go to the provider.
+        groups.clear();
+        l7.insert("CUSTOM".to_string());
+    } else if l7.is_empty() {
         http_groups.clear();
     } else {
         let found = l7.iter().cloned().collect::<Vec<_>>().join(", ");
@@ -167,12 +193,13 @@ pub fn compile(
             scope: scope as i32,
             action: action as i32,
             groups,
-            dry_run: policy.dry_run() || audit,
+            dry_run: policy.dry_run() || audit || ext_authz.is_some(),
             audit,
             extensions: Vec::new(),
             l7_attributes_ignored: l7.into_iter().collect(),
             http_groups,
             jwt_rules: Vec::new(),
+            ext_authz,
         },
         selector: policy.spec.selector.clone(),
     })
@@ -181,6 +208,32 @@ pub fn compile(
 /// How HTTP attributes are compiled: for an L4 proxy, left out and named
 /// in the set; for an HTTP proxy, kept.
 type L7Sink<'a> = Option<&'a mut BTreeSet<String>>;
+
+/// The `envoyExtAuthzGrpc` provider `name`, or why there is none.
+fn ext_authz(name: &str, mesh: &MeshConfig) -> Result<ExtAuthz, String> {
+    let provider = mesh
+        .provider(name)
+        .ok_or_else(|| format!("no extension provider `{name}` in the mesh config"))?;
+    let grpc = provider.envoy_ext_authz_grpc.as_ref().ok_or_else(|| {
+        format!(
+            "extension provider `{name}` is not `envoyExtAuthzGrpc`, the only kind weft supports"
+        )
+    })?;
+    Ok(ExtAuthz {
+        provider: name.to_string(),
+        service: grpc.service.clone(),
+        port: grpc.port.into(),
+        timeout_ms: grpc
+            .timeout
+            .map_or(0, |t| u32::try_from(t.0.as_millis()).unwrap_or(u32::MAX)),
+        fail_open: grpc.fail_open,
+        status_on_error: grpc
+            .status_on_error
+            .as_deref()
+            .and_then(|s| s.parse().ok())
+            .unwrap_or(0),
+    })
+}
 
 /// One AuthorizationPolicy rule → the rules of one group (AND-ed); `None`
 /// when it can never match.

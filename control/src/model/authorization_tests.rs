@@ -21,6 +21,7 @@ fn config() -> ModelConfig {
         trust_domain: "cluster.local".into(),
         domain_suffix: "cluster.local".into(),
         root_namespace: "istio-system".into(),
+        mesh: Default::default(),
     }
 }
 
@@ -430,5 +431,79 @@ fn every_action_and_enum_is_one_upstream_istio_knows() {
             assert!([0, 1].contains(&a.action), "{action}: {}", a.action);
             assert!((0..=2).contains(&a.scope), "{action}: {}", a.scope);
         }
+    }
+}
+
+#[test]
+fn custom_compiles_with_its_provider_and_only_for_requests() {
+    use crate::mesh::{ExtAuthzGrpc, ExtensionProvider, MeshConfig};
+    let mesh = MeshConfig {
+        extension_providers: vec![
+            ExtensionProvider {
+                name: "opa".into(),
+                envoy_ext_authz_grpc: Some(ExtAuthzGrpc {
+                    service: "opa.authz.svc.cluster.local".into(),
+                    port: 9191,
+                    timeout: Some(crate::kinds::istio::Duration(
+                        std::time::Duration::from_millis(250),
+                    )),
+                    fail_open: true,
+                    status_on_error: Some("503".into()),
+                }),
+                envoy_ext_authz_http: None,
+            },
+            ExtensionProvider {
+                name: "web".into(),
+                envoy_ext_authz_grpc: None,
+                envoy_ext_authz_http: Some(serde_json::json!({"service": "web", "port": 80})),
+            },
+        ],
+    };
+    let objects = parse_file(
+        Path::new("t.yaml"),
+        &policy("mesh", "  action: CUSTOM\n  provider: {name: opa}\n  rules:\n  - to: [{operation: {paths: ['/admin/*']}}]\n"),
+    )
+    .expect("valid");
+    let Some(Object::AuthorizationPolicy(p)) = objects.first() else {
+        panic!("not a policy")
+    };
+    let mut findings = Vec::new();
+    let a = compile_with(p, "istio-system", &mesh, &mut findings)
+        .expect("compiled")
+        .authorization;
+    assert!(findings.is_empty(), "{findings:?}");
+    // Nothing for an L4 client to enforce; the rules for weft's agent.
+    assert_eq!(a.action, Action::Deny as i32);
+    assert!(a.dry_run && a.groups.is_empty());
+    assert_eq!(a.http_groups.len(), 1);
+    let provider = a.ext_authz.expect("provider");
+    assert_eq!(
+        (
+            provider.service.as_str(),
+            provider.port,
+            provider.timeout_ms
+        ),
+        ("opa.authz.svc.cluster.local", 9191, 250)
+    );
+    assert!(provider.fail_open && provider.status_on_error == 503);
+
+    for (name, why) in [
+        ("web", "only kind weft supports"),
+        ("nowhere", "no extension provider"),
+    ] {
+        let objects = parse_file(
+            Path::new("t.yaml"),
+            &policy(
+                "mesh",
+                &format!("  action: CUSTOM\n  provider: {{name: {name}}}\n  rules: [{{}}]\n"),
+            ),
+        )
+        .expect("valid");
+        let Some(Object::AuthorizationPolicy(p)) = objects.first() else {
+            panic!("not a policy")
+        };
+        let mut findings = Vec::new();
+        assert!(compile_with(p, "istio-system", &mesh, &mut findings).is_none());
+        assert!(findings[0].message.contains(why), "{}", findings[0].message);
     }
 }

@@ -311,7 +311,7 @@ impl Builder {
             .iter()
             .filter_map(|k| match self.objects.get(k) {
                 Some(Object::AuthorizationPolicy(p)) => {
-                    authorization::compile(p, &root, &mut findings)
+                    authorization::compile_with(p, &root, &self.config.mesh, &mut findings)
                 }
                 Some(Object::RequestAuthentication(p)) => {
                     request_authentication::compile(p, &root, &mut findings)

@@ -58,6 +58,9 @@ pub struct ModelConfig {
     /// Istio's root namespace: policies there without a selector apply
     /// to the whole mesh (`istio-system`).
     pub root_namespace: String,
+    /// MeshConfig (`--mesh-config`): the extension providers CUSTOM
+    /// policies name.
+    pub mesh: Arc<crate::mesh::MeshConfig>,
 }
 
 /// One xDS resource, encoded once.

@@ -230,6 +230,7 @@ fn workloads_carry_the_keys_in_the_model() {
             trust_domain: "cluster.local".into(),
             domain_suffix: "cluster.local".into(),
             root_namespace: ROOT.into(),
+            mesh: Default::default(),
         },
     );
     let Some(weft_proto::workload::address::Type::Workload(w)) =

@@ -20,6 +20,7 @@ fn config() -> ModelConfig {
         trust_domain: "cluster.local".into(),
         domain_suffix: "cluster.local".into(),
         root_namespace: "istio-system".into(),
+        mesh: Default::default(),
     }
 }
 

@@ -77,6 +77,17 @@
 //! `EchoRequest { string message = 1; int32 code = 2; }`,
 //! `EchoReply { string message = 1; string server = 2; int32 count = 3; }`.
 //!
+//! # `authz-server --port P`
+//!
+//! An Envoy ext_authz gRPC provider (`envoy.service.auth.v3.Authorization`)
+//! on `0.0.0.0:P`, for CUSTOM AuthorizationPolicies. Prints `serving
+//! ext_authz on 0.0.0.0:P`, then one line per check on stderr. A request
+//! whose `x-ext-authz` header is `allow` is allowed, with
+//! `x-ext-authz-check: allowed` added to it and `x-ext-authz-response: yes`
+//! to its answer; any other is denied with the status in
+//! `x-ext-authz-status` (default 403), `x-ext-authz-check: denied` and the
+//! body `denied by ext_authz`.
+//!
 //! # `get URL [--method M] [--header 'K: V']... [--body TEXT] [--h2 true] [--timeout SECS] [--count N] [--then 'METHOD /path']...`
 //!
 //! N (default 1) requests one after the other on one keep-alive connection
@@ -156,6 +167,8 @@ use clap::{Parser, Subcommand};
 use serde::Serialize;
 
 // A crate root's modules live next to it; these live in weft-sim-http/.
+#[path = "weft-sim-http/authz_server.rs"]
+mod authz_server;
 #[path = "weft-sim-http/conn.rs"]
 mod conn;
 #[path = "weft-sim-http/faults.rs"]
@@ -204,6 +217,8 @@ enum Command {
     GrpcCall(grpc_call::GrpcCallArgs),
     /// Echoes lines over an HTTP/1.1 upgraded connection.
     Ws(ws::WsArgs),
+    /// An Envoy ext_authz gRPC provider deciding by a request header.
+    AuthzServer(authz_server::AuthzServerArgs),
 }
 
 fn main() -> ExitCode {
@@ -233,6 +248,7 @@ fn main() -> ExitCode {
         match cli.command {
             Command::Serve(args) => serve::run(args).await,
             Command::Get(args) => get::run(args).await,
+            Command::AuthzServer(args) => authz_server::run(args).await,
             Command::Load(args) => load::run(args).await,
             Command::GrpcCall(args) => grpc_call::run(args).await,
             Command::Ws(args) => ws::run(args).await,

@@ -49,7 +49,7 @@ async fn run(args: &[&str]) -> ExitCode {
         Command::Load(a) => crate::load::run(a).await,
         Command::GrpcCall(a) => crate::grpc_call::run(a).await,
         Command::Ws(a) => crate::ws::run(a).await,
-        Command::Serve(_) => panic!("not a client"),
+        Command::Serve(_) | Command::AuthzServer(_) => panic!("not a client"),
     };
     result.unwrap_or_else(|e| panic!("{args:?}: {e:#}"))
 }
