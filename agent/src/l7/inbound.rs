@@ -142,8 +142,19 @@ async fn handle(request: Request<Incoming>, served: &Served, ctx: &ProxyContext)
             .query()
             .map(|q| format!("?{q}"))
             .unwrap_or_default();
-        if let Ok(uri) = with_path(&parts.uri, &format!("{path}{query}")) {
-            parts.uri = uri;
+        match with_path(&parts.uri, &format!("{path}{query}")) {
+            Ok(uri) => parts.uri = uri,
+            // Never let the app see another path than the policies did.
+            Err(err) => {
+                let reason = format!("the normalised path is not a valid URI: {err}");
+                log(
+                    StatusCode::BAD_REQUEST,
+                    RequestVerdict::BadPath,
+                    None,
+                    &reason,
+                );
+                return LocalReply::bad_request().into_response(grpc);
+            }
         }
     }
 
