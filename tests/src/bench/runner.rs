@@ -55,13 +55,10 @@ impl Run {
         scenario: &str,
         measure: impl FnMut(&Testbed, Variant) -> Result<Vec<Sample>>,
     ) {
-        let variants = [Variant::Direct, Variant::Weft];
-        self.rounds(
+        self.every_round(
             testbed,
             scenario,
-            &variants,
-            self.settings.rounds,
-            true,
+            &[Variant::Direct, Variant::Weft],
             measure,
         );
     }
@@ -74,13 +71,10 @@ impl Run {
         scenario: &str,
         measure: impl FnMut(&Testbed, Variant) -> Result<Vec<Sample>>,
     ) {
-        let variants = [Variant::Direct, Variant::Weft, Variant::WeftL7];
-        self.rounds(
+        self.every_round(
             testbed,
             scenario,
-            &variants,
-            self.settings.rounds,
-            true,
+            &[Variant::Direct, Variant::Weft, Variant::WeftL7],
             measure,
         );
     }
@@ -94,15 +88,24 @@ impl Run {
         scenario: &str,
         measure: impl FnMut(&Testbed, Variant) -> Result<Vec<Sample>>,
     ) {
-        let variants = [Variant::WeftL7, Variant::WeftL7Authz];
-        self.rounds(
+        self.every_round(
             testbed,
             scenario,
-            &variants,
-            self.settings.rounds,
-            true,
+            &[Variant::WeftL7, Variant::WeftL7Authz],
             measure,
         );
+    }
+
+    /// `measure` for `variants`, the run's number of rounds.
+    fn every_round(
+        &mut self,
+        testbed: &Testbed,
+        scenario: &str,
+        variants: &[Variant],
+        measure: impl FnMut(&Testbed, Variant) -> Result<Vec<Sample>>,
+    ) {
+        let rounds = self.settings.rounds;
+        self.rounds(testbed, scenario, variants, rounds, true, measure);
     }
 
     /// One round, never repeated: for measurements that change the agents'

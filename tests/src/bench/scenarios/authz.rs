@@ -22,20 +22,14 @@
 
 use anyhow::{Context, Result, bail};
 
-use super::{agents_cpu, agents_switches, run_load, us};
+use super::{agents_cpu, agents_switches, run_load};
 use crate::bench::options::Settings;
 use crate::bench::procstat::ProcStat;
-use crate::bench::report::{Metric, Sample, higher, lower};
+use crate::bench::report::{Metric, Sample, lower};
 use crate::bench::runner::Run;
 use crate::bench::stats::LoadReport;
 use crate::bench::testbed::{AUTHZ_SCENARIO, HTTP_PORT, Placement, Testbed, Variant, load_args};
 
-const RATE: Metric = higher("requests", "1/s");
-const P50: Metric = lower("p50", "µs");
-const P90: Metric = lower("p90", "µs");
-const P99: Metric = lower("p99", "µs");
-const P999: Metric = lower("p99.9", "µs");
-const LAG: Metric = lower("client send lag p99", "µs");
 const AGENT_CPU: Metric = lower("agent CPU per request", "µs");
 const DEST_CPU: Metric = lower("destination agent CPU per request", "µs");
 const SWITCHES: Metric = lower("agent context switches per request", "1/op");
@@ -102,16 +96,7 @@ fn fixed_rate(testbed: &Testbed, variant: Variant, s: &Settings) -> Result<Vec<S
         }
     }
     let ops = r.count as f64 * (s.seconds + s.warmup) / s.seconds;
-    let mut samples = vec![
-        (P50, us(r.latency.p50)),
-        (P90, us(r.latency.p90)),
-        (P99, us(r.latency.p99)),
-        (P999, us(r.latency.p999)),
-        (RATE, r.rate()),
-    ];
-    if let Some(lag) = r.send_lag {
-        samples.push((LAG, us(lag.p99)));
-    }
+    let mut samples = super::http::fixed_rate_samples(&r);
     if ops > 0.0 {
         samples.push((DEST_CPU, dest_cpu * 1e6 / ops));
         samples.push((AGENT_CPU, cpu * 1e6 / ops));

@@ -128,6 +128,14 @@ fn fixed_rate(
     );
     let (r, agents) = run_with_agents(testbed, variant, &args, s)?;
     check_errors(&r, "HTTP")?;
+    let mut samples = fixed_rate_samples(&r);
+    samples.extend(agents);
+    Ok(samples)
+}
+
+/// A fixed-rate run's latency percentiles, achieved rate and the client's
+/// own send lag.
+pub(super) fn fixed_rate_samples(r: &LoadReport) -> Vec<Sample> {
     let mut samples = vec![
         (P50, us(r.latency.p50)),
         (P90, us(r.latency.p90)),
@@ -138,8 +146,7 @@ fn fixed_rate(
     if let Some(lag) = r.send_lag {
         samples.push((LAG, us(lag.p99)));
     }
-    samples.extend(agents);
-    Ok(samples)
+    samples
 }
 
 fn grpc(
