@@ -117,7 +117,8 @@ struct ServeArgs {
     extra_trust_bundle: Option<PathBuf>,
     /// Istio MeshConfig (YAML, as the `istio` ConfigMap's `mesh` key):
     /// `extensionProviders` for CUSTOM AuthorizationPolicies. Read at
-    /// start; other fields are ignored.
+    /// start; the root namespace's `istio` ConfigMap, while it exists,
+    /// takes its place (and applies live). Other fields are ignored.
     #[arg(long)]
     mesh_config: Option<PathBuf>,
 }

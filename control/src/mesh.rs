@@ -55,14 +55,25 @@ impl MeshConfig {
     pub fn load(path: &Path) -> Result<MeshConfig, String> {
         let at = path.display();
         let text = std::fs::read_to_string(path).map_err(|e| format!("{at}: {e}"))?;
-        let docs = yaml::parse(&text, Limits::default())
-            .map_err(|e| format!("{at}:{}:{}: {}", e.mark.line, e.mark.column, e.message))?;
+        MeshConfig::parse(&text).map_err(|e| format!("{at}: {e}"))
+    }
+
+    /// Reads and checks MeshConfig YAML (a file's text, or the `istio`
+    /// ConfigMap's `mesh` key); the error names the line and column of
+    /// malformed YAML, or the field at fault, and the reason.
+    pub fn parse(text: &str) -> Result<MeshConfig, String> {
+        let docs = yaml::parse(text, Limits::default()).map_err(|e| {
+            format!(
+                "line {} column {}: {}",
+                e.mark.line, e.mark.column, e.message
+            )
+        })?;
         let Some(doc) = docs.first() else {
             return Ok(MeshConfig::default());
         };
         let mesh: MeshConfig =
-            from_node(&doc.root, FieldPath::root()).map_err(|e| format!("{at}: {e}"))?;
-        mesh.check().map_err(|e| format!("{at}: {e}"))?;
+            from_node(&doc.root, FieldPath::root()).map_err(|e| e.to_string())?;
+        mesh.check()?;
         Ok(mesh)
     }
 

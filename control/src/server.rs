@@ -149,8 +149,10 @@ impl Server {
                 });
                 tasks.spawn({
                     let shutdown = shutdown.clone();
+                    let root_namespace = config.root_namespace.clone();
                     async move {
-                        k8s::run(client, snapshot_tx, source_status_tx, shutdown).await;
+                        k8s::run(client, root_namespace, snapshot_tx, source_status_tx, shutdown)
+                            .await;
                         ("Kubernetes source", Ok(()))
                     }
                 });

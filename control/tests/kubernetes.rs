@@ -237,3 +237,76 @@ async fn refused_credentials_are_reported_and_nothing_is_served() {
     assert!(error.contains("401"), "{error}");
     assert_eq!(cp.debug_get("/ready").await.0, 503);
 }
+
+#[tokio::test]
+async fn the_root_namespaces_istio_config_map_is_the_mesh_config_and_applies_live() {
+    let api = api_server(Options::default()).await;
+    let mesh_config = |namespace: &str, mesh: &str| {
+        json!({
+            "apiVersion": "v1", "kind": "ConfigMap",
+            "metadata": {"name": "istio", "namespace": namespace},
+            "data": {"mesh": mesh},
+        })
+    };
+    let provider = |port: u16| {
+        format!(
+            "accessLogFile: /dev/stdout\nextensionProviders:\n- name: opa\n  envoyExtAuthzGrpc:\n    service: opa.mesh.svc.cluster.local\n    port: {port}\n"
+        )
+    };
+    api.apply(json!({
+        "apiVersion": "security.istio.io/v1", "kind": "AuthorizationPolicy",
+        "metadata": {"name": "ext", "namespace": "mesh"},
+        "spec": {"action": "CUSTOM", "provider": {"name": "opa"}, "rules": [{}]},
+    }));
+    // Neither another namespace's `istio` nor a sibling ConfigMap counts.
+    api.apply(mesh_config("mesh", &provider(1)));
+    let cp = control_plane(&api).await;
+    let ext_authz_port = || {
+        let model = cp.handle.model().borrow().clone();
+        let authorization = model.authorizations.get("mesh/ext")?.authorization()?;
+        authorization.ext_authz.map(|e| e.port)
+    };
+    assert_eq!(ext_authz_port(), None, "no provider `opa` yet");
+
+    api.apply(mesh_config("istio-system", &provider(9191)));
+    eventually("the provider from the ConfigMap", || async {
+        (ext_authz_port() == Some(9191)).then_some(())
+    })
+    .await;
+
+    // A broken edit is refused with its field; the last good one serves.
+    api.apply(mesh_config(
+        "istio-system",
+        "extensionProviders:\n- name: opa\n  envoyExtAuthzGrpc: {service: opa, port: 9191, statusOnError: nope}\n",
+    ));
+    let errors = eventually("the rejection in /debug/config_errors", || async {
+        let (_, body) = cp.debug_get("/debug/config_errors").await;
+        let errors: Value = serde_json::from_str(&body).unwrap();
+        (errors.as_array()?.len() == 1).then_some(errors)
+    })
+    .await;
+    assert_eq!(errors[0]["object"], "ConfigMap istio-system/istio");
+    assert_eq!(errors[0]["path"], "data.mesh");
+    assert!(
+        errors[0]["message"]
+            .as_str()
+            .unwrap()
+            .contains("statusOnError"),
+        "{errors}"
+    );
+    assert_eq!(ext_authz_port(), Some(9191));
+
+    api.apply(mesh_config("istio-system", &provider(9292)));
+    eventually("the edited provider", || async {
+        (ext_authz_port() == Some(9292)).then_some(())
+    })
+    .await;
+    // Deleted: back to the `--mesh-config` file's (here: none).
+    assert!(api.delete("v1", "ConfigMap", Some("istio-system"), "istio"));
+    eventually("the provider gone with the ConfigMap", || async {
+        (ext_authz_port().is_none()).then_some(())
+    })
+    .await;
+    let syncz = syncz(&cp).await;
+    assert_eq!(resource(&syncz, "configmaps")["synced"], true);
+}

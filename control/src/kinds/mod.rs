@@ -8,6 +8,7 @@
 //! To add a kind: write its module and add a line to [`kinds!`].
 
 pub mod authorization_policy;
+pub mod config_map;
 pub mod destination_rule;
 pub mod endpoint_slice;
 pub mod gateway;
@@ -28,6 +29,7 @@ pub mod telemetry;
 pub mod virtual_service;
 
 pub use authorization_policy::AuthorizationPolicy;
+pub use config_map::ConfigMap;
 pub use destination_rule::DestinationRule;
 pub use endpoint_slice::EndpointSlice;
 pub use gateway::Gateway;
@@ -178,6 +180,7 @@ kinds! {
     Pod(Pod) = "Pod", "Pod", ["v1"], true;
     Service(Service) = "Service", "Service", ["v1"], true;
     ServiceAccount(ServiceAccount) = "ServiceAccount", "ServiceAccount", ["v1"], true;
+    ConfigMap(ConfigMap) = "ConfigMap", "ConfigMap", ["v1"], true;
     EndpointSlice(EndpointSlice) = "EndpointSlice", "EndpointSlice", ["discovery.k8s.io/v1"], true;
     VirtualService(VirtualService) = "VirtualService", "VirtualService",
         ["networking.istio.io/v1", "networking.istio.io/v1beta1", "networking.istio.io/v1alpha3"], true;

@@ -19,7 +19,10 @@ use super::{
     request_authentication, service, service_entry, service_hostname, service_key, workload,
     workload_policies,
 };
-use crate::kinds::{Object, ObjectKey, PeerAuthentication, Pod, ServiceEntry};
+use crate::{
+    kinds::{Object, ObjectKey, PeerAuthentication, Pod, ServiceEntry, config_map},
+    mesh::MeshConfig,
+};
 
 /// What changed in the configuration.
 pub enum Delta<'a> {
@@ -47,6 +50,9 @@ pub struct Builder {
     /// Per ServiceEntry: what it put in the model.
     entry_outputs: HashMap<ObjectKey, EntryOutput>,
     l7: L7,
+    /// The MeshConfig in force: the root namespace's `istio` ConfigMap
+    /// when there is one, else the `--mesh-config` file's.
+    mesh: Arc<MeshConfig>,
 }
 
 /// What a ServiceEntry contributes to the Workload API.
@@ -63,6 +69,7 @@ struct EntryOutput {
 impl Builder {
     pub fn new(config: ModelConfig) -> Self {
         Builder {
+            mesh: Arc::clone(&config.mesh),
             config,
             model: Model::default(),
             objects: HashMap::new(),
@@ -124,6 +131,26 @@ impl Builder {
                 }
                 "Namespace" => {
                     dirty_ns.insert(key.name.clone());
+                }
+                "ConfigMap" if self.is_mesh_config(&key) => {
+                    let mesh = match &object {
+                        Some(Object::ConfigMap(cm)) => match cm.mesh_config() {
+                            Some(Ok(mesh)) => Arc::new(mesh),
+                            // Sources only hand over objects that passed
+                            // validation.
+                            _ => Arc::clone(&self.mesh),
+                        },
+                        _ => Arc::clone(&self.config.mesh),
+                    };
+                    if mesh != self.mesh {
+                        tracing::info!(
+                            from = %key,
+                            providers = mesh.extension_providers.len(),
+                            "mesh config changed"
+                        );
+                        self.mesh = mesh;
+                        policies_dirty = true;
+                    }
                 }
                 "AuthorizationPolicy" | "PeerAuthentication" | "RequestAuthentication" => {
                     policies_dirty = true;
@@ -256,6 +283,11 @@ impl Builder {
         true
     }
 
+    /// The root namespace's `istio` ConfigMap, the mesh config's home.
+    fn is_mesh_config(&self, key: &ObjectKey) -> bool {
+        key.namespace == self.config.root_namespace && key.name == config_map::MESH_CONFIG_MAP
+    }
+
     /// Changes between the current objects and `objects`.
     fn diff(&self, objects: &[Object]) -> Vec<(ObjectKey, Option<Object>)> {
         let mut seen: HashMap<ObjectKey, &Object> = HashMap::with_capacity(objects.len());
@@ -311,7 +343,7 @@ impl Builder {
             .iter()
             .filter_map(|k| match self.objects.get(k) {
                 Some(Object::AuthorizationPolicy(p)) => {
-                    authorization::compile_with(p, &root, &self.config.mesh, &mut findings)
+                    authorization::compile_with(p, &root, &self.mesh, &mut findings)
                 }
                 Some(Object::RequestAuthentication(p)) => {
                     request_authentication::compile(p, &root, &mut findings)

@@ -136,6 +136,7 @@ impl SourceStatus {
 /// until `shutdown`.
 pub async fn run(
     client: kube::Client,
+    root_namespace: String,
     snapshots: watch::Sender<Arc<Snapshot>>,
     status: watch::Sender<SourceStatus>,
     shutdown: CancellationToken,
@@ -146,6 +147,7 @@ pub async fn run(
         watches.spawn(resources::watch(
             client.clone(),
             resource,
+            root_namespace.clone(),
             reports_tx.clone(),
             shutdown.clone(),
         ));

@@ -34,6 +34,18 @@ pub struct Watched {
     /// Core kinds are always served; a missing one is an error, not an
     /// absent CRD.
     pub core: bool,
+    /// Which objects: all of them, or one name in the root namespace.
+    pub scope: Scope,
+}
+
+/// Which objects of a resource are watched.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Scope {
+    /// Every object, in every namespace.
+    All,
+    /// The object of this name in the root namespace (`--root-namespace`),
+    /// by field selector: a cluster's other ConfigMaps are never listed.
+    RootNamed(&'static str),
 }
 
 const NETWORKING: &[&str] = &["v1", "v1beta1", "v1alpha3"];
@@ -47,6 +59,7 @@ const fn core(kind: &'static str, group: &'static str, plural: &'static str) -> 
         versions: &["v1"],
         plural,
         core: true,
+        scope: Scope::All,
     }
 }
 
@@ -62,6 +75,7 @@ const fn crd(
         versions,
         plural,
         core: false,
+        scope: Scope::All,
     }
 }
 
@@ -73,6 +87,10 @@ pub const WATCHED: &[Watched] = &[
     core("Service", "", "services"),
     core("ServiceAccount", "", "serviceaccounts"),
     core("EndpointSlice", "discovery.k8s.io", "endpointslices"),
+    Watched {
+        scope: Scope::RootNamed(kinds::config_map::MESH_CONFIG_MAP),
+        ..core("ConfigMap", "", "configmaps")
+    },
     crd(
         "VirtualService",
         "networking.istio.io",
@@ -208,10 +226,12 @@ pub enum Report {
 const ABSENT_RETRY_FIRST: Duration = Duration::from_secs(1);
 const ABSENT_RETRY_MAX: Duration = Duration::from_secs(30);
 
-/// Watches `WATCHED[resource]` until `shutdown`.
+/// Watches `WATCHED[resource]` until `shutdown`; `root_namespace` is
+/// where [`Scope::RootNamed`] resources are read.
 pub async fn watch(
     client: Client,
     resource: usize,
+    root_namespace: String,
     reports: mpsc::Sender<Report>,
     shutdown: CancellationToken,
 ) {
@@ -221,7 +241,7 @@ pub async fn watch(
         for version in watched.versions {
             let outcome = tokio::select! {
                 _ = shutdown.cancelled() => return,
-                outcome = watch_version(&client, resource, version, &reports) => outcome,
+                outcome = watch_version(&client, resource, &root_namespace, version, &reports) => outcome,
             };
             match outcome {
                 // Only a 404 ends a version's watch: try the next one.
@@ -264,13 +284,23 @@ enum VersionOutcome {
 async fn watch_version(
     client: &Client,
     resource: usize,
+    root_namespace: &str,
     version: &str,
     reports: &mpsc::Sender<Report>,
 ) -> VersionOutcome {
     let watched = WATCHED[resource];
     let api_resource = watched.api_resource(version);
-    let api: Api<DynamicObject> = Api::all_with(client.clone(), &api_resource);
-    let mut events = watcher(api, watcher::Config::default())
+    let (api, config) = match watched.scope {
+        Scope::All => (
+            Api::<DynamicObject>::all_with(client.clone(), &api_resource),
+            watcher::Config::default(),
+        ),
+        Scope::RootNamed(name) => (
+            Api::namespaced_with(client.clone(), root_namespace, &api_resource),
+            watcher::Config::default().fields(&format!("metadata.name={name}")),
+        ),
+    };
+    let mut events = watcher(api, config)
         .default_backoff()
         .boxed();
     // Errors are logged once per run of failures, not at every retry.
@@ -441,7 +471,11 @@ mod tests {
 
     #[test]
     fn api_objects_are_validated_like_files() {
-        let resource = WATCHED[6].api_resource("v1beta1");
+        let virtual_services = WATCHED
+            .iter()
+            .find(|w| w.kind == "VirtualService")
+            .unwrap();
+        let resource = virtual_services.api_resource("v1beta1");
         let object: DynamicObject = serde_json::from_value(serde_json::json!({
             "metadata": {"name": "r", "namespace": "a", "resourceVersion": "7",
                          "managedFields": [{"manager": "kubectl"}]},
