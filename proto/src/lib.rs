@@ -7,6 +7,8 @@
 
 #![forbid(unsafe_code)]
 
+pub mod exposition;
+
 /// `istio.workload`: the Workload API (`Address`, `Workload`, `Service`, ...).
 pub use generated::istio::workload;
 
