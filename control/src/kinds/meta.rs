@@ -37,8 +37,9 @@ pub struct ObjectMeta {
     deletion_timestamp: Ignored,
     #[serde(default)]
     deletion_grace_period_seconds: Ignored,
+    /// Read for the workload name (a Deployment's pods are one workload).
     #[serde(default)]
-    owner_references: Ignored,
+    pub owner_references: Vec<OwnerReference>,
     #[serde(default)]
     finalizers: Ignored,
     #[serde(default)]
@@ -64,6 +65,24 @@ impl ObjectMeta {
     pub fn label(&self, key: &str) -> Option<&str> {
         self.labels.get(key).map(String::as_str)
     }
+}
+
+/// One `ownerReferences` entry; weft reads the controller's kind and name.
+#[derive(Debug, Clone, Default, PartialEq, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct OwnerReference {
+    #[serde(default)]
+    pub kind: String,
+    #[serde(default)]
+    pub name: String,
+    #[serde(default)]
+    pub controller: bool,
+    #[serde(default)]
+    api_version: Ignored,
+    #[serde(default)]
+    uid: Ignored,
+    #[serde(default)]
+    block_owner_deletion: Ignored,
 }
 
 /// A field that is valid in the schema but that weft does not read

@@ -34,7 +34,7 @@ pub use destination_rule::DestinationRule;
 pub use endpoint_slice::EndpointSlice;
 pub use gateway::Gateway;
 pub use gateway_api::{HttpRoute, KubeGateway};
-pub use meta::{Ignored, ObjectMeta};
+pub use meta::{Ignored, ObjectMeta, OwnerReference};
 pub use namespace::Namespace;
 pub use node::Node;
 pub use peer_authentication::PeerAuthentication;

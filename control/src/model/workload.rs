@@ -85,10 +85,10 @@ pub fn build(
         trust_domain: config.trust_domain.clone(),
         service_account: pod.service_account().to_string(),
         node: pod.node_name().unwrap_or_default().to_string(),
-        canonical_name: canonical_name(&meta.labels, &meta.name).to_string(),
+        canonical_name: canonical_name(&meta.labels, workload_name(pod)).to_string(),
         canonical_revision: canonical_revision(&meta.labels).to_string(),
         workload_type: WorkloadType::Pod as i32,
-        workload_name: meta.name.clone(),
+        workload_name: workload_name(pod).to_string(),
         services,
         status: if ips.is_empty() {
             WorkloadStatus::Unhealthy
@@ -130,6 +130,34 @@ fn endpoint_port(pod: &Pod, port: &ServicePort) -> Option<Port> {
         target_port: u32::from(target),
         ..Default::default()
     })
+}
+
+/// The workload a pod belongs to, as Istio names it (the
+/// `source_workload` / `destination_workload` of metrics): its
+/// Deployment's name for a ReplicaSet's pod, its CronJob's for a Job's
+/// pod, else its controller's name, else its own.
+pub fn workload_name(pod: &Pod) -> &str {
+    let meta = &pod.metadata;
+    let Some(owner) = meta.owner_references.iter().find(|o| o.controller) else {
+        return &meta.name;
+    };
+    let name = owner.name.as_str();
+    match owner.kind.as_str() {
+        "ReplicaSet" => meta
+            .label("pod-template-hash")
+            .and_then(|hash| name.strip_suffix(hash)?.strip_suffix('-'))
+            .unwrap_or(name),
+        // A CronJob's Jobs are `<cronjob>-<scheduled time in minutes>`.
+        "Job" => match name.rsplit_once('-') {
+            Some((cron, stamp))
+                if (8..=10).contains(&stamp.len()) && stamp.bytes().all(|b| b.is_ascii_digit()) =>
+            {
+                cron
+            }
+            _ => name,
+        },
+        _ => name,
+    }
 }
 
 /// As Istio: `service.istio.io/canonical-name`, `app.kubernetes.io/name`,
