@@ -27,10 +27,8 @@ pub struct ExtensionProvider {
     pub name: String,
     #[serde(default)]
     pub envoy_ext_authz_grpc: Option<ExtAuthzGrpc>,
-    /// Recognised, not supported yet: a CUSTOM policy naming it is
-    /// reported and ignored.
     #[serde(default)]
-    pub envoy_ext_authz_http: Option<serde_json::Value>,
+    pub envoy_ext_authz_http: Option<ExtAuthzHttp>,
 }
 
 /// `envoyExtAuthzGrpc`.
@@ -47,6 +45,82 @@ pub struct ExtAuthzGrpc {
     /// The status sent when the provider fails and `failOpen` is false.
     #[serde(default)]
     pub status_on_error: Option<String>,
+    #[serde(default)]
+    pub include_request_body_in_check: Option<RequestBody>,
+}
+
+/// `envoyExtAuthzHttp`.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ExtAuthzHttp {
+    /// A service hostname (`ext-authz.foo.svc.cluster.local`) or an IP.
+    pub service: String,
+    pub port: u16,
+    #[serde(default)]
+    pub timeout: Option<Duration>,
+    /// Prepended to the request's path in the check request.
+    #[serde(default)]
+    pub path_prefix: Option<String>,
+    #[serde(default)]
+    pub fail_open: bool,
+    #[serde(default)]
+    pub status_on_error: Option<String>,
+    /// Header name patterns (`name`, `x-*`, `*-id`; case-insensitive).
+    #[serde(default)]
+    pub include_request_headers_in_check: Vec<String>,
+    /// Deprecated; used only when `includeRequestHeadersInCheck` is empty.
+    #[serde(default)]
+    pub include_headers_in_check: Vec<String>,
+    #[serde(default)]
+    pub include_additional_headers_in_check: std::collections::BTreeMap<String, String>,
+    #[serde(default)]
+    pub include_request_body_in_check: Option<RequestBody>,
+    #[serde(default)]
+    pub headers_to_upstream_on_allow: Vec<String>,
+    #[serde(default)]
+    pub headers_to_downstream_on_deny: Vec<String>,
+    #[serde(default)]
+    pub headers_to_downstream_on_allow: Vec<String>,
+}
+
+/// `includeRequestBodyInCheck`.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct RequestBody {
+    #[serde(default)]
+    pub max_request_bytes: u32,
+    #[serde(default)]
+    pub allow_partial_message: bool,
+    #[serde(default)]
+    pub pack_as_bytes: bool,
+}
+
+/// What both provider kinds need: a service and a valid `statusOnError`.
+fn check_common(at: &str, service: &str, status_on_error: Option<&str>) -> Result<(), String> {
+    if service.is_empty() {
+        return Err(format!("{at}.service: must be set"));
+    }
+    if let Some(status) = status_on_error
+        && !status
+            .parse::<u16>()
+            .is_ok_and(|s| (200..=599).contains(&s))
+    {
+        return Err(format!(
+            "{at}.statusOnError: `{status}` is not an HTTP status"
+        ));
+    }
+    Ok(())
+}
+
+/// `includeRequestBodyInCheck.maxRequestBytes` must be set (Envoy's
+/// `BufferSettings` refuses 0).
+fn check_body(at: &str, body: Option<&RequestBody>) -> Result<(), String> {
+    if body.is_some_and(|b| b.max_request_bytes == 0) {
+        return Err(format!(
+            "{at}.includeRequestBodyInCheck.maxRequestBytes: must be greater than 0"
+        ));
+    }
+    Ok(())
 }
 
 impl MeshConfig {
@@ -84,17 +158,58 @@ impl MeshConfig {
                 return Err(format!("{at}.name: must be set"));
             }
             if let Some(grpc) = &p.envoy_ext_authz_grpc {
-                if grpc.service.is_empty() {
-                    return Err(format!("{at}.envoyExtAuthzGrpc.service: must be set"));
-                }
-                if let Some(status) = &grpc.status_on_error
-                    && !status
-                        .parse::<u16>()
-                        .is_ok_and(|s| (200..=599).contains(&s))
+                let at = format!("{at}.envoyExtAuthzGrpc");
+                check_common(&at, &grpc.service, grpc.status_on_error.as_deref())?;
+                check_body(&at, grpc.include_request_body_in_check.as_ref())?;
+            }
+            if let Some(http) = &p.envoy_ext_authz_http {
+                let at = format!("{at}.envoyExtAuthzHttp");
+                check_common(&at, &http.service, http.status_on_error.as_deref())?;
+                check_body(&at, http.include_request_body_in_check.as_ref())?;
+                if let Some(prefix) = &http.path_prefix
+                    && !prefix.is_empty()
+                    && (!prefix.starts_with('/')
+                        || http::uri::PathAndQuery::try_from(prefix.as_str()).is_err())
                 {
                     return Err(format!(
-                        "{at}.envoyExtAuthzGrpc.statusOnError: `{status}` is not an HTTP status"
+                        "{at}.pathPrefix: `{prefix}` must be a path beginning with `/`"
                     ));
+                }
+                for (field, names) in [
+                    (
+                        "includeRequestHeadersInCheck",
+                        &http.include_request_headers_in_check,
+                    ),
+                    ("includeHeadersInCheck", &http.include_headers_in_check),
+                    (
+                        "headersToUpstreamOnAllow",
+                        &http.headers_to_upstream_on_allow,
+                    ),
+                    (
+                        "headersToDownstreamOnDeny",
+                        &http.headers_to_downstream_on_deny,
+                    ),
+                    (
+                        "headersToDownstreamOnAllow",
+                        &http.headers_to_downstream_on_allow,
+                    ),
+                ] {
+                    for (j, name) in names.iter().enumerate() {
+                        if name.is_empty() || name == "*" {
+                            return Err(format!(
+                                "{at}.{field}[{j}]: `{name}` is not a header name or a prefix (`x-*`) or suffix (`*-id`) pattern"
+                            ));
+                        }
+                    }
+                }
+                for (name, value) in &http.include_additional_headers_in_check {
+                    if http::HeaderName::from_bytes(name.as_bytes()).is_err()
+                        || http::HeaderValue::from_str(value).is_err()
+                    {
+                        return Err(format!(
+                            "{at}.includeAdditionalHeadersInCheck.{name}: not a valid header"
+                        ));
+                    }
                 }
             }
         }
@@ -134,6 +249,73 @@ mod tests {
         assert!(grpc.fail_open);
         assert!(mesh.provider("web").unwrap().envoy_ext_authz_http.is_some());
         assert!(mesh.provider("none").is_none());
+    }
+
+    #[test]
+    fn reads_http_providers_and_request_bodies() {
+        let mesh = load("extensionProviders:\n- name: web\n  envoyExtAuthzHttp:\n    service: authz.foo.svc.cluster.local\n    port: 8000\n    timeout: 1s\n    pathPrefix: /check\n    failOpen: true\n    statusOnError: '502'\n    includeRequestHeadersInCheck: [x-user, 'x-ext-*']\n    includeHeadersInCheck: [old]\n    includeAdditionalHeadersInCheck: {x-from: weft}\n    includeRequestBodyInCheck: {maxRequestBytes: 100, allowPartialMessage: true}\n    headersToUpstreamOnAllow: ['*-id']\n    headersToDownstreamOnDeny: [x-why]\n    headersToDownstreamOnAllow: [x-ok]\n- name: grpc\n  envoyExtAuthzGrpc:\n    service: 10.0.0.1\n    port: 9000\n    includeRequestBodyInCheck: {maxRequestBytes: 10, packAsBytes: true}\n").unwrap();
+        let http = mesh
+            .provider("web")
+            .unwrap()
+            .envoy_ext_authz_http
+            .clone()
+            .unwrap();
+        assert_eq!(http.path_prefix.as_deref(), Some("/check"));
+        assert_eq!(http.include_request_headers_in_check, ["x-user", "x-ext-*"]);
+        assert_eq!(http.include_headers_in_check, ["old"]);
+        assert_eq!(http.include_additional_headers_in_check["x-from"], "weft");
+        let body = http.include_request_body_in_check.unwrap();
+        assert!(body.max_request_bytes == 100 && body.allow_partial_message && !body.pack_as_bytes);
+        assert_eq!(http.headers_to_upstream_on_allow, ["*-id"]);
+        assert_eq!(http.headers_to_downstream_on_deny, ["x-why"]);
+        assert_eq!(http.headers_to_downstream_on_allow, ["x-ok"]);
+        assert!(http.fail_open && http.status_on_error.as_deref() == Some("502"));
+        let grpc = mesh
+            .provider("grpc")
+            .unwrap()
+            .envoy_ext_authz_grpc
+            .clone()
+            .unwrap();
+        assert!(grpc.include_request_body_in_check.unwrap().pack_as_bytes);
+    }
+
+    #[test]
+    fn bad_http_providers_are_refused_with_the_field() {
+        let http = |extra: &str| {
+            load(&format!(
+                "extensionProviders:\n- name: web\n  envoyExtAuthzHttp:\n    service: web\n    port: 80\n{extra}"
+            ))
+        };
+        for (extra, field) in [
+            ("    pathPrefix: check\n", "envoyExtAuthzHttp.pathPrefix"),
+            (
+                "    statusOnError: '99'\n",
+                "envoyExtAuthzHttp.statusOnError",
+            ),
+            (
+                "    includeRequestHeadersInCheck: [a, '*']\n",
+                "envoyExtAuthzHttp.includeRequestHeadersInCheck[1]",
+            ),
+            (
+                "    headersToDownstreamOnDeny: ['']\n",
+                "headersToDownstreamOnDeny[0]",
+            ),
+            (
+                "    includeAdditionalHeadersInCheck: {'bad name': x}\n",
+                "includeAdditionalHeadersInCheck",
+            ),
+            (
+                "    includeRequestBodyInCheck: {allowPartialMessage: true}\n",
+                "envoyExtAuthzHttp.includeRequestBodyInCheck.maxRequestBytes",
+            ),
+        ] {
+            let err = http(extra).unwrap_err();
+            assert!(err.contains(field), "{extra}: {err}");
+        }
+        assert!(http("").is_ok());
+        let err = load("extensionProviders:\n- name: web\n  envoyExtAuthzHttp:\n    port: 80\n")
+            .unwrap_err();
+        assert!(err.contains("service"), "{err}");
     }
 
     #[test]

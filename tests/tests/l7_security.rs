@@ -364,17 +364,28 @@ fn custom_policies_ask_an_ext_authz_provider_and_honour_fail_open() -> Result<()
             weft_sim::PodSpec::new("node-1", "authz", "ext-authz").label("app", "ext-authz"),
         )?;
         let _provider = provider.spawn_http(&["authz-server", "--port", "9000"])?;
+        // And Envoy's HTTP service API, in the same pod.
+        let _http_provider = provider.spawn_http(&["authz-server", "--http", "--port", "8000"])?;
         cluster.add_service(
             "authz",
             "ext-authz",
             &[("app", "ext-authz")],
-            &[ServicePort::http("grpc", 9000, 9000)],
+            &[ServicePort::http("grpc", 9000, 9000), ServicePort::http("http", 8000, 8000)],
         )?;
         let mesh = cluster.dir().join("mesh.yaml");
         std::fs::write(
             &mesh,
             format!(
-                "extensionProviders:\n- name: ext-grpc\n  envoyExtAuthzGrpc:\n    service: ext-authz.authz.svc.cluster.local\n    port: 9000\n    timeout: 2s\n- name: down-open\n  envoyExtAuthzGrpc:\n    service: {ip}\n    port: 9999\n    failOpen: true\n- name: down-closed\n  envoyExtAuthzGrpc:\n    service: {ip}\n    port: 9999\n    statusOnError: '503'\n",
+                "extensionProviders:\n- name: ext-grpc\n  envoyExtAuthzGrpc:\n    service: ext-authz.authz.svc.cluster.local\n    port: 9000\n    timeout: 2s\n- name: down-open\n  envoyExtAuthzGrpc:\n    service: {ip}\n    port: 9999\n    failOpen: true\n- name: down-closed\n  envoyExtAuthzGrpc:\n    service: {ip}\n    port: 9999\n    statusOnError: '503'\n\
+- name: ext-http\n  envoyExtAuthzHttp:\n    service: ext-authz.authz.svc.cluster.local\n    port: 8000\n    timeout: 2s\n    pathPrefix: /authz\n    \
+includeRequestHeadersInCheck: ['x-ext-authz*', X-User]\n    includeAdditionalHeadersInCheck: {{x-from: weft}}\n    \
+includeRequestBodyInCheck: {{maxRequestBytes: 16}}\n    headersToUpstreamOnAllow: [x-ext-authz-check]\n    \
+headersToDownstreamOnAllow: [x-ext-authz-response, '*-seen']\n    headersToDownstreamOnDeny: [x-ext-authz-check]\n\
+- name: ext-http-partial\n  envoyExtAuthzHttp:\n    service: ext-authz.authz.svc.cluster.local\n    port: 8000\n    \
+includeRequestHeadersInCheck: ['x-ext-authz*']\n    includeRequestBodyInCheck: {{maxRequestBytes: 16, allowPartialMessage: true}}\n    \
+headersToDownstreamOnAllow: [x-ext-authz-seen]\n\
+- name: ext-grpc-body\n  envoyExtAuthzGrpc:\n    service: ext-authz.authz.svc.cluster.local\n    port: 9000\n    \
+includeRequestBodyInCheck: {{maxRequestBytes: 16, allowPartialMessage: true, packAsBytes: true}}\n",
                 ip = provider.ip()
             ),
         )?;
@@ -448,6 +459,121 @@ fn custom_policies_ask_an_ext_authz_provider_and_honour_fail_open() -> Result<()
                 .any(|l| l.contains("inbound request") && l.contains("policy=shop/ext")),
             "no decision naming the CUSTOM policy:\n{}",
             node.agent_log_tail(40)
+        );
+
+        // envoyExtAuthzHttp: the provider gets the method, pathPrefix +
+        // path, Host, Authorization, the headers it asked for and its
+        // additional ones; its answer goes back with the listed headers.
+        let post = |path: &str, body: &str, headers: &[&str]| -> Result<httpapp::Reply> {
+            let mut args = vec!["--method", "POST", "--body", body];
+            for h in headers {
+                args.extend(["--header", *h]);
+            }
+            httpapp::get_one(&web, &format!("http://{vip}:8080{path}"), &args)
+        };
+        let seen_by_provider = |reply: &httpapp::Reply| -> Result<serde_json::Value> {
+            let seen = reply
+                .header("x-ext-authz-seen")
+                .with_context(|| format!("no x-ext-authz-seen: {reply:?}"))?;
+            Ok(serde_json::from_str(seen)?)
+        };
+        custom("ext-http")?;
+        converge("the HTTP provider decides", || {
+            let reply = get("/ext/a", &[])?;
+            Ok(reply.status == 403 && reply.body.starts_with('{'))
+        })?;
+        let denied = get(
+            "/ext/a?q=1",
+            &["X-User: bob", "x-not-asked: 1", "authorization: Basic dXNlcg=="],
+        )?;
+        let asked = denied.seen()?;
+        ensure!(denied.status == 403, "{denied:?}");
+        ensure!(
+            asked["method"] == "GET" && asked["path"] == "/authz/ext/a?q=1",
+            "method and pathPrefix + path: {asked}"
+        );
+        let h = &asked["headers"];
+        ensure!(
+            h["x-user"] == "bob" && h["authorization"] == "Basic dXNlcg==" && h["x-from"] == "weft",
+            "asked-for, Authorization and additional headers: {asked}"
+        );
+        ensure!(
+            h["host"].as_str().is_some_and(|host| host.starts_with(&vip.to_string())),
+            "the original Host: {asked}"
+        );
+        ensure!(
+            h.get("x-not-asked").is_none() && h.get("x-envoy-auth-partial-body").is_none() && h["content-length"] == "0",
+            "only what was asked for, no body: {asked}"
+        );
+        ensure!(
+            denied.header("x-ext-authz-check") == Some("denied") && denied.header("x-ext-authz-extra").is_none(),
+            "headersToDownstreamOnDeny picks the provider's headers: {denied:?}"
+        );
+        ensure!(get("/ext/a", &["x-ext-authz-status: 429"])?.status == 429, "the provider's status");
+        let failed = get("/ext/a", &["x-ext-authz-status: 500"])?;
+        ensure!(
+            failed.status == 403 && failed.body.is_empty(),
+            "a 5xx from the provider is a failure (statusOnError): {failed:?}"
+        );
+        let allowed = get("/ext/a", &["x-ext-authz: allow"])?;
+        ensure!(allowed.status == 200, "{allowed:?}");
+        ensure!(
+            allowed.header("x-ext-authz-response") == Some("yes") && allowed.header("x-ext-authz-extra").is_none(),
+            "headersToDownstreamOnAllow: {allowed:?}"
+        );
+        ensure!(
+            allowed.seen()?["headers"]["x-ext-authz-check"] == "allowed",
+            "headersToUpstreamOnAllow reached the app: {allowed:?}"
+        );
+
+        // includeRequestBodyInCheck: a fitting body goes to the provider
+        // and, whole, to the app; a larger one is 413.
+        let allowed = post("/ext/a", "0123456789", &["x-ext-authz: allow"])?;
+        ensure!(allowed.status == 200, "{allowed:?}");
+        let asked = seen_by_provider(&allowed)?;
+        ensure!(
+            asked["method"] == "POST"
+                && asked["body"] == "0123456789"
+                && asked["headers"]["x-envoy-auth-partial-body"] == "false"
+                && asked["headers"]["content-length"] == "10",
+            "the body in the check: {asked}"
+        );
+        ensure!(allowed.seen()?["body_bytes"] == 10, "the app's body: {allowed:?}");
+        let large = post("/ext/a", "0123456789abcdefghij", &["x-ext-authz: allow"])?;
+        ensure!(large.status == 413, "larger than maxRequestBytes: {large:?}");
+
+        // allowPartialMessage: the provider gets the first bytes, the app
+        // all of them.
+        custom("ext-http-partial")?;
+        converge("allowPartialMessage", || {
+            Ok(post("/ext/a", "0123456789abcdefghij", &["x-ext-authz: allow"])?.status == 200)
+        })?;
+        let allowed = post("/ext/a", "0123456789abcdefghij", &["x-ext-authz: allow"])?;
+        let asked = seen_by_provider(&allowed)?;
+        ensure!(
+            asked["body"] == "0123456789abcdef" && asked["headers"]["x-envoy-auth-partial-body"] == "true",
+            "the first maxRequestBytes, marked partial: {asked}"
+        );
+        ensure!(allowed.seen()?["body_bytes"] == 20, "the app gets the whole body: {allowed:?}");
+
+        // envoyExtAuthzGrpc with the body, as bytes (packAsBytes).
+        custom("ext-grpc-body")?;
+        converge("the gRPC provider with the body", || {
+            let reply = post("/ext/a", "0123456789abcdefghij", &["x-ext-authz: allow"])?;
+            Ok(reply.status == 200 && seen_by_provider(&reply).is_ok_and(|s| s["raw_body"].is_string()))
+        })?;
+        let allowed = post("/ext/a", "0123456789abcdefghij", &["x-ext-authz: allow"])?;
+        let asked = seen_by_provider(&allowed)?;
+        ensure!(
+            asked["raw_body"] == "0123456789abcdef" && asked["body"] == "" && asked["partial_body"] == "true",
+            "raw_body with the first bytes: {asked}"
+        );
+        ensure!(allowed.seen()?["body_bytes"] == 20, "the app gets the whole body: {allowed:?}");
+        let fitting = post("/ext/a", "hello", &["x-ext-authz: allow"])?;
+        let asked = seen_by_provider(&fitting)?;
+        ensure!(
+            asked["raw_body"] == "hello" && asked["partial_body"] == "false",
+            "a fitting body: {asked}"
         );
         Ok(())
     })

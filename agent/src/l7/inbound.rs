@@ -12,7 +12,11 @@
 //!    one goes on, and only a policy that asks for a request principal
 //!    can refuse it;
 //! 3. a CUSTOM policy that matches sends it to its external provider
-//!    ([`super::ext_authz`]), which may refuse it or edit it;
+//!    ([`super::ext_authz`]), which may refuse it or edit it; when the
+//!    provider asks for the body (`includeRequestBodyInCheck`), it is
+//!    buffered first, up to `maxRequestBytes` (a longer one is `413`,
+//!    or cut for the check with `allowPartialMessage`), and the app still
+//!    gets all of it;
 //! 4. the workload's authorization policies decide with every HTTP
 //!    attribute ([`crate::policy::evaluate_request`]); a denied request
 //!    gets Envoy's `403 RBAC: access denied` and the connection stays open
@@ -27,11 +31,18 @@
 //! ([`crate::metrics::RequestVerdict`]).
 
 use std::{
+    collections::VecDeque,
     convert::Infallible,
     net::SocketAddr,
+    pin::Pin,
     sync::Arc,
+    task::{Context, Poll},
     time::{Instant, SystemTime},
 };
+
+use bytes::{Bytes, BytesMut};
+use http_body::{Body as _, Frame, SizeHint};
+use http_body_util::BodyExt;
 
 use http::{Request, Response, StatusCode, Uri, Version, header, uri::PathAndQuery};
 use hyper::{
@@ -44,6 +55,7 @@ use tokio::io::{AsyncRead, AsyncWrite};
 
 use super::{
     body::{self, Body},
+    ext_authz::CheckBody,
     reply::{self, LocalReply},
 };
 use crate::{
@@ -75,8 +87,8 @@ struct Served {
 }
 
 enum AppConn {
-    Http1(http1::SendRequest<Incoming>),
-    Http2(http2::SendRequest<Incoming>),
+    Http1(http1::SendRequest<Body>),
+    Http2(http2::SendRequest<Body>),
 }
 
 /// Serves one connection until it closes.
@@ -212,9 +224,68 @@ async fn handle(request: Request<Incoming>, served: &Served, ctx: &ProxyContext)
             .find(|p| p.action == policy::Action::Custom && p.matches_request(&conn, &attributes))
             .cloned()
     };
+    let upgrade = is_upgrade(&parts);
+    let mut body = AppBody::Raw(body);
     let mut response_headers = Vec::new();
     if let Some(custom) = custom {
-        match external(&custom, &mut parts, inbound, ctx).await {
+        let provider = custom
+            .ext_authz
+            .as_ref()
+            .expect("a CUSTOM policy has a provider");
+        // The body, when the provider wants it and there is one (Envoy
+        // does not buffer upgrades or a request that ended with its head).
+        let mut check_body = None;
+        if let Some(settings) = &provider.request_body
+            && !upgrade
+            && matches!(&body, AppBody::Raw(raw) if !raw.is_end_stream())
+        {
+            let AppBody::Raw(raw) = body else {
+                unreachable!("matched above")
+            };
+            match buffer(
+                raw,
+                settings.max_request_bytes as usize,
+                settings.allow_partial_message,
+            )
+            .await
+            {
+                Ok((checked, app)) => {
+                    check_body = Some(checked);
+                    body = AppBody::Buffered(app);
+                }
+                Err(BufferError::TooLarge) => {
+                    let reason = format!(
+                        "the request body is larger than extension provider {}'s maxRequestBytes ({})",
+                        provider.provider, settings.max_request_bytes
+                    );
+                    log(
+                        StatusCode::PAYLOAD_TOO_LARGE,
+                        RequestVerdict::Denied,
+                        Some(&custom.key()),
+                        &reason,
+                    );
+                    return LocalReply {
+                        status: StatusCode::PAYLOAD_TOO_LARGE,
+                        flag: None,
+                        body: "Payload Too Large",
+                        grpc_status: None,
+                    }
+                    .into_response(grpc);
+                }
+                Err(BufferError::Read(err)) => {
+                    let reason =
+                        format!("reading the request body for the extension provider: {err}");
+                    log(
+                        StatusCode::BAD_REQUEST,
+                        RequestVerdict::Denied,
+                        Some(&custom.key()),
+                        &reason,
+                    );
+                    return LocalReply::bad_request().into_response(grpc);
+                }
+            }
+        }
+        match external(&custom, &mut parts, check_body.as_ref(), inbound, ctx).await {
             Ok(added) => response_headers = added,
             Err((status, reason, response)) => {
                 log(status, RequestVerdict::Denied, Some(&custom.key()), &reason);
@@ -249,11 +320,16 @@ async fn handle(request: Request<Incoming>, served: &Served, ctx: &ProxyContext)
         }
     };
 
-    let request = Request::from_parts(parts, body);
-    let sent = if is_upgrade(&request) {
-        served.upgrade(ctx, request).await
-    } else {
-        served.send(ctx, request).await
+    let sent = match body {
+        AppBody::Raw(body) if upgrade => {
+            served.upgrade(ctx, Request::from_parts(parts, body)).await
+        }
+        AppBody::Raw(body) => {
+            served
+                .send(ctx, Request::from_parts(parts, body::boxed(body)))
+                .await
+        }
+        AppBody::Buffered(body) => served.send(ctx, Request::from_parts(parts, body)).await,
     };
     let by = allowed_by.as_deref();
     match sent {
@@ -279,6 +355,7 @@ type Refusal = (StatusCode, String, Response<Body>);
 async fn external(
     custom: &policy::Policy,
     parts: &mut http::request::Parts,
+    body: Option<&CheckBody>,
     inbound: &Inbound,
     ctx: &ProxyContext,
 ) -> Result<Vec<(http::HeaderName, http::HeaderValue)>, Refusal> {
@@ -293,7 +370,7 @@ async fn external(
         destination: inbound.target,
         destination_identity: inbound.pod.identity(),
     };
-    let answer = |status: StatusCode, headers: Vec<_>, text: String| {
+    let answer = |status: StatusCode, headers: Vec<_>, text: Bytes| {
         let mut response = Response::new(body::full(text));
         *response.status_mut() = status;
         for (name, value) in headers {
@@ -303,7 +380,7 @@ async fn external(
     };
     match ctx
         .ext_authz
-        .check(&ctx.store, provider, parts, &peers)
+        .check(&ctx.store, provider, parts, body, &peers)
         .await
     {
         Ok(Verdict::Allow { response_headers }) => Ok(response_headers),
@@ -329,17 +406,134 @@ async fn external(
             Err((
                 status,
                 err.to_string(),
-                answer(status, Vec::new(), String::new()),
+                answer(status, Vec::new(), Bytes::new()),
             ))
         }
     }
 }
 
+/// The request body on its way to the app: as it comes, or what was
+/// buffered for the provider followed by the rest.
+enum AppBody {
+    Raw(Incoming),
+    Buffered(Body),
+}
+
+/// Why a body could not be buffered for a provider.
+#[derive(Debug)]
+enum BufferError {
+    /// Longer than `maxRequestBytes` without `allowPartialMessage`.
+    TooLarge,
+    Read(body::BoxError),
+}
+
+/// Reads the start of `body` for a provider, as Envoy's ext_authz filter
+/// buffers it: all of it (a longer one than `max` is refused), or with
+/// `partial` until `max` bytes have come. The check gets at most `max`
+/// bytes, marked partial when more had been read; the app gets everything
+/// read, then the rest.
+async fn buffer<B>(mut body: B, max: usize, partial: bool) -> Result<(CheckBody, Body), BufferError>
+where
+    B: http_body::Body<Data = Bytes> + Unpin + Send + Sync + 'static,
+    B::Error: Into<body::BoxError>,
+{
+    let mut chunks = VecDeque::new();
+    let (mut read, mut trailers, mut ended) = (0usize, None, false);
+    while !(partial && read >= max) {
+        let Some(frame) = body.frame().await else {
+            ended = true;
+            break;
+        };
+        let frame = frame.map_err(|e| BufferError::Read(e.into()))?;
+        match frame.into_data() {
+            Ok(data) => {
+                read += data.len();
+                chunks.push_back(data);
+                if !partial && read > max {
+                    return Err(BufferError::TooLarge);
+                }
+            }
+            Err(frame) => {
+                trailers = frame.into_trailers().ok();
+                ended = true;
+                break;
+            }
+        }
+    }
+    let mut checked = BytesMut::with_capacity(read.min(max));
+    for chunk in &chunks {
+        let room = max - checked.len();
+        checked.extend_from_slice(&chunk[..chunk.len().min(room)]);
+    }
+    let check = CheckBody {
+        bytes: checked.freeze(),
+        partial: read > max,
+    };
+    let rest = (!ended).then_some(body);
+    Ok((
+        check,
+        body::boxed(Prefixed {
+            chunks,
+            trailers,
+            rest,
+        }),
+    ))
+}
+
+/// A body that was partly read: the chunks read, then the rest of it.
+struct Prefixed<B> {
+    chunks: VecDeque<Bytes>,
+    /// The trailers, when they were read.
+    trailers: Option<http::HeaderMap>,
+    rest: Option<B>,
+}
+
+impl<B: http_body::Body<Data = Bytes> + Unpin> http_body::Body for Prefixed<B> {
+    type Data = Bytes;
+    type Error = B::Error;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, B::Error>>> {
+        if let Some(chunk) = self.chunks.pop_front() {
+            return Poll::Ready(Some(Ok(Frame::data(chunk))));
+        }
+        if let Some(trailers) = self.trailers.take() {
+            return Poll::Ready(Some(Ok(Frame::trailers(trailers))));
+        }
+        match self.rest.as_mut() {
+            Some(rest) => Pin::new(rest).poll_frame(cx),
+            None => Poll::Ready(None),
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.chunks.is_empty()
+            && self.trailers.is_none()
+            && self.rest.as_ref().is_none_or(|r| r.is_end_stream())
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        let kept: u64 = self.chunks.iter().map(|c| c.len() as u64).sum();
+        let rest = self
+            .rest
+            .as_ref()
+            .map_or_else(|| SizeHint::with_exact(0), |r| r.size_hint());
+        let mut hint = SizeHint::new();
+        hint.set_lower(rest.lower() + kept);
+        if let Some(upper) = rest.upper() {
+            hint.set_upper(upper + kept);
+        }
+        hint
+    }
+}
+
 /// An HTTP/1.1 `Upgrade` (WebSocket...) or a CONNECT: after it the
 /// connection carries bytes, not requests.
-fn is_upgrade<B>(request: &Request<B>) -> bool {
-    let headers = request.headers();
-    request.method() == http::Method::CONNECT
+fn is_upgrade(request: &http::request::Parts) -> bool {
+    let headers = &request.headers;
+    request.method == http::Method::CONNECT
         || (headers.contains_key(header::UPGRADE)
             && headers
                 .get_all(header::CONNECTION)
@@ -362,7 +556,7 @@ impl Served {
     async fn send(
         &self,
         ctx: &ProxyContext,
-        request: Request<Incoming>,
+        request: Request<Body>,
     ) -> Result<Response<Incoming>, LocalReply> {
         let http2 = request.version() == Version::HTTP_2;
         let mut slot = self.app.lock().await;
@@ -491,5 +685,48 @@ impl Served {
             });
             Ok(AppConn::Http1(send))
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use http_body_util::StreamBody;
+
+    /// A body arriving in `chunks`.
+    fn chunked(
+        chunks: &[&'static str],
+    ) -> impl http_body::Body<Data = Bytes, Error = std::io::Error> + Unpin + Send + Sync + 'static
+    {
+        let frames: Vec<Result<Frame<Bytes>, std::io::Error>> = chunks
+            .iter()
+            .map(|c| Ok(Frame::data(Bytes::from_static(c.as_bytes()))))
+            .collect();
+        StreamBody::new(futures::stream::iter(frames))
+    }
+
+    async fn all(body: Body) -> Bytes {
+        body.collect().await.unwrap().to_bytes()
+    }
+
+    #[tokio::test]
+    async fn a_fitting_body_is_checked_whole_and_sent_whole() {
+        let (check, app) = buffer(chunked(&["ab", "cd"]), 4, false).await.unwrap();
+        assert_eq!((&check.bytes[..], check.partial), (&b"abcd"[..], false));
+        assert_eq!(app.size_hint().exact(), Some(4));
+        assert_eq!(all(app).await, "abcd");
+    }
+
+    #[tokio::test]
+    async fn a_larger_body_is_refused_or_cut_for_the_check_only() {
+        assert!(matches!(
+            buffer(chunked(&["ab", "cd", "e"]), 4, false).await,
+            Err(BufferError::TooLarge)
+        ));
+        let (check, app) = buffer(chunked(&["abc", "def", "gh"]), 4, true)
+            .await
+            .unwrap();
+        assert_eq!((&check.bytes[..], check.partial), (&b"abcd"[..], true));
+        assert_eq!(all(app).await, "abcdefgh", "the app gets all of it");
     }
 }

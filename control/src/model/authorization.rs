@@ -32,8 +32,9 @@
 use std::{collections::BTreeSet, net::IpAddr};
 
 use weft_proto::security::{
-    Action, Address, AttributeMatch, Authorization, ExtAuthz, Group, Match, Rules, Scope,
-    ServiceAccountMatch, StringMatch, string_match::MatchType,
+    Action, Address, AttributeMatch, Authorization, ExtAuthz, ExtAuthzBody, ExtAuthzHeader,
+    ExtAuthzKind, Group, Match, Rules, Scope, ServiceAccountMatch, StringMatch,
+    string_match::MatchType,
 };
 
 use crate::{
@@ -209,29 +210,70 @@ pub fn compile_with(
 /// in the set; for an HTTP proxy, kept.
 type L7Sink<'a> = Option<&'a mut BTreeSet<String>>;
 
-/// The `envoyExtAuthzGrpc` provider `name`, or why there is none.
+/// The `envoyExtAuthzGrpc` or `envoyExtAuthzHttp` provider `name`, or
+/// why there is none.
 fn ext_authz(name: &str, mesh: &MeshConfig) -> Result<ExtAuthz, String> {
     let provider = mesh
         .provider(name)
         .ok_or_else(|| format!("no extension provider `{name}` in the mesh config"))?;
-    let grpc = provider.envoy_ext_authz_grpc.as_ref().ok_or_else(|| {
+    let timeout_ms = |t: Option<crate::kinds::istio::Duration>| {
+        t.map_or(0, |t| u32::try_from(t.0.as_millis()).unwrap_or(u32::MAX))
+    };
+    let status = |s: Option<&str>| s.and_then(|s| s.parse().ok()).unwrap_or(0);
+    let body = |b: Option<&crate::mesh::RequestBody>| {
+        b.map(|b| ExtAuthzBody {
+            max_request_bytes: b.max_request_bytes,
+            allow_partial_message: b.allow_partial_message,
+            pack_as_bytes: b.pack_as_bytes,
+        })
+    };
+    if let Some(grpc) = &provider.envoy_ext_authz_grpc {
+        return Ok(ExtAuthz {
+            provider: name.to_string(),
+            service: grpc.service.clone(),
+            port: grpc.port.into(),
+            timeout_ms: timeout_ms(grpc.timeout),
+            fail_open: grpc.fail_open,
+            status_on_error: status(grpc.status_on_error.as_deref()),
+            kind: ExtAuthzKind::ExtAuthzGrpc as i32,
+            request_body: body(grpc.include_request_body_in_check.as_ref()),
+            ..Default::default()
+        });
+    }
+    let http = provider.envoy_ext_authz_http.as_ref().ok_or_else(|| {
         format!(
-            "extension provider `{name}` is not `envoyExtAuthzGrpc`, the only kind weft supports"
+            "extension provider `{name}` is neither `envoyExtAuthzGrpc` nor `envoyExtAuthzHttp`, the kinds weft supports"
         )
     })?;
+    // The deprecated field counts only when the new one is empty (Istio).
+    let include = if http.include_request_headers_in_check.is_empty() {
+        &http.include_headers_in_check
+    } else {
+        &http.include_request_headers_in_check
+    };
     Ok(ExtAuthz {
         provider: name.to_string(),
-        service: grpc.service.clone(),
-        port: grpc.port.into(),
-        timeout_ms: grpc
-            .timeout
-            .map_or(0, |t| u32::try_from(t.0.as_millis()).unwrap_or(u32::MAX)),
-        fail_open: grpc.fail_open,
-        status_on_error: grpc
-            .status_on_error
-            .as_deref()
-            .and_then(|s| s.parse().ok())
-            .unwrap_or(0),
+        service: http.service.clone(),
+        port: http.port.into(),
+        timeout_ms: timeout_ms(http.timeout),
+        fail_open: http.fail_open,
+        status_on_error: status(http.status_on_error.as_deref()),
+        kind: ExtAuthzKind::ExtAuthzHttp as i32,
+        request_body: body(http.include_request_body_in_check.as_ref()),
+        path_prefix: http.path_prefix.clone().unwrap_or_default(),
+        include_request_headers: include.clone(),
+        // Sorted by name (a BTreeMap), as istiod sorts them.
+        include_additional_headers: http
+            .include_additional_headers_in_check
+            .iter()
+            .map(|(name, value)| ExtAuthzHeader {
+                name: name.clone(),
+                value: value.clone(),
+            })
+            .collect(),
+        headers_to_upstream_on_allow: http.headers_to_upstream_on_allow.clone(),
+        headers_to_downstream_on_deny: http.headers_to_downstream_on_deny.clone(),
+        headers_to_downstream_on_allow: http.headers_to_downstream_on_allow.clone(),
     })
 }
 

@@ -434,43 +434,30 @@ fn every_action_and_enum_is_one_upstream_istio_knows() {
     }
 }
 
-#[test]
-fn custom_compiles_with_its_provider_and_only_for_requests() {
-    use crate::mesh::{ExtAuthzGrpc, ExtensionProvider, MeshConfig};
-    let mesh = MeshConfig {
-        extension_providers: vec![
-            ExtensionProvider {
-                name: "opa".into(),
-                envoy_ext_authz_grpc: Some(ExtAuthzGrpc {
-                    service: "opa.authz.svc.cluster.local".into(),
-                    port: 9191,
-                    timeout: Some(crate::kinds::istio::Duration(
-                        std::time::Duration::from_millis(250),
-                    )),
-                    fail_open: true,
-                    status_on_error: Some("503".into()),
-                }),
-                envoy_ext_authz_http: None,
-            },
-            ExtensionProvider {
-                name: "web".into(),
-                envoy_ext_authz_grpc: None,
-                envoy_ext_authz_http: Some(serde_json::json!({"service": "web", "port": 80})),
-            },
-        ],
-    };
+/// A CUSTOM policy naming `provider`, compiled with `mesh`.
+fn custom_with(
+    provider: &str,
+    mesh: &crate::mesh::MeshConfig,
+) -> (Option<Authorization>, Vec<crate::analysis::Finding>) {
     let objects = parse_file(
         Path::new("t.yaml"),
-        &policy("mesh", "  action: CUSTOM\n  provider: {name: opa}\n  rules:\n  - to: [{operation: {paths: ['/admin/*']}}]\n"),
+        &policy("mesh", &format!("  action: CUSTOM\n  provider: {{name: {provider}}}\n  rules:\n  - to: [{{operation: {{paths: ['/admin/*']}}}}]\n")),
     )
     .expect("valid");
     let Some(Object::AuthorizationPolicy(p)) = objects.first() else {
         panic!("not a policy")
     };
     let mut findings = Vec::new();
-    let a = compile_with(p, "istio-system", &mesh, &mut findings)
-        .expect("compiled")
-        .authorization;
+    let a = compile_with(p, "istio-system", mesh, &mut findings).map(|c| c.authorization);
+    (a, findings)
+}
+
+#[test]
+fn custom_compiles_with_its_provider_and_only_for_requests() {
+    use weft_proto::security::ExtAuthzKind;
+    let mesh = crate::mesh::MeshConfig::parse("extensionProviders:\n- name: opa\n  envoyExtAuthzGrpc:\n    service: opa.authz.svc.cluster.local\n    port: 9191\n    timeout: 250ms\n    failOpen: true\n    statusOnError: '503'\n    includeRequestBodyInCheck: {maxRequestBytes: 512, packAsBytes: true}\n- name: other\n").unwrap();
+    let (a, findings) = custom_with("opa", &mesh);
+    let a = a.expect("compiled");
     assert!(findings.is_empty(), "{findings:?}");
     // Nothing for an L4 client to enforce; the rules for weft's agent.
     assert_eq!(a.action, Action::Deny as i32);
@@ -486,24 +473,52 @@ fn custom_compiles_with_its_provider_and_only_for_requests() {
         ("opa.authz.svc.cluster.local", 9191, 250)
     );
     assert!(provider.fail_open && provider.status_on_error == 503);
+    assert_eq!(provider.kind, ExtAuthzKind::ExtAuthzGrpc as i32);
+    let body = provider.request_body.expect("body settings");
+    assert!(body.max_request_bytes == 512 && body.pack_as_bytes && !body.allow_partial_message);
 
     for (name, why) in [
-        ("web", "only kind weft supports"),
+        (
+            "other",
+            "neither `envoyExtAuthzGrpc` nor `envoyExtAuthzHttp`",
+        ),
         ("nowhere", "no extension provider"),
     ] {
-        let objects = parse_file(
-            Path::new("t.yaml"),
-            &policy(
-                "mesh",
-                &format!("  action: CUSTOM\n  provider: {{name: {name}}}\n  rules: [{{}}]\n"),
-            ),
-        )
-        .expect("valid");
-        let Some(Object::AuthorizationPolicy(p)) = objects.first() else {
-            panic!("not a policy")
-        };
-        let mut findings = Vec::new();
-        assert!(compile_with(p, "istio-system", &mesh, &mut findings).is_none());
+        let (a, findings) = custom_with(name, &mesh);
+        assert!(a.is_none());
         assert!(findings[0].message.contains(why), "{}", findings[0].message);
     }
+}
+
+#[test]
+fn custom_compiles_an_http_provider_with_its_header_lists() {
+    use weft_proto::security::ExtAuthzKind;
+    let mesh = crate::mesh::MeshConfig::parse("extensionProviders:\n- name: web\n  envoyExtAuthzHttp:\n    service: authz.foo.svc.cluster.local\n    port: 8000\n    pathPrefix: /check\n    statusOnError: '502'\n    includeRequestHeadersInCheck: [x-user, 'x-ext-*']\n    includeHeadersInCheck: [ignored]\n    includeAdditionalHeadersInCheck: {x-z: last, x-a: first}\n    includeRequestBodyInCheck: {maxRequestBytes: 100, allowPartialMessage: true}\n    headersToUpstreamOnAllow: ['*-id']\n    headersToDownstreamOnDeny: [x-why]\n    headersToDownstreamOnAllow: [x-ok]\n- name: old\n  envoyExtAuthzHttp:\n    service: 10.0.0.1\n    port: 80\n    includeHeadersInCheck: [x-old]\n").unwrap();
+    let (a, findings) = custom_with("web", &mesh);
+    assert!(findings.is_empty(), "{findings:?}");
+    let p = a.expect("compiled").ext_authz.expect("provider");
+    assert_eq!(p.kind, ExtAuthzKind::ExtAuthzHttp as i32);
+    assert_eq!(
+        (p.service.as_str(), p.port),
+        ("authz.foo.svc.cluster.local", 8000)
+    );
+    assert_eq!((p.path_prefix.as_str(), p.status_on_error), ("/check", 502));
+    assert_eq!(p.timeout_ms, 0, "unset: the agent's 600 s");
+    assert_eq!(p.include_request_headers, ["x-user", "x-ext-*"]);
+    let added: Vec<_> = p
+        .include_additional_headers
+        .iter()
+        .map(|h| (h.name.as_str(), h.value.as_str()))
+        .collect();
+    assert_eq!(added, [("x-a", "first"), ("x-z", "last")]);
+    let body = p.request_body.expect("body settings");
+    assert!(body.max_request_bytes == 100 && body.allow_partial_message);
+    assert_eq!(p.headers_to_upstream_on_allow, ["*-id"]);
+    assert_eq!(p.headers_to_downstream_on_deny, ["x-why"]);
+    assert_eq!(p.headers_to_downstream_on_allow, ["x-ok"]);
+    // The deprecated list when the new one is empty.
+    let (a, _) = custom_with("old", &mesh);
+    let p = a.expect("compiled").ext_authz.expect("provider");
+    assert_eq!(p.include_request_headers, ["x-old"]);
+    assert!(p.request_body.is_none());
 }

@@ -77,16 +77,20 @@
 //! `EchoRequest { string message = 1; int32 code = 2; }`,
 //! `EchoReply { string message = 1; string server = 2; int32 count = 3; }`.
 //!
-//! # `authz-server --port P`
+//! # `authz-server --port P [--http]`
 //!
-//! An Envoy ext_authz gRPC provider (`envoy.service.auth.v3.Authorization`)
-//! on `0.0.0.0:P`, for CUSTOM AuthorizationPolicies. Prints `serving
-//! ext_authz on 0.0.0.0:P`, then one line per check on stderr. A request
-//! whose `x-ext-authz` header is `allow` is allowed, with
-//! `x-ext-authz-check: allowed` added to it and `x-ext-authz-response: yes`
-//! to its answer; any other is denied with the status in
-//! `x-ext-authz-status` (default 403), `x-ext-authz-check: denied` and the
-//! body `denied by ext_authz`.
+//! An Envoy ext_authz provider on `0.0.0.0:P`, for CUSTOM
+//! AuthorizationPolicies: gRPC (`envoy.service.auth.v3.Authorization`), or
+//! with `--http` the HTTP service API (`envoyExtAuthzHttp`). Prints
+//! `serving ext_authz on 0.0.0.0:P` (`serving ext_authz over HTTP on
+//! ...`), then one line per check on stderr. A request whose `x-ext-authz`
+//! header is `allow` is allowed, with `x-ext-authz-check: allowed` for it
+//! and `x-ext-authz-response: yes` and `x-ext-authz-seen: <JSON>` for its
+//! answer; any other is denied with the status in `x-ext-authz-status`
+//! (default 403), `x-ext-authz-check: denied`, `x-ext-authz-extra: 1` and
+//! the body `denied by ext_authz` (gRPC) or `<JSON>` (HTTP). The JSON is
+//! what the provider received: `method`, `path`, `headers` (HTTP), `body`,
+//! and for gRPC `raw_body` and `partial_body`.
 //!
 //! # `get URL [--method M] [--header 'K: V']... [--body TEXT] [--h2 true] [--timeout SECS] [--count N] [--then 'METHOD /path']...`
 //!
@@ -217,7 +221,8 @@ enum Command {
     GrpcCall(grpc_call::GrpcCallArgs),
     /// Echoes lines over an HTTP/1.1 upgraded connection.
     Ws(ws::WsArgs),
-    /// An Envoy ext_authz gRPC provider deciding by a request header.
+    /// An Envoy ext_authz provider (gRPC, or HTTP with `--http`) deciding
+    /// by a request header.
     AuthzServer(authz_server::AuthzServerArgs),
 }
 

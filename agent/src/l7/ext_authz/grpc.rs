@@ -1,21 +1,8 @@
-//! CUSTOM AuthorizationPolicies: a request that matches one is sent to the
-//! policy's external authorization provider with Envoy's ext_authz gRPC
-//! API (`envoy.service.auth.v3.Authorization/Check`, the mesh config's
-//! `envoyExtAuthzGrpc`), before any DENY or ALLOW policy, as Istio orders
-//! them. The provider's answer is honoured as Envoy's ext_authz filter
-//! does: OK lets the request on with the headers it adds or removes (and
-//! adds its response headers to the answer); anything else is answered
-//! with the provider's status (403 when it sets none), headers and body.
-//! A provider that cannot be reached, fails or is late (its `timeout`,
-//! Istio's default 600 s) lets the request through with `failOpen`, else
-//! answers `statusOnError` (403).
+//! `envoyExtAuthzGrpc` providers: Envoy's ext_authz gRPC API
+//! (`envoy.service.auth.v3.Authorization/Check`) over a lazily connected
+//! tonic channel per provider address.
 
-use std::{
-    collections::HashMap,
-    net::{IpAddr, SocketAddr},
-    sync::Mutex,
-    time::{Duration, SystemTime},
-};
+use std::{collections::HashMap, net::SocketAddr, sync::Mutex, time::SystemTime};
 
 use http::{HeaderMap, HeaderName, HeaderValue, StatusCode, request::Parts};
 use tonic::transport::{Channel, Endpoint};
@@ -28,97 +15,35 @@ use weft_proto::{
     security::ExtAuthz,
 };
 
-use crate::{state::Identity, state::WorkloadStore};
+use super::{CONNECT_TIMEOUT, CheckBody, PARTIAL_BODY, Peers, Verdict};
+use crate::state::Identity;
 
-/// Istio's default deadline for a Check call.
-const DEFAULT_TIMEOUT: Duration = Duration::from_secs(600);
-
-/// How long connecting to a provider may take (within the deadline).
-const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
-
-/// What a provider decided.
-#[derive(Debug)]
-pub enum Verdict {
-    /// Go on; `request` edits were applied, `response_headers` are for the
-    /// answer.
-    Allow {
-        response_headers: Vec<(HeaderName, HeaderValue)>,
-    },
-    /// Answer with this.
-    Deny {
-        status: StatusCode,
-        headers: Vec<(HeaderName, HeaderValue)>,
-        body: String,
-    },
-}
-
-/// Why a provider could not decide.
-#[derive(Debug, thiserror::Error)]
-pub enum ExtAuthzError {
-    #[error("extension provider {provider}: no endpoint for `{service}`")]
-    NoEndpoint { provider: String, service: String },
-    #[error("extension provider {provider} at {addr}: {reason}")]
-    Call {
-        provider: String,
-        addr: SocketAddr,
-        reason: String,
-    },
-    #[error("extension provider {provider} at {addr}: no answer within {timeout:?}")]
-    Timeout {
-        provider: String,
-        addr: SocketAddr,
-        timeout: Duration,
-    },
-}
-
-/// The channels to providers, one per address, opened on first use.
+/// The channels to gRPC providers, one per address, opened on first use.
 #[derive(Default)]
-pub struct Providers {
+pub(super) struct Channels {
     channels: Mutex<HashMap<SocketAddr, Channel>>,
 }
 
-/// Who is asking, for the provider's `AttributeContext`.
-pub struct Peers<'a> {
-    pub source: SocketAddr,
-    pub source_identity: Option<&'a Identity>,
-    pub destination: SocketAddr,
-    pub destination_identity: &'a Identity,
-}
-
-impl Providers {
-    /// Asks `provider` about the request; on Allow its edits are applied
-    /// to `parts`. Errors are the provider's failures (the caller applies
-    /// `fail_open`).
-    pub async fn check(
+impl Channels {
+    /// One Check call; the error is the reason it failed.
+    pub(super) async fn check(
         &self,
-        store: &WorkloadStore,
+        addr: SocketAddr,
         provider: &ExtAuthz,
         parts: &mut Parts,
+        body: Option<&CheckBody>,
         peers: &Peers<'_>,
-    ) -> Result<Verdict, ExtAuthzError> {
-        let addr = resolve(store, provider).ok_or_else(|| ExtAuthzError::NoEndpoint {
-            provider: provider.provider.clone(),
-            service: provider.service.clone(),
-        })?;
-        let timeout = match provider.timeout_ms {
-            0 => DEFAULT_TIMEOUT,
-            ms => Duration::from_millis(ms.into()),
-        };
+    ) -> Result<Verdict, String> {
         let mut client = AuthorizationClient::new(self.channel(addr));
-        let call_error = |reason: String| ExtAuthzError::Call {
-            provider: provider.provider.clone(),
-            addr,
-            reason,
-        };
-        let request = check_request(parts, peers);
-        let answer = tokio::time::timeout(timeout, client.check(request))
+        let pack_as_bytes = provider
+            .request_body
+            .as_ref()
+            .is_some_and(|b| b.pack_as_bytes);
+        let request = check_request(parts, body, pack_as_bytes, peers);
+        let answer = client
+            .check(request)
             .await
-            .map_err(|_| ExtAuthzError::Timeout {
-                provider: provider.provider.clone(),
-                addr,
-                timeout,
-            })?
-            .map_err(|status| call_error(status.to_string()))?
+            .map_err(|status| status.to_string())?
             .into_inner();
         Ok(apply(answer, parts))
     }
@@ -137,32 +62,6 @@ impl Providers {
     }
 }
 
-/// The provider's address: an IP, or an endpoint of its service
-/// (`<name>.<namespace>.svc...` or `<namespace>/<hostname>`) that has an
-/// address, with the port its service port targets.
-fn resolve(store: &WorkloadStore, provider: &ExtAuthz) -> Option<SocketAddr> {
-    let port = u16::try_from(provider.port).ok()?;
-    if let Ok(ip) = provider.service.parse::<IpAddr>() {
-        return Some(SocketAddr::new(ip, port));
-    }
-    let key = match provider.service.split_once('/') {
-        Some(_) => provider.service.clone(),
-        None => {
-            let namespace = provider.service.split('.').nth(1)?;
-            format!("{namespace}/{}", provider.service)
-        }
-    };
-    let endpoint = store.endpoints(&key).into_iter().next()?;
-    let target = endpoint
-        .services
-        .get(&key)
-        .and_then(|ports| ports.get(&port))
-        .copied()
-        .filter(|t| *t != 0)
-        .unwrap_or(port);
-    Some(SocketAddr::new(*endpoint.ips.first()?, target))
-}
-
 fn peer(addr: SocketAddr, identity: Option<&Identity>) -> attribute_context::Peer {
     attribute_context::Peer {
         address: Some(Address {
@@ -177,10 +76,20 @@ fn peer(addr: SocketAddr, identity: Option<&Identity>) -> attribute_context::Pee
     }
 }
 
-/// Envoy's CheckRequest for a request head (no body).
-fn check_request(parts: &Parts, peers: &Peers<'_>) -> CheckRequest {
+/// Envoy's CheckRequest for a request head, and its body when it was
+/// buffered (`body`, or `raw_body` with `pack_as_bytes`), with
+/// `x-envoy-auth-partial-body` saying whether it was cut.
+fn check_request(
+    parts: &Parts,
+    body: Option<&CheckBody>,
+    pack_as_bytes: bool,
+    peers: &Peers<'_>,
+) -> CheckRequest {
     let mut headers: HashMap<String, String> = HashMap::new();
     for (name, value) in &parts.headers {
+        if name.as_str() == PARTIAL_BODY {
+            continue;
+        }
         let value = String::from_utf8_lossy(value.as_bytes());
         headers
             .entry(name.as_str().to_string())
@@ -189,6 +98,16 @@ fn check_request(parts: &Parts, peers: &Peers<'_>) -> CheckRequest {
                 joined.push_str(&value);
             })
             .or_insert_with(|| value.into_owned());
+    }
+    let (mut text, mut raw) = (String::new(), Vec::new());
+    if let Some(body) = body {
+        headers.insert(PARTIAL_BODY.into(), body.partial.to_string());
+        if pack_as_bytes {
+            raw = body.bytes.to_vec();
+        } else {
+            // A protobuf string is UTF-8: other bytes are replaced.
+            text = String::from_utf8_lossy(&body.bytes).into_owned();
+        }
     }
     let size = parts
         .headers
@@ -219,6 +138,8 @@ fn check_request(parts: &Parts, peers: &Peers<'_>) -> CheckRequest {
                     headers,
                     size,
                     protocol: protocol.into(),
+                    body: text,
+                    raw_body: raw,
                     ..Default::default()
                 }),
             }),
@@ -255,12 +176,12 @@ fn apply(answer: CheckResponse, parts: &mut Parts) -> Verdict {
                 .filter(|code| *code != StatusCode::OK && code.as_u16() >= 200)
                 .unwrap_or(StatusCode::FORBIDDEN),
             headers: pairs(&denied.headers),
-            body: denied.body,
+            body: denied.body.into(),
         },
         _ => Verdict::Deny {
             status: StatusCode::FORBIDDEN,
             headers: Vec::new(),
-            body: String::new(),
+            body: bytes::Bytes::new(),
         },
     }
 }
@@ -369,8 +290,8 @@ mod tests {
             panic!("allowed")
         };
         assert_eq!(
-            (status, body.as_str()),
-            (StatusCode::UNAUTHORIZED, "go away")
+            (status, &body[..]),
+            (StatusCode::UNAUTHORIZED, &b"go away"[..])
         );
         assert_eq!(headers[0].1, "no");
         let bare = CheckResponse {
@@ -399,6 +320,8 @@ mod tests {
         let id: Identity = "spiffe://cluster.local/ns/shop/sa/api".parse().unwrap();
         let request = check_request(
             &parts,
+            None,
+            false,
             &Peers {
                 source: src,
                 source_identity: None,
@@ -420,5 +343,36 @@ mod tests {
             "spiffe://cluster.local/ns/shop/sa/api"
         );
         assert_eq!(attributes.source.unwrap().principal, "");
+    }
+
+    #[test]
+    fn the_body_goes_as_text_or_bytes_with_the_partial_header() {
+        let mut parts = parts();
+        parts
+            .headers
+            .insert(PARTIAL_BODY, HeaderValue::from_static("forged"));
+        let id: Identity = "spiffe://cluster.local/ns/shop/sa/api".parse().unwrap();
+        let peers = Peers {
+            source: "10.0.1.2:40000".parse().unwrap(),
+            source_identity: None,
+            destination: "10.0.2.2:8080".parse().unwrap(),
+            destination_identity: &id,
+        };
+        let body = CheckBody {
+            bytes: bytes::Bytes::from_static(b"hello"),
+            partial: true,
+        };
+        let http =
+            |request: CheckRequest| request.attributes.unwrap().request.unwrap().http.unwrap();
+        let text = http(check_request(&parts, Some(&body), false, &peers));
+        assert_eq!((text.body.as_str(), text.raw_body.len()), ("hello", 0));
+        assert_eq!(text.headers[PARTIAL_BODY], "true");
+        let raw = http(check_request(&parts, Some(&body), true, &peers));
+        assert_eq!((raw.body.as_str(), &raw.raw_body[..]), ("", &b"hello"[..]));
+        let none = http(check_request(&parts, None, false, &peers));
+        assert!(
+            !none.headers.contains_key(PARTIAL_BODY),
+            "the client's own is dropped"
+        );
     }
 }
