@@ -3,6 +3,7 @@
 //! | path | what |
 //! | --- | --- |
 //! | `/ready` | 200 once the config source is synced and the servers are up, else 503 |
+//! | `/metrics` | Prometheus metrics (istiod's names, see [`crate::metrics`]): OpenMetrics text when `Accept` asks for it, else the classic text format |
 //! | `/debug/syncz` | JSON: `source` (synced or not, per watched resource), `leader` (Kubernetes mode: this replica leads, and the lease's holder) and `agents` (each connected agent's stream: sent/acked nonces, last NACK) |
 //! | `/debug/config_errors` | JSON: rejected config files (file, line, column, message) |
 //! | `/debug/config` | JSON: the effective control plane config |
@@ -47,6 +48,7 @@ pub struct DebugState {
     pub findings: Arc<std::sync::Mutex<Vec<crate::analysis::Finding>>>,
     /// Kubernetes mode: this replica's view of the leader election.
     pub leadership: Option<watch::Receiver<crate::leader::Leadership>>,
+    pub metrics: Arc<crate::metrics::Metrics>,
 }
 
 impl DebugState {
@@ -74,7 +76,16 @@ pub async fn serve(listener: TcpListener, state: Arc<DebugState>, shutdown: Canc
         tokio::spawn(async move {
             let service = service_fn(move |req| {
                 let state = Arc::clone(&state);
-                async move { Ok::<_, Infallible>(route(&state, req.method(), req.uri().path())) }
+                async move {
+                    if req.method() == Method::GET && req.uri().path() == "/metrics" {
+                        let accept = req
+                            .headers()
+                            .get(header::ACCEPT)
+                            .and_then(|v| v.to_str().ok());
+                        return Ok::<_, Infallible>(metrics(&state, accept));
+                    }
+                    Ok::<_, Infallible>(route(&state, req.method(), req.uri().path()))
+                }
             });
             let conn = http1::Builder::new().serve_connection(TokioIo::new(stream), service);
             tokio::pin!(conn);
@@ -139,7 +150,7 @@ fn route(state: &DebugState, method: &Method, path: &str) -> Response<Full<Bytes
         }
         _ => text(
             StatusCode::NOT_FOUND,
-            "not found; try /ready, /debug/syncz, /debug/config_errors, /debug/config, /debug/resources, /debug/analysis\n",
+            "not found; try /ready, /metrics, /debug/syncz, /debug/config_errors, /debug/config, /debug/resources, /debug/analysis\n",
         ),
     }
 }
@@ -152,6 +163,17 @@ struct Syncz {
     #[serde(skip_serializing_if = "Option::is_none")]
     leader: Option<crate::leader::Leadership>,
     agents: Vec<crate::xds::StreamStatus>,
+}
+
+/// `/metrics`, in the format `accept` asks for.
+fn metrics(state: &DebugState, accept: Option<&str>) -> Response<Full<Bytes>> {
+    let snapshot = state.snapshot.borrow().clone();
+    let (content_type, body) = state.metrics.render(accept, &snapshot);
+    Response::builder()
+        .status(StatusCode::OK)
+        .header(header::CONTENT_TYPE, content_type)
+        .body(Full::new(Bytes::from(body)))
+        .expect("valid response")
 }
 
 fn text(status: StatusCode, body: &'static str) -> Response<Full<Bytes>> {

@@ -5,7 +5,7 @@
 //!                                                                   │
 //!            agents ◄── TLS :15012 ── xds (delta ADS) ◄─────────────┤
 //!                                 └── ca::service (CSR → cert) ◄────┘ (authorizes by node)
-//!                                      debug :15014 (/ready, /debug/*)
+//!                                      debug :15014 (/ready, /metrics, /debug/*)
 //! ```
 //!
 //! Start it in-process with [`Server::start`]; `main.rs` is a thin CLI
@@ -21,6 +21,7 @@ pub mod debug;
 pub mod kinds;
 pub mod leader;
 pub mod mesh;
+pub mod metrics;
 pub mod model;
 mod server;
 pub mod source;

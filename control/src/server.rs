@@ -28,6 +28,7 @@ use crate::{
     config::{Config, ConfigError, ConfigSource},
     debug::{self, DebugState},
     leader::{self, Leadership},
+    metrics::Metrics,
     model::{self, Model, ModelConfig},
     source::{
         Snapshot,
@@ -107,6 +108,7 @@ impl Server {
         let (snapshot_tx, snapshot_rx) = watch::channel(Arc::new(Snapshot::default()));
         let (model_tx, model_rx) = watch::channel(Arc::new(builder.model().clone()));
         let findings = Arc::new(std::sync::Mutex::new(Vec::new()));
+        let metrics = Arc::new(Metrics::new());
 
         // Config source → snapshots → models. Directory mode reads
         // everything before going on; Kubernetes mode serves (unready)
@@ -119,13 +121,14 @@ impl Server {
             config: model_config.clone(),
             findings: Arc::clone(&findings),
             ready: Arc::clone(&ready),
+            metrics: Arc::clone(&metrics),
             shutdown: shutdown.clone(),
         };
         let mut kube_client = None;
         let (leadership_tx, leadership) = watch::channel(Leadership::default());
         match &config.source {
             ConfigSource::Directory(dir) => {
-                let mut source = DirSource::load(dir)?;
+                let mut source = DirSource::load_counting(dir, Some(Arc::clone(&metrics)))?;
                 snapshot_tx.send_replace(Arc::new(source.snapshot()));
                 let watching = source.watch(snapshot_tx, shutdown.clone())?;
                 tasks.spawn(async move {
@@ -150,9 +153,17 @@ impl Server {
                 tasks.spawn({
                     let shutdown = shutdown.clone();
                     let root_namespace = config.root_namespace.clone();
+                    let metrics = Arc::clone(&metrics);
                     async move {
-                        k8s::run(client, root_namespace, snapshot_tx, source_status_tx, shutdown)
-                            .await;
+                        k8s::run(
+                            client,
+                            root_namespace,
+                            snapshot_tx,
+                            source_status_tx,
+                            metrics,
+                            shutdown,
+                        )
+                        .await;
                         ("Kubernetes source", Ok(()))
                     }
                 });
@@ -191,6 +202,7 @@ impl Server {
             authenticator,
             model: model_rx.clone(),
             syncz: Arc::clone(&syncz),
+            metrics: Arc::clone(&metrics),
             shutdown: shutdown.clone(),
         };
         let ca_ready = Arc::new(AtomicBool::new(false));
@@ -241,6 +253,7 @@ impl Server {
             syncz: Arc::clone(&syncz),
             findings,
             leadership: kube_client_mode.then_some(leadership),
+            metrics,
         });
         tasks.spawn({
             let state = Arc::clone(&state);
@@ -275,6 +288,7 @@ struct XdsParts {
     authenticator: Arc<Authenticator>,
     model: watch::Receiver<Arc<Model>>,
     syncz: Arc<SyncRegistry>,
+    metrics: Arc<Metrics>,
     shutdown: CancellationToken,
 }
 
@@ -297,10 +311,13 @@ impl XdsParts {
             .add_service(crate::xds::raw::RawAdsServer::new(XdsServer::new(
                 self.model.clone(),
                 Arc::clone(&self.syncz),
+                Arc::clone(&self.metrics),
                 self.shutdown.clone(),
             )))
             .add_service(IstioCertificateServiceServer::new(CaService::new(
-                ca, self.model,
+                ca,
+                self.model,
+                self.metrics,
             )));
         let incoming = TcpIncoming::from(self.listener).with_nodelay(Some(true));
         let stop = self.shutdown;
@@ -407,6 +424,8 @@ struct BuildModels {
     findings: Arc<std::sync::Mutex<Vec<Finding>>>,
     /// Set with the first model: `/ready` is 200 and agents are served.
     ready: Arc<AtomicBool>,
+    /// When each model change began, for convergence times.
+    metrics: Arc<Metrics>,
     shutdown: CancellationToken,
 }
 
@@ -471,6 +490,9 @@ impl BuildModels {
                     took_ms = started.elapsed().as_millis() as u64,
                     "model updated"
                 );
+                let previous = self.models.borrow().version.clone();
+                self.metrics
+                    .model_changed(&previous, &model.version, started);
                 self.models.send_replace(Arc::new(model));
             }
         }

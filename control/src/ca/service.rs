@@ -14,7 +14,7 @@ use weft_proto::ca::{
 };
 
 use super::{CertificateAuthority, DEFAULT_VALIDITY, MAX_VALIDITY, parse_csr};
-use crate::{auth::AuthenticatedNode, model::Model, spiffe::Identity};
+use crate::{auth::AuthenticatedNode, metrics::Metrics, model::Model, spiffe::Identity};
 
 /// The metadata key with which ztunnel asks for another workload's
 /// identity (a SPIFFE URI).
@@ -24,21 +24,35 @@ pub const IMPERSONATED_IDENTITY: &str = "ImpersonatedIdentity";
 pub struct CaService {
     ca: Arc<CertificateAuthority>,
     model: watch::Receiver<Arc<Model>>,
+    metrics: Arc<Metrics>,
 }
 
 impl CaService {
-    pub fn new(ca: Arc<CertificateAuthority>, model: watch::Receiver<Arc<Model>>) -> Self {
-        Self { ca, model }
+    /// Also records the root's expiry in `metrics`.
+    pub fn new(
+        ca: Arc<CertificateAuthority>,
+        model: watch::Receiver<Arc<Model>>,
+        metrics: Arc<Metrics>,
+    ) -> Self {
+        if let Some(expiry) = root_expiry(ca.trust_bundle_pem()) {
+            metrics.ca.set_root_expiry(expiry);
+        }
+        Self { ca, model, metrics }
     }
 
     fn create(&self, node: &str, request: &IstioCertificateRequest) -> Result<Vec<String>, Status> {
-        let csr =
-            parse_csr(&request.csr).map_err(|err| Status::invalid_argument(err.to_string()))?;
+        let ca = &self.metrics.ca;
+        let csr = parse_csr(&request.csr).map_err(|err| {
+            ca.csr_parsing_errors.inc();
+            Status::invalid_argument(err.to_string())
+        })?;
         let identity = match csr.uris.as_slice() {
-            [uri] => uri
-                .parse::<Identity>()
-                .map_err(|err| Status::invalid_argument(err.to_string()))?,
+            [uri] => uri.parse::<Identity>().map_err(|err| {
+                ca.id_extraction_errors.inc();
+                Status::invalid_argument(err.to_string())
+            })?,
             uris => {
+                ca.id_extraction_errors.inc();
                 return Err(Status::invalid_argument(format!(
                     "the CSR must carry exactly one URI SAN (the SPIFFE identity), found {}",
                     uris.len()
@@ -48,11 +62,13 @@ impl CaService {
         if let Some(impersonated) = impersonated_identity(request)
             && impersonated != identity.to_string()
         {
+            ca.id_extraction_errors.inc();
             return Err(Status::invalid_argument(format!(
                 "metadata {IMPERSONATED_IDENTITY} `{impersonated}` differs from the CSR's identity `{identity}`"
             )));
         }
         if identity.trust_domain != self.ca.trust_domain() {
+            ca.authentication_failures.inc();
             tracing::warn!(%node, %identity, trust_domain = self.ca.trust_domain(), "refused a certificate outside the trust domain");
             return Err(Status::permission_denied(format!(
                 "`{identity}` is outside this mesh's trust domain `{}`",
@@ -64,6 +80,9 @@ impl CaService {
                 .borrow()
                 .node_runs(node, &identity.namespace, &identity.service_account);
         if !allowed {
+            // istiod counts a refused impersonation as an authentication
+            // failure.
+            ca.authentication_failures.inc();
             tracing::warn!(%node, %identity, "refused a certificate: no pod with this identity is scheduled on the calling node");
             return Err(Status::permission_denied(format!(
                 "node `{node}` runs no pod in namespace `{}` with service account `{}`; an agent may only get identities of pods on its own node (check the pod's spec.nodeName)",
@@ -78,12 +97,22 @@ impl CaService {
             .ca
             .sign_workload(&csr, &identity, validity)
             .map_err(|err| {
+                ca.cert_gen_errors.inc();
                 tracing::error!(%node, %identity, error = %err, "signing failed");
                 Status::internal(err.to_string())
             })?;
+        ca.issued.inc();
         tracing::info!(%node, %identity, validity_secs = validity.whole_seconds(), "issued a workload certificate");
         Ok(chain)
     }
+}
+
+/// The expiry (unix seconds) of the first certificate of a PEM bundle:
+/// the CA's root.
+fn root_expiry(bundle_pem: &str) -> Option<i64> {
+    let (_, pem) = x509_parser::pem::parse_x509_pem(bundle_pem.as_bytes()).ok()?;
+    let cert = pem.parse_x509().ok()?;
+    Some(cert.validity().not_after.timestamp())
 }
 
 fn impersonated_identity(request: &IstioCertificateRequest) -> Option<&str> {
@@ -104,9 +133,11 @@ impl IstioCertificateService for CaService {
         &self,
         request: Request<IstioCertificateRequest>,
     ) -> Result<Response<IstioCertificateResponse>, Status> {
+        self.metrics.ca.csr.inc();
         let Some(AuthenticatedNode(node)) =
             request.extensions().get::<AuthenticatedNode>().cloned()
         else {
+            self.metrics.ca.authentication_failures.inc();
             return Err(Status::unauthenticated("no authenticated node"));
         };
         let cert_chain = self.create(&node, request.get_ref())?;

@@ -473,9 +473,14 @@ fn workload_names_follow_the_controller_as_istio_names_them() {
         let m = model(&(CLUSTER.to_string() + "---\n" + &pod(owner, labels)));
         workload(&m, "mesh", "p").workload_name
     };
-    let rs = "{apiVersion: apps/v1, kind: ReplicaSet, name: web-7d4b9c6f5, uid: u, controller: true}";
+    let rs =
+        "{apiVersion: apps/v1, kind: ReplicaSet, name: web-7d4b9c6f5, uid: u, controller: true}";
     assert_eq!(name(rs, "pod-template-hash: 7d4b9c6f5"), "web");
-    assert_eq!(name(rs, ""), "web-7d4b9c6f5", "no hash label: the ReplicaSet");
+    assert_eq!(
+        name(rs, ""),
+        "web-7d4b9c6f5",
+        "no hash label: the ReplicaSet"
+    );
     let job = "{apiVersion: batch/v1, kind: Job, name: nightly-29012345, controller: true}";
     assert_eq!(name(job, ""), "nightly");
     let plain_job = "{apiVersion: batch/v1, kind: Job, name: migrate-1, controller: true}";
@@ -483,5 +488,9 @@ fn workload_names_follow_the_controller_as_istio_names_them() {
     let not_controller = "{apiVersion: v1, kind: ConfigMap, name: cm, controller: false}";
     assert_eq!(name(not_controller, ""), "p");
     let m = model(&(CLUSTER.to_string() + "---\n" + &pod(rs, "pod-template-hash: 7d4b9c6f5")));
-    assert_eq!(workload(&m, "mesh", "p").canonical_name, "web", "defaults to the workload name");
+    assert_eq!(
+        workload(&m, "mesh", "p").canonical_name,
+        "web",
+        "defaults to the workload name"
+    );
 }

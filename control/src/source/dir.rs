@@ -22,7 +22,10 @@ use super::{
     FileError, Snapshot,
     parse::{Outcome, parse_outcomes},
 };
-use crate::kinds::{Object, ObjectKey};
+use crate::{
+    kinds::{Object, ObjectKey},
+    metrics::{ConfigEvent, Metrics},
+};
 
 /// Quiet time after the last file event before re-reading: an editor's
 /// save or `kubectl`-style rewrite is a burst of events.
@@ -74,17 +77,26 @@ pub struct DirSource {
     seq: u64,
     /// Object changes since the last snapshot.
     pending: Vec<(ObjectKey, Option<Object>)>,
+    /// Where object changes are counted.
+    metrics: Option<Arc<Metrics>>,
 }
 
 impl DirSource {
     /// Reads the directory once. Fails only if the directory itself cannot
     /// be read; bad files are recorded in the snapshot.
     pub fn load(root: &Path) -> Result<Self, DirError> {
+        Self::load_counting(root, None)
+    }
+
+    /// As [`DirSource::load`], counting object changes (the first read's
+    /// objects as added) in `metrics`.
+    pub fn load_counting(root: &Path, metrics: Option<Arc<Metrics>>) -> Result<Self, DirError> {
         let mut source = DirSource {
             root: root.to_path_buf(),
             files: BTreeMap::new(),
             seq: 0,
             pending: Vec::new(),
+            metrics,
         };
         source.rescan()?;
         Ok(source)
@@ -241,13 +253,30 @@ impl DirSource {
                     .flat_map(|f| f.good.iter())
                     .find(|x| &x.key() == key)
                     .cloned();
+                let event = match elsewhere {
+                    Some(_) => ConfigEvent::Update,
+                    None => ConfigEvent::Delete,
+                };
+                self.count(key.kind, event);
                 self.pending.push((key.clone(), elsewhere));
             }
         }
         for (key, o) in new_keys {
-            if old.get(&key) != Some(o) {
+            let previous = old.get(&key);
+            if previous != Some(o) {
+                let event = match previous {
+                    Some(_) => ConfigEvent::Update,
+                    None => ConfigEvent::Add,
+                };
+                self.count(key.kind, event);
                 self.pending.push((key, Some(o.clone())));
             }
+        }
+    }
+
+    fn count(&self, kind: &'static str, event: ConfigEvent) {
+        if let Some(metrics) = &self.metrics {
+            metrics.config_event(kind, event);
         }
     }
 

@@ -15,7 +15,7 @@ use super::{
     stream::{DeltaState, Next, check_type},
     syncz::SyncRegistry,
 };
-use crate::{auth::AuthenticatedNode, model::Model};
+use crate::{auth::AuthenticatedNode, metrics::Metrics, model::Model};
 
 type Reply = Result<RawDeltaDiscoveryResponse, Status>;
 
@@ -30,6 +30,7 @@ const FULL_SYNC_HOLD: std::time::Duration = std::time::Duration::from_secs(10);
 pub struct XdsServer {
     model: watch::Receiver<Arc<Model>>,
     syncz: Arc<SyncRegistry>,
+    metrics: Arc<Metrics>,
     shutdown: CancellationToken,
     full_syncs: Arc<tokio::sync::Semaphore>,
 }
@@ -38,11 +39,13 @@ impl XdsServer {
     pub fn new(
         model: watch::Receiver<Arc<Model>>,
         syncz: Arc<SyncRegistry>,
+        metrics: Arc<Metrics>,
         shutdown: CancellationToken,
     ) -> Self {
         Self {
             model,
             syncz,
+            metrics,
             shutdown,
             full_syncs: Arc::new(tokio::sync::Semaphore::new(FULL_SYNCS)),
         }
@@ -68,6 +71,7 @@ impl RawAds for XdsServer {
             peer,
             model: self.model.clone(),
             syncz: Arc::clone(&self.syncz),
+            metrics: Arc::clone(&self.metrics),
             shutdown: self.shutdown.clone(),
             full_syncs: Arc::clone(&self.full_syncs),
             full_sync_done: None,
@@ -85,6 +89,7 @@ struct Stream {
     peer: Option<String>,
     model: watch::Receiver<Arc<Model>>,
     syncz: Arc<SyncRegistry>,
+    metrics: Arc<Metrics>,
     shutdown: CancellationToken,
     full_syncs: Arc<tokio::sync::Semaphore>,
     /// The nonce of the full response holding a permit, and how to
@@ -118,6 +123,7 @@ impl Stream {
             .map(|n| n.id.clone())
             .unwrap_or_default();
         let guard = self.syncz.register(&self.node, &node_id, self.peer.clone());
+        let _connected = self.metrics.xds_connected(istio_version(&first));
         let connection = guard.id();
         tracing::info!(
             connection,
@@ -127,7 +133,7 @@ impl Stream {
             "agent connected"
         );
 
-        let mut state = DeltaState::new(guard);
+        let mut state = DeltaState::new(guard, Arc::clone(&self.metrics));
         let mut request = Some(first);
         loop {
             if let Some(r) = request.take() {
@@ -151,7 +157,9 @@ impl Stream {
                             None
                         };
                         let model = self.model.borrow().clone();
+                        let started = std::time::Instant::now();
                         let responses = state.response(type_url, &model, always);
+                        let pushed = !responses.is_empty();
                         if let (Some(permit), Some(r)) = (permit, responses.last()) {
                             let (done, wait) = tokio::sync::oneshot::channel::<()>();
                             self.full_sync_done = Some((r.nonce.clone(), done));
@@ -170,6 +178,9 @@ impl Stream {
                         if !open {
                             break;
                         }
+                        if pushed {
+                            self.metrics.xds_pushed(type_url, started.elapsed());
+                        }
                     }
                     Err(status) => {
                         tracing::warn!(connection, error = %status.message(), "closing xDS stream");
@@ -186,14 +197,7 @@ impl Stream {
                         break;
                     }
                     let model = self.model.borrow_and_update().clone();
-                    let mut open = true;
-                    for response in state.push(&model) {
-                        if !self.send(Some(response)).await {
-                            open = false;
-                            break;
-                        }
-                    }
-                    if !open {
+                    if !self.push(&mut state, &model).await {
                         break;
                     }
                 }
@@ -205,6 +209,34 @@ impl Stream {
             }
         }
         tracing::info!(connection, "agent disconnected");
+    }
+
+    /// Brings the client to `model`, type by type, counting each type
+    /// pushed and, once all are sent, the convergence time of the model
+    /// change. False once the client is gone or the server drains.
+    async fn push(&self, state: &mut DeltaState, model: &Model) -> bool {
+        let began = self
+            .metrics
+            .change_began(state.synced_version(), &model.version);
+        let mut pushed = false;
+        for (type_url, names) in state.push_types(model) {
+            let started = std::time::Instant::now();
+            let responses = state.push_type(type_url, model, names.as_deref());
+            if responses.is_empty() {
+                continue;
+            }
+            for response in responses {
+                if !self.send(Some(response)).await {
+                    return false;
+                }
+            }
+            self.metrics.xds_pushed(type_url, started.elapsed());
+            pushed = true;
+        }
+        if pushed && let Some(began) = began {
+            self.metrics.converged(began);
+        }
+        true
     }
 
     /// Sends a response (if any); false once the client is gone or the
@@ -224,6 +256,9 @@ impl Stream {
     /// Either way only this stream ends.
     fn broken(&self, status: Status) {
         if status.code() == tonic::Code::Internal {
+            // istiod counts a request that fails to arrive for a reason
+            // other than the client leaving as an internal error.
+            self.metrics.xds_internal_error();
             tracing::warn!(error = %status.message(), "closing xDS stream after a malformed message");
             let _ = self.tx.try_send(Err(Status::invalid_argument(format!(
                 "malformed DeltaDiscoveryRequest: {}",
@@ -232,5 +267,21 @@ impl Stream {
         } else {
             tracing::info!(code = ?status.code(), error = %status.message(), "xDS stream broken; agent gone");
         }
+    }
+}
+
+/// The client's Istio version (`ISTIO_VERSION` in its node metadata, as
+/// istio-proxy and ztunnel send it).
+fn istio_version(request: &DeltaDiscoveryRequest) -> Option<&str> {
+    let field = request
+        .node
+        .as_ref()?
+        .metadata
+        .as_ref()?
+        .fields
+        .get("ISTIO_VERSION")?;
+    match &field.kind {
+        Some(prost_types::value::Kind::StringValue(v)) => Some(v),
+        _ => None,
     }
 }

@@ -23,7 +23,10 @@ use super::{
     syncz::{Nack, StreamGuard, TypeStatus, unix_now},
     view::{ClientView, UNKNOWN_VERSION},
 };
-use crate::model::{Model, XdsResource, full::CHUNK};
+use crate::{
+    metrics::Metrics,
+    model::{Model, XdsResource, full::CHUNK},
+};
 
 /// The types weft serves, in the order a push sends them (workloads
 /// before the policies that name them, services before the routes and
@@ -48,6 +51,7 @@ const NACK_WINDOW: Duration = Duration::from_secs(10);
 /// The whole stream: one [`TypeState`] per subscribed type.
 pub struct DeltaState {
     guard: StreamGuard,
+    metrics: Arc<Metrics>,
     /// The model version the client was last brought to (all types).
     synced: String,
     types: BTreeMap<&'static str, TypeState>,
@@ -107,9 +111,10 @@ pub fn check_type(type_url: &str) -> Result<&'static str, Status> {
 }
 
 impl DeltaState {
-    pub fn new(guard: StreamGuard) -> Self {
+    pub fn new(guard: StreamGuard, metrics: Arc<Metrics>) -> Self {
         DeltaState {
             guard,
+            metrics,
             synced: String::new(),
             types: BTreeMap::new(),
             responses: 0,
@@ -199,6 +204,7 @@ impl DeltaState {
             message,
             "agent rejected (NACKed) an xDS response; it is sent again on the next change"
         );
+        self.metrics.xds_rejected(type_url);
         let state = self.types.get_mut(type_url).expect("subscribed");
         if let Some(i) = state.pending.iter().position(|(n, _, _)| n == nonce) {
             let (_, names, _) = state.pending.remove(i).expect("index in range");
@@ -245,24 +251,50 @@ impl DeltaState {
         Ok(())
     }
 
-    /// The responses that bring every subscribed type to `model`. When
-    /// the stream is at a version the model's history covers, only the
-    /// names changed since are compared; otherwise everything.
-    pub fn push(&mut self, model: &Model) -> Vec<RawDeltaDiscoveryResponse> {
+    /// A push bringing every subscribed type to `model`, one type at a
+    /// time (so each can be timed and counted): the subscribed types with
+    /// the names to compare, each answered with
+    /// [`DeltaState::push_type`]. When the stream is at a version the
+    /// model's history covers, only the names changed since are compared
+    /// (`Some`); otherwise everything (`None`). The stream counts as
+    /// brought to `model`.
+    pub fn push_types<'m>(
+        &mut self,
+        model: &'m Model,
+    ) -> Vec<(&'static str, Option<Vec<&'m str>>)> {
         let changed = model.changed_since(&self.synced);
-        let mut out = Vec::new();
-        for type_url in self.subscribed_types() {
-            let full = self.types.get(type_url).is_some_and(|t| t.needs_full);
-            let names: Option<Vec<&str>> = changed.as_ref().filter(|_| !full).map(|c| {
-                c.iter()
-                    .filter(|(t, _)| *t == type_url)
-                    .map(|(_, n)| *n)
-                    .collect()
-            });
-            out.extend(self.respond(type_url, model, false, names.as_deref()));
-        }
+        let out = self
+            .subscribed_types()
+            .into_iter()
+            .map(|type_url| {
+                let full = self.types.get(type_url).is_some_and(|t| t.needs_full);
+                let names = changed.as_ref().filter(|_| !full).map(|c| {
+                    c.iter()
+                        .filter(|(t, _)| *t == type_url)
+                        .map(|(_, n)| *n)
+                        .collect()
+                });
+                (type_url, names)
+            })
+            .collect();
         self.synced = model.version.clone();
         out
+    }
+
+    /// One type's part of a push (see [`DeltaState::push_types`]).
+    pub fn push_type(
+        &mut self,
+        type_url: &'static str,
+        model: &Model,
+        names: Option<&[&str]>,
+    ) -> Vec<RawDeltaDiscoveryResponse> {
+        self.respond(type_url, model, false, names)
+    }
+
+    /// The model version the client was last brought to (empty before
+    /// its first response).
+    pub fn synced_version(&self) -> &str {
+        &self.synced
     }
 
     /// The types this stream subscribes to.

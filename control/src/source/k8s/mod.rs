@@ -133,12 +133,13 @@ impl SourceStatus {
 
 /// Watches every resource in [`WATCHED`] and publishes snapshots into
 /// `snapshots` (the first once synced) and the status into `status`,
-/// until `shutdown`.
+/// until `shutdown`. Object changes are counted in `metrics`.
 pub async fn run(
     client: kube::Client,
     root_namespace: String,
     snapshots: watch::Sender<Arc<Snapshot>>,
     status: watch::Sender<SourceStatus>,
+    metrics: Arc<crate::metrics::Metrics>,
     shutdown: CancellationToken,
 ) {
     let (reports_tx, mut reports) = mpsc::channel(1024);
@@ -154,7 +155,7 @@ pub async fn run(
     }
     drop(reports_tx);
     status.send_replace(SourceStatus::kubernetes());
-    let mut store = Store::new(WATCHED.len());
+    let mut store = Store::new(WATCHED.len()).counting(metrics);
     let mut synced = false;
     loop {
         let first = tokio::select! {

@@ -300,9 +300,7 @@ async fn watch_version(
             watcher::Config::default().fields(&format!("metadata.name={name}")),
         ),
     };
-    let mut events = watcher(api, config)
-        .default_backoff()
-        .boxed();
+    let mut events = watcher(api, config).default_backoff().boxed();
     // Errors are logged once per run of failures, not at every retry.
     let mut failing: Option<String> = None;
     while let Some(event) = events.next().await {
@@ -471,10 +469,7 @@ mod tests {
 
     #[test]
     fn api_objects_are_validated_like_files() {
-        let virtual_services = WATCHED
-            .iter()
-            .find(|w| w.kind == "VirtualService")
-            .unwrap();
+        let virtual_services = WATCHED.iter().find(|w| w.kind == "VirtualService").unwrap();
         let resource = virtual_services.api_resource("v1beta1");
         let object: DynamicObject = serde_json::from_value(serde_json::json!({
             "metadata": {"name": "r", "namespace": "a", "resourceVersion": "7",

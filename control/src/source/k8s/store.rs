@@ -7,10 +7,14 @@
 //! and one that did not come back is deleted. So a relist that finds what
 //! the source already had publishes nothing.
 
-use std::collections::{BTreeMap, HashSet};
+use std::{
+    collections::{BTreeMap, HashSet},
+    sync::Arc,
+};
 
 use crate::{
     kinds::{Object, ObjectKey},
+    metrics::{ConfigEvent, Metrics},
     source::{FileError, Snapshot},
 };
 
@@ -35,6 +39,8 @@ pub struct Store {
     /// Whether an error appeared or went since the last snapshot.
     errors_changed: bool,
     seq: u64,
+    /// Where object changes are counted.
+    metrics: Option<Arc<Metrics>>,
 }
 
 impl Store {
@@ -42,6 +48,18 @@ impl Store {
         Store {
             relisting: vec![None; resources],
             ..Default::default()
+        }
+    }
+
+    /// Counts object changes (add, update, delete) in `metrics`.
+    pub fn counting(mut self, metrics: Arc<Metrics>) -> Self {
+        self.metrics = Some(metrics);
+        self
+    }
+
+    fn count(&self, kind: &'static str, event: ConfigEvent) {
+        if let Some(metrics) = &self.metrics {
+            metrics.config_event(kind, event);
         }
     }
 
@@ -87,7 +105,13 @@ impl Store {
                     self.errors_changed = true;
                 }
                 if entry.good.as_ref() != Some(&object) {
+                    let event = if entry.good.is_some() {
+                        ConfigEvent::Update
+                    } else {
+                        ConfigEvent::Add
+                    };
                     entry.good = Some(object.clone());
+                    self.count(key.kind, event);
                     self.pending.push((key, Some(object)));
                 }
             }
@@ -114,6 +138,7 @@ impl Store {
                 self.errors_changed = true;
             }
             if entry.good.is_some() {
+                self.count(key.kind, ConfigEvent::Delete);
                 self.pending.push((key.clone(), None));
             }
         }
@@ -223,5 +248,28 @@ mod tests {
         let snapshot = store.snapshot(true);
         assert!(snapshot.objects.is_empty() && snapshot.errors.is_empty());
         assert_eq!(snapshot.changes.unwrap().len(), 1);
+    }
+
+    #[test]
+    fn changes_are_counted_as_added_updated_deleted() {
+        let metrics = Arc::new(Metrics::new());
+        let mut store = Store::new(1).counting(Arc::clone(&metrics));
+        let (ka, a) = namespace("a", "1");
+        let (_, a2) = namespace("a", "2");
+        store.relist_started(0);
+        store.apply(0, ka.clone(), Ok(a.clone()));
+        store.relist_done(0, "Namespace");
+        // The same object again, and a rejected version: no event.
+        store.apply(0, ka.clone(), Ok(a));
+        store.apply(0, ka.clone(), Err(rejected(&ka)));
+        store.apply(0, ka.clone(), Ok(a2));
+        // A relist that does not find it: deleted.
+        store.relist_started(0);
+        store.relist_done(0, "Namespace");
+        let (_, text) = metrics.render(None, &Snapshot::default());
+        for event in ["add", "update", "delete"] {
+            let line = format!("pilot_k8s_reg_events{{type=\"Namespaces\",event=\"{event}\"}} 1");
+            assert!(text.lines().any(|l| l == line), "{line} in\n{text}");
+        }
     }
 }
