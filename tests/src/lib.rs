@@ -39,6 +39,7 @@ mod cluster;
 mod cni;
 mod config;
 mod control;
+pub mod dashboards;
 pub mod httpapp;
 pub mod jwt;
 mod kube;
@@ -49,6 +50,7 @@ mod pod;
 mod preflight;
 mod probe;
 mod process;
+pub mod prometheus;
 mod topology;
 mod wait;
 

@@ -7,12 +7,18 @@ use std::{path::Path, process::Command};
 use anyhow::{Context as _, bail};
 
 /// Debian packages: LLVM 22 for bpf-linker, the network tools the
-/// simulated cluster and its captures use.
+/// simulated cluster and its captures use, and Prometheus (2.42), which
+/// `weft_sim::prometheus` runs privately per test to scrape the mesh and
+/// check the dashboards' PromQL. Debian's package also installs a system
+/// service on :9090 (started only where systemd runs); the tests never use
+/// it: each starts its own Prometheus on a free loopback port with its own
+/// TSDB directory.
 const PACKAGES: &[(&str, &str)] = &[
     ("llvm-22-dev", "/usr/lib/llvm-22/bin/llvm-config"),
     ("libpolly-22-dev", "/usr/lib/llvm-22/lib/libPolly.a"),
     ("iproute2", "/usr/sbin/ip"),
     ("tcpdump", "/usr/bin/tcpdump"),
+    ("prometheus", "/usr/bin/prometheus"),
 ];
 
 const BPF_LINKER_VERSION: &str = "0.13.0";
@@ -212,7 +218,7 @@ pub fn run() -> anyhow::Result<()> {
         run_cmd(Command::new("mount").args(["-t", "bpf", "bpf", "/sys/fs/bpf"]))?;
     }
     println!(
-        "xtask setup: done (nightly rust-src, bpf-linker {BPF_LINKER_VERSION}, LLVM 22, iproute2, tcpdump, Python packages, bpffs)"
+        "xtask setup: done (nightly rust-src, bpf-linker {BPF_LINKER_VERSION}, LLVM 22, iproute2, tcpdump, prometheus, Python packages, bpffs)"
     );
     Ok(())
 }
