@@ -1,5 +1,6 @@
-//! HTTP endpoints for operators: readiness (`0.0.0.0:15021`) and the admin
-//! API (`127.0.0.1:15000`: `/config`, `/config_dump`, `/stats`).
+//! HTTP endpoints for operators: readiness (`0.0.0.0:15021`), metrics
+//! (`0.0.0.0:15020/stats/prometheus`) and the admin API
+//! (`127.0.0.1:15000`: `/config`, `/config_dump`, `/stats`).
 
 use std::{
     convert::Infallible,
@@ -62,6 +63,47 @@ pub struct AdminState {
     pub enroller: tokio::sync::OnceCell<Arc<Enroller>>,
     /// Routes and destination policies (L7), once the xDS client has them.
     pub l7: tokio::sync::OnceCell<Arc<crate::l7::L7Config>>,
+    /// The xDS stream is up.
+    pub xds_connected: tokio::sync::OnceCell<Arc<AtomicBool>>,
+    /// The eBPF programs and maps, once loaded.
+    pub redirector: tokio::sync::OnceCell<Arc<crate::redirect::Redirector>>,
+}
+
+impl AdminState {
+    /// The agent's state for a scrape.
+    fn health(&self) -> crate::metrics::Health {
+        let (workloads, services) = self.store.counts();
+        crate::metrics::Health {
+            xds_connected: self
+                .xds_connected
+                .get()
+                .is_some_and(|c| c.load(Ordering::Relaxed)),
+            workloads: workloads as u64,
+            services: services as u64,
+            pods_enrolled: self.enroller.get().and_then(|e| e.enrolled_count()),
+            certificates: self.secrets.get().map(|s| s.expiries()).unwrap_or_default(),
+            // The background count's cache: no map is walked here.
+            maps: self
+                .redirector
+                .get()
+                .map(|r| r.map_occupancy())
+                .unwrap_or_default()
+                .into_iter()
+                .map(|m| (m.map.to_string(), m.entries, m.capacity))
+                .collect(),
+        }
+    }
+}
+
+/// Which endpoints a listener serves.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Endpoints {
+    /// `/healthz/ready` only (any address).
+    Readiness,
+    /// `/stats/prometheus` (any address; what Prometheus scrapes).
+    Metrics,
+    /// Everything, the admin API included (localhost only).
+    Admin,
 }
 
 fn reply(status: StatusCode, content_type: &str, body: impl Into<Bytes>) -> Response<Full<Bytes>> {
@@ -82,10 +124,26 @@ fn json(value: &serde_json::Value) -> Response<Full<Bytes>> {
 
 async fn route(
     state: Arc<AdminState>,
-    admin: bool,
+    endpoints: Endpoints,
     request: Request<Incoming>,
 ) -> Result<Response<Full<Bytes>>, Infallible> {
+    let admin = endpoints == Endpoints::Admin;
+    let metrics = admin || endpoints == Endpoints::Metrics;
     let response = match (admin, request.uri().path()) {
+        (_, "/stats/prometheus") if metrics => {
+            let accept = request
+                .headers()
+                .get(http::header::ACCEPT)
+                .and_then(|v| v.to_str().ok());
+            let openmetrics = weft_proto::exposition::wants_openmetrics(accept);
+            let text = state.metrics.encode(state.health(), openmetrics);
+            let content_type = if openmetrics {
+                weft_proto::exposition::OPENMETRICS
+            } else {
+                weft_proto::exposition::PROMETHEUS_TEXT
+            };
+            reply(StatusCode::OK, content_type, text)
+        }
         (_, "/healthz/ready") => {
             let missing = state.readiness.missing();
             if missing.is_empty() {
@@ -118,16 +176,16 @@ async fn route(
     Ok(response)
 }
 
-/// Serves HTTP/1.1 on `listener` until the process ends. `admin` exposes
-/// the admin paths (only on the localhost listener).
-pub async fn serve(listener: TcpListener, state: Arc<AdminState>, admin: bool) {
+/// Serves HTTP/1.1 on `listener` until the process ends, with the
+/// `endpoints` of that listener.
+pub async fn serve(listener: TcpListener, state: Arc<AdminState>, endpoints: Endpoints) {
     loop {
         let Ok((stream, _)) = listener.accept().await else {
             continue;
         };
         let state = state.clone();
         tokio::spawn(async move {
-            let service = service_fn(move |request| route(state.clone(), admin, request));
+            let service = service_fn(move |request| route(state.clone(), endpoints, request));
             let _ = hyper::server::conn::http1::Builder::new()
                 .serve_connection(TokioIo::new(stream), service)
                 .await;

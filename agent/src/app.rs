@@ -66,6 +66,8 @@ impl App {
             secrets: tokio::sync::OnceCell::new(),
             enroller: tokio::sync::OnceCell::new(),
             l7: tokio::sync::OnceCell::new(),
+            xds_connected: tokio::sync::OnceCell::new(),
+            redirector: tokio::sync::OnceCell::new(),
         });
         let readiness_listener = admin::bind(config.readiness_addr)
             .await
@@ -73,13 +75,30 @@ impl App {
         let admin_listener = admin::bind(config.admin_addr)
             .await
             .map_err(io("admin endpoint"))?;
-        tokio::spawn(admin::serve(readiness_listener, admin_state.clone(), false));
-        tokio::spawn(admin::serve(admin_listener, admin_state.clone(), true));
+        let metrics_listener = admin::bind(config.metrics_addr)
+            .await
+            .map_err(io("metrics endpoint"))?;
+        tokio::spawn(admin::serve(
+            readiness_listener,
+            admin_state.clone(),
+            admin::Endpoints::Readiness,
+        ));
+        tokio::spawn(admin::serve(
+            metrics_listener,
+            admin_state.clone(),
+            admin::Endpoints::Metrics,
+        ));
+        tokio::spawn(admin::serve(
+            admin_listener,
+            admin_state.clone(),
+            admin::Endpoints::Admin,
+        ));
 
         let redirector = Arc::new(Redirector::load(&RedirectConfig {
             bpffs_dir: config.bpffs_dir.clone(),
             cgroup: config.cgroup.clone(),
         })?);
+        let _ = admin_state.redirector.set(redirector.clone());
         // Kubelet probes come from the node's own addresses; as in Istio,
         // they reach apps directly.
         let host_ips = sys::local_ipv4_addresses().map_err(io("listing the node's addresses"))?;
@@ -108,6 +127,7 @@ impl App {
             l7_config.clone(),
         );
         let mut synced = xds.synced();
+        let _ = admin_state.xds_connected.set(xds.connected());
         tokio::spawn(xds.run());
 
         let pool = Arc::new(Pool::default());

@@ -103,6 +103,10 @@ pub struct Config {
     #[arg(long, env = "WEFT_READINESS_ADDR", default_value = "0.0.0.0:15021")]
     pub readiness_addr: SocketAddr,
 
+    /// Prometheus metrics (`GET /stats/prometheus`), as ztunnel serves them.
+    #[arg(long, env = "WEFT_METRICS_ADDR", default_value = "0.0.0.0:15020")]
+    pub metrics_addr: SocketAddr,
+
     /// How long a pod ADD waits for the control plane to describe the pod
     /// before the pod's start fails.
     #[arg(long, env = "WEFT_WORKLOAD_WAIT", default_value = "30s", value_parser = parse_duration)]

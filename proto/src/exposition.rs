@@ -51,7 +51,9 @@ pub fn to_prometheus_text(openmetrics: &str) -> String {
             let (name, help) = rest.split_once(' ').unwrap_or((rest, ""));
             out.push_str(&format!("# HELP {} {help}\n", rename(name)));
         } else {
-            let sample = line.split_once(" # ").map_or(line, |(sample, _exemplar)| sample);
+            let sample = line
+                .split_once(" # ")
+                .map_or(line, |(sample, _exemplar)| sample);
             let name = sample.split(['{', ' ']).next().unwrap_or_default();
             let created = name
                 .strip_suffix("_created")

@@ -138,6 +138,20 @@ impl Node {
             .with_context(|| format!("{}: GET {path} is not JSON: {body}", self.name))
     }
 
+    /// The agent's metrics (`<node IP>:15020/stats/prometheus`), in the
+    /// classic Prometheus text format.
+    pub fn agent_metrics(&self) -> Result<String> {
+        let addr = SocketAddr::from((self.ip(), 15020));
+        let (status, body) = crate::probe::http_get(&self.netns, addr, "/stats/prometheus")?;
+        if status != 200 {
+            bail!(
+                "{}: GET /stats/prometheus answered {status}: {body}",
+                self.name
+            );
+        }
+        Ok(body)
+    }
+
     /// The agent's whole log so far.
     pub fn agent_log(&self) -> String {
         match self.lock_agent().as_ref() {

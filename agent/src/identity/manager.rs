@@ -154,6 +154,22 @@ impl SecretManager {
         }
     }
 
+    /// Per identity held: its certificate's expiry, in Unix seconds.
+    pub fn expiries(&self) -> Vec<(String, u64)> {
+        let certs = self.certs.lock().expect("certs lock");
+        certs
+            .iter()
+            .map(|(identity, entry)| {
+                let expiry = entry
+                    .cert
+                    .not_after
+                    .duration_since(std::time::UNIX_EPOCH)
+                    .map_or(0, |d| d.as_secs());
+                (identity.to_string(), expiry)
+            })
+            .collect()
+    }
+
     /// The identities held and their certificates' validity, for the
     /// admin API.
     pub fn dump(&self) -> serde_json::Value {

@@ -550,6 +550,13 @@ impl Enroller {
     }
 
     /// The pods known, for the admin API.
+    /// How many pods are enrolled; `None` while an enrolment holds the
+    /// pods (a scrape does not wait for it).
+    pub fn enrolled_count(&self) -> Option<u64> {
+        let pods = self.pods.try_lock().ok()?;
+        Some(pods.values().filter(|p| p.enrolled.is_some()).count() as u64)
+    }
+
     pub async fn dump(&self) -> serde_json::Value {
         let pods = self.pods.lock().await;
         let mut list: Vec<serde_json::Value> = pods

@@ -261,6 +261,75 @@ fn wake_all(waiting: &mut Vec<Waker>) {
     }
 }
 
+/// `body`, calling `done` once when it ends (or fails, or is dropped
+/// unfinished) with the data bytes it carried and the `grpc-status` of its
+/// trailers: where a response's metrics are recorded.
+pub fn on_end<F>(body: Body, done: F) -> Body
+where
+    F: FnOnce(u64, Option<u32>) + Send + Sync + Unpin + 'static,
+{
+    boxed(OnEnd {
+        inner: body,
+        bytes: 0,
+        grpc_status: None,
+        done: Some(done),
+    })
+}
+
+struct OnEnd<F: FnOnce(u64, Option<u32>)> {
+    inner: Body,
+    bytes: u64,
+    grpc_status: Option<u32>,
+    done: Option<F>,
+}
+
+impl<F: FnOnce(u64, Option<u32>)> OnEnd<F> {
+    fn finish(&mut self) {
+        if let Some(done) = self.done.take() {
+            done(self.bytes, self.grpc_status);
+        }
+    }
+}
+
+impl<F: FnOnce(u64, Option<u32>) + Unpin> HttpBody for OnEnd<F> {
+    type Data = Bytes;
+    type Error = BoxError;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
+        let polled = Pin::new(&mut self.inner).poll_frame(cx);
+        match &polled {
+            Poll::Ready(Some(Ok(frame))) => {
+                if let Some(data) = frame.data_ref() {
+                    self.bytes += data.len() as u64;
+                }
+                if let Some(trailers) = frame.trailers_ref() {
+                    self.grpc_status = super::reply::grpc_status(trailers);
+                }
+            }
+            Poll::Ready(None) | Poll::Ready(Some(Err(_))) => self.finish(),
+            Poll::Pending => {}
+        }
+        polled
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.inner.size_hint()
+    }
+}
+
+impl<F: FnOnce(u64, Option<u32>)> Drop for OnEnd<F> {
+    fn drop(&mut self) {
+        self.finish();
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -88,7 +88,7 @@ pub async fn handle(
     down: Arc<Downstream>,
     ctx: Arc<ProxyContext>,
 ) -> Result<Response<Body>, BoxError> {
-    let mut record = Record::start(&request, &down);
+    let mut record = Record::start(&request, &down, &ctx);
     let grpc = super::reply::is_grpc(request.headers());
     match route(request, &down, &ctx, &mut record, grpc).await {
         Ok(response) => Ok(record.finish(response)),

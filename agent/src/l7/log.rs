@@ -1,7 +1,8 @@
 //! The access log of L7 requests: one line per request, written when the
 //! response has been sent (or the stream reset), with Envoy's fields that
 //! Istio users read: method, authority, path, status, response flags,
-//! route, destination and subset, upstream endpoint, attempts.
+//! route, destination and subset, upstream endpoint, attempts. The same
+//! moment records Istio's request metrics (`reporter="source"`).
 
 use std::{
     net::SocketAddr,
@@ -20,7 +21,23 @@ use super::{
     reply::{Flag, Flags, Replied},
     route::{Destination, HttpRoute},
 };
-use crate::state::Identity;
+use crate::{
+    metrics::{
+        Metrics,
+        traffic::{Peer, Reporter, RequestOutcome, RequestProtocol, SecurityPolicy, TrafficLabels},
+    },
+    proxy::ProxyContext,
+    state::{Identity, Service, Workload, WorkloadStore},
+};
+
+/// What the request metrics need besides the record itself.
+struct Telemetry {
+    metrics: std::sync::Arc<Metrics>,
+    store: std::sync::Arc<WorkloadStore>,
+    source: std::sync::Arc<Workload>,
+    service: std::sync::Arc<Service>,
+    protocol: RequestProtocol,
+}
 
 /// What is known of one request, filled in as it goes.
 pub struct Record {
@@ -40,10 +57,13 @@ pub struct Record {
     attempts: u32,
     status: Option<StatusCode>,
     grpc_status: Option<u32>,
+    /// The request body's size (its `content-length`, when it has one).
+    request_bytes: u64,
+    telemetry: Telemetry,
 }
 
 impl Record {
-    pub fn start<B>(request: &Request<B>, down: &Downstream) -> Record {
+    pub fn start<B>(request: &Request<B>, down: &Downstream, ctx: &ProxyContext) -> Record {
         let authority = request
             .uri()
             .authority()
@@ -76,6 +96,24 @@ impl Record {
             attempts: 0,
             status: None,
             grpc_status: None,
+            request_bytes: request
+                .headers()
+                .get(http::header::CONTENT_LENGTH)
+                .and_then(|v| v.to_str().ok()?.parse().ok())
+                .unwrap_or(0),
+            telemetry: Telemetry {
+                metrics: ctx.metrics.clone(),
+                store: ctx.store.clone(),
+                source: down.pod.current(ctx),
+                service: down.service.clone(),
+                // As Istio: gRPC by the request's content type, whatever
+                // the port declares.
+                protocol: if super::reply::is_grpc(request.headers()) {
+                    RequestProtocol::grpc
+                } else {
+                    RequestProtocol::http
+                },
+            },
         }
     }
 
@@ -125,7 +163,41 @@ impl Record {
         self.write(0);
     }
 
+    /// Istio's request metrics for this request, as its source reports
+    /// them: the destination is the endpoint of the last attempt.
+    fn count(&self, response_bytes: u64) {
+        let t = &self.telemetry;
+        let destination = self.upstream.and_then(|a| t.store.workload_by_ip(a.ip()));
+        let security = match &destination {
+            Some(w) if w.hbone => SecurityPolicy::mutual_tls,
+            _ => SecurityPolicy::unknown,
+        };
+        let labels = TrafficLabels::new(
+            Reporter::source,
+            Peer::workload(&t.source),
+            destination
+                .as_deref()
+                .map(Peer::workload)
+                .unwrap_or_default(),
+            Some(&t.service),
+            t.protocol,
+            security,
+        )
+        .with_flags(&self.flags.to_string());
+        t.metrics.traffic.request(
+            &labels,
+            RequestOutcome {
+                status: self.status.map_or(0, |s| s.as_u16()),
+                grpc_status: self.grpc_status,
+                duration: self.started.elapsed(),
+                request_bytes: self.request_bytes,
+                response_bytes,
+            },
+        );
+    }
+
     fn write(&self, bytes_sent: u64) {
+        self.count(bytes_sent);
         let duration_ms = self.started.elapsed().as_millis() as u64;
         let status = self.status.map_or(0, |s| s.as_u16());
         let upstream = self

@@ -1,7 +1,21 @@
-//! Counters the proxy keeps; served as JSON by the admin API (`/stats`)
-//! until the telemetry work exposes them to Prometheus.
+//! What the agent counts: Istio's traffic metrics ([`traffic`]) and its
+//! own health (connections active, denials by reason, request verdicts,
+//! xDS and certificate state). Served on `:15020/stats/prometheus` in the
+//! Prometheus formats ([`Metrics::encode`]); the health counters also as
+//! JSON on the admin API (`/stats`).
+
+pub mod traffic;
 
 use std::sync::atomic::{AtomicU64, Ordering};
+
+use prometheus_client::{
+    collector::Collector,
+    encoding::{DescriptorEncoder, EncodeMetric},
+    metrics::{MetricType, counter::ConstCounter, gauge::ConstGauge},
+    registry::Registry,
+};
+
+pub use traffic::Traffic;
 
 /// Why a connection was refused; one counter each.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -80,8 +94,12 @@ impl RequestVerdict {
 }
 
 /// The agent's counters.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub struct Metrics {
+    /// Istio's `istio_tcp_*` and `istio_request*` families.
+    pub traffic: Traffic,
+    /// Where `traffic` is registered.
+    registry: Registry,
     denials: [AtomicU64; 7],
     /// Requests at HTTP ports' authorization, by [`RequestVerdict`].
     requests: [AtomicU64; 4],
@@ -101,7 +119,198 @@ impl Drop for ActiveConnection<'_> {
     }
 }
 
+impl Default for Metrics {
+    fn default() -> Self {
+        let traffic = Traffic::default();
+        let mut registry = Registry::default();
+        traffic.register(&mut registry);
+        Metrics {
+            traffic,
+            registry,
+            denials: Default::default(),
+            requests: Default::default(),
+            active: AtomicU64::new(0),
+            bad_requests: AtomicU64::new(0),
+        }
+    }
+}
+
+/// What a scrape reports of the agent's state besides its counters.
+#[derive(Debug, Clone, Default)]
+pub struct Health {
+    /// The xDS stream to the control plane is up.
+    pub xds_connected: bool,
+    /// Workloads and services the agent knows.
+    pub workloads: u64,
+    pub services: u64,
+    /// Pods enrolled on this node (`None`: not known at this instant).
+    pub pods_enrolled: Option<u64>,
+    /// Per identity held: its certificate's expiry (Unix seconds).
+    pub certificates: Vec<(String, u64)>,
+    /// Per eBPF map loaded: (name, entries, capacity), as last counted.
+    pub maps: Vec<(String, u64, u64)>,
+}
+
+/// The health families, encoded at scrape time from a [`Health`] snapshot
+/// and the counters.
+#[derive(Debug)]
+struct HealthCollector {
+    health: Health,
+    active: u64,
+    denials: Vec<(&'static str, u64)>,
+    requests: Vec<(&'static str, u64)>,
+    bad_requests: u64,
+}
+
+impl Collector for HealthCollector {
+    fn encode(&self, mut encoder: DescriptorEncoder) -> Result<(), std::fmt::Error> {
+        let gauge = |encoder: &mut DescriptorEncoder, name: &str, help: &str, value: u64| {
+            let metric = ConstGauge::new(i64::try_from(value).unwrap_or(i64::MAX));
+            metric.encode(encoder.encode_descriptor(name, help, None, MetricType::Gauge)?)
+        };
+        gauge(
+            &mut encoder,
+            "weft_agent_connections_active",
+            "Connections being proxied now",
+            self.active,
+        )?;
+        gauge(
+            &mut encoder,
+            "weft_agent_xds_connected",
+            "1 while the xDS stream to the control plane is up",
+            u64::from(self.health.xds_connected),
+        )?;
+        gauge(
+            &mut encoder,
+            "weft_agent_workloads",
+            "Workloads known",
+            self.health.workloads,
+        )?;
+        gauge(
+            &mut encoder,
+            "weft_agent_services",
+            "Services known",
+            self.health.services,
+        )?;
+        if let Some(pods) = self.health.pods_enrolled {
+            gauge(
+                &mut encoder,
+                "weft_agent_pods_enrolled",
+                "Pods enrolled on this node",
+                pods,
+            )?;
+        }
+        let mut labelled =
+            |name: &str, help: &str, label: &str, kind: MetricType, values: &[(&str, u64)]| {
+                let mut family = encoder.encode_descriptor(name, help, None, kind)?;
+                for (value, n) in values {
+                    let labels = [(label, *value)];
+                    let encoder = family.encode_family(&labels)?;
+                    match kind {
+                        MetricType::Counter => ConstCounter::new(*n).encode(encoder)?,
+                        _ => ConstGauge::new(i64::try_from(*n).unwrap_or(i64::MAX))
+                            .encode(encoder)?,
+                    }
+                }
+                Ok::<(), std::fmt::Error>(())
+            };
+        labelled(
+            "weft_agent_connections_denied",
+            "Connections refused, by reason",
+            "reason",
+            MetricType::Counter,
+            &self.denials,
+        )?;
+        labelled(
+            "weft_agent_requests_authorized",
+            "Requests at HTTP ports' authorization, by verdict",
+            "verdict",
+            MetricType::Counter,
+            &self.requests,
+        )?;
+        let certificates: Vec<(&str, u64)> = self
+            .health
+            .certificates
+            .iter()
+            .map(|(identity, expiry)| (identity.as_str(), *expiry))
+            .collect();
+        labelled(
+            "weft_agent_certificate_expiry_timestamp_seconds",
+            "When each workload certificate held expires (Unix time)",
+            "identity",
+            MetricType::Gauge,
+            &certificates,
+        )?;
+        let entries: Vec<(&str, u64)> = self
+            .health
+            .maps
+            .iter()
+            .map(|(map, entries, _)| (map.as_str(), *entries))
+            .collect();
+        labelled(
+            "weft_agent_ebpf_map_entries",
+            "Entries in each eBPF map, counted every 10 seconds",
+            "map",
+            MetricType::Gauge,
+            &entries,
+        )?;
+        let capacity: Vec<(&str, u64)> = self
+            .health
+            .maps
+            .iter()
+            .map(|(map, _, capacity)| (map.as_str(), *capacity))
+            .collect();
+        labelled(
+            "weft_agent_ebpf_map_capacity",
+            "Maximum entries of each eBPF map (its max_entries)",
+            "map",
+            MetricType::Gauge,
+            &capacity,
+        )?;
+        ConstCounter::new(self.bad_requests).encode(encoder.encode_descriptor(
+            "weft_agent_http_bad_requests",
+            "Malformed HTTP requests from apps, answered by the proxy",
+            None,
+            MetricType::Counter,
+        )?)
+    }
+}
+
 impl Metrics {
+    /// Everything, as OpenMetrics text, or in the classic text format
+    /// unless `openmetrics`.
+    pub fn encode(&self, health: Health, openmetrics: bool) -> String {
+        let mut text = String::new();
+        let mut scrape = Registry::default();
+        scrape.register_collector(Box::new(HealthCollector {
+            health,
+            active: self.active_connections(),
+            denials: Denial::ALL
+                .iter()
+                .map(|d| (d.name(), self.denials(*d)))
+                .collect(),
+            requests: RequestVerdict::ALL
+                .iter()
+                .map(|v| (v.name(), self.requests(*v)))
+                .collect(),
+            bad_requests: self.bad_requests(),
+        }));
+        use prometheus_client::encoding::text::{encode_eof, encode_registry};
+        let encoded = encode_registry(&mut text, &self.registry)
+            .and_then(|()| encode_registry(&mut text, &scrape))
+            .and_then(|()| encode_eof(&mut text));
+        if let Err(err) = encoded {
+            // Writing to a String cannot fail; a label value that cannot be
+            // encoded would be a bug.
+            tracing::error!(error = %err, "encoding metrics failed");
+        }
+        if openmetrics {
+            text
+        } else {
+            weft_proto::exposition::to_prometheus_text(&text)
+        }
+    }
+
     /// Marks a connection as being proxied until the guard drops.
     pub fn track(&self) -> ActiveConnection<'_> {
         self.active.fetch_add(1, Ordering::Relaxed);
@@ -153,5 +362,60 @@ impl Metrics {
             "connections_active": self.active_connections(),
             "http_bad_requests": self.bad_requests(),
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ebpf_map_occupancy_is_one_gauge_pair_per_map() {
+        let health = Health {
+            maps: vec![
+                ("WEFT_ENROLLED".into(), 3, 16_384),
+                ("WEFT_INBOUND".into(), 2, 16_384),
+                ("WEFT_DST_PORT".into(), 0, 65_536),
+            ],
+            ..Health::default()
+        };
+        let text = Metrics::default().encode(health, false);
+        for line in [
+            "# TYPE weft_agent_ebpf_map_entries gauge",
+            "weft_agent_ebpf_map_entries{map=\"WEFT_ENROLLED\"} 3",
+            "weft_agent_ebpf_map_entries{map=\"WEFT_INBOUND\"} 2",
+            "weft_agent_ebpf_map_entries{map=\"WEFT_DST_PORT\"} 0",
+            "# TYPE weft_agent_ebpf_map_capacity gauge",
+            "weft_agent_ebpf_map_capacity{map=\"WEFT_ENROLLED\"} 16384",
+            "weft_agent_ebpf_map_capacity{map=\"WEFT_INBOUND\"} 16384",
+            "weft_agent_ebpf_map_capacity{map=\"WEFT_DST_PORT\"} 65536",
+        ] {
+            assert!(
+                text.lines().any(|l| l == line),
+                "missing {line:?} in:\n{text}"
+            );
+        }
+        let openmetrics = Metrics::default().encode(
+            Health {
+                maps: vec![("WEFT_HOST_SRC".into(), 1, 64)],
+                ..Health::default()
+            },
+            true,
+        );
+        assert!(
+            openmetrics
+                .lines()
+                .any(|l| l == "weft_agent_ebpf_map_capacity{map=\"WEFT_HOST_SRC\"} 64"),
+            "{openmetrics}"
+        );
+    }
+
+    #[test]
+    fn no_maps_no_samples() {
+        let text = Metrics::default().encode(Health::default(), false);
+        assert!(
+            !text.lines().any(|l| l.starts_with("weft_agent_ebpf_map_")),
+            "{text}"
+        );
     }
 }

@@ -5,7 +5,15 @@
 use std::{net::SocketAddr, sync::Arc, time::Duration};
 
 use super::{PodContext, ProxyContext, delivery, hbone};
-use crate::{identity::tls, metrics::Denial, policy::Connection, state::Identity};
+use crate::{
+    identity::tls,
+    metrics::{
+        Denial,
+        traffic::{RequestProtocol, SecurityPolicy},
+    },
+    policy::Connection,
+    state::Identity,
+};
 use bytes::Bytes;
 use h2::{RecvStream, server::SendResponse};
 use http::{Method, Request, Response, StatusCode};
@@ -235,8 +243,20 @@ async fn stream_request(
     let Some(tunnel) = accept(responder, request, peer) else {
         return;
     };
+    let labels = pod.inbound_labels(
+        &ctx,
+        peer.ip(),
+        Some(&client),
+        target.port(),
+        RequestProtocol::tcp,
+        SecurityPolicy::mutual_tls,
+    );
+    let record = ctx.metrics.traffic.tcp_open(&labels);
     let started = std::time::Instant::now();
     let result = hbone::splice(app.stream, tunnel).await;
+    if let Ok((to_client, from_client)) = &result {
+        record.close(*from_client, *to_client);
+    }
     // The access log: one line per connection, with both identities.
     let duration_ms = started.elapsed().as_millis() as u64;
     match result {

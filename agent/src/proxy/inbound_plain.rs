@@ -10,7 +10,10 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio_util::sync::CancellationToken;
 
 use super::{PodContext, ProxyContext, delivery};
-use crate::policy::Connection;
+use crate::{
+    metrics::traffic::{RequestProtocol, SecurityPolicy},
+    policy::Connection,
+};
 
 /// Accepts steered connections until `cancel` fires.
 pub async fn serve(
@@ -82,7 +85,19 @@ async fn handle(stream: TcpStream, peer: SocketAddr, pod: Arc<PodContext>, ctx: 
             return super::outbound::reset(stream);
         }
     };
+    let labels = pod.inbound_labels(
+        &ctx,
+        peer.ip(),
+        None,
+        target.port(),
+        RequestProtocol::tcp,
+        SecurityPolicy::none,
+    );
+    let record = ctx.metrics.traffic.tcp_open(&labels);
     let result = crate::sys::splice::relay(&stream, &app.stream).await;
+    if let Ok((from_client, to_client)) = &result {
+        record.close(*from_client, *to_client);
+    }
     let duration_ms = started.elapsed().as_millis() as u64;
     match result {
         Ok((from_client, to_client)) => tracing::info!(

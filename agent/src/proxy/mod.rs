@@ -25,6 +25,7 @@ use weft_ebpf_common::DeliveryKey;
 
 use crate::{
     identity::SecretManager,
+    metrics::traffic::{Peer, Reporter, RequestProtocol, SecurityPolicy, TrafficLabels},
     state::{Identity, Workload, WorkloadStore},
     sys::Netns,
 };
@@ -146,6 +147,37 @@ impl PodContext {
     /// The authorization policies that apply to this pod now.
     pub fn policies(&self, ctx: &ProxyContext) -> Vec<Arc<crate::policy::Policy>> {
         ctx.store.policies_for(&self.current(ctx))
+    }
+
+    /// Istio's labels for a connection this pod accepted on `port`
+    /// (`reporter="destination"`): the client is the workload at its
+    /// address, if its proven identity (when it has one) agrees.
+    pub fn inbound_labels(
+        &self,
+        ctx: &ProxyContext,
+        client_ip: std::net::IpAddr,
+        client: Option<&Identity>,
+        port: u16,
+        protocol: RequestProtocol,
+        security: SecurityPolicy,
+    ) -> TrafficLabels {
+        let me = self.current(ctx);
+        let source = ctx
+            .store
+            .workload_by_ip(client_ip)
+            .filter(|w| client.is_none_or(|id| *id == w.identity));
+        let service = ctx.store.service_for_target(&me, port);
+        TrafficLabels::new(
+            Reporter::destination,
+            Peer {
+                workload: source.as_deref(),
+                identity: client,
+            },
+            Peer::workload(&me),
+            service.as_deref(),
+            protocol,
+            security,
+        )
     }
 
     /// What `port` of this pod speaks, when a Service it backs declares it

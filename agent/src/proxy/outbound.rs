@@ -16,7 +16,10 @@ use weft_ebpf_common::{HBONE_PORT, OUTBOUND_MARK};
 
 use super::{PodContext, ProxyContext, delivery, hbone, pool::PoolKey};
 use crate::{
-    metrics::Denial,
+    metrics::{
+        Denial,
+        traffic::{Peer, Reporter, RequestProtocol, SecurityPolicy, TrafficLabels},
+    },
     state::{Resolved, Workload},
     sys::{self, sockopt},
 };
@@ -81,6 +84,9 @@ async fn handle(stream: TcpStream, peer: SocketAddr, pod: Arc<PodContext>, ctx: 
         resolved = rerouted;
         _picked = picked;
     }
+    // Istio's TCP metrics, `reporter="source"` (HTTP ports count requests
+    // instead, in the L7 proxy).
+    let record = source_labels(&pod, &ctx, &resolved).map(|l| ctx.metrics.traffic.tcp_open(&l));
     let (result, dst, dst_identity, protocol) = match resolved {
         // A Service port declared HTTP: terminated here, routed per request.
         Resolved::Http { service, protocol } => {
@@ -122,6 +128,9 @@ async fn handle(stream: TcpStream, peer: SocketAddr, pod: Arc<PodContext>, ctx: 
             return reset(stream);
         }
     };
+    if let (Some(record), Ok((sent, received))) = (record, &result) {
+        record.close(*sent, *received);
+    }
     // The access log: one line per connection, with both identities.
     let duration_ms = started.elapsed().as_millis() as u64;
     match result {
@@ -134,6 +143,39 @@ async fn handle(stream: TcpStream, peer: SocketAddr, pod: Arc<PodContext>, ctx: 
             duration_ms, error = %err, "outbound connection failed"
         ),
     }
+}
+
+/// Istio's labels for a TCP connection `pod` made (`reporter="source"`);
+/// `None` for the connections that are not counted as TCP: HTTP ports
+/// (counted per request) and services without endpoints (refused).
+fn source_labels(
+    pod: &PodContext,
+    ctx: &ProxyContext,
+    resolved: &Resolved,
+) -> Option<TrafficLabels> {
+    let me = pod.current(ctx);
+    let (destination, service, security) = match resolved {
+        Resolved::Workload {
+            workload, service, ..
+        } => {
+            let security = if workload.hbone {
+                SecurityPolicy::mutual_tls
+            } else {
+                SecurityPolicy::unknown
+            };
+            (Some(workload.as_ref()), service.as_deref(), security)
+        }
+        Resolved::Passthrough(_) => (None, None, SecurityPolicy::unknown),
+        Resolved::Http { .. } | Resolved::NoEndpoints(_) => return None,
+    };
+    Some(TrafficLabels::new(
+        Reporter::source,
+        Peer::workload(&me),
+        destination.map(Peer::workload).unwrap_or_default(),
+        service,
+        RequestProtocol::tcp,
+        security,
+    ))
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -203,7 +245,23 @@ async fn same_node(
     target: SocketAddr,
 ) -> Result<(u64, u64), OutboundError> {
     match connect_same_node(pod, destination, ctx, target).await {
-        Ok(SameNode::App(app)) => Ok(sys::splice::relay(&stream, &app.stream).await?),
+        Ok(SameNode::App(app)) => {
+            // The destination's side of the metrics, as its inbound proxy
+            // would report them.
+            let client = pod.current(ctx);
+            let labels = destination.inbound_labels(
+                ctx,
+                client.ips.first().copied().unwrap_or(target.ip()),
+                Some(&client.identity),
+                target.port(),
+                RequestProtocol::tcp,
+                SecurityPolicy::mutual_tls,
+            );
+            let record = ctx.metrics.traffic.tcp_open(&labels);
+            let moved = sys::splice::relay(&stream, &app.stream).await?;
+            record.close(moved.0, moved.1);
+            Ok(moved)
+        }
         Ok(SameNode::Http(mut http)) => {
             let mut stream = stream;
             Ok(tokio::io::copy_bidirectional(&mut stream, &mut http).await?)

@@ -74,6 +74,8 @@ pub enum RedirectError {
         path: PathBuf,
         detail: String,
     },
+    #[error("starting the thread that counts the maps' entries: {source}")]
+    Thread { source: io::Error },
     #[error("map `{map}`: {source}")]
     Map {
         map: &'static str,
@@ -106,6 +108,9 @@ pub struct Redirector {
     /// The loaded programs; the sk_lookup one is attached per pod.
     pub(super) ebpf: Mutex<Ebpf>,
     cgroup: PathBuf,
+    /// The maps' entries and capacity, as last counted.
+    pub(super) occupancy: super::occupancy::Cache,
+    _counter: super::occupancy::Counter,
     _logger: Option<tokio::task::JoinHandle<()>>,
 }
 
@@ -190,6 +195,8 @@ impl Redirector {
             })?;
         }
 
+        // Second handles on the maps, for counting (before they are taken).
+        let (counter, occupancy) = super::occupancy::start(&ebpf)?;
         let inbound_listeners = ebpf
             .take_map(MAP_INBOUND_LISTENERS)
             .ok_or(RedirectError::MissingMap(MAP_INBOUND_LISTENERS))?;
@@ -208,6 +215,8 @@ impl Redirector {
             links_dir,
             ebpf: Mutex::new(ebpf),
             cgroup,
+            occupancy,
+            _counter: counter,
             _logger: logger,
         };
         tracing::info!(cgroup = %redirector.cgroup.display(), bpffs = %config.bpffs_dir.display(), "eBPF redirection attached");

@@ -18,6 +18,11 @@
 //! not pinned: its sockets belong to the running agent, and when they close
 //! the entries go, so steering fails closed while the agent restarts.
 //!
+//! Every map's entries and capacity are counted in the background on
+//! handles of their own (`occupancy.rs`), never under the data path's
+//! locks, and scraped as `weft_agent_ebpf_map_entries{map}` and
+//! `weft_agent_ebpf_map_capacity{map}`.
+//!
 //! Maps and links stay pinned when the agent stops, so enrolled pods keep
 //! being captured while it restarts: their connections are refused (no
 //! listener on 15001) rather than leaving the pod in plaintext.
@@ -25,7 +30,9 @@
 mod inbound;
 pub mod loader;
 mod logger;
+mod occupancy;
 mod outbound;
 
 pub use inbound::ipv4_key;
 pub use loader::{RedirectError, Redirector};
+pub use occupancy::{COUNT_INTERVAL, MapOccupancy};

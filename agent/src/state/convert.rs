@@ -4,7 +4,7 @@ use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
 use weft_proto::workload::{self as wl, address::Type};
 
-use super::{AppProtocol, Identity, Service, Workload};
+use super::{AppProtocol, Identity, Service, Workload, WorkloadNames};
 
 #[derive(Debug, thiserror::Error)]
 pub enum ConvertError {
@@ -77,6 +77,16 @@ pub fn from_address(address: wl::Address) -> Result<Converted, ConvertError> {
                 },
                 hbone: w.tunnel_protocol == wl::TunnelProtocol::Hbone as i32,
                 policies: w.authorization_policies,
+                names: WorkloadNames {
+                    workload: if w.workload_name.is_empty() {
+                        w.name.clone()
+                    } else {
+                        w.workload_name
+                    },
+                    canonical_service: w.canonical_name,
+                    canonical_revision: w.canonical_revision,
+                    cluster: w.cluster_id,
+                },
                 uid: w.uid,
                 name: w.name,
                 namespace: w.namespace,

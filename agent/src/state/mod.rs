@@ -80,6 +80,22 @@ pub struct Workload {
     pub services: HashMap<String, HashMap<u16, u16>>,
     /// Selector-scoped authorization policies (`ns/name`) that apply to it.
     pub policies: Vec<String>,
+    /// How metrics and access logs name it.
+    pub names: WorkloadNames,
+}
+
+/// A workload's names in Istio's telemetry (`source_workload`,
+/// `source_canonical_service`, ...), as the control plane sends them.
+#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize)]
+pub struct WorkloadNames {
+    /// The Deployment (or other controller) the pod belongs to.
+    pub workload: String,
+    /// `service.istio.io/canonical-name`, `app`, ...: also `*_app`.
+    pub canonical_service: String,
+    /// `service.istio.io/canonical-revision`, `version`, ...: also
+    /// `*_version`.
+    pub canonical_revision: String,
+    pub cluster: String,
 }
 
 /// A Kubernetes Service as the control plane describes it.

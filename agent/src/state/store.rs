@@ -229,6 +229,24 @@ impl WorkloadStore {
         })
     }
 
+    /// The service through which `port` of `workload` is reached (the
+    /// first by key when several target it): what a destination reports
+    /// as `destination_service`, not knowing the address the client used.
+    pub fn service_for_target(&self, workload: &Workload, port: u16) -> Option<Arc<Service>> {
+        let inner = self.inner.read().expect("store lock");
+        workload
+            .services
+            .iter()
+            .filter(|(_, ports)| {
+                ports.iter().any(|(service_port, target)| {
+                    port == if *target == 0 { *service_port } else { *target }
+                })
+            })
+            .map(|(key, _)| key)
+            .min()
+            .and_then(|key| inner.services.get(key).cloned())
+    }
+
     /// A receiver that changes whenever the store does.
     pub fn subscribe(&self) -> watch::Receiver<u64> {
         self.changes.subscribe()
@@ -238,6 +256,12 @@ impl WorkloadStore {
     /// xDS client sends as `initial_resource_versions`.
     pub fn versions(&self) -> HashMap<String, String> {
         self.inner.read().expect("store lock").versions.clone()
+    }
+
+    /// How many workloads and services the store holds.
+    pub fn counts(&self) -> (usize, usize) {
+        let inner = self.inner.read().expect("store lock");
+        (inner.workloads.len(), inner.services.len())
     }
 
     pub fn workload_by_pod(&self, namespace: &str, name: &str) -> Option<Arc<Workload>> {
@@ -401,6 +425,7 @@ mod tests {
             hbone: true,
             services: map,
             policies: vec![],
+            names: Default::default(),
         })
     }
 

@@ -36,6 +36,8 @@ pub struct XdsClient {
     store: Arc<WorkloadStore>,
     l7: Arc<L7Config>,
     synced: watch::Sender<bool>,
+    /// The stream is up (for `weft_agent_xds_connected`).
+    connected: Arc<std::sync::atomic::AtomicBool>,
 }
 
 impl XdsClient {
@@ -51,7 +53,13 @@ impl XdsClient {
             store,
             l7,
             synced: watch::Sender::new(false),
+            connected: Arc::default(),
         }
+    }
+
+    /// `true` while the xDS stream is up.
+    pub fn connected(&self) -> Arc<std::sync::atomic::AtomicBool> {
+        self.connected.clone()
     }
 
     /// Becomes `true` once the first workload state has been applied.
@@ -63,7 +71,10 @@ impl XdsClient {
     pub async fn run(self) {
         let mut backoff = Duration::from_millis(100);
         loop {
-            match self.stream_once().await {
+            let result = self.stream_once().await;
+            self.connected
+                .store(false, std::sync::atomic::Ordering::Relaxed);
+            match result {
                 Ok(()) => {
                     tracing::warn!("xDS stream closed by the control plane; reconnecting");
                     backoff = Duration::from_millis(100);
@@ -108,6 +119,8 @@ impl XdsClient {
             .await?
             .into_inner();
         tracing::info!("xDS stream established");
+        self.connected
+            .store(true, std::sync::atomic::Ordering::Relaxed);
         while let Some(response) = responses.message().await? {
             let reply = self.apply(response);
             if tx.send(reply).await.is_err() {

@@ -422,7 +422,10 @@ fn control_plane_flags_ports_and_paths_are_real() {
         "create"
     ));
     assert!(CONTROL_CA_SECRET.contains("PatchParams::apply"));
-    assert!(granted("ClusterRole", "", "configmaps", "watch"), "the mesh config");
+    assert!(
+        granted("ClusterRole", "", "configmaps", "watch"),
+        "the mesh config"
+    );
     assert!(granted("ClusterRole", "", "configmaps", "patch"));
     assert!(granted("ClusterRole", "", "configmaps", "create"));
     for verb in ["get", "create"] {

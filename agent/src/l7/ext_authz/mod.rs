@@ -21,6 +21,7 @@
 //! the request through with `failOpen`, else the caller answers
 //! `statusOnError` (403).
 
+pub mod buffer;
 mod grpc;
 mod http;
 

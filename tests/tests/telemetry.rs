@@ -1,0 +1,473 @@
+//! Istio's telemetry from weft, end to end on a 2-node simulated cluster
+//! with weft's real binaries: each agent serves `istio_requests_total`,
+//! `istio_tcp_*` and its own health on `:15020/stats/prometheus`, with
+//! Istio's labels, from both sides of each request and connection; a real
+//! Prometheus (Debian's) scrapes agents and control plane, and queries
+//! from Istio's standard dashboards, and every expression of the
+//! dashboards in `deploy/dashboards/`, run against it. Needs root, the
+//! binaries and `prometheus` (`cargo xtask test` sets them up).
+
+mod common;
+
+use std::collections::BTreeMap;
+
+use anyhow::{Context as _, Result, bail, ensure};
+use common::*;
+use weft_sim::{
+    Cluster, ServicePort, dashboards, httpapp,
+    prometheus::{Prometheus, ScrapeJob},
+};
+
+/// One sample of a scrape: labels and value.
+#[derive(Debug)]
+struct Sample {
+    labels: BTreeMap<String, String>,
+    value: f64,
+}
+
+/// The samples of `name` from `node`'s agent, in the classic text format.
+fn scrape(cluster: &Cluster, node: &str, name: &str) -> Result<Vec<Sample>> {
+    parse(&cluster.node(node)?.agent_metrics()?, name)
+}
+
+/// The samples of metric `name` in exposition `text`.
+fn parse(text: &str, name: &str) -> Result<Vec<Sample>> {
+    let mut samples = Vec::new();
+    for line in text.lines().filter(|l| !l.starts_with('#')) {
+        let (series, value) = line.rsplit_once(' ').context("a sample line")?;
+        let (metric, labels) = match series.split_once('{') {
+            Some((metric, rest)) => (metric, rest.strip_suffix('}').context("closing brace")?),
+            None => (series, ""),
+        };
+        if metric != name {
+            continue;
+        }
+        let mut map = BTreeMap::new();
+        // Values here never contain `",`.
+        for pair in labels.split("\",").filter(|p| !p.is_empty()) {
+            let (k, v) = pair.split_once("=\"").context("label=\"value\"")?;
+            map.insert(k.to_string(), v.trim_end_matches('"').to_string());
+        }
+        samples.push(Sample {
+            labels: map,
+            value: value.parse().with_context(|| format!("value of {line}"))?,
+        });
+    }
+    Ok(samples)
+}
+
+/// The sum of the samples whose labels include every pair of `with`.
+fn total(samples: &[Sample], with: &[(&str, &str)]) -> f64 {
+    samples
+        .iter()
+        .filter(|s| {
+            with.iter()
+                .all(|(k, v)| s.labels.get(*k).map(String::as_str) == Some(*v))
+        })
+        .map(|s| s.value)
+        .sum()
+}
+
+/// The one sample with these labels, or why there is not exactly one.
+fn one<'a>(samples: &'a [Sample], with: &[(&str, &str)]) -> Result<&'a Sample> {
+    let matching: Vec<&Sample> = samples
+        .iter()
+        .filter(|s| {
+            with.iter()
+                .all(|(k, v)| s.labels.get(*k).map(String::as_str) == Some(*v))
+        })
+        .collect();
+    match matching.as_slice() {
+        [one] => Ok(one),
+        _ => bail!("{} samples with {with:?} in {samples:#?}", matching.len()),
+    }
+}
+
+#[test]
+fn agents_report_istios_metrics_from_both_sides_and_prometheus_reads_them() -> Result<()> {
+    let cluster = Cluster::builder().nodes(2).build()?;
+    cluster.with_logs(|cluster| {
+        for ns in ["shop", "frontend"] {
+            cluster.add_namespace(ns, &[AMBIENT])?;
+        }
+        cluster.add_namespace("legacy", &[])?;
+        let api = backend(
+            cluster,
+            "node-2",
+            "shop",
+            "api",
+            &[("app", "api"), ("version", "v1")],
+            8080,
+            &[],
+        )?;
+        // An opaque TCP port and a gRPC port on the same pod (more servers).
+        let _tcp_server = api.pod.spawn_http(&["serve", "--port", "9090"])?;
+        let _grpc_server = api.pod.spawn_http(&["serve", "--port", "7070"])?;
+        let vip = cluster.add_service(
+            "shop",
+            "api",
+            &[("app", "api")],
+            &[
+                ServicePort::http("http", 8080, 8080),
+                ServicePort::tcp("tcp", 9090, 9090),
+                ServicePort::tcp("grpc", 7070, 7070),
+            ],
+        )?;
+        let web = client(cluster, "node-1", "frontend", "web")?;
+        let outsider = client(cluster, "node-1", "legacy", "outsider")?;
+        policy_denying_admin(cluster)?;
+        converge("the policy reached node-2", || {
+            Ok(httpapp::get_one(&web, &format!("http://{vip}:8080/admin"), &[])?.status == 403)
+        })?;
+        let before = scrape(cluster, "node-2", "istio_requests_total")?;
+        // Converging sent `/admin` before the policy was in force, too.
+        let denied_before = total(
+            &before,
+            &[("reporter", "destination"), ("response_code", "403")],
+        );
+        let allowed_before = total(
+            &before,
+            &[
+                ("reporter", "destination"),
+                ("source_workload", "web"),
+                ("response_code", "200"),
+            ],
+        );
+
+        // 5 requests on one HTTP connection, 1 denied; 3 TCP connections;
+        // 2 plaintext requests from outside the mesh.
+        let replies = httpapp::get(
+            &web,
+            &format!("http://{vip}:8080/items"),
+            &[
+                "--then",
+                "GET /items",
+                "--then",
+                "GET /items",
+                "--then",
+                "GET /items",
+                "--then",
+                "GET /admin",
+            ],
+        )?;
+        let codes: Vec<u16> = replies.iter().map(|r| r.status).collect();
+        ensure!(codes == [200, 200, 200, 200, 403], "{codes:?}");
+        for _ in 0..3 {
+            ensure!(httpapp::get_one(&web, &format!("http://{vip}:9090/tcp"), &[])?.status == 200);
+        }
+        for _ in 0..2 {
+            let direct = format!("http://{}/legacy", api.pod.addr(8080));
+            ensure!(httpapp::get_one(&outsider, &direct, &[])?.status == 200);
+        }
+        std::thread::sleep(LOG_SETTLE);
+
+        // The source's view (node-1): requests by the route's service and
+        // the endpoint's workload, TCP by connection.
+        let source = scrape(cluster, "node-1", "istio_requests_total")?;
+        let web_to_api = [
+            ("reporter", "source"),
+            ("source_workload", "web"),
+            ("source_workload_namespace", "frontend"),
+            (
+                "source_principal",
+                "spiffe://cluster.local/ns/frontend/sa/web",
+            ),
+            ("destination_workload", "api"),
+            ("destination_workload_namespace", "shop"),
+            ("destination_app", "api"),
+            ("destination_version", "v1"),
+            ("destination_service", "api.shop.svc.cluster.local"),
+            ("destination_service_name", "api"),
+            ("destination_service_namespace", "shop"),
+            (
+                "destination_principal",
+                "spiffe://cluster.local/ns/shop/sa/api",
+            ),
+            ("request_protocol", "http"),
+            ("connection_security_policy", "mutual_tls"),
+        ];
+        let ok = [web_to_api.as_slice(), &[("response_code", "200")]].concat();
+        ensure!(total(&source, &ok) >= 4.0, "source 200s: {source:#?}");
+        let denied = [web_to_api.as_slice(), &[("response_code", "403")]].concat();
+        ensure!(
+            total(&source, &denied) >= 2.0,
+            "source 403s (converge + this run): {source:#?}"
+        );
+
+        let opened = scrape(cluster, "node-1", "istio_tcp_connections_opened_total")?;
+        let tcp_from_web = [
+            ("reporter", "source"),
+            ("source_workload", "web"),
+            ("destination_workload", "api"),
+            ("destination_service", "api.shop.svc.cluster.local"),
+            ("request_protocol", "tcp"),
+            ("connection_security_policy", "mutual_tls"),
+        ];
+        ensure!(one(&opened, &tcp_from_web)?.value == 3.0, "{opened:#?}");
+        let closed = scrape(cluster, "node-1", "istio_tcp_connections_closed_total")?;
+        ensure!(one(&closed, &tcp_from_web)?.value == 3.0, "{closed:#?}");
+
+        // The destination's view (node-2): the same requests, the client's
+        // proven identity, a denial flagged as Envoy flags it, plaintext as
+        // `none` with no principal.
+        let at_api = scrape(cluster, "node-2", "istio_requests_total")?;
+        let web_at_api = [
+            ("reporter", "destination"),
+            ("source_workload", "web"),
+            (
+                "source_principal",
+                "spiffe://cluster.local/ns/frontend/sa/web",
+            ),
+            ("destination_workload", "api"),
+            ("destination_app", "api"),
+            ("destination_version", "v1"),
+            ("destination_service", "api.shop.svc.cluster.local"),
+            ("request_protocol", "http"),
+            ("connection_security_policy", "mutual_tls"),
+        ];
+        let ok = [
+            web_at_api.as_slice(),
+            &[("response_code", "200"), ("response_flags", "-")],
+        ]
+        .concat();
+        ensure!(
+            one(&at_api, &ok)?.value == allowed_before + 4.0,
+            "destination 200s (before: {allowed_before}): {at_api:#?}"
+        );
+        let rbac = [
+            web_at_api.as_slice(),
+            &[("response_code", "403"), ("response_flags", "RBAC")],
+        ]
+        .concat();
+        ensure!(
+            total(&at_api, &rbac) == denied_before + 1.0,
+            "destination 403s (before: {denied_before}): {at_api:#?}"
+        );
+        let plaintext = [
+            ("reporter", "destination"),
+            ("source_principal", "unknown"),
+            ("destination_workload", "api"),
+            ("connection_security_policy", "none"),
+            ("response_code", "200"),
+        ];
+        ensure!(
+            one(&at_api, &plaintext)?.value == 2.0,
+            "plaintext at the destination: {at_api:#?}"
+        );
+        let durations = scrape(
+            cluster,
+            "node-2",
+            "istio_request_duration_milliseconds_count",
+        )?;
+        ensure!(
+            one(&durations, &ok)?.value == allowed_before + 4.0,
+            "{durations:#?}"
+        );
+        let sizes = scrape(cluster, "node-2", "istio_response_bytes_sum")?;
+        ensure!(one(&sizes, &ok)?.value > 0.0, "response bytes: {sizes:#?}");
+
+        let opened = scrape(cluster, "node-2", "istio_tcp_connections_opened_total")?;
+        let tcp_at_api = [
+            ("reporter", "destination"),
+            ("source_workload", "web"),
+            (
+                "source_principal",
+                "spiffe://cluster.local/ns/frontend/sa/web",
+            ),
+            ("destination_workload", "api"),
+            ("destination_service", "api.shop.svc.cluster.local"),
+            ("connection_security_policy", "mutual_tls"),
+        ];
+        ensure!(one(&opened, &tcp_at_api)?.value == 3.0, "{opened:#?}");
+        for (metric, direction) in [
+            ("istio_tcp_received_bytes_total", "request"),
+            ("istio_tcp_sent_bytes_total", "response"),
+        ] {
+            let at_source = one(&scrape(cluster, "node-1", metric)?, &tcp_from_web)?.value;
+            let at_destination = one(&scrape(cluster, "node-2", metric)?, &tcp_at_api)?.value;
+            ensure!(
+                at_source > 0.0 && at_source == at_destination,
+                "{direction} bytes: {at_source} at the source, {at_destination} at the destination"
+            );
+        }
+        prometheus_reads_them(cluster, &web, vip)
+    })
+}
+
+/// A real Prometheus, in the control plane's namespace (on the fabric),
+/// scrapes both agents: queries from Istio's standard dashboards return
+/// the traffic made, and every expression of `deploy/dashboards/` runs.
+fn prometheus_reads_them(
+    cluster: &Cluster,
+    web: &weft_sim::Pod,
+    vip: std::net::Ipv4Addr,
+) -> Result<()> {
+    let agents: Vec<String> = ["node-1", "node-2"]
+        .iter()
+        .map(|n| Ok(format!("{}:15020", cluster.node(n)?.ip())))
+        .collect::<Result<_>>()?;
+    let prometheus = Prometheus::builder()
+        .netns(cluster.control().netns())
+        .job(ScrapeJob::new("weft-agent", agents).metrics_path("/stats/prometheus"))
+        .job(
+            ScrapeJob::new("weft-control", [cluster.control().debug_addr().to_string()])
+                .metrics_path("/metrics"),
+        )
+        .start()?;
+    // Traffic while Prometheus watches (every target scraped before and
+    // after it), so that rates are not zero: HTTP, TCP, gRPC, and a config
+    // change for the control plane's pushes.
+    let after_scrapes = |what: &str| {
+        prometheus
+            .wait_for_query("min(count_over_time(up[5m]))", TIMEOUT, |s| {
+                s.first().is_some_and(|s| s.value >= 2.0)
+            })
+            .with_context(|| what.to_string())
+    };
+    after_scrapes("every target scraped twice")?;
+    let pushes_before = prometheus.query_value("sum(pilot_xds_pushes)")?;
+    for _ in 0..10 {
+        ensure!(httpapp::get_one(web, &format!("http://{vip}:8080/items"), &[])?.status == 200);
+        ensure!(httpapp::get_one(web, &format!("http://{vip}:9090/tcp"), &[])?.status == 200);
+    }
+    for (method, code) in [("unary", "0"), ("fail", "5")] {
+        let out = web.run_http(
+            &[
+                "grpc-call",
+                &format!("{vip}:7070"),
+                "--method",
+                method,
+                "--code",
+                code,
+            ],
+            TIMEOUT,
+        )?;
+        ensure!(
+            out.stdout.contains(&format!("\"grpc_status\":{code}")),
+            "grpc-call {method}: {out:?}"
+        );
+    }
+    apply(
+        cluster,
+        "audit",
+        "apiVersion: security.istio.io/v1\nkind: AuthorizationPolicy\nmetadata:\n  name: audit\n  namespace: shop\nspec:\n  action: AUDIT\n  rules:\n  - to:\n    - operation:\n        paths: [\"/audited\"]\n",
+    )?;
+    std::thread::sleep(LOG_SETTLE);
+    // Prometheus has what each agent counted, and a later scrape.
+    for (node, reporter) in [("node-1", "source"), ("node-2", "destination")] {
+        let counted = total(
+            &scrape(cluster, node, "istio_requests_total")?,
+            &[("reporter", reporter), ("source_workload", "web")],
+        );
+        let query =
+            format!("sum(istio_requests_total{{reporter=\"{reporter}\",source_workload=\"web\"}})");
+        prometheus.wait_for_query(&query, TIMEOUT, |s| {
+            s.first().is_some_and(|s| s.value == counted)
+        })?;
+    }
+    prometheus.wait_for_query("sum(pilot_xds_pushes)", TIMEOUT, |s| {
+        s.first().is_some_and(|s| s.value > pushes_before)
+    })?;
+    let scrapes = prometheus.query_value("min(count_over_time(up[5m]))")?;
+    prometheus.wait_for_query("min(count_over_time(up[5m]))", TIMEOUT, |s| {
+        s.first().is_some_and(|s| s.value >= scrapes + 1.0)
+    })?;
+
+    // Request rate by response code (Istio's mesh and service dashboards).
+    let by_code = prometheus.query(
+        "sum(rate(istio_requests_total{reporter=\"destination\",destination_workload=\"api\"}[1m])) by (response_code)",
+    )?;
+    let rate_of = |code: &str| {
+        by_code
+            .iter()
+            .find(|s| s.label("response_code") == Some(code))
+            .map(|s| s.value)
+    };
+    ensure!(
+        rate_of("200").is_some_and(|r| r > 0.0),
+        "rate of 200s: {by_code:?}"
+    );
+    // P99 latency by workload.
+    let p99 = prometheus.query(
+        "histogram_quantile(0.99, sum(rate(istio_request_duration_milliseconds_bucket{reporter=\"destination\"}[1m])) by (le, destination_workload))",
+    )?;
+    let api_p99 = p99
+        .iter()
+        .find(|s| s.label("destination_workload") == Some("api"));
+    ensure!(
+        api_p99.is_some_and(|s| s.value.is_finite() && s.value > 0.0),
+        "P99 latency of api: {p99:?}"
+    );
+    // TCP bytes by source and destination: what the agent counted.
+    let bytes = prometheus.query(
+        "sum(istio_tcp_received_bytes_total{reporter=\"destination\"}) by (source_workload, destination_workload)",
+    )?;
+    let scraped = total(
+        &scrape(cluster, "node-2", "istio_tcp_received_bytes_total")?,
+        &[
+            ("reporter", "destination"),
+            ("source_workload", "web"),
+            ("destination_workload", "api"),
+        ],
+    );
+    let web_to_api = bytes.iter().find(|s| {
+        s.label("source_workload") == Some("web") && s.label("destination_workload") == Some("api")
+    });
+    ensure!(
+        web_to_api.is_some_and(|s| s.value == scraped && scraped > 0.0),
+        "TCP bytes web → api: Prometheus {bytes:?}, agent {scraped}"
+    );
+
+    // Every expression of every dashboard is valid PromQL; those over the
+    // traffic made return it.
+    // The workload dashboard twice: api receives, web sends.
+    let views = [
+        dashboards::Values::from([
+            ("namespace", "shop"),
+            ("workload", "api"),
+            ("service", "api.shop.svc.cluster.local"),
+        ]),
+        dashboards::Values::from([
+            ("namespace", "frontend"),
+            ("workload", "web"),
+            ("service", "api.shop.svc.cluster.local"),
+        ]),
+    ];
+    let mut empty = Vec::new();
+    let mut checked = 0;
+    for dashboard in dashboards::load_all(&dashboards::default_dir())? {
+        let per_view: Vec<Vec<(String, String)>> = views
+            .iter()
+            .map(|v| dashboard.expressions(v))
+            .collect::<Result<_>>()?;
+        for (i, (panel, expr)) in per_view[0].iter().enumerate() {
+            let mut answered = false;
+            for view in &per_view {
+                let (_, expr) = &view[i];
+                let result = prometheus
+                    .query(expr)
+                    .with_context(|| format!("{}: panel {panel:?}", dashboard.title))?;
+                checked += 1;
+                answered |= !result.is_empty();
+            }
+            if !answered {
+                empty.push(format!("{} / {panel}: {expr}", dashboard.title));
+            }
+        }
+    }
+    ensure!(
+        empty.is_empty(),
+        "{checked} dashboard queries ran; these returned nothing for the traffic made:\n{}",
+        empty.join("\n")
+    );
+    Ok(())
+}
+
+/// Denies `/admin` on the api pods.
+fn policy_denying_admin(cluster: &Cluster) -> Result<()> {
+    apply(
+        cluster,
+        "deny-admin",
+        "apiVersion: security.istio.io/v1\nkind: AuthorizationPolicy\nmetadata:\n  name: deny-admin\n  namespace: shop\nspec:\n  selector:\n    matchLabels:\n      app: api\n  action: DENY\n  rules:\n  - to:\n    - operation:\n        ports: [\"8080\"]\n        paths: [\"/admin\"]\n",
+    )
+}
