@@ -56,7 +56,7 @@ impl App {
         );
 
         let readiness = Arc::new(Readiness::default());
-        let metrics = Arc::new(Metrics::default());
+        let metrics = Arc::new(Metrics::new(config.traffic_metrics));
         let store = Arc::new(WorkloadStore::default());
         let admin_state = Arc::new(AdminState {
             config: config.clone(),

@@ -107,6 +107,12 @@ pub struct Config {
     #[arg(long, env = "WEFT_METRICS_ADDR", default_value = "0.0.0.0:15020")]
     pub metrics_addr: SocketAddr,
 
+    /// Record Istio's traffic metrics (`istio_tcp_*`, `istio_request*`).
+    /// Off only to measure what they cost; the agent's health is always
+    /// reported.
+    #[arg(long, env = "WEFT_TRAFFIC_METRICS", default_value_t = true, action = clap::ArgAction::Set)]
+    pub traffic_metrics: bool,
+
     /// How long a pod ADD waits for the control plane to describe the pod
     /// before the pod's start fails.
     #[arg(long, env = "WEFT_WORKLOAD_WAIT", default_value = "30s", value_parser = parse_duration)]

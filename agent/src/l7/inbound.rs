@@ -157,6 +157,9 @@ async fn handle(request: Request<Incoming>, served: &Served, ctx: &ProxyContext)
         .and_then(|v| v.to_str().ok()?.parse().ok())
         .unwrap_or(0);
     let response = decide_and_forward(request, served, ctx).await;
+    if !ctx.metrics.traffic.enabled() {
+        return response;
+    }
     let flags = response
         .extensions()
         .get::<reply::Replied>()

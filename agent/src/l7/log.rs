@@ -167,6 +167,9 @@ impl Record {
     /// them: the destination is the endpoint of the last attempt.
     fn count(&self, response_bytes: u64) {
         let t = &self.telemetry;
+        if !t.metrics.traffic.enabled() {
+            return;
+        }
         let destination = self.upstream.and_then(|a| t.store.workload_by_ip(a.ip()));
         let security = match &destination {
             Some(w) if w.hbone => SecurityPolicy::mutual_tls,

@@ -121,7 +121,18 @@ impl Drop for ActiveConnection<'_> {
 
 impl Default for Metrics {
     fn default() -> Self {
-        let traffic = Traffic::default();
+        Metrics::new(true)
+    }
+}
+
+impl Metrics {
+    /// The agent's counters; Istio's traffic metrics only if `traffic`.
+    pub fn new(traffic: bool) -> Metrics {
+        let traffic = if traffic {
+            Traffic::default()
+        } else {
+            Traffic::disabled()
+        };
         let mut registry = Registry::default();
         traffic.register(&mut registry);
         Metrics {

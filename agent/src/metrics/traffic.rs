@@ -214,6 +214,9 @@ type Histograms = Family<RequestLabels, Histogram, fn() -> Histogram>;
 /// The families, registered once.
 #[derive(Debug)]
 pub struct Traffic {
+    /// Off (`--traffic-metrics=false`): nothing is recorded, and callers
+    /// skip building labels.
+    enabled: bool,
     tcp_opened: Family<TrafficLabels, Counter>,
     tcp_closed: Family<TrafficLabels, Counter>,
     tcp_sent: Family<TrafficLabels, Counter>,
@@ -228,6 +231,7 @@ impl Default for Traffic {
     fn default() -> Self {
         let histograms = || Histograms::new_with_constructor(histogram as fn() -> Histogram);
         Traffic {
+            enabled: true,
             tcp_opened: Family::default(),
             tcp_closed: Family::default(),
             tcp_sent: Family::default(),
@@ -283,6 +287,19 @@ pub struct RequestOutcome {
 }
 
 impl Traffic {
+    /// Families that record nothing (for measuring what they cost).
+    pub fn disabled() -> Traffic {
+        Traffic {
+            enabled: false,
+            ..Traffic::default()
+        }
+    }
+
+    /// Whether traffic is recorded.
+    pub fn enabled(&self) -> bool {
+        self.enabled
+    }
+
     pub fn register(&self, registry: &mut Registry) {
         registry.register(
             "istio_tcp_connections_opened",
@@ -339,6 +356,9 @@ impl Traffic {
 
     /// One HTTP request, answered.
     pub fn request(&self, labels: &TrafficLabels, outcome: RequestOutcome) {
+        if !self.enabled {
+            return;
+        }
         let labels = RequestLabels {
             traffic: labels.clone(),
             response_code: outcome.status,
@@ -495,6 +515,37 @@ mod tests {
         let om = metrics.encode(Health::default(), true);
         assert!(om.ends_with("# EOF\n"));
         assert!(om.contains("# TYPE istio_requests counter"));
+    }
+
+    #[test]
+    fn off_records_no_requests() {
+        let metrics = Metrics::new(false);
+        assert!(!metrics.traffic.enabled(), "callers skip building labels");
+        let server = workload("shop", "api", "api");
+        let labels = TrafficLabels::new(
+            Reporter::destination,
+            Peer::default(),
+            Peer::workload(&server),
+            None,
+            RequestProtocol::http,
+            SecurityPolicy::none,
+        );
+        metrics.traffic.request(
+            &labels,
+            RequestOutcome {
+                status: 200,
+                grpc_status: None,
+                duration: Duration::from_millis(1),
+                request_bytes: 0,
+                response_bytes: 0,
+            },
+        );
+        let text = metrics.encode(Health::default(), false);
+        assert!(!text.contains("istio_requests_total{"), "{text}");
+        assert!(
+            text.contains("weft_agent_connections_active 0"),
+            "health stays"
+        );
     }
 
     #[test]

@@ -7,10 +7,7 @@ use std::{net::SocketAddr, sync::Arc, time::Duration};
 use super::{PodContext, ProxyContext, delivery, hbone};
 use crate::{
     identity::tls,
-    metrics::{
-        Denial,
-        traffic::{RequestProtocol, SecurityPolicy},
-    },
+    metrics::{Denial, traffic::SecurityPolicy},
     policy::Connection,
     state::Identity,
 };
@@ -243,18 +240,16 @@ async fn stream_request(
     let Some(tunnel) = accept(responder, request, peer) else {
         return;
     };
-    let labels = pod.inbound_labels(
+    let record = pod.inbound_record(
         &ctx,
         peer.ip(),
         Some(&client),
         target.port(),
-        RequestProtocol::tcp,
         SecurityPolicy::mutual_tls,
     );
-    let record = ctx.metrics.traffic.tcp_open(&labels);
     let started = std::time::Instant::now();
     let result = hbone::splice(app.stream, tunnel).await;
-    if let Ok((to_client, from_client)) = &result {
+    if let (Some(record), Ok((to_client, from_client))) = (record, &result) {
         record.close(*from_client, *to_client);
     }
     // The access log: one line per connection, with both identities.

@@ -10,10 +10,7 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio_util::sync::CancellationToken;
 
 use super::{PodContext, ProxyContext, delivery};
-use crate::{
-    metrics::traffic::{RequestProtocol, SecurityPolicy},
-    policy::Connection,
-};
+use crate::{metrics::traffic::SecurityPolicy, policy::Connection};
 
 /// Accepts steered connections until `cancel` fires.
 pub async fn serve(
@@ -85,17 +82,9 @@ async fn handle(stream: TcpStream, peer: SocketAddr, pod: Arc<PodContext>, ctx: 
             return super::outbound::reset(stream);
         }
     };
-    let labels = pod.inbound_labels(
-        &ctx,
-        peer.ip(),
-        None,
-        target.port(),
-        RequestProtocol::tcp,
-        SecurityPolicy::none,
-    );
-    let record = ctx.metrics.traffic.tcp_open(&labels);
+    let record = pod.inbound_record(&ctx, peer.ip(), None, target.port(), SecurityPolicy::none);
     let result = crate::sys::splice::relay(&stream, &app.stream).await;
-    if let Ok((from_client, to_client)) = &result {
+    if let (Some(record), Ok((from_client, to_client))) = (record, &result) {
         record.close(*from_client, *to_client);
     }
     let duration_ms = started.elapsed().as_millis() as u64;

@@ -180,6 +180,24 @@ impl PodContext {
         )
     }
 
+    /// Istio's TCP metrics for a connection this pod accepted, opened now
+    /// (`None` when traffic metrics are off).
+    pub fn inbound_record(
+        &self,
+        ctx: &ProxyContext,
+        client_ip: std::net::IpAddr,
+        client: Option<&Identity>,
+        port: u16,
+        security: SecurityPolicy,
+    ) -> Option<crate::metrics::traffic::TcpRecord> {
+        let traffic = &ctx.metrics.traffic;
+        traffic.enabled().then(|| {
+            let labels =
+                self.inbound_labels(ctx, client_ip, client, port, RequestProtocol::tcp, security);
+            traffic.tcp_open(&labels)
+        })
+    }
+
     /// What `port` of this pod speaks, when a Service it backs declares it
     /// HTTP: connections to it are then authorized per request.
     pub fn http_port(&self, ctx: &ProxyContext, port: u16) -> Option<crate::state::AppProtocol> {

@@ -86,7 +86,13 @@ async fn handle(stream: TcpStream, peer: SocketAddr, pod: Arc<PodContext>, ctx: 
     }
     // Istio's TCP metrics, `reporter="source"` (HTTP ports count requests
     // instead, in the L7 proxy).
-    let record = source_labels(&pod, &ctx, &resolved).map(|l| ctx.metrics.traffic.tcp_open(&l));
+    let record = ctx
+        .metrics
+        .traffic
+        .enabled()
+        .then(|| source_labels(&pod, &ctx, &resolved))
+        .flatten()
+        .map(|l| ctx.metrics.traffic.tcp_open(&l));
     let (result, dst, dst_identity, protocol) = match resolved {
         // A Service port declared HTTP: terminated here, routed per request.
         Resolved::Http { service, protocol } => {
@@ -249,17 +255,17 @@ async fn same_node(
             // The destination's side of the metrics, as its inbound proxy
             // would report them.
             let client = pod.current(ctx);
-            let labels = destination.inbound_labels(
+            let record = destination.inbound_record(
                 ctx,
                 client.ips.first().copied().unwrap_or(target.ip()),
                 Some(&client.identity),
                 target.port(),
-                RequestProtocol::tcp,
                 SecurityPolicy::mutual_tls,
             );
-            let record = ctx.metrics.traffic.tcp_open(&labels);
             let moved = sys::splice::relay(&stream, &app.stream).await?;
-            record.close(moved.0, moved.1);
+            if let Some(record) = record {
+                record.close(moved.0, moved.1);
+            }
             Ok(moved)
         }
         Ok(SameNode::Http(mut http)) => {
