@@ -38,7 +38,7 @@ use serde_json::json;
 pub use options::{Options, Settings};
 
 use runner::Run;
-use scenarios::{authz, connrate, footprint, http, latency, throughput};
+use scenarios::{authz, connrate, footprint, http, latency, metrics, throughput};
 use testbed::Testbed;
 
 /// Set by SIGINT/SIGTERM: finish nothing new, tear down, exit.
@@ -130,6 +130,8 @@ pub fn main() -> Result<()> {
     http::run(&mut run, &testbed);
     authz::run(&mut run, &testbed);
     connrate::run(&mut run, &testbed);
+    // Last: restarts both agents before each of its measurements.
+    metrics::run(&mut run, &testbed);
     println!("weft-bench: tearing the cluster down");
     drop(testbed);
     drop(dma);
@@ -138,7 +140,8 @@ pub fn main() -> Result<()> {
     println!("\n{}", report::table(&run.rows));
     if !outcomes.is_empty() {
         println!(
-            "First targets (weft against direct; HTTP L7 against weft L4; L7 authz against L7):\n{}",
+            "First targets (weft against direct; HTTP L7 against weft L4; L7 authz against L7; \
+             traffic metrics on against off):\n{}",
             targets::text(&outcomes)
         );
     }

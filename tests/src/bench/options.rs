@@ -13,7 +13,9 @@ pub struct Options {
     #[arg(long)]
     pub quick: bool,
     /// Run only scenarios whose name contains one of these (repeatable),
-    /// e.g. `--only throughput/cross-node --only footprint`.
+    /// e.g. `--only throughput/cross-node --only footprint`; `--only
+    /// metrics` for weft with the agents' traffic metrics on against off
+    /// (new connections and HTTP L7 requests per second, cross-node).
     #[arg(long, value_name = "SUBSTRING")]
     pub only: Vec<String>,
     /// Rounds per scenario (direct and weft alternate, medians reported).

@@ -6,7 +6,10 @@
 //! `l7 - l4`; they get a table of their own. Rows of the L7 authorization
 //! scenario measure the L7 path without a policy (`weft_l7`) and with
 //! one (`weft_l7_authz`), and the difference `authz - l7`: the cost
-//! authorization adds; a third table.
+//! authorization adds; a third table. Rows of the metrics scenarios
+//! measure one weft path (L4 in `weft` or L7 in `weft_l7`) with the agents'
+//! traffic metrics on and off (`weft_metrics_off`), and `metrics_on_off`:
+//! a fourth table.
 
 use std::fmt::Write as _;
 use std::path::Path;
@@ -87,6 +90,14 @@ pub struct Row {
     /// adds.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub authz_minus_l7: Option<f64>,
+    /// The metrics scenarios: the same path as `weft` (L4) or `weft_l7`
+    /// (L7), the agents' traffic metrics off; that field is the path with
+    /// them on (the agents' default).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub weft_metrics_off: Option<f64>,
+    /// Metrics on / metrics off (`weft` or `weft_l7` / `weft_metrics_off`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub metrics_on_off: Option<f64>,
     pub better: Better,
     /// Every round's value, in the order measured.
     pub direct_rounds: Vec<f64>,
@@ -95,6 +106,8 @@ pub struct Row {
     pub weft_l7_rounds: Vec<f64>,
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub weft_l7_authz_rounds: Vec<f64>,
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub weft_metrics_off_rounds: Vec<f64>,
     /// The largest share of the machine's CPU (0 to 1) that work outside
     /// the benchmark took during the measurements kept.
     pub other_load: Option<f64>,
@@ -117,11 +130,14 @@ impl Row {
             l7_minus_l4: None,
             weft_l7_authz: None,
             authz_minus_l7: None,
+            weft_metrics_off: None,
+            metrics_on_off: None,
             better: metric.better,
             direct_rounds: direct,
             weft_rounds: weft,
             weft_l7_rounds: Vec::new(),
             weft_l7_authz_rounds: Vec::new(),
+            weft_metrics_off_rounds: Vec::new(),
             other_load: None,
         }
     }
@@ -147,10 +163,33 @@ impl Row {
         self
     }
 
+    /// The row with the rounds of its weft path (L7 if it has L7 rounds,
+    /// else L4) with the agents' traffic metrics off.
+    pub fn with_metrics_off(mut self, off: Vec<f64>) -> Row {
+        let m = median(&off);
+        self.weft_metrics_off = m;
+        self.metrics_on_off = ratio(self.metrics_on(), m);
+        self.weft_metrics_off_rounds = off;
+        self
+    }
+
     /// Whether the row measures the three paths of the HTTP and gRPC
     /// scenarios.
     pub fn three_paths(&self) -> bool {
-        !self.weft_l7_rounds.is_empty() && !self.authz()
+        !self.weft_l7_rounds.is_empty() && !self.authz() && !self.metrics()
+    }
+
+    /// Whether the row measures weft with traffic metrics on and off.
+    pub fn metrics(&self) -> bool {
+        !self.weft_metrics_off_rounds.is_empty()
+    }
+
+    /// The metrics scenarios' value with metrics on.
+    pub fn metrics_on(&self) -> Option<f64> {
+        match self.weft_l7_rounds.is_empty() {
+            true => self.weft,
+            false => self.weft_l7,
+        }
     }
 
     /// Whether the row measures L7 with and without authorization.
@@ -182,9 +221,15 @@ impl Row {
                     l7 if l7.is_empty() => row,
                     l7 => row.with_l7(l7),
                 };
-                match of(Variant::WeftL7Authz) {
+                let row = match of(Variant::WeftL7Authz) {
                     authz if authz.is_empty() => row,
                     authz => row.with_authz(authz),
+                };
+                let mut off: Vec<f64> = of(Variant::WeftMetricsOff);
+                off.extend(of(Variant::WeftL7MetricsOff));
+                match off.is_empty() {
+                    true => row,
+                    false => row.with_metrics_off(off),
                 }
             })
             .collect()
@@ -221,9 +266,10 @@ pub fn num(v: Option<f64>) -> String {
 
 /// The rows as aligned text tables: direct against weft, then, if any,
 /// the three paths of the HTTP and gRPC scenarios, then L7 with and
-/// without authorization.
+/// without authorization, then weft with traffic metrics on and off.
 pub fn table(rows: &[Row]) -> String {
-    let (authz, rows): (Vec<&Row>, Vec<&Row>) = rows.iter().partition(|r| r.authz());
+    let (metrics, rows): (Vec<&Row>, Vec<&Row>) = rows.iter().partition(|r| r.metrics());
+    let (authz, rows): (Vec<&Row>, Vec<&Row>) = rows.into_iter().partition(|r| r.authz());
     let (three, two): (Vec<&Row>, Vec<&Row>) = rows.into_iter().partition(|r| r.three_paths());
     let ratio = |x: Option<f64>| x.map(|x| format!("{x:.2}")).unwrap_or("-".into());
     let mut out = aligned(
@@ -288,6 +334,29 @@ pub fn table(rows: &[Row]) -> String {
                     num(r.weft_l7),
                     num(r.weft_l7_authz),
                     signed(r.authz_minus_l7),
+                ]
+            },
+        );
+    }
+    if !metrics.is_empty() {
+        if !out.is_empty() {
+            out.push('\n');
+        }
+        out += &aligned(
+            &[
+                "scenario",
+                "metric",
+                "unit",
+                "metrics on",
+                "metrics off",
+                "on/off",
+            ],
+            &metrics,
+            |r| {
+                vec![
+                    num(r.metrics_on()),
+                    num(r.weft_metrics_off),
+                    ratio(r.metrics_on_off),
                 ]
             },
         );
@@ -536,6 +605,49 @@ mod tests {
         assert!(text.starts_with("scenario"), "{text}");
         assert!(text.contains("added by authz"), "{text}");
         assert!(text.contains("+7.000"), "{text}");
+    }
+
+    #[test]
+    fn metrics_rows_compare_on_with_off_in_a_table_of_their_own() {
+        const RPS: Metric = higher("requests", "1/s");
+        const CONN: Metric = higher("connections", "1/s");
+        let l7 = Row::collect(
+            "metrics/http-l7-max-rps/x",
+            &[
+                (Variant::WeftL7, (RPS, 19_000.0)),
+                (Variant::WeftL7MetricsOff, (RPS, 20_000.0)),
+                (Variant::WeftL7MetricsOff, (RPS, 20_000.0)),
+                (Variant::WeftL7, (RPS, 19_000.0)),
+            ],
+        );
+        let l4 = Row::collect(
+            "metrics/connection-rate/x",
+            &[
+                (Variant::Weft, (CONN, 8_000.0)),
+                (Variant::WeftMetricsOff, (CONN, 10_000.0)),
+            ],
+        );
+        let (l7, l4) = (&l7[0], &l4[0]);
+        assert!(l7.metrics() && !l7.three_paths() && !l7.authz());
+        assert_eq!(l7.metrics_on(), Some(19_000.0));
+        assert_eq!(l7.weft_metrics_off, Some(20_000.0));
+        assert_eq!(l7.metrics_on_off, Some(0.95));
+        assert_eq!(l4.metrics_on(), Some(8_000.0));
+        assert_eq!(l4.metrics_on_off, Some(0.8));
+        let json = serde_json::to_value(l4).unwrap();
+        assert_eq!(json["weft_metrics_off_rounds"], json!([10_000.0]));
+        assert_eq!(json["weft"], json!(8_000.0));
+        let plain = Row::new("x", RPS, vec![1.0], vec![2.0]);
+        let text = table(&[plain, l4.clone(), l7.clone()]);
+        assert!(text.contains("metrics off"), "{text}");
+        assert!(text.contains("0.80") && text.contains("0.95"), "{text}");
+        let header = text.lines().position(|l| l.contains("metrics on")).unwrap();
+        assert!(
+            text.lines()
+                .nth(header + 2)
+                .unwrap()
+                .starts_with("metrics/")
+        );
     }
 
     #[test]

@@ -96,6 +96,25 @@ impl Run {
         );
     }
 
+    /// Like [`Run::paired`] for the metrics scenarios: weft with the
+    /// agents' traffic metrics on (their default) and off, over L4
+    /// ([`Variant::Weft`], [`Variant::WeftMetricsOff`]) or L7
+    /// ([`Variant::WeftL7`], [`Variant::WeftL7MetricsOff`]). `measure`
+    /// restarts the agents with the variant's setting.
+    pub fn metrics_pair(
+        &mut self,
+        testbed: &Testbed,
+        scenario: &str,
+        l7: bool,
+        measure: impl FnMut(&Testbed, Variant) -> Result<Vec<Sample>>,
+    ) {
+        let variants = match l7 {
+            true => [Variant::WeftL7, Variant::WeftL7MetricsOff],
+            false => [Variant::Weft, Variant::WeftMetricsOff],
+        };
+        self.every_round(testbed, scenario, &variants, measure);
+    }
+
     /// `measure` for `variants`, the run's number of rounds.
     fn every_round(
         &mut self,
@@ -153,6 +172,8 @@ impl Run {
             true => variant.path_name().to_string(),
             false => variant.to_string(),
         };
+        // A profile per path when several go through weft.
+        let per_path = variants.iter().filter(|v| v.meshed()).count() > 1;
         let mut measured: Vec<(Variant, Sample)> = Vec::new();
         let mut busiest = 0.0f64;
         let outcome = (|| -> Result<()> {
@@ -166,7 +187,7 @@ impl Run {
                         anyhow::bail!("interrupted");
                     }
                     let profiling = self.settings.profile && variant.meshed() && round == 0;
-                    let profile_name = match three_paths {
+                    let profile_name = match per_path {
                         true => format!("{scenario}/{}", name(variant)),
                         false => scenario.to_string(),
                     };

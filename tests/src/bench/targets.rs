@@ -22,6 +22,9 @@ enum Goal {
     /// `weft_l7_authz - weft_l7 <= x` (L7 with authorization against the
     /// same L7 path without).
     AuthzAddedAtMost(f64),
+    /// `metrics_on_off >= x` (weft with the agents' traffic metrics on
+    /// against the same path with them off).
+    MetricsRatioAtLeast(f64),
 }
 
 struct Target {
@@ -112,6 +115,18 @@ const TARGETS: &[Target] = &[
         metric: "p50",
         goal: Goal::AuthzAddedAtMost(10.0),
     },
+    Target {
+        what: "new connections/s, metrics on >= 95% of off (cross-node)",
+        scenario: "metrics/connection-rate/cross-node",
+        metric: "connections",
+        goal: Goal::MetricsRatioAtLeast(0.95),
+    },
+    Target {
+        what: "HTTP L7 max requests/s, metrics on >= 95% of off (cross-node)",
+        scenario: "metrics/http-l7-max-rps/cross-node",
+        metric: "requests",
+        goal: Goal::MetricsRatioAtLeast(0.95),
+    },
 ];
 
 /// One target's outcome.
@@ -155,6 +170,10 @@ pub fn evaluate(rows: &[Row]) -> Vec<Outcome> {
                 Goal::AuthzAddedAtMost(x) => {
                     let added = row.authz_minus_l7?;
                     (added, added <= x)
+                }
+                Goal::MetricsRatioAtLeast(x) => {
+                    let r = row.metrics_on_off?;
+                    (r, r >= x)
                 }
             };
             Some(Outcome {
@@ -248,6 +267,20 @@ mod tests {
         assert_eq!(authz.len(), 1);
         assert!(!authz[0].met && authz[0].measured == 14.0);
         assert!(text(&authz).contains("+14.0 µs"));
+        let metrics = Row::collect(
+            "metrics/http-l7-max-rps/cross-node",
+            &[
+                (Variant::WeftL7, (higher("requests", "1/s"), 19_600.0)),
+                (
+                    Variant::WeftL7MetricsOff,
+                    (higher("requests", "1/s"), 20_000.0),
+                ),
+            ],
+        );
+        let metrics = evaluate(&metrics);
+        assert_eq!(metrics.len(), 1);
+        assert!(metrics[0].met && (metrics[0].measured - 0.98).abs() < 1e-9);
+        assert!(text(&metrics).contains("measured 98%"));
         assert!(!out[0].met && (out[0].measured - 0.375).abs() < 1e-9);
         assert!(out[1].met && out[1].measured == 18.0);
         assert!(out[2].met);

@@ -26,6 +26,10 @@
 //! AuthorizationPolicy of [`AUTHZ_RULES`] HTTP rules for that pod alone:
 //! the same L7 path as `bench-l7-remote`, with authorization at the
 //! destination. Only then: the other scenarios see the testbed as before.
+//!
+//! The metrics scenarios restart both agents before each measurement, with
+//! their traffic metrics on or off (see `testbed/metrics.rs`), and once
+//! more after them with the setting the run started with.
 
 use std::net::{Ipv4Addr, SocketAddr};
 use std::path::PathBuf;
@@ -40,6 +44,7 @@ use super::stats::LoadReport;
 use crate::{Cluster, Pod, PodSpec, Process, ServicePort, httpapp, wait_for};
 
 mod authz;
+mod metrics;
 use authz::add_authz;
 
 pub const ECHO_PORT: u16 = 7001;
@@ -88,14 +93,25 @@ pub enum Variant {
     /// validates each request's JWT and evaluates an ALLOW policy of
     /// [`AUTHZ_RULES`] HTTP rules. [`AUTHZ_SCENARIO`] only.
     WeftL7Authz,
+    /// [`Variant::Weft`] with both agents restarted with their traffic
+    /// metrics off (`WEFT_TRAFFIC_METRICS=false`); the metrics scenarios
+    /// only, against [`Variant::Weft`] with them on.
+    WeftMetricsOff,
+    /// [`Variant::WeftL7`] with the agents' traffic metrics off.
+    WeftL7MetricsOff,
 }
 
 impl Variant {
     pub fn namespace(self) -> &'static str {
         match self {
             Variant::Direct => "direct",
-            Variant::Weft | Variant::WeftL7 | Variant::WeftL7Authz => "mesh",
+            _ => "mesh",
         }
+    }
+
+    /// Whether the agents record their traffic metrics (their default).
+    pub fn traffic_metrics(self) -> bool {
+        !matches!(self, Variant::WeftMetricsOff | Variant::WeftL7MetricsOff)
     }
 
     /// Whether weft is on the path.
@@ -111,6 +127,8 @@ impl Variant {
             Variant::Weft => "weft-l4",
             Variant::WeftL7 => "weft-l7",
             Variant::WeftL7Authz => "weft-l7-authz",
+            Variant::WeftMetricsOff => "weft-metrics-off",
+            Variant::WeftL7MetricsOff => "weft-l7-metrics-off",
         }
     }
 }
@@ -122,6 +140,8 @@ impl std::fmt::Display for Variant {
             Variant::Weft => "weft",
             Variant::WeftL7 => "weft-l7",
             Variant::WeftL7Authz => "weft-l7-authz",
+            Variant::WeftMetricsOff => "weft-metrics-off",
+            Variant::WeftL7MetricsOff => "weft-l7-metrics-off",
         })
     }
 }
@@ -276,14 +296,15 @@ impl Testbed {
     fn pods(&self, variant: Variant) -> &Pods {
         match variant {
             Variant::Direct => &self.direct,
-            Variant::Weft | Variant::WeftL7 | Variant::WeftL7Authz => &self.weft,
+            _ => &self.weft,
         }
     }
 
     /// Where a variant's client reaches `port` of the server at
     /// `placement` in the HTTP and gRPC scenarios: direct, the pod's IP
     /// (no kube-proxy here); weft, the VIP of the Service declaring the
-    /// port TCP; weft-l7, the VIP of the one declaring it HTTP or gRPC;
+    /// port TCP; weft-l7, the VIP of the one declaring it HTTP or gRPC
+    /// (the `-metrics-off` variants as their `weft` and `weft-l7`);
     /// weft-l7-authz, `bench-l7-authz` (cross-node whatever `placement`;
     /// the unspecified address when the testbed has no authorization
     /// server, see [`Testbed::authz`]).
@@ -293,10 +314,14 @@ impl Testbed {
             (Variant::WeftL7Authz, _) => {
                 self.authz.as_ref().map_or(Ipv4Addr::UNSPECIFIED, |a| a.vip)
             }
-            (Variant::Weft, Placement::SameNode) => self.vips.l4_local,
-            (Variant::Weft, Placement::CrossNode) => self.vips.l4_remote,
-            (Variant::WeftL7, Placement::SameNode) => self.vips.l7_local,
-            (Variant::WeftL7, Placement::CrossNode) => self.vips.l7_remote,
+            (Variant::Weft | Variant::WeftMetricsOff, Placement::SameNode) => self.vips.l4_local,
+            (Variant::Weft | Variant::WeftMetricsOff, Placement::CrossNode) => self.vips.l4_remote,
+            (Variant::WeftL7 | Variant::WeftL7MetricsOff, Placement::SameNode) => {
+                self.vips.l7_local
+            }
+            (Variant::WeftL7 | Variant::WeftL7MetricsOff, Placement::CrossNode) => {
+                self.vips.l7_remote
+            }
         };
         SocketAddr::from((vip, port))
     }

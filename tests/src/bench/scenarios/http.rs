@@ -79,7 +79,7 @@ pub fn run(run: &mut Run, testbed: &Testbed) {
     }
 }
 
-fn max_rps(
+pub(super) fn max_rps(
     testbed: &Testbed,
     variant: Variant,
     placement: Placement,

@@ -13,12 +13,15 @@
 //! | `http/latency-2000rps/*` | `weft-bench-load http` (as `latency/http/*`), direct, weft L4, weft L7 | `serve --http` |
 //! | `grpc/*` | `weft-bench-load grpc` (tonic, h2c, unary calls), direct, weft L4, weft L7 | `weft-sim-http serve` |
 //! | `http/authz-latency/cross-node` | `weft-bench-load http` (as `latency/http/*`, with a JWT), weft L7 without and with a RequestAuthentication and a 10-rule ALLOW policy | `serve --http` (`server-remote`, `server-authz`) |
+//! | `metrics/connection-rate/cross-node` | as `connections/*`, through weft L4 with the agents' traffic metrics on and off | `serve --rr` |
+//! | `metrics/http-l7-max-rps/cross-node` | as `http/max-rps/*`, through weft L7 with the agents' traffic metrics on and off | `serve --http` |
 
 pub mod authz;
 pub mod connrate;
 pub mod footprint;
 pub mod http;
 pub mod latency;
+pub mod metrics;
 pub mod throughput;
 
 use std::time::Duration;
