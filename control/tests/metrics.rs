@@ -577,8 +577,9 @@ fn normalise(series: &str) -> String {
     format!("{name}{{{}}}", rest.join(","))
 }
 
-/// `promtool check metrics` (Prometheus's own parser) on the classic
-/// text, when promtool is installed: it must parse (promtool exits 1 on a
+/// `promtool check metrics` (Prometheus's own parser, from Debian's
+/// `prometheus` package, which `cargo xtask setup` installs) on the classic
+/// text: it must parse (promtool exits 1 on a
 /// parse error, 3 on lint findings only), and the only lint findings are
 /// about istiod's counter names (no `_total`; `_count` on a counter).
 fn promtool_check(text: &str) {
@@ -589,10 +590,9 @@ fn promtool_check(text: &str) {
         .stdout(std::process::Stdio::piped())
         .stderr(std::process::Stdio::piped())
         .spawn();
-    let Ok(mut child) = child else {
-        eprintln!("promtool not installed; skipping its check");
-        return;
-    };
+    let mut child = child.unwrap_or_else(|err| {
+        panic!("cannot run promtool ({err}): run `cargo xtask setup`, which installs Debian's prometheus package")
+    });
     child
         .stdin
         .take()
