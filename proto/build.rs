@@ -10,6 +10,7 @@ const PROTOS: &[&str] = &[
     "envoy/service/discovery/v3/ads.proto",
     "weft/route/v1/route.proto",
     "weft/route/v1/destination.proto",
+    "weft/telemetry/v1/access_log.proto",
     "envoy/service/auth/v3/external_auth.proto",
 ];
 

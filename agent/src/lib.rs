@@ -18,7 +18,10 @@
 //! * [`xds`] and [`state`]: the workload/service model received from the
 //!   control plane.
 //! * [`sys`]: the seam to the kernel (netns, socket options, netlink).
+//! * [`access_log`]: one line per request and per connection, in Envoy's
+//!   format, as MeshConfig and the Telemetry API say.
 
+pub mod access_log;
 pub mod admin;
 pub mod app;
 pub mod authn;

@@ -157,6 +157,7 @@ fn column(type_url: &str) -> String {
         "istio.security.Authorization" => "AUTHORIZATIONS".into(),
         "weft.route.v1.RouteConfig" => "ROUTES".into(),
         "weft.route.v1.DestinationPolicy" => "DESTINATIONS".into(),
+        "weft.telemetry.v1.AccessLogPolicy" => "ACCESSLOGS".into(),
         other => other.rsplit('.').next().unwrap_or(other).to_uppercase(),
     }
 }

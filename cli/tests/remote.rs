@@ -198,7 +198,10 @@ fn proxy_status_tabulates_each_agent_and_its_nacks() {
         "{out}"
     );
     assert!(lines[0].contains("AUTHORIZATIONS"), "{out}");
-    assert!(lines[0].ends_with("ROUTES   DESTINATIONS"), "{out}");
+    assert!(
+        lines[0].ends_with("ROUTES   DESTINATIONS   ACCESSLOGS"),
+        "{out}"
+    );
     let node1 = lines[1];
     assert!(
         node1.starts_with("node-1   10.0.0.11:40112   2m5s"),

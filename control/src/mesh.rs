@@ -1,7 +1,8 @@
 //! The parts of Istio's MeshConfig weft-control reads (`--mesh-config`,
 //! the YAML of the `istio` ConfigMap's `mesh` key): `extensionProviders`,
-//! which CUSTOM AuthorizationPolicies name. Every other MeshConfig field
-//! is accepted and ignored.
+//! which CUSTOM AuthorizationPolicies name, and the access log
+//! (`accessLogFile`, `accessLogEncoding`, `accessLogFormat`). Every other
+//! MeshConfig field is accepted and ignored.
 
 use std::path::Path;
 
@@ -18,6 +19,18 @@ use crate::{
 pub struct MeshConfig {
     #[serde(default)]
     pub extension_providers: Vec<ExtensionProvider>,
+    /// `accessLogFile`: where proxies write access logs. Unset: weft's
+    /// default, `/dev/stdout` (Istio's is off); `""`: off, unless a
+    /// Telemetry turns the `envoy` provider on.
+    #[serde(default)]
+    pub access_log_file: Option<String>,
+    /// `accessLogEncoding`: `TEXT` (the default) or `JSON`.
+    #[serde(default)]
+    pub access_log_encoding: Option<String>,
+    /// `accessLogFormat`: an Envoy format string (TEXT) or a JSON object
+    /// of key to format string (JSON); unset or empty: Istio's default.
+    #[serde(default)]
+    pub access_log_format: Option<String>,
 }
 
 /// One `extensionProviders` entry: a name and one provider kind.
@@ -151,7 +164,50 @@ impl MeshConfig {
         Ok(mesh)
     }
 
+    /// `accessLogFile` in force (see the field).
+    pub fn access_log_file(&self) -> String {
+        self.access_log_file
+            .clone()
+            .unwrap_or_else(|| "/dev/stdout".to_string())
+    }
+
+    /// Whether `accessLogEncoding` is JSON.
+    pub fn access_log_json(&self) -> bool {
+        self.access_log_encoding
+            .as_deref()
+            .is_some_and(|e| e.eq_ignore_ascii_case("JSON"))
+    }
+
+    /// `accessLogEncoding` and `accessLogFormat`: the format must parse
+    /// with the operators weft's agent renders.
+    fn check_access_log(&self) -> Result<(), String> {
+        if let Some(encoding) = &self.access_log_encoding
+            && !encoding.eq_ignore_ascii_case("TEXT")
+            && !encoding.eq_ignore_ascii_case("JSON")
+        {
+            return Err(format!(
+                "accessLogEncoding: `{encoding}` is not TEXT or JSON"
+            ));
+        }
+        let Some(format) = self
+            .access_log_format
+            .as_deref()
+            .map(str::trim)
+            .filter(|f| !f.is_empty())
+        else {
+            return Ok(());
+        };
+        use crate::model::access_log::format;
+        if self.access_log_json() {
+            format::parse_json(format).map(|_| ())
+        } else {
+            format::parse(format).map(|_| ())
+        }
+        .map_err(|e| format!("accessLogFormat: {e}"))
+    }
+
     fn check(&self) -> Result<(), String> {
+        self.check_access_log()?;
         for (i, p) in self.extension_providers.iter().enumerate() {
             let at = format!("extensionProviders[{i}]");
             if p.name.is_empty() {
@@ -316,6 +372,30 @@ mod tests {
         let err = load("extensionProviders:\n- name: web\n  envoyExtAuthzHttp:\n    port: 80\n")
             .unwrap_err();
         assert!(err.contains("service"), "{err}");
+    }
+
+    #[test]
+    fn reads_and_checks_the_access_log() {
+        let mesh = load("extensionProviders: []\n").unwrap();
+        assert_eq!(mesh.access_log_file(), "/dev/stdout");
+        assert!(!mesh.access_log_json());
+        let mesh = load("accessLogFile: \"\"\naccessLogEncoding: JSON\naccessLogFormat: '{\"code\": \"%RESPONSE_CODE%\"}'\n").unwrap();
+        assert_eq!(mesh.access_log_file(), "");
+        assert!(mesh.access_log_json());
+        for (text, wanted) in [
+            ("accessLogEncoding: XML\n", "accessLogEncoding: `XML`"),
+            (
+                "accessLogFormat: '[%START_TIME%] %NOT_AN_OPERATOR%'\n",
+                "accessLogFormat: position 15: unknown command operator `%NOT_AN_OPERATOR%`",
+            ),
+            (
+                "accessLogEncoding: JSON\naccessLogFormat: '%DURATION%'\n",
+                "accessLogFormat: a JSON access log format",
+            ),
+        ] {
+            let err = load(text).unwrap_err();
+            assert!(err.contains(wanted), "{text}: {err}");
+        }
     }
 
     #[test]

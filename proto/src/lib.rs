@@ -40,6 +40,10 @@ pub use generated::google::rpc;
 /// VirtualService routes) and `DestinationPolicy` (its DestinationRules).
 pub use generated::weft::route::v1 as route;
 
+/// `weft.telemetry.v1`: weft's own `AccessLogPolicy` (MeshConfig's access
+/// log and the Telemetry API's `accessLogging`, per namespace).
+pub use generated::weft::telemetry::v1 as telemetry;
+
 /// The xDS type URL of [`workload::Address`] resources.
 pub const ADDRESS_TYPE_URL: &str = "type.googleapis.com/istio.workload.Address";
 
@@ -51,6 +55,10 @@ pub const ROUTE_CONFIG_TYPE_URL: &str = "type.googleapis.com/weft.route.v1.Route
 
 /// The xDS type URL of [`route::DestinationPolicy`] resources.
 pub const DESTINATION_POLICY_TYPE_URL: &str = "type.googleapis.com/weft.route.v1.DestinationPolicy";
+
+/// The xDS type URL of [`telemetry::AccessLogPolicy`] resources.
+pub const ACCESS_LOG_POLICY_TYPE_URL: &str =
+    "type.googleapis.com/weft.telemetry.v1.AccessLogPolicy";
 
 /// The generated code refers to other packages by relative paths
 /// (`super::super::...`), so the modules mirror the package tree.
@@ -106,6 +114,11 @@ mod generated {
                 include!(concat!(env!("OUT_DIR"), "/weft.route.v1.rs"));
             }
         }
+        pub mod telemetry {
+            pub mod v1 {
+                include!(concat!(env!("OUT_DIR"), "/weft.telemetry.v1.rs"));
+            }
+        }
     }
 }
 
@@ -123,6 +136,10 @@ mod tests {
         assert_eq!(
             route::DestinationPolicy::type_url(),
             DESTINATION_POLICY_TYPE_URL
+        );
+        assert_eq!(
+            telemetry::AccessLogPolicy::type_url(),
+            ACCESS_LOG_POLICY_TYPE_URL
         );
     }
 

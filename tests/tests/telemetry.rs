@@ -290,8 +290,52 @@ fn agents_report_istios_metrics_from_both_sides_and_prometheus_reads_them() -> R
                 "{direction} bytes: {at_source} at the source, {at_destination} at the destination"
             );
         }
+        grpc_messages_are_counted(cluster, &web, vip)?;
         prometheus_reads_them(cluster, &web, vip)
     })
+}
+
+/// A gRPC stream of 5 messages each way is one request, and its messages
+/// are counted, by both reporters, in `istio_request_messages_total` and
+/// `istio_response_messages_total`.
+fn grpc_messages_are_counted(
+    cluster: &Cluster,
+    web: &weft_sim::Pod,
+    vip: std::net::Ipv4Addr,
+) -> Result<()> {
+    let out = web.run_http(
+        &[
+            "grpc-call",
+            &format!("{vip}:7070"),
+            "--method",
+            "chat",
+            "--count",
+            "5",
+        ],
+        TIMEOUT,
+    )?;
+    ensure!(
+        out.stdout.contains("\"grpc_status\":0"),
+        "grpc-call chat: {out:?}"
+    );
+    std::thread::sleep(LOG_SETTLE);
+    for (node, reporter) in [("node-1", "source"), ("node-2", "destination")] {
+        let stream = [
+            ("reporter", reporter),
+            ("source_workload", "web"),
+            ("destination_workload", "api"),
+            ("request_protocol", "grpc"),
+            ("grpc_response_status", "0"),
+        ];
+        for metric in [
+            "istio_request_messages_total",
+            "istio_response_messages_total",
+        ] {
+            let counted = total(&scrape(cluster, node, metric)?, &stream);
+            ensure!(counted == 5.0, "{metric} by the {reporter}: {counted}");
+        }
+    }
+    Ok(())
 }
 
 /// A real Prometheus, in the control plane's namespace (on the fabric),

@@ -4,7 +4,10 @@
 
 use std::{
     pin::Pin,
-    sync::{Arc, Mutex},
+    sync::{
+        Arc, Mutex,
+        atomic::{AtomicU64, Ordering},
+    },
     task::{Context, Poll, Waker},
 };
 
@@ -261,37 +264,49 @@ fn wake_all(waiting: &mut Vec<Waker>) {
     }
 }
 
+/// How a body ended, for [`on_end`].
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Ended {
+    /// Data bytes it carried.
+    pub bytes: u64,
+    /// The `grpc-status` of its trailers.
+    pub grpc_status: Option<u32>,
+    /// gRPC messages it carried (counted only when asked).
+    pub messages: u64,
+}
+
 /// `body`, calling `done` once when it ends (or fails, or is dropped
-/// unfinished) with the data bytes it carried and the `grpc-status` of its
-/// trailers: where a response's metrics are recorded.
-pub fn on_end<F>(body: Body, done: F) -> Body
+/// unfinished) with what it carried: where a response's metrics are
+/// recorded. `grpc`: count its gRPC messages.
+pub fn on_end<F>(body: Body, grpc: bool, done: F) -> Body
 where
-    F: FnOnce(u64, Option<u32>) + Send + Sync + Unpin + 'static,
+    F: FnOnce(Ended) + Send + Sync + Unpin + 'static,
 {
     boxed(OnEnd {
         inner: body,
-        bytes: 0,
-        grpc_status: None,
+        ended: Ended::default(),
+        frames: grpc.then(GrpcFrames::default),
         done: Some(done),
     })
 }
 
-struct OnEnd<F: FnOnce(u64, Option<u32>)> {
+struct OnEnd<F: FnOnce(Ended)> {
     inner: Body,
-    bytes: u64,
-    grpc_status: Option<u32>,
+    ended: Ended,
+    frames: Option<GrpcFrames>,
     done: Option<F>,
 }
 
-impl<F: FnOnce(u64, Option<u32>)> OnEnd<F> {
+impl<F: FnOnce(Ended)> OnEnd<F> {
     fn finish(&mut self) {
         if let Some(done) = self.done.take() {
-            done(self.bytes, self.grpc_status);
+            self.ended.messages = self.frames.as_ref().map_or(0, |f| f.messages);
+            done(self.ended);
         }
     }
 }
 
-impl<F: FnOnce(u64, Option<u32>) + Unpin> HttpBody for OnEnd<F> {
+impl<F: FnOnce(Ended) + Unpin> HttpBody for OnEnd<F> {
     type Data = Bytes;
     type Error = BoxError;
 
@@ -303,10 +318,13 @@ impl<F: FnOnce(u64, Option<u32>) + Unpin> HttpBody for OnEnd<F> {
         match &polled {
             Poll::Ready(Some(Ok(frame))) => {
                 if let Some(data) = frame.data_ref() {
-                    self.bytes += data.len() as u64;
+                    self.ended.bytes += data.len() as u64;
+                    if let Some(frames) = self.frames.as_mut() {
+                        frames.feed(data);
+                    }
                 }
                 if let Some(trailers) = frame.trailers_ref() {
-                    self.grpc_status = super::reply::grpc_status(trailers);
+                    self.ended.grpc_status = super::reply::grpc_status(trailers);
                 }
             }
             Poll::Ready(None) | Poll::Ready(Some(Err(_))) => self.finish(),
@@ -324,9 +342,92 @@ impl<F: FnOnce(u64, Option<u32>) + Unpin> HttpBody for OnEnd<F> {
     }
 }
 
-impl<F: FnOnce(u64, Option<u32>)> Drop for OnEnd<F> {
+impl<F: FnOnce(Ended)> Drop for OnEnd<F> {
     fn drop(&mut self) {
         self.finish();
+    }
+}
+
+/// Counts the messages of a gRPC stream as its bytes go by: each message
+/// is a 5-byte prefix (compressed flag, big-endian length) and its
+/// payload, and either may be split across data frames.
+#[derive(Debug, Default, Clone)]
+pub struct GrpcFrames {
+    /// Messages whose prefix has been seen.
+    pub messages: u64,
+    prefix: [u8; 5],
+    prefix_len: usize,
+    /// Payload bytes of the current message still to come.
+    remaining: u64,
+}
+
+impl GrpcFrames {
+    pub fn feed(&mut self, mut data: &[u8]) {
+        while !data.is_empty() {
+            if self.remaining > 0 {
+                let skip = self.remaining.min(data.len() as u64);
+                self.remaining -= skip;
+                data = &data[skip as usize..];
+                continue;
+            }
+            let take = (5 - self.prefix_len).min(data.len());
+            self.prefix[self.prefix_len..self.prefix_len + take].copy_from_slice(&data[..take]);
+            self.prefix_len += take;
+            data = &data[take..];
+            if self.prefix_len == 5 {
+                let [_, a, b, c, d] = self.prefix;
+                self.remaining = u32::from_be_bytes([a, b, c, d]) as u64;
+                self.messages += 1;
+                self.prefix_len = 0;
+            }
+        }
+    }
+}
+
+/// `body`, counting its gRPC messages into `count` as they pass (a
+/// request's, read by whoever records the request when it is answered).
+pub fn count_messages(body: Body, count: Arc<AtomicU64>) -> Body {
+    boxed(Counted {
+        inner: body,
+        frames: GrpcFrames::default(),
+        count,
+    })
+}
+
+struct Counted {
+    inner: Body,
+    frames: GrpcFrames,
+    count: Arc<AtomicU64>,
+}
+
+impl HttpBody for Counted {
+    type Data = Bytes;
+    type Error = BoxError;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
+        let polled = Pin::new(&mut self.inner).poll_frame(cx);
+        if let Poll::Ready(Some(Ok(frame))) = &polled
+            && let Some(data) = frame.data_ref()
+        {
+            let before = self.frames.messages;
+            self.frames.feed(data);
+            let new = self.frames.messages - before;
+            if new > 0 {
+                self.count.fetch_add(new, Ordering::Relaxed);
+            }
+        }
+        polled
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.inner.size_hint()
     }
 }
 
@@ -379,6 +480,42 @@ mod tests {
         assert!(!replay.can_replay());
         assert!(collect(replay.body()).await.is_err());
         assert!(follower.await.unwrap().is_err(), "the mirror gives up");
+    }
+
+    #[test]
+    fn grpc_messages_are_counted_across_frames() {
+        let mut frames = GrpcFrames::default();
+        // Two messages (3 and 0 bytes), the first prefix split in two.
+        frames.feed(&[0, 0, 0]);
+        assert_eq!(frames.messages, 0);
+        frames.feed(&[0, 3, b'a', b'b']);
+        assert_eq!(frames.messages, 1);
+        frames.feed(&[b'c', 0, 0, 0, 0, 0]);
+        assert_eq!(frames.messages, 2);
+        // A third whose payload spans frames.
+        frames.feed(&[1, 0, 0, 0, 4, b'w']);
+        frames.feed(&[b'x', b'y', b'z', 0]);
+        assert_eq!(
+            frames.messages, 3,
+            "a message counts once its prefix is whole"
+        );
+        frames.feed(&[0, 0, 0, 9]);
+        assert_eq!(frames.messages, 4);
+    }
+
+    #[tokio::test]
+    async fn on_end_reports_bytes_and_messages() {
+        let (tx, rx) = std::sync::mpsc::channel();
+        let message: &'static [u8] = &[0, 0, 0, 0, 2, b'h', b'i'];
+        let frames: Vec<Result<Frame<Bytes>, BoxError>> = vec![
+            Ok(Frame::data(Bytes::from_static(message))),
+            Ok(Frame::data(Bytes::from_static(message))),
+        ];
+        let body = StreamBody::new(futures::stream::iter(frames)).boxed();
+        let body = on_end(body, true, move |ended| tx.send(ended).unwrap());
+        collect(body).await.unwrap();
+        let ended = rx.recv().unwrap();
+        assert_eq!((ended.bytes, ended.messages), (14, 2));
     }
 
     #[tokio::test]

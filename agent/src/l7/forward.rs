@@ -235,7 +235,7 @@ async fn route(
         return Ok(send::upgrade(ctx, down, destination, head, upgrade, record, grpc).await);
     }
 
-    let replay = Replay::new(body::boxed(request.into_body()));
+    let replay = Replay::new(record.counting(body::boxed(request.into_body())));
     if let Some(route) = route {
         for mirror in &route.mirrors {
             if mirror.sampled(fastrand::u32(..)) {

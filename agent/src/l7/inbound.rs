@@ -88,10 +88,26 @@ struct Served {
     app: tokio::sync::Mutex<Option<AppConn>>,
     /// Istio's labels of this connection's requests, built at the first.
     labels: std::sync::OnceLock<TrafficLabels>,
+    /// The metric series its requests recorded, for the next ones.
+    series: Arc<crate::metrics::traffic::SeriesCache>,
 }
 
 impl Served {
-    fn labels(&self, ctx: &ProxyContext) -> &TrafficLabels {
+    /// The labels of a request on this connection with its protocol and
+    /// response flags.
+    fn labels(&self, ctx: &ProxyContext, grpc: bool, flags: reply::Flags) -> TrafficLabels {
+        let mut labels = self.connection_labels(ctx).clone();
+        if grpc {
+            labels.request_protocol = RequestProtocol::grpc;
+        }
+        if flags.is_empty() {
+            labels
+        } else {
+            labels.with_flags(&flags.to_string())
+        }
+    }
+
+    fn connection_labels(&self, ctx: &ProxyContext) -> &TrafficLabels {
         self.labels.get_or_init(|| {
             let inbound = &self.inbound;
             let security = match inbound.client {
@@ -124,6 +140,7 @@ where
         inbound,
         app: tokio::sync::Mutex::new(None),
         labels: std::sync::OnceLock::new(),
+        series: Arc::default(),
     });
     let handler = {
         let served = served.clone();
@@ -144,44 +161,58 @@ where
 
 /// Handles one request and records Istio's request metrics for it
 /// (`reporter="destination"`) when its response has been sent.
-async fn handle(request: Request<Incoming>, served: &Served, ctx: &ProxyContext) -> Response<Body> {
+async fn handle(
+    mut request: Request<Incoming>,
+    served: &Served,
+    ctx: &ProxyContext,
+) -> Response<Body> {
     let started = Instant::now();
-    let protocol = if reply::is_grpc(request.headers()) {
-        RequestProtocol::grpc
-    } else {
-        RequestProtocol::http
-    };
+    let grpc = reply::is_grpc(request.headers());
     let request_bytes = request
         .headers()
         .get(http::header::CONTENT_LENGTH)
         .and_then(|v| v.to_str().ok()?.parse().ok())
         .unwrap_or(0);
+    let traffic = ctx.metrics.traffic.enabled();
+    // `Served::send` counts the request's messages into it.
+    let request_messages = (traffic && grpc).then(|| {
+        let count = RequestMessages::default();
+        request.extensions_mut().insert(count.clone());
+        count
+    });
+    // The server side's access-log line (`l7/log.rs`).
+    let access = super::log::ServerRecord::start(&request, &served.inbound);
     let response = decide_and_forward(request, served, ctx).await;
-    if !ctx.metrics.traffic.enabled() {
+    let response = match access {
+        Some(record) => record.finish(response),
+        None => response,
+    };
+    if !traffic {
         return response;
     }
     let flags = response
         .extensions()
         .get::<reply::Replied>()
-        .map(|replied| replied.0.to_string())
+        .map(|replied| replied.0)
         .unwrap_or_default();
-    let mut labels = served.labels(ctx).clone().with_flags(&flags);
-    labels.request_protocol = protocol;
     let status = response.status().as_u16();
     let header_grpc_status = reply::grpc_status(response.headers());
+    let labels = served.labels(ctx, grpc, flags);
     let metrics = ctx.metrics.clone();
+    let series = served.series.clone();
     response.map(|body| {
-        body::on_end(body, move |response_bytes, trailer_grpc_status| {
-            metrics.traffic.request(
-                &labels,
-                RequestOutcome {
-                    status,
-                    grpc_status: trailer_grpc_status.or(header_grpc_status),
-                    duration: started.elapsed(),
-                    request_bytes,
-                    response_bytes,
-                },
-            );
+        body::on_end(body, grpc, move |ended| {
+            let grpc_status = ended.grpc_status.or(header_grpc_status);
+            let outcome = RequestOutcome {
+                duration: started.elapsed(),
+                request_bytes,
+                response_bytes: ended.bytes,
+                request_messages: request_messages.map_or(0, |count| count.get()),
+                response_messages: ended.messages,
+            };
+            series
+                .get(&metrics.traffic, &labels, status, grpc_status)
+                .record(&outcome);
         })
     })
 }
@@ -487,6 +518,17 @@ async fn external(
 
 /// The request body on its way to the app: as it comes, or what was
 /// buffered for the provider followed by the rest.
+/// The gRPC messages of a request, counted as its body goes to the app
+/// (see [`handle`]).
+#[derive(Debug, Clone, Default)]
+struct RequestMessages(Arc<std::sync::atomic::AtomicU64>);
+
+impl RequestMessages {
+    fn get(&self) -> u64 {
+        self.0.load(std::sync::atomic::Ordering::Relaxed)
+    }
+}
+
 enum AppBody {
     Raw(Incoming),
     Buffered(Body),
@@ -521,6 +563,10 @@ impl Served {
         ctx: &ProxyContext,
         request: Request<Body>,
     ) -> Result<Response<Incoming>, LocalReply> {
+        let request = match request.extensions().get::<RequestMessages>().cloned() {
+            Some(count) => request.map(|body| body::count_messages(body, count.0)),
+            None => request,
+        };
         let http2 = request.version() == Version::HTTP_2;
         let mut slot = self.app.lock().await;
         let usable = match slot.as_mut() {

@@ -3,25 +3,35 @@
 //! Istio users read: method, authority, path, status, response flags,
 //! route, destination and subset, upstream endpoint, attempts. The same
 //! moment records Istio's request metrics (`reporter="source"`).
+//!
+//! [`Record`] is the client's side (the agent of the pod that sent the
+//! request), [`ServerRecord`] the server's (`l7/inbound.rs`); each writes
+//! its side's line to the [`crate::access_log`] when the Telemetry API
+//! and MeshConfig say so.
 
 use std::{
     net::SocketAddr,
     pin::Pin,
+    sync::{
+        Arc,
+        atomic::{AtomicU64, Ordering},
+    },
     task::{Context, Poll},
-    time::Instant,
+    time::{Instant, SystemTime},
 };
 
 use bytes::Bytes;
-use http::{Method, Request, Response, StatusCode, Version};
+use http::{HeaderMap, Method, Request, Response, StatusCode, Version};
 use http_body::{Body as HttpBody, Frame, SizeHint};
 
 use super::{
-    body::{self, Body, BoxError},
+    body::{self, Body, BoxError, GrpcFrames},
     forward::Downstream,
     reply::{Flag, Flags, Replied},
     route::{Destination, HttpRoute},
 };
 use crate::{
+    access_log::{self, Decision, Entry, Http, Side},
     metrics::{
         Metrics,
         traffic::{Peer, Reporter, RequestOutcome, RequestProtocol, SecurityPolicy, TrafficLabels},
@@ -32,16 +42,32 @@ use crate::{
 
 /// What the request metrics need besides the record itself.
 struct Telemetry {
-    metrics: std::sync::Arc<Metrics>,
-    store: std::sync::Arc<WorkloadStore>,
-    source: std::sync::Arc<Workload>,
-    service: std::sync::Arc<Service>,
+    metrics: Arc<Metrics>,
+    store: Arc<WorkloadStore>,
+    source: Arc<Workload>,
+    service: Arc<Service>,
     protocol: RequestProtocol,
+}
+
+/// The access log's part of a request that is logged: the decision made
+/// when it started, and the headers a format may print.
+struct Access {
+    decision: Decision,
+    headers: HeaderMap,
+    response_headers: Option<HeaderMap>,
 }
 
 /// What is known of one request, filled in as it goes.
 pub struct Record {
     started: Instant,
+    /// `%START_TIME%`.
+    start_time: SystemTime,
+    /// The address the app dialled (the service's VIP and port).
+    local: SocketAddr,
+    /// Istio's name of the cluster: `outbound|<port>|<subset>|<host>`.
+    cluster: String,
+    /// `None`: this request is not logged (the client side's is off).
+    access: Option<Access>,
     src_identity: Identity,
     src_addr: SocketAddr,
     method: Method,
@@ -59,6 +85,11 @@ pub struct Record {
     grpc_status: Option<u32>,
     /// The request body's size (its `content-length`, when it has one).
     request_bytes: u64,
+    /// gRPC messages each way, counted when the request is gRPC and the
+    /// metrics are on: the request's by [`Record::counting`], the
+    /// response's by the [`Logged`] body.
+    request_messages: Option<Arc<AtomicU64>>,
+    response_messages: u64,
     telemetry: Telemetry,
 }
 
@@ -76,8 +107,23 @@ impl Record {
             })
             .unwrap_or("")
             .to_string();
+        let access = access_log::global()
+            .decide(
+                &down.pod.workload.namespace,
+                &down.pod.workload.uid,
+                Side::Client,
+            )
+            .map(|decision| Access {
+                decision,
+                headers: request.headers().clone(),
+                response_headers: None,
+            });
         Record {
             started: Instant::now(),
+            start_time: SystemTime::now(),
+            local: down.original,
+            cluster: String::new(),
+            access,
             src_identity: down.pod.identity().clone(),
             src_addr: down.peer,
             method: request.method().clone(),
@@ -101,6 +147,10 @@ impl Record {
                 .get(http::header::CONTENT_LENGTH)
                 .and_then(|v| v.to_str().ok()?.parse().ok())
                 .unwrap_or(0),
+            request_messages: (ctx.metrics.traffic.enabled()
+                && super::reply::is_grpc(request.headers()))
+            .then(Arc::default),
+            response_messages: 0,
             telemetry: Telemetry {
                 metrics: ctx.metrics.clone(),
                 store: ctx.store.clone(),
@@ -117,6 +167,15 @@ impl Record {
         }
     }
 
+    /// The request's body on its way upstream, counting its gRPC
+    /// messages when they are counted (once, whatever the retries replay).
+    pub fn counting(&self, body: Body) -> Body {
+        match &self.request_messages {
+            Some(count) => body::count_messages(body, count.clone()),
+            None => body,
+        }
+    }
+
     /// The route that matched.
     pub fn route(&mut self, route: &HttpRoute) {
         self.route = if route.name.is_empty() {
@@ -130,6 +189,14 @@ impl Record {
     pub fn destination(&mut self, destination: &Destination) {
         self.destination = destination.host.clone();
         self.subset = destination.subset.clone();
+        let port = match destination.port {
+            0 => self.local.port(),
+            port => port,
+        };
+        self.cluster = format!(
+            "outbound|{port}|{}|{}",
+            destination.subset, destination.host
+        );
     }
 
     /// An attempt went to `endpoint`.
@@ -149,12 +216,11 @@ impl Record {
         }
         self.status = Some(response.status());
         self.grpc_status = super::reply::grpc_status(response.headers());
+        if let Some(access) = self.access.as_mut() {
+            access.response_headers = Some(response.headers().clone());
+        }
         let (parts, inner) = response.into_parts();
-        let logged = Logged {
-            inner,
-            record: Some(self),
-            bytes: 0,
-        };
+        let logged = Logged::new(inner, self);
         Response::from_parts(parts, body::boxed(logged))
     }
 
@@ -185,16 +251,25 @@ impl Record {
             Some(&t.service),
             t.protocol,
             security,
-        )
-        .with_flags(&self.flags.to_string());
+        );
+        let labels = if self.flags.is_empty() {
+            labels
+        } else {
+            labels.with_flags(&self.flags.to_string())
+        };
         t.metrics.traffic.request(
             &labels,
-            RequestOutcome {
-                status: self.status.map_or(0, |s| s.as_u16()),
-                grpc_status: self.grpc_status,
+            self.status.map_or(0, |s| s.as_u16()),
+            self.grpc_status,
+            &RequestOutcome {
                 duration: self.started.elapsed(),
                 request_bytes: self.request_bytes,
                 response_bytes,
+                request_messages: self
+                    .request_messages
+                    .as_ref()
+                    .map_or(0, |count| count.load(Ordering::Relaxed)),
+                response_messages: self.response_messages,
             },
         );
     }
@@ -226,18 +301,260 @@ impl Record {
             duration_ms,
             "http request"
         );
+        self.access_log(bytes_sent);
     }
+
+    /// The client side's access-log line, if it is logged.
+    fn access_log(&self, bytes_sent: u64) {
+        let Some(access) = &self.access else {
+            return;
+        };
+        let local_identity = self.src_identity.to_string();
+        let mut e = Entry::new(self.start_time, self.started.elapsed());
+        e.http = Some(Http {
+            method: self.method.as_str(),
+            path: &self.path,
+            authority: &self.authority,
+            headers: Some(&access.headers),
+            response_headers: access.response_headers.as_ref(),
+            status: self.status.map_or(0, |s| s.as_u16()),
+            grpc_status: self.grpc_status,
+        });
+        e.protocol = protocol(self.version);
+        e.flags = self.flags;
+        e.bytes_received = self.request_bytes;
+        e.bytes_sent = bytes_sent;
+        e.upstream_host = self.upstream;
+        e.upstream_cluster = &self.cluster;
+        e.downstream_local = Some(self.local);
+        e.downstream_remote = Some(access_log::app_address(
+            self.src_addr,
+            &self.telemetry.source,
+        ));
+        e.local_identity = &local_identity;
+        e.route = &self.route;
+        e.attempts = self.attempts;
+        e.mtls = self
+            .upstream
+            .and_then(|a| self.telemetry.store.workload_by_ip(a.ip()))
+            .is_some_and(|w| w.hbone);
+        access_log::global().write(&access.decision, &e);
+    }
+}
+
+/// `%PROTOCOL%`.
+fn protocol(version: Version) -> &'static str {
+    match version {
+        Version::HTTP_09 => "HTTP/0.9",
+        Version::HTTP_10 => "HTTP/1.0",
+        Version::HTTP_2 => "HTTP/2",
+        Version::HTTP_3 => "HTTP/3",
+        _ => "HTTP/1.1",
+    }
+}
+
+/// The server side's access-log line of one request, at the destination's
+/// agent (`l7/inbound.rs`): started when the request arrives, written when
+/// its response has been sent.
+pub struct ServerRecord {
+    decision: Decision,
+    started: Instant,
+    start_time: SystemTime,
+    method: Method,
+    authority: String,
+    path: String,
+    version: Version,
+    headers: HeaderMap,
+    response_headers: HeaderMap,
+    status: u16,
+    grpc_status: Option<u32>,
+    flags: Flags,
+    request_bytes: u64,
+    peer: SocketAddr,
+    target: SocketAddr,
+    /// The client's SPIFFE id, if proven (HBONE).
+    client: String,
+    local_identity: String,
+    sni: String,
+    cluster: String,
+}
+
+impl ServerRecord {
+    /// `None` when the server side of this pod does not log.
+    pub fn start<B>(
+        request: &Request<B>,
+        inbound: &super::inbound::Inbound,
+    ) -> Option<ServerRecord> {
+        let workload = &inbound.pod.workload;
+        let decision =
+            access_log::global().decide(&workload.namespace, &workload.uid, Side::Server)?;
+        let authority = request
+            .uri()
+            .authority()
+            .map(|a| a.as_str())
+            .or_else(|| {
+                request
+                    .headers()
+                    .get(http::header::HOST)
+                    .and_then(|h| h.to_str().ok())
+            })
+            .unwrap_or("")
+            .to_string();
+        Some(ServerRecord {
+            decision,
+            started: Instant::now(),
+            start_time: SystemTime::now(),
+            method: request.method().clone(),
+            authority,
+            path: request
+                .uri()
+                .path_and_query()
+                .map_or("/", |p| p.as_str())
+                .to_string(),
+            version: request.version(),
+            headers: request.headers().clone(),
+            response_headers: HeaderMap::new(),
+            status: 0,
+            grpc_status: None,
+            flags: Flags::default(),
+            request_bytes: request
+                .headers()
+                .get(http::header::CONTENT_LENGTH)
+                .and_then(|v| v.to_str().ok()?.parse().ok())
+                .unwrap_or(0),
+            peer: inbound.peer,
+            target: inbound.target,
+            client: inbound
+                .client
+                .as_ref()
+                .map(ToString::to_string)
+                .unwrap_or_default(),
+            local_identity: workload.identity.to_string(),
+            sni: inbound.sni.clone().unwrap_or_default(),
+            cluster: format!("inbound|{}||", inbound.target.port()),
+        })
+    }
+
+    /// The response is ready: the line is written when its body has been
+    /// sent.
+    pub fn finish(mut self, response: Response<Body>) -> Response<Body> {
+        if let Some(Replied(flags)) = response.extensions().get::<Replied>() {
+            self.flags = *flags;
+        }
+        self.status = response.status().as_u16();
+        self.grpc_status = super::reply::grpc_status(response.headers());
+        self.response_headers = response.headers().clone();
+        let (parts, inner) = response.into_parts();
+        let logged = Logged::new(inner, self);
+        Response::from_parts(parts, body::boxed(logged))
+    }
+}
+
+impl Ending for ServerRecord {
+    fn grpc_status(&mut self, status: u32) {
+        self.grpc_status = Some(status);
+    }
+
+    fn flag(&mut self, flag: Flag) {
+        self.flags.set(flag);
+    }
+
+    fn end(self, bytes_sent: u64) {
+        let mut e = Entry::new(self.start_time, self.started.elapsed());
+        e.http = Some(Http {
+            method: self.method.as_str(),
+            path: &self.path,
+            authority: &self.authority,
+            headers: Some(&self.headers),
+            response_headers: Some(&self.response_headers),
+            status: self.status,
+            grpc_status: self.grpc_status,
+        });
+        e.protocol = protocol(self.version);
+        e.flags = self.flags;
+        e.bytes_received = self.request_bytes;
+        e.bytes_sent = bytes_sent;
+        // The app, at the address the client asked for.
+        e.upstream_host = Some(self.target);
+        e.upstream_cluster = &self.cluster;
+        e.downstream_local = Some(self.target);
+        e.downstream_remote = Some(self.peer);
+        e.peer_identity = &self.client;
+        e.local_identity = &self.local_identity;
+        e.sni = &self.sni;
+        e.mtls = !self.client.is_empty();
+        access_log::global().write(&self.decision, &e);
+    }
+}
+
+impl Ending for Record {
+    fn grpc_status(&mut self, status: u32) {
+        self.grpc_status = Some(status);
+    }
+
+    fn flag(&mut self, flag: Flag) {
+        self.flags.set(flag);
+    }
+
+    fn counts_messages(&self) -> bool {
+        self.request_messages.is_some()
+    }
+
+    fn messages(&mut self, count: u64) {
+        self.response_messages = count;
+    }
+
+    fn end(self, bytes_sent: u64) {
+        self.write(bytes_sent);
+    }
+}
+
+/// What a [`Logged`] body tells when its response ends.
+trait Ending: Send + Sync + Unpin + 'static {
+    fn grpc_status(&mut self, status: u32);
+    fn flag(&mut self, flag: Flag);
+    fn end(self, bytes_sent: u64);
+    /// Whether the response's gRPC messages are counted.
+    fn counts_messages(&self) -> bool {
+        false
+    }
+    /// The response carried `count` gRPC messages (called before `end`).
+    fn messages(&mut self, _count: u64) {}
 }
 
 /// A response body that writes the access log line when it ends (or is
 /// dropped: the app went away, `DC`).
-struct Logged {
+struct Logged<R: Ending> {
     inner: Body,
-    record: Option<Record>,
+    record: Option<R>,
     bytes: u64,
+    frames: Option<GrpcFrames>,
 }
 
-impl HttpBody for Logged {
+impl<R: Ending> Logged<R> {
+    fn new(inner: Body, record: R) -> Logged<R> {
+        Logged {
+            inner,
+            frames: record.counts_messages().then(GrpcFrames::default),
+            record: Some(record),
+            bytes: 0,
+        }
+    }
+
+    fn end(&mut self, flag: Option<Flag>) {
+        if let Some(mut record) = self.record.take() {
+            if let Some(flag) = flag {
+                record.flag(flag);
+            }
+            if let Some(frames) = &self.frames {
+                record.messages(frames.messages);
+            }
+            record.end(self.bytes);
+        }
+    }
+}
+
+impl<R: Ending> HttpBody for Logged<R> {
     type Data = Bytes;
     type Error = BoxError;
 
@@ -250,25 +567,19 @@ impl HttpBody for Logged {
             Poll::Ready(Some(Ok(frame))) => {
                 if let Some(data) = frame.data_ref() {
                     self.bytes += data.len() as u64;
+                    if let Some(frames) = self.frames.as_mut() {
+                        frames.feed(data);
+                    }
                 }
                 if let Some(trailers) = frame.trailers_ref()
                     && let Some(record) = self.record.as_mut()
                     && let Some(status) = super::reply::grpc_status(trailers)
                 {
-                    record.grpc_status = Some(status);
+                    record.grpc_status(status);
                 }
             }
-            Poll::Ready(None) => {
-                if let Some(record) = self.record.take() {
-                    record.write(self.bytes);
-                }
-            }
-            Poll::Ready(Some(Err(_))) => {
-                if let Some(mut record) = self.record.take() {
-                    record.flags.set(Flag::UpstreamReset);
-                    record.write(self.bytes);
-                }
-            }
+            Poll::Ready(None) => self.end(None),
+            Poll::Ready(Some(Err(_))) => self.end(Some(Flag::UpstreamReset)),
             Poll::Pending => {}
         }
         polled
@@ -283,13 +594,9 @@ impl HttpBody for Logged {
     }
 }
 
-impl Drop for Logged {
+impl<R: Ending> Drop for Logged<R> {
     fn drop(&mut self) {
-        if let Some(mut record) = self.record.take() {
-            if !self.inner.is_end_stream() {
-                record.flags.set(Flag::DownstreamTerminated);
-            }
-            record.write(self.bytes);
-        }
+        let flag = (!self.inner.is_end_stream()).then_some(Flag::DownstreamTerminated);
+        self.end(flag);
     }
 }

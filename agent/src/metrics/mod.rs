@@ -283,6 +283,12 @@ impl Collector for HealthCollector {
             "Malformed HTTP requests from apps, answered by the proxy",
             None,
             MetricType::Counter,
+        )?)?;
+        ConstCounter::new(crate::access_log::dropped()).encode(encoder.encode_descriptor(
+            "weft_agent_access_log_dropped",
+            "Access-log lines dropped because the output could not keep up",
+            None,
+            MetricType::Counter,
         )?)
     }
 }

@@ -254,7 +254,7 @@ async fn stream_request(
     }
     // The access log: one line per connection, with both identities.
     let duration_ms = started.elapsed().as_millis() as u64;
-    match result {
+    match &result {
         Ok((to_client, from_client)) => tracing::info!(
             src.identity = %client, src.addr = %peer, dst.identity = %pod.identity(), dst = %target,
             bytes_received = from_client, bytes_sent = to_client, duration_ms, "inbound connection complete"
@@ -264,4 +264,23 @@ async fn stream_request(
             duration_ms, error = %err, "inbound connection ended with an error"
         ),
     }
+    let ((to_client, from_client), flags) = match &result {
+        Ok(moved) => (*moved, Default::default()),
+        Err(_) => ((0, 0), crate::l7::reply::Flag::UpstreamTerminated.into()),
+    };
+    crate::access_log::tcp(&crate::access_log::Tcp {
+        side: crate::access_log::Side::Server,
+        workload: &pod.workload,
+        started,
+        bytes_received: from_client,
+        bytes_sent: to_client,
+        upstream_host: Some(target),
+        cluster: crate::access_log::Cluster::Inbound(target.port()),
+        downstream_local: Some(target),
+        downstream_remote: Some(peer),
+        peer_identity: Some(&client),
+        mtls: true,
+        flags,
+        failure: None,
+    });
 }

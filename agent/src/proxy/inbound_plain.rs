@@ -88,7 +88,7 @@ async fn handle(stream: TcpStream, peer: SocketAddr, pod: Arc<PodContext>, ctx: 
         record.close(*from_client, *to_client);
     }
     let duration_ms = started.elapsed().as_millis() as u64;
-    match result {
+    match &result {
         Ok((from_client, to_client)) => tracing::info!(
             src.addr = %peer, dst.identity = %pod.identity(), dst = %target, protocol = "TCP",
             bytes_received = from_client, bytes_sent = to_client, duration_ms,
@@ -99,4 +99,23 @@ async fn handle(stream: TcpStream, peer: SocketAddr, pod: Arc<PodContext>, ctx: 
             duration_ms, error = %err, "inbound connection ended with an error"
         ),
     }
+    let ((from_client, to_client), flags) = match &result {
+        Ok(moved) => (*moved, Default::default()),
+        Err(_) => ((0, 0), crate::l7::reply::Flag::UpstreamTerminated.into()),
+    };
+    crate::access_log::tcp(&crate::access_log::Tcp {
+        side: crate::access_log::Side::Server,
+        workload: &pod.workload,
+        started,
+        bytes_received: from_client,
+        bytes_sent: to_client,
+        upstream_host: Some(target),
+        cluster: crate::access_log::Cluster::Inbound(target.port()),
+        downstream_local: Some(target),
+        downstream_remote: Some(peer),
+        peer_identity: None,
+        mtls: false,
+        flags,
+        failure: None,
+    });
 }

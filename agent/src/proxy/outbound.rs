@@ -93,6 +93,13 @@ async fn handle(stream: TcpStream, peer: SocketAddr, pod: Arc<PodContext>, ctx: 
         .then(|| source_labels(&pod, &ctx, &resolved))
         .flatten()
         .map(|l| ctx.metrics.traffic.tcp_open(&l));
+    // The service, for the access log's cluster name.
+    let via_service = match &resolved {
+        Resolved::Workload {
+            service: Some(s), ..
+        } => Some(s.clone()),
+        _ => None,
+    };
     let (result, dst, dst_identity, protocol) = match resolved {
         // A Service port declared HTTP: terminated here, routed per request.
         Resolved::Http { service, protocol } => {
@@ -139,7 +146,7 @@ async fn handle(stream: TcpStream, peer: SocketAddr, pod: Arc<PodContext>, ctx: 
     }
     // The access log: one line per connection, with both identities.
     let duration_ms = started.elapsed().as_millis() as u64;
-    match result {
+    match &result {
         Ok((sent, received)) => tracing::info!(
             src.identity = %pod.identity(), src.addr = %peer, %original, %dst, dst.identity = %dst_identity, protocol,
             bytes_sent = sent, bytes_received = received, duration_ms, "outbound connection complete"
@@ -148,6 +155,88 @@ async fn handle(stream: TcpStream, peer: SocketAddr, pod: Arc<PodContext>, ctx: 
             src.identity = %pod.identity(), src.addr = %peer, %original, %dst, dst.identity = %dst_identity, protocol,
             duration_ms, error = %err, "outbound connection failed"
         ),
+    }
+    access_log(
+        &pod,
+        &ctx,
+        &result,
+        started,
+        peer,
+        original,
+        dst,
+        via_service.as_deref(),
+        protocol,
+    );
+}
+
+/// The connection's access-log lines: the client side's, and for a
+/// same-node connection (no inbound proxy) the server side's too.
+#[allow(clippy::too_many_arguments)]
+fn access_log(
+    pod: &PodContext,
+    ctx: &ProxyContext,
+    result: &Result<(u64, u64), OutboundError>,
+    started: std::time::Instant,
+    peer: SocketAddr,
+    original: SocketAddr,
+    dst: SocketAddr,
+    service: Option<&crate::state::Service>,
+    protocol: &str,
+) {
+    use crate::{
+        access_log::{self, Cluster, Side, Tcp},
+        l7::reply::{Flag, Flags},
+    };
+    let cluster = match service {
+        Some(s) => Cluster::Outbound(original.port(), &s.hostname),
+        None => Cluster::Passthrough,
+    };
+    let ((sent, received), flags, failure) = match result {
+        Ok(moved) => (*moved, Flags::default(), None),
+        Err(err) => {
+            let flag = match err {
+                OutboundError::Denied => Flag::RbacDenied,
+                OutboundError::Io(_) => Flag::UpstreamTerminated,
+                _ => Flag::UpstreamConnectFailure,
+            };
+            ((0, 0), flag.into(), Some(err as &dyn std::fmt::Display))
+        }
+    };
+    let mtls = protocol != "TCP";
+    let peer = access_log::app_address(peer, &pod.workload);
+    access_log::tcp(&Tcp {
+        side: Side::Client,
+        workload: &pod.workload,
+        started,
+        bytes_received: sent,
+        bytes_sent: received,
+        upstream_host: Some(dst),
+        cluster,
+        downstream_local: Some(original),
+        downstream_remote: Some(peer),
+        peer_identity: None,
+        mtls,
+        flags,
+        failure,
+    });
+    if protocol == "same-node"
+        && let Some(local) = ctx.local_pods.get(dst.ip())
+    {
+        access_log::tcp(&Tcp {
+            side: Side::Server,
+            workload: &local.workload,
+            started,
+            bytes_received: sent,
+            bytes_sent: received,
+            upstream_host: Some(dst),
+            cluster: Cluster::Inbound(dst.port()),
+            downstream_local: Some(dst),
+            downstream_remote: Some(peer),
+            peer_identity: Some(pod.identity()),
+            mtls,
+            flags,
+            failure,
+        });
     }
 }
 

@@ -1,10 +1,14 @@
 //! From Istio's Workload API messages to the agent's own types.
 
-use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
+use std::{
+    net::{IpAddr, Ipv4Addr, Ipv6Addr},
+    sync::Arc,
+};
 
 use weft_proto::workload::{self as wl, address::Type};
 
 use super::{AppProtocol, Identity, Service, Workload, WorkloadNames};
+use crate::metrics::traffic::ServiceLabels;
 
 #[derive(Debug, thiserror::Error)]
 pub enum ConvertError {
@@ -69,31 +73,35 @@ pub fn from_address(address: wl::Address) -> Result<Converted, ConvertError> {
             } else {
                 w.service_account.clone()
             };
-            Ok(Converted::Workload(Workload {
-                identity: Identity {
-                    trust_domain,
-                    namespace: w.namespace.clone(),
-                    service_account,
-                },
-                hbone: w.tunnel_protocol == wl::TunnelProtocol::Hbone as i32,
-                policies: w.authorization_policies,
-                names: WorkloadNames {
-                    workload: if w.workload_name.is_empty() {
-                        w.name.clone()
-                    } else {
-                        w.workload_name
+            Ok(Converted::Workload(
+                Workload {
+                    identity: Identity {
+                        trust_domain,
+                        namespace: w.namespace.clone(),
+                        service_account,
                     },
-                    canonical_service: w.canonical_name,
-                    canonical_revision: w.canonical_revision,
-                    cluster: w.cluster_id,
-                },
-                uid: w.uid,
-                name: w.name,
-                namespace: w.namespace,
-                ips,
-                node: w.node,
-                services,
-            }))
+                    hbone: w.tunnel_protocol == wl::TunnelProtocol::Hbone as i32,
+                    policies: w.authorization_policies,
+                    names: WorkloadNames {
+                        workload: if w.workload_name.is_empty() {
+                            w.name.clone()
+                        } else {
+                            w.workload_name
+                        },
+                        canonical_service: w.canonical_name,
+                        canonical_revision: w.canonical_revision,
+                        cluster: w.cluster_id,
+                    },
+                    uid: w.uid,
+                    name: w.name,
+                    namespace: w.namespace,
+                    ips,
+                    node: w.node,
+                    services,
+                    telemetry: Default::default(),
+                }
+                .labelled(),
+            ))
         }
         Type::Service(s) => {
             let what = || format!("service {}/{}", s.namespace, s.hostname);
@@ -120,6 +128,7 @@ pub fn from_address(address: wl::Address) -> Result<Converted, ConvertError> {
                 }
             }
             Ok(Converted::Service(Service {
+                telemetry: Arc::new(ServiceLabels::of(&s.hostname, &s.namespace, &s.name)),
                 name: s.name,
                 namespace: s.namespace,
                 hostname: s.hostname,

@@ -8,7 +8,9 @@ mod store;
 pub use convert::{ConvertError, Converted, from_address};
 pub use store::{Resolved, WorkloadStore};
 
-use std::{collections::HashMap, fmt, net::IpAddr, str::FromStr};
+use std::{collections::HashMap, fmt, net::IpAddr, str::FromStr, sync::Arc};
+
+use crate::metrics::traffic::{PeerLabels, ServiceLabels};
 
 /// A workload's SPIFFE identity, `spiffe://<trust domain>/ns/<ns>/sa/<sa>`.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, serde::Serialize)]
@@ -82,6 +84,18 @@ pub struct Workload {
     pub policies: Vec<String>,
     /// How metrics and access logs name it.
     pub names: WorkloadNames,
+    /// `names` as the traffic metrics' labels, built once (by
+    /// [`Workload::labelled`]) and shared by every series that names it.
+    #[serde(skip)]
+    pub telemetry: Arc<PeerLabels>,
+}
+
+impl Workload {
+    /// With [`Workload::telemetry`] built from its names and identity.
+    pub fn labelled(mut self) -> Workload {
+        self.telemetry = Arc::new(PeerLabels::of(&self, Some(&self.identity)));
+        self
+    }
 }
 
 /// A workload's names in Istio's telemetry (`source_workload`,
@@ -112,6 +126,9 @@ pub struct Service {
     /// protocol selection, decided by the control plane); any other port
     /// is opaque TCP.
     pub http_ports: HashMap<u16, AppProtocol>,
+    /// Its names as the traffic metrics' `destination_service*` labels.
+    #[serde(skip)]
+    pub telemetry: Arc<ServiceLabels>,
 }
 
 /// What a service port speaks, when it is HTTP (the Workload API's

@@ -300,6 +300,18 @@ impl WorkloadStore {
             .cloned()
     }
 
+    /// Every service, by hostname (for the admin API).
+    pub fn services(&self) -> Vec<Arc<Service>> {
+        let inner = self.inner.read().expect("store lock");
+        let mut services: Vec<Arc<Service>> = inner.services.values().cloned().collect();
+        services.sort_by(|a, b| {
+            a.hostname
+                .cmp(&b.hostname)
+                .then(a.namespace.cmp(&b.namespace))
+        });
+        services
+    }
+
     /// A workload by uid.
     pub fn workload(&self, uid: &str) -> Option<Arc<Workload>> {
         self.inner
@@ -426,6 +438,7 @@ mod tests {
             services: map,
             policies: vec![],
             names: Default::default(),
+            telemetry: Default::default(),
         })
     }
 
@@ -481,6 +494,7 @@ mod tests {
             vips: vec![IpAddr::V4(Ipv4Addr::from(vip))],
             ports: HashMap::from([(port, target)]),
             http_ports: HashMap::new(),
+            telemetry: Default::default(),
         })
     }
 

@@ -1,7 +1,8 @@
-//! One delta ADS stream to the control plane, subscribed (wildcard) to four
+//! One delta ADS stream to the control plane, subscribed (wildcard) to five
 //! types: `istio.workload.Address` (workloads and services),
-//! `istio.security.Authorization` (L4 policies), and weft's
-//! `weft.route.v1.RouteConfig` and `DestinationPolicy` (L7 routing). Each response is applied
+//! `istio.security.Authorization` (L4 policies), weft's
+//! `weft.route.v1.RouteConfig` and `DestinationPolicy` (L7 routing), and
+//! `weft.telemetry.v1.AccessLogPolicy` (the access log). Each response is applied
 //! to the [`WorkloadStore`] and ACKed, or NACKed with the reason if any
 //! resource in it doesn't convert (nothing of it is applied then). On a broken stream the client reconnects with
 //! backoff, sending `initial_resource_versions` so that the control plane
@@ -13,7 +14,8 @@ use prost::Message;
 use tokio::sync::{mpsc, watch};
 use tokio_stream::wrappers::ReceiverStream;
 use weft_proto::{
-    ADDRESS_TYPE_URL, AUTHORIZATION_TYPE_URL, DESTINATION_POLICY_TYPE_URL, ROUTE_CONFIG_TYPE_URL,
+    ACCESS_LOG_POLICY_TYPE_URL, ADDRESS_TYPE_URL, AUTHORIZATION_TYPE_URL,
+    DESTINATION_POLICY_TYPE_URL, ROUTE_CONFIG_TYPE_URL,
     core::Node,
     discovery::{DeltaDiscoveryRequest, DeltaDiscoveryResponse},
     route::{DestinationPolicy, RouteConfig},
@@ -109,7 +111,9 @@ impl XdsClient {
         routes.initial_resource_versions = self.l7.route_versions();
         let mut destinations = self.request(DESTINATION_POLICY_TYPE_URL);
         destinations.initial_resource_versions = self.l7.policy_versions();
-        for request in [addresses, policies, routes, destinations] {
+        let mut access_logs = self.request(ACCESS_LOG_POLICY_TYPE_URL);
+        access_logs.initial_resource_versions = crate::access_log::global().versions();
+        for request in [addresses, policies, routes, destinations, access_logs] {
             tx.send(request).await.expect("receiver alive");
         }
         let mut responses = self
@@ -150,6 +154,14 @@ impl XdsClient {
             DESTINATION_POLICY_TYPE_URL => decode_destinations(&response).map(|upserts| {
                 self.l7.apply_policies(upserts, &response.removed_resources);
             }),
+            ACCESS_LOG_POLICY_TYPE_URL => {
+                decode_each(&response, |p: weft_proto::telemetry::AccessLogPolicy| {
+                    crate::access_log::compile(&p)
+                })
+                .map(|upserts| {
+                    crate::access_log::global().apply(upserts, &response.removed_resources);
+                })
+            }
             other => Err(format!("unexpected type {other}")),
         };
         match applied {

@@ -215,8 +215,52 @@ impl Validate for Telemetry {
             }
         }
         for (i, a) in spec.access_logging.iter().enumerate() {
-            providers(&a.providers, &format!("spec.accessLogging[{i}]"), &mut e);
+            let at = format!("spec.accessLogging[{i}]");
+            providers(&a.providers, &at, &mut e);
+            // weft's agent evaluates a subset of CEL: anything else is
+            // refused here, so it never reaches a proxy.
+            if let Some(filter) = &a.filter
+                && !filter.expression.trim().is_empty()
+                && let Err(reason) = crate::model::access_log::cel::parse(&filter.expression)
+            {
+                e.push(invalid(
+                    format!("{at}.filter.expression"),
+                    format!("`{}`: {reason}", filter.expression),
+                ));
+            }
         }
         e
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn telemetry(spec: &str) -> Telemetry {
+        let text = format!(
+            "apiVersion: telemetry.istio.io/v1\nkind: Telemetry\nmetadata:\n  name: t\n  namespace: shop\nspec:\n{spec}"
+        );
+        let docs = crate::yaml::parse(&text, crate::yaml::Limits::default()).unwrap();
+        crate::yaml::de::from_node(&docs[0].root, crate::yaml::path::FieldPath::root()).unwrap()
+    }
+
+    #[test]
+    fn access_log_filters_are_checked() {
+        let ok = telemetry(
+            "  accessLogging:\n  - providers: [{name: envoy}]\n    match: {mode: SERVER}\n    filter:\n      expression: response.code >= 400\n",
+        );
+        assert!(ok.validate().is_empty());
+        let bad =
+            telemetry("  accessLogging:\n  - filter:\n      expression: response.code >== 400\n");
+        let errors = bad.validate();
+        assert_eq!(errors.len(), 1, "{errors:?}");
+        assert_eq!(errors[0].path, "spec.accessLogging[0].filter.expression");
+        assert!(
+            errors[0].message.contains("`response.code >== 400`")
+                && errors[0].message.contains("position 16"),
+            "{}",
+            errors[0].message
+        );
     }
 }

@@ -62,8 +62,8 @@ use prometheus_client::{
     registry::Registry,
 };
 use weft_proto::{
-    ADDRESS_TYPE_URL, AUTHORIZATION_TYPE_URL, DESTINATION_POLICY_TYPE_URL, ROUTE_CONFIG_TYPE_URL,
-    exposition,
+    ACCESS_LOG_POLICY_TYPE_URL, ADDRESS_TYPE_URL, AUTHORIZATION_TYPE_URL,
+    DESTINATION_POLICY_TYPE_URL, ROUTE_CONFIG_TYPE_URL, exposition,
 };
 
 use crate::{kinds::Object, source::Snapshot, xds::SERVED_TYPES};
@@ -103,6 +103,7 @@ pub fn xds_type_label(type_url: &str) -> &'static str {
         AUTHORIZATION_TYPE_URL => "wads",
         ROUTE_CONFIG_TYPE_URL => ROUTE_CONFIG_TYPE_URL,
         DESTINATION_POLICY_TYPE_URL => DESTINATION_POLICY_TYPE_URL,
+        ACCESS_LOG_POLICY_TYPE_URL => ACCESS_LOG_POLICY_TYPE_URL,
         _ => "unknown",
     }
 }
@@ -222,9 +223,9 @@ pub struct Metrics {
     /// Distinct `version` values of `connected` so far.
     versions: std::sync::Mutex<usize>,
     /// Per [`SERVED_TYPES`] index.
-    pushes: [UntypedCounter; 4],
-    push_time: [Histogram; 4],
-    rejects: [UntypedCounter; 4],
+    pushes: [UntypedCounter; SERVED_TYPES.len()],
+    push_time: [Histogram; SERVED_TYPES.len()],
+    rejects: [UntypedCounter; SERVED_TYPES.len()],
     convergence: Histogram,
     internal_errors: UntypedCounter,
     model_changes: RwLock<VecDeque<ModelChange>>,

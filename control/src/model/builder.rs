@@ -14,6 +14,7 @@ use weft_proto::{
 
 use super::{
     Changes, CompiledAuthorization, HISTORY, Model, ModelConfig, PeerAuthIndex, XdsResource,
+    access_log::{self, AccessLogs},
     authorization, canonical_bytes, identity_key,
     l7::{self, L7, PodInfo},
     request_authentication, service, service_entry, service_hostname, service_key, workload,
@@ -50,6 +51,8 @@ pub struct Builder {
     /// Per ServiceEntry: what it put in the model.
     entry_outputs: HashMap<ObjectKey, EntryOutput>,
     l7: L7,
+    /// Telemetry `accessLogging` by namespace.
+    access_logs: AccessLogs,
     /// The MeshConfig in force: the root namespace's `istio` ConfigMap
     /// when there is one, else the `--mesh-config` file's.
     mesh: Arc<MeshConfig>,
@@ -82,6 +85,7 @@ impl Builder {
             entries_by_ns: HashMap::new(),
             entry_outputs: HashMap::new(),
             l7: L7::default(),
+            access_logs: AccessLogs::default(),
         }
     }
 
@@ -108,12 +112,26 @@ impl Builder {
         // Hosts whose owner may have changed: the ServiceEntries that
         // name them are built again.
         let mut contested_hosts: BTreeSet<String> = BTreeSet::new();
+        // Namespaces whose AccessLogPolicy is compiled again (the root's
+        // carries the mesh config's access log).
+        let mut dirty_access_logs: BTreeSet<String> = BTreeSet::new();
+        if self.model.version.is_empty() {
+            dirty_access_logs.insert(self.config.root_namespace.clone());
+        }
         for (key, object) in changes {
             match key.kind {
                 "Pod" => {
+                    if self.access_logs.has_telemetry(&key.namespace) {
+                        dirty_access_logs.insert(key.namespace.clone());
+                    }
                     dirty_pods.insert(key.clone());
                 }
+                "Telemetry" => {
+                    dirty_access_logs.insert(key.namespace.clone());
+                }
                 "Service" => {
+                    // A Telemetry's targetRef may name it.
+                    dirty_access_logs.insert(key.namespace.clone());
                     dirty_ns.insert(key.namespace.clone());
                     dirty_services.push(key.clone());
                     contested_hosts.insert(format!(
@@ -150,6 +168,7 @@ impl Builder {
                         );
                         self.mesh = mesh;
                         policies_dirty = true;
+                        dirty_access_logs.insert(self.config.root_namespace.clone());
                     }
                 }
                 "AuthorizationPolicy" | "PeerAuthentication" | "RequestAuthentication" => {
@@ -170,6 +189,7 @@ impl Builder {
                     .object_changed(&key, self.objects.get(&key), object.as_ref(), &self.config);
             }
             self.index(&key, object.is_some());
+            self.access_logs.index(&key, object.is_some());
             match object {
                 Some(o) => self.objects.insert(key, o),
                 None => self.objects.remove(&key),
@@ -268,6 +288,17 @@ impl Builder {
             &cx,
             &mut self.model.routes,
             &mut self.model.destinations,
+            &mut names,
+        );
+        self.access_logs.rebuild(
+            &dirty_access_logs,
+            &access_log::Context {
+                config: &self.config,
+                mesh: &self.mesh,
+                objects: &self.objects,
+                pods_by_ns: &self.pods_by_ns,
+            },
+            &mut self.model.access_logs,
             &mut names,
         );
         self.model.seal();

@@ -5,13 +5,16 @@
 //! `istio.security.Authorization` (AuthorizationPolicy, PeerAuthentication
 //! and, with weft's `jwt_rules`, RequestAuthentication), and weft's L7 `weft.route.v1.RouteConfig`
 //! (VirtualService) and `weft.route.v1.DestinationPolicy`
-//! (DestinationRule) — plus the indexes the CA needs. The [`Builder`]
+//! (DestinationRule), and `weft.telemetry.v1.AccessLogPolicy` (MeshConfig's
+//! access log and Telemetry `accessLogging`, see [`access_log`]) — plus
+//! the indexes the CA needs. The [`Builder`]
 //! recomputes only what a change touches (a pod; the pods of a namespace
 //! whose services or policies changed; a ServiceEntry's own resources, and
 //! the pods its selector picks; the hosts whose routes or rules changed,
 //! see [`l7`]) and records the names that changed, so that xDS
 //! streams send differences without comparing everything.
 
+pub mod access_log;
 pub mod authorization;
 mod builder;
 pub mod full;
@@ -28,7 +31,8 @@ use std::sync::Arc;
 use bytes::Bytes;
 use prost::Message;
 use weft_proto::{
-    ADDRESS_TYPE_URL, AUTHORIZATION_TYPE_URL, DESTINATION_POLICY_TYPE_URL, ROUTE_CONFIG_TYPE_URL,
+    ACCESS_LOG_POLICY_TYPE_URL, ADDRESS_TYPE_URL, AUTHORIZATION_TYPE_URL,
+    DESTINATION_POLICY_TYPE_URL, ROUTE_CONFIG_TYPE_URL,
     route::{DestinationPolicy, RouteConfig},
     security::Authorization,
     workload::{Address, address::Type},
@@ -142,6 +146,11 @@ impl XdsResource {
     pub fn destination_policy(&self) -> Option<DestinationPolicy> {
         self.body(DESTINATION_POLICY_TYPE_URL)
     }
+
+    /// The body, if this is a `weft.telemetry.v1.AccessLogPolicy`.
+    pub fn access_log_policy(&self) -> Option<weft_proto::telemetry::AccessLogPolicy> {
+        self.body(ACCESS_LOG_POLICY_TYPE_URL)
+    }
 }
 
 /// Resources of one type by name, with an order-independent hash of
@@ -253,6 +262,8 @@ pub struct Model {
     pub routes: Resources,
     /// `weft.route.v1.DestinationPolicy` by `namespace/hostname`.
     pub destinations: Resources,
+    /// `weft.telemetry.v1.AccessLogPolicy` by namespace.
+    pub access_logs: Resources,
     /// Over all types.
     pub version: String,
     /// `<node>/<namespace>/<service account>` → how many pods (with or
@@ -291,6 +302,7 @@ impl Model {
             AUTHORIZATION_TYPE_URL => Some(&self.authorizations),
             ROUTE_CONFIG_TYPE_URL => Some(&self.routes),
             DESTINATION_POLICY_TYPE_URL => Some(&self.destinations),
+            ACCESS_LOG_POLICY_TYPE_URL => Some(&self.access_logs),
             _ => None,
         }
     }
@@ -303,6 +315,7 @@ impl Model {
             AUTHORIZATION_TYPE_URL,
             ROUTE_CONFIG_TYPE_URL,
             DESTINATION_POLICY_TYPE_URL,
+            ACCESS_LOG_POLICY_TYPE_URL,
         ]
         .iter()
         .position(|t| *t == type_url)?;
@@ -332,6 +345,7 @@ impl Model {
             &self.authorizations,
             &self.routes,
             &self.destinations,
+            &self.access_logs,
         ]
         .into_iter()
         .enumerate()

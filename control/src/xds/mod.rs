@@ -1,5 +1,5 @@
 //! Delta xDS (`envoy.service.discovery.v3.AggregatedDiscoveryService`
-//! `/DeltaAggregatedResources`). Four types are served on the one stream:
+//! `/DeltaAggregatedResources`). Five types are served on the one stream:
 //!
 //! | type URL | resource names | from |
 //! | --- | --- | --- |
@@ -7,6 +7,7 @@
 //! | `type.googleapis.com/istio.security.Authorization` | `<ns>/<name>`: an AuthorizationPolicy's own name; `<root>/istio_converted_static_strict` and `<ns>/converted_peer_authentication_<name>` for PeerAuthentication | AuthorizationPolicy, PeerAuthentication (see `model::authorization`, `model::peer_authentication`) |
 //! | `type.googleapis.com/weft.route.v1.RouteConfig` | `<ns>/<hostname>` of a service that VirtualServices route for the mesh | VirtualService, resolved through Services, ServiceEntries, DestinationRule subsets, Pods (see `model::l7`) |
 //! | `type.googleapis.com/weft.route.v1.DestinationPolicy` | `<ns>/<hostname>` of a service that DestinationRules apply to | DestinationRule |
+//! | `type.googleapis.com/weft.telemetry.v1.AccessLogPolicy` | `<ns>`: the root namespace (always, with the mesh's output and format) and each namespace with a Telemetry that sets `accessLogging` | MeshConfig, Telemetry (see `model::access_log`) |
 //!
 //! A client subscribes to each type with that type's first request on the
 //! stream (wildcard when it names nothing, or explicit names), in any

@@ -1,0 +1,153 @@
+//! One access-log entry: what a request (L7) or a connection (L4) is
+//! known by when it ends, borrowed from where it was recorded. The
+//! format renders it; the filter reads it.
+
+use std::{
+    borrow::Cow,
+    net::SocketAddr,
+    time::{Duration, SystemTime},
+};
+
+use http::HeaderMap;
+
+use crate::l7::reply::{Flag, Flags};
+
+/// The HTTP part of an entry.
+#[derive(Debug, Clone, Copy)]
+pub struct Http<'a> {
+    pub method: &'a str,
+    /// The path with its query.
+    pub path: &'a str,
+    pub authority: &'a str,
+    /// The request's headers (kept only when the log is on).
+    pub headers: Option<&'a HeaderMap>,
+    pub response_headers: Option<&'a HeaderMap>,
+    /// 0: no response.
+    pub status: u16,
+    pub grpc_status: Option<u32>,
+}
+
+/// What a line says (Envoy's names in the comments).
+#[derive(Debug, Clone)]
+pub struct Entry<'a> {
+    /// `%START_TIME%`.
+    pub start: SystemTime,
+    /// `%DURATION%`.
+    pub duration: Duration,
+    /// `None` at L4.
+    pub http: Option<Http<'a>>,
+    /// `%PROTOCOL%`: `HTTP/1.1`, `HTTP/2`; empty at L4.
+    pub protocol: &'a str,
+    pub flags: Flags,
+    pub transport_failure: &'a str,
+    pub bytes_received: u64,
+    pub bytes_sent: u64,
+    pub upstream_host: Option<SocketAddr>,
+    /// Istio's cluster name: `outbound|<port>|<subset>|<host>`,
+    /// `inbound|<port>||`, `PassthroughCluster`.
+    pub upstream_cluster: &'a str,
+    pub upstream_local: Option<SocketAddr>,
+    pub downstream_local: Option<SocketAddr>,
+    pub downstream_remote: Option<SocketAddr>,
+    /// `%DOWNSTREAM_PEER_URI_SAN%`: the client's SPIFFE id, if proven.
+    pub peer_identity: &'a str,
+    pub local_identity: &'a str,
+    /// `%REQUESTED_SERVER_NAME%`.
+    pub sni: &'a str,
+    pub route: &'a str,
+    pub connection_id: Option<u64>,
+    pub attempts: u32,
+    /// `connection.mtls` in filters.
+    pub mtls: bool,
+}
+
+impl<'a> Entry<'a> {
+    pub fn new(start: SystemTime, duration: Duration) -> Entry<'a> {
+        Entry {
+            start,
+            duration,
+            http: None,
+            protocol: "",
+            flags: Flags::default(),
+            transport_failure: "",
+            bytes_received: 0,
+            bytes_sent: 0,
+            upstream_host: None,
+            upstream_cluster: "",
+            upstream_local: None,
+            downstream_local: None,
+            downstream_remote: None,
+            peer_identity: "",
+            local_identity: "",
+            sni: "",
+            route: "",
+            connection_id: None,
+            attempts: 0,
+            mtls: false,
+        }
+    }
+
+    /// `%RESPONSE_CODE%`: 0 without a response (and at L4).
+    pub fn response_code(&self) -> u16 {
+        self.http.as_ref().map_or(0, |h| h.status)
+    }
+
+    /// A request header, by lower-case name; pseudo-headers from the
+    /// request line.
+    pub fn request_header(&self, name: &str) -> Option<Cow<'a, str>> {
+        let http = self.http.as_ref()?;
+        let value: &'a str = match name {
+            ":method" => http.method,
+            ":path" => http.path,
+            ":authority" | "host" if !http.authority.is_empty() => http.authority,
+            ":scheme" => "http",
+            _ => http.headers?.get(name)?.to_str().ok()?,
+        };
+        Some(Cow::Borrowed(value))
+    }
+
+    pub fn response_header(&self, name: &str) -> Option<&'a str> {
+        self.http
+            .as_ref()?
+            .response_headers?
+            .get(name)?
+            .to_str()
+            .ok()
+    }
+
+    /// `%RESPONSE_CODE_DETAILS%`, as Envoy words it for the flags set.
+    pub fn code_details(&self) -> Cow<'static, str> {
+        const DETAILS: [(Flag, &str); 11] = [
+            (Flag::RbacDenied, "rbac_access_denied_matched_policy[none]"),
+            (Flag::ExternalDenied, "ext_authz_denied"),
+            (Flag::NoRoute, "route_not_found"),
+            (Flag::NoCluster, "cluster_not_found"),
+            (Flag::FaultInjected, "fault_filter_abort"),
+            (Flag::UpstreamTimeout, "upstream_response_timeout"),
+            (
+                Flag::UpstreamOverflow,
+                "upstream_reset_before_response_started{overflow}",
+            ),
+            (
+                Flag::UpstreamConnectFailure,
+                "upstream_reset_before_response_started{connection_failure}",
+            ),
+            (Flag::NoHealthyUpstream, "no_healthy_upstream"),
+            (
+                Flag::UpstreamTerminated,
+                "upstream_reset_before_response_started{connection_termination}",
+            ),
+            (Flag::DownstreamTerminated, "downstream_remote_disconnect"),
+        ];
+        let Some(http) = &self.http else {
+            return Cow::Borrowed("");
+        };
+        if let Some((_, text)) = DETAILS.iter().find(|(f, _)| self.flags.has(*f)) {
+            return Cow::Borrowed(text);
+        }
+        if http.status == 0 {
+            return Cow::Borrowed("");
+        }
+        Cow::Borrowed("via_upstream")
+    }
+}

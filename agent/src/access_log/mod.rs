@@ -1,0 +1,235 @@
+//! The access log: one line per HTTP request (L7) and per connection
+//! (L4), on each side that logs, in Envoy's default text format as Istio
+//! sets it, or as JSON with Istio's keys, or in MeshConfig's
+//! `accessLogFormat`. Lines go through a bounded buffer that a thread of
+//! their own writes out ([`sink`]): the proxy never waits for a write,
+//! and when the output cannot keep up, lines are dropped and counted
+//! (`weft_agent_access_log_dropped_total`).
+//!
+//! What is logged comes from the control plane
+//! (`weft.telemetry.v1.AccessLogPolicy`, see [`policy`]): MeshConfig's
+//! output and format, and the Telemetry API's `accessLogging` (on, off,
+//! a filter, for the client side, the server side or both). The client's
+//! agent writes the client side's line, the server's agent the server
+//! side's: a request between two meshed pods makes two lines.
+//!
+//! The format and the filter were parsed by weft-control; here they are
+//! rendered ([`format`]) and evaluated ([`filter`]) on an [`Entry`].
+
+pub mod entry;
+pub mod filter;
+pub mod format;
+pub mod policy;
+pub mod sink;
+
+use std::sync::{
+    Mutex, OnceLock,
+    atomic::{AtomicU64, Ordering},
+};
+
+pub use self::{
+    entry::{Entry, Http},
+    policy::{Decision, Side},
+};
+use self::{
+    policy::{Compiled, Output, Policies},
+    sink::Sink,
+};
+
+/// The agent's stdout, as MeshConfig's `accessLogFile` names it.
+pub const STDOUT: &str = "/dev/stdout";
+
+/// Lines dropped because the output could not keep up.
+pub static DROPPED: AtomicU64 = AtomicU64::new(0);
+
+/// Lines dropped so far (`weft_agent_access_log_dropped_total`).
+pub fn dropped() -> u64 {
+    DROPPED.load(Ordering::Relaxed)
+}
+
+/// A connection's `%CONNECTION_ID%`.
+pub fn next_connection_id() -> u64 {
+    static NEXT: AtomicU64 = AtomicU64::new(1);
+    NEXT.fetch_add(1, Ordering::Relaxed)
+}
+
+/// The app's address as a sidecar would see it: the app dialled through
+/// the pod's loopback (eBPF sends its `connect()` to 127.0.0.1:15001), so
+/// the proxy's peer is 127.0.0.1; the line shows the pod's IP instead.
+pub fn app_address(
+    peer: std::net::SocketAddr,
+    workload: &crate::state::Workload,
+) -> std::net::SocketAddr {
+    match workload.ips.first() {
+        Some(ip) if peer.ip().is_loopback() => std::net::SocketAddr::new(*ip, peer.port()),
+        _ => peer,
+    }
+}
+
+/// The policies and the sink, shared by every proxy of the agent.
+#[derive(Default)]
+pub struct AccessLog {
+    policies: Policies,
+    sink: OnceLock<Sink>,
+    /// The file in force (`accessLogFile`, or stdout).
+    file: Mutex<String>,
+}
+
+/// The agent's access log (one per process, as its stdout is).
+pub fn global() -> &'static AccessLog {
+    static LOG: OnceLock<AccessLog> = OnceLock::new();
+    LOG.get_or_init(AccessLog::default)
+}
+
+impl AccessLog {
+    /// The versions held, for the xDS stream's `initial_resource_versions`.
+    pub fn versions(&self) -> std::collections::HashMap<String, String> {
+        self.policies.versions()
+    }
+
+    /// Applies an xDS response of `AccessLogPolicy` resources, already
+    /// compiled (see [`compile`]); opens the output it names.
+    pub fn apply(&self, upserts: Vec<(String, String, Compiled)>, removed: &[String]) {
+        if let Some(output) = self.policies.apply(upserts, removed) {
+            self.use_file(&output);
+        }
+    }
+
+    fn use_file(&self, output: &Output) {
+        // Off (empty): a Telemetry may still turn the log on, to stdout.
+        let file = if output.file.is_empty() {
+            STDOUT
+        } else {
+            output.file.as_str()
+        };
+        let mut current = self.file.lock().unwrap_or_else(|e| e.into_inner());
+        if *current == file && self.sink.get().is_some() {
+            return;
+        }
+        let out = if file == STDOUT {
+            sink::Output::stdout()
+        } else {
+            match sink::Output::file(std::path::Path::new(file)) {
+                Ok(out) => out,
+                Err(err) => {
+                    tracing::warn!(file, error = %err, "cannot open the access log file (accessLogFile); writing access logs to stdout");
+                    sink::Output::stdout()
+                }
+            }
+        };
+        match self.sink.get() {
+            Some(sink) => sink.set_output(out),
+            None => match Sink::start(out) {
+                Ok(sink) => {
+                    let _ = self.sink.set(sink);
+                }
+                Err(err) => {
+                    tracing::warn!(error = %err, "cannot start the access log thread; no access log");
+                    return;
+                }
+            },
+        }
+        tracing::info!(file, "access log output");
+        *current = file.to_string();
+    }
+
+    /// Whether `side` of the workload `uid` in `namespace` logs, and how.
+    pub fn decide(&self, namespace: &str, uid: &str, side: Side) -> Option<Decision> {
+        self.policies.decide(namespace, uid, side)
+    }
+
+    /// Writes the entry's line if the decision's filter keeps it.
+    pub fn write(&self, decision: &Decision, entry: &Entry<'_>) {
+        if let Some(filter) = &decision.filter
+            && !filter.matches(entry)
+        {
+            return;
+        }
+        let Some(sink) = self.sink.get() else {
+            return;
+        };
+        sink.append(decision.format.render(entry).as_bytes());
+    }
+}
+
+/// An L4 connection's upstream cluster, as Istio names it (formatted only
+/// when the line is written).
+#[derive(Debug, Clone, Copy)]
+pub enum Cluster<'a> {
+    /// `outbound|<port>||<service host>`.
+    Outbound(u16, &'a str),
+    /// `inbound|<port>||`.
+    Inbound(u16),
+    /// `PassthroughCluster`: not a service.
+    Passthrough,
+}
+
+impl std::fmt::Display for Cluster<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Cluster::Outbound(port, host) => write!(f, "outbound|{port}||{host}"),
+            Cluster::Inbound(port) => write!(f, "inbound|{port}||"),
+            Cluster::Passthrough => f.write_str("PassthroughCluster"),
+        }
+    }
+}
+
+/// One L4 connection as one side saw it, when it ended.
+pub struct Tcp<'a> {
+    pub side: Side,
+    /// The pod whose side this is (its Telemetry scope).
+    pub workload: &'a crate::state::Workload,
+    pub started: std::time::Instant,
+    /// From the downstream (the client's app, or the peer proxy).
+    pub bytes_received: u64,
+    pub bytes_sent: u64,
+    pub upstream_host: Option<std::net::SocketAddr>,
+    pub cluster: Cluster<'a>,
+    pub downstream_local: Option<std::net::SocketAddr>,
+    pub downstream_remote: Option<std::net::SocketAddr>,
+    /// The client's proven identity (server side, HBONE).
+    pub peer_identity: Option<&'a crate::state::Identity>,
+    pub mtls: bool,
+    pub flags: crate::l7::reply::Flags,
+    /// `%UPSTREAM_TRANSPORT_FAILURE_REASON%`.
+    pub failure: Option<&'a dyn std::fmt::Display>,
+}
+
+/// Writes an L4 connection's line, if its side logs. Nothing is
+/// formatted when it does not.
+pub fn tcp(t: &Tcp<'_>) {
+    let log = global();
+    let Some(decision) = log.decide(&t.workload.namespace, &t.workload.uid, t.side) else {
+        return;
+    };
+    let duration = t.started.elapsed();
+    let local_identity = t.workload.identity.to_string();
+    let peer_identity = t.peer_identity.map(ToString::to_string).unwrap_or_default();
+    let cluster = t.cluster.to_string();
+    let failure = t.failure.map(ToString::to_string).unwrap_or_default();
+    let mut e = Entry::new(
+        std::time::SystemTime::now()
+            .checked_sub(duration)
+            .unwrap_or(std::time::UNIX_EPOCH),
+        duration,
+    );
+    e.flags = t.flags;
+    e.transport_failure = &failure;
+    e.bytes_received = t.bytes_received;
+    e.bytes_sent = t.bytes_sent;
+    e.upstream_host = t.upstream_host;
+    e.upstream_cluster = &cluster;
+    e.downstream_local = t.downstream_local;
+    e.downstream_remote = t.downstream_remote;
+    e.peer_identity = &peer_identity;
+    e.local_identity = &local_identity;
+    e.connection_id = Some(next_connection_id());
+    e.mtls = t.mtls;
+    log.write(&decision, &e);
+}
+
+/// Converts a resource (for the xDS client): the error names what the
+/// agent cannot render.
+pub fn compile(p: &weft_proto::telemetry::AccessLogPolicy) -> Result<Compiled, String> {
+    Compiled::compile(p)
+}

@@ -1,0 +1,332 @@
+//! Where access-log lines go: a bounded buffer in memory that a thread of
+//! its own (`weft-access-log`) writes out in batches, as
+//! [`crate::log_sink`] does for the agent's own log, with one difference:
+//! the proxy never waits. When [`LIMIT`] bytes are already waiting (the
+//! output cannot keep up), a line is dropped and counted
+//! (`weft_agent_access_log_dropped_total`) instead.
+//!
+//! To stdout, a batch is written in pieces of at most `PIPE_BUF` bytes
+//! that end at a line's end: a pipe writes those whole, so the agent's own
+//! log lines, written to the same stdout by `weft-log`, never land inside
+//! an access-log line (a regular file serializes every write on it).
+
+use std::{
+    fs::File,
+    io::{self, Write},
+    path::Path,
+    sync::{
+        Arc, Condvar, Mutex, MutexGuard,
+        atomic::{AtomicU64, Ordering},
+    },
+    time::Duration,
+};
+
+/// How long the writer collects lines after the first one arrives.
+pub const GATHER: Duration = Duration::from_millis(1);
+
+/// Bytes waiting beyond which lines are dropped.
+pub const LIMIT: usize = 4 << 20;
+
+/// The largest write a pipe does atomically (Linux's `PIPE_BUF`).
+const PIPE_BUF: usize = 4096;
+
+/// Where the writer writes.
+pub struct Output {
+    out: Box<dyn Write + Send>,
+    /// `/dev/stdout`, or a path.
+    name: String,
+    /// Writes go in `PIPE_BUF` pieces (stdout, shared with the log).
+    shared: bool,
+}
+
+impl Output {
+    /// The agent's stdout (a duplicate of fd 1, so Rust's `Stdout` lock
+    /// and its line buffer are out of the way).
+    pub fn stdout() -> Output {
+        use std::os::fd::AsFd;
+        let out: Box<dyn Write + Send> = match io::stdout().as_fd().try_clone_to_owned() {
+            Ok(fd) => Box::new(File::from(fd)),
+            Err(_) => Box::new(io::stdout()),
+        };
+        Output {
+            out,
+            name: super::STDOUT.to_string(),
+            shared: true,
+        }
+    }
+
+    /// A file, appended to (created if missing).
+    pub fn file(path: &Path) -> io::Result<Output> {
+        let file = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(path)?;
+        Ok(Output {
+            out: Box::new(file),
+            name: path.display().to_string(),
+            shared: false,
+        })
+    }
+
+    /// Any writer (tests).
+    pub fn writer(out: Box<dyn Write + Send>, name: &str) -> Output {
+        Output {
+            out,
+            name: name.to_string(),
+            shared: false,
+        }
+    }
+
+    fn write_batch(&mut self, batch: &[u8]) -> io::Result<()> {
+        if !self.shared {
+            self.out.write_all(batch)?;
+            return self.out.flush();
+        }
+        let mut rest = batch;
+        while !rest.is_empty() {
+            let piece = if rest.len() <= PIPE_BUF {
+                rest.len()
+            } else {
+                // Up to the last line end within PIPE_BUF; a longer line
+                // goes whole.
+                match rest[..PIPE_BUF].iter().rposition(|b| *b == b'\n') {
+                    Some(end) => end + 1,
+                    None => rest
+                        .iter()
+                        .position(|b| *b == b'\n')
+                        .map_or(rest.len(), |end| end + 1),
+                }
+            };
+            self.out.write_all(&rest[..piece])?;
+            rest = &rest[piece..];
+        }
+        self.out.flush()
+    }
+}
+
+struct Shared {
+    pending: Mutex<Vec<u8>>,
+    arrived: Condvar,
+    output: Mutex<Output>,
+    dropped: AtomicU64,
+    written: AtomicU64,
+}
+
+impl Shared {
+    fn lock(&self) -> MutexGuard<'_, Vec<u8>> {
+        self.pending.lock().unwrap_or_else(|e| e.into_inner())
+    }
+}
+
+/// The proxy's side: append a line. Clones share the buffer.
+#[derive(Clone)]
+pub struct Sink {
+    shared: Arc<Shared>,
+}
+
+impl Sink {
+    /// A sink writing to `output` from a thread named `weft-access-log`.
+    pub fn start(output: Output) -> io::Result<Sink> {
+        let shared = Arc::new(Shared {
+            pending: Mutex::new(Vec::with_capacity(64 * 1024)),
+            arrived: Condvar::new(),
+            output: Mutex::new(output),
+            dropped: AtomicU64::new(0),
+            written: AtomicU64::new(0),
+        });
+        std::thread::Builder::new()
+            .name("weft-access-log".into())
+            .spawn({
+                let shared = shared.clone();
+                move || write_loop(&shared)
+            })?;
+        Ok(Sink { shared })
+    }
+
+    /// Appends one line (with its `\n`); never waits for the writer. A
+    /// line that does not fit is dropped and counted.
+    pub fn append(&self, line: &[u8]) {
+        let mut pending = self.shared.lock();
+        if pending.len() + line.len() > LIMIT {
+            drop(pending);
+            self.shared.dropped.fetch_add(1, Ordering::Relaxed);
+            super::DROPPED.fetch_add(1, Ordering::Relaxed);
+            return;
+        }
+        let was_empty = pending.is_empty();
+        pending.extend_from_slice(line);
+        drop(pending);
+        if was_empty {
+            self.shared.arrived.notify_one();
+        }
+    }
+
+    /// Replaces the output (the writer finishes its batch first).
+    pub fn set_output(&self, output: Output) {
+        *self.shared.output.lock().unwrap_or_else(|e| e.into_inner()) = output;
+    }
+
+    /// The output's name: `/dev/stdout` or a path.
+    pub fn output_name(&self) -> String {
+        self.shared
+            .output
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .name
+            .clone()
+    }
+
+    /// Lines this sink dropped.
+    pub fn dropped(&self) -> u64 {
+        self.shared.dropped.load(Ordering::Relaxed)
+    }
+
+    /// Batches written so far.
+    pub fn written(&self) -> u64 {
+        self.shared.written.load(Ordering::Relaxed)
+    }
+}
+
+fn write_loop(shared: &Shared) {
+    let mut batch = Vec::with_capacity(64 * 1024);
+    loop {
+        {
+            let mut pending = shared.lock();
+            while pending.is_empty() {
+                pending = shared
+                    .arrived
+                    .wait(pending)
+                    .unwrap_or_else(|e| e.into_inner());
+            }
+        }
+        std::thread::sleep(GATHER);
+        std::mem::swap(&mut *shared.lock(), &mut batch);
+        let mut output = shared.output.lock().unwrap_or_else(|e| e.into_inner());
+        // Output gone (a closed pipe, a full disk): nothing better to do
+        // with the lines.
+        let _ = output.write_batch(&batch);
+        drop(output);
+        shared.written.fetch_add(1, Ordering::Relaxed);
+        batch.clear();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// An output the test can read back; `stall` holds the writer.
+    #[derive(Clone, Default)]
+    struct Capture {
+        bytes: Arc<Mutex<Vec<u8>>>,
+        writes: Arc<Mutex<Vec<usize>>>,
+        stall: Arc<Mutex<()>>,
+    }
+
+    impl Write for Capture {
+        fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+            let _held = self.stall.lock().unwrap();
+            self.bytes.lock().unwrap().extend_from_slice(buf);
+            self.writes.lock().unwrap().push(buf.len());
+            Ok(buf.len())
+        }
+        fn flush(&mut self) -> io::Result<()> {
+            Ok(())
+        }
+    }
+
+    fn wait_until(what: &str, mut done: impl FnMut() -> bool) {
+        let deadline = std::time::Instant::now() + Duration::from_secs(5);
+        while !done() {
+            assert!(std::time::Instant::now() < deadline, "{what}");
+            std::thread::sleep(Duration::from_millis(1));
+        }
+    }
+
+    #[test]
+    fn lines_from_every_thread_are_written_whole() {
+        let capture = Capture::default();
+        let sink = Sink::start(Output::writer(Box::new(capture.clone()), "test")).unwrap();
+        let threads: Vec<_> = (0..4)
+            .map(|t| {
+                let sink = sink.clone();
+                std::thread::spawn(move || {
+                    for i in 0..2_000 {
+                        sink.append(format!("t{t} line {i}\n").as_bytes());
+                    }
+                })
+            })
+            .collect();
+        for t in threads {
+            t.join().unwrap();
+        }
+        wait_until("all lines written", || {
+            capture
+                .bytes
+                .lock()
+                .unwrap()
+                .iter()
+                .filter(|b| **b == b'\n')
+                .count()
+                == 8_000
+        });
+        assert_eq!(sink.dropped(), 0);
+        let text = String::from_utf8(capture.bytes.lock().unwrap().clone()).unwrap();
+        assert!(
+            text.lines()
+                .all(|l| l.starts_with('t') && l.contains(" line "))
+        );
+    }
+
+    #[test]
+    fn a_full_buffer_drops_and_counts_instead_of_waiting() {
+        let capture = Capture::default();
+        let stalled = capture.stall.lock().unwrap();
+        let sink = Sink::start(Output::writer(Box::new(capture.clone()), "test")).unwrap();
+        let line = vec![b'x'; 1023]
+            .into_iter()
+            .chain([b'\n'])
+            .collect::<Vec<u8>>();
+        // The first batch is taken by the writer, which then blocks.
+        sink.append(&line);
+        wait_until("the writer took its first batch", || {
+            sink.shared.lock().is_empty()
+        });
+        let started = std::time::Instant::now();
+        for _ in 0..(LIMIT / line.len() + 100) {
+            sink.append(&line);
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(2),
+            "appending waited"
+        );
+        assert_eq!(sink.dropped(), 100);
+        drop(stalled);
+        wait_until("the rest written", || {
+            capture.bytes.lock().unwrap().len() == (LIMIT / line.len() + 1) * line.len()
+        });
+    }
+
+    #[test]
+    fn shared_output_writes_pieces_that_end_at_a_line() {
+        let capture = Capture::default();
+        let mut output = Output::writer(Box::new(capture.clone()), "stdout");
+        output.shared = true;
+        let mut batch = Vec::new();
+        for i in 0..500 {
+            batch.extend_from_slice(format!("line number {i:05}\n").as_bytes());
+        }
+        output.write_batch(&batch).unwrap();
+        assert_eq!(*capture.bytes.lock().unwrap(), batch);
+        let writes = capture.writes.lock().unwrap().clone();
+        assert!(
+            writes.len() > 1 && writes.iter().all(|n| *n <= PIPE_BUF),
+            "{writes:?}"
+        );
+        let mut at = 0;
+        for n in writes {
+            at += n;
+            assert_eq!(batch[at - 1], b'\n');
+        }
+    }
+}

@@ -1,0 +1,292 @@
+//! Where the traffic metrics are kept: one table of series per kind (TCP,
+//! HTTP), each series the bundle of counters and histograms that one label
+//! set records, so that a connection or a request costs one table lookup
+//! and a few atomic additions, never a lock held while it records.
+//!
+//! `prometheus-client`'s `Family` would cost a lookup per metric (four per
+//! connection, four per request, each hashing all 23 labels) and its
+//! histograms take a lock per observation; the tables here are encoded at
+//! scrape time by a [`Collector`] with the same names and types, so what
+//! Prometheus sees is unchanged.
+
+use std::{
+    collections::HashMap,
+    hash::Hash,
+    sync::{
+        Arc, RwLock,
+        atomic::{AtomicU64, Ordering::Relaxed},
+    },
+};
+
+use prometheus_client::{
+    collector::Collector,
+    encoding::{DescriptorEncoder, EncodeLabelSet, MetricEncoder, NoLabelSet},
+    metrics::MetricType,
+};
+
+use super::{RequestLabels, RequestProtocol, TrafficLabels};
+
+/// Envoy's default histogram buckets, which Istio's
+/// `istio_request_duration_milliseconds` and the size histograms use.
+pub const BUCKETS: [f64; 19] = [
+    0.5, 1.0, 5.0, 10.0, 25.0, 50.0, 100.0, 250.0, 500.0, 1000.0, 2500.0, 5000.0, 10000.0, 30000.0,
+    60000.0, 300000.0, 600000.0, 1800000.0, 3600000.0,
+];
+
+/// A histogram over [`BUCKETS`] (plus `+Inf`) that records with atomic
+/// additions. Values are recorded as integers in a unit `scale` times the
+/// reported one (nanoseconds for milliseconds), so the sum is exact.
+#[derive(Debug)]
+pub struct Histogram {
+    /// Per-bucket counts (not cumulative); the last is `+Inf`.
+    buckets: [AtomicU64; BUCKETS.len() + 1],
+    count: AtomicU64,
+    /// In recorded units.
+    sum: AtomicU64,
+    /// Recorded units per reported unit.
+    scale: u64,
+}
+
+impl Histogram {
+    fn new(scale: u64) -> Histogram {
+        Histogram {
+            buckets: Default::default(),
+            count: AtomicU64::new(0),
+            sum: AtomicU64::new(0),
+            scale,
+        }
+    }
+
+    /// Records `units` (reported as `units / scale`).
+    pub fn observe(&self, units: u64) {
+        let value = units as f64 / self.scale as f64;
+        // Prometheus buckets are `le`: a value on a bound belongs to it.
+        let bucket = BUCKETS.partition_point(|bound| *bound < value);
+        self.buckets[bucket].fetch_add(1, Relaxed);
+        self.sum.fetch_add(units, Relaxed);
+        self.count.fetch_add(1, Relaxed);
+    }
+
+    fn encode(&self, mut encoder: MetricEncoder) -> Result<(), std::fmt::Error> {
+        let buckets: Vec<(f64, u64)> = BUCKETS
+            .iter()
+            .copied()
+            // prometheus-client writes `le="+Inf"` for infinity.
+            .chain(std::iter::once(f64::INFINITY))
+            .zip(&self.buckets)
+            .map(|(bound, count)| (bound, count.load(Relaxed)))
+            .collect();
+        // The count is the buckets' total, so a scrape between two
+        // additions of one observation stays consistent.
+        let count = buckets.iter().map(|(_, n)| n).sum();
+        let sum = self.sum.load(Relaxed) as f64 / self.scale as f64;
+        encoder.encode_histogram::<NoLabelSet>(sum, count, &buckets, None)
+    }
+}
+
+/// What one TCP label set records.
+#[derive(Debug, Default)]
+pub struct TcpSeries {
+    pub opened: AtomicU64,
+    pub closed: AtomicU64,
+    /// Response bytes (destination to source).
+    pub sent: AtomicU64,
+    /// Request bytes (source to destination).
+    pub received: AtomicU64,
+}
+
+/// What one HTTP label set (with its answer) records.
+#[derive(Debug)]
+pub struct RequestSeries {
+    pub requests: AtomicU64,
+    /// In nanoseconds, reported in milliseconds.
+    pub duration: Histogram,
+    pub request_bytes: Histogram,
+    pub response_bytes: Histogram,
+    /// gRPC messages of the stream, each way (reported for gRPC only).
+    pub request_messages: AtomicU64,
+    pub response_messages: AtomicU64,
+}
+
+impl Default for RequestSeries {
+    fn default() -> Self {
+        RequestSeries {
+            requests: AtomicU64::new(0),
+            duration: Histogram::new(1_000_000),
+            request_bytes: Histogram::new(1),
+            response_bytes: Histogram::new(1),
+            request_messages: AtomicU64::new(0),
+            response_messages: AtomicU64::new(0),
+        }
+    }
+}
+
+type Map<K, V> = HashMap<K, Arc<V>, foldhash::fast::RandomState>;
+
+/// Label set → series, created on first use and kept for the agent's life
+/// (as Prometheus expects of a counter; the label sets are bounded by the
+/// mesh's workloads and services).
+#[derive(Debug)]
+pub struct Table<K, V> {
+    series: RwLock<Map<K, V>>,
+}
+
+impl<K, V> Default for Table<K, V> {
+    fn default() -> Self {
+        Table {
+            series: RwLock::new(Map::default()),
+        }
+    }
+}
+
+impl<K: Hash + Eq + Clone, V: Default> Table<K, V> {
+    /// The series of `labels`, created if new.
+    pub fn get(&self, labels: &K) -> Arc<V> {
+        if let Some(series) = self.read().get(labels) {
+            return series.clone();
+        }
+        let mut table = self.series.write().unwrap_or_else(|e| e.into_inner());
+        table.entry(labels.clone()).or_default().clone()
+    }
+
+    fn read(&self) -> std::sync::RwLockReadGuard<'_, Map<K, V>> {
+        // A panic while inserting leaves the map whole (insertion is the
+        // only write); the counters stay worth serving.
+        self.series.read().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// A copy of the entries, so that encoding never holds the lock that
+    /// connections take.
+    fn snapshot(&self) -> Vec<(K, Arc<V>)> {
+        self.read()
+            .iter()
+            .map(|(k, v)| (k.clone(), v.clone()))
+            .collect()
+    }
+
+    pub fn len(&self) -> usize {
+        self.read().len()
+    }
+}
+
+/// The tables, encoded on each scrape with Istio's names.
+#[derive(Debug, Default)]
+pub struct Tables {
+    pub tcp: Table<TrafficLabels, TcpSeries>,
+    pub requests: Table<RequestLabels, RequestSeries>,
+}
+
+fn counter<L: EncodeLabelSet>(
+    encoder: &mut DescriptorEncoder,
+    name: &str,
+    help: &str,
+    series: &[(&L, u64)],
+) -> Result<(), std::fmt::Error> {
+    let mut family = encoder.encode_descriptor(name, help, None, MetricType::Counter)?;
+    for (labels, value) in series {
+        family
+            .encode_family(*labels)?
+            .encode_counter::<NoLabelSet, _, u64>(value, None)?;
+    }
+    Ok(())
+}
+
+fn histogram(
+    encoder: &mut DescriptorEncoder,
+    name: &str,
+    help: &str,
+    series: &[(RequestLabels, Arc<RequestSeries>)],
+    pick: fn(&RequestSeries) -> &Histogram,
+) -> Result<(), std::fmt::Error> {
+    let mut family = encoder.encode_descriptor(name, help, None, MetricType::Histogram)?;
+    for (labels, s) in series {
+        pick(s).encode(family.encode_family(labels)?)?;
+    }
+    Ok(())
+}
+
+impl Collector for Tables {
+    fn encode(&self, mut encoder: DescriptorEncoder) -> Result<(), std::fmt::Error> {
+        let tcp = self.tcp.snapshot();
+        let tcp_counter = |pick: fn(&TcpSeries) -> &AtomicU64| -> Vec<(&TrafficLabels, u64)> {
+            tcp.iter()
+                .map(|(labels, s)| (labels, pick(s).load(Relaxed)))
+                .collect()
+        };
+        counter(
+            &mut encoder,
+            "istio_tcp_connections_opened",
+            "Connections opened",
+            &tcp_counter(|s| &s.opened),
+        )?;
+        counter(
+            &mut encoder,
+            "istio_tcp_connections_closed",
+            "Connections closed",
+            &tcp_counter(|s| &s.closed),
+        )?;
+        counter(
+            &mut encoder,
+            "istio_tcp_sent_bytes",
+            "Bytes sent in response (destination to source), counted when the connection closes",
+            &tcp_counter(|s| &s.sent),
+        )?;
+        counter(
+            &mut encoder,
+            "istio_tcp_received_bytes",
+            "Bytes received in request (source to destination), counted when the connection closes",
+            &tcp_counter(|s| &s.received),
+        )?;
+
+        let requests = self.requests.snapshot();
+        let request_counter = |pick: fn(&RequestSeries) -> &AtomicU64, grpc_only: bool| {
+            requests
+                .iter()
+                .filter(|(labels, _)| {
+                    !grpc_only || labels.traffic.request_protocol == RequestProtocol::grpc
+                })
+                .map(|(labels, s)| (labels, pick(s).load(Relaxed)))
+                .collect::<Vec<_>>()
+        };
+        counter(
+            &mut encoder,
+            "istio_requests",
+            "HTTP and gRPC requests",
+            &request_counter(|s| &s.requests, false),
+        )?;
+        histogram(
+            &mut encoder,
+            "istio_request_duration_milliseconds",
+            "Time from the request's first byte to the response's last, in milliseconds",
+            &requests,
+            |s| &s.duration,
+        )?;
+        histogram(
+            &mut encoder,
+            "istio_request_bytes",
+            "Request body sizes, in bytes",
+            &requests,
+            |s| &s.request_bytes,
+        )?;
+        histogram(
+            &mut encoder,
+            "istio_response_bytes",
+            "Response body sizes, in bytes",
+            &requests,
+            |s| &s.response_bytes,
+        )?;
+        counter(
+            &mut encoder,
+            "istio_request_messages",
+            "gRPC messages the client sent, per stream's labels",
+            &request_counter(|s| &s.request_messages, true),
+        )?;
+        counter(
+            &mut encoder,
+            "istio_response_messages",
+            "gRPC messages the server sent, per stream's labels",
+            &request_counter(|s| &s.response_messages, true),
+        )?;
+        Ok(())
+    }
+}

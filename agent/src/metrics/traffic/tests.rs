@@ -1,0 +1,209 @@
+use std::{collections::HashMap, time::Duration};
+
+use super::*;
+use crate::{
+    metrics::{Health, Metrics},
+    state::WorkloadNames,
+};
+
+fn workload(namespace: &str, name: &str, sa: &str) -> Workload {
+    Workload {
+        uid: format!("Kubernetes//Pod/{namespace}/{name}-1"),
+        name: format!("{name}-1"),
+        namespace: namespace.into(),
+        ips: vec![],
+        node: "node-1".into(),
+        identity: Identity {
+            trust_domain: "cluster.local".into(),
+            namespace: namespace.into(),
+            service_account: sa.into(),
+        },
+        hbone: true,
+        services: HashMap::new(),
+        policies: vec![],
+        names: WorkloadNames {
+            workload: name.into(),
+            canonical_service: name.into(),
+            canonical_revision: "v1".into(),
+            cluster: "Kubernetes".into(),
+        },
+        telemetry: Default::default(),
+    }
+    .labelled()
+}
+
+#[test]
+fn both_sides_report_with_istios_labels() {
+    let metrics = Metrics::default();
+    let (client, server) = (
+        workload("shop", "web", "web"),
+        workload("shop", "api", "api"),
+    );
+    let service = Service {
+        name: "api".into(),
+        namespace: "shop".into(),
+        hostname: "api.shop.svc.cluster.local".into(),
+        vips: vec![],
+        ports: HashMap::new(),
+        http_ports: HashMap::new(),
+        telemetry: Arc::new(ServiceLabels::of(
+            "api.shop.svc.cluster.local",
+            "shop",
+            "api",
+        )),
+    };
+    let source = TrafficLabels::new(
+        Reporter::source,
+        Peer::workload(&client),
+        Peer::workload(&server),
+        Some(&service),
+        RequestProtocol::tcp,
+        SecurityPolicy::mutual_tls,
+    );
+    metrics.traffic.tcp_open(&source).close(100, 2000);
+    // A plaintext client nobody knows, at the destination.
+    let unknown = TrafficLabels::new(
+        Reporter::destination,
+        Peer::default(),
+        Peer::workload(&server),
+        None,
+        RequestProtocol::http,
+        SecurityPolicy::none,
+    );
+    metrics.traffic.request(
+        &unknown,
+        403,
+        None,
+        &RequestOutcome {
+            duration: Duration::from_millis(7),
+            response_bytes: 19,
+            ..RequestOutcome::default()
+        },
+    );
+    let text = metrics.encode(Health::default(), false);
+    let line = |prefix: &str| {
+        text.lines()
+            .find(|l| l.starts_with(prefix))
+            .unwrap_or_else(|| panic!("no {prefix} in\n{text}"))
+            .to_string()
+    };
+    let opened = line("istio_tcp_connections_opened_total{");
+    for label in [
+        "reporter=\"source\"",
+        "source_workload=\"web\"",
+        "source_principal=\"spiffe://cluster.local/ns/shop/sa/web\"",
+        "source_app=\"web\"",
+        "source_version=\"v1\"",
+        "destination_service=\"api.shop.svc.cluster.local\"",
+        "destination_service_name=\"api\"",
+        "destination_workload=\"api\"",
+        "destination_principal=\"spiffe://cluster.local/ns/shop/sa/api\"",
+        "request_protocol=\"tcp\"",
+        "response_flags=\"-\"",
+        "connection_security_policy=\"mutual_tls\"",
+    ] {
+        assert!(opened.contains(label), "{label} in {opened}");
+    }
+    assert!(opened.ends_with(" 1"), "{opened}");
+    assert!(
+        line("istio_tcp_received_bytes_total{").ends_with(" 100"),
+        "request bytes"
+    );
+    assert!(
+        line("istio_tcp_sent_bytes_total{").ends_with(" 2000"),
+        "response bytes"
+    );
+    assert!(
+        text.contains("# TYPE istio_requests_total counter"),
+        "{text}"
+    );
+    let requests = line("istio_requests_total{");
+    for label in [
+        "reporter=\"destination\"",
+        "source_workload=\"unknown\"",
+        "source_principal=\"unknown\"",
+        "destination_service=\"unknown\"",
+        "response_code=\"403\"",
+        "grpc_response_status=\"-\"",
+        "connection_security_policy=\"none\"",
+    ] {
+        assert!(requests.contains(label), "{label} in {requests}");
+    }
+    let bucket = line("istio_request_duration_milliseconds_bucket{");
+    assert!(
+        bucket.contains("le=\"0.5\""),
+        "Istio's first bucket: {bucket}"
+    );
+    assert!(text.contains("le=\"3600000.0\""), "Istio's last bucket");
+    assert!(
+        text.lines().any(
+            |l| l.starts_with("istio_request_duration_milliseconds_bucket{")
+                && l.contains("le=\"+Inf\"")
+                && l.ends_with(" 1")
+        ),
+        "the +Inf bucket holds every observation:\n{text}"
+    );
+    assert!(!text.contains("# EOF"), "classic text has no EOF");
+    let om = metrics.encode(Health::default(), true);
+    assert!(om.ends_with("# EOF\n"));
+    assert!(om.contains("# TYPE istio_requests counter"));
+}
+
+#[test]
+fn off_records_no_requests() {
+    let metrics = Metrics::new(false);
+    assert!(!metrics.traffic.enabled(), "callers skip building labels");
+    let server = workload("shop", "api", "api");
+    let labels = TrafficLabels::new(
+        Reporter::destination,
+        Peer::default(),
+        Peer::workload(&server),
+        None,
+        RequestProtocol::http,
+        SecurityPolicy::none,
+    );
+    metrics.traffic.request(
+        &labels,
+        200,
+        None,
+        &RequestOutcome {
+            duration: Duration::from_millis(1),
+            ..RequestOutcome::default()
+        },
+    );
+    let text = metrics.encode(Health::default(), false);
+    assert!(!text.contains("istio_requests_total{"), "{text}");
+    assert!(
+        text.contains("weft_agent_connections_active 0"),
+        "health stays"
+    );
+}
+
+#[test]
+fn health_is_reported() {
+    let metrics = Metrics::default();
+    metrics.deny(crate::metrics::Denial::PolicyDeny);
+    let _active = metrics.track();
+    let text = metrics.encode(
+        Health {
+            xds_connected: true,
+            workloads: 3,
+            services: 1,
+            pods_enrolled: Some(2),
+            certificates: vec![("spiffe://cluster.local/ns/a/sa/b".into(), 1_900_000_000)],
+            ..Health::default()
+        },
+        false,
+    );
+    for expected in [
+        "weft_agent_connections_active 1",
+        "weft_agent_xds_connected 1",
+        "weft_agent_workloads 3",
+        "weft_agent_pods_enrolled 2",
+        "weft_agent_connections_denied_total{reason=\"policy_deny\"} 1",
+        "weft_agent_requests_authorized_total{verdict=\"allowed\"} 0",
+        "weft_agent_certificate_expiry_timestamp_seconds{identity=\"spiffe://cluster.local/ns/a/sa/b\"} 1900000000",
+    ] {
+        assert!(text.lines().any(|l| l == expected), "{expected} in\n{text}");
+    }
+}

@@ -1,0 +1,289 @@
+//! Envoy's access-log format strings (MeshConfig `accessLogFormat`),
+//! parsed into the [`FormatToken`]s agents render. Only the command
+//! operators weft's agent renders are accepted; any other is refused with
+//! its name and position, so a typo never reaches a proxy.
+
+use weft_proto::telemetry::{FormatToken, JsonField};
+
+/// How an operator takes its argument.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Arg {
+    /// `%OP%` only.
+    None,
+    /// `%OP(header?alternative)%`: required.
+    Header,
+}
+
+/// The command operators weft's agent renders (Envoy's names).
+const OPERATORS: &[(&str, Arg)] = &[
+    ("START_TIME", Arg::None),
+    ("REQ", Arg::Header),
+    ("RESP", Arg::Header),
+    ("TRAILER", Arg::Header),
+    ("PROTOCOL", Arg::None),
+    ("RESPONSE_CODE", Arg::None),
+    ("RESPONSE_FLAGS", Arg::None),
+    ("RESPONSE_CODE_DETAILS", Arg::None),
+    ("CONNECTION_TERMINATION_DETAILS", Arg::None),
+    ("UPSTREAM_TRANSPORT_FAILURE_REASON", Arg::None),
+    ("BYTES_RECEIVED", Arg::None),
+    ("BYTES_SENT", Arg::None),
+    ("DURATION", Arg::None),
+    ("UPSTREAM_HOST", Arg::None),
+    ("UPSTREAM_REMOTE_ADDRESS", Arg::None),
+    ("UPSTREAM_CLUSTER", Arg::None),
+    ("UPSTREAM_CLUSTER_RAW", Arg::None),
+    ("UPSTREAM_LOCAL_ADDRESS", Arg::None),
+    ("UPSTREAM_REQUEST_ATTEMPT_COUNT", Arg::None),
+    ("DOWNSTREAM_LOCAL_ADDRESS", Arg::None),
+    ("DOWNSTREAM_LOCAL_ADDRESS_WITHOUT_PORT", Arg::None),
+    ("DOWNSTREAM_REMOTE_ADDRESS", Arg::None),
+    ("DOWNSTREAM_REMOTE_ADDRESS_WITHOUT_PORT", Arg::None),
+    ("DOWNSTREAM_PEER_URI_SAN", Arg::None),
+    ("DOWNSTREAM_LOCAL_URI_SAN", Arg::None),
+    ("REQUESTED_SERVER_NAME", Arg::None),
+    ("ROUTE_NAME", Arg::None),
+    ("CONNECTION_ID", Arg::None),
+    ("GRPC_STATUS", Arg::None),
+    ("HOSTNAME", Arg::None),
+];
+
+/// Envoy's default format as Istio sets it (`EnvoyTextLogFormat`).
+pub const DEFAULT_TEXT: &str = "[%START_TIME%] \"%REQ(:METHOD)% %REQ(X-ENVOY-ORIGINAL-PATH?:PATH)% %PROTOCOL%\" %RESPONSE_CODE% %RESPONSE_FLAGS% %RESPONSE_CODE_DETAILS% %CONNECTION_TERMINATION_DETAILS% \"%UPSTREAM_TRANSPORT_FAILURE_REASON%\" %BYTES_RECEIVED% %BYTES_SENT% %DURATION% %RESP(X-ENVOY-UPSTREAM-SERVICE-TIME)% \"%REQ(X-FORWARDED-FOR)%\" \"%REQ(USER-AGENT)%\" \"%REQ(X-REQUEST-ID)%\" \"%REQ(:AUTHORITY)%\" \"%UPSTREAM_HOST%\" %UPSTREAM_CLUSTER% %UPSTREAM_LOCAL_ADDRESS% %DOWNSTREAM_LOCAL_ADDRESS% %DOWNSTREAM_REMOTE_ADDRESS% %REQUESTED_SERVER_NAME% %ROUTE_NAME%";
+
+/// Istio's default JSON keys (`EnvoyJSONLogFormatIstio`), in its order.
+pub const DEFAULT_JSON: &[(&str, &str)] = &[
+    ("start_time", "%START_TIME%"),
+    ("route_name", "%ROUTE_NAME%"),
+    ("method", "%REQ(:METHOD)%"),
+    ("path", "%REQ(X-ENVOY-ORIGINAL-PATH?:PATH)%"),
+    ("protocol", "%PROTOCOL%"),
+    ("response_code", "%RESPONSE_CODE%"),
+    ("response_flags", "%RESPONSE_FLAGS%"),
+    ("response_code_details", "%RESPONSE_CODE_DETAILS%"),
+    (
+        "connection_termination_details",
+        "%CONNECTION_TERMINATION_DETAILS%",
+    ),
+    ("bytes_received", "%BYTES_RECEIVED%"),
+    ("bytes_sent", "%BYTES_SENT%"),
+    ("duration", "%DURATION%"),
+    (
+        "upstream_service_time",
+        "%RESP(X-ENVOY-UPSTREAM-SERVICE-TIME)%",
+    ),
+    ("x_forwarded_for", "%REQ(X-FORWARDED-FOR)%"),
+    ("user_agent", "%REQ(USER-AGENT)%"),
+    ("request_id", "%REQ(X-REQUEST-ID)%"),
+    ("authority", "%REQ(:AUTHORITY)%"),
+    ("upstream_host", "%UPSTREAM_HOST%"),
+    ("upstream_cluster", "%UPSTREAM_CLUSTER%"),
+    ("upstream_local_address", "%UPSTREAM_LOCAL_ADDRESS%"),
+    ("downstream_local_address", "%DOWNSTREAM_LOCAL_ADDRESS%"),
+    ("downstream_remote_address", "%DOWNSTREAM_REMOTE_ADDRESS%"),
+    ("requested_server_name", "%REQUESTED_SERVER_NAME%"),
+    (
+        "upstream_transport_failure_reason",
+        "%UPSTREAM_TRANSPORT_FAILURE_REASON%",
+    ),
+];
+
+/// Parses a text format string. The error names the operator (or the
+/// malformed text) and its position (0-based, in characters).
+pub fn parse(text: &str) -> Result<Vec<FormatToken>, String> {
+    let chars: Vec<char> = text.chars().collect();
+    let mut tokens = Vec::new();
+    let mut literal = String::new();
+    let mut i = 0;
+    while i < chars.len() {
+        if chars[i] != '%' {
+            literal.push(chars[i]);
+            i += 1;
+            continue;
+        }
+        if chars.get(i + 1) == Some(&'%') {
+            literal.push('%');
+            i += 2;
+            continue;
+        }
+        let start = i;
+        i += 1;
+        let name_start = i;
+        while i < chars.len() && (chars[i].is_ascii_uppercase() || chars[i] == '_') {
+            i += 1;
+        }
+        let name: String = chars[name_start..i].iter().collect();
+        if name.is_empty() {
+            return Err(format!(
+                "position {start}: `%` starts no command operator (write `%%` for a literal `%`)"
+            ));
+        }
+        let mut argument = None;
+        if chars.get(i) == Some(&'(') {
+            let close = chars[i..]
+                .iter()
+                .position(|c| *c == ')')
+                .map(|p| i + p)
+                .ok_or_else(|| format!("position {start}: `%{name}(` has no closing `)`"))?;
+            argument = Some(chars[i + 1..close].iter().collect::<String>());
+            i = close + 1;
+        }
+        let mut max_length = 0u32;
+        if chars.get(i) == Some(&':') {
+            let digits_start = i + 1;
+            i += 1;
+            while i < chars.len() && chars[i].is_ascii_digit() {
+                i += 1;
+            }
+            let digits: String = chars[digits_start..i].iter().collect();
+            max_length = digits.parse().map_err(|_| {
+                format!("position {start}: `%{name}`: `:` must be followed by a length")
+            })?;
+        }
+        if chars.get(i) != Some(&'%') {
+            return Err(format!(
+                "position {start}: command operator `%{name}` is not closed by `%`"
+            ));
+        }
+        i += 1;
+        let Some((_, kind)) = OPERATORS.iter().find(|(n, _)| *n == name) else {
+            return Err(format!(
+                "position {start}: unknown command operator `%{name}%` (weft renders {})",
+                OPERATORS
+                    .iter()
+                    .map(|(n, _)| *n)
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            ));
+        };
+        let mut token = FormatToken {
+            operator: name.clone(),
+            max_length,
+            ..Default::default()
+        };
+        match (kind, argument) {
+            (Arg::Header, Some(arg)) => {
+                let (header, alternative) = arg.split_once('?').unwrap_or((arg.as_str(), ""));
+                if header.is_empty() {
+                    return Err(format!("position {start}: `%{name}()` needs a header name"));
+                }
+                token.argument = header.to_ascii_lowercase();
+                token.alternative = alternative.to_ascii_lowercase();
+            }
+            (Arg::Header, None) => {
+                return Err(format!(
+                    "position {start}: `%{name}%` needs a header name: `%{name}(X-HEADER)%`"
+                ));
+            }
+            (Arg::None, Some(arg)) if name == "START_TIME" => {
+                return Err(format!(
+                    "position {start}: `%START_TIME({arg})%`: weft writes START_TIME in Envoy's default format only"
+                ));
+            }
+            (Arg::None, Some(_)) => {
+                return Err(format!("position {start}: `%{name}%` takes no argument"));
+            }
+            (Arg::None, None) => {}
+        }
+        if !literal.is_empty() {
+            tokens.push(FormatToken {
+                literal: std::mem::take(&mut literal),
+                ..Default::default()
+            });
+        }
+        tokens.push(token);
+    }
+    if !literal.is_empty() {
+        tokens.push(FormatToken {
+            literal,
+            ..Default::default()
+        });
+    }
+    Ok(tokens)
+}
+
+/// Parses a JSON format: an object of key → format string.
+pub fn parse_json(text: &str) -> Result<Vec<JsonField>, String> {
+    let object: serde_json::Map<String, serde_json::Value> = serde_json::from_str(text)
+        .map_err(|e| format!("a JSON access log format must be a JSON object of strings: {e}"))?;
+    object
+        .into_iter()
+        .map(|(key, value)| {
+            let serde_json::Value::String(format) = value else {
+                return Err(format!("key `{key}`: the value must be a format string"));
+            };
+            let value = parse(&format).map_err(|e| format!("key `{key}`: {e}"))?;
+            Ok(JsonField { key, value })
+        })
+        .collect()
+}
+
+/// Istio's default JSON format, parsed.
+pub fn default_json() -> Vec<JsonField> {
+    DEFAULT_JSON
+        .iter()
+        .map(|(key, format)| JsonField {
+            key: key.to_string(),
+            value: parse(format).expect("the default JSON format parses"),
+        })
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_default_formats_parse() {
+        let tokens = parse(DEFAULT_TEXT).unwrap();
+        assert_eq!(tokens[0].literal, "[");
+        assert_eq!(tokens[1].operator, "START_TIME");
+        let path = &tokens[5];
+        assert_eq!(
+            (
+                path.operator.as_str(),
+                path.argument.as_str(),
+                path.alternative.as_str()
+            ),
+            ("REQ", "x-envoy-original-path", ":path")
+        );
+        assert_eq!(tokens.last().unwrap().operator, "ROUTE_NAME");
+        assert_eq!(default_json().len(), DEFAULT_JSON.len());
+    }
+
+    #[test]
+    fn literals_lengths_and_escapes() {
+        let tokens = parse("100%% %REQ(:PATH):5% x").unwrap();
+        assert_eq!(tokens[0].literal, "100% ");
+        assert_eq!(tokens[1].operator, "REQ");
+        assert_eq!(tokens[1].max_length, 5);
+        assert_eq!(tokens[2].literal, " x");
+    }
+
+    #[test]
+    fn unknown_and_malformed_operators_are_refused_by_name_and_position() {
+        let err = parse("ok %BOGUS_OP% x").unwrap_err();
+        assert!(
+            err.contains("`%BOGUS_OP%`") && err.contains("position 3"),
+            "{err}"
+        );
+        for (text, wanted) in [
+            ("%REQ%", "needs a header name"),
+            ("%DURATION(x)%", "takes no argument"),
+            ("%DURATION", "not closed"),
+            ("a % b", "starts no command operator"),
+            ("%REQ(:PATH%", "closing `)`"),
+            ("%START_TIME(%s)%", "START_TIME"),
+        ] {
+            let err = parse(text).unwrap_err();
+            assert!(err.contains(wanted), "{text}: {err}");
+        }
+        let err = parse_json("{\"a\": \"%NOPE%\"}").unwrap_err();
+        assert!(err.contains("key `a`") && err.contains("%NOPE%"), "{err}");
+        assert!(parse_json("[1]").is_err());
+        assert_eq!(
+            parse_json("{\"code\": \"%RESPONSE_CODE%\"}").unwrap()[0].key,
+            "code"
+        );
+    }
+}

@@ -1,0 +1,295 @@
+//! The access log end to end on a 2-node simulated cluster with weft's
+//! real binaries: each agent writes one line per HTTP request and per TCP
+//! connection, on the client's node and on the server's, in Envoy's
+//! default text format as Istio sets it (response flags as Envoy names
+//! them), or as JSON with Istio's keys when the `istio` ConfigMap's mesh
+//! config asks for it; the Telemetry API turns a namespace's lines off and
+//! filters them (`response.code >= 400`); an expression weft cannot
+//! evaluate is refused by weft-control, which keeps the last good one.
+//! Needs root and the binaries (`cargo xtask test` builds them).
+
+mod common;
+
+use std::io::{Read as _, Write as _};
+
+use anyhow::{Context as _, Result, ensure};
+use common::*;
+use weft_sim::{Cluster, ServicePort, httpapp, wait_for};
+
+/// The agent's access-log lines (Envoy text lines start with `[`, JSON
+/// ones with `{`; the agent's own log lines start with a timestamp) that
+/// contain `needle`.
+fn lines(cluster: &Cluster, node: &str, needle: &str) -> Result<Vec<String>> {
+    std::thread::sleep(LOG_SETTLE);
+    Ok(cluster
+        .node(node)?
+        .agent_log()
+        .lines()
+        .filter(|l| (l.starts_with('[') || l.starts_with('{')) && l.contains(needle))
+        .map(str::to_string)
+        .collect())
+}
+
+/// The one line with `needle`, waiting for it to be written.
+fn one_line(cluster: &Cluster, node: &str, needle: &str) -> Result<String> {
+    wait_for(
+        &format!("one access-log line with {needle} on {node}"),
+        TIMEOUT,
+        || {
+            let found = lines(cluster, node, needle)?;
+            ensure!(found.len() <= 1, "more than one line: {found:#?}");
+            Ok(found.into_iter().next())
+        },
+    )
+}
+
+/// The Envoy text line's quoted fields and the bare ones between them.
+fn text_fields(line: &str) -> Vec<String> {
+    let mut fields = Vec::new();
+    let mut rest = line;
+    while !rest.is_empty() {
+        rest = rest.trim_start();
+        if let Some(quoted) = rest.strip_prefix('"') {
+            let end = quoted.find('"').unwrap_or(quoted.len());
+            fields.push(quoted[..end].to_string());
+            rest = quoted.get(end + 1..).unwrap_or("");
+        } else {
+            let end = rest.find(' ').unwrap_or(rest.len());
+            fields.push(rest[..end].to_string());
+            rest = &rest[end..];
+        }
+    }
+    fields
+}
+
+/// `GET path` from `from` to `base`; the status.
+fn get(from: &weft_sim::Pod, base: &str, path: &str) -> Result<u16> {
+    Ok(httpapp::get_one(from, &format!("{base}{path}"), &[])?.status)
+}
+
+fn telemetry(cluster: &Cluster, ns: &str, name: &str, spec: &str) -> Result<()> {
+    apply(
+        cluster,
+        &format!("telemetry-{ns}-{name}"),
+        &format!(
+            "apiVersion: telemetry.istio.io/v1\nkind: Telemetry\nmetadata:\n  name: {name}\n  namespace: {ns}\nspec:\n{spec}"
+        ),
+    )
+}
+
+/// weft-control's `/debug/config_errors`, as text.
+fn config_errors(cluster: &Cluster) -> Result<String> {
+    let addr = cluster.control().debug_addr();
+    cluster.control().netns().run(|| -> Result<String> {
+        let mut stream = std::net::TcpStream::connect(addr)?;
+        stream.write_all(b"GET /debug/config_errors HTTP/1.0\r\nHost: weft\r\n\r\n")?;
+        let mut text = String::new();
+        stream.read_to_string(&mut text)?;
+        Ok(text)
+    })?
+}
+
+#[test]
+fn access_logs_in_envoys_formats_as_telemetry_says() -> Result<()> {
+    let cluster = Cluster::builder().nodes(2).build()?;
+    cluster.with_logs(|cluster| {
+        for ns in ["shop", "front"] {
+            cluster.add_namespace(ns, &[AMBIENT])?;
+        }
+        let api = backend(cluster, "node-2", "shop", "api", &[("app", "api")], 8080, &[])?;
+        // An opaque TCP port, on a pod the HTTP policy below does not pick.
+        let _db = backend(cluster, "node-2", "shop", "db", &[("app", "db")], 9090, &[])?;
+        let web = client(cluster, "node-1", "front", "web")?;
+        let vip = cluster.add_service(
+            "shop",
+            "api",
+            &[("app", "api")],
+            &[ServicePort::http("http", 8080, 8080)],
+        )?;
+        let db = cluster.add_service(
+            "shop",
+            "db",
+            &[("app", "db")],
+            &[ServicePort::tcp("tcp", 9090, 9090)],
+        )?;
+        // A service without endpoints: 503 UH.
+        let ghost = cluster.add_service(
+            "shop",
+            "ghost",
+            &[("app", "ghost")],
+            &[ServicePort::http("http", 8080, 8080)],
+        )?;
+        let base = format!("http://{vip}:8080");
+        apply(
+            cluster,
+            "deny-forbidden",
+            "apiVersion: security.istio.io/v1\nkind: AuthorizationPolicy\nmetadata:\n  name: deny-forbidden\n  namespace: shop\nspec:\n  selector:\n    matchLabels:\n      app: api\n  action: DENY\n  rules:\n  - to:\n    - operation:\n        paths: [\"/forbidden*\"]\n",
+        )?;
+        converge("the DENY policy reached node-2", || {
+            Ok(get(&web, &base, "/forbidden-0")? == 403)
+        })?;
+
+        // A 200, on both sides, in Envoy's default text format.
+        ensure!(get(&web, &base, "/ok?n=1")? == 200);
+        let client = one_line(cluster, "node-1", "/ok?n=1")?;
+        let f = text_fields(&client);
+        ensure!(f[0].starts_with('[') && f[0].ends_with("Z]"), "START_TIME: {client}");
+        ensure!(f[1] == "GET /ok?n=1 HTTP/1.1", "request: {client}");
+        ensure!(
+            f[2..7] == ["200", "-", "via_upstream", "-", "-"],
+            "code, flags, details, termination, failure: {client}"
+        );
+        ensure!(f[9].parse::<u64>().is_ok(), "duration: {client}");
+        ensure!(f[14] == format!("{vip}:8080"), "authority: {client}");
+        ensure!(f[15] == api.pod.addr(8080).to_string(), "upstream host: {client}");
+        ensure!(
+            f[16] == "outbound|8080||api.shop.svc.cluster.local",
+            "upstream cluster: {client}"
+        );
+        ensure!(f[18] == format!("{vip}:8080"), "downstream local: {client}");
+        ensure!(f[19].starts_with(&web.ip().to_string()), "downstream remote: {client}");
+        ensure!(f.len() == 22, "Envoy's default has 22 fields: {f:?}");
+        let server = one_line(cluster, "node-2", "/ok?n=1")?;
+        let f = text_fields(&server);
+        ensure!(f[1] == "GET /ok?n=1 HTTP/1.1" && f[2] == "200", "{server}");
+        ensure!(f[16] == "inbound|8080||", "server cluster: {server}");
+
+        // A 403 from the destination's policy: RBAC at the server, the
+        // upstream's answer at the client.
+        ensure!(get(&web, &base, "/forbidden-1")? == 403);
+        let server = one_line(cluster, "node-2", "/forbidden-1")?;
+        ensure!(
+            text_fields(&server)[2..5]
+                == ["403", "RBAC", "rbac_access_denied_matched_policy[none]"],
+            "{server}"
+        );
+        let client = one_line(cluster, "node-1", "/forbidden-1")?;
+        ensure!(text_fields(&client)[2..4] == ["403", "-"], "{client}");
+
+        // No endpoint: 503 UH, answered by the client's agent.
+        ensure!(get(&web, &format!("http://{ghost}:8080"), "/nowhere")? == 503);
+        let client = one_line(cluster, "node-1", "/nowhere")?;
+        let f = text_fields(&client);
+        ensure!(
+            f[2] == "503" && f[3].split(',').any(|flag| flag == "UH"),
+            "{client}"
+        );
+
+        // TCP: one line per connection on each side.
+        let db_base = format!("http://{db}:9090");
+        converge("db's TCP port answers", || Ok(get(&web, &db_base, "/tcp-warm")? == 200))?;
+        let tcp_client = "outbound|9090||db.shop.svc.cluster.local";
+        let before = (
+            lines(cluster, "node-1", tcp_client)?.len(),
+            lines(cluster, "node-2", "inbound|9090||")?.len(),
+        );
+        for i in 0..3 {
+            ensure!(get(&web, &db_base, &format!("/tcp-{i}"))? == 200);
+        }
+        wait_for("three TCP lines on each side", TIMEOUT, || {
+            let after = (
+                lines(cluster, "node-1", tcp_client)?.len(),
+                lines(cluster, "node-2", "inbound|9090||")?.len(),
+            );
+            ensure!(after.0 <= before.0 + 3 && after.1 <= before.1 + 3, "{after:?}");
+            Ok((after == (before.0 + 3, before.1 + 3)).then_some(()))
+        })?;
+        let tcp = lines(cluster, "node-1", tcp_client)?.pop().context("a TCP line")?;
+        let f = text_fields(&tcp);
+        ensure!(f[1] == "- - -" && f[2] == "0" && f[3] == "-", "{tcp}");
+        ensure!(
+            f[7].parse::<u64>()? > 0 && f[8].parse::<u64>()? > 0,
+            "bytes received and sent: {tcp}"
+        );
+
+        // JSON, from the mesh config in the root namespace's ConfigMap.
+        apply(
+            cluster,
+            "mesh-config",
+            "apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: istio\n  namespace: istio-system\ndata:\n  mesh: |\n    accessLogEncoding: JSON\n",
+        )?;
+        let mut n = 0;
+        converge("JSON lines on node-1", || {
+            n += 1;
+            ensure!(get(&web, &base, &format!("/json-{n}"))? == 200);
+            Ok(lines(cluster, "node-1", &format!("/json-{n}"))?
+                .iter()
+                .any(|l| l.starts_with('{')))
+        })?;
+        let line = one_line(cluster, "node-1", &format!("/json-{n}"))?;
+        let json: serde_json::Value = serde_json::from_str(&line).context(line.clone())?;
+        for key in [
+            "start_time",
+            "method",
+            "path",
+            "protocol",
+            "response_code",
+            "response_flags",
+            "response_code_details",
+            "bytes_received",
+            "bytes_sent",
+            "duration",
+            "authority",
+            "upstream_host",
+            "upstream_cluster",
+            "downstream_local_address",
+            "downstream_remote_address",
+            "route_name",
+        ] {
+            ensure!(json.get(key).is_some(), "no `{key}`: {line}");
+        }
+        ensure!(json["method"] == "GET" && json["response_code"] == 200, "{line}");
+        ensure!(json["path"] == format!("/json-{n}"), "{line}");
+        ensure!(json["upstream_cluster"] == "outbound|8080||api.shop.svc.cluster.local");
+        ensure!(get(&web, &base, "/forbidden-json")? == 403);
+        let line = one_line(cluster, "node-2", "/forbidden-json")?;
+        let json: serde_json::Value = serde_json::from_str(&line).context(line.clone())?;
+        ensure!(json["response_code"] == 403 && json["response_flags"] == "RBAC", "{line}");
+
+        // `disabled: true` in the client's namespace: its side stops, the
+        // server's goes on.
+        telemetry(cluster, "front", "quiet", "  accessLogging:\n  - disabled: true\n")?;
+        converge("front's lines stop on node-1", || {
+            n += 1;
+            ensure!(get(&web, &base, &format!("/quiet-{n}"))? == 200);
+            Ok(lines(cluster, "node-1", &format!("/quiet-{n}"))?.is_empty())
+        })?;
+        ensure!(get(&web, &base, "/quiet-last")? == 200);
+        one_line(cluster, "node-2", "/quiet-last")?;
+        ensure!(lines(cluster, "node-1", "/quiet-last")?.is_empty());
+
+        // A filter on the server's namespace: errors only.
+        let errors_only = "  accessLogging:\n  - filter:\n      expression: response.code >= 400\n";
+        telemetry(cluster, "shop", "errors", errors_only)?;
+        converge("shop's filter on node-2", || {
+            n += 1;
+            ensure!(get(&web, &base, &format!("/filtered-{n}"))? == 200);
+            Ok(lines(cluster, "node-2", &format!("/filtered-{n}"))?.is_empty())
+        })?;
+        ensure!(get(&web, &base, "/forbidden-filtered")? == 403);
+        one_line(cluster, "node-2", "/forbidden-filtered")?;
+
+        // An expression weft cannot evaluate: refused, the last good
+        // one keeps serving.
+        telemetry(
+            cluster,
+            "shop",
+            "errors",
+            "  accessLogging:\n  - filter:\n      expression: response.code >== 400\n",
+        )?;
+        wait_for("the bad expression in /debug/config_errors", TIMEOUT, || {
+            let errors = config_errors(cluster)?;
+            Ok((errors.contains("spec.accessLogging[0].filter.expression")
+                && errors.contains("position 16"))
+            .then_some(()))
+        })?;
+        ensure!(get(&web, &base, "/still-filtered")? == 200);
+        ensure!(get(&web, &base, "/forbidden-still")? == 403);
+        one_line(cluster, "node-2", "/forbidden-still")?;
+        ensure!(
+            lines(cluster, "node-2", "/still-filtered")?.is_empty(),
+            "the last good filter no longer applies"
+        );
+        Ok(())
+    })
+}
