@@ -1,6 +1,7 @@
 //! HTTP endpoints for operators: readiness (`0.0.0.0:15021`), metrics
 //! (`0.0.0.0:15020/stats/prometheus`) and the admin API
-//! (`127.0.0.1:15000`: `/config`, `/config_dump`, `/stats`).
+//! (`127.0.0.1:15000`: `/config`, `/config_dump`, `/stats`, `/logging` to
+//! read or change the log level, `/logs` for the recent log lines).
 
 use std::{
     convert::Infallible,
@@ -67,6 +68,8 @@ pub struct AdminState {
     pub xds_connected: tokio::sync::OnceCell<Arc<AtomicBool>>,
     /// The eBPF programs and maps, once loaded.
     pub redirector: tokio::sync::OnceCell<Arc<crate::redirect::Redirector>>,
+    /// The log filter and the recent lines.
+    pub logging: crate::log_sink::Logging,
 }
 
 impl AdminState {
@@ -169,11 +172,108 @@ async fn route(
                 "pods": pods,
                 "certificates": certificates,
                 "l7": state.l7.get().map(|l7| l7.dump()).unwrap_or_default(),
+                "clusters": state.enroller.get().map(|e| e.dump_clusters()),
+                "listeners": listeners(&state).await,
             }))
         }
+        (true, "/logging") => logging(&state.logging, &request),
+        (true, "/logs") => match state.logging.recent() {
+            Some(lines) => reply(StatusCode::OK, "text/plain; charset=utf-8", lines),
+            None => reply(
+                StatusCode::NOT_FOUND,
+                "text/plain",
+                "this agent keeps no log lines in memory\n",
+            ),
+        },
         _ => reply(StatusCode::NOT_FOUND, "text/plain", "not found\n"),
     };
     Ok(response)
+}
+
+/// The agent's own listeners, then the proxy's in each enrolled pod.
+async fn listeners(state: &AdminState) -> serde_json::Value {
+    let c = &state.config;
+    let mut list = vec![
+        serde_json::json!({"name": "admin", "address": c.admin_addr.to_string()}),
+        serde_json::json!({"name": "metrics", "address": c.metrics_addr.to_string()}),
+        serde_json::json!({"name": "readiness", "address": c.readiness_addr.to_string()}),
+        serde_json::json!({"name": "CNI", "address": c.cni_socket.display().to_string()}),
+    ];
+    if let Some(enroller) = state.enroller.get()
+        && let serde_json::Value::Array(pods) = enroller.dump_listeners().await
+    {
+        list.extend(pods);
+    }
+    serde_json::Value::Array(list)
+}
+
+/// `GET /logging`: the log level; `POST /logging?level=debug`: changes it
+/// (Envoy's admin verb). A bad level is a 400 naming it.
+fn logging(
+    logging: &crate::log_sink::Logging,
+    request: &Request<Incoming>,
+) -> Response<Full<Bytes>> {
+    let level = || json(&serde_json::json!({ "level": logging.level().current() }));
+    match *request.method() {
+        http::Method::GET => level(),
+        http::Method::POST => {
+            let wanted = request
+                .uri()
+                .query()
+                .unwrap_or("")
+                .split('&')
+                .find_map(|pair| pair.strip_prefix("level="))
+                .map(percent_decode);
+            let Some(wanted) = wanted else {
+                return reply(
+                    StatusCode::BAD_REQUEST,
+                    "text/plain",
+                    "POST /logging needs ?level=<level>, e.g. ?level=debug\n",
+                );
+            };
+            let before = logging.level().current();
+            match logging.level().set(&wanted) {
+                Ok(()) => {
+                    tracing::info!(from = %before, to = %wanted, "log level changed");
+                    level()
+                }
+                Err(err) => reply(StatusCode::BAD_REQUEST, "text/plain", format!("{err}\n")),
+            }
+        }
+        _ => reply(
+            StatusCode::METHOD_NOT_ALLOWED,
+            "text/plain",
+            "/logging takes GET (read) or POST ?level= (change)\n",
+        ),
+    }
+}
+
+/// `%XX` escapes decoded (a level's `:`, `,` and `=` may come escaped).
+fn percent_decode(text: &str) -> String {
+    let bytes = text.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        let hex = bytes
+            .get(i + 1..i + 3)
+            .and_then(|h| std::str::from_utf8(h).ok())
+            .and_then(|h| u8::from_str_radix(h, 16).ok());
+        match (bytes[i], hex) {
+            (b'%', Some(b)) => {
+                out.push(b);
+                i += 3;
+            }
+            (b'+', _) => {
+                out.push(b' ');
+                i += 1;
+            }
+            (b, _) => {
+                out.push(b);
+                i += 1;
+            }
+        }
+    }
+    String::from_utf8_lossy(&out).into_owned()
 }
 
 /// Serves HTTP/1.1 on `listener` until the process ends, with the

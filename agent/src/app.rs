@@ -46,8 +46,10 @@ pub struct App;
 
 impl App {
     /// Runs the agent until SIGTERM/SIGINT. Fatal set-up problems (no root,
-    /// no bpffs, unreadable credentials) are returned at once.
-    pub async fn run(config: Config) -> Result<(), AppError> {
+    /// no bpffs, unreadable credentials) are returned at once. `logging`
+    /// is what the admin API reads and changes of the log (`/logging`,
+    /// `/logs`).
+    pub async fn run(config: Config, logging: crate::log_sink::Logging) -> Result<(), AppError> {
         Netns::init_home();
         tracing::info!(
             config = %serde_json::to_string(&config).unwrap_or_default(),
@@ -68,6 +70,7 @@ impl App {
             l7: tokio::sync::OnceCell::new(),
             xds_connected: tokio::sync::OnceCell::new(),
             redirector: tokio::sync::OnceCell::new(),
+            logging,
         });
         let readiness_listener = admin::bind(config.readiness_addr)
             .await

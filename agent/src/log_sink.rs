@@ -9,21 +9,30 @@
 //! line is out within about a millisecond. Nothing is ever dropped: when
 //! stdout cannot keep up and [`LIMIT`] bytes are waiting, the proxy's
 //! threads wait for the writer rather than lose their access log.
+//!
+//! The writer also keeps the last [`RECENT`] bytes of lines in memory, off
+//! the proxy's path, for the admin API's `/logs` (what `weftctl
+//! bug-report` collects). [`LogLevel`] is the filter that `/logging`
+//! reads and changes while the agent runs.
 
 use std::{
+    collections::VecDeque,
     io::{self, Write},
     sync::{Arc, Condvar, Mutex, MutexGuard},
     thread::JoinHandle,
     time::Duration,
 };
 
-use tracing_subscriber::fmt::MakeWriter;
+use tracing_subscriber::{EnvFilter, fmt::MakeWriter};
 
 /// How long the writer collects lines after the first one arrives.
 pub const GATHER: Duration = Duration::from_millis(1);
 
 /// Bytes waiting beyond which writers wait for the writer thread.
 pub const LIMIT: usize = 4 << 20;
+
+/// Bytes of the most recent lines kept in memory (whole lines).
+pub const RECENT: usize = 1 << 20;
 
 struct Pending {
     lines: Vec<u8>,
@@ -37,6 +46,9 @@ struct Shared {
     arrived: Condvar,
     /// The writer took the buffer (for writers over [`LIMIT`]).
     drained: Condvar,
+    /// The last lines written, at most [`RECENT`] bytes; only the writer
+    /// thread and `/logs` take this lock.
+    recent: Mutex<VecDeque<u8>>,
 }
 
 impl Shared {
@@ -68,6 +80,7 @@ pub fn to(out: Box<dyn Write + Send>) -> io::Result<(LogSink, FlushOnDrop)> {
         }),
         arrived: Condvar::new(),
         drained: Condvar::new(),
+        recent: Mutex::new(VecDeque::with_capacity(RECENT)),
     });
     let thread = std::thread::Builder::new().name("weft-log".into()).spawn({
         let shared = shared.clone();
@@ -105,12 +118,36 @@ fn write_loop(shared: &Shared, mut out: Box<dyn Write + Send>) {
             std::mem::swap(&mut pending.lines, &mut batch);
         }
         shared.drained.notify_all();
+        remember(&shared.recent, &batch);
         // stdout gone (a closed pipe): nothing better to do with the lines.
         let _ = out.write_all(&batch).and_then(|()| out.flush());
         batch.clear();
         if closing && shared.lock().lines.is_empty() {
             return;
         }
+    }
+}
+
+/// Appends `batch` to the recent lines, dropping the oldest whole lines
+/// beyond [`RECENT`] bytes.
+fn remember(recent: &Mutex<VecDeque<u8>>, batch: &[u8]) {
+    let mut recent = recent.lock().unwrap_or_else(|e| e.into_inner());
+    let batch = &batch[batch.len().saturating_sub(RECENT)..];
+    recent.extend(batch);
+    if recent.len() > RECENT {
+        let excess = recent.len() - RECENT;
+        recent.drain(..excess);
+        // Start at a line: drop what is left of the cut one.
+        let cut = recent.iter().position(|&b| b == b'\n').map_or(0, |i| i + 1);
+        recent.drain(..cut);
+    }
+}
+
+impl LogSink {
+    /// The most recent lines written (at most [`RECENT`] bytes).
+    pub fn recent(&self) -> Vec<u8> {
+        let recent = self.shared.recent.lock().unwrap_or_else(|e| e.into_inner());
+        recent.iter().copied().collect()
     }
 }
 
@@ -153,6 +190,117 @@ impl Drop for FlushOnDrop {
         if let Some(thread) = self.thread.take() {
             let _ = thread.join();
         }
+    }
+}
+
+// === impl LogLevel ===
+
+/// The names `/logging` accepts, as `tracing` spells them.
+const LEVELS: [&str; 6] = ["trace", "debug", "info", "warn", "error", "off"];
+
+/// Why a log level was refused.
+#[derive(Debug, thiserror::Error)]
+pub enum LevelError {
+    #[error(
+        "`{value}` is not a log level: use one of trace, debug, info, warn, error, off, or comma-separated target=level pairs (e.g. info,weft_agent::l7=debug)"
+    )]
+    Invalid { value: String },
+    #[error("cannot apply the log level `{value}`: {reason}")]
+    Reload { value: String, reason: String },
+}
+
+/// Applies a new filter to the running subscriber (a
+/// `tracing_subscriber::reload` handle in the binary).
+type Apply = Box<dyn Fn(EnvFilter) -> Result<(), String> + Send + Sync>;
+
+/// The agent's log filter (`WEFT_LOG`'s syntax), changeable while it runs.
+pub struct LogLevel {
+    current: Mutex<String>,
+    apply: Apply,
+}
+
+impl LogLevel {
+    /// `initial` is in force; `apply` puts a new filter in force.
+    pub fn new(
+        initial: impl Into<String>,
+        apply: impl Fn(EnvFilter) -> Result<(), String> + Send + Sync + 'static,
+    ) -> LogLevel {
+        LogLevel {
+            current: Mutex::new(initial.into()),
+            apply: Box::new(apply),
+        }
+    }
+
+    /// The filter in force, as it was set.
+    pub fn current(&self) -> String {
+        self.current
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
+    }
+
+    /// Puts `value` in force: a level (`debug`), or `target=level` pairs
+    /// and at most one bare level, comma-separated. Anything else is
+    /// refused, naming it (a bare word would otherwise be a target name,
+    /// silently matching nothing).
+    pub fn set(&self, value: &str) -> Result<(), LevelError> {
+        let value = value.trim();
+        let invalid = || LevelError::Invalid {
+            value: value.to_string(),
+        };
+        let level_ok = |l: &str| LEVELS.iter().any(|n| n.eq_ignore_ascii_case(l));
+        let target_ok = |t: &str| {
+            !t.is_empty()
+                && t.chars()
+                    .all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | ':' | '-' | '.'))
+        };
+        if value.is_empty() {
+            return Err(invalid());
+        }
+        for directive in value.split(',') {
+            let ok = match directive.trim().split_once('=') {
+                Some((target, level)) => target_ok(target) && level_ok(level),
+                None => level_ok(directive.trim()),
+            };
+            if !ok {
+                return Err(invalid());
+            }
+        }
+        let filter = EnvFilter::try_new(value).map_err(|_| invalid())?;
+        let mut current = self.current.lock().unwrap_or_else(|e| e.into_inner());
+        (self.apply)(filter).map_err(|reason| LevelError::Reload {
+            value: value.to_string(),
+            reason,
+        })?;
+        *current = value.to_string();
+        Ok(())
+    }
+}
+
+/// What the admin API reads and changes of the agent's logging.
+#[derive(Clone)]
+pub struct Logging {
+    level: Arc<LogLevel>,
+    sink: Option<LogSink>,
+}
+
+impl Logging {
+    /// `sink`: where the recent lines are kept (`None`: not kept).
+    pub fn new(level: LogLevel, sink: Option<LogSink>) -> Logging {
+        Logging {
+            level: Arc::new(level),
+            sink,
+        }
+    }
+
+    /// The log filter.
+    pub fn level(&self) -> &LogLevel {
+        &self.level
+    }
+
+    /// The most recent lines, if this process keeps them.
+    pub fn recent(&self) -> Option<Vec<u8>> {
+        self.sink.as_ref().map(LogSink::recent)
     }
 }
 
@@ -221,5 +369,49 @@ mod tests {
             std::thread::sleep(Duration::from_millis(1));
         }
         assert_eq!(&capture.0.lock().unwrap()[..], b"alone\n");
+    }
+
+    #[test]
+    fn recent_keeps_the_last_whole_lines() {
+        let recent = Mutex::new(VecDeque::new());
+        let line = |i: usize| format!("line {i:07}\n");
+        let mut total = 0;
+        let mut i = 0;
+        while total < RECENT * 2 {
+            let batch: String = (i..i + 1000).map(line).collect();
+            total += batch.len();
+            i += 1000;
+            remember(&recent, batch.as_bytes());
+        }
+        let kept: Vec<u8> = recent.lock().unwrap().iter().copied().collect();
+        let text = String::from_utf8(kept).unwrap();
+        assert!(text.len() <= RECENT && text.len() > RECENT - 20);
+        assert!(text.starts_with("line "), "{}", &text[..20]);
+        assert!(text.ends_with(&line(i - 1)));
+    }
+
+    #[test]
+    fn log_level_is_validated_and_applied() {
+        let applied = Arc::new(Mutex::new(Vec::new()));
+        let level = LogLevel::new("info", {
+            let applied = applied.clone();
+            move |f: EnvFilter| {
+                applied.lock().unwrap().push(f.to_string());
+                Ok(())
+            }
+        });
+        level.set("debug").unwrap();
+        assert_eq!(level.current(), "debug");
+        level.set("info,weft_agent::l7=trace").unwrap();
+        assert_eq!(level.current(), "info,weft_agent::l7=trace");
+        for bad in ["verbose", "", "weft_agent=loud", "=debug", "info,,debug"] {
+            let err = level.set(bad).unwrap_err().to_string();
+            assert!(
+                err.starts_with(&format!("`{bad}` is not a log level")),
+                "{err}"
+            );
+        }
+        assert_eq!(level.current(), "info,weft_agent::l7=trace");
+        assert_eq!(applied.lock().unwrap().len(), 2);
     }
 }

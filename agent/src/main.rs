@@ -2,8 +2,11 @@
 //! or, as `weft-agent cni-uninstall`, removes weft-cni from the node.
 
 use clap::Parser;
-use tracing_subscriber::EnvFilter;
-use weft_agent::config::{CNI_UNINSTALL, CniUninstall};
+use tracing_subscriber::{EnvFilter, layer::SubscriberExt, reload, util::SubscriberInitExt};
+use weft_agent::{
+    config::{CNI_UNINSTALL, CniUninstall},
+    log_sink::{LogLevel, Logging},
+};
 
 fn main() -> std::process::ExitCode {
     if std::env::args_os()
@@ -14,32 +17,35 @@ fn main() -> std::process::ExitCode {
         return cni_uninstall(CniUninstall::parse_from(std::env::args_os().skip(1)));
     }
     let config = weft_agent::Config::parse();
-    let filter = EnvFilter::try_from_env("WEFT_LOG").unwrap_or_else(|_| EnvFilter::new("info"));
+    let initial = std::env::var("WEFT_LOG")
+        .ok()
+        .filter(|v| EnvFilter::try_new(v).is_ok())
+        .unwrap_or_else(|| "info".to_string());
+    // The filter can be changed while the agent runs (admin `/logging`).
+    let (filter, reload) = reload::Layer::new(EnvFilter::new(&initial));
     // Log lines (one per request, with L7) are written by a thread of
     // their own, in batches: the proxy's threads never wait on a write to
     // stdout. Flushed at exit (the guard).
     let (writer, _flush_at_exit) = log_writer();
+    let lines = tracing_subscriber::fmt::layer().with_writer(writer.clone());
+    let registry = tracing_subscriber::registry().with(filter);
     if config.log_json {
-        tracing_subscriber::fmt()
-            .with_env_filter(filter)
-            .with_writer(writer)
-            .json()
-            .init();
+        registry.with(lines.json()).init();
     } else {
         // Colours only on a terminal: logs in files stay greppable.
         let ansi = std::io::IsTerminal::is_terminal(&std::io::stdout());
-        tracing_subscriber::fmt()
-            .with_env_filter(filter)
-            .with_writer(writer)
-            .with_ansi(ansi)
-            .init();
+        registry.with(lines.with_ansi(ansi)).init();
     }
+    let level = LogLevel::new(initial, move |f| {
+        reload.reload(f).map_err(|e| e.to_string())
+    });
+    let logging = Logging::new(level, Some(writer));
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(config.worker_threads())
         .enable_all()
         .build()
         .expect("tokio runtime");
-    match runtime.block_on(weft_agent::App::run(config)) {
+    match runtime.block_on(weft_agent::App::run(config, logging)) {
         Ok(()) => std::process::ExitCode::SUCCESS,
         Err(err) => {
             let message = error_chain(&err);

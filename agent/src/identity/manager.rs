@@ -182,12 +182,31 @@ impl SecretManager {
                         .map(|d| d.as_secs())
                         .unwrap_or(0)
                 };
-                serde_json::json!({
+                let mut out = serde_json::json!({
                     "identity": identity.to_string(),
                     "pods": entry.users,
                     "issued_at": secs(entry.cert.issued_at),
                     "not_after": secs(entry.cert.not_after),
-                })
+                });
+                // What the leaf says of itself, and the root it chains to
+                // (the issuer of the chain's last certificate).
+                use x509_parser::prelude::FromDer;
+                fn parse<'a>(
+                    der: &'a CertificateDer<'_>,
+                ) -> Option<x509_parser::certificate::X509Certificate<'a>> {
+                    x509_parser::certificate::X509Certificate::from_der(der.as_ref())
+                        .ok()
+                        .map(|(_, c)| c)
+                }
+                if let Some(leaf) = entry.cert.chain.first().and_then(parse) {
+                    out["serial"] = leaf.raw_serial_as_string().into();
+                    out["not_before"] = leaf.validity().not_before.timestamp().into();
+                    out["issuer"] = leaf.issuer().to_string().into();
+                }
+                if let Some(last) = entry.cert.chain.last().and_then(parse) {
+                    out["root"] = last.issuer().to_string().into();
+                }
+                out
             })
             .collect();
         list.sort_by_key(|v| v["identity"].as_str().unwrap_or_default().to_string());

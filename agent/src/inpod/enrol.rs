@@ -79,6 +79,8 @@ fn with_cni_addresses(workload: Arc<Workload>, event: &PodEvent) -> Arc<Workload
 struct Enrolled {
     context: Arc<PodContext>,
     cancel: CancellationToken,
+    /// What each listener is bound to (the admin API's listeners).
+    listeners: Vec<(&'static str, SocketAddr)>,
 }
 
 /// A pod the runtime told us about.
@@ -296,6 +298,11 @@ impl Enroller {
             false,
         )?;
 
+        let listeners: Vec<(&'static str, SocketAddr)> = std::iter::once(("outbound", &outbound4))
+            .chain(outbound6.iter().map(|l| ("outbound", l)))
+            .chain([("HBONE", &hbone), ("inbound plaintext", &plaintext)])
+            .filter_map(|(what, l)| Some((what, l.local_addr().ok()?)))
+            .collect();
         let context = Arc::new(PodContext {
             workload: workload.clone(),
             netns,
@@ -342,7 +349,11 @@ impl Enroller {
         guard.defuse();
         self.proxy.local_pods.insert(context.clone());
         tracing::info!(%pod, %ip, identity = %workload.identity, netns_cookie, "pod enrolled in the mesh");
-        Ok(Enrolled { context, cancel })
+        Ok(Enrolled {
+            context,
+            cancel,
+            listeners,
+        })
     }
 
     /// Brings back the pods a previous agent knew about (after a restart),
@@ -573,6 +584,32 @@ impl Enroller {
             .collect();
         list.sort_by_key(|v| v.to_string());
         serde_json::Value::Array(list)
+    }
+
+    /// The proxy's listeners in each enrolled pod, as bound.
+    pub async fn dump_listeners(&self) -> serde_json::Value {
+        let pods = self.pods.lock().await;
+        let mut list: Vec<serde_json::Value> = pods
+            .values()
+            .filter_map(|p| Some((p, p.enrolled.as_ref()?)))
+            .flat_map(|(p, e)| {
+                e.listeners.iter().map(move |(what, addr)| {
+                    serde_json::json!({
+                        "pod": format!("{}/{}", p.event.pod_namespace, p.event.pod_name),
+                        "name": what,
+                        "address": addr.to_string(),
+                        "netns": p.event.netns,
+                    })
+                })
+            })
+            .collect();
+        list.sort_by_key(|v| (v["pod"].to_string(), v["address"].to_string()));
+        serde_json::Value::Array(list)
+    }
+
+    /// The L7 clusters and their endpoints (see `l7::L7::dump_clusters`).
+    pub fn dump_clusters(&self) -> serde_json::Value {
+        self.proxy.l7.dump_clusters(&self.proxy.store)
     }
 }
 

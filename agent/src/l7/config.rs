@@ -91,13 +91,39 @@ impl L7Config {
             .clone()
     }
 
-    /// Names held, for the admin API.
+    /// Everything held, for the admin API: each RouteConfig and
+    /// DestinationPolicy as compiled, with its xDS version, by name.
     pub fn dump(&self) -> serde_json::Value {
         let inner = self.inner.read().expect("l7 config lock");
-        let mut routes: Vec<&String> = inner.routes.keys().collect();
-        routes.sort();
-        let mut policies: Vec<&String> = inner.policies.keys().collect();
-        policies.sort();
+        let mut routes: Vec<(&String, &Arc<RouteTable>)> = inner.routes.iter().collect();
+        routes.sort_by_key(|(name, _)| *name);
+        let routes: Vec<serde_json::Value> = routes
+            .into_iter()
+            .map(|(name, table)| {
+                let mut out = table.dump();
+                out["resource"] = name.clone().into();
+                out["version"] = inner.route_versions.get(name).cloned().into();
+                out
+            })
+            .collect();
+        let mut policies: Vec<(&String, &Arc<Policies>)> = inner.policies.iter().collect();
+        policies.sort_by_key(|(name, _)| *name);
+        let policies: Vec<serde_json::Value> = policies
+            .into_iter()
+            .map(|(name, p)| {
+                serde_json::json!({
+                    "name": name,
+                    "version": inner.policy_versions.get(name),
+                    "entries": p.dump(),
+                })
+            })
+            .collect();
         serde_json::json!({ "routes": routes, "destination_policies": policies })
+    }
+
+    /// Every RouteConfig held, for the admin API's cluster dump.
+    pub(crate) fn all_routes(&self) -> Vec<Arc<RouteTable>> {
+        let inner = self.inner.read().expect("l7 config lock");
+        inner.routes.values().cloned().collect()
     }
 }

@@ -324,6 +324,10 @@ type Choice = (usize, Option<usize>, Option<usize>);
 struct Entry {
     namespace: String,
     export_to: Vec<String>,
+    /// The host the rules were written for, and the rules merged here
+    /// (`ns/name`, oldest first): for the admin API.
+    host: String,
+    rules: Vec<String>,
     traffic: Option<Traffic>,
     subsets: Vec<(String, Option<Traffic>)>,
 }
@@ -355,6 +359,12 @@ impl Policies {
             entries.push(Entry {
                 namespace: scoped.namespace.clone(),
                 export_to: scoped.export_to.clone(),
+                host: scoped.host.clone(),
+                rules: scoped
+                    .destination_rules
+                    .iter()
+                    .map(|r| format!("{}/{}", r.namespace, r.name))
+                    .collect(),
                 traffic,
                 subsets,
             });
@@ -434,5 +444,146 @@ impl Policies {
     pub fn has_subset(&self, client_ns: &str, subset: &str) -> bool {
         self.entry(client_ns)
             .is_some_and(|e| self.entries[e].subsets.iter().any(|(n, _)| n == subset))
+    }
+}
+
+// === impl dump (the admin API's config dump) ===
+
+impl Policies {
+    /// Every entry as compiled: its namespace, host, rules, `export_to`,
+    /// its policy and each subset's, with Istio's defaults filled in.
+    pub fn dump(&self) -> serde_json::Value {
+        let traffic = |t: Option<&Traffic>| match t {
+            None => serde_json::Value::Null,
+            Some(t) => {
+                let ports: serde_json::Map<String, serde_json::Value> = t
+                    .ports
+                    .iter()
+                    .map(|(port, over)| {
+                        let mut parts = t.parts.clone();
+                        parts.overlay(over);
+                        (port.to_string(), parts.effective().dump())
+                    })
+                    .collect();
+                serde_json::json!({
+                    "policy": t.parts.clone().effective().dump(),
+                    "port_level_settings": ports,
+                })
+            }
+        };
+        let entries: Vec<serde_json::Value> = self
+            .entries
+            .iter()
+            .map(|e| {
+                serde_json::json!({
+                    "namespace": e.namespace,
+                    "host": e.host,
+                    "destination_rules": e.rules,
+                    "export_to": e.export_to,
+                    "traffic_policy": traffic(e.traffic.as_ref()),
+                    "subsets": e.subsets.iter().map(|(name, t)| serde_json::json!({
+                        "name": name,
+                        "traffic_policy": traffic(t.as_ref()),
+                    })).collect::<Vec<_>>(),
+                })
+            })
+            .collect();
+        serde_json::Value::Array(entries)
+    }
+
+    /// The rules (`ns/name`) of the entry a client in `client_ns` gets,
+    /// and the subsets that entry defines.
+    pub fn rules_for(&self, client_ns: &str) -> (Vec<String>, Vec<String>) {
+        match self.entry(client_ns) {
+            Some(e) => (
+                self.entries[e].rules.clone(),
+                self.entries[e]
+                    .subsets
+                    .iter()
+                    .map(|(name, _)| name.clone())
+                    .collect(),
+            ),
+            None => (Vec::new(), Vec::new()),
+        }
+    }
+}
+
+impl EffectivePolicy {
+    /// The policy in Istio's words (`loadBalancer`, `connectionPool`,
+    /// `outlierDetection`, `tls`), every value filled in.
+    pub fn dump(&self) -> serde_json::Value {
+        use crate::l7::route::duration_text as d;
+        let limit = |n: u32| {
+            if n == UNLIMITED {
+                serde_json::Value::from("unlimited")
+            } else {
+                n.into()
+            }
+        };
+        let lb = match &self.lb {
+            LbPolicy::RoundRobin => serde_json::json!("ROUND_ROBIN"),
+            LbPolicy::LeastRequest => serde_json::json!("LEAST_REQUEST"),
+            LbPolicy::Random => serde_json::json!("RANDOM"),
+            LbPolicy::Passthrough => serde_json::json!("PASSTHROUGH"),
+            LbPolicy::ConsistentHash { key, algorithm } => {
+                let key = match key {
+                    HashKey::Header(h) => format!("header {h}"),
+                    HashKey::Cookie { name, .. } => format!("cookie {name}"),
+                    HashKey::SourceIp => "source IP".to_string(),
+                    HashKey::QueryParameter(q) => format!("query parameter {q}"),
+                };
+                let algorithm = match algorithm {
+                    HashAlgorithm::RingHash { minimum_ring_size } => {
+                        format!("RING_HASH (minimum ring size {minimum_ring_size})")
+                    }
+                    HashAlgorithm::Maglev { table_size } => {
+                        format!("MAGLEV (table size {table_size})")
+                    }
+                };
+                serde_json::json!({ "consistent_hash": { "key": key, "algorithm": algorithm } })
+            }
+        };
+        let l = &self.limits;
+        let outlier = self.outlier.as_ref().map(|o| {
+            serde_json::json!({
+                "consecutive_5xx_errors": o.consecutive_5xx,
+                "consecutive_gateway_errors": o.consecutive_gateway,
+                "consecutive_local_origin_failures": o.consecutive_local_origin,
+                "split_external_local_origin_errors": o.split_local_origin,
+                "interval": d(o.interval),
+                "base_ejection_time": d(o.base_ejection_time),
+                "max_ejection_time": d(o.max_ejection_time),
+                "max_ejection_percent": o.max_ejection_percent,
+                "min_health_percent": o.min_health_percent,
+            })
+        });
+        let tls_mode = match self.tls_mode {
+            TlsMode::MeshDefault => "ISTIO_MUTUAL (mesh default)",
+            TlsMode::Disable => "DISABLE",
+            TlsMode::Simple => "SIMPLE",
+            TlsMode::Mutual => "MUTUAL",
+            TlsMode::IstioMutual => "ISTIO_MUTUAL",
+        };
+        serde_json::json!({
+            "load_balancer": lb,
+            "connection_pool": {
+                "max_connections": limit(l.max_connections),
+                "connect_timeout": d(l.connect_timeout),
+                "http1_max_pending_requests": limit(l.max_pending_requests),
+                "http2_max_requests": limit(l.max_requests),
+                "max_requests_per_connection": l.max_requests_per_connection,
+                "max_retries": limit(l.max_retries),
+                "idle_timeout": d(l.idle_timeout),
+                "max_connection_duration": l.max_connection_duration.map(d),
+                "h2_upgrade_policy": format!("{:?}", self.h2_upgrade),
+                "use_client_protocol": self.use_client_protocol,
+            },
+            "outlier_detection": outlier,
+            "tls": {
+                "mode": tls_mode,
+                "sni": self.tls.as_ref().map(|t| t.sni.clone()),
+                "subject_alt_names": self.tls.as_ref().map(|t| t.subject_alt_names.clone()),
+            },
+        })
     }
 }

@@ -160,6 +160,42 @@ impl WeightedDestination {
     }
 }
 
+// === impl dump (the admin API's config dump) ===
+
+impl Destination {
+    /// Host, subset, port and service key; a subset's endpoints as the
+    /// route carries them (workload uids, addresses).
+    pub fn dump(&self) -> serde_json::Value {
+        let mut out = serde_json::json!({
+            "host": self.host,
+            "subset": self.subset,
+            "port": self.port,
+            "service": self.service,
+        });
+        if let Some(set) = &self.endpoints {
+            let addresses: Vec<String> = set
+                .addresses
+                .iter()
+                .map(|a| format!("{}:{}", a.address, a.port))
+                .collect();
+            out["endpoints"] = serde_json::json!({
+                "workload_uids": set.workload_uids,
+                "addresses": addresses,
+            });
+        }
+        out
+    }
+}
+
+impl WeightedDestination {
+    /// [`Destination::dump`] with the weight.
+    pub fn dump(&self) -> serde_json::Value {
+        let mut out = self.destination.dump();
+        out["weight"] = self.weight.into();
+        out
+    }
+}
+
 /// Weighted choice among `dests` with a uniform random `roll`. A lone
 /// destination takes all traffic whatever its weight (Istio); otherwise
 /// zero weights are never chosen, and `None` when every weight is zero.

@@ -240,6 +240,54 @@ fn cidrs(list: &[String], route: &str, field: &str) -> Result<Vec<Cidr>, RouteEr
         .collect()
 }
 
+// === impl dump (the admin API's config dump) ===
+
+impl L4Route {
+    /// The VirtualService, its matches and weighted destinations.
+    pub fn dump(&self) -> serde_json::Value {
+        let matches: Vec<serde_json::Value> = self
+            .matches
+            .iter()
+            .map(|m| {
+                let mut out = serde_json::Map::new();
+                if m.port != 0 {
+                    out.insert("port".into(), m.port.into());
+                }
+                if !m.destination_subnets.is_empty() {
+                    let subnets: Vec<String> = m
+                        .destination_subnets
+                        .iter()
+                        .map(|c| format!("{}/{}", c.network, c.prefix))
+                        .collect();
+                    out.insert("destination_subnets".into(), subnets.into());
+                }
+                if let Some(c) = &m.source_subnet {
+                    out.insert(
+                        "source_subnet".into(),
+                        format!("{}/{}", c.network, c.prefix).into(),
+                    );
+                }
+                if !m.source_namespace.is_empty() {
+                    out.insert("source_namespace".into(), m.source_namespace.clone().into());
+                }
+                if let Some(w) = &m.source_workloads {
+                    out.insert("source_workloads".into(), w.clone().into());
+                }
+                if !m.sni_hosts.is_empty() {
+                    out.insert("sni_hosts".into(), m.sni_hosts.clone().into());
+                }
+                serde_json::Value::Object(out)
+            })
+            .collect();
+        serde_json::json!({
+            "virtual_service": self.virtual_service,
+            "export_to": self.export_to,
+            "match": matches,
+            "route": self.destinations.iter().map(WeightedDestination::dump).collect::<Vec<_>>(),
+        })
+    }
+}
+
 /// An address block (`10.0.0.0/8`; a bare address is a /32 or /128).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 struct Cidr {

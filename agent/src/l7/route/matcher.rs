@@ -357,6 +357,102 @@ impl HttpMatch {
     }
 }
 
+// === impl dump (the admin API's config dump) ===
+
+impl StringMatcher {
+    /// `{"exact": v}`, `{"prefix": v}` or `{"regex": pattern}` (the
+    /// pattern as written, without the anchoring added to it).
+    pub fn dump(&self) -> serde_json::Value {
+        match self {
+            Self::Exact(v) => serde_json::json!({ "exact": &**v }),
+            Self::Prefix(v) => serde_json::json!({ "prefix": &**v }),
+            Self::Regex(r) => {
+                let anchored = r.as_str();
+                let pattern = anchored
+                    .strip_prefix("^(?:")
+                    .and_then(|p| p.strip_suffix(")$"))
+                    .unwrap_or(anchored);
+                serde_json::json!({ "regex": pattern })
+            }
+        }
+    }
+}
+
+impl Source {
+    fn name(&self) -> &str {
+        match self {
+            Self::Authority => ":authority",
+            Self::Method => ":method",
+            Self::Path => ":path",
+            Self::Scheme => ":scheme",
+            Self::Header(name) => name.as_str(),
+            Self::Never => ":never",
+        }
+    }
+}
+
+/// Header conditions by name; a presence match is `{"present": true}`.
+fn dump_headers(list: &[HeaderMatch]) -> serde_json::Map<String, serde_json::Value> {
+    list.iter()
+        .map(|h| {
+            let m = h.matcher.as_ref().map_or_else(
+                || serde_json::json!({ "present": true }),
+                StringMatcher::dump,
+            );
+            (h.source.name().to_string(), m)
+        })
+        .collect()
+}
+
+impl HttpMatch {
+    /// The conditions this match holds, only those set.
+    pub fn dump(&self) -> serde_json::Value {
+        let mut out = serde_json::Map::new();
+        if !self.name.is_empty() {
+            out.insert("name".into(), self.name.clone().into());
+        }
+        if let Some(uri) = &self.uri {
+            out.insert("uri".into(), uri.dump());
+        }
+        if self.ignore_uri_case {
+            out.insert("ignore_uri_case".into(), true.into());
+        }
+        if !self.headers.is_empty() {
+            out.insert("headers".into(), dump_headers(&self.headers).into());
+        }
+        if !self.without_headers.is_empty() {
+            out.insert(
+                "without_headers".into(),
+                dump_headers(&self.without_headers).into(),
+            );
+        }
+        if !self.query_params.is_empty() {
+            let params: serde_json::Map<String, serde_json::Value> = self
+                .query_params
+                .iter()
+                .map(|q| {
+                    let m = q.matcher.as_ref().map_or_else(
+                        || serde_json::json!({ "present": true }),
+                        StringMatcher::dump,
+                    );
+                    (q.name.to_string(), m)
+                })
+                .collect();
+            out.insert("query_params".into(), params.into());
+        }
+        if self.port != 0 {
+            out.insert("port".into(), self.port.into());
+        }
+        if let Some(ns) = &self.source_namespace {
+            out.insert("source_namespace".into(), ns.to_string().into());
+        }
+        if let Some(w) = &self.source_workloads {
+            out.insert("source_workloads".into(), w.clone().into());
+        }
+        serde_json::Value::Object(out)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -454,3 +454,106 @@ pub(crate) fn duration(
         }),
     }
 }
+
+// === impl dump (the admin API's config dump) ===
+
+/// `5s`, `250ms`: how a duration reads in the dump.
+pub(crate) fn duration_text(d: Duration) -> String {
+    if d.subsec_nanos() == 0 {
+        format!("{}s", d.as_secs())
+    } else if d.subsec_nanos().is_multiple_of(1_000_000) {
+        format!("{}ms", d.as_millis())
+    } else {
+        format!("{}us", d.as_micros())
+    }
+}
+
+impl RouteTable {
+    /// The routes as compiled: what requests to the host are matched
+    /// against, in order.
+    pub fn dump(&self) -> serde_json::Value {
+        serde_json::json!({
+            "name": self.name,
+            "hostname": self.hostname,
+            "http": self.routes.iter().map(HttpRoute::dump).collect::<Vec<_>>(),
+            "tcp": self.tcp.iter().map(L4Route::dump).collect::<Vec<_>>(),
+            "tls": self.tls.iter().map(L4Route::dump).collect::<Vec<_>>(),
+        })
+    }
+}
+
+impl HttpRoute {
+    /// The route's matches, action and policies (timeout, retries, fault,
+    /// mirrors, rewrite); parts it does not set are left out.
+    pub fn dump(&self) -> serde_json::Value {
+        let mut out = serde_json::json!({
+            "name": self.name,
+            "virtual_service": self.virtual_service,
+            "match": self.matches.iter().map(HttpMatch::dump).collect::<Vec<_>>(),
+            "export_to": self.export_to,
+            "timeout": self.timeout.map(duration_text),
+            "retries": {
+                "attempts": self.retry.attempts,
+                "per_try_timeout": self.retry.per_try_timeout.map(duration_text),
+                "retry_on": self.retry.retry_on.to_string(),
+                "retriable_status_codes": self.retry.retriable_status_codes,
+            },
+        });
+        match &self.action {
+            Action::Route(dests) => {
+                out["route"] = dests
+                    .iter()
+                    .map(WeightedDestination::dump)
+                    .collect::<Vec<_>>()
+                    .into();
+            }
+            Action::Redirect(r) => {
+                out["redirect"] = serde_json::json!({
+                    "uri": r.uri,
+                    "authority": r.authority,
+                    "scheme": r.scheme,
+                    "port": format!("{:?}", r.port),
+                    "code": r.code.as_u16(),
+                });
+            }
+            Action::DirectResponse(d) => {
+                out["direct_response"] = serde_json::json!({ "status": d.status.as_u16() });
+            }
+        }
+        if let Some(rewrite) = &self.rewrite {
+            out["rewrite"] = serde_json::json!({
+                "uri": rewrite.uri,
+                "authority": rewrite.authority,
+                "uri_regex": rewrite.uri_regex.as_ref().map(|(re, with)| {
+                    serde_json::json!({ "match": re.as_str(), "rewrite": with })
+                }),
+            });
+        }
+        if let Some(fault) = &self.fault {
+            out["fault"] = serde_json::json!({
+                "delay": fault.delay.map(|(d, pct)| serde_json::json!({
+                    "fixed_delay": duration_text(d), "percentage": pct,
+                })),
+                "abort": fault.abort.as_ref().map(|(a, pct)| serde_json::json!({
+                    "abort": format!("{a:?}"), "percentage": pct,
+                })),
+            });
+        }
+        if !self.mirrors.is_empty() {
+            out["mirrors"] = self
+                .mirrors
+                .iter()
+                .map(|m| {
+                    let mut d = m.destination.dump();
+                    d["percentage"] = m.percentage.into();
+                    d
+                })
+                .collect::<Vec<_>>()
+                .into();
+        }
+        if self.cors.is_some() {
+            out["cors_policy"] = true.into();
+        }
+        out
+    }
+}

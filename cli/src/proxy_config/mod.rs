@@ -1,7 +1,13 @@
 //! `weftctl proxy-config`: what one agent holds, from its admin API's
 //! `/config_dump` (shaped by `weft_agent::admin`): the workloads, services
 //! and policies the control plane sent it, the pods it enrolled and the
-//! certificates it holds.
+//! certificates it holds; its L7 routes, clusters and endpoints
+//! ([`l7`]) and its listeners ([`listeners`]), in `istioctl
+//! proxy-config`'s shapes; and its log level ([`log`], `/logging`).
+
+mod l7;
+mod listeners;
+pub mod log;
 
 use std::collections::BTreeMap;
 
@@ -23,17 +29,38 @@ pub enum Section {
     Pods,
     /// Workload certificates the agent holds.
     Certificates,
-    /// Every section.
+    /// L7 routes from VirtualServices, one row per route (host, match,
+    /// destinations and weights, timeout, retries).
+    Routes,
+    /// One row per service host, port and subset, with its
+    /// DestinationRule policy (load balancer, TLS, outlier detection,
+    /// connection pool).
+    Clusters,
+    /// Each cluster's endpoints: address, health, outlier check.
+    Endpoints,
+    /// The workload certificates (serial, validity, root): `certificates`
+    /// in istioctl's words.
+    Secret,
+    /// What the agent listens on: its own ports, and 15001, 15006, 15008
+    /// in each enrolled pod.
+    Listeners,
+    /// The agent's log level; with `--level`, changes it.
+    Log,
+    /// Every section of the dump.
     All,
 }
 
 impl Section {
-    const EACH: [Section; 5] = [
+    const EACH: [Section; 9] = [
         Section::Workloads,
         Section::Services,
         Section::Policies,
         Section::Pods,
         Section::Certificates,
+        Section::Listeners,
+        Section::Routes,
+        Section::Clusters,
+        Section::Endpoints,
     ];
 
     fn name(self) -> &'static str {
@@ -43,20 +70,38 @@ impl Section {
             Section::Policies => "policies",
             Section::Pods => "pods",
             Section::Certificates => "certificates",
+            Section::Routes => "routes",
+            Section::Clusters => "clusters",
+            Section::Endpoints => "endpoints",
+            Section::Secret => "secret",
+            Section::Listeners => "listeners",
+            Section::Log => "log",
             Section::All => "all",
         }
     }
 
-    /// Where the section sits in the dump.
+    /// Where the section sits in the dump (`log` is not in it).
     fn pointer(self) -> &'static str {
         match self {
             Section::Workloads => "/workloadState/workloads",
             Section::Services => "/workloadState/services",
             Section::Policies => "/workloadState/policies",
             Section::Pods => "/pods",
-            Section::Certificates => "/certificates",
-            Section::All => "",
+            Section::Certificates | Section::Secret => "/certificates",
+            Section::Routes => "/l7/routes",
+            Section::Clusters | Section::Endpoints => "/clusters",
+            Section::Listeners => "/listeners",
+            Section::Log | Section::All => "",
         }
+    }
+
+    /// Sections an older agent's dump lacks: `all` says so instead of
+    /// failing.
+    fn added_later(self) -> bool {
+        matches!(
+            self,
+            Section::Routes | Section::Clusters | Section::Endpoints | Section::Listeners
+        )
     }
 }
 
@@ -141,6 +186,12 @@ struct Certificate {
     pods: u64,
     issued_at: u64,
     not_after: u64,
+    #[serde(default)]
+    serial: Option<String>,
+    #[serde(default)]
+    not_before: Option<i64>,
+    #[serde(default)]
+    root: Option<String>,
 }
 
 /// Parses the dump.
@@ -148,18 +199,26 @@ pub fn parse(body: &[u8]) -> Result<Value, DumpError> {
     serde_json::from_slice(body).map_err(DumpError::NotJson)
 }
 
-/// The section as JSON (`all`: the whole dump).
-pub fn section_json(dump: &Value, section: Section) -> Result<&Value, DumpError> {
+fn pointed(dump: &Value, section: Section) -> Result<&Value, DumpError> {
     dump.pointer(section.pointer()).ok_or(DumpError::Missing {
         pointer: section.pointer(),
     })
+}
+
+/// The section as JSON (`all`: the whole dump; `endpoints`: each
+/// cluster's endpoints, one object each, naming the cluster).
+pub fn section_json(dump: &Value, section: Section) -> Result<Value, DumpError> {
+    match section {
+        Section::Endpoints => Ok(Value::Array(l7::endpoints_json(typed(dump, section)?))),
+        _ => pointed(dump, section).cloned(),
+    }
 }
 
 fn typed<T: serde::de::DeserializeOwned>(
     dump: &Value,
     section: Section,
 ) -> Result<Option<Vec<T>>, DumpError> {
-    let value = section_json(dump, section)?;
+    let value = pointed(dump, section)?;
     if value.is_null() {
         return Ok(None);
     }
@@ -182,6 +241,10 @@ pub fn render(dump: &Value, section: Section, now_unix: u64) -> Result<String, D
             out.push('\n');
         }
         out.push_str(&format!("{}:\n", each.name().to_uppercase()));
+        if each.added_later() && dump.pointer(each.pointer()).is_none() {
+            out.push_str("not in this agent's dump (an older weft-agent?)\n");
+            continue;
+        }
         out.push_str(&render_one(dump, each, now_unix)?);
     }
     Ok(out)
@@ -196,12 +259,26 @@ fn render_one(dump: &Value, section: Section, now_unix: u64) -> Result<String, D
             Some(list) => pods(list),
             None => return Ok("the agent is not enrolling pods yet (still starting)\n".into()),
         },
-        Section::Certificates => match typed(dump, section)? {
+        Section::Certificates | Section::Secret => match typed(dump, section)? {
+            Some(list) if section == Section::Secret => secrets(list, now_unix),
             Some(list) => certificates(list, now_unix),
             None => {
                 return Ok("the agent has no certificate manager yet (still starting)\n".into());
             }
         },
+        Section::Routes => l7::routes(typed(dump, section)?.unwrap_or_default()),
+        Section::Clusters => match typed(dump, section)? {
+            Some(list) => l7::clusters(list),
+            None => return Ok("the agent has no L7 proxy yet (still starting)\n".into()),
+        },
+        Section::Endpoints => match typed(dump, section)? {
+            Some(list) => l7::endpoints(list),
+            None => return Ok("the agent has no L7 proxy yet (still starting)\n".into()),
+        },
+        Section::Listeners => listeners::table(typed(dump, section)?.unwrap_or_default()),
+        Section::Log => {
+            return Ok("the log level is not in the dump: see `weftctl proxy-config log`\n".into());
+        }
         Section::All => unreachable!("rendered section by section"),
     };
     if table.is_empty() {
@@ -210,7 +287,7 @@ fn render_one(dump: &Value, section: Section, now_unix: u64) -> Result<String, D
     Ok(table.render())
 }
 
-fn join(items: &[String]) -> String {
+pub(crate) fn join(items: &[String]) -> String {
     if items.is_empty() {
         "-".into()
     } else {
@@ -334,3 +411,60 @@ fn certificates(list: Vec<Certificate>, now_unix: u64) -> Table {
     }
     t
 }
+
+fn secrets(list: Vec<Certificate>, now_unix: u64) -> Table {
+    let mut t = Table::new([
+        "RESOURCE NAME",
+        "TYPE",
+        "STATUS",
+        "SERIAL NUMBER",
+        "NOT BEFORE",
+        "NOT AFTER",
+        "ROOT",
+    ]);
+    for c in list {
+        let status = if c.not_after > now_unix {
+            "VALID"
+        } else {
+            "EXPIRED"
+        };
+        let not_before = c
+            .not_before
+            .and_then(|t| u64::try_from(t).ok())
+            .unwrap_or(c.issued_at);
+        t.row([
+            c.identity,
+            "Cert Chain".to_string(),
+            status.to_string(),
+            c.serial.unwrap_or_else(|| "-".into()),
+            utc(not_before),
+            utc(c.not_after),
+            c.root.unwrap_or_else(|| "-".into()),
+        ]);
+    }
+    t
+}
+
+/// Unix seconds as `2026-12-02T19:04:05Z`.
+pub fn utc(unix: u64) -> String {
+    let (days, secs) = (unix / 86_400, unix % 86_400);
+    // Howard Hinnant's days-to-civil.
+    let z = days as i64 + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z - era * 146_097;
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let day = doy - (153 * mp + 2) / 5 + 1;
+    let month = if mp < 10 { mp + 3 } else { mp - 9 };
+    let year = yoe + era * 400 + i64::from(month <= 2);
+    format!(
+        "{year:04}-{month:02}-{day:02}T{:02}:{:02}:{:02}Z",
+        secs / 3600,
+        secs / 60 % 60,
+        secs % 60
+    )
+}
+
+#[cfg(test)]
+mod tests;
