@@ -6,14 +6,18 @@
 //! | --- | --- |
 //! | `analyze DIR` | a directory of YAML, with `weft_control::validate` |
 //! | `proxy-status` | the control plane's `/debug/syncz` (15014) |
-//! | `proxy-config` | an agent's `/config_dump` (admin, 15000) |
+//! | `proxy-config` | an agent's `/config_dump` (admin, 15000); `log`: its `/logging` |
 //! | `stats` | an agent's `/stats` (admin, 15000) |
+//! | `bug-report` | all of the above and the agents' `/logs`, into one `.tar.gz` |
+//! | `diagnose SRC DST[:PORT]` | the control plane's `/debug/objects`, `/debug/syncz`, `/debug/config`; the involved agents' `/config_dump` and `/stats/prometheus` |
 //! | `manifest generate` | the manifests of `deploy/`, embedded |
 //! | `install`, `uninstall` | the same manifests, applied to or deleted from a cluster (kube-rs) |
 
 #![forbid(unsafe_code)]
 
 pub mod analyze;
+pub mod bug_report;
+pub mod diagnose;
 pub mod http;
 pub mod install;
 pub mod manifest;

@@ -9,7 +9,10 @@ use std::{
 
 use anyhow::Context;
 use clap::{Args, Parser, Subcommand, ValueEnum};
-use weftctl::{analyze, http::Endpoint, install, manifest, proxy_config, proxy_status, stats};
+use weftctl::{
+    analyze, bug_report, diagnose, http::Endpoint, install, manifest, proxy_config, proxy_status,
+    stats,
+};
 
 #[derive(Parser)]
 #[command(
@@ -63,7 +66,9 @@ enum Command {
         output: Output,
     },
     /// What one agent holds: workloads, services, policies, its pods and
-    /// their certificates.
+    /// their certificates; its L7 routes, clusters, endpoints and
+    /// listeners (like `istioctl proxy-config`); `log` reads or changes
+    /// its log level.
     ProxyConfig {
         /// Which part of the agent's config dump.
         #[arg(value_enum, default_value = "all")]
@@ -74,6 +79,54 @@ enum Command {
         /// `text`: tables; `json`: as served.
         #[arg(long, short, value_enum, default_value = "text")]
         output: Output,
+        /// With `log`: the new level (trace, debug, info, warn, error, off,
+        /// or `WEFT_LOG` directives such as info,weft_agent::l7=debug).
+        #[arg(long)]
+        level: Option<String>,
+    },
+    /// Why a request from SRC to DST fails (or that it should not): both
+    /// in the mesh and enrolled, agents synced, endpoints, the
+    /// VirtualService and DestinationRule that apply, the port's protocol,
+    /// PeerAuthentication, AuthorizationPolicies, certificates and the
+    /// agents' counters for the pair; each failure names the object and
+    /// field to fix, and the last line the most likely cause. Exit 1 when a
+    /// check fails.
+    Diagnose {
+        /// The client pod: `namespace/name` or `name.namespace`.
+        src: String,
+        /// The destination: a Service (`name.namespace`, its FQDN, or
+        /// `namespace/name`) or a pod, with an optional `:PORT` (default:
+        /// the Service's first port).
+        dst: String,
+        /// The control plane's debug address (weft-control --debug-addr).
+        #[arg(long, default_value = "127.0.0.1:15014")]
+        control: String,
+        /// An agent's admin address, `NODE=HOST:PORT` (repeatable); by
+        /// default the address its xDS stream comes from, at --agent-port.
+        #[arg(long = "agent", value_name = "NODE=ADDR")]
+        agents: Vec<String>,
+        /// The agents' admin port (weft-agent --admin-addr).
+        #[arg(long, default_value_t = 15000)]
+        agent_port: u16,
+        /// `text`: one line per check; `json`: the report.
+        #[arg(long, short, value_enum, default_value = "text")]
+        output: Output,
+    },
+    /// Collect the control plane's and the agents' debug dumps, stats
+    /// and recent logs into one .tar.gz (a README.txt inside lists what
+    /// was collected and what failed; an agent that is down is noted,
+    /// not fatal).
+    BugReport {
+        /// The control plane's debug address (weft-control --debug-addr).
+        #[arg(long)]
+        control: Option<String>,
+        /// An agent's admin address (repeat for each agent).
+        #[arg(long = "agent", required = true)]
+        agents: Vec<String>,
+        /// The archive to write (default:
+        /// weft-bug-report-<UTC time>.tar.gz here).
+        #[arg(long, short = 'o')]
+        output: Option<PathBuf>,
     },
     /// An agent's counters (connections active, refused by reason).
     Stats {
@@ -249,13 +302,86 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             section,
             agent,
             output,
+            level,
         } => {
             let endpoint = endpoint(agent, AGENT_WHAT, AGENT_HINT);
+            if section == proxy_config::Section::Log {
+                use proxy_config::log;
+                let state = match &level {
+                    Some(level) => log::set(&endpoint, level)?,
+                    None => log::get(&endpoint)?,
+                };
+                match output {
+                    Output::Json => print(&json(&state)?)?,
+                    Output::Text => print(&log::render(&state))?,
+                }
+                return Ok(ExitCode::SUCCESS);
+            }
+            if level.is_some() {
+                anyhow::bail!("--level applies to `proxy-config log` only");
+            }
             let dump = proxy_config::parse(&endpoint.get("/config_dump")?)?;
             match output {
-                Output::Json => print(&json(proxy_config::section_json(&dump, section)?)?)?,
+                Output::Json => print(&json(&proxy_config::section_json(&dump, section)?)?)?,
                 Output::Text => print(&proxy_config::render(&dump, section, weftctl::now_unix())?)?,
             }
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Diagnose {
+            src,
+            dst,
+            control,
+            agents,
+            agent_port,
+            output,
+        } => {
+            let mut by_node = std::collections::BTreeMap::new();
+            for pair in agents {
+                let Some((node, addr)) = pair.split_once('=') else {
+                    anyhow::bail!("--agent `{pair}`: expected NODE=HOST:PORT");
+                };
+                by_node.insert(node.to_string(), addr.to_string());
+            }
+            let sources = diagnose::Sources {
+                control: endpoint(control, CONTROL_WHAT, CONTROL_HINT),
+                agents: by_node,
+                agent_port,
+                agent_hint: AGENT_HINT,
+            };
+            let report = diagnose::run(&sources, &src, &dst, weftctl::now_unix())?;
+            match output {
+                Output::Json => print(&json(&report)?)?,
+                Output::Text => print(&diagnose::render(&report))?,
+            }
+            Ok(if report.failed() {
+                ExitCode::FAILURE
+            } else {
+                ExitCode::SUCCESS
+            })
+        }
+        Command::BugReport {
+            control,
+            agents,
+            output,
+        } => {
+            let control = control.map(|c| endpoint(c, CONTROL_WHAT, CONTROL_HINT));
+            let agents: Vec<Endpoint> = agents
+                .into_iter()
+                .map(|a| endpoint(a, AGENT_WHAT, AGENT_HINT))
+                .collect();
+            let report = bug_report::collect(control.as_ref(), &agents, weftctl::now_unix());
+            let path = output.unwrap_or_else(|| PathBuf::from(format!("{}.tar.gz", report.top)));
+            bug_report::write_archive(&report, &path)?;
+            let failed = report.failed().count();
+            for item in report.failed() {
+                let reason = item.outcome.as_ref().err().map_or("", String::as_str);
+                eprintln!("weftctl: not collected: {}: {reason}", item.name);
+            }
+            print(&format!(
+                "wrote {}: {} files collected, {failed} failed (see README.txt inside)\n",
+                path.display(),
+                report.items.len() - failed,
+            ))?;
             Ok(ExitCode::SUCCESS)
         }
         Command::Stats { agent, output } => {

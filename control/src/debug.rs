@@ -9,6 +9,7 @@
 //! | `/debug/config` | JSON: the effective control plane config |
 //! | `/debug/resources` | JSON: type URL → resource name → version of the current model |
 //! | `/debug/analysis` | JSON: analysis findings of the current config |
+//! | `/debug/objects` | JSON: the objects held, in the fields `weftctl diagnose` reads (`debug/objects.rs`) |
 
 use std::{
     convert::Infallible,
@@ -25,6 +26,8 @@ use hyper_util::rt::TokioIo;
 use serde::Serialize;
 use tokio::{net::TcpListener, sync::watch};
 use tokio_util::sync::CancellationToken;
+
+mod objects;
 
 use crate::{
     config::Config,
@@ -140,6 +143,7 @@ fn route(state: &DebugState, method: &Method, path: &str) -> Response<Full<Bytes
                     .collect();
             json(&versions)
         }
+        "/debug/objects" => json(&objects::objects(&state.snapshot.borrow())),
         "/debug/analysis" => {
             let findings = state
                 .findings
@@ -150,7 +154,7 @@ fn route(state: &DebugState, method: &Method, path: &str) -> Response<Full<Bytes
         }
         _ => text(
             StatusCode::NOT_FOUND,
-            "not found; try /ready, /metrics, /debug/syncz, /debug/config_errors, /debug/config, /debug/resources, /debug/analysis\n",
+            "not found; try /ready, /metrics, /debug/syncz, /debug/config_errors, /debug/config, /debug/resources, /debug/analysis, /debug/objects\n",
         ),
     }
 }
