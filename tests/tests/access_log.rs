@@ -163,6 +163,10 @@ fn access_logs_in_envoys_formats_as_telemetry_says() -> Result<()> {
                 == ["403", "RBAC", "rbac_access_denied_matched_policy[none]"],
             "{server}"
         );
+        ensure!(
+            text_fields(&server)[15] == "-",
+            "no upstream host for a local reply: {server}"
+        );
         let client = one_line(cluster, "node-1", "/forbidden-1")?;
         ensure!(text_fields(&client)[2..4] == ["403", "-"], "{client}");
 

@@ -377,6 +377,9 @@ pub struct ServerRecord {
     local_identity: String,
     sni: String,
     cluster: String,
+    /// The agent answered itself (a denial): no upstream was asked, and
+    /// `%UPSTREAM_HOST%` is `-`, as in Envoy.
+    local_reply: bool,
 }
 
 impl ServerRecord {
@@ -432,6 +435,7 @@ impl ServerRecord {
             local_identity: workload.identity.to_string(),
             sni: inbound.sni.clone().unwrap_or_default(),
             cluster: format!("inbound|{}||", inbound.target.port()),
+            local_reply: false,
         })
     }
 
@@ -440,6 +444,7 @@ impl ServerRecord {
     pub fn finish(mut self, response: Response<Body>) -> Response<Body> {
         if let Some(Replied(flags)) = response.extensions().get::<Replied>() {
             self.flags = *flags;
+            self.local_reply = true;
         }
         self.status = response.status().as_u16();
         self.grpc_status = super::reply::grpc_status(response.headers());
@@ -475,7 +480,7 @@ impl Ending for ServerRecord {
         e.bytes_received = self.request_bytes;
         e.bytes_sent = bytes_sent;
         // The app, at the address the client asked for.
-        e.upstream_host = Some(self.target);
+        e.upstream_host = (!self.local_reply).then_some(self.target);
         e.upstream_cluster = &self.cluster;
         e.downstream_local = Some(self.target);
         e.downstream_remote = Some(self.peer);
