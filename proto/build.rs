@@ -11,6 +11,7 @@ const PROTOS: &[&str] = &[
     "weft/route/v1/route.proto",
     "weft/route/v1/destination.proto",
     "weft/telemetry/v1/access_log.proto",
+    "weft/telemetry/v1/tracing.proto",
     "envoy/service/auth/v3/external_auth.proto",
 ];
 

@@ -158,6 +158,7 @@ fn column(type_url: &str) -> String {
         "weft.route.v1.RouteConfig" => "ROUTES".into(),
         "weft.route.v1.DestinationPolicy" => "DESTINATIONS".into(),
         "weft.telemetry.v1.AccessLogPolicy" => "ACCESSLOGS".into(),
+        "weft.telemetry.v1.TracingPolicy" => "TRACING".into(),
         other => other.rsplit('.').next().unwrap_or(other).to_uppercase(),
     }
 }
@@ -270,5 +271,28 @@ mod tests {
         fresh.responses_sent = 0;
         assert_eq!(fresh.sync(), Sync::NotSent);
         assert_eq!(status("1-2", "1-2").cell(), "SYNCED (3) 01234567");
+    }
+
+    #[test]
+    fn every_served_type_has_a_column() {
+        let columns: Vec<String> = weft_control::xds::SERVED_TYPES
+            .iter()
+            .map(|t| column(t))
+            .collect();
+        assert_eq!(
+            columns,
+            [
+                "ADDRESSES",
+                "AUTHORIZATIONS",
+                "ROUTES",
+                "DESTINATIONS",
+                "ACCESSLOGS",
+                "TRACING"
+            ]
+        );
+        assert_eq!(
+            column("type.googleapis.com/foo.v1.SomethingNew"),
+            "SOMETHINGNEW"
+        );
     }
 }

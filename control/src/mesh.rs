@@ -1,8 +1,10 @@
 //! The parts of Istio's MeshConfig weft-control reads (`--mesh-config`,
 //! the YAML of the `istio` ConfigMap's `mesh` key): `extensionProviders`,
-//! which CUSTOM AuthorizationPolicies name, and the access log
-//! (`accessLogFile`, `accessLogEncoding`, `accessLogFormat`). Every other
-//! MeshConfig field is accepted and ignored.
+//! which CUSTOM AuthorizationPolicies and Telemetry `tracing` name, the
+//! access log (`accessLogFile`, `accessLogEncoding`, `accessLogFormat`)
+//! and tracing (`enableTracing`, `defaultConfig.tracing.sampling`,
+//! `defaultProviders.tracing`). Every other MeshConfig field is accepted
+//! and ignored.
 
 use std::path::Path;
 
@@ -31,6 +33,44 @@ pub struct MeshConfig {
     /// of key to format string (JSON); unset or empty: Istio's default.
     #[serde(default)]
     pub access_log_format: Option<String>,
+    /// `enableTracing`: unset means Istio's default, true.
+    #[serde(default)]
+    pub enable_tracing: Option<bool>,
+    /// `defaultConfig`: the proxies' defaults; weft reads only
+    /// `tracing.sampling`.
+    #[serde(default)]
+    pub default_config: Option<ProxyConfig>,
+    /// `defaultProviders`: weft reads only `tracing`.
+    #[serde(default)]
+    pub default_providers: Option<DefaultProviders>,
+}
+
+/// `defaultConfig` (Istio's ProxyConfig): only `tracing` is read.
+#[derive(Debug, Clone, Default, PartialEq, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ProxyConfig {
+    #[serde(default)]
+    pub tracing: Option<ProxyTracing>,
+}
+
+/// `defaultConfig.tracing`: only `sampling` is read (the per-tracer
+/// blocks, `customTags`, `maxPathTagLength` and `tlsSettings` are
+/// accepted and ignored).
+#[derive(Debug, Clone, Default, PartialEq, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ProxyTracing {
+    /// A percentage, 0 to 100; unset means Istio's default, 1.
+    #[serde(default)]
+    pub sampling: Option<f64>,
+}
+
+/// `defaultProviders`: only `tracing` is read (`metrics` and
+/// `accessLogging` are accepted and ignored).
+#[derive(Debug, Clone, Default, PartialEq, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct DefaultProviders {
+    #[serde(default)]
+    pub tracing: Vec<String>,
 }
 
 /// One `extensionProviders` entry: a name and one provider kind.
@@ -42,6 +82,96 @@ pub struct ExtensionProvider {
     pub envoy_ext_authz_grpc: Option<ExtAuthzGrpc>,
     #[serde(default)]
     pub envoy_ext_authz_http: Option<ExtAuthzHttp>,
+    /// `opentelemetry`: spans over OTLP/gRPC, the one tracing kind weft
+    /// exports to.
+    #[serde(default)]
+    pub opentelemetry: Option<OpenTelemetry>,
+    /// The other tracing kinds: accepted, but no spans are sent to them.
+    #[serde(default)]
+    pub zipkin: Option<OtherTracer>,
+    #[serde(default)]
+    pub datadog: Option<OtherTracer>,
+    #[serde(default)]
+    pub skywalking: Option<OtherTracer>,
+    #[serde(default)]
+    pub stackdriver: Option<OtherTracer>,
+    #[serde(default)]
+    pub lightstep: Option<OtherTracer>,
+}
+
+/// `opentelemetry`: `service`, `port` and `maxTagLength` are read; `http`,
+/// `resourceDetectors`, `dynatraceSampler` and the rest are accepted and
+/// ignored.
+#[derive(Debug, Clone, Default, PartialEq, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct OpenTelemetry {
+    /// The collector: a hostname, `<namespace>/<hostname>`, or an IP.
+    #[serde(default)]
+    pub service: String,
+    #[serde(default)]
+    pub port: u32,
+    /// Tag values are cut to this many bytes (0: Istio's default, 256).
+    #[serde(default)]
+    pub max_tag_length: u32,
+}
+
+/// `zipkin`, `datadog`, `skywalking`, `stackdriver`, `lightstep`: the
+/// service and port when the kind has them; everything else is accepted
+/// and ignored.
+#[derive(Debug, Clone, Default, PartialEq, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct OtherTracer {
+    #[serde(default)]
+    pub service: String,
+    #[serde(default)]
+    pub port: u32,
+    #[serde(default)]
+    pub max_tag_length: u32,
+}
+
+/// A tracing provider's kind and collector, as [`ExtensionProvider::tracer`]
+/// reads it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Tracer<'a> {
+    /// Whether it is `opentelemetry` (else a kind weft does not export to).
+    pub opentelemetry: bool,
+    /// The field the kind is set in (`opentelemetry`, `zipkin`, ...).
+    pub kind: &'static str,
+    pub service: &'a str,
+    pub port: u32,
+    pub max_tag_length: u32,
+}
+
+impl ExtensionProvider {
+    /// The tracing kind this provider is, if it is one.
+    pub fn tracer(&self) -> Option<Tracer<'_>> {
+        if let Some(o) = &self.opentelemetry {
+            return Some(Tracer {
+                opentelemetry: true,
+                kind: "opentelemetry",
+                service: &o.service,
+                port: o.port,
+                max_tag_length: o.max_tag_length,
+            });
+        }
+        [
+            ("zipkin", &self.zipkin),
+            ("datadog", &self.datadog),
+            ("skywalking", &self.skywalking),
+            ("stackdriver", &self.stackdriver),
+            ("lightstep", &self.lightstep),
+        ]
+        .into_iter()
+        .find_map(|(kind, t)| {
+            t.as_ref().map(|t| Tracer {
+                opentelemetry: false,
+                kind,
+                service: &t.service,
+                port: t.port,
+                max_tag_length: t.max_tag_length,
+            })
+        })
+    }
 }
 
 /// `envoyExtAuthzGrpc`.
@@ -178,6 +308,53 @@ impl MeshConfig {
             .is_some_and(|e| e.eq_ignore_ascii_case("JSON"))
     }
 
+    /// `enableTracing` in force (see the field).
+    pub fn tracing_enabled(&self) -> bool {
+        self.enable_tracing.unwrap_or(true)
+    }
+
+    /// `defaultConfig.tracing.sampling` in force: a percentage, 1 when
+    /// unset (Istio's default).
+    pub fn tracing_sampling(&self) -> f64 {
+        self.default_config
+            .as_ref()
+            .and_then(|c| c.tracing.as_ref())
+            .and_then(|t| t.sampling)
+            .unwrap_or(1.0)
+    }
+
+    /// `defaultProviders.tracing`.
+    pub fn default_tracing_providers(&self) -> &[String] {
+        self.default_providers
+            .as_ref()
+            .map(|d| d.tracing.as_slice())
+            .unwrap_or_default()
+    }
+
+    /// `defaultConfig.tracing.sampling` is a percentage, and an
+    /// `opentelemetry` provider names its collector.
+    fn check_tracing(&self) -> Result<(), String> {
+        let sampling = self.tracing_sampling();
+        if !(0.0..=100.0).contains(&sampling) {
+            return Err(format!(
+                "defaultConfig.tracing.sampling: {sampling} is not a percentage (0-100)"
+            ));
+        }
+        for (i, p) in self.extension_providers.iter().enumerate() {
+            let Some(otel) = &p.opentelemetry else {
+                continue;
+            };
+            let at = format!("extensionProviders[{i}].opentelemetry");
+            if otel.service.is_empty() {
+                return Err(format!("{at}.service: must be set"));
+            }
+            if !(1..=65535).contains(&otel.port) {
+                return Err(format!("{at}.port: {} is not a port (1-65535)", otel.port));
+            }
+        }
+        Ok(())
+    }
+
     /// `accessLogEncoding` and `accessLogFormat`: the format must parse
     /// with the operators weft's agent renders.
     fn check_access_log(&self) -> Result<(), String> {
@@ -208,6 +385,7 @@ impl MeshConfig {
 
     fn check(&self) -> Result<(), String> {
         self.check_access_log()?;
+        self.check_tracing()?;
         for (i, p) in self.extension_providers.iter().enumerate() {
             let at = format!("extensionProviders[{i}]");
             if p.name.is_empty() {
@@ -396,6 +574,68 @@ mod tests {
             let err = load(text).unwrap_err();
             assert!(err.contains(wanted), "{text}: {err}");
         }
+    }
+
+    #[test]
+    fn tracing_defaults_are_istios() {
+        let mesh = MeshConfig::parse("extensionProviders: []\n").unwrap();
+        assert!(mesh.tracing_enabled());
+        assert_eq!(mesh.tracing_sampling(), 1.0);
+        assert!(mesh.default_tracing_providers().is_empty());
+        assert!(MeshConfig::default().tracing_enabled());
+    }
+
+    #[test]
+    fn reads_tracing_and_ignores_the_other_proxy_defaults() {
+        let mesh = MeshConfig::parse("enableTracing: false\ndefaultConfig:\n  discoveryAddress: istiod.istio-system.svc:15012\n  holdApplicationUntilProxyStarts: true\n  tracing:\n    sampling: 12.5\n    maxPathTagLength: 99\n    zipkin: {address: zipkin:9411}\ndefaultProviders:\n  tracing: [otel]\n  metrics: [prometheus]\n  accessLogging: [envoy]\nextensionProviders:\n- name: otel\n  opentelemetry:\n    service: otel-collector.observability.svc.cluster.local\n    port: 4317\n    maxTagLength: 100\n    http: {path: /v1/traces, timeout: 5s}\n    resourceDetectors: {environment: {}}\n    dynatraceSampler: {tenant: t, clusterId: 1}\n- name: zipkin\n  zipkin: {service: zipkin.istio-system.svc.cluster.local, port: 9411, enable64bitTraceId: true}\n- name: sd\n  stackdriver: {maxNumberOfAttributes: 10}\n- name: dd\n  datadog: {service: dd.agent, port: 8126}\n- name: sw\n  skywalking: {service: sw, port: 11800}\n- name: ls\n  lightstep: {service: ls, port: 8080, accessToken: x}\n- name: opa\n  envoyExtAuthzGrpc: {service: opa, port: 9191}\n").unwrap();
+        assert!(!mesh.tracing_enabled());
+        assert_eq!(mesh.tracing_sampling(), 12.5);
+        assert_eq!(mesh.default_tracing_providers(), ["otel"]);
+        let otel = mesh.provider("otel").unwrap().tracer().unwrap();
+        assert!(otel.opentelemetry);
+        assert_eq!(
+            (otel.service, otel.port, otel.max_tag_length),
+            ("otel-collector.observability.svc.cluster.local", 4317, 100)
+        );
+        let zipkin = mesh.provider("zipkin").unwrap().tracer().unwrap();
+        assert!(!zipkin.opentelemetry && zipkin.kind == "zipkin" && zipkin.port == 9411);
+        let sd = mesh.provider("sd").unwrap().tracer().unwrap();
+        assert!(sd.kind == "stackdriver" && sd.service.is_empty() && sd.port == 0);
+        for (name, kind) in [("dd", "datadog"), ("sw", "skywalking"), ("ls", "lightstep")] {
+            assert_eq!(mesh.provider(name).unwrap().tracer().unwrap().kind, kind);
+        }
+        assert!(mesh.provider("opa").unwrap().tracer().is_none());
+    }
+
+    #[test]
+    fn bad_tracing_is_refused_with_the_field() {
+        for (text, wanted) in [
+            (
+                "defaultConfig:\n  tracing:\n    sampling: 100.5\n",
+                "defaultConfig.tracing.sampling: 100.5 is not a percentage",
+            ),
+            (
+                "defaultConfig:\n  tracing:\n    sampling: -1\n",
+                "defaultConfig.tracing.sampling: -1 is not a percentage",
+            ),
+            (
+                "extensionProviders:\n- name: otel\n  opentelemetry: {port: 4317}\n",
+                "extensionProviders[0].opentelemetry.service: must be set",
+            ),
+            (
+                "extensionProviders:\n- name: otel\n  opentelemetry: {service: otel}\n",
+                "extensionProviders[0].opentelemetry.port: 0 is not a port",
+            ),
+            (
+                "extensionProviders:\n- name: opa\n  envoyExtAuthzGrpc: {service: opa, port: 1}\n- name: otel\n  opentelemetry: {service: otel, port: 70000}\n",
+                "extensionProviders[1].opentelemetry.port: 70000 is not a port",
+            ),
+        ] {
+            let err = MeshConfig::parse(text).unwrap_err();
+            assert!(err.contains(wanted), "{text}: {err}");
+        }
+        assert!(MeshConfig::parse("defaultConfig:\n  tracing:\n    sampling: 100\n").is_ok());
+        assert!(MeshConfig::parse("defaultConfig:\n  tracing:\n    sampling: 0\n").is_ok());
     }
 
     #[test]

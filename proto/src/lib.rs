@@ -41,7 +41,9 @@ pub use generated::google::rpc;
 pub use generated::weft::route::v1 as route;
 
 /// `weft.telemetry.v1`: weft's own `AccessLogPolicy` (MeshConfig's access
-/// log and the Telemetry API's `accessLogging`, per namespace).
+/// log and the Telemetry API's `accessLogging`, per namespace) and
+/// `TracingPolicy` (MeshConfig's tracing and the Telemetry API's
+/// `tracing`, per namespace).
 pub use generated::weft::telemetry::v1 as telemetry;
 
 /// The xDS type URL of [`workload::Address`] resources.
@@ -59,6 +61,9 @@ pub const DESTINATION_POLICY_TYPE_URL: &str = "type.googleapis.com/weft.route.v1
 /// The xDS type URL of [`telemetry::AccessLogPolicy`] resources.
 pub const ACCESS_LOG_POLICY_TYPE_URL: &str =
     "type.googleapis.com/weft.telemetry.v1.AccessLogPolicy";
+
+/// The xDS type URL of [`telemetry::TracingPolicy`] resources.
+pub const TRACING_POLICY_TYPE_URL: &str = "type.googleapis.com/weft.telemetry.v1.TracingPolicy";
 
 /// The generated code refers to other packages by relative paths
 /// (`super::super::...`), so the modules mirror the package tree.
@@ -140,6 +145,10 @@ mod tests {
         assert_eq!(
             telemetry::AccessLogPolicy::type_url(),
             ACCESS_LOG_POLICY_TYPE_URL
+        );
+        assert_eq!(
+            telemetry::TracingPolicy::type_url(),
+            TRACING_POLICY_TYPE_URL
         );
     }
 

@@ -61,10 +61,44 @@ pub struct Tracing {
     pub random_sampling_percentage: Option<f64>,
     #[serde(default)]
     pub disable_span_reporting: Option<bool>,
+    /// By tag name (so in name order).
     #[serde(default)]
-    pub custom_tags: BTreeMap<String, Ignored>,
+    pub custom_tags: BTreeMap<String, CustomTag>,
     #[serde(default)]
     pub enable_istio_tags: Option<bool>,
+}
+
+/// A `customTags` value: exactly one of `literal`, `header` and
+/// `environment` (checked by validation).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CustomTag {
+    #[serde(default)]
+    pub literal: Option<LiteralTag>,
+    #[serde(default)]
+    pub header: Option<ValueFrom>,
+    #[serde(default)]
+    pub environment: Option<ValueFrom>,
+}
+
+/// `customTags.NAME.literal`.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LiteralTag {
+    #[serde(default)]
+    pub value: String,
+}
+
+/// `customTags.NAME.header` (a request header) or `.environment` (a
+/// variable of the proxy's environment), with the value used when it is
+/// absent.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct ValueFrom {
+    #[serde(default)]
+    pub name: String,
+    #[serde(default)]
+    pub default_value: String,
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
@@ -187,6 +221,14 @@ impl Validate for Telemetry {
                     format!("{p} is not a percentage (0-100)"),
                 ));
             }
+            for (name, tag) in &t.custom_tags {
+                let at = format!("{at}.customTags.{name}");
+                if name.is_empty() {
+                    e.push(invalid(at, "the tag name must not be empty"));
+                    continue;
+                }
+                custom_tag(tag, &at, &mut e);
+            }
         }
         for (i, m) in spec.metrics.iter().enumerate() {
             let at = format!("spec.metrics[{i}]");
@@ -233,6 +275,39 @@ impl Validate for Telemetry {
     }
 }
 
+/// One `customTags` value: exactly one source, and the header or
+/// variable it names.
+fn custom_tag(tag: &CustomTag, at: &str, e: &mut Vec<Invalid>) {
+    let set = [
+        tag.literal.is_some(),
+        tag.header.is_some(),
+        tag.environment.is_some(),
+    ]
+    .into_iter()
+    .filter(|s| *s)
+    .count();
+    if set != 1 {
+        e.push(invalid(
+            at,
+            "exactly one of `literal`, `header` and `environment` must be set",
+        ));
+        return;
+    }
+    if let Some(header) = &tag.header
+        && http::HeaderName::from_bytes(header.name.as_bytes()).is_err()
+    {
+        e.push(invalid(
+            format!("{at}.header.name"),
+            format!("`{}` is not a header name", header.name),
+        ));
+    }
+    if let Some(env) = &tag.environment
+        && env.name.is_empty()
+    {
+        e.push(invalid(format!("{at}.environment.name"), "must be set"));
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -243,6 +318,82 @@ mod tests {
         );
         let docs = crate::yaml::parse(&text, crate::yaml::Limits::default()).unwrap();
         crate::yaml::de::from_node(&docs[0].root, crate::yaml::path::FieldPath::root()).unwrap()
+    }
+
+    #[test]
+    fn tracing_reads_custom_tags() {
+        let t = telemetry(
+            "  tracing:\n  - randomSamplingPercentage: 100\n    disableSpanReporting: true\n    customTags:\n      team: {literal: {value: payments}}\n      user: {header: {name: X-User, defaultValue: anon}}\n      pod: {environment: {name: POD_NAME}}\n",
+        );
+        assert!(t.validate().is_empty(), "{:?}", t.validate());
+        let tracing = &t.spec.tracing[0];
+        assert_eq!(tracing.random_sampling_percentage, Some(100.0));
+        let tags: Vec<&str> = tracing.custom_tags.keys().map(String::as_str).collect();
+        assert_eq!(tags, ["pod", "team", "user"]);
+        assert_eq!(
+            tracing.custom_tags["team"].literal.as_ref().unwrap().value,
+            "payments"
+        );
+        let user = tracing.custom_tags["user"].header.as_ref().unwrap();
+        assert_eq!(
+            (user.name.as_str(), user.default_value.as_str()),
+            ("X-User", "anon")
+        );
+        let pod = tracing.custom_tags["pod"].environment.as_ref().unwrap();
+        assert!(pod.name == "POD_NAME" && pod.default_value.is_empty());
+    }
+
+    #[test]
+    fn bad_tracing_is_refused_with_the_field() {
+        for (spec, path, wanted) in [
+            (
+                "  tracing:\n  - randomSamplingPercentage: 101\n",
+                "spec.tracing[0].randomSamplingPercentage",
+                "101 is not a percentage",
+            ),
+            (
+                "  tracing:\n  - {}\n  - randomSamplingPercentage: -0.5\n",
+                "spec.tracing[1].randomSamplingPercentage",
+                "-0.5 is not a percentage",
+            ),
+            (
+                "  tracing:\n  - customTags:\n      both: {literal: {value: a}, header: {name: x}}\n",
+                "spec.tracing[0].customTags.both",
+                "exactly one of",
+            ),
+            (
+                "  tracing:\n  - customTags:\n      none: {}\n",
+                "spec.tracing[0].customTags.none",
+                "exactly one of",
+            ),
+            (
+                "  tracing:\n  - customTags:\n      h: {header: {name: 'bad name'}}\n",
+                "spec.tracing[0].customTags.h.header.name",
+                "`bad name` is not a header name",
+            ),
+            (
+                "  tracing:\n  - customTags:\n      e: {environment: {defaultValue: x}}\n",
+                "spec.tracing[0].customTags.e.environment.name",
+                "must be set",
+            ),
+        ] {
+            let errors = telemetry(spec).validate();
+            assert_eq!(errors.len(), 1, "{spec}: {errors:?}");
+            assert_eq!(errors[0].path, path, "{spec}");
+            assert!(errors[0].message.contains(wanted), "{spec}: {errors:?}");
+        }
+    }
+
+    #[test]
+    fn unknown_custom_tag_sources_are_refused() {
+        let text = "apiVersion: telemetry.istio.io/v1\nkind: Telemetry\nmetadata:\n  name: t\n  namespace: shop\nspec:\n  tracing:\n  - customTags:\n      x: {query: {name: q}}\n";
+        let docs = crate::yaml::parse(text, crate::yaml::Limits::default()).unwrap();
+        let err = crate::yaml::de::from_node::<Telemetry>(
+            &docs[0].root,
+            crate::yaml::path::FieldPath::root(),
+        )
+        .unwrap_err();
+        assert!(err.to_string().contains("query"), "{err}");
     }
 
     #[test]

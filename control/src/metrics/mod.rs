@@ -63,7 +63,7 @@ use prometheus_client::{
 };
 use weft_proto::{
     ACCESS_LOG_POLICY_TYPE_URL, ADDRESS_TYPE_URL, AUTHORIZATION_TYPE_URL,
-    DESTINATION_POLICY_TYPE_URL, ROUTE_CONFIG_TYPE_URL, exposition,
+    DESTINATION_POLICY_TYPE_URL, ROUTE_CONFIG_TYPE_URL, TRACING_POLICY_TYPE_URL, exposition,
 };
 
 use crate::{kinds::Object, source::Snapshot, xds::SERVED_TYPES};
@@ -104,6 +104,7 @@ pub fn xds_type_label(type_url: &str) -> &'static str {
         ROUTE_CONFIG_TYPE_URL => ROUTE_CONFIG_TYPE_URL,
         DESTINATION_POLICY_TYPE_URL => DESTINATION_POLICY_TYPE_URL,
         ACCESS_LOG_POLICY_TYPE_URL => ACCESS_LOG_POLICY_TYPE_URL,
+        TRACING_POLICY_TYPE_URL => TRACING_POLICY_TYPE_URL,
         _ => "unknown",
     }
 }

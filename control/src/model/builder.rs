@@ -17,8 +17,9 @@ use super::{
     access_log::{self, AccessLogs},
     authorization, canonical_bytes, identity_key,
     l7::{self, L7, PodInfo},
-    request_authentication, service, service_entry, service_hostname, service_key, workload,
-    workload_policies,
+    request_authentication, service, service_entry, service_hostname, service_key,
+    trace_policy::TracingPolicies,
+    workload, workload_policies,
 };
 use crate::{
     kinds::{Object, ObjectKey, PeerAuthentication, Pod, ServiceEntry, config_map},
@@ -53,6 +54,8 @@ pub struct Builder {
     l7: L7,
     /// Telemetry `accessLogging` by namespace.
     access_logs: AccessLogs,
+    /// Telemetry `tracing` by namespace.
+    tracing: TracingPolicies,
     /// The MeshConfig in force: the root namespace's `istio` ConfigMap
     /// when there is one, else the `--mesh-config` file's.
     mesh: Arc<MeshConfig>,
@@ -86,6 +89,7 @@ impl Builder {
             entry_outputs: HashMap::new(),
             l7: L7::default(),
             access_logs: AccessLogs::default(),
+            tracing: TracingPolicies::default(),
         }
     }
 
@@ -115,23 +119,32 @@ impl Builder {
         // Namespaces whose AccessLogPolicy is compiled again (the root's
         // carries the mesh config's access log).
         let mut dirty_access_logs: BTreeSet<String> = BTreeSet::new();
+        // The same for TracingPolicy (the root's carries the mesh
+        // config's tracing).
+        let mut dirty_tracing: BTreeSet<String> = BTreeSet::new();
         if self.model.version.is_empty() {
             dirty_access_logs.insert(self.config.root_namespace.clone());
+            dirty_tracing.insert(self.config.root_namespace.clone());
         }
         for (key, object) in changes {
             match key.kind {
                 "Pod" => {
-                    if self.access_logs.has_telemetry(&key.namespace) {
+                    if self.access_logs.telemetries.has_telemetry(&key.namespace) {
                         dirty_access_logs.insert(key.namespace.clone());
+                    }
+                    if self.tracing.telemetries.has_telemetry(&key.namespace) {
+                        dirty_tracing.insert(key.namespace.clone());
                     }
                     dirty_pods.insert(key.clone());
                 }
                 "Telemetry" => {
                     dirty_access_logs.insert(key.namespace.clone());
+                    dirty_tracing.insert(key.namespace.clone());
                 }
                 "Service" => {
                     // A Telemetry's targetRef may name it.
                     dirty_access_logs.insert(key.namespace.clone());
+                    dirty_tracing.insert(key.namespace.clone());
                     dirty_ns.insert(key.namespace.clone());
                     dirty_services.push(key.clone());
                     contested_hosts.insert(format!(
@@ -169,6 +182,9 @@ impl Builder {
                         self.mesh = mesh;
                         policies_dirty = true;
                         dirty_access_logs.insert(self.config.root_namespace.clone());
+                        // Provider names are checked against it.
+                        dirty_tracing.insert(self.config.root_namespace.clone());
+                        dirty_tracing.extend(self.tracing.telemetries.namespaces().cloned());
                     }
                 }
                 "AuthorizationPolicy" | "PeerAuthentication" | "RequestAuthentication" => {
@@ -189,7 +205,8 @@ impl Builder {
                     .object_changed(&key, self.objects.get(&key), object.as_ref(), &self.config);
             }
             self.index(&key, object.is_some());
-            self.access_logs.index(&key, object.is_some());
+            self.access_logs.telemetries.index(&key, object.is_some());
+            self.tracing.telemetries.index(&key, object.is_some());
             match object {
                 Some(o) => self.objects.insert(key, o),
                 None => self.objects.remove(&key),
@@ -290,17 +307,20 @@ impl Builder {
             &mut self.model.destinations,
             &mut names,
         );
+        let cx = access_log::Context {
+            config: &self.config,
+            mesh: &self.mesh,
+            objects: &self.objects,
+            pods_by_ns: &self.pods_by_ns,
+        };
         self.access_logs.rebuild(
             &dirty_access_logs,
-            &access_log::Context {
-                config: &self.config,
-                mesh: &self.mesh,
-                objects: &self.objects,
-                pods_by_ns: &self.pods_by_ns,
-            },
+            &cx,
             &mut self.model.access_logs,
             &mut names,
         );
+        self.tracing
+            .rebuild(&dirty_tracing, &cx, &mut self.model.tracing, &mut names);
         self.model.seal();
         if self.model.version != from || !names.is_empty() {
             self.model

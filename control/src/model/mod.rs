@@ -5,8 +5,10 @@
 //! `istio.security.Authorization` (AuthorizationPolicy, PeerAuthentication
 //! and, with weft's `jwt_rules`, RequestAuthentication), and weft's L7 `weft.route.v1.RouteConfig`
 //! (VirtualService) and `weft.route.v1.DestinationPolicy`
-//! (DestinationRule), and `weft.telemetry.v1.AccessLogPolicy` (MeshConfig's
-//! access log and Telemetry `accessLogging`, see [`access_log`]) — plus
+//! (DestinationRule), `weft.telemetry.v1.AccessLogPolicy` (MeshConfig's
+//! access log and Telemetry `accessLogging`, see [`access_log`]) and
+//! `weft.telemetry.v1.TracingPolicy` (MeshConfig's tracing and Telemetry
+//! `tracing`, see [`trace_policy`]) — plus
 //! the indexes the CA needs. The [`Builder`]
 //! recomputes only what a change touches (a pod; the pods of a namespace
 //! whose services or policies changed; a ServiceEntry's own resources, and
@@ -24,6 +26,8 @@ pub mod request_authentication;
 mod service;
 mod service_entry;
 pub mod sharded;
+pub mod telemetries;
+pub mod trace_policy;
 mod workload;
 
 use std::sync::Arc;
@@ -32,7 +36,7 @@ use bytes::Bytes;
 use prost::Message;
 use weft_proto::{
     ACCESS_LOG_POLICY_TYPE_URL, ADDRESS_TYPE_URL, AUTHORIZATION_TYPE_URL,
-    DESTINATION_POLICY_TYPE_URL, ROUTE_CONFIG_TYPE_URL,
+    DESTINATION_POLICY_TYPE_URL, ROUTE_CONFIG_TYPE_URL, TRACING_POLICY_TYPE_URL,
     route::{DestinationPolicy, RouteConfig},
     security::Authorization,
     workload::{Address, address::Type},
@@ -151,6 +155,11 @@ impl XdsResource {
     pub fn access_log_policy(&self) -> Option<weft_proto::telemetry::AccessLogPolicy> {
         self.body(ACCESS_LOG_POLICY_TYPE_URL)
     }
+
+    /// The body, if this is a `weft.telemetry.v1.TracingPolicy`.
+    pub fn tracing_policy(&self) -> Option<weft_proto::telemetry::TracingPolicy> {
+        self.body(TRACING_POLICY_TYPE_URL)
+    }
 }
 
 /// Resources of one type by name, with an order-independent hash of
@@ -264,6 +273,8 @@ pub struct Model {
     pub destinations: Resources,
     /// `weft.telemetry.v1.AccessLogPolicy` by namespace.
     pub access_logs: Resources,
+    /// `weft.telemetry.v1.TracingPolicy` by namespace.
+    pub tracing: Resources,
     /// Over all types.
     pub version: String,
     /// `<node>/<namespace>/<service account>` → how many pods (with or
@@ -303,6 +314,7 @@ impl Model {
             ROUTE_CONFIG_TYPE_URL => Some(&self.routes),
             DESTINATION_POLICY_TYPE_URL => Some(&self.destinations),
             ACCESS_LOG_POLICY_TYPE_URL => Some(&self.access_logs),
+            TRACING_POLICY_TYPE_URL => Some(&self.tracing),
             _ => None,
         }
     }
@@ -316,6 +328,7 @@ impl Model {
             ROUTE_CONFIG_TYPE_URL,
             DESTINATION_POLICY_TYPE_URL,
             ACCESS_LOG_POLICY_TYPE_URL,
+            TRACING_POLICY_TYPE_URL,
         ]
         .iter()
         .position(|t| *t == type_url)?;
@@ -346,6 +359,7 @@ impl Model {
             &self.routes,
             &self.destinations,
             &self.access_logs,
+            &self.tracing,
         ]
         .into_iter()
         .enumerate()

@@ -1,5 +1,5 @@
 //! Delta xDS (`envoy.service.discovery.v3.AggregatedDiscoveryService`
-//! `/DeltaAggregatedResources`). Five types are served on the one stream:
+//! `/DeltaAggregatedResources`). Six types are served on the one stream:
 //!
 //! | type URL | resource names | from |
 //! | --- | --- | --- |
@@ -8,6 +8,7 @@
 //! | `type.googleapis.com/weft.route.v1.RouteConfig` | `<ns>/<hostname>` of a service that VirtualServices route for the mesh | VirtualService, resolved through Services, ServiceEntries, DestinationRule subsets, Pods (see `model::l7`) |
 //! | `type.googleapis.com/weft.route.v1.DestinationPolicy` | `<ns>/<hostname>` of a service that DestinationRules apply to | DestinationRule |
 //! | `type.googleapis.com/weft.telemetry.v1.AccessLogPolicy` | `<ns>`: the root namespace (always, with the mesh's output and format) and each namespace with a Telemetry that sets `accessLogging` | MeshConfig, Telemetry (see `model::access_log`) |
+//! | `type.googleapis.com/weft.telemetry.v1.TracingPolicy` | `<ns>`: the root namespace (always, with the mesh's tracing settings and providers) and each namespace with a Telemetry that sets `tracing` | MeshConfig, Telemetry (see `model::trace_policy`) |
 //!
 //! A client subscribes to each type with that type's first request on the
 //! stream (wildcard when it names nothing, or explicit names), in any

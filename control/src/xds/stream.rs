@@ -15,8 +15,8 @@ use std::{
 use tonic::Status;
 use weft_proto::{
     ACCESS_LOG_POLICY_TYPE_URL, ADDRESS_TYPE_URL, AUTHORIZATION_TYPE_URL,
-    DESTINATION_POLICY_TYPE_URL, ROUTE_CONFIG_TYPE_URL, core::ControlPlane,
-    discovery::DeltaDiscoveryRequest,
+    DESTINATION_POLICY_TYPE_URL, ROUTE_CONFIG_TYPE_URL, TRACING_POLICY_TYPE_URL,
+    core::ControlPlane, discovery::DeltaDiscoveryRequest,
 };
 
 use super::{
@@ -32,12 +32,13 @@ use crate::{
 /// The types weft serves, in the order a push sends them (workloads
 /// before the policies that name them, services before the routes and
 /// policies keyed by them).
-pub const SERVED_TYPES: [&str; 5] = [
+pub const SERVED_TYPES: [&str; 6] = [
     ADDRESS_TYPE_URL,
     AUTHORIZATION_TYPE_URL,
     ROUTE_CONFIG_TYPE_URL,
     DESTINATION_POLICY_TYPE_URL,
     ACCESS_LOG_POLICY_TYPE_URL,
+    TRACING_POLICY_TYPE_URL,
 ];
 
 /// Responses remembered per type for matching ACKs and NACKs.

@@ -26,7 +26,10 @@ use weft_proto::{
     },
 };
 
-use super::{ModelConfig, Resources, XdsResource};
+use super::{
+    ModelConfig, Resources, XdsResource,
+    telemetries::{TelemetryIndex, namespace_wide},
+};
 use crate::{
     kinds::{
         Object, ObjectKey, Telemetry,
@@ -41,10 +44,10 @@ pub const ENVOY_PROVIDER: &str = "envoy";
 /// The Telemetries by namespace.
 #[derive(Debug, Default)]
 pub struct AccessLogs {
-    telemetries: HashMap<String, BTreeSet<ObjectKey>>,
+    pub telemetries: TelemetryIndex,
 }
 
-/// What compiling reads.
+/// What compiling reads (access logs and tracing alike).
 pub struct Context<'a> {
     pub config: &'a ModelConfig,
     pub mesh: &'a MeshConfig,
@@ -53,27 +56,6 @@ pub struct Context<'a> {
 }
 
 impl AccessLogs {
-    /// Keeps the index of Telemetries up to date.
-    pub fn index(&mut self, key: &ObjectKey, present: bool) {
-        if key.kind != "Telemetry" {
-            return;
-        }
-        let set = self.telemetries.entry(key.namespace.clone()).or_default();
-        if present {
-            set.insert(key.clone());
-        } else {
-            set.remove(key);
-        }
-    }
-
-    /// Whether a namespace has Telemetries (a pod change there may change
-    /// which workloads they pick).
-    pub fn has_telemetry(&self, namespace: &str) -> bool {
-        self.telemetries
-            .get(namespace)
-            .is_some_and(|s| !s.is_empty())
-    }
-
     /// Compiles the `dirty` namespaces' policies again.
     pub fn rebuild(
         &self,
@@ -107,21 +89,9 @@ impl AccessLogs {
 
     fn compile(&self, namespace: &str, cx: &Context<'_>) -> Option<AccessLogPolicy> {
         let root = namespace == cx.config.root_namespace;
-        let mut telemetries: Vec<&Telemetry> = self
+        let telemetries = self
             .telemetries
-            .get(namespace)
-            .into_iter()
-            .flatten()
-            .filter_map(|k| match cx.objects.get(k) {
-                Some(Object::Telemetry(t)) if !t.spec.access_logging.is_empty() => Some(t.as_ref()),
-                _ => None,
-            })
-            .collect();
-        // Istio: the oldest wins where several apply.
-        telemetries.sort_by(|a, b| {
-            (&a.metadata.creation_timestamp, &a.metadata.name)
-                .cmp(&(&b.metadata.creation_timestamp, &b.metadata.name))
-        });
+            .oldest_first(namespace, cx.objects, |t| !t.spec.access_logging.is_empty());
         let mut policy = AccessLogPolicy {
             namespace: namespace.to_string(),
             mesh: root.then(|| mesh_access_log(cx.mesh)),
@@ -129,8 +99,7 @@ impl AccessLogs {
         };
         for t in telemetries {
             let rules = rules(t, namespace);
-            let spec = &t.spec;
-            if spec.selector.is_none() && spec.target_ref.is_none() && spec.target_refs.is_empty() {
+            if namespace_wide(t) {
                 if policy.namespace_rules.is_none() {
                     policy.namespace_rules = Some(rules);
                 }
@@ -146,8 +115,9 @@ impl AccessLogs {
     }
 }
 
-/// The uids of the pods a Telemetry's selector or targetRefs pick.
-fn picked(t: &Telemetry, namespace: &str, cx: &Context<'_>) -> Vec<String> {
+/// The uids of the pods a Telemetry's selector or targetRefs pick (also
+/// used for `tracing`, see `model::trace_policy`).
+pub(super) fn picked(t: &Telemetry, namespace: &str, cx: &Context<'_>) -> Vec<String> {
     let services: Vec<&crate::kinds::Service> = t
         .spec
         .target_ref

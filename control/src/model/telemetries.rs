@@ -1,0 +1,76 @@
+//! The Telemetries by namespace, shared by the compilers of the
+//! Telemetry API's parts (`access_log`, `trace_policy`): which namespaces
+//! have any, and a namespace's in Istio's order of precedence.
+
+use std::collections::{BTreeSet, HashMap};
+
+use crate::kinds::{Object, ObjectKey, Telemetry};
+
+/// The Telemetries' keys, by namespace.
+#[derive(Debug, Default)]
+pub struct TelemetryIndex {
+    by_namespace: HashMap<String, BTreeSet<ObjectKey>>,
+}
+
+impl TelemetryIndex {
+    /// Keeps the index up to date (other kinds are ignored).
+    pub fn index(&mut self, key: &ObjectKey, present: bool) {
+        if key.kind != "Telemetry" {
+            return;
+        }
+        let set = self.by_namespace.entry(key.namespace.clone()).or_default();
+        if present {
+            set.insert(key.clone());
+        } else {
+            set.remove(key);
+        }
+    }
+
+    /// Whether a namespace has Telemetries (a pod change there may change
+    /// which workloads they pick).
+    pub fn has_telemetry(&self, namespace: &str) -> bool {
+        self.by_namespace
+            .get(namespace)
+            .is_some_and(|s| !s.is_empty())
+    }
+
+    /// The namespaces that have Telemetries.
+    pub fn namespaces(&self) -> impl Iterator<Item = &String> {
+        self.by_namespace
+            .iter()
+            .filter(|(_, s)| !s.is_empty())
+            .map(|(ns, _)| ns)
+    }
+
+    /// A namespace's Telemetries for which `wanted` holds, oldest first
+    /// (then by name): Istio's order where several apply.
+    pub fn oldest_first<'a>(
+        &self,
+        namespace: &str,
+        objects: &'a HashMap<ObjectKey, Object>,
+        wanted: impl Fn(&Telemetry) -> bool,
+    ) -> Vec<&'a Telemetry> {
+        let mut telemetries: Vec<&Telemetry> = self
+            .by_namespace
+            .get(namespace)
+            .into_iter()
+            .flatten()
+            .filter_map(|k| match objects.get(k) {
+                Some(Object::Telemetry(t)) if wanted(t) => Some(t.as_ref()),
+                _ => None,
+            })
+            .collect();
+        telemetries.sort_by(|a, b| {
+            (&a.metadata.creation_timestamp, &a.metadata.name)
+                .cmp(&(&b.metadata.creation_timestamp, &b.metadata.name))
+        });
+        telemetries
+    }
+}
+
+/// Whether a Telemetry applies to its whole namespace (no `selector`, no
+/// `targetRef`).
+pub fn namespace_wide(t: &Telemetry) -> bool {
+    let spec = &t.spec;
+    spec.selector.is_none() && spec.target_ref.is_none() && spec.target_refs.is_empty()
+}
