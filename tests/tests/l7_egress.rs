@@ -187,19 +187,13 @@ fn assert_connect_failure(
             && reply.header("x-served-by").is_none(),
         "expected the proxy's 503 for a failed connection: {reply:?}"
     );
-    let log = request_log(cluster, "node-1")?;
+    let log = access_log(cluster, "node-1")?;
     let new = log.get(since..).unwrap_or_default();
     ensure!(
-        new.iter().any(|l| field(l, "authority") == Some(host)
-            && field(l, "status") == Some("503")
-            && field(l, "response_flags").is_some_and(|f| f.split(',').any(|f| f == "UF"))),
-        "no access-log line with status 503 and response_flags UF for {host}:\n{}",
         new.iter()
-            .rev()
-            .take(5)
-            .cloned()
-            .collect::<Vec<_>>()
-            .join("\n")
+            .any(|e| e["authority"] == host && e["response_code"] == 503 && has_flag(e, "UF")),
+        "no access-log line with response_code 503 and response_flags UF for {host}:\n{}",
+        last_entries(new, 5)
     );
     Ok(())
 }
@@ -208,6 +202,7 @@ fn assert_connect_failure(
 fn simple_tls_origination_to_a_service_entry_verifies_the_server() -> Result<()> {
     let cluster = Cluster::builder().nodes(2).build()?;
     cluster.with_logs(|cluster| {
+        json_access_log(cluster)?;
         let pki = pki_dir(cluster)?;
         let ca = TestCa::new(&pki, "ca")?;
         let wrong_ca = TestCa::new(&pki, "wrong-ca")?;
@@ -316,7 +311,7 @@ fn simple_tls_origination_to_a_service_entry_verifies_the_server() -> Result<()>
 
         // A CA that did not sign the server's certificate: no handshake,
         // 503 UF.
-        let since = request_log(cluster, "node-1")?.len();
+        let since = access_log(cluster, "node-1")?.len();
         apply(
             cluster,
             "api-dr",
@@ -353,6 +348,7 @@ fn simple_tls_origination_to_a_service_entry_verifies_the_server() -> Result<()>
 fn mutual_tls_origination_presents_the_client_certificate() -> Result<()> {
     let cluster = Cluster::builder().nodes(2).build()?;
     cluster.with_logs(|cluster| {
+        json_access_log(cluster)?;
         let pki = pki_dir(cluster)?;
         let server_ca = TestCa::new(&pki, "server-ca")?;
         let client_ca = TestCa::new(&pki, "client-ca")?;
@@ -409,7 +405,7 @@ fn mutual_tls_origination_presents_the_client_certificate() -> Result<()> {
 
         // The same server without a client certificate: it refuses the
         // handshake; 503 UF.
-        let since = request_log(cluster, "node-1")?.len();
+        let since = access_log(cluster, "node-1")?.len();
         apply(
             cluster,
             "mtls-dr",

@@ -22,13 +22,13 @@ fn destination_rule(name: &str, ns: &str, policy: &str) -> String {
     )
 }
 
-/// Lines of the client agent's access log for requests to `port`'s
-/// service whose `response_flags` contain `flag`.
+/// Lines of the client agent's access log for requests to `path`
+/// whose `response_flags` contain `flag`.
 fn flagged(cluster: &Cluster, flag: &str, path: &str) -> Result<usize> {
-    Ok(request_log(cluster, "node-1")?
+    Ok(access_log(cluster, "node-1")?
         .iter()
-        .filter(|l| field(l, "path") == Some(path))
-        .filter(|l| field(l, "response_flags").is_some_and(|f| f.split(',').any(|x| x == flag)))
+        .filter(|e| e["path"] == path)
+        .filter(|e| has_flag(e, flag))
         .count())
 }
 
@@ -36,6 +36,7 @@ fn flagged(cluster: &Cluster, flag: &str, path: &str) -> Result<usize> {
 fn retries_timeouts_and_fault_injection() -> Result<()> {
     let cluster = Cluster::builder().nodes(2).build()?;
     cluster.with_logs(|cluster| {
+        json_access_log(cluster)?;
         cluster.add_namespace("res", &[AMBIENT])?;
         let flaky: Vec<_> = ["flaky-a", "flaky-b"]
             .iter()
@@ -59,11 +60,11 @@ fn retries_timeouts_and_fault_injection() -> Result<()> {
         })?;
         let retried = httpapp::load(&client, &url, &["--count", "1000", "--concurrency", "4"])?;
         ensure!(retried.ok >= 990, "retries should turn 50% failures into >= 99% success: {retried:?}");
-        let log = request_log(cluster, "node-1")?;
+        let log = access_log(cluster, "node-1")?;
         let with_retries = log
             .iter()
-            .filter(|l| field(l, "path") == Some("/retried"))
-            .filter(|l| field(l, "attempts").and_then(|a| a.parse::<u32>().ok()).is_some_and(|a| a > 1))
+            .filter(|e| e["path"] == "/retried")
+            .filter(|e| e["attempts"].as_u64().is_some_and(|a| a > 1))
             .count();
         ensure!(with_retries > 300, "retries should show in the access log (attempts > 1), saw {with_retries}");
         drop(flaky);
@@ -106,6 +107,7 @@ fn retries_timeouts_and_fault_injection() -> Result<()> {
 fn outlier_detection_ejects_and_restores_and_pool_limits_overflow() -> Result<()> {
     let cluster = Cluster::builder().nodes(2).build()?;
     cluster.with_logs(|cluster| {
+        json_access_log(cluster)?;
         cluster.add_namespace("od", &[AMBIENT])?;
         let fail_flag = cluster.dir().join("ep-c-fails");
         std::fs::write(&fail_flag, b"fail").context("creating the failure flag")?;

@@ -74,6 +74,7 @@ spec:
 fn canary_split_header_and_cookie_matches_and_a_live_weight_change() -> Result<()> {
     let cluster = Cluster::builder().nodes(2).build()?;
     cluster.with_logs(|cluster| {
+        json_access_log(cluster)?;
         cluster.add_namespace("shop", &[AMBIENT])?;
         // v1 across the nodes (HBONE), v2 on the client's node (same-node
         // delivery): both paths carry L7 traffic.
@@ -156,21 +157,15 @@ fn canary_split_header_and_cookie_matches_and_a_live_weight_change() -> Result<(
         );
 
         // The access log names the route, the destination and its subset.
-        let log = request_log(cluster, "node-1")?;
+        let log = access_log(cluster, "node-1")?;
         ensure!(
-            log.iter()
-                .any(|l| field(l, "route") == Some("shop/reviews.jason")
-                    && field(l, "subset") == Some("v2")
-                    && field(l, "status") == Some("200")
-                    && field(l, "method") == Some("GET")
-                    && field(l, "path") == Some("/reviews/1")),
+            log.iter().any(|e| e["route_name"] == "shop/reviews.jason"
+                && subset(e) == Some("v2")
+                && e["response_code"] == 200
+                && e["method"] == "GET"
+                && e["path"] == "/reviews/1"),
             "no access-log line for the jason route:\n{}",
-            log.iter()
-                .rev()
-                .take(5)
-                .cloned()
-                .collect::<Vec<_>>()
-                .join("\n")
+            last_entries(&log, 5)
         );
 
         // New weights apply to new requests, on the connections already
@@ -213,6 +208,7 @@ fn canary_split_header_and_cookie_matches_and_a_live_weight_change() -> Result<(
 fn redirects_direct_responses_rewrites_header_edits_and_no_route() -> Result<()> {
     let cluster = Cluster::builder().nodes(2).build()?;
     cluster.with_logs(|cluster| {
+        json_access_log(cluster)?;
         cluster.add_namespace("web", &[AMBIENT])?;
         let _api = backend(
             cluster,
@@ -368,16 +364,18 @@ spec:
         // hang, and a flag that says why.
         let missing = httpapp::get_one(&client, &format!("{base}/nowhere"), &[])?;
         ensure!(missing.status == 503, "a missing host: {missing:?}");
-        let log = request_log(cluster, "node-1")?;
+        let log = access_log(cluster, "node-1")?;
         ensure!(
-            log.iter().any(|l| field(l, "response_flags") == Some("NC")
-                && field(l, "path") == Some("/nowhere")),
-            "no NC line in the access log"
+            log.iter()
+                .any(|e| e["response_flags"] == "NC" && e["path"] == "/nowhere"),
+            "no NC line in the access log:\n{}",
+            last_entries(&log, 5)
         );
         ensure!(
-            log.iter().any(|l| field(l, "response_flags") == Some("NR")
-                && field(l, "path") == Some("/elsewhere")),
-            "no NR line in the access log"
+            log.iter()
+                .any(|e| e["response_flags"] == "NR" && e["path"] == "/elsewhere"),
+            "no NR line in the access log:\n{}",
+            last_entries(&log, 5)
         );
         Ok(())
     })

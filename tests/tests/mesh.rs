@@ -5,9 +5,12 @@
 //! restarts neither leak plaintext nor lose pods. Needs root and the
 //! binaries (`cargo xtask test` builds them).
 
+mod common;
+
 use std::time::Duration;
 
 use anyhow::{Context as _, Result, ensure};
+use common::{access_log_entries, is_client, is_tcp, json_access_log};
 use weft_sim::{Cluster, Packets, Pod, PodSpec, ServicePort, wait_for};
 
 const TIMEOUT: Duration = Duration::from_secs(30);
@@ -34,6 +37,14 @@ fn pair(cluster: &Cluster, ns: &str) -> Result<Pair> {
         client,
         _app: app,
     })
+}
+
+/// Whether an access-log entry's downstream (the connection's source)
+/// is at `addr_prefix` (`"<ip>:"`).
+fn from(entry: &serde_json::Value, addr_prefix: &str) -> bool {
+    entry["downstream_remote_address"]
+        .as_str()
+        .is_some_and(|a| a.starts_with(addr_prefix))
 }
 
 /// `http-get` from `client`, retried until it succeeds.
@@ -390,6 +401,7 @@ fn plaintext_to_an_enrolled_pod_is_steered_through_its_proxy_but_node_probes_are
 {
     let cluster = Cluster::builder().nodes(2).build()?;
     cluster.with_logs(|cluster| {
+        json_access_log(cluster)?;
         cluster.add_namespace("demo", &[AMBIENT])?;
         cluster.add_namespace("legacy", &[])?;
         let server = cluster.add_pod(
@@ -408,15 +420,21 @@ fn plaintext_to_an_enrolled_pod_is_steered_through_its_proxy_but_node_probes_are
             "the app should see the outsider's own IP:\n{out}"
         );
         let node = cluster.node("node-2")?;
-        let steered = format!("src.addr={}:", outsider.ip());
+        // The server side's line of a TCP connection that completed
+        // (no flag), from the outsider's address.
+        let steered = format!("{}:", outsider.ip());
         wait_for(
             "the server's agent to log the steered connection",
             TIMEOUT,
             || {
-                let log = node.agent_log_tail(400);
-                Ok(log
-                    .lines()
-                    .any(|l| l.contains("inbound connection complete") && l.contains(&steered))
+                Ok(access_log_entries(cluster, "node-2")?
+                    .iter()
+                    .any(|e| {
+                        is_tcp(e)
+                            && !is_client(e)
+                            && e["response_flags"] == "-"
+                            && from(e, &steered)
+                    })
                     .then_some(()))
             },
         )?;
@@ -430,13 +448,14 @@ fn plaintext_to_an_enrolled_pod_is_steered_through_its_proxy_but_node_probes_are
             "the probe should arrive from the node's IP:\n{}",
             out.stdout
         );
-        let from_node = format!("src.addr={}:", node.ip());
+        let from_node = format!("{}:", node.ip());
+        let proxied: Vec<_> = access_log_entries(cluster, "node-2")?
+            .into_iter()
+            .filter(|e| from(e, &from_node))
+            .collect();
         ensure!(
-            !node
-                .agent_log_tail(400)
-                .lines()
-                .any(|l| l.contains(&from_node)),
-            "a probe from the node went through the proxy"
+            proxied.is_empty(),
+            "a probe from the node went through the proxy: {proxied:?}"
         );
         Ok(())
     })
@@ -519,6 +538,7 @@ fn a_gracefully_stopped_agent_lets_connections_in_flight_finish() -> Result<()> 
 fn same_node_traffic_skips_the_tls_hop_but_keeps_identity_ip_and_policy() -> Result<()> {
     let cluster = Cluster::builder().nodes(2).build()?;
     cluster.with_logs(|cluster| {
+        json_access_log(cluster)?;
         cluster.add_namespace("demo", &[AMBIENT])?;
         let server = cluster.add_pod(
             PodSpec::new("node-1", "demo", "neighbour")
@@ -534,18 +554,39 @@ fn same_node_traffic_skips_the_tls_hop_but_keeps_identity_ip_and_policy() -> Res
             out.contains(&format!("hello from neighbour to {}:", client.ip())),
             "the neighbour should see the client's IP:\n{out}"
         );
-        let node = cluster.node("node-1")?;
-        let line = wait_for("the same-node access log line", TIMEOUT, || {
-            Ok(node
-                .agent_log_tail(400)
-                .lines()
-                .find(|l| l.contains("outbound connection complete") && l.contains("same-node"))
-                .map(str::to_string))
-        })?;
+        // A same-node connection has no inbound proxy: the client's agent
+        // writes both sides' lines, for the same app connection (the same
+        // downstream address), the server's naming both identities.
+        let (client_side, server_side) =
+            wait_for("the same-node access log lines", TIMEOUT, || {
+                let entries = access_log_entries(cluster, "node-1")?;
+                let completed = |e: &&serde_json::Value| is_tcp(e) && e["response_flags"] == "-";
+                Ok(entries
+                    .iter()
+                    .filter(completed)
+                    .filter(|e| {
+                        is_client(e)
+                            && e["downstream_local_address"] == server.addr(8080).to_string()
+                    })
+                    .find_map(|c| {
+                        entries
+                            .iter()
+                            .filter(completed)
+                            .find(|s| {
+                                s["upstream_cluster"] == "inbound|8080||"
+                                    && s["downstream_remote_address"]
+                                        == c["downstream_remote_address"]
+                            })
+                            .map(|s| (c.clone(), s.clone()))
+                    }))
+            })?;
         ensure!(
-            line.contains("src.identity=spiffe://cluster.local/ns/demo/sa/client")
-                && line.contains("dst.identity=spiffe://cluster.local/ns/demo/sa/server"),
-            "{line}"
+            client_side["downstream_local_uri_san"] == "spiffe://cluster.local/ns/demo/sa/client"
+                && server_side["downstream_peer_uri_san"]
+                    == "spiffe://cluster.local/ns/demo/sa/client"
+                && server_side["downstream_local_uri_san"]
+                    == "spiffe://cluster.local/ns/demo/sa/server",
+            "{client_side}\n{server_side}"
         );
         // The destination's policy applies on this path too.
         cluster.write_config_file(

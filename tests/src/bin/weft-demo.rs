@@ -2,8 +2,9 @@
 //! weft, a client and a server in a mesh namespace and a client outside the
 //! mesh, and requests flowing until Ctrl-C. For each round it shows what
 //! the server saw, what crossed the wire between the nodes, and the access
-//! log line in which the server's node agent names the authenticated
-//! client identity. Everything is torn down on Ctrl-C or exit.
+//! log line (JSON, as the mesh config asks) in which the server's node
+//! agent names the authenticated client identity. Everything is torn down
+//! on Ctrl-C or exit.
 //!
 //! Options: `--requests N` stops after N rounds; `--interval SECONDS`
 //! between rounds (default 2).
@@ -88,6 +89,9 @@ fn run(cluster: &Cluster, options: &Options) -> Result<()> {
         );
     }
 
+    // The access log as JSON, with the identities of both ends (Envoy's
+    // default format has neither).
+    cluster.write_config_file("mesh-config.yaml", MESH_CONFIG)?;
     cluster.add_namespace("demo", &[("istio.io/dataplane-mode", "ambient")])?;
     cluster.add_namespace("legacy", &[])?;
     let server = cluster.add_pod(
@@ -128,7 +132,8 @@ fn run(cluster: &Cluster, options: &Options) -> Result<()> {
                 &["http-get", &mesh_url, "--timeout", "3"],
                 Duration::from_secs(10),
             )?;
-            Ok(out.success().then_some(()))
+            // ... and its agent to log it in the mesh config's format.
+            Ok((out.success() && !server_lines(cluster)?.is_empty()).then_some(()))
         },
     )?;
     println!("\nRequests every {:?}; Ctrl-C to stop.", options.interval);
@@ -137,20 +142,56 @@ fn run(cluster: &Cluster, options: &Options) -> Result<()> {
     while !STOP.load(Ordering::SeqCst) && options.requests.is_none_or(|n| round < n) {
         round += 1;
         println!("\n[{round}] client -> {mesh_url} (Service VIP; the mesh carries it)");
+        let before = server_lines(cluster)?.len();
         show_request(cluster, &client, &mesh_url, round)?;
-        let agent_log = cluster.node("node-2")?.agent_log_tail(200);
-        if let Some(line) = agent_log
-            .lines()
-            .rev()
-            .find(|l| l.contains("inbound connection complete"))
-        {
-            println!("    node-2 agent access log: {}", line.trim());
+        // The server side's line is written when the connection closes.
+        let line = wait_for("the access log line", Duration::from_secs(5), || {
+            Ok(server_lines(cluster)?
+                .get(before..)
+                .and_then(|new| new.last().cloned()))
+        });
+        if let Ok(line) = line {
+            println!("    node-2 agent access log: {line}");
         }
         println!("[{round}] legacy-client -> {direct_url} (not in the mesh)");
         show_request(cluster, &legacy, &direct_url, round)?;
         sleep_unless_stopped(options.interval);
     }
     Ok(())
+}
+
+/// The mesh config: the access log in JSON, one line per request or
+/// connection, with the client's proven identity (`peer`) and the
+/// server's (`local`).
+const MESH_CONFIG: &str = r#"apiVersion: v1
+kind: ConfigMap
+metadata:
+  name: istio
+  namespace: istio-system
+data:
+  mesh: |
+    accessLogEncoding: JSON
+    accessLogFormat: '{"start_time": "%START_TIME%", "upstream_cluster": "%UPSTREAM_CLUSTER%", "downstream_remote_address": "%DOWNSTREAM_REMOTE_ADDRESS%", "downstream_peer_uri_san": "%DOWNSTREAM_PEER_URI_SAN%", "upstream_host": "%UPSTREAM_HOST%", "downstream_local_uri_san": "%DOWNSTREAM_LOCAL_URI_SAN%", "bytes_received": "%BYTES_RECEIVED%", "bytes_sent": "%BYTES_SENT%", "duration": "%DURATION%", "response_flags": "%RESPONSE_FLAGS%"}'
+"#;
+
+/// node-2's access-log lines (JSON) of the connections its agent received
+/// for the server's port 8080 from a proven identity (HBONE), oldest
+/// first.
+fn server_lines(cluster: &Cluster) -> Result<Vec<String>> {
+    std::thread::sleep(Duration::from_millis(50));
+    let log = cluster.node("node-2")?.agent_log();
+    let complete = log.rfind('\n').map_or("", |end| &log[..end]);
+    Ok(complete
+        .lines()
+        .filter(|l| l.starts_with('{'))
+        .filter(|l| {
+            serde_json::from_str::<serde_json::Value>(l).is_ok_and(|e| {
+                e["upstream_cluster"] == "inbound|8080||"
+                    && e["downstream_peer_uri_san"].is_string()
+            })
+        })
+        .map(str::to_string)
+        .collect())
 }
 
 /// One request with a marker; prints the answer and what the wire showed.
