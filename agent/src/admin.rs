@@ -68,6 +68,8 @@ pub struct AdminState {
     pub xds_connected: tokio::sync::OnceCell<Arc<AtomicBool>>,
     /// The eBPF programs and maps, once loaded.
     pub redirector: tokio::sync::OnceCell<Arc<crate::redirect::Redirector>>,
+    /// What the span exporter did.
+    pub spans: tokio::sync::OnceCell<Arc<crate::trace::export::Stats>>,
     /// The log filter and the recent lines.
     pub logging: crate::log_sink::Logging,
 }
@@ -94,6 +96,7 @@ impl AdminState {
                 .into_iter()
                 .map(|m| (m.map.to_string(), m.entries, m.capacity))
                 .collect(),
+            spans: self.spans.get().map_or([0; 3], |s| s.snapshot()),
         }
     }
 }

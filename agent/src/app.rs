@@ -70,6 +70,7 @@ impl App {
             l7: tokio::sync::OnceCell::new(),
             xds_connected: tokio::sync::OnceCell::new(),
             redirector: tokio::sync::OnceCell::new(),
+            spans: tokio::sync::OnceCell::new(),
             logging,
         });
         let readiness_listener = admin::bind(config.readiness_addr)
@@ -123,11 +124,14 @@ impl App {
 
         let l7_config = Arc::new(L7Config::default());
         let _ = admin_state.l7.set(l7_config.clone());
+        let tracer = Arc::new(crate::trace::Tracer::new(store.clone()));
+        let _ = admin_state.spans.set(tracer.stats().clone());
         let xds = XdsClient::new(
             control,
             config.node_name.clone(),
             store.clone(),
             l7_config.clone(),
+            tracer.clone(),
         );
         let mut synced = xds.synced();
         let _ = admin_state.xds_connected.set(xds.connected());
@@ -149,6 +153,7 @@ impl App {
             metrics: metrics.clone(),
             l7,
             ext_authz: Default::default(),
+            tracer,
             authn: crate::authn::Authn::new(crate::authn::FetchConfig {
                 ca_bundle: config.jwks_ca_bundle.clone(),
                 refresh: config.jwks_refresh,

@@ -39,6 +39,7 @@ pub mod proxy;
 pub mod redirect;
 pub mod state;
 pub mod sys;
+pub mod trace;
 pub mod xds;
 
 pub use app::App;

@@ -45,6 +45,7 @@ pub mod jwt;
 mod kube;
 mod netns;
 mod node;
+pub mod otlp;
 mod pcap;
 mod pod;
 mod preflight;

@@ -172,6 +172,12 @@ fn http_authorization_decides_each_request_and_keeps_the_connection() -> Result<
             "  action: DENY\n  rules:\n  - to:\n    - operation:\n        paths: [\"/api/items\"]\n",
         )?;
         let node = cluster.node("node-2")?;
+        // Allowed decisions are logged at debug (the access log has every
+        // request); turn it on as a user would.
+        let mut level = std::process::Command::new(cluster.bin_dir().join("weftctl"));
+        level.args(["proxy-config", "log", "--level", "debug"]);
+        node.run(level, TIMEOUT)?
+            .check("weftctl proxy-config log --level debug")?;
         wait_for("the audit and the dry-run verdict in the log", TIMEOUT, || {
             let got = statuses(&web, &base, &["GET /api/items", "POST /api/items"], &[])?;
             ensure!(got == [200, 403], "AUDIT or dry-run changed a verdict: {got:?}");
@@ -186,7 +192,8 @@ fn http_authorization_decides_each_request_and_keeps_the_connection() -> Result<
         })
         .with_context(|| node.agent_log_tail(60))?;
 
-        // Every decision is logged with its policy, and counted.
+        // Every decision is logged with its policy (denials at info,
+        // allowed ones at debug), and counted.
         let log = node.agent_log_tail(400);
         ensure!(
             log.lines().any(|l| l.contains("inbound request")

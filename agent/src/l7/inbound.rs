@@ -181,7 +181,7 @@ async fn handle(
         count
     });
     // The server side's access-log line (`l7/log.rs`).
-    let access = super::log::ServerRecord::start(&request, &served.inbound);
+    let access = super::log::ServerRecord::start(&mut request, &served.inbound, ctx);
     let response = decide_and_forward(request, served, ctx).await;
     let response = match access {
         Some(record) => record.finish(response),
@@ -228,15 +228,26 @@ async fn decide_and_forward(
     let (mut parts, body) = request.into_parts();
     let method = parts.method.clone();
     let raw_path = parts.uri.path().to_string();
+    // Every decision, with its policy: refusals at info, what is allowed
+    // at debug (the access log has each request already).
     let log = |status: StatusCode, verdict: RequestVerdict, policy: Option<&str>, reason: &str| {
         ctx.metrics.request(verdict);
-        tracing::info!(
-            src.identity = %inbound.client.as_ref().map(ToString::to_string).unwrap_or_else(|| "(plaintext)".into()),
-            src.addr = %inbound.peer, dst.identity = %inbound.pod.identity(), dst = %inbound.target,
-            method = %method, path = %raw_path, status = status.as_u16(), verdict = %verdict.name(),
-            policy = %policy.unwrap_or("-"), reason, duration_ms = started.elapsed().as_millis() as u64,
-            "inbound request"
-        );
+        macro_rules! decision {
+            ($level:ident) => {
+                tracing::$level!(
+                    src.identity = %inbound.client.as_ref().map(ToString::to_string).unwrap_or_else(|| "(plaintext)".into()),
+                    src.addr = %inbound.peer, dst.identity = %inbound.pod.identity(), dst = %inbound.target,
+                    method = %method, path = %raw_path, status = status.as_u16(), verdict = %verdict.name(),
+                    policy = %policy.unwrap_or("-"), reason, duration_ms = started.elapsed().as_millis() as u64,
+                    "inbound request"
+                )
+            };
+        }
+        if matches!(verdict, RequestVerdict::Allowed) {
+            decision!(debug);
+        } else {
+            decision!(info);
+        }
     };
 
     let path = match normalize_path(&raw_path) {

@@ -7,7 +7,7 @@
 //! [`Record`] is the client's side (the agent of the pod that sent the
 //! request), [`ServerRecord`] the server's (`l7/inbound.rs`); each writes
 //! its side's line to the [`crate::access_log`] when the Telemetry API
-//! and MeshConfig say so.
+//! and MeshConfig say so, and ends its side's span ([`crate::trace`]).
 
 use std::{
     net::SocketAddr,
@@ -38,6 +38,7 @@ use crate::{
     },
     proxy::ProxyContext,
     state::{Identity, Service, Workload, WorkloadStore},
+    trace::{ActiveSpan, End},
 };
 
 /// What the request metrics need besides the record itself.
@@ -91,6 +92,10 @@ pub struct Record {
     request_messages: Option<Arc<AtomicU64>>,
     response_messages: u64,
     telemetry: Telemetry,
+    /// This side's span, when the source's tracing is on.
+    span: Option<ActiveSpan>,
+    /// The port of the destination chosen (for the span's name).
+    destination_port: u16,
 }
 
 impl Record {
@@ -118,6 +123,8 @@ impl Record {
                 headers: request.headers().clone(),
                 response_headers: None,
             });
+        let source = down.pod.current(ctx);
+        let span = ctx.tracer.client(&source, request.headers());
         Record {
             started: Instant::now(),
             start_time: SystemTime::now(),
@@ -151,10 +158,12 @@ impl Record {
                 && super::reply::is_grpc(request.headers()))
             .then(Arc::default),
             response_messages: 0,
+            span,
+            destination_port: down.original.port(),
             telemetry: Telemetry {
                 metrics: ctx.metrics.clone(),
                 store: ctx.store.clone(),
-                source: down.pod.current(ctx),
+                source,
                 service: down.service.clone(),
                 // As Istio: gRPC by the request's content type, whatever
                 // the port declares.
@@ -176,6 +185,14 @@ impl Record {
         }
     }
 
+    /// Writes this request's span into its headers as the callee's
+    /// parent (when the source's tracing is on).
+    pub fn trace(&mut self, headers: &mut HeaderMap) {
+        if let Some(span) = self.span.as_mut() {
+            span.write(headers);
+        }
+    }
+
     /// The route that matched.
     pub fn route(&mut self, route: &HttpRoute) {
         self.route = if route.name.is_empty() {
@@ -193,6 +210,7 @@ impl Record {
             0 => self.local.port(),
             port => port,
         };
+        self.destination_port = port;
         self.cluster = format!(
             "outbound|{port}|{}|{}",
             destination.subset, destination.host
@@ -225,7 +243,7 @@ impl Record {
     }
 
     /// The request ended with a reset instead of a response.
-    pub fn finish_reset(self) {
+    pub fn finish_reset(mut self) {
         self.write(0);
     }
 
@@ -274,7 +292,7 @@ impl Record {
         );
     }
 
-    fn write(&self, bytes_sent: u64) {
+    fn write(&mut self, bytes_sent: u64) {
         self.count(bytes_sent);
         let duration_ms = self.started.elapsed().as_millis() as u64;
         let status = self.status.map_or(0, |s| s.as_u16());
@@ -282,7 +300,7 @@ impl Record {
             .upstream
             .map(|a| a.to_string())
             .unwrap_or_else(|| "-".into());
-        tracing::info!(
+        tracing::debug!(
             src.identity = %self.src_identity,
             src.addr = %self.src_addr,
             method = %self.method,
@@ -302,6 +320,32 @@ impl Record {
             "http request"
         );
         self.access_log(bytes_sent);
+        self.end_span(bytes_sent);
+    }
+
+    /// Ends the client span: named after the destination chosen (else
+    /// the service the app dialled).
+    fn end_span(&mut self, bytes_sent: u64) {
+        let Some(span) = self.span.take() else {
+            return;
+        };
+        let host = match self.destination.as_str() {
+            "" => self.telemetry.service.hostname.as_str(),
+            host => host,
+        };
+        span.finish(End {
+            operation: format!("{host}:{}/*", self.destination_port),
+            method: self.method.as_str(),
+            url: format!("http://{}{}", self.authority, self.path),
+            protocol: protocol(self.version),
+            status: self.status.map_or(0, |s| s.as_u16()),
+            grpc_status: self.grpc_status,
+            flags: self.flags.to_string(),
+            request_size: self.request_bytes,
+            response_size: bytes_sent,
+            upstream_cluster: &self.cluster,
+            peer: self.upstream,
+        });
     }
 
     /// The client side's access-log line, if it is logged.
@@ -357,7 +401,12 @@ fn protocol(version: Version) -> &'static str {
 /// agent (`l7/inbound.rs`): started when the request arrives, written when
 /// its response has been sent.
 pub struct ServerRecord {
-    decision: Decision,
+    /// `None`: the server side of this pod does not log.
+    decision: Option<Decision>,
+    /// `None`: its tracing is off.
+    span: Option<ActiveSpan>,
+    /// `<service host>:<port>/*`, for the span.
+    operation: String,
     started: Instant,
     start_time: SystemTime,
     method: Method,
@@ -383,14 +432,24 @@ pub struct ServerRecord {
 }
 
 impl ServerRecord {
-    /// `None` when the server side of this pod does not log.
+    /// Starts the server side's span, written into the request as the
+    /// app's parent. `None` when the server side of this pod neither
+    /// logs nor traces.
     pub fn start<B>(
-        request: &Request<B>,
+        request: &mut Request<B>,
         inbound: &super::inbound::Inbound,
+        ctx: &ProxyContext,
     ) -> Option<ServerRecord> {
         let workload = &inbound.pod.workload;
         let decision =
-            access_log::global().decide(&workload.namespace, &workload.uid, Side::Server)?;
+            access_log::global().decide(&workload.namespace, &workload.uid, Side::Server);
+        // The workload as it is now: its services may be newer than the
+        // pod's enrolment.
+        let current = inbound.pod.current(ctx);
+        let span = ctx.tracer.server(&current, request.headers_mut());
+        if decision.is_none() && span.is_none() {
+            return None;
+        }
         let authority = request
             .uri()
             .authority()
@@ -403,8 +462,17 @@ impl ServerRecord {
             })
             .unwrap_or("")
             .to_string();
+        let operation = match &span {
+            Some(_) => match crate::trace::served_as(&current, inbound.target.port()) {
+                Some(service) => format!("{service}/*"),
+                None => format!("{authority}/*"),
+            },
+            None => String::new(),
+        };
         Some(ServerRecord {
             decision,
+            span,
+            operation,
             started: Instant::now(),
             start_time: SystemTime::now(),
             method: request.method().clone(),
@@ -464,7 +532,25 @@ impl Ending for ServerRecord {
         self.flags.set(flag);
     }
 
-    fn end(self, bytes_sent: u64) {
+    fn end(mut self, bytes_sent: u64) {
+        if let Some(span) = self.span.take() {
+            span.finish(End {
+                operation: std::mem::take(&mut self.operation),
+                method: self.method.as_str(),
+                url: format!("http://{}{}", self.authority, self.path),
+                protocol: protocol(self.version),
+                status: self.status,
+                grpc_status: self.grpc_status,
+                flags: self.flags.to_string(),
+                request_size: self.request_bytes,
+                response_size: bytes_sent,
+                upstream_cluster: &self.cluster,
+                peer: Some(self.peer),
+            });
+        }
+        let Some(decision) = &self.decision else {
+            return;
+        };
         let mut e = Entry::new(self.start_time, self.started.elapsed());
         e.http = Some(Http {
             method: self.method.as_str(),
@@ -488,7 +574,7 @@ impl Ending for ServerRecord {
         e.local_identity = &self.local_identity;
         e.sni = &self.sni;
         e.mtls = !self.client.is_empty();
-        access_log::global().write(&self.decision, &e);
+        access_log::global().write(decision, &e);
     }
 }
 
@@ -509,7 +595,7 @@ impl Ending for Record {
         self.response_messages = count;
     }
 
-    fn end(self, bytes_sent: u64) {
+    fn end(mut self, bytes_sent: u64) {
         self.write(bytes_sent);
     }
 }

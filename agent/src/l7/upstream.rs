@@ -467,7 +467,7 @@ impl Upstreams {
                     );
                 }
                 let (stream, _) =
-                    open_tunnel(None, target.peer, target.pod, ctx, workload, addr).await?;
+                    open_tunnel(None, target.peer, target.pod, ctx, workload, addr, None).await?;
                 Ok(UpstreamIo::Tunnel(TunnelIo::from(stream)))
             }
             _ => {

@@ -160,6 +160,8 @@ pub struct Health {
     pub certificates: Vec<(String, u64)>,
     /// Per eBPF map loaded: (name, entries, capacity), as last counted.
     pub maps: Vec<(String, u64, u64)>,
+    /// Spans [exported, dropped (queue full), failed (export failed)].
+    pub spans: [u64; 3],
 }
 
 /// The health families, encoded at scrape time from a [`Health`] snapshot
@@ -277,6 +279,18 @@ impl Collector for HealthCollector {
             "map",
             MetricType::Gauge,
             &capacity,
+        )?;
+        let [exported, dropped, failed] = self.health.spans;
+        labelled(
+            "weft_agent_spans",
+            "Trace spans sent to collectors, by outcome (exported; dropped: the queue was full; failed: the export failed)",
+            "outcome",
+            MetricType::Counter,
+            &[
+                ("exported", exported),
+                ("dropped", dropped),
+                ("failed", failed),
+            ],
         )?;
         ConstCounter::new(self.bad_requests).encode(encoder.encode_descriptor(
             "weft_agent_http_bad_requests",

@@ -237,6 +237,9 @@ async fn stream_request(
             return respond(responder, StatusCode::SERVICE_UNAVAILABLE);
         }
     };
+    // Traced when the client traced it (its CONNECT's `traceparent`).
+    let current = pod.current(&ctx);
+    let span = ctx.tracer.accepted(&current, request.headers());
     let Some(tunnel) = accept(responder, request, peer) else {
         return;
     };
@@ -255,7 +258,7 @@ async fn stream_request(
     // The access log: one line per connection, with both identities.
     let duration_ms = started.elapsed().as_millis() as u64;
     match &result {
-        Ok((to_client, from_client)) => tracing::info!(
+        Ok((to_client, from_client)) => tracing::debug!(
             src.identity = %client, src.addr = %peer, dst.identity = %pod.identity(), dst = %target,
             bytes_received = from_client, bytes_sent = to_client, duration_ms, "inbound connection complete"
         ),
@@ -263,6 +266,20 @@ async fn stream_request(
             src.identity = %client, src.addr = %peer, dst.identity = %pod.identity(), dst = %target,
             duration_ms, error = %err, "inbound connection ended with an error"
         ),
+    }
+    if let Some(span) = span {
+        let (to_client, from_client) = result.as_ref().map_or((0, 0), |moved| *moved);
+        let error = result.as_ref().err().map(ToString::to_string);
+        span.finish_tcp(crate::trace::TcpEnd {
+            operation: crate::trace::served_as(&current, target.port())
+                .unwrap_or_else(|| target.to_string()),
+            protocol: "HBONE",
+            bytes_sent: to_client,
+            bytes_received: from_client,
+            upstream_cluster: &format!("inbound|{}||", target.port()),
+            peer: Some(peer),
+            error: error.as_deref(),
+        });
     }
     let ((to_client, from_client), flags) = match &result {
         Ok(moved) => (*moved, Default::default()),

@@ -89,7 +89,7 @@ async fn handle(stream: TcpStream, peer: SocketAddr, pod: Arc<PodContext>, ctx: 
     }
     let duration_ms = started.elapsed().as_millis() as u64;
     match &result {
-        Ok((from_client, to_client)) => tracing::info!(
+        Ok((from_client, to_client)) => tracing::debug!(
             src.addr = %peer, dst.identity = %pod.identity(), dst = %target, protocol = "TCP",
             bytes_received = from_client, bytes_sent = to_client, duration_ms,
             "inbound connection complete"

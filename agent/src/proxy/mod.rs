@@ -76,6 +76,8 @@ pub struct ProxyContext {
     pub authn: crate::authn::Authn,
     /// CUSTOM policies' external authorization providers.
     pub ext_authz: crate::l7::ext_authz::Providers,
+    /// Tracing policies and span export.
+    pub tracer: Arc<crate::trace::Tracer>,
     /// This context itself, for tasks started where only a borrow is at
     /// hand (built with `Arc::new_cyclic`).
     pub me: std::sync::Weak<ProxyContext>,

@@ -22,6 +22,7 @@ use crate::{
     },
     state::{Resolved, Workload},
     sys::{self, sockopt},
+    trace::{TcpEnd, context::SpanContext},
 };
 
 /// Accepts captured connections until `cancel` fires.
@@ -100,6 +101,8 @@ async fn handle(stream: TcpStream, peer: SocketAddr, pod: Arc<PodContext>, ctx: 
         } => Some(s.clone()),
         _ => None,
     };
+    // The connection's span, when it goes over HBONE and is traced.
+    let mut span = None;
     let (result, dst, dst_identity, protocol) = match resolved {
         // A Service port declared HTTP: terminated here, routed per request.
         Resolved::Http { service, protocol } => {
@@ -118,17 +121,20 @@ async fn handle(stream: TcpStream, peer: SocketAddr, pod: Arc<PodContext>, ctx: 
             (result, addr, workload.identity.to_string(), "same-node")
         }
         Resolved::Workload { workload, addr, .. } if workload.hbone => {
-            let result = match open_tunnel(Some(&stream), peer, &pod, &ctx, &workload, addr).await {
-                Ok((tunnel, early)) => hbone::splice(stream, tunnel)
-                    .await
-                    .map(|(sent, received)| (sent + early, received))
-                    .map_err(OutboundError::from),
-                Err(err) => {
-                    // Refused or unreachable: the app gets a prompt reset.
-                    reset(stream);
-                    Err(err)
-                }
-            };
+            span = ctx.tracer.connection(&pod.current(&ctx));
+            let trace = span.as_ref().map(|s| s.context());
+            let result =
+                match open_tunnel(Some(&stream), peer, &pod, &ctx, &workload, addr, trace).await {
+                    Ok((tunnel, early)) => hbone::splice(stream, tunnel)
+                        .await
+                        .map(|(sent, received)| (sent + early, received))
+                        .map_err(OutboundError::from),
+                    Err(err) => {
+                        // Refused or unreachable: the app gets a prompt reset.
+                        reset(stream);
+                        Err(err)
+                    }
+                };
             (result, addr, workload.identity.to_string(), "HBONE")
         }
         Resolved::Workload { addr, .. } | Resolved::Passthrough(addr) => {
@@ -147,7 +153,7 @@ async fn handle(stream: TcpStream, peer: SocketAddr, pod: Arc<PodContext>, ctx: 
     // The access log: one line per connection, with both identities.
     let duration_ms = started.elapsed().as_millis() as u64;
     match &result {
-        Ok((sent, received)) => tracing::info!(
+        Ok((sent, received)) => tracing::debug!(
             src.identity = %pod.identity(), src.addr = %peer, %original, %dst, dst.identity = %dst_identity, protocol,
             bytes_sent = sent, bytes_received = received, duration_ms, "outbound connection complete"
         ),
@@ -155,6 +161,26 @@ async fn handle(stream: TcpStream, peer: SocketAddr, pod: Arc<PodContext>, ctx: 
             src.identity = %pod.identity(), src.addr = %peer, %original, %dst, dst.identity = %dst_identity, protocol,
             duration_ms, error = %err, "outbound connection failed"
         ),
+    }
+    if let Some(span) = span {
+        let (sent, received) = result.as_ref().map_or((0, 0), |moved| *moved);
+        let error = result.as_ref().err().map(ToString::to_string);
+        let cluster = match &via_service {
+            Some(s) => format!("outbound|{}||{}", original.port(), s.hostname),
+            None => format!("outbound|{}||{}", original.port(), original.ip()),
+        };
+        span.finish_tcp(TcpEnd {
+            operation: match &via_service {
+                Some(s) => format!("{}:{}", s.hostname, original.port()),
+                None => original.to_string(),
+            },
+            protocol,
+            bytes_sent: sent,
+            bytes_received: received,
+            upstream_cluster: &cluster,
+            peer: Some(dst),
+            error: error.as_deref(),
+        });
     }
     access_log(
         &pod,
@@ -427,7 +453,9 @@ pub(crate) async fn connect_same_node(
 /// A CONNECT stream to `target` on a pooled connection to the destination
 /// pod's 15008, or on a new one (TLS from the client pod's namespace, with
 /// its identity) when none has room. With `app`, its first bytes may go
-/// with the CONNECT; returns how many did (see [`connect_stream`]).
+/// with the CONNECT; returns how many did (see [`connect_stream`]). With
+/// `trace`, the CONNECT's `traceparent` is that span (an L4 connection
+/// being traced).
 pub(crate) async fn open_tunnel(
     app: Option<&TcpStream>,
     peer: SocketAddr,
@@ -435,6 +463,7 @@ pub(crate) async fn open_tunnel(
     ctx: &ProxyContext,
     destination: &Workload,
     target: SocketAddr,
+    trace: Option<&SpanContext>,
 ) -> Result<(hbone::H2Stream, u64), OutboundError> {
     let hbone_addr = SocketAddr::new(target.ip(), HBONE_PORT);
     let key = PoolKey {
@@ -443,7 +472,7 @@ pub(crate) async fn open_tunnel(
         dst: hbone_addr,
     };
     let source_ip = pod.workload.ips.first().copied().unwrap_or(peer.ip());
-    let headers = request_headers(pod, source_ip, peer.port());
+    let headers = request_headers(pod, source_ip, peer.port(), trace);
     let mut early = None;
     if let Some(lease) = ctx.pool.checkout(&key) {
         match connect_stream(
@@ -543,8 +572,14 @@ async fn connect_stream(
     opening.established().await
 }
 
-/// Headers ztunnel sends with CONNECT.
-fn request_headers(pod: &PodContext, source_ip: std::net::IpAddr, source_port: u16) -> HeaderMap {
+/// Headers ztunnel sends with CONNECT. `traceparent` is the connection's
+/// span when it is traced, else a made-up context marked not sampled.
+fn request_headers(
+    pod: &PodContext,
+    source_ip: std::net::IpAddr,
+    source_port: u16,
+    trace: Option<&SpanContext>,
+) -> HeaderMap {
     let mut headers = HeaderMap::new();
     let mut put = |name: &'static str, value: String| {
         if let Ok(value) = HeaderValue::from_str(&value) {
@@ -562,13 +597,15 @@ fn request_headers(pod: &PodContext, source_ip: std::net::IpAddr, source_port: u
             pod.workload.namespace, pod.workload.name, pod.workload.name
         ),
     );
-    put(
-        "traceparent",
-        format!(
-            "00-{:032x}-{:016x}-01",
-            fastrand::u128(1..),
-            fastrand::u64(1..)
-        ),
-    );
+    let traceparent = match trace {
+        Some(span) => span.traceparent(),
+        None => SpanContext {
+            trace_id: fastrand::u128(1..),
+            span_id: fastrand::u64(1..),
+            sampled: false,
+        }
+        .traceparent(),
+    };
+    put("traceparent", traceparent);
     headers
 }

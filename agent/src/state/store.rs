@@ -337,6 +337,32 @@ impl WorkloadStore {
             .collect()
     }
 
+    /// The address of a provider named in the mesh config (an external
+    /// authorizer, a trace collector): an IP, or an endpoint of its
+    /// service (`<name>.<namespace>.svc...` or `<namespace>/<hostname>`)
+    /// that has an address, with the port its service port targets.
+    pub fn service_address(&self, service: &str, port: u16) -> Option<SocketAddr> {
+        if let Ok(ip) = service.parse::<IpAddr>() {
+            return Some(SocketAddr::new(ip, port));
+        }
+        let key = match service.split_once('/') {
+            Some(_) => service.to_string(),
+            None => {
+                let namespace = service.split('.').nth(1)?;
+                format!("{namespace}/{service}")
+            }
+        };
+        let endpoint = self.endpoints(&key).into_iter().next()?;
+        let target = endpoint
+            .services
+            .get(&key)
+            .and_then(|ports| ports.get(&port))
+            .copied()
+            .filter(|t| *t != 0)
+            .unwrap_or(port);
+        Some(SocketAddr::new(*endpoint.ips.first()?, target))
+    }
+
     /// Decides where a connection to `dst` goes: a service VIP's HTTP port
     /// goes to the L7 proxy, another port picks one of its endpoints (round
     /// robin), a workload IP is that workload, anything

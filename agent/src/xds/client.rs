@@ -1,8 +1,9 @@
-//! One delta ADS stream to the control plane, subscribed (wildcard) to five
+//! One delta ADS stream to the control plane, subscribed (wildcard) to six
 //! types: `istio.workload.Address` (workloads and services),
 //! `istio.security.Authorization` (L4 policies), weft's
 //! `weft.route.v1.RouteConfig` and `DestinationPolicy` (L7 routing), and
-//! `weft.telemetry.v1.AccessLogPolicy` (the access log). Each response is applied
+//! `weft.telemetry.v1.AccessLogPolicy` (the access log) and
+//! `TracingPolicy` (tracing). Each response is applied
 //! to the [`WorkloadStore`] and ACKed, or NACKed with the reason if any
 //! resource in it doesn't convert (nothing of it is applied then). On a broken stream the client reconnects with
 //! backoff, sending `initial_resource_versions` so that the control plane
@@ -15,7 +16,7 @@ use tokio::sync::{mpsc, watch};
 use tokio_stream::wrappers::ReceiverStream;
 use weft_proto::{
     ACCESS_LOG_POLICY_TYPE_URL, ADDRESS_TYPE_URL, AUTHORIZATION_TYPE_URL,
-    DESTINATION_POLICY_TYPE_URL, ROUTE_CONFIG_TYPE_URL,
+    DESTINATION_POLICY_TYPE_URL, ROUTE_CONFIG_TYPE_URL, TRACING_POLICY_TYPE_URL,
     core::Node,
     discovery::{DeltaDiscoveryRequest, DeltaDiscoveryResponse},
     route::{DestinationPolicy, RouteConfig},
@@ -37,6 +38,7 @@ pub struct XdsClient {
     node: String,
     store: Arc<WorkloadStore>,
     l7: Arc<L7Config>,
+    tracer: Arc<crate::trace::Tracer>,
     synced: watch::Sender<bool>,
     /// The stream is up (for `weft_agent_xds_connected`).
     connected: Arc<std::sync::atomic::AtomicBool>,
@@ -48,12 +50,14 @@ impl XdsClient {
         node: String,
         store: Arc<WorkloadStore>,
         l7: Arc<L7Config>,
+        tracer: Arc<crate::trace::Tracer>,
     ) -> Self {
         Self {
             control,
             node,
             store,
             l7,
+            tracer,
             synced: watch::Sender::new(false),
             connected: Arc::default(),
         }
@@ -113,7 +117,16 @@ impl XdsClient {
         destinations.initial_resource_versions = self.l7.policy_versions();
         let mut access_logs = self.request(ACCESS_LOG_POLICY_TYPE_URL);
         access_logs.initial_resource_versions = crate::access_log::global().versions();
-        for request in [addresses, policies, routes, destinations, access_logs] {
+        let mut tracing = self.request(TRACING_POLICY_TYPE_URL);
+        tracing.initial_resource_versions = self.tracer.policies.versions();
+        for request in [
+            addresses,
+            policies,
+            routes,
+            destinations,
+            access_logs,
+            tracing,
+        ] {
             tx.send(request).await.expect("receiver alive");
         }
         let mut responses = self
@@ -161,6 +174,15 @@ impl XdsClient {
                 .map(|upserts| {
                     crate::access_log::global().apply(upserts, &response.removed_resources);
                 })
+            }
+            TRACING_POLICY_TYPE_URL => {
+                decode_each(&response, |p: weft_proto::telemetry::TracingPolicy| Ok(p)).map(
+                    |upserts| {
+                        self.tracer
+                            .policies
+                            .apply(upserts, &response.removed_resources);
+                    },
+                )
             }
             other => Err(format!("unexpected type {other}")),
         };

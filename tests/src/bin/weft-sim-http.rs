@@ -3,9 +3,10 @@
 //! it knows nothing of the mesh; it reports what it saw so tests can check
 //! what the mesh did. Tests parse its stdout, so every line below is exact;
 //! JSON is printed compact (no spaces), keys in the order shown, and map
-//! keys (`headers`, `status`, `served_by`) sorted. Errors go to stderr.
+//! keys (`headers`, `status`, `served_by`, `resource`, `attributes`)
+//! sorted. Errors go to stderr.
 //!
-//! # `serve --port P [--name NAME] [--fail-rate F] [--fail-status S] [--fail-while-exists PATH] [--delay-ms D] [--delay-while-exists PATH] [--verbose] [--tls-cert PEM --tls-key PEM [--client-ca PEM]] [--file URL_PATH=FILE]...`
+//! # `serve --port P [--name NAME] [--fail-rate F] [--fail-status S] [--fail-while-exists PATH] [--delay-ms D] [--delay-while-exists PATH] [--verbose] [--tls-cert PEM --tls-key PEM [--client-ca PEM]] [--file URL_PATH=FILE]... [--call URL]`
 //!
 //! HTTP/1.1 and HTTP/2 cleartext (prior knowledge) on `0.0.0.0:P`, and the
 //! gRPC service below on the same port (requests whose `content-type`
@@ -39,6 +40,8 @@
 //! - `/echo`: 200, the request body as the body, the request's
 //!   `content-type` (else `application/octet-stream`);
 //! - `/bytes/<n>`: 200, n bytes `x`, `application/octet-stream`;
+//! - `/call`, with `--call URL` (`http://host[:port][/path]`): the reply
+//!   to an HTTP/1.1 `GET` of URL, below;
 //! - anything else: 200 and the JSON body.
 //!
 //! Failures and errors (a bad `/status/` code: 400) carry the JSON body too.
@@ -59,6 +62,25 @@
 //! `URI:uri`, `IP:address` or `email:address`), each `null` when absent
 //! (always in cleartext); `headers` every request header (lower case),
 //! values of a repeated header joined by `", "`.
+//!
+//! `/call` is answered by a `GET` of URL on a new HTTP/1.1 connection
+//! (`Host`: URL's authority; 10 s to connect, then 10 s for the
+//! response), carrying every value of the request's trace context headers
+//! that are present, the ones Istio asks applications to propagate:
+//! `x-request-id`, `traceparent`, `tracestate`, `x-b3-traceid`,
+//! `x-b3-spanid`, `x-b3-parentspanid`, `x-b3-sampled`, `x-b3-flags`, `b3`,
+//! `x-ot-span-context`, `x-cloud-trace-context`, `grpc-trace-bin`,
+//! `baggage` (and no other header but `host` and `user-agent:
+//! weft-sim-http`). The reply has the upstream's status and, as
+//! `application/json` followed by a newline (no body for 204 and 304),
+//!
+//! ```text
+//! {"server":NAME,"upstream_status":200,"upstream":{"server":"api-1",…}}
+//! ```
+//!
+//! `upstream` is the upstream's body (its first MiB) as JSON (object keys
+//! sorted), or as a string (UTF-8, lossy) if it is not JSON. If the upstream cannot be
+//! reached, or does not answer: 502 and `{"server":NAME,"error":"…"}`.
 //!
 //! An HTTP/1.1 request with `Connection: upgrade` and `Upgrade: weft-echo`
 //! gets `101 Switching Protocols`; the server then echoes every byte of the
@@ -91,6 +113,30 @@
 //! the body `denied by ext_authz` (gRPC) or `<JSON>` (HTTP). The JSON is
 //! what the provider received: `method`, `path`, `headers` (HTTP), `body`,
 //! and for gRPC `raw_body` and `partial_body`.
+//!
+//! # `otlp-receiver --port P`
+//!
+//! An OpenTelemetry OTLP/gRPC trace receiver on `0.0.0.0:P`
+//! (`opentelemetry.proto.collector.trace.v1.TraceService/Export`, h2c).
+//! Prints `otlp receiver on 0.0.0.0:P` when listening, then one line per
+//! span received, in the order received, each export's lines before its
+//! reply (an `ExportTraceServiceResponse` with no partial success):
+//!
+//! ```text
+//! {"trace_id":"<32 hex>","span_id":"<16 hex>","parent_span_id":"","name":"…","kind":"SERVER","service":"web.shop","resource":{"service.name":"web.shop",…},"attributes":{"node_id":"…",…},"status":"UNSET","start_unix_nano":N,"end_unix_nano":N}
+//! ```
+//!
+//! Ids are lower-case hex of their bytes (`""` when empty: a root span has
+//! `parent_span_id` `""`); `kind` is `UNSPECIFIED`, `INTERNAL`, `SERVER`,
+//! `CLIENT`, `PRODUCER` or `CONSUMER` (`UNSPECIFIED` for unknown values);
+//! `service` the resource attribute `service.name` (else `""`); `status`
+//! the span status code, `UNSET`, `OK` or `ERROR` (`UNSET` when absent or
+//! unknown). `resource` and `attributes` map each key (the last of a
+//! repeated key) to its value as a string: strings as they are, integers
+//! and doubles formatted by Rust (`-3`, `0.5`, `2`), booleans `true` or
+//! `false`, bytes as lower-case hex, arrays and key-value lists as compact
+//! JSON of their values as strings (`["a","1"]`, `{"b":"false"}`), `""`
+//! when the value is absent.
 //!
 //! # `get URL [--method M] [--header 'K: V']... [--body TEXT] [--h2 true] [--timeout SECS] [--count N] [--then 'METHOD /path']...`
 //!
@@ -173,6 +219,8 @@ use serde::Serialize;
 // A crate root's modules live next to it; these live in weft-sim-http/.
 #[path = "weft-sim-http/authz_server.rs"]
 mod authz_server;
+#[path = "weft-sim-http/call.rs"]
+mod call;
 #[path = "weft-sim-http/conn.rs"]
 mod conn;
 #[path = "weft-sim-http/faults.rs"]
@@ -192,6 +240,8 @@ mod load;
 #[cfg(test)]
 #[path = "weft-sim-http/loopback.rs"]
 mod loopback;
+#[path = "weft-sim-http/otlp_receiver.rs"]
+mod otlp_receiver;
 #[path = "weft-sim-http/serve.rs"]
 mod serve;
 #[path = "weft-sim-http/tls.rs"]
@@ -224,6 +274,8 @@ enum Command {
     /// An Envoy ext_authz provider (gRPC, or HTTP with `--http`) deciding
     /// by a request header.
     AuthzServer(authz_server::AuthzServerArgs),
+    /// An OpenTelemetry OTLP/gRPC trace receiver printing each span.
+    OtlpReceiver(otlp_receiver::OtlpReceiverArgs),
 }
 
 fn main() -> ExitCode {
@@ -254,6 +306,7 @@ fn main() -> ExitCode {
             Command::Serve(args) => serve::run(args).await,
             Command::Get(args) => get::run(args).await,
             Command::AuthzServer(args) => authz_server::run(args).await,
+            Command::OtlpReceiver(args) => otlp_receiver::run(args).await,
             Command::Load(args) => load::run(args).await,
             Command::GrpcCall(args) => grpc_call::run(args).await,
             Command::Ws(args) => ws::run(args).await,
@@ -328,6 +381,7 @@ mod tests {
         assert_eq!(a.delay_while_exists.unwrap().to_str(), Some("/tmp/d"));
         assert!(a.verbose);
         assert!(a.tls_cert.is_none() && a.tls_key.is_none() && a.client_ca.is_none());
+        assert!(a.call.is_none());
 
         let Command::Serve(a) = parse(&[
             "serve",
@@ -346,6 +400,30 @@ mod tests {
         assert_eq!(a.tls_cert.unwrap().to_str(), Some("/c.pem"));
         assert_eq!(a.tls_key.unwrap().to_str(), Some("/k.pem"));
         assert_eq!(a.client_ca.unwrap().to_str(), Some("/ca.pem"));
+
+        let Command::Serve(a) = parse(&[
+            "serve",
+            "--port",
+            "80",
+            "--call",
+            "http://api.shop.svc.cluster.local:8080/x",
+        ])
+        .unwrap() else {
+            panic!("not serve");
+        };
+        let call = a.call.unwrap();
+        assert_eq!(call.addr, "api.shop.svc.cluster.local:8080");
+        assert_eq!(call.path, "/x");
+    }
+
+    #[test]
+    fn otlp_receiver_options() {
+        let Command::OtlpReceiver(a) = parse(&["otlp-receiver", "--port", "4317"]).unwrap() else {
+            panic!("not otlp-receiver");
+        };
+        assert_eq!(a.port, 4317);
+        assert!(parse(&["otlp-receiver"]).is_err());
+        assert!(parse(&["otlp-receiver", "--port", "otlp"]).is_err());
     }
 
     #[test]
@@ -361,6 +439,8 @@ mod tests {
             &["serve", "--port", "443", "--tls-cert", "/c.pem"],
             &["serve", "--port", "443", "--tls-key", "/k.pem"],
             &["serve", "--port", "443", "--client-ca", "/ca.pem"],
+            &["serve", "--port", "80", "--call", "https://api/"],
+            &["serve", "--port", "80", "--call", "api:80"],
         ] {
             assert!(parse(bad).is_err(), "{bad:?} parsed");
         }

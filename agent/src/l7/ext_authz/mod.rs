@@ -25,10 +25,7 @@ pub mod buffer;
 mod grpc;
 mod http;
 
-use std::{
-    net::{IpAddr, SocketAddr},
-    time::Duration,
-};
+use std::{net::SocketAddr, time::Duration};
 
 use ::http::{HeaderName, HeaderValue, StatusCode, request::Parts};
 use bytes::Bytes;
@@ -119,10 +116,13 @@ impl Providers {
         body: Option<&CheckBody>,
         peers: &Peers<'_>,
     ) -> Result<Verdict, ExtAuthzError> {
-        let addr = resolve(store, provider).ok_or_else(|| ExtAuthzError::NoEndpoint {
-            provider: provider.provider.clone(),
-            service: provider.service.clone(),
-        })?;
+        let addr = u16::try_from(provider.port)
+            .ok()
+            .and_then(|port| store.service_address(&provider.service, port))
+            .ok_or_else(|| ExtAuthzError::NoEndpoint {
+                provider: provider.provider.clone(),
+                service: provider.service.clone(),
+            })?;
         let timeout = match provider.timeout_ms {
             0 => DEFAULT_TIMEOUT,
             ms => Duration::from_millis(ms.into()),
@@ -147,32 +147,6 @@ impl Providers {
                 reason,
             })
     }
-}
-
-/// The provider's address: an IP, or an endpoint of its service
-/// (`<name>.<namespace>.svc...` or `<namespace>/<hostname>`) that has an
-/// address, with the port its service port targets.
-fn resolve(store: &WorkloadStore, provider: &ExtAuthz) -> Option<SocketAddr> {
-    let port = u16::try_from(provider.port).ok()?;
-    if let Ok(ip) = provider.service.parse::<IpAddr>() {
-        return Some(SocketAddr::new(ip, port));
-    }
-    let key = match provider.service.split_once('/') {
-        Some(_) => provider.service.clone(),
-        None => {
-            let namespace = provider.service.split('.').nth(1)?;
-            format!("{namespace}/{}", provider.service)
-        }
-    };
-    let endpoint = store.endpoints(&key).into_iter().next()?;
-    let target = endpoint
-        .services
-        .get(&key)
-        .and_then(|ports| ports.get(&port))
-        .copied()
-        .filter(|t| *t != 0)
-        .unwrap_or(port);
-    Some(SocketAddr::new(*endpoint.ips.first()?, target))
 }
 
 /// Whether a (lower-case) header name matches one of Istio's header

@@ -191,12 +191,16 @@ fn health_is_reported() {
             services: 1,
             pods_enrolled: Some(2),
             certificates: vec![("spiffe://cluster.local/ns/a/sa/b".into(), 1_900_000_000)],
+            spans: [5, 1, 2],
             ..Health::default()
         },
         false,
     );
     for expected in [
         "weft_agent_connections_active 1",
+        "weft_agent_spans_total{outcome=\"exported\"} 5",
+        "weft_agent_spans_total{outcome=\"dropped\"} 1",
+        "weft_agent_spans_total{outcome=\"failed\"} 2",
         "weft_agent_xds_connected 1",
         "weft_agent_workloads 3",
         "weft_agent_pods_enrolled 2",

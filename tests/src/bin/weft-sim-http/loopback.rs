@@ -24,8 +24,11 @@ async fn server() -> String {
 
 /// [`server`], over TLS if `tls` is given.
 async fn serve_on_loopback(tls: Option<tokio_rustls::TlsAcceptor>) -> String {
-    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap().to_string();
+    serve_app(app("loop-1"), tls).await
+}
+
+/// A server named `name`, without faults.
+fn app(name: &str) -> App {
     let faults = Faults::new(
         Duration::ZERO,
         None,
@@ -33,7 +36,13 @@ async fn serve_on_loopback(tls: Option<tokio_rustls::TlsAcceptor>) -> String {
         None,
         StatusCode::SERVICE_UNAVAILABLE,
     );
-    let app = App::new("loop-1".into(), faults, false).unwrap();
+    App::new(name.into(), faults, false).unwrap()
+}
+
+/// Serves `app` on an ephemeral loopback port; its address.
+async fn serve_app(app: App, tls: Option<tokio_rustls::TlsAcceptor>) -> String {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap().to_string();
     tokio::spawn(serve::accept(listener, Arc::new(app), tls));
     addr
 }
@@ -49,7 +58,9 @@ async fn run(args: &[&str]) -> ExitCode {
         Command::Load(a) => crate::load::run(a).await,
         Command::GrpcCall(a) => crate::grpc_call::run(a).await,
         Command::Ws(a) => crate::ws::run(a).await,
-        Command::Serve(_) | Command::AuthzServer(_) => panic!("not a client"),
+        Command::Serve(_) | Command::AuthzServer(_) | Command::OtlpReceiver(_) => {
+            panic!("not a client")
+        }
     };
     result.unwrap_or_else(|e| panic!("{args:?}: {e:#}"))
 }
@@ -220,6 +231,128 @@ async fn refused_connections_are_errors_not_panics() {
     };
     let err = crate::get::run(args).await.unwrap_err();
     assert!(format!("{err:#}").contains("connecting to"), "{err:#}");
+}
+
+/// One HTTP/1.1 GET of `url` with `headers`: the status, `x-served-by`
+/// and the JSON body.
+async fn get_json(url: &str, headers: &[&str]) -> (u16, String, Value) {
+    let target = Target::parse(url).unwrap();
+    let headers: Vec<_> = headers.iter().map(|h| parse_header(h).unwrap()).collect();
+    let spec = RequestSpec::new(Method::GET, &target, &headers, Bytes::new(), false).unwrap();
+    let mut c = conn::connect(&target.addr, false, TIMEOUT).await.unwrap();
+    let answer = conn::exchange(&mut c, spec.build(), 1 << 20).await.unwrap();
+    assert_eq!(answer.headers["content-type"], "application/json");
+    let served_by = answer.headers["x-served-by"].to_str().unwrap().to_string();
+    let body = serde_json::from_slice(&answer.body).unwrap();
+    (answer.status.as_u16(), served_by, body)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn call_carries_the_trace_context_on() {
+    let upstream = server().await;
+    let target = |path: &str| Some(Target::parse(&format!("http://{upstream}{path}")).unwrap());
+    let caller = serve_app(app("front-1").with_call(target("/seen?x=1")), None).await;
+    let traceparent = "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01";
+    let (status, served_by, body) = get_json(
+        &format!("http://{caller}/call"),
+        &[
+            &format!("traceparent: {traceparent}"),
+            "x-b3-sampled: 1",
+            "baggage: a=1",
+            "x-other: no",
+        ],
+    )
+    .await;
+    assert_eq!((status, served_by.as_str()), (200, "front-1"), "{body}");
+    assert_eq!(body["server"], "front-1", "{body}");
+    assert_eq!(body["upstream_status"], 200, "{body}");
+    let seen = &body["upstream"];
+    assert_eq!(seen["server"], "loop-1", "{body}");
+    assert_eq!(seen["path"], "/seen?x=1", "{body}");
+    assert_eq!(seen["authority"], upstream, "{body}");
+    assert_eq!(seen["headers"]["traceparent"], traceparent, "{body}");
+    assert_eq!(seen["headers"]["x-b3-sampled"], "1", "{body}");
+    assert_eq!(seen["headers"]["baggage"], "a=1", "{body}");
+    assert_eq!(seen["headers"].get("x-other"), None, "{body}");
+    assert_eq!(body.as_object().unwrap().len(), 3, "{body}");
+
+    // Other paths are served as usual.
+    let (status, _, body) = get_json(&format!("http://{caller}/other"), &[]).await;
+    assert_eq!((status, &body["server"]), (200, &Value::from("front-1")));
+    assert_eq!(body["path"], "/other");
+
+    // The upstream's status, and its body as text when it is not JSON.
+    let caller = serve_app(app("front-2").with_call(target("/status/503")), None).await;
+    let (status, _, body) = get_json(&format!("http://{caller}/call"), &[]).await;
+    assert_eq!((status, &body["upstream_status"]), (503, &Value::from(503)));
+    assert_eq!(body["upstream"]["server"], "loop-1");
+    let caller = serve_app(app("front-3").with_call(target("/bytes/3")), None).await;
+    let (status, _, body) = get_json(&format!("http://{caller}/call"), &[]).await;
+    assert_eq!((status, &body["upstream"]), (200, &Value::from("xxx")));
+
+    // Nobody there: 502.
+    let gone = TcpListener::bind("127.0.0.1:0")
+        .await
+        .unwrap()
+        .local_addr()
+        .unwrap();
+    let dead = Target::parse(&format!("http://{gone}/")).unwrap();
+    let caller = serve_app(app("front-4").with_call(Some(dead)), None).await;
+    let (status, served_by, body) = get_json(&format!("http://{caller}/call"), &[]).await;
+    assert_eq!((status, served_by.as_str()), (502, "front-4"), "{body}");
+    assert_eq!(body["server"], "front-4", "{body}");
+    assert!(
+        body["error"].as_str().unwrap().contains("connecting to"),
+        "{body}"
+    );
+    assert_eq!(body.as_object().unwrap().len(), 2, "{body}");
+
+    // Without --call, /call is any other path.
+    let (status, _, body) = get_json(&format!("http://{upstream}/call"), &[]).await;
+    assert_eq!((status, &body["path"]), (200, &Value::from("/call")));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn otlp_receiver_prints_the_spans_exported_to_it() {
+    use opentelemetry_proto::tonic::collector::trace::v1::trace_service_client::TraceServiceClient;
+    use opentelemetry_proto::tonic::trace::v1::Span;
+
+    use crate::otlp_receiver::tests::{request, span};
+
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let printed = Arc::new(std::sync::Mutex::new(Vec::<String>::new()));
+    let out = printed.clone();
+    tokio::spawn(crate::otlp_receiver::serve(listener, move |line: &str| {
+        out.lock().unwrap().push(line.to_string());
+        Ok(())
+    }));
+    let mut client = TraceServiceClient::connect(format!("http://{addr}"))
+        .await
+        .unwrap();
+    let child = Span {
+        span_id: vec![0xcd; 8],
+        parent_span_id: vec![0xab; 8],
+        name: "child".into(),
+        ..span()
+    };
+    let reply = client
+        .export(request(vec![span(), child]))
+        .await
+        .unwrap()
+        .into_inner();
+    assert!(reply.partial_success.is_none());
+    let printed = printed.lock().unwrap().clone();
+    assert_eq!(printed.len(), 2, "{printed:?}");
+    let spans: Vec<Value> = printed
+        .iter()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(spans[0]["trace_id"], "0102030405060708090a0b0c0d0e0f10");
+    assert_eq!(spans[0]["parent_span_id"], "");
+    assert_eq!(spans[1]["parent_span_id"], "abababababababab");
+    assert_eq!(spans[1]["name"], "child");
+    assert_eq!(spans[1]["service"], "web.shop");
 }
 
 /// A test CA, and certificates it signs, written as PEM files.

@@ -24,7 +24,8 @@ use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
 use tokio::net::TcpListener;
 use tokio_rustls::TlsAcceptor;
 
-use crate::conn::has_token;
+use crate::call;
+use crate::conn::{Target, has_token};
 use crate::faults::Faults;
 use crate::grpc_server;
 use crate::headers;
@@ -79,6 +80,10 @@ pub struct ServeArgs {
     /// request, so a test can change it), as `application/json`.
     #[arg(long, value_name = "URL_PATH=FILE", value_parser = parse_file_route)]
     pub file: Vec<(String, PathBuf)>,
+    /// Answer `/call` with a GET to this `http://` URL, carrying on the
+    /// request's trace context headers.
+    #[arg(long, value_name = "URL", value_parser = call::parse_call)]
+    pub call: Option<Target>,
 }
 
 fn parse_file_route(arg: &str) -> Result<(String, PathBuf), String> {
@@ -115,6 +120,8 @@ pub struct App {
     verbose: bool,
     /// `--file` routes.
     files: Vec<(String, PathBuf)>,
+    /// `--call`'s upstream.
+    call: Option<Target>,
 }
 
 pub async fn run(args: ServeArgs) -> Result<ExitCode> {
@@ -133,7 +140,8 @@ pub async fn run(args: ServeArgs) -> Result<ExitCode> {
         ),
         args.verbose,
     )?
-    .with_files(args.file);
+    .with_files(args.file)
+    .with_call(args.call);
     let tls = match (&args.tls_cert, &args.tls_key) {
         (Some(cert), Some(key)) => Some(tls::acceptor(cert, key, args.client_ca.as_deref())?),
         _ => None,
@@ -241,6 +249,8 @@ enum Route {
     Json(StatusCode),
     Echo,
     Bytes(u64),
+    /// `/call`, with `--call`.
+    Call,
 }
 
 impl Route {
@@ -270,12 +280,19 @@ impl App {
             faults,
             verbose,
             files: Vec::new(),
+            call: None,
         })
     }
 
     /// Serves these files at these paths.
     pub fn with_files(mut self, files: Vec<(String, PathBuf)>) -> App {
         self.files = files;
+        self
+    }
+
+    /// Answers `/call` by calling `upstream`.
+    pub fn with_call(mut self, upstream: Option<Target>) -> App {
+        self.call = upstream;
         self
     }
 
@@ -324,7 +341,11 @@ impl App {
                 ),
             };
         }
-        let route = Route::of(parts.uri.path());
+        let route = if self.call.is_some() && parts.uri.path() == call::CALL_PATH {
+            Route::Call
+        } else {
+            Route::of(parts.uri.path())
+        };
         let (body, body_bytes) = match read_body(body, route == Route::Echo).await {
             Ok(read) => read,
             // The client is gone, or broke the framing: nobody reads this.
@@ -342,6 +363,14 @@ impl App {
             None => route,
         };
         match route {
+            Route::Call => {
+                let upstream = self.call.as_ref().expect("Route::Call only with --call");
+                let (status, json) = call::call(&self.name, upstream, &parts.headers).await;
+                if status == StatusCode::NO_CONTENT || status == StatusCode::NOT_MODIFIED {
+                    return self.respond(status, "", empty());
+                }
+                self.respond(status, "application/json", full(json))
+            }
             Route::Echo => {
                 let content_type = parts
                     .headers

@@ -1,0 +1,336 @@
+//! `otlp-receiver`: an OpenTelemetry OTLP/gRPC trace receiver
+//! (`opentelemetry.proto.collector.trace.v1.TraceService/Export`) that
+//! prints every span it receives as one JSON line, for the tests of
+//! distributed tracing.
+
+use std::collections::BTreeMap;
+use std::fmt::Write as _;
+use std::process::ExitCode;
+
+use anyhow::{Context, Result};
+use opentelemetry_proto::tonic::collector::trace::v1::trace_service_server::{
+    TraceService, TraceServiceServer,
+};
+use opentelemetry_proto::tonic::collector::trace::v1::{
+    ExportTraceServiceRequest, ExportTraceServiceResponse,
+};
+use opentelemetry_proto::tonic::common::v1::any_value::Value;
+use opentelemetry_proto::tonic::common::v1::{AnyValue, KeyValue};
+use opentelemetry_proto::tonic::trace::v1::span::SpanKind;
+use opentelemetry_proto::tonic::trace::v1::status::StatusCode;
+use opentelemetry_proto::tonic::trace::v1::{ResourceSpans, Span};
+use serde::Serialize;
+use tonic::{Request, Response, Status, transport::Server};
+
+#[derive(Debug, clap::Args)]
+pub struct OtlpReceiverArgs {
+    /// Port to listen on, on 0.0.0.0.
+    #[arg(long)]
+    pub port: u16,
+}
+
+pub async fn run(args: OtlpReceiverArgs) -> Result<ExitCode> {
+    let addr = std::net::SocketAddr::from(([0, 0, 0, 0], args.port));
+    let listener = tokio::net::TcpListener::bind(addr)
+        .await
+        .with_context(|| format!("listening on {addr}"))?;
+    crate::emit(&format!("otlp receiver on {addr}"))?;
+    serve(listener, crate::emit).await?;
+    Ok(ExitCode::SUCCESS)
+}
+
+/// Serves the trace service on `listener` until the process is stopped,
+/// handing each span's JSON line to `out`.
+pub async fn serve<F>(listener: tokio::net::TcpListener, out: F) -> Result<()>
+where
+    F: Fn(&str) -> Result<()> + Send + Sync + 'static,
+{
+    Server::builder()
+        .add_service(TraceServiceServer::new(Receiver { out }))
+        .serve_with_incoming(tokio_stream::wrappers::TcpListenerStream::new(listener))
+        .await
+        .context("serving OTLP")
+}
+
+struct Receiver<F> {
+    /// Where the lines go: stdout, but for tests.
+    out: F,
+}
+
+#[tonic::async_trait]
+impl<F> TraceService for Receiver<F>
+where
+    F: Fn(&str) -> Result<()> + Send + Sync + 'static,
+{
+    async fn export(
+        &self,
+        request: Request<ExportTraceServiceRequest>,
+    ) -> Result<Response<ExportTraceServiceResponse>, Status> {
+        for line in lines(&request.into_inner()) {
+            let json = serde_json::to_string(&line).expect("plain data serialises");
+            (self.out)(&json).map_err(|e| Status::internal(format!("{e:#}")))?;
+        }
+        Ok(Response::new(ExportTraceServiceResponse {
+            partial_success: None,
+        }))
+    }
+}
+
+/// The line printed per span.
+#[derive(Debug, PartialEq, Serialize)]
+pub struct SpanLine {
+    trace_id: String,
+    span_id: String,
+    parent_span_id: String,
+    name: String,
+    kind: &'static str,
+    service: String,
+    resource: BTreeMap<String, String>,
+    attributes: BTreeMap<String, String>,
+    status: &'static str,
+    start_unix_nano: u64,
+    end_unix_nano: u64,
+}
+
+/// One line per span of `request`, in the order received.
+pub fn lines(request: &ExportTraceServiceRequest) -> Vec<SpanLine> {
+    request
+        .resource_spans
+        .iter()
+        .flat_map(|rs: &ResourceSpans| {
+            let resource = attributes(rs.resource.as_ref().map_or(&[][..], |r| &r.attributes));
+            rs.scope_spans
+                .iter()
+                .flat_map(|ss| &ss.spans)
+                .map(move |span| SpanLine::of(span, resource.clone()))
+        })
+        .collect()
+}
+
+impl SpanLine {
+    fn of(span: &Span, resource: BTreeMap<String, String>) -> SpanLine {
+        SpanLine {
+            trace_id: hex(&span.trace_id),
+            span_id: hex(&span.span_id),
+            parent_span_id: hex(&span.parent_span_id),
+            name: span.name.clone(),
+            kind: kind_name(span.kind),
+            service: resource.get("service.name").cloned().unwrap_or_default(),
+            resource,
+            attributes: attributes(&span.attributes),
+            status: status_name(span.status.as_ref().map_or(0, |s| s.code)),
+            start_unix_nano: span.start_time_unix_nano,
+            end_unix_nano: span.end_time_unix_nano,
+        }
+    }
+}
+
+/// Lower-case hex; `""` for no bytes.
+pub fn hex(bytes: &[u8]) -> String {
+    bytes.iter().fold(String::new(), |mut s, b| {
+        let _ = write!(s, "{b:02x}");
+        s
+    })
+}
+
+fn kind_name(kind: i32) -> &'static str {
+    match SpanKind::try_from(kind) {
+        Ok(SpanKind::Server) => "SERVER",
+        Ok(SpanKind::Client) => "CLIENT",
+        Ok(SpanKind::Internal) => "INTERNAL",
+        Ok(SpanKind::Producer) => "PRODUCER",
+        Ok(SpanKind::Consumer) => "CONSUMER",
+        Ok(SpanKind::Unspecified) | Err(_) => "UNSPECIFIED",
+    }
+}
+
+fn status_name(code: i32) -> &'static str {
+    match StatusCode::try_from(code) {
+        Ok(StatusCode::Ok) => "OK",
+        Ok(StatusCode::Error) => "ERROR",
+        Ok(StatusCode::Unset) | Err(_) => "UNSET",
+    }
+}
+
+/// Attributes as strings, by key (the last of a repeated key wins).
+fn attributes(kvs: &[KeyValue]) -> BTreeMap<String, String> {
+    kvs.iter()
+        .map(|kv| (kv.key.clone(), value_text(kv.value.as_ref())))
+        .collect()
+}
+
+/// An attribute value as text: strings as they are, numbers and booleans
+/// formatted, bytes in hex, arrays and key-value lists as compact JSON
+/// of their values as text; `""` when absent (or a profiles-only string
+/// table index).
+fn value_text(value: Option<&AnyValue>) -> String {
+    match value.and_then(|v| v.value.as_ref()) {
+        // A profiles-only string table index: as if absent, as OTLP says.
+        None | Some(Value::StringValueStrindex(_)) => String::new(),
+        Some(Value::StringValue(s)) => s.clone(),
+        Some(Value::BoolValue(b)) => b.to_string(),
+        Some(Value::IntValue(i)) => i.to_string(),
+        Some(Value::DoubleValue(d)) => d.to_string(),
+        Some(Value::BytesValue(b)) => hex(b),
+        Some(Value::ArrayValue(a)) => {
+            let items: Vec<String> = a.values.iter().map(|v| value_text(Some(v))).collect();
+            serde_json::to_string(&items).expect("strings serialise")
+        }
+        Some(Value::KvlistValue(l)) => {
+            serde_json::to_string(&attributes(&l.values)).expect("strings serialise")
+        }
+    }
+}
+
+#[cfg(test)]
+pub(crate) mod tests {
+    use super::*;
+    use opentelemetry_proto::tonic::common::v1::{ArrayValue, KeyValueList};
+    use opentelemetry_proto::tonic::resource::v1::Resource;
+    use opentelemetry_proto::tonic::trace::v1::{ScopeSpans, Status as SpanStatus};
+
+    fn kv(key: &str, value: Value) -> KeyValue {
+        KeyValue {
+            key: key.into(),
+            value: Some(AnyValue { value: Some(value) }),
+            ..Default::default()
+        }
+    }
+
+    /// A request with `spans`, from service `web.shop`.
+    pub(crate) fn request(spans: Vec<Span>) -> ExportTraceServiceRequest {
+        ExportTraceServiceRequest {
+            resource_spans: vec![ResourceSpans {
+                resource: Some(Resource {
+                    attributes: vec![
+                        kv("service.name", Value::StringValue("web.shop".into())),
+                        kv("k8s.pod.ip", Value::StringValue("10.1.1.2".into())),
+                    ],
+                    ..Default::default()
+                }),
+                scope_spans: vec![ScopeSpans {
+                    spans,
+                    ..Default::default()
+                }],
+                ..Default::default()
+            }],
+        }
+    }
+
+    /// A root server span with attributes of every kind.
+    pub(crate) fn span() -> Span {
+        Span {
+            trace_id: (1..=16).collect(),
+            span_id: vec![0xab; 8],
+            parent_span_id: vec![],
+            name: "web.shop.svc.cluster.local:80/*".into(),
+            kind: SpanKind::Server as i32,
+            start_time_unix_nano: 1_700_000_000_000_000_000,
+            end_time_unix_nano: 1_700_000_000_002_000_000,
+            attributes: vec![
+                kv("http.status_code", Value::StringValue("200".into())),
+                kv("node_id", Value::IntValue(-3)),
+                kv("ratio", Value::DoubleValue(0.5)),
+                kv("whole", Value::DoubleValue(2.0)),
+                kv("sampled", Value::BoolValue(true)),
+                kv("raw", Value::BytesValue(vec![0, 255])),
+                kv(
+                    "list",
+                    Value::ArrayValue(ArrayValue {
+                        values: vec![
+                            AnyValue {
+                                value: Some(Value::StringValue("a".into())),
+                            },
+                            AnyValue {
+                                value: Some(Value::IntValue(1)),
+                            },
+                        ],
+                    }),
+                ),
+                kv(
+                    "map",
+                    Value::KvlistValue(KeyValueList {
+                        values: vec![kv("b", Value::BoolValue(false))],
+                    }),
+                ),
+                KeyValue {
+                    key: "none".into(),
+                    value: None,
+                    ..Default::default()
+                },
+            ],
+            status: Some(SpanStatus {
+                message: String::new(),
+                code: StatusCode::Error as i32,
+            }),
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn ids_are_lower_case_hex() {
+        assert_eq!(hex(&[]), "");
+        assert_eq!(hex(&[0, 0x0f, 0xab, 0xff]), "000fabff");
+        assert_eq!(hex(&(1..=16).collect::<Vec<u8>>()).len(), 32);
+    }
+
+    #[test]
+    fn span_line_shape() {
+        let lines = lines(&request(vec![span()]));
+        assert_eq!(lines.len(), 1);
+        assert_eq!(
+            serde_json::to_string(&lines[0]).unwrap(),
+            r#"{"trace_id":"0102030405060708090a0b0c0d0e0f10","span_id":"abababababababab","parent_span_id":"","name":"web.shop.svc.cluster.local:80/*","kind":"SERVER","service":"web.shop","resource":{"k8s.pod.ip":"10.1.1.2","service.name":"web.shop"},"attributes":{"http.status_code":"200","list":"[\"a\",\"1\"]","map":"{\"b\":\"false\"}","node_id":"-3","none":"","ratio":"0.5","raw":"00ff","sampled":"true","whole":"2"},"status":"ERROR","start_unix_nano":1700000000000000000,"end_unix_nano":1700000000002000000}"#
+        );
+    }
+
+    #[test]
+    fn kinds_statuses_and_missing_parts() {
+        let kinds = [
+            (0, "UNSPECIFIED"),
+            (1, "INTERNAL"),
+            (2, "SERVER"),
+            (3, "CLIENT"),
+            (4, "PRODUCER"),
+            (5, "CONSUMER"),
+            (99, "UNSPECIFIED"),
+        ];
+        for (kind, name) in kinds {
+            assert_eq!(kind_name(kind), name);
+        }
+        for (code, name) in [(0, "UNSET"), (1, "OK"), (2, "ERROR"), (7, "UNSET")] {
+            assert_eq!(status_name(code), name);
+        }
+        let child = Span {
+            parent_span_id: vec![0x01; 8],
+            kind: SpanKind::Client as i32,
+            status: None,
+            ..span()
+        };
+        let request = ExportTraceServiceRequest {
+            resource_spans: vec![ResourceSpans {
+                resource: None,
+                scope_spans: vec![
+                    ScopeSpans {
+                        spans: vec![child.clone()],
+                        ..Default::default()
+                    },
+                    ScopeSpans {
+                        spans: vec![span()],
+                        ..Default::default()
+                    },
+                ],
+                ..Default::default()
+            }],
+        };
+        let lines = lines(&request);
+        assert_eq!(lines.len(), 2);
+        let l = &lines[0];
+        assert_eq!(
+            (l.parent_span_id.as_str(), l.kind, l.status),
+            ("0101010101010101", "CLIENT", "UNSET")
+        );
+        assert!(l.service.is_empty() && l.resource.is_empty());
+        assert_eq!(lines[1].kind, "SERVER");
+    }
+}
