@@ -153,6 +153,13 @@ fn access_logs_in_envoys_formats_as_telemetry_says() -> Result<()> {
         let f = text_fields(&server);
         ensure!(f[1] == "GET /ok?n=1 HTTP/1.1" && f[2] == "200", "{server}");
         ensure!(f[16] == "inbound|8080||", "server cluster: {server}");
+        // The x-request-id the client's agent made, on both lines.
+        let request_id = &text_fields(&client)[13];
+        ensure!(
+            request_id.len() == 36 && *request_id == f[13],
+            "x-request-id: client {request_id:?}, server {:?}",
+            f[13]
+        );
 
         // A 403 from the destination's policy: RBAC at the server, the
         // upstream's answer at the client.

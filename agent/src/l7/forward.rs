@@ -227,7 +227,7 @@ async fn route(
         selected.route.edit_request(weighted, &mut head.headers);
     }
     add_proxy_headers(&mut head.headers);
-    record.trace(&mut head.headers);
+    record.forwarding(&mut head.headers);
 
     // Upgrades (WebSocket, CONNECT) become byte streams: no retries, no
     // mirrors.

@@ -185,11 +185,19 @@ impl Record {
         }
     }
 
-    /// Writes this request's span into its headers as the callee's
-    /// parent (when the source's tracing is on).
-    pub fn trace(&mut self, headers: &mut HeaderMap) {
+    /// The request is about to go upstream with `headers` (the proxy's
+    /// own added): writes this request's span into them as the callee's
+    /// parent (when the source's tracing is on), and keeps the
+    /// `x-request-id` the proxy made for the access log, as Envoy logs it.
+    pub fn forwarding(&mut self, headers: &mut HeaderMap) {
         if let Some(span) = self.span.as_mut() {
             span.write(headers);
+        }
+        if let Some(access) = self.access.as_mut()
+            && !access.headers.contains_key("x-request-id")
+            && let Some(id) = headers.get("x-request-id")
+        {
+            access.headers.insert("x-request-id", id.clone());
         }
     }
 
