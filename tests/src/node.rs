@@ -160,6 +160,15 @@ impl Node {
         }
     }
 
+    /// How many bytes the agent has logged so far (stdout and stderr,
+    /// access log included); 0 when it is not running.
+    pub fn agent_log_len(&self) -> u64 {
+        match self.lock_agent().as_ref() {
+            Some(p) => std::fs::metadata(p.log_path()).map_or(0, |m| m.len()),
+            None => 0,
+        }
+    }
+
     /// The last `lines` lines of the agent's log.
     pub fn agent_log_tail(&self, lines: usize) -> String {
         match self.lock_agent().as_ref() {

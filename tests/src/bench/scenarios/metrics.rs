@@ -1,7 +1,10 @@
-//! What the agents' traffic metrics cost (`istio_tcp_*` per connection,
-//! `istio_request*` per HTTP request; `weft-agent --traffic-metrics`):
-//! two scenarios, each run with the metrics on (the agents' default) and
-//! off, alternating in the same rounds on the same cluster.
+//! What the agents' per-request telemetry costs: the traffic metrics
+//! (`istio_tcp_*` per connection, `istio_request*` per HTTP request;
+//! `weft-agent --traffic-metrics`) and the access log (a line per
+//! connection or request on each side; the mesh config's
+//! `accessLogFile`). Two scenarios, each run with both on (the default;
+//! "metrics on") and both off ("metrics off"), alternating in the same
+//! rounds on the same cluster.
 //!
 //! - [`CONNECTIONS`]: the client of `connections/cross-node` (a new
 //!   connection per 100-byte request and answer, 4 in flight), through
@@ -12,12 +15,14 @@
 //!   `weft-l7` against `weft-l7-metrics-off`.
 //!
 //! Before each measurement, both agents restart with the variant's setting
-//! (`WEFT_TRAFFIC_METRICS`), so that every measurement starts from fresh
-//! agents, whichever the setting, and the wait for the Services to carry
-//! traffic again is outside the measured window. After it, the agents'
-//! Prometheus endpoints must hold samples of the scenario's metric with the
-//! metrics on and none with them off (else the scenario fails: the setting
-//! did not take). Afterwards the agents restart once more with the setting
+//! (`WEFT_TRAFFIC_METRICS`, and the access log in the mesh config), so
+//! that every measurement starts from fresh agents, whichever the
+//! setting, and the wait for the Services to carry traffic again is
+//! outside the measured window. After it, the agents' Prometheus endpoints
+//! must hold samples of the scenario's metric with the metrics on and none
+//! with them off, and each agent's log must have grown by access-log lines
+//! with them on and by next to nothing with them off (else the scenario
+//! fails: the setting did not take). Afterwards the agents restart once more with the setting
 //! the run started with.
 
 use anyhow::{Result, bail};
@@ -74,6 +79,10 @@ pub fn run(run: &mut Run, testbed: &Testbed) {
     }
 }
 
+/// An agent that logged fewer bytes during a measurement wrote no access
+/// log (thousands of lines of a few hundred bytes each when it is on).
+const ACCESS_LOG_BYTES: u64 = 64 * 1024;
+
 /// Restarts the agents with `variant`'s setting, runs `load`, and checks
 /// that the agents recorded `family` if and only if the metrics were on.
 fn measure(
@@ -84,7 +93,17 @@ fn measure(
 ) -> Result<Vec<Sample>> {
     let on = variant.traffic_metrics();
     testbed.restart_agents_with_traffic_metrics(on)?;
+    let logged_before = testbed.agent_log_sizes();
     let samples = load(testbed)?;
+    for ((node, before), (_, after)) in logged_before.iter().zip(testbed.agent_log_sizes()) {
+        let grown = after.saturating_sub(*before);
+        if on != (grown >= ACCESS_LOG_BYTES) {
+            bail!(
+                "the access log {}, but the agent of {node} logged {grown} bytes during the measurement",
+                if on { "on" } else { "off" },
+            );
+        }
+    }
     let recorded = testbed.traffic_recorded(family)?;
     let wrong: Vec<&str> = recorded
         .iter()

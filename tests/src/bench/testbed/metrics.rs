@@ -1,8 +1,10 @@
-//! The agents' traffic metrics (`istio_tcp_*` per connection,
-//! `istio_request*` per HTTP request) on or off, for the metrics
-//! scenarios: both agents restarted with `WEFT_TRAFFIC_METRICS` set,
-//! which they inherit from this process (as with `--agent-env`), on the
-//! same cluster, pods and Services as every other scenario.
+//! The agents' per-request telemetry on or off, for the metrics
+//! scenarios: the traffic metrics (`istio_tcp_*` per connection,
+//! `istio_request*` per HTTP request; both agents restarted with
+//! `WEFT_TRAFFIC_METRICS` set, which they inherit from this process, as
+//! with `--agent-env`) and the access log (the mesh config's
+//! `accessLogFile`, `/dev/stdout` or `""`), on the same cluster, pods and
+//! Services as every other scenario.
 
 use std::ffi::OsString;
 
@@ -21,7 +23,34 @@ impl Testbed {
     pub fn restart_agents_with_traffic_metrics(&self, on: bool) -> Result<()> {
         ORIGINAL.get_or_init(|| std::env::var_os(TRAFFIC_METRICS_ENV));
         set_env(Some(&OsString::from(if on { "true" } else { "false" })));
+        self.set_access_log(on)?;
         self.restart_agents()
+    }
+
+    /// Writes the mesh config with the access log to stdout (`on`) or
+    /// off, and gives weft-control a moment to read it before the agents
+    /// restart and fetch it (the scenario checks that it took).
+    fn set_access_log(&self, on: bool) -> Result<()> {
+        let file = if on { "/dev/stdout" } else { "" };
+        self.cluster.write_config_file(
+            "bench-mesh-config.yaml",
+            &format!(
+                "apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: istio\n  namespace: istio-system\ndata:\n  mesh: |\n    accessLogFile: \"{file}\"\n"
+            ),
+        )?;
+        std::thread::sleep(std::time::Duration::from_secs(1));
+        Ok(())
+    }
+
+    /// Bytes each agent has logged so far, by node: the scenario compares
+    /// them before and after a measurement to prove the access log was on
+    /// (a line per connection or request) or off.
+    pub fn agent_log_sizes(&self) -> Vec<(String, u64)> {
+        self.cluster
+            .nodes()
+            .iter()
+            .map(|node| (node.name().to_string(), node.agent_log_len()))
+            .collect()
     }
 
     /// Puts `WEFT_TRAFFIC_METRICS` back as the run started with and, if
@@ -33,6 +62,7 @@ impl Testbed {
             return Ok(());
         };
         set_env(original.as_ref());
+        self.set_access_log(true)?;
         self.restart_agents()
     }
 
