@@ -100,7 +100,7 @@ fn a_request_through_two_services_is_one_trace() -> Result<()> {
                 .label("app", "otel-collector")
                 .port("grpc-otlp", 4317),
         )?;
-        let receiver = otlp::spawn_receiver(&collector, 4317)?;
+        let mut receiver = otlp::spawn_receiver(&collector, 4317)?;
         cluster.add_service(
             "observability",
             "otel-collector",
@@ -338,14 +338,30 @@ fn a_request_through_two_services_is_one_trace() -> Result<()> {
         );
 
         // The agents count what they exported.
-        let metrics = cluster.node("node-1")?.agent_metrics()?;
-        ensure!(
-            metrics.lines().any(
-                |l| l.starts_with("weft_agent_spans_total{outcome=\"exported\"}")
-                    && !l.ends_with(" 0")
-            ),
-            "no exported spans counted:\n{metrics}"
-        );
+        let counted = |outcome: &str| -> Result<u64> {
+            let metrics = cluster.node("node-1")?.agent_metrics()?;
+            let prefix = format!("weft_agent_spans_total{{outcome=\"{outcome}\"}} ");
+            metrics
+                .lines()
+                .find_map(|l| l.strip_prefix(prefix.as_str()))
+                .and_then(|v| v.parse::<f64>().ok())
+                .map(|v| v as u64)
+                .with_context(|| format!("no {prefix}in:\n{metrics}"))
+        };
+        ensure!(counted("exported")? > 0, "no exported spans counted");
+
+        // The collector goes away: requests are not held up, and the spans
+        // that cannot be sent are counted as failed.
+        receiver.kill();
+        let failed = counted("failed")?;
+        converge("failed exports counted on node-1", || {
+            call(
+                &web,
+                &base,
+                &[format!("traceparent: 00-{trace}-{caller}-01")],
+            )?;
+            Ok(counted("failed")? > failed)
+        })?;
         Ok(())
     })
 }
