@@ -8,7 +8,7 @@ use std::{
     time::{Duration, SystemTime},
 };
 
-use http::HeaderMap;
+use http::{HeaderMap, HeaderName};
 
 use crate::l7::reply::{Flag, Flags};
 
@@ -25,6 +25,33 @@ pub struct Http<'a> {
     /// 0: no response.
     pub status: u16,
     pub grpc_status: Option<u32>,
+}
+
+/// A header as a format names it, parsed once: the request line's
+/// pseudo-headers, or a header name.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Header {
+    Method,
+    Path,
+    Scheme,
+    /// `:authority`, or `host`: the request's authority.
+    Authority,
+    Named(HeaderName),
+    /// Not a valid header name: never present.
+    Invalid,
+}
+
+impl Header {
+    /// From a lower-case name.
+    pub fn parse(name: &str) -> Header {
+        match name {
+            ":method" => Header::Method,
+            ":path" => Header::Path,
+            ":scheme" => Header::Scheme,
+            ":authority" | "host" => Header::Authority,
+            _ => HeaderName::from_bytes(name.as_bytes()).map_or(Header::Invalid, Header::Named),
+        }
+    }
 }
 
 /// What a line says (Envoy's names in the comments).
@@ -95,15 +122,35 @@ impl<'a> Entry<'a> {
     /// A request header, by lower-case name; pseudo-headers from the
     /// request line.
     pub fn request_header(&self, name: &str) -> Option<Cow<'a, str>> {
+        self.request(&Header::parse(name)).map(Cow::Borrowed)
+    }
+
+    /// A request header named by a format (parsed when it was compiled).
+    pub fn request(&self, header: &Header) -> Option<&'a str> {
         let http = self.http.as_ref()?;
-        let value: &'a str = match name {
-            ":method" => http.method,
-            ":path" => http.path,
-            ":authority" | "host" if !http.authority.is_empty() => http.authority,
-            ":scheme" => "http",
-            _ => http.headers?.get(name)?.to_str().ok()?,
-        };
-        Some(Cow::Borrowed(value))
+        match header {
+            Header::Method => Some(http.method),
+            Header::Path => Some(http.path),
+            Header::Scheme => Some("http"),
+            Header::Authority if !http.authority.is_empty() => Some(http.authority),
+            Header::Authority => http.headers?.get(http::header::HOST)?.to_str().ok(),
+            Header::Named(name) => http.headers?.get(name)?.to_str().ok(),
+            Header::Invalid => None,
+        }
+    }
+
+    /// A response header named by a format.
+    pub fn response(&self, header: &Header) -> Option<&'a str> {
+        match header {
+            Header::Named(name) => self
+                .http
+                .as_ref()?
+                .response_headers?
+                .get(name)?
+                .to_str()
+                .ok(),
+            _ => None,
+        }
     }
 
     pub fn response_header(&self, name: &str) -> Option<&'a str> {

@@ -8,15 +8,15 @@ use std::{fmt::Write as _, time::SystemTime};
 
 use weft_proto::telemetry::{FormatToken, JsonField};
 
-use super::entry::Entry;
+use super::entry::{Entry, Header};
 
 /// A command operator weft renders.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Op {
     StartTime,
     /// `REQ(header?alternative)`.
-    Req(String, String),
-    Resp(String, String),
+    Req(Header, Option<Header>),
+    Resp(Header, Option<Header>),
     Trailer,
     Protocol,
     ResponseCode,
@@ -46,11 +46,12 @@ pub enum Op {
 
 impl Op {
     fn from_token(t: &FormatToken) -> Result<Op, String> {
-        let (arg, alt) = (t.argument.clone(), t.alternative.clone());
+        let header = || Header::parse(&t.argument);
+        let alternative = || (!t.alternative.is_empty()).then(|| Header::parse(&t.alternative));
         Ok(match t.operator.as_str() {
             "START_TIME" => Op::StartTime,
-            "REQ" => Op::Req(arg, alt),
-            "RESP" => Op::Resp(arg, alt),
+            "REQ" => Op::Req(header(), alternative()),
+            "RESP" => Op::Resp(header(), alternative()),
             "TRAILER" => Op::Trailer,
             "PROTOCOL" => Op::Protocol,
             "RESPONSE_CODE" => Op::ResponseCode,
@@ -99,6 +100,10 @@ impl Op {
             let _ = write!(out, "{value}");
             true
         }
+        fn number(out: &mut String, value: u64) -> bool {
+            push_u64(out, value);
+            true
+        }
         fn text(out: &mut String, value: &str) -> bool {
             if value.is_empty() {
                 return false;
@@ -108,8 +113,10 @@ impl Op {
         }
         fn addr(out: &mut String, value: Option<std::net::SocketAddr>, port: bool) -> bool {
             match value {
-                Some(a) if port => some(out, a),
-                Some(a) => some(out, a.ip()),
+                Some(a) => {
+                    push_addr(out, a, port);
+                    true
+                }
                 None => false,
             }
         }
@@ -119,33 +126,33 @@ impl Op {
                 true
             }
             Op::Req(name, alt) => match e
-                .request_header(name)
-                .or_else(|| (!alt.is_empty()).then(|| e.request_header(alt)).flatten())
+                .request(name)
+                .or_else(|| alt.as_ref().and_then(|alt| e.request(alt)))
             {
-                Some(v) => text(out, &v),
+                Some(v) => text(out, v),
                 None => false,
             },
             Op::Resp(name, alt) => match e
-                .response_header(name)
-                .or_else(|| (!alt.is_empty()).then(|| e.response_header(alt)).flatten())
+                .response(name)
+                .or_else(|| alt.as_ref().and_then(|alt| e.response(alt)))
             {
                 Some(v) => text(out, v),
                 None => false,
             },
             Op::Trailer => false,
             Op::Protocol => text(out, e.protocol),
-            Op::ResponseCode => some(out, e.response_code()),
+            Op::ResponseCode => number(out, e.response_code().into()),
             Op::ResponseFlags => some(out, e.flags),
             Op::ResponseCodeDetails => text(out, &e.code_details()),
             Op::ConnectionTerminationDetails => false,
             Op::UpstreamTransportFailureReason => text(out, e.transport_failure),
-            Op::BytesReceived => some(out, e.bytes_received),
-            Op::BytesSent => some(out, e.bytes_sent),
-            Op::Duration => some(out, e.duration.as_millis()),
+            Op::BytesReceived => number(out, e.bytes_received),
+            Op::BytesSent => number(out, e.bytes_sent),
+            Op::Duration => number(out, e.duration.as_millis() as u64),
             Op::UpstreamHost => addr(out, e.upstream_host, true),
             Op::UpstreamCluster => text(out, e.upstream_cluster),
             Op::UpstreamLocalAddress => addr(out, e.upstream_local, true),
-            Op::UpstreamRequestAttemptCount => some(out, e.attempts),
+            Op::UpstreamRequestAttemptCount => number(out, e.attempts.into()),
             Op::DownstreamLocalAddress => addr(out, e.downstream_local, true),
             Op::DownstreamLocalAddressWithoutPort => addr(out, e.downstream_local, false),
             Op::DownstreamRemoteAddress => addr(out, e.downstream_remote, true),
@@ -155,11 +162,11 @@ impl Op {
             Op::RequestedServerName => text(out, e.sni),
             Op::RouteName => text(out, e.route),
             Op::ConnectionId => match e.connection_id {
-                Some(id) => some(out, id),
+                Some(id) => number(out, id),
                 None => false,
             },
             Op::GrpcStatus => match e.http.as_ref().and_then(|h| h.grpc_status) {
-                Some(s) => some(out, s),
+                Some(s) => number(out, s.into()),
                 None => false,
             },
             Op::Hostname => text(out, hostname()),
@@ -308,14 +315,69 @@ fn write_time(t: SystemTime, out: &mut String) {
     let secs = since.as_secs();
     let (days, rest) = (secs / 86_400, secs % 86_400);
     let (y, m, d) = civil_from_days(days as i64);
-    let _ = write!(
-        out,
-        "{y:04}-{m:02}-{d:02}T{:02}:{:02}:{:02}.{:03}Z",
-        rest / 3600,
-        rest / 60 % 60,
-        rest % 60,
-        since.subsec_millis()
-    );
+    let parts = [
+        (y.max(0) as u64, 4, '-'),
+        (m.into(), 2, '-'),
+        (d.into(), 2, 'T'),
+        (rest / 3600, 2, ':'),
+        (rest / 60 % 60, 2, ':'),
+        (rest % 60, 2, '.'),
+        (since.subsec_millis().into(), 3, 'Z'),
+    ];
+    for (value, width, then) in parts {
+        push_padded(out, value, width);
+        out.push(then);
+    }
+}
+
+// Numbers and addresses are written by hand: `fmt` (padding, dynamic
+// dispatch) was most of a line's cost.
+
+/// The decimal digits of `value`.
+fn push_u64(out: &mut String, value: u64) {
+    push_padded(out, value, 1);
+}
+
+/// The decimal digits of `value`, zero-padded to `width`.
+fn push_padded(out: &mut String, mut value: u64, width: usize) {
+    let mut digits = [b'0'; 20];
+    let mut at = digits.len();
+    loop {
+        at -= 1;
+        digits[at] = b'0' + (value % 10) as u8;
+        value /= 10;
+        if value == 0 {
+            break;
+        }
+    }
+    let start = at.min(digits.len() - width.min(digits.len()));
+    for d in &digits[start..] {
+        out.push(char::from(*d));
+    }
+}
+
+/// `ip:port` (`[ip]:port` for IPv6), or the IP alone.
+fn push_addr(out: &mut String, addr: std::net::SocketAddr, port: bool) {
+    match addr.ip() {
+        std::net::IpAddr::V4(ip) => {
+            for (i, octet) in ip.octets().into_iter().enumerate() {
+                if i > 0 {
+                    out.push('.');
+                }
+                push_u64(out, octet.into());
+            }
+            if port {
+                out.push(':');
+                push_u64(out, addr.port().into());
+            }
+        }
+        std::net::IpAddr::V6(_) if port => {
+            let _ = write!(out, "{addr}");
+        }
+        std::net::IpAddr::V6(ip) => {
+            let _ = write!(out, "{ip}");
+        }
+    }
 }
 
 /// Howard Hinnant's `civil_from_days`: days since 1970-01-01 → date.
@@ -376,6 +438,34 @@ mod tests {
         assert_eq!(out, "2026-12-02T19:17:14.123Z");
         assert_eq!(civil_from_days(0), (1970, 1, 1));
         assert_eq!(civil_from_days(11_016), (2000, 2, 29));
+    }
+
+    #[test]
+    fn numbers_and_addresses_are_written_as_fmt_would() {
+        let mut out = String::new();
+        for v in [0, 7, 10, 65_535, u64::MAX] {
+            out.clear();
+            push_u64(&mut out, v);
+            assert_eq!(out, v.to_string());
+        }
+        out.clear();
+        push_padded(&mut out, 7, 3);
+        push_padded(&mut out, 1234, 2);
+        assert_eq!(out, "0071234");
+        for a in [
+            "10.0.0.1:8080",
+            "0.0.0.0:0",
+            "255.255.255.255:65535",
+            "[fe80::1]:443",
+        ] {
+            let addr: std::net::SocketAddr = a.parse().unwrap();
+            out.clear();
+            push_addr(&mut out, addr, true);
+            assert_eq!(out, a);
+            out.clear();
+            push_addr(&mut out, addr, false);
+            assert_eq!(out, addr.ip().to_string());
+        }
     }
 
     #[test]
