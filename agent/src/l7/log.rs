@@ -451,10 +451,11 @@ impl ServerRecord {
         let workload = &inbound.pod.workload;
         let decision =
             access_log::global().decide(&workload.namespace, &workload.uid, Side::Server);
-        // The workload as it is now: its services may be newer than the
-        // pod's enrolment.
-        let current = inbound.pod.current(ctx);
-        let span = ctx.tracer.server(&current, request.headers_mut());
+        // The span reports the workload as it is now: its services may be
+        // newer than the pod's enrolment.
+        let span = ctx
+            .tracer
+            .server(workload, || inbound.pod.current(ctx), request.headers_mut());
         if decision.is_none() && span.is_none() {
             return None;
         }
@@ -471,7 +472,7 @@ impl ServerRecord {
             .unwrap_or("")
             .to_string();
         let operation = match &span {
-            Some(_) => match crate::trace::served_as(&current, inbound.target.port()) {
+            Some(span) => match crate::trace::served_as(span.workload(), inbound.target.port()) {
                 Some(service) => format!("{service}/*"),
                 None => format!("{authority}/*"),
             },

@@ -238,8 +238,9 @@ async fn stream_request(
         }
     };
     // Traced when the client traced it (its CONNECT's `traceparent`).
-    let current = pod.current(&ctx);
-    let span = ctx.tracer.accepted(&current, request.headers());
+    let span = ctx
+        .tracer
+        .accepted(&pod.workload, || pod.current(&ctx), request.headers());
     let Some(tunnel) = accept(responder, request, peer) else {
         return;
     };
@@ -270,9 +271,10 @@ async fn stream_request(
     if let Some(span) = span {
         let (to_client, from_client) = result.as_ref().map_or((0, 0), |moved| *moved);
         let error = result.as_ref().err().map(ToString::to_string);
+        let operation = crate::trace::served_as(span.workload(), target.port())
+            .unwrap_or_else(|| target.to_string());
         span.finish_tcp(crate::trace::TcpEnd {
-            operation: crate::trace::served_as(&current, target.port())
-                .unwrap_or_else(|| target.to_string()),
+            operation,
             protocol: "HBONE",
             bytes_sent: to_client,
             bytes_received: from_client,

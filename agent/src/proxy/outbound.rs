@@ -121,7 +121,7 @@ async fn handle(stream: TcpStream, peer: SocketAddr, pod: Arc<PodContext>, ctx: 
             (result, addr, workload.identity.to_string(), "same-node")
         }
         Resolved::Workload { workload, addr, .. } if workload.hbone => {
-            span = ctx.tracer.connection(&pod.current(&ctx));
+            span = ctx.tracer.connection(&pod.workload, || pod.current(&ctx));
             let trace = span.as_ref().map(|s| s.context());
             let result =
                 match open_tunnel(Some(&stream), peer, &pod, &ctx, &workload, addr, trace).await {

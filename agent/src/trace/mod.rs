@@ -73,17 +73,19 @@ impl Tracer {
         workload: &Arc<Workload>,
         headers: &HeaderMap,
     ) -> Option<ActiveSpan> {
-        self.begin(workload, headers, Side::Client)
+        self.begin(workload, || workload.clone(), headers, Side::Client)
     }
 
-    /// The server side of a request that reached `workload`: the span,
-    /// already written into `headers` as the app's parent.
+    /// The server side of a request that reached `workload` (the pod as
+    /// enrolled; `current` fetches it as it is now, only for a span): the
+    /// span, already written into `headers` as the app's parent.
     pub fn server(
         self: &Arc<Self>,
-        workload: &Arc<Workload>,
+        workload: &Workload,
+        current: impl FnOnce() -> Arc<Workload>,
         headers: &mut HeaderMap,
     ) -> Option<ActiveSpan> {
-        let mut span = self.begin(workload, headers, Side::Server)?;
+        let mut span = self.begin(workload, current, headers, Side::Server)?;
         span.write(headers);
         Some(span)
     }
@@ -91,8 +93,12 @@ impl Tracer {
     /// The client side of a TCP connection `workload` opened (L4): a new
     /// trace, sampled by the percentage; its context goes in the HBONE
     /// CONNECT's `traceparent`.
-    pub fn connection(self: &Arc<Self>, workload: &Arc<Workload>) -> Option<ActiveSpan> {
-        self.begin(workload, &HeaderMap::new(), Side::Client)
+    pub fn connection(
+        self: &Arc<Self>,
+        workload: &Workload,
+        current: impl FnOnce() -> Arc<Workload>,
+    ) -> Option<ActiveSpan> {
+        self.begin(workload, current, &HeaderMap::new(), Side::Client)
     }
 
     /// The server side of a TCP connection that arrived over HBONE: a
@@ -101,18 +107,23 @@ impl Tracer {
     /// unsampled, made-up context).
     pub fn accepted(
         self: &Arc<Self>,
-        workload: &Arc<Workload>,
+        workload: &Workload,
+        current: impl FnOnce() -> Arc<Workload>,
         connect: &HeaderMap,
     ) -> Option<ActiveSpan> {
         if Incoming::read(connect).sampled != Some(true) {
             return None;
         }
-        self.begin(workload, connect, Side::Server)
+        self.begin(workload, current, connect, Side::Server)
     }
 
+    /// The span of `side` of `workload`'s traffic, when its tracing is
+    /// on; `current` (the workload as it is now, for the span's names and
+    /// attributes) is called only then.
     fn begin(
         self: &Arc<Self>,
-        workload: &Arc<Workload>,
+        workload: &Workload,
+        current: impl FnOnce() -> Arc<Workload>,
         headers: &HeaderMap,
         side: Side,
     ) -> Option<ActiveSpan> {
@@ -123,7 +134,7 @@ impl Tracer {
         let context = SpanContext::child_of(&incoming, || effective.sample());
         let mut span = ActiveSpan {
             tracer: self.clone(),
-            workload: workload.clone(),
+            workload: current(),
             side,
             context,
             parent: incoming.parent.map(|p| p.span_id),
@@ -190,6 +201,11 @@ impl ActiveSpan {
     pub fn write(&mut self, headers: &mut HeaderMap) {
         self.context.write(headers, self.parent);
         self.capture(headers);
+    }
+
+    /// The workload the span is reported for.
+    pub fn workload(&self) -> &Workload {
+        &self.workload
     }
 
     /// This span's context, as it goes on the wire.
