@@ -301,6 +301,32 @@ fn access_logs_in_envoys_formats_as_telemetry_says() -> Result<()> {
             lines(cluster, "node-2", "/still-filtered")?.is_empty(),
             "the last good filter no longer applies"
         );
+
+        // A filter on a request header: a logged request keeps only the
+        // headers its format prints and its filter reads, so this one
+        // must be kept for the filter.
+        telemetry(
+            cluster,
+            "shop",
+            "errors",
+            "  accessLogging:\n  - filter:\n      expression: request.headers['x-log'] == 'yes'\n",
+        )?;
+        let get_with = |path: &str, header: &str| -> Result<u16> {
+            let url = format!("{base}{path}");
+            Ok(httpapp::get_one(&web, &url, &["--header", header])?.status)
+        };
+        converge("shop's header filter on node-2", || {
+            n += 1;
+            ensure!(get_with(&format!("/by-header-{n}"), "x-log: yes")? == 200);
+            Ok(!lines(cluster, "node-2", &format!("/by-header-{n}"))?.is_empty())
+        })?;
+        ensure!(get_with("/header-no", "x-log: no")? == 200);
+        ensure!(get_with("/header-yes", "x-log: yes")? == 200);
+        one_line(cluster, "node-2", "/header-yes")?;
+        ensure!(
+            lines(cluster, "node-2", "/header-no")?.is_empty(),
+            "the header filter let `x-log: no` through"
+        );
         Ok(())
     })
 }

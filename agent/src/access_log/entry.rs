@@ -8,9 +8,12 @@ use std::{
     time::{Duration, SystemTime},
 };
 
-use http::{HeaderMap, HeaderName};
+use http::{HeaderMap, HeaderName, HeaderValue};
 
-use crate::l7::reply::{Flag, Flags};
+use crate::{
+    l7::reply::{Flag, Flags},
+    state::Identity,
+};
 
 /// The HTTP part of an entry.
 #[derive(Debug, Clone, Copy)]
@@ -19,12 +22,66 @@ pub struct Http<'a> {
     /// The path with its query.
     pub path: &'a str,
     pub authority: &'a str,
-    /// The request's headers (kept only when the log is on).
-    pub headers: Option<&'a HeaderMap>,
-    pub response_headers: Option<&'a HeaderMap>,
+    /// The request's headers that the format or the filter names.
+    pub headers: Option<&'a Headers>,
+    pub response_headers: Option<&'a Headers>,
     /// 0: no response.
     pub status: u16,
     pub grpc_status: Option<u32>,
+}
+
+/// The headers of a request or a response that a line may print or its
+/// filter read, copied when they pass (the first value of each): a few,
+/// not the whole map, so that logging a request costs little more than
+/// the line.
+#[derive(Debug, Clone, Default)]
+pub struct Headers(Vec<(HeaderName, HeaderValue)>);
+
+impl Headers {
+    /// Those of `map` that `names` name.
+    pub fn capture<'n>(
+        map: &HeaderMap,
+        names: impl IntoIterator<Item = &'n HeaderName> + Clone,
+    ) -> Headers {
+        let mut kept = Headers::default();
+        // A request has a few headers: one pass over them, comparing
+        // names, is cheaper than hashing each name for a lookup. Past a
+        // few dozen, the lookups are.
+        if map.keys_len() <= 32 {
+            for (name, value) in map {
+                if names.clone().into_iter().any(|n| n == name) {
+                    kept.add(name, value);
+                }
+            }
+        } else {
+            for name in names {
+                if let Some(value) = map.get(name) {
+                    kept.add(name, value);
+                }
+            }
+        }
+        kept
+    }
+
+    /// Every header of `map` (for tests and tools).
+    pub fn all(map: &HeaderMap) -> Headers {
+        let mut kept = Headers::default();
+        for (name, value) in map {
+            kept.add(name, value);
+        }
+        kept
+    }
+
+    /// Keeps `value` unless `name` is kept already.
+    pub fn add(&mut self, name: &HeaderName, value: &HeaderValue) {
+        if self.get(name).is_none() {
+            self.0.push((name.clone(), value.clone()));
+        }
+    }
+
+    pub fn get(&self, name: &HeaderName) -> Option<&HeaderValue> {
+        self.0.iter().find(|(n, _)| n == name).map(|(_, v)| v)
+    }
 }
 
 /// A header as a format names it, parsed once: the request line's
@@ -76,9 +133,11 @@ pub struct Entry<'a> {
     pub upstream_local: Option<SocketAddr>,
     pub downstream_local: Option<SocketAddr>,
     pub downstream_remote: Option<SocketAddr>,
-    /// `%DOWNSTREAM_PEER_URI_SAN%`: the client's SPIFFE id, if proven.
-    pub peer_identity: &'a str,
-    pub local_identity: &'a str,
+    /// `%DOWNSTREAM_PEER_URI_SAN%`: the client's SPIFFE id, if proven
+    /// (written out only when a format prints it).
+    pub peer_identity: Option<&'a Identity>,
+    /// `%DOWNSTREAM_LOCAL_URI_SAN%`.
+    pub local_identity: Option<&'a Identity>,
     /// `%REQUESTED_SERVER_NAME%`.
     pub sni: &'a str,
     pub route: &'a str,
@@ -104,8 +163,8 @@ impl<'a> Entry<'a> {
             upstream_local: None,
             downstream_local: None,
             downstream_remote: None,
-            peer_identity: "",
-            local_identity: "",
+            peer_identity: None,
+            local_identity: None,
             sni: "",
             route: "",
             connection_id: None,
@@ -133,7 +192,7 @@ impl<'a> Entry<'a> {
             Header::Path => Some(http.path),
             Header::Scheme => Some("http"),
             Header::Authority if !http.authority.is_empty() => Some(http.authority),
-            Header::Authority => http.headers?.get(http::header::HOST)?.to_str().ok(),
+            Header::Authority => http.headers?.get(&http::header::HOST)?.to_str().ok(),
             Header::Named(name) => http.headers?.get(name)?.to_str().ok(),
             Header::Invalid => None,
         }
@@ -141,25 +200,16 @@ impl<'a> Entry<'a> {
 
     /// A response header named by a format.
     pub fn response(&self, header: &Header) -> Option<&'a str> {
+        let headers = self.http.as_ref()?.response_headers?;
         match header {
-            Header::Named(name) => self
-                .http
-                .as_ref()?
-                .response_headers?
-                .get(name)?
-                .to_str()
-                .ok(),
+            Header::Named(name) => headers.get(name)?.to_str().ok(),
+            Header::Authority => headers.get(&http::header::HOST)?.to_str().ok(),
             _ => None,
         }
     }
 
     pub fn response_header(&self, name: &str) -> Option<&'a str> {
-        self.http
-            .as_ref()?
-            .response_headers?
-            .get(name)?
-            .to_str()
-            .ok()
+        self.response(&Header::parse(name))
     }
 
     /// `%RESPONSE_CODE_DETAILS%`, as Envoy words it for the flags set.
@@ -189,7 +239,9 @@ impl<'a> Entry<'a> {
         let Some(http) = &self.http else {
             return Cow::Borrowed("");
         };
-        if let Some((_, text)) = DETAILS.iter().find(|(f, _)| self.flags.has(*f)) {
+        if !self.flags.is_empty()
+            && let Some((_, text)) = DETAILS.iter().find(|(f, _)| self.flags.has(*f))
+        {
             return Cow::Borrowed(text);
         }
         if http.status == 0 {

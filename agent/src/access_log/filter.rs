@@ -6,6 +6,7 @@
 
 use std::borrow::Cow;
 
+use http::HeaderName;
 use weft_proto::telemetry::{Expr, Op, Value, expr, value};
 
 use super::entry::Entry;
@@ -16,6 +17,9 @@ pub struct Filter {
     /// As written, for logs.
     pub text: String,
     expr: Expr,
+    /// The headers it reads, the only ones a request keeps for it.
+    request_headers: Vec<HeaderName>,
+    response_headers: Vec<HeaderName>,
 }
 
 /// The attributes [`value_of`] knows.
@@ -47,7 +51,27 @@ const ATTRIBUTES: &[&str] = &[
 
 impl Filter {
     pub fn new(text: String, expr: Expr) -> Filter {
-        Filter { text, expr }
+        let mut filter = Filter {
+            text,
+            expr,
+            request_headers: Vec::new(),
+            response_headers: Vec::new(),
+        };
+        let (mut request, mut response) = (Vec::new(), Vec::new());
+        headers_read(&filter.expr, &mut request, &mut response);
+        filter.request_headers = request;
+        filter.response_headers = response;
+        filter
+    }
+
+    /// The request headers it reads.
+    pub fn request_headers(&self) -> &[HeaderName] {
+        &self.request_headers
+    }
+
+    /// The response headers it reads.
+    pub fn response_headers(&self) -> &[HeaderName] {
+        &self.response_headers
     }
 
     /// A filter whose attributes this agent knows; the error names the
@@ -73,12 +97,49 @@ impl Filter {
             Ok(())
         }
         check(&expr).map_err(|e| format!("access log filter `{text}`: {e}"))?;
-        Ok(Filter { text, expr })
+        Ok(Filter::new(text, expr))
     }
 
     /// Whether the entry is logged.
     pub fn matches(&self, e: &Entry<'_>) -> bool {
         eval(&self.expr, e) == Some(true)
+    }
+}
+
+/// Collects the headers `expr` reads: named ones, and those behind
+/// `request.host`, `request.id` and `request.useragent`.
+fn headers_read(expr: &Expr, request: &mut Vec<HeaderName>, response: &mut Vec<HeaderName>) {
+    fn keep(list: &mut Vec<HeaderName>, name: &str) {
+        if let Ok(name) = HeaderName::from_bytes(name.as_bytes())
+            && !list.contains(&name)
+        {
+            list.push(name);
+        }
+    }
+    let values: Vec<&Value> = match expr.kind.as_ref() {
+        Some(expr::Kind::Not(inner)) => return headers_read(inner, request, response),
+        Some(expr::Kind::And(list) | expr::Kind::Or(list)) => {
+            for item in &list.items {
+                headers_read(item, request, response);
+            }
+            return;
+        }
+        Some(expr::Kind::Compare(c)) => c.left.iter().chain(&c.right).collect(),
+        Some(expr::Kind::Value(v)) => vec![v],
+        None => return,
+    };
+    for v in values {
+        match v.kind.as_ref() {
+            Some(value::Kind::RequestHeader(name)) => keep(request, name),
+            Some(value::Kind::ResponseHeader(name)) => keep(response, name),
+            Some(value::Kind::Attribute(name)) => match name.as_str() {
+                "request.host" => keep(request, "host"),
+                "request.id" => keep(request, "x-request-id"),
+                "request.useragent" => keep(request, "user-agent"),
+                _ => {}
+            },
+            _ => {}
+        }
     }
 }
 
@@ -191,7 +252,7 @@ mod tests {
     use weft_proto::telemetry::{Comparison, Exprs};
 
     use super::*;
-    use crate::access_log::entry::Http;
+    use crate::access_log::entry::{Headers, Http};
 
     fn attr(name: &str) -> Value {
         Value {
@@ -219,7 +280,7 @@ mod tests {
         Filter::new(String::new(), expr)
     }
 
-    fn http_entry<'a>(status: u16, headers: &'a HeaderMap) -> Entry<'a> {
+    fn http_entry<'a>(status: u16, headers: &'a Headers) -> Entry<'a> {
         let mut e = Entry::new(SystemTime::now(), Duration::ZERO);
         e.http = Some(Http {
             method: "GET",
@@ -246,12 +307,14 @@ mod tests {
 
     #[test]
     fn comparisons_and_logic() {
-        let headers: HeaderMap = [(
-            http::header::HeaderName::from_static("x-debug"),
-            http::HeaderValue::from_static("on"),
-        )]
-        .into_iter()
-        .collect();
+        let headers = Headers::all(
+            &[(
+                HeaderName::from_static("x-debug"),
+                http::HeaderValue::from_static("on"),
+            )]
+            .into_iter()
+            .collect::<HeaderMap>(),
+        );
         let errors = filter(cmp(Op::Ge, attr("response.code"), int(400)));
         assert!(errors.matches(&http_entry(503, &headers)));
         assert!(!errors.matches(&http_entry(200, &headers)));
@@ -267,7 +330,12 @@ mod tests {
             },
         );
         assert!(filter(header.clone()).matches(&http_entry(200, &headers)));
-        assert!(!filter(header.clone()).matches(&http_entry(200, &HeaderMap::new())));
+        assert!(!filter(header.clone()).matches(&http_entry(200, &Headers::default())));
+        // A logged request keeps the headers its filter reads.
+        assert_eq!(
+            filter(header.clone()).request_headers(),
+            [HeaderName::from_static("x-debug")]
+        );
         let not_ok = Expr {
             kind: Some(expr::Kind::Not(Box::new(cmp(
                 Op::Eq,

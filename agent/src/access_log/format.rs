@@ -6,9 +6,11 @@
 
 use std::{fmt::Write as _, time::SystemTime};
 
+use http::HeaderName;
 use weft_proto::telemetry::{FormatToken, JsonField};
 
 use super::entry::{Entry, Header};
+use crate::state::Identity;
 
 /// A command operator weft renders.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -120,6 +122,9 @@ impl Op {
                 None => false,
             }
         }
+        fn identity(out: &mut String, value: Option<&Identity>) -> bool {
+            value.is_some_and(|id| some(out, id))
+        }
         match self {
             Op::StartTime => {
                 write_time(e.start, out);
@@ -142,6 +147,7 @@ impl Op {
             Op::Trailer => false,
             Op::Protocol => text(out, e.protocol),
             Op::ResponseCode => number(out, e.response_code().into()),
+            Op::ResponseFlags if e.flags.is_empty() => text(out, "-"),
             Op::ResponseFlags => some(out, e.flags),
             Op::ResponseCodeDetails => text(out, &e.code_details()),
             Op::ConnectionTerminationDetails => false,
@@ -157,8 +163,8 @@ impl Op {
             Op::DownstreamLocalAddressWithoutPort => addr(out, e.downstream_local, false),
             Op::DownstreamRemoteAddress => addr(out, e.downstream_remote, true),
             Op::DownstreamRemoteAddressWithoutPort => addr(out, e.downstream_remote, false),
-            Op::DownstreamPeerUriSan => text(out, e.peer_identity),
-            Op::DownstreamLocalUriSan => text(out, e.local_identity),
+            Op::DownstreamPeerUriSan => identity(out, e.peer_identity),
+            Op::DownstreamLocalUriSan => identity(out, e.local_identity),
             Op::RequestedServerName => text(out, e.sni),
             Op::RouteName => text(out, e.route),
             Op::ConnectionId => match e.connection_id {
@@ -194,16 +200,31 @@ fn pieces(tokens: &[FormatToken]) -> Result<Vec<Piece>, String> {
         .collect()
 }
 
-/// A compiled format.
+/// A compiled format, and the headers it prints (the only ones a logged
+/// request keeps for it).
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Format {
+pub struct Format {
+    layout: Layout,
+    request_headers: Vec<HeaderName>,
+    response_headers: Vec<HeaderName>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum Layout {
     Text(Vec<Piece>),
     Json(Vec<(String, Vec<Piece>)>),
 }
 
 impl Format {
     pub fn text(tokens: &[FormatToken]) -> Result<Format, String> {
-        Ok(Format::Text(pieces(tokens)?))
+        let mut pieces = pieces(tokens)?;
+        // A line is a line: not even the format's own text breaks it.
+        for piece in &mut pieces {
+            if let Piece::Literal(text) = piece {
+                *text = text.replace('\n', " ");
+            }
+        }
+        Ok(Format::new(Layout::Text(pieces)))
     }
 
     pub fn json(fields: &[JsonField]) -> Result<Format, String> {
@@ -211,28 +232,82 @@ impl Format {
             .iter()
             .map(|f| Ok((f.key.clone(), pieces(&f.value)?)))
             .collect::<Result<_, String>>()
-            .map(Format::Json)
+            .map(|fields| Format::new(Layout::Json(fields)))
+    }
+
+    fn new(layout: Layout) -> Format {
+        let mut request_headers = Vec::new();
+        let mut response_headers = Vec::new();
+        let all: Vec<&Piece> = match &layout {
+            Layout::Text(pieces) => pieces.iter().collect(),
+            Layout::Json(fields) => fields.iter().flat_map(|(_, p)| p).collect(),
+        };
+        for piece in all {
+            let (names, headers) = match piece {
+                Piece::Op(Op::Req(name, alt), _) => {
+                    ([Some(name), alt.as_ref()], &mut request_headers)
+                }
+                Piece::Op(Op::Resp(name, alt), _) => {
+                    ([Some(name), alt.as_ref()], &mut response_headers)
+                }
+                _ => continue,
+            };
+            for header in names.into_iter().flatten() {
+                let name = match header {
+                    Header::Named(name) => name.clone(),
+                    // Without an `:authority`, the request's `host`.
+                    Header::Authority => http::header::HOST,
+                    _ => continue,
+                };
+                if !headers.contains(&name) {
+                    headers.push(name);
+                }
+            }
+        }
+        Format {
+            layout,
+            request_headers,
+            response_headers,
+        }
+    }
+
+    /// The request headers the format prints.
+    pub fn request_headers(&self) -> &[HeaderName] {
+        &self.request_headers
+    }
+
+    /// The response headers the format prints.
+    pub fn response_headers(&self) -> &[HeaderName] {
+        &self.response_headers
     }
 
     /// One line, with its `\n`.
     pub fn render(&self, e: &Entry<'_>) -> String {
         let mut out = String::with_capacity(384);
-        match self {
-            Format::Text(pieces) => {
-                render_pieces(pieces, e, &mut out);
+        self.render_into(e, &mut out);
+        out
+    }
+
+    /// Appends one line, with its `\n`, to `out`.
+    pub fn render_into(&self, e: &Entry<'_>, out: &mut String) {
+        match &self.layout {
+            Layout::Text(pieces) => {
+                let start = out.len();
+                render_pieces(pieces, e, out);
                 // A line is a line: never let a value break it.
-                if out.contains('\n') {
-                    out = out.replace('\n', " ");
+                if out[start..].contains('\n') {
+                    let line = out.split_off(start).replace('\n', " ");
+                    out.push_str(&line);
                 }
             }
-            Format::Json(fields) => {
+            Layout::Json(fields) => {
                 out.push('{');
                 let mut value = String::new();
                 for (i, (key, pieces)) in fields.iter().enumerate() {
                     if i > 0 {
                         out.push(',');
                     }
-                    json_string(key, &mut out);
+                    json_string(key, out);
                     out.push(':');
                     value.clear();
                     match pieces.as_slice() {
@@ -245,12 +320,12 @@ impl Format {
                             if op.numeric() {
                                 out.push_str(&value);
                             } else {
-                                json_string(&value, &mut out);
+                                json_string(&value, out);
                             }
                         }
                         _ => {
                             render_pieces(pieces, e, &mut value);
-                            json_string(&value, &mut out);
+                            json_string(&value, out);
                         }
                     }
                 }
@@ -258,7 +333,6 @@ impl Format {
             }
         }
         out.push('\n');
-        out
     }
 }
 
@@ -313,21 +387,35 @@ fn json_string(value: &str, out: &mut String) {
 fn write_time(t: SystemTime, out: &mut String) {
     let since = t.duration_since(SystemTime::UNIX_EPOCH).unwrap_or_default();
     let secs = since.as_secs();
-    let (days, rest) = (secs / 86_400, secs % 86_400);
-    let (y, m, d) = civil_from_days(days as i64);
-    let parts = [
-        (y.max(0) as u64, 4, '-'),
-        (m.into(), 2, '-'),
-        (d.into(), 2, 'T'),
-        (rest / 3600, 2, ':'),
-        (rest / 60 % 60, 2, ':'),
-        (rest % 60, 2, '.'),
-        (since.subsec_millis().into(), 3, 'Z'),
-    ];
-    for (value, width, then) in parts {
-        push_padded(out, value, width);
-        out.push(then);
+    // Lines come in thousands a second: the date and time up to the
+    // second are written once per second and thread.
+    thread_local! {
+        static SECOND: std::cell::RefCell<(u64, String)> =
+            const { std::cell::RefCell::new((u64::MAX, String::new())) };
     }
+    SECOND.with_borrow_mut(|(cached, text)| {
+        if *cached != secs {
+            *cached = secs;
+            text.clear();
+            let (days, rest) = (secs / 86_400, secs % 86_400);
+            let (y, m, d) = civil_from_days(days as i64);
+            let parts = [
+                (y.max(0) as u64, 4, '-'),
+                (m.into(), 2, '-'),
+                (d.into(), 2, 'T'),
+                (rest / 3600, 2, ':'),
+                (rest / 60 % 60, 2, ':'),
+                (rest % 60, 2, '.'),
+            ];
+            for (value, width, then) in parts {
+                push_padded(text, value, width);
+                text.push(then);
+            }
+        }
+        out.push_str(text);
+    });
+    push_padded(out, since.subsec_millis().into(), 3);
+    out.push('Z');
 }
 
 // Numbers and addresses are written by hand: `fmt` (padding, dynamic
@@ -339,37 +427,52 @@ fn push_u64(out: &mut String, value: u64) {
 }
 
 /// The decimal digits of `value`, zero-padded to `width`.
-fn push_padded(out: &mut String, mut value: u64, width: usize) {
-    let mut digits = [b'0'; 20];
-    let mut at = digits.len();
-    loop {
-        at -= 1;
-        digits[at] = b'0' + (value % 10) as u8;
-        value /= 10;
-        if value == 0 {
-            break;
-        }
+fn push_padded(out: &mut String, value: u64, width: usize) {
+    let mut digits = itoa::Buffer::new();
+    let digits = digits.format(value);
+    for _ in digits.len()..width {
+        out.push('0');
     }
-    let start = at.min(digits.len() - width.min(digits.len()));
-    for d in &digits[start..] {
-        out.push(char::from(*d));
-    }
+    out.push_str(digits);
 }
 
 /// `ip:port` (`[ip]:port` for IPv6), or the IP alone.
 fn push_addr(out: &mut String, addr: std::net::SocketAddr, port: bool) {
     match addr.ip() {
         std::net::IpAddr::V4(ip) => {
-            for (i, octet) in ip.octets().into_iter().enumerate() {
-                if i > 0 {
-                    out.push('.');
+            // `255.255.255.255:65535` at most, written in place and
+            // copied once.
+            let mut text = [0u8; 21];
+            let mut len = 0;
+            let mut put = |value: u32, then: u8| {
+                let mut digits = [0u8; 5];
+                let (mut at, mut rest) = (digits.len(), value);
+                loop {
+                    at -= 1;
+                    digits[at] = b'0' + (rest % 10) as u8;
+                    rest /= 10;
+                    if rest == 0 {
+                        break;
+                    }
                 }
-                push_u64(out, octet.into());
-            }
+                for digit in &digits[at..] {
+                    text[len] = *digit;
+                    len += 1;
+                }
+                if then != 0 {
+                    text[len] = then;
+                    len += 1;
+                }
+            };
+            let [a, b, c, d] = ip.octets();
+            put(a.into(), b'.');
+            put(b.into(), b'.');
+            put(c.into(), b'.');
+            put(d.into(), if port { b':' } else { 0 });
             if port {
-                out.push(':');
-                push_u64(out, addr.port().into());
+                put(addr.port().into(), 0);
             }
+            out.push_str(std::str::from_utf8(&text[..len]).unwrap_or_default());
         }
         std::net::IpAddr::V6(_) if port => {
             let _ = write!(out, "{addr}");
@@ -410,7 +513,10 @@ mod tests {
     use http::HeaderMap;
 
     use super::*;
-    use crate::{access_log::entry::Http, l7::reply::Flag};
+    use crate::{
+        access_log::entry::{Headers, Http},
+        l7::reply::Flag,
+    };
 
     fn token(operator: &str, argument: &str, alternative: &str) -> FormatToken {
         FormatToken {
@@ -470,8 +576,10 @@ mod tests {
 
     #[test]
     fn text_renders_values_and_dashes() {
-        let mut headers = HeaderMap::new();
-        headers.insert("user-agent", "curl/8".parse().unwrap());
+        let mut map = HeaderMap::new();
+        map.insert("user-agent", "curl/8".parse().unwrap());
+        map.insert("x-other", "x".parse().unwrap());
+        let headers = Headers::all(&map);
         let http = Http {
             method: "GET",
             path: "/a?b=1",
@@ -516,11 +624,37 @@ mod tests {
             format.render(&e),
             "\"GET /a?b=1 HTTP/1.1\" 403 RBAC rbac_access_denied_matched_policy[none] \"curl/8\" \"-\" 12 - 10.0.0.1\n"
         );
+        // What a logged request keeps for this format: the headers it
+        // prints, not the pseudo-headers of the request line.
+        assert_eq!(
+            format.request_headers(),
+            ["x-envoy-original-path", "user-agent", "x-request-id"].map(HeaderName::from_static)
+        );
+        assert_eq!(
+            Headers::capture(&map, format.request_headers())
+                .get(&HeaderName::from_static("x-other")),
+            None
+        );
         let mut short = token("REQ", ":path", "");
         short.max_length = 2;
         assert_eq!(Format::text(&[short]).unwrap().render(&e), "/a\n");
         let err = Format::text(&[token("BOGUS", "", "")]).unwrap_err();
         assert!(err.contains("%BOGUS%"), "{err}");
+    }
+
+    #[test]
+    fn a_line_never_breaks() {
+        let mut e = Entry::new(SystemTime::UNIX_EPOCH, Duration::ZERO);
+        e.transport_failure = "reset\nby peer";
+        let format = Format::text(&[
+            literal("a\nb "),
+            token("UPSTREAM_TRANSPORT_FAILURE_REASON", "", ""),
+        ])
+        .unwrap();
+        assert_eq!(format.render(&e), "a b reset by peer\n");
+        let mut out = String::from("kept\n");
+        format.render_into(&e, &mut out);
+        assert_eq!(out, "kept\na b reset by peer\n");
     }
 
     #[test]

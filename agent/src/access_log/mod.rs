@@ -28,7 +28,7 @@ use std::sync::{
 };
 
 pub use self::{
-    entry::{Entry, Http},
+    entry::{Entry, Headers, Http},
     policy::{Decision, Side},
 };
 use self::{
@@ -148,7 +148,19 @@ impl AccessLog {
         let Some(sink) = self.sink.get() else {
             return;
         };
-        sink.append(decision.format.render(entry).as_bytes());
+        // Rendered into a buffer of the thread's, kept for its next line.
+        thread_local! {
+            static LINE: std::cell::RefCell<String> = const { std::cell::RefCell::new(String::new()) };
+        }
+        LINE.with_borrow_mut(|line| {
+            line.clear();
+            decision.format.render_into(entry, line);
+            sink.append(line.as_bytes());
+            // A line with a huge header does not keep its memory.
+            if line.capacity() > 64 * 1024 {
+                *line = String::new();
+            }
+        });
     }
 }
 
@@ -203,8 +215,6 @@ pub fn tcp(t: &Tcp<'_>) {
         return;
     };
     let duration = t.started.elapsed();
-    let local_identity = t.workload.identity.to_string();
-    let peer_identity = t.peer_identity.map(ToString::to_string).unwrap_or_default();
     let cluster = t.cluster.to_string();
     let failure = t.failure.map(ToString::to_string).unwrap_or_default();
     let mut e = Entry::new(
@@ -221,8 +231,8 @@ pub fn tcp(t: &Tcp<'_>) {
     e.upstream_cluster = &cluster;
     e.downstream_local = t.downstream_local;
     e.downstream_remote = t.downstream_remote;
-    e.peer_identity = &peer_identity;
-    e.local_identity = &local_identity;
+    e.peer_identity = t.peer_identity;
+    e.local_identity = Some(&t.workload.identity);
     e.connection_id = Some(next_connection_id());
     e.mtls = t.mtls;
     log.write(&decision, &e);

@@ -13,7 +13,7 @@ use std::{
 
 use weft_proto::telemetry::{AccessLogPolicy, AccessLogRules, Encoding, MeshAccessLog, Mode};
 
-use super::{filter::Filter, format::Format};
+use super::{entry::Headers, filter::Filter, format::Format};
 
 /// Which side of the traffic a line is for.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -128,6 +128,31 @@ fn output(m: &MeshAccessLog) -> Result<Output, String> {
 pub struct Decision {
     pub format: Arc<Format>,
     pub filter: Option<Arc<Filter>>,
+}
+
+impl Decision {
+    /// What a logged request keeps of its headers: those the format
+    /// prints and the filter reads.
+    pub fn request_headers(&self, map: &http::HeaderMap) -> Headers {
+        let filter = self.filter.iter().flat_map(|f| f.request_headers());
+        Headers::capture(map, self.format.request_headers().iter().chain(filter))
+    }
+
+    /// What a logged response keeps of its headers.
+    pub fn response_headers(&self, map: &http::HeaderMap) -> Headers {
+        let filter = self.filter.iter().flat_map(|f| f.response_headers());
+        Headers::capture(map, self.format.response_headers().iter().chain(filter))
+    }
+
+    /// Whether the line may print, or the filter read, the request's
+    /// header `name`.
+    pub fn wants_request_header(&self, name: &http::HeaderName) -> bool {
+        self.format.request_headers().contains(name)
+            || self
+                .filter
+                .as_ref()
+                .is_some_and(|f| f.request_headers().contains(name))
+    }
 }
 
 /// The policies by namespace.

@@ -35,6 +35,9 @@ pub struct Downstream {
     pub service_key: String,
     /// What the port speaks.
     pub protocol: AppProtocol,
+    /// The request metric series this connection's requests recorded,
+    /// for the next ones.
+    pub series: Arc<crate::metrics::traffic::SeriesCache>,
 }
 
 /// The parts of a request every attempt (and mirror) is built from.

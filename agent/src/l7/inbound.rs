@@ -84,7 +84,7 @@ pub struct Inbound {
 
 /// An [`Inbound`] connection and its connection to the app.
 struct Served {
-    inbound: Inbound,
+    inbound: Arc<Inbound>,
     app: tokio::sync::Mutex<Option<AppConn>>,
     /// Istio's labels of this connection's requests, built at the first.
     labels: std::sync::OnceLock<TrafficLabels>,
@@ -137,7 +137,7 @@ where
     IO: AsyncRead + AsyncWrite + Send + Unpin + 'static,
 {
     let served = Arc::new(Served {
-        inbound,
+        inbound: Arc::new(inbound),
         app: tokio::sync::Mutex::new(None),
         labels: std::sync::OnceLock::new(),
         series: Arc::default(),

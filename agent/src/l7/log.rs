@@ -21,7 +21,9 @@ use std::{
 };
 
 use bytes::Bytes;
-use http::{HeaderMap, Method, Request, Response, StatusCode, Version};
+use http::{
+    HeaderMap, HeaderName, HeaderValue, Method, Request, Response, StatusCode, Uri, Version,
+};
 use http_body::{Body as HttpBody, Frame, SizeHint};
 
 use super::{
@@ -31,19 +33,24 @@ use super::{
     route::{Destination, HttpRoute},
 };
 use crate::{
-    access_log::{self, Decision, Entry, Http, Side},
+    access_log::{self, Decision, Entry, Headers, Http, Side},
     metrics::{
         Metrics,
-        traffic::{Peer, Reporter, RequestOutcome, RequestProtocol, SecurityPolicy, TrafficLabels},
+        traffic::{
+            Peer, Reporter, RequestOutcome, RequestProtocol, SecurityPolicy, SeriesCache,
+            TrafficLabels,
+        },
     },
-    proxy::ProxyContext,
-    state::{Identity, Service, Workload, WorkloadStore},
+    proxy::{PodContext, ProxyContext},
+    state::{Service, Workload, WorkloadStore},
     trace::{ActiveSpan, End},
 };
 
 /// What the request metrics need besides the record itself.
 struct Telemetry {
     metrics: Arc<Metrics>,
+    /// The connection's recent series.
+    series: Arc<SeriesCache>,
     store: Arc<WorkloadStore>,
     source: Arc<Workload>,
     service: Arc<Service>,
@@ -51,12 +58,14 @@ struct Telemetry {
 }
 
 /// The access log's part of a request that is logged: the decision made
-/// when it started, and the headers a format may print.
+/// when it started, and the headers its format prints or its filter reads.
 struct Access {
     decision: Decision,
-    headers: HeaderMap,
-    response_headers: Option<HeaderMap>,
+    headers: Headers,
+    response_headers: Option<Headers>,
 }
+
+const X_REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
 
 /// What is known of one request, filled in as it goes.
 pub struct Record {
@@ -69,12 +78,10 @@ pub struct Record {
     cluster: String,
     /// `None`: this request is not logged (the client side's is off).
     access: Option<Access>,
-    src_identity: Identity,
+    /// The source: the app's pod.
+    pod: Arc<PodContext>,
     src_addr: SocketAddr,
-    method: Method,
-    authority: String,
-    path: String,
-    version: Version,
+    line: RequestLine,
     /// Response flags (Envoy's `%RESPONSE_FLAGS%`).
     pub flags: Flags,
     route: String,
@@ -100,18 +107,6 @@ pub struct Record {
 
 impl Record {
     pub fn start<B>(request: &Request<B>, down: &Downstream, ctx: &ProxyContext) -> Record {
-        let authority = request
-            .uri()
-            .authority()
-            .map(|a| a.as_str())
-            .or_else(|| {
-                request
-                    .headers()
-                    .get(http::header::HOST)
-                    .and_then(|h| h.to_str().ok())
-            })
-            .unwrap_or("")
-            .to_string();
         let access = access_log::global()
             .decide(
                 &down.pod.workload.namespace,
@@ -119,8 +114,8 @@ impl Record {
                 Side::Client,
             )
             .map(|decision| Access {
+                headers: decision.request_headers(request.headers()),
                 decision,
-                headers: request.headers().clone(),
                 response_headers: None,
             });
         let source = down.pod.current(ctx);
@@ -131,16 +126,9 @@ impl Record {
             local: down.original,
             cluster: String::new(),
             access,
-            src_identity: down.pod.identity().clone(),
+            pod: down.pod.clone(),
             src_addr: down.peer,
-            method: request.method().clone(),
-            authority,
-            path: request
-                .uri()
-                .path_and_query()
-                .map_or("/", |p| p.as_str())
-                .to_string(),
-            version: request.version(),
+            line: RequestLine::of(request),
             flags: Flags::default(),
             route: String::new(),
             destination: String::new(),
@@ -162,6 +150,7 @@ impl Record {
             destination_port: down.original.port(),
             telemetry: Telemetry {
                 metrics: ctx.metrics.clone(),
+                series: down.series.clone(),
                 store: ctx.store.clone(),
                 source,
                 service: down.service.clone(),
@@ -194,10 +183,10 @@ impl Record {
             span.write(headers);
         }
         if let Some(access) = self.access.as_mut()
-            && !access.headers.contains_key("x-request-id")
-            && let Some(id) = headers.get("x-request-id")
+            && access.decision.wants_request_header(&X_REQUEST_ID)
+            && let Some(id) = headers.get(X_REQUEST_ID)
         {
-            access.headers.insert("x-request-id", id.clone());
+            access.headers.add(&X_REQUEST_ID, id);
         }
     }
 
@@ -243,7 +232,7 @@ impl Record {
         self.status = Some(response.status());
         self.grpc_status = super::reply::grpc_status(response.headers());
         if let Some(access) = self.access.as_mut() {
-            access.response_headers = Some(response.headers().clone());
+            access.response_headers = Some(access.decision.response_headers(response.headers()));
         }
         let (parts, inner) = response.into_parts();
         let logged = Logged::new(inner, self);
@@ -257,23 +246,19 @@ impl Record {
 
     /// Istio's request metrics for this request, as its source reports
     /// them: the destination is the endpoint of the last attempt.
-    fn count(&self, response_bytes: u64) {
+    fn count(&self, response_bytes: u64, destination: Option<&Arc<Workload>>) {
         let t = &self.telemetry;
         if !t.metrics.traffic.enabled() {
             return;
         }
-        let destination = self.upstream.and_then(|a| t.store.workload_by_ip(a.ip()));
-        let security = match &destination {
+        let security = match destination {
             Some(w) if w.hbone => SecurityPolicy::mutual_tls,
             _ => SecurityPolicy::unknown,
         };
         let labels = TrafficLabels::new(
             Reporter::source,
             Peer::workload(&t.source),
-            destination
-                .as_deref()
-                .map(Peer::workload)
-                .unwrap_or_default(),
+            destination.map(|w| Peer::workload(w)).unwrap_or_default(),
             Some(&t.service),
             t.protocol,
             security,
@@ -283,11 +268,10 @@ impl Record {
         } else {
             labels.with_flags(&self.flags.to_string())
         };
-        t.metrics.traffic.request(
-            &labels,
-            self.status.map_or(0, |s| s.as_u16()),
-            self.grpc_status,
-            &RequestOutcome {
+        let status = self.status.map_or(0, |s| s.as_u16());
+        t.series
+            .get(&t.metrics.traffic, &labels, status, self.grpc_status)
+            .record(&RequestOutcome {
                 duration: self.started.elapsed(),
                 request_bytes: self.request_bytes,
                 response_bytes,
@@ -296,12 +280,19 @@ impl Record {
                     .as_ref()
                     .map_or(0, |count| count.load(Ordering::Relaxed)),
                 response_messages: self.response_messages,
-            },
-        );
+            });
     }
 
     fn write(&mut self, bytes_sent: u64) {
-        self.count(bytes_sent);
+        // The workload of the endpoint, for the metrics and the log's
+        // `connection.mtls`: looked up once, and only for them.
+        let destination = if self.telemetry.metrics.traffic.enabled() || self.access.is_some() {
+            self.upstream
+                .and_then(|a| self.telemetry.store.workload_by_ip(a.ip()))
+        } else {
+            None
+        };
+        self.count(bytes_sent, destination.as_ref());
         let duration_ms = self.started.elapsed().as_millis() as u64;
         let status = self.status.map_or(0, |s| s.as_u16());
         let upstream = self
@@ -309,12 +300,12 @@ impl Record {
             .map(|a| a.to_string())
             .unwrap_or_else(|| "-".into());
         tracing::debug!(
-            src.identity = %self.src_identity,
+            src.identity = %self.pod.identity(),
             src.addr = %self.src_addr,
-            method = %self.method,
-            authority = %self.authority,
-            path = %self.path,
-            protocol = ?self.version,
+            method = %self.line.method,
+            authority = %self.line.authority(),
+            path = %self.line.path(),
+            protocol = ?self.line.version,
             status,
             grpc_status = self.grpc_status.map(|s| s as i64).unwrap_or(-1),
             response_flags = %self.flags,
@@ -327,7 +318,7 @@ impl Record {
             duration_ms,
             "http request"
         );
-        self.access_log(bytes_sent);
+        self.access_log(bytes_sent, destination.as_deref());
         self.end_span(bytes_sent);
     }
 
@@ -343,9 +334,9 @@ impl Record {
         };
         span.finish(End {
             operation: format!("{host}:{}/*", self.destination_port),
-            method: self.method.as_str(),
-            url: format!("http://{}{}", self.authority, self.path),
-            protocol: protocol(self.version),
+            method: self.line.method.as_str(),
+            url: format!("http://{}{}", self.line.authority(), self.line.path()),
+            protocol: protocol(self.line.version),
             status: self.status.map_or(0, |s| s.as_u16()),
             grpc_status: self.grpc_status,
             flags: self.flags.to_string(),
@@ -357,22 +348,21 @@ impl Record {
     }
 
     /// The client side's access-log line, if it is logged.
-    fn access_log(&self, bytes_sent: u64) {
+    fn access_log(&self, bytes_sent: u64, destination: Option<&Workload>) {
         let Some(access) = &self.access else {
             return;
         };
-        let local_identity = self.src_identity.to_string();
         let mut e = Entry::new(self.start_time, self.started.elapsed());
         e.http = Some(Http {
-            method: self.method.as_str(),
-            path: &self.path,
-            authority: &self.authority,
+            method: self.line.method.as_str(),
+            path: self.line.path(),
+            authority: self.line.authority(),
             headers: Some(&access.headers),
             response_headers: access.response_headers.as_ref(),
             status: self.status.map_or(0, |s| s.as_u16()),
             grpc_status: self.grpc_status,
         });
-        e.protocol = protocol(self.version);
+        e.protocol = protocol(self.line.version);
         e.flags = self.flags;
         e.bytes_received = self.request_bytes;
         e.bytes_sent = bytes_sent;
@@ -383,14 +373,54 @@ impl Record {
             self.src_addr,
             &self.telemetry.source,
         ));
-        e.local_identity = &local_identity;
+        e.local_identity = Some(self.pod.identity());
         e.route = &self.route;
         e.attempts = self.attempts;
-        e.mtls = self
-            .upstream
-            .and_then(|a| self.telemetry.store.workload_by_ip(a.ip()))
-            .is_some_and(|w| w.hbone);
+        e.mtls = destination.is_some_and(|w| w.hbone);
         access_log::global().write(&access.decision, &e);
+    }
+}
+
+/// A request's method, target and version, kept for its line and its
+/// span: shared with the request, not copied (a URI's and a header's
+/// bytes are reference-counted).
+struct RequestLine {
+    method: Method,
+    uri: Uri,
+    /// The `host` header, when the URI has no authority (HTTP/1.1).
+    host: Option<HeaderValue>,
+    version: Version,
+}
+
+impl RequestLine {
+    fn of<B>(request: &Request<B>) -> RequestLine {
+        let uri = request.uri();
+        RequestLine {
+            method: request.method().clone(),
+            host: match uri.authority() {
+                Some(_) => None,
+                None => request.headers().get(http::header::HOST).cloned(),
+            },
+            uri: uri.clone(),
+            version: request.version(),
+        }
+    }
+
+    /// The URI's authority, else the `host` header.
+    fn authority(&self) -> &str {
+        match self.uri.authority() {
+            Some(authority) => authority.as_str(),
+            None => self
+                .host
+                .as_ref()
+                .and_then(|h| h.to_str().ok())
+                .unwrap_or(""),
+        }
+    }
+
+    /// The path with its query.
+    fn path(&self) -> &str {
+        self.uri.path_and_query().map_or("/", |p| p.as_str())
     }
 }
 
@@ -417,22 +447,16 @@ pub struct ServerRecord {
     operation: String,
     started: Instant,
     start_time: SystemTime,
-    method: Method,
-    authority: String,
-    path: String,
-    version: Version,
-    headers: HeaderMap,
-    response_headers: HeaderMap,
+    line: RequestLine,
+    /// The headers the line prints or its filter reads.
+    headers: Headers,
+    response_headers: Headers,
     status: u16,
     grpc_status: Option<u32>,
     flags: Flags,
     request_bytes: u64,
-    peer: SocketAddr,
-    target: SocketAddr,
-    /// The client's SPIFFE id, if proven (HBONE).
-    client: String,
-    local_identity: String,
-    sni: String,
+    /// The connection: its client, the pod and port it asked for.
+    inbound: Arc<super::inbound::Inbound>,
     cluster: String,
     /// The agent answered itself (a denial): no upstream was asked, and
     /// `%UPSTREAM_HOST%` is `-`, as in Envoy.
@@ -445,7 +469,7 @@ impl ServerRecord {
     /// logs nor traces.
     pub fn start<B>(
         request: &mut Request<B>,
-        inbound: &super::inbound::Inbound,
+        inbound: &Arc<super::inbound::Inbound>,
         ctx: &ProxyContext,
     ) -> Option<ServerRecord> {
         let workload = &inbound.pod.workload;
@@ -459,41 +483,26 @@ impl ServerRecord {
         if decision.is_none() && span.is_none() {
             return None;
         }
-        let authority = request
-            .uri()
-            .authority()
-            .map(|a| a.as_str())
-            .or_else(|| {
-                request
-                    .headers()
-                    .get(http::header::HOST)
-                    .and_then(|h| h.to_str().ok())
-            })
-            .unwrap_or("")
-            .to_string();
         let operation = match &span {
             Some(span) => match crate::trace::served_as(span.workload(), inbound.target.port()) {
                 Some(service) => format!("{service}/*"),
-                None => format!("{authority}/*"),
+                None => format!("{}/*", RequestLine::of(request).authority()),
             },
             None => String::new(),
         };
+        let headers = decision
+            .as_ref()
+            .map(|d| d.request_headers(request.headers()))
+            .unwrap_or_default();
         Some(ServerRecord {
             decision,
             span,
             operation,
             started: Instant::now(),
             start_time: SystemTime::now(),
-            method: request.method().clone(),
-            authority,
-            path: request
-                .uri()
-                .path_and_query()
-                .map_or("/", |p| p.as_str())
-                .to_string(),
-            version: request.version(),
-            headers: request.headers().clone(),
-            response_headers: HeaderMap::new(),
+            line: RequestLine::of(request),
+            headers,
+            response_headers: Headers::default(),
             status: 0,
             grpc_status: None,
             flags: Flags::default(),
@@ -502,15 +511,7 @@ impl ServerRecord {
                 .get(http::header::CONTENT_LENGTH)
                 .and_then(|v| v.to_str().ok()?.parse().ok())
                 .unwrap_or(0),
-            peer: inbound.peer,
-            target: inbound.target,
-            client: inbound
-                .client
-                .as_ref()
-                .map(ToString::to_string)
-                .unwrap_or_default(),
-            local_identity: workload.identity.to_string(),
-            sni: inbound.sni.clone().unwrap_or_default(),
+            inbound: inbound.clone(),
             cluster: format!("inbound|{}||", inbound.target.port()),
             local_reply: false,
         })
@@ -525,7 +526,9 @@ impl ServerRecord {
         }
         self.status = response.status().as_u16();
         self.grpc_status = super::reply::grpc_status(response.headers());
-        self.response_headers = response.headers().clone();
+        if let Some(decision) = &self.decision {
+            self.response_headers = decision.response_headers(response.headers());
+        }
         let (parts, inner) = response.into_parts();
         let logged = Logged::new(inner, self);
         Response::from_parts(parts, body::boxed(logged))
@@ -545,16 +548,16 @@ impl Ending for ServerRecord {
         if let Some(span) = self.span.take() {
             span.finish(End {
                 operation: std::mem::take(&mut self.operation),
-                method: self.method.as_str(),
-                url: format!("http://{}{}", self.authority, self.path),
-                protocol: protocol(self.version),
+                method: self.line.method.as_str(),
+                url: format!("http://{}{}", self.line.authority(), self.line.path()),
+                protocol: protocol(self.line.version),
                 status: self.status,
                 grpc_status: self.grpc_status,
                 flags: self.flags.to_string(),
                 request_size: self.request_bytes,
                 response_size: bytes_sent,
                 upstream_cluster: &self.cluster,
-                peer: Some(self.peer),
+                peer: Some(self.inbound.peer),
             });
         }
         let Some(decision) = &self.decision else {
@@ -562,27 +565,28 @@ impl Ending for ServerRecord {
         };
         let mut e = Entry::new(self.start_time, self.started.elapsed());
         e.http = Some(Http {
-            method: self.method.as_str(),
-            path: &self.path,
-            authority: &self.authority,
+            method: self.line.method.as_str(),
+            path: self.line.path(),
+            authority: self.line.authority(),
             headers: Some(&self.headers),
             response_headers: Some(&self.response_headers),
             status: self.status,
             grpc_status: self.grpc_status,
         });
-        e.protocol = protocol(self.version);
+        e.protocol = protocol(self.line.version);
         e.flags = self.flags;
         e.bytes_received = self.request_bytes;
         e.bytes_sent = bytes_sent;
+        let inbound = &self.inbound;
         // The app, at the address the client asked for.
-        e.upstream_host = (!self.local_reply).then_some(self.target);
+        e.upstream_host = (!self.local_reply).then_some(inbound.target);
         e.upstream_cluster = &self.cluster;
-        e.downstream_local = Some(self.target);
-        e.downstream_remote = Some(self.peer);
-        e.peer_identity = &self.client;
-        e.local_identity = &self.local_identity;
-        e.sni = &self.sni;
-        e.mtls = !self.client.is_empty();
+        e.downstream_local = Some(inbound.target);
+        e.downstream_remote = Some(inbound.peer);
+        e.peer_identity = inbound.client.as_ref();
+        e.local_identity = Some(&inbound.pod.workload.identity);
+        e.sni = inbound.sni.as_deref().unwrap_or_default();
+        e.mtls = inbound.client.is_some();
         access_log::global().write(decision, &e);
     }
 }

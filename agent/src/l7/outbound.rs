@@ -81,6 +81,7 @@ pub async fn serve(
         service_key: service.key(),
         service,
         protocol,
+        series: Arc::default(),
     });
     let handler = {
         let (down, ctx) = (down.clone(), ctx.clone());

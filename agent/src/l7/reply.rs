@@ -290,7 +290,8 @@ pub fn is_grpc(headers: &HeaderMap) -> bool {
 
 /// The `grpc-status` of response headers (a trailers-only response).
 pub fn grpc_status(headers: &HeaderMap) -> Option<u32> {
-    headers.get("grpc-status")?.to_str().ok()?.parse().ok()
+    const GRPC_STATUS: header::HeaderName = header::HeaderName::from_static("grpc-status");
+    headers.get(GRPC_STATUS)?.to_str().ok()?.parse().ok()
 }
 
 #[cfg(test)]
