@@ -154,6 +154,12 @@ impl App {
             l7,
             ext_authz: Default::default(),
             tracer,
+            limits: crate::proxy::limits::Limits {
+                handshake_timeout: config.handshake_timeout,
+                connect_timeout: config.connect_timeout,
+                max_handshakes_per_source: config.max_handshakes_per_source,
+            },
+            handshakes: Default::default(),
             authn: crate::authn::Authn::new(crate::authn::FetchConfig {
                 ca_bundle: config.jwks_ca_bundle.clone(),
                 refresh: config.jwks_refresh,

@@ -130,6 +130,24 @@ pub struct Config {
     #[serde(with = "duration_secs")]
     pub drain_timeout: Duration,
 
+    /// How long a client may take over its TLS and HTTP/2 handshake on a
+    /// pod's 15008 before its connection is closed.
+    #[arg(long, env = "WEFT_HANDSHAKE_TIMEOUT", default_value = "10s", value_parser = parse_duration)]
+    #[serde(with = "duration_secs")]
+    pub handshake_timeout: Duration,
+
+    /// How long connecting may take: to a destination's agent (TCP, TLS,
+    /// HTTP/2 and the CONNECT's answer), or to an app (Istio's
+    /// `connectTimeout`).
+    #[arg(long, env = "WEFT_CONNECT_TIMEOUT", default_value = "10s", value_parser = parse_duration)]
+    #[serde(with = "duration_secs")]
+    pub connect_timeout: Duration,
+
+    /// Handshakes one source IP may have in progress on this node's 15008
+    /// listeners at once; more are closed at once.
+    #[arg(long, env = "WEFT_MAX_HANDSHAKES_PER_SOURCE", default_value_t = 100, value_parser = clap::value_parser!(u32).range(1..))]
+    pub max_handshakes_per_source: u32,
+
     /// CA certificates (PEM) trusted when fetching a RequestAuthentication's
     /// `jwksUri` over HTTPS.
     #[arg(

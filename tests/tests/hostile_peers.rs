@@ -229,6 +229,115 @@ fn hostile_hbone_peers_are_refused_logged_and_counted() -> Result<()> {
     })
 }
 
+/// How a connection held by a peer that never speaks ended.
+fn ending(stream: &mut std::net::TcpStream, within: Duration) -> &'static str {
+    use std::io::Read as _;
+    stream.set_read_timeout(Some(within)).expect("read timeout");
+    let mut byte = [0u8; 1];
+    match stream.read(&mut byte) {
+        Ok(0) => "closed",
+        Ok(_) => "answered",
+        Err(err)
+            if matches!(
+                err.kind(),
+                std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
+            ) =>
+        {
+            "open"
+        }
+        Err(_) => "reset",
+    }
+}
+
+fn timeouts(node: &Node, stage: &str) -> Result<u64> {
+    let stats = node.admin_json("/stats")?;
+    Ok(stats["timeouts"][stage].as_u64().unwrap_or(0))
+}
+
+/// A peer that opens connections to 15008 and never starts its TLS
+/// handshake: past `--max-handshakes-per-source` its connections are
+/// closed at once, the ones it holds are closed when
+/// `--handshake-timeout` runs out, both are counted, and a well-behaved
+/// client from another address is served meanwhile within its 3 s bound.
+#[test]
+fn a_slow_handshake_flood_is_cut_and_does_not_slow_others() -> Result<()> {
+    const HELD: usize = 20;
+    const FLOOD: usize = 60;
+    let cluster = Cluster::builder()
+        .nodes(2)
+        .agent_args(&[
+            "--handshake-timeout",
+            "3s",
+            "--max-handshakes-per-source",
+            "20",
+        ])
+        .build()?;
+    cluster.with_logs(|cluster| {
+        let (server, client) = server_and_client(cluster)?;
+        let flooder = cluster
+            .add_pod(PodSpec::new("node-1", "secure", "flooder").service_account("flooder"))?;
+        let _app = server.spawn_app(&["http-server", "--port", "8080", "--quiet", "true"])?;
+        let url = format!("http://{}/", server.addr(8080));
+        let served = || -> Result<bool> {
+            Ok(client
+                .run_app(&["http-get", &url, "--timeout", "3"], TIMEOUT)?
+                .success())
+        };
+        wait_for("the client to be served", TIMEOUT, || {
+            Ok(served()?.then_some(()))
+        })?;
+        let node = cluster.node("node-2")?;
+        let refused_before = denials(node, "handshake_limit")?;
+        let cut_before = timeouts(node, "handshake")?;
+
+        // The flood: connections that never send a byte, outside the
+        // flooder's cgroup (not captured), from its address.
+        let hbone = SocketAddr::new(server.ip().into(), 15008);
+        let mut flood = (0..FLOOD)
+            .map(|_| flooder.tcp_connect(hbone, Duration::from_secs(3)))
+            .collect::<Result<Vec<_>>>()?;
+        // Past the limit: closed at once.
+        let over: Vec<&str> = flood[HELD..]
+            .iter_mut()
+            .map(|s| ending(s, Duration::from_secs(2)))
+            .collect();
+        ensure!(
+            over.iter().all(|e| *e != "open" && *e != "answered"),
+            "connections past the per-source limit were kept: {over:?}"
+        );
+        counted(
+            node,
+            "handshake_limit",
+            refused_before + (FLOOD - HELD) as u64,
+        )?;
+        // Meanwhile another client is served, within http-get's 3 s.
+        for _ in 0..3 {
+            ensure!(served()?, "the client was not served during the flood");
+        }
+        // The held ones: closed when their handshake time runs out.
+        let held: Vec<&str> = flood[..HELD]
+            .iter_mut()
+            .map(|s| ending(s, Duration::from_secs(10)))
+            .collect();
+        ensure!(
+            held.iter().all(|e| *e == "closed" || *e == "reset"),
+            "silent handshakes were not cut: {held:?}"
+        );
+        wait_for("the handshake timeouts to be counted", TIMEOUT, || {
+            Ok((timeouts(node, "handshake")? >= cut_before + HELD as u64).then_some(()))
+        })?;
+        // The flooder's slots are free again: it may try once more.
+        let mut again = flooder.tcp_connect(hbone, Duration::from_secs(3))?;
+        ensure!(
+            ending(&mut again, Duration::from_millis(500)) == "open",
+            "a new connection from the flooder was refused after its slots freed"
+        );
+        ensure!(node.agent_pid().is_some(), "the agent died");
+        ensure!(served()?, "the client was not served after the flood");
+        Ok(())
+    })
+}
+
 /// Python's ssl and the h2 package, in the client pod's network namespace
 /// (its IP) but outside its cgroup (not captured), speak HBONE to the
 /// server pod's agent with the client's certificate: TLS 1.3, the server's

@@ -8,6 +8,8 @@ pub mod traffic;
 
 use std::sync::atomic::{AtomicU64, Ordering};
 
+use crate::proxy::limits::Stage;
+
 use prometheus_client::{
     collector::Collector,
     encoding::{DescriptorEncoder, EncodeMetric},
@@ -35,10 +37,13 @@ pub enum Denial {
     /// Outbound: no original destination recorded, or a service without
     /// endpoints.
     NoDestination,
+    /// The source already had `--max-handshakes-per-source` handshakes
+    /// in progress on 15008.
+    HandshakeLimit,
 }
 
 impl Denial {
-    const ALL: [Denial; 7] = [
+    const ALL: [Denial; 8] = [
         Denial::PolicyDeny,
         Denial::NoAllowMatch,
         Denial::TlsHandshake,
@@ -46,6 +51,7 @@ impl Denial {
         Denial::IdentityMismatch,
         Denial::BadTarget,
         Denial::NoDestination,
+        Denial::HandshakeLimit,
     ];
 
     pub fn name(self) -> &'static str {
@@ -57,6 +63,7 @@ impl Denial {
             Denial::IdentityMismatch => "identity_mismatch",
             Denial::BadTarget => "bad_target",
             Denial::NoDestination => "no_destination",
+            Denial::HandshakeLimit => "handshake_limit",
         }
     }
 }
@@ -100,7 +107,9 @@ pub struct Metrics {
     pub traffic: Traffic,
     /// Where `traffic` is registered.
     registry: Registry,
-    denials: [AtomicU64; 7],
+    denials: [AtomicU64; 8],
+    /// Waits cut at their bound, by [`Stage`].
+    timeouts: [AtomicU64; 3],
     /// Requests at HTTP ports' authorization, by [`RequestVerdict`].
     requests: [AtomicU64; 4],
     /// Connections being proxied now (all directions).
@@ -139,6 +148,7 @@ impl Metrics {
             traffic,
             registry,
             denials: Default::default(),
+            timeouts: Default::default(),
             requests: Default::default(),
             active: AtomicU64::new(0),
             bad_requests: AtomicU64::new(0),
@@ -171,6 +181,7 @@ struct HealthCollector {
     health: Health,
     active: u64,
     denials: Vec<(&'static str, u64)>,
+    timeouts: Vec<(&'static str, u64)>,
     requests: Vec<(&'static str, u64)>,
     bad_requests: u64,
 }
@@ -233,6 +244,13 @@ impl Collector for HealthCollector {
             "reason",
             MetricType::Counter,
             &self.denials,
+        )?;
+        labelled(
+            "weft_agent_timeouts",
+            "Waits cut at their bound (a peer's handshake, a connect), by stage",
+            "stage",
+            MetricType::Counter,
+            &self.timeouts,
         )?;
         labelled(
             "weft_agent_requests_authorized",
@@ -320,6 +338,10 @@ impl Metrics {
                 .iter()
                 .map(|d| (d.name(), self.denials(*d)))
                 .collect(),
+            timeouts: Stage::ALL
+                .iter()
+                .map(|s| (s.name(), self.timeouts(*s)))
+                .collect(),
             requests: RequestVerdict::ALL
                 .iter()
                 .map(|v| (v.name(), self.requests(*v)))
@@ -360,6 +382,15 @@ impl Metrics {
         self.denials[reason as usize].load(Ordering::Relaxed)
     }
 
+    /// A wait was cut at its bound.
+    pub fn timed_out(&self, stage: Stage) {
+        self.timeouts[stage as usize].fetch_add(1, Ordering::Relaxed);
+    }
+
+    pub fn timeouts(&self, stage: Stage) -> u64 {
+        self.timeouts[stage as usize].load(Ordering::Relaxed)
+    }
+
     /// One request's authorization outcome.
     pub fn request(&self, verdict: RequestVerdict) {
         self.requests[verdict as usize].fetch_add(1, Ordering::Relaxed);
@@ -387,8 +418,13 @@ impl Metrics {
             .iter()
             .map(|v| (v.name().to_string(), self.requests(*v).into()))
             .collect();
+        let timeouts: serde_json::Map<String, serde_json::Value> = Stage::ALL
+            .iter()
+            .map(|s| (s.name().to_string(), self.timeouts(*s).into()))
+            .collect();
         serde_json::json!({
             "connections_denied": denied,
+            "timeouts": timeouts,
             "http_requests_authorized": requests,
             "connections_active": self.active_connections(),
             "http_bad_requests": self.bad_requests(),

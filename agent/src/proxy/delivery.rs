@@ -12,7 +12,7 @@ use std::{
 use tokio::net::TcpStream;
 use weft_ebpf_common::{DELIVERY_MARK, DeliveryKey};
 
-use super::{PodContext, Redirection};
+use super::{PodContext, Redirection, limits::Stage};
 use crate::{redirect::ipv4_key, sys::sockopt};
 
 #[derive(Debug, thiserror::Error)]
@@ -27,6 +27,11 @@ pub enum DeliveryError {
     Connect {
         target: SocketAddr,
         error: io::Error,
+    },
+    #[error("the app at {target}: {error}")]
+    TimedOut {
+        target: SocketAddr,
+        error: super::limits::TimedOut,
     },
 }
 
@@ -61,10 +66,11 @@ impl Delivered {
 /// Connects to `target` (an address of `pod`) from `source_ip`.
 pub async fn connect(
     pod: &PodContext,
-    redirection: &Arc<dyn Redirection>,
+    ctx: &super::ProxyContext,
     source_ip: IpAddr,
     target: SocketAddr,
 ) -> Result<Delivered, DeliveryError> {
+    let redirection = &ctx.redirection;
     let socket = pod
         .netns
         .run(|| sockopt::delivery_socket(source_ip, target, DELIVERY_MARK))?
@@ -90,10 +96,15 @@ pub async fn connect(
         key,
         redirection: redirection.clone(),
     };
-    let stream = socket
-        .connect(target)
-        .await
-        .map_err(|error| DeliveryError::Connect { target, error })?;
+    let limit = ctx.limits.connect_timeout;
+    let stream = match super::limits::bounded(Stage::Delivery, limit, socket.connect(target)).await
+    {
+        Ok(connected) => connected.map_err(|error| DeliveryError::Connect { target, error })?,
+        Err(error) => {
+            ctx.metrics.timed_out(Stage::Delivery);
+            return Err(DeliveryError::TimedOut { target, error });
+        }
+    };
     let _ = stream.set_nodelay(true);
     Ok(Delivered {
         stream,

@@ -4,7 +4,10 @@
 
 use std::{net::SocketAddr, sync::Arc, time::Duration};
 
-use super::{PodContext, ProxyContext, delivery, hbone};
+use super::{
+    PodContext, ProxyContext, delivery, hbone,
+    limits::{self, Stage},
+};
 use crate::{
     identity::tls,
     metrics::{Denial, traffic::SecurityPolicy},
@@ -37,12 +40,22 @@ pub async fn serve(
                 }
             },
         };
+        // A source flooding 15008 with handshakes it never finishes
+        // holds at most its share of slots; the rest are closed at once.
+        let Some(permit) = ctx
+            .handshakes
+            .start(peer.ip(), ctx.limits.max_handshakes_per_source)
+        else {
+            ctx.metrics.deny(Denial::HandshakeLimit);
+            tracing::debug!(dst = %pod.name(), src.addr = %peer, "HBONE connection refused: too many handshakes in progress from this source");
+            continue;
+        };
         let _ = stream.set_nodelay(true);
         let (pod, ctx) = (pod.clone(), ctx.clone());
         // No spans per connection or stream: entering one on every poll
         // costs more than the relay; events carry their own context.
         tokio::spawn(async move {
-            if let Err(err) = connection(stream, peer, pod.clone(), ctx).await {
+            if let Err(err) = connection(stream, peer, permit, pod.clone(), ctx).await {
                 tracing::warn!(dst = %pod.name(), src.addr = %peer, error = %err, "HBONE connection refused");
             }
         });
@@ -69,14 +82,59 @@ enum InboundError {
     },
     #[error("HTTP/2: {0}")]
     H2(#[from] h2::Error),
+    #[error(transparent)]
+    TimedOut(#[from] limits::TimedOut),
 }
 
 async fn connection(
     stream: tokio::net::TcpStream,
     peer: SocketAddr,
+    permit: limits::HandshakePermit,
     pod: Arc<PodContext>,
     ctx: Arc<ProxyContext>,
 ) -> Result<(), InboundError> {
+    let limit = ctx.limits.handshake_timeout;
+    let handshake = limits::bounded(Stage::Handshake, limit, handshake(stream, peer, &pod, &ctx));
+    let (mut h2, client, sni) = match handshake.await {
+        Ok(done) => done?,
+        Err(timed_out) => {
+            ctx.metrics.timed_out(Stage::Handshake);
+            return Err(timed_out.into());
+        }
+    };
+    drop(permit);
+    while let Some(request) = h2.accept().await {
+        let (request, respond) = request?;
+        tokio::spawn(stream_request(
+            request,
+            respond,
+            Peer {
+                addr: peer,
+                identity: client.clone(),
+                sni: sni.clone(),
+            },
+            pod.clone(),
+            ctx.clone(),
+        ));
+    }
+    Ok(())
+}
+
+/// A client's connection once authenticated: its HTTP/2 side, its
+/// identity and the SNI it asked for.
+type Authenticated = (
+    h2::server::Connection<tokio_rustls::server::TlsStream<tokio::net::TcpStream>, Bytes>,
+    Identity,
+    Option<Arc<str>>,
+);
+
+/// TLS with the client's certificate checked, then HTTP/2's handshake.
+async fn handshake(
+    stream: tokio::net::TcpStream,
+    peer: SocketAddr,
+    pod: &PodContext,
+    ctx: &ProxyContext,
+) -> Result<Authenticated, InboundError> {
     let cert = ctx
         .secrets
         .cached(pod.identity())
@@ -111,22 +169,8 @@ async fn connection(
     }
     tracing::debug!(client = %client, src.addr = %peer, "HBONE connection authenticated");
     let sni: Option<Arc<str>> = tls_stream.get_ref().1.server_name().map(Arc::from);
-    let mut h2 = hbone::server_builder().handshake(tls_stream).await?;
-    while let Some(request) = h2.accept().await {
-        let (request, respond) = request?;
-        tokio::spawn(stream_request(
-            request,
-            respond,
-            Peer {
-                addr: peer,
-                identity: client.clone(),
-                sni: sni.clone(),
-            },
-            pod.clone(),
-            ctx.clone(),
-        ));
-    }
-    Ok(())
+    let h2 = hbone::server_builder().handshake(tls_stream).await?;
+    Ok((h2, client, sni))
 }
 
 /// Answers a CONNECT with 200: the stream, both ways; `None` when the
@@ -230,7 +274,7 @@ async fn stream_request(
         return respond(responder, StatusCode::UNAUTHORIZED);
     }
     // Delivered from the client's own address: the app sees the real IP.
-    let app = match delivery::connect(&pod, &ctx.redirection, peer.ip(), target).await {
+    let app = match delivery::connect(&pod, &ctx, peer.ip(), target).await {
         Ok(app) => app,
         Err(err) => {
             tracing::info!(src.identity = %client, src.addr = %peer, %target, error = %err, "delivery to the app failed");

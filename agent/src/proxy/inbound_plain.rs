@@ -75,7 +75,7 @@ async fn handle(stream: TcpStream, peer: SocketAddr, pod: Arc<PodContext>, ctx: 
         return crate::l7::inbound::serve(stream, inbound, ctx.clone()).await;
     }
     let started = std::time::Instant::now();
-    let app = match delivery::connect(&pod, &ctx.redirection, peer.ip(), target).await {
+    let app = match delivery::connect(&pod, &ctx, peer.ip(), target).await {
         Ok(app) => app,
         Err(err) => {
             tracing::info!(src.addr = %peer, %target, error = %err, "delivery to the app failed");

@@ -15,6 +15,7 @@ pub mod delivery;
 pub mod hbone;
 pub mod inbound;
 pub mod inbound_plain;
+pub mod limits;
 pub mod outbound;
 pub mod pool;
 pub mod tunnel_io;
@@ -78,6 +79,10 @@ pub struct ProxyContext {
     pub ext_authz: crate::l7::ext_authz::Providers,
     /// Tracing policies and span export.
     pub tracer: Arc<crate::trace::Tracer>,
+    /// Bounds on handshakes and connects.
+    pub limits: limits::Limits,
+    /// Handshakes in progress on 15008, by source.
+    pub handshakes: limits::Handshakes,
     /// This context itself, for tasks started where only a borrow is at
     /// hand (built with `Arc::new_cyclic`).
     pub me: std::sync::Weak<ProxyContext>,

@@ -14,7 +14,11 @@ use tokio_rustls::TlsConnector;
 use tokio_util::sync::CancellationToken;
 use weft_ebpf_common::{HBONE_PORT, OUTBOUND_MARK};
 
-use super::{PodContext, ProxyContext, delivery, hbone, pool::PoolKey};
+use super::{
+    PodContext, ProxyContext, delivery, hbone,
+    limits::{self, Stage},
+    pool::PoolKey,
+};
 use crate::{
     metrics::{
         Denial,
@@ -319,6 +323,11 @@ pub enum OutboundError {
         addr: SocketAddr,
         source: std::io::Error,
     },
+    #[error("{addr}: {source}; maybe the destination node is overloaded or unreachable")]
+    TimedOut {
+        addr: SocketAddr,
+        source: limits::TimedOut,
+    },
     #[error(transparent)]
     Hbone(#[from] hbone::HboneError),
     #[error("the pod has no IP address")]
@@ -446,7 +455,7 @@ pub(crate) async fn connect_same_node(
         return Err(OutboundError::Denied);
     }
     Ok(SameNode::App(
-        delivery::connect(destination, &ctx.redirection, source_ip, target).await?,
+        delivery::connect(destination, ctx, source_ip, target).await?,
     ))
 }
 
@@ -457,6 +466,30 @@ pub(crate) async fn connect_same_node(
 /// `trace`, the CONNECT's `traceparent` is that span (an L4 connection
 /// being traced).
 pub(crate) async fn open_tunnel(
+    app: Option<&TcpStream>,
+    peer: SocketAddr,
+    pod: &PodContext,
+    ctx: &ProxyContext,
+    destination: &Workload,
+    target: SocketAddr,
+    trace: Option<&SpanContext>,
+) -> Result<(hbone::H2Stream, u64), OutboundError> {
+    let limit = ctx.limits.connect_timeout;
+    let opened = open_tunnel_unbounded(app, peer, pod, ctx, destination, target, trace);
+    match limits::bounded(Stage::Connect, limit, opened).await {
+        Ok(opened) => opened,
+        Err(timed_out) => {
+            ctx.metrics.timed_out(Stage::Connect);
+            Err(OutboundError::TimedOut {
+                addr: SocketAddr::new(target.ip(), HBONE_PORT),
+                source: timed_out,
+            })
+        }
+    }
+}
+
+/// [`open_tunnel`], however long it takes.
+async fn open_tunnel_unbounded(
     app: Option<&TcpStream>,
     peer: SocketAddr,
     pod: &PodContext,

@@ -25,6 +25,7 @@ pub const METRICS: &[&str] = &[
     // Agent: weft's health metrics.
     "weft_agent_connections_active",
     "weft_agent_connections_denied_total",
+    "weft_agent_timeouts_total",
     "weft_agent_requests_authorized_total",
     "weft_agent_xds_connected",
     "weft_agent_workloads",

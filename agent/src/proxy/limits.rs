@@ -1,0 +1,183 @@
+//! Bounds on the proxy's waits: how long a peer may take over its TLS and
+//! HTTP/2 handshake on 15008, how long a connection to a peer agent or to
+//! an app may take, and how many handshakes one source may hold open at
+//! once. A slow or silent peer is cut when its time is up and counted;
+//! it never holds a connection slot, memory or anyone else's time beyond
+//! that.
+
+use std::{
+    collections::HashMap,
+    future::Future,
+    net::IpAddr,
+    sync::{Arc, Mutex},
+    time::Duration,
+};
+
+/// The bounds, from the agent's flags.
+#[derive(Debug, Clone)]
+pub struct Limits {
+    /// A client's TLS and HTTP/2 handshake on 15008 (`--handshake-timeout`).
+    pub handshake_timeout: Duration,
+    /// Connecting to a peer agent's 15008 (TCP, TLS, HTTP/2 and the
+    /// CONNECT's answer), or to an app (`--connect-timeout`, Istio's
+    /// `connectTimeout`).
+    pub connect_timeout: Duration,
+    /// Handshakes one source IP may have in progress on this node's
+    /// 15008 listeners (`--max-handshakes-per-source`).
+    pub max_handshakes_per_source: u32,
+}
+
+impl Default for Limits {
+    fn default() -> Limits {
+        Limits {
+            handshake_timeout: Duration::from_secs(10),
+            connect_timeout: Duration::from_secs(10),
+            max_handshakes_per_source: 100,
+        }
+    }
+}
+
+/// The handshakes in progress, by source IP.
+#[derive(Debug, Default)]
+pub struct Handshakes {
+    pending: Arc<Mutex<HashMap<IpAddr, u32>>>,
+}
+
+/// One handshake in progress; its slot is freed when this drops.
+#[derive(Debug)]
+pub struct HandshakePermit {
+    pending: Arc<Mutex<HashMap<IpAddr, u32>>>,
+    source: IpAddr,
+}
+
+impl Handshakes {
+    /// A slot for a handshake from `source`, or `None` when it already
+    /// has `max` in progress.
+    pub fn start(&self, source: IpAddr, max: u32) -> Option<HandshakePermit> {
+        let mut pending = self.pending.lock().unwrap_or_else(|e| e.into_inner());
+        let count = pending.entry(source).or_default();
+        if *count >= max {
+            return None;
+        }
+        *count += 1;
+        Some(HandshakePermit {
+            pending: self.pending.clone(),
+            source,
+        })
+    }
+
+    /// Handshakes in progress from `source`.
+    pub fn in_progress(&self, source: IpAddr) -> u32 {
+        let pending = self.pending.lock().unwrap_or_else(|e| e.into_inner());
+        pending.get(&source).copied().unwrap_or(0)
+    }
+}
+
+impl Drop for HandshakePermit {
+    fn drop(&mut self) {
+        let mut pending = self.pending.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(count) = pending.get_mut(&self.source) {
+            *count -= 1;
+            if *count == 0 {
+                pending.remove(&self.source);
+            }
+        }
+    }
+}
+
+/// The wait that ran out of time.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Stage {
+    /// A client's handshake on 15008.
+    Handshake,
+    /// Connecting to a peer agent's 15008, through the CONNECT's answer.
+    Connect,
+    /// Connecting to the app.
+    Delivery,
+}
+
+impl Stage {
+    pub const ALL: [Stage; 3] = [Stage::Handshake, Stage::Connect, Stage::Delivery];
+
+    pub fn name(self) -> &'static str {
+        match self {
+            Stage::Handshake => "handshake",
+            Stage::Connect => "connect",
+            Stage::Delivery => "delivery",
+        }
+    }
+}
+
+/// A wait that ran longer than its limit.
+#[derive(Debug, thiserror::Error)]
+#[error("{} did not finish within {limit:?}", describe(*stage))]
+pub struct TimedOut {
+    pub stage: Stage,
+    pub limit: Duration,
+}
+
+fn describe(stage: Stage) -> &'static str {
+    match stage {
+        Stage::Handshake => "the client's TLS and HTTP/2 handshake",
+        Stage::Connect => "connecting to the destination's agent",
+        Stage::Delivery => "connecting to the app",
+    }
+}
+
+/// Runs `work` for at most `limit`.
+pub async fn bounded<T>(
+    stage: Stage,
+    limit: Duration,
+    work: impl Future<Output = T>,
+) -> Result<T, TimedOut> {
+    tokio::time::timeout(limit, work)
+        .await
+        .map_err(|_| TimedOut { stage, limit })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_source_holds_at_most_max_handshakes_and_frees_them() {
+        let handshakes = Handshakes::default();
+        let (a, b): (IpAddr, IpAddr) = ("10.0.0.1".parse().unwrap(), "10.0.0.2".parse().unwrap());
+        let first = handshakes.start(a, 2).unwrap();
+        let _second = handshakes.start(a, 2).unwrap();
+        assert!(
+            handshakes.start(a, 2).is_none(),
+            "a third from the same source"
+        );
+        assert!(
+            handshakes.start(b, 2).is_some(),
+            "another source is not affected"
+        );
+        drop(first);
+        assert_eq!(handshakes.in_progress(a), 1);
+        assert!(handshakes.start(a, 2).is_some());
+    }
+
+    #[tokio::test]
+    async fn a_wait_past_its_limit_is_an_error_naming_it() {
+        let err = bounded(
+            Stage::Handshake,
+            Duration::from_millis(10),
+            std::future::pending::<()>(),
+        )
+        .await
+        .unwrap_err();
+        assert_eq!(err.stage, Stage::Handshake);
+        assert!(
+            err.to_string()
+                .contains("handshake did not finish within 10ms"),
+            "{err}"
+        );
+        assert_eq!(
+            bounded(Stage::Connect, Duration::from_secs(1), async { 7 })
+                .await
+                .unwrap(),
+            7
+        );
+    }
+}
