@@ -81,6 +81,7 @@ pub const LABELS: &[&str] = &[
     "connection_security_policy",
     // weft's agent metrics.
     "reason",
+    "stage",
     "verdict",
     "identity",
     "map",
