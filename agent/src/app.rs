@@ -160,12 +160,15 @@ impl App {
                 max_handshakes_per_source: config.max_handshakes_per_source,
             },
             handshakes: Default::default(),
+            open: Default::default(),
             authn: crate::authn::Authn::new(crate::authn::FetchConfig {
                 ca_bundle: config.jwks_ca_bundle.clone(),
                 refresh: config.jwks_refresh,
                 ..Default::default()
             }),
         });
+        // Open connections that a policy change denies are closed.
+        tokio::spawn(crate::proxy::open::revalidate(proxy.clone()));
         let files = PodFiles::new(&config.state_dir).map_err(io(format!(
             "state directory {}",
             config.state_dir.display()

@@ -329,3 +329,124 @@ fn authorization_policies_allow_deny_and_dry_run() -> Result<()> {
         Ok(())
     })
 }
+
+/// A long-lived connection from `from` to `to`: a line echoed every 100 ms
+/// for a minute, so it is still open when the policies change.
+fn hold(from: &Pod, to: std::net::SocketAddr) -> Result<Process> {
+    from.spawn_app(&[
+        "tcp-ping",
+        &to.to_string(),
+        "--count",
+        "600",
+        "--interval-ms",
+        "100",
+        "--timeout",
+        "5",
+    ])
+}
+
+/// Waits until the ping of `what` has echoed a line (its connection is up).
+fn held(what: &str, ping: &Process) -> Result<()> {
+    wait_for(
+        &format!("{what}'s connection to carry a ping"),
+        TIMEOUT,
+        || Ok(ping.log().contains("ping 0 ok").then_some(())),
+    )
+    .with_context(|| ping.log_tail(20))
+}
+
+/// Waits until the connection of `what` has been closed under it.
+fn closed(what: &str, ping: &mut Process) -> Result<()> {
+    wait_for(
+        &format!("{what}'s open connection to be closed"),
+        TIMEOUT,
+        || Ok(ping.try_status().map(|status| status.success())),
+    )
+    .and_then(|succeeded| {
+        ensure!(
+            !succeeded,
+            "{what}'s pings all came back: the connection was never closed"
+        );
+        Ok(())
+    })
+    .with_context(|| ping.log_tail(20))
+}
+
+#[test]
+fn a_policy_change_closes_the_open_connections_it_denies() -> Result<()> {
+    let cluster = Cluster::builder().nodes(2).build()?;
+    cluster.with_logs(|cluster| {
+        cluster.add_namespace("secure", &[AMBIENT])?;
+        cluster.add_namespace("legacy", &[])?;
+        let server = cluster.add_pod(
+            PodSpec::new("node-2", "secure", "server")
+                .label("app", "server")
+                .service_account("server")
+                .port("tcp-echo", 7000),
+        )?;
+        // Over HBONE from node-1, from a pod of the same node, in plaintext.
+        let client =
+            cluster.add_pod(PodSpec::new("node-1", "secure", "client").service_account("client"))?;
+        let neighbour = cluster
+            .add_pod(PodSpec::new("node-2", "secure", "neighbour").service_account("neighbour"))?;
+        let outsider = cluster.add_pod(PodSpec::new("node-1", "legacy", "outsider"))?;
+        let _echo = server.spawn_app(&["tcp-echo", "--port", "7000"])?;
+        let target = server.addr(7000);
+        wait_for("the echo server to answer", TIMEOUT, || {
+            let out = client.run_app(&["tcp-send", &target.to_string(), "hello"], TIMEOUT)?;
+            Ok((out.success() && out.stdout.contains("hello")).then_some(()))
+        })?;
+        let mut from_client = hold(&client, target)?;
+        let mut from_neighbour = hold(&neighbour, target)?;
+        let mut from_outsider = hold(&outsider, target)?;
+        held("the client", &from_client)?;
+        held("the neighbour", &from_neighbour)?;
+        held("the outsider", &from_outsider)?;
+        let node = cluster.node("node-2")?;
+        let revoked_before = node.admin_json("/stats")?["connections_denied"]["policy_revoked"]
+            .as_u64()
+            .unwrap_or(0);
+
+        // A DENY for the client's identity closes its open connection,
+        // and only that one.
+        authorization_policy(
+            cluster,
+            "deny-client",
+            "",
+            "  selector:\n    matchLabels:\n      app: server\n  action: DENY\n  rules:\n  - from:\n    - source:\n        principals: [\"cluster.local/ns/secure/sa/client\"]\n",
+        )?;
+        closed("the client", &mut from_client)?;
+        ensure!(from_neighbour.is_running(), "the neighbour's connection was closed too:\n{}", from_neighbour.log_tail(10));
+        ensure!(from_outsider.is_running(), "the outsider's connection was closed too:\n{}", from_outsider.log_tail(10));
+        wait_for("the closing in node-2's log, with the policy", TIMEOUT, || {
+            Ok(node
+                .agent_log_tail(400)
+                .lines()
+                .any(|l| {
+                    l.contains("closing an open connection")
+                        && l.contains("secure/deny-client")
+                        && l.contains("spiffe://cluster.local/ns/secure/sa/client")
+                })
+                .then_some(()))
+        })
+        .with_context(|| node.agent_log_tail(100))?;
+
+        // STRICT mutual TLS closes the plaintext one; the mesh's stays.
+        peer_authentication(cluster, "secure", "strict", "  mtls:\n    mode: STRICT\n")?;
+        closed("the outsider", &mut from_outsider)?;
+        ensure!(from_neighbour.is_running(), "the neighbour's connection was closed by STRICT:\n{}", from_neighbour.log_tail(10));
+
+        let revoked = node.admin_json("/stats")?["connections_denied"]["policy_revoked"]
+            .as_u64()
+            .unwrap_or(0);
+        ensure!(revoked >= revoked_before + 2, "policy_revoked counted {revoked} (was {revoked_before}), want 2 more");
+        // The neighbour's pings kept coming back throughout.
+        let before = from_neighbour.log().lines().filter(|l| l.ends_with(" ok")).count();
+        wait_for("the neighbour's pings to go on", TIMEOUT, || {
+            ensure!(from_neighbour.is_running(), "the neighbour's connection ended:\n{}", from_neighbour.log_tail(10));
+            let now = from_neighbour.log().lines().filter(|l| l.ends_with(" ok")).count();
+            Ok((now > before + 5).then_some(()))
+        })?;
+        Ok(())
+    })
+}

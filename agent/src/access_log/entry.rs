@@ -38,23 +38,21 @@ pub struct Http<'a> {
 pub struct Headers(Vec<(HeaderName, HeaderValue)>);
 
 impl Headers {
-    /// Those of `map` that `names` name.
-    pub fn capture<'n>(
-        map: &HeaderMap,
-        names: impl IntoIterator<Item = &'n HeaderName> + Clone,
-    ) -> Headers {
-        let mut kept = Headers::default();
+    /// Those of `map` that the format prints or the filter reads.
+    pub fn capture(map: &HeaderMap, format: &[HeaderName], filter: &[HeaderName]) -> Headers {
+        // Room for the `x-request-id` the proxy may add.
+        let mut kept = Headers(Vec::with_capacity(format.len() + filter.len() + 1));
         // A request has a few headers: one pass over them, comparing
         // names, is cheaper than hashing each name for a lookup. Past a
         // few dozen, the lookups are.
         if map.keys_len() <= 32 {
             for (name, value) in map {
-                if names.clone().into_iter().any(|n| n == name) {
+                if format.contains(name) || filter.contains(name) {
                     kept.add(name, value);
                 }
             }
         } else {
-            for name in names {
+            for name in format.iter().chain(filter) {
                 if let Some(value) = map.get(name) {
                     kept.add(name, value);
                 }

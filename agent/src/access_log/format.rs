@@ -4,7 +4,7 @@
 //! numbers for numeric operators standing alone and `null` for what is
 //! missing, as Envoy's JSON format does.
 
-use std::{fmt::Write as _, time::SystemTime};
+use std::time::SystemTime;
 
 use http::HeaderName;
 use weft_proto::telemetry::{FormatToken, JsonField};
@@ -97,23 +97,31 @@ impl Op {
     }
 
     /// Appends the value, or returns `false` when there is none.
-    fn render(&self, e: &Entry<'_>, out: &mut String) -> bool {
-        fn some(out: &mut String, value: impl std::fmt::Display) -> bool {
-            let _ = write!(out, "{value}");
-            true
-        }
-        fn number(out: &mut String, value: u64) -> bool {
+    ///
+    /// Only values that come from free text (an error, a name in the
+    /// config, a certificate, a client's SNI) are checked for line
+    /// breaks: the request line, header values (visible ASCII, `http`
+    /// checks it), numbers and addresses cannot hold one.
+    fn render(&self, e: &Entry<'_>, out: &mut Vec<u8>) -> bool {
+        fn number(out: &mut Vec<u8>, value: u64) -> bool {
             push_u64(out, value);
             true
         }
-        fn text(out: &mut String, value: &str) -> bool {
+        fn text(out: &mut Vec<u8>, value: &str) -> bool {
             if value.is_empty() {
                 return false;
             }
-            out.push_str(value);
+            out.extend_from_slice(value.as_bytes());
             true
         }
-        fn addr(out: &mut String, value: Option<std::net::SocketAddr>, port: bool) -> bool {
+        fn free_text(out: &mut Vec<u8>, value: &str) -> bool {
+            if value.is_empty() {
+                return false;
+            }
+            push_one_line(out, value.as_bytes());
+            true
+        }
+        fn addr(out: &mut Vec<u8>, value: Option<std::net::SocketAddr>, port: bool) -> bool {
             match value {
                 Some(a) => {
                     push_addr(out, a, port);
@@ -122,8 +130,11 @@ impl Op {
                 None => false,
             }
         }
-        fn identity(out: &mut String, value: Option<&Identity>) -> bool {
-            value.is_some_and(|id| some(out, id))
+        fn identity(out: &mut Vec<u8>, value: Option<&Identity>) -> bool {
+            match value {
+                Some(id) => free_text(out, &id.to_string()),
+                None => false,
+            }
         }
         match self {
             Op::StartTime => {
@@ -148,15 +159,15 @@ impl Op {
             Op::Protocol => text(out, e.protocol),
             Op::ResponseCode => number(out, e.response_code().into()),
             Op::ResponseFlags if e.flags.is_empty() => text(out, "-"),
-            Op::ResponseFlags => some(out, e.flags),
+            Op::ResponseFlags => text(out, &e.flags.to_string()),
             Op::ResponseCodeDetails => text(out, &e.code_details()),
             Op::ConnectionTerminationDetails => false,
-            Op::UpstreamTransportFailureReason => text(out, e.transport_failure),
+            Op::UpstreamTransportFailureReason => free_text(out, e.transport_failure),
             Op::BytesReceived => number(out, e.bytes_received),
             Op::BytesSent => number(out, e.bytes_sent),
             Op::Duration => number(out, e.duration.as_millis() as u64),
             Op::UpstreamHost => addr(out, e.upstream_host, true),
-            Op::UpstreamCluster => text(out, e.upstream_cluster),
+            Op::UpstreamCluster => free_text(out, e.upstream_cluster),
             Op::UpstreamLocalAddress => addr(out, e.upstream_local, true),
             Op::UpstreamRequestAttemptCount => number(out, e.attempts.into()),
             Op::DownstreamLocalAddress => addr(out, e.downstream_local, true),
@@ -165,8 +176,8 @@ impl Op {
             Op::DownstreamRemoteAddressWithoutPort => addr(out, e.downstream_remote, false),
             Op::DownstreamPeerUriSan => identity(out, e.peer_identity),
             Op::DownstreamLocalUriSan => identity(out, e.local_identity),
-            Op::RequestedServerName => text(out, e.sni),
-            Op::RouteName => text(out, e.route),
+            Op::RequestedServerName => free_text(out, e.sni),
+            Op::RouteName => free_text(out, e.route),
             Op::ConnectionId => match e.connection_id {
                 Some(id) => number(out, id),
                 None => false,
@@ -175,7 +186,7 @@ impl Op {
                 Some(s) => number(out, s.into()),
                 None => false,
             },
-            Op::Hostname => text(out, hostname()),
+            Op::Hostname => free_text(out, hostname()),
         }
     }
 }
@@ -283,42 +294,37 @@ impl Format {
 
     /// One line, with its `\n`.
     pub fn render(&self, e: &Entry<'_>) -> String {
-        let mut out = String::with_capacity(384);
+        let mut out = Vec::with_capacity(384);
         self.render_into(e, &mut out);
-        out
+        // Every value written is a `str` or ASCII.
+        String::from_utf8_lossy(&out).into_owned()
     }
 
-    /// Appends one line, with its `\n`, to `out`.
-    pub fn render_into(&self, e: &Entry<'_>, out: &mut String) {
+    /// Appends one line, with its `\n`, to `out` (UTF-8: every value
+    /// written is a `str` or ASCII).
+    pub fn render_into(&self, e: &Entry<'_>, out: &mut Vec<u8>) {
+        out.reserve(512);
         match &self.layout {
-            Layout::Text(pieces) => {
-                let start = out.len();
-                render_pieces(pieces, e, out);
-                // A line is a line: never let a value break it.
-                if out[start..].contains('\n') {
-                    let line = out.split_off(start).replace('\n', " ");
-                    out.push_str(&line);
-                }
-            }
+            Layout::Text(pieces) => render_pieces(pieces, e, out),
             Layout::Json(fields) => {
-                out.push('{');
-                let mut value = String::new();
+                out.push(b'{');
+                let mut value = Vec::new();
                 for (i, (key, pieces)) in fields.iter().enumerate() {
                     if i > 0 {
-                        out.push(',');
+                        out.push(b',');
                     }
-                    json_string(key, out);
-                    out.push(':');
+                    json_string(key.as_bytes(), out);
+                    out.push(b':');
                     value.clear();
                     match pieces.as_slice() {
                         [Piece::Op(op, max)] => {
                             if !op.render(e, &mut value) {
-                                out.push_str("null");
+                                out.extend_from_slice(b"null");
                                 continue;
                             }
-                            truncate(&mut value, *max);
+                            truncate(&mut value, 0, *max);
                             if op.numeric() {
-                                out.push_str(&value);
+                                out.extend_from_slice(&value);
                             } else {
                                 json_string(&value, out);
                             }
@@ -329,69 +335,91 @@ impl Format {
                         }
                     }
                 }
-                out.push('}');
+                out.push(b'}');
             }
         }
-        out.push('\n');
+        out.push(b'\n');
     }
 }
 
-fn render_pieces(pieces: &[Piece], e: &Entry<'_>, out: &mut String) {
+fn render_pieces(pieces: &[Piece], e: &Entry<'_>, out: &mut Vec<u8>) {
     for piece in pieces {
         match piece {
-            Piece::Literal(text) => out.push_str(text),
+            Piece::Literal(text) => out.extend_from_slice(text.as_bytes()),
             Piece::Op(op, max) => {
                 let start = out.len();
                 if op.render(e, out) {
-                    if *max > 0 {
-                        let mut value = out.split_off(start);
-                        truncate(&mut value, *max);
-                        out.push_str(&value);
-                    }
+                    truncate(out, start, *max);
                 } else {
-                    out.push('-');
+                    out.push(b'-');
                 }
             }
         }
     }
 }
 
-/// Cuts to `max` characters (0: no limit).
-fn truncate(value: &mut String, max: usize) {
-    if max > 0
-        && let Some((at, _)) = value.char_indices().nth(max)
-    {
-        value.truncate(at);
+/// Cuts the UTF-8 text `out[start..]` to `max` characters (0: no limit).
+fn truncate(out: &mut Vec<u8>, start: usize, max: usize) {
+    if max == 0 {
+        return;
+    }
+    // A character starts at every byte that is not a continuation byte.
+    let cut = out[start..]
+        .iter()
+        .enumerate()
+        .filter(|(_, b)| (**b & 0xC0) != 0x80)
+        .nth(max)
+        .map(|(at, _)| at);
+    if let Some(at) = cut {
+        out.truncate(start + at);
     }
 }
 
-fn json_string(value: &str, out: &mut String) {
-    out.push('"');
-    for c in value.chars() {
-        match c {
-            '"' => out.push_str("\\\""),
-            '\\' => out.push_str("\\\\"),
-            '\n' => out.push_str("\\n"),
-            '\r' => out.push_str("\\r"),
-            '\t' => out.push_str("\\t"),
-            c if (c as u32) < 0x20 => {
-                let _ = write!(out, "\\u{:04x}", c as u32);
+/// Appends `value` with its line breaks made spaces: a line is a line.
+fn push_one_line(out: &mut Vec<u8>, value: &[u8]) {
+    let start = out.len();
+    out.extend_from_slice(value);
+    if value.contains(&b'\n') {
+        for b in &mut out[start..] {
+            if *b == b'\n' {
+                *b = b' ';
             }
-            c => out.push(c),
         }
     }
-    out.push('"');
+}
+
+/// A JSON string of the UTF-8 text `value`.
+fn json_string(value: &[u8], out: &mut Vec<u8>) {
+    out.push(b'"');
+    for &b in value {
+        match b {
+            b'"' => out.extend_from_slice(b"\\\""),
+            b'\\' => out.extend_from_slice(b"\\\\"),
+            b'\n' => out.extend_from_slice(b"\\n"),
+            b'\r' => out.extend_from_slice(b"\\r"),
+            b'\t' => out.extend_from_slice(b"\\t"),
+            b if b < 0x20 => {
+                const HEX: &[u8; 16] = b"0123456789abcdef";
+                out.extend_from_slice(b"\\u00");
+                out.push(HEX[usize::from(b >> 4)]);
+                out.push(HEX[usize::from(b & 0xF)]);
+            }
+            // Multi-byte characters are copied as they are.
+            b => out.push(b),
+        }
+    }
+    out.push(b'"');
 }
 
 /// Envoy's default START_TIME: `2026-12-02T19:17:14.123Z` (UTC).
-fn write_time(t: SystemTime, out: &mut String) {
+fn write_time(t: SystemTime, out: &mut Vec<u8>) {
     let since = t.duration_since(SystemTime::UNIX_EPOCH).unwrap_or_default();
     let secs = since.as_secs();
     // Lines come in thousands a second: the date and time up to the
     // second are written once per second and thread.
     thread_local! {
-        static SECOND: std::cell::RefCell<(u64, String)> =
-            const { std::cell::RefCell::new((u64::MAX, String::new())) };
+        static SECOND: std::cell::RefCell<(u64, Vec<u8>)> =
+            const { std::cell::RefCell::new((u64::MAX, Vec::new())) };
     }
     SECOND.with_borrow_mut(|(cached, text)| {
         if *cached != secs {
@@ -400,79 +428,80 @@ fn write_time(t: SystemTime, out: &mut String) {
             let (days, rest) = (secs / 86_400, secs % 86_400);
             let (y, m, d) = civil_from_days(days as i64);
             let parts = [
-                (y.max(0) as u64, 4, '-'),
-                (m.into(), 2, '-'),
-                (d.into(), 2, 'T'),
-                (rest / 3600, 2, ':'),
-                (rest / 60 % 60, 2, ':'),
-                (rest % 60, 2, '.'),
+                (y.max(0) as u64, 4, b'-'),
+                (m.into(), 2, b'-'),
+                (d.into(), 2, b'T'),
+                (rest / 3600, 2, b':'),
+                (rest / 60 % 60, 2, b':'),
+                (rest % 60, 2, b'.'),
             ];
             for (value, width, then) in parts {
                 push_padded(text, value, width);
                 text.push(then);
             }
         }
-        out.push_str(text);
+        out.extend_from_slice(text);
     });
     push_padded(out, since.subsec_millis().into(), 3);
-    out.push('Z');
+    out.push(b'Z');
 }
 
 // Numbers and addresses are written by hand: `fmt` (padding, dynamic
 // dispatch) was most of a line's cost.
 
 /// The decimal digits of `value`.
-fn push_u64(out: &mut String, value: u64) {
-    push_padded(out, value, 1);
+fn push_u64(out: &mut Vec<u8>, value: u64) {
+    let mut digits = itoa::Buffer::new();
+    out.extend_from_slice(digits.format(value).as_bytes());
 }
 
 /// The decimal digits of `value`, zero-padded to `width`.
-fn push_padded(out: &mut String, value: u64, width: usize) {
+fn push_padded(out: &mut Vec<u8>, value: u64, width: usize) {
     let mut digits = itoa::Buffer::new();
     let digits = digits.format(value);
     for _ in digits.len()..width {
-        out.push('0');
+        out.push(b'0');
     }
-    out.push_str(digits);
+    out.extend_from_slice(digits.as_bytes());
 }
 
 /// `ip:port` (`[ip]:port` for IPv6), or the IP alone.
-fn push_addr(out: &mut String, addr: std::net::SocketAddr, port: bool) {
+fn push_addr(out: &mut Vec<u8>, addr: std::net::SocketAddr, port: bool) {
+    use std::io::Write as _;
     match addr.ip() {
         std::net::IpAddr::V4(ip) => {
-            // `255.255.255.255:65535` at most, written in place and
-            // copied once.
-            let mut text = [0u8; 21];
-            let mut len = 0;
-            let mut put = |value: u32, then: u8| {
-                let mut digits = [0u8; 5];
-                let (mut at, mut rest) = (digits.len(), value);
+            // Up to `255.255.255.255:65535`: each number's digits are
+            // written from the right into a small buffer, copied once.
+            let mut put = |value: u32, then: Option<u8>| {
+                let mut digits = [0u8; 6];
+                let (mut at, mut rest) = (5, value);
                 loop {
+                    digits[at - 1] = b'0' + (rest % 10) as u8;
                     at -= 1;
-                    digits[at] = b'0' + (rest % 10) as u8;
                     rest /= 10;
                     if rest == 0 {
                         break;
                     }
                 }
-                for digit in &digits[at..] {
-                    text[len] = *digit;
-                    len += 1;
-                }
-                if then != 0 {
-                    text[len] = then;
-                    len += 1;
-                }
+                let end = match then {
+                    Some(byte) => {
+                        digits[5] = byte;
+                        6
+                    }
+                    None => 5,
+                };
+                out.extend_from_slice(&digits[at..end]);
             };
             let [a, b, c, d] = ip.octets();
-            put(a.into(), b'.');
-            put(b.into(), b'.');
-            put(c.into(), b'.');
-            put(d.into(), if port { b':' } else { 0 });
+            put(a.into(), Some(b'.'));
+            put(b.into(), Some(b'.'));
+            put(c.into(), Some(b'.'));
             if port {
-                put(addr.port().into(), 0);
+                put(d.into(), Some(b':'));
+                put(addr.port().into(), None);
+            } else {
+                put(d.into(), None);
             }
-            out.push_str(std::str::from_utf8(&text[..len]).unwrap_or_default());
         }
         std::net::IpAddr::V6(_) if port => {
             let _ = write!(out, "{addr}");
@@ -536,28 +565,28 @@ mod tests {
 
     #[test]
     fn times_are_envoys_default_in_utc() {
-        let mut out = String::new();
+        let mut out = Vec::new();
         write_time(
             SystemTime::UNIX_EPOCH + Duration::from_millis(1_796_239_034_123),
             &mut out,
         );
-        assert_eq!(out, "2026-12-02T19:17:14.123Z");
+        assert_eq!(out, b"2026-12-02T19:17:14.123Z");
         assert_eq!(civil_from_days(0), (1970, 1, 1));
         assert_eq!(civil_from_days(11_016), (2000, 2, 29));
     }
 
     #[test]
     fn numbers_and_addresses_are_written_as_fmt_would() {
-        let mut out = String::new();
+        let mut out = Vec::new();
         for v in [0, 7, 10, 65_535, u64::MAX] {
             out.clear();
             push_u64(&mut out, v);
-            assert_eq!(out, v.to_string());
+            assert_eq!(out, v.to_string().as_bytes());
         }
         out.clear();
         push_padded(&mut out, 7, 3);
         push_padded(&mut out, 1234, 2);
-        assert_eq!(out, "0071234");
+        assert_eq!(out, b"0071234");
         for a in [
             "10.0.0.1:8080",
             "0.0.0.0:0",
@@ -567,11 +596,24 @@ mod tests {
             let addr: std::net::SocketAddr = a.parse().unwrap();
             out.clear();
             push_addr(&mut out, addr, true);
-            assert_eq!(out, a);
+            assert_eq!(out, a.as_bytes());
             out.clear();
             push_addr(&mut out, addr, false);
-            assert_eq!(out, addr.ip().to_string());
+            assert_eq!(out, addr.ip().to_string().as_bytes());
         }
+    }
+
+    #[test]
+    fn cuts_count_characters_not_bytes() {
+        let mut out = b"kept:".to_vec();
+        out.extend_from_slice("héllo".as_bytes());
+        truncate(&mut out, 5, 2);
+        assert_eq!(out, "kept:hé".as_bytes());
+        truncate(&mut out, 5, 0);
+        assert_eq!(out, "kept:hé".as_bytes());
+        let mut json = Vec::new();
+        json_string("a\"\\\n\u{1}é".as_bytes(), &mut json);
+        assert_eq!(json, "\"a\\\"\\\\\\n\\u0001é\"".as_bytes());
     }
 
     #[test]
@@ -631,7 +673,7 @@ mod tests {
             ["x-envoy-original-path", "user-agent", "x-request-id"].map(HeaderName::from_static)
         );
         assert_eq!(
-            Headers::capture(&map, format.request_headers())
+            Headers::capture(&map, format.request_headers(), &[])
                 .get(&HeaderName::from_static("x-other")),
             None
         );
@@ -652,9 +694,9 @@ mod tests {
         ])
         .unwrap();
         assert_eq!(format.render(&e), "a b reset by peer\n");
-        let mut out = String::from("kept\n");
+        let mut out = b"kept\n".to_vec();
         format.render_into(&e, &mut out);
-        assert_eq!(out, "kept\na b reset by peer\n");
+        assert_eq!(out, b"kept\na b reset by peer\n");
     }
 
     #[test]

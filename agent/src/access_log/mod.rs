@@ -150,15 +150,15 @@ impl AccessLog {
         };
         // Rendered into a buffer of the thread's, kept for its next line.
         thread_local! {
-            static LINE: std::cell::RefCell<String> = const { std::cell::RefCell::new(String::new()) };
+            static LINE: std::cell::RefCell<Vec<u8>> = const { std::cell::RefCell::new(Vec::new()) };
         }
         LINE.with_borrow_mut(|line| {
             line.clear();
             decision.format.render_into(entry, line);
-            sink.append(line.as_bytes());
+            sink.append(line);
             // A line with a huge header does not keep its memory.
             if line.capacity() > 64 * 1024 {
-                *line = String::new();
+                *line = Vec::new();
             }
         });
     }

@@ -75,13 +75,17 @@ pub struct Output {
     pub format: Arc<Format>,
 }
 
+/// Looked up for every request and connection, by keys the control plane
+/// sent: a fast hash rather than SipHash's flood resistance.
+type Map<K, V> = HashMap<K, V, foldhash::fast::RandomState>;
+
 /// One namespace's policy, compiled.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Compiled {
     mesh: Option<Output>,
     namespace: Option<Arc<Rules>>,
     /// Workload uid → the first Telemetry that picks it.
-    workloads: HashMap<String, Arc<Rules>>,
+    workloads: Map<String, Arc<Rules>>,
 }
 
 impl Compiled {
@@ -91,7 +95,7 @@ impl Compiled {
             Some(m) => Some(output(m)?),
             None => None,
         };
-        let mut workloads = HashMap::new();
+        let mut workloads = Map::default();
         for w in &p.workloads {
             let Some(rules) = &w.rules else { continue };
             let rules = Arc::new(Rules::compile(rules)?);
@@ -134,14 +138,20 @@ impl Decision {
     /// What a logged request keeps of its headers: those the format
     /// prints and the filter reads.
     pub fn request_headers(&self, map: &http::HeaderMap) -> Headers {
-        let filter = self.filter.iter().flat_map(|f| f.request_headers());
-        Headers::capture(map, self.format.request_headers().iter().chain(filter))
+        let filter = self
+            .filter
+            .as_ref()
+            .map_or(&[][..], |f| f.request_headers());
+        Headers::capture(map, self.format.request_headers(), filter)
     }
 
     /// What a logged response keeps of its headers.
     pub fn response_headers(&self, map: &http::HeaderMap) -> Headers {
-        let filter = self.filter.iter().flat_map(|f| f.response_headers());
-        Headers::capture(map, self.format.response_headers().iter().chain(filter))
+        let filter = self
+            .filter
+            .as_ref()
+            .map_or(&[][..], |f| f.response_headers());
+        Headers::capture(map, self.format.response_headers(), filter)
     }
 
     /// Whether the line may print, or the filter read, the request's
@@ -164,7 +174,7 @@ pub struct Policies {
 #[derive(Debug, Default)]
 struct State {
     /// Namespace → (version, policy).
-    namespaces: HashMap<String, (String, Arc<Compiled>)>,
+    namespaces: Map<String, (String, Arc<Compiled>)>,
     /// The root namespace's (the one carrying `mesh`).
     root: Option<Arc<Compiled>>,
 }

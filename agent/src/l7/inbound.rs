@@ -80,6 +80,17 @@ pub struct Inbound {
     pub client: Option<Identity>,
     /// The SNI the client's TLS connection carried (HBONE).
     pub sni: Option<String>,
+    /// Istio's name of the cluster, `inbound|<port>||`: made for the
+    /// first request logged or traced, kept for the next.
+    pub cluster: std::sync::OnceLock<String>,
+}
+
+impl Inbound {
+    /// `inbound|<port>||`, as the access log and the span name it.
+    pub fn cluster(&self) -> &str {
+        self.cluster
+            .get_or_init(|| format!("inbound|{}||", self.target.port()))
+    }
 }
 
 /// An [`Inbound`] connection and its connection to the app.
@@ -168,11 +179,6 @@ async fn handle(
 ) -> Response<Body> {
     let started = Instant::now();
     let grpc = reply::is_grpc(request.headers());
-    let request_bytes = request
-        .headers()
-        .get(http::header::CONTENT_LENGTH)
-        .and_then(|v| v.to_str().ok()?.parse().ok())
-        .unwrap_or(0);
     let traffic = ctx.metrics.traffic.enabled();
     // `Served::send` counts the request's messages into it.
     let request_messages = (traffic && grpc).then(|| {
@@ -180,41 +186,113 @@ async fn handle(
         request.extensions_mut().insert(count.clone());
         count
     });
-    // The server side's access-log line (`l7/log.rs`).
-    let access = super::log::ServerRecord::start(&mut request, &served.inbound, ctx);
-    let response = decide_and_forward(request, served, ctx).await;
-    let response = match access {
-        Some(record) => record.finish(response),
-        None => response,
+    let request_bytes = if traffic {
+        request
+            .headers()
+            .get(http::header::CONTENT_LENGTH)
+            .and_then(|v| v.to_str().ok()?.parse().ok())
+            .unwrap_or(0)
+    } else {
+        0
     };
-    if !traffic {
+    // The server side's access-log line and span (`l7/log.rs`).
+    let mut record = super::log::ServerRecord::start(&mut request, &served.inbound, ctx);
+    let response = decide_and_forward(request, served, ctx).await;
+    if let Some(record) = record.as_mut() {
+        record.responded(&response);
+    }
+    let metrics = traffic.then(|| {
+        let flags = response
+            .extensions()
+            .get::<reply::Replied>()
+            .map(|replied| replied.0)
+            .unwrap_or_default();
+        RequestMetrics {
+            started,
+            labels: served.labels(ctx, grpc, flags),
+            status: response.status().as_u16(),
+            grpc: grpc.then_some(0),
+            grpc_status: reply::grpc_status(response.headers()),
+            request_bytes,
+            request_messages,
+            metrics: ctx.metrics.clone(),
+            series: served.series.clone(),
+        }
+    });
+    if record.is_none() && metrics.is_none() {
         return response;
     }
-    let flags = response
-        .extensions()
-        .get::<reply::Replied>()
-        .map(|replied| replied.0)
-        .unwrap_or_default();
-    let status = response.status().as_u16();
-    let header_grpc_status = reply::grpc_status(response.headers());
-    let labels = served.labels(ctx, grpc, flags);
-    let metrics = ctx.metrics.clone();
-    let series = served.series.clone();
-    response.map(|body| {
-        body::on_end(body, grpc, move |ended| {
-            let grpc_status = ended.grpc_status.or(header_grpc_status);
+    // One wrapper on the body for both: when it ends, the metrics are
+    // recorded and the line written.
+    super::log::on_end(response, ServerEnd { record, metrics })
+}
+
+/// Istio's request metrics of one request, recorded when its response
+/// has been sent.
+struct RequestMetrics {
+    started: Instant,
+    labels: TrafficLabels,
+    status: u16,
+    /// The response's gRPC messages, counted when the request is gRPC.
+    grpc: Option<u64>,
+    /// From the response's headers, or its trailers.
+    grpc_status: Option<u32>,
+    request_bytes: u64,
+    request_messages: Option<RequestMessages>,
+    metrics: Arc<crate::metrics::Metrics>,
+    series: Arc<crate::metrics::traffic::SeriesCache>,
+}
+
+/// What the server side does when a response has been sent.
+struct ServerEnd {
+    record: Option<super::log::ServerRecord>,
+    metrics: Option<RequestMetrics>,
+}
+
+impl super::log::Ending for ServerEnd {
+    fn grpc_status(&mut self, status: u32) {
+        if let Some(record) = self.record.as_mut() {
+            record.grpc_status(status);
+        }
+        if let Some(metrics) = self.metrics.as_mut() {
+            metrics.grpc_status = Some(status);
+        }
+    }
+
+    fn flag(&mut self, flag: reply::Flag) {
+        // The metrics' labels were set with the response (as Envoy's).
+        if let Some(record) = self.record.as_mut() {
+            record.flag(flag);
+        }
+    }
+
+    fn counts_messages(&self) -> bool {
+        self.metrics.as_ref().is_some_and(|m| m.grpc.is_some())
+    }
+
+    fn messages(&mut self, count: u64) {
+        if let Some(metrics) = self.metrics.as_mut() {
+            metrics.grpc = Some(count);
+        }
+    }
+
+    fn end(self, bytes_sent: u64) {
+        if let Some(m) = self.metrics {
             let outcome = RequestOutcome {
-                duration: started.elapsed(),
-                request_bytes,
-                response_bytes: ended.bytes,
-                request_messages: request_messages.map_or(0, |count| count.get()),
-                response_messages: ended.messages,
+                duration: m.started.elapsed(),
+                request_bytes: m.request_bytes,
+                response_bytes: bytes_sent,
+                request_messages: m.request_messages.map_or(0, |count| count.get()),
+                response_messages: m.grpc.unwrap_or(0),
             };
-            series
-                .get(&metrics.traffic, &labels, status, grpc_status)
+            m.series
+                .get(&m.metrics.traffic, &m.labels, m.status, m.grpc_status)
                 .record(&outcome);
-        })
-    })
+        }
+        if let Some(record) = self.record {
+            record.end(bytes_sent);
+        }
+    }
 }
 
 async fn decide_and_forward(

@@ -234,9 +234,7 @@ impl Record {
         if let Some(access) = self.access.as_mut() {
             access.response_headers = Some(access.decision.response_headers(response.headers()));
         }
-        let (parts, inner) = response.into_parts();
-        let logged = Logged::new(inner, self);
-        Response::from_parts(parts, body::boxed(logged))
+        on_end(response, self)
     }
 
     /// The request ended with a reset instead of a response.
@@ -457,7 +455,6 @@ pub struct ServerRecord {
     request_bytes: u64,
     /// The connection: its client, the pod and port it asked for.
     inbound: Arc<super::inbound::Inbound>,
-    cluster: String,
     /// The agent answered itself (a denial): no upstream was asked, and
     /// `%UPSTREAM_HOST%` is `-`, as in Envoy.
     local_reply: bool,
@@ -512,14 +509,13 @@ impl ServerRecord {
                 .and_then(|v| v.to_str().ok()?.parse().ok())
                 .unwrap_or(0),
             inbound: inbound.clone(),
-            cluster: format!("inbound|{}||", inbound.target.port()),
             local_reply: false,
         })
     }
 
-    /// The response is ready: the line is written when its body has been
-    /// sent.
-    pub fn finish(mut self, response: Response<Body>) -> Response<Body> {
+    /// The response is ready: its status, flags and headers are kept for
+    /// the line, written when its body has been sent (see [`on_end`]).
+    pub fn responded(&mut self, response: &Response<Body>) {
         if let Some(Replied(flags)) = response.extensions().get::<Replied>() {
             self.flags = *flags;
             self.local_reply = true;
@@ -529,9 +525,6 @@ impl ServerRecord {
         if let Some(decision) = &self.decision {
             self.response_headers = decision.response_headers(response.headers());
         }
-        let (parts, inner) = response.into_parts();
-        let logged = Logged::new(inner, self);
-        Response::from_parts(parts, body::boxed(logged))
     }
 }
 
@@ -556,7 +549,7 @@ impl Ending for ServerRecord {
                 flags: self.flags.to_string(),
                 request_size: self.request_bytes,
                 response_size: bytes_sent,
-                upstream_cluster: &self.cluster,
+                upstream_cluster: self.inbound.cluster(),
                 peer: Some(self.inbound.peer),
             });
         }
@@ -580,7 +573,7 @@ impl Ending for ServerRecord {
         let inbound = &self.inbound;
         // The app, at the address the client asked for.
         e.upstream_host = (!self.local_reply).then_some(inbound.target);
-        e.upstream_cluster = &self.cluster;
+        e.upstream_cluster = inbound.cluster();
         e.downstream_local = Some(inbound.target);
         e.downstream_remote = Some(inbound.peer);
         e.peer_identity = inbound.client.as_ref();
@@ -613,8 +606,8 @@ impl Ending for Record {
     }
 }
 
-/// What a [`Logged`] body tells when its response ends.
-trait Ending: Send + Sync + Unpin + 'static {
+/// What a response's body tells when it ends (see [`on_end`]).
+pub(super) trait Ending: Send + Sync + Unpin + 'static {
     fn grpc_status(&mut self, status: u32);
     fn flag(&mut self, flag: Flag);
     fn end(self, bytes_sent: u64);
@@ -624,6 +617,13 @@ trait Ending: Send + Sync + Unpin + 'static {
     }
     /// The response carried `count` gRPC messages (called before `end`).
     fn messages(&mut self, _count: u64) {}
+}
+
+/// `response`, whose body tells `record` when it ends: its bytes, its gRPC
+/// status and messages, and whether it ended early.
+pub(super) fn on_end<R: Ending>(response: Response<Body>, record: R) -> Response<Body> {
+    let (parts, inner) = response.into_parts();
+    Response::from_parts(parts, body::boxed(Logged::new(inner, record)))
 }
 
 /// A response body that writes the access log line when it ends (or is

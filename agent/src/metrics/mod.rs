@@ -40,10 +40,12 @@ pub enum Denial {
     /// The source already had `--max-handshakes-per-source` handshakes
     /// in progress on 15008.
     HandshakeLimit,
+    /// An open connection that a policy change denies, closed.
+    PolicyRevoked,
 }
 
 impl Denial {
-    const ALL: [Denial; 8] = [
+    const ALL: [Denial; 9] = [
         Denial::PolicyDeny,
         Denial::NoAllowMatch,
         Denial::TlsHandshake,
@@ -52,6 +54,7 @@ impl Denial {
         Denial::BadTarget,
         Denial::NoDestination,
         Denial::HandshakeLimit,
+        Denial::PolicyRevoked,
     ];
 
     pub fn name(self) -> &'static str {
@@ -64,6 +67,7 @@ impl Denial {
             Denial::BadTarget => "bad_target",
             Denial::NoDestination => "no_destination",
             Denial::HandshakeLimit => "handshake_limit",
+            Denial::PolicyRevoked => "policy_revoked",
         }
     }
 }
@@ -107,7 +111,7 @@ pub struct Metrics {
     pub traffic: Traffic,
     /// Where `traffic` is registered.
     registry: Registry,
-    denials: [AtomicU64; 8],
+    denials: [AtomicU64; Denial::ALL.len()],
     /// Waits cut at their bound, by [`Stage`].
     timeouts: [AtomicU64; 3],
     /// Requests at HTTP ports' authorization, by [`RequestVerdict`].

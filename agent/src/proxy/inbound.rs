@@ -256,6 +256,7 @@ async fn stream_request(
             target,
             client: Some(client),
             sni: sni.map(|s| s.to_string()),
+            cluster: Default::default(),
         };
         return crate::l7::inbound::serve(
             super::tunnel_io::TunnelIo::from(tunnel),
@@ -273,6 +274,10 @@ async fn stream_request(
     if pod.authorize(&ctx, &conn).is_err() {
         return respond(responder, StatusCode::UNAUTHORIZED);
     }
+    // Closed if a policy change denies it.
+    let tracked = ctx
+        .open
+        .register(&pod, conn, super::open::Scope::Connection);
     // Delivered from the client's own address: the app sees the real IP.
     let app = match delivery::connect(&pod, &ctx, peer.ip(), target).await {
         Ok(app) => app,
@@ -296,7 +301,7 @@ async fn stream_request(
         SecurityPolicy::mutual_tls,
     );
     let started = std::time::Instant::now();
-    let result = hbone::splice(app.stream, tunnel).await;
+    let result = tracked.relay(hbone::splice(app.stream, tunnel)).await;
     if let (Some(record), Ok((to_client, from_client))) = (record, &result) {
         record.close(*from_client, *to_client);
     }
@@ -329,7 +334,7 @@ async fn stream_request(
     }
     let ((to_client, from_client), flags) = match &result {
         Ok(moved) => (*moved, Default::default()),
-        Err(_) => ((0, 0), crate::l7::reply::Flag::UpstreamTerminated.into()),
+        Err(err) => ((0, 0), super::open::end_flag(err).into()),
     };
     crate::access_log::tcp(&crate::access_log::Tcp {
         side: crate::access_log::Side::Server,
@@ -344,6 +349,9 @@ async fn stream_request(
         peer_identity: Some(&client),
         mtls: true,
         flags,
-        failure: None,
+        failure: result
+            .as_ref()
+            .err()
+            .map(|err| err as &dyn std::fmt::Display),
     });
 }

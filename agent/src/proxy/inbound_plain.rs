@@ -9,7 +9,7 @@ use std::{net::SocketAddr, sync::Arc, time::Duration};
 use tokio::net::{TcpListener, TcpStream};
 use tokio_util::sync::CancellationToken;
 
-use super::{PodContext, ProxyContext, delivery};
+use super::{PodContext, ProxyContext, delivery, open::Scope};
 use crate::{metrics::traffic::SecurityPolicy, policy::Connection};
 
 /// Accepts steered connections until `cancel` fires.
@@ -64,6 +64,13 @@ async fn handle(stream: TcpStream, peer: SocketAddr, pod: Arc<PodContext>, ctx: 
         // A prompt reset, so the client fails fast and knows.
         return super::outbound::reset(stream);
     }
+    // Closed if a policy change denies it: an HTTP connection by its
+    // PeerAuthentication (its requests are authorized one by one).
+    let scope = match http {
+        true => Scope::PeerAuthentication,
+        false => Scope::Connection,
+    };
+    let tracked = ctx.open.register(&pod, conn, scope);
     if http {
         let inbound = crate::l7::inbound::Inbound {
             pod,
@@ -71,8 +78,14 @@ async fn handle(stream: TcpStream, peer: SocketAddr, pod: Arc<PodContext>, ctx: 
             target,
             client: None,
             sni: None,
+            cluster: Default::default(),
         };
-        return crate::l7::inbound::serve(stream, inbound, ctx.clone()).await;
+        let served = async {
+            crate::l7::inbound::serve(stream, inbound, ctx.clone()).await;
+            Ok(())
+        };
+        let _ = tracked.relay(served).await;
+        return;
     }
     let started = std::time::Instant::now();
     let app = match delivery::connect(&pod, &ctx, peer.ip(), target).await {
@@ -83,7 +96,9 @@ async fn handle(stream: TcpStream, peer: SocketAddr, pod: Arc<PodContext>, ctx: 
         }
     };
     let record = pod.inbound_record(&ctx, peer.ip(), None, target.port(), SecurityPolicy::none);
-    let result = crate::sys::splice::relay(&stream, &app.stream).await;
+    let result = tracked
+        .relay(crate::sys::splice::relay(&stream, &app.stream))
+        .await;
     if let (Some(record), Ok((from_client, to_client))) = (record, &result) {
         record.close(*from_client, *to_client);
     }
@@ -101,7 +116,7 @@ async fn handle(stream: TcpStream, peer: SocketAddr, pod: Arc<PodContext>, ctx: 
     }
     let ((from_client, to_client), flags) = match &result {
         Ok(moved) => (*moved, Default::default()),
-        Err(_) => ((0, 0), crate::l7::reply::Flag::UpstreamTerminated.into()),
+        Err(err) => ((0, 0), super::open::end_flag(err).into()),
     };
     crate::access_log::tcp(&crate::access_log::Tcp {
         side: crate::access_log::Side::Server,
@@ -116,6 +131,9 @@ async fn handle(stream: TcpStream, peer: SocketAddr, pod: Arc<PodContext>, ctx: 
         peer_identity: None,
         mtls: false,
         flags,
-        failure: None,
+        failure: result
+            .as_ref()
+            .err()
+            .map(|err| err as &dyn std::fmt::Display),
     });
 }

@@ -16,6 +16,7 @@ pub mod hbone;
 pub mod inbound;
 pub mod inbound_plain;
 pub mod limits;
+pub mod open;
 pub mod outbound;
 pub mod pool;
 pub mod tunnel_io;
@@ -83,6 +84,9 @@ pub struct ProxyContext {
     pub limits: limits::Limits,
     /// Handshakes in progress on 15008, by source.
     pub handshakes: limits::Handshakes,
+    /// The connections delivered to this node's pods, authorized again
+    /// when policies change.
+    pub open: Arc<open::OpenConnections>,
     /// This context itself, for tasks started where only a borrow is at
     /// hand (built with `Arc::new_cyclic`).
     pub me: std::sync::Weak<ProxyContext>,

@@ -17,6 +17,7 @@ use weft_ebpf_common::{HBONE_PORT, OUTBOUND_MARK};
 use super::{
     PodContext, ProxyContext, delivery, hbone,
     limits::{self, Stage},
+    open,
     pool::PoolKey,
 };
 use crate::{
@@ -225,7 +226,7 @@ fn access_log(
         Ok(moved) => (*moved, Flags::default(), None),
         Err(err) => {
             let flag = match err {
-                OutboundError::Denied => Flag::RbacDenied,
+                OutboundError::Denied | OutboundError::Revoked(_) => Flag::RbacDenied,
                 OutboundError::Io(_) => Flag::UpstreamTerminated,
                 _ => Flag::UpstreamConnectFailure,
             };
@@ -334,6 +335,8 @@ pub enum OutboundError {
     NoAddress,
     #[error("denied by the destination's policy")]
     Denied,
+    #[error("closed: a policy change denies it ({0})")]
+    Revoked(crate::policy::DenyReason),
     #[error(transparent)]
     Delivery(#[from] super::delivery::DeliveryError),
     #[error("copying: {0}")]
@@ -379,14 +382,29 @@ async fn same_node(
             // The destination's side of the metrics, as its inbound proxy
             // would report them.
             let client = pod.current(ctx);
+            let source_ip = client.ips.first().copied().unwrap_or(target.ip());
             let record = destination.inbound_record(
                 ctx,
-                client.ips.first().copied().unwrap_or(target.ip()),
+                source_ip,
                 Some(&client.identity),
                 target.port(),
                 SecurityPolicy::mutual_tls,
             );
-            let moved = sys::splice::relay(&stream, &app.stream).await?;
+            // Closed if a policy change denies it (as the destination's
+            // inbound proxy would).
+            let conn = crate::policy::Connection {
+                src_identity: Some(pod.identity().clone()),
+                src_ip: source_ip,
+                dst_ip: target.ip(),
+                dst_port: target.port(),
+            };
+            let tracked = ctx
+                .open
+                .register(destination, conn, open::Scope::Connection);
+            let moved = tokio::select! {
+                moved = sys::splice::relay(&stream, &app.stream) => moved?,
+                reason = tracked.revoked() => return Err(OutboundError::Revoked(reason)),
+            };
             if let Some(record) = record {
                 record.close(moved.0, moved.1);
             }
@@ -441,6 +459,7 @@ pub(crate) async fn connect_same_node(
             target,
             client: Some(pod.identity().clone()),
             sni: None,
+            cluster: Default::default(),
         };
         tokio::spawn(crate::l7::inbound::serve(server, inbound, ctx.shared()));
         return Ok(SameNode::Http(client));

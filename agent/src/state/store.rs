@@ -37,15 +37,19 @@ pub enum Resolved {
     Passthrough(SocketAddr),
 }
 
+/// Looked up on every connection and request, by keys the control plane
+/// sent: a fast hash rather than SipHash's flood resistance.
+type Map<K, V> = HashMap<K, V, foldhash::fast::RandomState>;
+
 #[derive(Default)]
 struct Inner {
-    workloads: HashMap<String, Arc<Workload>>,
-    by_ip: HashMap<IpAddr, String>,
-    by_pod: HashMap<(String, String), String>,
+    workloads: Map<String, Arc<Workload>>,
+    by_ip: Map<IpAddr, String>,
+    by_pod: Map<(String, String), String>,
     /// node name → uids of the workloads scheduled there.
     by_node: HashMap<String, BTreeSet<String>>,
-    services: HashMap<String, Arc<Service>>,
-    by_vip: HashMap<IpAddr, String>,
+    services: Map<String, Arc<Service>>,
+    by_vip: Map<IpAddr, String>,
     /// service key → uids of the workloads backing it.
     endpoints: HashMap<String, BTreeSet<String>>,
     /// xDS resource name → version.
