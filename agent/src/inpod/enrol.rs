@@ -14,6 +14,7 @@ use weft_ebpf_common::{HBONE_PORT, INBOUND_PLAINTEXT_PORT, OUTBOUND_PORT};
 
 use super::{
     discover::{self, NetnsFinder},
+    locks::{PodKey, PodLocks},
     persist::PodFiles,
 };
 use crate::{
@@ -102,7 +103,11 @@ pub struct Enroller {
     proxy: Arc<ProxyContext>,
     redirect: Arc<Redirector>,
     files: PodFiles,
+    /// The pods known. Held only to read or change the map, never across
+    /// a pod's setup (a certificate from the CA, netlink): that is done
+    /// under the pod's own lock in `locks`.
     pods: Mutex<HashMap<(String, String), KnownPod>>,
+    locks: PodLocks,
     /// Pods whose CNI ADD is in progress: discovery leaves them to it.
     adding: std::sync::Mutex<HashSet<(String, String)>>,
     finder: NetnsFinder,
@@ -133,6 +138,7 @@ impl Enroller {
             redirect,
             files,
             pods: Mutex::new(HashMap::new()),
+            locks: PodLocks::default(),
             adding: Default::default(),
             last_scan: Default::default(),
         }
@@ -179,8 +185,10 @@ impl Enroller {
                 this: self.config.node_name.clone(),
             });
         }
-        let mut pods = self.pods.lock().await;
-        if let Some(previous) = pods.remove(&key(&event)) {
+        let pod_key = key(&event);
+        let _pod = self.locks.lock(&pod_key).await;
+        let previous = self.pods.lock().await.remove(&pod_key);
+        if let Some(previous) = previous {
             // A repeated ADD (runtime retry) or a new sandbox: start afresh.
             self.release(&previous);
         }
@@ -194,7 +202,10 @@ impl Enroller {
         if let Err(err) = self.files.save(&event) {
             tracing::warn!(%pod, error = %err, "cannot persist pod state; a restarted agent will not re-enrol it");
         }
-        pods.insert(key(&event), KnownPod { event, enrolled });
+        self.pods
+            .lock()
+            .await
+            .insert(pod_key, KnownPod { event, enrolled });
         Ok(in_mesh)
     }
 
@@ -206,8 +217,11 @@ impl Enroller {
 
     /// CNI DEL: idempotent.
     pub async fn remove(&self, event: &PodEvent) -> Result<(), EnrolError> {
-        let mut pods = self.pods.lock().await;
-        if let Some(pod) = pods.remove(&key(event)) {
+        let pod_key = key(event);
+        // After an ADD of the same pod in progress.
+        let _pod = self.locks.lock(&pod_key).await;
+        let removed = self.pods.lock().await.remove(&pod_key);
+        if let Some(pod) = removed {
             self.release(&pod);
             tracing::info!(pod = %format!("{}/{}", event.pod_namespace, event.pod_name), "pod removed");
         }
@@ -401,67 +415,99 @@ impl Enroller {
 
     /// Enrols known pods that should be in the mesh and aren't, and
     /// releases those that shouldn't be any more (e.g. a namespace label
-    /// changed).
+    /// changed). Each pod is worked on under its own lock, so a CNI call
+    /// for another pod never waits for this.
     pub async fn reconcile(&self) {
-        let mut pods = self.pods.lock().await;
-        let mut forget = Vec::new();
-        for (pod_key, known) in pods.iter_mut() {
+        enum Step {
+            Enrol(Arc<Workload>),
+            Leave,
+            Forget,
+        }
+        let steps: Vec<(PodKey, Step)> = {
+            let pods = self.pods.lock().await;
+            pods.iter()
+                .filter_map(|(pod_key, known)| {
+                    let workload = self.proxy.store.workload_by_pod(&pod_key.0, &pod_key.1);
+                    let discovered = known.event.netns_inode.is_some();
+                    let step = match (workload, &known.enrolled) {
+                        // A pod the runtime told us about leaves with its
+                        // CNI DEL; one we found ourselves leaves when the
+                        // API deletes it.
+                        (None, _) => discovered.then_some(Step::Forget)?,
+                        // Found through a process that is gone: look again.
+                        (Some(w), None) if w.hbone && netns_moved(&known.event) => Step::Forget,
+                        (Some(w), None) if w.hbone => Step::Enrol(w),
+                        (Some(w), Some(_)) if !w.hbone => Step::Leave,
+                        _ => return None,
+                    };
+                    Some((pod_key.clone(), step))
+                })
+                .collect()
+        };
+        for (pod_key, step) in steps {
+            let _pod = self.locks.lock(&pod_key).await;
             let pod = format!("{}/{}", pod_key.0, pod_key.1);
-            let workload = self.proxy.store.workload_by_pod(&pod_key.0, &pod_key.1);
-            let discovered = known.event.netns_inode.is_some();
-            let Some(workload) = workload else {
-                // A pod the runtime told us about leaves with its CNI DEL;
-                // one we found ourselves leaves when the API deletes it.
-                if discovered {
-                    forget.push(pod_key.clone());
-                }
-                continue;
-            };
-            match (&known.enrolled, workload.hbone) {
-                (None, true) if netns_moved(&known.event) => {
-                    // Found through a process that is gone: look again.
-                    forget.push(pod_key.clone());
-                }
-                (None, true) => match self.enrol(&known.event, workload).await {
-                    Ok(enrolled) => known.enrolled = Some(enrolled),
-                    Err(err) => {
-                        tracing::warn!(%pod, error = %err, "enrolment failed; will retry on the next change")
+            match step {
+                Step::Enrol(workload) => {
+                    // Still known and not enrolled: a CNI call may have
+                    // come first.
+                    let event = match self.pods.lock().await.get(&pod_key) {
+                        Some(known) if known.enrolled.is_none() => known.event.clone(),
+                        _ => continue,
+                    };
+                    match self.enrol(&event, workload).await {
+                        Ok(enrolled) => {
+                            let mut pods = self.pods.lock().await;
+                            match pods.get_mut(&pod_key) {
+                                Some(known) if known.enrolled.is_none() => {
+                                    known.enrolled = Some(enrolled)
+                                }
+                                _ => self.unenrol(&enrolled),
+                            }
+                        }
+                        Err(err) => {
+                            tracing::warn!(%pod, error = %err, "enrolment failed; will retry on the next change")
+                        }
                     }
-                },
-                (Some(enrolled), false) => {
-                    self.unenrol(enrolled);
-                    tracing::info!(%pod, "pod left the mesh");
-                    known.enrolled = None;
                 }
-                _ => {}
+                Step::Leave => {
+                    let mut pods = self.pods.lock().await;
+                    if let Some(enrolled) = pods.get_mut(&pod_key).and_then(|k| k.enrolled.take()) {
+                        self.unenrol(&enrolled);
+                        tracing::info!(%pod, "pod left the mesh");
+                    }
+                }
+                Step::Forget => {
+                    let removed = self.pods.lock().await.remove(&pod_key);
+                    if let Some(known) = removed {
+                        self.release(&known);
+                        self.files.remove(&pod_key.0, &pod_key.1);
+                        tracing::info!(%pod, "forgot a pod found on the node (deleted, or its namespace is gone)");
+                    }
+                }
             }
         }
-        for pod_key in forget {
-            if let Some(known) = pods.remove(&pod_key) {
-                self.release(&known);
-                self.files.remove(&pod_key.0, &pod_key.1);
-                tracing::info!(pod = %format!("{}/{}", pod_key.0, pod_key.1), "forgot a pod found on the node (deleted, or its namespace is gone)");
-            }
-        }
-        self.discover(&mut pods).await;
+        self.discover().await;
     }
 
     /// Enrols the pods of this node that should be in the mesh but that no
     /// CNI call told us about (they ran before weft was installed): finds
     /// each one's network namespace on the node by its IP.
-    async fn discover(&self, pods: &mut HashMap<(String, String), KnownPod>) {
+    async fn discover(&self) {
         let adding = self.adding.lock().expect("adding lock").clone();
-        let missing: Vec<Arc<Workload>> = self
-            .proxy
-            .store
-            .workloads_on_node(&self.config.node_name)
-            .into_iter()
-            .filter(|w| w.hbone && !w.ips.is_empty())
-            .filter(|w| {
-                let pod_key = (w.namespace.clone(), w.name.clone());
-                !pods.contains_key(&pod_key) && !adding.contains(&pod_key)
-            })
-            .collect();
+        let missing: Vec<Arc<Workload>> = {
+            let pods = self.pods.lock().await;
+            self.proxy
+                .store
+                .workloads_on_node(&self.config.node_name)
+                .into_iter()
+                .filter(|w| w.hbone && !w.ips.is_empty())
+                .filter(|w| {
+                    let pod_key = (w.namespace.clone(), w.name.clone());
+                    !pods.contains_key(&pod_key) && !adding.contains(&pod_key)
+                })
+                .collect()
+        };
         let due = {
             let last = self.last_scan.lock().expect("scan lock");
             match &*last {
@@ -476,12 +522,19 @@ impl Enroller {
             return;
         }
         // Pods already known need not be entered again.
-        let known: HashSet<u64> = pods
-            .values()
-            .filter_map(|p| discover::inode(std::path::Path::new(&p.event.netns)))
-            .collect();
+        let netns_paths: Vec<String> = {
+            let pods = self.pods.lock().await;
+            pods.values().map(|p| p.event.netns.clone()).collect()
+        };
         let finder = self.finder.clone();
-        let scan = match tokio::task::spawn_blocking(move || finder.scan(&known)).await {
+        let scan = tokio::task::spawn_blocking(move || {
+            let known: HashSet<u64> = netns_paths
+                .iter()
+                .filter_map(|path| discover::inode(std::path::Path::new(path)))
+                .collect();
+            finder.scan(&known)
+        });
+        let scan = match scan.await {
             Ok(scan) => scan,
             Err(err) => {
                 tracing::warn!(error = %err, "looking for pods' network namespaces failed");
@@ -496,6 +549,13 @@ impl Enroller {
                 not_found.insert(workload.uid.clone());
                 continue;
             };
+            let pod_key = (workload.namespace.clone(), workload.name.clone());
+            let _pod = self.locks.lock(&pod_key).await;
+            // A CNI ADD may have come meanwhile.
+            let adding = self.adding.lock().expect("adding lock").contains(&pod_key);
+            if adding || self.pods.lock().await.contains_key(&pod_key) {
+                continue;
+            }
             let event = PodEvent {
                 command: Command::Add,
                 container_id: String::new(),
@@ -512,8 +572,8 @@ impl Enroller {
                     if let Err(err) = self.files.save(&event) {
                         tracing::warn!(%pod, error = %err, "cannot persist pod state; a restarted agent will look for it again");
                     }
-                    pods.insert(
-                        key(&event),
+                    self.pods.lock().await.insert(
+                        pod_key,
                         KnownPod {
                             event,
                             enrolled: Some(enrolled),

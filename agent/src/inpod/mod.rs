@@ -8,6 +8,7 @@
 
 pub mod discover;
 mod enrol;
+mod locks;
 pub mod persist;
 pub mod server;
 
