@@ -227,3 +227,67 @@ fn a_departed_pods_identity_is_dropped() -> Result<()> {
         Ok(())
     })
 }
+
+#[test]
+fn the_mesh_rides_out_a_control_plane_outage_and_renews_when_it_is_back() -> Result<()> {
+    // Thirty-second certificates, renewed at fifteen: a 20 s outage begun
+    // right after they were issued spans their renewal, not their expiry.
+    let cluster = Cluster::builder()
+        .nodes(2)
+        .agent_args(&["--cert-ttl", "30s"])
+        .build()?;
+    cluster.with_logs(|cluster| {
+        let pair = pair(cluster)?;
+        let ping = long_lived(&pair, 160)?; // 40 s
+        let issued =
+            "workload certificate issued identity=spiffe://cluster.local/ns/demo/sa/client";
+        let node = cluster.node("node-1")?;
+        let issued_before = log_count(node, issued);
+        let reconnects = "xDS stream established";
+        let connected_before = log_count(node, reconnects);
+
+        let outage = std::time::Instant::now();
+        cluster.control().stop(None);
+        // Old and new connections between enrolled pods keep working, and
+        // the client's renewal, due meanwhile, fails and is retried.
+        let url = format!("http://{}/", pair.server.addr(8080));
+        while outage.elapsed() < Duration::from_secs(20) {
+            let out = pair
+                .client
+                .run_app(&["http-get", &url, "--timeout", "3"], TIMEOUT)?;
+            ensure!(
+                out.success(),
+                "a new connection failed {:?} into the outage:\n{}{}",
+                outage.elapsed(),
+                out.stdout,
+                out.stderr
+            );
+            std::thread::sleep(Duration::from_secs(2));
+        }
+        ensure!(
+            log_count(node, "certificate renewal failed; retrying") > 0,
+            "no renewal came due during the outage:\n{}",
+            node.agent_log_tail(60)
+        );
+
+        // Back: the agents reconnect and the due certificate is renewed
+        // before it expires.
+        cluster.control().start()?;
+        wait_for(
+            "node-1's agent to reconnect to the control plane",
+            TIMEOUT,
+            || Ok((log_count(node, reconnects) > connected_before).then_some(())),
+        )
+        .with_context(|| node.agent_log_tail(60))?;
+        wait_for("the client's certificate to be renewed", TIMEOUT, || {
+            Ok((log_count(node, issued) > issued_before).then_some(()))
+        })
+        .with_context(|| node.agent_log_tail(60))?;
+        // Past the old certificate's expiry, new connections still work.
+        while outage.elapsed() < Duration::from_secs(32) {
+            std::thread::sleep(Duration::from_millis(500));
+        }
+        get_eventually(&pair).context("a new connection after the old certificate expired")?;
+        survived(ping, 160)
+    })
+}

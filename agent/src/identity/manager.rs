@@ -230,7 +230,10 @@ impl SecretManager {
                     tracing::warn!(%identity, error = %err, "certificate renewal failed; retrying");
                 }
             }
-            tokio::time::sleep(Duration::from_secs(1)).await;
+            // Checked every 1 to 2 s: during a control-plane outage, the
+            // agents' retries do not all land in the same instant when it
+            // is back.
+            tokio::time::sleep(Duration::from_secs(1).mul_f64(1.0 + fastrand::f64())).await;
         }
     }
 }

@@ -75,22 +75,33 @@ impl XdsClient {
 
     /// Runs until the process ends: stream, and on failure reconnect.
     pub async fn run(self) {
-        let mut backoff = Duration::from_millis(100);
+        const FIRST: Duration = Duration::from_millis(100);
+        const MOST: Duration = Duration::from_secs(10);
+        let mut backoff = FIRST;
         loop {
             let result = self.stream_once().await;
-            self.connected
-                .store(false, std::sync::atomic::Ordering::Relaxed);
+            let was_up = self
+                .connected
+                .swap(false, std::sync::atomic::Ordering::Relaxed);
+            if was_up {
+                // A stream that was up: the control plane went away (a
+                // restart, an outage); try again soon.
+                backoff = FIRST;
+            }
+            // Jittered, half to all of the backoff: the agents of a
+            // cluster that lost the control plane together come back
+            // spread out, not in one burst.
+            let wait = backoff.mul_f64(0.5 + fastrand::f64() / 2.0);
             match result {
                 Ok(()) => {
-                    tracing::warn!("xDS stream closed by the control plane; reconnecting");
-                    backoff = Duration::from_millis(100);
+                    tracing::warn!(retry_in = ?wait, "xDS stream closed by the control plane; reconnecting");
                 }
                 Err(status) => {
-                    tracing::warn!(code = ?status.code(), message = status.message(), retry_in = ?backoff, "xDS stream failed; is the control plane reachable on 15012?");
+                    tracing::warn!(code = ?status.code(), message = status.message(), retry_in = ?wait, "xDS stream failed; is the control plane reachable on 15012?");
                 }
             }
-            tokio::time::sleep(backoff).await;
-            backoff = (backoff * 2).min(Duration::from_secs(10));
+            tokio::time::sleep(wait).await;
+            backoff = (backoff * 2).min(MOST);
         }
     }
 
