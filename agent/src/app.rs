@@ -157,6 +157,7 @@ impl App {
             limits: crate::proxy::limits::Limits {
                 handshake_timeout: config.handshake_timeout,
                 connect_timeout: config.connect_timeout,
+                idle_timeout: config.idle_timeout,
                 max_handshakes_per_source: config.max_handshakes_per_source,
             },
             handshakes: Default::default(),

@@ -143,6 +143,12 @@ pub struct Config {
     #[serde(with = "duration_secs")]
     pub connect_timeout: Duration,
 
+    /// How long an L4 connection may carry no byte either way before it
+    /// is closed (Istio's TCP `idleTimeout`, 1h by default).
+    #[arg(long, env = "WEFT_IDLE_TIMEOUT", default_value = "1h", value_parser = parse_duration)]
+    #[serde(with = "duration_secs")]
+    pub idle_timeout: Duration,
+
     /// Handshakes one source IP may have in progress on this node's 15008
     /// listeners at once; more are closed at once.
     #[arg(long, env = "WEFT_MAX_HANDSHAKES_PER_SOURCE", default_value_t = 100, value_parser = clap::value_parser!(u32).range(1..))]

@@ -20,7 +20,7 @@ use tokio::{
 use tokio_rustls::{TlsAcceptor, TlsConnector};
 use weft_agent::{
     identity::{WorkloadCert, tls},
-    proxy::hbone,
+    proxy::{hbone, limits::Progress},
     state::Identity,
 };
 
@@ -130,6 +130,7 @@ async fn hbone_server(cert: WorkloadCert, roots: Arc<RootCertStore>) -> Server {
                 recv: request.into_body(),
                 lease: None,
             },
+            &Progress::default(),
         )
         .await
         .map_err(|e| e.to_string())?;
@@ -180,7 +181,8 @@ async fn bytes_sent_ahead_of_the_answer_arrive_first_and_in_order() {
         .await
         .unwrap();
     let (proxied, _) = local.accept().await.unwrap();
-    let splice = tokio::spawn(hbone::splice(proxied, tunnel));
+    let splice =
+        tokio::spawn(async move { hbone::splice(proxied, tunnel, &Progress::default()).await });
     app.write_all(b"host: server\r\n\r\n").await.unwrap();
     app.shutdown().await.unwrap();
     let mut echoed = Vec::new();
@@ -211,7 +213,8 @@ async fn connect_stream_carries_bytes_both_ways_between_verified_identities() {
         .await
         .unwrap();
     let (proxied, _) = local.accept().await.unwrap();
-    let splice = tokio::spawn(hbone::splice(proxied, tunnel));
+    let splice =
+        tokio::spawn(async move { hbone::splice(proxied, tunnel, &Progress::default()).await });
 
     let payload: Vec<u8> = (0..200_000u32).map(|i| (i % 251) as u8).collect();
     app.write_all(&payload).await.unwrap();

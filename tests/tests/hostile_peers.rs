@@ -619,3 +619,60 @@ fn hostile_tokens_key_servers_and_paths_get_nowhere_at_an_http_port() -> Result<
         Ok(())
     })
 }
+
+#[test]
+fn idle_l4_connections_are_closed_and_busy_ones_are_not() -> Result<()> {
+    let cluster = Cluster::builder()
+        .nodes(2)
+        .agent_args(&["--idle-timeout", "2s"])
+        .build()?;
+    cluster.with_logs(|cluster| {
+        cluster.add_namespace("secure", &[AMBIENT])?;
+        let server = cluster.add_pod(
+            PodSpec::new("node-2", "secure", "server")
+                .service_account("server")
+                .port("tcp-echo", 7000),
+        )?;
+        let client = cluster
+            .add_pod(PodSpec::new("node-1", "secure", "client").service_account("client"))?;
+        let _echo = server.spawn_app(&["tcp-echo", "--port", "7000"])?;
+        let target = server.addr(7000).to_string();
+        wait_for("the echo server to answer", TIMEOUT, || {
+            let out = client.run_app(&["tcp-send", &target, "hello"], TIMEOUT)?;
+            Ok((out.success() && out.stdout.contains("hello")).then_some(()))
+        })?;
+        let idle_before: u64 = cluster
+            .nodes()
+            .iter()
+            .map(|n| timeouts(n, "idle"))
+            .sum::<Result<u64>>()?;
+        // One connection silent for 5 s between two pings; one pinging
+        // every 250 ms for 6 s.
+        let mut quiet =
+            client.spawn_app(&["tcp-ping", &target, "--count", "2", "--interval-ms", "5000"])?;
+        let mut busy =
+            client.spawn_app(&["tcp-ping", &target, "--count", "24", "--interval-ms", "250"])?;
+        let status = busy.wait_exit(TIMEOUT)?;
+        ensure!(
+            status.success(),
+            "a busy connection was cut ({status}):\n{}",
+            busy.log_tail(10)
+        );
+        let status = quiet.wait_exit(TIMEOUT)?;
+        let log = quiet.log();
+        ensure!(
+            !status.success() && log.contains("ping 0 ok"),
+            "a connection silent for 5 s outlived a 2 s idle timeout ({status}):\n{log}"
+        );
+        let idle_after: u64 = cluster
+            .nodes()
+            .iter()
+            .map(|n| timeouts(n, "idle"))
+            .sum::<Result<u64>>()?;
+        ensure!(
+            idle_after > idle_before,
+            "no idle timeout counted ({idle_before} before, {idle_after} after)"
+        );
+        Ok(())
+    })
+}

@@ -113,7 +113,7 @@ pub struct Metrics {
     registry: Registry,
     denials: [AtomicU64; Denial::ALL.len()],
     /// Waits cut at their bound, by [`Stage`].
-    timeouts: [AtomicU64; 3],
+    timeouts: [AtomicU64; Stage::ALL.len()],
     /// Requests at HTTP ports' authorization, by [`RequestVerdict`].
     requests: [AtomicU64; 4],
     /// Connections being proxied now (all directions).

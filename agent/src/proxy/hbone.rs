@@ -18,6 +18,8 @@ use tokio::{
     net::TcpStream,
 };
 
+use super::limits::Progress;
+
 pub const STREAM_WINDOW: u32 = 4 * 1024 * 1024;
 pub const CONNECTION_WINDOW: u32 = 16 * 1024 * 1024;
 pub const MAX_FRAME_SIZE: u32 = 1024 * 1024;
@@ -211,11 +213,19 @@ pub(crate) fn h2_io(err: h2::Error) -> io::Error {
 /// Moves bytes both ways between a plain TCP connection and a CONNECT
 /// stream until both directions are finished. Half-close is carried: the
 /// app's FIN becomes END_STREAM and the peer's END_STREAM becomes a FIN.
-/// Returns (bytes sent into the tunnel, bytes received from it).
-pub async fn splice(tcp: TcpStream, stream: H2Stream) -> io::Result<(u64, u64)> {
+/// Returns (bytes sent into the tunnel, bytes received from it). Every
+/// chunk moved is reported to `progress` (the idle timeout's watch).
+pub async fn splice(
+    tcp: TcpStream,
+    stream: H2Stream,
+    progress: &Progress,
+) -> io::Result<(u64, u64)> {
     let (read, write) = tcp.into_split();
     let H2Stream { send, recv, lease } = stream;
-    let result = tokio::try_join!(tcp_to_h2(read, send), h2_to_tcp(recv, write));
+    let result = tokio::try_join!(
+        tcp_to_h2(read, send, progress),
+        h2_to_tcp(recv, write, progress)
+    );
     drop(lease);
     result
 }
@@ -223,6 +233,7 @@ pub async fn splice(tcp: TcpStream, stream: H2Stream) -> io::Result<(u64, u64)> 
 async fn tcp_to_h2(
     mut read: impl AsyncRead + Unpin,
     mut send: SendStream<Bytes>,
+    progress: &Progress,
 ) -> io::Result<u64> {
     let mut total = 0u64;
     let mut buf = BytesMut::with_capacity(READ_CHUNK);
@@ -234,6 +245,7 @@ async fn tcp_to_h2(
             return Ok(total);
         }
         total += n as u64;
+        progress.moved(n);
         let mut chunk = buf.split().freeze();
         while !chunk.is_empty() {
             send.reserve_capacity(chunk.len());
@@ -249,11 +261,16 @@ async fn tcp_to_h2(
     }
 }
 
-async fn h2_to_tcp(mut recv: RecvStream, mut write: impl AsyncWrite + Unpin) -> io::Result<u64> {
+async fn h2_to_tcp(
+    mut recv: RecvStream,
+    mut write: impl AsyncWrite + Unpin,
+    progress: &Progress,
+) -> io::Result<u64> {
     let mut total = 0u64;
     while let Some(data) = recv.data().await {
         let data = data.map_err(h2_io)?;
         total += data.len() as u64;
+        progress.moved(data.len());
         write.write_all(&data).await?;
         let _ = recv.flow_control().release_capacity(data.len());
     }

@@ -301,7 +301,11 @@ async fn stream_request(
         SecurityPolicy::mutual_tls,
     );
     let started = std::time::Instant::now();
-    let result = tracked.relay(hbone::splice(app.stream, tunnel)).await;
+    let progress = limits::Progress::default();
+    let relay = hbone::splice(app.stream, tunnel, &progress);
+    let result = tracked
+        .relay(limits::relay_until_idle(&ctx, &progress, relay))
+        .await;
     if let (Some(record), Ok((to_client, from_client))) = (record, &result) {
         record.close(*from_client, *to_client);
     }

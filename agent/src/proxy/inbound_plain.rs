@@ -9,7 +9,7 @@ use std::{net::SocketAddr, sync::Arc, time::Duration};
 use tokio::net::{TcpListener, TcpStream};
 use tokio_util::sync::CancellationToken;
 
-use super::{PodContext, ProxyContext, delivery, open::Scope};
+use super::{PodContext, ProxyContext, delivery, limits, open::Scope};
 use crate::{metrics::traffic::SecurityPolicy, policy::Connection};
 
 /// Accepts steered connections until `cancel` fires.
@@ -96,8 +96,10 @@ async fn handle(stream: TcpStream, peer: SocketAddr, pod: Arc<PodContext>, ctx: 
         }
     };
     let record = pod.inbound_record(&ctx, peer.ip(), None, target.port(), SecurityPolicy::none);
+    let progress = limits::Progress::default();
+    let relay = crate::sys::splice::relay(&stream, &app.stream, &progress);
     let result = tracked
-        .relay(crate::sys::splice::relay(&stream, &app.stream))
+        .relay(limits::relay_until_idle(&ctx, &progress, relay))
         .await;
     if let (Some(record), Ok((from_client, to_client))) = (record, &result) {
         record.close(*from_client, *to_client);

@@ -1,7 +1,7 @@
 //! Bounds on the proxy's waits: how long a peer may take over its TLS and
 //! HTTP/2 handshake on 15008, how long a connection to a peer agent or to
-//! an app may take, and how many handshakes one source may hold open at
-//! once. A slow or silent peer is cut when its time is up and counted;
+//! an app may take, how long an L4 connection may stay idle, and how many
+//! handshakes one source may hold open at once. A slow or silent peer is cut when its time is up and counted;
 //! it never holds a connection slot, memory or anyone else's time beyond
 //! that.
 
@@ -9,7 +9,10 @@ use std::{
     collections::HashMap,
     future::Future,
     net::IpAddr,
-    sync::{Arc, Mutex},
+    sync::{
+        Arc, Mutex,
+        atomic::{AtomicU64, Ordering},
+    },
     time::Duration,
 };
 
@@ -22,6 +25,9 @@ pub struct Limits {
     /// CONNECT's answer), or to an app (`--connect-timeout`, Istio's
     /// `connectTimeout`).
     pub connect_timeout: Duration,
+    /// An L4 connection that carries no byte either way for this long is
+    /// closed (`--idle-timeout`, Istio's TCP `idleTimeout`).
+    pub idle_timeout: Duration,
     /// Handshakes one source IP may have in progress on this node's
     /// 15008 listeners (`--max-handshakes-per-source`).
     pub max_handshakes_per_source: u32,
@@ -32,6 +38,7 @@ impl Default for Limits {
         Limits {
             handshake_timeout: Duration::from_secs(10),
             connect_timeout: Duration::from_secs(10),
+            idle_timeout: Duration::from_secs(3600),
             max_handshakes_per_source: 100,
         }
     }
@@ -94,16 +101,24 @@ pub enum Stage {
     Connect,
     /// Connecting to the app.
     Delivery,
+    /// An L4 connection that carried nothing.
+    Idle,
 }
 
 impl Stage {
-    pub const ALL: [Stage; 3] = [Stage::Handshake, Stage::Connect, Stage::Delivery];
+    pub const ALL: [Stage; 4] = [
+        Stage::Handshake,
+        Stage::Connect,
+        Stage::Delivery,
+        Stage::Idle,
+    ];
 
     pub fn name(self) -> &'static str {
         match self {
             Stage::Handshake => "handshake",
             Stage::Connect => "connect",
             Stage::Delivery => "delivery",
+            Stage::Idle => "idle",
         }
     }
 }
@@ -121,6 +136,7 @@ fn describe(stage: Stage) -> &'static str {
         Stage::Handshake => "the client's TLS and HTTP/2 handshake",
         Stage::Connect => "connecting to the destination's agent",
         Stage::Delivery => "connecting to the app",
+        Stage::Idle => "the connection's idle time",
     }
 }
 
@@ -133,6 +149,68 @@ pub async fn bounded<T>(
     tokio::time::timeout(limit, work)
         .await
         .map_err(|_| TimedOut { stage, limit })
+}
+
+/// The bytes a relay has moved, either way: what [`until_idle`] watches.
+/// Bumped once per chunk moved, read only by the watch.
+#[derive(Debug, Default)]
+pub struct Progress(AtomicU64);
+
+impl Progress {
+    /// `bytes` more were moved.
+    pub fn moved(&self, bytes: usize) {
+        self.0.fetch_add(bytes as u64, Ordering::Relaxed);
+    }
+
+    fn total(&self) -> u64 {
+        self.0.load(Ordering::Relaxed)
+    }
+}
+
+/// Runs `relay`, which reports to `progress`, until it ends, or until it
+/// has moved nothing for `idle` (give or take a quarter: the watch looks
+/// four times per `idle`, and the data path never reads a clock).
+pub async fn until_idle<T>(
+    idle: Duration,
+    progress: &Progress,
+    relay: impl Future<Output = T>,
+) -> Result<T, TimedOut> {
+    let watch = async {
+        let tick = (idle / 4).max(Duration::from_millis(5));
+        let mut seen = progress.total();
+        let mut still_since = tokio::time::Instant::now();
+        loop {
+            tokio::time::sleep(tick).await;
+            let now = progress.total();
+            if now != seen {
+                seen = now;
+                still_since = tokio::time::Instant::now();
+            } else if still_since.elapsed() >= idle {
+                return;
+            }
+        }
+    };
+    tokio::select! {
+        done = relay => Ok(done),
+        () = watch => Err(TimedOut { stage: Stage::Idle, limit: idle }),
+    }
+}
+
+/// [`until_idle`] with the agent's `--idle-timeout`: a connection cut
+/// for its idleness is counted (`weft_agent_timeouts_total{stage="idle"}`)
+/// and ends with an error that says so.
+pub async fn relay_until_idle<T>(
+    ctx: &super::ProxyContext,
+    progress: &Progress,
+    relay: impl Future<Output = std::io::Result<T>>,
+) -> std::io::Result<T> {
+    match until_idle(ctx.limits.idle_timeout, progress, relay).await {
+        Ok(done) => done,
+        Err(timed_out) => {
+            ctx.metrics.timed_out(Stage::Idle);
+            Err(std::io::Error::new(std::io::ErrorKind::TimedOut, timed_out))
+        }
+    }
 }
 
 #[cfg(test)]
@@ -156,6 +234,24 @@ mod tests {
         drop(first);
         assert_eq!(handshakes.in_progress(a), 1);
         assert!(handshakes.start(a, 2).is_some());
+    }
+
+    #[tokio::test]
+    async fn a_relay_is_cut_when_it_moves_nothing_and_not_while_it_moves() {
+        let idle = Duration::from_millis(80);
+        let progress = Progress::default();
+        let busy = async {
+            for _ in 0..10 {
+                tokio::time::sleep(Duration::from_millis(30)).await;
+                progress.moved(1);
+            }
+            "done"
+        };
+        assert_eq!(until_idle(idle, &progress, busy).await.unwrap(), "done");
+        let err = until_idle(idle, &progress, std::future::pending::<()>())
+            .await
+            .unwrap_err();
+        assert_eq!(err.stage, Stage::Idle);
     }
 
     #[tokio::test]

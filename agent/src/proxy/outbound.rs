@@ -130,10 +130,14 @@ async fn handle(stream: TcpStream, peer: SocketAddr, pod: Arc<PodContext>, ctx: 
             let trace = span.as_ref().map(|s| s.context());
             let result =
                 match open_tunnel(Some(&stream), peer, &pod, &ctx, &workload, addr, trace).await {
-                    Ok((tunnel, early)) => hbone::splice(stream, tunnel)
-                        .await
-                        .map(|(sent, received)| (sent + early, received))
-                        .map_err(OutboundError::from),
+                    Ok((tunnel, early)) => {
+                        let progress = limits::Progress::default();
+                        let relay = hbone::splice(stream, tunnel, &progress);
+                        limits::relay_until_idle(&ctx, &progress, relay)
+                            .await
+                            .map(|(sent, received)| (sent + early, received))
+                            .map_err(OutboundError::from)
+                    }
                     Err(err) => {
                         // Refused or unreachable: the app gets a prompt reset.
                         reset(stream);
@@ -143,7 +147,7 @@ async fn handle(stream: TcpStream, peer: SocketAddr, pod: Arc<PodContext>, ctx: 
             (result, addr, workload.identity.to_string(), "HBONE")
         }
         Resolved::Workload { addr, .. } | Resolved::Passthrough(addr) => {
-            let result = passthrough(stream, &pod, addr).await;
+            let result = passthrough(stream, &pod, &ctx, addr).await;
             (result, addr, String::new(), "TCP")
         }
         Resolved::NoEndpoints(service) => {
@@ -362,10 +366,13 @@ pub(crate) async fn connect_from_pod(
 async fn passthrough(
     stream: TcpStream,
     pod: &PodContext,
+    ctx: &ProxyContext,
     addr: SocketAddr,
 ) -> Result<(u64, u64), OutboundError> {
     let upstream = connect_from_pod(pod, addr).await?;
-    Ok(sys::splice::relay(&stream, &upstream).await?)
+    let progress = limits::Progress::default();
+    let relay = sys::splice::relay(&stream, &upstream, &progress);
+    Ok(limits::relay_until_idle(ctx, &progress, relay).await?)
 }
 
 /// Carries a connection into a destination pod on this node, from the
@@ -401,8 +408,10 @@ async fn same_node(
             let tracked = ctx
                 .open
                 .register(destination, conn, open::Scope::Connection);
+            let progress = limits::Progress::default();
+            let relay = sys::splice::relay(&stream, &app.stream, &progress);
             let moved = tokio::select! {
-                moved = sys::splice::relay(&stream, &app.stream) => moved?,
+                moved = limits::relay_until_idle(ctx, &progress, relay) => moved?,
                 reason = tracked.revoked() => return Err(OutboundError::Revoked(reason)),
             };
             if let Some(record) = record {

@@ -17,9 +17,14 @@ const CHUNK: usize = 1 << 20;
 
 /// Relays both ways until both directions have ended; the end of one
 /// direction (EOF) is passed on as a half-close. Returns the bytes moved
-/// `a → b` and `b → a`.
-pub async fn relay(a: &TcpStream, b: &TcpStream) -> io::Result<(u64, u64)> {
-    tokio::try_join!(one_way(a, b), one_way(b, a))
+/// `a → b` and `b → a`. Every chunk moved is reported to `progress` (the
+/// idle timeout's watch).
+pub async fn relay(
+    a: &TcpStream,
+    b: &TcpStream,
+    progress: &crate::proxy::limits::Progress,
+) -> io::Result<(u64, u64)> {
+    tokio::try_join!(one_way(a, b, progress), one_way(b, a, progress))
 }
 
 fn pipe() -> io::Result<(OwnedFd, OwnedFd)> {
@@ -34,7 +39,11 @@ fn flags() -> SpliceFFlags {
     SpliceFFlags::SPLICE_F_MOVE | SpliceFFlags::SPLICE_F_NONBLOCK
 }
 
-async fn one_way(src: &TcpStream, dst: &TcpStream) -> io::Result<u64> {
+async fn one_way(
+    src: &TcpStream,
+    dst: &TcpStream,
+    progress: &crate::proxy::limits::Progress,
+) -> io::Result<u64> {
     let (pipe_read, pipe_write) = pipe()?;
     let mut total = 0u64;
     loop {
@@ -67,6 +76,7 @@ async fn one_way(src: &TcpStream, dst: &TcpStream) -> io::Result<u64> {
                 Ok(n) => {
                     pending -= n;
                     total += n as u64;
+                    progress.moved(n);
                 }
                 Err(err) if err.kind() == io::ErrorKind::WouldBlock => continue,
                 Err(err) => return Err(err),
@@ -97,7 +107,10 @@ mod tests {
         // app ⇄ proxy_a ⇄(relay)⇄ proxy_b ⇄ upstream
         let (mut app, proxy_a) = pair().await;
         let (proxy_b, mut upstream) = pair().await;
-        let relay = tokio::spawn(async move { super::relay(&proxy_a, &proxy_b).await });
+        let relay =
+            tokio::spawn(
+                async move { super::relay(&proxy_a, &proxy_b, &Default::default()).await },
+            );
 
         let request: Vec<u8> = (0..5_000_000u32).map(|i| (i % 253) as u8).collect();
         let expected = request.clone();
