@@ -92,6 +92,27 @@ pub enum CallError {
     Decode(serde_json::Error),
 }
 
+/// Reads one request line from `weft-cni` (what the agent's CNI socket
+/// receives): the event, or the reply that refuses a malformed request.
+pub fn read_request(line: &str) -> Result<PodEvent, Reply> {
+    serde_json::from_str::<PodEvent>(line)
+        .map_err(|err| Reply::error(format!("malformed request from weft-cni: {err}")))
+}
+
+/// The pod's IPs from a CNI `prevResult` (its `ips[].address`, CIDRs):
+/// what `weft-cni` sends the agent. Entries that are not an address are
+/// left out.
+pub fn prev_result_ips(prev_result: &serde_json::Value) -> Vec<IpAddr> {
+    prev_result
+        .get("ips")
+        .and_then(serde_json::Value::as_array)
+        .into_iter()
+        .flatten()
+        .filter_map(|ip| ip.get("address").and_then(serde_json::Value::as_str))
+        .filter_map(|cidr| cidr.split('/').next()?.parse().ok())
+        .collect()
+}
+
 /// Sends one event and waits (up to `timeout`) for the reply. Blocking: the
 /// plugin is a short-lived synchronous process.
 pub fn call(socket: &Path, event: &PodEvent, timeout: Duration) -> Result<Reply, CallError> {
@@ -134,5 +155,26 @@ mod tests {
         assert_eq!(serde_json::from_str::<PodEvent>(&json).unwrap(), event);
         let reply: Reply = serde_json::from_str(r#"{"ok":false,"error":"nope"}"#).unwrap();
         assert_eq!(reply, Reply::error("nope"));
+        assert_eq!(read_request(&json).unwrap(), event);
+        let refused = read_request("{\"command\":\"ADD\"").unwrap_err();
+        assert!(!refused.ok);
+        assert!(
+            refused
+                .error
+                .unwrap()
+                .starts_with("malformed request from weft-cni"),
+            "names the sender"
+        );
+    }
+
+    #[test]
+    fn prev_result_ips_reads_the_addresses_and_skips_the_rest() {
+        let prev: serde_json::Value = serde_json::from_str(
+            r#"{"ips":[{"address":"10.0.1.2/24"},{"address":"fd00::2/64"},{"address":"nope"},{"gateway":"10.0.1.1"},7]}"#,
+        )
+        .unwrap();
+        let want: Vec<IpAddr> = vec!["10.0.1.2".parse().unwrap(), "fd00::2".parse().unwrap()];
+        assert_eq!(prev_result_ips(&prev), want);
+        assert!(prev_result_ips(&serde_json::Value::Null).is_empty());
     }
 }

@@ -6,8 +6,11 @@
 //!   crossing the mesh.
 //! * `bench`: benchmarks, weft against no mesh, side by side
 //!   (`bench control-plane` for the control plane at scale).
+//! * `fuzz`: the cargo-fuzz targets of `fuzz/`, one after the other, with
+//!   a table of runs, exec/s and crashes (docs/RELIABILITY.md).
 
 mod bench;
+mod fuzz;
 mod setup;
 
 use std::process::Command;
@@ -46,6 +49,21 @@ enum Task {
         #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
         args: Vec<String>,
     },
+    /// Run the fuzz targets (`fuzz/`, nightly and cargo-fuzz) one after
+    /// the other; fails when one crashes.
+    Fuzz {
+        /// Seconds per target (default 60 when --runs is not given).
+        #[arg(long)]
+        time: Option<u64>,
+        /// Inputs per target instead of a time.
+        #[arg(long)]
+        runs: Option<u64>,
+        /// `none`, or a sanitizer cargo-fuzz knows (`address`).
+        #[arg(long, default_value = "none")]
+        sanitizer: String,
+        /// Targets to run (default: all).
+        targets: Vec<String>,
+    },
     /// Run the demo on a simulated cluster (needs root). Ctrl-C to stop.
     Demo {
         /// Arguments for the demo.
@@ -64,6 +82,17 @@ fn main() -> anyhow::Result<()> {
         } => test(no_lint, no_bench, &args),
         Task::Bench { args } => bench::run(&args),
         Task::Demo { args } => demo(&args),
+        Task::Fuzz {
+            time,
+            runs,
+            sanitizer,
+            targets,
+        } => fuzz::run_all(&fuzz::Options {
+            time,
+            runs,
+            sanitizer,
+            targets,
+        }),
     }
 }
 

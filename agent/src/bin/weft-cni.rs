@@ -128,13 +128,8 @@ fn run(config: &Value, raw: &str) -> Result<Option<String>, CniError> {
     let prev_result = config.get("prevResult").cloned();
     let ips: Vec<IpAddr> = prev_result
         .as_ref()
-        .and_then(|r| r.get("ips"))
-        .and_then(Value::as_array)
-        .into_iter()
-        .flatten()
-        .filter_map(|ip| ip.get("address").and_then(Value::as_str))
-        .filter_map(|cidr| cidr.split('/').next()?.parse().ok())
-        .collect();
+        .map(cni::prev_result_ips)
+        .unwrap_or_default();
 
     let event = PodEvent {
         command,

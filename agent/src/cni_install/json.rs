@@ -202,6 +202,37 @@ mod tests {
         assert_eq!(keys, ["zeta", "alpha", "mid"]);
     }
 
+    /// Found by fuzzing (`fuzz/fuzz_targets/cni.rs`): without serde_json's
+    /// `float_roundtrip` a long number was read 1 ulp off the value Go reads,
+    /// and written back as that other value.
+    #[test]
+    fn numbers_keep_their_value_through_a_rewrite() {
+        for text in [
+            &"5".repeat(79),
+            "0.1",
+            "1e308",
+            "2.2250738585072014e-308",
+            "123456789012345678901234567890",
+        ] {
+            let json: Json = serde_json::from_str(text).unwrap();
+            let Json::Number(number) = &json else {
+                panic!("{text} is not a number: {json:?}");
+            };
+            // Rust's own parse is correctly rounded, as Go's strconv is.
+            assert_eq!(
+                number.as_f64(),
+                Some(text.parse::<f64>().unwrap()),
+                "{text}"
+            );
+            let written = json.to_pretty();
+            assert_eq!(
+                serde_json::from_slice::<Json>(&written).unwrap(),
+                json,
+                "{text}"
+            );
+        }
+    }
+
     #[test]
     fn a_repeated_key_keeps_its_first_place_and_last_value() {
         let json: Json = serde_json::from_str(r#"{"a":1,"b":2,"a":3}"#).unwrap();

@@ -18,7 +18,7 @@
 //! watcher leaves the config alone.
 
 mod files;
-mod json;
+pub mod json;
 pub mod netconf;
 mod watch;
 

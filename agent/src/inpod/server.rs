@@ -40,9 +40,9 @@ async fn handle(stream: UnixStream, enroller: Arc<Enroller>) {
     let mut line = String::new();
     let reply = match BufReader::new(read).read_line(&mut line).await {
         Ok(0) => return,
-        Ok(_) => match serde_json::from_str::<PodEvent>(&line) {
+        Ok(_) => match crate::cni::read_request(&line) {
             Ok(event) => dispatch(event, &enroller).await,
-            Err(err) => Reply::error(format!("malformed request from weft-cni: {err}")),
+            Err(refused) => refused,
         },
         Err(err) => Reply::error(format!("reading the request: {err}")),
     };

@@ -38,7 +38,7 @@ pub mod outbound;
 pub mod reply;
 pub mod route;
 pub mod send;
-mod sni;
+pub mod sni;
 pub mod tls;
 pub mod upstream;
 

@@ -37,10 +37,14 @@ pub async fn peek_sni(stream: &TcpStream) -> Option<String> {
     }
 }
 
+/// What the first bytes of a connection say about its SNI.
 #[derive(Debug, PartialEq, Eq)]
-enum Parsed {
+pub enum Parsed {
+    /// A ClientHello with this server name (lower-cased).
     Sni(String),
+    /// Not TLS, or a hello without a host name.
     NoSni,
+    /// The record is not all here yet.
     Incomplete,
 }
 
@@ -72,7 +76,10 @@ impl<'a> Reader<'a> {
     }
 }
 
-fn parse(bytes: &[u8]) -> Parsed {
+/// Reads the SNI of a TLS ClientHello from the first bytes a client sent
+/// (one record, which may not all be here yet). Pure; public for the
+/// fuzz target (`fuzz/fuzz_targets/http.rs`).
+pub fn parse(bytes: &[u8]) -> Parsed {
     let mut record = Reader(bytes);
     let Some(header) = record.take(5) else {
         return Parsed::Incomplete;

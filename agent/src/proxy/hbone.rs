@@ -5,14 +5,18 @@
 //! disabled, 4 MiB stream window, 16 MiB connection window, 1 MiB frames,
 //! at most 100 streams per connection.
 
-use std::{future::poll_fn, io, net::SocketAddr};
+use std::{
+    future::poll_fn,
+    io,
+    net::{IpAddr, SocketAddr},
+};
 
 use bytes::{Bytes, BytesMut};
 use h2::{
     RecvStream, SendStream,
     client::{ResponseFuture, SendRequest},
 };
-use http::{HeaderMap, Method, Request, Response, StatusCode};
+use http::{HeaderMap, Method, Request, Response, StatusCode, Uri};
 use tokio::{
     io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt},
     net::TcpStream,
@@ -42,6 +46,49 @@ pub enum HboneError {
         target: SocketAddr,
         status: StatusCode,
     },
+}
+
+/// Why the inbound side refuses an HBONE request before dialling anything.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum BadConnect {
+    #[error("method {0} is not CONNECT")]
+    NotConnect(Method),
+    #[error("CONNECT target {0:?} is not ip:port")]
+    NotIpPort(String),
+    #[error("CONNECT to {0}, an address this listener does not serve")]
+    NotServed(SocketAddr),
+}
+
+impl BadConnect {
+    /// The status the client is answered with.
+    pub fn status(&self) -> StatusCode {
+        match self {
+            BadConnect::NotConnect(_) => StatusCode::METHOD_NOT_ALLOWED,
+            BadConnect::NotIpPort(_) | BadConnect::NotServed(_) => StatusCode::BAD_REQUEST,
+        }
+    }
+}
+
+/// The target of an inbound HBONE request: a `CONNECT` whose authority is
+/// `ip:port` with the ip one of `served` (the destination pod's IPs).
+/// Pure: the inbound proxy's whole reading of a request's method and
+/// authority before it authorizes and dials.
+pub fn connect_target(
+    method: &Method,
+    uri: &Uri,
+    served: &[IpAddr],
+) -> Result<SocketAddr, BadConnect> {
+    if method != Method::CONNECT {
+        return Err(BadConnect::NotConnect(method.clone()));
+    }
+    let authority = uri.authority().map_or("", |a| a.as_str());
+    let target: SocketAddr = authority
+        .parse()
+        .map_err(|_| BadConnect::NotIpPort(authority.to_string()))?;
+    if !served.contains(&target.ip()) {
+        return Err(BadConnect::NotServed(target));
+    }
+    Ok(target)
 }
 
 /// One CONNECT stream.
@@ -276,4 +323,44 @@ async fn h2_to_tcp(
     }
     write.shutdown().await?;
     Ok(total)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn served() -> Vec<IpAddr> {
+        vec!["10.0.1.2".parse().unwrap(), "fd00::2".parse().unwrap()]
+    }
+
+    #[test]
+    fn connect_target_takes_a_connect_to_an_address_served() {
+        let uri: Uri = "10.0.1.2:8080".parse().unwrap();
+        assert_eq!(
+            connect_target(&Method::CONNECT, &uri, &served()),
+            Ok("10.0.1.2:8080".parse().unwrap())
+        );
+        let uri: Uri = "[fd00::2]:443".parse().unwrap();
+        assert_eq!(
+            connect_target(&Method::CONNECT, &uri, &served()),
+            Ok("[fd00::2]:443".parse().unwrap())
+        );
+    }
+
+    #[test]
+    fn connect_target_refuses_other_methods_names_and_addresses() {
+        let uri: Uri = "10.0.1.2:8080".parse().unwrap();
+        let bad = connect_target(&Method::GET, &uri, &served()).unwrap_err();
+        assert_eq!(bad.status(), StatusCode::METHOD_NOT_ALLOWED);
+        let uri: Uri = "web.default:8080".parse().unwrap();
+        let bad = connect_target(&Method::CONNECT, &uri, &served()).unwrap_err();
+        assert_eq!(bad, BadConnect::NotIpPort("web.default:8080".into()));
+        assert_eq!(bad.status(), StatusCode::BAD_REQUEST);
+        let uri: Uri = "10.0.1.3:8080".parse().unwrap();
+        let bad = connect_target(&Method::CONNECT, &uri, &served()).unwrap_err();
+        assert_eq!(bad, BadConnect::NotServed("10.0.1.3:8080".parse().unwrap()));
+        let uri: Uri = "/just/a/path".parse().unwrap();
+        let bad = connect_target(&Method::CONNECT, &uri, &served()).unwrap_err();
+        assert_eq!(bad, BadConnect::NotIpPort(String::new()));
+    }
 }

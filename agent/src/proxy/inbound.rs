@@ -16,7 +16,7 @@ use crate::{
 };
 use bytes::Bytes;
 use h2::{RecvStream, server::SendResponse};
-use http::{Method, Request, Response, StatusCode};
+use http::{Request, Response, StatusCode};
 use tokio::net::TcpListener;
 use tokio_rustls::TlsAcceptor;
 use tokio_util::sync::CancellationToken;
@@ -226,25 +226,14 @@ async fn stream_request(
         identity: client,
         sni,
     } = client;
-    if request.method() != Method::CONNECT {
-        tracing::warn!(src.identity = %client, src.addr = %peer, method = %request.method(), "not a CONNECT");
-        ctx.metrics.deny(Denial::BadTarget);
-        return respond(responder, StatusCode::METHOD_NOT_ALLOWED);
-    }
-    let Some(target) = request
-        .uri()
-        .authority()
-        .and_then(|a| a.as_str().parse::<SocketAddr>().ok())
-    else {
-        tracing::warn!(src.identity = %client, src.addr = %peer, uri = %request.uri(), "CONNECT target is not ip:port");
-        ctx.metrics.deny(Denial::BadTarget);
-        return respond(responder, StatusCode::BAD_REQUEST);
+    let target = match hbone::connect_target(request.method(), request.uri(), &pod.workload.ips) {
+        Ok(target) => target,
+        Err(bad) => {
+            tracing::warn!(src.identity = %client, src.addr = %peer, uri = %request.uri(), error = %bad, "HBONE request refused");
+            ctx.metrics.deny(Denial::BadTarget);
+            return respond(responder, bad.status());
+        }
     };
-    if !pod.workload.ips.contains(&target.ip()) {
-        tracing::warn!(src.identity = %client, src.addr = %peer, %target, "CONNECT to an address this listener does not serve");
-        ctx.metrics.deny(Denial::BadTarget);
-        return respond(responder, StatusCode::BAD_REQUEST);
-    }
     // An HTTP port: accepted, then authorized per request.
     if pod.http_port(&ctx, target.port()).is_some() {
         let Some(tunnel) = accept(responder, request, peer) else {

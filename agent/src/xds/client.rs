@@ -163,40 +163,30 @@ impl XdsClient {
         let mut reply = self.request(&response.type_url);
         reply.response_nonce = response.nonce.clone();
         let (added, removed) = (response.resources.len(), response.removed_resources.len());
-        let applied = match response.type_url.as_str() {
-            ADDRESS_TYPE_URL => decode_addresses(&response).map(|upserts| {
+        let applied = decode(&response).map(|decoded| match decoded {
+            Decoded::Addresses(upserts) => {
                 self.store.apply(upserts, &response.removed_resources);
                 self.synced.send_replace(true);
-            }),
-            AUTHORIZATION_TYPE_URL => decode_policies(&response).map(|upserts| {
+            }
+            Decoded::Policies(upserts) => {
                 self.store
                     .apply_policies(upserts, &response.removed_resources);
-            }),
-            ROUTE_CONFIG_TYPE_URL => decode_routes(&response).map(|upserts| {
+            }
+            Decoded::Routes(upserts) => {
                 self.l7.apply_routes(upserts, &response.removed_resources);
-            }),
-            DESTINATION_POLICY_TYPE_URL => decode_destinations(&response).map(|upserts| {
+            }
+            Decoded::Destinations(upserts) => {
                 self.l7.apply_policies(upserts, &response.removed_resources);
-            }),
-            ACCESS_LOG_POLICY_TYPE_URL => {
-                decode_each(&response, |p: weft_proto::telemetry::AccessLogPolicy| {
-                    crate::access_log::compile(&p)
-                })
-                .map(|upserts| {
-                    crate::access_log::global().apply(upserts, &response.removed_resources);
-                })
             }
-            TRACING_POLICY_TYPE_URL => {
-                decode_each(&response, |p: weft_proto::telemetry::TracingPolicy| Ok(p)).map(
-                    |upserts| {
-                        self.tracer
-                            .policies
-                            .apply(upserts, &response.removed_resources);
-                    },
-                )
+            Decoded::AccessLogs(upserts) => {
+                crate::access_log::global().apply(upserts, &response.removed_resources);
             }
-            other => Err(format!("unexpected type {other}")),
-        };
+            Decoded::Tracing(upserts) => {
+                self.tracer
+                    .policies
+                    .apply(upserts, &response.removed_resources);
+            }
+        });
         match applied {
             Ok(()) => {
                 tracing::debug!(type_url = %response.type_url, added, removed, nonce = %response.nonce, "applied update");
@@ -208,6 +198,39 @@ impl XdsClient {
         }
         reply
     }
+}
+
+/// A response's resources, each decoded and converted to the agent's own
+/// form, as `(name, version, converted)`: what [`XdsClient`] applies.
+pub enum Decoded {
+    Addresses(Vec<(String, String, Converted)>),
+    Policies(Vec<(String, String, Policy)>),
+    Routes(Vec<(String, String, RouteTable)>),
+    Destinations(Vec<(String, String, Policies)>),
+    AccessLogs(Vec<(String, String, crate::access_log::policy::Compiled)>),
+    Tracing(Vec<(String, String, weft_proto::telemetry::TracingPolicy)>),
+}
+
+/// Decodes and converts every resource of `response` by its type, all or
+/// nothing: `Err` is the NACK's message (an unknown type, or the first
+/// resource that does not decode or convert, by name). No I/O, no state:
+/// the xDS client's whole reading of the control plane's bytes.
+pub fn decode(response: &DeltaDiscoveryResponse) -> Result<Decoded, String> {
+    Ok(match response.type_url.as_str() {
+        ADDRESS_TYPE_URL => Decoded::Addresses(decode_addresses(response)?),
+        AUTHORIZATION_TYPE_URL => Decoded::Policies(decode_policies(response)?),
+        ROUTE_CONFIG_TYPE_URL => Decoded::Routes(decode_routes(response)?),
+        DESTINATION_POLICY_TYPE_URL => Decoded::Destinations(decode_destinations(response)?),
+        ACCESS_LOG_POLICY_TYPE_URL => Decoded::AccessLogs(decode_each(
+            response,
+            |p: weft_proto::telemetry::AccessLogPolicy| crate::access_log::compile(&p),
+        )?),
+        TRACING_POLICY_TYPE_URL => Decoded::Tracing(decode_each(
+            response,
+            |p: weft_proto::telemetry::TracingPolicy| Ok(p),
+        )?),
+        other => return Err(format!("unexpected type {other}")),
+    })
 }
 
 fn nack(message: String) -> Status {

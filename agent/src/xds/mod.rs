@@ -2,4 +2,4 @@
 
 mod client;
 
-pub use client::XdsClient;
+pub use client::{Decoded, XdsClient, decode};
