@@ -19,20 +19,9 @@ use weft_agent::{
     trace,
     xds::{self, Decoded},
 };
-use weft_proto::{
-    ACCESS_LOG_POLICY_TYPE_URL, ADDRESS_TYPE_URL, AUTHORIZATION_TYPE_URL,
-    DESTINATION_POLICY_TYPE_URL, ROUTE_CONFIG_TYPE_URL, TRACING_POLICY_TYPE_URL,
-    discovery::{DeltaDiscoveryResponse, Resource},
-};
+use weft_proto::discovery::{DeltaDiscoveryResponse, Resource};
 
-const TYPES: [&str; 6] = [
-    ADDRESS_TYPE_URL,
-    AUTHORIZATION_TYPE_URL,
-    ROUTE_CONFIG_TYPE_URL,
-    DESTINATION_POLICY_TYPE_URL,
-    ACCESS_LOG_POLICY_TYPE_URL,
-    TRACING_POLICY_TYPE_URL,
-];
+const TYPES: [&str; 6] = weft_proto::TYPE_URLS;
 
 fuzz_target!(|data: &[u8]| {
     let Some((&first, rest)) = data.split_first() else {

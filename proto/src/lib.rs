@@ -65,6 +65,18 @@ pub const ACCESS_LOG_POLICY_TYPE_URL: &str =
 /// The xDS type URL of [`telemetry::TracingPolicy`] resources.
 pub const TRACING_POLICY_TYPE_URL: &str = "type.googleapis.com/weft.telemetry.v1.TracingPolicy";
 
+/// Every type weft serves, in the order a push sends them (workloads
+/// before the policies that name them, services before the routes and
+/// policies keyed by them).
+pub const TYPE_URLS: [&str; 6] = [
+    ADDRESS_TYPE_URL,
+    AUTHORIZATION_TYPE_URL,
+    ROUTE_CONFIG_TYPE_URL,
+    DESTINATION_POLICY_TYPE_URL,
+    ACCESS_LOG_POLICY_TYPE_URL,
+    TRACING_POLICY_TYPE_URL,
+];
+
 /// The generated code refers to other packages by relative paths
 /// (`super::super::...`), so the modules mirror the package tree.
 #[allow(clippy::all, missing_docs)]

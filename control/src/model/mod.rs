@@ -322,16 +322,7 @@ impl Model {
     /// Every resource of `type_url` as response bodies, encoded once for
     /// this version (see [`full`]).
     pub fn full_state(&self, type_url: &str) -> Option<Arc<FullState>> {
-        let i = [
-            ADDRESS_TYPE_URL,
-            AUTHORIZATION_TYPE_URL,
-            ROUTE_CONFIG_TYPE_URL,
-            DESTINATION_POLICY_TYPE_URL,
-            ACCESS_LOG_POLICY_TYPE_URL,
-            TRACING_POLICY_TYPE_URL,
-        ]
-        .iter()
-        .position(|t| *t == type_url)?;
+        let i = weft_proto::TYPE_URLS.iter().position(|t| *t == type_url)?;
         Some(self.full.get(i, self.of_type(type_url)?))
     }
 

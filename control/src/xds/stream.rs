@@ -13,11 +13,7 @@ use std::{
 };
 
 use tonic::Status;
-use weft_proto::{
-    ACCESS_LOG_POLICY_TYPE_URL, ADDRESS_TYPE_URL, AUTHORIZATION_TYPE_URL,
-    DESTINATION_POLICY_TYPE_URL, ROUTE_CONFIG_TYPE_URL, TRACING_POLICY_TYPE_URL,
-    core::ControlPlane, discovery::DeltaDiscoveryRequest,
-};
+use weft_proto::{core::ControlPlane, discovery::DeltaDiscoveryRequest};
 
 use super::{
     raw::RawDeltaDiscoveryResponse,
@@ -29,17 +25,8 @@ use crate::{
     model::{Model, XdsResource, full::CHUNK},
 };
 
-/// The types weft serves, in the order a push sends them (workloads
-/// before the policies that name them, services before the routes and
-/// policies keyed by them).
-pub const SERVED_TYPES: [&str; 6] = [
-    ADDRESS_TYPE_URL,
-    AUTHORIZATION_TYPE_URL,
-    ROUTE_CONFIG_TYPE_URL,
-    DESTINATION_POLICY_TYPE_URL,
-    ACCESS_LOG_POLICY_TYPE_URL,
-    TRACING_POLICY_TYPE_URL,
-];
+/// The types weft serves, in the order a push sends them.
+pub const SERVED_TYPES: [&str; 6] = weft_proto::TYPE_URLS;
 
 /// Responses remembered per type for matching ACKs and NACKs.
 const PENDING_NONCES: usize = 32;
