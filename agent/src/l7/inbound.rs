@@ -186,17 +186,15 @@ async fn handle(
         request.extensions_mut().insert(count.clone());
         count
     });
-    let request_bytes = if traffic {
-        request
-            .headers()
-            .get(http::header::CONTENT_LENGTH)
-            .and_then(|v| v.to_str().ok()?.parse().ok())
-            .unwrap_or(0)
-    } else {
-        0
-    };
+    // Its `content-length`, for the metrics and the access log.
+    let request_bytes = request
+        .headers()
+        .get(http::header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok()?.parse().ok())
+        .unwrap_or(0);
     // The server side's access-log line and span (`l7/log.rs`).
-    let mut record = super::log::ServerRecord::start(&mut request, &served.inbound, ctx);
+    let mut record =
+        super::log::ServerRecord::start(&mut request, request_bytes, &served.inbound, ctx);
     let response = decide_and_forward(request, served, ctx).await;
     if let Some(record) = record.as_mut() {
         record.responded(&response);

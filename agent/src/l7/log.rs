@@ -466,6 +466,7 @@ impl ServerRecord {
     /// logs nor traces.
     pub fn start<B>(
         request: &mut Request<B>,
+        request_bytes: u64,
         inbound: &Arc<super::inbound::Inbound>,
         ctx: &ProxyContext,
     ) -> Option<ServerRecord> {
@@ -503,11 +504,7 @@ impl ServerRecord {
             status: 0,
             grpc_status: None,
             flags: Flags::default(),
-            request_bytes: request
-                .headers()
-                .get(http::header::CONTENT_LENGTH)
-                .and_then(|v| v.to_str().ok()?.parse().ok())
-                .unwrap_or(0),
+            request_bytes,
             inbound: inbound.clone(),
             local_reply: false,
         })
