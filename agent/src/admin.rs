@@ -279,11 +279,20 @@ fn percent_decode(text: &str) -> String {
     String::from_utf8_lossy(&out).into_owned()
 }
 
-/// Serves HTTP/1.1 on `listener` until the process ends, with the
-/// `endpoints` of that listener.
-pub async fn serve(listener: TcpListener, state: Arc<AdminState>, endpoints: Endpoints) {
+/// Serves HTTP/1.1 on `listener` until `stop` fires (a newer agent took
+/// the node over), with the `endpoints` of that listener.
+pub async fn serve(
+    listener: TcpListener,
+    state: Arc<AdminState>,
+    endpoints: Endpoints,
+    stop: tokio_util::sync::CancellationToken,
+) {
     loop {
-        let Ok((stream, _)) = listener.accept().await else {
+        let accepted = tokio::select! {
+            _ = stop.cancelled() => return,
+            accepted = listener.accept() => accepted,
+        };
+        let Ok((stream, _)) = accepted else {
             continue;
         };
         let state = state.clone();

@@ -3,13 +3,16 @@
 
 use std::sync::{Arc, atomic::Ordering};
 
+use tokio_util::sync::CancellationToken;
+
 use crate::{
     Config,
     admin::{self, AdminState, Readiness},
     cni_install::{self, CniInstallError},
     control::{ControlClient, ControlError},
+    handoff::{self, Inherited, Kept, Slot},
     identity::{IdentityError, SecretManager, TrustBundle},
-    inpod::{self, Enroller, persist::PodFiles},
+    inpod::{self, Enroller, persist::PodFiles, server::CniServer},
     l7::{L7, L7Config},
     metrics::Metrics,
     proxy::{ProxyContext, pool::Pool},
@@ -73,30 +76,25 @@ impl App {
             spans: tokio::sync::OnceCell::new(),
             logging,
         });
-        let readiness_listener = admin::bind(config.readiness_addr)
-            .await
-            .map_err(io("readiness endpoint"))?;
-        let admin_listener = admin::bind(config.admin_addr)
-            .await
-            .map_err(io("admin endpoint"))?;
-        let metrics_listener = admin::bind(config.metrics_addr)
-            .await
-            .map_err(io("metrics endpoint"))?;
-        tokio::spawn(admin::serve(
-            readiness_listener,
-            admin_state.clone(),
-            admin::Endpoints::Readiness,
-        ));
-        tokio::spawn(admin::serve(
-            metrics_listener,
-            admin_state.clone(),
-            admin::Endpoints::Metrics,
-        ));
-        tokio::spawn(admin::serve(
-            admin_listener,
-            admin_state.clone(),
-            admin::Endpoints::Admin,
-        ));
+        // An agent already running on this node (an upgrade) hands its
+        // listeners over once this one has its workload data; until then
+        // it serves them, the admin endpoints included.
+        let predecessor = handoff::Predecessor::find(&config.state_dir);
+        let stop_admin = CancellationToken::new();
+        let mut agent_listeners = Vec::new();
+        if predecessor.is_some() {
+            tracing::info!(
+                "another agent serves this node; taking over from it once the workload data is in"
+            );
+        } else {
+            agent_listeners = serve_admin(
+                &config,
+                &admin_state,
+                &mut Inherited::default(),
+                &stop_admin,
+            )
+            .await?;
+        }
 
         let redirector = Arc::new(Redirector::load(&RedirectConfig {
             bpffs_dir: config.bpffs_dir.clone(),
@@ -137,6 +135,7 @@ impl App {
         let _ = admin_state.xds_connected.set(xds.connected());
         tokio::spawn(xds.run());
 
+        let drain = CancellationToken::new();
         let pool = Arc::new(Pool::default());
         tokio::spawn(pool.clone().run_sweeper());
         let l7 = L7::new(l7_config);
@@ -162,6 +161,7 @@ impl App {
             },
             handshakes: Default::default(),
             open: Default::default(),
+            drain: drain.clone(),
             authn: crate::authn::Authn::new(crate::authn::FetchConfig {
                 ca_bundle: config.jwks_ca_bundle.clone(),
                 refresh: config.jwks_refresh,
@@ -183,9 +183,29 @@ impl App {
         let _ = admin_state.enroller.set(enroller.clone());
         let enroller_for_drain = enroller.clone();
 
-        let cni = inpod::server::bind(&config.cni_socket)
-            .map_err(io(format!("CNI socket {}", config.cni_socket.display())))?;
-        tokio::spawn(inpod::server::serve(cni, enroller.clone()));
+        let mut inherited = Inherited::default();
+        if let Some(predecessor) = &predecessor {
+            let _ = synced.wait_for(|synced| *synced).await;
+            match predecessor.take_over().await {
+                Ok(handed) => inherited = handed,
+                Err(err) => {
+                    tracing::warn!(error = %err, "the running agent did not hand its listeners over; opening new ones")
+                }
+            }
+            agent_listeners =
+                serve_admin(&config, &admin_state, &mut inherited, &stop_admin).await?;
+        }
+        let handed_pods = enroller.inherit(inherited.take_pods());
+
+        let cni_slot = Slot::new("cni", config.cni_socket.display());
+        let cni_what = || format!("CNI socket {}", config.cni_socket.display());
+        let cni = match inherited.take_agent(&cni_slot) {
+            Some(fd) => handoff::unix_listener(fd),
+            None => inpod::server::bind(&config.cni_socket),
+        }
+        .map_err(io(cni_what()))?;
+        agent_listeners.push(handoff::keep(cni_slot, &cni).map_err(io(cni_what()))?);
+        let cni = CniServer::start(cni, enroller.clone()).map_err(io(cni_what()))?;
         readiness.cni_listening.store(true, Ordering::Release);
         // Chained only once the socket accepts: from then on every pod ADD
         // on the node calls it.
@@ -202,23 +222,48 @@ impl App {
             readiness.cni_chained.store(true, Ordering::Release);
         }
 
+        let stop_handoff = CancellationToken::new();
+        let handover = handoff::Handover {
+            enroller: enroller.clone(),
+            agent_listeners,
+            cni,
+            stop_admin,
+            drain: drain.clone(),
+            metrics: metrics.clone(),
+        };
         let startup = {
             let readiness = readiness.clone();
+            let (state_dir, stop_handoff) = (config.state_dir.clone(), stop_handoff.clone());
             async move {
                 let _ = synced.wait_for(|synced| *synced).await;
                 readiness.workloads_synced.store(true, Ordering::Release);
-                enroller.restore().await;
+                enroller.restore(handed_pods).await;
                 readiness.pods_restored.store(true, Ordering::Release);
                 tracing::info!("weft-agent ready");
+                if let Some(predecessor) = predecessor {
+                    match predecessor.serving().await {
+                        Ok(open_connections) => tracing::info!(
+                            open_connections,
+                            "took this node over; the previous agent has stopped accepting and finishes the connections it holds"
+                        ),
+                        Err(err) => {
+                            tracing::warn!(error = %err, "the previous agent did not confirm the handover")
+                        }
+                    }
+                }
+                // Ready: a newer agent may take over from this one.
+                tokio::spawn(handoff::serve(state_dir, handover, stop_handoff));
                 enroller.run_reconciler().await;
             }
         };
         tokio::spawn(startup);
 
         shutdown_signal().await;
+        stop_handoff.cancel();
         // weft-cni stays chained: pods wait for the next agent (fail closed).
         stop_cni_install.cancel();
-        drain(&enroller_for_drain, &metrics, config.drain_timeout).await;
+        drain.cancel();
+        wind_down(&enroller_for_drain, &metrics, config.drain_timeout).await;
         tracing::info!(
             "shut down; redirection stays pinned, so enrolled pods fail closed until the agent is back"
         );
@@ -228,7 +273,7 @@ impl App {
 
 /// Shutdown: stop accepting connections, then wait for those in flight to
 /// finish, up to `deadline`; what is left is cut when the process exits.
-async fn drain(enroller: &Enroller, metrics: &Metrics, deadline: std::time::Duration) {
+async fn wind_down(enroller: &Enroller, metrics: &Metrics, deadline: std::time::Duration) {
     enroller.stop_listeners().await;
     let active = metrics.active_connections();
     tracing::info!(active, ?deadline, "draining connections");
@@ -243,6 +288,43 @@ async fn drain(enroller: &Enroller, metrics: &Metrics, deadline: std::time::Dura
             "drain deadline passed; closing the remaining connections"
         );
     }
+}
+
+/// Serves the readiness, metrics and admin endpoints, on the listeners a
+/// previous agent handed over or on new ones; returns second descriptors of
+/// them, for a successor.
+async fn serve_admin(
+    config: &Config,
+    state: &Arc<AdminState>,
+    inherited: &mut Inherited,
+    stop: &CancellationToken,
+) -> Result<Vec<Kept>, AppError> {
+    let endpoints = [
+        (
+            "readiness",
+            config.readiness_addr,
+            admin::Endpoints::Readiness,
+        ),
+        ("admin", config.admin_addr, admin::Endpoints::Admin),
+        ("metrics", config.metrics_addr, admin::Endpoints::Metrics),
+    ];
+    let mut kept = Vec::new();
+    for (role, addr, endpoints) in endpoints {
+        let slot = Slot::new(role, addr);
+        let what = format!("{role} endpoint");
+        let listener = match inherited.take_agent(&slot) {
+            Some(fd) => handoff::tcp_listener(fd, addr).map_err(io(&what))?,
+            None => admin::bind(addr).await.map_err(io(&what))?,
+        };
+        kept.push(handoff::keep(slot, &listener).map_err(io(&what))?);
+        tokio::spawn(admin::serve(
+            listener,
+            state.clone(),
+            endpoints,
+            stop.clone(),
+        ));
+    }
+    Ok(kept)
 }
 
 /// How often the trust bundle file is checked for a new root.

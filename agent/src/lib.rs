@@ -29,6 +29,7 @@ pub mod cni;
 pub mod cni_install;
 pub mod config;
 pub mod control;
+pub mod handoff;
 pub mod identity;
 pub mod inpod;
 pub mod l7;

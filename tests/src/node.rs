@@ -42,6 +42,8 @@ pub struct Node {
     pub(crate) log_dir: PathBuf,
     pub(crate) agent_config: Option<AgentConfig>,
     pub(crate) agent: Mutex<Option<Process>>,
+    /// Agents replaced by an upgrade, finishing their connections.
+    pub(crate) retired_agents: Mutex<Vec<Process>>,
     /// Last octet of the next pod IP (never reused within a run).
     pub(crate) next_pod_host: Mutex<u8>,
 }
@@ -190,6 +192,13 @@ impl Node {
                 p.pid()
             );
         }
+        let process = self.spawn_agent(cfg)?;
+        *slot = Some(process);
+        drop(slot);
+        self.wait_agent_ready(cfg.ready_timeout)
+    }
+
+    fn spawn_agent(&self, cfg: &AgentConfig) -> Result<Process> {
         std::fs::create_dir_all(self.agent_state_dir())?;
         let mut cmd = Command::new(&cfg.binary);
         cmd.arg("--node-name")
@@ -210,10 +219,92 @@ impl Node {
             .arg(&self.pods_cgroup)
             .args(&cfg.extra_args);
         let label = format!("{}/weft-agent", self.name);
-        let process = Process::spawn(cmd, &self.placement(), &self.log_dir, &label)?;
-        *slot = Some(process);
+        Process::spawn(cmd, &self.placement(), &self.log_dir, &label)
+    }
+
+    /// Upgrades the agent as a DaemonSet rolling with `maxSurge: 1` does:
+    /// a new agent starts beside the running one and takes its listeners
+    /// over; once it serves them, the old one gets SIGTERM and finishes
+    /// the connections it holds, for up to its `--drain-timeout`. Returns
+    /// when the new agent is ready; [`Self::wait_retired_agents`] waits for
+    /// the old one to exit.
+    pub fn upgrade_agent(&self) -> Result<()> {
+        let cfg = self.agent_config()?;
+        let mut slot = self.lock_agent();
+        let Some(mut old) = slot.take() else {
+            bail!(
+                "the agent of {} is not running: nothing to upgrade",
+                self.name
+            );
+        };
+        if !old.is_running() {
+            bail!(
+                "the agent of {} has exited: nothing to upgrade\n{}",
+                self.name,
+                old.log_tail(40)
+            );
+        }
+        *slot = Some(self.spawn_agent(cfg)?);
         drop(slot);
-        self.wait_agent_ready(cfg.ready_timeout)
+        let what = format!("the new agent of {} to take the node over", self.name);
+        let took_over = wait_for(&what, cfg.ready_timeout, || {
+            let mut slot = self.lock_agent();
+            let new = slot.as_mut().expect("the new agent was just started");
+            if let Some(status) = new.try_status() {
+                return Ok(Some(Err(anyhow::anyhow!(
+                    "the new agent exited ({status})"
+                ))));
+            }
+            Ok(new.log().contains("took this node over").then_some(Ok(())))
+        })
+        .and_then(|outcome| outcome);
+        let retire = |mut old: Process| {
+            let _ = old.signal(nix::sys::signal::Signal::SIGTERM);
+            self.retired_agents
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .push(old);
+        };
+        if let Err(err) = took_over {
+            retire(old);
+            bail!("{err:#}\nnew agent:\n{}", self.agent_log_tail(60));
+        }
+        self.wait_agent_ready(cfg.ready_timeout)?;
+        if !old.log().contains("handed this node over") {
+            let tail = old.log_tail(40);
+            retire(old);
+            bail!(
+                "the old agent of {} did not log the handover:\n{tail}",
+                self.name
+            );
+        }
+        retire(old);
+        Ok(())
+    }
+
+    /// Waits up to `timeout` for the agents replaced by upgrades to exit,
+    /// and returns their logs. Errors if one is still running, or exited
+    /// with a failure.
+    pub fn wait_retired_agents(&self, timeout: Duration) -> Result<Vec<String>> {
+        let mut retired = self
+            .retired_agents
+            .lock()
+            .unwrap_or_else(|e| e.into_inner());
+        let mut logs = Vec::new();
+        for mut old in retired.drain(..) {
+            let status = old.wait_exit(timeout).with_context(|| {
+                format!("a retired agent of {}:\n{}", self.name, old.log_tail(40))
+            })?;
+            if !status.success() {
+                bail!(
+                    "a retired agent of {} exited with {status}:\n{}",
+                    self.name,
+                    old.log_tail(40)
+                );
+            }
+            logs.push(old.log());
+        }
+        Ok(logs)
     }
 
     /// Waits until `GET http://<node ip>:15021/healthz/ready` answers 200;

@@ -8,7 +8,10 @@ use std::{
     time::{Duration, Instant},
 };
 
-use tokio::{net::TcpListener, sync::Mutex};
+use tokio::{
+    net::TcpListener,
+    sync::{Mutex, RwLock, RwLockReadGuard},
+};
 use tokio_util::sync::CancellationToken;
 use weft_ebpf_common::{HBONE_PORT, INBOUND_PLAINTEXT_PORT, OUTBOUND_PORT};
 
@@ -19,6 +22,7 @@ use super::{
 };
 use crate::{
     cni::{Command, PodEvent},
+    handoff::{self, Kept, Slot},
     identity::IdentityError,
     proxy::{PodContext, ProxyContext, inbound, inbound_plain, outbound},
     redirect::{RedirectError, Redirector},
@@ -60,6 +64,8 @@ pub enum EnrolError {
     Identity(#[from] IdentityError),
     #[error(transparent)]
     Redirect(#[from] RedirectError),
+    #[error("this agent has handed the node over to a newer agent; retry")]
+    HandedOver,
 }
 
 /// The workload with the pod's addresses from the CNI result when the
@@ -77,17 +83,20 @@ fn with_cni_addresses(workload: Arc<Workload>, event: &PodEvent) -> Arc<Workload
 }
 
 /// A pod in the mesh: its listeners run until `cancel` fires.
-struct Enrolled {
+pub(super) struct Enrolled {
     context: Arc<PodContext>,
     cancel: CancellationToken,
     /// What each listener is bound to (the admin API's listeners).
     listeners: Vec<(&'static str, SocketAddr)>,
+    /// Second descriptors of the listeners, for a successor to take over;
+    /// dropped with the accept loops, so that a stopped listener refuses.
+    pub(super) kept: Vec<Kept>,
 }
 
 /// A pod the runtime told us about.
-struct KnownPod {
-    event: PodEvent,
-    enrolled: Option<Enrolled>,
+pub(super) struct KnownPod {
+    pub(super) event: PodEvent,
+    pub(super) enrolled: Option<Enrolled>,
 }
 
 /// Static settings of enrolment.
@@ -106,7 +115,7 @@ pub struct Enroller {
     /// The pods known. Held only to read or change the map, never across
     /// a pod's setup (a certificate from the CA, netlink): that is done
     /// under the pod's own lock in `locks`.
-    pods: Mutex<HashMap<(String, String), KnownPod>>,
+    pub(super) pods: Mutex<HashMap<(String, String), KnownPod>>,
     locks: PodLocks,
     /// Pods whose CNI ADD is in progress: discovery leaves them to it.
     adding: std::sync::Mutex<HashSet<(String, String)>>,
@@ -114,13 +123,19 @@ pub struct Enroller {
     /// The last discovery scan and the uids it did not find, so that store
     /// changes elsewhere in the cluster do not rescan the node each time.
     last_scan: std::sync::Mutex<Option<(Instant, HashSet<String>)>>,
+    /// Held (read) by every CNI call and reconciliation, taken (write) by
+    /// a handover; `true` once a newer agent has the node.
+    pub(super) gate: Arc<RwLock<bool>>,
+    /// Listeners a previous agent handed over, by pod, until the pod is
+    /// enrolled on them.
+    pub(super) inherited: std::sync::Mutex<HashMap<(String, String), Vec<Kept>>>,
 }
 
 /// How often pods that should be in the mesh but were not found on the
 /// node are looked for again.
 pub const DISCOVERY_RETRY: Duration = Duration::from_secs(5);
 
-fn key(event: &PodEvent) -> (String, String) {
+pub(super) fn key(event: &PodEvent) -> (String, String) {
     (event.pod_namespace.clone(), event.pod_name.clone())
 }
 
@@ -141,7 +156,19 @@ impl Enroller {
             locks: PodLocks::default(),
             adding: Default::default(),
             last_scan: Default::default(),
+            gate: Default::default(),
+            inherited: Default::default(),
         }
+    }
+
+    /// Admits a CNI call or a reconciliation, unless a newer agent has the
+    /// node.
+    async fn admit(&self) -> Result<RwLockReadGuard<'_, bool>, EnrolError> {
+        let gate = self.gate.read().await;
+        if *gate {
+            return Err(EnrolError::HandedOver);
+        }
+        Ok(gate)
     }
 
     /// Waits for the control plane to describe the pod.
@@ -173,6 +200,7 @@ impl Enroller {
     /// CNI ADD: returns whether the pod is in the mesh. Only returns once
     /// the pod is fully set up; on error nothing is left half-done.
     pub async fn add(&self, event: PodEvent) -> Result<bool, EnrolError> {
+        let _gate = self.admit().await?;
         let _adding = AddInProgress::start(&self.adding, key(&event));
         let workload = self
             .await_workload(&event.pod_namespace, &event.pod_name)
@@ -217,6 +245,7 @@ impl Enroller {
 
     /// CNI DEL: idempotent.
     pub async fn remove(&self, event: &PodEvent) -> Result<(), EnrolError> {
+        let _gate = self.admit().await?;
         let pod_key = key(event);
         // After an ADD of the same pod in progress.
         let _pod = self.locks.lock(&pod_key).await;
@@ -276,16 +305,32 @@ impl Enroller {
             }
         });
 
-        let listen = |what: &'static str, addr: SocketAddr, freebind: bool| {
-            netns
-                .run(|| sockopt::listener(addr, freebind))?
-                .and_then(TcpListener::from_std)
-                .map_err(|source| EnrolError::Listen {
-                    pod: pod.clone(),
-                    what,
-                    addr,
-                    source,
-                })
+        // A previous agent's listeners for this pod, if it handed them over.
+        let handed = self
+            .inherited
+            .lock()
+            .expect("inherited lock")
+            .remove(&key(event))
+            .unwrap_or_default();
+        let mut handed = handed;
+        let mut kept = Vec::new();
+        let mut listen = |what: &'static str, addr: SocketAddr, freebind: bool| {
+            let slot = Slot::new(what, addr);
+            let failed = |source| EnrolError::Listen {
+                pod: pod.clone(),
+                what,
+                addr,
+                source,
+            };
+            let listener = match super::handover::take_slot(&mut handed, &slot) {
+                Some(fd) => handoff::tcp_listener(fd, addr).map_err(failed)?,
+                None => netns
+                    .run(|| sockopt::listener(addr, freebind))?
+                    .and_then(TcpListener::from_std)
+                    .map_err(failed)?,
+            };
+            kept.push(handoff::keep(slot, &listener).map_err(failed)?);
+            Ok::<_, EnrolError>(listener)
         };
         let outbound4 = listen(
             "outbound",
@@ -367,13 +412,21 @@ impl Enroller {
             context,
             cancel,
             listeners,
+            kept,
         })
     }
 
     /// Brings back the pods a previous agent knew about (after a restart),
     /// then drops redirection entries of pods that are gone.
-    pub async fn restore(&self) {
-        let saved = self.files.load_all();
+    /// `handed`: the pods whose listeners a previous agent handed over
+    /// (see [`Self::inherit`]), known even if their file is missing.
+    pub async fn restore(&self, handed: Vec<PodEvent>) {
+        let mut saved = self.files.load_all();
+        for event in handed {
+            if !saved.iter().any(|s| key(s) == key(&event)) {
+                saved.push(event);
+            }
+        }
         tracing::info!(pods = saved.len(), "restoring pods from a previous run");
         for event in saved {
             if !std::path::Path::new(&event.netns).exists() || netns_moved(&event) {
@@ -390,6 +443,7 @@ impl Enroller {
             );
         }
         self.reconcile().await;
+        self.drop_inherited();
         let (live, live_ips): (HashSet<u64>, Vec<Ipv4Addr>) = {
             let pods = self.pods.lock().await;
             let enrolled: Vec<&Enrolled> =
@@ -418,6 +472,9 @@ impl Enroller {
     /// changed). Each pod is worked on under its own lock, so a CNI call
     /// for another pod never waits for this.
     pub async fn reconcile(&self) {
+        let Ok(_gate) = self.admit().await else {
+            return;
+        };
         enum Step {
             Enrol(Arc<Workload>),
             Leave,
@@ -592,9 +649,10 @@ impl Enroller {
     /// Stops every pod's listeners (shutdown); connections in flight go on.
     /// Capture stays pinned, so new connections are refused meanwhile.
     pub async fn stop_listeners(&self) {
-        for known in self.pods.lock().await.values() {
-            if let Some(enrolled) = &known.enrolled {
+        for known in self.pods.lock().await.values_mut() {
+            if let Some(enrolled) = &mut known.enrolled {
                 enrolled.cancel.cancel();
+                enrolled.kept.clear();
             }
         }
     }
@@ -608,6 +666,9 @@ impl Enroller {
         let mut retry = tokio::time::interval(DISCOVERY_RETRY);
         retry.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
+            if *self.gate.read().await {
+                return;
+            }
             tokio::select! {
                 changed = changes.changed() => {
                     if changed.is_err() {

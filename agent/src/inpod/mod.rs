@@ -4,15 +4,18 @@
 //! the proxy's listeners, the pod's certificate) and turns on capture. The
 //! pods it has seen are persisted ([`persist`]) so that a restarted agent
 //! picks them up again. Pods that ran before the agent heard of them are
-//! found on the node ([`discover`]).
+//! found on the node ([`discover`]). A newer agent takes the pods'
+//! listeners over from this one (`handover.rs`, see [`crate::handoff`]).
 
 pub mod discover;
 mod enrol;
+mod handover;
 mod locks;
 pub mod persist;
 pub mod server;
 
 pub use enrol::{EnrolError, Enroller};
+pub use handover::Paused;
 
 pub use enrol::EnrolConfig;
 

@@ -1,12 +1,18 @@
 //! The unix socket `weft-cni` talks to: one request line, one reply line
 //! per connection (see [`crate::cni`]).
 
-use std::{path::Path, sync::Arc};
+use std::{
+    os::fd::{AsFd, OwnedFd},
+    path::Path,
+    sync::{Arc, Mutex},
+};
 
 use tokio::{
     io::{AsyncBufReadExt, AsyncWriteExt, BufReader},
     net::{UnixListener, UnixStream},
 };
+
+use tokio_util::sync::CancellationToken;
 
 use super::Enroller;
 use crate::cni::{Command, PodEvent, Reply};
@@ -23,14 +29,73 @@ pub fn bind(path: &Path) -> std::io::Result<UnixListener> {
     Ok(listener)
 }
 
-/// Serves requests until the process ends.
-pub async fn serve(listener: UnixListener, enroller: Arc<Enroller>) {
+/// The CNI socket's server. It can pause, leaving calls queued on the
+/// socket (an agent handing the socket to its successor), and resume.
+pub struct CniServer {
+    /// A descriptor of the listening socket, from which every run serves.
+    socket: OwnedFd,
+    enroller: Arc<Enroller>,
+    running: Mutex<CancellationToken>,
+}
+
+impl CniServer {
+    /// Serves `listener` until paused.
+    pub fn start(listener: UnixListener, enroller: Arc<Enroller>) -> std::io::Result<Self> {
+        let socket = listener.as_fd().try_clone_to_owned()?;
+        let stop = CancellationToken::new();
+        tokio::spawn(serve(listener, enroller.clone(), stop.clone()));
+        Ok(Self {
+            socket,
+            enroller,
+            running: Mutex::new(stop),
+        })
+    }
+
+    /// A second descriptor of the socket, to hand over.
+    pub fn socket(&self) -> std::io::Result<OwnedFd> {
+        self.socket.try_clone()
+    }
+
+    /// Stops accepting; calls in progress finish, new ones wait on the
+    /// socket.
+    pub fn pause(&self) {
+        self.running.lock().expect("CNI server lock").cancel();
+    }
+
+    /// Accepts again after [`Self::pause`].
+    pub fn resume(&self) {
+        let listener = self
+            .socket
+            .try_clone()
+            .and_then(crate::handoff::unix_listener);
+        match listener {
+            Ok(listener) => {
+                let stop = CancellationToken::new();
+                tokio::spawn(serve(listener, self.enroller.clone(), stop.clone()));
+                *self.running.lock().expect("CNI server lock") = stop;
+            }
+            Err(err) => {
+                tracing::error!(error = %err, "cannot serve the CNI socket again; pods on this node cannot start until the agent restarts")
+            }
+        }
+    }
+}
+
+/// Serves requests until `stop` fires.
+async fn serve(listener: UnixListener, enroller: Arc<Enroller>, stop: CancellationToken) {
     loop {
-        match listener.accept().await {
+        let accepted = tokio::select! {
+            _ = stop.cancelled() => return,
+            accepted = listener.accept() => accepted,
+        };
+        match accepted {
             Ok((stream, _)) => {
                 tokio::spawn(handle(stream, enroller.clone()));
             }
-            Err(err) => tracing::warn!(error = %err, "CNI socket accept failed"),
+            Err(err) => {
+                tracing::warn!(error = %err, "CNI socket accept failed");
+                tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+            }
         }
     }
 }

@@ -153,18 +153,34 @@ where
         labels: std::sync::OnceLock::new(),
         series: Arc::default(),
     });
+    let ctx_drain = ctx.drain.clone();
     let handler = {
         let served = served.clone();
         service_fn(move |request| {
             let (served, ctx) = (served.clone(), ctx.clone());
-            async move { Ok::<_, Infallible>(handle(request, &served, &ctx).await) }
+            async move {
+                let version = request.version();
+                let response = handle(request, &served, &ctx).await;
+                let response = super::drain::close_if_draining(version, &ctx.drain, response);
+                Ok::<_, Infallible>(response)
+            }
         })
     };
     let builder = super::outbound::http_server();
-    if let Err(err) = builder
-        .serve_connection_with_upgrades(TokioIo::new(io), handler)
-        .await
-    {
+    let conn = builder.serve_connection_with_upgrades(TokioIo::new(io), handler);
+    tokio::pin!(conn);
+    let result = tokio::select! {
+        result = conn.as_mut() => result,
+        // The agent winds down (see `l7::drain`).
+        _ = ctx_drain.cancelled() => tokio::select! {
+            result = conn.as_mut() => result,
+            _ = tokio::time::sleep(super::drain::IDLE_GRACE) => {
+                conn.as_mut().graceful_shutdown();
+                conn.await
+            }
+        },
+    };
+    if let Err(err) = result {
         let inbound = &served.inbound;
         tracing::debug!(dst = %inbound.pod.name(), src.addr = %inbound.peer, error = %err, "inbound HTTP connection ended with an error");
     }

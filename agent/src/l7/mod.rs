@@ -27,6 +27,7 @@
 pub mod body;
 pub mod cluster;
 mod config;
+mod drain;
 mod dump;
 pub mod ext_authz;
 pub mod forward;

@@ -16,7 +16,8 @@ use std::{
     time::Duration,
 };
 
-use hyper::service::service_fn;
+use http::Request;
+use hyper::{body::Incoming, service::service_fn};
 use hyper_util::{
     rt::{TokioExecutor, TokioIo},
     server::conn::auto,
@@ -26,7 +27,10 @@ use tokio::{
     net::TcpStream,
 };
 
-use super::forward::{self, Downstream};
+use super::{
+    drain,
+    forward::{self, Downstream},
+};
 use crate::{
     proxy::{PodContext, ProxyContext},
     state::{AppProtocol, Service},
@@ -64,6 +68,18 @@ pub(super) fn http_server() -> auto::Builder<TokioExecutor> {
     builder
 }
 
+/// [`forward::handle`], closing the connection after the response when
+/// the agent drains.
+async fn respond(
+    request: Request<Incoming>,
+    down: Arc<Downstream>,
+    ctx: Arc<ProxyContext>,
+) -> Result<http::Response<super::body::Body>, super::body::BoxError> {
+    let version = request.version();
+    let response = forward::handle(request, down, ctx.clone()).await?;
+    Ok(drain::close_if_draining(version, &ctx.drain, response))
+}
+
 /// Serves one app connection at L7 until it closes.
 pub async fn serve(
     stream: TcpStream,
@@ -85,7 +101,7 @@ pub async fn serve(
     });
     let handler = {
         let (down, ctx) = (down.clone(), ctx.clone());
-        service_fn(move |request| forward::handle(request, down.clone(), ctx.clone()))
+        service_fn(move |request| respond(request, down.clone(), ctx.clone()))
     };
     let builder = http_server();
     // The socket comes back here when the codec is done with it.
@@ -94,12 +110,23 @@ pub async fn serve(
         stream: Some(stream),
         slot: returned.clone(),
     };
-    let served = builder
-        .serve_connection_with_upgrades(
-            TokioIo::new(super::framing::FramingGuard::new(io, MAX_REQUEST_HEADERS)),
-            handler,
-        )
-        .await;
+    let conn = builder.serve_connection_with_upgrades(
+        TokioIo::new(super::framing::FramingGuard::new(io, MAX_REQUEST_HEADERS)),
+        handler,
+    );
+    tokio::pin!(conn);
+    let served = tokio::select! {
+        served = conn.as_mut() => served,
+        // The agent winds down: responses close the connection; one left
+        // idle is closed after a grace (see `l7::drain`).
+        _ = ctx.drain.cancelled() => tokio::select! {
+            served = conn.as_mut() => served,
+            _ = tokio::time::sleep(drain::IDLE_GRACE) => {
+                conn.as_mut().graceful_shutdown();
+                conn.await
+            }
+        },
+    };
     let socket = returned.lock().expect("returned socket").take();
     if let Err(err) = served {
         // The codec rejected what the app sent (and answered it), or the

@@ -190,36 +190,28 @@ impl Upstreams {
         target: &Target<'_>,
         cluster: &Cluster,
         key: Key,
-        request: Request<Body>,
+        mut request: Request<Body>,
     ) -> Result<Response<Body>, UpstreamError> {
-        let mut pending: Option<LimitGuard> = None;
-        let mut conn = loop {
-            if let Some(mut idle) = self.take_idle(&key, target.limits) {
-                // A kept connection the peer closed meanwhile fails here.
-                if idle.send.ready().await.is_ok() {
-                    break idle;
-                }
-                continue;
+        let mut resends = 0;
+        let (conn, response) = loop {
+            let (mut conn, kept) = self.h1_connection(ctx, target, cluster, &key).await?;
+            conn.requests += 1;
+            match conn.send.try_send_request(request).await {
+                Ok(response) => break (conn, response),
+                Err(mut err) => match err.take_message() {
+                    // A kept connection the peer closed (idle, or
+                    // draining) before the request went out: it never
+                    // left, so it goes again on another connection.
+                    Some(unsent) if kept && resends < MAX_RESENDS => {
+                        resends += 1;
+                        request = unsent;
+                    }
+                    _ => return Err(classify(err.into_error())),
+                },
             }
-            if let Some(guard) = cluster.try_connection() {
-                let send = self.connect_h1(ctx, target, &key, guard).await?;
-                break IdleH1 {
-                    send,
-                    requests: 0,
-                    since: Instant::now(),
-                    opened: Instant::now(),
-                };
-            }
-            if pending.is_none() {
-                pending = Some(cluster.try_pending().ok_or(UpstreamError::Overflow)?);
-            }
-            self.wait_for_change(&key).await;
         };
-        drop(pending);
-        conn.requests += 1;
         let max = target.limits.max_requests_per_connection;
         let reusable = max == 0 || conn.requests < max;
-        let response = conn.send.send_request(request).await.map_err(classify)?;
         let (parts, incoming) = response.into_parts();
         let body = ReturnToPool {
             inner: incoming,
@@ -230,6 +222,40 @@ impl Upstreams {
             ended: false,
         };
         Ok(Response::from_parts(parts, super::body::boxed(body)))
+    }
+
+    /// A kept HTTP/1.1 connection to `key` (`true`), or a new one.
+    async fn h1_connection(
+        self: &Arc<Self>,
+        ctx: &ProxyContext,
+        target: &Target<'_>,
+        cluster: &Cluster,
+        key: &Key,
+    ) -> Result<(IdleH1, bool), UpstreamError> {
+        let mut pending: Option<LimitGuard> = None;
+        loop {
+            if let Some(mut idle) = self.take_idle(key, target.limits) {
+                // A kept connection the peer closed meanwhile fails here.
+                if idle.send.ready().await.is_ok() {
+                    return Ok((idle, true));
+                }
+                continue;
+            }
+            if let Some(guard) = cluster.try_connection() {
+                let send = self.connect_h1(ctx, target, key, guard).await?;
+                let conn = IdleH1 {
+                    send,
+                    requests: 0,
+                    since: Instant::now(),
+                    opened: Instant::now(),
+                };
+                return Ok((conn, false));
+            }
+            if pending.is_none() {
+                pending = Some(cluster.try_pending().ok_or(UpstreamError::Overflow)?);
+            }
+            self.wait_for_change(key).await;
+        }
     }
 
     async fn send_h2(
@@ -499,6 +525,10 @@ fn too_old(opened: Instant, limits: &PoolLimits) -> bool {
 pub const MAX_HEADERS_BYTES: usize = 64 * 1024;
 
 /// Turns a client error into what retries and the access log need.
+/// How many times a request that never left is sent again on another
+/// kept connection.
+const MAX_RESENDS: u32 = 2;
+
 fn classify(err: hyper::Error) -> UpstreamError {
     let mut source = std::error::Error::source(&err);
     while let Some(cause) = source {

@@ -55,8 +55,14 @@ pub async fn serve(
         // No spans per connection or stream: entering one on every poll
         // costs more than the relay; events carry their own context.
         tokio::spawn(async move {
+            let draining = ctx.drain.clone();
             if let Err(err) = connection(stream, peer, permit, pod.clone(), ctx).await {
-                tracing::warn!(dst = %pod.name(), src.addr = %peer, error = %err, "HBONE connection refused");
+                if draining.is_cancelled() {
+                    // Clients leave a connection that said GOAWAY as they please.
+                    tracing::debug!(dst = %pod.name(), src.addr = %peer, error = %err, "HBONE connection ended while draining");
+                } else {
+                    tracing::warn!(dst = %pod.name(), src.addr = %peer, error = %err, "HBONE connection refused");
+                }
             }
         });
     }
@@ -103,7 +109,19 @@ async fn connection(
         }
     };
     drop(permit);
-    while let Some(request) = h2.accept().await {
+    let mut draining = false;
+    loop {
+        let request = tokio::select! {
+            request = h2.accept() => request,
+            // The agent winds down: a GOAWAY tells the client to open new
+            // streams elsewhere; the streams open carry on to their end.
+            _ = ctx.drain.cancelled(), if !draining => {
+                draining = true;
+                h2.graceful_shutdown();
+                continue;
+            }
+        };
+        let Some(request) = request else { break };
         let (request, respond) = request?;
         tokio::spawn(stream_request(
             request,

@@ -87,6 +87,10 @@ pub struct ProxyContext {
     /// The connections delivered to this node's pods, authorized again
     /// when policies change.
     pub open: Arc<open::OpenConnections>,
+    /// Fires when the agent winds down (SIGTERM, or a newer agent took the
+    /// node over): connections finish what they carry and close, HBONE
+    /// with a GOAWAY, HTTP with `Connection: close` or a GOAWAY.
+    pub drain: tokio_util::sync::CancellationToken,
     /// This context itself, for tasks started where only a borrow is at
     /// hand (built with `Arc::new_cyclic`).
     pub me: std::sync::Weak<ProxyContext>,

@@ -119,7 +119,12 @@ impl AsyncWrite for TunnelIo {
     fn poll_shutdown(mut self: Pin<&mut Self>, _cx: &mut Context<'_>) -> Poll<io::Result<()>> {
         if !self.write_done {
             self.write_done = true;
-            self.send.send_data(Bytes::new(), true).map_err(h2_io)?;
+            // A peer that has already reset the stream (a server done with
+            // its response, RFC 9113 8.1) needs no END_STREAM: our side is
+            // closed either way, and whatever it sent is still readable.
+            if let Err(err) = self.send.send_data(Bytes::new(), true) {
+                tracing::trace!(error = %err, "END_STREAM on a stream the peer closed");
+            }
         }
         Poll::Ready(Ok(()))
     }
@@ -127,9 +132,12 @@ impl AsyncWrite for TunnelIo {
 
 impl Drop for TunnelIo {
     fn drop(&mut self) {
-        // A stream dropped half-open would linger at the peer until its
-        // connection closes: end it. (A reset after END_STREAM is ignored.)
-        if !self.write_done || !self.read_done {
+        // Dropped before our END_STREAM: an abort, reset at once (queued
+        // data is dropped with it). After it, h2 resets a stream the peer
+        // still sends on by itself once what we queued has gone out (with
+        // NO_ERROR from a server done with its response, RFC 9113 8.1): an
+        // explicit reset here would throw away the end of our response.
+        if !self.write_done {
             self.send.send_reset(h2::Reason::CANCEL);
         }
     }

@@ -481,7 +481,12 @@ fn agent_flags_env_ports_and_paths_are_real() {
     // Readiness: the port the agent listens on, a path it serves.
     let readiness = port_of(&value("--readiness-addr"));
     assert_eq!(readiness, 15021);
-    assert_eq!(container_port(c, "readiness"), readiness);
+    // No declared ports: on the host network they are host ports, which
+    // would keep an upgrade's surge pod off the node.
+    assert!(c["ports"].is_null(), "the agent declares container ports");
+    let strategy = &daemonset["spec"]["updateStrategy"]["rollingUpdate"];
+    assert_eq!(strategy["maxSurge"].as_u64(), Some(1));
+    assert_eq!(strategy["maxUnavailable"].as_u64(), Some(0));
     let probe = &c["readinessProbe"]["httpGet"];
     assert_eq!(probe["port"].as_u64(), Some(readiness));
     let path = probe["path"].as_str().unwrap();

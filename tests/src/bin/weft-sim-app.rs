@@ -8,7 +8,18 @@
 //! weft-sim-app tcp-echo --port P
 //! weft-sim-app tcp-send ADDR MSG [--timeout SECS] [--hex true]
 //! weft-sim-app tcp-ping ADDR --count N [--interval-ms MS] [--timeout SECS]
+//! weft-sim-app tcp-hold ADDR --connections N --until-file PATH [--interval-ms MS] [--timeout SECS]
+//! weft-sim-app tcp-churn ADDR --until-file PATH [--interval-ms MS] [--timeout SECS]
+//! weft-sim-app http-keepalive URL --until-file PATH [--interval-ms MS] [--timeout SECS]
 //! ```
+//!
+//! `tcp-hold` opens N connections to a `tcp-echo` server and exchanges a
+//! line on each of them every interval until PATH exists; `tcp-churn`
+//! opens a new connection for every line until PATH exists. Both print
+//! what failed, and a summary, and exit 0 only if nothing failed.
+//! `http-keepalive` sends GETs on one keep-alive connection (a new one
+//! when the server closes it) until PATH exists; it exits 0 only if every
+//! response was 2xx.
 //!
 //! `tcp-ping` keeps ONE connection to a `tcp-echo` server and exchanges a
 //! line every interval; it exits 0 only if every line came back on it (a
@@ -32,7 +43,10 @@ const USAGE: &str = "usage:
   weft-sim-app http-get URL [--count N] [--body-marker S] [--header 'K: V']... [--timeout SECS]
   weft-sim-app tcp-echo --port P
   weft-sim-app tcp-send ADDR MSG [--timeout SECS] [--hex true]
-  weft-sim-app tcp-ping ADDR --count N [--interval-ms MS] [--timeout SECS]";
+  weft-sim-app tcp-ping ADDR --count N [--interval-ms MS] [--timeout SECS]
+  weft-sim-app tcp-hold ADDR --connections N --until-file PATH [--interval-ms MS] [--timeout SECS]
+  weft-sim-app tcp-churn ADDR --until-file PATH [--interval-ms MS] [--timeout SECS]
+  weft-sim-app http-keepalive URL --until-file PATH [--interval-ms MS] [--timeout SECS]";
 
 /// Largest request or response head accepted.
 const MAX_HEAD: usize = 64 * 1024;
@@ -45,6 +59,9 @@ fn main() -> ExitCode {
         Some("tcp-echo") => tcp_echo(&args[1..]),
         Some("tcp-send") => tcp_send(&args[1..]),
         Some("tcp-ping") => tcp_ping(&args[1..]),
+        Some("tcp-hold") => tcp_hold(&args[1..]),
+        Some("tcp-churn") => tcp_churn(&args[1..]),
+        Some("http-keepalive") => http_keepalive(&args[1..]),
         _ => Err(anyhow::anyhow!("{USAGE}")),
     };
     match result {
@@ -492,4 +509,176 @@ fn tcp_ping(args: &[String]) -> Result<ExitCode> {
     }
     println!("all {count} pings echoed on one connection");
     Ok(ExitCode::SUCCESS)
+}
+
+// === tcp-hold and tcp-churn ===
+
+/// One line sent and echoed on `stream`.
+fn exchange(stream: &mut BufReader<TcpStream>, line: &str) -> Result<()> {
+    stream
+        .get_mut()
+        .write_all(line.as_bytes())
+        .context("sending")?;
+    let mut echoed = String::new();
+    stream.read_line(&mut echoed).context("reading the echo")?;
+    if echoed != line {
+        bail!("echoed {echoed:?} for {line:?}");
+    }
+    Ok(())
+}
+
+fn tcp_hold(args: &[String]) -> Result<ExitCode> {
+    let args = Args::parse(
+        args,
+        &["connections", "until-file", "interval-ms", "timeout"],
+    )?;
+    let [addr] = args.positional.as_slice() else {
+        bail!("tcp-hold takes ADDR\n{USAGE}");
+    };
+    let count: usize = args.number("connections", None)?;
+    let until =
+        std::path::PathBuf::from(args.get("until-file").context("--until-file is required")?);
+    let interval = Duration::from_millis(args.number("interval-ms", Some(500))?);
+    let timeout = Duration::from_secs_f64(args.number("timeout", Some(10.0))?);
+    let addr = resolve(addr)?;
+    let mut conns = Vec::with_capacity(count);
+    for i in 0..count {
+        let stream = connect(addr, timeout).with_context(|| format!("connection {i}"))?;
+        conns.push(Some(BufReader::new(stream)));
+    }
+    println!("holding {count} connections");
+    let mut failed = 0;
+    let mut rounds = 0u64;
+    loop {
+        // One more round after the file appears: the connections still work.
+        let last = until.exists();
+        for (i, slot) in conns.iter_mut().enumerate() {
+            let Some(conn) = slot else { continue };
+            if let Err(err) = exchange(conn, &format!("conn {i} round {rounds}\n")) {
+                println!("connection {i} failed in round {rounds}: {err:#}");
+                failed += 1;
+                *slot = None;
+            }
+        }
+        rounds += 1;
+        if last {
+            break;
+        }
+        std::thread::sleep(interval);
+    }
+    println!("{count} connections, {rounds} rounds, {failed} connections failed");
+    Ok(if failed == 0 {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
+    })
+}
+
+fn tcp_churn(args: &[String]) -> Result<ExitCode> {
+    let args = Args::parse(args, &["until-file", "interval-ms", "timeout"])?;
+    let [addr] = args.positional.as_slice() else {
+        bail!("tcp-churn takes ADDR\n{USAGE}");
+    };
+    let until =
+        std::path::PathBuf::from(args.get("until-file").context("--until-file is required")?);
+    let interval = Duration::from_millis(args.number("interval-ms", Some(20))?);
+    let timeout = Duration::from_secs_f64(args.number("timeout", Some(10.0))?);
+    let addr = resolve(addr)?;
+    let (mut sent, mut failed) = (0u64, 0u64);
+    while !until.exists() {
+        let line = format!("request {sent}\n");
+        let outcome =
+            connect(addr, timeout).and_then(|stream| exchange(&mut BufReader::new(stream), &line));
+        if let Err(err) = outcome {
+            println!("request {sent} failed: {err:#}");
+            failed += 1;
+        }
+        sent += 1;
+        std::thread::sleep(interval);
+    }
+    println!("{sent} requests, {failed} failed");
+    Ok(if failed == 0 && sent > 0 {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
+    })
+}
+
+fn http_keepalive(args: &[String]) -> Result<ExitCode> {
+    let args = Args::parse(args, &["until-file", "interval-ms", "timeout"])?;
+    let [url] = args.positional.as_slice() else {
+        bail!("http-keepalive takes one URL\n{USAGE}");
+    };
+    let until =
+        std::path::PathBuf::from(args.get("until-file").context("--until-file is required")?);
+    let interval = Duration::from_millis(args.number("interval-ms", Some(20))?);
+    let timeout = Duration::from_secs_f64(args.number("timeout", Some(10.0))?);
+    let (authority, path) = parse_url(url)?;
+    let addr = resolve(&authority)?;
+    let request =
+        format!("GET {path} HTTP/1.1\r\nHost: {authority}\r\nUser-Agent: weft-sim-app\r\n\r\n");
+    let (mut sent, mut failed, mut connections) = (0u64, 0u64, 0u64);
+    let mut conn: Option<BufReader<TcpStream>> = None;
+    while !until.exists() {
+        // A server may close an idle keep-alive connection as the request
+        // goes out; like any HTTP client, a GET that got no answer on a
+        // reused connection is sent again on a new one (RFC 9112, 9.3.1).
+        let reused = conn.is_some();
+        let mut outcome = http_exchange(&mut conn, &mut connections, addr, timeout, &request);
+        if outcome.is_err() && reused {
+            conn = None;
+            outcome = http_exchange(&mut conn, &mut connections, addr, timeout, &request);
+        }
+        match outcome {
+            Ok(None) => {}
+            Ok(Some(status_line)) => {
+                println!("request {sent} failed: {status_line}");
+                failed += 1;
+            }
+            Err(err) => {
+                println!("request {sent} failed: {err:#}");
+                failed += 1;
+                conn = None;
+            }
+        }
+        sent += 1;
+        std::thread::sleep(interval);
+    }
+    println!("{sent} requests on {connections} connections, {failed} failed");
+    Ok(if failed == 0 && sent > 0 {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
+    })
+}
+
+/// One request on `conn` (opened when `None`, dropped when the server
+/// closes it): `None` for a 2xx answer, the status line of another answer.
+fn http_exchange(
+    conn: &mut Option<BufReader<TcpStream>>,
+    connections: &mut u64,
+    addr: SocketAddr,
+    timeout: Duration,
+    request: &str,
+) -> Result<Option<String>> {
+    let reader = match conn.as_mut() {
+        Some(r) => r,
+        None => {
+            *connections += 1;
+            conn.insert(BufReader::new(connect(addr, timeout)?))
+        }
+    };
+    reader
+        .get_mut()
+        .write_all(request.as_bytes())
+        .context("sending the request")?;
+    let (status_line, _body, close) = read_response(reader).context("reading the response")?;
+    if close {
+        *conn = None;
+    }
+    let ok = status_line
+        .split_whitespace()
+        .nth(1)
+        .is_some_and(|c| c.starts_with('2'));
+    Ok((!ok).then_some(status_line))
 }

@@ -139,6 +139,7 @@ impl Cluster {
             pod_net: self.addressing.pod_net(n),
             log_dir: self.log_dir.clone(),
             agent: Mutex::new(None),
+            retired_agents: Mutex::new(Vec::new()),
             next_pod_host: Mutex::new(2),
             name,
             ip,
