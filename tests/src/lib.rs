@@ -52,6 +52,7 @@ mod preflight;
 mod probe;
 mod process;
 pub mod prometheus;
+pub mod soak;
 mod topology;
 mod wait;
 

@@ -282,6 +282,24 @@ impl Node {
         Ok(())
     }
 
+    /// The pids of the agents replaced by upgrades that still run; those
+    /// that exited are dropped from the list, with their exit status.
+    pub fn retired_agents(&self) -> (Vec<u32>, Vec<std::process::ExitStatus>) {
+        let mut retired = self
+            .retired_agents
+            .lock()
+            .unwrap_or_else(|e| e.into_inner());
+        let mut exited = Vec::new();
+        retired.retain_mut(|p| match p.try_status() {
+            Some(status) => {
+                exited.push(status);
+                false
+            }
+            None => true,
+        });
+        (retired.iter().map(Process::pid).collect(), exited)
+    }
+
     /// Waits up to `timeout` for the agents replaced by upgrades to exit,
     /// and returns their logs. Errors if one is still running, or exited
     /// with a failure.

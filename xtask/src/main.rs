@@ -8,6 +8,10 @@
 //!   (`bench control-plane` for the control plane at scale).
 //! * `fuzz`: the cargo-fuzz targets of `fuzz/`, one after the other, with
 //!   a table of runs, exec/s and crashes (docs/RELIABILITY.md).
+//! * `soak`: the simulated cluster under load for a long time, with an
+//!   agent upgrade, a control-plane restart and a config change every
+//!   minute; RSS, descriptors and CPU over time in `target/soak/`
+//!   (docs/RELIABILITY.md).
 
 mod bench;
 mod fuzz;
@@ -64,6 +68,13 @@ enum Task {
         /// Targets to run (default: all).
         targets: Vec<String>,
     },
+    /// Soak the simulated cluster (needs root): `--duration 1h` by default,
+    /// with 10,000 long-lived connections; see `weft-soak --help`.
+    Soak {
+        /// Arguments for `weft-soak`.
+        #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
+        args: Vec<String>,
+    },
     /// Run the demo on a simulated cluster (needs root). Ctrl-C to stop.
     Demo {
         /// Arguments for the demo.
@@ -81,6 +92,7 @@ fn main() -> anyhow::Result<()> {
             args,
         } => test(no_lint, no_bench, &args),
         Task::Bench { args } => bench::run(&args),
+        Task::Soak { args } => soak(&args),
         Task::Demo { args } => demo(&args),
         Task::Fuzz {
             time,
@@ -110,6 +122,30 @@ pub fn run(cmd: &mut Command) -> anyhow::Result<()> {
 
 fn cargo() -> Command {
     Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()))
+}
+
+/// `weft-soak` on a release build of every binary it runs.
+fn soak(args: &[String]) -> anyhow::Result<()> {
+    setup::ensure()?;
+    run(cargo().args(["build", "--release", "--bins"]))?;
+    run(cargo()
+        .args([
+            "run",
+            "--release",
+            "-p",
+            "weft-sim",
+            "--bin",
+            "weft-soak",
+            "--",
+        ])
+        .args(args)
+        .env(
+            "WEFT_SOAK_COMMAND",
+            std::iter::once("cargo xtask soak")
+                .chain(args.iter().map(String::as_str))
+                .collect::<Vec<_>>()
+                .join(" "),
+        ))
 }
 
 fn test(no_lint: bool, no_bench: bool, args: &[String]) -> anyhow::Result<()> {

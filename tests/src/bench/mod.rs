@@ -19,7 +19,7 @@ pub mod stats;
 mod dma;
 mod hostload;
 mod options;
-mod procstat;
+pub mod procstat;
 mod profile;
 mod report;
 mod runner;

@@ -8,7 +8,7 @@
 //! weft-sim-app tcp-echo --port P
 //! weft-sim-app tcp-send ADDR MSG [--timeout SECS] [--hex true]
 //! weft-sim-app tcp-ping ADDR --count N [--interval-ms MS] [--timeout SECS]
-//! weft-sim-app tcp-hold ADDR --connections N --until-file PATH [--interval-ms MS] [--timeout SECS]
+//! weft-sim-app tcp-hold ADDR --connections N --until-file PATH [--interval-ms MS] [--lifetime-s S] [--timeout SECS]
 //! weft-sim-app tcp-churn ADDR --until-file PATH [--interval-ms MS] [--timeout SECS]
 //! weft-sim-app http-keepalive URL --until-file PATH [--interval-ms MS] [--timeout SECS]
 //! ```
@@ -44,7 +44,7 @@ const USAGE: &str = "usage:
   weft-sim-app tcp-echo --port P
   weft-sim-app tcp-send ADDR MSG [--timeout SECS] [--hex true]
   weft-sim-app tcp-ping ADDR --count N [--interval-ms MS] [--timeout SECS]
-  weft-sim-app tcp-hold ADDR --connections N --until-file PATH [--interval-ms MS] [--timeout SECS]
+  weft-sim-app tcp-hold ADDR --connections N --until-file PATH [--interval-ms MS] [--lifetime-s S] [--timeout SECS]
   weft-sim-app tcp-churn ADDR --until-file PATH [--interval-ms MS] [--timeout SECS]
   weft-sim-app http-keepalive URL --until-file PATH [--interval-ms MS] [--timeout SECS]";
 
@@ -410,6 +410,7 @@ fn read_chunked(reader: &mut BufReader<TcpStream>) -> Result<Vec<u8>> {
 fn tcp_echo(args: &[String]) -> Result<ExitCode> {
     let args = Args::parse(args, &["port"])?;
     let port: u16 = args.number("port", None)?;
+    raise_nofile_limit();
     let listener =
         TcpListener::bind(("0.0.0.0", port)).with_context(|| format!("binding port {port}"))?;
     println!("tcp-echo listening on 0.0.0.0:{port}");
@@ -530,7 +531,13 @@ fn exchange(stream: &mut BufReader<TcpStream>, line: &str) -> Result<()> {
 fn tcp_hold(args: &[String]) -> Result<ExitCode> {
     let args = Args::parse(
         args,
-        &["connections", "until-file", "interval-ms", "timeout"],
+        &[
+            "connections",
+            "until-file",
+            "interval-ms",
+            "lifetime-s",
+            "timeout",
+        ],
     )?;
     let [addr] = args.positional.as_slice() else {
         bail!("tcp-hold takes ADDR\n{USAGE}");
@@ -539,39 +546,87 @@ fn tcp_hold(args: &[String]) -> Result<ExitCode> {
     let until =
         std::path::PathBuf::from(args.get("until-file").context("--until-file is required")?);
     let interval = Duration::from_millis(args.number("interval-ms", Some(500))?);
+    // A connection older than this is closed after an exchange and
+    // replaced; their ages are staggered so that replacements spread out.
+    let lifetime: Option<f64> = args
+        .get("lifetime-s")
+        .map(|_| args.number("lifetime-s", None))
+        .transpose()?;
     let timeout = Duration::from_secs_f64(args.number("timeout", Some(10.0))?);
+    raise_nofile_limit();
     let addr = resolve(addr)?;
+    let start = std::time::Instant::now();
     let mut conns = Vec::with_capacity(count);
     for i in 0..count {
         let stream = connect(addr, timeout).with_context(|| format!("connection {i}"))?;
-        conns.push(Some(BufReader::new(stream)));
+        // Staggered: connection i is as old as if opened i/count of a
+        // lifetime ago.
+        let age = lifetime.map_or(Duration::ZERO, |l| {
+            Duration::from_secs_f64(l * i as f64 / count as f64)
+        });
+        conns.push(Some((
+            BufReader::new(stream),
+            start.checked_sub(age).unwrap_or(start),
+        )));
     }
     println!("holding {count} connections");
-    let mut failed = 0;
+    let (mut failed, mut replaced) = (0u64, 0u64);
     let mut rounds = 0u64;
     loop {
         // One more round after the file appears: the connections still work.
         let last = until.exists();
+        let round_start = std::time::Instant::now();
         for (i, slot) in conns.iter_mut().enumerate() {
-            let Some(conn) = slot else { continue };
+            let Some((conn, opened)) = slot else { continue };
             if let Err(err) = exchange(conn, &format!("conn {i} round {rounds}\n")) {
                 println!("connection {i} failed in round {rounds}: {err:#}");
                 failed += 1;
                 *slot = None;
+                continue;
+            }
+            if lifetime.is_some_and(|l| opened.elapsed().as_secs_f64() >= l) && !last {
+                replaced += 1;
+                *slot = match connect(addr, timeout) {
+                    Ok(stream) => Some((BufReader::new(stream), std::time::Instant::now())),
+                    Err(err) => {
+                        println!("replacing connection {i} failed: {err:#}");
+                        failed += 1;
+                        None
+                    }
+                };
             }
         }
         rounds += 1;
         if last {
             break;
         }
-        std::thread::sleep(interval);
+        std::thread::sleep(interval.saturating_sub(round_start.elapsed()));
     }
-    println!("{count} connections, {rounds} rounds, {failed} connections failed");
+    println!(
+        "{count} connections, {rounds} rounds, {replaced} replaced, {failed} connections failed"
+    );
     Ok(if failed == 0 {
         ExitCode::SUCCESS
     } else {
         ExitCode::FAILURE
     })
+}
+
+/// The soft limit of open files up to the hard one: `tcp-hold` may keep
+/// thousands of connections.
+fn raise_nofile_limit() {
+    let mut limit = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: getrlimit/setrlimit on a local struct.
+    unsafe {
+        if libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit) == 0 && limit.rlim_cur < limit.rlim_max
+        {
+            limit.rlim_cur = limit.rlim_max;
+            libc::setrlimit(libc::RLIMIT_NOFILE, &limit);
+        }
+    }
 }
 
 fn tcp_churn(args: &[String]) -> Result<ExitCode> {
