@@ -72,6 +72,7 @@ impl App {
             redirector: tokio::sync::OnceCell::new(),
             spans: tokio::sync::OnceCell::new(),
             logging,
+            profiler: crate::profile::Profiler::new(&config, store.clone()),
         });
         let readiness_listener = admin::bind(config.readiness_addr)
             .await
