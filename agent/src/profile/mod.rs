@@ -416,6 +416,21 @@ mod tests {
     }
 
     #[test]
+    fn a_kernel_without_the_perf_event_says_what_is_missing() {
+        let err = ProfileError::from(sampler::SamplerError::NoPerfEvent {
+            cpu: 0,
+            source: std::io::Error::from_raw_os_error(libc::ENOENT),
+        });
+        assert_eq!(err.status(), http::StatusCode::SERVICE_UNAVAILABLE);
+        let text = err.to_string();
+        assert!(
+            text.starts_with("CPU profiling is not available on this node: the kernel has no software cpu-clock perf event for CPU 0 (perf_event_open: ")
+                && text.ends_with("it needs CONFIG_PERF_EVENTS"),
+            "{text}"
+        );
+    }
+
+    #[test]
     fn refuses_out_of_range_and_malformed_input() {
         assert_eq!(
             err("target=node&duration_ms=0"),
