@@ -8,8 +8,8 @@
 //!   agent is found through the control plane): `spin_hot_loop` leads the
 //!   table, the SVG is well-formed and names it, and nothing of the other
 //!   pod is in it (the cgroup filter);
-//! - a pod running `weft-sim-burn syscalls` (getppid(2) in a loop) on
-//!   node-1: most samples carry kernel frames;
+//! - a pod outside the mesh running `weft-sim-burn syscalls` (getppid(2)
+//!   in a loop) on node-1: most samples carry kernel frames;
 //! - `--agent`: only the agent's own threads; `--node`: everything;
 //! - bad input (an unknown pod, a pod on no node, a pod asked of the wrong
 //!   agent, a duration of 0 or 10 days, 1 MHz) is refused with the reason
@@ -225,8 +225,8 @@ fn post_status(netns: &Netns, addr: SocketAddr, path: &str) -> Result<u16> {
         .with_context(|| format!("not an HTTP response: {response}"))
 }
 
-fn burn(cluster: &Cluster, node: &str, name: &str, mode: &str) -> Result<Process> {
-    let pod = cluster.add_pod(PodSpec::new(node, "work", name).service_account(name))?;
+fn burn(cluster: &Cluster, node: &str, ns: &str, name: &str, mode: &str) -> Result<Process> {
+    let pod = cluster.add_pod(PodSpec::new(node, ns, name).service_account(name))?;
     let binary = cluster.bin_dir().join("weft-sim-burn");
     ensure!(
         binary.is_file(),
@@ -245,18 +245,25 @@ fn profiles_a_pod_the_agent_and_the_node_and_refuses_bad_input() -> Result<()> {
         .agent_args(&["--admin-addr", "0.0.0.0:15000"])
         .build()?;
     cluster.with_logs(|cluster| {
+        // One pod in the mesh, one outside it: profiling needs no
+        // enrolment, only the pod's processes.
         cluster.add_namespace("work", &[AMBIENT])?;
-        let _cpu = burn(cluster, "node-2", "burn-cpu", "cpu")?;
-        let _sys = burn(cluster, "node-1", "burn-sys", "syscalls")?;
+        cluster.add_namespace("plain", &[])?;
+        let _cpu = burn(cluster, "node-2", "work", "burn-cpu", "cpu")?;
+        let _sys = burn(cluster, "node-1", "plain", "burn-sys", "syscalls")?;
         let control = cluster.control().netns();
         let node1 = cluster.node("node-1")?;
         let agent1 = node1.agent_pid().context("node-1's agent is not running")?;
         let dir = tempfile_dir(cluster)?;
         // The pods' workloads reach the control plane asynchronously.
-        wait_for("the burn pods in the control plane's objects", TIMEOUT, || {
-            let (code, _, stderr) = weftctl(cluster, control, &["profile", "work/burn-cpu", "--duration", "0"])?;
-            Ok((code != 0 && stderr.contains("duration 0s is out of range")).then_some(()))
-        })?;
+        // (A duration of 0 reaches the pod's agent, which refuses it
+        // before loading anything.)
+        for pod in ["work/burn-cpu", "plain/burn-sys"] {
+            wait_for(&format!("{pod} in the control plane's objects"), TIMEOUT, || {
+                let (code, _, stderr) = weftctl(cluster, control, &["profile", pod, "--duration", "0"])?;
+                Ok((code != 0 && stderr.contains("duration 0s is out of range")).then_some(()))
+            })?;
+        }
 
         // A CPU-bound pod on node-2, asked from the control plane's
         // namespace: node-2's agent samples it.
@@ -283,10 +290,10 @@ fn profiles_a_pod_the_agent_and_the_node_and_refuses_bad_input() -> Result<()> {
         // A kernel-heavy pod on node-1: getppid(2) in a loop.
         let folded = dir.join("sys.folded");
         let table = profile(cluster, control, &[
-            "work/burn-sys", "--duration", "3s", "-o", dir.join("sys.svg").to_str().unwrap(),
+            "plain/burn-sys", "--duration", "3s", "-o", dir.join("sys.svg").to_str().unwrap(),
             "--folded", folded.to_str().unwrap(), "--top", "10",
         ])?;
-        println!("weftctl profile work/burn-sys:\n{table}");
+        println!("weftctl profile plain/burn-sys:\n{table}");
         ensure!(table.contains(" on node-1: "), "{table}");
         let stacks = read_folded(&folded)?;
         let total: u64 = stacks.iter().map(|(_, n)| n).sum();
@@ -361,9 +368,9 @@ fn profiles_a_pod_the_agent_and_the_node_and_refuses_bad_input() -> Result<()> {
         let err = refused(cluster, control, &["work/burn-cpu", "--duration", "1s", "--admin", &node1_admin])?;
         ensure!(err.contains("pod work/burn-cpu runs on node node-2, not on this node (node-1)"), "{err}");
         for (args, reason) in [
-            (&["work/burn-sys", "--duration", "0"][..], "duration 0s is out of range: a profile runs from 1s to 5m"),
-            (&["work/burn-sys", "--duration", "10d"][..], "duration 10d is out of range: a profile runs from 1s to 5m"),
-            (&["work/burn-sys", "--frequency", "1000000"][..], "frequency 1000000 Hz is out of range: from 1 to 1000 Hz per CPU"),
+            (&["plain/burn-sys", "--duration", "0"][..], "duration 0s is out of range: a profile runs from 1s to 5m"),
+            (&["plain/burn-sys", "--duration", "10d"][..], "duration 10d is out of range: a profile runs from 1s to 5m"),
+            (&["plain/burn-sys", "--frequency", "1000000"][..], "frequency 1000000 Hz is out of range: from 1 to 1000 Hz per CPU"),
             (&["--agent", "--on", "node-1", "--frequency", "0"][..], "frequency 0 Hz is out of range"),
         ] {
             let err = refused(cluster, control, args)?;
