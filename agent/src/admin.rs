@@ -1,7 +1,8 @@
 //! HTTP endpoints for operators: readiness (`0.0.0.0:15021`), metrics
 //! (`0.0.0.0:15020/stats/prometheus`) and the admin API
 //! (`127.0.0.1:15000`: `/config`, `/config_dump`, `/stats`, `/logging` to
-//! read or change the log level, `/logs` for the recent log lines).
+//! read or change the log level, `/logs` for the recent log lines,
+//! `POST /profile` for a CPU profile).
 
 use std::{
     convert::Infallible,
@@ -72,6 +73,8 @@ pub struct AdminState {
     pub spans: tokio::sync::OnceCell<Arc<crate::trace::export::Stats>>,
     /// The log filter and the recent lines.
     pub logging: crate::log_sink::Logging,
+    /// On-demand CPU profiles (`POST /profile`).
+    pub profiler: crate::profile::Profiler,
 }
 
 impl AdminState {
@@ -180,6 +183,9 @@ async fn route(
             }))
         }
         (true, "/logging") => logging(&state.logging, &request),
+        // Admin listener only, like every endpoint that exposes the
+        // agent's or the pods' insides: it shows their stacks.
+        (true, "/profile") => profile(&state.profiler, &request).await,
         (true, "/logs") => match state.logging.recent() {
             Some(lines) => reply(StatusCode::OK, "text/plain; charset=utf-8", lines),
             None => reply(
@@ -251,8 +257,39 @@ fn logging(
     }
 }
 
+/// `POST /profile?pod=NS/NAME|target=agent|target=node&duration_ms=&frequency=`:
+/// samples for the duration, then answers the folded stacks as JSON. A bad
+/// request is refused before anything is loaded.
+async fn profile(
+    profiler: &crate::profile::Profiler,
+    request: &Request<Incoming>,
+) -> Response<Full<Bytes>> {
+    if request.method() != http::Method::POST {
+        return reply(
+            StatusCode::METHOD_NOT_ALLOWED,
+            "text/plain",
+            "/profile takes POST ?pod=NS/NAME (or target=agent, target=node)&duration_ms=&frequency=\n",
+        );
+    }
+    let result = match crate::profile::Request::parse(request.uri().query().unwrap_or("")) {
+        Ok(wanted) => profiler.run(wanted).await,
+        Err(err) => Err(err),
+    };
+    match result {
+        Ok(profile) => json(&serde_json::to_value(&profile).expect("profile serialises")),
+        Err(err) => {
+            tracing::info!(error = %err, "profile refused");
+            reply(
+                err.status(),
+                "text/plain; charset=utf-8",
+                format!("{err}\n"),
+            )
+        }
+    }
+}
+
 /// `%XX` escapes decoded (a level's `:`, `,` and `=` may come escaped).
-fn percent_decode(text: &str) -> String {
+pub(crate) fn percent_decode(text: &str) -> String {
     let bytes = text.as_bytes();
     let mut out = Vec::with_capacity(bytes.len());
     let mut i = 0;

@@ -75,6 +75,7 @@ impl App {
             redirector: tokio::sync::OnceCell::new(),
             spans: tokio::sync::OnceCell::new(),
             logging,
+            profiler: crate::profile::Profiler::new(&config, store.clone()),
         });
         // An agent already running on this node (an upgrade) hands its
         // listeners over once this one has its workload data; until then

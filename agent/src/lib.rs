@@ -36,6 +36,7 @@ pub mod l7;
 pub mod log_sink;
 pub mod metrics;
 pub mod policy;
+pub mod profile;
 pub mod proxy;
 pub mod redirect;
 pub mod state;

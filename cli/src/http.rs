@@ -1,6 +1,6 @@
-//! A minimal HTTP/1.1 GET client over a blocking `TcpStream`, for the
-//! control plane's debug server and the agent's admin API (both plain
-//! HTTP/1.1 on a known port). One request per connection, a timeout on
+//! A minimal HTTP/1.1 client (GET, and POST without a body) over a
+//! blocking `TcpStream`, for the control plane's debug server and the
+//! agent's admin API (both plain HTTP/1.1 on a known port). One request per connection, a timeout on
 //! every step, and errors that name the endpoint and say what to check.
 
 use std::{
@@ -44,34 +44,38 @@ pub enum HttpError {
         hint: &'static str,
         cause: io::Error,
     },
-    #[error("{what} at {addr} did not answer GET {path} within {timeout:?} — {hint}")]
+    #[error("{what} at {addr} did not answer {method} {path} within {timeout:?} — {hint}")]
     Timeout {
         what: &'static str,
         addr: String,
         path: String,
+        method: &'static str,
         hint: &'static str,
         timeout: Duration,
     },
-    #[error("reading GET {path} from {what} at {addr}: {}", describe(cause))]
+    #[error("reading {method} {path} from {what} at {addr}: {}", describe(cause))]
     Io {
         what: &'static str,
         addr: String,
         path: String,
+        method: &'static str,
         cause: io::Error,
     },
-    #[error("{what} at {addr} answered GET {path} with HTTP {status}: {body}")]
+    #[error("{what} at {addr} answered {method} {path} with HTTP {status}: {body}")]
     Status {
         what: &'static str,
         addr: String,
         path: String,
+        method: &'static str,
         status: u16,
         body: String,
     },
-    #[error("{what} at {addr} sent a malformed HTTP response to GET {path}: {reason}")]
+    #[error("{what} at {addr} sent a malformed HTTP response to {method} {path}: {reason}")]
     Malformed {
         what: &'static str,
         addr: String,
         path: String,
+        method: &'static str,
         reason: String,
     },
 }
@@ -97,6 +101,15 @@ fn describe(err: &io::Error) -> String {
 impl Endpoint {
     /// `GET path`; the body of a 200 response.
     pub fn get(&self, path: &str) -> Result<Vec<u8>, HttpError> {
+        self.request("GET", path)
+    }
+
+    /// `POST path` without a body; the body of a 200 response.
+    pub fn post(&self, path: &str) -> Result<Vec<u8>, HttpError> {
+        self.request("POST", path)
+    }
+
+    fn request(&self, method: &'static str, path: &str) -> Result<Vec<u8>, HttpError> {
         let addrs = self.resolve()?;
         let mut stream = self.connect(&addrs)?;
         let io_err = |source: io::Error| {
@@ -108,6 +121,7 @@ impl Endpoint {
                     what: self.what,
                     addr: self.addr.clone(),
                     path: path.to_string(),
+                    method,
                     hint: self.hint,
                     timeout: self.timeout,
                 }
@@ -116,6 +130,7 @@ impl Endpoint {
                     what: self.what,
                     addr: self.addr.clone(),
                     path: path.to_string(),
+                    method,
                     cause: source,
                 }
             }
@@ -125,7 +140,7 @@ impl Endpoint {
             .and_then(|()| stream.set_write_timeout(Some(self.timeout)))
             .map_err(io_err)?;
         let request = format!(
-            "GET {path} HTTP/1.1\r\nHost: {host}\r\nUser-Agent: weftctl/{version}\r\nAccept: application/json, text/plain\r\nConnection: close\r\n\r\n",
+            "{method} {path} HTTP/1.1\r\nHost: {host}\r\nUser-Agent: weftctl/{version}\r\nAccept: application/json, text/plain\r\nContent-Length: 0\r\nConnection: close\r\n\r\n",
             host = self.addr,
             version = env!("CARGO_PKG_VERSION"),
         );
@@ -139,6 +154,7 @@ impl Endpoint {
             what: self.what,
             addr: self.addr.clone(),
             path: path.to_string(),
+            method,
             reason,
         };
         if raw.len() > MAX_RESPONSE_BYTES {
@@ -154,6 +170,7 @@ impl Endpoint {
                 what: self.what,
                 addr: self.addr.clone(),
                 path: path.to_string(),
+                method,
                 status: response.status,
                 body: body.trim().lines().next().unwrap_or("").to_string(),
             });

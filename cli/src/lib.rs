@@ -10,6 +10,7 @@
 //! | `stats` | an agent's `/stats` (admin, 15000) |
 //! | `bug-report` | all of the above and the agents' `/logs`, into one `.tar.gz` |
 //! | `diagnose SRC DST[:PORT]` | the control plane's `/debug/objects`, `/debug/syncz`, `/debug/config`; the involved agents' `/config_dump` and `/stats/prometheus` |
+//! | `profile POD\|--agent\|--node` | an agent's `POST /profile` (admin, 15000); for a POD, the control plane's `/debug/objects` and `/debug/syncz` to find its node's agent |
 //! | `manifest generate` | the manifests of `deploy/`, embedded |
 //! | `install`, `uninstall` | the same manifests, applied to or deleted from a cluster (kube-rs) |
 
@@ -21,6 +22,7 @@ pub mod diagnose;
 pub mod http;
 pub mod install;
 pub mod manifest;
+pub mod profile;
 pub mod proxy_config;
 pub mod proxy_status;
 pub mod stats;

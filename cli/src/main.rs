@@ -10,8 +10,8 @@ use std::{
 use anyhow::Context;
 use clap::{Args, Parser, Subcommand, ValueEnum};
 use weftctl::{
-    analyze, bug_report, diagnose, http::Endpoint, install, manifest, proxy_config, proxy_status,
-    stats,
+    analyze, bug_report, diagnose, http::Endpoint, install, manifest, profile, proxy_config,
+    proxy_status, stats,
 };
 
 #[derive(Parser)]
@@ -136,6 +136,53 @@ enum Command {
         /// `text`: tables; `json`: as served.
         #[arg(long, short, value_enum, default_value = "text")]
         output: Output,
+    },
+    /// A CPU profile of a pod, of an agent or of a whole node, sampled by
+    /// the node's agent with eBPF (user and kernel stacks): writes a
+    /// flame graph SVG and prints the top functions.
+    #[command(group(clap::ArgGroup::new("what").required(true).args(["pod", "agent", "node"])))]
+    Profile {
+        /// The pod (`namespace/name`, `name.namespace`, or `name` in
+        /// `default`); its node's agent is found through the control plane.
+        pod: Option<String>,
+        /// Profile the agent itself.
+        #[arg(long)]
+        agent: bool,
+        /// Profile every process of the node.
+        #[arg(long)]
+        node: bool,
+        /// How long to sample (1s to 5m).
+        #[arg(long, default_value = "30s", value_parser = profile::parse_duration)]
+        duration: Duration,
+        /// Samples per second on each CPU (1 to 1000).
+        #[arg(long, default_value_t = 99)]
+        frequency: u64,
+        /// The flame graph to write.
+        #[arg(long, short = 'o', default_value = "profile.svg")]
+        output: PathBuf,
+        /// Also write the folded stacks (`thread;outer;…;inner count`,
+        /// kernel frames suffixed `_[k]`) there, for other flame graph
+        /// tools.
+        #[arg(long, value_name = "FILE")]
+        folded: Option<PathBuf>,
+        /// How many functions the table lists.
+        #[arg(long, default_value_t = 15)]
+        top: usize,
+        /// With --agent or --node: the node whose agent to ask, found
+        /// through the control plane (default: the agent at --admin).
+        #[arg(long, value_name = "NODE")]
+        on: Option<String>,
+        /// The agent's admin address: `ADDR` for --agent and --node,
+        /// `NODE=ADDR` (repeatable) to say where a node's agent is.
+        #[arg(long = "admin", value_name = "ADDR|NODE=ADDR")]
+        admin: Vec<String>,
+        /// The control plane's debug address (weft-control --debug-addr).
+        #[arg(long, default_value = "127.0.0.1:15014")]
+        control: String,
+        /// The agents' admin port, for agents found through the control
+        /// plane.
+        #[arg(long, default_value_t = 15000)]
+        agent_port: u16,
     },
     /// The Kubernetes manifests of weft (control plane and agent).
     Manifest {
@@ -396,6 +443,75 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             match output {
                 Output::Json => print(&json(&value)?)?,
                 Output::Text => print(&stats::render(&value))?,
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Profile {
+            pod,
+            agent,
+            node,
+            duration,
+            frequency,
+            output,
+            folded,
+            top,
+            on,
+            admin,
+            control,
+            agent_port,
+        } => {
+            let mut by_node = std::collections::BTreeMap::new();
+            let mut direct = None;
+            for given in admin {
+                match given.split_once('=') {
+                    Some((node, addr)) => {
+                        by_node.insert(node.to_string(), addr.to_string());
+                    }
+                    None => direct = Some(given),
+                }
+            }
+            let sources = diagnose::inputs::Sources {
+                control: endpoint(control, CONTROL_WHAT, CONTROL_HINT),
+                agents: by_node,
+                agent_port,
+                agent_hint: AGENT_HINT,
+            };
+            let (target, agent_endpoint) = match (pod, agent) {
+                (Some(pod), _) => {
+                    let (key, agent) = profile::locate_pod(&sources, &pod)?;
+                    (profile::Target::Pod(key), agent)
+                }
+                (None, agent) => {
+                    let target = if agent {
+                        profile::Target::Agent
+                    } else {
+                        debug_assert!(node);
+                        profile::Target::Node
+                    };
+                    let endpoint = match (on, direct) {
+                        (Some(node), _) => profile::locate_node(&sources, &node)?,
+                        (None, addr) => endpoint(
+                            addr.unwrap_or_else(|| "127.0.0.1:15000".into()),
+                            AGENT_WHAT,
+                            AGENT_HINT,
+                        ),
+                    };
+                    (target, endpoint)
+                }
+            };
+            let path = profile::query(&target, duration, frequency);
+            let answer = profile::fetch(&agent_endpoint, &path, duration)?;
+            let drawn = profile::write_svg(&answer, &output)?;
+            if let Some(path) = &folded {
+                let text: String = answer.folded.iter().map(|l| format!("{l}\n")).collect();
+                std::fs::write(path, text)
+                    .with_context(|| format!("cannot write {}", path.display()))?;
+            }
+            print(&profile::render(&answer, top))?;
+            if drawn {
+                print(&format!("flame graph: {}\n", output.display()))?;
+            } else {
+                print("no flame graph written: there is no sample to draw\n")?;
             }
             Ok(ExitCode::SUCCESS)
         }

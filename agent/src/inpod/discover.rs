@@ -134,7 +134,7 @@ impl Scan {
 }
 
 /// Every pid in `cgroup.procs` files at or below `dir`.
-fn pids_below(dir: &Path) -> Vec<u32> {
+pub(crate) fn pids_below(dir: &Path) -> Vec<u32> {
     let mut pids = Vec::new();
     let mut stack = vec![dir.to_path_buf()];
     while let Some(dir) = stack.pop() {

@@ -477,7 +477,7 @@ pub fn agents(inputs: &mut Inputs, sources: &Sources, nodes: &[String]) {
 
 /// `--agent NODE=ADDR`, else the address the node's xDS stream comes
 /// from, at the admin port.
-fn agent_addr(inputs: &Inputs, sources: &Sources, node: &str) -> Option<String> {
+pub fn agent_addr(inputs: &Inputs, sources: &Sources, node: &str) -> Option<String> {
     if let Some(addr) = sources.agents.get(node) {
         return Some(addr.clone());
     }

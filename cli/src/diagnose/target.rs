@@ -103,6 +103,22 @@ fn find_service<'a>(
         })
 }
 
+/// A pod as written (`ns/name`, `name.ns`, or `name` in `default`);
+/// `what` names the argument in the error (e.g. "SRC", "POD").
+pub fn resolve_pod<'a>(
+    objects: &'a Objects,
+    given: &str,
+    suffix: &str,
+    what: &'static str,
+) -> Result<&'a Item<PodSpec>, TargetError> {
+    find_pod(objects, given, suffix).ok_or_else(|| TargetError::Unknown {
+        what,
+        given: given.to_string(),
+        services: "",
+        close: close_names(given, objects.pods.iter().map(|p| p.key())),
+    })
+}
+
 /// Resolves SRC and DST[:PORT].
 pub fn resolve(
     objects: &Objects,
@@ -110,14 +126,7 @@ pub fn resolve(
     dst: &str,
     suffix: &str,
 ) -> Result<Resolved, TargetError> {
-    let source = find_pod(objects, src, suffix)
-        .cloned()
-        .ok_or_else(|| TargetError::Unknown {
-            what: "SRC",
-            given: src.to_string(),
-            services: "",
-            close: close_names(src, objects.pods.iter().map(|p| p.key())),
-        })?;
+    let source = resolve_pod(objects, src, suffix, "SRC")?.clone();
     let (dst, port) = split_port(dst)?;
     // `ns/name` reads as a pod first; a host name as a Service first.
     let as_pod = || {

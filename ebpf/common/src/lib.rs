@@ -106,6 +106,47 @@ impl PortKey {
     }
 }
 
+/// On-demand CPU profiling (`weft-profile`, a `perf_event` program on the
+/// software `cpu-clock` event). Not pinned: one copy per profile, gone when
+/// the profile ends.
+///
+/// Map: stack id → instruction pointers (`BPF_MAP_TYPE_STACK_TRACE`), user
+/// and kernel stacks alike.
+pub const MAP_PROFILE_STACKS: &str = "WEFT_PROF_STACKS";
+/// Per-CPU map: [`SampleKey`] → `u64` samples.
+pub const MAP_PROFILE_COUNTS: &str = "WEFT_PROF_COUNTS";
+/// Per-CPU array of `u64`: samples dropped, by [`PROFILE_LOST_STACK`] and
+/// [`PROFILE_LOST_COUNT`].
+pub const MAP_PROFILE_LOST: &str = "WEFT_PROF_LOST";
+/// Index in [`MAP_PROFILE_LOST`]: a stack that did not fit the stack map.
+pub const PROFILE_LOST_STACK: u32 = 0;
+/// Index in [`MAP_PROFILE_LOST`]: a new stack pair that did not fit the
+/// counts map.
+pub const PROFILE_LOST_COUNT: u32 = 1;
+
+/// Global `PROFILE_FILTER` (what is sampled): every process but the idle
+/// task.
+pub const PROFILE_ALL: u32 = 0;
+/// Tasks whose cgroup is `PROFILE_CGROUP_ID` or below it (its ancestor at
+/// level `PROFILE_CGROUP_LEVEL`): a pod.
+pub const PROFILE_CGROUP: u32 = 1;
+/// Threads of the process `PROFILE_TGID`: the agent itself.
+pub const PROFILE_TGID: u32 = 2;
+
+/// What one sample is counted under: the process, the thread's name and
+/// the two stacks (ids in [`MAP_PROFILE_STACKS`]; negative: none, e.g. no
+/// kernel stack for a sample taken in user mode).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct SampleKey {
+    pub tgid: u32,
+    pub user_stack: i32,
+    pub kernel_stack: i32,
+    pub _pad: u32,
+    /// The thread's `comm`, NUL-padded.
+    pub comm: [u8; 16],
+}
+
 #[cfg(feature = "user")]
 mod user {
     // SAFETY: plain-old-data, `#[repr(C)]`, every padding byte is an explicit
@@ -114,4 +155,5 @@ mod user {
     unsafe impl aya::Pod for super::OrigDst {}
     unsafe impl aya::Pod for super::PortKey {}
     unsafe impl aya::Pod for super::DeliveryKey {}
+    unsafe impl aya::Pod for super::SampleKey {}
 }
