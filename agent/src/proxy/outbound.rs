@@ -535,35 +535,47 @@ async fn open_tunnel_unbounded(
     let source_ip = pod.workload.ips.first().copied().unwrap_or(peer.ip());
     let headers = request_headers(pod, source_ip, peer.port(), trace);
     let mut early = None;
-    if let Some(lease) = ctx.pool.checkout(&key) {
-        match connect_stream(
-            lease.send_request(),
-            target,
-            headers.clone(),
-            app,
-            &mut early,
-        )
-        .await
-        {
-            Ok(mut stream) => {
-                stream.lease = Some(lease);
-                return Ok((stream, early_len(&early)));
-            }
-            // The peer refused the stream: that is the answer.
-            Err(err @ hbone::HboneError::Refused { .. }) => return Err(err.into()),
-            // The connection broke before the peer could have acted on the
-            // stream: never reuse it, try a new one (with the same bytes).
-            Err(err) if early.is_none() || err.unprocessed() => {
-                tracing::debug!(error = %err, "pooled HBONE connection failed; opening a new one");
-                lease.connection().mark_closed();
-            }
-            // Broken after the app's bytes may have reached the app: not
-            // repeated, the app sees its connection reset.
-            Err(err) => {
-                lease.connection().mark_closed();
-                return Err(err.into());
+    // A stream on a pooled connection with room; else one task opens a
+    // new connection for the key while the others wait for it (see
+    // `Pool::opening`) and then take streams on it.
+    let mut opening = None;
+    loop {
+        if let Some(lease) = ctx.pool.checkout(&key) {
+            match connect_stream(
+                lease.send_request(),
+                target,
+                headers.clone(),
+                app,
+                &mut early,
+            )
+            .await
+            {
+                Ok(mut stream) => {
+                    stream.lease = Some(lease);
+                    return Ok((stream, early_len(&early)));
+                }
+                // The peer refused the stream: that is the answer.
+                Err(err @ hbone::HboneError::Refused { .. }) => return Err(err.into()),
+                // The connection broke before the peer could have acted on
+                // the stream (or said GOAWAY): never reuse it, try another
+                // (with the same bytes).
+                Err(err) if early.is_none() || err.unprocessed() => {
+                    tracing::debug!(error = %err, "pooled HBONE connection failed; trying another");
+                    lease.connection().mark_closed();
+                    continue;
+                }
+                // Broken after the app's bytes may have reached the app:
+                // not repeated, the app sees its connection reset.
+                Err(err) => {
+                    lease.connection().mark_closed();
+                    return Err(err.into());
+                }
             }
         }
+        if opening.is_some() {
+            break;
+        }
+        opening = Some(ctx.pool.opening(&key).lock_owned().await);
     }
     let cert = ctx
         .secrets
@@ -582,6 +594,8 @@ async fn open_tunnel_unbounded(
         })?;
     let (send_request, closed) = hbone::client_handshake_watched(tls_stream).await?;
     let lease = ctx.pool.insert(key, send_request, closed);
+    // Those waiting may take streams on it now.
+    drop(opening);
     let mut stream = connect_stream(lease.send_request(), target, headers, app, &mut early).await?;
     stream.lease = Some(lease);
     Ok((stream, early_len(&early)))

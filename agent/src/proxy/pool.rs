@@ -81,6 +81,8 @@ impl Drop for Lease {
 #[derive(Default)]
 pub struct Pool {
     connections: Mutex<HashMap<PoolKey, Vec<Arc<Pooled>>>>,
+    /// Per key, held by the one task opening a new connection.
+    opening: Mutex<HashMap<PoolKey, Arc<tokio::sync::Mutex<()>>>>,
 }
 
 impl Pool {
@@ -90,6 +92,19 @@ impl Pool {
         let pooled = connections.get(key)?.iter().find(|c| c.usable())?.clone();
         pooled.streams.fetch_add(1, Ordering::AcqRel);
         Some(Lease(pooled))
+    }
+
+    /// The lock a task holds while it opens a new connection for `key`:
+    /// the others wait, then take streams on that connection. Without it
+    /// a cold or full pool starts a handshake per app connection at once,
+    /// and the peer refuses those over its per-source handshake limit.
+    pub fn opening(&self, key: &PoolKey) -> Arc<tokio::sync::Mutex<()>> {
+        self.opening
+            .lock()
+            .expect("pool lock")
+            .entry(key.clone())
+            .or_default()
+            .clone()
     }
 
     /// Adds a new connection (`closed` turns true when its driver ends) and
@@ -126,6 +141,11 @@ impl Pool {
             });
             !list.is_empty()
         });
+        // Locks nobody holds or waits for, of keys with no connection.
+        self.opening
+            .lock()
+            .expect("pool lock")
+            .retain(|key, lock| Arc::strong_count(lock) > 1 || connections.contains_key(key));
         removed
     }
 

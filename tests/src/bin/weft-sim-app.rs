@@ -557,17 +557,21 @@ fn tcp_hold(args: &[String]) -> Result<ExitCode> {
     let addr = resolve(addr)?;
     let start = std::time::Instant::now();
     let mut conns = Vec::with_capacity(count);
+    // Each connection confirmed end to end (one exchange) before the next
+    // is opened, as a client that uses its connections would.
+    let open = |i: usize| -> Result<BufReader<TcpStream>> {
+        let mut conn = BufReader::new(connect(addr, timeout)?);
+        exchange(&mut conn, &format!("conn {i} opened\n"))?;
+        Ok(conn)
+    };
     for i in 0..count {
-        let stream = connect(addr, timeout).with_context(|| format!("connection {i}"))?;
+        let stream = open(i).with_context(|| format!("connection {i}"))?;
         // Staggered: connection i is as old as if opened i/count of a
         // lifetime ago.
         let age = lifetime.map_or(Duration::ZERO, |l| {
             Duration::from_secs_f64(l * i as f64 / count as f64)
         });
-        conns.push(Some((
-            BufReader::new(stream),
-            start.checked_sub(age).unwrap_or(start),
-        )));
+        conns.push(Some((stream, start.checked_sub(age).unwrap_or(start))));
     }
     println!("holding {count} connections");
     let (mut failed, mut replaced) = (0u64, 0u64);
@@ -586,8 +590,8 @@ fn tcp_hold(args: &[String]) -> Result<ExitCode> {
             }
             if lifetime.is_some_and(|l| opened.elapsed().as_secs_f64() >= l) && !last {
                 replaced += 1;
-                *slot = match connect(addr, timeout) {
-                    Ok(stream) => Some((BufReader::new(stream), std::time::Instant::now())),
+                *slot = match open(i) {
+                    Ok(stream) => Some((stream, std::time::Instant::now())),
                     Err(err) => {
                         println!("replacing connection {i} failed: {err:#}");
                         failed += 1;
