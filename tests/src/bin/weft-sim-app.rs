@@ -415,16 +415,15 @@ fn tcp_echo(args: &[String]) -> Result<ExitCode> {
         TcpListener::bind(("0.0.0.0", port)).with_context(|| format!("binding port {port}"))?;
     println!("tcp-echo listening on 0.0.0.0:{port}");
     for conn in listener.incoming() {
-        let Ok(mut stream) = conn else { continue };
+        let Ok(stream) = conn else { continue };
         std::thread::spawn(move || {
             let peer = stream
                 .peer_addr()
                 .map(|p| p.to_string())
                 .unwrap_or_default();
-            let Ok(mut reader) = stream.try_clone() else {
-                return;
-            };
-            let copied = std::io::copy(&mut reader, &mut stream);
+            // One descriptor per connection: a second one (try_clone)
+            // would halve the connections a soak can hold.
+            let copied = std::io::copy(&mut &stream, &mut &stream);
             let _ = stream.shutdown(Shutdown::Write);
             println!("{peer} echoed {} bytes", copied.unwrap_or(0));
         });

@@ -218,10 +218,11 @@ fn run(cluster: &Cluster, args: &SoakArgs) -> Result<()> {
     wait_for("the long-lived connections to be open", opened, || {
         let (_, hold) = &mut clients[0];
         if !hold.is_running() {
-            bail!("tcp-hold exited:\n{}", hold.log_tail(20));
+            let log = hold.log_tail(20);
+            return Ok(Some(Err(anyhow::anyhow!("tcp-hold exited:\n{log}"))));
         }
-        Ok(hold.log().contains("holding").then_some(()))
-    })?;
+        Ok(hold.log().contains("holding").then_some(Ok(())))
+    })??;
     println!(
         "weft-soak: running for {:?}: events every {:?}, samples every {:?}",
         args.duration, args.every, args.sample
