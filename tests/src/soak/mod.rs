@@ -443,7 +443,7 @@ struct Report {
     agent_exits: Vec<String>,
 }
 
-/// RSS over the last period within 5% of the first period after warm-up;
+/// RSS over the last cycle within 5% of the first cycle after warm-up;
 /// descriptors no more than 5% above (connections come and go).
 const RSS_TOLERANCE: f64 = 0.05;
 const FDS_TOLERANCE: f64 = 0.05;
@@ -462,13 +462,14 @@ impl Report {
         let mut nodes = Vec::new();
         for node in ["node-1", "node-2"] {
             let totals = totals(samples, node);
-            // Means over one period of the events, so that both windows
-            // hold the same mix of moments (an upgrade briefly doubles the
-            // agents): the first after the warm-up, and the last.
+            // Means over a whole cycle of the events (each node upgraded
+            // once: two periods), so that both windows hold the same mix of
+            // moments (an upgrade leaves two agents on the node for a
+            // while): the first cycle after the warm-up, and the last.
             let window = if args.every.is_zero() {
                 args.warmup
             } else {
-                args.every
+                args.every * 2
             }
             .as_secs_f64();
             let (Some(after), Some(end)) = (
@@ -588,7 +589,7 @@ impl Report {
             "| node | RSS after warm-up (MiB) | RSS at the end (MiB) | change | fds after warm-up | fds at the end | change | agent CPU (% of a core) |"
         );
         println!(
-            "(means over the first period after the warm-up and over the last; all of a node's agents summed)"
+            "(means over the first cycle of events after the warm-up and over the last; all of a node's agents summed)"
         );
         println!("| --- | --- | --- | --- | --- | --- | --- | --- |");
         for n in &self.nodes {
