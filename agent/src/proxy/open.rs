@@ -1,8 +1,8 @@
 //! The connections this agent delivers to its pods, authorized again when
 //! a policy changes, as ztunnel does: a connection that an
 //! AuthorizationPolicy or PeerAuthentication now denies is closed, and
-//! its end logged with the reason (`weft_agent_denials_total{reason=
-//! "policy_revoked"}`).
+//! its end logged with the reason and counted
+//! (`weft_agent_connections_denied_total{reason="policy_revoked"}`).
 //!
 //! Every connection the agent authorized as a destination registers here
 //! for its life ([`OpenConnections::register`]): L4 connections over
