@@ -410,7 +410,7 @@ fn read_chunked(reader: &mut BufReader<TcpStream>) -> Result<Vec<u8>> {
 fn tcp_echo(args: &[String]) -> Result<ExitCode> {
     let args = Args::parse(args, &["port"])?;
     let port: u16 = args.number("port", None)?;
-    raise_nofile_limit();
+    weft_sim::bench::load::raise_nofile_limit();
     let listener =
         TcpListener::bind(("0.0.0.0", port)).with_context(|| format!("binding port {port}"))?;
     println!("tcp-echo listening on 0.0.0.0:{port}");
@@ -552,7 +552,7 @@ fn tcp_hold(args: &[String]) -> Result<ExitCode> {
         .map(|_| args.number("lifetime-s", None))
         .transpose()?;
     let timeout = Duration::from_secs_f64(args.number("timeout", Some(10.0))?);
-    raise_nofile_limit();
+    weft_sim::bench::load::raise_nofile_limit();
     let addr = resolve(addr)?;
     let start = std::time::Instant::now();
     let mut conns = Vec::with_capacity(count);
@@ -613,23 +613,6 @@ fn tcp_hold(args: &[String]) -> Result<ExitCode> {
     } else {
         ExitCode::FAILURE
     })
-}
-
-/// The soft limit of open files up to the hard one: `tcp-hold` may keep
-/// thousands of connections.
-fn raise_nofile_limit() {
-    let mut limit = libc::rlimit {
-        rlim_cur: 0,
-        rlim_max: 0,
-    };
-    // SAFETY: getrlimit/setrlimit on a local struct.
-    unsafe {
-        if libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit) == 0 && limit.rlim_cur < limit.rlim_max
-        {
-            limit.rlim_cur = limit.rlim_max;
-            libc::setrlimit(libc::RLIMIT_NOFILE, &limit);
-        }
-    }
 }
 
 fn tcp_churn(args: &[String]) -> Result<ExitCode> {

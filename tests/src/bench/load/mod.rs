@@ -150,8 +150,9 @@ fn process_cpu_seconds() -> Option<f64> {
     Some(seconds(usage.ru_utime) + seconds(usage.ru_stime))
 }
 
-/// Soft `RLIMIT_NOFILE` up to the hard limit: `hold` keeps 10,000 sockets.
-fn raise_nofile_limit() {
+/// Soft `RLIMIT_NOFILE` up to the hard limit: `hold` keeps 10,000 sockets
+/// (and `weft-sim-app`'s `tcp-hold` and `tcp-echo` as many).
+pub fn raise_nofile_limit() {
     let mut limit = libc::rlimit {
         rlim_cur: 0,
         rlim_max: 0,
