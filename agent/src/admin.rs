@@ -332,12 +332,19 @@ pub async fn serve(
         let Ok((stream, _)) = accepted else {
             continue;
         };
-        let state = state.clone();
+        let (state, stop) = (state.clone(), stop.clone());
+        // Ends with the listener's server: a request in flight is
+        // answered, a kept-alive connection then closed.
         tokio::spawn(async move {
             let service = service_fn(move |request| route(state.clone(), endpoints, request));
-            let _ = hyper::server::conn::http1::Builder::new()
-                .serve_connection(TokioIo::new(stream), service)
-                .await;
+            let connection = hyper::server::conn::http1::Builder::new()
+                .serve_connection(TokioIo::new(stream), service);
+            tokio::pin!(connection);
+            tokio::select! {
+                _ = connection.as_mut() => return,
+                _ = stop.cancelled() => connection.as_mut().graceful_shutdown(),
+            }
+            let _ = connection.await;
         });
     }
 }

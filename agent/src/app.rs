@@ -14,6 +14,7 @@ use crate::{
     identity::{IdentityError, SecretManager, TrustBundle},
     inpod::{self, Enroller, persist::PodFiles, server::CniServer},
     l7::{L7, L7Config},
+    lifecycle::Tasks,
     metrics::Metrics,
     proxy::{ProxyContext, pool::Pool},
     redirect::{RedirectError, Redirector, loader::RedirectConfig},
@@ -44,8 +45,21 @@ fn io(what: impl Into<String>) -> impl FnOnce(std::io::Error) -> AppError {
     move |source| AppError::Io { what, source }
 }
 
-/// The running agent.
+/// The agent.
 pub struct App;
+
+/// A started agent. [`Running::stop`] winds it down as SIGTERM does, and
+/// returns once nothing of it runs any more; tests start and stop agents
+/// in process with it.
+pub struct Running {
+    tasks: Tasks,
+    enroller: Arc<Enroller>,
+    drain: CancellationToken,
+    stop_handoff: CancellationToken,
+    stop_cni_install: CancellationToken,
+    stop_admin: CancellationToken,
+    drain_timeout: std::time::Duration,
+}
 
 impl App {
     /// Runs the agent until SIGTERM/SIGINT. Fatal set-up problems (no root,
@@ -53,12 +67,28 @@ impl App {
     /// is what the admin API reads and changes of the log (`/logging`,
     /// `/logs`).
     pub async fn run(config: Config, logging: crate::log_sink::Logging) -> Result<(), AppError> {
+        let running = Self::start(config, logging).await?;
+        shutdown_signal().await;
+        running.stop().await;
+        tracing::info!(
+            "shut down; redirection stays pinned, so enrolled pods fail closed until the agent is back"
+        );
+        Ok(())
+    }
+
+    /// Starts the agent: its listeners are open when this returns, and
+    /// it gets ready in the background (workload data, restored pods).
+    pub async fn start(
+        config: Config,
+        logging: crate::log_sink::Logging,
+    ) -> Result<Running, AppError> {
         Netns::init_home();
         tracing::info!(
             config = %serde_json::to_string(&config).unwrap_or_default(),
             worker_threads = config.worker_threads(),
             "starting weft-agent"
         );
+        let tasks = Tasks::default();
 
         let readiness = Arc::new(Readiness::default());
         let metrics = Arc::new(Metrics::new(config.traffic_metrics));
@@ -93,6 +123,7 @@ impl App {
                 &admin_state,
                 &mut Inherited::default(),
                 &stop_admin,
+                &tasks,
             )
             .await?;
         }
@@ -112,14 +143,16 @@ impl App {
         let trust = Arc::new(TrustBundle::load(&config.ca_root_file)?);
         let control = ControlClient::new(&config, &trust.current().pem)?;
         let secrets = Arc::new(SecretManager::new(control.clone(), config.cert_ttl));
-        tokio::spawn(secrets.clone().run_renewals());
+        tasks.spawn_background("certificate renewals", secrets.clone().run_renewals());
         let _ = admin_state.secrets.set(secrets.clone());
-        tokio::spawn(trust.clone().watch(BUNDLE_CHECK_INTERVAL));
-        tokio::spawn(follow_trust_bundle(
-            trust.clone(),
-            control.clone(),
-            secrets.clone(),
-        ));
+        tasks.spawn_background(
+            "trust bundle watch",
+            trust.clone().watch(BUNDLE_CHECK_INTERVAL),
+        );
+        tasks.spawn_background(
+            "trust bundle follower",
+            follow_trust_bundle(trust.clone(), control.clone(), secrets.clone()),
+        );
 
         let l7_config = Arc::new(L7Config::default());
         let _ = admin_state.l7.set(l7_config.clone());
@@ -134,13 +167,13 @@ impl App {
         );
         let mut synced = xds.synced();
         let _ = admin_state.xds_connected.set(xds.connected());
-        tokio::spawn(xds.run());
+        tasks.spawn_background("xDS client", xds.run());
 
         let drain = CancellationToken::new();
         let pool = Arc::new(Pool::default());
-        tokio::spawn(pool.clone().run_sweeper());
+        tasks.spawn_background("HBONE pool sweeper", pool.clone().run_sweeper());
         let l7 = L7::new(l7_config);
-        tokio::spawn(l7.upstreams.clone().run_sweeper());
+        tasks.spawn_background("L7 upstream sweeper", l7.upstreams.clone().run_sweeper());
         let proxy = Arc::new_cyclic(|me| ProxyContext {
             me: me.clone(),
             store: store.clone(),
@@ -163,6 +196,7 @@ impl App {
             handshakes: Default::default(),
             open: Default::default(),
             drain: drain.clone(),
+            tasks: tasks.clone(),
             authn: crate::authn::Authn::new(crate::authn::FetchConfig {
                 ca_bundle: config.jwks_ca_bundle.clone(),
                 refresh: config.jwks_refresh,
@@ -170,7 +204,10 @@ impl App {
             }),
         });
         // Open connections that a policy change denies are closed.
-        tokio::spawn(crate::proxy::open::revalidate(proxy.clone()));
+        tasks.spawn_background(
+            "policy revalidation",
+            crate::proxy::open::revalidate(proxy.clone()),
+        );
         let files = PodFiles::new(&config.state_dir).map_err(io(format!(
             "state directory {}",
             config.state_dir.display()
@@ -182,7 +219,6 @@ impl App {
             files,
         ));
         let _ = admin_state.enroller.set(enroller.clone());
-        let enroller_for_drain = enroller.clone();
 
         let mut inherited = Inherited::default();
         if let Some(predecessor) = &predecessor {
@@ -194,7 +230,7 @@ impl App {
                 }
             }
             agent_listeners =
-                serve_admin(&config, &admin_state, &mut inherited, &stop_admin).await?;
+                serve_admin(&config, &admin_state, &mut inherited, &stop_admin, &tasks).await?;
         }
         let handed_pods = enroller.inherit(inherited.take_pods());
 
@@ -214,11 +250,10 @@ impl App {
         if config.cni_install {
             let readiness = readiness.clone();
             let on_state = move |chained| readiness.cni_chained.store(chained, Ordering::Release);
-            tokio::spawn(cni_install::start(
-                &config,
-                on_state,
-                stop_cni_install.clone(),
-            )?);
+            tasks.spawn_background(
+                "CNI install",
+                cni_install::start(&config, on_state, stop_cni_install.clone())?,
+            );
         } else {
             readiness.cni_chained.store(true, Ordering::Release);
         }
@@ -228,12 +263,12 @@ impl App {
             enroller: enroller.clone(),
             agent_listeners,
             cni,
-            stop_admin,
+            stop_admin: stop_admin.clone(),
             drain: drain.clone(),
             metrics: metrics.clone(),
         };
         let startup = {
-            let readiness = readiness.clone();
+            let (readiness, enroller, tasks) = (readiness.clone(), enroller.clone(), tasks.clone());
             let (state_dir, stop_handoff) = (config.state_dir.clone(), stop_handoff.clone());
             async move {
                 let _ = synced.wait_for(|synced| *synced).await;
@@ -253,41 +288,48 @@ impl App {
                     }
                 }
                 // Ready: a newer agent may take over from this one.
-                tokio::spawn(handoff::serve(state_dir, handover, stop_handoff));
+                tasks.spawn_background("handoff", async move {
+                    handoff::serve(state_dir, handover, stop_handoff).await;
+                });
                 enroller.run_reconciler().await;
             }
         };
-        tokio::spawn(startup);
-
-        shutdown_signal().await;
-        stop_handoff.cancel();
-        // weft-cni stays chained: pods wait for the next agent (fail closed).
-        stop_cni_install.cancel();
-        drain.cancel();
-        wind_down(&enroller_for_drain, &metrics, config.drain_timeout).await;
-        tracing::info!(
-            "shut down; redirection stays pinned, so enrolled pods fail closed until the agent is back"
-        );
-        Ok(())
+        tasks.spawn_background("startup and reconciliation", startup);
+        Ok(Running {
+            tasks,
+            enroller,
+            drain,
+            stop_handoff,
+            stop_cni_install,
+            stop_admin,
+            drain_timeout: config.drain_timeout,
+        })
     }
 }
 
-/// Shutdown: stop accepting connections, then wait for those in flight to
-/// finish, up to `deadline`; what is left is cut when the process exits.
-async fn wind_down(enroller: &Enroller, metrics: &Metrics, deadline: std::time::Duration) {
-    enroller.stop_listeners().await;
-    let active = metrics.active_connections();
-    tracing::info!(active, ?deadline, "draining connections");
-    let until = tokio::time::Instant::now() + deadline;
-    while metrics.active_connections() > 0 && tokio::time::Instant::now() < until {
-        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
-    }
-    let left = metrics.active_connections();
-    if left > 0 {
-        tracing::warn!(
-            left,
-            "drain deadline passed; closing the remaining connections"
-        );
+impl Running {
+    /// Winds the agent down: no handover or CNI install any more, every
+    /// connection told to finish ([`ProxyContext::drain`]) and waited for
+    /// up to `--drain-timeout`, then the admin endpoints and every
+    /// background loop stopped. weft-cni stays chained and the
+    /// redirection pinned: pods wait for the next agent (fail closed).
+    pub async fn stop(self) {
+        self.stop_handoff.cancel();
+        self.stop_cni_install.cancel();
+        self.drain.cancel();
+        self.enroller.stop_listeners().await;
+        let deadline = self.drain_timeout;
+        let active = self.tasks.work_in_progress();
+        tracing::info!(active, ?deadline, "draining connections");
+        let left = self.tasks.drain_work(deadline).await;
+        if left > 0 {
+            tracing::warn!(
+                left,
+                "drain deadline passed; closing the remaining connections"
+            );
+        }
+        self.stop_admin.cancel();
+        self.tasks.stop().await;
     }
 }
 
@@ -299,6 +341,7 @@ async fn serve_admin(
     state: &Arc<AdminState>,
     inherited: &mut Inherited,
     stop: &CancellationToken,
+    tasks: &Tasks,
 ) -> Result<Vec<Kept>, AppError> {
     let endpoints = [
         (
@@ -318,12 +361,10 @@ async fn serve_admin(
             None => admin::bind(addr).await.map_err(io(&what))?,
         };
         kept.push(handoff::keep(slot, &listener).map_err(io(&what))?);
-        tokio::spawn(admin::serve(
-            listener,
-            state.clone(),
-            endpoints,
-            stop.clone(),
-        ));
+        tasks.spawn_background(
+            "admin server",
+            admin::serve(listener, state.clone(), endpoints, stop.clone()),
+        );
     }
     Ok(kept)
 }

@@ -143,8 +143,9 @@ pub struct Config {
     #[serde(with = "duration_secs")]
     pub connect_timeout: Duration,
 
-    /// How long an L4 connection may carry no byte either way before it
-    /// is closed (Istio's TCP `idleTimeout`, 1h by default).
+    /// How long an L4 connection may carry no byte either way, or an HTTP
+    /// connection no request, before it is closed (Istio's TCP and HTTP
+    /// `idleTimeout`, 1h by default).
     #[arg(long, env = "WEFT_IDLE_TIMEOUT", default_value = "1h", value_parser = parse_duration)]
     #[serde(with = "duration_secs")]
     pub idle_timeout: Duration,

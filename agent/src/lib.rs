@@ -3,7 +3,8 @@
 //! Reading order for newcomers:
 //!
 //! * [`config`]: every flag, with its default.
-//! * [`app`]: what starts, in which order, and what "ready" means.
+//! * [`app`]: what starts, in which order, and what "ready" means;
+//!   [`lifecycle`]: the tasks it owns, and how they stop.
 //! * [`cni_install`]: `weft-cni` installed on the node and chained into
 //!   its CNI config (`--cni-install`).
 //! * [`inpod`]: pods arrive from `weft-cni`; enrolment opens the proxy's
@@ -33,6 +34,7 @@ pub mod handoff;
 pub mod identity;
 pub mod inpod;
 pub mod l7;
+pub mod lifecycle;
 pub mod log_sink;
 pub mod metrics;
 pub mod policy;

@@ -26,7 +26,7 @@ use weft_agent::{
     proxy::hbone,
     state::Identity,
 };
-use weft_sim::{Cluster, Node, Pod, PodSpec, wait_for};
+use weft_sim::{Cluster, Node, Pod, PodSpec, ServicePort, wait_for};
 
 mod common;
 
@@ -621,7 +621,7 @@ fn hostile_tokens_key_servers_and_paths_get_nowhere_at_an_http_port() -> Result<
 }
 
 #[test]
-fn idle_l4_connections_are_closed_and_busy_ones_are_not() -> Result<()> {
+fn idle_connections_are_closed_and_busy_ones_are_not() -> Result<()> {
     let cluster = Cluster::builder()
         .nodes(2)
         .agent_args(&["--idle-timeout", "2s"])
@@ -672,6 +672,69 @@ fn idle_l4_connections_are_closed_and_busy_ones_are_not() -> Result<()> {
         ensure!(
             idle_after > idle_before,
             "no idle timeout counted ({idle_before} before, {idle_after} after)"
+        );
+
+        // HTTP, through the L7 proxies: a keep-alive connection that
+        // carries no request for 5 s is closed (the client sends its next
+        // GET on a new one, as HTTP clients do); one with a request every
+        // 250 ms is kept.
+        let _web = common::backend(
+            cluster,
+            "node-2",
+            "secure",
+            "web",
+            &[("app", "web")],
+            8080,
+            &[],
+        )?;
+        let vip = cluster.add_service(
+            "secure",
+            "web",
+            &[("app", "web")],
+            &[ServicePort::http("http", 80, 8080)],
+        )?;
+        let url = format!("http://{vip}/idle");
+        wait_for("the web service to answer", TIMEOUT, || {
+            Ok(client
+                .run_app(&["http-get", &url], TIMEOUT)?
+                .success()
+                .then_some(()))
+        })?;
+        let done = cluster.dir().join("http-idle-done");
+        let done = done.display().to_string();
+        let mut quiet = client.spawn_app(&[
+            "http-keepalive",
+            &url,
+            "--until-file",
+            &done,
+            "--interval-ms",
+            "5000",
+        ])?;
+        let mut busy = client.spawn_app(&[
+            "http-keepalive",
+            &url,
+            "--until-file",
+            &done,
+            "--interval-ms",
+            "250",
+        ])?;
+        std::thread::sleep(Duration::from_secs(6));
+        std::fs::write(&done, "")?;
+        let summary = |process: &mut weft_sim::Process, what: &str| -> Result<String> {
+            let status = process.wait_exit(TIMEOUT)?;
+            let log = process.log();
+            ensure!(status.success(), "{what} failed ({status}):\n{log}");
+            Ok(log.lines().last().unwrap_or_default().to_string())
+        };
+        let busy = summary(&mut busy, "the busy HTTP client")?;
+        ensure!(
+            busy.contains("on 1 connections, 0 failed"),
+            "a busy HTTP connection was closed: {busy}"
+        );
+        let quiet = summary(&mut quiet, "the quiet HTTP client")?;
+        ensure!(
+            quiet.contains("2 requests on 2 connections, 0 failed"),
+            "an HTTP connection idle for 5 s outlived a 2 s idle timeout: {quiet}"
         );
         Ok(())
     })

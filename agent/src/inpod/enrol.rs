@@ -24,7 +24,10 @@ use crate::{
     cni::{Command, PodEvent},
     handoff::{self, Kept, Slot},
     identity::IdentityError,
-    proxy::{PodContext, ProxyContext, inbound, inbound_plain, outbound},
+    proxy::{
+        PodContext, ProxyContext,
+        accept::{self, Listener},
+    },
     redirect::{RedirectError, Redirector},
     state::Workload,
     sys::{
@@ -368,20 +371,22 @@ impl Enroller {
             netns_cookie,
         });
         let cancel = CancellationToken::new();
+        let serve = |which: Listener, listener| {
+            self.proxy.tasks.spawn_background(
+                "pod listener",
+                accept::serve(
+                    which,
+                    listener,
+                    context.clone(),
+                    self.proxy.clone(),
+                    cancel.clone(),
+                ),
+            )
+        };
         for listener in std::iter::once(outbound4).chain(outbound6) {
-            tokio::spawn(outbound::serve(
-                listener,
-                context.clone(),
-                self.proxy.clone(),
-                cancel.clone(),
-            ));
+            serve(Listener::Outbound, listener);
         }
-        tokio::spawn(inbound::serve(
-            hbone,
-            context.clone(),
-            self.proxy.clone(),
-            cancel.clone(),
-        ));
+        serve(Listener::Hbone, hbone);
 
         // Steering and capture last: from here on the pod's connections go
         // to listeners that exist.
@@ -392,12 +397,7 @@ impl Enroller {
             }
             IpAddr::V6(_) => Ok(()),
         };
-        tokio::spawn(inbound_plain::serve(
-            plaintext,
-            context.clone(),
-            self.proxy.clone(),
-            cancel.clone(),
-        ));
+        serve(Listener::InboundPlaintext, plaintext);
         if let Err(err) = steer.and_then(|()| self.redirect.enrol(netns_cookie)) {
             cancel.cancel();
             if let IpAddr::V4(ip4) = ip {
@@ -655,6 +655,11 @@ impl Enroller {
                 enrolled.kept.clear();
             }
         }
+    }
+
+    /// The agent's tasks (CNI calls are units of its work).
+    pub fn tasks(&self) -> &crate::lifecycle::Tasks {
+        &self.proxy.tasks
     }
 
     /// Reconciles on every change of the workload data, until the process

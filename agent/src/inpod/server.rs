@@ -43,7 +43,7 @@ impl CniServer {
     pub fn start(listener: UnixListener, enroller: Arc<Enroller>) -> std::io::Result<Self> {
         let socket = listener.as_fd().try_clone_to_owned()?;
         let stop = CancellationToken::new();
-        tokio::spawn(serve(listener, enroller.clone(), stop.clone()));
+        spawn(listener, &enroller, &stop);
         Ok(Self {
             socket,
             enroller,
@@ -71,7 +71,7 @@ impl CniServer {
         match listener {
             Ok(listener) => {
                 let stop = CancellationToken::new();
-                tokio::spawn(serve(listener, self.enroller.clone(), stop.clone()));
+                spawn(listener, &self.enroller, &stop);
                 *self.running.lock().expect("CNI server lock") = stop;
             }
             Err(err) => {
@@ -79,6 +79,13 @@ impl CniServer {
             }
         }
     }
+}
+
+/// Serves `listener` on the agent's tasks until `stop` fires or the agent
+/// stops.
+fn spawn(listener: UnixListener, enroller: &Arc<Enroller>, stop: &CancellationToken) {
+    let serving = serve(listener, enroller.clone(), stop.clone());
+    enroller.tasks().spawn_background("CNI server", serving);
 }
 
 /// Serves requests until `stop` fires.
@@ -89,9 +96,7 @@ async fn serve(listener: UnixListener, enroller: Arc<Enroller>, stop: Cancellati
             accepted = listener.accept() => accepted,
         };
         match accepted {
-            Ok((stream, _)) => {
-                tokio::spawn(handle(stream, enroller.clone()));
-            }
+            Ok((stream, _)) => enroller.tasks().spawn(handle(stream, enroller.clone())),
             Err(err) => {
                 tracing::warn!(error = %err, "CNI socket accept failed");
                 tokio::time::sleep(std::time::Duration::from_millis(50)).await;

@@ -5,6 +5,7 @@
 //! closed after [`IDLE_GRACE`] (HTTP/2 with a GOAWAY). Closing an idle
 //! HTTP/1.1 connection races with a request the client may be sending,
 //! which is why busy connections are closed by their response instead.
+//! When to close is [`super::idle::closing`]'s.
 
 use std::time::Duration;
 

@@ -153,16 +153,17 @@ where
         labels: std::sync::OnceLock::new(),
         series: Arc::default(),
     });
-    let ctx_drain = ctx.drain.clone();
+    let activity = super::idle::Activity::new();
     let handler = {
-        let served = served.clone();
+        let (served, ctx, activity) = (served.clone(), ctx.clone(), activity.clone());
         service_fn(move |request| {
             let (served, ctx) = (served.clone(), ctx.clone());
+            let in_flight = activity.begin();
             async move {
                 let version = request.version();
                 let response = handle(request, &served, &ctx).await;
                 let response = super::drain::close_if_draining(version, &ctx.drain, response);
-                Ok::<_, Infallible>(response)
+                Ok::<_, Infallible>(super::idle::Activity::hold(in_flight, response))
             }
         })
     };
@@ -171,14 +172,10 @@ where
     tokio::pin!(conn);
     let result = tokio::select! {
         result = conn.as_mut() => result,
-        // The agent winds down (see `l7::drain`).
-        _ = ctx_drain.cancelled() => tokio::select! {
-            result = conn.as_mut() => result,
-            _ = tokio::time::sleep(super::drain::IDLE_GRACE) => {
-                conn.as_mut().graceful_shutdown();
-                conn.await
-            }
-        },
+        () = super::idle::closing(&activity, &ctx) => {
+            conn.as_mut().graceful_shutdown();
+            conn.await
+        }
     };
     if let Err(err) = result {
         let inbound = &served.inbound;
@@ -727,7 +724,7 @@ impl Served {
             || (connect && response.status().is_success());
         if agreed {
             let upstream = hyper::upgrade::on(&mut response);
-            tokio::spawn(async move {
+            ctx.tasks.spawn(async move {
                 let (Ok(down), Ok(up)) = tokio::join!(downstream, upstream) else {
                     tracing::debug!("upgrade: one side did not complete");
                     return;

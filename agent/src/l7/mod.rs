@@ -32,6 +32,7 @@ mod dump;
 pub mod ext_authz;
 pub mod forward;
 mod framing;
+mod idle;
 pub mod inbound;
 pub mod l4;
 pub mod log;

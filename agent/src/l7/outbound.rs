@@ -30,6 +30,7 @@ use tokio::{
 use super::{
     drain,
     forward::{self, Downstream},
+    idle,
 };
 use crate::{
     proxy::{PodContext, ProxyContext},
@@ -69,15 +70,17 @@ pub(super) fn http_server() -> auto::Builder<TokioExecutor> {
 }
 
 /// [`forward::handle`], closing the connection after the response when
-/// the agent drains.
+/// the agent drains; the request is in flight until its response is sent.
 async fn respond(
     request: Request<Incoming>,
     down: Arc<Downstream>,
     ctx: Arc<ProxyContext>,
+    in_flight: idle::InFlight,
 ) -> Result<http::Response<super::body::Body>, super::body::BoxError> {
     let version = request.version();
     let response = forward::handle(request, down, ctx.clone()).await?;
-    Ok(drain::close_if_draining(version, &ctx.drain, response))
+    let response = drain::close_if_draining(version, &ctx.drain, response);
+    Ok(idle::Activity::hold(in_flight, response))
 }
 
 /// Serves one app connection at L7 until it closes.
@@ -99,9 +102,10 @@ pub async fn serve(
         protocol,
         series: Arc::default(),
     });
+    let activity = idle::Activity::new();
     let handler = {
-        let (down, ctx) = (down.clone(), ctx.clone());
-        service_fn(move |request| respond(request, down.clone(), ctx.clone()))
+        let (down, ctx, activity) = (down.clone(), ctx.clone(), activity.clone());
+        service_fn(move |request| respond(request, down.clone(), ctx.clone(), activity.begin()))
     };
     let builder = http_server();
     // The socket comes back here when the codec is done with it.
@@ -117,15 +121,10 @@ pub async fn serve(
     tokio::pin!(conn);
     let served = tokio::select! {
         served = conn.as_mut() => served,
-        // The agent winds down: responses close the connection; one left
-        // idle is closed after a grace (see `l7::drain`).
-        _ = ctx.drain.cancelled() => tokio::select! {
-            served = conn.as_mut() => served,
-            _ = tokio::time::sleep(drain::IDLE_GRACE) => {
-                conn.as_mut().graceful_shutdown();
-                conn.await
-            }
-        },
+        () = idle::closing(&activity, &ctx) => {
+            conn.as_mut().graceful_shutdown();
+            conn.await
+        }
     };
     let socket = returned.lock().expect("returned socket").take();
     if let Err(err) = served {

@@ -405,8 +405,13 @@ pub fn mirror(
     let mut head = head.clone();
     head.authority = shadow_authority(&head.authority);
     let body = replay.follower();
-    let (ctx, down, host) = (ctx.clone(), down.clone(), destination.host.clone());
-    tokio::spawn(async move {
+    let (tasks, ctx, down, host) = (
+        ctx.tasks.clone(),
+        ctx.clone(),
+        down.clone(),
+        destination.host.clone(),
+    );
+    tasks.spawn(async move {
         let Some(_active) = resolved.cluster.try_request() else {
             return;
         };
@@ -507,7 +512,7 @@ pub async fn upgrade(
         || (head.method == http::Method::CONNECT && response.status().is_success());
     if agreed {
         let upstream = hyper::upgrade::on(&mut response);
-        tokio::spawn(async move {
+        ctx.tasks.spawn(async move {
             let (Ok(down_io), Ok(up_io)) = tokio::join!(downstream, upstream) else {
                 tracing::debug!("upgrade: one side did not complete");
                 return;

@@ -2,13 +2,15 @@
 //! certificate of this mesh), then one HTTP/2 CONNECT per tunnelled
 //! connection, delivered to the app from the client's real IP.
 
-use std::{net::SocketAddr, sync::Arc, time::Duration};
+use std::{net::SocketAddr, sync::Arc};
 
 use super::{
     PodContext, ProxyContext, delivery, hbone,
     limits::{self, Stage},
+    record::{ConnectionRecord, Failure, Moved},
 };
 use crate::{
+    access_log::{Cluster, Side},
     identity::tls,
     metrics::{Denial, traffic::SecurityPolicy},
     policy::Connection,
@@ -17,54 +19,43 @@ use crate::{
 use bytes::Bytes;
 use h2::{RecvStream, server::SendResponse};
 use http::{Request, Response, StatusCode};
-use tokio::net::TcpListener;
 use tokio_rustls::TlsAcceptor;
-use tokio_util::sync::CancellationToken;
 
-/// Accepts HBONE connections until `cancel` fires.
-pub async fn serve(
-    listener: TcpListener,
+/// A slot for one more handshake from `peer`: a source flooding 15008
+/// with handshakes it never finishes holds at most its share; past it,
+/// its connections are closed at once (`None`).
+pub(super) fn admit(
+    peer: SocketAddr,
+    pod: &PodContext,
+    ctx: &ProxyContext,
+) -> Option<limits::HandshakePermit> {
+    let permit = ctx
+        .handshakes
+        .start(peer.ip(), ctx.limits.max_handshakes_per_source);
+    if permit.is_none() {
+        ctx.metrics.deny(Denial::HandshakeLimit);
+        tracing::debug!(dst = %pod.name(), src.addr = %peer, "HBONE connection refused: too many handshakes in progress from this source");
+    }
+    permit
+}
+
+/// One HBONE connection, from accept to close: its handshake, then its
+/// CONNECT streams.
+pub(super) async fn handle(
+    stream: tokio::net::TcpStream,
+    peer: SocketAddr,
+    permit: limits::HandshakePermit,
     pod: Arc<PodContext>,
     ctx: Arc<ProxyContext>,
-    cancel: CancellationToken,
 ) {
-    loop {
-        let (stream, peer) = tokio::select! {
-            _ = cancel.cancelled() => return,
-            accepted = listener.accept() => match accepted {
-                Ok(accepted) => accepted,
-                Err(err) => {
-                    tracing::warn!(pod = %pod.name(), error = %err, "HBONE accept failed");
-                    tokio::time::sleep(Duration::from_millis(50)).await;
-                    continue;
-                }
-            },
-        };
-        // A source flooding 15008 with handshakes it never finishes
-        // holds at most its share of slots; the rest are closed at once.
-        let Some(permit) = ctx
-            .handshakes
-            .start(peer.ip(), ctx.limits.max_handshakes_per_source)
-        else {
-            ctx.metrics.deny(Denial::HandshakeLimit);
-            tracing::debug!(dst = %pod.name(), src.addr = %peer, "HBONE connection refused: too many handshakes in progress from this source");
-            continue;
-        };
-        let _ = stream.set_nodelay(true);
-        let (pod, ctx) = (pod.clone(), ctx.clone());
-        // No spans per connection or stream: entering one on every poll
-        // costs more than the relay; events carry their own context.
-        tokio::spawn(async move {
-            let draining = ctx.drain.clone();
-            if let Err(err) = connection(stream, peer, permit, pod.clone(), ctx).await {
-                if draining.is_cancelled() {
-                    // Clients leave a connection that said GOAWAY as they please.
-                    tracing::debug!(dst = %pod.name(), src.addr = %peer, error = %err, "HBONE connection ended while draining");
-                } else {
-                    tracing::warn!(dst = %pod.name(), src.addr = %peer, error = %err, "HBONE connection refused");
-                }
-            }
-        });
+    let draining = ctx.drain.clone();
+    if let Err(err) = connection(stream, peer, permit, pod.clone(), ctx).await {
+        if draining.is_cancelled() {
+            // Clients leave a connection that said GOAWAY as they please.
+            tracing::debug!(dst = %pod.name(), src.addr = %peer, error = %err, "HBONE connection ended while draining");
+        } else {
+            tracing::warn!(dst = %pod.name(), src.addr = %peer, error = %err, "HBONE connection refused");
+        }
     }
 }
 
@@ -123,7 +114,7 @@ async fn connection(
         };
         let Some(request) = request else { break };
         let (request, respond) = request?;
-        tokio::spawn(stream_request(
+        ctx.tasks.spawn(stream_request(
             request,
             respond,
             Peer {
@@ -313,56 +304,31 @@ async fn stream_request(
     let result = tracked
         .relay(limits::relay_until_idle(&ctx, &progress, relay))
         .await;
-    if let (Some(record), Ok((to_client, from_client))) = (record, &result) {
-        record.close(*from_client, *to_client);
-    }
-    // The access log: one line per connection, with both identities.
-    let duration_ms = started.elapsed().as_millis() as u64;
-    match &result {
-        Ok((to_client, from_client)) => tracing::debug!(
-            src.identity = %client, src.addr = %peer, dst.identity = %pod.identity(), dst = %target,
-            bytes_received = from_client, bytes_sent = to_client, duration_ms, "inbound connection complete"
-        ),
-        Err(err) => tracing::info!(
-            src.identity = %client, src.addr = %peer, dst.identity = %pod.identity(), dst = %target,
-            duration_ms, error = %err, "inbound connection ended with an error"
-        ),
-    }
-    if let Some(span) = span {
-        let (to_client, from_client) = result.as_ref().map_or((0, 0), |moved| *moved);
-        let error = result.as_ref().err().map(ToString::to_string);
+    let result = result
+        .map(|(to_client, from_client)| Moved {
+            from_client,
+            to_client,
+        })
+        .map_err(|err| Failure::relay(&err));
+    let span = span.map(|span| {
         let operation = crate::trace::served_as(span.workload(), target.port())
             .unwrap_or_else(|| target.to_string());
-        span.finish_tcp(crate::trace::TcpEnd {
-            operation,
-            protocol: "HBONE",
-            bytes_sent: to_client,
-            bytes_received: from_client,
-            upstream_cluster: &format!("inbound|{}||", target.port()),
-            peer: Some(peer),
-            error: error.as_deref(),
-        });
-    }
-    let ((to_client, from_client), flags) = match &result {
-        Ok(moved) => (*moved, Default::default()),
-        Err(err) => ((0, 0), super::open::end_flag(err).into()),
-    };
-    crate::access_log::tcp(&crate::access_log::Tcp {
-        side: crate::access_log::Side::Server,
+        (span, operation)
+    });
+    ConnectionRecord {
+        side: Side::Server,
         workload: &pod.workload,
         started,
-        bytes_received: from_client,
-        bytes_sent: to_client,
-        upstream_host: Some(target),
-        cluster: crate::access_log::Cluster::Inbound(target.port()),
-        downstream_local: Some(target),
-        downstream_remote: Some(peer),
-        peer_identity: Some(&client),
-        mtls: true,
-        flags,
-        failure: result
-            .as_ref()
-            .err()
-            .map(|err| err as &dyn std::fmt::Display),
-    });
+        client: peer,
+        local: target,
+        upstream: target,
+        client_identity: Some(&client),
+        server_identity: None,
+        protocol: "HBONE",
+        cluster: Cluster::Inbound(target.port()),
+        metrics: record,
+        span,
+        same_node_server: None,
+    }
+    .finish(result);
 }

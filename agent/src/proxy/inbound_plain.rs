@@ -4,41 +4,28 @@
 //! peer the real client; the connection is delivered to the app from that
 //! client address.
 
-use std::{net::SocketAddr, sync::Arc, time::Duration};
+use std::{net::SocketAddr, sync::Arc};
 
-use tokio::net::{TcpListener, TcpStream};
-use tokio_util::sync::CancellationToken;
+use tokio::net::TcpStream;
 
-use super::{PodContext, ProxyContext, delivery, limits, open::Scope};
-use crate::{metrics::traffic::SecurityPolicy, policy::Connection};
+use super::{
+    PodContext, ProxyContext, delivery, limits,
+    open::Scope,
+    record::{ConnectionRecord, Failure, Moved},
+};
+use crate::{
+    access_log::{Cluster, Side},
+    metrics::traffic::SecurityPolicy,
+    policy::Connection,
+};
 
-/// Accepts steered connections until `cancel` fires.
-pub async fn serve(
-    listener: TcpListener,
+/// One steered connection, from accept to close.
+pub(super) async fn handle(
+    stream: TcpStream,
+    peer: SocketAddr,
     pod: Arc<PodContext>,
     ctx: Arc<ProxyContext>,
-    cancel: CancellationToken,
 ) {
-    loop {
-        let (stream, peer) = tokio::select! {
-            _ = cancel.cancelled() => return,
-            accepted = listener.accept() => match accepted {
-                Ok(accepted) => accepted,
-                Err(err) => {
-                    tracing::warn!(pod = %pod.name(), error = %err, "inbound plaintext accept failed");
-                    tokio::time::sleep(Duration::from_millis(50)).await;
-                    continue;
-                }
-            },
-        };
-        let _ = stream.set_nodelay(true);
-        // No span per connection: entering one on every poll costs more
-        // than the relay; events carry their own context.
-        tokio::spawn(handle(stream, peer, pod.clone(), ctx.clone()));
-    }
-}
-
-async fn handle(stream: TcpStream, peer: SocketAddr, pod: Arc<PodContext>, ctx: Arc<ProxyContext>) {
     let _active = ctx.metrics.track();
     let target = match stream.local_addr() {
         Ok(target) => target,
@@ -101,41 +88,26 @@ async fn handle(stream: TcpStream, peer: SocketAddr, pod: Arc<PodContext>, ctx: 
     let result = tracked
         .relay(limits::relay_until_idle(&ctx, &progress, relay))
         .await;
-    if let (Some(record), Ok((from_client, to_client))) = (record, &result) {
-        record.close(*from_client, *to_client);
-    }
-    let duration_ms = started.elapsed().as_millis() as u64;
-    match &result {
-        Ok((from_client, to_client)) => tracing::debug!(
-            src.addr = %peer, dst.identity = %pod.identity(), dst = %target, protocol = "TCP",
-            bytes_received = from_client, bytes_sent = to_client, duration_ms,
-            "inbound connection complete"
-        ),
-        Err(err) => tracing::info!(
-            src.addr = %peer, dst.identity = %pod.identity(), dst = %target, protocol = "TCP",
-            duration_ms, error = %err, "inbound connection ended with an error"
-        ),
-    }
-    let ((from_client, to_client), flags) = match &result {
-        Ok(moved) => (*moved, Default::default()),
-        Err(err) => ((0, 0), super::open::end_flag(err).into()),
-    };
-    crate::access_log::tcp(&crate::access_log::Tcp {
-        side: crate::access_log::Side::Server,
+    let result = result
+        .map(|(from_client, to_client)| Moved {
+            from_client,
+            to_client,
+        })
+        .map_err(|err| Failure::relay(&err));
+    ConnectionRecord {
+        side: Side::Server,
         workload: &pod.workload,
         started,
-        bytes_received: from_client,
-        bytes_sent: to_client,
-        upstream_host: Some(target),
-        cluster: crate::access_log::Cluster::Inbound(target.port()),
-        downstream_local: Some(target),
-        downstream_remote: Some(peer),
-        peer_identity: None,
-        mtls: false,
-        flags,
-        failure: result
-            .as_ref()
-            .err()
-            .map(|err| err as &dyn std::fmt::Display),
-    });
+        client: peer,
+        local: target,
+        upstream: target,
+        client_identity: None,
+        server_identity: None,
+        protocol: "TCP",
+        cluster: Cluster::Inbound(target.port()),
+        metrics: record,
+        span: None,
+        same_node_server: None,
+    }
+    .finish(result);
 }

@@ -8,9 +8,12 @@
 //! * `127.0.0.1:15006` ([`inbound_plain`]): plaintext to the pod's other
 //!   ports, steered here by eBPF (sk_lookup), so that policy applies to it.
 //!
-//! [`hbone`] is the tunnel itself (HTTP/2 CONNECT over mutual TLS);
-//! [`delivery`] the last hop to the app.
+//! All three share one accept loop ([`accept`]) and write what a
+//! connection leaves behind (metrics, log, access log, span) from one
+//! record ([`record`]). [`hbone`] is the tunnel itself (HTTP/2 CONNECT
+//! over mutual TLS); [`delivery`] the last hop to the app.
 
+pub mod accept;
 pub mod delivery;
 pub mod hbone;
 pub mod inbound;
@@ -19,6 +22,7 @@ pub mod limits;
 pub mod open;
 pub mod outbound;
 pub mod pool;
+pub mod record;
 pub mod tunnel_io;
 
 use std::{net::SocketAddr, sync::Arc};
@@ -91,6 +95,8 @@ pub struct ProxyContext {
     /// node over): connections finish what they carry and close, HBONE
     /// with a GOAWAY, HTTP with `Connection: close` or a GOAWAY.
     pub drain: tokio_util::sync::CancellationToken,
+    /// The agent's tasks: every connection is a unit of its work.
+    pub tasks: crate::lifecycle::Tasks,
     /// This context itself, for tasks started where only a borrow is at
     /// hand (built with `Arc::new_cyclic`).
     pub me: std::sync::Weak<ProxyContext>,

@@ -9,9 +9,8 @@ use bytes::{Bytes, BytesMut};
 use h2::client::SendRequest;
 use http::{HeaderMap, HeaderValue};
 use rustls::pki_types::ServerName;
-use tokio::net::{TcpListener, TcpStream};
+use tokio::net::TcpStream;
 use tokio_rustls::TlsConnector;
-use tokio_util::sync::CancellationToken;
 use weft_ebpf_common::{HBONE_PORT, OUTBOUND_MARK};
 
 use super::{
@@ -19,42 +18,19 @@ use super::{
     limits::{self, Stage},
     open,
     pool::PoolKey,
+    record::{ConnectionRecord, Failure, Moved},
 };
 use crate::{
+    access_log::{Cluster, Side},
+    l7::reply::Flag,
     metrics::{
         Denial,
         traffic::{Peer, Reporter, RequestProtocol, SecurityPolicy, TrafficLabels},
     },
     state::{Resolved, Workload},
     sys::{self, sockopt},
-    trace::{TcpEnd, context::SpanContext},
+    trace::context::SpanContext,
 };
-
-/// Accepts captured connections until `cancel` fires.
-pub async fn serve(
-    listener: TcpListener,
-    pod: Arc<PodContext>,
-    ctx: Arc<ProxyContext>,
-    cancel: CancellationToken,
-) {
-    loop {
-        let (stream, peer) = tokio::select! {
-            _ = cancel.cancelled() => return,
-            accepted = listener.accept() => match accepted {
-                Ok(accepted) => accepted,
-                Err(err) => {
-                    tracing::warn!(pod = %pod.name(), error = %err, "outbound accept failed");
-                    tokio::time::sleep(Duration::from_millis(50)).await;
-                    continue;
-                }
-            },
-        };
-        let _ = stream.set_nodelay(true);
-        // No span per connection: entering one on every poll costs more
-        // than the relay; events carry their own context.
-        tokio::spawn(handle(stream, peer, pod.clone(), ctx.clone()));
-    }
-}
 
 /// Closes with a reset, so that the app sees a prompt failure, not a hang.
 pub(super) fn reset(stream: TcpStream) {
@@ -63,7 +39,13 @@ pub(super) fn reset(stream: TcpStream) {
     drop(stream);
 }
 
-async fn handle(stream: TcpStream, peer: SocketAddr, pod: Arc<PodContext>, ctx: Arc<ProxyContext>) {
+/// One captured connection, from accept to close.
+pub(super) async fn handle(
+    stream: TcpStream,
+    peer: SocketAddr,
+    pod: Arc<PodContext>,
+    ctx: Arc<ProxyContext>,
+) {
     let _active = ctx.metrics.track();
     let Some(original) = ctx
         .redirection
@@ -123,7 +105,7 @@ async fn handle(stream: TcpStream, peer: SocketAddr, pod: Arc<PodContext>, ctx: 
                 && let Some(local) = ctx.local_pods.get(addr.ip()) =>
         {
             let result = same_node(stream, &pod, &local, &ctx, addr).await;
-            (result, addr, workload.identity.to_string(), "same-node")
+            (result, addr, Some(workload.identity.clone()), "same-node")
         }
         Resolved::Workload { workload, addr, .. } if workload.hbone => {
             span = ctx.tracer.connection(&pod.workload, || pod.current(&ctx));
@@ -144,11 +126,11 @@ async fn handle(stream: TcpStream, peer: SocketAddr, pod: Arc<PodContext>, ctx: 
                         Err(err)
                     }
                 };
-            (result, addr, workload.identity.to_string(), "HBONE")
+            (result, addr, Some(workload.identity.clone()), "HBONE")
         }
         Resolved::Workload { addr, .. } | Resolved::Passthrough(addr) => {
             let result = passthrough(stream, &pod, &ctx, addr).await;
-            (result, addr, String::new(), "TCP")
+            (result, addr, None, "TCP")
         }
         Resolved::NoEndpoints(service) => {
             tracing::warn!(src = %pod.name(), src.addr = %peer, service = %service.hostname, "service has no endpoints; closing");
@@ -156,123 +138,48 @@ async fn handle(stream: TcpStream, peer: SocketAddr, pod: Arc<PodContext>, ctx: 
             return reset(stream);
         }
     };
-    if let (Some(record), Ok((sent, received))) = (record, &result) {
-        record.close(*sent, *received);
-    }
-    // The access log: one line per connection, with both identities.
-    let duration_ms = started.elapsed().as_millis() as u64;
-    match &result {
-        Ok((sent, received)) => tracing::debug!(
-            src.identity = %pod.identity(), src.addr = %peer, %original, %dst, dst.identity = %dst_identity, protocol,
-            bytes_sent = sent, bytes_received = received, duration_ms, "outbound connection complete"
-        ),
-        Err(err) => tracing::warn!(
-            src.identity = %pod.identity(), src.addr = %peer, %original, %dst, dst.identity = %dst_identity, protocol,
-            duration_ms, error = %err, "outbound connection failed"
-        ),
-    }
-    if let Some(span) = span {
-        let (sent, received) = result.as_ref().map_or((0, 0), |moved| *moved);
-        let error = result.as_ref().err().map(ToString::to_string);
-        let cluster = match &via_service {
-            Some(s) => format!("outbound|{}||{}", original.port(), s.hostname),
-            None => format!("outbound|{}||{}", original.port(), original.ip()),
-        };
-        span.finish_tcp(TcpEnd {
-            operation: match &via_service {
-                Some(s) => format!("{}:{}", s.hostname, original.port()),
-                None => original.to_string(),
-            },
-            protocol,
-            bytes_sent: sent,
-            bytes_received: received,
-            upstream_cluster: &cluster,
-            peer: Some(dst),
-            error: error.as_deref(),
-        });
-    }
-    access_log(
-        &pod,
-        &ctx,
-        &result,
-        started,
-        peer,
-        original,
-        dst,
-        via_service.as_deref(),
-        protocol,
-    );
-}
-
-/// The connection's access-log lines: the client side's, and for a
-/// same-node connection (no inbound proxy) the server side's too.
-#[allow(clippy::too_many_arguments)]
-fn access_log(
-    pod: &PodContext,
-    ctx: &ProxyContext,
-    result: &Result<(u64, u64), OutboundError>,
-    started: std::time::Instant,
-    peer: SocketAddr,
-    original: SocketAddr,
-    dst: SocketAddr,
-    service: Option<&crate::state::Service>,
-    protocol: &str,
-) {
-    use crate::{
-        access_log::{self, Cluster, Side, Tcp},
-        l7::reply::{Flag, Flags},
-    };
-    let cluster = match service {
-        Some(s) => Cluster::Outbound(original.port(), &s.hostname),
-        None => Cluster::Passthrough,
-    };
-    let ((sent, received), flags, failure) = match result {
-        Ok(moved) => (*moved, Flags::default(), None),
-        Err(err) => {
-            let flag = match err {
+    let result = result
+        .map(|(sent, received)| Moved {
+            from_client: sent,
+            to_client: received,
+        })
+        .map_err(|err| Failure {
+            flag: match err {
                 OutboundError::Denied | OutboundError::Revoked(_) => Flag::RbacDenied,
                 OutboundError::Io(_) => Flag::UpstreamTerminated,
                 _ => Flag::UpstreamConnectFailure,
-            };
-            ((0, 0), flag.into(), Some(err as &dyn std::fmt::Display))
-        }
-    };
-    let mtls = protocol != "TCP";
-    let peer = access_log::app_address(peer, &pod.workload);
-    access_log::tcp(&Tcp {
+            },
+            error: err.to_string(),
+        });
+    let same_node_server = (protocol == "same-node")
+        .then(|| ctx.local_pods.get(dst.ip()))
+        .flatten();
+    let span = span.map(|span| {
+        let operation = match &via_service {
+            Some(s) => format!("{}:{}", s.hostname, original.port()),
+            None => original.to_string(),
+        };
+        (span, operation)
+    });
+    ConnectionRecord {
         side: Side::Client,
         workload: &pod.workload,
         started,
-        bytes_received: sent,
-        bytes_sent: received,
-        upstream_host: Some(dst),
-        cluster,
-        downstream_local: Some(original),
-        downstream_remote: Some(peer),
-        peer_identity: None,
-        mtls,
-        flags,
-        failure,
-    });
-    if protocol == "same-node"
-        && let Some(local) = ctx.local_pods.get(dst.ip())
-    {
-        access_log::tcp(&Tcp {
-            side: Side::Server,
-            workload: &local.workload,
-            started,
-            bytes_received: sent,
-            bytes_sent: received,
-            upstream_host: Some(dst),
-            cluster: Cluster::Inbound(dst.port()),
-            downstream_local: Some(dst),
-            downstream_remote: Some(peer),
-            peer_identity: Some(pod.identity()),
-            mtls,
-            flags,
-            failure,
-        });
+        client: crate::access_log::app_address(peer, &pod.workload),
+        local: original,
+        upstream: dst,
+        client_identity: None,
+        server_identity: dst_identity.as_ref(),
+        protocol,
+        cluster: match via_service.as_deref() {
+            Some(s) => Cluster::Outbound(original.port(), &s.hostname),
+            None => Cluster::Passthrough,
+        },
+        metrics: record,
+        span,
+        same_node_server: same_node_server.as_deref().map(|p| p.workload.as_ref()),
     }
+    .finish(result);
 }
 
 /// Istio's labels for a TCP connection `pod` made (`reporter="source"`);
@@ -470,7 +377,8 @@ pub(crate) async fn connect_same_node(
             sni: None,
             cluster: Default::default(),
         };
-        tokio::spawn(crate::l7::inbound::serve(server, inbound, ctx.shared()));
+        ctx.tasks
+            .spawn(crate::l7::inbound::serve(server, inbound, ctx.shared()));
         return Ok(SameNode::Http(client));
     }
     let conn = crate::policy::Connection {

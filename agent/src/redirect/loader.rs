@@ -111,7 +111,8 @@ pub struct Redirector {
     /// The maps' entries and capacity, as last counted.
     pub(super) occupancy: super::occupancy::Cache,
     _counter: super::occupancy::Counter,
-    _logger: Option<tokio::task::JoinHandle<()>>,
+    /// The eBPF log reader; it ends with the `Redirector`.
+    _logger: Option<tokio_util::task::AbortOnDropHandle<()>>,
 }
 
 impl std::fmt::Debug for Redirector {
@@ -217,7 +218,7 @@ impl Redirector {
             cgroup,
             occupancy,
             _counter: counter,
-            _logger: logger,
+            _logger: logger.map(tokio_util::task::AbortOnDropHandle::new),
         };
         tracing::info!(cgroup = %redirector.cgroup.display(), bpffs = %config.bpffs_dir.display(), "eBPF redirection attached");
         Ok(redirector)
