@@ -100,6 +100,11 @@ impl AdminState {
                 .map(|m| (m.map.to_string(), m.entries, m.capacity))
                 .collect(),
             spans: self.spans.get().map_or([0; 3], |s| s.snapshot()),
+            programs: self
+                .redirector
+                .get()
+                .map(|r| r.program_stats())
+                .unwrap_or_default(),
         }
     }
 }

@@ -4,8 +4,9 @@
 //! `weft_agent_ebpf_map_capacity{map}`, capacity being the kernel's
 //! `max_entries`, and the per-pod maps count exactly the enrolled pods as
 //! pods come and go (the counts are refreshed every 10 s in the background,
-//! so the test polls). Needs root and the binaries (`cargo xtask test`
-//! builds them); fails, never skips, without them.
+//! so the test polls). The kernel's run statistics of each eBPF program
+//! grow with the connections that run it. Needs root and the binaries
+//! (`cargo xtask test` builds them); fails, never skips, without them.
 
 use std::{collections::BTreeMap, time::Duration};
 
@@ -31,14 +32,26 @@ const PER_POD: [&str; 3] = ["WEFT_ENROLLED", "WEFT_IN_PODS", "WEFT_INBOUND"];
 
 /// `map` label → value of the unlabelled-otherwise samples of `name`.
 fn by_map(text: &str, name: &str) -> Result<BTreeMap<String, u64>> {
+    by_label(text, name, "map")
+}
+
+/// `label` → value of the samples of `name` with that one label.
+fn by_label<T: std::str::FromStr>(
+    text: &str,
+    name: &str,
+    label: &str,
+) -> Result<BTreeMap<String, T>>
+where
+    T::Err: std::error::Error + Send + Sync + 'static,
+{
     let mut values = BTreeMap::new();
     for line in text.lines().filter(|l| !l.starts_with('#')) {
-        let Some(rest) = line.strip_prefix(&format!("{name}{{map=\"")) else {
+        let Some(rest) = line.strip_prefix(&format!("{name}{{{label}=\"")) else {
             continue;
         };
         let (map, value) = rest
             .split_once("\"} ")
-            .with_context(|| format!("a `{name}{{map=...}} value` sample: {line}"))?;
+            .with_context(|| format!("a `{name}{{{label}=...}} value` sample: {line}"))?;
         let value = value
             .parse()
             .with_context(|| format!("the value of {line}"))?;
@@ -131,6 +144,86 @@ fn map_gauges_count_the_enrolled_pods_against_the_kernels_capacity() -> Result<(
         };
         cluster.delete_pod(&gone)?;
         scrape_until_per_pod(cluster, 2)?;
+        Ok(())
+    })
+}
+
+/// The programs the agent loads at start (`weft_profile` only while a
+/// profile runs).
+const PROGRAMS: [&str; 4] = [
+    "weft_connect4",
+    "weft_connect6",
+    "weft_sk_lookup",
+    "weft_sockops",
+];
+
+#[test]
+fn program_statistics_grow_with_the_connections_that_run_them() -> Result<()> {
+    const CONNECTIONS: u64 = 10;
+    let cluster = Cluster::builder().nodes(1).build()?;
+    cluster.with_logs(|cluster| {
+        cluster.add_namespace("meshed", &[AMBIENT])?;
+        cluster.add_namespace("plain", &[])?;
+        let server = cluster.add_pod(
+            PodSpec::new("node-1", "meshed", "server")
+                .service_account("server")
+                .port("tcp-echo", 7000),
+        )?;
+        let _echo = server.spawn_app(&["tcp-echo", "--port", "7000"])?;
+        let meshed =
+            cluster.add_pod(PodSpec::new("node-1", "meshed", "client").service_account("client"))?;
+        let outside =
+            cluster.add_pod(PodSpec::new("node-1", "plain", "outside").service_account("outside"))?;
+        let target = server.addr(7000).to_string();
+        let send = |pod: &weft_sim::Pod| -> Result<()> {
+            let out = pod.run_app(&["tcp-send", &target, "hello"], TIMEOUT)?;
+            ensure!(
+                out.success() && out.stdout.contains("hello"),
+                "{} could not reach the echo server: {}",
+                pod.name(),
+                out.stderr
+            );
+            Ok(())
+        };
+        wait_for("the echo server to answer", TIMEOUT, || {
+            Ok(send(&meshed).is_ok().then_some(()))
+        })?;
+        let node = cluster.node("node-1")?;
+        let scrape = || -> Result<(BTreeMap<String, u64>, BTreeMap<String, f64>)> {
+            let text = node.agent_metrics()?;
+            Ok((
+                by_label(&text, "weft_agent_ebpf_program_runs_total", "program")?,
+                by_label(&text, "weft_agent_ebpf_program_run_seconds_total", "program")?,
+            ))
+        };
+        let (runs_before, time_before) = scrape()?;
+        ensure!(
+            runs_before.keys().map(String::as_str).eq(PROGRAMS),
+            "one run counter per program {PROGRAMS:?}: {runs_before:?} (does the kernel keep eBPF statistics? the agent's log says)"
+        );
+        // Outbound from an enrolled pod: its connect() runs
+        // weft_connect4 and its socket events weft_sockops; inbound from
+        // outside the mesh: the lookup of the listening socket runs
+        // weft_sk_lookup, which steers it to the proxy.
+        for _ in 0..CONNECTIONS {
+            send(&meshed)?;
+            send(&outside)?;
+        }
+        let (runs_after, time_after) = scrape()?;
+        println!("runs before {runs_before:?}\nruns after {runs_after:?}\nseconds after {time_after:?}");
+        for program in ["weft_connect4", "weft_sockops", "weft_sk_lookup"] {
+            let grew = runs_after[program] - runs_before[program];
+            ensure!(
+                grew >= CONNECTIONS,
+                "{program} ran {grew} times for {CONNECTIONS} connections"
+            );
+            ensure!(
+                time_after[program] > time_before[program],
+                "{program}'s run time did not grow: {} s then {} s",
+                time_before[program],
+                time_after[program]
+            );
+        }
         Ok(())
     })
 }

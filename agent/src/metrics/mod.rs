@@ -176,6 +176,8 @@ pub struct Health {
     pub maps: Vec<(String, u64, u64)>,
     /// Spans [exported, dropped (queue full), failed (export failed)].
     pub spans: [u64; 3],
+    /// Per eBPF program: the kernel's run count and total run time.
+    pub programs: Vec<crate::redirect::ProgramStats>,
 }
 
 /// The health families, encoded at scrape time from a [`Health`] snapshot
@@ -314,6 +316,30 @@ impl Collector for HealthCollector {
                 ("failed", failed),
             ],
         )?;
+        let runs: Vec<(&str, u64)> = self
+            .health
+            .programs
+            .iter()
+            .map(|p| (p.program.as_str(), p.runs))
+            .collect();
+        labelled(
+            "weft_agent_ebpf_program_runs",
+            "Times each eBPF program of the agent ran, as the kernel counts them",
+            "program",
+            MetricType::Counter,
+            &runs,
+        )?;
+        let mut family = encoder.encode_descriptor(
+            "weft_agent_ebpf_program_run_seconds",
+            "Time each eBPF program of the agent ran, in all, as the kernel counts it",
+            None,
+            MetricType::Counter,
+        )?;
+        for program in &self.health.programs {
+            let labels = [("program", program.program.as_str())];
+            ConstCounter::new(program.run_time.as_secs_f64())
+                .encode(family.encode_family(&labels)?)?;
+        }
         ConstCounter::new(self.bad_requests).encode(encoder.encode_descriptor(
             "weft_agent_http_bad_requests",
             "Malformed HTTP requests from apps, answered by the proxy",
@@ -439,6 +465,30 @@ impl Metrics {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn ebpf_program_statistics_are_two_counters_per_program() {
+        let health = Health {
+            programs: vec![crate::redirect::ProgramStats {
+                program: "weft_connect4".into(),
+                runs: 12,
+                run_time: std::time::Duration::from_micros(1_500),
+            }],
+            ..Health::default()
+        };
+        let text = Metrics::default().encode(health, false);
+        for line in [
+            "# TYPE weft_agent_ebpf_program_runs_total counter",
+            "weft_agent_ebpf_program_runs_total{program=\"weft_connect4\"} 12",
+            "# TYPE weft_agent_ebpf_program_run_seconds_total counter",
+            "weft_agent_ebpf_program_run_seconds_total{program=\"weft_connect4\"} 0.0015",
+        ] {
+            assert!(
+                text.lines().any(|l| l == line),
+                "missing {line:?} in:\n{text}"
+            );
+        }
+    }
 
     #[test]
     fn ebpf_map_occupancy_is_one_gauge_pair_per_map() {

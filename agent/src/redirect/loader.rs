@@ -111,6 +111,8 @@ pub struct Redirector {
     /// The maps' entries and capacity, as last counted.
     pub(super) occupancy: super::occupancy::Cache,
     _counter: super::occupancy::Counter,
+    /// Holds the kernel's run statistics on (see `stats`).
+    pub(super) stats: Option<std::os::fd::OwnedFd>,
     /// The eBPF log reader; it ends with the `Redirector`.
     _logger: Option<tokio_util::task::AbortOnDropHandle<()>>,
 }
@@ -218,6 +220,7 @@ impl Redirector {
             cgroup,
             occupancy,
             _counter: counter,
+            stats: super::stats::enable(),
             _logger: logger.map(tokio_util::task::AbortOnDropHandle::new),
         };
         tracing::info!(cgroup = %redirector.cgroup.display(), bpffs = %config.bpffs_dir.display(), "eBPF redirection attached");

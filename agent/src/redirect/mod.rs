@@ -32,7 +32,9 @@ pub mod loader;
 mod logger;
 mod occupancy;
 mod outbound;
+mod stats;
 
 pub use inbound::ipv4_key;
 pub use loader::{RedirectError, Redirector};
 pub use occupancy::{COUNT_INTERVAL, MapOccupancy};
+pub use stats::ProgramStats;
