@@ -114,17 +114,21 @@ pub async fn serve(
         stream: Some(stream),
         slot: returned.clone(),
     };
-    let conn = builder.serve_connection_with_upgrades(
-        TokioIo::new(super::framing::FramingGuard::new(io, MAX_REQUEST_HEADERS)),
-        handler,
-    );
-    tokio::pin!(conn);
-    let served = tokio::select! {
-        served = conn.as_mut() => served,
-        () = idle::closing(&activity, &ctx) => {
-            conn.as_mut().graceful_shutdown();
-            conn.await
+    let served = {
+        let conn = builder.serve_connection_with_upgrades(
+            TokioIo::new(super::framing::FramingGuard::new(io, MAX_REQUEST_HEADERS)),
+            handler,
+        );
+        tokio::pin!(conn);
+        tokio::select! {
+            served = conn.as_mut() => served,
+            () = idle::closing(&activity, &ctx) => {
+                conn.as_mut().graceful_shutdown();
+                conn.await
+            }
         }
+        // The codec (and with it the IO) drops here, which hands the
+        // socket back.
     };
     let socket = returned.lock().expect("returned socket").take();
     if let Err(err) = served {
