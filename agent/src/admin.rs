@@ -1,7 +1,8 @@
 //! HTTP endpoints for operators: readiness (`0.0.0.0:15021`), metrics
 //! (`0.0.0.0:15020/stats/prometheus`) and the admin API
 //! (`127.0.0.1:15000`: `/config`, `/config_dump`, `/stats`, `/logging` to
-//! read or change the log level, `/logs` for the recent log lines,
+//! read or change the log level, `/logs` for the recent log lines, `/tcp`
+//! for per-workload TCP health,
 //! `POST /profile` for a CPU profile).
 
 use std::{
@@ -75,6 +76,8 @@ pub struct AdminState {
     pub logging: crate::log_sink::Logging,
     /// On-demand CPU profiles (`POST /profile`).
     pub profiler: crate::profile::Profiler,
+    /// Per-workload TCP health, once the programs are loaded.
+    pub tcp_health: tokio::sync::OnceCell<Arc<crate::tcp_health::TcpHealth>>,
 }
 
 impl AdminState {
@@ -100,12 +103,74 @@ impl AdminState {
                 .map(|m| (m.map.to_string(), m.entries, m.capacity))
                 .collect(),
             spans: self.spans.get().map_or([0; 3], |s| s.snapshot()),
-            programs: self
-                .redirector
-                .get()
-                .map(|r| r.program_stats())
-                .unwrap_or_default(),
+            programs: self.program_stats(),
+            tcp: None,
         }
+    }
+
+    /// Every loaded program's run statistics, by name.
+    fn program_stats(&self) -> Vec<crate::redirect::ProgramStats> {
+        let Some(redirector) = self.redirector.get() else {
+            return Vec::new();
+        };
+        let mut stats = redirector.program_stats();
+        // Counted only while the redirector holds the kernel's statistics on.
+        if !stats.is_empty()
+            && let Some(tcp) = self.tcp_health.get()
+        {
+            stats.extend(tcp.program_stats());
+            stats.sort_by(|a, b| a.program.cmp(&b.program));
+        }
+        stats
+    }
+
+    /// Reads the kernel's TCP health counters (off the async workers:
+    /// it is a few `bpf()` calls per entry); `None` when it is off.
+    async fn tcp_health(
+        self: &Arc<Self>,
+    ) -> Option<Vec<(crate::tcp_health::Pair, crate::tcp_health::Totals)>> {
+        let tcp = self.tcp_health.get()?.clone();
+        if !tcp.active() {
+            return None;
+        }
+        let names = Names {
+            store: self.store.clone(),
+            enroller: self.enroller.get().cloned(),
+        };
+        tokio::task::spawn_blocking(move || tcp.refresh(&names))
+            .await
+            .ok()
+    }
+}
+
+/// Names the ends of the kernel's TCP health entries.
+struct Names {
+    store: Arc<WorkloadStore>,
+    enroller: Option<Arc<Enroller>>,
+}
+
+fn workload_name(workload: &crate::state::Workload) -> crate::tcp_health::WorkloadName {
+    let or_unknown = |s: &str| {
+        if s.is_empty() {
+            "unknown".to_string()
+        } else {
+            s.to_string()
+        }
+    };
+    crate::tcp_health::WorkloadName {
+        workload: or_unknown(&workload.names.workload),
+        namespace: or_unknown(&workload.namespace),
+    }
+}
+
+impl crate::tcp_health::Resolve for Names {
+    fn local(&self, netns_cookie: u64) -> Option<crate::tcp_health::WorkloadName> {
+        let workload = self.enroller.as_ref()?.workload_of_netns(netns_cookie)?;
+        Some(workload_name(&workload))
+    }
+
+    fn remote(&self, ip: std::net::IpAddr) -> Option<crate::tcp_health::WorkloadName> {
+        self.store.workload_by_ip(ip).map(|w| workload_name(&w))
     }
 }
 
@@ -150,7 +215,9 @@ async fn route(
                 .get(http::header::ACCEPT)
                 .and_then(|v| v.to_str().ok());
             let openmetrics = weft_proto::exposition::wants_openmetrics(accept);
-            let text = state.metrics.encode(state.health(), openmetrics);
+            let mut health = state.health();
+            health.tcp = state.tcp_health().await;
+            let text = state.metrics.encode(health, openmetrics);
             let content_type = if openmetrics {
                 weft_proto::exposition::OPENMETRICS
             } else {
@@ -171,6 +238,14 @@ async fn route(
             }
         }
         (true, "/stats") => json(&state.metrics.to_json()),
+        (true, "/tcp") => match state.tcp_health().await {
+            Some(totals) => json(&crate::tcp_health::to_json(&totals)),
+            None => reply(
+                StatusCode::NOT_FOUND,
+                "text/plain",
+                "per-workload TCP health is off on this agent (--tcp-health=false, or its program could not be attached: see the agent's log)\n",
+            ),
+        },
         (true, "/config") => json(&serde_json::to_value(&state.config).expect("config serialises")),
         (true, "/config_dump") => {
             let pods = match state.enroller.get() {

@@ -106,6 +106,7 @@ impl App {
             spans: tokio::sync::OnceCell::new(),
             logging,
             profiler: crate::profile::Profiler::new(&config, store.clone()),
+            tcp_health: tokio::sync::OnceCell::new(),
         });
         // An agent already running on this node (an upgrade) hands its
         // listeners over once this one has its workload data; until then
@@ -133,6 +134,14 @@ impl App {
             cgroup: config.cgroup.clone(),
         })?);
         let _ = admin_state.redirector.set(redirector.clone());
+        if config.tcp_health {
+            let tcp_health = crate::tcp_health::TcpHealth::start(
+                &config.bpffs_dir,
+                config.agent_cgroup.as_deref(),
+                redirector.cgroup(),
+            );
+            let _ = admin_state.tcp_health.set(Arc::new(tcp_health));
+        }
         // Kubelet probes come from the node's own addresses; as in Istio,
         // they reach apps directly.
         let host_ips = sys::local_ipv4_addresses().map_err(io("listing the node's addresses"))?;

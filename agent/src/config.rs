@@ -95,6 +95,19 @@ pub struct Config {
     #[arg(long, env = "WEFT_CGROUP")]
     pub cgroup: Option<PathBuf>,
 
+    /// Per-workload TCP health (`weft_tcp_*`, `weftctl top`): a sockops
+    /// program on the agent's own cgroup. Off only to measure what it
+    /// costs.
+    #[arg(long, env = "WEFT_TCP_HEALTH", default_value_t = true, action = clap::ArgAction::Set)]
+    pub tcp_health: bool,
+
+    /// The agent's own cgroup v2 directory, where the TCP health program
+    /// attaches; it must not hold the pods' cgroups. Default: found from
+    /// `/proc/self/cgroup` (and, in a cgroup namespace, by looking for this
+    /// process under the cgroup2 mount).
+    #[arg(long, env = "WEFT_AGENT_CGROUP")]
+    pub agent_cgroup: Option<PathBuf>,
+
     /// Admin API (config dump, effective config). Keep it on localhost.
     #[arg(long, env = "WEFT_ADMIN_ADDR", default_value = "127.0.0.1:15000")]
     pub admin_addr: SocketAddr,

@@ -43,6 +43,7 @@ pub mod proxy;
 pub mod redirect;
 pub mod state;
 pub mod sys;
+pub mod tcp_health;
 pub mod trace;
 pub mod xds;
 

@@ -27,6 +27,7 @@ pub mod proxy_config;
 pub mod proxy_status;
 pub mod stats;
 pub mod table;
+pub mod top;
 
 /// `then` to `now` as `3d4h`, `5m12s`, `40s` (two units at most).
 pub fn age(now_unix: u64, then_unix: u64) -> String {

@@ -11,7 +11,7 @@ use anyhow::Context;
 use clap::{Args, Parser, Subcommand, ValueEnum};
 use weftctl::{
     analyze, bug_report, diagnose, http::Endpoint, install, manifest, profile, proxy_config,
-    proxy_status, stats,
+    proxy_status, stats, top,
 };
 
 #[derive(Parser)]
@@ -183,6 +183,27 @@ enum Command {
         /// plane.
         #[arg(long, default_value_t = 15000)]
         agent_port: u16,
+    },
+    /// Per-workload TCP health, live, like `top`: for the connections of
+    /// enrolled pods, as each node's kernel sees them, new connections,
+    /// retransmitted segments, RTOs and zero windows per second and the
+    /// mean smoothed RTT and setup time, refreshed every --interval.
+    Top {
+        /// Only pairs with a workload in this namespace (as source or
+        /// destination).
+        namespace: Option<String>,
+        /// An agent's admin address (repeat for each node).
+        #[arg(long = "agent", default_value = "127.0.0.1:15000")]
+        agents: Vec<String>,
+        /// What the rows are sorted by (largest first).
+        #[arg(long, value_enum, default_value = "retransmits")]
+        sort: top::SortBy,
+        /// Time between two frames.
+        #[arg(long, default_value = "1s", value_parser = parse_duration)]
+        interval: Duration,
+        /// Stop after this many frames (default: until interrupted).
+        #[arg(long, short = 'n')]
+        count: Option<u64>,
     },
     /// The Kubernetes manifests of weft (control plane and agent).
     Manifest {
@@ -446,6 +467,48 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             }
             Ok(ExitCode::SUCCESS)
         }
+        Command::Top {
+            namespace,
+            agents,
+            sort,
+            interval,
+            count,
+        } => {
+            let endpoints: Vec<Endpoint> = agents
+                .into_iter()
+                .map(|a| endpoint(a, AGENT_WHAT, AGENT_HINT))
+                .collect();
+            let read = || -> anyhow::Result<top::Snapshot> {
+                let mut snapshot = top::Snapshot::default();
+                for endpoint in &endpoints {
+                    snapshot.add(&endpoint.addr, &endpoint.get("/tcp")?)?;
+                }
+                Ok(snapshot)
+            };
+            let terminal = std::io::stdout().is_terminal();
+            let mut before = read()?;
+            let mut taken = std::time::Instant::now();
+            let mut frames = 0;
+            while count.is_none_or(|n| frames < n) {
+                std::thread::sleep(interval);
+                let now = read()?;
+                let elapsed = taken.elapsed();
+                taken = std::time::Instant::now();
+                let table = top::frame(&before, &now, elapsed, namespace.as_deref(), sort);
+                let clock = humantime_now();
+                if terminal {
+                    // Home and clear, as top does.
+                    print(&format!(
+                        "\x1b[H\x1b[2J{clock}, every {interval:?}\n\n{table}"
+                    ))?;
+                } else {
+                    print(&format!("{clock}, every {interval:?}\n{table}\n"))?;
+                }
+                before = now;
+                frames += 1;
+            }
+            Ok(ExitCode::SUCCESS)
+        }
         Command::Profile {
             pod,
             agent,
@@ -582,6 +645,20 @@ fn print(text: &str) -> anyhow::Result<()> {
         }
         _ => Ok(()),
     }
+}
+
+/// The time of day (UTC), for `top`'s frames.
+fn humantime_now() -> String {
+    let secs = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs());
+    let day = secs % 86_400;
+    format!(
+        "{:02}:{:02}:{:02} UTC",
+        day / 3_600,
+        day % 3_600 / 60,
+        day % 60
+    )
 }
 
 /// `500ms`, `5s`, `2m`, or a bare number of seconds.

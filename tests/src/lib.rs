@@ -41,6 +41,7 @@ mod config;
 mod control;
 pub mod dashboards;
 pub mod httpapp;
+pub mod impair;
 pub mod jwt;
 mod kube;
 mod netns;

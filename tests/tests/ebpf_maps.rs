@@ -150,11 +150,12 @@ fn map_gauges_count_the_enrolled_pods_against_the_kernels_capacity() -> Result<(
 
 /// The programs the agent loads at start (`weft_profile` only while a
 /// profile runs).
-const PROGRAMS: [&str; 4] = [
+const PROGRAMS: [&str; 5] = [
     "weft_connect4",
     "weft_connect6",
     "weft_sk_lookup",
     "weft_sockops",
+    "weft_tcp_health",
 ];
 
 #[test]
@@ -204,14 +205,20 @@ fn program_statistics_grow_with_the_connections_that_run_them() -> Result<()> {
         // Outbound from an enrolled pod: its connect() runs
         // weft_connect4 and its socket events weft_sockops; inbound from
         // outside the mesh: the lookup of the listening socket runs
-        // weft_sk_lookup, which steers it to the proxy.
+        // weft_sk_lookup, which steers it to the proxy, and the proxy's
+        // socket accepted for the pod runs weft_tcp_health.
         for _ in 0..CONNECTIONS {
             send(&meshed)?;
             send(&outside)?;
         }
         let (runs_after, time_after) = scrape()?;
         println!("runs before {runs_before:?}\nruns after {runs_after:?}\nseconds after {time_after:?}");
-        for program in ["weft_connect4", "weft_sockops", "weft_sk_lookup"] {
+        for program in [
+            "weft_connect4",
+            "weft_sockops",
+            "weft_sk_lookup",
+            "weft_tcp_health",
+        ] {
             let grew = runs_after[program] - runs_before[program];
             ensure!(
                 grew >= CONNECTIONS,

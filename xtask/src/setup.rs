@@ -19,6 +19,10 @@ const PACKAGES: &[(&str, &str)] = &[
     ("iproute2", "/usr/sbin/ip"),
     ("tcpdump", "/usr/bin/tcpdump"),
     ("prometheus", "/usr/bin/prometheus"),
+    // iptables-legacy: netem-style delay and loss in the TCP-health tests
+    // (`weft_sim::impair`, an NFQUEUE rule in a pod's namespace); this
+    // kernel has no sch_netem.
+    ("iptables", "/usr/sbin/iptables-legacy"),
 ];
 
 const BPF_LINKER_VERSION: &str = "0.13.0";

@@ -733,6 +733,14 @@ impl Enroller {
         serde_json::Value::Array(list)
     }
 
+    /// The workload of the enrolled pod with this network namespace.
+    pub fn workload_of_netns(&self, netns_cookie: u64) -> Option<Arc<crate::state::Workload>> {
+        self.proxy
+            .local_pods
+            .by_netns_cookie(netns_cookie)
+            .map(|pod| pod.workload.clone())
+    }
+
     /// The L7 clusters and their endpoints (see `l7::L7::dump_clusters`).
     pub fn dump_clusters(&self) -> serde_json::Value {
         self.proxy.l7.dump_clusters(&self.proxy.store)

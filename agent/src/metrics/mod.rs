@@ -178,6 +178,8 @@ pub struct Health {
     pub spans: [u64; 3],
     /// Per eBPF program: the kernel's run count and total run time.
     pub programs: Vec<crate::redirect::ProgramStats>,
+    /// Per-workload TCP health (`None`: off or not attached).
+    pub tcp: Option<Vec<(crate::tcp_health::Pair, crate::tcp_health::Totals)>>,
 }
 
 /// The health families, encoded at scrape time from a [`Health`] snapshot
@@ -358,9 +360,12 @@ impl Collector for HealthCollector {
 impl Metrics {
     /// Everything, as OpenMetrics text, or in the classic text format
     /// unless `openmetrics`.
-    pub fn encode(&self, health: Health, openmetrics: bool) -> String {
+    pub fn encode(&self, mut health: Health, openmetrics: bool) -> String {
         let mut text = String::new();
         let mut scrape = Registry::default();
+        if let Some(tcp) = health.tcp.take() {
+            scrape.register_collector(Box::new(crate::tcp_health::TcpCollector(tcp)));
+        }
         scrape.register_collector(Box::new(HealthCollector {
             health,
             active: self.active_connections(),

@@ -120,6 +120,14 @@ impl LocalPods {
         self.0.read().expect("local pods lock").get(&ip).cloned()
     }
 
+    /// The pod with this network namespace.
+    pub fn by_netns_cookie(&self, netns_cookie: u64) -> Option<Arc<PodContext>> {
+        let pods = self.0.read().expect("local pods lock");
+        pods.values()
+            .find(|p| p.netns_cookie == netns_cookie)
+            .cloned()
+    }
+
     pub fn insert(&self, pod: Arc<PodContext>) {
         let mut pods = self.0.write().expect("local pods lock");
         for ip in &pod.workload.ips {

@@ -106,6 +106,111 @@ impl PortKey {
     }
 }
 
+/// Per-workload TCP health (`weft_tcp_health`, a `sockops` program
+/// attached to the agent's own cgroup, so it sees the agent's sockets in
+/// enrolled pods' namespaces: HBONE both ways, passthrough, plaintext
+/// accepted for a pod). Not pinned: the running agent's.
+///
+/// Map: [`TcpPeerKey`] → [`TcpHealth`], LRU.
+pub const MAP_TCP_HEALTH: &str = "WEFT_TCP_HEALTH";
+/// Map: socket cookie → [`FollowedSocket`], from `connect()` (outbound)
+/// or established (inbound) to close. LRU.
+pub const MAP_TCP_FOLLOWED: &str = "WEFT_TCP_FOLLOWED";
+/// Histogram buckets of [`TcpHealth`]: bucket `i` (below the last) counts
+/// values of at most `2^(i + TCP_BUCKET_SHIFT)` microseconds; the last
+/// counts the rest.
+pub const TCP_BUCKETS: usize = 20;
+/// The first bucket's bound is `2^TCP_BUCKET_SHIFT` µs (16 µs); the last
+/// bounded one is `2^(TCP_BUCKETS - 2 + TCP_BUCKET_SHIFT)` µs (≈ 4.2 s).
+pub const TCP_BUCKET_SHIFT: u32 = 4;
+/// [`TcpPeerKey::direction`]: the pod's side opened the connection.
+pub const TCP_OUTBOUND: u8 = 0;
+/// [`TcpPeerKey::direction`]: the pod's side accepted it.
+pub const TCP_INBOUND: u8 = 1;
+
+/// Whose connections a [`TcpHealth`] entry counts: one enrolled pod's
+/// (by network namespace) with one remote address, one direction.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct TcpPeerKey {
+    pub netns_cookie: u64,
+    /// Remote address bytes in network order: IPv4 in the first four.
+    pub remote: [u8; 16],
+    /// [`FAMILY_INET`] or [`FAMILY_INET6`].
+    pub family: u16,
+    /// [`TCP_OUTBOUND`] or [`TCP_INBOUND`].
+    pub direction: u8,
+    pub _pad: [u8; 5],
+}
+
+/// What the kernel saw of one [`TcpPeerKey`]'s connections, counted since
+/// the entry was created (all fields only grow; an entry the LRU evicted
+/// comes back from zero).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct TcpHealth {
+    /// Connections established.
+    pub established: u64,
+    /// Connections closed (their bytes are counted then).
+    pub closed: u64,
+    /// Segments retransmitted.
+    pub retransmits: u64,
+    /// Retransmission timeouts (RTO fired).
+    pub rtos: u64,
+    /// Segments received from the peer advertising a zero window.
+    pub zero_windows: u64,
+    /// Bytes sent and acknowledged, of closed connections.
+    pub bytes_sent: u64,
+    /// Bytes received, of closed connections.
+    pub bytes_received: u64,
+    /// Smoothed RTT after each RTT sample: count, sum (µs), buckets.
+    pub rtt_count: u64,
+    pub rtt_sum_us: u64,
+    pub rtt_buckets: [u64; TCP_BUCKETS],
+    /// `connect()` to established (outbound only): count, sum (µs),
+    /// buckets.
+    pub setup_count: u64,
+    pub setup_sum_us: u64,
+    pub setup_buckets: [u64; TCP_BUCKETS],
+}
+
+impl TcpHealth {
+    pub const ZERO: TcpHealth = TcpHealth {
+        established: 0,
+        closed: 0,
+        retransmits: 0,
+        rtos: 0,
+        zero_windows: 0,
+        bytes_sent: 0,
+        bytes_received: 0,
+        rtt_count: 0,
+        rtt_sum_us: 0,
+        rtt_buckets: [0; TCP_BUCKETS],
+        setup_count: 0,
+        setup_sum_us: 0,
+        setup_buckets: [0; TCP_BUCKETS],
+    };
+}
+
+/// A socket `weft_tcp_health` follows: where it counts, and when its
+/// `connect()` started (`bpf_ktime_get_ns()`; 0 for an accepted socket).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct FollowedSocket {
+    pub key: TcpPeerKey,
+    pub connect_ns: u64,
+}
+
+/// The [`TcpHealth`] bucket of a value in microseconds.
+#[inline(always)]
+pub fn tcp_bucket(micros: u64) -> usize {
+    let mut bucket = 0;
+    while bucket < TCP_BUCKETS - 1 && micros > (1u64 << (bucket as u32 + TCP_BUCKET_SHIFT)) {
+        bucket += 1;
+    }
+    bucket
+}
+
 /// On-demand CPU profiling (`weft-profile`, a `perf_event` program on the
 /// software `cpu-clock` event). Not pinned: one copy per profile, gone when
 /// the profile ends.
@@ -156,4 +261,7 @@ mod user {
     unsafe impl aya::Pod for super::PortKey {}
     unsafe impl aya::Pod for super::DeliveryKey {}
     unsafe impl aya::Pod for super::SampleKey {}
+    unsafe impl aya::Pod for super::TcpPeerKey {}
+    unsafe impl aya::Pod for super::TcpHealth {}
+    unsafe impl aya::Pod for super::FollowedSocket {}
 }
