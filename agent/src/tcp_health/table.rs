@@ -184,10 +184,13 @@ impl Table {
     /// Adds what grew since the last read. A local pod that is gone
     /// (unenrolled since) is named `unknown`.
     pub fn update(&mut self, read: Vec<(TcpPeerKey, TcpHealth)>, resolve: &impl Resolve) {
-        let mut seen = HashMap::with_capacity(read.len());
-        for (key, now) in read {
+        // A walk of a map the kernel changes meanwhile can see a key twice
+        // (the walk restarts when its current key is deleted): keep the
+        // last value of each, so that nothing is added twice.
+        let seen: HashMap<TcpPeerKey, TcpHealth> = read.into_iter().collect();
+        for (key, now) in &seen {
+            let (key, now) = (*key, *now);
             let grown = growth(self.last.get(&key), &now);
-            seen.insert(key, now);
             if grown == TcpHealth::ZERO {
                 continue;
             }
@@ -312,6 +315,19 @@ mod tests {
             .unwrap();
         assert_eq!(pair.source, WorkloadName::unknown());
         assert_eq!(pair.destination, name("client"));
+    }
+
+    #[test]
+    fn a_key_seen_twice_in_one_walk_is_counted_once() {
+        let mut table = Table::default();
+        let out = key(7, [10, 0, 2, 5], TCP_OUTBOUND);
+        table.update(
+            vec![(out, health(4, &[100])), (out, health(4, &[100]))],
+            &Names,
+        );
+        let (_, totals) = table.totals().next().unwrap();
+        assert_eq!(totals.retransmits, 4);
+        assert_eq!(totals.established, 1);
     }
 
     #[test]
