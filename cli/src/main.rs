@@ -495,7 +495,7 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 let elapsed = taken.elapsed();
                 taken = std::time::Instant::now();
                 let table = top::frame(&before, &now, elapsed, namespace.as_deref(), sort);
-                let clock = humantime_now();
+                let clock = utc_time_of_day();
                 if terminal {
                     // Home and clear, as top does.
                     print(&format!(
@@ -648,7 +648,7 @@ fn print(text: &str) -> anyhow::Result<()> {
 }
 
 /// The time of day (UTC), for `top`'s frames.
-fn humantime_now() -> String {
+fn utc_time_of_day() -> String {
     let secs = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map_or(0, |d| d.as_secs());
