@@ -222,7 +222,7 @@ pub fn run() -> anyhow::Result<()> {
         run_cmd(Command::new("mount").args(["-t", "bpf", "bpf", "/sys/fs/bpf"]))?;
     }
     println!(
-        "xtask setup: done (nightly rust-src, bpf-linker {BPF_LINKER_VERSION}, LLVM 22, iproute2, tcpdump, prometheus, Python packages, bpffs)"
+        "xtask setup: done (nightly rust-src, bpf-linker {BPF_LINKER_VERSION}, LLVM 22, iproute2, tcpdump, prometheus, iptables, Python packages, bpffs)"
     );
     Ok(())
 }
