@@ -32,7 +32,7 @@ pub mod loader;
 mod logger;
 mod occupancy;
 mod outbound;
-mod stats;
+pub mod stats;
 
 pub use inbound::ipv4_key;
 pub use loader::{RedirectError, Redirector};

@@ -40,21 +40,26 @@ impl super::Redirector {
             return Vec::new();
         }
         let ebpf = self.ebpf.lock().expect("eBPF programs lock");
-        let mut stats: Vec<ProgramStats> = ebpf
-            .programs()
-            .filter_map(|(name, program)| {
-                let info = program
-                    .info()
-                    .inspect_err(|err| tracing::debug!(program = name, error = %err, "cannot read the program's statistics"))
-                    .ok()?;
-                Some(ProgramStats {
-                    program: name.to_string(),
-                    runs: info.run_count(),
-                    run_time: info.run_time(),
-                })
-            })
-            .collect();
+        let mut stats = of(&ebpf);
         stats.sort_by(|a, b| a.program.cmp(&b.program));
         stats
     }
+}
+
+/// The run statistics of every program loaded in `ebpf` (the kernel counts
+/// only while statistics are on).
+pub fn of(ebpf: &aya::Ebpf) -> Vec<ProgramStats> {
+    ebpf.programs()
+        .filter_map(|(name, program)| {
+            let info = program
+                .info()
+                .inspect_err(|err| tracing::debug!(program = name, error = %err, "cannot read the program's statistics"))
+                .ok()?;
+            Some(ProgramStats {
+                program: name.to_string(),
+                runs: info.run_count(),
+                run_time: info.run_time(),
+            })
+        })
+        .collect()
 }

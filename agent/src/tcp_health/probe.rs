@@ -119,17 +119,7 @@ impl Probe {
 
     /// The program's run count and run time (see `redirect::stats`).
     pub fn program_stats(&self) -> Vec<crate::redirect::ProgramStats> {
-        self.ebpf
-            .programs()
-            .filter_map(|(name, program)| {
-                let info = program.info().ok()?;
-                Some(crate::redirect::ProgramStats {
-                    program: name.to_string(),
-                    runs: info.run_count(),
-                    run_time: info.run_time(),
-                })
-            })
-            .collect()
+        crate::redirect::stats::of(&self.ebpf)
     }
 
     /// Every entry of the counters map (two `bpf()` calls per entry;
