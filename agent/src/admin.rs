@@ -105,7 +105,34 @@ impl AdminState {
             spans: self.spans.get().map_or([0; 3], |s| s.snapshot()),
             programs: self.program_stats(),
             tcp: None,
+            waits: self.pods_waits(),
         }
+    }
+
+    /// The enrolled pods with their labels, for their wait histograms;
+    /// none when those are off.
+    fn pods_waits(
+        &self,
+    ) -> Vec<(
+        crate::metrics::waits::PodLabels,
+        Arc<crate::proxy::PodContext>,
+    )> {
+        let Some(enroller) = self.enroller.get().filter(|_| self.metrics.waits_on()) else {
+            return Vec::new();
+        };
+        enroller
+            .local_pods()
+            .into_iter()
+            .map(|pod| {
+                let w = &pod.workload;
+                let labels = crate::metrics::waits::PodLabels {
+                    pod: w.name.clone(),
+                    namespace: w.namespace.clone(),
+                    workload: workload_name(w).workload,
+                };
+                (labels, pod)
+            })
+            .collect()
     }
 
     /// Every loaded program's run statistics, by name.

@@ -91,7 +91,7 @@ impl App {
         let tasks = Tasks::default();
 
         let readiness = Arc::new(Readiness::default());
-        let metrics = Arc::new(Metrics::new(config.traffic_metrics));
+        let metrics = Arc::new(Metrics::new(config.traffic_metrics, config.mesh_waits));
         let store = Arc::new(WorkloadStore::default());
         let admin_state = Arc::new(AdminState {
             config: config.clone(),
@@ -132,6 +132,7 @@ impl App {
         let redirector = Arc::new(Redirector::load(&RedirectConfig {
             bpffs_dir: config.bpffs_dir.clone(),
             cgroup: config.cgroup.clone(),
+            capture_times: config.mesh_waits,
         })?);
         let _ = admin_state.redirector.set(redirector.clone());
         if config.tcp_health {

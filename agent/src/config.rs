@@ -101,6 +101,13 @@ pub struct Config {
     #[arg(long, env = "WEFT_TCP_HEALTH", default_value_t = true, action = clap::ArgAction::Set)]
     pub tcp_health: bool,
 
+    /// How long each pod's connections wait in the mesh
+    /// (`weft_mesh_wait_seconds`: capture → accept, → upstream connected,
+    /// → first byte back), with a capture timestamp from eBPF. Off only to
+    /// measure what it costs.
+    #[arg(long, env = "WEFT_MESH_WAITS", default_value_t = true, action = clap::ArgAction::Set)]
+    pub mesh_waits: bool,
+
     /// The agent's own cgroup v2 directory, where the TCP health program
     /// attaches; it must not hold the pods' cgroups. Default: found from
     /// `/proc/self/cgroup` (and, in a cgroup namespace, by looking for this

@@ -101,6 +101,7 @@ async fn enrolled_connect_is_captured_with_its_original_destination() {
     let redirector = Redirector::load(&RedirectConfig {
         bpffs_dir: sandbox.bpffs.clone(),
         cgroup: Some(sandbox.cgroup.clone()),
+        capture_times: true,
     })
     .expect("load eBPF redirection");
     let netns = Netns::open(sandbox.netns_path()).unwrap();
@@ -121,16 +122,24 @@ async fn enrolled_connect_is_captured_with_its_original_destination() {
     redirector.enrol(cookie).unwrap();
     let child = sandbox.spawn("exec 3<>/dev/tcp/192.0.2.10/8080; echo -n ping >&3; head -c 4 <&3");
     let (mut stream, peer) = outbound.accept().unwrap();
-    let original = redirector.take_original_dst(cookie, peer.port());
+    let accepted_ns = weft_agent::sys::monotonic_ns();
+    let capture = redirector
+        .take_capture(cookie, peer.port())
+        .expect("the connection's capture recorded");
     assert_eq!(
-        original,
-        Some("192.0.2.10:8080".parse().unwrap()),
+        capture.original_dst,
+        "192.0.2.10:8080".parse().unwrap(),
         "original destination recorded"
     );
-    assert_eq!(
-        redirector.take_original_dst(cookie, peer.port()),
-        None,
-        "the record is consumed"
+    // Stamped when the SYN left, on the agent's monotonic clock.
+    let syn_sent_ns = capture.syn_sent_ns.expect("the SYN's time recorded");
+    assert!(
+        syn_sent_ns <= accepted_ns && accepted_ns - syn_sent_ns < 10_000_000_000,
+        "SYN sent at {syn_sent_ns} ns, accepted at {accepted_ns} ns"
+    );
+    assert!(
+        redirector.take_capture(cookie, peer.port()).is_none(),
+        "the records are consumed"
     );
     let mut ping = [0u8; 4];
     stream.read_exact(&mut ping).unwrap();

@@ -369,6 +369,7 @@ impl Enroller {
             workload: workload.clone(),
             netns,
             netns_cookie,
+            waits: Default::default(),
         });
         let cancel = CancellationToken::new();
         let serve = |which: Listener, listener| {
@@ -739,6 +740,11 @@ impl Enroller {
             .local_pods
             .by_netns_cookie(netns_cookie)
             .map(|pod| pod.workload.clone())
+    }
+
+    /// The pods enrolled here, as the proxy holds them.
+    pub fn local_pods(&self) -> Vec<Arc<PodContext>> {
+        self.proxy.local_pods.all()
     }
 
     /// The L7 clusters and their endpoints (see `l7::L7::dump_clusters`).

@@ -46,6 +46,7 @@ use super::{
     cluster::{Cluster, Endpoint, LimitGuard, PoolLimits, TlsOrigination},
     tls::{TlsError, TlsOriginator},
 };
+use crate::metrics::waits::Wait;
 use crate::proxy::{
     PodContext, ProxyContext,
     delivery::Delivered,
@@ -149,6 +150,22 @@ struct Slot {
     changed: Arc<Notify>,
 }
 
+/// A request's waits, recorded into its client pod's histograms as it
+/// passes each stage.
+struct RequestWaits<'a> {
+    pod: &'a PodContext,
+    /// When the last stage ended (monotonic ns); `0`: not recorded.
+    since_ns: u64,
+}
+
+impl RequestWaits<'_> {
+    fn passed(&mut self, stage: Wait) {
+        if self.since_ns != 0 {
+            self.since_ns = self.pod.waits.record_since(stage, self.since_ns);
+        }
+    }
+}
+
 /// The node's upstream HTTP connections.
 #[derive(Default)]
 pub struct Upstreams {
@@ -163,7 +180,9 @@ const PENDING_RECHECK: Duration = Duration::from_millis(50);
 
 impl Upstreams {
     /// Sends `request` to the target, on an idle or shared connection, or
-    /// on a new one within the cluster's limits.
+    /// on a new one within the cluster's limits. Records the client pod's
+    /// waits: for a connection, then for the response's head
+    /// ([`crate::metrics::waits`]).
     pub async fn send(
         self: &Arc<Self>,
         ctx: &ProxyContext,
@@ -171,6 +190,13 @@ impl Upstreams {
         cluster: &Cluster,
         request: Request<Body>,
     ) -> Result<Response<Body>, UpstreamError> {
+        let mut waited = RequestWaits {
+            pod: target.pod,
+            since_ns: match ctx.metrics.waits_on() {
+                true => crate::sys::monotonic_ns(),
+                false => 0,
+            },
+        };
         let key = Key {
             cluster: target.cluster_id,
             src: target.pod.netns_cookie,
@@ -179,8 +205,14 @@ impl Upstreams {
             tls: target.tls.map(|tls| format!("{tls:?}")),
         };
         match target.protocol {
-            Protocol::Http1 => self.send_h1(ctx, target, cluster, key, request).await,
-            Protocol::Http2 => self.send_h2(ctx, target, cluster, key, request).await,
+            Protocol::Http1 => {
+                self.send_h1(ctx, target, cluster, key, request, &mut waited)
+                    .await
+            }
+            Protocol::Http2 => {
+                self.send_h2(ctx, target, cluster, key, request, &mut waited)
+                    .await
+            }
         }
     }
 
@@ -191,13 +223,18 @@ impl Upstreams {
         cluster: &Cluster,
         key: Key,
         mut request: Request<Body>,
+        waited: &mut RequestWaits<'_>,
     ) -> Result<Response<Body>, UpstreamError> {
         let mut resends = 0;
         let (conn, response) = loop {
             let (mut conn, kept) = self.h1_connection(ctx, target, cluster, &key).await?;
+            waited.passed(Wait::UpstreamConnect);
             conn.requests += 1;
             match conn.send.try_send_request(request).await {
-                Ok(response) => break (conn, response),
+                Ok(response) => {
+                    waited.passed(Wait::FirstByte);
+                    break (conn, response);
+                }
                 Err(mut err) => match err.take_message() {
                     // A kept connection the peer closed (idle, or
                     // draining) before the request went out: it never
@@ -265,6 +302,7 @@ impl Upstreams {
         cluster: &Cluster,
         key: Key,
         request: Request<Body>,
+        waited: &mut RequestWaits<'_>,
     ) -> Result<Response<Body>, UpstreamError> {
         let mut pending: Option<LimitGuard> = None;
         let mut send = loop {
@@ -283,7 +321,9 @@ impl Upstreams {
         };
         drop(pending);
         send.ready().await.map_err(classify)?;
+        waited.passed(Wait::UpstreamConnect);
         let response = send.send_request(request).await.map_err(classify)?;
+        waited.passed(Wait::FirstByte);
         Ok(response.map(super::body::boxed::<Incoming>))
     }
 

@@ -5,6 +5,7 @@
 //! JSON on the admin API (`/stats`).
 
 pub mod traffic;
+pub mod waits;
 
 use std::sync::atomic::{AtomicU64, Ordering};
 
@@ -121,6 +122,8 @@ pub struct Metrics {
     /// Malformed HTTP requests from apps, answered by the proxy and not
     /// forwarded.
     bad_requests: AtomicU64,
+    /// Whether pods' waits in the mesh are recorded ([`waits`]).
+    waits: bool,
 }
 
 /// Counts one proxied connection while it lives.
@@ -134,13 +137,14 @@ impl Drop for ActiveConnection<'_> {
 
 impl Default for Metrics {
     fn default() -> Self {
-        Metrics::new(true)
+        Metrics::new(true, true)
     }
 }
 
 impl Metrics {
-    /// The agent's counters; Istio's traffic metrics only if `traffic`.
-    pub fn new(traffic: bool) -> Metrics {
+    /// The agent's counters; Istio's traffic metrics only if `traffic`,
+    /// pods' waits in the mesh only if `waits`.
+    pub fn new(traffic: bool, waits: bool) -> Metrics {
         let traffic = if traffic {
             Traffic::default()
         } else {
@@ -156,7 +160,13 @@ impl Metrics {
             requests: Default::default(),
             active: AtomicU64::new(0),
             bad_requests: AtomicU64::new(0),
+            waits,
         }
+    }
+
+    /// Whether pods' waits in the mesh are recorded.
+    pub fn waits_on(&self) -> bool {
+        self.waits
     }
 }
 
@@ -180,6 +190,8 @@ pub struct Health {
     pub programs: Vec<crate::redirect::ProgramStats>,
     /// Per-workload TCP health (`None`: off or not attached).
     pub tcp: Option<Vec<(crate::tcp_health::Pair, crate::tcp_health::Totals)>>,
+    /// The enrolled pods, for their waits in the mesh (empty: off).
+    pub waits: Vec<(waits::PodLabels, std::sync::Arc<crate::proxy::PodContext>)>,
 }
 
 /// The health families, encoded at scrape time from a [`Health`] snapshot
@@ -365,6 +377,10 @@ impl Metrics {
         let mut scrape = Registry::default();
         if let Some(tcp) = health.tcp.take() {
             scrape.register_collector(Box::new(crate::tcp_health::TcpCollector(tcp)));
+        }
+        if self.waits {
+            let pods = std::mem::take(&mut health.waits);
+            scrape.register_collector(Box::new(waits::WaitsCollector(pods)));
         }
         scrape.register_collector(Box::new(HealthCollector {
             health,

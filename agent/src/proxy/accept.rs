@@ -72,7 +72,14 @@ fn dispatch(
     let _ = stream.set_nodelay(true);
     let (pod, shared) = (pod.clone(), ctx.clone());
     match which {
-        Listener::Outbound => ctx.tasks.spawn(outbound::handle(stream, peer, pod, shared)),
+        Listener::Outbound => {
+            let accepted_ns = match ctx.metrics.waits_on() {
+                true => crate::sys::monotonic_ns(),
+                false => 0,
+            };
+            ctx.tasks
+                .spawn(outbound::handle(stream, peer, accepted_ns, pod, shared))
+        }
         Listener::InboundPlaintext => ctx
             .tasks
             .spawn(inbound_plain::handle(stream, peer, pod, shared)),

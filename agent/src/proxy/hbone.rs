@@ -317,7 +317,7 @@ async fn h2_to_tcp(
     while let Some(data) = recv.data().await {
         let data = data.map_err(h2_io)?;
         total += data.len() as u64;
-        progress.moved(data.len());
+        progress.moved_back(data.len());
         write.write_all(&data).await?;
         let _ = recv.flow_control().release_capacity(data.len());
     }

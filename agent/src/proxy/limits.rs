@@ -11,10 +11,12 @@ use std::{
     net::IpAddr,
     sync::{
         Arc, Mutex,
-        atomic::{AtomicU64, Ordering},
+        atomic::{AtomicBool, AtomicU64, Ordering},
     },
     time::Duration,
 };
+
+use crate::metrics::waits::Wait;
 
 /// The bounds, from the agent's flags.
 #[derive(Debug, Clone)]
@@ -152,18 +154,58 @@ pub async fn bounded<T>(
 }
 
 /// The bytes a relay has moved, either way: what [`until_idle`] watches.
-/// Bumped once per chunk moved, read only by the watch.
+/// Bumped once per chunk moved, read only by the watch. It may also
+/// record, into a pod's waits, when the first byte came back.
 #[derive(Debug, Default)]
-pub struct Progress(AtomicU64);
+pub struct Progress {
+    moved: AtomicU64,
+    first_back: Option<FirstBack>,
+}
+
+/// Where the first byte back is recorded ([`Wait::FirstByte`]).
+#[derive(Debug)]
+struct FirstBack {
+    pod: Arc<super::PodContext>,
+    /// Monotonic ns the wait is counted from: the upstream connected.
+    since_ns: u64,
+    seen: AtomicBool,
+}
 
 impl Progress {
+    /// A progress that records into `pod`'s waits how long after
+    /// `since_ns` (monotonic) the first byte came back.
+    pub fn first_byte_to(pod: Arc<super::PodContext>, since_ns: u64) -> Progress {
+        Progress {
+            moved: AtomicU64::new(0),
+            first_back: Some(FirstBack {
+                pod,
+                since_ns,
+                seen: Default::default(),
+            }),
+        }
+    }
+
     /// `bytes` more were moved.
     pub fn moved(&self, bytes: usize) {
-        self.0.fetch_add(bytes as u64, Ordering::Relaxed);
+        self.moved.fetch_add(bytes as u64, Ordering::Relaxed);
+    }
+
+    /// `bytes` more were moved back, from the upstream to the client.
+    pub fn moved_back(&self, bytes: usize) {
+        self.moved(bytes);
+        if let Some(first) = &self.first_back
+            && !first.seen.load(Ordering::Relaxed)
+            && !first.seen.swap(true, Ordering::Relaxed)
+        {
+            first
+                .pod
+                .waits
+                .record_since(Wait::FirstByte, first.since_ns);
+        }
     }
 
     fn total(&self) -> u64 {
-        self.0.load(Ordering::Relaxed)
+        self.moved.load(Ordering::Relaxed)
     }
 }
 

@@ -25,7 +25,7 @@ pub mod pool;
 pub mod record;
 pub mod tunnel_io;
 
-use std::{net::SocketAddr, sync::Arc};
+use std::sync::Arc;
 
 use weft_ebpf_common::DeliveryKey;
 
@@ -39,18 +39,24 @@ use crate::{
 /// What the proxy asks of the redirection layer on the connection path;
 /// implemented by the eBPF redirector, faked in tests.
 pub trait Redirection: Send + Sync {
-    /// The destination a captured connection asked for. `netns_cookie`:
-    /// the pod's namespace; `source_port`: the app's port, as seen by the
-    /// proxy on accept. Consumes the record.
-    fn take_original_dst(&self, netns_cookie: u64, source_port: u16) -> Option<SocketAddr>;
+    /// What was recorded of a captured connection: the destination it
+    /// asked for and when it was captured. `netns_cookie`: the pod's
+    /// namespace; `source_port`: the app's port, as seen by the proxy on
+    /// accept. Consumes the records.
+    fn take_capture(&self, netns_cookie: u64, source_port: u16)
+    -> Option<crate::redirect::Capture>;
     /// Exempts a delivery connection from inbound steering.
     fn register_delivery(&self, key: DeliveryKey) -> Result<(), crate::redirect::RedirectError>;
     fn unregister_delivery(&self, key: &DeliveryKey);
 }
 
 impl Redirection for crate::redirect::Redirector {
-    fn take_original_dst(&self, netns_cookie: u64, source_port: u16) -> Option<SocketAddr> {
-        crate::redirect::Redirector::take_original_dst(self, netns_cookie, source_port)
+    fn take_capture(
+        &self,
+        netns_cookie: u64,
+        source_port: u16,
+    ) -> Option<crate::redirect::Capture> {
+        crate::redirect::Redirector::take_capture(self, netns_cookie, source_port)
     }
 
     fn register_delivery(&self, key: DeliveryKey) -> Result<(), crate::redirect::RedirectError> {
@@ -128,6 +134,15 @@ impl LocalPods {
             .cloned()
     }
 
+    /// Every pod, once (a pod with two addresses is under both).
+    pub fn all(&self) -> Vec<Arc<PodContext>> {
+        let pods = self.0.read().expect("local pods lock");
+        let mut all: Vec<Arc<PodContext>> = pods.values().cloned().collect();
+        all.sort_by_key(|p| p.netns_cookie);
+        all.dedup_by_key(|p| p.netns_cookie);
+        all
+    }
+
     pub fn insert(&self, pod: Arc<PodContext>) {
         let mut pods = self.0.write().expect("local pods lock");
         for ip in &pod.workload.ips {
@@ -154,6 +169,8 @@ pub struct PodContext {
     pub workload: Arc<Workload>,
     pub netns: Netns,
     pub netns_cookie: u64,
+    /// How long this pod's connections waited in the mesh.
+    pub waits: crate::metrics::waits::Waits,
 }
 
 impl PodContext {

@@ -26,6 +26,7 @@ use crate::{
     metrics::{
         Denial,
         traffic::{Peer, Reporter, RequestProtocol, SecurityPolicy, TrafficLabels},
+        waits::Wait,
     },
     state::{Resolved, Workload},
     sys::{self, sockopt},
@@ -39,22 +40,23 @@ pub(super) fn reset(stream: TcpStream) {
     drop(stream);
 }
 
-/// One captured connection, from accept to close.
+/// One captured connection, from accept to close. `accepted_ns`: when
+/// the accept returned ([`sys::monotonic_ns`]; `0`: waits not recorded).
 pub(super) async fn handle(
     stream: TcpStream,
     peer: SocketAddr,
+    accepted_ns: u64,
     pod: Arc<PodContext>,
     ctx: Arc<ProxyContext>,
 ) {
     let _active = ctx.metrics.track();
-    let Some(original) = ctx
-        .redirection
-        .take_original_dst(pod.netns_cookie, peer.port())
-    else {
+    let Some(capture) = ctx.redirection.take_capture(pod.netns_cookie, peer.port()) else {
         tracing::warn!(src = %pod.name(), src.addr = %peer, "no original destination recorded for this connection; closing");
         ctx.metrics.deny(Denial::NoDestination);
         return reset(stream);
     };
+    let original = capture.original_dst;
+    let waits = Waited::new(&pod, accepted_ns, capture.syn_sent_ns);
     let started = std::time::Instant::now();
     // `protocol` in the access log: HBONE, same-node (in-process, no TLS
     // hop) or TCP (plaintext passthrough).
@@ -104,7 +106,7 @@ pub(super) async fn handle(
             if workload.hbone
                 && let Some(local) = ctx.local_pods.get(addr.ip()) =>
         {
-            let result = same_node(stream, &pod, &local, &ctx, addr).await;
+            let result = same_node(stream, &pod, &local, &ctx, addr, waits).await;
             (result, addr, Some(workload.identity.clone()), "same-node")
         }
         Resolved::Workload { workload, addr, .. } if workload.hbone => {
@@ -113,7 +115,7 @@ pub(super) async fn handle(
             let result =
                 match open_tunnel(Some(&stream), peer, &pod, &ctx, &workload, addr, trace).await {
                     Ok((tunnel, early)) => {
-                        let progress = limits::Progress::default();
+                        let progress = waits.upstream_connected();
                         let relay = hbone::splice(stream, tunnel, &progress);
                         limits::relay_until_idle(&ctx, &progress, relay)
                             .await
@@ -129,7 +131,7 @@ pub(super) async fn handle(
             (result, addr, Some(workload.identity.clone()), "HBONE")
         }
         Resolved::Workload { addr, .. } | Resolved::Passthrough(addr) => {
-            let result = passthrough(stream, &pod, &ctx, addr).await;
+            let result = passthrough(stream, &pod, &ctx, addr, waits).await;
             (result, addr, None, "TCP")
         }
         Resolved::NoEndpoints(service) => {
@@ -180,6 +182,43 @@ pub(super) async fn handle(
         same_node_server: same_node_server.as_deref().map(|p| p.workload.as_ref()),
     }
     .finish(result);
+}
+
+/// The waits of one captured L4 connection, recorded into its pod's
+/// histograms as it passes each stage ([`crate::metrics::waits`]).
+struct Waited {
+    pod: Arc<PodContext>,
+    /// When the last stage ended (monotonic ns); `0`: waits not recorded.
+    since_ns: u64,
+}
+
+impl Waited {
+    /// Accepted at `accepted_ns` (`0`: not recorded), its SYN sent at
+    /// `syn_sent_ns` as the programs stamped it: records the capture wait.
+    fn new(pod: &Arc<PodContext>, accepted_ns: u64, syn_sent_ns: Option<u64>) -> Waited {
+        if accepted_ns != 0
+            && let Some(waited) = syn_sent_ns.and_then(|syn| accepted_ns.checked_sub(syn))
+        {
+            pod.waits.record(Wait::Capture, waited);
+        }
+        Waited {
+            pod: pod.clone(),
+            since_ns: accepted_ns,
+        }
+    }
+
+    /// The upstream is connected: records the wait since the accept, and
+    /// returns the relay's progress, which records the first byte back.
+    fn upstream_connected(self) -> limits::Progress {
+        if self.since_ns == 0 {
+            return limits::Progress::default();
+        }
+        let now = self
+            .pod
+            .waits
+            .record_since(Wait::UpstreamConnect, self.since_ns);
+        limits::Progress::first_byte_to(self.pod, now)
+    }
 }
 
 /// Istio's labels for a TCP connection `pod` made (`reporter="source"`);
@@ -275,9 +314,10 @@ async fn passthrough(
     pod: &PodContext,
     ctx: &ProxyContext,
     addr: SocketAddr,
+    waits: Waited,
 ) -> Result<(u64, u64), OutboundError> {
     let upstream = connect_from_pod(pod, addr).await?;
-    let progress = limits::Progress::default();
+    let progress = waits.upstream_connected();
     let relay = sys::splice::relay(&stream, &upstream, &progress);
     Ok(limits::relay_until_idle(ctx, &progress, relay).await?)
 }
@@ -290,6 +330,7 @@ async fn same_node(
     destination: &Arc<PodContext>,
     ctx: &ProxyContext,
     target: SocketAddr,
+    waits: Waited,
 ) -> Result<(u64, u64), OutboundError> {
     match connect_same_node(pod, destination, ctx, target).await {
         Ok(SameNode::App(app)) => {
@@ -315,7 +356,7 @@ async fn same_node(
             let tracked = ctx
                 .open
                 .register(destination, conn, open::Scope::Connection);
-            let progress = limits::Progress::default();
+            let progress = waits.upstream_connected();
             let relay = sys::splice::relay(&stream, &app.stream, &progress);
             let moved = tokio::select! {
                 moved = limits::relay_until_idle(ctx, &progress, relay) => moved?,
@@ -327,6 +368,9 @@ async fn same_node(
             Ok(moved)
         }
         Ok(SameNode::Http(mut http)) => {
+            // Requests are counted by the destination's HTTP side; the
+            // first byte back is not watched here.
+            drop(waits.upstream_connected());
             let mut stream = stream;
             Ok(tokio::io::copy_bidirectional(&mut stream, &mut http).await?)
         }

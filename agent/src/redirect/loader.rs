@@ -17,8 +17,9 @@ use aya::{
     },
 };
 use weft_ebpf_common::{
-    DeliveryKey, MAP_DELIVERY, MAP_DST_BY_PORT, MAP_ENROLLED, MAP_HOST_SOURCES,
-    MAP_INBOUND_LISTENERS, MAP_INBOUND_PODS, OrigDst, PodRedirect, PortKey,
+    DeliveryKey, GLOBAL_CAPTURE_TIMES, MAP_CAPTURED_AT, MAP_DELIVERY, MAP_DST_BY_PORT,
+    MAP_ENROLLED, MAP_HOST_SOURCES, MAP_INBOUND_LISTENERS, MAP_INBOUND_PODS, OrigDst, PodRedirect,
+    PortKey,
 };
 
 use crate::sys::mounts::{self, MountError};
@@ -90,6 +91,9 @@ pub struct RedirectConfig {
     pub bpffs_dir: PathBuf,
     /// cgroup v2 directory; `None`: the cgroup2 mount root.
     pub cgroup: Option<PathBuf>,
+    /// Record when each captured connection's SYN left the app
+    /// (`WEFT_CAPTURED_AT`), for the proxy's wait histograms.
+    pub capture_times: bool,
 }
 
 /// The loaded programs and their maps. Dropping it leaves the pinned links
@@ -99,7 +103,10 @@ pub struct RedirectConfig {
 /// connections) and `inbound.rs` (steering of plaintext to the pod).
 pub struct Redirector {
     pub(super) enrolled: Mutex<HashMap<MapData, u64, PodRedirect>>,
-    pub(super) dst_by_port: Mutex<HashMap<MapData, PortKey, OrigDst>>,
+    /// Read and removed with one syscall per accept, so no lock: see
+    /// `take_capture`.
+    pub(super) dst_by_port: HashMap<MapData, PortKey, OrigDst>,
+    pub(super) captured_at: HashMap<MapData, PortKey, u64>,
     pub(super) inbound_pods: Mutex<HashMap<MapData, u32, u8>>,
     pub(super) inbound_listeners: Mutex<SockHash<MapData, u32>>,
     pub(super) delivery: Mutex<HashMap<MapData, DeliveryKey, u8>>,
@@ -154,9 +161,11 @@ impl Redirector {
         })?;
 
         let log_level = aya_log::Level::Info as u8;
+        let capture_times = u8::from(config.capture_times);
         let mut ebpf = EbpfLoader::new()
             .default_map_pin_directory(&maps_dir)
             .override_global(aya_log::LEVEL, &log_level, false)
+            .override_global(GLOBAL_CAPTURE_TIMES, &capture_times, true)
             .load(EBPF_OBJECT)
             .map_err(|err| RedirectError::Load(Box::new(err)))?;
         let logger = super::logger::spawn(&mut ebpf);
@@ -210,7 +219,8 @@ impl Redirector {
             })?;
         let redirector = Self {
             enrolled: Mutex::new(take_map(&mut ebpf, MAP_ENROLLED)?),
-            dst_by_port: Mutex::new(take_map(&mut ebpf, MAP_DST_BY_PORT)?),
+            dst_by_port: take_map(&mut ebpf, MAP_DST_BY_PORT)?,
+            captured_at: take_map(&mut ebpf, MAP_CAPTURED_AT)?,
             inbound_pods: Mutex::new(take_map(&mut ebpf, MAP_INBOUND_PODS)?),
             inbound_listeners: Mutex::new(inbound_listeners),
             delivery: Mutex::new(take_map(&mut ebpf, MAP_DELIVERY)?),

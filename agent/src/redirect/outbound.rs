@@ -1,14 +1,18 @@
 //! Outbound capture: which pods' `connect()`s are captured, and the
 //! original destination of a captured connection.
 
-use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
+use std::{
+    net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr},
+    os::fd::AsFd,
+};
 
-use aya::maps::MapError;
+use aya::maps::{IterableMap, MapData, MapError};
 use weft_ebpf_common::{
     FAMILY_INET, MAP_ENROLLED, OrigDst, PodRedirect, PortKey, REDIRECT_OUTBOUND,
 };
 
 use super::{RedirectError, Redirector};
+use crate::sys;
 
 impl Redirector {
     /// Starts capturing outbound connections of the pod whose network
@@ -62,16 +66,38 @@ impl Redirector {
         Ok(stale.len())
     }
 
-    /// The destination a captured connection asked for, found from the
+    /// What the programs recorded of a captured connection, found from the
     /// proxy's side: the pod's netns and the client's source port. The
-    /// record is consumed.
-    pub fn take_original_dst(&self, netns_cookie: u64, source_port: u16) -> Option<SocketAddr> {
+    /// records are consumed. `None` when there is no destination.
+    pub fn take_capture(&self, netns_cookie: u64, source_port: u16) -> Option<Capture> {
         let key = PortKey::new(netns_cookie, source_port);
-        let mut map = self.dst_by_port.lock().expect("map lock");
-        let dst = map.get(&key, 0).ok()?;
-        let _ = map.remove(&key);
-        Some(orig_dst_addr(&dst))
+        // Taken first, so that it does not stay behind if there is no
+        // destination.
+        let syn_sent_ns = take(self.captured_at.map(), &key);
+        let dst: OrigDst = take(self.dst_by_port.map(), &key)?;
+        Some(Capture {
+            original_dst: orig_dst_addr(&dst),
+            syn_sent_ns,
+        })
     }
+}
+
+/// Reads and removes `key`'s entry; a failed call is as if there were none.
+fn take<V: aya::Pod>(map: &MapData, key: &PortKey) -> Option<V> {
+    sys::bpf::lookup_and_delete(map.fd().as_fd(), key).unwrap_or_else(|err| {
+        tracing::debug!(error = %err, "reading a capture record");
+        None
+    })
+}
+
+/// A captured connection, as the programs recorded it.
+#[derive(Debug, Clone, Copy)]
+pub struct Capture {
+    /// What the app dialled.
+    pub original_dst: SocketAddr,
+    /// When its SYN left the app ([`crate::sys::monotonic_ns`]'s clock);
+    /// `None` if not recorded (timestamps off, or an entry evicted).
+    pub syn_sent_ns: Option<u64>,
 }
 
 fn orig_dst_addr(dst: &OrigDst) -> SocketAddr {

@@ -3,6 +3,7 @@
 //! that needs root or a particular kernel feature is here, and its errors
 //! say which call failed and why.
 
+pub mod bpf;
 pub mod mounts;
 pub mod netlink;
 pub mod netns;
@@ -23,4 +24,12 @@ pub fn local_ipv4_addresses() -> std::io::Result<Vec<std::net::Ipv4Addr>> {
     ips.sort();
     ips.dedup();
     Ok(ips)
+}
+
+/// `CLOCK_MONOTONIC` in nanoseconds: the clock of the programs'
+/// `bpf_ktime_get_ns`, so the two can be subtracted.
+pub fn monotonic_ns() -> u64 {
+    nix::time::clock_gettime(nix::time::ClockId::CLOCK_MONOTONIC)
+        .map(|t| t.tv_sec() as u64 * 1_000_000_000 + t.tv_nsec() as u64)
+        .unwrap_or(0)
 }

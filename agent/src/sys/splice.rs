@@ -18,13 +18,16 @@ const CHUNK: usize = 1 << 20;
 /// Relays both ways until both directions have ended; the end of one
 /// direction (EOF) is passed on as a half-close. Returns the bytes moved
 /// `a → b` and `b → a`. Every chunk moved is reported to `progress` (the
-/// idle timeout's watch).
+/// idle timeout's watch); `b` is the upstream, so `b → a` is "back".
 pub async fn relay(
     a: &TcpStream,
     b: &TcpStream,
     progress: &crate::proxy::limits::Progress,
 ) -> io::Result<(u64, u64)> {
-    tokio::try_join!(one_way(a, b, progress), one_way(b, a, progress))
+    tokio::try_join!(
+        one_way(a, b, progress, false),
+        one_way(b, a, progress, true)
+    )
 }
 
 fn pipe() -> io::Result<(OwnedFd, OwnedFd)> {
@@ -39,10 +42,15 @@ fn flags() -> SpliceFFlags {
     SpliceFFlags::SPLICE_F_MOVE | SpliceFFlags::SPLICE_F_NONBLOCK
 }
 
+/// Moves `src`'s bytes to `dst` until `src` ends; `back`: from the
+/// upstream to the client (for [`Progress::moved_back`]).
+///
+/// [`Progress::moved_back`]: crate::proxy::limits::Progress::moved_back
 async fn one_way(
     src: &TcpStream,
     dst: &TcpStream,
     progress: &crate::proxy::limits::Progress,
+    back: bool,
 ) -> io::Result<u64> {
     let (pipe_read, pipe_write) = pipe()?;
     let mut total = 0u64;
@@ -76,7 +84,11 @@ async fn one_way(
                 Ok(n) => {
                     pending -= n;
                     total += n as u64;
-                    progress.moved(n);
+                    if back {
+                        progress.moved_back(n);
+                    } else {
+                        progress.moved(n);
+                    }
                 }
                 Err(err) if err.kind() == io::ErrorKind::WouldBlock => continue,
                 Err(err) => return Err(err),

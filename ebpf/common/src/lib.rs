@@ -30,6 +30,13 @@ pub const MAP_DST_BY_COOKIE: &str = "WEFT_DST_COOKIE";
 /// Map: [`PortKey`] → [`OrigDst`], written when the captured connection is
 /// established; read (and removed) by the proxy on accept.
 pub const MAP_DST_BY_PORT: &str = "WEFT_DST_PORT";
+/// Map: [`PortKey`] → `u64`, when the captured connection's SYN left the
+/// app (`bpf_ktime_get_ns`, `CLOCK_MONOTONIC`); taken by the proxy on
+/// accept, to measure how long the connection waited for it.
+pub const MAP_CAPTURED_AT: &str = "WEFT_CAPTURED_AT";
+/// Global of the capture programs: `0` turns the capture timestamps
+/// ([`MAP_CAPTURED_AT`]) off. Set by the agent at load.
+pub const GLOBAL_CAPTURE_TIMES: &str = "WEFT_CAPTURE_TIMES";
 
 /// Map: pod IPv4 (network order bytes as `u32`) → `u8`: the pod is
 /// enrolled for inbound steering. Its plaintext connections are refused if

@@ -8,9 +8,10 @@
 //!   to the proxy's outbound listener on the pod's own loopback
 //!   (`127.0.0.1:15001`), and the original destination is recorded by socket
 //!   cookie.
-//! * `weft_sockops` (`sockops`): when that connection is established, the
-//!   record is re-keyed by (netns cookie, source port), which is what the
-//!   proxy sees when it accepts.
+//! * `weft_sockops` (`sockops`): when that connection sends its SYN, the
+//!   time is recorded by (netns cookie, source port); when it is
+//!   established, the destination record is re-keyed the same way, which is
+//!   what the proxy sees when it accepts.
 //!
 //! Inbound steering, attached to each enrolled pod's network namespace:
 //!
@@ -37,8 +38,11 @@
 mod programs {
     use aya_ebpf::{
         EbpfContext,
-        bindings::{BPF_SOCK_OPS_ACTIVE_ESTABLISHED_CB, bpf_sock_addr, sk_action},
-        helpers::{bpf_get_netns_cookie, bpf_get_socket_cookie},
+        bindings::{
+            BPF_SOCK_OPS_ACTIVE_ESTABLISHED_CB, BPF_SOCK_OPS_TCP_CONNECT_CB, bpf_sock_addr,
+            sk_action,
+        },
+        helpers::{bpf_get_netns_cookie, bpf_get_socket_cookie, bpf_ktime_get_ns},
         macros::{cgroup_sock_addr, map, sk_lookup, sock_ops},
         maps::{HashMap, LruHashMap, SockHash},
         programs::{SkLookupContext, SockAddrContext, SockOpsContext},
@@ -66,6 +70,16 @@ mod programs {
     /// established and the proxy's `accept()`.
     #[map]
     static WEFT_DST_PORT: LruHashMap<PortKey, OrigDst> = LruHashMap::pinned(65_536, 0);
+
+    /// (netns cookie, source port) → when the captured connection's SYN
+    /// left (monotonic ns), until the proxy's `accept()`.
+    #[map]
+    static WEFT_CAPTURED_AT: LruHashMap<PortKey, u64> = LruHashMap::pinned(65_536, 0);
+
+    /// `0`: no capture timestamps (the agent's `--mesh-waits=false`). A
+    /// global the agent sets at load; the verifier drops the dead branch.
+    #[unsafe(no_mangle)]
+    static WEFT_CAPTURE_TIMES: u8 = 1;
 
     /// Pod IPs enrolled for inbound steering.
     #[map]
@@ -142,10 +156,18 @@ mod programs {
 
     #[sock_ops]
     pub fn weft_sockops(ctx: SockOpsContext) -> u32 {
-        if ctx.op() == BPF_SOCK_OPS_ACTIVE_ESTABLISHED_CB {
+        match ctx.op() {
             // Nothing useful to do on failure: the proxy finds no record and
             // closes the connection, which the app sees as a reset.
-            let _ = try_established(&ctx);
+            BPF_SOCK_OPS_ACTIVE_ESTABLISHED_CB => {
+                let _ = try_established(&ctx);
+            }
+            // A lost timestamp only leaves the connection out of the
+            // capture histogram.
+            BPF_SOCK_OPS_TCP_CONNECT_CB => {
+                let _ = try_syn_sent(&ctx);
+            }
+            _ => {}
         }
         0
     }
@@ -247,6 +269,22 @@ mod programs {
         sa.user_port = u32::from(OUTBOUND_PORT.to_be());
         debug!(ctx, "captured connect6, port {}", port);
         Ok(ALLOW)
+    }
+
+    /// A captured connection sends its SYN (its source port is known from
+    /// here on): records the time, for the proxy to see how long the
+    /// connection waited for its `accept()`.
+    fn try_syn_sent(ctx: &SockOpsContext) -> Result<(), i32> {
+        if unsafe { core::ptr::read_volatile(&WEFT_CAPTURE_TIMES) } == 0 {
+            return Ok(());
+        }
+        let cookie = unsafe { bpf_get_socket_cookie(ctx.as_ptr()) };
+        if unsafe { WEFT_DST_COOKIE.get(&cookie) }.is_none() {
+            return Ok(());
+        }
+        let now = unsafe { bpf_ktime_get_ns() };
+        let netns = unsafe { bpf_get_netns_cookie(ctx.as_ptr()) };
+        WEFT_CAPTURED_AT.insert(&PortKey::new(netns, ctx.local_port() as u16), &now, 0)
     }
 
     fn try_established(ctx: &SockOpsContext) -> Result<(), i32> {

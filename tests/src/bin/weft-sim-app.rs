@@ -5,7 +5,7 @@
 //! ```text
 //! weft-sim-app http-server --port P [--name NAME] [--quiet true]
 //! weft-sim-app http-get URL [--count N] [--body-marker S] [--header 'K: V']... [--timeout SECS]
-//! weft-sim-app tcp-echo --port P
+//! weft-sim-app tcp-echo --port P [--delay-ms MS]
 //! weft-sim-app tcp-send ADDR MSG [--timeout SECS] [--hex true]
 //! weft-sim-app tcp-ping ADDR --count N [--interval-ms MS] [--timeout SECS]
 //! weft-sim-app tcp-hold ADDR --connections N --until-file PATH [--interval-ms MS] [--lifetime-s S] [--timeout SECS]
@@ -20,6 +20,9 @@
 //! `http-keepalive` sends GETs on one keep-alive connection (a new one
 //! when the server closes it) until PATH exists; it exits 0 only if every
 //! response was 2xx.
+//!
+//! `tcp-echo --delay-ms MS` waits MS after accepting a connection before
+//! it echoes anything (a server slow to answer).
 //!
 //! `tcp-ping` keeps ONE connection to a `tcp-echo` server and exchanges a
 //! line every interval; it exits 0 only if every line came back on it (a
@@ -41,7 +44,7 @@ use anyhow::{Context, Result, bail};
 const USAGE: &str = "usage:
   weft-sim-app http-server --port P [--name NAME] [--quiet true]
   weft-sim-app http-get URL [--count N] [--body-marker S] [--header 'K: V']... [--timeout SECS]
-  weft-sim-app tcp-echo --port P
+  weft-sim-app tcp-echo --port P [--delay-ms MS]
   weft-sim-app tcp-send ADDR MSG [--timeout SECS] [--hex true]
   weft-sim-app tcp-ping ADDR --count N [--interval-ms MS] [--timeout SECS]
   weft-sim-app tcp-hold ADDR --connections N --until-file PATH [--interval-ms MS] [--lifetime-s S] [--timeout SECS]
@@ -408,8 +411,9 @@ fn read_chunked(reader: &mut BufReader<TcpStream>) -> Result<Vec<u8>> {
 // === tcp-echo, tcp-send ===
 
 fn tcp_echo(args: &[String]) -> Result<ExitCode> {
-    let args = Args::parse(args, &["port"])?;
+    let args = Args::parse(args, &["port", "delay-ms"])?;
     let port: u16 = args.number("port", None)?;
+    let delay = Duration::from_millis(args.number("delay-ms", Some(0))?);
     weft_sim::bench::load::raise_nofile_limit();
     let listener =
         TcpListener::bind(("0.0.0.0", port)).with_context(|| format!("binding port {port}"))?;
@@ -421,6 +425,7 @@ fn tcp_echo(args: &[String]) -> Result<ExitCode> {
                 .peer_addr()
                 .map(|p| p.to_string())
                 .unwrap_or_default();
+            std::thread::sleep(delay);
             // One descriptor per connection: a second one (try_clone)
             // would halve the connections a soak can hold.
             let copied = std::io::copy(&mut &stream, &mut &stream);

@@ -21,7 +21,7 @@ use prometheus_client::{
     registry::Registry,
 };
 
-pub use series::{BUCKETS, RequestSeries};
+pub use series::{BUCKETS, Histogram, RequestSeries};
 use series::{Tables, TcpSeries};
 
 use crate::state::{Identity, Service, Workload};

@@ -33,11 +33,14 @@ pub const BUCKETS: [f64; 19] = [
     60000.0, 300000.0, 600000.0, 1800000.0, 3600000.0,
 ];
 
-/// A histogram over [`BUCKETS`] (plus `+Inf`) that records with atomic
-/// additions. Values are recorded as integers in a unit `scale` times the
-/// reported one (nanoseconds for milliseconds), so the sum is exact.
+/// A histogram over 19 bounds (plus `+Inf`; [`BUCKETS`] for Istio's
+/// families) that records with atomic additions. Values are recorded as
+/// integers in a unit `scale` times the reported one (nanoseconds for
+/// milliseconds), so the sum is exact.
 #[derive(Debug)]
 pub struct Histogram {
+    /// The buckets' upper bounds, in reported units.
+    bounds: &'static [f64; BUCKETS.len()],
     /// Per-bucket counts (not cumulative); the last is `+Inf`.
     buckets: [AtomicU64; BUCKETS.len() + 1],
     count: AtomicU64,
@@ -49,7 +52,13 @@ pub struct Histogram {
 
 impl Histogram {
     fn new(scale: u64) -> Histogram {
+        Histogram::with_bounds(&BUCKETS, scale)
+    }
+
+    /// A histogram over `bounds` (reported units) instead of [`BUCKETS`].
+    pub fn with_bounds(bounds: &'static [f64; BUCKETS.len()], scale: u64) -> Histogram {
         Histogram {
+            bounds,
             buckets: Default::default(),
             count: AtomicU64::new(0),
             sum: AtomicU64::new(0),
@@ -61,14 +70,20 @@ impl Histogram {
     pub fn observe(&self, units: u64) {
         let value = units as f64 / self.scale as f64;
         // Prometheus buckets are `le`: a value on a bound belongs to it.
-        let bucket = BUCKETS.partition_point(|bound| *bound < value);
+        let bucket = self.bounds.partition_point(|bound| *bound < value);
         self.buckets[bucket].fetch_add(1, Relaxed);
         self.sum.fetch_add(units, Relaxed);
         self.count.fetch_add(1, Relaxed);
     }
 
-    fn encode(&self, mut encoder: MetricEncoder) -> Result<(), std::fmt::Error> {
-        let buckets: Vec<(f64, u64)> = BUCKETS
+    /// Observations so far.
+    pub fn count(&self) -> u64 {
+        self.buckets.iter().map(|n| n.load(Relaxed)).sum()
+    }
+
+    pub fn encode(&self, mut encoder: MetricEncoder) -> Result<(), std::fmt::Error> {
+        let buckets: Vec<(f64, u64)> = self
+            .bounds
             .iter()
             .copied()
             // prometheus-client writes `le="+Inf"` for infinity.

@@ -151,7 +151,7 @@ fn both_sides_report_with_istios_labels() {
 
 #[test]
 fn off_records_no_requests() {
-    let metrics = Metrics::new(false);
+    let metrics = Metrics::new(false, false);
     assert!(!metrics.traffic.enabled(), "callers skip building labels");
     let server = workload("shop", "api", "api");
     let labels = TrafficLabels::new(
