@@ -46,6 +46,26 @@ pub struct Answer {
     pub folded: Vec<String>,
     #[serde(default)]
     pub notes: Vec<String>,
+    /// What the profile cost the node (absent from older agents).
+    #[serde(default)]
+    pub cost: Option<Cost>,
+}
+
+/// `weft_agent::profile::Cost`.
+#[derive(Debug, Clone, Default, Deserialize, serde::Serialize)]
+pub struct Cost {
+    pub program_runs: Option<u64>,
+    pub program_seconds: Option<f64>,
+    pub agent_cpu_seconds: f64,
+}
+
+impl Cost {
+    /// The kernel's and the agent's time together, as a share of one CPU
+    /// over `duration_s`.
+    pub fn share_of_one_cpu(&self, duration_s: f64) -> Option<f64> {
+        let total = self.program_seconds? + self.agent_cpu_seconds;
+        (duration_s > 0.0).then(|| total / duration_s)
+    }
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -231,10 +251,30 @@ pub fn render(answer: &Answer, rows: usize) -> String {
     } else {
         out.push_str(&table.render());
     }
+    if let Some(cost) = &answer.cost {
+        out.push_str(&cost_line(cost, answer.duration_ms as f64 / 1000.0));
+    }
     for note in &answer.notes {
         out.push_str(&format!("note: {note}\n"));
     }
     out
+}
+
+/// What the profile cost the node, in one line.
+fn cost_line(cost: &Cost, duration_s: f64) -> String {
+    let agent = format!("the agent {:.1} ms", cost.agent_cpu_seconds * 1e3);
+    match (
+        cost.program_seconds,
+        cost.program_runs,
+        cost.share_of_one_cpu(duration_s),
+    ) {
+        (Some(seconds), Some(runs), Some(share)) => format!(
+            "cost: {:.2}% of one CPU over {duration_s:.1}s (the sampling program {:.1} ms in {runs} runs, {agent})\n",
+            share * 100.0,
+            seconds * 1e3,
+        ),
+        _ => format!("cost: {agent} (the kernel keeps no eBPF run statistics)\n"),
+    }
 }
 
 /// Writes the flame graph of `answer` to `path`; false (and nothing
@@ -343,8 +383,17 @@ mod tests {
             lost: 0,
             folded: lines(&["burn;spin 30", "burn;x;write_null_[k] 10"]),
             notes: vec!["process 7 (burn): no frame pointers".into()],
+            cost: Some(Cost {
+                program_runs: Some(396),
+                program_seconds: Some(0.004),
+                agent_cpu_seconds: 0.016,
+            }),
         };
         let text = render(&answer, 5);
+        assert!(
+            text.contains("cost: 1.00% of one CPU over 2.0s (the sampling program 4.0 ms in 396 runs, the agent 16.0 ms)\n"),
+            "{text}"
+        );
         assert!(text.starts_with("pod a/b on node-1: 40 samples in 2.0s at 99 Hz\n"));
         assert!(
             text.contains("30     75.0%   75.0%    user     spin"),
@@ -367,6 +416,7 @@ mod tests {
             lost: 0,
             folded: lines(&["t;outer;spin_hot_loop 3"]),
             notes: vec![],
+            cost: None,
         };
         assert!(write_svg(&answer, &path).unwrap());
         let svg = std::fs::read_to_string(&path).unwrap();

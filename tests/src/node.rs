@@ -140,6 +140,18 @@ impl Node {
             .with_context(|| format!("{}: GET {path} is not JSON: {body}", self.name))
     }
 
+    /// `POST <path>` to the agent's admin API, as JSON; the agent may take
+    /// up to `timeout` to answer (a profile).
+    pub fn admin_post_json(&self, path: &str, timeout: Duration) -> Result<serde_json::Value> {
+        let admin: SocketAddr = ([127, 0, 0, 1], 15000).into();
+        let (status, body) = crate::probe::http_request(&self.netns, admin, "POST", path, timeout)?;
+        if status != 200 {
+            bail!("{}: POST {path} answered {status}: {body}", self.name);
+        }
+        serde_json::from_str(&body)
+            .with_context(|| format!("{}: POST {path} is not JSON: {body}", self.name))
+    }
+
     /// The agent's metrics (`<node IP>:15020/stats/prometheus`), in the
     /// classic Prometheus text format.
     pub fn agent_metrics(&self) -> Result<String> {

@@ -46,12 +46,24 @@ fn get_status(addr: SocketAddr, path: &str) -> Result<u16> {
 /// and the whole body (read until the server closes; no chunked coding,
 /// as the agent's admin API sends `content-length`).
 pub fn http_get(netns: &Netns, addr: SocketAddr, path: &str) -> Result<(u16, String)> {
+    http_request(netns, addr, "GET", path, PROBE_TIMEOUT)
+}
+
+/// [`http_get`] with another method (an empty body) and a read timeout of
+/// its own, for requests the server takes its time over.
+pub fn http_request(
+    netns: &Netns,
+    addr: SocketAddr,
+    method: &str,
+    path: &str,
+    timeout: Duration,
+) -> Result<(u16, String)> {
     netns
         .run(|| -> Result<(u16, String)> {
             let mut stream = TcpStream::connect_timeout(&addr, PROBE_TIMEOUT)?;
-            stream.set_read_timeout(Some(PROBE_TIMEOUT))?;
+            stream.set_read_timeout(Some(timeout))?;
             let request = format!(
-                "GET {path} HTTP/1.1\r\nHost: {addr}\r\nUser-Agent: weft-sim-probe\r\nConnection: close\r\n\r\n"
+                "{method} {path} HTTP/1.1\r\nHost: {addr}\r\nUser-Agent: weft-sim-probe\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
             );
             stream.write_all(request.as_bytes())?;
             let mut response = Vec::new();
@@ -63,7 +75,7 @@ pub fn http_get(netns: &Netns, addr: SocketAddr, path: &str) -> Result<(u16, Str
             let status = parse_status(&response[..split])?;
             Ok((status, String::from_utf8_lossy(&response[split + 4..]).into_owned()))
         })?
-        .with_context(|| format!("GET http://{addr}{path} from netns {}", netns.name()))
+        .with_context(|| format!("{method} http://{addr}{path} from netns {}", netns.name()))
 }
 
 /// The status code of an HTTP/1.x status line.

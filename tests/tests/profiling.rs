@@ -286,6 +286,22 @@ fn profiles_a_pod_the_agent_and_the_node_and_refuses_bad_input() -> Result<()> {
             stacks.iter().all(|(s, _)| !s.contains("getppid_loop")),
             "the other pod's function is in this pod's profile: the cgroup filter let it through"
         );
+        // The profile says what it cost: the kernel ran the sampling
+        // program about once per sample, and the agent symbolized.
+        let cost = table
+            .lines()
+            .find(|l| l.starts_with("cost: "))
+            .with_context(|| format!("a cost line:\n{table}"))?;
+        let runs: u64 = cost
+            .split(" in ")
+            .nth(1)
+            .and_then(|rest| rest.split(' ').next())
+            .and_then(|n| n.parse().ok())
+            .with_context(|| format!("the sampling program's runs in {cost:?}"))?;
+        ensure!(
+            cost.contains("% of one CPU over 3.0s") && runs > 0,
+            "the profile's cost names the program's runs and a share of one CPU: {cost:?}"
+        );
 
         // A kernel-heavy pod on node-1: getppid(2) in a loop.
         let folded = dir.join("sys.folded");

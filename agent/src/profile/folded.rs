@@ -277,6 +277,7 @@ mod tests {
                 .into_iter()
                 .collect(),
             lost: 0,
+            program: None,
         };
         let folded = fold(&raw);
         assert_eq!(

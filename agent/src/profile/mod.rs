@@ -237,6 +237,44 @@ pub struct Profile {
     /// What the reader should know: truncated user stacks, processes gone
     /// before their symbols were read.
     pub notes: Vec<String>,
+    /// What the profile itself cost the node.
+    pub cost: Cost,
+}
+
+/// What a profile cost: the sampling program's kernel time and the
+/// agent's own CPU time for it (loading, reading the maps, symbolizing).
+#[derive(Debug, Default, serde::Serialize)]
+pub struct Cost {
+    /// Runs of the sampling program and their total time, as the kernel
+    /// counts them (`None`: the kernel keeps no eBPF statistics).
+    pub program_runs: Option<u64>,
+    pub program_seconds: Option<f64>,
+    /// CPU time of the agent's threads spent on this profile.
+    pub agent_cpu_seconds: f64,
+}
+
+/// Runs `work` on a blocking thread and adds that thread's CPU time for it
+/// to `spent`.
+async fn blocking<T: Send + 'static>(
+    spent: &mut Duration,
+    work: impl FnOnce() -> T + Send + 'static,
+) -> Result<T, ProfileError> {
+    let (value, cpu) = tokio::task::spawn_blocking(move || {
+        let before = thread_cpu();
+        let value = work();
+        (value, thread_cpu().saturating_sub(before))
+    })
+    .await
+    .map_err(|err| ProfileError::Collect(err.to_string()))?;
+    *spent += cpu;
+    Ok(value)
+}
+
+/// The calling thread's CPU time so far.
+fn thread_cpu() -> Duration {
+    nix::time::clock_gettime(nix::time::ClockId::CLOCK_THREAD_CPUTIME_ID)
+        .map(Duration::from)
+        .unwrap_or_default()
 }
 
 /// Runs profiles for the admin API.
@@ -268,10 +306,11 @@ impl Profiler {
             .map_err(|_| ProfileError::Busy)?;
         let (filter, described) = self.filter(&request.target).await?;
         let frequency = request.frequency;
-        let sampler =
-            tokio::task::spawn_blocking(move || sampler::Sampler::start(filter, frequency))
-                .await
-                .map_err(|err| ProfileError::Collect(err.to_string()))??;
+        let mut spent = Duration::ZERO;
+        let sampler = blocking(&mut spent, move || {
+            sampler::Sampler::start(filter, frequency)
+        })
+        .await??;
         let mut running = Running {
             sampler: Some(sampler),
             target: described.clone(),
@@ -280,17 +319,20 @@ impl Profiler {
         tracing::info!(target = %described, duration = ?request.duration, frequency, "profile started");
         tokio::time::sleep(request.duration).await;
         let sampler = running.sampler.take().expect("taken once");
-        let raw = tokio::task::spawn_blocking(move || sampler.finish())
-            .await
-            .map_err(|err| ProfileError::Collect(err.to_string()))?
+        let raw = blocking(&mut spent, move || sampler.finish())
+            .await?
             .map_err(|err| ProfileError::Collect(err.to_string()))?;
         let samples: u64 = raw.counts.iter().map(|(_, n)| n).sum();
         let lost = raw.lost;
-        let stacks = tokio::task::spawn_blocking(move || folded::fold(&raw))
-            .await
-            .map_err(|err| ProfileError::Collect(err.to_string()))?;
+        let program = raw.program.clone();
+        let stacks = blocking(&mut spent, move || folded::fold(&raw)).await?;
         drop(permit);
-        tracing::info!(target = %described, samples, lost, elapsed = ?running.started.elapsed(), "profile done");
+        let cost = Cost {
+            program_runs: program.as_ref().map(|p| p.runs),
+            program_seconds: program.as_ref().map(|p| p.run_time.as_secs_f64()),
+            agent_cpu_seconds: spent.as_secs_f64(),
+        };
+        tracing::info!(target = %described, samples, lost, elapsed = ?running.started.elapsed(), ?cost, "profile done");
         Ok(Profile {
             target: described,
             node: self.node_name.clone(),
@@ -300,6 +342,7 @@ impl Profiler {
             lost,
             folded: stacks.lines,
             notes: stacks.notes,
+            cost,
         })
     }
 

@@ -78,6 +78,9 @@ pub struct Raw {
     pub stacks: HashMap<u32, Vec<u64>>,
     /// Samples that fitted no map.
     pub lost: u64,
+    /// The sampling program's runs and run time, as the kernel counted
+    /// them (`None` when it keeps no statistics).
+    pub program: Option<crate::redirect::ProgramStats>,
 }
 
 impl Sampler {
@@ -129,6 +132,12 @@ impl Sampler {
 
     /// Detaches the program, then reads what it recorded.
     pub fn finish(mut self) -> Result<Raw, MapError> {
+        let mut raw = Raw {
+            program: crate::redirect::stats::of(&self.ebpf)
+                .into_iter()
+                .find(|s| s.program == PROGRAM && s.runs > 0),
+            ..Raw::default()
+        };
         if let Some(program) = self.ebpf.program_mut(PROGRAM)
             && let Ok(program) = <&mut PerfEvent>::try_from(program)
         {
@@ -138,7 +147,6 @@ impl Sampler {
                 }
             }
         }
-        let mut raw = Raw::default();
         let counts: PerCpuHashMap<_, SampleKey, u64> =
             PerCpuHashMap::try_from(self.ebpf.map(MAP_PROFILE_COUNTS).ok_or_else(missing)?)?;
         for entry in counts.iter() {

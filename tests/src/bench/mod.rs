@@ -38,7 +38,7 @@ use serde_json::json;
 pub use options::{Options, Settings};
 
 use runner::Run;
-use scenarios::{authz, connrate, footprint, http, latency, metrics, throughput};
+use scenarios::{authz, connrate, footprint, http, kernel, latency, metrics, throughput};
 use testbed::Testbed;
 
 /// Set by SIGINT/SIGTERM: finish nothing new, tear down, exit.
@@ -130,8 +130,9 @@ pub fn main() -> Result<()> {
     http::run(&mut run, &testbed);
     authz::run(&mut run, &testbed);
     connrate::run(&mut run, &testbed);
-    // Last: restarts both agents before each of its measurements.
+    // Last: these restart both agents before each of their measurements.
     metrics::run(&mut run, &testbed);
+    kernel::run(&mut run, &testbed);
     println!("weft-bench: tearing the cluster down");
     drop(testbed);
     drop(dma);
@@ -141,7 +142,7 @@ pub fn main() -> Result<()> {
     if !outcomes.is_empty() {
         println!(
             "First targets (weft against direct; HTTP L7 against weft L4; L7 authz against L7; \
-             traffic metrics on against off):\n{}",
+             telemetry on against off):\n{}",
             targets::text(&outcomes)
         );
     }

@@ -15,7 +15,10 @@ pub struct Options {
     /// Run only scenarios whose name contains one of these (repeatable),
     /// e.g. `--only throughput/cross-node --only footprint`; `--only
     /// metrics` for weft with the agents' traffic metrics on against off
-    /// (new connections and HTTP L7 requests per second, cross-node).
+    /// (new connections and HTTP L7 requests per second, cross-node),
+    /// `--only kernel-telemetry` the same for TCP health and mesh waits
+    /// (new connections, one stream's throughput), `--only profiling` for
+    /// what a 99 Hz profile of a busy pod costs.
     #[arg(long, value_name = "SUBSTRING")]
     pub only: Vec<String>,
     /// Rounds per scenario (direct and weft alternate, medians reported).

@@ -6,10 +6,11 @@
 //! `l7 - l4`; they get a table of their own. Rows of the L7 authorization
 //! scenario measure the L7 path without a policy (`weft_l7`) and with
 //! one (`weft_l7_authz`), and the difference `authz - l7`: the cost
-//! authorization adds; a third table. Rows of the metrics scenarios
-//! measure one weft path (L4 in `weft` or L7 in `weft_l7`) with the agents'
-//! traffic metrics on and off (`weft_metrics_off`), and `metrics_on_off`:
-//! a fourth table.
+//! authorization adds; a third table. Rows of the telemetry scenarios
+//! (`metrics/*`: traffic metrics and access log; `kernel-telemetry/*`: TCP
+//! health and mesh waits) measure one weft path (L4 in `weft` or L7 in
+//! `weft_l7`) with that telemetry on and off (`weft_metrics_off`), and
+//! `metrics_on_off`: a fourth table.
 
 use std::fmt::Write as _;
 use std::path::Path;
@@ -347,8 +348,8 @@ pub fn table(rows: &[Row]) -> String {
                 "scenario",
                 "metric",
                 "unit",
-                "metrics on",
-                "metrics off",
+                "telemetry on",
+                "telemetry off",
                 "on/off",
             ],
             &metrics,
@@ -639,9 +640,9 @@ mod tests {
         assert_eq!(json["weft"], json!(8_000.0));
         let plain = Row::new("x", RPS, vec![1.0], vec![2.0]);
         let text = table(&[plain, l4.clone(), l7.clone()]);
-        assert!(text.contains("metrics off"), "{text}");
+        assert!(text.contains("telemetry off"), "{text}");
         assert!(text.contains("0.80") && text.contains("0.95"), "{text}");
-        let header = text.lines().position(|l| l.contains("metrics on")).unwrap();
+        let header = text.lines().position(|l| l.contains("telemetry on")).unwrap();
         assert!(
             text.lines()
                 .nth(header + 2)

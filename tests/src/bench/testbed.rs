@@ -46,6 +46,7 @@ use crate::{Cluster, Pod, PodSpec, Process, ServicePort, httpapp, wait_for};
 mod authz;
 mod metrics;
 use authz::add_authz;
+pub use metrics::Telemetry;
 
 pub const ECHO_PORT: u16 = 7001;
 pub const RR_PORT: u16 = 7002;
@@ -93,9 +94,10 @@ pub enum Variant {
     /// validates each request's JWT and evaluates an ALLOW policy of
     /// [`AUTHZ_RULES`] HTTP rules. [`AUTHZ_SCENARIO`] only.
     WeftL7Authz,
-    /// [`Variant::Weft`] with both agents restarted with their traffic
-    /// metrics off (`WEFT_TRAFFIC_METRICS=false`); the metrics scenarios
-    /// only, against [`Variant::Weft`] with them on.
+    /// [`Variant::Weft`] with both agents restarted with the telemetry a
+    /// scenario measures off: their traffic metrics and access log in the
+    /// `metrics/*` scenarios, TCP health and mesh waits in
+    /// `kernel-telemetry/*`; against [`Variant::Weft`] with it on.
     WeftMetricsOff,
     /// [`Variant::WeftL7`] with the agents' traffic metrics off.
     WeftL7MetricsOff,
@@ -109,8 +111,9 @@ impl Variant {
         }
     }
 
-    /// Whether the agents record their traffic metrics (their default).
-    pub fn traffic_metrics(self) -> bool {
+    /// Whether the agents record the telemetry a scenario measures (their
+    /// default).
+    pub fn telemetry_on(self) -> bool {
         !matches!(self, Variant::WeftMetricsOff | Variant::WeftL7MetricsOff)
     }
 

@@ -30,7 +30,7 @@ use anyhow::{Result, bail};
 use super::agents_cpu;
 use crate::bench::report::{Metric, Sample, lower};
 use crate::bench::runner::Run;
-use crate::bench::testbed::{Placement, Testbed, Variant};
+use crate::bench::testbed::{Placement, Telemetry, Testbed, Variant};
 
 /// The new-connection rate, metrics on and off.
 pub const CONNECTIONS: &str = "metrics/connection-rate/cross-node";
@@ -74,7 +74,7 @@ pub fn run(run: &mut Run, testbed: &Testbed) {
     if crate::bench::stopped() {
         return;
     }
-    if let Err(e) = testbed.restore_traffic_metrics() {
+    if let Err(e) = testbed.restore_telemetry() {
         run.fail("metrics (restarting the agents as configured)", e);
     }
 }
@@ -91,8 +91,8 @@ fn measure(
     family: &str,
     load: impl FnOnce(&Testbed) -> Result<Vec<Sample>>,
 ) -> Result<Vec<Sample>> {
-    let on = variant.traffic_metrics();
-    testbed.restart_agents_with_traffic_metrics(on)?;
+    let on = variant.telemetry_on();
+    testbed.restart_agents_with(Telemetry::Traffic, on)?;
     let logged_before = testbed.agent_log_sizes();
     let samples = load(testbed)?;
     for ((node, before), (_, after)) in logged_before.iter().zip(testbed.agent_log_sizes()) {

@@ -15,11 +15,15 @@
 //! | `http/authz-latency/cross-node` | `weft-bench-load http` (as `latency/http/*`, with a JWT), weft L7 without and with a RequestAuthentication and a 10-rule ALLOW policy | `serve --http` (`server-remote`, `server-authz`) |
 //! | `metrics/connection-rate/cross-node` | as `connections/*`, through weft L4 with the agents' traffic metrics on and off | `serve --rr` |
 //! | `metrics/http-l7-max-rps/cross-node` | as `http/max-rps/*`, through weft L7 with the agents' traffic metrics on and off | `serve --http` |
+//! | `kernel-telemetry/connection-rate/cross-node` | as `connections/*`, through weft L4 with TCP health and mesh waits on and off | `serve --rr` |
+//! | `kernel-telemetry/throughput/cross-node` | as `throughput/cross-node/1-stream`, with TCP health and mesh waits on and off | `iperf3 -s` |
+//! | `profiling/pod-99hz` | `weft-sim-burn cpu` in `mesh/client`, profiled by node-1's agent at 99 Hz | - |
 
 pub mod authz;
 pub mod connrate;
 pub mod footprint;
 pub mod http;
+pub mod kernel;
 pub mod latency;
 pub mod metrics;
 pub mod throughput;

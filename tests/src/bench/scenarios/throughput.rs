@@ -30,7 +30,8 @@ pub fn run(run: &mut Run, testbed: &Testbed) {
     }
 }
 
-fn measure(
+/// One iperf3 run of `streams` streams to the server at `placement`.
+pub(super) fn measure(
     testbed: &Testbed,
     variant: Variant,
     placement: Placement,
@@ -56,7 +57,7 @@ fn measure(
     let cpu = agents_cpu(testbed, variant)? - cpu_before;
     let (bits_per_second, bytes) = parse_iperf(&out.stdout)?;
     let mut samples = vec![(THROUGHPUT, bits_per_second / 1e9)];
-    if variant == Variant::Weft && bytes > 0.0 {
+    if variant.meshed() && bytes > 0.0 {
         samples.push((CPU_PER_GB, cpu / (bytes / 1e9)));
     }
     Ok(samples)

@@ -1,29 +1,65 @@
-//! The agents' per-request telemetry on or off, for the metrics
-//! scenarios: the traffic metrics (`istio_tcp_*` per connection,
-//! `istio_request*` per HTTP request; both agents restarted with
-//! `WEFT_TRAFFIC_METRICS` set, which they inherit from this process, as
-//! with `--agent-env`) and the access log (the mesh config's
-//! `accessLogFile`, `/dev/stdout` or `""`), on the same cluster, pods and
-//! Services as every other scenario.
+//! The agents' telemetry on or off, for the scenarios that measure what
+//! it costs, on the same cluster, pods and Services as every other
+//! scenario: both agents restarted with the settings below in the
+//! environment they inherit from this process (as with `--agent-env`).
+//!
+//! - [`Telemetry::Traffic`], the per-request telemetry: the traffic
+//!   metrics (`istio_tcp_*` per connection, `istio_request*` per HTTP
+//!   request; `WEFT_TRAFFIC_METRICS`) and the access log (the mesh
+//!   config's `accessLogFile`, `/dev/stdout` or `""`).
+//! - [`Telemetry::Kernel`], what the agent measures with eBPF: the
+//!   per-workload TCP health (`WEFT_TCP_HEALTH`, the `weft_tcp_health`
+//!   program) and the per-pod mesh waits (`WEFT_MESH_WAITS`, the SYN
+//!   stamp in `weft_sockops` included).
 
+use std::collections::HashMap;
 use std::ffi::OsString;
+use std::sync::Mutex;
 
 use super::*;
 
-/// The agent's setting (`weft-agent --traffic-metrics`).
-const TRAFFIC_METRICS_ENV: &str = "WEFT_TRAFFIC_METRICS";
+/// What a scenario turns off to measure its cost.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Telemetry {
+    Traffic,
+    Kernel,
+}
 
-/// `WEFT_TRAFFIC_METRICS` as it was before the first restart here.
-static ORIGINAL: OnceLock<Option<OsString>> = OnceLock::new();
+impl Telemetry {
+    /// The agent's settings (`weft-agent --traffic-metrics`,
+    /// `--tcp-health`, `--mesh-waits`).
+    fn env(self) -> &'static [&'static str] {
+        match self {
+            Telemetry::Traffic => &["WEFT_TRAFFIC_METRICS"],
+            Telemetry::Kernel => &["WEFT_TCP_HEALTH", "WEFT_MESH_WAITS"],
+        }
+    }
+}
+
+/// Each setting changed here, as it was before its first change.
+static ORIGINAL: Mutex<Option<HashMap<&'static str, Option<OsString>>>> = Mutex::new(None);
 
 impl Testbed {
-    /// Restarts both agents (node-2's, then node-1's) with their traffic
-    /// metrics on or off, and waits until every client reaches its servers
-    /// and the L4 and L7 Services carry traffic as declared again.
-    pub fn restart_agents_with_traffic_metrics(&self, on: bool) -> Result<()> {
-        ORIGINAL.get_or_init(|| std::env::var_os(TRAFFIC_METRICS_ENV));
-        set_env(Some(&OsString::from(if on { "true" } else { "false" })));
-        self.set_access_log(on)?;
+    /// Restarts both agents (node-2's, then node-1's) with `telemetry` on
+    /// or off, and waits until every client reaches its servers and the L4
+    /// and L7 Services carry traffic as declared again.
+    pub fn restart_agents_with(&self, telemetry: Telemetry, on: bool) -> Result<()> {
+        {
+            let mut original = ORIGINAL.lock().expect("settings lock");
+            let original = original.get_or_insert_with(HashMap::new);
+            for name in telemetry.env() {
+                original
+                    .entry(name)
+                    .or_insert_with(|| std::env::var_os(name));
+                set_env(
+                    name,
+                    Some(&OsString::from(if on { "true" } else { "false" })),
+                );
+            }
+        }
+        if telemetry == Telemetry::Traffic {
+            self.set_access_log(on)?;
+        }
         self.restart_agents()
     }
 
@@ -53,15 +89,16 @@ impl Testbed {
             .collect()
     }
 
-    /// Puts `WEFT_TRAFFIC_METRICS` back as the run started with and, if
-    /// [`Testbed::restart_agents_with_traffic_metrics`] changed it,
-    /// restarts the agents with it, so that later scenarios see the agents
-    /// as configured.
-    pub fn restore_traffic_metrics(&self) -> Result<()> {
-        let Some(original) = ORIGINAL.get() else {
+    /// Puts every setting [`Testbed::restart_agents_with`] changed back as
+    /// the run started with and, if there was any, restarts the agents
+    /// with them, so that later scenarios see the agents as configured.
+    pub fn restore_telemetry(&self) -> Result<()> {
+        let Some(original) = ORIGINAL.lock().expect("settings lock").take() else {
             return Ok(());
         };
-        set_env(original.as_ref());
+        for (name, value) in &original {
+            set_env(name, value.as_ref());
+        }
         self.set_access_log(true)?;
         self.restart_agents()
     }
@@ -77,8 +114,8 @@ impl Testbed {
     }
 
     /// Whether each agent's Prometheus endpoint holds a sample of `family`
-    /// (e.g. `istio_requests_total`), by node: the proof that the traffic
-    /// metrics were on or off during a measurement.
+    /// (e.g. `istio_requests_total`), by node: the proof that the
+    /// telemetry was on or off during a measurement.
     pub fn traffic_recorded(&self, family: &str) -> Result<Vec<(String, bool)>> {
         let prefix = format!("{family}{{");
         self.cluster
@@ -93,14 +130,14 @@ impl Testbed {
     }
 }
 
-fn set_env(value: Option<&OsString>) {
+fn set_env(name: &str, value: Option<&OsString>) {
     // SAFETY: the benchmark's only thread runs here: the clients and
     // servers are other processes, and the helper threads of a command's
     // run or of a network namespace are joined before it returns.
     unsafe {
         match value {
-            Some(v) => std::env::set_var(TRAFFIC_METRICS_ENV, v),
-            None => std::env::remove_var(TRAFFIC_METRICS_ENV),
+            Some(v) => std::env::set_var(name, v),
+            None => std::env::remove_var(name),
         }
     }
 }
