@@ -585,3 +585,67 @@ includeRequestBodyInCheck: {{maxRequestBytes: 16, allowPartialMessage: true, pac
         Ok(())
     })
 }
+
+/// An HTTP route to a port that its own Service declares TCP, on a pod of
+/// the client's node: the client's agent pools that upstream connection
+/// and delivers into the pod directly, with the pod's L4 policy. A DENY
+/// added while the pooled connection is open closes it (as the
+/// destination's inbound proxy would an open L4 connection), and the next
+/// requests are refused, instead of riding the connection the policy no
+/// longer allows.
+#[test]
+fn a_policy_change_closes_a_pooled_same_node_upstream_connection() -> Result<()> {
+    let cluster = Cluster::builder().nodes(1).build()?;
+    cluster.with_logs(|cluster| {
+        cluster.add_namespace("shop", &[AMBIENT])?;
+        let _api = backend(cluster, "node-1", "shop", "api", &[("app", "api")], 9000, &[])?;
+        cluster.add_service("shop", "api", &[("app", "api")], &[ServicePort::tcp("tcp", 9000, 9000)])?;
+        // `front` has no pods: its HTTP port is routed to api's TCP port.
+        let front = cluster.add_service("shop", "front", &[("app", "front")], &[ServicePort::http("http", 80, 80)])?;
+        apply(
+            cluster,
+            "front-vs",
+            "apiVersion: networking.istio.io/v1\nkind: VirtualService\nmetadata:\n  name: front\n  namespace: shop\nspec:\n  hosts:\n  - front\n  http:\n  - route:\n    - destination:\n        host: api\n        port:\n          number: 9000\n",
+        )?;
+        let web = client(cluster, "node-1", "shop", "web")?;
+        let url = format!("http://{front}/");
+        converge("front's route to api", || {
+            Ok(httpapp::get_one(&web, &url, &[]).is_ok_and(|r| r.status == 200 && r.header("x-served-by") == Some("api")))
+        })?;
+        let node = cluster.node("node-1")?;
+        let revoked_before = node.admin_json("/stats")?["connections_denied"]["policy_revoked"]
+            .as_u64()
+            .unwrap_or(0);
+
+        policy(
+            cluster,
+            "deny-web",
+            "",
+            "  action: DENY\n  rules:\n  - from:\n    - source:\n        principals: [\"cluster.local/ns/shop/sa/web\"]\n",
+        )?;
+        converge("the DENY to reach the pooled connection", || {
+            Ok(httpapp::get_one(&web, &url, &[]).is_ok_and(|r| r.status != 200))
+        })?;
+        for _ in 0..5 {
+            let reply = httpapp::get_one(&web, &url, &[])?;
+            ensure!(reply.status != 200, "a request after the DENY was served: {}", reply.status);
+        }
+        wait_for("the closing in the agent's log, with the policy", TIMEOUT, || {
+            Ok(node
+                .agent_log_tail(400)
+                .lines()
+                .any(|l| {
+                    l.contains("closing an open connection")
+                        && l.contains("shop/deny-web")
+                        && l.contains("spiffe://cluster.local/ns/shop/sa/web")
+                })
+                .then_some(()))
+        })
+        .with_context(|| node.agent_log_tail(100))?;
+        let revoked = node.admin_json("/stats")?["connections_denied"]["policy_revoked"]
+            .as_u64()
+            .unwrap_or(0);
+        ensure!(revoked > revoked_before, "policy_revoked counted {revoked} (was {revoked_before})");
+        Ok(())
+    })
+}

@@ -424,9 +424,11 @@ fn profiles_a_pod_the_agent_and_the_node_and_refuses_bad_input() -> Result<()> {
     })
 }
 
-/// A directory for the test's files, inside the cluster's (removed with it).
+/// A directory for the test's files, with the cluster's logs: removed
+/// with them, kept with them under `WEFT_SIM_KEEP_LOGS` (README's flame
+/// graphs come from there).
 fn tempfile_dir(cluster: &Cluster) -> Result<std::path::PathBuf> {
-    let dir = cluster.dir().join("profiles");
+    let dir = cluster.log_dir().join("profiles");
     std::fs::create_dir_all(&dir)?;
     Ok(dir)
 }

@@ -115,6 +115,7 @@ async fn attempts(
             tls: policy.tls.as_ref(),
             host: &destination.host,
             limits: &policy.limits,
+            client_waits: true,
         };
         let request = head
             .request(resolved.protocol, replay.body())
@@ -428,6 +429,7 @@ pub fn mirror(
             tls: policy.tls.as_ref(),
             host: &host,
             limits: &policy.limits,
+            client_waits: false,
         };
         let Ok(request) = head.request(resolved.protocol, body) else {
             return;
@@ -480,6 +482,7 @@ pub async fn upgrade(
         tls: policy.tls.as_ref(),
         host: &destination.host,
         limits: &policy.limits,
+        client_waits: true,
     };
     // Upgrade headers go through as they are: this hop is the upgrade.
     let mut request = match head.request(Protocol::Http1, body::empty()) {
@@ -491,13 +494,13 @@ pub async fn upgrade(
             request.headers_mut().insert(name, value.clone());
         }
     }
-    let mut response = match ctx
+    let (mut response, tracked) = match ctx
         .l7
         .upstreams
         .send_upgrade(ctx, &target, &resolved.cluster, request)
         .await
     {
-        Ok(response) => response,
+        Ok(answered) => answered,
         Err(UpstreamError::Overflow) => {
             return LocalReply::overflow().flagged(record).into_response(grpc);
         }
@@ -519,7 +522,13 @@ pub async fn upgrade(
             };
             let mut down_io = TokioIo::new(down_io);
             let mut up_io = TokioIo::new(up_io);
-            if let Err(err) = tokio::io::copy_bidirectional(&mut down_io, &mut up_io).await {
+            let relay = tokio::io::copy_bidirectional(&mut down_io, &mut up_io);
+            // Closed (both sides dropped) if a policy change denies it.
+            let ended = match &tracked {
+                Some(tracked) => tracked.relay(relay).await,
+                None => relay.await,
+            };
+            if let Err(err) = ended {
                 tracing::debug!(error = %err, "upgraded connection ended");
             }
         });

@@ -50,6 +50,7 @@ use crate::metrics::waits::Wait;
 use crate::proxy::{
     PodContext, ProxyContext,
     delivery::Delivered,
+    open::Tracked,
     outbound::{OutboundError, SameNode, connect_from_pod, connect_same_node, open_tunnel},
     tunnel_io::TunnelIo,
 };
@@ -77,6 +78,9 @@ pub struct Target<'a> {
     /// The destination's host name: the TLS server name unless `tls.sni`.
     pub host: &'a str,
     pub limits: &'a PoolLimits,
+    /// Whether the client pod waits for this request: its waits are
+    /// recorded ([`crate::metrics::waits`]); not for a mirror.
+    pub client_waits: bool,
 }
 
 /// Why a request could not be sent, or got no response.
@@ -150,18 +154,33 @@ struct Slot {
     changed: Arc<Notify>,
 }
 
-/// A request's waits, recorded into its client pod's histograms as it
-/// passes each stage.
+/// A request's waits, recorded into its client pod's histograms once it
+/// is answered: `upstream_connect` from `send` to the connection it went
+/// on being ready, `first_byte` from then to the response's head.
 struct RequestWaits<'a> {
     pod: &'a PodContext,
-    /// When the last stage ended (monotonic ns); `0`: not recorded.
+    /// When `send` was called (monotonic ns); `0`: not recorded.
     since_ns: u64,
+    /// When the last connection tried was ready (a kept HTTP/1.1
+    /// connection found closed is replaced: the last one counts).
+    ready_ns: u64,
 }
 
 impl RequestWaits<'_> {
-    fn passed(&mut self, stage: Wait) {
+    fn ready(&mut self) {
         if self.since_ns != 0 {
-            self.since_ns = self.pod.waits.record_since(stage, self.since_ns);
+            self.ready_ns = crate::sys::monotonic_ns();
+        }
+    }
+
+    fn answered(&self) {
+        if self.since_ns != 0 && self.ready_ns != 0 {
+            let waits = &self.pod.waits;
+            waits.record(
+                Wait::UpstreamConnect,
+                self.ready_ns.saturating_sub(self.since_ns),
+            );
+            waits.record_since(Wait::FirstByte, self.ready_ns);
         }
     }
 }
@@ -192,10 +211,11 @@ impl Upstreams {
     ) -> Result<Response<Body>, UpstreamError> {
         let mut waited = RequestWaits {
             pod: target.pod,
-            since_ns: match ctx.metrics.waits_on() {
+            since_ns: match ctx.metrics.waits_on() && target.client_waits {
                 true => crate::sys::monotonic_ns(),
                 false => 0,
             },
+            ready_ns: 0,
         };
         let key = Key {
             cluster: target.cluster_id,
@@ -228,11 +248,11 @@ impl Upstreams {
         let mut resends = 0;
         let (conn, response) = loop {
             let (mut conn, kept) = self.h1_connection(ctx, target, cluster, &key).await?;
-            waited.passed(Wait::UpstreamConnect);
+            waited.ready();
             conn.requests += 1;
             match conn.send.try_send_request(request).await {
                 Ok(response) => {
-                    waited.passed(Wait::FirstByte);
+                    waited.answered();
                     break (conn, response);
                 }
                 Err(mut err) => match err.take_message() {
@@ -321,23 +341,27 @@ impl Upstreams {
         };
         drop(pending);
         send.ready().await.map_err(classify)?;
-        waited.passed(Wait::UpstreamConnect);
+        waited.ready();
         let response = send.send_request(request).await.map_err(classify)?;
-        waited.passed(Wait::FirstByte);
+        waited.answered();
         Ok(response.map(super::body::boxed::<Incoming>))
     }
 
     /// Sends a request that upgrades the connection (WebSocket, CONNECT)
-    /// on a connection of its own, never pooled.
+    /// on a connection of its own, never pooled. With the response, the
+    /// connection's registration with the open connections, if it has one
+    /// (to a same-node pod's non-HTTP port): whoever relays the upgraded
+    /// connection closes it when a policy change revokes it.
     pub async fn send_upgrade(
         &self,
         ctx: &ProxyContext,
         target: &Target<'_>,
         cluster: &Cluster,
         request: Request<Body>,
-    ) -> Result<Response<Incoming>, UpstreamError> {
+    ) -> Result<(Response<Incoming>, Option<Tracked>), UpstreamError> {
         let guard = cluster.try_connection().ok_or(UpstreamError::Overflow)?;
-        let io = self.connect(ctx, target).await?;
+        let mut io = self.connect(ctx, target).await?;
+        let tracked = io.take_tracked();
         let (mut send, conn) = http1::Builder::new()
             .handshake::<_, Body>(TokioIo::new(io))
             .await
@@ -351,7 +375,8 @@ impl Upstreams {
                 tracing::debug!(error = %err, "upgraded upstream connection ended");
             }
         });
-        send.send_request(request).await.map_err(classify)
+        let response = send.send_request(request).await.map_err(classify)?;
+        Ok((response, tracked))
     }
 
     fn slot<T>(&self, key: &Key, f: impl FnOnce(&mut Slot) -> T) -> T {
@@ -445,7 +470,8 @@ impl Upstreams {
         key: &Key,
         guard: LimitGuard,
     ) -> Result<http1::SendRequest<Body>, UpstreamError> {
-        let io = self.connect(ctx, target).await?;
+        let mut io = self.connect(ctx, target).await?;
+        let tracked = io.take_tracked();
         let (send, conn) = http1::Builder::new()
             .max_buf_size(MAX_HEADERS_BYTES)
             .handshake::<_, Body>(TokioIo::new(io))
@@ -457,8 +483,13 @@ impl Upstreams {
         let changed = self.changed(key);
         tokio::spawn(async move {
             let _guard = guard;
-            if let Err(err) = conn.await {
-                tracing::debug!(error = %err, "upstream HTTP/1.1 connection ended");
+            tokio::select! {
+                ended = conn => if let Err(err) = ended {
+                    tracing::debug!(error = %err, "upstream HTTP/1.1 connection ended");
+                },
+                // Dropping the connection closes it: its requests fail,
+                // the next ones are authorized on a new connection.
+                () = revoked(tracked) => {}
             }
             changed.notify_one();
         });
@@ -472,7 +503,8 @@ impl Upstreams {
         key: &Key,
         guard: LimitGuard,
     ) -> Result<Arc<H2Conn>, UpstreamError> {
-        let io = self.connect(ctx, target).await?;
+        let mut io = self.connect(ctx, target).await?;
+        let tracked = io.take_tracked();
         let mut builder = http2::Builder::new(TokioExecutor::new());
         builder
             .initial_stream_window_size(crate::proxy::hbone::STREAM_WINDOW)
@@ -488,8 +520,11 @@ impl Upstreams {
         let changed = self.changed(key);
         tokio::spawn(async move {
             let _guard = guard;
-            if let Err(err) = conn.await {
-                tracing::debug!(error = %err, "upstream HTTP/2 connection ended");
+            tokio::select! {
+                ended = conn => if let Err(err) = ended {
+                    tracing::debug!(error = %err, "upstream HTTP/2 connection ended");
+                },
+                () = revoked(tracked) => {}
             }
             changed.notify_waiters();
         });
@@ -527,7 +562,9 @@ impl Upstreams {
                 if let Some(local) = ctx.local_pods.get(addr.ip()) {
                     return Ok(
                         match connect_same_node(target.pod, &local, ctx, addr).await? {
-                            SameNode::App(delivered) => UpstreamIo::Local(delivered),
+                            SameNode::App(delivered, tracked) => {
+                                UpstreamIo::Local(delivered, Some(tracked))
+                            }
                             SameNode::Http(duplex) => UpstreamIo::LocalHttp(duplex),
                         },
                     );
@@ -650,11 +687,37 @@ impl Drop for ReturnToPool {
 /// The byte stream an upstream HTTP connection runs on.
 pub enum UpstreamIo {
     Tunnel(TunnelIo),
-    Local(Delivered),
+    /// To a non-HTTP port of a pod on this node, straight to its app, with
+    /// its registration as an open connection until taken
+    /// ([`UpstreamIo::take_tracked`]).
+    Local(Delivered, Option<Tracked>),
     /// To an HTTP port of a pod on this node, through its HTTP side.
     LocalHttp(tokio::io::DuplexStream),
     Tcp(TcpStream),
     Tls(Box<tokio_rustls::client::TlsStream<TcpStream>>),
+}
+
+impl UpstreamIo {
+    /// The connection's registration with the open connections, if it
+    /// has one: whoever drives the connection closes it when
+    /// `Tracked::revoked` resolves.
+    fn take_tracked(&mut self) -> Option<Tracked> {
+        match self {
+            UpstreamIo::Local(_, tracked) => tracked.take(),
+            _ => None,
+        }
+    }
+}
+
+/// Resolves when a policy change denies the connection `tracked` stands
+/// for; never without one.
+async fn revoked(tracked: Option<Tracked>) {
+    match tracked {
+        Some(tracked) => {
+            tracked.revoked().await;
+        }
+        None => std::future::pending().await,
+    }
 }
 
 macro_rules! delegate {
@@ -664,7 +727,7 @@ macro_rules! delegate {
                 let $io = Pin::new($io);
                 $call
             }
-            UpstreamIo::Local(delivered) => {
+            UpstreamIo::Local(delivered, _) => {
                 let $io = Pin::new(&mut delivered.stream);
                 $call
             }
@@ -714,7 +777,7 @@ impl AsyncWrite for UpstreamIo {
     fn is_write_vectored(&self) -> bool {
         match self {
             UpstreamIo::Tunnel(_) => false,
-            UpstreamIo::Local(delivered) => delivered.stream.is_write_vectored(),
+            UpstreamIo::Local(delivered, _) => delivered.stream.is_write_vectored(),
             UpstreamIo::LocalHttp(duplex) => duplex.is_write_vectored(),
             UpstreamIo::Tcp(tcp) => tcp.is_write_vectored(),
             UpstreamIo::Tls(tls) => tls.is_write_vectored(),

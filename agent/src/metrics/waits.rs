@@ -4,12 +4,14 @@
 //! | stage | from | to |
 //! | --- | --- | --- |
 //! | `capture` | the app's SYN (stamped by `weft_sockops`) | the proxy's `accept()` |
-//! | `upstream_connect` | L4: the accept; L7: the request's head read | L4: the upstream connected (HBONE stream answered, same-node delivery or passthrough connected); L7: the request's upstream connection ready (kept or new) |
-//! | `first_byte` | L4: the upstream connected; L7: the request sent | L4: the first byte back from the upstream; L7: the response's head |
+//! | `upstream_connect` | L4: the accept; L7: the request handed to its upstream (routed, authorized) | L4: the upstream connected (HBONE stream answered, same-node delivery or passthrough connected); L7: the request's upstream connection ready (kept or new) |
+//! | `first_byte` | L4: the upstream connected; L7: that connection ready | L4: the first byte back from the upstream; L7: the response's head (the request's sending included) |
 //!
 //! `capture` is the mesh's cost alone; the other two include the network
 //! and, for `first_byte`, the server's own time, which is what the app
-//! would see without weft too. Each pod's histograms live in its
+//! would see without weft too (and, at L4 with a protocol where the client
+//! speaks first, the time until it does). Mirrored requests are not the
+//! client's waits and are not recorded. Each pod's histograms live in its
 //! [`PodContext`](crate::proxy::PodContext), so they go with the pod and
 //! the series are bounded by the pods on the node.
 

@@ -306,19 +306,40 @@ impl Profiler {
             .map_err(|_| ProfileError::Busy)?;
         let (filter, described) = self.filter(&request.target).await?;
         let frequency = request.frequency;
-        let mut spent = Duration::ZERO;
-        let sampler = blocking(&mut spent, move || {
-            sampler::Sampler::start(filter, frequency)
-        })
-        .await??;
+        // From here on, a dropped future (the client went away) is logged,
+        // whatever it was waiting for; the sampler, a local, is dropped
+        // with it, which detaches the program.
         let mut running = Running {
-            sampler: Some(sampler),
             target: described.clone(),
             started: Instant::now(),
+            cancelled: true,
         };
-        tracing::info!(target = %described, duration = ?request.duration, frequency, "profile started");
-        tokio::time::sleep(request.duration).await;
-        let sampler = running.sampler.take().expect("taken once");
+        let profiled = async {
+            let mut spent = Duration::ZERO;
+            let sampler = blocking(&mut spent, move || {
+                sampler::Sampler::start(filter, frequency)
+            })
+            .await??;
+            tracing::info!(target = %described, duration = ?request.duration, frequency, "profile started");
+            tokio::time::sleep(request.duration).await;
+            self.finish(sampler, spent, &request, &described, running.started)
+                .await
+        }
+        .await;
+        running.cancelled = false;
+        drop(permit);
+        profiled
+    }
+
+    /// Detaches the program, reads and symbolizes what it recorded.
+    async fn finish(
+        &self,
+        sampler: sampler::Sampler,
+        mut spent: Duration,
+        request: &Request,
+        described: &str,
+        started: Instant,
+    ) -> Result<Profile, ProfileError> {
         let raw = blocking(&mut spent, move || sampler.finish())
             .await?
             .map_err(|err| ProfileError::Collect(err.to_string()))?;
@@ -326,15 +347,14 @@ impl Profiler {
         let lost = raw.lost;
         let program = raw.program.clone();
         let stacks = blocking(&mut spent, move || folded::fold(&raw)).await?;
-        drop(permit);
         let cost = Cost {
             program_runs: program.as_ref().map(|p| p.runs),
             program_seconds: program.as_ref().map(|p| p.run_time.as_secs_f64()),
             agent_cpu_seconds: spent.as_secs_f64(),
         };
-        tracing::info!(target = %described, samples, lost, elapsed = ?running.started.elapsed(), ?cost, "profile done");
+        tracing::info!(target = %described, samples, lost, elapsed = ?started.elapsed(), ?cost, "profile done");
         Ok(Profile {
-            target: described,
+            target: described.to_string(),
             node: self.node_name.clone(),
             duration_ms: request.duration.as_millis() as u64,
             frequency_hz: request.frequency,
@@ -406,19 +426,17 @@ impl Profiler {
     }
 }
 
-/// A profile while it samples. Dropped before its time (the client went
-/// away and the request's future was dropped), it detaches the program
-/// and says so.
+/// A profile under way. Dropped while `cancelled` (the client went away
+/// and the request's future was dropped, the sampler with it), it says so.
 struct Running {
-    sampler: Option<sampler::Sampler>,
     target: String,
     started: Instant,
+    cancelled: bool,
 }
 
 impl Drop for Running {
     fn drop(&mut self) {
-        if let Some(sampler) = self.sampler.take() {
-            drop(sampler);
+        if self.cancelled {
             tracing::info!(target = %self.target, after = ?self.started.elapsed(), "profile cancelled: the client went away; the program is detached");
         }
     }

@@ -50,7 +50,10 @@ pub(super) async fn handle(
     ctx: Arc<ProxyContext>,
 ) {
     let _active = ctx.metrics.track();
-    let Some(capture) = ctx.redirection.take_capture(pod.netns_cookie, peer.port()) else {
+    let Some(capture) =
+        ctx.redirection
+            .take_capture(pod.netns_cookie, peer.port(), accepted_ns != 0)
+    else {
         tracing::warn!(src = %pod.name(), src.addr = %peer, "no original destination recorded for this connection; closing");
         ctx.metrics.deny(Denial::NoDestination);
         return reset(stream);
@@ -333,7 +336,7 @@ async fn same_node(
     waits: Waited,
 ) -> Result<(u64, u64), OutboundError> {
     match connect_same_node(pod, destination, ctx, target).await {
-        Ok(SameNode::App(app)) => {
+        Ok(SameNode::App(app, tracked)) => {
             // The destination's side of the metrics, as its inbound proxy
             // would report them.
             let client = pod.current(ctx);
@@ -345,17 +348,6 @@ async fn same_node(
                 target.port(),
                 SecurityPolicy::mutual_tls,
             );
-            // Closed if a policy change denies it (as the destination's
-            // inbound proxy would).
-            let conn = crate::policy::Connection {
-                src_identity: Some(pod.identity().clone()),
-                src_ip: source_ip,
-                dst_ip: target.ip(),
-                dst_port: target.port(),
-            };
-            let tracked = ctx
-                .open
-                .register(destination, conn, open::Scope::Connection);
             let progress = waits.upstream_connected();
             let relay = sys::splice::relay(&stream, &app.stream, &progress);
             let moved = tokio::select! {
@@ -384,8 +376,10 @@ async fn same_node(
 /// Where a same-node connection goes.
 pub(crate) enum SameNode {
     /// Straight to the app: the port is not HTTP, and the destination's
-    /// policy allowed the connection.
-    App(delivery::Delivered),
+    /// policy allowed the connection. It is registered with the open
+    /// connections: `Tracked::revoked` resolves when a policy change denies
+    /// it (as the destination's inbound proxy would close it).
+    App(delivery::Delivered, open::Tracked),
     /// Into the destination's HTTP side ([`crate::l7::inbound`]), which
     /// decides each request as it does for HBONE.
     Http(tokio::io::DuplexStream),
@@ -434,9 +428,13 @@ pub(crate) async fn connect_same_node(
     if destination.authorize(ctx, &conn).is_err() {
         return Err(OutboundError::Denied);
     }
-    Ok(SameNode::App(
-        delivery::connect(destination, ctx, source_ip, target).await?,
-    ))
+    // Registered before the connect, so that a policy change while it is
+    // under way reaches it (it unregisters if the connect fails).
+    let tracked = ctx
+        .open
+        .register(destination, conn, open::Scope::Connection);
+    let delivered = delivery::connect(destination, ctx, source_ip, target).await?;
+    Ok(SameNode::App(delivered, tracked))
 }
 
 /// A CONNECT stream to `target` on a pooled connection to the destination

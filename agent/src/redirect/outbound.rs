@@ -3,10 +3,10 @@
 
 use std::{
     net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr},
-    os::fd::AsFd,
+    sync::atomic::{AtomicBool, Ordering},
 };
 
-use aya::maps::{IterableMap, MapData, MapError};
+use aya::maps::{HashMap, MapData, MapError};
 use weft_ebpf_common::{
     FAMILY_INET, MAP_ENROLLED, OrigDst, PodRedirect, PortKey, REDIRECT_OUTBOUND,
 };
@@ -68,13 +68,20 @@ impl Redirector {
 
     /// What the programs recorded of a captured connection, found from the
     /// proxy's side: the pod's netns and the client's source port. The
-    /// records are consumed. `None` when there is no destination.
-    pub fn take_capture(&self, netns_cookie: u64, source_port: u16) -> Option<Capture> {
+    /// records are consumed. `None` when there is no destination. With
+    /// `timed` (the agent's `--mesh-waits`, which also has the programs
+    /// stamp), the SYN's time too.
+    pub fn take_capture(
+        &self,
+        netns_cookie: u64,
+        source_port: u16,
+        timed: bool,
+    ) -> Option<Capture> {
         let key = PortKey::new(netns_cookie, source_port);
         // Taken first, so that it does not stay behind if there is no
         // destination.
-        let syn_sent_ns = take(self.captured_at.map(), &key);
-        let dst: OrigDst = take(self.dst_by_port.map(), &key)?;
+        let syn_sent_ns = timed.then(|| take(&self.captured_at, &key)).flatten();
+        let dst = take(&self.dst_by_port, &key)?;
         Some(Capture {
             original_dst: orig_dst_addr(&dst),
             syn_sent_ns,
@@ -82,10 +89,15 @@ impl Redirector {
     }
 }
 
-/// Reads and removes `key`'s entry; a failed call is as if there were none.
-fn take<V: aya::Pod>(map: &MapData, key: &PortKey) -> Option<V> {
-    sys::bpf::lookup_and_delete(map.fd().as_fd(), key).unwrap_or_else(|err| {
-        tracing::debug!(error = %err, "reading a capture record");
+/// Reads and removes `key`'s entry; a failed call is as if there were none
+/// (and the first failure is logged: every captured connection would then
+/// be reset for want of a destination).
+fn take<V: aya::Pod>(map: &HashMap<MapData, PortKey, V>, key: &PortKey) -> Option<V> {
+    static WARNED: AtomicBool = AtomicBool::new(false);
+    sys::bpf::lookup_and_delete(map, key).unwrap_or_else(|err| {
+        if !WARNED.swap(true, Ordering::Relaxed) {
+            tracing::warn!(error = %err, "cannot take a capture record (BPF_MAP_LOOKUP_AND_DELETE_ELEM needs Linux 5.14+); captured connections find no destination");
+        }
         None
     })
 }

@@ -642,7 +642,10 @@ mod tests {
         let text = table(&[plain, l4.clone(), l7.clone()]);
         assert!(text.contains("telemetry off"), "{text}");
         assert!(text.contains("0.80") && text.contains("0.95"), "{text}");
-        let header = text.lines().position(|l| l.contains("telemetry on")).unwrap();
+        let header = text
+            .lines()
+            .position(|l| l.contains("telemetry on"))
+            .unwrap();
         assert!(
             text.lines()
                 .nth(header + 2)
