@@ -248,3 +248,50 @@ fn loss_and_latency_on_one_pods_link_show_in_its_tcp_health_and_not_its_neighbou
         Ok(())
     })
 }
+
+/// A server that stops reading closes its window: the proxy's socket that
+/// carries the pod's connection to it receives zero-window segments, and
+/// the pod's TCP health counts them.
+#[test]
+fn a_receiver_that_stops_reading_shows_as_zero_windows() -> Result<()> {
+    const SINK_PORT: u16 = 7100;
+    let cluster = Cluster::builder().nodes(2).build()?;
+    cluster.with_logs(|cluster| {
+        cluster.add_namespace("meshed", &[AMBIENT])?;
+        cluster.add_namespace("legacy", &[])?;
+        let sink = cluster.add_pod(
+            PodSpec::new("node-2", "legacy", "sink")
+                .service_account("sink")
+                .port("tcp-sink", SINK_PORT),
+        )?;
+        let _stall = sink.spawn_app(&["tcp-stall", "--port", &SINK_PORT.to_string()])?;
+        let writer = cluster
+            .add_pod(PodSpec::new("node-1", "meshed", "writer").service_account("writer"))?;
+        let node1 = cluster.node("node-1")?;
+        let target = sink.addr(SINK_PORT).to_string();
+        let mut written = String::new();
+        wait_for("the writer to fill the sink's window", TIMEOUT, || {
+            let out = writer.run_app(&["tcp-flood", &target, "--seconds", "5"], TIMEOUT)?;
+            written = out.stdout.clone();
+            let zero = number(
+                &totals(node1, "source", "writer", "sink")?,
+                &["zero_windows"],
+            );
+            Ok((out.success() && zero > 0).then_some(()))
+        })
+        .with_context(|| format!("tcp-flood said: {written}"))?;
+        let found = totals(node1, "source", "writer", "sink")?;
+        println!("{written}writer -> sink: {found}");
+        let scrape = node1.agent_metrics()?;
+        ensure!(
+            scrape.lines().any(|l| {
+                l.starts_with("weft_tcp_zero_window_segments_received_total{")
+                    && l.contains("source_workload=\"writer\"")
+                    && l.contains("destination_workload=\"sink\"")
+                    && !l.ends_with(" 0")
+            }),
+            "the zero windows are scraped:\n{scrape}"
+        );
+        Ok(())
+    })
+}

@@ -79,11 +79,29 @@ mod program {
             BPF_SOCK_OPS_TCP_CONNECT_CB => connecting(&ctx),
             BPF_SOCK_OPS_ACTIVE_ESTABLISHED_CB => established(&ctx, TCP_OUTBOUND),
             BPF_SOCK_OPS_PASSIVE_ESTABLISHED_CB => established(&ctx, TCP_INBOUND),
+            // Every received segment and state change of a followed
+            // socket: most of the program's runs. Nothing is looked up
+            // unless the segment closes the window, or the socket closes.
+            BPF_SOCK_OPS_PARSE_HDR_OPT_CB if !zero_window(&ctx) => {}
+            BPF_SOCK_OPS_STATE_CB if ctx.arg(1) != TCP_CLOSE => {}
             // Only followed sockets (callbacks asked for at established)
             // get here.
             op => followed(&ctx, op),
         }
         1
+    }
+
+    /// Whether the segment being parsed advertises a zero window (an RST
+    /// does not count: its window means nothing).
+    fn zero_window(ctx: &SockOpsContext) -> bool {
+        let ops = unsafe { &*ctx.ops };
+        if ops.skb_tcp_flags & TCP_FLAG_RST != 0 {
+            return false;
+        }
+        let data = unsafe { ops.__bindgen_anon_3.skb_data } as usize;
+        let end = unsafe { ops.__bindgen_anon_4.skb_data_end } as usize;
+        // The TCP header's window field: bytes 14 and 15.
+        data + 16 <= end && unsafe { *((data + 14) as *const u16) } == 0
     }
 
     /// The entry a socket counts in; `None` for a socket that is not
@@ -223,20 +241,15 @@ mod program {
             // Arguments: the first segment's sequence, the segment count.
             BPF_SOCK_OPS_RETRANS_CB => add(&health.retransmits, u64::from(ctx.arg(1))),
             BPF_SOCK_OPS_RTO_CB => add(&health.rtos, 1),
-            BPF_SOCK_OPS_STATE_CB if ctx.arg(1) == TCP_CLOSE => {
+            // Only the close gets here (see the program).
+            BPF_SOCK_OPS_STATE_CB => {
                 add(&health.closed, 1);
                 add(&health.bytes_sent, ops.bytes_acked);
                 add(&health.bytes_received, ops.bytes_received);
                 let _ = WEFT_TCP_FOLLOWED.remove(&cookie);
             }
-            BPF_SOCK_OPS_PARSE_HDR_OPT_CB if ops.skb_tcp_flags & TCP_FLAG_RST == 0 => {
-                let data = unsafe { ops.__bindgen_anon_3.skb_data } as usize;
-                let end = unsafe { ops.__bindgen_anon_4.skb_data_end } as usize;
-                // The TCP header's window field: bytes 14 and 15.
-                if data + 16 <= end && unsafe { *((data + 14) as *const u16) } == 0 {
-                    add(&health.zero_windows, 1);
-                }
-            }
+            // Only a zero-window segment gets here (see the program).
+            BPF_SOCK_OPS_PARSE_HDR_OPT_CB => add(&health.zero_windows, 1),
             _ => {}
         }
     }

@@ -10,6 +10,8 @@
 //! weft-sim-app tcp-ping ADDR --count N [--interval-ms MS] [--timeout SECS]
 //! weft-sim-app tcp-hold ADDR --connections N --until-file PATH [--interval-ms MS] [--lifetime-s S] [--timeout SECS]
 //! weft-sim-app tcp-churn ADDR --until-file PATH [--interval-ms MS] [--timeout SECS]
+//! weft-sim-app tcp-stall --port P
+//! weft-sim-app tcp-flood ADDR --seconds S
 //! weft-sim-app http-keepalive URL --until-file PATH [--interval-ms MS] [--timeout SECS]
 //! ```
 //!
@@ -23,6 +25,11 @@
 //!
 //! `tcp-echo --delay-ms MS` waits MS after accepting a connection before
 //! it echoes anything (a server slow to answer).
+//!
+//! `tcp-stall` accepts connections and never reads them (a receiver whose
+//! window closes); `tcp-flood` writes to ADDR for S seconds or until a
+//! write has been blocked for a second, then prints the bytes written and
+//! exits 0.
 //!
 //! `tcp-ping` keeps ONE connection to a `tcp-echo` server and exchanges a
 //! line every interval; it exits 0 only if every line came back on it (a
@@ -49,6 +56,8 @@ const USAGE: &str = "usage:
   weft-sim-app tcp-ping ADDR --count N [--interval-ms MS] [--timeout SECS]
   weft-sim-app tcp-hold ADDR --connections N --until-file PATH [--interval-ms MS] [--lifetime-s S] [--timeout SECS]
   weft-sim-app tcp-churn ADDR --until-file PATH [--interval-ms MS] [--timeout SECS]
+  weft-sim-app tcp-stall --port P
+  weft-sim-app tcp-flood ADDR --seconds S
   weft-sim-app http-keepalive URL --until-file PATH [--interval-ms MS] [--timeout SECS]";
 
 /// Largest request or response head accepted.
@@ -64,6 +73,8 @@ fn main() -> ExitCode {
         Some("tcp-ping") => tcp_ping(&args[1..]),
         Some("tcp-hold") => tcp_hold(&args[1..]),
         Some("tcp-churn") => tcp_churn(&args[1..]),
+        Some("tcp-stall") => tcp_stall(&args[1..]),
+        Some("tcp-flood") => tcp_flood(&args[1..]),
         Some("http-keepalive") => http_keepalive(&args[1..]),
         _ => Err(anyhow::anyhow!("{USAGE}")),
     };
@@ -433,6 +444,48 @@ fn tcp_echo(args: &[String]) -> Result<ExitCode> {
             println!("{peer} echoed {} bytes", copied.unwrap_or(0));
         });
     }
+    Ok(ExitCode::SUCCESS)
+}
+
+fn tcp_stall(args: &[String]) -> Result<ExitCode> {
+    let args = Args::parse(args, &["port"])?;
+    let port: u16 = args.number("port", None)?;
+    let listener =
+        TcpListener::bind(("0.0.0.0", port)).with_context(|| format!("binding port {port}"))?;
+    println!("tcp-stall listening on 0.0.0.0:{port}");
+    let mut held = Vec::new();
+    for conn in listener.incoming() {
+        let Ok(stream) = conn else { continue };
+        println!("{} held, never read", stream.peer_addr()?);
+        held.push(stream);
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+fn tcp_flood(args: &[String]) -> Result<ExitCode> {
+    let args = Args::parse(args, &["seconds"])?;
+    let [addr] = args.positional.as_slice() else {
+        bail!("tcp-flood takes ADDR\n{USAGE}");
+    };
+    let seconds: f64 = args.number("seconds", None)?;
+    // A write blocked this long means the peer's window is closed.
+    let stream = connect(resolve(addr)?, Duration::from_secs(1))?;
+    let until = std::time::Instant::now() + Duration::from_secs_f64(seconds);
+    let chunk = vec![b'x'; 64 * 1024];
+    let mut written = 0u64;
+    while std::time::Instant::now() < until {
+        match (&stream).write(&chunk) {
+            Ok(n) => written += n as u64,
+            Err(err)
+                if err.kind() == std::io::ErrorKind::WouldBlock
+                    || err.kind() == std::io::ErrorKind::TimedOut =>
+            {
+                break;
+            }
+            Err(err) => return Err(err).context("writing"),
+        }
+    }
+    println!("wrote {written} bytes");
     Ok(ExitCode::SUCCESS)
 }
 
