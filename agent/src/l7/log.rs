@@ -195,7 +195,7 @@ impl Record {
         self.route = if route.name.is_empty() {
             route.virtual_service.clone()
         } else {
-            format!("{}.{}", route.virtual_service, route.name)
+            [route.virtual_service.as_str(), ".", &route.name].concat()
         };
     }
 
@@ -208,10 +208,23 @@ impl Record {
             port => port,
         };
         self.destination_port = port;
-        self.cluster = format!(
-            "outbound|{port}|{}|{}",
-            destination.subset, destination.host
+        // By hand: `format!` took about 1,200 instructions a request.
+        let mut digits = itoa::Buffer::new();
+        let digits = digits.format(port);
+        let mut cluster = String::with_capacity(
+            "outbound|||".len() + digits.len() + destination.subset.len() + destination.host.len(),
         );
+        for part in [
+            "outbound|",
+            digits,
+            "|",
+            &destination.subset,
+            "|",
+            &destination.host,
+        ] {
+            cluster.push_str(part);
+        }
+        self.cluster = cluster;
     }
 
     /// An attempt went to `endpoint`.
@@ -293,10 +306,6 @@ impl Record {
         self.count(bytes_sent, destination.as_ref());
         let duration_ms = self.started.elapsed().as_millis() as u64;
         let status = self.status.map_or(0, |s| s.as_u16());
-        let upstream = self
-            .upstream
-            .map(|a| a.to_string())
-            .unwrap_or_else(|| "-".into());
         tracing::debug!(
             src.identity = %self.pod.identity(),
             src.addr = %self.src_addr,
@@ -310,7 +319,7 @@ impl Record {
             route = %self.route,
             destination = %self.destination,
             subset = %self.subset,
-            upstream = %upstream,
+            upstream = %OrDash(self.upstream),
             attempts = self.attempts,
             bytes_sent,
             duration_ms,
@@ -419,6 +428,19 @@ impl RequestLine {
     /// The path with its query.
     fn path(&self) -> &str {
         self.uri.path_and_query().map_or("/", |p| p.as_str())
+    }
+}
+
+/// An address, or `-`: written only when the debug line is (the
+/// `to_string` it replaced ran on every request).
+struct OrDash(Option<SocketAddr>);
+
+impl std::fmt::Display for OrDash {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self.0 {
+            Some(addr) => addr.fmt(f),
+            None => f.write_str("-"),
+        }
     }
 }
 

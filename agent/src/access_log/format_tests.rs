@@ -1,0 +1,226 @@
+//! Tests of `format.rs`: rendering lines of Envoy's operators.
+use std::time::Duration;
+
+use http::HeaderMap;
+
+use super::*;
+use crate::{
+    access_log::entry::{Headers, Http},
+    l7::reply::Flag,
+};
+
+fn token(operator: &str, argument: &str, alternative: &str) -> FormatToken {
+    FormatToken {
+        operator: operator.into(),
+        argument: argument.into(),
+        alternative: alternative.into(),
+        ..Default::default()
+    }
+}
+
+fn literal(text: &str) -> FormatToken {
+    FormatToken {
+        literal: text.into(),
+        ..Default::default()
+    }
+}
+
+#[test]
+fn times_are_envoys_default_in_utc() {
+    let mut out = Vec::new();
+    write_time(
+        SystemTime::UNIX_EPOCH + Duration::from_millis(1_796_239_034_123),
+        &mut out,
+    );
+    assert_eq!(out, b"2026-12-02T19:17:14.123Z");
+    assert_eq!(civil_from_days(0), (1970, 1, 1));
+    assert_eq!(civil_from_days(11_016), (2000, 2, 29));
+}
+
+#[test]
+fn numbers_and_addresses_are_written_as_fmt_would() {
+    let mut out = Vec::new();
+    for v in [0, 7, 10, 65_535, u64::MAX] {
+        out.clear();
+        push_u64(&mut out, v);
+        assert_eq!(out, v.to_string().as_bytes());
+    }
+    out.clear();
+    push_padded(&mut out, 7, 3);
+    push_padded(&mut out, 1234, 2);
+    assert_eq!(out, b"0071234");
+    for a in [
+        "10.0.0.1:8080",
+        "0.0.0.0:0",
+        "1.22.133.4:80",
+        "255.255.255.255:65535",
+        "[fe80::1]:443",
+    ] {
+        let addr: std::net::SocketAddr = a.parse().unwrap();
+        out.clear();
+        push_addr(&mut out, addr, true);
+        assert_eq!(out, a.as_bytes());
+        out.clear();
+        push_addr(&mut out, addr, false);
+        assert_eq!(out, addr.ip().to_string().as_bytes());
+    }
+}
+
+#[test]
+fn cuts_count_characters_not_bytes() {
+    let mut out = b"kept:".to_vec();
+    out.extend_from_slice("héllo".as_bytes());
+    truncate(&mut out, 5, 2);
+    assert_eq!(out, "kept:hé".as_bytes());
+    truncate(&mut out, 5, 0);
+    assert_eq!(out, "kept:hé".as_bytes());
+    let mut json = Vec::new();
+    json_string("a\"\\\n\u{1}é".as_bytes(), &mut json);
+    assert_eq!(json, "\"a\\\"\\\\\\n\\u0001é\"".as_bytes());
+}
+
+#[test]
+fn text_renders_values_and_dashes() {
+    let mut map = HeaderMap::new();
+    map.insert("user-agent", "curl/8".parse().unwrap());
+    map.insert("x-other", "x".parse().unwrap());
+    let headers = Headers::all(&map);
+    let http = Http {
+        method: "GET",
+        path: "/a?b=1",
+        authority: "reviews:9080",
+        headers: Some(&headers),
+        response_headers: None,
+        status: 403,
+        grpc_status: None,
+    };
+    let mut e = Entry::new(SystemTime::UNIX_EPOCH, Duration::from_millis(12));
+    e.http = Some(http);
+    e.protocol = "HTTP/1.1";
+    e.flags.set(Flag::RbacDenied);
+    e.bytes_sent = 19;
+    e.downstream_remote = Some("10.0.0.1:40000".parse().unwrap());
+    let format = Format::text(&[
+        literal("\""),
+        token("REQ", ":method", ""),
+        literal(" "),
+        token("REQ", "x-envoy-original-path", ":path"),
+        literal(" "),
+        token("PROTOCOL", "", ""),
+        literal("\" "),
+        token("RESPONSE_CODE", "", ""),
+        literal(" "),
+        token("RESPONSE_FLAGS", "", ""),
+        literal(" "),
+        token("RESPONSE_CODE_DETAILS", "", ""),
+        literal(" \""),
+        token("REQ", "user-agent", ""),
+        literal("\" \""),
+        token("REQ", "x-request-id", ""),
+        literal("\" "),
+        token("DURATION", "", ""),
+        literal(" "),
+        token("UPSTREAM_HOST", "", ""),
+        literal(" "),
+        token("DOWNSTREAM_REMOTE_ADDRESS_WITHOUT_PORT", "", ""),
+    ])
+    .unwrap();
+    assert_eq!(
+        format.render(&e),
+        "\"GET /a?b=1 HTTP/1.1\" 403 RBAC rbac_access_denied_matched_policy[none] \"curl/8\" \"-\" 12 - 10.0.0.1\n"
+    );
+    // What a logged request keeps for this format: the headers it
+    // prints, not the pseudo-headers of the request line.
+    assert_eq!(
+        format.request_headers(),
+        ["x-envoy-original-path", "user-agent", "x-request-id"].map(HeaderName::from_static)
+    );
+    assert_eq!(
+        Headers::capture(&map, format.request_headers(), &[])
+            .get(&HeaderName::from_static("x-other")),
+        None
+    );
+    let mut short = token("REQ", ":path", "");
+    short.max_length = 2;
+    assert_eq!(Format::text(&[short]).unwrap().render(&e), "/a\n");
+    let err = Format::text(&[token("BOGUS", "", "")]).unwrap_err();
+    assert!(err.contains("%BOGUS%"), "{err}");
+}
+
+#[test]
+fn a_line_never_breaks() {
+    let mut e = Entry::new(SystemTime::UNIX_EPOCH, Duration::ZERO);
+    e.transport_failure = "reset\nby peer";
+    let format = Format::text(&[
+        literal("a\nb "),
+        token("UPSTREAM_TRANSPORT_FAILURE_REASON", "", ""),
+    ])
+    .unwrap();
+    assert_eq!(format.render(&e), "a b reset by peer\n");
+    let mut out = b"kept\n".to_vec();
+    format.render_into(&e, &mut out);
+    assert_eq!(out, b"kept\na b reset by peer\n");
+}
+
+#[test]
+fn literal_runs_join_the_operator_after_them() {
+    let mut e = Entry::new(SystemTime::UNIX_EPOCH, Duration::from_millis(5));
+    e.route = "reviews.v1";
+    let tokens = [
+        literal("a"),
+        literal("bc "),
+        token("DURATION", "", ""),
+        token("ROUTE_NAME", "", ""),
+        literal(" a literal longer than a few bytes"),
+        literal("!"),
+    ];
+    let format = Format::text(&tokens).unwrap();
+    let Layout::Text(steps) = &format.layout else {
+        panic!("a text format");
+    };
+    assert_eq!(steps.len(), 3, "{steps:?}");
+    assert_eq!(
+        format.render(&e),
+        "abc 5reviews.v1 a literal longer than a few bytes!\n"
+    );
+    let mut cut = token("ROUTE_NAME", "", "");
+    cut.max_length = 3;
+    assert_eq!(Format::text(&[cut]).unwrap().render(&e), "rev\n");
+}
+
+#[test]
+fn json_has_numbers_strings_and_nulls() {
+    let mut e = Entry::new(SystemTime::UNIX_EPOCH, Duration::from_millis(3));
+    e.bytes_received = 7;
+    e.upstream_cluster = "outbound|80||a\"b";
+    let format = Format::json(&[
+        JsonField {
+            key: "response_code".into(),
+            value: vec![token("RESPONSE_CODE", "", "")],
+        },
+        JsonField {
+            key: "method".into(),
+            value: vec![token("REQ", ":method", "")],
+        },
+        JsonField {
+            key: "bytes_received".into(),
+            value: vec![token("BYTES_RECEIVED", "", "")],
+        },
+        JsonField {
+            key: "upstream_cluster".into(),
+            value: vec![token("UPSTREAM_CLUSTER", "", "")],
+        },
+        JsonField {
+            key: "mixed".into(),
+            value: vec![literal("took "), token("DURATION", "", "")],
+        },
+    ])
+    .unwrap();
+    let line = format.render(&e);
+    let v: serde_json::Value = serde_json::from_str(&line).unwrap();
+    assert_eq!(v["response_code"], 0);
+    assert!(v["method"].is_null());
+    assert_eq!(v["bytes_received"], 7);
+    assert_eq!(v["upstream_cluster"], "outbound|80||a\"b");
+    assert_eq!(v["mixed"], "took 3");
+}
