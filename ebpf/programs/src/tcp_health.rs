@@ -77,8 +77,12 @@ mod program {
     pub fn weft_tcp_health(ctx: SockOpsContext) -> u32 {
         match ctx.op() {
             BPF_SOCK_OPS_TCP_CONNECT_CB => connecting(&ctx),
-            BPF_SOCK_OPS_ACTIVE_ESTABLISHED_CB => established(&ctx, TCP_OUTBOUND),
-            BPF_SOCK_OPS_PASSIVE_ESTABLISHED_CB => established(&ctx, TCP_INBOUND),
+            BPF_SOCK_OPS_ACTIVE_ESTABLISHED_CB => active_established(&ctx),
+            BPF_SOCK_OPS_PASSIVE_ESTABLISHED_CB => {
+                if let Some(key) = key(&ctx, TCP_INBOUND) {
+                    follow(&ctx, key, 0);
+                }
+            }
             // Every received segment and state change of a followed
             // socket: most of the program's runs. Nothing is looked up
             // unless the segment closes the window, or the socket closes.
@@ -86,7 +90,16 @@ mod program {
             BPF_SOCK_OPS_STATE_CB if ctx.arg(1) != TCP_CLOSE => {}
             // Only followed sockets (callbacks asked for at established)
             // get here.
-            op => followed(&ctx, op),
+            op @ (BPF_SOCK_OPS_RTT_CB
+            | BPF_SOCK_OPS_RETRANS_CB
+            | BPF_SOCK_OPS_RTO_CB
+            | BPF_SOCK_OPS_STATE_CB
+            | BPF_SOCK_OPS_PARSE_HDR_OPT_CB) => followed(&ctx, op),
+            // What the kernel asks every socket (timeouts, windows, ECN,
+            // the base RTT) is left to its defaults (the reply stays 0).
+            // These were a socket cookie and a map lookup each, for every
+            // socket of the agent, followed or not.
+            _ => {}
         }
         1
     }
@@ -191,18 +204,20 @@ mod program {
         }
     }
 
-    fn established(ctx: &SockOpsContext, direction: u8) {
-        let cookie = cookie(ctx);
-        let (key, connect_ns) = match unsafe { WEFT_TCP_FOLLOWED.get(&cookie) } {
-            Some(socket) => (socket.key, socket.connect_ns),
-            None => match key(ctx, direction) {
-                Some(key) => (key, 0),
-                None => return,
-            },
-        };
+    /// An outbound connection is up: followed if its `connect()` was
+    /// (see [`connecting`]).
+    fn active_established(ctx: &SockOpsContext) {
+        if let Some(socket) = unsafe { WEFT_TCP_FOLLOWED.get(&cookie(ctx)) } {
+            follow(ctx, socket.key, socket.connect_ns);
+        }
+    }
+
+    /// Counts the connection established in `key`'s entry, its setup
+    /// time when `connect_ns` is known, and asks for its callbacks.
+    fn follow(ctx: &SockOpsContext, key: TcpPeerKey, connect_ns: u64) {
         if connect_ns == 0 {
             let socket = FollowedSocket { key, connect_ns };
-            if WEFT_TCP_FOLLOWED.insert(&cookie, &socket, 0).is_err() {
+            if WEFT_TCP_FOLLOWED.insert(&cookie(ctx), &socket, 0).is_err() {
                 return;
             }
         }

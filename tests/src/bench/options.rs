@@ -52,6 +52,10 @@ pub struct Options {
     /// Do not hold /dev/cpu_dma_latency at 0 (to see what it changes).
     #[arg(long)]
     pub no_dma_latency: bool,
+    /// What the `kernel-telemetry` scenarios turn off in their "off"
+    /// variant: both parts (the default), or one, to see what each costs.
+    #[arg(long, value_enum, default_value_t = KernelTelemetry::Both)]
+    pub kernel_telemetry: KernelTelemetry,
     /// `KEY=VALUE` set in the environment of everything the cluster runs
     /// (repeatable), to try an agent setting without rebuilding, e.g.
     /// `--agent-env TOKIO_WORKER_THREADS=1` or `--agent-env WEFT_LOG=warn`.
@@ -65,6 +69,19 @@ pub struct Options {
     /// Where to write the JSON report (default `<target>/bench/latest.json`).
     #[arg(long)]
     pub out: Option<PathBuf>,
+}
+
+/// The parts of the agent's eBPF telemetry.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum, serde::Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum KernelTelemetry {
+    /// TCP health and mesh waits.
+    Both,
+    /// The per-workload TCP health (`weft_tcp_health`) alone.
+    TcpHealth,
+    /// The per-pod mesh waits (the SYN stamp, the proxy's clock reads)
+    /// alone.
+    MeshWaits,
 }
 
 /// Everything a run's scenarios need to know, resolved from [`Options`].
@@ -95,6 +112,8 @@ pub struct Settings {
     pub idle_pods: usize,
     pub only: Vec<String>,
     pub profile: bool,
+    /// What the kernel-telemetry scenarios turn off.
+    pub kernel_telemetry: KernelTelemetry,
     /// Share of the machine (0 to 1) that other work may take during a
     /// measurement before it is repeated.
     pub busy_threshold: f64,
@@ -130,6 +149,7 @@ impl Settings {
             idle_pods: 10,
             only: options.only.clone(),
             profile: options.profile,
+            kernel_telemetry: options.kernel_telemetry,
             busy_threshold: 0.05,
             busy_retries: if quick { 0 } else { options.busy_retries },
             quiet_wait: std::time::Duration::from_secs_f64(if quick {

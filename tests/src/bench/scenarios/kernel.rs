@@ -9,8 +9,14 @@
 //!   same rounds; both agents restart before each measurement, and their
 //!   scrape must then hold `weft_tcp_*` and `weft_mesh_wait_seconds` with
 //!   them on and neither with them off (else the scenario fails: the
-//!   setting did not take).
-//! - [`THROUGHPUT`]: the same for one iperf3 stream, cross-node.
+//!   setting did not take). `--kernel-telemetry tcp-health` or
+//!   `mesh-waits` turns only that part off in the "off" variant (and
+//!   checks only its family), to tell what each costs. Beside the rate:
+//!   both agents' CPU time and their eBPF programs' run time (the
+//!   kernel's BPF statistics) per connection, steadier than the rate on a
+//!   noisy machine.
+//! - [`THROUGHPUT`]: the same for one iperf3 stream, cross-node, with the
+//!   eBPF run time per GB.
 //! - [`PROFILING`]: node-1's agent profiles a pod spinning on a CPU (`mesh`
 //!   namespace, `weft-sim-burn cpu`) at 99 Hz; the cost is the profile's
 //!   own account (`cost` in the agent's answer: the sampling program's
@@ -25,6 +31,7 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, Result, bail, ensure};
 
 use super::{agents_cpu, connrate, throughput};
+use crate::bench::options::KernelTelemetry;
 use crate::bench::report::{Metric, Sample, lower};
 use crate::bench::runner::Run;
 use crate::bench::testbed::{Placement, Telemetry, Testbed, Variant};
@@ -41,25 +48,65 @@ const PROFILE_COST: Metric = lower("profile's cost", "% of one CPU");
 /// The agent's CPU time during the profile, less an equal window without.
 const AGENT_ADDED: Metric = lower("agent CPU added", "% of one CPU");
 
-/// Families that only the kernel telemetry writes.
-const FAMILIES: [&str; 2] = [
-    "weft_tcp_connections_established_total",
-    "weft_mesh_wait_seconds_count",
-];
+/// Both agents' CPU time per new connection.
+const AGENT_CPU_PER_CONNECTION: Metric = lower("agent CPU per connection", "µs");
+/// The run time of every eBPF program of both agents (the kernel's BPF
+/// statistics, `weft_agent_ebpf_program_run_seconds_total`), per new
+/// connection and per GB: what the programs cost, without the noise of a
+/// rate.
+const EBPF_PER_CONNECTION: Metric = lower("eBPF run time per connection", "µs");
+const EBPF_PER_GB: Metric = lower("eBPF run time per GB", "ms/GB");
+
+/// The family only TCP health writes, and the one only mesh waits do.
+const TCP_HEALTH: &str = "weft_tcp_connections_established_total";
+const MESH_WAITS: &str = "weft_mesh_wait_seconds_count";
 
 pub fn run(run: &mut Run, testbed: &Testbed) {
     let s = run.settings.clone();
+    let part = match s.kernel_telemetry {
+        KernelTelemetry::Both => None,
+        KernelTelemetry::TcpHealth => Some("TCP health"),
+        KernelTelemetry::MeshWaits => Some("mesh waits"),
+    };
+    if let Some(part) = part
+        && (s.selected(CONNECTIONS) || s.selected(THROUGHPUT))
+    {
+        run.note(format!(
+            "kernel telemetry: \"off\" turns off {part} only (--kernel-telemetry); the 97% targets are for both"
+        ));
+    }
     if s.selected(CONNECTIONS) {
         run.metrics_pair(testbed, CONNECTIONS, false, |testbed, variant| {
-            measure(testbed, variant, |t| {
-                connrate::measure(t, variant, Placement::CrossNode, &s)
+            measure(testbed, variant, s.kernel_telemetry, |t| {
+                let (cpu, ebpf) = (agents_cpu(t, variant)?, ebpf_seconds(t)?);
+                let mut samples = connrate::measure(t, variant, Placement::CrossNode, &s)?;
+                let (cpu, ebpf) = (agents_cpu(t, variant)? - cpu, ebpf_seconds(t)? - ebpf);
+                // Connections over the warm-up and the measured window alike.
+                let rate = samples.iter().find(|(m, _)| m.name == "connections");
+                if let Some(ops) = rate.map(|(_, r)| r * (s.seconds + s.warmup))
+                    && ops > 0.0
+                {
+                    samples.push((AGENT_CPU_PER_CONNECTION, cpu * 1e6 / ops));
+                    samples.push((EBPF_PER_CONNECTION, ebpf * 1e6 / ops));
+                }
+                Ok(samples)
             })
         });
     }
     if s.selected(THROUGHPUT) {
         run.metrics_pair(testbed, THROUGHPUT, false, |testbed, variant| {
-            measure(testbed, variant, |t| {
-                throughput::measure(t, variant, Placement::CrossNode, 1, s.seconds)
+            measure(testbed, variant, s.kernel_telemetry, |t| {
+                let ebpf = ebpf_seconds(t)?;
+                let mut samples =
+                    throughput::measure(t, variant, Placement::CrossNode, 1, s.seconds)?;
+                let ebpf = ebpf_seconds(t)? - ebpf;
+                let rate = samples.iter().find(|(m, _)| m.name == "throughput");
+                if let Some(gigabytes) = rate.map(|(_, gbps)| gbps * s.seconds / 8.0)
+                    && gigabytes > 0.0
+                {
+                    samples.push((EBPF_PER_GB, ebpf * 1e3 / gigabytes));
+                }
+                Ok(samples)
             })
         });
     }
@@ -80,21 +127,28 @@ pub fn run(run: &mut Run, testbed: &Testbed) {
     }
 }
 
-/// Restarts the agents with the kernel telemetry as `variant` says, runs
-/// `load`, and checks that the agents recorded it if and only if it was on.
+/// Restarts the agents with `part` of the kernel telemetry as `variant`
+/// says, runs `load`, and checks that the agents recorded that part if
+/// and only if it was on.
 fn measure(
     testbed: &Testbed,
     variant: Variant,
+    part: KernelTelemetry,
     load: impl FnOnce(&Testbed) -> Result<Vec<Sample>>,
 ) -> Result<Vec<Sample>> {
     let on = variant.telemetry_on();
-    testbed.restart_agents_with(Telemetry::Kernel, on)?;
+    testbed.restart_agents_with(Telemetry::Kernel(part), on)?;
     let samples = load(testbed)?;
-    for family in FAMILIES {
+    let (families, what): (&[&str], _) = match part {
+        KernelTelemetry::Both => (&[TCP_HEALTH, MESH_WAITS], "TCP health and mesh waits"),
+        KernelTelemetry::TcpHealth => (&[TCP_HEALTH], "TCP health"),
+        KernelTelemetry::MeshWaits => (&[MESH_WAITS], "mesh waits"),
+    };
+    for family in families {
         for (node, found) in testbed.traffic_recorded(family)? {
             if found != on {
                 bail!(
-                    "TCP health and mesh waits {}, but the agent of {node} {} {family}",
+                    "{what} {}, but the agent of {node} {} {family}",
                     if on { "on" } else { "off" },
                     if on { "recorded no" } else { "recorded" }
                 );
@@ -102,6 +156,23 @@ fn measure(
         }
     }
     Ok(samples)
+}
+
+/// The run time of both agents' eBPF programs so far, in seconds.
+fn ebpf_seconds(testbed: &Testbed) -> Result<f64> {
+    const FAMILY: &str = "weft_agent_ebpf_program_run_seconds_total{";
+    let mut total = 0.0;
+    for node in testbed.cluster.nodes() {
+        for line in node.agent_metrics()?.lines() {
+            if let Some(rest) = line.strip_prefix(FAMILY) {
+                let value = rest.rsplit(' ').next().unwrap_or_default();
+                total += value
+                    .parse::<f64>()
+                    .with_context(|| format!("{}: a sample of {FAMILY}}}: {line}", node.name()))?;
+            }
+        }
+    }
+    Ok(total)
 }
 
 /// Profiles a busy pod for `seconds` at 99 Hz through node-1's agent.

@@ -17,12 +17,14 @@ use std::ffi::OsString;
 use std::sync::Mutex;
 
 use super::*;
+use crate::bench::options::KernelTelemetry;
 
 /// What a scenario turns off to measure its cost.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Telemetry {
     Traffic,
-    Kernel,
+    /// All of it, or one part (`weft-bench --kernel-telemetry`).
+    Kernel(KernelTelemetry),
 }
 
 impl Telemetry {
@@ -31,7 +33,9 @@ impl Telemetry {
     fn env(self) -> &'static [&'static str] {
         match self {
             Telemetry::Traffic => &["WEFT_TRAFFIC_METRICS"],
-            Telemetry::Kernel => &["WEFT_TCP_HEALTH", "WEFT_MESH_WAITS"],
+            Telemetry::Kernel(KernelTelemetry::Both) => &["WEFT_TCP_HEALTH", "WEFT_MESH_WAITS"],
+            Telemetry::Kernel(KernelTelemetry::TcpHealth) => &["WEFT_TCP_HEALTH"],
+            Telemetry::Kernel(KernelTelemetry::MeshWaits) => &["WEFT_MESH_WAITS"],
         }
     }
 }
