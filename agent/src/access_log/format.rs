@@ -529,7 +529,7 @@ fn push_addr(out: &mut Vec<u8>, addr: std::net::SocketAddr, port: bool) {
 }
 
 /// The digits of each octet, and how many of them count.
-const OCTETS: [(u8, [u8; 3]); 256] = {
+static OCTETS: [(u8, [u8; 3]); 256] = {
     let mut table = [(0, [0; 3]); 256];
     let mut i = 0;
     while i < 256 {

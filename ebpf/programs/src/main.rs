@@ -169,7 +169,10 @@ mod programs {
             }
             _ => {}
         }
-        0
+        // 1: success. Anything else makes the kernel ignore the reply of
+        // every `sockops` program on the socket's cgroup path for this
+        // callback (its timeout, window and ECN answers).
+        1
     }
 
     /// Whether this `connect()` is one weft captures: TCP, from an enrolled

@@ -204,11 +204,15 @@ mod program {
         }
     }
 
-    /// An outbound connection is up: followed if its `connect()` was
-    /// (see [`connecting`]).
+    /// An outbound connection is up: followed with its setup time if its
+    /// `connect()` was recorded (see [`connecting`]), else (the record was
+    /// evicted, or the program came after the `connect()`) keyed now,
+    /// without one.
     fn active_established(ctx: &SockOpsContext) {
         if let Some(socket) = unsafe { WEFT_TCP_FOLLOWED.get(&cookie(ctx)) } {
             follow(ctx, socket.key, socket.connect_ns);
+        } else if let Some(key) = key(ctx, TCP_OUTBOUND) {
+            follow(ctx, key, 0);
         }
     }
 

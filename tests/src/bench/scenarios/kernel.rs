@@ -100,8 +100,10 @@ pub fn run(run: &mut Run, testbed: &Testbed) {
                 let mut samples =
                     throughput::measure(t, variant, Placement::CrossNode, 1, s.seconds)?;
                 let ebpf = ebpf_seconds(t)? - ebpf;
+                // Over the whole seconds iperf3 ran.
+                let ran = super::whole_seconds(s.seconds).parse::<f64>()?;
                 let rate = samples.iter().find(|(m, _)| m.name == "throughput");
-                if let Some(gigabytes) = rate.map(|(_, gbps)| gbps * s.seconds / 8.0)
+                if let Some(gigabytes) = rate.map(|(_, gbps)| gbps * ran / 8.0)
                     && gigabytes > 0.0
                 {
                     samples.push((EBPF_PER_GB, ebpf * 1e3 / gigabytes));
@@ -160,17 +162,26 @@ fn measure(
 
 /// The run time of both agents' eBPF programs so far, in seconds.
 fn ebpf_seconds(testbed: &Testbed) -> Result<f64> {
-    const FAMILY: &str = "weft_agent_ebpf_program_run_seconds_total{";
+    const FAMILY: &str = "weft_agent_ebpf_program_run_seconds_total";
     let mut total = 0.0;
     for node in testbed.cluster.nodes() {
+        let mut samples = 0;
         for line in node.agent_metrics()?.lines() {
-            if let Some(rest) = line.strip_prefix(FAMILY) {
+            if let Some(rest) = line.strip_prefix(FAMILY).and_then(|r| r.strip_prefix('{')) {
+                // `{program="..."} VALUE`: no timestamps in the agent's text.
                 let value = rest.rsplit(' ').next().unwrap_or_default();
                 total += value
                     .parse::<f64>()
-                    .with_context(|| format!("{}: a sample of {FAMILY}}}: {line}", node.name()))?;
+                    .with_context(|| format!("{}: a sample of {FAMILY}: {line}", node.name()))?;
+                samples += 1;
             }
         }
+        // Without the kernel's BPF statistics, no figure rather than 0.
+        ensure!(
+            samples > 0,
+            "the agent of {} serves no {FAMILY} (are BPF statistics on?)",
+            node.name()
+        );
     }
     Ok(total)
 }
