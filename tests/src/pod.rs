@@ -39,6 +39,8 @@ pub struct PodSpec {
     /// The pod started before weft was installed: its runtime never
     /// called `weft-cni` ADD, so the agent must find it on the node.
     pub before_weft: bool,
+    /// The node its Pod object names, when not the one it runs on.
+    pub scheduled_as: Option<String>,
 }
 
 // === impl PodSpec ===
@@ -77,6 +79,16 @@ impl PodSpec {
     /// runs the node's current CNI configuration on delete.)
     pub fn before_weft(mut self) -> PodSpec {
         self.before_weft = true;
+        self
+    }
+
+    /// Names `node` in the Pod object (`spec.nodeName`) instead of the
+    /// node the pod runs on, and calls no `weft-cni`: weft's agents leave
+    /// the pod alone (an agent enrols only its own node's pods), while
+    /// the control plane serves it like any other. For pods whose node
+    /// proxy is another mesh's, as the benchmark's ztunnel peer.
+    pub fn scheduled_as(mut self, node: &str) -> PodSpec {
+        self.scheduled_as = Some(node.to_string());
         self
     }
 

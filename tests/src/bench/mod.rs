@@ -26,6 +26,7 @@ mod runner;
 mod scenarios;
 mod targets;
 mod testbed;
+mod wakeup;
 
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -97,6 +98,23 @@ pub fn main() -> Result<()> {
         machine["cpu_model"].as_str().unwrap_or("?"),
         machine["kernel"].as_str().unwrap_or("?"),
     );
+    let wakeup = wakeup::measure();
+    println!(
+        "weft-bench: a blocked thread runs {:.1} µs after its wake-up (median): {} wake-ups",
+        wakeup.median_us, wakeup.kind
+    );
+    let peer = settings.ztunnel.as_ref().map(|path| {
+        let version = std::process::Command::new(path)
+            .arg("version")
+            .output()
+            .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_string())
+            .unwrap_or_else(|e| format!("({e})"));
+        println!(
+            "weft-bench: ztunnel {} beside weft in the L4 scenarios: {version}",
+            path.display()
+        );
+        json!({ "name": "ztunnel", "path": path, "version": version })
+    });
     println!("weft-bench: RLIMIT_NOFILE {nofile}, inherited by the agents and the pods' processes");
     for (key, value) in &options.agent_env {
         println!(
@@ -142,7 +160,7 @@ pub fn main() -> Result<()> {
     if !outcomes.is_empty() {
         println!(
             "First targets (weft against direct; HTTP L7 against weft L4; L7 authz against L7; \
-             telemetry on against off):\n{}",
+             telemetry on against off; weft against ztunnel):\n{}",
             targets::text(&outcomes)
         );
     }
@@ -164,6 +182,7 @@ pub fn main() -> Result<()> {
         "build": { "profile": build_profile() },
         "conditions": {
             "cpu_dma_latency": dma_state,
+            "idle_wakeup": wakeup,
             "agent_rlimit_nofile": agent_nofile,
             "agent_env": options.agent_env.iter().map(|(k, v)| format!("{k}={v}")).collect::<Vec<_>>(),
             "pod_sysctls": {
@@ -172,6 +191,7 @@ pub fn main() -> Result<()> {
             },
         },
         "settings": settings,
+        "peer": peer,
         "scenarios": run.rows,
         "targets": outcomes,
         "failures": run.failures.iter().map(|(s, e)| json!({"scenario": s, "error": e})).collect::<Vec<_>>(),

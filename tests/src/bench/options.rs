@@ -62,6 +62,11 @@ pub struct Options {
     /// Recorded in the report.
     #[arg(long, value_name = "KEY=VALUE", value_parser = parse_env)]
     pub agent_env: Vec<(String, String)>,
+    /// Another node proxy measured beside weft in the L4 scenarios, as
+    /// `NAME=PATH`; only `ztunnel=PATH` (Istio's ztunnel binary, see
+    /// docs/PERFORMANCE.md for how to build it) is known.
+    #[arg(long, value_name = "ztunnel=PATH", value_parser = parse_peer)]
+    pub peer: Option<PathBuf>,
     /// Where weft's binaries are (default: `$WEFT_BIN_DIR`, else next to
     /// this executable).
     #[arg(long)]
@@ -121,6 +126,8 @@ pub struct Settings {
     pub busy_retries: usize,
     /// How long to wait for a quiet machine before each measurement.
     pub quiet_wait: std::time::Duration,
+    /// Istio's ztunnel, run as a third variant of the L4 scenarios.
+    pub ztunnel: Option<PathBuf>,
 }
 
 impl Settings {
@@ -157,6 +164,7 @@ impl Settings {
             } else {
                 options.quiet_wait.max(0.0)
             }),
+            ztunnel: options.peer.clone(),
         }
     }
 
@@ -164,6 +172,24 @@ impl Settings {
     pub fn selected(&self, name: &str) -> bool {
         self.only.is_empty() || self.only.iter().any(|o| name.contains(o.as_str()))
     }
+}
+
+/// `ztunnel=PATH`: the one peer the benchmark knows, and an executable.
+fn parse_peer(s: &str) -> Result<PathBuf, String> {
+    let path = match s.split_once('=') {
+        Some(("ztunnel", path)) if !path.is_empty() => PathBuf::from(path),
+        Some((name, _)) if name != "ztunnel" => {
+            return Err(format!("{name:?}: the only peer known is ztunnel"));
+        }
+        _ => return Err(format!("{s:?} is not ztunnel=PATH")),
+    };
+    let meta = std::fs::metadata(&path).map_err(|e| format!("{}: {e}", path.display()))?;
+    if !meta.is_file() || std::os::unix::fs::PermissionsExt::mode(&meta.permissions()) & 0o111 == 0
+    {
+        return Err(format!("{} is not an executable file", path.display()));
+    }
+    // The cluster's processes run elsewhere: an absolute path.
+    std::path::absolute(&path).map_err(|e| format!("{}: {e}", path.display()))
 }
 
 fn parse_env(s: &str) -> Result<(String, String), String> {

@@ -91,6 +91,16 @@ pub struct Row {
     /// adds.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub authz_minus_l7: Option<f64>,
+    /// With `--peer ztunnel=PATH`, the L4 scenarios: the same traffic
+    /// through Istio's ztunnel instead of weft.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub ztunnel: Option<f64>,
+    /// `ztunnel / direct`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub ztunnel_direct: Option<f64>,
+    /// `weft / ztunnel`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub weft_ztunnel: Option<f64>,
     /// The metrics scenarios: the same path as `weft` (L4) or `weft_l7`
     /// (L7), the agents' traffic metrics off; that field is the path with
     /// them on (the agents' default).
@@ -109,6 +119,8 @@ pub struct Row {
     pub weft_l7_authz_rounds: Vec<f64>,
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub weft_metrics_off_rounds: Vec<f64>,
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub ztunnel_rounds: Vec<f64>,
     /// The largest share of the machine's CPU (0 to 1) that work outside
     /// the benchmark took during the measurements kept.
     pub other_load: Option<f64>,
@@ -131,6 +143,9 @@ impl Row {
             l7_minus_l4: None,
             weft_l7_authz: None,
             authz_minus_l7: None,
+            ztunnel: None,
+            ztunnel_direct: None,
+            weft_ztunnel: None,
             weft_metrics_off: None,
             metrics_on_off: None,
             better: metric.better,
@@ -139,6 +154,7 @@ impl Row {
             weft_l7_rounds: Vec::new(),
             weft_l7_authz_rounds: Vec::new(),
             weft_metrics_off_rounds: Vec::new(),
+            ztunnel_rounds: Vec::new(),
             other_load: None,
         }
     }
@@ -162,6 +178,21 @@ impl Row {
         self.authz_minus_l7 = m.zip(self.weft_l7).map(|(a, l7)| a - l7);
         self.weft_l7_authz_rounds = authz;
         self
+    }
+
+    /// The row with the rounds of the same traffic through ztunnel.
+    pub fn with_ztunnel(mut self, ztunnel: Vec<f64>) -> Row {
+        let m = median(&ztunnel);
+        self.ztunnel = m;
+        self.ztunnel_direct = ratio(m, self.direct);
+        self.weft_ztunnel = ratio(self.weft, m);
+        self.ztunnel_rounds = ztunnel;
+        self
+    }
+
+    /// Whether the row has ztunnel's rounds beside weft's.
+    pub fn has_ztunnel(&self) -> bool {
+        !self.ztunnel_rounds.is_empty()
     }
 
     /// The row with the rounds of its weft path (L7 if it has L7 rounds,
@@ -222,6 +253,10 @@ impl Row {
                     l7 if l7.is_empty() => row,
                     l7 => row.with_l7(l7),
                 };
+                let row = match of(Variant::Ztunnel) {
+                    zt if zt.is_empty() => row,
+                    zt => row.with_ztunnel(zt),
+                };
                 let row = match of(Variant::WeftL7Authz) {
                     authz if authz.is_empty() => row,
                     authz => row.with_authz(authz),
@@ -273,18 +308,44 @@ pub fn table(rows: &[Row]) -> String {
     let (authz, rows): (Vec<&Row>, Vec<&Row>) = rows.into_iter().partition(|r| r.authz());
     let (three, two): (Vec<&Row>, Vec<&Row>) = rows.into_iter().partition(|r| r.three_paths());
     let ratio = |x: Option<f64>| x.map(|x| format!("{x:.2}")).unwrap_or("-".into());
-    let mut out = aligned(
-        &[
-            "scenario",
-            "metric",
-            "unit",
-            "direct",
-            "weft",
-            "weft/direct",
-        ],
-        &two,
-        |r| vec![num(r.direct), num(r.weft), ratio(r.ratio)],
-    );
+    let mut out = match two.iter().any(|r| r.has_ztunnel()) {
+        false => aligned(
+            &[
+                "scenario",
+                "metric",
+                "unit",
+                "direct",
+                "weft",
+                "weft/direct",
+            ],
+            &two,
+            |r| vec![num(r.direct), num(r.weft), ratio(r.ratio)],
+        ),
+        true => aligned(
+            &[
+                "scenario",
+                "metric",
+                "unit",
+                "direct",
+                "weft",
+                "ztunnel",
+                "weft/direct",
+                "ztunnel/direct",
+                "weft/ztunnel",
+            ],
+            &two,
+            |r| {
+                vec![
+                    num(r.direct),
+                    num(r.weft),
+                    num(r.ztunnel),
+                    ratio(r.ratio),
+                    ratio(r.ztunnel_direct),
+                    ratio(r.weft_ztunnel),
+                ]
+            },
+        ),
+    };
     if !three.is_empty() {
         if !two.is_empty() {
             out.push('\n');
@@ -555,6 +616,28 @@ mod tests {
         let text = table(&rows);
         assert!(text.contains("throughput/x"), "{text}");
         assert!(text.lines().nth(3).unwrap().starts_with(' '), "{text}");
+    }
+
+    #[test]
+    fn ztunnel_rows_carry_its_columns_and_weft_against_it() {
+        const RATE: Metric = higher("connections", "1/s");
+        let measured = vec![
+            (Variant::Direct, (RATE, 10_000.0)),
+            (Variant::Weft, (RATE, 4_000.0)),
+            (Variant::Ztunnel, (RATE, 2_000.0)),
+        ];
+        let rows = Row::collect("connections/cross-node", &measured);
+        assert_eq!(rows.len(), 1);
+        assert_eq!(rows[0].ztunnel, Some(2_000.0));
+        assert_eq!(rows[0].ztunnel_direct, Some(0.2));
+        assert_eq!(rows[0].weft_ztunnel, Some(2.0));
+        let text = table(&rows);
+        let header = text.lines().next().unwrap();
+        assert!(header.ends_with("weft/ztunnel"), "{text}");
+        assert!(text.lines().nth(2).unwrap().ends_with("2.00"), "{text}");
+        // Without ztunnel's rounds, the table is as before.
+        let rows = Row::collect("connections/cross-node", &measured[..2]);
+        assert!(!table(&rows).contains("ztunnel"));
     }
 
     #[test]

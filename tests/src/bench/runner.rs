@@ -46,8 +46,8 @@ impl Run {
         }
     }
 
-    /// Runs `measure` for both variants, `rounds` times, and adds a row per
-    /// metric. A failure is recorded and the run goes on with the next
+    /// Runs `measure` for the L4 variants (direct and weft, and ztunnel
+    /// with `--peer`), `rounds` times, and adds a row per metric. A failure is recorded and the run goes on with the next
     /// scenario.
     pub fn paired(
         &mut self,
@@ -55,12 +55,8 @@ impl Run {
         scenario: &str,
         measure: impl FnMut(&Testbed, Variant) -> Result<Vec<Sample>>,
     ) {
-        self.every_round(
-            testbed,
-            scenario,
-            &[Variant::Direct, Variant::Weft],
-            measure,
-        );
+        let variants = testbed.l4_variants();
+        self.every_round(testbed, scenario, &variants, measure);
     }
 
     /// Like [`Run::paired`] for the three paths of the HTTP and gRPC
@@ -192,7 +188,7 @@ impl Run {
                         false => scenario.to_string(),
                     };
                     let recording = match profiling {
-                        true => Some(self.start_profile(testbed, &profile_name)?),
+                        true => Some(self.start_profile(testbed, variant, &profile_name)?),
                         false => None,
                     };
                     let retries = match repeatable && !profiling {
@@ -302,8 +298,17 @@ impl Run {
         self.notes.push(note);
     }
 
-    fn start_profile(&self, testbed: &Testbed, scenario: &str) -> Result<profile::Recording> {
-        let pids: Vec<u32> = testbed.agents()?.into_iter().map(|(_, pid)| pid).collect();
+    fn start_profile(
+        &self,
+        testbed: &Testbed,
+        variant: Variant,
+        scenario: &str,
+    ) -> Result<profile::Recording> {
+        let pids: Vec<u32> = testbed
+            .proxies(variant)?
+            .into_iter()
+            .map(|(_, pid)| pid)
+            .collect();
         profile::record(&pids, &self.profile_dir, scenario)
     }
 
@@ -317,7 +322,7 @@ impl Run {
                     .map(|(pct, sym)| format!("{pct:.1}% {sym}"))
                     .collect();
                 self.note(format!(
-                    "profile of the agents during {name} (weft): {}; top: {}",
+                    "profile of the node proxies during {name}: {}; top: {}",
                     p.report.display(),
                     top.join(", ")
                 ));

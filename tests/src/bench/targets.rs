@@ -25,6 +25,13 @@ enum Goal {
     /// `metrics_on_off >= x` (weft with the telemetry under test on
     /// against the same path with it off).
     MetricsRatioAtLeast(f64),
+    /// `weft / ztunnel >= x` (with `--peer ztunnel=PATH`).
+    ZtunnelRatioAtLeast(f64),
+    /// `weft / ztunnel <= x` (with `--peer ztunnel=PATH`).
+    ZtunnelRatioAtMost(f64),
+    /// `(weft - direct) / (ztunnel - direct) <= x`: what weft adds to
+    /// the direct path against what ztunnel adds (with `--peer`).
+    ZtunnelAddedRatioAtMost(f64),
 }
 
 struct Target {
@@ -140,6 +147,48 @@ const TARGETS: &[Target] = &[
         goal: Goal::MetricsRatioAtLeast(0.97),
     },
     Target {
+        what: "new connections/s >= 2x ztunnel's (cross-node)",
+        scenario: "connections/cross-node",
+        metric: "connections",
+        goal: Goal::ZtunnelRatioAtLeast(2.0),
+    },
+    Target {
+        what: "added p50 ping-pong latency <= 0.5x ztunnel's (cross-node)",
+        scenario: "latency/tcp-pingpong/cross-node",
+        metric: "p50",
+        goal: Goal::ZtunnelAddedRatioAtMost(0.5),
+    },
+    Target {
+        what: "added p99 ping-pong latency <= 0.7x ztunnel's (cross-node)",
+        scenario: "latency/tcp-pingpong/cross-node",
+        metric: "p99",
+        goal: Goal::ZtunnelAddedRatioAtMost(0.7),
+    },
+    Target {
+        what: "single-stream throughput >= 1.5x ztunnel's (cross-node)",
+        scenario: "throughput/cross-node/1-stream",
+        metric: "throughput",
+        goal: Goal::ZtunnelRatioAtLeast(1.5),
+    },
+    Target {
+        what: "8-stream throughput >= 2x ztunnel's (cross-node)",
+        scenario: "throughput/cross-node/8-streams",
+        metric: "throughput",
+        goal: Goal::ZtunnelRatioAtLeast(2.0),
+    },
+    Target {
+        what: "added HTTP p99 at 2,000/s <= 0.5x ztunnel's (cross-node)",
+        scenario: "latency/http/cross-node",
+        metric: "p99",
+        goal: Goal::ZtunnelAddedRatioAtMost(0.5),
+    },
+    Target {
+        what: "idle RSS <= ztunnel's (the proxy of one pod, node-2)",
+        scenario: "footprint/idle-",
+        metric: "agent RSS, node-2",
+        goal: Goal::ZtunnelRatioAtMost(1.0),
+    },
+    Target {
         what: "profiling a pod at 99 Hz costs < 1% of one CPU",
         scenario: "profiling/pod-99hz",
         metric: "profile's cost",
@@ -196,12 +245,34 @@ pub fn evaluate(rows: &[Row]) -> Vec<Outcome> {
                     let r = row.metrics_on_off?;
                     (r, r >= x)
                 }
+                Goal::ZtunnelRatioAtLeast(x) => {
+                    let r = row.weft_ztunnel?;
+                    (r, r >= x)
+                }
+                Goal::ZtunnelRatioAtMost(x) => {
+                    let r = row.weft_ztunnel?;
+                    (r, r <= x)
+                }
+                Goal::ZtunnelAddedRatioAtMost(x) => {
+                    let direct = row.direct?;
+                    let ztunnel = row.ztunnel? - direct;
+                    if ztunnel <= 0.0 {
+                        return None;
+                    }
+                    let r = (row.weft? - direct) / ztunnel;
+                    (r, r <= x)
+                }
             };
             let shown = match t.goal {
                 Goal::RatioAtLeast(_) | Goal::L7RatioAtLeast(_) => {
                     format!("{:.0}%", measured * 100.0)
                 }
                 Goal::MetricsRatioAtLeast(_) => format!("{:.1}%", measured * 100.0),
+                Goal::ZtunnelRatioAtLeast(_)
+                | Goal::ZtunnelRatioAtMost(_)
+                | Goal::ZtunnelAddedRatioAtMost(_) => {
+                    format!("{measured:.2}x")
+                }
                 Goal::AddedAtMost(_) | Goal::L7AddedAtMost(_) | Goal::AuthzAddedAtMost(_) => {
                     format!("{measured:+.1} µs")
                 }
@@ -311,5 +382,35 @@ mod tests {
         assert!(out[1].met && out[1].measured == 18.0);
         assert!(out[2].met);
         assert!(text(&out).contains("[MISSED]"));
+        let against = |scenario, metric, values: [f64; 3]| {
+            Row::collect(
+                scenario,
+                &[
+                    (Variant::Direct, (metric, values[0])),
+                    (Variant::Weft, (metric, values[1])),
+                    (Variant::Ztunnel, (metric, values[2])),
+                ],
+            )
+        };
+        let mut peer = against(
+            "connections/cross-node",
+            higher("connections", "1/s"),
+            [10_000.0, 4_100.0, 2_000.0],
+        );
+        peer.extend(against(
+            "latency/tcp-pingpong/cross-node",
+            lower("p50", "µs"),
+            [20.0, 60.0, 100.0],
+        ));
+        let peer = evaluate(&peer);
+        let zt: Vec<&Outcome> = peer
+            .iter()
+            .filter(|o| o.target.contains("ztunnel"))
+            .collect();
+        assert_eq!(zt.len(), 2, "{peer:?}");
+        assert!(zt[0].met && (zt[0].measured - 2.05).abs() < 1e-9);
+        // 40 µs added against ztunnel's 80.
+        assert!(zt[1].met && (zt[1].measured - 0.5).abs() < 1e-9);
+        assert!(text(&peer).contains("measured 0.50x"));
     }
 }

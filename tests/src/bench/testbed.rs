@@ -45,8 +45,10 @@ use crate::{Cluster, Pod, PodSpec, Process, ServicePort, httpapp, wait_for};
 
 mod authz;
 mod metrics;
+mod ztunnel;
 use authz::add_authz;
 pub use metrics::Telemetry;
+pub use ztunnel::Ztunnel;
 
 pub const ECHO_PORT: u16 = 7001;
 pub const RR_PORT: u16 = 7002;
@@ -101,12 +103,16 @@ pub enum Variant {
     WeftMetricsOff,
     /// [`Variant::WeftL7`] with the agents' traffic metrics off.
     WeftL7MetricsOff,
+    /// Istio's ztunnel instead of weft, on pods of their own (see
+    /// `testbed/ztunnel.rs`); the L4 scenarios, with `--peer ztunnel=PATH`.
+    Ztunnel,
 }
 
 impl Variant {
     pub fn namespace(self) -> &'static str {
         match self {
             Variant::Direct => "direct",
+            Variant::Ztunnel => ztunnel::NAMESPACE,
             _ => "mesh",
         }
     }
@@ -117,7 +123,7 @@ impl Variant {
         !matches!(self, Variant::WeftMetricsOff | Variant::WeftL7MetricsOff)
     }
 
-    /// Whether weft is on the path.
+    /// Whether a mesh (weft, or the ztunnel peer) is on the path.
     pub fn meshed(self) -> bool {
         self != Variant::Direct
     }
@@ -132,6 +138,7 @@ impl Variant {
             Variant::WeftL7Authz => "weft-l7-authz",
             Variant::WeftMetricsOff => "weft-metrics-off",
             Variant::WeftL7MetricsOff => "weft-l7-metrics-off",
+            Variant::Ztunnel => "ztunnel",
         }
     }
 }
@@ -145,6 +152,7 @@ impl std::fmt::Display for Variant {
             Variant::WeftL7Authz => "weft-l7-authz",
             Variant::WeftMetricsOff => "weft-metrics-off",
             Variant::WeftL7MetricsOff => "weft-l7-metrics-off",
+            Variant::Ztunnel => "ztunnel",
         })
     }
 }
@@ -219,6 +227,8 @@ pub struct Testbed {
     /// Whether `bench-l7-authz` lets the token in (and nothing else),
     /// checked once.
     authz_ready: OnceLock<Result<(), String>>,
+    /// Istio's ztunnel and its pods, with `--peer ztunnel=PATH`.
+    ztunnel: Option<Ztunnel>,
     /// Whether the L4 and L7 Services carry traffic as they should,
     /// checked once, by the first scenario that needs them.
     services_ready: OnceLock<Result<(), String>>,
@@ -264,6 +274,14 @@ impl Testbed {
             };
             Ok((direct, weft, idle, servers, vips, authz))
         })?;
+        let ztunnel = match &settings.ztunnel {
+            Some(binary) => Some(
+                cluster
+                    .with_logs(|cluster| Ztunnel::add(cluster, binary, &load_bin, settings))
+                    .context("starting the ztunnel peer")?,
+            ),
+            None => None,
+        };
         let authz = authz.map(|(authz, processes)| {
             servers.extend(processes);
             authz
@@ -275,6 +293,7 @@ impl Testbed {
             idle,
             vips,
             authz,
+            ztunnel,
             authz_ready: OnceLock::new(),
             services_ready: OnceLock::new(),
             load_bin,
@@ -299,13 +318,42 @@ impl Testbed {
     fn pods(&self, variant: Variant) -> &Pods {
         match variant {
             Variant::Direct => &self.direct,
+            Variant::Ztunnel => {
+                &self
+                    .ztunnel
+                    .as_ref()
+                    .expect(
+                        "Variant::Ztunnel only runs with a ztunnel peer (see Testbed::l4_variants)",
+                    )
+                    .pods
+            }
             _ => &self.weft,
         }
     }
 
+    /// The variants of the L4 scenarios: direct, weft, and ztunnel when
+    /// the run has it as a peer.
+    pub fn l4_variants(&self) -> Vec<Variant> {
+        let mut variants = vec![Variant::Direct, Variant::Weft];
+        if self.ztunnel.is_some() {
+            variants.push(Variant::Ztunnel);
+        }
+        variants
+    }
+
+    /// The node proxies on a variant's path, by name, with their pids:
+    /// weft's agents, each of ztunnel's proxies, none for direct.
+    pub fn proxies(&self, variant: Variant) -> Result<Vec<(String, u32)>> {
+        match variant {
+            Variant::Direct => Ok(Vec::new()),
+            Variant::Ztunnel => Ok(self.ztunnel.as_ref().map(Ztunnel::pids).unwrap_or_default()),
+            _ => self.agents(),
+        }
+    }
+
     /// Where a variant's client reaches `port` of the server at
-    /// `placement` in the HTTP and gRPC scenarios: direct, the pod's IP
-    /// (no kube-proxy here); weft, the VIP of the Service declaring the
+    /// `placement` in the HTTP and gRPC scenarios: direct (and ztunnel),
+    /// the pod's IP (no kube-proxy here); weft, the VIP of the Service declaring the
     /// port TCP; weft-l7, the VIP of the one declaring it HTTP or gRPC
     /// (the `-metrics-off` variants as their `weft` and `weft-l7`);
     /// weft-l7-authz, `bench-l7-authz` (cross-node whatever `placement`;
@@ -313,7 +361,9 @@ impl Testbed {
     /// server, see [`Testbed::authz`]).
     pub fn service_addr(&self, variant: Variant, placement: Placement, port: u16) -> SocketAddr {
         let vip = match (variant, placement) {
-            (Variant::Direct, _) => return self.server(variant, placement).addr(port),
+            (Variant::Direct | Variant::Ztunnel, _) => {
+                return self.server(variant, placement).addr(port);
+            }
             (Variant::WeftL7Authz, _) => {
                 self.authz.as_ref().map_or(Ipv4Addr::UNSPECIFIED, |a| a.vip)
             }

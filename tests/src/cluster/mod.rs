@@ -271,7 +271,7 @@ impl Cluster {
             name: &spec.name,
             uid: &uid,
             labels: &spec.labels,
-            node: &node.name,
+            node: spec.scheduled_as.as_deref().unwrap_or(&node.name),
             service_account: &sa,
             ports: &spec.ports,
             ip,
@@ -315,7 +315,7 @@ impl Cluster {
             ip,
         }));
         let started = self
-            .start_sandbox(node, &pod, !spec.before_weft)
+            .start_sandbox(node, &pod, !spec.before_weft && spec.scheduled_as.is_none())
             .and_then(|()| {
                 if ip_after_cni {
                     // kubelet writes the pod's status, IP included.

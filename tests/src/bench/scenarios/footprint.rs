@@ -48,17 +48,31 @@ pub fn idle(run: &mut Run, testbed: &Testbed) {
     if !run.settings.selected(&scenario) {
         return;
     }
-    run.once(testbed, &scenario, |testbed, variant| {
-        if variant == Variant::Direct {
-            return Ok(Vec::new());
+    let variants = testbed.l4_variants();
+    run.once_with(testbed, &scenario, &variants, |testbed, variant| {
+        match variant {
+            Variant::Direct => Ok(Vec::new()),
+            // One ztunnel per pod: the one of server-remote, the only pod
+            // node-2's agent serves, is the like for like.
+            Variant::Ztunnel => {
+                let proxies = testbed.proxies(variant)?;
+                let (_, pid) = proxies
+                    .iter()
+                    .find(|(name, _)| name.ends_with("server-remote"))
+                    .context("no ztunnel for server-remote")?;
+                Ok(vec![(rss_node_2, ProcStat::read(*pid)?.rss_mib())])
+            }
+            _ => {
+                let agents = testbed.agents()?;
+                let rss = |i: usize| -> Result<f64> { Ok(ProcStat::read(agents[i].1)?.rss_mib()) };
+                Ok(vec![(rss_node_1, rss(0)?), (rss_node_2, rss(1)?)])
+            }
         }
-        let agents = testbed.agents()?;
-        let rss = |i: usize| -> Result<f64> { Ok(ProcStat::read(agents[i].1)?.rss_mib()) };
-        Ok(vec![(rss_node_1, rss(0)?), (rss_node_2, rss(1)?)])
     });
     run.note(format!(
         "idle footprint: node-1's agent serves {pods} enrolled pods (client, server-local, \
-         idle-*), node-2's serves 1 (server-remote); read before any traffic"
+         idle-*), node-2's serves 1 (server-remote); read before any traffic; with \
+         --peer ztunnel, ztunnel's is server-remote's own proxy (after one check connection)"
     ));
 }
 

@@ -60,14 +60,12 @@ fn check_errors(report: &LoadReport, what: &str) -> Result<()> {
     Ok(())
 }
 
-/// CPU seconds used so far by every agent, summed (0 without the mesh's
-/// variant: the agents are idle then and not part of the path).
+/// CPU seconds used so far by the variant's node proxies (weft's agents,
+/// or ztunnel's proxies), summed; 0 for the direct variant, whose path has
+/// none.
 fn agents_cpu(testbed: &Testbed, variant: Variant) -> Result<f64> {
-    if variant == Variant::Direct {
-        return Ok(0.0);
-    }
     testbed
-        .agents()?
+        .proxies(variant)?
         .iter()
         .map(|(node, pid)| {
             ProcStat::read(*pid)
@@ -77,14 +75,11 @@ fn agents_cpu(testbed: &Testbed, variant: Variant) -> Result<f64> {
         .sum()
 }
 
-/// Context switches of every agent so far, summed (0 for the direct
-/// variant, whose path has no agent).
+/// Context switches of the variant's node proxies so far, summed (0 for
+/// the direct variant, whose path has none).
 fn agents_switches(testbed: &Testbed, variant: Variant) -> Result<u64> {
-    if variant == Variant::Direct {
-        return Ok(0);
-    }
     testbed
-        .agents()?
+        .proxies(variant)?
         .iter()
         .map(|(_, pid)| context_switches(*pid))
         .sum()
