@@ -83,10 +83,11 @@ impl PodSpec {
     }
 
     /// Names `node` in the Pod object (`spec.nodeName`) instead of the
-    /// node the pod runs on, and calls no `weft-cni`: weft's agents leave
-    /// the pod alone (an agent enrols only its own node's pods), while
-    /// the control plane serves it like any other. For pods whose node
-    /// proxy is another mesh's, as the benchmark's ztunnel peer.
+    /// node the pod runs on, and calls no `weft-cni` ADD: weft's agents
+    /// leave the pod alone (an agent enrols only its own node's pods),
+    /// while the control plane serves it like any other. For pods whose
+    /// node proxy is another mesh's, as the benchmark's ztunnel peer.
+    /// (Its DEL is still called, as for [`PodSpec::before_weft`].)
     pub fn scheduled_as(mut self, node: &str) -> PodSpec {
         self.scheduled_as = Some(node.to_string());
         self

@@ -72,7 +72,7 @@ pub fn main() -> Result<()> {
         false => dma::DmaLatency::hold_zero(),
     };
     let dma_state = match &dma {
-        Ok(_) => "held at 0 for the whole run (direct and weft alike)".to_string(),
+        Ok(_) => "held at 0 for the whole run (every variant alike)".to_string(),
         Err(e) => format!("not held ({e:#})"),
     };
     let git = report::git_revision();
@@ -100,8 +100,9 @@ pub fn main() -> Result<()> {
     );
     let wakeup = wakeup::measure();
     println!(
-        "weft-bench: a blocked thread runs {:.1} µs after its wake-up (median): {} wake-ups",
-        wakeup.median_us, wakeup.kind
+        "weft-bench: a thread blocked on CPU 1 runs {:.1} µs after a wake-up from CPU 0 \
+         (median; p10 {:.1}, p90 {:.1}): {} wake-ups",
+        wakeup.median_us, wakeup.p10_us, wakeup.p90_us, wakeup.kind
     );
     let peer = settings.ztunnel.as_ref().map(|path| {
         let version = std::process::Command::new(path)
@@ -127,7 +128,14 @@ pub fn main() -> Result<()> {
 
     let date = report::utc_now();
     let started = Instant::now();
-    println!("weft-bench: building the cluster (2 nodes, namespaces direct and mesh)");
+    println!(
+        "weft-bench: building the cluster (2 nodes, namespaces direct and mesh{})",
+        if settings.ztunnel.is_some() {
+            ", and ztunnel"
+        } else {
+            ""
+        }
+    );
     let testbed = Testbed::build(&settings, options.bin_dir.clone())?;
     let agent_nofile = testbed
         .agents()?

@@ -1,10 +1,12 @@
-//! Runs scenarios: each one direct and through weft (the HTTP and gRPC
-//! ones direct, through weft at L4 and through weft at L7), reversing the
+//! Runs scenarios: each one direct and through weft (and through ztunnel
+//! with `--peer`; the HTTP and gRPC ones direct, through weft at L4 and
+//! through weft at L7), reversing the
 //! order from round to round (direct first in odd rounds, last in even
 //! ones) so that drift on the machine hits all alike; medians of the
 //! rounds are reported. A measurement during which other work took more
 //! than a few percent of the machine is repeated (the quietest attempt is
-//! kept). Optionally profiles the agents during weft runs.
+//! kept). Optionally profiles the node proxies (weft's agents, ztunnel's
+//! proxies) during the meshed runs.
 
 use std::path::PathBuf;
 
@@ -168,8 +170,13 @@ impl Run {
             true => variant.path_name().to_string(),
             false => variant.to_string(),
         };
-        // A profile per path when several go through weft.
-        let per_path = variants.iter().filter(|v| v.meshed()).count() > 1;
+        // A profile per path when several go through weft; ztunnel's
+        // always has its own name, weft's keeps the scenario's.
+        let per_path = variants
+            .iter()
+            .filter(|v| v.meshed() && **v != Variant::Ztunnel)
+            .count()
+            > 1;
         let mut measured: Vec<(Variant, Sample)> = Vec::new();
         let mut busiest = 0.0f64;
         let outcome = (|| -> Result<()> {
@@ -183,7 +190,7 @@ impl Run {
                         anyhow::bail!("interrupted");
                     }
                     let profiling = self.settings.profile && variant.meshed() && round == 0;
-                    let profile_name = match per_path {
+                    let profile_name = match per_path || variant == Variant::Ztunnel {
                         true => format!("{scenario}/{}", name(variant)),
                         false => scenario.to_string(),
                     };

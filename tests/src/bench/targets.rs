@@ -178,7 +178,7 @@ const TARGETS: &[Target] = &[
     },
     Target {
         what: "added HTTP p99 at 2,000/s <= 0.5x ztunnel's (cross-node)",
-        scenario: "latency/http/cross-node",
+        scenario: "latency/http-2000rps/cross-node",
         metric: "p99",
         goal: Goal::ZtunnelAddedRatioAtMost(0.5),
     },
@@ -255,11 +255,13 @@ pub fn evaluate(rows: &[Row]) -> Vec<Outcome> {
                 }
                 Goal::ZtunnelAddedRatioAtMost(x) => {
                     let direct = row.direct?;
-                    let ztunnel = row.ztunnel? - direct;
-                    if ztunnel <= 0.0 {
-                        return None;
-                    }
-                    let r = (row.weft? - direct) / ztunnel;
+                    let (weft, ztunnel) = (row.weft? - direct, row.ztunnel? - direct);
+                    // ztunnel adding nothing: weft must add nothing either.
+                    let r = match (weft <= 0.0, ztunnel <= 0.0) {
+                        (true, _) => 0.0,
+                        (false, true) => f64::INFINITY,
+                        (false, false) => weft / ztunnel,
+                    };
                     (r, r <= x)
                 }
             };
@@ -412,5 +414,13 @@ mod tests {
         // 40 µs added against ztunnel's 80.
         assert!(zt[1].met && (zt[1].measured - 0.5).abs() < 1e-9);
         assert!(text(&peer).contains("measured 0.50x"));
+        // The scenario's own name, and ztunnel adding nothing.
+        let http = evaluate(&against(
+            "latency/http-2000rps/cross-node",
+            lower("p99", "µs"),
+            [50.0, 80.0, 40.0],
+        ));
+        assert_eq!(http.len(), 1, "{http:?}");
+        assert!(!http[0].met && http[0].measured.is_infinite());
     }
 }

@@ -275,6 +275,10 @@ impl Testbed {
             Ok((direct, weft, idle, servers, vips, authz))
         })?;
         let ztunnel = match &settings.ztunnel {
+            Some(_) if !l4_selected(settings) => {
+                println!("weft-bench: no L4 scenario selected: ztunnel is not started");
+                None
+            }
             Some(binary) => Some(
                 cluster
                     .with_logs(|cluster| Ztunnel::add(cluster, binary, &load_bin, settings))
@@ -329,6 +333,12 @@ impl Testbed {
             }
             _ => &self.weft,
         }
+    }
+
+    /// Whether the testbed has the authorization server (`server-authz`
+    /// on node-2), i.e. whether [`AUTHZ_SCENARIO`] was selected.
+    pub fn authz_selected(&self) -> bool {
+        self.authz.is_some()
     }
 
     /// The variants of the L4 scenarios: direct, weft, and ztunnel when
@@ -583,6 +593,22 @@ impl Testbed {
         }
         Ok(())
     }
+}
+
+/// Whether the run selected any scenario that ztunnel runs in: those of
+/// `Run::paired` and the idle footprint (names as the scenarios make them).
+fn l4_selected(settings: &Settings) -> bool {
+    let mut names = vec![format!("footprint/idle-{}-pods", settings.idle_pods)];
+    for placement in [Placement::CrossNode, Placement::SameNode] {
+        names.extend([
+            format!("throughput/{placement}/1-stream"),
+            format!("throughput/{placement}/{}-streams", settings.streams),
+            format!("latency/tcp-pingpong/{placement}"),
+            format!("latency/http-{}rps/{placement}", settings.http_rate),
+            format!("connections/{placement}"),
+        ]);
+    }
+    names.iter().any(|name| settings.selected(name))
 }
 
 fn add_pods(cluster: &Cluster, variant: Variant) -> Result<Pods> {

@@ -69,10 +69,15 @@ pub fn idle(run: &mut Run, testbed: &Testbed) {
             }
         }
     });
+    let node_2 = match testbed.authz_selected() {
+        true => "2 (server-remote, server-authz)",
+        false => "1 (server-remote)",
+    };
     run.note(format!(
         "idle footprint: node-1's agent serves {pods} enrolled pods (client, server-local, \
-         idle-*), node-2's serves 1 (server-remote); read before any traffic; with \
-         --peer ztunnel, ztunnel's is server-remote's own proxy (after one check connection)"
+         idle-*), node-2's serves {node_2}; read before any traffic; with --peer ztunnel, \
+         ztunnel's is server-remote's own proxy, serving that pod alone (after one check \
+         connection)"
     ));
 }
 

@@ -70,7 +70,7 @@ fn agents_cpu(testbed: &Testbed, variant: Variant) -> Result<f64> {
         .map(|(node, pid)| {
             ProcStat::read(*pid)
                 .map(|s| s.cpu_seconds)
-                .with_context(|| format!("the agent of {node}"))
+                .with_context(|| format!("the node proxy {node}"))
         })
         .sum()
 }

@@ -133,18 +133,29 @@ impl Ztunnel {
     fn wait_ready(&mut self) -> Result<()> {
         let pods = [&self.pods.client, &self.pods.local, &self.pods.remote];
         for (pod, (_, process)) in pods.into_iter().zip(self.proxies.iter_mut()) {
-            let ready = wait_for(
+            // `Err` is "not yet" to `wait_for`: an exit ends the wait as
+            // an outcome of its own.
+            let outcome = wait_for(
                 &format!("the ztunnel of {NAMESPACE}/{} to be ready", pod.name()),
                 Duration::from_secs(60),
                 || {
                     if let Some(status) = process.try_status() {
-                        bail!("ztunnel exited ({status})");
+                        return Ok(Some(Err(status)));
                     }
                     let ready = pod.in_netns(|| get(READINESS_PORT, "/healthz/ready"))?;
-                    Ok(ready.is_ok_and(|(status, _)| status == 200).then_some(()))
+                    Ok(ready
+                        .is_ok_and(|(status, _)| status == 200)
+                        .then_some(Ok(())))
                 },
-            );
-            ready.with_context(|| format!("ztunnel's log:\n{}", process.log_tail(30)))?;
+            )
+            .with_context(|| format!("ztunnel's log:\n{}", process.log_tail(30)))?;
+            if let Err(status) = outcome {
+                bail!(
+                    "the ztunnel of {NAMESPACE}/{} exited ({status}):\n{}",
+                    pod.name(),
+                    process.log_tail(30)
+                );
+            }
         }
         Ok(())
     }
