@@ -29,8 +29,17 @@ pub const CONNECTION_WINDOW: u32 = 16 * 1024 * 1024;
 pub const MAX_FRAME_SIZE: u32 = 1024 * 1024;
 pub const MAX_STREAMS: u32 = 100;
 
-/// Bytes read from a TCP socket at a time.
+/// Bytes read from a TCP socket at a time, once a connection carries bulk
+/// (see [`BULK_AFTER`]).
 pub const READ_CHUNK: usize = 64 * 1024;
+
+/// Bytes read at a time before that: most connections are short or mostly
+/// idle, and an idle one should hold little memory (its buffer waits
+/// allocated for the next read).
+const FIRST_CHUNK: usize = 1024;
+
+/// Bytes a connection moves before it reads [`READ_CHUNK`] at a time.
+const BULK_AFTER: u64 = 128 * 1024;
 
 #[derive(Debug, thiserror::Error)]
 pub enum HboneError {
@@ -283,9 +292,13 @@ async fn tcp_to_h2(
     progress: &Progress,
 ) -> io::Result<u64> {
     let mut total = 0u64;
-    let mut buf = BytesMut::with_capacity(READ_CHUNK);
+    let mut chunk_size = FIRST_CHUNK;
+    let mut buf = BytesMut::with_capacity(chunk_size);
     loop {
-        buf.reserve(READ_CHUNK);
+        if total >= BULK_AFTER {
+            chunk_size = READ_CHUNK;
+        }
+        buf.reserve(chunk_size);
         let n = read.read_buf(&mut buf).await?;
         if n == 0 {
             send.send_data(Bytes::new(), true).map_err(h2_io)?;

@@ -125,23 +125,9 @@ impl Run {
         self.rounds(testbed, scenario, variants, rounds, true, measure);
     }
 
-    /// One round, never repeated: for measurements that change the agents'
-    /// state (memory they keep), which a second attempt would not see anew.
-    pub fn once(
-        &mut self,
-        testbed: &Testbed,
-        scenario: &str,
-        measure: impl FnMut(&Testbed, Variant) -> Result<Vec<Sample>>,
-    ) {
-        self.once_with(
-            testbed,
-            scenario,
-            &[Variant::Direct, Variant::Weft],
-            measure,
-        );
-    }
-
-    /// [`Run::once`] for the variants given, in that order.
+    /// One round of the variants given, in that order, never repeated: for
+    /// measurements that change the agents' state (memory they keep),
+    /// which a second attempt would not see anew.
     pub fn once_with(
         &mut self,
         testbed: &Testbed,

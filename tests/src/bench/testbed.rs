@@ -335,6 +335,29 @@ impl Testbed {
         }
     }
 
+    /// The node proxies of a variant's cross-node path, the client's
+    /// first: weft's two agents, or the ztunnels of `client` and
+    /// `server-remote`.
+    pub fn cross_node_proxies(&self, variant: Variant) -> Result<Vec<(String, u32)>> {
+        match variant {
+            Variant::Ztunnel => {
+                let proxies = self.proxies(variant)?;
+                let of = |pod: &Pod| {
+                    proxies
+                        .iter()
+                        .find(|(name, _)| name.ends_with(pod.name()))
+                        .cloned()
+                        .with_context(|| format!("no ztunnel for {}", pod.name()))
+                };
+                Ok(vec![
+                    of(self.client(variant))?,
+                    of(self.server(variant, Placement::CrossNode))?,
+                ])
+            }
+            _ => self.agents(),
+        }
+    }
+
     /// Whether the testbed has the authorization server (`server-authz`
     /// on node-2), i.e. whether [`AUTHZ_SCENARIO`] was selected.
     pub fn authz_selected(&self) -> bool {
@@ -596,9 +619,13 @@ impl Testbed {
 }
 
 /// Whether the run selected any scenario that ztunnel runs in: those of
-/// `Run::paired` and the idle footprint (names as the scenarios make them).
+/// `Run::paired` and the footprints of idle pods and held connections
+/// (names as the scenarios make them).
 fn l4_selected(settings: &Settings) -> bool {
     let mut names = vec![format!("footprint/idle-{}-pods", settings.idle_pods)];
+    for count in &settings.hold_counts {
+        names.push(format!("footprint/{count}-idle-connections"));
+    }
     for placement in [Placement::CrossNode, Placement::SameNode] {
         names.extend([
             format!("throughput/{placement}/1-stream"),

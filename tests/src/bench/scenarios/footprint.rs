@@ -112,7 +112,8 @@ pub fn connections(run: &mut Run, testbed: &Testbed) {
                 limit.unwrap_or(0)
             ));
         }
-        run.once(testbed, &scenario, |testbed, variant| {
+        let variants = testbed.l4_variants();
+        run.once_with(testbed, &scenario, &variants, |testbed, variant| {
             hold(testbed, variant, count, idle)
         });
         if let Some(measured) = run
@@ -143,7 +144,12 @@ fn fitting(wanted: usize, limit: Option<usize>, per_conn: f64) -> usize {
 }
 
 fn hold(testbed: &Testbed, variant: Variant, count: usize, idle: f64) -> Result<Vec<Sample>> {
-    let agents = testbed.agents()?;
+    // The client node's proxy first, then the server's: weft's agents, or
+    // the client's and server-remote's ztunnels.
+    let agents = match variant {
+        Variant::Ztunnel => testbed.cross_node_proxies(variant)?,
+        _ => testbed.agents()?,
+    };
     let before: Vec<ProcStat> = agents
         .iter()
         .map(|(_, pid)| ProcStat::read(*pid))
@@ -173,7 +179,7 @@ fn hold(testbed: &Testbed, variant: Variant, count: usize, idle: f64) -> Result<
             .and_then(|s| s.parse::<f64>().ok()))
     })?;
     let mut samples = vec![(OPEN_TIME, open_seconds)];
-    if variant == Variant::Weft {
+    if variant.meshed() {
         let opened = read_all(&agents)?;
         let mut fds = 0.0f64;
         for ((_, pid), baseline) in agents.iter().zip(&fds_before) {
@@ -208,7 +214,7 @@ fn hold(testbed: &Testbed, variant: Variant, count: usize, idle: f64) -> Result<
     // scenario starts from a quiet agent.
     for ((node, pid), baseline) in agents.iter().zip(fds_before) {
         wait_for(
-            &format!("the agent of {node} to close the held connections"),
+            &format!("the node proxy {node} to close the held connections"),
             Duration::from_secs(120),
             || Ok((open_fds(*pid)? <= baseline + 64).then_some(())),
         )?;
@@ -314,7 +320,7 @@ fn hold_http(
 fn read_all(agents: &[(String, u32)]) -> Result<Vec<ProcStat>> {
     agents
         .iter()
-        .map(|(node, pid)| ProcStat::read(*pid).with_context(|| format!("the agent of {node}")))
+        .map(|(node, pid)| ProcStat::read(*pid).with_context(|| format!("the node proxy {node}")))
         .collect()
 }
 
