@@ -275,7 +275,7 @@ impl Testbed {
             Ok((direct, weft, idle, servers, vips, authz))
         })?;
         let ztunnel = match &settings.ztunnel {
-            Some(_) if !l4_selected(settings) => {
+            Some(_) if !ztunnel::l4_selected(settings) => {
                 println!("weft-bench: no L4 scenario selected: ztunnel is not started");
                 None
             }
@@ -594,11 +594,7 @@ impl Testbed {
         for variant in [Variant::Direct, Variant::Weft] {
             for placement in [Placement::SameNode, Placement::CrossNode] {
                 let server = self.server(variant, placement);
-                let args = load_args(
-                    "pingpong",
-                    server.addr(ECHO_PORT),
-                    &[("seconds", "0.05"), ("warmup", "0")],
-                );
+                let args = probe_args(server);
                 wait_for(
                     &format!(
                         "{variant} {placement}: the client to reach {}",
@@ -618,24 +614,14 @@ impl Testbed {
     }
 }
 
-/// Whether the run selected any scenario that ztunnel runs in: those of
-/// `Run::paired` and the footprints of idle pods and held connections
-/// (names as the scenarios make them).
-fn l4_selected(settings: &Settings) -> bool {
-    let mut names = vec![format!("footprint/idle-{}-pods", settings.idle_pods)];
-    for count in &settings.hold_counts {
-        names.push(format!("footprint/{count}-idle-connections"));
-    }
-    for placement in [Placement::CrossNode, Placement::SameNode] {
-        names.extend([
-            format!("throughput/{placement}/1-stream"),
-            format!("throughput/{placement}/{}-streams", settings.streams),
-            format!("latency/tcp-pingpong/{placement}"),
-            format!("latency/http-{}rps/{placement}", settings.http_rate),
-            format!("connections/{placement}"),
-        ]);
-    }
-    names.iter().any(|name| settings.selected(name))
+/// `weft-bench-load pingpong` arguments for a 50 ms probe of `server`'s
+/// echo port: whether a client reaches it at all.
+fn probe_args(server: &Pod) -> Vec<String> {
+    load_args(
+        "pingpong",
+        server.addr(ECHO_PORT),
+        &[("seconds", "0.05"), ("warmup", "0")],
+    )
 }
 
 fn add_pods(cluster: &Cluster, variant: Variant) -> Result<Pods> {

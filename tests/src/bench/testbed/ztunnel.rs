@@ -37,7 +37,7 @@ use std::time::Duration;
 
 use anyhow::{Context, Result, bail};
 
-use super::{ECHO_PORT, Placement, Pods, SERVER_LABEL, load_args, start_servers, tune};
+use super::{Placement, Pods, SERVER_LABEL, probe_args, start_servers, tune};
 use crate::bench::options::Settings;
 use crate::{Cluster, Pod, PodSpec, Process, wait_for};
 
@@ -165,11 +165,7 @@ impl Ztunnel {
     /// ztunnel has counted HBONE connections from the client.
     fn check_path(&self, load_bin: &Path) -> Result<()> {
         for server in [&self.pods.local, &self.pods.remote] {
-            let args = load_args(
-                "pingpong",
-                server.addr(ECHO_PORT),
-                &[("seconds", "0.05"), ("warmup", "0")],
-            );
+            let args = probe_args(server);
             wait_for(
                 &format!(
                     "ztunnel: the client to reach {} through HBONE",
@@ -206,6 +202,26 @@ fn route_control_to_pods(cluster: &Cluster) -> Result<()> {
             .with_context(|| format!("routing {cidr} via {via} in the control plane's netns"))?;
     }
     Ok(())
+}
+
+/// Whether the run selected any scenario that ztunnel runs in: those of
+/// `Run::paired` and the footprints of idle pods and held connections
+/// (names as the scenarios make them).
+pub(super) fn l4_selected(settings: &Settings) -> bool {
+    let mut names = vec![format!("footprint/idle-{}-pods", settings.idle_pods)];
+    for count in &settings.hold_counts {
+        names.push(format!("footprint/{count}-idle-connections"));
+    }
+    for placement in [Placement::CrossNode, Placement::SameNode] {
+        names.extend([
+            format!("throughput/{placement}/1-stream"),
+            format!("throughput/{placement}/{}-streams", settings.streams),
+            format!("latency/tcp-pingpong/{placement}"),
+            format!("latency/http-{}rps/{placement}", settings.http_rate),
+            format!("connections/{placement}"),
+        ]);
+    }
+    names.iter().any(|name| settings.selected(name))
 }
 
 /// The node name ztunnel's pods on `node` have in the API.
