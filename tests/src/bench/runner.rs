@@ -17,7 +17,7 @@ use super::options::Settings;
 use super::procstat::ProcStat;
 use super::profile;
 use super::report::{Row, Sample};
-use super::testbed::{Testbed, Variant};
+use super::testbed::{Telemetry, Testbed, Variant};
 
 /// The state of a benchmark run: settings, rows so far, failures, notes.
 #[derive(Debug)]
@@ -97,20 +97,32 @@ impl Run {
     /// Like [`Run::paired`] for the metrics scenarios: weft with the
     /// agents' traffic metrics on (their default) and off, over L4
     /// ([`Variant::Weft`], [`Variant::WeftMetricsOff`]) or L7
-    /// ([`Variant::WeftL7`], [`Variant::WeftL7MetricsOff`]). `measure`
-    /// restarts the agents with the variant's setting.
+    /// ([`Variant::WeftL7`], [`Variant::WeftL7MetricsOff`]). Before each
+    /// measurement (and before a profile starts, so that it follows the
+    /// new agents) the agents restart with `telemetry` on or off as the
+    /// variant says.
     pub fn metrics_pair(
         &mut self,
         testbed: &Testbed,
         scenario: &str,
         l7: bool,
+        telemetry: Telemetry,
         measure: impl FnMut(&Testbed, Variant) -> Result<Vec<Sample>>,
     ) {
         let variants = match l7 {
             true => [Variant::WeftL7, Variant::WeftL7MetricsOff],
             false => [Variant::Weft, Variant::WeftMetricsOff],
         };
-        self.every_round(testbed, scenario, &variants, measure);
+        let rounds = self.settings.rounds;
+        self.rounds(
+            testbed,
+            scenario,
+            &variants,
+            rounds,
+            true,
+            Some(telemetry),
+            measure,
+        );
     }
 
     /// `measure` for `variants`, the run's number of rounds.
@@ -122,7 +134,7 @@ impl Run {
         measure: impl FnMut(&Testbed, Variant) -> Result<Vec<Sample>>,
     ) {
         let rounds = self.settings.rounds;
-        self.rounds(testbed, scenario, variants, rounds, true, measure);
+        self.rounds(testbed, scenario, variants, rounds, true, None, measure);
     }
 
     /// One round of the variants given, in that order, never repeated: for
@@ -135,7 +147,7 @@ impl Run {
         variants: &[Variant],
         measure: impl FnMut(&Testbed, Variant) -> Result<Vec<Sample>>,
     ) {
-        self.rounds(testbed, scenario, variants, 1, false, measure);
+        self.rounds(testbed, scenario, variants, 1, false, None, measure);
     }
 
     fn rounds(
@@ -145,6 +157,7 @@ impl Run {
         variants: &[Variant],
         rounds: usize,
         repeatable: bool,
+        restart: Option<Telemetry>,
         mut measure: impl FnMut(&Testbed, Variant) -> Result<Vec<Sample>>,
     ) {
         if !self.settings.selected(scenario) || super::stopped() {
@@ -180,16 +193,22 @@ impl Run {
                         true => format!("{scenario}/{}", name(variant)),
                         false => scenario.to_string(),
                     };
-                    let recording = match profiling {
-                        true => Some(self.start_profile(testbed, variant, &profile_name)?),
-                        false => None,
-                    };
                     let retries = match repeatable && !profiling {
                         true => self.settings.busy_retries,
                         false => 0,
                     };
+                    let mut recording = None;
                     let (samples, busy) = self
-                        .quietest(retries, || measure(testbed, variant))
+                        .quietest(retries, || {
+                            if let Some(telemetry) = restart {
+                                testbed.restart_agents_with(telemetry, variant.telemetry_on())?;
+                            }
+                            if profiling && recording.is_none() {
+                                recording =
+                                    Some(self.start_profile(testbed, variant, &profile_name)?);
+                            }
+                            measure(testbed, variant)
+                        })
                         .with_context(|| format!("{}, round {}", name(variant), round + 1))?;
                     if let Some(recording) = recording {
                         self.finish_profile(recording, &profile_name);

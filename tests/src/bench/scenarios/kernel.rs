@@ -76,41 +76,53 @@ pub fn run(run: &mut Run, testbed: &Testbed) {
         ));
     }
     if s.selected(CONNECTIONS) {
-        run.metrics_pair(testbed, CONNECTIONS, false, |testbed, variant| {
-            measure(testbed, variant, s.kernel_telemetry, |t| {
-                let (cpu, ebpf) = (agents_cpu(t, variant)?, ebpf_seconds(t)?);
-                let mut samples = connrate::measure(t, variant, Placement::CrossNode, &s)?;
-                let (cpu, ebpf) = (agents_cpu(t, variant)? - cpu, ebpf_seconds(t)? - ebpf);
-                // Connections over the warm-up and the measured window alike.
-                let rate = samples.iter().find(|(m, _)| m.name == "connections");
-                if let Some(ops) = rate.map(|(_, r)| r * (s.seconds + s.warmup))
-                    && ops > 0.0
-                {
-                    samples.push((AGENT_CPU_PER_CONNECTION, cpu * 1e6 / ops));
-                    samples.push((EBPF_PER_CONNECTION, ebpf * 1e6 / ops));
-                }
-                Ok(samples)
-            })
-        });
+        run.metrics_pair(
+            testbed,
+            CONNECTIONS,
+            false,
+            Telemetry::Kernel(s.kernel_telemetry),
+            |testbed, variant| {
+                measure(testbed, variant, s.kernel_telemetry, |t| {
+                    let (cpu, ebpf) = (agents_cpu(t, variant)?, ebpf_seconds(t)?);
+                    let mut samples = connrate::measure(t, variant, Placement::CrossNode, &s)?;
+                    let (cpu, ebpf) = (agents_cpu(t, variant)? - cpu, ebpf_seconds(t)? - ebpf);
+                    // Connections over the warm-up and the measured window alike.
+                    let rate = samples.iter().find(|(m, _)| m.name == "connections");
+                    if let Some(ops) = rate.map(|(_, r)| r * (s.seconds + s.warmup))
+                        && ops > 0.0
+                    {
+                        samples.push((AGENT_CPU_PER_CONNECTION, cpu * 1e6 / ops));
+                        samples.push((EBPF_PER_CONNECTION, ebpf * 1e6 / ops));
+                    }
+                    Ok(samples)
+                })
+            },
+        );
     }
     if s.selected(THROUGHPUT) {
-        run.metrics_pair(testbed, THROUGHPUT, false, |testbed, variant| {
-            measure(testbed, variant, s.kernel_telemetry, |t| {
-                let ebpf = ebpf_seconds(t)?;
-                let mut samples =
-                    throughput::measure(t, variant, Placement::CrossNode, 1, s.seconds)?;
-                let ebpf = ebpf_seconds(t)? - ebpf;
-                // Over the whole seconds iperf3 ran.
-                let ran = super::whole_seconds(s.seconds).parse::<f64>()?;
-                let rate = samples.iter().find(|(m, _)| m.name == "throughput");
-                if let Some(gigabytes) = rate.map(|(_, gbps)| gbps * ran / 8.0)
-                    && gigabytes > 0.0
-                {
-                    samples.push((EBPF_PER_GB, ebpf * 1e3 / gigabytes));
-                }
-                Ok(samples)
-            })
-        });
+        run.metrics_pair(
+            testbed,
+            THROUGHPUT,
+            false,
+            Telemetry::Kernel(s.kernel_telemetry),
+            |testbed, variant| {
+                measure(testbed, variant, s.kernel_telemetry, |t| {
+                    let ebpf = ebpf_seconds(t)?;
+                    let mut samples =
+                        throughput::measure(t, variant, Placement::CrossNode, 1, s.seconds)?;
+                    let ebpf = ebpf_seconds(t)? - ebpf;
+                    // Over the whole seconds iperf3 ran.
+                    let ran = super::whole_seconds(s.seconds).parse::<f64>()?;
+                    let rate = samples.iter().find(|(m, _)| m.name == "throughput");
+                    if let Some(gigabytes) = rate.map(|(_, gbps)| gbps * ran / 8.0)
+                        && gigabytes > 0.0
+                    {
+                        samples.push((EBPF_PER_GB, ebpf * 1e3 / gigabytes));
+                    }
+                    Ok(samples)
+                })
+            },
+        );
     }
     if crate::bench::stopped() {
         return;
@@ -129,8 +141,8 @@ pub fn run(run: &mut Run, testbed: &Testbed) {
     }
 }
 
-/// Restarts the agents with `part` of the kernel telemetry as `variant`
-/// says, runs `load`, and checks that the agents recorded that part if
+/// Runs `load` on agents the runner restarted with `part` of the kernel
+/// telemetry as `variant` says, and checks that the agents recorded that part if
 /// and only if it was on.
 fn measure(
     testbed: &Testbed,
@@ -139,7 +151,6 @@ fn measure(
     load: impl FnOnce(&Testbed) -> Result<Vec<Sample>>,
 ) -> Result<Vec<Sample>> {
     let on = variant.telemetry_on();
-    testbed.restart_agents_with(Telemetry::Kernel(part), on)?;
     let samples = load(testbed)?;
     let (families, what): (&[&str], _) = match part {
         KernelTelemetry::Both => (&[TCP_HEALTH, MESH_WAITS], "TCP health and mesh waits"),

@@ -14,7 +14,8 @@
 //!   connections, 100-byte bodies, closed loop), through weft L7:
 //!   `weft-l7` against `weft-l7-metrics-off`.
 //!
-//! Before each measurement, both agents restart with the variant's setting
+//! Before each measurement (and before a profile of it starts), both
+//! agents restart with the variant's setting
 //! (`WEFT_TRAFFIC_METRICS`, and the access log in the mesh config), so
 //! that every measurement starts from fresh agents, whichever the
 //! setting, and the wait for the Services to carry traffic again is
@@ -46,31 +47,44 @@ pub fn run(run: &mut Run, testbed: &Testbed) {
     if !(s.selected(CONNECTIONS) || s.selected(HTTP)) {
         return;
     }
-    run.metrics_pair(testbed, CONNECTIONS, false, |testbed, variant| {
-        measure(
-            testbed,
-            variant,
-            "istio_tcp_connections_opened_total",
-            |t| {
-                let cpu = agents_cpu(t, variant)?;
-                let mut samples = super::connrate::measure(t, variant, Placement::CrossNode, &s)?;
-                let cpu = agents_cpu(t, variant)? - cpu;
-                // Connections over the warm-up and the measured window alike.
-                let rate = samples.iter().find(|(m, _)| m.name == "connections");
-                if let Some(ops) = rate.map(|(_, r)| r * (s.seconds + s.warmup))
-                    && ops > 0.0
-                {
-                    samples.push((AGENT_CPU, cpu * 1e6 / ops));
-                }
-                Ok(samples)
-            },
-        )
-    });
-    run.metrics_pair(testbed, HTTP, true, |testbed, variant| {
-        measure(testbed, variant, "istio_requests_total", |t| {
-            super::http::max_rps(t, variant, Placement::CrossNode, &s)
-        })
-    });
+    run.metrics_pair(
+        testbed,
+        CONNECTIONS,
+        false,
+        Telemetry::Traffic,
+        |testbed, variant| {
+            measure(
+                testbed,
+                variant,
+                "istio_tcp_connections_opened_total",
+                |t| {
+                    let cpu = agents_cpu(t, variant)?;
+                    let mut samples =
+                        super::connrate::measure(t, variant, Placement::CrossNode, &s)?;
+                    let cpu = agents_cpu(t, variant)? - cpu;
+                    // Connections over the warm-up and the measured window alike.
+                    let rate = samples.iter().find(|(m, _)| m.name == "connections");
+                    if let Some(ops) = rate.map(|(_, r)| r * (s.seconds + s.warmup))
+                        && ops > 0.0
+                    {
+                        samples.push((AGENT_CPU, cpu * 1e6 / ops));
+                    }
+                    Ok(samples)
+                },
+            )
+        },
+    );
+    run.metrics_pair(
+        testbed,
+        HTTP,
+        true,
+        Telemetry::Traffic,
+        |testbed, variant| {
+            measure(testbed, variant, "istio_requests_total", |t| {
+                super::http::max_rps(t, variant, Placement::CrossNode, &s)
+            })
+        },
+    );
     if crate::bench::stopped() {
         return;
     }
@@ -83,8 +97,8 @@ pub fn run(run: &mut Run, testbed: &Testbed) {
 /// log (thousands of lines of a few hundred bytes each when it is on).
 const ACCESS_LOG_BYTES: u64 = 64 * 1024;
 
-/// Restarts the agents with `variant`'s setting, runs `load`, and checks
-/// that the agents recorded `family` if and only if the metrics were on.
+/// Runs `load` on agents the runner restarted with `variant`'s setting,
+/// and checks that the agents recorded `family` if and only if the metrics were on.
 fn measure(
     testbed: &Testbed,
     variant: Variant,
@@ -92,7 +106,6 @@ fn measure(
     load: impl FnOnce(&Testbed) -> Result<Vec<Sample>>,
 ) -> Result<Vec<Sample>> {
     let on = variant.telemetry_on();
-    testbed.restart_agents_with(Telemetry::Traffic, on)?;
     let logged_before = testbed.agent_log_sizes();
     let samples = load(testbed)?;
     for ((node, before), (_, after)) in logged_before.iter().zip(testbed.agent_log_sizes()) {
