@@ -118,8 +118,7 @@ impl Run {
             testbed,
             scenario,
             &variants,
-            rounds,
-            true,
+            Repeat::Rounds(rounds),
             Some(telemetry),
             measure,
         );
@@ -134,7 +133,14 @@ impl Run {
         measure: impl FnMut(&Testbed, Variant) -> Result<Vec<Sample>>,
     ) {
         let rounds = self.settings.rounds;
-        self.rounds(testbed, scenario, variants, rounds, true, None, measure);
+        self.rounds(
+            testbed,
+            scenario,
+            variants,
+            Repeat::Rounds(rounds),
+            None,
+            measure,
+        );
     }
 
     /// One round of the variants given, in that order, never repeated: for
@@ -147,16 +153,17 @@ impl Run {
         variants: &[Variant],
         measure: impl FnMut(&Testbed, Variant) -> Result<Vec<Sample>>,
     ) {
-        self.rounds(testbed, scenario, variants, 1, false, None, measure);
+        self.rounds(testbed, scenario, variants, Repeat::Once, None, measure);
     }
 
+    /// `measure` for `variants` as `repeat` says, the agents restarted
+    /// first with `restart`'s telemetry on or off as each variant says.
     fn rounds(
         &mut self,
         testbed: &Testbed,
         scenario: &str,
         variants: &[Variant],
-        rounds: usize,
-        repeatable: bool,
+        repeat: Repeat,
         restart: Option<Telemetry>,
         mut measure: impl FnMut(&Testbed, Variant) -> Result<Vec<Sample>>,
     ) {
@@ -179,6 +186,10 @@ impl Run {
         let mut measured: Vec<(Variant, Sample)> = Vec::new();
         let mut busiest = 0.0f64;
         let outcome = (|| -> Result<()> {
+            let rounds = match repeat {
+                Repeat::Rounds(rounds) => rounds,
+                Repeat::Once => 1,
+            };
             for round in 0..rounds {
                 let mut order = variants.to_vec();
                 if round % 2 == 1 {
@@ -193,9 +204,9 @@ impl Run {
                         true => format!("{scenario}/{}", name(variant)),
                         false => scenario.to_string(),
                     };
-                    let retries = match repeatable && !profiling {
-                        true => self.settings.busy_retries,
-                        false => 0,
+                    let retries = match repeat {
+                        Repeat::Rounds(_) if !profiling => self.settings.busy_retries,
+                        _ => 0,
                     };
                     let mut recording = None;
                     let (samples, busy) = self
@@ -343,6 +354,18 @@ impl Run {
             Err(e) => self.note(format!("profiling {name} failed: {e:#}")),
         }
     }
+}
+
+/// How often a scenario's variants are measured.
+#[derive(Clone, Copy)]
+enum Repeat {
+    /// The run's rounds; a measurement taken while the machine was busy
+    /// is repeated (`--busy-retries`).
+    Rounds(usize),
+    /// One round, never repeated: for measurements that change the
+    /// agents' state (memory they keep), which a second attempt would not
+    /// see anew.
+    Once,
 }
 
 /// `metric value unit, ...` for progress lines.
