@@ -207,7 +207,7 @@ async fn handle(
         .unwrap_or(0);
     // The server side's access-log line and span (`l7/log.rs`).
     let mut record =
-        super::log::ServerRecord::start(&mut request, request_bytes, &served.inbound, ctx);
+        super::log::ServerRecord::start(&mut request, started, request_bytes, &served.inbound, ctx);
     let response = decide_and_forward(request, served, ctx).await;
     if let Some(record) = record.as_mut() {
         record.responded(&response);

@@ -257,7 +257,12 @@ impl Record {
 
     /// Istio's request metrics for this request, as its source reports
     /// them: the destination is the endpoint of the last attempt.
-    fn count(&self, response_bytes: u64, destination: Option<&Arc<Workload>>) {
+    fn count(
+        &self,
+        response_bytes: u64,
+        duration: std::time::Duration,
+        destination: Option<&Arc<Workload>>,
+    ) {
         let t = &self.telemetry;
         if !t.metrics.traffic.enabled() {
             return;
@@ -283,7 +288,7 @@ impl Record {
         t.series
             .get(&t.metrics.traffic, &labels, status, self.grpc_status)
             .record(&RequestOutcome {
-                duration: self.started.elapsed(),
+                duration,
                 request_bytes: self.request_bytes,
                 response_bytes,
                 request_messages: self
@@ -303,8 +308,10 @@ impl Record {
         } else {
             None
         };
-        self.count(bytes_sent, destination.as_ref());
-        let duration_ms = self.started.elapsed().as_millis() as u64;
+        // One clock read for the metrics, the debug line and the log.
+        let duration = self.started.elapsed();
+        self.count(bytes_sent, duration, destination.as_ref());
+        let duration_ms = duration.as_millis() as u64;
         let status = self.status.map_or(0, |s| s.as_u16());
         tracing::debug!(
             src.identity = %self.pod.identity(),
@@ -325,7 +332,7 @@ impl Record {
             duration_ms,
             "http request"
         );
-        self.access_log(bytes_sent, destination.as_deref());
+        self.access_log(bytes_sent, duration, destination.as_deref());
         self.end_span(bytes_sent);
     }
 
@@ -355,11 +362,16 @@ impl Record {
     }
 
     /// The client side's access-log line, if it is logged.
-    fn access_log(&self, bytes_sent: u64, destination: Option<&Workload>) {
+    fn access_log(
+        &self,
+        bytes_sent: u64,
+        duration: std::time::Duration,
+        destination: Option<&Workload>,
+    ) {
         let Some(access) = &self.access else {
             return;
         };
-        let mut e = Entry::new(self.start_time, self.started.elapsed());
+        let mut e = Entry::new(self.start_time, duration);
         e.http = Some(Http {
             method: self.line.method.as_str(),
             path: self.line.path(),
@@ -485,9 +497,11 @@ pub struct ServerRecord {
 impl ServerRecord {
     /// Starts the server side's span, written into the request as the
     /// app's parent. `None` when the server side of this pod neither
-    /// logs nor traces.
+    /// logs nor traces. `started` is when the request arrived (the
+    /// caller's clock read, shared with the metrics).
     pub fn start<B>(
         request: &mut Request<B>,
+        started: Instant,
         request_bytes: u64,
         inbound: &Arc<super::inbound::Inbound>,
         ctx: &ProxyContext,
@@ -518,7 +532,7 @@ impl ServerRecord {
             decision,
             span,
             operation,
-            started: Instant::now(),
+            started,
             start_time: SystemTime::now(),
             line: RequestLine::of(request),
             headers,
