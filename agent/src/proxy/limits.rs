@@ -9,10 +9,12 @@ use std::{
     collections::HashMap,
     future::Future,
     net::IpAddr,
+    pin::Pin,
     sync::{
         Arc, Mutex,
         atomic::{AtomicBool, AtomicU64, Ordering},
     },
+    task::{Context, Poll},
     time::Duration,
 };
 
@@ -209,49 +211,110 @@ impl Progress {
     }
 }
 
-/// Runs `relay`, which reports to `progress`, until it ends, or until it
-/// has moved nothing for `idle` (give or take a quarter: the watch looks
-/// four times per `idle`, and the data path never reads a clock).
-pub async fn until_idle<T>(
-    idle: Duration,
-    progress: &Progress,
-    relay: impl Future<Output = T>,
-) -> Result<T, TimedOut> {
-    let watch = async {
-        let tick = (idle / 4).max(Duration::from_millis(5));
-        let mut seen = progress.total();
-        let mut still_since = tokio::time::Instant::now();
-        loop {
-            tokio::time::sleep(tick).await;
-            let now = progress.total();
-            if now != seen {
-                seen = now;
-                still_since = tokio::time::Instant::now();
-            } else if still_since.elapsed() >= idle {
-                return;
-            }
-        }
-    };
-    tokio::select! {
-        done = relay => Ok(done),
-        () = watch => Err(TimedOut { stage: Stage::Idle, limit: idle }),
+pin_project_lite::pin_project! {
+    /// Runs `relay`, which reports to `progress`, until it ends, or until
+    /// it has moved nothing for `idle` (give or take a quarter: the watch
+    /// looks four times per `idle`, and the data path never reads a
+    /// clock). Made by [`until_idle`].
+    ///
+    /// A future of its own, not an `async fn`: an `async fn` keeps the
+    /// future it is given twice in its state (the argument, and the local
+    /// it is moved into to be polled; rust-lang/rust#62958), and an idle
+    /// connection's task holds its relay for its whole life.
+    pub struct UntilIdle<'a, F> {
+        #[pin]
+        relay: F,
+        #[pin]
+        tick: tokio::time::Sleep,
+        every: Duration,
+        idle: Duration,
+        progress: &'a Progress,
+        seen: u64,
+        still_since: tokio::time::Instant,
     }
 }
 
-/// [`until_idle`] with the agent's `--idle-timeout`: a connection cut
-/// for its idleness is counted (`weft_agent_timeouts_total{stage="idle"}`)
-/// and ends with an error that says so.
-pub async fn relay_until_idle<T>(
-    ctx: &super::ProxyContext,
-    progress: &Progress,
-    relay: impl Future<Output = std::io::Result<T>>,
-) -> std::io::Result<T> {
-    match until_idle(ctx.limits.idle_timeout, progress, relay).await {
-        Ok(done) => done,
-        Err(timed_out) => {
-            ctx.metrics.timed_out(Stage::Idle);
-            Err(std::io::Error::new(std::io::ErrorKind::TimedOut, timed_out))
+/// See [`UntilIdle`].
+pub fn until_idle<F: Future>(idle: Duration, progress: &Progress, relay: F) -> UntilIdle<'_, F> {
+    let every = (idle / 4).max(Duration::from_millis(5));
+    UntilIdle {
+        relay,
+        tick: tokio::time::sleep(every),
+        every,
+        idle,
+        progress,
+        seen: progress.total(),
+        still_since: tokio::time::Instant::now(),
+    }
+}
+
+impl<F: Future> Future for UntilIdle<'_, F> {
+    type Output = Result<F::Output, TimedOut>;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        let mut this = self.project();
+        if let Poll::Ready(done) = this.relay.poll(cx) {
+            return Poll::Ready(Ok(done));
         }
+        while this.tick.as_mut().poll(cx).is_ready() {
+            let now = tokio::time::Instant::now();
+            let total = this.progress.total();
+            if total != *this.seen {
+                *this.seen = total;
+                *this.still_since = now;
+            } else if now.duration_since(*this.still_since) >= *this.idle {
+                return Poll::Ready(Err(TimedOut {
+                    stage: Stage::Idle,
+                    limit: *this.idle,
+                }));
+            }
+            this.tick.as_mut().reset(now + *this.every);
+        }
+        Poll::Pending
+    }
+}
+
+pin_project_lite::pin_project! {
+    /// [`UntilIdle`] with the agent's `--idle-timeout`: a connection cut
+    /// for its idleness is counted (`weft_agent_timeouts_total{stage="idle"}`)
+    /// and ends with an error that says so. Made by [`relay_until_idle`].
+    pub struct RelayUntilIdle<'a, F> {
+        #[pin]
+        relay: UntilIdle<'a, F>,
+        ctx: &'a super::ProxyContext,
+    }
+}
+
+/// See [`RelayUntilIdle`].
+pub fn relay_until_idle<'a, T, F>(
+    ctx: &'a super::ProxyContext,
+    progress: &'a Progress,
+    relay: F,
+) -> RelayUntilIdle<'a, F>
+where
+    F: Future<Output = std::io::Result<T>>,
+{
+    RelayUntilIdle {
+        relay: until_idle(ctx.limits.idle_timeout, progress, relay),
+        ctx,
+    }
+}
+
+impl<T, F> Future for RelayUntilIdle<'_, F>
+where
+    F: Future<Output = std::io::Result<T>>,
+{
+    type Output = std::io::Result<T>;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        let this = self.project();
+        Poll::Ready(match std::task::ready!(this.relay.poll(cx)) {
+            Ok(done) => done,
+            Err(timed_out) => {
+                this.ctx.metrics.timed_out(Stage::Idle);
+                Err(std::io::Error::new(std::io::ErrorKind::TimedOut, timed_out))
+            }
+        })
     }
 }
 

@@ -188,18 +188,54 @@ pub struct RevokedError(pub DenyReason);
 impl Tracked {
     /// Runs `relay` (a connection's copy loop) until it ends, or until a
     /// policy change denies the connection: then it is dropped, which
-    /// closes both sides, and the error is a [`RevokedError`].
-    pub async fn relay<T>(
-        &self,
-        relay: impl std::future::Future<Output = std::io::Result<T>>,
-    ) -> std::io::Result<T> {
-        tokio::select! {
-            moved = relay => moved,
-            reason = self.revoked() => Err(std::io::Error::new(
+    /// closes both sides, and the error is a [`RevokedError`]. A future of
+    /// its own rather than an `async fn`, which would keep `relay` twice
+    /// (see [`super::limits::UntilIdle`]).
+    pub fn relay<'a, T, F>(
+        &'a self,
+        relay: F,
+    ) -> impl std::future::Future<Output = std::io::Result<T>> + 'a
+    where
+        F: std::future::Future<Output = std::io::Result<T>> + 'a,
+    {
+        Revocable {
+            relay,
+            revoked: self.revoked(),
+        }
+    }
+}
+
+pin_project_lite::pin_project! {
+    /// `relay` until it ends or `revoked` resolves ([`Tracked::relay`]).
+    struct Revocable<F, R> {
+        #[pin]
+        relay: F,
+        #[pin]
+        revoked: R,
+    }
+}
+
+impl<T, F, R> std::future::Future for Revocable<F, R>
+where
+    F: std::future::Future<Output = std::io::Result<T>>,
+    R: std::future::Future<Output = DenyReason>,
+{
+    type Output = std::io::Result<T>;
+
+    fn poll(
+        self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Self::Output> {
+        let this = self.project();
+        if let std::task::Poll::Ready(moved) = this.relay.poll(cx) {
+            return std::task::Poll::Ready(moved);
+        }
+        this.revoked.poll(cx).map(|reason| {
+            Err(std::io::Error::new(
                 std::io::ErrorKind::PermissionDenied,
                 RevokedError(reason),
-            )),
-        }
+            ))
+        })
     }
 }
 
