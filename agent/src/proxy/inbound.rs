@@ -256,11 +256,13 @@ async fn stream_request(
             sni: sni.map(|s| s.to_string()),
             cluster: Default::default(),
         };
-        return crate::l7::inbound::serve(
+        // Boxed: inline, the L7 server's state would make every L4
+        // stream's task as large as itself for the stream's whole life.
+        return Box::pin(crate::l7::inbound::serve(
             super::tunnel_io::TunnelIo::from(tunnel),
             inbound,
             ctx.clone(),
-        )
+        ))
         .await;
     }
     let conn = Connection {

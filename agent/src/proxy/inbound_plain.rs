@@ -67,10 +67,12 @@ pub(super) async fn handle(
             sni: None,
             cluster: Default::default(),
         };
-        let served = async {
+        // Boxed, so that a plaintext L4 connection's task does not carry
+        // the L7 server's state inline for its whole life.
+        let served = Box::pin(async {
             crate::l7::inbound::serve(stream, inbound, ctx.clone()).await;
             Ok(())
-        };
+        });
         let _ = tracked.relay(served).await;
         return;
     }
