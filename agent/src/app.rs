@@ -286,6 +286,8 @@ impl App {
                 enroller.restore(handed_pods).await;
                 readiness.pods_restored.store(true, Ordering::Release);
                 tracing::info!("weft-agent ready");
+                // What start-up freed goes back to the kernel.
+                tasks.spawn_background("heap releaser", sys::heap::run_releaser());
                 if let Some(predecessor) = predecessor {
                     match predecessor.serving().await {
                         Ok(open_connections) => tracing::info!(

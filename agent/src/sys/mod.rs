@@ -1,9 +1,10 @@
 //! The seam to the kernel: network namespaces, socket options, netlink,
-//! mounts. Everything above this module is ordinary async Rust; everything
-//! that needs root or a particular kernel feature is here, and its errors
-//! say which call failed and why.
+//! mounts, the allocator's heap. Everything above this module is ordinary
+//! async Rust; everything that needs root or a particular kernel feature
+//! is here, and its errors say which call failed and why.
 
 pub mod bpf;
+pub mod heap;
 pub mod mounts;
 pub mod netlink;
 pub mod netns;
