@@ -10,7 +10,7 @@
 //! 2. The [`Cluster`] for (service, subset, port, policy), shared by every
 //!    client pod on the node, checks the circuit breakers
 //!    ([`Cluster::try_request`] and friends), then [`Cluster::pick`]s an
-//!    endpoint, skipping the ones outlier detection ejected. For a
+//!    endpoint, passing over the ones outlier detection ejected. For a
 //!    consistent-hash policy, [`request_hash`] hashes the request first.
 //! 3. Each attempt's outcome goes back through [`Cluster::report`].
 //!
@@ -227,7 +227,7 @@ impl Cluster {
 
     /// Picks an endpoint among `endpoints` (the destination's current
     /// list, in a stable order; per-endpoint state follows `addr` across
-    /// changes), skipping ejected ones unless fewer than
+    /// changes), passing over ejected ones unless fewer than
     /// `min_health_percent` are healthy (panic: all of them). `hash` is the
     /// request's hash for a consistent-hash policy (`None`: random, as
     /// Envoy does); `roll` is a random number from the caller. `None` only
