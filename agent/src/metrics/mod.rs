@@ -343,6 +343,15 @@ impl Collector for HealthCollector {
             MetricType::Counter,
             &runs,
         )?;
+        if let Some(heap) = crate::sys::heap::usage() {
+            labelled(
+                "weft_agent_heap_bytes",
+                "The allocator's heap: bytes in use, and free bytes it holds (released to the kernel once the agent is ready and when 4 MiB gather)",
+                "state",
+                MetricType::Gauge,
+                &[("in_use", heap.in_use as u64), ("free", heap.free as u64)],
+            )?;
+        }
         let mut family = encoder.encode_descriptor(
             "weft_agent_ebpf_program_run_seconds",
             "Time each eBPF program of the agent ran, in all, as the kernel counts it",
@@ -550,6 +559,26 @@ mod tests {
                 .any(|l| l == "weft_agent_ebpf_map_capacity{map=\"WEFT_HOST_SRC\"} 64"),
             "{openmetrics}"
         );
+    }
+
+    #[test]
+    fn the_heap_is_reported_in_use_and_free() {
+        let text = Metrics::default().encode(Health::default(), false);
+        let value = |state: &str| -> f64 {
+            let prefix = format!("weft_agent_heap_bytes{{state=\"{state}\"}} ");
+            text.lines()
+                .find_map(|l| l.strip_prefix(prefix.as_str()))
+                .unwrap_or_else(|| panic!("no {prefix:?} in:\n{text}"))
+                .parse()
+                .expect("a number")
+        };
+        assert!(
+            text.lines()
+                .any(|l| l == "# TYPE weft_agent_heap_bytes gauge"),
+            "{text}"
+        );
+        assert!(value("in_use") > 0.0, "{text}");
+        assert!(value("free") >= 0.0, "{text}");
     }
 
     #[test]
