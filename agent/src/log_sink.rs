@@ -75,7 +75,7 @@ pub struct FlushOnDrop {
 pub fn to(out: Box<dyn Write + Send>) -> io::Result<(LogSink, FlushOnDrop)> {
     let shared = Arc::new(Shared {
         pending: Mutex::new(Pending {
-            lines: Vec::with_capacity(64 * 1024),
+            lines: Vec::with_capacity(BATCH),
             closing: false,
         }),
         arrived: Condvar::new(),
@@ -97,8 +97,24 @@ pub fn to(out: Box<dyn Write + Send>) -> io::Result<(LogSink, FlushOnDrop)> {
     ))
 }
 
+/// A batch buffer's usual capacity.
+pub(crate) const BATCH: usize = 64 * 1024;
+
+/// Capacity past which a written batch's buffer is given back.
+const BATCH_KEPT: usize = 1 << 20;
+
+/// Empties a written batch for the next one; a buffer that a burst of
+/// lines grew past 1 MiB goes back to [`BATCH`], so that the burst's
+/// memory does not stay with the agent.
+pub(crate) fn reuse_batch(batch: &mut Vec<u8>) {
+    batch.clear();
+    if batch.capacity() > BATCH_KEPT {
+        *batch = Vec::with_capacity(BATCH);
+    }
+}
+
 fn write_loop(shared: &Shared, mut out: Box<dyn Write + Send>) {
-    let mut batch = Vec::with_capacity(64 * 1024);
+    let mut batch = Vec::with_capacity(BATCH);
     loop {
         let closing = {
             let mut pending = shared.lock();
@@ -121,7 +137,7 @@ fn write_loop(shared: &Shared, mut out: Box<dyn Write + Send>) {
         remember(&shared.recent, &batch);
         // stdout gone (a closed pipe): nothing better to do with the lines.
         let _ = out.write_all(&batch).and_then(|()| out.flush());
-        batch.clear();
+        reuse_batch(&mut batch);
         if closing && shared.lock().lines.is_empty() {
             return;
         }
@@ -307,6 +323,18 @@ impl Logging {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_batch_a_burst_grew_is_given_back_after_its_write() {
+        let mut batch = Vec::with_capacity(BATCH);
+        batch.extend_from_slice(&[b'x'; 100]);
+        reuse_batch(&mut batch);
+        assert!(batch.is_empty() && batch.capacity() >= BATCH);
+        batch.extend_from_slice(&vec![b'x'; 4 << 20]);
+        reuse_batch(&mut batch);
+        assert!(batch.is_empty());
+        assert!(batch.capacity() < BATCH_KEPT, "{}", batch.capacity());
+    }
 
     /// An `out` the test can read back.
     #[derive(Clone, Default)]

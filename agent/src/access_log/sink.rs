@@ -141,7 +141,7 @@ impl Sink {
     pub fn start(output: Output) -> io::Result<Sink> {
         let shared = Arc::new(Shared {
             pending: Mutex::new(Pending {
-                lines: Vec::with_capacity(64 * 1024),
+                lines: Vec::with_capacity(crate::log_sink::BATCH),
                 parked: false,
             }),
             arrived: Condvar::new(),
@@ -204,7 +204,7 @@ impl Sink {
 }
 
 fn write_loop(shared: &Shared) {
-    let mut batch = Vec::with_capacity(64 * 1024);
+    let mut batch = Vec::with_capacity(crate::log_sink::BATCH);
     loop {
         {
             let mut pending = shared.lock();
@@ -231,7 +231,7 @@ fn write_loop(shared: &Shared) {
             let _ = output.write_batch(&batch);
             drop(output);
             shared.written.fetch_add(1, Ordering::Relaxed);
-            batch.clear();
+            crate::log_sink::reuse_batch(&mut batch);
         }
     }
 }

@@ -79,9 +79,20 @@ impl Tracked {
 
 impl Drop for Tracked {
     fn drop(&mut self) {
-        self.registry.lock().remove(&self.id);
+        let mut open = self.registry.lock();
+        open.remove(&self.id);
+        // A burst of connections grows the table; once it is mostly empty
+        // it shrinks (to twice what is open), so the burst's memory does
+        // not stay with the agent.
+        if open.capacity() > SHRINK_ABOVE && open.len() < open.capacity() / 8 {
+            let keep = open.len() * 2;
+            open.shrink_to(keep);
+        }
     }
 }
+
+/// Table capacity below which [`Tracked`]'s drop never shrinks it.
+const SHRINK_ABOVE: usize = 1024;
 
 impl OpenConnections {
     fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<u64, Open, foldhash::fast::RandomState>> {
@@ -249,5 +260,69 @@ pub fn end_flag(err: &std::io::Error) -> crate::l7::reply::Flag {
         crate::l7::reply::Flag::RbacDenied
     } else {
         crate::l7::reply::Flag::UpstreamTerminated
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::HashMap;
+
+    use super::*;
+    use crate::{
+        state::{Identity, Workload, WorkloadNames},
+        sys::Netns,
+    };
+
+    fn pod() -> Arc<PodContext> {
+        let identity = Identity {
+            trust_domain: "cluster.local".into(),
+            namespace: "demo".into(),
+            service_account: "client".into(),
+        };
+        Arc::new(PodContext {
+            workload: Arc::new(Workload {
+                uid: "Kubernetes//Pod/demo/client-1".into(),
+                name: "client-1".into(),
+                namespace: "demo".into(),
+                ips: vec![[10, 0, 0, 1].into()],
+                node: "node-1".into(),
+                identity,
+                hbone: true,
+                services: HashMap::new(),
+                policies: vec![],
+                names: WorkloadNames::default(),
+                telemetry: Default::default(),
+            }),
+            netns: Netns::open("/proc/self/ns/net").expect("this process's netns"),
+            netns_cookie: 0,
+            waits: Default::default(),
+        })
+    }
+
+    #[test]
+    fn the_table_shrinks_once_a_burst_has_closed() {
+        let (pod, registry) = (pod(), Arc::new(OpenConnections::default()));
+        let conn = Connection {
+            src_identity: None,
+            src_ip: [10, 0, 0, 2].into(),
+            dst_ip: [10, 0, 0, 1].into(),
+            dst_port: 8080,
+        };
+        let mut burst: Vec<Tracked> = (0..10_000)
+            .map(|_| registry.register(&pod, conn.clone(), Scope::Connection))
+            .collect();
+        let grown = registry.lock().capacity();
+        assert!(grown >= 10_000, "capacity {grown}");
+        // Ten stay open; the rest close.
+        let staying = burst.split_off(burst.len() - 10);
+        drop(burst);
+        let capacity = registry.lock().capacity();
+        assert_eq!(registry.len(), 10);
+        assert!(
+            capacity <= 2 * SHRINK_ABOVE,
+            "capacity {capacity} after the burst (was {grown})"
+        );
+        drop(staying);
+        assert!(registry.is_empty());
     }
 }
