@@ -70,20 +70,20 @@ pub fn release() -> bool {
 /// then every [`CHECK_EVERY`] when at least [`RELEASE_AT`] of it is free.
 /// Runs until dropped.
 pub async fn run_releaser() {
-    release_logged("ready");
+    release_logged("ready", usage().unwrap_or_default());
     let mut checks = tokio::time::interval(CHECK_EVERY);
     checks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     checks.tick().await;
     loop {
         checks.tick().await;
-        if usage().is_some_and(|heap| heap.free >= RELEASE_AT) {
-            release_logged("free memory");
+        if let Some(heap) = usage().filter(|heap| heap.free >= RELEASE_AT) {
+            release_logged("free memory", heap);
         }
     }
 }
 
-fn release_logged(why: &str) {
-    let before = usage().unwrap_or_default();
+/// Releases, and logs it with `before`, the usage that led to it.
+fn release_logged(why: &str, before: Usage) {
     let started = std::time::Instant::now();
     let released = release();
     tracing::debug!(
