@@ -14,6 +14,7 @@ const RATE: Metric = higher("connections", "1/s");
 const P50: Metric = lower("p50 connect+request", "µs");
 const P99: Metric = lower("p99 connect+request", "µs");
 const SWITCHES: Metric = lower("agent context switches per op", "1/op");
+const CPU: Metric = lower("agent CPU per connection", "µs");
 
 pub fn run(run: &mut Run, testbed: &Testbed) {
     let s = run.settings.clone();
@@ -45,7 +46,7 @@ pub(super) fn measure(
             ("warmup", &s.warmup.to_string()),
         ],
     );
-    let (r, switches) = run_counted(testbed, variant, &args, s)?;
+    let (r, per_op) = run_counted(testbed, variant, &args, s)?;
     check_errors(&r, "connection rate")?;
     if r.errors > 0 {
         println!(
@@ -60,6 +61,6 @@ pub(super) fn measure(
         (P50, us(r.latency.p50)),
         (P99, us(r.latency.p99)),
     ];
-    samples.extend(switches.map(|x| (SWITCHES, x)));
+    samples.extend(per_op.samples(SWITCHES, CPU));
     Ok(samples)
 }

@@ -17,6 +17,7 @@ const ROUND_TRIPS: Metric = higher("round trips", "1/s");
 const RATE: Metric = higher("requests", "1/s");
 const LAG: Metric = lower("client send lag p99", "µs");
 const SWITCHES: Metric = lower("agent context switches per op", "1/op");
+const CPU: Metric = lower("agent CPU per op", "µs");
 
 pub fn run(run: &mut Run, testbed: &Testbed) {
     let s = run.settings.clone();
@@ -35,7 +36,7 @@ pub fn run(run: &mut Run, testbed: &Testbed) {
                         ("warmup", &s.warmup.to_string()),
                     ],
                 );
-                let (r, switches) = run_counted(testbed, variant, &args, &s)?;
+                let (r, per_op) = run_counted(testbed, variant, &args, &s)?;
                 check_errors(&r, "ping-pong")?;
                 let mut samples = vec![
                     (P50, us(r.latency.p50)),
@@ -43,7 +44,7 @@ pub fn run(run: &mut Run, testbed: &Testbed) {
                     (P99, us(r.latency.p99)),
                     (ROUND_TRIPS, r.rate()),
                 ];
-                samples.extend(switches.map(|x| (SWITCHES, x)));
+                samples.extend(per_op.samples(SWITCHES, CPU));
                 Ok(samples)
             },
         );
@@ -75,7 +76,7 @@ fn http(
             ("warmup", &s.warmup.to_string()),
         ],
     );
-    let (r, switches) = run_counted(testbed, variant, &args, s)?;
+    let (r, per_op) = run_counted(testbed, variant, &args, s)?;
     check_errors(&r, "HTTP")?;
     let mut samples = vec![
         (P50, us(r.latency.p50)),
@@ -87,6 +88,6 @@ fn http(
     if let Some(lag) = r.send_lag {
         samples.push((LAG, us(lag.p99)));
     }
-    samples.extend(switches.map(|x| (SWITCHES, x)));
+    samples.extend(per_op.samples(SWITCHES, CPU));
     Ok(samples)
 }

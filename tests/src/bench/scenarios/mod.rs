@@ -33,6 +33,7 @@ use std::time::Duration;
 use anyhow::{Context, Result, bail};
 
 use super::procstat::{ProcStat, context_switches};
+use super::report::{Metric, Sample};
 use super::stats::LoadReport;
 use super::testbed::{Testbed, Variant};
 use crate::Pod;
@@ -85,19 +86,45 @@ fn agents_switches(testbed: &Testbed, variant: Variant) -> Result<u64> {
         .sum()
 }
 
-/// Runs a client and, with weft, also counts the agents' context switches
-/// per operation (over warm-up and measured window alike).
+/// What the node proxies spent per operation of a client run (over
+/// warm-up and measured window alike); `None` for the direct variant.
+struct PerOp {
+    /// Context switches of the proxies.
+    switches: Option<f64>,
+    /// The proxies' CPU time, in µs.
+    cpu_us: Option<f64>,
+}
+
+impl PerOp {
+    /// The samples, under the scenario's names for them.
+    fn samples(&self, switches: Metric, cpu: Metric) -> impl Iterator<Item = Sample> {
+        let switches = self.switches.map(|x| (switches, x));
+        let cpu = self.cpu_us.map(|x| (cpu, x));
+        switches.into_iter().chain(cpu)
+    }
+}
+
+/// Runs a client and, with a mesh, also counts the node proxies' context
+/// switches and CPU time per operation.
 fn run_counted(
     testbed: &Testbed,
     variant: Variant,
     args: &[String],
     s: &super::options::Settings,
-) -> Result<(LoadReport, Option<f64>)> {
-    let before = agents_switches(testbed, variant)?;
+) -> Result<(LoadReport, PerOp)> {
+    let (switches_before, cpu_before) = (
+        agents_switches(testbed, variant)?,
+        agents_cpu(testbed, variant)?,
+    );
     let report = run_load(testbed, testbed.client(variant), args, s.seconds)?;
-    let switches = agents_switches(testbed, variant)? - before;
+    let switches = agents_switches(testbed, variant)? - switches_before;
+    let cpu = agents_cpu(testbed, variant)? - cpu_before;
     let ops = report.count as f64 * (s.seconds + s.warmup) / s.seconds;
-    let per_op = (variant.meshed() && ops > 0.0).then(|| switches as f64 / ops);
+    let counted = variant.meshed() && ops > 0.0;
+    let per_op = PerOp {
+        switches: counted.then(|| switches as f64 / ops),
+        cpu_us: counted.then(|| cpu * 1e6 / ops),
+    };
     Ok((report, per_op))
 }
 
