@@ -5,6 +5,7 @@
 
 pub mod bpf;
 pub mod heap;
+pub mod idle_spin;
 pub mod mounts;
 pub mod netlink;
 pub mod netns;
