@@ -86,12 +86,6 @@ impl App {
         tracing::info!(
             config = %serde_json::to_string(&config).unwrap_or_default(),
             worker_threads = config.worker_threads(),
-            // What the runtime's thread may spin (one worker only).
-            idle_spin_us = if config.worker_threads() == 1 {
-                config.idle_spin().as_micros()
-            } else {
-                0
-            },
             "starting weft-agent"
         );
         let tasks = Tasks::default();

@@ -201,15 +201,6 @@ pub struct Config {
     /// between them (measured in docs/PERFORMANCE.md).
     #[arg(long, env = "WEFT_WORKER_THREADS", value_parser = clap::value_parser!(u16).range(1..))]
     pub worker_threads: Option<u16>,
-
-    /// Microseconds the proxy's thread may keep its CPU, watching for
-    /// events and yielding to any other thread, before it sleeps (0: it
-    /// sleeps at once). The window adapts to how soon events come (see
-    /// `sys::idle_spin`). Default: 200 where the kernel halts an idle CPU
-    /// at once (no cpuidle driver, as in many VMs: a wake-up then waits
-    /// for the hypervisor), else 0. Applies with one worker thread.
-    #[arg(long, env = "WEFT_IDLE_SPIN_US", value_parser = clap::value_parser!(u32).range(0..=1000))]
-    pub idle_spin_us: Option<u32>,
 }
 
 /// `weft-agent cni-uninstall`: removes what `--cni-install` added (the
@@ -238,17 +229,6 @@ const DEFAULT_CNI_BIN_DIR: &str = "/opt/cni/bin";
 const DEFAULT_CNI_NET_DIR: &str = "/etc/cni/net.d";
 
 impl Config {
-    /// How long the proxy's thread may spin before it sleeps:
-    /// `--idle-spin-us`, else [`crate::sys::idle_spin::DEFAULT_LIMIT`]
-    /// where idle CPUs halt at once, else none.
-    pub fn idle_spin(&self) -> Duration {
-        match self.idle_spin_us {
-            Some(us) => Duration::from_micros(us.into()),
-            None if crate::sys::idle_spin::idle_cpus_halt() => crate::sys::idle_spin::DEFAULT_LIMIT,
-            None => Duration::ZERO,
-        }
-    }
-
     /// The proxy's thread count: `--worker-threads`, else half the CPUs
     /// available to this process (its affinity and cgroup quota), at least 1.
     pub fn worker_threads(&self) -> usize {

@@ -40,7 +40,11 @@ fn main() -> std::process::ExitCode {
         reload.reload(f).map_err(|e| e.to_string())
     });
     let logging = Logging::new(level, Some(writer));
-    let runtime = runtime(&config);
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(config.worker_threads())
+        .enable_all()
+        .build()
+        .expect("tokio runtime");
     match runtime.block_on(weft_agent::App::run(config, logging)) {
         Ok(()) => std::process::ExitCode::SUCCESS,
         Err(err) => {
@@ -50,37 +54,6 @@ fn main() -> std::process::ExitCode {
             std::process::ExitCode::FAILURE
         }
     }
-}
-
-/// The proxy's runtime; with one worker thread, that thread may spin for
-/// a moment before it sleeps (`--idle-spin-us`, see
-/// [`weft_agent::sys::idle_spin`]).
-fn runtime(config: &weft_agent::Config) -> tokio::runtime::Runtime {
-    use weft_agent::sys::idle_spin::{self, IdleSpin};
-    let workers = config.worker_threads();
-    let mut builder = tokio::runtime::Builder::new_multi_thread();
-    builder.worker_threads(workers).enable_all();
-    let limit = config.idle_spin();
-    if workers != 1 || limit < idle_spin::START {
-        return builder.build().expect("tokio runtime");
-    }
-    let spin = IdleSpin::new(limit);
-    let (park, unpark) = (spin.clone(), spin.clone());
-    builder
-        .on_thread_park(move || park.before_park())
-        .on_thread_unpark(move || unpark.after_unpark());
-    // The runtime's epoll instance is the one that building it opened.
-    let before = idle_spin::epoll_fds().unwrap_or_default();
-    let runtime = builder.build().expect("tokio runtime");
-    let after = idle_spin::epoll_fds().unwrap_or_default();
-    match idle_spin::added_epoll(&before, &after) {
-        Ok(epoll) => spin.watch(epoll),
-        Err(opened) => tracing::warn!(
-            opened,
-            "the idle spin is off: building the runtime opened other than one epoll instance"
-        ),
-    }
-    runtime
 }
 
 /// `weft-agent cni-uninstall`: one line per thing removed or left.

@@ -5,7 +5,6 @@
 
 pub mod bpf;
 pub mod heap;
-pub mod idle_spin;
 pub mod mounts;
 pub mod netlink;
 pub mod netns;
