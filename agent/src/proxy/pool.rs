@@ -6,8 +6,11 @@
 //! destination HBONE address): per source pod rather than per source
 //! identity, because the connection leaves from the pod's own namespace and
 //! address. A connection carries at most [`hbone::MAX_STREAMS`] streams; a
-//! full or closed one is passed over. Idle connections are closed after
-//! [`IDLE_TIMEOUT`].
+//! full or closed one is passed over. The first connection of a key that
+//! is kept is closed after [`IDLE_TIMEOUT`] with no stream; the others,
+//! which a burst opened beside it, after [`SPARE_IDLE_TIMEOUT`], so that a
+//! burst's connections (about 140 KiB each once used: HTTP/2's slabs and
+//! TLS buffers) do not stay a minute after it.
 
 use std::{
     collections::HashMap,
@@ -25,8 +28,11 @@ use h2::client::SendRequest;
 use super::hbone;
 use crate::state::Identity;
 
-/// How long a connection with no stream is kept.
+/// How long a key's first connection with no stream is kept.
 pub const IDLE_TIMEOUT: Duration = Duration::from_secs(60);
+
+/// How long a key's other connections with no stream are kept.
+pub const SPARE_IDLE_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// What a pooled connection is shared by.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
@@ -125,17 +131,23 @@ impl Pool {
         Lease(pooled)
     }
 
-    /// Drops closed connections and those idle for longer than `idle`;
-    /// dropping the last handle lets the connection close.
-    pub fn sweep(&self, idle: Duration) -> usize {
+    /// Drops closed connections, and those without a stream for longer
+    /// than `idle` (a key's first connection kept, in the order
+    /// [`Pool::checkout`] tries them) or `spare` (the others); dropping
+    /// the last handle lets the connection close.
+    pub fn sweep(&self, idle: Duration, spare: Duration) -> usize {
         let now = Instant::now();
         let mut removed = 0;
         let mut connections = self.connections.lock().expect("pool lock");
         connections.retain(|_, list| {
+            let mut kept_one = false;
             list.retain(|c| {
                 let keep = !c.closed.load(Ordering::Acquire)
-                    && (c.streams.load(Ordering::Acquire) > 0
-                        || now.duration_since(*c.idle_since.lock().expect("idle lock")) < idle);
+                    && (c.streams.load(Ordering::Acquire) > 0 || {
+                        let since = *c.idle_since.lock().expect("idle lock");
+                        now.duration_since(since) < if kept_one { spare } else { idle }
+                    });
+                kept_one |= keep;
                 removed += usize::from(!keep);
                 keep
             });
@@ -167,10 +179,104 @@ impl Pool {
     pub async fn run_sweeper(self: Arc<Self>) {
         loop {
             tokio::time::sleep(Duration::from_secs(5)).await;
-            let removed = self.sweep(IDLE_TIMEOUT);
+            let removed = self.sweep(IDLE_TIMEOUT, SPARE_IDLE_TIMEOUT);
             if removed > 0 {
                 tracing::debug!(removed, left = self.len(), "closed idle HBONE connections");
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A connection's sending half, its peer served by a task of its own.
+    async fn connection() -> (SendRequest<Bytes>, Arc<AtomicBool>) {
+        let (client, server) = tokio::io::duplex(64 * 1024);
+        tokio::spawn(async move {
+            let mut server = h2::server::handshake(server)
+                .await
+                .expect("server handshake");
+            while server.accept().await.is_some() {}
+        });
+        let (send, driver) = h2::client::handshake(client)
+            .await
+            .expect("client handshake");
+        tokio::spawn(driver);
+        (send, Arc::default())
+    }
+
+    fn key(n: u64) -> PoolKey {
+        PoolKey {
+            src_netns_cookie: n,
+            dst_identity: "spiffe://cluster.local/ns/ns/sa/sa"
+                .parse()
+                .expect("identity"),
+            dst: "10.0.0.1:15008".parse().expect("address"),
+        }
+    }
+
+    /// Backdates when `lease`'s connection went idle, once released.
+    fn idle_for(lease: Lease, for_: Duration) {
+        let pooled = lease.connection().clone();
+        drop(lease);
+        *pooled.idle_since.lock().expect("idle lock") = Instant::now() - for_;
+    }
+
+    #[tokio::test]
+    async fn a_bursts_spare_connections_close_before_the_first_one() {
+        let pool = Pool::default();
+        // A burst opened three connections for one key and one for another.
+        let mut leases = Vec::new();
+        for _ in 0..3 {
+            let (send, closed) = connection().await;
+            leases.push(pool.insert(key(1), send, closed));
+        }
+        let (send, closed) = connection().await;
+        let other = pool.insert(key(2), send, closed);
+        assert_eq!(pool.len(), 4);
+
+        // All idle for 30 s: each key's first connection stays, the two
+        // spares of key 1 go.
+        let third = leases.pop().expect("third");
+        let second = leases.pop().expect("second");
+        let first = leases.pop().expect("first");
+        let first_conn = first.connection().clone();
+        for lease in [first, second, third] {
+            idle_for(lease, Duration::from_secs(30));
+        }
+        idle_for(other, Duration::from_secs(30));
+        assert_eq!(pool.sweep(IDLE_TIMEOUT, SPARE_IDLE_TIMEOUT), 2);
+        assert_eq!(pool.len(), 2);
+        let lease = pool
+            .checkout(&key(1))
+            .expect("the first connection is kept");
+        assert!(Arc::ptr_eq(lease.connection(), &first_conn));
+
+        // Past the idle timeout, it goes too.
+        idle_for(lease, IDLE_TIMEOUT + Duration::from_secs(1));
+        assert_eq!(pool.sweep(IDLE_TIMEOUT, SPARE_IDLE_TIMEOUT), 1);
+        assert!(pool.checkout(&key(1)).is_none());
+        assert_eq!(pool.len(), 1);
+    }
+
+    #[tokio::test]
+    async fn a_spare_behind_a_busy_connection_closes_and_a_busy_one_never_does() {
+        let pool = Pool::default();
+        let (send, closed) = connection().await;
+        let busy = pool.insert(key(1), send, closed);
+        let (send, closed) = connection().await;
+        let spare = pool.insert(key(1), send, closed);
+        idle_for(spare, SPARE_IDLE_TIMEOUT + Duration::from_secs(1));
+        // The busy one has been open for as long, with a stream.
+        *busy.connection().idle_since.lock().expect("idle lock") =
+            Instant::now() - IDLE_TIMEOUT * 2;
+        assert_eq!(pool.sweep(IDLE_TIMEOUT, SPARE_IDLE_TIMEOUT), 1);
+        assert_eq!(pool.len(), 1);
+        // A closed connection goes whatever its streams.
+        busy.connection().mark_closed();
+        assert_eq!(pool.sweep(IDLE_TIMEOUT, SPARE_IDLE_TIMEOUT), 1);
+        assert!(pool.is_empty());
     }
 }
