@@ -4,7 +4,7 @@
 
 use anyhow::Result;
 
-use super::{check_errors, run_counted, us};
+use super::{PerOp, check_errors, run_counted, us};
 use crate::bench::options::Settings;
 use crate::bench::report::{Metric, Sample, higher, lower};
 use crate::bench::runner::Run;
@@ -61,6 +61,6 @@ pub(super) fn measure(
         (P50, us(r.latency.p50)),
         (P99, us(r.latency.p99)),
     ];
-    samples.extend(per_op.samples(SWITCHES, CPU));
+    samples.extend(PerOp::samples(per_op, CPU, SWITCHES));
     Ok(samples)
 }

@@ -18,7 +18,7 @@
 
 use anyhow::Result;
 
-use super::{agents_cpu, agents_switches, check_errors, run_load, us};
+use super::{PerOp, check_errors, run_counted, us};
 use crate::bench::options::Settings;
 use crate::bench::report::{Metric, Sample, higher, lower};
 use crate::bench::runner::Run;
@@ -203,16 +203,6 @@ fn run_with_agents(
     args: &[String],
     s: &Settings,
 ) -> Result<(LoadReport, Vec<Sample>)> {
-    let cpu = agents_cpu(testbed, variant)?;
-    let switches = agents_switches(testbed, variant)?;
-    let report = run_load(testbed, testbed.client(variant), args, s.seconds)?;
-    let cpu = agents_cpu(testbed, variant)? - cpu;
-    let switches = agents_switches(testbed, variant)? - switches;
-    let ops = report.count as f64 * (s.seconds + s.warmup) / s.seconds;
-    let mut agents = Vec::new();
-    if variant.meshed() && ops > 0.0 {
-        agents.push((AGENT_CPU, cpu * 1e6 / ops));
-        agents.push((SWITCHES, switches as f64 / ops));
-    }
-    Ok((report, agents))
+    let (report, per_op) = run_counted(testbed, variant, args, s)?;
+    Ok((report, PerOp::samples(per_op, AGENT_CPU, SWITCHES)))
 }

@@ -4,7 +4,7 @@
 
 use anyhow::Result;
 
-use super::{check_errors, run_counted, us};
+use super::{PerOp, check_errors, run_counted, us};
 use crate::bench::report::{Metric, Sample, higher, lower};
 use crate::bench::runner::Run;
 use crate::bench::testbed::{ECHO_PORT, HTTP_PORT, Placement, Testbed, Variant, load_args};
@@ -44,7 +44,7 @@ pub fn run(run: &mut Run, testbed: &Testbed) {
                     (P99, us(r.latency.p99)),
                     (ROUND_TRIPS, r.rate()),
                 ];
-                samples.extend(per_op.samples(SWITCHES, CPU));
+                samples.extend(PerOp::samples(per_op, CPU, SWITCHES));
                 Ok(samples)
             },
         );
@@ -88,6 +88,6 @@ fn http(
     if let Some(lag) = r.send_lag {
         samples.push((LAG, us(lag.p99)));
     }
-    samples.extend(per_op.samples(SWITCHES, CPU));
+    samples.extend(PerOp::samples(per_op, CPU, SWITCHES));
     Ok(samples)
 }

@@ -86,45 +86,43 @@ fn agents_switches(testbed: &Testbed, variant: Variant) -> Result<u64> {
         .sum()
 }
 
-/// What the node proxies spent per operation of a client run (over
-/// warm-up and measured window alike); `None` for the direct variant.
+/// What the node proxies spent per operation of a client run, over
+/// warm-up and measured window alike.
 struct PerOp {
-    /// Context switches of the proxies.
-    switches: Option<f64>,
     /// The proxies' CPU time, in µs.
-    cpu_us: Option<f64>,
+    cpu_us: f64,
+    /// Context switches of the proxies.
+    switches: f64,
 }
 
 impl PerOp {
-    /// The samples, under the scenario's names for them.
-    fn samples(&self, switches: Metric, cpu: Metric) -> impl Iterator<Item = Sample> {
-        let switches = self.switches.map(|x| (switches, x));
-        let cpu = self.cpu_us.map(|x| (cpu, x));
-        switches.into_iter().chain(cpu)
+    /// The samples, under the scenario's names for them; none without a
+    /// mesh.
+    fn samples(per_op: Option<PerOp>, cpu: Metric, switches: Metric) -> Vec<Sample> {
+        per_op.map_or_else(Vec::new, |p| vec![(cpu, p.cpu_us), (switches, p.switches)])
     }
 }
 
-/// Runs a client and, with a mesh, also counts the node proxies' context
-/// switches and CPU time per operation.
+/// Runs a client and, with a mesh, also counts the node proxies' CPU time
+/// and context switches per operation (`None` for the direct variant).
 fn run_counted(
     testbed: &Testbed,
     variant: Variant,
     args: &[String],
     s: &super::options::Settings,
-) -> Result<(LoadReport, PerOp)> {
-    let (switches_before, cpu_before) = (
-        agents_switches(testbed, variant)?,
+) -> Result<(LoadReport, Option<PerOp>)> {
+    let (cpu_before, switches_before) = (
         agents_cpu(testbed, variant)?,
+        agents_switches(testbed, variant)?,
     );
     let report = run_load(testbed, testbed.client(variant), args, s.seconds)?;
-    let switches = agents_switches(testbed, variant)? - switches_before;
     let cpu = agents_cpu(testbed, variant)? - cpu_before;
+    let switches = agents_switches(testbed, variant)? - switches_before;
     let ops = report.count as f64 * (s.seconds + s.warmup) / s.seconds;
-    let counted = variant.meshed() && ops > 0.0;
-    let per_op = PerOp {
-        switches: counted.then(|| switches as f64 / ops),
-        cpu_us: counted.then(|| cpu * 1e6 / ops),
-    };
+    let per_op = (variant.meshed() && ops > 0.0).then(|| PerOp {
+        cpu_us: cpu * 1e6 / ops,
+        switches: switches as f64 / ops,
+    });
     Ok((report, per_op))
 }
 
