@@ -20,7 +20,7 @@ use anyhow::{Context, Result};
 use serde::Serialize;
 use serde_json::json;
 
-use super::stats::median;
+use super::stats::{median, median_interval};
 use super::testbed::Variant;
 
 /// Which way is better for a metric.
@@ -106,9 +106,19 @@ pub struct Row {
     /// them on (the agents' default).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub weft_metrics_off: Option<f64>,
-    /// Metrics on / metrics off (`weft` or `weft_l7` / `weft_metrics_off`).
+    /// Metrics on / metrics off (`weft` or `weft_l7` / `weft_metrics_off`):
+    /// the median of each round's own ratio (the two measured back to
+    /// back, so that the machine's drift between rounds cancels), or the
+    /// ratio of the medians where the rounds do not pair up.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub metrics_on_off: Option<f64>,
+    /// Each round's on / off, in the order measured.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub metrics_on_off_rounds: Vec<f64>,
+    /// A 95% confidence interval for the median round's on / off
+    /// ([`median_interval`]; from 6 rounds).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub metrics_on_off_interval: Option<(f64, f64)>,
     pub better: Better,
     /// Every round's value, in the order measured.
     pub direct_rounds: Vec<f64>,
@@ -148,6 +158,8 @@ impl Row {
             weft_ztunnel: None,
             weft_metrics_off: None,
             metrics_on_off: None,
+            metrics_on_off_rounds: Vec::new(),
+            metrics_on_off_interval: None,
             better: metric.better,
             direct_rounds: direct,
             weft_rounds: weft,
@@ -200,7 +212,23 @@ impl Row {
     pub fn with_metrics_off(mut self, off: Vec<f64>) -> Row {
         let m = median(&off);
         self.weft_metrics_off = m;
-        self.metrics_on_off = ratio(self.metrics_on(), m);
+        let on = match self.weft_l7_rounds.is_empty() {
+            true => &self.weft_rounds,
+            false => &self.weft_l7_rounds,
+        };
+        // Each round measures on and off once, back to back.
+        if on.len() == off.len() {
+            self.metrics_on_off_rounds = on
+                .iter()
+                .zip(&off)
+                .filter_map(|(&on, &off)| ratio(Some(on), Some(off)))
+                .collect();
+        }
+        self.metrics_on_off = match self.metrics_on_off_rounds.is_empty() {
+            true => ratio(self.metrics_on(), m),
+            false => median(&self.metrics_on_off_rounds),
+        };
+        self.metrics_on_off_interval = median_interval(&self.metrics_on_off_rounds);
         self.weft_metrics_off_rounds = off;
         self
     }
@@ -412,6 +440,7 @@ pub fn table(rows: &[Row]) -> String {
                 "telemetry on",
                 "telemetry off",
                 "on/off",
+                "95% interval",
             ],
             &metrics,
             |r| {
@@ -419,6 +448,10 @@ pub fn table(rows: &[Row]) -> String {
                     num(r.metrics_on()),
                     num(r.weft_metrics_off),
                     ratio(r.metrics_on_off),
+                    match r.metrics_on_off_interval {
+                        Some((lo, hi)) => format!("{}-{}", ratio(Some(lo)), ratio(Some(hi))),
+                        None => "-".to_string(),
+                    },
                 ]
             },
         );
@@ -735,6 +768,42 @@ mod tests {
                 .unwrap()
                 .starts_with("metrics/")
         );
+    }
+
+    #[test]
+    fn metrics_rounds_pair_up_against_the_machines_drift() {
+        const RPS: Metric = higher("requests", "1/s");
+        // The machine slows down round by round; on is 0.9 of off in each.
+        let mut measured = Vec::new();
+        for (i, speed) in [1.0, 0.8, 0.6, 0.5, 0.4, 0.3].into_iter().enumerate() {
+            let pair = [
+                (Variant::WeftL7, (RPS, 9_000.0 * speed)),
+                (Variant::WeftL7MetricsOff, (RPS, 10_000.0 * speed)),
+            ];
+            match i % 2 {
+                0 => measured.extend(pair),
+                _ => measured.extend(pair.into_iter().rev()),
+            }
+        }
+        let rows = Row::collect("metrics/http-l7-max-rps/x", &measured);
+        let r = &rows[0];
+        assert_eq!(r.metrics_on_off_rounds.len(), 6);
+        assert!((r.metrics_on_off.unwrap() - 0.9).abs() < 1e-9);
+        let (lo, hi) = r.metrics_on_off_interval.unwrap();
+        assert!((lo - 0.9).abs() < 1e-9 && (hi - 0.9).abs() < 1e-9);
+        assert!(table(&rows).contains("0.90-0.90"), "{}", table(&rows));
+        // Rounds that do not pair up: the ratio of the medians.
+        let unpaired = Row::collect(
+            "metrics/connection-rate/x",
+            &[
+                (Variant::Weft, (RPS, 9.0)),
+                (Variant::WeftMetricsOff, (RPS, 10.0)),
+                (Variant::WeftMetricsOff, (RPS, 10.0)),
+            ],
+        );
+        assert!(unpaired[0].metrics_on_off_rounds.is_empty());
+        assert_eq!(unpaired[0].metrics_on_off, Some(0.9));
+        assert_eq!(unpaired[0].metrics_on_off_interval, None);
     }
 
     #[test]

@@ -148,6 +148,36 @@ pub fn median(values: &[f64]) -> Option<f64> {
     })
 }
 
+/// A distribution-free interval of at least 95% confidence for the
+/// median of the population `values` were drawn from: the `k`-th smallest
+/// and the `k`-th largest value, `k` the largest rank such that the median
+/// lies outside with probability at most 5% (the binomial count of values
+/// below it, with p = 1/2). `None` for fewer than 6 values, where even the
+/// smallest and the largest leave more than 5% outside.
+pub fn median_interval(values: &[f64]) -> Option<(f64, f64)> {
+    let mut v: Vec<f64> = values.iter().copied().filter(|x| x.is_finite()).collect();
+    v.sort_by(f64::total_cmp);
+    let n = v.len();
+    // P(X <= j) for X ~ Binomial(n, 1/2), as j grows, until both tails
+    // together pass 5%.
+    let mut k = 0;
+    let mut choose = 1.0f64; // C(n, j)
+    let mut below = 0.0f64; // P(X <= j - 1) * 2^n
+    let all = 2f64.powi(n as i32);
+    for j in 0..n / 2 {
+        below += choose;
+        if 2.0 * below / all > 0.05 {
+            break;
+        }
+        k = j + 1;
+        choose = choose * (n - j) as f64 / (j + 1) as f64;
+    }
+    match k {
+        0 => None,
+        k => Some((v[k - 1], v[n - k])),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -201,5 +231,24 @@ mod tests {
         assert_eq!(median(&[3.0, 1.0, 2.0]), Some(2.0));
         assert_eq!(median(&[4.0, 1.0, 2.0, 3.0]), Some(2.5));
         assert_eq!(median(&[f64::NAN, 1.0]), Some(1.0));
+    }
+
+    #[test]
+    fn median_intervals_leave_at_most_five_percent_outside() {
+        let ranks = |n: usize| {
+            let v: Vec<f64> = (1..=n).map(|i| i as f64).collect();
+            median_interval(&v)
+        };
+        // Five values leave 2/32 outside even at the extremes.
+        assert_eq!(ranks(5), None);
+        // 6: 2/64 outside; 9: the 2nd and 8th (2 * 10/512 = 3.9%);
+        // 20: the 6th and 15th (2 * P(X <= 5) = 4.1%).
+        assert_eq!(ranks(6), Some((1.0, 6.0)));
+        assert_eq!(ranks(9), Some((2.0, 8.0)));
+        assert_eq!(ranks(20), Some((6.0, 15.0)));
+        assert_eq!(
+            median_interval(&[3.0, 1.0, 2.0, 6.0, 5.0, 4.0]),
+            Some((1.0, 6.0))
+        );
     }
 }

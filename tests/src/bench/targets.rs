@@ -205,7 +205,19 @@ pub struct Outcome {
     pub measured: f64,
     /// `measured` as the text shows it.
     pub shown: String,
-    pub met: bool,
+    pub verdict: Verdict,
+}
+
+/// Whether a target was met.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Verdict {
+    Met,
+    Missed,
+    /// The measured value meets the target or misses it, but the rounds'
+    /// 95% confidence interval lies on both sides of it: the run cannot
+    /// tell.
+    WithinNoise,
 }
 
 /// The targets whose rows the run has.
@@ -216,6 +228,7 @@ pub fn evaluate(rows: &[Row]) -> Vec<Outcome> {
             let row = rows
                 .iter()
                 .find(|r| r.scenario.starts_with(t.scenario) && r.metric == t.metric)?;
+            let mut interval = None;
             let (measured, met) = match t.goal {
                 Goal::RatioAtLeast(x) => {
                     let r = row.ratio?;
@@ -243,6 +256,9 @@ pub fn evaluate(rows: &[Row]) -> Vec<Outcome> {
                 }
                 Goal::MetricsRatioAtLeast(x) => {
                     let r = row.metrics_on_off?;
+                    interval = row
+                        .metrics_on_off_interval
+                        .filter(|&(lo, hi)| lo < x && x <= hi);
                     (r, r >= x)
                 }
                 Goal::ZtunnelRatioAtLeast(x) => {
@@ -269,7 +285,15 @@ pub fn evaluate(rows: &[Row]) -> Vec<Outcome> {
                 Goal::RatioAtLeast(_) | Goal::L7RatioAtLeast(_) => {
                     format!("{:.0}%", measured * 100.0)
                 }
-                Goal::MetricsRatioAtLeast(_) => format!("{:.1}%", measured * 100.0),
+                Goal::MetricsRatioAtLeast(_) => match interval {
+                    Some((lo, hi)) => format!(
+                        "{:.1}% (95% interval {:.1}-{:.1}%)",
+                        measured * 100.0,
+                        lo * 100.0,
+                        hi * 100.0
+                    ),
+                    None => format!("{:.1}%", measured * 100.0),
+                },
                 Goal::ZtunnelRatioAtLeast(_)
                 | Goal::ZtunnelRatioAtMost(_)
                 | Goal::ZtunnelAddedRatioAtMost(_) => {
@@ -280,11 +304,16 @@ pub fn evaluate(rows: &[Row]) -> Vec<Outcome> {
                 }
                 Goal::AtMost(_) => format!("{measured:.2} {}", row.unit),
             };
+            let verdict = match (interval, met) {
+                (Some(_), _) => Verdict::WithinNoise,
+                (None, true) => Verdict::Met,
+                (None, false) => Verdict::Missed,
+            };
             Some(Outcome {
                 target: t.what,
                 measured,
                 shown,
-                met,
+                verdict,
             })
         })
         .collect()
@@ -297,7 +326,11 @@ pub fn text(outcomes: &[Outcome]) -> String {
         .map(|o| {
             format!(
                 "  [{}] {:<62} measured {}\n",
-                if o.met { "met" } else { "MISSED" },
+                match o.verdict {
+                    Verdict::Met => "met",
+                    Verdict::Missed => "MISSED",
+                    Verdict::WithinNoise => "noise",
+                },
                 o.target,
                 o.shown
             )
@@ -308,7 +341,7 @@ pub fn text(outcomes: &[Outcome]) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::bench::report::{Row, higher, lower};
+    use crate::bench::report::{Row, Sample, higher, lower};
     use crate::bench::testbed::Variant;
 
     #[test]
@@ -353,8 +386,8 @@ mod tests {
         ];
         let l7 = evaluate(&l7);
         assert_eq!(l7.len(), 2);
-        assert!(!l7[0].met && (l7[0].measured - 0.65).abs() < 1e-9);
-        assert!(l7[1].met && l7[1].measured == 25.0);
+        assert!(l7[0].verdict == Verdict::Missed && (l7[0].measured - 0.65).abs() < 1e-9);
+        assert!(l7[1].verdict == Verdict::Met && l7[1].measured == 25.0);
         let authz = Row::collect(
             "http/authz-latency/cross-node",
             &[
@@ -364,7 +397,7 @@ mod tests {
         );
         let authz = evaluate(&authz);
         assert_eq!(authz.len(), 1);
-        assert!(!authz[0].met && authz[0].measured == 14.0);
+        assert!(authz[0].verdict == Verdict::Missed && authz[0].measured == 14.0);
         assert!(text(&authz).contains("+14.0 µs"));
         let metrics = Row::collect(
             "metrics/http-l7-max-rps/cross-node",
@@ -378,11 +411,42 @@ mod tests {
         );
         let metrics = evaluate(&metrics);
         assert_eq!(metrics.len(), 1);
-        assert!(metrics[0].met && (metrics[0].measured - 0.98).abs() < 1e-9);
+        assert!(metrics[0].verdict == Verdict::Met && (metrics[0].measured - 0.98).abs() < 1e-9);
         assert!(text(&metrics).contains("measured 98.0%"));
-        assert!(!out[0].met && (out[0].measured - 0.375).abs() < 1e-9);
-        assert!(out[1].met && out[1].measured == 18.0);
-        assert!(out[2].met);
+        // Six pairs of rounds: on / off 0.93 to 0.98 (median 0.955): the
+        // interval holds 0.95, so the run cannot tell; 0.96 to 0.98 meets
+        // it outright.
+        let pairs = |ratios: [f64; 6]| {
+            let measured: Vec<(Variant, Sample)> = ratios
+                .iter()
+                .flat_map(|r| {
+                    [
+                        (Variant::WeftL7, (higher("requests", "1/s"), r * 1000.0)),
+                        (
+                            Variant::WeftL7MetricsOff,
+                            (higher("requests", "1/s"), 1000.0),
+                        ),
+                    ]
+                })
+                .collect();
+            evaluate(&Row::collect(
+                "metrics/http-l7-max-rps/cross-node",
+                &measured,
+            ))
+        };
+        let noisy = pairs([0.93, 0.94, 0.95, 0.96, 0.97, 0.98]);
+        assert_eq!(noisy[0].verdict, Verdict::WithinNoise);
+        assert!(
+            text(&noisy).contains("[noise]") && text(&noisy).contains("95% interval 93.0-98.0%"),
+            "{}",
+            text(&noisy)
+        );
+        let clear = pairs([0.96, 0.96, 0.97, 0.97, 0.98, 0.98]);
+        assert_eq!(clear[0].verdict, Verdict::Met);
+        assert!(text(&clear).contains("measured 97.0%"), "{}", text(&clear));
+        assert!(out[0].verdict == Verdict::Missed && (out[0].measured - 0.375).abs() < 1e-9);
+        assert!(out[1].verdict == Verdict::Met && out[1].measured == 18.0);
+        assert_eq!(out[2].verdict, Verdict::Met);
         assert!(text(&out).contains("[MISSED]"));
         let against = |scenario, metric, values: [f64; 3]| {
             Row::collect(
@@ -410,9 +474,9 @@ mod tests {
             .filter(|o| o.target.contains("ztunnel"))
             .collect();
         assert_eq!(zt.len(), 2, "{peer:?}");
-        assert!(zt[0].met && (zt[0].measured - 2.05).abs() < 1e-9);
+        assert!(zt[0].verdict == Verdict::Met && (zt[0].measured - 2.05).abs() < 1e-9);
         // 40 µs added against ztunnel's 80.
-        assert!(zt[1].met && (zt[1].measured - 0.5).abs() < 1e-9);
+        assert!(zt[1].verdict == Verdict::Met && (zt[1].measured - 0.5).abs() < 1e-9);
         assert!(text(&peer).contains("measured 0.50x"));
         // The scenario's own name, and ztunnel adding nothing.
         let http = evaluate(&against(
@@ -421,6 +485,6 @@ mod tests {
             [50.0, 80.0, 40.0],
         ));
         assert_eq!(http.len(), 1, "{http:?}");
-        assert!(!http[0].met && http[0].measured.is_infinite());
+        assert!(http[0].verdict == Verdict::Missed && http[0].measured.is_infinite());
     }
 }

@@ -48,8 +48,6 @@ const PROFILE_COST: Metric = lower("profile's cost", "% of one CPU");
 /// The agent's CPU time during the profile, less an equal window without.
 const AGENT_ADDED: Metric = lower("agent CPU added", "% of one CPU");
 
-/// Both agents' CPU time per new connection.
-const AGENT_CPU_PER_CONNECTION: Metric = lower("agent CPU per connection", "µs");
 /// The run time of every eBPF program of both agents (the kernel's BPF
 /// statistics, `weft_agent_ebpf_program_run_seconds_total`), per new
 /// connection and per GB: what the programs cost, without the noise of a
@@ -83,15 +81,15 @@ pub fn run(run: &mut Run, testbed: &Testbed) {
             Telemetry::Kernel(s.kernel_telemetry),
             |testbed, variant| {
                 measure(testbed, variant, s.kernel_telemetry, |t| {
-                    let (cpu, ebpf) = (agents_cpu(t, variant)?, ebpf_seconds(t)?);
+                    // The client reports the agents' CPU per connection.
+                    let ebpf = ebpf_seconds(t)?;
                     let mut samples = connrate::measure(t, variant, Placement::CrossNode, &s)?;
-                    let (cpu, ebpf) = (agents_cpu(t, variant)? - cpu, ebpf_seconds(t)? - ebpf);
+                    let ebpf = ebpf_seconds(t)? - ebpf;
                     // Connections over the warm-up and the measured window alike.
                     let rate = samples.iter().find(|(m, _)| m.name == "connections");
                     if let Some(ops) = rate.map(|(_, r)| r * (s.seconds + s.warmup))
                         && ops > 0.0
                     {
-                        samples.push((AGENT_CPU_PER_CONNECTION, cpu * 1e6 / ops));
                         samples.push((EBPF_PER_CONNECTION, ebpf * 1e6 / ops));
                     }
                     Ok(samples)

@@ -28,8 +28,7 @@
 
 use anyhow::{Result, bail};
 
-use super::agents_cpu;
-use crate::bench::report::{Metric, Sample, lower};
+use crate::bench::report::Sample;
 use crate::bench::runner::Run;
 use crate::bench::testbed::{Placement, Telemetry, Testbed, Variant};
 
@@ -38,15 +37,13 @@ pub const CONNECTIONS: &str = "metrics/connection-rate/cross-node";
 /// The HTTP L7 max request rate, metrics on and off.
 pub const HTTP: &str = "metrics/http-l7-max-rps/cross-node";
 
-/// Both agents' CPU time per new connection (the HTTP scenario reports it
-/// per request already).
-const AGENT_CPU: Metric = lower("agent CPU per connection", "µs");
-
 pub fn run(run: &mut Run, testbed: &Testbed) {
     let s = run.settings.clone();
     if !(s.selected(CONNECTIONS) || s.selected(HTTP)) {
         return;
     }
+    // Both scenarios' clients report the agents' CPU per connection or
+    // per request themselves.
     run.metrics_pair(
         testbed,
         CONNECTIONS,
@@ -57,20 +54,7 @@ pub fn run(run: &mut Run, testbed: &Testbed) {
                 testbed,
                 variant,
                 "istio_tcp_connections_opened_total",
-                |t| {
-                    let cpu = agents_cpu(t, variant)?;
-                    let mut samples =
-                        super::connrate::measure(t, variant, Placement::CrossNode, &s)?;
-                    let cpu = agents_cpu(t, variant)? - cpu;
-                    // Connections over the warm-up and the measured window alike.
-                    let rate = samples.iter().find(|(m, _)| m.name == "connections");
-                    if let Some(ops) = rate.map(|(_, r)| r * (s.seconds + s.warmup))
-                        && ops > 0.0
-                    {
-                        samples.push((AGENT_CPU, cpu * 1e6 / ops));
-                    }
-                    Ok(samples)
-                },
+                |t| super::connrate::measure(t, variant, Placement::CrossNode, &s),
             )
         },
     );
