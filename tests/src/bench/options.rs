@@ -56,6 +56,11 @@ pub struct Options {
     /// variant: both parts (the default), or one, to see what each costs.
     #[arg(long, value_enum, default_value_t = KernelTelemetry::Both)]
     pub kernel_telemetry: KernelTelemetry,
+    /// What the `metrics` scenarios turn off in their "off" variant: the
+    /// traffic metrics and the access log (the default), or one, to see
+    /// what each costs.
+    #[arg(long, value_enum, default_value_t = TrafficTelemetry::Both)]
+    pub traffic_telemetry: TrafficTelemetry,
     /// `KEY=VALUE` set in the environment of everything the cluster runs
     /// (repeatable), to try an agent setting without rebuilding, e.g.
     /// `--agent-env TOKIO_WORKER_THREADS=1` or `--agent-env WEFT_LOG=warn`.
@@ -89,6 +94,30 @@ pub enum KernelTelemetry {
     MeshWaits,
 }
 
+/// The parts of the agent's per-request telemetry.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum, serde::Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum TrafficTelemetry {
+    /// The traffic metrics and the access log.
+    Both,
+    /// The traffic metrics (`istio_tcp_*`, `istio_request*`) alone.
+    Metrics,
+    /// The access log alone.
+    AccessLog,
+}
+
+impl TrafficTelemetry {
+    /// Whether "off" turns the traffic metrics off.
+    pub fn metrics(self) -> bool {
+        self != TrafficTelemetry::AccessLog
+    }
+
+    /// Whether "off" turns the access log off.
+    pub fn access_log(self) -> bool {
+        self != TrafficTelemetry::Metrics
+    }
+}
+
 /// Everything a run's scenarios need to know, resolved from [`Options`].
 #[derive(Debug, Clone, serde::Serialize)]
 pub struct Settings {
@@ -119,6 +148,8 @@ pub struct Settings {
     pub profile: bool,
     /// What the kernel-telemetry scenarios turn off.
     pub kernel_telemetry: KernelTelemetry,
+    /// What the metrics scenarios turn off.
+    pub traffic_telemetry: TrafficTelemetry,
     /// Share of the machine (0 to 1) that other work may take during a
     /// measurement before it is repeated.
     pub busy_threshold: f64,
@@ -157,6 +188,7 @@ impl Settings {
             only: options.only.clone(),
             profile: options.profile,
             kernel_telemetry: options.kernel_telemetry,
+            traffic_telemetry: options.traffic_telemetry,
             busy_threshold: 0.05,
             busy_retries: if quick { 0 } else { options.busy_retries },
             quiet_wait: std::time::Duration::from_secs_f64(if quick {

@@ -24,10 +24,13 @@
 //! with them off, and each agent's log must have grown by access-log lines
 //! with them on and by next to nothing with them off (else the scenario
 //! fails: the setting did not take). Afterwards the agents restart once more with the setting
-//! the run started with.
+//! the run started with. `--traffic-telemetry metrics` or `access-log`
+//! turns only that part off in the "off" variant (and checks only it), to
+//! tell what each costs.
 
 use anyhow::{Result, bail};
 
+use crate::bench::options::TrafficTelemetry;
 use crate::bench::report::Sample;
 use crate::bench::runner::Run;
 use crate::bench::testbed::{Placement, Telemetry, Testbed, Variant};
@@ -42,17 +45,28 @@ pub fn run(run: &mut Run, testbed: &Testbed) {
     if !(s.selected(CONNECTIONS) || s.selected(HTTP)) {
         return;
     }
+    let part = s.traffic_telemetry;
+    match part {
+        TrafficTelemetry::Both => {}
+        TrafficTelemetry::Metrics => run.note(
+            "traffic telemetry: \"off\" turns off the traffic metrics only (--traffic-telemetry); the 95% targets are for both".into(),
+        ),
+        TrafficTelemetry::AccessLog => run.note(
+            "traffic telemetry: \"off\" turns off the access log only (--traffic-telemetry); the 95% targets are for both".into(),
+        ),
+    }
     // Both scenarios' clients report the agents' CPU per connection or
     // per request themselves.
     run.metrics_pair(
         testbed,
         CONNECTIONS,
         false,
-        Telemetry::Traffic,
+        Telemetry::Traffic(part),
         |testbed, variant| {
             measure(
                 testbed,
                 variant,
+                part,
                 "istio_tcp_connections_opened_total",
                 |t| super::connrate::measure(t, variant, Placement::CrossNode, &s),
             )
@@ -62,9 +76,9 @@ pub fn run(run: &mut Run, testbed: &Testbed) {
         testbed,
         HTTP,
         true,
-        Telemetry::Traffic,
+        Telemetry::Traffic(part),
         |testbed, variant| {
-            measure(testbed, variant, "istio_requests_total", |t| {
+            measure(testbed, variant, part, "istio_requests_total", |t| {
                 super::http::max_rps(t, variant, Placement::CrossNode, &s)
             })
         },
@@ -81,38 +95,41 @@ pub fn run(run: &mut Run, testbed: &Testbed) {
 /// log (thousands of lines of a few hundred bytes each when it is on).
 const ACCESS_LOG_BYTES: u64 = 64 * 1024;
 
-/// Runs `load` on agents the runner restarted with `variant`'s setting,
-/// and checks that the agents recorded `family` if and only if the metrics were on.
+/// Runs `load` on agents the runner restarted with `variant`'s setting
+/// of `part`, and checks that the agents wrote access-log lines and
+/// recorded `family` if and only if each was on.
 fn measure(
     testbed: &Testbed,
     variant: Variant,
+    part: TrafficTelemetry,
     family: &str,
     load: impl FnOnce(&Testbed) -> Result<Vec<Sample>>,
 ) -> Result<Vec<Sample>> {
     let on = variant.telemetry_on();
+    let (logging, metrics) = (on || !part.access_log(), on || !part.metrics());
     let logged_before = testbed.agent_log_sizes();
     let samples = load(testbed)?;
     for ((node, before), (_, after)) in logged_before.iter().zip(testbed.agent_log_sizes()) {
         let grown = after.saturating_sub(*before);
-        if on != (grown >= ACCESS_LOG_BYTES) {
+        if logging != (grown >= ACCESS_LOG_BYTES) {
             bail!(
                 "the access log {}, but the agent of {node} logged {grown} bytes during the measurement",
-                if on { "on" } else { "off" },
+                if logging { "on" } else { "off" },
             );
         }
     }
     let recorded = testbed.traffic_recorded(family)?;
     let wrong: Vec<&str> = recorded
         .iter()
-        .filter(|(_, found)| *found != on)
+        .filter(|(_, found)| *found != metrics)
         .map(|(node, _)| node.as_str())
         .collect();
     if !wrong.is_empty() {
         bail!(
             "traffic metrics {}, but the agent of {} {} {family}",
-            if on { "on" } else { "off" },
+            if metrics { "on" } else { "off" },
             wrong.join(" and "),
-            if on { "recorded no" } else { "recorded" }
+            if metrics { "recorded no" } else { "recorded" }
         );
     }
     Ok(samples)

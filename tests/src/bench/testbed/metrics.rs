@@ -17,12 +17,13 @@ use std::ffi::OsString;
 use std::sync::Mutex;
 
 use super::*;
-use crate::bench::options::KernelTelemetry;
+use crate::bench::options::{KernelTelemetry, TrafficTelemetry};
 
 /// What a scenario turns off to measure its cost.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Telemetry {
-    Traffic,
+    /// All of it, or one part (`weft-bench --traffic-telemetry`).
+    Traffic(TrafficTelemetry),
     /// All of it, or one part (`weft-bench --kernel-telemetry`).
     Kernel(KernelTelemetry),
 }
@@ -32,7 +33,8 @@ impl Telemetry {
     /// `--tcp-health`, `--mesh-waits`).
     fn env(self) -> &'static [&'static str] {
         match self {
-            Telemetry::Traffic => &["WEFT_TRAFFIC_METRICS"],
+            Telemetry::Traffic(part) if part.metrics() => &["WEFT_TRAFFIC_METRICS"],
+            Telemetry::Traffic(_) => &[],
             Telemetry::Kernel(KernelTelemetry::Both) => &["WEFT_TCP_HEALTH", "WEFT_MESH_WAITS"],
             Telemetry::Kernel(KernelTelemetry::TcpHealth) => &["WEFT_TCP_HEALTH"],
             Telemetry::Kernel(KernelTelemetry::MeshWaits) => &["WEFT_MESH_WAITS"],
@@ -61,8 +63,9 @@ impl Testbed {
                 );
             }
         }
-        if telemetry == Telemetry::Traffic {
-            self.set_access_log(on)?;
+        if let Telemetry::Traffic(part) = telemetry {
+            // The part left on stays as the run started: on.
+            self.set_access_log(on || !part.access_log())?;
         }
         self.restart_agents()
     }
