@@ -46,14 +46,15 @@ pub fn run(run: &mut Run, testbed: &Testbed) {
         return;
     }
     let part = s.traffic_telemetry;
-    match part {
-        TrafficTelemetry::Both => {}
-        TrafficTelemetry::Metrics => run.note(
-            "traffic telemetry: \"off\" turns off the traffic metrics only (--traffic-telemetry); the 95% targets are for both".into(),
-        ),
-        TrafficTelemetry::AccessLog => run.note(
-            "traffic telemetry: \"off\" turns off the access log only (--traffic-telemetry); the 95% targets are for both".into(),
-        ),
+    let only = match part {
+        TrafficTelemetry::Both => None,
+        TrafficTelemetry::Metrics => Some("the traffic metrics"),
+        TrafficTelemetry::AccessLog => Some("the access log"),
+    };
+    if let Some(only) = only {
+        run.note(format!(
+            "traffic telemetry: \"off\" turns off {only} only (--traffic-telemetry); the 95% targets are for both"
+        ));
     }
     // Both scenarios' clients report the agents' CPU per connection or
     // per request themselves.
