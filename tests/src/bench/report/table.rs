@@ -32,24 +32,12 @@ pub fn table(rows: &[Row]) -> String {
     let (authz, rows): (Vec<&Row>, Vec<&Row>) = rows.into_iter().partition(|r| r.authz());
     let (three, two): (Vec<&Row>, Vec<&Row>) = rows.into_iter().partition(|r| r.three_paths());
     let ratio = |x: Option<f64>| x.map(|x| format!("{x:.2}")).unwrap_or("-".into());
-    let mut out = match two.iter().any(|r| r.has_ztunnel()) {
-        false => aligned(
-            &[
-                "scenario",
-                "metric",
-                "unit",
-                "direct",
-                "weft",
-                "weft/direct",
-            ],
-            &two,
-            |r| vec![num(r.direct), num(r.weft), ratio(r.ratio)],
-        ),
+    let two = match two.iter().any(|r| r.has_ztunnel()) {
+        false => aligned(&["direct", "weft", "weft/direct"], &two, |r| {
+            vec![num(r.direct), num(r.weft), ratio(r.ratio)]
+        }),
         true => aligned(
             &[
-                "scenario",
-                "metric",
-                "unit",
                 "direct",
                 "weft",
                 "ztunnel",
@@ -70,89 +58,61 @@ pub fn table(rows: &[Row]) -> String {
             },
         ),
     };
-    if !three.is_empty() {
-        if !two.is_empty() {
-            out.push('\n');
-        }
-        out += &aligned(
-            &[
-                "scenario",
-                "metric",
-                "unit",
-                "direct",
-                "weft-l4",
-                "weft-l7",
-                "l4/direct",
-                "l7/l4",
-                "l7/direct",
-                "l7-l4",
-            ],
-            &three,
-            |r| {
-                vec![
-                    num(r.direct),
-                    num(r.weft),
-                    num(r.weft_l7),
-                    ratio(r.ratio),
-                    ratio(r.l7_l4),
-                    ratio(r.l7_direct),
-                    signed(r.l7_minus_l4),
-                ]
-            },
-        );
-    }
-    if !authz.is_empty() {
-        if !out.is_empty() {
-            out.push('\n');
-        }
-        out += &aligned(
-            &[
-                "scenario",
-                "metric",
-                "unit",
-                "weft-l7",
-                "weft-l7-authz",
-                "added by authz",
-            ],
-            &authz,
-            |r| {
-                vec![
-                    num(r.weft_l7),
-                    num(r.weft_l7_authz),
-                    signed(r.authz_minus_l7),
-                ]
-            },
-        );
-    }
-    if !metrics.is_empty() {
-        if !out.is_empty() {
-            out.push('\n');
-        }
-        out += &aligned(
-            &[
-                "scenario",
-                "metric",
-                "unit",
-                "telemetry on",
-                "telemetry off",
-                "on/off",
-                "95% interval",
-            ],
-            &metrics,
-            |r| {
-                vec![
-                    num(r.metrics_on()),
-                    num(r.weft_metrics_off),
-                    ratio(r.metrics_on_off),
-                    match r.metrics_on_off_interval {
-                        Some((lo, hi)) => format!("{}-{}", ratio(Some(lo)), ratio(Some(hi))),
-                        None => "-".to_string(),
-                    },
-                ]
-            },
-        );
-    }
-    out
+    let three = aligned(
+        &[
+            "direct",
+            "weft-l4",
+            "weft-l7",
+            "l4/direct",
+            "l7/l4",
+            "l7/direct",
+            "l7-l4",
+        ],
+        &three,
+        |r| {
+            vec![
+                num(r.direct),
+                num(r.weft),
+                num(r.weft_l7),
+                ratio(r.ratio),
+                ratio(r.l7_l4),
+                ratio(r.l7_direct),
+                signed(r.l7_minus_l4),
+            ]
+        },
+    );
+    let authz = aligned(
+        &["weft-l7", "weft-l7-authz", "added by authz"],
+        &authz,
+        |r| {
+            vec![
+                num(r.weft_l7),
+                num(r.weft_l7_authz),
+                signed(r.authz_minus_l7),
+            ]
+        },
+    );
+    let metrics = aligned(
+        &["telemetry on", "telemetry off", "on/off", "95% interval"],
+        &metrics,
+        |r| {
+            vec![
+                num(r.metrics_on()),
+                num(r.weft_metrics_off),
+                ratio(r.metrics_on_off),
+                match r.metrics_on_off_interval {
+                    Some((lo, hi)) => format!("{}-{}", ratio(Some(lo)), ratio(Some(hi))),
+                    None => "-".to_string(),
+                },
+            ]
+        },
+    );
+    // The tables that have rows, a blank line between them.
+    [two, three, authz, metrics]
+        .into_iter()
+        .filter(|t| !t.is_empty())
+        .collect::<Vec<_>>()
+        .join("\n")
 }
 
 /// A difference with its sign, about three significant digits.
@@ -164,11 +124,16 @@ pub(super) fn signed(v: Option<f64>) -> String {
 }
 
 /// One table: scenario, metric and unit left-aligned, then `values`
-/// right-aligned; a scenario's name only on its first row.
-fn aligned(header: &[&str], rows: &[&Row], values: impl Fn(&Row) -> Vec<String>) -> String {
+/// right-aligned under `columns`; a scenario's name only on its first
+/// row. Empty without rows.
+fn aligned(columns: &[&str], rows: &[&Row], values: impl Fn(&Row) -> Vec<String>) -> String {
     if rows.is_empty() {
         return String::new();
     }
+    let header: Vec<&str> = ["scenario", "metric", "unit"]
+        .into_iter()
+        .chain(columns.iter().copied())
+        .collect();
     let cells: Vec<Vec<String>> = rows
         .iter()
         .map(|r| {
