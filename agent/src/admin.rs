@@ -220,6 +220,25 @@ fn reply(status: StatusCode, content_type: &str, body: impl Into<Bytes>) -> Resp
         .expect("static response parts")
 }
 
+/// An answer built on tokio's blocking pool rather than on the proxy's
+/// worker thread, which would stop relaying for as long: a scrape walks
+/// every series of every family (milliseconds with a few hundred series),
+/// a config dump every workload of the mesh (tens of megabytes at 100,000
+/// pods). There the kernel shares the CPU between the two instead.
+async fn off_the_worker(
+    content_type: &'static str,
+    build: impl FnOnce() -> Vec<u8> + Send + 'static,
+) -> Response<Full<Bytes>> {
+    match tokio::task::spawn_blocking(build).await {
+        Ok(body) => reply(StatusCode::OK, content_type, body),
+        Err(err) => reply(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "text/plain",
+            format!("building the answer failed: {err}\n"),
+        ),
+    }
+}
+
 fn json(value: &serde_json::Value) -> Response<Full<Bytes>> {
     reply(
         StatusCode::OK,
@@ -242,15 +261,19 @@ async fn route(
                 .get(http::header::ACCEPT)
                 .and_then(|v| v.to_str().ok());
             let openmetrics = weft_proto::exposition::wants_openmetrics(accept);
-            let mut health = state.health();
-            health.tcp = state.tcp_health().await;
-            let text = state.metrics.encode(health, openmetrics);
+            let tcp = state.tcp_health().await;
             let content_type = if openmetrics {
                 weft_proto::exposition::OPENMETRICS
             } else {
                 weft_proto::exposition::PROMETHEUS_TEXT
             };
-            reply(StatusCode::OK, content_type, text)
+            let scrape = state.clone();
+            off_the_worker(content_type, move || {
+                let mut health = scrape.health();
+                health.tcp = tcp;
+                scrape.metrics.encode(health, openmetrics).into_bytes()
+            })
+            .await
         }
         (_, "/healthz/ready") => {
             let missing = state.readiness.missing();
@@ -279,15 +302,20 @@ async fn route(
                 Some(enroller) => enroller.dump().await,
                 None => serde_json::Value::Null,
             };
-            let certificates = state.secrets.get().map(|s| s.dump()).unwrap_or_default();
-            json(&serde_json::json!({
-                "workloadState": state.store.dump(),
-                "pods": pods,
-                "certificates": certificates,
-                "l7": state.l7.get().map(|l7| l7.dump()).unwrap_or_default(),
-                "clusters": state.enroller.get().map(|e| e.dump_clusters()),
-                "listeners": listeners(&state).await,
-            }))
+            let listeners = listeners(&state).await;
+            let agent = state.clone();
+            off_the_worker("application/json", move || {
+                let dump = serde_json::json!({
+                    "workloadState": agent.store.dump(),
+                    "pods": pods,
+                    "certificates": agent.secrets.get().map(|s| s.dump()).unwrap_or_default(),
+                    "l7": agent.l7.get().map(|l7| l7.dump()).unwrap_or_default(),
+                    "clusters": agent.enroller.get().map(|e| e.dump_clusters()),
+                    "listeners": listeners,
+                });
+                serde_json::to_vec_pretty(&dump).expect("JSON value serialises")
+            })
+            .await
         }
         (true, "/logging") => logging(&state.logging, &request),
         // Admin listener only, like every endpoint that exposes the
