@@ -135,38 +135,38 @@ pub struct Config {
 
     /// How long a pod ADD waits for the control plane to describe the pod
     /// before the pod's start fails.
-    #[arg(long, env = "WEFT_WORKLOAD_WAIT", default_value = "30s", value_parser = parse_duration)]
+    #[arg(long, env = "WEFT_WORKLOAD_WAIT", default_value = "30s", value_parser = weft_proto::duration::parse)]
     #[serde(with = "duration_secs")]
     pub workload_wait: Duration,
 
     /// Requested lifetime of workload certificates.
-    #[arg(long, env = "WEFT_CERT_TTL", default_value = "24h", value_parser = parse_duration)]
+    #[arg(long, env = "WEFT_CERT_TTL", default_value = "24h", value_parser = weft_proto::duration::parse)]
     #[serde(with = "duration_secs")]
     pub cert_ttl: Duration,
 
     /// On SIGTERM, how long connections in flight may finish before the
     /// agent exits.
-    #[arg(long, env = "WEFT_DRAIN_TIMEOUT", default_value = "5s", value_parser = parse_duration)]
+    #[arg(long, env = "WEFT_DRAIN_TIMEOUT", default_value = "5s", value_parser = weft_proto::duration::parse)]
     #[serde(with = "duration_secs")]
     pub drain_timeout: Duration,
 
     /// How long a client may take over its TLS and HTTP/2 handshake on a
     /// pod's 15008 before its connection is closed.
-    #[arg(long, env = "WEFT_HANDSHAKE_TIMEOUT", default_value = "10s", value_parser = parse_duration)]
+    #[arg(long, env = "WEFT_HANDSHAKE_TIMEOUT", default_value = "10s", value_parser = weft_proto::duration::parse)]
     #[serde(with = "duration_secs")]
     pub handshake_timeout: Duration,
 
     /// How long connecting may take: to a destination's agent (TCP, TLS,
     /// HTTP/2 and the CONNECT's answer), or to an app (Istio's
     /// `connectTimeout`).
-    #[arg(long, env = "WEFT_CONNECT_TIMEOUT", default_value = "10s", value_parser = parse_duration)]
+    #[arg(long, env = "WEFT_CONNECT_TIMEOUT", default_value = "10s", value_parser = weft_proto::duration::parse)]
     #[serde(with = "duration_secs")]
     pub connect_timeout: Duration,
 
     /// How long an L4 connection may carry no byte either way, or an HTTP
     /// connection no request, before it is closed (Istio's TCP and HTTP
     /// `idleTimeout`, 1h by default).
-    #[arg(long, env = "WEFT_IDLE_TIMEOUT", default_value = "1h", value_parser = parse_duration)]
+    #[arg(long, env = "WEFT_IDLE_TIMEOUT", default_value = "1h", value_parser = weft_proto::duration::parse)]
     #[serde(with = "duration_secs")]
     pub idle_timeout: Duration,
 
@@ -187,7 +187,7 @@ pub struct Config {
     /// How long keys fetched from a `jwksUri` are used before they are
     /// fetched again (Istio's default: 5 minutes). A failed refresh keeps
     /// the last good keys.
-    #[arg(long, env = "WEFT_JWKS_REFRESH", default_value = "5m", value_parser = parse_duration)]
+    #[arg(long, env = "WEFT_JWKS_REFRESH", default_value = "5m", value_parser = weft_proto::duration::parse)]
     #[serde(with = "duration_secs")]
     pub jwks_refresh: Duration,
 
@@ -241,27 +241,6 @@ impl Config {
     }
 }
 
-/// Parses `300ms`, `30s`, `5m`, `24h` (or a bare number of seconds).
-pub fn parse_duration(text: &str) -> Result<Duration, String> {
-    let text = text.trim();
-    let split = text
-        .find(|c: char| !c.is_ascii_digit())
-        .unwrap_or(text.len());
-    let (number, unit) = text.split_at(split);
-    let value: u64 = number
-        .parse()
-        .map_err(|_| format!("`{text}` is not a duration: expected e.g. 500ms, 30s, 5m, 24h"))?;
-    match unit {
-        "ms" => Ok(Duration::from_millis(value)),
-        "" | "s" => Ok(Duration::from_secs(value)),
-        "m" => Ok(Duration::from_secs(value * 60)),
-        "h" => Ok(Duration::from_secs(value * 3600)),
-        other => Err(format!(
-            "`{text}`: unknown duration unit `{other}` (use ms, s, m or h)"
-        )),
-    }
-}
-
 mod duration_secs {
     use std::time::Duration;
 
@@ -297,20 +276,5 @@ mod tests {
         let args = CniUninstall::try_parse_from([CNI_UNINSTALL, "--cni-bin-dir", "/b"]).unwrap();
         assert_eq!(args.cni_bin_dir, PathBuf::from("/b"));
         assert_eq!(args.cni_net_dir, PathBuf::from("/etc/cni/net.d"));
-    }
-
-    #[test]
-    fn durations() {
-        assert_eq!(parse_duration("250ms"), Ok(Duration::from_millis(250)));
-        assert_eq!(parse_duration("30s"), Ok(Duration::from_secs(30)));
-        assert_eq!(parse_duration("45"), Ok(Duration::from_secs(45)));
-        assert_eq!(parse_duration("24h"), Ok(Duration::from_secs(86_400)));
-        let err = parse_duration("3 weeks").unwrap_err();
-        assert!(err.contains("3 weeks"), "{err}");
-        assert!(
-            parse_duration("5d")
-                .unwrap_err()
-                .contains("unknown duration unit")
-        );
     }
 }

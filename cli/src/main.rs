@@ -24,7 +24,7 @@ struct Cli {
     /// How long to wait (e.g. 500ms, 5s, 2m): for the control plane or an
     /// agent to answer (default 5s); for `install`, for the rollout, and
     /// for `uninstall`, for the agents' pods to terminate (default 5m).
-    #[arg(long, global = true, value_parser = parse_duration)]
+    #[arg(long, global = true, value_parser = positive_duration)]
     timeout: Option<Duration>,
     #[command(subcommand)]
     command: Command,
@@ -152,7 +152,7 @@ enum Command {
         #[arg(long)]
         node: bool,
         /// How long to sample (1s to 5m).
-        #[arg(long, default_value = "30s", value_parser = profile::parse_duration)]
+        #[arg(long, default_value = "30s", value_parser = weft_proto::duration::parse)]
         duration: Duration,
         /// Samples per second on each CPU (1 to 1000).
         #[arg(long, default_value_t = 99)]
@@ -199,7 +199,7 @@ enum Command {
         #[arg(long, value_enum, default_value = "retransmits")]
         sort: top::SortBy,
         /// Time between two frames.
-        #[arg(long, default_value = "1s", value_parser = parse_duration)]
+        #[arg(long, default_value = "1s", value_parser = positive_duration)]
         interval: Duration,
         /// Stop after this many frames (default: until interrupted).
         #[arg(long, short = 'n')]
@@ -661,23 +661,11 @@ fn utc_time_of_day() -> String {
     )
 }
 
-/// `500ms`, `5s`, `2m`, or a bare number of seconds.
-fn parse_duration(text: &str) -> Result<Duration, String> {
-    let split = text
-        .find(|c: char| !c.is_ascii_digit())
-        .unwrap_or(text.len());
-    let (number, unit) = text.split_at(split);
-    let value: u64 = number
-        .parse()
-        .map_err(|_| format!("`{text}` is not a duration: expected e.g. 500ms, 5s, 2m"))?;
-    let duration = match unit {
-        "ms" => Duration::from_millis(value),
-        "" | "s" => Duration::from_secs(value),
-        "m" => Duration::from_secs(value * 60),
-        other => return Err(format!("`{text}`: unknown unit `{other}` (use ms, s or m)")),
-    };
+/// A timeout or an interval: a duration longer than zero.
+fn positive_duration(text: &str) -> Result<Duration, String> {
+    let duration = weft_proto::duration::parse(text)?;
     if duration.is_zero() {
-        return Err("the timeout must be longer than zero".into());
+        return Err(format!("`{text}`: must be longer than zero"));
     }
     Ok(duration)
 }

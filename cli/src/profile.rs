@@ -309,29 +309,6 @@ pub fn write_svg(answer: &Answer, path: &Path) -> Result<bool, ProfileError> {
     Ok(true)
 }
 
-/// `30s`, `500ms`, `2m`, `1h`, `10d`, or a bare number of seconds; zero is
-/// allowed here (the agent says what the limits are).
-pub fn parse_duration(text: &str) -> Result<Duration, String> {
-    let split = text
-        .find(|c: char| !c.is_ascii_digit())
-        .unwrap_or(text.len());
-    let (number, unit) = text.split_at(split);
-    let value: u64 = number
-        .parse()
-        .map_err(|_| format!("`{text}` is not a duration: expected e.g. 30s, 500ms, 2m"))?;
-    let secs = |n: u64| Duration::from_secs(value.saturating_mul(n));
-    match unit {
-        "ms" => Ok(Duration::from_millis(value)),
-        "" | "s" => Ok(secs(1)),
-        "m" => Ok(secs(60)),
-        "h" => Ok(secs(3_600)),
-        "d" => Ok(secs(86_400)),
-        other => Err(format!(
-            "`{text}`: unknown unit `{other}` (use ms, s, m, h or d)"
-        )),
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -432,11 +409,7 @@ mod tests {
     }
 
     #[test]
-    fn durations_and_queries() {
-        assert_eq!(parse_duration("0"), Ok(Duration::ZERO));
-        assert_eq!(parse_duration("10d"), Ok(Duration::from_secs(864_000)));
-        assert_eq!(parse_duration("1500ms"), Ok(Duration::from_millis(1500)));
-        assert!(parse_duration("fast").is_err());
+    fn queries() {
         assert_eq!(
             query(&Target::Pod("ns/p".into()), Duration::from_secs(3), 99),
             "/profile?pod=ns%2Fp&duration_ms=3000&frequency=99"

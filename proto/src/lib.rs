@@ -7,6 +7,7 @@
 
 #![forbid(unsafe_code)]
 
+pub mod duration;
 pub mod exposition;
 
 /// `istio.workload`: the Workload API (`Address`, `Workload`, `Service`, ...).

@@ -41,45 +41,28 @@ use crate::{
 )]
 pub struct SoakArgs {
     /// How long to run (e.g. `1h`, `10m`, `90s`).
-    #[arg(long, default_value = "1h", value_parser = parse_duration)]
+    #[arg(long, default_value = "1h", value_parser = weft_proto::duration::parse)]
     duration: Duration,
     /// Long-lived connections held through the whole run.
     #[arg(long, default_value_t = 10_000)]
     connections: usize,
     /// How long a long-lived connection lives before it is replaced.
-    #[arg(long, default_value = "120s", value_parser = parse_duration)]
+    #[arg(long, default_value = "120s", value_parser = weft_proto::duration::parse)]
     lifetime: Duration,
     /// The period of the events (upgrade, control-plane restart, config
     /// change); `0s` for none.
-    #[arg(long, default_value = "60s", value_parser = parse_duration)]
+    #[arg(long, default_value = "60s", value_parser = weft_proto::duration::parse)]
     every: Duration,
     /// How often the agents are sampled.
-    #[arg(long, default_value = "5s", value_parser = parse_duration)]
+    #[arg(long, default_value = "5s", value_parser = weft_proto::duration::parse)]
     sample: Duration,
     /// Samples before this are the warm-up: the targets compare the end
     /// with the first sample after it.
-    #[arg(long, default_value = "120s", value_parser = parse_duration)]
+    #[arg(long, default_value = "120s", value_parser = weft_proto::duration::parse)]
     warmup: Duration,
     /// Where the results go.
     #[arg(long, default_value = "target/soak")]
     out: PathBuf,
-}
-
-fn parse_duration(text: &str) -> Result<Duration, String> {
-    let (number, unit) = text.split_at(
-        text.find(|c: char| !c.is_ascii_digit())
-            .unwrap_or(text.len()),
-    );
-    let n: u64 = number
-        .parse()
-        .map_err(|_| format!("{text:?} is not a duration such as 90s, 10m or 1h"))?;
-    let seconds = match unit {
-        "s" | "" => n,
-        "m" => n * 60,
-        "h" => n * 3600,
-        _ => return Err(format!("{text:?}: unit must be s, m or h")),
-    };
-    Ok(Duration::from_secs(seconds))
 }
 
 /// One reading of one agent process.
