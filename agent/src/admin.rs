@@ -490,3 +490,24 @@ pub async fn bind(addr: SocketAddr) -> Result<TcpListener, std::io::Error> {
         .await
         .map_err(|err| std::io::Error::new(err.kind(), format!("cannot listen on {addr}: {err}")))
 }
+
+#[cfg(test)]
+mod tests {
+    use http_body_util::BodyExt;
+
+    use super::*;
+
+    /// The proxy's worker thread only waits: the answer is built elsewhere.
+    #[tokio::test]
+    async fn large_answers_are_built_off_the_worker() {
+        let worker = std::thread::current().id();
+        let response = off_the_worker("text/plain", move || {
+            let builder = std::thread::current().id();
+            format!("{}", builder != worker).into_bytes()
+        })
+        .await;
+        assert_eq!(response.status(), StatusCode::OK);
+        let body = response.into_body().collect().await.unwrap().to_bytes();
+        assert_eq!(&body[..], b"true", "built on the worker's own thread");
+    }
+}
