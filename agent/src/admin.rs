@@ -151,12 +151,10 @@ impl AdminState {
         stats
     }
 
-    /// Reads the kernel's TCP health counters (off the async workers:
-    /// it is a few `bpf()` calls per entry); `None` when it is off.
-    async fn tcp_health(
-        self: &Arc<Self>,
-    ) -> Option<Vec<(crate::tcp_health::Pair, crate::tcp_health::Totals)>> {
-        let tcp = self.tcp_health.get()?.clone();
+    /// Reads the kernel's TCP health counters: a few `bpf()` calls per
+    /// entry, so call it off the async workers. `None` when it is off.
+    fn tcp_totals(&self) -> Option<Vec<(crate::tcp_health::Pair, crate::tcp_health::Totals)>> {
+        let tcp = self.tcp_health.get()?;
         if !tcp.active() {
             return None;
         }
@@ -164,9 +162,7 @@ impl AdminState {
             store: self.store.clone(),
             enroller: self.enroller.get().cloned(),
         };
-        tokio::task::spawn_blocking(move || tcp.refresh(&names))
-            .await
-            .ok()
+        Some(tcp.refresh(&names))
     }
 }
 
@@ -261,7 +257,6 @@ async fn route(
                 .get(http::header::ACCEPT)
                 .and_then(|v| v.to_str().ok());
             let openmetrics = weft_proto::exposition::wants_openmetrics(accept);
-            let tcp = state.tcp_health().await;
             let content_type = if openmetrics {
                 weft_proto::exposition::OPENMETRICS
             } else {
@@ -270,7 +265,7 @@ async fn route(
             let scrape = state.clone();
             off_the_worker(content_type, move || {
                 let mut health = scrape.health();
-                health.tcp = tcp;
+                health.tcp = scrape.tcp_totals();
                 scrape.metrics.encode(health, openmetrics).into_bytes()
             })
             .await
@@ -288,14 +283,18 @@ async fn route(
             }
         }
         (true, "/stats") => json(&state.metrics.to_json()),
-        (true, "/tcp") => match state.tcp_health().await {
-            Some(totals) => json(&crate::tcp_health::to_json(&totals)),
-            None => reply(
-                StatusCode::NOT_FOUND,
-                "text/plain",
-                "per-workload TCP health is off on this agent (--tcp-health=false, or its program could not be attached: see the agent's log)\n",
-            ),
-        },
+        (true, "/tcp") => {
+            let agent = state.clone();
+            let totals = tokio::task::spawn_blocking(move || agent.tcp_totals()).await;
+            match totals.ok().flatten() {
+                Some(totals) => json(&crate::tcp_health::to_json(&totals)),
+                None => reply(
+                    StatusCode::NOT_FOUND,
+                    "text/plain",
+                    "per-workload TCP health is off on this agent (--tcp-health=false, or its program could not be attached: see the agent's log)\n",
+                ),
+            }
+        }
         (true, "/config") => json(&serde_json::to_value(&state.config).expect("config serialises")),
         (true, "/config_dump") => {
             let pods = match state.enroller.get() {
