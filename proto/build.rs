@@ -12,6 +12,7 @@ const PROTOS: &[&str] = &[
     "weft/route/v1/destination.proto",
     "weft/telemetry/v1/access_log.proto",
     "weft/telemetry/v1/tracing.proto",
+    "weft/telemetry/v1/metrics.proto",
     "envoy/service/auth/v3/external_auth.proto",
 ];
 

@@ -159,6 +159,7 @@ fn column(type_url: &str) -> String {
         "weft.route.v1.DestinationPolicy" => "DESTINATIONS".into(),
         "weft.telemetry.v1.AccessLogPolicy" => "ACCESSLOGS".into(),
         "weft.telemetry.v1.TracingPolicy" => "TRACING".into(),
+        "weft.telemetry.v1.MetricsPolicy" => "METRICS".into(),
         other => other.rsplit('.').next().unwrap_or(other).to_uppercase(),
     }
 }
@@ -287,7 +288,8 @@ mod tests {
                 "ROUTES",
                 "DESTINATIONS",
                 "ACCESSLOGS",
-                "TRACING"
+                "TRACING",
+                "METRICS"
             ]
         );
         assert_eq!(

@@ -1,10 +1,10 @@
 //! The parts of Istio's MeshConfig weft-control reads (`--mesh-config`,
 //! the YAML of the `istio` ConfigMap's `mesh` key): `extensionProviders`,
 //! which CUSTOM AuthorizationPolicies and Telemetry `tracing` name, the
-//! access log (`accessLogFile`, `accessLogEncoding`, `accessLogFormat`)
-//! and tracing (`enableTracing`, `defaultConfig.tracing.sampling`,
-//! `defaultProviders.tracing`). Every other MeshConfig field is accepted
-//! and ignored.
+//! access log (`accessLogFile`, `accessLogEncoding`, `accessLogFormat`),
+//! tracing (`enableTracing`, `defaultConfig.tracing.sampling`,
+//! `defaultProviders.tracing`) and `defaultProviders.metrics`. Every other
+//! MeshConfig field is accepted and ignored.
 
 use std::path::Path;
 
@@ -40,7 +40,7 @@ pub struct MeshConfig {
     /// `tracing.sampling`.
     #[serde(default)]
     pub default_config: Option<ProxyConfig>,
-    /// `defaultProviders`: weft reads only `tracing`.
+    /// `defaultProviders`: weft reads `tracing` and `metrics`.
     #[serde(default)]
     pub default_providers: Option<DefaultProviders>,
 }
@@ -64,13 +64,17 @@ pub struct ProxyTracing {
     pub sampling: Option<f64>,
 }
 
-/// `defaultProviders`: only `tracing` is read (`metrics` and
-/// `accessLogging` are accepted and ignored).
+/// `defaultProviders`: `tracing` and `metrics` are read (`accessLogging`
+/// is accepted and ignored).
 #[derive(Debug, Clone, Default, PartialEq, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct DefaultProviders {
     #[serde(default)]
     pub tracing: Vec<String>,
+    /// Unset: Istio's default, `[prometheus]`; `[]` turns the default
+    /// metrics off.
+    #[serde(default)]
+    pub metrics: Option<Vec<String>>,
 }
 
 /// One `extensionProviders` entry: a name and one provider kind.
@@ -329,6 +333,15 @@ impl MeshConfig {
             .as_ref()
             .map(|d| d.tracing.as_slice())
             .unwrap_or_default()
+    }
+
+    /// `defaultProviders.metrics` in force: as written, or Istio's
+    /// default `[prometheus]` when it is not set.
+    pub fn default_metrics_providers(&self) -> Vec<String> {
+        self.default_providers
+            .as_ref()
+            .and_then(|d| d.metrics.clone())
+            .unwrap_or_else(|| vec!["prometheus".to_string()])
     }
 
     /// `defaultConfig.tracing.sampling` is a percentage, and an
@@ -605,6 +618,29 @@ mod tests {
             assert_eq!(mesh.provider(name).unwrap().tracer().unwrap().kind, kind);
         }
         assert!(mesh.provider("opa").unwrap().tracer().is_none());
+    }
+
+    #[test]
+    fn default_metrics_providers_are_prometheus_unless_written() {
+        for (text, wanted) in [
+            ("extensionProviders: []\n", &["prometheus"][..]),
+            (
+                "defaultProviders:\n  tracing: [otel]\n",
+                &["prometheus"][..],
+            ),
+            (
+                "defaultProviders:\n  metrics: [prometheus, stackdriver]\n",
+                &["prometheus", "stackdriver"][..],
+            ),
+            ("defaultProviders:\n  metrics: []\n", &[][..]),
+        ] {
+            let mesh = MeshConfig::parse(text).unwrap();
+            assert_eq!(mesh.default_metrics_providers(), wanted, "{text}");
+        }
+        assert_eq!(
+            MeshConfig::default().default_metrics_providers(),
+            ["prometheus"]
+        );
     }
 
     #[test]

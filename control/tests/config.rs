@@ -143,6 +143,12 @@ async fn debug_endpoints() {
         "{resources}"
     );
     assert!(resources[weft_proto::AUTHORIZATION_TYPE_URL].is_object());
+    // The root namespace always has a MetricsPolicy (Istio's default
+    // provider, prometheus).
+    assert!(
+        resources[weft_proto::METRICS_POLICY_TYPE_URL]["istio-system"].is_string(),
+        "{resources}"
+    );
 
     // The web service's port `http` is fine; nothing references a
     // missing host: no findings.

@@ -21,7 +21,7 @@ use weft_agent::{
 };
 use weft_proto::discovery::{DeltaDiscoveryResponse, Resource};
 
-const TYPES: [&str; 6] = weft_proto::TYPE_URLS;
+const TYPES: [&str; 7] = weft_proto::TYPE_URLS;
 
 fuzz_target!(|data: &[u8]| {
     let Some((&first, rest)) = data.split_first() else {

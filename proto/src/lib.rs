@@ -44,7 +44,8 @@ pub use generated::weft::route::v1 as route;
 /// `weft.telemetry.v1`: weft's own `AccessLogPolicy` (MeshConfig's access
 /// log and the Telemetry API's `accessLogging`, per namespace) and
 /// `TracingPolicy` (MeshConfig's tracing and the Telemetry API's
-/// `tracing`, per namespace).
+/// `tracing`, per namespace) and `MetricsPolicy` (the Telemetry API's
+/// `metrics`, per namespace).
 pub use generated::weft::telemetry::v1 as telemetry;
 
 /// The xDS type URL of [`workload::Address`] resources.
@@ -66,16 +67,20 @@ pub const ACCESS_LOG_POLICY_TYPE_URL: &str =
 /// The xDS type URL of [`telemetry::TracingPolicy`] resources.
 pub const TRACING_POLICY_TYPE_URL: &str = "type.googleapis.com/weft.telemetry.v1.TracingPolicy";
 
+/// The xDS type URL of [`telemetry::MetricsPolicy`] resources.
+pub const METRICS_POLICY_TYPE_URL: &str = "type.googleapis.com/weft.telemetry.v1.MetricsPolicy";
+
 /// Every type weft serves, in the order a push sends them (workloads
 /// before the policies that name them, services before the routes and
 /// policies keyed by them).
-pub const TYPE_URLS: [&str; 6] = [
+pub const TYPE_URLS: [&str; 7] = [
     ADDRESS_TYPE_URL,
     AUTHORIZATION_TYPE_URL,
     ROUTE_CONFIG_TYPE_URL,
     DESTINATION_POLICY_TYPE_URL,
     ACCESS_LOG_POLICY_TYPE_URL,
     TRACING_POLICY_TYPE_URL,
+    METRICS_POLICY_TYPE_URL,
 ];
 
 /// The generated code refers to other packages by relative paths
@@ -162,6 +167,10 @@ mod tests {
         assert_eq!(
             telemetry::TracingPolicy::type_url(),
             TRACING_POLICY_TYPE_URL
+        );
+        assert_eq!(
+            telemetry::MetricsPolicy::type_url(),
+            METRICS_POLICY_TYPE_URL
         );
     }
 

@@ -244,15 +244,8 @@ impl Validate for Telemetry {
                     ));
                 }
                 for (tag, op) in &o.tag_overrides {
-                    if let Some(kind) = &op.operation
-                        && kind != "UPSERT"
-                        && kind != "REMOVE"
-                    {
-                        e.push(invalid(
-                            format!("{at}.overrides[{j}].tagOverrides[\"{tag}\"].operation"),
-                            "must be UPSERT or REMOVE",
-                        ));
-                    }
+                    let at = format!("{at}.overrides[{j}].tagOverrides[\"{tag}\"]");
+                    tag_override(tag, op, &at, &mut e);
                 }
             }
         }
@@ -273,6 +266,56 @@ impl Validate for Telemetry {
         }
         e
     }
+}
+
+/// One `tagOverrides` entry: a Prometheus label name, a known
+/// operation, and for UPSERT (the default) a value weft's agent can
+/// evaluate. REMOVE ignores `value`.
+fn tag_override(name: &str, op: &TagOverride, at: &str, e: &mut Vec<Invalid>) {
+    if let Err(reason) = label_name(name) {
+        e.push(invalid(at, reason));
+    }
+    match op.operation.as_deref() {
+        None | Some("UPSERT") => {}
+        Some("REMOVE") => return,
+        Some(_) => {
+            e.push(invalid(
+                format!("{at}.operation"),
+                "must be UPSERT or REMOVE",
+            ));
+            return;
+        }
+    }
+    let Some(value) = op.value.as_deref().filter(|v| !v.trim().is_empty()) else {
+        e.push(invalid(format!("{at}.value"), "must be set for UPSERT"));
+        return;
+    };
+    if let Err(reason) = crate::model::access_log::cel::parse_value(value) {
+        e.push(invalid(
+            format!("{at}.value"),
+            format!("`{value}`: {reason}"),
+        ));
+    }
+}
+
+/// Whether `name` may be a Prometheus label: `[a-zA-Z_][a-zA-Z0-9_]*`,
+/// and not `__`-prefixed (reserved for Prometheus' own).
+fn label_name(name: &str) -> Result<(), String> {
+    let mut chars = name.chars();
+    let first_ok = chars
+        .next()
+        .is_some_and(|c| c.is_ascii_alphabetic() || c == '_');
+    if !first_ok || !chars.all(|c| c.is_ascii_alphanumeric() || c == '_') {
+        return Err(format!(
+            "`{name}` is not a Prometheus label name ([a-zA-Z_][a-zA-Z0-9_]*)"
+        ));
+    }
+    if name.starts_with("__") {
+        return Err(format!(
+            "`{name}`: label names starting with `__` are reserved for Prometheus"
+        ));
+    }
+    Ok(())
 }
 
 /// One `customTags` value: exactly one source, and the header or
@@ -394,6 +437,69 @@ mod tests {
         )
         .unwrap_err();
         assert!(err.to_string().contains("query"), "{err}");
+    }
+
+    #[test]
+    fn tag_overrides_are_checked() {
+        let ok = telemetry(
+            "  metrics:\n  - overrides:\n    - match: {metric: REQUEST_COUNT}\n      tagOverrides:\n        request_host: {operation: REMOVE, value: 'anything == 1'}\n        user: {value: \"request.headers['x-user']\"}\n        _port: {operation: UPSERT, value: string(destination.port)}\n        team: {value: \"'payments'\"}\n",
+        );
+        assert!(ok.validate().is_empty(), "{:?}", ok.validate());
+        let at = "spec.metrics[0].overrides[0].tagOverrides";
+        for (tag, path, wanted) in [
+            (
+                "host: {value: \"request.host == 'a'\"}",
+                format!("{at}[\"host\"].value"),
+                "`request.host == 'a'`: position 13: unexpected text after the value",
+            ),
+            (
+                "peer: {value: \"upstream_peer.labels['app'].value\"}",
+                format!("{at}[\"peer\"].value"),
+                "`upstream_peer.labels['app'].value`: position 0: unknown attribute",
+            ),
+            (
+                "empty: {operation: UPSERT}",
+                format!("{at}[\"empty\"].value"),
+                "must be set for UPSERT",
+            ),
+            (
+                "blank: {value: ''}",
+                format!("{at}[\"blank\"].value"),
+                "must be set for UPSERT",
+            ),
+            (
+                "x: {operation: DELETE}",
+                format!("{at}[\"x\"].operation"),
+                "must be UPSERT or REMOVE",
+            ),
+            (
+                "'x-user': {operation: REMOVE}",
+                format!("{at}[\"x-user\"]"),
+                "`x-user` is not a Prometheus label name",
+            ),
+            (
+                "'1st': {operation: REMOVE}",
+                format!("{at}[\"1st\"]"),
+                "`1st` is not a Prometheus label name",
+            ),
+            (
+                "__name__: {operation: REMOVE}",
+                format!("{at}[\"__name__\"]"),
+                "reserved for Prometheus",
+            ),
+        ] {
+            let spec = format!("  metrics:\n  - overrides:\n    - tagOverrides:\n        {tag}\n");
+            let errors = telemetry(&spec).validate();
+            assert_eq!(errors.len(), 1, "{tag}: {errors:?}");
+            assert_eq!(errors[0].path, path, "{tag}");
+            assert!(errors[0].message.contains(wanted), "{tag}: {errors:?}");
+        }
+        // A bad name and a bad value: both are reported.
+        let errors = telemetry(
+            "  metrics:\n  - overrides:\n    - tagOverrides:\n        '': {value: 'request.hots'}\n",
+        )
+        .validate();
+        assert_eq!(errors.len(), 2, "{errors:?}");
     }
 
     #[test]

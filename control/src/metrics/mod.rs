@@ -63,7 +63,8 @@ use prometheus_client::{
 };
 use weft_proto::{
     ACCESS_LOG_POLICY_TYPE_URL, ADDRESS_TYPE_URL, AUTHORIZATION_TYPE_URL,
-    DESTINATION_POLICY_TYPE_URL, ROUTE_CONFIG_TYPE_URL, TRACING_POLICY_TYPE_URL, exposition,
+    DESTINATION_POLICY_TYPE_URL, METRICS_POLICY_TYPE_URL, ROUTE_CONFIG_TYPE_URL,
+    TRACING_POLICY_TYPE_URL, exposition,
 };
 
 use crate::{kinds::Object, source::Snapshot, xds::SERVED_TYPES};
@@ -105,6 +106,7 @@ pub fn xds_type_label(type_url: &str) -> &'static str {
         DESTINATION_POLICY_TYPE_URL => DESTINATION_POLICY_TYPE_URL,
         ACCESS_LOG_POLICY_TYPE_URL => ACCESS_LOG_POLICY_TYPE_URL,
         TRACING_POLICY_TYPE_URL => TRACING_POLICY_TYPE_URL,
+        METRICS_POLICY_TYPE_URL => METRICS_POLICY_TYPE_URL,
         _ => "unknown",
     }
 }

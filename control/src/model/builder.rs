@@ -17,6 +17,7 @@ use super::{
     access_log::{self, AccessLogs},
     authorization, canonical_bytes, identity_key,
     l7::{self, L7, PodInfo},
+    metrics_policy::MetricsPolicies,
     request_authentication, service, service_entry, service_hostname, service_key,
     trace_policy::TracingPolicies,
     workload, workload_policies,
@@ -56,6 +57,8 @@ pub struct Builder {
     access_logs: AccessLogs,
     /// Telemetry `tracing` by namespace.
     tracing: TracingPolicies,
+    /// Telemetry `metrics` by namespace.
+    metrics: MetricsPolicies,
     /// The MeshConfig in force: the root namespace's `istio` ConfigMap
     /// when there is one, else the `--mesh-config` file's.
     mesh: Arc<MeshConfig>,
@@ -90,6 +93,7 @@ impl Builder {
             l7: L7::default(),
             access_logs: AccessLogs::default(),
             tracing: TracingPolicies::default(),
+            metrics: MetricsPolicies::default(),
         }
     }
 
@@ -122,9 +126,13 @@ impl Builder {
         // The same for TracingPolicy (the root's carries the mesh
         // config's tracing).
         let mut dirty_tracing: BTreeSet<String> = BTreeSet::new();
+        // And for MetricsPolicy (the root's carries the mesh config's
+        // default metrics providers).
+        let mut dirty_metrics: BTreeSet<String> = BTreeSet::new();
         if self.model.version.is_empty() {
             dirty_access_logs.insert(self.config.root_namespace.clone());
             dirty_tracing.insert(self.config.root_namespace.clone());
+            dirty_metrics.insert(self.config.root_namespace.clone());
         }
         for (key, object) in changes {
             match key.kind {
@@ -135,16 +143,21 @@ impl Builder {
                     if self.tracing.telemetries.has_telemetry(&key.namespace) {
                         dirty_tracing.insert(key.namespace.clone());
                     }
+                    if self.metrics.telemetries.has_telemetry(&key.namespace) {
+                        dirty_metrics.insert(key.namespace.clone());
+                    }
                     dirty_pods.insert(key.clone());
                 }
                 "Telemetry" => {
                     dirty_access_logs.insert(key.namespace.clone());
                     dirty_tracing.insert(key.namespace.clone());
+                    dirty_metrics.insert(key.namespace.clone());
                 }
                 "Service" => {
                     // A Telemetry's targetRef may name it.
                     dirty_access_logs.insert(key.namespace.clone());
                     dirty_tracing.insert(key.namespace.clone());
+                    dirty_metrics.insert(key.namespace.clone());
                     dirty_ns.insert(key.namespace.clone());
                     dirty_services.push(key.clone());
                     contested_hosts.insert(format!(
@@ -185,6 +198,8 @@ impl Builder {
                         // Provider names are checked against it.
                         dirty_tracing.insert(self.config.root_namespace.clone());
                         dirty_tracing.extend(self.tracing.telemetries.namespaces().cloned());
+                        // Its default metrics providers.
+                        dirty_metrics.insert(self.config.root_namespace.clone());
                     }
                 }
                 "AuthorizationPolicy" | "PeerAuthentication" | "RequestAuthentication" => {
@@ -207,6 +222,7 @@ impl Builder {
             self.index(&key, object.is_some());
             self.access_logs.telemetries.index(&key, object.is_some());
             self.tracing.telemetries.index(&key, object.is_some());
+            self.metrics.telemetries.index(&key, object.is_some());
             match object {
                 Some(o) => self.objects.insert(key, o),
                 None => self.objects.remove(&key),
@@ -321,6 +337,8 @@ impl Builder {
         );
         self.tracing
             .rebuild(&dirty_tracing, &cx, &mut self.model.tracing, &mut names);
+        self.metrics
+            .rebuild(&dirty_metrics, &cx, &mut self.model.metrics, &mut names);
         self.model.seal();
         if self.model.version != from || !names.is_empty() {
             self.model

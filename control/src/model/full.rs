@@ -46,7 +46,7 @@ impl FullState {
 /// One lazily built [`FullState`] per served type. A model's clone (the
 /// next version) starts empty.
 #[derive(Debug, Default)]
-pub struct FullStates([OnceLock<Arc<FullState>>; 6]);
+pub struct FullStates([OnceLock<Arc<FullState>>; weft_proto::TYPE_URLS.len()]);
 
 impl Clone for FullStates {
     fn clone(&self) -> Self {

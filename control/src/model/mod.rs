@@ -6,9 +6,11 @@
 //! and, with weft's `jwt_rules`, RequestAuthentication), and weft's L7 `weft.route.v1.RouteConfig`
 //! (VirtualService) and `weft.route.v1.DestinationPolicy`
 //! (DestinationRule), `weft.telemetry.v1.AccessLogPolicy` (MeshConfig's
-//! access log and Telemetry `accessLogging`, see [`access_log`]) and
+//! access log and Telemetry `accessLogging`, see [`access_log`]),
 //! `weft.telemetry.v1.TracingPolicy` (MeshConfig's tracing and Telemetry
-//! `tracing`, see [`trace_policy`]) — plus
+//! `tracing`, see [`trace_policy`]) and `weft.telemetry.v1.MetricsPolicy`
+//! (MeshConfig's default metrics providers and Telemetry `metrics`, see
+//! [`metrics_policy`]) — plus
 //! the indexes the CA needs. The [`Builder`]
 //! recomputes only what a change touches (a pod; the pods of a namespace
 //! whose services or policies changed; a ServiceEntry's own resources, and
@@ -21,6 +23,7 @@ pub mod authorization;
 mod builder;
 pub mod full;
 pub mod l7;
+pub mod metrics_policy;
 pub mod peer_authentication;
 pub mod request_authentication;
 mod service;
@@ -36,7 +39,8 @@ use bytes::Bytes;
 use prost::Message;
 use weft_proto::{
     ACCESS_LOG_POLICY_TYPE_URL, ADDRESS_TYPE_URL, AUTHORIZATION_TYPE_URL,
-    DESTINATION_POLICY_TYPE_URL, ROUTE_CONFIG_TYPE_URL, TRACING_POLICY_TYPE_URL,
+    DESTINATION_POLICY_TYPE_URL, METRICS_POLICY_TYPE_URL, ROUTE_CONFIG_TYPE_URL,
+    TRACING_POLICY_TYPE_URL,
     route::{DestinationPolicy, RouteConfig},
     security::Authorization,
     workload::{Address, address::Type},
@@ -160,6 +164,11 @@ impl XdsResource {
     pub fn tracing_policy(&self) -> Option<weft_proto::telemetry::TracingPolicy> {
         self.body(TRACING_POLICY_TYPE_URL)
     }
+
+    /// The body, if this is a `weft.telemetry.v1.MetricsPolicy`.
+    pub fn metrics_policy(&self) -> Option<weft_proto::telemetry::MetricsPolicy> {
+        self.body(METRICS_POLICY_TYPE_URL)
+    }
 }
 
 /// Resources of one type by name, with an order-independent hash of
@@ -275,6 +284,8 @@ pub struct Model {
     pub access_logs: Resources,
     /// `weft.telemetry.v1.TracingPolicy` by namespace.
     pub tracing: Resources,
+    /// `weft.telemetry.v1.MetricsPolicy` by namespace.
+    pub metrics: Resources,
     /// Over all types.
     pub version: String,
     /// `<node>/<namespace>/<service account>` → how many pods (with or
@@ -315,6 +326,7 @@ impl Model {
             DESTINATION_POLICY_TYPE_URL => Some(&self.destinations),
             ACCESS_LOG_POLICY_TYPE_URL => Some(&self.access_logs),
             TRACING_POLICY_TYPE_URL => Some(&self.tracing),
+            METRICS_POLICY_TYPE_URL => Some(&self.metrics),
             _ => None,
         }
     }
@@ -351,6 +363,7 @@ impl Model {
             &self.destinations,
             &self.access_logs,
             &self.tracing,
+            &self.metrics,
         ]
         .into_iter()
         .enumerate()

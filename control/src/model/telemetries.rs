@@ -1,10 +1,61 @@
 //! The Telemetries by namespace, shared by the compilers of the
-//! Telemetry API's parts (`access_log`, `trace_policy`): which namespaces
+//! Telemetry API's parts (`access_log`, `trace_policy`,
+//! `metrics_policy`): which namespaces
 //! have any, and a namespace's in Istio's order of precedence.
 
 use std::collections::{BTreeSet, HashMap};
 
+use prost::Message;
+
+use super::{Resources, XdsResource};
 use crate::kinds::{Object, ObjectKey, Telemetry};
+
+/// Puts `namespace`'s compiled policy of `type_url` into `resources`, or
+/// takes it out when there is none; the names that changed are added to
+/// `names` (they are pushed).
+pub fn publish<M: Message>(
+    namespace: &str,
+    policy: Option<M>,
+    type_url: &'static str,
+    resources: &mut Resources,
+    names: &mut Vec<(&'static str, String)>,
+) {
+    let changed = match policy {
+        Some(policy) => {
+            let bytes = policy.encode_to_vec();
+            resources.put(XdsResource::new(
+                namespace.to_string(),
+                type_url,
+                bytes.clone(),
+                &bytes,
+            ))
+        }
+        None => resources.remove(namespace),
+    };
+    if changed {
+        names.push((type_url, namespace.to_string()));
+    }
+}
+
+/// The warnings last logged for each namespace's policy: a namespace is
+/// compiled again on every change of its pods, and only what is new is
+/// logged.
+#[derive(Debug, Default)]
+pub struct Warned(HashMap<String, Vec<String>>);
+
+impl Warned {
+    /// Logs the warnings of `namespace` (`part`: `tracing`, `metrics`)
+    /// that were not logged for its previous policy.
+    pub fn log(&mut self, namespace: &str, part: &str, warnings: Vec<String>) {
+        let before = self.0.remove(namespace).unwrap_or_default();
+        for w in warnings.iter().filter(|w| !before.contains(w)) {
+            tracing::warn!(namespace = %namespace, "{part}: {w}");
+        }
+        if !warnings.is_empty() {
+            self.0.insert(namespace.to_string(), warnings);
+        }
+    }
+}
 
 /// The Telemetries' keys, by namespace.
 #[derive(Debug, Default)]

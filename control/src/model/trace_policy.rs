@@ -15,9 +15,8 @@
 //! logged here (once per change) and ignored by the agent, so a typo
 //! never stops a push.
 
-use std::collections::{BTreeSet, HashMap};
+use std::collections::BTreeSet;
 
-use prost::Message;
 use weft_proto::{
     TRACING_POLICY_TYPE_URL,
     telemetry::{
@@ -27,9 +26,9 @@ use weft_proto::{
 };
 
 use super::{
-    Resources, XdsResource,
+    Resources,
     access_log::{Context, picked},
-    telemetries::{TelemetryIndex, namespace_wide},
+    telemetries::{TelemetryIndex, Warned, namespace_wide, publish},
 };
 use crate::{
     kinds::{
@@ -44,7 +43,7 @@ use crate::{
 #[derive(Debug, Default)]
 pub struct TracingPolicies {
     pub telemetries: TelemetryIndex,
-    warned: HashMap<String, Vec<String>>,
+    warned: Warned,
 }
 
 impl TracingPolicies {
@@ -58,34 +57,9 @@ impl TracingPolicies {
     ) {
         for namespace in dirty {
             let mut warnings = Vec::new();
-            match self.compile(namespace, cx, &mut warnings) {
-                Some(policy) => {
-                    let bytes = policy.encode_to_vec();
-                    let resource = XdsResource::new(
-                        namespace.clone(),
-                        TRACING_POLICY_TYPE_URL,
-                        bytes.clone(),
-                        &bytes,
-                    );
-                    if resources.put(resource) {
-                        names.push((TRACING_POLICY_TYPE_URL, namespace.clone()));
-                    }
-                }
-                None => {
-                    if resources.remove(namespace) {
-                        names.push((TRACING_POLICY_TYPE_URL, namespace.clone()));
-                    }
-                }
-            }
-            // Only what is new: a namespace is compiled again on every
-            // change of its pods.
-            let before = self.warned.remove(namespace).unwrap_or_default();
-            for w in warnings.iter().filter(|w| !before.contains(w)) {
-                tracing::warn!(namespace = %namespace, "tracing: {w}");
-            }
-            if !warnings.is_empty() {
-                self.warned.insert(namespace.clone(), warnings);
-            }
+            let policy = self.compile(namespace, cx, &mut warnings);
+            publish(namespace, policy, TRACING_POLICY_TYPE_URL, resources, names);
+            self.warned.log(namespace, "tracing", warnings);
         }
     }
 

@@ -1,7 +1,9 @@
 //! Tests of [`super`]: the mesh-wide settings, the scopes, the entries'
 //! fields, and what a change compiles again.
 
-use std::{path::Path, sync::Arc};
+use std::{collections::HashMap, path::Path, sync::Arc};
+
+use prost::Message;
 
 use super::*;
 use crate::{

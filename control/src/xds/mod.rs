@@ -1,5 +1,5 @@
 //! Delta xDS (`envoy.service.discovery.v3.AggregatedDiscoveryService`
-//! `/DeltaAggregatedResources`). Six types are served on the one stream:
+//! `/DeltaAggregatedResources`). Seven types are served on the one stream:
 //!
 //! | type URL | resource names | from |
 //! | --- | --- | --- |
@@ -9,6 +9,7 @@
 //! | `type.googleapis.com/weft.route.v1.DestinationPolicy` | `<ns>/<hostname>` of a service that DestinationRules apply to | DestinationRule |
 //! | `type.googleapis.com/weft.telemetry.v1.AccessLogPolicy` | `<ns>`: the root namespace (always, with the mesh's output and format) and each namespace with a Telemetry that sets `accessLogging` | MeshConfig, Telemetry (see `model::access_log`) |
 //! | `type.googleapis.com/weft.telemetry.v1.TracingPolicy` | `<ns>`: the root namespace (always, with the mesh's tracing settings and providers) and each namespace with a Telemetry that sets `tracing` | MeshConfig, Telemetry (see `model::trace_policy`) |
+//! | `type.googleapis.com/weft.telemetry.v1.MetricsPolicy` | `<ns>`: the root namespace (always, with the mesh's default metrics providers) and each namespace with a Telemetry that sets `metrics` | MeshConfig, Telemetry (see `model::metrics_policy`) |
 //!
 //! A client subscribes to each type with that type's first request on the
 //! stream (wildcard when it names nothing, or explicit names), in any

@@ -26,7 +26,7 @@ use crate::{
 };
 
 /// The types weft serves, in the order a push sends them.
-pub const SERVED_TYPES: [&str; 6] = weft_proto::TYPE_URLS;
+pub const SERVED_TYPES: [&str; 7] = weft_proto::TYPE_URLS;
 
 /// Responses remembered per type for matching ACKs and NACKs.
 const PENDING_NONCES: usize = 32;

@@ -295,6 +295,46 @@ spec:
                 path: "spec.metrics[0].overrides[0].match.mode",
                 reason: "`BOTH` is not one of `CLIENT_AND_SERVER`, `CLIENT`, `SERVER`",
             },
+            Reject {
+                what: "tag value weft cannot evaluate",
+                yaml: r#"apiVersion: {api}
+kind: Telemetry
+metadata:
+  name: mesh-default
+  namespace: istio-system
+spec:
+  metrics:
+  - providers:
+    - name: prometheus
+    overrides:
+    - tagOverrides:
+        request_host:
+          value: "request.host == 'a'"
+"#,
+                at: (13, 18),
+                object: "Telemetry istio-system/mesh-default",
+                path: "spec.metrics[0].overrides[0].tagOverrides.request_host.value",
+                reason: "`request.host == 'a'`: position 13: unexpected text after the value",
+            },
+            Reject {
+                what: "tag name that is no Prometheus label",
+                yaml: r#"apiVersion: {api}
+kind: Telemetry
+metadata:
+  name: mesh-default
+  namespace: istio-system
+spec:
+  metrics:
+  - overrides:
+    - tagOverrides:
+        x-user:
+          operation: REMOVE
+"#,
+                at: (11, 11),
+                object: "Telemetry istio-system/mesh-default",
+                path: "spec.metrics[0].overrides[0].tagOverrides.x-user",
+                reason: "`x-user` is not a Prometheus label name",
+            },
         ],
     },
 ];
@@ -418,6 +458,8 @@ spec:
       tagOverrides:
         request_host:
           operation: REMOVE
+        destination_port:
+          value: string(destination.port)
   accessLogging:
   - providers:
     - name: envoy

@@ -4,6 +4,8 @@
 //! boolean attributes and `startsWith`/`endsWith`/`contains` on strings.
 //! Anything else is refused with the position where it went wrong, so an
 //! expression a proxy could not evaluate never leaves weft-control.
+//! [`parse_value`] reads the smaller form a metric's `tagOverrides` value
+//! may take: one attribute, header or literal.
 
 use weft_proto::telemetry::{Comparison, Expr, Exprs, Op, Value, expr, value};
 
@@ -64,6 +66,36 @@ pub fn parse(text: &str) -> Result<Expr, String> {
         return Err(p.error("unexpected text after the expression"));
     }
     Ok(expr)
+}
+
+/// Parses a metric tag's value (`tagOverrides.NAME.value`): one
+/// attribute, `request.headers['name']`, `response.headers['name']` or
+/// literal, optionally inside CEL's `string( ... )` (which changes nothing
+/// here: the agent renders every value as text). No comparison or other
+/// operator; the error names the position (0-based, in characters) and
+/// what was wrong there.
+pub fn parse_value(text: &str) -> Result<Value, String> {
+    let mut p = Parser {
+        chars: text.chars().collect(),
+        at: 0,
+    };
+    p.skip_space();
+    let start = p.at;
+    let converted = p.eat("string") && p.eat("(");
+    if !converted {
+        p.at = start;
+    }
+    let (value, _) = p.operand()?;
+    if converted && !p.eat(")") {
+        return Err(p.error("expected `)`"));
+    }
+    p.skip_space();
+    if p.at < p.chars.len() {
+        return Err(p.error(
+            "unexpected text after the value (a tag's value is one attribute, header or literal, optionally in `string(...)`)",
+        ));
+    }
+    Ok(value)
 }
 
 struct Parser {
@@ -418,6 +450,63 @@ mod tests {
             ("size(request.path) > 3", 0, "unknown attribute `size`"),
         ] {
             let err = parse(text).unwrap_err();
+            assert!(
+                err.contains(&format!("position {position}:")) && err.contains(wanted),
+                "{text}: {err}"
+            );
+        }
+    }
+
+    fn kind(text: &str) -> value::Kind {
+        parse_value(text)
+            .unwrap_or_else(|e| panic!("{text}: {e}"))
+            .kind
+            .expect("a value")
+    }
+
+    #[test]
+    fn tag_values_are_one_operand() {
+        assert_eq!(
+            kind("request.host"),
+            value::Kind::Attribute("request.host".into())
+        );
+        assert_eq!(
+            kind("string(destination.port)"),
+            value::Kind::Attribute("destination.port".into())
+        );
+        assert_eq!(
+            kind(" string ( response.code ) "),
+            value::Kind::Attribute("response.code".into())
+        );
+        assert_eq!(
+            kind("request.headers['X-User']"),
+            value::Kind::RequestHeader("x-user".into())
+        );
+        assert_eq!(
+            kind("response.headers[\"x-cache\"]"),
+            value::Kind::ResponseHeader("x-cache".into())
+        );
+        assert_eq!(kind("'literal'"), value::Kind::String("literal".into()));
+        assert_eq!(kind("42"), value::Kind::Int(42));
+    }
+
+    #[test]
+    fn tag_values_refuse_anything_more_with_a_position() {
+        for (text, position, wanted) in [
+            ("request.host == 'a'", 13, "unexpected text after the value"),
+            (
+                "upstream_peer.labels['app'].value",
+                0,
+                "unknown attribute `upstream_peer.labels` (weft knows response.code",
+            ),
+            ("", 0, "expected an attribute, a string or a number"),
+            ("   ", 3, "expected an attribute, a string or a number"),
+            ("string(request.host", 19, "expected `)`"),
+            ("string()", 7, "expected an attribute"),
+            ("request.host + 'x'", 13, "unexpected text"),
+            ("size(request.path)", 0, "unknown attribute `size`"),
+        ] {
+            let err = parse_value(text).unwrap_err();
             assert!(
                 err.contains(&format!("position {position}:")) && err.contains(wanted),
                 "{text}: {err}"

@@ -116,7 +116,8 @@ impl AccessLogs {
 }
 
 /// The uids of the pods a Telemetry's selector or targetRefs pick (also
-/// used for `tracing`, see `model::trace_policy`).
+/// used for `tracing` and `metrics`, see `model::trace_policy` and
+/// `model::metrics_policy`).
 pub(super) fn picked(t: &Telemetry, namespace: &str, cx: &Context<'_>) -> Vec<String> {
     let services: Vec<&crate::kinds::Service> = t
         .spec
