@@ -80,5 +80,8 @@ fuzz_target!(|data: &[u8]| {
         // applying it would change the process-wide log.
         Decoded::AccessLogs(_) => {}
         Decoded::Tracing(upserts) => trace::policy::Policies::default().apply(upserts, removed),
+        Decoded::Metrics(upserts) => {
+            weft_agent::metrics::traffic::overrides::Policies::default().apply(upserts, removed)
+        }
     }
 });

@@ -18,6 +18,19 @@ use weft_sim::{
     prometheus::{Prometheus, ScrapeJob},
 };
 
+/// weft-control's debug endpoint `path`, as text.
+fn control_debug(cluster: &Cluster, path: &str) -> Result<String> {
+    use std::io::{Read, Write};
+    let addr = cluster.control().debug_addr();
+    cluster.control().netns().run(|| -> Result<String> {
+        let mut stream = std::net::TcpStream::connect(addr)?;
+        write!(stream, "GET {path} HTTP/1.0\r\nHost: weft\r\n\r\n")?;
+        let mut text = String::new();
+        stream.read_to_string(&mut text)?;
+        Ok(text)
+    })?
+}
+
 /// One sample of a scrape: labels and value.
 #[derive(Debug)]
 struct Sample {
@@ -292,6 +305,133 @@ fn agents_report_istios_metrics_from_both_sides_and_prometheus_reads_them() -> R
         }
         grpc_messages_are_counted(cluster, &web, vip)?;
         prometheus_reads_them(cluster, &web, vip)
+    })
+}
+
+/// The Telemetry API's `metrics` overrides change what the agents record:
+/// a mesh-wide Telemetry adds labels to the server side's request count
+/// (values read from each request, and a TCP connection's port), removes
+/// one, and turns every client-side metric off; a namespace's Telemetry
+/// turns its servers' duration histogram off. Unlisted metrics keep
+/// Istio's standard labels.
+#[test]
+fn telemetry_metric_overrides_change_labels_and_turn_metrics_off() -> Result<()> {
+    let cluster = Cluster::builder().nodes(2).build()?;
+    cluster.with_logs(|cluster| {
+        for ns in ["shop", "front"] {
+            cluster.add_namespace(ns, &[AMBIENT])?;
+        }
+        let api = backend(cluster, "node-2", "shop", "api", &[("app", "api")], 8080, &[])?;
+        let _tcp_server = api.pod.spawn_http(&["serve", "--port", "9090"])?;
+        let vip = cluster.add_service(
+            "shop",
+            "api",
+            &[("app", "api")],
+            &[
+                ServicePort::http("http", 8080, 8080),
+                ServicePort::tcp("tcp", 9090, 9090),
+            ],
+        )?;
+        let web = client(cluster, "node-1", "front", "web")?;
+        apply(
+            cluster,
+            "telemetry-metrics",
+            "apiVersion: telemetry.istio.io/v1\nkind: Telemetry\nmetadata:\n  name: mesh-default\n  namespace: istio-system\nspec:\n  metrics:\n  - providers:\n    - name: prometheus\n    overrides:\n    - match: {metric: REQUEST_COUNT, mode: SERVER}\n      tagOverrides:\n        request_host: {value: request.host}\n        request_method: {value: request.method}\n        user: {value: \"request.headers['x-user']\"}\n        source_principal: {operation: REMOVE}\n    - match: {metric: TCP_OPENED_CONNECTIONS, mode: SERVER}\n      tagOverrides:\n        destination_port: {value: string(destination.port)}\n    - match: {metric: ALL_METRICS, mode: CLIENT}\n      disabled: true\n---\napiVersion: telemetry.istio.io/v1\nkind: Telemetry\nmetadata:\n  name: no-durations\n  namespace: shop\nspec:\n  metrics:\n  - overrides:\n    - match: {metric: REQUEST_DURATION, mode: SERVER}\n      disabled: true\n",
+        )?;
+        let url = format!("http://{vip}:8080/items");
+        let from_web = [
+            ("reporter", "destination"),
+            ("source_workload", "web"),
+            ("destination_workload", "api"),
+        ];
+        let mut last = Vec::new();
+        converge("node-2 writes the added labels", || {
+            httpapp::get_one(&web, &url, &["--header", "x-user: ada"])?;
+            last = scrape(cluster, "node-2", "istio_requests_total")?;
+            Ok(last.iter().any(|s| {
+                s.labels.get("user").map(String::as_str) == Some("ada")
+                    && from_web
+                        .iter()
+                        .all(|(k, v)| s.labels.get(*k).map(String::as_str) == Some(*v))
+            }))
+        })
+        .with_context(|| {
+            let syncz = control_debug(cluster, "/debug/syncz").unwrap_or_default();
+            format!("node-2's last scrape: {last:#?}\nsyncz: {syncz}")
+        })?;
+        // The client side is off at node-1: a request no longer counts.
+        let source_count = || -> Result<f64> {
+            Ok(total(
+                &scrape(cluster, "node-1", "istio_requests_total")?,
+                &[("reporter", "source"), ("source_workload", "web")],
+            ))
+        };
+        converge("node-1 stops counting the client side", || {
+            let before = source_count()?;
+            httpapp::get_one(&web, &url, &[])?;
+            std::thread::sleep(LOG_SETTLE);
+            Ok(source_count()? == before)
+        })?;
+
+        let at_api = scrape(cluster, "node-2", "istio_requests_total")?;
+        let ada = [from_web.as_slice(), &[("user", "ada")]].concat();
+        let sample = one(&at_api, &ada)?;
+        let label = |name: &str| sample.labels.get(name).map(String::as_str);
+        ensure!(
+            label("request_host") == Some(&format!("{vip}:8080")),
+            "request_host: {sample:?}"
+        );
+        ensure!(label("request_method") == Some("GET"), "{sample:?}");
+        ensure!(label("source_principal").is_none(), "removed: {sample:?}");
+        ensure!(label("response_code") == Some("200"), "{sample:?}");
+        // A request without the header: `unknown`, as Istio writes a
+        // value it cannot compute.
+        let anonymous = [from_web.as_slice(), &[("user", "unknown")]].concat();
+        ensure!(total(&at_api, &anonymous) >= 1.0, "{at_api:#?}");
+
+        // Other metrics keep the standard set; the duration histogram is
+        // off for shop's servers.
+        let sizes = scrape(cluster, "node-2", "istio_request_bytes_count")?;
+        let size = one(&sizes, &from_web)?;
+        ensure!(
+            size.labels.get("source_principal").map(String::as_str)
+                == Some("spiffe://cluster.local/ns/front/sa/web")
+                && !size.labels.contains_key("user"),
+            "{size:?}"
+        );
+        // Series recorded before the policy arrived stay (counters never
+        // go away), but no longer grow.
+        let durations = || -> Result<f64> {
+            let samples = scrape(cluster, "node-2", "istio_request_duration_milliseconds_count")?;
+            Ok(total(&samples, &from_web))
+        };
+        let (sent, timed) = (source_count()?, durations()?);
+        let counted = total(&scrape(cluster, "node-2", "istio_requests_total")?, &from_web);
+        for _ in 0..3 {
+            ensure!(httpapp::get_one(&web, &url, &[])?.status == 200);
+        }
+        std::thread::sleep(LOG_SETTLE);
+        ensure!(source_count()? == sent, "client side off");
+        ensure!(durations()? == timed, "durations are off for shop");
+        let now = total(&scrape(cluster, "node-2", "istio_requests_total")?, &from_web);
+        ensure!(now == counted + 3.0, "{counted} then {now}");
+
+        // A TCP connection: the port, computed when it opened.
+        ensure!(httpapp::get_one(&web, &format!("http://{vip}:9090/tcp"), &[])?.status == 200);
+        std::thread::sleep(LOG_SETTLE);
+        let opened = scrape(cluster, "node-2", "istio_tcp_connections_opened_total")?;
+        let tcp = [
+            ("reporter", "destination"),
+            ("source_workload", "web"),
+            ("destination_port", "9090"),
+        ];
+        ensure!(total(&opened, &tcp) >= 1.0, "{opened:#?}");
+        let closed = scrape(cluster, "node-2", "istio_tcp_connections_closed_total")?;
+        ensure!(
+            closed.iter().all(|s| !s.labels.contains_key("destination_port")),
+            "only the opened count has the port: {closed:#?}"
+        );
+        Ok(())
     })
 }
 

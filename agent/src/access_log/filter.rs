@@ -143,6 +143,28 @@ fn headers_read(expr: &Expr, request: &mut Vec<HeaderName>, response: &mut Vec<H
     }
 }
 
+/// `v` on `e` as a metric label's value (CEL's `string(v)`): `None` when
+/// it is missing.
+pub fn label_value(v: &Value, e: &Entry<'_>) -> Option<String> {
+    Some(match value_of(v, e)? {
+        V::Int(n) => n.to_string(),
+        V::Str(s) => s.into_owned(),
+        V::Bool(b) => b.to_string(),
+    })
+}
+
+/// The request headers reading `v` needs kept (named, or behind
+/// `request.id` and `request.useragent`).
+pub fn request_headers_of(v: &Value) -> Option<HeaderName> {
+    let name = match v.kind.as_ref()? {
+        value::Kind::RequestHeader(name) => name.as_str(),
+        value::Kind::Attribute(a) if a == "request.id" => "x-request-id",
+        value::Kind::Attribute(a) if a == "request.useragent" => "user-agent",
+        _ => return None,
+    };
+    HeaderName::from_bytes(name.as_bytes()).ok()
+}
+
 #[derive(Debug, PartialEq)]
 enum V<'a> {
     Int(i64),

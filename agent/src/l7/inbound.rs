@@ -58,9 +58,13 @@ use super::{
     reply::{self, LocalReply},
 };
 use crate::{
+    access_log::Side,
     metrics::{
         RequestVerdict,
-        traffic::{RequestOutcome, RequestProtocol, SecurityPolicy, TrafficLabels},
+        traffic::{
+            RequestOutcome, RequestProtocol, SecurityPolicy, TrafficLabels,
+            overrides::{self, View},
+        },
     },
     policy::{self, Decision, http::normalize_path},
     proxy::{PodContext, ProxyContext, delivery},
@@ -104,10 +108,17 @@ struct Served {
 }
 
 impl Served {
-    /// The labels of a request on this connection with its protocol and
-    /// response flags.
-    fn labels(&self, ctx: &ProxyContext, grpc: bool, flags: reply::Flags) -> TrafficLabels {
-        let mut labels = self.connection_labels(ctx).clone();
+    /// The labels of a request on this connection with its protocol,
+    /// response flags and the workload's metric overrides now (`view`:
+    /// a connection outlives policy changes).
+    fn labels(
+        &self,
+        ctx: &ProxyContext,
+        grpc: bool,
+        flags: reply::Flags,
+        view: Option<Arc<View>>,
+    ) -> TrafficLabels {
+        let mut labels = self.connection_labels(ctx).clone().under(view);
         if grpc {
             labels.request_protocol = RequestProtocol::grpc;
         }
@@ -205,6 +216,20 @@ async fn handle(
         .get(http::header::CONTENT_LENGTH)
         .and_then(|v| v.to_str().ok()?.parse().ok())
         .unwrap_or(0);
+    // The workload's metric overrides, and what they read of the request
+    // when they add labels with values.
+    let view = traffic
+        .then(|| {
+            let workload = &served.inbound.pod.workload;
+            overrides::global().resolve(&workload.namespace, &workload.uid, Side::Server)
+        })
+        .flatten();
+    let tags = super::log::RequestTags::capture(
+        &request,
+        view.as_deref(),
+        Some(served.inbound.target),
+        Some(served.inbound.peer),
+    );
     // The server side's access-log line and span (`l7/log.rs`).
     let mut record =
         super::log::ServerRecord::start(&mut request, started, request_bytes, &served.inbound, ctx);
@@ -220,7 +245,9 @@ async fn handle(
             .unwrap_or_default();
         RequestMetrics {
             started,
-            labels: served.labels(ctx, grpc, flags),
+            labels: served.labels(ctx, grpc, flags, view),
+            flags,
+            tags,
             status: response.status().as_u16(),
             grpc: grpc.then_some(0),
             grpc_status: reply::grpc_status(response.headers()),
@@ -243,6 +270,10 @@ async fn handle(
 struct RequestMetrics {
     started: Instant,
     labels: TrafficLabels,
+    /// The response's flags (in `labels` too), for UPSERT values.
+    flags: reply::Flags,
+    /// What UPSERT values read of the request (`None`: no such values).
+    tags: Option<super::log::RequestTags>,
     status: u16,
     /// The response's gRPC messages, counted when the request is gRPC.
     grpc: Option<u64>,
@@ -296,8 +327,22 @@ impl super::log::Ending for ServerEnd {
                 request_messages: m.request_messages.map_or(0, |count| count.get()),
                 response_messages: m.grpc.unwrap_or(0),
             };
+            let labels = match &m.tags {
+                Some(tags) => tags.label(
+                    m.labels,
+                    &super::log::Answer {
+                        status: m.status,
+                        grpc_status: m.grpc_status,
+                        flags: m.flags,
+                        request_bytes: m.request_bytes,
+                        response_bytes: bytes_sent,
+                        duration: outcome.duration,
+                    },
+                ),
+                None => m.labels,
+            };
             m.series
-                .get(&m.metrics.traffic, &m.labels, m.status, m.grpc_status)
+                .get(&m.metrics.traffic, &labels, m.status, m.grpc_status)
                 .record(&outcome);
         }
         if let Some(record) = self.record {

@@ -38,7 +38,7 @@ use crate::{
         Metrics,
         traffic::{
             Peer, Reporter, RequestOutcome, RequestProtocol, SecurityPolicy, SeriesCache,
-            TrafficLabels,
+            TrafficLabels, overrides,
         },
     },
     proxy::{PodContext, ProxyContext},
@@ -103,6 +103,72 @@ pub struct Record {
     span: Option<ActiveSpan>,
     /// The port of the destination chosen (for the span's name).
     destination_port: u16,
+    /// What the source's metric overrides read of the request, when they
+    /// add labels with values.
+    tags: Option<RequestTags>,
+}
+
+/// What a Telemetry's UPSERT tag values may read of a request: kept only
+/// for a reporter whose overrides have such values (nothing is copied
+/// otherwise).
+pub struct RequestTags {
+    line: RequestLine,
+    /// The headers the values read.
+    headers: Headers,
+    /// `destination.address`: the address the request came to.
+    local: Option<SocketAddr>,
+    /// `source.address`.
+    remote: Option<SocketAddr>,
+}
+
+/// A request's answer, as the UPSERT values may read it.
+pub struct Answer {
+    pub status: u16,
+    pub grpc_status: Option<u32>,
+    pub flags: Flags,
+    pub request_bytes: u64,
+    pub response_bytes: u64,
+    pub duration: std::time::Duration,
+}
+
+impl RequestTags {
+    /// When `view` has UPSERT values.
+    pub fn capture<B>(
+        request: &Request<B>,
+        view: Option<&overrides::View>,
+        local: Option<SocketAddr>,
+        remote: Option<SocketAddr>,
+    ) -> Option<RequestTags> {
+        let view = view.filter(|v| !v.expressions.is_empty())?;
+        Some(RequestTags {
+            line: RequestLine::of(request),
+            headers: Headers::capture(request.headers(), &view.request_headers, &[]),
+            local,
+            remote,
+        })
+    }
+
+    /// `labels` with their UPSERT values for this request and `answer`.
+    pub fn label(&self, labels: TrafficLabels, answer: &Answer) -> TrafficLabels {
+        let mut e = Entry::new(SystemTime::now(), answer.duration);
+        e.http = Some(Http {
+            method: self.line.method.as_str(),
+            path: self.line.path(),
+            authority: self.line.authority(),
+            headers: Some(&self.headers),
+            response_headers: None,
+            status: answer.status,
+            grpc_status: answer.grpc_status,
+        });
+        e.protocol = protocol(self.line.version);
+        e.flags = answer.flags;
+        e.bytes_received = answer.request_bytes;
+        e.bytes_sent = answer.response_bytes;
+        e.downstream_local = self.local;
+        e.downstream_remote = self.remote;
+        e.mtls = labels.connection_security_policy == SecurityPolicy::mutual_tls;
+        labels.with_values(&e)
+    }
 }
 
 impl Record {
@@ -120,6 +186,21 @@ impl Record {
             });
         let source = down.pod.current(ctx);
         let span = ctx.tracer.client(&source, request.headers());
+        let tags = if ctx.metrics.traffic.enabled() {
+            let view = overrides::global().resolve(
+                &down.pod.workload.namespace,
+                &down.pod.workload.uid,
+                Side::Client,
+            );
+            RequestTags::capture(
+                request,
+                view.as_deref(),
+                Some(down.original),
+                Some(down.peer),
+            )
+        } else {
+            None
+        };
         Record {
             started: Instant::now(),
             start_time: SystemTime::now(),
@@ -148,6 +229,7 @@ impl Record {
             response_messages: 0,
             span,
             destination_port: down.original.port(),
+            tags,
             telemetry: Telemetry {
                 metrics: ctx.metrics.clone(),
                 series: down.series.clone(),
@@ -285,6 +367,20 @@ impl Record {
             labels.with_flags(&self.flags.to_string())
         };
         let status = self.status.map_or(0, |s| s.as_u16());
+        let labels = match &self.tags {
+            Some(tags) => tags.label(
+                labels,
+                &Answer {
+                    status,
+                    grpc_status: self.grpc_status,
+                    flags: self.flags,
+                    request_bytes: self.request_bytes,
+                    response_bytes,
+                    duration,
+                },
+            ),
+            None => labels,
+        };
         t.series
             .get(&t.metrics.traffic, &labels, status, self.grpc_status)
             .record(&RequestOutcome {

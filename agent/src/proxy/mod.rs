@@ -245,6 +245,13 @@ impl PodContext {
         traffic.enabled().then(|| {
             let labels =
                 self.inbound_labels(ctx, client_ip, client, port, RequestProtocol::tcp, security);
+            let local = self
+                .current(ctx)
+                .ips
+                .first()
+                .map(|ip| std::net::SocketAddr::new(*ip, port));
+            let mtls = security == SecurityPolicy::mutual_tls;
+            let labels = labels.with_connection_values(local, None, mtls);
             traffic.tcp_open(&labels)
         })
     }

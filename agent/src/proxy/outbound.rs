@@ -91,7 +91,11 @@ pub(super) async fn handle(
         .enabled()
         .then(|| source_labels(&pod, &ctx, &resolved))
         .flatten()
-        .map(|l| ctx.metrics.traffic.tcp_open(&l));
+        .map(|l| {
+            let mtls = l.connection_security_policy == SecurityPolicy::mutual_tls;
+            let l = l.with_connection_values(Some(original), Some(peer), mtls);
+            ctx.metrics.traffic.tcp_open(&l)
+        });
     // The service, for the access log's cluster name.
     let via_service = match &resolved {
         Resolved::Workload {

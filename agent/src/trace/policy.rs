@@ -16,7 +16,7 @@ use weft_proto::telemetry::{
     Mode, TracingPolicy, TracingProvider, TracingProviderKind, TracingRules, custom_tag,
 };
 
-use crate::access_log::Side;
+use crate::{access_log::Side, xds::levels::Levels};
 
 /// A provider that receives spans.
 #[derive(Debug, Clone, PartialEq)]
@@ -86,15 +86,6 @@ impl Effective {
     }
 }
 
-/// One namespace's policy, as received.
-#[derive(Debug, Clone, PartialEq)]
-struct Namespace {
-    policy: TracingPolicy,
-    /// Workload uid → the index in `policy.workloads` of the first
-    /// Telemetry that picks it.
-    workloads: HashMap<String, usize>,
-}
-
 /// The policies by namespace, and what they resolve to per workload.
 #[derive(Debug, Default)]
 pub struct Policies {
@@ -103,9 +94,7 @@ pub struct Policies {
 
 #[derive(Debug, Default)]
 struct State {
-    namespaces: HashMap<String, Namespace>,
-    versions: HashMap<String, String>,
-    root: Option<String>,
+    levels: Levels<TracingPolicy>,
     /// Resolved per workload uid: [client, server]; cleared on change.
     cache: HashMap<String, [Option<Arc<Effective>>; 2]>,
 }
@@ -114,30 +103,7 @@ impl Policies {
     /// Applies one xDS update.
     pub fn apply(&self, upserts: Vec<(String, String, TracingPolicy)>, removals: &[String]) {
         let mut state = self.inner.write().expect("tracing policies lock");
-        for name in removals {
-            state.namespaces.remove(name);
-            state.versions.remove(name);
-            if state.root.as_deref() == Some(name) {
-                state.root = None;
-            }
-        }
-        for (name, version, policy) in upserts {
-            if policy.mesh.is_some() {
-                state.root = Some(name.clone());
-            } else if state.root.as_deref() == Some(name.as_str()) {
-                state.root = None;
-            }
-            let mut workloads = HashMap::new();
-            for (i, w) in policy.workloads.iter().enumerate() {
-                for uid in &w.workload_uids {
-                    workloads.entry(uid.clone()).or_insert(i);
-                }
-            }
-            state
-                .namespaces
-                .insert(name.clone(), Namespace { policy, workloads });
-            state.versions.insert(name, version);
-        }
+        state.levels.apply(upserts, removals);
         state.cache.clear();
     }
 
@@ -146,7 +112,8 @@ impl Policies {
         self.inner
             .read()
             .expect("tracing policies lock")
-            .versions
+            .levels
+            .versions()
             .clone()
     }
 
@@ -176,9 +143,7 @@ impl Policies {
 
 impl State {
     fn merge(&self, namespace: &str, uid: &str, side: Side) -> Option<Effective> {
-        let root = self.root.as_deref()?;
-        let root_policy = &self.namespaces.get(root)?.policy;
-        let mesh = root_policy.mesh.as_ref()?;
+        let mesh = self.levels.root()?.mesh.as_ref()?;
         let known: HashMap<&str, Arc<Provider>> = mesh
             .providers
             .iter()
@@ -191,16 +156,9 @@ impl State {
             custom_tags: BTreeMap::new(),
         };
         if mesh.enabled {
-            merged.level(root_policy.namespace_rules.as_ref(), side);
-            let own = self.namespaces.get(namespace);
-            if namespace != root {
-                merged.level(own.and_then(|n| n.policy.namespace_rules.as_ref()), side);
+            for rules in self.levels.levels(namespace, uid) {
+                merged.level(rules, side);
             }
-            let picked = own.and_then(|n| {
-                let i = *n.workloads.get(uid)?;
-                n.policy.workloads[i].rules.as_ref()
-            });
-            merged.level(picked, side);
         } else {
             merged.providers.clear();
         }

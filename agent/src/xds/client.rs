@@ -1,9 +1,9 @@
-//! One delta ADS stream to the control plane, subscribed (wildcard) to six
+//! One delta ADS stream to the control plane, subscribed (wildcard) to seven
 //! types: `istio.workload.Address` (workloads and services),
 //! `istio.security.Authorization` (L4 policies), weft's
 //! `weft.route.v1.RouteConfig` and `DestinationPolicy` (L7 routing), and
-//! `weft.telemetry.v1.AccessLogPolicy` (the access log) and
-//! `TracingPolicy` (tracing). Each response is applied
+//! `weft.telemetry.v1.AccessLogPolicy` (the access log),
+//! `TracingPolicy` (tracing) and `MetricsPolicy` (metric overrides). Each response is applied
 //! to the [`WorkloadStore`] and ACKed, or NACKed with the reason if any
 //! resource in it doesn't convert (nothing of it is applied then). On a broken stream the client reconnects with
 //! backoff, sending `initial_resource_versions` so that the control plane
@@ -16,7 +16,8 @@ use tokio::sync::{mpsc, watch};
 use tokio_stream::wrappers::ReceiverStream;
 use weft_proto::{
     ACCESS_LOG_POLICY_TYPE_URL, ADDRESS_TYPE_URL, AUTHORIZATION_TYPE_URL,
-    DESTINATION_POLICY_TYPE_URL, ROUTE_CONFIG_TYPE_URL, TRACING_POLICY_TYPE_URL,
+    DESTINATION_POLICY_TYPE_URL, METRICS_POLICY_TYPE_URL, ROUTE_CONFIG_TYPE_URL,
+    TRACING_POLICY_TYPE_URL,
     core::Node,
     discovery::{DeltaDiscoveryRequest, DeltaDiscoveryResponse},
     route::{DestinationPolicy, RouteConfig},
@@ -130,6 +131,8 @@ impl XdsClient {
         access_logs.initial_resource_versions = crate::access_log::global().versions();
         let mut tracing = self.request(TRACING_POLICY_TYPE_URL);
         tracing.initial_resource_versions = self.tracer.policies.versions();
+        let mut metrics = self.request(METRICS_POLICY_TYPE_URL);
+        metrics.initial_resource_versions = crate::metrics::traffic::overrides::global().versions();
         for request in [
             addresses,
             policies,
@@ -137,6 +140,7 @@ impl XdsClient {
             destinations,
             access_logs,
             tracing,
+            metrics,
         ] {
             tx.send(request).await.expect("receiver alive");
         }
@@ -186,6 +190,10 @@ impl XdsClient {
                     .policies
                     .apply(upserts, &response.removed_resources);
             }
+            Decoded::Metrics(upserts) => {
+                crate::metrics::traffic::overrides::global()
+                    .apply(upserts, &response.removed_resources);
+            }
         });
         match applied {
             Ok(()) => {
@@ -209,6 +217,7 @@ pub enum Decoded {
     Destinations(Vec<(String, String, Policies)>),
     AccessLogs(Vec<(String, String, crate::access_log::policy::Compiled)>),
     Tracing(Vec<(String, String, weft_proto::telemetry::TracingPolicy)>),
+    Metrics(Vec<(String, String, weft_proto::telemetry::MetricsPolicy)>),
 }
 
 /// Decodes and converts every resource of `response` by its type, all or
@@ -228,6 +237,10 @@ pub fn decode(response: &DeltaDiscoveryResponse) -> Result<Decoded, String> {
         TRACING_POLICY_TYPE_URL => Decoded::Tracing(decode_each(
             response,
             |p: weft_proto::telemetry::TracingPolicy| Ok(p),
+        )?),
+        METRICS_POLICY_TYPE_URL => Decoded::Metrics(decode_each(
+            response,
+            |p: weft_proto::telemetry::MetricsPolicy| Ok(p),
         )?),
         other => return Err(format!("unexpected type {other}")),
     })

@@ -9,6 +9,7 @@
 //! Labels name workloads, services and identities, never connections or
 //! IPs: cardinality is bounded by the mesh's size.
 
+pub mod overrides;
 mod series;
 
 use std::{
@@ -21,10 +22,14 @@ use prometheus_client::{
     registry::Registry,
 };
 
+use overrides::{Custom, View};
 pub use series::{BUCKETS, Histogram, RequestSeries};
 use series::{Tables, TcpSeries};
 
-use crate::state::{Identity, Service, Workload};
+use crate::{
+    access_log::{Side, entry::Entry},
+    state::{Identity, Service, Workload},
+};
 
 /// Which side recorded the sample.
 #[derive(Debug, Clone, Copy, Hash, PartialEq, Eq, EncodeLabelValue)]
@@ -160,6 +165,38 @@ pub struct TrafficLabels {
     /// Envoy's response flags, `-` for none.
     pub response_flags: Cow<'static, str>,
     pub connection_security_policy: SecurityPolicy,
+    /// What a Telemetry's metric overrides change for the reporter's
+    /// workload (`None`, the common case: Istio's standard set).
+    pub custom: Option<Arc<Custom>>,
+}
+
+impl Reporter {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Reporter::source => "source",
+            Reporter::destination => "destination",
+        }
+    }
+}
+
+impl RequestProtocol {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            RequestProtocol::tcp => "tcp",
+            RequestProtocol::http => "http",
+            RequestProtocol::grpc => "grpc",
+        }
+    }
+}
+
+impl SecurityPolicy {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            SecurityPolicy::mutual_tls => "mutual_tls",
+            SecurityPolicy::none => "none",
+            SecurityPolicy::unknown => "unknown",
+        }
+    }
 }
 
 /// Writes `name="value"` pairs in order.
@@ -268,6 +305,14 @@ impl TrafficLabels {
         request_protocol: RequestProtocol,
         connection_security_policy: SecurityPolicy,
     ) -> TrafficLabels {
+        // The overrides are the reporter's workload's, for its side.
+        let (reporting, side) = match reporter {
+            Reporter::source => (source.workload, Side::Client),
+            Reporter::destination => (destination.workload, Side::Server),
+        };
+        let custom = reporting
+            .and_then(|w| overrides::global().resolve(&w.namespace, &w.uid, side))
+            .map(|view| Arc::new(Custom::new(view)));
         TrafficLabels {
             reporter,
             source: PeerLabels::describe(source),
@@ -276,7 +321,132 @@ impl TrafficLabels {
             request_protocol,
             response_flags: Cow::Borrowed("-"),
             connection_security_policy,
+            custom,
         }
+    }
+
+    /// Under the overrides `view` (`None`: the standard set), as resolved
+    /// now for the reporter's workload: labels kept for a connection's
+    /// requests follow policy changes. Values are computed again.
+    pub fn under(mut self, view: Option<Arc<View>>) -> TrafficLabels {
+        let same = match (&self.custom, &view) {
+            (None, None) => true,
+            (Some(c), Some(v)) => Arc::ptr_eq(&c.view, v),
+            _ => false,
+        };
+        if !same {
+            self.custom = view.map(|v| Arc::new(Custom::new(v)));
+        }
+        self
+    }
+
+    /// The overrides' view, when a Telemetry changes these labels.
+    pub fn view(&self) -> Option<&View> {
+        self.custom.as_deref().map(|c| &*c.view)
+    }
+
+    /// With the overrides' UPSERT values computed on `e` (a no-op
+    /// without any).
+    pub fn with_values(mut self, e: &Entry<'_>) -> TrafficLabels {
+        if let Some(custom) = &self.custom
+            && !custom.view.expressions.is_empty()
+        {
+            let view = custom.view.clone();
+            let values = view.values(e);
+            self.custom = Some(Arc::new(Custom { view, values }));
+        }
+        self
+    }
+
+    /// For a connection (L4): with the overrides' UPSERT values computed
+    /// on what a connection is known by (its addresses, whether it is
+    /// mutual TLS); request attributes are missing there (`unknown`).
+    pub fn with_connection_values(
+        self,
+        local: Option<std::net::SocketAddr>,
+        remote: Option<std::net::SocketAddr>,
+        mtls: bool,
+    ) -> TrafficLabels {
+        if self.view().is_none_or(|v| v.expressions.is_empty()) {
+            return self;
+        }
+        let mut e = Entry::new(std::time::SystemTime::now(), std::time::Duration::ZERO);
+        e.downstream_local = local;
+        e.downstream_remote = remote;
+        e.mtls = mtls;
+        self.with_values(&e)
+    }
+
+    /// Istio's standard labels as text, in [`overrides::LABELS`] order.
+    fn standard(&self) -> [Cow<'_, str>; 23] {
+        let (s, d, service) = (&*self.source, &*self.destination, &*self.service);
+        fn b(v: &'static str) -> Cow<'static, str> {
+            Cow::Borrowed(v)
+        }
+        fn r(v: &str) -> Cow<'_, str> {
+            Cow::Borrowed(v)
+        }
+        [
+            b(self.reporter.as_str()),
+            r(&s.workload),
+            r(&s.canonical_service),
+            r(&s.canonical_revision),
+            r(&s.namespace),
+            r(&s.principal),
+            r(&s.canonical_service),
+            r(&s.canonical_revision),
+            r(&s.cluster),
+            r(&service.hostname),
+            r(&service.namespace),
+            r(&service.name),
+            r(&d.workload),
+            r(&d.canonical_service),
+            r(&d.canonical_revision),
+            r(&d.namespace),
+            r(&d.principal),
+            r(&d.canonical_service),
+            r(&d.canonical_revision),
+            r(&d.cluster),
+            b(self.request_protocol.as_str()),
+            Cow::Borrowed(self.response_flags.as_ref()),
+            b(self.connection_security_policy.as_str()),
+        ]
+    }
+
+    /// The labels `metric` is written with under the overrides, or `None`
+    /// when the overrides turn it off. `extra` are the standard labels
+    /// after the 23 (an HTTP request's answer).
+    pub fn for_metric(
+        &self,
+        metric: overrides::Metric,
+        extra: &[Cow<'_, str>],
+    ) -> Option<Vec<(String, String)>> {
+        let standard = self.standard();
+        let values = standard.iter().chain(extra);
+        let Some(custom) = &self.custom else {
+            return Some(
+                overrides::LABELS
+                    .iter()
+                    .zip(values)
+                    .map(|(n, v)| (n.to_string(), v.to_string()))
+                    .collect(),
+            );
+        };
+        let m = custom.view.metric(metric);
+        if m.disabled {
+            return None;
+        }
+        let mut labels: Vec<(String, String)> = overrides::LABELS
+            .iter()
+            .zip(values)
+            .enumerate()
+            .filter(|(i, _)| m.keeps(*i))
+            .map(|(_, (n, v))| (n.to_string(), v.to_string()))
+            .collect();
+        for (name, i) in &m.upserts {
+            labels.push((name.clone(), custom.value(*i).to_string()));
+        }
+        Some(labels)
     }
 
     /// With Envoy's response flags (`-` for none).
@@ -297,6 +467,17 @@ pub struct RequestLabels {
     pub response_code: u16,
     /// gRPC's status code, absent (`-`) for anything that is not gRPC.
     pub grpc_response_status: Option<u32>,
+}
+
+impl RequestLabels {
+    /// As [`TrafficLabels::for_metric`], with the answer's labels.
+    pub fn for_metric(&self, metric: overrides::Metric) -> Option<Vec<(String, String)>> {
+        let code = self.response_code.to_string();
+        let grpc = self
+            .grpc_response_status
+            .map_or(Cow::Borrowed("-"), |s| Cow::Owned(s.to_string()));
+        self.traffic.for_metric(metric, &[Cow::Owned(code), grpc])
+    }
 }
 
 impl EncodeLabelSet for RequestLabels {

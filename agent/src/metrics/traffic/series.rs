@@ -24,7 +24,7 @@ use prometheus_client::{
     metrics::MetricType,
 };
 
-use super::{RequestLabels, RequestProtocol, TrafficLabels};
+use super::{RequestLabels, RequestProtocol, TrafficLabels, overrides::Metric};
 
 /// Envoy's default histogram buckets, which Istio's
 /// `istio_request_duration_milliseconds` and the size histograms use.
@@ -81,20 +81,52 @@ impl Histogram {
         self.buckets.iter().map(|n| n.load(Relaxed)).sum()
     }
 
-    pub fn encode(&self, mut encoder: MetricEncoder) -> Result<(), std::fmt::Error> {
+    pub fn encode(&self, encoder: MetricEncoder) -> Result<(), std::fmt::Error> {
+        self.snapshot().encode(encoder)
+    }
+
+    /// Its counts now.
+    fn snapshot(&self) -> Snapshot {
+        Snapshot {
+            bounds: self.bounds,
+            buckets: std::array::from_fn(|i| self.buckets[i].load(Relaxed)),
+            sum: self.sum.load(Relaxed),
+            scale: self.scale,
+        }
+    }
+}
+
+/// A histogram's counts at one moment; those of series that a metric
+/// override makes one add up.
+#[derive(Debug, Clone)]
+struct Snapshot {
+    bounds: &'static [f64; BUCKETS.len()],
+    buckets: [u64; BUCKETS.len() + 1],
+    sum: u64,
+    scale: u64,
+}
+
+impl Snapshot {
+    fn add(&mut self, other: &Snapshot) {
+        for (a, b) in self.buckets.iter_mut().zip(&other.buckets) {
+            *a += b;
+        }
+        self.sum += other.sum;
+    }
+
+    fn encode(&self, mut encoder: MetricEncoder) -> Result<(), std::fmt::Error> {
         let buckets: Vec<(f64, u64)> = self
             .bounds
             .iter()
             .copied()
             // prometheus-client writes `le="+Inf"` for infinity.
             .chain(std::iter::once(f64::INFINITY))
-            .zip(&self.buckets)
-            .map(|(bound, count)| (bound, count.load(Relaxed)))
+            .zip(self.buckets)
             .collect();
         // The count is the buckets' total, so a scrape between two
         // additions of one observation stays consistent.
         let count = buckets.iter().map(|(_, n)| n).sum();
-        let sum = self.sum.load(Relaxed) as f64 / self.scale as f64;
+        let sum = self.sum as f64 / self.scale as f64;
         encoder.encode_histogram::<NoLabelSet>(sum, count, &buckets, None)
     }
 }
@@ -191,13 +223,90 @@ pub struct Tables {
     pub requests: Table<RequestLabels, RequestSeries>,
 }
 
-fn counter<L: EncodeLabelSet>(
+/// Labels as text, for series that metric overrides changed.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
+struct Pairs(Vec<(String, String)>);
+
+impl EncodeLabelSet for Pairs {
+    fn encode(
+        &self,
+        encoder: &mut prometheus_client::encoding::LabelSetEncoder,
+    ) -> Result<(), std::fmt::Error> {
+        let pairs: Vec<(&str, &dyn super::EncodeLabelValueDyn)> = self
+            .0
+            .iter()
+            .map(|(n, v)| (n.as_str(), v as &dyn super::EncodeLabelValueDyn))
+            .collect();
+        super::labels(encoder, &pairs)
+    }
+}
+
+/// A label set of a table, as each metric writes it.
+trait Labels: EncodeLabelSet {
+    /// Whether a Telemetry's overrides changed it.
+    fn overridden(&self) -> bool;
+    /// Its labels for `metric` (`None`: that metric is off for it).
+    fn for_metric(&self, metric: Metric) -> Option<Vec<(String, String)>>;
+}
+
+impl Labels for TrafficLabels {
+    fn overridden(&self) -> bool {
+        self.custom.is_some()
+    }
+
+    fn for_metric(&self, metric: Metric) -> Option<Vec<(String, String)>> {
+        TrafficLabels::for_metric(self, metric, &[])
+    }
+}
+
+impl Labels for RequestLabels {
+    fn overridden(&self) -> bool {
+        self.traffic.custom.is_some()
+    }
+
+    fn for_metric(&self, metric: Metric) -> Option<Vec<(String, String)>> {
+        RequestLabels::for_metric(self, metric)
+    }
+}
+
+/// Series whose labels overrides changed, made one where they now agree
+/// (a removed label, a disabled metric): `add` sums two values.
+fn merged<L: Labels, T: Clone>(
+    series: &[(&L, T)],
+    metric: Metric,
+    add: fn(&mut T, &T),
+) -> Vec<(Pairs, T)> {
+    let mut out: std::collections::BTreeMap<Pairs, T> = std::collections::BTreeMap::new();
+    for (labels, value) in series {
+        let Some(pairs) = labels.for_metric(metric) else {
+            continue;
+        };
+        match out.entry(Pairs(pairs)) {
+            std::collections::btree_map::Entry::Vacant(v) => {
+                v.insert(value.clone());
+            }
+            std::collections::btree_map::Entry::Occupied(mut o) => add(o.get_mut(), value),
+        }
+    }
+    out.into_iter().collect()
+}
+
+fn counter<L: Labels>(
     encoder: &mut DescriptorEncoder,
+    metric: Metric,
     name: &str,
     help: &str,
     series: &[(&L, u64)],
 ) -> Result<(), std::fmt::Error> {
     let mut family = encoder.encode_descriptor(name, help, None, MetricType::Counter)?;
+    if series.iter().any(|(l, _)| l.overridden()) {
+        for (labels, value) in merged(series, metric, |a, b| *a += b) {
+            family
+                .encode_family(&labels)?
+                .encode_counter::<NoLabelSet, _, u64>(&value, None)?;
+        }
+        return Ok(());
+    }
     for (labels, value) in series {
         family
             .encode_family(*labels)?
@@ -208,12 +317,23 @@ fn counter<L: EncodeLabelSet>(
 
 fn histogram(
     encoder: &mut DescriptorEncoder,
+    metric: Metric,
     name: &str,
     help: &str,
     series: &[(RequestLabels, Arc<RequestSeries>)],
     pick: fn(&RequestSeries) -> &Histogram,
 ) -> Result<(), std::fmt::Error> {
     let mut family = encoder.encode_descriptor(name, help, None, MetricType::Histogram)?;
+    if series.iter().any(|(l, _)| l.overridden()) {
+        let snapshots: Vec<(&RequestLabels, Snapshot)> = series
+            .iter()
+            .map(|(l, s)| (l, pick(s).snapshot()))
+            .collect();
+        for (labels, snapshot) in merged(&snapshots, metric, Snapshot::add) {
+            snapshot.encode(family.encode_family(&labels)?)?;
+        }
+        return Ok(());
+    }
     for (labels, s) in series {
         pick(s).encode(family.encode_family(labels)?)?;
     }
@@ -230,24 +350,28 @@ impl Collector for Tables {
         };
         counter(
             &mut encoder,
+            Metric::TcpOpened,
             "istio_tcp_connections_opened",
             "Connections opened",
             &tcp_counter(|s| &s.opened),
         )?;
         counter(
             &mut encoder,
+            Metric::TcpClosed,
             "istio_tcp_connections_closed",
             "Connections closed",
             &tcp_counter(|s| &s.closed),
         )?;
         counter(
             &mut encoder,
+            Metric::TcpSent,
             "istio_tcp_sent_bytes",
             "Bytes sent in response (destination to source), counted when the connection closes",
             &tcp_counter(|s| &s.sent),
         )?;
         counter(
             &mut encoder,
+            Metric::TcpReceived,
             "istio_tcp_received_bytes",
             "Bytes received in request (source to destination), counted when the connection closes",
             &tcp_counter(|s| &s.received),
@@ -265,12 +389,14 @@ impl Collector for Tables {
         };
         counter(
             &mut encoder,
+            Metric::RequestCount,
             "istio_requests",
             "HTTP and gRPC requests",
             &request_counter(|s| &s.requests, false),
         )?;
         histogram(
             &mut encoder,
+            Metric::RequestDuration,
             "istio_request_duration_milliseconds",
             "Time from the request's first byte to the response's last, in milliseconds",
             &requests,
@@ -278,6 +404,7 @@ impl Collector for Tables {
         )?;
         histogram(
             &mut encoder,
+            Metric::RequestSize,
             "istio_request_bytes",
             "Request body sizes, in bytes",
             &requests,
@@ -285,6 +412,7 @@ impl Collector for Tables {
         )?;
         histogram(
             &mut encoder,
+            Metric::ResponseSize,
             "istio_response_bytes",
             "Response body sizes, in bytes",
             &requests,
@@ -292,12 +420,14 @@ impl Collector for Tables {
         )?;
         counter(
             &mut encoder,
+            Metric::GrpcRequestMessages,
             "istio_request_messages",
             "gRPC messages the client sent, per stream's labels",
             &request_counter(|s| &s.request_messages, true),
         )?;
         counter(
             &mut encoder,
+            Metric::GrpcResponseMessages,
             "istio_response_messages",
             "gRPC messages the server sent, per stream's labels",
             &request_counter(|s| &s.response_messages, true),

@@ -211,3 +211,126 @@ fn health_is_reported() {
         assert!(text.lines().any(|l| l == expected), "{expected} in\n{text}");
     }
 }
+
+/// A view, as a Telemetry's overrides make it: `istio_requests_total`
+/// loses `source_principal` and gains `request_host` (a value per
+/// request); the duration histogram is off.
+fn overridden_view() -> Arc<overrides::View> {
+    use overrides::{LABELS, Metric, MetricView};
+    let principal = LABELS
+        .iter()
+        .position(|l| *l == "source_principal")
+        .unwrap();
+    let mut view = overrides::View::default();
+    view.metrics[Metric::RequestCount as usize] = MetricView {
+        disabled: false,
+        removed: 1 << principal,
+        upserts: vec![("request_host".into(), 0)],
+    };
+    view.metrics[Metric::RequestDuration as usize].disabled = true;
+    view.expressions.push((
+        "request.host".into(),
+        weft_proto::telemetry::Value {
+            kind: Some(weft_proto::telemetry::value::Kind::Attribute(
+                "request.host".into(),
+            )),
+        },
+    ));
+    Arc::new(view)
+}
+
+#[test]
+fn overrides_remove_add_and_merge_labels_and_turn_metrics_off() {
+    let metrics = Metrics::default();
+    let server = workload("shop", "api", "api");
+    let view = overridden_view();
+    // Two clients that differ only in their principal, to one host.
+    for sa in ["web", "admin"] {
+        let client = workload("shop", "web", sa);
+        let mut labels = TrafficLabels::new(
+            Reporter::destination,
+            Peer::workload(&client),
+            Peer::workload(&server),
+            None,
+            RequestProtocol::http,
+            SecurityPolicy::mutual_tls,
+        );
+        labels.custom = Some(Arc::new(overrides::Custom {
+            view: view.clone(),
+            values: vec![Some("api.example".into())].into_boxed_slice(),
+        }));
+        metrics.traffic.request(
+            &labels,
+            200,
+            None,
+            &RequestOutcome {
+                duration: Duration::from_millis(3),
+                request_bytes: 10,
+                ..RequestOutcome::default()
+            },
+        );
+    }
+    let text = metrics.encode(Health::default(), false);
+    let lines =
+        |prefix: &str| -> Vec<&str> { text.lines().filter(|l| l.starts_with(prefix)).collect() };
+    // One series: the two differed only in the removed label.
+    let requests = lines("istio_requests_total{");
+    assert_eq!(requests.len(), 1, "{requests:?}");
+    assert!(requests[0].ends_with(" 2"), "{}", requests[0]);
+    assert!(requests[0].contains("request_host=\"api.example\""));
+    assert!(!requests[0].contains("source_principal="));
+    assert!(requests[0].contains("response_code=\"200\""));
+    // Off for this view.
+    assert!(lines("istio_request_duration_milliseconds_bucket{").is_empty());
+    // Untouched: both principals, no added label.
+    let sizes = lines("istio_request_bytes_count{");
+    assert_eq!(sizes.len(), 2, "{sizes:?}");
+    assert!(
+        sizes
+            .iter()
+            .all(|l| l.contains("source_principal=") && !l.contains("request_host"))
+    );
+}
+
+#[test]
+fn upsert_values_come_from_the_request() {
+    let server = workload("shop", "api", "api");
+    let mut labels = TrafficLabels::new(
+        Reporter::destination,
+        Peer::default(),
+        Peer::workload(&server),
+        None,
+        RequestProtocol::http,
+        SecurityPolicy::none,
+    );
+    labels.custom = Some(Arc::new(overrides::Custom::new(overridden_view())));
+    let count = |l: &TrafficLabels| {
+        RequestLabels {
+            traffic: l.clone(),
+            response_code: 200,
+            grpc_response_status: None,
+        }
+        .for_metric(overrides::Metric::RequestCount)
+        .unwrap()
+    };
+    let host = |pairs: Vec<(String, String)>| {
+        pairs
+            .into_iter()
+            .find(|(n, _)| n == "request_host")
+            .map(|(_, v)| v)
+    };
+    // Not computed (or missing): `unknown`, as Istio writes it.
+    assert_eq!(host(count(&labels)).as_deref(), Some("unknown"));
+    let mut e = Entry::new(std::time::SystemTime::now(), Duration::ZERO);
+    e.http = Some(crate::access_log::Http {
+        method: "GET",
+        path: "/",
+        authority: "shop.example",
+        headers: None,
+        response_headers: None,
+        status: 200,
+        grpc_status: None,
+    });
+    let labels = labels.with_values(&e);
+    assert_eq!(host(count(&labels)).as_deref(), Some("shop.example"));
+}
