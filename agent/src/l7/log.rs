@@ -103,8 +103,10 @@ pub struct Record {
     span: Option<ActiveSpan>,
     /// The port of the destination chosen (for the span's name).
     destination_port: u16,
-    /// What the source's metric overrides read of the request, when they
-    /// add labels with values.
+    /// The source's metric overrides when the request started (`None`:
+    /// Istio's standard metrics).
+    metrics_view: Option<Arc<overrides::View>>,
+    /// What they read of the request, when they add labels with values.
     tags: Option<RequestTags>,
 }
 
@@ -186,21 +188,23 @@ impl Record {
             });
         let source = down.pod.current(ctx);
         let span = ctx.tracer.client(&source, request.headers());
-        let tags = if ctx.metrics.traffic.enabled() {
-            let view = overrides::global().resolve(
+        // The source's metric overrides, as they are when the request
+        // starts (its values read the request then).
+        let metrics_view = if ctx.metrics.traffic.enabled() {
+            overrides::global().resolve(
                 &down.pod.workload.namespace,
                 &down.pod.workload.uid,
                 Side::Client,
-            );
-            RequestTags::capture(
-                request,
-                view.as_deref(),
-                Some(down.original),
-                Some(down.peer),
             )
         } else {
             None
         };
+        let tags = RequestTags::capture(
+            request,
+            metrics_view.as_deref(),
+            Some(down.original),
+            Some(down.peer),
+        );
         Record {
             started: Instant::now(),
             start_time: SystemTime::now(),
@@ -229,6 +233,7 @@ impl Record {
             response_messages: 0,
             span,
             destination_port: down.original.port(),
+            metrics_view,
             tags,
             telemetry: Telemetry {
                 metrics: ctx.metrics.clone(),
@@ -360,7 +365,8 @@ impl Record {
             Some(&t.service),
             t.protocol,
             security,
-        );
+        )
+        .under(self.metrics_view.clone());
         let labels = if self.flags.is_empty() {
             labels
         } else {

@@ -245,13 +245,19 @@ impl PodContext {
         traffic.enabled().then(|| {
             let labels =
                 self.inbound_labels(ctx, client_ip, client, port, RequestProtocol::tcp, security);
-            let local = self
-                .current(ctx)
-                .ips
-                .first()
-                .map(|ip| std::net::SocketAddr::new(*ip, port));
-            let mtls = security == SecurityPolicy::mutual_tls;
-            let labels = labels.with_connection_values(local, None, mtls);
+            // Values for a Telemetry's added labels, when there are any
+            // (the pod's address is looked up only then).
+            let labels = if labels.view().is_some_and(|v| !v.expressions.is_empty()) {
+                let local = self
+                    .current(ctx)
+                    .ips
+                    .first()
+                    .map(|ip| std::net::SocketAddr::new(*ip, port));
+                let mtls = security == SecurityPolicy::mutual_tls;
+                labels.with_connection_values(local, None, mtls)
+            } else {
+                labels
+            };
             traffic.tcp_open(&labels)
         })
     }

@@ -6,8 +6,9 @@
 //! server's), as Istio does; a connection or request between two nodes is
 //! counted once by each.
 //!
-//! Labels name workloads, services and identities, never connections or
-//! IPs: cardinality is bounded by the mesh's size.
+//! Istio's standard labels name workloads, services and identities, never
+//! connections or IPs: cardinality is bounded by the mesh's size, unless a
+//! Telemetry adds a label with a per-request value ([`overrides`]).
 
 pub mod overrides;
 mod series;
@@ -171,6 +172,7 @@ pub struct TrafficLabels {
 }
 
 impl Reporter {
+    /// The label's value.
     pub fn as_str(self) -> &'static str {
         match self {
             Reporter::source => "source",
@@ -180,6 +182,7 @@ impl Reporter {
 }
 
 impl RequestProtocol {
+    /// The label's value.
     pub fn as_str(self) -> &'static str {
         match self {
             RequestProtocol::tcp => "tcp",
@@ -190,6 +193,7 @@ impl RequestProtocol {
 }
 
 impl SecurityPolicy {
+    /// The label's value.
     pub fn as_str(self) -> &'static str {
         match self {
             SecurityPolicy::mutual_tls => "mutual_tls",
@@ -424,19 +428,22 @@ impl TrafficLabels {
         let standard = self.standard();
         let values = standard.iter().chain(extra);
         let Some(custom) = &self.custom else {
-            return Some(
-                overrides::LABELS
-                    .iter()
-                    .zip(values)
-                    .map(|(n, v)| (n.to_string(), v.to_string()))
-                    .collect(),
-            );
+            let mut labels: Vec<(String, String)> = overrides::LABELS
+                .iter()
+                .zip(values)
+                .map(|(n, v)| (n.to_string(), v.to_string()))
+                .collect();
+            labels.sort_unstable();
+            return Some(labels);
         };
         let m = custom.view.metric(metric);
         if m.disabled {
             return None;
         }
-        let mut labels: Vec<(String, String)> = overrides::LABELS
+        // The standard labels this metric has (an UPSERT of one it lacks,
+        // `response_code` on a TCP metric, adds nothing, as in Istio).
+        let carried = &overrides::LABELS[..standard.len() + extra.len()];
+        let mut labels: Vec<(String, String)> = carried
             .iter()
             .zip(values)
             .enumerate()
@@ -444,8 +451,15 @@ impl TrafficLabels {
             .map(|(_, (n, v))| (n.to_string(), v.to_string()))
             .collect();
         for (name, i) in &m.upserts {
-            labels.push((name.clone(), custom.value(*i).to_string()));
+            let standard_elsewhere =
+                overrides::LABELS.contains(&name.as_str()) && !carried.contains(&name.as_str());
+            if !standard_elsewhere {
+                labels.push((name.clone(), custom.value(*i).to_string()));
+            }
         }
+        // In name order: the same labels in another order must be the
+        // same series when the tables are encoded.
+        labels.sort_unstable();
         Some(labels)
     }
 

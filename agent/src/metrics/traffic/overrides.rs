@@ -12,8 +12,8 @@
 //! (`ALL_METRICS` is every one) and its tags. The providers named last
 //! decide whether Prometheus (the only provider weft's agents serve)
 //! gets anything; `ALL_METRICS` with `disabled: true` turns every metric
-//! of the side off, and a later `ALL_METRICS` override without it turns
-//! them back on.
+//! of the side off, and any later override of that side turns them back
+//! on.
 //!
 //! Most workloads have no override: [`Policies::resolve`] answers `None`
 //! and labels stay Istio's standard set, with nothing added to the path.
@@ -143,6 +143,7 @@ pub struct View {
 }
 
 impl View {
+    /// What `m` records under this view.
     pub fn metric(&self, m: Metric) -> &MetricView {
         &self.metrics[m as usize]
     }
@@ -214,8 +215,13 @@ pub struct Policies {
 #[derive(Debug, Default)]
 struct State {
     levels: Levels<MetricsPolicy>,
-    /// Resolved per workload uid: [client, server]; cleared on change.
+    /// Resolved per workload uid, [client, server]: `None` not resolved
+    /// yet, `Some(None)` the standard set. Cleared on change.
     cache: HashMap<String, [Option<Option<Arc<View>>>; 2]>,
+    /// The views in use, one per content: a push that changes nothing for
+    /// a workload resolves to the same view, so its label sets (keyed by
+    /// the view's identity) stay the same series.
+    interned: Vec<Arc<View>>,
 }
 
 /// The agent's policies (one set per process, as the access log's).
@@ -233,6 +239,8 @@ impl Policies {
         let mut state = self.inner.write().unwrap_or_else(|e| e.into_inner());
         state.levels.apply(upserts, removals);
         state.cache.clear();
+        // Views no series keeps are forgotten.
+        state.interned.retain(|v| Arc::strong_count(v) > 1);
         let active = state.levels.policies().any(|p| {
             p.namespace_rules.is_some()
                 || !p.workloads.is_empty()
@@ -271,7 +279,16 @@ impl Policies {
             return cached;
         }
         let mut state = self.inner.write().unwrap_or_else(|e| e.into_inner());
-        let view = state.merge(namespace, uid, side).map(Arc::new);
+        let view = state.merge(namespace, uid, side).map(|view| {
+            match state.interned.iter().find(|v| ***v == view) {
+                Some(same) => same.clone(),
+                None => {
+                    let view = Arc::new(view);
+                    state.interned.push(view.clone());
+                    view
+                }
+            }
+        });
         state.cache.entry(uid.to_string()).or_default()[slot] = Some(view.clone());
         view
     }
@@ -329,21 +346,32 @@ impl State {
                 continue;
             }
             for o in &e.overrides {
-                let applies = match o.mode() {
+                // A mode or metric this agent does not know (a newer
+                // control plane's) applies to nothing here.
+                let (Ok(mode), Ok(metric)) =
+                    (Mode::try_from(o.mode), IstioMetric::try_from(o.metric))
+                else {
+                    continue;
+                };
+                let applies = match mode {
                     Mode::ClientAndServer => true,
                     Mode::Client => side == Side::Client,
                     Mode::Server => side == Side::Server,
                 };
-                if !applies || !o.custom_metric.is_empty() {
+                if !applies {
                     continue;
                 }
-                let metric = Metric::of(o.metric());
-                if metric.is_none() {
-                    if o.disabled == Some(true) {
-                        all_disabled = true;
-                        continue;
-                    }
-                    all_disabled = false;
+                let metric = Metric::of(metric);
+                if metric.is_none() && o.disabled == Some(true) && o.custom_metric.is_empty() {
+                    all_disabled = true;
+                    continue;
+                }
+                // Any other override of the side turns it back on (Istio's
+                // way: a root that turns everything off, then a namespace
+                // that overrides one metric, records).
+                all_disabled = false;
+                if !o.custom_metric.is_empty() {
+                    continue;
                 }
                 let targets: Vec<Metric> = match metric {
                     Some(m) => vec![m],
@@ -612,6 +640,57 @@ mod tests {
                 .keeps(label("request_protocol"))
         );
         assert_eq!(client.metric(Metric::TcpOpened), &MetricView::default());
+    }
+
+    #[test]
+    fn any_later_override_turns_a_side_back_on() {
+        let mut count = over(Mode::ClientAndServer, IstioMetric::RequestCount, None);
+        count.tags = vec![remove("request_protocol")];
+        let shop = MetricsPolicy {
+            namespace: "shop".into(),
+            namespace_rules: Some(rules(vec![count])),
+            ..Default::default()
+        };
+        let off = rules(vec![over(
+            Mode::ClientAndServer,
+            IstioMetric::AllMetrics,
+            Some(true),
+        )]);
+        let p = policies(vec![root(&["prometheus"], Some(off)), shop]);
+        let view = p.resolve("shop", "a", Side::Server).unwrap();
+        assert!(view.records_any(&Metric::ALL), "{view:?}");
+        assert!(
+            !p.resolve("bank", "b", Side::Server)
+                .unwrap()
+                .records_any(&Metric::ALL)
+        );
+    }
+
+    #[test]
+    fn unknown_enum_values_apply_to_nothing() {
+        let mut o = over(Mode::ClientAndServer, IstioMetric::AllMetrics, Some(true));
+        o.metric = 99;
+        let p = policies(vec![root(&["prometheus"], Some(rules(vec![o])))]);
+        assert_eq!(p.resolve("shop", "a", Side::Client), None);
+    }
+
+    #[test]
+    fn a_push_that_changes_nothing_keeps_the_view() {
+        let disabled = || {
+            root(
+                &["prometheus"],
+                Some(rules(vec![over(
+                    Mode::ClientAndServer,
+                    IstioMetric::RequestDuration,
+                    Some(true),
+                )])),
+            )
+        };
+        let p = policies(vec![disabled()]);
+        let first = p.resolve("shop", "a", Side::Client).unwrap();
+        p.apply(vec![("istio-system".into(), "2".into(), disabled())], &[]);
+        let again = p.resolve("shop", "a", Side::Client).unwrap();
+        assert!(Arc::ptr_eq(&first, &again));
     }
 
     #[test]

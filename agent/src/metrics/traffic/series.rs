@@ -171,8 +171,9 @@ impl Default for RequestSeries {
 type Map<K, V> = HashMap<K, Arc<V>, foldhash::fast::RandomState>;
 
 /// Label set → series, created on first use and kept for the agent's life
-/// (as Prometheus expects of a counter; the label sets are bounded by the
-/// mesh's workloads and services).
+/// (as Prometheus expects of a counter; Istio's label sets are bounded by
+/// the mesh's workloads and services, and a Telemetry's added labels by
+/// their values).
 #[derive(Debug)]
 pub struct Table<K, V> {
     series: RwLock<Map<K, V>>,

@@ -334,3 +334,56 @@ fn upsert_values_come_from_the_request() {
     let labels = labels.with_values(&e);
     assert_eq!(host(count(&labels)).as_deref(), Some("shop.example"));
 }
+
+#[test]
+fn merged_series_agree_whatever_the_label_order() {
+    use overrides::{LABELS, Metric, MetricView};
+    // `destination_service` redefined with the value it had, and an UPSERT
+    // of `response_code`, which TCP metrics do not have.
+    let service = LABELS
+        .iter()
+        .position(|l| *l == "destination_service")
+        .unwrap();
+    let mut view = overrides::View::default();
+    for m in Metric::ALL {
+        view.metrics[m as usize] = MetricView {
+            disabled: false,
+            removed: 1 << service,
+            upserts: vec![
+                ("destination_service".into(), 0),
+                ("response_code".into(), 1),
+            ],
+        };
+    }
+    let literal = |s: &str| weft_proto::telemetry::Value {
+        kind: Some(weft_proto::telemetry::value::Kind::String(s.into())),
+    };
+    view.expressions = vec![("a".into(), literal("unknown")), ("b".into(), literal("7"))];
+    let view = Arc::new(view);
+    let metrics = Metrics::default();
+    let server = workload("shop", "api", "api");
+    let plain = TrafficLabels::new(
+        Reporter::destination,
+        Peer::default(),
+        Peer::workload(&server),
+        None,
+        RequestProtocol::tcp,
+        SecurityPolicy::none,
+    );
+    let mut custom = plain.clone();
+    custom.custom = Some(Arc::new(overrides::Custom {
+        view,
+        values: vec![Some("unknown".into()), Some("7".into())].into_boxed_slice(),
+    }));
+    metrics.traffic.tcp_open(&plain).close(1, 1);
+    metrics.traffic.tcp_open(&custom).close(1, 1);
+    let text = metrics.encode(Health::default(), false);
+    let opened: Vec<&str> = text
+        .lines()
+        .filter(|l| l.starts_with("istio_tcp_connections_opened_total{"))
+        .collect();
+    // One series: the same labels, written in another order.
+    assert_eq!(opened.len(), 1, "{opened:?}");
+    assert!(opened[0].ends_with(" 2"), "{}", opened[0]);
+    assert!(!opened[0].contains("response_code"), "{}", opened[0]);
+}
