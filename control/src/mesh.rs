@@ -1,19 +1,54 @@
 //! The parts of Istio's MeshConfig weft-control reads (`--mesh-config`,
 //! the YAML of the `istio` ConfigMap's `mesh` key): `extensionProviders`,
-//! which CUSTOM AuthorizationPolicies and Telemetry `tracing` name, the
-//! access log (`accessLogFile`, `accessLogEncoding`, `accessLogFormat`),
-//! tracing (`enableTracing`, `defaultConfig.tracing.sampling`,
-//! `defaultProviders.tracing`) and `defaultProviders.metrics`. Every other
-//! MeshConfig field is accepted and ignored.
+//! which CUSTOM AuthorizationPolicies and Telemetry `tracing`, `metrics`
+//! and `accessLogging` name, the access log (`accessLogFile`,
+//! `accessLogEncoding`, `accessLogFormat`), tracing (`enableTracing`,
+//! `defaultConfig.tracing.sampling`, `defaultProviders.tracing`) and
+//! `defaultProviders.metrics` and `.accessLogging`. Every other MeshConfig
+//! field is accepted and ignored.
+//!
+//! Telemetry provider names resolve as istiod resolves them (see
+//! [`MeshConfig::resolve_provider`]): against `extensionProviders` after
+//! Istio's built-in `prometheus`, `stackdriver` and `envoy`, ignoring
+//! case, then by the provider's kind.
 
-use std::path::Path;
+mod access_log;
+
+use std::{path::Path, sync::LazyLock};
 
 use serde::Deserialize;
 
+pub use self::access_log::{ENVOY_PROVIDER, EnvoyFileAccessLog, Labels, LogFormat, STDOUT};
 use crate::{
-    kinds::istio::Duration,
+    kinds::{Ignored, istio::Duration},
     yaml::{self, Limits, de::from_node, path::FieldPath},
 };
+
+/// Istio's built-in providers (`DefaultMeshConfig`), in its order: an
+/// `extensionProviders` entry of the same name (exactly) replaces one in
+/// place; the others come after them.
+static BUILT_IN: LazyLock<[ExtensionProvider; 3]> = LazyLock::new(|| {
+    [
+        ExtensionProvider {
+            name: "prometheus".into(),
+            prometheus: Some(Ignored),
+            ..Default::default()
+        },
+        ExtensionProvider {
+            name: "stackdriver".into(),
+            stackdriver: Some(OtherTracer::default()),
+            ..Default::default()
+        },
+        ExtensionProvider {
+            name: ENVOY_PROVIDER.into(),
+            envoy_file_access_log: Some(EnvoyFileAccessLog {
+                path: STDOUT.into(),
+                ..Default::default()
+            }),
+            ..Default::default()
+        },
+    ]
+});
 
 /// What weft reads of MeshConfig.
 #[derive(Debug, Clone, Default, PartialEq, Deserialize)]
@@ -21,9 +56,10 @@ use crate::{
 pub struct MeshConfig {
     #[serde(default)]
     pub extension_providers: Vec<ExtensionProvider>,
-    /// `accessLogFile`: where proxies write access logs. Unset: weft's
-    /// default, `/dev/stdout` (Istio's is off); `""`: off, unless a
-    /// Telemetry turns the `envoy` provider on.
+    /// `accessLogFile`: where proxies write access logs when no Telemetry
+    /// provider applies. Unset: weft's default, `/dev/stdout` (Istio's is
+    /// off); `""`: off, unless a Telemetry entry that names no provider
+    /// turns it on (it then writes to stdout).
     #[serde(default)]
     pub access_log_file: Option<String>,
     /// `accessLogEncoding`: `TEXT` (the default) or `JSON`.
@@ -40,7 +76,8 @@ pub struct MeshConfig {
     /// `tracing.sampling`.
     #[serde(default)]
     pub default_config: Option<ProxyConfig>,
-    /// `defaultProviders`: weft reads `tracing` and `metrics`.
+    /// `defaultProviders`: weft reads `tracing`, `metrics` and
+    /// `accessLogging`.
     #[serde(default)]
     pub default_providers: Option<DefaultProviders>,
 }
@@ -64,8 +101,7 @@ pub struct ProxyTracing {
     pub sampling: Option<f64>,
 }
 
-/// `defaultProviders`: `tracing` and `metrics` are read (`accessLogging`
-/// is accepted and ignored).
+/// `defaultProviders`: `tracing`, `metrics` and `accessLogging`.
 #[derive(Debug, Clone, Default, PartialEq, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct DefaultProviders {
@@ -75,10 +111,16 @@ pub struct DefaultProviders {
     /// metrics off.
     #[serde(default)]
     pub metrics: Option<Vec<String>>,
+    /// The access-log providers of a workload no Telemetry `accessLogging`
+    /// names any for; empty: MeshConfig's own `accessLogFile`.
+    #[serde(default)]
+    pub access_logging: Vec<String>,
 }
 
-/// One `extensionProviders` entry: a name and one provider kind.
-#[derive(Debug, Clone, PartialEq, Deserialize)]
+/// One `extensionProviders` entry: a name and one provider kind (kinds
+/// weft does not know, `sds`, `opencensus`, ..., are accepted and leave
+/// it without one).
+#[derive(Debug, Clone, Default, PartialEq, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct ExtensionProvider {
     pub name: String,
@@ -101,6 +143,61 @@ pub struct ExtensionProvider {
     pub stackdriver: Option<OtherTracer>,
     #[serde(default)]
     pub lightstep: Option<OtherTracer>,
+    /// `prometheus`: the metrics weft's agents serve (its settings are
+    /// accepted and ignored).
+    #[serde(default)]
+    pub prometheus: Option<Ignored>,
+    /// `envoyFileAccessLog`: access logs written to a file, the one
+    /// access-log kind weft's agents write.
+    #[serde(default)]
+    pub envoy_file_access_log: Option<EnvoyFileAccessLog>,
+    /// The gRPC access-log services: accepted, but nothing is sent to
+    /// them.
+    #[serde(default)]
+    pub envoy_otel_als: Option<Ignored>,
+    #[serde(default)]
+    pub envoy_http_als: Option<Ignored>,
+    #[serde(default)]
+    pub envoy_tcp_als: Option<Ignored>,
+}
+
+/// An `extensionProviders` entry's kind: the field it is set in.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ProviderKind {
+    EnvoyExtAuthzGrpc,
+    EnvoyExtAuthzHttp,
+    Opentelemetry,
+    Zipkin,
+    Datadog,
+    Skywalking,
+    Stackdriver,
+    Lightstep,
+    Prometheus,
+    EnvoyFileAccessLog,
+    EnvoyOtelAls,
+    EnvoyHttpAls,
+    EnvoyTcpAls,
+}
+
+impl ProviderKind {
+    /// The MeshConfig field, as written in YAML.
+    pub fn field(self) -> &'static str {
+        match self {
+            ProviderKind::EnvoyExtAuthzGrpc => "envoyExtAuthzGrpc",
+            ProviderKind::EnvoyExtAuthzHttp => "envoyExtAuthzHttp",
+            ProviderKind::Opentelemetry => "opentelemetry",
+            ProviderKind::Zipkin => "zipkin",
+            ProviderKind::Datadog => "datadog",
+            ProviderKind::Skywalking => "skywalking",
+            ProviderKind::Stackdriver => "stackdriver",
+            ProviderKind::Lightstep => "lightstep",
+            ProviderKind::Prometheus => "prometheus",
+            ProviderKind::EnvoyFileAccessLog => "envoyFileAccessLog",
+            ProviderKind::EnvoyOtelAls => "envoyOtelAls",
+            ProviderKind::EnvoyHttpAls => "envoyHttpAls",
+            ProviderKind::EnvoyTcpAls => "envoyTcpAls",
+        }
+    }
 }
 
 /// `opentelemetry`: `service`, `port` and `maxTagLength` are read; `http`,
@@ -147,6 +244,42 @@ pub struct Tracer<'a> {
 }
 
 impl ExtensionProvider {
+    /// The kinds set, in the order of [`ProviderKind`].
+    fn kinds(&self) -> impl Iterator<Item = ProviderKind> {
+        [
+            (
+                self.envoy_ext_authz_grpc.is_some(),
+                ProviderKind::EnvoyExtAuthzGrpc,
+            ),
+            (
+                self.envoy_ext_authz_http.is_some(),
+                ProviderKind::EnvoyExtAuthzHttp,
+            ),
+            (self.opentelemetry.is_some(), ProviderKind::Opentelemetry),
+            (self.zipkin.is_some(), ProviderKind::Zipkin),
+            (self.datadog.is_some(), ProviderKind::Datadog),
+            (self.skywalking.is_some(), ProviderKind::Skywalking),
+            (self.stackdriver.is_some(), ProviderKind::Stackdriver),
+            (self.lightstep.is_some(), ProviderKind::Lightstep),
+            (self.prometheus.is_some(), ProviderKind::Prometheus),
+            (
+                self.envoy_file_access_log.is_some(),
+                ProviderKind::EnvoyFileAccessLog,
+            ),
+            (self.envoy_otel_als.is_some(), ProviderKind::EnvoyOtelAls),
+            (self.envoy_http_als.is_some(), ProviderKind::EnvoyHttpAls),
+            (self.envoy_tcp_als.is_some(), ProviderKind::EnvoyTcpAls),
+        ]
+        .into_iter()
+        .filter_map(|(set, kind)| set.then_some(kind))
+    }
+
+    /// Its kind; `None` for a kind weft does not know (validation refuses
+    /// an entry with two).
+    pub fn kind(&self) -> Option<ProviderKind> {
+        self.kinds().next()
+    }
+
     /// The tracing kind this provider is, if it is one.
     pub fn tracer(&self) -> Option<Tracer<'_>> {
         if let Some(o) = &self.opentelemetry {
@@ -344,6 +477,47 @@ impl MeshConfig {
             .unwrap_or_else(|| vec!["prometheus".to_string()])
     }
 
+    /// The providers as istiod holds them: Istio's built-in `prometheus`,
+    /// `stackdriver` and `envoy` first, each replaced in place by an
+    /// `extensionProviders` entry of exactly its name, then the other
+    /// entries in order (`ApplyMeshConfig`).
+    pub fn providers(&self) -> Vec<&ExtensionProvider> {
+        let mut providers: Vec<&ExtensionProvider> = BUILT_IN
+            .iter()
+            .map(|b| {
+                self.extension_providers
+                    .iter()
+                    .find(|p| p.name == b.name)
+                    .unwrap_or(b)
+            })
+            .collect();
+        providers.extend(
+            self.extension_providers
+                .iter()
+                .filter(|p| !BUILT_IN.iter().any(|b| b.name == p.name)),
+        );
+        providers
+    }
+
+    /// The provider a Telemetry or `defaultProviders` name means: the
+    /// first of [`MeshConfig::providers`] whose name equals it ignoring
+    /// case (istiod's `fetchProvider`). So `Envoy` and `ENVOY` mean the
+    /// built-in `envoy` (or the entry named exactly `envoy`), even when an
+    /// entry is named `Envoy`.
+    pub fn resolve_provider(&self, name: &str) -> Option<&ExtensionProvider> {
+        self.providers()
+            .into_iter()
+            .find(|p| p.name.eq_ignore_ascii_case(name))
+    }
+
+    /// Whether a metrics provider name means a provider of kind
+    /// `prometheus` (the built-in `prometheus`, unless an entry of that
+    /// name gives it another kind).
+    pub fn is_prometheus(&self, name: &str) -> bool {
+        self.resolve_provider(name)
+            .is_some_and(|p| p.kind() == Some(ProviderKind::Prometheus))
+    }
+
     /// `defaultConfig.tracing.sampling` is a percentage, and an
     /// `opentelemetry` provider names its collector.
     fn check_tracing(&self) -> Result<(), String> {
@@ -368,34 +542,6 @@ impl MeshConfig {
         Ok(())
     }
 
-    /// `accessLogEncoding` and `accessLogFormat`: the format must parse
-    /// with the operators weft's agent renders.
-    fn check_access_log(&self) -> Result<(), String> {
-        if let Some(encoding) = &self.access_log_encoding
-            && !encoding.eq_ignore_ascii_case("TEXT")
-            && !encoding.eq_ignore_ascii_case("JSON")
-        {
-            return Err(format!(
-                "accessLogEncoding: `{encoding}` is not TEXT or JSON"
-            ));
-        }
-        let Some(format) = self
-            .access_log_format
-            .as_deref()
-            .map(str::trim)
-            .filter(|f| !f.is_empty())
-        else {
-            return Ok(());
-        };
-        use crate::model::access_log::format;
-        if self.access_log_json() {
-            format::parse_json(format).map(|_| ())
-        } else {
-            format::parse(format).map(|_| ())
-        }
-        .map_err(|e| format!("accessLogFormat: {e}"))
-    }
-
     fn check(&self) -> Result<(), String> {
         self.check_access_log()?;
         self.check_tracing()?;
@@ -403,6 +549,24 @@ impl MeshConfig {
             let at = format!("extensionProviders[{i}]");
             if p.name.is_empty() {
                 return Err(format!("{at}.name: must be set"));
+            }
+            let kinds: Vec<&str> = p.kinds().map(ProviderKind::field).collect();
+            if kinds.len() > 1 {
+                return Err(format!(
+                    "{at}: sets {}; a provider has one kind",
+                    kinds
+                        .iter()
+                        .map(|k| format!("`{k}`"))
+                        .collect::<Vec<_>>()
+                        .join(" and ")
+                ));
+            }
+            if let Some(log_format) = p
+                .envoy_file_access_log
+                .as_ref()
+                .and_then(|f| f.log_format.as_ref())
+            {
+                MeshConfig::check_log_format(&at, log_format)?;
             }
             if let Some(grpc) = &p.envoy_ext_authz_grpc {
                 let at = format!("{at}.envoyExtAuthzGrpc");
@@ -463,222 +627,13 @@ impl MeshConfig {
         Ok(())
     }
 
+    /// The `extensionProviders` entry named exactly `name` (CUSTOM
+    /// authorization and tracing look providers up this way).
     pub fn provider(&self, name: &str) -> Option<&ExtensionProvider> {
         self.extension_providers.iter().find(|p| p.name == name)
     }
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn load(text: &str) -> Result<MeshConfig, String> {
-        let dir = std::env::temp_dir().join(format!("weft-mesh-{}", std::process::id()));
-        std::fs::create_dir_all(&dir).unwrap();
-        let file = dir.join(format!("{}.yaml", text.len()));
-        std::fs::write(&file, text).unwrap();
-        let out = MeshConfig::load(&file);
-        let _ = std::fs::remove_file(&file);
-        out
-    }
-
-    #[test]
-    fn reads_ext_authz_providers_and_ignores_the_rest() {
-        let mesh = load("accessLogFile: /dev/stdout\nextensionProviders:\n- name: opa\n  envoyExtAuthzGrpc:\n    service: opa.authz.svc.cluster.local\n    port: 9191\n    timeout: 250ms\n    failOpen: true\n    statusOnError: '503'\n- name: web\n  envoyExtAuthzHttp:\n    service: web\n    port: 80\n").unwrap();
-        let grpc = mesh
-            .provider("opa")
-            .unwrap()
-            .envoy_ext_authz_grpc
-            .clone()
-            .unwrap();
-        assert_eq!(grpc.port, 9191);
-        assert_eq!(grpc.timeout.unwrap().0.as_millis(), 250);
-        assert!(grpc.fail_open);
-        assert!(mesh.provider("web").unwrap().envoy_ext_authz_http.is_some());
-        assert!(mesh.provider("none").is_none());
-    }
-
-    #[test]
-    fn reads_http_providers_and_request_bodies() {
-        let mesh = load("extensionProviders:\n- name: web\n  envoyExtAuthzHttp:\n    service: authz.foo.svc.cluster.local\n    port: 8000\n    timeout: 1s\n    pathPrefix: /check\n    failOpen: true\n    statusOnError: '502'\n    includeRequestHeadersInCheck: [x-user, 'x-ext-*']\n    includeHeadersInCheck: [old]\n    includeAdditionalHeadersInCheck: {x-from: weft}\n    includeRequestBodyInCheck: {maxRequestBytes: 100, allowPartialMessage: true}\n    headersToUpstreamOnAllow: ['*-id']\n    headersToDownstreamOnDeny: [x-why]\n    headersToDownstreamOnAllow: [x-ok]\n- name: grpc\n  envoyExtAuthzGrpc:\n    service: 10.0.0.1\n    port: 9000\n    includeRequestBodyInCheck: {maxRequestBytes: 10, packAsBytes: true}\n").unwrap();
-        let http = mesh
-            .provider("web")
-            .unwrap()
-            .envoy_ext_authz_http
-            .clone()
-            .unwrap();
-        assert_eq!(http.path_prefix.as_deref(), Some("/check"));
-        assert_eq!(http.include_request_headers_in_check, ["x-user", "x-ext-*"]);
-        assert_eq!(http.include_headers_in_check, ["old"]);
-        assert_eq!(http.include_additional_headers_in_check["x-from"], "weft");
-        let body = http.include_request_body_in_check.unwrap();
-        assert!(body.max_request_bytes == 100 && body.allow_partial_message && !body.pack_as_bytes);
-        assert_eq!(http.headers_to_upstream_on_allow, ["*-id"]);
-        assert_eq!(http.headers_to_downstream_on_deny, ["x-why"]);
-        assert_eq!(http.headers_to_downstream_on_allow, ["x-ok"]);
-        assert!(http.fail_open && http.status_on_error.as_deref() == Some("502"));
-        let grpc = mesh
-            .provider("grpc")
-            .unwrap()
-            .envoy_ext_authz_grpc
-            .clone()
-            .unwrap();
-        assert!(grpc.include_request_body_in_check.unwrap().pack_as_bytes);
-    }
-
-    #[test]
-    fn bad_http_providers_are_refused_with_the_field() {
-        let http = |extra: &str| {
-            load(&format!(
-                "extensionProviders:\n- name: web\n  envoyExtAuthzHttp:\n    service: web\n    port: 80\n{extra}"
-            ))
-        };
-        for (extra, field) in [
-            ("    pathPrefix: check\n", "envoyExtAuthzHttp.pathPrefix"),
-            (
-                "    statusOnError: '99'\n",
-                "envoyExtAuthzHttp.statusOnError",
-            ),
-            (
-                "    includeRequestHeadersInCheck: [a, '*']\n",
-                "envoyExtAuthzHttp.includeRequestHeadersInCheck[1]",
-            ),
-            (
-                "    headersToDownstreamOnDeny: ['']\n",
-                "headersToDownstreamOnDeny[0]",
-            ),
-            (
-                "    includeAdditionalHeadersInCheck: {'bad name': x}\n",
-                "includeAdditionalHeadersInCheck",
-            ),
-            (
-                "    includeRequestBodyInCheck: {allowPartialMessage: true}\n",
-                "envoyExtAuthzHttp.includeRequestBodyInCheck.maxRequestBytes",
-            ),
-        ] {
-            let err = http(extra).unwrap_err();
-            assert!(err.contains(field), "{extra}: {err}");
-        }
-        assert!(http("").is_ok());
-        let err = load("extensionProviders:\n- name: web\n  envoyExtAuthzHttp:\n    port: 80\n")
-            .unwrap_err();
-        assert!(err.contains("service"), "{err}");
-    }
-
-    #[test]
-    fn reads_and_checks_the_access_log() {
-        let mesh = load("extensionProviders: []\n").unwrap();
-        assert_eq!(mesh.access_log_file(), "/dev/stdout");
-        assert!(!mesh.access_log_json());
-        let mesh = load("accessLogFile: \"\"\naccessLogEncoding: JSON\naccessLogFormat: '{\"code\": \"%RESPONSE_CODE%\"}'\n").unwrap();
-        assert_eq!(mesh.access_log_file(), "");
-        assert!(mesh.access_log_json());
-        for (text, wanted) in [
-            ("accessLogEncoding: XML\n", "accessLogEncoding: `XML`"),
-            (
-                "accessLogFormat: '[%START_TIME%] %NOT_AN_OPERATOR%'\n",
-                "accessLogFormat: position 15: unknown command operator `%NOT_AN_OPERATOR%`",
-            ),
-            (
-                "accessLogEncoding: JSON\naccessLogFormat: '%DURATION%'\n",
-                "accessLogFormat: a JSON access log format",
-            ),
-        ] {
-            let err = load(text).unwrap_err();
-            assert!(err.contains(wanted), "{text}: {err}");
-        }
-    }
-
-    #[test]
-    fn tracing_defaults_are_istios() {
-        let mesh = MeshConfig::parse("extensionProviders: []\n").unwrap();
-        assert!(mesh.tracing_enabled());
-        assert_eq!(mesh.tracing_sampling(), 1.0);
-        assert!(mesh.default_tracing_providers().is_empty());
-        assert!(MeshConfig::default().tracing_enabled());
-    }
-
-    #[test]
-    fn reads_tracing_and_ignores_the_other_proxy_defaults() {
-        let mesh = MeshConfig::parse("enableTracing: false\ndefaultConfig:\n  discoveryAddress: istiod.istio-system.svc:15012\n  holdApplicationUntilProxyStarts: true\n  tracing:\n    sampling: 12.5\n    maxPathTagLength: 99\n    zipkin: {address: zipkin:9411}\ndefaultProviders:\n  tracing: [otel]\n  metrics: [prometheus]\n  accessLogging: [envoy]\nextensionProviders:\n- name: otel\n  opentelemetry:\n    service: otel-collector.observability.svc.cluster.local\n    port: 4317\n    maxTagLength: 100\n    http: {path: /v1/traces, timeout: 5s}\n    resourceDetectors: {environment: {}}\n    dynatraceSampler: {tenant: t, clusterId: 1}\n- name: zipkin\n  zipkin: {service: zipkin.istio-system.svc.cluster.local, port: 9411, enable64bitTraceId: true}\n- name: sd\n  stackdriver: {maxNumberOfAttributes: 10}\n- name: dd\n  datadog: {service: dd.agent, port: 8126}\n- name: sw\n  skywalking: {service: sw, port: 11800}\n- name: ls\n  lightstep: {service: ls, port: 8080, accessToken: x}\n- name: opa\n  envoyExtAuthzGrpc: {service: opa, port: 9191}\n").unwrap();
-        assert!(!mesh.tracing_enabled());
-        assert_eq!(mesh.tracing_sampling(), 12.5);
-        assert_eq!(mesh.default_tracing_providers(), ["otel"]);
-        let otel = mesh.provider("otel").unwrap().tracer().unwrap();
-        assert!(otel.opentelemetry);
-        assert_eq!(
-            (otel.service, otel.port, otel.max_tag_length),
-            ("otel-collector.observability.svc.cluster.local", 4317, 100)
-        );
-        let zipkin = mesh.provider("zipkin").unwrap().tracer().unwrap();
-        assert!(!zipkin.opentelemetry && zipkin.kind == "zipkin" && zipkin.port == 9411);
-        let sd = mesh.provider("sd").unwrap().tracer().unwrap();
-        assert!(sd.kind == "stackdriver" && sd.service.is_empty() && sd.port == 0);
-        for (name, kind) in [("dd", "datadog"), ("sw", "skywalking"), ("ls", "lightstep")] {
-            assert_eq!(mesh.provider(name).unwrap().tracer().unwrap().kind, kind);
-        }
-        assert!(mesh.provider("opa").unwrap().tracer().is_none());
-    }
-
-    #[test]
-    fn default_metrics_providers_are_prometheus_unless_written() {
-        for (text, wanted) in [
-            ("extensionProviders: []\n", &["prometheus"][..]),
-            (
-                "defaultProviders:\n  tracing: [otel]\n",
-                &["prometheus"][..],
-            ),
-            (
-                "defaultProviders:\n  metrics: [prometheus, stackdriver]\n",
-                &["prometheus", "stackdriver"][..],
-            ),
-            ("defaultProviders:\n  metrics: []\n", &[][..]),
-        ] {
-            let mesh = MeshConfig::parse(text).unwrap();
-            assert_eq!(mesh.default_metrics_providers(), wanted, "{text}");
-        }
-        assert_eq!(
-            MeshConfig::default().default_metrics_providers(),
-            ["prometheus"]
-        );
-    }
-
-    #[test]
-    fn bad_tracing_is_refused_with_the_field() {
-        for (text, wanted) in [
-            (
-                "defaultConfig:\n  tracing:\n    sampling: 100.5\n",
-                "defaultConfig.tracing.sampling: 100.5 is not a percentage",
-            ),
-            (
-                "defaultConfig:\n  tracing:\n    sampling: -1\n",
-                "defaultConfig.tracing.sampling: -1 is not a percentage",
-            ),
-            (
-                "extensionProviders:\n- name: otel\n  opentelemetry: {port: 4317}\n",
-                "extensionProviders[0].opentelemetry.service: must be set",
-            ),
-            (
-                "extensionProviders:\n- name: otel\n  opentelemetry: {service: otel}\n",
-                "extensionProviders[0].opentelemetry.port: 0 is not a port",
-            ),
-            (
-                "extensionProviders:\n- name: opa\n  envoyExtAuthzGrpc: {service: opa, port: 1}\n- name: otel\n  opentelemetry: {service: otel, port: 70000}\n",
-                "extensionProviders[1].opentelemetry.port: 70000 is not a port",
-            ),
-        ] {
-            let err = MeshConfig::parse(text).unwrap_err();
-            assert!(err.contains(wanted), "{text}: {err}");
-        }
-        assert!(MeshConfig::parse("defaultConfig:\n  tracing:\n    sampling: 100\n").is_ok());
-        assert!(MeshConfig::parse("defaultConfig:\n  tracing:\n    sampling: 0\n").is_ok());
-    }
-
-    #[test]
-    fn bad_files_are_refused_with_the_field() {
-        let err = load("extensionProviders:\n- name: opa\n  envoyExtAuthzGrpc:\n    service: opa\n    port: 70000\n").unwrap_err();
-        assert!(err.contains("port"), "{err}");
-        let err = load("extensionProviders:\n- name: opa\n  envoyExtAuthzGrpc:\n    service: opa\n    port: 1\n    statusOnError: nope\n").unwrap_err();
-        assert!(err.contains("statusOnError"), "{err}");
-    }
-}
+#[path = "mesh_tests.rs"]
+mod tests;

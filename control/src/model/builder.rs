@@ -194,12 +194,16 @@ impl Builder {
                         );
                         self.mesh = mesh;
                         policies_dirty = true;
+                        // Provider names are resolved or checked
+                        // against it.
                         dirty_access_logs.insert(self.config.root_namespace.clone());
-                        // Provider names are checked against it.
+                        dirty_access_logs
+                            .extend(self.access_logs.telemetries.namespaces().cloned());
                         dirty_tracing.insert(self.config.root_namespace.clone());
                         dirty_tracing.extend(self.tracing.telemetries.namespaces().cloned());
                         // Its default metrics providers.
                         dirty_metrics.insert(self.config.root_namespace.clone());
+                        dirty_metrics.extend(self.metrics.telemetries.namespaces().cloned());
                     }
                 }
                 "AuthorizationPolicy" | "PeerAuthentication" | "RequestAuthentication" => {

@@ -102,7 +102,7 @@ fn the_root_carries_the_configured_default_providers() {
     assert_eq!(
         warnings(&[], mesh, "istio-system"),
         [
-            "defaultProviders.metrics: weft's agents serve Prometheus only; provider `stackdriver` is ignored"
+            "defaultProviders.metrics: provider `stackdriver` is `stackdriver`: weft's agents serve Prometheus only; it is ignored"
         ]
     );
     // Written empty: no default provider.
@@ -337,7 +337,7 @@ spec:
     assert_eq!(
         warnings(&yaml, "", "shop"),
         [
-            "Telemetry shop/t: weft's agents serve Prometheus only; provider `stackdriver` is ignored",
+            "Telemetry shop/t: provider `stackdriver` is `stackdriver`: weft's agents serve Prometheus only; it is ignored",
             "Telemetry shop/t: customMetric `my_metric`: weft records no custom metrics; the override applies to nothing",
         ]
     );
@@ -408,6 +408,142 @@ data:
     builder.update(Delta::Full(&with(mesh_map)));
     assert!(policy(builder.model(), "shop").is_none());
     assert!(policy(builder.model(), "istio-system").is_some());
+    let changes = builder.model().history.back().unwrap();
+    assert!(
+        changes
+            .names
+            .contains(&(METRICS_POLICY_TYPE_URL, "shop".to_string())),
+        "{:?}",
+        changes.names
+    );
+}
+
+#[test]
+fn providers_of_kind_prometheus_reach_the_agent_as_prometheus() {
+    let mesh = "defaultProviders:\n  metrics: [my-prom, Prometheus, nope]\nextensionProviders:\n- name: my-prom\n  prometheus: {}\n- name: logs\n  envoyFileAccessLog: {}\n";
+    let yaml = with(
+        r#"
+apiVersion: telemetry.istio.io/v1
+kind: Telemetry
+metadata: {name: t, namespace: shop}
+spec:
+  metrics:
+  - providers: [{name: MY-PROM}, {name: logs}]
+"#,
+    );
+    let model = build(&yaml, &config(mesh));
+    let root = policy(&model, "istio-system").unwrap().mesh.unwrap();
+    assert_eq!(root.default_providers, ["prometheus", "prometheus", "nope"]);
+    let shop = policy(&model, "shop").unwrap().namespace_rules.unwrap();
+    assert_eq!(shop.metrics[0].providers, ["prometheus", "logs"]);
+    assert_eq!(
+        warnings(&[], mesh, "istio-system"),
+        [
+            "defaultProviders.metrics: provider `nope` is not in the mesh config's extensionProviders; it is ignored"
+        ]
+    );
+    assert_eq!(
+        warnings(&yaml, mesh, "shop"),
+        [
+            "Telemetry shop/t: provider `logs` is `envoyFileAccessLog`: weft's agents serve Prometheus only; it is ignored"
+        ]
+    );
+}
+
+#[test]
+fn prometheus_redefined_as_another_kind_is_not_served() {
+    let mesh = "extensionProviders:\n- name: prometheus\n  stackdriver: {}\n";
+    let yaml = with(
+        r#"
+apiVersion: telemetry.istio.io/v1
+kind: Telemetry
+metadata: {name: t, namespace: shop}
+spec:
+  metrics: [{providers: [{name: prometheus}]}]
+"#,
+    );
+    let model = build(&yaml, &config(mesh));
+    let root = policy(&model, "istio-system").unwrap().mesh.unwrap();
+    assert_eq!(
+        root.default_providers,
+        ["prometheus (stackdriver)"],
+        "Istio's default `[prometheus]` now names a stackdriver provider"
+    );
+    let shop = policy(&model, "shop").unwrap().namespace_rules.unwrap();
+    assert_eq!(shop.metrics[0].providers, ["prometheus (stackdriver)"]);
+    assert_eq!(
+        warnings(&[], mesh, "istio-system"),
+        [
+            "defaultProviders.metrics: provider `prometheus` is `stackdriver`: weft's agents serve Prometheus only; it is ignored"
+        ]
+    );
+}
+
+#[test]
+fn a_newer_namespace_wide_telemetry_is_ignored_when_the_oldest_sets_no_metrics() {
+    let yaml = with(
+        r#"
+apiVersion: telemetry.istio.io/v1
+kind: Telemetry
+metadata: {name: older, namespace: shop, creationTimestamp: "2024-01-01T00:00:00Z"}
+spec:
+  accessLogging: [{disabled: true}]
+---
+apiVersion: telemetry.istio.io/v1
+kind: Telemetry
+metadata: {name: newer, namespace: shop, creationTimestamp: "2025-01-01T00:00:00Z"}
+spec:
+  metrics: [{overrides: [{disabled: true}]}]
+---
+apiVersion: telemetry.istio.io/v1
+kind: Telemetry
+metadata: {name: api, namespace: shop, creationTimestamp: "2026-01-01T00:00:00Z"}
+spec:
+  selector: {matchLabels: {app: api}}
+  metrics: [{overrides: [{disabled: true}]}]
+"#,
+    );
+    let shop = policy(&build(&yaml, &config("")), "shop").expect("the selector's");
+    assert!(shop.namespace_rules.is_none(), "`newer` is ignored");
+    assert_eq!(shop.workloads.len(), 1);
+    // Without the selector's, the namespace has no policy at all.
+    let yaml: Vec<Object> = yaml.into_iter().filter(|o| o.key().name != "api").collect();
+    assert!(policy(&build(&yaml, &config("")), "shop").is_none());
+}
+
+#[test]
+fn a_mesh_config_change_resolves_the_names_again() {
+    let telemetry = r#"
+apiVersion: telemetry.istio.io/v1
+kind: Telemetry
+metadata: {name: t, namespace: shop}
+spec:
+  metrics: [{providers: [{name: my-prom}]}]
+"#;
+    let mesh_map = r#"
+apiVersion: v1
+kind: ConfigMap
+metadata: {name: istio, namespace: istio-system}
+data:
+  mesh: |
+    extensionProviders:
+    - name: my-prom
+      prometheus: {}
+"#;
+    let mut builder = Builder::new(config(""));
+    builder.update(Delta::Full(&with(telemetry)));
+    let providers = |b: &Builder| {
+        policy(b.model(), "shop")
+            .unwrap()
+            .namespace_rules
+            .unwrap()
+            .metrics[0]
+            .providers
+            .clone()
+    };
+    assert_eq!(providers(&builder), ["my-prom"]);
+    builder.update(Delta::Full(&with(&format!("{telemetry}---\n{mesh_map}"))));
+    assert_eq!(providers(&builder), ["prometheus"]);
     let changes = builder.model().history.back().unwrap();
     assert!(
         changes

@@ -7,10 +7,11 @@
 //! shadow the `tracing` logging crate.)
 //!
 //! Scopes are those of [`super::access_log`]: the root namespace's
-//! Telemetry without a selector is mesh-wide, a namespace's applies to its
-//! namespace, one with a `selector` (or a `targetRef` to a Service) to the
-//! pods it picks, and the oldest Telemetry wins where several apply; a
-//! proxy merges the levels field by field. Provider names are kept as
+//! namespace-wide Telemetry (the oldest without a selector or targetRef,
+//! whether or not it sets `tracing`) is mesh-wide, a namespace's applies
+//! to its namespace, those with a `selector` (or a `targetRef` to a
+//! Service) to the pods they pick, oldest first; a proxy merges the levels
+//! field by field. Provider names are kept as
 //! written: one that MeshConfig does not define as a tracing provider is
 //! logged here (once per change) and ignored by the agent, so a typo
 //! never stops a push.
@@ -28,7 +29,7 @@ use weft_proto::{
 use super::{
     Resources,
     access_log::{Context, picked},
-    telemetries::{TelemetryIndex, Warned, namespace_wide, publish},
+    telemetries::{TelemetryIndex, Warned, publish},
 };
 use crate::{
     kinds::{
@@ -70,23 +71,21 @@ impl TracingPolicies {
         warnings: &mut Vec<String>,
     ) -> Option<TracingPolicy> {
         let root = namespace == cx.config.root_namespace;
-        let telemetries = self
-            .telemetries
-            .oldest_first(namespace, cx.objects, |t| !t.spec.tracing.is_empty());
+        let scoped = self.telemetries.scoped(namespace, cx.objects);
         let mut policy = TracingPolicy {
             namespace: namespace.to_string(),
             mesh: root.then(|| mesh_tracing(cx.mesh, warnings)),
             ..Default::default()
         };
-        for t in telemetries {
+        let traces = |t: &&Telemetry| !t.spec.tracing.is_empty();
+        if let Some(t) = scoped.namespace_wide.filter(traces) {
             let rules = rules(t, namespace);
             check_providers(&rules, cx.mesh, warnings);
-            if namespace_wide(t) {
-                if policy.namespace_rules.is_none() {
-                    policy.namespace_rules = Some(rules);
-                }
-                continue;
-            }
+            policy.namespace_rules = Some(rules);
+        }
+        for t in scoped.selecting.into_iter().filter(traces) {
+            let rules = rules(t, namespace);
+            check_providers(&rules, cx.mesh, warnings);
             let workload_uids = picked(t, namespace, cx);
             policy.workloads.push(TracingWorkloadRules {
                 rules: Some(rules),

@@ -397,3 +397,42 @@ data:
     assert!(policy(builder.model(), "shop").is_none());
     assert!(policy(builder.model(), "istio-system").is_some());
 }
+
+#[test]
+fn a_newer_namespace_wide_telemetry_is_ignored_when_the_oldest_sets_no_tracing() {
+    let yaml = with(
+        r#"
+apiVersion: telemetry.istio.io/v1
+kind: Telemetry
+metadata: {name: mesh-older, namespace: istio-system, creationTimestamp: "2024-01-01T00:00:00Z"}
+spec:
+  selector: {matchLabels: {}}
+  metrics: [{overrides: [{disabled: true}]}]
+---
+apiVersion: telemetry.istio.io/v1
+kind: Telemetry
+metadata: {name: mesh-newer, namespace: istio-system, creationTimestamp: "2025-01-01T00:00:00Z"}
+spec:
+  tracing: [{randomSamplingPercentage: 50}]
+---
+apiVersion: telemetry.istio.io/v1
+kind: Telemetry
+metadata: {name: older, namespace: shop, creationTimestamp: "2024-01-01T00:00:00Z"}
+spec:
+  metrics: [{overrides: [{disabled: true}]}]
+---
+apiVersion: telemetry.istio.io/v1
+kind: Telemetry
+metadata: {name: newer, namespace: shop, creationTimestamp: "2025-01-01T00:00:00Z"}
+spec:
+  tracing: [{randomSamplingPercentage: 10}]
+"#,
+    );
+    let model = build(&yaml, &config(MESH));
+    let root = policy(&model, "istio-system").unwrap();
+    assert!(
+        root.namespace_rules.is_none(),
+        "the mesh-wide Telemetry (an empty selector) sets no tracing"
+    );
+    assert!(policy(&model, "shop").is_none(), "nor does shop's");
+}

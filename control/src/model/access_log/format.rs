@@ -206,14 +206,30 @@ pub fn parse(text: &str) -> Result<Vec<FormatToken>, String> {
 pub fn parse_json(text: &str) -> Result<Vec<JsonField>, String> {
     let object: serde_json::Map<String, serde_json::Value> = serde_json::from_str(text)
         .map_err(|e| format!("a JSON access log format must be a JSON object of strings: {e}"))?;
-    object
+    let mut fields = Vec::with_capacity(object.len());
+    for (key, value) in &object {
+        let serde_json::Value::String(format) = value else {
+            return Err(format!("key `{key}`: the value must be a format string"));
+        };
+        fields.push((key.as_str(), format.as_str()));
+    }
+    parse_fields(fields).map_err(|(key, e)| format!("key `{key}`: {e}"))
+}
+
+/// Parses JSON fields given as key and format string (an
+/// `envoyFileAccessLog` provider's `logFormat.labels`), keeping their
+/// order; the error names the key whose format does not parse, and why.
+pub fn parse_fields<'a>(
+    fields: impl IntoIterator<Item = (&'a str, &'a str)>,
+) -> Result<Vec<JsonField>, (String, String)> {
+    fields
         .into_iter()
-        .map(|(key, value)| {
-            let serde_json::Value::String(format) = value else {
-                return Err(format!("key `{key}`: the value must be a format string"));
-            };
-            let value = parse(&format).map_err(|e| format!("key `{key}`: {e}"))?;
-            Ok(JsonField { key, value })
+        .map(|(key, format)| match parse(format) {
+            Ok(value) => Ok(JsonField {
+                key: key.to_string(),
+                value,
+            }),
+            Err(e) => Err((key.to_string(), e)),
         })
         .collect()
 }
@@ -285,5 +301,18 @@ mod tests {
             parse_json("{\"code\": \"%RESPONSE_CODE%\"}").unwrap()[0].key,
             "code"
         );
+    }
+
+    #[test]
+    fn fields_keep_their_order_and_name_the_key_at_fault() {
+        let fields = parse_fields([("z", "%DURATION%"), ("a", "x %RESPONSE_CODE%")]).unwrap();
+        assert_eq!(
+            fields.iter().map(|f| f.key.as_str()).collect::<Vec<_>>(),
+            ["z", "a"]
+        );
+        assert_eq!(fields[1].value[1].operator, "RESPONSE_CODE");
+        let (key, e) = parse_fields([("ok", "%DURATION%"), ("bad", "%NOPE%")]).unwrap_err();
+        assert_eq!(key, "bad");
+        assert!(e.contains("%NOPE%"), "{e}");
     }
 }

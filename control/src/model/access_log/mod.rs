@@ -1,16 +1,21 @@
 //! MeshConfig's access log (`accessLogFile`, `accessLogEncoding`,
-//! `accessLogFormat`) and the Telemetry API's `accessLogging`, compiled
-//! into `weft.telemetry.v1.AccessLogPolicy`: one per namespace that has a
-//! Telemetry with `accessLogging`, and always one for the root namespace,
-//! which carries the mesh-wide output. Format strings ([`format`]) and
-//! filter expressions ([`cel`]) are parsed here; a proxy only renders and
-//! evaluates them.
+//! `accessLogFormat`, the `envoyFileAccessLog` providers and
+//! `defaultProviders.accessLogging`) and the Telemetry API's
+//! `accessLogging`, compiled into `weft.telemetry.v1.AccessLogPolicy`: one
+//! per namespace that has a Telemetry with `accessLogging`, and always one
+//! for the root namespace, which carries the mesh-wide outputs. Format
+//! strings ([`format`]) and filter expressions ([`cel`]) are parsed here;
+//! a proxy only renders and evaluates them.
 //!
-//! Scopes are Istio's: the root namespace's Telemetry without a selector
-//! is mesh-wide, a namespace's without a selector applies to its
-//! namespace, one with a `selector` (or a `targetRef` to a Service) to the
-//! pods it picks, and the most specific applies (the agent merges the
-//! three levels, see `agent/src/access_log/policy.rs`).
+//! Scopes are Istio's (see [`super::telemetries::Scoped`]): the root
+//! namespace's namespace-wide Telemetry (the oldest without a selector or
+//! targetRef) is mesh-wide, a namespace's applies to its namespace, one
+//! with a `selector` (or a `targetRef` to a Service) to the pods it picks,
+//! and the agent merges the three levels as istiod's `mergeLogs` does (see
+//! `agent/src/access_log/policy.rs`). Every entry is kept, with the
+//! provider names it gives lower-cased; a name that is not a file provider
+//! is logged here (once per change) and skipped by the agent, so a typo
+//! never stops a push.
 
 pub mod cel;
 pub mod format;
@@ -28,23 +33,22 @@ use weft_proto::{
 
 use super::{
     ModelConfig, Resources, XdsResource,
-    telemetries::{TelemetryIndex, namespace_wide},
+    telemetries::{TelemetryIndex, Warned},
 };
 use crate::{
-    kinds::{
-        Object, ObjectKey, Telemetry,
-        telemetry::{AccessLogging as Entry, WorkloadMode},
-    },
-    mesh::MeshConfig,
+    kinds::{Object, ObjectKey, Telemetry, telemetry::WorkloadMode},
+    mesh::{MeshConfig, ProviderKind},
 };
 
-/// The built-in provider: Envoy's file access log, as Istio names it.
-pub const ENVOY_PROVIDER: &str = "envoy";
-
-/// The Telemetries by namespace.
+/// The Telemetries by namespace, and the warnings last logged for each
+/// namespace's policy.
 #[derive(Debug, Default)]
 pub struct AccessLogs {
     pub telemetries: TelemetryIndex,
+    warned: Warned,
+    /// Namespaces with several namespace-wide Telemetries (compiled here,
+    /// for the three parts of the Telemetry API).
+    warned_scope: Warned,
 }
 
 /// What compiling reads (access logs and tracing alike).
@@ -58,14 +62,23 @@ pub struct Context<'a> {
 impl AccessLogs {
     /// Compiles the `dirty` namespaces' policies again.
     pub fn rebuild(
-        &self,
+        &mut self,
         dirty: &BTreeSet<String>,
         cx: &Context<'_>,
         resources: &mut Resources,
         names: &mut Vec<(&'static str, String)>,
     ) {
         for namespace in dirty {
-            match self.compile(namespace, cx) {
+            let mut warnings = Vec::new();
+            let policy = self.compile(namespace, cx, &mut warnings);
+            self.warned.log(namespace, "access logging", warnings);
+            let scope = self
+                .telemetries
+                .scoped(namespace, cx.objects)
+                .ignored_warning(namespace);
+            self.warned_scope
+                .log(namespace, "Telemetry", scope.into_iter().collect());
+            match policy {
                 Some(policy) => {
                     let bytes = policy.encode_to_vec();
                     let resource = XdsResource::new(
@@ -87,24 +100,35 @@ impl AccessLogs {
         }
     }
 
-    fn compile(&self, namespace: &str, cx: &Context<'_>) -> Option<AccessLogPolicy> {
+    fn compile(
+        &self,
+        namespace: &str,
+        cx: &Context<'_>,
+        warnings: &mut Vec<String>,
+    ) -> Option<AccessLogPolicy> {
         let root = namespace == cx.config.root_namespace;
-        let telemetries = self
-            .telemetries
-            .oldest_first(namespace, cx.objects, |t| !t.spec.access_logging.is_empty());
+        let scoped = self.telemetries.scoped(namespace, cx.objects);
         let mut policy = AccessLogPolicy {
             namespace: namespace.to_string(),
-            mesh: root.then(|| mesh_access_log(cx.mesh)),
             ..Default::default()
         };
-        for t in telemetries {
-            let rules = rules(t, namespace);
-            if namespace_wide(t) {
-                if policy.namespace_rules.is_none() {
-                    policy.namespace_rules = Some(rules);
+        if root {
+            policy.mesh = Some(mesh_access_log(cx.mesh));
+            policy.providers = cx.mesh.access_log_providers();
+            policy.default_providers = cx.mesh.default_access_log_providers();
+            for name in &policy.default_providers {
+                if let Some(w) = unknown_provider(name, cx.mesh) {
+                    warnings.push(format!("defaultProviders.accessLogging: {w}"));
                 }
-                continue;
             }
+        }
+        let logs = |t: &&Telemetry| !t.spec.access_logging.is_empty();
+        policy.namespace_rules = scoped
+            .namespace_wide
+            .filter(logs)
+            .map(|t| rules(t, namespace, cx.mesh, warnings));
+        for t in scoped.selecting.into_iter().filter(logs) {
+            let rules = rules(t, namespace, cx.mesh, warnings);
             let workload_uids = picked(t, namespace, cx);
             policy.workloads.push(WorkloadRules {
                 rules: Some(rules),
@@ -149,8 +173,8 @@ pub(super) fn picked(t: &Telemetry, namespace: &str, cx: &Context<'_>) -> Vec<St
         .filter(|p| {
             let labels = &p.metadata.labels;
             match &t.spec.selector {
-                Some(selector) => selector.selects(labels),
-                None => services.iter().any(|s| s.selects(labels)),
+                Some(selector) if !selector.match_labels.is_empty() => selector.selects(labels),
+                _ => services.iter().any(|s| s.selects(labels)),
             }
         })
         .map(|p| {
@@ -164,15 +188,31 @@ pub(super) fn picked(t: &Telemetry, namespace: &str, cx: &Context<'_>) -> Vec<St
     uids
 }
 
-/// A Telemetry's entries for the built-in provider.
-fn rules(t: &Telemetry, namespace: &str) -> AccessLogRules {
+/// A Telemetry's `accessLogging` entries, in order; warns of the
+/// provider names that are not file providers.
+fn rules(
+    t: &Telemetry,
+    namespace: &str,
+    mesh: &MeshConfig,
+    warnings: &mut Vec<String>,
+) -> AccessLogRules {
+    let telemetry = format!("{namespace}/{}", t.metadata.name);
+    let mut warned: BTreeSet<String> = BTreeSet::new();
+    for p in t.spec.access_logging.iter().flat_map(|e| &e.providers) {
+        let name = p.name.to_ascii_lowercase();
+        if !warned.contains(&name)
+            && let Some(w) = unknown_provider(&p.name, mesh)
+        {
+            warnings.push(format!("Telemetry {telemetry}: {w}"));
+            warned.insert(name);
+        }
+    }
     AccessLogRules {
-        telemetry: format!("{namespace}/{}", t.metadata.name),
+        telemetry,
         logging: t
             .spec
             .access_logging
             .iter()
-            .filter(|e| for_envoy(e))
             .map(|e| AccessLogging {
                 mode: match e.matches.as_ref().and_then(|m| m.mode) {
                     Some(WorkloadMode::Client) => Mode::Client,
@@ -192,18 +232,45 @@ fn rules(t: &Telemetry, namespace: &str) -> AccessLogRules {
                             expr: Some(expr),
                         })
                     }),
+                providers: e
+                    .providers
+                    .iter()
+                    .map(|p| p.name.to_ascii_lowercase())
+                    .collect(),
             })
             .collect(),
     }
 }
 
-/// Whether an entry is for the built-in provider: it names none (the
-/// default provider) or names `envoy`.
-fn for_envoy(e: &Entry) -> bool {
-    e.providers.is_empty() || e.providers.iter().any(|p| p.name == ENVOY_PROVIDER)
+/// Why the access-log provider `name` writes nothing, if it does not
+/// resolve to a file provider (see [`MeshConfig::resolve_provider`]).
+fn unknown_provider(name: &str, mesh: &MeshConfig) -> Option<String> {
+    match mesh.resolve_provider(name).map(|p| p.kind()) {
+        None => Some(format!(
+            "provider `{name}` is not in the mesh config's extensionProviders; it is ignored"
+        )),
+        Some(Some(ProviderKind::EnvoyFileAccessLog)) => None,
+        Some(Some(
+            kind @ (ProviderKind::EnvoyOtelAls
+            | ProviderKind::EnvoyHttpAls
+            | ProviderKind::EnvoyTcpAls),
+        )) => Some(format!(
+            "provider `{name}` is `{}`: weft does not send access logs over gRPC; where it applies, no line is written for it",
+            kind.field()
+        )),
+        Some(Some(kind)) => Some(format!(
+            "provider `{name}` is `{}`, which writes no access log; it is ignored",
+            kind.field()
+        )),
+        Some(None) => Some(format!(
+            "provider `{name}` has no kind weft knows; it is ignored"
+        )),
+    }
 }
 
-/// MeshConfig's output, with the default formats filled in.
+/// MeshConfig's output (`accessLogFile`), with the default formats
+/// filled in; also the built-in `envoy` provider's format (see
+/// [`MeshConfig::access_log_providers`]).
 pub fn mesh_access_log(mesh: &MeshConfig) -> MeshAccessLog {
     let json = mesh.access_log_json();
     let custom = mesh
@@ -228,76 +295,5 @@ pub fn mesh_access_log(mesh: &MeshConfig) -> MeshAccessLog {
 }
 
 #[cfg(test)]
-mod tests {
-    use std::path::Path;
-
-    use super::*;
-    use crate::{
-        model::{Builder, Delta, build},
-        source::parse::parse_file,
-    };
-
-    fn config() -> ModelConfig {
-        ModelConfig {
-            cluster_id: "Kubernetes".into(),
-            trust_domain: "cluster.local".into(),
-            domain_suffix: "cluster.local".into(),
-            root_namespace: "istio-system".into(),
-            mesh: Default::default(),
-        }
-    }
-
-    fn objects(yaml: &str) -> Vec<Object> {
-        parse_file(Path::new("t.yaml"), yaml).expect("valid yaml")
-    }
-
-    fn policy(model: &super::super::Model, ns: &str) -> Option<AccessLogPolicy> {
-        model
-            .access_logs
-            .get(ns)
-            .and_then(|r| r.access_log_policy())
-    }
-
-    const PODS: &str = "apiVersion: v1\nkind: Pod\nmetadata:\n  name: api-1\n  namespace: shop\n  labels: {app: api}\nspec:\n  serviceAccountName: api\n  nodeName: n1\nstatus:\n  podIP: 10.0.0.5\n---\napiVersion: v1\nkind: Pod\nmetadata:\n  name: web-1\n  namespace: shop\n  labels: {app: web}\nspec:\n  nodeName: n1\nstatus:\n  podIP: 10.0.0.6\n";
-
-    #[test]
-    fn the_root_always_carries_the_mesh_output_in_istios_default_format() {
-        let model = build(&[], &config());
-        let root = policy(&model, "istio-system").expect("the root's policy");
-        let mesh = root.mesh.unwrap();
-        assert_eq!(mesh.file, "/dev/stdout");
-        assert_eq!(mesh.text, format::parse(format::DEFAULT_TEXT).unwrap());
-        assert!(root.namespace_rules.is_none() && model.access_logs.len() == 1);
-    }
-
-    #[test]
-    fn telemetries_compile_per_namespace_and_selector() {
-        let yaml = format!(
-            "{PODS}---\napiVersion: telemetry.istio.io/v1\nkind: Telemetry\nmetadata:\n  name: off\n  namespace: shop\nspec:\n  accessLogging:\n  - disabled: true\n  - providers: [{{name: otel}}]\n---\napiVersion: telemetry.istio.io/v1\nkind: Telemetry\nmetadata:\n  name: api-errors\n  namespace: shop\nspec:\n  selector:\n    matchLabels: {{app: api}}\n  accessLogging:\n  - match: {{mode: SERVER}}\n    filter:\n      expression: response.code >= 400\n"
-        );
-        let mut builder = Builder::new(config());
-        builder.update(Delta::Full(&objects(&yaml)));
-        let shop = policy(builder.model(), "shop").expect("shop's policy");
-        assert!(shop.mesh.is_none());
-        let ns = shop.namespace_rules.unwrap();
-        assert_eq!(ns.telemetry, "shop/off");
-        assert_eq!(
-            ns.logging.len(),
-            1,
-            "the otel entry is not the built-in provider's"
-        );
-        assert!(ns.logging[0].disabled);
-        assert_eq!(shop.workloads.len(), 1);
-        let api = &shop.workloads[0];
-        assert_eq!(api.workload_uids, ["Kubernetes//Pod/shop/api-1"]);
-        let rules = api.rules.as_ref().unwrap();
-        assert_eq!(rules.logging[0].mode(), Mode::Server);
-        assert_eq!(
-            rules.logging[0].filter.as_ref().unwrap().text,
-            "response.code >= 400"
-        );
-        // Without its Telemetries, the namespace has no policy.
-        builder.update(Delta::Full(&objects(PODS)));
-        assert!(policy(builder.model(), "shop").is_none());
-    }
-}
+#[path = "tests.rs"]
+mod tests;

@@ -1,0 +1,241 @@
+//! MeshConfig's access logging: `accessLogEncoding` and `accessLogFormat`
+//! checked, the `envoyFileAccessLog` providers read and compiled into the
+//! outputs agents write, and `defaultProviders.accessLogging`.
+
+use serde::{
+    Deserialize, Deserializer,
+    de::{MapAccess, Visitor},
+};
+use weft_proto::telemetry::{AccessLogProvider, Encoding, MeshAccessLog};
+
+use super::{MeshConfig, ProviderKind};
+use crate::model::access_log::{format, mesh_access_log};
+
+/// Where a file access-log provider without a `path` writes (Istio's
+/// `DevStdout`).
+pub const STDOUT: &str = "/dev/stdout";
+
+/// The name of Istio's built-in file access-log provider, which
+/// MeshConfig's `accessLogEncoding` and `accessLogFormat` shape.
+pub const ENVOY_PROVIDER: &str = "envoy";
+
+/// `envoyFileAccessLog`.
+#[derive(Debug, Clone, Default, PartialEq, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct EnvoyFileAccessLog {
+    /// Empty: `/dev/stdout`.
+    #[serde(default)]
+    pub path: String,
+    /// Unset: Envoy's default format as Istio sets it (for `envoy`:
+    /// MeshConfig's `accessLogEncoding` and `accessLogFormat`).
+    #[serde(default)]
+    pub log_format: Option<LogFormat>,
+    /// Accepted; weft writes empty values as Envoy does without it. (As
+    /// in Istio, it makes `envoy` without a `logFormat` take the default
+    /// format rather than MeshConfig's.)
+    #[serde(default)]
+    pub omit_empty_values: bool,
+}
+
+/// `envoyFileAccessLog.logFormat`: `text` or `labels`, not both (checked
+/// by [`MeshConfig::parse`]).
+#[derive(Debug, Clone, Default, PartialEq, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct LogFormat {
+    /// An Envoy format string; empty: Istio's default text format. A
+    /// trailing newline ends the line (Istio adds one when missing).
+    #[serde(default)]
+    pub text: Option<String>,
+    /// JSON lines: key to format string; empty: Istio's default JSON
+    /// keys.
+    #[serde(default)]
+    pub labels: Option<Labels>,
+}
+
+/// `logFormat.labels`: JSON key to format string, in the order written
+/// (the YAML reader keeps a mapping's order, and a line's keys follow
+/// it). Values must be strings (a plain scalar such as `1` is read as the
+/// string `1`); Istio would also take numbers and nested objects.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Labels(pub Vec<(String, String)>);
+
+impl<'de> Deserialize<'de> for Labels {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct InOrder;
+        impl<'de> Visitor<'de> for InOrder {
+            type Value = Labels;
+            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str("a mapping of JSON key to format string")
+            }
+            fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Labels, A::Error> {
+                let mut labels = Vec::new();
+                while let Some(entry) = map.next_entry::<String, String>()? {
+                    labels.push(entry);
+                }
+                Ok(Labels(labels))
+            }
+        }
+        d.deserialize_map(InOrder)
+    }
+}
+
+impl LogFormat {
+    /// `text`, without the newline that ends the line.
+    pub(super) fn text_line(&self) -> Option<&str> {
+        let text = self.text.as_deref()?;
+        Some(
+            text.strip_suffix("\r\n")
+                .or_else(|| text.strip_suffix('\n'))
+                .unwrap_or(text),
+        )
+    }
+}
+
+impl MeshConfig {
+    /// `defaultProviders.accessLogging`, lower-cased (Istio matches
+    /// provider names ignoring case).
+    pub fn default_access_log_providers(&self) -> Vec<String> {
+        self.default_providers
+            .as_ref()
+            .map(|d| {
+                d.access_logging
+                    .iter()
+                    .map(|n| n.to_ascii_lowercase())
+                    .collect()
+            })
+            .unwrap_or_default()
+    }
+
+    /// The access-log providers a name can resolve to, each under its
+    /// name lower-cased with its output: every `envoyFileAccessLog`
+    /// provider of [`MeshConfig::providers`] (the built-in `envoy`, at
+    /// `/dev/stdout`, among them unless an entry named `envoy` replaces
+    /// it), and without an output the gRPC kinds (`envoyOtelAls`,
+    /// `envoyHttpAls`, `envoyTcpAls`), which istiod builds and weft does
+    /// not export to; except one whose name, ignoring case, an earlier
+    /// provider takes (a name never resolves to it).
+    ///
+    /// Formats are Istio's (`telemetryAccessLog`): `envoy` without a
+    /// `logFormat` (nor `omitEmptyValues`) takes MeshConfig's
+    /// `accessLogEncoding` and `accessLogFormat`; any other provider
+    /// without one, or with an empty `text`, Envoy's default text format
+    /// as Istio sets it; `labels` make JSON lines with those keys (none:
+    /// Istio's default JSON keys).
+    pub fn access_log_providers(&self) -> Vec<AccessLogProvider> {
+        let mut seen: Vec<String> = Vec::new();
+        let mut out = Vec::new();
+        for p in self.providers() {
+            let name = p.name.to_ascii_lowercase();
+            if seen.contains(&name) {
+                continue;
+            }
+            seen.push(name.clone());
+            let output = match (p.kind(), &p.envoy_file_access_log) {
+                (Some(ProviderKind::EnvoyFileAccessLog), Some(file)) => {
+                    Some(self.file_output(p.name == ENVOY_PROVIDER, file))
+                }
+                // istiod builds these loggers (gRPC to a collector), so
+                // naming one is not falling back to `accessLogFile`;
+                // weft sends them nothing.
+                (
+                    Some(
+                        ProviderKind::EnvoyOtelAls
+                        | ProviderKind::EnvoyHttpAls
+                        | ProviderKind::EnvoyTcpAls,
+                    ),
+                    _,
+                ) => None,
+                _ => continue,
+            };
+            out.push(AccessLogProvider { name, output });
+        }
+        out
+    }
+
+    /// One file provider's output (see [`MeshConfig::access_log_providers`]).
+    fn file_output(&self, envoy: bool, file: &EnvoyFileAccessLog) -> MeshAccessLog {
+        let path = if file.path.is_empty() {
+            STDOUT.to_string()
+        } else {
+            file.path.clone()
+        };
+        let text = |format: &str| MeshAccessLog {
+            file: path.clone(),
+            encoding: Encoding::Text as i32,
+            // Validation parsed it already.
+            text: format::parse(format).unwrap_or_default(),
+            json: Vec::new(),
+        };
+        let Some(log_format) = &file.log_format else {
+            if envoy && !file.omit_empty_values {
+                return MeshAccessLog {
+                    file: path.clone(),
+                    ..mesh_access_log(self)
+                };
+            }
+            return text(format::DEFAULT_TEXT);
+        };
+        if let Some(labels) = &log_format.labels {
+            return MeshAccessLog {
+                file: path.clone(),
+                encoding: Encoding::Json as i32,
+                text: Vec::new(),
+                json: if labels.0.is_empty() {
+                    format::default_json()
+                } else {
+                    format::parse_fields(labels.0.iter().map(|(k, v)| (k.as_str(), v.as_str())))
+                        .unwrap_or_default()
+                },
+            };
+        }
+        match log_format.text_line() {
+            Some(line) if !line.is_empty() => text(line),
+            _ => text(format::DEFAULT_TEXT),
+        }
+    }
+
+    /// An `envoyFileAccessLog.logFormat` sets `text` or `labels`, and its
+    /// format strings parse with the operators weft's agent renders.
+    pub(super) fn check_log_format(at: &str, log_format: &LogFormat) -> Result<(), String> {
+        let at = format!("{at}.envoyFileAccessLog.logFormat");
+        match (log_format.text_line(), &log_format.labels) {
+            (Some(_), Some(_)) => Err(format!("{at}: set `text` or `labels`, not both")),
+            (Some(text), None) => format::parse(text)
+                .map(|_| ())
+                .map_err(|e| format!("{at}.text: {e}")),
+            (None, Some(labels)) => {
+                format::parse_fields(labels.0.iter().map(|(k, v)| (k.as_str(), v.as_str())))
+                    .map(|_| ())
+                    .map_err(|(key, e)| format!("{at}.labels.{key}: {e}"))
+            }
+            (None, None) => Ok(()),
+        }
+    }
+
+    /// `accessLogEncoding` and `accessLogFormat`: the format must parse
+    /// with the operators weft's agent renders.
+    pub(super) fn check_access_log(&self) -> Result<(), String> {
+        if let Some(encoding) = &self.access_log_encoding
+            && !encoding.eq_ignore_ascii_case("TEXT")
+            && !encoding.eq_ignore_ascii_case("JSON")
+        {
+            return Err(format!(
+                "accessLogEncoding: `{encoding}` is not TEXT or JSON"
+            ));
+        }
+        let Some(format) = self
+            .access_log_format
+            .as_deref()
+            .map(str::trim)
+            .filter(|f| !f.is_empty())
+        else {
+            return Ok(());
+        };
+        if self.access_log_json() {
+            format::parse_json(format).map(|_| ())
+        } else {
+            format::parse(format).map(|_| ())
+        }
+        .map_err(|e| format!("accessLogFormat: {e}"))
+    }
+}
