@@ -330,3 +330,145 @@ fn access_logs_in_envoys_formats_as_telemetry_says() -> Result<()> {
         Ok(())
     })
 }
+
+/// The lines of `file` that contain `needle`.
+fn file_lines(file: &std::path::Path, needle: &str) -> Result<Vec<String>> {
+    std::thread::sleep(LOG_SETTLE);
+    let text = match std::fs::read_to_string(file) {
+        Ok(text) => text,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => String::new(),
+        Err(e) => return Err(e).context(file.display().to_string()),
+    };
+    Ok(text
+        .lines()
+        .filter(|l| l.contains(needle))
+        .map(str::to_string)
+        .collect())
+}
+
+/// Istio's file access-log providers: an `envoyFileAccessLog` provider
+/// in the mesh config, with its own path and JSON labels, named by a
+/// Telemetry beside the built-in `envoy` (each with its own filter), then
+/// by `defaultProviders.accessLogging` alone; and a Telemetry naming a
+/// provider that writes no file falls back to `accessLogFile`.
+#[test]
+fn file_providers_from_the_mesh_config_as_telemetry_names_them() -> Result<()> {
+    let cluster = Cluster::builder().nodes(2).build()?;
+    // In the cluster's directory: removed with it.
+    let file = cluster.dir().join("errors.json");
+    cluster.with_logs(|cluster| {
+        for ns in ["shop", "front"] {
+            cluster.add_namespace(ns, &[AMBIENT])?;
+        }
+        let _api = backend(cluster, "node-2", "shop", "api", &[("app", "api")], 8080, &[])?;
+        let web = client(cluster, "node-1", "front", "web")?;
+        let vip = cluster.add_service(
+            "shop",
+            "api",
+            &[("app", "api")],
+            &[ServicePort::http("http", 8080, 8080)],
+        )?;
+        let base = format!("http://{vip}:8080");
+        apply(
+            cluster,
+            "deny-forbidden",
+            "apiVersion: security.istio.io/v1\nkind: AuthorizationPolicy\nmetadata:\n  name: deny-forbidden\n  namespace: shop\nspec:\n  selector:\n    matchLabels:\n      app: api\n  action: DENY\n  rules:\n  - to:\n    - operation:\n        paths: [\"/forbidden*\"]\n",
+        )?;
+        let providers = format!(
+            "    extensionProviders:\n    - name: Errors-File\n      envoyFileAccessLog:\n        path: {}\n        logFormat:\n          labels:\n            code: '%RESPONSE_CODE%'\n            path: '%REQ(:PATH)%'\n            flags: '%RESPONSE_FLAGS%'\n    - name: otel\n      envoyOtelAls: {{service: otel.observability.svc.cluster.local, port: 4317}}\n",
+            file.display()
+        );
+        apply(
+            cluster,
+            "mesh-config",
+            &format!(
+                "apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: istio\n  namespace: istio-system\ndata:\n  mesh: |\n{providers}"
+            ),
+        )?;
+        // Mesh-wide: errors to the file provider (named in another case),
+        // and every request to `envoy` on stdout, for the server side only.
+        apply(
+            cluster,
+            "telemetry-mesh",
+            "apiVersion: telemetry.istio.io/v1\nkind: Telemetry\nmetadata:\n  name: mesh-default\n  namespace: istio-system\nspec:\n  accessLogging:\n  - providers: [{name: errors-file}]\n    filter:\n      expression: response.code >= 400\n  - providers: [{name: envoy}]\n    match: {mode: SERVER}\n",
+        )?;
+        let mut n = 0;
+        converge("the file provider's lines", || {
+            n += 1;
+            ensure!(get(&web, &base, &format!("/forbidden-{n}"))? == 403);
+            Ok(file_lines(&file, &format!("/forbidden-{n}\""))?.len() == 2)
+        })?;
+        // Both sides wrote their 403 to the file, as the labels say.
+        let path = format!("/forbidden-{n}");
+        for line in file_lines(&file, &format!("{path}\""))? {
+            let json: serde_json::Value = serde_json::from_str(&line).context(line.clone())?;
+            ensure!(json["code"] == 403 && json["path"] == path, "{line}");
+            ensure!(json.as_object().map(|o| o.len()) == Some(3), "the labels' keys: {line}");
+        }
+        // A 200: not in the file (its filter), on node-2's stdout (the
+        // server side's `envoy`), not on node-1's (the client side names
+        // only the file provider, so `accessLogFile` no longer applies).
+        ensure!(get(&web, &base, "/fine")? == 200);
+        one_line(cluster, "node-2", "/fine")?;
+        ensure!(lines(cluster, "node-1", "/fine")?.is_empty(), "client side on stdout");
+        ensure!(file_lines(&file, "/fine")?.is_empty(), "the filter let a 200 into the file");
+
+        // A namespace naming a gRPC provider (`envoyOtelAls`): it
+        // resolves, as istiod builds it, so its pods' client side writes
+        // nothing here (weft sends no gRPC access logs)...
+        telemetry(
+            cluster,
+            "front",
+            "otel",
+            "  accessLogging:\n  - providers: [{name: otel}]\n",
+        )?;
+        // A 403: node-2's server side still writes it to the file and to
+        // stdout; node-1's client side writes it nowhere.
+        converge("front's client side writes nothing", || {
+            n += 1;
+            ensure!(get(&web, &base, &format!("/forbidden-otel-{n}"))? == 403);
+            one_line(cluster, "node-2", &format!("/forbidden-otel-{n}"))?;
+            Ok(file_lines(&file, &format!("/forbidden-otel-{n}\""))?.len() == 1)
+        })?;
+        ensure!(
+            lines(cluster, "node-1", &format!("/forbidden-otel-{n}"))?.is_empty(),
+            "no fallback to stdout for a gRPC provider"
+        );
+        // ...and a name no provider has resolves to nothing: MeshConfig's
+        // own output (weft's default, stdout) applies to that side again.
+        telemetry(
+            cluster,
+            "front",
+            "otel",
+            "  accessLogging:\n  - providers: [{name: nowhere}]\n",
+        )?;
+        converge("front's client side back on stdout", || {
+            n += 1;
+            ensure!(get(&web, &base, &format!("/nowhere-{n}"))? == 200);
+            Ok(lines(cluster, "node-1", &format!("/nowhere-{n}"))?.len() == 1)
+        })?;
+
+        // `defaultProviders.accessLogging` alone (the Telemetries gone):
+        // every request to the file provider, unfiltered, and nothing on
+        // stdout.
+        for name in ["telemetry-mesh", "telemetry-front-otel"] {
+            cluster.remove_config_file(&format!("{name}.yaml"))?;
+        }
+        apply(
+            cluster,
+            "mesh-config",
+            &format!(
+                "apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: istio\n  namespace: istio-system\ndata:\n  mesh: |\n    defaultProviders:\n      accessLogging: [errors-file]\n{providers}"
+            ),
+        )?;
+        converge("every request in the file", || {
+            n += 1;
+            ensure!(get(&web, &base, &format!("/default-{n}"))? == 200);
+            Ok(file_lines(&file, &format!("/default-{n}\""))?.len() == 2)
+        })?;
+        ensure!(get(&web, &base, "/default-last")? == 200);
+        ensure!(lines(cluster, "node-1", "/default-last")?.is_empty());
+        ensure!(lines(cluster, "node-2", "/default-last")?.is_empty());
+        Ok(())
+    })
+}

@@ -22,9 +22,12 @@ pub mod format;
 pub mod policy;
 pub mod sink;
 
-use std::sync::{
-    Mutex, OnceLock,
-    atomic::{AtomicU64, Ordering},
+use std::{
+    collections::HashMap,
+    sync::{
+        Mutex, OnceLock,
+        atomic::{AtomicU64, Ordering},
+    },
 };
 
 pub use self::{
@@ -32,7 +35,7 @@ pub use self::{
     policy::{Decision, Side},
 };
 use self::{
-    policy::{Compiled, Output, Policies},
+    policy::{Compiled, Policies},
     sink::Sink,
 };
 
@@ -66,13 +69,13 @@ pub fn app_address(
     }
 }
 
-/// The policies and the sink, shared by every proxy of the agent.
+/// The policies and the sinks, shared by every proxy of the agent.
 #[derive(Default)]
 pub struct AccessLog {
     policies: Policies,
-    sink: OnceLock<Sink>,
-    /// The file in force (`accessLogFile`, or stdout).
-    file: Mutex<String>,
+    /// One sink (and writer thread) per file, by path; stdout's is
+    /// shared by every output that names it.
+    sinks: Mutex<HashMap<String, Sink>>,
 }
 
 /// The agent's access log (one per process, as its stdout is).
@@ -83,54 +86,23 @@ pub fn global() -> &'static AccessLog {
 
 impl AccessLog {
     /// The versions held, for the xDS stream's `initial_resource_versions`.
-    pub fn versions(&self) -> std::collections::HashMap<String, String> {
+    pub fn versions(&self) -> HashMap<String, String> {
         self.policies.versions()
     }
 
     /// Applies an xDS response of `AccessLogPolicy` resources, already
-    /// compiled (see [`compile`]); opens the output it names.
+    /// compiled (see [`compile`]). Outputs are opened by their first line;
+    /// files the new root's outputs no longer name are closed (their
+    /// writers finish what was appended).
     pub fn apply(&self, upserts: Vec<(String, String, Compiled)>, removed: &[String]) {
-        if let Some(output) = self.policies.apply(upserts, removed) {
-            self.use_file(&output);
-        }
-    }
-
-    fn use_file(&self, output: &Output) {
-        // Off (empty): a Telemetry may still turn the log on, to stdout.
-        let file = if output.file.is_empty() {
-            STDOUT
-        } else {
-            output.file.as_str()
-        };
-        let mut current = self.file.lock().unwrap_or_else(|e| e.into_inner());
-        if *current == file && self.sink.get().is_some() {
+        let Some(root) = self.policies.apply(upserts, removed) else {
             return;
-        }
-        let out = if file == STDOUT {
-            sink::Output::stdout()
-        } else {
-            match sink::Output::file(std::path::Path::new(file)) {
-                Ok(out) => out,
-                Err(err) => {
-                    tracing::warn!(file, error = %err, "cannot open the access log file (accessLogFile); writing access logs to stdout");
-                    sink::Output::stdout()
-                }
-            }
         };
-        match self.sink.get() {
-            Some(sink) => sink.set_output(out),
-            None => match Sink::start(out) {
-                Ok(sink) => {
-                    let _ = self.sink.set(sink);
-                }
-                Err(err) => {
-                    tracing::warn!(error = %err, "cannot start the access log thread; no access log");
-                    return;
-                }
-            },
-        }
-        tracing::info!(file, "access log output");
-        *current = file.to_string();
+        let used: Vec<&str> = root.outputs().map(|o| o.file.as_str()).collect();
+        self.sinks
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .retain(|file, _| used.contains(&file.as_str()));
     }
 
     /// Whether `side` of the workload `uid` in `namespace` logs, and how.
@@ -138,29 +110,69 @@ impl AccessLog {
         self.policies.decide(namespace, uid, side)
     }
 
-    /// Writes the entry's line if the decision's filter keeps it.
+    /// Writes the entry's line to each output whose filter keeps it.
     pub fn write(&self, decision: &Decision, entry: &Entry<'_>) {
-        if let Some(filter) = &decision.filter
-            && !filter.matches(entry)
-        {
-            return;
-        }
-        let Some(sink) = self.sink.get() else {
-            return;
-        };
-        // Rendered into a buffer of the thread's, kept for its next line.
-        thread_local! {
-            static LINE: std::cell::RefCell<Vec<u8>> = const { std::cell::RefCell::new(Vec::new()) };
-        }
-        LINE.with_borrow_mut(|line| {
-            line.clear();
-            decision.format.render_into(entry, line);
-            sink.append(line);
-            // A line with a huge header does not keep its memory.
-            if line.capacity() > 64 * 1024 {
-                *line = Vec::new();
+        for line in decision.lines() {
+            if let Some(filter) = &line.filter
+                && !filter.matches(entry)
+            {
+                continue;
             }
-        });
+            let sink = line.output.sink.get_or_init(|| {
+                let mut sinks = self.sinks.lock().unwrap_or_else(|e| e.into_inner());
+                sink_for(&mut sinks, &line.output.file)
+            });
+            let Some(sink) = sink else {
+                continue;
+            };
+            // Rendered into a buffer of the thread's, kept for its next line.
+            thread_local! {
+                static LINE: std::cell::RefCell<Vec<u8>> = const { std::cell::RefCell::new(Vec::new()) };
+            }
+            LINE.with_borrow_mut(|buffer| {
+                buffer.clear();
+                line.output.format.render_into(entry, buffer);
+                sink.append(buffer);
+                // A line with a huge header does not keep its memory.
+                if buffer.capacity() > 64 * 1024 {
+                    *buffer = Vec::new();
+                }
+            });
+        }
+    }
+}
+
+/// The sink writing to `file`, started if there is none yet. A file that
+/// cannot be opened is logged and its lines go to stdout instead.
+fn sink_for(sinks: &mut HashMap<String, Sink>, file: &str) -> Option<Sink> {
+    if let Some(sink) = sinks.get(file) {
+        return Some(sink.clone());
+    }
+    let out = if file == STDOUT {
+        sink::Output::stdout()
+    } else {
+        match sink::Output::file(std::path::Path::new(file)) {
+            Ok(out) => out,
+            Err(err) => {
+                tracing::warn!(file, error = %err, "cannot open the access log file; writing its lines to stdout");
+                // Kept under the file's name too, so that it is found,
+                // and closed, as the file's.
+                let stdout = sink_for(sinks, STDOUT)?;
+                sinks.insert(file.to_string(), stdout.clone());
+                return Some(stdout);
+            }
+        }
+    };
+    match Sink::start(out) {
+        Ok(sink) => {
+            tracing::info!(file, "access log output");
+            sinks.insert(file.to_string(), sink.clone());
+            Some(sink)
+        }
+        Err(err) => {
+            tracing::warn!(file, error = %err, "cannot start an access log thread; no lines for this output");
+            None
+        }
     }
 }
 

@@ -1,19 +1,21 @@
 //! The access-log policies received from the control plane
 //! (`weft.telemetry.v1.AccessLogPolicy`, one per namespace), and the
-//! decision they make for one side of one request or connection: log or
-//! not, with which filter. Istio's scopes: the root namespace's
-//! Telemetry is mesh-wide, a namespace's applies to its pods, one with a
-//! selector to the pods it picks; the most specific that says something
-//! for the side (CLIENT, SERVER) wins.
+//! decision they make for one side of one request or connection: which
+//! outputs get a line, each with which filter. Istio's scopes: the root
+//! namespace's Telemetry is mesh-wide, a namespace's applies to its pods,
+//! one with a selector to the pods it picks; they merge in that order as
+//! istiod's `mergeLogs` merges them (see [`Policies::decide`]). Outputs
+//! are MeshConfig's own (`accessLogFile`) and the file providers
+//! (`envoyFileAccessLog`, the built-in `envoy` among them).
 
 use std::{
     collections::HashMap,
-    sync::{Arc, RwLock},
+    sync::{Arc, OnceLock, RwLock},
 };
 
 use weft_proto::telemetry::{AccessLogPolicy, AccessLogRules, Encoding, MeshAccessLog, Mode};
 
-use super::{entry::Headers, filter::Filter, format::Format};
+use super::{STDOUT, entry::Headers, filter::Filter, format::Format, sink::Sink};
 
 /// Which side of the traffic a line is for.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -30,6 +32,20 @@ struct Rule {
     mode: Mode,
     disabled: bool,
     filter: Option<Arc<Filter>>,
+    /// The providers it names, lower-cased; empty: those of the entry
+    /// before it.
+    providers: Vec<String>,
+}
+
+impl Rule {
+    fn applies(&self, side: Side) -> bool {
+        matches!(
+            (self.mode, side),
+            (Mode::ClientAndServer, _)
+                | (Mode::Client, Side::Client)
+                | (Mode::Server, Side::Server)
+        )
+    }
 }
 
 /// One Telemetry's entries.
@@ -56,6 +72,7 @@ impl Rules {
                     mode: l.mode(),
                     disabled: l.disabled,
                     filter,
+                    providers: l.providers.iter().map(|p| p.to_ascii_lowercase()).collect(),
                 })
             })
             .collect::<Result<_, String>>()
@@ -67,12 +84,24 @@ impl Rules {
     }
 }
 
-/// The mesh-wide output.
-#[derive(Debug, Clone, PartialEq)]
+/// Where lines go and how they look: MeshConfig's own output, or a file
+/// provider's. The sink is attached when the policy is applied (see
+/// [`super::AccessLog::apply`]).
+#[derive(Debug)]
 pub struct Output {
-    /// `/dev/stdout`, a path, or empty (off unless a Telemetry turns it on).
+    /// `/dev/stdout` or a path (MeshConfig's empty `accessLogFile`:
+    /// stdout, see [`Compiled::mesh_off`]).
     pub file: String,
     pub format: Arc<Format>,
+    /// Opened on the first line (see [`super::AccessLog::write`]): a
+    /// provider nothing names opens no file. `None`: it could not be.
+    pub(super) sink: OnceLock<Option<Sink>>,
+}
+
+impl PartialEq for Output {
+    fn eq(&self, other: &Output) -> bool {
+        self.file == other.file && self.format == other.format
+    }
 }
 
 /// Looked up for every request and connection, by keys the control plane
@@ -82,31 +111,63 @@ type Map<K, V> = HashMap<K, V, foldhash::fast::RandomState>;
 /// One namespace's policy, compiled.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Compiled {
-    mesh: Option<Output>,
+    /// The root's: MeshConfig's own output.
+    mesh: Option<Arc<Output>>,
+    /// MeshConfig's `accessLogFile` is empty: its output is written only
+    /// when a Telemetry entry turns it on.
+    mesh_off: bool,
+    /// The root's: the providers by (lower-case) name, with their file
+    /// output; `None` for those that resolve but write nothing here (the
+    /// gRPC kinds).
+    providers: Map<String, Option<Arc<Output>>>,
+    /// The root's: `defaultProviders.accessLogging`.
+    defaults: Vec<String>,
     namespace: Option<Arc<Rules>>,
-    /// Workload uid → the first Telemetry that picks it.
-    workloads: Map<String, Arc<Rules>>,
+    /// Workload uid → the Telemetries that pick it, oldest first.
+    workloads: Map<String, Vec<Arc<Rules>>>,
 }
 
 impl Compiled {
     /// Converts a policy; the error names what the agent cannot render.
     pub fn compile(p: &AccessLogPolicy) -> Result<Compiled, String> {
         let mesh = match &p.mesh {
-            Some(m) => Some(output(m)?),
+            Some(m) => Some(Arc::new(
+                output(m, STDOUT).map_err(|e| format!("MeshConfig's access log: {e}"))?,
+            )),
             None => None,
         };
-        let mut workloads = Map::default();
+        let mut providers = Map::default();
+        for provider in &p.providers {
+            let out = match &provider.output {
+                Some(out) => {
+                    Some(Arc::new(output(out, STDOUT).map_err(|e| {
+                        format!("access log provider {}: {e}", provider.name)
+                    })?))
+                }
+                None => None,
+            };
+            providers.insert(provider.name.to_ascii_lowercase(), out);
+        }
+        let mut workloads: Map<String, Vec<Arc<Rules>>> = Map::default();
         for w in &p.workloads {
             let Some(rules) = &w.rules else { continue };
             let rules = Arc::new(Rules::compile(rules)?);
             for uid in &w.workload_uids {
                 workloads
                     .entry(uid.clone())
-                    .or_insert_with(|| rules.clone());
+                    .or_default()
+                    .push(rules.clone());
             }
         }
         Ok(Compiled {
+            mesh_off: p.mesh.as_ref().is_some_and(|m| m.file.is_empty()),
             mesh,
+            providers,
+            defaults: p
+                .default_providers
+                .iter()
+                .map(|d| d.to_ascii_lowercase())
+                .collect(),
             namespace: match &p.namespace_rules {
                 Some(r) => Some(Arc::new(Rules::compile(r)?)),
                 None => None,
@@ -114,54 +175,102 @@ impl Compiled {
             workloads,
         })
     }
+
+    /// Every output this policy has (the root's).
+    pub(super) fn outputs(&self) -> impl Iterator<Item = &Arc<Output>> {
+        self.mesh.iter().chain(self.providers.values().flatten())
+    }
 }
 
-fn output(m: &MeshAccessLog) -> Result<Output, String> {
+/// `file`, empty replaced by `empty` (stdout).
+fn output(m: &MeshAccessLog, empty: &str) -> Result<Output, String> {
     let format = match m.encoding() {
         Encoding::Json => Format::json(&m.json)?,
         Encoding::Text => Format::text(&m.text)?,
     };
     Ok(Output {
-        file: m.file.clone(),
+        file: if m.file.is_empty() {
+            empty.to_string()
+        } else {
+            m.file.clone()
+        },
         format: Arc::new(format),
+        sink: OnceLock::new(),
     })
 }
 
-/// What to do for one line.
+/// One line to write: to an output, if its filter keeps it.
 #[derive(Debug, Clone)]
-pub struct Decision {
-    pub format: Arc<Format>,
+pub struct Line {
+    pub output: Arc<Output>,
     pub filter: Option<Arc<Filter>>,
 }
 
+/// What to do for one request or connection: a line for each provider
+/// that logs it (most often one).
+#[derive(Debug, Clone)]
+pub struct Decision {
+    first: Line,
+    more: Vec<Line>,
+}
+
 impl Decision {
-    /// What a logged request keeps of its headers: those the format
-    /// prints and the filter reads.
+    fn one(line: Line) -> Decision {
+        Decision {
+            first: line,
+            more: Vec::new(),
+        }
+    }
+
+    /// The lines, in the providers' name order.
+    pub fn lines(&self) -> impl Iterator<Item = &Line> {
+        std::iter::once(&self.first).chain(&self.more)
+    }
+
+    /// What a logged request keeps of its headers: those the formats
+    /// print and the filters read.
     pub fn request_headers(&self, map: &http::HeaderMap) -> Headers {
-        let filter = self
-            .filter
-            .as_ref()
-            .map_or(&[][..], |f| f.request_headers());
-        Headers::capture(map, self.format.request_headers(), filter)
+        self.capture(map, Format::request_headers, Filter::request_headers)
     }
 
     /// What a logged response keeps of its headers.
     pub fn response_headers(&self, map: &http::HeaderMap) -> Headers {
-        let filter = self
-            .filter
-            .as_ref()
-            .map_or(&[][..], |f| f.response_headers());
-        Headers::capture(map, self.format.response_headers(), filter)
+        self.capture(map, Format::response_headers, Filter::response_headers)
     }
 
-    /// Whether the line may print, or the filter read, the request's
-    /// header `name`.
+    fn capture(
+        &self,
+        map: &http::HeaderMap,
+        format: fn(&Format) -> &[http::HeaderName],
+        filter: fn(&Filter) -> &[http::HeaderName],
+    ) -> Headers {
+        if self.more.is_empty() {
+            let line = &self.first;
+            let read = line.filter.as_deref().map_or(&[][..], filter);
+            return Headers::capture(map, format(&line.output.format), read);
+        }
+        let mut all: Vec<http::HeaderName> = Vec::new();
+        for line in self.lines() {
+            let read = line.filter.as_deref().map_or(&[][..], filter);
+            for name in format(&line.output.format).iter().chain(read) {
+                if !all.contains(name) {
+                    all.push(name.clone());
+                }
+            }
+        }
+        Headers::capture(map, &all, &[])
+    }
+
+    /// Whether a line may print, or a filter read, the request's header
+    /// `name`.
     pub fn wants_request_header(&self, name: &http::HeaderName) -> bool {
-        self.format.request_headers().contains(name)
-            || self
-                .filter
-                .as_ref()
-                .is_some_and(|f| f.request_headers().contains(name))
+        self.lines().any(|line| {
+            line.output.format.request_headers().contains(name)
+                || line
+                    .filter
+                    .as_ref()
+                    .is_some_and(|f| f.request_headers().contains(name))
+        })
     }
 }
 
@@ -177,6 +286,24 @@ struct State {
     namespaces: Map<String, (String, Arc<Compiled>)>,
     /// The root namespace's (the one carrying `mesh`).
     root: Option<Arc<Compiled>>,
+    /// Merges made since the last change, by workload uid and side: a
+    /// merge allocates, and Telemetries change rarely.
+    merged: RwLock<Map<String, [Option<Option<Decision>>; 2]>>,
+}
+
+/// Merges kept at most (a node's pods, both sides, with room).
+const MERGED: usize = 4096;
+
+/// The provider an entry that names none acts on when there are no
+/// `defaultProviders.accessLogging`: MeshConfig's own output (provider
+/// names are never empty).
+const MESH: &str = "";
+
+/// What the levels say for one provider.
+#[derive(Clone, Copy)]
+enum Says<'a> {
+    Log(Option<&'a Arc<Filter>>),
+    Off,
 }
 
 impl Policies {
@@ -190,13 +317,13 @@ impl Policies {
             .collect()
     }
 
-    /// Applies an xDS response (already compiled); returns the mesh
-    /// output now in force, if any.
+    /// Applies an xDS response (already compiled); returns the root's
+    /// policy now in force, if any (its outputs need sinks).
     pub fn apply(
         &self,
         upserts: Vec<(String, String, Compiled)>,
         removed: &[String],
-    ) -> Option<Output> {
+    ) -> Option<Arc<Compiled>> {
         let mut state = self.inner.write().unwrap_or_else(|e| e.into_inner());
         for name in removed {
             state.namespaces.remove(name);
@@ -204,161 +331,192 @@ impl Policies {
         for (name, version, compiled) in upserts {
             state.namespaces.insert(name, (version, Arc::new(compiled)));
         }
+        state
+            .merged
+            .get_mut()
+            .unwrap_or_else(|e| e.into_inner())
+            .clear();
         state.root = state
             .namespaces
             .values()
             .find(|(_, c)| c.mesh.is_some())
             .map(|(_, c)| c.clone());
-        state.root.as_ref().and_then(|r| r.mesh.clone())
+        state.root.clone()
     }
 
-    /// Whether `side` of the workload `uid` in `namespace` logs, and how.
-    /// `None` also before the control plane has sent the mesh's policy.
+    /// Whether `side` of the workload `uid` in `namespace` logs, and
+    /// where. `None` also before the control plane has sent the mesh's
+    /// policy.
+    ///
+    /// Istio's merge (`mergeLogs`): the levels are the root namespace's
+    /// Telemetry, the namespace's, then those whose selector picks the
+    /// workload, oldest first. The providers in scope are
+    /// `defaultProviders.accessLogging`, replaced by those the last level
+    /// naming any names; each entry (for this side) turns its providers,
+    /// or the previous entry's, on with a filter, or off. A provider that
+    /// is not a file provider writes nothing; when no provider resolves,
+    /// MeshConfig's own output applies.
     pub fn decide(&self, namespace: &str, uid: &str, side: Side) -> Option<Decision> {
         let state = self.inner.read().unwrap_or_else(|e| e.into_inner());
         let root = state.root.as_ref()?;
         let mesh = root.mesh.as_ref()?;
         let own = state.namespaces.get(namespace).map(|(_, c)| c);
-        let levels = [
-            root.namespace.as_ref(),
-            own.filter(|c| !Arc::ptr_eq(c, root))
-                .and_then(|c| c.namespace.as_ref()),
-            own.and_then(|c| c.workloads.get(uid)),
-        ];
-        let mut on = !mesh.file.is_empty();
-        let mut filter = None;
-        for rules in levels.into_iter().flatten() {
-            let mut said = false;
-            for rule in &rules.rules {
-                let applies = matches!(
-                    (rule.mode, side),
-                    (Mode::ClientAndServer, _)
-                        | (Mode::Client, Side::Client)
-                        | (Mode::Server, Side::Server)
-                );
-                if !applies {
-                    continue;
+        let workload = own
+            .and_then(|c| c.workloads.get(uid))
+            .map_or(&[][..], Vec::as_slice);
+        // The root namespace's own pods: its rules are the mesh's.
+        let own = own.filter(|c| !Arc::ptr_eq(c, root));
+        let levels = || {
+            root.namespace
+                .iter()
+                .chain(own.and_then(|c| c.namespace.as_ref()))
+                .chain(workload)
+                .map(|rules| rules.rules.as_slice())
+        };
+        let fallback = || {
+            (!root.mesh_off).then(|| {
+                Decision::one(Line {
+                    output: mesh.clone(),
+                    filter: None,
+                })
+            })
+        };
+        if levels().next().is_none() && root.defaults.is_empty() {
+            return fallback();
+        }
+        let at = side as usize;
+        let cached = state
+            .merged
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(uid)
+            .and_then(|sides| sides[at].clone());
+        if let Some(decision) = cached {
+            return decision;
+        }
+        let mut merged = state.merged.write().unwrap_or_else(|e| e.into_inner());
+        if merged.len() >= MERGED {
+            merged.clear();
+        }
+        let decision = merge(root, mesh, levels, side, fallback);
+        merged.entry(uid.to_string()).or_default()[at] = Some(decision.clone());
+        decision
+    }
+}
+
+/// istiod's `mergeLogs` over `levels` for `side` (see
+/// [`Policies::decide`]).
+fn merge<'a, L>(
+    root: &'a Compiled,
+    mesh: &'a Arc<Output>,
+    levels: impl Fn() -> L,
+    side: Side,
+    fallback: impl Fn() -> Option<Decision>,
+) -> Option<Decision>
+where
+    L: Iterator<Item = &'a [Rule]>,
+{
+    let defaults: Vec<&str> = if root.defaults.is_empty() {
+        vec![MESH]
+    } else {
+        root.defaults.iter().map(String::as_str).collect()
+    };
+    // The providers in scope, and the filter each one's last mention
+    // by name sets.
+    let mut in_scope = defaults.clone();
+    let mut filters: Vec<(&str, Option<&Arc<Filter>>)> = Vec::new();
+    for rules in levels() {
+        let mut named: Vec<&str> = Vec::new();
+        for rule in rules.iter().filter(|r| r.applies(side)) {
+            for name in names(rule) {
+                if !named.contains(&name) {
+                    named.push(name);
                 }
-                if !said {
-                    // A more specific Telemetry replaces what the less
-                    // specific ones said for this side.
-                    filter = None;
-                    said = true;
-                }
-                on = !rule.disabled;
-                if rule.filter.is_some() {
-                    filter = rule.filter.clone();
-                }
+                set(&mut filters, name, rule.filter.as_ref());
             }
         }
-        on.then(|| Decision {
-            format: mesh.format.clone(),
-            filter,
-        })
+        if !named.is_empty() {
+            in_scope = named;
+        }
     }
+    // What each entry says, in order; with no entries, the defaults
+    // log unfiltered.
+    let mut said: Vec<(&str, Says)> = Vec::new();
+    if levels().next().is_none() {
+        said = defaults.iter().map(|d| (*d, Says::Log(None))).collect();
+    }
+    let mut parent = defaults;
+    for rule in levels().flatten() {
+        let unnamed = rule.providers.is_empty();
+        let providers = if unnamed { parent.clone() } else { names(rule) };
+        for &name in &providers {
+            if !in_scope.contains(&name) || !rule.applies(side) {
+                continue;
+            }
+            let says = if rule.disabled {
+                Says::Off
+            } else if unnamed && rule.filter.is_some() {
+                // weft's reading: an entry that names no provider
+                // filters the ones it inherits (Istio takes filters
+                // only from entries that name their provider).
+                Says::Log(rule.filter.as_ref())
+            } else {
+                Says::Log(get(&filters, name).flatten())
+            };
+            set(&mut said, name, says);
+        }
+        parent = providers;
+    }
+    // Resolved, in the providers' name order (Istio's).
+    said.sort_by(|a, b| a.0.cmp(b.0));
+    let mut resolved = false;
+    let mut lines = Vec::new();
+    for (name, says) in said {
+        let output = if name == MESH {
+            Some(Some(mesh))
+        } else {
+            root.providers.get(name).map(Option::as_ref)
+        };
+        // Unknown, or of a kind that logs no access: skipped.
+        let Some(output) = output else { continue };
+        resolved = true;
+        // A gRPC provider: resolved, nothing to write here.
+        let Some(output) = output else { continue };
+        if let Says::Log(filter) = says {
+            lines.push(Line {
+                output: output.clone(),
+                filter: filter.cloned(),
+            });
+        }
+    }
+    if !resolved {
+        return fallback();
+    }
+    let mut lines = lines.into_iter();
+    let first = lines.next()?;
+    Some(Decision {
+        first,
+        more: lines.collect(),
+    })
+}
+
+/// The providers an entry names.
+fn names(rule: &Rule) -> Vec<&str> {
+    rule.providers.iter().map(String::as_str).collect()
+}
+
+/// Sets `key`'s value in a small association list.
+fn set<'a, V>(list: &mut Vec<(&'a str, V)>, key: &'a str, value: V) {
+    match list.iter_mut().find(|(k, _)| *k == key) {
+        Some(entry) => entry.1 = value,
+        None => list.push((key, value)),
+    }
+}
+
+fn get<V: Copy>(list: &[(&str, V)], key: &str) -> Option<V> {
+    list.iter().find(|(k, _)| *k == key).map(|(_, v)| *v)
 }
 
 #[cfg(test)]
-mod tests {
-    use weft_proto::telemetry::{AccessLogging, Expr, FormatToken, WorkloadRules, expr, value};
-
-    use super::*;
-
-    fn rules(name: &str, entries: &[(Mode, bool, bool)]) -> AccessLogRules {
-        AccessLogRules {
-            telemetry: name.into(),
-            logging: entries
-                .iter()
-                .map(|(mode, disabled, filtered)| AccessLogging {
-                    mode: *mode as i32,
-                    disabled: *disabled,
-                    filter: filtered.then(|| weft_proto::telemetry::Filter {
-                        text: "connection.mtls".into(),
-                        expr: Some(Expr {
-                            kind: Some(expr::Kind::Value(weft_proto::telemetry::Value {
-                                kind: Some(value::Kind::Attribute("connection.mtls".into())),
-                            })),
-                        }),
-                    }),
-                })
-                .collect(),
-        }
-    }
-
-    fn mesh(file: &str) -> MeshAccessLog {
-        MeshAccessLog {
-            file: file.into(),
-            encoding: Encoding::Text as i32,
-            text: vec![FormatToken {
-                operator: "RESPONSE_CODE".into(),
-                ..Default::default()
-            }],
-            json: vec![],
-        }
-    }
-
-    fn apply(policies: &Policies, list: Vec<AccessLogPolicy>) {
-        let upserts = list
-            .into_iter()
-            .map(|p| {
-                (
-                    p.namespace.clone(),
-                    "1".into(),
-                    Compiled::compile(&p).unwrap(),
-                )
-            })
-            .collect();
-        policies.apply(upserts, &[]);
-    }
-
-    #[test]
-    fn the_most_specific_scope_decides_each_side() {
-        let policies = Policies::default();
-        assert!(
-            policies.decide("shop", "w", Side::Client).is_none(),
-            "no mesh policy yet"
-        );
-        apply(
-            &policies,
-            vec![AccessLogPolicy {
-                namespace: "istio-system".into(),
-                mesh: Some(mesh("/dev/stdout")),
-                ..Default::default()
-            }],
-        );
-        assert!(
-            policies.decide("shop", "w", Side::Client).is_some(),
-            "on by default"
-        );
-        apply(
-            &policies,
-            vec![AccessLogPolicy {
-                namespace: "shop".into(),
-                namespace_rules: Some(rules("shop/off", &[(Mode::ClientAndServer, true, false)])),
-                workloads: vec![WorkloadRules {
-                    rules: Some(rules("shop/api", &[(Mode::Server, false, true)])),
-                    workload_uids: vec!["api".into()],
-                }],
-                ..Default::default()
-            }],
-        );
-        assert!(policies.decide("shop", "w", Side::Client).is_none());
-        assert!(policies.decide("shop", "api", Side::Client).is_none());
-        let server = policies.decide("shop", "api", Side::Server).unwrap();
-        assert_eq!(server.filter.unwrap().text, "connection.mtls");
-        assert!(policies.decide("other", "x", Side::Server).is_some());
-        // Mesh-wide: the root namespace's rules; off with an empty file
-        // unless a Telemetry turns it on.
-        apply(
-            &policies,
-            vec![AccessLogPolicy {
-                namespace: "istio-system".into(),
-                mesh: Some(mesh("")),
-                namespace_rules: Some(rules("istio-system/mesh", &[(Mode::Client, false, false)])),
-                ..Default::default()
-            }],
-        );
-        assert!(policies.decide("other", "x", Side::Client).is_some());
-        assert!(policies.decide("other", "x", Side::Server).is_none());
-    }
-}
+#[path = "policy_tests.rs"]
+mod tests;

@@ -22,7 +22,7 @@ use std::{
     path::Path,
     sync::{
         Arc, Condvar, Mutex, MutexGuard,
-        atomic::{AtomicU64, Ordering},
+        atomic::{AtomicBool, AtomicU64, Ordering},
     },
     time::Duration,
 };
@@ -39,8 +39,6 @@ const PIPE_BUF: usize = 4096;
 /// Where the writer writes.
 pub struct Output {
     out: Box<dyn Write + Send>,
-    /// `/dev/stdout`, or a path.
-    name: String,
     /// Writes go in `PIPE_BUF` pieces (stdout, shared with the log).
     shared: bool,
 }
@@ -54,11 +52,7 @@ impl Output {
             Ok(fd) => Box::new(File::from(fd)),
             Err(_) => Box::new(io::stdout()),
         };
-        Output {
-            out,
-            name: super::STDOUT.to_string(),
-            shared: true,
-        }
+        Output { out, shared: true }
     }
 
     /// A file, appended to (created if missing).
@@ -69,18 +63,13 @@ impl Output {
             .open(path)?;
         Ok(Output {
             out: Box::new(file),
-            name: path.display().to_string(),
             shared: false,
         })
     }
 
     /// Any writer (tests).
-    pub fn writer(out: Box<dyn Write + Send>, name: &str) -> Output {
-        Output {
-            out,
-            name: name.to_string(),
-            shared: false,
-        }
+    pub fn writer(out: Box<dyn Write + Send>) -> Output {
+        Output { out, shared: false }
     }
 
     fn write_batch(&mut self, batch: &[u8]) -> io::Result<()> {
@@ -116,6 +105,8 @@ struct Shared {
     output: Mutex<Output>,
     dropped: AtomicU64,
     written: AtomicU64,
+    /// Every [`Sink`] is gone: the writer writes what is left and stops.
+    closed: AtomicBool,
 }
 
 /// Lines waiting, and whether the writer sleeps until told.
@@ -130,10 +121,31 @@ impl Shared {
     }
 }
 
-/// The proxy's side: append a line. Clones share the buffer.
+/// The proxy's side: append a line. Clones share the buffer; when the
+/// last is dropped, the writer finishes and its output is closed.
 #[derive(Clone)]
 pub struct Sink {
     shared: Arc<Shared>,
+    _open: Arc<Open>,
+}
+
+impl std::fmt::Debug for Sink {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Sink").finish_non_exhaustive()
+    }
+}
+
+/// Held by every clone of a [`Sink`]; its drop stops the writer.
+struct Open(Arc<Shared>);
+
+impl Drop for Open {
+    fn drop(&mut self) {
+        self.0.closed.store(true, Ordering::Release);
+        // Taken so that a writer between its check and its wait does not
+        // miss the wake-up.
+        drop(self.0.lock());
+        self.0.arrived.notify_one();
+    }
 }
 
 impl Sink {
@@ -148,6 +160,7 @@ impl Sink {
             output: Mutex::new(output),
             dropped: AtomicU64::new(0),
             written: AtomicU64::new(0),
+            closed: AtomicBool::new(false),
         });
         std::thread::Builder::new()
             .name("weft-access-log".into())
@@ -155,7 +168,10 @@ impl Sink {
                 let shared = shared.clone();
                 move || write_loop(&shared)
             })?;
-        Ok(Sink { shared })
+        Ok(Sink {
+            _open: Arc::new(Open(shared.clone())),
+            shared,
+        })
     }
 
     /// Appends one line (with its `\n`); never waits for the writer. A
@@ -177,21 +193,6 @@ impl Sink {
         }
     }
 
-    /// Replaces the output (the writer finishes its batch first).
-    pub fn set_output(&self, output: Output) {
-        *self.shared.output.lock().unwrap_or_else(|e| e.into_inner()) = output;
-    }
-
-    /// The output's name: `/dev/stdout` or a path.
-    pub fn output_name(&self) -> String {
-        self.shared
-            .output
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .name
-            .clone()
-    }
-
     /// Lines this sink dropped.
     pub fn dropped(&self) -> u64 {
         self.shared.dropped.load(Ordering::Relaxed)
@@ -209,6 +210,9 @@ fn write_loop(shared: &Shared) {
         {
             let mut pending = shared.lock();
             while pending.lines.is_empty() {
+                if shared.closed.load(Ordering::Acquire) {
+                    return;
+                }
                 pending.parked = true;
                 pending = shared
                     .arrived
@@ -269,9 +273,25 @@ mod tests {
     }
 
     #[test]
+    fn the_last_sink_dropped_writes_what_is_left_and_closes_the_output() {
+        let capture = Capture::default();
+        let sink = Sink::start(Output::writer(Box::new(capture.clone()))).unwrap();
+        let clone = sink.clone();
+        sink.append(b"last words\n");
+        drop(sink);
+        drop(clone);
+        // The writer dropped its output (the capture's other handle) once
+        // it had written the line and stopped.
+        wait_until("the writer stops", || {
+            Arc::strong_count(&capture.bytes) == 1
+        });
+        assert_eq!(capture.bytes.lock().unwrap().as_slice(), b"last words\n");
+    }
+
+    #[test]
     fn lines_from_every_thread_are_written_whole() {
         let capture = Capture::default();
-        let sink = Sink::start(Output::writer(Box::new(capture.clone()), "test")).unwrap();
+        let sink = Sink::start(Output::writer(Box::new(capture.clone()))).unwrap();
         let threads: Vec<_> = (0..4)
             .map(|t| {
                 let sink = sink.clone();
@@ -307,7 +327,7 @@ mod tests {
     fn a_full_buffer_drops_and_counts_instead_of_waiting() {
         let capture = Capture::default();
         let stalled = capture.stall.lock().unwrap();
-        let sink = Sink::start(Output::writer(Box::new(capture.clone()), "test")).unwrap();
+        let sink = Sink::start(Output::writer(Box::new(capture.clone()))).unwrap();
         let line = vec![b'x'; 1023]
             .into_iter()
             .chain([b'\n'])
@@ -335,7 +355,7 @@ mod tests {
     #[test]
     fn shared_output_writes_pieces_that_end_at_a_line() {
         let capture = Capture::default();
-        let mut output = Output::writer(Box::new(capture.clone()), "stdout");
+        let mut output = Output::writer(Box::new(capture.clone()));
         output.shared = true;
         let mut batch = Vec::new();
         for i in 0..500 {

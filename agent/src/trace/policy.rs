@@ -184,8 +184,7 @@ struct Merge {
 }
 
 impl Merge {
-    fn level(&mut self, rules: Option<&TracingRules>, side: Side) {
-        let Some(rules) = rules else { return };
+    fn level(&mut self, rules: &TracingRules, side: Side) {
         for entry in &rules.tracing {
             let applies = match entry.mode() {
                 Mode::ClientAndServer => true,
@@ -322,24 +321,38 @@ mod tests {
                     ..Default::default()
                 }],
             ),
-            workloads: vec![TracingWorkloadRules {
-                rules: rules(
-                    "shop/quiet",
-                    vec![Tracing {
-                        mode: Mode::Server as i32,
-                        disable_span_reporting: Some(true),
-                        custom_tags: vec![CustomTag {
-                            name: "user".into(),
-                            kind: Some(custom_tag::Kind::Header(HeaderTag {
-                                name: "X-User".into(),
-                                default_value: "anon".into(),
-                            })),
+            workloads: vec![
+                TracingWorkloadRules {
+                    rules: rules(
+                        "shop/quiet",
+                        vec![Tracing {
+                            mode: Mode::Server as i32,
+                            disable_span_reporting: Some(true),
+                            custom_tags: vec![CustomTag {
+                                name: "user".into(),
+                                kind: Some(custom_tag::Kind::Header(HeaderTag {
+                                    name: "X-User".into(),
+                                    default_value: "anon".into(),
+                                })),
+                            }],
+                            ..Default::default()
                         }],
-                        ..Default::default()
-                    }],
-                ),
-                workload_uids: vec!["quiet".into()],
-            }],
+                    ),
+                    workload_uids: vec!["quiet".into()],
+                },
+                TracingWorkloadRules {
+                    // A newer Telemetry picking `quiet` too: merged after the
+                    // first, as istiod appends every match.
+                    rules: rules(
+                        "shop/quiet-sampled",
+                        vec![Tracing {
+                            random_sampling_percentage: Some(50.0),
+                            ..Default::default()
+                        }],
+                    ),
+                    workload_uids: vec!["quiet".into()],
+                },
+            ],
         };
         apply(&policies, vec![root, shop]);
         let loud = policies.resolve("shop", "loud", Side::Server).unwrap();
@@ -354,6 +367,7 @@ mod tests {
         );
         let quiet_server = policies.resolve("shop", "quiet", Side::Server).unwrap();
         assert!(!quiet_server.report && !quiet_server.exports());
+        assert_eq!(quiet_server.sampling, 50.0, "the newer Telemetry's");
         assert!(quiet_server.custom_tags.contains(&(
             "user".to_string(),
             TagValue::Header {

@@ -4,8 +4,9 @@
 //! each with its namespace-wide rules and the rules of the Telemetries
 //! that pick workloads (`workloads`, with their uids). [`Levels`] keeps
 //! them as received and finds, for one workload, Istio's levels in order:
-//! the root namespace's rules, its own namespace's, then the first
-//! Telemetry that picks it.
+//! the root namespace's rules, its own namespace's, then every Telemetry
+//! that picks it, oldest first (istiod appends them all; the later ones
+//! override the earlier ones in the merge).
 
 use std::collections::HashMap;
 
@@ -53,8 +54,9 @@ leveled!(MetricsPolicy, MetricsRules);
 #[derive(Debug, Clone)]
 struct Namespace<P> {
     policy: P,
-    /// Workload uid → the index of the first workload rule that picks it.
-    workloads: HashMap<String, usize>,
+    /// Workload uid → the indexes of the workload rules that pick it, in
+    /// order.
+    workloads: HashMap<String, Vec<usize>>,
 }
 
 /// The policies of one kind by namespace.
@@ -91,10 +93,10 @@ impl<P: Leveled> Levels<P> {
             } else if self.root.as_deref() == Some(name.as_str()) {
                 self.root = None;
             }
-            let mut workloads = HashMap::new();
+            let mut workloads: HashMap<String, Vec<usize>> = HashMap::new();
             for (i, uids) in policy.picks().enumerate() {
                 for uid in uids {
-                    workloads.entry(uid.clone()).or_insert(i);
+                    workloads.entry(uid.clone()).or_default().push(i);
                 }
             }
             self.namespaces
@@ -120,15 +122,29 @@ impl<P: Leveled> Levels<P> {
 
     /// The rules that apply to the workload `uid` of `namespace`, from
     /// the widest: the root namespace's, the namespace's own (unless it is
-    /// the root), the first Telemetry that picks the workload.
-    pub fn levels(&self, namespace: &str, uid: &str) -> [Option<&P::Rules>; 3] {
+    /// the root), then each Telemetry that picks the workload, oldest
+    /// first.
+    pub fn levels<'a>(
+        &'a self,
+        namespace: &str,
+        uid: &str,
+    ) -> impl Iterator<Item = &'a P::Rules> + use<'a, P> {
         let root = self.root.as_deref();
         let own = self.namespaces.get(namespace);
-        [
-            self.root().and_then(Leveled::namespace_rules),
-            own.filter(|_| root != Some(namespace))
-                .and_then(|n| n.policy.namespace_rules()),
-            own.and_then(|n| n.policy.workload_rules(*n.workloads.get(uid)?)),
-        ]
+        let picked = own
+            .and_then(|n| n.workloads.get(uid))
+            .map_or(&[][..], Vec::as_slice);
+        self.root()
+            .and_then(Leveled::namespace_rules)
+            .into_iter()
+            .chain(
+                own.filter(|_| root != Some(namespace))
+                    .and_then(|n| n.policy.namespace_rules()),
+            )
+            .chain(
+                picked
+                    .iter()
+                    .filter_map(move |i| own?.policy.workload_rules(*i)),
+            )
     }
 }

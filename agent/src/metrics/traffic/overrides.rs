@@ -318,8 +318,11 @@ impl State {
             .as_ref()
             .map(|m| m.default_providers.clone())
             .unwrap_or_default();
-        let levels = self.levels.levels(namespace, uid);
-        let entries: Vec<_> = levels.iter().flatten().flat_map(|l| &l.metrics).collect();
+        let entries: Vec<_> = self
+            .levels
+            .levels(namespace, uid)
+            .flat_map(|l| &l.metrics)
+            .collect();
 
         // The providers named last are the ones configured.
         let mut in_scope = &defaults;
