@@ -330,6 +330,8 @@ extensionProviders:
   envoyFileAccessLog: {logFormat: {text: ""}}
 - name: empty-labels
   envoyFileAccessLog: {logFormat: {labels: {}}}
+- name: no-format
+  envoyFileAccessLog: {logFormat: {}}
 "#,
     )
     .unwrap();
@@ -353,6 +355,11 @@ extensionProviders:
     let labels = output(&mesh, "empty-labels").unwrap();
     assert_eq!(labels.encoding(), Encoding::Json);
     assert_eq!(labels.json, format::default_json());
+    // An empty `logFormat`: istiod sets no format, Envoy uses its own.
+    assert_eq!(
+        output(&mesh, "no-format").unwrap(),
+        text_log(STDOUT, format::ENVOY_DEFAULT_TEXT)
+    );
 
     // No mesh config: just the built-in, in Istio's default text format.
     let providers = MeshConfig::default().access_log_providers();

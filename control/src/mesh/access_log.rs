@@ -120,7 +120,8 @@ impl MeshConfig {
     /// `accessLogEncoding` and `accessLogFormat`; any other provider
     /// without one, or with an empty `text`, Envoy's default text format
     /// as Istio sets it; `labels` make JSON lines with those keys (none:
-    /// Istio's default JSON keys).
+    /// Istio's default JSON keys); a `logFormat` with neither, Envoy's own
+    /// default (istiod sets no format).
     pub fn access_log_providers(&self) -> Vec<AccessLogProvider> {
         let mut seen: Vec<String> = Vec::new();
         let mut out = Vec::new();
@@ -190,7 +191,9 @@ impl MeshConfig {
         }
         match log_format.text_line() {
             Some(line) if !line.is_empty() => text(line),
-            _ => text(format::DEFAULT_TEXT),
+            Some(_) => text(format::DEFAULT_TEXT),
+            // `logFormat: {}`: istiod sets no format, so Envoy's own.
+            None => text(format::ENVOY_DEFAULT_TEXT),
         }
     }
 
