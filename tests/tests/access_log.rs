@@ -89,23 +89,47 @@ fn config_errors(cluster: &Cluster) -> Result<String> {
     })?
 }
 
+/// Namespaces `shop` and `front` in the mesh, `shop/api` (HTTP on 8080)
+/// on node-2 behind its Service, a DENY policy for its `/forbidden*`
+/// paths, and the client `front/web` on node-1; api, web and the
+/// Service's VIP.
+fn shop_api_and_front_web(
+    cluster: &Cluster,
+) -> Result<(Backend, weft_sim::Pod, std::net::Ipv4Addr)> {
+    for ns in ["shop", "front"] {
+        cluster.add_namespace(ns, &[AMBIENT])?;
+    }
+    let api = backend(
+        cluster,
+        "node-2",
+        "shop",
+        "api",
+        &[("app", "api")],
+        8080,
+        &[],
+    )?;
+    let web = client(cluster, "node-1", "front", "web")?;
+    let vip = cluster.add_service(
+        "shop",
+        "api",
+        &[("app", "api")],
+        &[ServicePort::http("http", 8080, 8080)],
+    )?;
+    apply(
+        cluster,
+        "deny-forbidden",
+        "apiVersion: security.istio.io/v1\nkind: AuthorizationPolicy\nmetadata:\n  name: deny-forbidden\n  namespace: shop\nspec:\n  selector:\n    matchLabels:\n      app: api\n  action: DENY\n  rules:\n  - to:\n    - operation:\n        paths: [\"/forbidden*\"]\n",
+    )?;
+    Ok((api, web, vip))
+}
+
 #[test]
 fn access_logs_in_envoys_formats_as_telemetry_says() -> Result<()> {
     let cluster = Cluster::builder().nodes(2).build()?;
     cluster.with_logs(|cluster| {
-        for ns in ["shop", "front"] {
-            cluster.add_namespace(ns, &[AMBIENT])?;
-        }
-        let api = backend(cluster, "node-2", "shop", "api", &[("app", "api")], 8080, &[])?;
-        // An opaque TCP port, on a pod the HTTP policy below does not pick.
+        let (api, web, vip) = shop_api_and_front_web(cluster)?;
+        // An opaque TCP port, on a pod the HTTP policy does not pick.
         let _db = backend(cluster, "node-2", "shop", "db", &[("app", "db")], 9090, &[])?;
-        let web = client(cluster, "node-1", "front", "web")?;
-        let vip = cluster.add_service(
-            "shop",
-            "api",
-            &[("app", "api")],
-            &[ServicePort::http("http", 8080, 8080)],
-        )?;
         let db = cluster.add_service(
             "shop",
             "db",
@@ -120,11 +144,6 @@ fn access_logs_in_envoys_formats_as_telemetry_says() -> Result<()> {
             &[ServicePort::http("http", 8080, 8080)],
         )?;
         let base = format!("http://{vip}:8080");
-        apply(
-            cluster,
-            "deny-forbidden",
-            "apiVersion: security.istio.io/v1\nkind: AuthorizationPolicy\nmetadata:\n  name: deny-forbidden\n  namespace: shop\nspec:\n  selector:\n    matchLabels:\n      app: api\n  action: DENY\n  rules:\n  - to:\n    - operation:\n        paths: [\"/forbidden*\"]\n",
-        )?;
         converge("the DENY policy reached node-2", || {
             Ok(get(&web, &base, "/forbidden-0")? == 403)
         })?;
@@ -357,23 +376,8 @@ fn file_providers_from_the_mesh_config_as_telemetry_names_them() -> Result<()> {
     // In the cluster's directory: removed with it.
     let file = cluster.dir().join("errors.json");
     cluster.with_logs(|cluster| {
-        for ns in ["shop", "front"] {
-            cluster.add_namespace(ns, &[AMBIENT])?;
-        }
-        let _api = backend(cluster, "node-2", "shop", "api", &[("app", "api")], 8080, &[])?;
-        let web = client(cluster, "node-1", "front", "web")?;
-        let vip = cluster.add_service(
-            "shop",
-            "api",
-            &[("app", "api")],
-            &[ServicePort::http("http", 8080, 8080)],
-        )?;
+        let (_api, web, vip) = shop_api_and_front_web(cluster)?;
         let base = format!("http://{vip}:8080");
-        apply(
-            cluster,
-            "deny-forbidden",
-            "apiVersion: security.istio.io/v1\nkind: AuthorizationPolicy\nmetadata:\n  name: deny-forbidden\n  namespace: shop\nspec:\n  selector:\n    matchLabels:\n      app: api\n  action: DENY\n  rules:\n  - to:\n    - operation:\n        paths: [\"/forbidden*\"]\n",
-        )?;
         let providers = format!(
             "    extensionProviders:\n    - name: Errors-File\n      envoyFileAccessLog:\n        path: {}\n        logFormat:\n          labels:\n            code: '%RESPONSE_CODE%'\n            path: '%REQ(:PATH)%'\n            flags: '%RESPONSE_FLAGS%'\n    - name: otel\n      envoyOtelAls: {{service: otel.observability.svc.cluster.local, port: 4317}}\n",
             file.display()

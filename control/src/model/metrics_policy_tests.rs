@@ -1,33 +1,18 @@
 //! Tests of [`super`]: the mesh's default providers, the scopes, the
 //! overrides' fields, the warnings, and what a change compiles again.
 
-use std::{collections::HashMap, path::Path, sync::Arc};
+use std::collections::HashMap;
 
 use prost::Message;
 
 use weft_proto::telemetry::value;
 
 use super::*;
+use crate::model::telemetry_test_support::{config, objects};
 use crate::{
     kinds::{Object, ObjectKey},
-    mesh::MeshConfig,
-    model::{Builder, Delta, Model, ModelConfig, build},
-    source::parse::parse_file,
+    model::{Builder, Delta, Model, build},
 };
-
-fn config(mesh: &str) -> ModelConfig {
-    ModelConfig {
-        cluster_id: "Kubernetes".into(),
-        trust_domain: "cluster.local".into(),
-        domain_suffix: "cluster.local".into(),
-        root_namespace: "istio-system".into(),
-        mesh: Arc::new(MeshConfig::parse(mesh).expect("valid mesh config")),
-    }
-}
-
-fn objects(yaml: &str) -> Vec<Object> {
-    parse_file(Path::new("t.yaml"), yaml).expect("valid yaml")
-}
 
 fn policy(model: &Model, ns: &str) -> Option<MetricsPolicy> {
     model.metrics.get(ns).and_then(|r| r.metrics_policy())

@@ -30,6 +30,8 @@ mod service;
 mod service_entry;
 pub mod sharded;
 pub mod telemetries;
+#[cfg(test)]
+mod telemetry_test_support;
 pub mod trace_policy;
 mod workload;
 

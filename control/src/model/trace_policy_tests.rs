@@ -1,30 +1,16 @@
 //! Tests of [`super`]: the mesh-wide settings, the scopes, the entries'
 //! fields, and what a change compiles again.
 
-use std::{collections::HashMap, path::Path, sync::Arc};
+use std::collections::HashMap;
 
 use prost::Message;
 
 use super::*;
+use crate::model::telemetry_test_support::{config, objects};
 use crate::{
     kinds::{Object, ObjectKey},
-    model::{Builder, Delta, Model, ModelConfig, build},
-    source::parse::parse_file,
+    model::{Builder, Delta, Model, build},
 };
-
-fn config(mesh: &str) -> ModelConfig {
-    ModelConfig {
-        cluster_id: "Kubernetes".into(),
-        trust_domain: "cluster.local".into(),
-        domain_suffix: "cluster.local".into(),
-        root_namespace: "istio-system".into(),
-        mesh: Arc::new(MeshConfig::parse(mesh).expect("valid mesh config")),
-    }
-}
-
-fn objects(yaml: &str) -> Vec<Object> {
-    parse_file(Path::new("t.yaml"), yaml).expect("valid yaml")
-}
 
 fn policy(model: &Model, ns: &str) -> Option<TracingPolicy> {
     model.tracing.get(ns).and_then(|r| r.tracing_policy())

@@ -1,27 +1,9 @@
 //! Tests of [`super`]: the root's outputs, the scopes, the entries'
 //! providers, and the warnings.
 
-use std::{path::Path, sync::Arc};
-
 use super::*;
-use crate::{
-    model::{Builder, Delta, Model, build},
-    source::parse::parse_file,
-};
-
-fn config(mesh: &str) -> ModelConfig {
-    ModelConfig {
-        cluster_id: "Kubernetes".into(),
-        trust_domain: "cluster.local".into(),
-        domain_suffix: "cluster.local".into(),
-        root_namespace: "istio-system".into(),
-        mesh: Arc::new(MeshConfig::parse(mesh).expect("valid mesh config")),
-    }
-}
-
-fn objects(yaml: &str) -> Vec<Object> {
-    parse_file(Path::new("t.yaml"), yaml).expect("valid yaml")
-}
+use crate::model::telemetry_test_support::{config, objects};
+use crate::model::{Builder, Delta, Model, build};
 
 fn policy(model: &Model, ns: &str) -> Option<AccessLogPolicy> {
     model
