@@ -1,16 +1,14 @@
 //! Tests of [`super`]: the mesh's default providers, the scopes, the
 //! overrides' fields, the warnings, and what a change compiles again.
 
-use std::collections::HashMap;
-
 use prost::Message;
 
 use weft_proto::telemetry::value;
 
 use super::*;
-use crate::model::telemetry_test_support::{config, objects};
+use crate::model::telemetry_test_support::{compiling, config, objects};
 use crate::{
-    kinds::{Object, ObjectKey},
+    kinds::Object,
     model::{Builder, Delta, Model, build},
 };
 
@@ -46,21 +44,15 @@ fn with(telemetries: &str) -> Vec<Object> {
 
 /// The warnings compiling `namespace` of `yaml` gives.
 fn warnings(yaml: &[Object], mesh: &str, namespace: &str) -> Vec<String> {
-    let mut policies = MetricsPolicies::default();
-    for o in yaml {
-        policies.telemetries.index(&o.key(), true);
-    }
-    let objects: HashMap<ObjectKey, Object> = yaml.iter().map(|o| (o.key(), o.clone())).collect();
-    let cfg = config(mesh);
-    let cx = Context {
-        config: &cfg,
-        mesh: &cfg.mesh,
-        objects: &objects,
-        pods_by_ns: &HashMap::new(),
-    };
-    let mut warnings = Vec::new();
-    policies.compile(namespace, &cx, &mut warnings);
-    warnings
+    compiling(yaml, mesh, |telemetries, cx| {
+        let policies = MetricsPolicies {
+            telemetries,
+            ..Default::default()
+        };
+        let mut warnings = Vec::new();
+        policies.compile(namespace, cx, &mut warnings);
+        warnings
+    })
 }
 
 #[test]

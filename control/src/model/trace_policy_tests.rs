@@ -1,14 +1,12 @@
 //! Tests of [`super`]: the mesh-wide settings, the scopes, the entries'
 //! fields, and what a change compiles again.
 
-use std::collections::HashMap;
-
 use prost::Message;
 
 use super::*;
-use crate::model::telemetry_test_support::{config, objects};
+use crate::model::telemetry_test_support::{compiling, config, objects};
 use crate::{
-    kinds::{Object, ObjectKey},
+    kinds::Object,
     model::{Builder, Delta, Model, build},
 };
 
@@ -290,20 +288,15 @@ spec:
         shop.namespace_rules.unwrap().tracing[0].providers,
         ["otle", "opa", "otel"]
     );
-    let mut policies = TracingPolicies::default();
-    for o in &yaml {
-        policies.telemetries.index(&o.key(), true);
-    }
-    let objects: HashMap<ObjectKey, Object> = yaml.iter().map(|o| (o.key(), o.clone())).collect();
-    let cfg = config(MESH);
-    let cx = Context {
-        config: &cfg,
-        mesh: &cfg.mesh,
-        objects: &objects,
-        pods_by_ns: &HashMap::new(),
-    };
-    let mut warnings = Vec::new();
-    policies.compile("shop", &cx, &mut warnings);
+    let warnings = compiling(&yaml, MESH, |telemetries, cx| {
+        let policies = TracingPolicies {
+            telemetries,
+            ..Default::default()
+        };
+        let mut warnings = Vec::new();
+        policies.compile("shop", cx, &mut warnings);
+        warnings
+    });
     assert_eq!(warnings.len(), 2, "{warnings:?}");
     assert!(
         warnings[0].starts_with("Telemetry shop/typo: provider `opa` is not a tracing provider"),

@@ -2,7 +2,7 @@
 //! providers, and the warnings.
 
 use super::*;
-use crate::model::telemetry_test_support::{config, objects};
+use crate::model::telemetry_test_support::{compiling, config, objects};
 use crate::model::{Builder, Delta, Model, build};
 
 fn policy(model: &Model, ns: &str) -> Option<AccessLogPolicy> {
@@ -15,25 +15,19 @@ fn policy(model: &Model, ns: &str) -> Option<AccessLogPolicy> {
 /// The warnings compiling `namespace` of `yaml` gives, and the scope
 /// warning.
 fn warnings(yaml: &[Object], mesh: &str, namespace: &str) -> (Vec<String>, Option<String>) {
-    let mut logs = AccessLogs::default();
-    for o in yaml {
-        logs.telemetries.index(&o.key(), true);
-    }
-    let objects: HashMap<ObjectKey, Object> = yaml.iter().map(|o| (o.key(), o.clone())).collect();
-    let cfg = config(mesh);
-    let cx = Context {
-        config: &cfg,
-        mesh: &cfg.mesh,
-        objects: &objects,
-        pods_by_ns: &HashMap::new(),
-    };
-    let mut warnings = Vec::new();
-    logs.compile(namespace, &cx, &mut warnings);
-    let scope = logs
-        .telemetries
-        .scoped(namespace, &objects)
-        .ignored_warning(namespace);
-    (warnings, scope)
+    compiling(yaml, mesh, |telemetries, cx| {
+        let logs = AccessLogs {
+            telemetries,
+            ..Default::default()
+        };
+        let mut warnings = Vec::new();
+        logs.compile(namespace, cx, &mut warnings);
+        let scope = logs
+            .telemetries
+            .scoped(namespace, cx.objects)
+            .ignored_warning(namespace);
+        (warnings, scope)
+    })
 }
 
 const PODS: &str = "apiVersion: v1\nkind: Pod\nmetadata:\n  name: api-1\n  namespace: shop\n  labels: {app: api}\nspec:\n  serviceAccountName: api\n  nodeName: n1\nstatus:\n  podIP: 10.0.0.5\n---\napiVersion: v1\nkind: Pod\nmetadata:\n  name: web-1\n  namespace: shop\n  labels: {app: web}\nspec:\n  nodeName: n1\nstatus:\n  podIP: 10.0.0.6\n---\napiVersion: v1\nkind: Service\nmetadata: {name: web, namespace: shop}\nspec:\n  selector: {app: web}\n  ports: [{port: 80}]\n";
