@@ -98,18 +98,12 @@ pub struct Output {
     pub(super) sink: OnceLock<Option<Sink>>,
 }
 
-impl PartialEq for Output {
-    fn eq(&self, other: &Output) -> bool {
-        self.file == other.file && self.format == other.format
-    }
-}
-
 /// Looked up for every request and connection, by keys the control plane
 /// sent: a fast hash rather than SipHash's flood resistance.
 type Map<K, V> = HashMap<K, V, foldhash::fast::RandomState>;
 
 /// One namespace's policy, compiled.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug)]
 pub struct Compiled {
     /// The root's: MeshConfig's own output.
     mesh: Option<Arc<Output>>,
