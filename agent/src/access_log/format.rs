@@ -9,7 +9,10 @@ use std::time::SystemTime;
 use http::HeaderName;
 use weft_proto::telemetry::{FormatToken, JsonField};
 
-use super::entry::{Entry, Header};
+use super::{
+    entry::{Entry, Header},
+    stable::{self, Reads},
+};
 use crate::state::Identity;
 
 /// A command operator weft renders.
@@ -83,6 +86,27 @@ impl Op {
         })
     }
 
+    /// What of the entry the operator reads, when that seldom changes
+    /// from one request of a connection to the next (see [`stable`]).
+    fn stable(&self) -> Option<Reads> {
+        Some(match self {
+            Op::Protocol => Reads::PROTOCOL,
+            Op::UpstreamHost => Reads::UPSTREAM_HOST,
+            Op::UpstreamCluster => Reads::UPSTREAM_CLUSTER,
+            Op::UpstreamLocalAddress => Reads::UPSTREAM_LOCAL,
+            Op::DownstreamLocalAddress | Op::DownstreamLocalAddressWithoutPort => {
+                Reads::DOWNSTREAM_LOCAL
+            }
+            Op::DownstreamRemoteAddress | Op::DownstreamRemoteAddressWithoutPort => {
+                Reads::DOWNSTREAM_REMOTE
+            }
+            Op::RequestedServerName => Reads::SNI,
+            Op::RouteName => Reads::ROUTE,
+            Op::Hostname => Reads::NOTHING,
+            _ => return None,
+        })
+    }
+
     /// Rendered as a JSON number when it stands alone.
     fn numeric(&self) -> bool {
         matches!(
@@ -100,8 +124,13 @@ impl Op {
     ///
     /// Only values that come from free text (an error, a name in the
     /// config, a certificate, a client's SNI) are checked for line
-    /// breaks: the request line, header values (visible ASCII, `http`
-    /// checks it), numbers and addresses cannot hold one.
+    /// breaks: the request line, header values (no ASCII control
+    /// character but a tab, `http` checks it), numbers and addresses
+    /// cannot hold one.
+    ///
+    /// Inlined into the loop over a format's steps: a call per operator
+    /// was a fifth of a line's cost.
+    #[inline(always)]
     fn render(&self, e: &Entry<'_>, out: &mut Vec<u8>) -> bool {
         fn number(out: &mut Vec<u8>, value: u64) -> bool {
             push_u64(out, value);
@@ -194,11 +223,60 @@ impl Op {
 /// One step of a compiled format: literal text, then an operator (cut to
 /// a number of characters, 0: no limit). Each literal run of the format
 /// goes with the operator after it, so a line of Envoy's default format
-/// is 24 steps, not 48 pieces.
-#[derive(Debug, Clone, PartialEq, Eq)]
+/// is 24 steps, not 48 pieces (and 18 [`Piece`]s: 17 steps and a run).
+#[derive(Debug)]
 struct Step {
-    literal: Box<[u8]>,
+    literal: Literal,
     op: Option<(Op, usize)>,
+}
+
+/// A format's literal text between two operators. Most are a space or a
+/// quote: those are kept in place and copied as one 8-byte word (a
+/// `memcpy` call each, or a push per byte, was a fifth of a line's cost).
+#[derive(Debug)]
+enum Literal {
+    /// The bytes, padded, and how many count.
+    Short([u8; 8], u8),
+    Long(Box<[u8]>),
+}
+
+impl Literal {
+    fn new(bytes: Vec<u8>) -> Literal {
+        if bytes.len() <= 8 {
+            let mut short = [0; 8];
+            short[..bytes.len()].copy_from_slice(&bytes);
+            Literal::Short(short, bytes.len() as u8)
+        } else {
+            Literal::Long(bytes.into())
+        }
+    }
+
+    fn bytes(&self) -> &[u8] {
+        match self {
+            Literal::Short(bytes, len) => &bytes[..usize::from(*len)],
+            Literal::Long(bytes) => bytes,
+        }
+    }
+
+    /// A line is a line: not even the format's own text breaks it.
+    fn without_line_breaks(&self) -> Literal {
+        let mut bytes = Vec::new();
+        push_one_line(&mut bytes, self.bytes());
+        Literal::new(bytes)
+    }
+
+    #[inline(always)]
+    fn push(&self, out: &mut Vec<u8>) {
+        match self {
+            Literal::Short(bytes, len) => {
+                // The whole word, then the padding taken back off.
+                out.extend_from_slice(bytes);
+                let end = out.len() - (8 - usize::from(*len));
+                out.truncate(end);
+            }
+            Literal::Long(bytes) => out.extend_from_slice(bytes),
+        }
+    }
 }
 
 fn steps(tokens: &[FormatToken]) -> Result<Vec<Step>, String> {
@@ -209,47 +287,92 @@ fn steps(tokens: &[FormatToken]) -> Result<Vec<Step>, String> {
             literal.extend_from_slice(t.literal.as_bytes());
         } else {
             steps.push(Step {
-                literal: std::mem::take(&mut literal).into(),
+                literal: Literal::new(std::mem::take(&mut literal)),
                 op: Some((Op::from_token(t)?, t.max_length as usize)),
             });
         }
     }
     if !literal.is_empty() {
         steps.push(Step {
-            literal: literal.into(),
+            literal: Literal::new(literal),
             op: None,
         });
     }
     Ok(steps)
 }
 
+/// A piece of a text format: a step, or a run of steps whose operators
+/// seldom change from one request of a connection to the next, kept
+/// rendered per thread ([`stable`]).
+#[derive(Debug)]
+enum Piece {
+    Step(Step),
+    Stable {
+        /// Tells this run's kept text from every other format's.
+        id: u64,
+        reads: Reads,
+        steps: Vec<Step>,
+    },
+}
+
+/// The steps of a text format, with each run of two or more stable
+/// operators in a row (and a literal at the end) made one piece.
+fn pieces(steps: Vec<Step>) -> Vec<Piece> {
+    fn close(run: &mut Vec<Step>, reads: Reads, pieces: &mut Vec<Piece>) {
+        if run.iter().filter(|s| s.op.is_some()).count() >= 2 {
+            pieces.push(Piece::Stable {
+                id: stable::next_run_id(),
+                reads,
+                steps: std::mem::take(run),
+            });
+        } else {
+            pieces.extend(run.drain(..).map(Piece::Step));
+        }
+    }
+    let mut pieces = Vec::new();
+    let mut run = Vec::new();
+    let mut reads = Reads::NOTHING;
+    for step in steps {
+        match step.op.as_ref().map(|(op, _)| op.stable()) {
+            // The closing literal joins a run that reaches it.
+            None if !run.is_empty() => run.push(step),
+            Some(Some(read)) => {
+                reads = reads.with(read);
+                run.push(step);
+            }
+            _ => {
+                close(&mut run, reads, &mut pieces);
+                reads = Reads::NOTHING;
+                pieces.push(Piece::Step(step));
+            }
+        }
+    }
+    close(&mut run, reads, &mut pieces);
+    pieces
+}
+
 /// A compiled format, and the headers it prints (the only ones a logged
 /// request keeps for it).
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug)]
 pub struct Format {
     layout: Layout,
     request_headers: Vec<HeaderName>,
     response_headers: Vec<HeaderName>,
 }
 
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug)]
 enum Layout {
-    Text(Vec<Step>),
+    Text(Vec<Piece>),
     Json(Vec<(String, Vec<Step>)>),
 }
 
 impl Format {
     pub fn text(tokens: &[FormatToken]) -> Result<Format, String> {
         let mut steps = steps(tokens)?;
-        // A line is a line: not even the format's own text breaks it.
         for step in &mut steps {
-            for b in step.literal.iter_mut() {
-                if *b == b'\n' {
-                    *b = b' ';
-                }
-            }
+            step.literal = step.literal.without_line_breaks();
         }
-        Ok(Format::new(Layout::Text(steps)))
+        Ok(Format::new(Layout::Text(pieces(steps))))
     }
 
     pub fn json(fields: &[JsonField]) -> Result<Format, String> {
@@ -264,7 +387,13 @@ impl Format {
         let mut request_headers = Vec::new();
         let mut response_headers = Vec::new();
         let all: Vec<&Step> = match &layout {
-            Layout::Text(steps) => steps.iter().collect(),
+            Layout::Text(pieces) => pieces
+                .iter()
+                .flat_map(|p| match p {
+                    Piece::Step(step) => std::slice::from_ref(step),
+                    Piece::Stable { steps, .. } => steps,
+                })
+                .collect(),
             Layout::Json(fields) => fields.iter().flat_map(|(_, s)| s).collect(),
         };
         for step in all {
@@ -317,7 +446,21 @@ impl Format {
     pub fn render_into(&self, e: &Entry<'_>, out: &mut Vec<u8>) {
         out.reserve(512);
         match &self.layout {
-            Layout::Text(steps) => render_steps(steps, e, out),
+            Layout::Text(pieces) => {
+                for piece in pieces {
+                    match piece {
+                        Piece::Step(step) => step.render(e, out),
+                        // An L4 line is its connection's only one:
+                        // nothing to keep.
+                        Piece::Stable { steps, .. } if e.http.is_none() => {
+                            render_steps(steps, e, out);
+                        }
+                        Piece::Stable { id, reads, steps } => {
+                            stable::append(*id, *reads, e, out, |out| render_steps(steps, e, out));
+                        }
+                    }
+                }
+            }
             Layout::Json(fields) => {
                 out.push(b'{');
                 let mut value = Vec::new();
@@ -334,7 +477,7 @@ impl Format {
                                 literal,
                                 op: Some((op, max)),
                             },
-                        ] if literal.is_empty() => {
+                        ] if literal.bytes().is_empty() => {
                             if !op.render(e, &mut value) {
                                 out.extend_from_slice(b"null");
                                 continue;
@@ -361,8 +504,15 @@ impl Format {
 
 fn render_steps(steps: &[Step], e: &Entry<'_>, out: &mut Vec<u8>) {
     for step in steps {
-        push_short(out, &step.literal);
-        if let Some((op, max)) = &step.op {
+        step.render(e, out);
+    }
+}
+
+impl Step {
+    #[inline(always)]
+    fn render(&self, e: &Entry<'_>, out: &mut Vec<u8>) {
+        self.literal.push(out);
+        if let Some((op, max)) = &self.op {
             let start = out.len();
             if !op.render(e, out) {
                 out.push(b'-');
@@ -370,20 +520,6 @@ fn render_steps(steps: &[Step], e: &Entry<'_>, out: &mut Vec<u8>) {
                 truncate(out, start, *max);
             }
         }
-    }
-}
-
-/// Appends `bytes`, a few of them one by one: most of a format's literal
-/// runs are a space or a quote, and a `memcpy` call for each was a fifth
-/// of a line's cost.
-#[inline]
-fn push_short(out: &mut Vec<u8>, bytes: &[u8]) {
-    if bytes.len() <= 8 {
-        for &b in bytes {
-            out.push(b);
-        }
-    } else {
-        out.extend_from_slice(bytes);
     }
 }
 

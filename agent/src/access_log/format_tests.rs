@@ -1,7 +1,7 @@
 //! Tests of `format.rs`: rendering lines of Envoy's operators.
 use std::time::Duration;
 
-use http::HeaderMap;
+use http::{HeaderMap, HeaderValue};
 
 use super::*;
 use crate::{
@@ -175,10 +175,10 @@ fn literal_runs_join_the_operator_after_them() {
         literal("!"),
     ];
     let format = Format::text(&tokens).unwrap();
-    let Layout::Text(steps) = &format.layout else {
+    let Layout::Text(pieces) = &format.layout else {
         panic!("a text format");
     };
-    assert_eq!(steps.len(), 3, "{steps:?}");
+    assert_eq!(pieces.len(), 3, "{pieces:?}");
     assert_eq!(
         format.render(&e),
         "abc 5reviews.v1 a literal longer than a few bytes!\n"
@@ -223,4 +223,130 @@ fn json_has_numbers_strings_and_nulls() {
     assert_eq!(v["bytes_received"], 7);
     assert_eq!(v["upstream_cluster"], "outbound|80||a\"b");
     assert_eq!(v["mixed"], "took 3");
+}
+
+#[test]
+fn stable_operators_are_kept_per_thread_and_rendered_again_when_a_value_changes() {
+    let tokens = [
+        literal("12345678"),
+        token("RESPONSE_CODE", "", ""),
+        literal(" \""),
+        token("UPSTREAM_HOST", "", ""),
+        literal("\" "),
+        token("UPSTREAM_CLUSTER", "", ""),
+        literal(" "),
+        token("ROUTE_NAME", "", ""),
+        literal(" 123456789"),
+    ];
+    let format = Format::text(&tokens).unwrap();
+    let Layout::Text(pieces) = &format.layout else {
+        panic!("a text format");
+    };
+    assert!(
+        matches!(pieces.as_slice(), [Piece::Step(_), Piece::Stable { steps, .. }] if steps.len() == 4),
+        "{pieces:?}"
+    );
+    let mut e = Entry::new(SystemTime::UNIX_EPOCH, Duration::ZERO);
+    // An L7 line (an L4 one is rendered without the table).
+    e.http = Some(Http {
+        method: "GET",
+        path: "/",
+        authority: "a",
+        headers: None,
+        response_headers: None,
+        status: 200,
+        grpc_status: None,
+    });
+    e.upstream_host = Some("10.0.0.1:80".parse().unwrap());
+    e.downstream_remote = Some("10.0.0.9:40000".parse().unwrap());
+    e.upstream_cluster = "outbound|80||a";
+    e.route = "r1";
+    let first = "12345678200 \"10.0.0.1:80\" outbound|80||a r1 123456789\n";
+    assert_eq!(format.render(&e), first);
+    // The second time from the thread's kept text, the same.
+    assert_eq!(format.render(&e), first);
+    // Each value the run reads, changed, is in the next line.
+    e.upstream_host = Some("10.0.0.2:80".parse().unwrap());
+    assert_eq!(
+        format.render(&e),
+        "12345678200 \"10.0.0.2:80\" outbound|80||a r1 123456789\n"
+    );
+    let cluster = String::from("outbound|80|v2|a");
+    e.upstream_cluster = &cluster;
+    e.route = "r2";
+    assert_eq!(
+        format.render(&e),
+        "12345678200 \"10.0.0.2:80\" outbound|80|v2|a r2 123456789\n"
+    );
+    // What the run does not read does not matter to it.
+    e.sni = "elsewhere";
+    assert_eq!(
+        format.render(&e),
+        "12345678200 \"10.0.0.2:80\" outbound|80|v2|a r2 123456789\n"
+    );
+    // Another format with the same values never gets this one's text.
+    let other = Format::text(&[
+        token("UPSTREAM_HOST", "", ""),
+        literal("|"),
+        token("ROUTE_NAME", "", ""),
+    ])
+    .unwrap();
+    assert_eq!(other.render(&e), "10.0.0.2:80|r2\n");
+    assert_eq!(
+        format.render(&e),
+        "12345678200 \"10.0.0.2:80\" outbound|80|v2|a r2 123456789\n"
+    );
+    // A cut inside a run is in its kept text; a literal of 9 bytes.
+    let mut cut = token("ROUTE_NAME", "", "");
+    cut.max_length = 1;
+    let cutting = Format::text(&[
+        token("UPSTREAM_HOST", "", ""),
+        literal(" "),
+        cut,
+        literal("123456789"),
+    ])
+    .unwrap();
+    for _ in 0..2 {
+        assert_eq!(cutting.render(&e), "10.0.0.2:80 r123456789\n");
+    }
+    // An L4 line renders the run itself, to the same text.
+    e.http = None;
+    assert_eq!(
+        format.render(&e),
+        "123456780 \"10.0.0.2:80\" outbound|80|v2|a r2 123456789\n"
+    );
+}
+
+#[test]
+fn header_values_are_printed_as_they_came_unless_not_utf8() {
+    let mut map = HeaderMap::new();
+    map.insert(
+        "user-agent",
+        HeaderValue::from_bytes("naïve\tagent".as_bytes()).unwrap(),
+    );
+    map.insert("x-bytes", HeaderValue::from_bytes(b"\xff\xfe").unwrap());
+    let headers = Headers::all(&map);
+    let mut e = Entry::new(SystemTime::UNIX_EPOCH, Duration::ZERO);
+    e.http = Some(Http {
+        method: "GET",
+        path: "/",
+        authority: "a",
+        headers: Some(&headers),
+        response_headers: None,
+        status: 200,
+        grpc_status: None,
+    });
+    let format = Format::text(&[
+        token("REQ", "user-agent", ""),
+        literal(" "),
+        token("REQ", "x-bytes", ""),
+    ])
+    .unwrap();
+    assert_eq!(format.render(&e), "naïve\tagent -\n");
+    let json = Format::json(&[JsonField {
+        key: "ua".into(),
+        value: vec![token("REQ", "user-agent", "")],
+    }])
+    .unwrap();
+    assert_eq!(json.render(&e), "{\"ua\":\"naïve\\tagent\"}\n");
 }

@@ -21,6 +21,7 @@ pub mod filter;
 pub mod format;
 pub mod policy;
 pub mod sink;
+mod stable;
 
 use std::{
     collections::HashMap,
