@@ -3,7 +3,11 @@
 //! (`127.0.0.1:15000`: `/config`, `/config_dump`, `/stats`, `/logging` to
 //! read or change the log level, `/logs` for the recent log lines, `/tcp`
 //! for per-workload TCP health,
-//! `POST /profile` for a CPU profile).
+//! `POST /profile` for a CPU profile). What bounds their cost when a
+//! client misbehaves (a scraper that stops reading, connections that send
+//! nothing) is in [`limits`].
+
+mod limits;
 
 use std::{
     convert::Infallible,
@@ -221,10 +225,15 @@ fn reply(status: StatusCode, content_type: &str, body: impl Into<Bytes>) -> Resp
 /// every series of every family (milliseconds with a few hundred series),
 /// a config dump every workload of the mesh (tens of megabytes at 100,000
 /// pods). There the kernel shares the CPU between the two instead.
+///
+/// At most [`limits::BUILDS`] are built at once; the next waits for one.
 async fn off_the_worker(
     content_type: &'static str,
     build: impl FnOnce() -> Vec<u8> + Send + 'static,
 ) -> Response<Full<Bytes>> {
+    let Ok(_building) = limits::BUILDING.acquire().await else {
+        unreachable!("the builds' semaphore is never closed");
+    };
     match tokio::task::spawn_blocking(build).await {
         Ok(body) => reply(StatusCode::OK, content_type, body),
         Err(err) => reply(
@@ -458,20 +467,30 @@ pub async fn serve(
     endpoints: Endpoints,
     stop: tokio_util::sync::CancellationToken,
 ) {
+    let connections = Arc::new(tokio::sync::Semaphore::new(limits::CONNECTIONS));
     loop {
         let accepted = tokio::select! {
             _ = stop.cancelled() => return,
             accepted = listener.accept() => accepted,
         };
-        let Ok((stream, _)) = accepted else {
+        let Ok((stream, peer)) = accepted else {
+            continue;
+        };
+        let Ok(held) = connections.clone().try_acquire_owned() else {
+            tracing::debug!(%peer, endpoints = ?endpoints, limit = limits::CONNECTIONS,
+                "operator endpoint: too many connections; closing the new one");
             continue;
         };
         let (state, stop) = (state.clone(), stop.clone());
         // Ends with the listener's server: a request in flight is
         // answered, a kept-alive connection then closed.
         tokio::spawn(async move {
+            let _held = held;
             let service = service_fn(move |request| route(state.clone(), endpoints, request));
+            let stream = limits::StallLimit::new(stream, limits::WRITE_STALL);
             let connection = hyper::server::conn::http1::Builder::new()
+                .timer(hyper_util::rt::TokioTimer::new())
+                .header_read_timeout(limits::HEADER_READ)
                 .serve_connection(TokioIo::new(stream), service);
             tokio::pin!(connection);
             tokio::select! {

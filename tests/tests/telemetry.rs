@@ -647,6 +647,111 @@ fn prometheus_reads_them(
     Ok(())
 }
 
+/// Scrapers that ask and then read nothing, and connections that send
+/// nothing, at a node's metrics port: the node's traffic and other
+/// scrapes go on while they hang, and the agent closes every one of them
+/// after its limits (30 s without taking any of an answer, or without a
+/// request's headers).
+#[test]
+fn stalled_scrapers_hold_up_neither_traffic_nor_scrapes_and_are_closed() -> Result<()> {
+    use std::io::{Read, Write};
+    let cluster = Cluster::builder().nodes(2).build()?;
+    cluster.with_logs(|cluster| {
+        for ns in ["shop", "frontend"] {
+            cluster.add_namespace(ns, &[AMBIENT])?;
+        }
+        let _api = backend(
+            cluster,
+            "node-2",
+            "shop",
+            "api",
+            &[("app", "api")],
+            8080,
+            &[],
+        )?;
+        let vip = cluster.add_service(
+            "shop",
+            "api",
+            &[("app", "api")],
+            &[ServicePort::http("http", 8080, 8080)],
+        )?;
+        let web = client(cluster, "node-1", "frontend", "web")?;
+        let url = format!("http://{vip}:8080/items");
+        converge("web reaches api", || {
+            Ok(httpapp::get_one(&web, &url, &[])?.status == 200)
+        })?;
+        let node = cluster.node("node-2")?;
+        let scrape = node.agent_metrics()?.len();
+        ensure!(
+            scrape > 32 * 1024,
+            "a scrape of node-2 is {scrape} bytes: too small to fill a stalled client's buffers"
+        );
+
+        let addr = std::net::SocketAddr::from((node.ip(), 15020));
+        let (stalled, silent) = node.netns().run(|| -> Result<_> {
+            let mut stalled = Vec::new();
+            for _ in 0..8 {
+                // A 4 KiB receive buffer: the answer soon fills both sides'.
+                let socket =
+                    socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None)?;
+                socket.set_recv_buffer_size(4096)?;
+                socket.connect(&addr.into())?;
+                let mut stream = std::net::TcpStream::from(socket);
+                stream.write_all(b"GET /stats/prometheus HTTP/1.1\r\nHost: weft\r\n\r\n")?;
+                stalled.push(stream);
+            }
+            let silent = (0..8)
+                .map(|_| std::net::TcpStream::connect(addr))
+                .collect::<std::io::Result<Vec<_>>>()?;
+            Ok((stalled, silent))
+        })??;
+
+        // While they hang: requests through node-2's agent, and whole
+        // scrapes for another client.
+        let mut chain = Vec::new();
+        for _ in 0..9 {
+            chain.extend(["--then", "GET /items"]);
+        }
+        let codes: Vec<u16> = httpapp::get(&web, &url, &chain)?
+            .iter()
+            .map(|r| r.status)
+            .collect();
+        ensure!(
+            codes == [200; 10],
+            "requests while scrapers stall: {codes:?}"
+        );
+        for _ in 0..3 {
+            let again = node.agent_metrics()?;
+            ensure!(
+                again.len() >= scrape && again.contains("istio_requests_total"),
+                "a scrape while others stall: {} bytes",
+                again.len()
+            );
+        }
+
+        // Past the limits, every one of them has been closed by the agent:
+        // reading finds the end (after what the stalled ones were sent).
+        std::thread::sleep(std::time::Duration::from_secs(35));
+        for (kind, streams) in [("stalled scraper", stalled), ("silent connection", silent)] {
+            for mut stream in streams {
+                stream.set_read_timeout(Some(std::time::Duration::from_secs(30)))?;
+                let mut got = Vec::new();
+                match stream.read_to_end(&mut got) {
+                    Ok(_) => {}
+                    Err(e) if e.kind() == std::io::ErrorKind::ConnectionReset => {}
+                    Err(e) => bail!(
+                        "a {kind} was not closed by node-2's agent ({e}; {} bytes read)",
+                        got.len()
+                    ),
+                }
+            }
+        }
+        let log = node.agent_log();
+        ensure!(!log.contains("panicked"), "node-2's agent panicked:\n{log}");
+        Ok(())
+    })
+}
+
 /// Denies `/admin` on the api pods.
 fn policy_denying_admin(cluster: &Cluster) -> Result<()> {
     apply(
