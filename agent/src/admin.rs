@@ -5,9 +5,10 @@
 //! for per-workload TCP health,
 //! `POST /profile` for a CPU profile). What bounds their cost when a
 //! client misbehaves (a scraper that stops reading, connections that send
-//! nothing) is in [`limits`].
+//! nothing) is in [`weft_proto::serving`]; large answers are built at most
+//! [`BUILDS`] at once.
 
-mod limits;
+use weft_proto::serving;
 
 use std::{
     convert::Infallible,
@@ -220,19 +221,29 @@ fn reply(status: StatusCode, content_type: &str, body: impl Into<Bytes>) -> Resp
         .expect("static response parts")
 }
 
+/// Large answers (scrapes, config dumps) built at once.
+pub const BUILDS: usize = 2;
+
+static BUILDING: tokio::sync::Semaphore = tokio::sync::Semaphore::const_new(BUILDS);
+
 /// An answer built on tokio's blocking pool rather than on the proxy's
 /// worker thread, which would stop relaying for as long: a scrape walks
 /// every series of every family (milliseconds with a few hundred series),
 /// a config dump every workload of the mesh (tens of megabytes at 100,000
 /// pods). There the kernel shares the CPU between the two instead.
 ///
-/// At most [`limits::BUILDS`] are built at once; the next waits for one.
+/// At most [`BUILDS`] are built at once; the next waits for one.
 async fn off_the_worker(
     content_type: &'static str,
     build: impl FnOnce() -> Vec<u8> + Send + 'static,
 ) -> Response<Full<Bytes>> {
-    let Ok(_building) = limits::BUILDING.acquire().await else {
+    let Ok(building) = BUILDING.acquire().await else {
         unreachable!("the builds' semaphore is never closed");
+    };
+    // Held by the build itself: a client that goes away does not end it.
+    let build = move || {
+        let _building = building;
+        build()
     };
     match tokio::task::spawn_blocking(build).await {
         Ok(body) => reply(StatusCode::OK, content_type, body),
@@ -467,7 +478,7 @@ pub async fn serve(
     endpoints: Endpoints,
     stop: tokio_util::sync::CancellationToken,
 ) {
-    let connections = Arc::new(tokio::sync::Semaphore::new(limits::CONNECTIONS));
+    let admission = Arc::new(serving::Admission::default());
     loop {
         let accepted = tokio::select! {
             _ = stop.cancelled() => return,
@@ -476,8 +487,8 @@ pub async fn serve(
         let Ok((stream, peer)) = accepted else {
             continue;
         };
-        let Ok(held) = connections.clone().try_acquire_owned() else {
-            tracing::debug!(%peer, endpoints = ?endpoints, limit = limits::CONNECTIONS,
+        let Some(held) = admission.admit(peer.ip()) else {
+            tracing::debug!(%peer, endpoints = ?endpoints, per_peer = serving::PER_PEER, limit = serving::CONNECTIONS,
                 "operator endpoint: too many connections; closing the new one");
             continue;
         };
@@ -487,10 +498,10 @@ pub async fn serve(
         tokio::spawn(async move {
             let _held = held;
             let service = service_fn(move |request| route(state.clone(), endpoints, request));
-            let stream = limits::StallLimit::new(stream, limits::WRITE_STALL);
+            let stream = serving::StallLimit::new(stream, serving::WRITE_STALL);
             let connection = hyper::server::conn::http1::Builder::new()
                 .timer(hyper_util::rt::TokioTimer::new())
-                .header_read_timeout(limits::HEADER_READ)
+                .header_read_timeout(serving::HEADER_READ)
                 .serve_connection(TokioIo::new(stream), service);
             tokio::pin!(connection);
             tokio::select! {

@@ -26,6 +26,7 @@ use hyper_util::rt::TokioIo;
 use serde::Serialize;
 use tokio::{net::TcpListener, sync::watch};
 use tokio_util::sync::CancellationToken;
+use weft_proto::serving;
 
 mod objects;
 
@@ -61,8 +62,18 @@ impl DebugState {
     }
 }
 
-/// Serves until `shutdown`.
+/// Answers built at once, on tokio's blocking pool.
+const BUILDS: usize = 2;
+
+static BUILDING: tokio::sync::Semaphore = tokio::sync::Semaphore::const_new(BUILDS);
+
+/// Serves until `shutdown`. Every answer but `/ready` is built on tokio's
+/// blocking pool, at most [`BUILDS`] at once: at 100,000 pods a
+/// `/debug/resources` or `/debug/objects` takes long enough that, on a
+/// worker, it would hold up the xDS pushes. A misbehaving client's cost is
+/// bounded as on the agent's ports ([`weft_proto::serving`]).
 pub async fn serve(listener: TcpListener, state: Arc<DebugState>, shutdown: CancellationToken) {
+    let admission = Arc::new(serving::Admission::default());
     loop {
         let (stream, peer) = tokio::select! {
             _ = shutdown.cancelled() => return,
@@ -74,23 +85,24 @@ pub async fn serve(listener: TcpListener, state: Arc<DebugState>, shutdown: Canc
                 }
             },
         };
+        let Some(held) = admission.admit(peer.ip()) else {
+            tracing::debug!(%peer, per_peer = serving::PER_PEER, limit = serving::CONNECTIONS,
+                "debug server: too many connections; closing the new one");
+            continue;
+        };
         let state = Arc::clone(&state);
         let shutdown = shutdown.clone();
         tokio::spawn(async move {
+            let _held = held;
             let service = service_fn(move |req| {
                 let state = Arc::clone(&state);
-                async move {
-                    if req.method() == Method::GET && req.uri().path() == "/metrics" {
-                        let accept = req
-                            .headers()
-                            .get(header::ACCEPT)
-                            .and_then(|v| v.to_str().ok());
-                        return Ok::<_, Infallible>(metrics(&state, accept));
-                    }
-                    Ok::<_, Infallible>(route(&state, req.method(), req.uri().path()))
-                }
+                async move { Ok::<_, Infallible>(answer(state, req).await) }
             });
-            let conn = http1::Builder::new().serve_connection(TokioIo::new(stream), service);
+            let stream = serving::StallLimit::new(stream, serving::WRITE_STALL);
+            let conn = http1::Builder::new()
+                .timer(hyper_util::rt::TokioTimer::new())
+                .header_read_timeout(serving::HEADER_READ)
+                .serve_connection(TokioIo::new(stream), service);
             tokio::pin!(conn);
             tokio::select! {
                 result = conn.as_mut() => {
@@ -101,6 +113,41 @@ pub async fn serve(listener: TcpListener, state: Arc<DebugState>, shutdown: Canc
                 _ = shutdown.cancelled() => conn.as_mut().graceful_shutdown(),
             }
         });
+    }
+}
+
+/// The answer to `req`: `/ready` at once, the rest off the worker.
+async fn answer<B>(state: Arc<DebugState>, req: http::Request<B>) -> Response<Full<Bytes>> {
+    let (method, path) = (req.method().clone(), req.uri().path().to_string());
+    if path == "/ready" {
+        return route(&state, &method, &path);
+    }
+    let accept = req
+        .headers()
+        .get(header::ACCEPT)
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_string);
+    let Ok(building) = BUILDING.acquire().await else {
+        unreachable!("the builds' semaphore is never closed");
+    };
+    // Held by the build itself: a client that goes away does not end it.
+    let built = tokio::task::spawn_blocking(move || {
+        let _building = building;
+        if method == Method::GET && path == "/metrics" {
+            metrics(&state, accept.as_deref())
+        } else {
+            route(&state, &method, &path)
+        }
+    });
+    match built.await {
+        Ok(response) => response,
+        Err(err) => {
+            tracing::warn!(error = %err, "building a debug answer failed");
+            text(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "building the answer failed\n",
+            )
+        }
     }
 }
 

@@ -1,4 +1,7 @@
-//! weft's wire types, generated from the `.proto` files in `proto/`.
+//! weft's wire types, generated from the `.proto` files in `proto/`, and
+//! what the agent's and weft-control's HTTP ports share: the metrics'
+//! exposition formats ([`exposition`]) and the bounds on a misbehaving
+//! client's cost ([`serving`]).
 //!
 //! Package names and field numbers are those of upstream Istio and Envoy
 //! (see `README.md`), so a real ztunnel can talk to weft's control plane
@@ -9,6 +12,7 @@
 
 pub mod duration;
 pub mod exposition;
+pub mod serving;
 
 /// `istio.workload`: the Workload API (`Address`, `Workload`, `Service`, ...).
 pub use generated::istio::workload;

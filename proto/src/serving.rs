@@ -1,32 +1,35 @@
-//! What bounds the operator endpoints' cost when a client misbehaves. The
-//! metrics port is open to the pod network (Prometheus scrapes it from
-//! another node), so a scraper that stops reading, or a client that
-//! opens connections and sends nothing, must cost the node a bounded
-//! amount of memory and CPU, and never the proxy's traffic:
+//! What bounds an operator HTTP port's cost when a client misbehaves: the
+//! agent's (15000, 15020, 15021) and weft-control's (15014). Metrics ports
+//! are open to the network (Prometheus scrapes them from another node),
+//! so a scraper that stops reading, or a client that opens connections
+//! and sends nothing, must cost a bounded amount of memory and CPU, and
+//! never the traffic or the pushes the process is for:
 //!
-//! - an answer whose client reads nothing of it for [`WRITE_STALL`] has
-//!   its connection closed, and the answer (a scrape can be megabytes)
-//!   is freed ([`StallLimit`]);
+//! - an answer that makes no progress for [`WRITE_STALL`] (its client
+//!   reads nothing, or too little for the kernel to take more) has its
+//!   connection closed, and the answer (a scrape or a dump can be
+//!   megabytes) is freed ([`StallLimit`]);
 //! - a connection that has not sent a request's headers within
 //!   [`HEADER_READ`] of the server waiting for them is closed (hyper's
-//!   header timeout);
-//! - each listener holds at most [`CONNECTIONS`] connections; more are
-//!   closed when accepted;
-//! - at most [`BUILDS`] large answers (scrapes, config dumps) are built at
-//!   once on the blocking pool; the next request waits for one to finish
-//!   ([`BUILDING`]).
+//!   header timeout, which the servers set);
+//! - each listener holds at most [`PER_PEER`] connections from one
+//!   address and [`CONNECTIONS`] in all ([`Admission`]); the servers close
+//!   more when they accept them. Per address, so that a pod cannot take
+//!   the kubelet's probes' or Prometheus's place.
 
 use std::{
+    collections::HashMap,
     future::Future,
     io,
+    net::IpAddr,
     pin::Pin,
+    sync::{Arc, Mutex},
     task::{Context, Poll},
     time::Duration,
 };
 
 use tokio::{
     io::{AsyncRead, AsyncWrite, ReadBuf},
-    sync::Semaphore,
     time::Sleep,
 };
 
@@ -40,17 +43,70 @@ pub const WRITE_STALL: Duration = Duration::from_secs(30);
 /// request).
 pub const HEADER_READ: Duration = Duration::from_secs(30);
 
-/// Connections one listener holds at once.
-pub const CONNECTIONS: usize = 64;
+/// Connections one listener holds at once, from every address.
+pub const CONNECTIONS: usize = 1024;
 
-/// Large answers built at once.
-pub const BUILDS: usize = 2;
+/// Connections one listener holds at once from one address.
+pub const PER_PEER: usize = 32;
 
-/// Permits to build a large answer.
-pub static BUILDING: Semaphore = Semaphore::const_new(BUILDS);
+/// Which connections a listener holds: at most [`PER_PEER`] from one
+/// address, [`CONNECTIONS`] in all.
+#[derive(Default)]
+pub struct Admission {
+    held: Mutex<Held>,
+}
+
+#[derive(Default)]
+struct Held {
+    total: usize,
+    by_peer: HashMap<IpAddr, usize>,
+}
+
+/// One connection held; dropping it makes room.
+pub struct Admitted {
+    admission: Arc<Admission>,
+    peer: IpAddr,
+}
+
+impl Admission {
+    /// Room for a connection from `peer`, or `None` (the server closes it).
+    pub fn admit(self: &Arc<Self>, peer: IpAddr) -> Option<Admitted> {
+        let mut held = self.held.lock().unwrap_or_else(|e| e.into_inner());
+        let from_peer = held.by_peer.get(&peer).copied().unwrap_or(0);
+        if held.total >= CONNECTIONS || from_peer >= PER_PEER {
+            return None;
+        }
+        held.total += 1;
+        held.by_peer.insert(peer, from_peer + 1);
+        Some(Admitted {
+            admission: self.clone(),
+            peer,
+        })
+    }
+}
+
+impl Drop for Admitted {
+    fn drop(&mut self) {
+        let mut held = self
+            .admission
+            .held
+            .lock()
+            .unwrap_or_else(|e| e.into_inner());
+        held.total -= 1;
+        if let Some(count) = held.by_peer.get_mut(&self.peer) {
+            *count -= 1;
+            if *count == 0 {
+                held.by_peer.remove(&self.peer);
+            }
+        }
+    }
+}
 
 /// A stream whose writes fail with `TimedOut` once one has waited
-/// `limit` for the peer to take more. Reads are untouched (a kept-alive
+/// `limit` for the peer to take more. (The kernel takes more only when
+/// its send queue has drained by about a third, so a client reading very
+/// slowly, a few KB/s over a network, can be cut off too; on loopback,
+/// with its megabytes of buffer, tens of KB/s.) Reads are untouched (a kept-alive
 /// connection may sit idle between requests).
 pub struct StallLimit<S> {
     inner: S,
@@ -139,6 +195,32 @@ impl<S: AsyncWrite + Unpin> AsyncWrite for StallLimit<S> {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn admission_counts_per_peer_and_in_all_and_makes_room_on_drop() {
+        let admission = Arc::new(Admission::default());
+        let (a, b): (IpAddr, IpAddr) = ("10.0.0.1".parse().unwrap(), "10.0.0.2".parse().unwrap());
+        let from_a: Vec<_> = (0..PER_PEER).map(|_| admission.admit(a).unwrap()).collect();
+        assert!(
+            admission.admit(a).is_none(),
+            "one more than PER_PEER from one address"
+        );
+        let from_b = admission.admit(b).expect("another address still gets in");
+        drop(from_a);
+        assert!(admission.admit(a).is_some(), "room again once closed");
+        drop(from_b);
+        let mut many = Vec::new();
+        for i in 0..CONNECTIONS {
+            let peer = IpAddr::from([10, 1, (i / 256) as u8, (i % 256) as u8]);
+            many.push(admission.admit(peer).unwrap());
+        }
+        assert!(
+            admission.admit("10.2.0.1".parse().unwrap()).is_none(),
+            "over CONNECTIONS in all"
+        );
+        many.clear();
+        assert!(admission.held.lock().unwrap().by_peer.is_empty());
+    }
+
     use tokio::{
         io::{AsyncReadExt, AsyncWriteExt},
         net::{TcpListener, TcpSocket, TcpStream},
