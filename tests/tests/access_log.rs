@@ -96,25 +96,9 @@ fn config_errors(cluster: &Cluster) -> Result<String> {
 fn shop_api_and_front_web(
     cluster: &Cluster,
 ) -> Result<(Backend, weft_sim::Pod, std::net::Ipv4Addr)> {
-    for ns in ["shop", "front"] {
-        cluster.add_namespace(ns, &[AMBIENT])?;
-    }
-    let api = backend(
-        cluster,
-        "node-2",
-        "shop",
-        "api",
-        &[("app", "api")],
-        8080,
-        &[],
-    )?;
+    let (api, vip) = shop_api(cluster)?;
+    cluster.add_namespace("front", &[AMBIENT])?;
     let web = client(cluster, "node-1", "front", "web")?;
-    let vip = cluster.add_service(
-        "shop",
-        "api",
-        &[("app", "api")],
-        &[ServicePort::http("http", 8080, 8080)],
-    )?;
     apply(
         cluster,
         "deny-forbidden",

@@ -657,16 +657,8 @@ fn stalled_scrapers_hold_up_neither_traffic_nor_scrapes_and_are_closed() -> Resu
     use std::io::{Read, Write};
     let cluster = Cluster::builder().nodes(2).build()?;
     cluster.with_logs(|cluster| {
-        for ns in ["shop", "frontend"] {
-            cluster.add_namespace(ns, &[AMBIENT])?;
-        }
-        let _api = backend(cluster, "node-2", "shop", "api", &[("app", "api")], 8080, &[])?;
-        let vip = cluster.add_service(
-            "shop",
-            "api",
-            &[("app", "api")],
-            &[ServicePort::http("http", 8080, 8080)],
-        )?;
+        let (_api, vip) = shop_api(cluster)?;
+        cluster.add_namespace("frontend", &[AMBIENT])?;
         let url = format!("http://{vip}:8080/items");
         // A series per source workload: enough that a scrape outgrows the
         // kernel's buffers between a stalled client and the agent.

@@ -49,6 +49,28 @@ pub fn backend(
     Ok(Backend { pod, server })
 }
 
+/// `api` (label `app: api`) in the ambient namespace `shop` on node-2,
+/// serving HTTP on 8080 behind its Service, and the Service's VIP.
+pub fn shop_api(cluster: &Cluster) -> Result<(Backend, std::net::Ipv4Addr)> {
+    cluster.add_namespace("shop", &[AMBIENT])?;
+    let api = backend(
+        cluster,
+        "node-2",
+        "shop",
+        "api",
+        &[("app", "api")],
+        8080,
+        &[],
+    )?;
+    let vip = cluster.add_service(
+        "shop",
+        "api",
+        &[("app", "api")],
+        &[weft_sim::ServicePort::http("http", 8080, 8080)],
+    )?;
+    Ok((api, vip))
+}
+
 /// A client pod (no server).
 pub fn client(cluster: &Cluster, node: &str, ns: &str, name: &str) -> Result<Pod> {
     cluster.add_pod(PodSpec::new(node, ns, name).service_account(name))
