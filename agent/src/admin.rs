@@ -8,8 +8,6 @@
 //! nothing) is in [`weft_proto::serving`]; large answers are built at most
 //! [`BUILDS`] at once.
 
-use weft_proto::serving;
-
 use std::{
     convert::Infallible,
     net::SocketAddr,
@@ -25,6 +23,7 @@ use http_body_util::Full;
 use hyper::{body::Incoming, service::service_fn};
 use hyper_util::rt::TokioIo;
 use tokio::net::TcpListener;
+use weft_proto::serving;
 
 use crate::{Config, inpod::Enroller, state::WorkloadStore};
 
