@@ -504,7 +504,13 @@ pub async fn serve(
                 .serve_connection(TokioIo::new(stream), service);
             tokio::pin!(connection);
             tokio::select! {
-                _ = connection.as_mut() => return,
+                result = connection.as_mut() => {
+                    // A stalled answer, a header timeout, a client gone.
+                    if let Err(err) = result {
+                        tracing::debug!(%peer, error = %err, "operator connection closed");
+                    }
+                    return;
+                }
                 _ = stop.cancelled() => connection.as_mut().graceful_shutdown(),
             }
             let _ = connection.await;

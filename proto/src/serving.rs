@@ -143,7 +143,9 @@ impl<S> StallLimit<S> {
         match timer.as_mut().poll(cx) {
             Poll::Ready(()) => Poll::Ready(Err(io::Error::new(
                 io::ErrorKind::TimedOut,
-                format!("the client took none of the answer for {limit:?}"),
+                format!(
+                    "the answer made no progress for {limit:?}: its client reads too little, or nothing"
+                ),
             ))),
             Poll::Pending => Poll::Pending,
         }
@@ -253,7 +255,7 @@ mod tests {
             .expect("the write stalled past its limit without failing");
         let err = written.expect_err("16 MiB went to a client that reads nothing");
         assert_eq!(err.kind(), io::ErrorKind::TimedOut, "{err}");
-        assert!(err.to_string().contains("took none of the answer"), "{err}");
+        assert!(err.to_string().contains("made no progress"), "{err}");
     }
 
     #[tokio::test]

@@ -287,7 +287,7 @@ struct RequestMetrics {
 
 /// What the server side does when a response has been sent.
 struct ServerEnd {
-    record: Option<super::log::ServerRecord>,
+    record: Option<Box<super::log::ServerRecord>>,
     metrics: Option<RequestMetrics>,
 }
 

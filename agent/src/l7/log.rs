@@ -600,14 +600,16 @@ impl ServerRecord {
     /// Starts the server side's span, written into the request as the
     /// app's parent. `None` when the server side of this pod neither
     /// logs nor traces. `started` is when the request arrived (the
-    /// caller's clock read, shared with the metrics).
+    /// caller's clock read, shared with the metrics). Boxed: it is held
+    /// across the request and then moved into the response's body, and a
+    /// few hundred bytes copied at each move cost more than the box.
     pub fn start<B>(
         request: &mut Request<B>,
         started: Instant,
         request_bytes: u64,
         inbound: &Arc<super::inbound::Inbound>,
         ctx: &ProxyContext,
-    ) -> Option<ServerRecord> {
+    ) -> Option<Box<ServerRecord>> {
         let workload = &inbound.pod.workload;
         let decision =
             access_log::global().decide(&workload.namespace, &workload.uid, Side::Server);
@@ -630,7 +632,7 @@ impl ServerRecord {
             .as_ref()
             .map(|d| d.request_headers(request.headers()))
             .unwrap_or_default();
-        Some(ServerRecord {
+        Some(Box::new(ServerRecord {
             decision,
             span,
             operation,
@@ -645,7 +647,7 @@ impl ServerRecord {
             request_bytes,
             inbound: inbound.clone(),
             local_reply: false,
-        })
+        }))
     }
 
     /// The response is ready: its status, flags and headers are kept for
