@@ -33,26 +33,49 @@ pub struct Http<'a> {
 /// The headers of a request or a response that a line may print or its
 /// filter read, copied when they pass (the first value of each): a few,
 /// not the whole map, so that logging a request costs little more than
-/// the line.
+/// the line. Their names and values are copied into one buffer, each
+/// header as its name's length and its value's (4 bytes each), then both:
+/// one allocation, and none of the reference counting that keeping
+/// `HeaderValue`s (a share of the request's buffer each) cost.
 #[derive(Debug, Clone, Default)]
-pub struct Headers(Vec<(HeaderName, HeaderValue)>);
+pub struct Headers {
+    bytes: Vec<u8>,
+    /// A bit per length of the names kept (see [`length_bit`]): most
+    /// names a line asks for and the request lacks are told missing by
+    /// it alone.
+    lengths: u64,
+}
+
+/// The bit of a name's length in a mask of lengths (63: 63 and longer).
+fn length_bit(name: &[u8]) -> u64 {
+    1 << name.len().min(63)
+}
+
+/// The room a first kept header reserves: a request's few usually fit.
+const ROOM: usize = 512;
 
 impl Headers {
     /// Those of `map` that the format prints or the filter reads.
     pub fn capture(map: &HeaderMap, format: &[HeaderName], filter: &[HeaderName]) -> Headers {
-        // Room for the `x-request-id` the proxy may add.
-        let mut kept = Headers(Vec::with_capacity(format.len() + filter.len() + 1));
+        let mut kept = Headers::default();
         // A request has a few headers: one pass over them, comparing
         // names, is cheaper than hashing each name for a lookup. Past a
         // few dozen, the lookups are.
         if map.keys_len() <= 32 {
             // Most of a request's headers are passed over by their name's
             // length alone: a name is compared only with those as long.
-            let bit = |name: &HeaderName| 1u64 << name.as_str().len().min(63);
+            let bit = |name: &HeaderName| length_bit(name.as_str().as_bytes());
             let lengths = format.iter().chain(filter).fold(0, |mask, n| mask | bit(n));
+            // A name's values come one after the other, by the same
+            // `HeaderName`: the first is kept, the others passed over.
+            let mut last: Option<&HeaderName> = None;
             for (name, value) in map {
+                if last.is_some_and(|last| std::ptr::eq(last, name)) {
+                    continue;
+                }
                 if lengths & bit(name) != 0 && (format.contains(name) || filter.contains(name)) {
-                    kept.add(name, value);
+                    kept.push(name, value);
+                    last = Some(name);
                 }
             }
         } else {
@@ -77,12 +100,48 @@ impl Headers {
     /// Keeps `value` unless `name` is kept already.
     pub fn add(&mut self, name: &HeaderName, value: &HeaderValue) {
         if self.get(name).is_none() {
-            self.0.push((name.clone(), value.clone()));
+            self.push(name, value);
         }
     }
 
-    pub fn get(&self, name: &HeaderName) -> Option<&HeaderValue> {
-        self.0.iter().find(|(n, _)| n == name).map(|(_, v)| v)
+    /// Keeps `value` for `name`, not kept yet.
+    fn push(&mut self, name: &HeaderName, value: &HeaderValue) {
+        let name = name.as_str().as_bytes();
+        let value = value.as_bytes();
+        let size = 8 + name.len() + value.len();
+        if self.bytes.capacity() == 0 {
+            self.bytes.reserve(size.max(ROOM));
+        }
+        // The lengths fit in 4 bytes: the proxy refuses header blocks
+        // of more than a few hundred KiB.
+        self.bytes
+            .extend_from_slice(&(name.len() as u32).to_ne_bytes());
+        self.bytes
+            .extend_from_slice(&(value.len() as u32).to_ne_bytes());
+        self.bytes.extend_from_slice(name);
+        self.bytes.extend_from_slice(value);
+        self.lengths |= length_bit(name);
+    }
+
+    /// The value kept for `name`, as it came.
+    pub fn get(&self, name: &HeaderName) -> Option<&[u8]> {
+        let name = name.as_str().as_bytes();
+        if self.lengths & length_bit(name) == 0 {
+            return None;
+        }
+        let mut rest = self.bytes.as_slice();
+        while let Some((lengths, after)) = rest.split_first_chunk::<8>() {
+            let [n0, n1, n2, n3, v0, v1, v2, v3] = *lengths;
+            let name_len = u32::from_ne_bytes([n0, n1, n2, n3]) as usize;
+            let value_len = u32::from_ne_bytes([v0, v1, v2, v3]) as usize;
+            let (kept, after) = after.split_at(name_len);
+            let (value, after) = after.split_at(value_len);
+            if kept == name {
+                return Some(value);
+            }
+            rest = after;
+        }
+        None
     }
 }
 
@@ -91,8 +150,8 @@ impl Headers {
 /// parser and `http` refuse them), so no line break either; only bytes that are
 /// not UTF-8 make it missing. (`to_str`, which also refuses UTF-8 beyond
 /// ASCII, checked byte by byte and was a tenth of a line's cost.)
-fn text(value: &HeaderValue) -> Option<&str> {
-    std::str::from_utf8(value.as_bytes()).ok()
+fn text(value: &[u8]) -> Option<&str> {
+    std::str::from_utf8(value).ok()
 }
 
 /// A header as a format names it, parsed once: the request line's
@@ -259,5 +318,43 @@ impl<'a> Entry<'a> {
             return Cow::Borrowed("");
         }
         Cow::Borrowed("via_upstream")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use http::{HeaderMap, HeaderName, HeaderValue};
+
+    use super::Headers;
+
+    fn name(n: &'static str) -> HeaderName {
+        HeaderName::from_static(n)
+    }
+
+    #[test]
+    fn headers_keep_the_first_value_of_the_names_wanted_only() {
+        let mut map = HeaderMap::new();
+        map.append("x-forwarded-for", HeaderValue::from_static("10.0.0.1"));
+        map.append("x-forwarded-for", HeaderValue::from_static("10.0.0.2"));
+        map.append("user-agent", HeaderValue::from_static("curl/8"));
+        map.append("x-other", HeaderValue::from_static("not wanted"));
+        // Longer than the room a first header reserves.
+        let long = "v".repeat(1000);
+        map.append("x-long", HeaderValue::from_str(&long).unwrap());
+        map.append("x-bytes", HeaderValue::from_bytes(b"\xff\xfe").unwrap());
+        let wanted = [name("x-forwarded-for"), name("x-long"), name("x-absent")];
+        let kept = Headers::capture(&map, &wanted, &[name("user-agent"), name("x-bytes")]);
+        let get = |n| kept.get(&name(n));
+        assert_eq!(get("x-forwarded-for"), Some(&b"10.0.0.1"[..]));
+        assert_eq!(get("user-agent"), Some(&b"curl/8"[..]));
+        assert_eq!(get("x-long"), Some(long.as_bytes()));
+        assert_eq!(get("x-bytes"), Some(&b"\xff\xfe"[..]));
+        assert_eq!(get("x-other"), None);
+        assert_eq!(get("x-absent"), None);
+        // A name kept already keeps its value.
+        let mut kept = kept;
+        kept.add(&name("user-agent"), &HeaderValue::from_static("other"));
+        assert_eq!(kept.get(&name("user-agent")), Some(&b"curl/8"[..]));
+        assert_eq!(Headers::default().get(&name("user-agent")), None);
     }
 }

@@ -11,10 +11,11 @@
 //! call, no context switch), and the writer runs at most `1 / GATHER`
 //! times a second.
 //!
-//! To stdout, a batch is written in pieces of at most `PIPE_BUF` bytes
-//! that end at a line's end: a pipe writes those whole, so the agent's own
-//! log lines, written to the same stdout by `weft-log`, never land inside
-//! an access-log line (a regular file serializes every write on it).
+//! To stdout, when it is not a regular file, a batch is written in pieces
+//! of at most `PIPE_BUF` bytes that end at a line's end: a pipe writes
+//! those whole, so the agent's own log lines, written to the same stdout
+//! by `weft-log`, never land inside an access-log line. A regular file
+//! serializes every write on it, and takes a batch in one.
 
 use std::{
     fs::File,
@@ -28,7 +29,7 @@ use std::{
 };
 
 /// How long the writer collects lines between writes while they come.
-pub const GATHER: Duration = Duration::from_millis(5);
+pub const GATHER: Duration = Duration::from_millis(20);
 
 /// Bytes waiting beyond which lines are dropped.
 pub const LIMIT: usize = 4 << 20;
@@ -48,11 +49,23 @@ impl Output {
     /// and its line buffer are out of the way).
     pub fn stdout() -> Output {
         use std::os::fd::AsFd;
-        let out: Box<dyn Write + Send> = match io::stdout().as_fd().try_clone_to_owned() {
-            Ok(fd) => Box::new(File::from(fd)),
-            Err(_) => Box::new(io::stdout()),
-        };
-        Output { out, shared: true }
+        match io::stdout().as_fd().try_clone_to_owned() {
+            Ok(fd) => {
+                let file = File::from(fd);
+                // A regular file serializes every write on it: a batch
+                // goes in one write, not a few dozen (each one updates
+                // the file's times and journals its inode).
+                let regular = file.metadata().is_ok_and(|m| m.file_type().is_file());
+                Output {
+                    out: Box::new(file),
+                    shared: !regular,
+                }
+            }
+            Err(_) => Output {
+                out: Box::new(io::stdout()),
+                shared: true,
+            },
+        }
     }
 
     /// A file, appended to (created if missing).
