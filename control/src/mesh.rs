@@ -550,6 +550,16 @@ impl MeshConfig {
             if p.name.is_empty() {
                 return Err(format!("{at}.name: must be set"));
             }
+            // As istiod's validation: names are compared exactly.
+            if let Some(j) = self.extension_providers[..i]
+                .iter()
+                .position(|q| q.name == p.name)
+            {
+                return Err(format!(
+                    "{at}.name: `{}` is the name of extensionProviders[{j}] too; a provider name is used once",
+                    p.name
+                ));
+            }
             let kinds: Vec<&str> = p.kinds().map(ProviderKind::field).collect();
             if kinds.len() > 1 {
                 return Err(format!(

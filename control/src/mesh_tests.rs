@@ -99,6 +99,23 @@ fn bad_http_providers_are_refused_with_the_field() {
 }
 
 #[test]
+fn a_provider_name_used_twice_is_refused() {
+    let err = load(
+        "extensionProviders:\n- name: logs\n  envoyFileAccessLog: {}\n- name: otel\n  opentelemetry: {service: otel, port: 4317}\n- name: logs\n  envoyFileAccessLog: {path: /var/log/b}\n",
+    )
+    .unwrap_err();
+    assert!(
+        err.contains("extensionProviders[2].name: `logs` is the name of extensionProviders[0] too"),
+        "{err}"
+    );
+    // Names differing in case are two names, as in istiod.
+    assert!(
+        load("extensionProviders:\n- name: logs\n  envoyFileAccessLog: {}\n- name: LOGS\n  envoyFileAccessLog: {}\n")
+            .is_ok()
+    );
+}
+
+#[test]
 fn reads_and_checks_the_access_log() {
     let mesh = load("extensionProviders: []\n").unwrap();
     assert_eq!(mesh.access_log_file(), "/dev/stdout");
