@@ -425,10 +425,25 @@ impl MeshConfig {
         let Some(doc) = docs.first() else {
             return Ok(MeshConfig::default());
         };
-        let mesh: MeshConfig =
+        let mut mesh: MeshConfig =
             from_node(&doc.root, FieldPath::root()).map_err(|e| e.to_string())?;
+        mesh.merge_providers();
         mesh.check()?;
         Ok(mesh)
+    }
+
+    /// Merges `extensionProviders` as istiod does before it validates
+    /// them (`ApplyMeshConfig`): an entry named exactly as an earlier one
+    /// replaces it in place, so a name used twice means its last entry.
+    fn merge_providers(&mut self) {
+        let mut merged: Vec<ExtensionProvider> = Vec::with_capacity(self.extension_providers.len());
+        for provider in std::mem::take(&mut self.extension_providers) {
+            match merged.iter_mut().find(|e| e.name == provider.name) {
+                Some(earlier) => *earlier = provider,
+                None => merged.push(provider),
+            }
+        }
+        self.extension_providers = merged;
     }
 
     /// `accessLogFile` in force (see the field).
@@ -549,16 +564,6 @@ impl MeshConfig {
             let at = format!("extensionProviders[{i}]");
             if p.name.is_empty() {
                 return Err(format!("{at}.name: must be set"));
-            }
-            // As istiod's validation: names are compared exactly.
-            if let Some(j) = self.extension_providers[..i]
-                .iter()
-                .position(|q| q.name == p.name)
-            {
-                return Err(format!(
-                    "{at}.name: `{}` is the name of extensionProviders[{j}] too; a provider name is used once",
-                    p.name
-                ));
             }
             let kinds: Vec<&str> = p.kinds().map(ProviderKind::field).collect();
             if kinds.len() > 1 {

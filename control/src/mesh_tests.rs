@@ -99,20 +99,25 @@ fn bad_http_providers_are_refused_with_the_field() {
 }
 
 #[test]
-fn a_provider_name_used_twice_is_refused() {
-    let err = load(
-        "extensionProviders:\n- name: logs\n  envoyFileAccessLog: {}\n- name: otel\n  opentelemetry: {service: otel, port: 4317}\n- name: logs\n  envoyFileAccessLog: {path: /var/log/b}\n",
+fn a_provider_name_used_twice_means_its_last_entry_in_the_first_place() {
+    // As istiod's `ApplyMeshConfig`: the later entry replaces the earlier
+    // one in place (and a bad earlier one is never checked).
+    let mesh = load(
+        "extensionProviders:\n- name: logs\n  envoyFileAccessLog: {logFormat: {text: '%BOGUS%'}}\n- name: otel\n  opentelemetry: {service: otel, port: 4317}\n- name: logs\n  envoyFileAccessLog: {path: /var/log/b}\n",
     )
-    .unwrap_err();
-    assert!(
-        err.contains("extensionProviders[2].name: `logs` is the name of extensionProviders[0] too"),
-        "{err}"
+    .unwrap();
+    let names: Vec<&str> = mesh.providers().iter().map(|p| p.name.as_str()).collect();
+    assert_eq!(
+        names,
+        ["prometheus", "stackdriver", "envoy", "logs", "otel"]
     );
-    // Names differing in case are two names, as in istiod.
-    assert!(
-        load("extensionProviders:\n- name: logs\n  envoyFileAccessLog: {}\n- name: LOGS\n  envoyFileAccessLog: {}\n")
-            .is_ok()
-    );
+    assert_eq!(output(&mesh, "logs").unwrap().file, "/var/log/b");
+    // Names differing in case are two names.
+    let mesh = load(
+        "extensionProviders:\n- name: logs\n  envoyFileAccessLog: {}\n- name: LOGS\n  envoyFileAccessLog: {}\n",
+    )
+    .unwrap();
+    assert_eq!(mesh.providers().len(), 5);
 }
 
 #[test]
