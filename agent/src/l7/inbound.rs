@@ -40,13 +40,9 @@ use std::{
 use bytes::Bytes;
 use http_body::Body as _;
 
-use http::{Request, Response, StatusCode, Uri, Version, header, uri::PathAndQuery};
-use hyper::{
-    body::Incoming,
-    client::conn::{http1, http2},
-    service::service_fn,
-};
-use hyper_util::rt::{TokioExecutor, TokioIo};
+use http::{Request, Response, StatusCode, Uri, header, uri::PathAndQuery};
+use hyper::{body::Incoming, service::service_fn};
+use hyper_util::rt::TokioIo;
 use tokio::io::{AsyncRead, AsyncWrite};
 
 use super::{
@@ -67,11 +63,13 @@ use crate::{
         },
     },
     policy::{self, Decision, http::normalize_path},
-    proxy::{PodContext, ProxyContext, delivery},
+    proxy::{PodContext, ProxyContext},
     state::Identity,
 };
 
-use super::outbound::MAX_REQUEST_HEADERS;
+mod app;
+
+use self::app::AppConn;
 
 /// One downstream connection to an HTTP port of a local pod.
 pub struct Inbound {
@@ -146,11 +144,6 @@ impl Served {
             )
         })
     }
-}
-
-enum AppConn {
-    Http1(http1::SendRequest<Body>),
-    Http2(http2::SendRequest<Body>),
 }
 
 /// Serves one connection until it closes.
@@ -661,8 +654,6 @@ async fn external(
     }
 }
 
-/// The request body on its way to the app: as it comes, or what was
-/// buffered for the provider followed by the rest.
 /// The gRPC messages of a request, counted as its body goes to the app
 /// (see [`handle`]).
 #[derive(Debug, Clone, Default)]
@@ -674,6 +665,8 @@ impl RequestMessages {
     }
 }
 
+/// The request body on its way to the app: as it comes, or what was
+/// buffered for the provider followed by the rest.
 enum AppBody {
     Raw(Incoming),
     Buffered(Body),
@@ -698,141 +691,4 @@ fn with_path(uri: &Uri, path_and_query: &str) -> Result<Uri, http::Error> {
     let mut parts = uri.clone().into_parts();
     parts.path_and_query = Some(PathAndQuery::try_from(path_and_query)?);
     Ok(Uri::from_parts(parts)?)
-}
-
-impl Served {
-    /// Sends a request to the app over this connection's app connection,
-    /// opened (again) when there is none of the request's protocol.
-    async fn send(
-        &self,
-        ctx: &ProxyContext,
-        request: Request<Body>,
-    ) -> Result<Response<Incoming>, LocalReply> {
-        let request = match request.extensions().get::<RequestMessages>().cloned() {
-            Some(count) => request.map(|body| body::count_messages(body, count.0)),
-            None => request,
-        };
-        let http2 = request.version() == Version::HTTP_2;
-        let mut slot = self.app.lock().await;
-        let usable = match slot.as_mut() {
-            Some(AppConn::Http1(send)) if !http2 => send.ready().await.is_ok(),
-            Some(AppConn::Http2(send)) if http2 => send.ready().await.is_ok(),
-            _ => false,
-        };
-        if !usable {
-            *slot = Some(self.connect(ctx, http2).await?);
-        }
-        let sent = match slot.as_mut().expect("connected above") {
-            // HTTP/1.1 requests of one connection arrive one at a time:
-            // the lock is held until the answer's head.
-            AppConn::Http1(send) => send.send_request(request).await,
-            AppConn::Http2(send) => {
-                let mut send = send.clone();
-                drop(slot);
-                send.send_request(request).await
-            }
-        };
-        sent.map_err(|err| {
-            tracing::info!(dst = %self.inbound.target, error = %err, "the app did not answer");
-            LocalReply::upstream_reset()
-        })
-    }
-
-    /// Sends an upgrade request to the app on a connection of its own;
-    /// when the app agrees, both sides are joined once they switch.
-    async fn upgrade(
-        &self,
-        ctx: &ProxyContext,
-        mut request: Request<Incoming>,
-    ) -> Result<Response<Incoming>, LocalReply> {
-        let downstream = hyper::upgrade::on(&mut request);
-        let connect = request.method() == http::Method::CONNECT;
-        let (stream, exemption) = self.deliver(ctx).await?;
-        let (mut send, conn) = http1::Builder::new()
-            .handshake(TokioIo::new(stream))
-            .await
-            .map_err(|err| {
-                tracing::info!(dst = %self.inbound.target, error = %err, "HTTP handshake with the app failed");
-                LocalReply::connect_failure()
-            })?;
-        tokio::spawn(async move {
-            let _exemption = exemption;
-            if let Err(err) = conn.with_upgrades().await {
-                tracing::debug!(error = %err, "upgraded connection to the app ended");
-            }
-        });
-        let mut response = send.send_request(request).await.map_err(|err| {
-            tracing::info!(dst = %self.inbound.target, error = %err, "the app did not answer the upgrade");
-            LocalReply::upstream_reset()
-        })?;
-        let agreed = response.status() == StatusCode::SWITCHING_PROTOCOLS
-            || (connect && response.status().is_success());
-        if agreed {
-            let upstream = hyper::upgrade::on(&mut response);
-            ctx.tasks.spawn(async move {
-                let (Ok(down), Ok(up)) = tokio::join!(downstream, upstream) else {
-                    tracing::debug!("upgrade: one side did not complete");
-                    return;
-                };
-                let (mut down, mut up) = (TokioIo::new(down), TokioIo::new(up));
-                if let Err(err) = tokio::io::copy_bidirectional(&mut down, &mut up).await {
-                    tracing::debug!(error = %err, "upgraded connection ended");
-                }
-            });
-        }
-        Ok(response)
-    }
-
-    /// A connection to the app from the client's address, and its
-    /// steering exemption.
-    async fn deliver(
-        &self,
-        ctx: &ProxyContext,
-    ) -> Result<(tokio::net::TcpStream, delivery::Exemption), LocalReply> {
-        let inbound = &self.inbound;
-        let delivered = delivery::connect(&inbound.pod, ctx, inbound.peer.ip(), inbound.target)
-        .await
-        .map_err(|err| {
-            tracing::info!(src.addr = %inbound.peer, dst = %inbound.target, error = %err, "delivery to the app failed");
-            LocalReply::connect_failure()
-        })?;
-        Ok(delivered.split())
-    }
-
-    async fn connect(&self, ctx: &ProxyContext, http2: bool) -> Result<AppConn, LocalReply> {
-        let (stream, exemption) = self.deliver(ctx).await?;
-        let io = TokioIo::new(stream);
-        let failed = |err: hyper::Error| {
-            tracing::info!(dst = %self.inbound.target, error = %err, "HTTP handshake with the app failed");
-            LocalReply::connect_failure()
-        };
-        if http2 {
-            let mut builder = http2::Builder::new(TokioExecutor::new());
-            builder
-                .initial_stream_window_size(crate::proxy::hbone::STREAM_WINDOW)
-                .initial_connection_window_size(crate::proxy::hbone::CONNECTION_WINDOW)
-                .max_header_list_size(MAX_REQUEST_HEADERS as u32);
-            let (send, conn) = builder.handshake(io).await.map_err(failed)?;
-            tokio::spawn(async move {
-                let _exemption = exemption;
-                if let Err(err) = conn.await {
-                    tracing::debug!(error = %err, "HTTP/2 connection to the app ended");
-                }
-            });
-            Ok(AppConn::Http2(send))
-        } else {
-            let (send, conn) = http1::Builder::new()
-                .max_buf_size(MAX_REQUEST_HEADERS)
-                .handshake(io)
-                .await
-                .map_err(failed)?;
-            tokio::spawn(async move {
-                let _exemption = exemption;
-                if let Err(err) = conn.await {
-                    tracing::debug!(error = %err, "HTTP/1.1 connection to the app ended");
-                }
-            });
-            Ok(AppConn::Http1(send))
-        }
-    }
 }
