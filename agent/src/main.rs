@@ -45,7 +45,10 @@ fn main() -> std::process::ExitCode {
         .enable_all()
         .build()
         .expect("tokio runtime");
-    match runtime.block_on(weft_agent::App::run(config, logging)) {
+    let ran = runtime.block_on(weft_agent::App::run(config, logging));
+    // The last requests' lines, before the process ends.
+    weft_agent::access_log::global().flush();
+    match ran {
         Ok(()) => std::process::ExitCode::SUCCESS,
         Err(err) => {
             let message = error_chain(&err);

@@ -112,8 +112,10 @@ impl Headers {
         if self.bytes.capacity() == 0 {
             self.bytes.reserve(size.max(ROOM));
         }
-        // The lengths fit in 4 bytes: the proxy refuses header blocks
-        // of more than a few hundred KiB.
+        // The lengths fit in 4 bytes: the proxy's servers and clients
+        // refuse header blocks over 64 KiB (`MAX_REQUEST_HEADERS`,
+        // `MAX_HEADERS_BYTES`; an upgrade's answer, hyper's default
+        // read buffer of about 400 KiB).
         self.bytes
             .extend_from_slice(&(name.len() as u32).to_ne_bytes());
         self.bytes

@@ -111,6 +111,15 @@ impl AccessLog {
         self.policies.decide(namespace, uid, side)
     }
 
+    /// Writes every line waiting, now (at exit: the writers gather for
+    /// [`sink::GATHER`] before they write).
+    pub fn flush(&self) {
+        let sinks = self.sinks.lock().unwrap_or_else(|e| e.into_inner());
+        for sink in sinks.values() {
+            sink.flush();
+        }
+    }
+
     /// Writes the entry's line to each output whose filter keeps it.
     pub fn write(&self, decision: &Decision, entry: &Entry<'_>) {
         for line in decision.lines() {

@@ -206,6 +206,12 @@ impl Sink {
         }
     }
 
+    /// Writes the lines waiting now, on the caller's thread: at exit,
+    /// the writer may be asleep in its gathering.
+    pub fn flush(&self) {
+        write_pending(&self.shared, &mut Vec::new());
+    }
+
     /// Lines this sink dropped.
     pub fn dropped(&self) -> u64 {
         self.shared.dropped.load(Ordering::Relaxed)
@@ -238,19 +244,29 @@ fn write_loop(shared: &Shared) {
         // gathering finds none, then park again.
         loop {
             std::thread::sleep(GATHER);
-            std::mem::swap(&mut shared.lock().lines, &mut batch);
-            if batch.is_empty() {
+            if !write_pending(shared, &mut batch) {
                 break;
             }
-            let mut output = shared.output.lock().unwrap_or_else(|e| e.into_inner());
-            // Output gone (a closed pipe, a full disk): nothing better to
-            // do with the lines.
-            let _ = output.write_batch(&batch);
-            drop(output);
-            shared.written.fetch_add(1, Ordering::Relaxed);
-            crate::log_sink::reuse_batch(&mut batch);
         }
     }
+}
+
+/// Writes the lines waiting, through `batch`; `false` when there were
+/// none. The output is taken before the lines, so that batches taken by
+/// the writer and by [`Sink::flush`] are written in the order taken.
+fn write_pending(shared: &Shared, batch: &mut Vec<u8>) -> bool {
+    let mut output = shared.output.lock().unwrap_or_else(|e| e.into_inner());
+    std::mem::swap(&mut shared.lock().lines, batch);
+    if batch.is_empty() {
+        return false;
+    }
+    // Output gone (a closed pipe, a full disk): nothing better to do with
+    // the lines.
+    let _ = output.write_batch(batch);
+    drop(output);
+    shared.written.fetch_add(1, Ordering::Relaxed);
+    crate::log_sink::reuse_batch(batch);
+    true
 }
 
 #[cfg(test)]
@@ -299,6 +315,25 @@ mod tests {
             Arc::strong_count(&capture.bytes) == 1
         });
         assert_eq!(capture.bytes.lock().unwrap().as_slice(), b"last words\n");
+    }
+
+    #[test]
+    fn a_flush_writes_what_waits_at_once_and_in_order() {
+        let capture = Capture::default();
+        let sink = Sink::start(Output::writer(Box::new(capture.clone()))).unwrap();
+        sink.append(b"first\n");
+        sink.append(b"second\n");
+        // Well within the writer's gathering: only the flush wrote them.
+        sink.flush();
+        assert_eq!(capture.bytes.lock().unwrap().as_slice(), b"first\nsecond\n");
+        sink.append(b"third\n");
+        wait_until("the writer writes the next line", || {
+            capture.bytes.lock().unwrap().ends_with(b"third\n")
+        });
+        assert_eq!(
+            capture.bytes.lock().unwrap().as_slice(),
+            b"first\nsecond\nthird\n"
+        );
     }
 
     #[test]

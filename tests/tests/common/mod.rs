@@ -83,8 +83,9 @@ pub fn apply(cluster: &Cluster, file: &str, yaml: &str) -> Result<()> {
         .map(|_| ())
 }
 
-/// Longer than the agent takes to write a finished request's log line.
-pub const LOG_SETTLE: Duration = Duration::from_millis(50);
+/// Longer than the agent takes to write a finished request's log line
+/// (its access-log writer gathers lines for 20 ms before it writes).
+pub const LOG_SETTLE: Duration = Duration::from_millis(100);
 
 /// Polls `check` (a request or a few) until it returns `Ok(true)`: config
 /// has reached the client's agent.
@@ -232,7 +233,7 @@ pub fn json_access_log(cluster: &Cluster) -> Result<()> {
 /// Every access-log entry (JSON line) in the agent's log on `node`, once
 /// the lines of the requests just made are out: the agent writes a line
 /// when the response has been sent (or the connection closed), and its
-/// log thread gathers lines for a millisecond before writing them. Needs
+/// access-log thread gathers lines for 20 ms before writing them. Needs
 /// [`json_access_log`] first. A line still being written is left out.
 pub fn access_log_entries(cluster: &Cluster, node: &str) -> Result<Vec<serde_json::Value>> {
     std::thread::sleep(LOG_SETTLE);
