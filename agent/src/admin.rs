@@ -497,6 +497,10 @@ pub async fn serve(
         tokio::spawn(async move {
             let _held = held;
             let service = service_fn(move |request| route(state.clone(), endpoints, request));
+            // A slow reader's answer goes on as it reads (see `serving`).
+            if let Err(err) = serving::limit_unsent(&stream) {
+                tracing::debug!(%peer, error = %err, "operator endpoint: TCP_NOTSENT_LOWAT not set");
+            }
             let stream = serving::StallLimit::new(stream, serving::WRITE_STALL);
             let connection = hyper::server::conn::http1::Builder::new()
                 .timer(hyper_util::rt::TokioTimer::new())

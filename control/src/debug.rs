@@ -98,6 +98,10 @@ pub async fn serve(listener: TcpListener, state: Arc<DebugState>, shutdown: Canc
                 let state = Arc::clone(&state);
                 async move { Ok::<_, Infallible>(answer(state, req).await) }
             });
+            // A slow reader's answer goes on as it reads (see `serving`).
+            if let Err(err) = serving::limit_unsent(&stream) {
+                tracing::debug!(%peer, error = %err, "operator endpoint: TCP_NOTSENT_LOWAT not set");
+            }
             let stream = serving::StallLimit::new(stream, serving::WRITE_STALL);
             let conn = http1::Builder::new()
                 .timer(hyper_util::rt::TokioTimer::new())

@@ -6,9 +6,11 @@
 //! never the traffic or the pushes the process is for:
 //!
 //! - an answer that makes no progress for [`WRITE_STALL`] (its client
-//!   reads nothing, or too little for the kernel to take more) has its
-//!   connection closed, and the answer (a scrape or a dump can be
-//!   megabytes) is freed ([`StallLimit`]);
+//!   reads nothing, or next to nothing) has its connection closed, and
+//!   the answer (a scrape or a dump can be megabytes) is freed
+//!   ([`StallLimit`]); the kernel queues at most [`UNSENT`] bytes of it
+//!   unsent ([`limit_unsent`]), so a client that reads slowly but reads
+//!   lets it progress;
 //! - a connection that has not sent a request's headers within
 //!   [`HEADER_READ`] of the server waiting for them is closed (hyper's
 //!   header timeout, which the servers set);
@@ -42,6 +44,10 @@ pub const WRITE_STALL: Duration = Duration::from_secs(30);
 /// closed (clients such as Prometheus open a new one for the next
 /// request).
 pub const HEADER_READ: Duration = Duration::from_secs(30);
+
+/// The unsent bytes the kernel queues for an operator connection
+/// (`TCP_NOTSENT_LOWAT`); a write waits until half of them have gone.
+pub const UNSENT: u32 = 16 * 1024;
 
 /// Connections one listener holds at once, from every address.
 pub const CONNECTIONS: usize = 1024;
@@ -102,12 +108,20 @@ impl Drop for Admitted {
     }
 }
 
+/// Bounds what the kernel queues unsent on an accepted connection to
+/// [`UNSENT`]. Without it, a write waits until a third of the send
+/// buffer (megabytes, autotuned) has drained, which at a slow client's
+/// pace takes longer than [`WRITE_STALL`]: a client reading a few KB/s
+/// would be cut off as if it read nothing. With it, a write goes on
+/// after every 8 KiB the client's window takes.
+pub fn limit_unsent(stream: &tokio::net::TcpStream) -> io::Result<()> {
+    socket2::SockRef::from(stream).set_tcp_notsent_lowat(UNSENT)
+}
+
 /// A stream whose writes fail with `TimedOut` once one has waited
-/// `limit` for the peer to take more. (The kernel takes more only when
-/// its send queue has drained by about a third, so a client reading very
-/// slowly, a few KB/s over a network, can be cut off too; on loopback,
-/// with its megabytes of buffer, tens of KB/s.) Reads are untouched (a kept-alive
-/// connection may sit idle between requests).
+/// `limit` for the peer to take more (with [`limit_unsent`], the kernel
+/// takes more after every 8 KiB the peer's window takes). Reads are
+/// untouched (a kept-alive connection may sit idle between requests).
 pub struct StallLimit<S> {
     inner: S,
     limit: Duration,
@@ -256,6 +270,47 @@ mod tests {
         let err = written.expect_err("16 MiB went to a client that reads nothing");
         assert_eq!(err.kind(), io::ErrorKind::TimedOut, "{err}");
         assert!(err.to_string().contains("made no progress"), "{err}");
+    }
+
+    #[tokio::test]
+    async fn a_client_reading_slowly_is_not_cut_off() {
+        // The server's send buffer as the kernel might autotune it (128
+        // KiB here; megabytes over a fast path), a client taking 50 KB/s
+        // through a 4 KiB receive buffer, and a limit of half a second:
+        // without the bound on what is queued unsent, the kernel would
+        // wake the writer only once a third of the buffer had drained
+        // (about 0.9 s at this pace), and cut it off.
+        let socket = TcpSocket::new_v4().unwrap();
+        socket.set_send_buffer_size(64 << 10).unwrap();
+        socket.bind("127.0.0.1:0".parse().unwrap()).unwrap();
+        let listener = socket.listen(1).unwrap();
+        let client = TcpSocket::new_v4().unwrap();
+        client.set_recv_buffer_size(4096).unwrap();
+        let mut client = client
+            .connect(listener.local_addr().unwrap())
+            .await
+            .unwrap();
+        let (server, _) = listener.accept().await.unwrap();
+        limit_unsent(&server).unwrap();
+        let mut server = StallLimit::new(server, Duration::from_millis(500));
+        let answer = vec![b'x'; 160 << 10];
+        let reader = tokio::spawn(async move {
+            let mut got = 0;
+            let mut buf = vec![0; 1024];
+            loop {
+                match client.read(&mut buf).await.unwrap() {
+                    0 => return got,
+                    n => got += n,
+                }
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+        });
+        server
+            .write_all(&answer)
+            .await
+            .expect("a client that reads, slowly, was cut off");
+        server.shutdown().await.unwrap();
+        assert_eq!(reader.await.unwrap(), answer.len());
     }
 
     #[tokio::test]
