@@ -258,6 +258,26 @@ mod tests {
         (server, client)
     }
 
+    /// Reads `client` to its end, `chunk` bytes at a time with `pause`
+    /// after each; the bytes read.
+    fn read_slowly(
+        mut client: TcpStream,
+        chunk: usize,
+        pause: Duration,
+    ) -> tokio::task::JoinHandle<usize> {
+        tokio::spawn(async move {
+            let mut got = 0;
+            let mut buf = vec![0; chunk];
+            loop {
+                match client.read(&mut buf).await.unwrap() {
+                    0 => return got,
+                    n => got += n,
+                }
+                tokio::time::sleep(pause).await;
+            }
+        })
+    }
+
     #[tokio::test]
     async fn a_client_that_takes_nothing_is_cut_off() {
         let (server, _client) = pair().await;
@@ -286,7 +306,7 @@ mod tests {
         let listener = socket.listen(1).unwrap();
         let client = TcpSocket::new_v4().unwrap();
         client.set_recv_buffer_size(4096).unwrap();
-        let mut client = client
+        let client = client
             .connect(listener.local_addr().unwrap())
             .await
             .unwrap();
@@ -294,17 +314,7 @@ mod tests {
         limit_unsent(&server).unwrap();
         let mut server = StallLimit::new(server, Duration::from_millis(500));
         let answer = vec![b'x'; 160 << 10];
-        let reader = tokio::spawn(async move {
-            let mut got = 0;
-            let mut buf = vec![0; 1024];
-            loop {
-                match client.read(&mut buf).await.unwrap() {
-                    0 => return got,
-                    n => got += n,
-                }
-                tokio::time::sleep(Duration::from_millis(20)).await;
-            }
-        });
+        let reader = read_slowly(client, 1024, Duration::from_millis(20));
         server
             .write_all(&answer)
             .await
@@ -315,21 +325,11 @@ mod tests {
 
     #[tokio::test]
     async fn a_client_that_keeps_reading_gets_the_whole_answer() {
-        let (server, mut client) = pair().await;
+        let (server, client) = pair().await;
         // Far above the time between two of the client's reads.
         let mut server = StallLimit::new(server, Duration::from_secs(5));
         let answer = vec![b'x'; 4 << 20];
-        let reader = tokio::spawn(async move {
-            let mut got = 0;
-            let mut buf = vec![0; 4096];
-            loop {
-                match client.read(&mut buf).await.unwrap() {
-                    0 => return got,
-                    n => got += n,
-                }
-                tokio::time::sleep(Duration::from_micros(100)).await;
-            }
-        });
+        let reader = read_slowly(client, 4096, Duration::from_micros(100));
         server.write_all(&answer).await.unwrap();
         server.shutdown().await.unwrap();
         assert_eq!(reader.await.unwrap(), answer.len());
