@@ -239,7 +239,7 @@ mod tests {
 
     use tokio::{
         io::{AsyncReadExt, AsyncWriteExt},
-        net::{TcpListener, TcpSocket, TcpStream},
+        net::{TcpSocket, TcpStream},
     };
 
     use super::*;
@@ -247,7 +247,19 @@ mod tests {
     /// A loopback connection whose client side has a small receive
     /// buffer, so that an unread answer soon fills both sides' buffers.
     async fn pair() -> (TcpStream, TcpStream) {
-        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        pair_sending(None).await
+    }
+
+    /// [`pair`], the server's send buffer set to `send_buffer` (the
+    /// kernel doubles it) instead of autotuned.
+    async fn pair_sending(send_buffer: Option<u32>) -> (TcpStream, TcpStream) {
+        let listening = TcpSocket::new_v4().unwrap();
+        if let Some(size) = send_buffer {
+            // Accepted connections inherit it.
+            listening.set_send_buffer_size(size).unwrap();
+        }
+        listening.bind("127.0.0.1:0".parse().unwrap()).unwrap();
+        let listener = listening.listen(1).unwrap();
         let socket = TcpSocket::new_v4().unwrap();
         socket.set_recv_buffer_size(4096).unwrap();
         let client = socket
@@ -300,17 +312,7 @@ mod tests {
         // without the bound on what is queued unsent, the kernel would
         // wake the writer only once a third of the buffer had drained
         // (about 0.9 s at this pace), and cut it off.
-        let socket = TcpSocket::new_v4().unwrap();
-        socket.set_send_buffer_size(64 << 10).unwrap();
-        socket.bind("127.0.0.1:0".parse().unwrap()).unwrap();
-        let listener = socket.listen(1).unwrap();
-        let client = TcpSocket::new_v4().unwrap();
-        client.set_recv_buffer_size(4096).unwrap();
-        let client = client
-            .connect(listener.local_addr().unwrap())
-            .await
-            .unwrap();
-        let (server, _) = listener.accept().await.unwrap();
+        let (server, client) = pair_sending(Some(64 << 10)).await;
         limit_unsent(&server).unwrap();
         let mut server = StallLimit::new(server, Duration::from_millis(500));
         let answer = vec![b'x'; 160 << 10];
