@@ -10,6 +10,11 @@
 //! stdout cannot keep up and [`LIMIT`] bytes are waiting, the proxy's
 //! threads wait for the writer rather than lose their access log.
 //!
+//! Its stdout is often a pipe (a container runtime reads it) that the
+//! access log's writer (`access_log::sink`) writes too: there, a batch
+//! goes in pieces a pipe writes whole (see [`Output`]), so that neither
+//! log's lines land inside the other's.
+//!
 //! The writer also keeps the last [`RECENT`] bytes of lines in memory, off
 //! the proxy's path, for the admin API's `/logs` (what `weftctl
 //! bug-report` collects). [`LogLevel`] is the filter that `/logging`
@@ -71,8 +76,94 @@ pub struct FlushOnDrop {
     thread: Option<JoinHandle<()>>,
 }
 
+/// The largest write a pipe does atomically (Linux's `PIPE_BUF`).
+const PIPE_BUF: usize = 4096;
+
+/// Where a writer thread writes its batches: the agent's stdout, a file,
+/// or any writer (tests).
+pub struct Output {
+    out: Box<dyn Write + Send>,
+    /// A batch goes in pieces of at most `PIPE_BUF` bytes that end at a
+    /// line's end. Set for a stdout that is not a regular file: two
+    /// writers share it (this log and the access log), and a pipe writes
+    /// such a piece whole, where a longer write can be split by the
+    /// other's when the reader falls behind.
+    pieces: bool,
+}
+
+impl Output {
+    /// The agent's stdout (a duplicate of fd 1, so Rust's `Stdout` lock
+    /// and its line buffer are out of the way).
+    pub fn stdout() -> Output {
+        use std::os::fd::AsFd;
+        match io::stdout().as_fd().try_clone_to_owned() {
+            Ok(fd) => Output::shared(std::fs::File::from(fd)),
+            Err(_) => Output {
+                out: Box::new(io::stdout()),
+                pieces: true,
+            },
+        }
+    }
+
+    /// A file that other writers write too (stdout): in pieces, unless it
+    /// is a regular file, which serializes every write on it and takes a
+    /// batch in one (a few dozen writes would each update the file's
+    /// times and journal its inode).
+    pub fn shared(file: std::fs::File) -> Output {
+        let regular = file.metadata().is_ok_and(|m| m.file_type().is_file());
+        Output {
+            out: Box::new(file),
+            pieces: !regular,
+        }
+    }
+
+    /// A file, appended to (created if missing); only its writer writes it.
+    pub fn file(path: &std::path::Path) -> io::Result<Output> {
+        let file = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(path)?;
+        Ok(Output {
+            out: Box::new(file),
+            pieces: false,
+        })
+    }
+
+    /// Any writer, a batch in one write (tests).
+    pub fn writer(out: Box<dyn Write + Send>) -> Output {
+        Output { out, pieces: false }
+    }
+
+    /// Writes a batch of whole lines.
+    pub(crate) fn write_batch(&mut self, batch: &[u8]) -> io::Result<()> {
+        if !self.pieces {
+            self.out.write_all(batch)?;
+            return self.out.flush();
+        }
+        let mut rest = batch;
+        while !rest.is_empty() {
+            let piece = if rest.len() <= PIPE_BUF {
+                rest.len()
+            } else {
+                // Up to the last line end within PIPE_BUF; a longer line
+                // goes whole.
+                match rest[..PIPE_BUF].iter().rposition(|b| *b == b'\n') {
+                    Some(end) => end + 1,
+                    None => rest
+                        .iter()
+                        .position(|b| *b == b'\n')
+                        .map_or(rest.len(), |end| end + 1),
+                }
+            };
+            self.out.write_all(&rest[..piece])?;
+            rest = &rest[piece..];
+        }
+        self.out.flush()
+    }
+}
+
 /// A sink writing to `out` from a thread named `weft-log`.
-pub fn to(out: Box<dyn Write + Send>) -> io::Result<(LogSink, FlushOnDrop)> {
+pub fn to(out: Output) -> io::Result<(LogSink, FlushOnDrop)> {
     let shared = Arc::new(Shared {
         pending: Mutex::new(Pending {
             lines: Vec::with_capacity(BATCH),
@@ -113,7 +204,7 @@ pub(crate) fn reuse_batch(batch: &mut Vec<u8>) {
     }
 }
 
-fn write_loop(shared: &Shared, mut out: Box<dyn Write + Send>) {
+fn write_loop(shared: &Shared, mut out: Output) {
     let mut batch = Vec::with_capacity(BATCH);
     loop {
         let closing = {
@@ -136,7 +227,7 @@ fn write_loop(shared: &Shared, mut out: Box<dyn Write + Send>) {
         shared.drained.notify_all();
         remember(&shared.recent, &batch);
         // stdout gone (a closed pipe): nothing better to do with the lines.
-        let _ = out.write_all(&batch).and_then(|()| out.flush());
+        let _ = out.write_batch(&batch);
         reuse_batch(&mut batch);
         if closing && shared.lock().lines.is_empty() {
             return;
@@ -336,6 +427,115 @@ mod tests {
         assert!(batch.capacity() < BATCH_KEPT, "{}", batch.capacity());
     }
 
+    /// An `out` that keeps each write's size.
+    #[derive(Clone, Default)]
+    struct Writes(Arc<Mutex<Vec<usize>>>);
+
+    impl Write for Writes {
+        fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+            self.0.lock().unwrap().push(buf.len());
+            Ok(buf.len())
+        }
+        fn flush(&mut self) -> io::Result<()> {
+            Ok(())
+        }
+    }
+
+    fn numbered_lines(count: usize) -> Vec<u8> {
+        (0..count)
+            .flat_map(|i| format!("line number {i:05}\n").into_bytes())
+            .collect()
+    }
+
+    #[test]
+    fn a_pipe_takes_a_batch_in_pieces_that_end_at_a_line_and_a_file_in_one() {
+        let batch = numbered_lines(500);
+        let writes = Writes::default();
+        let mut output = Output {
+            out: Box::new(writes.clone()),
+            pieces: true,
+        };
+        output.write_batch(&batch).unwrap();
+        let sizes = writes.0.lock().unwrap().clone();
+        assert!(
+            sizes.len() > 1 && sizes.iter().all(|n| *n <= PIPE_BUF),
+            "{sizes:?}"
+        );
+        let mut at = 0;
+        for n in sizes {
+            at += n;
+            assert_eq!(batch[at - 1], b'\n', "a piece ends inside a line");
+        }
+        assert_eq!(at, batch.len());
+
+        // Which is which, as stdout.
+        let (_reader, writer) = io::pipe().unwrap();
+        let pipe = std::fs::File::from(std::os::fd::OwnedFd::from(writer));
+        assert!(Output::shared(pipe).pieces, "a pipe shared by two writers");
+        let file = tempfile::tempfile().unwrap();
+        assert!(!Output::shared(file).pieces, "a regular file");
+    }
+
+    /// The agent's log and the access log on one pipe whose reader falls
+    /// behind (as a container runtime's can): every line of both arrives
+    /// whole. With a batch in one write, the log's batches were cut by the
+    /// access log's writes.
+    #[test]
+    fn two_logs_on_a_slow_pipe_keep_their_lines_whole() {
+        use std::{io::Read, os::fd::OwnedFd};
+        let (mut reader, writer) = io::pipe().unwrap();
+        let log_end = std::fs::File::from(OwnedFd::from(writer.try_clone().unwrap()));
+        let access_end = std::fs::File::from(OwnedFd::from(writer));
+        let (log, flush) = to(Output::shared(log_end)).unwrap();
+        let access = crate::access_log::sink::Sink::start(Output::shared(access_end)).unwrap();
+        // Read slowly, so that the pipe fills and the writers wait in it.
+        let reading = std::thread::spawn(move || {
+            let mut all = Vec::new();
+            let mut chunk = [0; 1024];
+            loop {
+                match reader.read(&mut chunk).unwrap() {
+                    0 => return all,
+                    n => all.extend_from_slice(&chunk[..n]),
+                }
+                std::thread::sleep(std::time::Duration::from_micros(200));
+            }
+        });
+        const LINES: usize = 3_000;
+        let logging = std::thread::spawn({
+            let mut log = log.clone();
+            move || {
+                for i in 0..LINES {
+                    // One write a line, as tracing's formatter does.
+                    let line = format!("log {i:05} {}\n", "l".repeat(90));
+                    log.write_all(line.as_bytes()).unwrap();
+                }
+            }
+        });
+        for i in 0..LINES {
+            access.append(format!("access {i:05} {}\n", "a".repeat(70)).as_bytes());
+            if i % 100 == 0 {
+                std::thread::sleep(std::time::Duration::from_millis(1));
+            }
+        }
+        logging.join().unwrap();
+        access.flush();
+        assert_eq!(access.dropped(), 0);
+        // Both write ends close: the log's at its flush, the access log's
+        // when its writer stops after its last sink.
+        drop((log, flush, access));
+        let text = String::from_utf8(reading.join().unwrap()).unwrap();
+        let (mut logs, mut accesses) = (0, 0);
+        for line in text.lines() {
+            let whole_log = line.len() == 100 && line.starts_with("log ") && line.ends_with('l');
+            let whole_access =
+                line.len() == 83 && line.starts_with("access ") && line.ends_with('a');
+            assert!(whole_log || whole_access, "a line cut by another: {line:?}");
+            logs += usize::from(whole_log);
+            accesses += usize::from(whole_access);
+        }
+        assert_eq!((logs, accesses), (LINES, LINES));
+    }
+
     /// An `out` the test can read back.
     #[derive(Clone, Default)]
     struct Capture(Arc<Mutex<Vec<u8>>>);
@@ -353,7 +553,7 @@ mod tests {
     #[test]
     fn every_line_from_every_thread_is_written_once_by_the_end() {
         let capture = Capture::default();
-        let (sink, flush) = to(Box::new(capture.clone())).unwrap();
+        let (sink, flush) = to(Output::writer(Box::new(capture.clone()))).unwrap();
         let writers: Vec<_> = (0..4)
             .map(|t| {
                 let mut sink = sink.clone();
@@ -386,7 +586,7 @@ mod tests {
     #[test]
     fn a_line_is_written_without_waiting_for_more() {
         let capture = Capture::default();
-        let (mut sink, _flush) = to(Box::new(capture.clone())).unwrap();
+        let (mut sink, _flush) = to(Output::writer(Box::new(capture.clone()))).unwrap();
         sink.write_all(b"alone\n").unwrap();
         let deadline = std::time::Instant::now() + Duration::from_secs(5);
         while capture.0.lock().unwrap().is_empty() {

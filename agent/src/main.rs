@@ -86,12 +86,8 @@ fn log_writer() -> (
     weft_agent::log_sink::LogSink,
     weft_agent::log_sink::FlushOnDrop,
 ) {
-    use std::os::fd::AsFd;
-    let out: Box<dyn std::io::Write + Send> = match std::io::stdout().as_fd().try_clone_to_owned() {
-        Ok(fd) => Box::new(std::fs::File::from(fd)),
-        Err(_) => Box::new(std::io::stdout()),
-    };
-    weft_agent::log_sink::to(out).expect("starting the log thread")
+    weft_agent::log_sink::to(weft_agent::log_sink::Output::stdout())
+        .expect("starting the log thread")
 }
 
 /// The error and its causes, `: `-separated (the kernel's words included).

@@ -159,9 +159,9 @@ fn sink_for(sinks: &mut HashMap<String, Sink>, file: &str) -> Option<Sink> {
         return Some(sink.clone());
     }
     let out = if file == STDOUT {
-        sink::Output::stdout()
+        crate::log_sink::Output::stdout()
     } else {
-        match sink::Output::file(std::path::Path::new(file)) {
+        match crate::log_sink::Output::file(std::path::Path::new(file)) {
             Ok(out) => out,
             Err(err) => {
                 tracing::warn!(file, error = %err, "cannot open the access log file; writing its lines to stdout");

@@ -11,16 +11,12 @@
 //! call, no context switch), and the writer runs at most `1 / GATHER`
 //! times a second.
 //!
-//! To stdout, when it is not a regular file, a batch is written in pieces
-//! of at most `PIPE_BUF` bytes that end at a line's end: a pipe writes
-//! those whole, so the agent's own log lines, written to the same stdout
-//! by `weft-log`, never land inside an access-log line. A regular file
-//! serializes every write on it, and takes a batch in one.
+//! Writes go through [`Output`], as the agent's own log's do: to a stdout
+//! that is a pipe, in pieces the pipe writes whole, so that the two logs'
+//! lines never land inside each other.
 
 use std::{
-    fs::File,
-    io::{self, Write},
-    path::Path,
+    io,
     sync::{
         Arc, Condvar, Mutex, MutexGuard,
         atomic::{AtomicBool, AtomicU64, Ordering},
@@ -28,89 +24,13 @@ use std::{
     time::Duration,
 };
 
+use crate::log_sink::Output;
+
 /// How long the writer collects lines between writes while they come.
 pub const GATHER: Duration = Duration::from_millis(20);
 
 /// Bytes waiting beyond which lines are dropped.
 pub const LIMIT: usize = 4 << 20;
-
-/// The largest write a pipe does atomically (Linux's `PIPE_BUF`).
-const PIPE_BUF: usize = 4096;
-
-/// Where the writer writes.
-pub struct Output {
-    out: Box<dyn Write + Send>,
-    /// Writes go in `PIPE_BUF` pieces (stdout, shared with the log).
-    shared: bool,
-}
-
-impl Output {
-    /// The agent's stdout (a duplicate of fd 1, so Rust's `Stdout` lock
-    /// and its line buffer are out of the way).
-    pub fn stdout() -> Output {
-        use std::os::fd::AsFd;
-        match io::stdout().as_fd().try_clone_to_owned() {
-            Ok(fd) => {
-                let file = File::from(fd);
-                // A regular file serializes every write on it: a batch
-                // goes in one write, not a few dozen (each one updates
-                // the file's times and journals its inode).
-                let regular = file.metadata().is_ok_and(|m| m.file_type().is_file());
-                Output {
-                    out: Box::new(file),
-                    shared: !regular,
-                }
-            }
-            Err(_) => Output {
-                out: Box::new(io::stdout()),
-                shared: true,
-            },
-        }
-    }
-
-    /// A file, appended to (created if missing).
-    pub fn file(path: &Path) -> io::Result<Output> {
-        let file = std::fs::OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(path)?;
-        Ok(Output {
-            out: Box::new(file),
-            shared: false,
-        })
-    }
-
-    /// Any writer (tests).
-    pub fn writer(out: Box<dyn Write + Send>) -> Output {
-        Output { out, shared: false }
-    }
-
-    fn write_batch(&mut self, batch: &[u8]) -> io::Result<()> {
-        if !self.shared {
-            self.out.write_all(batch)?;
-            return self.out.flush();
-        }
-        let mut rest = batch;
-        while !rest.is_empty() {
-            let piece = if rest.len() <= PIPE_BUF {
-                rest.len()
-            } else {
-                // Up to the last line end within PIPE_BUF; a longer line
-                // goes whole.
-                match rest[..PIPE_BUF].iter().rposition(|b| *b == b'\n') {
-                    Some(end) => end + 1,
-                    None => rest
-                        .iter()
-                        .position(|b| *b == b'\n')
-                        .map_or(rest.len(), |end| end + 1),
-                }
-            };
-            self.out.write_all(&rest[..piece])?;
-            rest = &rest[piece..];
-        }
-        self.out.flush()
-    }
-}
 
 struct Shared {
     pending: Mutex<Pending>,
@@ -271,6 +191,8 @@ fn write_pending(shared: &Shared, batch: &mut Vec<u8>) -> bool {
 
 #[cfg(test)]
 mod tests {
+    use std::io::Write;
+
     use super::*;
 
     /// An output the test can read back; `stall` holds the writer.
@@ -398,28 +320,5 @@ mod tests {
         wait_until("the rest written", || {
             capture.bytes.lock().unwrap().len() == (LIMIT / line.len() + 1) * line.len()
         });
-    }
-
-    #[test]
-    fn shared_output_writes_pieces_that_end_at_a_line() {
-        let capture = Capture::default();
-        let mut output = Output::writer(Box::new(capture.clone()));
-        output.shared = true;
-        let mut batch = Vec::new();
-        for i in 0..500 {
-            batch.extend_from_slice(format!("line number {i:05}\n").as_bytes());
-        }
-        output.write_batch(&batch).unwrap();
-        assert_eq!(*capture.bytes.lock().unwrap(), batch);
-        let writes = capture.writes.lock().unwrap().clone();
-        assert!(
-            writes.len() > 1 && writes.iter().all(|n| *n <= PIPE_BUF),
-            "{writes:?}"
-        );
-        let mut at = 0;
-        for n in writes {
-            at += n;
-            assert_eq!(batch[at - 1], b'\n');
-        }
     }
 }
