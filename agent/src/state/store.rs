@@ -45,7 +45,9 @@ type Map<K, V> = HashMap<K, V, foldhash::fast::RandomState>;
 struct Inner {
     workloads: Map<String, Arc<Workload>>,
     by_ip: Map<IpAddr, String>,
-    by_pod: Map<(String, String), String>,
+    /// namespace → pod name → uid: looked up by `&str`s, so a lookup
+    /// (one per request, see `PodContext::current`) allocates nothing.
+    by_pod: Map<String, Map<String, String>>,
     /// node name → uids of the workloads scheduled there.
     by_node: HashMap<String, BTreeSet<String>>,
     services: Map<String, Arc<Service>>,
@@ -71,9 +73,13 @@ impl Inner {
                     self.by_ip.remove(ip);
                 }
             }
-            let pod = (w.namespace.clone(), w.name.clone());
-            if self.by_pod.get(&pod).is_some_and(|uid| uid == name) {
-                self.by_pod.remove(&pod);
+            if let Some(pods) = self.by_pod.get_mut(&w.namespace)
+                && pods.get(&w.name).is_some_and(|uid| uid == name)
+            {
+                pods.remove(&w.name);
+                if pods.is_empty() {
+                    self.by_pod.remove(&w.namespace);
+                }
             }
             if let Some(set) = self.by_node.get_mut(&w.node) {
                 set.remove(name);
@@ -104,7 +110,9 @@ impl Inner {
                     self.by_ip.insert(*ip, name.clone());
                 }
                 self.by_pod
-                    .insert((w.namespace.clone(), w.name.clone()), name.clone());
+                    .entry(w.namespace.clone())
+                    .or_default()
+                    .insert(w.name.clone(), name.clone());
                 if !w.node.is_empty() {
                     self.by_node
                         .entry(w.node.clone())
@@ -203,7 +211,10 @@ impl WorkloadStore {
         let prefix = format!("{}/", workload.namespace);
         let namespace = inner
             .policies
-            .range(prefix.clone()..)
+            .range::<str, _>((
+                std::ops::Bound::Included(prefix.as_str()),
+                std::ops::Bound::Unbounded,
+            ))
             .take_while(|(name, _)| name.starts_with(&prefix))
             .map(|(_, p)| p)
             .filter(|p| p.scope == Scope::Namespace);
@@ -270,9 +281,7 @@ impl WorkloadStore {
 
     pub fn workload_by_pod(&self, namespace: &str, name: &str) -> Option<Arc<Workload>> {
         let inner = self.inner.read().expect("store lock");
-        let uid = inner
-            .by_pod
-            .get(&(namespace.to_string(), name.to_string()))?;
+        let uid = inner.by_pod.get(namespace)?.get(name)?;
         inner.workloads.get(uid).cloned()
     }
 
