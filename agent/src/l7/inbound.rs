@@ -79,7 +79,7 @@ pub struct Inbound {
     /// The pod's address and port the client asked for.
     pub target: SocketAddr,
     /// The client's verified identity; `None` for plaintext.
-    pub client: Option<Identity>,
+    pub client: Option<Arc<Identity>>,
     /// The SNI the client's TLS connection carried (HBONE).
     pub sni: Option<String>,
     /// Istio's name of the cluster, `inbound|<port>||`: made for the
@@ -137,7 +137,7 @@ impl Served {
             inbound.pod.inbound_labels(
                 ctx,
                 inbound.peer.ip(),
-                inbound.client.as_ref(),
+                inbound.client.as_deref(),
                 inbound.target.port(),
                 RequestProtocol::http,
                 security,
@@ -608,7 +608,7 @@ async fn external(
         .expect("a CUSTOM policy has a provider");
     let peers = Peers {
         source: inbound.peer,
-        source_identity: inbound.client.as_ref(),
+        source_identity: inbound.client.as_deref(),
         destination: inbound.target,
         destination_identity: inbound.pod.identity(),
     };

@@ -59,8 +59,10 @@ impl Match {
 
     fn matches_l4(&self, conn: &Connection) -> bool {
         let id = conn.src_identity.as_ref();
-        // Istio's principal form: the SPIFFE ID without `spiffe://`.
-        let principal = id.map(|id| {
+        // Istio's principal form: the SPIFFE ID without `spiffe://`;
+        // formatted only for a rule that matches principals.
+        let by_principal = !self.principals.is_empty() || !self.not_principals.is_empty();
+        let principal = id.filter(|_| by_principal).map(|id| {
             format!(
                 "{}/ns/{}/sa/{}",
                 id.trust_domain, id.namespace, id.service_account
@@ -271,10 +273,12 @@ mod tests {
 
     fn conn(sa: Option<&str>, ns: &str, src: &str, port: u16) -> Connection {
         Connection {
-            src_identity: sa.map(|sa| Identity {
-                trust_domain: "cluster.local".into(),
-                namespace: ns.into(),
-                service_account: sa.into(),
+            src_identity: sa.map(|sa| {
+                Arc::new(Identity {
+                    trust_domain: "cluster.local".into(),
+                    namespace: ns.into(),
+                    service_account: sa.into(),
+                })
             }),
             src_ip: src.parse().unwrap(),
             dst_ip: "10.0.2.2".parse().unwrap(),

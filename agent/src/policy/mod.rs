@@ -21,7 +21,7 @@ pub use convert::{PolicyError, from_proto};
 pub use eval::{Decision, DenyReason, evaluate, evaluate_request};
 pub use http::Request;
 
-use std::net::IpAddr;
+use std::{net::IpAddr, sync::Arc};
 
 use crate::state::Identity;
 
@@ -205,8 +205,10 @@ impl Cidr {
 /// What a policy decision is made on.
 #[derive(Debug, Clone)]
 pub struct Connection {
-    /// The peer's verified identity; `None` for plaintext.
-    pub src_identity: Option<Identity>,
+    /// The peer's verified identity; `None` for plaintext. Shared with
+    /// the connection (`l7::inbound::Inbound::client`): an L7 request's
+    /// decision takes a reference count, not a copy of three strings.
+    pub src_identity: Option<Arc<Identity>>,
     pub src_ip: IpAddr,
     pub dst_ip: IpAddr,
     pub dst_port: u16,

@@ -252,7 +252,7 @@ async fn stream_request(
             pod,
             peer,
             target,
-            client: Some(client),
+            client: Some(Arc::new(client)),
             sni: sni.map(|s| s.to_string()),
             cluster: Default::default(),
         };
@@ -266,7 +266,7 @@ async fn stream_request(
         .await;
     }
     let conn = Connection {
-        src_identity: Some(client.clone()),
+        src_identity: Some(Arc::new(client.clone())),
         src_ip: peer.ip(),
         dst_ip: target.ip(),
         dst_port: target.port(),

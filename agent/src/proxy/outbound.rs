@@ -427,7 +427,7 @@ pub(crate) async fn connect_same_node(
             pod: destination.clone(),
             peer: SocketAddr::new(source_ip, 0),
             target,
-            client: Some(pod.identity().clone()),
+            client: Some(Arc::new(pod.identity().clone())),
             sni: None,
             cluster: Default::default(),
         };
@@ -436,7 +436,7 @@ pub(crate) async fn connect_same_node(
         return Ok(SameNode::Http(client));
     }
     let conn = crate::policy::Connection {
-        src_identity: Some(pod.identity().clone()),
+        src_identity: Some(Arc::new(pod.identity().clone())),
         src_ip: source_ip,
         dst_ip: target.ip(),
         dst_port: target.port(),

@@ -163,7 +163,7 @@ impl Ending for ServerRecord {
         e.upstream_cluster = inbound.cluster();
         e.downstream_local = Some(inbound.target);
         e.downstream_remote = Some(inbound.peer);
-        e.peer_identity = inbound.client.as_ref();
+        e.peer_identity = inbound.client.as_deref();
         e.local_identity = Some(&inbound.pod.workload.identity);
         e.sni = inbound.sni.as_deref().unwrap_or_default();
         e.mtls = inbound.client.is_some();
