@@ -86,6 +86,9 @@ impl Effective {
     }
 }
 
+/// Workloads whose resolution is kept at most (a node's pods, with room).
+const CACHED: usize = 4096;
+
 /// The policies by namespace, and what they resolve to per workload.
 #[derive(Debug, Default)]
 pub struct Policies {
@@ -135,7 +138,18 @@ impl Policies {
             return (!cached.providers.is_empty()).then_some(cached);
         }
         let mut state = self.inner.write().expect("tracing policies lock");
-        let effective = Arc::new(state.merge(namespace, uid, side)?);
+        // No tracing is kept too (as no provider), so that a mesh without
+        // it does not take the write lock on every request.
+        let effective = Arc::new(state.merge(namespace, uid, side).unwrap_or(Effective {
+            providers: Vec::new(),
+            sampling: 0.0,
+            report: false,
+            custom_tags: Vec::new(),
+        }));
+        // Bounded, as pods come and go between policy changes.
+        if state.cache.len() >= CACHED && !state.cache.contains_key(uid) {
+            state.cache.clear();
+        }
         state.cache.entry(uid.to_string()).or_default()[slot] = Some(effective.clone());
         (!effective.providers.is_empty()).then_some(effective)
     }
@@ -282,10 +296,13 @@ mod tests {
     #[test]
     fn mesh_defaults_apply_without_telemetry() {
         let policies = Policies::default();
-        assert!(
-            policies.resolve("shop", "w1", Side::Client).is_none(),
-            "no root yet"
-        );
+        // Asked twice: the second answer is the one kept.
+        for _ in 0..2 {
+            assert!(
+                policies.resolve("shop", "w1", Side::Client).is_none(),
+                "no root yet"
+            );
+        }
         apply(&policies, vec![mesh(true)]);
         let e = policies.resolve("shop", "w1", Side::Client).unwrap();
         assert_eq!(e.providers[0].name, "otel");
