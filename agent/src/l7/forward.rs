@@ -369,6 +369,19 @@ fn request_id() -> HeaderValue {
 pub fn strip_hop_by_hop(headers: &mut HeaderMap, http2: bool) {
     static KEEP_ALIVE: HeaderName = HeaderName::from_static("keep-alive");
     static PROXY_CONNECTION: HeaderName = HeaderName::from_static("proxy-connection");
+    // Most requests carry none of them: one pass over the names (standard
+    // ones compare as a tag) tells, where a removal each hashed its name.
+    let hop_by_hop = |name: &HeaderName| {
+        name == header::CONNECTION
+            || name == header::TRANSFER_ENCODING
+            || name == header::UPGRADE
+            || name == header::TE
+            || name == KEEP_ALIVE
+            || name == PROXY_CONNECTION
+    };
+    if !headers.keys().any(hop_by_hop) {
+        return;
+    }
     // Most requests carry no `Connection` header, or only `keep-alive`:
     // nothing to collect then.
     if headers.contains_key(header::CONNECTION) {
@@ -433,6 +446,34 @@ mod tests {
         assert_eq!(headers.len(), 1, "{headers:?}");
         strip_hop_by_hop(&mut h2, true);
         assert!(h2.contains_key(header::TE) && h2.contains_key("x-kept") && h2.len() == 2);
+    }
+
+    #[test]
+    fn each_hop_by_hop_header_alone_is_removed() {
+        for name in [
+            "connection",
+            "transfer-encoding",
+            "upgrade",
+            "te",
+            "keep-alive",
+            "proxy-connection",
+        ] {
+            let mut headers = HeaderMap::new();
+            headers.insert(name, HeaderValue::from_static("x"));
+            headers.insert("x-kept", HeaderValue::from_static("1"));
+            strip_hop_by_hop(&mut headers, true);
+            assert_eq!(
+                headers.keys().collect::<Vec<_>>(),
+                ["x-kept"],
+                "{name} alone"
+            );
+        }
+        let mut none = HeaderMap::new();
+        none.insert("x-kept", HeaderValue::from_static("1"));
+        none.insert(header::HOST, HeaderValue::from_static("a"));
+        let before = none.clone();
+        strip_hop_by_hop(&mut none, false);
+        assert_eq!(none, before);
     }
 
     #[test]
