@@ -199,7 +199,6 @@ mod tests {
     #[derive(Clone, Default)]
     struct Capture {
         bytes: Arc<Mutex<Vec<u8>>>,
-        writes: Arc<Mutex<Vec<usize>>>,
         stall: Arc<Mutex<()>>,
     }
 
@@ -207,7 +206,6 @@ mod tests {
         fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
             let _held = self.stall.lock().unwrap();
             self.bytes.lock().unwrap().extend_from_slice(buf);
-            self.writes.lock().unwrap().push(buf.len());
             Ok(buf.len())
         }
         fn flush(&mut self) -> io::Result<()> {

@@ -165,15 +165,15 @@ impl<IO> FramingGuard<IO> {
     /// A whole head is in `pending`; its last byte is `bytes[end - 1]`.
     fn head_complete(&mut self, bytes: &mut [u8], end: usize) {
         // Left uninitialized for the parser (zeroing 128 headers was a
-        // fifth of this function's cost), and parsed in place: the
-        // buffer keeps its capacity for the next head.
-        let mut headers = [const { std::mem::MaybeUninit::<httparse::Header<'_>>::uninit() }; 128];
+        // fifth of this function's cost), and parsed in place.
+        let mut headers = [std::mem::MaybeUninit::uninit(); 128];
         let mut request = httparse::Request::new(&mut []);
         let Ok(httparse::Status::Complete(_)) =
             request.parse_with_uninit_headers(&self.pending, &mut headers)
         else {
             // The codec sees the same bytes and refuses them itself.
             self.state = State::Passthrough;
+            self.pending = Vec::new();
             return;
         };
         let mut content_length = None;
@@ -198,7 +198,13 @@ impl<IO> FramingGuard<IO> {
                 upgrade = true;
             }
         }
-        self.pending.clear();
+        // Kept for the next head, unless a read brought more than a
+        // usual head (the body behind it): that memory is given back.
+        if self.pending.capacity() > KEPT {
+            self.pending = Vec::new();
+        } else {
+            self.pending.clear();
+        }
         if transfer_encoding && has_length {
             // Break the blank line that ends the head: the codec then
             // answers 400 and closes the connection.
@@ -220,6 +226,9 @@ impl<IO> FramingGuard<IO> {
         };
     }
 }
+
+/// The head buffer's capacity kept from one request to the next.
+const KEPT: usize = 4096;
 
 /// The index just past the `\r\n\r\n` that ends a head, searching from
 /// `from`.
@@ -330,6 +339,24 @@ mod tests {
             assert_eq!(seen[..ok_part], stream[..ok_part], "step {step}");
             assert_ne!(seen[ok_part..], *SMUGGLE, "step {step}");
         }
+    }
+
+    #[test]
+    fn a_body_read_with_its_head_is_not_kept_with_the_connection() {
+        let mut guard = FramingGuard::new((), 64 * 1024);
+        let mut read = b"POST /1 HTTP/1.1\r\nHost: x\r\nContent-Length: 60000\r\n\r\n".to_vec();
+        read.resize(read.len() + 60_000, b'b');
+        guard.observe(&mut read);
+        assert!(guard.state == State::Head, "{:?}", guard.state);
+        assert!(
+            guard.pending.capacity() <= KEPT,
+            "{}",
+            guard.pending.capacity()
+        );
+        // A usual head keeps the buffer for the next one.
+        let mut small = b"GET /2 HTTP/1.1\r\nHost: x\r\n\r\n".to_vec();
+        guard.observe(&mut small);
+        assert!(guard.pending.is_empty() && guard.pending.capacity() > 0);
     }
 
     #[test]

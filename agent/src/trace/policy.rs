@@ -98,7 +98,8 @@ pub struct Policies {
 #[derive(Debug, Default)]
 struct State {
     levels: Levels<TracingPolicy>,
-    /// Resolved per workload uid: [client, server]; cleared on change.
+    /// Resolved per workload uid: [client, server]; cleared on change,
+    /// and when [`CACHED`] workloads are kept.
     cache: HashMap<String, [Option<Arc<Effective>>; 2]>,
 }
 
