@@ -336,7 +336,7 @@ fn telemetry_metric_overrides_change_labels_and_turn_metrics_off() -> Result<()>
         apply(
             cluster,
             "telemetry-metrics",
-            "apiVersion: telemetry.istio.io/v1\nkind: Telemetry\nmetadata:\n  name: mesh-default\n  namespace: istio-system\nspec:\n  metrics:\n  - providers:\n    - name: prometheus\n    overrides:\n    - match: {metric: REQUEST_COUNT, mode: SERVER}\n      tagOverrides:\n        request_host: {value: request.host}\n        request_method: {value: request.method}\n        user: {value: \"request.headers['x-user']\"}\n        source_principal: {operation: REMOVE}\n    - match: {metric: TCP_OPENED_CONNECTIONS, mode: SERVER}\n      tagOverrides:\n        destination_port: {value: string(destination.port)}\n    - match: {metric: ALL_METRICS, mode: CLIENT}\n      disabled: true\n---\napiVersion: telemetry.istio.io/v1\nkind: Telemetry\nmetadata:\n  name: no-durations\n  namespace: shop\nspec:\n  metrics:\n  - overrides:\n    - match: {metric: REQUEST_DURATION, mode: SERVER}\n      disabled: true\n",
+            "apiVersion: telemetry.istio.io/v1\nkind: Telemetry\nmetadata:\n  name: mesh-default\n  namespace: istio-system\nspec:\n  metrics:\n  - providers:\n    - name: prometheus\n    overrides:\n    - match: {metric: REQUEST_COUNT, mode: SERVER}\n      tagOverrides:\n        request_host: {value: request.host}\n        request_method: {value: request.method}\n        user: {value: \"request.headers['x-user']\"}\n        source_principal: {operation: REMOVE}\n    - match: {metric: TCP_OPENED_CONNECTIONS, mode: SERVER}\n      tagOverrides:\n        destination_port: {value: string(destination.port)}\n        source_address: {value: source.address}\n    - match: {metric: ALL_METRICS, mode: CLIENT}\n      disabled: true\n---\napiVersion: telemetry.istio.io/v1\nkind: Telemetry\nmetadata:\n  name: no-durations\n  namespace: shop\nspec:\n  metrics:\n  - overrides:\n    - match: {metric: REQUEST_DURATION, mode: SERVER}\n      disabled: true\n",
         )?;
         let url = format!("http://{vip}:8080/items");
         let from_web = [
@@ -426,6 +426,16 @@ fn telemetry_metric_overrides_change_labels_and_turn_metrics_off() -> Result<()>
             ("destination_port", "9090"),
         ];
         ensure!(total(&opened, &tcp) >= 1.0, "{opened:#?}");
+        // The client's address, as the destination's side saw it: web's
+        // IP and a port (it was `unknown` before 2026-12-05).
+        let from = format!("{}:", web.ip());
+        ensure!(
+            opened
+                .iter()
+                .filter(|s| tcp.iter().all(|(k, v)| s.labels.get(*k).map(String::as_str) == Some(*v)))
+                .all(|s| s.labels.get("source_address").is_some_and(|a| a.starts_with(&from))),
+            "source_address is web's {from}…: {opened:#?}"
+        );
         let closed = scrape(cluster, "node-2", "istio_tcp_connections_closed_total")?;
         ensure!(
             closed.iter().all(|s| !s.labels.contains_key("destination_port")),

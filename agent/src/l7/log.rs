@@ -207,7 +207,8 @@ impl Record {
             request,
             metrics_view.as_deref(),
             Some(down.original),
-            Some(down.peer),
+            // The app's address as a sidecar would see it.
+            Some(access_log::app_address(down.peer, &down.pod.workload)),
         );
         Record {
             started: Instant::now(),

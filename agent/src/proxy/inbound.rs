@@ -295,7 +295,7 @@ async fn stream_request(
     };
     let record = pod.inbound_record(
         &ctx,
-        peer.ip(),
+        peer,
         Some(&client),
         target.port(),
         SecurityPolicy::mutual_tls,

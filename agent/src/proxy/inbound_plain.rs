@@ -84,7 +84,7 @@ pub(super) async fn handle(
             return super::outbound::reset(stream);
         }
     };
-    let record = pod.inbound_record(&ctx, peer.ip(), None, target.port(), SecurityPolicy::none);
+    let record = pod.inbound_record(&ctx, peer, None, target.port(), SecurityPolicy::none);
     let progress = limits::Progress::default();
     let relay = crate::sys::splice::relay(&stream, &app.stream, &progress);
     let result = tracked

@@ -231,20 +231,26 @@ impl PodContext {
         )
     }
 
-    /// Istio's TCP metrics for a connection this pod accepted, opened now
-    /// (`None` when traffic metrics are off).
+    /// Istio's TCP metrics for a connection this pod accepted from
+    /// `client_addr`, opened now (`None` when traffic metrics are off).
     pub fn inbound_record(
         &self,
         ctx: &ProxyContext,
-        client_ip: std::net::IpAddr,
+        client_addr: std::net::SocketAddr,
         client: Option<&Identity>,
         port: u16,
         security: SecurityPolicy,
     ) -> Option<crate::metrics::traffic::TcpRecord> {
         let traffic = &ctx.metrics.traffic;
         traffic.enabled().then(|| {
-            let labels =
-                self.inbound_labels(ctx, client_ip, client, port, RequestProtocol::tcp, security);
+            let labels = self.inbound_labels(
+                ctx,
+                client_addr.ip(),
+                client,
+                port,
+                RequestProtocol::tcp,
+                security,
+            );
             // Values for a Telemetry's added labels, when there are any
             // (the pod's address is looked up only then).
             let labels = if labels.view().is_some_and(|v| !v.expressions.is_empty()) {
@@ -254,7 +260,7 @@ impl PodContext {
                     .first()
                     .map(|ip| std::net::SocketAddr::new(*ip, port));
                 let mtls = security == SecurityPolicy::mutual_tls;
-                labels.with_connection_values(local, None, mtls)
+                labels.with_connection_values(local, Some(client_addr), mtls)
             } else {
                 labels
             };

@@ -93,7 +93,10 @@ pub(super) async fn handle(
         .flatten()
         .map(|l| {
             let mtls = l.connection_security_policy == SecurityPolicy::mutual_tls;
-            let l = l.with_connection_values(Some(original), Some(peer), mtls);
+            // The app's address as a sidecar would see it (its pod's IP,
+            // not the loopback address eBPF redirected it through).
+            let app = crate::access_log::app_address(peer, &pod.workload);
+            let l = l.with_connection_values(Some(original), Some(app), mtls);
             ctx.metrics.traffic.tcp_open(&l)
         });
     // The service, for the access log's cluster name.
@@ -125,7 +128,7 @@ pub(super) async fn handle(
             if workload.hbone
                 && let Some(local) = ctx.local_pods.get(addr.ip()) =>
         {
-            let result = Box::pin(same_node(stream, &pod, &local, &ctx, addr, waits)).await;
+            let result = Box::pin(same_node(stream, peer, &pod, &local, &ctx, addr, waits)).await;
             (result, addr, Some(workload.identity.clone()), "same-node")
         }
         Resolved::Workload { workload, addr, .. } if workload.hbone => {
@@ -345,6 +348,7 @@ async fn passthrough(
 /// client pod's address ([`connect_same_node`]).
 async fn same_node(
     stream: TcpStream,
+    peer: SocketAddr,
     pod: &PodContext,
     destination: &Arc<PodContext>,
     ctx: &ProxyContext,
@@ -354,12 +358,14 @@ async fn same_node(
     match connect_same_node(pod, destination, ctx, target).await {
         Ok(SameNode::App(app, tracked)) => {
             // The destination's side of the metrics, as its inbound proxy
-            // would report them.
+            // would report them: from the client pod's address (as the
+            // connection is delivered, `connect_same_node`) and the app's
+            // port.
             let client = pod.current(ctx);
             let source_ip = client.ips.first().copied().unwrap_or(target.ip());
             let record = destination.inbound_record(
                 ctx,
-                source_ip,
+                SocketAddr::new(source_ip, peer.port()),
                 Some(&client.identity),
                 target.port(),
                 SecurityPolicy::mutual_tls,
