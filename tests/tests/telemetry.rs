@@ -336,7 +336,7 @@ fn telemetry_metric_overrides_change_labels_and_turn_metrics_off() -> Result<()>
         apply(
             cluster,
             "telemetry-metrics",
-            "apiVersion: telemetry.istio.io/v1\nkind: Telemetry\nmetadata:\n  name: mesh-default\n  namespace: istio-system\nspec:\n  metrics:\n  - providers:\n    - name: prometheus\n    overrides:\n    - match: {metric: REQUEST_COUNT, mode: SERVER}\n      tagOverrides:\n        request_host: {value: request.host}\n        request_method: {value: request.method}\n        user: {value: \"request.headers['x-user']\"}\n        source_principal: {operation: REMOVE}\n    - match: {metric: TCP_OPENED_CONNECTIONS, mode: SERVER}\n      tagOverrides:\n        destination_port: {value: string(destination.port)}\n        source_address: {value: source.address}\n    - match: {metric: ALL_METRICS, mode: CLIENT}\n      disabled: true\n---\napiVersion: telemetry.istio.io/v1\nkind: Telemetry\nmetadata:\n  name: no-durations\n  namespace: shop\nspec:\n  metrics:\n  - overrides:\n    - match: {metric: REQUEST_DURATION, mode: SERVER}\n      disabled: true\n",
+            "apiVersion: telemetry.istio.io/v1\nkind: Telemetry\nmetadata:\n  name: mesh-default\n  namespace: istio-system\nspec:\n  metrics:\n  - providers:\n    - name: prometheus\n    overrides:\n    - match: {metric: REQUEST_COUNT, mode: SERVER}\n      tagOverrides:\n        request_host: {value: request.host}\n        request_method: {value: request.method}\n        user: {value: \"request.headers['x-user']\"}\n        served_by: {value: \"response.headers['x-served-by']\"}\n        source_principal: {operation: REMOVE}\n    - match: {metric: TCP_OPENED_CONNECTIONS, mode: SERVER}\n      tagOverrides:\n        destination_port: {value: string(destination.port)}\n        source_address: {value: source.address}\n    - match: {metric: ALL_METRICS, mode: CLIENT}\n      disabled: true\n---\napiVersion: telemetry.istio.io/v1\nkind: Telemetry\nmetadata:\n  name: no-durations\n  namespace: shop\nspec:\n  metrics:\n  - overrides:\n    - match: {metric: REQUEST_DURATION, mode: SERVER}\n      disabled: true\n",
         )?;
         let url = format!("http://{vip}:8080/items");
         let from_web = [
@@ -382,6 +382,8 @@ fn telemetry_metric_overrides_change_labels_and_turn_metrics_off() -> Result<()>
             "request_host: {sample:?}"
         );
         ensure!(label("request_method") == Some("GET"), "{sample:?}");
+        // From the response's headers (the app names itself in one).
+        ensure!(label("served_by") == Some("api"), "served_by: {sample:?}");
         ensure!(label("source_principal").is_none(), "removed: {sample:?}");
         ensure!(label("response_code") == Some("200"), "{sample:?}");
         // A request without the header: `unknown`, as Istio writes a

@@ -165,6 +165,14 @@ pub fn request_headers_of(v: &Value) -> Option<HeaderName> {
     HeaderName::from_bytes(name.as_bytes()).ok()
 }
 
+/// The response header reading `v` needs kept, when it reads one.
+pub fn response_header_of(v: &Value) -> Option<HeaderName> {
+    match v.kind.as_ref()? {
+        value::Kind::ResponseHeader(name) => HeaderName::from_bytes(name.as_bytes()).ok(),
+        _ => None,
+    }
+}
+
 #[derive(Debug, PartialEq)]
 enum V<'a> {
     Int(i64),

@@ -217,7 +217,7 @@ async fn handle(
             overrides::global().resolve(&workload.namespace, &workload.uid, Side::Server)
         })
         .flatten();
-    let tags = super::log::RequestTags::capture(
+    let mut tags = super::log::RequestTags::capture(
         &request,
         view.as_deref(),
         Some(served.inbound.target),
@@ -229,6 +229,9 @@ async fn handle(
     let response = decide_and_forward(request, served, ctx).await;
     if let Some(record) = record.as_mut() {
         record.responded(&response);
+    }
+    if let (Some(tags), Some(view)) = (tags.as_mut(), view.as_deref()) {
+        tags.responded(response.headers(), view);
     }
     let metrics = traffic.then(|| {
         let flags = response

@@ -119,8 +119,11 @@ pub struct Record {
 /// otherwise).
 pub struct RequestTags {
     line: RequestLine,
-    /// The headers the values read.
+    /// The request headers the values read.
     headers: Headers,
+    /// The response headers they read (none until the response arrives,
+    /// nor for a request that ends without one).
+    response_headers: Headers,
     /// `destination.address`: the address the request came to.
     local: Option<SocketAddr>,
     /// `source.address`.
@@ -149,9 +152,17 @@ impl RequestTags {
         Some(RequestTags {
             line: RequestLine::of(request),
             headers: Headers::capture(request.headers(), &view.request_headers, &[]),
+            response_headers: Headers::default(),
             local,
             remote,
         })
+    }
+
+    /// Keeps what of the response's headers `view`'s values read.
+    pub fn responded(&mut self, headers: &http::HeaderMap, view: &overrides::View) {
+        if !view.response_headers.is_empty() {
+            self.response_headers = Headers::capture(headers, &view.response_headers, &[]);
+        }
     }
 
     /// `labels` with their UPSERT values for this request and `answer`.
@@ -162,7 +173,7 @@ impl RequestTags {
             path: self.line.path(),
             authority: self.line.authority(),
             headers: Some(&self.headers),
-            response_headers: None,
+            response_headers: Some(&self.response_headers),
             status: answer.status,
             grpc_status: answer.grpc_status,
         });
@@ -338,6 +349,9 @@ impl Record {
         self.grpc_status = super::reply::grpc_status(response.headers());
         if let Some(access) = self.access.as_mut() {
             access.response_headers = Some(access.decision.response_headers(response.headers()));
+        }
+        if let (Some(tags), Some(view)) = (self.tags.as_mut(), self.metrics_view.as_deref()) {
+            tags.responded(response.headers(), view);
         }
         on_end(response, self)
     }

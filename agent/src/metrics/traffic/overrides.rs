@@ -140,6 +140,8 @@ pub struct View {
     pub expressions: Vec<(String, Value)>,
     /// The request headers they read, kept for them when a request starts.
     pub request_headers: Vec<HeaderName>,
+    /// The response headers they read, kept when its response arrives.
+    pub response_headers: Vec<HeaderName>,
 }
 
 impl View {
@@ -440,6 +442,11 @@ fn view_of(merged: &[Merged; 10]) -> View {
                         && !view.request_headers.contains(&h)
                     {
                         view.request_headers.push(h);
+                    }
+                    if let Some(h) = filter::response_header_of(value)
+                        && !view.response_headers.contains(&h)
+                    {
+                        view.response_headers.push(h);
                     }
                     view.expressions.len() - 1
                 }

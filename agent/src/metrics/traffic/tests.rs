@@ -387,3 +387,63 @@ fn merged_series_agree_whatever_the_label_order() {
     assert!(opened[0].ends_with(" 2"), "{}", opened[0]);
     assert!(!opened[0].contains("response_code"), "{}", opened[0]);
 }
+
+#[test]
+fn upsert_values_read_the_response_headers_once_it_arrives() {
+    let mut view = overrides::View::default();
+    view.metrics[overrides::Metric::RequestCount as usize]
+        .upserts
+        .push(("cache".into(), 0));
+    view.expressions.push((
+        "response.headers['x-cache']".into(),
+        weft_proto::telemetry::Value {
+            kind: Some(weft_proto::telemetry::value::Kind::ResponseHeader(
+                "x-cache".into(),
+            )),
+        },
+    ));
+    view.response_headers
+        .push(http::HeaderName::from_static("x-cache"));
+    let view = Arc::new(view);
+    let server = workload("shop", "api", "api");
+    let labels = TrafficLabels::new(
+        Reporter::destination,
+        Peer::default(),
+        Peer::workload(&server),
+        None,
+        RequestProtocol::http,
+        SecurityPolicy::none,
+    )
+    .under(Some(view.clone()));
+    let request = http::Request::get("http://shop/").body(()).unwrap();
+    let mut tags = crate::l7::log::RequestTags::capture(&request, Some(&view), None, None).unwrap();
+    let answer = crate::l7::log::Answer {
+        status: 200,
+        grpc_status: None,
+        flags: Default::default(),
+        request_bytes: 0,
+        response_bytes: 0,
+        duration: Duration::ZERO,
+    };
+    let cache = |labels: TrafficLabels| {
+        RequestLabels {
+            traffic: labels,
+            response_code: 200,
+            grpc_response_status: None,
+        }
+        .for_metric(overrides::Metric::RequestCount)
+        .unwrap()
+        .into_iter()
+        .find(|(n, _)| n == "cache")
+        .map(|(_, v)| v)
+    };
+    // No response yet (a request that ended without one): `unknown`.
+    assert_eq!(
+        cache(tags.label(labels.clone(), &answer)).as_deref(),
+        Some("unknown")
+    );
+    let mut response = http::HeaderMap::new();
+    response.insert("x-cache", http::HeaderValue::from_static("HIT"));
+    tags.responded(&response, &view);
+    assert_eq!(cache(tags.label(labels, &answer)).as_deref(), Some("HIT"));
+}

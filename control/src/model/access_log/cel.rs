@@ -69,7 +69,8 @@ pub fn parse(text: &str) -> Result<Expr, String> {
 }
 
 /// Parses a metric tag's value (`tagOverrides.NAME.value`): one
-/// attribute, `request.headers['name']` or literal, optionally inside CEL's `string( ... )` (which changes nothing
+/// attribute, `request.headers['name']`, `response.headers['name']` or a
+/// literal, optionally inside CEL's `string( ... )` (which changes nothing
 /// here: the agent renders every value as text). No comparison or other
 /// operator; the error names the position (0-based, in characters) and
 /// what was wrong there.
@@ -84,14 +85,7 @@ pub fn parse_value(text: &str) -> Result<Value, String> {
     if !converted {
         p.at = start;
     }
-    let at = p.at;
     let (value, _) = p.operand()?;
-    if matches!(value.kind, Some(value::Kind::ResponseHeader(_))) {
-        p.at = at;
-        return Err(p.error(
-            "a metric label cannot read response headers in weft (request headers and attributes can)",
-        ));
-    }
     if converted && !p.eat(")") {
         return Err(p.error("expected `)`"));
     }
@@ -488,6 +482,10 @@ mod tests {
             kind("request.headers['X-User']"),
             value::Kind::RequestHeader("x-user".into())
         );
+        assert_eq!(
+            kind("response.headers['X-Cache']"),
+            value::Kind::ResponseHeader("x-cache".into())
+        );
         assert_eq!(kind("'literal'"), value::Kind::String("literal".into()));
         assert_eq!(kind("42"), value::Kind::Int(42));
     }
@@ -496,11 +494,6 @@ mod tests {
     fn tag_values_refuse_anything_more_with_a_position() {
         for (text, position, wanted) in [
             ("request.host == 'a'", 13, "unexpected text after the value"),
-            (
-                "response.headers['x-cache']",
-                0,
-                "a metric label cannot read response headers",
-            ),
             (
                 "upstream_peer.labels['app'].value",
                 0,
