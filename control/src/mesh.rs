@@ -124,6 +124,11 @@ pub struct DefaultProviders {
 #[serde(rename_all = "camelCase")]
 pub struct ExtensionProvider {
     pub name: String,
+    /// Where the entry stood in the YAML's `extensionProviders`, for
+    /// errors: merging (see `merge_providers`) can put an entry in an
+    /// earlier one's place.
+    #[serde(skip)]
+    pub index: usize,
     #[serde(default)]
     pub envoy_ext_authz_grpc: Option<ExtAuthzGrpc>,
     #[serde(default)]
@@ -437,7 +442,11 @@ impl MeshConfig {
     /// replaces it in place, so a name used twice means its last entry.
     fn merge_providers(&mut self) {
         let mut merged: Vec<ExtensionProvider> = Vec::with_capacity(self.extension_providers.len());
-        for provider in std::mem::take(&mut self.extension_providers) {
+        for (index, mut provider) in std::mem::take(&mut self.extension_providers)
+            .into_iter()
+            .enumerate()
+        {
+            provider.index = index;
             match merged.iter_mut().find(|e| e.name == provider.name) {
                 Some(earlier) => *earlier = provider,
                 None => merged.push(provider),
@@ -542,11 +551,11 @@ impl MeshConfig {
                 "defaultConfig.tracing.sampling: {sampling} is not a percentage (0-100)"
             ));
         }
-        for (i, p) in self.extension_providers.iter().enumerate() {
+        for p in &self.extension_providers {
             let Some(otel) = &p.opentelemetry else {
                 continue;
             };
-            let at = format!("extensionProviders[{i}].opentelemetry");
+            let at = format!("extensionProviders[{}].opentelemetry", p.index);
             if otel.service.is_empty() {
                 return Err(format!("{at}.service: must be set"));
             }
@@ -560,8 +569,8 @@ impl MeshConfig {
     fn check(&self) -> Result<(), String> {
         self.check_access_log()?;
         self.check_tracing()?;
-        for (i, p) in self.extension_providers.iter().enumerate() {
-            let at = format!("extensionProviders[{i}]");
+        for p in &self.extension_providers {
+            let at = format!("extensionProviders[{}]", p.index);
             if p.name.is_empty() {
                 return Err(format!("{at}.name: must be set"));
             }

@@ -118,6 +118,13 @@ fn a_provider_name_used_twice_means_its_last_entry_in_the_first_place() {
     )
     .unwrap();
     assert_eq!(mesh.providers().len(), 5);
+    // An error names the entry where the YAML has it, though merging
+    // moved it to the first one's place.
+    let err = load(
+        "extensionProviders:\n- name: logs\n  envoyFileAccessLog: {}\n- name: otel\n  opentelemetry: {service: otel, port: 4317}\n- name: logs\n  envoyFileAccessLog: {logFormat: {text: '%BOGUS%'}}\n",
+    )
+    .unwrap_err();
+    assert!(err.contains("extensionProviders[2]"), "{err}");
 }
 
 #[test]
