@@ -62,14 +62,7 @@ fn both_sides_report_with_istios_labels() {
     );
     metrics.traffic.tcp_open(&source).close(100, 2000);
     // A plaintext client nobody knows, at the destination.
-    let unknown = TrafficLabels::new(
-        Reporter::destination,
-        Peer::default(),
-        Peer::workload(&server),
-        None,
-        RequestProtocol::http,
-        SecurityPolicy::none,
-    );
+    let unknown = served_plainly(&server);
     metrics.traffic.request(
         &unknown,
         403,
@@ -149,19 +142,25 @@ fn both_sides_report_with_istios_labels() {
     assert!(om.contains("# TYPE istio_requests counter"));
 }
 
+/// The server side's labels of a plaintext HTTP request to `server` from
+/// a client outside the mesh.
+fn served_plainly(server: &Workload) -> TrafficLabels {
+    TrafficLabels::new(
+        Reporter::destination,
+        Peer::default(),
+        Peer::workload(server),
+        None,
+        RequestProtocol::http,
+        SecurityPolicy::none,
+    )
+}
+
 #[test]
 fn off_records_no_requests() {
     let metrics = Metrics::new(false, false);
     assert!(!metrics.traffic.enabled(), "callers skip building labels");
     let server = workload("shop", "api", "api");
-    let labels = TrafficLabels::new(
-        Reporter::destination,
-        Peer::default(),
-        Peer::workload(&server),
-        None,
-        RequestProtocol::http,
-        SecurityPolicy::none,
-    );
+    let labels = served_plainly(&server);
     metrics.traffic.request(
         &labels,
         200,
@@ -295,14 +294,7 @@ fn overrides_remove_add_and_merge_labels_and_turn_metrics_off() {
 #[test]
 fn upsert_values_come_from_the_request() {
     let server = workload("shop", "api", "api");
-    let mut labels = TrafficLabels::new(
-        Reporter::destination,
-        Peer::default(),
-        Peer::workload(&server),
-        None,
-        RequestProtocol::http,
-        SecurityPolicy::none,
-    );
+    let mut labels = served_plainly(&server);
     labels.custom = Some(Arc::new(overrides::Custom::new(overridden_view())));
     let count = |l: &TrafficLabels| {
         RequestLabels {
@@ -406,15 +398,7 @@ fn upsert_values_read_the_response_headers_once_it_arrives() {
         .push(http::HeaderName::from_static("x-cache"));
     let view = Arc::new(view);
     let server = workload("shop", "api", "api");
-    let labels = TrafficLabels::new(
-        Reporter::destination,
-        Peer::default(),
-        Peer::workload(&server),
-        None,
-        RequestProtocol::http,
-        SecurityPolicy::none,
-    )
-    .under(Some(view.clone()));
+    let labels = served_plainly(&server).under(Some(view.clone()));
     let request = http::Request::get("http://shop/").body(()).unwrap();
     let mut tags = crate::l7::log::RequestTags::capture(&request, Some(&view), None, None).unwrap();
     let answer = crate::l7::log::Answer {
