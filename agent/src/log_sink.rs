@@ -5,8 +5,8 @@
 //! proxy's threads as little as possible: appending to a shared buffer
 //! under a short lock, and waking the writer only when the buffer was
 //! empty. The writer then gathers for [`GATHER`] before it writes, so under
-//! load one wake-up (and, to a file, one `write(2)`) carries many lines; an idle agent's
-//! line is out within about a millisecond. Nothing is ever dropped: when
+//! load one wake-up (and, to a file, one `write(2)`) carries many lines;
+//! an idle agent's line is out within about a millisecond. Nothing is ever dropped: when
 //! stdout cannot keep up and [`LIMIT`] bytes are waiting, the proxy's
 //! threads wait for the writer rather than lose their access log.
 //!

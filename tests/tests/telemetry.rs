@@ -431,11 +431,17 @@ fn telemetry_metric_overrides_change_labels_and_turn_metrics_off() -> Result<()>
         // The client's address, as the destination's side saw it: web's
         // IP and a port (it was `unknown` before 2026-12-05).
         let from = format!("{}:", web.ip());
+        let of_this_connection = |s: &&Sample| {
+            tcp.iter()
+                .all(|(k, v)| s.labels.get(*k).map(String::as_str) == Some(*v))
+        };
+        let web_addressed = |s: &Sample| {
+            s.labels
+                .get("source_address")
+                .is_some_and(|a| a.starts_with(&from))
+        };
         ensure!(
-            opened
-                .iter()
-                .filter(|s| tcp.iter().all(|(k, v)| s.labels.get(*k).map(String::as_str) == Some(*v)))
-                .all(|s| s.labels.get("source_address").is_some_and(|a| a.starts_with(&from))),
+            opened.iter().filter(of_this_connection).all(web_addressed),
             "source_address is web's {from}…: {opened:#?}"
         );
         let closed = scrape(cluster, "node-2", "istio_tcp_connections_closed_total")?;
