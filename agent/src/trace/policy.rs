@@ -100,6 +100,7 @@ struct State {
     levels: Levels<TracingPolicy>,
     /// Resolved per workload uid: [client, server]; cleared on change,
     /// and when [`CACHED`] workloads are kept.
+    ///
     /// Looked up on every request, by uids the control plane sent: a
     /// fast hash rather than SipHash's flood resistance.
     cache: HashMap<String, [Option<Arc<Effective>>; 2], foldhash::fast::RandomState>,
