@@ -99,6 +99,7 @@ async fn connection(
             return Err(timed_out.into());
         }
     };
+    let client = Arc::new(client);
     drop(permit);
     let mut draining = false;
     loop {
@@ -217,7 +218,9 @@ fn respond(mut respond: SendResponse<Bytes>, status: StatusCode) {
 /// The client of an HBONE connection.
 struct Peer {
     addr: SocketAddr,
-    identity: Identity,
+    /// Shared by the connection's streams, and by their policy inputs
+    /// and L7 connections: one copy per connection.
+    identity: Arc<Identity>,
     /// The SNI of its TLS connection.
     sni: Option<Arc<str>>,
 }
@@ -252,7 +255,7 @@ async fn stream_request(
             pod,
             peer,
             target,
-            client: Some(Arc::new(client)),
+            client: Some(client),
             sni: sni.map(|s| s.to_string()),
             cluster: Default::default(),
         };
@@ -266,7 +269,7 @@ async fn stream_request(
         .await;
     }
     let conn = Connection {
-        src_identity: Some(Arc::new(client.clone())),
+        src_identity: Some(client.clone()),
         src_ip: peer.ip(),
         dst_ip: target.ip(),
         dst_port: target.port(),
