@@ -65,7 +65,12 @@ impl<IO> FramingGuard<IO> {
         let mut at = 0;
         while at < bytes.len() {
             match self.state {
-                State::Passthrough => return,
+                State::Passthrough => {
+                    // Whatever way it got here, the head buffer is not
+                    // needed again.
+                    self.pending = Vec::new();
+                    return;
+                }
                 State::Start => {
                     let n = (H2_PREFACE.len() - self.pending.len()).min(bytes.len() - at);
                     self.pending.extend_from_slice(&bytes[at..at + n]);
@@ -173,7 +178,6 @@ impl<IO> FramingGuard<IO> {
         else {
             // The codec sees the same bytes and refuses them itself.
             self.state = State::Passthrough;
-            self.pending = Vec::new();
             return;
         };
         let mut content_length = None;
