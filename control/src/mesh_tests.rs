@@ -5,14 +5,12 @@ use weft_proto::telemetry::{AccessLogProvider, Encoding, MeshAccessLog};
 use super::*;
 use crate::model::access_log::format;
 
+/// Loads `text` from a file of its own, in a directory removed afterwards.
 fn load(text: &str) -> Result<MeshConfig, String> {
-    let dir = std::env::temp_dir().join(format!("weft-mesh-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
-    let file = dir.join(format!("{}.yaml", text.len()));
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("mesh.yaml");
     std::fs::write(&file, text).unwrap();
-    let out = MeshConfig::load(&file);
-    let _ = std::fs::remove_file(&file);
-    out
+    MeshConfig::load(&file)
 }
 
 #[test]
