@@ -37,6 +37,7 @@ pub mod l7;
 pub mod lifecycle;
 pub mod log_sink;
 pub mod metrics;
+pub mod otlp;
 pub mod policy;
 pub mod profile;
 pub mod proxy;

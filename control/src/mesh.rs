@@ -18,7 +18,9 @@ use std::{path::Path, sync::LazyLock};
 
 use serde::Deserialize;
 
-pub use self::access_log::{ENVOY_PROVIDER, EnvoyFileAccessLog, Labels, LogFormat, STDOUT};
+pub use self::access_log::{
+    ENVOY_PROVIDER, EnvoyFileAccessLog, EnvoyOtelAls, Labels, LogFormat, STDOUT,
+};
 use crate::{
     kinds::{Ignored, istio::Duration},
     yaml::{self, Limits, de::from_node, path::FieldPath},
@@ -156,10 +158,12 @@ pub struct ExtensionProvider {
     /// access-log kind weft's agents write.
     #[serde(default)]
     pub envoy_file_access_log: Option<EnvoyFileAccessLog>,
-    /// The gRPC access-log services: accepted, but nothing is sent to
-    /// them.
+    /// `envoyOtelAls`: access-log records sent to an OpenTelemetry
+    /// collector.
     #[serde(default)]
-    pub envoy_otel_als: Option<Ignored>,
+    pub envoy_otel_als: Option<EnvoyOtelAls>,
+    /// Envoy's own gRPC access-log services: accepted, but nothing is
+    /// sent to them.
     #[serde(default)]
     pub envoy_http_als: Option<Ignored>,
     #[serde(default)]
@@ -591,6 +595,9 @@ impl MeshConfig {
                 .and_then(|f| f.log_format.as_ref())
             {
                 MeshConfig::check_log_format(&at, log_format)?;
+            }
+            if let Some(als) = &p.envoy_otel_als {
+                MeshConfig::check_otel_als(&at, als)?;
             }
             if let Some(grpc) = &p.envoy_ext_authz_grpc {
                 let at = format!("{at}.envoyExtAuthzGrpc");

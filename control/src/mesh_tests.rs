@@ -1,6 +1,6 @@
 //! Tests of [`super`]: reading and checking MeshConfig.
 
-use weft_proto::telemetry::{AccessLogProvider, Encoding, MeshAccessLog};
+use weft_proto::telemetry::{AccessLogProvider, Encoding, MeshAccessLog, OtelAccessLog};
 
 use super::*;
 use crate::model::access_log::format;
@@ -325,22 +325,121 @@ extensionProviders:
         text_log(STDOUT, "%DURATION% %RESPONSE_CODE%"),
         "stdout by default; the newline ends the line"
     );
-    // File providers are listed, the built-in `envoy` among them, and the
-    // gRPC kinds without an output.
-    let names: Vec<(String, bool)> = mesh
+    // File providers are listed, the built-in `envoy` among them, the
+    // OpenTelemetry ones with their collector, and Envoy's gRPC kinds
+    // with neither.
+    let names: Vec<(String, bool, bool)> = mesh
         .access_log_providers()
         .into_iter()
-        .map(|p| (p.name, p.output.is_some()))
+        .map(|p| (p.name, p.output.is_some(), p.otel.is_some()))
         .collect();
     let expected = [
-        ("envoy", true),
-        ("json-file", true),
-        ("text-file", true),
-        ("otel-als", false),
-        ("http-als", false),
-        ("tcp-als", false),
+        ("envoy", true, false),
+        ("json-file", true, false),
+        ("text-file", true, false),
+        ("otel-als", false, true),
+        ("http-als", false, false),
+        ("tcp-als", false, false),
     ];
-    assert_eq!(names, expected.map(|(n, file)| (n.to_string(), file)));
+    assert_eq!(
+        names,
+        expected.map(|(n, file, otel)| (n.to_string(), file, otel))
+    );
+}
+
+/// The `envoyOtelAls` provider `name`'s collector and record.
+fn otel(mesh: &MeshConfig, name: &str) -> OtelAccessLog {
+    mesh.access_log_providers()
+        .into_iter()
+        .find(|p| p.name == name)
+        .and_then(|p| p.otel)
+        .unwrap_or_else(|| panic!("no collector for {name}"))
+}
+
+#[test]
+fn otel_providers_send_istios_default_line_with_sorted_labels() {
+    let mesh = MeshConfig::parse(
+        r#"
+extensionProviders:
+- name: OTel
+  envoyOtelAls:
+    service: otel-collector.observability.svc.cluster.local
+    port: 4317
+- name: custom
+  envoyOtelAls:
+    service: observability/otel
+    port: 4317
+    logName: mine
+    logFormat:
+      text: "%RESPONSE_CODE% %DURATION%"
+      labels:
+        user_agent: "%REQ(USER-AGENT)%"
+        code: "%RESPONSE_CODE%"
+- name: with-newline
+  envoyOtelAls:
+    service: otel
+    port: 4317
+    logFormat: {text: "%RESPONSE_CODE%\n"}
+"#,
+    )
+    .unwrap();
+    // Istio's default text format, newline included, and no attributes.
+    assert_eq!(
+        otel(&mesh, "otel"),
+        OtelAccessLog {
+            service: "otel-collector.observability.svc.cluster.local".into(),
+            port: 4317,
+            body: format::parse(format::DEFAULT_TEXT).unwrap(),
+            body_newline: true,
+            attributes: vec![],
+        }
+    );
+    let custom = otel(&mesh, "custom");
+    assert_eq!(custom.service, "observability/otel");
+    assert_eq!(
+        custom.body,
+        format::parse("%RESPONSE_CODE% %DURATION%").unwrap()
+    );
+    assert!(!custom.body_newline);
+    assert_eq!(
+        custom
+            .attributes
+            .iter()
+            .map(|a| a.key.as_str())
+            .collect::<Vec<_>>(),
+        ["code", "user_agent"],
+        "sorted, as istiod sorts them"
+    );
+    assert_eq!(custom.attributes[1].value[0].argument, "user-agent");
+    let newline = otel(&mesh, "with-newline");
+    assert_eq!(newline.body, format::parse("%RESPONSE_CODE%").unwrap());
+    assert!(newline.body_newline);
+}
+
+#[test]
+fn otel_providers_name_their_collector_and_render_what_they_ask() {
+    let at = "extensionProviders[0].envoyOtelAls";
+    for (yaml, error) in [
+        ("{port: 4317}", format!("{at}.service: must be set")),
+        (
+            "{service: otel, port: 0}",
+            format!("{at}.port: 0 is not a port (1-65535)"),
+        ),
+        (
+            "{service: otel, port: 4317, logFormat: {text: '%NOPE%'}}",
+            format!("{at}.logFormat.text: position 0: unknown command operator `%NOPE%`"),
+        ),
+        (
+            "{service: otel, port: 4317, logFormat: {labels: {a: '%NOPE%'}}}",
+            format!("{at}.logFormat.labels.a: position 0: unknown command operator `%NOPE%`"),
+        ),
+    ] {
+        let got = MeshConfig::parse(&format!(
+            "extensionProviders:\n- name: otel\n  envoyOtelAls: {yaml}\n"
+        ))
+        .unwrap_err();
+        assert!(got.contains(&error), "{yaml}: {got}");
+    }
 }
 
 #[test]
@@ -396,6 +495,7 @@ extensionProviders:
         AccessLogProvider {
             name: "envoy".into(),
             output: Some(text_log(STDOUT, format::DEFAULT_TEXT)),
+            otel: None,
         }
     );
 }

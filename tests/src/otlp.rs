@@ -1,7 +1,8 @@
-//! The spans the mesh exports, as `weft-sim-http otlp-receiver` prints
-//! them: tests of distributed tracing run it in a pod
-//! ([`spawn_receiver`]), point the mesh's tracing at it, and read what it
-//! received ([`spans`], [`wait_for_spans`]).
+//! The spans and access-log records the mesh exports, as `weft-sim-http
+//! otlp-receiver` prints them: tests of distributed tracing and of
+//! `envoyOtelAls` access logs run it in a pod ([`spawn_receiver`]), point
+//! the mesh's tracing or access log at it, and read what it received
+//! ([`spans`], [`wait_for_spans`], [`log_records`]).
 
 use std::collections::BTreeMap;
 use std::time::Duration;
@@ -64,6 +65,26 @@ impl Span {
     }
 }
 
+/// One log record, as the receiver prints it.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+pub struct LogRecord {
+    pub body: String,
+    /// The record's attributes, values as strings.
+    pub attributes: BTreeMap<String, String>,
+    /// The resource's attributes, values as strings.
+    pub resource: BTreeMap<String, String>,
+    /// The instrumentation scope's name; empty when there is none.
+    pub scope: String,
+    pub time_unix_nano: u64,
+}
+
+/// Every log record the receiver has printed so far, in the order
+/// received.
+pub fn log_records(receiver: &Process) -> Result<Vec<LogRecord>> {
+    parse_lines(&receiver.log(), "{\"body\":")
+        .with_context(|| format!("reading {}", receiver.name()))
+}
+
 /// Starts `weft-sim-http otlp-receiver --port <port>` in `pod` and waits
 /// until it listens.
 pub fn spawn_receiver(pod: &Pod, port: u16) -> Result<Process> {
@@ -109,14 +130,19 @@ pub fn wait_for_spans(
 }
 
 /// The spans of the receiver's output (stdout and stderr, as the log
-/// holds both): the lines that are span JSON. A last line still being
-/// written is left for the next read.
+/// holds both): the lines that are span JSON.
 fn parse_spans(log: &str) -> Result<Vec<Span>> {
+    parse_lines(log, "{\"trace_id\":")
+}
+
+/// The lines of the receiver's output that start with `start`, parsed. A
+/// last line still being written is left for the next read.
+fn parse_lines<T: serde::de::DeserializeOwned>(log: &str, start: &str) -> Result<Vec<T>> {
     let complete = &log[..log.rfind('\n').map_or(0, |i| i + 1)];
     complete
         .lines()
-        .filter(|line| line.starts_with("{\"trace_id\":"))
-        .map(|line| serde_json::from_str(line).with_context(|| format!("not a span: {line}")))
+        .filter(|line| line.starts_with(start))
+        .map(|line| serde_json::from_str(line).with_context(|| format!("cannot read {line}")))
         .collect()
 }
 
@@ -173,5 +199,11 @@ mod tests {
         assert!(describe(&spans).contains("cdcdcdcdcdcdcdcd<-abababababababab"));
         assert!(parse_spans("{\"trace_id\":1}\n").is_err());
         assert!(parse_spans("").unwrap().is_empty());
+        let records: Vec<LogRecord> = parse_lines(
+            &format!("{LINE}\n{{\"body\":\"b\",\"attributes\":{{}},\"resource\":{{}},\"scope\":\"\",\"time_unix_nano\":3}}\n"),
+            "{\"body\":",
+        )
+        .unwrap();
+        assert_eq!((records.len(), records[0].body.as_str()), (1, "b"));
     }
 }

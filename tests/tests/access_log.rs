@@ -14,7 +14,7 @@ use std::io::{Read as _, Write as _};
 
 use anyhow::{Context as _, Result, ensure};
 use common::*;
-use weft_sim::{Cluster, ServicePort, httpapp, wait_for};
+use weft_sim::{Cluster, PodSpec, ServicePort, httpapp, otlp, wait_for};
 
 /// The agent's access-log lines (Envoy text lines start with `[`, JSON
 /// ones with `{`; the agent's own log lines start with a timestamp) that
@@ -401,9 +401,10 @@ fn file_providers_from_the_mesh_config_as_telemetry_names_them() -> Result<()> {
         ensure!(lines(cluster, "node-1", "/fine")?.is_empty(), "client side on stdout");
         ensure!(file_lines(&file, "/fine")?.is_empty(), "the filter let a 200 into the file");
 
-        // A namespace naming a gRPC provider (`envoyOtelAls`): it
-        // resolves, as istiod builds it, so its pods' client side writes
-        // nothing here (weft sends no gRPC access logs)...
+        // A namespace naming an OpenTelemetry provider (`envoyOtelAls`):
+        // its pods' client side sends its records to that collector (this
+        // cluster has none: the exports fail, and are counted) and writes
+        // nothing here...
         telemetry(
             cluster,
             "front",
@@ -420,7 +421,7 @@ fn file_providers_from_the_mesh_config_as_telemetry_names_them() -> Result<()> {
         })?;
         ensure!(
             lines(cluster, "node-1", &format!("/forbidden-otel-{n}"))?.is_empty(),
-            "no fallback to stdout for a gRPC provider"
+            "no fallback to stdout for an OpenTelemetry provider"
         );
         // ...and a name no provider has resolves to nothing: MeshConfig's
         // own output (weft's default, stdout) applies to that side again.
@@ -457,6 +458,109 @@ fn file_providers_from_the_mesh_config_as_telemetry_names_them() -> Result<()> {
         ensure!(get(&web, &base, "/default-last")? == 200);
         ensure!(lines(cluster, "node-1", "/default-last")?.is_empty());
         ensure!(lines(cluster, "node-2", "/default-last")?.is_empty());
+        Ok(())
+    })
+}
+
+/// An `envoyOtelAls` provider (`defaultProviders.accessLogging`): each
+/// side's line reaches the OpenTelemetry collector as a log record over
+/// OTLP/gRPC, as Envoy's OpenTelemetry access logger sends it when
+/// istiod configures it: the body in Istio's default text format (its
+/// newline kept), the labels as string attributes, the request's start
+/// as the record's time, an empty resource; nothing on stdout.
+#[test]
+fn otel_providers_send_each_line_to_the_collector() -> Result<()> {
+    let cluster = Cluster::builder().nodes(2).build()?;
+    cluster.with_logs(|cluster| {
+        let (_api, web, vip) = shop_api_and_front_web(cluster)?;
+        cluster.add_namespace("observability", &[])?;
+        let collector = cluster.add_pod(
+            PodSpec::new("node-1", "observability", "otel-collector")
+                .label("app", "otel-collector")
+                .port("grpc-otlp", 4317),
+        )?;
+        let receiver = otlp::spawn_receiver(&collector, 4317)?;
+        cluster.add_service(
+            "observability",
+            "otel-collector",
+            &[("app", "otel-collector")],
+            &[ServicePort::tcp("grpc-otlp", 4317, 4317).with_app_protocol("grpc")],
+        )?;
+        apply(
+            cluster,
+            "mesh-config",
+            "apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: istio\n  namespace: istio-system\ndata:\n  mesh: |\n    defaultProviders:\n      accessLogging: [otel]\n    extensionProviders:\n    - name: otel\n      envoyOtelAls:\n        service: otel-collector.observability.svc.cluster.local\n        port: 4317\n        logFormat:\n          labels:\n            code: '%RESPONSE_CODE%'\n            upstream_cluster: '%UPSTREAM_CLUSTER%'\n            missing: '%REQ(X-NOT-SENT)%'\n",
+        )?;
+        let base = format!("http://{vip}:8080");
+        let of = |path: &str| -> Result<Vec<otlp::LogRecord>> {
+            let request = format!("\"GET {path} HTTP/1.1\"");
+            Ok(otlp::log_records(&receiver)?
+                .into_iter()
+                .filter(|r| r.body.contains(&request))
+                .collect())
+        };
+        let mut n = 0;
+        let started = std::time::SystemTime::now();
+        converge("both sides' records at the collector", || {
+            n += 1;
+            ensure!(get(&web, &base, &format!("/otel-{n}"))? == 200);
+            // The exporter sends a batch every second.
+            std::thread::sleep(std::time::Duration::from_millis(1500));
+            Ok(of(&format!("/otel-{n}"))?.len() == 2)
+        })?;
+        let path = format!("/otel-{n}");
+        let records = of(&path)?;
+        // For the record (`--nocapture`): what the collector got.
+        println!("the records of GET {path}:\n{records:#?}");
+        let since = started
+            .duration_since(std::time::UNIX_EPOCH)?
+            .as_nanos() as u64;
+        let mut clusters = Vec::new();
+        for r in &records {
+            ensure!(
+                r.body.starts_with('[') && r.body.ends_with('\n') && r.body.contains("\" 200 - via_upstream "),
+                "the body is Istio's default line, newline kept: {r:?}"
+            );
+            ensure!(
+                r.attributes.len() == 3
+                    && r.attributes["code"] == "200"
+                    && r.attributes["missing"] == "-",
+                "the labels, as strings, `-` for a missing value: {r:?}"
+            );
+            ensure!(
+                r.resource.is_empty() && r.scope.is_empty(),
+                "no resource attributes and no scope name, as istiod sets Envoy: {r:?}"
+            );
+            ensure!(
+                r.time_unix_nano >= since,
+                "the record's time is the request's start: {r:?}"
+            );
+            clusters.push(r.attributes["upstream_cluster"].clone());
+        }
+        clusters.sort();
+        ensure!(
+            clusters
+                == [
+                    "inbound|8080||".to_string(),
+                    "outbound|8080||api.shop.svc.cluster.local".to_string()
+                ],
+            "one record from each side: {records:#?}"
+        );
+        ensure!(
+            lines(cluster, "node-1", &path)?.is_empty() && lines(cluster, "node-2", &path)?.is_empty(),
+            "the provider replaced stdout"
+        );
+        // Each agent counts what it exported.
+        for node in ["node-1", "node-2"] {
+            let metrics = cluster.node(node)?.agent_metrics()?;
+            let prefix = "weft_agent_access_log_records_total{outcome=\"exported\"} ";
+            let exported = metrics
+                .lines()
+                .find_map(|l| l.strip_prefix(prefix))
+                .and_then(|v| v.parse::<f64>().ok())
+                .with_context(|| format!("no {prefix}on {node}:\n{metrics}"))?;
+            ensure!(exported >= 1.0, "{node} counted no exported record");
+        }
         Ok(())
     })
 }

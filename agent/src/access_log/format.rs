@@ -364,6 +364,13 @@ pub struct Format {
 enum Layout {
     Text(Vec<Piece>),
     Json(Vec<(String, Vec<Step>)>),
+    /// An OpenTelemetry log record (`envoyOtelAls`): the body as a text
+    /// line (ended by a newline or not), and string attributes.
+    Otel {
+        body: Vec<Piece>,
+        newline: bool,
+        attributes: Vec<(String, Vec<Step>)>,
+    },
 }
 
 impl Format {
@@ -383,18 +390,48 @@ impl Format {
             .map(|fields| Format::new(Layout::Json(fields)))
     }
 
+    /// An OpenTelemetry log record's body (a text format, its line break
+    /// kept when `newline`) and attributes.
+    pub fn otel(
+        body: &[FormatToken],
+        newline: bool,
+        attributes: &[JsonField],
+    ) -> Result<Format, String> {
+        let Layout::Text(body) = Format::text(body)?.layout else {
+            unreachable!("a text format's layout is text")
+        };
+        let attributes = attributes
+            .iter()
+            .map(|f| Ok((f.key.clone(), steps(&f.value)?)))
+            .collect::<Result<_, String>>()?;
+        Ok(Format::new(Layout::Otel {
+            body,
+            newline,
+            attributes,
+        }))
+    }
+
     fn new(layout: Layout) -> Format {
         let mut request_headers = Vec::new();
         let mut response_headers = Vec::new();
-        let all: Vec<&Step> = match &layout {
-            Layout::Text(pieces) => pieces
+        fn in_pieces(pieces: &[Piece]) -> Vec<&Step> {
+            pieces
                 .iter()
                 .flat_map(|p| match p {
                     Piece::Step(step) => std::slice::from_ref(step),
                     Piece::Stable { steps, .. } => steps,
                 })
-                .collect(),
+                .collect()
+        }
+        let all: Vec<&Step> = match &layout {
+            Layout::Text(pieces) => in_pieces(pieces),
             Layout::Json(fields) => fields.iter().flat_map(|(_, s)| s).collect(),
+            Layout::Otel {
+                body, attributes, ..
+            } => in_pieces(body)
+                .into_iter()
+                .chain(attributes.iter().flat_map(|(_, s)| s))
+                .collect(),
         };
         for step in all {
             let (names, headers) = match &step.op {
@@ -442,23 +479,16 @@ impl Format {
     }
 
     /// Appends one line, with its `\n`, to `out` (UTF-8: every value
-    /// written is a `str` or ASCII).
+    /// written is a `str` or ASCII). For an OpenTelemetry record, its
+    /// body, with a `\n` only if the format ends with one.
     pub fn render_into(&self, e: &Entry<'_>, out: &mut Vec<u8>) {
         out.reserve(512);
         match &self.layout {
-            Layout::Text(pieces) => {
-                for piece in pieces {
-                    match piece {
-                        Piece::Step(step) => step.render(e, out),
-                        // An L4 line is its connection's only one:
-                        // nothing to keep.
-                        Piece::Stable { steps, .. } if e.http.is_none() => {
-                            render_steps(steps, e, out);
-                        }
-                        Piece::Stable { id, reads, steps } => {
-                            stable::append(*id, *reads, e, out, |out| render_steps(steps, e, out));
-                        }
-                    }
+            Layout::Text(pieces) => render_pieces(pieces, e, out),
+            Layout::Otel { body, newline, .. } => {
+                render_pieces(body, e, out);
+                if !newline {
+                    return;
                 }
             }
             Layout::Json(fields) => {
@@ -499,6 +529,35 @@ impl Format {
             }
         }
         out.push(b'\n');
+    }
+
+    /// An OpenTelemetry record's attributes, each key with its value
+    /// (`-` for a missing one, as Envoy writes it); none for the other
+    /// layouts.
+    pub fn render_attributes(&self, e: &Entry<'_>, mut each: impl FnMut(&str, &[u8])) {
+        let Layout::Otel { attributes, .. } = &self.layout else {
+            return;
+        };
+        let mut value = Vec::new();
+        for (key, steps) in attributes {
+            value.clear();
+            render_steps(steps, e, &mut value);
+            each(key, &value);
+        }
+    }
+}
+
+/// A text line's pieces.
+fn render_pieces(pieces: &[Piece], e: &Entry<'_>, out: &mut Vec<u8>) {
+    for piece in pieces {
+        match piece {
+            Piece::Step(step) => step.render(e, out),
+            // An L4 line is its connection's only one: nothing to keep.
+            Piece::Stable { steps, .. } if e.http.is_none() => render_steps(steps, e, out),
+            Piece::Stable { id, reads, steps } => {
+                stable::append(*id, *reads, e, out, |out| render_steps(steps, e, out));
+            }
+        }
     }
 }
 

@@ -4,7 +4,9 @@
 //! `accessLogFormat`. Lines go through a bounded buffer that a thread of
 //! their own writes out ([`sink`]): the proxy never waits for a write,
 //! and when the output cannot keep up, lines are dropped and counted
-//! (`weft_agent_access_log_dropped_total`).
+//! (`weft_agent_access_log_dropped_total`). An `envoyOtelAls` provider's
+//! lines are OpenTelemetry log records instead, sent to its collector
+//! over OTLP/gRPC ([`otel`]).
 //!
 //! What is logged comes from the control plane
 //! (`weft.telemetry.v1.AccessLogPolicy`, see [`policy`]): MeshConfig's
@@ -19,6 +21,7 @@
 pub mod entry;
 pub mod filter;
 pub mod format;
+pub mod otel;
 pub mod policy;
 pub mod sink;
 mod stable;
@@ -26,7 +29,7 @@ mod stable;
 use std::{
     collections::HashMap,
     sync::{
-        Mutex, OnceLock,
+        Arc, Mutex, OnceLock,
         atomic::{AtomicU64, Ordering},
     },
 };
@@ -36,9 +39,10 @@ pub use self::{
     policy::{Decision, Side},
 };
 use self::{
-    policy::{Compiled, Policies},
+    policy::{Compiled, Destination, Policies},
     sink::Sink,
 };
+use crate::state::WorkloadStore;
 
 /// The agent's stdout, as MeshConfig's `accessLogFile` names it.
 pub const STDOUT: &str = "/dev/stdout";
@@ -70,13 +74,23 @@ pub fn app_address(
     }
 }
 
-/// The policies and the sinks, shared by every proxy of the agent.
+/// The policies, the sinks and the collectors' exporter, shared by every
+/// proxy of the agent.
 #[derive(Default)]
 pub struct AccessLog {
     policies: Policies,
     /// One sink (and writer thread) per file, by path; stdout's is
     /// shared by every output that names it.
     sinks: Mutex<HashMap<String, Sink>>,
+    /// Records for `envoyOtelAls` collectors (set at start, see
+    /// [`AccessLog::export_with`]).
+    exporter: OnceLock<otel::Exporter>,
+}
+
+thread_local! {
+    /// A line is rendered into a buffer of the thread's, kept for its
+    /// next line.
+    static LINE: std::cell::RefCell<Vec<u8>> = const { std::cell::RefCell::new(Vec::new()) };
 }
 
 /// The agent's access log (one per process, as its stdout is).
@@ -99,7 +113,13 @@ impl AccessLog {
         let Some(root) = self.policies.apply(upserts, removed) else {
             return;
         };
-        let used: Vec<&str> = root.outputs().map(|o| o.file.as_str()).collect();
+        let used: Vec<&str> = root
+            .outputs()
+            .filter_map(|o| match &o.to {
+                Destination::File { path, .. } => Some(path.as_str()),
+                Destination::Collector(_) => None,
+            })
+            .collect();
         self.sinks
             .lock()
             .unwrap_or_else(|e| e.into_inner())
@@ -120,6 +140,18 @@ impl AccessLog {
         }
     }
 
+    /// Sends the `envoyOtelAls` providers' records through an exporter
+    /// that finds collectors in `store`. Until then, they are dropped
+    /// (and counted).
+    pub fn export_with(&self, store: Arc<WorkloadStore>) {
+        let _ = self.exporter.set(otel::Exporter::new(store));
+    }
+
+    /// Records sent to collectors: [exported, dropped, failed].
+    pub fn records(&self) -> [u64; 3] {
+        self.exporter.get().map_or([0; 3], |e| e.stats.snapshot())
+    }
+
     /// Writes the entry's line to each output whose filter keeps it.
     pub fn write(&self, decision: &Decision, entry: &Entry<'_>) {
         for line in decision.lines() {
@@ -128,28 +160,43 @@ impl AccessLog {
             {
                 continue;
             }
-            let sink = line.output.sink.get_or_init(|| {
-                let mut sinks = self.sinks.lock().unwrap_or_else(|e| e.into_inner());
-                sink_for(&mut sinks, &line.output.file)
-            });
-            let Some(sink) = sink else {
-                continue;
-            };
-            // Rendered into a buffer of the thread's, kept for its next line.
-            thread_local! {
-                static LINE: std::cell::RefCell<Vec<u8>> = const { std::cell::RefCell::new(Vec::new()) };
-            }
-            LINE.with_borrow_mut(|buffer| {
-                buffer.clear();
-                line.output.format.render_into(entry, buffer);
-                sink.append(buffer);
-                // A line with a huge header does not keep its memory.
-                if buffer.capacity() > 64 * 1024 {
-                    *buffer = Vec::new();
+            match &line.output.to {
+                Destination::File { path, sink } => {
+                    let sink = sink.get_or_init(|| {
+                        let mut sinks = self.sinks.lock().unwrap_or_else(|e| e.into_inner());
+                        sink_for(&mut sinks, path)
+                    });
+                    if let Some(sink) = sink {
+                        with_line(|buffer| {
+                            line.output.format.render_into(entry, buffer);
+                            sink.append(buffer);
+                        });
+                    }
                 }
-            });
+                Destination::Collector(collector) => match self.exporter.get() {
+                    Some(exporter) => with_line(|buffer| {
+                        let record = otel::record(&line.output.format, entry, buffer);
+                        exporter.submit(collector.clone(), record);
+                    }),
+                    None => {
+                        DROPPED.fetch_add(1, Ordering::Relaxed);
+                    }
+                },
+            }
         }
     }
+}
+
+/// Runs `f` with the thread's line buffer, emptied.
+fn with_line(f: impl FnOnce(&mut Vec<u8>)) {
+    LINE.with_borrow_mut(|buffer| {
+        buffer.clear();
+        f(buffer);
+        // A line with a huge header does not keep its memory.
+        if buffer.capacity() > 64 * 1024 {
+            *buffer = Vec::new();
+        }
+    });
 }
 
 /// The sink writing to `file`, started if there is none yet. A file that

@@ -5,8 +5,9 @@
 //! namespace's Telemetry is mesh-wide, a namespace's applies to its pods,
 //! one with a selector to the pods it picks; they merge in that order as
 //! istiod's `mergeLogs` merges them (see [`Policies::decide`]). Outputs
-//! are MeshConfig's own (`accessLogFile`) and the file providers
-//! (`envoyFileAccessLog`, the built-in `envoy` among them).
+//! are MeshConfig's own (`accessLogFile`), the file providers
+//! (`envoyFileAccessLog`, the built-in `envoy` among them) and the
+//! OpenTelemetry collectors (`envoyOtelAls`).
 
 use std::{
     collections::HashMap,
@@ -15,7 +16,7 @@ use std::{
 
 use weft_proto::telemetry::{AccessLogPolicy, AccessLogRules, Encoding, MeshAccessLog, Mode};
 
-use super::{STDOUT, entry::Headers, filter::Filter, format::Format, sink::Sink};
+use super::{STDOUT, entry::Headers, filter::Filter, format::Format, otel::Collector, sink::Sink};
 
 /// Which side of the traffic a line is for.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -84,18 +85,36 @@ impl Rules {
     }
 }
 
-/// Where lines go and how they look: MeshConfig's own output, or a file
-/// provider's. The sink is attached when the policy is applied (see
-/// [`super::AccessLog::apply`]).
+/// Where lines go and how they look: MeshConfig's own output, a file
+/// provider's, or an OpenTelemetry collector.
 #[derive(Debug)]
 pub struct Output {
-    /// `/dev/stdout` or a path (MeshConfig's empty `accessLogFile`:
-    /// stdout, see [`Compiled::mesh_off`]).
-    pub file: String,
+    pub to: Destination,
     pub format: Arc<Format>,
-    /// Opened on the first line (see [`super::AccessLog::write`]): a
-    /// provider nothing names opens no file. `None`: it could not be.
-    pub(super) sink: OnceLock<Option<Sink>>,
+}
+
+/// Where an output's lines go.
+#[derive(Debug)]
+pub enum Destination {
+    File {
+        /// `/dev/stdout` or a path (MeshConfig's empty `accessLogFile`:
+        /// stdout, see [`Compiled::mesh_off`]).
+        path: String,
+        /// Opened on the first line (see [`super::AccessLog::write`]): a
+        /// provider nothing names opens no file. `None`: it could not be.
+        sink: OnceLock<Option<Sink>>,
+    },
+    /// An `envoyOtelAls` provider's: each line a log record.
+    Collector(Arc<Collector>),
+}
+
+impl std::fmt::Display for Destination {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Destination::File { path, .. } => f.write_str(path),
+            Destination::Collector(c) => write!(f, "otlp://{}:{}", c.service, c.port),
+        }
+    }
 }
 
 /// Looked up for every request and connection, by keys the control plane
@@ -111,8 +130,8 @@ pub struct Compiled {
     /// when a Telemetry entry turns it on.
     mesh_off: bool,
     /// The root's: the providers by (lower-case) name, with their file
-    /// output; `None` for those that resolve but write nothing here (the
-    /// gRPC kinds).
+    /// output or collector; `None` for those that resolve but get nothing
+    /// from weft (Envoy's own gRPC access-log services).
     providers: Map<String, Option<Arc<Output>>>,
     /// The root's: `defaultProviders.accessLogging`.
     defaults: Vec<String>,
@@ -132,15 +151,20 @@ impl Compiled {
         };
         let mut providers = Map::default();
         for provider in &p.providers {
-            let out = match &provider.output {
-                Some(out) => {
-                    Some(Arc::new(output(out, STDOUT).map_err(|e| {
-                        format!("access log provider {}: {e}", provider.name)
-                    })?))
+            let name = provider.name.to_ascii_lowercase();
+            let out = match (&provider.output, &provider.otel) {
+                (Some(out), _) => Some(output(out, STDOUT)),
+                (None, Some(otel)) => {
+                    Some(Collector::compile(&name, otel).map(|(c, format)| Output {
+                        to: Destination::Collector(Arc::new(c)),
+                        format: Arc::new(format),
+                    }))
                 }
-                None => None,
-            };
-            providers.insert(provider.name.to_ascii_lowercase(), out);
+                (None, None) => None,
+            }
+            .transpose()
+            .map_err(|e| format!("access log provider {}: {e}", provider.name))?;
+            providers.insert(name, out.map(Arc::new));
         }
         let mut workloads: Map<String, Vec<Arc<Rules>>> = Map::default();
         for w in &p.workloads {
@@ -183,13 +207,15 @@ fn output(m: &MeshAccessLog, empty: &str) -> Result<Output, String> {
         Encoding::Text => Format::text(&m.text)?,
     };
     Ok(Output {
-        file: if m.file.is_empty() {
-            empty.to_string()
-        } else {
-            m.file.clone()
+        to: Destination::File {
+            path: if m.file.is_empty() {
+                empty.to_string()
+            } else {
+                m.file.clone()
+            },
+            sink: OnceLock::new(),
         },
         format: Arc::new(format),
-        sink: OnceLock::new(),
     })
 }
 
@@ -347,8 +373,8 @@ impl Policies {
     /// workload, oldest first. The providers in scope are
     /// `defaultProviders.accessLogging`, replaced by those the last level
     /// naming any names; each entry (for this side) turns its providers,
-    /// or the previous entry's, on with a filter, or off. A provider that
-    /// is not a file provider writes nothing; when no provider resolves,
+    /// or the previous entry's, on with a filter, or off. A provider of
+    /// Envoy's own gRPC services gets nothing; when no provider resolves,
     /// MeshConfig's own output applies.
     pub fn decide(&self, namespace: &str, uid: &str, side: Side) -> Option<Decision> {
         let state = self.inner.read().unwrap_or_else(|e| e.into_inner());
@@ -474,7 +500,7 @@ where
         // Unknown, or of a kind that logs no access: skipped.
         let Some(output) = output else { continue };
         resolved = true;
-        // A gRPC provider: resolved, nothing to write here.
+        // Envoy's own gRPC service: resolved, nothing to send.
         let Some(output) = output else { continue };
         if let Says::Log(filter) = says {
             lines.push(Line {

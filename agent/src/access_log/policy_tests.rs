@@ -53,15 +53,18 @@ fn root(file: &str, defaults: &[&str], namespace_rules: Option<AccessLogRules>) 
             AccessLogProvider {
                 name: "envoy".into(),
                 output: Some(out("/dev/stdout")),
+                ..Default::default()
             },
             AccessLogProvider {
                 name: "json".into(),
                 output: Some(out("/tmp/json.log")),
+                ..Default::default()
             },
-            // A gRPC provider: it resolves, and writes nothing here.
+            // Envoy's own gRPC access-log service: it resolves, and gets
+            // nothing.
             AccessLogProvider {
-                name: "otel-als".into(),
-                output: None,
+                name: "http-als".into(),
+                ..Default::default()
             },
         ],
         default_providers: defaults.iter().map(|d| d.to_string()).collect(),
@@ -92,7 +95,7 @@ fn lines(policies: &Policies, uid: &str, side: Side) -> Vec<(String, Option<Stri
             d.lines()
                 .map(|l| {
                     (
-                        l.output.file.clone(),
+                        l.output.to.to_string(),
                         l.filter.as_ref().map(|f| f.text.clone()),
                     )
                 })
@@ -180,7 +183,7 @@ fn entries_without_providers_act_on_meshconfigs_output() {
             .decide("other", "x", Side::Client)
             .unwrap()
             .lines()
-            .map(|l| l.output.file.clone())
+            .map(|l| l.output.to.to_string())
             .collect::<Vec<_>>(),
         [STDOUT_]
     );
@@ -256,12 +259,12 @@ fn default_providers_apply_and_a_namespace_can_replace_or_disable_them() {
         )],
     );
     assert_eq!(files(&policies, Side::Client), [MESH_LOG]);
-    // A gRPC provider resolves (istiod builds it): no fallback, and no
+    // Envoy's gRPC service resolves (istiod builds it): no fallback, and no
     // line here.
     apply(
         &policies,
         vec![shop(
-            Some(rules("shop/otel", &[E(BOTH, false, None, &["otel-als"])])),
+            Some(rules("shop/otel", &[E(BOTH, false, None, &["http-als"])])),
             vec![],
         )],
     );
@@ -400,10 +403,12 @@ fn outputs_open_on_their_first_line_one_sink_per_file() {
         .map(|name| AccessLogProvider {
             name: name.to_string(),
             output: Some(out(&path)),
+            ..Default::default()
         })
         .chain(std::iter::once(AccessLogProvider {
             name: "unused".into(),
             output: Some(out(&dir.join("never.log").display().to_string())),
+            ..Default::default()
         }))
         .collect();
     policy.default_providers = vec!["a".into(), "b".into()];

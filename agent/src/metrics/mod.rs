@@ -330,6 +330,18 @@ impl Collector for HealthCollector {
                 ("failed", failed),
             ],
         )?;
+        let [exported, dropped, failed] = crate::access_log::global().records();
+        labelled(
+            "weft_agent_access_log_records",
+            "Access-log records sent to OpenTelemetry collectors (envoyOtelAls), by outcome (exported; dropped: the queue was full; failed: the export failed)",
+            "outcome",
+            MetricType::Counter,
+            &[
+                ("exported", exported),
+                ("dropped", dropped),
+                ("failed", failed),
+            ],
+        )?;
         let runs: Vec<(&str, u64)> = self
             .health
             .programs

@@ -360,11 +360,13 @@ impl ActiveSpan {
         };
         let resource = Arc::new(resource(w));
         for provider in self.effective.providers.iter().filter(|p| p.exports) {
-            self.tracer.exporter.submit(Finished {
-                provider: provider.clone(),
-                resource: resource.clone(),
-                span: span.clone(),
-            });
+            self.tracer.exporter.submit(
+                provider.clone(),
+                Finished {
+                    resource: resource.clone(),
+                    span: span.clone(),
+                },
+            );
         }
     }
 }

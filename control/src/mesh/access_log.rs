@@ -1,12 +1,13 @@
 //! MeshConfig's access logging: `accessLogEncoding` and `accessLogFormat`
-//! checked, the `envoyFileAccessLog` providers read and compiled into the
-//! outputs agents write, and `defaultProviders.accessLogging`.
+//! checked, the `envoyFileAccessLog` and `envoyOtelAls` providers read
+//! and compiled into the outputs and collectors agents write to, and
+//! `defaultProviders.accessLogging`.
 
 use serde::{
     Deserialize, Deserializer,
     de::{MapAccess, Visitor},
 };
-use weft_proto::telemetry::{AccessLogProvider, Encoding, MeshAccessLog};
+use weft_proto::telemetry::{AccessLogProvider, Encoding, MeshAccessLog, OtelAccessLog};
 
 use super::{MeshConfig, ProviderKind};
 use crate::model::access_log::{format, mesh_access_log};
@@ -37,8 +38,29 @@ pub struct EnvoyFileAccessLog {
     pub omit_empty_values: bool,
 }
 
+/// `envoyOtelAls`: access-log records sent to an OpenTelemetry collector
+/// over OTLP/gRPC.
+#[derive(Debug, Clone, Default, PartialEq, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct EnvoyOtelAls {
+    /// The collector: a hostname, `<namespace>/<hostname>`, or an IP.
+    #[serde(default)]
+    pub service: String,
+    #[serde(default)]
+    pub port: u32,
+    /// Accepted: Envoy puts it only in resource labels that istiod turns
+    /// off.
+    #[serde(default)]
+    pub log_name: String,
+    /// `text`: the record's body (empty: Istio's default text format);
+    /// `labels`: its attributes. Both may be set.
+    #[serde(default)]
+    pub log_format: Option<LogFormat>,
+}
+
 /// `envoyFileAccessLog.logFormat`: `text` or `labels`, not both (checked
-/// by [`MeshConfig::parse`]).
+/// by [`MeshConfig::parse`]); for `envoyOtelAls`, the body and the
+/// attributes.
 #[derive(Debug, Clone, Default, PartialEq, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct LogFormat {
@@ -107,13 +129,14 @@ impl MeshConfig {
     }
 
     /// The access-log providers a name can resolve to, each under its
-    /// name lower-cased with its output: every `envoyFileAccessLog`
-    /// provider of [`MeshConfig::providers`] (the built-in `envoy`, at
+    /// name lower-cased: every `envoyFileAccessLog` provider of
+    /// [`MeshConfig::providers`] with its output (the built-in `envoy`, at
     /// `/dev/stdout`, among them unless an entry named `envoy` replaces
-    /// it), and without an output the gRPC kinds (`envoyOtelAls`,
-    /// `envoyHttpAls`, `envoyTcpAls`), which istiod builds and weft does
-    /// not export to; except one whose name, ignoring case, an earlier
-    /// provider takes (a name never resolves to it).
+    /// it), every `envoyOtelAls` with its collector, and with neither
+    /// Envoy's own gRPC kinds (`envoyHttpAls`, `envoyTcpAls`), which
+    /// istiod builds and weft does not send to; except one whose name,
+    /// ignoring case, an earlier provider takes (a name never resolves to
+    /// it).
     ///
     /// Formats are Istio's (`telemetryAccessLog`): `envoy` without a
     /// `logFormat` (nor `omitEmptyValues`) takes MeshConfig's
@@ -131,24 +154,20 @@ impl MeshConfig {
                 continue;
             }
             seen.push(name.clone());
-            let output = match (p.kind(), &p.envoy_file_access_log) {
-                (Some(ProviderKind::EnvoyFileAccessLog), Some(file)) => {
-                    Some(self.file_output(p.name == ENVOY_PROVIDER, file))
+            let (output, otel) = match (p.kind(), &p.envoy_file_access_log, &p.envoy_otel_als) {
+                (Some(ProviderKind::EnvoyFileAccessLog), Some(file), _) => {
+                    (Some(self.file_output(p.name == ENVOY_PROVIDER, file)), None)
                 }
-                // istiod builds these loggers (gRPC to a collector), so
-                // naming one is not falling back to `accessLogFile`;
-                // weft sends them nothing.
-                (
-                    Some(
-                        ProviderKind::EnvoyOtelAls
-                        | ProviderKind::EnvoyHttpAls
-                        | ProviderKind::EnvoyTcpAls,
-                    ),
-                    _,
-                ) => None,
+                (Some(ProviderKind::EnvoyOtelAls), _, Some(als)) => (None, Some(otel_output(als))),
+                // istiod builds these loggers (gRPC to Envoy's own
+                // access-log service), so naming one is not falling back
+                // to `accessLogFile`; weft sends them nothing.
+                (Some(ProviderKind::EnvoyHttpAls | ProviderKind::EnvoyTcpAls), _, _) => {
+                    (None, None)
+                }
                 _ => continue,
             };
-            out.push(AccessLogProvider { name, output });
+            out.push(AccessLogProvider { name, output, otel });
         }
         out
     }
@@ -197,6 +216,29 @@ impl MeshConfig {
         }
     }
 
+    /// An `envoyOtelAls` names its collector, and its format strings
+    /// parse with the operators weft's agent renders.
+    pub(super) fn check_otel_als(at: &str, als: &EnvoyOtelAls) -> Result<(), String> {
+        let at = format!("{at}.envoyOtelAls");
+        if als.service.is_empty() {
+            return Err(format!("{at}.service: must be set"));
+        }
+        if !(1..=65535).contains(&als.port) {
+            return Err(format!("{at}.port: {} is not a port (1-65535)", als.port));
+        }
+        let Some(log_format) = &als.log_format else {
+            return Ok(());
+        };
+        if let Some(text) = log_format.text_line() {
+            format::parse(text).map_err(|e| format!("{at}.logFormat.text: {e}"))?;
+        }
+        if let Some(labels) = &log_format.labels {
+            format::parse_fields(labels.0.iter().map(|(k, v)| (k.as_str(), v.as_str())))
+                .map_err(|(key, e)| format!("{at}.logFormat.labels.{key}: {e}"))?;
+        }
+        Ok(())
+    }
+
     /// An `envoyFileAccessLog.logFormat` sets `text` or `labels`, and its
     /// format strings parse with the operators weft's agent renders.
     pub(super) fn check_log_format(at: &str, log_format: &LogFormat) -> Result<(), String> {
@@ -240,5 +282,35 @@ impl MeshConfig {
             format::parse(format).map(|_| ())
         }
         .map_err(|e| format!("accessLogFormat: {e}"))
+    }
+}
+
+/// An `envoyOtelAls` provider's collector and record, as istiod sets
+/// Envoy's OpenTelemetry access logger: the body is `logFormat.text`, or
+/// Istio's default text format (newline included) when it is missing or
+/// empty; the attributes are `logFormat.labels`, sorted by key.
+fn otel_output(als: &EnvoyOtelAls) -> OtelAccessLog {
+    let text = als
+        .log_format
+        .as_ref()
+        .and_then(|f| Some((f.text.as_deref()?, f.text_line()?)));
+    let (body, body_newline) = match text {
+        Some((text, line)) if !line.is_empty() => (line, line.len() < text.len()),
+        _ => (format::DEFAULT_TEXT, true),
+    };
+    let mut labels: Vec<(&str, &str)> = als
+        .log_format
+        .as_ref()
+        .and_then(|f| f.labels.as_ref())
+        .map(|l| l.0.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect())
+        .unwrap_or_default();
+    labels.sort_by(|a, b| a.0.cmp(b.0));
+    OtelAccessLog {
+        service: als.service.clone(),
+        port: als.port,
+        // Validation parsed them already.
+        body: format::parse(body).unwrap_or_default(),
+        body_newline,
+        attributes: format::parse_fields(labels).unwrap_or_default(),
     }
 }

@@ -243,21 +243,20 @@ fn rules(
 }
 
 /// Why the access-log provider `name` writes nothing, if it does not
-/// resolve to a file provider (see [`MeshConfig::resolve_provider`]).
+/// resolve to a file provider or an OpenTelemetry collector (see
+/// [`MeshConfig::resolve_provider`]).
 fn unknown_provider(name: &str, mesh: &MeshConfig) -> Option<String> {
     match mesh.resolve_provider(name).map(|p| p.kind()) {
         None => Some(format!(
             "provider `{name}` is not in the mesh config's extensionProviders; it is ignored"
         )),
-        Some(Some(ProviderKind::EnvoyFileAccessLog)) => None,
-        Some(Some(
-            kind @ (ProviderKind::EnvoyOtelAls
-            | ProviderKind::EnvoyHttpAls
-            | ProviderKind::EnvoyTcpAls),
-        )) => Some(format!(
-            "provider `{name}` is `{}`: weft does not send access logs over gRPC; where it applies, no line is written for it",
-            kind.field()
-        )),
+        Some(Some(ProviderKind::EnvoyFileAccessLog | ProviderKind::EnvoyOtelAls)) => None,
+        Some(Some(kind @ (ProviderKind::EnvoyHttpAls | ProviderKind::EnvoyTcpAls))) => {
+            Some(format!(
+                "provider `{name}` is `{}`: weft does not send access logs to Envoy's gRPC access-log service; where it applies, no line is written for it",
+                kind.field()
+            ))
+        }
         Some(Some(kind)) => Some(format!(
             "provider `{name}` is `{}`, which writes no access log; it is ignored",
             kind.field()

@@ -64,20 +64,23 @@ fn the_root_carries_the_file_providers_and_the_default_ones() {
         root.providers,
         MeshConfig::parse(mesh).unwrap().access_log_providers()
     );
-    let names: Vec<(&str, bool)> = root
+    let names: Vec<(&str, bool, bool)> = root
         .providers
         .iter()
-        .map(|p| (p.name.as_str(), p.output.is_some()))
+        .map(|p| (p.name.as_str(), p.output.is_some(), p.otel.is_some()))
         .collect();
     assert_eq!(
         names,
-        [("envoy", true), ("json-logs", true), ("otel", false)],
-        "a gRPC provider resolves, with no file"
+        [
+            ("envoy", true, false),
+            ("json-logs", true, false),
+            ("otel", false, true)
+        ],
+        "an OpenTelemetry provider resolves to its collector"
     );
     assert_eq!(
         warnings(&[], mesh, "istio-system").0,
         [
-            "defaultProviders.accessLogging: provider `otel` is `envoyOtelAls`: weft does not send access logs over gRPC; where it applies, no line is written for it",
             "defaultProviders.accessLogging: provider `nope` is not in the mesh config's extensionProviders; it is ignored",
         ]
     );
@@ -146,7 +149,7 @@ spec:
     assert_eq!(
         warnings(&yaml, mesh, "shop").0,
         [
-            "Telemetry shop/t: provider `als` is `envoyHttpAls`: weft does not send access logs over gRPC; where it applies, no line is written for it",
+            "Telemetry shop/t: provider `als` is `envoyHttpAls`: weft does not send access logs to Envoy's gRPC access-log service; where it applies, no line is written for it",
             "Telemetry shop/t: provider `Typo` is not in the mesh config's extensionProviders; it is ignored",
             "Telemetry shop/t: provider `prometheus` is `prometheus`, which writes no access log; it is ignored",
         ],

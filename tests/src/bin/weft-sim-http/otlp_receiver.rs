@@ -1,13 +1,21 @@
-//! `otlp-receiver`: an OpenTelemetry OTLP/gRPC trace receiver
-//! (`opentelemetry.proto.collector.trace.v1.TraceService/Export`) that
-//! prints every span it receives as one JSON line, for the tests of
-//! distributed tracing.
+//! `otlp-receiver`: an OpenTelemetry OTLP/gRPC receiver of traces
+//! (`opentelemetry.proto.collector.trace.v1.TraceService/Export`) and
+//! logs (`opentelemetry.proto.collector.logs.v1.LogsService/Export`)
+//! that prints every span and every log record it receives as one JSON
+//! line, for the tests of distributed tracing and of access logs sent to
+//! a collector.
 
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
 use std::process::ExitCode;
 
 use anyhow::{Context, Result};
+use opentelemetry_proto::tonic::collector::logs::v1::logs_service_server::{
+    LogsService, LogsServiceServer,
+};
+use opentelemetry_proto::tonic::collector::logs::v1::{
+    ExportLogsServiceRequest, ExportLogsServiceResponse,
+};
 use opentelemetry_proto::tonic::collector::trace::v1::trace_service_server::{
     TraceService, TraceServiceServer,
 };
@@ -39,14 +47,16 @@ pub async fn run(args: OtlpReceiverArgs) -> Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
-/// Serves the trace service on `listener` until the process is stopped,
-/// handing each span's JSON line to `out`.
+/// Serves the trace and logs services on `listener` until the process is
+/// stopped, handing each span's and each log record's JSON line to `out`.
 pub async fn serve<F>(listener: tokio::net::TcpListener, out: F) -> Result<()>
 where
     F: Fn(&str) -> Result<()> + Send + Sync + 'static,
 {
+    let receiver = std::sync::Arc::new(Receiver { out });
     Server::builder()
-        .add_service(TraceServiceServer::new(Receiver { out }))
+        .add_service(TraceServiceServer::from_arc(receiver.clone()))
+        .add_service(LogsServiceServer::from_arc(receiver))
         .serve_with_incoming(tokio_stream::wrappers::TcpListenerStream::new(listener))
         .await
         .context("serving OTLP")
@@ -55,6 +65,72 @@ where
 struct Receiver<F> {
     /// Where the lines go: stdout, but for tests.
     out: F,
+}
+
+impl<F> Receiver<F>
+where
+    F: Fn(&str) -> Result<()>,
+{
+    fn print(&self, line: &impl Serialize) -> Result<(), Status> {
+        let json = serde_json::to_string(line).expect("plain data serialises");
+        (self.out)(&json).map_err(|e| Status::internal(format!("{e:#}")))
+    }
+}
+
+#[tonic::async_trait]
+impl<F> LogsService for Receiver<F>
+where
+    F: Fn(&str) -> Result<()> + Send + Sync + 'static,
+{
+    async fn export(
+        &self,
+        request: Request<ExportLogsServiceRequest>,
+    ) -> Result<Response<ExportLogsServiceResponse>, Status> {
+        for line in log_lines(&request.into_inner()) {
+            self.print(&line)?;
+        }
+        Ok(Response::new(ExportLogsServiceResponse {
+            partial_success: None,
+        }))
+    }
+}
+
+/// The line printed per log record (its first key, `body`, tells it from
+/// a span's).
+#[derive(Debug, PartialEq, Serialize)]
+pub struct LogLine {
+    /// A string body as it is; any other value as text.
+    body: String,
+    attributes: BTreeMap<String, String>,
+    resource: BTreeMap<String, String>,
+    /// The instrumentation scope's name; empty when there is none.
+    scope: String,
+    time_unix_nano: u64,
+}
+
+/// One line per log record of `request`, in the order received.
+pub fn log_lines(request: &ExportLogsServiceRequest) -> Vec<LogLine> {
+    let mut lines = Vec::new();
+    for rl in &request.resource_logs {
+        let resource = attributes(rl.resource.as_ref().map_or(&[][..], |r| &r.attributes));
+        for sl in &rl.scope_logs {
+            let scope = sl
+                .scope
+                .as_ref()
+                .map(|s| s.name.clone())
+                .unwrap_or_default();
+            for record in &sl.log_records {
+                lines.push(LogLine {
+                    body: value_text(record.body.as_ref()),
+                    attributes: attributes(&record.attributes),
+                    resource: resource.clone(),
+                    scope: scope.clone(),
+                    time_unix_nano: record.time_unix_nano,
+                });
+            }
+        }
+    }
+    lines
 }
 
 #[tonic::async_trait]
@@ -67,8 +143,7 @@ where
         request: Request<ExportTraceServiceRequest>,
     ) -> Result<Response<ExportTraceServiceResponse>, Status> {
         for line in lines(&request.into_inner()) {
-            let json = serde_json::to_string(&line).expect("plain data serialises");
-            (self.out)(&json).map_err(|e| Status::internal(format!("{e:#}")))?;
+            self.print(&line)?;
         }
         Ok(Response::new(ExportTraceServiceResponse {
             partial_success: None,
@@ -265,6 +340,33 @@ pub(crate) mod tests {
             }),
             ..Default::default()
         }
+    }
+
+    #[test]
+    fn log_line_shape() {
+        use opentelemetry_proto::tonic::logs::v1::{LogRecord, ResourceLogs, ScopeLogs};
+        let request = ExportLogsServiceRequest {
+            resource_logs: vec![ResourceLogs {
+                resource: Some(Resource::default()),
+                scope_logs: vec![ScopeLogs {
+                    log_records: vec![LogRecord {
+                        time_unix_nano: 7,
+                        body: Some(AnyValue {
+                            value: Some(Value::StringValue("[x] \"GET / HTTP/1.1\" 200\n".into())),
+                        }),
+                        attributes: vec![kv("code", Value::StringValue("200".into()))],
+                        ..Default::default()
+                    }],
+                    ..Default::default()
+                }],
+                ..Default::default()
+            }],
+        };
+        let lines = log_lines(&request);
+        assert_eq!(
+            serde_json::to_string(&lines[0]).unwrap(),
+            r#"{"body":"[x] \"GET / HTTP/1.1\" 200\n","attributes":{"code":"200"},"resource":{},"scope":"","time_unix_nano":7}"#
+        );
     }
 
     #[test]

@@ -1,0 +1,197 @@
+//! Tests of `otel.rs`: access-log records for `envoyOtelAls` collectors.
+use std::{
+    sync::Arc,
+    time::{Duration, SystemTime},
+};
+
+use http::{HeaderMap, HeaderValue};
+use opentelemetry_proto::tonic::{
+    collector::logs::v1::{
+        ExportLogsServiceResponse,
+        logs_service_server::{LogsService, LogsServiceServer},
+    },
+    common::v1::KeyValue,
+};
+use tokio::sync::mpsc;
+use weft_proto::telemetry::{FormatToken, JsonField};
+
+use super::*;
+use crate::{
+    access_log::entry::{Headers, Http},
+    otlp::tests::wait_for,
+    state::WorkloadStore,
+};
+
+fn op(operator: &str, argument: &str) -> FormatToken {
+    FormatToken {
+        operator: operator.into(),
+        argument: argument.into(),
+        ..Default::default()
+    }
+}
+
+fn literal(text: &str) -> FormatToken {
+    FormatToken {
+        literal: text.into(),
+        ..Default::default()
+    }
+}
+
+/// `%REQ(:METHOD)% %REQ(:PATH)% %RESPONSE_CODE%`, with the newline or
+/// not, and two labels given out of order.
+fn provider(newline: bool) -> OtelAccessLog {
+    OtelAccessLog {
+        service: "otel.observability.svc.cluster.local".into(),
+        port: 4317,
+        body: vec![
+            op("REQ", ":method"),
+            literal(" "),
+            op("REQ", ":path"),
+            literal(" "),
+            op("RESPONSE_CODE", ""),
+        ],
+        body_newline: newline,
+        attributes: vec![
+            JsonField {
+                key: "user_agent".into(),
+                value: vec![op("REQ", "user-agent")],
+            },
+            JsonField {
+                key: "code".into(),
+                value: vec![literal("code="), op("RESPONSE_CODE", "")],
+            },
+        ],
+    }
+}
+
+fn text(kv: &KeyValue) -> (&str, &str) {
+    match kv.value.as_ref().and_then(|v| v.value.as_ref()) {
+        Some(any_value::Value::StringValue(s)) => (kv.key.as_str(), s.as_str()),
+        other => panic!("{} is not a string: {other:?}", kv.key),
+    }
+}
+
+fn body(record: &LogRecord) -> &str {
+    match record.body.as_ref().and_then(|v| v.value.as_ref()) {
+        Some(any_value::Value::StringValue(s)) => s,
+        other => panic!("the body is not a string: {other:?}"),
+    }
+}
+
+/// A GET of `/reviews/1` answered 200, with `headers` (none: no
+/// `user-agent`).
+fn with_entry<R>(headers: &HeaderMap, f: impl FnOnce(&Entry<'_>) -> R) -> R {
+    let headers = Headers::all(headers);
+    let start = SystemTime::UNIX_EPOCH + Duration::from_nanos(1_796_239_034_123_456_789);
+    let mut e = Entry::new(start, Duration::from_millis(3));
+    e.http = Some(Http {
+        method: "GET",
+        path: "/reviews/1",
+        authority: "reviews",
+        headers: Some(&headers),
+        response_headers: None,
+        status: 200,
+        grpc_status: None,
+    });
+    f(&e)
+}
+
+#[test]
+fn a_record_is_the_line_as_its_body_and_the_labels_as_string_attributes() {
+    let (collector, format) = Collector::compile("otel", &provider(false)).unwrap();
+    assert_eq!(
+        (collector.service.as_str(), collector.port),
+        ("otel.observability.svc.cluster.local", 4317)
+    );
+    let record = with_entry(&HeaderMap::new(), |e| record(&format, e, &mut Vec::new()));
+    assert_eq!(body(&record), "GET /reviews/1 200");
+    assert_eq!(record.time_unix_nano, 1_796_239_034_123_456_789);
+    // In the order the control plane sent them (it sorts them); a
+    // missing value is `-`, as Envoy writes it.
+    let attributes: Vec<(&str, &str)> = record.attributes.iter().map(text).collect();
+    assert_eq!(attributes, [("user_agent", "-"), ("code", "code=200")]);
+}
+
+#[test]
+fn the_body_keeps_the_formats_newline_and_the_format_asks_for_its_headers() {
+    let (_, format) = Collector::compile("otel", &provider(true)).unwrap();
+    let line = with_entry(&HeaderMap::new(), |e| record(&format, e, &mut Vec::new()));
+    assert_eq!(body(&line), "GET /reviews/1 200\n");
+    // A header only an attribute prints is kept with the request.
+    assert!(format.request_headers().contains(&http::header::USER_AGENT));
+    let mut map = HeaderMap::new();
+    map.insert(http::header::USER_AGENT, HeaderValue::from_static("curl/8"));
+    let got = with_entry(&map, |e| record(&format, e, &mut Vec::new()));
+    assert_eq!(text(&got.attributes[0]), ("user_agent", "curl/8"));
+}
+
+#[test]
+fn a_provider_without_a_port_is_refused() {
+    let err = Collector::compile(
+        "otel",
+        &OtelAccessLog {
+            port: 70_000,
+            ..provider(false)
+        },
+    )
+    .unwrap_err();
+    assert_eq!(err, "port 70000 is not a port");
+}
+
+/// A collector on loopback that hands each request it gets to a channel.
+struct Receiver(mpsc::UnboundedSender<ExportLogsServiceRequest>);
+
+#[tonic::async_trait]
+impl LogsService for Receiver {
+    async fn export(
+        &self,
+        request: tonic::Request<ExportLogsServiceRequest>,
+    ) -> Result<tonic::Response<ExportLogsServiceResponse>, tonic::Status> {
+        let _ = self.0.send(request.into_inner());
+        Ok(tonic::Response::new(Default::default()))
+    }
+}
+
+#[tokio::test]
+async fn records_reach_the_collector_in_one_resource_and_scope() {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let (tx, mut rx) = mpsc::unbounded_channel();
+    tokio::spawn(
+        tonic::transport::Server::builder()
+            .add_service(LogsServiceServer::new(Receiver(tx)))
+            .serve_with_incoming(tokio_stream::wrappers::TcpListenerStream::new(listener)),
+    );
+    let exporter = Exporter::new(Arc::new(WorkloadStore::default()));
+    let (collector, format) = Collector::compile(
+        "otel",
+        &OtelAccessLog {
+            service: "127.0.0.1".into(),
+            port: port.into(),
+            ..provider(false)
+        },
+    )
+    .unwrap();
+    let collector = Arc::new(collector);
+    for _ in 0..2 {
+        let record = with_entry(&HeaderMap::new(), |e| record(&format, e, &mut Vec::new()));
+        exporter.submit(collector.clone(), record);
+    }
+    let got = tokio::time::timeout(Duration::from_secs(10), rx.recv())
+        .await
+        .expect("the collector got the records within 10 s")
+        .unwrap();
+    assert_eq!(got.resource_logs.len(), 1);
+    let resource = &got.resource_logs[0];
+    assert!(resource.resource.as_ref().unwrap().attributes.is_empty());
+    assert_eq!(resource.scope_logs.len(), 1);
+    assert!(resource.scope_logs[0].scope.is_none());
+    let records = &resource.scope_logs[0].log_records;
+    assert_eq!(records.len(), 2, "one batch");
+    assert_eq!(body(&records[0]), "GET /reviews/1 200");
+    wait_for(
+        || exporter.stats.snapshot()[0] == 2,
+        "the records were not counted as exported",
+    )
+    .await;
+}

@@ -1,0 +1,271 @@
+//! Sending OTLP over gRPC to the collectors the mesh config names: trace
+//! spans ([`crate::trace`]) and access-log records (`envoyOtelAls`,
+//! [`crate::access_log::otel`]). What is sent goes into a bounded queue
+//! (full: the item is dropped and counted; a request never waits for a
+//! collector); one task batches the items per provider and sends each
+//! batch as one `Export` request.
+//!
+//! A collector is named by a hostname, `<namespace>/<hostname>` or an IP
+//! and a port; it is looked up in the workload store when a batch is
+//! sent, so that a collector that moves is followed.
+
+use std::{
+    collections::HashMap,
+    marker::PhantomData,
+    net::SocketAddr,
+    sync::{
+        Arc, Mutex,
+        atomic::{AtomicU64, Ordering},
+    },
+    time::{Duration, Instant},
+};
+
+use opentelemetry_proto::tonic::common::v1::{AnyValue, KeyValue, any_value};
+use tokio::sync::mpsc;
+use tonic::transport::{Channel, Endpoint};
+
+use crate::state::WorkloadStore;
+
+/// Items waiting to be sent, across providers.
+const QUEUE: usize = 4096;
+/// A batch is sent when it has this many items...
+const MAX_BATCH: usize = 512;
+/// ...or this long after its first item.
+const FLUSH_EVERY: Duration = Duration::from_secs(1);
+/// How long one export may take.
+const EXPORT_TIMEOUT: Duration = Duration::from_secs(5);
+/// Export failures are logged at most this often per provider.
+const WARN_EVERY: Duration = Duration::from_secs(30);
+
+/// A provider's collector: where its batches go.
+pub trait Collector: Send + Sync + 'static {
+    /// The provider's name: batches are per provider.
+    fn provider(&self) -> &str;
+    /// The collector's host (a hostname, `<namespace>/<hostname>` or an
+    /// IP) and port.
+    fn address(&self) -> (&str, u16);
+}
+
+/// What an exporter sends: spans, or log records.
+pub trait Signal: Send + 'static {
+    type Collector: Collector;
+    type Item: Send + 'static;
+    type Request: Send + 'static;
+    /// What an item is, for the agent's log ("spans").
+    const ITEMS: &'static str;
+    /// One request carrying `items`.
+    fn request(items: Vec<Self::Item>) -> Self::Request;
+    /// Sends `request` over `channel`.
+    fn export(
+        channel: Channel,
+        request: Self::Request,
+    ) -> impl Future<Output = Result<(), tonic::Status>> + Send;
+}
+
+/// Counts, for the agent's metrics.
+#[derive(Debug, Default)]
+pub struct Stats {
+    /// Items a collector accepted.
+    pub exported: AtomicU64,
+    /// Items dropped because the queue was full.
+    pub dropped: AtomicU64,
+    /// Items lost to a failed export (no endpoint, refused, timed out).
+    pub failed: AtomicU64,
+}
+
+impl Stats {
+    /// [exported, dropped, failed].
+    pub fn snapshot(&self) -> [u64; 3] {
+        [
+            self.exported.load(Ordering::Relaxed),
+            self.dropped.load(Ordering::Relaxed),
+            self.failed.load(Ordering::Relaxed),
+        ]
+    }
+}
+
+/// An item on its way, with where it goes.
+type Queued<S> = (Arc<<S as Signal>::Collector>, <S as Signal>::Item);
+
+/// The queue's sending end; the task starts with the first item.
+pub struct Exporter<S: Signal> {
+    queue: mpsc::Sender<Queued<S>>,
+    receiver: Mutex<Option<mpsc::Receiver<Queued<S>>>>,
+    store: Arc<WorkloadStore>,
+    pub stats: Arc<Stats>,
+}
+
+impl<S: Signal> Exporter<S> {
+    pub fn new(store: Arc<WorkloadStore>) -> Exporter<S> {
+        let (queue, receiver) = mpsc::channel(QUEUE);
+        Exporter {
+            queue,
+            receiver: Mutex::new(Some(receiver)),
+            store,
+            stats: Arc::default(),
+        }
+    }
+
+    /// Queues `item` for `collector`; never waits. Call from within the
+    /// runtime.
+    pub fn submit(&self, collector: Arc<S::Collector>, item: S::Item) {
+        if let Some(receiver) = self.receiver.lock().expect("exporter lock").take() {
+            let task = Task::<S> {
+                store: self.store.clone(),
+                stats: self.stats.clone(),
+                channels: HashMap::new(),
+                warned: HashMap::new(),
+                signal: PhantomData,
+            };
+            tokio::spawn(task.run(receiver));
+        }
+        if self.queue.try_send((collector, item)).is_err() {
+            self.stats.dropped.fetch_add(1, Ordering::Relaxed);
+        }
+    }
+}
+
+struct Task<S: Signal> {
+    store: Arc<WorkloadStore>,
+    stats: Arc<Stats>,
+    channels: HashMap<SocketAddr, Channel>,
+    warned: HashMap<String, Instant>,
+    signal: PhantomData<S>,
+}
+
+/// Items for one provider, waiting to be sent.
+struct Batch<S: Signal> {
+    collector: Arc<S::Collector>,
+    since: Instant,
+    items: Vec<S::Item>,
+}
+
+impl<S: Signal> Task<S> {
+    async fn run(mut self, mut receiver: mpsc::Receiver<Queued<S>>) {
+        let mut batches: HashMap<String, Batch<S>> = HashMap::new();
+        let mut tick = tokio::time::interval(FLUSH_EVERY / 4);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tokio::select! {
+                received = receiver.recv() => {
+                    let Some((collector, item)) = received else { break };
+                    let name = collector.provider().to_string();
+                    let batch = batches.entry(name.clone()).or_insert_with(|| Batch {
+                        collector: collector.clone(),
+                        since: Instant::now(),
+                        items: Vec::new(),
+                    });
+                    // The newest provider settings win (a mesh config change).
+                    batch.collector = collector;
+                    batch.items.push(item);
+                    if batch.items.len() >= MAX_BATCH
+                        && let Some(batch) = batches.remove(&name)
+                    {
+                        self.send(batch).await;
+                    }
+                }
+                _ = tick.tick() => {
+                    let due: Vec<String> = batches
+                        .iter()
+                        .filter(|(_, b)| b.since.elapsed() >= FLUSH_EVERY)
+                        .map(|(name, _)| name.clone())
+                        .collect();
+                    for name in due {
+                        if let Some(batch) = batches.remove(&name) {
+                            self.send(batch).await;
+                        }
+                    }
+                }
+            }
+        }
+    }
+
+    async fn send(&mut self, batch: Batch<S>) {
+        let count = batch.items.len() as u64;
+        let collector = batch.collector;
+        let (host, port) = collector.address();
+        let result = match self.store.service_address(host, port) {
+            None => Err(format!("no endpoint of {host}:{port} is known")),
+            Some(addr) => self.export(addr, S::request(batch.items)).await,
+        };
+        match result {
+            Ok(()) => {
+                self.stats.exported.fetch_add(count, Ordering::Relaxed);
+            }
+            Err(reason) => {
+                self.stats.failed.fetch_add(count, Ordering::Relaxed);
+                let provider = collector.provider();
+                let now = Instant::now();
+                let last = self.warned.get(provider);
+                if last.is_none_or(|at| now.duration_since(*at) >= WARN_EVERY) {
+                    self.warned.insert(provider.to_string(), now);
+                    tracing::warn!(provider, lost = count, what = S::ITEMS, %reason, "OTLP export failed");
+                }
+            }
+        }
+    }
+
+    async fn export(&mut self, addr: SocketAddr, request: S::Request) -> Result<(), String> {
+        let channel = match self.channels.get(&addr) {
+            Some(channel) => channel.clone(),
+            None => {
+                let endpoint = Endpoint::from_shared(format!("http://{addr}"))
+                    .map_err(|e| e.to_string())?
+                    .connect_timeout(EXPORT_TIMEOUT);
+                let channel = endpoint.connect_lazy();
+                self.channels.insert(addr, channel.clone());
+                channel
+            }
+        };
+        match tokio::time::timeout(EXPORT_TIMEOUT, S::export(channel, request)).await {
+            Ok(Ok(())) => Ok(()),
+            Ok(Err(status)) => {
+                // A new connection next time.
+                self.channels.remove(&addr);
+                Err(format!("{addr}: {}", status.message()))
+            }
+            Err(_) => {
+                self.channels.remove(&addr);
+                Err(format!("{addr}: no answer within {EXPORT_TIMEOUT:?}"))
+            }
+        }
+    }
+}
+
+/// A string attribute.
+pub fn attribute(key: &str, value: impl Into<String>) -> KeyValue {
+    KeyValue {
+        key: key.to_string(),
+        value: Some(AnyValue {
+            value: Some(any_value::Value::StringValue(value.into())),
+        }),
+        ..Default::default()
+    }
+}
+
+/// An integer attribute.
+pub fn int_attribute(key: &str, value: i64) -> KeyValue {
+    KeyValue {
+        key: key.to_string(),
+        value: Some(AnyValue {
+            value: Some(any_value::Value::IntValue(value)),
+        }),
+        ..Default::default()
+    }
+}
+
+#[cfg(test)]
+pub(crate) mod tests {
+    use std::time::Duration;
+
+    use tokio::time::Instant;
+
+    /// Polls `done` every 20 ms for up to 10 s; fails naming `what`.
+    pub async fn wait_for(done: impl Fn() -> bool, what: &str) {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while !done() {
+            assert!(Instant::now() < deadline, "{what} within 10 s");
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+}
