@@ -76,6 +76,10 @@ pub struct LogRecord {
     /// The instrumentation scope's name; empty when there is none.
     pub scope: String,
     pub time_unix_nano: u64,
+    /// 32 lower-case hex digits; empty when the record has none.
+    pub trace_id: String,
+    /// 16 lower-case hex digits; empty when the record has none.
+    pub span_id: String,
 }
 
 /// Every log record the receiver has printed so far, in the order
@@ -200,7 +204,7 @@ mod tests {
         assert!(parse_spans("{\"trace_id\":1}\n").is_err());
         assert!(parse_spans("").unwrap().is_empty());
         let records: Vec<LogRecord> = parse_lines(
-            &format!("{LINE}\n{{\"body\":\"b\",\"attributes\":{{}},\"resource\":{{}},\"scope\":\"\",\"time_unix_nano\":3}}\n"),
+            &format!("{LINE}\n{{\"body\":\"b\",\"attributes\":{{}},\"resource\":{{}},\"scope\":\"\",\"time_unix_nano\":3,\"trace_id\":\"\",\"span_id\":\"\"}}\n"),
             "{\"body\":",
         )
         .unwrap();

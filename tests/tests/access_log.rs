@@ -467,7 +467,8 @@ fn file_providers_from_the_mesh_config_as_telemetry_names_them() -> Result<()> {
 /// OTLP/gRPC, as Envoy's OpenTelemetry access logger sends it when
 /// istiod configures it: the body in Istio's default text format (its
 /// newline kept), the labels as string attributes, the request's start
-/// as the record's time, an empty resource; nothing on stdout.
+/// as the record's time, the ids of each side's span (the request is
+/// traced, to the same collector), an empty resource; nothing on stdout.
 #[test]
 fn otel_providers_send_each_line_to_the_collector() -> Result<()> {
     let cluster = Cluster::builder().nodes(2).build()?;
@@ -489,7 +490,7 @@ fn otel_providers_send_each_line_to_the_collector() -> Result<()> {
         apply(
             cluster,
             "mesh-config",
-            "apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: istio\n  namespace: istio-system\ndata:\n  mesh: |\n    defaultProviders:\n      accessLogging: [otel]\n    extensionProviders:\n    - name: otel\n      envoyOtelAls:\n        service: otel-collector.observability.svc.cluster.local\n        port: 4317\n        logFormat:\n          labels:\n            code: '%RESPONSE_CODE%'\n            upstream_cluster: '%UPSTREAM_CLUSTER%'\n            missing: '%REQ(X-NOT-SENT)%'\n",
+            "apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: istio\n  namespace: istio-system\ndata:\n  mesh: |\n    defaultProviders:\n      accessLogging: [otel]\n      tracing: [traces]\n    extensionProviders:\n    - name: traces\n      opentelemetry: {service: otel-collector.observability.svc.cluster.local, port: 4317}\n    - name: otel\n      envoyOtelAls:\n        service: otel-collector.observability.svc.cluster.local\n        port: 4317\n        logFormat:\n          labels:\n            code: '%RESPONSE_CODE%'\n            upstream_cluster: '%UPSTREAM_CLUSTER%'\n            missing: '%REQ(X-NOT-SENT)%'\n",
         )?;
         let base = format!("http://{vip}:8080");
         let of = |path: &str| -> Result<Vec<otlp::LogRecord>> {
@@ -499,11 +500,15 @@ fn otel_providers_send_each_line_to_the_collector() -> Result<()> {
                 .filter(|r| r.body.contains(&request))
                 .collect())
         };
+        // A caller that traces, and samples: both sides' spans are on.
+        let trace = "0af7651916cd43dd8448eb211c80319c";
+        let traceparent = format!("traceparent: 00-{trace}-b7ad6b7169203331-01");
         let mut n = 0;
         let started = std::time::SystemTime::now();
         converge("both sides' records at the collector", || {
             n += 1;
-            ensure!(get(&web, &base, &format!("/otel-{n}"))? == 200);
+            let url = format!("{base}/otel-{n}");
+            ensure!(httpapp::get_one(&web, &url, &["--header", &traceparent])?.status == 200);
             // The exporter sends a batch every second.
             std::thread::sleep(std::time::Duration::from_millis(1500));
             Ok(of(&format!("/otel-{n}"))?.len() == 2)
@@ -535,8 +540,16 @@ fn otel_providers_send_each_line_to_the_collector() -> Result<()> {
                 r.time_unix_nano >= since,
                 "the record's time is the request's start: {r:?}"
             );
+            ensure!(
+                r.trace_id == trace && r.span_id.len() == 16 && r.span_id != "b7ad6b7169203331",
+                "the record carries its side's span in the caller's trace: {r:?}"
+            );
             clusters.push(r.attributes["upstream_cluster"].clone());
         }
+        ensure!(
+            records[0].span_id != records[1].span_id,
+            "each side its own span: {records:#?}"
+        );
         clusters.sort();
         ensure!(
             clusters

@@ -217,6 +217,9 @@ pub struct Entry<'a> {
     pub attempts: u32,
     /// `connection.mtls` in filters.
     pub mtls: bool,
+    /// This side's span (trace id, span id), when the request is traced:
+    /// an OpenTelemetry record carries them, as Envoy's does.
+    pub trace: Option<(u128, u64)>,
 }
 
 impl<'a> Entry<'a> {
@@ -238,6 +241,7 @@ impl<'a> Entry<'a> {
             peer_identity: None,
             local_identity: None,
             sni: "",
+            trace: None,
             route: "",
             connection_id: None,
             attempts: 0,

@@ -4,8 +4,9 @@
 //! it when istiod configures it: the record's time is the request's (or
 //! connection's) start, its body the formatted line (Istio's default
 //! text format unless `logFormat.text` says otherwise), its attributes
-//! `logFormat.labels`, each a string; the resource is empty and the scope
-//! unnamed (istiod turns Envoy's built-in resource labels off).
+//! `logFormat.labels`, each a string, and the trace and span ids of this
+//! side's span when the request is traced; the resource is empty and the
+//! scope unnamed (istiod turns Envoy's built-in resource labels off).
 
 use std::time::UNIX_EPOCH;
 
@@ -84,6 +85,12 @@ pub fn record(format: &Format, e: &Entry<'_>, buffer: &mut Vec<u8>) -> LogRecord
             )),
         }),
         attributes,
+        trace_id: e
+            .trace
+            .map_or_else(Vec::new, |(trace, _)| trace.to_be_bytes().to_vec()),
+        span_id: e
+            .trace
+            .map_or_else(Vec::new, |(_, span)| span.to_be_bytes().to_vec()),
         ..Default::default()
     }
 }

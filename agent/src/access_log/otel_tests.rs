@@ -110,6 +110,25 @@ fn a_record_is_the_line_as_its_body_and_the_labels_as_string_attributes() {
     // missing value is `-`, as Envoy writes it.
     let attributes: Vec<(&str, &str)> = record.attributes.iter().map(text).collect();
     assert_eq!(attributes, [("user_agent", "-"), ("code", "code=200")]);
+    assert!(
+        record.trace_id.is_empty() && record.span_id.is_empty(),
+        "not traced"
+    );
+}
+
+#[test]
+fn a_traced_request_gives_its_record_the_spans_ids() {
+    let (_, format) = Collector::compile("otel", &provider(false)).unwrap();
+    let got = with_entry(&HeaderMap::new(), |e| {
+        let mut e = e.clone();
+        e.trace = Some((
+            0x0102_0304_0506_0708_090a_0b0c_0d0e_0f10,
+            0xabab_abab_abab_abab,
+        ));
+        record(&format, &e, &mut Vec::new())
+    });
+    assert_eq!(got.trace_id, (1..=16).collect::<Vec<u8>>());
+    assert_eq!(got.span_id, [0xab; 8]);
 }
 
 #[test]

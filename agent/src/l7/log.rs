@@ -517,6 +517,7 @@ impl Record {
         e.route = &self.route;
         e.attempts = self.attempts;
         e.mtls = destination.is_some_and(|w| w.hbone);
+        e.trace = self.span.as_ref().map(ActiveSpan::ids);
         access_log::global().write(&access.decision, &e);
     }
 }

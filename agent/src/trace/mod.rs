@@ -197,6 +197,11 @@ pub struct End<'a> {
 }
 
 impl ActiveSpan {
+    /// This span's trace id and span id.
+    pub fn ids(&self) -> (u128, u64) {
+        (self.context.trace_id, self.context.span_id)
+    }
+
     /// Writes this span into the request as its callee's parent.
     pub fn write(&mut self, headers: &mut HeaderMap) {
         self.context.write(headers, self.parent);

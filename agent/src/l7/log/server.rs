@@ -125,6 +125,7 @@ impl Ending for ServerRecord {
     }
 
     fn end(mut self, bytes_sent: u64) {
+        let trace = self.span.as_ref().map(ActiveSpan::ids);
         if let Some(span) = self.span.take() {
             span.finish(End {
                 operation: std::mem::take(&mut self.operation),
@@ -167,6 +168,7 @@ impl Ending for ServerRecord {
         e.local_identity = Some(&inbound.pod.workload.identity);
         e.sni = inbound.sni.as_deref().unwrap_or_default();
         e.mtls = inbound.client.is_some();
+        e.trace = trace;
         access_log::global().write(decision, &e);
     }
 }

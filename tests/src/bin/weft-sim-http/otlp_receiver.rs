@@ -106,6 +106,9 @@ pub struct LogLine {
     /// The instrumentation scope's name; empty when there is none.
     scope: String,
     time_unix_nano: u64,
+    /// Lower-case hex; empty when the record has none.
+    trace_id: String,
+    span_id: String,
 }
 
 /// One line per log record of `request`, in the order received.
@@ -126,6 +129,8 @@ pub fn log_lines(request: &ExportLogsServiceRequest) -> Vec<LogLine> {
                     resource: resource.clone(),
                     scope: scope.clone(),
                     time_unix_nano: record.time_unix_nano,
+                    trace_id: hex(&record.trace_id),
+                    span_id: hex(&record.span_id),
                 });
             }
         }
@@ -365,7 +370,7 @@ pub(crate) mod tests {
         let lines = log_lines(&request);
         assert_eq!(
             serde_json::to_string(&lines[0]).unwrap(),
-            r#"{"body":"[x] \"GET / HTTP/1.1\" 200\n","attributes":{"code":"200"},"resource":{},"scope":"","time_unix_nano":7}"#
+            r#"{"body":"[x] \"GET / HTTP/1.1\" 200\n","attributes":{"code":"200"},"resource":{},"scope":"","time_unix_nano":7,"trace_id":"","span_id":""}"#
         );
     }
 
