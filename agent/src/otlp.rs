@@ -3,15 +3,15 @@
 //! [`crate::access_log::otel`]). What is sent goes into a bounded queue
 //! (full: the item is dropped and counted; a request never waits for a
 //! collector); one task batches the items per provider and sends each
-//! batch as one `Export` request.
+//! batch as one `Export` request, one at a time per provider (see
+//! [`run`]).
 //!
 //! A collector is named by a hostname, `<namespace>/<hostname>` or an IP
 //! and a port; it is looked up in the workload store when a batch is
 //! sent, so that a collector that moves is followed.
 
 use std::{
-    collections::HashMap,
-    marker::PhantomData,
+    collections::{HashMap, HashSet},
     net::SocketAddr,
     sync::{
         Arc, Mutex,
@@ -21,7 +21,7 @@ use std::{
 };
 
 use opentelemetry_proto::tonic::common::v1::{AnyValue, KeyValue, any_value};
-use tokio::sync::mpsc;
+use tokio::{sync::mpsc, task::JoinSet};
 use tonic::transport::{Channel, Endpoint};
 
 use crate::state::WorkloadStore;
@@ -110,14 +110,13 @@ impl<S: Signal> Exporter<S> {
     /// runtime.
     pub fn submit(&self, collector: Arc<S::Collector>, item: S::Item) {
         if let Some(receiver) = self.receiver.lock().expect("exporter lock").take() {
-            let task = Task::<S> {
+            let shared = Arc::new(Shared {
                 store: self.store.clone(),
                 stats: self.stats.clone(),
-                channels: HashMap::new(),
-                warned: HashMap::new(),
-                signal: PhantomData,
-            };
-            tokio::spawn(task.run(receiver));
+                channels: Mutex::default(),
+                warned: Mutex::default(),
+            });
+            tokio::spawn(run::<S>(shared, receiver));
         }
         if self.queue.try_send((collector, item)).is_err() {
             self.stats.dropped.fetch_add(1, Ordering::Relaxed);
@@ -125,12 +124,12 @@ impl<S: Signal> Exporter<S> {
     }
 }
 
-struct Task<S: Signal> {
+/// The task's state that its sends share.
+struct Shared {
     store: Arc<WorkloadStore>,
     stats: Arc<Stats>,
-    channels: HashMap<SocketAddr, Channel>,
-    warned: HashMap<String, Instant>,
-    signal: PhantomData<S>,
+    channels: Mutex<HashMap<SocketAddr, Channel>>,
+    warned: Mutex<HashMap<String, Instant>>,
 }
 
 /// Items for one provider, waiting to be sent.
@@ -140,94 +139,142 @@ struct Batch<S: Signal> {
     items: Vec<S::Item>,
 }
 
-impl<S: Signal> Task<S> {
-    async fn run(mut self, mut receiver: mpsc::Receiver<Queued<S>>) {
-        let mut batches: HashMap<String, Batch<S>> = HashMap::new();
-        let mut tick = tokio::time::interval(FLUSH_EVERY / 4);
-        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-        loop {
-            tokio::select! {
-                received = receiver.recv() => {
-                    let Some((collector, item)) = received else { break };
-                    let name = collector.provider().to_string();
-                    let batch = batches.entry(name.clone()).or_insert_with(|| Batch {
-                        collector: collector.clone(),
-                        since: Instant::now(),
-                        items: Vec::new(),
-                    });
-                    // The newest provider settings win (a mesh config change).
-                    batch.collector = collector;
-                    batch.items.push(item);
-                    if batch.items.len() >= MAX_BATCH
-                        && let Some(batch) = batches.remove(&name)
-                    {
-                        self.send(batch).await;
-                    }
-                }
-                _ = tick.tick() => {
-                    let due: Vec<String> = batches
-                        .iter()
-                        .filter(|(_, b)| b.since.elapsed() >= FLUSH_EVERY)
-                        .map(|(name, _)| name.clone())
-                        .collect();
-                    for name in due {
-                        if let Some(batch) = batches.remove(&name) {
-                            self.send(batch).await;
-                        }
-                    }
-                }
-            }
+/// Batches items per provider and sends each provider's batches one at a
+/// time, providers side by side: a collector that is slow or silent
+/// (each send may wait [`EXPORT_TIMEOUT`]) holds up its own provider
+/// only. While a provider's send is in flight its next batch gathers up
+/// to [`MAX_BATCH`] items; beyond that, its items are dropped and counted,
+/// so that memory stays bounded whatever the collector does.
+async fn run<S: Signal>(shared: Arc<Shared>, mut receiver: mpsc::Receiver<Queued<S>>) {
+    let mut batches: HashMap<String, Batch<S>> = HashMap::new();
+    let mut in_flight: HashSet<String> = HashSet::new();
+    let mut sending: JoinSet<String> = JoinSet::new();
+    let mut tick = tokio::time::interval(FLUSH_EVERY / 4);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    // Starts the send of `name`'s batch, if it has one and no send is in
+    // flight.
+    let start = |name: &str,
+                 batches: &mut HashMap<String, Batch<S>>,
+                 in_flight: &mut HashSet<String>,
+                 sending: &mut JoinSet<String>| {
+        if in_flight.contains(name) {
+            return;
         }
-    }
-
-    async fn send(&mut self, batch: Batch<S>) {
-        let count = batch.items.len() as u64;
-        let collector = batch.collector;
-        let (host, port) = collector.address();
-        let result = match self.store.service_address(host, port) {
-            None => Err(format!("no endpoint of {host}:{port} is known")),
-            Some(addr) => self.export(addr, S::request(batch.items)).await,
+        let Some(batch) = batches.remove(name) else {
+            return;
         };
-        match result {
-            Ok(()) => {
-                self.stats.exported.fetch_add(count, Ordering::Relaxed);
+        in_flight.insert(name.to_string());
+        let shared = shared.clone();
+        let name = name.to_string();
+        sending.spawn(async move {
+            send::<S>(&shared, batch).await;
+            name
+        });
+    };
+    loop {
+        tokio::select! {
+            received = receiver.recv() => {
+                let Some((collector, item)) = received else { break };
+                let name = collector.provider().to_string();
+                let batch = batches.entry(name.clone()).or_insert_with(|| Batch {
+                    collector: collector.clone(),
+                    since: Instant::now(),
+                    items: Vec::new(),
+                });
+                // The newest provider settings win (a mesh config change).
+                batch.collector = collector;
+                if batch.items.len() >= MAX_BATCH {
+                    // Full, and the send before it still in flight.
+                    shared.stats.dropped.fetch_add(1, Ordering::Relaxed);
+                    continue;
+                }
+                batch.items.push(item);
+                if batch.items.len() >= MAX_BATCH {
+                    start(&name, &mut batches, &mut in_flight, &mut sending);
+                }
             }
-            Err(reason) => {
-                self.stats.failed.fetch_add(count, Ordering::Relaxed);
-                let provider = collector.provider();
-                let now = Instant::now();
-                let last = self.warned.get(provider);
-                if last.is_none_or(|at| now.duration_since(*at) >= WARN_EVERY) {
-                    self.warned.insert(provider.to_string(), now);
-                    tracing::warn!(provider, lost = count, what = S::ITEMS, %reason, "OTLP export failed");
+            _ = tick.tick() => {
+                let due: Vec<String> = batches
+                    .iter()
+                    .filter(|(_, b)| b.since.elapsed() >= FLUSH_EVERY)
+                    .map(|(name, _)| name.clone())
+                    .collect();
+                for name in due {
+                    start(&name, &mut batches, &mut in_flight, &mut sending);
+                }
+            }
+            Some(done) = sending.join_next(), if !sending.is_empty() => {
+                if let Ok(name) = done {
+                    in_flight.remove(&name);
+                    // A full batch waited for this send.
+                    if batches.get(&name).is_some_and(|b| b.items.len() >= MAX_BATCH) {
+                        start(&name, &mut batches, &mut in_flight, &mut sending);
+                    }
                 }
             }
         }
     }
+}
 
-    async fn export(&mut self, addr: SocketAddr, request: S::Request) -> Result<(), String> {
-        let channel = match self.channels.get(&addr) {
+async fn send<S: Signal>(shared: &Shared, batch: Batch<S>) {
+    let count = batch.items.len() as u64;
+    let collector = batch.collector;
+    let (host, port) = collector.address();
+    let result = match shared.store.service_address(host, port) {
+        None => Err(format!("no endpoint of {host}:{port} is known")),
+        Some(addr) => export::<S>(shared, addr, S::request(batch.items)).await,
+    };
+    match result {
+        Ok(()) => {
+            shared.stats.exported.fetch_add(count, Ordering::Relaxed);
+        }
+        Err(reason) => {
+            shared.stats.failed.fetch_add(count, Ordering::Relaxed);
+            let provider = collector.provider();
+            let now = Instant::now();
+            let mut warned = shared.warned.lock().expect("exporter lock");
+            let last = warned.get(provider);
+            if last.is_none_or(|at| now.duration_since(*at) >= WARN_EVERY) {
+                warned.insert(provider.to_string(), now);
+                drop(warned);
+                tracing::warn!(provider, lost = count, what = S::ITEMS, %reason, "OTLP export failed");
+            }
+        }
+    }
+}
+
+async fn export<S: Signal>(
+    shared: &Shared,
+    addr: SocketAddr,
+    request: S::Request,
+) -> Result<(), String> {
+    let channel = {
+        let mut channels = shared.channels.lock().expect("exporter lock");
+        match channels.get(&addr) {
             Some(channel) => channel.clone(),
             None => {
                 let endpoint = Endpoint::from_shared(format!("http://{addr}"))
                     .map_err(|e| e.to_string())?
                     .connect_timeout(EXPORT_TIMEOUT);
                 let channel = endpoint.connect_lazy();
-                self.channels.insert(addr, channel.clone());
+                channels.insert(addr, channel.clone());
                 channel
             }
-        };
-        match tokio::time::timeout(EXPORT_TIMEOUT, S::export(channel, request)).await {
-            Ok(Ok(())) => Ok(()),
-            Ok(Err(status)) => {
-                // A new connection next time.
-                self.channels.remove(&addr);
-                Err(format!("{addr}: {}", status.message()))
-            }
-            Err(_) => {
-                self.channels.remove(&addr);
-                Err(format!("{addr}: no answer within {EXPORT_TIMEOUT:?}"))
-            }
+        }
+    };
+    let forget = || {
+        // A new connection next time.
+        shared.channels.lock().expect("exporter lock").remove(&addr);
+    };
+    match tokio::time::timeout(EXPORT_TIMEOUT, S::export(channel, request)).await {
+        Ok(Ok(())) => Ok(()),
+        Ok(Err(status)) => {
+            forget();
+            Err(format!("{addr}: {}", status.message()))
+        }
+        Err(_) => {
+            forget();
+            Err(format!("{addr}: no answer within {EXPORT_TIMEOUT:?}"))
         }
     }
 }

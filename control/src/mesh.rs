@@ -154,8 +154,7 @@ pub struct ExtensionProvider {
     /// accepted and ignored).
     #[serde(default)]
     pub prometheus: Option<Ignored>,
-    /// `envoyFileAccessLog`: access logs written to a file, the one
-    /// access-log kind weft's agents write.
+    /// `envoyFileAccessLog`: access logs written to a file.
     #[serde(default)]
     pub envoy_file_access_log: Option<EnvoyFileAccessLog>,
     /// `envoyOtelAls`: access-log records sent to an OpenTelemetry

@@ -389,8 +389,7 @@ extensionProviders:
         OtelAccessLog {
             service: "otel-collector.observability.svc.cluster.local".into(),
             port: 4317,
-            body: format::parse(format::DEFAULT_TEXT).unwrap(),
-            body_newline: true,
+            body: format::parse(&format!("{}\n", format::DEFAULT_TEXT)).unwrap(),
             attributes: vec![],
         }
     );
@@ -400,7 +399,6 @@ extensionProviders:
         custom.body,
         format::parse("%RESPONSE_CODE% %DURATION%").unwrap()
     );
-    assert!(!custom.body_newline);
     assert_eq!(
         custom
             .attributes
@@ -412,8 +410,8 @@ extensionProviders:
     );
     assert_eq!(custom.attributes[1].value[0].argument, "user-agent");
     let newline = otel(&mesh, "with-newline");
-    assert_eq!(newline.body, format::parse("%RESPONSE_CODE%").unwrap());
-    assert!(newline.body_newline);
+    assert_eq!(newline.body, format::parse("%RESPONSE_CODE%\n").unwrap());
+    assert_eq!(newline.body.last().unwrap().literal, "\n", "as written");
 }
 
 #[test]

@@ -505,16 +505,19 @@ fn otel_providers_send_each_line_to_the_collector() -> Result<()> {
         let traceparent = format!("traceparent: 00-{trace}-b7ad6b7169203331-01");
         let mut n = 0;
         let started = std::time::SystemTime::now();
+        let mut answered = started;
         converge("both sides' records at the collector", || {
             n += 1;
             let url = format!("{base}/otel-{n}");
             ensure!(httpapp::get_one(&web, &url, &["--header", &traceparent])?.status == 200);
+            answered = std::time::SystemTime::now();
             // The exporter sends a batch every second.
             std::thread::sleep(std::time::Duration::from_millis(1500));
             Ok(of(&format!("/otel-{n}"))?.len() == 2)
         })?;
         let path = format!("/otel-{n}");
         let records = of(&path)?;
+        let answered = answered.duration_since(std::time::UNIX_EPOCH)?.as_nanos() as u64;
         // For the record (`--nocapture`): what the collector got.
         println!("the records of GET {path}:\n{records:#?}");
         let since = started
@@ -537,7 +540,7 @@ fn otel_providers_send_each_line_to_the_collector() -> Result<()> {
                 "no resource attributes and no scope name, as istiod sets Envoy: {r:?}"
             );
             ensure!(
-                r.time_unix_nano >= since,
+                r.time_unix_nano >= since && r.time_unix_nano <= answered,
                 "the record's time is the request's start: {r:?}"
             );
             ensure!(

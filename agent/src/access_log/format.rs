@@ -364,11 +364,10 @@ pub struct Format {
 enum Layout {
     Text(Vec<Piece>),
     Json(Vec<(String, Vec<Step>)>),
-    /// An OpenTelemetry log record (`envoyOtelAls`): the body as a text
-    /// line (ended by a newline or not), and string attributes.
+    /// An OpenTelemetry log record (`envoyOtelAls`): the body, text with
+    /// its line breaks as written, and string attributes.
     Otel {
         body: Vec<Piece>,
-        newline: bool,
         attributes: Vec<(String, Vec<Step>)>,
     },
 }
@@ -390,23 +389,15 @@ impl Format {
             .map(|fields| Format::new(Layout::Json(fields)))
     }
 
-    /// An OpenTelemetry log record's body (a text format, its line break
-    /// kept when `newline`) and attributes.
-    pub fn otel(
-        body: &[FormatToken],
-        newline: bool,
-        attributes: &[JsonField],
-    ) -> Result<Format, String> {
-        let Layout::Text(body) = Format::text(body)?.layout else {
-            unreachable!("a text format's layout is text")
-        };
+    /// An OpenTelemetry log record's body (a text format, its line
+    /// breaks kept: a record is not a line of a file) and attributes.
+    pub fn otel(body: &[FormatToken], attributes: &[JsonField]) -> Result<Format, String> {
         let attributes = attributes
             .iter()
             .map(|f| Ok((f.key.clone(), steps(&f.value)?)))
             .collect::<Result<_, String>>()?;
         Ok(Format::new(Layout::Otel {
-            body,
-            newline,
+            body: pieces(steps(body)?),
             attributes,
         }))
     }
@@ -480,16 +471,14 @@ impl Format {
 
     /// Appends one line, with its `\n`, to `out` (UTF-8: every value
     /// written is a `str` or ASCII). For an OpenTelemetry record, its
-    /// body, with a `\n` only if the format ends with one.
+    /// body, as the format writes it.
     pub fn render_into(&self, e: &Entry<'_>, out: &mut Vec<u8>) {
         out.reserve(512);
         match &self.layout {
             Layout::Text(pieces) => render_pieces(pieces, e, out),
-            Layout::Otel { body, newline, .. } => {
+            Layout::Otel { body, .. } => {
                 render_pieces(body, e, out);
-                if !newline {
-                    return;
-                }
+                return;
             }
             Layout::Json(fields) => {
                 out.push(b'{');

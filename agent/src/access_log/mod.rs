@@ -29,7 +29,7 @@ mod stable;
 use std::{
     collections::HashMap,
     sync::{
-        Arc, Mutex, OnceLock,
+        Arc, Mutex, OnceLock, RwLock,
         atomic::{AtomicU64, Ordering},
     },
 };
@@ -84,7 +84,9 @@ pub struct AccessLog {
     sinks: Mutex<HashMap<String, Sink>>,
     /// Records for `envoyOtelAls` collectors (set at start, see
     /// [`AccessLog::export_with`]).
-    exporter: OnceLock<otel::Exporter>,
+    exporter: RwLock<Option<Arc<otel::Exporter>>>,
+    /// Records dropped because no exporter was set yet.
+    unsent: AtomicU64,
 }
 
 thread_local! {
@@ -140,16 +142,22 @@ impl AccessLog {
         }
     }
 
-    /// Sends the `envoyOtelAls` providers' records through an exporter
-    /// that finds collectors in `store`. Until then, they are dropped
-    /// (and counted).
+    /// Sends the `envoyOtelAls` providers' records through a new
+    /// exporter that finds collectors in `store` (its task starts on the
+    /// runtime of the first record). Until then, they are dropped (and
+    /// counted).
     pub fn export_with(&self, store: Arc<WorkloadStore>) {
-        let _ = self.exporter.set(otel::Exporter::new(store));
+        *self.exporter.write().unwrap_or_else(|e| e.into_inner()) =
+            Some(Arc::new(otel::Exporter::new(store)));
     }
 
-    /// Records sent to collectors: [exported, dropped, failed].
+    /// Records sent to collectors by the current exporter: [exported,
+    /// dropped, failed].
     pub fn records(&self) -> [u64; 3] {
-        self.exporter.get().map_or([0; 3], |e| e.stats.snapshot())
+        let exporter = self.exporter.read().unwrap_or_else(|e| e.into_inner());
+        let [exported, dropped, failed] = exporter.as_ref().map_or([0; 3], |e| e.stats.snapshot());
+        let unsent = self.unsent.load(Ordering::Relaxed);
+        [exported, dropped + unsent, failed]
     }
 
     /// Writes the entry's line to each output whose filter keeps it.
@@ -173,15 +181,18 @@ impl AccessLog {
                         });
                     }
                 }
-                Destination::Collector(collector) => match self.exporter.get() {
-                    Some(exporter) => with_line(|buffer| {
-                        let record = otel::record(&line.output.format, entry, buffer);
-                        exporter.submit(collector.clone(), record);
-                    }),
-                    None => {
-                        DROPPED.fetch_add(1, Ordering::Relaxed);
+                Destination::Collector(collector) => {
+                    let exporter = self.exporter.read().unwrap_or_else(|e| e.into_inner());
+                    match exporter.as_ref() {
+                        Some(exporter) => with_line(|buffer| {
+                            let record = otel::record(&line.output.format, entry, buffer);
+                            exporter.submit(collector.clone(), record);
+                        }),
+                        None => {
+                            self.unsent.fetch_add(1, Ordering::Relaxed);
+                        }
                     }
-                },
+                }
             }
         }
     }

@@ -43,7 +43,7 @@ impl Collector {
             .ok()
             .filter(|p| *p != 0)
             .ok_or_else(|| format!("port {} is not a port", otel.port))?;
-        let format = Format::otel(&otel.body, otel.body_newline, &otel.attributes)?;
+        let format = Format::otel(&otel.body, &otel.attributes)?;
         Ok((
             Collector {
                 provider: provider.to_string(),

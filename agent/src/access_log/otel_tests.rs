@@ -37,20 +37,23 @@ fn literal(text: &str) -> FormatToken {
     }
 }
 
-/// `%REQ(:METHOD)% %REQ(:PATH)% %RESPONSE_CODE%`, with the newline or
-/// not, and two labels given out of order.
-fn provider(newline: bool) -> OtelAccessLog {
+/// `%REQ(:METHOD)% %REQ(:PATH)% %RESPONSE_CODE%`, then `end` (a newline
+/// at most), and two labels given out of order.
+fn provider(end: &str) -> OtelAccessLog {
+    let mut body = vec![
+        op("REQ", ":method"),
+        literal(" "),
+        op("REQ", ":path"),
+        literal(" "),
+        op("RESPONSE_CODE", ""),
+    ];
+    if !end.is_empty() {
+        body.push(literal(end));
+    }
     OtelAccessLog {
         service: "otel.observability.svc.cluster.local".into(),
         port: 4317,
-        body: vec![
-            op("REQ", ":method"),
-            literal(" "),
-            op("REQ", ":path"),
-            literal(" "),
-            op("RESPONSE_CODE", ""),
-        ],
-        body_newline: newline,
+        body,
         attributes: vec![
             JsonField {
                 key: "user_agent".into(),
@@ -98,7 +101,7 @@ fn with_entry<R>(headers: &HeaderMap, f: impl FnOnce(&Entry<'_>) -> R) -> R {
 
 #[test]
 fn a_record_is_the_line_as_its_body_and_the_labels_as_string_attributes() {
-    let (collector, format) = Collector::compile("otel", &provider(false)).unwrap();
+    let (collector, format) = Collector::compile("otel", &provider("")).unwrap();
     assert_eq!(
         (collector.service.as_str(), collector.port),
         ("otel.observability.svc.cluster.local", 4317)
@@ -118,7 +121,7 @@ fn a_record_is_the_line_as_its_body_and_the_labels_as_string_attributes() {
 
 #[test]
 fn a_traced_request_gives_its_record_the_spans_ids() {
-    let (_, format) = Collector::compile("otel", &provider(false)).unwrap();
+    let (_, format) = Collector::compile("otel", &provider("")).unwrap();
     let got = with_entry(&HeaderMap::new(), |e| {
         let mut e = e.clone();
         e.trace = Some((
@@ -132,10 +135,14 @@ fn a_traced_request_gives_its_record_the_spans_ids() {
 }
 
 #[test]
-fn the_body_keeps_the_formats_newline_and_the_format_asks_for_its_headers() {
-    let (_, format) = Collector::compile("otel", &provider(true)).unwrap();
+fn the_body_keeps_the_formats_line_breaks_and_the_format_asks_for_its_headers() {
+    let (_, format) = Collector::compile("otel", &provider("\r\n")).unwrap();
     let line = with_entry(&HeaderMap::new(), |e| record(&format, e, &mut Vec::new()));
-    assert_eq!(body(&line), "GET /reviews/1 200\n");
+    assert_eq!(
+        body(&line),
+        "GET /reviews/1 200\r\n",
+        "as the format writes them"
+    );
     // A header only an attribute prints is kept with the request.
     assert!(format.request_headers().contains(&http::header::USER_AGENT));
     let mut map = HeaderMap::new();
@@ -149,12 +156,12 @@ fn a_provider_without_a_port_is_refused() {
     let err = Collector::compile(
         "otel",
         &OtelAccessLog {
-            port: 70_000,
-            ..provider(false)
+            port: 0,
+            ..provider("")
         },
     )
     .unwrap_err();
-    assert_eq!(err, "port 70000 is not a port");
+    assert_eq!(err, "port 0 is not a port");
 }
 
 /// A collector on loopback that hands each request it gets to a channel.
@@ -187,7 +194,7 @@ async fn records_reach_the_collector_in_one_resource_and_scope() {
         &OtelAccessLog {
             service: "127.0.0.1".into(),
             port: port.into(),
-            ..provider(false)
+            ..provider("")
         },
     )
     .unwrap();
@@ -213,4 +220,63 @@ async fn records_reach_the_collector_in_one_resource_and_scope() {
         "the records were not counted as exported",
     )
     .await;
+}
+
+#[tokio::test]
+async fn a_silent_collector_holds_up_its_own_records_only_and_bounds_them() {
+    // A collector that is never answered: the kernel completes the
+    // connection (the listener's backlog), nothing reads it, and each
+    // export to it waits for its timeout (5 s).
+    let silent = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let silent_port = silent.local_addr().unwrap().port();
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let (tx, mut rx) = mpsc::unbounded_channel();
+    tokio::spawn(
+        tonic::transport::Server::builder()
+            .add_service(LogsServiceServer::new(Receiver(tx)))
+            .serve_with_incoming(tokio_stream::wrappers::TcpListenerStream::new(listener)),
+    );
+    let exporter = Exporter::new(Arc::new(WorkloadStore::default()));
+    let collector = |name: &str, port: u16| {
+        let (mut c, format) = Collector::compile(
+            name,
+            &OtelAccessLog {
+                service: "127.0.0.1".into(),
+                port: port.into(),
+                ..provider("")
+            },
+        )
+        .unwrap();
+        c.provider = name.into();
+        (Arc::new(c), format)
+    };
+    let (stuck, format) = collector("silent", silent_port);
+    let (fine, _) = collector("fine", port);
+    let one = || with_entry(&HeaderMap::new(), |e| record(&format, e, &mut Vec::new()));
+    // A full batch: sent at once, and stuck.
+    for _ in 0..512 {
+        exporter.submit(stuck.clone(), one());
+    }
+    exporter.submit(fine.clone(), one());
+    tokio::time::timeout(Duration::from_secs(10), rx.recv())
+        .await
+        .expect("the other collector got its record")
+        .unwrap();
+    assert_eq!(
+        exporter.stats.snapshot()[2],
+        0,
+        "it got it while the silent collector's export was still waiting"
+    );
+    // While that export waits, the silent provider's next batch fills up
+    // and the rest of its records are dropped, not kept.
+    for _ in 0..600 {
+        exporter.submit(stuck.clone(), one());
+    }
+    wait_for(
+        || exporter.stats.snapshot()[1] == 600 - 512,
+        "the records beyond a waiting batch were not dropped",
+    )
+    .await;
+    drop(silent);
 }

@@ -272,6 +272,52 @@ fn default_providers_apply_and_a_namespace_can_replace_or_disable_them() {
 }
 
 #[test]
+fn an_otel_provider_is_an_output_to_its_collector() {
+    let policies = Policies::default();
+    let mut mesh = root(MESH_LOG, &[], None);
+    mesh.providers.push(AccessLogProvider {
+        name: "OTel".into(),
+        otel: Some(weft_proto::telemetry::OtelAccessLog {
+            service: "otel.observability.svc.cluster.local".into(),
+            port: 4317,
+            body: vec![FormatToken {
+                operator: "RESPONSE_CODE".into(),
+                ..Default::default()
+            }],
+            attributes: vec![],
+        }),
+        ..Default::default()
+    });
+    apply(&policies, vec![mesh]);
+    apply(
+        &policies,
+        vec![shop(
+            Some(rules(
+                "shop/otel",
+                &[E(Mode::Server, false, Some("connection.mtls"), &["otel"])],
+            )),
+            vec![],
+        )],
+    );
+    assert_eq!(
+        lines(&policies, "w", Side::Server),
+        [(
+            "otlp://otel.observability.svc.cluster.local:4317".to_string(),
+            Some("connection.mtls".to_string())
+        )],
+        "named case-insensitively, with its filter"
+    );
+    assert_eq!(
+        files(&policies, Side::Client),
+        [MESH_LOG],
+        "the entry is for the server side"
+    );
+    let decision = policies.decide("shop", "w", Side::Server).unwrap();
+    let output = &decision.lines().next().unwrap().output;
+    assert!(matches!(&output.to, Destination::Collector(c) if c.provider == "otel"));
+}
+
+#[test]
 fn several_providers_and_filters_per_provider() {
     let policies = Policies::default();
     apply(&policies, vec![root("", &[], None)]);

@@ -52,8 +52,8 @@ pub struct EnvoyOtelAls {
     /// off.
     #[serde(default)]
     pub log_name: String,
-    /// `text`: the record's body (empty: Istio's default text format);
-    /// `labels`: its attributes. Both may be set.
+    /// `text`: the record's body, as written (empty: Istio's default text
+    /// format); `labels`: its attributes. Both may be set.
     #[serde(default)]
     pub log_format: Option<LogFormat>,
 }
@@ -229,7 +229,7 @@ impl MeshConfig {
         let Some(log_format) = &als.log_format else {
             return Ok(());
         };
-        if let Some(text) = log_format.text_line() {
+        if let Some(text) = &log_format.text {
             format::parse(text).map_err(|e| format!("{at}.logFormat.text: {e}"))?;
         }
         if let Some(labels) = &log_format.labels {
@@ -286,18 +286,18 @@ impl MeshConfig {
 }
 
 /// An `envoyOtelAls` provider's collector and record, as istiod sets
-/// Envoy's OpenTelemetry access logger: the body is `logFormat.text`, or
-/// Istio's default text format (newline included) when it is missing or
-/// empty; the attributes are `logFormat.labels`, sorted by key.
+/// Envoy's OpenTelemetry access logger: the body is `logFormat.text` as
+/// written, or Istio's default text format (newline included) when it is
+/// missing or empty; the attributes are `logFormat.labels`, sorted by
+/// key.
 fn otel_output(als: &EnvoyOtelAls) -> OtelAccessLog {
-    let text = als
+    let default = format!("{}\n", format::DEFAULT_TEXT);
+    let body = als
         .log_format
         .as_ref()
-        .and_then(|f| Some((f.text.as_deref()?, f.text_line()?)));
-    let (body, body_newline) = match text {
-        Some((text, line)) if !line.is_empty() => (line, line.len() < text.len()),
-        _ => (format::DEFAULT_TEXT, true),
-    };
+        .and_then(|f| f.text.as_deref())
+        .filter(|text| !text.is_empty())
+        .unwrap_or(&default);
     let mut labels: Vec<(&str, &str)> = als
         .log_format
         .as_ref()
@@ -310,7 +310,6 @@ fn otel_output(als: &EnvoyOtelAls) -> OtelAccessLog {
         port: als.port,
         // Validation parsed them already.
         body: format::parse(body).unwrap_or_default(),
-        body_newline,
         attributes: format::parse_fields(labels).unwrap_or_default(),
     }
 }
