@@ -54,6 +54,7 @@ pub struct App;
 pub struct Running {
     tasks: Tasks,
     enroller: Arc<Enroller>,
+    tracer: Arc<crate::trace::Tracer>,
     drain: CancellationToken,
     stop_handoff: CancellationToken,
     stop_cni_install: CancellationToken,
@@ -197,7 +198,7 @@ impl App {
             metrics: metrics.clone(),
             l7,
             ext_authz: Default::default(),
-            tracer,
+            tracer: tracer.clone(),
             limits: crate::proxy::limits::Limits {
                 handshake_timeout: config.handshake_timeout,
                 connect_timeout: config.connect_timeout,
@@ -311,6 +312,7 @@ impl App {
         Ok(Running {
             tasks,
             enroller,
+            tracer,
             drain,
             stop_handoff,
             stop_cni_install,
@@ -320,12 +322,18 @@ impl App {
     }
 }
 
+/// How long a stopping agent waits for the collectors to take what is
+/// queued for them.
+const FLUSH_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(2);
+
 impl Running {
     /// Winds the agent down: no handover or CNI install any more, every
     /// connection told to finish ([`ProxyContext::drain`]) and waited for
-    /// up to `--drain-timeout`, then the admin endpoints and every
-    /// background loop stopped. weft-cni stays chained and the
-    /// redirection pinned: pods wait for the next agent (fail closed).
+    /// up to `--drain-timeout`, the spans and access-log records still
+    /// queued for collectors sent (for up to [`FLUSH_TIMEOUT`]), then the
+    /// admin endpoints and every background loop stopped. weft-cni stays
+    /// chained and the redirection pinned: pods wait for the next agent
+    /// (fail closed).
     pub async fn stop(self) {
         self.stop_handoff.cancel();
         self.stop_cni_install.cancel();
@@ -341,6 +349,10 @@ impl Running {
                 "drain deadline passed; closing the remaining connections"
             );
         }
+        tokio::join!(
+            self.tracer.flush(FLUSH_TIMEOUT),
+            crate::access_log::global().flush_records(FLUSH_TIMEOUT),
+        );
         self.stop_admin.cancel();
         self.tasks.stop().await;
     }

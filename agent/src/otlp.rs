@@ -11,17 +11,20 @@
 //! sent, so that a collector that moves is followed.
 
 use std::{
-    collections::{HashMap, HashSet},
+    collections::HashMap,
     net::SocketAddr,
     sync::{
         Arc, Mutex,
-        atomic::{AtomicU64, Ordering},
+        atomic::{AtomicBool, AtomicU64, Ordering},
     },
     time::{Duration, Instant},
 };
 
 use opentelemetry_proto::tonic::common::v1::{AnyValue, KeyValue, any_value};
-use tokio::{sync::mpsc, task::JoinSet};
+use tokio::{
+    sync::{mpsc, oneshot},
+    task::{self, JoinSet},
+};
 use tonic::transport::{Channel, Endpoint};
 
 use crate::state::WorkloadStore;
@@ -87,10 +90,16 @@ impl Stats {
 /// An item on its way, with where it goes.
 type Queued<S> = (Arc<<S as Signal>::Collector>, <S as Signal>::Item);
 
+/// A request to send everything waiting; answered when it is sent.
+type Flush = oneshot::Sender<()>;
+
 /// The queue's sending end; the task starts with the first item.
 pub struct Exporter<S: Signal> {
     queue: mpsc::Sender<Queued<S>>,
-    receiver: Mutex<Option<mpsc::Receiver<Queued<S>>>>,
+    flushes: mpsc::Sender<Flush>,
+    /// The task's ends of the queues, until it starts.
+    receivers: Mutex<Option<(mpsc::Receiver<Queued<S>>, mpsc::Receiver<Flush>)>>,
+    started: AtomicBool,
     store: Arc<WorkloadStore>,
     pub stats: Arc<Stats>,
 }
@@ -98,9 +107,12 @@ pub struct Exporter<S: Signal> {
 impl<S: Signal> Exporter<S> {
     pub fn new(store: Arc<WorkloadStore>) -> Exporter<S> {
         let (queue, receiver) = mpsc::channel(QUEUE);
+        let (flushes, flush_receiver) = mpsc::channel(4);
         Exporter {
             queue,
-            receiver: Mutex::new(Some(receiver)),
+            flushes,
+            receivers: Mutex::new(Some((receiver, flush_receiver))),
+            started: AtomicBool::new(false),
             store,
             stats: Arc::default(),
         }
@@ -109,18 +121,42 @@ impl<S: Signal> Exporter<S> {
     /// Queues `item` for `collector`; never waits. Call from within the
     /// runtime.
     pub fn submit(&self, collector: Arc<S::Collector>, item: S::Item) {
-        if let Some(receiver) = self.receiver.lock().expect("exporter lock").take() {
-            let shared = Arc::new(Shared {
-                store: self.store.clone(),
-                stats: self.stats.clone(),
-                channels: Mutex::default(),
-                warned: Mutex::default(),
-            });
-            tokio::spawn(run::<S>(shared, receiver));
+        if !self.started.load(Ordering::Acquire) {
+            self.start();
         }
         if self.queue.try_send((collector, item)).is_err() {
             self.stats.dropped.fetch_add(1, Ordering::Relaxed);
         }
+    }
+
+    /// Starts the task, on the caller's runtime, unless it runs.
+    fn start(&self) {
+        let Some((items, flushes)) = self.receivers.lock().expect("exporter lock").take() else {
+            return;
+        };
+        let shared = Arc::new(Shared {
+            store: self.store.clone(),
+            stats: self.stats.clone(),
+            channels: Mutex::default(),
+            warned: Mutex::default(),
+        });
+        tokio::spawn(run::<S>(shared, items, flushes));
+        self.started.store(true, Ordering::Release);
+    }
+
+    /// Sends what is queued now, without waiting for the batches' time,
+    /// and waits until it is sent (or failed) or `within` has passed (at
+    /// exit: the last second's items would be lost).
+    pub async fn flush(&self, within: Duration) {
+        if !self.started.load(Ordering::Acquire) {
+            // Nothing was ever queued.
+            return;
+        }
+        let (done, sent) = oneshot::channel();
+        if self.flushes.try_send(done).is_err() {
+            return;
+        }
+        let _ = tokio::time::timeout(within, sent).await;
     }
 }
 
@@ -145,52 +181,52 @@ struct Batch<S: Signal> {
 /// only. While a provider's send is in flight its next batch gathers up
 /// to [`MAX_BATCH`] items; beyond that, its items are dropped and counted,
 /// so that memory stays bounded whatever the collector does.
-async fn run<S: Signal>(shared: Arc<Shared>, mut receiver: mpsc::Receiver<Queued<S>>) {
+///
+/// A flush sends every batch at once (a provider's after its send in
+/// flight, if any) and answers when none is left; items queued meanwhile
+/// wait for the next.
+async fn run<S: Signal>(
+    shared: Arc<Shared>,
+    mut receiver: mpsc::Receiver<Queued<S>>,
+    mut flushes: mpsc::Receiver<Flush>,
+) {
     let mut batches: HashMap<String, Batch<S>> = HashMap::new();
-    let mut in_flight: HashSet<String> = HashSet::new();
-    let mut sending: JoinSet<String> = JoinSet::new();
+    // The sends in flight: each task's provider.
+    let mut in_flight: HashMap<task::Id, String> = HashMap::new();
+    let mut sending: JoinSet<()> = JoinSet::new();
     let mut tick = tokio::time::interval(FLUSH_EVERY / 4);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    // Starts the send of `name`'s batch, if it has one and no send is in
-    // flight.
+    // Starts the send of `name`'s batch, if it has one and no send of it
+    // is in flight.
     let start = |name: &str,
                  batches: &mut HashMap<String, Batch<S>>,
-                 in_flight: &mut HashSet<String>,
-                 sending: &mut JoinSet<String>| {
-        if in_flight.contains(name) {
+                 in_flight: &mut HashMap<task::Id, String>,
+                 sending: &mut JoinSet<()>| {
+        if in_flight.values().any(|n| n == name) {
             return;
         }
         let Some(batch) = batches.remove(name) else {
             return;
         };
-        in_flight.insert(name.to_string());
         let shared = shared.clone();
-        let name = name.to_string();
-        sending.spawn(async move {
-            send::<S>(&shared, batch).await;
-            name
-        });
+        let task = sending.spawn(async move { send::<S>(&shared, batch).await });
+        in_flight.insert(task.id(), name.to_string());
+    };
+    // The provider whose send ended (or failed to run).
+    let ended = |done: Result<(task::Id, ()), task::JoinError>,
+                 in_flight: &mut HashMap<task::Id, String>| {
+        let id = match done {
+            Ok((id, ())) => id,
+            Err(e) => e.id(),
+        };
+        in_flight.remove(&id)
     };
     loop {
         tokio::select! {
             received = receiver.recv() => {
-                let Some((collector, item)) = received else { break };
-                let name = collector.provider().to_string();
-                let batch = batches.entry(name.clone()).or_insert_with(|| Batch {
-                    collector: collector.clone(),
-                    since: Instant::now(),
-                    items: Vec::new(),
-                });
-                // The newest provider settings win (a mesh config change).
-                batch.collector = collector;
-                if batch.items.len() >= MAX_BATCH {
-                    // Full, and the send before it still in flight.
-                    shared.stats.dropped.fetch_add(1, Ordering::Relaxed);
-                    continue;
-                }
-                batch.items.push(item);
-                if batch.items.len() >= MAX_BATCH {
-                    start(&name, &mut batches, &mut in_flight, &mut sending);
+                let Some(queued) = received else { break };
+                if let Some(full) = add(&mut batches, queued, &shared.stats) {
+                    start(&full, &mut batches, &mut in_flight, &mut sending);
                 }
             }
             _ = tick.tick() => {
@@ -203,17 +239,60 @@ async fn run<S: Signal>(shared: Arc<Shared>, mut receiver: mpsc::Receiver<Queued
                     start(&name, &mut batches, &mut in_flight, &mut sending);
                 }
             }
-            Some(done) = sending.join_next(), if !sending.is_empty() => {
-                if let Ok(name) = done {
-                    in_flight.remove(&name);
-                    // A full batch waited for this send.
-                    if batches.get(&name).is_some_and(|b| b.items.len() >= MAX_BATCH) {
+            Some(done) = sending.join_next_with_id(), if !sending.is_empty() => {
+                // A full batch waited for this send.
+                if let Some(name) = ended(done, &mut in_flight)
+                    && batches.get(&name).is_some_and(|b| b.items.len() >= MAX_BATCH)
+                {
+                    start(&name, &mut batches, &mut in_flight, &mut sending);
+                }
+            }
+            Some(flush) = flushes.recv() => {
+                // What was queued before the flush, then every batch, each
+                // after its provider's send in flight.
+                while let Ok(queued) = receiver.try_recv() {
+                    add(&mut batches, queued, &shared.stats);
+                }
+                while !(batches.is_empty() && sending.is_empty()) {
+                    let waiting: Vec<String> = batches.keys().cloned().collect();
+                    for name in waiting {
                         start(&name, &mut batches, &mut in_flight, &mut sending);
                     }
+                    if let Some(done) = sending.join_next_with_id().await {
+                        ended(done, &mut in_flight);
+                    }
                 }
+                let _ = flush.send(());
             }
         }
     }
+}
+
+/// Adds an item to its provider's batch; the provider's name when the
+/// batch is full. An item for a full batch (its send waits for the one
+/// in flight) is dropped and counted.
+fn add<S: Signal>(
+    batches: &mut HashMap<String, Batch<S>>,
+    (collector, item): Queued<S>,
+    stats: &Stats,
+) -> Option<String> {
+    let name = collector.provider();
+    let batch = match batches.get_mut(name) {
+        Some(batch) => batch,
+        None => batches.entry(name.to_string()).or_insert_with(|| Batch {
+            collector: collector.clone(),
+            since: Instant::now(),
+            items: Vec::new(),
+        }),
+    };
+    if batch.items.len() >= MAX_BATCH {
+        stats.dropped.fetch_add(1, Ordering::Relaxed);
+        return None;
+    }
+    batch.items.push(item);
+    // The newest provider settings win (a mesh config change).
+    batch.collector = collector.clone();
+    (batch.items.len() >= MAX_BATCH).then(|| collector.provider().to_string())
 }
 
 async fn send<S: Signal>(shared: &Shared, batch: Batch<S>) {

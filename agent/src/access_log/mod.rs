@@ -151,6 +151,19 @@ impl AccessLog {
             Some(Arc::new(otel::Exporter::new(store)));
     }
 
+    /// Sends the records queued for collectors now; waits for at most
+    /// `within`.
+    pub async fn flush_records(&self, within: std::time::Duration) {
+        let exporter = self
+            .exporter
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone();
+        if let Some(exporter) = exporter {
+            exporter.flush(within).await;
+        }
+    }
+
     /// Records sent to collectors by the current exporter: [exported,
     /// dropped, failed].
     pub fn records(&self) -> [u64; 3] {

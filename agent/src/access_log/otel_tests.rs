@@ -223,6 +223,39 @@ async fn records_reach_the_collector_in_one_resource_and_scope() {
 }
 
 #[tokio::test]
+async fn a_flush_sends_what_is_queued_at_once() {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let (tx, mut rx) = mpsc::unbounded_channel();
+    tokio::spawn(
+        tonic::transport::Server::builder()
+            .add_service(LogsServiceServer::new(Receiver(tx)))
+            .serve_with_incoming(tokio_stream::wrappers::TcpListenerStream::new(listener)),
+    );
+    let exporter = Exporter::new(Arc::new(WorkloadStore::default()));
+    // Never started: nothing to wait for.
+    exporter.flush(Duration::from_secs(5)).await;
+    let (collector, format) = Collector::compile(
+        "otel",
+        &OtelAccessLog {
+            service: "127.0.0.1".into(),
+            port: port.into(),
+            ..provider("")
+        },
+    )
+    .unwrap();
+    let record = with_entry(&HeaderMap::new(), |e| record(&format, e, &mut Vec::new()));
+    exporter.submit(Arc::new(collector), record);
+    // Well within the batch's second.
+    exporter.flush(Duration::from_secs(5)).await;
+    assert!(
+        rx.try_recv().is_ok(),
+        "the record was sent when the flush returned"
+    );
+    assert_eq!(exporter.stats.snapshot()[0], 1);
+}
+
+#[tokio::test]
 async fn a_silent_collector_holds_up_its_own_records_only_and_bounds_them() {
     // A collector that is never answered: the kernel completes the
     // connection (the listener's backlog), nothing reads it, and each

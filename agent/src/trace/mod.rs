@@ -60,6 +60,11 @@ impl Tracer {
         }
     }
 
+    /// Sends the spans queued now; waits for at most `within`.
+    pub async fn flush(&self, within: std::time::Duration) {
+        self.exporter.flush(within).await;
+    }
+
     /// What the exporter did, for the agent's metrics.
     pub fn stats(&self) -> &Arc<Stats> {
         &self.exporter.stats
