@@ -93,12 +93,15 @@ type Queued<S> = (Arc<<S as Signal>::Collector>, <S as Signal>::Item);
 /// A request to send everything waiting; answered when it is sent.
 type Flush = oneshot::Sender<()>;
 
+/// The task's ends of the item and flush queues.
+type Receivers<S> = (mpsc::Receiver<Queued<S>>, mpsc::Receiver<Flush>);
+
 /// The queue's sending end; the task starts with the first item.
 pub struct Exporter<S: Signal> {
     queue: mpsc::Sender<Queued<S>>,
     flushes: mpsc::Sender<Flush>,
     /// The task's ends of the queues, until it starts.
-    receivers: Mutex<Option<(mpsc::Receiver<Queued<S>>, mpsc::Receiver<Flush>)>>,
+    receivers: Mutex<Option<Receivers<S>>>,
     started: AtomicBool,
     store: Arc<WorkloadStore>,
     pub stats: Arc<Stats>,
