@@ -10,7 +10,7 @@ use std::time::Duration;
 use anyhow::{Context, Result, bail};
 use serde::Deserialize;
 
-use crate::{Pod, Process, wait_for};
+use crate::{Cluster, Pod, PodSpec, Process, ServicePort, wait_for};
 
 /// How long a receiver may take to start listening.
 const START_TIMEOUT: Duration = Duration::from_secs(10);
@@ -87,6 +87,28 @@ pub struct LogRecord {
 pub fn log_records(receiver: &Process) -> Result<Vec<LogRecord>> {
     parse_lines(&receiver.log(), "{\"body\":")
         .with_context(|| format!("reading {}", receiver.name()))
+}
+
+/// The OpenTelemetry collector of the tests: a receiver on 4317 in the
+/// pod `observability/otel-collector` (on node-1, the namespace made
+/// here, out of the mesh), behind the Service
+/// `otel-collector.observability.svc.cluster.local` (port `grpc-otlp`,
+/// 4317).
+pub fn collector(cluster: &Cluster) -> Result<Process> {
+    cluster.add_namespace("observability", &[])?;
+    let pod = cluster.add_pod(
+        PodSpec::new("node-1", "observability", "otel-collector")
+            .label("app", "otel-collector")
+            .port("grpc-otlp", 4317),
+    )?;
+    let receiver = spawn_receiver(&pod, 4317)?;
+    cluster.add_service(
+        "observability",
+        "otel-collector",
+        &[("app", "otel-collector")],
+        &[ServicePort::tcp("grpc-otlp", 4317, 4317).with_app_protocol("grpc")],
+    )?;
+    Ok(receiver)
 }
 
 /// Starts `weft-sim-http otlp-receiver --port <port>` in `pod` and waits

@@ -14,7 +14,7 @@ use std::io::{Read as _, Write as _};
 
 use anyhow::{Context as _, Result, ensure};
 use common::*;
-use weft_sim::{Cluster, PodSpec, ServicePort, httpapp, otlp, wait_for};
+use weft_sim::{Cluster, ServicePort, httpapp, otlp, wait_for};
 
 /// The agent's access-log lines (Envoy text lines start with `[`, JSON
 /// ones with `{`; the agent's own log lines start with a timestamp) that
@@ -474,19 +474,7 @@ fn otel_providers_send_each_line_to_the_collector() -> Result<()> {
     let cluster = Cluster::builder().nodes(2).build()?;
     cluster.with_logs(|cluster| {
         let (_api, web, vip) = shop_api_and_front_web(cluster)?;
-        cluster.add_namespace("observability", &[])?;
-        let collector = cluster.add_pod(
-            PodSpec::new("node-1", "observability", "otel-collector")
-                .label("app", "otel-collector")
-                .port("grpc-otlp", 4317),
-        )?;
-        let receiver = otlp::spawn_receiver(&collector, 4317)?;
-        cluster.add_service(
-            "observability",
-            "otel-collector",
-            &[("app", "otel-collector")],
-            &[ServicePort::tcp("grpc-otlp", 4317, 4317).with_app_protocol("grpc")],
-        )?;
+        let receiver = otlp::collector(cluster)?;
         apply(
             cluster,
             "mesh-config",

@@ -15,7 +15,7 @@ mod common;
 use anyhow::{Context as _, Result, ensure};
 use common::*;
 use weft_sim::{
-    Cluster, PodSpec, Process, ServicePort, httpapp,
+    Cluster, Process, ServicePort, httpapp,
     otlp::{self, SPAN_TIMEOUT, Span},
 };
 
@@ -91,22 +91,10 @@ fn call(web: &weft_sim::Pod, base: &str, headers: &[String]) -> Result<serde_jso
 fn a_request_through_two_services_is_one_trace() -> Result<()> {
     let cluster = Cluster::builder().nodes(2).build()?;
     cluster.with_logs(|cluster| {
-        cluster.add_namespace("observability", &[])?;
         for ns in ["shop", "front"] {
             cluster.add_namespace(ns, &[AMBIENT])?;
         }
-        let collector = cluster.add_pod(
-            PodSpec::new("node-1", "observability", "otel-collector")
-                .label("app", "otel-collector")
-                .port("grpc-otlp", 4317),
-        )?;
-        let mut receiver = otlp::spawn_receiver(&collector, 4317)?;
-        cluster.add_service(
-            "observability",
-            "otel-collector",
-            &[("app", "otel-collector")],
-            &[ServicePort::tcp("grpc-otlp", 4317, 4317).with_app_protocol("grpc")],
-        )?;
+        let mut receiver = otlp::collector(cluster)?;
         let _reviews = backend(
             cluster,
             "node-1",

@@ -178,26 +178,37 @@ impl LogsService for Receiver {
     }
 }
 
-#[tokio::test]
-async fn records_reach_the_collector_in_one_resource_and_scope() {
+/// A collector on loopback: its port, and the requests it gets.
+async fn receiver() -> (u16, mpsc::UnboundedReceiver<ExportLogsServiceRequest>) {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let port = listener.local_addr().unwrap().port();
-    let (tx, mut rx) = mpsc::unbounded_channel();
+    let (tx, rx) = mpsc::unbounded_channel();
     tokio::spawn(
         tonic::transport::Server::builder()
             .add_service(LogsServiceServer::new(Receiver(tx)))
             .serve_with_incoming(tokio_stream::wrappers::TcpListenerStream::new(listener)),
     );
-    let exporter = Exporter::new(Arc::new(WorkloadStore::default()));
-    let (collector, format) = Collector::compile(
-        "otel",
+    (port, rx)
+}
+
+/// The provider `name`, sending to 127.0.0.1:`port`.
+fn at_loopback(name: &str, port: u16) -> (Collector, Format) {
+    Collector::compile(
+        name,
         &OtelAccessLog {
             service: "127.0.0.1".into(),
             port: port.into(),
             ..provider("")
         },
     )
-    .unwrap();
+    .unwrap()
+}
+
+#[tokio::test]
+async fn records_reach_the_collector_in_one_resource_and_scope() {
+    let (port, mut rx) = receiver().await;
+    let exporter = Exporter::new(Arc::new(WorkloadStore::default()));
+    let (collector, format) = at_loopback("otel", port);
     let collector = Arc::new(collector);
     for _ in 0..2 {
         let record = with_entry(&HeaderMap::new(), |e| record(&format, e, &mut Vec::new()));
@@ -224,26 +235,11 @@ async fn records_reach_the_collector_in_one_resource_and_scope() {
 
 #[tokio::test]
 async fn a_flush_sends_what_is_queued_at_once() {
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let port = listener.local_addr().unwrap().port();
-    let (tx, mut rx) = mpsc::unbounded_channel();
-    tokio::spawn(
-        tonic::transport::Server::builder()
-            .add_service(LogsServiceServer::new(Receiver(tx)))
-            .serve_with_incoming(tokio_stream::wrappers::TcpListenerStream::new(listener)),
-    );
+    let (port, mut rx) = receiver().await;
     let exporter = Exporter::new(Arc::new(WorkloadStore::default()));
     // Never started: nothing to wait for.
     exporter.flush(Duration::from_secs(5)).await;
-    let (collector, format) = Collector::compile(
-        "otel",
-        &OtelAccessLog {
-            service: "127.0.0.1".into(),
-            port: port.into(),
-            ..provider("")
-        },
-    )
-    .unwrap();
+    let (collector, format) = at_loopback("otel", port);
     let record = with_entry(&HeaderMap::new(), |e| record(&format, e, &mut Vec::new()));
     exporter.submit(Arc::new(collector), record);
     // Well within the batch's second.
@@ -262,30 +258,11 @@ async fn a_silent_collector_holds_up_its_own_records_only_and_bounds_them() {
     // export to it waits for its timeout (5 s).
     let silent = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     let silent_port = silent.local_addr().unwrap().port();
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let port = listener.local_addr().unwrap().port();
-    let (tx, mut rx) = mpsc::unbounded_channel();
-    tokio::spawn(
-        tonic::transport::Server::builder()
-            .add_service(LogsServiceServer::new(Receiver(tx)))
-            .serve_with_incoming(tokio_stream::wrappers::TcpListenerStream::new(listener)),
-    );
+    let (port, mut rx) = receiver().await;
     let exporter = Exporter::new(Arc::new(WorkloadStore::default()));
-    let collector = |name: &str, port: u16| {
-        let (mut c, format) = Collector::compile(
-            name,
-            &OtelAccessLog {
-                service: "127.0.0.1".into(),
-                port: port.into(),
-                ..provider("")
-            },
-        )
-        .unwrap();
-        c.provider = name.into();
-        (Arc::new(c), format)
-    };
-    let (stuck, format) = collector("silent", silent_port);
-    let (fine, _) = collector("fine", port);
+    let (stuck, format) = at_loopback("silent", silent_port);
+    let (fine, _) = at_loopback("fine", port);
+    let (stuck, fine) = (Arc::new(stuck), Arc::new(fine));
     let one = || with_entry(&HeaderMap::new(), |e| record(&format, e, &mut Vec::new()));
     // A full batch: sent at once, and stuck.
     for _ in 0..512 {

@@ -318,29 +318,27 @@ impl Collector for HealthCollector {
             MetricType::Gauge,
             &capacity,
         )?;
-        let [exported, dropped, failed] = self.health.spans;
+        // What the OTLP exporters did with what they were given.
+        let outcomes = |[exported, dropped, failed]: [u64; 3]| {
+            [
+                ("exported", exported),
+                ("dropped", dropped),
+                ("failed", failed),
+            ]
+        };
         labelled(
             "weft_agent_spans",
             "Trace spans sent to collectors, by outcome (exported; dropped: the queue was full; failed: the export failed)",
             "outcome",
             MetricType::Counter,
-            &[
-                ("exported", exported),
-                ("dropped", dropped),
-                ("failed", failed),
-            ],
+            &outcomes(self.health.spans),
         )?;
-        let [exported, dropped, failed] = crate::access_log::global().records();
         labelled(
             "weft_agent_access_log_records",
             "Access-log records sent to OpenTelemetry collectors (envoyOtelAls), by outcome (exported; dropped: the queue was full; failed: the export failed)",
             "outcome",
             MetricType::Counter,
-            &[
-                ("exported", exported),
-                ("dropped", dropped),
-                ("failed", failed),
-            ],
+            &outcomes(crate::access_log::global().records()),
         )?;
         let runs: Vec<(&str, u64)> = self
             .health
