@@ -29,9 +29,11 @@ use tonic::transport::{Channel, Endpoint};
 
 use crate::state::WorkloadStore;
 
-/// Items waiting to be sent, across providers.
+/// Items waiting to be taken by the task, across providers; and items
+/// waiting for a provider's send in flight.
 const QUEUE: usize = 4096;
-/// A batch is sent when it has this many items...
+/// A batch is sent when it has this many items (a request carries at
+/// most this many)...
 const MAX_BATCH: usize = 512;
 /// ...or this long after its first item.
 const FLUSH_EVERY: Duration = Duration::from_secs(1);
@@ -70,7 +72,8 @@ pub trait Signal: Send + 'static {
 pub struct Stats {
     /// Items a collector accepted.
     pub exported: AtomicU64,
-    /// Items dropped because the queue was full.
+    /// Items dropped because the queue was full, or [`QUEUE`] items of
+    /// the provider already waited for its collector.
     pub dropped: AtomicU64,
     /// Items lost to a failed export (no endpoint, refused, timed out).
     pub failed: AtomicU64,
@@ -156,10 +159,12 @@ impl<S: Signal> Exporter<S> {
             return;
         }
         let (done, sent) = oneshot::channel();
-        if self.flushes.try_send(done).is_err() {
-            return;
-        }
-        let _ = tokio::time::timeout(within, sent).await;
+        let _ = tokio::time::timeout(within, async {
+            if self.flushes.send(done).await.is_ok() {
+                let _ = sent.await;
+            }
+        })
+        .await;
     }
 }
 
@@ -181,13 +186,15 @@ struct Batch<S: Signal> {
 /// Batches items per provider and sends each provider's batches one at a
 /// time, providers side by side: a collector that is slow or silent
 /// (each send may wait [`EXPORT_TIMEOUT`]) holds up its own provider
-/// only. While a provider's send is in flight its next batch gathers up
-/// to [`MAX_BATCH`] items; beyond that, its items are dropped and counted,
-/// so that memory stays bounded whatever the collector does.
+/// only. While a provider's send is in flight its items wait, up to
+/// [`QUEUE`] of them (a burst fits, as it fits the queue), and go
+/// [`MAX_BATCH`] at a time once the send ends; beyond that, they are
+/// dropped and counted, so that memory stays bounded whatever the
+/// collector does.
 ///
-/// A flush sends every batch at once (a provider's after its send in
-/// flight, if any) and answers when none is left; items queued meanwhile
-/// wait for the next.
+/// A flush takes what is queued when it comes, sends every batch at
+/// once (a provider's after its send in flight, if any) and answers when
+/// none is left.
 async fn run<S: Signal>(
     shared: Arc<Shared>,
     mut receiver: mpsc::Receiver<Queued<S>>,
@@ -199,8 +206,8 @@ async fn run<S: Signal>(
     let mut sending: JoinSet<()> = JoinSet::new();
     let mut tick = tokio::time::interval(FLUSH_EVERY / 4);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    // Starts the send of `name`'s batch, if it has one and no send of it
-    // is in flight.
+    // Starts the send of `name`'s batch (its first MAX_BATCH items), if
+    // it has one and no send of it is in flight.
     let start = |name: &str,
                  batches: &mut HashMap<String, Batch<S>>,
                  in_flight: &mut HashMap<task::Id, String>,
@@ -208,8 +215,14 @@ async fn run<S: Signal>(
         if in_flight.values().any(|n| n == name) {
             return;
         }
-        let Some(batch) = batches.remove(name) else {
-            return;
+        let batch = match batches.get_mut(name) {
+            None => return,
+            Some(waiting) if waiting.items.len() > MAX_BATCH => Batch {
+                collector: waiting.collector.clone(),
+                since: waiting.since,
+                items: waiting.items.drain(..MAX_BATCH).collect(),
+            },
+            Some(_) => batches.remove(name).expect("just found"),
         };
         let shared = shared.clone();
         let task = sending.spawn(async move { send::<S>(&shared, batch).await });
@@ -243,18 +256,22 @@ async fn run<S: Signal>(
                 }
             }
             Some(done) = sending.join_next_with_id(), if !sending.is_empty() => {
-                // A full batch waited for this send.
+                // A full or due batch waited for this send.
                 if let Some(name) = ended(done, &mut in_flight)
-                    && batches.get(&name).is_some_and(|b| b.items.len() >= MAX_BATCH)
+                    && batches.get(&name).is_some_and(|b| {
+                        b.items.len() >= MAX_BATCH || b.since.elapsed() >= FLUSH_EVERY
+                    })
                 {
                     start(&name, &mut batches, &mut in_flight, &mut sending);
                 }
             }
             Some(flush) = flushes.recv() => {
-                // What was queued before the flush, then every batch, each
-                // after its provider's send in flight.
+                // What is queued now, then every batch, each after its
+                // provider's send in flight.
                 while let Ok(queued) = receiver.try_recv() {
-                    add(&mut batches, queued, &shared.stats);
+                    if let Some(full) = add(&mut batches, queued, &shared.stats) {
+                        start(&full, &mut batches, &mut in_flight, &mut sending);
+                    }
                 }
                 while !(batches.is_empty() && sending.is_empty()) {
                     let waiting: Vec<String> = batches.keys().cloned().collect();
@@ -272,8 +289,8 @@ async fn run<S: Signal>(
 }
 
 /// Adds an item to its provider's batch; the provider's name when the
-/// batch is full. An item for a full batch (its send waits for the one
-/// in flight) is dropped and counted.
+/// batch is full. An item beyond [`QUEUE`] waiting for the provider's
+/// send in flight is dropped and counted.
 fn add<S: Signal>(
     batches: &mut HashMap<String, Batch<S>>,
     (collector, item): Queued<S>,
@@ -288,7 +305,7 @@ fn add<S: Signal>(
             items: Vec::new(),
         }),
     };
-    if batch.items.len() >= MAX_BATCH {
+    if batch.items.len() >= QUEUE {
         stats.dropped.fetch_add(1, Ordering::Relaxed);
         return None;
     }

@@ -328,14 +328,14 @@ impl Collector for HealthCollector {
         };
         labelled(
             "weft_agent_spans",
-            "Trace spans sent to collectors, by outcome (exported; dropped: the queue was full; failed: the export failed)",
+            "Trace spans sent to collectors, by outcome (exported; dropped: the queue was full or the collector fell behind; failed: the export failed)",
             "outcome",
             MetricType::Counter,
             &outcomes(self.health.spans),
         )?;
         labelled(
             "weft_agent_access_log_records",
-            "Access-log records sent to OpenTelemetry collectors (envoyOtelAls), by outcome (exported; dropped: the queue was full; failed: the export failed)",
+            "Access-log records sent to OpenTelemetry collectors (envoyOtelAls), by outcome (exported; dropped: the queue was full, the collector fell behind, or the agent was starting; failed: the export failed)",
             "outcome",
             MetricType::Counter,
             &outcomes(crate::access_log::global().records()),
