@@ -469,11 +469,20 @@ fn file_providers_from_the_mesh_config_as_telemetry_names_them() -> Result<()> {
 /// newline kept), the labels as string attributes, the request's start
 /// as the record's time, the ids of each side's span (the request is
 /// traced, to the same collector), an empty resource; nothing on stdout.
+/// A TCP connection's lines go there too.
 #[test]
 fn otel_providers_send_each_line_to_the_collector() -> Result<()> {
     let cluster = Cluster::builder().nodes(2).build()?;
     cluster.with_logs(|cluster| {
         let (_api, web, vip) = shop_api_and_front_web(cluster)?;
+        // An opaque TCP port.
+        let _db = backend(cluster, "node-2", "shop", "db", &[("app", "db")], 9090, &[])?;
+        let db = cluster.add_service(
+            "shop",
+            "db",
+            &[("app", "db")],
+            &[ServicePort::tcp("tcp", 9090, 9090)],
+        )?;
         let receiver = otlp::collector(cluster)?;
         apply(
             cluster,
@@ -554,6 +563,23 @@ fn otel_providers_send_each_line_to_the_collector() -> Result<()> {
             lines(cluster, "node-1", &path)?.is_empty() && lines(cluster, "node-2", &path)?.is_empty(),
             "the provider replaced stdout"
         );
+        // A TCP connection: one record from each side, by its cluster.
+        ensure!(get(&web, &format!("http://{db}:9090"), "/over-tcp")? == 200);
+        let l4 = [
+            "outbound|9090||db.shop.svc.cluster.local",
+            "inbound|9090||",
+        ];
+        converge("both sides' TCP records", || {
+            std::thread::sleep(std::time::Duration::from_millis(500));
+            let records = otlp::log_records(&receiver)?;
+            Ok(l4.iter().all(|cluster| {
+                records.iter().any(|r| {
+                    r.attributes.get("upstream_cluster").map(String::as_str) == Some(*cluster)
+                        && r.attributes["code"] == "0"
+                        && r.body.contains("\"- - -\" 0 - ")
+                })
+            }))
+        })?;
         // Each agent counts what it exported.
         for node in ["node-1", "node-2"] {
             let metrics = cluster.node(node)?.agent_metrics()?;
