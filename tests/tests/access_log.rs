@@ -107,19 +107,26 @@ fn shop_api_and_front_web(
     Ok((api, web, vip))
 }
 
+/// `shop/db` on node-2, an opaque TCP port (9090) behind its Service;
+/// the backend and the Service's VIP.
+fn shop_db(cluster: &Cluster) -> Result<(Backend, std::net::Ipv4Addr)> {
+    let db = backend(cluster, "node-2", "shop", "db", &[("app", "db")], 9090, &[])?;
+    let vip = cluster.add_service(
+        "shop",
+        "db",
+        &[("app", "db")],
+        &[ServicePort::tcp("tcp", 9090, 9090)],
+    )?;
+    Ok((db, vip))
+}
+
 #[test]
 fn access_logs_in_envoys_formats_as_telemetry_says() -> Result<()> {
     let cluster = Cluster::builder().nodes(2).build()?;
     cluster.with_logs(|cluster| {
         let (api, web, vip) = shop_api_and_front_web(cluster)?;
         // An opaque TCP port, on a pod the HTTP policy does not pick.
-        let _db = backend(cluster, "node-2", "shop", "db", &[("app", "db")], 9090, &[])?;
-        let db = cluster.add_service(
-            "shop",
-            "db",
-            &[("app", "db")],
-            &[ServicePort::tcp("tcp", 9090, 9090)],
-        )?;
+        let (_db, db) = shop_db(cluster)?;
         // A service without endpoints: 503 UH.
         let ghost = cluster.add_service(
             "shop",
@@ -475,14 +482,7 @@ fn otel_providers_send_each_line_to_the_collector() -> Result<()> {
     let cluster = Cluster::builder().nodes(2).build()?;
     cluster.with_logs(|cluster| {
         let (_api, web, vip) = shop_api_and_front_web(cluster)?;
-        // An opaque TCP port.
-        let _db = backend(cluster, "node-2", "shop", "db", &[("app", "db")], 9090, &[])?;
-        let db = cluster.add_service(
-            "shop",
-            "db",
-            &[("app", "db")],
-            &[ServicePort::tcp("tcp", 9090, 9090)],
-        )?;
+        let (_db, db) = shop_db(cluster)?;
         let receiver = otlp::collector(cluster)?;
         apply(
             cluster,
