@@ -282,7 +282,15 @@ impl Node {
             bail!("{err:#}\nnew agent:\n{}", self.agent_log_tail(60));
         }
         self.wait_agent_ready(cfg.ready_timeout)?;
-        if !old.log().contains("handed this node over") {
+        // The old agent logs the handover once the new one has the
+        // sockets, through its log's batching writer: the new agent can
+        // be ready before that line is written.
+        let logged = wait_for(
+            &format!("the old agent of {} to log the handover", self.name),
+            cfg.ready_timeout,
+            || Ok(old.log().contains("handed this node over").then_some(())),
+        );
+        if logged.is_err() {
             let tail = old.log_tail(40);
             retire(old);
             bail!(
