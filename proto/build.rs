@@ -14,6 +14,7 @@ const PROTOS: &[&str] = &[
     "weft/telemetry/v1/tracing.proto",
     "weft/telemetry/v1/metrics.proto",
     "envoy/service/auth/v3/external_auth.proto",
+    "envoy/service/accesslog/v3/als.proto",
 ];
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {

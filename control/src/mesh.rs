@@ -19,7 +19,7 @@ use std::{path::Path, sync::LazyLock};
 use serde::Deserialize;
 
 pub use self::access_log::{
-    ENVOY_PROVIDER, EnvoyFileAccessLog, EnvoyOtelAls, Labels, LogFormat, STDOUT,
+    ENVOY_PROVIDER, EnvoyFileAccessLog, EnvoyGrpcAls, EnvoyOtelAls, Labels, LogFormat, STDOUT,
 };
 use crate::{
     kinds::{Ignored, istio::Duration},
@@ -161,12 +161,12 @@ pub struct ExtensionProvider {
     /// collector.
     #[serde(default)]
     pub envoy_otel_als: Option<EnvoyOtelAls>,
-    /// Envoy's own gRPC access-log services: accepted, but nothing is
-    /// sent to them.
+    /// Envoy's own gRPC Access Log Service: an entry per request and
+    /// per connection, streamed to it.
     #[serde(default)]
-    pub envoy_http_als: Option<Ignored>,
+    pub envoy_http_als: Option<EnvoyGrpcAls>,
     #[serde(default)]
-    pub envoy_tcp_als: Option<Ignored>,
+    pub envoy_tcp_als: Option<EnvoyGrpcAls>,
 }
 
 /// An `extensionProviders` entry's kind: the field it is set in.
@@ -597,6 +597,12 @@ impl MeshConfig {
             }
             if let Some(als) = &p.envoy_otel_als {
                 MeshConfig::check_otel_als(&at, als)?;
+            }
+            if let Some(als) = &p.envoy_http_als {
+                MeshConfig::check_grpc_als(&format!("{at}.envoyHttpAls"), als)?;
+            }
+            if let Some(als) = &p.envoy_tcp_als {
+                MeshConfig::check_grpc_als(&format!("{at}.envoyTcpAls"), als)?;
             }
             if let Some(grpc) = &p.envoy_ext_authz_grpc {
                 let at = format!("{at}.envoyExtAuthzGrpc");

@@ -1,6 +1,9 @@
 //! Tests of [`super`]: reading and checking MeshConfig.
 
-use weft_proto::telemetry::{AccessLogProvider, Encoding, MeshAccessLog, OtelAccessLog};
+use weft_proto::telemetry::{
+    AccessLogProvider, Encoding, GrpcAccessLog, MeshAccessLog, OtelAccessLog,
+    grpc_access_log::Kind as GrpcKind,
+};
 
 use super::*;
 use crate::model::access_log::format;
@@ -327,24 +330,98 @@ extensionProviders:
     );
     // File providers are listed, the built-in `envoy` among them, the
     // OpenTelemetry ones with their collector, and Envoy's gRPC kinds
-    // with neither.
-    let names: Vec<(String, bool, bool)> = mesh
+    // with their service.
+    let names: Vec<(String, [bool; 3])> = mesh
         .access_log_providers()
         .into_iter()
-        .map(|p| (p.name, p.output.is_some(), p.otel.is_some()))
+        .map(|p| {
+            let set = [p.output.is_some(), p.otel.is_some(), p.grpc.is_some()];
+            (p.name, set)
+        })
         .collect();
     let expected = [
-        ("envoy", true, false),
-        ("json-file", true, false),
-        ("text-file", true, false),
-        ("otel-als", false, true),
-        ("http-als", false, false),
-        ("tcp-als", false, false),
+        ("envoy", [true, false, false]),
+        ("json-file", [true, false, false]),
+        ("text-file", [true, false, false]),
+        ("otel-als", [false, true, false]),
+        ("http-als", [false, false, true]),
+        ("tcp-als", [false, false, true]),
     ];
+    assert_eq!(names, expected.map(|(n, set)| (n.to_string(), set)));
+}
+
+/// The `envoyHttpAls` or `envoyTcpAls` provider `name`'s service.
+fn grpc_als(mesh: &MeshConfig, name: &str) -> GrpcAccessLog {
+    mesh.access_log_providers()
+        .into_iter()
+        .find(|p| p.name == name)
+        .and_then(|p| p.grpc)
+        .unwrap_or_else(|| panic!("no access-log service for {name}"))
+}
+
+#[test]
+fn grpc_providers_take_istios_log_names_and_their_headers() {
+    let mesh = MeshConfig::parse(
+        r#"
+extensionProviders:
+- name: HTTP-ALS
+  envoyHttpAls:
+    service: als.observability.svc.cluster.local
+    port: 9000
+    additionalRequestHeadersToLog: [X-Tenant, user-agent]
+    additionalResponseHeadersToLog: [X-Cache]
+    filterStateObjectsToLog: [upstream_peer]
+- name: tcp
+  envoyTcpAls: {service: observability/als, port: 9001, logName: mine}
+"#,
+    )
+    .unwrap();
     assert_eq!(
-        names,
-        expected.map(|(n, file, otel)| (n.to_string(), file, otel))
+        grpc_als(&mesh, "http-als"),
+        GrpcAccessLog {
+            kind: GrpcKind::Http as i32,
+            service: "als.observability.svc.cluster.local".into(),
+            port: 9000,
+            log_name: "http_envoy_accesslog".into(),
+            request_headers: vec!["x-tenant".into(), "user-agent".into()],
+            response_headers: vec!["x-cache".into()],
+        },
+        "istiod's default log name; header names lower-cased"
     );
+    assert_eq!(
+        grpc_als(&mesh, "tcp"),
+        GrpcAccessLog {
+            kind: GrpcKind::Tcp as i32,
+            service: "observability/als".into(),
+            port: 9001,
+            log_name: "mine".into(),
+            ..Default::default()
+        }
+    );
+}
+
+#[test]
+fn grpc_providers_name_their_service_and_headers() {
+    for (kind, yaml, error) in [
+        ("envoyHttpAls", "{port: 9000}", ".service: must be set"),
+        (
+            "envoyTcpAls",
+            "{service: als, port: 70000}",
+            ".port: 70000 is not a port (1-65535)",
+        ),
+        (
+            "envoyHttpAls",
+            "{service: als, port: 9000, additionalRequestHeadersToLog: [ok, 'bad name']}",
+            ".additionalRequestHeadersToLog[1]: `bad name` is not a header name",
+        ),
+    ] {
+        let got = MeshConfig::parse(&format!(
+            "extensionProviders:\n- name: als\n  {kind}: {yaml}\n"
+        ))
+        .unwrap_err();
+        let error = format!("extensionProviders[0].{kind}{error}");
+        assert!(got.contains(&error), "{yaml}: {got}");
+    }
 }
 
 /// The `envoyOtelAls` provider `name`'s collector and record.
@@ -493,7 +570,7 @@ extensionProviders:
         AccessLogProvider {
             name: "envoy".into(),
             output: Some(text_log(STDOUT, format::DEFAULT_TEXT)),
-            otel: None,
+            ..Default::default()
         }
     );
 }

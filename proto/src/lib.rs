@@ -35,6 +35,15 @@ pub use generated::envoy::config::core::v3 as core;
 /// AuthorizationPolicies.
 pub use generated::envoy::service::auth::v3 as ext_authz;
 
+/// `envoy.service.accesslog.v3`: Envoy's gRPC Access Log Service
+/// (`AccessLogService/StreamAccessLogs`), which weft's agent streams the
+/// entries of `envoyHttpAls` and `envoyTcpAls` providers to.
+pub use generated::envoy::service::accesslog::v3 as als;
+
+/// `envoy.data.accesslog.v3`: the entries an access-log service gets
+/// (`HTTPAccessLogEntry`, `TCPAccessLogEntry`).
+pub use generated::envoy::data::accesslog::v3 as access_log_entry;
+
 /// `envoy.type.v3`: `HttpStatus` (ext_authz answers).
 pub use generated::envoy::r#type::v3 as envoy_type;
 
@@ -121,6 +130,18 @@ mod generated {
             pub mod auth {
                 pub mod v3 {
                     include!(concat!(env!("OUT_DIR"), "/envoy.service.auth.v3.rs"));
+                }
+            }
+            pub mod accesslog {
+                pub mod v3 {
+                    include!(concat!(env!("OUT_DIR"), "/envoy.service.accesslog.v3.rs"));
+                }
+            }
+        }
+        pub mod data {
+            pub mod accesslog {
+                pub mod v3 {
+                    include!(concat!(env!("OUT_DIR"), "/envoy.data.accesslog.v3.rs"));
                 }
             }
         }

@@ -1,13 +1,17 @@
 //! MeshConfig's access logging: `accessLogEncoding` and `accessLogFormat`
-//! checked, the `envoyFileAccessLog` and `envoyOtelAls` providers read
-//! and compiled into the outputs and collectors agents write to, and
+//! checked, the `envoyFileAccessLog`, `envoyOtelAls`, `envoyHttpAls` and
+//! `envoyTcpAls` providers read and compiled into the outputs, collectors
+//! and access-log services agents write to, and
 //! `defaultProviders.accessLogging`.
 
 use serde::{
     Deserialize, Deserializer,
     de::{MapAccess, Visitor},
 };
-use weft_proto::telemetry::{AccessLogProvider, Encoding, MeshAccessLog, OtelAccessLog};
+use weft_proto::telemetry::{
+    AccessLogProvider, Encoding, GrpcAccessLog, MeshAccessLog, OtelAccessLog,
+    grpc_access_log::Kind as GrpcKind,
+};
 
 use super::{MeshConfig, ProviderKind};
 use crate::model::access_log::{format, mesh_access_log};
@@ -56,6 +60,33 @@ pub struct EnvoyOtelAls {
     /// format); `labels`: its attributes. Both may be set.
     #[serde(default)]
     pub log_format: Option<LogFormat>,
+}
+
+/// `envoyHttpAls` and `envoyTcpAls`: entries streamed to Envoy's gRPC
+/// Access Log Service (the additional headers are `envoyHttpAls`'s only).
+#[derive(Debug, Clone, Default, PartialEq, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct EnvoyGrpcAls {
+    /// The service: a hostname, `<namespace>/<hostname>`, or an IP.
+    #[serde(default)]
+    pub service: String,
+    #[serde(default)]
+    pub port: u32,
+    /// The stream's `identifier.log_name`; empty: istiod's default.
+    #[serde(default)]
+    pub log_name: String,
+    /// Accepted: weft keeps no Envoy filter state to log (istiod's
+    /// default, Istio's peer metadata, is not sent either).
+    #[serde(default)]
+    pub filter_state_objects_to_log: Vec<String>,
+    #[serde(default)]
+    pub additional_request_headers_to_log: Vec<String>,
+    #[serde(default)]
+    pub additional_response_headers_to_log: Vec<String>,
+    /// Accepted: weft's agent does not keep a response's trailers for
+    /// its logs (weft-control warns).
+    #[serde(default)]
+    pub additional_response_trailers_to_log: Vec<String>,
 }
 
 /// `envoyFileAccessLog.logFormat`: `text` or `labels`, not both (checked
@@ -132,11 +163,10 @@ impl MeshConfig {
     /// name lower-cased: every `envoyFileAccessLog` provider of
     /// [`MeshConfig::providers`] with its output (the built-in `envoy`, at
     /// `/dev/stdout`, among them unless an entry named `envoy` replaces
-    /// it), every `envoyOtelAls` with its collector, and with neither
-    /// Envoy's own gRPC kinds (`envoyHttpAls`, `envoyTcpAls`), which
-    /// istiod builds and weft does not send to; except one whose name,
-    /// ignoring case, an earlier provider takes (a name never resolves to
-    /// it).
+    /// it), every `envoyOtelAls` with its collector, and every
+    /// `envoyHttpAls` and `envoyTcpAls` with its access-log service;
+    /// except one whose name, ignoring case, an earlier provider takes (a
+    /// name never resolves to it).
     ///
     /// Formats are Istio's (`telemetryAccessLog`): `envoy` without a
     /// `logFormat` (nor `omitEmptyValues`) takes MeshConfig's
@@ -154,20 +184,38 @@ impl MeshConfig {
                 continue;
             }
             seen.push(name.clone());
-            let (output, otel) = match (p.kind(), &p.envoy_file_access_log, &p.envoy_otel_als) {
-                (Some(ProviderKind::EnvoyFileAccessLog), Some(file), _) => {
-                    (Some(self.file_output(p.name == ENVOY_PROVIDER, file)), None)
+            let mut provider = AccessLogProvider {
+                name,
+                ..Default::default()
+            };
+            match p.kind() {
+                Some(ProviderKind::EnvoyFileAccessLog) => {
+                    let Some(file) = &p.envoy_file_access_log else {
+                        continue;
+                    };
+                    provider.output = Some(self.file_output(p.name == ENVOY_PROVIDER, file));
                 }
-                (Some(ProviderKind::EnvoyOtelAls), _, Some(als)) => (None, Some(otel_output(als))),
-                // istiod builds these loggers (gRPC to Envoy's own
-                // access-log service), so naming one is not falling back
-                // to `accessLogFile`; weft sends them nothing.
-                (Some(ProviderKind::EnvoyHttpAls | ProviderKind::EnvoyTcpAls), _, _) => {
-                    (None, None)
+                Some(ProviderKind::EnvoyOtelAls) => {
+                    let Some(als) = &p.envoy_otel_als else {
+                        continue;
+                    };
+                    provider.otel = Some(otel_output(als));
+                }
+                Some(ProviderKind::EnvoyHttpAls) => {
+                    let Some(als) = &p.envoy_http_als else {
+                        continue;
+                    };
+                    provider.grpc = Some(grpc_output(GrpcKind::Http, als));
+                }
+                Some(ProviderKind::EnvoyTcpAls) => {
+                    let Some(als) = &p.envoy_tcp_als else {
+                        continue;
+                    };
+                    provider.grpc = Some(grpc_output(GrpcKind::Tcp, als));
                 }
                 _ => continue,
-            };
-            out.push(AccessLogProvider { name, output, otel });
+            }
+            out.push(provider);
         }
         out
     }
@@ -235,6 +283,38 @@ impl MeshConfig {
         if let Some(labels) = &log_format.labels {
             format::parse_fields(labels.0.iter().map(|(k, v)| (k.as_str(), v.as_str())))
                 .map_err(|(key, e)| format!("{at}.logFormat.labels.{key}: {e}"))?;
+        }
+        Ok(())
+    }
+
+    /// An `envoyHttpAls` or `envoyTcpAls` (`at` names it) names its
+    /// service, and its header names are header names.
+    pub(super) fn check_grpc_als(at: &str, als: &EnvoyGrpcAls) -> Result<(), String> {
+        if als.service.is_empty() {
+            return Err(format!("{at}.service: must be set"));
+        }
+        if !(1..=65535).contains(&als.port) {
+            return Err(format!("{at}.port: {} is not a port (1-65535)", als.port));
+        }
+        for (field, names) in [
+            (
+                "additionalRequestHeadersToLog",
+                &als.additional_request_headers_to_log,
+            ),
+            (
+                "additionalResponseHeadersToLog",
+                &als.additional_response_headers_to_log,
+            ),
+            (
+                "additionalResponseTrailersToLog",
+                &als.additional_response_trailers_to_log,
+            ),
+        ] {
+            for (i, name) in names.iter().enumerate() {
+                if http::HeaderName::from_bytes(name.as_bytes()).is_err() {
+                    return Err(format!("{at}.{field}[{i}]: `{name}` is not a header name"));
+                }
+            }
         }
         Ok(())
     }
@@ -311,5 +391,33 @@ fn otel_output(als: &EnvoyOtelAls) -> OtelAccessLog {
         // Validation parsed them already.
         body: format::parse(body).unwrap_or_default(),
         attributes: format::parse_fields(labels).unwrap_or_default(),
+    }
+}
+
+/// An `envoyHttpAls` or `envoyTcpAls` provider's service and entries, as
+/// istiod sets Envoy's `http_grpc` and `tcp_grpc` access loggers: the log
+/// name defaults to `http_envoy_accesslog` or `tcp_envoy_accesslog`, and
+/// only `envoyHttpAls` logs additional headers.
+fn grpc_output(kind: GrpcKind, als: &EnvoyGrpcAls) -> GrpcAccessLog {
+    let (default_name, request_headers, response_headers) = match kind {
+        GrpcKind::Http => (
+            "http_envoy_accesslog",
+            &als.additional_request_headers_to_log[..],
+            &als.additional_response_headers_to_log[..],
+        ),
+        GrpcKind::Tcp => ("tcp_envoy_accesslog", &[][..], &[][..]),
+    };
+    let lower = |names: &[String]| names.iter().map(|n| n.to_ascii_lowercase()).collect();
+    GrpcAccessLog {
+        kind: kind as i32,
+        service: als.service.clone(),
+        port: als.port,
+        log_name: if als.log_name.is_empty() {
+            default_name.to_string()
+        } else {
+            als.log_name.clone()
+        },
+        request_headers: lower(request_headers),
+        response_headers: lower(response_headers),
     }
 }

@@ -243,20 +243,27 @@ fn rules(
 }
 
 /// Why the access-log provider `name` writes nothing, if it does not
-/// resolve to a file provider or an OpenTelemetry collector (see
-/// [`MeshConfig::resolve_provider`]).
+/// resolve to a provider that logs (see [`MeshConfig::resolve_provider`]),
+/// or what of it weft leaves out.
 fn unknown_provider(name: &str, mesh: &MeshConfig) -> Option<String> {
-    match mesh.resolve_provider(name).map(|p| p.kind()) {
+    let provider = mesh.resolve_provider(name);
+    match provider.map(|p| p.kind()) {
         None => Some(format!(
             "provider `{name}` is not in the mesh config's extensionProviders; it is ignored"
         )),
-        Some(Some(ProviderKind::EnvoyFileAccessLog | ProviderKind::EnvoyOtelAls)) => None,
-        Some(Some(kind @ (ProviderKind::EnvoyHttpAls | ProviderKind::EnvoyTcpAls))) => {
-            Some(format!(
-                "provider `{name}` is `{}`: weft does not send access logs to Envoy's gRPC access-log service; where it applies, no line is written for it",
-                kind.field()
-            ))
-        }
+        Some(Some(
+            ProviderKind::EnvoyFileAccessLog
+            | ProviderKind::EnvoyOtelAls
+            | ProviderKind::EnvoyTcpAls,
+        )) => None,
+        Some(Some(ProviderKind::EnvoyHttpAls)) => provider
+            .and_then(|p| p.envoy_http_als.as_ref())
+            .filter(|als| !als.additional_response_trailers_to_log.is_empty())
+            .map(|_| {
+                format!(
+                    "provider `{name}`: envoyHttpAls.additionalResponseTrailersToLog is not logged (weft's agent keeps no trailers for its logs); its entries have no response_trailers"
+                )
+            }),
         Some(Some(kind)) => Some(format!(
             "provider `{name}` is `{}`, which writes no access log; it is ignored",
             kind.field()

@@ -116,7 +116,7 @@ fn telemetries_compile_per_namespace_and_selector() {
 
 #[test]
 fn entries_keep_their_providers_lower_cased_and_unknown_ones_are_warned_of() {
-    let mesh = "extensionProviders:\n- name: Files\n  envoyFileAccessLog: {path: /var/log/a.log}\n- name: als\n  envoyHttpAls: {service: als, port: 9000}\n";
+    let mesh = "extensionProviders:\n- name: Files\n  envoyFileAccessLog: {path: /var/log/a.log}\n- name: als\n  envoyHttpAls: {service: als, port: 9000, additionalResponseTrailersToLog: [grpc-message]}\n- name: tcp-als\n  envoyTcpAls: {service: als, port: 9000}\n";
     let yaml = with(
         r#"
 apiVersion: telemetry.istio.io/v1
@@ -125,7 +125,7 @@ metadata: {name: t, namespace: shop}
 spec:
   accessLogging:
   - providers: [{name: Envoy}, {name: FILES}]
-  - providers: [{name: als}, {name: Typo}, {name: typo}]
+  - providers: [{name: als}, {name: Typo}, {name: typo}, {name: tcp-als}]
     disabled: true
   - providers: [{name: prometheus}]
 "#,
@@ -142,18 +142,23 @@ spec:
         providers,
         [
             vec!["envoy".to_string(), "files".to_string()],
-            vec!["als".to_string(), "typo".to_string(), "typo".to_string()],
+            vec![
+                "als".to_string(),
+                "typo".to_string(),
+                "typo".to_string(),
+                "tcp-als".to_string()
+            ],
             vec!["prometheus".to_string()],
         ]
     );
     assert_eq!(
         warnings(&yaml, mesh, "shop").0,
         [
-            "Telemetry shop/t: provider `als` is `envoyHttpAls`: weft does not send access logs to Envoy's gRPC access-log service; where it applies, no line is written for it",
+            "Telemetry shop/t: provider `als`: envoyHttpAls.additionalResponseTrailersToLog is not logged (weft's agent keeps no trailers for its logs); its entries have no response_trailers",
             "Telemetry shop/t: provider `Typo` is not in the mesh config's extensionProviders; it is ignored",
             "Telemetry shop/t: provider `prometheus` is `prometheus`, which writes no access log; it is ignored",
         ],
-        "once per name, ignoring case; none for file providers"
+        "once per name, ignoring case; none for file providers nor gRPC services"
     );
 }
 
