@@ -169,7 +169,7 @@ impl App {
         let _ = admin_state.l7.set(l7_config.clone());
         let tracer = Arc::new(crate::trace::Tracer::new(store.clone()));
         let _ = admin_state.spans.set(tracer.stats().clone());
-        crate::access_log::global().export_with(store.clone());
+        crate::access_log::global().export_with(store.clone(), &config.node_name);
         let xds = XdsClient::new(
             control,
             config.node_name.clone(),

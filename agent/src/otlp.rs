@@ -1,6 +1,8 @@
 //! Sending OTLP over gRPC to the collectors the mesh config names: trace
 //! spans ([`crate::trace`]) and access-log records (`envoyOtelAls`,
-//! [`crate::access_log::otel`]). What is sent goes into a bounded queue
+//! [`crate::access_log::otel`]); and, the same way, access-log entries
+//! to Envoy's gRPC access-log service (`envoyHttpAls`, `envoyTcpAls`,
+//! [`crate::access_log::als`]). What is sent goes into a bounded queue
 //! (full: the item is dropped and counted; a request never waits for a
 //! collector); one task batches the items per provider and sends each
 //! batch as one `Export` request, one at a time per provider (see
@@ -51,8 +53,9 @@ pub trait Collector: Send + Sync + 'static {
     fn address(&self) -> (&str, u16);
 }
 
-/// What an exporter sends: spans, or log records.
-pub trait Signal: Send + 'static {
+/// What an exporter sends: spans, log records, or access-log entries for
+/// Envoy's access-log service; with what every send of it shares.
+pub trait Signal: Send + Sync + 'static {
     type Collector: Collector;
     type Item: Send + 'static;
     type Request: Send + 'static;
@@ -60,9 +63,12 @@ pub trait Signal: Send + 'static {
     const ITEMS: &'static str;
     /// One request carrying `items`.
     fn request(items: Vec<Self::Item>) -> Self::Request;
-    /// Sends `request` over `channel`.
+    /// Sends `request` over `channel`, to `collector` at `addr`.
     fn export(
+        &self,
         channel: Channel,
+        collector: &Self::Collector,
+        addr: SocketAddr,
         request: Self::Request,
     ) -> impl Future<Output = Result<(), tonic::Status>> + Send;
 }
@@ -107,11 +113,19 @@ pub struct Exporter<S: Signal> {
     receivers: Mutex<Option<Receivers<S>>>,
     started: AtomicBool,
     store: Arc<WorkloadStore>,
+    signal: Arc<S>,
     pub stats: Arc<Stats>,
 }
 
-impl<S: Signal> Exporter<S> {
+impl<S: Signal + Default> Exporter<S> {
     pub fn new(store: Arc<WorkloadStore>) -> Exporter<S> {
+        Exporter::with(store, S::default())
+    }
+}
+
+impl<S: Signal> Exporter<S> {
+    /// An exporter of `signal`'s items.
+    pub fn with(store: Arc<WorkloadStore>, signal: S) -> Exporter<S> {
         let (queue, receiver) = mpsc::channel(QUEUE);
         let (flushes, flush_receiver) = mpsc::channel(4);
         Exporter {
@@ -120,6 +134,7 @@ impl<S: Signal> Exporter<S> {
             receivers: Mutex::new(Some((receiver, flush_receiver))),
             started: AtomicBool::new(false),
             store,
+            signal: Arc::new(signal),
             stats: Arc::default(),
         }
     }
@@ -141,6 +156,7 @@ impl<S: Signal> Exporter<S> {
             return;
         };
         let shared = Arc::new(Shared {
+            signal: self.signal.clone(),
             store: self.store.clone(),
             stats: self.stats.clone(),
             channels: Mutex::default(),
@@ -169,7 +185,8 @@ impl<S: Signal> Exporter<S> {
 }
 
 /// The task's state that its sends share.
-struct Shared {
+struct Shared<S> {
+    signal: Arc<S>,
     store: Arc<WorkloadStore>,
     stats: Arc<Stats>,
     channels: Mutex<HashMap<SocketAddr, Channel>>,
@@ -196,7 +213,7 @@ struct Batch<S: Signal> {
 /// once (a provider's after its send in flight, if any) and answers when
 /// none is left.
 async fn run<S: Signal>(
-    shared: Arc<Shared>,
+    shared: Arc<Shared<S>>,
     mut receiver: mpsc::Receiver<Queued<S>>,
     mut flushes: mpsc::Receiver<Flush>,
 ) {
@@ -315,13 +332,13 @@ fn add<S: Signal>(
     (batch.items.len() >= MAX_BATCH).then(|| collector.provider().to_string())
 }
 
-async fn send<S: Signal>(shared: &Shared, batch: Batch<S>) {
+async fn send<S: Signal>(shared: &Shared<S>, batch: Batch<S>) {
     let count = batch.items.len() as u64;
     let collector = batch.collector;
     let (host, port) = collector.address();
     let result = match shared.store.service_address(host, port) {
         None => Err(format!("no endpoint of {host}:{port} is known")),
-        Some(addr) => export::<S>(shared, addr, S::request(batch.items)).await,
+        Some(addr) => export(shared, &collector, addr, S::request(batch.items)).await,
     };
     match result {
         Ok(()) => {
@@ -343,7 +360,8 @@ async fn send<S: Signal>(shared: &Shared, batch: Batch<S>) {
 }
 
 async fn export<S: Signal>(
-    shared: &Shared,
+    shared: &Shared<S>,
+    collector: &S::Collector,
     addr: SocketAddr,
     request: S::Request,
 ) -> Result<(), String> {
@@ -365,7 +383,8 @@ async fn export<S: Signal>(
         // A new connection next time.
         shared.channels.lock().expect("exporter lock").remove(&addr);
     };
-    match tokio::time::timeout(EXPORT_TIMEOUT, S::export(channel, request)).await {
+    let sent = shared.signal.export(channel, collector, addr, request);
+    match tokio::time::timeout(EXPORT_TIMEOUT, sent).await {
         Ok(Ok(())) => Ok(()),
         Ok(Err(status)) => {
             forget();

@@ -1,8 +1,9 @@
-//! The spans and access-log records the mesh exports, as `weft-sim-http
-//! otlp-receiver` prints them: tests of distributed tracing and of
-//! `envoyOtelAls` access logs run it in a pod ([`spawn_receiver`]), point
+//! The spans, access-log records and access-log service entries the mesh
+//! exports, as `weft-sim-http otlp-receiver` prints them: tests of
+//! distributed tracing and of `envoyOtelAls`, `envoyHttpAls` and
+//! `envoyTcpAls` access logs run it in a pod ([`spawn_receiver`]), point
 //! the mesh's tracing or access log at it, and read what it received
-//! ([`spans`], [`wait_for_spans`], [`log_records`]).
+//! ([`spans`], [`wait_for_spans`], [`log_records`], [`als_entries`]).
 
 use std::collections::BTreeMap;
 use std::time::Duration;
@@ -86,6 +87,56 @@ pub struct LogRecord {
 /// received.
 pub fn log_records(receiver: &Process) -> Result<Vec<LogRecord>> {
     parse_lines(&receiver.log(), "{\"body\":")
+        .with_context(|| format!("reading {}", receiver.name()))
+}
+
+/// One entry an Envoy gRPC access-log service got, as the receiver
+/// prints it.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+pub struct AlsEntry {
+    /// `http` (an `HTTPAccessLogEntry`) or `tcp`.
+    pub als: String,
+    /// The stream's number at the receiver, from 0, in the order opened.
+    pub stream: usize,
+    /// Whether the entry's message carried the stream's identifier.
+    pub identified: bool,
+    /// Whether the entry's message was its stream's first.
+    pub first: bool,
+    /// The identifier's node id and log name.
+    pub node_id: String,
+    pub log_name: String,
+    /// Envoy's `RequestMethod` and `HTTPVersion` names (`GET`, `HTTP11`).
+    pub method: String,
+    pub path: String,
+    pub authority: String,
+    pub protocol: String,
+    pub user_agent: String,
+    pub request_id: String,
+    pub request_headers: BTreeMap<String, String>,
+    /// 0: none.
+    pub response_code: u32,
+    pub response_code_details: String,
+    pub response_headers: BTreeMap<String, String>,
+    /// The `ResponseFlags` fields set, by name.
+    pub response_flags: Vec<String>,
+    pub upstream_cluster: String,
+    pub route_name: String,
+    /// `ip:port`, or empty.
+    pub downstream_remote: String,
+    pub downstream_local: String,
+    pub upstream_remote: String,
+    /// The TLS properties' URI SANs; empty without TLS.
+    pub peer_san: String,
+    pub local_san: String,
+    pub received_bytes: u64,
+    pub sent_bytes: u64,
+    pub start_unix_nano: u64,
+}
+
+/// Every access-log service entry the receiver has printed so far, in
+/// the order received.
+pub fn als_entries(receiver: &Process) -> Result<Vec<AlsEntry>> {
+    parse_lines(&receiver.log(), "{\"als\":")
         .with_context(|| format!("reading {}", receiver.name()))
 }
 

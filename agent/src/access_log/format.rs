@@ -370,6 +370,10 @@ enum Layout {
         body: Vec<Piece>,
         attributes: Vec<(String, Vec<Step>)>,
     },
+    /// An access-log service's entry (`envoyHttpAls`, `envoyTcpAls`):
+    /// built from the entry's fields, not rendered; the format only
+    /// names the headers a request keeps for it.
+    Fields,
 }
 
 impl Format {
@@ -402,6 +406,16 @@ impl Format {
         }))
     }
 
+    /// An access-log service's entry: nothing rendered, `request` and
+    /// `response` kept (see [`super::als`]).
+    pub fn fields(request: Vec<HeaderName>, response: Vec<HeaderName>) -> Format {
+        Format {
+            layout: Layout::Fields,
+            request_headers: request,
+            response_headers: response,
+        }
+    }
+
     fn new(layout: Layout) -> Format {
         let mut request_headers = Vec::new();
         let mut response_headers = Vec::new();
@@ -423,6 +437,7 @@ impl Format {
                 .into_iter()
                 .chain(attributes.iter().flat_map(|(_, s)| s))
                 .collect(),
+            Layout::Fields => Vec::new(),
         };
         for step in all {
             let (names, headers) = match &step.op {
@@ -480,6 +495,7 @@ impl Format {
                 render_pieces(body, e, out);
                 return;
             }
+            Layout::Fields => return,
             Layout::Json(fields) => {
                 out.push(b'{');
                 let mut value = Vec::new();

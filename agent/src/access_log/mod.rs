@@ -6,7 +6,9 @@
 //! and when the output cannot keep up, lines are dropped and counted
 //! (`weft_agent_access_log_dropped_total`). An `envoyOtelAls` provider's
 //! lines are OpenTelemetry log records instead, sent to its collector
-//! over OTLP/gRPC ([`otel`]).
+//! over OTLP/gRPC ([`otel`]); an `envoyHttpAls` or `envoyTcpAls`
+//! provider's, entries streamed to Envoy's gRPC access-log service
+//! ([`als`]).
 //!
 //! What is logged comes from the control plane
 //! (`weft.telemetry.v1.AccessLogPolicy`, see [`policy`]): MeshConfig's
@@ -18,6 +20,7 @@
 //! The format and the filter were parsed by weft-control; here they are
 //! rendered ([`format`]) and evaluated ([`filter`]) on an [`Entry`].
 
+pub mod als;
 pub mod entry;
 pub mod filter;
 pub mod format;
@@ -74,19 +77,26 @@ pub fn app_address(
     }
 }
 
-/// The policies, the sinks and the collectors' exporter, shared by every
-/// proxy of the agent.
+/// The policies, the sinks and the exporters, shared by every proxy of
+/// the agent.
 #[derive(Default)]
 pub struct AccessLog {
     policies: Policies,
     /// One sink (and writer thread) per file, by path; stdout's is
     /// shared by every output that names it.
     sinks: Mutex<HashMap<String, Sink>>,
-    /// Records for `envoyOtelAls` collectors (set at start, see
-    /// [`AccessLog::export_with`]).
-    exporter: RwLock<Option<Arc<otel::Exporter>>>,
-    /// Records dropped because no exporter was set yet.
+    /// Set at start, see [`AccessLog::export_with`].
+    exporters: RwLock<Option<Arc<Exporters>>>,
+    /// Records and entries dropped because no exporter was set yet.
     unsent: AtomicU64,
+}
+
+/// What sends lines that are not written to a file.
+struct Exporters {
+    /// Records for `envoyOtelAls` collectors.
+    otel: otel::Exporter,
+    /// Entries for `envoyHttpAls` and `envoyTcpAls` services.
+    als: als::Exporter,
 }
 
 thread_local! {
@@ -119,7 +129,7 @@ impl AccessLog {
             .outputs()
             .filter_map(|o| match &o.to {
                 Destination::File { path, .. } => Some(path.as_str()),
-                Destination::Collector(_) => None,
+                Destination::Collector(_) | Destination::Service(_) => None,
             })
             .collect();
         self.sinks
@@ -142,35 +152,42 @@ impl AccessLog {
         }
     }
 
-    /// Sends the `envoyOtelAls` providers' records through a new
-    /// exporter that finds collectors in `store` (its task starts on the
-    /// runtime of the first record). Until then, they are dropped (and
-    /// counted).
-    pub fn export_with(&self, store: Arc<WorkloadStore>) {
-        *self.exporter.write().unwrap_or_else(|e| e.into_inner()) =
-            Some(Arc::new(otel::Exporter::new(store)));
+    /// Sends the `envoyOtelAls` providers' records and the
+    /// `envoyHttpAls` and `envoyTcpAls` providers' entries through new
+    /// exporters that find collectors and services in `store` (their
+    /// tasks start on the runtime of the first item); `node` names this
+    /// agent's node to the access-log services. Until then, they are
+    /// dropped (and counted).
+    pub fn export_with(&self, store: Arc<WorkloadStore>, node: &str) {
+        *self.exporters.write().unwrap_or_else(|e| e.into_inner()) = Some(Arc::new(Exporters {
+            otel: otel::Exporter::new(store.clone()),
+            als: als::Exporter::with(store, als::Entries::new(node)),
+        }));
     }
 
-    /// Sends the records queued for collectors now; waits for at most
-    /// `within`.
-    pub async fn flush_records(&self, within: std::time::Duration) {
-        let exporter = self
-            .exporter
+    fn exporters(&self) -> Option<Arc<Exporters>> {
+        self.exporters
             .read()
             .unwrap_or_else(|e| e.into_inner())
-            .clone();
-        if let Some(exporter) = exporter {
-            exporter.flush(within).await;
+            .clone()
+    }
+
+    /// Sends the records and entries queued now; waits for at most
+    /// `within`.
+    pub async fn flush_records(&self, within: std::time::Duration) {
+        if let Some(exporters) = self.exporters() {
+            tokio::join!(exporters.otel.flush(within), exporters.als.flush(within));
         }
     }
 
-    /// Records sent to collectors by the current exporter: [exported,
+    /// Records and entries sent by the current exporters: [exported,
     /// dropped, failed].
     pub fn records(&self) -> [u64; 3] {
-        let exporter = self.exporter.read().unwrap_or_else(|e| e.into_inner());
-        let [exported, dropped, failed] = exporter.as_ref().map_or([0; 3], |e| e.stats.snapshot());
+        let counts = self.exporters().map_or([[0; 3]; 2], |e| {
+            [e.otel.stats.snapshot(), e.als.stats.snapshot()]
+        });
         let unsent = self.unsent.load(Ordering::Relaxed);
-        [exported, dropped + unsent, failed]
+        [0, 1, 2].map(|i| counts[0][i] + counts[1][i] + if i == 1 { unsent } else { 0 })
     }
 
     /// Writes the entry's line to each output whose filter keeps it.
@@ -195,12 +212,23 @@ impl AccessLog {
                     }
                 }
                 Destination::Collector(collector) => {
-                    let exporter = self.exporter.read().unwrap_or_else(|e| e.into_inner());
-                    match exporter.as_ref() {
-                        Some(exporter) => with_line(|buffer| {
+                    let exporters = self.exporters.read().unwrap_or_else(|e| e.into_inner());
+                    match exporters.as_ref() {
+                        Some(exporters) => with_line(|buffer| {
                             let record = otel::record(&line.output.format, entry, buffer);
-                            exporter.submit(collector.clone(), record);
+                            exporters.otel.submit(collector.clone(), record);
                         }),
+                        None => {
+                            self.unsent.fetch_add(1, Ordering::Relaxed);
+                        }
+                    }
+                }
+                Destination::Service(service) => {
+                    let exporters = self.exporters.read().unwrap_or_else(|e| e.into_inner());
+                    match exporters.as_ref() {
+                        Some(exporters) => exporters
+                            .als
+                            .submit(service.clone(), als::entry(service, entry)),
                         None => {
                             self.unsent.fetch_add(1, Ordering::Relaxed);
                         }

@@ -96,6 +96,7 @@ pub fn record(format: &Format, e: &Entry<'_>, buffer: &mut Vec<u8>) -> LogRecord
 }
 
 /// Access-log records, sent to an `envoyOtelAls` provider's collector.
+#[derive(Default)]
 pub struct Records;
 
 impl crate::otlp::Signal for Records {
@@ -120,7 +121,10 @@ impl crate::otlp::Signal for Records {
     }
 
     async fn export(
+        &self,
         channel: Channel,
+        _: &Collector,
+        _: std::net::SocketAddr,
         request: ExportLogsServiceRequest,
     ) -> Result<(), tonic::Status> {
         LogsServiceClient::new(channel)

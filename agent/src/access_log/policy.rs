@@ -16,7 +16,10 @@ use std::{
 
 use weft_proto::telemetry::{AccessLogPolicy, AccessLogRules, Encoding, MeshAccessLog, Mode};
 
-use super::{STDOUT, entry::Headers, filter::Filter, format::Format, otel::Collector, sink::Sink};
+use super::{
+    STDOUT, als::Service, entry::Headers, filter::Filter, format::Format, otel::Collector,
+    sink::Sink,
+};
 
 /// Which side of the traffic a line is for.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -106,6 +109,9 @@ pub enum Destination {
     },
     /// An `envoyOtelAls` provider's: each line a log record.
     Collector(Arc<Collector>),
+    /// An `envoyHttpAls` or `envoyTcpAls` provider's: each line an entry
+    /// of Envoy's access-log service.
+    Service(Arc<Service>),
 }
 
 impl std::fmt::Display for Destination {
@@ -113,6 +119,7 @@ impl std::fmt::Display for Destination {
         match self {
             Destination::File { path, .. } => f.write_str(path),
             Destination::Collector(c) => write!(f, "otlp://{}:{}", c.service, c.port),
+            Destination::Service(s) => write!(f, "als://{}:{}", s.service, s.port),
         }
     }
 }
@@ -130,8 +137,9 @@ pub struct Compiled {
     /// when a Telemetry entry turns it on.
     mesh_off: bool,
     /// The root's: the providers by (lower-case) name, with their file
-    /// output or collector; `None` for those that resolve but get nothing
-    /// from weft (Envoy's own gRPC access-log services).
+    /// output, collector or access-log service; `None` for one the
+    /// control plane sent with none (from a newer weft-control, of a kind
+    /// this agent does not know): it resolves, and gets nothing.
     providers: Map<String, Option<Arc<Output>>>,
     /// The root's: `defaultProviders.accessLogging`.
     defaults: Vec<String>,
@@ -152,15 +160,21 @@ impl Compiled {
         let mut providers = Map::default();
         for provider in &p.providers {
             let name = provider.name.to_ascii_lowercase();
-            let out = match (&provider.output, &provider.otel) {
-                (Some(out), _) => Some(output(out, STDOUT)),
-                (None, Some(otel)) => {
+            let out = match (&provider.output, &provider.otel, &provider.grpc) {
+                (Some(out), _, _) => Some(output(out, STDOUT)),
+                (None, Some(otel), _) => {
                     Some(Collector::compile(&name, otel).map(|(c, format)| Output {
                         to: Destination::Collector(Arc::new(c)),
                         format: Arc::new(format),
                     }))
                 }
-                (None, None) => None,
+                (None, None, Some(grpc)) => {
+                    Some(Service::compile(&name, grpc).map(|(s, format)| Output {
+                        to: Destination::Service(Arc::new(s)),
+                        format: Arc::new(format),
+                    }))
+                }
+                (None, None, None) => None,
             }
             .transpose()
             .map_err(|e| format!("access log provider {}: {e}", provider.name))?;

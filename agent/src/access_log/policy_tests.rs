@@ -60,7 +60,8 @@ fn root(file: &str, defaults: &[&str], namespace_rules: Option<AccessLogRules>) 
                 output: Some(out("/tmp/json.log")),
                 ..Default::default()
             },
-            // Envoy's own gRPC access-log service: it resolves, and gets
+            // A provider without an output (a kind this agent does not
+            // know, from a newer weft-control): it resolves, and gets
             // nothing.
             AccessLogProvider {
                 name: "http-als".into(),

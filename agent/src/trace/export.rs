@@ -31,6 +31,7 @@ pub struct Finished {
 }
 
 /// Spans, sent to a tracing provider's collector.
+#[derive(Default)]
 pub struct Spans;
 
 impl crate::otlp::Collector for Provider {
@@ -54,7 +55,10 @@ impl crate::otlp::Signal for Spans {
     }
 
     async fn export(
+        &self,
         channel: Channel,
+        _: &Provider,
+        _: std::net::SocketAddr,
         request: ExportTraceServiceRequest,
     ) -> Result<(), tonic::Status> {
         TraceServiceClient::new(channel)

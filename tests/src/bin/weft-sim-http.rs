@@ -138,6 +138,15 @@
 //! JSON of their values as strings (`["a","1"]`, `{"b":"false"}`), `""`
 //! when the value is absent.
 //!
+//! It also serves OTLP logs (`LogsService/Export`: a line per log record,
+//! starting `{"body":`) and Envoy's gRPC access-log service
+//! (`envoy.service.accesslog.v3.AccessLogService/StreamAccessLogs`): a
+//! line per entry as it comes, starting `{"als":"http"` or `{"als":"tcp"`,
+//! with the stream's number, whether the entry's message carried the
+//! identifier, the identifier's node id and log name, and the entry's
+//! fields (`weft_sim::otlp::AlsEntry` lists them); a stream is answered
+//! when the client ends it.
+//!
 //! # `get URL [--method M] [--header 'K: V']... [--body TEXT] [--h2 true] [--timeout SECS] [--count N] [--then 'METHOD /path']...`
 //!
 //! N (default 1) requests one after the other on one keep-alive connection

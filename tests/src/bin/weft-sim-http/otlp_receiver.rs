@@ -1,9 +1,11 @@
 //! `otlp-receiver`: an OpenTelemetry OTLP/gRPC receiver of traces
 //! (`opentelemetry.proto.collector.trace.v1.TraceService/Export`) and
-//! logs (`opentelemetry.proto.collector.logs.v1.LogsService/Export`)
-//! that prints every span and every log record it receives as one JSON
-//! line, for the tests of distributed tracing and of access logs sent to
-//! a collector.
+//! logs (`opentelemetry.proto.collector.logs.v1.LogsService/Export`),
+//! and an Envoy gRPC access-log service
+//! (`envoy.service.accesslog.v3.AccessLogService/StreamAccessLogs`),
+//! that prints every span, log record and access-log entry it receives
+//! as one JSON line, for the tests of distributed tracing and of access
+//! logs sent to a collector or a service.
 
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
@@ -28,7 +30,12 @@ use opentelemetry_proto::tonic::trace::v1::span::SpanKind;
 use opentelemetry_proto::tonic::trace::v1::status::StatusCode;
 use opentelemetry_proto::tonic::trace::v1::{ResourceSpans, Span};
 use serde::Serialize;
-use tonic::{Request, Response, Status, transport::Server};
+use tonic::{Request, Response, Status, Streaming, transport::Server};
+use weft_proto::access_log_entry::{AccessLogCommon, ResponseFlags};
+use weft_proto::als::access_log_service_server::{AccessLogService, AccessLogServiceServer};
+use weft_proto::als::stream_access_logs_message::LogEntries;
+use weft_proto::als::{StreamAccessLogsMessage, StreamAccessLogsResponse};
+use weft_proto::core::{Address, address, socket_address};
 
 #[derive(Debug, clap::Args)]
 pub struct OtlpReceiverArgs {
@@ -53,10 +60,14 @@ pub async fn serve<F>(listener: tokio::net::TcpListener, out: F) -> Result<()>
 where
     F: Fn(&str) -> Result<()> + Send + Sync + 'static,
 {
-    let receiver = std::sync::Arc::new(Receiver { out });
+    let receiver = std::sync::Arc::new(Receiver {
+        out,
+        streams: Default::default(),
+    });
     Server::builder()
         .add_service(TraceServiceServer::from_arc(receiver.clone()))
-        .add_service(LogsServiceServer::from_arc(receiver))
+        .add_service(LogsServiceServer::from_arc(receiver.clone()))
+        .add_service(AccessLogServiceServer::from_arc(receiver))
         .serve_with_incoming(tokio_stream::wrappers::TcpListenerStream::new(listener))
         .await
         .context("serving OTLP")
@@ -65,6 +76,8 @@ where
 struct Receiver<F> {
     /// Where the lines go: stdout, but for tests.
     out: F,
+    /// Access-log streams opened so far.
+    streams: std::sync::atomic::AtomicUsize,
 }
 
 impl<F> Receiver<F>
@@ -440,4 +453,230 @@ pub(crate) mod tests {
         assert!(l.service.is_empty() && l.resource.is_empty());
         assert_eq!(lines[1].kind, "SERVER");
     }
+}
+
+#[tonic::async_trait]
+impl<F> AccessLogService for Receiver<F>
+where
+    F: Fn(&str) -> Result<()> + Send + Sync + 'static,
+{
+    /// Prints each entry of the stream as it comes; answers when the
+    /// client ends the stream.
+    async fn stream_access_logs(
+        &self,
+        request: Request<Streaming<StreamAccessLogsMessage>>,
+    ) -> Result<Response<StreamAccessLogsResponse>, Status> {
+        let stream = self
+            .streams
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let mut messages = request.into_inner();
+        let mut named = (String::new(), String::new());
+        let mut first = true;
+        while let Some(message) = messages.message().await? {
+            if let Some(identifier) = &message.identifier {
+                named = (
+                    identifier
+                        .node
+                        .as_ref()
+                        .map(|n| n.id.clone())
+                        .unwrap_or_default(),
+                    identifier.log_name.clone(),
+                );
+            }
+            let context = StreamContext {
+                stream,
+                identified: message.identifier.is_some(),
+                first,
+                node_id: &named.0,
+                log_name: &named.1,
+            };
+            for line in als_lines(&context, &message) {
+                self.print(&line)?;
+            }
+            first = false;
+        }
+        Ok(Response::new(StreamAccessLogsResponse {}))
+    }
+}
+
+/// What an entry's line says of its stream.
+pub struct StreamContext<'a> {
+    /// The stream's number, from 0, in the order opened.
+    pub stream: usize,
+    /// Whether the entry's message carried the identifier.
+    pub identified: bool,
+    /// Whether it is the stream's first message.
+    pub first: bool,
+    /// The identifier's node id and log name, as the stream's first
+    /// message gave them.
+    pub node_id: &'a str,
+    pub log_name: &'a str,
+}
+
+/// The line printed per access-log entry (its first key, `als`, the
+/// entry's kind, tells it from a span's and a record's).
+#[derive(Debug, PartialEq, Serialize)]
+pub struct AlsLine {
+    /// `http` or `tcp`.
+    als: &'static str,
+    stream: usize,
+    identified: bool,
+    first: bool,
+    node_id: String,
+    log_name: String,
+    method: String,
+    path: String,
+    authority: String,
+    protocol: String,
+    user_agent: String,
+    request_id: String,
+    request_headers: BTreeMap<String, String>,
+    response_code: u32,
+    response_code_details: String,
+    response_headers: BTreeMap<String, String>,
+    /// The set `ResponseFlags` fields, by name.
+    response_flags: Vec<&'static str>,
+    upstream_cluster: String,
+    route_name: String,
+    /// `ip:port`, or `""`.
+    downstream_remote: String,
+    downstream_local: String,
+    upstream_remote: String,
+    /// The TLS properties' peer and local URI SANs; `""` without TLS.
+    peer_san: String,
+    local_san: String,
+    received_bytes: u64,
+    sent_bytes: u64,
+    start_unix_nano: u64,
+}
+
+/// One line per entry of `message`.
+pub fn als_lines(context: &StreamContext<'_>, message: &StreamAccessLogsMessage) -> Vec<AlsLine> {
+    let line = |als, common: Option<&AccessLogCommon>| {
+        let common = common.cloned().unwrap_or_default();
+        let san = |c: Option<
+            &weft_proto::access_log_entry::tls_properties::CertificateProperties,
+        >| {
+            use weft_proto::access_log_entry::tls_properties::certificate_properties::subject_alt_name::San;
+            c.and_then(|c| c.subject_alt_name.first())
+                .and_then(|s| match &s.san {
+                    Some(San::Uri(uri)) => Some(uri.clone()),
+                    _ => None,
+                })
+                .unwrap_or_default()
+        };
+        let tls = common.tls_properties.as_ref();
+        AlsLine {
+            als,
+            stream: context.stream,
+            identified: context.identified,
+            first: context.first,
+            node_id: context.node_id.to_string(),
+            log_name: context.log_name.to_string(),
+            method: String::new(),
+            path: String::new(),
+            authority: String::new(),
+            protocol: String::new(),
+            user_agent: String::new(),
+            request_id: String::new(),
+            request_headers: BTreeMap::new(),
+            response_code: 0,
+            response_code_details: String::new(),
+            response_headers: BTreeMap::new(),
+            response_flags: flag_names(common.response_flags.as_ref()),
+            upstream_cluster: common.upstream_cluster.clone(),
+            route_name: common.route_name.clone(),
+            downstream_remote: address_text(common.downstream_remote_address.as_ref()),
+            downstream_local: address_text(common.downstream_local_address.as_ref()),
+            upstream_remote: address_text(common.upstream_remote_address.as_ref()),
+            peer_san: san(tls.and_then(|t| t.peer_certificate_properties.as_ref())),
+            local_san: san(tls.and_then(|t| t.local_certificate_properties.as_ref())),
+            received_bytes: 0,
+            sent_bytes: 0,
+            start_unix_nano: common
+                .start_time
+                .map_or(0, |t| t.seconds as u64 * 1_000_000_000 + t.nanos as u64),
+        }
+    };
+    match &message.log_entries {
+        Some(LogEntries::HttpLogs(entries)) => entries
+            .log_entry
+            .iter()
+            .map(|e| {
+                let request = e.request.clone().unwrap_or_default();
+                let response = e.response.clone().unwrap_or_default();
+                AlsLine {
+                    method: request.request_method().as_str_name().to_string(),
+                    path: request.path,
+                    authority: request.authority,
+                    protocol: e.protocol_version().as_str_name().to_string(),
+                    user_agent: request.user_agent,
+                    request_id: request.request_id,
+                    request_headers: request.request_headers.into_iter().collect(),
+                    response_code: response.response_code.unwrap_or(0),
+                    response_code_details: response.response_code_details,
+                    response_headers: response.response_headers.into_iter().collect(),
+                    received_bytes: request.request_body_bytes,
+                    sent_bytes: response.response_body_bytes,
+                    ..line("http", e.common_properties.as_ref())
+                }
+            })
+            .collect(),
+        Some(LogEntries::TcpLogs(entries)) => entries
+            .log_entry
+            .iter()
+            .map(|e| {
+                let connection = e.connection_properties.unwrap_or_default();
+                AlsLine {
+                    received_bytes: connection.received_bytes,
+                    sent_bytes: connection.sent_bytes,
+                    ..line("tcp", e.common_properties.as_ref())
+                }
+            })
+            .collect(),
+        None => Vec::new(),
+    }
+}
+
+fn address_text(a: Option<&Address>) -> String {
+    match a.and_then(|a| a.address.as_ref()) {
+        Some(address::Address::SocketAddress(s)) => match s.port_specifier {
+            Some(socket_address::PortSpecifier::PortValue(port)) => {
+                format!("{}:{port}", s.address)
+            }
+            _ => s.address.clone(),
+        },
+        None => String::new(),
+    }
+}
+
+fn flag_names(flags: Option<&ResponseFlags>) -> Vec<&'static str> {
+    let Some(f) = flags else { return Vec::new() };
+    [
+        (f.no_healthy_upstream, "no_healthy_upstream"),
+        (f.upstream_request_timeout, "upstream_request_timeout"),
+        (f.upstream_remote_reset, "upstream_remote_reset"),
+        (f.upstream_connection_failure, "upstream_connection_failure"),
+        (
+            f.upstream_connection_termination,
+            "upstream_connection_termination",
+        ),
+        (f.upstream_overflow, "upstream_overflow"),
+        (f.no_route_found, "no_route_found"),
+        (f.delay_injected, "delay_injected"),
+        (f.fault_injected, "fault_injected"),
+        (f.unauthorized_details.is_some(), "unauthorized_details"),
+        (
+            f.downstream_connection_termination,
+            "downstream_connection_termination",
+        ),
+        (
+            f.upstream_retry_limit_exceeded,
+            "upstream_retry_limit_exceeded",
+        ),
+        (f.no_cluster_found, "no_cluster_found"),
+    ]
+    .into_iter()
+    .filter_map(|(set, name)| set.then_some(name))
+    .collect()
 }

@@ -1,0 +1,514 @@
+//! The `envoyHttpAls` and `envoyTcpAls` providers: each request and each
+//! connection becomes an entry of Envoy's gRPC Access Log Service
+//! (`envoy.service.accesslog.v3.AccessLogService/StreamAccessLogs`), as
+//! Envoy's `http_grpc` and `tcp_grpc` access loggers send them when
+//! istiod configures them: an `envoyHttpAls` provider gets an
+//! `HTTPAccessLogEntry` for every request and connection, an
+//! `envoyTcpAls` one a `TCPAccessLogEntry` (Envoy runs either logger on
+//! both its HTTP and its TCP filter chains).
+//!
+//! Entries are batched and sent by [`crate::otlp`]'s exporter, one batch
+//! at a time per provider. Unlike OTLP's `Export`, the service is one
+//! long-lived client stream per provider: its first message carries the
+//! identifier (this agent's node and the provider's log name), each
+//! message a batch. The server answers nothing (the API is lossy by
+//! design): a batch counts as exported once the stream has taken it, and
+//! a stream that ended is opened again, with its identifier, by the next
+//! batch.
+
+use std::{
+    net::SocketAddr,
+    sync::{Arc, Mutex},
+    time::{SystemTime, UNIX_EPOCH},
+};
+
+use futures::StreamExt as _;
+use http::HeaderName;
+use tokio::sync::{mpsc, oneshot};
+use tonic::transport::Channel;
+use weft_proto::{
+    access_log_entry::{
+        AccessLogCommon, AccessLogType, ConnectionProperties, HttpAccessLogEntry,
+        HttpRequestProperties, HttpResponseProperties, ResponseFlags, TcpAccessLogEntry,
+        TlsProperties,
+        http_access_log_entry::HttpVersion,
+        response_flags::{Unauthorized, unauthorized::Reason},
+        tls_properties::{
+            CertificateProperties, TlsVersion,
+            certificate_properties::{SubjectAltName, subject_alt_name::San},
+        },
+    },
+    als::{
+        StreamAccessLogsMessage,
+        access_log_service_client::AccessLogServiceClient,
+        stream_access_logs_message::{
+            HttpAccessLogEntries, Identifier, LogEntries, TcpAccessLogEntries,
+        },
+    },
+    core::{Address, Node, RequestMethod, SocketAddress, node, socket_address},
+    telemetry::{GrpcAccessLog, grpc_access_log::Kind as GrpcKind},
+};
+
+use super::{
+    entry::{Entry, Header},
+    format::Format,
+};
+use crate::l7::reply::Flag;
+
+/// The exporter of access-log service entries.
+pub type Exporter = crate::otlp::Exporter<Entries>;
+
+/// Which entries a provider gets.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Kind {
+    /// `envoyHttpAls`.
+    Http,
+    /// `envoyTcpAls`.
+    Tcp,
+}
+
+/// An `envoyHttpAls` or `envoyTcpAls` provider: its service, what its
+/// entries carry, and its stream.
+#[derive(Debug)]
+pub struct Service {
+    /// The provider's name, lower-cased.
+    pub provider: String,
+    pub kind: Kind,
+    /// A hostname, `<namespace>/<hostname>`, or an IP.
+    pub service: String,
+    pub port: u16,
+    pub log_name: String,
+    /// `additionalRequestHeadersToLog`, `additionalResponseHeadersToLog`.
+    request_headers: Vec<HeaderName>,
+    response_headers: Vec<HeaderName>,
+    /// The stream open to the service, if any.
+    stream: tokio::sync::Mutex<Option<Stream>>,
+}
+
+/// The request headers an `HTTPRequestProperties` names a field for.
+const REQUEST_FIELDS: [&str; 5] = [
+    "user-agent",
+    "referer",
+    "x-forwarded-for",
+    "x-request-id",
+    "x-envoy-original-path",
+];
+
+impl Service {
+    /// Converts a provider; with the format that makes a request keep the
+    /// headers its entries carry. The error names what the agent cannot
+    /// send.
+    pub fn compile(provider: &str, grpc: &GrpcAccessLog) -> Result<(Service, Format), String> {
+        let port = u16::try_from(grpc.port)
+            .ok()
+            .filter(|p| *p != 0)
+            .ok_or_else(|| format!("port {} is not a port", grpc.port))?;
+        let names = |names: &[String]| {
+            names
+                .iter()
+                .map(|n| {
+                    HeaderName::from_bytes(n.as_bytes())
+                        .map_err(|_| format!("`{n}` is not a header name"))
+                })
+                .collect::<Result<Vec<_>, _>>()
+        };
+        let kind = match grpc.kind() {
+            GrpcKind::Http => Kind::Http,
+            GrpcKind::Tcp => Kind::Tcp,
+        };
+        // Envoy's TCP logger has no additional headers.
+        let (request_headers, response_headers) = match kind {
+            Kind::Http => (
+                names(&grpc.request_headers)?,
+                names(&grpc.response_headers)?,
+            ),
+            Kind::Tcp => (Vec::new(), Vec::new()),
+        };
+        let mut kept = Vec::new();
+        if kind == Kind::Http {
+            kept.extend(REQUEST_FIELDS.map(HeaderName::from_static));
+            kept.push(http::header::HOST);
+        }
+        for name in &request_headers {
+            if !kept.contains(name) {
+                kept.push(name.clone());
+            }
+        }
+        let format = Format::fields(kept, response_headers.clone());
+        Ok((
+            Service {
+                provider: provider.to_string(),
+                kind,
+                service: grpc.service.clone(),
+                port,
+                log_name: grpc.log_name.clone(),
+                request_headers,
+                response_headers,
+                stream: tokio::sync::Mutex::default(),
+            },
+            format,
+        ))
+    }
+}
+
+impl crate::otlp::Collector for Service {
+    fn provider(&self) -> &str {
+        &self.provider
+    }
+
+    fn address(&self) -> (&str, u16) {
+        (&self.service, self.port)
+    }
+}
+
+/// One entry, of the provider's kind (boxed: an entry is about a
+/// kilobyte, and up to [`crate::otlp`]'s queue of them may wait).
+#[derive(Debug, Clone, PartialEq)]
+pub enum Item {
+    Http(Box<HttpAccessLogEntry>),
+    Tcp(Box<TcpAccessLogEntry>),
+}
+
+/// The entry of `e` for `service`.
+pub fn entry(service: &Service, e: &Entry<'_>) -> Item {
+    let common = Some(common(e));
+    match service.kind {
+        Kind::Tcp => Item::Tcp(Box::new(TcpAccessLogEntry {
+            common_properties: common,
+            connection_properties: Some(ConnectionProperties {
+                received_bytes: e.bytes_received,
+                sent_bytes: e.bytes_sent,
+            }),
+        })),
+        Kind::Http => Item::Http(Box::new(HttpAccessLogEntry {
+            common_properties: common,
+            protocol_version: match e.protocol {
+                "HTTP/1.0" => HttpVersion::Http10,
+                "HTTP/1.1" => HttpVersion::Http11,
+                "HTTP/2" => HttpVersion::Http2,
+                "HTTP/3" => HttpVersion::Http3,
+                _ => HttpVersion::ProtocolUnspecified,
+            } as i32,
+            request: Some(request(service, e)),
+            response: Some(response(service, e)),
+        })),
+    }
+}
+
+/// What every entry has, as Envoy fills it.
+fn common(e: &Entry<'_>) -> AccessLogCommon {
+    AccessLogCommon {
+        access_log_type: if e.http.is_some() {
+            AccessLogType::DownstreamEnd
+        } else {
+            AccessLogType::TcpConnectionEnd
+        } as i32,
+        // Envoy's sample rate: every entry is sent.
+        sample_rate: 1.0,
+        downstream_remote_address: e.downstream_remote.map(address),
+        downstream_direct_remote_address: e.downstream_remote.map(address),
+        downstream_local_address: e.downstream_local.map(address),
+        // The downstream's mutual TLS: only it proves a peer (HBONE,
+        // server side); the client side's downstream is the app's
+        // plaintext connection.
+        tls_properties: e.peer_identity.is_some().then(|| tls(e)),
+        start_time: Some(timestamp(e.start)),
+        duration: Some(duration(e.duration)),
+        upstream_remote_address: e.upstream_host.map(address),
+        upstream_local_address: e.upstream_local.map(address),
+        upstream_cluster: e.upstream_cluster.to_string(),
+        response_flags: Some(flags(e)),
+        upstream_transport_failure_reason: e.transport_failure.to_string(),
+        route_name: e.route.to_string(),
+        upstream_request_attempt_count: e.attempts,
+        ..Default::default()
+    }
+}
+
+/// The downstream's mutual TLS: HBONE's, TLS 1.3, with both sides'
+/// SPIFFE ids.
+fn tls(e: &Entry<'_>) -> TlsProperties {
+    let certificate = |identity: Option<&crate::state::Identity>| {
+        identity.map(|id| CertificateProperties {
+            subject_alt_name: vec![SubjectAltName {
+                san: Some(San::Uri(id.to_string())),
+            }],
+            subject: String::new(),
+        })
+    };
+    TlsProperties {
+        tls_version: TlsVersion::TlSv13 as i32,
+        tls_sni_hostname: e.sni.to_string(),
+        local_certificate_properties: certificate(e.local_identity),
+        peer_certificate_properties: certificate(e.peer_identity),
+        ..Default::default()
+    }
+}
+
+fn request(service: &Service, e: &Entry<'_>) -> HttpRequestProperties {
+    let header = |name: &'static str| {
+        e.request(&Header::Named(HeaderName::from_static(name)))
+            .unwrap_or_default()
+            .to_string()
+    };
+    let Some(http) = &e.http else {
+        // A connection: an HTTP entry with nothing of a request, as
+        // Envoy's HTTP logger writes on a TCP chain.
+        return HttpRequestProperties {
+            request_body_bytes: e.bytes_received,
+            ..Default::default()
+        };
+    };
+    HttpRequestProperties {
+        request_method: method(http.method) as i32,
+        scheme: e.request(&Header::Scheme).unwrap_or_default().to_string(),
+        authority: e
+            .request(&Header::Authority)
+            .unwrap_or_default()
+            .to_string(),
+        path: http.path.to_string(),
+        user_agent: header("user-agent"),
+        referer: header("referer"),
+        forwarded_for: header("x-forwarded-for"),
+        request_id: header("x-request-id"),
+        original_path: header("x-envoy-original-path"),
+        request_body_bytes: e.bytes_received,
+        request_headers: service
+            .request_headers
+            .iter()
+            .filter_map(|name| {
+                let value = e.request(&Header::Named(name.clone()))?;
+                Some((name.to_string(), value.to_string()))
+            })
+            .collect(),
+        ..Default::default()
+    }
+}
+
+fn response(service: &Service, e: &Entry<'_>) -> HttpResponseProperties {
+    HttpResponseProperties {
+        response_code: Some(u32::from(e.response_code())).filter(|code| *code != 0),
+        response_body_bytes: e.bytes_sent,
+        response_headers: service
+            .response_headers
+            .iter()
+            .filter_map(|name| {
+                let value = e.response(&Header::Named(name.clone()))?;
+                Some((name.to_string(), value.to_string()))
+            })
+            .collect(),
+        response_code_details: e.code_details().into_owned(),
+        ..Default::default()
+    }
+}
+
+fn method(method: &str) -> RequestMethod {
+    match method {
+        "GET" => RequestMethod::Get,
+        "HEAD" => RequestMethod::Head,
+        "POST" => RequestMethod::Post,
+        "PUT" => RequestMethod::Put,
+        "DELETE" => RequestMethod::Delete,
+        "CONNECT" => RequestMethod::Connect,
+        "OPTIONS" => RequestMethod::Options,
+        "TRACE" => RequestMethod::Trace,
+        "PATCH" => RequestMethod::Patch,
+        _ => RequestMethod::MethodUnspecified,
+    }
+}
+
+/// The entry's response flags, as Envoy's `ResponseFlags` fields.
+fn flags(e: &Entry<'_>) -> ResponseFlags {
+    let has = |flag| e.flags.has(flag);
+    ResponseFlags {
+        no_healthy_upstream: has(Flag::NoHealthyUpstream),
+        upstream_connection_failure: has(Flag::UpstreamConnectFailure),
+        upstream_overflow: has(Flag::UpstreamOverflow),
+        no_route_found: has(Flag::NoRoute),
+        upstream_retry_limit_exceeded: has(Flag::RetryLimitExceeded),
+        upstream_request_timeout: has(Flag::UpstreamTimeout),
+        fault_injected: has(Flag::FaultInjected),
+        delay_injected: has(Flag::DelayInjected),
+        downstream_connection_termination: has(Flag::DownstreamTerminated),
+        upstream_connection_termination: has(Flag::UpstreamTerminated),
+        upstream_remote_reset: has(Flag::UpstreamReset),
+        no_cluster_found: has(Flag::NoCluster),
+        // RBAC: unauthorized with no reason; UAEX: by the external
+        // authorization service.
+        unauthorized_details: if has(Flag::ExternalDenied) {
+            Some(Unauthorized {
+                reason: Reason::ExternalService as i32,
+            })
+        } else if has(Flag::RbacDenied) {
+            Some(Unauthorized::default())
+        } else {
+            None
+        },
+        ..Default::default()
+    }
+}
+
+fn address(addr: SocketAddr) -> Address {
+    Address {
+        address: Some(weft_proto::core::address::Address::SocketAddress(
+            SocketAddress {
+                protocol: socket_address::Protocol::Tcp as i32,
+                address: addr.ip().to_string(),
+                port_specifier: Some(socket_address::PortSpecifier::PortValue(addr.port().into())),
+            },
+        )),
+    }
+}
+
+fn timestamp(at: SystemTime) -> prost_types::Timestamp {
+    let since = at.duration_since(UNIX_EPOCH).unwrap_or_default();
+    prost_types::Timestamp {
+        seconds: since.as_secs() as i64,
+        nanos: since.subsec_nanos() as i32,
+    }
+}
+
+fn duration(d: std::time::Duration) -> prost_types::Duration {
+    prost_types::Duration {
+        seconds: d.as_secs() as i64,
+        nanos: d.subsec_nanos() as i32,
+    }
+}
+
+/// A message and the sender told when the stream takes it.
+type Sent = (StreamAccessLogsMessage, oneshot::Sender<()>);
+
+/// A stream open to a provider's service.
+#[derive(Debug)]
+struct Stream {
+    addr: SocketAddr,
+    messages: mpsc::Sender<Sent>,
+    /// Why it ended, once it has.
+    ended: Arc<Mutex<Option<String>>>,
+}
+
+impl Stream {
+    /// Opens a stream on `channel`; its messages go as the transport
+    /// takes them.
+    fn open(channel: Channel, addr: SocketAddr) -> Stream {
+        let (messages, queue) = mpsc::channel::<Sent>(1);
+        let ended = Arc::new(Mutex::new(None));
+        let outbound =
+            tokio_stream::wrappers::ReceiverStream::new(queue).map(|(message, taken)| {
+                let _ = taken.send(());
+                message
+            });
+        tokio::spawn({
+            let ended = ended.clone();
+            async move {
+                let why = match AccessLogServiceClient::new(channel)
+                    .stream_access_logs(outbound)
+                    .await
+                {
+                    Ok(_) => "the service ended the stream".to_string(),
+                    Err(status) => format!("the stream failed: {}", status.message()),
+                };
+                *ended.lock().unwrap_or_else(|e| e.into_inner()) = Some(why);
+            }
+        });
+        Stream {
+            addr,
+            messages,
+            ended,
+        }
+    }
+
+    /// Why the stream cannot take a message.
+    fn why(&self) -> String {
+        self.ended
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
+            .unwrap_or_else(|| "the stream ended".to_string())
+    }
+}
+
+/// Access-log service entries, and the node that sends them.
+pub struct Entries {
+    node: Node,
+}
+
+impl Entries {
+    /// Entries sent by the agent of node `node` (the stream's identifier
+    /// names it, as Envoy's names its own node).
+    pub fn new(node: &str) -> Entries {
+        Entries {
+            node: Node {
+                id: node.to_string(),
+                user_agent_name: "weft".to_string(),
+                user_agent_version_type: Some(node::UserAgentVersionType::UserAgentVersion(
+                    env!("CARGO_PKG_VERSION").to_string(),
+                )),
+                ..Default::default()
+            },
+        }
+    }
+}
+
+impl crate::otlp::Signal for Entries {
+    type Collector = Service;
+    type Item = Item;
+    /// A batch: one message (the provider's entries are of one kind).
+    type Request = LogEntries;
+    const ITEMS: &'static str = "access-log service entries";
+
+    fn request(items: Vec<Item>) -> LogEntries {
+        let mut http = Vec::new();
+        let mut tcp = Vec::new();
+        for item in items {
+            match item {
+                Item::Http(e) => http.push(*e),
+                Item::Tcp(e) => tcp.push(*e),
+            }
+        }
+        // A provider's kind changed (a mesh config change) while entries
+        // of the old one waited: they go as the new kind's would not.
+        if http.len() >= tcp.len() {
+            LogEntries::HttpLogs(HttpAccessLogEntries { log_entry: http })
+        } else {
+            LogEntries::TcpLogs(TcpAccessLogEntries { log_entry: tcp })
+        }
+    }
+
+    /// Sends the batch on the provider's stream, opening one (with the
+    /// identifier) when it has none to `addr` or it ended; done when the
+    /// transport has taken it.
+    async fn export(
+        &self,
+        channel: Channel,
+        service: &Service,
+        addr: SocketAddr,
+        entries: LogEntries,
+    ) -> Result<(), tonic::Status> {
+        let mut slot = service.stream.lock().await;
+        let (stream, identifier) = match slot.take() {
+            Some(stream) if stream.addr == addr && !stream.messages.is_closed() => (stream, None),
+            _ => (
+                Stream::open(channel, addr),
+                Some(Identifier {
+                    node: Some(self.node.clone()),
+                    log_name: service.log_name.clone(),
+                }),
+            ),
+        };
+        let message = StreamAccessLogsMessage {
+            identifier,
+            log_entries: Some(entries),
+        };
+        let (taken, on_taken) = oneshot::channel();
+        if stream.messages.send((message, taken)).await.is_err() || on_taken.await.is_err() {
+            return Err(tonic::Status::unavailable(stream.why()));
+        }
+        *slot = Some(stream);
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+#[path = "als_tests.rs"]
+mod tests;

@@ -1,0 +1,376 @@
+//! Tests of `als.rs`: entries for Envoy's gRPC access-log service.
+use std::{
+    net::SocketAddr,
+    sync::Arc,
+    time::{Duration, SystemTime},
+};
+
+use http::{HeaderMap, HeaderValue};
+use tokio::sync::mpsc;
+use weft_proto::als::{
+    StreamAccessLogsResponse,
+    access_log_service_server::{AccessLogService, AccessLogServiceServer},
+};
+
+use super::*;
+use crate::{
+    access_log::entry::{Headers, Http},
+    l7::reply::Flags,
+    otlp::tests::wait_for,
+    state::{Identity, WorkloadStore},
+};
+
+fn provider(kind: GrpcKind, port: u16) -> GrpcAccessLog {
+    GrpcAccessLog {
+        kind: kind as i32,
+        service: "127.0.0.1".into(),
+        port: port.into(),
+        log_name: "http_envoy_accesslog".into(),
+        request_headers: vec!["x-tenant".into()],
+        response_headers: vec!["x-cache".into()],
+    }
+}
+
+fn identity(sa: &str) -> Identity {
+    Identity {
+        trust_domain: "cluster.local".into(),
+        namespace: "shop".into(),
+        service_account: sa.into(),
+    }
+}
+
+fn addr(s: &str) -> SocketAddr {
+    s.parse().unwrap()
+}
+
+/// A PATCH of `/cart?id=1` over HBONE, answered 503 with `UF`, as the
+/// server side logs it; `f` gets it with the headers kept for `format`.
+fn with_entry<R>(format: &Format, f: impl FnOnce(&Entry<'_>) -> R) -> R {
+    let mut request = HeaderMap::new();
+    for (name, value) in [
+        ("user-agent", "curl/8"),
+        ("x-forwarded-for", "10.0.0.9"),
+        ("x-request-id", "req-1"),
+        ("x-tenant", "acme"),
+        ("x-other", "not kept"),
+    ] {
+        request.insert(name, HeaderValue::from_static(value));
+    }
+    let mut response = HeaderMap::new();
+    response.insert("x-cache", HeaderValue::from_static("miss"));
+    let request = Headers::capture(&request, format.request_headers(), &[]);
+    let response = Headers::capture(&response, format.response_headers(), &[]);
+    let start = SystemTime::UNIX_EPOCH + Duration::from_nanos(1_796_239_034_123_456_789);
+    let mut e = Entry::new(start, Duration::from_millis(1500));
+    e.http = Some(Http {
+        method: "PATCH",
+        path: "/cart?id=1",
+        authority: "cart.shop:8080",
+        headers: Some(&request),
+        response_headers: Some(&response),
+        status: 503,
+        grpc_status: None,
+    });
+    e.protocol = "HTTP/2";
+    let mut flags = Flags::default();
+    flags.set(Flag::UpstreamConnectFailure);
+    e.flags = flags;
+    e.bytes_received = 12;
+    e.bytes_sent = 91;
+    e.upstream_host = Some(addr("10.1.0.5:8080"));
+    e.upstream_cluster = "inbound|8080||";
+    e.downstream_remote = Some(addr("10.1.0.4:40000"));
+    e.downstream_local = Some(addr("10.1.0.5:15008"));
+    let (local, peer) = (identity("cart"), identity("web"));
+    e.local_identity = Some(&local);
+    e.peer_identity = Some(&peer);
+    e.mtls = true;
+    e.route = "default";
+    e.attempts = 1;
+    f(&e)
+}
+
+fn socket(a: &Option<Address>) -> (String, u32) {
+    match a.as_ref().and_then(|a| a.address.as_ref()) {
+        Some(weft_proto::core::address::Address::SocketAddress(s)) => {
+            let Some(socket_address::PortSpecifier::PortValue(port)) = s.port_specifier else {
+                panic!("no port: {s:?}");
+            };
+            (s.address.clone(), port)
+        }
+        other => panic!("not a socket address: {other:?}"),
+    }
+}
+
+#[test]
+fn an_http_entry_carries_the_request_the_response_and_the_connection() {
+    let (service, format) = Service::compile("als", &provider(GrpcKind::Http, 9000)).unwrap();
+    let Item::Http(got) = with_entry(&format, |e| entry(&service, e)) else {
+        panic!("an envoyHttpAls provider gets HTTP entries");
+    };
+    assert_eq!(got.protocol_version, HttpVersion::Http2 as i32);
+    let request = got.request.unwrap();
+    assert_eq!(request.request_method, RequestMethod::Patch as i32);
+    assert_eq!(request.path, "/cart?id=1", "with its query, as Envoy's");
+    assert_eq!(request.authority, "cart.shop:8080");
+    assert_eq!(request.scheme, "http");
+    assert_eq!(request.user_agent, "curl/8");
+    assert_eq!(request.forwarded_for, "10.0.0.9");
+    assert_eq!(request.request_id, "req-1");
+    assert_eq!(request.referer, "", "absent");
+    assert_eq!(request.request_body_bytes, 12);
+    assert_eq!(
+        request.request_headers,
+        [("x-tenant".to_string(), "acme".to_string())].into(),
+        "the additional headers only"
+    );
+    let response = got.response.unwrap();
+    assert_eq!(response.response_code, Some(503));
+    assert_eq!(response.response_body_bytes, 91);
+    assert_eq!(
+        response.response_headers,
+        [("x-cache".to_string(), "miss".to_string())].into()
+    );
+    assert_eq!(
+        response.response_code_details,
+        "upstream_reset_before_response_started{connection_failure}"
+    );
+    let common = got.common_properties.unwrap();
+    assert_eq!(
+        common.start_time,
+        Some(prost_types::Timestamp {
+            seconds: 1_796_239_034,
+            nanos: 123_456_789
+        })
+    );
+    assert_eq!(
+        common.duration,
+        Some(prost_types::Duration {
+            seconds: 1,
+            nanos: 500_000_000
+        })
+    );
+    assert_eq!(
+        socket(&common.downstream_remote_address),
+        ("10.1.0.4".into(), 40000)
+    );
+    assert_eq!(
+        socket(&common.downstream_direct_remote_address),
+        ("10.1.0.4".into(), 40000)
+    );
+    assert_eq!(
+        socket(&common.downstream_local_address),
+        ("10.1.0.5".into(), 15008)
+    );
+    assert_eq!(
+        socket(&common.upstream_remote_address),
+        ("10.1.0.5".into(), 8080)
+    );
+    assert!(common.upstream_local_address.is_none(), "not known");
+    assert_eq!(common.upstream_cluster, "inbound|8080||");
+    assert_eq!(common.route_name, "default");
+    assert_eq!(common.upstream_request_attempt_count, 1);
+    let flags = common.response_flags.unwrap();
+    assert!(flags.upstream_connection_failure);
+    assert!(!flags.no_healthy_upstream && flags.unauthorized_details.is_none());
+    let tls = common.tls_properties.unwrap();
+    assert_eq!(tls.tls_version, TlsVersion::TlSv13 as i32);
+    let san = |c: Option<CertificateProperties>| c.unwrap().subject_alt_name[0].san.clone();
+    assert_eq!(
+        san(tls.peer_certificate_properties),
+        Some(San::Uri("spiffe://cluster.local/ns/shop/sa/web".into()))
+    );
+    assert_eq!(
+        san(tls.local_certificate_properties),
+        Some(San::Uri("spiffe://cluster.local/ns/shop/sa/cart".into()))
+    );
+}
+
+#[test]
+fn a_tcp_provider_gets_connection_entries_and_denials_are_unauthorized() {
+    let (service, format) = Service::compile("tcp", &provider(GrpcKind::Tcp, 9000)).unwrap();
+    assert!(
+        format.request_headers().is_empty() && format.response_headers().is_empty(),
+        "a TCP entry keeps no header"
+    );
+    let got = with_entry(&format, |e| {
+        let mut e = e.clone();
+        e.flags = Flag::RbacDenied.into();
+        entry(&service, &e)
+    });
+    let Item::Tcp(got) = got else {
+        panic!("an envoyTcpAls provider gets TCP entries");
+    };
+    let connection = got.connection_properties.unwrap();
+    assert_eq!((connection.received_bytes, connection.sent_bytes), (12, 91));
+    let flags = got.common_properties.unwrap().response_flags.unwrap();
+    assert_eq!(flags.unauthorized_details, Some(Unauthorized::default()));
+    // A downstream without a proven peer (the client side's: the app's
+    // plaintext connection) has no TLS properties.
+    let (service, format) = Service::compile("http", &provider(GrpcKind::Http, 9000)).unwrap();
+    let Item::Http(plain) = with_entry(&format, |e| {
+        let mut e = e.clone();
+        e.peer_identity = None;
+        e.flags = Flag::ExternalDenied.into();
+        entry(&service, &e)
+    }) else {
+        panic!("HTTP");
+    };
+    let common = plain.common_properties.unwrap();
+    assert!(common.tls_properties.is_none());
+    assert_eq!(
+        common.response_flags.unwrap().unauthorized_details,
+        Some(Unauthorized {
+            reason: Reason::ExternalService as i32
+        })
+    );
+}
+
+#[test]
+fn a_provider_without_a_port_is_refused() {
+    let err = Service::compile("als", &provider(GrpcKind::Http, 0)).unwrap_err();
+    assert_eq!(err, "port 0 is not a port");
+}
+
+/// What the service gets: per stream (numbered from 0 in the order
+/// opened), each message.
+type Received = (usize, StreamAccessLogsMessage);
+
+/// An access-log service on loopback that hands each message to a
+/// channel, and ends each stream after `per_stream` messages.
+struct Receiver {
+    messages: mpsc::UnboundedSender<Received>,
+    streams: std::sync::atomic::AtomicUsize,
+    per_stream: usize,
+}
+
+#[tonic::async_trait]
+impl AccessLogService for Receiver {
+    async fn stream_access_logs(
+        &self,
+        request: tonic::Request<tonic::Streaming<StreamAccessLogsMessage>>,
+    ) -> Result<tonic::Response<StreamAccessLogsResponse>, tonic::Status> {
+        let stream = self
+            .streams
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let mut messages = request.into_inner();
+        for _ in 0..self.per_stream {
+            match messages.message().await? {
+                Some(message) => {
+                    let _ = self.messages.send((stream, message));
+                }
+                None => break,
+            }
+        }
+        Ok(tonic::Response::new(StreamAccessLogsResponse {}))
+    }
+}
+
+async fn receiver(per_stream: usize) -> (u16, mpsc::UnboundedReceiver<Received>) {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let (tx, rx) = mpsc::unbounded_channel();
+    tokio::spawn(
+        tonic::transport::Server::builder()
+            .add_service(AccessLogServiceServer::new(Receiver {
+                messages: tx,
+                streams: Default::default(),
+                per_stream,
+            }))
+            .serve_with_incoming(tokio_stream::wrappers::TcpListenerStream::new(listener)),
+    );
+    (port, rx)
+}
+
+async fn next(rx: &mut mpsc::UnboundedReceiver<Received>) -> Received {
+    tokio::time::timeout(Duration::from_secs(10), rx.recv())
+        .await
+        .expect("the service got a message within 10 s")
+        .unwrap()
+}
+
+#[tokio::test]
+async fn batches_go_on_one_stream_that_names_the_node_once() {
+    let (port, mut rx) = receiver(usize::MAX).await;
+    let exporter = Exporter::with(Arc::new(WorkloadStore::default()), Entries::new("node-1"));
+    let (service, format) = Service::compile("als", &provider(GrpcKind::Http, port)).unwrap();
+    let service = Arc::new(service);
+    for batch in 0..2 {
+        for _ in 0..=batch {
+            let item = with_entry(&format, |e| entry(&service, e));
+            exporter.submit(service.clone(), item);
+        }
+        exporter.flush(Duration::from_secs(5)).await;
+    }
+    let (stream, first) = next(&mut rx).await;
+    let identifier = first.identifier.expect("the first message names the node");
+    assert_eq!(identifier.node.unwrap().id, "node-1");
+    assert_eq!(identifier.log_name, "http_envoy_accesslog");
+    let Some(LogEntries::HttpLogs(entries)) = first.log_entries else {
+        panic!("HTTP entries: {:?}", first.log_entries);
+    };
+    assert_eq!(entries.log_entry.len(), 1);
+    let (again, second) = next(&mut rx).await;
+    assert_eq!(again, stream, "the same stream");
+    assert!(second.identifier.is_none(), "named once per stream");
+    let Some(LogEntries::HttpLogs(entries)) = second.log_entries else {
+        panic!("HTTP entries");
+    };
+    assert_eq!(entries.log_entry.len(), 2);
+    wait_for(
+        || exporter.stats.snapshot() == [3, 0, 0],
+        "three entries exported",
+    )
+    .await;
+}
+
+#[tokio::test]
+async fn a_stream_the_service_ended_is_opened_again_with_its_identifier() {
+    // The service ends each stream after its first message.
+    let (port, mut rx) = receiver(1).await;
+    let exporter = Exporter::with(Arc::new(WorkloadStore::default()), Entries::new("node-2"));
+    let (service, format) = Service::compile("tcp", &provider(GrpcKind::Tcp, port)).unwrap();
+    let service = Arc::new(service);
+    let mut streams = Vec::new();
+    for _ in 0..2 {
+        let item = with_entry(&format, |e| entry(&service, e));
+        exporter.submit(service.clone(), item);
+        exporter.flush(Duration::from_secs(5)).await;
+        let (stream, message) = next(&mut rx).await;
+        assert!(
+            message.identifier.is_some(),
+            "a new stream names the node again"
+        );
+        assert!(matches!(message.log_entries, Some(LogEntries::TcpLogs(_))));
+        streams.push(stream);
+        // The stream's end reaches the agent before the next batch.
+        wait_for(
+            || {
+                service
+                    .stream
+                    .try_lock()
+                    .is_ok_and(|s| s.as_ref().is_none_or(|s| s.messages.is_closed()))
+            },
+            "the agent saw the stream end",
+        )
+        .await;
+    }
+    assert_eq!(streams, [0, 1]);
+    assert_eq!(exporter.stats.snapshot()[0], 2);
+}
+
+#[tokio::test]
+async fn entries_for_a_service_that_is_down_are_counted_failed() {
+    // A port nothing listens on.
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let exporter = Exporter::with(Arc::new(WorkloadStore::default()), Entries::new("n"));
+    let (service, format) = Service::compile("als", &provider(GrpcKind::Http, port)).unwrap();
+    let service = Arc::new(service);
+    exporter.submit(service.clone(), with_entry(&format, |e| entry(&service, e)));
+    exporter.flush(Duration::from_secs(10)).await;
+    assert_eq!(exporter.stats.snapshot(), [0, 0, 1]);
+}
