@@ -353,7 +353,7 @@ async fn send<S: Signal>(shared: &Shared<S>, batch: Batch<S>) {
             if last.is_none_or(|at| now.duration_since(*at) >= WARN_EVERY) {
                 warned.insert(provider.to_string(), now);
                 drop(warned);
-                tracing::warn!(provider, lost = count, what = S::ITEMS, %reason, "OTLP export failed");
+                tracing::warn!(provider, lost = count, what = S::ITEMS, %reason, "export failed");
             }
         }
     }

@@ -678,14 +678,18 @@ fn grpc_providers_stream_entries_to_the_access_log_service() -> Result<()> {
             lines(cluster, "node-1", &path)?.is_empty() && lines(cluster, "node-2", &path)?.is_empty(),
             "the providers replaced stdout"
         );
-        // A denied request: the server's entry says why.
+        // A denied request: the server's entry says why, as Envoy's RBAC
+        // filter does (its details, no response flag), and names no
+        // upstream.
         ensure!(get(&web, &base, "/forbidden-als")? == 403);
         converge("the denied request's entry", || {
             std::thread::sleep(std::time::Duration::from_millis(500));
             Ok(http_of("/forbidden-als")?.iter().any(|e| {
                 e.node_id == "node-2"
                     && e.response_code == 403
-                    && e.response_flags == ["unauthorized_details"]
+                    && e.response_code_details == "rbac_access_denied_matched_policy[none]"
+                    && e.response_flags.is_empty()
+                    && e.upstream_cluster.is_empty()
             }))
         })?;
         // A TCP connection: a TCP entry from each side, on the TCP

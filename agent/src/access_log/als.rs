@@ -11,15 +11,20 @@
 //! at a time per provider. Unlike OTLP's `Export`, the service is one
 //! long-lived client stream per provider: its first message carries the
 //! identifier (this agent's node and the provider's log name), each
-//! message a batch. The server answers nothing (the API is lossy by
-//! design): a batch counts as exported once the stream has taken it, and
-//! a stream that ended is opened again, with its identifier, by the next
-//! batch.
+//! message a batch. The server answers only when the stream ends (the
+//! API is lossy by design, as in Envoy): a batch counts as exported once
+//! the stream's HTTP/2 encoder has pulled it, which may be up to a
+//! flow-control window ahead of what the service has read; a stream that
+//! ended is opened again, with its identifier, by the next batch, and
+//! one that ended with an error is logged. A stream that is let go (its
+//! export timed out, the provider changed) is closed, and cancelled if
+//! the service has not answered within [`GRACE`]: a service that stops
+//! reading holds no connection and no task for longer.
 
 use std::{
     net::SocketAddr,
     sync::{Arc, Mutex},
-    time::{SystemTime, UNIX_EPOCH},
+    time::{Duration, Instant, SystemTime, UNIX_EPOCH},
 };
 
 use futures::StreamExt as _;
@@ -58,6 +63,13 @@ use crate::l7::reply::Flag;
 /// The exporter of access-log service entries.
 pub type Exporter = crate::otlp::Exporter<Entries>;
 
+/// How long a stream that is let go may take to end before it is
+/// cancelled.
+pub const GRACE: Duration = Duration::from_secs(5);
+
+/// A provider's failed streams are logged at most this often.
+const WARN_EVERY: Duration = Duration::from_secs(30);
+
 /// Which entries a provider gets.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Kind {
@@ -78,11 +90,15 @@ pub struct Service {
     pub service: String,
     pub port: u16,
     pub log_name: String,
-    /// `additionalRequestHeadersToLog`, `additionalResponseHeadersToLog`.
-    request_headers: Vec<HeaderName>,
+    /// `additionalRequestHeadersToLog` (each as named, and as the entry
+    /// reads it: a pseudo-header from the request line) and
+    /// `additionalResponseHeadersToLog`.
+    request_headers: Vec<(String, Header)>,
     response_headers: Vec<HeaderName>,
     /// The stream open to the service, if any.
     stream: tokio::sync::Mutex<Option<Stream>>,
+    /// When a failed stream was last logged.
+    warned: Arc<Mutex<Option<Instant>>>,
 }
 
 /// The request headers an `HTTPRequestProperties` names a field for.
@@ -96,22 +112,14 @@ const REQUEST_FIELDS: [&str; 5] = [
 
 impl Service {
     /// Converts a provider; with the format that makes a request keep the
-    /// headers its entries carry. The error names what the agent cannot
+    /// headers its entries carry. A header name that is none is left out
+    /// (weft-control warns of it). The error names what the agent cannot
     /// send.
     pub fn compile(provider: &str, grpc: &GrpcAccessLog) -> Result<(Service, Format), String> {
         let port = u16::try_from(grpc.port)
             .ok()
             .filter(|p| *p != 0)
             .ok_or_else(|| format!("port {} is not a port", grpc.port))?;
-        let names = |names: &[String]| {
-            names
-                .iter()
-                .map(|n| {
-                    HeaderName::from_bytes(n.as_bytes())
-                        .map_err(|_| format!("`{n}` is not a header name"))
-                })
-                .collect::<Result<Vec<_>, _>>()
-        };
         let kind = match grpc.kind() {
             GrpcKind::Http => Kind::Http,
             GrpcKind::Tcp => Kind::Tcp,
@@ -119,8 +127,15 @@ impl Service {
         // Envoy's TCP logger has no additional headers.
         let (request_headers, response_headers) = match kind {
             Kind::Http => (
-                names(&grpc.request_headers)?,
-                names(&grpc.response_headers)?,
+                grpc.request_headers
+                    .iter()
+                    .map(|n| (n.clone(), Header::parse(n)))
+                    .filter(|(_, h)| *h != Header::Invalid)
+                    .collect(),
+                grpc.response_headers
+                    .iter()
+                    .filter_map(|n| HeaderName::from_bytes(n.as_bytes()).ok())
+                    .collect(),
             ),
             Kind::Tcp => (Vec::new(), Vec::new()),
         };
@@ -129,8 +144,10 @@ impl Service {
             kept.extend(REQUEST_FIELDS.map(HeaderName::from_static));
             kept.push(http::header::HOST);
         }
-        for name in &request_headers {
-            if !kept.contains(name) {
+        for (_, header) in &request_headers {
+            if let Header::Named(name) = header
+                && !kept.contains(name)
+            {
                 kept.push(name.clone());
             }
         }
@@ -145,6 +162,7 @@ impl Service {
                 request_headers,
                 response_headers,
                 stream: tokio::sync::Mutex::default(),
+                warned: Arc::default(),
             },
             format,
         ))
@@ -203,8 +221,6 @@ fn common(e: &Entry<'_>) -> AccessLogCommon {
         } else {
             AccessLogType::TcpConnectionEnd
         } as i32,
-        // Envoy's sample rate: every entry is sent.
-        sample_rate: 1.0,
         downstream_remote_address: e.downstream_remote.map(address),
         downstream_direct_remote_address: e.downstream_remote.map(address),
         downstream_local_address: e.downstream_local.map(address),
@@ -216,11 +232,24 @@ fn common(e: &Entry<'_>) -> AccessLogCommon {
         duration: Some(duration(e.duration)),
         upstream_remote_address: e.upstream_host.map(address),
         upstream_local_address: e.upstream_local.map(address),
-        upstream_cluster: e.upstream_cluster.to_string(),
+        // Envoy names the cluster of the upstream host chosen: none
+        // without one (no route, a denial, a local reply).
+        upstream_cluster: if e.upstream_host.is_some() {
+            e.upstream_cluster.to_string()
+        } else {
+            String::new()
+        },
         response_flags: Some(flags(e)),
         upstream_transport_failure_reason: e.transport_failure.to_string(),
         route_name: e.route.to_string(),
         upstream_request_attempt_count: e.attempts,
+        // A connection RBAC closed, as Envoy's network RBAC filter says
+        // it (a request's denial is in its response code details).
+        connection_termination_details: if e.http.is_none() && e.flags.has(Flag::RbacDenied) {
+            "rbac_access_denied_matched_policy[none]".to_string()
+        } else {
+            String::new()
+        },
         ..Default::default()
     }
 }
@@ -276,9 +305,9 @@ fn request(service: &Service, e: &Entry<'_>) -> HttpRequestProperties {
         request_headers: service
             .request_headers
             .iter()
-            .filter_map(|name| {
-                let value = e.request(&Header::Named(name.clone()))?;
-                Some((name.to_string(), value.to_string()))
+            .filter_map(|(name, header)| {
+                let value = e.request(header)?;
+                Some((name.clone(), value.to_string()))
             })
             .collect(),
         ..Default::default()
@@ -317,7 +346,9 @@ fn method(method: &str) -> RequestMethod {
     }
 }
 
-/// The entry's response flags, as Envoy's `ResponseFlags` fields.
+/// The entry's response flags, as Envoy's `ResponseFlags` fields. An
+/// RBAC denial has none (Envoy's RBAC filters set no flag; the response
+/// code details or the connection termination details say it).
 fn flags(e: &Entry<'_>) -> ResponseFlags {
     let has = |flag| e.flags.has(flag);
     ResponseFlags {
@@ -333,17 +364,10 @@ fn flags(e: &Entry<'_>) -> ResponseFlags {
         upstream_connection_termination: has(Flag::UpstreamTerminated),
         upstream_remote_reset: has(Flag::UpstreamReset),
         no_cluster_found: has(Flag::NoCluster),
-        // RBAC: unauthorized with no reason; UAEX: by the external
-        // authorization service.
-        unauthorized_details: if has(Flag::ExternalDenied) {
-            Some(Unauthorized {
-                reason: Reason::ExternalService as i32,
-            })
-        } else if has(Flag::RbacDenied) {
-            Some(Unauthorized::default())
-        } else {
-            None
-        },
+        // UAEX: denied by the external authorization service.
+        unauthorized_details: has(Flag::ExternalDenied).then_some(Unauthorized {
+            reason: Reason::ExternalService as i32,
+        }),
         ..Default::default()
     }
 }
@@ -383,48 +407,56 @@ type Sent = (StreamAccessLogsMessage, oneshot::Sender<()>);
 struct Stream {
     addr: SocketAddr,
     messages: mpsc::Sender<Sent>,
-    /// Why it ended, once it has.
-    ended: Arc<Mutex<Option<String>>>,
+    /// Dropped with the stream: its task ends it (see [`GRACE`]).
+    _close: oneshot::Sender<()>,
+    #[cfg(test)]
+    task: tokio::task::AbortHandle,
 }
 
 impl Stream {
-    /// Opens a stream on `channel`; its messages go as the transport
-    /// takes them.
-    fn open(channel: Channel, addr: SocketAddr) -> Stream {
+    /// Opens a stream to `service` on `channel`; its messages go as the
+    /// HTTP/2 encoder pulls them. Its task logs how it failed, if it
+    /// does.
+    fn open(channel: Channel, addr: SocketAddr, service: &Service) -> Stream {
         let (messages, queue) = mpsc::channel::<Sent>(1);
-        let ended = Arc::new(Mutex::new(None));
+        let (close, closing) = oneshot::channel::<()>();
         let outbound =
             tokio_stream::wrappers::ReceiverStream::new(queue).map(|(message, taken)| {
                 let _ = taken.send(());
                 message
             });
-        tokio::spawn({
-            let ended = ended.clone();
-            async move {
-                let why = match AccessLogServiceClient::new(channel)
-                    .stream_access_logs(outbound)
-                    .await
-                {
-                    Ok(_) => "the service ended the stream".to_string(),
-                    Err(status) => format!("the stream failed: {}", status.message()),
-                };
-                *ended.lock().unwrap_or_else(|e| e.into_inner()) = Some(why);
+        let provider = service.provider.clone();
+        let warned = service.warned.clone();
+        let _task = tokio::spawn(async move {
+            let mut client = AccessLogServiceClient::new(channel);
+            let call = client.stream_access_logs(outbound);
+            tokio::pin!(call);
+            let ended = tokio::select! {
+                ended = &mut call => Some(ended),
+                // Let go: its messages' sender is gone with it, so the
+                // request stream has ended, and the service may answer.
+                _ = closing => tokio::time::timeout(GRACE, &mut call).await.ok(),
+            };
+            let reason = match ended {
+                Some(Ok(_)) => return,
+                Some(Err(status)) => format!("{:?}: {}", status.code(), status.message()),
+                None => format!("no answer within {GRACE:?} of its end; cancelled"),
+            };
+            let now = Instant::now();
+            let mut last = warned.lock().unwrap_or_else(|e| e.into_inner());
+            if last.is_none_or(|at| now.duration_since(at) >= WARN_EVERY) {
+                *last = Some(now);
+                drop(last);
+                tracing::warn!(provider, %addr, %reason, "an access-log service stream failed; entries it had taken may be lost");
             }
         });
         Stream {
             addr,
             messages,
-            ended,
+            _close: close,
+            #[cfg(test)]
+            task: _task.abort_handle(),
         }
-    }
-
-    /// Why the stream cannot take a message.
-    fn why(&self) -> String {
-        self.ended
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .clone()
-            .unwrap_or_else(|| "the stream ended".to_string())
     }
 }
 
@@ -453,11 +485,12 @@ impl Entries {
 impl crate::otlp::Signal for Entries {
     type Collector = Service;
     type Item = Item;
-    /// A batch: one message (the provider's entries are of one kind).
-    type Request = LogEntries;
+    /// A batch: a message per kind of entry in it (one, unless the
+    /// provider's kind changed while entries waited).
+    type Request = Vec<LogEntries>;
     const ITEMS: &'static str = "access-log service entries";
 
-    fn request(items: Vec<Item>) -> LogEntries {
+    fn request(items: Vec<Item>) -> Vec<LogEntries> {
         let mut http = Vec::new();
         let mut tcp = Vec::new();
         for item in items {
@@ -466,43 +499,51 @@ impl crate::otlp::Signal for Entries {
                 Item::Tcp(e) => tcp.push(*e),
             }
         }
-        // A provider's kind changed (a mesh config change) while entries
-        // of the old one waited: they go as the new kind's would not.
-        if http.len() >= tcp.len() {
-            LogEntries::HttpLogs(HttpAccessLogEntries { log_entry: http })
-        } else {
-            LogEntries::TcpLogs(TcpAccessLogEntries { log_entry: tcp })
+        let mut messages = Vec::new();
+        if !http.is_empty() {
+            messages.push(LogEntries::HttpLogs(HttpAccessLogEntries {
+                log_entry: http,
+            }));
         }
+        if !tcp.is_empty() {
+            messages.push(LogEntries::TcpLogs(TcpAccessLogEntries { log_entry: tcp }));
+        }
+        messages
     }
 
-    /// Sends the batch on the provider's stream, opening one (with the
-    /// identifier) when it has none to `addr` or it ended; done when the
-    /// transport has taken it.
+    /// Sends the batch on the provider's stream, opening one (its first
+    /// message with the identifier) when it has none to `addr` or it
+    /// ended; done when the stream has taken it.
     async fn export(
         &self,
         channel: Channel,
         service: &Service,
         addr: SocketAddr,
-        entries: LogEntries,
+        batch: Vec<LogEntries>,
     ) -> Result<(), tonic::Status> {
         let mut slot = service.stream.lock().await;
-        let (stream, identifier) = match slot.take() {
+        let (stream, mut identifier) = match slot.take() {
             Some(stream) if stream.addr == addr && !stream.messages.is_closed() => (stream, None),
             _ => (
-                Stream::open(channel, addr),
+                Stream::open(channel, addr, service),
                 Some(Identifier {
                     node: Some(self.node.clone()),
                     log_name: service.log_name.clone(),
                 }),
             ),
         };
-        let message = StreamAccessLogsMessage {
-            identifier,
-            log_entries: Some(entries),
-        };
-        let (taken, on_taken) = oneshot::channel();
-        if stream.messages.send((message, taken)).await.is_err() || on_taken.await.is_err() {
-            return Err(tonic::Status::unavailable(stream.why()));
+        for entries in batch {
+            let message = StreamAccessLogsMessage {
+                identifier: identifier.take(),
+                log_entries: Some(entries),
+            };
+            let (taken, on_taken) = oneshot::channel();
+            if stream.messages.send((message, taken)).await.is_err() || on_taken.await.is_err() {
+                // The stream is let go (and its task logs why it ended).
+                return Err(tonic::Status::unavailable(format!(
+                    "the stream to {addr} ended before it took the batch"
+                )));
+            }
         }
         *slot = Some(stream);
         Ok(())

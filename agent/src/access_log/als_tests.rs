@@ -26,7 +26,7 @@ fn provider(kind: GrpcKind, port: u16) -> GrpcAccessLog {
         service: "127.0.0.1".into(),
         port: port.into(),
         log_name: "http_envoy_accesslog".into(),
-        request_headers: vec!["x-tenant".into()],
+        request_headers: vec!["x-tenant".into(), ":authority".into()],
         response_headers: vec!["x-cache".into()],
     }
 }
@@ -121,8 +121,12 @@ fn an_http_entry_carries_the_request_the_response_and_the_connection() {
     assert_eq!(request.request_body_bytes, 12);
     assert_eq!(
         request.request_headers,
-        [("x-tenant".to_string(), "acme".to_string())].into(),
-        "the additional headers only"
+        [
+            ("x-tenant".to_string(), "acme".to_string()),
+            (":authority".to_string(), "cart.shop:8080".to_string())
+        ]
+        .into(),
+        "the additional headers only, pseudo-headers from the request line"
     );
     let response = got.response.unwrap();
     assert_eq!(response.response_code, Some(503));
@@ -136,6 +140,8 @@ fn an_http_entry_carries_the_request_the_response_and_the_connection() {
         "upstream_reset_before_response_started{connection_failure}"
     );
     let common = got.common_properties.unwrap();
+    assert_eq!(common.sample_rate, 0.0, "Envoy leaves it unset");
+    assert_eq!(common.access_log_type, AccessLogType::DownstreamEnd as i32);
     assert_eq!(
         common.start_time,
         Some(prost_types::Timestamp {
@@ -187,7 +193,7 @@ fn an_http_entry_carries_the_request_the_response_and_the_connection() {
 }
 
 #[test]
-fn a_tcp_provider_gets_connection_entries_and_denials_are_unauthorized() {
+fn a_tcp_provider_gets_connection_entries_and_only_external_denials_are_unauthorized() {
     let (service, format) = Service::compile("tcp", &provider(GrpcKind::Tcp, 9000)).unwrap();
     assert!(
         format.request_headers().is_empty() && format.response_headers().is_empty(),
@@ -203,8 +209,42 @@ fn a_tcp_provider_gets_connection_entries_and_denials_are_unauthorized() {
     };
     let connection = got.connection_properties.unwrap();
     assert_eq!((connection.received_bytes, connection.sent_bytes), (12, 91));
-    let flags = got.common_properties.unwrap().response_flags.unwrap();
-    assert_eq!(flags.unauthorized_details, Some(Unauthorized::default()));
+    let common = got.common_properties.unwrap();
+    assert_eq!(
+        common.response_flags.unwrap(),
+        ResponseFlags::default(),
+        "Envoy's RBAC sets no flag"
+    );
+    assert_eq!(
+        common.access_log_type,
+        AccessLogType::DownstreamEnd as i32,
+        "a request, though a TCP entry"
+    );
+    // A request's denial is in its response code details; a
+    // connection's in its termination details.
+    assert_eq!(common.connection_termination_details, "");
+    let got = with_entry(&format, |e| {
+        let mut e = e.clone();
+        e.http = None;
+        e.flags = Flag::RbacDenied.into();
+        // Denied before any upstream: no cluster.
+        e.upstream_host = None;
+        entry(&service, &e)
+    });
+    let Item::Tcp(got) = got else { panic!("TCP") };
+    let common = got.common_properties.unwrap();
+    assert_eq!(
+        common.connection_termination_details,
+        "rbac_access_denied_matched_policy[none]"
+    );
+    assert_eq!(
+        common.upstream_cluster, "",
+        "Envoy names the host's cluster"
+    );
+    assert_eq!(
+        common.access_log_type,
+        AccessLogType::TcpConnectionEnd as i32
+    );
     // A downstream without a proven peer (the client side's: the app's
     // plaintext connection) has no TLS properties.
     let (service, format) = Service::compile("http", &provider(GrpcKind::Http, 9000)).unwrap();
@@ -359,18 +399,86 @@ async fn a_stream_the_service_ended_is_opened_again_with_its_identifier() {
     assert_eq!(exporter.stats.snapshot()[0], 2);
 }
 
+#[test]
+fn a_batch_of_both_kinds_is_two_messages() {
+    let (http, format) = Service::compile("als", &provider(GrpcKind::Http, 9000)).unwrap();
+    let (tcp, _) = Service::compile("als", &provider(GrpcKind::Tcp, 9000)).unwrap();
+    let items = with_entry(&format, |e| {
+        vec![entry(&http, e), entry(&tcp, e), entry(&http, e)]
+    });
+    let messages = <Entries as crate::otlp::Signal>::request(items);
+    let sizes: Vec<(&str, usize)> = messages
+        .iter()
+        .map(|m| match m {
+            LogEntries::HttpLogs(h) => ("http", h.log_entry.len()),
+            LogEntries::TcpLogs(t) => ("tcp", t.log_entry.len()),
+        })
+        .collect();
+    assert_eq!(sizes, [("http", 2), ("tcp", 1)], "none lost");
+}
+
+/// A service that takes streams and never reads nor answers them.
+struct Stalled;
+
+#[tonic::async_trait]
+impl AccessLogService for Stalled {
+    async fn stream_access_logs(
+        &self,
+        _request: tonic::Request<tonic::Streaming<StreamAccessLogsMessage>>,
+    ) -> Result<tonic::Response<StreamAccessLogsResponse>, tonic::Status> {
+        std::future::pending().await
+    }
+}
+
+#[tokio::test]
+async fn a_stream_let_go_is_cancelled_when_the_service_does_not_answer() {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(
+        tonic::transport::Server::builder()
+            .add_service(AccessLogServiceServer::new(Stalled))
+            .serve_with_incoming(tokio_stream::wrappers::TcpListenerStream::new(listener)),
+    );
+    let (service, _) = Service::compile("als", &provider(GrpcKind::Http, addr.port())).unwrap();
+    let channel = tonic::transport::Endpoint::from_shared(format!("http://{addr}"))
+        .unwrap()
+        .connect_lazy();
+    let stream = Stream::open(channel, addr, &service);
+    let (taken, on_taken) = oneshot::channel();
+    stream
+        .messages
+        .send((StreamAccessLogsMessage::default(), taken))
+        .await
+        .unwrap();
+    on_taken.await.expect("the stream took the message");
+    let task = stream.task.clone();
+    assert!(!task.is_finished(), "open while the service holds it");
+    // Let go (an export that timed out, a provider replaced): the
+    // service gets GRACE to answer, then the stream is cancelled, and
+    // its task and connection go with it.
+    drop(stream);
+    let deadline = tokio::time::Instant::now() + GRACE + Duration::from_secs(3);
+    while !task.is_finished() {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the stream's task still runs {GRACE:?} after it was let go"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
 #[tokio::test]
 async fn entries_for_a_service_that_is_down_are_counted_failed() {
-    // A port nothing listens on.
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
+    // A port bound, and kept, but not listening: connections to it are
+    // refused, and no other test can take it.
+    let held = tokio::net::TcpSocket::new_v4().unwrap();
+    held.bind("127.0.0.1:0".parse().unwrap()).unwrap();
+    let port = held.local_addr().unwrap().port();
     let exporter = Exporter::with(Arc::new(WorkloadStore::default()), Entries::new("n"));
     let (service, format) = Service::compile("als", &provider(GrpcKind::Http, port)).unwrap();
     let service = Arc::new(service);
     exporter.submit(service.clone(), with_entry(&format, |e| entry(&service, e)));
     exporter.flush(Duration::from_secs(10)).await;
     assert_eq!(exporter.stats.snapshot(), [0, 0, 1]);
+    drop(held);
 }

@@ -6,8 +6,9 @@
 //! one with a selector to the pods it picks; they merge in that order as
 //! istiod's `mergeLogs` merges them (see [`Policies::decide`]). Outputs
 //! are MeshConfig's own (`accessLogFile`), the file providers
-//! (`envoyFileAccessLog`, the built-in `envoy` among them) and the
-//! OpenTelemetry collectors (`envoyOtelAls`).
+//! (`envoyFileAccessLog`, the built-in `envoy` among them), the
+//! OpenTelemetry collectors (`envoyOtelAls`) and Envoy's access-log
+//! services (`envoyHttpAls`, `envoyTcpAls`).
 
 use std::{
     collections::HashMap,
@@ -387,9 +388,9 @@ impl Policies {
     /// workload, oldest first. The providers in scope are
     /// `defaultProviders.accessLogging`, replaced by those the last level
     /// naming any names; each entry (for this side) turns its providers,
-    /// or the previous entry's, on with a filter, or off. A provider of
-    /// Envoy's own gRPC services gets nothing; when no provider resolves,
-    /// MeshConfig's own output applies.
+    /// or the previous entry's, on with a filter, or off. A provider sent
+    /// without an output (a kind this agent does not know) gets nothing;
+    /// when no provider resolves, MeshConfig's own output applies.
     pub fn decide(&self, namespace: &str, uid: &str, side: Side) -> Option<Decision> {
         let state = self.inner.read().unwrap_or_else(|e| e.into_inner());
         let root = state.root.as_ref()?;
@@ -514,7 +515,8 @@ where
         // Unknown, or of a kind that logs no access: skipped.
         let Some(output) = output else { continue };
         resolved = true;
-        // Envoy's own gRPC service: resolved, nothing to send.
+        // Sent without an output (a kind this agent does not know):
+        // resolved, nothing to send.
         let Some(output) = output else { continue };
         if let Says::Log(filter) = says {
             lines.push(Line {

@@ -335,7 +335,7 @@ impl Collector for HealthCollector {
         )?;
         labelled(
             "weft_agent_access_log_records",
-            "Access-log records sent to OpenTelemetry collectors (envoyOtelAls), by outcome (exported; dropped: the queue was full, the collector fell behind, or the agent was starting; failed: the export failed)",
+            "Access-log records sent to OpenTelemetry collectors (envoyOtelAls) and entries streamed to Envoy's access-log services (envoyHttpAls, envoyTcpAls), by outcome (exported: the collector accepted them, or the service's stream took them; dropped: the queue was full, the collector or service fell behind, or the agent was starting; failed: the export failed)",
             "outcome",
             MetricType::Counter,
             &outcomes(crate::access_log::global().records()),

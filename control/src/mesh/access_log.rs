@@ -89,6 +89,38 @@ pub struct EnvoyGrpcAls {
     pub additional_response_trailers_to_log: Vec<String>,
 }
 
+impl EnvoyGrpcAls {
+    /// The additional header names that are no header name (nor one of
+    /// the request line's pseudo-headers), each with its field: left out.
+    pub fn not_headers(&self) -> Vec<String> {
+        let mut bad = Vec::new();
+        for (field, names) in [
+            (
+                "additionalRequestHeadersToLog",
+                &self.additional_request_headers_to_log,
+            ),
+            (
+                "additionalResponseHeadersToLog",
+                &self.additional_response_headers_to_log,
+            ),
+        ] {
+            for name in names.iter().filter(|n| !is_header(field, n)) {
+                bad.push(format!("{field}: `{name}`"));
+            }
+        }
+        bad
+    }
+}
+
+/// Whether `name` is one a `field` of additional headers logs: a header
+/// name, or (a request's) `:authority`, `:path`, `:method`, `:scheme`.
+fn is_header(field: &str, name: &str) -> bool {
+    let name = name.to_ascii_lowercase();
+    let pseudo = [":authority", ":path", ":method", ":scheme"];
+    (field == "additionalRequestHeadersToLog" && pseudo.contains(&name.as_str()))
+        || http::HeaderName::from_bytes(name.as_bytes()).is_ok()
+}
+
 /// `envoyFileAccessLog.logFormat`: `text` or `labels`, not both (checked
 /// by [`MeshConfig::parse`]); for `envoyOtelAls`, the body and the
 /// attributes.
@@ -288,33 +320,15 @@ impl MeshConfig {
     }
 
     /// An `envoyHttpAls` or `envoyTcpAls` (`at` names it) names its
-    /// service, and its header names are header names.
+    /// service. (Header names are not checked: Istio does not, and a
+    /// name that is none is left out with a warning, see
+    /// [`EnvoyGrpcAls::not_headers`].)
     pub(super) fn check_grpc_als(at: &str, als: &EnvoyGrpcAls) -> Result<(), String> {
         if als.service.is_empty() {
             return Err(format!("{at}.service: must be set"));
         }
         if !(1..=65535).contains(&als.port) {
             return Err(format!("{at}.port: {} is not a port (1-65535)", als.port));
-        }
-        for (field, names) in [
-            (
-                "additionalRequestHeadersToLog",
-                &als.additional_request_headers_to_log,
-            ),
-            (
-                "additionalResponseHeadersToLog",
-                &als.additional_response_headers_to_log,
-            ),
-            (
-                "additionalResponseTrailersToLog",
-                &als.additional_response_trailers_to_log,
-            ),
-        ] {
-            for (i, name) in names.iter().enumerate() {
-                if http::HeaderName::from_bytes(name.as_bytes()).is_err() {
-                    return Err(format!("{at}.{field}[{i}]: `{name}` is not a header name"));
-                }
-            }
         }
         Ok(())
     }
@@ -407,7 +421,13 @@ fn grpc_output(kind: GrpcKind, als: &EnvoyGrpcAls) -> GrpcAccessLog {
         ),
         GrpcKind::Tcp => ("tcp_envoy_accesslog", &[][..], &[][..]),
     };
-    let lower = |names: &[String]| names.iter().map(|n| n.to_ascii_lowercase()).collect();
+    let lower = |field: &str, names: &[String]| {
+        names
+            .iter()
+            .filter(|n| is_header(field, n))
+            .map(|n| n.to_ascii_lowercase())
+            .collect()
+    };
     GrpcAccessLog {
         kind: kind as i32,
         service: als.service.clone(),
@@ -417,7 +437,7 @@ fn grpc_output(kind: GrpcKind, als: &EnvoyGrpcAls) -> GrpcAccessLog {
         } else {
             als.log_name.clone()
         },
-        request_headers: lower(request_headers),
-        response_headers: lower(response_headers),
+        request_headers: lower("additionalRequestHeadersToLog", request_headers),
+        response_headers: lower("additionalResponseHeadersToLog", response_headers),
     }
 }

@@ -256,14 +256,22 @@ fn unknown_provider(name: &str, mesh: &MeshConfig) -> Option<String> {
             | ProviderKind::EnvoyOtelAls
             | ProviderKind::EnvoyTcpAls,
         )) => None,
-        Some(Some(ProviderKind::EnvoyHttpAls)) => provider
-            .and_then(|p| p.envoy_http_als.as_ref())
-            .filter(|als| !als.additional_response_trailers_to_log.is_empty())
-            .map(|_| {
+        Some(Some(ProviderKind::EnvoyHttpAls)) => {
+            let als = provider.and_then(|p| p.envoy_http_als.as_ref())?;
+            let mut left_out = als.not_headers();
+            if !als.additional_response_trailers_to_log.is_empty() {
+                left_out.push(
+                    "additionalResponseTrailersToLog (weft's agent keeps no trailers for its logs)"
+                        .to_string(),
+                );
+            }
+            (!left_out.is_empty()).then(|| {
                 format!(
-                    "provider `{name}`: envoyHttpAls.additionalResponseTrailersToLog is not logged (weft's agent keeps no trailers for its logs); its entries have no response_trailers"
+                    "provider `{name}`: envoyHttpAls logs without {}",
+                    left_out.join(", ")
                 )
-            }),
+            })
+        }
         Some(Some(kind)) => Some(format!(
             "provider `{name}` is `{}`, which writes no access log; it is ignored",
             kind.field()

@@ -116,7 +116,7 @@ fn telemetries_compile_per_namespace_and_selector() {
 
 #[test]
 fn entries_keep_their_providers_lower_cased_and_unknown_ones_are_warned_of() {
-    let mesh = "extensionProviders:\n- name: Files\n  envoyFileAccessLog: {path: /var/log/a.log}\n- name: als\n  envoyHttpAls: {service: als, port: 9000, additionalResponseTrailersToLog: [grpc-message]}\n- name: tcp-als\n  envoyTcpAls: {service: als, port: 9000}\n";
+    let mesh = "extensionProviders:\n- name: Files\n  envoyFileAccessLog: {path: /var/log/a.log}\n- name: als\n  envoyHttpAls: {service: als, port: 9000, additionalRequestHeadersToLog: [':authority', 'bad name'], additionalResponseTrailersToLog: [grpc-message]}\n- name: tcp-als\n  envoyTcpAls: {service: als, port: 9000}\n";
     let yaml = with(
         r#"
 apiVersion: telemetry.istio.io/v1
@@ -154,7 +154,7 @@ spec:
     assert_eq!(
         warnings(&yaml, mesh, "shop").0,
         [
-            "Telemetry shop/t: provider `als`: envoyHttpAls.additionalResponseTrailersToLog is not logged (weft's agent keeps no trailers for its logs); its entries have no response_trailers",
+            "Telemetry shop/t: provider `als`: envoyHttpAls logs without additionalRequestHeadersToLog: `bad name`, additionalResponseTrailersToLog (weft's agent keeps no trailers for its logs)",
             "Telemetry shop/t: provider `Typo` is not in the mesh config's extensionProviders; it is ignored",
             "Telemetry shop/t: provider `prometheus` is `prometheus`, which writes no access log; it is ignored",
         ],
