@@ -385,6 +385,7 @@ extensionProviders:
             log_name: "http_envoy_accesslog".into(),
             request_headers: vec!["x-tenant".into(), "user-agent".into(), ":authority".into()],
             response_headers: vec!["x-cache".into()],
+            filter_state_objects: vec!["upstream_peer".into()],
         },
         "istiod's default log name; header names lower-cased, those that are none left out"
     );
@@ -395,8 +396,10 @@ extensionProviders:
             service: "observability/als".into(),
             port: 9001,
             log_name: "mine".into(),
+            filter_state_objects: vec!["upstream_peer".into(), "downstream_peer".into()],
             ..Default::default()
-        }
+        },
+        "istiod's default filter state: the peers' metadata"
     );
 }
 

@@ -131,6 +131,9 @@ pub struct AlsEntry {
     pub received_bytes: u64,
     pub sent_bytes: u64,
     pub start_unix_nano: u64,
+    /// Each filter state object (`upstream_peer`, `downstream_peer`): a
+    /// `google.protobuf.Struct`'s string fields.
+    pub filter_state: BTreeMap<String, BTreeMap<String, String>>,
 }
 
 /// Every access-log service entry the receiver has printed so far, in

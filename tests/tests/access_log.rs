@@ -107,6 +107,18 @@ fn shop_api_and_front_web(
     Ok((api, web, vip))
 }
 
+/// The records and entries the agent on `node` counts exported
+/// (`weft_agent_access_log_records_total{outcome="exported"}`).
+fn exported(cluster: &Cluster, node: &str) -> Result<f64> {
+    let metrics = cluster.node(node)?.agent_metrics()?;
+    let prefix = "weft_agent_access_log_records_total{outcome=\"exported\"} ";
+    metrics
+        .lines()
+        .find_map(|l| l.strip_prefix(prefix))
+        .and_then(|v| v.parse::<f64>().ok())
+        .with_context(|| format!("no {prefix}on {node}:\n{metrics}"))
+}
+
 /// `shop/db` on node-2, an opaque TCP port (9090) behind its Service;
 /// the backend and the Service's VIP.
 fn shop_db(cluster: &Cluster) -> Result<(Backend, std::net::Ipv4Addr)> {
@@ -582,19 +594,18 @@ fn otel_providers_send_each_line_to_the_collector() -> Result<()> {
         })?;
         // Each agent counts what it exported.
         for node in ["node-1", "node-2"] {
-            let metrics = cluster.node(node)?.agent_metrics()?;
-            let prefix = "weft_agent_access_log_records_total{outcome=\"exported\"} ";
-            let exported = metrics
-                .lines()
-                .find_map(|l| l.strip_prefix(prefix))
-                .and_then(|v| v.parse::<f64>().ok())
-                .with_context(|| format!("no {prefix}on {node}:\n{metrics}"))?;
-            ensure!(exported >= 1.0, "{node} counted no exported record");
+            ensure!(exported(cluster, node)? >= 1.0, "{node} counted no exported record");
         }
         Ok(())
     })
 }
 
+/// `envoyHttpAls` and `envoyTcpAls` providers (`defaultProviders`):
+/// each side's entries reach Envoy's gRPC access-log service as Envoy's
+/// gRPC loggers send them: the request, its answer, the additional
+/// headers, the downstream's TLS peer, the peers' metadata, a denial's
+/// details, one identifier per stream naming the node and the log name;
+/// TCP entries for a connection; nothing on stdout.
 #[test]
 fn grpc_providers_stream_entries_to_the_access_log_service() -> Result<()> {
     let cluster = Cluster::builder().nodes(2).build()?;
@@ -663,6 +674,23 @@ fn grpc_providers_stream_entries_to_the_access_log_service() -> Result<()> {
                 && client.local_san.is_empty(),
             "the client side, named by its node, the app's connection plaintext: {client:?}"
         );
+        // Istio's peer metadata (istiod's default filterStateObjectsToLog):
+        // each side's peer, the endpoint for the client, the client for
+        // the server.
+        let peer = |e: &otlp::AlsEntry, key: &str| -> Option<(String, String)> {
+            let fields = e.filter_state.get(key)?;
+            Some((fields.get("workload")?.clone(), fields.get("namespace")?.clone()))
+        };
+        ensure!(
+            client.filter_state.len() == 1
+                && peer(client, "upstream_peer") == Some(("api".into(), "shop".into())),
+            "the client side's upstream peer: {client:?}"
+        );
+        ensure!(
+            server.filter_state.len() == 1
+                && peer(server, "downstream_peer") == Some(("web".into(), "front".into())),
+            "the server side's downstream peer: {server:?}"
+        );
         ensure!(
             server.node_id == "node-2"
                 && server.upstream_cluster == "inbound|8080||"
@@ -715,13 +743,7 @@ fn grpc_providers_stream_entries_to_the_access_log_service() -> Result<()> {
         })?;
         // Each agent counts what it exported.
         for node in ["node-1", "node-2"] {
-            let metrics = cluster.node(node)?.agent_metrics()?;
-            let prefix = "weft_agent_access_log_records_total{outcome=\"exported\"} ";
-            let exported = metrics
-                .lines()
-                .find_map(|l| l.strip_prefix(prefix))
-                .and_then(|v| v.parse::<f64>().ok())
-                .with_context(|| format!("no {prefix}on {node}:\n{metrics}"))?;
+            let exported = exported(cluster, node)?;
             ensure!(exported >= 2.0, "{node} counted {exported} exported entries");
         }
         Ok(())

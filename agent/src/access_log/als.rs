@@ -57,8 +57,12 @@ use weft_proto::{
 use super::{
     entry::{Entry, Header},
     format::Format,
+    policy::Side,
 };
-use crate::l7::reply::Flag;
+use crate::{
+    l7::reply::Flag,
+    state::{Workload, WorkloadStore},
+};
 
 /// The exporter of access-log service entries.
 pub type Exporter = crate::otlp::Exporter<Entries>;
@@ -95,6 +99,8 @@ pub struct Service {
     /// `additionalResponseHeadersToLog`.
     request_headers: Vec<(String, Header)>,
     response_headers: Vec<HeaderName>,
+    /// `filterStateObjectsToLog` (istiod's default: both peers').
+    filter_state: Vec<String>,
     /// The stream open to the service, if any.
     stream: tokio::sync::Mutex<Option<Stream>>,
     /// When a failed stream was last logged.
@@ -161,6 +167,7 @@ impl Service {
                 log_name: grpc.log_name.clone(),
                 request_headers,
                 response_headers,
+                filter_state: grpc.filter_state_objects.clone(),
                 stream: tokio::sync::Mutex::default(),
                 warned: Arc::default(),
             },
@@ -187,9 +194,46 @@ pub enum Item {
     Tcp(Box<TcpAccessLogEntry>),
 }
 
-/// The entry of `e` for `service`.
-pub fn entry(service: &Service, e: &Entry<'_>) -> Item {
-    let common = Some(common(e));
+/// The other side's workload, under the name of Istio's peer metadata
+/// filter state (`istio.peer_metadata`): the client side's upstream
+/// (`upstream_peer`, the endpoint chosen), the server side's downstream
+/// (`downstream_peer`, the client, if the identity it proved, if any, is
+/// the workload's). Looked up for an access-log service's entry only.
+pub fn peer(
+    e: &Entry<'_>,
+    side: Side,
+    store: &WorkloadStore,
+) -> Option<(&'static str, Arc<Workload>)> {
+    match side {
+        Side::Client => {
+            let workload = store.workload_by_ip(e.upstream_host?.ip())?;
+            Some(("upstream_peer", workload))
+        }
+        Side::Server => {
+            let workload = store
+                .workload_by_ip(e.downstream_remote?.ip())
+                .filter(|w| e.peer_identity.is_none_or(|id| *id == w.identity))?;
+            Some(("downstream_peer", workload))
+        }
+    }
+}
+
+/// The entry of `e` for `service`, with `peer`'s metadata if the
+/// provider logs its filter state.
+pub fn entry(
+    service: &Service,
+    e: &Entry<'_>,
+    peer: Option<&(&'static str, Arc<Workload>)>,
+) -> Item {
+    let mut common = common(e);
+    if let Some((name, workload)) = peer
+        && service.filter_state.iter().any(|n| n == name)
+    {
+        common
+            .filter_state_objects
+            .insert(name.to_string(), peer_metadata(workload));
+    }
+    let common = Some(common);
     match service.kind {
         Kind::Tcp => Item::Tcp(Box::new(TcpAccessLogEntry {
             common_properties: common,
@@ -369,6 +413,38 @@ fn flags(e: &Entry<'_>) -> ResponseFlags {
             reason: Reason::ExternalService as i32,
         }),
         ..Default::default()
+    }
+}
+
+/// A peer's metadata as Istio's `WorkloadMetadataObject` serializes it
+/// for an access log: a `google.protobuf.Struct` of its workload,
+/// instance (pod) name, cluster, namespace, canonical service and
+/// revision, and app and version (those set; the app and version as
+/// weft's metrics label them, from the canonical names), packed into an
+/// `Any`. (Its workload type weft's workload store does not keep.)
+fn peer_metadata(w: &Workload) -> prost_types::Any {
+    let fields = [
+        ("workload", &w.names.workload),
+        ("name", &w.name),
+        ("cluster", &w.names.cluster),
+        ("namespace", &w.namespace),
+        ("service", &w.names.canonical_service),
+        ("revision", &w.names.canonical_revision),
+        ("app", &w.names.canonical_service),
+        ("version", &w.names.canonical_revision),
+    ]
+    .into_iter()
+    .filter(|(_, value)| !value.is_empty())
+    .map(|(key, value)| {
+        let value = prost_types::Value {
+            kind: Some(prost_types::value::Kind::StringValue(value.clone())),
+        };
+        (key.to_string(), value)
+    })
+    .collect();
+    prost_types::Any {
+        type_url: "type.googleapis.com/google.protobuf.Struct".to_string(),
+        value: prost::Message::encode_to_vec(&prost_types::Struct { fields }),
     }
 }
 

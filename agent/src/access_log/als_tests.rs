@@ -28,6 +28,7 @@ fn provider(kind: GrpcKind, port: u16) -> GrpcAccessLog {
         log_name: "http_envoy_accesslog".into(),
         request_headers: vec!["x-tenant".into(), ":authority".into()],
         response_headers: vec!["x-cache".into()],
+        filter_state_objects: vec!["upstream_peer".into(), "downstream_peer".into()],
     }
 }
 
@@ -105,7 +106,7 @@ fn socket(a: &Option<Address>) -> (String, u32) {
 #[test]
 fn an_http_entry_carries_the_request_the_response_and_the_connection() {
     let (service, format) = Service::compile("als", &provider(GrpcKind::Http, 9000)).unwrap();
-    let Item::Http(got) = with_entry(&format, |e| entry(&service, e)) else {
+    let Item::Http(got) = with_entry(&format, |e| entry(&service, e, None)) else {
         panic!("an envoyHttpAls provider gets HTTP entries");
     };
     assert_eq!(got.protocol_version, HttpVersion::Http2 as i32);
@@ -202,7 +203,7 @@ fn a_tcp_provider_gets_connection_entries_and_only_external_denials_are_unauthor
     let got = with_entry(&format, |e| {
         let mut e = e.clone();
         e.flags = Flag::RbacDenied.into();
-        entry(&service, &e)
+        entry(&service, &e, None)
     });
     let Item::Tcp(got) = got else {
         panic!("an envoyTcpAls provider gets TCP entries");
@@ -229,7 +230,7 @@ fn a_tcp_provider_gets_connection_entries_and_only_external_denials_are_unauthor
         e.flags = Flag::RbacDenied.into();
         // Denied before any upstream: no cluster.
         e.upstream_host = None;
-        entry(&service, &e)
+        entry(&service, &e, None)
     });
     let Item::Tcp(got) = got else { panic!("TCP") };
     let common = got.common_properties.unwrap();
@@ -252,7 +253,7 @@ fn a_tcp_provider_gets_connection_entries_and_only_external_denials_are_unauthor
         let mut e = e.clone();
         e.peer_identity = None;
         e.flags = Flag::ExternalDenied.into();
-        entry(&service, &e)
+        entry(&service, &e, None)
     }) else {
         panic!("HTTP");
     };
@@ -337,7 +338,7 @@ async fn batches_go_on_one_stream_that_names_the_node_once() {
     let service = Arc::new(service);
     for batch in 0..2 {
         for _ in 0..=batch {
-            let item = with_entry(&format, |e| entry(&service, e));
+            let item = with_entry(&format, |e| entry(&service, e, None));
             exporter.submit(service.clone(), item);
         }
         exporter.flush(Duration::from_secs(5)).await;
@@ -373,7 +374,7 @@ async fn a_stream_the_service_ended_is_opened_again_with_its_identifier() {
     let service = Arc::new(service);
     let mut streams = Vec::new();
     for _ in 0..2 {
-        let item = with_entry(&format, |e| entry(&service, e));
+        let item = with_entry(&format, |e| entry(&service, e, None));
         exporter.submit(service.clone(), item);
         exporter.flush(Duration::from_secs(5)).await;
         let (stream, message) = next(&mut rx).await;
@@ -404,7 +405,11 @@ fn a_batch_of_both_kinds_is_two_messages() {
     let (http, format) = Service::compile("als", &provider(GrpcKind::Http, 9000)).unwrap();
     let (tcp, _) = Service::compile("als", &provider(GrpcKind::Tcp, 9000)).unwrap();
     let items = with_entry(&format, |e| {
-        vec![entry(&http, e), entry(&tcp, e), entry(&http, e)]
+        vec![
+            entry(&http, e, None),
+            entry(&tcp, e, None),
+            entry(&http, e, None),
+        ]
     });
     let messages = <Entries as crate::otlp::Signal>::request(items);
     let sizes: Vec<(&str, usize)> = messages
@@ -477,8 +482,116 @@ async fn entries_for_a_service_that_is_down_are_counted_failed() {
     let exporter = Exporter::with(Arc::new(WorkloadStore::default()), Entries::new("n"));
     let (service, format) = Service::compile("als", &provider(GrpcKind::Http, port)).unwrap();
     let service = Arc::new(service);
-    exporter.submit(service.clone(), with_entry(&format, |e| entry(&service, e)));
+    exporter.submit(
+        service.clone(),
+        with_entry(&format, |e| entry(&service, e, None)),
+    );
     exporter.flush(Duration::from_secs(10)).await;
     assert_eq!(exporter.stats.snapshot(), [0, 0, 1]);
     drop(held);
+}
+
+fn peer_workload() -> Workload {
+    Workload {
+        uid: "Kubernetes//Pod/front/web-1".into(),
+        name: "web-1".into(),
+        namespace: "front".into(),
+        ips: vec!["10.1.0.4".parse().unwrap()],
+        node: "node-1".into(),
+        identity: identity("web"),
+        hbone: true,
+        services: Default::default(),
+        policies: Vec::new(),
+        names: crate::state::WorkloadNames {
+            workload: "web".into(),
+            canonical_service: "web".into(),
+            canonical_revision: "v1".into(),
+            cluster: "Kubernetes".into(),
+        },
+        telemetry: Default::default(),
+    }
+}
+
+#[test]
+fn the_peer_is_logged_as_istios_peer_metadata_filter_state() {
+    let store = WorkloadStore::default();
+    let w = peer_workload();
+    store.apply(
+        vec![(
+            w.uid.clone(),
+            "1".into(),
+            crate::state::Converted::Workload(w),
+        )],
+        &[],
+    );
+    let (service, format) = Service::compile("als", &provider(GrpcKind::Http, 9000)).unwrap();
+    // The server side: the client, found by its address and identity.
+    let Item::Http(got) = with_entry(&format, |e| {
+        let peer = peer(e, Side::Server, &store);
+        entry(&service, e, peer.as_ref())
+    }) else {
+        panic!("HTTP");
+    };
+    let state = got.common_properties.unwrap().filter_state_objects;
+    assert_eq!(state.keys().collect::<Vec<_>>(), ["downstream_peer"]);
+    let any = &state["downstream_peer"];
+    assert_eq!(any.type_url, "type.googleapis.com/google.protobuf.Struct");
+    let fields: std::collections::BTreeMap<String, String> =
+        <prost_types::Struct as prost::Message>::decode(any.value.as_slice())
+            .unwrap()
+            .fields
+            .into_iter()
+            .map(|(k, v)| match v.kind {
+                Some(prost_types::value::Kind::StringValue(s)) => (k, s),
+                other => panic!("{k}: {other:?}"),
+            })
+            .collect();
+    let expected = [
+        ("app", "web"),
+        ("cluster", "Kubernetes"),
+        ("name", "web-1"),
+        ("namespace", "front"),
+        ("revision", "v1"),
+        ("service", "web"),
+        ("version", "v1"),
+        ("workload", "web"),
+    ];
+    assert_eq!(
+        fields,
+        expected.map(|(k, v)| (k.to_string(), v.to_string())).into()
+    );
+    // A client whose proven identity is not the workload's at that
+    // address is no peer.
+    let stranger = with_entry(&format, |e| {
+        let mut e = e.clone();
+        let other = identity("other");
+        e.peer_identity = Some(&other);
+        peer(&e, Side::Server, &store).is_none()
+    });
+    assert!(stranger, "an identity that does not match");
+    // The client side's peer is its upstream; a provider that does not
+    // name it logs none.
+    let client_side = with_entry(&format, |e| {
+        let mut e = e.clone();
+        e.upstream_host = Some(addr("10.1.0.4:8080"));
+        peer(&e, Side::Client, &store).map(|(name, w)| (name, w.name.clone()))
+    });
+    assert_eq!(client_side, Some(("upstream_peer", "web-1".to_string())));
+    let only_upstream = GrpcAccessLog {
+        filter_state_objects: vec!["upstream_peer".into()],
+        ..provider(GrpcKind::Http, 9000)
+    };
+    let (service, format) = Service::compile("als", &only_upstream).unwrap();
+    let Item::Http(got) = with_entry(&format, |e| {
+        let peer = peer(e, Side::Server, &store);
+        entry(&service, e, peer.as_ref())
+    }) else {
+        panic!("HTTP");
+    };
+    assert!(
+        got.common_properties
+            .unwrap()
+            .filter_state_objects
+            .is_empty()
+    );
 }

@@ -93,6 +93,8 @@ pub struct AccessLog {
 
 /// What sends lines that are not written to a file.
 struct Exporters {
+    /// Where access-log services' entries find the peers' workloads.
+    store: Arc<WorkloadStore>,
     /// Records for `envoyOtelAls` collectors.
     otel: otel::Exporter,
     /// Entries for `envoyHttpAls` and `envoyTcpAls` services.
@@ -160,6 +162,7 @@ impl AccessLog {
     /// dropped (and counted).
     pub fn export_with(&self, store: Arc<WorkloadStore>, node: &str) {
         *self.exporters.write().unwrap_or_else(|e| e.into_inner()) = Some(Arc::new(Exporters {
+            store: store.clone(),
             otel: otel::Exporter::new(store.clone()),
             als: als::Exporter::with(store, als::Entries::new(node)),
         }));
@@ -226,9 +229,11 @@ impl AccessLog {
                 Destination::Service(service) => {
                     let exporters = self.exporters.read().unwrap_or_else(|e| e.into_inner());
                     match exporters.as_ref() {
-                        Some(exporters) => exporters
-                            .als
-                            .submit(service.clone(), als::entry(service, entry)),
+                        Some(exporters) => {
+                            let peer = als::peer(entry, decision.side, &exporters.store);
+                            let item = als::entry(service, entry, peer.as_ref());
+                            exporters.als.submit(service.clone(), item);
+                        }
                         None => {
                             self.unsent.fetch_add(1, Ordering::Relaxed);
                         }

@@ -247,13 +247,16 @@ pub struct Line {
 pub struct Decision {
     first: Line,
     more: Vec<Line>,
+    /// The side it is for.
+    pub side: Side,
 }
 
 impl Decision {
-    fn one(line: Line) -> Decision {
+    fn one(line: Line, side: Side) -> Decision {
         Decision {
             first: line,
             more: Vec::new(),
+            side,
         }
     }
 
@@ -410,10 +413,13 @@ impl Policies {
         };
         let fallback = || {
             (!root.mesh_off).then(|| {
-                Decision::one(Line {
-                    output: mesh.clone(),
-                    filter: None,
-                })
+                Decision::one(
+                    Line {
+                        output: mesh.clone(),
+                        filter: None,
+                    },
+                    side,
+                )
             })
         };
         if levels().next().is_none() && root.defaults.is_empty() {
@@ -533,6 +539,7 @@ where
     Some(Decision {
         first,
         more: lines.collect(),
+        side,
     })
 }
 

@@ -75,8 +75,8 @@ pub struct EnvoyGrpcAls {
     /// The stream's `identifier.log_name`; empty: istiod's default.
     #[serde(default)]
     pub log_name: String,
-    /// Accepted: weft keeps no Envoy filter state to log (istiod's
-    /// default, Istio's peer metadata, is not sent either).
+    /// Empty: istiod's default, the peers' metadata (`upstream_peer`,
+    /// `downstream_peer`), the only filter state weft has.
     #[serde(default)]
     pub filter_state_objects_to_log: Vec<String>,
     #[serde(default)]
@@ -410,8 +410,9 @@ fn otel_output(als: &EnvoyOtelAls) -> OtelAccessLog {
 
 /// An `envoyHttpAls` or `envoyTcpAls` provider's service and entries, as
 /// istiod sets Envoy's `http_grpc` and `tcp_grpc` access loggers: the log
-/// name defaults to `http_envoy_accesslog` or `tcp_envoy_accesslog`, and
-/// only `envoyHttpAls` logs additional headers.
+/// name defaults to `http_envoy_accesslog` or `tcp_envoy_accesslog`, the
+/// filter state to the peers' metadata, and only `envoyHttpAls` logs
+/// additional headers.
 fn grpc_output(kind: GrpcKind, als: &EnvoyGrpcAls) -> GrpcAccessLog {
     let (default_name, request_headers, response_headers) = match kind {
         GrpcKind::Http => (
@@ -439,5 +440,10 @@ fn grpc_output(kind: GrpcKind, als: &EnvoyGrpcAls) -> GrpcAccessLog {
         },
         request_headers: lower("additionalRequestHeadersToLog", request_headers),
         response_headers: lower("additionalResponseHeadersToLog", response_headers),
+        filter_state_objects: if als.filter_state_objects_to_log.is_empty() {
+            vec!["upstream_peer".to_string(), "downstream_peer".to_string()]
+        } else {
+            als.filter_state_objects_to_log.clone()
+        },
     }
 }

@@ -548,6 +548,9 @@ pub struct AlsLine {
     received_bytes: u64,
     sent_bytes: u64,
     start_unix_nano: u64,
+    /// Each filter state object: a `google.protobuf.Struct`'s string
+    /// fields; any other type's URL under `@type`.
+    filter_state: BTreeMap<String, BTreeMap<String, String>>,
 }
 
 /// One line per entry of `message`.
@@ -596,6 +599,11 @@ pub fn als_lines(context: &StreamContext<'_>, message: &StreamAccessLogsMessage)
             start_unix_nano: common
                 .start_time
                 .map_or(0, |t| t.seconds as u64 * 1_000_000_000 + t.nanos as u64),
+            filter_state: common
+                .filter_state_objects
+                .iter()
+                .map(|(name, any)| (name.clone(), struct_fields(any)))
+                .collect(),
         }
     };
     match &message.log_entries {
@@ -636,6 +644,26 @@ pub fn als_lines(context: &StreamContext<'_>, message: &StreamAccessLogsMessage)
             .collect(),
         None => Vec::new(),
     }
+}
+
+/// A `google.protobuf.Struct` packed in `any`: its string fields (others
+/// as their debug text); another type: `{"@type": its URL}`.
+fn struct_fields(any: &prost_types::Any) -> BTreeMap<String, String> {
+    use prost::Message as _;
+    let parsed = (any.type_url == "type.googleapis.com/google.protobuf.Struct")
+        .then(|| prost_types::Struct::decode(any.value.as_slice()).ok())
+        .flatten();
+    let Some(parsed) = parsed else {
+        return [("@type".to_string(), any.type_url.clone())].into();
+    };
+    parsed
+        .fields
+        .into_iter()
+        .map(|(k, v)| match v.kind {
+            Some(prost_types::value::Kind::StringValue(s)) => (k, s),
+            other => (k, format!("{other:?}")),
+        })
+        .collect()
 }
 
 fn address_text(a: Option<&Address>) -> String {
