@@ -679,7 +679,14 @@ fn grpc_providers_stream_entries_to_the_access_log_service() -> Result<()> {
         // the server.
         let peer = |e: &otlp::AlsEntry, key: &str| -> Option<(String, String)> {
             let fields = e.filter_state.get(key)?;
-            Some((fields.get("workload")?.clone(), fields.get("namespace")?.clone()))
+            let namespace = fields.get("namespace")?;
+            let sa = fields.get("workload")?;
+            // A pod's workload type, and its SPIFFE identity.
+            let identity = format!("spiffe://cluster.local/ns/{namespace}/sa/{sa}");
+            if fields.get("type")? != "pod" || fields.get("identity")? != &identity {
+                return None;
+            }
+            Some((sa.clone(), namespace.clone()))
         };
         ensure!(
             client.filter_state.len() == 1
@@ -721,16 +728,16 @@ fn grpc_providers_stream_entries_to_the_access_log_service() -> Result<()> {
             }))
         })?;
         // A TCP connection: a TCP entry from each side, on the TCP
-        // provider's streams, by their log name.
+        // provider's streams, by their log name, with its peer.
         ensure!(get(&web, &format!("http://{db}:9090"), "/over-tcp")? == 200);
         let l4 = [
-            ("node-1", "outbound|9090||db.shop.svc.cluster.local"),
-            ("node-2", "inbound|9090||"),
+            ("node-1", "outbound|9090||db.shop.svc.cluster.local", "upstream_peer", "db"),
+            ("node-2", "inbound|9090||", "downstream_peer", "web"),
         ];
         converge("both sides' TCP entries", || {
             std::thread::sleep(std::time::Duration::from_millis(500));
             let entries = otlp::als_entries(&receiver)?;
-            Ok(l4.iter().all(|(node, cluster)| {
+            Ok(l4.iter().all(|(node, cluster, key, workload)| {
                 entries.iter().any(|e| {
                     e.als == "tcp"
                         && e.log_name == "tcp-log"
@@ -738,6 +745,7 @@ fn grpc_providers_stream_entries_to_the_access_log_service() -> Result<()> {
                         && e.upstream_cluster == *cluster
                         && e.received_bytes > 0
                         && e.sent_bytes > 0
+                        && peer(e, key).is_some_and(|(w, _)| w == *workload)
                 })
             }))
         })?;

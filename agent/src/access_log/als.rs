@@ -99,7 +99,8 @@ pub struct Service {
     /// `additionalResponseHeadersToLog`.
     request_headers: Vec<(String, Header)>,
     response_headers: Vec<HeaderName>,
-    /// `filterStateObjectsToLog` (istiod's default: both peers').
+    /// `filterStateObjectsToLog`: of them, weft has `upstream_peer` and
+    /// `downstream_peer` (an older weft-control sends none: both).
     filter_state: Vec<String>,
     /// The stream open to the service, if any.
     stream: tokio::sync::Mutex<Option<Stream>>,
@@ -167,7 +168,11 @@ impl Service {
                 log_name: grpc.log_name.clone(),
                 request_headers,
                 response_headers,
-                filter_state: grpc.filter_state_objects.clone(),
+                filter_state: if grpc.filter_state_objects.is_empty() {
+                    vec!["upstream_peer".to_string(), "downstream_peer".to_string()]
+                } else {
+                    grpc.filter_state_objects.clone()
+                },
                 stream: tokio::sync::Mutex::default(),
                 warned: Arc::default(),
             },
@@ -194,26 +199,44 @@ pub enum Item {
     Tcp(Box<TcpAccessLogEntry>),
 }
 
-/// The other side's workload, under the name of Istio's peer metadata
-/// filter state (`istio.peer_metadata`): the client side's upstream
-/// (`upstream_peer`, the endpoint chosen), the server side's downstream
-/// (`downstream_peer`, the client, if the identity it proved, if any, is
-/// the workload's). Looked up for an access-log service's entry only.
+/// The name of the filter state `side`'s peer is under, as Istio's peer
+/// metadata filter (`envoy.filters.http.peer_metadata`, istiod's
+/// `istio.metadata_exchange`) discovers them: a client side finds its
+/// upstream, a server side its downstream.
+pub fn peer_key(side: Side) -> &'static str {
+    match side {
+        Side::Client => "upstream_peer",
+        Side::Server => "downstream_peer",
+    }
+}
+
+impl Service {
+    /// Whether its entries carry `side`'s peer.
+    pub fn logs_peer(&self, side: Side) -> bool {
+        self.filter_state.iter().any(|n| n == peer_key(side))
+    }
+}
+
+/// The other side's workload, under [`peer_key`]: the client side's
+/// upstream (the endpoint chosen), the server side's downstream (the
+/// client, if the identity it proved, if any, is the workload's). Looked
+/// up for an access-log service's entry only.
 pub fn peer(
     e: &Entry<'_>,
     side: Side,
     store: &WorkloadStore,
 ) -> Option<(&'static str, Arc<Workload>)> {
+    let key = peer_key(side);
     match side {
         Side::Client => {
             let workload = store.workload_by_ip(e.upstream_host?.ip())?;
-            Some(("upstream_peer", workload))
+            Some((key, workload))
         }
         Side::Server => {
             let workload = store
                 .workload_by_ip(e.downstream_remote?.ip())
                 .filter(|w| e.peer_identity.is_none_or(|id| *id == w.identity))?;
-            Some(("downstream_peer", workload))
+            Some((key, workload))
         }
     }
 }
@@ -417,13 +440,17 @@ fn flags(e: &Entry<'_>) -> ResponseFlags {
 }
 
 /// A peer's metadata as Istio's `WorkloadMetadataObject` serializes it
-/// for an access log: a `google.protobuf.Struct` of its workload,
+/// for an access log when it was discovered by address (as a waypoint,
+/// or a sidecar without the peer's headers, finds it from the Workload
+/// API): a `google.protobuf.Struct` of its workload type and name,
 /// instance (pod) name, cluster, namespace, canonical service and
-/// revision, and app and version (those set; the app and version as
-/// weft's metrics label them, from the canonical names), packed into an
-/// `Any`. (Its workload type weft's workload store does not keep.)
+/// revision, app and version (from the canonical names, as Istio's
+/// discovery fills them) and SPIFFE identity, those set, packed into an
+/// `Any`.
 fn peer_metadata(w: &Workload) -> prost_types::Any {
+    let identity = w.identity.to_string();
     let fields = [
+        ("type", w.names.workload_type),
         ("workload", &w.names.workload),
         ("name", &w.name),
         ("cluster", &w.names.cluster),
@@ -432,12 +459,13 @@ fn peer_metadata(w: &Workload) -> prost_types::Any {
         ("revision", &w.names.canonical_revision),
         ("app", &w.names.canonical_service),
         ("version", &w.names.canonical_revision),
+        ("identity", &identity),
     ]
     .into_iter()
     .filter(|(_, value)| !value.is_empty())
     .map(|(key, value)| {
         let value = prost_types::Value {
-            kind: Some(prost_types::value::Kind::StringValue(value.clone())),
+            kind: Some(prost_types::value::Kind::StringValue(value.to_string())),
         };
         (key.to_string(), value)
     })

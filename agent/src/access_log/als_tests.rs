@@ -32,10 +32,10 @@ fn provider(kind: GrpcKind, port: u16) -> GrpcAccessLog {
     }
 }
 
-fn identity(sa: &str) -> Identity {
+fn identity(namespace: &str, sa: &str) -> Identity {
     Identity {
         trust_domain: "cluster.local".into(),
-        namespace: "shop".into(),
+        namespace: namespace.into(),
         service_account: sa.into(),
     }
 }
@@ -82,7 +82,7 @@ fn with_entry<R>(format: &Format, f: impl FnOnce(&Entry<'_>) -> R) -> R {
     e.upstream_cluster = "inbound|8080||";
     e.downstream_remote = Some(addr("10.1.0.4:40000"));
     e.downstream_local = Some(addr("10.1.0.5:15008"));
-    let (local, peer) = (identity("cart"), identity("web"));
+    let (local, peer) = (identity("shop", "cart"), identity("front", "web"));
     e.local_identity = Some(&local);
     e.peer_identity = Some(&peer);
     e.mtls = true;
@@ -185,7 +185,7 @@ fn an_http_entry_carries_the_request_the_response_and_the_connection() {
     let san = |c: Option<CertificateProperties>| c.unwrap().subject_alt_name[0].san.clone();
     assert_eq!(
         san(tls.peer_certificate_properties),
-        Some(San::Uri("spiffe://cluster.local/ns/shop/sa/web".into()))
+        Some(San::Uri("spiffe://cluster.local/ns/front/sa/web".into()))
     );
     assert_eq!(
         san(tls.local_certificate_properties),
@@ -498,7 +498,7 @@ fn peer_workload() -> Workload {
         namespace: "front".into(),
         ips: vec!["10.1.0.4".parse().unwrap()],
         node: "node-1".into(),
-        identity: identity("web"),
+        identity: identity("front", "web"),
         hbone: true,
         services: Default::default(),
         policies: Vec::new(),
@@ -507,6 +507,7 @@ fn peer_workload() -> Workload {
             canonical_service: "web".into(),
             canonical_revision: "v1".into(),
             cluster: "Kubernetes".into(),
+            workload_type: "deployment",
         },
         telemetry: Default::default(),
     }
@@ -549,10 +550,12 @@ fn the_peer_is_logged_as_istios_peer_metadata_filter_state() {
     let expected = [
         ("app", "web"),
         ("cluster", "Kubernetes"),
+        ("identity", "spiffe://cluster.local/ns/front/sa/web"),
         ("name", "web-1"),
         ("namespace", "front"),
         ("revision", "v1"),
         ("service", "web"),
+        ("type", "deployment"),
         ("version", "v1"),
         ("workload", "web"),
     ];
@@ -564,7 +567,7 @@ fn the_peer_is_logged_as_istios_peer_metadata_filter_state() {
     // address is no peer.
     let stranger = with_entry(&format, |e| {
         let mut e = e.clone();
-        let other = identity("other");
+        let other = identity("front", "other");
         e.peer_identity = Some(&other);
         peer(&e, Side::Server, &store).is_none()
     });
@@ -582,6 +585,7 @@ fn the_peer_is_logged_as_istios_peer_metadata_filter_state() {
         ..provider(GrpcKind::Http, 9000)
     };
     let (service, format) = Service::compile("als", &only_upstream).unwrap();
+    assert!(service.logs_peer(Side::Client) && !service.logs_peer(Side::Server));
     let Item::Http(got) = with_entry(&format, |e| {
         let peer = peer(e, Side::Server, &store);
         entry(&service, e, peer.as_ref())

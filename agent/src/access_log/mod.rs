@@ -195,6 +195,8 @@ impl AccessLog {
 
     /// Writes the entry's line to each output whose filter keeps it.
     pub fn write(&self, decision: &Decision, entry: &Entry<'_>) {
+        // The other side's workload, for access-log services' entries.
+        let mut peer = None;
         for line in decision.lines() {
             if let Some(filter) = &line.filter
                 && !filter.matches(entry)
@@ -230,8 +232,17 @@ impl AccessLog {
                     let exporters = self.exporters.read().unwrap_or_else(|e| e.into_inner());
                     match exporters.as_ref() {
                         Some(exporters) => {
-                            let peer = als::peer(entry, decision.side, &exporters.store);
-                            let item = als::entry(service, entry, peer.as_ref());
+                            // Looked up once, and only for a service that
+                            // logs it.
+                            let peer = if service.logs_peer(decision.side) {
+                                peer.get_or_insert_with(|| {
+                                    als::peer(entry, decision.side, &exporters.store)
+                                })
+                                .as_ref()
+                            } else {
+                                None
+                            };
+                            let item = als::entry(service, entry, peer);
                             exporters.als.submit(service.clone(), item);
                         }
                         None => {

@@ -73,6 +73,13 @@ pub fn from_address(address: wl::Address) -> Result<Converted, ConvertError> {
             } else {
                 w.service_account.clone()
             };
+            // As Istio's peer metadata names the workload's kind.
+            let workload_type = match w.workload_type() {
+                wl::WorkloadType::Deployment => "deployment",
+                wl::WorkloadType::Cronjob => "cronjob",
+                wl::WorkloadType::Pod => "pod",
+                wl::WorkloadType::Job => "job",
+            };
             Ok(Converted::Workload(
                 Workload {
                     identity: Identity {
@@ -91,6 +98,7 @@ pub fn from_address(address: wl::Address) -> Result<Converted, ConvertError> {
                         canonical_service: w.canonical_name,
                         canonical_revision: w.canonical_revision,
                         cluster: w.cluster_id,
+                        workload_type,
                     },
                     uid: w.uid,
                     name: w.name,

@@ -110,6 +110,9 @@ pub struct WorkloadNames {
     /// `*_version`.
     pub canonical_revision: String,
     pub cluster: String,
+    /// The Workload API's `workload_type` as Istio's peer metadata names
+    /// it: `deployment`, `cronjob`, `pod`, `job`.
+    pub workload_type: &'static str,
 }
 
 /// A Kubernetes Service as the control plane describes it.

@@ -75,8 +75,9 @@ pub struct EnvoyGrpcAls {
     /// The stream's `identifier.log_name`; empty: istiod's default.
     #[serde(default)]
     pub log_name: String,
-    /// Empty: istiod's default, the peers' metadata (`upstream_peer`,
-    /// `downstream_peer`), the only filter state weft has.
+    /// Empty: the peers' metadata (`upstream_peer`, `downstream_peer`,
+    /// which istiod's default names beside legacy `wasm.*` keys), the
+    /// only filter state weft has.
     #[serde(default)]
     pub filter_state_objects_to_log: Vec<String>,
     #[serde(default)]

@@ -26,6 +26,7 @@ fn workload(namespace: &str, name: &str, sa: &str) -> Workload {
             canonical_service: name.into(),
             canonical_revision: "v1".into(),
             cluster: "Kubernetes".into(),
+            workload_type: "deployment",
         },
         telemetry: Default::default(),
     }
