@@ -179,6 +179,16 @@ impl Service {
             format,
         ))
     }
+
+    /// Whether its entries carry `side`'s peer.
+    pub fn logs_peer(&self, side: Side) -> bool {
+        self.logs_state(peer_key(side))
+    }
+
+    /// Whether it logs the filter state `name`.
+    fn logs_state(&self, name: &str) -> bool {
+        self.filter_state.iter().any(|n| n == name)
+    }
 }
 
 impl crate::otlp::Collector for Service {
@@ -207,13 +217,6 @@ pub fn peer_key(side: Side) -> &'static str {
     match side {
         Side::Client => "upstream_peer",
         Side::Server => "downstream_peer",
-    }
-}
-
-impl Service {
-    /// Whether its entries carry `side`'s peer.
-    pub fn logs_peer(&self, side: Side) -> bool {
-        self.filter_state.iter().any(|n| n == peer_key(side))
     }
 }
 
@@ -250,7 +253,7 @@ pub fn entry(
 ) -> Item {
     let mut common = common(e);
     if let Some((name, workload)) = peer
-        && service.filter_state.iter().any(|n| n == name)
+        && service.logs_state(name)
     {
         common
             .filter_state_objects
