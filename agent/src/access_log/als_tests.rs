@@ -500,6 +500,7 @@ fn peer_workload() -> Workload {
         node: "node-1".into(),
         identity: identity("front", "web"),
         hbone: true,
+        host_network: false,
         services: Default::default(),
         policies: Vec::new(),
         names: crate::state::WorkloadNames {

@@ -288,6 +288,7 @@ mod tests {
                 node: "node-1".into(),
                 identity,
                 hbone: true,
+                host_network: false,
                 services: HashMap::new(),
                 policies: vec![],
                 names: WorkloadNames::default(),

@@ -88,6 +88,7 @@ pub fn from_address(address: wl::Address) -> Result<Converted, ConvertError> {
                         service_account,
                     },
                     hbone: w.tunnel_protocol == wl::TunnelProtocol::Hbone as i32,
+                    host_network: w.network_mode() == wl::NetworkMode::HostNetwork,
                     policies: w.authorization_policies,
                     names: WorkloadNames {
                         workload: if w.workload_name.is_empty() {

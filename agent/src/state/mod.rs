@@ -77,6 +77,10 @@ pub struct Workload {
     /// Captured by the mesh (`tunnel_protocol: HBONE`): its traffic is
     /// carried in HBONE and it accepts HBONE on 15008.
     pub hbone: bool,
+    /// Shares its node's network (`network_mode: HOST_NETWORK`): its
+    /// addresses are the node's, shared with every other such pod there,
+    /// so it is never found by address (see `WorkloadStore`).
+    pub host_network: bool,
     /// Services this workload backs: service key (`ns/hostname`) →
     /// service port → target port.
     pub services: HashMap<String, HashMap<u16, u16>>,

@@ -44,6 +44,9 @@ type Map<K, V> = HashMap<K, V, foldhash::fast::RandomState>;
 #[derive(Default)]
 struct Inner {
     workloads: Map<String, Arc<Workload>>,
+    /// Pod IP → uid. Host-network pods are left out, as ztunnel leaves
+    /// them out: they share their node's IP, so an address names none of
+    /// them (traffic from it is `unknown`, traffic to it passes through).
     by_ip: Map<IpAddr, String>,
     /// namespace → pod name → uid: looked up by `&str`s, so a lookup
     /// (one per request, see `PodContext::current`) allocates nothing.
@@ -106,8 +109,10 @@ impl Inner {
         self.remove(&name);
         match resource {
             Converted::Workload(w) => {
-                for ip in &w.ips {
-                    self.by_ip.insert(*ip, name.clone());
+                if !w.host_network {
+                    for ip in &w.ips {
+                        self.by_ip.insert(*ip, name.clone());
+                    }
                 }
                 self.by_pod
                     .entry(w.namespace.clone())
@@ -474,6 +479,7 @@ mod tests {
                 service_account: "default".into(),
             },
             hbone: true,
+            host_network: false,
             services: map,
             policies: vec![],
             names: Default::default(),
@@ -622,5 +628,52 @@ mod tests {
             store.resolve("192.0.2.1:80".parse().unwrap()),
             Resolved::Passthrough(_)
         ));
+    }
+    /// Host-network pods share their node's IP: a service still reaches
+    /// the one it selects, but the address alone names none of them
+    /// (connections from it are unattributed, connections to it pass
+    /// through), whichever of them came last.
+    #[test]
+    fn host_network_pods_are_not_found_by_their_shared_address() {
+        let store = WorkloadStore::default();
+        let host_network =
+            |uid: &str, services: &[(&str, u16, u16)]| match workload(uid, [10, 0, 0, 1], services)
+            {
+                Converted::Workload(w) => Converted::Workload(Workload {
+                    host_network: true,
+                    hbone: false,
+                    ..w
+                }),
+                other => other,
+            };
+        store.apply(
+            vec![
+                (
+                    "exporter".into(),
+                    "1".into(),
+                    host_network("exporter", &[(SVC, 80, 9100)]),
+                ),
+                ("proxy".into(), "1".into(), host_network("proxy", &[])),
+                (SVC.into(), "1".into(), service([10, 96, 0, 10], 80, 9100)),
+            ],
+            &[],
+        );
+        let node_ip: IpAddr = "10.0.0.1".parse().unwrap();
+        assert!(store.workload_by_ip(node_ip).is_none());
+        assert!(matches!(
+            store.resolve(SocketAddr::new(node_ip, 9100)),
+            Resolved::Passthrough(_)
+        ));
+        match store.resolve("10.96.0.10:80".parse().unwrap()) {
+            Resolved::Workload { workload, addr, .. } => {
+                assert_eq!(workload.uid, "exporter");
+                assert_eq!(addr, SocketAddr::new(node_ip, 9100));
+            }
+            other => panic!("unexpected {other:?}"),
+        }
+        assert_eq!(store.workloads_on_node("node-1").len(), 2);
+        // Removing one leaves no stale entry behind.
+        store.apply(vec![], &["exporter".to_string()]);
+        assert!(store.workload_by_ip(node_ip).is_none());
     }
 }

@@ -19,6 +19,7 @@ fn workload(namespace: &str, name: &str, sa: &str) -> Workload {
             service_account: sa.into(),
         },
         hbone: true,
+        host_network: false,
         services: HashMap::new(),
         policies: vec![],
         names: WorkloadNames {
