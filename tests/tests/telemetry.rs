@@ -304,6 +304,7 @@ fn agents_report_istios_metrics_from_both_sides_and_prometheus_reads_them() -> R
             );
         }
         grpc_messages_are_counted(cluster, &web, vip)?;
+        open_connections_show_their_bytes(cluster, &web, &api.pod)?;
         host_network_sources_are_unknown(cluster, &api.pod)?;
         prometheus_reads_them(cluster, &web, vip)
     })
@@ -495,6 +496,86 @@ fn grpc_messages_are_counted(
         }
     }
     Ok(())
+}
+
+/// A long-lived connection's bytes show in `istio_tcp_received_bytes_total`
+/// and `istio_tcp_sent_bytes_total` on both sides while it is open (they
+/// are counted as they move, as ztunnel counts them), not only once it
+/// closes; once closed, both sides agree.
+fn open_connections_show_their_bytes(
+    cluster: &Cluster,
+    web: &weft_sim::Pod,
+    api: &weft_sim::Pod,
+) -> Result<()> {
+    let _echo = api.spawn_app(&["tcp-echo", "--port", "9191"])?;
+    let target = api.addr(9191).to_string();
+    converge("the echo server to answer through the mesh", || {
+        let out = web.run_app(&["tcp-send", &target, "hello"], TIMEOUT)?;
+        Ok(out.success() && out.stdout.contains("hello"))
+    })?;
+    // [opened, closed, received, sent] of web → api over mutual TLS.
+    let counts = |node: &str, reporter: &str| -> Result<[f64; 4]> {
+        let with = [
+            ("reporter", reporter),
+            ("source_workload", "web"),
+            ("destination_workload", "api"),
+            ("connection_security_policy", "mutual_tls"),
+        ];
+        let mut counts = [0.0; 4];
+        for (i, metric) in [
+            "istio_tcp_connections_opened_total",
+            "istio_tcp_connections_closed_total",
+            "istio_tcp_received_bytes_total",
+            "istio_tcp_sent_bytes_total",
+        ]
+        .into_iter()
+        .enumerate()
+        {
+            counts[i] = total(&scrape(cluster, node, metric)?, &with);
+        }
+        Ok(counts)
+    };
+    let sides = [("node-1", "source"), ("node-2", "destination")];
+    let before = [
+        counts("node-1", "source")?,
+        counts("node-2", "destination")?,
+    ];
+    let done = cluster.dir().join("telemetry-hold-done");
+    let done = done.to_string_lossy();
+    let mut held = web.spawn_app(&[
+        "tcp-hold",
+        &target,
+        "--connections",
+        "1",
+        "--interval-ms",
+        "50",
+        "--until-file",
+        &done,
+    ])?;
+    converge("an open connection's bytes on both sides", || {
+        ensure!(held.is_running(), "tcp-hold exited:\n{}", held.log());
+        let mut shown = true;
+        for ((node, reporter), before) in sides.iter().zip(&before) {
+            let [opened, closed, received, sent] = counts(node, reporter)?;
+            ensure!(
+                closed == before[1],
+                "{reporter}: the held connection counted closed while open"
+            );
+            shown &= opened == before[0] + 1.0 && received > before[2] && sent > before[3];
+        }
+        Ok(shown)
+    })?;
+    std::fs::write(&*done, "")?;
+    let status = held.wait_exit(TIMEOUT)?;
+    ensure!(status.success(), "tcp-hold: {status}\n{}", held.log());
+    converge("both sides to count the same bytes once closed", || {
+        let source = counts("node-1", "source")?;
+        let destination = counts("node-2", "destination")?;
+        Ok(source[1] == before[0][1] + 1.0
+            && destination[1] == before[1][1] + 1.0
+            && source[2] - before[0][2] == destination[2] - before[1][2]
+            && source[3] - before[0][3] == destination[3] - before[1][3])
+    })
 }
 
 /// Host-network pods share their node's IP: a request from node-1's

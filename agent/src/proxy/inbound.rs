@@ -12,7 +12,10 @@ use super::{
 use crate::{
     access_log::{Cluster, Side},
     identity::tls,
-    metrics::{Denial, traffic::SecurityPolicy},
+    metrics::{
+        Denial,
+        traffic::{SecurityPolicy, TcpRecord},
+    },
     policy::Connection,
     state::Identity,
 };
@@ -304,7 +307,11 @@ async fn stream_request(
         SecurityPolicy::mutual_tls,
     );
     let started = std::time::Instant::now();
-    let progress = limits::Progress::default();
+    // The relay reads the app first: its first direction is the answer.
+    let progress = limits::Progress::default().counting(
+        record.as_ref().map(TcpRecord::bytes),
+        limits::Forward::ToClient,
+    );
     let relay = hbone::splice(app.stream, tunnel, &progress);
     let result = tracked
         .relay(limits::relay_until_idle(&ctx, &progress, relay))

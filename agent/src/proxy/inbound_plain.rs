@@ -15,7 +15,7 @@ use super::{
 };
 use crate::{
     access_log::{Cluster, Side},
-    metrics::traffic::SecurityPolicy,
+    metrics::traffic::{SecurityPolicy, TcpRecord},
     policy::Connection,
 };
 
@@ -85,7 +85,10 @@ pub(super) async fn handle(
         }
     };
     let record = pod.inbound_record(&ctx, peer, None, target.port(), SecurityPolicy::none);
-    let progress = limits::Progress::default();
+    let progress = limits::Progress::default().counting(
+        record.as_ref().map(TcpRecord::bytes),
+        limits::Forward::FromClient,
+    );
     let relay = crate::sys::splice::relay(&stream, &app.stream, &progress);
     let result = tracked
         .relay(limits::relay_until_idle(&ctx, &progress, relay))

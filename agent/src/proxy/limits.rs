@@ -18,7 +18,7 @@ use std::{
     time::Duration,
 };
 
-use crate::metrics::waits::Wait;
+use crate::metrics::{traffic::TcpBytes, waits::Wait};
 
 /// The bounds, from the agent's flags.
 #[derive(Debug, Clone)]
@@ -157,11 +157,13 @@ pub async fn bounded<T>(
 
 /// The bytes a relay has moved, either way: what [`until_idle`] watches.
 /// Bumped once per chunk moved, read only by the watch. It may also
-/// record, into a pod's waits, when the first byte came back.
+/// record, into a pod's waits, when the first byte came back, and count
+/// the bytes into the connection's Istio TCP metrics as they move.
 #[derive(Debug, Default)]
 pub struct Progress {
     moved: AtomicU64,
     first_back: Option<FirstBack>,
+    counted: Counted,
 }
 
 /// Where the first byte back is recorded ([`Wait::FirstByte`]).
@@ -173,28 +175,84 @@ struct FirstBack {
     seen: AtomicBool,
 }
 
+/// Which way a relay's first direction (its [`Progress::moved`]) goes,
+/// seen from the connection's client.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum Forward {
+    /// From the client: the relay reads the client (outbound, plaintext
+    /// inbound, same node).
+    #[default]
+    FromClient,
+    /// To the client: the relay reads the app and writes the tunnel the
+    /// client came through (inbound HBONE).
+    ToClient,
+}
+
+/// The TCP byte counters a relay adds to: one connection's report, or
+/// two (a same-node connection's client and server sides).
+#[derive(Debug, Default)]
+struct Counted {
+    forward: Forward,
+    into: [Option<TcpBytes>; 2],
+}
+
+impl Counted {
+    fn add(&self, bytes: usize, forward: bool) {
+        let from_client = forward == (self.forward == Forward::FromClient);
+        for counters in self.into.iter().flatten() {
+            if from_client {
+                counters.from_client(bytes as u64);
+            } else {
+                counters.to_client(bytes as u64);
+            }
+        }
+    }
+}
+
 impl Progress {
     /// A progress that records into `pod`'s waits how long after
     /// `since_ns` (monotonic) the first byte came back.
     pub fn first_byte_to(pod: Arc<super::PodContext>, since_ns: u64) -> Progress {
         Progress {
-            moved: AtomicU64::new(0),
             first_back: Some(FirstBack {
                 pod,
                 since_ns,
                 seen: Default::default(),
             }),
+            ..Progress::default()
         }
     }
 
-    /// `bytes` more were moved.
-    pub fn moved(&self, bytes: usize) {
-        self.moved.fetch_add(bytes as u64, Ordering::Relaxed);
+    /// Also counts the bytes into `counters` (when traffic metrics are
+    /// on), the relay's first direction going `forward`. Up to two sets
+    /// of counters, in the same direction.
+    pub fn counting(mut self, counters: Option<TcpBytes>, forward: Forward) -> Progress {
+        if let Some(counters) = counters {
+            debug_assert!(
+                self.counted.into[0].is_none() || self.counted.forward == forward,
+                "a relay's reports count the same way"
+            );
+            self.counted.forward = forward;
+            let free = self.counted.into.iter_mut().find(|c| c.is_none());
+            debug_assert!(free.is_some(), "a relay counts into two reports at most");
+            if let Some(free) = free {
+                *free = Some(counters);
+            }
+        }
+        self
     }
 
-    /// `bytes` more were moved back, from the upstream to the client.
+    /// `bytes` more were moved in the relay's first direction.
+    pub fn moved(&self, bytes: usize) {
+        self.moved.fetch_add(bytes as u64, Ordering::Relaxed);
+        self.counted.add(bytes, true);
+    }
+
+    /// `bytes` more were moved back, the other way (from the upstream to
+    /// the client, on the client's side).
     pub fn moved_back(&self, bytes: usize) {
-        self.moved(bytes);
+        self.moved.fetch_add(bytes as u64, Ordering::Relaxed);
+        self.counted.add(bytes, false);
         if let Some(first) = &self.first_back
             && !first.seen.load(Ordering::Relaxed)
             && !first.seen.swap(true, Ordering::Relaxed)
@@ -339,6 +397,50 @@ mod tests {
         drop(first);
         assert_eq!(handshakes.in_progress(a), 1);
         assert!(handshakes.start(a, 2).is_some());
+    }
+
+    /// A relay's chunks reach the connection's TCP byte counters as they
+    /// move, each direction to its side of the client's view, into both
+    /// reports of a same-node connection.
+    #[test]
+    fn progress_counts_bytes_into_the_tcp_metrics_as_they_move() {
+        use crate::metrics::traffic::{
+            Peer, Reporter, RequestProtocol, SecurityPolicy, Traffic, TrafficLabels,
+        };
+        let traffic = Traffic::default();
+        let labels = |reporter| {
+            TrafficLabels::new(
+                reporter,
+                Peer::default(),
+                Peer::default(),
+                None,
+                RequestProtocol::tcp,
+                SecurityPolicy::mutual_tls,
+            )
+        };
+        let (client, server) = (
+            traffic.tcp_open(&labels(Reporter::source)),
+            traffic.tcp_open(&labels(Reporter::destination)),
+        );
+        let both = Progress::default()
+            .counting(Some(client.bytes()), Forward::FromClient)
+            .counting(Some(server.bytes()), Forward::FromClient);
+        both.moved(100);
+        both.moved_back(7);
+        assert_eq!(client.bytes().counted(), (100, 7));
+        assert_eq!(server.bytes().counted(), (100, 7));
+        // Inbound HBONE reads the app first: its first direction answers.
+        let inbound = traffic.tcp_open(&labels(Reporter::destination));
+        let progress = Progress::default().counting(Some(inbound.bytes()), Forward::ToClient);
+        progress.moved(40);
+        progress.moved_back(2);
+        // The destination's series is shared with `server` (same labels).
+        assert_eq!(inbound.bytes().counted(), (102, 47));
+        assert_eq!(progress.total() + both.total(), 149);
+        // Metrics off: only the idle watch's count.
+        let off = Progress::default().counting(None, Forward::FromClient);
+        off.moved(5);
+        assert_eq!(off.total(), 5);
     }
 
     #[tokio::test]

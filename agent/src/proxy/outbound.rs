@@ -15,7 +15,7 @@ use weft_ebpf_common::{HBONE_PORT, OUTBOUND_MARK};
 
 use super::{
     PodContext, ProxyContext, delivery, hbone,
-    limits::{self, Stage},
+    limits::{self, Forward, Stage},
     open,
     pool::PoolKey,
     record::{ConnectionRecord, Failure, Moved},
@@ -25,7 +25,9 @@ use crate::{
     l7::reply::Flag,
     metrics::{
         Denial,
-        traffic::{Peer, Reporter, RequestProtocol, SecurityPolicy, TrafficLabels},
+        traffic::{
+            Peer, Reporter, RequestProtocol, SecurityPolicy, TcpBytes, TcpRecord, TrafficLabels,
+        },
         waits::Wait,
     },
     state::{Resolved, Workload},
@@ -99,6 +101,8 @@ pub(super) async fn handle(
             let l = l.with_connection_values(Some(original), Some(app), mtls);
             ctx.metrics.traffic.tcp_open(&l)
         });
+    // Counted by the relay as the bytes move.
+    let counters = record.as_ref().map(TcpRecord::bytes);
     // The service, for the access log's cluster name.
     let via_service = match &resolved {
         Resolved::Workload {
@@ -128,7 +132,10 @@ pub(super) async fn handle(
             if workload.hbone
                 && let Some(local) = ctx.local_pods.get(addr.ip()) =>
         {
-            let result = Box::pin(same_node(stream, peer, &pod, &local, &ctx, addr, waits)).await;
+            let result = Box::pin(same_node(
+                stream, peer, &pod, &local, &ctx, addr, waits, counters,
+            ))
+            .await;
             (result, addr, Some(workload.identity.clone()), "same-node")
         }
         Resolved::Workload { workload, addr, .. } if workload.hbone => {
@@ -137,7 +144,13 @@ pub(super) async fn handle(
             let result =
                 match open_tunnel(Some(&stream), peer, &pod, &ctx, &workload, addr, trace).await {
                     Ok((tunnel, early)) => {
-                        let progress = waits.upstream_connected();
+                        // The app's first bytes went with the CONNECT.
+                        if let Some(counters) = &counters {
+                            counters.from_client(early);
+                        }
+                        let progress = waits
+                            .upstream_connected()
+                            .counting(counters, Forward::FromClient);
                         let relay = hbone::splice(stream, tunnel, &progress);
                         limits::relay_until_idle(&ctx, &progress, relay)
                             .await
@@ -153,7 +166,7 @@ pub(super) async fn handle(
             (result, addr, Some(workload.identity.clone()), "HBONE")
         }
         Resolved::Workload { addr, .. } | Resolved::Passthrough(addr) => {
-            let result = Box::pin(passthrough(stream, &pod, &ctx, addr, waits)).await;
+            let result = Box::pin(passthrough(stream, &pod, &ctx, addr, waits, counters)).await;
             (result, addr, None, "TCP")
         }
         Resolved::NoEndpoints(service) => {
@@ -337,15 +350,20 @@ async fn passthrough(
     ctx: &ProxyContext,
     addr: SocketAddr,
     waits: Waited,
+    counters: Option<TcpBytes>,
 ) -> Result<(u64, u64), OutboundError> {
     let upstream = connect_from_pod(pod, addr).await?;
-    let progress = waits.upstream_connected();
+    let progress = waits
+        .upstream_connected()
+        .counting(counters, Forward::FromClient);
     let relay = sys::splice::relay(&stream, &upstream, &progress);
     Ok(limits::relay_until_idle(ctx, &progress, relay).await?)
 }
 
 /// Carries a connection into a destination pod on this node, from the
-/// client pod's address ([`connect_same_node`]).
+/// client pod's address ([`connect_same_node`]), counting its bytes into
+/// the client side's `counters` and the destination side's own.
+#[allow(clippy::too_many_arguments)]
 async fn same_node(
     stream: TcpStream,
     peer: SocketAddr,
@@ -354,6 +372,7 @@ async fn same_node(
     ctx: &ProxyContext,
     target: SocketAddr,
     waits: Waited,
+    counters: Option<TcpBytes>,
 ) -> Result<(u64, u64), OutboundError> {
     match connect_same_node(pod, destination, ctx, target).await {
         Ok(SameNode::App(app, tracked)) => {
@@ -370,15 +389,16 @@ async fn same_node(
                 target.port(),
                 SecurityPolicy::mutual_tls,
             );
-            let progress = waits.upstream_connected();
+            let progress = waits
+                .upstream_connected()
+                .counting(counters, Forward::FromClient)
+                .counting(record.as_ref().map(TcpRecord::bytes), Forward::FromClient);
             let relay = sys::splice::relay(&stream, &app.stream, &progress);
             let moved = tokio::select! {
                 moved = limits::relay_until_idle(ctx, &progress, relay) => moved?,
                 reason = tracked.revoked() => return Err(OutboundError::Revoked(reason)),
             };
-            if let Some(record) = record {
-                record.close(moved.0, moved.1);
-            }
+            drop(record);
             Ok(moved)
         }
         Ok(SameNode::Http(mut http)) => {
@@ -386,7 +406,12 @@ async fn same_node(
             // first byte back is not watched here.
             drop(waits.upstream_connected());
             let mut stream = stream;
-            Ok(tokio::io::copy_bidirectional(&mut stream, &mut http).await?)
+            let moved = tokio::io::copy_bidirectional(&mut stream, &mut http).await?;
+            if let Some(counters) = counters {
+                counters.from_client(moved.0);
+                counters.to_client(moved.1);
+            }
+            Ok(moved)
         }
         Err(err) => {
             reset(stream);

@@ -71,9 +71,8 @@ impl ConnectionRecord<'_> {
     pub fn finish(self, result: Result<Moved, Failure>) {
         self.log_line(&result);
         let moved = result.as_ref().map_or(Moved::default(), |moved| *moved);
-        if let (Some(metrics), Ok(moved)) = (self.metrics, &result) {
-            metrics.close(moved.from_client, moved.to_client);
-        }
+        // Its bytes were counted as they moved; this counts it closed.
+        drop(self.metrics);
         if let Some((span, operation)) = self.span {
             // The local app's point of view: the client side's app sent
             // what came from the client.

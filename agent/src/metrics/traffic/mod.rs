@@ -528,32 +528,49 @@ impl Default for Traffic {
     }
 }
 
-/// One connection's TCP metrics: `opened` when it is made, the rest when
-/// it ends (or is dropped without an end, as a failure).
+/// One connection's TCP metrics: `opened` when it is made, its bytes as
+/// they move (through [`TcpBytes`], as ztunnel counts them, so that a
+/// long-lived connection's traffic shows while it lasts), `closed` when
+/// the record is dropped, however the connection ended.
 #[derive(Debug)]
 pub struct TcpRecord {
     series: Arc<TcpSeries>,
-    done: bool,
 }
 
 impl TcpRecord {
-    /// The connection ended after `request` bytes from the client and
-    /// `response` bytes back to it. As Istio defines them, `received`
-    /// counts the request's bytes and `sent` the response's, whichever side
-    /// reports.
-    pub fn close(mut self, request: u64, response: u64) {
-        self.series.received.fetch_add(request, Relaxed);
-        self.series.sent.fetch_add(response, Relaxed);
-        self.series.closed.fetch_add(1, Relaxed);
-        self.done = true;
+    /// Where the relay counts the connection's bytes.
+    pub fn bytes(&self) -> TcpBytes {
+        TcpBytes(self.series.clone())
     }
 }
 
 impl Drop for TcpRecord {
     fn drop(&mut self) {
-        if !self.done {
-            self.series.closed.fetch_add(1, Relaxed);
-        }
+        self.series.closed.fetch_add(1, Relaxed);
+    }
+}
+
+/// A connection's byte counters in its series, added to per chunk moved.
+/// As Istio defines them, `received` counts the request's bytes (from the
+/// client) and `sent` the response's (to it), whichever side reports.
+#[derive(Debug, Clone)]
+pub struct TcpBytes(Arc<TcpSeries>);
+
+impl TcpBytes {
+    /// `n` more bytes came from the client.
+    pub fn from_client(&self, n: u64) {
+        self.0.received.fetch_add(n, Relaxed);
+    }
+
+    /// `n` more bytes went back to the client.
+    pub fn to_client(&self, n: u64) {
+        self.0.sent.fetch_add(n, Relaxed);
+    }
+
+    /// (from the client, to it), as counted so far in the series.
+    #[cfg(test)]
+    pub fn counted(&self) -> (u64, u64) {
+        (self.0.received.load(Relaxed), self.0.sent.load(Relaxed))
     }
 }
 
@@ -644,14 +661,12 @@ impl Traffic {
         registry.register_collector(Box::new(self.tables.clone()));
     }
 
-    /// A connection opened; keep the record until it ends.
+    /// A connection opened; keep the record until it ends, and count its
+    /// bytes through [`TcpRecord::bytes`].
     pub fn tcp_open(&self, labels: &TrafficLabels) -> TcpRecord {
         let series = self.tables.tcp.get(labels);
         series.opened.fetch_add(1, Relaxed);
-        TcpRecord {
-            series,
-            done: false,
-        }
+        TcpRecord { series }
     }
 
     /// The series of requests with `labels` answered `status` (and, for

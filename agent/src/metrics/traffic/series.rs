@@ -367,14 +367,14 @@ impl Collector for Tables {
             &mut encoder,
             Metric::TcpSent,
             "istio_tcp_sent_bytes",
-            "Bytes sent in response (destination to source), counted when the connection closes",
+            "Bytes sent in response (destination to source), counted as they move",
             &tcp_counter(|s| &s.sent),
         )?;
         counter(
             &mut encoder,
             Metric::TcpReceived,
             "istio_tcp_received_bytes",
-            "Bytes received in request (source to destination), counted when the connection closes",
+            "Bytes received in request (source to destination), counted as they move",
             &tcp_counter(|s| &s.received),
         )?;
 

@@ -62,7 +62,10 @@ fn both_sides_report_with_istios_labels() {
         RequestProtocol::tcp,
         SecurityPolicy::mutual_tls,
     );
-    metrics.traffic.tcp_open(&source).close(100, 2000);
+    let record = metrics.traffic.tcp_open(&source);
+    record.bytes().from_client(100);
+    // Still open: its bytes show already.
+    record.bytes().to_client(2000);
     // A plaintext client nobody knows, at the destination.
     let unknown = served_plainly(&server);
     metrics.traffic.request(
@@ -107,6 +110,18 @@ fn both_sides_report_with_istios_labels() {
     assert!(
         line("istio_tcp_sent_bytes_total{").ends_with(" 2000"),
         "response bytes"
+    );
+    assert!(
+        line("istio_tcp_connections_closed_total{").ends_with(" 0"),
+        "open"
+    );
+    drop(record);
+    let after = metrics.encode(Health::default(), false);
+    assert!(
+        after
+            .lines()
+            .any(|l| l.starts_with("istio_tcp_connections_closed_total{") && l.ends_with(" 1")),
+        "closed when the record goes: {after}"
     );
     assert!(
         text.contains("# TYPE istio_requests_total counter"),
@@ -369,8 +384,11 @@ fn merged_series_agree_whatever_the_label_order() {
         view,
         values: vec![Some("unknown".into()), Some("7".into())].into_boxed_slice(),
     }));
-    metrics.traffic.tcp_open(&plain).close(1, 1);
-    metrics.traffic.tcp_open(&custom).close(1, 1);
+    for labels in [&plain, &custom] {
+        let record = metrics.traffic.tcp_open(labels);
+        record.bytes().from_client(1);
+        record.bytes().to_client(1);
+    }
     let text = metrics.encode(Health::default(), false);
     let opened: Vec<&str> = text
         .lines()
