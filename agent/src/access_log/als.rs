@@ -189,6 +189,37 @@ impl Service {
     fn logs_state(&self, name: &str) -> bool {
         self.filter_state.iter().any(|n| n == name)
     }
+
+    /// Takes over the stream of `old`, the same provider as compiled
+    /// before a config push, if both name the same service, entry kind
+    /// and log name (what its stream and identifier are): a push that
+    /// leaves a provider as it was does not reopen its stream. Skipped
+    /// if either stream is busy (a batch is being sent): the next batch
+    /// then opens one.
+    pub fn take_stream_of(&self, old: &Service) {
+        fn stream_key(s: &Service) -> (&str, Kind, &str, u16, &str) {
+            (&s.provider, s.kind, &s.service, s.port, &s.log_name)
+        }
+        if stream_key(self) != stream_key(old) {
+            return;
+        }
+        if let (Ok(mut mine), Ok(mut theirs)) = (self.stream.try_lock(), old.stream.try_lock())
+            && mine.is_none()
+        {
+            *mine = theirs.take();
+        }
+    }
+
+    /// Ends its stream, if it has one, and waits for the service to
+    /// answer it (for [`GRACE`] at most, then the stream is cancelled):
+    /// at exit, so that what the stream took reaches the service before
+    /// the process ends.
+    pub async fn close(&self) {
+        let stream = self.stream.lock().await.take();
+        if let Some(stream) = stream {
+            let _ = stream.end().await;
+        }
+    }
 }
 
 impl crate::otlp::Collector for Service {
@@ -516,8 +547,9 @@ struct Stream {
     messages: mpsc::Sender<Sent>,
     /// Dropped with the stream: its task ends it (see [`GRACE`]).
     _close: oneshot::Sender<()>,
-    #[cfg(test)]
-    task: tokio::task::AbortHandle,
+    /// Ends when the service has answered, or the stream failed or was
+    /// cancelled.
+    task: tokio::task::JoinHandle<()>,
 }
 
 impl Stream {
@@ -534,7 +566,7 @@ impl Stream {
             });
         let provider = service.provider.clone();
         let warned = service.warned.clone();
-        let _task = tokio::spawn(async move {
+        let task = tokio::spawn(async move {
             let mut client = AccessLogServiceClient::new(channel);
             let call = client.stream_access_logs(outbound);
             tokio::pin!(call);
@@ -561,9 +593,21 @@ impl Stream {
             addr,
             messages,
             _close: close,
-            #[cfg(test)]
-            task: _task.abort_handle(),
+            task,
         }
+    }
+
+    /// Ends the request stream; its task, which ends once the service
+    /// has answered (within [`GRACE`]).
+    fn end(self) -> tokio::task::JoinHandle<()> {
+        let Stream {
+            messages,
+            _close,
+            task,
+            ..
+        } = self;
+        drop((messages, _close));
+        task
     }
 }
 

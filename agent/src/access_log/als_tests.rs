@@ -456,7 +456,7 @@ async fn a_stream_let_go_is_cancelled_when_the_service_does_not_answer() {
         .await
         .unwrap();
     on_taken.await.expect("the stream took the message");
-    let task = stream.task.clone();
+    let task = stream.task.abort_handle();
     assert!(!task.is_finished(), "open while the service holds it");
     // Let go (an export that timed out, a provider replaced): the
     // service gets GRACE to answer, then the stream is cancelled, and
@@ -599,4 +599,111 @@ fn the_peer_is_logged_as_istios_peer_metadata_filter_state() {
             .filter_state_objects
             .is_empty()
     );
+}
+
+/// A service that keeps, in order, what its streams brought: the number
+/// of entries of each message, and `end` when a stream ended.
+#[derive(Clone, Default)]
+struct Kept(Arc<std::sync::Mutex<Vec<String>>>);
+
+impl Kept {
+    fn seen(&self) -> Vec<String> {
+        self.0.lock().unwrap().clone()
+    }
+}
+
+#[tonic::async_trait]
+impl AccessLogService for Kept {
+    async fn stream_access_logs(
+        &self,
+        request: tonic::Request<tonic::Streaming<StreamAccessLogsMessage>>,
+    ) -> Result<tonic::Response<StreamAccessLogsResponse>, tonic::Status> {
+        let mut messages = request.into_inner();
+        while let Some(message) = messages.message().await? {
+            let entries = match message.log_entries {
+                Some(LogEntries::HttpLogs(h)) => h.log_entry.len(),
+                Some(LogEntries::TcpLogs(t)) => t.log_entry.len(),
+                None => 0,
+            };
+            let named = if message.identifier.is_some() {
+                " (named)"
+            } else {
+                ""
+            };
+            self.0.lock().unwrap().push(format!("{entries}{named}"));
+        }
+        self.0.lock().unwrap().push("end".into());
+        Ok(tonic::Response::new(StreamAccessLogsResponse {}))
+    }
+}
+
+async fn kept() -> (u16, Kept) {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let kept = Kept::default();
+    tokio::spawn(
+        tonic::transport::Server::builder()
+            .add_service(AccessLogServiceServer::new(kept.clone()))
+            .serve_with_incoming(tokio_stream::wrappers::TcpListenerStream::new(listener)),
+    );
+    (port, kept)
+}
+
+#[tokio::test]
+async fn at_exit_a_stream_is_ended_once_the_service_has_every_batch() {
+    let (port, kept) = kept().await;
+    let exporter = Exporter::with(Arc::new(WorkloadStore::default()), Entries::new("node-1"));
+    let (service, format) = Service::compile("als", &provider(GrpcKind::Http, port)).unwrap();
+    let service = Arc::new(service);
+    for _ in 0..3 {
+        exporter.submit(
+            service.clone(),
+            with_entry(&format, |e| entry(&service, e, None)),
+        );
+    }
+    exporter.flush(Duration::from_secs(5)).await;
+    // What `AccessLog::flush_records` does last: when it returns, the
+    // service has read the stream to its end, so nothing it took is lost
+    // with the process.
+    service.close().await;
+    assert_eq!(kept.seen(), ["3 (named)", "end"]);
+    assert!(service.stream.try_lock().unwrap().is_none());
+}
+
+#[tokio::test]
+async fn a_push_that_leaves_a_provider_as_it_was_keeps_its_stream() {
+    let (port, kept) = kept().await;
+    let exporter = Exporter::with(Arc::new(WorkloadStore::default()), Entries::new("node-1"));
+    let compile = |log_name: &str| {
+        let mut grpc = provider(GrpcKind::Http, port);
+        grpc.log_name = log_name.into();
+        let (service, format) = Service::compile("als", &grpc).unwrap();
+        (Arc::new(service), format)
+    };
+    let send = |service: &Arc<Service>, format: &Format| {
+        exporter.submit(
+            service.clone(),
+            with_entry(format, |e| entry(service, e, None)),
+        );
+        exporter.flush(Duration::from_secs(5))
+    };
+    let (before, format) = compile("http_envoy_accesslog");
+    send(&before, &format).await;
+    // The same provider compiled again (a push): the stream carries over,
+    // and its next message is not named again.
+    let (after, format) = compile("http_envoy_accesslog");
+    after.take_stream_of(&before);
+    send(&after, &format).await;
+    // Another log name is another identifier: a stream of its own.
+    let (renamed, format) = compile("other");
+    renamed.take_stream_of(&after);
+    send(&renamed, &format).await;
+    for service in [&after, &renamed] {
+        service.close().await;
+    }
+    let mut seen = kept.seen();
+    // The two streams' messages may interleave; each stream's are in order.
+    seen.sort();
+    assert_eq!(seen, ["1", "1 (named)", "1 (named)", "end", "end"]);
+    assert!(before.stream.try_lock().unwrap().is_none());
 }

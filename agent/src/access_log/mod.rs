@@ -101,6 +101,14 @@ struct Exporters {
     als: als::Exporter,
 }
 
+/// The access-log services a policy's outputs send to.
+fn services(policy: &policy::Compiled) -> impl Iterator<Item = &als::Service> {
+    policy.outputs().filter_map(|o| match &o.to {
+        Destination::Service(service) => Some(service.as_ref()),
+        Destination::File { .. } | Destination::Collector(_) => None,
+    })
+}
+
 thread_local! {
     /// A line is rendered into a buffer of the thread's, kept for its
     /// next line.
@@ -122,11 +130,20 @@ impl AccessLog {
     /// Applies an xDS response of `AccessLogPolicy` resources, already
     /// compiled (see [`compile`]). Outputs are opened by their first line;
     /// files the new root's outputs no longer name are closed (their
-    /// writers finish what was appended).
+    /// writers finish what was appended); access-log services' streams
+    /// carry over to the providers that a push left as they were.
     pub fn apply(&self, upserts: Vec<(String, String, Compiled)>, removed: &[String]) {
+        let before = self.policies.root();
         let Some(root) = self.policies.apply(upserts, removed) else {
             return;
         };
+        if let Some(before) = before.filter(|b| !Arc::ptr_eq(b, &root)) {
+            for new in services(&root) {
+                for old in services(&before) {
+                    new.take_stream_of(old);
+                }
+            }
+        }
         let used: Vec<&str> = root
             .outputs()
             .filter_map(|o| match &o.to {
@@ -175,11 +192,18 @@ impl AccessLog {
             .clone()
     }
 
-    /// Sends the records and entries queued now; waits for at most
-    /// `within`.
+    /// At exit: sends the records and entries queued now, then ends the
+    /// access-log services' streams and waits for the services to answer
+    /// (so that the last batches reach them); waits for at most `within`
+    /// in all.
     pub async fn flush_records(&self, within: std::time::Duration) {
+        let deadline = tokio::time::Instant::now() + within;
         if let Some(exporters) = self.exporters() {
             tokio::join!(exporters.otel.flush(within), exporters.als.flush(within));
+        }
+        if let Some(root) = self.policies.root() {
+            let closing = futures::future::join_all(services(&root).map(|s| s.close()));
+            let _ = tokio::time::timeout_at(deadline, closing).await;
         }
     }
 

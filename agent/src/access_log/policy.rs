@@ -355,6 +355,12 @@ impl Policies {
             .collect()
     }
 
+    /// The root namespace's policy in force, if any.
+    pub fn root(&self) -> Option<Arc<Compiled>> {
+        let state = self.inner.read().unwrap_or_else(|e| e.into_inner());
+        state.root.clone()
+    }
+
     /// Applies an xDS response (already compiled); returns the root's
     /// policy now in force, if any (its outputs need sinks).
     pub fn apply(
