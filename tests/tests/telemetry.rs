@@ -305,7 +305,7 @@ fn agents_report_istios_metrics_from_both_sides_and_prometheus_reads_them() -> R
         }
         grpc_messages_are_counted(cluster, &web, vip)?;
         open_connections_show_their_bytes(cluster, &web, &api.pod)?;
-        host_network_sources_are_unknown(cluster, &api.pod)?;
+        host_network_pods_are_named_by_service_not_by_address(cluster, &web, &api.pod)?;
         prometheus_reads_them(cluster, &web, vip)
     })
 }
@@ -536,6 +536,16 @@ fn open_connections_show_their_bytes(
         Ok(counts)
     };
     let sides = [("node-1", "source"), ("node-2", "destination")];
+    // The agents count a connection closed once its relay has ended, a
+    // little after the app saw its end: every one so far first.
+    converge("the connections so far counted closed", || {
+        let mut settled = true;
+        for (node, reporter) in sides {
+            let [opened, closed, ..] = counts(node, reporter)?;
+            settled &= opened == closed;
+        }
+        Ok(settled)
+    })?;
     let before = [
         counts("node-1", "source")?,
         counts("node-2", "destination")?,
@@ -581,8 +591,14 @@ fn open_connections_show_their_bytes(
 /// Host-network pods share their node's IP: a request from node-1's
 /// address is from no workload (`unknown`), however many host-network
 /// pods node-1 runs, not from whichever of them the agent heard of last
-/// (as ztunnel, which leaves them out of its by-address index).
-fn host_network_sources_are_unknown(cluster: &Cluster, api: &weft_sim::Pod) -> Result<()> {
+/// (as ztunnel, which leaves them out of its by-address index); a
+/// request through a Service that selects one of them names it, as the
+/// client's agent chose that endpoint.
+fn host_network_pods_are_named_by_service_not_by_address(
+    cluster: &Cluster,
+    web: &weft_sim::Pod,
+    api: &weft_sim::Pod,
+) -> Result<()> {
     use std::io::{Read, Write};
     let node1 = cluster.node("node-1")?;
     for name in ["node-exporter", "kube-proxy"] {
@@ -646,6 +662,32 @@ fn host_network_sources_are_unknown(cluster: &Cluster, api: &weft_sim::Pod) -> R
             "a request from node-1's address put on host-network pod {name}: {after:#?}"
         );
     }
+
+    // node-exporter serves HTTP on node-1's address, behind a Service.
+    let _exporter = node1.spawn(api.http(&["serve", "--port", "9300"])?)?;
+    let vip = cluster.add_service(
+        "legacy",
+        "node-exporter",
+        &[("app", "node-exporter")],
+        &[ServicePort::http("http-metrics", 9300, 9300)],
+    )?;
+    let url = format!("http://{vip}:9300/metrics");
+    converge("node-exporter answers through its Service", || {
+        Ok(httpapp::get_one(web, &url, &[]).is_ok_and(|r| r.status == 200))
+    })?;
+    std::thread::sleep(LOG_SETTLE);
+    let at_web = scrape(cluster, "node-1", "istio_requests_total")?;
+    let to_exporter = [
+        ("reporter", "source"),
+        ("source_workload", "web"),
+        ("destination_workload", "node-exporter"),
+        ("destination_service_name", "node-exporter"),
+        ("response_code", "200"),
+    ];
+    ensure!(
+        total(&at_web, &to_exporter) >= 1.0,
+        "requests to node-exporter's Service name it: {at_web:#?}"
+    );
     Ok(())
 }
 

@@ -252,7 +252,7 @@ pub fn peer_key(side: Side) -> &'static str {
 }
 
 /// The other side's workload, under [`peer_key`]: the client side's
-/// upstream (the endpoint chosen), the server side's downstream (the
+/// upstream (the endpoint chosen, as chosen, else by its address), the server side's downstream (the
 /// client, if the identity it proved, if any, is the workload's). Looked
 /// up for an access-log service's entry only.
 pub fn peer(
@@ -263,7 +263,10 @@ pub fn peer(
     let key = peer_key(side);
     match side {
         Side::Client => {
-            let workload = store.workload_by_ip(e.upstream_host?.ip())?;
+            let workload = match e.upstream_workload {
+                Some(chosen) => chosen.clone(),
+                None => store.workload_by_ip(e.upstream_host?.ip())?,
+            };
             Some((key, workload))
         }
         Side::Server => {

@@ -5,6 +5,7 @@
 use std::{
     borrow::Cow,
     net::SocketAddr,
+    sync::Arc,
     time::{Duration, SystemTime},
 };
 
@@ -12,7 +13,7 @@ use http::{HeaderMap, HeaderName, HeaderValue};
 
 use crate::{
     l7::reply::{Flag, Flags},
-    state::Identity,
+    state::{Identity, Workload},
 };
 
 /// The HTTP part of an entry.
@@ -199,6 +200,10 @@ pub struct Entry<'a> {
     pub bytes_received: u64,
     pub bytes_sent: u64,
     pub upstream_host: Option<SocketAddr>,
+    /// The workload behind `upstream_host`, when the proxy chose it
+    /// knowing which (an access-log service's `upstream_peer`; otherwise
+    /// it is looked up by address).
+    pub upstream_workload: Option<&'a Arc<Workload>>,
     /// Istio's cluster name: `outbound|<port>|<subset>|<host>`,
     /// `inbound|<port>||`, `PassthroughCluster`.
     pub upstream_cluster: &'a str,
@@ -234,6 +239,7 @@ impl<'a> Entry<'a> {
             bytes_received: 0,
             bytes_sent: 0,
             upstream_host: None,
+            upstream_workload: None,
             upstream_cluster: "",
             upstream_local: None,
             downstream_local: None,

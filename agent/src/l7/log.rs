@@ -28,6 +28,7 @@ use http_body::{Body as HttpBody, Frame, SizeHint};
 
 use super::{
     body::{self, Body, BoxError, GrpcFrames},
+    cluster::Endpoint,
     forward::Downstream,
     reply::{Flag, Flags, Replied},
     route::{Destination, HttpRoute},
@@ -42,7 +43,7 @@ use crate::{
         },
     },
     proxy::{PodContext, ProxyContext},
-    state::{Service, Workload, WorkloadStore},
+    state::{Service, Workload},
     trace::{ActiveSpan, End},
 };
 
@@ -51,7 +52,6 @@ struct Telemetry {
     metrics: Arc<Metrics>,
     /// The connection's recent series.
     series: Arc<SeriesCache>,
-    store: Arc<WorkloadStore>,
     source: Arc<Workload>,
     service: Arc<Service>,
     protocol: RequestProtocol,
@@ -92,6 +92,9 @@ pub struct Record {
     destination: String,
     subset: String,
     upstream: Option<SocketAddr>,
+    /// The workload behind `upstream`, as the balancer knew it (by
+    /// address, a host-network pod would be no workload).
+    upstream_workload: Option<Arc<Workload>>,
     attempts: u32,
     status: Option<StatusCode>,
     grpc_status: Option<u32>,
@@ -235,6 +238,7 @@ impl Record {
             destination: String::new(),
             subset: String::new(),
             upstream: None,
+            upstream_workload: None,
             attempts: 0,
             status: None,
             grpc_status: None,
@@ -254,7 +258,6 @@ impl Record {
             telemetry: Telemetry {
                 metrics: ctx.metrics.clone(),
                 series: down.series.clone(),
-                store: ctx.store.clone(),
                 source,
                 service: down.service.clone(),
                 // As Istio: gRPC by the request's content type, whatever
@@ -331,8 +334,9 @@ impl Record {
     }
 
     /// An attempt went to `endpoint`.
-    pub fn attempt(&mut self, endpoint: SocketAddr) {
-        self.upstream = Some(endpoint);
+    pub fn attempt(&mut self, endpoint: &Endpoint) {
+        self.upstream = Some(endpoint.addr);
+        self.upstream_workload.clone_from(&endpoint.workload);
         self.attempts += 1;
     }
 
@@ -422,13 +426,8 @@ impl Record {
 
     fn write(&mut self, bytes_sent: u64) {
         // The workload of the endpoint, for the metrics and the log's
-        // `connection.mtls`: looked up once, and only for them.
-        let destination = if self.telemetry.metrics.traffic.enabled() || self.access.is_some() {
-            self.upstream
-                .and_then(|a| self.telemetry.store.workload_by_ip(a.ip()))
-        } else {
-            None
-        };
+        // `connection.mtls`.
+        let destination = self.upstream_workload.take();
         // One clock read for the metrics, the debug line and the log.
         let duration = self.started.elapsed();
         self.count(bytes_sent, duration, destination.as_ref());
@@ -453,7 +452,7 @@ impl Record {
             duration_ms,
             "http request"
         );
-        self.access_log(bytes_sent, duration, destination.as_deref());
+        self.access_log(bytes_sent, duration, destination.as_ref());
         self.end_span(bytes_sent);
     }
 
@@ -487,7 +486,7 @@ impl Record {
         &self,
         bytes_sent: u64,
         duration: std::time::Duration,
-        destination: Option<&Workload>,
+        destination: Option<&Arc<Workload>>,
     ) {
         let Some(access) = &self.access else {
             return;
@@ -507,6 +506,7 @@ impl Record {
         e.bytes_received = self.request_bytes;
         e.bytes_sent = bytes_sent;
         e.upstream_host = self.upstream;
+        e.upstream_workload = destination;
         e.upstream_cluster = &self.cluster;
         e.downstream_local = Some(self.local);
         e.downstream_remote = Some(access_log::app_address(

@@ -336,6 +336,7 @@ async fn stream_request(
         upstream: target,
         client_identity: Some(&client),
         server_identity: None,
+        upstream_workload: None,
         protocol: "HBONE",
         cluster: Cluster::Inbound(target.port()),
         metrics: record,

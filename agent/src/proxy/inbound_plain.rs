@@ -108,6 +108,7 @@ pub(super) async fn handle(
         upstream: target,
         client_identity: None,
         server_identity: None,
+        upstream_workload: None,
         protocol: "TCP",
         cluster: Cluster::Inbound(target.port()),
         metrics: record,

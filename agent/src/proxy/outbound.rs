@@ -116,7 +116,7 @@ pub(super) async fn handle(
     // opening, in `open_tunnel`): inline, the largest of them set the size
     // of every connection's task for its whole life (9.8 KiB; 2.7 KiB
     // boxed, measured with `size_of_val` on the task's future).
-    let (result, dst, dst_identity, protocol) = match resolved {
+    let (result, dst, dst_workload, protocol) = match resolved {
         // A Service port declared HTTP: terminated here, routed per request.
         Resolved::Http { service, protocol } => {
             let ctx = ctx.clone();
@@ -136,7 +136,7 @@ pub(super) async fn handle(
                 stream, peer, &pod, &local, &ctx, addr, waits, counters,
             ))
             .await;
-            (result, addr, Some(workload.identity.clone()), "same-node")
+            (result, addr, Some(workload), "same-node")
         }
         Resolved::Workload { workload, addr, .. } if workload.hbone => {
             span = ctx.tracer.connection(&pod.workload, || pod.current(&ctx));
@@ -163,9 +163,14 @@ pub(super) async fn handle(
                         Err(err)
                     }
                 };
-            (result, addr, Some(workload.identity.clone()), "HBONE")
+            (result, addr, Some(workload), "HBONE")
         }
-        Resolved::Workload { addr, .. } | Resolved::Passthrough(addr) => {
+        // Not in the mesh: plaintext, with no identity to prove.
+        Resolved::Workload { workload, addr, .. } => {
+            let result = Box::pin(passthrough(stream, &pod, &ctx, addr, waits, counters)).await;
+            (result, addr, Some(workload), "TCP")
+        }
+        Resolved::Passthrough(addr) => {
             let result = Box::pin(passthrough(stream, &pod, &ctx, addr, waits, counters)).await;
             (result, addr, None, "TCP")
         }
@@ -206,7 +211,11 @@ pub(super) async fn handle(
         local: original,
         upstream: dst,
         client_identity: None,
-        server_identity: dst_identity.as_ref(),
+        server_identity: dst_workload
+            .as_ref()
+            .filter(|w| w.hbone)
+            .map(|w| &w.identity),
+        upstream_workload: dst_workload.as_ref(),
         protocol,
         cluster: match via_service.as_deref() {
             Some(s) => Cluster::Outbound(original.port(), &s.hostname),
@@ -405,18 +414,64 @@ async fn same_node(
             // Requests are counted by the destination's HTTP side; the
             // first byte back is not watched here.
             drop(waits.upstream_connected());
-            let mut stream = stream;
-            let moved = tokio::io::copy_bidirectional(&mut stream, &mut http).await?;
-            if let Some(counters) = counters {
-                counters.from_client(moved.0);
-                counters.to_client(moved.1);
-            }
-            Ok(moved)
+            let mut stream = CountedStream { stream, counters };
+            Ok(tokio::io::copy_bidirectional(&mut stream, &mut http).await?)
         }
         Err(err) => {
             reset(stream);
             Err(err)
         }
+    }
+}
+
+/// The app's connection, its bytes counted into Istio's TCP metrics as
+/// they are read from it (from the client) and written to it (to the
+/// client), for a relay that reports no progress of its own.
+struct CountedStream {
+    stream: TcpStream,
+    counters: Option<TcpBytes>,
+}
+
+impl tokio::io::AsyncRead for CountedStream {
+    fn poll_read(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        buf: &mut tokio::io::ReadBuf<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        let before = buf.filled().len();
+        let polled = std::pin::Pin::new(&mut self.stream).poll_read(cx, buf);
+        if let Some(counters) = &self.counters {
+            counters.from_client((buf.filled().len() - before) as u64);
+        }
+        polled
+    }
+}
+
+impl tokio::io::AsyncWrite for CountedStream {
+    fn poll_write(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        buf: &[u8],
+    ) -> std::task::Poll<std::io::Result<usize>> {
+        let polled = std::pin::Pin::new(&mut self.stream).poll_write(cx, buf);
+        if let (Some(counters), std::task::Poll::Ready(Ok(n))) = (&self.counters, &polled) {
+            counters.to_client(*n as u64);
+        }
+        polled
+    }
+
+    fn poll_flush(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        std::pin::Pin::new(&mut self.stream).poll_flush(cx)
+    }
+
+    fn poll_shutdown(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        std::pin::Pin::new(&mut self.stream).poll_shutdown(cx)
     }
 }
 

@@ -4,7 +4,7 @@
 //! Bytes are always counted from the downstream's point of view, as Envoy
 //! does: received from the client, sent to it.
 
-use std::{fmt::Display, net::SocketAddr, time::Instant};
+use std::{fmt::Display, net::SocketAddr, sync::Arc, time::Instant};
 
 use crate::{
     access_log::{self, Cluster, Side},
@@ -54,6 +54,8 @@ pub struct ConnectionRecord<'a> {
     pub client_identity: Option<&'a Identity>,
     /// The destination's identity, when it has one (client side).
     pub server_identity: Option<&'a Identity>,
+    /// The workload the client side chose, when it is one.
+    pub upstream_workload: Option<&'a Arc<Workload>>,
     /// `HBONE`, `same-node` or `TCP`.
     pub protocol: &'static str,
     pub cluster: Cluster<'a>,
@@ -114,6 +116,7 @@ impl ConnectionRecord<'_> {
             bytes_received: moved.from_client,
             bytes_sent: moved.to_client,
             upstream_host: Some(self.upstream),
+            upstream_workload: self.upstream_workload,
             cluster,
             downstream_local: Some(self.local),
             downstream_remote: Some(self.client),
