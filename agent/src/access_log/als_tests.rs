@@ -307,20 +307,26 @@ impl AccessLogService for Receiver {
     }
 }
 
-async fn receiver(per_stream: usize) -> (u16, mpsc::UnboundedReceiver<Received>) {
+/// Serves `service` on a loopback port of its own: its address.
+async fn serve(service: impl AccessLogService) -> SocketAddr {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let port = listener.local_addr().unwrap().port();
-    let (tx, rx) = mpsc::unbounded_channel();
+    let addr = listener.local_addr().unwrap();
     tokio::spawn(
         tonic::transport::Server::builder()
-            .add_service(AccessLogServiceServer::new(Receiver {
-                messages: tx,
-                streams: Default::default(),
-                per_stream,
-            }))
+            .add_service(AccessLogServiceServer::new(service))
             .serve_with_incoming(tokio_stream::wrappers::TcpListenerStream::new(listener)),
     );
-    (port, rx)
+    addr
+}
+
+async fn receiver(per_stream: usize) -> (u16, mpsc::UnboundedReceiver<Received>) {
+    let (tx, rx) = mpsc::unbounded_channel();
+    let service = Receiver {
+        messages: tx,
+        streams: Default::default(),
+        per_stream,
+    };
+    (serve(service).await.port(), rx)
 }
 
 async fn next(rx: &mut mpsc::UnboundedReceiver<Received>) -> Received {
@@ -437,13 +443,7 @@ impl AccessLogService for Stalled {
 
 #[tokio::test]
 async fn a_stream_let_go_is_cancelled_when_the_service_does_not_answer() {
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    tokio::spawn(
-        tonic::transport::Server::builder()
-            .add_service(AccessLogServiceServer::new(Stalled))
-            .serve_with_incoming(tokio_stream::wrappers::TcpListenerStream::new(listener)),
-    );
+    let addr = serve(Stalled).await;
     let (service, _) = Service::compile("als", &provider(GrpcKind::Http, addr.port())).unwrap();
     let channel = tonic::transport::Endpoint::from_shared(format!("http://{addr}"))
         .unwrap()
@@ -638,15 +638,8 @@ impl AccessLogService for Kept {
 }
 
 async fn kept() -> (u16, Kept) {
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let port = listener.local_addr().unwrap().port();
     let kept = Kept::default();
-    tokio::spawn(
-        tonic::transport::Server::builder()
-            .add_service(AccessLogServiceServer::new(kept.clone()))
-            .serve_with_incoming(tokio_stream::wrappers::TcpListenerStream::new(listener)),
-    );
-    (port, kept)
+    (serve(kept.clone()).await.port(), kept)
 }
 
 #[tokio::test]
