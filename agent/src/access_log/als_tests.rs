@@ -700,3 +700,55 @@ async fn a_push_that_leaves_a_provider_as_it_was_keeps_its_stream() {
     assert_eq!(seen, ["1", "1 (named)", "1 (named)", "end", "end"]);
     assert!(before.stream.try_lock().unwrap().is_none());
 }
+
+/// The wiring in `AccessLog`: a push that recompiles the root hands the
+/// provider's stream to the new service, while a request that began
+/// before it (its decision holds the replaced service) opens a stream of
+/// its own; at exit, `flush_records` ends both, and the service has
+/// every batch.
+#[tokio::test]
+async fn pushes_carry_streams_over_and_exit_ends_every_one() {
+    use weft_proto::telemetry::{AccessLogPolicy, AccessLogProvider, MeshAccessLog};
+    let (port, kept) = kept().await;
+    let log = crate::access_log::AccessLog::default();
+    log.export_with(Arc::new(WorkloadStore::default()), "node-1");
+    let push = |version: &str| {
+        let root = AccessLogPolicy {
+            namespace: "istio-system".into(),
+            mesh: Some(MeshAccessLog {
+                file: "/dev/stdout".into(),
+                ..Default::default()
+            }),
+            providers: vec![AccessLogProvider {
+                name: "als".into(),
+                grpc: Some(provider(GrpcKind::Http, port)),
+                ..Default::default()
+            }],
+            ..Default::default()
+        };
+        let compiled = crate::access_log::compile(&root).unwrap();
+        log.apply(vec![("istio-system".into(), version.into(), compiled)], &[]);
+        let root = log.policies.root().unwrap();
+        crate::access_log::services(&root).next().unwrap().clone()
+    };
+    let send = |service: &Arc<Service>| {
+        let exporters = log.exporters().unwrap();
+        let (_, format) = Service::compile("als", &provider(GrpcKind::Http, port)).unwrap();
+        exporters.als.submit(
+            service.clone(),
+            with_entry(&format, |e| entry(service, e, None)),
+        );
+        async move { exporters.als.flush(Duration::from_secs(5)).await }
+    };
+    let before = push("1");
+    send(&before).await;
+    let after = push("2");
+    // A request decided before the push sends through the old service:
+    // its stream went to `after`, so it opens one of its own.
+    send(&before).await;
+    send(&after).await;
+    log.flush_records(Duration::from_secs(5)).await;
+    let mut seen = kept.seen();
+    seen.sort();
+    assert_eq!(seen, ["1", "1 (named)", "1 (named)", "end", "end"]);
+}

@@ -89,6 +89,11 @@ pub struct AccessLog {
     exporters: RwLock<Option<Arc<Exporters>>>,
     /// Records and entries dropped because no exporter was set yet.
     unsent: AtomicU64,
+    /// Every access-log service a root policy has had that is still
+    /// alive: a request or connection that began before a push keeps its
+    /// decision, and with it a replaced service, which opens a stream of
+    /// its own if it sends again. Each is ended at exit.
+    services: Mutex<Vec<std::sync::Weak<als::Service>>>,
 }
 
 /// What sends lines that are not written to a file.
@@ -102,9 +107,9 @@ struct Exporters {
 }
 
 /// The access-log services a policy's outputs send to.
-fn services(policy: &policy::Compiled) -> impl Iterator<Item = &als::Service> {
+fn services(policy: &policy::Compiled) -> impl Iterator<Item = &Arc<als::Service>> {
     policy.outputs().filter_map(|o| match &o.to {
-        Destination::Service(service) => Some(service.as_ref()),
+        Destination::Service(service) => Some(service),
         Destination::File { .. } | Destination::Collector(_) => None,
     })
 }
@@ -137,12 +142,15 @@ impl AccessLog {
         let Some(root) = self.policies.apply(upserts, removed) else {
             return;
         };
-        if let Some(before) = before.filter(|b| !Arc::ptr_eq(b, &root)) {
+        if before.as_ref().is_none_or(|b| !Arc::ptr_eq(b, &root)) {
             for new in services(&root) {
-                for old in services(&before) {
+                for old in before.iter().flat_map(|b| services(b)) {
                     new.take_stream_of(old);
                 }
             }
+            let mut known = self.services.lock().unwrap_or_else(|e| e.into_inner());
+            known.retain(|s| s.strong_count() > 0);
+            known.extend(services(&root).map(Arc::downgrade));
         }
         let used: Vec<&str> = root
             .outputs()
@@ -201,10 +209,15 @@ impl AccessLog {
         if let Some(exporters) = self.exporters() {
             tokio::join!(exporters.otel.flush(within), exporters.als.flush(within));
         }
-        if let Some(root) = self.policies.root() {
-            let closing = futures::future::join_all(services(&root).map(|s| s.close()));
-            let _ = tokio::time::timeout_at(deadline, closing).await;
-        }
+        let live: Vec<Arc<als::Service>> = self
+            .services
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .iter()
+            .filter_map(std::sync::Weak::upgrade)
+            .collect();
+        let closing = futures::future::join_all(live.iter().map(|s| s.close()));
+        let _ = tokio::time::timeout_at(deadline, closing).await;
     }
 
     /// Records and entries sent by the current exporters: [exported,

@@ -440,8 +440,9 @@ impl tokio::io::AsyncRead for CountedStream {
     ) -> std::task::Poll<std::io::Result<()>> {
         let before = buf.filled().len();
         let polled = std::pin::Pin::new(&mut self.stream).poll_read(cx, buf);
-        if let Some(counters) = &self.counters {
-            counters.from_client((buf.filled().len() - before) as u64);
+        let read = buf.filled().len() - before;
+        if let Some(counters) = self.counters.as_ref().filter(|_| read > 0) {
+            counters.from_client(read as u64);
         }
         polled
     }
