@@ -581,6 +581,20 @@ fn the_peer_is_logged_as_istios_peer_metadata_filter_state() {
         peer(&e, Side::Client, &store).map(|(name, w)| (name, w.name.clone()))
     });
     assert_eq!(client_side, Some(("upstream_peer", "web-1".to_string())));
+    // The workload the proxy chose is the peer, whatever is at its
+    // address (a host-network pod is no one's by address).
+    let chosen = Arc::new(Workload {
+        name: "node-exporter-x".into(),
+        host_network: true,
+        ..peer_workload()
+    });
+    let client_side = with_entry(&format, |e| {
+        let mut e = e.clone();
+        e.upstream_host = Some(addr("10.0.0.1:9100"));
+        e.upstream_workload = Some(&chosen);
+        peer(&e, Side::Client, &store).map(|(_, w)| w.name.clone())
+    });
+    assert_eq!(client_side.as_deref(), Some("node-exporter-x"));
     let only_upstream = GrpcAccessLog {
         filter_state_objects: vec!["upstream_peer".into()],
         ..provider(GrpcKind::Http, 9000)
