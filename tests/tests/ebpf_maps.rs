@@ -18,11 +18,10 @@ const AMBIENT: (&str, &str) = ("istio.io/dataplane-mode", "ambient");
 const TIMEOUT: Duration = Duration::from_secs(35);
 
 /// Every map the agent loads, and its `max_entries` in the programs.
-const MAPS: [(&str, u64); 8] = [
+const MAPS: [(&str, u64); 7] = [
     ("WEFT_ENROLLED", 16_384),
     ("WEFT_DST_COOKIE", 65_536),
     ("WEFT_DST_PORT", 65_536),
-    ("WEFT_CAPTURED_AT", 65_536),
     ("WEFT_IN_PODS", 16_384),
     ("WEFT_INBOUND", 16_384),
     ("WEFT_DELIVERY", 65_536),

@@ -17,9 +17,9 @@ use aya::{
     },
 };
 use weft_ebpf_common::{
-    DeliveryKey, GLOBAL_CAPTURE_TIMES, MAP_CAPTURED_AT, MAP_DELIVERY, MAP_DST_BY_PORT,
-    MAP_ENROLLED, MAP_HOST_SOURCES, MAP_INBOUND_LISTENERS, MAP_INBOUND_PODS, OrigDst, PodRedirect,
-    PortKey,
+    DeliveryKey, GLOBAL_CAPTURE_TIMES, MAP_DELIVERY, MAP_DST_BY_PORT, MAP_ENROLLED,
+    MAP_HOST_SOURCES, MAP_INBOUND_LISTENERS, MAP_INBOUND_PODS, MAP_RETIRED_CAPTURED_AT, OrigDst,
+    PodRedirect, PortKey,
 };
 
 use crate::sys::mounts::{self, MountError};
@@ -92,7 +92,7 @@ pub struct RedirectConfig {
     /// cgroup v2 directory; `None`: the cgroup2 mount root.
     pub cgroup: Option<PathBuf>,
     /// Record when each captured connection's SYN left the app
-    /// (`WEFT_CAPTURED_AT`), for the proxy's wait histograms.
+    /// (`OrigDst::syn_sent`), for the proxy's wait histograms.
     pub capture_times: bool,
 }
 
@@ -106,7 +106,6 @@ pub struct Redirector {
     /// Read and removed with one syscall per accept, so no lock: see
     /// `take_capture`.
     pub(super) dst_by_port: HashMap<MapData, PortKey, OrigDst>,
-    pub(super) captured_at: HashMap<MapData, PortKey, u64>,
     pub(super) inbound_pods: Mutex<HashMap<MapData, u32, u8>>,
     pub(super) inbound_listeners: Mutex<SockHash<MapData, u32>>,
     pub(super) delivery: Mutex<HashMap<MapData, DeliveryKey, u8>>,
@@ -168,6 +167,14 @@ impl Redirector {
             .override_global(GLOBAL_CAPTURE_TIMES, &capture_times, true)
             .load(EBPF_OBJECT)
             .map_err(|err| RedirectError::Load(Box::new(err)))?;
+        // A map an older agent pinned and no program uses now: its pin
+        // alone keeps it (and its memory) alive.
+        let retired = maps_dir.join(MAP_RETIRED_CAPTURED_AT);
+        if retired.exists()
+            && let Err(err) = std::fs::remove_file(&retired)
+        {
+            tracing::warn!(path = %retired.display(), error = %err, "cannot remove a retired map's pin");
+        }
         let logger = super::logger::spawn(&mut ebpf);
 
         for name in CGROUP_PROGRAMS {
@@ -220,7 +227,6 @@ impl Redirector {
         let redirector = Self {
             enrolled: Mutex::new(take_map(&mut ebpf, MAP_ENROLLED)?),
             dst_by_port: take_map(&mut ebpf, MAP_DST_BY_PORT)?,
-            captured_at: take_map(&mut ebpf, MAP_CAPTURED_AT)?,
             inbound_pods: Mutex::new(take_map(&mut ebpf, MAP_INBOUND_PODS)?),
             inbound_listeners: Mutex::new(inbound_listeners),
             delivery: Mutex::new(take_map(&mut ebpf, MAP_DELIVERY)?),

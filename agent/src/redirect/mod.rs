@@ -8,7 +8,6 @@
 //! | `maps/WEFT_ENROLLED` | netns cookie → `PodRedirect`, one entry per enrolled pod |
 //! | `maps/WEFT_DST_COOKIE` | socket cookie → original destination (connect → established) |
 //! | `maps/WEFT_DST_PORT` | (netns cookie, source port) → original destination (established → accept) |
-//! | `maps/WEFT_CAPTURED_AT` | (netns cookie, source port) → when the SYN left the app (SYN → accept) |
 //! | `maps/WEFT_IN_PODS` | pod IP → enrolled for inbound steering |
 //! | `maps/WEFT_DELIVERY` | the proxy's delivery 4-tuples, never steered |
 //! | `maps/WEFT_HOST_SRC` | the node's own addresses (kubelet probes), never steered |

@@ -23,8 +23,8 @@ use aya::{
     sys::SyscallError,
 };
 use weft_ebpf_common::{
-    DeliveryKey, MAP_CAPTURED_AT, MAP_DELIVERY, MAP_DST_BY_COOKIE, MAP_DST_BY_PORT, MAP_ENROLLED,
-    MAP_HOST_SOURCES, MAP_INBOUND_LISTENERS, MAP_INBOUND_PODS, OrigDst, PodRedirect, PortKey,
+    DeliveryKey, MAP_DELIVERY, MAP_DST_BY_COOKIE, MAP_DST_BY_PORT, MAP_ENROLLED, MAP_HOST_SOURCES,
+    MAP_INBOUND_LISTENERS, MAP_INBOUND_PODS, OrigDst, PodRedirect, PortKey,
 };
 
 use super::RedirectError;
@@ -48,7 +48,6 @@ enum Handle {
     Enrolled(HashMap<MapData, u64, PodRedirect>),
     DstByCookie(HashMap<MapData, u64, OrigDst>),
     DstByPort(HashMap<MapData, PortKey, OrigDst>),
-    CapturedAt(HashMap<MapData, PortKey, u64>),
     Ipv4(HashMap<MapData, u32, u8>),
     Delivery(HashMap<MapData, DeliveryKey, u8>),
     Sockets(SockHash<MapData, u32>),
@@ -67,7 +66,6 @@ impl Counted {
             Handle::Enrolled(map) => distinct_keys(map.keys(), capacity),
             Handle::DstByCookie(map) => distinct_keys(map.keys(), capacity),
             Handle::DstByPort(map) => distinct_keys(map.keys(), capacity),
-            Handle::CapturedAt(map) => distinct_keys(map.keys(), capacity),
             Handle::Ipv4(map) => distinct_keys(map.keys(), capacity),
             Handle::Delivery(map) => distinct_keys(map.keys(), capacity),
             Handle::Sockets(map) => distinct_keys(map.keys(), capacity),
@@ -104,7 +102,6 @@ fn open(ebpf: &Ebpf) -> Result<Vec<Counted>, RedirectError> {
         MAP_ENROLLED,
         MAP_DST_BY_COOKIE,
         MAP_DST_BY_PORT,
-        MAP_CAPTURED_AT,
         MAP_INBOUND_PODS,
         MAP_INBOUND_LISTENERS,
         MAP_DELIVERY,
@@ -130,7 +127,6 @@ fn open(ebpf: &Ebpf) -> Result<Vec<Counted>, RedirectError> {
             MAP_ENROLLED => Handle::Enrolled(map.try_into().map_err(map_err)?),
             MAP_DST_BY_COOKIE => Handle::DstByCookie(map.try_into().map_err(map_err)?),
             MAP_DST_BY_PORT => Handle::DstByPort(map.try_into().map_err(map_err)?),
-            MAP_CAPTURED_AT => Handle::CapturedAt(map.try_into().map_err(map_err)?),
             MAP_DELIVERY => Handle::Delivery(map.try_into().map_err(map_err)?),
             MAP_INBOUND_LISTENERS => Handle::Sockets(map.try_into().map_err(map_err)?),
             _ => Handle::Ipv4(map.try_into().map_err(map_err)?),

@@ -8,7 +8,7 @@ use std::{
 
 use aya::maps::{HashMap, MapData, MapError};
 use weft_ebpf_common::{
-    FAMILY_INET, MAP_ENROLLED, OrigDst, PodRedirect, PortKey, REDIRECT_OUTBOUND,
+    FAMILY_INET, MAP_ENROLLED, OrigDst, PodRedirect, PortKey, REDIRECT_OUTBOUND, SYN_SHIFT,
 };
 
 use super::{RedirectError, Redirector};
@@ -78,13 +78,12 @@ impl Redirector {
         timed: bool,
     ) -> Option<Capture> {
         let key = PortKey::new(netns_cookie, source_port);
-        // Taken first, so that it does not stay behind if there is no
-        // destination.
-        let syn_sent_ns = timed.then(|| take(&self.captured_at, &key)).flatten();
         let dst = take(&self.dst_by_port, &key)?;
         Some(Capture {
             original_dst: orig_dst_addr(&dst),
-            syn_sent_ns,
+            syn_sent_ns: timed
+                .then(|| syn_sent_ns(dst.syn_sent, crate::sys::monotonic_ns()))
+                .flatten(),
         })
     }
 }
@@ -100,6 +99,18 @@ fn take<V: aya::Pod>(map: &HashMap<MapData, PortKey, V>, key: &PortKey) -> Optio
         }
         None
     })
+}
+
+/// The monotonic time in ns, to 1.024 µs, of a SYN stamped `stamp`
+/// ([`OrigDst::syn_sent`]: the low 32 bits of the clock in units of
+/// `1 << SYN_SHIFT` ns), seen at `now_ns`; `None` if not stamped.
+fn syn_sent_ns(stamp: u32, now_ns: u64) -> Option<u64> {
+    if stamp == 0 {
+        return None;
+    }
+    let now = now_ns >> SYN_SHIFT;
+    let ago = u64::from((now as u32).wrapping_sub(stamp));
+    now.checked_sub(ago).map(|units| units << SYN_SHIFT)
 }
 
 /// A captured connection, as the programs recorded it.
@@ -124,4 +135,32 @@ fn orig_dst_addr(dst: &OrigDst) -> SocketAddr {
         IpAddr::V6(Ipv6Addr::from(dst.addr))
     };
     SocketAddr::new(ip, dst.port)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_syn_stamp_gives_its_time_back_across_the_wrap() {
+        let unit = 1u64 << SYN_SHIFT;
+        assert_eq!(syn_sent_ns(0, 5_000_000), None, "not stamped");
+        // 3 units ago, the clock's low bits as the program keeps them.
+        let now = 1_000_000 * unit + 17;
+        let syn = now - 3 * unit;
+        let stamp = (syn >> SYN_SHIFT) as u32;
+        assert_eq!(
+            syn_sent_ns(stamp, now),
+            Some((syn >> SYN_SHIFT) << SYN_SHIFT)
+        );
+        // The low 32 bits wrapped between the SYN and now.
+        let now = (1u64 << (32 + SYN_SHIFT)) + 2 * unit;
+        let syn = now - 5 * unit;
+        let stamp = (syn >> SYN_SHIFT) as u32;
+        assert_eq!(stamp, u32::MAX - 2);
+        assert_eq!(syn_sent_ns(stamp, now), Some(syn));
+        // A wait is never negative: a stamp "from the future" (a stale
+        // record) reads as about 73 minutes ago, not after now.
+        assert!(syn_sent_ns(stamp.wrapping_add(10), now).is_some_and(|t| t <= now));
+    }
 }

@@ -30,12 +30,11 @@ pub const MAP_DST_BY_COOKIE: &str = "WEFT_DST_COOKIE";
 /// Map: [`PortKey`] → [`OrigDst`], written when the captured connection is
 /// established; read (and removed) by the proxy on accept.
 pub const MAP_DST_BY_PORT: &str = "WEFT_DST_PORT";
-/// Map: [`PortKey`] → `u64`, when the captured connection's SYN left the
-/// app (`bpf_ktime_get_ns`, `CLOCK_MONOTONIC`); taken by the proxy on
-/// accept, to measure how long the connection waited for it.
-pub const MAP_CAPTURED_AT: &str = "WEFT_CAPTURED_AT";
+/// A map of [`PortKey`] → SYN time that agents before 2026-12-06 pinned
+/// (the stamp is now [`OrigDst::syn_sent`]); an agent removes its pin.
+pub const MAP_RETIRED_CAPTURED_AT: &str = "WEFT_CAPTURED_AT";
 /// Global of the capture programs: `0` turns the capture timestamps
-/// ([`MAP_CAPTURED_AT`]) off. Set by the agent at load.
+/// ([`OrigDst::syn_sent`]) off. Set by the agent at load.
 pub const GLOBAL_CAPTURE_TIMES: &str = "WEFT_CAPTURE_TIMES";
 
 /// Map: pod IPv4 (network order bytes as `u32`) → `u8`: the pod is
@@ -89,8 +88,18 @@ pub struct OrigDst {
     pub port: u16,
     /// [`FAMILY_INET`] or [`FAMILY_INET6`].
     pub family: u16,
-    pub _pad: u32,
+    /// When the connection's SYN left the app, stamped at
+    /// `TCP_CONNECT_CB` while capture timestamps are on: the low 32 bits
+    /// of `bpf_ktime_get_ns() >> SYN_SHIFT` (`CLOCK_MONOTONIC` in units of
+    /// 1.024 µs, wrapping every 73 minutes); `0`: not stamped. Carried
+    /// with the destination, so that the proxy takes both in one
+    /// `bpf()` call (the field was padding before, and the record's size
+    /// is unchanged, so maps pinned by an older agent still fit).
+    pub syn_sent: u32,
 }
+
+/// The shift of [`OrigDst::syn_sent`]'s clock.
+pub const SYN_SHIFT: u32 = 10;
 
 /// Finds a captured connection from the proxy's side of the accept: the
 /// pod's network namespace and the client's source port.

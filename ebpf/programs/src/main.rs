@@ -50,7 +50,7 @@ mod programs {
     use aya_log_ebpf::debug;
     use weft_ebpf_common::{
         DELIVERY_MARK, DeliveryKey, FAMILY_INET, FAMILY_INET6, HBONE_PORT, OUTBOUND_MARK,
-        OUTBOUND_PORT, OrigDst, PodRedirect, PortKey, REDIRECT_OUTBOUND,
+        OUTBOUND_PORT, OrigDst, PodRedirect, PortKey, REDIRECT_OUTBOUND, SYN_SHIFT,
     };
 
     const ALLOW: i32 = 1;
@@ -71,12 +71,8 @@ mod programs {
     #[map]
     static WEFT_DST_PORT: LruHashMap<PortKey, OrigDst> = LruHashMap::pinned(65_536, 0);
 
-    /// (netns cookie, source port) → when the captured connection's SYN
-    /// left (monotonic ns), until the proxy's `accept()`.
-    #[map]
-    static WEFT_CAPTURED_AT: LruHashMap<PortKey, u64> = LruHashMap::pinned(65_536, 0);
-
-    /// `0`: no capture timestamps (the agent's `--mesh-waits=false`). A
+    /// `0`: no capture timestamps in `OrigDst::syn_sent` (the agent's
+    /// `--mesh-waits=false`). A
     /// global the agent sets at load; the verifier drops the dead branch.
     #[unsafe(no_mangle)]
     static WEFT_CAPTURE_TIMES: u8 = 1;
@@ -218,7 +214,7 @@ mod programs {
                 addr,
                 port,
                 family: FAMILY_INET,
-                _pad: 0,
+                syn_sent: 0,
             },
         )?;
         sa.user_ip4 = u32::from_ne_bytes([127, 0, 0, 1]);
@@ -250,7 +246,7 @@ mod programs {
             addr: [0u8; 16],
             port,
             family: FAMILY_INET6,
-            _pad: 0,
+            syn_sent: 0,
         };
         if v4_mapped {
             dst.family = FAMILY_INET;
@@ -274,20 +270,23 @@ mod programs {
         Ok(ALLOW)
     }
 
-    /// A captured connection sends its SYN (its source port is known from
-    /// here on): records the time, for the proxy to see how long the
-    /// connection waited for its `accept()`.
+    /// A captured connection sends its SYN: stamps the time in its
+    /// record, in place, for the proxy to see how long the connection
+    /// waited for its `accept()` (no map write of its own: the record
+    /// moves to `WEFT_DST_PORT` with it at established).
     fn try_syn_sent(ctx: &SockOpsContext) -> Result<(), i32> {
         if unsafe { core::ptr::read_volatile(&WEFT_CAPTURE_TIMES) } == 0 {
             return Ok(());
         }
         let cookie = unsafe { bpf_get_socket_cookie(ctx.as_ptr()) };
-        if unsafe { WEFT_DST_COOKIE.get(&cookie) }.is_none() {
+        let Some(dst) = WEFT_DST_COOKIE.get_ptr_mut(&cookie) else {
             return Ok(());
-        }
+        };
         let now = unsafe { bpf_ktime_get_ns() };
-        let netns = unsafe { bpf_get_netns_cookie(ctx.as_ptr()) };
-        WEFT_CAPTURED_AT.insert(&PortKey::new(netns, ctx.local_port() as u16), &now, 0)
+        // 0 means "not stamped": a stamp that wraps to 0 becomes 1.
+        let stamp = ((now >> SYN_SHIFT) as u32).max(1);
+        unsafe { (*dst).syn_sent = stamp };
+        Ok(())
     }
 
     fn try_established(ctx: &SockOpsContext) -> Result<(), i32> {
