@@ -124,7 +124,7 @@ async fn enrolled_connect_is_captured_with_its_original_destination() {
     let (mut stream, peer) = outbound.accept().unwrap();
     let accepted_ns = weft_agent::sys::monotonic_ns();
     let capture = redirector
-        .take_capture(cookie, peer.port(), true)
+        .take_capture(cookie, peer.port(), accepted_ns)
         .expect("the connection's capture recorded");
     assert_eq!(
         capture.original_dst,
@@ -138,7 +138,9 @@ async fn enrolled_connect_is_captured_with_its_original_destination() {
         "SYN sent at {syn_sent_ns} ns, accepted at {accepted_ns} ns"
     );
     assert!(
-        redirector.take_capture(cookie, peer.port(), true).is_none(),
+        redirector
+            .take_capture(cookie, peer.port(), accepted_ns)
+            .is_none(),
         "the records are consumed"
     );
     let mut ping = [0u8; 4];

@@ -40,14 +40,15 @@ use crate::{
 /// implemented by the eBPF redirector, faked in tests.
 pub trait Redirection: Send + Sync {
     /// What was recorded of a captured connection: the destination it
-    /// asked for and, with `timed`, when it was captured. `netns_cookie`:
-    /// the pod's namespace; `source_port`: the app's port, as seen by the
-    /// proxy on accept. Consumes the records.
+    /// asked for and, when `accepted_ns` (the accept's monotonic time) is
+    /// not 0, when it was captured. `netns_cookie`: the pod's namespace;
+    /// `source_port`: the app's port, as seen by the proxy on accept.
+    /// Consumes the records.
     fn take_capture(
         &self,
         netns_cookie: u64,
         source_port: u16,
-        timed: bool,
+        accepted_ns: u64,
     ) -> Option<crate::redirect::Capture>;
     /// Exempts a delivery connection from inbound steering.
     fn register_delivery(&self, key: DeliveryKey) -> Result<(), crate::redirect::RedirectError>;
@@ -59,9 +60,9 @@ impl Redirection for crate::redirect::Redirector {
         &self,
         netns_cookie: u64,
         source_port: u16,
-        timed: bool,
+        accepted_ns: u64,
     ) -> Option<crate::redirect::Capture> {
-        crate::redirect::Redirector::take_capture(self, netns_cookie, source_port, timed)
+        crate::redirect::Redirector::take_capture(self, netns_cookie, source_port, accepted_ns)
     }
 
     fn register_delivery(&self, key: DeliveryKey) -> Result<(), crate::redirect::RedirectError> {

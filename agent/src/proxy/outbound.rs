@@ -52,9 +52,9 @@ pub(super) async fn handle(
     ctx: Arc<ProxyContext>,
 ) {
     let _active = ctx.metrics.track();
-    let Some(capture) =
-        ctx.redirection
-            .take_capture(pod.netns_cookie, peer.port(), accepted_ns != 0)
+    let Some(capture) = ctx
+        .redirection
+        .take_capture(pod.netns_cookie, peer.port(), accepted_ns)
     else {
         tracing::warn!(src = %pod.name(), src.addr = %peer, "no original destination recorded for this connection; closing");
         ctx.metrics.deny(Denial::NoDestination);

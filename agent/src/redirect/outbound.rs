@@ -69,20 +69,21 @@ impl Redirector {
     /// What the programs recorded of a captured connection, found from the
     /// proxy's side: the pod's netns and the client's source port. The
     /// records are consumed. `None` when there is no destination. With
-    /// `timed` (the agent's `--mesh-waits`, which also has the programs
-    /// stamp), the SYN's time too.
+    /// `accepted_ns` (when the accept returned, `0` without the agent's
+    /// `--mesh-waits`, which also has the programs stamp), the SYN's time
+    /// too, read against it.
     pub fn take_capture(
         &self,
         netns_cookie: u64,
         source_port: u16,
-        timed: bool,
+        accepted_ns: u64,
     ) -> Option<Capture> {
         let key = PortKey::new(netns_cookie, source_port);
         let dst = take(&self.dst_by_port, &key)?;
         Some(Capture {
             original_dst: orig_dst_addr(&dst),
-            syn_sent_ns: timed
-                .then(|| syn_sent_ns(dst.syn_sent, crate::sys::monotonic_ns()))
+            syn_sent_ns: (accepted_ns != 0)
+                .then(|| syn_sent_ns(dst.syn_sent, accepted_ns))
                 .flatten(),
         })
     }
@@ -118,8 +119,9 @@ fn syn_sent_ns(stamp: u32, now_ns: u64) -> Option<u64> {
 pub struct Capture {
     /// What the app dialled.
     pub original_dst: SocketAddr,
-    /// When its SYN left the app ([`crate::sys::monotonic_ns`]'s clock);
-    /// `None` if not recorded (timestamps off, or an entry evicted).
+    /// When its SYN left the app ([`crate::sys::monotonic_ns`]'s clock, to
+    /// 1.024 µs); `None` if not recorded (timestamps off, or a record an
+    /// older agent's programs wrote).
     pub syn_sent_ns: Option<u64>,
 }
 
