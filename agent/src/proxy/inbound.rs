@@ -335,7 +335,6 @@ async fn stream_request(
         local: target,
         upstream: target,
         client_identity: Some(&client),
-        server_identity: None,
         upstream_workload: None,
         protocol: "HBONE",
         cluster: Cluster::Inbound(target.port()),

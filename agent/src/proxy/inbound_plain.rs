@@ -107,7 +107,6 @@ pub(super) async fn handle(
         local: target,
         upstream: target,
         client_identity: None,
-        server_identity: None,
         upstream_workload: None,
         protocol: "TCP",
         cluster: Cluster::Inbound(target.port()),

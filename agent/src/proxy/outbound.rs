@@ -211,10 +211,6 @@ pub(super) async fn handle(
         local: original,
         upstream: dst,
         client_identity: None,
-        server_identity: dst_workload
-            .as_ref()
-            .filter(|w| w.hbone)
-            .map(|w| &w.identity),
         upstream_workload: dst_workload.as_ref(),
         protocol,
         cluster: match via_service.as_deref() {
@@ -414,7 +410,10 @@ async fn same_node(
             // Requests are counted by the destination's HTTP side; the
             // first byte back is not watched here.
             drop(waits.upstream_connected());
-            let mut stream = CountedStream { stream, counters };
+            let mut stream = CountedStream {
+                stream,
+                progress: limits::Progress::default().counting(counters, Forward::FromClient),
+            };
             Ok(tokio::io::copy_bidirectional(&mut stream, &mut http).await?)
         }
         Err(err) => {
@@ -424,12 +423,12 @@ async fn same_node(
     }
 }
 
-/// The app's connection, its bytes counted into Istio's TCP metrics as
-/// they are read from it (from the client) and written to it (to the
-/// client), for a relay that reports no progress of its own.
+/// The client's connection, reporting what is read from it (the relay's
+/// first direction) and written to it (back) to a [`limits::Progress`],
+/// for a relay that reports no progress of its own (`copy_bidirectional`).
 struct CountedStream {
     stream: TcpStream,
-    counters: Option<TcpBytes>,
+    progress: limits::Progress,
 }
 
 impl tokio::io::AsyncRead for CountedStream {
@@ -441,8 +440,8 @@ impl tokio::io::AsyncRead for CountedStream {
         let before = buf.filled().len();
         let polled = std::pin::Pin::new(&mut self.stream).poll_read(cx, buf);
         let read = buf.filled().len() - before;
-        if let Some(counters) = self.counters.as_ref().filter(|_| read > 0) {
-            counters.from_client(read as u64);
+        if read > 0 {
+            self.progress.moved(read);
         }
         polled
     }
@@ -455,8 +454,8 @@ impl tokio::io::AsyncWrite for CountedStream {
         buf: &[u8],
     ) -> std::task::Poll<std::io::Result<usize>> {
         let polled = std::pin::Pin::new(&mut self.stream).poll_write(cx, buf);
-        if let (Some(counters), std::task::Poll::Ready(Ok(n))) = (&self.counters, &polled) {
-            counters.to_client(*n as u64);
+        if let std::task::Poll::Ready(Ok(n)) = &polled {
+            self.progress.moved_back(*n);
         }
         polled
     }

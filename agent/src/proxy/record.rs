@@ -52,9 +52,8 @@ pub struct ConnectionRecord<'a> {
     pub upstream: SocketAddr,
     /// The client's proven identity (server side, over mutual TLS).
     pub client_identity: Option<&'a Identity>,
-    /// The destination's identity, when it has one (client side).
-    pub server_identity: Option<&'a Identity>,
-    /// The workload the client side chose, when it is one.
+    /// The workload the client side chose, when it is one (in the mesh:
+    /// the identity it proves).
     pub upstream_workload: Option<&'a Arc<Workload>>,
     /// `HBONE`, `same-node` or `TCP`.
     pub protocol: &'static str,
@@ -153,7 +152,10 @@ impl ConnectionRecord<'_> {
             Side::Server => self.client_identity,
         };
         let dst_identity = match self.side {
-            Side::Client => self.server_identity,
+            Side::Client => self
+                .upstream_workload
+                .filter(|w| w.hbone)
+                .map(|w| &w.identity),
             Side::Server => Some(&self.workload.identity),
         };
         let src_identity = src_identity.map(ToString::to_string).unwrap_or_default();
