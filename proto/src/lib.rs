@@ -1,7 +1,8 @@
 //! weft's wire types, generated from the `.proto` files in `proto/`, and
 //! what the agent's and weft-control's HTTP ports share: the metrics'
 //! exposition formats ([`exposition`]) and the bounds on a misbehaving
-//! client's cost ([`serving`]).
+//! client's cost ([`serving`]); and what weft-control checks and the agent
+//! writes alike, Envoy's access-log time formats ([`time_format`]).
 //!
 //! Package names and field numbers are those of upstream Istio and Envoy
 //! (see `README.md`), so a real ztunnel can talk to weft's control plane
@@ -13,6 +14,7 @@
 pub mod duration;
 pub mod exposition;
 pub mod serving;
+pub mod time_format;
 
 /// `istio.workload`: the Workload API (`Address`, `Workload`, `Service`, ...).
 pub use generated::istio::workload;

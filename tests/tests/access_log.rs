@@ -12,7 +12,7 @@ mod common;
 
 use std::io::{Read as _, Write as _};
 
-use anyhow::{Context as _, Result, ensure};
+use anyhow::{Context as _, Result, bail, ensure};
 use common::*;
 use weft_sim::{Cluster, ServicePort, httpapp, otlp, wait_for};
 
@@ -372,7 +372,10 @@ fn file_lines(file: &std::path::Path, needle: &str) -> Result<Vec<String>> {
 /// in the mesh config, with its own path and JSON labels, named by a
 /// Telemetry beside the built-in `envoy` (each with its own filter), then
 /// by `defaultProviders.accessLogging` alone; and a Telemetry naming a
-/// provider that writes no file falls back to `accessLogFile`.
+/// provider that writes no file falls back to `accessLogFile`. The labels
+/// use Envoy's operators beyond the default format's: a `strftime` start
+/// time, a path without its query, the HBONE ends' TLS version and the
+/// server's SPIFFE id, and a gRPC status (none here).
 #[test]
 fn file_providers_from_the_mesh_config_as_telemetry_names_them() -> Result<()> {
     let cluster = Cluster::builder().nodes(2).build()?;
@@ -382,7 +385,7 @@ fn file_providers_from_the_mesh_config_as_telemetry_names_them() -> Result<()> {
         let (_api, web, vip) = shop_api_and_front_web(cluster)?;
         let base = format!("http://{vip}:8080");
         let providers = format!(
-            "    extensionProviders:\n    - name: Errors-File\n      envoyFileAccessLog:\n        path: {}\n        logFormat:\n          labels:\n            code: '%RESPONSE_CODE%'\n            path: '%REQ(:PATH)%'\n            flags: '%RESPONSE_FLAGS%'\n    - name: otel\n      envoyOtelAls: {{service: otel.observability.svc.cluster.local, port: 4317}}\n",
+            "    extensionProviders:\n    - name: Errors-File\n      envoyFileAccessLog:\n        path: {}\n        logFormat:\n          labels:\n            code: '%RESPONSE_CODE%'\n            path: '%REQ(:PATH)%'\n            flags: '%RESPONSE_FLAGS%'\n            when: '%START_TIME(%s)%'\n            route: '%REQ_WITHOUT_QUERY(:PATH)%'\n            downstream_tls: '%DOWNSTREAM_TLS_VERSION%'\n            upstream_tls: '%UPSTREAM_TLS_VERSION%'\n            upstream_peer: '%UPSTREAM_PEER_URI_SAN%'\n            grpc: '%GRPC_STATUS%'\n    - name: otel\n      envoyOtelAls: {{service: otel.observability.svc.cluster.local, port: 4317}}\n",
             file.display()
         );
         apply(
@@ -400,18 +403,45 @@ fn file_providers_from_the_mesh_config_as_telemetry_names_them() -> Result<()> {
             "apiVersion: telemetry.istio.io/v1\nkind: Telemetry\nmetadata:\n  name: mesh-default\n  namespace: istio-system\nspec:\n  accessLogging:\n  - providers: [{name: errors-file}]\n    filter:\n      expression: response.code >= 400\n  - providers: [{name: envoy}]\n    match: {mode: SERVER}\n",
         )?;
         let mut n = 0;
+        let sent = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)?
+            .as_secs();
         converge("the file provider's lines", || {
             n += 1;
-            ensure!(get(&web, &base, &format!("/forbidden-{n}"))? == 403);
+            ensure!(get(&web, &base, &format!("/forbidden-{n}?q={n}"))? == 403);
             Ok(file_lines(&file, &format!("/forbidden-{n}\""))?.len() == 2)
         })?;
-        // Both sides wrote their 403 to the file, as the labels say.
-        let path = format!("/forbidden-{n}");
-        for line in file_lines(&file, &format!("{path}\""))? {
+        // Both sides wrote their 403 to the file, as the labels say: the
+        // client side (node-1) with HBONE upstream, to api's identity, the
+        // server side (node-2) with HBONE downstream.
+        let route = format!("/forbidden-{n}");
+        let mut sides = Vec::new();
+        for line in file_lines(&file, &format!("{route}\""))? {
             let json: serde_json::Value = serde_json::from_str(&line).context(line.clone())?;
-            ensure!(json["code"] == 403 && json["path"] == path, "{line}");
-            ensure!(json.as_object().map(|o| o.len()) == Some(3), "the labels' keys: {line}");
+            ensure!(json["code"] == 403, "{line}");
+            ensure!(json["path"] == format!("{route}?q={n}") && json["route"] == route, "{line}");
+            let when: u64 = json["when"].as_str().unwrap_or_default().parse().context(line.clone())?;
+            ensure!(when >= sent && when <= sent + 300, "START_TIME(%s) {when}, sent at {sent}: {line}");
+            ensure!(json["grpc"].is_null(), "a gRPC status for HTTP: {line}");
+            ensure!(json.as_object().map(|o| o.len()) == Some(9), "the labels' keys: {line}");
+            let tls = |key: &str| json[key].as_str().map(str::to_string);
+            sides.push((
+                tls("downstream_tls"),
+                tls("upstream_tls"),
+                json["upstream_peer"].as_str().map(str::to_string),
+            ));
         }
+        sides.sort();
+        let [(None, Some(client_up), Some(peer)), (Some(server_down), None, None)] =
+            sides.as_slice()
+        else {
+            bail!("the two sides' TLS labels: {sides:?}");
+        };
+        ensure!(client_up == "TLSv1.3" && server_down == "TLSv1.3", "{sides:?}");
+        ensure!(
+            peer.starts_with("spiffe://") && peer.contains("/ns/shop/sa/"),
+            "the client side's upstream peer: {peer}"
+        );
         // A 200: not in the file (its filter), on node-2's stdout (the
         // server side's `envoy`), not on node-1's (the client side names
         // only the file provider, so `accessLogFile` no longer applies).

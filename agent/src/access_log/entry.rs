@@ -255,6 +255,12 @@ impl<'a> Entry<'a> {
         }
     }
 
+    /// The workload at the other end of the upstream connection's mutual
+    /// TLS (HBONE), if the request or connection went through one.
+    pub fn upstream_peer(&self) -> Option<&'a Arc<Workload>> {
+        self.upstream_workload.filter(|w| w.hbone)
+    }
+
     /// `%RESPONSE_CODE%`: 0 without a response (and at L4).
     pub fn response_code(&self) -> u16 {
         self.http.as_ref().map_or(0, |h| h.status)

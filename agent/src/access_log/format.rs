@@ -7,7 +7,10 @@
 use std::time::SystemTime;
 
 use http::HeaderName;
-use weft_proto::telemetry::{FormatToken, JsonField};
+use weft_proto::{
+    telemetry::{FormatToken, JsonField},
+    time_format::{self, Piece as TimePiece},
+};
 
 use super::{
     entry::{Entry, Header},
@@ -18,9 +21,12 @@ use crate::state::Identity;
 /// A command operator weft renders.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Op {
-    StartTime,
+    /// In Envoy's default form, or as the format given says.
+    StartTime(Option<Box<[TimePiece]>>),
     /// `REQ(header?alternative)`.
     Req(Header, Option<Header>),
+    /// `REQ_WITHOUT_QUERY(header?alternative)`: the value up to its `?`.
+    ReqWithoutQuery(Header, Option<Header>),
     Resp(Header, Option<Header>),
     Trailer,
     Protocol,
@@ -42,20 +48,63 @@ pub enum Op {
     DownstreamRemoteAddressWithoutPort,
     DownstreamPeerUriSan,
     DownstreamLocalUriSan,
+    /// The HBONE server's SPIFFE id, when the request went to one.
+    UpstreamPeerUriSan,
+    DownstreamTlsVersion,
+    UpstreamTlsVersion,
     RequestedServerName,
     RouteName,
     ConnectionId,
-    GrpcStatus,
+    GrpcStatus(GrpcStatusAs),
     Hostname,
 }
+
+/// How `%GRPC_STATUS(...)%` writes a status, as Envoy's formatter does.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum GrpcStatusAs {
+    /// `CAMEL_STRING`, the default: `OK`, `InvalidArgument`, ...
+    Camel,
+    /// `SNAKE_STRING`: `OK`, `INVALID_ARGUMENT`, ...
+    Snake,
+    /// `NUMBER` (and `%GRPC_STATUS_NUMBER%`).
+    Number,
+}
+
+/// gRPC's status codes by number: Envoy's camel-case names, then the
+/// snake-case ones (Abseil's, `CANCELLED` with two Ls).
+const GRPC_STATUS_NAMES: [(&str, &str); 17] = [
+    ("OK", "OK"),
+    ("Canceled", "CANCELLED"),
+    ("Unknown", "UNKNOWN"),
+    ("InvalidArgument", "INVALID_ARGUMENT"),
+    ("DeadlineExceeded", "DEADLINE_EXCEEDED"),
+    ("NotFound", "NOT_FOUND"),
+    ("AlreadyExists", "ALREADY_EXISTS"),
+    ("PermissionDenied", "PERMISSION_DENIED"),
+    ("ResourceExhausted", "RESOURCE_EXHAUSTED"),
+    ("FailedPrecondition", "FAILED_PRECONDITION"),
+    ("Aborted", "ABORTED"),
+    ("OutOfRange", "OUT_OF_RANGE"),
+    ("Unimplemented", "UNIMPLEMENTED"),
+    ("Internal", "INTERNAL"),
+    ("Unavailable", "UNAVAILABLE"),
+    ("DataLoss", "DATA_LOSS"),
+    ("Unauthenticated", "UNAUTHENTICATED"),
+];
 
 impl Op {
     fn from_token(t: &FormatToken) -> Result<Op, String> {
         let header = || Header::parse(&t.argument);
         let alternative = || (!t.alternative.is_empty()).then(|| Header::parse(&t.alternative));
         Ok(match t.operator.as_str() {
-            "START_TIME" => Op::StartTime,
+            "START_TIME" if t.argument.is_empty() => Op::StartTime(None),
+            "START_TIME" => Op::StartTime(Some(
+                time_format::parse(&t.argument)
+                    .map_err(|e| format!("`%START_TIME({})%`: {e}", t.argument))?
+                    .into(),
+            )),
             "REQ" => Op::Req(header(), alternative()),
+            "REQ_WITHOUT_QUERY" => Op::ReqWithoutQuery(header(), alternative()),
             "RESP" => Op::Resp(header(), alternative()),
             "TRAILER" => Op::Trailer,
             "PROTOCOL" => Op::Protocol,
@@ -77,10 +126,23 @@ impl Op {
             "DOWNSTREAM_REMOTE_ADDRESS_WITHOUT_PORT" => Op::DownstreamRemoteAddressWithoutPort,
             "DOWNSTREAM_PEER_URI_SAN" => Op::DownstreamPeerUriSan,
             "DOWNSTREAM_LOCAL_URI_SAN" => Op::DownstreamLocalUriSan,
+            "UPSTREAM_PEER_URI_SAN" => Op::UpstreamPeerUriSan,
+            "DOWNSTREAM_TLS_VERSION" => Op::DownstreamTlsVersion,
+            "UPSTREAM_TLS_VERSION" => Op::UpstreamTlsVersion,
             "REQUESTED_SERVER_NAME" => Op::RequestedServerName,
             "ROUTE_NAME" => Op::RouteName,
             "CONNECTION_ID" => Op::ConnectionId,
-            "GRPC_STATUS" => Op::GrpcStatus,
+            "GRPC_STATUS" => Op::GrpcStatus(match t.argument.as_str() {
+                "" | "CAMEL_STRING" => GrpcStatusAs::Camel,
+                "SNAKE_STRING" => GrpcStatusAs::Snake,
+                "NUMBER" => GrpcStatusAs::Number,
+                other => {
+                    return Err(format!(
+                        "`%GRPC_STATUS({other})%`: the form is CAMEL_STRING, SNAKE_STRING or NUMBER"
+                    ));
+                }
+            }),
+            "GRPC_STATUS_NUMBER" => Op::GrpcStatus(GrpcStatusAs::Number),
             "HOSTNAME" => Op::Hostname,
             other => return Err(format!("unknown access log command operator `%{other}%`")),
         })
@@ -117,6 +179,7 @@ impl Op {
                 | Op::Duration
                 | Op::UpstreamRequestAttemptCount
                 | Op::ConnectionId
+                | Op::GrpcStatus(GrpcStatusAs::Number)
         )
     }
 
@@ -166,8 +229,16 @@ impl Op {
             }
         }
         match self {
-            Op::StartTime => {
+            Op::StartTime(None) => {
                 write_time(e.start, out);
+                true
+            }
+            Op::StartTime(Some(pieces)) => {
+                let since = e
+                    .start
+                    .duration_since(SystemTime::UNIX_EPOCH)
+                    .unwrap_or_default();
+                time_format::write(pieces, since, out);
                 true
             }
             Op::Req(name, alt) => match e
@@ -175,6 +246,13 @@ impl Op {
                 .or_else(|| alt.as_ref().and_then(|alt| e.request(alt)))
             {
                 Some(v) => text(out, v),
+                None => false,
+            },
+            Op::ReqWithoutQuery(name, alt) => match e
+                .request(name)
+                .or_else(|| alt.as_ref().and_then(|alt| e.request(alt)))
+            {
+                Some(v) => text(out, v.split_once('?').map_or(v, |(path, _)| path)),
                 None => false,
             },
             Op::Resp(name, alt) => match e
@@ -205,14 +283,24 @@ impl Op {
             Op::DownstreamRemoteAddressWithoutPort => addr(out, e.downstream_remote, false),
             Op::DownstreamPeerUriSan => identity(out, e.peer_identity),
             Op::DownstreamLocalUriSan => identity(out, e.local_identity),
+            Op::UpstreamPeerUriSan => identity(out, e.upstream_peer().map(|w| &w.identity)),
+            // HBONE is TLS 1.3 only; the app's side of either proxy is
+            // plaintext.
+            Op::DownstreamTlsVersion => e.peer_identity.is_some() && text(out, "TLSv1.3"),
+            Op::UpstreamTlsVersion => e.upstream_peer().is_some() && text(out, "TLSv1.3"),
             Op::RequestedServerName => free_text(out, e.sni),
             Op::RouteName => free_text(out, e.route),
             Op::ConnectionId => match e.connection_id {
                 Some(id) => number(out, id),
                 None => false,
             },
-            Op::GrpcStatus => match e.http.as_ref().and_then(|h| h.grpc_status) {
-                Some(s) => number(out, s.into()),
+            Op::GrpcStatus(form) => match e.http.as_ref().and_then(|h| h.grpc_status) {
+                // Envoy writes a code it has no name for as its number.
+                Some(s) => match (form, GRPC_STATUS_NAMES.get(s as usize)) {
+                    (GrpcStatusAs::Camel, Some((camel, _))) => text(out, camel),
+                    (GrpcStatusAs::Snake, Some((_, snake))) => text(out, snake),
+                    _ => number(out, s.into()),
+                },
                 None => false,
             },
             Op::Hostname => free_text(out, hostname()),
@@ -441,7 +529,9 @@ impl Format {
         };
         for step in all {
             let (names, headers) = match &step.op {
-                Some((Op::Req(name, alt), _)) => ([Some(name), alt.as_ref()], &mut request_headers),
+                Some((Op::Req(name, alt) | Op::ReqWithoutQuery(name, alt), _)) => {
+                    ([Some(name), alt.as_ref()], &mut request_headers)
+                }
                 Some((Op::Resp(name, alt), _)) => {
                     ([Some(name), alt.as_ref()], &mut response_headers)
                 }
@@ -655,7 +745,7 @@ fn write_time(t: SystemTime, out: &mut Vec<u8>) {
             *cached = secs;
             text.clear();
             let (days, rest) = (secs / 86_400, secs % 86_400);
-            let (y, m, d) = civil_from_days(days as i64);
+            let (y, m, d) = time_format::civil_from_days(days as i64);
             let parts = [
                 (y.max(0) as u64, 4, b'-'),
                 (m.into(), 2, b'-'),
@@ -760,20 +850,6 @@ fn put_digits(to: &mut [u8], value: u16) -> usize {
         rest /= 10;
     }
     len
-}
-
-/// Howard Hinnant's `civil_from_days`: days since 1970-01-01 → date.
-fn civil_from_days(z: i64) -> (i64, u32, u32) {
-    let z = z + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z.rem_euclid(146_097);
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let d = (doy - (153 * mp + 2) / 5 + 1) as u32;
-    let m = if mp < 10 { mp + 3 } else { mp - 9 } as u32;
-    let y = yoe + era * 400 + i64::from(m <= 2);
-    (y, m, d)
 }
 
 fn hostname() -> &'static str {

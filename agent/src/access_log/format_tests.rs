@@ -33,8 +33,107 @@ fn times_are_envoys_default_in_utc() {
         &mut out,
     );
     assert_eq!(out, b"2026-12-02T19:17:14.123Z");
-    assert_eq!(civil_from_days(0), (1970, 1, 1));
-    assert_eq!(civil_from_days(11_016), (2000, 2, 29));
+}
+
+#[test]
+fn a_start_time_format_grpc_status_forms_and_paths_without_query() {
+    let mut with_query = HeaderMap::new();
+    with_query.insert("x-envoy-original-path", "/orig?token=1".parse().unwrap());
+    let headers = Headers::all(&with_query);
+    let http = |grpc_status| Http {
+        method: "POST",
+        path: "/pkg.Svc/Call?x=1",
+        authority: "svc:50051",
+        headers: Some(&headers),
+        response_headers: None,
+        status: 200,
+        grpc_status,
+    };
+    let mut e = Entry::new(
+        SystemTime::UNIX_EPOCH + Duration::new(1_796_239_034, 123_456_789),
+        Duration::ZERO,
+    );
+    e.http = Some(http(Some(3)));
+    let format = Format::text(&[
+        token("START_TIME", "%Y/%m/%dT%H:%M:%S%z %s.%3f", ""),
+        literal(" "),
+        token("START_TIME", "", ""),
+        literal(" "),
+        token("GRPC_STATUS", "", ""),
+        literal(" "),
+        token("GRPC_STATUS", "CAMEL_STRING", ""),
+        literal(" "),
+        token("GRPC_STATUS", "SNAKE_STRING", ""),
+        literal(" "),
+        token("GRPC_STATUS", "NUMBER", ""),
+        literal(" "),
+        token("GRPC_STATUS_NUMBER", "", ""),
+        literal(" "),
+        token("REQ_WITHOUT_QUERY", ":path", ""),
+        literal(" "),
+        token("REQ_WITHOUT_QUERY", "x-envoy-original-path", ":path"),
+        literal(" "),
+        token("REQ_WITHOUT_QUERY", "x-absent", ""),
+    ])
+    .unwrap();
+    assert_eq!(
+        format.render(&e),
+        "2026/12/02T19:17:14+0000 1796239034.123 2026-12-02T19:17:14.123Z InvalidArgument InvalidArgument INVALID_ARGUMENT 3 3 /pkg.Svc/Call /orig -\n"
+    );
+    // A status Envoy has no name for is its number; CANCELLED is
+    // Abseil's spelling, Canceled Envoy's own; no status, a dash.
+    let statuses = Format::text(&[
+        token("GRPC_STATUS", "", ""),
+        literal(" "),
+        token("GRPC_STATUS", "SNAKE_STRING", ""),
+    ])
+    .unwrap();
+    for (status, line) in [
+        (Some(1), "Canceled CANCELLED\n"),
+        (Some(0), "OK OK\n"),
+        (Some(42), "42 42\n"),
+        (None, "- -\n"),
+    ] {
+        e.http = Some(http(status));
+        assert_eq!(statuses.render(&e), line);
+    }
+    // In JSON, only the number is a number.
+    e.http = Some(http(Some(14)));
+    let json = Format::json(&[
+        JsonField {
+            key: "camel".into(),
+            value: vec![token("GRPC_STATUS", "", "")],
+        },
+        JsonField {
+            key: "number".into(),
+            value: vec![token("GRPC_STATUS_NUMBER", "", "")],
+        },
+        JsonField {
+            key: "start".into(),
+            value: vec![token("START_TIME", "%s", "")],
+        },
+    ])
+    .unwrap();
+    let v: serde_json::Value = serde_json::from_str(&json.render(&e)).unwrap();
+    assert_eq!(v["camel"], "Unavailable");
+    assert_eq!(v["number"], 14);
+    assert_eq!(v["start"], "1796239034");
+    // The header it prints is kept for it; a bad form or time format is
+    // refused by name.
+    assert_eq!(
+        format.request_headers(),
+        ["x-envoy-original-path", "x-absent"].map(HeaderName::from_static)
+    );
+    for (bad, wanted) in [
+        (token("START_TIME", "%Q", ""), "`%Q`"),
+        (
+            token("GRPC_STATUS", "camel", ""),
+            "CAMEL_STRING, SNAKE_STRING or NUMBER",
+        ),
+    ] {
+        let err = Format::text(&[bad]).unwrap_err();
+        assert!(err.contains(wanted), "{err}");
+    }
 }
 
 #[test]

@@ -12,12 +12,18 @@ enum Arg {
     None,
     /// `%OP(header?alternative)%`: required.
     Header,
+    /// `%START_TIME%`, or `%START_TIME(FORMAT)%` with a `strftime` format
+    /// (`weft_proto::time_format`), kept as written.
+    TimeFormat,
+    /// `%GRPC_STATUS%`, or `%GRPC_STATUS(CAMEL_STRING|SNAKE_STRING|NUMBER)%`.
+    GrpcStatusForm,
 }
 
 /// The command operators weft's agent renders (Envoy's names).
 const OPERATORS: &[(&str, Arg)] = &[
-    ("START_TIME", Arg::None),
+    ("START_TIME", Arg::TimeFormat),
     ("REQ", Arg::Header),
+    ("REQ_WITHOUT_QUERY", Arg::Header),
     ("RESP", Arg::Header),
     ("TRAILER", Arg::Header),
     ("PROTOCOL", Arg::None),
@@ -41,10 +47,14 @@ const OPERATORS: &[(&str, Arg)] = &[
     ("DOWNSTREAM_REMOTE_ADDRESS_WITHOUT_PORT", Arg::None),
     ("DOWNSTREAM_PEER_URI_SAN", Arg::None),
     ("DOWNSTREAM_LOCAL_URI_SAN", Arg::None),
+    ("UPSTREAM_PEER_URI_SAN", Arg::None),
+    ("DOWNSTREAM_TLS_VERSION", Arg::None),
+    ("UPSTREAM_TLS_VERSION", Arg::None),
     ("REQUESTED_SERVER_NAME", Arg::None),
     ("ROUTE_NAME", Arg::None),
     ("CONNECTION_ID", Arg::None),
-    ("GRPC_STATUS", Arg::None),
+    ("GRPC_STATUS", Arg::GrpcStatusForm),
+    ("GRPC_STATUS_NUMBER", Arg::None),
     ("HOSTNAME", Arg::None),
 ];
 
@@ -179,15 +189,24 @@ pub fn parse(text: &str) -> Result<Vec<FormatToken>, String> {
                     "position {start}: `%{name}%` needs a header name: `%{name}(X-HEADER)%`"
                 ));
             }
-            (Arg::None, Some(arg)) if name == "START_TIME" => {
-                return Err(format!(
-                    "position {start}: `%START_TIME({arg})%`: weft writes START_TIME in Envoy's default format only"
-                ));
+            (Arg::TimeFormat, Some(format)) => {
+                weft_proto::time_format::parse(&format).map_err(|e| {
+                    format!("position {start}: `%START_TIME({format})%`: in the time format, {e}")
+                })?;
+                token.argument = format;
+            }
+            (Arg::GrpcStatusForm, Some(form)) => {
+                if !["CAMEL_STRING", "SNAKE_STRING", "NUMBER"].contains(&form.as_str()) {
+                    return Err(format!(
+                        "position {start}: `%{name}({form})%`: the form is CAMEL_STRING, SNAKE_STRING or NUMBER"
+                    ));
+                }
+                token.argument = form;
             }
             (Arg::None, Some(_)) => {
                 return Err(format!("position {start}: `%{name}%` takes no argument"));
             }
-            (Arg::None, None) => {}
+            (Arg::None | Arg::TimeFormat | Arg::GrpcStatusForm, None) => {}
         }
         if !literal.is_empty() {
             tokens.push(FormatToken {
@@ -272,6 +291,37 @@ mod tests {
     }
 
     #[test]
+    fn time_formats_grpc_forms_and_paths_without_query_are_kept_as_written() {
+        let tokens = parse(
+            "%START_TIME(%Y/%m/%dT%H:%M:%S%z %s.%3f)% %START_TIME% %GRPC_STATUS(SNAKE_STRING)% %GRPC_STATUS% %GRPC_STATUS_NUMBER% %REQ_WITHOUT_QUERY(X-Envoy-Original-Path?:PATH):20%",
+        )
+        .unwrap();
+        let ops: Vec<(&str, &str, &str)> = tokens
+            .iter()
+            .filter(|t| !t.operator.is_empty())
+            .map(|t| {
+                (
+                    t.operator.as_str(),
+                    t.argument.as_str(),
+                    t.alternative.as_str(),
+                )
+            })
+            .collect();
+        assert_eq!(
+            ops,
+            [
+                ("START_TIME", "%Y/%m/%dT%H:%M:%S%z %s.%3f", ""),
+                ("START_TIME", "", ""),
+                ("GRPC_STATUS", "SNAKE_STRING", ""),
+                ("GRPC_STATUS", "", ""),
+                ("GRPC_STATUS_NUMBER", "", ""),
+                ("REQ_WITHOUT_QUERY", "x-envoy-original-path", ":path"),
+            ]
+        );
+        assert_eq!(tokens.last().unwrap().max_length, 20);
+    }
+
+    #[test]
     fn literals_lengths_and_escapes() {
         let tokens = parse("100%% %REQ(:PATH):5% x").unwrap();
         assert_eq!(tokens[0].literal, "100% ");
@@ -293,7 +343,15 @@ mod tests {
             ("%DURATION", "not closed"),
             ("a % b", "starts no command operator"),
             ("%REQ(:PATH%", "closing `)`"),
-            ("%START_TIME(%s)%", "START_TIME"),
+            (
+                "%START_TIME(%Y-%q)%",
+                "in the time format, position 3: `%q`",
+            ),
+            (
+                "%GRPC_STATUS(camel)%",
+                "CAMEL_STRING, SNAKE_STRING or NUMBER",
+            ),
+            ("%GRPC_STATUS_NUMBER(NUMBER)%", "takes no argument"),
         ] {
             let err = parse(text).unwrap_err();
             assert!(err.contains(wanted), "{text}: {err}");
