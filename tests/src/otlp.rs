@@ -131,6 +131,11 @@ pub struct AlsEntry {
     pub received_bytes: u64,
     pub sent_bytes: u64,
     pub start_unix_nano: u64,
+    /// The entry's `duration`, `time_to_first_upstream_rx_byte` and
+    /// `time_to_last_downstream_tx_byte`, in nanoseconds.
+    pub duration_nanos: Option<u64>,
+    pub first_upstream_rx_nanos: Option<u64>,
+    pub last_downstream_tx_nanos: Option<u64>,
     /// Each filter state object (`upstream_peer`, `downstream_peer`): a
     /// `google.protobuf.Struct`'s string fields.
     pub filter_state: BTreeMap<String, BTreeMap<String, String>>,

@@ -375,7 +375,8 @@ fn file_lines(file: &std::path::Path, needle: &str) -> Result<Vec<String>> {
 /// provider that writes no file falls back to `accessLogFile`. The labels
 /// use Envoy's operators beyond the default format's: a `strftime` start
 /// time, a path without its query, the HBONE ends' TLS version and the
-/// server's SPIFFE id, and a gRPC status (none here).
+/// server's SPIFFE id, a gRPC status (none here), and the response's
+/// times (none for the server side's own denial).
 #[test]
 fn file_providers_from_the_mesh_config_as_telemetry_names_them() -> Result<()> {
     let cluster = Cluster::builder().nodes(2).build()?;
@@ -385,7 +386,7 @@ fn file_providers_from_the_mesh_config_as_telemetry_names_them() -> Result<()> {
         let (_api, web, vip) = shop_api_and_front_web(cluster)?;
         let base = format!("http://{vip}:8080");
         let providers = format!(
-            "    extensionProviders:\n    - name: Errors-File\n      envoyFileAccessLog:\n        path: {}\n        logFormat:\n          labels:\n            code: '%RESPONSE_CODE%'\n            path: '%REQ(:PATH)%'\n            flags: '%RESPONSE_FLAGS%'\n            when: '%START_TIME(%s)%'\n            route: '%REQ_WITHOUT_QUERY(:PATH)%'\n            downstream_tls: '%DOWNSTREAM_TLS_VERSION%'\n            upstream_tls: '%UPSTREAM_TLS_VERSION%'\n            upstream_peer: '%UPSTREAM_PEER_URI_SAN%'\n            grpc: '%GRPC_STATUS%'\n    - name: otel\n      envoyOtelAls: {{service: otel.observability.svc.cluster.local, port: 4317}}\n",
+            "    extensionProviders:\n    - name: Errors-File\n      envoyFileAccessLog:\n        path: {}\n        logFormat:\n          labels:\n            code: '%RESPONSE_CODE%'\n            path: '%REQ(:PATH)%'\n            flags: '%RESPONSE_FLAGS%'\n            when: '%START_TIME(%s)%'\n            route: '%REQ_WITHOUT_QUERY(:PATH)%'\n            downstream_tls: '%DOWNSTREAM_TLS_VERSION%'\n            upstream_tls: '%UPSTREAM_TLS_VERSION%'\n            upstream_peer: '%UPSTREAM_PEER_URI_SAN%'\n            grpc: '%GRPC_STATUS%'\n            response_ms: '%RESPONSE_DURATION%'\n            response_tx_ms: '%RESPONSE_TX_DURATION%'\n    - name: otel\n      envoyOtelAls: {{service: otel.observability.svc.cluster.local, port: 4317}}\n",
             file.display()
         );
         apply(
@@ -423,19 +424,24 @@ fn file_providers_from_the_mesh_config_as_telemetry_names_them() -> Result<()> {
             let when: u64 = json["when"].as_str().unwrap_or_default().parse().context(line.clone())?;
             ensure!(when >= sent && when <= sent + 300, "START_TIME(%s) {when}, sent at {sent}: {line}");
             ensure!(json["grpc"].is_null(), "a gRPC status for HTTP: {line}");
-            ensure!(json.as_object().map(|o| o.len()) == Some(9), "the labels' keys: {line}");
+            ensure!(json.as_object().map(|o| o.len()) == Some(11), "the labels' keys: {line}");
             let tls = |key: &str| json[key].as_str().map(str::to_string);
             sides.push((
                 tls("downstream_tls"),
                 tls("upstream_tls"),
                 json["upstream_peer"].as_str().map(str::to_string),
+                json["response_ms"].as_u64().zip(json["response_tx_ms"].as_u64()),
             ));
         }
         sides.sort();
-        let [(None, Some(client_up), Some(peer)), (Some(server_down), None, None)] =
-            sides.as_slice()
+        // The server side denied the request itself: nothing came from
+        // its upstream (the app); the client side's upstream answered.
+        let [
+            (None, Some(client_up), Some(peer), Some(_)),
+            (Some(server_down), None, None, None),
+        ] = sides.as_slice()
         else {
-            bail!("the two sides' TLS labels: {sides:?}");
+            bail!("the two sides' TLS and response time labels: {sides:?}");
         };
         ensure!(client_up == "TLSv1.3" && server_down == "TLSv1.3", "{sides:?}");
         ensure!(
@@ -689,6 +695,15 @@ fn grpc_providers_stream_entries_to_the_access_log_service() -> Result<()> {
                 "the additional headers, by their lower-case names: {e:?}"
             );
             ensure!(e.start_unix_nano >= since, "the request's start: {e:?}");
+            // The answer came from upstream before the last byte went
+            // back, which is when the entry was made.
+            ensure!(
+                e.last_downstream_tx_nanos.is_some()
+                    && e.last_downstream_tx_nanos == e.duration_nanos
+                    && e.first_upstream_rx_nanos.is_some()
+                    && e.first_upstream_rx_nanos <= e.last_downstream_tx_nanos,
+                "the request's times: {e:?}"
+            );
             ensure!(
                 e.log_name == "http_envoy_accesslog" && e.identified == e.first,
                 "istiod's default log name; the identifier on a stream's first message only: {e:?}"

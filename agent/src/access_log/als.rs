@@ -334,6 +334,10 @@ fn common(e: &Entry<'_>) -> AccessLogCommon {
         tls_properties: e.peer_identity.is_some().then(|| tls(e)),
         start_time: Some(timestamp(e.start)),
         duration: Some(duration(e.duration)),
+        // A request's: its answer's head from upstream, and its last byte
+        // sent back (when the entry is written).
+        time_to_first_upstream_rx_byte: e.response_duration.map(duration),
+        time_to_last_downstream_tx_byte: e.http.is_some().then(|| duration(e.duration)),
         upstream_remote_address: e.upstream_host.map(address),
         upstream_local_address: e.upstream_local.map(address),
         // Envoy names the cluster of the upstream host chosen: none

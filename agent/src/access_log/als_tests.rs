@@ -157,6 +157,10 @@ fn an_http_entry_carries_the_request_the_response_and_the_connection() {
             nanos: 500_000_000
         })
     );
+    // A connection failure: nothing came from upstream; the last byte
+    // went back when the entry was made.
+    assert_eq!(common.time_to_first_upstream_rx_byte, None);
+    assert_eq!(common.time_to_last_downstream_tx_byte, common.duration);
     assert_eq!(
         socket(&common.downstream_remote_address),
         ("10.1.0.4".into(), 40000)

@@ -191,6 +191,10 @@ pub struct Entry<'a> {
     pub start: SystemTime,
     /// `%DURATION%`.
     pub duration: Duration,
+    /// `%RESPONSE_DURATION%`: from the start to the response's first
+    /// byte from upstream (the app's, on the server side); `None`
+    /// without one (the proxy answered itself, or nothing came).
+    pub response_duration: Option<Duration>,
     /// `None` at L4.
     pub http: Option<Http<'a>>,
     /// `%PROTOCOL%`: `HTTP/1.1`, `HTTP/2`; empty at L4.
@@ -232,6 +236,7 @@ impl<'a> Entry<'a> {
         Entry {
             start,
             duration,
+            response_duration: None,
             http: None,
             protocol: "",
             flags: Flags::default(),

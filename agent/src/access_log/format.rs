@@ -38,6 +38,9 @@ pub enum Op {
     BytesReceived,
     BytesSent,
     Duration,
+    ResponseDuration,
+    /// From the response's first byte from upstream to its last sent.
+    ResponseTxDuration,
     UpstreamHost,
     UpstreamCluster,
     UpstreamLocalAddress,
@@ -116,6 +119,8 @@ impl Op {
             "BYTES_RECEIVED" => Op::BytesReceived,
             "BYTES_SENT" => Op::BytesSent,
             "DURATION" => Op::Duration,
+            "RESPONSE_DURATION" => Op::ResponseDuration,
+            "RESPONSE_TX_DURATION" => Op::ResponseTxDuration,
             "UPSTREAM_HOST" | "UPSTREAM_REMOTE_ADDRESS" => Op::UpstreamHost,
             "UPSTREAM_CLUSTER" | "UPSTREAM_CLUSTER_RAW" => Op::UpstreamCluster,
             "UPSTREAM_LOCAL_ADDRESS" => Op::UpstreamLocalAddress,
@@ -177,6 +182,8 @@ impl Op {
                 | Op::BytesReceived
                 | Op::BytesSent
                 | Op::Duration
+                | Op::ResponseDuration
+                | Op::ResponseTxDuration
                 | Op::UpstreamRequestAttemptCount
                 | Op::ConnectionId
                 | Op::GrpcStatus(GrpcStatusAs::Number)
@@ -273,6 +280,14 @@ impl Op {
             Op::BytesReceived => number(out, e.bytes_received),
             Op::BytesSent => number(out, e.bytes_sent),
             Op::Duration => number(out, e.duration.as_millis() as u64),
+            Op::ResponseDuration => match e.response_duration {
+                Some(d) => number(out, d.as_millis() as u64),
+                None => false,
+            },
+            Op::ResponseTxDuration => match e.response_duration {
+                Some(d) => number(out, e.duration.saturating_sub(d).as_millis() as u64),
+                None => false,
+            },
             Op::UpstreamHost => addr(out, e.upstream_host, true),
             Op::UpstreamCluster => free_text(out, e.upstream_cluster),
             Op::UpstreamLocalAddress => addr(out, e.upstream_local, true),

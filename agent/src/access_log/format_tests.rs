@@ -36,7 +36,7 @@ fn times_are_envoys_default_in_utc() {
 }
 
 #[test]
-fn a_start_time_format_grpc_status_forms_and_paths_without_query() {
+fn a_start_time_format_grpc_status_forms_paths_without_query_and_response_times() {
     let mut with_query = HeaderMap::new();
     with_query.insert("x-envoy-original-path", "/orig?token=1".parse().unwrap());
     let headers = Headers::all(&with_query);
@@ -97,6 +97,18 @@ fn a_start_time_format_grpc_status_forms_and_paths_without_query() {
         e.http = Some(http(status));
         assert_eq!(statuses.render(&e), line);
     }
+    // The answer's head came 12 ms in, its last byte 30 ms in; none came
+    // for a reply of the proxy's own.
+    let times = Format::text(&[
+        token("RESPONSE_DURATION", "", ""),
+        literal(" "),
+        token("RESPONSE_TX_DURATION", "", ""),
+    ])
+    .unwrap();
+    e.duration = Duration::from_millis(30);
+    assert_eq!(times.render(&e), "- -\n");
+    e.response_duration = Some(Duration::from_millis(12));
+    assert_eq!(times.render(&e), "12 18\n");
     // In JSON, only the number is a number.
     e.http = Some(http(Some(14)));
     let json = Format::json(&[
@@ -112,12 +124,17 @@ fn a_start_time_format_grpc_status_forms_and_paths_without_query() {
             key: "start".into(),
             value: vec![token("START_TIME", "%s", "")],
         },
+        JsonField {
+            key: "response_ms".into(),
+            value: vec![token("RESPONSE_DURATION", "", "")],
+        },
     ])
     .unwrap();
     let v: serde_json::Value = serde_json::from_str(&json.render(&e)).unwrap();
     assert_eq!(v["camel"], "Unavailable");
     assert_eq!(v["number"], 14);
     assert_eq!(v["start"], "1796239034");
+    assert_eq!(v["response_ms"], 12);
     // The header it prints is kept for it; a bad form or time format is
     // refused by name.
     assert_eq!(

@@ -82,6 +82,9 @@ pub struct Record {
     cluster: String,
     /// `None`: this request is not logged (the client side's is off).
     access: Option<Access>,
+    /// When the response's head came from upstream, after `started`
+    /// (`%RESPONSE_DURATION%`; read only for a request that is logged).
+    responded_after: Option<std::time::Duration>,
     /// The source: the app's pod.
     pod: Arc<PodContext>,
     src_addr: SocketAddr,
@@ -230,6 +233,7 @@ impl Record {
             local: down.original,
             cluster: String::new(),
             access,
+            responded_after: None,
             pod: down.pod.clone(),
             src_addr: down.peer,
             line: RequestLine::of(request),
@@ -342,12 +346,17 @@ impl Record {
 
     /// The response is ready: it is logged when its body has been sent.
     pub fn finish(mut self, response: Response<Body>) -> Response<Body> {
-        if let Some(Replied(flags)) = response.extensions().get::<Replied>() {
+        let replied = response.extensions().get::<Replied>();
+        if let Some(Replied(flags)) = replied {
             for flag in Flag::ALL {
                 if flags.has(flag) {
                     self.flags.set(flag);
                 }
             }
+        }
+        // A reply of the proxy's own read nothing from upstream.
+        if self.access.is_some() && replied.is_none() {
+            self.responded_after = Some(self.started.elapsed());
         }
         self.status = Some(response.status());
         self.grpc_status = super::reply::grpc_status(response.headers());
@@ -492,6 +501,7 @@ impl Record {
             return;
         };
         let mut e = Entry::new(self.start_time, duration);
+        e.response_duration = self.responded_after;
         e.http = Some(Http {
             method: self.line.method.as_str(),
             path: self.line.path(),

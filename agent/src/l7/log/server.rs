@@ -44,6 +44,9 @@ pub struct ServerRecord {
     /// The agent answered itself (a denial): no upstream was asked, and
     /// `%UPSTREAM_HOST%` is `-`, as in Envoy.
     local_reply: bool,
+    /// When the app's response head came, after `started`
+    /// (`%RESPONSE_DURATION%`; read only for a request that is logged).
+    responded_after: Option<std::time::Duration>,
 }
 
 impl ServerRecord {
@@ -97,6 +100,7 @@ impl ServerRecord {
             request_bytes,
             inbound: inbound.clone(),
             local_reply: false,
+            responded_after: None,
         }))
     }
 
@@ -111,6 +115,9 @@ impl ServerRecord {
         self.grpc_status = crate::l7::reply::grpc_status(response.headers());
         if let Some(decision) = &self.decision {
             self.response_headers = decision.response_headers(response.headers());
+            if !self.local_reply {
+                self.responded_after = Some(self.started.elapsed());
+            }
         }
     }
 }
@@ -145,6 +152,7 @@ impl Ending for ServerRecord {
             return;
         };
         let mut e = Entry::new(self.start_time, self.started.elapsed());
+        e.response_duration = self.responded_after;
         e.http = Some(Http {
             method: self.line.method.as_str(),
             path: self.line.path(),

@@ -35,6 +35,8 @@ const OPERATORS: &[(&str, Arg)] = &[
     ("BYTES_RECEIVED", Arg::None),
     ("BYTES_SENT", Arg::None),
     ("DURATION", Arg::None),
+    ("RESPONSE_DURATION", Arg::None),
+    ("RESPONSE_TX_DURATION", Arg::None),
     ("UPSTREAM_HOST", Arg::None),
     ("UPSTREAM_REMOTE_ADDRESS", Arg::None),
     ("UPSTREAM_CLUSTER", Arg::None),

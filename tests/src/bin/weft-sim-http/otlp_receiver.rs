@@ -548,9 +548,18 @@ pub struct AlsLine {
     received_bytes: u64,
     sent_bytes: u64,
     start_unix_nano: u64,
+    /// The entry's `duration`, `time_to_first_upstream_rx_byte` and
+    /// `time_to_last_downstream_tx_byte`, in nanoseconds (`null`: unset).
+    duration_nanos: Option<u64>,
+    first_upstream_rx_nanos: Option<u64>,
+    last_downstream_tx_nanos: Option<u64>,
     /// Each filter state object: a `google.protobuf.Struct`'s string
     /// fields; any other type's URL under `@type`.
     filter_state: BTreeMap<String, BTreeMap<String, String>>,
+}
+
+fn nanos(d: prost_types::Duration) -> u64 {
+    d.seconds as u64 * 1_000_000_000 + d.nanos as u64
 }
 
 /// One line per entry of `message`.
@@ -599,6 +608,9 @@ pub fn als_lines(context: &StreamContext<'_>, message: &StreamAccessLogsMessage)
             start_unix_nano: common
                 .start_time
                 .map_or(0, |t| t.seconds as u64 * 1_000_000_000 + t.nanos as u64),
+            duration_nanos: common.duration.map(nanos),
+            first_upstream_rx_nanos: common.time_to_first_upstream_rx_byte.map(nanos),
+            last_downstream_tx_nanos: common.time_to_last_downstream_tx_byte.map(nanos),
             filter_state: common
                 .filter_state_objects
                 .iter()
