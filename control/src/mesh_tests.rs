@@ -706,8 +706,8 @@ fn bad_file_providers_are_refused_with_the_field() {
             "extensionProviders[0].envoyFileAccessLog.logFormat.text: position 15: unknown command operator `%NOT_AN_OPERATOR%`",
         ),
         (
-            "extensionProviders:\n- name: opa\n  envoyExtAuthzGrpc: {service: opa, port: 1}\n- name: b\n  prometheus: {}\n- name: c\n  envoyFileAccessLog:\n    logFormat:\n      labels:\n        code: '%RESPONSE_CODE%'\n        start_time: '%START_TIME(%s)%'\n",
-            "extensionProviders[2].envoyFileAccessLog.logFormat.labels.start_time: position 0: `%START_TIME(%s)%`",
+            "extensionProviders:\n- name: opa\n  envoyExtAuthzGrpc: {service: opa, port: 1}\n- name: b\n  prometheus: {}\n- name: c\n  envoyFileAccessLog:\n    logFormat:\n      labels:\n        code: '%RESPONSE_CODE%'\n        start_time: '%START_TIME(%s %q)%'\n",
+            "extensionProviders[2].envoyFileAccessLog.logFormat.labels.start_time: position 0: `%START_TIME(%s %q)%`: in the time format, position 3: `%q`",
         ),
         (
             "extensionProviders:\n- name: a\n  envoyFileAccessLog:\n    logFormat:\n      labels: {nested: {a: b}}\n",
