@@ -91,21 +91,18 @@ const MONTHS: [&str; 12] = [
 pub fn parse(format: &str) -> Result<Vec<Piece>, String> {
     let mut pieces = Vec::new();
     let mut literal = String::new();
-    let mut chars = format.char_indices().peekable();
+    // Each character with its position, in characters.
+    let mut chars = format.chars().enumerate().peekable();
     let flush = |literal: &mut String, pieces: &mut Vec<Piece>| {
         if !literal.is_empty() {
             pieces.push(Piece::Literal(std::mem::take(literal)));
         }
     };
-    while let Some((_, c)) = chars.next() {
+    while let Some((position, c)) = chars.next() {
         if c != '%' {
             literal.push(c);
             continue;
         }
-        let position = format[..chars.peek().map_or(format.len(), |(at, _)| *at)]
-            .chars()
-            .count()
-            - 1;
         let Some((_, conversion)) = chars.next() else {
             return Err(format!(
                 "position {position}: the format ends in a lone `%` (write `%%` for a `%`)"

@@ -334,10 +334,13 @@ fn common(e: &Entry<'_>) -> AccessLogCommon {
         tls_properties: e.peer_identity.is_some().then(|| tls(e)),
         start_time: Some(timestamp(e.start)),
         duration: Some(duration(e.duration)),
-        // A request's: its answer's head from upstream, and its last byte
-        // sent back (when the entry is written).
+        // A request's: its answer's head from upstream, and the last byte
+        // of an answer sent back (when the entry is written).
         time_to_first_upstream_rx_byte: e.response_duration.map(duration),
-        time_to_last_downstream_tx_byte: e.http.is_some().then(|| duration(e.duration)),
+        time_to_last_downstream_tx_byte: e
+            .http
+            .is_some_and(|h| h.status != 0)
+            .then(|| duration(e.duration)),
         upstream_remote_address: e.upstream_host.map(address),
         upstream_local_address: e.upstream_local.map(address),
         // Envoy names the cluster of the upstream host chosen: none
@@ -710,4 +713,4 @@ impl crate::otlp::Signal for Entries {
 
 #[cfg(test)]
 #[path = "als_tests.rs"]
-mod tests;
+pub(super) mod tests;

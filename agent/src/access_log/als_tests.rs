@@ -495,7 +495,8 @@ async fn entries_for_a_service_that_is_down_are_counted_failed() {
     drop(held);
 }
 
-fn peer_workload() -> Workload {
+/// A meshed workload, `front/web-1` (also the format tests' upstream).
+pub(in crate::access_log) fn peer_workload() -> Workload {
     Workload {
         uid: "Kubernetes//Pod/front/web-1".into(),
         name: "web-1".into(),

@@ -226,6 +226,13 @@ pub struct Entry<'a> {
     pub attempts: u32,
     /// `connection.mtls` in filters.
     pub mtls: bool,
+    /// The downstream connection was HBONE's mutual TLS (the server
+    /// side; a same-node client is handed over in the process, in
+    /// plaintext).
+    pub downstream_tls: bool,
+    /// The upstream connection was HBONE's mutual TLS, and it was made
+    /// (the client side, to another node).
+    pub upstream_tls: bool,
     /// This side's span (trace id, span id), when the request is traced:
     /// an OpenTelemetry record carries them, as Envoy's does.
     pub trace: Option<(u128, u64)>,
@@ -257,13 +264,16 @@ impl<'a> Entry<'a> {
             connection_id: None,
             attempts: 0,
             mtls: false,
+            downstream_tls: false,
+            upstream_tls: false,
         }
     }
 
     /// The workload at the other end of the upstream connection's mutual
     /// TLS (HBONE), if the request or connection went through one.
-    pub fn upstream_peer(&self) -> Option<&'a Arc<Workload>> {
-        self.upstream_workload.filter(|w| w.hbone)
+    pub fn upstream_tls_peer(&self) -> Option<&'a Arc<Workload>> {
+        self.upstream_workload
+            .filter(|w| self.upstream_tls && w.hbone)
     }
 
     /// `%RESPONSE_CODE%`: 0 without a response (and at L4).

@@ -153,6 +153,20 @@ impl Op {
         })
     }
 
+    /// For a text line: a time format's own line breaks (`%n`, or one in
+    /// its text) written as spaces, as the format's literals are.
+    fn on_one_line(&mut self) {
+        if let Op::StartTime(Some(pieces)) = self {
+            for piece in pieces.iter_mut() {
+                if let TimePiece::Literal(text) = piece
+                    && text.contains('\n')
+                {
+                    *text = text.replace('\n', " ");
+                }
+            }
+        }
+    }
+
     /// What of the entry the operator reads, when that seldom changes
     /// from one request of a connection to the next (see [`stable`]).
     fn stable(&self) -> Option<Reads> {
@@ -298,11 +312,11 @@ impl Op {
             Op::DownstreamRemoteAddressWithoutPort => addr(out, e.downstream_remote, false),
             Op::DownstreamPeerUriSan => identity(out, e.peer_identity),
             Op::DownstreamLocalUriSan => identity(out, e.local_identity),
-            Op::UpstreamPeerUriSan => identity(out, e.upstream_peer().map(|w| &w.identity)),
-            // HBONE is TLS 1.3 only; the app's side of either proxy is
-            // plaintext.
-            Op::DownstreamTlsVersion => e.peer_identity.is_some() && text(out, "TLSv1.3"),
-            Op::UpstreamTlsVersion => e.upstream_peer().is_some() && text(out, "TLSv1.3"),
+            Op::UpstreamPeerUriSan => identity(out, e.upstream_tls_peer().map(|w| &w.identity)),
+            // HBONE is TLS 1.3 only; the app's side of either proxy, and
+            // a same-node handover, are plaintext.
+            Op::DownstreamTlsVersion => e.downstream_tls && text(out, "TLSv1.3"),
+            Op::UpstreamTlsVersion => e.upstream_tls && text(out, "TLSv1.3"),
             Op::RequestedServerName => free_text(out, e.sni),
             Op::RouteName => free_text(out, e.route),
             Op::ConnectionId => match e.connection_id {
@@ -484,6 +498,9 @@ impl Format {
         let mut steps = steps(tokens)?;
         for step in &mut steps {
             step.literal = step.literal.without_line_breaks();
+            if let Some((op, _)) = &mut step.op {
+                op.on_one_line();
+            }
         }
         Ok(Format::new(Layout::Text(pieces(steps))))
     }

@@ -135,6 +135,21 @@ fn a_start_time_format_grpc_status_forms_paths_without_query_and_response_times(
     assert_eq!(v["number"], 14);
     assert_eq!(v["start"], "1796239034");
     assert_eq!(v["response_ms"], 12);
+    // A time format's line break is a space in a text line, as a
+    // literal's is; JSON escapes it.
+    let broken = token("START_TIME", "%Y%n%m", "");
+    assert_eq!(
+        Format::text(std::slice::from_ref(&broken))
+            .unwrap()
+            .render(&e),
+        "2026 12\n"
+    );
+    let json_broken = Format::json(&[JsonField {
+        key: "t".into(),
+        value: vec![broken],
+    }])
+    .unwrap();
+    assert_eq!(json_broken.render(&e), "{\"t\":\"2026\\n12\"}\n");
     // The header it prints is kept for it; a bad form or time format is
     // refused by name.
     assert_eq!(
@@ -151,6 +166,34 @@ fn a_start_time_format_grpc_status_forms_paths_without_query_and_response_times(
         let err = Format::text(&[bad]).unwrap_err();
         assert!(err.contains(wanted), "{err}");
     }
+}
+
+#[test]
+fn tls_versions_and_the_upstream_peer_only_where_hbone_carried_the_traffic() {
+    let web = std::sync::Arc::new(crate::access_log::als::tests::peer_workload());
+    let format = Format::text(&[
+        token("DOWNSTREAM_TLS_VERSION", "", ""),
+        literal(" "),
+        token("UPSTREAM_TLS_VERSION", "", ""),
+        literal(" "),
+        token("UPSTREAM_PEER_URI_SAN", "", ""),
+    ])
+    .unwrap();
+    let mut e = Entry::new(SystemTime::UNIX_EPOCH, Duration::ZERO);
+    e.upstream_workload = Some(&web);
+    // The client side of a same-node request (handed over in the
+    // process), or of a tunnel that was never made: plaintext, no peer.
+    assert_eq!(format.render(&e), "- - -\n");
+    // Through a tunnel that answered.
+    e.upstream_tls = true;
+    assert_eq!(
+        format.render(&e),
+        "- TLSv1.3 spiffe://cluster.local/ns/front/sa/web\n"
+    );
+    // The server side of an HBONE connection: its upstream is the app.
+    let mut e = Entry::new(SystemTime::UNIX_EPOCH, Duration::ZERO);
+    e.downstream_tls = true;
+    assert_eq!(format.render(&e), "TLSv1.3 - -\n");
 }
 
 #[test]

@@ -379,6 +379,9 @@ pub struct Tcp<'a> {
     /// The client's proven identity (server side, HBONE).
     pub peer_identity: Option<&'a crate::state::Identity>,
     pub mtls: bool,
+    /// The downstream, or the upstream made, was HBONE's TLS.
+    pub downstream_tls: bool,
+    pub upstream_tls: bool,
     pub flags: crate::l7::reply::Flags,
     /// `%UPSTREAM_TRANSPORT_FAILURE_REASON%`.
     pub failure: Option<&'a dyn std::fmt::Display>,
@@ -413,6 +416,8 @@ pub fn tcp(t: &Tcp<'_>) {
     e.local_identity = Some(&t.workload.identity);
     e.connection_id = Some(next_connection_id());
     e.mtls = t.mtls;
+    e.downstream_tls = t.downstream_tls;
+    e.upstream_tls = t.upstream_tls;
     log.write(&decision, &e);
 }
 

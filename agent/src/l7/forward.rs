@@ -13,7 +13,7 @@ use hyper::body::Incoming;
 use super::{
     body::{self, Body, BoxError, Replay},
     log::Record,
-    reply::{Flag, LocalReply},
+    reply::{Flag, Flags, LocalReply, Replied},
     route::{Abort, Action, Destination, Preflight, RequestView, RetryPolicy},
     send,
     upstream::Protocol,
@@ -152,7 +152,7 @@ async fn route(
                     response.headers_mut().insert(header::LOCATION, location);
                 }
                 route.edit_response(None, response.headers_mut());
-                return Ok(response);
+                return Ok(Replied::mark(response, Flags::default()));
             }
             Action::DirectResponse(direct) => {
                 let mut response = Response::new(match &direct.body {
@@ -161,7 +161,7 @@ async fn route(
                 });
                 *response.status_mut() = direct.status;
                 route.edit_response(None, response.headers_mut());
-                return Ok(response);
+                return Ok(Replied::mark(response, Flags::default()));
             }
             Action::Route(_) => {}
         }
@@ -170,9 +170,14 @@ async fn route(
                 Preflight::Respond(headers) => {
                     let mut response = Response::new(body::empty());
                     *response.headers_mut() = headers;
-                    return Ok(response);
+                    return Ok(Replied::mark(response, Flags::default()));
                 }
-                Preflight::Ignore => return Ok(Response::new(body::empty())),
+                Preflight::Ignore => {
+                    return Ok(Replied::mark(
+                        Response::new(body::empty()),
+                        Flags::default(),
+                    ));
+                }
                 Preflight::Forward | Preflight::NotPreflight => {}
             }
         }

@@ -82,6 +82,9 @@ pub struct Inbound {
     pub client: Option<Arc<Identity>>,
     /// The SNI the client's TLS connection carried (HBONE).
     pub sni: Option<String>,
+    /// The connection is HBONE's mutual TLS (not a plaintext client, nor
+    /// a same-node client handed over in the process).
+    pub tls: bool,
     /// Istio's name of the cluster, `inbound|<port>||`: made for the
     /// first request logged or traced, kept for the next.
     pub cluster: std::sync::OnceLock<String>,
@@ -443,7 +446,7 @@ async fn decide_and_forward(
                     header::CONTENT_TYPE,
                     http::HeaderValue::from_static("text/plain"),
                 );
-                return response;
+                return reply::Replied::mark(response, reply::Flags::default());
             }
         }
     };
@@ -615,13 +618,14 @@ async fn external(
         destination: inbound.target,
         destination_identity: inbound.pod.identity(),
     };
+    // Envoy's UAEX, for a denial and for a provider that failed alike.
     let answer = |status: StatusCode, headers: Vec<_>, text: Bytes| {
         let mut response = Response::new(body::full(text));
         *response.status_mut() = status;
         for (name, value) in headers {
             response.headers_mut().append(name, value);
         }
-        response
+        reply::Replied::mark(response, reply::Flag::ExternalDenied.into())
     };
     match ctx
         .ext_authz

@@ -85,6 +85,9 @@ pub struct Record {
     /// When the response's head came from upstream, after `started`
     /// (`%RESPONSE_DURATION%`; read only for a request that is logged).
     responded_after: Option<std::time::Duration>,
+    /// The last attempt went through an HBONE tunnel (to a mesh workload
+    /// on another node; known only for a request that is logged).
+    tunnelled: bool,
     /// The source: the app's pod.
     pod: Arc<PodContext>,
     src_addr: SocketAddr,
@@ -234,6 +237,7 @@ impl Record {
             cluster: String::new(),
             access,
             responded_after: None,
+            tunnelled: false,
             pod: down.pod.clone(),
             src_addr: down.peer,
             line: RequestLine::of(request),
@@ -337,11 +341,17 @@ impl Record {
         self.cluster = cluster;
     }
 
-    /// An attempt went to `endpoint`.
-    pub fn attempt(&mut self, endpoint: &Endpoint) {
+    /// An attempt went to `endpoint`. (A mesh workload on this node is
+    /// handed the request in the process; one on another, through HBONE,
+    /// as the upstream's `connect_io` decides.)
+    pub fn attempt(&mut self, endpoint: &Endpoint, ctx: &ProxyContext) {
         self.upstream = Some(endpoint.addr);
         self.upstream_workload.clone_from(&endpoint.workload);
         self.attempts += 1;
+        if self.access.is_some() {
+            self.tunnelled = endpoint.workload.as_ref().is_some_and(|w| w.hbone)
+                && ctx.local_pods.get(endpoint.addr.ip()).is_none();
+        }
     }
 
     /// The response is ready: it is logged when its body has been sent.
@@ -527,6 +537,8 @@ impl Record {
         e.route = &self.route;
         e.attempts = self.attempts;
         e.mtls = destination.is_some_and(|w| w.hbone);
+        // A tunnel that answered was made.
+        e.upstream_tls = self.tunnelled && self.responded_after.is_some();
         e.trace = self.span.as_ref().map(ActiveSpan::ids);
         access_log::global().write(&access.decision, &e);
     }

@@ -267,6 +267,15 @@ impl LocalReply {
 #[derive(Debug, Clone, Copy)]
 pub struct Replied(pub Flags);
 
+impl Replied {
+    /// Marks `response` as the proxy's own answer (a redirect, a direct
+    /// response, a denial): nothing of it came from upstream.
+    pub fn mark<B>(mut response: http::Response<B>, flags: Flags) -> http::Response<B> {
+        response.extensions_mut().insert(Replied(flags));
+        response
+    }
+}
+
 /// Envoy's mapping of an HTTP status to a gRPC status for local replies
 /// (and gRPC's own, from the HTTP/2 spec for gRPC).
 pub fn grpc_status_for(status: StatusCode) -> u32 {

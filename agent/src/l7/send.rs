@@ -104,7 +104,7 @@ async fn attempts(
     let mut attempt = 0;
     loop {
         let endpoint = pick(&resolved, down, hash, &tried)?;
-        record.attempt(&endpoint);
+        record.attempt(&endpoint, ctx);
         tried.push(endpoint.addr);
         let target = Target {
             pod: &down.pod,
@@ -471,7 +471,7 @@ pub async fn upgrade(
         Ok(endpoint) => endpoint,
         Err(reply) => return reply.flagged(record).into_response(grpc),
     };
-    record.attempt(&endpoint);
+    record.attempt(&endpoint, ctx);
     let policy = resolved.cluster.policy().clone();
     let target = Target {
         pod: &down.pod,

@@ -260,6 +260,7 @@ async fn stream_request(
             target,
             client: Some(client),
             sni: sni.map(|s| s.to_string()),
+            tls: true,
             cluster: Default::default(),
         };
         // Boxed: inline, the L7 server's state would make every L4

@@ -65,6 +65,7 @@ pub(super) async fn handle(
             target,
             client: None,
             sni: None,
+            tls: false,
             cluster: Default::default(),
         };
         // Boxed, so that a plaintext L4 connection's task does not carry

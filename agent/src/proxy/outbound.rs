@@ -515,6 +515,7 @@ pub(crate) async fn connect_same_node(
             target,
             client: Some(Arc::new(pod.identity().clone())),
             sni: None,
+            tls: false,
             cluster: Default::default(),
         };
         ctx.tasks

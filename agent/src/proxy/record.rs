@@ -108,32 +108,39 @@ impl ConnectionRecord<'_> {
             ),
         };
         let mtls = self.protocol != "TCP";
-        let line = |side, workload, cluster, peer_identity| access_log::Tcp {
+        let hbone = self.protocol == "HBONE";
+        let line = |side, workload, upstream_workload, cluster, peer_identity| access_log::Tcp {
             side,
             workload,
             started: self.started,
             bytes_received: moved.from_client,
             bytes_sent: moved.to_client,
             upstream_host: Some(self.upstream),
-            upstream_workload: self.upstream_workload,
+            upstream_workload,
             cluster,
             downstream_local: Some(self.local),
             downstream_remote: Some(self.client),
             peer_identity,
             mtls,
+            downstream_tls: hbone && side == Side::Server,
+            upstream_tls: hbone && side == Side::Client && result.is_ok(),
             flags,
             failure,
         };
         access_log::tcp(&line(
             self.side,
             self.workload,
+            self.upstream_workload,
             self.cluster,
             self.client_identity,
         ));
+        // The destination's side of a same-node connection: its upstream
+        // is its own app.
         if let Some(server) = self.same_node_server {
             access_log::tcp(&line(
                 Side::Server,
                 server,
+                None,
                 Cluster::Inbound(self.upstream.port()),
                 Some(&self.workload.identity),
             ));

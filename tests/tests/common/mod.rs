@@ -96,7 +96,7 @@ pub fn converge(what: &str, mut check: impl FnMut() -> Result<bool>) -> Result<(
 /// The JSON access-log format the suites read: Istio's default keys
 /// (`EnvoyJSONLogFormatIstio`, `route_name` among them) and what the
 /// tests check besides: the attempts of a retried request, the gRPC
-/// status, and for TCP lines the connection id (set only on L4 lines:
+/// status, the time to the answer's head from upstream, and for TCP lines the connection id (set only on L4 lines:
 /// what tells them from HTTP ones) and both identities.
 pub const ACCESS_LOG_FORMAT: &[(&str, &str)] = &[
     ("start_time", "%START_TIME%"),
@@ -134,6 +134,7 @@ pub const ACCESS_LOG_FORMAT: &[(&str, &str)] = &[
     ),
     ("attempts", "%UPSTREAM_REQUEST_ATTEMPT_COUNT%"),
     ("grpc_status", "%GRPC_STATUS%"),
+    ("response_duration", "%RESPONSE_DURATION%"),
     ("connection_id", "%CONNECTION_ID%"),
     ("downstream_peer_uri_san", "%DOWNSTREAM_PEER_URI_SAN%"),
     ("downstream_local_uri_san", "%DOWNSTREAM_LOCAL_URI_SAN%"),

@@ -176,6 +176,7 @@ impl Ending for ServerRecord {
         e.local_identity = Some(&inbound.pod.workload.identity);
         e.sni = inbound.sni.as_deref().unwrap_or_default();
         e.mtls = inbound.client.is_some();
+        e.downstream_tls = inbound.tls;
         e.trace = trace;
         access_log::global().write(decision, &e);
     }

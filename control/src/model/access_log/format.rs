@@ -198,7 +198,8 @@ pub fn parse(text: &str) -> Result<Vec<FormatToken>, String> {
                 token.argument = format;
             }
             (Arg::GrpcStatusForm, Some(form)) => {
-                if !["CAMEL_STRING", "SNAKE_STRING", "NUMBER"].contains(&form.as_str()) {
+                // `%GRPC_STATUS()%` is the default, camel case, as in Envoy.
+                if !["", "CAMEL_STRING", "SNAKE_STRING", "NUMBER"].contains(&form.as_str()) {
                     return Err(format!(
                         "position {start}: `%{name}({form})%`: the form is CAMEL_STRING, SNAKE_STRING or NUMBER"
                     ));
@@ -295,7 +296,7 @@ mod tests {
     #[test]
     fn time_formats_grpc_forms_and_paths_without_query_are_kept_as_written() {
         let tokens = parse(
-            "%START_TIME(%Y/%m/%dT%H:%M:%S%z %s.%3f)% %START_TIME% %GRPC_STATUS(SNAKE_STRING)% %GRPC_STATUS% %GRPC_STATUS_NUMBER% %REQ_WITHOUT_QUERY(X-Envoy-Original-Path?:PATH):20%",
+            "%START_TIME(%Y/%m/%dT%H:%M:%S%z %s.%3f)% %START_TIME% %GRPC_STATUS(SNAKE_STRING)% %GRPC_STATUS()% %GRPC_STATUS_NUMBER% %REQ_WITHOUT_QUERY(X-Envoy-Original-Path?:PATH):20%",
         )
         .unwrap();
         let ops: Vec<(&str, &str, &str)> = tokens
