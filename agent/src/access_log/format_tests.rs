@@ -25,6 +25,14 @@ fn literal(text: &str) -> FormatToken {
     }
 }
 
+/// A JSON format's key and its value's tokens.
+fn field(key: &str, value: Vec<FormatToken>) -> JsonField {
+    JsonField {
+        key: key.into(),
+        value,
+    }
+}
+
 #[test]
 fn times_are_envoys_default_in_utc() {
     let mut out = Vec::new();
@@ -112,22 +120,10 @@ fn a_start_time_format_grpc_status_forms_paths_without_query_and_response_times(
     // In JSON, only the number is a number.
     e.http = Some(http(Some(14)));
     let json = Format::json(&[
-        JsonField {
-            key: "camel".into(),
-            value: vec![token("GRPC_STATUS", "", "")],
-        },
-        JsonField {
-            key: "number".into(),
-            value: vec![token("GRPC_STATUS_NUMBER", "", "")],
-        },
-        JsonField {
-            key: "start".into(),
-            value: vec![token("START_TIME", "%s", "")],
-        },
-        JsonField {
-            key: "response_ms".into(),
-            value: vec![token("RESPONSE_DURATION", "", "")],
-        },
+        field("camel", vec![token("GRPC_STATUS", "", "")]),
+        field("number", vec![token("GRPC_STATUS_NUMBER", "", "")]),
+        field("start", vec![token("START_TIME", "%s", "")]),
+        field("response_ms", vec![token("RESPONSE_DURATION", "", "")]),
     ])
     .unwrap();
     let v: serde_json::Value = serde_json::from_str(&json.render(&e)).unwrap();
@@ -144,11 +140,7 @@ fn a_start_time_format_grpc_status_forms_paths_without_query_and_response_times(
             .render(&e),
         "2026 12\n"
     );
-    let json_broken = Format::json(&[JsonField {
-        key: "t".into(),
-        value: vec![broken],
-    }])
-    .unwrap();
+    let json_broken = Format::json(&[field("t", vec![broken])]).unwrap();
     assert_eq!(json_broken.render(&e), "{\"t\":\"2026\\n12\"}\n");
     // The header it prints is kept for it; a bad form or time format is
     // refused by name.
@@ -353,26 +345,11 @@ fn json_has_numbers_strings_and_nulls() {
     e.bytes_received = 7;
     e.upstream_cluster = "outbound|80||a\"b";
     let format = Format::json(&[
-        JsonField {
-            key: "response_code".into(),
-            value: vec![token("RESPONSE_CODE", "", "")],
-        },
-        JsonField {
-            key: "method".into(),
-            value: vec![token("REQ", ":method", "")],
-        },
-        JsonField {
-            key: "bytes_received".into(),
-            value: vec![token("BYTES_RECEIVED", "", "")],
-        },
-        JsonField {
-            key: "upstream_cluster".into(),
-            value: vec![token("UPSTREAM_CLUSTER", "", "")],
-        },
-        JsonField {
-            key: "mixed".into(),
-            value: vec![literal("took "), token("DURATION", "", "")],
-        },
+        field("response_code", vec![token("RESPONSE_CODE", "", "")]),
+        field("method", vec![token("REQ", ":method", "")]),
+        field("bytes_received", vec![token("BYTES_RECEIVED", "", "")]),
+        field("upstream_cluster", vec![token("UPSTREAM_CLUSTER", "", "")]),
+        field("mixed", vec![literal("took "), token("DURATION", "", "")]),
     ])
     .unwrap();
     let line = format.render(&e);
@@ -502,10 +479,6 @@ fn header_values_are_printed_as_they_came_unless_not_utf8() {
     ])
     .unwrap();
     assert_eq!(format.render(&e), "naïve\tagent -\n");
-    let json = Format::json(&[JsonField {
-        key: "ua".into(),
-        value: vec![token("REQ", "user-agent", "")],
-    }])
-    .unwrap();
+    let json = Format::json(&[field("ua", vec![token("REQ", "user-agent", "")])]).unwrap();
     assert_eq!(json.render(&e), "{\"ua\":\"naïve\\tagent\"}\n");
 }
