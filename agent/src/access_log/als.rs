@@ -328,10 +328,10 @@ fn common(e: &Entry<'_>) -> AccessLogCommon {
         downstream_remote_address: e.downstream_remote.map(address),
         downstream_direct_remote_address: e.downstream_remote.map(address),
         downstream_local_address: e.downstream_local.map(address),
-        // The downstream's mutual TLS: only it proves a peer (HBONE,
-        // server side); the client side's downstream is the app's
-        // plaintext connection.
-        tls_properties: e.peer_identity.is_some().then(|| tls(e)),
+        // The downstream's mutual TLS: HBONE's, on the server side (the
+        // client side's downstream is the app's plaintext connection, a
+        // same-node client's a handover in the process).
+        tls_properties: e.downstream_tls.then(|| tls(e)),
         start_time: Some(timestamp(e.start)),
         duration: Some(duration(e.duration)),
         // A request's: its answer's head from upstream, and the last byte

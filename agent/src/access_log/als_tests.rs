@@ -86,6 +86,7 @@ fn with_entry<R>(format: &Format, f: impl FnOnce(&Entry<'_>) -> R) -> R {
     e.local_identity = Some(&local);
     e.peer_identity = Some(&peer);
     e.mtls = true;
+    e.downstream_tls = true;
     e.route = "default";
     e.attempts = 1;
     f(&e)
@@ -250,12 +251,13 @@ fn a_tcp_provider_gets_connection_entries_and_only_external_denials_are_unauthor
         common.access_log_type,
         AccessLogType::TcpConnectionEnd as i32
     );
-    // A downstream without a proven peer (the client side's: the app's
-    // plaintext connection) has no TLS properties.
+    // A plaintext downstream (the client side's: the app's connection; a
+    // same-node client's handover, whose identity is known) has no TLS
+    // properties.
     let (service, format) = Service::compile("http", &provider(GrpcKind::Http, 9000)).unwrap();
     let Item::Http(plain) = with_entry(&format, |e| {
         let mut e = e.clone();
-        e.peer_identity = None;
+        e.downstream_tls = false;
         e.flags = Flag::ExternalDenied.into();
         entry(&service, &e, None)
     }) else {

@@ -338,6 +338,7 @@ async fn stream_request(
         client_identity: Some(&client),
         upstream_workload: None,
         protocol: "HBONE",
+        tls: true,
         cluster: Cluster::Inbound(target.port()),
         metrics: record,
         span,

@@ -110,6 +110,7 @@ pub(super) async fn handle(
         client_identity: None,
         upstream_workload: None,
         protocol: "TCP",
+        tls: false,
         cluster: Cluster::Inbound(target.port()),
         metrics: record,
         span: None,

@@ -116,6 +116,8 @@ pub(super) async fn handle(
     // opening, in `open_tunnel`): inline, the largest of them set the size
     // of every connection's task for its whole life (9.8 KiB; 2.7 KiB
     // boxed, measured with `size_of_val` on the task's future).
+    // `tunnelled`: an HBONE tunnel to the destination was opened.
+    let mut tunnelled = false;
     let (result, dst, dst_workload, protocol) = match resolved {
         // A Service port declared HTTP: terminated here, routed per request.
         Resolved::Http { service, protocol } => {
@@ -144,6 +146,7 @@ pub(super) async fn handle(
             let result =
                 match open_tunnel(Some(&stream), peer, &pod, &ctx, &workload, addr, trace).await {
                     Ok((tunnel, early)) => {
+                        tunnelled = true;
                         // The app's first bytes went with the CONNECT.
                         if let Some(counters) = &counters {
                             counters.from_client(early);
@@ -213,6 +216,7 @@ pub(super) async fn handle(
         client_identity: None,
         upstream_workload: dst_workload.as_ref(),
         protocol,
+        tls: tunnelled,
         cluster: match via_service.as_deref() {
             Some(s) => Cluster::Outbound(original.port(), &s.hostname),
             None => Cluster::Passthrough,

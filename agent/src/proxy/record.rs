@@ -57,6 +57,9 @@ pub struct ConnectionRecord<'a> {
     pub upstream_workload: Option<&'a Arc<Workload>>,
     /// `HBONE`, `same-node` or `TCP`.
     pub protocol: &'static str,
+    /// HBONE's mutual TLS carried it: the server side's inbound, or the
+    /// client side's tunnel, once opened (however the relay then ended).
+    pub tls: bool,
     pub cluster: Cluster<'a>,
     /// Istio's TCP metrics, opened at accept (`None` when they are off).
     pub metrics: Option<TcpRecord>,
@@ -108,7 +111,6 @@ impl ConnectionRecord<'_> {
             ),
         };
         let mtls = self.protocol != "TCP";
-        let hbone = self.protocol == "HBONE";
         let line = |side, workload, upstream_workload, cluster, peer_identity| access_log::Tcp {
             side,
             workload,
@@ -122,8 +124,8 @@ impl ConnectionRecord<'_> {
             downstream_remote: Some(self.client),
             peer_identity,
             mtls,
-            downstream_tls: hbone && side == Side::Server,
-            upstream_tls: hbone && side == Side::Client && result.is_ok(),
+            downstream_tls: self.tls && side == Side::Server,
+            upstream_tls: self.tls && side == Side::Client,
             flags,
             failure,
         };

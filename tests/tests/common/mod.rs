@@ -96,8 +96,9 @@ pub fn converge(what: &str, mut check: impl FnMut() -> Result<bool>) -> Result<(
 /// The JSON access-log format the suites read: Istio's default keys
 /// (`EnvoyJSONLogFormatIstio`, `route_name` among them) and what the
 /// tests check besides: the attempts of a retried request, the gRPC
-/// status, the time to the answer's head from upstream, and for TCP lines the connection id (set only on L4 lines:
-/// what tells them from HTTP ones) and both identities.
+/// status, the time to the answer's head from upstream, and for TCP
+/// lines the connection id (set only on L4 lines: what tells them from
+/// HTTP ones) and both identities.
 pub const ACCESS_LOG_FORMAT: &[(&str, &str)] = &[
     ("start_time", "%START_TIME%"),
     ("route_name", "%ROUTE_NAME%"),
