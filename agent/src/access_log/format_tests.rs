@@ -3,7 +3,7 @@ use std::time::Duration;
 
 use http::{HeaderMap, HeaderValue};
 
-use super::*;
+use super::{write::push_padded, *};
 use crate::{
     access_log::entry::{Headers, Http},
     l7::reply::Flag,
