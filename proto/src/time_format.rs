@@ -197,16 +197,29 @@ pub fn write(pieces: &[Piece], since_epoch: Duration, out: &mut Vec<u8>) {
     let (hour, minute, second) = (rest / 3600, rest / 60 % 60, rest % 60);
     // 1970-01-01 was a Thursday.
     let weekday = (days + 4).rem_euclid(7) as usize;
+    // Digits written in place: a line is written per logged request, and
+    // a `String` per conversion would be an allocation each.
     let number = |out: &mut Vec<u8>, value: u64, width: usize, pad: u8| {
-        let digits = value.to_string();
-        for _ in digits.len()..width {
+        let mut digits = [0u8; 20];
+        let mut at = digits.len();
+        let mut rest = value;
+        loop {
+            at -= 1;
+            digits[at] = b'0' + (rest % 10) as u8;
+            rest /= 10;
+            if rest == 0 {
+                break;
+            }
+        }
+        for _ in digits.len() - at..width {
             out.push(pad);
         }
-        out.extend_from_slice(digits.as_bytes());
+        out.extend_from_slice(&digits[at..]);
     };
+    // The first `digits` of the nanoseconds' nine, cut.
     let fraction = |out: &mut Vec<u8>, digits: u8| {
-        let text = format!("{nanos:09}");
-        out.extend_from_slice(&text.as_bytes()[..usize::from(digits)]);
+        let cut = nanos / 10u32.pow(9 - u32::from(digits));
+        number(out, cut.into(), usize::from(digits), b'0');
     };
     for piece in pieces {
         match piece {
