@@ -377,20 +377,31 @@ spec:
             "no NR line in the access log:\n{}",
             last_entries(&log, 5)
         );
-        // The redirect was the proxy's own answer: no time to an answer
-        // from upstream, as in Envoy; the rewritten request had one.
-        let line = |path: &str| log.iter().find(|e| e["path"] == path);
+        // The redirect and the direct response were the proxy's own
+        // answers: no time to an answer from upstream and Envoy's router's
+        // details; the rewritten request had an answer from upstream.
+        // The last line of each: `/health` was also asked before its
+        // route arrived.
+        let line = |path: &str| log.iter().rev().find(|e| e["path"] == path);
         ensure!(
             line("/old/page?q=1").is_some_and(|e| e["response_code"] == 308
                 && e["upstream_host"].is_null()
-                && e["response_duration"].is_null()),
+                && e["response_duration"].is_null()
+                && e["response_code_details"] == "direct_response"),
             "the redirect's line:\n{}",
             last_entries(&log, 8)
         );
         ensure!(
-            line("/V1/items?id=7").is_some_and(
-                |e| e["response_code"] == 200 && e["response_duration"].as_u64().is_some()
-            ),
+            line("/health").is_some_and(|e| e["response_code"] == 200
+                && e["upstream_host"].is_null()
+                && e["response_code_details"] == "direct_response"),
+            "the direct response's line:\n{}",
+            last_entries(&log, 8)
+        );
+        ensure!(
+            line("/V1/items?id=7").is_some_and(|e| e["response_code"] == 200
+                && e["response_duration"].as_u64().is_some()
+                && e["response_code_details"] == "via_upstream"),
             "the rewritten request's line:\n{}",
             last_entries(&log, 8)
         );

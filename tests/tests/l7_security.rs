@@ -269,6 +269,7 @@ fn request_authentication_validates_tokens_fetched_keys_and_feeds_policies() -> 
         .agent_args(&["--jwks-ca-bundle", &ca_arg, "--jwks-refresh", "1s"])
         .build()?;
     cluster.with_logs(|cluster| {
+        json_access_log(cluster)?;
         cluster.add_namespace("shop", &[AMBIENT])?;
         cluster.add_namespace("keys", &[])?;
         // The identity provider's key set, served over HTTPS by a pod.
@@ -340,6 +341,30 @@ fn request_authentication_validates_tokens_fetched_keys_and_feeds_policies() -> 
             refused.header("www-authenticate").is_some_and(|v| v.contains("invalid_token")),
             "a 401 says why: {refused:?}"
         );
+        // The server side's lines say why as Envoy's jwt_authn and RBAC
+        // filters do, spaces made underscores.
+        let lines: Vec<_> = access_log_entries(cluster, "node-2")?
+            .into_iter()
+            .filter(|e| is_http(e) && !is_client(e))
+            .collect();
+        for (status, details) in [
+            (401, "jwt_authn_access_denied{Jwt_is_expired}"),
+            (401, "jwt_authn_access_denied{Jwt_not_yet_valid}"),
+            (
+                401,
+                "jwt_authn_access_denied{Jwt_is_not_in_the_form_of_Header.Payload.Signature_with_two_dots_and_3_sections}",
+            ),
+            (403, "rbac_access_denied_matched_policy[none]"),
+            (200, "via_upstream"),
+        ] {
+            ensure!(
+                lines.iter().any(|e| e["response_code"] == status
+                    && e["response_code_details"] == details
+                    && (status == 200 || e["upstream_host"].is_null())),
+                "no {status} line with the details {details}:\n{}",
+                last_entries(&lines, 12)
+            );
+        }
 
         // Key rotation: the set now holds only the second key.
         std::fs::write(&jwks, jwt::jwks_json(&[&second]))?;

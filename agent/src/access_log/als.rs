@@ -437,7 +437,7 @@ fn response(service: &Service, e: &Entry<'_>) -> HttpResponseProperties {
                 Some((name.to_string(), value.to_string()))
             })
             .collect(),
-        response_code_details: e.code_details().into_owned(),
+        response_code_details: e.code_details().to_string(),
         ..Default::default()
     }
 }

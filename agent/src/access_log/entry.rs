@@ -200,6 +200,10 @@ pub struct Entry<'a> {
     /// `%PROTOCOL%`: `HTTP/1.1`, `HTTP/2`; empty at L4.
     pub protocol: &'a str,
     pub flags: Flags,
+    /// `%RESPONSE_CODE_DETAILS%` of an answer of the proxy's own that its
+    /// flags do not name (a direct response, a CORS preflight, a JWT or
+    /// ext_authz refusal); otherwise derived from the flags.
+    pub details: Option<&'a str>,
     pub transport_failure: &'a str,
     pub bytes_received: u64,
     pub bytes_sent: u64,
@@ -247,6 +251,7 @@ impl<'a> Entry<'a> {
             http: None,
             protocol: "",
             flags: Flags::default(),
+            details: None,
             transport_failure: "",
             bytes_received: 0,
             bytes_sent: 0,
@@ -315,15 +320,16 @@ impl<'a> Entry<'a> {
         self.response(&Header::parse(name))
     }
 
-    /// `%RESPONSE_CODE_DETAILS%`, as Envoy words it for the flags set.
-    pub fn code_details(&self) -> Cow<'static, str> {
+    /// `%RESPONSE_CODE_DETAILS%`, as Envoy words it: the proxy's own
+    /// answer's, else for the flags set, else `via_upstream`.
+    pub fn code_details(&self) -> &'a str {
         const DETAILS: [(Flag, &str); 11] = [
             (Flag::RbacDenied, "rbac_access_denied_matched_policy[none]"),
             (Flag::ExternalDenied, "ext_authz_denied"),
             (Flag::NoRoute, "route_not_found"),
             (Flag::NoCluster, "cluster_not_found"),
             (Flag::FaultInjected, "fault_filter_abort"),
-            (Flag::UpstreamTimeout, "upstream_response_timeout"),
+            (Flag::UpstreamTimeout, "response_timeout"),
             (
                 Flag::UpstreamOverflow,
                 "upstream_reset_before_response_started{overflow}",
@@ -340,25 +346,52 @@ impl<'a> Entry<'a> {
             (Flag::DownstreamTerminated, "downstream_remote_disconnect"),
         ];
         let Some(http) = &self.http else {
-            return Cow::Borrowed("");
+            return "";
         };
+        if let Some(details) = self.details {
+            return details;
+        }
         if !self.flags.is_empty()
             && let Some((_, text)) = DETAILS.iter().find(|(f, _)| self.flags.has(*f))
         {
-            return Cow::Borrowed(text);
+            return text;
         }
         if http.status == 0 {
-            return Cow::Borrowed("");
+            return "";
         }
-        Cow::Borrowed("via_upstream")
+        "via_upstream"
     }
 }
 
 #[cfg(test)]
 mod tests {
+    use std::time::{Duration, SystemTime};
+
     use http::{HeaderMap, HeaderName, HeaderValue};
 
-    use super::Headers;
+    use super::{Entry, Headers, Http};
+    use crate::l7::reply::Flag;
+
+    #[test]
+    fn code_details_are_the_replys_own_then_the_flags_then_via_upstream() {
+        let mut e = Entry::new(SystemTime::UNIX_EPOCH, Duration::ZERO);
+        // L4: none.
+        assert_eq!(e.code_details(), "");
+        e.http = Some(Http {
+            method: "GET",
+            path: "/",
+            authority: "a",
+            headers: None,
+            response_headers: None,
+            status: 200,
+            grpc_status: None,
+        });
+        assert_eq!(e.code_details(), "via_upstream");
+        e.flags.set(Flag::NoRoute);
+        assert_eq!(e.code_details(), "route_not_found");
+        e.details = Some("direct_response");
+        assert_eq!(e.code_details(), "direct_response");
+    }
 
     fn name(n: &'static str) -> HeaderName {
         HeaderName::from_static(n)

@@ -250,7 +250,7 @@ fn value_of<'a>(v: &'a Value, e: &Entry<'a>) -> Option<V<'a>> {
             "response.grpc_status" => http?.grpc_status.map(|g| V::Int(g.into())),
             "response.size" => Some(V::Int(e.bytes_sent as i64)),
             "response.flags" => Some(V::Str(Cow::Owned(e.flags.to_string()))),
-            "response.code_details" => Some(V::Str(e.code_details())),
+            "response.code_details" => Some(V::Str(Cow::Borrowed(e.code_details()))),
             "request.method" => s(http?.method),
             "request.path" => s(http?.path),
             "request.url_path" => s(http?.path.split('?').next().unwrap_or("")),

@@ -292,7 +292,7 @@ impl Op {
             Op::ResponseCode => number(out, e.response_code().into()),
             Op::ResponseFlags if e.flags.is_empty() => text(out, "-"),
             Op::ResponseFlags => text(out, &e.flags.to_string()),
-            Op::ResponseCodeDetails => text(out, &e.code_details()),
+            Op::ResponseCodeDetails => text(out, e.code_details()),
             Op::ConnectionTerminationDetails => false,
             Op::UpstreamTransportFailureReason => free_text(out, e.transport_failure),
             Op::BytesReceived => number(out, e.bytes_received),

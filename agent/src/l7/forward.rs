@@ -13,7 +13,7 @@ use hyper::body::Incoming;
 use super::{
     body::{self, Body, BoxError, Replay},
     log::Record,
-    reply::{Flag, Flags, LocalReply, Replied},
+    reply::{Flag, Flags, LocalReply, Replied, details},
     route::{Abort, Action, Destination, Preflight, RequestView, RetryPolicy},
     send,
     upstream::Protocol,
@@ -152,7 +152,11 @@ async fn route(
                     response.headers_mut().insert(header::LOCATION, location);
                 }
                 route.edit_response(None, response.headers_mut());
-                return Ok(Replied::mark(response, Flags::default()));
+                return Ok(Replied::mark(
+                    response,
+                    Flags::default(),
+                    Some(details::DIRECT_RESPONSE),
+                ));
             }
             Action::DirectResponse(direct) => {
                 let mut response = Response::new(match &direct.body {
@@ -161,7 +165,11 @@ async fn route(
                 });
                 *response.status_mut() = direct.status;
                 route.edit_response(None, response.headers_mut());
-                return Ok(Replied::mark(response, Flags::default()));
+                return Ok(Replied::mark(
+                    response,
+                    Flags::default(),
+                    Some(details::DIRECT_RESPONSE),
+                ));
             }
             Action::Route(_) => {}
         }
@@ -170,12 +178,17 @@ async fn route(
                 Preflight::Respond(headers) => {
                     let mut response = Response::new(body::empty());
                     *response.headers_mut() = headers;
-                    return Ok(Replied::mark(response, Flags::default()));
+                    return Ok(Replied::mark(
+                        response,
+                        Flags::default(),
+                        Some(details::CORS_RESPONSE),
+                    ));
                 }
                 Preflight::Ignore => {
                     return Ok(Replied::mark(
                         Response::new(body::empty()),
                         Flags::default(),
+                        Some(details::CORS_RESPONSE),
                     ));
                 }
                 Preflight::Forward | Preflight::NotPreflight => {}

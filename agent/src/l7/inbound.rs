@@ -240,7 +240,7 @@ async fn handle(
         let flags = response
             .extensions()
             .get::<reply::Replied>()
-            .map(|replied| replied.0)
+            .map(|replied| replied.flags)
             .unwrap_or_default();
         RequestMetrics {
             started,
@@ -392,7 +392,7 @@ async fn decide_and_forward(
                 None,
                 &err.to_string(),
             );
-            return LocalReply::bad_request().into_response(grpc);
+            return LocalReply::path_normalization_failed().into_response(grpc);
         }
     };
     if path != raw_path {
@@ -413,7 +413,7 @@ async fn decide_and_forward(
                     None,
                     &reason,
                 );
-                return LocalReply::bad_request().into_response(grpc);
+                return LocalReply::path_normalization_failed().into_response(grpc);
             }
         }
     }
@@ -446,7 +446,8 @@ async fn decide_and_forward(
                     header::CONTENT_TYPE,
                     http::HeaderValue::from_static("text/plain"),
                 );
-                return reply::Replied::mark(response, reply::Flags::default());
+                let details = reply::details::jwt_denied(&err.to_string());
+                return reply::Replied::mark(response, reply::Flags::default(), Some(details));
             }
         }
     };
@@ -512,13 +513,7 @@ async fn decide_and_forward(
                         Some(&custom.key()),
                         &reason,
                     );
-                    return LocalReply {
-                        status: StatusCode::PAYLOAD_TOO_LARGE,
-                        flag: None,
-                        body: "Payload Too Large",
-                        grpc_status: None,
-                    }
-                    .into_response(grpc);
+                    return LocalReply::payload_too_large().into_response(grpc);
                 }
                 Err(BufferError::Read(err)) => {
                     let reason =
@@ -529,7 +524,7 @@ async fn decide_and_forward(
                         Some(&custom.key()),
                         &reason,
                     );
-                    return LocalReply::bad_request().into_response(grpc);
+                    return LocalReply::request_body_unread().into_response(grpc);
                 }
             }
         }
@@ -619,13 +614,13 @@ async fn external(
         destination_identity: inbound.pod.identity(),
     };
     // Envoy's UAEX, for a denial and for a provider that failed alike.
-    let answer = |status: StatusCode, headers: Vec<_>, text: Bytes| {
+    let answer = |status: StatusCode, headers: Vec<_>, text: Bytes, details| {
         let mut response = Response::new(body::full(text));
         *response.status_mut() = status;
         for (name, value) in headers {
             response.headers_mut().append(name, value);
         }
-        reply::Replied::mark(response, reply::Flag::ExternalDenied.into())
+        reply::Replied::mark(response, reply::Flag::ExternalDenied.into(), Some(details))
     };
     match ctx
         .ext_authz
@@ -640,7 +635,7 @@ async fn external(
         }) => Err((
             status,
             format!("denied by extension provider {}", provider.provider),
-            answer(status, headers, body),
+            answer(status, headers, body, reply::details::EXT_AUTHZ_DENIED),
         )),
         Err(err) if provider.fail_open => {
             tracing::warn!(policy = %custom.key(), error = %err, "extension provider failed; failOpen lets the request through");
@@ -655,7 +650,12 @@ async fn external(
             Err((
                 status,
                 err.to_string(),
-                answer(status, Vec::new(), Bytes::new()),
+                answer(
+                    status,
+                    Vec::new(),
+                    Bytes::new(),
+                    reply::details::EXT_AUTHZ_ERROR,
+                ),
             ))
         }
     }

@@ -10,6 +10,7 @@
 //! and MeshConfig say so, and ends its side's span ([`crate::trace`]).
 
 use std::{
+    borrow::Cow,
     net::SocketAddr,
     pin::Pin,
     sync::{
@@ -94,6 +95,9 @@ pub struct Record {
     line: RequestLine,
     /// Response flags (Envoy's `%RESPONSE_FLAGS%`).
     pub flags: Flags,
+    /// `%RESPONSE_CODE_DETAILS%` of an answer of the proxy's own that its
+    /// flags do not name (see [`Replied`]).
+    details: Option<Cow<'static, str>>,
     route: String,
     destination: String,
     subset: String,
@@ -242,6 +246,7 @@ impl Record {
             src_addr: down.peer,
             line: RequestLine::of(request),
             flags: Flags::default(),
+            details: None,
             route: String::new(),
             destination: String::new(),
             subset: String::new(),
@@ -357,12 +362,13 @@ impl Record {
     /// The response is ready: it is logged when its body has been sent.
     pub fn finish(mut self, response: Response<Body>) -> Response<Body> {
         let replied = response.extensions().get::<Replied>();
-        if let Some(Replied(flags)) = replied {
+        if let Some(replied) = replied {
             for flag in Flag::ALL {
-                if flags.has(flag) {
+                if replied.flags.has(flag) {
                     self.flags.set(flag);
                 }
             }
+            self.details.clone_from(&replied.details);
         }
         // A reply of the proxy's own read nothing from upstream.
         if self.access.is_some() && replied.is_none() {
@@ -523,6 +529,7 @@ impl Record {
         });
         e.protocol = protocol(self.line.version);
         e.flags = self.flags;
+        e.details = self.details.as_deref();
         e.bytes_received = self.request_bytes;
         e.bytes_sent = bytes_sent;
         e.upstream_host = self.upstream;

@@ -3,7 +3,7 @@
 //! response flags (the access log's `response_flags`), and for gRPC
 //! requests a `grpc-status` instead of an HTTP error.
 
-use std::fmt;
+use std::{borrow::Cow, fmt};
 
 use http::{HeaderMap, HeaderValue, Response, StatusCode, header};
 
@@ -135,6 +135,9 @@ pub struct LocalReply {
     /// For gRPC requests: the status to send instead (else derived from
     /// `status` as Envoy does).
     pub grpc_status: Option<u32>,
+    /// `%RESPONSE_CODE_DETAILS%` when the flag does not say (see
+    /// [`details`]).
+    pub details: Option<&'static str>,
 }
 
 impl LocalReply {
@@ -144,6 +147,7 @@ impl LocalReply {
             flag: Some(flag),
             body,
             grpc_status: None,
+            details: None,
         }
     }
 
@@ -201,12 +205,34 @@ impl LocalReply {
 
     /// A request the proxy refuses to interpret (a path it cannot
     /// normalise safely).
-    pub fn bad_request() -> LocalReply {
+    pub fn path_normalization_failed() -> LocalReply {
         LocalReply {
             status: StatusCode::BAD_REQUEST,
             flag: None,
             body: "Bad Request",
             grpc_status: None,
+            details: Some("path_normalization_failed"),
+        }
+    }
+
+    /// A request whose body could not be read to its end (the client
+    /// went away or broke its framing): Envoy's `DC`.
+    pub fn request_body_unread() -> LocalReply {
+        LocalReply::new(
+            StatusCode::BAD_REQUEST,
+            Flag::DownstreamTerminated,
+            "Bad Request",
+        )
+    }
+
+    /// A request body longer than a filter may buffer.
+    pub fn payload_too_large() -> LocalReply {
+        LocalReply {
+            status: StatusCode::PAYLOAD_TOO_LARGE,
+            flag: None,
+            body: "Payload Too Large",
+            grpc_status: None,
+            details: Some("request_payload_too_large"),
         }
     }
 
@@ -225,12 +251,13 @@ impl LocalReply {
             flag: Some(Flag::FaultInjected),
             body: "fault filter abort",
             grpc_status,
+            details: None,
         }
     }
 
     /// The response for a request that was gRPC (`grpc`) or not.
     pub fn into_response(self, grpc: bool) -> Response<Body> {
-        let mut response = if grpc {
+        let response = if grpc {
             // Trailers-only: HTTP 200 with the status in the headers.
             let code = self
                 .grpc_status
@@ -256,23 +283,57 @@ impl LocalReply {
             }
             response
         };
-        response
-            .extensions_mut()
-            .insert(Replied(self.flag.map(Flags::from).unwrap_or_default()));
-        response
+        let flags = self.flag.map(Flags::from).unwrap_or_default();
+        Replied::mark(response, flags, self.details.map(Cow::Borrowed))
     }
 }
 
-/// Marks a response the proxy made itself, with its flags.
-#[derive(Debug, Clone, Copy)]
-pub struct Replied(pub Flags);
+/// Marks a response the proxy made itself: its flags, and what Envoy's
+/// `%RESPONSE_CODE_DETAILS%` says of it when the flags do not tell
+/// (see [`details`]).
+#[derive(Debug, Clone)]
+pub struct Replied {
+    pub flags: Flags,
+    pub details: Option<Cow<'static, str>>,
+}
 
 impl Replied {
     /// Marks `response` as the proxy's own answer (a redirect, a direct
     /// response, a denial): nothing of it came from upstream.
-    pub fn mark<B>(mut response: http::Response<B>, flags: Flags) -> http::Response<B> {
-        response.extensions_mut().insert(Replied(flags));
+    pub fn mark<B>(
+        mut response: http::Response<B>,
+        flags: Flags,
+        details: Option<Cow<'static, str>>,
+    ) -> http::Response<B> {
+        response.extensions_mut().insert(Replied { flags, details });
         response
+    }
+}
+
+/// Envoy's `%RESPONSE_CODE_DETAILS%` for the proxy's own answers that no
+/// response flag names (a flag's own details are the access log's, see
+/// `Entry::code_details`).
+pub mod details {
+    use std::borrow::Cow;
+
+    /// A route's `redirect` or `directResponse` (Envoy's router).
+    pub const DIRECT_RESPONSE: Cow<'static, str> = Cow::Borrowed("direct_response");
+    /// A CORS preflight answered by the route's policy (Envoy's CORS filter).
+    pub const CORS_RESPONSE: Cow<'static, str> = Cow::Borrowed("cors_response");
+    /// The extension provider said no.
+    pub const EXT_AUTHZ_DENIED: Cow<'static, str> = Cow::Borrowed("ext_authz_denied");
+    /// The extension provider could not be asked or did not answer.
+    pub const EXT_AUTHZ_ERROR: Cow<'static, str> = Cow::Borrowed("ext_authz_error");
+
+    /// A RequestAuthentication refusal, as Envoy's `jwt_authn` filter
+    /// words it: `jwt_authn_access_denied{Jwt_is_expired}`, the reason's
+    /// spaces made underscores so that the log's fields stay apart.
+    pub fn jwt_denied(reason: &str) -> Cow<'static, str> {
+        let reason: String = reason
+            .chars()
+            .map(|c| if c.is_whitespace() { '_' } else { c })
+            .collect();
+        Cow::Owned(format!("jwt_authn_access_denied{{{reason}}}"))
     }
 }
 
@@ -325,5 +386,44 @@ mod tests {
         assert_eq!(grpc_status(response.headers()), Some(12));
         let response = LocalReply::timeout().into_response(false);
         assert_eq!(response.status(), StatusCode::GATEWAY_TIMEOUT);
+    }
+
+    #[test]
+    fn local_replies_carry_their_flags_and_details() {
+        let replied = |reply: LocalReply| {
+            let response = reply.into_response(false);
+            response
+                .extensions()
+                .get::<Replied>()
+                .expect("marked")
+                .clone()
+        };
+        // The flag says why; the access log words it.
+        let rbac = replied(LocalReply::rbac_denied());
+        assert!(rbac.flags.has(Flag::RbacDenied));
+        assert_eq!(rbac.details, None);
+        // No flag: the reply's own details.
+        let path = replied(LocalReply::path_normalization_failed());
+        assert!(path.flags.is_empty());
+        assert_eq!(path.details.as_deref(), Some("path_normalization_failed"));
+        let large = replied(LocalReply::payload_too_large());
+        assert_eq!(large.details.as_deref(), Some("request_payload_too_large"));
+        assert!(
+            replied(LocalReply::request_body_unread())
+                .flags
+                .has(Flag::DownstreamTerminated)
+        );
+    }
+
+    #[test]
+    fn jwt_refusals_are_worded_as_envoy_does() {
+        assert_eq!(
+            details::jwt_denied("Jwt is expired"),
+            "jwt_authn_access_denied{Jwt_is_expired}"
+        );
+        assert_eq!(
+            details::jwt_denied("Jwt header [alg] is not supported"),
+            "jwt_authn_access_denied{Jwt_header_[alg]_is_not_supported}"
+        );
     }
 }

@@ -2,6 +2,7 @@
 //! access-log line and span, at the destination's agent.
 
 use std::{
+    borrow::Cow,
     sync::Arc,
     time::{Instant, SystemTime},
 };
@@ -38,6 +39,9 @@ pub struct ServerRecord {
     status: u16,
     grpc_status: Option<u32>,
     flags: Flags,
+    /// `%RESPONSE_CODE_DETAILS%` of a local reply that its flags do not
+    /// name.
+    details: Option<Cow<'static, str>>,
     request_bytes: u64,
     /// The connection: its client, the pod and port it asked for.
     inbound: Arc<crate::l7::inbound::Inbound>,
@@ -97,6 +101,7 @@ impl ServerRecord {
             status: 0,
             grpc_status: None,
             flags: Flags::default(),
+            details: None,
             request_bytes,
             inbound: inbound.clone(),
             local_reply: false,
@@ -107,8 +112,9 @@ impl ServerRecord {
     /// The response is ready: its status, flags and headers are kept for
     /// the line, written when its body has been sent (see [`on_end`]).
     pub fn responded(&mut self, response: &Response<Body>) {
-        if let Some(Replied(flags)) = response.extensions().get::<Replied>() {
-            self.flags = *flags;
+        if let Some(replied) = response.extensions().get::<Replied>() {
+            self.flags = replied.flags;
+            self.details.clone_from(&replied.details);
             self.local_reply = true;
         }
         self.status = response.status().as_u16();
@@ -164,6 +170,7 @@ impl Ending for ServerRecord {
         });
         e.protocol = protocol(self.line.version);
         e.flags = self.flags;
+        e.details = self.details.as_deref();
         e.bytes_received = self.request_bytes;
         e.bytes_sent = bytes_sent;
         let inbound = &self.inbound;
