@@ -155,7 +155,7 @@ async fn route(
                 return Ok(Replied::mark(
                     response,
                     Flags::default(),
-                    Some(details::DIRECT_RESPONSE),
+                    Some(details::DIRECT_RESPONSE.into()),
                 ));
             }
             Action::DirectResponse(direct) => {
@@ -168,7 +168,7 @@ async fn route(
                 return Ok(Replied::mark(
                     response,
                     Flags::default(),
-                    Some(details::DIRECT_RESPONSE),
+                    Some(details::DIRECT_RESPONSE.into()),
                 ));
             }
             Action::Route(_) => {}
@@ -181,14 +181,14 @@ async fn route(
                     return Ok(Replied::mark(
                         response,
                         Flags::default(),
-                        Some(details::CORS_RESPONSE),
+                        Some(details::CORS_RESPONSE.into()),
                     ));
                 }
                 Preflight::Ignore => {
                     return Ok(Replied::mark(
                         Response::new(body::empty()),
                         Flags::default(),
-                        Some(details::CORS_RESPONSE),
+                        Some(details::CORS_RESPONSE.into()),
                     ));
                 }
                 Preflight::Forward | Preflight::NotPreflight => {}

@@ -31,6 +31,7 @@
 //! ([`crate::metrics::RequestVerdict`]).
 
 use std::{
+    borrow::Cow,
     convert::Infallible,
     net::SocketAddr,
     sync::Arc,
@@ -620,7 +621,11 @@ async fn external(
         for (name, value) in headers {
             response.headers_mut().append(name, value);
         }
-        reply::Replied::mark(response, reply::Flag::ExternalDenied.into(), Some(details))
+        reply::Replied::mark(
+            response,
+            reply::Flag::ExternalDenied.into(),
+            Some(Cow::Borrowed(details)),
+        )
     };
     match ctx
         .ext_authz

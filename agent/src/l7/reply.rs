@@ -211,7 +211,7 @@ impl LocalReply {
             flag: None,
             body: "Bad Request",
             grpc_status: None,
-            details: Some("path_normalization_failed"),
+            details: Some(details::PATH_NORMALIZATION_FAILED),
         }
     }
 
@@ -232,7 +232,7 @@ impl LocalReply {
             flag: None,
             body: "Payload Too Large",
             grpc_status: None,
-            details: Some("request_payload_too_large"),
+            details: Some(details::REQUEST_PAYLOAD_TOO_LARGE),
         }
     }
 
@@ -317,13 +317,17 @@ pub mod details {
     use std::borrow::Cow;
 
     /// A route's `redirect` or `directResponse` (Envoy's router).
-    pub const DIRECT_RESPONSE: Cow<'static, str> = Cow::Borrowed("direct_response");
+    pub const DIRECT_RESPONSE: &str = "direct_response";
     /// A CORS preflight answered by the route's policy (Envoy's CORS filter).
-    pub const CORS_RESPONSE: Cow<'static, str> = Cow::Borrowed("cors_response");
+    pub const CORS_RESPONSE: &str = "cors_response";
     /// The extension provider said no.
-    pub const EXT_AUTHZ_DENIED: Cow<'static, str> = Cow::Borrowed("ext_authz_denied");
+    pub const EXT_AUTHZ_DENIED: &str = "ext_authz_denied";
     /// The extension provider could not be asked or did not answer.
-    pub const EXT_AUTHZ_ERROR: Cow<'static, str> = Cow::Borrowed("ext_authz_error");
+    pub const EXT_AUTHZ_ERROR: &str = "ext_authz_error";
+    /// A path the proxy would not normalise (Envoy's connection manager).
+    pub const PATH_NORMALIZATION_FAILED: &str = "path_normalization_failed";
+    /// A body longer than a filter may buffer.
+    pub const REQUEST_PAYLOAD_TOO_LARGE: &str = "request_payload_too_large";
 
     /// A RequestAuthentication refusal, as Envoy's `jwt_authn` filter
     /// words it: `jwt_authn_access_denied{Jwt_is_expired}`, the reason's
