@@ -217,6 +217,7 @@ mod tests {
                         ..Default::default()
                     }],
                 }],
+                rule: None,
             }],
             ..Default::default()
         };
@@ -233,6 +234,17 @@ mod tests {
         assert_eq!(&group[..1], &[0x0a]);
         assert!(bytes.windows(4).any(|w| w == [0x22, 0x02, 0x22, 0x00]));
         assert!(bytes.windows(3).any(|w| w == [0x4a, 0x01, 80]));
+        // weft's `Group.rule` = 100 (varint): tag (100 << 3) = 800 =
+        // varint a0 06; present even when 0 (proto3 `optional`).
+        let rule = |rule| {
+            Group {
+                rules: vec![],
+                rule: Some(rule),
+            }
+            .encode_to_vec()
+        };
+        assert_eq!(rule(0), [0xa0, 0x06, 0x00]);
+        assert_eq!(rule(3), [0xa0, 0x06, 0x03]);
     }
 
     /// Field numbers are the contract with Istio: spot-check a few by

@@ -186,13 +186,18 @@ fn access_logs_in_envoys_formats_as_telemetry_says() -> Result<()> {
             f[13]
         );
 
-        // A 403 from the destination's policy: RBAC at the server, the
+        // A 403 from the destination's policy: RBAC at the server, naming
+        // the DENY policy's rule as Istio names it for Envoy, the
         // upstream's answer at the client.
         ensure!(get(&web, &base, "/forbidden-1")? == 403);
         let server = one_line(cluster, "node-2", "/forbidden-1")?;
         ensure!(
             text_fields(&server)[2..5]
-                == ["403", "RBAC", "rbac_access_denied_matched_policy[none]"],
+                == [
+                    "403",
+                    "RBAC",
+                    "rbac_access_denied_matched_policy[ns[shop]-policy[deny-forbidden]-rule[0]]"
+                ],
             "{server}"
         );
         ensure!(

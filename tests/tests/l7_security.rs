@@ -51,6 +51,7 @@ fn statuses(
 fn http_authorization_decides_each_request_and_keeps_the_connection() -> Result<()> {
     let cluster = Cluster::builder().nodes(2).build()?;
     cluster.with_logs(|cluster| {
+        json_access_log(cluster)?;
         for ns in ["shop", "frontend", "other"] {
             cluster.add_namespace(ns, &[AMBIENT])?;
         }
@@ -143,12 +144,14 @@ fn http_authorization_decides_each_request_and_keeps_the_connection() -> Result<
         let encoded = httpapp::get_one(&web, &format!("{base}/api%2Fitems"), &[])?;
         ensure!(encoded.status == 400, "an encoded slash: {encoded:?}");
 
-        // A DENY on a header value, evaluated before the ALLOW.
+        // A DENY on a header value, evaluated before the ALLOW. Its first
+        // rule can never match (disjoint IP blocks), so the control plane
+        // drops it: the header's rule is still rule 1.
         policy(
             cluster,
             "deny-mallory",
             "",
-            "  action: DENY\n  rules:\n  - when:\n    - key: request.headers[x-user]\n      values: [\"mallory*\"]\n",
+            "  action: DENY\n  rules:\n  - from:\n    - source: {ipBlocks: [\"10.0.0.0/8\"], remoteIpBlocks: [\"192.0.2.0/24\"]}\n  - when:\n    - key: request.headers[x-user]\n      values: [\"mallory*\"]\n",
         )?;
         converge("the DENY policy reached node-2", || {
             Ok(statuses(&web, &base, &["GET /api/items"], &["x-user: mallory-2"])? == [403])
@@ -157,6 +160,24 @@ fn http_authorization_decides_each_request_and_keeps_the_connection() -> Result<
             statuses(&web, &base, &["GET /api/items"], &["x-user: bob"])? == [200],
             "another user is let through"
         );
+        // The server side's lines name the DENY policy's rule as Istio
+        // names it for Envoy's RBAC filter; no ALLOW match names none.
+        let lines: Vec<_> = access_log_entries(cluster, "node-2")?
+            .into_iter()
+            .filter(|e| is_http(e) && !is_client(e) && e["response_code"] == 403)
+            .collect();
+        for details in [
+            "rbac_access_denied_matched_policy[ns[shop]-policy[deny-mallory]-rule[1]]",
+            "rbac_access_denied_matched_policy[none]",
+        ] {
+            ensure!(
+                lines.iter().any(|e| e["response_code_details"] == details
+                    && e["response_flags"] == "RBAC"
+                    && e["upstream_host"].is_null()),
+                "no 403 line with the details {details}:\n{}",
+                last_entries(&lines, 12)
+            );
+        }
 
         // AUDIT and dry-run: logged, never enforced.
         policy(

@@ -137,7 +137,7 @@ pub struct LocalReply {
     pub grpc_status: Option<u32>,
     /// `%RESPONSE_CODE_DETAILS%` when the flag does not say (see
     /// [`details`]).
-    pub details: Option<&'static str>,
+    pub details: Option<Cow<'static, str>>,
 }
 
 impl LocalReply {
@@ -211,7 +211,7 @@ impl LocalReply {
             flag: None,
             body: "Bad Request",
             grpc_status: None,
-            details: Some(details::PATH_NORMALIZATION_FAILED),
+            details: Some(Cow::Borrowed(details::PATH_NORMALIZATION_FAILED)),
         }
     }
 
@@ -232,17 +232,23 @@ impl LocalReply {
             flag: None,
             body: "Payload Too Large",
             grpc_status: None,
-            details: Some(details::REQUEST_PAYLOAD_TOO_LARGE),
+            details: Some(Cow::Borrowed(details::REQUEST_PAYLOAD_TOO_LARGE)),
         }
     }
 
-    /// Denied by an authorization policy, as Envoy's RBAC filter answers.
-    pub fn rbac_denied() -> LocalReply {
-        LocalReply::new(
-            StatusCode::FORBIDDEN,
-            Flag::RbacDenied,
-            "RBAC: access denied",
-        )
+    /// Denied by an authorization policy, as Envoy's RBAC filter answers:
+    /// by the DENY policy's `rule` that matched (Istio's name for it, see
+    /// `policy::envoy_rule_name`), or, with none, because no ALLOW policy
+    /// matched.
+    pub fn rbac_denied(rule: Option<&str>) -> LocalReply {
+        LocalReply {
+            details: Some(details::rbac_denied(rule)),
+            ..LocalReply::new(
+                StatusCode::FORBIDDEN,
+                Flag::RbacDenied,
+                "RBAC: access denied",
+            )
+        }
     }
 
     pub fn fault_abort(status: StatusCode, grpc_status: Option<u32>) -> LocalReply {
@@ -284,7 +290,7 @@ impl LocalReply {
             response
         };
         let flags = self.flag.map(Flags::from).unwrap_or_default();
-        Replied::mark(response, flags, self.details.map(Cow::Borrowed))
+        Replied::mark(response, flags, self.details)
     }
 }
 
@@ -328,6 +334,16 @@ pub mod details {
     pub const PATH_NORMALIZATION_FAILED: &str = "path_normalization_failed";
     /// A body longer than a filter may buffer.
     pub const REQUEST_PAYLOAD_TOO_LARGE: &str = "request_payload_too_large";
+
+    /// An authorization policy's denial, as Envoy's RBAC filter words it:
+    /// `rbac_access_denied_matched_policy[ns[NS]-policy[NAME]-rule[N]]`
+    /// for a DENY policy's rule, `...[none]` when no ALLOW policy matched.
+    pub fn rbac_denied(rule: Option<&str>) -> Cow<'static, str> {
+        match rule {
+            Some(rule) => Cow::Owned(format!("rbac_access_denied_matched_policy[{rule}]")),
+            None => Cow::Borrowed("rbac_access_denied_matched_policy[none]"),
+        }
+    }
 
     /// A RequestAuthentication refusal, as Envoy's `jwt_authn` filter
     /// words it: `jwt_authn_access_denied{Jwt_is_expired}`, the reason's
@@ -402,10 +418,18 @@ mod tests {
                 .expect("marked")
                 .clone()
         };
-        // The flag says why; the access log words it.
-        let rbac = replied(LocalReply::rbac_denied());
+        // The flag, and which rule denied.
+        let rbac = replied(LocalReply::rbac_denied(Some("ns[demo]-policy[p]-rule[1]")));
         assert!(rbac.flags.has(Flag::RbacDenied));
-        assert_eq!(rbac.details, None);
+        assert_eq!(
+            rbac.details.as_deref(),
+            Some("rbac_access_denied_matched_policy[ns[demo]-policy[p]-rule[1]]")
+        );
+        let none = replied(LocalReply::rbac_denied(None));
+        assert_eq!(
+            none.details.as_deref(),
+            Some("rbac_access_denied_matched_policy[none]")
+        );
         // No flag: the reply's own details.
         let path = replied(LocalReply::path_normalization_failed());
         assert!(path.flags.is_empty());

@@ -98,7 +98,10 @@ fn convert_groups(policy: &str, groups: Vec<pb::Group>) -> Result<Vec<Group>, Po
                         .collect()
                 })
                 .collect::<Result<Vec<Vec<Match>>, _>>()?;
-            Ok(Group { rules })
+            Ok(Group {
+                rules,
+                rule: group.rule,
+            })
         })
         .collect()
 }

@@ -7,11 +7,14 @@ use super::{Action, AttributeMatch, Connection, Group, Match, Policy, Request, S
 /// Why a connection was refused.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum DenyReason {
-    /// A DENY policy matched (`namespace/name`). `l7_ignored`: HTTP
-    /// conditions of that policy a node proxy cannot see, so it denied the
-    /// whole connection (as ztunnel does).
+    /// A DENY policy matched (`namespace/name`). `rule`: which of its
+    /// rules, as Istio names it for Envoy's RBAC filter
+    /// (`ns[NS]-policy[NAME]-rule[N]`, see [`envoy_rule_name`]).
+    /// `l7_ignored`: HTTP conditions of that policy a node proxy cannot
+    /// see, so it denied the whole connection (as ztunnel does).
     DeniedBy {
         policy: String,
+        rule: String,
         l7_ignored: Vec<String>,
     },
     /// ALLOW policies apply to the workload and none matched.
@@ -21,10 +24,14 @@ pub enum DenyReason {
 impl std::fmt::Display for DenyReason {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
-            Self::DeniedBy { policy, l7_ignored } if l7_ignored.is_empty() => {
+            Self::DeniedBy {
+                policy, l7_ignored, ..
+            } if l7_ignored.is_empty() => {
                 write!(f, "denied by policy {policy}")
             }
-            Self::DeniedBy { policy, l7_ignored } => write!(
+            Self::DeniedBy {
+                policy, l7_ignored, ..
+            } => write!(
                 f,
                 "denied by policy {policy} (its HTTP conditions {} cannot be checked at L4, so the whole connection is denied)",
                 l7_ignored.join(", ")
@@ -149,12 +156,42 @@ impl Policy {
 
     /// Whether the request matches, HTTP attributes included.
     pub fn matches_request(&self, conn: &Connection, request: &Request) -> bool {
-        self.http_groups
-            .as_ref()
-            .unwrap_or(&self.groups)
+        self.groups_for(Some(request))
             .iter()
             .any(|g| g.matches(conn, Some(request)))
     }
+
+    /// The groups that decide: with the HTTP attributes for a request.
+    fn groups_for(&self, request: Option<&Request>) -> &[Group] {
+        match (request, &self.http_groups) {
+            (Some(_), Some(http)) => http,
+            _ => &self.groups,
+        }
+    }
+
+    /// The indices of the rules that match (each group's own, else its
+    /// position).
+    fn matching_rules<'a>(
+        &'a self,
+        conn: &'a Connection,
+        request: Option<&'a Request>,
+    ) -> impl Iterator<Item = u32> + 'a {
+        self.groups_for(request)
+            .iter()
+            .zip(0u32..)
+            .filter(move |(g, _)| g.matches(conn, request))
+            .map(|(g, position)| g.rule.unwrap_or(position))
+    }
+}
+
+/// What Istio names rule `rule` of `policy` in Envoy's RBAC filter, and so
+/// what Envoy's access log says of a request it denied:
+/// `ns[NS]-policy[NAME]-rule[N]`.
+pub fn envoy_rule_name(policy: &Policy, rule: u32) -> String {
+    format!(
+        "ns[{}]-policy[{}]-rule[{rule}]",
+        policy.namespace, policy.name
+    )
 }
 
 /// Decides on a connection to a port that is not HTTP, with Istio's
@@ -207,20 +244,32 @@ fn decide(policies: &[Arc<Policy>], conn: &Connection, request: Option<&Request>
             );
         }
     }
+    // Envoy's RBAC filter keeps its policies (one per rule) in a map
+    // ordered by name and reports the first that matches: of the rules
+    // that match, the one whose name sorts first is the one named.
+    let mut denied: Option<(&Arc<Policy>, String)> = None;
     for policy in policies.iter().filter(|p| p.action == Action::Deny) {
-        let matched = matches(policy);
         if policy.dry_run {
-            log_dry_run(policy, matched);
-        } else if matched {
-            return Decision::Deny(DenyReason::DeniedBy {
-                policy: policy.key(),
-                l7_ignored: if request.is_some() {
-                    Vec::new()
-                } else {
-                    policy.l7_ignored.clone()
-                },
-            });
+            log_dry_run(policy, matches(policy));
+            continue;
         }
+        for rule in policy.matching_rules(conn, request) {
+            let name = envoy_rule_name(policy, rule);
+            if denied.as_ref().is_none_or(|(_, first)| name < *first) {
+                denied = Some((*policy, name));
+            }
+        }
+    }
+    if let Some((policy, rule)) = denied {
+        return Decision::Deny(DenyReason::DeniedBy {
+            policy: policy.key(),
+            rule,
+            l7_ignored: if request.is_some() {
+                Vec::new()
+            } else {
+                policy.l7_ignored.clone()
+            },
+        });
     }
     let mut enforced_allows = 0;
     let mut allowed_by = None;
@@ -268,7 +317,16 @@ mod tests {
     fn one(m: Match) -> Vec<Group> {
         vec![Group {
             rules: vec![vec![m]],
+            rule: None,
         }]
+    }
+
+    /// A group of one match, compiled from rule `rule`.
+    fn rule(rule: u32, m: Match) -> Group {
+        Group {
+            rules: vec![vec![m]],
+            rule: Some(rule),
+        }
     }
 
     fn conn(sa: Option<&str>, ns: &str, src: &str, port: u16) -> Connection {
@@ -323,8 +381,66 @@ mod tests {
     }
 
     #[test]
+    fn a_denial_names_the_rule_as_envoy_does() {
+        let port = |p: u16| Match {
+            destination_ports: vec![p],
+            ..Default::default()
+        };
+        let denied = |policies: &[Arc<Policy>], dst_port| match evaluate(
+            policies,
+            &conn(Some("a"), "demo", "10.0.1.2", dst_port),
+        ) {
+            Decision::Deny(DenyReason::DeniedBy { policy, rule, .. }) => (policy, rule),
+            other => panic!("port {dst_port}: {other:?}"),
+        };
+        // The group's own rule index, not its position (rule 0 could
+        // never match and was left out by the control plane).
+        let a = policy(
+            "a",
+            Action::Deny,
+            vec![rule(1, port(80)), rule(2, port(81))],
+        );
+        assert_eq!(
+            denied(std::slice::from_ref(&a), 81),
+            ("demo/a".into(), "ns[demo]-policy[a]-rule[2]".into())
+        );
+        // Without indices, the position.
+        let b = policy("b", Action::Deny, vec![rule(0, port(1)), port_group(80)]);
+        fn port_group(p: u16) -> Group {
+            Group {
+                rules: vec![vec![Match {
+                    destination_ports: vec![p],
+                    ..Default::default()
+                }]],
+                rule: None,
+            }
+        }
+        assert_eq!(
+            denied(std::slice::from_ref(&b), 80).1,
+            "ns[demo]-policy[b]-rule[1]"
+        );
+        // Of several matching rules, the name that sorts first, as
+        // Envoy's map of policies orders them: `a` before `b`, whichever
+        // comes first here, and rule 10 before rule 2.
+        assert_eq!(denied(&[b, a.clone()], 80).1, "ns[demo]-policy[a]-rule[1]");
+        let c = policy(
+            "c",
+            Action::Deny,
+            vec![rule(2, port(80)), rule(10, port(80))],
+        );
+        assert_eq!(denied(&[c], 80).1, "ns[demo]-policy[c]-rule[10]");
+    }
+
+    #[test]
     fn deny_overrides_allow_and_empty_allow_denies_all() {
-        let allow_all = policy("allow-all", Action::Allow, vec![Group { rules: vec![] }]);
+        let allow_all = policy(
+            "allow-all",
+            Action::Allow,
+            vec![Group {
+                rules: vec![],
+                rule: None,
+            }],
+        );
         let deny_ns = policy(
             "deny-legacy",
             Action::Deny,
@@ -399,7 +515,15 @@ mod tests {
 
     #[test]
     fn dry_run_is_never_enforced() {
-        let mut deny = (*policy("deny-all", Action::Deny, vec![Group { rules: vec![] }])).clone();
+        let mut deny = (*policy(
+            "deny-all",
+            Action::Deny,
+            vec![Group {
+                rules: vec![],
+                rule: None,
+            }],
+        ))
+        .clone();
         deny.dry_run = true;
         assert!(matches!(
             evaluate(&[Arc::new(deny)], &conn(None, "x", "10.0.1.7", 80)),
@@ -442,7 +566,15 @@ mod tests {
 
     #[test]
     fn a_deny_with_ignored_http_conditions_says_so() {
-        let mut deny = (*policy("deny-get", Action::Deny, vec![Group { rules: vec![] }])).clone();
+        let mut deny = (*policy(
+            "deny-get",
+            Action::Deny,
+            vec![Group {
+                rules: vec![],
+                rule: None,
+            }],
+        ))
+        .clone();
         deny.l7_ignored = vec!["methods".into()];
         let decision = evaluate(&[Arc::new(deny)], &conn(Some("a"), "demo", "10.0.1.2", 80));
         let Decision::Deny(reason) = decision else {
@@ -460,7 +592,10 @@ mod tests {
         let mut allow = (*policy(
             "allow-get-api",
             Action::Allow,
-            vec![Group { rules: vec![] }],
+            vec![Group {
+                rules: vec![],
+                rule: None,
+            }],
         ))
         .clone();
         // At L4 the rule needs HTTP attributes: it never matches there.

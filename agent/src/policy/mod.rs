@@ -95,10 +95,13 @@ impl Policy {
     }
 }
 
-/// AND-ed rules.
+/// AND-ed rules: one AuthorizationPolicy rule.
 #[derive(Debug, Clone, PartialEq, serde::Serialize)]
 pub struct Group {
     pub rules: Vec<Vec<Match>>,
+    /// The index of the policy's rule it was compiled from (`None`: not
+    /// sent, the group's position stands for it).
+    pub rule: Option<u32>,
 }
 
 /// Values of one kind are OR-ed; the kinds present are AND-ed; a `not_`

@@ -150,17 +150,23 @@ pub fn compile_with(
     let mut l7 = BTreeSet::new();
     let mut groups = Vec::new();
     let mut http_groups = Vec::new();
-    for rule in &policy.spec.rules {
+    for (index, rule) in policy.spec.rules.iter().enumerate() {
         let mut rule_l7 = BTreeSet::new();
         // Can never match whatever the action (disjoint IP blocks).
         let Some(rules) = compile_rule(rule, namespace, Some(&mut rule_l7)) else {
             continue;
         };
         let http = compile_rule(rule, namespace, None).expect("same rule, same IP blocks");
-        http_groups.push(Group { rules: http });
+        // Each group says which rule it is: the ones skipped above shift
+        // the positions.
+        let index = u32::try_from(index).ok();
+        http_groups.push(Group {
+            rules: http,
+            rule: index,
+        });
         // At L4, an ALLOW rule that needs HTTP attributes can never match.
         if rule_l7.is_empty() || action != Action::Allow || audit {
-            groups.push(Group { rules });
+            groups.push(Group { rules, rule: index });
         }
         l7.extend(rule_l7);
     }

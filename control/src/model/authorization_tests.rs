@@ -196,7 +196,14 @@ fn empty_rule_matches_everything_and_rules_are_groups() {
         "  action: DENY\n  rules:\n  - {}\n  - to: [{operation: {ports: ['1']}}]\n",
     ));
     assert_eq!(a.groups.len(), 2);
-    assert_eq!(a.groups[0], Group { rules: vec![] });
+    assert_eq!(
+        a.groups[0],
+        Group {
+            rules: vec![],
+            rule: Some(0)
+        }
+    );
+    assert_eq!(a.groups[1].rule, Some(1));
 }
 
 #[test]
@@ -417,6 +424,16 @@ fn remote_ip_blocks_compile_into_source_ips_that_every_client_enforces() {
         "  action: ALLOW\n  rules:\n  - from:\n    - source: {ipBlocks: [\"10.0.0.0/8\"], remoteIpBlocks: [\"192.0.2.0/24\"]}\n    - source: {namespaces: [\"mesh\"]}\n",
     ));
     assert_eq!(one_left.groups[0].rules[0].matches.len(), 1);
+
+    // A dropped rule shifts the groups after it: each keeps its rule's
+    // index, as the access log names a DENY policy's matched rule by it.
+    let shifted = authz(&policy(
+        "mesh",
+        &format!("  action: DENY\n{disjoint}  - to: [{{operation: {{methods: [\"POST\"]}}}}]\n"),
+    ));
+    assert_eq!(shifted.groups.len(), 1);
+    assert_eq!(shifted.groups[0].rule, Some(1));
+    assert_eq!(shifted.http_groups[0].rule, Some(1));
 }
 
 #[test]

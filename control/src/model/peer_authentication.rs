@@ -208,6 +208,7 @@ pub fn static_strict(root_namespace: &str) -> Authorization {
         action: Action::Deny as i32,
         groups: vec![Group {
             rules: vec![deny_plaintext(Vec::new())],
+            rule: None,
         }],
         ..Default::default()
     }
@@ -252,6 +253,7 @@ fn convert(
                 }
                 groups.push(Group {
                     rules: vec![deny_plaintext(vec![port])],
+                    rule: None,
                 });
             }
             MtlsMode::Permissive | MtlsMode::Disable => {
@@ -287,7 +289,7 @@ fn convert(
         rules.push(deny_plaintext(Vec::new()));
     }
     if !rules.is_empty() {
-        groups.push(Group { rules });
+        groups.push(Group { rules, rule: None });
     }
     Some(Authorization {
         name: format!("{CONVERTED_PREFIX}{}", pa.metadata.name),

@@ -103,7 +103,8 @@ fn static_strict_policy_shape() {
     assert_eq!(
         a.groups,
         vec![Group {
-            rules: vec![deny_plaintext(vec![])]
+            rules: vec![deny_plaintext(vec![])],
+            rule: None,
         }]
     );
     assert_eq!(keys, [STATIC]);
@@ -144,7 +145,8 @@ fn strict_with_a_permissive_port() {
     assert_eq!(
         converted.groups,
         vec![Group {
-            rules: vec![deny_plaintext(vec![]), not_port(9090)]
+            rules: vec![deny_plaintext(vec![]), not_port(9090)],
+            rule: None,
         }]
     );
     assert_eq!(
@@ -164,7 +166,8 @@ fn permissive_with_a_strict_port() {
     assert_eq!(
         converted.groups,
         vec![Group {
-            rules: vec![deny_plaintext(vec![8080])]
+            rules: vec![deny_plaintext(vec![8080])],
+            rule: None,
         }]
     );
     assert_eq!(keys, ["ns/converted_peer_authentication_w"]);
@@ -190,7 +193,8 @@ fn unset_workload_under_strict_namespace_merges_strict() {
     assert_eq!(
         converted.groups,
         vec![Group {
-            rules: vec![not_port(9090), deny_plaintext(vec![])]
+            rules: vec![not_port(9090), deny_plaintext(vec![])],
+            rule: None,
         }]
     );
     assert_eq!(keys, ["ns/converted_peer_authentication_w"]);

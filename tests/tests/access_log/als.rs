@@ -126,15 +126,16 @@ fn grpc_providers_stream_entries_to_the_access_log_service() -> Result<()> {
             "the providers replaced stdout"
         );
         // A denied request: the server's entry says why, as Envoy's RBAC
-        // filter does (its details, no response flag), and names no
-        // upstream.
+        // filter does (its details, naming the DENY policy's rule; no
+        // response flag), and names no upstream.
         ensure!(get(&web, &base, "/forbidden-als")? == 403);
         converge("the denied request's entry", || {
             std::thread::sleep(std::time::Duration::from_millis(500));
             Ok(http_of("/forbidden-als")?.iter().any(|e| {
                 e.node_id == "node-2"
                     && e.response_code == 403
-                    && e.response_code_details == "rbac_access_denied_matched_policy[none]"
+                    && e.response_code_details
+                        == "rbac_access_denied_matched_policy[ns[shop]-policy[deny-forbidden]-rule[0]]"
                     && e.response_flags.is_empty()
                     && e.upstream_cluster.is_empty()
             }))
