@@ -242,6 +242,30 @@ fn access_logs_in_envoys_formats_as_telemetry_says() -> Result<()> {
             f[7].parse::<u64>()? > 0 && f[8].parse::<u64>()? > 0,
             "bytes received and sent: {tcp}"
         );
+        // A connection the destination's policy refuses: the server side
+        // still writes its line, as Envoy's network RBAC filter leaves
+        // one, naming the rule in `%CONNECTION_TERMINATION_DETAILS%`.
+        apply(
+            cluster,
+            "deny-front-db",
+            "apiVersion: security.istio.io/v1\nkind: AuthorizationPolicy\nmetadata:\n  name: deny-front-db\n  namespace: shop\nspec:\n  selector:\n    matchLabels:\n      app: db\n  action: DENY\n  rules:\n  - from:\n    - source:\n        namespaces: [nobody]\n  - from:\n    - source:\n        namespaces: [front]\n",
+        )?;
+        let refused = wait_for("the refused connection's line on node-2", TIMEOUT, || {
+            // Refused: the app's connection is reset, so no status.
+            let _ = get(&web, &db_base, "/tcp-refused");
+            Ok(lines(cluster, "node-2", "inbound|9090||")?
+                .into_iter()
+                .rfind(|l| text_fields(l)[3] == "RBAC"))
+        })?;
+        let f = text_fields(&refused);
+        ensure!(
+            f[1] == "- - -"
+                && f[2] == "0"
+                && f[5] == "rbac_access_denied_matched_policy[ns[shop]-policy[deny-front-db]-rule[1]]"
+                && f[7..9] == ["0", "0"]
+                && f[15] == "-",
+            "the refused connection's line (no bytes, no upstream host): {refused}"
+        );
 
         // JSON, from the mesh config in the root namespace's ConfigMap.
         apply(

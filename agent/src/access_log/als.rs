@@ -356,11 +356,7 @@ fn common(e: &Entry<'_>) -> AccessLogCommon {
         upstream_request_attempt_count: e.attempts,
         // A connection RBAC closed, as Envoy's network RBAC filter says
         // it (a request's denial is in its response code details).
-        connection_termination_details: if e.http.is_none() && e.flags.has(Flag::RbacDenied) {
-            "rbac_access_denied_matched_policy[none]".to_string()
-        } else {
-            String::new()
-        },
+        connection_termination_details: e.termination_details().unwrap_or_default().to_string(),
         ..Default::default()
     }
 }

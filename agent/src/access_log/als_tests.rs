@@ -243,6 +243,21 @@ fn a_tcp_provider_gets_connection_entries_and_only_external_denials_are_unauthor
         common.connection_termination_details,
         "rbac_access_denied_matched_policy[none]"
     );
+    // The rule, when the side that denied it knows it.
+    let got = with_entry(&format, |e| {
+        let mut e = e.clone();
+        e.http = None;
+        e.flags = Flag::RbacDenied.into();
+        e.termination = Some("rbac_access_denied_matched_policy[ns[db]-policy[deny]-rule[2]]");
+        entry(&service, &e, None)
+    });
+    let Item::Tcp(got) = got else { panic!("TCP") };
+    assert_eq!(
+        got.common_properties
+            .unwrap()
+            .connection_termination_details,
+        "rbac_access_denied_matched_policy[ns[db]-policy[deny]-rule[2]]"
+    );
     assert_eq!(
         common.upstream_cluster, "",
         "Envoy names the host's cluster"

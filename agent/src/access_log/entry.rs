@@ -204,6 +204,10 @@ pub struct Entry<'a> {
     /// flags do not name (a direct response, a CORS preflight, a JWT or
     /// ext_authz refusal); otherwise derived from the flags.
     pub details: Option<&'a str>,
+    /// `%CONNECTION_TERMINATION_DETAILS%` of an L4 connection the proxy
+    /// closed: which policy's rule denied it (see
+    /// [`Entry::termination_details`]).
+    pub termination: Option<&'a str>,
     pub transport_failure: &'a str,
     pub bytes_received: u64,
     pub bytes_sent: u64,
@@ -252,6 +256,7 @@ impl<'a> Entry<'a> {
             protocol: "",
             flags: Flags::default(),
             details: None,
+            termination: None,
             transport_failure: "",
             bytes_received: 0,
             bytes_sent: 0,
@@ -318,6 +323,17 @@ impl<'a> Entry<'a> {
 
     pub fn response_header(&self, name: &str) -> Option<&'a str> {
         self.response(&Header::parse(name))
+    }
+
+    /// `%CONNECTION_TERMINATION_DETAILS%`, as Envoy's network RBAC filter
+    /// words it: the rule that denied an L4 connection, else (a denial
+    /// whose rule this side does not know) `...[none]`; nothing for a
+    /// request or a connection no policy closed.
+    pub fn termination_details(&self) -> Option<&'a str> {
+        self.termination.or_else(|| {
+            (self.http.is_none() && self.flags.has(Flag::RbacDenied))
+                .then_some(crate::l7::reply::details::RBAC_NONE)
+        })
     }
 
     /// `%RESPONSE_CODE_DETAILS%`, as Envoy words it: the proxy's own
@@ -391,6 +407,36 @@ mod tests {
         assert_eq!(e.code_details(), "route_not_found");
         e.details = Some("direct_response");
         assert_eq!(e.code_details(), "direct_response");
+    }
+
+    #[test]
+    fn termination_details_name_the_rule_that_closed_a_connection() {
+        let mut e = Entry::new(SystemTime::UNIX_EPOCH, Duration::ZERO);
+        assert_eq!(e.termination_details(), None, "nothing closed it");
+        e.flags.set(Flag::RbacDenied);
+        assert_eq!(
+            e.termination_details(),
+            Some("rbac_access_denied_matched_policy[none]"),
+            "a denial whose rule this side does not know"
+        );
+        let rule = "rbac_access_denied_matched_policy[ns[db]-policy[deny]-rule[0]]";
+        e.termination = Some(rule);
+        assert_eq!(e.termination_details(), Some(rule));
+        e.termination = None;
+        e.http = Some(Http {
+            method: "GET",
+            path: "/",
+            authority: "a",
+            headers: None,
+            response_headers: None,
+            status: 403,
+            grpc_status: None,
+        });
+        assert_eq!(
+            e.termination_details(),
+            None,
+            "a request's denial is in its response code details"
+        );
     }
 
     fn name(n: &'static str) -> HeaderName {

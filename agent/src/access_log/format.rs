@@ -293,7 +293,10 @@ impl Op {
             Op::ResponseFlags if e.flags.is_empty() => text(out, "-"),
             Op::ResponseFlags => text(out, &e.flags.to_string()),
             Op::ResponseCodeDetails => text(out, e.code_details()),
-            Op::ConnectionTerminationDetails => false,
+            Op::ConnectionTerminationDetails => match e.termination_details() {
+                Some(details) => text(out, details),
+                None => false,
+            },
             Op::UpstreamTransportFailureReason => free_text(out, e.transport_failure),
             Op::BytesReceived => number(out, e.bytes_received),
             Op::BytesSent => number(out, e.bytes_sent),

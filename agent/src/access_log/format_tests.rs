@@ -296,6 +296,16 @@ fn text_renders_values_and_dashes() {
     assert_eq!(Format::text(&[short]).unwrap().render(&e), "/a\n");
     let err = Format::text(&[token("BOGUS", "", "")]).unwrap_err();
     assert!(err.contains("%BOGUS%"), "{err}");
+    // A connection's termination details: none for a request, the rule
+    // for a connection a policy refused.
+    let termination = Format::text(&[token("CONNECTION_TERMINATION_DETAILS", "", "")]).unwrap();
+    assert_eq!(termination.render(&e), "-\n");
+    e.http = None;
+    e.termination = Some("rbac_access_denied_matched_policy[ns[db]-policy[deny]-rule[0]]");
+    assert_eq!(
+        termination.render(&e),
+        "rbac_access_denied_matched_policy[ns[db]-policy[deny]-rule[0]]\n"
+    );
 }
 
 #[test]

@@ -335,13 +335,16 @@ pub mod details {
     /// A body longer than a filter may buffer.
     pub const REQUEST_PAYLOAD_TOO_LARGE: &str = "request_payload_too_large";
 
+    /// A denial because no ALLOW policy matched (Envoy's RBAC filter).
+    pub const RBAC_NONE: &str = "rbac_access_denied_matched_policy[none]";
+
     /// An authorization policy's denial, as Envoy's RBAC filter words it:
     /// `rbac_access_denied_matched_policy[ns[NS]-policy[NAME]-rule[N]]`
     /// for a DENY policy's rule, `...[none]` when no ALLOW policy matched.
     pub fn rbac_denied(rule: Option<&str>) -> Cow<'static, str> {
         match rule {
             Some(rule) => Cow::Owned(format!("rbac_access_denied_matched_policy[{rule}]")),
-            None => Cow::Borrowed("rbac_access_denied_matched_policy[none]"),
+            None => Cow::Borrowed(RBAC_NONE),
         }
     }
 

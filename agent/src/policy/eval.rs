@@ -21,6 +21,17 @@ pub enum DenyReason {
     NoAllowMatch,
 }
 
+impl DenyReason {
+    /// The DENY policy's rule that matched, as Istio names it for Envoy
+    /// (`None`: no ALLOW policy matched).
+    pub fn rule(&self) -> Option<&str> {
+        match self {
+            Self::DeniedBy { rule, .. } => Some(rule),
+            Self::NoAllowMatch => None,
+        }
+    }
+}
+
 impl std::fmt::Display for DenyReason {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {

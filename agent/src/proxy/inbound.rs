@@ -278,8 +278,9 @@ async fn stream_request(
         dst_ip: target.ip(),
         dst_port: target.port(),
     };
-    if pod.authorize(&ctx, &conn).is_err() {
-        return respond(responder, StatusCode::UNAUTHORIZED);
+    if let Err(reason) = pod.authorize(&ctx, &conn) {
+        respond(responder, StatusCode::UNAUTHORIZED);
+        return super::record::refused(&pod.workload, peer, target, Some(&client), true, &reason);
     }
     // Closed if a policy change denies it.
     let tracked = ctx

@@ -47,7 +47,8 @@ pub(super) async fn handle(
     if http {
         policies.retain(|p| p.is_peer_authentication());
     }
-    if pod.authorize_with(&ctx, &conn, &policies).is_err() {
+    if let Err(reason) = pod.authorize_with(&ctx, &conn, &policies) {
+        super::record::refused(&pod.workload, peer, target, None, false, &reason);
         // A prompt reset, so the client fails fast and knows.
         return super::outbound::reset(stream);
     }

@@ -188,13 +188,21 @@ pub(super) async fn handle(
             from_client: sent,
             to_client: received,
         })
-        .map_err(|err| Failure {
-            flag: match err {
-                OutboundError::Denied | OutboundError::Revoked(_) => Flag::RbacDenied,
-                OutboundError::Io(_) => Flag::UpstreamTerminated,
-                _ => Flag::UpstreamConnectFailure,
+        .map_err(|err| match &err {
+            // A same-node destination's policy: both sides' lines name
+            // the rule (this agent decided for the server).
+            OutboundError::Denied(reason) | OutboundError::Revoked(reason) => Failure {
+                error: err.to_string(),
+                ..Failure::denied(reason)
             },
-            error: err.to_string(),
+            _ => Failure {
+                flag: match err {
+                    OutboundError::Io(_) => Flag::UpstreamTerminated,
+                    _ => Flag::UpstreamConnectFailure,
+                },
+                error: err.to_string(),
+                termination: None,
+            },
         });
     let same_node_server = (protocol == "same-node")
         .then(|| ctx.local_pods.get(dst.ip()))
@@ -327,8 +335,8 @@ pub enum OutboundError {
     Hbone(#[from] hbone::HboneError),
     #[error("the pod has no IP address")]
     NoAddress,
-    #[error("denied by the destination's policy")]
-    Denied,
+    #[error("denied by the destination's policy ({0})")]
+    Denied(crate::policy::DenyReason),
     #[error("closed: a policy change denies it ({0})")]
     Revoked(crate::policy::DenyReason),
     #[error(transparent)]
@@ -532,8 +540,8 @@ pub(crate) async fn connect_same_node(
         dst_ip: target.ip(),
         dst_port: target.port(),
     };
-    if destination.authorize(ctx, &conn).is_err() {
-        return Err(OutboundError::Denied);
+    if let Err(reason) = destination.authorize(ctx, &conn) {
+        return Err(OutboundError::Denied(reason));
     }
     // Registered before the connect, so that a policy change while it is
     // under way reaches it (it unregisters if the connect fails).

@@ -4,12 +4,13 @@
 //! Bytes are always counted from the downstream's point of view, as Envoy
 //! does: received from the client, sent to it.
 
-use std::{fmt::Display, net::SocketAddr, sync::Arc, time::Instant};
+use std::{borrow::Cow, fmt::Display, net::SocketAddr, sync::Arc, time::Instant};
 
 use crate::{
     access_log::{self, Cluster, Side},
     l7::reply::{Flag, Flags},
     metrics::traffic::TcpRecord,
+    policy::DenyReason,
     state::{Identity, Workload},
     trace::{ActiveSpan, TcpEnd},
 };
@@ -25,16 +26,74 @@ pub struct Moved {
 pub struct Failure {
     pub flag: Flag,
     pub error: String,
+    /// A policy's denial, as Envoy's network RBAC filter words it
+    /// (`%CONNECTION_TERMINATION_DETAILS%`).
+    pub termination: Option<Cow<'static, str>>,
 }
 
 impl Failure {
     /// A relay that broke, or that a policy change closed.
     pub fn relay(err: &std::io::Error) -> Failure {
-        Failure {
-            flag: super::open::end_flag(err),
-            error: err.to_string(),
+        let revoked = err
+            .get_ref()
+            .and_then(|inner| inner.downcast_ref::<super::open::RevokedError>());
+        match revoked {
+            Some(revoked) => Failure {
+                error: err.to_string(),
+                ..Failure::denied(&revoked.0)
+            },
+            None => Failure {
+                flag: super::open::end_flag(err),
+                error: err.to_string(),
+                termination: None,
+            },
         }
     }
+
+    /// Refused, or closed, by the destination's policies.
+    pub fn denied(reason: &DenyReason) -> Failure {
+        Failure {
+            flag: Flag::RbacDenied,
+            error: reason.to_string(),
+            termination: Some(crate::l7::reply::details::rbac_denied(reason.rule())),
+        }
+    }
+}
+
+/// The server side's access-log line of a connection its destination's
+/// policies refused when it arrived (`tls`: over HBONE), as Envoy's
+/// network RBAC filter leaves one: no upstream, no bytes, and the rule
+/// that denied it in `%CONNECTION_TERMINATION_DETAILS%`. The denial has
+/// been logged and counted by `PodContext::authorize`; no connection was
+/// opened, so there are no TCP metrics to close.
+pub fn refused(
+    workload: &Workload,
+    client: SocketAddr,
+    local: SocketAddr,
+    client_identity: Option<&Identity>,
+    tls: bool,
+    reason: &DenyReason,
+) {
+    let termination = crate::l7::reply::details::rbac_denied(reason.rule());
+    access_log::tcp(&access_log::Tcp {
+        side: Side::Server,
+        workload,
+        started: Instant::now(),
+        bytes_received: 0,
+        bytes_sent: 0,
+        upstream_host: None,
+        upstream_workload: None,
+        cluster: Cluster::Inbound(local.port()),
+        downstream_local: Some(local),
+        downstream_remote: Some(client),
+        peer_identity: client_identity,
+        mtls: tls,
+        downstream_tls: tls,
+        upstream_tls: false,
+        flags: Flags::from(Flag::RbacDenied),
+        failure: None,
+        termination: Some(&termination),
+    });
 }
 
 /// One connection, as its reports describe it.
@@ -103,11 +162,12 @@ impl ConnectionRecord<'_> {
                 error: result.as_ref().err().map(|f| f.error.as_str()),
             });
         }
-        let (flags, failure) = match &result {
-            Ok(_) => (Flags::default(), None),
+        let (flags, failure, termination) = match &result {
+            Ok(_) => (Flags::default(), None, None),
             Err(failure) => (
                 Flags::from(failure.flag),
                 Some(&failure.error as &dyn Display),
+                failure.termination.as_deref(),
             ),
         };
         let mtls = self.protocol != "TCP";
@@ -128,6 +188,7 @@ impl ConnectionRecord<'_> {
             upstream_tls: self.tls && side == Side::Client,
             flags,
             failure,
+            termination,
         };
         access_log::tcp(&line(
             self.side,
@@ -189,5 +250,39 @@ impl ConnectionRecord<'_> {
                 duration_ms, error = %failure.error, "connection ended with an error"
             ),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_connection_a_policy_closed_names_the_rule() {
+        let reason = DenyReason::DeniedBy {
+            policy: "db/deny".into(),
+            rule: "ns[db]-policy[deny]-rule[1]".into(),
+            l7_ignored: Vec::new(),
+        };
+        let revoked = std::io::Error::new(
+            std::io::ErrorKind::PermissionDenied,
+            super::super::open::RevokedError(reason),
+        );
+        let failure = Failure::relay(&revoked);
+        assert_eq!(failure.flag, Flag::RbacDenied);
+        assert_eq!(
+            failure.termination.as_deref(),
+            Some("rbac_access_denied_matched_policy[ns[db]-policy[deny]-rule[1]]")
+        );
+        assert!(failure.error.contains("policy change"), "{}", failure.error);
+        let broken = Failure::relay(&std::io::Error::from(std::io::ErrorKind::BrokenPipe));
+        assert_eq!(broken.flag, Flag::UpstreamTerminated);
+        assert_eq!(broken.termination, None);
+        // No ALLOW policy matched: no rule to name.
+        let none = Failure::denied(&DenyReason::NoAllowMatch);
+        assert_eq!(
+            none.termination.as_deref(),
+            Some("rbac_access_denied_matched_policy[none]")
+        );
     }
 }
