@@ -31,6 +31,22 @@ pub struct Http<'a> {
     pub grpc_status: Option<u32>,
 }
 
+#[cfg(test)]
+impl Http<'static> {
+    /// `GET /` to `a`, answered `status`, no header kept.
+    pub fn get(status: u16) -> Http<'static> {
+        Http {
+            method: "GET",
+            path: "/",
+            authority: "a",
+            headers: None,
+            response_headers: None,
+            status,
+            grpc_status: None,
+        }
+    }
+}
+
 /// The headers of a request or a response that a line may print or its
 /// filter read, copied when they pass (the first value of each): a few,
 /// not the whole map, so that logging a request costs little more than
@@ -393,15 +409,7 @@ mod tests {
         let mut e = Entry::new(SystemTime::UNIX_EPOCH, Duration::ZERO);
         // L4: none.
         assert_eq!(e.code_details(), "");
-        e.http = Some(Http {
-            method: "GET",
-            path: "/",
-            authority: "a",
-            headers: None,
-            response_headers: None,
-            status: 200,
-            grpc_status: None,
-        });
+        e.http = Some(Http::get(200));
         assert_eq!(e.code_details(), "via_upstream");
         e.flags.set(Flag::NoRoute);
         assert_eq!(e.code_details(), "route_not_found");
@@ -423,15 +431,7 @@ mod tests {
         e.termination = Some(rule);
         assert_eq!(e.termination_details(), Some(rule));
         e.termination = None;
-        e.http = Some(Http {
-            method: "GET",
-            path: "/",
-            authority: "a",
-            headers: None,
-            response_headers: None,
-            status: 403,
-            grpc_status: None,
-        });
+        e.http = Some(Http::get(403));
         assert_eq!(
             e.termination_details(),
             None,

@@ -394,15 +394,7 @@ fn stable_operators_are_kept_per_thread_and_rendered_again_when_a_value_changes(
     );
     let mut e = Entry::new(SystemTime::UNIX_EPOCH, Duration::ZERO);
     // An L7 line (an L4 one is rendered without the table).
-    e.http = Some(Http {
-        method: "GET",
-        path: "/",
-        authority: "a",
-        headers: None,
-        response_headers: None,
-        status: 200,
-        grpc_status: None,
-    });
+    e.http = Some(Http::get(200));
     e.upstream_host = Some("10.0.0.1:80".parse().unwrap());
     e.downstream_remote = Some("10.0.0.9:40000".parse().unwrap());
     e.upstream_cluster = "outbound|80||a";
@@ -474,13 +466,8 @@ fn header_values_are_printed_as_they_came_unless_not_utf8() {
     let headers = Headers::all(&map);
     let mut e = Entry::new(SystemTime::UNIX_EPOCH, Duration::ZERO);
     e.http = Some(Http {
-        method: "GET",
-        path: "/",
-        authority: "a",
         headers: Some(&headers),
-        response_headers: None,
-        status: 200,
-        grpc_status: None,
+        ..Http::get(200)
     });
     let format = Format::text(&[
         token("REQ", "user-agent", ""),

@@ -470,15 +470,7 @@ fn outputs_open_on_their_first_line_one_sink_per_file() {
     let decision = log.decide("shop", "w", Side::Client).unwrap();
     assert_eq!(decision.lines().count(), 2);
     let mut entry = super::super::Entry::new(std::time::SystemTime::now(), Default::default());
-    entry.http = Some(super::super::Http {
-        method: "GET",
-        path: "/",
-        authority: "a",
-        headers: None,
-        response_headers: None,
-        status: 204,
-        grpc_status: None,
-    });
+    entry.http = Some(super::super::Http::get(204));
     log.write(&decision, &entry);
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
     loop {

@@ -332,13 +332,8 @@ fn upsert_values_come_from_the_request() {
     assert_eq!(host(count(&labels)).as_deref(), Some("unknown"));
     let mut e = Entry::new(std::time::SystemTime::now(), Duration::ZERO);
     e.http = Some(crate::access_log::Http {
-        method: "GET",
-        path: "/",
         authority: "shop.example",
-        headers: None,
-        response_headers: None,
-        status: 200,
-        grpc_status: None,
+        ..crate::access_log::Http::get(200)
     });
     let labels = labels.with_values(&e);
     assert_eq!(host(count(&labels)).as_deref(), Some("shop.example"));
