@@ -141,7 +141,7 @@ fn access_logs_in_envoys_formats_as_telemetry_says() -> Result<()> {
     cluster.with_logs(|cluster| {
         let (api, web, vip) = shop_api_and_front_web(cluster)?;
         // An opaque TCP port, on a pod the HTTP policy does not pick.
-        let (_db, db) = shop_db(cluster)?;
+        let (db_pod, db) = shop_db(cluster)?;
         // A service without endpoints: 503 UH.
         let ghost = cluster.add_service(
             "shop",
@@ -242,30 +242,54 @@ fn access_logs_in_envoys_formats_as_telemetry_says() -> Result<()> {
             f[7].parse::<u64>()? > 0 && f[8].parse::<u64>()? > 0,
             "bytes received and sent: {tcp}"
         );
-        // A connection the destination's policy refuses: the server side
-        // still writes its line, as Envoy's network RBAC filter leaves
-        // one, naming the rule in `%CONNECTION_TERMINATION_DETAILS%`.
+        // Connections the destination's policy refuses: the server side
+        // still writes a line for each, as Envoy's network RBAC filter
+        // leaves one, naming the rule in `%CONNECTION_TERMINATION_DETAILS%`
+        // (its index in the policy: rule 0 can never match and is
+        // dropped), from a client on another node (HBONE), on the same
+        // node, and outside the mesh (plaintext, to the pod's address).
+        cluster.add_namespace("legacy", &[])?;
+        let outsider = common::client(cluster, "node-1", "legacy", "outsider")?;
+        let neighbour = common::client(cluster, "node-2", "front", "neighbour")?;
         apply(
             cluster,
             "deny-front-db",
-            "apiVersion: security.istio.io/v1\nkind: AuthorizationPolicy\nmetadata:\n  name: deny-front-db\n  namespace: shop\nspec:\n  selector:\n    matchLabels:\n      app: db\n  action: DENY\n  rules:\n  - from:\n    - source:\n        namespaces: [nobody]\n  - from:\n    - source:\n        namespaces: [front]\n",
+            &format!(
+                "apiVersion: security.istio.io/v1\nkind: AuthorizationPolicy\nmetadata:\n  name: deny-front-db\n  namespace: shop\nspec:\n  selector:\n    matchLabels:\n      app: db\n  action: DENY\n  rules:\n  - from:\n    - source: {{ipBlocks: [\"10.0.0.0/8\"], remoteIpBlocks: [\"192.0.2.0/24\"]}}\n  - from:\n    - source:\n        namespaces: [front]\n  - from:\n    - source:\n        ipBlocks: [\"{}/32\"]\n",
+                outsider.ip()
+            ),
         )?;
-        let refused = wait_for("the refused connection's line on node-2", TIMEOUT, || {
-            // Refused: the app's connection is reset, so no status.
-            let _ = get(&web, &db_base, "/tcp-refused");
-            Ok(lines(cluster, "node-2", "inbound|9090||")?
-                .into_iter()
-                .rfind(|l| text_fields(l)[3] == "RBAC"))
-        })?;
-        let f = text_fields(&refused);
-        ensure!(
-            f[1] == "- - -"
-                && f[2] == "0"
-                && f[5] == "rbac_access_denied_matched_policy[ns[shop]-policy[deny-front-db]-rule[1]]"
-                && f[7..9] == ["0", "0"]
-                && f[15] == "-",
-            "the refused connection's line (no bytes, no upstream host): {refused}"
-        );
+        let db_direct = format!("http://{}", db_pod.pod.addr(9090));
+        for (who, from, base, rule) in [
+            ("another node", &web, &db_base, 1),
+            ("the same node", &neighbour, &db_base, 1),
+            ("outside the mesh", &outsider, &db_direct, 2),
+        ] {
+            let refused = wait_for(&format!("node-2's line of a refused connection from {who}"), TIMEOUT, || {
+                // Refused: the app's connection is reset, so no status.
+                let _ = get(from, base, "/tcp-refused");
+                Ok(lines(cluster, "node-2", "inbound|9090||")?.into_iter().rfind(|l| {
+                    let f = text_fields(l);
+                    f[3] == "RBAC" && f[19].starts_with(&format!("{}:", from.ip()))
+                }))
+            })?;
+            let f = text_fields(&refused);
+            ensure!(
+                f[1] == "- - -"
+                    && f[2] == "0"
+                    && f[5] == format!("rbac_access_denied_matched_policy[ns[shop]-policy[deny-front-db]-rule[{rule}]]")
+                    && f[7..9] == ["0", "0"]
+                    && f[15] == "-",
+                "from {who}, the refused connection's line (rule {rule}, no bytes, no upstream host): {refused}"
+            );
+        }
+        // The same-node client's own line: refused, but the rule is the
+        // server's to name.
+        let own = lines(cluster, "node-2", tcp_client)?
+            .into_iter()
+            .rfind(|l| text_fields(l)[3] == "RBAC")
+            .context("the same-node client's line")?;
+        ensure!(text_fields(&own)[5] == "-", "{own}");
 
         // JSON, from the mesh config in the root namespace's ConfigMap.
         apply(

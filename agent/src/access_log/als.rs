@@ -356,7 +356,7 @@ fn common(e: &Entry<'_>) -> AccessLogCommon {
         upstream_request_attempt_count: e.attempts,
         // A connection RBAC closed, as Envoy's network RBAC filter says
         // it (a request's denial is in its response code details).
-        connection_termination_details: e.termination_details().unwrap_or_default().to_string(),
+        connection_termination_details: e.termination_details().unwrap_or_default(),
         ..Default::default()
     }
 }

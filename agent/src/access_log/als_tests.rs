@@ -233,6 +233,8 @@ fn a_tcp_provider_gets_connection_entries_and_only_external_denials_are_unauthor
         let mut e = e.clone();
         e.http = None;
         e.flags = Flag::RbacDenied.into();
+        // No ALLOW policy matched.
+        e.denied_rule = Some("none");
         // Denied before any upstream: no cluster.
         e.upstream_host = None;
         entry(&service, &e, None)
@@ -243,12 +245,12 @@ fn a_tcp_provider_gets_connection_entries_and_only_external_denials_are_unauthor
         common.connection_termination_details,
         "rbac_access_denied_matched_policy[none]"
     );
-    // The rule, when the side that denied it knows it.
+    // A DENY policy's rule.
     let got = with_entry(&format, |e| {
         let mut e = e.clone();
         e.http = None;
         e.flags = Flag::RbacDenied.into();
-        e.termination = Some("rbac_access_denied_matched_policy[ns[db]-policy[deny]-rule[2]]");
+        e.denied_rule = Some("ns[db]-policy[deny]-rule[2]");
         entry(&service, &e, None)
     });
     let Item::Tcp(got) = got else { panic!("TCP") };

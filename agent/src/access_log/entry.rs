@@ -220,10 +220,11 @@ pub struct Entry<'a> {
     /// flags do not name (a direct response, a CORS preflight, a JWT or
     /// ext_authz refusal); otherwise derived from the flags.
     pub details: Option<&'a str>,
-    /// `%CONNECTION_TERMINATION_DETAILS%` of an L4 connection the proxy
-    /// closed: which policy's rule denied it (see
-    /// [`Entry::termination_details`]).
-    pub termination: Option<&'a str>,
+    /// The RBAC policy that refused or closed an L4 connection, as
+    /// Envoy's log names it (`ns[NS]-policy[NAME]-rule[N]`, or `none` when
+    /// no ALLOW policy matched), for `%CONNECTION_TERMINATION_DETAILS%`
+    /// (see [`Entry::denied_by`]); set on the side that decided.
+    pub denied_rule: Option<&'a str>,
     pub transport_failure: &'a str,
     pub bytes_received: u64,
     pub bytes_sent: u64,
@@ -272,7 +273,7 @@ impl<'a> Entry<'a> {
             protocol: "",
             flags: Flags::default(),
             details: None,
-            termination: None,
+            denied_rule: None,
             transport_failure: "",
             bytes_received: 0,
             bytes_sent: 0,
@@ -341,15 +342,19 @@ impl<'a> Entry<'a> {
         self.response(&Header::parse(name))
     }
 
-    /// `%CONNECTION_TERMINATION_DETAILS%`, as Envoy's network RBAC filter
-    /// words it: the rule that denied an L4 connection, else (a denial
-    /// whose rule this side does not know) `...[none]`; nothing for a
-    /// request or a connection no policy closed.
-    pub fn termination_details(&self) -> Option<&'a str> {
-        self.termination.or_else(|| {
-            (self.http.is_none() && self.flags.has(Flag::RbacDenied))
-                .then_some(crate::l7::reply::details::RBAC_NONE)
-        })
+    /// What `%CONNECTION_TERMINATION_DETAILS%` names, as Envoy's network
+    /// RBAC filter words it (`rbac_access_denied_matched_policy[` this
+    /// `]`): the policy that refused or closed an L4 connection; nothing
+    /// for a request (its denial is in its response code details), a
+    /// connection no policy closed, or the side that did not decide.
+    pub fn denied_by(&self) -> Option<&'a str> {
+        self.denied_rule.filter(|_| self.http.is_none())
+    }
+
+    /// `%CONNECTION_TERMINATION_DETAILS%` as text (see [`Entry::denied_by`]).
+    pub fn termination_details(&self) -> Option<String> {
+        self.denied_by()
+            .map(|rule| crate::l7::reply::details::rbac_denied(Some(rule)).into_owned())
     }
 
     /// `%RESPONSE_CODE_DETAILS%`, as Envoy words it: the proxy's own
@@ -424,13 +429,20 @@ mod tests {
         e.flags.set(Flag::RbacDenied);
         assert_eq!(
             e.termination_details(),
-            Some("rbac_access_denied_matched_policy[none]"),
-            "a denial whose rule this side does not know"
+            None,
+            "refused, on the side that did not decide"
         );
-        let rule = "rbac_access_denied_matched_policy[ns[db]-policy[deny]-rule[0]]";
-        e.termination = Some(rule);
-        assert_eq!(e.termination_details(), Some(rule));
-        e.termination = None;
+        e.denied_rule = Some("none");
+        assert_eq!(
+            e.termination_details().as_deref(),
+            Some("rbac_access_denied_matched_policy[none]"),
+            "no ALLOW policy matched"
+        );
+        e.denied_rule = Some("ns[db]-policy[deny]-rule[0]");
+        assert_eq!(
+            e.termination_details().as_deref(),
+            Some("rbac_access_denied_matched_policy[ns[db]-policy[deny]-rule[0]]")
+        );
         e.http = Some(Http::get(403));
         assert_eq!(
             e.termination_details(),

@@ -293,8 +293,14 @@ impl Op {
             Op::ResponseFlags if e.flags.is_empty() => text(out, "-"),
             Op::ResponseFlags => text(out, &e.flags.to_string()),
             Op::ResponseCodeDetails => text(out, e.code_details()),
-            Op::ConnectionTerminationDetails => match e.termination_details() {
-                Some(details) => text(out, details),
+            Op::ConnectionTerminationDetails => match e.denied_by() {
+                // Written in place: nothing is formatted for a line.
+                Some(rule) => {
+                    for part in ["rbac_access_denied_matched_policy[", rule, "]"] {
+                        out.extend_from_slice(part.as_bytes());
+                    }
+                    true
+                }
                 None => false,
             },
             Op::UpstreamTransportFailureReason => free_text(out, e.transport_failure),

@@ -301,7 +301,7 @@ fn text_renders_values_and_dashes() {
     let termination = Format::text(&[token("CONNECTION_TERMINATION_DETAILS", "", "")]).unwrap();
     assert_eq!(termination.render(&e), "-\n");
     e.http = None;
-    e.termination = Some("rbac_access_denied_matched_policy[ns[db]-policy[deny]-rule[0]]");
+    e.denied_rule = Some("ns[db]-policy[deny]-rule[0]");
     assert_eq!(
         termination.render(&e),
         "rbac_access_denied_matched_policy[ns[db]-policy[deny]-rule[0]]\n"

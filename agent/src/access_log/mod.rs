@@ -385,8 +385,9 @@ pub struct Tcp<'a> {
     pub flags: crate::l7::reply::Flags,
     /// `%UPSTREAM_TRANSPORT_FAILURE_REASON%`.
     pub failure: Option<&'a dyn std::fmt::Display>,
-    /// `%CONNECTION_TERMINATION_DETAILS%`: the rule that denied it.
-    pub termination: Option<&'a str>,
+    /// The rule that refused or closed it (`ns[NS]-policy[NAME]-rule[N]`),
+    /// for `%CONNECTION_TERMINATION_DETAILS%`.
+    pub denied_rule: Option<&'a str>,
 }
 
 /// Writes an L4 connection's line, if its side logs. Nothing is
@@ -406,7 +407,7 @@ pub fn tcp(t: &Tcp<'_>) {
         duration,
     );
     e.flags = t.flags;
-    e.termination = t.termination;
+    e.denied_rule = t.denied_rule;
     e.transport_failure = &failure;
     e.bytes_received = t.bytes_received;
     e.bytes_sent = t.bytes_sent;

@@ -30,6 +30,13 @@ impl DenyReason {
             Self::NoAllowMatch => None,
         }
     }
+
+    /// The RBAC policy Envoy's access log names for this denial
+    /// (`rbac_access_denied_matched_policy[` this `]`): the DENY rule, or
+    /// `none` when no ALLOW policy matched.
+    pub fn matched_policy(&self) -> &str {
+        self.rule().unwrap_or("none")
+    }
 }
 
 impl std::fmt::Display for DenyReason {
@@ -255,15 +262,20 @@ fn decide(policies: &[Arc<Policy>], conn: &Connection, request: Option<&Request>
             );
         }
     }
+    // Dry-run policies are evaluated whatever the verdict, as Envoy's
+    // shadow rules are.
+    for policy in policies.iter().filter(|p| p.dry_run) {
+        log_dry_run(policy, matches(policy));
+    }
     // Envoy's RBAC filter keeps its policies (one per rule) in a map
     // ordered by name and reports the first that matches: of the rules
-    // that match, the one whose name sorts first is the one named.
+    // that match, the one whose name sorts first is the one named. (A
+    // denial evaluates every DENY group; letting one through already did.)
     let mut denied: Option<(&Arc<Policy>, String)> = None;
-    for policy in policies.iter().filter(|p| p.action == Action::Deny) {
-        if policy.dry_run {
-            log_dry_run(policy, matches(policy));
-            continue;
-        }
+    for policy in policies
+        .iter()
+        .filter(|p| p.action == Action::Deny && !p.dry_run)
+    {
         for rule in policy.matching_rules(conn, request) {
             let name = envoy_rule_name(policy, rule);
             if denied.as_ref().is_none_or(|(_, first)| name < *first) {
@@ -284,14 +296,12 @@ fn decide(policies: &[Arc<Policy>], conn: &Connection, request: Option<&Request>
     }
     let mut enforced_allows = 0;
     let mut allowed_by = None;
-    for policy in policies.iter().filter(|p| p.action == Action::Allow) {
-        let matched = matches(policy);
-        if policy.dry_run {
-            log_dry_run(policy, matched);
-            continue;
-        }
+    for policy in policies
+        .iter()
+        .filter(|p| p.action == Action::Allow && !p.dry_run)
+    {
         enforced_allows += 1;
-        if matched && allowed_by.is_none() {
+        if allowed_by.is_none() && matches(policy) {
             allowed_by = Some(policy.key());
         }
     }

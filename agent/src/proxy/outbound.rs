@@ -183,14 +183,31 @@ pub(super) async fn handle(
             return reset(stream);
         }
     };
+    let mut same_node_server = (protocol == "same-node")
+        .then(|| ctx.local_pods.get(dst.ip()))
+        .flatten();
+    // Refused by a same-node destination's policy before anything was
+    // connected: the server's line is the one a refused connection gets
+    // from any client.
+    if let (Err(OutboundError::Denied(reason)), Some(server)) = (&result, &same_node_server) {
+        super::record::refused(
+            &server.workload,
+            crate::access_log::app_address(peer, &pod.workload),
+            dst,
+            Some(&pod.workload.identity),
+            false,
+            reason,
+        );
+        same_node_server = None;
+    }
     let result = result
         .map(|(sent, received)| Moved {
             from_client: sent,
             to_client: received,
         })
         .map_err(|err| match &err {
-            // A same-node destination's policy: both sides' lines name
-            // the rule (this agent decided for the server).
+            // A same-node destination's policy (this agent decided for
+            // the server): RBAC on both sides, the rule on the server's.
             OutboundError::Denied(reason) | OutboundError::Revoked(reason) => Failure {
                 error: err.to_string(),
                 ..Failure::denied(reason)
@@ -201,12 +218,9 @@ pub(super) async fn handle(
                     _ => Flag::UpstreamConnectFailure,
                 },
                 error: err.to_string(),
-                termination: None,
+                denied_rule: None,
             },
         });
-    let same_node_server = (protocol == "same-node")
-        .then(|| ctx.local_pods.get(dst.ip()))
-        .flatten();
     let span = span.map(|span| {
         let operation = match &via_service {
             Some(s) => format!("{}:{}", s.hostname, original.port()),
@@ -335,7 +349,8 @@ pub enum OutboundError {
     Hbone(#[from] hbone::HboneError),
     #[error("the pod has no IP address")]
     NoAddress,
-    #[error("denied by the destination's policy ({0})")]
+    /// (Which rule is the destination's to log, not the client's.)
+    #[error("denied by the destination's policy")]
     Denied(crate::policy::DenyReason),
     #[error("closed: a policy change denies it ({0})")]
     Revoked(crate::policy::DenyReason),

@@ -4,7 +4,7 @@
 //! Bytes are always counted from the downstream's point of view, as Envoy
 //! does: received from the client, sent to it.
 
-use std::{borrow::Cow, fmt::Display, net::SocketAddr, sync::Arc, time::Instant};
+use std::{fmt::Display, net::SocketAddr, sync::Arc, time::Instant};
 
 use crate::{
     access_log::{self, Cluster, Side},
@@ -26,9 +26,10 @@ pub struct Moved {
 pub struct Failure {
     pub flag: Flag,
     pub error: String,
-    /// A policy's denial, as Envoy's network RBAC filter words it
-    /// (`%CONNECTION_TERMINATION_DETAILS%`).
-    pub termination: Option<Cow<'static, str>>,
+    /// The RBAC policy that refused or closed it, as Envoy's log names it
+    /// (the server side's `%CONNECTION_TERMINATION_DETAILS%`, see
+    /// `DenyReason::matched_policy`).
+    pub denied_rule: Option<String>,
 }
 
 impl Failure {
@@ -45,7 +46,7 @@ impl Failure {
             None => Failure {
                 flag: super::open::end_flag(err),
                 error: err.to_string(),
-                termination: None,
+                denied_rule: None,
             },
         }
     }
@@ -55,17 +56,18 @@ impl Failure {
         Failure {
             flag: Flag::RbacDenied,
             error: reason.to_string(),
-            termination: Some(crate::l7::reply::details::rbac_denied(reason.rule())),
+            denied_rule: Some(reason.matched_policy().to_owned()),
         }
     }
 }
 
 /// The server side's access-log line of a connection its destination's
-/// policies refused when it arrived (`tls`: over HBONE), as Envoy's
-/// network RBAC filter leaves one: no upstream, no bytes, and the rule
-/// that denied it in `%CONNECTION_TERMINATION_DETAILS%`. The denial has
-/// been logged and counted by `PodContext::authorize`; no connection was
-/// opened, so there are no TCP metrics to close.
+/// policies refused when it arrived (`tls`: over HBONE; `local`: the
+/// address it was for), as Envoy's network RBAC filter leaves one: no
+/// upstream, no bytes, and the rule that denied it in
+/// `%CONNECTION_TERMINATION_DETAILS%`. The denial has been logged and
+/// counted by `PodContext::authorize`; no connection was opened, so there
+/// are no TCP metrics to close.
 pub fn refused(
     workload: &Workload,
     client: SocketAddr,
@@ -74,7 +76,6 @@ pub fn refused(
     tls: bool,
     reason: &DenyReason,
 ) {
-    let termination = crate::l7::reply::details::rbac_denied(reason.rule());
     access_log::tcp(&access_log::Tcp {
         side: Side::Server,
         workload,
@@ -92,7 +93,7 @@ pub fn refused(
         upstream_tls: false,
         flags: Flags::from(Flag::RbacDenied),
         failure: None,
-        termination: Some(&termination),
+        denied_rule: Some(reason.matched_policy()),
     });
 }
 
@@ -162,12 +163,12 @@ impl ConnectionRecord<'_> {
                 error: result.as_ref().err().map(|f| f.error.as_str()),
             });
         }
-        let (flags, failure, termination) = match &result {
+        let (flags, failure, denied_rule) = match &result {
             Ok(_) => (Flags::default(), None, None),
             Err(failure) => (
                 Flags::from(failure.flag),
                 Some(&failure.error as &dyn Display),
-                failure.termination.as_deref(),
+                failure.denied_rule.as_deref(),
             ),
         };
         let mtls = self.protocol != "TCP";
@@ -188,7 +189,9 @@ impl ConnectionRecord<'_> {
             upstream_tls: self.tls && side == Side::Client,
             flags,
             failure,
-            termination,
+            // The rule is the server's to name: a same-node client's side
+            // knows only that it was refused, as a remote one does.
+            denied_rule: denied_rule.filter(|_| side == Side::Server),
         };
         access_log::tcp(&line(
             self.side,
@@ -271,18 +274,15 @@ mod tests {
         let failure = Failure::relay(&revoked);
         assert_eq!(failure.flag, Flag::RbacDenied);
         assert_eq!(
-            failure.termination.as_deref(),
-            Some("rbac_access_denied_matched_policy[ns[db]-policy[deny]-rule[1]]")
+            failure.denied_rule.as_deref(),
+            Some("ns[db]-policy[deny]-rule[1]")
         );
         assert!(failure.error.contains("policy change"), "{}", failure.error);
         let broken = Failure::relay(&std::io::Error::from(std::io::ErrorKind::BrokenPipe));
         assert_eq!(broken.flag, Flag::UpstreamTerminated);
-        assert_eq!(broken.termination, None);
+        assert_eq!(broken.denied_rule, None);
         // No ALLOW policy matched: no rule to name.
         let none = Failure::denied(&DenyReason::NoAllowMatch);
-        assert_eq!(
-            none.termination.as_deref(),
-            Some("rbac_access_denied_matched_policy[none]")
-        );
+        assert_eq!(none.denied_rule.as_deref(), Some("none"));
     }
 }
