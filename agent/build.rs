@@ -8,7 +8,10 @@
 use anyhow::{Context as _, anyhow};
 
 fn main() -> anyhow::Result<()> {
-    let ebpf_dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+    // Read when the script runs, not baked in when it was compiled: a
+    // target directory shared by two checkouts reuses the compiled script.
+    let manifest_dir = std::env::var("CARGO_MANIFEST_DIR").context("CARGO_MANIFEST_DIR")?;
+    let ebpf_dir = std::path::Path::new(&manifest_dir)
         .join("../ebpf/programs")
         .canonicalize()
         .context("locating ebpf/programs")?;
