@@ -354,7 +354,7 @@ impl<'a> Entry<'a> {
     /// `%CONNECTION_TERMINATION_DETAILS%` as text (see [`Entry::denied_by`]).
     pub fn termination_details(&self) -> Option<String> {
         self.denied_by()
-            .map(|rule| crate::l7::reply::details::rbac_denied(Some(rule)).into_owned())
+            .map(|policy| crate::l7::reply::details::rbac_denied(policy).into_owned())
     }
 
     /// `%RESPONSE_CODE_DETAILS%`, as Envoy words it: the proxy's own

@@ -296,7 +296,7 @@ impl Op {
             Op::ConnectionTerminationDetails => match e.denied_by() {
                 // Written in place: nothing is formatted for a line.
                 Some(rule) => {
-                    for part in ["rbac_access_denied_matched_policy[", rule, "]"] {
+                    for part in [crate::l7::reply::details::RBAC_DENIED, "[", rule, "]"] {
                         out.extend_from_slice(part.as_bytes());
                     }
                     true

@@ -550,11 +550,9 @@ async fn decide_and_forward(
     let allowed_by = match policy::evaluate_request(&policies, &conn, &attributes) {
         Decision::Allow { by } => by,
         Decision::Deny(reason) => {
-            let (policy, rule) = match &reason {
-                policy::DenyReason::DeniedBy { policy, rule, .. } => {
-                    (Some(policy.as_str()), Some(rule.as_str()))
-                }
-                policy::DenyReason::NoAllowMatch => (None, None),
+            let policy = match &reason {
+                policy::DenyReason::DeniedBy { policy, .. } => Some(policy.as_str()),
+                policy::DenyReason::NoAllowMatch => None,
             };
             log(
                 StatusCode::FORBIDDEN,
@@ -562,7 +560,7 @@ async fn decide_and_forward(
                 policy,
                 &reason.to_string(),
             );
-            return LocalReply::rbac_denied(rule).into_response(grpc);
+            return LocalReply::rbac_denied(reason.matched_policy()).into_response(grpc);
         }
     };
 

@@ -236,13 +236,13 @@ impl LocalReply {
         }
     }
 
-    /// Denied by an authorization policy, as Envoy's RBAC filter answers:
-    /// by the DENY policy's `rule` that matched (Istio's name for it, see
-    /// `policy::envoy_rule_name`), or, with none, because no ALLOW policy
-    /// matched.
-    pub fn rbac_denied(rule: Option<&str>) -> LocalReply {
+    /// Denied by an authorization policy, as Envoy's RBAC filter answers,
+    /// naming `policy`: the DENY policy's rule that matched (Istio's name
+    /// for it, see `envoy_rule_name` in `policy/eval.rs`), or `none` when no ALLOW
+    /// policy matched.
+    pub fn rbac_denied(policy: &str) -> LocalReply {
         LocalReply {
-            details: Some(details::rbac_denied(rule)),
+            details: Some(details::rbac_denied(policy)),
             ..LocalReply::new(
                 StatusCode::FORBIDDEN,
                 Flag::RbacDenied,
@@ -335,17 +335,15 @@ pub mod details {
     /// A body longer than a filter may buffer.
     pub const REQUEST_PAYLOAD_TOO_LARGE: &str = "request_payload_too_large";
 
-    /// A denial because no ALLOW policy matched (Envoy's RBAC filter).
-    pub const RBAC_NONE: &str = "rbac_access_denied_matched_policy[none]";
+    /// What Envoy's RBAC filters say before the policy they name.
+    pub const RBAC_DENIED: &str = "rbac_access_denied_matched_policy";
 
-    /// An authorization policy's denial, as Envoy's RBAC filter words it:
+    /// An authorization policy's denial, as Envoy's RBAC filter words it,
+    /// for the `policy` it names (`DenyReason::matched_policy`):
     /// `rbac_access_denied_matched_policy[ns[NS]-policy[NAME]-rule[N]]`
     /// for a DENY policy's rule, `...[none]` when no ALLOW policy matched.
-    pub fn rbac_denied(rule: Option<&str>) -> Cow<'static, str> {
-        match rule {
-            Some(rule) => Cow::Owned(format!("rbac_access_denied_matched_policy[{rule}]")),
-            None => Cow::Borrowed(RBAC_NONE),
-        }
+    pub fn rbac_denied(policy: &str) -> Cow<'static, str> {
+        Cow::Owned(format!("{RBAC_DENIED}[{policy}]"))
     }
 
     /// A RequestAuthentication refusal, as Envoy's `jwt_authn` filter
@@ -422,13 +420,13 @@ mod tests {
                 .clone()
         };
         // The flag, and which rule denied.
-        let rbac = replied(LocalReply::rbac_denied(Some("ns[demo]-policy[p]-rule[1]")));
+        let rbac = replied(LocalReply::rbac_denied("ns[demo]-policy[p]-rule[1]"));
         assert!(rbac.flags.has(Flag::RbacDenied));
         assert_eq!(
             rbac.details.as_deref(),
             Some("rbac_access_denied_matched_policy[ns[demo]-policy[p]-rule[1]]")
         );
-        let none = replied(LocalReply::rbac_denied(None));
+        let none = replied(LocalReply::rbac_denied("none"));
         assert_eq!(
             none.details.as_deref(),
             Some("rbac_access_denied_matched_policy[none]")

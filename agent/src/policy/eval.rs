@@ -22,20 +22,14 @@ pub enum DenyReason {
 }
 
 impl DenyReason {
-    /// The DENY policy's rule that matched, as Istio names it for Envoy
-    /// (`None`: no ALLOW policy matched).
-    pub fn rule(&self) -> Option<&str> {
-        match self {
-            Self::DeniedBy { rule, .. } => Some(rule),
-            Self::NoAllowMatch => None,
-        }
-    }
-
     /// The RBAC policy Envoy's access log names for this denial
     /// (`rbac_access_denied_matched_policy[` this `]`): the DENY rule, or
     /// `none` when no ALLOW policy matched.
     pub fn matched_policy(&self) -> &str {
-        self.rule().unwrap_or("none")
+        match self {
+            Self::DeniedBy { rule, .. } => rule,
+            Self::NoAllowMatch => "none",
+        }
     }
 }
 
@@ -205,7 +199,7 @@ impl Policy {
 /// What Istio names rule `rule` of `policy` in Envoy's RBAC filter, and so
 /// what Envoy's access log says of a request it denied:
 /// `ns[NS]-policy[NAME]-rule[N]`.
-pub fn envoy_rule_name(policy: &Policy, rule: u32) -> String {
+fn envoy_rule_name(policy: &Policy, rule: u32) -> String {
     format!(
         "ns[{}]-policy[{}]-rule[{rule}]",
         policy.namespace, policy.name
