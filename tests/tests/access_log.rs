@@ -186,16 +186,16 @@ fn access_logs_in_envoys_formats_as_telemetry_says() -> Result<()> {
             f[13]
         );
 
-        // A 403 from the destination's policy: RBAC at the server, naming
-        // the DENY policy's rule as Istio names it for Envoy, the
-        // upstream's answer at the client.
+        // A 403 from the destination's policy: no flag (Envoy's RBAC
+        // filter sets none) and the DENY policy's rule, as Istio names it
+        // for Envoy, at the server; the upstream's answer at the client.
         ensure!(get(&web, &base, "/forbidden-1")? == 403);
         let server = one_line(cluster, "node-2", "/forbidden-1")?;
         ensure!(
             text_fields(&server)[2..5]
                 == [
                     "403",
-                    "RBAC",
+                    "-",
                     "rbac_access_denied_matched_policy[ns[shop]-policy[deny-forbidden]-rule[0]]"
                 ],
             "{server}"
@@ -270,24 +270,25 @@ fn access_logs_in_envoys_formats_as_telemetry_says() -> Result<()> {
                 let _ = get(from, base, "/tcp-refused");
                 Ok(lines(cluster, "node-2", "inbound|9090||")?.into_iter().rfind(|l| {
                     let f = text_fields(l);
-                    f[3] == "RBAC" && f[19].starts_with(&format!("{}:", from.ip()))
+                    f[5].starts_with("rbac_access_denied_matched_policy[")
+                        && f[19].starts_with(&format!("{}:", from.ip()))
                 }))
             })?;
             let f = text_fields(&refused);
             ensure!(
                 f[1] == "- - -"
-                    && f[2] == "0"
+                    && f[2..4] == ["0", "-"]
                     && f[5] == format!("rbac_access_denied_matched_policy[ns[shop]-policy[deny-front-db]-rule[{rule}]]")
                     && f[7..9] == ["0", "0"]
                     && f[15] == "-",
                 "from {who}, the refused connection's line (rule {rule}, no bytes, no upstream host): {refused}"
             );
         }
-        // The same-node client's own line: refused, but the rule is the
-        // server's to name.
+        // The same-node client's own line: refused as a client on another
+        // node sees it (UF, HBONE's 401), the rule the server's to name.
         let own = lines(cluster, "node-2", tcp_client)?
             .into_iter()
-            .rfind(|l| text_fields(l)[3] == "RBAC")
+            .rfind(|l| text_fields(l)[3] == "UF")
             .context("the same-node client's line")?;
         ensure!(text_fields(&own)[5] == "-", "{own}");
 
@@ -333,7 +334,12 @@ fn access_logs_in_envoys_formats_as_telemetry_says() -> Result<()> {
         ensure!(get(&web, &base, "/forbidden-json")? == 403);
         let line = one_line(cluster, "node-2", "/forbidden-json")?;
         let json: serde_json::Value = serde_json::from_str(&line).context(line.clone())?;
-        ensure!(json["response_code"] == 403 && json["response_flags"] == "RBAC", "{line}");
+        ensure!(
+            json["response_code"] == 403
+                && json["response_flags"] == "-"
+                && json["response_code_details"] == "rbac_access_denied_matched_policy[ns[shop]-policy[deny-forbidden]-rule[0]]",
+            "{line}"
+        );
 
         // `disabled: true` in the client's namespace: its side stops, the
         // server's goes on.

@@ -314,7 +314,7 @@ fn diagnose_names_each_cause_of_a_failing_request() -> Result<()> {
         let telemetry = d.checks().find(|c| c["check"] == "telemetry").context("no telemetry")?;
         ensure!(
             telemetry["status"] == "warn"
-                && telemetry["message"].as_str().is_some_and(|m| m.contains("403 RBAC: denied by an AuthorizationPolicy")),
+                && telemetry["message"].as_str().is_some_and(|m| m.contains("answered 403: an AuthorizationPolicy's denial")),
             "{d}"
         );
         println!("--- a denied request, as diagnose reports it:\n{}", d.text);

@@ -253,7 +253,8 @@ fn agents_report_istios_metrics_from_both_sides_and_prometheus_reads_them() -> R
         );
         let rbac = [
             web_at_api.as_slice(),
-            &[("response_code", "403"), ("response_flags", "RBAC")],
+            // Envoy's RBAC filter sets no response flag.
+            &[("response_code", "403"), ("response_flags", "-")],
         ]
         .concat();
         ensure!(

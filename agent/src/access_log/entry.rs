@@ -303,6 +303,16 @@ impl<'a> Entry<'a> {
             .filter(|w| self.upstream_tls && w.hbone)
     }
 
+    /// `%ACCESS_LOG_TYPE%`: when Envoy would write this line, at the end
+    /// of a request's stream or of a TCP connection.
+    pub fn access_log_type(&self) -> &'static str {
+        if self.http.is_some() {
+            "DownstreamEnd"
+        } else {
+            "TcpConnectionEnd"
+        }
+    }
+
     /// `%RESPONSE_CODE%`: 0 without a response (and at L4).
     pub fn response_code(&self) -> u16 {
         self.http.as_ref().map_or(0, |h| h.status)

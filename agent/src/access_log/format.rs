@@ -20,7 +20,9 @@ use crate::state::Identity;
 
 mod write;
 
-use write::{hostname, json_string, push_addr, push_one_line, push_u64, truncate, write_time};
+use write::{
+    hostname, json_string, push_addr, push_hex, push_one_line, push_u64, truncate, write_time,
+};
 
 /// A command operator weft renders.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -64,6 +66,63 @@ pub enum Op {
     ConnectionId,
     GrpcStatus(GrpcStatusAs),
     Hostname,
+    /// Envoy's long names of the flags (`NoHealthyUpstream`...).
+    ResponseFlagsLong,
+    /// `UPSTREAM_REMOTE_ADDRESS_WITHOUT_PORT`.
+    UpstreamHostWithoutPort,
+    UpstreamLocalAddressWithoutPort,
+    /// `<ADDRESS>_PORT`: the port of one of the line's addresses.
+    Port(Endpoint),
+    /// `DownstreamEnd` for a request's line, `TcpConnectionEnd` for a
+    /// connection's: when Envoy writes such a line.
+    AccessLogType,
+    /// This side's span's trace id (32 hex digits), when it is traced.
+    TraceId,
+    /// This side's span's id (16 hex digits), when it is traced.
+    SpanId,
+    /// A random UUID, another at every use.
+    UniqueId,
+    /// When the line is written: `START_TIME`'s forms.
+    EmitTime(Option<Box<[TimePiece]>>),
+    /// `ENVIRONMENT(NAME)`: the agent's variable, read when the format
+    /// is compiled, as Envoy reads it when it loads its config. Unset,
+    /// it is written `-`, a string even in JSON, as Envoy writes it.
+    Environment(Option<Box<str>>),
+    /// A request's virtual cluster: Istio configures none, so always
+    /// missing, as in Envoy under Istio.
+    VirtualClusterName,
+}
+
+/// One of the addresses a line has.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Endpoint {
+    DownstreamLocal,
+    /// The client's address. weft never takes it from a header or the
+    /// PROXY protocol, so it is also Envoy's "direct" remote address.
+    DownstreamRemote,
+    /// `UPSTREAM_HOST`, `UPSTREAM_REMOTE_ADDRESS`.
+    UpstreamHost,
+    UpstreamLocal,
+}
+
+impl Endpoint {
+    fn of(self, e: &Entry<'_>) -> Option<std::net::SocketAddr> {
+        match self {
+            Endpoint::DownstreamLocal => e.downstream_local,
+            Endpoint::DownstreamRemote => e.downstream_remote,
+            Endpoint::UpstreamHost => e.upstream_host,
+            Endpoint::UpstreamLocal => e.upstream_local,
+        }
+    }
+
+    fn reads(self) -> Reads {
+        match self {
+            Endpoint::DownstreamLocal => Reads::DOWNSTREAM_LOCAL,
+            Endpoint::DownstreamRemote => Reads::DOWNSTREAM_REMOTE,
+            Endpoint::UpstreamHost => Reads::UPSTREAM_HOST,
+            Endpoint::UpstreamLocal => Reads::UPSTREAM_LOCAL,
+        }
+    }
 }
 
 /// How `%GRPC_STATUS(...)%` writes a status, as Envoy's formatter does.
@@ -103,13 +162,20 @@ impl Op {
     fn from_token(t: &FormatToken) -> Result<Op, String> {
         let header = || Header::parse(&t.argument);
         let alternative = || (!t.alternative.is_empty()).then(|| Header::parse(&t.alternative));
+        let time = || {
+            Ok::<_, String>(if t.argument.is_empty() {
+                None
+            } else {
+                Some(
+                    time_format::parse(&t.argument)
+                        .map_err(|e| format!("`%{}({})%`: {e}", t.operator, t.argument))?
+                        .into(),
+                )
+            })
+        };
         Ok(match t.operator.as_str() {
-            "START_TIME" if t.argument.is_empty() => Op::StartTime(None),
-            "START_TIME" => Op::StartTime(Some(
-                time_format::parse(&t.argument)
-                    .map_err(|e| format!("`%START_TIME({})%`: {e}", t.argument))?
-                    .into(),
-            )),
+            "START_TIME" => Op::StartTime(time()?),
+            "EMIT_TIME" => Op::EmitTime(time()?),
             "REQ" => Op::Req(header(), alternative()),
             "REQ_WITHOUT_QUERY" => Op::ReqWithoutQuery(header(), alternative()),
             "RESP" => Op::Resp(header(), alternative()),
@@ -131,8 +197,21 @@ impl Op {
             "UPSTREAM_REQUEST_ATTEMPT_COUNT" => Op::UpstreamRequestAttemptCount,
             "DOWNSTREAM_LOCAL_ADDRESS" => Op::DownstreamLocalAddress,
             "DOWNSTREAM_LOCAL_ADDRESS_WITHOUT_PORT" => Op::DownstreamLocalAddressWithoutPort,
-            "DOWNSTREAM_REMOTE_ADDRESS" => Op::DownstreamRemoteAddress,
-            "DOWNSTREAM_REMOTE_ADDRESS_WITHOUT_PORT" => Op::DownstreamRemoteAddressWithoutPort,
+            "DOWNSTREAM_REMOTE_ADDRESS" | "DOWNSTREAM_DIRECT_REMOTE_ADDRESS" => {
+                Op::DownstreamRemoteAddress
+            }
+            "DOWNSTREAM_REMOTE_ADDRESS_WITHOUT_PORT"
+            | "DOWNSTREAM_DIRECT_REMOTE_ADDRESS_WITHOUT_PORT" => {
+                Op::DownstreamRemoteAddressWithoutPort
+            }
+            "DOWNSTREAM_REMOTE_PORT" | "DOWNSTREAM_DIRECT_REMOTE_PORT" => {
+                Op::Port(Endpoint::DownstreamRemote)
+            }
+            "DOWNSTREAM_LOCAL_PORT" => Op::Port(Endpoint::DownstreamLocal),
+            "UPSTREAM_REMOTE_ADDRESS_WITHOUT_PORT" => Op::UpstreamHostWithoutPort,
+            "UPSTREAM_REMOTE_PORT" => Op::Port(Endpoint::UpstreamHost),
+            "UPSTREAM_LOCAL_ADDRESS_WITHOUT_PORT" => Op::UpstreamLocalAddressWithoutPort,
+            "UPSTREAM_LOCAL_PORT" => Op::Port(Endpoint::UpstreamLocal),
             "DOWNSTREAM_PEER_URI_SAN" => Op::DownstreamPeerUriSan,
             "DOWNSTREAM_LOCAL_URI_SAN" => Op::DownstreamLocalUriSan,
             "UPSTREAM_PEER_URI_SAN" => Op::UpstreamPeerUriSan,
@@ -153,6 +232,16 @@ impl Op {
             }),
             "GRPC_STATUS_NUMBER" => Op::GrpcStatus(GrpcStatusAs::Number),
             "HOSTNAME" => Op::Hostname,
+            "RESPONSE_FLAGS_LONG" => Op::ResponseFlagsLong,
+            "ACCESS_LOG_TYPE" => Op::AccessLogType,
+            "TRACE_ID" => Op::TraceId,
+            "SPAN_ID" => Op::SpanId,
+            "UNIQUE_ID" => Op::UniqueId,
+            "ENVIRONMENT" if t.argument.is_empty() => {
+                return Err("`%ENVIRONMENT()%` needs a variable's name".into());
+            }
+            "ENVIRONMENT" => Op::Environment(std::env::var(&t.argument).ok().map(Into::into)),
+            "VIRTUAL_CLUSTER_NAME" => Op::VirtualClusterName,
             other => return Err(format!("unknown access log command operator `%{other}%`")),
         })
     }
@@ -160,7 +249,7 @@ impl Op {
     /// For a text line: a time format's own line breaks (`%n`, or one in
     /// its text) written as spaces, as the format's literals are.
     fn on_one_line(&mut self) {
-        if let Op::StartTime(Some(pieces)) = self {
+        if let Op::StartTime(Some(pieces)) | Op::EmitTime(Some(pieces)) = self {
             for piece in pieces.iter_mut() {
                 if let TimePiece::Literal(text) = piece
                     && text.contains('\n')
@@ -187,7 +276,13 @@ impl Op {
             }
             Op::RequestedServerName => Reads::SNI,
             Op::RouteName => Reads::ROUTE,
-            Op::Hostname => Reads::NOTHING,
+            Op::UpstreamHostWithoutPort => Reads::UPSTREAM_HOST,
+            Op::UpstreamLocalAddressWithoutPort => Reads::UPSTREAM_LOCAL,
+            Op::Port(endpoint) => endpoint.reads(),
+            // The same for every line of a stable run (a request's).
+            Op::Hostname | Op::Environment(_) | Op::VirtualClusterName | Op::AccessLogType => {
+                Reads::NOTHING
+            }
             _ => return None,
         })
     }
@@ -205,6 +300,7 @@ impl Op {
                 | Op::UpstreamRequestAttemptCount
                 | Op::ConnectionId
                 | Op::GrpcStatus(GrpcStatusAs::Number)
+                | Op::Port(_)
         )
     }
 
@@ -247,6 +343,18 @@ impl Op {
                 None => false,
             }
         }
+        fn time(out: &mut Vec<u8>, at: SystemTime, pieces: Option<&[TimePiece]>) -> bool {
+            match pieces {
+                None => write_time(at, out),
+                Some(pieces) => {
+                    let since = at
+                        .duration_since(SystemTime::UNIX_EPOCH)
+                        .unwrap_or_default();
+                    time_format::write(pieces, since, out);
+                }
+            }
+            true
+        }
         fn identity(out: &mut Vec<u8>, value: Option<&Identity>) -> bool {
             match value {
                 Some(id) => free_text(out, &id.to_string()),
@@ -254,18 +362,8 @@ impl Op {
             }
         }
         match self {
-            Op::StartTime(None) => {
-                write_time(e.start, out);
-                true
-            }
-            Op::StartTime(Some(pieces)) => {
-                let since = e
-                    .start
-                    .duration_since(SystemTime::UNIX_EPOCH)
-                    .unwrap_or_default();
-                time_format::write(pieces, since, out);
-                true
-            }
+            Op::StartTime(pieces) => time(out, e.start, pieces.as_deref()),
+            Op::EmitTime(pieces) => time(out, SystemTime::now(), pieces.as_deref()),
             Op::Req(name, alt) => match e
                 .request(name)
                 .or_else(|| alt.as_ref().and_then(|alt| e.request(alt)))
@@ -346,6 +444,39 @@ impl Op {
                 None => false,
             },
             Op::Hostname => free_text(out, hostname()),
+            Op::ResponseFlagsLong => {
+                use std::io::Write as _;
+                let _ = write!(out, "{}", e.flags.long());
+                true
+            }
+            Op::UpstreamHostWithoutPort => addr(out, e.upstream_host, false),
+            Op::UpstreamLocalAddressWithoutPort => addr(out, e.upstream_local, false),
+            Op::Port(endpoint) => match endpoint.of(e) {
+                Some(a) => number(out, a.port().into()),
+                None => false,
+            },
+            Op::AccessLogType => text(out, e.access_log_type()),
+            Op::TraceId => match e.trace {
+                Some((trace, _)) => {
+                    push_hex(out, trace, 32);
+                    true
+                }
+                None => false,
+            },
+            Op::SpanId => match e.trace {
+                Some((_, span)) => {
+                    push_hex(out, span.into(), 16);
+                    true
+                }
+                None => false,
+            },
+            Op::UniqueId => {
+                out.extend_from_slice(&crate::l7::forward::random_uuid());
+                true
+            }
+            Op::Environment(Some(value)) => free_text(out, value),
+            Op::Environment(None) => text(out, "-"),
+            Op::VirtualClusterName => false,
         }
     }
 }

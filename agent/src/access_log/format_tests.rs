@@ -278,7 +278,7 @@ fn text_renders_values_and_dashes() {
     .unwrap();
     assert_eq!(
         format.render(&e),
-        "\"GET /a?b=1 HTTP/1.1\" 403 RBAC rbac_access_denied_matched_policy[none] \"curl/8\" \"-\" 12 - 10.0.0.1\n"
+        "\"GET /a?b=1 HTTP/1.1\" 403 - rbac_access_denied_matched_policy[none] \"curl/8\" \"-\" 12 - 10.0.0.1\n"
     );
     // What a logged request keeps for this format: the headers it
     // prints, not the pseudo-headers of the request line.
@@ -369,6 +369,109 @@ fn json_has_numbers_strings_and_nulls() {
     assert_eq!(v["bytes_received"], 7);
     assert_eq!(v["upstream_cluster"], "outbound|80||a\"b");
     assert_eq!(v["mixed"], "took 3");
+}
+
+#[test]
+fn ports_direct_addresses_long_flags_log_types_ids_and_the_environment() {
+    let mut e = Entry::new(SystemTime::UNIX_EPOCH, Duration::ZERO);
+    e.http = Some(Http::get(503));
+    e.flags.set(Flag::UpstreamConnectFailure);
+    e.flags.set(Flag::RetryLimitExceeded);
+    e.downstream_local = Some("10.0.0.2:8080".parse().unwrap());
+    e.downstream_remote = Some("10.0.0.1:40000".parse().unwrap());
+    e.upstream_host = Some("10.0.1.5:9080".parse().unwrap());
+    e.upstream_local = Some("[fd00::1]:51000".parse().unwrap());
+    e.trace = Some((0xabc, 0x1f));
+    let ops = [
+        "DOWNSTREAM_LOCAL_PORT",
+        "DOWNSTREAM_REMOTE_PORT",
+        "DOWNSTREAM_DIRECT_REMOTE_ADDRESS",
+        "DOWNSTREAM_DIRECT_REMOTE_ADDRESS_WITHOUT_PORT",
+        "DOWNSTREAM_DIRECT_REMOTE_PORT",
+        "UPSTREAM_REMOTE_ADDRESS_WITHOUT_PORT",
+        "UPSTREAM_REMOTE_PORT",
+        "UPSTREAM_LOCAL_ADDRESS_WITHOUT_PORT",
+        "UPSTREAM_LOCAL_PORT",
+        "RESPONSE_FLAGS_LONG",
+        "ACCESS_LOG_TYPE",
+        "TRACE_ID",
+        "SPAN_ID",
+        "VIRTUAL_CLUSTER_NAME",
+    ];
+    let mut tokens = Vec::new();
+    for op in ops {
+        tokens.push(token(op, "", ""));
+        tokens.push(literal(" "));
+    }
+    // The variable as the agent has it, cut to 3 characters.
+    let mut path = token("ENVIRONMENT", "PATH", "");
+    path.max_length = 3;
+    tokens.push(path);
+    tokens.push(literal(" "));
+    tokens.push(token("ENVIRONMENT", "WEFT_TEST_UNSET_VARIABLE", ""));
+    let format = Format::text(&tokens).unwrap();
+    let path = std::env::var("PATH").expect("tests run with a PATH");
+    let expected = format!(
+        "8080 40000 10.0.0.1:40000 10.0.0.1 40000 10.0.1.5 9080 fd00::1 51000 \
+         UpstreamConnectionFailure,UpstreamRetryLimitExceeded DownstreamEnd \
+         00000000000000000000000000000abc 000000000000001f - {} -\n",
+        &path[..3]
+    );
+    assert_eq!(format.render(&e), expected);
+    // A connection's line, untraced, with no upstream and no flag.
+    let mut tcp = Entry::new(SystemTime::UNIX_EPOCH, Duration::ZERO);
+    tcp.downstream_remote = e.downstream_remote;
+    assert_eq!(
+        format.render(&tcp),
+        format!(
+            "- 40000 10.0.0.1:40000 10.0.0.1 40000 - - - - - TcpConnectionEnd - - - {} -\n",
+            &path[..3]
+        )
+    );
+
+    // JSON: ports are numbers, missing values null, an unset variable
+    // the string `-` (as Envoy writes it).
+    let json = Format::json(&[
+        field("port", vec![token("UPSTREAM_REMOTE_PORT", "", "")]),
+        field("none", vec![token("UPSTREAM_LOCAL_PORT", "", "")]),
+        field(
+            "unset",
+            vec![token("ENVIRONMENT", "WEFT_TEST_UNSET_VARIABLE", "")],
+        ),
+        field("vc", vec![token("VIRTUAL_CLUSTER_NAME", "", "")]),
+        field("flags", vec![token("RESPONSE_FLAGS_LONG", "", "")]),
+        field("id", vec![token("UNIQUE_ID", "", "")]),
+        field("again", vec![token("UNIQUE_ID", "", "")]),
+        field("emitted", vec![token("EMIT_TIME", "%s", "")]),
+    ])
+    .unwrap();
+    let v: serde_json::Value = serde_json::from_str(&json.render(&e)).unwrap();
+    assert_eq!((&v["port"], &v["none"]), (&9080.into(), &51000.into()));
+    assert!(v["vc"].is_null(), "{v}");
+    let t: serde_json::Value = serde_json::from_str(&json.render(&tcp)).unwrap();
+    assert!(t["port"].is_null() && t["none"].is_null(), "{t}");
+    assert_eq!(
+        t["flags"], "-",
+        "no flag: the string `-`, as Envoy writes it"
+    );
+    assert_eq!(v["unset"], "-");
+    assert_eq!(
+        v["flags"],
+        "UpstreamConnectionFailure,UpstreamRetryLimitExceeded"
+    );
+    // A version 4 UUID, another at every use.
+    let id = v["id"].as_str().unwrap();
+    assert_eq!((id.len(), &id[14..15], &id[8..9]), (36, "4", "-"), "{id}");
+    assert_ne!(v["id"], v["again"]);
+    // When the line was made, not when the request started.
+    let emitted: u64 = v["emitted"].as_str().unwrap().parse().unwrap();
+    let now = SystemTime::now()
+        .duration_since(SystemTime::UNIX_EPOCH)
+        .unwrap()
+        .as_secs();
+    assert!(now.abs_diff(emitted) < 60, "{emitted} against {now}");
+    let err = Format::text(&[token("ENVIRONMENT", "", "")]).unwrap_err();
+    assert!(err.contains("ENVIRONMENT"), "{err}");
 }
 
 #[test]

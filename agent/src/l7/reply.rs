@@ -66,24 +66,29 @@ impl Flag {
         Flag::ExternalDenied,
     ];
 
-    /// Envoy's short name.
-    pub fn code(self) -> &'static str {
-        match self {
-            Flag::NoHealthyUpstream => "UH",
-            Flag::UpstreamConnectFailure => "UF",
-            Flag::UpstreamOverflow => "UO",
-            Flag::NoRoute => "NR",
-            Flag::RetryLimitExceeded => "URX",
-            Flag::UpstreamTimeout => "UT",
-            Flag::FaultInjected => "FI",
-            Flag::DelayInjected => "DI",
-            Flag::DownstreamTerminated => "DC",
-            Flag::UpstreamTerminated => "UC",
-            Flag::UpstreamReset => "UR",
-            Flag::NoCluster => "NC",
-            Flag::RbacDenied => "RBAC",
-            Flag::ExternalDenied => "UAEX",
-        }
+    /// Envoy's short name (`%RESPONSE_FLAGS%`, the `response_flags`
+    /// label) and long one (`%RESPONSE_FLAGS_LONG%`). `None` for a denial
+    /// by an AuthorizationPolicy: Envoy's RBAC filters set no flag, so
+    /// Istio's lines and metrics show `-` for it and say it in the
+    /// response code details (or, for a connection, the termination
+    /// details); weft keeps the flag to word those.
+    pub fn names(self) -> Option<(&'static str, &'static str)> {
+        Some(match self {
+            Flag::NoHealthyUpstream => ("UH", "NoHealthyUpstream"),
+            Flag::UpstreamConnectFailure => ("UF", "UpstreamConnectionFailure"),
+            Flag::UpstreamOverflow => ("UO", "UpstreamOverflow"),
+            Flag::NoRoute => ("NR", "NoRouteFound"),
+            Flag::RetryLimitExceeded => ("URX", "UpstreamRetryLimitExceeded"),
+            Flag::UpstreamTimeout => ("UT", "UpstreamRequestTimeout"),
+            Flag::FaultInjected => ("FI", "FaultInjected"),
+            Flag::DelayInjected => ("DI", "DelayInjected"),
+            Flag::DownstreamTerminated => ("DC", "DownstreamConnectionTermination"),
+            Flag::UpstreamTerminated => ("UC", "UpstreamConnectionTermination"),
+            Flag::UpstreamReset => ("UR", "UpstreamRemoteReset"),
+            Flag::NoCluster => ("NC", "NoClusterFound"),
+            Flag::RbacDenied => return None,
+            Flag::ExternalDenied => ("UAEX", "UnauthorizedExternalService"),
+        })
     }
 }
 
@@ -107,19 +112,43 @@ impl From<Flag> for Flags {
     }
 }
 
-/// As in Envoy's access log: codes joined by commas, `-` for none.
+/// As in Envoy's access log: codes joined by commas, `-` for none (see
+/// [`Flags::long`] for the long names).
 impl fmt::Display for Flags {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        if self.is_empty() {
-            return f.write_str("-");
-        }
-        let mut first = true;
-        for flag in Flag::ALL.iter().filter(|flag| self.has(**flag)) {
-            if !first {
-                f.write_str(",")?;
+        self.write(f, |(short, _)| short)
+    }
+}
+
+impl Flags {
+    /// `%RESPONSE_FLAGS_LONG%`: Envoy's long names joined by commas, `-`
+    /// for none.
+    pub fn long(self) -> impl fmt::Display {
+        struct Long(Flags);
+        impl fmt::Display for Long {
+            fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                self.0.write(f, |(_, long)| long)
             }
-            f.write_str(flag.code())?;
-            first = false;
+        }
+        Long(self)
+    }
+
+    fn write(
+        self,
+        f: &mut fmt::Formatter<'_>,
+        name: fn((&'static str, &'static str)) -> &'static str,
+    ) -> fmt::Result {
+        let mut names = Flag::ALL
+            .iter()
+            .filter(|flag| self.has(**flag))
+            .filter_map(|flag| flag.names().map(name));
+        let Some(first) = names.next() else {
+            return f.write_str("-");
+        };
+        f.write_str(first)?;
+        for name in names {
+            f.write_str(",")?;
+            f.write_str(name)?;
         }
         Ok(())
     }
@@ -396,6 +425,25 @@ mod tests {
         flags.set(Flag::UpstreamConnectFailure);
         flags.set(Flag::RetryLimitExceeded);
         assert_eq!(flags.to_string(), "UF,URX");
+        assert_eq!(
+            flags.long().to_string(),
+            "UpstreamConnectionFailure,UpstreamRetryLimitExceeded"
+        );
+        // Envoy's RBAC filters set no flag: an RBAC denial alone is `-`.
+        let denied = Flags::from(Flag::RbacDenied);
+        assert_eq!(
+            (denied.to_string(), denied.long().to_string()),
+            ("-".into(), "-".into())
+        );
+        flags.set(Flag::RbacDenied);
+        assert_eq!(flags.to_string(), "UF,URX");
+        assert!(
+            Flag::ALL
+                .iter()
+                .filter_map(|f| f.names())
+                .all(|(short, long)| !short.is_empty() && long.len() > short.len()),
+            "every other flag has both names"
+        );
     }
 
     #[test]

@@ -207,19 +207,20 @@ pub(super) async fn handle(
         })
         .map_err(|err| match &err {
             // A same-node destination's policy (this agent decided for
-            // the server): RBAC on both sides, the rule on the server's.
+            // the server): the rule on the server's line, the client's
+            // as a remote client's (`Failure::client_flag`).
             OutboundError::Denied(reason) | OutboundError::Revoked(reason) => Failure {
                 error: err.to_string(),
+                revoked: matches!(err, OutboundError::Revoked(_)),
                 ..Failure::denied(reason)
             },
-            _ => Failure {
-                flag: match err {
+            _ => Failure::new(
+                match err {
                     OutboundError::Io(_) => Flag::UpstreamTerminated,
                     _ => Flag::UpstreamConnectFailure,
                 },
-                error: err.to_string(),
-                denied_rule: None,
-            },
+                err.to_string(),
+            ),
         });
     let span = span.map(|span| {
         let operation = match &via_service {

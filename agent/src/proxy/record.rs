@@ -30,6 +30,9 @@ pub struct Failure {
     /// (the server side's `%CONNECTION_TERMINATION_DETAILS%`, see
     /// `DenyReason::matched_policy`).
     pub denied_rule: Option<String>,
+    /// A denial closed a connection that was open (a policy change),
+    /// rather than refusing it.
+    pub revoked: bool,
 }
 
 impl Failure {
@@ -41,13 +44,31 @@ impl Failure {
         match revoked {
             Some(revoked) => Failure {
                 error: err.to_string(),
+                revoked: true,
                 ..Failure::denied(&revoked.0)
             },
-            None => Failure {
-                flag: super::open::end_flag(err),
-                error: err.to_string(),
-                denied_rule: None,
-            },
+            None => Failure::new(super::open::end_flag(err), err.to_string()),
+        }
+    }
+
+    pub fn new(flag: Flag, error: String) -> Failure {
+        Failure {
+            flag,
+            error,
+            denied_rule: None,
+            revoked: false,
+        }
+    }
+
+    /// The flag of the client's own line of a same-node connection: a
+    /// denial as a client on another node sees it, the peer's refusal
+    /// (HBONE's 401: `UF`) or its close (`UC`); Envoy's RBAC filters set
+    /// no flag of their own (see `Flag::names`).
+    pub fn client_flag(&self) -> Flag {
+        match self.flag {
+            Flag::RbacDenied if self.revoked => Flag::UpstreamTerminated,
+            Flag::RbacDenied => Flag::UpstreamConnectFailure,
+            flag => flag,
         }
     }
 
@@ -57,6 +78,7 @@ impl Failure {
             flag: Flag::RbacDenied,
             error: reason.to_string(),
             denied_rule: Some(reason.matched_policy().to_owned()),
+            revoked: false,
         }
     }
 }
@@ -171,6 +193,10 @@ impl ConnectionRecord<'_> {
                 failure.denied_rule.as_deref(),
             ),
         };
+        let client_flags = match &result {
+            Err(failure) => Flags::from(failure.client_flag()),
+            Ok(_) => flags,
+        };
         let mtls = self.protocol != "TCP";
         let line = |side, workload, upstream_workload, cluster, peer_identity| access_log::Tcp {
             side,
@@ -187,7 +213,10 @@ impl ConnectionRecord<'_> {
             mtls,
             downstream_tls: self.tls && side == Side::Server,
             upstream_tls: self.tls && side == Side::Client,
-            flags,
+            flags: match side {
+                Side::Client => client_flags,
+                Side::Server => flags,
+            },
             failure,
             // The rule is the server's to name: a same-node client's side
             // knows only that it was refused, as a remote one does.

@@ -82,9 +82,10 @@ fn parse_line(line: &str) -> Option<Sample> {
 }
 
 /// What Envoy's response flags mean, for the ones a failing pair shows.
+/// (An AuthorizationPolicy's denial has none: Envoy's RBAC filter sets no
+/// flag, see [`code_meaning`].)
 pub fn flag_meaning(flag: &str) -> &'static str {
     match flag {
-        "RBAC" => "denied by an AuthorizationPolicy",
         "UAEX" => "denied by an external authorizer",
         "UF" => "upstream connection failure",
         "UH" => "no healthy upstream",
@@ -96,6 +97,14 @@ pub fn flag_meaning(flag: &str) -> &'static str {
         "URX" => "retries exhausted",
         "DC" => "downstream went away",
         "FI" | "DI" => "fault injected",
+        _ => "",
+    }
+}
+
+/// What a status answered without a flag may mean.
+fn code_meaning(code: &str) -> &'static str {
+    match code {
+        "403" => "an AuthorizationPolicy's denial (see the authorization check) or the app's own",
         _ => "",
     }
 }
@@ -191,12 +200,16 @@ pub fn summarize(
     for ((reporter, code, flags), n) in counts {
         let flagged = !flags.is_empty() && flags != "-";
         let failed = flagged || code.starts_with('4') || code.starts_with('5');
-        let meaning = flags
-            .split(',')
-            .map(flag_meaning)
-            .filter(|m| !m.is_empty())
-            .collect::<Vec<_>>()
-            .join(", ");
+        let meaning = if flagged {
+            flags
+                .split(',')
+                .map(flag_meaning)
+                .filter(|m| !m.is_empty())
+                .collect::<Vec<_>>()
+                .join(", ")
+        } else {
+            code_meaning(code).to_string()
+        };
         let text = format!(
             "{n} {} {code}{}{} (reported by the {reporter})",
             if code == "tcp" {
@@ -254,10 +267,10 @@ mod tests {
 
     #[test]
     fn parses_the_text_format() {
-        let text = "# TYPE x counter\nistio_requests_total{reporter=\"destination\",response_code=\"403\",response_flags=\"RBAC\",path=\"a\\\"b\"} 3\nup 1\n";
+        let text = "# TYPE x counter\nistio_requests_total{reporter=\"destination\",response_code=\"503\",response_flags=\"UH\",path=\"a\\\"b\"} 3\nup 1\n";
         let samples = parse(text);
         assert_eq!(samples.len(), 2);
-        assert_eq!(samples[0].labels["response_flags"], "RBAC");
+        assert_eq!(samples[0].labels["response_flags"], "UH");
         assert_eq!(samples[0].labels["path"], "a\"b");
         assert_eq!(samples[0].value, 3.0);
         assert_eq!(samples[1].name, "up");
@@ -266,14 +279,22 @@ mod tests {
     #[test]
     fn failures_are_warnings() {
         let mut counts = BTreeMap::new();
-        counts.insert(("destination".into(), "403".into(), "RBAC".into()), 2.0);
+        counts.insert(("destination".into(), "403".into(), "-".into()), 2.0);
+        counts.insert(("source".into(), "503".into(), "UF,URX".into()), 1.0);
         counts.insert(("destination".into(), "200".into(), "-".into()), 5.0);
         let checks = summarize(&counts, &BTreeMap::new());
         assert_eq!(checks[0].status, super::super::Status::Warn);
         assert!(
             checks[0]
                 .message
-                .contains("2 request(s) answered 403 RBAC: denied by an AuthorizationPolicy"),
+                .contains("2 request(s) answered 403: an AuthorizationPolicy's denial"),
+            "{}",
+            checks[0].message
+        );
+        assert!(
+            checks[0].message.contains(
+                "1 request(s) answered 503 UF,URX: upstream connection failure, retries exhausted"
+            ),
             "{}",
             checks[0].message
         );

@@ -100,6 +100,14 @@ pub(super) fn push_u64(out: &mut Vec<u8>, value: u64) {
     out.extend_from_slice(digits.format(value).as_bytes());
 }
 
+/// The low `digits` hexadecimal digits of `value`, lower case, zero-padded.
+pub(super) fn push_hex(out: &mut Vec<u8>, value: u128, digits: u32) {
+    const HEX: &[u8; 16] = b"0123456789abcdef";
+    for at in (0..digits).rev() {
+        out.push(HEX[((value >> (4 * at)) & 0xf) as usize]);
+    }
+}
+
 /// The decimal digits of `value`, zero-padded to `width`.
 pub(super) fn push_padded(out: &mut Vec<u8>, value: u64, width: usize) {
     let mut digits = itoa::Buffer::new();

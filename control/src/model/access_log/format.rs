@@ -17,11 +17,14 @@ enum Arg {
     TimeFormat,
     /// `%GRPC_STATUS%`, or `%GRPC_STATUS(CAMEL_STRING|SNAKE_STRING|NUMBER)%`.
     GrpcStatusForm,
+    /// `%ENVIRONMENT(NAME)%`: a variable's name, as written.
+    Name,
 }
 
 /// The command operators weft's agent renders (Envoy's names).
 const OPERATORS: &[(&str, Arg)] = &[
     ("START_TIME", Arg::TimeFormat),
+    ("EMIT_TIME", Arg::TimeFormat),
     ("REQ", Arg::Header),
     ("REQ_WITHOUT_QUERY", Arg::Header),
     ("RESP", Arg::Header),
@@ -47,6 +50,15 @@ const OPERATORS: &[(&str, Arg)] = &[
     ("DOWNSTREAM_LOCAL_ADDRESS_WITHOUT_PORT", Arg::None),
     ("DOWNSTREAM_REMOTE_ADDRESS", Arg::None),
     ("DOWNSTREAM_REMOTE_ADDRESS_WITHOUT_PORT", Arg::None),
+    ("DOWNSTREAM_REMOTE_PORT", Arg::None),
+    ("DOWNSTREAM_DIRECT_REMOTE_ADDRESS", Arg::None),
+    ("DOWNSTREAM_DIRECT_REMOTE_ADDRESS_WITHOUT_PORT", Arg::None),
+    ("DOWNSTREAM_DIRECT_REMOTE_PORT", Arg::None),
+    ("DOWNSTREAM_LOCAL_PORT", Arg::None),
+    ("UPSTREAM_REMOTE_ADDRESS_WITHOUT_PORT", Arg::None),
+    ("UPSTREAM_REMOTE_PORT", Arg::None),
+    ("UPSTREAM_LOCAL_ADDRESS_WITHOUT_PORT", Arg::None),
+    ("UPSTREAM_LOCAL_PORT", Arg::None),
     ("DOWNSTREAM_PEER_URI_SAN", Arg::None),
     ("DOWNSTREAM_LOCAL_URI_SAN", Arg::None),
     ("UPSTREAM_PEER_URI_SAN", Arg::None),
@@ -58,6 +70,13 @@ const OPERATORS: &[(&str, Arg)] = &[
     ("GRPC_STATUS", Arg::GrpcStatusForm),
     ("GRPC_STATUS_NUMBER", Arg::None),
     ("HOSTNAME", Arg::None),
+    ("RESPONSE_FLAGS_LONG", Arg::None),
+    ("ACCESS_LOG_TYPE", Arg::None),
+    ("TRACE_ID", Arg::None),
+    ("SPAN_ID", Arg::None),
+    ("UNIQUE_ID", Arg::None),
+    ("ENVIRONMENT", Arg::Name),
+    ("VIRTUAL_CLUSTER_NAME", Arg::None),
 ];
 
 /// Envoy's default format as Istio sets it (`EnvoyTextLogFormat`).
@@ -193,7 +212,7 @@ pub fn parse(text: &str) -> Result<Vec<FormatToken>, String> {
             }
             (Arg::TimeFormat, Some(format)) => {
                 weft_proto::time_format::parse(&format).map_err(|e| {
-                    format!("position {start}: `%START_TIME({format})%`: in the time format, {e}")
+                    format!("position {start}: `%{name}({format})%`: in the time format, {e}")
                 })?;
                 token.argument = format;
             }
@@ -205,6 +224,12 @@ pub fn parse(text: &str) -> Result<Vec<FormatToken>, String> {
                     ));
                 }
                 token.argument = form;
+            }
+            (Arg::Name, Some(variable)) if !variable.is_empty() => token.argument = variable,
+            (Arg::Name, _) => {
+                return Err(format!(
+                    "position {start}: `%{name}%` needs a variable's name: `%{name}(NAME)%`"
+                ));
             }
             (Arg::None, Some(_)) => {
                 return Err(format!("position {start}: `%{name}%` takes no argument"));
@@ -322,6 +347,33 @@ mod tests {
             ]
         );
         assert_eq!(tokens.last().unwrap().max_length, 20);
+    }
+
+    #[test]
+    fn environment_names_are_kept_as_written_and_emit_times_take_a_format() {
+        let tokens =
+            parse("%ENVIRONMENT(POD_NAME):8% %EMIT_TIME(%s)% %UPSTREAM_REMOTE_PORT%").unwrap();
+        let ops: Vec<(&str, &str, u32)> = tokens
+            .iter()
+            .filter(|t| !t.operator.is_empty())
+            .map(|t| (t.operator.as_str(), t.argument.as_str(), t.max_length))
+            .collect();
+        assert_eq!(
+            ops,
+            [
+                ("ENVIRONMENT", "POD_NAME", 8),
+                ("EMIT_TIME", "%s", 0),
+                ("UPSTREAM_REMOTE_PORT", "", 0)
+            ]
+        );
+        for (text, wanted) in [
+            ("%ENVIRONMENT%", "needs a variable's name"),
+            ("%ENVIRONMENT()%", "needs a variable's name"),
+            ("%EMIT_TIME(%q)%", "`%EMIT_TIME(%q)%`: in the time format"),
+        ] {
+            let err = parse(text).unwrap_err();
+            assert!(err.contains(wanted), "{text}: {err}");
+        }
     }
 
     #[test]
