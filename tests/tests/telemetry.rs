@@ -464,7 +464,8 @@ fn telemetry_metric_overrides_change_labels_and_turn_metrics_off() -> Result<()>
 
 /// A gRPC stream of 5 messages each way is one request, and its messages
 /// are counted, by both reporters, in `istio_request_messages_total` and
-/// `istio_response_messages_total`.
+/// `istio_response_messages_total`; its request's size is the bytes its
+/// body carried (a gRPC request has no `content-length`).
 fn grpc_messages_are_counted(
     cluster: &Cluster,
     web: &weft_sim::Pod,
@@ -486,6 +487,7 @@ fn grpc_messages_are_counted(
         "grpc-call chat: {out:?}"
     );
     std::thread::sleep(LOG_SETTLE);
+    let mut sizes = Vec::new();
     for (node, reporter) in [("node-1", "source"), ("node-2", "destination")] {
         let stream = [
             ("reporter", reporter),
@@ -501,7 +503,17 @@ fn grpc_messages_are_counted(
             let counted = total(&scrape(cluster, node, metric)?, &stream);
             ensure!(counted == 5.0, "{metric} by the {reporter}: {counted}");
         }
+        sizes.push(total(
+            &scrape(cluster, node, "istio_request_bytes_sum")?,
+            &stream,
+        ));
     }
+    // Five messages of a 5-byte prefix and a payload each, the same bytes
+    // seen by both sides.
+    ensure!(
+        sizes[0] > 25.0 && sizes[0] == sizes[1],
+        "istio_request_bytes_sum of the stream, source and destination: {sizes:?}"
+    );
     Ok(())
 }
 

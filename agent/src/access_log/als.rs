@@ -336,6 +336,7 @@ fn common(e: &Entry<'_>) -> AccessLogCommon {
         duration: Some(duration(e.duration)),
         // A request's: its answer's head from upstream, and the last byte
         // of an answer sent back (when the entry is written).
+        time_to_last_rx_byte: e.request_duration.map(duration),
         time_to_first_upstream_rx_byte: e.response_duration.map(duration),
         time_to_last_downstream_tx_byte: e
             .http

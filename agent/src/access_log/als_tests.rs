@@ -77,6 +77,7 @@ fn with_entry<R>(format: &Format, f: impl FnOnce(&Entry<'_>) -> R) -> R {
     flags.set(Flag::UpstreamConnectFailure);
     e.flags = flags;
     e.bytes_received = 12;
+    e.request_duration = Some(Duration::from_millis(2));
     e.bytes_sent = 91;
     e.upstream_host = Some(addr("10.1.0.5:8080"));
     e.upstream_cluster = "inbound|8080||";
@@ -159,8 +160,15 @@ fn an_http_entry_carries_the_request_the_response_and_the_connection() {
         })
     );
     // A connection failure: nothing came from upstream; the last byte
-    // went back when the entry was made.
+    // went back when the entry was made, the request's came in 2 ms.
     assert_eq!(common.time_to_first_upstream_rx_byte, None);
+    assert_eq!(
+        common.time_to_last_rx_byte,
+        Some(prost_types::Duration {
+            seconds: 0,
+            nanos: 2_000_000
+        })
+    );
     assert_eq!(common.time_to_last_downstream_tx_byte, common.duration);
     assert_eq!(
         socket(&common.downstream_remote_address),

@@ -211,6 +211,9 @@ pub struct Entry<'a> {
     /// byte from upstream (the app's, on the server side); `None`
     /// without one (the proxy answered itself, or nothing came).
     pub response_duration: Option<Duration>,
+    /// `%REQUEST_DURATION%`: from the start to the request body's end
+    /// (at once without a body); `None` before it ended, and at L4.
+    pub request_duration: Option<Duration>,
     /// `None` at L4.
     pub http: Option<Http<'a>>,
     /// `%PROTOCOL%`: `HTTP/1.1`, `HTTP/2`; empty at L4.
@@ -269,6 +272,7 @@ impl<'a> Entry<'a> {
             start,
             duration,
             response_duration: None,
+            request_duration: None,
             http: None,
             protocol: "",
             flags: Flags::default(),

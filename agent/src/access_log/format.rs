@@ -45,6 +45,8 @@ pub enum Op {
     BytesSent,
     Duration,
     ResponseDuration,
+    /// From the start to the request body's end.
+    RequestDuration,
     /// From the response's first byte from upstream to its last sent.
     ResponseTxDuration,
     UpstreamHost,
@@ -190,6 +192,7 @@ impl Op {
             "BYTES_SENT" => Op::BytesSent,
             "DURATION" => Op::Duration,
             "RESPONSE_DURATION" => Op::ResponseDuration,
+            "REQUEST_DURATION" => Op::RequestDuration,
             "RESPONSE_TX_DURATION" => Op::ResponseTxDuration,
             "UPSTREAM_HOST" | "UPSTREAM_REMOTE_ADDRESS" => Op::UpstreamHost,
             "UPSTREAM_CLUSTER" | "UPSTREAM_CLUSTER_RAW" => Op::UpstreamCluster,
@@ -296,6 +299,7 @@ impl Op {
                 | Op::BytesSent
                 | Op::Duration
                 | Op::ResponseDuration
+                | Op::RequestDuration
                 | Op::ResponseTxDuration
                 | Op::UpstreamRequestAttemptCount
                 | Op::ConnectionId
@@ -406,6 +410,10 @@ impl Op {
             Op::BytesSent => number(out, e.bytes_sent),
             Op::Duration => number(out, e.duration.as_millis() as u64),
             Op::ResponseDuration => match e.response_duration {
+                Some(d) => number(out, d.as_millis() as u64),
+                None => false,
+            },
+            Op::RequestDuration => match e.request_duration {
                 Some(d) => number(out, d.as_millis() as u64),
                 None => false,
             },

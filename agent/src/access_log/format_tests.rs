@@ -105,18 +105,22 @@ fn a_start_time_format_grpc_status_forms_paths_without_query_and_response_times(
         e.http = Some(http(status));
         assert_eq!(statuses.render(&e), line);
     }
-    // The answer's head came 12 ms in, its last byte 30 ms in; none came
-    // for a reply of the proxy's own.
+    // The request's body ended 5 ms in, the answer's head came 12 ms
+    // in, its last byte 30 ms in; none came for a reply of the proxy's
+    // own, and a body not read to its end has no end.
     let times = Format::text(&[
+        token("REQUEST_DURATION", "", ""),
+        literal(" "),
         token("RESPONSE_DURATION", "", ""),
         literal(" "),
         token("RESPONSE_TX_DURATION", "", ""),
     ])
     .unwrap();
     e.duration = Duration::from_millis(30);
-    assert_eq!(times.render(&e), "- -\n");
+    assert_eq!(times.render(&e), "- - -\n");
+    e.request_duration = Some(Duration::from_micros(5_900));
     e.response_duration = Some(Duration::from_millis(12));
-    assert_eq!(times.render(&e), "12 18\n");
+    assert_eq!(times.render(&e), "5 12 18\n");
     // In JSON, only the number is a number.
     e.http = Some(http(Some(14)));
     let json = Format::json(&[
@@ -124,13 +128,17 @@ fn a_start_time_format_grpc_status_forms_paths_without_query_and_response_times(
         field("number", vec![token("GRPC_STATUS_NUMBER", "", "")]),
         field("start", vec![token("START_TIME", "%s", "")]),
         field("response_ms", vec![token("RESPONSE_DURATION", "", "")]),
+        field("request_ms", vec![token("REQUEST_DURATION", "", "")]),
     ])
     .unwrap();
     let v: serde_json::Value = serde_json::from_str(&json.render(&e)).unwrap();
     assert_eq!(v["camel"], "Unavailable");
     assert_eq!(v["number"], 14);
     assert_eq!(v["start"], "1796239034");
-    assert_eq!(v["response_ms"], 12);
+    assert_eq!(
+        (&v["response_ms"], &v["request_ms"]),
+        (&12.into(), &5.into())
+    );
     // A time format's line break is a space in a text line, as a
     // literal's is; JSON escapes it.
     let broken = token("START_TIME", "%Y%n%m", "");

@@ -9,6 +9,7 @@ use std::{
         atomic::{AtomicU64, Ordering},
     },
     task::{Context, Poll, Waker},
+    time::{Duration, Instant},
 };
 
 use bytes::Bytes;
@@ -384,23 +385,86 @@ impl GrpcFrames {
     }
 }
 
-/// `body`, counting its gRPC messages into `count` as they pass (a
-/// request's, read by whoever records the request when it is answered).
-pub fn count_messages(body: Body, count: Arc<AtomicU64>) -> Body {
-    boxed(Counted {
+/// What a request's body did on its way upstream, counted as it passes
+/// ([`observe`]) and read by whoever records the request when it is
+/// answered: its data bytes (Envoy's `%BYTES_RECEIVED%`, whatever the
+/// `content-length` says, and with none: gRPC, chunked), its gRPC
+/// messages when they are counted, and when its end went by
+/// (`%REQUEST_DURATION%`).
+#[derive(Debug)]
+pub struct RequestBody {
+    started: Instant,
+    bytes: AtomicU64,
+    /// `None`: not counted.
+    messages: Option<AtomicU64>,
+    /// Nanoseconds after `started` when the end went by, plus one; 0:
+    /// not yet.
+    ended: AtomicU64,
+}
+
+impl RequestBody {
+    /// A body a request that started at `started` is sending.
+    pub fn new(started: Instant, count_messages: bool) -> Arc<RequestBody> {
+        Arc::new(RequestBody {
+            started,
+            bytes: AtomicU64::new(0),
+            messages: count_messages.then(|| AtomicU64::new(0)),
+            ended: AtomicU64::new(0),
+        })
+    }
+
+    pub fn bytes(&self) -> u64 {
+        self.bytes.load(Ordering::Relaxed)
+    }
+
+    /// Its gRPC messages so far (0 when they are not counted).
+    pub fn messages(&self) -> u64 {
+        self.messages
+            .as_ref()
+            .map_or(0, |count| count.load(Ordering::Relaxed))
+    }
+
+    pub fn counts_messages(&self) -> bool {
+        self.messages.is_some()
+    }
+
+    /// How long after the request's start its body ended, if it has.
+    pub fn ended_after(&self) -> Option<Duration> {
+        match self.ended.load(Ordering::Relaxed) {
+            0 => None,
+            ns => Some(Duration::from_nanos(ns - 1)),
+        }
+    }
+
+    fn end(&self) {
+        let ns = u64::try_from(self.started.elapsed().as_nanos()).unwrap_or(u64::MAX - 1);
+        let _ = self
+            .ended
+            .compare_exchange(0, ns + 1, Ordering::Relaxed, Ordering::Relaxed);
+    }
+}
+
+/// `body`, observed into `seen` as it passes: read once, whatever the
+/// retries replay of it.
+pub fn observe(body: Body, seen: Arc<RequestBody>) -> Body {
+    if body.is_end_stream() {
+        seen.end();
+        return body;
+    }
+    boxed(Observed {
         inner: body,
         frames: GrpcFrames::default(),
-        count,
+        seen,
     })
 }
 
-struct Counted {
+struct Observed {
     inner: Body,
     frames: GrpcFrames,
-    count: Arc<AtomicU64>,
+    seen: Arc<RequestBody>,
 }
 
-impl HttpBody for Counted {
+impl HttpBody for Observed {
     type Data = Bytes;
     type Error = BoxError;
 
@@ -408,16 +472,29 @@ impl HttpBody for Counted {
         mut self: Pin<&mut Self>,
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
-        let polled = Pin::new(&mut self.inner).poll_frame(cx);
-        if let Poll::Ready(Some(Ok(frame))) = &polled
-            && let Some(data) = frame.data_ref()
-        {
-            let before = self.frames.messages;
-            self.frames.feed(data);
-            let new = self.frames.messages - before;
-            if new > 0 {
-                self.count.fetch_add(new, Ordering::Relaxed);
+        let this = &mut *self;
+        let polled = Pin::new(&mut this.inner).poll_frame(cx);
+        match &polled {
+            Poll::Ready(Some(Ok(frame))) => {
+                if let Some(data) = frame.data_ref() {
+                    let seen = &this.seen;
+                    seen.bytes.fetch_add(data.len() as u64, Ordering::Relaxed);
+                    if let Some(count) = &seen.messages {
+                        let before = this.frames.messages;
+                        this.frames.feed(data);
+                        let new = this.frames.messages - before;
+                        if new > 0 {
+                            count.fetch_add(new, Ordering::Relaxed);
+                        }
+                    }
+                }
+                // The last frame: the reader may not ask again.
+                if this.inner.is_end_stream() {
+                    this.seen.end();
+                }
             }
+            Poll::Ready(None) => this.seen.end(),
+            Poll::Ready(Some(Err(_))) | Poll::Pending => {}
         }
         polled
     }
@@ -480,6 +557,50 @@ mod tests {
         assert!(!replay.can_replay());
         assert!(collect(replay.body()).await.is_err());
         assert!(follower.await.unwrap().is_err(), "the mirror gives up");
+    }
+
+    #[tokio::test]
+    async fn observed_bodies_count_bytes_messages_and_their_end() {
+        // A gRPC body of two messages (3 and 1 bytes) in three frames, no
+        // `content-length`.
+        let grpc = || {
+            let frames: Vec<Result<Frame<Bytes>, BoxError>> = [
+                &[0u8, 0, 0, 0, 3, b'a'][..],
+                &[b'b', b'c', 0, 0, 0],
+                &[0, 1, b'z'],
+            ]
+            .iter()
+            .map(|part| Ok(Frame::data(Bytes::copy_from_slice(part))))
+            .collect();
+            StreamBody::new(futures::stream::iter(frames)).boxed()
+        };
+        let started = Instant::now();
+        let seen = RequestBody::new(started, true);
+        let body = observe(grpc(), seen.clone());
+        assert_eq!((seen.bytes(), seen.ended_after()), (0, None));
+        assert_eq!(collect(body).await.unwrap().len(), 14);
+        assert_eq!((seen.bytes(), seen.messages()), (14, 2));
+        let ended = seen.ended_after().expect("read to its end");
+        assert!(ended <= started.elapsed());
+        // Messages not counted: bytes still are.
+        let seen = RequestBody::new(started, false);
+        collect(observe(grpc(), seen.clone())).await.unwrap();
+        assert_eq!(
+            (seen.bytes(), seen.messages(), seen.counts_messages()),
+            (14, 0, false)
+        );
+        // A body that is over before it is read ends at once.
+        let seen = RequestBody::new(started, false);
+        let body = observe(empty(), seen.clone());
+        assert!(body.is_end_stream() && seen.ended_after().is_some());
+        // One whose last frame says so ends with it, even if never polled
+        // again.
+        let seen = RequestBody::new(started, false);
+        let mut body = observe(full("abc"), seen.clone());
+        let frame = body.frame().await.unwrap().unwrap();
+        assert_eq!(frame.into_data().unwrap(), "abc");
+        assert_eq!(seen.bytes(), 3);
+        assert!(seen.ended_after().is_some(), "the last frame ends it");
     }
 
     #[test]

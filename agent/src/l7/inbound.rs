@@ -201,18 +201,13 @@ async fn handle(
     let started = Instant::now();
     let grpc = reply::is_grpc(request.headers());
     let traffic = ctx.metrics.traffic.enabled();
-    // `Served::send` counts the request's messages into it.
-    let request_messages = (traffic && grpc).then(|| {
-        let count = RequestMessages::default();
-        request.extensions_mut().insert(count.clone());
-        count
+    // Its body's bytes, messages and end, as `Served::send` sees them go
+    // to the app (`None`: it has none).
+    let request_body = (!request.body().is_end_stream()).then(|| {
+        let seen = body::RequestBody::new(started, traffic && grpc);
+        request.extensions_mut().insert(SeenBody(seen.clone()));
+        seen
     });
-    // Its `content-length`, for the metrics and the access log.
-    let request_bytes = request
-        .headers()
-        .get(http::header::CONTENT_LENGTH)
-        .and_then(|v| v.to_str().ok()?.parse().ok())
-        .unwrap_or(0);
     // The workload's metric overrides, and what they read of the request
     // when they add labels with values.
     let view = traffic
@@ -228,8 +223,13 @@ async fn handle(
         Some(served.inbound.peer),
     );
     // The server side's access-log line and span (`l7/log.rs`).
-    let mut record =
-        super::log::ServerRecord::start(&mut request, started, request_bytes, &served.inbound, ctx);
+    let mut record = super::log::ServerRecord::start(
+        &mut request,
+        started,
+        request_body.clone(),
+        &served.inbound,
+        ctx,
+    );
     let response = decide_and_forward(request, served, ctx).await;
     if let Some(record) = record.as_mut() {
         record.responded(&response);
@@ -251,8 +251,7 @@ async fn handle(
             status: response.status().as_u16(),
             grpc: grpc.then_some(0),
             grpc_status: reply::grpc_status(response.headers()),
-            request_bytes,
-            request_messages,
+            request_body,
             metrics: ctx.metrics.clone(),
             series: served.series.clone(),
         }
@@ -279,8 +278,8 @@ struct RequestMetrics {
     grpc: Option<u64>,
     /// From the response's headers, or its trailers.
     grpc_status: Option<u32>,
-    request_bytes: u64,
-    request_messages: Option<RequestMessages>,
+    /// `None`: the request had no body.
+    request_body: Option<Arc<body::RequestBody>>,
     metrics: Arc<crate::metrics::Metrics>,
     series: Arc<crate::metrics::traffic::SeriesCache>,
 }
@@ -320,11 +319,13 @@ impl super::log::Ending for ServerEnd {
 
     fn end(self, bytes_sent: u64) {
         if let Some(m) = self.metrics {
+            let seen = m.request_body.as_deref();
+            let request_bytes = seen.map_or(0, body::RequestBody::bytes);
             let outcome = RequestOutcome {
                 duration: m.started.elapsed(),
-                request_bytes: m.request_bytes,
+                request_bytes,
                 response_bytes: bytes_sent,
-                request_messages: m.request_messages.map_or(0, |count| count.get()),
+                request_messages: seen.map_or(0, body::RequestBody::messages),
                 response_messages: m.grpc.unwrap_or(0),
             };
             let labels = match &m.tags {
@@ -334,7 +335,7 @@ impl super::log::Ending for ServerEnd {
                         status: m.status,
                         grpc_status: m.grpc_status,
                         flags: m.flags,
-                        request_bytes: m.request_bytes,
+                        request_bytes,
                         response_bytes: bytes_sent,
                         duration: outcome.duration,
                     },
@@ -666,16 +667,10 @@ async fn external(
     }
 }
 
-/// The gRPC messages of a request, counted as its body goes to the app
-/// (see [`handle`]).
-#[derive(Debug, Clone, Default)]
-struct RequestMessages(Arc<std::sync::atomic::AtomicU64>);
-
-impl RequestMessages {
-    fn get(&self) -> u64 {
-        self.0.load(std::sync::atomic::Ordering::Relaxed)
-    }
-}
+/// Where a request's body is counted as it goes to the app (see
+/// [`handle`]), carried in the request's extensions to `Served::send`.
+#[derive(Clone)]
+struct SeenBody(Arc<body::RequestBody>);
 
 /// The request body on its way to the app: as it comes, or what was
 /// buffered for the provider followed by the rest.

@@ -13,10 +13,7 @@ use std::{
     borrow::Cow,
     net::SocketAddr,
     pin::Pin,
-    sync::{
-        Arc,
-        atomic::{AtomicU64, Ordering},
-    },
+    sync::Arc,
     task::{Context, Poll},
     time::{Instant, SystemTime},
 };
@@ -108,12 +105,13 @@ pub struct Record {
     attempts: u32,
     status: Option<StatusCode>,
     grpc_status: Option<u32>,
-    /// The request body's size (its `content-length`, when it has one).
-    request_bytes: u64,
-    /// gRPC messages each way, counted when the request is gRPC and the
-    /// metrics are on: the request's by [`Record::counting`], the
+    /// The request's body as it went upstream ([`Record::counting`]);
+    /// `None`: it had none.
+    request_body: Option<Arc<body::RequestBody>>,
+    /// gRPC messages each way are counted when the request is gRPC and
+    /// the metrics are on: the request's into `request_body`, the
     /// response's by the [`Logged`] body.
-    request_messages: Option<Arc<AtomicU64>>,
+    count_messages: bool,
     response_messages: u64,
     telemetry: Telemetry,
     /// This side's span, when the source's tracing is on.
@@ -201,8 +199,22 @@ impl RequestTags {
     }
 }
 
+/// `%REQUEST_DURATION%`: when the request's body ended, after its start;
+/// at once for a request without one (`seen`: `None`).
+fn request_duration(seen: Option<&body::RequestBody>) -> Option<std::time::Duration> {
+    match seen {
+        Some(seen) => seen.ended_after(),
+        None => Some(std::time::Duration::ZERO),
+    }
+}
+
 impl Record {
-    pub fn start<B>(request: &Request<B>, down: &Downstream, ctx: &ProxyContext) -> Record {
+    pub fn start<B: HttpBody>(
+        request: &Request<B>,
+        down: &Downstream,
+        ctx: &ProxyContext,
+    ) -> Record {
+        let started = Instant::now();
         let access = access_log::global()
             .decide(
                 &down.pod.workload.namespace,
@@ -234,8 +246,10 @@ impl Record {
             // The app's address as a sidecar would see it.
             Some(access_log::app_address(down.peer, &down.pod.workload)),
         );
+        let count_messages =
+            ctx.metrics.traffic.enabled() && super::reply::is_grpc(request.headers());
         Record {
-            started: Instant::now(),
+            started,
             start_time: SystemTime::now(),
             local: down.original,
             cluster: String::new(),
@@ -255,14 +269,9 @@ impl Record {
             attempts: 0,
             status: None,
             grpc_status: None,
-            request_bytes: request
-                .headers()
-                .get(http::header::CONTENT_LENGTH)
-                .and_then(|v| v.to_str().ok()?.parse().ok())
-                .unwrap_or(0),
-            request_messages: (ctx.metrics.traffic.enabled()
-                && super::reply::is_grpc(request.headers()))
-            .then(Arc::default),
+            request_body: (!request.body().is_end_stream())
+                .then(|| body::RequestBody::new(started, count_messages)),
+            count_messages,
             response_messages: 0,
             span,
             destination_port: down.original.port(),
@@ -284,13 +293,20 @@ impl Record {
         }
     }
 
-    /// The request's body on its way upstream, counting its gRPC
-    /// messages when they are counted (once, whatever the retries replay).
+    /// The request's body on its way upstream, its bytes, gRPC messages
+    /// and end counted (once, whatever the retries replay).
     pub fn counting(&self, body: Body) -> Body {
-        match &self.request_messages {
-            Some(count) => body::count_messages(body, count.clone()),
+        match &self.request_body {
+            Some(seen) => body::observe(body, seen.clone()),
             None => body,
         }
+    }
+
+    /// The request body's bytes that went upstream.
+    fn request_bytes(&self) -> u64 {
+        self.request_body
+            .as_deref()
+            .map_or(0, body::RequestBody::bytes)
     }
 
     /// The request is about to go upstream with `headers` (the proxy's
@@ -428,7 +444,7 @@ impl Record {
                     status,
                     grpc_status: self.grpc_status,
                     flags: self.flags,
-                    request_bytes: self.request_bytes,
+                    request_bytes: self.request_bytes(),
                     response_bytes,
                     duration,
                 },
@@ -439,12 +455,12 @@ impl Record {
             .get(&t.metrics.traffic, &labels, status, self.grpc_status)
             .record(&RequestOutcome {
                 duration,
-                request_bytes: self.request_bytes,
+                request_bytes: self.request_bytes(),
                 response_bytes,
                 request_messages: self
-                    .request_messages
-                    .as_ref()
-                    .map_or(0, |count| count.load(Ordering::Relaxed)),
+                    .request_body
+                    .as_deref()
+                    .map_or(0, body::RequestBody::messages),
                 response_messages: self.response_messages,
             });
     }
@@ -499,7 +515,7 @@ impl Record {
             status: self.status.map_or(0, |s| s.as_u16()),
             grpc_status: self.grpc_status,
             flags: self.flags.to_string(),
-            request_size: self.request_bytes,
+            request_size: self.request_bytes(),
             response_size: bytes_sent,
             upstream_cluster: &self.cluster,
             peer: self.upstream,
@@ -530,7 +546,8 @@ impl Record {
         e.protocol = protocol(self.line.version);
         e.flags = self.flags;
         e.details = self.details.as_deref();
-        e.bytes_received = self.request_bytes;
+        e.bytes_received = self.request_bytes();
+        e.request_duration = request_duration(self.request_body.as_deref());
         e.bytes_sent = bytes_sent;
         e.upstream_host = self.upstream;
         e.upstream_workload = destination;
@@ -628,7 +645,7 @@ impl Ending for Record {
     }
 
     fn counts_messages(&self) -> bool {
-        self.request_messages.is_some()
+        self.count_messages
     }
 
     fn messages(&mut self, count: u64) {

@@ -10,7 +10,7 @@ use hyper::{
 };
 use hyper_util::rt::{TokioExecutor, TokioIo};
 
-use super::{RequestMessages, Served};
+use super::{SeenBody, Served};
 use crate::{
     l7::{
         body::{self, Body},
@@ -32,10 +32,10 @@ impl Served {
     pub(super) async fn send(
         &self,
         ctx: &ProxyContext,
-        request: Request<Body>,
+        mut request: Request<Body>,
     ) -> Result<Response<Incoming>, LocalReply> {
-        let request = match request.extensions().get::<RequestMessages>().cloned() {
-            Some(count) => request.map(|body| body::count_messages(body, count.0)),
+        let request = match request.extensions_mut().remove::<SeenBody>() {
+            Some(seen) => request.map(|body| body::observe(body, seen.0)),
             None => request,
         };
         let http2 = request.version() == Version::HTTP_2;

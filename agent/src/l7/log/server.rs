@@ -42,7 +42,8 @@ pub struct ServerRecord {
     /// `%RESPONSE_CODE_DETAILS%` of a local reply that its flags do not
     /// name.
     details: Option<Cow<'static, str>>,
-    request_bytes: u64,
+    /// `None`: the request had no body.
+    request_body: Option<Arc<crate::l7::body::RequestBody>>,
     /// The connection: its client, the pod and port it asked for.
     inbound: Arc<crate::l7::inbound::Inbound>,
     /// The agent answered itself (a denial): no upstream was asked, and
@@ -63,7 +64,7 @@ impl ServerRecord {
     pub fn start<B>(
         request: &mut Request<B>,
         started: Instant,
-        request_bytes: u64,
+        request_body: Option<Arc<crate::l7::body::RequestBody>>,
         inbound: &Arc<crate::l7::inbound::Inbound>,
         ctx: &ProxyContext,
     ) -> Option<Box<ServerRecord>> {
@@ -102,7 +103,7 @@ impl ServerRecord {
             grpc_status: None,
             flags: Flags::default(),
             details: None,
-            request_bytes,
+            request_body,
             inbound: inbound.clone(),
             local_reply: false,
             responded_after: None,
@@ -128,6 +129,14 @@ impl ServerRecord {
     }
 }
 
+impl ServerRecord {
+    fn request_bytes(&self) -> u64 {
+        self.request_body
+            .as_deref()
+            .map_or(0, crate::l7::body::RequestBody::bytes)
+    }
+}
+
 impl Ending for ServerRecord {
     fn grpc_status(&mut self, status: u32) {
         self.grpc_status = Some(status);
@@ -148,7 +157,7 @@ impl Ending for ServerRecord {
                 status: self.status,
                 grpc_status: self.grpc_status,
                 flags: self.flags.to_string(),
-                request_size: self.request_bytes,
+                request_size: self.request_bytes(),
                 response_size: bytes_sent,
                 upstream_cluster: self.inbound.cluster(),
                 peer: Some(self.inbound.peer),
@@ -171,7 +180,8 @@ impl Ending for ServerRecord {
         e.protocol = protocol(self.line.version);
         e.flags = self.flags;
         e.details = self.details.as_deref();
-        e.bytes_received = self.request_bytes;
+        e.bytes_received = self.request_bytes();
+        e.request_duration = super::request_duration(self.request_body.as_deref());
         e.bytes_sent = bytes_sent;
         let inbound = &self.inbound;
         // The app, at the address the client asked for.

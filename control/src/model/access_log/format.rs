@@ -39,6 +39,7 @@ const OPERATORS: &[(&str, Arg)] = &[
     ("BYTES_SENT", Arg::None),
     ("DURATION", Arg::None),
     ("RESPONSE_DURATION", Arg::None),
+    ("REQUEST_DURATION", Arg::None),
     ("RESPONSE_TX_DURATION", Arg::None),
     ("UPSTREAM_HOST", Arg::None),
     ("UPSTREAM_REMOTE_ADDRESS", Arg::None),
