@@ -206,6 +206,7 @@ fn access_logs_in_envoys_formats_as_telemetry_says() -> Result<()> {
         );
         let client = one_line(cluster, "node-1", "/forbidden-1")?;
         ensure!(text_fields(&client)[2..4] == ["403", "-"], "{client}");
+        println!("--- a denied request's lines, the server's then the client's:\n{server}\n{client}");
 
         // No endpoint: 503 UH, answered by the client's agent.
         ensure!(get(&web, &format!("http://{ghost}:8080"), "/nowhere")? == 503);
