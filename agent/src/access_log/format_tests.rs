@@ -441,7 +441,7 @@ fn ports_direct_addresses_long_flags_log_types_ids_and_the_environment() {
     // the string `-` (as Envoy writes it).
     let json = Format::json(&[
         field("port", vec![token("UPSTREAM_REMOTE_PORT", "", "")]),
-        field("none", vec![token("UPSTREAM_LOCAL_PORT", "", "")]),
+        field("local_port", vec![token("UPSTREAM_LOCAL_PORT", "", "")]),
         field(
             "unset",
             vec![token("ENVIRONMENT", "WEFT_TEST_UNSET_VARIABLE", "")],
@@ -454,10 +454,13 @@ fn ports_direct_addresses_long_flags_log_types_ids_and_the_environment() {
     ])
     .unwrap();
     let v: serde_json::Value = serde_json::from_str(&json.render(&e)).unwrap();
-    assert_eq!((&v["port"], &v["none"]), (&9080.into(), &51000.into()));
+    assert_eq!(
+        (&v["port"], &v["local_port"]),
+        (&9080.into(), &51000.into())
+    );
     assert!(v["vc"].is_null(), "{v}");
     let t: serde_json::Value = serde_json::from_str(&json.render(&tcp)).unwrap();
-    assert!(t["port"].is_null() && t["none"].is_null(), "{t}");
+    assert!(t["port"].is_null() && t["local_port"].is_null(), "{t}");
     assert_eq!(
         t["flags"], "-",
         "no flag: the string `-`, as Envoy writes it"

@@ -389,11 +389,14 @@ impl GrpcFrames {
 /// ([`observe`]) and read by whoever records the request when it is
 /// answered: its data bytes (Envoy's `%BYTES_RECEIVED%`, whatever the
 /// `content-length` says, and with none: gRPC, chunked), its gRPC
-/// messages when they are counted, and when its end went by
-/// (`%REQUEST_DURATION%`).
+/// messages when they are counted, and when the proxy passed its end on
+/// upstream (`%REQUEST_DURATION%`: a body that waited for the upstream's
+/// connection ends after it).
 #[derive(Debug)]
 pub struct RequestBody {
     started: Instant,
+    /// Its `content-length`, for a body answered before it was read.
+    declared: Option<u64>,
     bytes: AtomicU64,
     /// `None`: not counted.
     messages: Option<AtomicU64>,
@@ -403,18 +406,26 @@ pub struct RequestBody {
 }
 
 impl RequestBody {
-    /// A body a request that started at `started` is sending.
-    pub fn new(started: Instant, count_messages: bool) -> Arc<RequestBody> {
+    /// The body of a request that started at `started` with `headers`.
+    pub fn new(started: Instant, headers: &HeaderMap, count_messages: bool) -> Arc<RequestBody> {
         Arc::new(RequestBody {
             started,
+            declared: headers
+                .get(http::header::CONTENT_LENGTH)
+                .and_then(|v| v.to_str().ok()?.parse().ok()),
             bytes: AtomicU64::new(0),
             messages: count_messages.then(|| AtomicU64::new(0)),
             ended: AtomicU64::new(0),
         })
     }
 
+    /// The bytes that went by; for a body never read (the request was
+    /// answered first: a denial, a local reply), its `content-length`.
     pub fn bytes(&self) -> u64 {
-        self.bytes.load(Ordering::Relaxed)
+        match self.bytes.load(Ordering::Relaxed) {
+            0 if self.ended_after().is_none() => self.declared.unwrap_or(0),
+            read => read,
+        }
     }
 
     /// Its gRPC messages so far (0 when they are not counted).
@@ -575,7 +586,7 @@ mod tests {
             StreamBody::new(futures::stream::iter(frames)).boxed()
         };
         let started = Instant::now();
-        let seen = RequestBody::new(started, true);
+        let seen = RequestBody::new(started, &HeaderMap::new(), true);
         let body = observe(grpc(), seen.clone());
         assert_eq!((seen.bytes(), seen.ended_after()), (0, None));
         assert_eq!(collect(body).await.unwrap().len(), 14);
@@ -583,19 +594,27 @@ mod tests {
         let ended = seen.ended_after().expect("read to its end");
         assert!(ended <= started.elapsed());
         // Messages not counted: bytes still are.
-        let seen = RequestBody::new(started, false);
+        let seen = RequestBody::new(started, &HeaderMap::new(), false);
         collect(observe(grpc(), seen.clone())).await.unwrap();
         assert_eq!(
             (seen.bytes(), seen.messages(), seen.counts_messages()),
             (14, 0, false)
         );
         // A body that is over before it is read ends at once.
-        let seen = RequestBody::new(started, false);
+        let seen = RequestBody::new(started, &HeaderMap::new(), false);
         let body = observe(empty(), seen.clone());
         assert!(body.is_end_stream() && seen.ended_after().is_some());
+        // A body never read (the request was answered first) is its
+        // `content-length`.
+        let mut declared = HeaderMap::new();
+        declared.insert(http::header::CONTENT_LENGTH, "5".parse().unwrap());
+        let seen = RequestBody::new(started, &declared, false);
+        let body = observe(full("12345"), seen.clone());
+        assert_eq!(seen.bytes(), 5);
+        drop(body);
         // One whose last frame says so ends with it, even if never polled
         // again.
-        let seen = RequestBody::new(started, false);
+        let seen = RequestBody::new(started, &HeaderMap::new(), false);
         let mut body = observe(full("abc"), seen.clone());
         let frame = body.frame().await.unwrap().unwrap();
         assert_eq!(frame.into_data().unwrap(), "abc");

@@ -204,7 +204,7 @@ async fn handle(
     // Its body's bytes, messages and end, as `Served::send` sees them go
     // to the app (`None`: it has none).
     let request_body = (!request.body().is_end_stream()).then(|| {
-        let seen = body::RequestBody::new(started, traffic && grpc);
+        let seen = body::RequestBody::new(started, request.headers(), traffic && grpc);
         request.extensions_mut().insert(SeenBody(seen.clone()));
         seen
     });

@@ -270,7 +270,7 @@ impl Record {
             status: None,
             grpc_status: None,
             request_body: (!request.body().is_end_stream())
-                .then(|| body::RequestBody::new(started, count_messages)),
+                .then(|| body::RequestBody::new(started, request.headers(), count_messages)),
             count_messages,
             response_messages: 0,
             span,

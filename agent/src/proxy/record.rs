@@ -313,5 +313,24 @@ mod tests {
         // No ALLOW policy matched: no rule to name.
         let none = Failure::denied(&DenyReason::NoAllowMatch);
         assert_eq!(none.denied_rule.as_deref(), Some("none"));
+        // A same-node client's own line: refused is UF, closed by a policy
+        // change UC, as a client on another node sees them; anything else
+        // keeps its flag.
+        assert_eq!(
+            (
+                none.client_flag(),
+                failure.client_flag(),
+                broken.client_flag()
+            ),
+            (
+                Flag::UpstreamConnectFailure,
+                Flag::UpstreamTerminated,
+                Flag::UpstreamTerminated
+            )
+        );
+        assert_eq!(
+            Failure::new(Flag::UpstreamConnectFailure, "refused".into()).client_flag(),
+            Flag::UpstreamConnectFailure
+        );
     }
 }
