@@ -201,13 +201,6 @@ async fn handle(
     let started = Instant::now();
     let grpc = reply::is_grpc(request.headers());
     let traffic = ctx.metrics.traffic.enabled();
-    // Its body's bytes, messages and end, as `Served::send` sees them go
-    // to the app (`None`: it has none).
-    let request_body = (!request.body().is_end_stream()).then(|| {
-        let seen = body::RequestBody::new(started, request.headers(), traffic && grpc);
-        request.extensions_mut().insert(SeenBody(seen.clone()));
-        seen
-    });
     // The workload's metric overrides, and what they read of the request
     // when they add labels with values.
     let view = traffic
@@ -223,13 +216,19 @@ async fn handle(
         Some(served.inbound.peer),
     );
     // The server side's access-log line and span (`l7/log.rs`).
-    let mut record = super::log::ServerRecord::start(
-        &mut request,
-        started,
-        request_body.clone(),
-        &served.inbound,
-        ctx,
-    );
+    let mut record = super::log::ServerRecord::start(&mut request, started, &served.inbound, ctx);
+    // Its body's bytes, messages and end, as `Served::send` sees them go
+    // to the app: counted when something records the request (`None`:
+    // not, or it has no body).
+    let request_body =
+        ((traffic || record.is_some()) && !request.body().is_end_stream()).then(|| {
+            let seen = body::RequestBody::new(started, request.headers(), traffic && grpc);
+            request.extensions_mut().insert(SeenBody(seen.clone()));
+            seen
+        });
+    if let Some(record) = record.as_mut() {
+        record.request_body.clone_from(&request_body);
+    }
     let response = decide_and_forward(request, served, ctx).await;
     if let Some(record) = record.as_mut() {
         record.responded(&response);

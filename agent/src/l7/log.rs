@@ -248,6 +248,8 @@ impl Record {
         );
         let count_messages =
             ctx.metrics.traffic.enabled() && super::reply::is_grpc(request.headers());
+        // The body is counted when something records the request.
+        let recorded = access.is_some() || span.is_some() || ctx.metrics.traffic.enabled();
         Record {
             started,
             start_time: SystemTime::now(),
@@ -269,7 +271,7 @@ impl Record {
             attempts: 0,
             status: None,
             grpc_status: None,
-            request_body: (!request.body().is_end_stream())
+            request_body: (recorded && !request.body().is_end_stream())
                 .then(|| body::RequestBody::new(started, request.headers(), count_messages)),
             count_messages,
             response_messages: 0,

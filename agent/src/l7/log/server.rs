@@ -42,8 +42,9 @@ pub struct ServerRecord {
     /// `%RESPONSE_CODE_DETAILS%` of a local reply that its flags do not
     /// name.
     details: Option<Cow<'static, str>>,
-    /// `None`: the request had no body.
-    request_body: Option<Arc<crate::l7::body::RequestBody>>,
+    /// `None`: the request had no body (set by the caller, see
+    /// `l7/inbound.rs` `handle`).
+    pub request_body: Option<Arc<crate::l7::body::RequestBody>>,
     /// The connection: its client, the pod and port it asked for.
     inbound: Arc<crate::l7::inbound::Inbound>,
     /// The agent answered itself (a denial): no upstream was asked, and
@@ -64,7 +65,6 @@ impl ServerRecord {
     pub fn start<B>(
         request: &mut Request<B>,
         started: Instant,
-        request_body: Option<Arc<crate::l7::body::RequestBody>>,
         inbound: &Arc<crate::l7::inbound::Inbound>,
         ctx: &ProxyContext,
     ) -> Option<Box<ServerRecord>> {
@@ -103,7 +103,7 @@ impl ServerRecord {
             grpc_status: None,
             flags: Flags::default(),
             details: None,
-            request_body,
+            request_body: None,
             inbound: inbound.clone(),
             local_reply: false,
             responded_after: None,
