@@ -1,9 +1,12 @@
 //! Tests of `format.rs`: rendering lines of Envoy's operators.
-use std::time::Duration;
+use std::time::{Duration, SystemTime};
 
 use http::{HeaderMap, HeaderValue};
 
-use super::{write::push_padded, *};
+use super::{
+    write::{push_addr, push_padded, push_u64, write_time},
+    *,
+};
 use crate::{
     access_log::entry::{Headers, Http},
     l7::reply::Flag,
