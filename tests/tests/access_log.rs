@@ -342,6 +342,58 @@ fn access_logs_in_envoys_formats_as_telemetry_says() -> Result<()> {
             "{line}"
         );
 
+        // A text format of the mesh config's own, with operators beyond
+        // Envoy's default: a POST's body bytes and its end, the ports,
+        // the line's type, long flags, an unset variable, a unique id.
+        apply(
+            cluster,
+            "mesh-config",
+            "apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: istio\n  namespace: istio-system\ndata:\n  mesh: |\n    accessLogFormat: '[%START_TIME%] %REQ(:PATH)% %BYTES_RECEIVED% %REQUEST_DURATION% %UPSTREAM_REMOTE_PORT% %DOWNSTREAM_LOCAL_PORT% %ACCESS_LOG_TYPE% %RESPONSE_FLAGS_LONG% %ENVIRONMENT(WEFT_SIM_UNSET)% %UNIQUE_ID%'\n",
+        )?;
+        let body = "eleven-byte";
+        let post = |path: &str| -> Result<u16> {
+            Ok(httpapp::get_one(&web, &format!("{base}{path}"), &["--method", "POST", "--body", body])?.status)
+        };
+        converge("lines of the mesh config's format on node-1", || {
+            n += 1;
+            ensure!(post(&format!("/fmt-{n}"))? == 200);
+            Ok(lines(cluster, "node-1", &format!("/fmt-{n}"))?
+                .iter()
+                .any(|l| l.contains("DownstreamEnd")))
+        })?;
+        for node in ["node-1", "node-2"] {
+            let line = one_line(cluster, node, &format!("/fmt-{n}"))?;
+            let f: Vec<&str> = line.split(' ').collect();
+            ensure!(
+                f.len() == 10
+                    && f[1] == format!("/fmt-{n}")
+                    && f[2] == body.len().to_string()
+                    && f[3].parse::<u64>().is_ok()
+                    && f[4..7] == ["8080", "8080", "DownstreamEnd"]
+                    && f[7..9] == ["-", "-"]
+                    && f[9].len() == 36,
+                "{node}: {line}"
+            );
+        }
+        ensure!(get(&web, &format!("http://{ghost}:8080"), "/fmt-nowhere")? == 503);
+        let line = one_line(cluster, "node-1", "/fmt-nowhere")?;
+        ensure!(
+            line.contains(" DownstreamEnd NoHealthyUpstream - "),
+            "the client's long flags: {line}"
+        );
+        apply(
+            cluster,
+            "mesh-config",
+            "apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: istio\n  namespace: istio-system\ndata:\n  mesh: |\n    accessLogEncoding: JSON\n",
+        )?;
+        converge("JSON lines on node-1 again", || {
+            n += 1;
+            ensure!(get(&web, &base, &format!("/json-{n}"))? == 200);
+            Ok(lines(cluster, "node-1", &format!("/json-{n}"))?
+                .iter()
+                .any(|l| l.starts_with('{')))
+        })?;
+
         // `disabled: true` in the client's namespace: its side stops, the
         // server's goes on.
         telemetry(cluster, "front", "quiet", "  accessLogging:\n  - disabled: true\n")?;
