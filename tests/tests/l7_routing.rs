@@ -284,6 +284,29 @@ spec:
         host: no-such-service
   - match:
     - uri:
+        prefix: /cors/
+    corsPolicy:
+      allowOrigins:
+      - exact: https://shop.example
+      allowMethods: [GET, POST]
+      allowHeaders: [x-token]
+      maxAge: 1h
+    route:
+    - destination:
+        host: api
+  - match:
+    - uri:
+        prefix: /cors-strict/
+    corsPolicy:
+      allowOrigins:
+      - exact: https://shop.example
+      allowMethods: [GET, POST]
+      unmatchedPreflights: IGNORE
+    route:
+    - destination:
+        host: api
+  - match:
+    - uri:
         regex: "/users/[0-9]+"
       method:
         exact: GET
@@ -341,6 +364,62 @@ spec:
             rewritten.header("x-served-through") == Some("weft")
                 && rewritten.header("x-served-by").is_none(),
             "response header edits: {rewritten:?}"
+        );
+
+        // CORS, as Envoy's filter does it: a preflight from an allowed
+        // origin is answered by the proxy; a request from it gets the
+        // origin back; one from another origin is forwarded (the
+        // default) or, with IGNORE, answered without the origin.
+        let preflight = |path: &str, origin: &str| {
+            httpapp::get_one(
+                &client,
+                &format!("{base}{path}"),
+                &[
+                    "--method",
+                    "OPTIONS",
+                    "--header",
+                    &format!("origin: {origin}"),
+                    "--header",
+                    "access-control-request-method: POST",
+                ],
+            )
+        };
+        let allowed = preflight("/cors/a", "https://shop.example")?;
+        ensure!(
+            allowed.status == 200
+                && allowed.seen().is_err()
+                && allowed.header("access-control-allow-origin") == Some("https://shop.example")
+                && allowed.header("access-control-allow-methods") == Some("GET,POST")
+                && allowed.header("access-control-allow-headers") == Some("x-token")
+                && allowed.header("access-control-max-age") == Some("3600"),
+            "a preflight from an allowed origin, answered by the proxy: {allowed:?}"
+        );
+        let simple = httpapp::get_one(
+            &client,
+            &format!("{base}/cors/a"),
+            &["--header", "origin: https://shop.example"],
+        )?;
+        ensure!(
+            simple.status == 200
+                && simple.seen().is_ok()
+                && simple.header("access-control-allow-origin") == Some("https://shop.example"),
+            "a request from an allowed origin: {simple:?}"
+        );
+        let forwarded = preflight("/cors/a", "https://evil.example")?;
+        ensure!(
+            forwarded
+                .seen()
+                .is_ok_and(|seen| seen["method"] == "OPTIONS")
+                && forwarded.header("access-control-allow-origin").is_none(),
+            "a preflight from another origin goes to the app: {forwarded:?}"
+        );
+        let ignored = preflight("/cors-strict/a", "https://evil.example")?;
+        ensure!(
+            ignored.status == 200
+                && ignored.seen().is_err()
+                && ignored.header("access-control-allow-origin").is_none()
+                && ignored.header("access-control-allow-methods") == Some("GET,POST"),
+            "IGNORE answers it without the origin: {ignored:?}"
         );
 
         let regex = httpapp::get_one(&client, &format!("{base}/users/42?format=json"), &[])?;

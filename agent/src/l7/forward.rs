@@ -184,13 +184,6 @@ async fn route(
                         Some(details::CORS_RESPONSE.into()),
                     ));
                 }
-                Preflight::Ignore => {
-                    return Ok(Replied::mark(
-                        Response::new(body::empty()),
-                        Flags::default(),
-                        Some(details::CORS_RESPONSE.into()),
-                    ));
-                }
                 Preflight::Forward | Preflight::NotPreflight => {}
             }
         }

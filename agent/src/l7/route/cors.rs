@@ -19,18 +19,16 @@ use super::matcher::StringMatcher;
 pub enum Preflight {
     /// Not a preflight: route it (and [`CorsPolicy::decorate`] the response).
     NotPreflight,
-    /// A preflight from an allowed origin: answer 200 with these headers,
-    /// without forwarding it.
+    /// Answer 200 with these headers, without forwarding it: a preflight
+    /// from an allowed origin, or from another with `unmatched_preflights`
+    /// IGNORE (then without `access-control-allow-origin`, as Envoy
+    /// answers it: the policy's other headers, which a browser disregards
+    /// without that one).
     Respond(HeaderMap),
     /// A preflight from an origin the policy does not allow, with
     /// `unmatched_preflights` FORWARD (the default): route it like any
     /// request.
     Forward,
-    /// A preflight from an origin the policy does not allow, with
-    /// `unmatched_preflights` IGNORE: answer 200 without CORS headers
-    /// (Envoy still adds the policy's methods, headers and max age, which a
-    /// browser disregards without `access-control-allow-origin`).
-    Ignore,
 }
 
 /// A route's compiled CORS policy.
@@ -131,15 +129,14 @@ impl CorsPolicy {
         else {
             return Preflight::NotPreflight;
         };
-        if !self.origin_allowed(origin.as_bytes()) {
-            return if self.forward_unmatched_preflights {
-                Preflight::Forward
-            } else {
-                Preflight::Ignore
-            };
+        let allowed = self.origin_allowed(origin.as_bytes());
+        if !allowed && self.forward_unmatched_preflights {
+            return Preflight::Forward;
         }
         let mut out = HeaderMap::with_capacity(5);
-        out.insert(header::ACCESS_CONTROL_ALLOW_ORIGIN, origin.clone());
+        if allowed {
+            out.insert(header::ACCESS_CONTROL_ALLOW_ORIGIN, origin.clone());
+        }
         if self.allow_credentials {
             out.insert(
                 header::ACCESS_CONTROL_ALLOW_CREDENTIALS,
@@ -292,7 +289,18 @@ mod tests {
         );
         pb.unmatched_preflights = "IGNORE".into();
         let p = compile(pb);
-        assert_eq!(p.preflight(&req, &Method::OPTIONS), Preflight::Ignore);
+        // Answered, without the origin: the policy's other headers.
+        let Preflight::Respond(h) = p.preflight(&req, &Method::OPTIONS) else {
+            panic!("IGNORE answers an unmatched preflight");
+        };
+        assert!(
+            !h.contains_key(header::ACCESS_CONTROL_ALLOW_ORIGIN),
+            "{h:?}"
+        );
+        assert_eq!(
+            h.get(header::ACCESS_CONTROL_ALLOW_METHODS).unwrap(),
+            "GET,POST"
+        );
         let ok = request(Some("https://a.example"), Some("PUT"));
         assert!(matches!(
             p.preflight(&ok, &Method::OPTIONS),
