@@ -284,6 +284,39 @@ spec:
         host: no-such-service
   - match:
     - uri:
+        regex: "/re/[a-z]+/[0-9]+"
+    rewrite:
+      uriRegexRewrite:
+        match: "^/re/([a-z]+)/([0-9]+)$"
+        rewrite: "/items/\\2/\\1"
+    route:
+    - destination:
+        host: api
+  - match:
+    - uri:
+        exact: /to-tls
+    redirect:
+      uri: /secure
+      scheme: https
+      port: 8443
+  - match:
+    - uri:
+        prefix: /hdr/
+      headers:
+        x-tier:
+          prefix: gold
+      withoutHeaders:
+        x-blocked: {}
+    directResponse:
+      status: 200
+      body:
+        string: "gold tier"
+    headers:
+      response:
+        add:
+          x-tier-seen: gold
+  - match:
+    - uri:
         prefix: /cors/
     corsPolicy:
       allowOrigins:
@@ -365,6 +398,48 @@ spec:
                 && rewritten.header("x-served-by").is_none(),
             "response header edits: {rewritten:?}"
         );
+
+        // A regex rewrite with capture groups, a redirect to another
+        // scheme and port, and a match on a header's prefix and another's
+        // absence (its direct response with a response header added).
+        let regex_rewritten = httpapp::get_one(&client, &format!("{base}/re/abc/42"), &[])?;
+        ensure!(
+            regex_rewritten.seen()?["path"] == "/items/42/abc",
+            "uriRegexRewrite: {regex_rewritten:?}"
+        );
+        let to_tls = httpapp::get_one(&client, &format!("{base}/to-tls"), &[])?;
+        ensure!(
+            to_tls.status == 301
+                && to_tls.header("location") == Some(&format!("https://{vip}:8443/secure")),
+            "redirect scheme and port: {to_tls:?}"
+        );
+        let tier = |headers: &[&str]| {
+            let mut args = Vec::new();
+            for h in headers {
+                args.extend(["--header", h]);
+            }
+            httpapp::get_one(&client, &format!("{base}/hdr/x"), &args)
+        };
+        let gold = tier(&["x-tier: gold-plus"])?;
+        ensure!(
+            gold.status == 200
+                && gold.body == "gold tier"
+                && gold.header("x-tier-seen") == Some("gold"),
+            "a header's prefix: {gold:?}"
+        );
+        for (headers, why) in [
+            (
+                &["x-tier: gold-plus", "x-blocked: 1"][..],
+                "a header withoutHeaders names",
+            ),
+            (&["x-tier: silver"][..], "a header that does not match"),
+        ] {
+            let reply = tier(headers)?;
+            ensure!(
+                reply.status == 404,
+                "{why}: no route, expected 404: {reply:?}"
+            );
+        }
 
         // CORS, as Envoy's filter does it: a preflight from an allowed
         // origin is answered by the proxy; a request from it gets the

@@ -160,6 +160,29 @@ fn http_authorization_decides_each_request_and_keeps_the_connection() -> Result<
             statuses(&web, &base, &["GET /api/items"], &["x-user: bob"])? == [200],
             "another user is let through"
         );
+        // More of a rule's forms, each on a request the ALLOW lets in: a
+        // path suffix, a path template (`{*}` is one segment), a source
+        // that is not a principal, and two conditions together (a header
+        // and the destination port).
+        policy(
+            cluster,
+            "deny-forms",
+            "",
+            "  action: DENY\n  rules:\n  - to:\n    - operation:\n        paths: [\"*.secret\"]\n  - to:\n    - operation:\n        paths: [\"/api/{*}/raw\"]\n  - from:\n    - source:\n        notPrincipals: [\"cluster.local/ns/frontend/sa/web\"]\n    to:\n    - operation:\n        paths: [\"/api/np\"]\n  - when:\n    - key: request.headers[x-deny-port]\n      values: [\"yes\"]\n    - key: destination.port\n      values: [\"8080\"]\n",
+        )?;
+        converge("the forms' DENY reached node-2", || {
+            Ok(statuses(&web, &base, &["GET /api/x.secret"], &[])? == [403])
+        })?;
+        let forms = ["GET /api/x.secret", "GET /api/x.txt", "GET /api/a/raw", "GET /api/a/b/raw", "GET /api/np"];
+        let got = statuses(&web, &base, &forms, &[])?;
+        ensure!(got == [403, 200, 403, 200, 200], "{forms:?} from web answered {got:?}");
+        let got = statuses(&neighbour, &base, &["GET /api/np"], &[])?;
+        ensure!(got == [403], "another principal than web, to /api/np: {got:?}");
+        let got = statuses(&web, &base, &["GET /api/items"], &["x-deny-port: yes"])?;
+        ensure!(got == [403], "a header and the destination port, both: {got:?}");
+        let got = statuses(&web, &base, &["GET /api/items"], &["x-deny-port: no"])?;
+        ensure!(got == [200], "the header alone does not match: {got:?}");
+
         // The server side's lines name the DENY policy's rule as Istio
         // names it for Envoy's RBAC filter; no ALLOW match names none.
         let lines: Vec<_> = access_log_entries(cluster, "node-2")?
