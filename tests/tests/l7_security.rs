@@ -426,6 +426,34 @@ fn request_authentication_validates_tokens_fetched_keys_and_feeds_policies() -> 
             stats["http_requests_authorized"]["unauthenticated"].as_u64().unwrap_or(0) > 0,
             "401s not counted: {stats}"
         );
+
+        // Where the token is: a header of its own (with its prefix) or a
+        // query parameter, and then not `Authorization` (Istio's rule);
+        // the payload handed to the app, and the token kept for it.
+        std::fs::write(&jwks, jwt::jwks_json(&[&second]))?;
+        apply(
+            cluster,
+            "jwt",
+            &format!(
+                "apiVersion: security.istio.io/v1\nkind: RequestAuthentication\nmetadata:\n  name: jwt\n  namespace: shop\nspec:\n  selector:\n    matchLabels:\n      app: api\n  jwtRules:\n  - issuer: {ISSUER}\n    audiences: [shop]\n    jwksUri: https://{}:8443/jwks.json\n    fromHeaders:\n    - name: x-jwt\n      prefix: \"Bearer \"\n    fromParams: [access_token]\n    outputPayloadToHeader: x-jwt-payload\n    forwardOriginalToken: true\n",
+                keys.ip()
+            ),
+        )?;
+        let in_header = format!("x-jwt: Bearer {bob}");
+        let by_header = || httpapp::get_one(&web, &url, &["--header", &in_header]);
+        converge("the token looked for in x-jwt", || Ok(by_header()?.status == 200))?;
+        let seen = by_header()?.seen()?;
+        let payload = bob.split('.').nth(1).context("a JWT's payload")?;
+        ensure!(
+            seen["headers"]["x-jwt-payload"] == payload && seen["headers"]["x-jwt"] == in_header["x-jwt: ".len()..],
+            "outputPayloadToHeader and forwardOriginalToken: {seen}"
+        );
+        let by_param = httpapp::get_one(&web, &format!("{url}?access_token={bob}"), &[])?;
+        ensure!(by_param.status == 200, "the token in a query parameter: {by_param:?}");
+        ensure!(
+            call(Some(&bob))?.status == 403,
+            "with fromHeaders and fromParams, Authorization is not looked at: no principal"
+        );
         Ok(())
     })
 }
