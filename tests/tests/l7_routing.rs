@@ -220,6 +220,14 @@ fn redirects_direct_responses_rewrites_header_edits_and_no_route() -> Result<()>
             &[],
         )?;
         let client = client(cluster, "node-1", "web", "frontend")?;
+        // Clients the routes tell apart by their labels and namespace.
+        let canary = cluster.add_pod(
+            weft_sim::PodSpec::new("node-1", "web", "canary")
+                .service_account("canary")
+                .label("role", "canary"),
+        )?;
+        cluster.add_namespace("other", &[AMBIENT])?;
+        let outsider = common::client(cluster, "node-2", "other", "elsewhere")?;
         let vip = cluster.add_service(
             "web",
             "api",
@@ -315,6 +323,32 @@ spec:
       response:
         add:
           x-tier-seen: gold
+  - match:
+    - uri:
+        prefix: /who/
+      sourceLabels:
+        role: canary
+    directResponse:
+      status: 200
+      body:
+        string: "a canary client"
+  - match:
+    - uri:
+        prefix: /who/
+      sourceNamespace: other
+    directResponse:
+      status: 200
+      body:
+        string: "a client of namespace other"
+  - match:
+    - uri:
+        prefix: /who/
+      authority:
+        prefix: "api."
+    directResponse:
+      status: 200
+      body:
+        string: "by its authority"
   - match:
     - uri:
         prefix: /cors/
@@ -438,6 +472,39 @@ spec:
             ensure!(
                 reply.status == 404,
                 "{why}: no route, expected 404: {reply:?}"
+            );
+        }
+
+        // Matches on who the client is and on the request's authority.
+        let who = |pod: &weft_sim::Pod, args: &[&str]| -> Result<(u16, String)> {
+            let reply = httpapp::get_one(pod, &format!("{base}/who/x"), args)?;
+            Ok((reply.status, reply.body))
+        };
+        for (name, pod, args, want) in [
+            (
+                "a canary client",
+                &canary,
+                &[][..],
+                (200, "a canary client"),
+            ),
+            (
+                "another namespace's client",
+                &outsider,
+                &[][..],
+                (200, "a client of namespace other"),
+            ),
+            (
+                "an authority of api.",
+                &client,
+                &["--header", "host: api.web"][..],
+                (200, "by its authority"),
+            ),
+            ("none of them", &client, &[][..], (404, "")),
+        ] {
+            let (status, body) = who(pod, args)?;
+            ensure!(
+                status == want.0 && (want.1.is_empty() || body == want.1),
+                "{name}: got {status} {body:?}, want {want:?}"
             );
         }
 
