@@ -7,7 +7,7 @@
 
 mod common;
 
-use anyhow::{Result, ensure};
+use anyhow::{Context as _, Result, ensure};
 use common::*;
 use weft_sim::{Cluster, ServicePort, httpapp};
 
@@ -626,6 +626,31 @@ spec:
             "the rewritten request's line:\n{}",
             last_entries(&log, 8)
         );
+
+        // A DestinationRule's `maxRequestsPerConnection: 1`: each request
+        // on a connection of its own to the destination, which the app
+        // sees as a new client port; before it, three requests in a row
+        // share one.
+        let peers = || -> Result<Vec<String>> {
+            httpapp::get(&client, &format!("{base}/v1/conn"), &["--count", "3"])?
+                .iter()
+                .map(|reply| Ok(reply.seen()?["peer"].as_str().context("the app's peer")?.to_string()))
+                .collect()
+        };
+        let shared = peers()?;
+        ensure!(
+            shared.len() == 3 && shared.iter().all(|p| *p == shared[0]),
+            "kept upstream connection: {shared:?}"
+        );
+        apply(
+            cluster,
+            "api-dr",
+            "apiVersion: networking.istio.io/v1\nkind: DestinationRule\nmetadata:\n  name: api\n  namespace: web\nspec:\n  host: api.web.svc.cluster.local\n  trafficPolicy:\n    connectionPool:\n      http:\n        maxRequestsPerConnection: 1\n",
+        )?;
+        converge("one request per upstream connection", || {
+            let each = peers()?;
+            Ok(each[0] != each[1] && each[1] != each[2] && each[0] != each[2])
+        })?;
         Ok(())
     })
 }
