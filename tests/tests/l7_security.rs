@@ -183,6 +183,35 @@ fn http_authorization_decides_each_request_and_keeps_the_connection() -> Result<
         let got = statuses(&web, &base, &["GET /api/items"], &["x-deny-port: no"])?;
         ensure!(got == [200], "the header alone does not match: {got:?}");
 
+        // The condition keys, each with a header that picks its rule: the
+        // source's namespace, principal and address, the destination's
+        // address, and a path that is not one listed.
+        policy(
+            cluster,
+            "deny-keys",
+            "",
+            &format!(
+                "  action: DENY\n  rules:\n  - when:\n    - key: request.headers[x-k]\n      values: [ns]\n    - key: source.namespace\n      values: [frontend]\n  - when:\n    - key: request.headers[x-k]\n      values: [principal]\n    - key: source.principal\n      values: [\"cluster.local/ns/frontend/sa/web\"]\n  - when:\n    - key: request.headers[x-k]\n      values: [ip]\n    - key: source.ip\n      values: [\"{neighbour}\"]\n  - when:\n    - key: request.headers[x-k]\n      values: [dip]\n    - key: destination.ip\n      values: [\"{api}\"]\n  - to:\n    - operation:\n        notPaths: [\"/api/items\"]\n    when:\n    - key: request.headers[x-k]\n      values: [notpath]\n",
+                neighbour = neighbour.ip(),
+                api = api.pod.ip(),
+            ),
+        )?;
+        converge("the keys' DENY reached node-2", || {
+            Ok(statuses(&web, &base, &["GET /api/items"], &["x-k: ns"])? == [403])
+        })?;
+        for (from, who, header, requests, want) in [
+            (&web, "web", "x-k: principal", &["GET /api/items"][..], &[403][..]),
+            (&neighbour, "neighbour", "x-k: principal", &["GET /api/items"][..], &[200][..]),
+            (&web, "web", "x-k: ip", &["GET /api/items"][..], &[200][..]),
+            (&neighbour, "neighbour", "x-k: ip", &["GET /api/items"][..], &[403][..]),
+            (&web, "web", "x-k: dip", &["GET /api/items"][..], &[403][..]),
+            (&web, "web", "x-k: notpath", &["GET /api/items", "GET /api/other"][..], &[200, 403][..]),
+            (&web, "web", "x-k: none", &["GET /api/items"][..], &[200][..]),
+        ] {
+            let got = statuses(from, &base, requests, &[header])?;
+            ensure!(got == want, "{who} with {header}: {requests:?} answered {got:?}, want {want:?}");
+        }
+
         // The server side's lines name the DENY policy's rule as Istio
         // names it for Envoy's RBAC filter; no ALLOW match names none.
         let lines: Vec<_> = access_log_entries(cluster, "node-2")?
