@@ -394,6 +394,33 @@ fn access_logs_in_envoys_formats_as_telemetry_says() -> Result<()> {
                 .any(|l| l.starts_with('{')))
         })?;
 
+        // A Telemetry for some of a namespace's workloads (`selector`):
+        // api's server side stops logging, db's, in the same namespace,
+        // goes on; without it, api's lines come back.
+        telemetry(
+            cluster,
+            "shop",
+            "quiet-api",
+            "  selector:\n    matchLabels:\n      app: api\n  accessLogging:\n  - disabled: true\n",
+        )?;
+        converge("api's server-side lines stop", || {
+            n += 1;
+            ensure!(get(&web, &base, &format!("/sel-{n}"))? == 200);
+            Ok(lines(cluster, "node-2", &format!("/sel-{n}"))?.is_empty())
+        })?;
+        let db_lines = || Ok::<_, anyhow::Error>(lines(cluster, "node-2", "inbound|9090||")?.len());
+        // (db refuses web's connections since `deny-front-db`: its
+        // server-side line of a refusal is a line all the same.)
+        let before = db_lines()?;
+        let _ = get(&web, &db_base, "/sel-db");
+        converge("db's server side still logs", || Ok(db_lines()? > before))?;
+        cluster.remove_config_file("telemetry-shop-quiet-api.yaml")?;
+        converge("api's server-side lines again", || {
+            n += 1;
+            ensure!(get(&web, &base, &format!("/sel-{n}"))? == 200);
+            Ok(!lines(cluster, "node-2", &format!("/sel-{n}"))?.is_empty())
+        })?;
+
         // `disabled: true` in the client's namespace: its side stops, the
         // server's goes on.
         telemetry(cluster, "front", "quiet", "  accessLogging:\n  - disabled: true\n")?;
