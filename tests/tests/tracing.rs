@@ -338,6 +338,36 @@ fn a_request_through_two_services_is_one_trace() -> Result<()> {
         };
         ensure!(counted("exported")? > 0, "no exported spans counted");
 
+        // `disableSpanReporting` for the client's namespace: its agent
+        // reports none of front's spans, and the context still goes on,
+        // so the servers' spans of the same trace arrive.
+        apply(
+            cluster,
+            "front-quiet",
+            "apiVersion: telemetry.istio.io/v1\nkind: Telemetry\nmetadata:\n  name: quiet\n  namespace: front\nspec:\n  tracing:\n  - disableSpanReporting: true\n",
+        )?;
+        let muted = "5bf92f3577b34da6a3ce929d0e0e4737";
+        let mut attempt = 0;
+        converge("front's spans muted", || {
+            attempt += 1;
+            let id = format!("muted-{attempt}");
+            call(
+                &web,
+                &base,
+                &[format!("traceparent: 00-{muted}-{caller}-01"), format!("x-request-id: {id}")],
+            )?;
+            otlp::wait_for_spans(&receiver, "the servers' spans", SPAN_TIMEOUT, |spans| {
+                of_request(spans, &id).len() >= 3
+            })?;
+            // Had front's client span been reported, it would be there by
+            // the time the last server's is.
+            std::thread::sleep(std::time::Duration::from_secs(1));
+            let spans = otlp::spans(&receiver)?;
+            let of_it = of_request(&spans, &id);
+            Ok(of_it.len() == 3
+                && of_it.iter().all(|s| s.trace_id == muted && s.service != "web.front"))
+        })?;
+
         // The collector goes away: requests are not held up, and the spans
         // that cannot be sent are counted as failed.
         receiver.kill();
