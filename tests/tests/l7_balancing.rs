@@ -78,6 +78,27 @@ fn mirrored_requests_reach_the_mirror_and_only_the_primary_answers() -> Result<(
         let load = httpapp::load(&client, &url, &["--count", "100", "--concurrency", "4"])?;
         ensure!(load.ok == 100 && load.served_by("orders-v1") == 100, "only the primary answers: {load:?}");
         wait_for("100 copies at the mirror", TIMEOUT, || Ok((mirrored() - before >= 100).then_some(())))?;
+
+        // `mirrors`, Istio's list form, with a percentage below 100: about
+        // half the requests are copied, to the new mirror only.
+        let audit = backend(cluster, "node-2", "mirror", "orders-audit", &[("app", "orders-audit")], 8080, &["--verbose"])?;
+        cluster.add_service("mirror", "orders-audit", &[("app", "orders-audit")], &port)?;
+        apply(cluster, "orders-vs", "apiVersion: networking.istio.io/v1\nkind: VirtualService\nmetadata:\n  name: orders\n  namespace: mirror\nspec:\n  hosts:\n  - orders\n  http:\n  - route:\n    - destination:\n        host: orders\n    mirrors:\n    - destination:\n        host: orders-audit\n      percentage:\n        value: 50\n")?;
+        let audited = || audit.server.log().lines().filter(|l| l.contains(" GET /mirrored ")).count();
+        converge("the list's mirror", || {
+            httpapp::get_one(&client, &url, &[])?;
+            Ok(audited() > 0)
+        })?;
+        std::thread::sleep(std::time::Duration::from_millis(500));
+        let (shadow_before, audit_before) = (mirrored(), audited());
+        let load = httpapp::load(&client, &url, &["--count", "200", "--concurrency", "4"])?;
+        ensure!(load.ok == 200 && load.served_by("orders-v1") == 200, "only the primary answers: {load:?}");
+        std::thread::sleep(std::time::Duration::from_secs(1));
+        let copies = audited() - audit_before;
+        // Binomial(200, 0.5): 100 on average, outside 60..=140 about once
+        // in 10^8 runs.
+        ensure!((60..=140).contains(&copies), "{copies} of 200 requests copied at 50%");
+        ensure!(mirrored() == shadow_before, "the replaced mirror still gets copies");
         Ok(())
     })
 }
