@@ -651,6 +651,17 @@ spec:
             let each = peers()?;
             Ok(each[0] != each[1] && each[1] != each[2] && each[0] != each[2])
         })?;
+        // The service port's own settings (`portLevelSettings`) win over
+        // the DestinationRule's: 100 requests a connection on port 80.
+        apply(
+            cluster,
+            "api-dr",
+            "apiVersion: networking.istio.io/v1\nkind: DestinationRule\nmetadata:\n  name: api\n  namespace: web\nspec:\n  host: api.web.svc.cluster.local\n  trafficPolicy:\n    connectionPool:\n      http:\n        maxRequestsPerConnection: 1\n    portLevelSettings:\n    - port:\n        number: 80\n      connectionPool:\n        http:\n          maxRequestsPerConnection: 100\n",
+        )?;
+        converge("the port's own connection limit", || {
+            let each = peers()?;
+            Ok(each.iter().all(|p| *p == each[0]))
+        })?;
         Ok(())
     })
 }

@@ -483,6 +483,19 @@ fn request_authentication_validates_tokens_fetched_keys_and_feeds_policies() -> 
             call(Some(&bob))?.status == 403,
             "with fromHeaders and fromParams, Authorization is not looked at: no principal"
         );
+
+        // The key set inline (`jwks`), no key server: the first key only.
+        apply(
+            cluster,
+            "jwt",
+            &format!(
+                "apiVersion: security.istio.io/v1\nkind: RequestAuthentication\nmetadata:\n  name: jwt\n  namespace: shop\nspec:\n  selector:\n    matchLabels:\n      app: api\n  jwtRules:\n  - issuer: {ISSUER}\n    audiences: [shop]\n    jwks: '{}'\n",
+                jwt::jwks_json(&[&first])
+            ),
+        )?;
+        converge("the inline key set", || {
+            Ok(call(Some(&alice))?.status == 200 && call(Some(&bob))?.status == 401)
+        })?;
         Ok(())
     })
 }
