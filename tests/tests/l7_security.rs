@@ -191,9 +191,10 @@ fn http_authorization_decides_each_request_and_keeps_the_connection() -> Result<
             "deny-keys",
             "",
             &format!(
-                "  action: DENY\n  rules:\n  - when:\n    - key: request.headers[x-k]\n      values: [ns]\n    - key: source.namespace\n      values: [frontend]\n  - when:\n    - key: request.headers[x-k]\n      values: [principal]\n    - key: source.principal\n      values: [\"cluster.local/ns/frontend/sa/web\"]\n  - when:\n    - key: request.headers[x-k]\n      values: [ip]\n    - key: source.ip\n      values: [\"{neighbour}\"]\n  - when:\n    - key: request.headers[x-k]\n      values: [dip]\n    - key: destination.ip\n      values: [\"{api}\"]\n  - to:\n    - operation:\n        notPaths: [\"/api/items\"]\n    when:\n    - key: request.headers[x-k]\n      values: [notpath]\n",
+                "  action: DENY\n  rules:\n  - when:\n    - key: request.headers[x-k]\n      values: [ns]\n    - key: source.namespace\n      values: [frontend]\n  - when:\n    - key: request.headers[x-k]\n      values: [principal]\n    - key: source.principal\n      values: [\"cluster.local/ns/frontend/sa/web\"]\n  - when:\n    - key: request.headers[x-k]\n      values: [ip]\n    - key: source.ip\n      values: [\"{neighbour}\"]\n  - when:\n    - key: request.headers[x-k]\n      values: [dip]\n    - key: destination.ip\n      values: [\"{api}\"]\n  - to:\n    - operation:\n        notPaths: [\"/api/items\"]\n    when:\n    - key: request.headers[x-k]\n      values: [notpath]\n  - when:\n    - key: request.headers[x-k]\n      values: [rip]\n    - key: remote.ip\n      values: [\"{web}\"]\n",
                 neighbour = neighbour.ip(),
                 api = api.pod.ip(),
+                web = web.ip(),
             ),
         )?;
         converge("the keys' DENY reached node-2", || {
@@ -206,6 +207,8 @@ fn http_authorization_decides_each_request_and_keeps_the_connection() -> Result<
             (&neighbour, "neighbour", "x-k: ip", &["GET /api/items"][..], &[403][..]),
             (&web, "web", "x-k: dip", &["GET /api/items"][..], &[403][..]),
             (&web, "web", "x-k: notpath", &["GET /api/items", "GET /api/other"][..], &[200, 403][..]),
+            (&web, "web", "x-k: rip", &["GET /api/items"][..], &[403][..]),
+            (&neighbour, "neighbour", "x-k: rip", &["GET /api/items"][..], &[200][..]),
             (&web, "web", "x-k: none", &["GET /api/items"][..], &[200][..]),
         ] {
             let got = statuses(from, &base, requests, &[header])?;
@@ -496,6 +499,22 @@ fn request_authentication_validates_tokens_fetched_keys_and_feeds_policies() -> 
         converge("the inline key set", || {
             Ok(call(Some(&alice))?.status == 200 && call(Some(&bob))?.status == 401)
         })?;
+
+        // Conditions on the request's principal and audiences.
+        policy(
+            cluster,
+            "deny-principals",
+            "",
+            &format!(
+                "  action: DENY\n  rules:\n  - when:\n    - key: request.auth.principal\n      values: [\"{ISSUER}/mallory\"]\n  - when:\n    - key: request.auth.audiences\n      values: [shop]\n    - key: request.headers[x-aud]\n      values: [\"yes\"]\n"
+            ),
+        )?;
+        let mallory = first.token(&claims("mallory", |_| {}));
+        converge("the principals' DENY", || Ok(call(Some(&mallory))?.status == 403))?;
+        ensure!(call(Some(&alice))?.status == 200, "another principal is let in");
+        let header = format!("Authorization: Bearer {alice}");
+        let with_aud = httpapp::get_one(&web, &url, &["--header", &header, "--header", "x-aud: yes"])?;
+        ensure!(with_aud.status == 403, "the token's audience and the header: {with_aud:?}");
         Ok(())
     })
 }
