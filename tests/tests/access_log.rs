@@ -65,6 +65,34 @@ fn text_fields(line: &str) -> Vec<String> {
     fields
 }
 
+/// The mesh config, one line of it, in the root namespace's ConfigMap.
+fn mesh_config(cluster: &Cluster, line: &str) -> Result<()> {
+    apply(
+        cluster,
+        "mesh-config",
+        &format!(
+            "apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: istio\n  namespace: istio-system\ndata:\n  mesh: |\n    {line}\n"
+        ),
+    )
+}
+
+/// Requests `/json-<n>` (counting `n` on) until node-1 logs one as JSON.
+fn until_json_lines(
+    cluster: &Cluster,
+    web: &weft_sim::Pod,
+    base: &str,
+    n: &mut u32,
+    what: &str,
+) -> Result<()> {
+    converge(what, || {
+        *n += 1;
+        ensure!(get(web, base, &format!("/json-{n}"))? == 200);
+        Ok(lines(cluster, "node-1", &format!("/json-{n}"))?
+            .iter()
+            .any(|l| l.starts_with('{')))
+    })
+}
+
 /// `GET path` from `from` to `base`; the status.
 fn get(from: &weft_sim::Pod, base: &str, path: &str) -> Result<u16> {
     Ok(httpapp::get_one(from, &format!("{base}{path}"), &[])?.status)
@@ -294,19 +322,9 @@ fn access_logs_in_envoys_formats_as_telemetry_says() -> Result<()> {
         ensure!(text_fields(&own)[5] == "-", "{own}");
 
         // JSON, from the mesh config in the root namespace's ConfigMap.
-        apply(
-            cluster,
-            "mesh-config",
-            "apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: istio\n  namespace: istio-system\ndata:\n  mesh: |\n    accessLogEncoding: JSON\n",
-        )?;
+        mesh_config(cluster, "accessLogEncoding: JSON")?;
         let mut n = 0;
-        converge("JSON lines on node-1", || {
-            n += 1;
-            ensure!(get(&web, &base, &format!("/json-{n}"))? == 200);
-            Ok(lines(cluster, "node-1", &format!("/json-{n}"))?
-                .iter()
-                .any(|l| l.starts_with('{')))
-        })?;
+        until_json_lines(cluster, &web, &base, &mut n, "JSON lines on node-1")?;
         let line = one_line(cluster, "node-1", &format!("/json-{n}"))?;
         let json: serde_json::Value = serde_json::from_str(&line).context(line.clone())?;
         for key in [
@@ -345,10 +363,9 @@ fn access_logs_in_envoys_formats_as_telemetry_says() -> Result<()> {
         // A text format of the mesh config's own, with operators beyond
         // Envoy's default: a POST's body bytes and its end, the ports,
         // the line's type, long flags, an unset variable, a unique id.
-        apply(
+        mesh_config(
             cluster,
-            "mesh-config",
-            "apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: istio\n  namespace: istio-system\ndata:\n  mesh: |\n    accessLogFormat: '[%START_TIME%] %REQ(:PATH)% %BYTES_RECEIVED% %REQUEST_DURATION% %UPSTREAM_REMOTE_PORT% %DOWNSTREAM_LOCAL_PORT% %ACCESS_LOG_TYPE% %RESPONSE_FLAGS_LONG% %ENVIRONMENT(WEFT_SIM_UNSET)% %UNIQUE_ID%'\n",
+            "accessLogFormat: '[%START_TIME%] %REQ(:PATH)% %BYTES_RECEIVED% %REQUEST_DURATION% %UPSTREAM_REMOTE_PORT% %DOWNSTREAM_LOCAL_PORT% %ACCESS_LOG_TYPE% %RESPONSE_FLAGS_LONG% %ENVIRONMENT(WEFT_SIM_UNSET)% %UNIQUE_ID%'",
         )?;
         let body = "eleven-byte";
         let post = |path: &str| -> Result<u16> {
@@ -381,18 +398,8 @@ fn access_logs_in_envoys_formats_as_telemetry_says() -> Result<()> {
             line.contains(" DownstreamEnd NoHealthyUpstream - "),
             "the client's long flags: {line}"
         );
-        apply(
-            cluster,
-            "mesh-config",
-            "apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: istio\n  namespace: istio-system\ndata:\n  mesh: |\n    accessLogEncoding: JSON\n",
-        )?;
-        converge("JSON lines on node-1 again", || {
-            n += 1;
-            ensure!(get(&web, &base, &format!("/json-{n}"))? == 200);
-            Ok(lines(cluster, "node-1", &format!("/json-{n}"))?
-                .iter()
-                .any(|l| l.starts_with('{')))
-        })?;
+        mesh_config(cluster, "accessLogEncoding: JSON")?;
+        until_json_lines(cluster, &web, &base, &mut n, "JSON lines on node-1 again")?;
 
         // A Telemetry for some of a namespace's workloads (`selector`):
         // api's server side stops logging, db's, in the same namespace,
