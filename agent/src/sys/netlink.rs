@@ -7,11 +7,16 @@
 //!
 //! ```text
 //! sysctl net.ipv4.tcp_fwmark_accept=1     # the app's socket inherits the SYN's mark
+//! sysctl net.ipv4.fwmark_reflect=1        # so does the kernel's own reply (a reset)
 //! ip rule add fwmark 0x539 lookup 133
 //! ip route add local 0.0.0.0/0 dev lo table 133
 //! ```
 //!
 //! which hands the replies back to the local stack, i.e. to the proxy.
+//! Without `fwmark_reflect`, the reset a port nobody listens on answers
+//! with has no mark: it is routed out of the pod towards the client's
+//! address and lost, and the delivery's connect waits out its timeout
+//! instead of being refused at once.
 
 use std::net::Ipv4Addr;
 
@@ -55,13 +60,24 @@ const EEXIST: i32 = -libc::EEXIST;
 /// a restarted agent runs it again on pods it already set up.
 pub async fn setup_delivery_routing(netns: &Netns) -> Result<(), NetlinkError> {
     let name = netns.path().display().to_string();
-    netns
-        .run(|| std::fs::write("/proc/sys/net/ipv4/tcp_fwmark_accept", "1"))?
-        .map_err(|source| NetlinkError::Sysctl {
-            netns: name.clone(),
-            key: "net.ipv4.tcp_fwmark_accept",
-            source,
-        })?;
+    for (key, path) in [
+        (
+            "net.ipv4.tcp_fwmark_accept",
+            "/proc/sys/net/ipv4/tcp_fwmark_accept",
+        ),
+        (
+            "net.ipv4.fwmark_reflect",
+            "/proc/sys/net/ipv4/fwmark_reflect",
+        ),
+    ] {
+        netns
+            .run(|| std::fs::write(path, "1"))?
+            .map_err(|source| NetlinkError::Sysctl {
+                netns: name.clone(),
+                key,
+                source,
+            })?;
+    }
 
     let (connection, handle, _) =
         netns
