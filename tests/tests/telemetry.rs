@@ -313,7 +313,10 @@ fn agents_report_istios_metrics_from_both_sides_and_prometheus_reads_them() -> R
         connections::host_network_pods_are_named_by_service_not_by_address(
             cluster, &web, &api.pod,
         )?;
-        prometheus_reads_them(cluster, &web, vip)
+        prometheus_reads_them(cluster, &web, vip)?;
+        connections::failed_connections_close_under_ztunnels_flags(
+            cluster, &web, &outsider, &api.pod,
+        )
     })
 }
 

@@ -7,7 +7,7 @@ use std::{net::SocketAddr, sync::Arc};
 use super::{
     PodContext, ProxyContext, delivery, hbone,
     limits::{self, Stage},
-    record::{ConnectionRecord, Failure, Moved},
+    record::{self, Arrival, ConnectionRecord, Failure, Moved},
 };
 use crate::{
     access_log::{Cluster, Side},
@@ -280,7 +280,15 @@ async fn stream_request(
     };
     if let Err(reason) = pod.authorize(&ctx, &conn) {
         respond(responder, StatusCode::UNAUTHORIZED);
-        return super::record::refused(&pod.workload, peer, target, Some(&client), true, &reason);
+        return record::refused(
+            &pod,
+            &ctx,
+            peer,
+            target,
+            Some(&client),
+            Arrival::Hbone,
+            &reason,
+        );
     }
     // Closed if a policy change denies it.
     let tracked = ctx
@@ -291,7 +299,16 @@ async fn stream_request(
         Ok(app) => app,
         Err(err) => {
             tracing::info!(src.identity = %client, src.addr = %peer, %target, error = %err, "delivery to the app failed");
-            return respond(responder, StatusCode::SERVICE_UNAVAILABLE);
+            respond(responder, StatusCode::SERVICE_UNAVAILABLE);
+            return record::undelivered(
+                &pod,
+                &ctx,
+                peer,
+                target,
+                Some(&client),
+                Arrival::Hbone,
+                &err,
+            );
         }
     };
     // Traced when the client traced it (its CONNECT's `traceparent`).

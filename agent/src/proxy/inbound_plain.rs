@@ -11,7 +11,7 @@ use tokio::net::TcpStream;
 use super::{
     PodContext, ProxyContext, delivery, limits,
     open::Scope,
-    record::{ConnectionRecord, Failure, Moved},
+    record::{self, Arrival, ConnectionRecord, Failure, Moved},
 };
 use crate::{
     access_log::{Cluster, Side},
@@ -48,7 +48,7 @@ pub(super) async fn handle(
         policies.retain(|p| p.is_peer_authentication());
     }
     if let Err(reason) = pod.authorize_with(&ctx, &conn, &policies) {
-        super::record::refused(&pod.workload, peer, target, None, false, &reason);
+        record::refused(&pod, &ctx, peer, target, None, Arrival::Plaintext, &reason);
         // A prompt reset, so the client fails fast and knows.
         return super::outbound::reset(stream);
     }
@@ -83,6 +83,7 @@ pub(super) async fn handle(
         Ok(app) => app,
         Err(err) => {
             tracing::info!(src.addr = %peer, %target, error = %err, "delivery to the app failed");
+            record::undelivered(&pod, &ctx, peer, target, None, Arrival::Plaintext, &err);
             return super::outbound::reset(stream);
         }
     };

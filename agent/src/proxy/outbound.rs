@@ -18,7 +18,7 @@ use super::{
     limits::{self, Forward, Stage},
     open,
     pool::PoolKey,
-    record::{ConnectionRecord, Failure, Moved},
+    record::{Arrival, ConnectionRecord, Failure, Moved},
 };
 use crate::{
     access_log::{Cluster, Side},
@@ -26,7 +26,8 @@ use crate::{
     metrics::{
         Denial,
         traffic::{
-            Peer, Reporter, RequestProtocol, SecurityPolicy, TcpBytes, TcpRecord, TrafficLabels,
+            Peer, Reporter, RequestProtocol, SecurityPolicy, TcpBytes, TcpFailure, TcpRecord,
+            TrafficLabels,
         },
         waits::Wait,
     },
@@ -186,18 +187,34 @@ pub(super) async fn handle(
     let mut same_node_server = (protocol == "same-node")
         .then(|| ctx.local_pods.get(dst.ip()))
         .flatten();
-    // Refused by a same-node destination's policy before anything was
-    // connected: the server's line is the one a refused connection gets
-    // from any client.
-    if let (Err(OutboundError::Denied(reason)), Some(server)) = (&result, &same_node_server) {
-        super::record::refused(
-            &server.workload,
-            crate::access_log::app_address(peer, &pod.workload),
-            dst,
-            Some(&pod.workload.identity),
-            false,
-            reason,
-        );
+    // Refused by a same-node destination's policy, or its app not
+    // connected, before anything was relayed: the server's reports are the
+    // ones such a connection gets from any client.
+    if let (Err(err @ (OutboundError::Denied(_) | OutboundError::Delivery(_))), Some(server)) =
+        (&result, &same_node_server)
+    {
+        let client = crate::access_log::app_address(peer, &pod.workload);
+        let identity = Some(&pod.workload.identity);
+        match err {
+            OutboundError::Denied(reason) => super::record::refused(
+                server,
+                &ctx,
+                client,
+                dst,
+                identity,
+                Arrival::SameNode,
+                reason,
+            ),
+            _ => super::record::undelivered(
+                server,
+                &ctx,
+                client,
+                dst,
+                identity,
+                Arrival::SameNode,
+                err,
+            ),
+        }
         same_node_server = None;
     }
     let result = result
@@ -205,22 +222,25 @@ pub(super) async fn handle(
             from_client: sent,
             to_client: received,
         })
-        .map_err(|err| match &err {
-            // A same-node destination's policy (this agent decided for
-            // the server): the rule on the server's line, the client's
-            // as a remote client's (`Failure::client_flag`).
-            OutboundError::Denied(reason) | OutboundError::Revoked(reason) => Failure {
-                error: err.to_string(),
-                revoked: matches!(err, OutboundError::Revoked(_)),
-                ..Failure::denied(reason)
-            },
-            _ => Failure::new(
-                match err {
-                    OutboundError::Io(_) => Flag::UpstreamTerminated,
-                    _ => Flag::UpstreamConnectFailure,
+        .map_err(|err| {
+            match &err {
+                // A same-node destination's policy (this agent decided for
+                // the server): the rule on the server's line, the client's
+                // as a remote client's (`Failure::client_flag`).
+                OutboundError::Denied(reason) | OutboundError::Revoked(reason) => Failure {
+                    error: err.to_string(),
+                    revoked: matches!(err, OutboundError::Revoked(_)),
+                    ..Failure::denied(reason)
                 },
-                err.to_string(),
-            ),
+                _ => Failure::new(
+                    match err {
+                        OutboundError::Io(_) => Flag::UpstreamTerminated,
+                        _ => Flag::UpstreamConnectFailure,
+                    },
+                    err.to_string(),
+                ),
+            }
+            .counted_as(err.tcp_failure())
         });
     let span = span.map(|span| {
         let operation = match &via_service {
@@ -361,6 +381,36 @@ pub enum OutboundError {
     Io(#[from] std::io::Error),
 }
 
+impl OutboundError {
+    /// How the client's side counts the failure in its TCP metrics, as
+    /// ztunnel's `response_flags` name it: the tunnel or connection that
+    /// could not be made (a destination's refusal is HBONE's 401, a
+    /// `CONNECT` failure to the client); `None` for a connection that was
+    /// made and then broke or was closed.
+    pub fn tcp_failure(&self) -> Option<TcpFailure> {
+        Some(match self {
+            OutboundError::NoCertificate(_) | OutboundError::Identity(_) => TcpFailure::Identity,
+            OutboundError::Connect { source, .. }
+                if source.kind() == std::io::ErrorKind::TimedOut =>
+            {
+                TcpFailure::NetworkPolicy
+            }
+            OutboundError::TimedOut { .. } => TcpFailure::NetworkPolicy,
+            OutboundError::Tls { .. } => TcpFailure::Tls,
+            OutboundError::Hbone(
+                hbone::HboneError::Handshake(_) | hbone::HboneError::Connect { .. },
+            ) => TcpFailure::H2Handshake,
+            OutboundError::Hbone(hbone::HboneError::Refused { .. })
+            | OutboundError::Denied(_)
+            | OutboundError::Connect { .. }
+            | OutboundError::Netns(_)
+            | OutboundError::NoAddress
+            | OutboundError::Delivery(_) => TcpFailure::Connect,
+            OutboundError::Revoked(_) | OutboundError::Io(_) => return None,
+        })
+    }
+}
+
 /// A socket in the pod's namespace, marked so eBPF doesn't capture it,
 /// connected to `addr`: the pod's own source IP stays on the wire.
 pub(crate) async fn connect_from_pod(
@@ -429,7 +479,13 @@ async fn same_node(
             let relay = sys::splice::relay(&stream, &app.stream, &progress);
             let moved = tokio::select! {
                 moved = limits::relay_until_idle(ctx, &progress, relay) => moved?,
-                reason = tracked.revoked() => return Err(OutboundError::Revoked(reason)),
+                reason = tracked.revoked() => {
+                    // Closed by the destination's policy: its side's DENY.
+                    if let Some(record) = record {
+                        record.close(Some(TcpFailure::Denied));
+                    }
+                    return Err(OutboundError::Revoked(reason));
+                }
             };
             drop(record);
             Ok(moved)

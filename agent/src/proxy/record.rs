@@ -6,10 +6,11 @@
 
 use std::{fmt::Display, net::SocketAddr, sync::Arc, time::Instant};
 
+use super::{PodContext, ProxyContext};
 use crate::{
     access_log::{self, Cluster, Side},
     l7::reply::{Flag, Flags},
-    metrics::traffic::TcpRecord,
+    metrics::traffic::{SecurityPolicy, TcpFailure, TcpRecord},
     policy::DenyReason,
     state::{Identity, Workload},
     trace::{ActiveSpan, TcpEnd},
@@ -33,6 +34,9 @@ pub struct Failure {
     /// A denial closed a connection that was open (a policy change),
     /// rather than refusing it.
     pub revoked: bool,
+    /// Why it was not made, for this side's TCP metrics; `None`: it was
+    /// made, and broke.
+    pub tcp: Option<TcpFailure>,
 }
 
 impl Failure {
@@ -57,7 +61,13 @@ impl Failure {
             error,
             denied_rule: None,
             revoked: false,
+            tcp: None,
         }
+    }
+
+    /// Counted in the TCP metrics as `tcp` (or as merely closed).
+    pub fn counted_as(self, tcp: Option<TcpFailure>) -> Failure {
+        Failure { tcp, ..self }
     }
 
     /// The flag of the client's own line of a same-node connection: a
@@ -79,44 +89,150 @@ impl Failure {
             error: reason.to_string(),
             denied_rule: Some(reason.matched_policy().to_owned()),
             revoked: false,
+            tcp: Some(TcpFailure::Denied),
         }
     }
 }
 
-/// The server side's access-log line of a connection its destination's
-/// policies refused when it arrived (`tls`: over HBONE; `local`: the
-/// address it was for), as Envoy's network RBAC filter leaves one: no
-/// upstream, no bytes, and the rule that denied it in
-/// `%CONNECTION_TERMINATION_DETAILS%`. The denial has been logged and
-/// counted by `PodContext::authorize`; no connection was opened, so there
-/// are no TCP metrics to close.
+/// How a connection reached its destination's side.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Arrival {
+    /// Over HBONE's mutual TLS.
+    Hbone,
+    /// From a pod on this node: no TLS hop, the identities checked in
+    /// process.
+    SameNode,
+    /// Plaintext, from outside the mesh.
+    Plaintext,
+}
+
+impl Arrival {
+    fn mtls(self) -> bool {
+        self != Arrival::Plaintext
+    }
+
+    fn security(self) -> SecurityPolicy {
+        match self.mtls() {
+            true => SecurityPolicy::mutual_tls,
+            false => SecurityPolicy::none,
+        }
+    }
+}
+
+/// What the destination's side reports of a connection it never
+/// relayed: its TCP metrics, opened and closed at once as failed with
+/// `failure`, and its access-log line (no bytes).
+struct NotRelayed<'a> {
+    pod: &'a PodContext,
+    ctx: &'a ProxyContext,
+    client: SocketAddr,
+    /// The address it was for.
+    local: SocketAddr,
+    client_identity: Option<&'a Identity>,
+    arrival: Arrival,
+}
+
+impl NotRelayed<'_> {
+    fn report(
+        &self,
+        failure: TcpFailure,
+        flag: Flag,
+        upstream_host: Option<SocketAddr>,
+        error: Option<&dyn Display>,
+        denied_rule: Option<&str>,
+    ) {
+        if let Some(record) = self.pod.inbound_record(
+            self.ctx,
+            self.client,
+            self.client_identity,
+            self.local.port(),
+            self.arrival.security(),
+        ) {
+            record.close(Some(failure));
+        }
+        access_log::tcp(&access_log::Tcp {
+            side: Side::Server,
+            workload: &self.pod.workload,
+            started: Instant::now(),
+            bytes_received: 0,
+            bytes_sent: 0,
+            upstream_host,
+            upstream_workload: None,
+            cluster: Cluster::Inbound(self.local.port()),
+            downstream_local: Some(self.local),
+            downstream_remote: Some(self.client),
+            peer_identity: self.client_identity,
+            mtls: self.arrival.mtls(),
+            downstream_tls: self.arrival == Arrival::Hbone,
+            upstream_tls: false,
+            flags: Flags::from(flag),
+            failure: error,
+            denied_rule,
+        });
+    }
+}
+
+/// The server side's reports of a connection its destination's policies
+/// refused when it arrived (`local`: the address it was for). The line is
+/// the one Envoy's network RBAC filter leaves: no upstream, no bytes, and
+/// the rule that denied it in `%CONNECTION_TERMINATION_DETAILS%`; the TCP
+/// metrics count it opened, then closed and failed with `DENY`, as
+/// ztunnel does. The denial itself has been logged and counted by
+/// `PodContext::authorize`.
 pub fn refused(
-    workload: &Workload,
+    pod: &PodContext,
+    ctx: &ProxyContext,
     client: SocketAddr,
     local: SocketAddr,
     client_identity: Option<&Identity>,
-    tls: bool,
+    arrival: Arrival,
     reason: &DenyReason,
 ) {
-    access_log::tcp(&access_log::Tcp {
-        side: Side::Server,
-        workload,
-        started: Instant::now(),
-        bytes_received: 0,
-        bytes_sent: 0,
-        upstream_host: None,
-        upstream_workload: None,
-        cluster: Cluster::Inbound(local.port()),
-        downstream_local: Some(local),
-        downstream_remote: Some(client),
-        peer_identity: client_identity,
-        mtls: tls,
-        downstream_tls: tls,
-        upstream_tls: false,
-        flags: Flags::from(Flag::RbacDenied),
-        failure: None,
-        denied_rule: Some(reason.matched_policy()),
-    });
+    NotRelayed {
+        pod,
+        ctx,
+        client,
+        local,
+        client_identity,
+        arrival,
+    }
+    .report(
+        TcpFailure::Denied,
+        Flag::RbacDenied,
+        None,
+        None,
+        Some(reason.matched_policy()),
+    );
+}
+
+/// The server side's reports of a connection its policies allowed but
+/// whose app could not be connected (`error`): `UF`, as Envoy logs an
+/// upstream it could not connect, and closed and failed with `CONNECT` in
+/// the TCP metrics, as ztunnel counts it.
+pub fn undelivered(
+    pod: &PodContext,
+    ctx: &ProxyContext,
+    client: SocketAddr,
+    local: SocketAddr,
+    client_identity: Option<&Identity>,
+    arrival: Arrival,
+    error: &dyn Display,
+) {
+    NotRelayed {
+        pod,
+        ctx,
+        client,
+        local,
+        client_identity,
+        arrival,
+    }
+    .report(
+        TcpFailure::Connect,
+        Flag::UpstreamConnectFailure,
+        Some(local),
+        Some(error),
+        None,
+    );
 }
 
 /// One connection, as its reports describe it.
@@ -158,7 +274,9 @@ impl ConnectionRecord<'_> {
         self.log_line(&result);
         let moved = result.as_ref().map_or(Moved::default(), |moved| *moved);
         // Its bytes were counted as they moved; this counts it closed.
-        drop(self.metrics);
+        if let Some(metrics) = self.metrics {
+            metrics.close(result.as_ref().err().and_then(|f| f.tcp));
+        }
         if let Some((span, operation)) = self.span {
             // The local app's point of view: the client side's app sent
             // what came from the client.

@@ -1,7 +1,8 @@
 //! What the agents counted for this pair since they started: Istio's
-//! `istio_requests_total` and `istio_tcp_connections_opened_total` by
-//! response code and Envoy response flags, and the destination agent's
-//! `weft_agent_connections_denied_total{reason}`.
+//! `istio_requests_total` by response code and Envoy response flags,
+//! `istio_tcp_connections_opened_total`, and
+//! `istio_tcp_connections_failed_total` by ztunnel's flags, and the
+//! destination agent's `weft_agent_connections_denied_total{reason}`.
 
 use std::collections::BTreeMap;
 
@@ -97,6 +98,15 @@ pub fn flag_meaning(flag: &str) -> &'static str {
         "URX" => "retries exhausted",
         "DC" => "downstream went away",
         "FI" | "DI" => "fault injected",
+        // ztunnel's, on failed TCP connections.
+        "DENY" => "refused or closed by an AuthorizationPolicy (see the authorization check)",
+        "CONNECT" => "its upstream could not be connected, or refused it",
+        "TLS_FAILURE" => "the TLS handshake with the destination's node failed",
+        "H2_HANDSHAKE_FAILURE" => "HTTP/2 with the destination's node could not be started",
+        "NETWORK_POLICY" => {
+            "the destination node's port 15008 did not answer in time (a NetworkPolicy, or the node is down)"
+        }
+        "IDENTITY_ERROR" => "no certificate for the client's identity",
         _ => "",
     }
 }
@@ -152,7 +162,9 @@ pub fn check(inputs: &Inputs, resolved: &Resolved) -> Vec<Check> {
                 denied.insert((node.to_string(), l("reason").to_string()), s.value);
                 continue;
             }
-            let tcp = s.name == "istio_tcp_connections_opened_total";
+            // Opened under `-`; failed under their flag.
+            let tcp = s.name == "istio_tcp_connections_opened_total"
+                || s.name == "istio_tcp_connections_failed_total";
             if (s.name != "istio_requests_total" && !tcp) || s.value == 0.0 {
                 continue;
             }
@@ -282,7 +294,15 @@ mod tests {
         counts.insert(("destination".into(), "403".into(), "-".into()), 2.0);
         counts.insert(("source".into(), "503".into(), "UF,URX".into()), 1.0);
         counts.insert(("destination".into(), "200".into(), "-".into()), 5.0);
+        counts.insert(("destination".into(), "tcp".into(), "DENY".into()), 4.0);
         let checks = summarize(&counts, &BTreeMap::new());
+        assert!(
+            checks[0]
+                .message
+                .contains("4 connection(s) tcp DENY: refused or closed by an AuthorizationPolicy"),
+            "{}",
+            checks[0].message
+        );
         assert_eq!(checks[0].status, super::super::Status::Warn);
         assert!(
             checks[0]

@@ -198,3 +198,152 @@ pub(super) fn host_network_pods_are_named_by_service_not_by_address(
         Ok(total(&at_web, &to_exporter) >= 1.0)
     })
 }
+
+/// Connections that were never relayed are counted as ztunnel counts
+/// them: opened under `response_flags="-"`, then closed and failed under
+/// their flag. The destination's side says `DENY` for a connection its
+/// policy refused (over HBONE, and plaintext from outside the mesh) and
+/// `CONNECT` for one whose app was not listening; the client's side says
+/// `CONNECT` for both, as HBONE's answer (401 or 503) tells it.
+pub(super) fn failed_connections_close_under_ztunnels_flags(
+    cluster: &Cluster,
+    web: &weft_sim::Pod,
+    outsider: &weft_sim::Pod,
+    api: &weft_sim::Pod,
+) -> Result<()> {
+    let _echo = api.spawn_app(&["tcp-echo", "--port", "9292"])?;
+    apply(
+        cluster,
+        "deny-9292",
+        &format!(
+            "apiVersion: security.istio.io/v1\nkind: AuthorizationPolicy\nmetadata:\n  name: deny-9292\n  namespace: shop\nspec:\n  selector:\n    matchLabels:\n      app: api\n  action: DENY\n  rules:\n  - from:\n    - source:\n        namespaces: [frontend]\n    to:\n    - operation:\n        ports: [\"9292\"]\n  - from:\n    - source:\n        ipBlocks: [\"{}/32\"]\n    to:\n    - operation:\n        ports: [\"9292\"]\n",
+            outsider.ip()
+        ),
+    )?;
+    let denied = api.addr(9292).to_string();
+    // Nothing listens there.
+    let closed_port = api.addr(9393).to_string();
+    let send = |from: &weft_sim::Pod, target: &str| -> Result<()> {
+        let out = from.run_app(&["tcp-send", target, "hello"], TIMEOUT)?;
+        ensure!(
+            !out.stdout.contains("hello"),
+            "{target} answered through the mesh: {out:?}"
+        );
+        Ok(())
+    };
+    // (node, labels) → [opened "-", closed under the flag, failed under it].
+    let counts = |node: &str, with: &[(&str, &str)], flag: &str| -> Result<[f64; 3]> {
+        let unflagged = [with, &[("response_flags", "-")]].concat();
+        let flagged = [with, &[("response_flags", flag)]].concat();
+        Ok([
+            total(
+                &scrape(cluster, node, "istio_tcp_connections_opened_total")?,
+                &unflagged,
+            ),
+            total(
+                &scrape(cluster, node, "istio_tcp_connections_closed_total")?,
+                &flagged,
+            ),
+            total(
+                &scrape(cluster, node, "istio_tcp_connections_failed_total")?,
+                &flagged,
+            ),
+        ])
+    };
+    let web_to_api = |reporter| {
+        [
+            ("reporter", reporter),
+            ("source_workload", "web"),
+            ("destination_workload", "api"),
+            ("request_protocol", "tcp"),
+            ("connection_security_policy", "mutual_tls"),
+        ]
+    };
+    let (web_source, web_destination) = (web_to_api("source"), web_to_api("destination"));
+    let outsider_to_api = [
+        ("reporter", "destination"),
+        ("source_principal", "unknown"),
+        ("destination_workload", "api"),
+        ("connection_security_policy", "none"),
+    ];
+    converge("the policy refuses web's connections at node-2", || {
+        send(web, &denied)?;
+        Ok(counts("node-2", &web_destination, "DENY")?[2] > 0.0)
+    })?;
+    converge("the policy refuses the outsider's connections", || {
+        send(outsider, &denied)?;
+        Ok(counts("node-2", &outsider_to_api, "DENY")?[2] > 0.0)
+    })?;
+    // Each case sends three more and waits for exactly three on each
+    // reporting side: (node, labels, flag). The closed port's case is
+    // `CONNECT` at the client only if the app's reset came back at once:
+    // a delivery left waiting makes the client's tunnel time out first
+    // (`NETWORK_POLICY`), as it did before the pods reflected marks.
+    type Side<'a> = (&'a str, &'a [(&'a str, &'a str)], &'a str);
+    let cases: [(&str, &weft_sim::Pod, &str, Vec<Side>); 3] = [
+        (
+            "refused over HBONE",
+            web,
+            &denied,
+            vec![
+                ("node-1", &web_source, "CONNECT"),
+                ("node-2", &web_destination, "DENY"),
+            ],
+        ),
+        (
+            "refused in plaintext",
+            outsider,
+            &denied,
+            vec![("node-2", &outsider_to_api, "DENY")],
+        ),
+        (
+            "no app listening",
+            web,
+            &closed_port,
+            vec![
+                ("node-1", &web_source, "CONNECT"),
+                ("node-2", &web_destination, "CONNECT"),
+            ],
+        ),
+    ];
+    for (case, from, target, sides) in cases {
+        let before = sides
+            .iter()
+            .map(|(node, with, flag)| counts(node, with, flag))
+            .collect::<Result<Vec<_>>>()?;
+        for _ in 0..3 {
+            send(from, target)?;
+        }
+        converge(
+            &format!("{case}: three failed connections on each side"),
+            || {
+                let mut all = true;
+                for ((node, with, flag), before) in sides.iter().zip(&before) {
+                    let now = counts(node, with, flag)?;
+                    let delta = [now[0] - before[0], now[1] - before[1], now[2] - before[2]];
+                    ensure!(
+                        delta.iter().all(|d| *d <= 3.0),
+                        "{case} at {node}: more than three counted: {delta:?}"
+                    );
+                    all &= delta == [3.0, 3.0, 3.0];
+                }
+                Ok(all)
+            },
+        )?;
+    }
+    // Closed under a flag, never also under `-`: every web → api
+    // connection opened at node-2 is closed once, under one flag or none.
+    let opened = total(
+        &scrape(cluster, "node-2", "istio_tcp_connections_opened_total")?,
+        &web_destination,
+    );
+    let closed = total(
+        &scrape(cluster, "node-2", "istio_tcp_connections_closed_total")?,
+        &web_destination,
+    );
+    ensure!(
+        opened == closed,
+        "opened {opened}, closed {closed} at node-2"
+    );
+    Ok(())
+}

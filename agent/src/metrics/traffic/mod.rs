@@ -463,6 +463,12 @@ impl TrafficLabels {
         Some(labels)
     }
 
+    /// With a failed connection's flag, as ztunnel labels it.
+    pub fn with_failure(mut self, failure: TcpFailure) -> TrafficLabels {
+        self.response_flags = Cow::Borrowed(failure.label());
+        self
+    }
+
     /// With Envoy's response flags (`-` for none).
     pub fn with_flags(mut self, flags: &str) -> TrafficLabels {
         self.response_flags = if flags.is_empty() || flags == "-" {
@@ -528,13 +534,62 @@ impl Default for Traffic {
     }
 }
 
+/// Why a connection failed to be made, as ztunnel's `response_flags`
+/// label of `istio_tcp_connections_closed` and
+/// `istio_tcp_connections_failed` names it. A connection that was made
+/// and then broke (a reset, an idle timeout) closes without one.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TcpFailure {
+    /// An AuthorizationPolicy (or PeerAuthentication) refused it, or a
+    /// policy change closed it: the destination's side.
+    Denied,
+    /// Its upstream could not be connected, or refused it (a client's
+    /// side of a denial: HBONE's 401).
+    Connect,
+    /// The TLS handshake with the destination's node failed.
+    Tls,
+    /// HTTP/2 with the destination's node could not be started.
+    H2Handshake,
+    /// Connecting to the destination node's HBONE port timed out, as a
+    /// NetworkPolicy that blocks 15008 makes it.
+    NetworkPolicy,
+    /// No certificate to prove the client's identity with.
+    Identity,
+}
+
+impl TcpFailure {
+    pub const ALL: [TcpFailure; 6] = [
+        TcpFailure::Denied,
+        TcpFailure::Connect,
+        TcpFailure::Tls,
+        TcpFailure::H2Handshake,
+        TcpFailure::NetworkPolicy,
+        TcpFailure::Identity,
+    ];
+
+    /// The label's value, ztunnel's.
+    pub fn label(self) -> &'static str {
+        match self {
+            TcpFailure::Denied => "DENY",
+            TcpFailure::Connect => "CONNECT",
+            TcpFailure::Tls => "TLS_FAILURE",
+            TcpFailure::H2Handshake => "H2_HANDSHAKE_FAILURE",
+            TcpFailure::NetworkPolicy => "NETWORK_POLICY",
+            TcpFailure::Identity => "IDENTITY_ERROR",
+        }
+    }
+}
+
 /// One connection's TCP metrics: `opened` when it is made, its bytes as
 /// they move (through [`TcpBytes`], as ztunnel counts them, so that a
 /// long-lived connection's traffic shows while it lasts), `closed` when
-/// the record is dropped, however the connection ended.
+/// the record is dropped, however the connection ended; a connection that
+/// failed ([`TcpRecord::close`]) is closed under its failure's flag, and
+/// counted failed.
 #[derive(Debug)]
 pub struct TcpRecord {
     series: Arc<TcpSeries>,
+    failure: Option<TcpFailure>,
 }
 
 impl TcpRecord {
@@ -542,11 +597,20 @@ impl TcpRecord {
     pub fn bytes(&self) -> TcpBytes {
         TcpBytes(self.series.clone())
     }
+
+    /// Counts the connection closed, failed with `failure` when it did.
+    pub fn close(mut self, failure: Option<TcpFailure>) {
+        self.failure = failure;
+    }
 }
 
 impl Drop for TcpRecord {
     fn drop(&mut self) {
-        self.series.closed.fetch_add(1, Relaxed);
+        match self.failure {
+            None => &self.series.closed,
+            Some(failure) => &self.series.failed[failure as usize],
+        }
+        .fetch_add(1, Relaxed);
     }
 }
 
@@ -666,7 +730,10 @@ impl Traffic {
     pub fn tcp_open(&self, labels: &TrafficLabels) -> TcpRecord {
         let series = self.tables.tcp.get(labels);
         series.opened.fetch_add(1, Relaxed);
-        TcpRecord { series }
+        TcpRecord {
+            series,
+            failure: None,
+        }
     }
 
     /// The series of requests with `labels` answered `status` (and, for

@@ -24,7 +24,7 @@ use prometheus_client::{
     metrics::MetricType,
 };
 
-use super::{RequestLabels, RequestProtocol, TrafficLabels, overrides::Metric};
+use super::{RequestLabels, RequestProtocol, TcpFailure, TrafficLabels, overrides::Metric};
 
 /// Envoy's default histogram buckets, which Istio's
 /// `istio_request_duration_milliseconds` and the size histograms use.
@@ -135,7 +135,11 @@ impl Snapshot {
 #[derive(Debug, Default)]
 pub struct TcpSeries {
     pub opened: AtomicU64,
+    /// Closed without a failure.
     pub closed: AtomicU64,
+    /// Closed having failed, by [`TcpFailure`]: reported as closed (and
+    /// failed) under the failure's `response_flags`, as ztunnel does.
+    pub failed: [AtomicU64; TcpFailure::ALL.len()],
     /// Response bytes (destination to source).
     pub sent: AtomicU64,
     /// Request bytes (source to destination).
@@ -356,12 +360,36 @@ impl Collector for Tables {
             "Connections opened",
             &tcp_counter(|s| &s.opened),
         )?;
+        // Failed connections, each under its series' labels with the
+        // failure's flag (a series of its own, as in ztunnel: opened under
+        // `-`, closed under `DENY`).
+        let failed: Vec<(TrafficLabels, u64)> = tcp
+            .iter()
+            .flat_map(|(labels, s)| {
+                TcpFailure::ALL.into_iter().filter_map(move |failure| {
+                    let n = s.failed[failure as usize].load(Relaxed);
+                    (n > 0).then(|| (labels.clone().with_failure(failure), n))
+                })
+            })
+            .collect();
+        let failed: Vec<(&TrafficLabels, u64)> = failed.iter().map(|(l, n)| (l, *n)).collect();
+        let mut closed = tcp_counter(|s| &s.closed);
+        closed.extend_from_slice(&failed);
         counter(
             &mut encoder,
             Metric::TcpClosed,
             "istio_tcp_connections_closed",
             "Connections closed",
-            &tcp_counter(|s| &s.closed),
+            &closed,
+        )?;
+        // Not one of Istio's standard metrics (ztunnel's, marked unstable):
+        // a Telemetry's overrides of `TCP_CLOSED_CONNECTIONS` apply to it.
+        counter(
+            &mut encoder,
+            Metric::TcpClosed,
+            "istio_tcp_connections_failed",
+            "Connections that failed to be made, or that a policy refused or closed, by response_flags",
+            &failed,
         )?;
         counter(
             &mut encoder,

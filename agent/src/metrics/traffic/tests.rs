@@ -172,6 +172,75 @@ fn served_plainly(server: &Workload) -> TrafficLabels {
     )
 }
 
+/// A connection that failed is opened under `-` and closed (and failed)
+/// under its flag, a series of its own, as ztunnel reports it; one that
+/// ended well is closed under `-`.
+#[test]
+fn failed_connections_close_under_their_flag() {
+    let metrics = Metrics::default();
+    let server = workload("shop", "api", "api");
+    let labels = TrafficLabels {
+        request_protocol: RequestProtocol::tcp,
+        ..served_plainly(&server)
+    };
+    metrics
+        .traffic
+        .tcp_open(&labels)
+        .close(Some(TcpFailure::Denied));
+    metrics
+        .traffic
+        .tcp_open(&labels)
+        .close(Some(TcpFailure::Denied));
+    metrics
+        .traffic
+        .tcp_open(&labels)
+        .close(Some(TcpFailure::Connect));
+    metrics.traffic.tcp_open(&labels).close(None);
+    let text = metrics.encode(Health::default(), false);
+    let value = |family: &str, flag: &str| -> Vec<&str> {
+        text.lines()
+            .filter(|l| {
+                l.starts_with(&format!("{family}{{"))
+                    && l.contains(&format!("response_flags=\"{flag}\""))
+            })
+            .map(|l| l.rsplit(' ').next().unwrap())
+            .collect()
+    };
+    assert_eq!(value("istio_tcp_connections_opened_total", "-"), ["4"]);
+    assert_eq!(value("istio_tcp_connections_opened_total", "DENY"), [""; 0]);
+    assert_eq!(value("istio_tcp_connections_closed_total", "-"), ["1"]);
+    assert_eq!(value("istio_tcp_connections_closed_total", "DENY"), ["2"]);
+    assert_eq!(
+        value("istio_tcp_connections_closed_total", "CONNECT"),
+        ["1"]
+    );
+    assert_eq!(value("istio_tcp_connections_failed_total", "DENY"), ["2"]);
+    assert_eq!(
+        value("istio_tcp_connections_failed_total", "CONNECT"),
+        ["1"]
+    );
+    assert_eq!(value("istio_tcp_connections_failed_total", "-"), [""; 0]);
+    assert_eq!(value("istio_tcp_sent_bytes_total", "DENY"), [""; 0]);
+    // The failed series differ from the opened one by the flag alone.
+    let closed_deny = text
+        .lines()
+        .find(|l| l.starts_with("istio_tcp_connections_closed_total{") && l.contains("\"DENY\""))
+        .unwrap();
+    let opened = text
+        .lines()
+        .find(|l| l.starts_with("istio_tcp_connections_opened_total{"))
+        .unwrap();
+    assert_eq!(
+        closed_deny
+            .replace("closed", "opened")
+            .replace("\"DENY\"", "\"-\"")
+            .rsplit_once(' ')
+            .unwrap()
+            .0,
+        opened.rsplit_once(' ').unwrap().0
+    );
+}
+
 #[test]
 fn off_records_no_requests() {
     let metrics = Metrics::new(false, false);
