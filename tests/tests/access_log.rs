@@ -199,6 +199,11 @@ fn access_logs_in_envoys_formats_as_telemetry_says() -> Result<()> {
             f[16] == "outbound|8080||api.shop.svc.cluster.local",
             "upstream cluster: {client}"
         );
+        // The HBONE connection it went on, from web's address.
+        ensure!(
+            f[17].starts_with(&format!("{}:", web.ip())) && f[17] != f[19],
+            "upstream local: {client}"
+        );
         ensure!(f[18] == format!("{vip}:8080"), "downstream local: {client}");
         ensure!(f[19].starts_with(&web.ip().to_string()), "downstream remote: {client}");
         ensure!(f.len() == 22, "Envoy's default has 22 fields: {f:?}");
@@ -206,6 +211,11 @@ fn access_logs_in_envoys_formats_as_telemetry_says() -> Result<()> {
         let f = text_fields(&server);
         ensure!(f[1] == "GET /ok?n=1 HTTP/1.1" && f[2] == "200", "{server}");
         ensure!(f[16] == "inbound|8080||", "server cluster: {server}");
+        // The app connection, made from the client's own address.
+        ensure!(
+            f[17].starts_with(&format!("{}:", web.ip())),
+            "upstream local: {server}"
+        );
         // The x-request-id the client's agent made, on both lines.
         let request_id = &text_fields(&client)[13];
         ensure!(
@@ -267,6 +277,17 @@ fn access_logs_in_envoys_formats_as_telemetry_says() -> Result<()> {
         let tcp = lines(cluster, "node-1", tcp_client)?.pop().context("a TCP line")?;
         let f = text_fields(&tcp);
         ensure!(f[1] == "- - -" && f[2] == "0" && f[3] == "-", "{tcp}");
+        ensure!(
+            f[17].starts_with(&format!("{}:", web.ip())),
+            "upstream local (the HBONE connection's): {tcp}"
+        );
+        let served = lines(cluster, "node-2", "inbound|9090||")?
+            .pop()
+            .context("a server TCP line")?;
+        ensure!(
+            text_fields(&served)[17].starts_with(&format!("{}:", web.ip())),
+            "upstream local (the app connection's, from the client's address): {served}"
+        );
         ensure!(
             f[7].parse::<u64>()? > 0 && f[8].parse::<u64>()? > 0,
             "bytes received and sent: {tcp}"

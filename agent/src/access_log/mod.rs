@@ -370,6 +370,8 @@ pub struct Tcp<'a> {
     pub bytes_received: u64,
     pub bytes_sent: u64,
     pub upstream_host: Option<std::net::SocketAddr>,
+    /// The local address of the connection to `upstream_host`.
+    pub upstream_local: Option<std::net::SocketAddr>,
     /// The workload behind `upstream_host`, when the client side chose
     /// one (else an access-log service's entry looks it up by address).
     pub upstream_workload: Option<&'a std::sync::Arc<crate::state::Workload>>,
@@ -412,6 +414,7 @@ pub fn tcp(t: &Tcp<'_>) {
     e.bytes_received = t.bytes_received;
     e.bytes_sent = t.bytes_sent;
     e.upstream_host = t.upstream_host;
+    e.upstream_local = t.upstream_local;
     e.upstream_workload = t.upstream_workload;
     e.upstream_cluster = &cluster;
     e.downstream_local = t.downstream_local;

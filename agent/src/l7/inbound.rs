@@ -103,6 +103,8 @@ impl Inbound {
 struct Served {
     inbound: Arc<Inbound>,
     app: tokio::sync::Mutex<Option<AppConn>>,
+    /// See [`Served::app_local`].
+    app_local: std::sync::Mutex<Option<std::net::SocketAddr>>,
     /// Istio's labels of this connection's requests, built at the first.
     labels: std::sync::OnceLock<TrafficLabels>,
     /// The metric series its requests recorded, for the next ones.
@@ -158,6 +160,7 @@ where
     let served = Arc::new(Served {
         inbound: Arc::new(inbound),
         app: tokio::sync::Mutex::new(None),
+        app_local: std::sync::Mutex::new(None),
         labels: std::sync::OnceLock::new(),
         series: Arc::default(),
     });
@@ -231,7 +234,7 @@ async fn handle(
     }
     let response = decide_and_forward(request, served, ctx).await;
     if let Some(record) = record.as_mut() {
-        record.responded(&response);
+        record.responded(&response, served.app_local());
     }
     if let (Some(tags), Some(view)) = (tags.as_mut(), view.as_deref()) {
         tags.responded(response.headers(), view);

@@ -99,6 +99,9 @@ pub struct Record {
     destination: String,
     subset: String,
     upstream: Option<SocketAddr>,
+    /// The local address of the connection the last attempt's response
+    /// came on ([`Record::went_on`]).
+    upstream_local: Option<SocketAddr>,
     /// The workload behind `upstream`, as the balancer knew it (by
     /// address, a host-network pod would be no workload).
     upstream_workload: Option<Arc<Workload>>,
@@ -267,6 +270,7 @@ impl Record {
             destination: String::new(),
             subset: String::new(),
             upstream: None,
+            upstream_local: None,
             upstream_workload: None,
             attempts: 0,
             status: None,
@@ -375,6 +379,12 @@ impl Record {
             self.tunnelled = endpoint.workload.as_ref().is_some_and(|w| w.hbone)
                 && ctx.local_pods.get(endpoint.addr.ip()).is_none();
         }
+    }
+
+    /// The attempt's response came on a connection from `local` (`None`:
+    /// it got none, or came through no socket).
+    pub fn went_on(&mut self, local: Option<SocketAddr>) {
+        self.upstream_local = local;
     }
 
     /// The response is ready: it is logged when its body has been sent.
@@ -552,6 +562,7 @@ impl Record {
         e.request_duration = request_duration(self.request_body.as_deref());
         e.bytes_sent = bytes_sent;
         e.upstream_host = self.upstream;
+        e.upstream_local = self.upstream_local;
         e.upstream_workload = destination;
         e.upstream_cluster = &self.cluster;
         e.downstream_local = Some(self.local);

@@ -128,6 +128,16 @@ async fn attempts(
             },
             None => sent.await.map_err(Failure::Upstream),
         };
+        let result = match result {
+            Ok((response, local)) => {
+                record.went_on(local);
+                Ok(response)
+            }
+            Err(failure) => {
+                record.went_on(None);
+                Err(failure)
+            }
+        };
         let outcome = match &result {
             Ok(response) => Outcome::Response {
                 status: response.status().as_u16(),
@@ -439,7 +449,7 @@ pub fn mirror(
             .upstreams
             .send(&ctx, &target, &resolved.cluster, request);
         match tokio::time::timeout(timeout.unwrap_or(MIRROR_TIMEOUT), sent).await {
-            Ok(Ok(response)) => {
+            Ok(Ok((response, _))) => {
                 // Read it to its end so the connection can be reused.
                 let _ = http_body_util::BodyExt::collect(response.into_body()).await;
             }
@@ -494,7 +504,7 @@ pub async fn upgrade(
             request.headers_mut().insert(name, value.clone());
         }
     }
-    let (mut response, tracked) = match ctx
+    let (mut response, tracked, local) = match ctx
         .l7
         .upstreams
         .send_upgrade(ctx, &target, &resolved.cluster, request)
@@ -511,6 +521,7 @@ pub async fn upgrade(
                 .into_response(grpc);
         }
     };
+    record.went_on(local);
     let agreed = response.status() == StatusCode::SWITCHING_PROTOCOLS
         || (head.method == http::Method::CONNECT && response.status().is_success());
     if agreed {

@@ -130,6 +130,7 @@ struct Key {
 /// An idle HTTP/1.1 connection.
 struct IdleH1 {
     send: http1::SendRequest<Body>,
+    local: Option<SocketAddr>,
     requests: u32,
     since: Instant,
     opened: Instant,
@@ -138,6 +139,7 @@ struct IdleH1 {
 /// A shared HTTP/2 connection.
 struct H2Conn {
     send: http2::SendRequest<Body>,
+    local: Option<SocketAddr>,
     opened: Instant,
     requests: std::sync::atomic::AtomicU32,
     /// No new requests: it served its maximum.
@@ -201,14 +203,18 @@ impl Upstreams {
     /// Sends `request` to the target, on an idle or shared connection, or
     /// on a new one within the cluster's limits. Records the client pod's
     /// waits: for a connection, then for the response's head
-    /// ([`crate::metrics::waits`]).
+    /// ([`crate::metrics::waits`]). With the response, the local address
+    /// of the connection it came on (the access log's
+    /// `%UPSTREAM_LOCAL_ADDRESS%`: the client pod's IP and a port; for
+    /// HBONE, the pooled connection's to the destination's 15008; none for
+    /// a same-node HTTP port, handed over in the process).
     pub async fn send(
         self: &Arc<Self>,
         ctx: &ProxyContext,
         target: &Target<'_>,
         cluster: &Cluster,
         request: Request<Body>,
-    ) -> Result<Response<Body>, UpstreamError> {
+    ) -> Result<(Response<Body>, Option<SocketAddr>), UpstreamError> {
         let mut waited = RequestWaits {
             pod: target.pod,
             since_ns: match ctx.metrics.waits_on() && target.client_waits {
@@ -244,7 +250,7 @@ impl Upstreams {
         key: Key,
         mut request: Request<Body>,
         waited: &mut RequestWaits<'_>,
-    ) -> Result<Response<Body>, UpstreamError> {
+    ) -> Result<(Response<Body>, Option<SocketAddr>), UpstreamError> {
         let mut resends = 0;
         let (conn, response) = loop {
             let (mut conn, kept) = self.h1_connection(ctx, target, cluster, &key).await?;
@@ -269,6 +275,7 @@ impl Upstreams {
         };
         let max = target.limits.max_requests_per_connection;
         let reusable = max == 0 || conn.requests < max;
+        let local = conn.local;
         let (parts, incoming) = response.into_parts();
         let body = ReturnToPool {
             inner: incoming,
@@ -278,7 +285,7 @@ impl Upstreams {
             idle_timeout: target.limits.idle_timeout,
             ended: false,
         };
-        Ok(Response::from_parts(parts, super::body::boxed(body)))
+        Ok((Response::from_parts(parts, super::body::boxed(body)), local))
     }
 
     /// A kept HTTP/1.1 connection to `key` (`true`), or a new one.
@@ -299,9 +306,10 @@ impl Upstreams {
                 continue;
             }
             if let Some(guard) = cluster.try_connection() {
-                let send = self.connect_h1(ctx, target, key, guard).await?;
+                let (send, local) = self.connect_h1(ctx, target, key, guard).await?;
                 let conn = IdleH1 {
                     send,
+                    local,
                     requests: 0,
                     since: Instant::now(),
                     opened: Instant::now(),
@@ -323,11 +331,11 @@ impl Upstreams {
         key: Key,
         request: Request<Body>,
         waited: &mut RequestWaits<'_>,
-    ) -> Result<Response<Body>, UpstreamError> {
+    ) -> Result<(Response<Body>, Option<SocketAddr>), UpstreamError> {
         let mut pending: Option<LimitGuard> = None;
-        let mut send = loop {
-            if let Some(send) = self.shared_h2(&key, target.limits) {
-                break send;
+        let (mut send, local) = loop {
+            if let Some(shared) = self.shared_h2(&key, target.limits) {
+                break shared;
             }
             if let Some(guard) = cluster.try_connection() {
                 let conn = self.connect_h2(ctx, target, &key, guard).await?;
@@ -344,24 +352,26 @@ impl Upstreams {
         waited.ready();
         let response = send.send_request(request).await.map_err(classify)?;
         waited.answered();
-        Ok(response.map(super::body::boxed::<Incoming>))
+        Ok((response.map(super::body::boxed::<Incoming>), local))
     }
 
     /// Sends a request that upgrades the connection (WebSocket, CONNECT)
     /// on a connection of its own, never pooled. With the response, the
     /// connection's registration with the open connections, if it has one
     /// (to a same-node pod's non-HTTP port): whoever relays the upgraded
-    /// connection closes it when a policy change revokes it.
+    /// connection closes it when a policy change revokes it; and the
+    /// connection's local address, as [`Upstreams::send`] gives it.
     pub async fn send_upgrade(
         &self,
         ctx: &ProxyContext,
         target: &Target<'_>,
         cluster: &Cluster,
         request: Request<Body>,
-    ) -> Result<(Response<Incoming>, Option<Tracked>), UpstreamError> {
+    ) -> Result<(Response<Incoming>, Option<Tracked>, Option<SocketAddr>), UpstreamError> {
         let guard = cluster.try_connection().ok_or(UpstreamError::Overflow)?;
         let mut io = self.connect(ctx, target).await?;
         let tracked = io.take_tracked();
+        let local = io.local_addr();
         let (mut send, conn) = http1::Builder::new()
             .handshake::<_, Body>(TokioIo::new(io))
             .await
@@ -376,7 +386,7 @@ impl Upstreams {
             }
         });
         let response = send.send_request(request).await.map_err(classify)?;
-        Ok((response, tracked))
+        Ok((response, tracked, local))
     }
 
     fn slot<T>(&self, key: &Key, f: impl FnOnce(&mut Slot) -> T) -> T {
@@ -398,7 +408,11 @@ impl Upstreams {
         None
     }
 
-    fn shared_h2(&self, key: &Key, limits: &PoolLimits) -> Option<http2::SendRequest<Body>> {
+    fn shared_h2(
+        &self,
+        key: &Key,
+        limits: &PoolLimits,
+    ) -> Option<(http2::SendRequest<Body>, Option<SocketAddr>)> {
         let max_requests = limits.max_requests_per_connection;
         let mut slots = self.slots.lock().expect("upstream lock");
         let slot = slots.get_mut(key)?;
@@ -410,7 +424,7 @@ impl Upstreams {
         if max_requests != 0 && served >= max_requests {
             conn.retired.store(true, Ordering::Release);
         }
-        Some(conn.send.clone())
+        Some((conn.send.clone(), conn.local))
     }
 
     /// Closes the idle connections of a cluster state that was replaced;
@@ -469,9 +483,10 @@ impl Upstreams {
         target: &Target<'_>,
         key: &Key,
         guard: LimitGuard,
-    ) -> Result<http1::SendRequest<Body>, UpstreamError> {
+    ) -> Result<(http1::SendRequest<Body>, Option<SocketAddr>), UpstreamError> {
         let mut io = self.connect(ctx, target).await?;
         let tracked = io.take_tracked();
+        let local = io.local_addr();
         let (send, conn) = http1::Builder::new()
             .max_buf_size(MAX_HEADERS_BYTES)
             .handshake::<_, Body>(TokioIo::new(io))
@@ -493,7 +508,7 @@ impl Upstreams {
             }
             changed.notify_one();
         });
-        Ok(send)
+        Ok((send, local))
     }
 
     async fn connect_h2(
@@ -505,6 +520,7 @@ impl Upstreams {
     ) -> Result<Arc<H2Conn>, UpstreamError> {
         let mut io = self.connect(ctx, target).await?;
         let tracked = io.take_tracked();
+        let local = io.local_addr();
         let mut builder = http2::Builder::new(TokioExecutor::new());
         builder
             .initial_stream_window_size(crate::proxy::hbone::STREAM_WINDOW)
@@ -530,6 +546,7 @@ impl Upstreams {
         });
         Ok(Arc::new(H2Conn {
             send,
+            local,
             opened: Instant::now(),
             requests: Default::default(),
             retired: AtomicBool::new(false),
@@ -705,6 +722,17 @@ impl UpstreamIo {
         match self {
             UpstreamIo::Local(_, tracked) => tracked.take(),
             _ => None,
+        }
+    }
+
+    /// The local address of the connection (see [`Upstreams::send`]).
+    fn local_addr(&self) -> Option<SocketAddr> {
+        match self {
+            UpstreamIo::Tunnel(tunnel) => tunnel.local_addr(),
+            UpstreamIo::Local(delivered, _) => delivered.stream.local_addr().ok(),
+            UpstreamIo::LocalHttp(_) => None,
+            UpstreamIo::Tcp(tcp) => tcp.local_addr().ok(),
+            UpstreamIo::Tls(tls) => tls.get_ref().0.local_addr().ok(),
         }
     }
 }

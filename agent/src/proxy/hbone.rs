@@ -109,6 +109,13 @@ pub struct H2Stream {
     pub lease: Option<super::pool::Lease>,
 }
 
+impl H2Stream {
+    /// The local address of the connection it runs on, when pooled.
+    pub fn local_addr(&self) -> Option<SocketAddr> {
+        self.lease.as_ref().and_then(super::pool::Lease::local_addr)
+    }
+}
+
 /// HTTP/2 client handshake over an established (TLS) connection; the
 /// connection is driven by a spawned task until both sides are done.
 pub async fn client_handshake<IO>(io: IO) -> Result<SendRequest<Bytes>, HboneError>

@@ -326,6 +326,7 @@ async fn stream_request(
         SecurityPolicy::mutual_tls,
     );
     let started = std::time::Instant::now();
+    let upstream_local = app.stream.local_addr().ok();
     // The relay reads the app first: its first direction is the answer.
     let progress = limits::Progress::default().counting(
         record.as_ref().map(TcpRecord::bytes),
@@ -353,6 +354,7 @@ async fn stream_request(
         client: peer,
         local: target,
         upstream: target,
+        upstream_local,
         client_identity: Some(&client),
         upstream_workload: None,
         protocol: "HBONE",

@@ -87,6 +87,7 @@ pub(super) async fn handle(
             return super::outbound::reset(stream);
         }
     };
+    let upstream_local = app.stream.local_addr().ok();
     let record = pod.inbound_record(&ctx, peer, None, target.port(), SecurityPolicy::none);
     let progress = limits::Progress::default().counting(
         record.as_ref().map(TcpRecord::bytes),
@@ -109,6 +110,7 @@ pub(super) async fn handle(
         client: peer,
         local: target,
         upstream: target,
+        upstream_local,
         client_identity: None,
         upstream_workload: None,
         protocol: "TCP",

@@ -119,6 +119,8 @@ pub(super) async fn handle(
     // boxed, measured with `size_of_val` on the task's future).
     // `tunnelled`: an HBONE tunnel to the destination was opened.
     let mut tunnelled = false;
+    // The local address of the connection that carried it.
+    let mut upstream_local = None;
     let (result, dst, dst_workload, protocol) = match resolved {
         // A Service port declared HTTP: terminated here, routed per request.
         Resolved::Http { service, protocol } => {
@@ -136,7 +138,15 @@ pub(super) async fn handle(
                 && let Some(local) = ctx.local_pods.get(addr.ip()) =>
         {
             let result = Box::pin(same_node(
-                stream, peer, &pod, &local, &ctx, addr, waits, counters,
+                stream,
+                peer,
+                &pod,
+                &local,
+                &ctx,
+                addr,
+                waits,
+                counters,
+                &mut upstream_local,
             ))
             .await;
             (result, addr, Some(workload), "same-node")
@@ -148,6 +158,7 @@ pub(super) async fn handle(
                 match open_tunnel(Some(&stream), peer, &pod, &ctx, &workload, addr, trace).await {
                     Ok((tunnel, early)) => {
                         tunnelled = true;
+                        upstream_local = tunnel.local_addr();
                         // The app's first bytes went with the CONNECT.
                         if let Some(counters) = &counters {
                             counters.from_client(early);
@@ -171,11 +182,29 @@ pub(super) async fn handle(
         }
         // Not in the mesh: plaintext, with no identity to prove.
         Resolved::Workload { workload, addr, .. } => {
-            let result = Box::pin(passthrough(stream, &pod, &ctx, addr, waits, counters)).await;
+            let result = Box::pin(passthrough(
+                stream,
+                &pod,
+                &ctx,
+                addr,
+                waits,
+                counters,
+                &mut upstream_local,
+            ))
+            .await;
             (result, addr, Some(workload), "TCP")
         }
         Resolved::Passthrough(addr) => {
-            let result = Box::pin(passthrough(stream, &pod, &ctx, addr, waits, counters)).await;
+            let result = Box::pin(passthrough(
+                stream,
+                &pod,
+                &ctx,
+                addr,
+                waits,
+                counters,
+                &mut upstream_local,
+            ))
+            .await;
             (result, addr, None, "TCP")
         }
         Resolved::NoEndpoints(service) => {
@@ -256,6 +285,7 @@ pub(super) async fn handle(
         client: crate::access_log::app_address(peer, &pod.workload),
         local: original,
         upstream: dst,
+        upstream_local,
         client_identity: None,
         upstream_workload: dst_workload.as_ref(),
         protocol,
@@ -434,8 +464,10 @@ async fn passthrough(
     addr: SocketAddr,
     waits: Waited,
     counters: Option<TcpBytes>,
+    upstream_local: &mut Option<SocketAddr>,
 ) -> Result<(u64, u64), OutboundError> {
     let upstream = connect_from_pod(pod, addr).await?;
+    *upstream_local = upstream.local_addr().ok();
     let progress = waits
         .upstream_connected()
         .counting(counters, Forward::FromClient);
@@ -445,7 +477,8 @@ async fn passthrough(
 
 /// Carries a connection into a destination pod on this node, from the
 /// client pod's address ([`connect_same_node`]), counting its bytes into
-/// the client side's `counters` and the destination side's own.
+/// the client side's `counters` and the destination side's own; the
+/// delivery's local address goes to `upstream_local`.
 #[allow(clippy::too_many_arguments)]
 async fn same_node(
     stream: TcpStream,
@@ -456,9 +489,11 @@ async fn same_node(
     target: SocketAddr,
     waits: Waited,
     counters: Option<TcpBytes>,
+    upstream_local: &mut Option<SocketAddr>,
 ) -> Result<(u64, u64), OutboundError> {
     match connect_same_node(pod, destination, ctx, target).await {
         Ok(SameNode::App(app, tracked)) => {
+            *upstream_local = app.stream.local_addr().ok();
             // The destination's side of the metrics, as its inbound proxy
             // would report them: from the client pod's address (as the
             // connection is delivered, `connect_same_node`) and the app's
@@ -732,6 +767,7 @@ async fn open_tunnel_unbounded(
         .tls
         .client(&cert, ctx.trust.roots(), &destination.identity)?;
     let tcp = connect_from_pod(pod, hbone_addr).await?;
+    let local = tcp.local_addr().ok();
     let tls_stream = TlsConnector::from(config)
         .connect(ServerName::IpAddress(target.ip().into()), tcp)
         .await
@@ -740,7 +776,7 @@ async fn open_tunnel_unbounded(
             source,
         })?;
     let (send_request, closed) = hbone::client_handshake_watched(tls_stream).await?;
-    let lease = ctx.pool.insert(key, send_request, closed);
+    let lease = ctx.pool.insert(key, send_request, closed, local);
     // Those waiting may take streams on it now.
     drop(opening);
     let mut stream = connect_stream(lease.send_request(), target, headers, app, &mut early).await?;

@@ -45,6 +45,9 @@ pub struct PoolKey {
 /// One pooled connection.
 pub struct Pooled {
     send: SendRequest<Bytes>,
+    /// Its TCP connection's local address (the client pod's IP and an
+    /// ephemeral port): the access log's `%UPSTREAM_LOCAL_ADDRESS%`.
+    local: Option<SocketAddr>,
     streams: AtomicUsize,
     closed: Arc<AtomicBool>,
     idle_since: Mutex<Instant>,
@@ -72,6 +75,11 @@ impl Lease {
 
     pub fn connection(&self) -> &Arc<Pooled> {
         &self.0
+    }
+
+    /// The connection's local address.
+    pub fn local_addr(&self) -> Option<SocketAddr> {
+        self.0.local
     }
 }
 
@@ -113,11 +121,18 @@ impl Pool {
             .clone()
     }
 
-    /// Adds a new connection (`closed` turns true when its driver ends) and
-    /// returns a lease on it.
-    pub fn insert(&self, key: PoolKey, send: SendRequest<Bytes>, closed: Arc<AtomicBool>) -> Lease {
+    /// Adds a new connection (`closed` turns true when its driver ends;
+    /// `local`: its local address) and returns a lease on it.
+    pub fn insert(
+        &self,
+        key: PoolKey,
+        send: SendRequest<Bytes>,
+        closed: Arc<AtomicBool>,
+        local: Option<SocketAddr>,
+    ) -> Lease {
         let pooled = Arc::new(Pooled {
             send,
+            local,
             streams: AtomicUsize::new(1),
             closed,
             idle_since: Mutex::new(Instant::now()),
@@ -231,10 +246,10 @@ mod tests {
         let mut leases = Vec::new();
         for _ in 0..3 {
             let (send, closed) = connection().await;
-            leases.push(pool.insert(key(1), send, closed));
+            leases.push(pool.insert(key(1), send, closed, None));
         }
         let (send, closed) = connection().await;
-        let other = pool.insert(key(2), send, closed);
+        let other = pool.insert(key(2), send, closed, None);
         assert_eq!(pool.len(), 4);
 
         // All idle for 30 s: each key's first connection stays, the two
@@ -265,9 +280,9 @@ mod tests {
     async fn a_spare_behind_a_busy_connection_closes_and_a_busy_one_never_does() {
         let pool = Pool::default();
         let (send, closed) = connection().await;
-        let busy = pool.insert(key(1), send, closed);
+        let busy = pool.insert(key(1), send, closed, None);
         let (send, closed) = connection().await;
-        let spare = pool.insert(key(1), send, closed);
+        let spare = pool.insert(key(1), send, closed, None);
         idle_for(spare, SPARE_IDLE_TIMEOUT + Duration::from_secs(1));
         // The busy one has been open for as long, with a stream.
         *busy.connection().idle_since.lock().expect("idle lock") =

@@ -157,6 +157,7 @@ impl NotRelayed<'_> {
             bytes_received: 0,
             bytes_sent: 0,
             upstream_host,
+            upstream_local: None,
             upstream_workload: None,
             cluster: Cluster::Inbound(self.local.port()),
             downstream_local: Some(self.local),
@@ -248,6 +249,9 @@ pub struct ConnectionRecord<'a> {
     pub local: SocketAddr,
     /// Where the bytes went.
     pub upstream: SocketAddr,
+    /// The local address of the connection made to `upstream` (the HBONE
+    /// connection's, or the app connection's), when one was made.
+    pub upstream_local: Option<SocketAddr>,
     /// The client's proven identity (server side, over mutual TLS).
     pub client_identity: Option<&'a Identity>,
     /// The workload the client side chose, when it is one (in the mesh:
@@ -323,6 +327,7 @@ impl ConnectionRecord<'_> {
             bytes_received: moved.from_client,
             bytes_sent: moved.to_client,
             upstream_host: Some(self.upstream),
+            upstream_local: self.upstream_local,
             upstream_workload,
             cluster,
             downstream_local: Some(self.local),

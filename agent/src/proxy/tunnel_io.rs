@@ -25,7 +25,7 @@ pub struct TunnelIo {
     pending: Bytes,
     read_done: bool,
     write_done: bool,
-    _lease: Option<super::pool::Lease>,
+    lease: Option<super::pool::Lease>,
 }
 
 impl From<H2Stream> for TunnelIo {
@@ -36,8 +36,15 @@ impl From<H2Stream> for TunnelIo {
             pending: Bytes::new(),
             read_done: false,
             write_done: false,
-            _lease: stream.lease,
+            lease: stream.lease,
         }
+    }
+}
+
+impl TunnelIo {
+    /// The local address of the HBONE connection it runs on.
+    pub fn local_addr(&self) -> Option<std::net::SocketAddr> {
+        self.lease.as_ref().and_then(super::pool::Lease::local_addr)
     }
 }
 

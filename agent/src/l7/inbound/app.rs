@@ -3,6 +3,8 @@
 //! connection and protocol, and an upgrade's (WebSocket, CONNECT)
 //! connection of its own.
 
+use std::net::SocketAddr;
+
 use http::{Request, Response, StatusCode, Version};
 use hyper::{
     body::Incoming,
@@ -27,6 +29,17 @@ pub(super) enum AppConn {
 }
 
 impl Served {
+    /// The local address of the connection to the app (the client's
+    /// address, the delivery socket being transparent) that the last
+    /// request went on: the access log's `%UPSTREAM_LOCAL_ADDRESS%`.
+    pub(super) fn app_local(&self) -> Option<SocketAddr> {
+        *self.app_local.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn set_app_local(&self, local: Option<SocketAddr>) {
+        *self.app_local.lock().unwrap_or_else(|e| e.into_inner()) = local;
+    }
+
     /// Sends a request to the app over this connection's app connection,
     /// opened (again) when there is none of the request's protocol.
     pub(super) async fn send(
@@ -74,6 +87,7 @@ impl Served {
         let downstream = hyper::upgrade::on(&mut request);
         let connect = request.method() == http::Method::CONNECT;
         let (stream, exemption) = self.deliver(ctx).await?;
+        self.set_app_local(stream.local_addr().ok());
         let (mut send, conn) = http1::Builder::new()
             .handshake(TokioIo::new(stream))
             .await
@@ -127,6 +141,7 @@ impl Served {
 
     async fn connect(&self, ctx: &ProxyContext, http2: bool) -> Result<AppConn, LocalReply> {
         let (stream, exemption) = self.deliver(ctx).await?;
+        self.set_app_local(stream.local_addr().ok());
         let io = TokioIo::new(stream);
         let failed = |err: hyper::Error| {
             tracing::info!(dst = %self.inbound.target, error = %err, "HTTP handshake with the app failed");

@@ -53,6 +53,8 @@ pub struct ServerRecord {
     /// When the app's response head came, after `started`
     /// (`%RESPONSE_DURATION%`; read only for a request that is logged).
     responded_after: Option<std::time::Duration>,
+    /// The app connection's local address.
+    upstream_local: Option<std::net::SocketAddr>,
 }
 
 impl ServerRecord {
@@ -107,12 +109,17 @@ impl ServerRecord {
             inbound: inbound.clone(),
             local_reply: false,
             responded_after: None,
+            upstream_local: None,
         }))
     }
 
     /// The response is ready: its status, flags and headers are kept for
     /// the line, written when its body has been sent (see [`on_end`]).
-    pub fn responded(&mut self, response: &Response<Body>) {
+    pub fn responded(
+        &mut self,
+        response: &Response<Body>,
+        app_local: Option<std::net::SocketAddr>,
+    ) {
         if let Some(replied) = response.extensions().get::<Replied>() {
             self.flags = replied.flags;
             self.details.clone_from(&replied.details);
@@ -124,6 +131,7 @@ impl ServerRecord {
             self.response_headers = decision.response_headers(response.headers());
             if !self.local_reply {
                 self.responded_after = Some(self.started.elapsed());
+                self.upstream_local = app_local;
             }
         }
     }
@@ -186,6 +194,7 @@ impl Ending for ServerRecord {
         let inbound = &self.inbound;
         // The app, at the address the client asked for.
         e.upstream_host = (!self.local_reply).then_some(inbound.target);
+        e.upstream_local = self.upstream_local;
         e.upstream_cluster = inbound.cluster();
         e.downstream_local = Some(inbound.target);
         e.downstream_remote = Some(inbound.peer);
