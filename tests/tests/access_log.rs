@@ -211,10 +211,16 @@ fn access_logs_in_envoys_formats_as_telemetry_says() -> Result<()> {
         let f = text_fields(&server);
         ensure!(f[1] == "GET /ok?n=1 HTTP/1.1" && f[2] == "200", "{server}");
         ensure!(f[16] == "inbound|8080||", "server cluster: {server}");
-        // The app connection, made from the client's own address.
+        // The app connection, made from the client's own address (another
+        // port than the HBONE connection it came on).
         ensure!(
-            f[17].starts_with(&format!("{}:", web.ip())),
+            f[17].starts_with(&format!("{}:", web.ip())) && f[17] != f[19],
             "upstream local: {server}"
+        );
+        // The client's HBONE connection is the server's downstream.
+        ensure!(
+            text_fields(&client)[17] == f[19],
+            "the client's upstream local is the server's downstream remote:\n{client}\n{server}"
         );
         // The x-request-id the client's agent made, on both lines.
         let request_id = &text_fields(&client)[13];

@@ -103,8 +103,6 @@ impl Inbound {
 struct Served {
     inbound: Arc<Inbound>,
     app: tokio::sync::Mutex<Option<AppConn>>,
-    /// See [`Served::app_local`].
-    app_local: std::sync::Mutex<Option<std::net::SocketAddr>>,
     /// Istio's labels of this connection's requests, built at the first.
     labels: std::sync::OnceLock<TrafficLabels>,
     /// The metric series its requests recorded, for the next ones.
@@ -160,7 +158,6 @@ where
     let served = Arc::new(Served {
         inbound: Arc::new(inbound),
         app: tokio::sync::Mutex::new(None),
-        app_local: std::sync::Mutex::new(None),
         labels: std::sync::OnceLock::new(),
         series: Arc::default(),
     });
@@ -232,9 +229,10 @@ async fn handle(
     if let Some(record) = record.as_mut() {
         record.request_body.clone_from(&request_body);
     }
-    let response = decide_and_forward(request, served, ctx).await;
+    let mut upstream_local = None;
+    let response = decide_and_forward(request, served, ctx, &mut upstream_local).await;
     if let Some(record) = record.as_mut() {
-        record.responded(&response, served.app_local());
+        record.responded(&response, upstream_local);
     }
     if let (Some(tags), Some(view)) = (tags.as_mut(), view.as_deref()) {
         tags.responded(response.headers(), view);
@@ -358,6 +356,7 @@ async fn decide_and_forward(
     request: Request<Incoming>,
     served: &Served,
     ctx: &ProxyContext,
+    upstream_local: &mut Option<std::net::SocketAddr>,
 ) -> Response<Body> {
     let started = Instant::now();
     let inbound = &served.inbound;
@@ -580,7 +579,8 @@ async fn decide_and_forward(
     };
     let by = allowed_by.as_deref();
     match sent {
-        Ok(mut response) => {
+        Ok((mut response, local)) => {
+            *upstream_local = local;
             log(response.status(), RequestVerdict::Allowed, by, "allowed");
             for (name, value) in response_headers {
                 response.headers_mut().append(name, value);

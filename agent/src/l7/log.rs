@@ -373,6 +373,8 @@ impl Record {
     /// as the upstream's `connect_io` decides.)
     pub fn attempt(&mut self, endpoint: &Endpoint, ctx: &ProxyContext) {
         self.upstream = Some(endpoint.addr);
+        // Until this attempt's connection is known (`went_on`).
+        self.upstream_local = None;
         self.upstream_workload.clone_from(&endpoint.workload);
         self.attempts += 1;
         if self.access.is_some() {

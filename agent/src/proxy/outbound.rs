@@ -420,8 +420,11 @@ impl OutboundError {
     pub fn tcp_failure(&self) -> Option<TcpFailure> {
         Some(match self {
             OutboundError::NoCertificate(_) | OutboundError::Identity(_) => TcpFailure::Identity,
-            OutboundError::Connect { source, .. }
-                if source.kind() == std::io::ErrorKind::TimedOut =>
+            // The destination node's 15008 did not answer in time, as a
+            // NetworkPolicy that drops it makes it (ztunnel's label); a
+            // passthrough's timeout is a plain `CONNECT`.
+            OutboundError::Connect { addr, source }
+                if addr.port() == HBONE_PORT && source.kind() == std::io::ErrorKind::TimedOut =>
             {
                 TcpFailure::NetworkPolicy
             }
@@ -866,4 +869,65 @@ fn request_headers(
     };
     put("traceparent", traceparent);
     headers
+}
+
+#[cfg(test)]
+mod tests {
+    use std::io::{Error, ErrorKind};
+
+    use super::*;
+
+    /// The client side's flag in the TCP metrics, as ztunnel names it.
+    #[test]
+    fn failures_map_to_ztunnels_flags() {
+        let hbone = SocketAddr::from(([10, 0, 0, 2], HBONE_PORT));
+        let app = SocketAddr::from(([10, 0, 0, 2], 8080));
+        let connect = |addr, kind| OutboundError::Connect {
+            addr,
+            source: Error::from(kind),
+        };
+        let cases = [
+            (
+                connect(hbone, ErrorKind::TimedOut),
+                Some(TcpFailure::NetworkPolicy),
+            ),
+            // A passthrough that timed out is an ordinary failure.
+            (connect(app, ErrorKind::TimedOut), Some(TcpFailure::Connect)),
+            (
+                connect(hbone, ErrorKind::ConnectionRefused),
+                Some(TcpFailure::Connect),
+            ),
+            (
+                OutboundError::Tls {
+                    addr: hbone,
+                    source: Error::from(ErrorKind::InvalidData),
+                },
+                Some(TcpFailure::Tls),
+            ),
+            (
+                OutboundError::Hbone(hbone::HboneError::Refused {
+                    target: app,
+                    status: http::StatusCode::UNAUTHORIZED,
+                }),
+                Some(TcpFailure::Connect),
+            ),
+            (
+                OutboundError::Denied(crate::policy::DenyReason::NoAllowMatch),
+                Some(TcpFailure::Connect),
+            ),
+            (
+                OutboundError::NoCertificate("spiffe://cluster.local/ns/a/sa/b".into()),
+                Some(TcpFailure::Identity),
+            ),
+            // Made, then broken or closed: no flag.
+            (
+                OutboundError::Revoked(crate::policy::DenyReason::NoAllowMatch),
+                None,
+            ),
+            (OutboundError::Io(Error::from(ErrorKind::BrokenPipe)), None),
+        ];
+        for (err, flag) in cases {
+            assert_eq!(err.tcp_failure(), flag, "{err}");
+        }
+    }
 }

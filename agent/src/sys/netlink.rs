@@ -60,23 +60,17 @@ const EEXIST: i32 = -libc::EEXIST;
 /// a restarted agent runs it again on pods it already set up.
 pub async fn setup_delivery_routing(netns: &Netns) -> Result<(), NetlinkError> {
     let name = netns.path().display().to_string();
-    for (key, path) in [
-        (
-            "net.ipv4.tcp_fwmark_accept",
-            "/proc/sys/net/ipv4/tcp_fwmark_accept",
-        ),
-        (
-            "net.ipv4.fwmark_reflect",
-            "/proc/sys/net/ipv4/fwmark_reflect",
-        ),
-    ] {
-        netns
-            .run(|| std::fs::write(path, "1"))?
-            .map_err(|source| NetlinkError::Sysctl {
-                netns: name.clone(),
-                key,
-                source,
-            })?;
+    netns
+        .run(|| std::fs::write("/proc/sys/net/ipv4/tcp_fwmark_accept", "1"))?
+        .map_err(|source| NetlinkError::Sysctl {
+            netns: name.clone(),
+            key: "net.ipv4.tcp_fwmark_accept",
+            source,
+        })?;
+    // Without it delivery still works; a closed port is only refused
+    // late (after the delivery's timeout).
+    if let Err(err) = netns.run(|| std::fs::write("/proc/sys/net/ipv4/fwmark_reflect", "1"))? {
+        tracing::warn!(netns = %name, error = %err, "cannot set net.ipv4.fwmark_reflect: a connection to a port the app does not listen on will wait out the delivery timeout instead of being refused at once");
     }
 
     let (connection, handle, _) =

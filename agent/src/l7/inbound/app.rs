@@ -22,31 +22,23 @@ use crate::{
     proxy::{ProxyContext, delivery},
 };
 
-/// A connection to the app, by protocol.
+/// A connection to the app, by protocol, with its local address (the
+/// client's own, the delivery being transparent): the access log's
+/// `%UPSTREAM_LOCAL_ADDRESS%`.
 pub(super) enum AppConn {
-    Http1(http1::SendRequest<Body>),
-    Http2(http2::SendRequest<Body>),
+    Http1(http1::SendRequest<Body>, Option<SocketAddr>),
+    Http2(http2::SendRequest<Body>, Option<SocketAddr>),
 }
 
 impl Served {
-    /// The local address of the connection to the app (the client's
-    /// address, the delivery socket being transparent) that the last
-    /// request went on: the access log's `%UPSTREAM_LOCAL_ADDRESS%`.
-    pub(super) fn app_local(&self) -> Option<SocketAddr> {
-        *self.app_local.lock().unwrap_or_else(|e| e.into_inner())
-    }
-
-    fn set_app_local(&self, local: Option<SocketAddr>) {
-        *self.app_local.lock().unwrap_or_else(|e| e.into_inner()) = local;
-    }
-
     /// Sends a request to the app over this connection's app connection,
-    /// opened (again) when there is none of the request's protocol.
+    /// opened (again) when there is none of the request's protocol. With
+    /// the answer, the app connection's local address ([`AppConn`]).
     pub(super) async fn send(
         &self,
         ctx: &ProxyContext,
         mut request: Request<Body>,
-    ) -> Result<Response<Incoming>, LocalReply> {
+    ) -> Result<(Response<Incoming>, Option<SocketAddr>), LocalReply> {
         let request = match request.extensions_mut().remove::<SeenBody>() {
             Some(seen) => request.map(|body| body::observe(body, seen.0)),
             None => request,
@@ -54,40 +46,42 @@ impl Served {
         let http2 = request.version() == Version::HTTP_2;
         let mut slot = self.app.lock().await;
         let usable = match slot.as_mut() {
-            Some(AppConn::Http1(send)) if !http2 => send.ready().await.is_ok(),
-            Some(AppConn::Http2(send)) if http2 => send.ready().await.is_ok(),
+            Some(AppConn::Http1(send, _)) if !http2 => send.ready().await.is_ok(),
+            Some(AppConn::Http2(send, _)) if http2 => send.ready().await.is_ok(),
             _ => false,
         };
         if !usable {
             *slot = Some(self.connect(ctx, http2).await?);
         }
-        let sent = match slot.as_mut().expect("connected above") {
+        let (sent, local) = match slot.as_mut().expect("connected above") {
             // HTTP/1.1 requests of one connection arrive one at a time:
             // the lock is held until the answer's head.
-            AppConn::Http1(send) => send.send_request(request).await,
-            AppConn::Http2(send) => {
-                let mut send = send.clone();
+            AppConn::Http1(send, local) => (send.send_request(request).await, *local),
+            AppConn::Http2(send, local) => {
+                let (mut send, local) = (send.clone(), *local);
                 drop(slot);
-                send.send_request(request).await
+                (send.send_request(request).await, local)
             }
         };
-        sent.map_err(|err| {
+        let response = sent.map_err(|err| {
             tracing::info!(dst = %self.inbound.target, error = %err, "the app did not answer");
             LocalReply::upstream_reset()
-        })
+        })?;
+        Ok((response, local))
     }
 
     /// Sends an upgrade request to the app on a connection of its own;
-    /// when the app agrees, both sides are joined once they switch.
+    /// when the app agrees, both sides are joined once they switch. With
+    /// the answer, that connection's local address.
     pub(super) async fn upgrade(
         &self,
         ctx: &ProxyContext,
         mut request: Request<Incoming>,
-    ) -> Result<Response<Incoming>, LocalReply> {
+    ) -> Result<(Response<Incoming>, Option<SocketAddr>), LocalReply> {
         let downstream = hyper::upgrade::on(&mut request);
         let connect = request.method() == http::Method::CONNECT;
         let (stream, exemption) = self.deliver(ctx).await?;
-        self.set_app_local(stream.local_addr().ok());
+        let local = stream.local_addr().ok();
         let (mut send, conn) = http1::Builder::new()
             .handshake(TokioIo::new(stream))
             .await
@@ -120,7 +114,7 @@ impl Served {
                 }
             });
         }
-        Ok(response)
+        Ok((response, local))
     }
 
     /// A connection to the app from the client's address, and its
@@ -141,7 +135,7 @@ impl Served {
 
     async fn connect(&self, ctx: &ProxyContext, http2: bool) -> Result<AppConn, LocalReply> {
         let (stream, exemption) = self.deliver(ctx).await?;
-        self.set_app_local(stream.local_addr().ok());
+        let local = stream.local_addr().ok();
         let io = TokioIo::new(stream);
         let failed = |err: hyper::Error| {
             tracing::info!(dst = %self.inbound.target, error = %err, "HTTP handshake with the app failed");
@@ -160,7 +154,7 @@ impl Served {
                     tracing::debug!(error = %err, "HTTP/2 connection to the app ended");
                 }
             });
-            Ok(AppConn::Http2(send))
+            Ok(AppConn::Http2(send, local))
         } else {
             let (send, conn) = http1::Builder::new()
                 .max_buf_size(MAX_REQUEST_HEADERS)
@@ -173,7 +167,7 @@ impl Served {
                     tracing::debug!(error = %err, "HTTP/1.1 connection to the app ended");
                 }
             });
-            Ok(AppConn::Http1(send))
+            Ok(AppConn::Http1(send, local))
         }
     }
 }
