@@ -7,7 +7,7 @@ use std::{net::SocketAddr, sync::Arc};
 use super::{
     PodContext, ProxyContext, delivery, hbone,
     limits::{self, Stage},
-    record::{self, Arrival, ConnectionRecord, Failure, Moved},
+    record::{Arrival, ConnectionRecord, Failure, Moved, NotRelayed},
 };
 use crate::{
     access_log::{Cluster, Side},
@@ -278,17 +278,17 @@ async fn stream_request(
         dst_ip: target.ip(),
         dst_port: target.port(),
     };
+    let not_relayed = || NotRelayed {
+        pod: &pod,
+        ctx: &ctx,
+        client: peer,
+        local: target,
+        client_identity: Some(&client),
+        arrival: Arrival::Hbone,
+    };
     if let Err(reason) = pod.authorize(&ctx, &conn) {
         respond(responder, StatusCode::UNAUTHORIZED);
-        return record::refused(
-            &pod,
-            &ctx,
-            peer,
-            target,
-            Some(&client),
-            Arrival::Hbone,
-            &reason,
-        );
+        return not_relayed().refused(&reason);
     }
     // Closed if a policy change denies it.
     let tracked = ctx
@@ -300,15 +300,7 @@ async fn stream_request(
         Err(err) => {
             tracing::info!(src.identity = %client, src.addr = %peer, %target, error = %err, "delivery to the app failed");
             respond(responder, StatusCode::SERVICE_UNAVAILABLE);
-            return record::undelivered(
-                &pod,
-                &ctx,
-                peer,
-                target,
-                Some(&client),
-                Arrival::Hbone,
-                &err,
-            );
+            return not_relayed().undelivered(&err);
         }
     };
     // Traced when the client traced it (its CONNECT's `traceparent`).

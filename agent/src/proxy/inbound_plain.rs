@@ -11,7 +11,7 @@ use tokio::net::TcpStream;
 use super::{
     PodContext, ProxyContext, delivery, limits,
     open::Scope,
-    record::{self, Arrival, ConnectionRecord, Failure, Moved},
+    record::{Arrival, ConnectionRecord, Failure, Moved, NotRelayed},
 };
 use crate::{
     access_log::{Cluster, Side},
@@ -47,8 +47,16 @@ pub(super) async fn handle(
     if http {
         policies.retain(|p| p.is_peer_authentication());
     }
+    let not_relayed = || NotRelayed {
+        pod: &pod,
+        ctx: &ctx,
+        client: peer,
+        local: target,
+        client_identity: None,
+        arrival: Arrival::Plaintext,
+    };
     if let Err(reason) = pod.authorize_with(&ctx, &conn, &policies) {
-        record::refused(&pod, &ctx, peer, target, None, Arrival::Plaintext, &reason);
+        not_relayed().refused(&reason);
         // A prompt reset, so the client fails fast and knows.
         return super::outbound::reset(stream);
     }
@@ -83,7 +91,7 @@ pub(super) async fn handle(
         Ok(app) => app,
         Err(err) => {
             tracing::info!(src.addr = %peer, %target, error = %err, "delivery to the app failed");
-            record::undelivered(&pod, &ctx, peer, target, None, Arrival::Plaintext, &err);
+            not_relayed().undelivered(&err);
             return super::outbound::reset(stream);
         }
     };

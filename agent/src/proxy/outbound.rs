@@ -18,7 +18,7 @@ use super::{
     limits::{self, Forward, Stage},
     open,
     pool::PoolKey,
-    record::{Arrival, ConnectionRecord, Failure, Moved},
+    record::{Arrival, ConnectionRecord, Failure, Moved, NotRelayed},
 };
 use crate::{
     access_log::{Cluster, Side},
@@ -222,27 +222,17 @@ pub(super) async fn handle(
     if let (Err(err @ (OutboundError::Denied(_) | OutboundError::Delivery(_))), Some(server)) =
         (&result, &same_node_server)
     {
-        let client = crate::access_log::app_address(peer, &pod.workload);
-        let identity = Some(&pod.workload.identity);
+        let server_side = NotRelayed {
+            pod: server,
+            ctx: &ctx,
+            client: crate::access_log::app_address(peer, &pod.workload),
+            local: dst,
+            client_identity: Some(&pod.workload.identity),
+            arrival: Arrival::SameNode,
+        };
         match err {
-            OutboundError::Denied(reason) => super::record::refused(
-                server,
-                &ctx,
-                client,
-                dst,
-                identity,
-                Arrival::SameNode,
-                reason,
-            ),
-            _ => super::record::undelivered(
-                server,
-                &ctx,
-                client,
-                dst,
-                identity,
-                Arrival::SameNode,
-                err,
-            ),
+            OutboundError::Denied(reason) => server_side.refused(reason),
+            _ => server_side.undelivered(err),
         }
         same_node_server = None;
     }

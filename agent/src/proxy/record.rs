@@ -119,20 +119,50 @@ impl Arrival {
     }
 }
 
-/// What the destination's side reports of a connection it never
-/// relayed: its TCP metrics, opened and closed at once as failed with
-/// `failure`, and its access-log line (no bytes).
-struct NotRelayed<'a> {
-    pod: &'a PodContext,
-    ctx: &'a ProxyContext,
-    client: SocketAddr,
+/// A connection the destination's side never relayed: what it reports,
+/// through [`NotRelayed::refused`] or [`NotRelayed::undelivered`], is its
+/// TCP metrics, opened and closed at once as failed, and its access-log
+/// line (no bytes).
+pub struct NotRelayed<'a> {
+    pub pod: &'a PodContext,
+    pub ctx: &'a ProxyContext,
+    pub client: SocketAddr,
     /// The address it was for.
-    local: SocketAddr,
-    client_identity: Option<&'a Identity>,
-    arrival: Arrival,
+    pub local: SocketAddr,
+    pub client_identity: Option<&'a Identity>,
+    pub arrival: Arrival,
 }
 
 impl NotRelayed<'_> {
+    /// The destination's policies refused it when it arrived. The line is
+    /// the one Envoy's network RBAC filter leaves: no upstream, no bytes,
+    /// and the rule that denied it in `%CONNECTION_TERMINATION_DETAILS%`;
+    /// the TCP metrics count it opened, then closed and failed with
+    /// `DENY`, as ztunnel does. The denial itself has been logged and
+    /// counted by `PodContext::authorize`.
+    pub fn refused(&self, reason: &DenyReason) {
+        self.report(
+            TcpFailure::Denied,
+            Flag::RbacDenied,
+            None,
+            None,
+            Some(reason.matched_policy()),
+        );
+    }
+
+    /// Its policies allowed it, but its app could not be connected
+    /// (`error`): `UF`, as Envoy logs an upstream it could not connect,
+    /// and closed and failed with `CONNECT`, as ztunnel counts it.
+    pub fn undelivered(&self, error: &dyn Display) {
+        self.report(
+            TcpFailure::Connect,
+            Flag::UpstreamConnectFailure,
+            Some(self.local),
+            Some(error),
+            None,
+        );
+    }
+
     fn report(
         &self,
         failure: TcpFailure,
@@ -171,69 +201,6 @@ impl NotRelayed<'_> {
             denied_rule,
         });
     }
-}
-
-/// The server side's reports of a connection its destination's policies
-/// refused when it arrived (`local`: the address it was for). The line is
-/// the one Envoy's network RBAC filter leaves: no upstream, no bytes, and
-/// the rule that denied it in `%CONNECTION_TERMINATION_DETAILS%`; the TCP
-/// metrics count it opened, then closed and failed with `DENY`, as
-/// ztunnel does. The denial itself has been logged and counted by
-/// `PodContext::authorize`.
-pub fn refused(
-    pod: &PodContext,
-    ctx: &ProxyContext,
-    client: SocketAddr,
-    local: SocketAddr,
-    client_identity: Option<&Identity>,
-    arrival: Arrival,
-    reason: &DenyReason,
-) {
-    NotRelayed {
-        pod,
-        ctx,
-        client,
-        local,
-        client_identity,
-        arrival,
-    }
-    .report(
-        TcpFailure::Denied,
-        Flag::RbacDenied,
-        None,
-        None,
-        Some(reason.matched_policy()),
-    );
-}
-
-/// The server side's reports of a connection its policies allowed but
-/// whose app could not be connected (`error`): `UF`, as Envoy logs an
-/// upstream it could not connect, and closed and failed with `CONNECT` in
-/// the TCP metrics, as ztunnel counts it.
-pub fn undelivered(
-    pod: &PodContext,
-    ctx: &ProxyContext,
-    client: SocketAddr,
-    local: SocketAddr,
-    client_identity: Option<&Identity>,
-    arrival: Arrival,
-    error: &dyn Display,
-) {
-    NotRelayed {
-        pod,
-        ctx,
-        client,
-        local,
-        client_identity,
-        arrival,
-    }
-    .report(
-        TcpFailure::Connect,
-        Flag::UpstreamConnectFailure,
-        Some(local),
-        Some(error),
-        None,
-    );
 }
 
 /// One connection, as its reports describe it.
