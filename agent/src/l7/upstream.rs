@@ -51,7 +51,8 @@ use crate::proxy::{
     PodContext, ProxyContext,
     delivery::Delivered,
     open::Tracked,
-    outbound::{OutboundError, SameNode, connect_from_pod, connect_same_node, open_tunnel},
+    outbound::{OutboundError, connect_from_pod, open_tunnel},
+    same_node::{SameNode, connect_same_node},
     tunnel_io::TunnelIo,
 };
 

@@ -23,6 +23,7 @@ pub mod open;
 pub mod outbound;
 pub mod pool;
 pub mod record;
+pub mod same_node;
 pub mod tunnel_io;
 
 use std::sync::Arc;
