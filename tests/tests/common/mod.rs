@@ -8,7 +8,7 @@
 use std::time::Duration;
 
 use anyhow::{Context as _, Result, ensure};
-use weft_sim::{Cluster, Pod, PodSpec, Process, wait_for};
+use weft_sim::{Cluster, Pod, PodSpec, Process, httpapp, wait_for};
 
 pub const TIMEOUT: Duration = Duration::from_secs(30);
 pub const AMBIENT: (&str, &str) = ("istio.io/dataplane-mode", "ambient");
@@ -316,4 +316,42 @@ pub fn with_log<T>(cluster: &Cluster, node: &str, result: Result<T>) -> Result<T
             .map(|n| n.agent_log_tail(40))
             .unwrap_or_default()
     })
+}
+
+/// Writes AuthorizationPolicy `name` in namespace `shop`, selecting
+/// `app: api`, with `annotations` (indented lines under `metadata`, or
+/// empty) and `spec`'s lines under `spec:`.
+pub fn api_policy(cluster: &Cluster, name: &str, annotations: &str, spec: &str) -> Result<()> {
+    apply(
+        cluster,
+        name,
+        &format!(
+            "apiVersion: security.istio.io/v1\nkind: AuthorizationPolicy\nmetadata:\n  name: {name}\n  namespace: shop\n{annotations}spec:\n  selector:\n    matchLabels:\n      app: api\n{spec}"
+        ),
+    )
+}
+
+/// The statuses of `requests` (`METHOD /path`) sent one after the other on
+/// one connection from `from`, with `headers`; fails if they did not all
+/// share that connection.
+pub fn statuses(
+    from: &weft_sim::Pod,
+    base: &str,
+    requests: &[&str],
+    headers: &[&str],
+) -> Result<Vec<u16>> {
+    let (first_method, first_path) = requests[0].split_once(' ').context("METHOD /path")?;
+    let mut args = vec!["--method", first_method];
+    for then in &requests[1..] {
+        args.extend(["--then", then]);
+    }
+    for h in headers {
+        args.extend(["--header", h]);
+    }
+    let replies = httpapp::get(from, &format!("{base}{first_path}"), &args)?;
+    ensure!(
+        replies.iter().all(|r| r.connection == 1),
+        "a request needed a new connection: {replies:?}"
+    );
+    Ok(replies.iter().map(|r| r.status).collect())
 }
