@@ -1,8 +1,9 @@
 //! DestinationRule load balancing and VirtualService mirroring, end to
 //! end with weft's real binaries: consistent hashing keeps a user on one
-//! pod (by header, and by a cookie the proxy generates), a mirror gets
-//! copies while the client sees only the primary's answers. Needs root
-//! and the binaries.
+//! pod (by header, by a cookie the proxy generates, by source address, by
+//! query parameter), round robin shares evenly where least request spares
+//! a slow pod, a mirror gets copies while the client sees only the
+//! primary's answers. Needs root and the binaries.
 
 mod common;
 
@@ -99,6 +100,115 @@ fn mirrored_requests_reach_the_mirror_and_only_the_primary_answers() -> Result<(
         // in 10^8 runs.
         ensure!((60..=140).contains(&copies), "{copies} of 200 requests copied at 50%");
         ensure!(mirrored() == shadow_before, "the replaced mirror still gets copies");
+        Ok(())
+    })
+}
+
+/// A DestinationRule for `host` in namespace `ns` with `load_balancer`'s
+/// lines under `trafficPolicy.loadBalancer`.
+fn balancer(cluster: &weft_sim::Cluster, ns: &str, host: &str, load_balancer: &str) -> Result<()> {
+    apply(
+        cluster,
+        &format!("{host}-dr"),
+        &format!(
+            "apiVersion: networking.istio.io/v1\nkind: DestinationRule\nmetadata:\n  name: {host}\n  namespace: {ns}\nspec:\n  host: {host}\n  trafficPolicy:\n    loadBalancer:\n{load_balancer}"
+        ),
+    )
+}
+
+/// The `simple` balancers and the other hash keys, each behind a Service
+/// of its own: `ROUND_ROBIN` shares requests evenly, a slow pod included,
+/// where `LEAST_REQUEST` (Envoy's two choices) sends the slow pod few;
+/// `useSourceIp` keeps each client pod on one backend, and
+/// `httpQueryParameterName` with a ring hash keeps each user (the query's
+/// `user`) on one backend while users spread.
+#[test]
+fn simple_balancers_and_hash_keys_as_the_destination_rule_names_them() -> Result<()> {
+    let cluster = Cluster::builder().nodes(2).build()?;
+    cluster.with_logs(|cluster| {
+        cluster.add_namespace("lb", &[AMBIENT])?;
+        // `mixed`: one pod answering after 300 ms, two at once. `hashed`:
+        // three quick pods.
+        let slow = [("app", "pool"), ("mixed", "yes")];
+        let _slow = backend(cluster, "node-2", "lb", "slow-0", &slow, 8080, &["--delay-ms", "300"])?;
+        let both = [("app", "pool"), ("mixed", "yes"), ("hashed", "yes")];
+        let _quick1 = backend(cluster, "node-2", "lb", "quick-1", &both, 8080, &[])?;
+        let _quick2 = backend(cluster, "node-1", "lb", "quick-2", &both, 8080, &[])?;
+        let _quick3 = backend(cluster, "node-2", "lb", "quick-3", &[("app", "pool"), ("hashed", "yes")], 8080, &[])?;
+        let clients = [
+            client(cluster, "node-1", "lb", "shopper-a")?,
+            client(cluster, "node-1", "lb", "shopper-b")?,
+            client(cluster, "node-2", "lb", "shopper-c")?,
+        ];
+        let port = [ServicePort::http("http", 80, 8080)];
+        let mixed = [("mixed", "yes")];
+        let rr = cluster.add_service("lb", "rr", &mixed, &port)?;
+        let lr = cluster.add_service("lb", "lr", &mixed, &port)?;
+        let hashed = [("hashed", "yes")];
+        let by_ip = cluster.add_service("lb", "by-ip", &hashed, &port)?;
+        let by_user = cluster.add_service("lb", "by-user", &hashed, &port)?;
+        balancer(cluster, "lb", "rr", "      simple: ROUND_ROBIN\n")?;
+        balancer(cluster, "lb", "lr", "      simple: LEAST_REQUEST\n")?;
+        balancer(cluster, "lb", "by-ip", "      consistentHash:\n        useSourceIp: true\n")?;
+        balancer(cluster, "lb", "by-user", "      consistentHash:\n        httpQueryParameterName: user\n        ringHash:\n          minimumRingSize: 1024\n")?;
+        let shopper = &clients[0];
+
+        // Round robin: a third each, whatever each pod's speed. Until the
+        // rule arrives the default (least request) gives the slow pod
+        // few, so this also waits for it.
+        let url = format!("http://{rr}/rr");
+        converge("round robin over the mixed pods", || {
+            let load = httpapp::load(shopper, &url, &["--count", "60", "--concurrency", "6"])?;
+            ensure!(load.ok == 60, "{load:?}");
+            Ok(load.served_by("slow-0") == 20)
+        })?;
+        let load = httpapp::load(shopper, &url, &["--count", "120", "--concurrency", "6"])?;
+        ensure!(
+            load.ok == 120 && ["slow-0", "quick-1", "quick-2"].iter().all(|p| load.served_by(p) == 40),
+            "round robin gives each pod 40 of 120: {load:?}"
+        );
+
+        // Least request: the slow pod, holding its requests for 300 ms,
+        // loses most two-way choices against an idle quick one.
+        let url = format!("http://{lr}/lr");
+        converge("least request reaches the mixed pods", || {
+            let load = httpapp::load(shopper, &url, &["--count", "6"])?;
+            Ok(load.ok == 6)
+        })?;
+        let load = httpapp::load(shopper, &url, &["--count", "120", "--concurrency", "6"])?;
+        ensure!(load.ok == 120, "{load:?}");
+        ensure!(
+            load.served_by("slow-0") <= 20 && load.served_by("quick-1") + load.served_by("quick-2") >= 100,
+            "least request keeps the slow pod's share below round robin's 40 of 120: {load:?}"
+        );
+
+        // The source's address: each client on one pod, every request.
+        let url = format!("http://{by_ip}/by-ip");
+        converge("hashing on the source address", || {
+            let load = httpapp::load(shopper, &url, &["--count", "30", "--concurrency", "3"])?;
+            Ok(load.ok == 30 && load.served_by.len() == 1)
+        })?;
+        for pod in &clients {
+            let load = httpapp::load(pod, &url, &["--count", "40", "--concurrency", "4"])?;
+            ensure!(load.ok == 40 && load.served_by.len() == 1, "{} must stay on one pod: {load:?}", pod.name());
+        }
+
+        // A query parameter: each user on one pod, users spread; a
+        // request without it is still served.
+        let base = format!("http://{by_user}/by-user");
+        converge("hashing on ?user=", || {
+            let load = httpapp::load(shopper, &format!("{base}?user=alice"), &["--count", "30", "--concurrency", "3"])?;
+            Ok(load.ok == 30 && load.served_by.len() == 1)
+        })?;
+        let mut servers = BTreeSet::new();
+        for user in ["alice", "bob", "carol", "dave", "erin", "frank", "grace", "heidi", "ivan", "judy", "mallory", "oscar"] {
+            let load = httpapp::load(shopper, &format!("{base}?page=2&user={user}"), &["--count", "20", "--concurrency", "4"])?;
+            ensure!(load.ok == 20 && load.served_by.len() == 1, "{user} must stay on one pod: {load:?}");
+            servers.extend(load.served_by.keys().cloned());
+        }
+        ensure!(servers.len() >= 2, "12 users should spread over the pods, all went to {servers:?}");
+        let anonymous = httpapp::load(shopper, &base, &["--count", "10"])?;
+        ensure!(anonymous.ok == 10, "no parameter, no hash, still served: {anonymous:?}");
         Ok(())
     })
 }

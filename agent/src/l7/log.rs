@@ -26,7 +26,7 @@ use http_body::{Body as HttpBody, Frame, SizeHint};
 
 use super::{
     body::{self, Body, BoxError, GrpcFrames},
-    cluster::Endpoint,
+    cluster::{Endpoint, InFlight},
     forward::Downstream,
     reply::{Flag, Flags, Replied},
     route::{Destination, HttpRoute},
@@ -126,6 +126,9 @@ pub struct Record {
     metrics_view: Option<Arc<overrides::View>>,
     /// What they read of the request, when they add labels with values.
     tags: Option<RequestTags>,
+    /// The answered attempt's hold on its cluster, released when the
+    /// record is: when the response's body ends ([`Record::hold`]).
+    in_flight: Option<InFlight>,
 }
 
 /// What a Telemetry's UPSERT tag values may read of a request: kept only
@@ -283,6 +286,7 @@ impl Record {
             destination_port: down.original.port(),
             metrics_view,
             tags,
+            in_flight: None,
             telemetry: Telemetry {
                 metrics: ctx.metrics.clone(),
                 series: down.series.clone(),
@@ -387,6 +391,13 @@ impl Record {
     /// it got none, or came through no socket).
     pub fn went_on(&mut self, local: Option<SocketAddr>) {
         self.upstream_local = local;
+    }
+
+    /// Keeps the answered attempt's hold on its cluster (its endpoint's
+    /// active request, its `max_requests` unit) until the response's body
+    /// has ended.
+    pub fn hold(&mut self, in_flight: InFlight) {
+        self.in_flight = Some(in_flight);
     }
 
     /// The response is ready: it is logged when its body has been sent.

@@ -15,7 +15,9 @@ use hyper_util::rt::TokioIo;
 use super::{
     ClusterKey, ClusterRef,
     body::{self, Body, Replay},
-    cluster::{AttemptResult, Cluster, EffectivePolicy, Endpoint, H2Upgrade, LbPolicy},
+    cluster::{
+        AttemptResult, Cluster, EffectivePolicy, Endpoint, H2Upgrade, InFlight, LbPolicy, Picked,
+    },
     forward::{Downstream, Head, shadow_authority},
     log::Record,
     reply::{Flag, LocalReply},
@@ -90,7 +92,7 @@ async fn attempts(
     let resolved = resolve(ctx, down, destination, head.http2)?;
     let cluster = &resolved.cluster;
     let policy = cluster.policy().clone();
-    let _active = cluster.try_request().ok_or_else(LocalReply::overflow)?;
+    let request_slot = cluster.try_request().ok_or_else(LocalReply::overflow)?;
     let source_ip = down
         .pod
         .workload
@@ -103,13 +105,14 @@ async fn attempts(
     let mut retrying = None;
     let mut attempt = 0;
     loop {
-        let endpoint = pick(&resolved, down, hash, &tried)?;
-        record.attempt(&endpoint, ctx);
+        let picked = pick(&resolved, down, hash, &tried)?;
+        let endpoint = &picked.endpoint;
+        record.attempt(endpoint, ctx);
         tried.push(endpoint.addr);
         let target = Target {
             pod: &down.pod,
             peer: down.peer,
-            endpoint: &endpoint,
+            endpoint,
             cluster_id: resolved.cluster_id,
             protocol: resolved.protocol,
             tls: policy.tls.as_ref(),
@@ -186,6 +189,7 @@ async fn attempts(
                 }
                 let http2_response = response.version() == http::Version::HTTP_2;
                 super::forward::strip_hop_by_hop(response.headers_mut(), http2_response);
+                record.hold(InFlight::new(request_slot, picked));
                 Ok(response)
             }
             Err(Failure::PerTryTimeout) => Err(LocalReply::timeout()),
@@ -209,23 +213,24 @@ enum Failure {
 }
 
 /// An endpoint for the next attempt: one not tried yet if the balancer
-/// offers one within a few draws.
+/// offers one within a few draws. It counts as an active request on the
+/// endpoint for as long as the caller keeps it.
 fn pick(
     resolved: &Resolved,
     down: &Downstream,
     hash: Option<u64>,
     tried: &[SocketAddr],
-) -> Result<Endpoint, LocalReply> {
+) -> Result<Picked, LocalReply> {
     if resolved.endpoints.is_empty() {
         return Err(LocalReply::no_healthy_upstream());
     }
     if matches!(resolved.cluster.policy().lb, LbPolicy::Passthrough) {
         // The address the app asked for, as it asked.
-        return Ok(Endpoint {
+        return Ok(Picked::passthrough(Endpoint {
             addr: down.original,
             workload: None,
             weight: 1,
-        });
+        }));
     }
     let now = Instant::now();
     let mut last = None;
@@ -235,9 +240,9 @@ fn pick(
             .pick(&resolved.endpoints, hash, fastrand::u64(..), now)
             .ok_or_else(LocalReply::no_healthy_upstream)?;
         if !tried.contains(&picked.endpoint.addr) {
-            return Ok(picked.endpoint);
+            return Ok(picked);
         }
-        last = Some(picked.endpoint);
+        last = Some(picked);
     }
     last.ok_or_else(LocalReply::no_healthy_upstream)
 }
@@ -423,17 +428,18 @@ pub fn mirror(
         destination.host.clone(),
     );
     tasks.spawn(async move {
-        let Some(_active) = resolved.cluster.try_request() else {
+        let Some(_request_slot) = resolved.cluster.try_request() else {
             return;
         };
-        let Ok(endpoint) = pick(&resolved, &down, None, &[]) else {
+        let Ok(picked) = pick(&resolved, &down, None, &[]) else {
             return;
         };
+        let endpoint = &picked.endpoint;
         let policy = resolved.cluster.policy().clone();
         let target = Target {
             pod: &down.pod,
             peer: down.peer,
-            endpoint: &endpoint,
+            endpoint,
             cluster_id: resolved.cluster_id,
             protocol: resolved.protocol,
             tls: policy.tls.as_ref(),
@@ -477,16 +483,17 @@ pub async fn upgrade(
         Ok(resolved) => resolved,
         Err(reply) => return reply.flagged(record).into_response(grpc),
     };
-    let endpoint = match pick(&resolved, down, None, &[]) {
-        Ok(endpoint) => endpoint,
+    let picked = match pick(&resolved, down, None, &[]) {
+        Ok(picked) => picked,
         Err(reply) => return reply.flagged(record).into_response(grpc),
     };
-    record.attempt(&endpoint, ctx);
+    let endpoint = &picked.endpoint;
+    record.attempt(endpoint, ctx);
     let policy = resolved.cluster.policy().clone();
     let target = Target {
         pod: &down.pod,
         peer: down.peer,
-        endpoint: &endpoint,
+        endpoint,
         cluster_id: resolved.cluster_id,
         protocol: Protocol::Http1,
         tls: policy.tls.as_ref(),
@@ -526,7 +533,10 @@ pub async fn upgrade(
         || (head.method == http::Method::CONNECT && response.status().is_success());
     if agreed {
         let upstream = hyper::upgrade::on(&mut response);
+        // The upgraded connection is an active request on its endpoint for
+        // as long as it lasts.
         ctx.tasks.spawn(async move {
+            let _picked = picked;
             let (Ok(down_io), Ok(up_io)) = tokio::join!(downstream, upstream) else {
                 tracing::debug!("upgrade: one side did not complete");
                 return;

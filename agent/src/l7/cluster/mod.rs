@@ -94,11 +94,44 @@ pub enum AttemptResult {
 pub struct Picked {
     /// The chosen endpoint, as passed to `pick`.
     pub endpoint: Endpoint,
-    _active: ActiveRequest,
+    /// `None` for [`Picked::passthrough`].
+    _active: Option<ActiveRequest>,
+}
+
+impl Picked {
+    /// `endpoint`, chosen by no balancer (the original destination of a
+    /// `PASSTHROUGH` cluster): nothing counts its requests.
+    pub fn passthrough(endpoint: Endpoint) -> Picked {
+        Picked {
+            endpoint,
+            _active: None,
+        }
+    }
 }
 
 #[derive(Debug)]
 struct ActiveRequest(Arc<AtomicU64>);
+
+/// What a request holds at its cluster while it is in flight: one unit of
+/// `max_requests` ([`Cluster::try_request`]) and one active request on its
+/// endpoint (what least request compares). Envoy counts both until the
+/// stream is done, so the request keeps this until its response's body
+/// has ended or been dropped, not only until the response's head.
+#[derive(Debug)]
+pub struct InFlight {
+    _request: LimitGuard,
+    _endpoint: Picked,
+}
+
+impl InFlight {
+    /// The request's `max_requests` unit and its endpoint.
+    pub fn new(request: LimitGuard, endpoint: Picked) -> InFlight {
+        InFlight {
+            _request: request,
+            _endpoint: endpoint,
+        }
+    }
+}
 
 impl Drop for ActiveRequest {
     fn drop(&mut self) {
@@ -318,7 +351,7 @@ impl Cluster {
         host.active.fetch_add(1, Ordering::Relaxed);
         Attempt::Picked(Picked {
             endpoint: endpoints[chosen].clone(),
-            _active: ActiveRequest(host.active.clone()),
+            _active: Some(ActiveRequest(host.active.clone())),
         })
     }
 
