@@ -1,8 +1,11 @@
 //! Resilience at L7, end to end with weft's real binaries: retries turn a
 //! flaky server into a reliable one, timeouts cut slow ones (504, `UT`),
 //! fault injection delays and aborts at the configured rates, outlier
-//! detection ejects a failing endpoint and brings it back, connection-pool
-//! limits answer 503 (`UO`) under overload. Needs root and the binaries.
+//! detection ejects a failing endpoint and brings it back (and, counting
+//! gateway errors only, leaves one answering 500), connection-pool
+//! limits answer 503 (`UO`) under overload, idle upstream connections close
+//! after the pool's `idleTimeout`, `minHealthPercent` turns on Envoy's
+//! panic. Needs root and the binaries.
 
 mod common;
 
@@ -151,6 +154,130 @@ fn outlier_detection_ejects_and_restores_and_pool_limits_overflow() -> Result<()
         ensure!(burst.status(503) >= 10 && burst.ok >= 2, "overflow answered 503, the rest served: {burst:?}");
         ensure!(burst.errors == 0, "overflow is a 503, not a reset: {burst:?}");
         ensure!(flagged(cluster, "UO", "/tight")? >= 10, "overflow flagged UO in the access log");
+        Ok(())
+    })
+}
+
+/// `consecutiveGatewayErrors` counts only gateway errors (502, 503, 504):
+/// a pod answering 503 is ejected, one answering 500 is not, with
+/// `consecutive5xxErrors: 0` turning Envoy's default 5xx detector off as
+/// Istio does.
+#[test]
+fn gateway_errors_eject_and_other_5xx_do_not() -> Result<()> {
+    let cluster = Cluster::builder().nodes(2).build()?;
+    cluster.with_logs(|cluster| {
+        cluster.add_namespace("gw", &[AMBIENT])?;
+        let fail_flag = cluster.dir().join("gw-fails");
+        std::fs::write(&fail_flag, b"fail").context("creating the failure flag")?;
+        let flag = fail_flag.to_string_lossy().into_owned();
+        let _ok = backend(cluster, "node-2", "gw", "ep-ok", &[("app", "cart")], 8080, &[])?;
+        let _unavailable = backend(cluster, "node-2", "gw", "ep-503", &[("app", "cart")], 8080, &["--fail-while-exists", &flag, "--fail-status", "503"])?;
+        let _broken = backend(cluster, "node-1", "gw", "ep-500", &[("app", "cart")], 8080, &["--fail-while-exists", &flag, "--fail-status", "500"])?;
+        let client = client(cluster, "node-1", "gw", "shopper")?;
+        let cart = cluster.add_service("gw", "cart", &[("app", "cart")], &[ServicePort::http("http", 80, 8080)])?;
+        apply(cluster, "cart-dr", &destination_rule("cart", "gw", "    loadBalancer:\n      simple: ROUND_ROBIN\n    outlierDetection:\n      consecutiveGatewayErrors: 2\n      consecutive5xxErrors: 0\n      interval: 1s\n      baseEjectionTime: 60s\n      maxEjectionPercent: 100\n"))?;
+        apply(cluster, "cart-vs", &virtual_service("cart", "gw", "  - retries:\n      attempts: 0\n    route:\n    - destination:\n        host: cart\n"))?;
+        let url = format!("http://{cart}/cart");
+        converge("ep-503 ejected: 30 requests, none to it", || {
+            let load = httpapp::load(&client, &url, &["--count", "30"])?;
+            Ok(load.status(503) == 0 && load.served_by("ep-ok") > 0)
+        })?;
+        // Round robin over the two left: every other request is ep-500's
+        // 500, far more than two in a row at that pod, and it stays in.
+        let load = httpapp::load(&client, &url, &["--count", "60"])?;
+        ensure!(
+            load.status(503) == 0 && load.served_by("ep-503") == 0,
+            "ep-503 stays ejected: {load:?}"
+        );
+        ensure!(
+            load.status(500) == 30 && load.served_by("ep-500") == 30 && load.served_by("ep-ok") == 30,
+            "500 is not a gateway error: ep-500 keeps its share: {load:?}"
+        );
+        Ok(())
+    })
+}
+
+/// `http2MaxRequests` caps a destination's requests in flight (503 `UO`
+/// beyond it), a pool's `idleTimeout` closes an upstream connection left
+/// idle, and `minHealthPercent` keeps sending to ejected endpoints (Envoy's
+/// panic) when too few are left.
+#[test]
+fn request_limit_idle_connections_and_panic() -> Result<()> {
+    let cluster = Cluster::builder().nodes(2).build()?;
+    cluster.with_logs(|cluster| {
+        json_access_log(cluster)?;
+        cluster.add_namespace("lim", &[AMBIENT])?;
+        let fail_flag = cluster.dir().join("lim-fails");
+        std::fs::write(&fail_flag, b"fail").context("creating the failure flag")?;
+        let flag = fail_flag.to_string_lossy().into_owned();
+        let _slow = backend(cluster, "node-2", "lim", "slowpoke", &[("app", "slowpoke")], 8080, &["--delay-ms", "300"])?;
+        let _idle = backend(cluster, "node-2", "lim", "idler", &[("app", "idler")], 8080, &[])?;
+        let failing = ["--fail-while-exists", flag.as_str()];
+        let _x = backend(cluster, "node-2", "lim", "ep-x", &[("app", "sick")], 8080, &failing)?;
+        let _y = backend(cluster, "node-1", "lim", "ep-y", &[("app", "sick")], 8080, &failing)?;
+        let client = client(cluster, "node-1", "lim", "shopper")?;
+        let port = [ServicePort::http("http", 80, 8080)];
+        let slowpoke = cluster.add_service("lim", "slowpoke", &[("app", "slowpoke")], &port)?;
+        let idler = cluster.add_service("lim", "idler", &[("app", "idler")], &port)?;
+        let sick = cluster.add_service("lim", "sick", &[("app", "sick")], &port)?;
+
+        // Two requests in flight at most, whatever the connections.
+        apply(cluster, "slowpoke-dr", &destination_rule("slowpoke", "lim", "    connectionPool:\n      http:\n        http2MaxRequests: 2\n"))?;
+        apply(cluster, "slowpoke-vs", &virtual_service("slowpoke", "lim", "  - retries:\n      attempts: 0\n    route:\n    - destination:\n        host: slowpoke\n"))?;
+        let url = format!("http://{slowpoke}/slow");
+        converge("the request limit", || {
+            let load = httpapp::load(&client, &url, &["--count", "8", "--concurrency", "8"])?;
+            Ok(load.status(503) > 0)
+        })?;
+        let burst = httpapp::load(&client, &url, &["--count", "24", "--concurrency", "8"])?;
+        ensure!(
+            burst.status(503) >= 8 && burst.ok >= 2 && burst.served_by("slowpoke") == burst.ok,
+            "beyond two in flight, 503; the rest served: {burst:?}"
+        );
+        ensure!(flagged(cluster, "UO", "/slow")? >= 8, "the overflow flagged UO in the access log");
+
+        // Idle upstream connections: kept across a pause by default,
+        // closed after the pool's `idleTimeout`.
+        let base = format!("http://{idler}");
+        let peer = |path: &str| -> Result<String> {
+            let reply = httpapp::get_one(&client, &format!("{base}{path}"), &[])?;
+            Ok(reply.seen()?["peer"].as_str().context("the app's peer")?.to_string())
+        };
+        let pause = std::time::Duration::from_millis(2500);
+        let first = peer("/kept-1")?;
+        std::thread::sleep(pause);
+        ensure!(peer("/kept-2")? == first, "an idle connection is kept by default");
+        apply(cluster, "idler-dr", &destination_rule("idler", "lim", "    connectionPool:\n      http:\n        idleTimeout: 1s\n"))?;
+        converge("the idle timeout", || {
+            let before = peer("/idle-1")?;
+            std::thread::sleep(pause);
+            Ok(peer("/idle-2")? != before)
+        })?;
+        let before = peer("/idle-3")?;
+        ensure!(peer("/idle-4")? == before, "a busy connection is kept");
+
+        // Both sick endpoints fail. Without a floor, both are ejected and
+        // the proxy answers 503 UH itself (no `x-served-by`).
+        let od = "    outlierDetection:\n      consecutive5xxErrors: 1\n      interval: 1s\n      baseEjectionTime: 60s\n      maxEjectionPercent: 100\n";
+        apply(cluster, "sick-dr", &destination_rule("sick", "lim", od))?;
+        apply(cluster, "sick-vs", &virtual_service("sick", "lim", "  - retries:\n      attempts: 0\n    route:\n    - destination:\n        host: sick\n"))?;
+        let url = format!("http://{sick}/sick");
+        converge("both sick endpoints ejected", || {
+            let load = httpapp::load(&client, &url, &["--count", "10"])?;
+            Ok(load.served_by("-") == 10)
+        })?;
+        // With `minHealthPercent: 60`, one ejection of two leaves 50%
+        // healthy: panic, and every request reaches an endpoint.
+        apply(cluster, "sick-dr", &destination_rule("sick", "lim", &format!("{od}      minHealthPercent: 60\n")))?;
+        converge("panic below the floor", || {
+            let load = httpapp::load(&client, &url, &["--count", "40"])?;
+            Ok(load.served_by("-") == 0)
+        })?;
+        let load = httpapp::load(&client, &url, &["--count", "40"])?;
+        ensure!(
+            load.served_by("-") == 0 && load.served_by("ep-x") > 0 && load.served_by("ep-y") > 0,
+            "in panic both ejected endpoints still serve: {load:?}"
+        );
         Ok(())
     })
 }

@@ -550,3 +550,60 @@ fn a_policy_change_closes_a_pooled_same_node_upstream_connection() -> Result<()>
         Ok(())
     })
 }
+
+/// An operation's `hosts` (exact, with or without the port, a suffix
+/// wildcard) and `notHosts`, `notMethods`, a `{**}` path template and
+/// `*`, and a source's `serviceAccounts` and `notServiceAccounts`, each
+/// decided per request at the destination against the clients they name
+/// and one they do not.
+#[test]
+fn hosts_negations_path_templates_and_service_accounts() -> Result<()> {
+    let cluster = Cluster::builder().nodes(2).build()?;
+    cluster.with_logs(|cluster| {
+        for ns in ["shop", "frontend", "other"] {
+            cluster.add_namespace(ns, &[AMBIENT])?;
+        }
+        let api = backend(cluster, "node-2", "shop", "api", &[("app", "api")], 8080, &[])?;
+        let web = client(cluster, "node-1", "frontend", "web")?;
+        let ops = client(cluster, "node-1", "frontend", "ops")?;
+        let intruder = client(cluster, "node-1", "other", "intruder")?;
+        // The Service says port 8080 speaks HTTP: the destination decides
+        // per request.
+        cluster.add_service("shop", "api", &[("app", "api")], &[ServicePort::http("http", 8080, 8080)])?;
+        api_policy(
+            cluster,
+            "allow-by-account",
+            "",
+            "  action: ALLOW\n  rules:\n  - from:\n    - source:\n        serviceAccounts: [frontend/web]\n    to:\n    - operation:\n        hosts: [api.shop.example, \"*.internal\"]\n        notMethods: [DELETE]\n        paths: [\"/v1/{**}\", /health]\n  - from:\n    - source:\n        namespaces: [frontend]\n        notServiceAccounts: [frontend/web]\n    to:\n    - operation:\n        notHosts: [admin.shop.example]\n        paths: [\"*\"]\n",
+        )?;
+        // To the pod's address (no L7 at the client's side) with a Host of
+        // the test's choosing.
+        let direct = format!("http://{}", api.pod.addr(8080));
+        let ask = |from: &weft_sim::Pod, request: &str, host: &str| -> Result<u16> {
+            let host = format!("Host: {host}");
+            Ok(statuses(from, &direct, &[request], &[&host])?[0])
+        };
+        converge("the ALLOW policy reached node-2", || {
+            Ok(ask(&intruder, "GET /v1/items", "api.shop.example")? == 403)
+        })?;
+        let cases: &[(&str, &weft_sim::Pod, &str, &str, u16)] = &[
+            ("web, a template's many segments", &web, "GET /v1/a/b/items", "api.shop.example", 200),
+            ("web, an exact path", &web, "GET /health", "api.shop.example", 200),
+            ("web, the host with a port", &web, "GET /v1/items", "api.shop.example:8080", 200),
+            ("web, a suffix host", &web, "GET /v1/items", "db.internal", 200),
+            ("web, the host in capitals", &web, "GET /v1/items", "API.Shop.Example", 200),
+            ("web, another host", &web, "GET /v1/items", "api.other.example", 403),
+            ("web, a method it must not use", &web, "DELETE /v1/items", "api.shop.example", 403),
+            ("web, a path outside the template", &web, "GET /v2/items", "api.shop.example", 403),
+            ("web, the second rule excludes it", &web, "GET /v2/items", "other.example", 403),
+            ("ops, any path", &ops, "DELETE /anything/at/all", "api.shop.example", 200),
+            ("ops, the host it must not use", &ops, "GET /v1/items", "admin.shop.example", 403),
+            ("intruder, another namespace", &intruder, "GET /v1/items", "api.shop.example", 403),
+        ];
+        for (what, from, request, host, want) in cases {
+            let got = ask(from, request, host)?;
+            ensure!(got == *want, "{what} ({request}, Host {host}): got {got}, want {want}");
+        }
+        Ok(())
+    })
+}

@@ -222,7 +222,7 @@ fn request_authentication_validates_tokens_fetched_keys_and_feeds_policies() -> 
             "deny-principals",
             "",
             &format!(
-                "  action: DENY\n  rules:\n  - when:\n    - key: request.auth.principal\n      values: [\"{ISSUER}/mallory\"]\n  - when:\n    - key: request.auth.audiences\n      values: [shop]\n    - key: request.headers[x-aud]\n      values: [\"yes\"]\n"
+                "  action: DENY\n  rules:\n  - when:\n    - key: request.auth.principal\n      values: [\"{ISSUER}/mallory\"]\n  - when:\n    - key: request.auth.audiences\n      values: [shop]\n    - key: request.headers[x-aud]\n      values: [\"yes\"]\n  - when:\n    - key: request.auth.presenter\n      values: [evil-app]\n"
             ),
         )?;
         let mallory = first.token(&claims("mallory", |_| {}));
@@ -231,6 +231,30 @@ fn request_authentication_validates_tokens_fetched_keys_and_feeds_policies() -> 
         let header = format!("Authorization: Bearer {alice}");
         let with_aud = httpapp::get_one(&web, &url, &["--header", &header, "--header", "x-aud: yes"])?;
         ensure!(with_aud.status == 403, "the token's audience and the header: {with_aud:?}");
+        // The presenter is the token's `azp`: a token presented by another
+        // party (the same subject) is let in.
+        let evil = first.token(&claims("alice", |c| c["azp"] = "evil-app".into()));
+        ensure!(call(Some(&evil))?.status == 403, "a token presented by evil-app");
+        let fair = first.token(&claims("alice", |c| c["azp"] = "web-app".into()));
+        ensure!(call(Some(&fair))?.status == 200, "a token presented by web-app");
+
+        // The token in a cookie (`fromCookies`): once set, the
+        // `Authorization` header is not read.
+        apply(
+            cluster,
+            "jwt",
+            &format!(
+                "apiVersion: security.istio.io/v1\nkind: RequestAuthentication\nmetadata:\n  name: jwt\n  namespace: shop\nspec:\n  selector:\n    matchLabels:\n      app: api\n  jwtRules:\n  - issuer: {ISSUER}\n    audiences: [shop]\n    jwks: '{}'\n    fromCookies: [session]\n",
+                jwt::jwks_json(&[&first])
+            ),
+        )?;
+        let in_cookie = format!("Cookie: theme=dark; session={alice}");
+        let by_cookie = || -> Result<u16> { Ok(httpapp::get_one(&web, &url, &["--header", &in_cookie])?.status) };
+        converge("the token read from the cookie", || Ok(by_cookie()? == 200))?;
+        ensure!(call(Some(&alice))?.status == 403, "the Authorization header is read beside fromCookies");
+        let bad_cookie = format!("Cookie: session={}", second.token(&claims("alice", |_| {})));
+        let bad = httpapp::get_one(&web, &url, &["--header", &bad_cookie])?;
+        ensure!(bad.status == 401, "a cookie's token signed by an unknown key: {bad:?}");
         Ok(())
     })
 }
