@@ -1,0 +1,146 @@
+//! VirtualService matching and delegation end to end on a 2-node
+//! simulated cluster with weft's real binaries: a route picked by the
+//! service port the app dialled, redirects whose port comes from the
+//! request or the scheme (`derivePort`), and a root VirtualService that
+//! hands a path prefix to a delegate VirtualService in another namespace
+//! (the delegate's routes merged under the root's match, its conflicting
+//! ones left out, nothing when it is not exported to the root's
+//! namespace). Needs root and the binaries (`cargo xtask test` builds
+//! them).
+
+mod common;
+
+use anyhow::{Result, ensure};
+use common::*;
+use weft_sim::{Cluster, ServicePort, httpapp};
+
+const API_SUBSETS: &str = "apiVersion: networking.istio.io/v1\nkind: DestinationRule\nmetadata:\n  name: api\n  namespace: web\nspec:\n  host: api\n  subsets:\n  - name: v1\n    labels:\n      version: v1\n  - name: v2\n    labels:\n      version: v2\n";
+
+const ROOT: &str = "apiVersion: networking.istio.io/v1\nkind: VirtualService\nmetadata:\n  name: api\n  namespace: web\nspec:\n  hosts:\n  - api\n  http:\n  - match:\n    - port: 8080\n      uri:\n        prefix: /keep-port\n    redirect:\n      uri: /moved\n      derivePort: FROM_REQUEST_PORT\n  - match:\n    - uri:\n        prefix: /default-port\n    redirect:\n      uri: /moved\n      derivePort: FROM_PROTOCOL_DEFAULT\n  - match:\n    - uri:\n        prefix: /team\n    delegate:\n      name: team-routes\n      namespace: team\n  - match:\n    - port: 8080\n    route:\n    - destination:\n        host: api\n        subset: v2\n  - route:\n    - destination:\n        host: api\n        subset: v1\n";
+
+/// The delegate, exported to `export_to` (YAML, e.g. `[\"*\"]`).
+fn delegate(export_to: &str) -> String {
+    format!(
+        "apiVersion: networking.istio.io/v1\nkind: VirtualService\nmetadata:\n  name: team-routes\n  namespace: team\nspec:\n  exportTo: {export_to}\n  http:\n  - match:\n    - uri:\n        prefix: /team/beta\n    route:\n    - destination:\n        host: beta\n  - match:\n    - uri:\n        prefix: /elsewhere\n    route:\n    - destination:\n        host: beta\n  - route:\n    - destination:\n        host: api.web.svc.cluster.local\n        subset: v2\n"
+    )
+}
+
+#[test]
+fn port_matches_derived_redirect_ports_and_a_delegate() -> Result<()> {
+    let cluster = Cluster::builder().nodes(2).build()?;
+    cluster.with_logs(|cluster| {
+        for ns in ["web", "team"] {
+            cluster.add_namespace(ns, &[AMBIENT])?;
+        }
+        let _v1 = backend(
+            cluster,
+            "node-2",
+            "web",
+            "api-v1",
+            &[("app", "api"), ("version", "v1")],
+            8080,
+            &[],
+        )?;
+        let _v2 = backend(
+            cluster,
+            "node-2",
+            "web",
+            "api-v2",
+            &[("app", "api"), ("version", "v2")],
+            8080,
+            &[],
+        )?;
+        let _beta = backend(
+            cluster,
+            "node-2",
+            "team",
+            "beta",
+            &[("app", "beta")],
+            8080,
+            &[],
+        )?;
+        let client = client(cluster, "node-1", "web", "shopper")?;
+        let vip = cluster.add_service(
+            "web",
+            "api",
+            &[("app", "api")],
+            &[
+                ServicePort::http("http", 80, 8080),
+                ServicePort::http("http-alt", 8080, 8080),
+            ],
+        )?;
+        cluster.add_service(
+            "team",
+            "beta",
+            &[("app", "beta")],
+            &[ServicePort::http("http", 80, 8080)],
+        )?;
+        apply(cluster, "api-dr", API_SUBSETS)?;
+        apply(cluster, "api-vs", ROOT)?;
+        apply(cluster, "team-vs", &delegate("[\"*\"]"))?;
+
+        let served_by = |url: &str| -> Result<String> {
+            let reply = httpapp::get_one(&client, url, &[])?;
+            ensure!(reply.status == 200, "{url}: {reply:?}");
+            Ok(reply.header("x-served-by").unwrap_or("-").to_string())
+        };
+        let on_80 = format!("http://{vip}");
+        let on_8080 = format!("http://{vip}:8080");
+        converge("the delegate's routes", || {
+            Ok(served_by(&format!("{on_80}/team/beta/x"))? == "beta")
+        })?;
+        let cases = [
+            ("port 80, the default route", format!("{on_80}/"), "api-v1"),
+            (
+                "port 8080, the port's route",
+                format!("{on_8080}/"),
+                "api-v2",
+            ),
+            (
+                "the delegate's prefix route",
+                format!("{on_8080}/team/beta/y"),
+                "beta",
+            ),
+            (
+                "the delegate's default route",
+                format!("{on_80}/team/other"),
+                "api-v2",
+            ),
+            (
+                "the delegate's route outside the root's match",
+                format!("{on_80}/elsewhere"),
+                "api-v1",
+            ),
+        ];
+        for (what, url, want) in &cases {
+            let got = served_by(url)?;
+            ensure!(got == *want, "{what} ({url}): served by {got}, want {want}");
+        }
+
+        // Redirects: the port the request came to, or none (the scheme's).
+        for (path, want) in [
+            ("/keep-port?a=1", format!("http://{vip}:8080/moved?a=1")),
+            ("/default-port", format!("http://{vip}/moved")),
+        ] {
+            let reply = httpapp::get_one(&client, &format!("{on_8080}{path}"), &[])?;
+            ensure!(
+                reply.status == 301 && reply.header("location") == Some(want.as_str()),
+                "{path}: want 301 to {want}, got {reply:?}"
+            );
+        }
+        // On port 80 the port-matched redirect does not apply: the default
+        // route answers.
+        ensure!(
+            served_by(&format!("{on_80}/keep-port"))? == "api-v1",
+            "a port match on another port"
+        );
+
+        // Exported only to its own namespace: the root's prefix is left
+        // with nothing, so the request falls through to the routes after.
+        apply(cluster, "team-vs", &delegate("[\".\"]"))?;
+        converge("the delegate withdrawn", || {
+            Ok(served_by(&format!("{on_80}/team/beta/x"))? == "api-v1")
+        })?;
+        Ok(())
+    })
+}
