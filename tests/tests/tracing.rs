@@ -7,8 +7,9 @@
 //! spans (CLIENT and SERVER on each hop, from both agents); the agents
 //! continue an app's W3C and B3 contexts, keep a caller's "not sampled",
 //! follow the Telemetry API's sampling percentage and custom tags, and
-//! trace an L4 connection through the HBONE CONNECT's `traceparent`.
-//! Needs root and the binaries (`cargo xtask test` builds them).
+//! trace an L4 connection through the HBONE CONNECT's `traceparent`;
+//! without a Telemetry, the mesh config's sampling, the single `b3`
+//! header and `enableTracing: false` take effect. Needs root and the binaries (`cargo xtask test` builds them).
 
 mod common;
 
@@ -380,6 +381,138 @@ fn a_request_through_two_services_is_one_trace() -> Result<()> {
             )?;
             Ok(counted("failed")? > failed)
         })?;
+        Ok(())
+    })
+}
+
+/// The mesh config alone, no Telemetry: `defaultConfig.tracing.sampling`
+/// sets the share of new traces (100%, then 0%, where a caller's sampled
+/// request is still traced), a single `b3` header is continued like the
+/// `x-b3-*` ones, and `enableTracing: false` reports nothing, even for a
+/// sampled caller, until it is true again.
+#[test]
+fn mesh_config_sampling_the_single_b3_header_and_tracing_off() -> Result<()> {
+    let cluster = Cluster::builder().nodes(2).build()?;
+    cluster.with_logs(|cluster| {
+        for ns in ["shop", "front"] {
+            cluster.add_namespace(ns, &[AMBIENT])?;
+        }
+        let receiver = otlp::collector(cluster)?;
+        let _reviews = backend(
+            cluster,
+            "node-2",
+            "shop",
+            "reviews",
+            &[("app", "reviews")],
+            9080,
+            &[],
+        )?;
+        let reviews = cluster.add_service(
+            "shop",
+            "reviews",
+            &[("app", "reviews")],
+            &[ServicePort::http("http", 9080, 9080)],
+        )?;
+        let web = client(cluster, "node-1", "front", "web")?;
+        let url = format!("http://{reviews}:9080/reviews/1");
+        let mesh =
+            |extra: &str| -> Result<()> { apply(cluster, "mesh", &format!("{MESH}{extra}")) };
+        let get = |headers: &[String]| -> Result<()> {
+            let args: Vec<&str> = headers
+                .iter()
+                .flat_map(|h| ["--header", h.as_str()])
+                .collect();
+            let reply = httpapp::get_one(&web, &url, &args)?;
+            ensure!(reply.status == 200, "{reply:?}");
+            Ok(())
+        };
+        let spans_of =
+            |id: &str| -> Result<usize> { Ok(of_request(&otlp::spans(&receiver)?, id).len()) };
+        let settle = std::time::Duration::from_secs(2);
+
+        // Every new trace sampled: both sides' spans of each request.
+        mesh("    defaultConfig:\n      tracing:\n        sampling: 100\n")?;
+        let mut n = 0;
+        converge("sampling 100% from the mesh config", || {
+            n += 1;
+            let id = format!("all-{n}");
+            get(&[format!("x-request-id: {id}")])?;
+            std::thread::sleep(settle);
+            Ok(spans_of(&id)? == 2)
+        })?;
+
+        // One `b3` header: trace, span, sampled.
+        let trace = "80f198ee56343ba864fe8b2a57d3eff7";
+        get(&[
+            format!("b3: {trace}-e457b5a2e4d86bd1-1"),
+            "x-request-id: b3-single".into(),
+        ])?;
+        let spans = otlp::wait_for_spans(&receiver, "the b3 request's spans", SPAN_TIMEOUT, |s| {
+            of_request(s, "b3-single").len() >= 2
+        })?;
+        let mine = of_request(&spans, "b3-single");
+        ensure!(
+            mine.len() == 2 && mine.iter().all(|s| s.trace_id == trace),
+            "the single b3 header's trace is not continued:\n{}",
+            otlp::describe(&mine.iter().map(|s| (*s).clone()).collect::<Vec<_>>())
+        );
+
+        // None sampled: a request without a decision is not traced; a
+        // caller's sampled one is.
+        mesh("    defaultConfig:\n      tracing:\n        sampling: 0\n")?;
+        converge("sampling 0% from the mesh config", || {
+            n += 1;
+            let (quiet, marked) = (format!("none-{n}"), format!("marked-{n}"));
+            get(&[format!("x-request-id: {quiet}")])?;
+            get(&[
+                format!("traceparent: 00-{trace}-00f067aa0ba902b7-01"),
+                format!("x-request-id: {marked}"),
+            ])?;
+            std::thread::sleep(settle);
+            Ok(spans_of(&marked)? == 2 && spans_of(&quiet)? == 0)
+        })?;
+
+        // Tracing off: not even a sampled caller's request is reported.
+        mesh(
+            "    enableTracing: false\n    defaultConfig:\n      tracing:\n        sampling: 100\n",
+        )?;
+        converge("tracing off", || {
+            n += 1;
+            let id = format!("off-{n}");
+            get(&[format!("x-request-id: {id}")])?;
+            std::thread::sleep(settle);
+            Ok(spans_of(&id)? == 0)
+        })?;
+        let sampled = format!("traceparent: 00-{trace}-00f067aa0ba902b7-01");
+        for k in 0..5 {
+            get(&[sampled.clone(), format!("x-request-id: off-sampled-{k}")])?;
+        }
+        // On again: once a marker's spans arrive, any of the five would
+        // have too.
+        mesh(
+            "    enableTracing: true\n    defaultConfig:\n      tracing:\n        sampling: 100\n",
+        )?;
+        converge("tracing on again", || {
+            n += 1;
+            let id = format!("on-{n}");
+            get(&[format!("x-request-id: {id}")])?;
+            std::thread::sleep(settle);
+            Ok(spans_of(&id)? == 2)
+        })?;
+        let spans = otlp::spans(&receiver)?;
+        let leaked: Vec<Span> = spans
+            .iter()
+            .filter(|s| {
+                s.attribute("guid:x-request-id")
+                    .is_some_and(|id| id.starts_with("off-sampled-"))
+            })
+            .cloned()
+            .collect();
+        ensure!(
+            leaked.is_empty(),
+            "reported with tracing off:\n{}",
+            otlp::describe(&leaked)
+        );
         Ok(())
     })
 }
