@@ -5,8 +5,8 @@
 //! hands a path prefix to a delegate VirtualService in another namespace
 //! (the delegate's routes merged under the root's match, its conflicting
 //! ones left out, nothing when it is not exported to the root's
-//! namespace). Needs root and the binaries (`cargo xtask test` builds
-//! them).
+//! namespace); TCP routes by source labels, destination subnets and
+//! weights. Needs root and the binaries (`cargo xtask test` builds them).
 
 mod common;
 
@@ -141,6 +141,55 @@ fn port_matches_derived_redirect_ports_and_a_delegate() -> Result<()> {
         converge("the delegate withdrawn", || {
             Ok(served_by(&format!("{on_80}/team/beta/x"))? == "api-v1")
         })?;
+        Ok(())
+    })
+}
+
+/// The store's TCP routes: writers (by `sourceLabels`) to v2, then a
+/// route for connections to `subnet` (`destinationSubnets`), then the
+/// rest split 75/25 between v1 and v2.
+fn store_routes(subnet: &str) -> String {
+    format!(
+        "apiVersion: networking.istio.io/v1\nkind: VirtualService\nmetadata:\n  name: store\n  namespace: data\nspec:\n  hosts:\n  - store\n  tcp:\n  - match:\n    - sourceLabels:\n        role: writer\n    route:\n    - destination:\n        host: store\n        subset: v2\n  - match:\n    - destinationSubnets: [\"{subnet}\"]\n    route:\n    - destination:\n        host: store\n        subset: v2\n  - route:\n    - destination:\n        host: store\n        subset: v1\n      weight: 75\n    - destination:\n        host: store\n        subset: v2\n      weight: 25\n"
+    )
+}
+
+#[test]
+fn tcp_routes_by_source_labels_destination_subnets_and_weights() -> Result<()> {
+    let cluster = Cluster::builder().nodes(2).build()?;
+    cluster.with_logs(|cluster| {
+        cluster.add_namespace("data", &[AMBIENT])?;
+        let labels = |v| [("app", "store"), ("version", v)];
+        let _v1 = backend(cluster, "node-2", "data", "store-v1", &labels("v1"), 7000, &[])?;
+        let _v2 = backend(cluster, "node-2", "data", "store-v2", &labels("v2"), 7000, &[])?;
+        let pod = |name: &str, role: &str| {
+            cluster.add_pod(weft_sim::PodSpec::new("node-1", "data", name).service_account(name).label("role", role))
+        };
+        let (reader, writer) = (pod("reader", "reader")?, pod("writer", "writer")?);
+        let vip = cluster.add_service("data", "store", &[("app", "store")], &[ServicePort::tcp("tcp-store", 7000, 7000)])?;
+        apply(cluster, "store-dr", "apiVersion: networking.istio.io/v1\nkind: DestinationRule\nmetadata:\n  name: store\n  namespace: data\nspec:\n  host: store\n  subsets:\n  - name: v1\n    labels:\n      version: v1\n  - name: v2\n    labels:\n      version: v2\n")?;
+        apply(cluster, "store-vs", &store_routes("203.0.113.0/24"))?;
+        // Each request on a connection of its own (the app closes it),
+        // routed once.
+        let url = format!("http://{vip}:7000/");
+        let connections = |from: &weft_sim::Pod, n: &str| -> Result<httpapp::LoadSummary> {
+            let load = httpapp::load(from, &url, &["--count", n, "--concurrency", "4", "--header", "Connection: close"])?;
+            ensure!(load.connections == load.sent, "a connection per request: {load:?}");
+            Ok(load)
+        };
+        converge("the writers' route", || Ok(connections(&writer, "20")?.served_by("store-v2") == 20))?;
+        let load = connections(&writer, "100")?;
+        ensure!(load.served_by("store-v2") == 100, "a writer's connections all to v2: {load:?}");
+        // Binomial(200, 0.75): 150 on average, outside 115..=185 about
+        // once in 10^6 runs.
+        let load = connections(&reader, "200")?;
+        ensure!(
+            load.ok == 200 && (115..=185).contains(&load.served_by("store-v1")),
+            "a reader's connections split 75/25: {load:?}"
+        );
+        // The subnet route now holds the VIP: the readers' too go to v2.
+        apply(cluster, "store-vs", &store_routes(&format!("{vip}/32")))?;
+        converge("the subnet route", || Ok(connections(&reader, "40")?.served_by("store-v2") == 40))?;
         Ok(())
     })
 }
