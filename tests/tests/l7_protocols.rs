@@ -123,6 +123,22 @@ fn http2_clients_upstream_protocol_upgrades_l4_ports_and_bad_requests() -> Resul
             Ok(httpapp::get_one(&client, &format!("http://{web}/upgraded"), &[])?.seen()?["version"] == "HTTP/2")
         })?;
 
+        // `useClientProtocol`: the upstream speaks what the client spoke.
+        apply(cluster, "web-dr", "apiVersion: networking.istio.io/v1\nkind: DestinationRule\nmetadata:\n  name: web\n  namespace: proto\nspec:\n  host: web\n  trafficPolicy:\n    connectionPool:\n      http:\n        useClientProtocol: true\n")?;
+        // (Under UPGRADE, before it, an HTTP/1.1 client's request would be
+        // HTTP/2 too.)
+        let version = |path: &str, h2: &str| -> Result<serde_json::Value> {
+            let reply = httpapp::get_one(&client, &format!("http://{web}{path}"), &["--h2", h2])?;
+            Ok(reply.seen()?["version"].clone())
+        };
+        converge("useClientProtocol", || {
+            Ok(version("/as-client-h2", "true")? == "HTTP/2" && version("/as-client-h1", "false")? == "HTTP/1.1")
+        })?;
+        for k in 0..3 {
+            ensure!(version(&format!("/h2-{k}"), "true")? == "HTTP/2", "useClientProtocol, an HTTP/2 client");
+            ensure!(version(&format!("/h1-{k}"), "false")? == "HTTP/1.1", "useClientProtocol, an HTTP/1.1 client");
+        }
+
         // Upgrades pass through (the upgrade needs HTTP/1.1 upstream).
         apply(cluster, "web-dr", "apiVersion: networking.istio.io/v1\nkind: DestinationRule\nmetadata:\n  name: web\n  namespace: proto\nspec:\n  host: web\n")?;
         converge("HTTP/1.1 upstream again", || {

@@ -3,8 +3,8 @@
 //! fault injection delays and aborts at the configured rates, outlier
 //! detection ejects a failing endpoint and brings it back (and, counting
 //! gateway errors only, leaves one answering 500), connection-pool
-//! limits answer 503 (`UO`) under overload, idle upstream connections close
-//! after the pool's `idleTimeout`, `minHealthPercent` turns on Envoy's
+//! limits answer 503 (`UO`) under overload, upstream connections close
+//! after the pool's `idleTimeout` and `maxConnectionDuration`, `minHealthPercent` turns on Envoy's
 //! panic. Needs root and the binaries.
 
 mod common;
@@ -199,7 +199,7 @@ fn gateway_errors_eject_and_other_5xx_do_not() -> Result<()> {
 
 /// `http2MaxRequests` caps a destination's requests in flight (503 `UO`
 /// beyond it), a pool's `idleTimeout` closes an upstream connection left
-/// idle, and `minHealthPercent` keeps sending to ejected endpoints (Envoy's
+/// idle and `maxConnectionDuration` one grown old, and `minHealthPercent` keeps sending to ejected endpoints (Envoy's
 /// panic) when too few are left.
 #[test]
 fn request_limit_idle_connections_and_panic() -> Result<()> {
@@ -255,6 +255,18 @@ fn request_limit_idle_connections_and_panic() -> Result<()> {
         })?;
         let before = peer("/idle-3")?;
         ensure!(peer("/idle-4")? == before, "a busy connection is kept");
+        // `maxConnectionDuration`: a connection in steady use is replaced
+        // once it is a second old; ten requests over 2.5 s use 2 to 5.
+        apply(cluster, "idler-dr", &destination_rule("idler", "lim", "    connectionPool:\n      tcp:\n        maxConnectionDuration: 1s\n"))?;
+        converge("the connection duration limit", || {
+            let mut seen = std::collections::BTreeSet::new();
+            for k in 0..10 {
+                seen.insert(peer(&format!("/aged-{k}"))?);
+                std::thread::sleep(std::time::Duration::from_millis(250));
+            }
+            ensure!(seen.len() <= 5, "a connection per request or so: {seen:?}");
+            Ok(seen.len() >= 2)
+        })?;
 
         // Both sick endpoints fail. Without a floor, both are ejected and
         // the proxy answers 503 UH itself (no `x-served-by`).

@@ -12,6 +12,9 @@ mod common;
 /// and to whom.
 #[path = "telemetry/connections.rs"]
 mod connections;
+/// A Telemetry bound to a Service (`targetRef`) turning its metrics off.
+#[path = "telemetry/scopes.rs"]
+mod scopes;
 
 use std::collections::BTreeMap;
 
