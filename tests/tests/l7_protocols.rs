@@ -53,7 +53,7 @@ fn h2_frames(hex: &str) -> Result<Vec<(u8, Vec<u8>)>> {
 }
 
 #[test]
-fn grpc_unary_streaming_and_statuses_cross_the_mesh() -> Result<()> {
+fn grpc_unary_streaming_statuses_and_retries_cross_the_mesh() -> Result<()> {
     let cluster = Cluster::builder().nodes(2).build()?;
     cluster.with_logs(|cluster| {
         json_access_log(cluster)?;
@@ -86,6 +86,22 @@ fn grpc_unary_streaming_and_statuses_cross_the_mesh() -> Result<()> {
         converge("the gRPC fault", || Ok(grpc_call(&client, &[&addr, "--method", "fail", "--code", "0"])?.1 == 8))?;
         let (replies, status) = grpc_call(&client, &[&addr, "--method", "unary", "--count", "3"])?;
         ensure!(status == 0 && replies.len() == 3, "unary calls still served: {status} {replies:?}");
+
+        // Retries on gRPC conditions: `unavailable` retries a call the
+        // server ends with UNAVAILABLE, not one it ends with INTERNAL.
+        apply(cluster, "echo", "apiVersion: networking.istio.io/v1\nkind: VirtualService\nmetadata:\n  name: echo\n  namespace: rpc\nspec:\n  hosts:\n  - echo\n  http:\n  - route:\n    - destination:\n        host: echo\n    retries:\n      attempts: 2\n      retryOn: unavailable\n")?;
+        converge("the gRPC fault removed", || Ok(grpc_call(&client, &[&addr, "--method", "fail", "--code", "0"])?.1 == 0))?;
+        let attempts = |code: i64| -> Result<Option<u64>> {
+            let (_, status) = grpc_call(&client, &[&addr, "--method", "fail", "--code", &code.to_string()])?;
+            ensure!(status == code, "the last attempt's status reaches the client: {status}, want {code}");
+            std::thread::sleep(LOG_SETTLE);
+            let log = access_log(cluster, "node-1")?;
+            let last = log.iter().rev().find(|e| e["path"] == "/weft.test.Echo/Fail");
+            Ok(last.and_then(|e| e["attempts"].as_u64()))
+        };
+        converge("retries on UNAVAILABLE", || Ok(attempts(14)? == Some(3)))?;
+        ensure!(attempts(13)? == Some(1), "INTERNAL is not retried on `unavailable`");
+        ensure!(attempts(14)? == Some(3), "UNAVAILABLE: the call and two retries");
         Ok(())
     })
 }
