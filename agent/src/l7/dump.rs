@@ -25,14 +25,20 @@ impl L7 {
     /// the subsets its DestinationRule defines (for clients in the
     /// service's namespace) and those its routes send to; plus clusters
     /// traffic created for other ports. Policies are the ones traffic
-    /// uses when the cluster is live, else what a client in the service's
-    /// namespace would get.
+    /// uses when the cluster is live (the newest, when clients in several
+    /// namespaces get different ones), else what a client in the
+    /// service's namespace would get.
     pub fn dump_clusters(&self, store: &WorkloadStore) -> Value {
         let now = Instant::now();
         let live: BTreeMap<(String, String, u16), Arc<Cluster>> = {
             let map = self.clusters.map.lock().expect("clusters lock");
+            // A key's newest state (clients in several namespaces may
+            // have one each).
             map.iter()
-                .map(|(k, (_, c))| ((k.service.clone(), k.subset.clone(), k.port), c.clone()))
+                .filter_map(|(k, states)| {
+                    let (_, c) = states.last()?;
+                    Some(((k.service.clone(), k.subset.clone(), k.port), c.clone()))
+                })
                 .collect()
         };
         // Subset endpoints as the routes carry them, by (service, subset).

@@ -51,7 +51,7 @@ use std::{
 
 pub use config::L7Config;
 
-use self::cluster::{Cluster, EffectivePolicy};
+use self::cluster::{Cluster, EffectivePolicy, Policies};
 
 /// What the L7 proxy keeps between requests: configuration, per-cluster
 /// state (balancers, outlier detection, limits) and upstream connections.
@@ -79,16 +79,22 @@ struct ClusterKey {
     port: u16,
 }
 
-/// Cluster state, created on first use and replaced when the cluster's
-/// effective policy changes (which resets its outlier and balancer state,
-/// as an Envoy cluster update does). Each cluster state has its own
-/// upstream connections, counted against its own limits: when a cluster is
-/// replaced, its idle connections are closed.
+/// Cluster state, created on first use for each effective policy of the
+/// cluster: clients in namespaces that get different DestinationRules
+/// (Istio's lookup starts in the client's namespace) each have their own,
+/// and those that get the same policy share one. A policy that changes is
+/// a new state (which resets outlier and balancer state, as an Envoy
+/// cluster update does). Each state has its own upstream connections,
+/// counted against its own limits: when a state is found stale (no client
+/// gets its policy any more), its idle connections are closed.
 #[derive(Default)]
 struct Clusters {
-    map: Mutex<HashMap<ClusterKey, (u64, Arc<Cluster>)>>,
+    map: Mutex<HashMap<ClusterKey, Vec<ClusterState>>>,
     next_id: std::sync::atomic::AtomicU64,
 }
+
+/// A cluster state and the id its upstream connections are keyed by.
+type ClusterState = (u64, Arc<Cluster>);
 
 /// A cluster's state and the id its upstream connections are keyed by.
 #[derive(Clone)]
@@ -98,27 +104,118 @@ pub struct ClusterRef {
 }
 
 impl L7 {
-    /// The state of a cluster for `policy`; a cluster whose policy changed
-    /// starts afresh.
-    fn cluster(&self, key: ClusterKey, policy: Arc<EffectivePolicy>) -> ClusterRef {
+    /// The state of a cluster for `policy`, made on first use. `policies`
+    /// are the service's now (`None`: no DestinationRule): when a new
+    /// state is made, the key's states whose policy they no longer give
+    /// any client are dropped and their connections retired.
+    fn cluster(
+        &self,
+        key: ClusterKey,
+        policy: Arc<EffectivePolicy>,
+        policies: Option<&Policies>,
+    ) -> ClusterRef {
+        let (subset, port) = (key.subset.clone(), key.port);
+        let name = format!("{port}|{subset}|{}", key.service);
         let mut map = self.clusters.map.lock().expect("clusters lock");
-        if let Some((id, cluster)) = map.get(&key)
-            && (Arc::ptr_eq(cluster.policy(), &policy) || **cluster.policy() == *policy)
-        {
+        let states = map.entry(key).or_default();
+        let found = states.iter().find(|(_, cluster)| {
+            Arc::ptr_eq(cluster.policy(), &policy) || **cluster.policy() == *policy
+        });
+        if let Some((id, cluster)) = found {
             return ClusterRef {
                 id: *id,
                 cluster: cluster.clone(),
             };
         }
+        states.retain(|(id, cluster)| {
+            let current = match policies {
+                Some(p) => p.produces(&subset, port, cluster.policy()),
+                None => cluster.policy().is_default(),
+            };
+            if !current {
+                self.upstreams.retire(*id);
+            }
+            current
+        });
         let id = self
             .clusters
             .next_id
             .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-        let name = format!("{}|{}|{}", key.port, key.subset, key.service);
         let cluster = Arc::new(Cluster::new(name, policy));
-        if let Some((old, _)) = map.insert(key, (id, cluster.clone())) {
-            self.upstreams.retire(old);
-        }
+        states.push((id, cluster.clone()));
         ClusterRef { id, cluster }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use weft_proto::route::{
+        self as pb,
+        load_balancer_settings::{LbPolicy as PbLb, SimpleLb},
+    };
+
+    use super::*;
+
+    /// Policies where namespace `a` has a rule of its own (ROUND_ROBIN)
+    /// and the service's namespace one for everyone else (`lb`).
+    fn policies(lb: SimpleLb) -> Policies {
+        let entry = |ns: &str, export_to: &[&str], lb: SimpleLb| pb::ScopedPolicy {
+            namespace: ns.into(),
+            export_to: export_to.iter().map(|s| s.to_string()).collect(),
+            host: "svc.shop.svc.cluster.local".into(),
+            traffic_policy: Some(pb::TrafficPolicy {
+                load_balancer: Some(pb::LoadBalancerSettings {
+                    lb_policy: Some(PbLb::Simple(lb as i32)),
+                    ..Default::default()
+                }),
+                ..Default::default()
+            }),
+            ..Default::default()
+        };
+        Policies::compile(&pb::DestinationPolicy {
+            name: "shop/svc".into(),
+            hostname: "svc.shop.svc.cluster.local".into(),
+            namespace: "shop".into(),
+            policies: vec![
+                entry("a", &["a"], SimpleLb::RoundRobin),
+                entry("shop", &[], lb),
+            ],
+        })
+        .expect("compiles")
+    }
+
+    fn key() -> ClusterKey {
+        ClusterKey {
+            service: "shop/svc.shop.svc.cluster.local".into(),
+            subset: String::new(),
+            port: 80,
+        }
+    }
+
+    #[test]
+    fn clients_with_different_policies_keep_their_own_cluster_state() {
+        let l7 = L7::default();
+        let p = policies(SimpleLb::Random);
+        let of = |ns: &str, p: &Policies| l7.cluster(key(), p.effective(ns, "", 80), Some(p));
+        let (a, b) = (of("a", &p), of("b", &p));
+        assert_ne!(a.id, b.id, "two policies, two states");
+        for _ in 0..3 {
+            assert_eq!(
+                of("a", &p).id,
+                a.id,
+                "a's state is not replaced by b's requests"
+            );
+            assert_eq!(of("b", &p).id, b.id);
+        }
+        assert_eq!(of("c", &p).id, b.id, "the same policy shares a state");
+
+        // The shared rule changes: b gets a new state, a keeps its own and
+        // the stale one is dropped.
+        let changed = policies(SimpleLb::LeastRequest);
+        let b2 = of("b", &changed);
+        assert_ne!(b2.id, b.id);
+        assert_eq!(of("a", &changed).id, a.id);
+        let states = l7.clusters.map.lock().unwrap()[&key()].len();
+        assert_eq!(states, 2, "the stale state is gone");
     }
 }

@@ -309,7 +309,8 @@ pub(super) fn resolve_for(
         port
     };
     let client_ns = &pod.workload.namespace;
-    let policy = match ctx.l7.config.policies(&destination.service) {
+    let policies = ctx.l7.config.policies(&destination.service);
+    let policy = match &policies {
         Some(policies) => policies.effective(client_ns, &destination.subset, port),
         None => default_policy(),
     };
@@ -323,6 +324,7 @@ pub(super) fn resolve_for(
             port,
         },
         policy.clone(),
+        policies.as_deref(),
     );
     let service = ctx.store.service(&destination.service);
     let target_port = |workload: &crate::state::Workload| {

@@ -1,6 +1,6 @@
 //! Validation of a DestinationPolicy's traffic policies into their
 //! typed parts ([`Parts`]), each still unset where the proto leaves it
-//! unset, so that subsets and ports can override whole parts.
+//! unset (Istio's default applies there).
 
 use std::time::Duration;
 
@@ -46,22 +46,6 @@ struct Pool {
 }
 
 impl Parts {
-    /// Each part set in `over` replaces this one's.
-    pub(super) fn overlay(&mut self, over: &Parts) {
-        if over.lb.is_some() {
-            self.lb.clone_from(&over.lb);
-        }
-        if over.pool.is_some() {
-            self.pool.clone_from(&over.pool);
-        }
-        if over.outlier.is_some() {
-            self.outlier.clone_from(&over.outlier);
-        }
-        if over.tls.is_some() {
-            self.tls.clone_from(&over.tls);
-        }
-    }
-
     /// The policy: these parts over the defaults.
     pub(super) fn effective(self) -> EffectivePolicy {
         let mut out = EffectivePolicy::defaults();

@@ -279,6 +279,11 @@ pub struct EffectivePolicy {
 }
 
 impl EffectivePolicy {
+    /// Whether this is [`EffectivePolicy::defaults`].
+    pub fn is_default(&self) -> bool {
+        *self == EffectivePolicy::defaults()
+    }
+
     /// What applies when no DestinationRule does.
     pub fn defaults() -> EffectivePolicy {
         EffectivePolicy {
@@ -392,12 +397,29 @@ impl Policies {
     /// The effective policy for a client in `client_ns` sending to
     /// `subset` ("" = none) on service port `port`: the entry that applies
     /// to the client, its subset's traffic policy if the subset exists and
-    /// has one (else the entry's), then the port-level settings for
-    /// `port`, each part replacing the whole part. Defaults with no entry.
+    /// has one (else the entry's), and of that, the port-level settings
+    /// for `port` when there are some (Istio's: they replace the policy
+    /// whole, parts they leave unset taking Istio's defaults; weft-control
+    /// has merged a subset's policy with the rule's port by port). Defaults
+    /// with no entry.
     pub fn effective(&self, client_ns: &str, subset: &str, port: u16) -> Arc<EffectivePolicy> {
-        let Some(e) = self.entry(client_ns) else {
-            return self.defaults.clone();
-        };
+        match self.entry(client_ns) {
+            Some(e) => self.effective_of(e, subset, port),
+            None => self.defaults.clone(),
+        }
+    }
+
+    /// Whether a client in some namespace gets `policy` for `subset` and
+    /// `port`: through one of the entries, or the defaults (a namespace
+    /// no entry is visible to). A cluster state whose policy no client
+    /// gets any more is stale.
+    pub fn produces(&self, subset: &str, port: u16, policy: &EffectivePolicy) -> bool {
+        *self.defaults == *policy
+            || (0..self.entries.len()).any(|e| *self.effective_of(e, subset, port) == *policy)
+    }
+
+    /// [`Policies::effective`] through entry `e`.
+    fn effective_of(&self, e: usize, subset: &str, port: u16) -> Arc<EffectivePolicy> {
         let entry = &self.entries[e];
         let s = if subset.is_empty() {
             None
@@ -427,10 +449,12 @@ impl Policies {
         {
             return hit.clone();
         }
-        let mut parts = traffic.parts.clone();
-        if let Some(p) = p {
-            parts.overlay(&traffic.ports[p].1);
-        }
+        // A port's own settings replace the policy's whole: what they
+        // leave unset is Istio's default, not inherited.
+        let parts = match p {
+            Some(p) => traffic.ports[p].1.clone(),
+            None => traffic.parts.clone(),
+        };
         let policy = Arc::new(parts.effective());
         self.cache
             .write()
@@ -459,11 +483,7 @@ impl Policies {
                 let ports: serde_json::Map<String, serde_json::Value> = t
                     .ports
                     .iter()
-                    .map(|(port, over)| {
-                        let mut parts = t.parts.clone();
-                        parts.overlay(over);
-                        (port.to_string(), parts.effective().dump())
-                    })
+                    .map(|(port, own)| (port.to_string(), own.clone().effective().dump()))
                     .collect();
                 serde_json::json!({
                     "policy": t.parts.clone().effective().dump(),

@@ -76,28 +76,89 @@ fn export_to(export_to: &[String], namespace: &str) -> Vec<String> {
     out
 }
 
-/// A subset's policy over the rule's: each part the subset sets replaces
-/// the rule's (Istio's `MergeTrafficPolicy`).
+/// A subset's policy over the rule's, as Istio merges them for each port
+/// (`MergeSubsetTrafficPolicy`): on a port with settings of its own, the
+/// subset's port settings, whole; else the rule's (its port settings,
+/// whole, where it has some for the port) with each part the subset sets
+/// replacing the rule's. The agent takes a port's settings whole, so the
+/// result carries that merge for every port either side names.
 fn merge(base: Option<&TrafficPolicy>, over: Option<&TrafficPolicy>) -> TrafficPolicy {
     let mut out = base.cloned().unwrap_or_default();
-    if let Some(o) = over {
-        if o.load_balancer.is_some() {
-            out.load_balancer = o.load_balancer.clone();
-        }
-        if o.connection_pool.is_some() {
-            out.connection_pool = o.connection_pool.clone();
-        }
-        if o.outlier_detection.is_some() {
-            out.outlier_detection = o.outlier_detection.clone();
-        }
-        if o.tls.is_some() {
-            out.tls = o.tls.clone();
-        }
-        if !o.port_level_settings.is_empty() {
-            out.port_level_settings = o.port_level_settings.clone();
-        }
+    let Some(o) = over else {
+        return out;
+    };
+    let mut ports: Vec<u32> = out
+        .port_level_settings
+        .iter()
+        .chain(&o.port_level_settings)
+        .filter_map(|s| s.port.as_ref().map(|p| p.number))
+        .collect();
+    ports.sort_unstable();
+    ports.dedup();
+    let port_of = |p: &TrafficPolicy, number: u32| {
+        p.port_level_settings
+            .iter()
+            .find(|s| s.port.as_ref().is_some_and(|p| p.number == number))
+            .cloned()
+    };
+    let mut port_level = Vec::with_capacity(ports.len());
+    for number in ports {
+        let merged = match (port_of(o, number), port_of(&out, number)) {
+            (Some(own), _) => own,
+            (None, Some(mut rule)) => {
+                overlay(
+                    (
+                        &mut rule.load_balancer,
+                        &mut rule.connection_pool,
+                        &mut rule.outlier_detection,
+                        &mut rule.tls,
+                    ),
+                    o,
+                );
+                rule
+            }
+            // The rule says nothing of the port: the merged top level
+            // applies, and no entry is needed.
+            (None, None) => continue,
+        };
+        port_level.push(merged);
     }
+    overlay(
+        (
+            &mut out.load_balancer,
+            &mut out.connection_pool,
+            &mut out.outlier_detection,
+            &mut out.tls,
+        ),
+        o,
+    );
+    out.port_level_settings = port_level;
     out
+}
+
+/// Each part `over` sets replaces the one in `parts`.
+fn overlay(
+    parts: (
+        &mut Option<dr::LoadBalancerSettings>,
+        &mut Option<dr::ConnectionPoolSettings>,
+        &mut Option<dr::OutlierDetection>,
+        &mut Option<dr::ClientTlsSettings>,
+    ),
+    over: &TrafficPolicy,
+) {
+    let (lb, pool, outlier, tls) = parts;
+    if over.load_balancer.is_some() {
+        lb.clone_from(&over.load_balancer);
+    }
+    if over.connection_pool.is_some() {
+        pool.clone_from(&over.connection_pool);
+    }
+    if over.outlier_detection.is_some() {
+        outlier.clone_from(&over.outlier_detection);
+    }
+    if over.tls.is_some() {
+        tls.clone_from(&over.tls);
+    }
 }
 
 fn traffic_policy(p: &TrafficPolicy) -> pb::TrafficPolicy {

@@ -120,7 +120,7 @@ fn subsets_replace_the_entry_policy() {
 }
 
 #[test]
-fn port_level_settings_replace_whole_parts() {
+fn port_level_settings_replace_the_whole_policy() {
     let tp = pb::TrafficPolicy {
         load_balancer: simple(SimpleLb::RoundRobin),
         connection_pool: Some(pb::ConnectionPoolSettings {
@@ -159,8 +159,8 @@ fn port_level_settings_replace_whole_parts() {
     // The whole connection pool was replaced: the policy's limits are gone.
     assert_eq!(port.limits.max_connections, u32::MAX);
     assert_eq!(port.limits.max_requests, u32::MAX);
-    // Parts the port does not set are the policy's.
-    assert!(port.outlier.is_some());
+    // Parts the port does not set are Istio's defaults, not the policy's.
+    assert!(port.outlier.is_none());
 }
 
 #[test]
@@ -178,4 +178,31 @@ fn results_are_cached() {
         Arc::ptr_eq(&a, &c),
         "same entry and no port settings: same policy"
     );
+}
+
+#[test]
+fn produces_names_every_policy_some_client_gets() {
+    let p = compile(vec![
+        entry(
+            "bookinfo",
+            &[],
+            Some(lb_policy(simple(SimpleLb::RoundRobin))),
+        ),
+        entry(
+            "team-a",
+            &["team-a"],
+            Some(lb_policy(simple(SimpleLb::Random))),
+        ),
+    ]);
+    let of = |lb| EffectivePolicy {
+        lb,
+        ..EffectivePolicy::defaults()
+    };
+    assert!(p.produces("", 9080, &of(LbPolicy::RoundRobin)));
+    assert!(p.produces("", 9080, &of(LbPolicy::Random)), "team-a's");
+    assert!(
+        p.produces("", 9080, &EffectivePolicy::defaults()),
+        "a namespace no entry is visible to"
+    );
+    assert!(!p.produces("", 9080, &of(LbPolicy::Passthrough)));
 }

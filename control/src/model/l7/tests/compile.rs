@@ -589,3 +589,91 @@ spec:
     assert_eq!(reviews.policies.len(), 1);
     assert_eq!(reviews.policies[0].namespace, "istio-system");
 }
+
+#[test]
+fn subset_policies_merge_with_the_rules_port_by_port() {
+    let dr = r#"
+---
+apiVersion: networking.istio.io/v1
+kind: DestinationRule
+metadata: {name: reviews, namespace: bookinfo}
+spec:
+  host: reviews
+  trafficPolicy:
+    loadBalancer: {simple: ROUND_ROBIN}
+    connectionPool: {http: {http2MaxRequests: 50}}
+    portLevelSettings:
+    - port: {number: 9080}
+      connectionPool: {http: {http2MaxRequests: 100}}
+  subsets:
+  - name: v1
+    labels: {version: v1}
+    trafficPolicy:
+      connectionPool: {http: {http2MaxRequests: 1}}
+  - name: v2
+    labels: {version: v2}
+    trafficPolicy:
+      portLevelSettings:
+      - port: {number: 9080}
+        loadBalancer: {simple: RANDOM}
+      - port: {number: 9443}
+        outlierDetection: {consecutive5xxErrors: 3}
+"#;
+    let m = model(&(bookinfo() + dr));
+    let p = policy(&m, REVIEWS);
+    let subset = |name: &str| {
+        p.policies[0]
+            .subsets
+            .iter()
+            .find(|s| s.name == name)
+            .and_then(|s| s.traffic_policy.clone())
+            .unwrap_or_else(|| panic!("subset {name}'s policy"))
+    };
+    let max_requests = |pool: &Option<pb::ConnectionPoolSettings>| {
+        pool.as_ref()
+            .and_then(|p| p.http.as_ref())
+            .map(|h| h.http2_max_requests)
+    };
+    let simple =
+        |lb: &Option<pb::LoadBalancerSettings>| lb.as_ref().and_then(|l| l.lb_policy.clone());
+    // v1 sets only a pool: on its own ports, the rule's load balancer and
+    // its pool; on 9080, the rule's port settings (whole: no load
+    // balancer) with v1's pool over them.
+    let v1 = subset("v1");
+    assert_eq!(max_requests(&v1.connection_pool), Some(1));
+    assert_eq!(
+        simple(&v1.load_balancer),
+        Some(LbPolicy::Simple(SimpleLb::RoundRobin as i32))
+    );
+    let ports: Vec<u32> = v1.port_level_settings.iter().map(|s| s.port).collect();
+    assert_eq!(ports, [9080]);
+    let on_9080 = &v1.port_level_settings[0];
+    assert_eq!(
+        max_requests(&on_9080.connection_pool),
+        Some(1),
+        "the subset's part wins"
+    );
+    assert_eq!(
+        simple(&on_9080.load_balancer),
+        None,
+        "the rule's port settings are whole"
+    );
+    // v2's own port settings, whole, on both of its ports.
+    let v2 = subset("v2");
+    let ports: Vec<u32> = v2.port_level_settings.iter().map(|s| s.port).collect();
+    assert_eq!(ports, [9080, 9443]);
+    assert_eq!(
+        simple(&v2.port_level_settings[0].load_balancer),
+        Some(LbPolicy::Simple(SimpleLb::Random as i32))
+    );
+    assert_eq!(
+        max_requests(&v2.port_level_settings[0].connection_pool),
+        None
+    );
+    assert!(v2.port_level_settings[1].outlier_detection.is_some());
+    assert_eq!(
+        max_requests(&v2.connection_pool),
+        Some(50),
+        "elsewhere, the rule's"
+    );
+}
