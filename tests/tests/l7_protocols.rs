@@ -102,6 +102,28 @@ fn grpc_unary_streaming_statuses_and_retries_cross_the_mesh() -> Result<()> {
         converge("retries on UNAVAILABLE", || Ok(attempts(14)? == Some(3)))?;
         ensure!(attempts(13)? == Some(1), "INTERNAL is not retried on `unavailable`");
         ensure!(attempts(14)? == Some(3), "UNAVAILABLE: the call and two retries");
+
+        // Outlier detection counts a gRPC answer by its status: a pod
+        // ending every call UNAVAILABLE (HTTP 200, grpc-status 14: a 503
+        // to Envoy) is ejected.
+        let fail_flag = cluster.dir().join("echo-bad-fails");
+        std::fs::write(&fail_flag, b"fail").context("creating the failure flag")?;
+        let flag = fail_flag.to_string_lossy().into_owned();
+        let _bad = backend(cluster, "node-2", "rpc", "echo-bad", &[("app", "echo"), ("version", "v1")], 9090, &["--fail-while-exists", &flag])?;
+        apply(cluster, "echo", "apiVersion: networking.istio.io/v1\nkind: VirtualService\nmetadata:\n  name: echo\n  namespace: rpc\nspec:\n  hosts:\n  - echo\n  http:\n  - route:\n    - destination:\n        host: echo\n    retries:\n      attempts: 0\n---\napiVersion: networking.istio.io/v1\nkind: DestinationRule\nmetadata:\n  name: echo\n  namespace: rpc\nspec:\n  host: echo\n  trafficPolicy:\n    loadBalancer:\n      simple: ROUND_ROBIN\n    outlierDetection:\n      consecutive5xxErrors: 2\n      interval: 1s\n      baseEjectionTime: 60s\n      maxEjectionPercent: 100\n")?;
+        converge("the failing gRPC pod reached", || {
+            let (_, status) = grpc_call(&client, &[&addr, "--method", "unary", "--count", "10"])?;
+            Ok(status == 14)
+        })?;
+        converge("the failing gRPC pod ejected", || {
+            let (replies, status) = grpc_call(&client, &[&addr, "--method", "unary", "--count", "10"])?;
+            Ok(status == 0 && replies.len() == 10)
+        })?;
+        let (replies, status) = grpc_call(&client, &[&addr, "--method", "unary", "--count", "20"])?;
+        ensure!(
+            status == 0 && replies.len() == 20 && replies.iter().all(|r| r["server"] == "echo-v1"),
+            "only the healthy pod serves: {status} {replies:?}"
+        );
         Ok(())
     })
 }
@@ -139,8 +161,9 @@ fn http2_clients_upstream_protocol_upgrades_l4_ports_and_bad_requests() -> Resul
             Ok(httpapp::get_one(&client, &format!("http://{web}/upgraded"), &[])?.seen()?["version"] == "HTTP/2")
         })?;
 
-        // `useClientProtocol`: the upstream speaks what the client spoke.
-        apply(cluster, "web-dr", "apiVersion: networking.istio.io/v1\nkind: DestinationRule\nmetadata:\n  name: web\n  namespace: proto\nspec:\n  host: web\n  trafficPolicy:\n    connectionPool:\n      http:\n        useClientProtocol: true\n")?;
+        // `useClientProtocol`: the upstream speaks what the client spoke,
+        // and `h2UpgradePolicy` beside it has no effect (Istio's rule).
+        apply(cluster, "web-dr", "apiVersion: networking.istio.io/v1\nkind: DestinationRule\nmetadata:\n  name: web\n  namespace: proto\nspec:\n  host: web\n  trafficPolicy:\n    connectionPool:\n      http:\n        useClientProtocol: true\n        h2UpgradePolicy: UPGRADE\n")?;
         // (Under UPGRADE, before it, an HTTP/1.1 client's request would be
         // HTTP/2 too.)
         let version = |path: &str, h2: &str| -> Result<serde_json::Value> {

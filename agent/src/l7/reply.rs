@@ -400,6 +400,25 @@ pub fn grpc_status_for(status: StatusCode) -> u32 {
     }
 }
 
+/// The HTTP status a gRPC status stands for (Envoy's `grpcToHttpStatus`):
+/// what outlier detection counts for a gRPC answer.
+pub fn http_status_for_grpc(code: u32) -> u16 {
+    match code {
+        0 => 200,
+        1 => 499,          // CANCELLED
+        3 | 9 | 11 => 400, // INVALID_ARGUMENT, FAILED_PRECONDITION, OUT_OF_RANGE
+        4 => 504,          // DEADLINE_EXCEEDED
+        5 => 404,          // NOT_FOUND
+        6 | 10 => 409,     // ALREADY_EXISTS, ABORTED
+        7 => 403,          // PERMISSION_DENIED
+        8 => 429,          // RESOURCE_EXHAUSTED
+        12 => 501,         // UNIMPLEMENTED
+        14 => 503,         // UNAVAILABLE
+        16 => 401,         // UNAUTHENTICATED
+        _ => 500,          // UNKNOWN, INTERNAL, DATA_LOSS, and any other
+    }
+}
+
 /// Whether a request is gRPC (its content type says so).
 pub fn is_grpc(headers: &HeaderMap) -> bool {
     headers
@@ -502,5 +521,15 @@ mod tests {
             details::jwt_denied("Jwt header [alg] is not supported"),
             "jwt_authn_access_denied{Jwt_header_[alg]_is_not_supported}"
         );
+    }
+
+    #[test]
+    fn grpc_statuses_as_http_statuses_for_outlier_detection() {
+        assert_eq!(http_status_for_grpc(0), 200);
+        assert_eq!(http_status_for_grpc(14), 503);
+        assert_eq!(http_status_for_grpc(4), 504);
+        assert_eq!(http_status_for_grpc(13), 500);
+        assert_eq!(http_status_for_grpc(8), 429);
+        assert_eq!(http_status_for_grpc(99), 500);
     }
 }

@@ -15,9 +15,7 @@ use hyper_util::rt::TokioIo;
 use super::{
     ClusterKey, ClusterRef,
     body::{self, Body, Replay},
-    cluster::{
-        AttemptResult, Cluster, EffectivePolicy, Endpoint, H2Upgrade, InFlight, LbPolicy, Picked,
-    },
+    cluster::{AttemptResult, Cluster, EffectivePolicy, Endpoint, InFlight, LbPolicy, Picked},
     forward::{Downstream, Head, shadow_authority},
     log::Record,
     reply::{Flag, LocalReply},
@@ -157,6 +155,14 @@ async fn attempts(
         cluster.report(
             endpoint.addr,
             match &outcome {
+                // A gRPC answer counts as the HTTP status its gRPC status
+                // stands for, unless the HTTP one is already a 5xx (Envoy).
+                Outcome::Response {
+                    status,
+                    grpc_status: Some(grpc),
+                } if *status < 500 => {
+                    AttemptResult::Status(super::reply::http_status_for_grpc(*grpc))
+                }
                 Outcome::Response { status, .. } => AttemptResult::Status(*status),
                 _ => AttemptResult::LocalOriginFailure,
             },
@@ -221,16 +227,16 @@ fn pick(
     hash: Option<u64>,
     tried: &[SocketAddr],
 ) -> Result<Picked, LocalReply> {
-    if resolved.endpoints.is_empty() {
-        return Err(LocalReply::no_healthy_upstream());
-    }
     if matches!(resolved.cluster.policy().lb, LbPolicy::Passthrough) {
-        // The address the app asked for, as it asked.
+        // The address the app asked for, as it asked: no endpoint needed.
         return Ok(Picked::passthrough(Endpoint {
             addr: down.original,
             workload: None,
             weight: 1,
         }));
+    }
+    if resolved.endpoints.is_empty() {
+        return Err(LocalReply::no_healthy_upstream());
     }
     let now = Instant::now();
     let mut last = None;
@@ -392,11 +398,14 @@ pub(super) fn resolve_for(
         .as_ref()
         .and_then(|s| s.http_ports.get(&port).copied())
         .unwrap_or(declared);
-    let protocol = match (declared, &policy.h2_upgrade) {
-        (AppProtocol::Http2 | AppProtocol::Grpc, _) => Protocol::Http2,
-        (AppProtocol::Http1, H2Upgrade::Upgrade) => Protocol::Http2,
-        (AppProtocol::Http1, _) if policy.use_client_protocol && client_http2 => Protocol::Http2,
-        (AppProtocol::Http1, _) => Protocol::Http1,
+    // `useClientProtocol` keeps the client's protocol, and then no
+    // `h2UpgradePolicy` applies (Istio's rule). The mesh-wide upgrade
+    // policy is not sent to agents: Istio's default, DO_NOT_UPGRADE.
+    let protocol = match declared {
+        AppProtocol::Http2 | AppProtocol::Grpc => Protocol::Http2,
+        AppProtocol::Http1 if policy.use_client_protocol && client_http2 => Protocol::Http2,
+        AppProtocol::Http1 if policy.upgrades_h2(false) => Protocol::Http2,
+        AppProtocol::Http1 => Protocol::Http1,
     };
     Ok(Resolved {
         cluster,

@@ -350,9 +350,10 @@ fn connection_pool(cx: &Cx, at: &str, p: &pb::ConnectionPoolSettings) -> Result<
         };
         out.use_client_protocol = http.use_client_protocol;
     }
-    // Istio: the HTTP idle timeout, else the TCP one, else Envoy's 1 h.
+    // Istio: the HTTP idle timeout, else the TCP one, else Envoy's 1 h;
+    // 0 turns it off (Envoy's meaning of an explicit 0).
     if let Some(idle) = http_idle.or(out.limits.tcp_idle_timeout) {
-        out.limits.idle_timeout = idle;
+        out.limits.idle_timeout = if idle.is_zero() { Duration::MAX } else { idle };
     }
     Ok(out)
 }
@@ -400,7 +401,11 @@ fn outlier_detection(
         interval: positive("interval", o.interval, 10)?,
         base_ejection_time,
         max_ejection_time: base_ejection_time.max(Duration::from_secs(300)),
-        max_ejection_percent: percent("max_ejection_percent", o.max_ejection_percent, 10)?,
+        // Istio passes a positive value only: 0 is Envoy's default, 10%.
+        max_ejection_percent: match percent("max_ejection_percent", o.max_ejection_percent, 10)? {
+            0 => 10,
+            p => p,
+        },
         min_health_percent: percent("min_health_percent", o.min_health_percent, 0)?,
     })
 }

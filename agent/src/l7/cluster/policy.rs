@@ -593,7 +593,11 @@ impl EffectivePolicy {
                 "http2_max_requests": limit(l.max_requests),
                 "max_requests_per_connection": l.max_requests_per_connection,
                 "max_retries": limit(l.max_retries),
-                "idle_timeout": d(l.idle_timeout),
+                "idle_timeout": if l.idle_timeout == Duration::MAX {
+                    "disabled".to_string()
+                } else {
+                    d(l.idle_timeout)
+                },
                 "max_connection_duration": l.max_connection_duration.map(d),
                 "h2_upgrade_policy": format!("{:?}", self.h2_upgrade),
                 "use_client_protocol": self.use_client_protocol,

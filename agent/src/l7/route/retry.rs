@@ -276,7 +276,11 @@ impl RetryPolicy {
                         && self.retriable_status_codes.contains(&status))
                     || grpc_status.is_some_and(|g| grpc_retriable(on, g))
             }
-            Outcome::ConnectFailure => on.intersects(no_response | RetryOn::CONNECT_FAILURE),
+            // A connection never made: no request went upstream, which is
+            // what `reset-before-request` retries (Envoy's
+            // `upstream_request_started` is still false).
+            Outcome::ConnectFailure => on
+                .intersects(no_response | RetryOn::CONNECT_FAILURE | RetryOn::RESET_BEFORE_REQUEST),
             Outcome::RefusedStream => on.intersects(no_response | RetryOn::REFUSED_STREAM),
             Outcome::Reset | Outcome::PerTryTimeout => on.intersects(no_response),
         }
@@ -434,6 +438,18 @@ mod tests {
         for o in NO_RESPONSE {
             assert!(p.retriable(&o), "{o:?}");
         }
+    }
+
+    #[test]
+    fn reset_before_request_retries_a_connection_never_made() {
+        let p = policy("reset-before-request");
+        assert!(p.retriable(&Outcome::ConnectFailure));
+        assert!(
+            !p.retriable(&Outcome::Reset),
+            "the request may have been sent"
+        );
+        assert!(!p.retriable(&Outcome::PerTryTimeout));
+        assert!(!p.retriable(&resp(503)));
     }
 
     #[test]

@@ -54,7 +54,8 @@ pub struct ServeArgs {
     /// Status of a failed request.
     #[arg(long, default_value = "503", value_parser = parse_status)]
     pub fail_status: StatusCode,
-    /// Fail every plain HTTP request while this file exists.
+    /// Fail every request while this file exists: plain HTTP with
+    /// `--fail-status`, gRPC with UNAVAILABLE.
     #[arg(long, value_name = "PATH")]
     pub fail_while_exists: Option<PathBuf>,
     /// Delay before answering a plain HTTP request.
@@ -306,9 +307,17 @@ impl App {
         let path = path_of(&req).to_string();
         let version = req.version();
         let response = if is_grpc(&req) {
-            grpc_server::call(self.name.clone(), req)
-                .await
-                .map(|b| b.map_err(Into::into).boxed_unsync())
+            let response = match self.faults.failure() {
+                // A failing server ends every call UNAVAILABLE, in a
+                // trailers-only response.
+                Some(_) => tonic::Status::unavailable("failing as the test asked").into_http(),
+                None => grpc_server::call(self.name.clone(), req).await,
+            };
+            let mut response = response.map(|b| b.map_err(Into::into).boxed_unsync());
+            response
+                .headers_mut()
+                .insert("x-served-by", self.served_by.clone());
+            response
         } else if wants_echo_upgrade(&req) {
             self.upgrade(req)
         } else {

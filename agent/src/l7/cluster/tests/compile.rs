@@ -170,6 +170,15 @@ fn connection_pool_settings() {
         }),
     ));
     assert!(!p.upgrades_h2(true));
+    // An explicit 0 turns the idle timeout off.
+    let p = effective(tp(
+        None,
+        Some(HttpSettings {
+            idle_timeout: pd(0),
+            ..Default::default()
+        }),
+    ));
+    assert_eq!(p.limits.idle_timeout, Duration::MAX);
     assert!(EffectivePolicy::defaults().upgrades_h2(true));
     assert!(!EffectivePolicy::defaults().upgrades_h2(false));
 }
@@ -224,6 +233,11 @@ fn outlier_detection_settings() {
         ..Default::default()
     });
     assert_eq!(o.consecutive_local_origin, None, "only when split");
+    let o = od(pb::OutlierDetection {
+        max_ejection_percent: Some(0),
+        ..Default::default()
+    });
+    assert_eq!(o.max_ejection_percent, 10, "0 is Envoy's default");
 }
 
 #[test]
