@@ -79,6 +79,18 @@ fn retries_timeouts_and_fault_injection() -> Result<()> {
         let reply = httpapp::get_one(&client, &url, &[])?;
         ensure!(reply.body.contains("upstream request timeout"), "Envoy's timeout body: {reply:?}");
         ensure!(flagged(cluster, "UT", "/slow")? > 0, "no UT in the access log");
+        // The timeout covers the response's body, not only its head: a
+        // body that takes 3 s is cut at 1 s (the head already sent, the
+        // stream is reset), one that takes 200 ms arrives whole.
+        apply(cluster, "drip-vs", &virtual_service("faulty", "res", "  - match:\n    - uri:\n        prefix: /drip\n    timeout: 1s\n    route:\n    - destination:\n        host: faulty\n"))?;
+        let base = format!("http://{faulty_vip}");
+        converge("the body's timeout", || {
+            Ok(httpapp::get_one(&client, &format!("{base}/drip/3000"), &[]).is_err())
+        })?;
+        let whole = httpapp::get_one(&client, &format!("{base}/drip/200"), &[])?;
+        ensure!(whole.status == 200 && whole.body == "..........", "a body within the timeout: {whole:?}");
+        ensure!(flagged(cluster, "UT", "/drip/3000")? > 0, "a body cut by the timeout is flagged UT");
+        cluster.remove_config_file("drip-vs.yaml")?;
 
         // Faults: half the requests delayed 100 ms, half aborted with 418,
         // independently; 1,000 requests land within 5 standard deviations

@@ -265,6 +265,51 @@ fn wake_all(waiting: &mut Vec<Waker>) {
     }
 }
 
+/// The error a body ends with when the route's timeout passes before its
+/// end (Envoy resets the stream, `UT`).
+#[derive(Debug, thiserror::Error)]
+#[error("the route's timeout passed before the response's end")]
+pub struct RouteTimeout;
+
+/// `body`, cut off with [`RouteTimeout`] if it has not ended by
+/// `deadline`: a route's `timeout` spans the whole response, as Envoy's
+/// does, not only the wait for its head.
+pub fn with_deadline(body: Body, deadline: tokio::time::Instant) -> Body {
+    boxed(Deadline {
+        inner: body,
+        sleep: Box::pin(tokio::time::sleep_until(deadline)),
+    })
+}
+
+struct Deadline {
+    inner: Body,
+    sleep: Pin<Box<tokio::time::Sleep>>,
+}
+
+impl HttpBody for Deadline {
+    type Data = Bytes;
+    type Error = BoxError;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
+        let polled = Pin::new(&mut self.inner).poll_frame(cx);
+        if polled.is_pending() && self.sleep.as_mut().poll(cx).is_ready() {
+            return Poll::Ready(Some(Err(Box::new(RouteTimeout))));
+        }
+        polled
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.inner.size_hint()
+    }
+}
+
 /// How a body ended, for [`on_end`].
 #[derive(Debug, Clone, Copy, Default)]
 pub struct Ended {
@@ -656,5 +701,18 @@ mod tests {
         let replay = Replay::new(empty());
         assert!(replay.body().is_end_stream());
         assert_eq!(collect(replay.body()).await.unwrap(), "");
+    }
+
+    #[tokio::test]
+    async fn a_deadline_cuts_a_body_that_has_not_ended() {
+        let endless = StreamBody::new(futures::stream::pending::<Result<Frame<Bytes>, BoxError>>());
+        let deadline = tokio::time::Instant::now() + Duration::from_millis(20);
+        let err = collect(with_deadline(endless.boxed(), deadline))
+            .await
+            .expect_err("cut");
+        assert!(err.is::<RouteTimeout>(), "{err}");
+        // One that ends in time is whole.
+        let body = with_deadline(chunks(&["a", "b"]), deadline);
+        assert_eq!(collect(body).await.unwrap(), "ab");
     }
 }

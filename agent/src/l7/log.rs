@@ -760,7 +760,13 @@ impl<R: Ending> HttpBody for Logged<R> {
                 }
             }
             Poll::Ready(None) => self.end(None),
-            Poll::Ready(Some(Err(_))) => self.end(Some(Flag::UpstreamReset)),
+            Poll::Ready(Some(Err(err))) => {
+                let flag = match err.is::<body::RouteTimeout>() {
+                    true => Flag::UpstreamTimeout,
+                    false => Flag::UpstreamReset,
+                };
+                self.end(Some(flag));
+            }
             Poll::Pending => {}
         }
         polled

@@ -58,15 +58,20 @@ pub async fn send(
     grpc: bool,
 ) -> Response<Body> {
     let attempts = attempts(ctx, down, destination, head, replay, retry, record, grpc);
-    let result = match timeout {
-        Some(timeout) => match tokio::time::timeout(timeout, attempts).await {
+    let deadline = timeout.map(|t| tokio::time::Instant::now() + t);
+    let result = match deadline {
+        Some(deadline) => match tokio::time::timeout_at(deadline, attempts).await {
             Ok(result) => result,
             Err(_) => Err(LocalReply::timeout()),
         },
         None => attempts.await,
     };
     match result {
-        Ok(response) => response,
+        // The timeout covers the response's body too.
+        Ok(response) => match deadline {
+            Some(deadline) => response.map(|b| body::with_deadline(b, deadline)),
+            None => response,
+        },
         Err(reply) => {
             if let Some(flag) = reply.flag {
                 record.flags.set(flag);

@@ -40,6 +40,8 @@
 //! - `/echo`: 200, the request body as the body, the request's
 //!   `content-type` (else `application/octet-stream`);
 //! - `/bytes/<n>`: 200, n bytes `x`, `application/octet-stream`;
+//! - `/drip/<ms>`: 200 at once, then a body of ten `.` spread over `ms`
+//!   milliseconds (a slow body);
 //! - `/call`, with `--call URL` (`http://host[:port][/path]`): the reply
 //!   to an HTTP/1.1 `GET` of URL, below;
 //! - anything else: 200 and the JSON body.

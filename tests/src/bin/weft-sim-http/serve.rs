@@ -250,6 +250,8 @@ enum Route {
     Json(StatusCode),
     Echo,
     Bytes(u64),
+    /// `/drip/<ms>`: the head at once, then ten bytes spread over `ms`.
+    Drip(u64),
     /// `/call`, with `--call`.
     Call,
 }
@@ -263,6 +265,9 @@ impl Route {
         } else if let Some(n) = path.strip_prefix("/bytes/") {
             n.parse()
                 .map_or(Route::Json(StatusCode::BAD_REQUEST), Route::Bytes)
+        } else if let Some(ms) = path.strip_prefix("/drip/") {
+            ms.parse()
+                .map_or(Route::Json(StatusCode::BAD_REQUEST), Route::Drip)
         } else {
             Route::Json(StatusCode::OK)
         }
@@ -394,6 +399,11 @@ impl App {
                 let mut response =
                     self.respond(StatusCode::OK, "application/octet-stream", bytes_body(n));
                 response.headers_mut().insert(CONTENT_LENGTH, n.into());
+                response
+            }
+            Route::Drip(ms) => {
+                let mut response = self.respond(StatusCode::OK, "text/plain", drip_body(ms));
+                response.headers_mut().insert(CONTENT_LENGTH, 10.into());
                 response
             }
             Route::Json(status)
@@ -545,6 +555,19 @@ fn bytes_body(n: u64) -> Body {
     StreamBody::new(frames).boxed_unsync()
 }
 
+/// Ten bytes, one every `ms / 10` milliseconds.
+fn drip_body(ms: u64) -> Body {
+    let every = Duration::from_millis(ms / 10);
+    let frames = futures::stream::unfold(0u8, move |sent| async move {
+        if sent == 10 {
+            return None;
+        }
+        tokio::time::sleep(every).await;
+        Some((Ok(Frame::data(Bytes::from_static(b"."))), sent + 1))
+    });
+    StreamBody::new(frames).boxed_unsync()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -565,6 +588,7 @@ mod tests {
             Route::Json(StatusCode::BAD_REQUEST)
         );
         assert_eq!(Route::of("/echo"), Route::Echo);
+        assert_eq!(Route::of("/drip/300"), Route::Drip(300));
         assert_eq!(Route::of("/echo/x"), Route::Json(StatusCode::OK));
         assert_eq!(Route::of("/bytes/10"), Route::Bytes(10));
         assert_eq!(Route::of("/bytes/-1"), Route::Json(StatusCode::BAD_REQUEST));
