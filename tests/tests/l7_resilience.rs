@@ -267,6 +267,24 @@ fn request_limit_idle_connections_and_panic() -> Result<()> {
         })?;
         let before = peer("/idle-3")?;
         ensure!(peer("/idle-4")? == before, "a busy connection is kept");
+        // The same on a port that speaks HTTP/2 upstream, whose
+        // connections are shared rather than taken in turn.
+        let idler_h2 = cluster.add_service("lim", "idler-h2", &[("app", "idler")], &[ServicePort::tcp("http2", 80, 8080)])?;
+        let h2_peer = |path: &str| -> Result<String> {
+            let reply = httpapp::get_one(&client, &format!("http://{idler_h2}{path}"), &[])?;
+            ensure!(reply.seen()?["version"] == "HTTP/2", "{reply:?}");
+            Ok(reply.seen()?["peer"].as_str().context("the app's peer")?.to_string())
+        };
+        converge("the HTTP/2 service", || Ok(h2_peer("/h2-warm").is_ok()))?;
+        let first = h2_peer("/h2-kept-1")?;
+        std::thread::sleep(pause);
+        ensure!(h2_peer("/h2-kept-2")? == first, "an idle HTTP/2 connection is kept by default");
+        apply(cluster, "idler-h2-dr", &destination_rule("idler-h2", "lim", "    connectionPool:\n      http:\n        idleTimeout: 1s\n"))?;
+        converge("the HTTP/2 idle timeout", || {
+            let before = h2_peer("/h2-idle-1")?;
+            std::thread::sleep(pause);
+            Ok(h2_peer("/h2-idle-2")? != before)
+        })?;
         // `maxConnectionDuration`: a connection in steady use is replaced
         // once it is a second old; ten requests over 2.5 s use 2 to 5.
         apply(cluster, "idler-dr", &destination_rule("idler", "lim", "    connectionPool:\n      tcp:\n        maxConnectionDuration: 1s\n"))?;

@@ -21,7 +21,7 @@ use std::{
     pin::Pin,
     sync::{
         Arc, Mutex,
-        atomic::{AtomicBool, Ordering},
+        atomic::{AtomicBool, AtomicU64, Ordering},
     },
     task::{Context, Poll},
     time::{Duration, Instant},
@@ -145,6 +145,18 @@ struct H2Conn {
     requests: std::sync::atomic::AtomicU32,
     /// No new requests: it served its maximum.
     retired: AtomicBool,
+    /// When a request last started on it, in nanoseconds after `opened`.
+    used: AtomicU64,
+}
+
+impl H2Conn {
+    /// Whether no request has started on it for `timeout` (the pool's
+    /// idle timeout). It then leaves the pool: requests still on it go
+    /// on, and the connection closes when they end.
+    fn idle_for(&self, timeout: Duration) -> bool {
+        let used = Duration::from_nanos(self.used.load(Ordering::Relaxed));
+        self.opened.elapsed().saturating_sub(used) >= timeout
+    }
 }
 
 #[derive(Default)]
@@ -340,7 +352,10 @@ impl Upstreams {
             }
             if let Some(guard) = cluster.try_connection() {
                 let conn = self.connect_h2(ctx, target, &key, guard).await?;
-                self.slot(&key, |slot| slot.h2.push(conn));
+                self.slot(&key, |slot| {
+                    slot.idle_timeout = Some(target.limits.idle_timeout);
+                    slot.h2.push(conn);
+                });
                 continue;
             }
             if pending.is_none() {
@@ -418,9 +433,14 @@ impl Upstreams {
         let mut slots = self.slots.lock().expect("upstream lock");
         let slot = slots.get_mut(key)?;
         slot.h2.retain(|c| {
-            !c.send.is_closed() && !c.retired.load(Ordering::Acquire) && !too_old(c.opened, limits)
+            !c.send.is_closed()
+                && !c.retired.load(Ordering::Acquire)
+                && !too_old(c.opened, limits)
+                && !c.idle_for(limits.idle_timeout)
         });
         let conn = slot.h2.first()?;
+        let since_opened = u64::try_from(conn.opened.elapsed().as_nanos()).unwrap_or(u64::MAX);
+        conn.used.store(since_opened, Ordering::Relaxed);
         let served = conn.requests.fetch_add(1, Ordering::AcqRel) + 1;
         if max_requests != 0 && served >= max_requests {
             conn.retired.store(true, Ordering::Release);
@@ -445,7 +465,8 @@ impl Upstreams {
             let timeout = slot.idle_timeout.unwrap_or(Duration::MAX);
             slot.idle
                 .retain(|c| !c.send.is_closed() && c.since.elapsed() < timeout);
-            slot.h2.retain(|c| !c.send.is_closed());
+            slot.h2
+                .retain(|c| !c.send.is_closed() && !c.idle_for(timeout));
             !slot.idle.is_empty() || !slot.h2.is_empty() || Arc::strong_count(&slot.changed) > 1
         });
     }
@@ -551,6 +572,7 @@ impl Upstreams {
             opened: Instant::now(),
             requests: Default::default(),
             retired: AtomicBool::new(false),
+            used: AtomicU64::new(0),
         }))
     }
 
