@@ -1,7 +1,7 @@
 //! DestinationRule load balancing and VirtualService mirroring, end to
 //! end with weft's real binaries: consistent hashing keeps a user on one
-//! pod (by header, by a cookie the proxy generates, by source address, by
-//! query parameter), round robin shares evenly where least request spares
+//! pod (by header, upgrades too, by a cookie the proxy generates, by
+//! source address, by query parameter), round robin shares evenly where least request spares
 //! a slow pod, a mirror gets copies while the client sees only the
 //! primary's answers. Needs root and the binaries.
 
@@ -41,6 +41,22 @@ fn consistent_hashing_by_header_and_generated_cookie() -> Result<()> {
             servers.extend(load.served_by.keys().cloned());
         }
         ensure!(servers.len() >= 2, "12 users should spread over the pods, all went to {servers:?}");
+        // Upgrades (WebSocket-style) are balanced by the same hash.
+        let upgraded_by = |user: &str| -> Result<String> {
+            let header = format!("x-user: {user}");
+            let out = client.run_http(&["ws", &format!("{cart}:80"), "--message", "hi", "--header", &header, "--print-server"], TIMEOUT)?;
+            let server = out.stdout.lines().find_map(|l| l.strip_prefix("served-by "));
+            ensure!(out.success() && server.is_some(), "ws as {user}: {out:?}");
+            Ok(server.unwrap_or_default().to_string())
+        };
+        for user in ["alice", "bob", "carol"] {
+            let by_request = httpapp::get_one(&client, &url, &["--header", &format!("x-user: {user}")])?;
+            let pod = by_request.header("x-served-by").unwrap_or("-").to_string();
+            for _ in 0..5 {
+                let got = upgraded_by(user)?;
+                ensure!(got == pod, "{user}'s upgrade went to {got}, their requests to {pod}");
+            }
+        }
 
         // No cookie yet: the proxy makes one; with it, one pod.
         let url = format!("http://{sticky}/sticky");

@@ -96,14 +96,7 @@ async fn attempts(
     let cluster = &resolved.cluster;
     let policy = cluster.policy().clone();
     let request_slot = cluster.try_request().ok_or_else(LocalReply::overflow)?;
-    let source_ip = down
-        .pod
-        .workload
-        .ips
-        .first()
-        .copied()
-        .unwrap_or(down.peer.ip());
-    let (hash, set_cookie) = request_hash(&policy, head, source_ip);
+    let (hash, set_cookie) = request_hash(&policy, head, source_ip(down));
     let mut tried: Vec<SocketAddr> = Vec::new();
     let mut retrying = None;
     let mut attempt = 0;
@@ -256,6 +249,17 @@ fn pick(
         last = Some(picked);
     }
     last.ok_or_else(LocalReply::no_healthy_upstream)
+}
+
+/// The client's address for `useSourceIp`: its pod's first, else the
+/// connection's.
+fn source_ip(down: &Downstream) -> IpAddr {
+    down.pod
+        .workload
+        .ips
+        .first()
+        .copied()
+        .unwrap_or(down.peer.ip())
 }
 
 fn request_hash(
@@ -499,7 +503,13 @@ pub async fn upgrade(
         Ok(resolved) => resolved,
         Err(reply) => return reply.flagged(record).into_response(grpc),
     };
-    let picked = match pick(&resolved, down, None, &[]) {
+    // An upgrade is a request like any other to the cluster: it takes a
+    // unit of `http2MaxRequests` and is balanced by the request's hash.
+    let Some(request_slot) = resolved.cluster.try_request() else {
+        return LocalReply::overflow().flagged(record).into_response(grpc);
+    };
+    let (hash, _) = request_hash(resolved.cluster.policy(), &head, source_ip(down));
+    let picked = match pick(&resolved, down, hash, &[]) {
         Ok(picked) => picked,
         Err(reply) => return reply.flagged(record).into_response(grpc),
     };
@@ -539,20 +549,29 @@ pub async fn upgrade(
         }
         Err(err) => {
             tracing::info!(upstream = %endpoint.addr, error = %err, "upgrade: upstream connect failed");
+            let failed = AttemptResult::LocalOriginFailure;
+            resolved
+                .cluster
+                .report(endpoint.addr, failed, Instant::now());
             return LocalReply::connect_failure()
                 .flagged(record)
                 .into_response(grpc);
         }
     };
+    let answered = AttemptResult::Status(response.status().as_u16());
+    resolved
+        .cluster
+        .report(endpoint.addr, answered, Instant::now());
     record.went_on(local);
     let agreed = response.status() == StatusCode::SWITCHING_PROTOCOLS
         || (head.method == http::Method::CONNECT && response.status().is_success());
     if agreed {
         let upstream = hyper::upgrade::on(&mut response);
-        // The upgraded connection is an active request on its endpoint for
-        // as long as it lasts.
+        // The upgraded connection is an active request on its endpoint,
+        // and in the cluster, for as long as it lasts.
+        let in_flight = InFlight::new(request_slot, picked);
         ctx.tasks.spawn(async move {
-            let _picked = picked;
+            let _in_flight = in_flight;
             let (Ok(down_io), Ok(up_io)) = tokio::join!(downstream, upstream) else {
                 tracing::debug!("upgrade: one side did not complete");
                 return;

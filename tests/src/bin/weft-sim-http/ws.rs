@@ -13,7 +13,7 @@ use hyper_util::rt::TokioIo;
 use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
 
 use crate::conn::{self, Conn};
-use crate::headers::parse_secs;
+use crate::headers::{HeaderArg, parse_header, parse_secs};
 use crate::serve::ECHO_PROTOCOL;
 
 #[derive(Debug, clap::Args)]
@@ -29,6 +29,12 @@ pub struct WsArgs {
     /// Seconds allowed for the whole exchange.
     #[arg(long, value_name = "SECS", default_value = "10", value_parser = parse_secs)]
     pub timeout: Duration,
+    /// A header of the upgrade request, `'Name: value'`; repeatable.
+    #[arg(long = "header", value_name = "'K: V'", value_parser = parse_header)]
+    pub headers: Vec<HeaderArg>,
+    /// After `upgraded`, print `served-by NAME` (the 101's `x-served-by`).
+    #[arg(long)]
+    pub print_server: bool,
 }
 
 pub async fn run(args: WsArgs) -> Result<ExitCode> {
@@ -57,6 +63,9 @@ async fn echo(args: &WsArgs, host: HeaderValue) -> Result<()> {
     headers.insert(HOST, host);
     headers.insert(CONNECTION, HeaderValue::from_static("upgrade"));
     headers.insert(UPGRADE, HeaderValue::from_static(ECHO_PROTOCOL));
+    for h in &args.headers {
+        headers.append(h.name.clone(), h.value.clone());
+    }
     send.ready().await.context("the connection closed")?;
     let response = send
         .send_request(req)
@@ -68,10 +77,20 @@ async fn echo(args: &WsArgs, host: HeaderValue) -> Result<()> {
             response.status()
         );
     }
+    let served_by = response
+        .headers()
+        .get("x-served-by")
+        .map(|v| String::from_utf8_lossy(v.as_bytes()).into_owned());
     let upgraded = hyper::upgrade::on(response)
         .await
         .context("taking over the upgraded connection")?;
     crate::emit("upgraded")?;
+    if args.print_server {
+        crate::emit(&format!(
+            "served-by {}",
+            served_by.as_deref().unwrap_or("-")
+        ))?;
+    }
     let mut io = BufReader::new(TokioIo::new(upgraded));
     let line = format!("{}\n", args.message);
     for i in 1..=args.count {
