@@ -318,6 +318,12 @@ impl Upstreams {
                 }
                 continue;
             }
+            // No ready connection: the request is pending (Envoy counts
+            // it against `http1MaxPendingRequests` while a connection is
+            // made for it, too).
+            if pending.is_none() {
+                pending = Some(cluster.try_pending().ok_or(UpstreamError::Overflow)?);
+            }
             if let Some(guard) = cluster.try_connection() {
                 let (send, local) = self.connect_h1(ctx, target, key, guard).await?;
                 let conn = IdleH1 {
@@ -328,9 +334,6 @@ impl Upstreams {
                     opened: Instant::now(),
                 };
                 return Ok((conn, false));
-            }
-            if pending.is_none() {
-                pending = Some(cluster.try_pending().ok_or(UpstreamError::Overflow)?);
             }
             self.wait_for_change(key).await;
         }
@@ -350,6 +353,10 @@ impl Upstreams {
             if let Some(shared) = self.shared_h2(&key, target.limits) {
                 break shared;
             }
+            // Pending, as for HTTP/1.1, while a connection is made.
+            if pending.is_none() {
+                pending = Some(cluster.try_pending().ok_or(UpstreamError::Overflow)?);
+            }
             if let Some(guard) = cluster.try_connection() {
                 let conn = self.connect_h2(ctx, target, &key, guard).await?;
                 self.slot(&key, |slot| {
@@ -357,9 +364,6 @@ impl Upstreams {
                     slot.h2.push(conn);
                 });
                 continue;
-            }
-            if pending.is_none() {
-                pending = Some(cluster.try_pending().ok_or(UpstreamError::Overflow)?);
             }
             self.wait_for_change(&key).await;
         };
