@@ -65,6 +65,14 @@ fn consistent_hashing_by_header_and_generated_cookie() -> Result<()> {
             Ok(reply.header("set-cookie").filter(|c| c.starts_with("session=")).map(str::to_string))
         })?;
         ensure!(first.contains("Max-Age=60") && first.contains("Path=/"), "cookie attributes: {first}");
+        // Generated from the connection's address, as Envoy's: the
+        // requests of one connection get the same cookie.
+        let replies = httpapp::get(&client, &url, &["--count", "3"])?;
+        let cookies: Vec<Option<&str>> = replies.iter().map(|r| r.header("set-cookie")).collect();
+        ensure!(
+            cookies.len() == 3 && cookies[0].is_some() && cookies.iter().all(|c| *c == cookies[0]),
+            "one connection, one generated cookie: {cookies:?}"
+        );
         let value = first.split(';').next().context("cookie value")?;
         let with_cookie = format!("cookie: {value}");
         let load = httpapp::load(&client, &url, &["--count", "60", "--concurrency", "3", "--header", &with_cookie])?;

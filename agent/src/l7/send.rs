@@ -96,7 +96,7 @@ async fn attempts(
     let cluster = &resolved.cluster;
     let policy = cluster.policy().clone();
     let request_slot = cluster.try_request().ok_or_else(LocalReply::overflow)?;
-    let (hash, set_cookie) = request_hash(&policy, head, source_ip(down));
+    let (hash, set_cookie) = request_hash(&policy, head, down);
     let mut tried: Vec<SocketAddr> = Vec::new();
     let mut retrying = None;
     let mut attempt = 0;
@@ -262,19 +262,21 @@ fn source_ip(down: &Downstream) -> IpAddr {
         .unwrap_or(down.peer.ip())
 }
 
+/// The request's hash under `policy`'s consistent hashing (`None`
+/// otherwise), and a cookie to set when one is generated. A generated
+/// cookie's value comes from the downstream connection's address, as
+/// Envoy's does: the requests of one connection get the same one.
 fn request_hash(
     policy: &EffectivePolicy,
     head: &Head,
-    source_ip: IpAddr,
+    down: &Downstream,
 ) -> (Option<u64>, Option<super::cluster::SetCookie>) {
     match &policy.lb {
-        LbPolicy::ConsistentHash { key, .. } => super::cluster::request_hash(
-            key,
-            &head.headers,
-            &head.path,
-            source_ip,
-            fastrand::u64(..),
-        ),
+        LbPolicy::ConsistentHash { key, .. } => {
+            use std::hash::BuildHasher;
+            let seed = foldhash::fast::FixedState::with_seed(0).hash_one(down.peer);
+            super::cluster::request_hash(key, &head.headers, &head.path, source_ip(down), seed)
+        }
         _ => (None, None),
     }
 }
@@ -508,7 +510,7 @@ pub async fn upgrade(
     let Some(request_slot) = resolved.cluster.try_request() else {
         return LocalReply::overflow().flagged(record).into_response(grpc);
     };
-    let (hash, _) = request_hash(resolved.cluster.policy(), &head, source_ip(down));
+    let (hash, _) = request_hash(resolved.cluster.policy(), &head, down);
     let picked = match pick(&resolved, down, hash, &[]) {
         Ok(picked) => picked,
         Err(reply) => return reply.flagged(record).into_response(grpc),

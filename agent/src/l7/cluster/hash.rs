@@ -28,7 +28,9 @@ pub struct SetCookie {
 /// * Header: the header's value; several values are hashed in sorted
 ///   order, one after the other.
 /// * Cookie: the named cookie's value (surrounding quotes removed). Absent
-///   and with a TTL, a value is generated from `roll` (16 hex digits),
+///   and with a TTL, a value is generated from `roll` (16 hex digits; the
+///   caller derives it from the downstream connection's address, as Envoy
+///   does, so that one connection's requests get one value),
 ///   hashed, and returned to set, for `ttl` (0: a session cookie) and
 ///   `path` (if any). Absent without a TTL: no hash.
 /// * Source IP: the address as text (`10.0.0.1`, `fd00::1`).
