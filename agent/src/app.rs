@@ -185,7 +185,7 @@ impl App {
         let pool = Arc::new(Pool::default());
         tasks.spawn_background("HBONE pool sweeper", pool.clone().run_sweeper());
         let l7 = L7::new(l7_config);
-        tasks.spawn_background("L7 upstream sweeper", l7.upstreams.clone().run_sweeper());
+        tasks.spawn_background("L7 cluster and upstream sweeper", l7.run_sweeper());
         let proxy = Arc::new_cyclic(|me| ProxyContext {
             me: me.clone(),
             store: store.clone(),

@@ -25,18 +25,27 @@ impl L7 {
     /// the subsets its DestinationRule defines (for clients in the
     /// service's namespace) and those its routes send to; plus clusters
     /// traffic created for other ports. Policies are the ones traffic
-    /// uses when the cluster is live (the newest, when clients in several
-    /// namespaces get different ones), else what a client in the
-    /// service's namespace would get.
+    /// uses when the cluster is live (that of clients in the service's
+    /// namespace when clients in several namespaces get different ones),
+    /// else what a client in the service's namespace would get.
     pub fn dump_clusters(&self, store: &WorkloadStore) -> Value {
         let now = Instant::now();
         let live: BTreeMap<(String, String, u16), Arc<Cluster>> = {
             let map = self.clusters.map.lock().expect("clusters lock");
-            // A key's newest state (clients in several namespaces may
-            // have one each).
+            // Clients in several namespaces may have a state each: the
+            // one a client in the service's namespace uses, else the
+            // newest.
             map.iter()
                 .filter_map(|(k, states)| {
-                    let (_, c) = states.last()?;
+                    let namespace = k.service.split_once('/').map_or("", |(ns, _)| ns);
+                    let own = self
+                        .config
+                        .policies(&k.service)
+                        .map(|p| p.effective(namespace, &k.subset, k.port));
+                    let (_, c) = states
+                        .iter()
+                        .find(|(_, c)| own.as_deref().is_some_and(|p| **c.policy() == *p))
+                        .or(states.last())?;
                     Some(((k.service.clone(), k.subset.clone(), k.port), c.clone()))
                 })
                 .collect()

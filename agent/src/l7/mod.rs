@@ -58,7 +58,7 @@ use self::cluster::{Cluster, EffectivePolicy, Policies};
 #[derive(Default)]
 pub struct L7 {
     pub config: Arc<L7Config>,
-    clusters: Clusters,
+    clusters: Arc<Clusters>,
     pub upstreams: Arc<upstream::Upstreams>,
 }
 
@@ -93,6 +93,28 @@ struct Clusters {
     next_id: std::sync::atomic::AtomicU64,
 }
 
+impl Clusters {
+    /// Drops the states whose policy `config` no longer gives any client,
+    /// and retires their connections.
+    fn sweep(&self, config: &L7Config, upstreams: &upstream::Upstreams) {
+        let mut map = self.map.lock().expect("clusters lock");
+        map.retain(|key, states| {
+            let policies = config.policies(&key.service);
+            states.retain(|(id, cluster)| {
+                let current = match &policies {
+                    Some(p) => p.produces(&key.subset, key.port, cluster.policy()),
+                    None => cluster.policy().is_default(),
+                };
+                if !current {
+                    upstreams.retire(*id);
+                }
+                current
+            });
+            !states.is_empty()
+        });
+    }
+}
+
 /// A cluster state and the id its upstream connections are keyed by.
 type ClusterState = (u64, Arc<Cluster>);
 
@@ -104,6 +126,25 @@ pub struct ClusterRef {
 }
 
 impl L7 {
+    /// Every few seconds until the process ends: drops the cluster states
+    /// no client gets the policy of any more (a rule deleted or changed
+    /// while its clients went back to a state that already existed), and
+    /// idle upstream connections past their timeout.
+    pub fn run_sweeper(&self) -> impl std::future::Future<Output = ()> + Send + 'static {
+        let (config, clusters, upstreams) = (
+            self.config.clone(),
+            self.clusters.clone(),
+            self.upstreams.clone(),
+        );
+        async move {
+            loop {
+                tokio::time::sleep(std::time::Duration::from_secs(5)).await;
+                clusters.sweep(&config, &upstreams);
+                upstreams.sweep();
+            }
+        }
+    }
+
     /// The state of a cluster for `policy`, made on first use. `policies`
     /// are the service's now (`None`: no DestinationRule): when a new
     /// state is made, the key's states whose policy they no longer give
@@ -156,10 +197,8 @@ mod tests {
 
     use super::*;
 
-    /// Policies where namespace `a` has a rule of its own (ROUND_ROBIN)
-    /// and the service's namespace one for everyone else (`lb`).
-    fn policies(lb: SimpleLb) -> Policies {
-        let entry = |ns: &str, export_to: &[&str], lb: SimpleLb| pb::ScopedPolicy {
+    fn entry(ns: &str, export_to: &[&str], lb: SimpleLb) -> pb::ScopedPolicy {
+        pb::ScopedPolicy {
             namespace: ns.into(),
             export_to: export_to.iter().map(|s| s.to_string()).collect(),
             host: "svc.shop.svc.cluster.local".into(),
@@ -171,17 +210,26 @@ mod tests {
                 ..Default::default()
             }),
             ..Default::default()
-        };
+        }
+    }
+
+    fn compile(entries: Vec<pb::ScopedPolicy>) -> Policies {
         Policies::compile(&pb::DestinationPolicy {
             name: "shop/svc".into(),
             hostname: "svc.shop.svc.cluster.local".into(),
             namespace: "shop".into(),
-            policies: vec![
-                entry("a", &["a"], SimpleLb::RoundRobin),
-                entry("shop", &[], lb),
-            ],
+            policies: entries,
         })
         .expect("compiles")
+    }
+
+    /// Policies where namespace `a` has a rule of its own (ROUND_ROBIN)
+    /// and the service's namespace one for everyone else (`lb`).
+    fn policies(lb: SimpleLb) -> Policies {
+        compile(vec![
+            entry("a", &["a"], SimpleLb::RoundRobin),
+            entry("shop", &[], lb),
+        ])
     }
 
     fn key() -> ClusterKey {
@@ -217,5 +265,24 @@ mod tests {
         assert_eq!(of("a", &changed).id, a.id);
         let states = l7.clusters.map.lock().unwrap()[&key()].len();
         assert_eq!(states, 2, "the stale state is gone");
+    }
+
+    #[test]
+    fn the_sweeper_drops_states_no_client_gets() {
+        let l7 = L7::default();
+        let p = policies(SimpleLb::Random);
+        let a = l7.cluster(key(), p.effective("a", "", 80), Some(&p));
+        let b = l7.cluster(key(), p.effective("b", "", 80), Some(&p));
+        // a's own rule is deleted: its clients go back to the state b's
+        // already use, and nothing makes a new one.
+        let shared_only = compile(vec![entry("shop", &[], SimpleLb::Random)]);
+        l7.config
+            .apply_policies(vec![(key().service, "2".into(), shared_only)], &[]);
+        l7.clusters.sweep(&l7.config, &l7.upstreams);
+        let ids: Vec<u64> = l7.clusters.map.lock().unwrap()[&key()]
+            .iter()
+            .map(|(id, _)| *id)
+            .collect();
+        assert_eq!(ids, [b.id], "a's state ({}) is dropped", a.id);
     }
 }

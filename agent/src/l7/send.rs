@@ -58,7 +58,7 @@ pub async fn send(
     grpc: bool,
 ) -> Response<Body> {
     let attempts = attempts(ctx, down, destination, head, replay, retry, record, grpc);
-    let deadline = timeout.map(|t| tokio::time::Instant::now() + t);
+    let deadline = timeout.and_then(|t| tokio::time::Instant::now().checked_add(t));
     let result = match deadline {
         Some(deadline) => match tokio::time::timeout_at(deadline, attempts).await {
             Ok(result) => result,
@@ -153,14 +153,12 @@ async fn attempts(
         cluster.report(
             endpoint.addr,
             match &outcome {
-                // A gRPC answer counts as the HTTP status its gRPC status
-                // stands for, unless the HTTP one is already a 5xx (Envoy).
+                // A gRPC request's answer counts as the HTTP status its
+                // gRPC status stands for (Envoy's router).
                 Outcome::Response {
-                    status,
-                    grpc_status: Some(grpc),
-                } if *status < 500 => {
-                    AttemptResult::Status(super::reply::http_status_for_grpc(*grpc))
-                }
+                    grpc_status: Some(code),
+                    ..
+                } if grpc => AttemptResult::Status(super::reply::http_status_for_grpc(*code)),
                 Outcome::Response { status, .. } => AttemptResult::Status(*status),
                 _ => AttemptResult::LocalOriginFailure,
             },
@@ -274,7 +272,10 @@ fn request_hash(
     match &policy.lb {
         LbPolicy::ConsistentHash { key, .. } => {
             use std::hash::BuildHasher;
-            let seed = foldhash::fast::FixedState::with_seed(0).hash_one(down.peer);
+            // The address is the app's inside its pod: with the pod's
+            // netns, two pods on one port do not share a value.
+            let seed = foldhash::fast::FixedState::with_seed(0)
+                .hash_one((down.peer, down.pod.netns_cookie));
             super::cluster::request_hash(key, &head.headers, &head.path, source_ip(down), seed)
         }
         _ => (None, None),
@@ -567,11 +568,14 @@ pub async fn upgrade(
     record.went_on(local);
     let agreed = response.status() == StatusCode::SWITCHING_PROTOCOLS
         || (head.method == http::Method::CONNECT && response.status().is_success());
-    if agreed {
+    // The upgraded connection is an active request on its endpoint, and
+    // in the cluster, for as long as it lasts; a refused upgrade until its
+    // answer's body ends.
+    let in_flight = InFlight::new(request_slot, picked);
+    if !agreed {
+        record.hold(in_flight);
+    } else {
         let upstream = hyper::upgrade::on(&mut response);
-        // The upgraded connection is an active request on its endpoint,
-        // and in the cluster, for as long as it lasts.
-        let in_flight = InFlight::new(request_slot, picked);
         ctx.tasks.spawn(async move {
             let _in_flight = in_flight;
             let (Ok(down_io), Ok(up_io)) = tokio::join!(downstream, upstream) else {

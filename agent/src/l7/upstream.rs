@@ -11,8 +11,9 @@
 //!   DestinationRule originates it.
 //!
 //! Envoy's connection-pool limits apply per cluster: a request that finds
-//! no idle connection and may not open one waits as a pending request, or
-//! overflows (503, `UO`) when too many already wait.
+//! no ready connection is pending (while a connection is made for it, or
+//! while it waits for one when it may not open one), or overflows (503,
+//! `UO`) when too many are already pending.
 
 use std::{
     collections::HashMap,
@@ -21,7 +22,7 @@ use std::{
     pin::Pin,
     sync::{
         Arc, Mutex,
-        atomic::{AtomicBool, AtomicU64, Ordering},
+        atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering},
     },
     task::{Context, Poll},
     time::{Duration, Instant},
@@ -142,20 +143,74 @@ struct H2Conn {
     send: http2::SendRequest<Body>,
     local: Option<SocketAddr>,
     opened: Instant,
-    requests: std::sync::atomic::AtomicU32,
+    requests: AtomicU32,
     /// No new requests: it served its maximum.
     retired: AtomicBool,
-    /// When a request last started on it, in nanoseconds after `opened`.
+    /// Requests on it whose response has not ended.
+    active: AtomicU32,
+    /// When it last had a request start or end, in nanoseconds after
+    /// `opened`.
     used: AtomicU64,
 }
 
 impl H2Conn {
-    /// Whether no request has started on it for `timeout` (the pool's
-    /// idle timeout). It then leaves the pool: requests still on it go
-    /// on, and the connection closes when they end.
+    /// Whether it has had no request for `timeout` (the pool's idle
+    /// timeout), as Envoy counts idleness: no stream open, for that long.
+    /// It then leaves the pool and closes.
     fn idle_for(&self, timeout: Duration) -> bool {
         let used = Duration::from_nanos(self.used.load(Ordering::Relaxed));
-        self.opened.elapsed().saturating_sub(used) >= timeout
+        self.active.load(Ordering::Acquire) == 0
+            && self.opened.elapsed().saturating_sub(used) >= timeout
+    }
+
+    fn touch(&self) {
+        let since_opened = u64::try_from(self.opened.elapsed().as_nanos()).unwrap_or(u64::MAX);
+        self.used.store(since_opened, Ordering::Relaxed);
+    }
+}
+
+/// One request on an [`H2Conn`], until its response's body has ended or
+/// been dropped (or the request failed).
+struct H2Stream(Arc<H2Conn>);
+
+impl H2Stream {
+    fn start(conn: &Arc<H2Conn>) -> H2Stream {
+        conn.active.fetch_add(1, Ordering::AcqRel);
+        conn.touch();
+        H2Stream(conn.clone())
+    }
+}
+
+impl Drop for H2Stream {
+    fn drop(&mut self) {
+        self.0.touch();
+        self.0.active.fetch_sub(1, Ordering::AcqRel);
+    }
+}
+
+/// A response body that holds its [`H2Stream`].
+struct StreamBody {
+    inner: Incoming,
+    _stream: H2Stream,
+}
+
+impl http_body::Body for StreamBody {
+    type Data = bytes::Bytes;
+    type Error = hyper::Error;
+
+    fn poll_frame(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Result<http_body::Frame<bytes::Bytes>, hyper::Error>>> {
+        std::pin::Pin::new(&mut self.inner).poll_frame(cx)
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> http_body::SizeHint {
+        self.inner.size_hint()
     }
 }
 
@@ -204,6 +259,9 @@ impl RequestWaits<'_> {
 #[derive(Default)]
 pub struct Upstreams {
     slots: Mutex<HashMap<Key, Slot>>,
+    /// Cluster states replaced or dropped: their connections are not
+    /// kept when their requests end.
+    retired: Mutex<std::collections::HashSet<u64>>,
     tls: TlsOriginator,
 }
 
@@ -349,7 +407,7 @@ impl Upstreams {
         waited: &mut RequestWaits<'_>,
     ) -> Result<(Response<Body>, Option<SocketAddr>), UpstreamError> {
         let mut pending: Option<LimitGuard> = None;
-        let (mut send, local) = loop {
+        let (mut send, local, stream) = loop {
             if let Some(shared) = self.shared_h2(&key, target.limits) {
                 break shared;
             }
@@ -359,6 +417,12 @@ impl Upstreams {
             }
             if let Some(guard) = cluster.try_connection() {
                 let conn = self.connect_h2(ctx, target, &key, guard).await?;
+                if self.is_retired(key.cluster) {
+                    // Its cluster state was dropped meanwhile: the
+                    // connection serves this request and is not kept.
+                    let stream = H2Stream::start(&conn);
+                    break (conn.send.clone(), conn.local, stream);
+                }
                 self.slot(&key, |slot| {
                     slot.idle_timeout = Some(target.limits.idle_timeout);
                     slot.h2.push(conn);
@@ -372,7 +436,13 @@ impl Upstreams {
         waited.ready();
         let response = send.send_request(request).await.map_err(classify)?;
         waited.answered();
-        Ok((response.map(super::body::boxed::<Incoming>), local))
+        let response = response.map(|inner| {
+            super::body::boxed(StreamBody {
+                inner,
+                _stream: stream,
+            })
+        });
+        Ok((response, local))
     }
 
     /// Sends a request that upgrades the connection (WebSocket, CONNECT)
@@ -432,7 +502,7 @@ impl Upstreams {
         &self,
         key: &Key,
         limits: &PoolLimits,
-    ) -> Option<(http2::SendRequest<Body>, Option<SocketAddr>)> {
+    ) -> Option<(http2::SendRequest<Body>, Option<SocketAddr>, H2Stream)> {
         let max_requests = limits.max_requests_per_connection;
         let mut slots = self.slots.lock().expect("upstream lock");
         let slot = slots.get_mut(key)?;
@@ -443,22 +513,29 @@ impl Upstreams {
                 && !c.idle_for(limits.idle_timeout)
         });
         let conn = slot.h2.first()?;
-        let since_opened = u64::try_from(conn.opened.elapsed().as_nanos()).unwrap_or(u64::MAX);
-        conn.used.store(since_opened, Ordering::Relaxed);
+        let stream = H2Stream::start(conn);
         let served = conn.requests.fetch_add(1, Ordering::AcqRel) + 1;
         if max_requests != 0 && served >= max_requests {
             conn.retired.store(true, Ordering::Release);
         }
-        Some((conn.send.clone(), conn.local))
+        Some((conn.send.clone(), conn.local, stream))
     }
 
     /// Closes the idle connections of a cluster state that was replaced;
     /// the busy ones close when their requests end.
     pub fn retire(&self, cluster: u64) {
+        self.retired.lock().expect("retired lock").insert(cluster);
         self.slots
             .lock()
             .expect("upstream lock")
             .retain(|key, _| key.cluster != cluster);
+    }
+
+    fn is_retired(&self, cluster: u64) -> bool {
+        self.retired
+            .lock()
+            .expect("retired lock")
+            .contains(&cluster)
     }
 
     /// Drops closed connections and those idle past their cluster's idle
@@ -475,15 +552,10 @@ impl Upstreams {
         });
     }
 
-    /// Sweeps every few seconds until the process ends.
-    pub async fn run_sweeper(self: Arc<Self>) {
-        loop {
-            tokio::time::sleep(Duration::from_secs(5)).await;
-            self.sweep();
-        }
-    }
-
     fn put_back(&self, key: Key, conn: IdleH1, idle_timeout: Duration) {
+        if self.is_retired(key.cluster) {
+            return;
+        }
         let mut slots = self.slots.lock().expect("upstream lock");
         let slot = slots.entry(key).or_default();
         slot.idle_timeout = Some(idle_timeout);
@@ -576,6 +648,7 @@ impl Upstreams {
             opened: Instant::now(),
             requests: Default::default(),
             retired: AtomicBool::new(false),
+            active: AtomicU32::new(0),
             used: AtomicU64::new(0),
         }))
     }
