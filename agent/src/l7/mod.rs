@@ -155,12 +155,11 @@ impl L7 {
         policy: Arc<EffectivePolicy>,
         policies: Option<&Policies>,
     ) -> ClusterRef {
-        let (subset, port) = (key.subset.clone(), key.port);
-        let name = format!("{port}|{subset}|{}", key.service);
         let mut map = self.clusters.map.lock().expect("clusters lock");
-        let states = map.entry(key).or_default();
-        let found = states.iter().find(|(_, cluster)| {
-            Arc::ptr_eq(cluster.policy(), &policy) || **cluster.policy() == *policy
+        let found = map.get(&key).and_then(|states| {
+            states.iter().find(|(_, cluster)| {
+                Arc::ptr_eq(cluster.policy(), &policy) || **cluster.policy() == *policy
+            })
         });
         if let Some((id, cluster)) = found {
             return ClusterRef {
@@ -168,6 +167,10 @@ impl L7 {
                 cluster: cluster.clone(),
             };
         }
+        // A new state: the first for this key, or for this policy.
+        let name = format!("{}|{}|{}", key.port, key.subset, key.service);
+        let (subset, port) = (key.subset.clone(), key.port);
+        let states = map.entry(key).or_default();
         states.retain(|(id, cluster)| {
             let current = match policies {
                 Some(p) => p.produces(&subset, port, cluster.policy()),
