@@ -52,8 +52,10 @@ use crate::proxy::{
     tunnel_io::TunnelIo,
 };
 
+mod h2_conn;
 mod stream;
 
+use h2_conn::{H2Conn, H2Stream, StreamBody};
 pub use stream::UpstreamIo;
 use stream::revoked;
 
@@ -136,82 +138,6 @@ struct IdleH1 {
     requests: u32,
     since: Instant,
     opened: Instant,
-}
-
-/// A shared HTTP/2 connection.
-struct H2Conn {
-    send: http2::SendRequest<Body>,
-    local: Option<SocketAddr>,
-    opened: Instant,
-    requests: AtomicU32,
-    /// No new requests: it served its maximum.
-    retired: AtomicBool,
-    /// Requests on it whose response has not ended.
-    active: AtomicU32,
-    /// When it last had a request start or end, in nanoseconds after
-    /// `opened`.
-    used: AtomicU64,
-}
-
-impl H2Conn {
-    /// Whether it has had no request for `timeout` (the pool's idle
-    /// timeout), as Envoy counts idleness: no stream open, for that long.
-    /// It then leaves the pool and closes.
-    fn idle_for(&self, timeout: Duration) -> bool {
-        let used = Duration::from_nanos(self.used.load(Ordering::Relaxed));
-        self.active.load(Ordering::Acquire) == 0
-            && self.opened.elapsed().saturating_sub(used) >= timeout
-    }
-
-    fn touch(&self) {
-        let since_opened = u64::try_from(self.opened.elapsed().as_nanos()).unwrap_or(u64::MAX);
-        self.used.store(since_opened, Ordering::Relaxed);
-    }
-}
-
-/// One request on an [`H2Conn`], until its response's body has ended or
-/// been dropped (or the request failed).
-struct H2Stream(Arc<H2Conn>);
-
-impl H2Stream {
-    fn start(conn: &Arc<H2Conn>) -> H2Stream {
-        conn.active.fetch_add(1, Ordering::AcqRel);
-        conn.touch();
-        H2Stream(conn.clone())
-    }
-}
-
-impl Drop for H2Stream {
-    fn drop(&mut self) {
-        self.0.touch();
-        self.0.active.fetch_sub(1, Ordering::AcqRel);
-    }
-}
-
-/// A response body that holds its [`H2Stream`].
-struct StreamBody {
-    inner: Incoming,
-    _stream: H2Stream,
-}
-
-impl http_body::Body for StreamBody {
-    type Data = bytes::Bytes;
-    type Error = hyper::Error;
-
-    fn poll_frame(
-        mut self: std::pin::Pin<&mut Self>,
-        cx: &mut std::task::Context<'_>,
-    ) -> std::task::Poll<Option<Result<http_body::Frame<bytes::Bytes>, hyper::Error>>> {
-        std::pin::Pin::new(&mut self.inner).poll_frame(cx)
-    }
-
-    fn is_end_stream(&self) -> bool {
-        self.inner.is_end_stream()
-    }
-
-    fn size_hint(&self) -> http_body::SizeHint {
-        self.inner.size_hint()
-    }
 }
 
 #[derive(Default)]
