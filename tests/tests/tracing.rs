@@ -33,6 +33,27 @@ fn mesh_telemetry(cluster: &Cluster, sampling: u32) -> Result<()> {
     )
 }
 
+/// `reviews` in `shop` on `node`, serving HTTP on 9080 behind its
+/// Service, and the Service's VIP.
+fn reviews_on(cluster: &Cluster, node: &str) -> Result<(Backend, std::net::Ipv4Addr)> {
+    let pod = backend(
+        cluster,
+        node,
+        "shop",
+        "reviews",
+        &[("app", "reviews")],
+        9080,
+        &[],
+    )?;
+    let vip = cluster.add_service(
+        "shop",
+        "reviews",
+        &[("app", "reviews")],
+        &[ServicePort::http("http", 9080, 9080)],
+    )?;
+    Ok((pod, vip))
+}
+
 /// The spans of the request with this `x-request-id` (the app propagates
 /// it, so every hop's spans carry it).
 fn of_request<'a>(spans: &'a [Span], id: &str) -> Vec<&'a Span> {
@@ -96,21 +117,7 @@ fn a_request_through_two_services_is_one_trace() -> Result<()> {
             cluster.add_namespace(ns, &[AMBIENT])?;
         }
         let mut receiver = otlp::collector(cluster)?;
-        let _reviews = backend(
-            cluster,
-            "node-1",
-            "shop",
-            "reviews",
-            &[("app", "reviews")],
-            9080,
-            &[],
-        )?;
-        let reviews = cluster.add_service(
-            "shop",
-            "reviews",
-            &[("app", "reviews")],
-            &[ServicePort::http("http", 9080, 9080)],
-        )?;
+        let (_reviews, reviews) = reviews_on(cluster, "node-1")?;
         let chain = format!("http://{reviews}:9080/reviews/1");
         let _productpage = backend(
             cluster,
@@ -398,21 +405,7 @@ fn mesh_config_sampling_the_single_b3_header_and_tracing_off() -> Result<()> {
             cluster.add_namespace(ns, &[AMBIENT])?;
         }
         let receiver = otlp::collector(cluster)?;
-        let _reviews = backend(
-            cluster,
-            "node-2",
-            "shop",
-            "reviews",
-            &[("app", "reviews")],
-            9080,
-            &[],
-        )?;
-        let reviews = cluster.add_service(
-            "shop",
-            "reviews",
-            &[("app", "reviews")],
-            &[ServicePort::http("http", 9080, 9080)],
-        )?;
+        let (_reviews, reviews) = reviews_on(cluster, "node-2")?;
         let web = client(cluster, "node-1", "front", "web")?;
         let url = format!("http://{reviews}:9080/reviews/1");
         let mesh =

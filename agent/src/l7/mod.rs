@@ -94,22 +94,13 @@ struct Clusters {
 }
 
 impl Clusters {
-    /// Drops the states whose policy `config` no longer gives any client,
-    /// and retires their connections.
+    /// Drops, for every key, the states whose policy `config` no longer
+    /// gives any client ([`drop_stale`]).
     fn sweep(&self, config: &L7Config, upstreams: &upstream::Upstreams) {
         let mut map = self.map.lock().expect("clusters lock");
         map.retain(|key, states| {
             let policies = config.policies(&key.service);
-            states.retain(|(id, cluster)| {
-                let current = match &policies {
-                    Some(p) => p.produces(&key.subset, key.port, cluster.policy()),
-                    None => cluster.policy().is_default(),
-                };
-                if !current {
-                    upstreams.retire(*id);
-                }
-                current
-            });
+            drop_stale(states, key, policies.as_deref(), upstreams);
             !states.is_empty()
         });
     }
@@ -169,26 +160,38 @@ impl L7 {
         }
         // A new state: the first for this key, or for this policy.
         let name = format!("{}|{}|{}", key.port, key.subset, key.service);
-        let (subset, port) = (key.subset.clone(), key.port);
-        let states = map.entry(key).or_default();
-        states.retain(|(id, cluster)| {
-            let current = match policies {
-                Some(p) => p.produces(&subset, port, cluster.policy()),
-                None => cluster.policy().is_default(),
-            };
-            if !current {
-                self.upstreams.retire(*id);
-            }
-            current
-        });
+        if let Some(states) = map.get_mut(&key) {
+            drop_stale(states, &key, policies, &self.upstreams);
+        }
         let id = self
             .clusters
             .next_id
             .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         let cluster = Arc::new(Cluster::new(name, policy));
-        states.push((id, cluster.clone()));
+        map.entry(key).or_default().push((id, cluster.clone()));
         ClusterRef { id, cluster }
     }
+}
+
+/// Drops `key`'s states whose policy `policies` (the service's now;
+/// `None`: no DestinationRule) no longer gives any client, and retires
+/// their connections.
+fn drop_stale(
+    states: &mut Vec<ClusterState>,
+    key: &ClusterKey,
+    policies: Option<&Policies>,
+    upstreams: &upstream::Upstreams,
+) {
+    states.retain(|(id, cluster)| {
+        let current = match policies {
+            Some(p) => p.produces(&key.subset, key.port, cluster.policy()),
+            None => cluster.policy().is_default(),
+        };
+        if !current {
+            upstreams.retire(*id);
+        }
+        current
+    });
 }
 
 #[cfg(test)]
