@@ -216,6 +216,8 @@ async fn handle(
         Some(served.inbound.peer),
     );
     // The server side's access-log line and span (`l7/log.rs`).
+    let request_head = traffic
+        .then(|| super::wire::request_head(request.method(), request.uri(), request.headers()));
     let mut record = super::log::ServerRecord::start(&mut request, started, &served.inbound, ctx);
     // Its body's bytes, messages and end, as `Served::send` sees them go
     // to the app: counted when something records the request (`None`:
@@ -252,6 +254,10 @@ async fn handle(
             grpc: grpc.then_some(0),
             grpc_status: reply::grpc_status(response.headers()),
             request_body,
+            heads: (
+                request_head.unwrap_or(0),
+                super::wire::response_head(response.status(), response.headers()),
+            ),
             metrics: ctx.metrics.clone(),
             series: served.series.clone(),
         }
@@ -280,6 +286,9 @@ struct RequestMetrics {
     grpc_status: Option<u32>,
     /// `None`: the request had no body.
     request_body: Option<Arc<body::RequestBody>>,
+    /// The request's and the response's heads, counted with the bodies
+    /// (`l7/wire.rs`).
+    heads: (u64, u64),
     metrics: Arc<crate::metrics::Metrics>,
     series: Arc<crate::metrics::traffic::SeriesCache>,
 }
@@ -323,8 +332,8 @@ impl super::log::Ending for ServerEnd {
             let request_bytes = seen.map_or(0, body::RequestBody::bytes);
             let outcome = RequestOutcome {
                 duration: m.started.elapsed(),
-                request_bytes,
-                response_bytes: bytes_sent,
+                request_bytes: m.heads.0 + request_bytes,
+                response_bytes: m.heads.1 + bytes_sent,
                 request_messages: seen.map_or(0, body::RequestBody::messages),
                 response_messages: m.grpc.unwrap_or(0),
             };

@@ -129,6 +129,10 @@ pub struct Record {
     /// The answered attempt's hold on its cluster, released when the
     /// record is: when the response's body ends ([`Record::hold`]).
     in_flight: Option<InFlight>,
+    /// The request's and the response's heads, as `istio_request_bytes`
+    /// and `istio_response_bytes` count them with the bodies (0 while the
+    /// metrics are off; the response's until it comes).
+    heads: (u64, u64),
 }
 
 /// What a Telemetry's UPSERT tag values may read of a request: kept only
@@ -287,6 +291,13 @@ impl Record {
             metrics_view,
             tags,
             in_flight: None,
+            heads: match ctx.metrics.traffic.enabled() {
+                true => (
+                    super::wire::request_head(request.method(), request.uri(), request.headers()),
+                    0,
+                ),
+                false => (0, 0),
+            },
             telemetry: Telemetry {
                 metrics: ctx.metrics.clone(),
                 series: down.series.clone(),
@@ -417,6 +428,9 @@ impl Record {
         }
         self.status = Some(response.status());
         self.grpc_status = super::reply::grpc_status(response.headers());
+        if self.telemetry.metrics.traffic.enabled() {
+            self.heads.1 = super::wire::response_head(response.status(), response.headers());
+        }
         if let Some(access) = self.access.as_mut() {
             access.response_headers = Some(access.decision.response_headers(response.headers()));
         }
@@ -480,8 +494,8 @@ impl Record {
             .get(&t.metrics.traffic, &labels, status, self.grpc_status)
             .record(&RequestOutcome {
                 duration,
-                request_bytes: self.request_bytes(),
-                response_bytes,
+                request_bytes: self.heads.0 + self.request_bytes(),
+                response_bytes: self.heads.1 + response_bytes,
                 request_messages: self
                     .request_body
                     .as_deref()

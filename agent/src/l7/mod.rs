@@ -43,6 +43,7 @@ pub mod send;
 pub mod sni;
 pub mod tls;
 pub mod upstream;
+mod wire;
 
 use std::{
     collections::HashMap,
