@@ -1,6 +1,6 @@
 //! DestinationRule load balancing and VirtualService mirroring, end to
 //! end with weft's real binaries: consistent hashing keeps a user on one
-//! pod (by header, upgrades too, by a cookie the proxy generates, by
+//! pod (by header as the app sent it, upgrades too, by a cookie the proxy generates, by
 //! source address, by query parameter), round robin shares evenly where least request spares
 //! a slow pod, a mirror gets copies while the client sees only the
 //! primary's answers. Needs root and the binaries.
@@ -57,6 +57,31 @@ fn consistent_hashing_by_header_and_generated_cookie() -> Result<()> {
                 ensure!(got == pod, "{user}'s upgrade went to {got}, their requests to {pod}");
             }
         }
+
+        // A route that sets the hashed header: the first attempt is hashed
+        // on the header as the app sent it, the route's value goes
+        // upstream (Envoy picks the endpoint before it applies the route's
+        // edits). The route matches on `x-forwarded-proto`, which Envoy's
+        // connection manager adds before routing.
+        let tagged = cluster.add_service("lb", "tagged", &[("app", "cart")], &port)?;
+        apply(cluster, "tagged-dr", "apiVersion: networking.istio.io/v1\nkind: DestinationRule\nmetadata:\n  name: tagged\n  namespace: lb\nspec:\n  host: tagged\n  trafficPolicy:\n    loadBalancer:\n      consistentHash:\n        httpHeaderName: x-user\n")?;
+        apply(cluster, "tagged-vs", "apiVersion: networking.istio.io/v1\nkind: VirtualService\nmetadata:\n  name: tagged\n  namespace: lb\nspec:\n  hosts: [tagged]\n  http:\n  - match:\n    - headers:\n        x-forwarded-proto:\n          exact: http\n    route:\n    - destination:\n        host: tagged\n    headers:\n      request:\n        set:\n          x-user: everyone\n")?;
+        let url = format!("http://{tagged}/tagged");
+        converge("the tagged route and its hash", || {
+            let reply = httpapp::get_one(&client, &url, &["--header", "x-user: alice"])?;
+            Ok(reply.status == 200 && reply.body.contains(r#""x-user":"everyone""#))
+        })?;
+        let mut servers = BTreeSet::new();
+        for user in ["alice", "bob", "carol", "dave", "erin", "frank", "grace", "heidi", "ivan", "judy", "mallory", "oscar"] {
+            let header = format!("x-user: {user}");
+            let load = httpapp::load(&client, &url, &["--count", "20", "--concurrency", "4", "--header", &header])?;
+            ensure!(load.ok == 20 && load.served_by.len() == 1, "{user} must stay on one pod: {load:?}");
+            servers.extend(load.served_by.keys().cloned());
+        }
+        ensure!(
+            servers.len() >= 2,
+            "hashed on the app's x-user, 12 users spread over the pods; all went to {servers:?}"
+        );
 
         // No cookie yet: the proxy makes one; with it, one pod.
         let url = format!("http://{sticky}/sticky");

@@ -48,6 +48,10 @@ pub struct Head {
     pub path: String,
     pub authority: String,
     pub headers: HeaderMap,
+    /// The headers as they came, when the route edits them: the first
+    /// attempt's hash reads these, as Envoy picks the first endpoint
+    /// before it applies the route's edits (its retries see the edits).
+    pub unedited: Option<HeaderMap>,
     /// The app spoke HTTP/2 (for `useClientProtocol`).
     pub http2: bool,
 }
@@ -120,6 +124,9 @@ async fn route(
         .map_or("/", |p| p.as_str())
         .to_string();
     let authority = authority_of(&request).to_string();
+    // Envoy's connection manager adds these before routing: routes match
+    // them, and the route's edits apply after.
+    add_proxy_headers(request.headers_mut());
     let table = ctx.l7.config.routes(&down.service_key);
     let view = RequestView {
         method: request.method(),
@@ -230,6 +237,7 @@ async fn route(
         path,
         authority,
         headers: std::mem::take(request.headers_mut()),
+        unedited: None,
     };
     if let Some(selected) = &selected {
         if let Some(path) = selected.rewritten_path(&head.path) {
@@ -238,9 +246,11 @@ async fn route(
         if let Some(authority) = selected.route.authority(weighted) {
             head.authority = authority.to_string();
         }
-        selected.route.edit_request(weighted, &mut head.headers);
+        if selected.route.edits_request_headers(weighted) {
+            head.unedited = Some(head.headers.clone());
+            selected.route.edit_request(weighted, &mut head.headers);
+        }
     }
-    add_proxy_headers(&mut head.headers);
     record.forwarding(&mut head.headers);
 
     // Upgrades (WebSocket, CONNECT) become byte streams: no retries, no

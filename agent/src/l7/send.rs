@@ -96,11 +96,17 @@ async fn attempts(
     let cluster = &resolved.cluster;
     let policy = cluster.policy().clone();
     let request_slot = cluster.try_request().ok_or_else(LocalReply::overflow)?;
-    let (hash, set_cookie) = request_hash(&policy, head, down);
+    let (first_hash, set_cookie) = request_hash(&policy, head, down, true);
     let mut tried: Vec<SocketAddr> = Vec::new();
     let mut retrying = None;
     let mut attempt = 0;
     loop {
+        // Retries hash the headers as the route edited them (Envoy's
+        // order).
+        let hash = match head.unedited {
+            Some(_) if attempt > 0 => request_hash(&policy, head, down, false).0,
+            _ => first_hash,
+        };
         let picked = pick(&resolved, down, hash, &tried)?;
         let endpoint = &picked.endpoint;
         record.attempt(endpoint, ctx);
@@ -263,11 +269,13 @@ fn source_ip(down: &Downstream) -> IpAddr {
 /// The request's hash under `policy`'s consistent hashing (`None`
 /// otherwise), and a cookie to set when one is generated. A generated
 /// cookie's value comes from the downstream connection's address, as
-/// Envoy's does: the requests of one connection get the same one.
+/// Envoy's does: the requests of one connection get the same one. The
+/// first attempt's hash reads the headers as they came.
 fn request_hash(
     policy: &EffectivePolicy,
     head: &Head,
     down: &Downstream,
+    first: bool,
 ) -> (Option<u64>, Option<super::cluster::SetCookie>) {
     match &policy.lb {
         LbPolicy::ConsistentHash { key, .. } => {
@@ -276,7 +284,11 @@ fn request_hash(
             // netns, two pods on one port do not share a value.
             let seed = foldhash::fast::FixedState::with_seed(0)
                 .hash_one((down.peer, down.pod.netns_cookie));
-            super::cluster::request_hash(key, &head.headers, &head.path, source_ip(down), seed)
+            let headers = match (&head.unedited, first) {
+                (Some(unedited), true) => unedited,
+                _ => &head.headers,
+            };
+            super::cluster::request_hash(key, headers, &head.path, source_ip(down), seed)
         }
         _ => (None, None),
     }
@@ -511,7 +523,7 @@ pub async fn upgrade(
     let Some(request_slot) = resolved.cluster.try_request() else {
         return LocalReply::overflow().flagged(record).into_response(grpc);
     };
-    let (hash, _) = request_hash(resolved.cluster.policy(), &head, down);
+    let (hash, _) = request_hash(resolved.cluster.policy(), &head, down, true);
     let picked = match pick(&resolved, down, hash, &[]) {
         Ok(picked) => picked,
         Err(reply) => return reply.flagged(record).into_response(grpc),

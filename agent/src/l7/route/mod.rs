@@ -393,6 +393,11 @@ impl HttpRoute {
             .or(dest.and_then(|d| d.headers.authority.as_deref()))
     }
 
+    /// Whether the route or `dest` edits the request's headers.
+    pub fn edits_request_headers(&self, dest: Option<&WeightedDestination>) -> bool {
+        !self.headers.request.is_empty() || dest.is_some_and(|d| !d.headers.request.is_empty())
+    }
+
     /// Applies the route's and `dest`'s request header edits in Envoy's
     /// order for what Istio generates: for a lone destination, one list
     /// (all removals, then the route's additions, then the destination's);
