@@ -1,64 +1,152 @@
-//! VirtualService `tcp` and `tls` routes on a service's L4 ports: before
-//! the outbound proxy relays a connection to a service, the service's
-//! routes may send it elsewhere (a subset, another service, weighted),
-//! balanced with the destination's DestinationRule like an HTTP request.
+//! A service's L4 ports under its VirtualService `tcp`/`tls` routes and
+//! its DestinationRule: before the outbound proxy relays a connection to
+//! a service, the routes may send it elsewhere (a subset, another
+//! service, weighted), and the destination's cluster picks the endpoint
+//! as Envoy's TCP proxy does: its balancer (`useSourceIp` the only hash
+//! key a connection has), its outlier ejections, and `maxConnections`.
 
-use std::net::SocketAddr;
+use std::{
+    net::{IpAddr, SocketAddr},
+    sync::Arc,
+    time::{Duration, Instant},
+};
 
+use http::HeaderMap;
 use tokio::net::TcpStream;
 
-use super::{cluster::Picked, route::ConnectionView, send::resolve_for};
+use super::{
+    cluster::{AttemptResult, Cluster, HashKey, LbPolicy, LimitGuard, Picked},
+    route::{ConnectionView, Destination},
+    send::resolve_for,
+};
 use crate::{
     proxy::{PodContext, ProxyContext},
     state::{AppProtocol, Resolved, Service},
 };
 
-/// Where a `tcp`/`tls` route sends a connection to `service`, if one
-/// applies; the guard counts the connection on its endpoint (for
-/// least-request balancing) while it lives.
-pub async fn reroute(
+/// Where a connection to a service goes, when its routes or its
+/// DestinationRule decide it.
+pub enum Steered {
+    /// To `resolved`, the connection counted at its cluster while `hold`
+    /// lives (`None`: no endpoint was picked).
+    To(Resolved, Option<Hold>),
+    /// The cluster's `maxConnections` are all open: Envoy refuses the
+    /// connection (`UO`).
+    Overflow,
+}
+
+/// A connection's place at its cluster: one of `maxConnections`, one
+/// active connection on its endpoint (what least request compares), and
+/// where its connect's outcome goes for outlier detection.
+pub struct Hold {
+    /// Reports the connect's outcome.
+    pub outcome: ConnectOutcome,
+    /// The cluster's `connectTimeout`.
+    pub connect_timeout: Duration,
+    _picked: Picked,
+    _connection: LimitGuard,
+}
+
+/// Tells the cluster whether the connection to its endpoint was made (a
+/// success for outlier detection) or not (a local-origin failure, which
+/// Istio's outlier settings count as a 5xx: Envoy does when it does not
+/// split local and external errors, as Istio configures it).
+#[derive(Clone)]
+pub struct ConnectOutcome {
+    cluster: Arc<Cluster>,
+    endpoint: SocketAddr,
+}
+
+impl ConnectOutcome {
+    pub fn report(&self, connected: bool) {
+        let result = match connected {
+            true => AttemptResult::Success,
+            false => AttemptResult::LocalOriginFailure,
+        };
+        self.cluster.report(self.endpoint, result, Instant::now());
+    }
+}
+
+/// How a connection to `service` is steered when a `tcp`/`tls` route
+/// applies or a DestinationRule exists for it; `None`: neither, the
+/// connection goes where the store resolved it.
+pub async fn steer(
     ctx: &ProxyContext,
     pod: &PodContext,
     stream: &TcpStream,
     original: SocketAddr,
     service: &Service,
-) -> Option<(Resolved, Option<Picked>)> {
-    let table = ctx.l7.config.routes(&service.key())?;
-    if !table.routes_l4() {
-        return None;
-    }
-    let sni = match table.wants_sni() {
-        true => super::sni::peek_sni(stream).await,
-        false => None,
+) -> Option<Steered> {
+    let key = service.key();
+    let table = ctx.l7.config.routes(&key).filter(|t| t.routes_l4());
+    let routed;
+    let destination = match &table {
+        Some(table) => {
+            let sni = match table.wants_sni() {
+                true => super::sni::peek_sni(stream).await,
+                false => None,
+            };
+            let view = ConnectionView {
+                destination: original,
+                source_ip: pod.workload.ips.first().copied()?,
+                source_namespace: &pod.workload.namespace,
+                source_workload: &pod.workload.uid,
+                sni: sni.as_deref(),
+            };
+            let route = table.select_l4(&view)?;
+            tracing::debug!(vs = %route.virtual_service, "L4 route applied");
+            route.pick(fastrand::u32(..))?
+        }
+        None => {
+            // No route: the service itself, if a DestinationRule applies.
+            ctx.l7.config.policies(&key)?;
+            routed = Destination {
+                host: service.hostname.clone(),
+                subset: String::new(),
+                port: original.port(),
+                service: key,
+                endpoints: None,
+            };
+            &routed
+        }
     };
-    let view = ConnectionView {
-        destination: original,
-        source_ip: pod.workload.ips.first().copied()?,
-        source_namespace: &pod.workload.namespace,
-        source_workload: &pod.workload.uid,
-        sni: sni.as_deref(),
+    // Without a route, a cluster with nothing to pick leaves the
+    // connection where the store resolved it (a ServiceEntry's DNS hosts,
+    // for one, are not endpoints here).
+    let none_left = || {
+        table
+            .as_ref()
+            .map(|_| Steered::To(no_endpoints(ctx, destination, service), None))
     };
-    let route = table.select_l4(&view)?;
-    let destination = route.pick(fastrand::u32(..))?;
-    let resolved = match resolve_for(
+    let Ok(resolved) = resolve_for(
         ctx,
         pod,
         original.port(),
         AppProtocol::Http1,
         destination,
         false,
-    ) {
-        Ok(resolved) => resolved,
-        Err(_) => return Some((no_endpoints(ctx, destination, service), None)),
+    ) else {
+        return none_left();
     };
-    let picked = resolved.cluster.pick(
-        &resolved.endpoints,
-        None,
-        fastrand::u64(..),
-        std::time::Instant::now(),
-    );
+    let cluster = resolved.cluster.clone();
+    let Some(connection) = cluster.try_connection() else {
+        tracing::debug!(cluster = %cluster.name(), "maxConnections reached; refusing");
+        return Some(Steered::Overflow);
+    };
+    let source_ip = pod.workload.ips.first().copied().unwrap_or(original.ip());
+    let picked = match &cluster.policy().lb {
+        // The original destination, as the client asked.
+        LbPolicy::Passthrough => return Some(Steered::To(Resolved::Passthrough(original), None)),
+        LbPolicy::ConsistentHash { key, .. } => cluster.pick(
+            &resolved.endpoints,
+            hash(key, source_ip),
+            fastrand::u64(..),
+            Instant::now(),
+        ),
+        _ => cluster.pick(&resolved.endpoints, None, fastrand::u64(..), Instant::now()),
+    };
     let Some(picked) = picked else {
-        return Some((no_endpoints(ctx, destination, service), None));
+        return none_left();
     };
     let endpoint = picked.endpoint.clone();
     let target_service = ctx.store.service(&destination.service);
@@ -70,18 +158,34 @@ pub async fn reroute(
         },
         None => Resolved::Passthrough(endpoint.addr),
     };
-    tracing::debug!(vs = %route.virtual_service, dst = %endpoint.addr, "L4 route applied");
-    Some((resolved, Some(picked)))
+    let hold = Hold {
+        outcome: ConnectOutcome {
+            endpoint: endpoint.addr,
+            cluster: cluster.clone(),
+        },
+        connect_timeout: cluster.policy().limits.connect_timeout,
+        _picked: picked,
+        _connection: connection,
+    };
+    Some(Steered::To(resolved, Some(hold)))
 }
 
-fn no_endpoints(
-    ctx: &ProxyContext,
-    destination: &super::route::Destination,
-    service: &Service,
-) -> Resolved {
+/// A connection's hash: Envoy's TCP proxy hashes only on the source
+/// address (`useSourceIp`); with another key a ring has nothing to hash,
+/// and picks at random.
+fn hash(key: &HashKey, source_ip: IpAddr) -> Option<u64> {
+    match key {
+        HashKey::SourceIp => {
+            super::cluster::request_hash(key, &HeaderMap::new(), "", source_ip, 0).0
+        }
+        _ => None,
+    }
+}
+
+fn no_endpoints(ctx: &ProxyContext, destination: &Destination, service: &Service) -> Resolved {
     let target = ctx
         .store
         .service(&destination.service)
-        .unwrap_or_else(|| std::sync::Arc::new(service.clone()));
+        .unwrap_or_else(|| Arc::new(service.clone()));
     Resolved::NoEndpoints(target)
 }

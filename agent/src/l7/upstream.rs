@@ -612,8 +612,17 @@ impl Upstreams {
                         },
                     );
                 }
-                let (stream, _) =
-                    open_tunnel(None, target.peer, target.pod, ctx, workload, addr, None).await?;
+                let (stream, _) = open_tunnel(
+                    None,
+                    target.peer,
+                    target.pod,
+                    ctx,
+                    workload,
+                    addr,
+                    None,
+                    None,
+                )
+                .await?;
                 Ok(UpstreamIo::Tunnel(TunnelIo::from(stream)))
             }
             _ => {

@@ -21,7 +21,10 @@ use super::{
 };
 use crate::{
     access_log::{Cluster, Side},
-    l7::reply::Flag,
+    l7::{
+        l4::{ConnectOutcome, Hold, Steered},
+        reply::Flag,
+    },
     metrics::{
         Denial,
         traffic::{
@@ -66,14 +69,17 @@ pub(super) async fn handle(
     // `protocol` in the access log: HBONE, same-node (in-process, no TLS
     // hop) or TCP (plaintext passthrough).
     let mut resolved = ctx.store.resolve(original);
-    // A VirtualService `tcp`/`tls` route may send the connection elsewhere.
-    let mut _picked = None;
+    // A VirtualService `tcp`/`tls` route may send the connection
+    // elsewhere, and a DestinationRule picks the endpoint; the connection
+    // keeps its place at the cluster (`hold`) while it lives.
+    let mut hold = None;
+    let mut overflow = false;
     if let Resolved::Workload {
         service: Some(service),
         ..
     }
     | Resolved::NoEndpoints(service) = &resolved
-        && let Some((rerouted, picked)) = Box::pin(crate::l7::l4::reroute(
+        && let Some(steered) = Box::pin(crate::l7::l4::steer(
             &ctx,
             &pod,
             &stream,
@@ -82,9 +88,18 @@ pub(super) async fn handle(
         ))
         .await
     {
-        resolved = rerouted;
-        _picked = picked;
+        match steered {
+            Steered::To(to, held) => {
+                resolved = to;
+                hold = held;
+            }
+            Steered::Overflow => overflow = true,
+        }
     }
+    let mut waits = waits;
+    let outcome = hold.as_ref().map(|h: &Hold| h.outcome.clone());
+    waits.outcome.clone_from(&outcome);
+    let connect_timeout = hold.as_ref().map(|h| h.connect_timeout);
     // Istio's TCP metrics, `reporter="source"` (HTTP ports count requests
     // instead, in the L7 proxy).
     let record = ctx
@@ -121,6 +136,11 @@ pub(super) async fn handle(
     // The local address of the connection that carried it.
     let mut upstream_local = None;
     let (result, dst, dst_workload, protocol) = match resolved {
+        // The DestinationRule's `maxConnections` are all open.
+        _ if overflow => {
+            reset(stream);
+            (Err(OutboundError::Overflow), original, None, "TCP")
+        }
         // A Service port declared HTTP: terminated here, routed per request.
         Resolved::Http { service, protocol } => {
             let ctx = ctx.clone();
@@ -153,30 +173,39 @@ pub(super) async fn handle(
         Resolved::Workload { workload, addr, .. } if workload.hbone => {
             span = ctx.tracer.connection(&pod.workload, || pod.current(&ctx));
             let trace = span.as_ref().map(|s| s.context());
-            let result =
-                match open_tunnel(Some(&stream), peer, &pod, &ctx, &workload, addr, trace).await {
-                    Ok((tunnel, early)) => {
-                        tunnelled = true;
-                        upstream_local = tunnel.local_addr();
-                        // The app's first bytes went with the CONNECT.
-                        if let Some(counters) = &counters {
-                            counters.from_client(early);
-                        }
-                        let progress = waits
-                            .upstream_connected()
-                            .counting(counters, Forward::FromClient);
-                        let relay = hbone::splice(stream, tunnel, &progress);
-                        limits::relay_until_idle(&ctx, &progress, relay)
-                            .await
-                            .map(|(sent, received)| (sent + early, received))
-                            .map_err(OutboundError::from)
+            let opened = open_tunnel(
+                Some(&stream),
+                peer,
+                &pod,
+                &ctx,
+                &workload,
+                addr,
+                trace,
+                connect_timeout,
+            );
+            let result = match opened.await {
+                Ok((tunnel, early)) => {
+                    tunnelled = true;
+                    upstream_local = tunnel.local_addr();
+                    // The app's first bytes went with the CONNECT.
+                    if let Some(counters) = &counters {
+                        counters.from_client(early);
                     }
-                    Err(err) => {
-                        // Refused or unreachable: the app gets a prompt reset.
-                        reset(stream);
-                        Err(err)
-                    }
-                };
+                    let progress = waits
+                        .upstream_connected()
+                        .counting(counters, Forward::FromClient);
+                    let relay = hbone::splice(stream, tunnel, &progress);
+                    limits::relay_until_idle(&ctx, &progress, relay)
+                        .await
+                        .map(|(sent, received)| (sent + early, received))
+                        .map_err(OutboundError::from)
+                }
+                Err(err) => {
+                    // Refused or unreachable: the app gets a prompt reset.
+                    reset(stream);
+                    Err(err)
+                }
+            };
             (result, addr, Some(workload), "HBONE")
         }
         // Not in the mesh: plaintext, with no identity to prove.
@@ -235,6 +264,13 @@ pub(super) async fn handle(
         }
         same_node_server = None;
     }
+    // A connection the cluster's endpoint did not take counts against it
+    // (made ones were counted as they were made, by `Waited`).
+    if let (Some(outcome), Err(err)) = (&outcome, &result)
+        && err.endpoint_failed()
+    {
+        outcome.report(false);
+    }
     let result = result
         .map(|(sent, received)| Moved {
             from_client: sent,
@@ -253,6 +289,7 @@ pub(super) async fn handle(
                 _ => Failure::new(
                     match err {
                         OutboundError::Io(_) => Flag::UpstreamTerminated,
+                        OutboundError::Overflow => Flag::UpstreamOverflow,
                         _ => Flag::UpstreamConnectFailure,
                     },
                     err.to_string(),
@@ -296,6 +333,9 @@ pub(super) struct Waited {
     pod: Arc<PodContext>,
     /// When the last stage ended (monotonic ns); `0`: waits not recorded.
     since_ns: u64,
+    /// Told when the upstream is connected: the endpoint's cluster, when
+    /// a DestinationRule picked it (its outlier detection).
+    outcome: Option<ConnectOutcome>,
 }
 
 impl Waited {
@@ -310,12 +350,17 @@ impl Waited {
         Waited {
             pod: pod.clone(),
             since_ns: accepted_ns,
+            outcome: None,
         }
     }
 
-    /// The upstream is connected: records the wait since the accept, and
-    /// returns the relay's progress, which records the first byte back.
+    /// The upstream is connected: records the wait since the accept (and
+    /// the connect's success at the endpoint's cluster), and returns the
+    /// relay's progress, which records the first byte back.
     pub(super) fn upstream_connected(self) -> limits::Progress {
+        if let Some(outcome) = &self.outcome {
+            outcome.report(true);
+        }
         if self.since_ns == 0 {
             return limits::Progress::default();
         }
@@ -398,6 +443,8 @@ pub enum OutboundError {
     Delivery(#[from] super::delivery::DeliveryError),
     #[error("copying: {0}")]
     Io(#[from] std::io::Error),
+    #[error("the DestinationRule's maxConnections are all open")]
+    Overflow,
 }
 
 impl OutboundError {
@@ -428,8 +475,26 @@ impl OutboundError {
             | OutboundError::Netns(_)
             | OutboundError::NoAddress
             | OutboundError::Delivery(_) => TcpFailure::Connect,
+            OutboundError::Overflow => TcpFailure::Overflow,
             OutboundError::Revoked(_) | OutboundError::Io(_) => return None,
         })
+    }
+
+    /// Whether the endpoint did not take the connection (refused it, did
+    /// not answer, failed its handshake): what outlier detection counts.
+    /// Not the client's own failures (no certificate, no socket) nor a
+    /// refusal before any endpoint was tried.
+    fn endpoint_failed(&self) -> bool {
+        !matches!(
+            self,
+            OutboundError::NoCertificate(_)
+                | OutboundError::Identity(_)
+                | OutboundError::Netns(_)
+                | OutboundError::NoAddress
+                | OutboundError::Overflow
+                | OutboundError::Revoked(_)
+                | OutboundError::Io(_)
+        )
     }
 }
 
@@ -472,7 +537,9 @@ async fn passthrough(
 /// its identity) when none has room. With `app`, its first bytes may go
 /// with the CONNECT; returns how many did (see [`connect_stream`]). With
 /// `trace`, the CONNECT's `traceparent` is that span (an L4 connection
-/// being traced).
+/// being traced). Within `connect_timeout` (a DestinationRule's), else
+/// the agent's.
+#[allow(clippy::too_many_arguments)]
 pub(crate) async fn open_tunnel(
     app: Option<&TcpStream>,
     peer: SocketAddr,
@@ -481,8 +548,9 @@ pub(crate) async fn open_tunnel(
     destination: &Workload,
     target: SocketAddr,
     trace: Option<&SpanContext>,
+    connect_timeout: Option<Duration>,
 ) -> Result<(hbone::H2Stream, u64), OutboundError> {
-    let limit = ctx.limits.connect_timeout;
+    let limit = connect_timeout.unwrap_or(ctx.limits.connect_timeout);
     // Boxed: the handshake's state is large and is freed once the tunnel
     // is up, instead of staying in the connection's task for its life.
     let opened = Box::pin(open_tunnel_unbounded(

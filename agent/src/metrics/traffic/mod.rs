@@ -555,16 +555,20 @@ pub enum TcpFailure {
     NetworkPolicy,
     /// No certificate to prove the client's identity with.
     Identity,
+    /// The DestinationRule's `maxConnections` were all open (Envoy's
+    /// `UO`).
+    Overflow,
 }
 
 impl TcpFailure {
-    pub const ALL: [TcpFailure; 6] = [
+    pub const ALL: [TcpFailure; 7] = [
         TcpFailure::Denied,
         TcpFailure::Connect,
         TcpFailure::Tls,
         TcpFailure::H2Handshake,
         TcpFailure::NetworkPolicy,
         TcpFailure::Identity,
+        TcpFailure::Overflow,
     ];
 
     /// The label's value, ztunnel's.
@@ -576,6 +580,7 @@ impl TcpFailure {
             TcpFailure::H2Handshake => "H2_HANDSHAKE_FAILURE",
             TcpFailure::NetworkPolicy => "NETWORK_POLICY",
             TcpFailure::Identity => "IDENTITY_ERROR",
+            TcpFailure::Overflow => "UO",
         }
     }
 }

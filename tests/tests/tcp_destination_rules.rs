@@ -1,0 +1,127 @@
+//! A DestinationRule on a Service's opaque TCP port, with no
+//! VirtualService, end to end with weft's real binaries: the client's
+//! agent picks each connection's endpoint as Envoy's TCP proxy does.
+//! `useSourceIp` keeps each client pod on one backend; `maxConnections`
+//! refuses the connection past the limit while the others are open;
+//! outlier detection ejects a pod that refuses connections, so that the
+//! next ones all go to the pod that takes them. Needs root and the
+//! binaries.
+
+mod common;
+
+use std::{collections::BTreeSet, time::Duration};
+
+use anyhow::{Result, ensure};
+use common::*;
+use weft_sim::{Cluster, ServicePort, httpapp};
+
+/// A DestinationRule for `host` in `db` with `policy`'s lines under
+/// `trafficPolicy`.
+fn rule(cluster: &Cluster, host: &str, policy: &str) -> Result<()> {
+    apply(
+        cluster,
+        &format!("{host}-dr"),
+        &format!(
+            "apiVersion: networking.istio.io/v1\nkind: DestinationRule\nmetadata:\n  name: {host}\n  namespace: db\nspec:\n  host: {host}\n  trafficPolicy:\n{policy}"
+        ),
+    )
+}
+
+/// The pod that served one request on a new connection to `url`, or the
+/// error the client got.
+fn served_by(pod: &weft_sim::Pod, url: &str) -> Result<String> {
+    let reply = httpapp::get_one(pod, url, &[])?;
+    ensure!(reply.status == 200, "{url}: {reply:?}");
+    Ok(reply.header("x-served-by").unwrap_or("-").to_string())
+}
+
+#[test]
+fn destination_rules_pick_balance_limit_and_eject_on_tcp_ports() -> Result<()> {
+    let cluster = Cluster::builder().nodes(2).build()?;
+    cluster.with_logs(|cluster| {
+        cluster.add_namespace("db", &[AMBIENT])?;
+        let tcp = [ServicePort::tcp("tcp", 5432, 5432)];
+        // `pg`: three pods. `capped`: one. `flaky`: one pod serving 5432,
+        // one whose app listens elsewhere (its 5432 refuses).
+        let pg = [("app", "pg")];
+        let _pg: Vec<_> = (0..3)
+            .map(|i| backend(cluster, if i == 0 { "node-1" } else { "node-2" }, "db", &format!("pg-{i}"), &pg, 5432, &[]))
+            .collect::<Result<_>>()?;
+        let _capped = backend(cluster, "node-2", "db", "capped-0", &[("app", "capped")], 5432, &[])?;
+        let flaky = [("app", "flaky")];
+        let _up = backend(cluster, "node-2", "db", "flaky-up", &flaky, 5432, &[])?;
+        let _down = backend(cluster, "node-2", "db", "flaky-down", &flaky, 5433, &[])?;
+        let clients = [
+            client(cluster, "node-1", "db", "app-a")?,
+            client(cluster, "node-1", "db", "app-b")?,
+            client(cluster, "node-2", "db", "app-c")?,
+        ];
+        let pg_vip = cluster.add_service("db", "pg", &pg, &tcp)?;
+        let capped_vip = cluster.add_service("db", "capped", &[("app", "capped")], &tcp)?;
+        let flaky_vip = cluster.add_service("db", "flaky", &flaky, &tcp)?;
+        rule(cluster, "pg", "    loadBalancer:\n      consistentHash:\n        useSourceIp: true\n")?;
+        rule(cluster, "capped", "    connectionPool:\n      tcp:\n        maxConnections: 1\n")?;
+        rule(
+            cluster,
+            "flaky",
+            "    outlierDetection:\n      consecutive5xxErrors: 2\n      interval: 1s\n      baseEjectionTime: 5m\n      maxEjectionPercent: 100\n",
+        )?;
+        let app = &clients[0];
+
+        // useSourceIp: every connection of a client pod to one backend
+        // (at random, ten connections over three pods almost never would).
+        let url = format!("http://{pg_vip}:5432/pg");
+        converge("hashing connections on the source address", || {
+            let pods: BTreeSet<String> = (0..8).map(|_| served_by(app, &url)).collect::<Result<_>>()?;
+            Ok(pods.len() == 1)
+        })?;
+        for pod in &clients {
+            let pods: BTreeSet<String> = (0..10).map(|_| served_by(pod, &url)).collect::<Result<_>>()?;
+            ensure!(pods.len() == 1, "{}'s connections must all go to one pod: {pods:?}", pod.name());
+        }
+
+        // maxConnections: 1. While one connection is open (a body that
+        // takes 4 s), the next is refused; once it has closed, the next
+        // is served.
+        let url = format!("http://{capped_vip}:5432/capped");
+        let slow = format!("http://{capped_vip}:5432/drip/4000");
+        converge("the second connection refused at maxConnections: 1", || {
+            let mut held = app.spawn_http(&["get", &slow])?;
+            std::thread::sleep(Duration::from_millis(500));
+            let refused = httpapp::get_one(&clients[1], &url, &[]).is_err();
+            held.kill();
+            std::thread::sleep(Duration::from_millis(300));
+            Ok(refused)
+        })?;
+        let mut held = app.spawn_http(&["get", &slow])?;
+        std::thread::sleep(Duration::from_millis(500));
+        let second = httpapp::get_one(&clients[1], &url, &[]);
+        ensure!(second.is_err(), "a second connection while the first is open: {second:?}");
+        // Counted as ztunnel counts a failed connection, under Envoy's
+        // flag for the breaker.
+        let metrics = cluster.node("node-1")?.agent_metrics()?;
+        ensure!(
+            metrics.lines().any(|l| l.starts_with("istio_tcp_connections_failed_total{")
+                && l.contains(r#"response_flags="UO""#)
+                && l.contains(r#"destination_service="capped.db.svc.cluster.local""#)),
+            "no istio_tcp_connections_failed_total with response_flags=\"UO\" for capped"
+        );
+        let done = held.wait_exit(Duration::from_secs(20))?;
+        ensure!(done.success(), "the held connection's request: {}", held.log_tail(5));
+        let after = served_by(&clients[1], &url)?;
+        ensure!(after == "capped-0", "after the first closed: {after}");
+
+        // Outlier detection: flaky-down refuses; after two refusals it is
+        // ejected for 5 minutes and every connection goes to flaky-up.
+        let url = format!("http://{flaky_vip}:5432/flaky");
+        converge("flaky-down ejected", || {
+            let results: Vec<bool> = (0..16).map(|_| served_by(app, &url).is_ok()).collect();
+            Ok(results[6..].iter().all(|ok| *ok))
+        })?;
+        for _ in 0..20 {
+            let pod = served_by(app, &url)?;
+            ensure!(pod == "flaky-up", "with flaky-down ejected, a connection went to {pod}");
+        }
+        Ok(())
+    })
+}
