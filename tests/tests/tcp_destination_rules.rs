@@ -4,7 +4,8 @@
 //! `useSourceIp` keeps each client pod on one backend; `maxConnections`
 //! refuses the connection past the limit while the others are open;
 //! outlier detection ejects a pod that refuses connections, so that the
-//! next ones all go to the pod that takes them. Needs root and the
+//! next ones all go to the pod that takes them; `idleTimeout` and
+//! `maxConnectionDuration` close connections. Needs root and the
 //! binaries.
 
 mod common;
@@ -51,6 +52,11 @@ fn destination_rules_pick_balance_limit_and_eject_on_tcp_ports() -> Result<()> {
         let flaky = [("app", "flaky")];
         let _up = backend(cluster, "node-2", "db", "flaky-up", &flaky, 5432, &[])?;
         let _down = backend(cluster, "node-2", "db", "flaky-down", &flaky, 5433, &[])?;
+        // `quiet` and `patient`: one pod that answers after 3 s of
+        // silence; `bounded`: one that answers at once.
+        let slow = [("slow", "yes")];
+        let _slow = backend(cluster, "node-2", "db", "slow-0", &slow, 5432, &["--delay-ms", "3000"])?;
+        let _bounded = backend(cluster, "node-2", "db", "bounded-0", &[("app", "bounded")], 5432, &[])?;
         let clients = [
             client(cluster, "node-1", "db", "app-a")?,
             client(cluster, "node-1", "db", "app-b")?,
@@ -59,6 +65,9 @@ fn destination_rules_pick_balance_limit_and_eject_on_tcp_ports() -> Result<()> {
         let pg_vip = cluster.add_service("db", "pg", &pg, &tcp)?;
         let capped_vip = cluster.add_service("db", "capped", &[("app", "capped")], &tcp)?;
         let flaky_vip = cluster.add_service("db", "flaky", &flaky, &tcp)?;
+        let quiet_vip = cluster.add_service("db", "quiet", &slow, &tcp)?;
+        let patient_vip = cluster.add_service("db", "patient", &slow, &tcp)?;
+        let bounded_vip = cluster.add_service("db", "bounded", &[("app", "bounded")], &tcp)?;
         rule(cluster, "pg", "    loadBalancer:\n      consistentHash:\n        useSourceIp: true\n")?;
         rule(cluster, "capped", "    connectionPool:\n      tcp:\n        maxConnections: 1\n")?;
         rule(
@@ -66,6 +75,8 @@ fn destination_rules_pick_balance_limit_and_eject_on_tcp_ports() -> Result<()> {
             "flaky",
             "    outlierDetection:\n      consecutive5xxErrors: 2\n      interval: 1s\n      baseEjectionTime: 5m\n      maxEjectionPercent: 100\n",
         )?;
+        rule(cluster, "quiet", "    connectionPool:\n      tcp:\n        idleTimeout: 1s\n")?;
+        rule(cluster, "bounded", "    connectionPool:\n      tcp:\n        maxConnectionDuration: 1s\n")?;
         let app = &clients[0];
 
         // useSourceIp: every connection of a client pod to one backend
@@ -122,6 +133,21 @@ fn destination_rules_pick_balance_limit_and_eject_on_tcp_ports() -> Result<()> {
             let pod = served_by(app, &url)?;
             ensure!(pod == "flaky-up", "with flaky-down ejected, a connection went to {pod}");
         }
+
+        // tcp.idleTimeout: 1s closes a connection that carries nothing
+        // for a second (the answer takes 3); the same pod behind a
+        // Service without the rule answers.
+        let answer = served_by(app, &format!("http://{patient_vip}:5432/patient"))?;
+        ensure!(answer == "slow-0", "without the rule: {answer}");
+        converge("the idle connection closed", || {
+            Ok(httpapp::get_one(app, &format!("http://{quiet_vip}:5432/quiet"), &[]).is_err())
+        })?;
+        // tcp.maxConnectionDuration: 1s closes a connection whose body is
+        // still coming after a second (capped's 4 s one came whole).
+        ensure!(served_by(app, &format!("http://{bounded_vip}:5432/quick"))? == "bounded-0");
+        converge("the connection closed at its maximum duration", || {
+            Ok(httpapp::get_one(app, &format!("http://{bounded_vip}:5432/drip/3000"), &[]).is_err())
+        })?;
         Ok(())
     })
 }

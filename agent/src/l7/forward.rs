@@ -48,10 +48,11 @@ pub struct Head {
     pub path: String,
     pub authority: String,
     pub headers: HeaderMap,
-    /// The headers as they came, when the route edits them: the first
-    /// attempt's hash reads these, as Envoy picks the first endpoint
+    /// The headers the route edits, with their values as they came: the
+    /// first attempt's hash reads these, as Envoy picks the first endpoint
     /// before it applies the route's edits (its retries see the edits).
-    pub unedited: Option<HeaderMap>,
+    /// Empty when the route edits none.
+    pub unedited: Vec<(HeaderName, Vec<HeaderValue>)>,
     /// The app spoke HTTP/2 (for `useClientProtocol`).
     pub http2: bool,
 }
@@ -95,6 +96,11 @@ pub async fn handle(
     down: Arc<Downstream>,
     ctx: Arc<ProxyContext>,
 ) -> Result<Response<Body>, BoxError> {
+    let mut request = request;
+    // Envoy's connection manager adds these before anything else: routes
+    // match them, the access log and local replies have them, the route's
+    // edits apply after.
+    add_proxy_headers(request.headers_mut());
     let mut record = Record::start(&request, &down, &ctx);
     let grpc = super::reply::is_grpc(request.headers());
     match route(request, &down, &ctx, &mut record, grpc).await {
@@ -124,9 +130,6 @@ async fn route(
         .map_or("/", |p| p.as_str())
         .to_string();
     let authority = authority_of(&request).to_string();
-    // Envoy's connection manager adds these before routing: routes match
-    // them, and the route's edits apply after.
-    add_proxy_headers(request.headers_mut());
     let table = ctx.l7.config.routes(&down.service_key);
     let view = RequestView {
         method: request.method(),
@@ -237,7 +240,7 @@ async fn route(
         path,
         authority,
         headers: std::mem::take(request.headers_mut()),
-        unedited: None,
+        unedited: Vec::new(),
     };
     if let Some(selected) = &selected {
         if let Some(path) = selected.rewritten_path(&head.path) {
@@ -246,10 +249,15 @@ async fn route(
         if let Some(authority) = selected.route.authority(weighted) {
             head.authority = authority.to_string();
         }
-        if selected.route.edits_request_headers(weighted) {
-            head.unedited = Some(head.headers.clone());
-            selected.route.edit_request(weighted, &mut head.headers);
-        }
+        head.unedited = selected
+            .route
+            .request_headers_edited(weighted)
+            .map(|name| {
+                let values = head.headers.get_all(name).iter().cloned().collect();
+                (name.clone(), values)
+            })
+            .collect();
+        selected.route.edit_request(weighted, &mut head.headers);
     }
     record.forwarding(&mut head.headers);
 

@@ -20,7 +20,7 @@ use super::{
     send::resolve_for,
 };
 use crate::{
-    proxy::{PodContext, ProxyContext},
+    proxy::{PodContext, ProxyContext, limits::RelayLimits},
     state::{AppProtocol, Resolved, Service},
 };
 
@@ -29,7 +29,7 @@ use crate::{
 pub enum Steered {
     /// To `resolved`, the connection counted at its cluster while `hold`
     /// lives (`None`: no endpoint was picked).
-    To(Resolved, Option<Hold>),
+    To(Resolved, Option<Box<Hold>>),
     /// The cluster's `maxConnections` are all open: Envoy refuses the
     /// connection (`UO`).
     Overflow,
@@ -41,8 +41,10 @@ pub enum Steered {
 pub struct Hold {
     /// Reports the connect's outcome.
     pub outcome: ConnectOutcome,
-    /// The cluster's `connectTimeout`.
-    pub connect_timeout: Duration,
+    /// The cluster's `connectTimeout` (`None`: the agent's).
+    pub connect_timeout: Option<Duration>,
+    /// Its `tcp.idleTimeout` and `tcp.maxConnectionDuration`.
+    pub relay: RelayLimits,
     _picked: Picked,
     _connection: LimitGuard,
 }
@@ -135,8 +137,13 @@ pub async fn steer(
     };
     let source_ip = pod.workload.ips.first().copied().unwrap_or(original.ip());
     let picked = match &cluster.policy().lb {
-        // The original destination, as the client asked.
-        LbPolicy::Passthrough => return Some(Steered::To(Resolved::Passthrough(original), None)),
+        // The original destination, as the client asked (Envoy's
+        // `ORIGINAL_DST` cluster: its breakers still count).
+        LbPolicy::Passthrough => Some(Picked::passthrough(super::cluster::Endpoint {
+            addr: original,
+            workload: None,
+            weight: 1,
+        })),
         LbPolicy::ConsistentHash { key, .. } => cluster.pick(
             &resolved.endpoints,
             hash(key, source_ip),
@@ -145,8 +152,13 @@ pub async fn steer(
         ),
         _ => cluster.pick(&resolved.endpoints, None, fastrand::u64(..), Instant::now()),
     };
+    // Every endpoint ejected (and no panic): refused, as Envoy's TCP
+    // proxy does (`UH`), not sent to an ejected one.
     let Some(picked) = picked else {
-        return none_left();
+        return match resolved.endpoints.is_empty() {
+            true => none_left(),
+            false => Some(Steered::To(no_endpoints(ctx, destination, service), None)),
+        };
     };
     let endpoint = picked.endpoint.clone();
     let target_service = ctx.store.service(&destination.service);
@@ -158,15 +170,19 @@ pub async fn steer(
         },
         None => Resolved::Passthrough(endpoint.addr),
     };
-    let hold = Hold {
+    let hold = Box::new(Hold {
         outcome: ConnectOutcome {
             endpoint: endpoint.addr,
             cluster: cluster.clone(),
         },
         connect_timeout: cluster.policy().limits.connect_timeout,
+        relay: RelayLimits {
+            idle: cluster.policy().limits.tcp_idle_timeout,
+            max_duration: cluster.policy().limits.max_connection_duration,
+        },
         _picked: picked,
         _connection: connection,
-    };
+    });
     Some(Steered::To(resolved, Some(hold)))
 }
 

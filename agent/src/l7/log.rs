@@ -19,9 +19,7 @@ use std::{
 };
 
 use bytes::Bytes;
-use http::{
-    HeaderMap, HeaderName, HeaderValue, Method, Request, Response, StatusCode, Uri, Version,
-};
+use http::{HeaderMap, HeaderValue, Method, Request, Response, StatusCode, Uri, Version};
 use http_body::{Body as HttpBody, Frame, SizeHint};
 
 use super::{
@@ -66,8 +64,6 @@ struct Access {
 mod server;
 
 pub use self::server::ServerRecord;
-
-const X_REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
 
 /// What is known of one request, filled in as it goes.
 pub struct Record {
@@ -330,19 +326,13 @@ impl Record {
             .map_or(0, body::RequestBody::bytes)
     }
 
-    /// The request is about to go upstream with `headers` (the proxy's
-    /// own added): writes this request's span into them as the callee's
-    /// parent (when the source's tracing is on), and keeps the
-    /// `x-request-id` the proxy made for the access log, as Envoy logs it.
+    /// The request is about to go upstream with `headers`: writes this
+    /// request's span into them as the callee's parent (when the source's
+    /// tracing is on). (The `x-request-id` the proxy made was in the
+    /// request when [`Record::start`] kept its headers for the log.)
     pub fn forwarding(&mut self, headers: &mut HeaderMap) {
         if let Some(span) = self.span.as_mut() {
             span.write(headers);
-        }
-        if let Some(access) = self.access.as_mut()
-            && access.decision.wants_request_header(&X_REQUEST_ID)
-            && let Some(id) = headers.get(X_REQUEST_ID)
-        {
-            access.headers.add(&X_REQUEST_ID, id);
         }
     }
 

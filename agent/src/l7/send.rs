@@ -15,7 +15,9 @@ use hyper_util::rt::TokioIo;
 use super::{
     ClusterKey, ClusterRef,
     body::{self, Body, Replay},
-    cluster::{AttemptResult, Cluster, EffectivePolicy, Endpoint, InFlight, LbPolicy, Picked},
+    cluster::{
+        AttemptResult, Cluster, EffectivePolicy, Endpoint, HashKey, InFlight, LbPolicy, Picked,
+    },
     forward::{Downstream, Head, shadow_authority},
     log::Record,
     reply::{Flag, LocalReply},
@@ -103,9 +105,10 @@ async fn attempts(
     loop {
         // Retries hash the headers as the route edited them (Envoy's
         // order).
-        let hash = match head.unedited {
-            Some(_) if attempt > 0 => request_hash(&policy, head, down, false).0,
-            _ => first_hash,
+        let hash = match attempt {
+            0 => first_hash,
+            _ if head.unedited.is_empty() => first_hash,
+            _ => request_hash(&policy, head, down, false).0,
         };
         let picked = pick(&resolved, down, hash, &tried)?;
         let endpoint = &picked.endpoint;
@@ -284,9 +287,28 @@ fn request_hash(
             // netns, two pods on one port do not share a value.
             let seed = foldhash::fast::FixedState::with_seed(0)
                 .hash_one((down.peer, down.pod.netns_cookie));
-            let headers = match (&head.unedited, first) {
-                (Some(unedited), true) => unedited,
-                _ => &head.headers,
+            // The first attempt's: the hashed header as it came, if the
+            // route edited it.
+            let hashed = match key {
+                HashKey::Header(name) => Some(name),
+                HashKey::Cookie { .. } => Some(&http::header::COOKIE),
+                _ => None,
+            };
+            let unedited = hashed
+                .filter(|_| first)
+                .and_then(|name| head.unedited.iter().find(|(edited, _)| edited == name));
+            let restored;
+            let headers = match unedited {
+                Some((name, values)) => {
+                    let mut headers = head.headers.clone();
+                    headers.remove(name);
+                    for value in values {
+                        headers.append(name.clone(), value.clone());
+                    }
+                    restored = headers;
+                    &restored
+                }
+                None => &head.headers,
             };
             super::cluster::request_hash(key, headers, &head.path, source_ip(down), seed)
         }

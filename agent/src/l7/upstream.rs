@@ -586,7 +586,10 @@ impl Upstreams {
         target: &Target<'_>,
     ) -> Result<UpstreamIo, UpstreamError> {
         let addr = target.endpoint.addr;
-        let timeout = target.limits.connect_timeout;
+        let timeout = target
+            .limits
+            .connect_timeout
+            .unwrap_or(ctx.limits.connect_timeout);
         match tokio::time::timeout(timeout, self.connect_io(ctx, target)).await {
             Ok(Ok(io)) => Ok(io),
             Ok(Err(source)) => Err(UpstreamError::Connect { addr, source }),

@@ -164,7 +164,22 @@ pub struct Progress {
     moved: AtomicU64,
     first_back: Option<FirstBack>,
     counted: Counted,
+    /// The connection's own limits, a DestinationRule's.
+    limits: RelayLimits,
 }
+
+/// A DestinationRule's limits on one relayed connection, as Envoy's TCP
+/// proxy applies them (`tcp.idleTimeout`, `tcp.maxConnectionDuration`);
+/// `None`: the agent's idle timeout, no limit on the duration.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct RelayLimits {
+    /// `0s` turns the idle timeout off.
+    pub idle: Option<Duration>,
+    pub max_duration: Option<Duration>,
+}
+
+/// Long enough to stand for "never", short enough to add to an instant.
+const NEVER: Duration = Duration::from_secs(10 * 365 * 24 * 3600);
 
 /// Where the first byte back is recorded ([`Wait::FirstByte`]).
 #[derive(Debug)]
@@ -221,6 +236,11 @@ impl Progress {
             }),
             ..Progress::default()
         }
+    }
+
+    /// Under `limits` instead of the agent's.
+    pub fn limited(self, limits: RelayLimits) -> Progress {
+        Progress { limits, ..self }
     }
 
     /// Also counts the bytes into `counters` (when traffic metrics are
@@ -339,6 +359,8 @@ pin_project_lite::pin_project! {
     pub struct RelayUntilIdle<'a, F> {
         #[pin]
         relay: UntilIdle<'a, F>,
+        // The progress's `max_duration`, from the relay's start.
+        ended_by: Option<Pin<Box<tokio::time::Sleep>>>,
         ctx: &'a super::ProxyContext,
     }
 }
@@ -352,8 +374,17 @@ pub fn relay_until_idle<'a, T, F>(
 where
     F: Future<Output = std::io::Result<T>>,
 {
+    let idle = match progress.limits.idle {
+        Some(Duration::ZERO) => NEVER,
+        Some(idle) => idle,
+        None => ctx.limits.idle_timeout,
+    };
     RelayUntilIdle {
-        relay: until_idle(ctx.limits.idle_timeout, progress, relay),
+        relay: until_idle(idle, progress, relay),
+        ended_by: progress
+            .limits
+            .max_duration
+            .map(|limit| Box::pin(tokio::time::sleep(limit.min(NEVER)))),
         ctx,
     }
 }
@@ -366,6 +397,14 @@ where
 
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
         let this = self.project();
+        if let Some(ended_by) = this.ended_by
+            && ended_by.as_mut().poll(cx).is_ready()
+        {
+            return Poll::Ready(Err(std::io::Error::new(
+                std::io::ErrorKind::TimedOut,
+                "closed: the DestinationRule's maxConnectionDuration was reached",
+            )));
+        }
         Poll::Ready(match std::task::ready!(this.relay.poll(cx)) {
             Ok(done) => done,
             Err(timed_out) => {

@@ -97,16 +97,19 @@ pub(super) async fn handle(
         }
     }
     let mut waits = waits;
-    let outcome = hold.as_ref().map(|h: &Hold| h.outcome.clone());
+    let outcome = hold.as_deref().map(|h: &Hold| h.outcome.clone());
     waits.outcome.clone_from(&outcome);
-    let connect_timeout = hold.as_ref().map(|h| h.connect_timeout);
+    if let Some(hold) = &hold {
+        waits.limits = hold.relay;
+    }
+    let connect_timeout = hold.as_deref().and_then(|h| h.connect_timeout);
     // Istio's TCP metrics, `reporter="source"` (HTTP ports count requests
     // instead, in the L7 proxy).
     let record = ctx
         .metrics
         .traffic
         .enabled()
-        .then(|| source_labels(&pod, &ctx, &resolved))
+        .then(|| source_labels(&pod, &ctx, &resolved, !overflow))
         .flatten()
         .map(|l| {
             let mtls = l.connection_security_policy == SecurityPolicy::mutual_tls;
@@ -336,6 +339,8 @@ pub(super) struct Waited {
     /// Told when the upstream is connected: the endpoint's cluster, when
     /// a DestinationRule picked it (its outlier detection).
     outcome: Option<ConnectOutcome>,
+    /// The DestinationRule's limits on the relay.
+    limits: limits::RelayLimits,
 }
 
 impl Waited {
@@ -351,6 +356,7 @@ impl Waited {
             pod: pod.clone(),
             since_ns: accepted_ns,
             outcome: None,
+            limits: limits::RelayLimits::default(),
         }
     }
 
@@ -362,26 +368,33 @@ impl Waited {
             outcome.report(true);
         }
         if self.since_ns == 0 {
-            return limits::Progress::default();
+            return limits::Progress::default().limited(self.limits);
         }
         let now = self
             .pod
             .waits
             .record_since(Wait::UpstreamConnect, self.since_ns);
-        limits::Progress::first_byte_to(self.pod, now)
+        limits::Progress::first_byte_to(self.pod, now).limited(self.limits)
     }
 }
 
 /// Istio's labels for a TCP connection `pod` made (`reporter="source"`);
 /// `None` for the connections that are not counted as TCP: HTTP ports
 /// (counted per request) and services without endpoints (refused).
+/// `reached`: false for one refused before an endpoint was picked, which
+/// names no destination workload.
 fn source_labels(
     pod: &PodContext,
     ctx: &ProxyContext,
     resolved: &Resolved,
+    reached: bool,
 ) -> Option<TrafficLabels> {
     let me = pod.current(ctx);
     let (destination, service, security) = match resolved {
+        // Refused before any endpoint was picked (`UO`): the service only.
+        Resolved::Workload { service, .. } if !reached => {
+            (None, service.as_deref(), SecurityPolicy::unknown)
+        }
         Resolved::Workload {
             workload, service, ..
         } => {
@@ -485,16 +498,25 @@ impl OutboundError {
     /// Not the client's own failures (no certificate, no socket) nor a
     /// refusal before any endpoint was tried.
     fn endpoint_failed(&self) -> bool {
-        !matches!(
-            self,
-            OutboundError::NoCertificate(_)
-                | OutboundError::Identity(_)
-                | OutboundError::Netns(_)
-                | OutboundError::NoAddress
-                | OutboundError::Overflow
-                | OutboundError::Revoked(_)
-                | OutboundError::Io(_)
-        )
+        match self {
+            // The destination's policy refused this client (HBONE's 401,
+            // or this agent deciding for a same-node server): the endpoint
+            // is healthy, as an Envoy sidecar's RBAC denial comes after a
+            // connect that succeeded.
+            OutboundError::Hbone(hbone::HboneError::Refused { status, .. }) => !matches!(
+                *status,
+                http::StatusCode::UNAUTHORIZED | http::StatusCode::FORBIDDEN
+            ),
+            OutboundError::Denied(_)
+            | OutboundError::NoCertificate(_)
+            | OutboundError::Identity(_)
+            | OutboundError::Netns(_)
+            | OutboundError::NoAddress
+            | OutboundError::Overflow
+            | OutboundError::Revoked(_)
+            | OutboundError::Io(_) => false,
+            _ => true,
+        }
     }
 }
 

@@ -296,7 +296,7 @@ fn connection_pool(cx: &Cx, at: &str, p: &pb::ConnectionPoolSettings) -> Result<
         let at = format!("{at}.tcp");
         l.max_connections = limit(cx, &at, "max_connections", tcp.max_connections, UNLIMITED)?;
         if let Some(d) = tcp.connect_timeout {
-            l.connect_timeout = duration(cx, &format!("{at}.connect_timeout"), d)?;
+            l.connect_timeout = Some(duration(cx, &format!("{at}.connect_timeout"), d)?);
         }
         l.max_connection_duration = tcp
             .max_connection_duration

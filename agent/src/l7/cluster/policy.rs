@@ -144,8 +144,9 @@ pub enum HashAlgorithm {
 pub struct PoolLimits {
     /// Open upstream connections (`tcp.maxConnections`).
     pub max_connections: u32,
-    /// `tcp.connectTimeout`; Istio's default 10 s.
-    pub connect_timeout: Duration,
+    /// `tcp.connectTimeout`; `None`: the agent's `--connect-timeout`,
+    /// as Istio falls back to the mesh config's `connectTimeout` (10 s).
+    pub connect_timeout: Option<Duration>,
     /// Requests waiting for a connection (`http.http1MaxPendingRequests`).
     pub max_pending_requests: u32,
     /// Active requests (`http.http2MaxRequests`).
@@ -169,7 +170,7 @@ impl Default for PoolLimits {
     fn default() -> Self {
         PoolLimits {
             max_connections: UNLIMITED,
-            connect_timeout: Duration::from_secs(10),
+            connect_timeout: None,
             max_pending_requests: UNLIMITED,
             max_requests: UNLIMITED,
             max_requests_per_connection: 0,
@@ -588,7 +589,8 @@ impl EffectivePolicy {
             "load_balancer": lb,
             "connection_pool": {
                 "max_connections": limit(l.max_connections),
-                "connect_timeout": d(l.connect_timeout),
+                // null: the agent's `--connect-timeout`.
+                "connect_timeout": l.connect_timeout.map(d),
                 "http1_max_pending_requests": limit(l.max_pending_requests),
                 "http2_max_requests": limit(l.max_requests),
                 "max_requests_per_connection": l.max_requests_per_connection,

@@ -42,7 +42,7 @@ pub use rewrite::{DirectResponse, Redirect, RedirectPort, Rewrite};
 
 use std::time::Duration;
 
-use http::HeaderMap;
+use http::{HeaderMap, HeaderName};
 use weft_proto::route as pb;
 
 /// Why a `RouteConfig` cannot be used. `route` names the route ("route 2
@@ -393,9 +393,21 @@ impl HttpRoute {
             .or(dest.and_then(|d| d.headers.authority.as_deref()))
     }
 
-    /// Whether the route or `dest` edits the request's headers.
-    pub fn edits_request_headers(&self, dest: Option<&WeightedDestination>) -> bool {
-        !self.headers.request.is_empty() || dest.is_some_and(|d| !d.headers.request.is_empty())
+    /// The request headers the route's and `dest`'s edits set, add or
+    /// remove.
+    pub fn request_headers_edited<'s>(
+        &'s self,
+        dest: Option<&'s WeightedDestination>,
+    ) -> impl Iterator<Item = &'s HeaderName> {
+        fn names(edits: &HeaderEdits) -> impl Iterator<Item = &HeaderName> {
+            edits
+                .set
+                .iter()
+                .chain(&edits.add)
+                .map(|(name, _)| name)
+                .chain(&edits.remove)
+        }
+        names(&self.headers.request).chain(dest.into_iter().flat_map(|d| names(&d.headers.request)))
     }
 
     /// Applies the route's and `dest`'s request header edits in Envoy's

@@ -131,7 +131,7 @@ fn connection_pool_settings() {
         p.limits,
         PoolLimits {
             max_connections: 10,
-            connect_timeout: secs(3),
+            connect_timeout: Some(secs(3)),
             max_pending_requests: 11,
             max_requests: 12,
             max_requests_per_connection: 13,

@@ -17,7 +17,7 @@ fn defaults_are_istios() {
     assert_eq!(d.limits.max_pending_requests, u32::MAX);
     assert_eq!(d.limits.max_retries, u32::MAX);
     assert_eq!(d.limits.max_requests_per_connection, 0);
-    assert_eq!(d.limits.connect_timeout, secs(10));
+    assert_eq!(d.limits.connect_timeout, None);
     assert_eq!(d.limits.idle_timeout, secs(3600));
     assert_eq!(d.limits.max_connection_duration, None);
     assert_eq!(d.outlier, None);
