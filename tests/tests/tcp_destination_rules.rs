@@ -14,7 +14,7 @@ use std::{collections::BTreeSet, time::Duration};
 
 use anyhow::{Result, ensure};
 use common::*;
-use weft_sim::{Cluster, ServicePort, httpapp};
+use weft_sim::{Cluster, PodSpec, ServicePort, httpapp};
 
 /// A DestinationRule for `host` in `db` with `policy`'s lines under
 /// `trafficPolicy`.
@@ -147,6 +147,27 @@ fn destination_rules_pick_balance_limit_and_eject_on_tcp_ports() -> Result<()> {
         ensure!(served_by(app, &format!("http://{bounded_vip}:5432/quick"))? == "bounded-0");
         converge("the connection closed at its maximum duration", || {
             Ok(httpapp::get_one(app, &format!("http://{bounded_vip}:5432/drip/3000"), &[]).is_err())
+        })?;
+
+        // tcp.connectTimeout: 1s bounds the connect to a pod outside the
+        // mesh (plaintext) whose port drops every SYN: the client's agent
+        // gives up after a second.
+        cluster.add_namespace("legacy", &[])?;
+        let dark = cluster.add_pod(PodSpec::new("node-2", "legacy", "dark-0").label("app", "dark"))?;
+        let drop_syns = ["-w", "10", "-A", "INPUT", "-p", "tcp", "--dport", "5432", "--syn", "-j", "DROP"];
+        let mut iptables = std::process::Command::new("/usr/sbin/iptables-legacy");
+        iptables.args(drop_syns);
+        dark.run(iptables, TIMEOUT)?.check("iptables-legacy: drop SYNs to dark-0:5432 (apt-get install -y iptables)")?;
+        let dark_vip = cluster.add_service("legacy", "dark", &[("app", "dark")], &tcp)?;
+        apply(cluster, "dark-dr", "apiVersion: networking.istio.io/v1\nkind: DestinationRule\nmetadata:\n  name: dark\n  namespace: legacy\nspec:\n  host: dark.legacy.svc.cluster.local\n  trafficPolicy:\n    connectionPool:\n      tcp:\n        connectTimeout: 1s\n")?;
+        // The client's agent says which bound cut it (the agent's own is
+        // 10 s).
+        let cut = format!("connecting to {}: no answer within 1s", dark.addr(5432));
+        let url = format!("http://{dark_vip}:5432/dark");
+        converge("the DestinationRule's connect timeout cut a connect", || {
+            let out = app.run_http(&["get", &url, "--timeout", "6"], TIMEOUT)?;
+            ensure!(!out.success(), "a connect to a port that drops SYNs succeeded: {out:?}");
+            Ok(cluster.node("node-1")?.agent_log().contains(&cut))
         })?;
         Ok(())
     })

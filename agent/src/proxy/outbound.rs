@@ -101,8 +101,9 @@ pub(super) async fn handle(
     waits.outcome.clone_from(&outcome);
     if let Some(hold) = &hold {
         waits.limits = hold.relay;
+        waits.connect_timeout = hold.connect_timeout;
     }
-    let connect_timeout = hold.as_deref().and_then(|h| h.connect_timeout);
+    let connect_timeout = waits.connect_timeout;
     // Istio's TCP metrics, `reporter="source"` (HTTP ports count requests
     // instead, in the L7 proxy).
     let record = ctx
@@ -341,6 +342,8 @@ pub(super) struct Waited {
     outcome: Option<ConnectOutcome>,
     /// The DestinationRule's limits on the relay.
     limits: limits::RelayLimits,
+    /// The DestinationRule's `connectTimeout` (`None`: the agent's).
+    connect_timeout: Option<Duration>,
 }
 
 impl Waited {
@@ -357,6 +360,7 @@ impl Waited {
             since_ns: accepted_ns,
             outcome: None,
             limits: limits::RelayLimits::default(),
+            connect_timeout: None,
         }
     }
 
@@ -545,7 +549,22 @@ async fn passthrough(
     counters: Option<TcpBytes>,
     upstream_local: &mut Option<SocketAddr>,
 ) -> Result<(u64, u64), OutboundError> {
-    let upstream = connect_from_pod(pod, addr).await?;
+    // Bounded, as Envoy bounds every connect (a blackholed address would
+    // otherwise hold the app for the kernel's SYN retries, minutes).
+    let limit = waits.connect_timeout.unwrap_or(ctx.limits.connect_timeout);
+    let upstream = match limits::bounded(Stage::Connect, limit, connect_from_pod(pod, addr)).await {
+        Ok(connected) => connected?,
+        Err(timed_out) => {
+            ctx.metrics.timed_out(Stage::Connect);
+            return Err(OutboundError::Connect {
+                addr,
+                source: std::io::Error::new(
+                    std::io::ErrorKind::TimedOut,
+                    format!("no answer within {:?}", timed_out.limit),
+                ),
+            });
+        }
+    };
     *upstream_local = upstream.local_addr().ok();
     let progress = waits
         .upstream_connected()
