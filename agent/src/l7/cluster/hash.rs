@@ -68,9 +68,23 @@ pub fn request_hash(
                 None => (None, None),
             },
         },
-        HashKey::SourceIp => (Some(xxh64(source_ip.to_string().as_bytes(), 0)), None),
+        HashKey::SourceIp => (Some(ip_hash(source_ip)), None),
         HashKey::QueryParameter(name) => (query(path_and_query, name).map(|v| xxh64(v, 0)), None),
     }
+}
+
+/// The hash of an address's text (as Envoy hashes it), written on the
+/// stack: an L4 connection under `useSourceIp` hashes one, and allocates
+/// nothing for it.
+fn ip_hash(ip: IpAddr) -> u64 {
+    // The longest text of an address: an IPv6 one with an embedded IPv4.
+    let mut text = [0u8; 45];
+    let mut out = &mut text[..];
+    let written = match std::io::Write::write_fmt(&mut out, format_args!("{ip}")) {
+        Ok(()) => 45 - out.len(),
+        Err(_) => 0,
+    };
+    xxh64(&text[..written], 0)
 }
 
 fn cookie<'a>(headers: &'a HeaderMap, name: &str) -> Option<&'a [u8]> {

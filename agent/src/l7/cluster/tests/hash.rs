@@ -290,3 +290,19 @@ fn no_hash_picks_at_random() {
         assert_eq!(got.len(), 4);
     }
 }
+
+#[test]
+fn source_ip_key_hashes_the_addresss_text() {
+    let text = |ip: IpAddr| xxhash_rust::xxh64::xxh64(ip.to_string().as_bytes(), 0);
+    assert_eq!(
+        hash_of(&HashKey::SourceIp, &HeaderMap::new(), "/"),
+        Some(text(IP))
+    );
+    let longest: IpAddr = "ffff:ffff:ffff:ffff:ffff:ffff:255.255.255.255"
+        .parse()
+        .unwrap();
+    for ip in [longest, IpAddr::V6(Ipv6Addr::LOCALHOST)] {
+        let (hash, _) = request_hash(&HashKey::SourceIp, &HeaderMap::new(), "/", ip, 0);
+        assert_eq!(hash, Some(text(ip)), "{ip}");
+    }
+}
