@@ -97,11 +97,20 @@ pub async fn handle(
     ctx: Arc<ProxyContext>,
 ) -> Result<Response<Body>, BoxError> {
     let mut request = request;
+    // The head as the app sent it: Istio's request sizes are wire bytes.
+    let head_bytes = ctx
+        .metrics
+        .traffic
+        .enabled()
+        .then(|| super::wire::request_head(request.method(), request.uri(), request.headers()));
     // Envoy's connection manager adds these before anything else: routes
     // match them, the access log and local replies have them, the route's
     // edits apply after.
     add_proxy_headers(request.headers_mut());
     let mut record = Record::start(&request, &down, &ctx);
+    if let Some(bytes) = head_bytes {
+        record.request_head(bytes);
+    }
     let grpc = super::reply::is_grpc(request.headers());
     match route(request, &down, &ctx, &mut record, grpc).await {
         Ok(response) => Ok(record.finish(response)),

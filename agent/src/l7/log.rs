@@ -287,13 +287,7 @@ impl Record {
             metrics_view,
             tags,
             in_flight: None,
-            heads: match ctx.metrics.traffic.enabled() {
-                true => (
-                    super::wire::request_head(request.method(), request.uri(), request.headers()),
-                    0,
-                ),
-                false => (0, 0),
-            },
+            heads: (0, 0),
             telemetry: Telemetry {
                 metrics: ctx.metrics.clone(),
                 series: down.series.clone(),
@@ -308,6 +302,12 @@ impl Record {
                 },
             },
         }
+    }
+
+    /// The request's head took `bytes` as the app sent it (before the
+    /// proxy's own headers), for `istio_request_bytes`.
+    pub fn request_head(&mut self, bytes: u64) {
+        self.heads.0 = bytes;
     }
 
     /// The request's body on its way upstream, its bytes, gRPC messages

@@ -4,7 +4,7 @@
 //! and headers, and a response its status line and headers.
 
 use anyhow::{Result, ensure};
-use weft_sim::{Cluster, ServicePort, httpapp};
+use weft_sim::{Cluster, httpapp};
 
 use super::common::*;
 use super::{scrape, total};
@@ -18,20 +18,8 @@ fn field(name: &str, value: &str) -> usize {
 fn request_and_response_sizes_count_heads_and_bodies_as_sent() -> Result<()> {
     let cluster = Cluster::builder().nodes(2).build()?;
     cluster.with_logs(|cluster| {
-        for ns in ["shop", "front"] {
-            cluster.add_namespace(ns, &[AMBIENT])?;
-        }
-        let _api = backend(
-            cluster,
-            "node-2",
-            "shop",
-            "api",
-            &[("app", "api")],
-            8080,
-            &[],
-        )?;
-        let port = [ServicePort::http("http", 8080, 8080)];
-        let vip = cluster.add_service("shop", "api", &[("app", "api")], &port)?;
+        let (_api, vip) = shop_api(cluster)?;
+        cluster.add_namespace("front", &[AMBIENT])?;
         let web = client(cluster, "node-1", "front", "web")?;
         let url = format!("http://{vip}:8080/items?page=2");
         converge("api reachable at L7", || {
