@@ -4,7 +4,8 @@
 //! HTTPS to the host's endpoint, as the host's DestinationRule says
 //! (`tls.mode` SIMPLE or MUTUAL, the CA to verify the server with, the
 //! client certificate, SNI, `insecureSkipVerify`). A failed handshake is
-//! Envoy's 503 with `UF`. The servers are `weft-sim-http serve --tls-cert`
+//! Envoy's 503 with `UF`. On a TCP port the app's bytes go in the TLS the
+//! rule originates, as Envoy's TCP proxy sends them. The servers are `weft-sim-http serve --tls-cert`
 //! pods in a namespace outside the mesh, with certificates from CAs this
 //! test makes. Needs root and the binaries (`cargo xtask test` builds
 //! them).
@@ -430,6 +431,86 @@ fn mutual_tls_origination_presents_the_client_certificate() -> Result<()> {
             "the server logged no failed handshake from {}:\n{}",
             client.ip(),
             mtls.server.log_tail(20)
+        );
+        Ok(())
+    })
+}
+
+/// A DestinationRule's `tls.mode: SIMPLE` on a ServiceEntry's TCP port:
+/// the app writes plaintext to the port, the client's agent originates
+/// TLS (the rule's SNI, the server verified, no ALPN: Envoy offers none on
+/// a TCP cluster) and relays the bytes; between the nodes they are TLS
+/// records only.
+#[test]
+fn tls_origination_on_a_tcp_port_relays_the_apps_bytes_in_tls() -> Result<()> {
+    let cluster = Cluster::builder().nodes(2).build()?;
+    cluster.with_logs(|cluster| {
+        let pki = pki_dir(cluster)?;
+        let ca = TestCa::new(&pki, "ca")?;
+        let (cert, key) = ca.leaf(&pki, "api", API_HOST, API_HOST)?;
+        cluster.add_namespace("external", &[])?;
+        cluster.add_namespace("egress", &[AMBIENT])?;
+        let api = tls_backend(cluster, "api", &cert, &key, &[])?;
+        let client = client(cluster, "node-1", "egress", "app")?;
+        let tcp_entry = service_entry("api", API_HOST, API_VIP, api.pod.ip()).replace(
+            "number: 80\n    name: http\n    protocol: HTTP",
+            "number: 5432\n    name: tcp\n    protocol: TCP",
+        );
+        ensure!(tcp_entry.contains("protocol: TCP"), "{tcp_entry}");
+        apply(cluster, "api-se", &tcp_entry)?;
+        let tls = [
+            "mode: SIMPLE".to_string(),
+            format!("caCertificates: {}", path(&ca.cert)),
+            format!("sni: {API_HOST}"),
+        ];
+        apply(cluster, "api-dr", &tls_rule("api", API_HOST, &tls))?;
+        let vip = format!("{API_VIP}:5432");
+        converge("the app's plaintext reaching api over TLS", || {
+            Ok(get(&client, &vip, API_HOST, "/hello", &[])
+                .is_ok_and(|r| served_over_tls(&r, "api")))
+        })?;
+
+        let marker = "TCP-TLS-ORIGINATION-MARKER-77c2";
+        let capture = cluster.capture_between_nodes()?;
+        let reply = get(
+            &client,
+            &vip,
+            API_HOST,
+            &format!("/hello?marker={marker}"),
+            &[],
+        )?;
+        let packets = capture.stop()?;
+        ensure!(served_over_tls(&reply, "api"), "{reply:?}");
+        let seen = reply.seen()?;
+        ensure!(seen["sni"] == API_HOST, "SNI: {seen}");
+        ensure!(seen["alpn"].is_null(), "no ALPN on a TCP port: {seen}");
+        ensure!(
+            reply.body.contains(marker),
+            "the server saw the app's request: {reply:?}"
+        );
+        ensure!(
+            packets
+                .tls_records_to(TLS_PORT)
+                .any(|p| p.tls_record() == Some((0x17, 0x0303))
+                    && p.src.ip() == client.ip()
+                    && p.dst.ip() == api.pod.ip()),
+            "no TLS application data from the client pod to {}:{TLS_PORT}:\n{}",
+            api.pod.ip(),
+            packets.summary(40)
+        );
+        for (&(src, dst), stream) in &packets.streams() {
+            if dst.port() == TLS_PORT {
+                ensure!(
+                    matches!(stream.as_slice(), [0x14..=0x17, 0x03, 0x01..=0x04, ..]),
+                    "{src} -> {dst} is not TLS records:\n{}",
+                    packets.summary(40)
+                );
+            }
+        }
+        ensure!(
+            !packets.contains(marker.as_bytes()),
+            "the marker crossed between the nodes in plaintext:\n{}",
+            packets.summary(40)
         );
         Ok(())
     })

@@ -45,6 +45,9 @@ pub struct Hold {
     pub connect_timeout: Option<Duration>,
     /// Its `tcp.idleTimeout` and `tcp.maxConnectionDuration`.
     pub relay: RelayLimits,
+    /// When it originates TLS (`tls.mode` SIMPLE or MUTUAL): the cluster,
+    /// whose policy has the settings, and the host the TLS is for.
+    pub tls: Option<(Arc<Cluster>, String)>,
     _picked: Picked,
     _connection: LimitGuard,
 }
@@ -180,6 +183,11 @@ pub async fn steer(
             idle: cluster.policy().limits.tcp_idle_timeout,
             max_duration: cluster.policy().limits.max_connection_duration,
         },
+        tls: cluster
+            .policy()
+            .tls
+            .is_some()
+            .then(|| (cluster.clone(), destination.host.clone())),
         _picked: picked,
         _connection: connection,
     });

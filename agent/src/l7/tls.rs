@@ -55,21 +55,26 @@ pub enum TlsError {
     Handshake(std::io::Error),
 }
 
+/// A client config's key: the settings (as their debug text) and the
+/// ALPN offered.
+type ConfigKey = (String, Option<Protocol>);
+
 /// Builds and keeps client configs for TLS origination.
 #[derive(Default)]
 pub struct TlsOriginator {
-    configs: Mutex<HashMap<(String, Protocol), Arc<ClientConfig>>>,
+    configs: Mutex<HashMap<ConfigKey, Arc<ClientConfig>>>,
 }
 
 impl TlsOriginator {
     /// TLS over `tcp` as `tls` says, for `host` (the server name unless
-    /// `tls.sni` is set), offering the ALPN of `protocol`.
+    /// `tls.sni` is set), offering the ALPN of `protocol` (`None`, for a
+    /// TCP port's bytes: none, as Envoy offers none on a TCP cluster).
     pub async fn connect(
         &self,
         tcp: TcpStream,
         tls: &TlsOrigination,
         host: &str,
-        protocol: Protocol,
+        protocol: Option<Protocol>,
     ) -> Result<TlsStream<TcpStream>, TlsError> {
         let config = self.config(tls, protocol)?;
         let name = if tls.sni.is_empty() { host } else { &tls.sni };
@@ -84,7 +89,7 @@ impl TlsOriginator {
     fn config(
         &self,
         tls: &TlsOrigination,
-        protocol: Protocol,
+        protocol: Option<Protocol>,
     ) -> Result<Arc<ClientConfig>, TlsError> {
         let key = (format!("{tls:?}"), protocol);
         if let Some(config) = self.configs.lock().expect("tls lock").get(&key) {
@@ -99,7 +104,7 @@ impl TlsOriginator {
     }
 }
 
-fn build(tls: &TlsOrigination, protocol: Protocol) -> Result<ClientConfig, TlsError> {
+fn build(tls: &TlsOrigination, protocol: Option<Protocol>) -> Result<ClientConfig, TlsError> {
     if !tls.credential_name.is_empty() {
         return Err(TlsError::CredentialName(tls.credential_name.clone()));
     }
@@ -145,8 +150,9 @@ fn build(tls: &TlsOrigination, protocol: Protocol) -> Result<ClientConfig, TlsEr
         builder.with_no_client_auth()
     };
     config.alpn_protocols = match protocol {
-        Protocol::Http1 => vec![b"http/1.1".to_vec()],
-        Protocol::Http2 => vec![b"h2".to_vec()],
+        Some(Protocol::Http1) => vec![b"http/1.1".to_vec()],
+        Some(Protocol::Http2) => vec![b"h2".to_vec()],
+        None => Vec::new(),
     };
     Ok(config)
 }

@@ -188,7 +188,9 @@ pub struct Upstreams {
     /// Cluster states replaced or dropped: their connections are not
     /// kept when their requests end.
     retired: Mutex<std::collections::HashSet<u64>>,
-    tls: TlsOriginator,
+    /// TLS origination's client configs, also for TCP ports
+    /// (`proxy/outbound.rs`).
+    pub(crate) tls: TlsOriginator,
 }
 
 /// How often a pending request looks again for a free connection slot in
@@ -634,7 +636,7 @@ impl Upstreams {
                     Some(tls) => {
                         let stream = self
                             .tls
-                            .connect(tcp, tls, target.host, target.protocol)
+                            .connect(tcp, tls, target.host, Some(target.protocol))
                             .await?;
                         Ok(UpstreamIo::Tls(Box::new(stream)))
                     }

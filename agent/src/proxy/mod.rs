@@ -21,10 +21,12 @@ pub mod inbound_plain;
 pub mod limits;
 pub mod open;
 pub mod outbound;
+mod plain;
 pub mod pool;
 pub mod record;
 pub mod same_node;
 pub mod tunnel_io;
+mod waited;
 
 use std::sync::Arc;
 

@@ -18,23 +18,22 @@ use super::{
     limits::{self, Forward, Stage},
     pool::PoolKey,
     record::{Arrival, ConnectionRecord, Failure, Moved, NotRelayed},
+    waited::Waited,
 };
 use crate::{
     access_log::{Cluster, Side},
     l7::{
-        l4::{ConnectOutcome, Hold, Steered},
+        l4::{Hold, Steered},
         reply::Flag,
     },
     metrics::{
         Denial,
         traffic::{
-            Peer, Reporter, RequestProtocol, SecurityPolicy, TcpBytes, TcpFailure, TcpRecord,
-            TrafficLabels,
+            Peer, Reporter, RequestProtocol, SecurityPolicy, TcpFailure, TcpRecord, TrafficLabels,
         },
-        waits::Wait,
     },
     state::{Resolved, Workload},
-    sys::{self, sockopt},
+    sys::sockopt,
     trace::context::SpanContext,
 };
 
@@ -98,10 +97,8 @@ pub(super) async fn handle(
     }
     let mut waits = waits;
     let outcome = hold.as_deref().map(|h: &Hold| h.outcome.clone());
-    waits.outcome.clone_from(&outcome);
     if let Some(hold) = &hold {
-        waits.limits = hold.relay;
-        waits.connect_timeout = hold.connect_timeout;
+        waits.steered_by(hold);
     }
     let connect_timeout = waits.connect_timeout;
     // Istio's TCP metrics, `reporter="source"` (HTTP ports count requests
@@ -214,7 +211,7 @@ pub(super) async fn handle(
         }
         // Not in the mesh: plaintext, with no identity to prove.
         Resolved::Workload { workload, addr, .. } => {
-            let result = Box::pin(passthrough(
+            let result = Box::pin(super::plain::relay(
                 stream,
                 &pod,
                 &ctx,
@@ -227,7 +224,7 @@ pub(super) async fn handle(
             (result, addr, Some(workload), "TCP")
         }
         Resolved::Passthrough(addr) => {
-            let result = Box::pin(passthrough(
+            let result = Box::pin(super::plain::relay(
                 stream,
                 &pod,
                 &ctx,
@@ -329,57 +326,6 @@ pub(super) async fn handle(
         same_node_server: same_node_server.as_deref().map(|p| p.workload.as_ref()),
     }
     .finish(result);
-}
-
-/// The waits of one captured L4 connection, recorded into its pod's
-/// histograms as it passes each stage ([`crate::metrics::waits`]).
-pub(super) struct Waited {
-    pod: Arc<PodContext>,
-    /// When the last stage ended (monotonic ns); `0`: waits not recorded.
-    since_ns: u64,
-    /// Told when the upstream is connected: the endpoint's cluster, when
-    /// a DestinationRule picked it (its outlier detection).
-    outcome: Option<ConnectOutcome>,
-    /// The DestinationRule's limits on the relay.
-    limits: limits::RelayLimits,
-    /// The DestinationRule's `connectTimeout` (`None`: the agent's).
-    connect_timeout: Option<Duration>,
-}
-
-impl Waited {
-    /// Accepted at `accepted_ns` (`0`: not recorded), its SYN sent at
-    /// `syn_sent_ns` as the programs stamped it: records the capture wait.
-    fn new(pod: &Arc<PodContext>, accepted_ns: u64, syn_sent_ns: Option<u64>) -> Waited {
-        if accepted_ns != 0
-            && let Some(waited) = syn_sent_ns.and_then(|syn| accepted_ns.checked_sub(syn))
-        {
-            pod.waits.record(Wait::Capture, waited);
-        }
-        Waited {
-            pod: pod.clone(),
-            since_ns: accepted_ns,
-            outcome: None,
-            limits: limits::RelayLimits::default(),
-            connect_timeout: None,
-        }
-    }
-
-    /// The upstream is connected: records the wait since the accept (and
-    /// the connect's success at the endpoint's cluster), and returns the
-    /// relay's progress, which records the first byte back.
-    pub(super) fn upstream_connected(self) -> limits::Progress {
-        if let Some(outcome) = &self.outcome {
-            outcome.report(true);
-        }
-        if self.since_ns == 0 {
-            return limits::Progress::default().limited(self.limits);
-        }
-        let now = self
-            .pod
-            .waits
-            .record_since(Wait::UpstreamConnect, self.since_ns);
-        limits::Progress::first_byte_to(self.pod, now).limited(self.limits)
-    }
 }
 
 /// Istio's labels for a TCP connection `pod` made (`reporter="source"`);
@@ -538,39 +484,6 @@ pub(crate) async fn connect_from_pod(
         .connect(addr)
         .await
         .map_err(|source| OutboundError::Connect { addr, source })
-}
-
-async fn passthrough(
-    stream: TcpStream,
-    pod: &PodContext,
-    ctx: &ProxyContext,
-    addr: SocketAddr,
-    waits: Waited,
-    counters: Option<TcpBytes>,
-    upstream_local: &mut Option<SocketAddr>,
-) -> Result<(u64, u64), OutboundError> {
-    // Bounded, as Envoy bounds every connect (a blackholed address would
-    // otherwise hold the app for the kernel's SYN retries, minutes).
-    let limit = waits.connect_timeout.unwrap_or(ctx.limits.connect_timeout);
-    let upstream = match limits::bounded(Stage::Connect, limit, connect_from_pod(pod, addr)).await {
-        Ok(connected) => connected?,
-        Err(timed_out) => {
-            ctx.metrics.timed_out(Stage::Connect);
-            return Err(OutboundError::Connect {
-                addr,
-                source: std::io::Error::new(
-                    std::io::ErrorKind::TimedOut,
-                    format!("no answer within {:?}", timed_out.limit),
-                ),
-            });
-        }
-    };
-    *upstream_local = upstream.local_addr().ok();
-    let progress = waits
-        .upstream_connected()
-        .counting(counters, Forward::FromClient);
-    let relay = sys::splice::relay(&stream, &upstream, &progress);
-    Ok(limits::relay_until_idle(ctx, &progress, relay).await?)
 }
 
 /// A CONNECT stream to `target` on a pooled connection to the destination

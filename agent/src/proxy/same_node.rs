@@ -12,7 +12,8 @@ use super::{
     PodContext, ProxyContext, delivery,
     limits::{self, Forward},
     open,
-    outbound::{OutboundError, Waited, reset},
+    outbound::{OutboundError, reset},
+    waited::Waited,
 };
 use crate::{
     metrics::traffic::{SecurityPolicy, TcpBytes, TcpFailure, TcpRecord},
