@@ -22,7 +22,8 @@ use super::{
     log::Record,
     reply::{Flag, LocalReply},
     route::{Destination, Outcome, RetryPolicy},
-    upstream::{Protocol, Target, UpstreamError},
+    tls::TlsError,
+    upstream::{ConnectError, Protocol, Target, UpstreamError},
 };
 use crate::{
     proxy::{PodContext, ProxyContext},
@@ -159,20 +160,33 @@ async fn attempts(
             Err(Failure::Upstream(_)) => Outcome::ConnectFailure,
             Err(Failure::PerTryTimeout) => Outcome::PerTryTimeout,
         };
-        cluster.report(
-            endpoint.addr,
-            match &outcome {
-                // A gRPC request's answer counts as the HTTP status its
-                // gRPC status stands for (Envoy's router).
-                Outcome::Response {
-                    grpc_status: Some(code),
-                    ..
-                } if grpc => AttemptResult::Status(super::reply::http_status_for_grpc(*code)),
-                Outcome::Response { status, .. } => AttemptResult::Status(*status),
-                _ => AttemptResult::LocalOriginFailure,
+        // A failure of this agent's own (a TLS setting it cannot use, no
+        // certificate, a policy refusing this client) says nothing of the
+        // endpoint's health.
+        let against_endpoint = match &result {
+            Err(Failure::Upstream(UpstreamError::Connect { source, .. })) => match source {
+                ConnectError::Tls(err) => matches!(err, TlsError::Handshake(_)),
+                ConnectError::Outbound(err) => err.endpoint_failed(),
+                ConnectError::Handshake(_) => true,
             },
-            Instant::now(),
-        );
+            _ => true,
+        };
+        if against_endpoint {
+            cluster.report(
+                endpoint.addr,
+                match &outcome {
+                    // A gRPC request's answer counts as the HTTP status its
+                    // gRPC status stands for (Envoy's router).
+                    Outcome::Response {
+                        grpc_status: Some(code),
+                        ..
+                    } if grpc => AttemptResult::Status(super::reply::http_status_for_grpc(*code)),
+                    Outcome::Response { status, .. } => AttemptResult::Status(*status),
+                    _ => AttemptResult::LocalOriginFailure,
+                },
+                Instant::now(),
+            );
+        }
         if let Err(Failure::Upstream(err)) = &result {
             tracing::debug!(upstream = %endpoint.addr, error = %err, "upstream attempt failed");
         }

@@ -408,6 +408,10 @@ pub enum OutboundError {
     Io(#[from] std::io::Error),
     #[error("the DestinationRule's maxConnections are all open")]
     Overflow,
+    /// The DestinationRule's TLS settings could not be used here (a file
+    /// missing, `credentialName`, a host that is no server name).
+    #[error("TLS origination: {0}")]
+    TlsConfig(String),
 }
 
 impl OutboundError {
@@ -439,6 +443,7 @@ impl OutboundError {
             | OutboundError::NoAddress
             | OutboundError::Delivery(_) => TcpFailure::Connect,
             OutboundError::Overflow => TcpFailure::Overflow,
+            OutboundError::TlsConfig(_) => TcpFailure::Tls,
             OutboundError::Revoked(_) | OutboundError::Io(_) => return None,
         })
     }
@@ -447,7 +452,7 @@ impl OutboundError {
     /// not answer, failed its handshake): what outlier detection counts.
     /// Not the client's own failures (no certificate, no socket) nor a
     /// refusal before any endpoint was tried.
-    fn endpoint_failed(&self) -> bool {
+    pub(crate) fn endpoint_failed(&self) -> bool {
         match self {
             // The destination's policy refused this client (HBONE's 401,
             // or this agent deciding for a same-node server): the endpoint
@@ -463,6 +468,7 @@ impl OutboundError {
             | OutboundError::Netns(_)
             | OutboundError::NoAddress
             | OutboundError::Overflow
+            | OutboundError::TlsConfig(_)
             | OutboundError::Revoked(_)
             | OutboundError::Io(_) => false,
             _ => true,

@@ -15,7 +15,7 @@ use super::{
     outbound::{OutboundError, connect_from_pod},
     waited::Waited,
 };
-use crate::{metrics::traffic::TcpBytes, sys};
+use crate::{l7::tls::TlsError, metrics::traffic::TcpBytes, sys};
 
 /// Relays `stream` to `addr` until both ends are done; returns (bytes
 /// sent, bytes received).
@@ -29,56 +29,62 @@ pub(super) async fn relay(
     upstream_local: &mut Option<SocketAddr>,
 ) -> Result<(u64, u64), OutboundError> {
     // Bounded, as Envoy bounds every connect (a blackholed address would
-    // otherwise hold the app for the kernel's SYN retries, minutes).
+    // otherwise hold the app for the kernel's SYN retries, minutes). One
+    // deadline covers the TLS handshake too, as Envoy's connect timer
+    // stops only when the TLS socket says it is connected.
     let limit = waits.connect_timeout.unwrap_or(ctx.limits.connect_timeout);
-    let upstream = match limits::bounded(Stage::Connect, limit, connect_from_pod(pod, addr)).await {
-        Ok(connected) => connected?,
-        Err(timed_out) => {
-            ctx.metrics.timed_out(Stage::Connect);
-            return Err(OutboundError::Connect {
-                addr,
-                source: std::io::Error::new(
-                    std::io::ErrorKind::TimedOut,
-                    format!("no answer within {:?}", timed_out.limit),
-                ),
-            });
+    let deadline = tokio::time::Instant::now() + limit;
+    let timed_out = |ctx: &ProxyContext| {
+        ctx.metrics.timed_out(Stage::Connect);
+        OutboundError::Connect {
+            addr,
+            source: std::io::Error::new(
+                std::io::ErrorKind::TimedOut,
+                format!("no answer within {limit:?}"),
+            ),
         }
     };
+    let upstream = match tokio::time::timeout_at(deadline, connect_from_pod(pod, addr)).await {
+        Ok(connected) => connected?,
+        Err(_) => return Err(timed_out(ctx)),
+    };
     *upstream_local = upstream.local_addr().ok();
-    let originated = waits
-        .tls
-        .as_ref()
-        .and_then(|(cluster, host)| Some((cluster.policy().tls.clone()?, host.clone())));
-    let Some((tls, host)) = originated else {
+    if waits.tls.is_none() {
         let progress = waits
             .upstream_connected()
             .counting(counters, Forward::FromClient);
         let relay = sys::splice::relay(&stream, &upstream, &progress);
         return Ok(limits::relay_until_idle(ctx, &progress, relay).await?);
-    };
-    // The handshake is part of the connect: its failure is the endpoint's.
-    let handshake = ctx.l7.upstreams.tls.connect(upstream, &tls, &host, None);
-    let upstream = match limits::bounded(Stage::Connect, limit, handshake).await {
-        Ok(Ok(upstream)) => upstream,
-        Ok(Err(err)) => {
-            return Err(OutboundError::Tls {
-                addr,
-                source: std::io::Error::other(err),
-            });
-        }
-        Err(timed_out) => {
-            ctx.metrics.timed_out(Stage::Connect);
-            return Err(OutboundError::Tls {
-                addr,
-                source: std::io::Error::new(std::io::ErrorKind::TimedOut, timed_out),
-            });
-        }
-    };
-    let progress = waits
-        .upstream_connected()
-        .counting(counters, Forward::FromClient);
-    let relay = copy_both_ways(stream, upstream, &progress);
-    Ok(limits::relay_until_idle(ctx, &progress, relay).await?)
+    }
+    // Boxed: the handshake's state stays out of the plaintext relay's
+    // future.
+    Box::pin(async move {
+        let Some((cluster, host)) = &waits.tls else {
+            unreachable!("checked above");
+        };
+        let Some(tls) = cluster.policy().tls.as_ref() else {
+            return Err(OutboundError::TlsConfig(
+                "the DestinationRule no longer originates TLS".into(),
+            ));
+        };
+        let handshake = ctx.l7.upstreams.tls.connect(upstream, tls, host, None);
+        let upstream = match tokio::time::timeout_at(deadline, handshake).await {
+            Ok(Ok(upstream)) => upstream,
+            // The endpoint's failure (outlier detection counts it).
+            Ok(Err(TlsError::Handshake(source))) => {
+                return Err(OutboundError::Tls { addr, source });
+            }
+            // This agent's settings: not the endpoint's.
+            Ok(Err(err)) => return Err(OutboundError::TlsConfig(err.to_string())),
+            Err(_) => return Err(timed_out(ctx)),
+        };
+        let progress = waits
+            .upstream_connected()
+            .counting(counters, Forward::FromClient);
+        let relay = copy_both_ways(stream, upstream, &progress);
+        Ok(limits::relay_until_idle(ctx, &progress, relay).await?)
+    })
+    .await
 }
 
 /// Moves bytes both ways between the app's connection and `upstream`
@@ -114,7 +120,13 @@ async fn copy(
     let mut buf = vec![0u8; 16 * 1024];
     let mut total = 0u64;
     loop {
-        let n = from.read(&mut buf).await?;
+        let n = match from.read(&mut buf).await {
+            Ok(n) => n,
+            // A TLS peer that closed without `close_notify` (many do): its
+            // stream ended, as Envoy's TCP proxy takes it.
+            Err(err) if err.kind() == std::io::ErrorKind::UnexpectedEof => 0,
+            Err(err) => return Err(err),
+        };
         if n == 0 {
             return Ok(total);
         }
