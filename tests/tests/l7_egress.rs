@@ -18,7 +18,7 @@ use std::path::{Path, PathBuf};
 use anyhow::{Context as _, Result, ensure};
 use common::*;
 use rcgen::{BasicConstraints, CertificateParams, DnType, IsCa, Issuer, KeyPair, KeyUsagePurpose};
-use weft_sim::{Cluster, Pod, httpapp};
+use weft_sim::{Cluster, Packets, Pod, httpapp};
 
 /// The ServiceEntries' addresses: class E, routed nowhere in the cluster
 /// (the app's `connect()` is redirected to the node proxy before any
@@ -174,6 +174,31 @@ fn served_over_tls(reply: &httpapp::Reply, server: &str) -> bool {
         && reply.seen().is_ok_and(|seen| seen["tls"] == true)
 }
 
+/// Between the nodes, `client` sent `server` TLS application data, and
+/// every stream to the TLS port is TLS records.
+fn only_tls_to_server(packets: &Packets, client: &Pod, server: &Pod) -> Result<()> {
+    ensure!(
+        packets.tls_records_to(TLS_PORT).any(|p| {
+            p.tls_record() == Some((0x17, 0x0303))
+                && p.src.ip() == client.ip()
+                && p.dst.ip() == server.ip()
+        }),
+        "no TLS application data from the client pod to {}:{TLS_PORT}:\n{}",
+        server.ip(),
+        packets.summary(40)
+    );
+    for (&(src, dst), stream) in &packets.streams() {
+        if dst.port() == TLS_PORT {
+            ensure!(
+                matches!(stream.as_slice(), [0x14..=0x17, 0x03, 0x01..=0x04, ..]),
+                "{src} -> {dst} is not TLS records:\n{}",
+                packets.summary(40)
+            );
+        }
+    }
+    Ok(())
+}
+
 /// Envoy's answer to a failed upstream connection: 503, its text, and an
 /// access-log line (among `since` and later) with `UF` for `host`.
 fn assert_connect_failure(
@@ -278,25 +303,7 @@ fn simple_tls_origination_to_a_service_entry_verifies_the_server() -> Result<()>
             marked.body.contains(marker),
             "the server saw the marker: {marked:?}"
         );
-        ensure!(
-            packets.tls_records_to(TLS_PORT).any(|p| {
-                p.tls_record() == Some((0x17, 0x0303))
-                    && p.src.ip() == client.ip()
-                    && p.dst.ip() == api.pod.ip()
-            }),
-            "no TLS application data from the client pod to {}:{TLS_PORT}:\n{}",
-            api.pod.ip(),
-            packets.summary(40)
-        );
-        for (&(src, dst), stream) in &packets.streams() {
-            if dst.port() == TLS_PORT {
-                ensure!(
-                    matches!(stream.as_slice(), [0x14..=0x17, 0x03, 0x01..=0x04, ..]),
-                    "{src} -> {dst} is not TLS records:\n{}",
-                    packets.summary(40)
-                );
-            }
-        }
+        only_tls_to_server(&packets, &client, &api.pod)?;
         for port in [80, 15008] {
             ensure!(
                 packets.to_port(port).next().is_none(),
@@ -488,25 +495,7 @@ fn tls_origination_on_a_tcp_port_relays_the_apps_bytes_in_tls() -> Result<()> {
             reply.body.contains(marker),
             "the server saw the app's request: {reply:?}"
         );
-        ensure!(
-            packets
-                .tls_records_to(TLS_PORT)
-                .any(|p| p.tls_record() == Some((0x17, 0x0303))
-                    && p.src.ip() == client.ip()
-                    && p.dst.ip() == api.pod.ip()),
-            "no TLS application data from the client pod to {}:{TLS_PORT}:\n{}",
-            api.pod.ip(),
-            packets.summary(40)
-        );
-        for (&(src, dst), stream) in &packets.streams() {
-            if dst.port() == TLS_PORT {
-                ensure!(
-                    matches!(stream.as_slice(), [0x14..=0x17, 0x03, 0x01..=0x04, ..]),
-                    "{src} -> {dst} is not TLS records:\n{}",
-                    packets.summary(40)
-                );
-            }
-        }
+        only_tls_to_server(&packets, &client, &api.pod)?;
         ensure!(
             !packets.contains(marker.as_bytes()),
             "the marker crossed between the nodes in plaintext:\n{}",
