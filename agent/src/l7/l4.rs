@@ -46,7 +46,8 @@ pub struct Hold {
     /// Its `tcp.idleTimeout` and `tcp.maxConnectionDuration`.
     pub relay: RelayLimits,
     /// When it originates TLS (`tls.mode` SIMPLE or MUTUAL): the cluster,
-    /// whose policy has the settings, and the host the TLS is for.
+    /// whose policy has the settings, and the host the TLS is for (taken
+    /// by the connect, `Waited::steered_by`).
     pub tls: Option<(Arc<Cluster>, String)>,
     _picked: Picked,
     _connection: LimitGuard,

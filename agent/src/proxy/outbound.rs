@@ -97,7 +97,7 @@ pub(super) async fn handle(
     }
     let mut waits = waits;
     let outcome = hold.as_deref().map(|h: &Hold| h.outcome.clone());
-    if let Some(hold) = &hold {
+    if let Some(hold) = hold.as_deref_mut() {
         waits.steered_by(hold);
     }
     let connect_timeout = waits.connect_timeout;

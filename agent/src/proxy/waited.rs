@@ -50,12 +50,13 @@ impl Waited {
     }
 
     /// A DestinationRule's cluster picked the endpoint: its limits, its
-    /// TLS, and its outlier detection to tell.
-    pub(super) fn steered_by(&mut self, hold: &Hold) {
+    /// TLS (taken: only the connect needs it), and its outlier detection
+    /// to tell.
+    pub(super) fn steered_by(&mut self, hold: &mut Hold) {
         self.outcome = Some(hold.outcome.clone());
         self.limits = hold.relay;
         self.connect_timeout = hold.connect_timeout;
-        self.tls.clone_from(&hold.tls);
+        self.tls = hold.tls.take();
     }
 
     /// The upstream is connected: records the wait since the accept (and
