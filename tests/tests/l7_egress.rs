@@ -5,7 +5,9 @@
 //! (`tls.mode` SIMPLE or MUTUAL, the CA to verify the server with, the
 //! client certificate, SNI, `insecureSkipVerify`). A failed handshake is
 //! Envoy's 503 with `UF`. On a TCP port the app's bytes go in the TLS the
-//! rule originates, as Envoy's TCP proxy sends them. The servers are `weft-sim-http serve --tls-cert`
+//! rule originates, as Envoy's TCP proxy sends them. A ServiceEntry with
+//! `resolution: NONE` sends both to the address the app dialed, under the
+//! same rule. The servers are `weft-sim-http serve --tls-cert`
 //! pods in a namespace outside the mesh, with certificates from CAs this
 //! test makes. Needs root and the binaries (`cargo xtask test` builds
 //! them).
@@ -495,6 +497,103 @@ fn tls_origination_on_a_tcp_port_relays_the_apps_bytes_in_tls() -> Result<()> {
             reply.body.contains(marker),
             "the server saw the app's request: {reply:?}"
         );
+        only_tls_to_server(&packets, &client, &api.pod)?;
+        ensure!(
+            !packets.contains(marker.as_bytes()),
+            "the marker crossed between the nodes in plaintext:\n{}",
+            packets.summary(40)
+        );
+        Ok(())
+    })
+}
+
+/// A ServiceEntry with `resolution: NONE` for `host` at `address` (the
+/// server's own IP), port [`TLS_PORT`] speaking `protocol`: connections
+/// go to the address the app dialed, as Envoy's `ORIGINAL_DST` cluster
+/// sends them.
+fn original_dst_entry(name: &str, host: &str, address: Ipv4Addr, protocol: &str) -> String {
+    format!(
+        r#"apiVersion: networking.istio.io/v1
+kind: ServiceEntry
+metadata:
+  name: {name}
+  namespace: egress
+spec:
+  hosts:
+  - {host}
+  addresses:
+  - {address}
+  ports:
+  - number: {TLS_PORT}
+    name: {name}-port
+    protocol: {protocol}
+  location: MESH_EXTERNAL
+  resolution: NONE
+"#
+    )
+}
+
+#[test]
+fn resolution_none_sends_to_the_address_dialed_in_the_rules_tls() -> Result<()> {
+    let cluster = Cluster::builder().nodes(2).build()?;
+    cluster.with_logs(|cluster| {
+        let pki = pki_dir(cluster)?;
+        let ca = TestCa::new(&pki, "ca")?;
+        let (cert, key) = ca.leaf(&pki, "api", API_HOST, API_HOST)?;
+        cluster.add_namespace("external", &[])?;
+        cluster.add_namespace("egress", &[AMBIENT])?;
+        let api = tls_backend(cluster, "api", &cert, &key, &[])?;
+        let client = client(cluster, "node-1", "egress", "app")?;
+        let tls = [
+            "mode: SIMPLE".to_string(),
+            format!("caCertificates: {}", path(&ca.cert)),
+            format!("sni: {API_HOST}"),
+        ];
+        apply(cluster, "api-dr", &tls_rule("api", API_HOST, &tls))?;
+        let dialed = format!("{}:{TLS_PORT}", api.pod.ip());
+
+        // An HTTP port: the request is proxied to the address dialed, in
+        // the rule's TLS.
+        apply(
+            cluster,
+            "api-se",
+            &original_dst_entry("api", API_HOST, api.pod.ip(), "HTTP"),
+        )?;
+        converge("plain HTTP to the dialed address, sent on in TLS", || {
+            Ok(get(&client, &dialed, API_HOST, "/hello", &[])
+                .is_ok_and(|r| served_over_tls(&r, "api")))
+        })?;
+        let reply = get(&client, &dialed, API_HOST, "/hello?q=none", &[])?;
+        let seen = reply.seen()?;
+        ensure!(
+            seen["sni"] == API_HOST && seen["path"] == "/hello?q=none",
+            "{seen}"
+        );
+
+        // A TCP port: the app's bytes go to the address dialed in TLS.
+        apply(
+            cluster,
+            "api-se",
+            &original_dst_entry("api", API_HOST, api.pod.ip(), "TCP"),
+        )?;
+        converge("plain TCP to the dialed address, relayed in TLS", || {
+            Ok(
+                get(&client, &dialed, API_HOST, "/hello", &[]).is_ok_and(|r| {
+                    served_over_tls(&r, "api") && r.seen().is_ok_and(|s| s["alpn"].is_null())
+                }),
+            )
+        })?;
+        let marker = "ORIGINAL-DST-TLS-MARKER-41b7";
+        let capture = cluster.capture_between_nodes()?;
+        let reply = get(
+            &client,
+            &dialed,
+            API_HOST,
+            &format!("/hello?marker={marker}"),
+            &[],
+        )?;
+        let packets = capture.stop()?;
+        ensure!(served_over_tls(&reply, "api"), "{reply:?}");
         only_tls_to_server(&packets, &client, &api.pod)?;
         ensure!(
             !packets.contains(marker.as_bytes()),

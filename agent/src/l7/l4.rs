@@ -143,7 +143,7 @@ pub async fn steer(
     let picked = match &cluster.policy().lb {
         // The original destination, as the client asked (Envoy's
         // `ORIGINAL_DST` cluster: its breakers still count).
-        LbPolicy::Passthrough => Some(Picked::passthrough(super::cluster::Endpoint {
+        _ if resolved.to_original_dst() => Some(Picked::passthrough(super::cluster::Endpoint {
             addr: original,
             workload: None,
             weight: 1,

@@ -44,6 +44,19 @@ pub(super) struct Resolved {
     cluster_id: u64,
     pub(super) endpoints: Vec<Endpoint>,
     protocol: Protocol,
+    /// With no endpoint, the address the client dialed is the one (a
+    /// ServiceEntry with `resolution: NONE`).
+    pub(super) original_dst: bool,
+}
+
+impl Resolved {
+    /// Whether the request or connection goes to the address the client
+    /// dialed: the rule's `PASSTHROUGH` balancer, or a service whose
+    /// addresses are the destinations themselves.
+    pub(super) fn to_original_dst(&self) -> bool {
+        matches!(self.cluster.policy().lb, LbPolicy::Passthrough)
+            || (self.original_dst && self.endpoints.is_empty())
+    }
 }
 
 /// Sends the request to `destination`, retrying as `retry` says, within
@@ -246,7 +259,7 @@ fn pick(
     hash: Option<u64>,
     tried: &[SocketAddr],
 ) -> Result<Picked, LocalReply> {
-    if matches!(resolved.cluster.policy().lb, LbPolicy::Passthrough) {
+    if resolved.to_original_dst() {
         // The address the app asked for, as it asked: no endpoint needed.
         return Ok(Picked::passthrough(Endpoint {
             addr: down.original,
@@ -472,6 +485,7 @@ pub(super) fn resolve_for(
         cluster_id,
         endpoints,
         protocol,
+        original_dst: service.as_ref().is_some_and(|s| s.original_dst),
     })
 }
 

@@ -95,6 +95,13 @@ pub(super) async fn handle(
             Steered::Overflow => overflow = true,
         }
     }
+    // A ServiceEntry with `resolution: NONE` and no rule: the address the
+    // app dialed, in plaintext (Envoy's `ORIGINAL_DST` cluster).
+    if let Resolved::NoEndpoints(service) = &resolved
+        && service.original_dst
+    {
+        resolved = Resolved::Passthrough(original);
+    }
     let mut waits = waits;
     let outcome = hold.as_deref().map(|h: &Hold| h.outcome.clone());
     if let Some(hold) = hold.as_deref_mut() {

@@ -144,6 +144,10 @@ pub fn from_address(address: wl::Address) -> Result<Converted, ConvertError> {
                 vips,
                 ports,
                 http_ports,
+                original_dst: s
+                    .load_balancing
+                    .as_ref()
+                    .is_some_and(|lb| lb.mode == wl::load_balancing::Mode::Passthrough as i32),
             }))
         }
     }

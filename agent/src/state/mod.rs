@@ -133,6 +133,11 @@ pub struct Service {
     /// protocol selection, decided by the control plane); any other port
     /// is opaque TCP.
     pub http_ports: HashMap<u16, AppProtocol>,
+    /// Its load balancing mode is the Workload API's `PASSTHROUGH` (a
+    /// ServiceEntry with `resolution: NONE`): with no endpoint, a
+    /// connection goes to the address the client dialed, as Envoy's
+    /// `ORIGINAL_DST` cluster sends it.
+    pub original_dst: bool,
     /// Its names as the traffic metrics' `destination_service*` labels.
     #[serde(skip)]
     pub telemetry: Arc<ServiceLabels>,

@@ -539,6 +539,7 @@ mod tests {
             vips: vec![IpAddr::V4(Ipv4Addr::from(vip))],
             ports: HashMap::from([(port, target)]),
             http_ports: HashMap::new(),
+            original_dst: false,
             telemetry: Default::default(),
         })
     }

@@ -48,6 +48,7 @@ fn both_sides_report_with_istios_labels() {
         vips: vec![],
         ports: HashMap::new(),
         http_ports: HashMap::new(),
+        original_dst: false,
         telemetry: Arc::new(ServiceLabels::of(
             "api.shop.svc.cluster.local",
             "shop",
