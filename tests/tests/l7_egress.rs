@@ -507,10 +507,15 @@ fn tls_origination_on_a_tcp_port_relays_the_apps_bytes_in_tls() -> Result<()> {
     })
 }
 
+/// The port the app dials on a `resolution: NONE` ServiceEntry; it
+/// targets [`TLS_PORT`].
+const DIALED_PORT: u16 = 9443;
+
 /// A ServiceEntry with `resolution: NONE` for `host` at `address` (the
-/// server's own IP), port [`TLS_PORT`] speaking `protocol`: connections
-/// go to the address the app dialed, as Envoy's `ORIGINAL_DST` cluster
-/// sends them.
+/// server's own IP), port [`DIALED_PORT`] speaking `protocol` and
+/// targeting [`TLS_PORT`]: connections go to the address the app dialed,
+/// at the target port, as Istio's `ORIGINAL_DST` cluster sends them
+/// (`upstream_port_override`).
 fn original_dst_entry(name: &str, host: &str, address: Ipv4Addr, protocol: &str) -> String {
     format!(
         r#"apiVersion: networking.istio.io/v1
@@ -524,9 +529,10 @@ spec:
   addresses:
   - {address}
   ports:
-  - number: {TLS_PORT}
+  - number: {DIALED_PORT}
     name: {name}-port
     protocol: {protocol}
+    targetPort: {TLS_PORT}
   location: MESH_EXTERNAL
   resolution: NONE
 "#
@@ -550,7 +556,7 @@ fn resolution_none_sends_to_the_address_dialed_in_the_rules_tls() -> Result<()> 
             format!("sni: {API_HOST}"),
         ];
         apply(cluster, "api-dr", &tls_rule("api", API_HOST, &tls))?;
-        let dialed = format!("{}:{TLS_PORT}", api.pod.ip());
+        let dialed = format!("{}:{DIALED_PORT}", api.pod.ip());
 
         // An HTTP port: the request is proxied to the address dialed, in
         // the rule's TLS.

@@ -47,6 +47,15 @@ impl L7Config {
             .cloned()
     }
 
+    /// Whether a VirtualService's `tcp`/`tls` routes or a DestinationRule
+    /// apply to a service's L4 ports (`l4::steer` decides its
+    /// connections).
+    pub fn steers(&self, service: &str) -> bool {
+        let inner = self.inner.read().expect("l7 config lock");
+        inner.policies.contains_key(service)
+            || inner.routes.get(service).is_some_and(|t| t.routes_l4())
+    }
+
     /// Applies one xDS update of routes.
     pub fn apply_routes(&self, upserts: Vec<(String, String, RouteTable)>, removals: &[String]) {
         let mut inner = self.inner.write().expect("l7 config lock");

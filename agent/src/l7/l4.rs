@@ -143,11 +143,13 @@ pub async fn steer(
     let picked = match &cluster.policy().lb {
         // The original destination, as the client asked (Envoy's
         // `ORIGINAL_DST` cluster: its breakers still count).
-        _ if resolved.to_original_dst() => Some(Picked::passthrough(super::cluster::Endpoint {
-            addr: original,
-            workload: None,
-            weight: 1,
-        })),
+        _ if let Some(addr) = resolved.original_dst(original) => {
+            Some(Picked::passthrough(super::cluster::Endpoint {
+                addr,
+                workload: None,
+                weight: 1,
+            }))
+        }
         LbPolicy::ConsistentHash { key, .. } => cluster.pick(
             &resolved.endpoints,
             hash(key, source_ip),

@@ -44,18 +44,21 @@ pub(super) struct Resolved {
     cluster_id: u64,
     pub(super) endpoints: Vec<Endpoint>,
     protocol: Protocol,
-    /// With no endpoint, the address the client dialed is the one (a
-    /// ServiceEntry with `resolution: NONE`).
-    pub(super) original_dst: bool,
+    /// Its addresses are the destinations (a ServiceEntry with
+    /// `resolution: NONE`): the service, which maps the port dialed.
+    pub(super) original_dst: Option<Arc<crate::state::Service>>,
 }
 
 impl Resolved {
-    /// Whether the request or connection goes to the address the client
-    /// dialed: the rule's `PASSTHROUGH` balancer, or a service whose
-    /// addresses are the destinations themselves.
-    pub(super) fn to_original_dst(&self) -> bool {
-        matches!(self.cluster.policy().lb, LbPolicy::Passthrough)
-            || (self.original_dst && self.endpoints.is_empty())
+    /// Where the request or connection goes when it goes to the address
+    /// the client dialed (`dialed`), endpoints or not: a service whose
+    /// addresses are the destinations (at its ports' `targetPort`), or
+    /// the rule's `PASSTHROUGH` balancer.
+    pub(super) fn original_dst(&self, dialed: SocketAddr) -> Option<SocketAddr> {
+        match &self.original_dst {
+            Some(service) => Some(service.original_dst_addr(dialed)),
+            None => matches!(self.cluster.policy().lb, LbPolicy::Passthrough).then_some(dialed),
+        }
     }
 }
 
@@ -259,10 +262,10 @@ fn pick(
     hash: Option<u64>,
     tried: &[SocketAddr],
 ) -> Result<Picked, LocalReply> {
-    if resolved.to_original_dst() {
-        // The address the app asked for, as it asked: no endpoint needed.
+    if let Some(addr) = resolved.original_dst(down.original) {
+        // The address the app asked for: no endpoint needed.
         return Ok(Picked::passthrough(Endpoint {
-            addr: down.original,
+            addr,
             workload: None,
             weight: 1,
         }));
@@ -485,7 +488,7 @@ pub(super) fn resolve_for(
         cluster_id,
         endpoints,
         protocol,
-        original_dst: service.as_ref().is_some_and(|s| s.original_dst),
+        original_dst: service.clone().filter(|s| s.original_dst),
     })
 }
 

@@ -95,12 +95,15 @@ pub(super) async fn handle(
             Steered::Overflow => overflow = true,
         }
     }
-    // A ServiceEntry with `resolution: NONE` and no rule: the address the
-    // app dialed, in plaintext (Envoy's `ORIGINAL_DST` cluster).
+    // A ServiceEntry with `resolution: NONE` that neither a route nor a
+    // rule steered: the address the app dialed, in plaintext (Envoy's
+    // `ORIGINAL_DST` cluster). With either, a connection `steer` left is
+    // refused, not sent past them.
     if let Resolved::NoEndpoints(service) = &resolved
         && service.original_dst
+        && !ctx.l7.config.steers(&service.key())
     {
-        resolved = Resolved::Passthrough(original);
+        resolved = Resolved::Passthrough(service.original_dst_addr(original));
     }
     let mut waits = waits;
     let outcome = hold.as_deref().map(|h: &Hold| h.outcome.clone());

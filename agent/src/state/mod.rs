@@ -161,6 +161,17 @@ impl Service {
     pub fn key(&self) -> String {
         format!("{}/{}", self.namespace, self.hostname)
     }
+
+    /// Where a connection to `dialed` goes when the service sends to the
+    /// address dialed ([`Service::original_dst`]): that IP, at the port's
+    /// `targetPort` (Istio's `upstream_port_override`), else the port
+    /// dialed.
+    pub fn original_dst_addr(&self, dialed: std::net::SocketAddr) -> std::net::SocketAddr {
+        match self.ports.get(&dialed.port()) {
+            Some(&target) if target != 0 => std::net::SocketAddr::new(dialed.ip(), target),
+            _ => dialed,
+        }
+    }
 }
 
 #[cfg(test)]

@@ -400,6 +400,13 @@ impl WorkloadStore {
                     protocol,
                 };
             }
+            // Its addresses are the destinations: the outbound proxy sends
+            // the connection to the one dialed, under the host's rule
+            // (`l7::l4::steer`), endpoints or not, as Envoy's
+            // `ORIGINAL_DST` cluster does.
+            if service.original_dst {
+                return Resolved::NoEndpoints(service.clone());
+            }
             let key = service.key();
             let endpoints: Vec<&Arc<Workload>> = inner
                 .endpoints
