@@ -606,6 +606,21 @@ fn resolution_none_sends_to_the_address_dialed_in_the_rules_tls() -> Result<()> 
             "the marker crossed between the nodes in plaintext:\n{}",
             packets.summary(40)
         );
+        // Counted as the entry's, as Envoy's cluster for it names it.
+        let metrics = cluster.node("node-1")?.agent_metrics()?;
+        ensure!(
+            metrics.lines().any(|l| {
+                l.starts_with("istio_tcp_connections_opened_total{")
+                    && l.contains("reporter=\"source\"")
+                    && l.contains(&format!("destination_service=\"{API_HOST}\""))
+            }),
+            "no TCP connection counted to {API_HOST}:\n{}",
+            metrics
+                .lines()
+                .filter(|l| l.starts_with("istio_tcp_connections_opened_total"))
+                .collect::<Vec<_>>()
+                .join("\n")
+        );
         Ok(())
     })
 }

@@ -174,7 +174,10 @@ pub async fn steer(
             service: target_service,
             addr: endpoint.addr,
         },
-        None => Resolved::Passthrough(endpoint.addr),
+        None => Resolved::Passthrough {
+            addr: endpoint.addr,
+            service: target_service,
+        },
     };
     let hold = Box::new(Hold {
         outcome: ConnectOutcome {

@@ -115,7 +115,13 @@ async fn attempts(
     let cluster = &resolved.cluster;
     let policy = cluster.policy().clone();
     let request_slot = cluster.try_request().ok_or_else(LocalReply::overflow)?;
-    let (first_hash, set_cookie) = request_hash(&policy, head, down, true);
+    // To the address dialed, no balancer runs: no hash, no cookie (Istio
+    // gives an `ORIGINAL_DST` cluster Envoy's `CLUSTER_PROVIDED` policy,
+    // whatever the rule's `loadBalancer`).
+    let (first_hash, set_cookie) = match resolved.original_dst(down.original) {
+        Some(_) => (None, None),
+        None => request_hash(&policy, head, down, true),
+    };
     let mut tried: Vec<SocketAddr> = Vec::new();
     let mut retrying = None;
     let mut attempt = 0;

@@ -103,7 +103,10 @@ pub(super) async fn handle(
         && service.original_dst
         && !ctx.l7.config.steers(&service.key())
     {
-        resolved = Resolved::Passthrough(service.original_dst_addr(original));
+        resolved = Resolved::Passthrough {
+            addr: service.original_dst_addr(original),
+            service: Some(service.clone()),
+        };
     }
     let mut waits = waits;
     let outcome = hold.as_deref().map(|h: &Hold| h.outcome.clone());
@@ -132,6 +135,9 @@ pub(super) async fn handle(
     // The service, for the access log's cluster name.
     let via_service = match &resolved {
         Resolved::Workload {
+            service: Some(s), ..
+        }
+        | Resolved::Passthrough {
             service: Some(s), ..
         } => Some(s.clone()),
         _ => None,
@@ -233,7 +239,7 @@ pub(super) async fn handle(
             .await;
             (result, addr, Some(workload), "TCP")
         }
-        Resolved::Passthrough(addr) => {
+        Resolved::Passthrough { addr, .. } => {
             let result = Box::pin(super::plain::relay(
                 stream,
                 &pod,
@@ -365,7 +371,9 @@ fn source_labels(
             };
             (Some(workload.as_ref()), service.as_deref(), security)
         }
-        Resolved::Passthrough(_) => (None, None, SecurityPolicy::unknown),
+        Resolved::Passthrough { service, .. } => {
+            (None, service.as_deref(), SecurityPolicy::unknown)
+        }
         Resolved::Http { .. } | Resolved::NoEndpoints(_) => return None,
     };
     Some(TrafficLabels::new(

@@ -33,8 +33,15 @@ pub enum Resolved {
         service: Arc<Service>,
         protocol: AppProtocol,
     },
-    /// Not a mesh destination: forwarded unchanged, in plaintext.
-    Passthrough(SocketAddr),
+    /// Not a mesh destination: forwarded unchanged, in plaintext. `service`:
+    /// the service it was addressed to, when one sends its connections
+    /// to the address dialed (a ServiceEntry with `resolution: NONE`, a
+    /// DestinationRule's `PASSTHROUGH`); it names the destination in the
+    /// metrics and the access log's cluster.
+    Passthrough {
+        addr: SocketAddr,
+        service: Option<Arc<Service>>,
+    },
 }
 
 /// Looked up on every connection and request, by keys the control plane
@@ -445,7 +452,10 @@ impl WorkloadStore {
                 service: None,
                 addr: dst,
             },
-            None => Resolved::Passthrough(dst),
+            None => Resolved::Passthrough {
+                addr: dst,
+                service: None,
+            },
         }
     }
 
@@ -588,7 +598,7 @@ mod tests {
         // A port the service doesn't expose is not the service.
         assert!(matches!(
             store.resolve("10.96.0.10:81".parse().unwrap()),
-            Resolved::Passthrough(_)
+            Resolved::Passthrough { .. }
         ));
     }
 
@@ -618,6 +628,45 @@ mod tests {
         assert_eq!(store.versions().len(), 1);
     }
 
+    /// A ServiceEntry with `resolution: NONE`: its addresses are the
+    /// destinations, endpoints or not, at the port's target.
+    #[test]
+    fn an_original_dst_service_is_left_to_the_proxy_whatever_its_endpoints() {
+        let store = WorkloadStore::default();
+        let Converted::Service(service) = service([10, 0, 9, 9], 9443, 8443) else {
+            unreachable!()
+        };
+        let entry = Service {
+            original_dst: true,
+            ..service
+        };
+        store.apply(
+            vec![
+                (
+                    "a".into(),
+                    "1".into(),
+                    workload("a", [10, 0, 1, 2], &[(SVC, 9443, 8443)]),
+                ),
+                (SVC.into(), "1".into(), Converted::Service(entry)),
+            ],
+            &[],
+        );
+        let dialed: SocketAddr = "10.0.9.9:9443".parse().unwrap();
+        match store.resolve(dialed) {
+            Resolved::NoEndpoints(service) => {
+                assert!(service.original_dst);
+                assert_eq!(
+                    service.original_dst_addr(dialed),
+                    "10.0.9.9:8443".parse().unwrap()
+                );
+                // A port without a target keeps the port dialed.
+                let other: SocketAddr = "10.0.9.9:7000".parse().unwrap();
+                assert_eq!(service.original_dst_addr(other), other);
+            }
+            other => panic!("unexpected {other:?}"),
+        }
+    }
+
     #[test]
     fn workload_ip_resolves_directly() {
         let store = WorkloadStore::default();
@@ -634,7 +683,7 @@ mod tests {
         }
         assert!(matches!(
             store.resolve("192.0.2.1:80".parse().unwrap()),
-            Resolved::Passthrough(_)
+            Resolved::Passthrough { .. }
         ));
     }
     /// Host-network pods share their node's IP: a service still reaches
@@ -670,7 +719,7 @@ mod tests {
         assert!(store.workload_by_ip(node_ip).is_none());
         assert!(matches!(
             store.resolve(SocketAddr::new(node_ip, 9100)),
-            Resolved::Passthrough(_)
+            Resolved::Passthrough { .. }
         ));
         match store.resolve("10.96.0.10:80".parse().unwrap()) {
             Resolved::Workload { workload, addr, .. } => {
