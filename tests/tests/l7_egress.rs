@@ -480,29 +480,10 @@ fn tls_origination_on_a_tcp_port_relays_the_apps_bytes_in_tls() -> Result<()> {
         })?;
 
         let marker = "TCP-TLS-ORIGINATION-MARKER-77c2";
-        let capture = cluster.capture_between_nodes()?;
-        let reply = get(
-            &client,
-            &vip,
-            API_HOST,
-            &format!("/hello?marker={marker}"),
-            &[],
-        )?;
-        let packets = capture.stop()?;
-        ensure!(served_over_tls(&reply, "api"), "{reply:?}");
+        let reply = marked_get_in_tls(cluster, &client, &api.pod, &vip, marker)?;
         let seen = reply.seen()?;
         ensure!(seen["sni"] == API_HOST, "SNI: {seen}");
         ensure!(seen["alpn"].is_null(), "no ALPN on a TCP port: {seen}");
-        ensure!(
-            reply.body.contains(marker),
-            "the server saw the app's request: {reply:?}"
-        );
-        only_tls_to_server(&packets, &client, &api.pod)?;
-        ensure!(
-            !packets.contains(marker.as_bytes()),
-            "the marker crossed between the nodes in plaintext:\n{}",
-            packets.summary(40)
-        );
         Ok(())
     })
 }
@@ -510,6 +491,40 @@ fn tls_origination_on_a_tcp_port_relays_the_apps_bytes_in_tls() -> Result<()> {
 /// The port the app dials on a `resolution: NONE` ServiceEntry; it
 /// targets [`TLS_PORT`].
 const DIALED_PORT: u16 = 9443;
+
+/// `GET /hello?marker=<marker>` from `client` to `addr` (host
+/// [`API_HOST`]) while the link between the nodes is captured: served by
+/// `server` over TLS with the request as the app sent it, only TLS records
+/// on the wire to the server's port, never the marker. The reply.
+fn marked_get_in_tls(
+    cluster: &Cluster,
+    client: &Pod,
+    server: &Pod,
+    addr: &str,
+    marker: &str,
+) -> Result<httpapp::Reply> {
+    let capture = cluster.capture_between_nodes()?;
+    let reply = get(
+        client,
+        addr,
+        API_HOST,
+        &format!("/hello?marker={marker}"),
+        &[],
+    )?;
+    let packets = capture.stop()?;
+    ensure!(served_over_tls(&reply, "api"), "{reply:?}");
+    ensure!(
+        reply.body.contains(marker),
+        "the server saw the app's request: {reply:?}"
+    );
+    only_tls_to_server(&packets, client, server)?;
+    ensure!(
+        !packets.contains(marker.as_bytes()),
+        "the marker crossed between the nodes in plaintext:\n{}",
+        packets.summary(40)
+    );
+    Ok(reply)
+}
 
 /// A ServiceEntry with `resolution: NONE` for `host` at `address` (the
 /// server's own IP), port [`DIALED_PORT`] speaking `protocol` and
@@ -590,22 +605,7 @@ fn resolution_none_sends_to_the_address_dialed_in_the_rules_tls() -> Result<()> 
             )
         })?;
         let marker = "ORIGINAL-DST-TLS-MARKER-41b7";
-        let capture = cluster.capture_between_nodes()?;
-        let reply = get(
-            &client,
-            &dialed,
-            API_HOST,
-            &format!("/hello?marker={marker}"),
-            &[],
-        )?;
-        let packets = capture.stop()?;
-        ensure!(served_over_tls(&reply, "api"), "{reply:?}");
-        only_tls_to_server(&packets, &client, &api.pod)?;
-        ensure!(
-            !packets.contains(marker.as_bytes()),
-            "the marker crossed between the nodes in plaintext:\n{}",
-            packets.summary(40)
-        );
+        marked_get_in_tls(cluster, &client, &api.pod, &dialed, marker)?;
         // Counted as the entry's, as Envoy's cluster for it names it.
         let metrics = cluster.node("node-1")?.agent_metrics()?;
         ensure!(

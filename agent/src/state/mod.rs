@@ -134,9 +134,10 @@ pub struct Service {
     /// is opaque TCP.
     pub http_ports: HashMap<u16, AppProtocol>,
     /// Its load balancing mode is the Workload API's `PASSTHROUGH` (a
-    /// ServiceEntry with `resolution: NONE`): with no endpoint, a
-    /// connection goes to the address the client dialed, as Envoy's
-    /// `ORIGINAL_DST` cluster sends it.
+    /// ServiceEntry with `resolution: NONE`): its addresses are the
+    /// destinations, so a connection or request goes to the address the
+    /// client dialed, endpoints or not, as Envoy's `ORIGINAL_DST` cluster
+    /// sends it ([`Service::original_dst_addr`]).
     pub original_dst: bool,
     /// Its names as the traffic metrics' `destination_service*` labels.
     #[serde(skip)]

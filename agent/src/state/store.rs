@@ -25,7 +25,10 @@ pub enum Resolved {
         service: Option<Arc<Service>>,
         addr: SocketAddr,
     },
-    /// A service VIP with no endpoint behind it.
+    /// A service VIP with no endpoint behind it, or one whose addresses
+    /// are the destinations ([`Service::original_dst`]), which the
+    /// outbound proxy places (its routes and rule, else the address
+    /// dialed).
     NoEndpoints(Arc<Service>),
     /// A service port declared HTTP: the L7 proxy picks an endpoint per
     /// request.
