@@ -621,6 +621,32 @@ fn resolution_none_sends_to_the_address_dialed_in_the_rules_tls() -> Result<()> 
                 .collect::<Vec<_>>()
                 .join("\n")
         );
+
+        // The rule's `maxConnections: 1` counts these connections too: a
+        // second one while a 4 s one is open is refused (`UO`), counted as
+        // the entry's.
+        let capped = tls_rule("api", API_HOST, &tls)
+            + "    connectionPool:\n      tcp:\n        maxConnections: 1\n";
+        apply(cluster, "api-dr", &capped)?;
+        let host = format!("Host: {API_HOST}");
+        let slow = format!("http://{dialed}/drip/4000");
+        converge("a second connection refused at maxConnections: 1", || {
+            let mut held = client.spawn_http(&["get", &slow, "--header", &host])?;
+            std::thread::sleep(std::time::Duration::from_millis(500));
+            let refused = get(&client, &dialed, API_HOST, "/hello", &[]).is_err();
+            held.kill();
+            std::thread::sleep(std::time::Duration::from_millis(300));
+            Ok(refused)
+        })?;
+        let metrics = cluster.node("node-1")?.agent_metrics()?;
+        ensure!(
+            metrics.lines().any(|l| {
+                l.starts_with("istio_tcp_connections_failed_total{")
+                    && l.contains(r#"response_flags="UO""#)
+                    && l.contains(&format!("destination_service=\"{API_HOST}\""))
+            }),
+            "no istio_tcp_connections_failed_total with response_flags=\"UO\" for {API_HOST}"
+        );
         Ok(())
     })
 }

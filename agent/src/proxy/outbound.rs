@@ -140,6 +140,9 @@ pub(super) async fn handle(
         | Resolved::Passthrough {
             service: Some(s), ..
         } => Some(s.clone()),
+        // Refused at the rule's `maxConnections` before anything was
+        // picked: still the service's cluster.
+        Resolved::NoEndpoints(s) if overflow => Some(s.clone()),
         _ => None,
     };
     // The connection's span, when it goes over HBONE and is traced.
@@ -373,6 +376,11 @@ fn source_labels(
         }
         Resolved::Passthrough { service, .. } => {
             (None, service.as_deref(), SecurityPolicy::unknown)
+        }
+        // Refused at `maxConnections` (`UO`), before the service's
+        // connections were placed: the service only.
+        Resolved::NoEndpoints(service) if !reached => {
+            (None, Some(service.as_ref()), SecurityPolicy::unknown)
         }
         Resolved::Http { .. } | Resolved::NoEndpoints(_) => return None,
     };
