@@ -454,24 +454,14 @@ fn mutual_tls_origination_presents_the_client_certificate() -> Result<()> {
 fn tls_origination_on_a_tcp_port_relays_the_apps_bytes_in_tls() -> Result<()> {
     let cluster = Cluster::builder().nodes(2).build()?;
     cluster.with_logs(|cluster| {
-        let pki = pki_dir(cluster)?;
-        let ca = TestCa::new(&pki, "ca")?;
-        let (cert, key) = ca.leaf(&pki, "api", API_HOST, API_HOST)?;
-        cluster.add_namespace("external", &[])?;
-        cluster.add_namespace("egress", &[AMBIENT])?;
-        let api = tls_backend(cluster, "api", &cert, &key, &[])?;
-        let client = client(cluster, "node-1", "egress", "app")?;
+        let Egress { ca, api, client } = egress(cluster)?;
         let tcp_entry = service_entry("api", API_HOST, API_VIP, api.pod.ip()).replace(
             "number: 80\n    name: http\n    protocol: HTTP",
             "number: 5432\n    name: tcp\n    protocol: TCP",
         );
         ensure!(tcp_entry.contains("protocol: TCP"), "{tcp_entry}");
         apply(cluster, "api-se", &tcp_entry)?;
-        let tls = [
-            "mode: SIMPLE".to_string(),
-            format!("caCertificates: {}", path(&ca.cert)),
-            format!("sni: {API_HOST}"),
-        ];
+        let tls = simple_tls(&ca);
         apply(cluster, "api-dr", &tls_rule("api", API_HOST, &tls))?;
         let vip = format!("{API_VIP}:5432");
         converge("the app's plaintext reaching api over TLS", || {
@@ -491,6 +481,35 @@ fn tls_origination_on_a_tcp_port_relays_the_apps_bytes_in_tls() -> Result<()> {
 /// The port the app dials on a `resolution: NONE` ServiceEntry; it
 /// targets [`TLS_PORT`].
 const DIALED_PORT: u16 = 9443;
+
+/// What the tests of one TLS server share: the CA that signed its
+/// certificate (for [`API_HOST`]), the `api` server outside the mesh on
+/// node-2, and an app in the mesh on node-1.
+struct Egress {
+    ca: TestCa,
+    api: Backend,
+    client: Pod,
+}
+
+fn egress(cluster: &Cluster) -> Result<Egress> {
+    let pki = pki_dir(cluster)?;
+    let ca = TestCa::new(&pki, "ca")?;
+    let (cert, key) = ca.leaf(&pki, "api", API_HOST, API_HOST)?;
+    cluster.add_namespace("external", &[])?;
+    cluster.add_namespace("egress", &[AMBIENT])?;
+    let api = tls_backend(cluster, "api", &cert, &key, &[])?;
+    let client = client(cluster, "node-1", "egress", "app")?;
+    Ok(Egress { ca, api, client })
+}
+
+/// `tls.mode: SIMPLE` verified with `ca`, SNI [`API_HOST`].
+fn simple_tls(ca: &TestCa) -> [String; 3] {
+    [
+        "mode: SIMPLE".to_string(),
+        format!("caCertificates: {}", path(&ca.cert)),
+        format!("sni: {API_HOST}"),
+    ]
+}
 
 /// `GET /hello?marker=<marker>` from `client` to `addr` (host
 /// [`API_HOST`]) while the link between the nodes is captured: served by
@@ -558,18 +577,8 @@ spec:
 fn resolution_none_sends_to_the_address_dialed_in_the_rules_tls() -> Result<()> {
     let cluster = Cluster::builder().nodes(2).build()?;
     cluster.with_logs(|cluster| {
-        let pki = pki_dir(cluster)?;
-        let ca = TestCa::new(&pki, "ca")?;
-        let (cert, key) = ca.leaf(&pki, "api", API_HOST, API_HOST)?;
-        cluster.add_namespace("external", &[])?;
-        cluster.add_namespace("egress", &[AMBIENT])?;
-        let api = tls_backend(cluster, "api", &cert, &key, &[])?;
-        let client = client(cluster, "node-1", "egress", "app")?;
-        let tls = [
-            "mode: SIMPLE".to_string(),
-            format!("caCertificates: {}", path(&ca.cert)),
-            format!("sni: {API_HOST}"),
-        ];
+        let Egress { ca, api, client } = egress(cluster)?;
+        let tls = simple_tls(&ca);
         apply(cluster, "api-dr", &tls_rule("api", API_HOST, &tls))?;
         let dialed = format!("{}:{DIALED_PORT}", api.pod.ip());
 
