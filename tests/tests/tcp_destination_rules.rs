@@ -5,8 +5,9 @@
 //! refuses the connection past the limit while the others are open;
 //! outlier detection ejects a pod that refuses connections, so that the
 //! next ones all go to the pod that takes them; `idleTimeout` and
-//! `maxConnectionDuration` close connections. Needs root and the
-//! binaries.
+//! `maxConnectionDuration` close connections; `connectTimeout` bounds the
+//! connect to a pod that drops SYNs, on another node and on the client's.
+//! Needs root and the binaries.
 
 mod common;
 
@@ -165,6 +166,23 @@ fn destination_rules_pick_balance_limit_and_eject_on_tcp_ports() -> Result<()> {
         let cut = format!("connecting to {}: no answer within 1s", dark.addr(5432));
         let url = format!("http://{dark_vip}:5432/dark");
         converge("the DestinationRule's connect timeout cut a connect", || {
+            let out = app.run_http(&["get", &url, "--timeout", "6"], TIMEOUT)?;
+            ensure!(!out.success(), "a connect to a port that drops SYNs succeeded: {out:?}");
+            Ok(cluster.node("node-1")?.agent_log().contains(&cut))
+        })?;
+
+        // The same bound on the same node: `shy-0` is in the mesh on the
+        // client's node, so node-1's agent connects to its app directly
+        // (no tunnel), and that connect is the client's upstream connect.
+        let shy = backend(cluster, "node-1", "db", "shy-0", &[("app", "shy")], 5432, &[])?;
+        let mut iptables = std::process::Command::new("/usr/sbin/iptables-legacy");
+        iptables.args(drop_syns);
+        shy.pod.run(iptables, TIMEOUT)?.check("iptables-legacy: drop SYNs to shy-0:5432 (apt-get install -y iptables)")?;
+        let shy_vip = cluster.add_service("db", "shy", &[("app", "shy")], &tcp)?;
+        rule(cluster, "shy", "    connectionPool:\n      tcp:\n        connectTimeout: 1s\n")?;
+        let cut = format!("the app at {}: connecting to the app did not finish within 1s", shy.pod.addr(5432));
+        let url = format!("http://{shy_vip}:5432/shy");
+        converge("the DestinationRule's connect timeout cut a same-node connect", || {
             let out = app.run_http(&["get", &url, "--timeout", "6"], TIMEOUT)?;
             ensure!(!out.success(), "a connect to a port that drops SYNs succeeded: {out:?}");
             Ok(cluster.node("node-1")?.agent_log().contains(&cut))

@@ -609,7 +609,15 @@ impl Upstreams {
             Some(workload) if workload.hbone => {
                 if let Some(local) = ctx.local_pods.get(addr.ip()) {
                     return Ok(
-                        match connect_same_node(target.pod, &local, ctx, addr).await? {
+                        match connect_same_node(
+                            target.pod,
+                            &local,
+                            ctx,
+                            addr,
+                            target.limits.connect_timeout,
+                        )
+                        .await?
+                        {
                             SameNode::App(delivered, tracked) => {
                                 UpstreamIo::Local(delivered, Some(tracked))
                             }

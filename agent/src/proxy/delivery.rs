@@ -7,6 +7,7 @@ use std::{
     io,
     net::{IpAddr, SocketAddr},
     sync::Arc,
+    time::Duration,
 };
 
 use tokio::net::TcpStream;
@@ -63,12 +64,15 @@ impl Delivered {
     }
 }
 
-/// Connects to `target` (an address of `pod`) from `source_ip`.
+/// Connects to `target` (an address of `pod`) from `source_ip`, within
+/// `connect_timeout` (a client's DestinationRule's, when this node's agent
+/// is the client's proxy too), else the agent's own limit.
 pub async fn connect(
     pod: &PodContext,
     ctx: &super::ProxyContext,
     source_ip: IpAddr,
     target: SocketAddr,
+    connect_timeout: Option<Duration>,
 ) -> Result<Delivered, DeliveryError> {
     let redirection = &ctx.redirection;
     let socket = pod
@@ -96,7 +100,7 @@ pub async fn connect(
         key,
         redirection: redirection.clone(),
     };
-    let limit = ctx.limits.connect_timeout;
+    let limit = connect_timeout.unwrap_or(ctx.limits.connect_timeout);
     let stream = match super::limits::bounded(Stage::Delivery, limit, socket.connect(target)).await
     {
         Ok(connected) => connected.map_err(|error| DeliveryError::Connect { target, error })?,

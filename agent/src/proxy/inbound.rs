@@ -295,7 +295,7 @@ async fn stream_request(
         .open
         .register(&pod, conn, super::open::Scope::Connection);
     // Delivered from the client's own address: the app sees the real IP.
-    let app = match delivery::connect(&pod, &ctx, peer.ip(), target).await {
+    let app = match delivery::connect(&pod, &ctx, peer.ip(), target, None).await {
         Ok(app) => app,
         Err(err) => {
             tracing::info!(src.identity = %client, src.addr = %peer, %target, error = %err, "delivery to the app failed");

@@ -87,7 +87,7 @@ pub(super) async fn handle(
         return;
     }
     let started = std::time::Instant::now();
-    let app = match delivery::connect(&pod, &ctx, peer.ip(), target).await {
+    let app = match delivery::connect(&pod, &ctx, peer.ip(), target, None).await {
         Ok(app) => app,
         Err(err) => {
             tracing::info!(src.addr = %peer, %target, error = %err, "delivery to the app failed");

@@ -4,7 +4,7 @@
 //! connection (an HTTP port's requests go through its HTTP side, one by
 //! one), and the delivery comes from the client pod's own address.
 
-use std::{net::SocketAddr, sync::Arc};
+use std::{net::SocketAddr, sync::Arc, time::Duration};
 
 use tokio::net::TcpStream;
 
@@ -36,7 +36,8 @@ pub(super) async fn carry(
     counters: Option<TcpBytes>,
     upstream_local: &mut Option<SocketAddr>,
 ) -> Result<(u64, u64), OutboundError> {
-    match connect_same_node(pod, destination, ctx, target).await {
+    let connect_timeout = waits.connect_timeout;
+    match connect_same_node(pod, destination, ctx, target, connect_timeout).await {
         Ok(SameNode::App(app, tracked)) => {
             *upstream_local = app.stream.local_addr().ok();
             // The destination's side of the metrics, as its inbound proxy
@@ -158,12 +159,14 @@ const SAME_NODE_HTTP_BUFFER: usize = 64 * 1024;
 /// pod's address: what the destination's inbound proxy would do, without
 /// the TLS hop. To an HTTP port, through the destination's HTTP side; to
 /// any other port, straight to the app if the destination's policy allows
-/// the connection.
+/// the connection, within `connect_timeout` (the client's DestinationRule's:
+/// this connect is the client's upstream connect), else the agent's.
 pub(crate) async fn connect_same_node(
     pod: &PodContext,
     destination: &Arc<PodContext>,
     ctx: &ProxyContext,
     target: SocketAddr,
+    connect_timeout: Option<Duration>,
 ) -> Result<SameNode, OutboundError> {
     let source_ip = pod
         .workload
@@ -200,6 +203,6 @@ pub(crate) async fn connect_same_node(
     let tracked = ctx
         .open
         .register(destination, conn, open::Scope::Connection);
-    let delivered = delivery::connect(destination, ctx, source_ip, target).await?;
+    let delivered = delivery::connect(destination, ctx, source_ip, target, connect_timeout).await?;
     Ok(SameNode::App(delivered, tracked))
 }
