@@ -20,8 +20,9 @@ use crate::kinds::{
 };
 
 /// The rules of one namespace for one host (same host, oldest first),
-/// merged as Istio merges them: the first rule's traffic policy and
-/// `exportTo`, subsets added by name in order.
+/// merged as istiod merges them (`mergeDestinationRule`): the first rule's
+/// `exportTo`, the first traffic policy any of them has, subsets added by
+/// name in order, each over that traffic policy.
 pub fn scoped(namespace: &str, host: &str, rules: &[&DestinationRule]) -> ScopedPolicy {
     let mut out = ScopedPolicy {
         namespace: namespace.to_string(),
@@ -32,7 +33,8 @@ pub fn scoped(namespace: &str, host: &str, rules: &[&DestinationRule]) -> Scoped
         return out;
     };
     out.export_to = export_to(&first.spec.export_to, namespace);
-    out.traffic_policy = first.spec.traffic_policy.as_ref().map(traffic_policy);
+    let top = rules.iter().find_map(|r| r.spec.traffic_policy.as_ref());
+    out.traffic_policy = top.map(traffic_policy);
     for rule in rules {
         out.destination_rules.push(ConfigRef {
             namespace: namespace.to_string(),
@@ -42,9 +44,9 @@ pub fn scoped(namespace: &str, host: &str, rules: &[&DestinationRule]) -> Scoped
             if out.subsets.iter().any(|o| o.name == s.name) {
                 continue;
             }
-            let effective = match (&rule.spec.traffic_policy, &s.traffic_policy) {
+            let effective = match (top, &s.traffic_policy) {
                 (None, None) => None,
-                (base, over) => Some(merge(base.as_ref(), over.as_ref())),
+                (base, over) => Some(merge(base, over.as_ref())),
             };
             out.subsets.push(pb::Subset {
                 name: s.name.clone(),

@@ -428,7 +428,17 @@ impl L7 {
                 namespace: owner.namespace.clone(),
                 policies: ordered
                     .into_iter()
-                    .map(|(ns, (pattern, rules))| destination::scoped(ns, pattern, rules))
+                    .map(|(ns, (pattern, rules))| {
+                        let mut scoped = destination::scoped(ns, pattern, rules);
+                        // istiod looks in the client's namespace, then only
+                        // in the service's and the root namespace: rules
+                        // of any other namespace serve its own clients,
+                        // whatever their `exportTo` says.
+                        if *ns != owner.namespace && ns != root {
+                            scoped.export_to = vec![ns.clone()];
+                        }
+                        scoped
+                    })
                     .collect(),
             })
         });

@@ -317,10 +317,12 @@ fn http_route(
         fault: r.fault.as_ref().map(|f| pb::HttpFaultInjection {
             delay: f.delay.as_ref().map(|d| http_fault_injection::Delay {
                 fixed_delay: d.fixed_delay.or(d.exponential_delay).map(duration),
+                // Unset: no request is delayed (istiod leaves Envoy's
+                // percentage at its default, 0).
                 percentage: match (d.percentage, d.percent) {
                     (Some(p), _) => p.value,
                     (None, Some(p)) => f64::from(p),
-                    (None, None) => 100.0,
+                    (None, None) => 0.0,
                 },
             }),
             abort: f.abort.as_ref().map(|a| http_fault_injection::Abort {
@@ -335,7 +337,8 @@ fn http_route(
                         .clone()
                         .map(http_fault_injection::abort::ErrorType::Http2Error)
                 },
-                percentage: percent(a.percentage),
+                // Unset: no request is aborted, as for the delay.
+                percentage: a.percentage.map_or(0.0, |p| p.value),
             }),
         }),
         mirrors,
@@ -405,7 +408,7 @@ fn weight(weight: Option<i32>, single: bool) -> i32 {
     if single { 100 } else { weight.unwrap_or(0) }
 }
 
-/// 100 when not given.
+/// A mirror's percentage: 100 when not given.
 fn percent(p: Option<Percent>) -> f64 {
     p.map_or(100.0, |p| p.value)
 }

@@ -145,6 +145,9 @@ spec:
   - match: [{uri: {exact: /gw}, gateways: [some-gateway]}]
     directResponse: {status: 404}
   - route: [{destination: {host: ratings}}]
+    fault:
+      delay: {fixedDelay: 1s}
+      abort: {httpStatus: 500}
     mirrors:
     - destination: {host: reviews}
     rewrite:
@@ -277,6 +280,11 @@ spec:
     assert_eq!(d.port, 0, "two ports, none named: the request's port");
     assert_eq!(last.route[0].weight, 100);
     assert_eq!(last.mirrors[0].percentage, 100.0);
+    // A fault without a percentage touches no request, as istiod leaves
+    // Envoy's at 0 (a mirror's, at 100).
+    let fault = last.fault.as_ref().unwrap();
+    assert_eq!(fault.delay.as_ref().unwrap().percentage, 0.0);
+    assert_eq!(fault.abort.as_ref().unwrap().percentage, 0.0);
     assert!(
         last.mirrors[0]
             .destination
@@ -582,6 +590,13 @@ spec:
     assert_eq!(tp.port_level_settings[0].port, 9090);
     assert_eq!(p.policies[1].host, "*.cluster.local");
     assert_eq!(p.policies[2].destination_rules[0].name, "client-side");
+    // istiod never looks in `front` for a client of another namespace:
+    // its rule serves `front`'s clients alone, though exported to all.
+    assert_eq!(p.policies[2].export_to, ["front"]);
+    assert!(
+        p.policies[1].export_to.is_empty(),
+        "the root namespace's: all"
+    );
 
     // reviews: only the root namespace's wildcard (the workloadSelector
     // rule is not compiled).
@@ -675,5 +690,56 @@ spec:
         max_requests(&v2.connection_pool),
         Some(50),
         "elsewhere, the rule's"
+    );
+}
+
+#[test]
+fn the_first_traffic_policy_of_merged_rules_is_the_hosts_and_its_subsets_base() {
+    // The older rule has only subsets; the newer one the traffic policy.
+    let yaml = bookinfo()
+        + r#"
+---
+apiVersion: networking.istio.io/v1
+kind: DestinationRule
+metadata: {name: subsets, namespace: bookinfo, creationTimestamp: '2024-01-01T00:00:00Z'}
+spec:
+  host: reviews
+  subsets:
+  - name: v1
+    labels: {version: v1}
+  - name: v2
+    labels: {version: v2}
+    trafficPolicy: {loadBalancer: {simple: RANDOM}}
+---
+apiVersion: networking.istio.io/v1
+kind: DestinationRule
+metadata: {name: policy, namespace: bookinfo, creationTimestamp: '2024-02-01T00:00:00Z'}
+spec:
+  host: reviews
+  trafficPolicy:
+    outlierDetection: {consecutive5xxErrors: 3}
+"#;
+    let m = model(&yaml);
+    let p = policy(&m, REVIEWS);
+    let own = &p.policies[0];
+    let names: Vec<&str> = own
+        .destination_rules
+        .iter()
+        .map(|r| r.name.as_str())
+        .collect();
+    assert_eq!(names, ["subsets", "policy"]);
+    let od = |tp: Option<&pb::TrafficPolicy>| {
+        tp.and_then(|t| t.outlier_detection.as_ref())
+            .and_then(|o| o.consecutive_5xx_errors)
+    };
+    assert_eq!(od(own.traffic_policy.as_ref()), Some(3), "the newer rule's");
+    for s in &own.subsets {
+        assert_eq!(od(s.traffic_policy.as_ref()), Some(3), "subset {}", s.name);
+    }
+    let v2 = own.subsets[1].traffic_policy.as_ref().unwrap();
+    let lb = v2.load_balancer.as_ref().unwrap();
+    assert_eq!(
+        lb.lb_policy,
+        Some(LbPolicy::Simple(SimpleLb::Random as i32))
     );
 }
