@@ -2,7 +2,8 @@
 //! flaky server into a reliable one, timeouts cut slow ones (504, `UT`),
 //! fault injection delays and aborts at the configured rates, outlier
 //! detection ejects a failing endpoint and brings it back (and, counting
-//! gateway errors only, leaves one answering 500), connection-pool
+//! gateway errors only, leaves one answering 500; and one the route's
+//! timeout keeps cutting), connection-pool
 //! limits answer 503 (`UO`) under overload, upstream connections close
 //! after the pool's `idleTimeout` and `maxConnectionDuration`, `minHealthPercent` turns on Envoy's
 //! panic. Needs root and the binaries.
@@ -205,6 +206,33 @@ fn gateway_errors_eject_and_other_5xx_do_not() -> Result<()> {
             load.status(500) == 30 && load.served_by("ep-500") == 30 && load.served_by("ep-ok") == 30,
             "500 is not a gateway error: ep-500 keeps its share: {load:?}"
         );
+        Ok(())
+    })
+}
+
+/// A request the route's `timeout` cuts (no retries, so no per-try
+/// timeout) counts against the endpoint it was waiting on, as Envoy's
+/// router reports it to outlier detection: a pod that never answers in
+/// time is ejected, and the next requests all go to the one that does.
+#[test]
+fn a_route_timeout_counts_at_outlier_detection() -> Result<()> {
+    let cluster = Cluster::builder().nodes(2).build()?;
+    cluster.with_logs(|cluster| {
+        cluster.add_namespace("to", &[AMBIENT])?;
+        let _fast = backend(cluster, "node-2", "to", "stock-fast", &[("app", "stock")], 8080, &[])?;
+        let _slow = backend(cluster, "node-2", "to", "stock-slow", &[("app", "stock")], 8080, &["--delay-ms", "3000"])?;
+        let client = client(cluster, "node-1", "to", "buyer")?;
+        let stock = cluster.add_service("to", "stock", &[("app", "stock")], &[ServicePort::http("http", 80, 8080)])?;
+        apply(cluster, "stock-dr", &destination_rule("stock", "to", "    loadBalancer:\n      simple: ROUND_ROBIN\n    outlierDetection:\n      consecutive5xxErrors: 2\n      interval: 1s\n      baseEjectionTime: 60s\n      maxEjectionPercent: 100\n"))?;
+        apply(cluster, "stock-vs", &virtual_service("stock", "to", "  - timeout: 500ms\n    retries:\n      attempts: 0\n    route:\n    - destination:\n        host: stock\n"))?;
+        let url = format!("http://{stock}/stock");
+        converge("the route timeout cut a request", || {
+            Ok(httpapp::load(&client, &url, &["--count", "4"])?.status(504) > 0)
+        })?;
+        converge("stock-slow ejected: 20 requests, none cut", || {
+            let load = httpapp::load(&client, &url, &["--count", "20"])?;
+            Ok(load.status(504) == 0 && load.served_by("stock-fast") == 20)
+        })?;
         Ok(())
     })
 }

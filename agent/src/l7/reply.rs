@@ -5,6 +5,7 @@
 
 use std::{borrow::Cow, fmt};
 
+use bytes::Bytes;
 use http::{HeaderMap, HeaderValue, Response, StatusCode, header};
 
 use super::body::{self, Body};
@@ -192,12 +193,10 @@ impl LocalReply {
         )
     }
 
+    /// Envoy's router for a route whose cluster does not exist: 503 with
+    /// no body.
     pub fn no_cluster() -> LocalReply {
-        LocalReply::new(
-            StatusCode::SERVICE_UNAVAILABLE,
-            Flag::NoCluster,
-            "no healthy upstream",
-        )
+        LocalReply::new(StatusCode::SERVICE_UNAVAILABLE, Flag::NoCluster, "")
     }
 
     pub fn connect_failure() -> LocalReply {
@@ -292,11 +291,27 @@ impl LocalReply {
 
     /// The response for a request that was gRPC (`grpc`) or not.
     pub fn into_response(self, grpc: bool) -> Response<Body> {
-        let response = if grpc {
-            // Trailers-only: HTTP 200 with the status in the headers.
-            let code = self
-                .grpc_status
-                .unwrap_or_else(|| grpc_status_for(self.status));
+        let grpc_status = grpc.then(|| {
+            self.grpc_status
+                .unwrap_or_else(|| grpc_status_for(self.status))
+        });
+        let response = local_response(
+            self.status,
+            Bytes::from_static(self.body.as_bytes()),
+            grpc_status,
+        );
+        let flags = self.flag.map(Flags::from).unwrap_or_default();
+        Replied::mark(response, flags, self.details)
+    }
+}
+
+/// An answer of the proxy's own as Envoy's `sendLocalReply` makes it:
+/// `status` with `body` (`text/plain` when there is one); for a gRPC
+/// request (`grpc_status` set), a trailers-only answer (HTTP 200) with
+/// that `grpc-status` and the body, percent-encoded, as `grpc-message`.
+pub fn local_response(status: StatusCode, body: Bytes, grpc_status: Option<u32>) -> Response<Body> {
+    match grpc_status {
+        Some(code) => {
             let mut response = Response::new(body::empty());
             let headers = response.headers_mut();
             headers.insert(
@@ -304,23 +319,40 @@ impl LocalReply {
                 HeaderValue::from_static("application/grpc"),
             );
             headers.insert("grpc-status", HeaderValue::from(code));
-            if !self.body.is_empty() {
-                headers.insert("grpc-message", HeaderValue::from_static(self.body));
+            if !body.is_empty()
+                && let Ok(message) = HeaderValue::from_bytes(&grpc_message(&body))
+            {
+                headers.insert("grpc-message", message);
             }
             response
-        } else {
-            let mut response = Response::new(body::full(self.body));
-            *response.status_mut() = self.status;
-            if !self.body.is_empty() {
+        }
+        None => {
+            let text = !body.is_empty();
+            let mut response = Response::new(body::full(body));
+            *response.status_mut() = status;
+            if text {
                 response
                     .headers_mut()
                     .insert(header::CONTENT_TYPE, HeaderValue::from_static("text/plain"));
             }
             response
-        };
-        let flags = self.flag.map(Flags::from).unwrap_or_default();
-        Replied::mark(response, flags, self.details)
+        }
     }
+}
+
+/// gRPC's `grpc-message` encoding: bytes outside printable ASCII, and
+/// `%`, as `%XX`.
+fn grpc_message(text: &[u8]) -> Vec<u8> {
+    const HEX: &[u8; 16] = b"0123456789ABCDEF";
+    let mut out = Vec::with_capacity(text.len());
+    for &b in text {
+        if (0x20..=0x7e).contains(&b) && b != b'%' {
+            out.push(b);
+        } else {
+            out.extend_from_slice(&[b'%', HEX[usize::from(b >> 4)], HEX[usize::from(b & 15)]]);
+        }
+    }
+    out
 }
 
 /// Marks a response the proxy made itself: its flags, and what Envoy's
@@ -474,6 +506,27 @@ mod tests {
         assert_eq!(grpc_status(response.headers()), Some(12));
         let response = LocalReply::timeout().into_response(false);
         assert_eq!(response.status(), StatusCode::GATEWAY_TIMEOUT);
+    }
+
+    #[test]
+    fn direct_responses_are_local_replies() {
+        let text = local_response(
+            StatusCode::SERVICE_UNAVAILABLE,
+            Bytes::from_static(b"down"),
+            None,
+        );
+        assert_eq!(text.status(), StatusCode::SERVICE_UNAVAILABLE);
+        assert_eq!(text.headers()[header::CONTENT_TYPE], "text/plain");
+        let empty = local_response(StatusCode::NO_CONTENT, Bytes::new(), None);
+        assert!(empty.headers().get(header::CONTENT_TYPE).is_none());
+        let grpc = local_response(
+            StatusCode::SERVICE_UNAVAILABLE,
+            Bytes::from("down 100% \u{e9}"),
+            Some(grpc_status_for(StatusCode::SERVICE_UNAVAILABLE)),
+        );
+        assert_eq!(grpc.status(), StatusCode::OK);
+        assert_eq!(grpc.headers()["grpc-status"], "14");
+        assert_eq!(grpc.headers()["grpc-message"], "down 100%25 %C3%A9");
     }
 
     #[test]

@@ -32,7 +32,7 @@ use crate::{
 
 /// How many times a retry looks for an endpoint it has not tried yet
 /// (Istio configures Envoy's `previous_hosts` predicate with 5).
-const HOST_SELECTION_ATTEMPTS: usize = 5;
+const HOST_SELECTION_ATTEMPTS: u32 = 5;
 
 /// A mirror gets at most this long when its route has no timeout.
 const MIRROR_TIMEOUT: Duration = Duration::from_secs(30);
@@ -76,14 +76,49 @@ pub async fn send(
     record: &mut Record,
     grpc: bool,
 ) -> Response<Body> {
-    let attempts = attempts(ctx, down, destination, head, replay, retry, record, grpc);
     let deadline = timeout.and_then(|t| tokio::time::Instant::now().checked_add(t));
     let result = match deadline {
-        Some(deadline) => match tokio::time::timeout_at(deadline, attempts).await {
-            Ok(result) => result,
-            Err(_) => Err(LocalReply::timeout()),
-        },
-        None => attempts.await,
+        Some(deadline) => {
+            // The attempt awaiting its answer when the route's timeout cuts
+            // it is counted at its endpoint's outlier detection, as a
+            // per-try timeout is (Envoy's router: a local-origin timeout).
+            let mut awaiting = None;
+            let attempts = attempts(
+                ctx,
+                down,
+                destination,
+                head,
+                replay,
+                retry,
+                record,
+                grpc,
+                Some(&mut awaiting),
+            );
+            let cut = tokio::time::timeout_at(deadline, attempts).await;
+            match cut {
+                Ok(result) => result,
+                Err(_) => {
+                    if let Some((cluster, addr)) = awaiting {
+                        cluster.report(addr, AttemptResult::LocalOriginFailure, Instant::now());
+                    }
+                    Err(LocalReply::timeout())
+                }
+            }
+        }
+        None => {
+            attempts(
+                ctx,
+                down,
+                destination,
+                head,
+                replay,
+                retry,
+                record,
+                grpc,
+                None,
+            )
+            .await
+        }
     };
     match result {
         // The timeout covers the response's body too.
@@ -110,6 +145,7 @@ async fn attempts(
     retry: &RetryPolicy,
     record: &mut Record,
     grpc: bool,
+    mut awaiting: Option<&mut Option<(Arc<Cluster>, SocketAddr)>>,
 ) -> Result<Response<Body>, LocalReply> {
     let resolved = resolve(ctx, down, destination, head.http2)?;
     let cluster = &resolved.cluster;
@@ -152,6 +188,9 @@ async fn attempts(
             .request(resolved.protocol, replay.body())
             .map_err(|_| LocalReply::no_route())?;
         let sent = ctx.l7.upstreams.send(ctx, &target, cluster, request);
+        if let Some(awaiting) = awaiting.as_deref_mut() {
+            *awaiting = Some((cluster.clone(), endpoint.addr));
+        }
         let result = match retry.per_try_timeout {
             Some(limit) => match tokio::time::timeout(limit, sent).await {
                 Ok(result) => result.map_err(Failure::Upstream),
@@ -159,6 +198,9 @@ async fn attempts(
             },
             None => sent.await.map_err(Failure::Upstream),
         };
+        if let Some(awaiting) = awaiting.as_deref_mut() {
+            *awaiting = None;
+        }
         let result = match result {
             Ok((response, local)) => {
                 record.went_on(local);
@@ -281,10 +323,10 @@ fn pick(
     }
     let now = Instant::now();
     let mut last = None;
-    for _ in 0..HOST_SELECTION_ATTEMPTS {
+    for attempt in 0..HOST_SELECTION_ATTEMPTS {
         let picked = resolved
             .cluster
-            .pick(&resolved.endpoints, hash, fastrand::u64(..), now)
+            .pick_attempt(&resolved.endpoints, hash, attempt, fastrand::u64(..), now)
             .ok_or_else(LocalReply::no_healthy_upstream)?;
         if !tried.contains(&picked.endpoint.addr) {
             return Ok(picked);
@@ -398,6 +440,16 @@ pub(super) fn resolve_for(
     };
     let client_ns = &pod.workload.namespace;
     let policies = ctx.l7.config.policies(&destination.service);
+    // istiod builds a subset's cluster (`outbound|port|subset|host`) only
+    // when the client's DestinationRule defines the subset: a route to
+    // any other has no cluster (Envoy: 503 `NC`, `cluster_not_found`).
+    if !destination.subset.is_empty()
+        && !policies
+            .as_ref()
+            .is_some_and(|p| p.has_subset(client_ns, &destination.subset))
+    {
+        return Err(LocalReply::no_cluster());
+    }
     let policy = match &policies {
         Some(policies) => policies.effective(client_ns, &destination.subset, port),
         None => default_policy(),

@@ -172,17 +172,27 @@ impl HashTable {
         key.len() == self.key.len() && self.key.iter().all(|k| key.next() == Some(*k))
     }
 
-    /// The index (in the list built for) of the endpoint for `hash`.
-    pub(super) fn lookup(&self, hash: u64) -> usize {
+    /// The index (in the list built for) of the endpoint for `hash`, at
+    /// host selection attempt `attempt` (0: the hash's own endpoint; then,
+    /// as Envoy's `chooseHost(hash, attempt)`, the ring's `attempt`th point
+    /// after it, or the Maglev entry of the hash with its high bits
+    /// flipped).
+    pub(super) fn lookup(&self, hash: u64, attempt: u32) -> usize {
         match &self.kind {
             Kind::Ring { points, owners } => {
                 // The first point at or after the hash, wrapping around.
                 let i = points.partition_point(|p| *p < hash);
                 let i = if i == points.len() { 0 } else { i };
+                let i = (i + attempt as usize) % points.len().max(1);
                 owners.get(i).map_or(0, |o| *o as usize)
             }
             Kind::Maglev { table } => {
                 let len = table.len() as u64;
+                let hash = match attempt {
+                    0 => hash,
+                    // Many bits set, so that each attempt lands far away.
+                    n => hash ^ (!0u64).wrapping_sub(u64::from(n)).wrapping_add(1),
+                };
                 table
                     .get((hash % len.max(1)) as usize)
                     .map_or(0, |o| *o as usize)

@@ -275,9 +275,27 @@ impl Cluster {
         roll: u64,
         now: Instant,
     ) -> Option<Picked> {
+        self.pick_attempt(endpoints, hash, 0, roll, now)
+    }
+
+    /// [`Cluster::pick`] as host selection attempt `attempt` of one
+    /// request: for a consistent hash, attempt `n > 0` moves off the host
+    /// the hash lands on, as Envoy's does when the host was already tried
+    /// (a ring hash takes the `n`th point after the hash's, Maglev looks
+    /// the hash up with its bits flipped), so that a retry can reach a
+    /// neighbour instead of the host that just failed.
+    pub fn pick_attempt(
+        &self,
+        endpoints: &[Endpoint],
+        hash: Option<u64>,
+        attempt: u32,
+        roll: u64,
+        now: Instant,
+    ) -> Option<Picked> {
         if endpoints.is_empty() {
             return None;
         }
+        let hash = hash.map(|hash| (hash, attempt));
         match self.look(endpoints, hash, roll, now, None) {
             Attempt::Picked(p) => Some(p),
             Attempt::Nothing => None,
@@ -303,7 +321,7 @@ impl Cluster {
     fn look(
         &self,
         endpoints: &[Endpoint],
-        hash: Option<u64>,
+        hash: Option<(u64, u32)>,
         roll: u64,
         now: Instant,
         fresh: Option<&Arc<HashTable>>,
@@ -332,11 +350,12 @@ impl Cluster {
                     .into_iter()
                     .flatten()
                     .find(|t| t.built_for(key()));
+                let (hash, attempt) = hash;
                 match table {
-                    Some(t) => cands[t.lookup(hash).min(cands.len() - 1)],
+                    Some(t) => cands[t.lookup(hash, attempt).min(cands.len() - 1)],
                     None if fresh.is_some() => {
                         let t = HashTable::build(algorithm, key().collect());
-                        let i = cands[t.lookup(hash).min(cands.len() - 1)];
+                        let i = cands[t.lookup(hash, attempt).min(cands.len() - 1)];
                         *lock(&self.table) = Some(Arc::new(t));
                         i
                     }

@@ -20,7 +20,7 @@ pub struct Destination {
     /// The service port; 0: the port the request was sent to.
     pub port: u16,
     /// The service's resource name (`<namespace>/<hostname>`); "": no such
-    /// service, answer 503 (no healthy upstream).
+    /// service, answer 503 `NC` (no cluster).
     pub service: String,
     /// The endpoints traffic may go to; `None`: every endpoint of the
     /// service.

@@ -203,6 +203,40 @@ fn same_key_same_endpoint_everywhere() {
 }
 
 #[test]
+fn later_attempts_move_off_the_hashed_endpoint() {
+    // Envoy's host selection retries under `previous_hosts`: attempt 0 is
+    // the hash's own endpoint, and within a few attempts another one
+    // comes up (for almost every key), the same on every node.
+    for alg in algorithms() {
+        let e = eps(5);
+        let c = hashed(alg.clone());
+        let other = hashed(alg.clone());
+        let now = Instant::now();
+        let mut moved = 0;
+        for k in 0..200 {
+            let at = |c: &Cluster, attempt| {
+                c.pick_attempt(&e, Some(key(k)), attempt, k, now)
+                    .expect("an endpoint")
+                    .endpoint
+                    .addr
+            };
+            let first = at(&c, 0);
+            assert_eq!(first, pick_addr(&c, &e, Some(key(k)), k, now), "{alg:?}");
+            if (1..5).any(|n| at(&c, n) != first) {
+                moved += 1;
+            }
+            for n in 0..5 {
+                assert_eq!(at(&c, n), at(&other, n), "{alg:?}: key {k}, attempt {n}");
+            }
+        }
+        assert!(
+            moved >= 195,
+            "{alg:?}: only {moved} of 200 keys reached another endpoint"
+        );
+    }
+}
+
+#[test]
 fn keys_spread_evenly() {
     for alg in algorithms() {
         let e = eps(5);
