@@ -73,7 +73,32 @@ fn grpc_unary_streaming_statuses_and_retries_cross_the_mesh() -> Result<()> {
         }
         let (_, status) = grpc_call(&client, &[&addr, "--method", "fail", "--code", "7"])?;
         ensure!(status == 7, "the server's status passes through: {status}");
+
+        // The client's deadline (`grpc-timeout`) is enforced by the
+        // client's agent, as Envoy does under Istio (no VirtualService: no
+        // cap): a server that takes 3 s is cut at 0.5 s, UNAVAILABLE
+        // (Envoy's 504 as gRPC), flagged `UT`.
+        let _slow = backend(cluster, "node-2", "rpc", "echo-slow", &[("app", "slow-echo")], 9090, &["--delay-ms", "3000"])?;
+        let slow_vip = cluster.add_service("rpc", "slow-echo", &[("app", "slow-echo")], &[ServicePort::tcp("grpc-echo", 9090, 9090)])?;
+        let slow_addr = format!("{slow_vip}:9090");
+        converge("the slow echo service", || Ok(grpc_call(&client, &[&slow_addr, "--method", "unary"])?.1 == 0))?;
+        // Sent as a raw HTTP/2 request: tonic's client would enforce the
+        // deadline itself, racing the agent.
+        let call = httpapp::get_one(
+            &client,
+            &format!("http://{slow_addr}/weft.test.Echo/Unary"),
+            &["--method", "POST", "--h2", "true", "--header", "content-type: application/grpc", "--header", "te: trailers", "--header", "grpc-timeout: 500m"],
+        )?;
+        ensure!(
+            call.status == 200 && call.header("grpc-status") == Some("14"),
+            "a call past its deadline, answered by the client's agent: {call:?}"
+        );
         let log = access_log(cluster, "node-1")?;
+        ensure!(
+            log.iter().any(|e| e["path"] == "/weft.test.Echo/Unary" && e["response_flags"] == "UT"),
+            "the deadline's cut in the access log (UT):\n{}",
+            last_entries(&log, 5)
+        );
         ensure!(
             log.iter().any(|e| e["path"] == "/weft.test.Echo/Chat" && e["grpc_status"] == "OK"),
             "the streaming call in the access log with its grpc-status, named as Envoy names it:\n{}",

@@ -292,6 +292,13 @@ spec:
         host: no-such-service
   - match:
     - uri:
+        prefix: /no-subset
+    route:
+    - destination:
+        host: api
+        subset: v7
+  - match:
+    - uri:
         regex: "/re/[a-z]+/[0-9]+"
     rewrite:
       uriRegexRewrite:
@@ -391,6 +398,19 @@ spec:
                     == "ok from the proxy",
             )
         })?;
+        // Routes match the normalised path, as Envoy's connection manager
+        // normalises it first (Istio's default): `.` and `..` segments,
+        // repeated slashes and escaped unreserved characters.
+        for dotted in ["/x/../health", "/./health", "//health", "/%68ealth"] {
+            let reply = httpapp::get_one(&client, &format!("{base}{dotted}"), &[])?;
+            // A direct response is Envoy's local reply: text/plain.
+            ensure!(
+                reply.status == 200
+                    && reply.body == "ok from the proxy"
+                    && reply.header("content-type") == Some("text/plain"),
+                "{dotted} is /health: {reply:?}"
+            );
+        }
 
         let redirect = httpapp::get_one(&client, &format!("{base}/old/page?q=1"), &[])?;
         ensure!(redirect.status == 308, "redirect code: {redirect:?}");
@@ -585,13 +605,23 @@ spec:
         // hang, and a flag that says why.
         let missing = httpapp::get_one(&client, &format!("{base}/nowhere"), &[])?;
         ensure!(missing.status == 503, "a missing host: {missing:?}");
-        let log = access_log(cluster, "node-1")?;
+        // A subset no DestinationRule defines has no cluster either (istiod
+        // builds none): Envoy's 503 with no body, not "no healthy upstream".
+        let no_subset = httpapp::get_one(&client, &format!("{base}/no-subset"), &[])?;
         ensure!(
-            log.iter()
-                .any(|e| e["response_flags"] == "NC" && e["path"] == "/nowhere"),
-            "no NC line in the access log:\n{}",
-            last_entries(&log, 5)
+            no_subset.status == 503 && no_subset.body.is_empty(),
+            "a subset no DestinationRule defines: {no_subset:?}"
         );
+        let log = access_log(cluster, "node-1")?;
+        for path in ["/nowhere", "/no-subset"] {
+            ensure!(
+                log.iter().any(|e| e["response_flags"] == "NC"
+                    && e["response_code_details"] == "cluster_not_found"
+                    && e["path"] == path),
+                "no NC line for {path} in the access log:\n{}",
+                last_entries(&log, 5)
+            );
+        }
         ensure!(
             log.iter()
                 .any(|e| e["response_flags"] == "NR" && e["path"] == "/elsewhere"),
@@ -662,6 +692,31 @@ spec:
             let each = peers()?;
             Ok(each.iter().all(|p| *p == each[0]))
         })?;
+
+        // A VirtualService none of whose routes is for this client (its one
+        // route is for `role: canary` clients): istiod leaves it out of the
+        // client's routes and the service's default route serves it, where
+        // a route for the client that no request matches answers 404.
+        let docs_vip = cluster.add_service(
+            "web",
+            "docs",
+            &[("app", "api")],
+            &[ServicePort::http("http-docs", 80, 8080)],
+        )?;
+        apply(
+            cluster,
+            "docs-vs",
+            "apiVersion: networking.istio.io/v1\nkind: VirtualService\nmetadata:\n  name: docs\n  namespace: web\nspec:\n  hosts:\n  - docs.web.svc.cluster.local\n  http:\n  - match:\n    - sourceLabels:\n        role: canary\n    directResponse:\n      status: 200\n      body:\n        string: \"canary only\"\n",
+        )?;
+        let docs = format!("http://{docs_vip}:80/docs");
+        converge("the canary's route to docs", || {
+            Ok(httpapp::get_one(&canary, &docs, &[])?.body == "canary only")
+        })?;
+        let plain = httpapp::get_one(&client, &docs, &[])?;
+        ensure!(
+            plain.status == 200 && plain.seen().is_ok(),
+            "a client no route of docs is for: the service itself, not {plain:?}"
+        );
         Ok(())
     })
 }

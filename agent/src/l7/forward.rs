@@ -13,12 +13,13 @@ use hyper::body::Incoming;
 use super::{
     body::{self, Body, BoxError, Replay},
     log::Record,
-    reply::{Flag, Flags, LocalReply, Replied, details},
+    reply::{self, Flag, Flags, LocalReply, Replied, details},
     route::{Abort, Action, Destination, Preflight, RequestView, RetryPolicy},
     send,
     upstream::Protocol,
 };
 use crate::{
+    policy::http::normalize_path_and_query,
     proxy::{PodContext, ProxyContext},
     state::{AppProtocol, Service},
 };
@@ -133,11 +134,19 @@ async fn route(
     record: &mut Record,
     grpc: bool,
 ) -> Result<Response<Body>, BoxError> {
-    let path = request
-        .uri()
-        .path_and_query()
-        .map_or("/", |p| p.as_str())
-        .to_string();
+    // Envoy's connection manager normalises the path before routing
+    // (Istio's default path normalisation): routes match, and the request
+    // is sent with, the path normalised by the rules the destination's
+    // side applies before its policies. A path those rules refuse (an
+    // escaped slash, a broken escape) is routed and sent as it came: the
+    // destination's side answers it 400 and counts it.
+    let raw = request.uri().path_and_query().map_or("/", |p| p.as_str());
+    let path = match raw {
+        raw if raw.starts_with('/') => {
+            normalize_path_and_query(raw).map_or_else(|_| raw.to_string(), |path| path.into_owned())
+        }
+        raw => raw.to_string(),
+    };
     let authority = authority_of(&request).to_string();
     let table = ctx.l7.config.routes(&down.service_key);
     let view = RequestView {
@@ -150,12 +159,15 @@ async fn route(
         source_namespace: &down.pod.workload.namespace,
         source_workload: &down.pod.workload.uid,
     };
-    // No RouteConfig: no VirtualService routes this service; the default
-    // route sends everything to it, with Istio's default retries.
+    // No RouteConfig, or none of its routes for this client and port (a
+    // VirtualService istiod would leave out of the client's routes): the
+    // default route sends everything to the service, with Istio's default
+    // retries.
     let selected = match &table {
         None => None,
         Some(table) => match table.select(&view) {
             Some(selected) => Some(selected),
+            None if !table.routes_client(&view) => None,
             None => return Ok(local(LocalReply::no_route(), grpc, record)),
         },
     };
@@ -178,11 +190,11 @@ async fn route(
                 ));
             }
             Action::DirectResponse(direct) => {
-                let mut response = Response::new(match &direct.body {
-                    Some(bytes) => body::full(bytes.clone()),
-                    None => body::empty(),
-                });
-                *response.status_mut() = direct.status;
+                // Envoy sends it as a local reply: `text/plain` with a
+                // body, a trailers-only answer to a gRPC request.
+                let grpc_status = grpc.then(|| reply::grpc_status_for(direct.status));
+                let body = direct.body.clone().unwrap_or_default();
+                let mut response = reply::local_response(direct.status, body, grpc_status);
                 route.edit_response(None, response.headers_mut());
                 return Ok(Replied::mark(
                     response,
@@ -300,7 +312,16 @@ async fn route(
             &default_retry
         }
     };
-    let timeout = route.and_then(|r| r.timeout);
+    // Envoy honours a gRPC client's deadline (`grpc-timeout`), capped by
+    // the route's timeout (Istio sets `max_grpc_timeout` to it, 0 for
+    // none: no cap).
+    let timeout = match (
+        grpc.then(|| grpc_timeout(&head.headers)).flatten(),
+        route.and_then(|r| r.timeout),
+    ) {
+        (Some(deadline), Some(route)) => Some(deadline.min(route)),
+        (deadline, route) => deadline.or(route),
+    };
     let mut response = send::send(
         ctx,
         down,
@@ -368,12 +389,38 @@ fn is_upgrade(head: &Head) -> bool {
                 .any(|token| token.trim().eq_ignore_ascii_case("upgrade")))
 }
 
-/// What Envoy adds to a request it forwards: `x-forwarded-proto`, and an
-/// `x-request-id` if the app sent none.
+/// A gRPC request's `grpc-timeout`: up to 8 digits and a unit (`H`, `M`,
+/// `S`, `m`, `u`, `n`); `None` when absent or malformed (Envoy then
+/// ignores it too).
+fn grpc_timeout(headers: &HeaderMap) -> Option<std::time::Duration> {
+    use std::time::Duration;
+    let value = headers.get("grpc-timeout")?.to_str().ok()?;
+    let (digits, unit) = value.split_at(value.len().checked_sub(1)?);
+    if digits.is_empty() || digits.len() > 8 || !digits.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    let n: u64 = digits.parse().ok()?;
+    Some(match unit {
+        "H" => Duration::from_secs(n * 3600),
+        "M" => Duration::from_secs(n * 60),
+        "S" => Duration::from_secs(n),
+        "m" => Duration::from_millis(n),
+        "u" => Duration::from_micros(n),
+        "n" => Duration::from_nanos(n),
+        _ => return None,
+    })
+}
+
+/// What Envoy adds to a request it forwards: `x-forwarded-proto` and an
+/// `x-request-id`, each if the app sent none (an outbound sidecar listener
+/// does not use the remote address, so Envoy keeps the app's
+/// `x-forwarded-proto`, as a gateway in the mesh forwards it).
 fn add_proxy_headers(headers: &mut HeaderMap) {
     static FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-proto");
     static REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
-    headers.insert(&FORWARDED_PROTO, HeaderValue::from_static("http"));
+    if !headers.contains_key(&FORWARDED_PROTO) {
+        headers.insert(&FORWARDED_PROTO, HeaderValue::from_static("http"));
+    }
     if !headers.contains_key(&REQUEST_ID) {
         headers.insert(&REQUEST_ID, request_id());
     }
@@ -474,6 +521,26 @@ mod tests {
     use super::*;
 
     #[test]
+    fn grpc_timeouts_parse_as_grpc_writes_them() {
+        let parse = |v: &str| {
+            let mut h = HeaderMap::new();
+            h.insert("grpc-timeout", HeaderValue::from_str(v).unwrap());
+            grpc_timeout(&h)
+        };
+        let d = std::time::Duration::from_millis;
+        assert_eq!(parse("1S"), Some(d(1000)));
+        assert_eq!(parse("250m"), Some(d(250)));
+        assert_eq!(parse("2M"), Some(d(120_000)));
+        assert_eq!(parse("1H"), Some(d(3_600_000)));
+        assert_eq!(parse("1500u"), Some(std::time::Duration::from_micros(1500)));
+        assert_eq!(parse("7n"), Some(std::time::Duration::from_nanos(7)));
+        for bad in ["", "S", "1", "1s", "123456789S", "-1S", "1.5S"] {
+            assert_eq!(parse(bad), None, "{bad:?}");
+        }
+        assert_eq!(grpc_timeout(&HeaderMap::new()), None);
+    }
+
+    #[test]
     fn hop_by_hop_headers_are_removed() {
         let mut headers = HeaderMap::new();
         headers.insert(
@@ -543,5 +610,13 @@ mod tests {
         add_proxy_headers(&mut again);
         assert_ne!(again["x-request-id"], id, "ids are random");
         assert_eq!(headers["x-forwarded-proto"], "http");
+        // The app's own are kept (a gateway pod forwarding an HTTPS
+        // client's request says so in it).
+        let mut from_gateway = HeaderMap::new();
+        from_gateway.insert("x-forwarded-proto", HeaderValue::from_static("https"));
+        from_gateway.insert("x-request-id", HeaderValue::from_static("abc"));
+        add_proxy_headers(&mut from_gateway);
+        assert_eq!(from_gateway["x-forwarded-proto"], "https");
+        assert_eq!(from_gateway["x-request-id"], "abc");
     }
 }

@@ -213,6 +213,28 @@ pub fn normalize_path(raw: &str) -> Result<String, PathError> {
     Ok(out)
 }
 
+/// `raw`, a request's path and query, with the path normalised as
+/// [`normalize_path`] does and the query kept: what Envoy's connection
+/// manager routes on. Borrowed when nothing changes, as for most paths
+/// (no escape, backslash, empty or dot segment).
+pub fn normalize_path_and_query(raw: &str) -> Result<Cow<'_, str>, PathError> {
+    let end = raw.find(['?', '#']).unwrap_or(raw.len());
+    let path = &raw[..end];
+    let unchanged = path.starts_with('/')
+        && !path.bytes().any(|b| b == b'%' || b == b'\\')
+        && !path.contains("//")
+        && !path.split('/').any(|s| s == "." || s == "..");
+    if unchanged {
+        return Ok(Cow::Borrowed(raw));
+    }
+    let mut out = normalize_path(path)?;
+    if let Some(query) = raw[end..].strip_prefix('?') {
+        out.push('?');
+        out.push_str(query.split('#').next().unwrap_or(""));
+    }
+    Ok(Cow::Owned(out))
+}
+
 /// An Istio path template (Envoy's URI template): `{*}` matches exactly
 /// one path segment, `{**}` one or more; every other segment literally.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
@@ -299,6 +321,27 @@ mod tests {
         ] {
             assert_eq!(normalize_path(raw), Err(err), "{raw}");
         }
+    }
+
+    #[test]
+    fn path_and_query_keeps_the_query_and_borrows_a_clean_path() {
+        for raw in ["/", "/api/users", "/api/users/?q=a/../b", "/a.b/c..d/.e"] {
+            let out = normalize_path_and_query(raw).unwrap();
+            assert!(matches!(out, Cow::Borrowed(_)), "{raw}");
+            assert_eq!(out, raw);
+        }
+        for (raw, want) in [
+            ("/x/../admin?k=v", "/admin?k=v"),
+            ("//api?a=1#frag", "/api?a=1"),
+            ("/api/.", "/api/"),
+            ("/%61pi?q=%2F", "/api?q=%2F"),
+        ] {
+            assert_eq!(normalize_path_and_query(raw).unwrap(), want, "{raw}");
+        }
+        assert_eq!(
+            normalize_path_and_query("/a%2Fb?x"),
+            Err(PathError::EncodedSlash)
+        );
     }
 
     #[test]

@@ -300,6 +300,13 @@ impl HttpMatch {
 
     /// Whether every condition holds for `req`.
     pub fn matches(&self, req: &RequestView<'_>) -> bool {
+        self.applies_to(req) && self.matches_request(req)
+    }
+
+    /// Whether the conditions on the client and the port hold (`port`,
+    /// `sourceNamespace`, `sourceLabels`): istiod applies these when it
+    /// builds a proxy's routes, and leaves out a match they rule out.
+    pub fn applies_to(&self, req: &RequestView<'_>) -> bool {
         if self.port != 0 && self.port != req.port {
             return false;
         }
@@ -314,6 +321,12 @@ impl HttpMatch {
         {
             return false;
         }
+        true
+    }
+
+    /// Whether the conditions on the request itself hold (URI, headers,
+    /// query parameters).
+    fn matches_request(&self, req: &RequestView<'_>) -> bool {
         if let Some(uri) = &self.uri
             && !self.uri_matches(uri, req)
         {

@@ -196,7 +196,9 @@ impl RouteTable {
 
     /// The first route whose `export_to` admits `req.source_namespace` and
     /// one of whose matches applies (a route without matches applies to
-    /// every request). `None`: no route applies (Envoy answers 404).
+    /// every request). `None`: no route applies: Envoy answers 404 when a
+    /// route is for this client and port ([`RouteTable::routes_client`]),
+    /// else the service's default route applies.
     pub fn select(&self, req: &RequestView<'_>) -> Option<Selected<'_>> {
         self.routes.iter().find_map(|route| {
             if !route.visible_to(req.source_namespace) {
@@ -213,6 +215,20 @@ impl RouteTable {
                 route,
                 matched: Some(i),
             })
+        })
+    }
+
+    /// Whether any route is for this client and port: visible to its
+    /// namespace, with no match list or a match whose `port`,
+    /// `sourceNamespace` and `sourceLabels` hold. When none is, istiod
+    /// leaves the VirtualService out of the client's routes and the
+    /// service keeps its default route; when one is and
+    /// [`RouteTable::select`] finds none for the request, Envoy answers
+    /// 404 (`NR`).
+    pub fn routes_client(&self, req: &RequestView<'_>) -> bool {
+        self.routes.iter().any(|route| {
+            route.visible_to(req.source_namespace)
+                && (route.matches.is_empty() || route.matches.iter().any(|m| m.applies_to(req)))
         })
     }
 

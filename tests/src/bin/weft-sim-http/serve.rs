@@ -58,7 +58,7 @@ pub struct ServeArgs {
     /// `--fail-status`, gRPC with UNAVAILABLE.
     #[arg(long, value_name = "PATH")]
     pub fail_while_exists: Option<PathBuf>,
-    /// Delay before answering a plain HTTP request.
+    /// Delay before answering a plain HTTP request or a gRPC call.
     #[arg(long, default_value_t = 0)]
     pub delay_ms: u64,
     /// Delay plain HTTP requests while this file exists.
@@ -312,6 +312,8 @@ impl App {
         let path = path_of(&req).to_string();
         let version = req.version();
         let response = if is_grpc(&req) {
+            // `--delay-ms` slows calls as it slows requests.
+            self.faults.delay().await;
             let response = match self.faults.failure() {
                 // A failing server ends every call UNAVAILABLE, in a
                 // trailers-only response.

@@ -24,7 +24,9 @@ fn first_matching_route_wins() {
 fn no_route_applies() {
     let t = table(vec![route("a", vec![uri(exact("/a"))])]);
     assert_eq!(selected(&t, &Req::path("/b")), "-");
-    assert_eq!(selected(&table(vec![]), &Req::path("/b")), "-");
+    // No HTTP route at all (a VirtualService with only `tcp` routes): the
+    // service's default route, as istiod builds it.
+    assert_eq!(selected(&table(vec![]), &Req::path("/b")), "(default)");
 }
 
 #[test]
@@ -278,7 +280,9 @@ fn port_source_namespace_and_labels() {
         ..Req::default()
     };
     assert_eq!(selected(&t, &on(8080)), "port");
-    assert_eq!(selected(&t, &on(9080)), "-");
+    // No route is for a client outside `prod` without the labels on 9080:
+    // istiod leaves the VirtualService out, the default route applies.
+    assert_eq!(selected(&t, &on(9080)), "(default)");
     let from = |ns, workload| Req {
         ns,
         workload,
@@ -287,7 +291,33 @@ fn port_source_namespace_and_labels() {
     assert_eq!(selected(&t, &from("prod", "x")), "ns");
     assert_eq!(selected(&t, &from("default", "uid-ui-1")), "labels");
     assert_eq!(selected(&t, &from("default", "uid-a")), "labels");
-    assert_eq!(selected(&t, &from("default", "uid-other")), "-");
+    assert_eq!(selected(&t, &from("default", "uid-other")), "(default)");
+    // A route for this client whose request conditions fail: 404.
+    let t = table(vec![
+        route(
+            "labels-api",
+            vec![pb::HttpMatchRequest {
+                source_labels: BTreeMap::from([("app".into(), "ui".into())]),
+                source_workloads: vec!["uid-ui-1".into()],
+                uri: Some(prefix("/api")),
+                ..Default::default()
+            }],
+        ),
+        route(
+            "other-port",
+            vec![pb::HttpMatchRequest {
+                port: 8080,
+                ..Default::default()
+            }],
+        ),
+    ]);
+    let asks = |workload, path: &'static str| Req {
+        workload,
+        ..Req::path(path)
+    };
+    assert_eq!(selected(&t, &asks("uid-ui-1", "/api/x")), "labels-api");
+    assert_eq!(selected(&t, &asks("uid-ui-1", "/x")), "-");
+    assert_eq!(selected(&t, &asks("uid-other", "/x")), "(default)");
     // Without source_labels, source_workloads is not consulted.
     let any = table(vec![route(
         "any",
@@ -318,6 +348,9 @@ fn export_to() {
     assert_eq!(selected(&t, &from("default")), "only");
     assert_eq!(selected(&t, &from("prod")), "only");
     assert_eq!(selected(&t, &from("dev")), "fallback");
+    // Exported to other namespaces only: the default route for "dev".
+    let t = table(vec![visible(&["prod"])]);
+    assert_eq!(selected(&t, &from("dev")), "(default)");
     // Empty: every namespace.
     let t = table(vec![visible(&[])]);
     assert_eq!(selected(&t, &from("dev")), "only");

@@ -137,8 +137,13 @@ impl Req {
     }
 }
 
-/// The name of the route `req` selects in `t`, or "-".
+/// The name of the route `req` selects in `t`; else "-" when a route is
+/// for this client and port (Envoy's 404, `NR`), or "(default)" when none
+/// is (the service's default route, as `forward` decides).
 fn selected(t: &RouteTable, req: &Req) -> String {
-    t.select(&req.view())
-        .map_or("-".to_string(), |s| s.route.name.clone())
+    match t.select(&req.view()) {
+        Some(s) => s.route.name.clone(),
+        None if t.routes_client(&req.view()) => "-".to_string(),
+        None => "(default)".to_string(),
+    }
 }
