@@ -285,8 +285,8 @@ mod tests {
             [
                 "ADDRESSES",
                 "AUTHORIZATIONS",
-                "ROUTES",
                 "DESTINATIONS",
+                "ROUTES",
                 "ACCESSLOGS",
                 "TRACING",
                 "METRICS"

@@ -87,12 +87,13 @@ pub const METRICS_POLICY_TYPE_URL: &str = "type.googleapis.com/weft.telemetry.v1
 
 /// Every type weft serves, in the order a push sends them (workloads
 /// before the policies that name them, services before the routes and
-/// policies keyed by them).
+/// policies keyed by them, a host's DestinationPolicy before the routes
+/// to its subsets, as istiod sends clusters before routes).
 pub const TYPE_URLS: [&str; 7] = [
     ADDRESS_TYPE_URL,
     AUTHORIZATION_TYPE_URL,
-    ROUTE_CONFIG_TYPE_URL,
     DESTINATION_POLICY_TYPE_URL,
+    ROUTE_CONFIG_TYPE_URL,
     ACCESS_LOG_POLICY_TYPE_URL,
     TRACING_POLICY_TYPE_URL,
     METRICS_POLICY_TYPE_URL,
