@@ -134,12 +134,14 @@ async fn route(
     record: &mut Record,
     grpc: bool,
 ) -> Result<Response<Body>, BoxError> {
-    // Envoy's connection manager normalises the path before routing
-    // (Istio's default path normalisation): routes match, and the request
-    // is sent with, the path normalised by the rules the destination's
-    // side applies before its policies. A path those rules refuse (an
-    // escaped slash, a broken escape) is routed and sent as it came: the
-    // destination's side answers it 400 and counts it.
+    // Envoy's connection manager normalises the path before routing:
+    // routes match, and the request is sent with, the path normalised by
+    // the rules the destination's side applies before its policies (Istio's
+    // default, RFC 3986's dot segments and escapes, plus merged slashes: a
+    // deliberate difference, so that both sides see one path). A path
+    // those rules refuse (an escaped slash, a broken escape) is routed and
+    // sent as it came: the destination's side answers it 400 and counts
+    // it.
     let raw = request.uri().path_and_query().map_or("/", |p| p.as_str());
     let path = match raw {
         raw if raw.starts_with('/') => {
@@ -390,25 +392,26 @@ fn is_upgrade(head: &Head) -> bool {
 }
 
 /// A gRPC request's `grpc-timeout`: up to 8 digits and a unit (`H`, `M`,
-/// `S`, `m`, `u`, `n`); `None` when absent or malformed (Envoy then
-/// ignores it too).
+/// `S`, `m`, `u`, `n`), in whole milliseconds rounded up, as Envoy reads
+/// it; `None` when absent, malformed (Envoy ignores it then) or 0 (no
+/// deadline, for Envoy).
 fn grpc_timeout(headers: &HeaderMap) -> Option<std::time::Duration> {
-    use std::time::Duration;
     let value = headers.get("grpc-timeout")?.to_str().ok()?;
     let (digits, unit) = value.split_at(value.len().checked_sub(1)?);
     if digits.is_empty() || digits.len() > 8 || !digits.bytes().all(|b| b.is_ascii_digit()) {
         return None;
     }
     let n: u64 = digits.parse().ok()?;
-    Some(match unit {
-        "H" => Duration::from_secs(n * 3600),
-        "M" => Duration::from_secs(n * 60),
-        "S" => Duration::from_secs(n),
-        "m" => Duration::from_millis(n),
-        "u" => Duration::from_micros(n),
-        "n" => Duration::from_nanos(n),
+    let millis = match unit {
+        "H" => n * 3_600_000,
+        "M" => n * 60_000,
+        "S" => n * 1000,
+        "m" => n,
+        "u" => n.div_ceil(1000),
+        "n" => n.div_ceil(1_000_000),
         _ => return None,
-    })
+    };
+    (millis > 0).then(|| std::time::Duration::from_millis(millis))
 }
 
 /// What Envoy adds to a request it forwards: `x-forwarded-proto` and an
@@ -532,9 +535,22 @@ mod tests {
         assert_eq!(parse("250m"), Some(d(250)));
         assert_eq!(parse("2M"), Some(d(120_000)));
         assert_eq!(parse("1H"), Some(d(3_600_000)));
-        assert_eq!(parse("1500u"), Some(std::time::Duration::from_micros(1500)));
-        assert_eq!(parse("7n"), Some(std::time::Duration::from_nanos(7)));
-        for bad in ["", "S", "1", "1s", "123456789S", "-1S", "1.5S"] {
+        // Envoy's milliseconds, rounded up; 0 is no deadline.
+        assert_eq!(parse("1500u"), Some(d(2)));
+        assert_eq!(parse("7n"), Some(d(1)));
+        assert_eq!(parse("99999999H"), Some(d(99_999_999 * 3_600_000)));
+        for bad in [
+            "",
+            "S",
+            "1",
+            "1s",
+            "123456789S",
+            "-1S",
+            "1.5S",
+            "0m",
+            "0S",
+            "0n",
+        ] {
             assert_eq!(parse(bad), None, "{bad:?}");
         }
         assert_eq!(grpc_timeout(&HeaderMap::new()), None);

@@ -4,7 +4,10 @@
 
 use std::{
     net::{IpAddr, SocketAddr},
-    sync::{Arc, OnceLock},
+    sync::{
+        Arc, OnceLock,
+        atomic::{AtomicBool, Ordering},
+    },
     time::{Duration, Instant},
 };
 
@@ -30,9 +33,11 @@ use crate::{
     state::AppProtocol,
 };
 
-/// How many times a retry looks for an endpoint it has not tried yet
-/// (Istio configures Envoy's `previous_hosts` predicate with 5).
-const HOST_SELECTION_ATTEMPTS: u32 = 5;
+/// How many times a retry looks for an endpoint it has not tried yet:
+/// once, then again up to 5 times (Istio's
+/// `host_selection_retry_max_attempts` for the `previous_hosts`
+/// predicate).
+const HOST_SELECTION_ATTEMPTS: u32 = 6;
 
 /// A mirror gets at most this long when its route has no timeout.
 const MIRROR_TIMEOUT: Duration = Duration::from_secs(30);
@@ -77,48 +82,38 @@ pub async fn send(
     grpc: bool,
 ) -> Response<Body> {
     let deadline = timeout.and_then(|t| tokio::time::Instant::now().checked_add(t));
+    // The attempt awaiting its answer when the route's timeout cuts it is
+    // counted at its endpoint's outlier detection, as a per-try timeout
+    // is (Envoy's router: a local-origin timeout), if it had a
+    // connection there.
+    let mut awaited = Awaited::default();
+    let attempts = attempts(
+        ctx,
+        down,
+        destination,
+        head,
+        replay,
+        retry,
+        record,
+        grpc,
+        deadline.is_some().then_some(&mut awaited),
+    );
     let result = match deadline {
         Some(deadline) => {
-            // The attempt awaiting its answer when the route's timeout cuts
-            // it is counted at its endpoint's outlier detection, as a
-            // per-try timeout is (Envoy's router: a local-origin timeout).
-            let mut awaiting = None;
-            let attempts = attempts(
-                ctx,
-                down,
-                destination,
-                head,
-                replay,
-                retry,
-                record,
-                grpc,
-                Some(&mut awaiting),
-            );
             let cut = tokio::time::timeout_at(deadline, attempts).await;
             match cut {
                 Ok(result) => result,
                 Err(_) => {
-                    if let Some((cluster, addr)) = awaiting {
+                    if let Some((cluster, addr)) = awaited.attempt.take()
+                        && awaited.attached.load(Ordering::Relaxed)
+                    {
                         cluster.report(addr, AttemptResult::LocalOriginFailure, Instant::now());
                     }
                     Err(LocalReply::timeout())
                 }
             }
         }
-        None => {
-            attempts(
-                ctx,
-                down,
-                destination,
-                head,
-                replay,
-                retry,
-                record,
-                grpc,
-                None,
-            )
-            .await
-        }
+        None => attempts.await,
     };
     match result {
         // The timeout covers the response's body too.
@@ -145,7 +140,7 @@ async fn attempts(
     retry: &RetryPolicy,
     record: &mut Record,
     grpc: bool,
-    mut awaiting: Option<&mut Option<(Arc<Cluster>, SocketAddr)>>,
+    mut awaited: Option<&mut Awaited>,
 ) -> Result<Response<Body>, LocalReply> {
     let resolved = resolve(ctx, down, destination, head.http2)?;
     let cluster = &resolved.cluster;
@@ -173,6 +168,10 @@ async fn attempts(
         let endpoint = &picked.endpoint;
         record.attempt(endpoint, ctx);
         tried.push(endpoint.addr);
+        if let Some(awaited) = awaited.as_deref_mut() {
+            awaited.attempt = Some((cluster.clone(), endpoint.addr));
+            awaited.attached.store(false, Ordering::Relaxed);
+        }
         let target = Target {
             pod: &down.pod,
             peer: down.peer,
@@ -183,14 +182,12 @@ async fn attempts(
             host: &destination.host,
             limits: &policy.limits,
             client_waits: true,
+            attached: awaited.as_deref().map(|a| &a.attached),
         };
         let request = head
             .request(resolved.protocol, replay.body())
             .map_err(|_| LocalReply::no_route())?;
         let sent = ctx.l7.upstreams.send(ctx, &target, cluster, request);
-        if let Some(awaiting) = awaiting.as_deref_mut() {
-            *awaiting = Some((cluster.clone(), endpoint.addr));
-        }
         let result = match retry.per_try_timeout {
             Some(limit) => match tokio::time::timeout(limit, sent).await {
                 Ok(result) => result.map_err(Failure::Upstream),
@@ -198,8 +195,8 @@ async fn attempts(
             },
             None => sent.await.map_err(Failure::Upstream),
         };
-        if let Some(awaiting) = awaiting.as_deref_mut() {
-            *awaiting = None;
+        if let Some(awaited) = awaited.as_deref_mut() {
+            awaited.attempt = None;
         }
         let result = match result {
             Ok((response, local)) => {
@@ -299,6 +296,15 @@ async fn attempts(
 enum Failure {
     Upstream(UpstreamError),
     PerTryTimeout,
+}
+
+/// The attempt a route timeout may cut: its endpoint, and whether the
+/// request had a connection there (Envoy attaches the host to a request
+/// only then, and reports the timeout only to an attached host).
+#[derive(Default)]
+struct Awaited {
+    attempt: Option<(Arc<Cluster>, SocketAddr)>,
+    attached: AtomicBool,
 }
 
 /// An endpoint for the next attempt: one not tried yet if the balancer
@@ -592,6 +598,7 @@ pub fn mirror(
             host: &host,
             limits: &policy.limits,
             client_waits: false,
+            attached: None,
         };
         let Ok(request) = head.request(resolved.protocol, body) else {
             return;
@@ -652,6 +659,7 @@ pub async fn upgrade(
         host: &destination.host,
         limits: &policy.limits,
         client_waits: true,
+        attached: None,
     };
     // Upgrade headers go through as they are: this hop is the upgrade.
     let mut request = match head.request(Protocol::Http1, body::empty()) {

@@ -85,6 +85,10 @@ pub struct Target<'a> {
     /// Whether the client pod waits for this request: its waits are
     /// recorded ([`crate::metrics::waits`]); not for a mirror.
     pub client_waits: bool,
+    /// Set once the request has a connection to the endpoint (when
+    /// Envoy attaches the host to it): from then on, a route timeout that
+    /// cuts it counts against the endpoint.
+    pub attached: Option<&'a AtomicBool>,
 }
 
 /// Why a request could not be sent, or got no response.
@@ -155,6 +159,8 @@ struct Slot {
 /// on being ready, `first_byte` from then to the response's head.
 struct RequestWaits<'a> {
     pod: &'a PodContext,
+    /// [`Target::attached`].
+    attached: Option<&'a AtomicBool>,
     /// When `send` was called (monotonic ns); `0`: not recorded.
     since_ns: u64,
     /// When the last connection tried was ready (a kept HTTP/1.1
@@ -164,6 +170,9 @@ struct RequestWaits<'a> {
 
 impl RequestWaits<'_> {
     fn ready(&mut self) {
+        if let Some(attached) = self.attached {
+            attached.store(true, Ordering::Relaxed);
+        }
         if self.since_ns != 0 {
             self.ready_ns = crate::sys::monotonic_ns();
         }
@@ -216,6 +225,7 @@ impl Upstreams {
     ) -> Result<(Response<Body>, Option<SocketAddr>), UpstreamError> {
         let mut waited = RequestWaits {
             pod: target.pod,
+            attached: target.attached,
             since_ns: match ctx.metrics.waits_on() && target.client_waits {
                 true => crate::sys::monotonic_ns(),
                 false => 0,
