@@ -37,6 +37,38 @@ fn served_by(pod: &weft_sim::Pod, url: &str) -> Result<String> {
     Ok(reply.header("x-served-by").unwrap_or("-").to_string())
 }
 
+/// Makes `pod`'s port 5432 drop every SYN (iptables in its netns).
+fn drop_syns(pod: &weft_sim::Pod) -> Result<()> {
+    let mut iptables = std::process::Command::new("/usr/sbin/iptables-legacy");
+    iptables.args([
+        "-w", "10", "-A", "INPUT", "-p", "tcp", "--dport", "5432", "--syn", "-j", "DROP",
+    ]);
+    pod.run(iptables, TIMEOUT)?.check(&format!(
+        "iptables-legacy: drop SYNs to {}:5432 (apt-get install -y iptables)",
+        pod.name()
+    ))?;
+    Ok(())
+}
+
+/// Waits until a connection from `app` to `url` fails and node-1's agent
+/// logs `cut`, the bound that cut its connect.
+fn connect_cut(
+    cluster: &Cluster,
+    app: &weft_sim::Pod,
+    url: &str,
+    cut: &str,
+    what: &str,
+) -> Result<()> {
+    converge(what, || {
+        let out = app.run_http(&["get", url, "--timeout", "6"], TIMEOUT)?;
+        ensure!(
+            !out.success(),
+            "a connect to a port that drops SYNs succeeded: {out:?}"
+        );
+        Ok(cluster.node("node-1")?.agent_log().contains(cut))
+    })
+}
+
 #[test]
 fn destination_rules_pick_balance_limit_and_eject_on_tcp_ports() -> Result<()> {
     let cluster = Cluster::builder().nodes(2).build()?;
@@ -155,37 +187,35 @@ fn destination_rules_pick_balance_limit_and_eject_on_tcp_ports() -> Result<()> {
         // gives up after a second.
         cluster.add_namespace("legacy", &[])?;
         let dark = cluster.add_pod(PodSpec::new("node-2", "legacy", "dark-0").label("app", "dark"))?;
-        let drop_syns = ["-w", "10", "-A", "INPUT", "-p", "tcp", "--dport", "5432", "--syn", "-j", "DROP"];
-        let mut iptables = std::process::Command::new("/usr/sbin/iptables-legacy");
-        iptables.args(drop_syns);
-        dark.run(iptables, TIMEOUT)?.check("iptables-legacy: drop SYNs to dark-0:5432 (apt-get install -y iptables)")?;
+        drop_syns(&dark)?;
         let dark_vip = cluster.add_service("legacy", "dark", &[("app", "dark")], &tcp)?;
         apply(cluster, "dark-dr", "apiVersion: networking.istio.io/v1\nkind: DestinationRule\nmetadata:\n  name: dark\n  namespace: legacy\nspec:\n  host: dark.legacy.svc.cluster.local\n  trafficPolicy:\n    connectionPool:\n      tcp:\n        connectTimeout: 1s\n")?;
         // The client's agent says which bound cut it (the agent's own is
         // 10 s).
         let cut = format!("connecting to {}: no answer within 1s", dark.addr(5432));
         let url = format!("http://{dark_vip}:5432/dark");
-        converge("the DestinationRule's connect timeout cut a connect", || {
-            let out = app.run_http(&["get", &url, "--timeout", "6"], TIMEOUT)?;
-            ensure!(!out.success(), "a connect to a port that drops SYNs succeeded: {out:?}");
-            Ok(cluster.node("node-1")?.agent_log().contains(&cut))
-        })?;
+        connect_cut(cluster, app, &url, &cut, "the DestinationRule's connect timeout cut a connect")?;
 
         // The same bound on the same node: `shy-0` is in the mesh on the
         // client's node, so node-1's agent connects to its app directly
         // (no tunnel), and that connect is the client's upstream connect.
         let shy = backend(cluster, "node-1", "db", "shy-0", &[("app", "shy")], 5432, &[])?;
-        let mut iptables = std::process::Command::new("/usr/sbin/iptables-legacy");
-        iptables.args(drop_syns);
-        shy.pod.run(iptables, TIMEOUT)?.check("iptables-legacy: drop SYNs to shy-0:5432 (apt-get install -y iptables)")?;
+        drop_syns(&shy.pod)?;
         let shy_vip = cluster.add_service("db", "shy", &[("app", "shy")], &tcp)?;
         rule(cluster, "shy", "    connectionPool:\n      tcp:\n        connectTimeout: 1s\n")?;
         let cut = format!("the app at {}: connecting to the app did not finish within 1s", shy.pod.addr(5432));
         let url = format!("http://{shy_vip}:5432/shy");
-        converge("the DestinationRule's connect timeout cut a same-node connect", || {
-            let out = app.run_http(&["get", &url, "--timeout", "6"], TIMEOUT)?;
-            ensure!(!out.success(), "a connect to a port that drops SYNs succeeded: {out:?}");
-            Ok(cluster.node("node-1")?.agent_log().contains(&cut))
+        connect_cut(cluster, app, &url, &cut, "the DestinationRule's connect timeout cut a same-node connect")?;
+        // And on an HTTP port of the same pod: the destination's HTTP side
+        // connects to the app within the client's bound too (503).
+        let shy_web_vip = cluster.add_service("db", "shy-web", &[("app", "shy")], &[ServicePort::http("http", 80, 5432)])?;
+        rule(cluster, "shy-web", "    connectionPool:\n      tcp:\n        connectTimeout: 1s\n")?;
+        let url = format!("http://{shy_web_vip}/shy");
+        converge("the connect timeout cut a same-node connect for an HTTP port", || {
+            let reply = httpapp::get_one(app, &url, &["--timeout", "6"])?;
+            ensure!(reply.status == 503, "a connect to a port that drops SYNs: {reply:?}");
+            let log = cluster.node("node-1")?.agent_log();
+            Ok(log.lines().any(|l| l.contains("delivery to the app failed") && l.contains(&cut)))
         })?;
         Ok(())
     })

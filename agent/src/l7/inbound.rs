@@ -89,6 +89,10 @@ pub struct Inbound {
     /// Istio's name of the cluster, `inbound|<port>||`: made for the
     /// first request logged or traced, kept for the next.
     pub cluster: std::sync::OnceLock<String>,
+    /// The bound on connecting to the app: a same-node client's
+    /// DestinationRule `connectTimeout` (this connect is that client's
+    /// upstream connect); `None`: the agent's own.
+    pub connect_timeout: Option<std::time::Duration>,
 }
 
 impl Inbound {

@@ -262,6 +262,7 @@ async fn stream_request(
             sni: sni.map(|s| s.to_string()),
             tls: true,
             cluster: Default::default(),
+            connect_timeout: None,
         };
         // Boxed: inline, the L7 server's state would make every L4
         // stream's task as large as itself for the stream's whole life.

@@ -76,6 +76,7 @@ pub(super) async fn handle(
             sni: None,
             tls: false,
             cluster: Default::default(),
+            connect_timeout: None,
         };
         // Boxed, so that a plaintext L4 connection's task does not carry
         // the L7 server's state inline for its whole life.

@@ -159,8 +159,9 @@ const SAME_NODE_HTTP_BUFFER: usize = 64 * 1024;
 /// pod's address: what the destination's inbound proxy would do, without
 /// the TLS hop. To an HTTP port, through the destination's HTTP side; to
 /// any other port, straight to the app if the destination's policy allows
-/// the connection, within `connect_timeout` (the client's DestinationRule's:
-/// this connect is the client's upstream connect), else the agent's.
+/// the connection; either way the app is connected to within
+/// `connect_timeout` (the client's DestinationRule's: this connect is the
+/// client's upstream connect), else the agent's.
 pub(crate) async fn connect_same_node(
     pod: &PodContext,
     destination: &Arc<PodContext>,
@@ -184,6 +185,7 @@ pub(crate) async fn connect_same_node(
             sni: None,
             tls: false,
             cluster: Default::default(),
+            connect_timeout,
         };
         ctx.tasks
             .spawn(crate::l7::inbound::serve(server, inbound, ctx.shared()));

@@ -228,7 +228,7 @@ fn check_destination(
             None => Check::fail(
                 Cause::Route,
                 format!(
-                    "VirtualService {} names subset {} of {}, but no DestinationRule defines subsets for that host: requests get 503 (UH)",
+                    "VirtualService {} names subset {} of {}, but no DestinationRule defines subsets for that host: requests get 503 (NC)",
                     vs.key(),
                     d.subset,
                     d.host
@@ -240,7 +240,7 @@ fn check_destination(
                 Check::fail(
                     Cause::Route,
                     format!(
-                        "VirtualService {} names subset {} of {}, but DestinationRule {} has no such subset (it has {}): requests get 503 (UH)",
+                        "VirtualService {} names subset {} of {}, but DestinationRule {} has no such subset (it has {}): requests get 503 (NC)",
                         vs.key(),
                         d.subset,
                         d.host,

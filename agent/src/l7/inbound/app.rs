@@ -124,7 +124,13 @@ impl Served {
         ctx: &ProxyContext,
     ) -> Result<(tokio::net::TcpStream, delivery::Exemption), LocalReply> {
         let inbound = &self.inbound;
-        let delivered = delivery::connect(&inbound.pod, ctx, inbound.peer.ip(), inbound.target, None)
+        let delivered = delivery::connect(
+            &inbound.pod,
+            ctx,
+            inbound.peer.ip(),
+            inbound.target,
+            inbound.connect_timeout,
+        )
         .await
         .map_err(|err| {
             tracing::info!(src.addr = %inbound.peer, dst = %inbound.target, error = %err, "delivery to the app failed");
