@@ -199,7 +199,7 @@ fn proxy_status_tabulates_each_agent_and_its_nacks() {
     );
     assert!(lines[0].contains("AUTHORIZATIONS"), "{out}");
     assert!(
-        lines[0].ends_with("ROUTES   DESTINATIONS   ACCESSLOGS   TRACING   METRICS"),
+        lines[0].ends_with("DESTINATIONS   ROUTES   ACCESSLOGS   TRACING   METRICS"),
         "{out}"
     );
     let node1 = lines[1];
