@@ -115,6 +115,21 @@ fn retries_timeouts_and_fault_injection() -> Result<()> {
         let delayed = with_log(cluster, "node-1", delayed)?;
         ensure!(delayed <= 579, "delays: {delayed} of 1000 at 50%");
         ensure!(flagged(cluster, "FI", "/faults")? >= aborted as usize, "aborts flagged FI");
+
+        // A server that always fails, two retries each, and a retry budget
+        // of one (`maxRetries: 1`) for ten requests at once: a request
+        // whose retry the budget refuses is flagged `UO`, one that used
+        // its attempts `URX`, as Envoy flags them.
+        let _broken = backend(cluster, "node-2", "res", "broken", &[("app", "broken")], 8080, &["--fail-rate", "1", "--delay-ms", "200"])?;
+        let broken_vip = cluster.add_service("res", "broken", &[("app", "broken")], &port)?;
+        apply(cluster, "broken-vs", &virtual_service("broken", "res", "  - retries:\n      attempts: 2\n      retryOn: 5xx\n    route:\n    - destination:\n        host: broken\n"))?;
+        apply(cluster, "broken-dr", &destination_rule("broken", "res", "    connectionPool:\n      http:\n        maxRetries: 1\n"))?;
+        let url = format!("http://{broken_vip}/broken");
+        converge("the retry budget spent (UO) and attempts used up (URX)", || {
+            let load = httpapp::load(&client, &url, &["--count", "20", "--concurrency", "10"])?;
+            ensure!(load.ok == 0, "a request succeeded: {load:?}");
+            Ok(flagged(cluster, "UO", "/broken")? > 0 && flagged(cluster, "URX", "/broken")? > 0)
+        })?;
         Ok(())
     })
 }

@@ -358,6 +358,20 @@ spec:
         string: "by its authority"
   - match:
     - uri:
+        prefix: /cors/down
+    fault:
+      abort:
+        httpStatus: 503
+        percentage:
+          value: 100
+    corsPolicy:
+      allowOrigins:
+      - exact: https://shop.example
+    route:
+    - destination:
+        host: api
+  - match:
+    - uri:
         prefix: /cors/
     corsPolicy:
       allowOrigins:
@@ -567,6 +581,18 @@ spec:
                 && simple.header("access-control-allow-origin") == Some("https://shop.example"),
             "a request from an allowed origin: {simple:?}"
         );
+        // A fault's abort carries the CORS headers too (Envoy's CORS
+        // filter decorates it), so a browser sees the 503.
+        let aborted = httpapp::get_one(
+            &client,
+            &format!("{base}/cors/down"),
+            &["--header", "origin: https://shop.example"],
+        )?;
+        ensure!(
+            aborted.status == 503
+                && aborted.header("access-control-allow-origin") == Some("https://shop.example"),
+            "a fault's abort to an allowed origin: {aborted:?}"
+        );
         let forwarded = preflight("/cors/a", "https://evil.example")?;
         ensure!(
             forwarded
@@ -627,6 +653,12 @@ spec:
                 .any(|e| e["response_flags"] == "NR" && e["path"] == "/elsewhere"),
             "no NR line in the access log:\n{}",
             last_entries(&log, 5)
+        );
+        // The log has the path as routed, normalised (Envoy's `:path`).
+        ensure!(
+            !log.iter().any(|e| e["path"] == "/x/../health"),
+            "a line with the path before normalisation:\n{}",
+            last_entries(&log, 8)
         );
         // The redirect and the direct response were the proxy's own
         // answers: no time to an answer from upstream and Envoy's router's

@@ -149,6 +149,9 @@ async fn route(
         }
         raw => raw.to_string(),
     };
+    if path != raw {
+        record.normalized(&path);
+    }
     let authority = authority_of(&request).to_string();
     let table = ctx.l7.config.routes(&down.service_key);
     let view = RequestView {
@@ -235,7 +238,13 @@ async fn route(
                     }
                 };
                 let grpc = grpc || reply.grpc_status.is_some();
-                return Ok(local(reply, grpc, record));
+                let mut response = local(reply, grpc, record);
+                // Envoy's CORS filter runs before the fault filter: its
+                // encoder decorates the abort too.
+                if let Some(cors) = &route.cors {
+                    cors.decorate(request.headers(), response.headers_mut());
+                }
+                return Ok(response);
             }
         }
     }

@@ -336,6 +336,20 @@ impl Record {
         }
     }
 
+    /// The path (and query) the request is routed and sent with, when the
+    /// connection manager's normalisation changed it: what Envoy logs as
+    /// `%REQ(:PATH)%`.
+    pub fn normalized(&mut self, path_and_query: &str) {
+        let Ok(pq) = http::uri::PathAndQuery::try_from(path_and_query) else {
+            return;
+        };
+        let mut parts = self.line.uri.clone().into_parts();
+        parts.path_and_query = Some(pq);
+        if let Ok(uri) = http::Uri::from_parts(parts) {
+            self.line.uri = uri;
+        }
+    }
+
     /// The route that matched.
     pub fn route(&mut self, route: &HttpRoute) {
         self.route = if route.name.is_empty() {

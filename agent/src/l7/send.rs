@@ -263,8 +263,16 @@ async fn attempts(
                 continue;
             }
         }
+        // Why a retriable answer is the last, as Envoy flags it: the
+        // cluster's retry budget (`maxRetries`) is spent, `UO`; the
+        // route's attempts are used up, `URX`; a body too large to replay,
+        // no flag.
         if retriable && retry.attempts > 0 {
-            record.flags.set(Flag::RetryLimitExceeded);
+            if more {
+                record.flags.set(Flag::UpstreamOverflow);
+            } else if attempt >= retry.attempts {
+                record.flags.set(Flag::RetryLimitExceeded);
+            }
         }
         return match result {
             Ok(mut response) => {
