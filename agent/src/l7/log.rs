@@ -19,7 +19,7 @@ use std::{
 };
 
 use bytes::Bytes;
-use http::{HeaderMap, HeaderValue, Method, Request, Response, StatusCode, Uri, Version};
+use http::{HeaderMap, Request, Response, StatusCode};
 use http_body::{Body as HttpBody, Frame, SizeHint};
 
 use super::{
@@ -61,8 +61,10 @@ struct Access {
     response_headers: Option<Headers>,
 }
 
+mod line;
 mod server;
 
+use self::line::{RequestLine, protocol};
 pub use self::server::ServerRecord;
 
 /// What is known of one request, filled in as it goes.
@@ -340,14 +342,7 @@ impl Record {
     /// connection manager's normalisation changed it: what Envoy logs as
     /// `%REQ(:PATH)%`.
     pub fn normalized(&mut self, path_and_query: &str) {
-        let Ok(pq) = http::uri::PathAndQuery::try_from(path_and_query) else {
-            return;
-        };
-        let mut parts = self.line.uri.clone().into_parts();
-        parts.path_and_query = Some(pq);
-        if let Ok(uri) = http::Uri::from_parts(parts) {
-            self.line.uri = uri;
-        }
+        self.line.set_path(path_and_query);
     }
 
     /// The route that matched.
@@ -612,49 +607,6 @@ impl Record {
     }
 }
 
-/// A request's method, target and version, kept for its line and its
-/// span: shared with the request, not copied (a URI's and a header's
-/// bytes are reference-counted).
-struct RequestLine {
-    method: Method,
-    uri: Uri,
-    /// The `host` header, when the URI has no authority (HTTP/1.1).
-    host: Option<HeaderValue>,
-    version: Version,
-}
-
-impl RequestLine {
-    fn of<B>(request: &Request<B>) -> RequestLine {
-        let uri = request.uri();
-        RequestLine {
-            method: request.method().clone(),
-            host: match uri.authority() {
-                Some(_) => None,
-                None => request.headers().get(http::header::HOST).cloned(),
-            },
-            uri: uri.clone(),
-            version: request.version(),
-        }
-    }
-
-    /// The URI's authority, else the `host` header.
-    fn authority(&self) -> &str {
-        match self.uri.authority() {
-            Some(authority) => authority.as_str(),
-            None => self
-                .host
-                .as_ref()
-                .and_then(|h| h.to_str().ok())
-                .unwrap_or(""),
-        }
-    }
-
-    /// The path with its query.
-    fn path(&self) -> &str {
-        self.uri.path_and_query().map_or("/", |p| p.as_str())
-    }
-}
-
 /// An address, or `-`: written only when the debug line is (the
 /// `to_string` it replaced ran on every request).
 struct OrDash(Option<SocketAddr>);
@@ -665,17 +617,6 @@ impl std::fmt::Display for OrDash {
             Some(addr) => addr.fmt(f),
             None => f.write_str("-"),
         }
-    }
-}
-
-/// `%PROTOCOL%`.
-fn protocol(version: Version) -> &'static str {
-    match version {
-        Version::HTTP_09 => "HTTP/0.9",
-        Version::HTTP_10 => "HTTP/1.0",
-        Version::HTTP_2 => "HTTP/2",
-        Version::HTTP_3 => "HTTP/3",
-        _ => "HTTP/1.1",
     }
 }
 

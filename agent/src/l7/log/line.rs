@@ -1,0 +1,71 @@
+//! A request's line (method, target, version) as the access log and the
+//! span read it.
+
+use http::{HeaderValue, Method, Request, Uri, Version};
+
+/// A request's method, target and version, kept for its line and its
+/// span: shared with the request, not copied (a URI's and a header's
+/// bytes are reference-counted).
+pub(super) struct RequestLine {
+    pub(super) method: Method,
+    pub(super) uri: Uri,
+    /// The `host` header, when the URI has no authority (HTTP/1.1).
+    pub(super) host: Option<HeaderValue>,
+    pub(super) version: Version,
+}
+
+impl RequestLine {
+    pub(super) fn of<B>(request: &Request<B>) -> RequestLine {
+        let uri = request.uri();
+        RequestLine {
+            method: request.method().clone(),
+            host: match uri.authority() {
+                Some(_) => None,
+                None => request.headers().get(http::header::HOST).cloned(),
+            },
+            uri: uri.clone(),
+            version: request.version(),
+        }
+    }
+
+    /// The URI's authority, else the `host` header.
+    pub(super) fn authority(&self) -> &str {
+        match self.uri.authority() {
+            Some(authority) => authority.as_str(),
+            None => self
+                .host
+                .as_ref()
+                .and_then(|h| h.to_str().ok())
+                .unwrap_or(""),
+        }
+    }
+
+    /// The path with its query.
+    pub(super) fn path(&self) -> &str {
+        self.uri.path_and_query().map_or("/", |p| p.as_str())
+    }
+
+    /// Replaces the path and query (left as they are if `path_and_query`
+    /// is not one).
+    pub(super) fn set_path(&mut self, path_and_query: &str) {
+        let Ok(pq) = http::uri::PathAndQuery::try_from(path_and_query) else {
+            return;
+        };
+        let mut parts = self.uri.clone().into_parts();
+        parts.path_and_query = Some(pq);
+        if let Ok(uri) = Uri::from_parts(parts) {
+            self.uri = uri;
+        }
+    }
+}
+
+/// `%PROTOCOL%`.
+pub(super) fn protocol(version: Version) -> &'static str {
+    match version {
+        Version::HTTP_09 => "HTTP/0.9",
+        Version::HTTP_10 => "HTTP/1.0",
+        Version::HTTP_2 => "HTTP/2",
+        Version::HTTP_3 => "HTTP/3",
+        _ => "HTTP/1.1",
+    }
+}
