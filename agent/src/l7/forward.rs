@@ -143,15 +143,13 @@ async fn route(
     // sent as it came: the destination's side answers it 400 and counts
     // it.
     let raw = request.uri().path_and_query().map_or("/", |p| p.as_str());
-    let path = match raw {
-        raw if raw.starts_with('/') => {
-            normalize_path_and_query(raw).map_or_else(|_| raw.to_string(), |path| path.into_owned())
+    let path = match normalize_path_and_query(raw) {
+        Ok(Cow::Owned(path)) => {
+            record.normalized(&path);
+            path
         }
-        raw => raw.to_string(),
+        Ok(Cow::Borrowed(_)) | Err(_) => raw.to_string(),
     };
-    if path != raw {
-        record.normalized(&path);
-    }
     let authority = authority_of(&request).to_string();
     let table = ctx.l7.config.routes(&down.service_key);
     let view = RequestView {

@@ -709,7 +709,7 @@ fn is_upgrade(request: &http::request::Parts) -> bool {
 }
 
 /// `uri` with another path and query.
-fn with_path(uri: &Uri, path_and_query: &str) -> Result<Uri, http::Error> {
+pub(super) fn with_path(uri: &Uri, path_and_query: &str) -> Result<Uri, http::Error> {
     let mut parts = uri.clone().into_parts();
     parts.path_and_query = Some(PathAndQuery::try_from(path_and_query)?);
     Ok(Uri::from_parts(parts)?)

@@ -48,12 +48,7 @@ impl RequestLine {
     /// Replaces the path and query (left as they are if `path_and_query`
     /// is not one).
     pub(super) fn set_path(&mut self, path_and_query: &str) {
-        let Ok(pq) = http::uri::PathAndQuery::try_from(path_and_query) else {
-            return;
-        };
-        let mut parts = self.uri.clone().into_parts();
-        parts.path_and_query = Some(pq);
-        if let Ok(uri) = Uri::from_parts(parts) {
+        if let Ok(uri) = crate::l7::inbound::with_path(&self.uri, path_and_query) {
             self.uri = uri;
         }
     }
