@@ -4,7 +4,7 @@
 //! each request is checked on its own:
 //!
 //! 1. its path is normalised as Istio's default does
-//!    ([`crate::policy::http::normalize_path`]); a path that cannot be
+//!    ([`crate::policy::http::normalized`]); a path that cannot be
 //!    normalised safely (an encoded slash) gets `400`;
 //! 2. its JWT, if it carries one, is validated with the workload's
 //!    RequestAuthentications ([`crate::authn`]): an invalid token gets
@@ -63,7 +63,7 @@ use crate::{
             overrides::{self, View},
         },
     },
-    policy::{self, Decision, http::normalize_path},
+    policy::{self, Decision, http::normalized},
     proxy::{PodContext, ProxyContext},
     state::Identity,
 };
@@ -399,7 +399,7 @@ async fn decide_and_forward(
         }
     };
 
-    let path = match normalize_path(&raw_path) {
+    let path = match normalized(&raw_path) {
         Ok(path) => path,
         Err(err) => {
             log(
@@ -411,7 +411,7 @@ async fn decide_and_forward(
             return LocalReply::path_normalization_failed().into_response(grpc);
         }
     };
-    if path != raw_path {
+    if let Cow::Owned(path) = &path {
         // The app sees the path the policies saw.
         let query = parts
             .uri

@@ -213,6 +213,28 @@ pub fn normalize_path(raw: &str) -> Result<String, PathError> {
     Ok(out)
 }
 
+/// [`normalize_path`] of `raw`, a path without its query, borrowed when
+/// it is already normal, as most paths are: what the destination side
+/// authorizes, without an allocation for the common case.
+pub fn normalized(raw: &str) -> Result<Cow<'_, str>, PathError> {
+    if is_normal(raw) {
+        Ok(Cow::Borrowed(raw))
+    } else {
+        normalize_path(raw).map(Cow::Owned)
+    }
+}
+
+/// Whether [`normalize_path`] would leave `path` (no query) as it is: it
+/// is absolute and has no escape, backslash, empty or dot segment.
+fn is_normal(path: &str) -> bool {
+    path.starts_with('/')
+        && !path
+            .bytes()
+            .any(|b| matches!(b, b'%' | b'\\' | b'?' | b'#'))
+        && !path.contains("//")
+        && !path.split('/').any(|s| s == "." || s == "..")
+}
+
 /// `raw`, a request's path and query, with the path normalised as
 /// [`normalize_path`] does and the query kept: what Envoy's connection
 /// manager routes on. Borrowed when nothing changes, as for most paths
@@ -220,11 +242,7 @@ pub fn normalize_path(raw: &str) -> Result<String, PathError> {
 pub fn normalize_path_and_query(raw: &str) -> Result<Cow<'_, str>, PathError> {
     let end = raw.find(['?', '#']).unwrap_or(raw.len());
     let path = &raw[..end];
-    let unchanged = path.starts_with('/')
-        && !path.bytes().any(|b| b == b'%' || b == b'\\')
-        && !path.contains("//")
-        && !path.split('/').any(|s| s == "." || s == "..");
-    if unchanged {
+    if is_normal(path) {
         return Ok(Cow::Borrowed(raw));
     }
     let mut out = normalize_path(path)?;
@@ -342,6 +360,30 @@ mod tests {
             normalize_path_and_query("/a%2Fb?x"),
             Err(PathError::EncodedSlash)
         );
+    }
+
+    #[test]
+    fn normalized_borrows_only_what_normalize_path_keeps() {
+        for raw in [
+            "/",
+            "/api/users",
+            "/a.b/c..d/.e",
+            "/a/",
+            "/x/../y",
+            "//a",
+            "/%61",
+            "/a\\b",
+            "/a/.",
+            "/a%2Fb",
+            "api",
+        ] {
+            let fast = normalized(raw);
+            assert_eq!(fast.as_deref(), normalize_path(raw).as_deref(), "{raw}");
+            if let Ok(Cow::Borrowed(_)) = fast {
+                assert_eq!(normalize_path(raw).as_deref(), Ok(raw), "{raw}");
+            }
+        }
+        assert!(matches!(normalized("/api/users"), Ok(Cow::Borrowed(_))));
     }
 
     #[test]
