@@ -254,9 +254,11 @@ async fn attempts(
         let retriable = retry.retriable(&outcome);
         let more = attempt < retry.attempts && replay.can_replay();
         if retriable && more {
-            if retrying.is_none() {
-                retrying = cluster.try_retry();
-            }
+            // Each retry takes a unit of the cluster's budget (`maxRetries`)
+            // that the retry before it held until its outcome, as Envoy's
+            // retry state gives one back before it asks again.
+            drop(retrying.take());
+            retrying = cluster.try_retry();
             if retrying.is_some() {
                 attempt += 1;
                 tokio::time::sleep(retry.backoff(attempt, fastrand::u32(..))).await;
