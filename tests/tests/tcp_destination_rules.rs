@@ -5,7 +5,8 @@
 //! refuses the connection past the limit while the others are open;
 //! outlier detection ejects a pod that refuses connections, so that the
 //! next ones all go to the pod that takes them; `idleTimeout` and
-//! `maxConnectionDuration` close connections; `connectTimeout` bounds the
+//! `maxConnectionDuration` close connections (the rule's top level's, not
+//! a port's, as Envoy's TCP proxy has them); `connectTimeout` bounds the
 //! connect to a pod that drops SYNs, on another node and on the client's.
 //! Needs root and the binaries.
 
@@ -101,6 +102,7 @@ fn destination_rules_pick_balance_limit_and_eject_on_tcp_ports() -> Result<()> {
         let quiet_vip = cluster.add_service("db", "quiet", &slow, &tcp)?;
         let patient_vip = cluster.add_service("db", "patient", &slow, &tcp)?;
         let bounded_vip = cluster.add_service("db", "bounded", &[("app", "bounded")], &tcp)?;
+        let ported_vip = cluster.add_service("db", "ported", &slow, &tcp)?;
         rule(cluster, "pg", "    loadBalancer:\n      consistentHash:\n        useSourceIp: true\n")?;
         rule(cluster, "capped", "    connectionPool:\n      tcp:\n        maxConnections: 1\n")?;
         rule(
@@ -110,6 +112,13 @@ fn destination_rules_pick_balance_limit_and_eject_on_tcp_ports() -> Result<()> {
         )?;
         rule(cluster, "quiet", "    connectionPool:\n      tcp:\n        idleTimeout: 1s\n")?;
         rule(cluster, "bounded", "    connectionPool:\n      tcp:\n        maxConnectionDuration: 1s\n")?;
+        // Port-level settings for the port, with a longer idle timeout:
+        // Envoy's TCP proxy takes its idle timeout from the top level.
+        rule(
+            cluster,
+            "ported",
+            "    connectionPool:\n      tcp:\n        idleTimeout: 1s\n    portLevelSettings:\n    - port:\n        number: 5432\n      loadBalancer:\n        simple: ROUND_ROBIN\n      connectionPool:\n        tcp:\n          idleTimeout: 30s\n",
+        )?;
         let app = &clients[0];
 
         // useSourceIp: every connection of a client pod to one backend
@@ -174,6 +183,9 @@ fn destination_rules_pick_balance_limit_and_eject_on_tcp_ports() -> Result<()> {
         ensure!(answer == "slow-0", "without the rule: {answer}");
         converge("the idle connection closed", || {
             Ok(httpapp::get_one(app, &format!("http://{quiet_vip}:5432/quiet"), &[]).is_err())
+        })?;
+        converge("the idle connection closed at the top level's idleTimeout", || {
+            Ok(httpapp::get_one(app, &format!("http://{ported_vip}:5432/ported"), &[]).is_err())
         })?;
         // tcp.maxConnectionDuration: 1s closes a connection whose body is
         // still coming after a second (capped's 4 s one came whole).

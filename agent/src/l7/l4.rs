@@ -3,19 +3,20 @@
 //! a service, the routes may send it elsewhere (a subset, another
 //! service, weighted), and the destination's cluster picks the endpoint
 //! as Envoy's TCP proxy does: its balancer (`useSourceIp` the only hash
-//! key a connection has), its outlier ejections, and `maxConnections`.
+//! key a connection has), its outlier ejections, and `maxConnections`;
+//! the relay's idle timeout and longest duration are the rule's top
+//! level's, as istiod sets them on the TCP proxy.
 
 use std::{
-    net::{IpAddr, SocketAddr},
+    net::SocketAddr,
     sync::Arc,
     time::{Duration, Instant},
 };
 
-use http::HeaderMap;
 use tokio::net::TcpStream;
 
 use super::{
-    cluster::{AttemptResult, Cluster, HashKey, LbPolicy, LimitGuard, Picked},
+    cluster::{AttemptResult, Cluster, LbPolicy, LimitGuard, Picked, ip_hash},
     route::{ConnectionView, Destination},
     send::resolve_for,
 };
@@ -139,6 +140,15 @@ pub async fn steer(
         tracing::debug!(cluster = %cluster.name(), "maxConnections reached; refusing");
         return Some(Steered::Overflow);
     };
+    // The TCP proxy's own settings come from the rule's top level (and
+    // the hash from the subset's), not from the port-level settings that
+    // shaped the cluster.
+    let proxy = ctx
+        .l7
+        .config
+        .policies(&destination.service)
+        .map(|p| p.tcp_proxy(&pod.workload.namespace, &destination.subset))
+        .unwrap_or_default();
     let source_ip = pod.workload.ips.first().copied().unwrap_or(original.ip());
     let picked = match &cluster.policy().lb {
         // The original destination, as the client asked (Envoy's
@@ -150,9 +160,12 @@ pub async fn steer(
                 weight: 1,
             }))
         }
-        LbPolicy::ConsistentHash { key, .. } => cluster.pick(
+        LbPolicy::ConsistentHash { .. } => cluster.pick(
             &resolved.endpoints,
-            hash(key, source_ip),
+            // Envoy's TCP proxy hashes only on the source address
+            // (`useSourceIp`); without it a hashing balancer has nothing
+            // to hash, and picks at random.
+            proxy.hash_source_ip.then(|| ip_hash(source_ip)),
             fastrand::u64(..),
             Instant::now(),
         ),
@@ -186,8 +199,8 @@ pub async fn steer(
         },
         connect_timeout: cluster.policy().limits.connect_timeout,
         relay: RelayLimits {
-            idle: cluster.policy().limits.tcp_idle_timeout,
-            max_duration: cluster.policy().limits.max_connection_duration,
+            idle: proxy.idle,
+            max_duration: proxy.max_duration,
         },
         tls: cluster
             .policy()
@@ -198,18 +211,6 @@ pub async fn steer(
         _connection: connection,
     });
     Some(Steered::To(resolved, Some(hold)))
-}
-
-/// A connection's hash: Envoy's TCP proxy hashes only on the source
-/// address (`useSourceIp`); with another key a ring has nothing to hash,
-/// and picks at random.
-fn hash(key: &HashKey, source_ip: IpAddr) -> Option<u64> {
-    match key {
-        HashKey::SourceIp => {
-            super::cluster::request_hash(key, &HeaderMap::new(), "", source_ip, 0).0
-        }
-        _ => None,
-    }
 }
 
 fn no_endpoints(ctx: &ProxyContext, destination: &Destination, service: &Service) -> Resolved {

@@ -76,7 +76,7 @@ pub fn request_hash(
 /// The hash of an address's text (as Envoy hashes it), written on the
 /// stack: an L4 connection under `useSourceIp` hashes one, and allocates
 /// nothing for it.
-fn ip_hash(ip: IpAddr) -> u64 {
+pub fn ip_hash(ip: IpAddr) -> u64 {
     // The longest text of an address: an IPv6 one with an embedded IPv4.
     let mut text = [0u8; 45];
     let mut out = &mut text[..];

@@ -52,13 +52,13 @@ use std::{
     time::Instant,
 };
 
-pub use hash::{SetCookie, request_hash};
+pub use hash::{SetCookie, ip_hash, request_hash};
 pub use limits::{LimitGuard, LimitUsage};
 pub use policy::{
     DEFAULT_MAGLEV_TABLE_SIZE, DEFAULT_MAX_CONCURRENT_STREAMS, DEFAULT_MINIMUM_RING_SIZE,
     EffectivePolicy, H2Upgrade, HashAlgorithm, HashKey, LbPolicy, MAX_MAGLEV_TABLE_SIZE,
-    MAX_RING_SIZE, OutlierConfig, Policies, PolicyError, PoolLimits, TlsMode, TlsOrigination,
-    UNLIMITED,
+    MAX_RING_SIZE, OutlierConfig, Policies, PolicyError, PoolLimits, TcpProxySettings, TlsMode,
+    TlsOrigination, UNLIMITED,
 };
 
 use balance::Rng;

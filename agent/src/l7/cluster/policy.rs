@@ -323,6 +323,19 @@ pub struct Policies {
     cache: RwLock<HashMap<Choice, Arc<EffectivePolicy>>>,
 }
 
+/// What a DestinationRule sets on Envoy's TCP proxy, for a connection to
+/// a service's TCP port ([`Policies::tcp_proxy`]).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct TcpProxySettings {
+    /// `connectionPool.tcp.idleTimeout`.
+    pub idle: Option<Duration>,
+    /// `connectionPool.tcp.maxConnectionDuration`.
+    pub max_duration: Option<Duration>,
+    /// `consistentHash.useSourceIp`: the connection hashes its source
+    /// address (with another key, a hashing balancer has nothing to hash).
+    pub hash_source_ip: bool,
+}
+
 /// (entry, subset, port-level setting) indices.
 type Choice = (usize, Option<usize>, Option<usize>);
 
@@ -419,8 +432,39 @@ impl Policies {
             || (0..self.entries.len()).any(|e| *self.effective_of(e, subset, port) == *policy)
     }
 
+    /// What Envoy's TCP proxy takes from the rules for a connection from
+    /// a client in `client_ns` to `subset` ("" = none), as istiod writes
+    /// it: the idle timeout and the longest duration from the top-level
+    /// `connectionPool.tcp` only, and the source-IP hash from the subset's
+    /// load balancer, else the top level's. Port-level settings shape the
+    /// cluster alone (its balancer, breakers, outlier detection).
+    pub fn tcp_proxy(&self, client_ns: &str, subset: &str) -> TcpProxySettings {
+        let Some(e) = self.entry(client_ns) else {
+            return TcpProxySettings::default();
+        };
+        let top = self.policy_of(e, "", None);
+        let chosen = self.policy_of(e, subset, None);
+        TcpProxySettings {
+            idle: top.limits.tcp_idle_timeout,
+            max_duration: top.limits.max_connection_duration,
+            hash_source_ip: matches!(
+                chosen.lb,
+                LbPolicy::ConsistentHash {
+                    key: HashKey::SourceIp,
+                    ..
+                }
+            ),
+        }
+    }
+
     /// [`Policies::effective`] through entry `e`.
     fn effective_of(&self, e: usize, subset: &str, port: u16) -> Arc<EffectivePolicy> {
+        self.policy_of(e, subset, Some(port))
+    }
+
+    /// The policy of entry `e` for `subset`, with the port-level settings
+    /// of `port` if it has some (`None`: the policy without them).
+    fn policy_of(&self, e: usize, subset: &str, port: Option<u16>) -> Arc<EffectivePolicy> {
         let entry = &self.entries[e];
         let s = if subset.is_empty() {
             None
@@ -437,10 +481,12 @@ impl Policies {
         let Some(traffic) = traffic else {
             return self.defaults.clone();
         };
-        let p = traffic
-            .ports
-            .iter()
-            .position(|(p, _)| *p == u32::from(port));
+        let p = port.and_then(|port| {
+            traffic
+                .ports
+                .iter()
+                .position(|(p, _)| *p == u32::from(port))
+        });
         let key = (e, s, p);
         if let Some(hit) = self
             .cache

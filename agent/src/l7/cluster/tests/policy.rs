@@ -3,7 +3,7 @@
 use weft_proto::route::{
     self as pb,
     connection_pool_settings::{HttpSettings, TcpSettings},
-    load_balancer_settings::SimpleLb,
+    load_balancer_settings::{SimpleLb, consistent_hash_lb::HashKey as PbKey},
 };
 
 use super::{proto::*, *};
@@ -161,6 +161,63 @@ fn port_level_settings_replace_the_whole_policy() {
     assert_eq!(port.limits.max_requests, u32::MAX);
     // Parts the port does not set are Istio's defaults, not the policy's.
     assert!(port.outlier.is_none());
+}
+
+#[test]
+fn the_tcp_proxy_takes_the_top_level_and_the_subsets_hash() {
+    let tcp = |idle, max| {
+        Some(pb::ConnectionPoolSettings {
+            tcp: Some(TcpSettings {
+                idle_timeout: pd(idle),
+                max_connection_duration: pd(max),
+                ..Default::default()
+            }),
+            http: None,
+        })
+    };
+    let mut top = lb_policy(hashing(PbKey::UseSourceIp(true), None, 0));
+    top.connection_pool = tcp(30, 600);
+    top.port_level_settings = vec![pb::PortTrafficPolicy {
+        port: 9443,
+        load_balancer: hashing(PbKey::HttpHeaderName("x-user".into()), None, 0),
+        connection_pool: tcp(5, 60),
+        ..Default::default()
+    }];
+    let mut e = entry("bookinfo", &[], Some(top));
+    e.subsets = vec![pb::Subset {
+        name: "rr".into(),
+        traffic_policy: Some(pb::TrafficPolicy {
+            load_balancer: simple(SimpleLb::RoundRobin),
+            connection_pool: tcp(1, 2),
+            ..Default::default()
+        }),
+        ..Default::default()
+    }];
+    let p = compile(vec![e]);
+    let want = TcpProxySettings {
+        idle: Some(secs(30)),
+        max_duration: Some(secs(600)),
+        hash_source_ip: true,
+    };
+    assert_eq!(p.tcp_proxy("bookinfo", ""), want);
+    // The port's settings shape its cluster, not the TCP proxy.
+    assert_eq!(
+        p.effective("bookinfo", "", 9443).limits.tcp_idle_timeout,
+        Some(secs(5))
+    );
+    // A subset's balancer decides the hash; its timeouts do not count.
+    assert_eq!(
+        p.tcp_proxy("bookinfo", "rr"),
+        TcpProxySettings {
+            hash_source_ip: false,
+            ..want.clone()
+        }
+    );
+    // A subset the rule does not define: the top level's.
+    assert_eq!(p.tcp_proxy("bookinfo", "v9"), want);
+    // No entry visible to the client: nothing.
+    let own = compile(vec![entry("bookinfo", &["bookinfo"], None)]);
+    assert_eq!(own.tcp_proxy("other", ""), TcpProxySettings::default());
 }
 
 #[test]
