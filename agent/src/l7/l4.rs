@@ -87,6 +87,8 @@ pub async fn steer(
     let key = service.key();
     let table = ctx.l7.config.routes(&key).filter(|t| t.routes_l4());
     let routed;
+    // Whose rule, for which subset, sets the TCP proxy's own settings.
+    let mut settings_of: Option<(&str, &str)> = None;
     let destination = match &table {
         Some(table) => {
             let sni = match table.wants_sni() {
@@ -102,6 +104,7 @@ pub async fn steer(
             };
             let route = table.select_l4(&view)?;
             tracing::debug!(vs = %route.virtual_service, "L4 route applied");
+            settings_of = route.proxy_settings_of();
             route.pick(fastrand::u32(..))?
         }
         None => {
@@ -140,14 +143,16 @@ pub async fn steer(
         tracing::debug!(cluster = %cluster.name(), "maxConnections reached; refusing");
         return Some(Steered::Overflow);
     };
-    // The TCP proxy's own settings come from the rule's top level (and
-    // the hash from the subset's), not from the port-level settings that
-    // shaped the cluster.
+    // The TCP proxy's own settings come from one rule's top level (and
+    // the hash from the subset's, for a single destination), not from
+    // the port-level settings that shaped the cluster.
+    let (settings_service, settings_subset) =
+        settings_of.unwrap_or((destination.service.as_str(), destination.subset.as_str()));
     let proxy = ctx
         .l7
         .config
-        .policies(&destination.service)
-        .map(|p| p.tcp_proxy(&pod.workload.namespace, &destination.subset))
+        .policies(settings_service)
+        .map(|p| p.tcp_proxy(&pod.workload.namespace, settings_subset))
         .unwrap_or_default();
     let source_ip = pod.workload.ips.first().copied().unwrap_or(original.ip());
     let picked = match &cluster.policy().lb {

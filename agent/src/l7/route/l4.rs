@@ -62,6 +62,20 @@ impl L4Route {
         destination::pick(&self.destinations, roll).map(|d| &d.destination)
     }
 
+    /// Whose DestinationRule gives the TCP proxy its own settings (idle
+    /// timeout, longest duration, source-IP hash), as (service, subset):
+    /// istiod looks up one rule, the first destination's service's, and
+    /// for a route with several destinations reads its top level alone
+    /// (`buildOutboundNetworkFiltersWithWeightedClusters`).
+    pub fn proxy_settings_of(&self) -> Option<(&str, &str)> {
+        let first = &self.destinations.first()?.destination;
+        let subset = match self.destinations.len() {
+            1 => first.subset.as_str(),
+            _ => "",
+        };
+        Some((first.service.as_str(), subset))
+    }
+
     pub(crate) fn compile_tcp(
         r: &pb::TcpRoute,
         index: usize,
@@ -386,6 +400,11 @@ mod tests {
         assert!(!r.applies(&conn(5432, "other", "w1", None)), "namespace");
         assert!(!r.applies(&conn(5432, "app", "w3", None)), "labels");
         assert_eq!(r.pick(7).unwrap().subset, "v1");
+        // One destination: its rule, for its subset.
+        assert_eq!(
+            r.proxy_settings_of(),
+            Some(("default/db.default.svc.cluster.local", "v1"))
+        );
     }
 
     #[test]
@@ -414,6 +433,11 @@ mod tests {
             .map(|i| r.pick(i.wrapping_mul(0x9E37_79B9)).unwrap().subset.clone())
             .collect();
         assert_eq!(picked.len(), 2);
+        // Weighted: the first destination's rule, its top level.
+        assert_eq!(
+            r.proxy_settings_of(),
+            Some(("default/db.default.svc.cluster.local", ""))
+        );
     }
 
     #[test]
