@@ -95,6 +95,9 @@ pub struct VirtualServiceSpec {
     pub tcp: Vec<L4Route>,
     #[serde(default)]
     pub tls: Vec<L4Route>,
+    /// Namespaces that see it (empty or `*`: all; `.`: its own).
+    #[serde(default, rename = "exportTo")]
+    pub export_to: Vec<String>,
 }
 
 #[derive(Debug, Clone, Default, Deserialize)]
@@ -133,6 +136,9 @@ pub struct DestinationRuleSpec {
     pub host: String,
     #[serde(default)]
     pub subsets: Vec<Subset>,
+    /// Namespaces that see the rule (empty or `*`: all; `.`: its own).
+    #[serde(default, rename = "exportTo")]
+    pub export_to: Vec<String>,
 }
 
 #[derive(Debug, Clone, Default, Deserialize)]

@@ -58,10 +58,21 @@ fn resolve_host<'a>(inputs: &'a Inputs, host: &str, namespace: &str) -> Option<T
         .then_some(Target::Entry)
 }
 
-/// The VirtualServices bound to the mesh that name the Service's host.
+/// Whether an object in `namespace` with `export_to` is seen by clients
+/// in `client_ns` (empty or `*`: everywhere; `.`: its own namespace).
+fn exported_to(namespace: &str, export_to: &[String], client_ns: &str) -> bool {
+    export_to.is_empty()
+        || export_to
+            .iter()
+            .any(|to| to == "*" || to == client_ns || (to == "." && namespace == client_ns))
+}
+
+/// The VirtualServices bound to the mesh, seen by clients in
+/// `client_ns`, that name the Service's host.
 fn applying<'a>(
     inputs: &'a Inputs,
     service: &Item<ServiceSpec>,
+    client_ns: &str,
 ) -> Vec<&'a Item<VirtualServiceSpec>> {
     let name = fqdn(inputs, service);
     inputs
@@ -69,6 +80,7 @@ fn applying<'a>(
         .virtual_services
         .iter()
         .filter(|v| v.spec.gateways.is_empty() || v.spec.gateways.iter().any(|g| g == "mesh"))
+        .filter(|v| exported_to(&v.namespace, &v.spec.export_to, client_ns))
         .filter(|v| {
             v.spec
                 .hosts
@@ -78,17 +90,43 @@ fn applying<'a>(
         .collect()
 }
 
+/// The DestinationRules for the Service that a client in `client_ns`
+/// gets, as istiod looks them up: those of the client's own namespace,
+/// else those of the Service's namespace exported to the client, else
+/// those of the root namespace exported to it.
 fn destination_rules<'a>(
     inputs: &'a Inputs,
     service: &Item<ServiceSpec>,
+    client_ns: &str,
 ) -> Vec<&'a Item<DestinationRuleSpec>> {
     let name = fqdn(inputs, service);
-    inputs
+    let for_host: Vec<&Item<DestinationRuleSpec>> = inputs
         .objects
         .destination_rules
         .iter()
         .filter(|d| host_matches(&expand(inputs, &d.spec.host, &d.namespace), &name))
-        .collect()
+        .collect();
+    let own: Vec<_> = for_host
+        .iter()
+        .copied()
+        .filter(|d| d.namespace == client_ns)
+        .collect();
+    if !own.is_empty() {
+        return own;
+    }
+    for namespace in [&service.namespace, &inputs.root_namespace] {
+        let found: Vec<_> = for_host
+            .iter()
+            .copied()
+            .filter(|d| {
+                d.namespace == *namespace && exported_to(&d.namespace, &d.spec.export_to, client_ns)
+            })
+            .collect();
+        if !found.is_empty() {
+            return found;
+        }
+    }
+    Vec::new()
 }
 
 /// The VirtualServices and subsets between the client and the endpoints.
@@ -100,13 +138,14 @@ pub fn route(inputs: &Inputs, resolved: &Resolved) -> Vec<Check> {
         )];
     };
     let http = service_port(service, resolved.port).is_some_and(|(_, p)| p.is_http());
-    let vss = applying(inputs, service);
+    let vss = applying(inputs, service, &resolved.source.namespace);
     if vss.is_empty() {
         return vec![Check::ok(
             Cause::Route,
             format!(
-                "no VirtualService applies to {}: requests go to Service {}",
+                "no VirtualService applies to {} for clients in namespace {}: requests go to Service {}",
                 fqdn(inputs, service),
+                resolved.source.namespace,
                 service.key()
             ),
         )];
@@ -132,7 +171,7 @@ pub fn route(inputs: &Inputs, resolved: &Resolved) -> Vec<Check> {
             for (j, d) in destinations.iter().enumerate() {
                 let Some(d) = d else { continue };
                 let field = format!("{at}.route[{j}].destination");
-                match check_destination(inputs, vs, d, &field) {
+                match check_destination(inputs, vs, d, &field, &resolved.source.namespace) {
                     Ok(text) => seen.push(text),
                     Err(check) => out.push(check),
                 }
@@ -162,6 +201,7 @@ fn check_destination(
     vs: &Item<VirtualServiceSpec>,
     d: &RouteDestination,
     field: &str,
+    client_ns: &str,
 ) -> Result<String, Check> {
     let vs_fix = |f: &str| {
         Some(Fix::new(
@@ -215,7 +255,7 @@ fn check_destination(
         let n = endpoints_of(inputs, target, &Default::default()).len();
         return Ok(format!("{text} ({n} endpoint(s))"));
     }
-    let rules = destination_rules(inputs, target);
+    let rules = destination_rules(inputs, target, client_ns);
     let Some((dr, k, subset)) = rules.iter().find_map(|dr| {
         dr.spec
             .subsets
@@ -228,7 +268,7 @@ fn check_destination(
             None => Check::fail(
                 Cause::Route,
                 format!(
-                    "VirtualService {} names subset {} of {}, but no DestinationRule defines subsets for that host: requests get 503 (NC)",
+                    "VirtualService {} names subset {} of {}, but no DestinationRule for that host applies to clients in namespace {client_ns}: requests get 503 (NC)",
                     vs.key(),
                     d.subset,
                     d.host
@@ -343,7 +383,7 @@ pub fn protocol(inputs: &Inputs, resolved: &Resolved) -> Vec<Check> {
             ),
         )];
     }
-    let http_routes = applying(inputs, service)
+    let http_routes = applying(inputs, service, &resolved.source.namespace)
         .into_iter()
         .find(|v| !v.spec.http.is_empty() && v.spec.tcp.is_empty() && v.spec.tls.is_empty());
     match http_routes {

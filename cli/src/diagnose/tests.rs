@@ -149,6 +149,85 @@ fn a_subset_without_endpoints_names_its_labels() {
 }
 
 #[test]
+fn destination_rules_are_those_the_client_namespace_gets() {
+    let vs = object(
+        "VirtualService",
+        "shop",
+        "api",
+        json!({}),
+        json!({"hosts": ["api.shop.svc.cluster.local"], "http": [{"route": [{"host": "api", "subset": "v3"}]}]}),
+    );
+    // The Service's rule, kept to its own namespace: not the client's.
+    let private = object(
+        "DestinationRule",
+        "shop",
+        "api",
+        json!({}),
+        json!({"host": "api", "exportTo": ["."], "subsets": [{"name": "v3", "labels": {"version": "v3"}}]}),
+    );
+    let report = run(
+        &inputs(vec![vs.clone(), private.clone()]),
+        "frontend/web",
+        "api.shop:8080",
+    );
+    let text = super::render(&report);
+    assert_eq!(report.verdict.cause, Some(Cause::Route), "{text}");
+    assert!(
+        text.contains("no DestinationRule for that host applies to clients in namespace frontend"),
+        "{text}"
+    );
+    let fix = report.verdict.fix.unwrap();
+    assert_eq!(fix.object, "VirtualService shop/api", "{text}");
+
+    // A rule in the client's own namespace comes first, whatever the
+    // Service's namespace has.
+    let own = object(
+        "DestinationRule",
+        "frontend",
+        "api",
+        json!({}),
+        json!({"host": "api.shop.svc.cluster.local", "subsets": [{"name": "v1", "labels": {"version": "v1"}}]}),
+    );
+    let public = object(
+        "DestinationRule",
+        "shop",
+        "api",
+        json!({}),
+        json!({"host": "api", "subsets": [{"name": "v3", "labels": {"version": "v3"}}]}),
+    );
+    let report = run(
+        &inputs(vec![vs, own, public]),
+        "frontend/web",
+        "api.shop:8080",
+    );
+    let text = super::render(&report);
+    assert!(
+        text.contains("DestinationRule frontend/api has no such subset (it has v1)"),
+        "{text}"
+    );
+
+    // A VirtualService kept to its own namespace does not route the
+    // client's requests: the Service's default route does.
+    let own_vs = object(
+        "VirtualService",
+        "shop",
+        "api",
+        json!({}),
+        json!({"hosts": ["api.shop.svc.cluster.local"], "exportTo": ["."], "http": [{"route": [{"host": "api", "subset": "v3"}]}]}),
+    );
+    let report = run(
+        &inputs(vec![own_vs, private]),
+        "frontend/web",
+        "api.shop:8080",
+    );
+    let text = super::render(&report);
+    assert!(
+        text.contains("no VirtualService applies to api.shop.svc.cluster.local for clients in namespace frontend"),
+        "{text}"
+    );
+}
+
+#[test]
 fn strict_with_a_port_level_exception() {
     let strict = object(
         "PeerAuthentication",
