@@ -117,10 +117,12 @@ fn port_matches_derived_redirect_ports_and_a_delegate() -> Result<()> {
             ensure!(got == *want, "{what} ({url}): served by {got}, want {want}");
         }
 
-        // Redirects: the port the request came to, or none (the scheme's).
+        // Redirects: the port the request came to; for FROM_PROTOCOL_DEFAULT
+        // (no port from istiod, Envoy's default) the Host as it came, its
+        // port included.
         for (path, want) in [
             ("/keep-port?a=1", format!("http://{vip}:8080/moved?a=1")),
-            ("/default-port", format!("http://{vip}/moved")),
+            ("/default-port", format!("http://{vip}:8080/moved")),
         ] {
             let reply = httpapp::get_one(&client, &format!("{on_8080}{path}"), &[])?;
             ensure!(

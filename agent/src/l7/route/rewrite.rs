@@ -165,14 +165,13 @@ pub enum RedirectPort {
     /// Envoy's default: the request's authority as is, except that its
     /// port goes when the scheme changes away from the port's default
     /// scheme (`http://h:80` → `https://h`). A replaced authority is used
-    /// as given.
+    /// as given. `derivePort: FROM_PROTOCOL_DEFAULT` is this: istiod sets
+    /// no port for it.
     Keep,
     /// This port.
     Port(u16),
     /// The port the request was sent to (the service port).
     FromRequestPort,
-    /// The scheme's default: no port in the location.
-    FromProtocolDefault,
 }
 
 /// A route answering with a redirect.
@@ -236,7 +235,7 @@ impl Redirect {
         };
         let port = match pb::DerivePort::try_from(r.derive_port) {
             Ok(pb::DerivePort::FromRequestPort) => RedirectPort::FromRequestPort,
-            Ok(pb::DerivePort::FromProtocolDefault) => RedirectPort::FromProtocolDefault,
+            Ok(pb::DerivePort::FromProtocolDefault) => RedirectPort::Keep,
             _ if r.port == 0 => RedirectPort::Keep,
             _ => RedirectPort::Port(
                 u16::try_from(r.port)
@@ -256,29 +255,28 @@ impl Redirect {
     /// The redirect's status and `Location` for `req`.
     ///
     /// The request's query string is kept unless the new `uri` has its own
-    /// (Envoy). An explicit port equal to the scheme's default (80 for
-    /// http, 443 for https) is left out, as Istio does.
+    /// (Envoy). A port equal to the scheme's default (80 for http, 443 for
+    /// https) is not sent to Envoy by istiod, so the request's authority
+    /// is kept as for no port: `Host: b:80` gives `http://b:80/…`, `Host:
+    /// b` gives `http://b/…` (Istio's own routing tests).
     pub fn location(&self, req: &RequestView<'_>) -> (StatusCode, String) {
         let scheme = self.scheme.as_deref().unwrap_or(req.scheme);
         let mut out = String::with_capacity(64 + req.path_and_query.len());
         out.push_str(scheme);
         out.push_str("://");
-        // `Some(None)`: no port at all.
         let port = match self.port {
             RedirectPort::Keep => None,
-            RedirectPort::Port(p) => Some(Some(p)),
-            RedirectPort::FromRequestPort => Some(Some(req.port)),
-            RedirectPort::FromProtocolDefault => Some(None),
-        };
+            RedirectPort::Port(p) => Some(p),
+            RedirectPort::FromRequestPort => Some(req.port),
+        }
+        .filter(|p| default_port(scheme) != Some(*p));
         match (port, &self.authority) {
             (None, Some(authority)) => out.push_str(authority),
             (None, None) => out.push_str(keep_authority(req.authority, scheme, req.scheme)),
             (Some(port), authority) => {
                 let (host, _) = split_port(authority.as_deref().unwrap_or(req.authority));
                 out.push_str(host);
-                if let Some(p) = port.filter(|p| default_port(scheme) != Some(*p)) {
-                    let _ = write!(out, ":{p}");
-                }
+                let _ = write!(out, ":{port}");
             }
         }
         let start = out.len();

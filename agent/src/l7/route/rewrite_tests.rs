@@ -263,15 +263,27 @@ fn redirect_ports() {
         port(8443, "").location(&req(&h, "/p", "h:9080", "http")).1,
         "http://h:8443/p"
     );
-    // The scheme's default is left out.
+    // The scheme's default port is not sent to Envoy: the request's
+    // authority stays as it came (its port goes only when the scheme
+    // changes away from that port's default).
     assert_eq!(
         port(443, "https")
             .location(&req(&h, "/p", "h:9080", "http"))
+            .1,
+        "https://h:9080/p"
+    );
+    assert_eq!(
+        port(443, "https")
+            .location(&req(&h, "/p", "h:80", "http"))
             .1,
         "https://h/p"
     );
     assert_eq!(
         port(80, "").location(&req(&h, "/p", "h:9080", "http")).1,
+        "http://h:9080/p"
+    );
+    assert_eq!(
+        port(80, "").location(&req(&h, "/p", "h", "http")).1,
         "http://h/p"
     );
     assert_eq!(
@@ -317,15 +329,31 @@ fn redirect_derive_port() {
         from_request.location(&req(&h, "/p", "h:1234", "http")).1,
         "http://h:9080/p"
     );
+    // To the scheme's default port: as Istio's routing tests have it,
+    // `Host: b` gives no port and `Host: b:80` keeps it.
+    let on_80 = |authority| {
+        let mut r = req(&h, "/p", authority, "http");
+        r.port = 80;
+        from_request.location(&r).1
+    };
+    assert_eq!(on_80("b"), "http://b/p");
+    assert_eq!(on_80("b:80"), "http://b:80/p");
+    // FROM_PROTOCOL_DEFAULT is Envoy's default (istiod sets no port): the
+    // authority as it came, its port dropped only with a scheme change
+    // away from the port's default.
     let default = derive(pb::DerivePort::FromProtocolDefault, "https");
     assert_eq!(
         default.location(&req(&h, "/p", "h:9080", "http")).1,
+        "https://h:9080/p"
+    );
+    assert_eq!(
+        default.location(&req(&h, "/p", "h:80", "http")).1,
         "https://h/p"
     );
     let default = derive(pb::DerivePort::FromProtocolDefault, "");
     assert_eq!(
         default.location(&req(&h, "/p", "h:9080", "http")).1,
-        "http://h/p"
+        "http://h:9080/p"
     );
 }
 
