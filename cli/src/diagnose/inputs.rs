@@ -139,6 +139,10 @@ pub struct DestinationRuleSpec {
     /// Namespaces that see the rule (empty or `*`: all; `.`: its own).
     #[serde(default, rename = "exportTo")]
     pub export_to: Vec<String>,
+    /// Whether it selects workloads: such a rule is for sidecars, and no
+    /// client of weft's gets it.
+    #[serde(default, rename = "workloadSelector")]
+    pub workload_selector: bool,
 }
 
 #[derive(Debug, Clone, Default, Deserialize)]

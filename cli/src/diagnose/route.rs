@@ -11,27 +11,31 @@ use super::{
     target::{Destination, Resolved},
 };
 
-/// A host as written in `namespace`, expanded as the control plane
-/// resolves short names (`name`, `name.ns`, `name.ns.svc`).
+/// A host as written in `namespace`, resolved as Istio and the control
+/// plane resolve it: a short name (no dot) in that namespace, any other
+/// name as written.
 fn expand(inputs: &Inputs, host: &str, namespace: &str) -> String {
-    let suffix = &inputs.domain_suffix;
-    if host.starts_with('*') || host.ends_with(suffix.as_str()) {
-        return host.to_string();
-    }
-    match host.matches('.').count() {
-        0 => format!("{host}.{namespace}.svc.{suffix}"),
-        1 => format!("{host}.svc.{suffix}"),
-        _ if host.ends_with(".svc") => format!("{host}.{suffix}"),
-        _ => host.to_string(),
+    if host.contains('.') || host.starts_with('*') {
+        host.to_string()
+    } else {
+        format!("{host}.{namespace}.svc.{}", inputs.domain_suffix)
     }
 }
 
 /// Whether `pattern` (expanded) names `fqdn`; `*` and `*.suffix` too.
 fn host_matches(pattern: &str, fqdn: &str) -> bool {
-    match pattern.strip_prefix('*') {
-        Some(rest) => fqdn.ends_with(rest),
-        None => pattern == fqdn,
+    specificity(pattern, fqdn).is_some()
+}
+
+/// How closely `pattern` names `fqdn`: the exact name most, then the
+/// longest wildcard suffix (Istio's most specific host match); `None`:
+/// it does not.
+fn specificity(pattern: &str, fqdn: &str) -> Option<usize> {
+    if pattern == fqdn {
+        return Some(usize::MAX);
     }
+    let suffix = pattern.strip_prefix('*')?;
+    fqdn.ends_with(suffix).then_some(suffix.len())
 }
 
 /// What a route's destination host is.
@@ -92,39 +96,33 @@ fn applying<'a>(
 
 /// The DestinationRules for the Service that a client in `client_ns`
 /// gets, as istiod looks them up: those of the client's own namespace,
-/// else those of the Service's namespace exported to the client, else
-/// those of the root namespace exported to it.
+/// else those of the Service's namespace, else those of the root
+/// namespace, each exported to the client (a rule's own namespace sees it
+/// unless its `exportTo` leaves that out) and, within a namespace, those
+/// of the most specific host. Rules with a `workloadSelector` are for
+/// sidecars: no client of weft's gets them.
 fn destination_rules<'a>(
     inputs: &'a Inputs,
     service: &Item<ServiceSpec>,
     client_ns: &str,
 ) -> Vec<&'a Item<DestinationRuleSpec>> {
     let name = fqdn(inputs, service);
-    let for_host: Vec<&Item<DestinationRuleSpec>> = inputs
+    let candidates: Vec<(usize, &Item<DestinationRuleSpec>)> = inputs
         .objects
         .destination_rules
         .iter()
-        .filter(|d| host_matches(&expand(inputs, &d.spec.host, &d.namespace), &name))
+        .filter(|d| !d.spec.workload_selector)
+        .filter(|d| exported_to(&d.namespace, &d.spec.export_to, client_ns))
+        .filter_map(|d| {
+            specificity(&expand(inputs, &d.spec.host, &d.namespace), &name).map(|s| (s, d))
+        })
         .collect();
-    let own: Vec<_> = for_host
-        .iter()
-        .copied()
-        .filter(|d| d.namespace == client_ns)
-        .collect();
-    if !own.is_empty() {
-        return own;
-    }
-    for namespace in [&service.namespace, &inputs.root_namespace] {
-        let found: Vec<_> = for_host
-            .iter()
-            .copied()
-            .filter(|d| {
-                d.namespace == *namespace && exported_to(&d.namespace, &d.spec.export_to, client_ns)
-            })
-            .collect();
-        if !found.is_empty() {
-            return found;
-        }
+    for namespace in [client_ns, &service.namespace, &inputs.root_namespace] {
+        let here = candidates.iter().filter(|(_, d)| d.namespace == namespace);
+        let Some(best) = here.clone().map(|(s, _)| *s).max() else {
+            continue;
+        };
+        return here.filter(|(s, _)| *s == best).map(|(_, d)| *d).collect();
     }
     Vec::new()
 }
@@ -422,14 +420,10 @@ mod tests {
             ..Default::default()
         };
         assert_eq!(expand(&inputs, "api", "shop"), "api.shop.svc.cluster.local");
-        assert_eq!(
-            expand(&inputs, "api.shop", "x"),
-            "api.shop.svc.cluster.local"
-        );
-        assert_eq!(
-            expand(&inputs, "api.shop.svc", "x"),
-            "api.shop.svc.cluster.local"
-        );
+        // A name with a dot is taken as written (Istio's
+        // ResolveShortnameToFQDN).
+        assert_eq!(expand(&inputs, "api.shop", "x"), "api.shop");
+        assert_eq!(expand(&inputs, "api.shop.svc", "x"), "api.shop.svc");
         assert_eq!(expand(&inputs, "example.com.x", "x"), "example.com.x");
         assert!(host_matches(
             "*.shop.svc.cluster.local",

@@ -196,13 +196,55 @@ fn destination_rules_are_those_the_client_namespace_gets() {
         json!({"host": "api", "subsets": [{"name": "v3", "labels": {"version": "v3"}}]}),
     );
     let report = run(
-        &inputs(vec![vs, own, public]),
+        &inputs(vec![vs.clone(), own, public]),
         "frontend/web",
         "api.shop:8080",
     );
     let text = super::render(&report);
     assert!(
         text.contains("DestinationRule frontend/api has no such subset (it has v1)"),
+        "{text}"
+    );
+
+    // The client's own rule counts only when its exportTo keeps its own
+    // namespace, and a rule for sidecars (workloadSelector) never: the
+    // Service's namespace's rule, of the most specific host, decides.
+    let elsewhere = object(
+        "DestinationRule",
+        "frontend",
+        "api",
+        json!({}),
+        json!({"host": "api.shop.svc.cluster.local", "exportTo": ["other"], "subsets": [{"name": "v1", "labels": {"version": "v1"}}]}),
+    );
+    let sidecars = object(
+        "DestinationRule",
+        "frontend",
+        "api-sidecars",
+        json!({}),
+        json!({"host": "api.shop.svc.cluster.local", "workloadSelector": true, "subsets": [{"name": "v1", "labels": {"version": "v1"}}]}),
+    );
+    let wildcard = object(
+        "DestinationRule",
+        "shop",
+        "all",
+        json!({}),
+        json!({"host": "*.shop.svc.cluster.local", "subsets": [{"name": "v3", "labels": {"version": "v3"}}]}),
+    );
+    let exact = object(
+        "DestinationRule",
+        "shop",
+        "api",
+        json!({}),
+        json!({"host": "api", "subsets": [{"name": "v2", "labels": {"version": "v2"}}]}),
+    );
+    let report = run(
+        &inputs(vec![vs.clone(), elsewhere, sidecars, wildcard, exact]),
+        "frontend/web",
+        "api.shop:8080",
+    );
+    let text = super::render(&report);
+    assert!(
+        text.contains("DestinationRule shop/api has no such subset (it has v2)"),
         "{text}"
     );
 
