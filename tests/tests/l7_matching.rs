@@ -1,7 +1,7 @@
 //! VirtualService matching and delegation end to end on a 2-node
 //! simulated cluster with weft's real binaries: a route picked by the
 //! service port the app dialled, redirects whose port comes from the
-//! request or the scheme (`derivePort`), and a root VirtualService that
+//! request or the scheme (`derivePort`) and a `prefixRewrite` redirect, and a root VirtualService that
 //! hands a path prefix to a delegate VirtualService in another namespace
 //! (the delegate's routes merged under the root's match, its conflicting
 //! ones left out, nothing when it is not exported to the root's
@@ -16,7 +16,7 @@ use weft_sim::{Cluster, ServicePort, httpapp};
 
 const API_SUBSETS: &str = "apiVersion: networking.istio.io/v1\nkind: DestinationRule\nmetadata:\n  name: api\n  namespace: web\nspec:\n  host: api\n  subsets:\n  - name: v1\n    labels:\n      version: v1\n  - name: v2\n    labels:\n      version: v2\n";
 
-const ROOT: &str = "apiVersion: networking.istio.io/v1\nkind: VirtualService\nmetadata:\n  name: api\n  namespace: web\nspec:\n  hosts:\n  - api\n  http:\n  - match:\n    - port: 8080\n      uri:\n        prefix: /keep-port\n    redirect:\n      uri: /moved\n      derivePort: FROM_REQUEST_PORT\n  - match:\n    - uri:\n        prefix: /default-port\n    redirect:\n      uri: /moved\n      derivePort: FROM_PROTOCOL_DEFAULT\n  - match:\n    - uri:\n        prefix: /team\n    delegate:\n      name: team-routes\n      namespace: team\n  - match:\n    - port: 8080\n    route:\n    - destination:\n        host: api\n        subset: v2\n  - route:\n    - destination:\n        host: api\n        subset: v1\n";
+const ROOT: &str = "apiVersion: networking.istio.io/v1\nkind: VirtualService\nmetadata:\n  name: api\n  namespace: web\nspec:\n  hosts:\n  - api\n  http:\n  - match:\n    - uri:\n        prefix: /old/\n    redirect:\n      prefixRewrite: /new/\n  - match:\n    - port: 8080\n      uri:\n        prefix: /keep-port\n    redirect:\n      uri: /moved\n      derivePort: FROM_REQUEST_PORT\n  - match:\n    - uri:\n        prefix: /default-port\n    redirect:\n      uri: /moved\n      derivePort: FROM_PROTOCOL_DEFAULT\n  - match:\n    - uri:\n        prefix: /team\n    delegate:\n      name: team-routes\n      namespace: team\n  - match:\n    - port: 8080\n    route:\n    - destination:\n        host: api\n        subset: v2\n  - route:\n    - destination:\n        host: api\n        subset: v1\n";
 
 /// The delegate, exported to `export_to` (YAML, e.g. `[\"*\"]`).
 fn delegate(export_to: &str) -> String {
@@ -123,6 +123,8 @@ fn port_matches_derived_redirect_ports_and_a_delegate() -> Result<()> {
         for (path, want) in [
             ("/keep-port?a=1", format!("http://{vip}:8080/moved?a=1")),
             ("/default-port", format!("http://{vip}:8080/moved")),
+            // prefixRewrite: the matched prefix replaced, the rest kept.
+            ("/old/x?a=1", format!("http://{vip}:8080/new/x?a=1")),
         ] {
             let reply = httpapp::get_one(&client, &format!("{on_8080}{path}"), &[])?;
             ensure!(

@@ -179,7 +179,8 @@ async fn route(
         record.route(route);
         match &route.action {
             Action::Redirect(redirect) => {
-                let (status, location) = redirect.location(&view);
+                let matched = selected.as_ref().and_then(|s| s.http_match());
+                let (status, location) = redirect.location(&view, matched);
                 let mut response = Response::new(body::empty());
                 *response.status_mut() = status;
                 if let Ok(location) = HeaderValue::from_str(&location) {

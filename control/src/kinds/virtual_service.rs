@@ -145,6 +145,8 @@ pub struct HttpRedirect {
     pub scheme: String,
     #[serde(default)]
     pub redirect_code: Option<u32>,
+    #[serde(default)]
+    pub prefix_rewrite: String,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
@@ -527,6 +529,24 @@ impl HttpRoute {
             }
             if let Some(p) = r.port {
                 check_port(p, &format!("{at}.redirect.port"), e);
+            }
+            if !r.prefix_rewrite.is_empty() {
+                if !r.uri.is_empty() {
+                    e.push(invalid(
+                        format!("{at}.redirect"),
+                        "`uri` and `prefixRewrite` are mutually exclusive",
+                    ));
+                }
+                if self
+                    .matches
+                    .iter()
+                    .any(|m| m.uri.as_ref().is_some_and(|u| u.prefix.is_none()))
+                {
+                    e.push(invalid(
+                        format!("{at}.redirect.prefixRewrite"),
+                        "needs every `uri` match of the route to be a `prefix` match",
+                    ));
+                }
             }
         }
         if let Some(d) = &self.direct_response {

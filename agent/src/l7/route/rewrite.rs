@@ -108,26 +108,39 @@ impl Rewrite {
         if self.uri.is_empty() {
             return None;
         }
-        let replaced = match matched.and_then(HttpMatch::uri) {
-            Some(StringMatcher::Prefix(p)) => p.len(),
-            Some(StringMatcher::Exact(_) | StringMatcher::Regex(_)) => {
-                split_path(path_and_query).0.len()
-            }
-            None => usize::from(path_and_query.starts_with('/')),
-        };
-        // A match that did not select this path (a caller's mistake) can
-        // leave `replaced` past the end or inside a character.
-        let rest = path_and_query.get(replaced..)?;
-        let mut out = String::with_capacity(self.uri.len() + rest.len());
-        out.push_str(&self.uri);
-        out.push_str(rest);
-        Some(out)
+        replace_matched(path_and_query, matched, &self.uri)
     }
 
     /// The authority to forward instead of the request's, if any.
     pub fn rewrite_authority(&self) -> Option<&str> {
         (!self.authority.is_empty()).then_some(self.authority.as_str())
     }
+}
+
+/// Envoy's `prefix_rewrite` of `path_and_query` under `matched`: with a
+/// `prefix` uri match the matched prefix is replaced by `with` and the
+/// rest kept; with `exact` or `regex`, the whole path, keeping the query;
+/// without a uri match (Istio's prefix "/"), the leading "/". `None` when
+/// the match did not select this path.
+fn replace_matched(
+    path_and_query: &str,
+    matched: Option<&HttpMatch>,
+    with: &str,
+) -> Option<String> {
+    let replaced = match matched.and_then(HttpMatch::uri) {
+        Some(StringMatcher::Prefix(p)) => p.len(),
+        Some(StringMatcher::Exact(_) | StringMatcher::Regex(_)) => {
+            split_path(path_and_query).0.len()
+        }
+        None => usize::from(path_and_query.starts_with('/')),
+    };
+    // A match that did not select this path (a caller's mistake) can
+    // leave `replaced` past the end or inside a character.
+    let rest = path_and_query.get(replaced..)?;
+    let mut out = String::with_capacity(with.len() + rest.len());
+    out.push_str(with);
+    out.push_str(rest);
+    Some(out)
 }
 
 /// An RE2 rewrite string (`\1` groups, `\\` a backslash) in the `regex`
@@ -179,6 +192,8 @@ pub enum RedirectPort {
 pub struct Redirect {
     /// Replaces the path; `None`: keep it.
     pub uri: Option<String>,
+    /// Replaces the matched prefix of the path (`prefixRewrite`).
+    pub prefix_rewrite: Option<String>,
     /// Replaces the authority; `None`: keep it.
     pub authority: Option<String>,
     /// Replaces the scheme; `None`: keep it.
@@ -245,6 +260,7 @@ impl Redirect {
         let nonempty = |s: &str| (!s.is_empty()).then(|| s.to_string());
         Ok(Self {
             uri: nonempty(&r.uri),
+            prefix_rewrite: nonempty(&r.prefix_rewrite),
             authority: nonempty(&r.authority),
             scheme: nonempty(&r.scheme),
             port,
@@ -259,7 +275,14 @@ impl Redirect {
     /// https) is not sent to Envoy by istiod, so the request's authority
     /// is kept as for no port: `Host: b:80` gives `http://b:80/…`, `Host:
     /// b` gives `http://b/…` (Istio's own routing tests).
-    pub fn location(&self, req: &RequestView<'_>) -> (StatusCode, String) {
+    ///
+    /// `matched` is the match that selected the route, for
+    /// `prefixRewrite`.
+    pub fn location(
+        &self,
+        req: &RequestView<'_>,
+        matched: Option<&HttpMatch>,
+    ) -> (StatusCode, String) {
         let scheme = self.scheme.as_deref().unwrap_or(req.scheme);
         let mut out = String::with_capacity(64 + req.path_and_query.len());
         out.push_str(scheme);
@@ -280,7 +303,12 @@ impl Redirect {
             }
         }
         let start = out.len();
+        let rewritten = self
+            .prefix_rewrite
+            .as_deref()
+            .and_then(|with| replace_matched(req.path_and_query, matched, with));
         match &self.uri {
+            _ if let Some(path) = &rewritten => out.push_str(path),
             Some(uri) if uri.contains('?') => out.push_str(uri),
             Some(uri) => {
                 out.push_str(uri);

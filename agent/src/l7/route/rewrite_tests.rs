@@ -188,7 +188,7 @@ fn redirect_defaults_keep_everything_but_what_is_replaced() {
         ..Default::default()
     });
     assert_eq!(
-        r.location(&req(&h, "/old?x=1", "reviews:9080", "http")),
+        r.location(&req(&h, "/old?x=1", "reviews:9080", "http"), None),
         (
             StatusCode::MOVED_PERMANENTLY,
             "http://reviews:9080/new?x=1".into()
@@ -201,7 +201,7 @@ fn redirect_defaults_keep_everything_but_what_is_replaced() {
         ..Default::default()
     });
     assert_eq!(
-        r.location(&req(&h, "/old?x=1", "reviews", "http")),
+        r.location(&req(&h, "/old?x=1", "reviews", "http"), None),
         (StatusCode::FOUND, "http://reviews/new?y=2".into())
     );
     // Authority only: path and query kept.
@@ -211,7 +211,7 @@ fn redirect_defaults_keep_everything_but_what_is_replaced() {
         ..Default::default()
     });
     assert_eq!(
-        r.location(&req(&h, "/p?q", "reviews:9080", "http")),
+        r.location(&req(&h, "/p?q", "reviews:9080", "http"), None),
         (
             StatusCode::TEMPORARY_REDIRECT,
             "http://other.example/p?q".into()
@@ -222,7 +222,10 @@ fn redirect_defaults_keep_everything_but_what_is_replaced() {
         uri: "rel".into(),
         ..Default::default()
     });
-    assert_eq!(r.location(&req(&h, "/", "h", "http")).1, "http://h/rel");
+    assert_eq!(
+        r.location(&req(&h, "/", "h", "http"), None).1,
+        "http://h/rel"
+    );
 }
 
 #[test]
@@ -235,16 +238,19 @@ fn redirect_scheme_change() {
     });
     // The old scheme's default port goes, any other stays (Envoy).
     assert_eq!(
-        r.location(&req(&h, "/p", "h:80", "http")),
+        r.location(&req(&h, "/p", "h:80", "http"), None),
         (StatusCode::PERMANENT_REDIRECT, "https://h/p".into())
     );
     assert_eq!(
-        r.location(&req(&h, "/p", "h:9080", "http")).1,
+        r.location(&req(&h, "/p", "h:9080", "http"), None).1,
         "https://h:9080/p"
     );
-    assert_eq!(r.location(&req(&h, "/p", "h", "http")).1, "https://h/p");
     assert_eq!(
-        r.location(&req(&h, "/p", "[fd00::1]:80", "http")).1,
+        r.location(&req(&h, "/p", "h", "http"), None).1,
+        "https://h/p"
+    );
+    assert_eq!(
+        r.location(&req(&h, "/p", "[fd00::1]:80", "http"), None).1,
         "https://[fd00::1]/p"
     );
 }
@@ -260,7 +266,9 @@ fn redirect_ports() {
         })
     };
     assert_eq!(
-        port(8443, "").location(&req(&h, "/p", "h:9080", "http")).1,
+        port(8443, "")
+            .location(&req(&h, "/p", "h:9080", "http"), None)
+            .1,
         "http://h:8443/p"
     );
     // The scheme's default port is not sent to Envoy: the request's
@@ -268,26 +276,30 @@ fn redirect_ports() {
     // changes away from that port's default).
     assert_eq!(
         port(443, "https")
-            .location(&req(&h, "/p", "h:9080", "http"))
+            .location(&req(&h, "/p", "h:9080", "http"), None)
             .1,
         "https://h:9080/p"
     );
     assert_eq!(
         port(443, "https")
-            .location(&req(&h, "/p", "h:80", "http"))
+            .location(&req(&h, "/p", "h:80", "http"), None)
             .1,
         "https://h/p"
     );
     assert_eq!(
-        port(80, "").location(&req(&h, "/p", "h:9080", "http")).1,
+        port(80, "")
+            .location(&req(&h, "/p", "h:9080", "http"), None)
+            .1,
         "http://h:9080/p"
     );
     assert_eq!(
-        port(80, "").location(&req(&h, "/p", "h", "http")).1,
+        port(80, "").location(&req(&h, "/p", "h", "http"), None).1,
         "http://h/p"
     );
     assert_eq!(
-        port(80, "https").location(&req(&h, "/p", "h", "http")).1,
+        port(80, "https")
+            .location(&req(&h, "/p", "h", "http"), None)
+            .1,
         "https://h:80/p"
     );
     let with_authority = redirect(pb::HttpRedirect {
@@ -296,12 +308,12 @@ fn redirect_ports() {
         ..Default::default()
     });
     assert_eq!(
-        with_authority.location(&req(&h, "/", "h", "http")).1,
+        with_authority.location(&req(&h, "/", "h", "http"), None).1,
         "http://x.example:5000/"
     );
     assert_eq!(
         port(5000, "")
-            .location(&req(&h, "/", "[::1]:9080", "http"))
+            .location(&req(&h, "/", "[::1]:9080", "http"), None)
             .1,
         "http://[::1]:5000/"
     );
@@ -322,11 +334,13 @@ fn redirect_derive_port() {
     let from_request = derive(pb::DerivePort::FromRequestPort, "");
     // The port the request was sent to (9080), not the Host header's.
     assert_eq!(
-        from_request.location(&req(&h, "/p", "h", "http")).1,
+        from_request.location(&req(&h, "/p", "h", "http"), None).1,
         "http://h:9080/p"
     );
     assert_eq!(
-        from_request.location(&req(&h, "/p", "h:1234", "http")).1,
+        from_request
+            .location(&req(&h, "/p", "h:1234", "http"), None)
+            .1,
         "http://h:9080/p"
     );
     // To the scheme's default port: as Istio's routing tests have it,
@@ -334,7 +348,7 @@ fn redirect_derive_port() {
     let on_80 = |authority| {
         let mut r = req(&h, "/p", authority, "http");
         r.port = 80;
-        from_request.location(&r).1
+        from_request.location(&r, None).1
     };
     assert_eq!(on_80("b"), "http://b/p");
     assert_eq!(on_80("b:80"), "http://b:80/p");
@@ -343,17 +357,38 @@ fn redirect_derive_port() {
     // away from the port's default.
     let default = derive(pb::DerivePort::FromProtocolDefault, "https");
     assert_eq!(
-        default.location(&req(&h, "/p", "h:9080", "http")).1,
+        default.location(&req(&h, "/p", "h:9080", "http"), None).1,
         "https://h:9080/p"
     );
     assert_eq!(
-        default.location(&req(&h, "/p", "h:80", "http")).1,
+        default.location(&req(&h, "/p", "h:80", "http"), None).1,
         "https://h/p"
     );
     let default = derive(pb::DerivePort::FromProtocolDefault, "");
     assert_eq!(
-        default.location(&req(&h, "/p", "h:9080", "http")).1,
+        default.location(&req(&h, "/p", "h:9080", "http"), None).1,
         "http://h:9080/p"
+    );
+}
+
+#[test]
+fn redirect_prefix_rewrite() {
+    let h = HeaderMap::new();
+    let r = redirect(pb::HttpRedirect {
+        prefix_rewrite: "/new/".into(),
+        ..Default::default()
+    });
+    // The matched prefix is replaced; the rest and the query kept.
+    let m = uri_match(MatchType::Prefix("/foo/".into()));
+    assert_eq!(
+        r.location(&req(&h, "/foo/bar?a=1", "h", "http"), Some(&m))
+            .1,
+        "http://h/new/bar?a=1"
+    );
+    // Without a uri match: Istio's prefix "/".
+    assert_eq!(
+        r.location(&req(&h, "/foo/bar", "h", "http"), None).1,
+        "http://h/new/foo/bar"
     );
 }
 

@@ -280,6 +280,7 @@ fn http_route(
             } as i32,
             scheme: d.scheme.clone(),
             redirect_code: d.redirect_code.unwrap_or(301),
+            prefix_rewrite: d.prefix_rewrite.clone(),
         }),
         direct_response: r.direct_response.as_ref().map(|d| pb::HttpDirectResponse {
             status: d.status,
