@@ -376,7 +376,10 @@ async fn decide_and_forward(
     let grpc = reply::is_grpc(request.headers());
     let (mut parts, body) = request.into_parts();
     let method = parts.method.clone();
-    let raw_path = parts.uri.path().to_string();
+    // The URI as it came (a share of its buffer, not a copy): the policies
+    // may see its path normalised, and the request's own URI may change.
+    let raw_uri = parts.uri.clone();
+    let raw_path = raw_uri.path();
     // Every decision, with its policy: refusals at info, what is allowed
     // at debug (the access log has each request already).
     let log = |status: StatusCode, verdict: RequestVerdict, policy: Option<&str>, reason: &str| {
@@ -399,7 +402,7 @@ async fn decide_and_forward(
         }
     };
 
-    let path = match normalized(&raw_path) {
+    let path = match normalized(raw_path) {
         Ok(path) => path,
         Err(err) => {
             log(

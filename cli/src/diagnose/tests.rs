@@ -148,6 +148,17 @@ fn a_subset_without_endpoints_names_its_labels() {
     );
 }
 
+/// A DestinationRule `ns/name` for `host` with one subset, `subset`
+/// (pods labelled `version: <subset>`), and `extra` spec fields.
+fn rule(ns: &str, name: &str, host: &str, subset: &str, extra: Value) -> Value {
+    let mut spec =
+        json!({"host": host, "subsets": [{"name": subset, "labels": {"version": subset}}]});
+    if let (Some(spec), Value::Object(extra)) = (spec.as_object_mut(), extra) {
+        spec.extend(extra);
+    }
+    object("DestinationRule", ns, name, json!({}), spec)
+}
+
 #[test]
 fn destination_rules_are_those_the_client_namespace_gets() {
     let vs = object(
@@ -158,13 +169,7 @@ fn destination_rules_are_those_the_client_namespace_gets() {
         json!({"hosts": ["api.shop.svc.cluster.local"], "http": [{"route": [{"host": "api", "subset": "v3"}]}]}),
     );
     // The Service's rule, kept to its own namespace: not the client's.
-    let private = object(
-        "DestinationRule",
-        "shop",
-        "api",
-        json!({}),
-        json!({"host": "api", "exportTo": ["."], "subsets": [{"name": "v3", "labels": {"version": "v3"}}]}),
-    );
+    let private = rule("shop", "api", "api", "v3", json!({"exportTo": ["."]}));
     let report = run(
         &inputs(vec![vs.clone(), private.clone()]),
         "frontend/web",
@@ -181,20 +186,14 @@ fn destination_rules_are_those_the_client_namespace_gets() {
 
     // A rule in the client's own namespace comes first, whatever the
     // Service's namespace has.
-    let own = object(
-        "DestinationRule",
+    let own = rule(
         "frontend",
         "api",
+        "api.shop.svc.cluster.local",
+        "v1",
         json!({}),
-        json!({"host": "api.shop.svc.cluster.local", "subsets": [{"name": "v1", "labels": {"version": "v1"}}]}),
     );
-    let public = object(
-        "DestinationRule",
-        "shop",
-        "api",
-        json!({}),
-        json!({"host": "api", "subsets": [{"name": "v3", "labels": {"version": "v3"}}]}),
-    );
+    let public = rule("shop", "api", "api", "v3", json!({}));
     let report = run(
         &inputs(vec![vs.clone(), own, public]),
         "frontend/web",
@@ -209,34 +208,22 @@ fn destination_rules_are_those_the_client_namespace_gets() {
     // The client's own rule counts only when its exportTo keeps its own
     // namespace, and a rule for sidecars (workloadSelector) never: the
     // Service's namespace's rule, of the most specific host, decides.
-    let elsewhere = object(
-        "DestinationRule",
+    let elsewhere = rule(
         "frontend",
         "api",
-        json!({}),
-        json!({"host": "api.shop.svc.cluster.local", "exportTo": ["other"], "subsets": [{"name": "v1", "labels": {"version": "v1"}}]}),
+        "api.shop.svc.cluster.local",
+        "v1",
+        json!({"exportTo": ["other"]}),
     );
-    let sidecars = object(
-        "DestinationRule",
+    let sidecars = rule(
         "frontend",
         "api-sidecars",
-        json!({}),
-        json!({"host": "api.shop.svc.cluster.local", "workloadSelector": true, "subsets": [{"name": "v1", "labels": {"version": "v1"}}]}),
+        "api.shop.svc.cluster.local",
+        "v1",
+        json!({"workloadSelector": true}),
     );
-    let wildcard = object(
-        "DestinationRule",
-        "shop",
-        "all",
-        json!({}),
-        json!({"host": "*.shop.svc.cluster.local", "subsets": [{"name": "v3", "labels": {"version": "v3"}}]}),
-    );
-    let exact = object(
-        "DestinationRule",
-        "shop",
-        "api",
-        json!({}),
-        json!({"host": "api", "subsets": [{"name": "v2", "labels": {"version": "v2"}}]}),
-    );
+    let wildcard = rule("shop", "all", "*.shop.svc.cluster.local", "v3", json!({}));
+    let exact = rule("shop", "api", "api", "v2", json!({}));
     let report = run(
         &inputs(vec![vs.clone(), elsewhere, sidecars, wildcard, exact]),
         "frontend/web",

@@ -443,7 +443,10 @@ impl Policies {
             return TcpProxySettings::default();
         };
         let top = self.policy_of(e, "", None);
-        let chosen = self.policy_of(e, subset, None);
+        let chosen = match subset {
+            "" => top.clone(),
+            _ => self.policy_of(e, subset, None),
+        };
         TcpProxySettings {
             idle: top.limits.tcp_idle_timeout,
             max_duration: top.limits.max_connection_duration,
