@@ -4,8 +4,9 @@
 //! and `accessLogging` name, the access log (`accessLogFile`,
 //! `accessLogEncoding`, `accessLogFormat`), tracing (`enableTracing`,
 //! `defaultConfig.tracing.sampling`, `defaultProviders.tracing`) and
-//! `defaultProviders.metrics` and `.accessLogging`. Every other MeshConfig
-//! field is accepted and ignored.
+//! `defaultProviders.metrics` and `.accessLogging`, and
+//! `defaultHttpRetryPolicy`. Every other MeshConfig field is accepted and
+//! ignored.
 //!
 //! Telemetry provider names resolve as istiod resolves them (see
 //! [`MeshConfig::resolve_provider`]): against `extensionProviders` after
@@ -22,7 +23,7 @@ pub use self::access_log::{
     ENVOY_PROVIDER, EnvoyFileAccessLog, EnvoyGrpcAls, EnvoyOtelAls, Labels, LogFormat, STDOUT,
 };
 use crate::{
-    kinds::{Ignored, istio::Duration},
+    kinds::{Ignored, istio::Duration, virtual_service::HttpRetry},
     yaml::{self, Limits, de::from_node, path::FieldPath},
 };
 
@@ -82,6 +83,12 @@ pub struct MeshConfig {
     /// `accessLogging`.
     #[serde(default)]
     pub default_providers: Option<DefaultProviders>,
+    /// `defaultHttpRetryPolicy`: the retries of every HTTP route without
+    /// its own `retries` (a VirtualService route's, and the default route
+    /// of a host no VirtualService routes), in place of Istio's default
+    /// policy; a route's own `retries` replaces it whole.
+    #[serde(default)]
+    pub default_http_retry_policy: Option<HttpRetry>,
 }
 
 /// `defaultConfig` (Istio's ProxyConfig): only `tracing` is read.
@@ -571,6 +578,13 @@ impl MeshConfig {
 
     fn check(&self) -> Result<(), String> {
         self.check_access_log()?;
+        if let Some(retry) = &self.default_http_retry_policy {
+            let mut errors = Vec::new();
+            retry.check("defaultHttpRetryPolicy", &mut errors);
+            if let Some(first) = errors.first() {
+                return Err(first.to_string());
+            }
+        }
         self.check_tracing()?;
         for p in &self.extension_providers {
             let at = format!("extensionProviders[{}]", p.index);

@@ -72,6 +72,10 @@ pub const AUTHORIZATION_TYPE_URL: &str = "type.googleapis.com/istio.security.Aut
 /// The xDS type URL of [`route::RouteConfig`] resources.
 pub const ROUTE_CONFIG_TYPE_URL: &str = "type.googleapis.com/weft.route.v1.RouteConfig";
 
+/// The name of the [`route::RouteConfig`] that carries MeshConfig's
+/// `defaultHttpRetryPolicy` for hosts no VirtualService routes.
+pub const MESH_DEFAULT_ROUTE: &str = "~/default";
+
 /// The xDS type URL of [`route::DestinationPolicy`] resources.
 pub const DESTINATION_POLICY_TYPE_URL: &str = "type.googleapis.com/weft.route.v1.DestinationPolicy";
 

@@ -6,7 +6,8 @@
 //! timeout keeps cutting), connection-pool
 //! limits answer 503 (`UO`) under overload, upstream connections close
 //! after the pool's `idleTimeout` and `maxConnectionDuration`, `minHealthPercent` turns on Envoy's
-//! panic. Needs root and the binaries.
+//! panic; MeshConfig's `defaultHttpRetryPolicy` and `retryIgnorePreviousHosts`.
+//! Needs root and the binaries.
 
 mod common;
 
@@ -130,6 +131,100 @@ fn retries_timeouts_and_fault_injection() -> Result<()> {
             ensure!(load.ok == 0, "a request succeeded: {load:?}");
             Ok(flagged(cluster, "UO", "/broken")? > 0 && flagged(cluster, "URX", "/broken")? > 0)
         })?;
+        Ok(())
+    })
+}
+
+/// MeshConfig's `defaultHttpRetryPolicy` replaces Istio's default policy
+/// on the default route (no VirtualService) and on every route without
+/// its own `retries`; a route's own replaces it. And `previous_hosts`:
+/// with one destination that balances by consistent hash, a retry goes
+/// where the hash leads (the same failing endpoint) unless the route says
+/// `retryIgnorePreviousHosts: true`.
+#[test]
+fn the_mesh_default_retry_policy_and_previous_hosts() -> Result<()> {
+    let cluster = Cluster::builder().nodes(2).build()?;
+    cluster.with_logs(|cluster| {
+        cluster.add_namespace("mr", &[AMBIENT])?;
+        let _flaky: Vec<_> = ["flaky-a", "flaky-b"]
+            .iter()
+            .map(|name| backend(cluster, "node-2", "mr", name, &[("app", "flaky")], 8080, &["--fail-rate", "0.5", "--fail-status", "503"]))
+            .collect::<Result<_>>()?;
+        let _good = backend(cluster, "node-2", "mr", "sticky-good", &[("app", "sticky")], 8080, &[])?;
+        let _bad = backend(cluster, "node-2", "mr", "sticky-bad", &[("app", "sticky")], 8080, &["--fail-rate", "1", "--fail-status", "503"])?;
+        let client = client(cluster, "node-1", "mr", "caller")?;
+        let port = [ServicePort::http("http", 80, 8080)];
+        let flaky_vip = cluster.add_service("mr", "flaky", &[("app", "flaky")], &port)?;
+        let sticky_vip = cluster.add_service("mr", "sticky", &[("app", "sticky")], &port)?;
+        let url = format!("http://{flaky_vip}/mesh-retries");
+        let load = |count: &str| httpapp::load(&client, &url, &["--count", count, "--concurrency", "4"]);
+
+        // Istio's default policy does not retry a 503: about half fail.
+        let plain = load("400")?;
+        ensure!((100..=300).contains(&plain.ok), "Istio's default retries no 503: {plain:?}");
+
+        // The mesh's policy, 10 retries on 5xx: the default route fails
+        // one request in 2^11.
+        apply(cluster, "mesh-config", "apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: istio\n  namespace: istio-system\ndata:\n  mesh: |\n    defaultHttpRetryPolicy:\n      attempts: 10\n      retryOn: 5xx\n")?;
+        converge("the mesh's retries on the default route", || Ok(load("40")?.ok == 40))?;
+        let retried = load("400")?;
+        ensure!(retried.ok >= 396, "the mesh's retries on the default route: {retried:?}");
+
+        // A VirtualService route without `retries` takes them too (the
+        // response header tells that the route is in force).
+        let routed = |tag: &str, retries: &str| {
+            virtual_service("flaky", "mr", &format!("  - headers:\n      response:\n        set:\n          x-route: {tag}\n{retries}    route:\n    - destination:\n        host: flaky\n"))
+        };
+        let in_force = |tag: &str| {
+            converge(&format!("the route tagged {tag}"), || {
+                Ok(httpapp::get(&client, &url, &["--count", "4"])?.iter().any(|r| r.header("x-route") == Some(tag)))
+            })
+        };
+        apply(cluster, "flaky-vs", &routed("mesh", ""))?;
+        in_force("mesh")?;
+        let retried = load("400")?;
+        ensure!(retried.ok >= 396, "the mesh's retries on a route without its own: {retried:?}");
+        // Its own `retries` replace the mesh's whole.
+        apply(cluster, "flaky-vs", &routed("own", "    retries:\n      attempts: 0\n"))?;
+        in_force("own")?;
+        let own = load("400")?;
+        ensure!((100..=300).contains(&own.ok), "the route's own retries (none): {own:?}");
+
+        // Consistent hash by `x-user`, one endpoint always failing, three
+        // retries on 5xx: the users the hash sends to it (about half) fail
+        // every attempt, unless the route ignores previous hosts. Then a
+        // retry takes the next points of the ring, up to six, as Envoy's
+        // ring hash does: a user whose next five are the failing
+        // endpoint's too (1 in 32) still fails.
+        apply(cluster, "sticky-dr", &destination_rule("sticky", "mr", "    loadBalancer:\n      consistentHash:\n        httpHeaderName: x-user\n"))?;
+        let sticky = |tag: &str, ignore: &str| {
+            virtual_service("sticky", "mr", &format!("  - headers:\n      response:\n        set:\n          x-route: {tag}\n    retries:\n      attempts: 3\n      retryOn: 5xx\n{ignore}    route:\n    - destination:\n        host: sticky\n"))
+        };
+        let sticky_url = format!("http://{sticky_vip}/sticky");
+        let by_user = || -> Result<Vec<(String, u16, Option<String>)>> {
+            (0..48)
+                .map(|u| {
+                    let user = format!("x-user: user-{u}");
+                    let r = httpapp::get_one(&client, &sticky_url, &["--header", &user])?;
+                    Ok((user, r.status, r.header("x-route").map(str::to_string)))
+                })
+                .collect()
+        };
+        apply(cluster, "sticky-vs", &sticky("hashed", ""))?;
+        converge("the hashed route, with a user on the failing endpoint", || {
+            let replies = by_user()?;
+            Ok(replies.iter().all(|r| r.2.as_deref() == Some("hashed")) && replies.iter().any(|r| r.1 == 503))
+        })?;
+        let replies = by_user()?;
+        let stuck = replies.iter().filter(|r| r.1 == 503).count();
+        ensure!((8..=40).contains(&stuck), "a hashed retry goes back where the hash leads: {replies:?}");
+        apply(cluster, "sticky-vs", &sticky("moving", "      retryIgnorePreviousHosts: true\n"))?;
+        converge("the route that ignores previous hosts", || {
+            Ok(by_user()?.iter().all(|r| r.2.as_deref() == Some("moving")))
+        })?;
+        let replies = by_user()?;
+        let still = replies.iter().filter(|r| r.1 == 503).count();
+        ensure!(still * 4 <= stuck && replies.iter().all(|r| matches!(r.1, 200 | 503)), "retries move off the failing endpoint ({stuck} users failed before): {replies:?}");
         Ok(())
     })
 }

@@ -1,14 +1,21 @@
 //! The L7 configuration received from the control plane: each service's
 //! routes (`weft.route.v1.RouteConfig`) and destination policy
 //! (`weft.route.v1.DestinationPolicy`), compiled once when they arrive,
-//! by the service key `<namespace>/<hostname>`.
+//! by the service key `<namespace>/<hostname>`; and the default route's
+//! retry policy (MeshConfig's `defaultHttpRetryPolicy`, the RouteConfig
+//! [`MESH_DEFAULT_ROUTE`]).
 
 use std::{
     collections::HashMap,
     sync::{Arc, RwLock},
 };
 
-use super::{cluster::Policies, route::RouteTable};
+use weft_proto::MESH_DEFAULT_ROUTE;
+
+use super::{
+    cluster::Policies,
+    route::{RetryPolicy, RouteTable},
+};
 
 /// Routes and policies by service key, with their xDS versions.
 #[derive(Default)]
@@ -22,6 +29,8 @@ struct Inner {
     route_versions: HashMap<String, String>,
     policies: HashMap<String, Arc<Policies>>,
     policy_versions: HashMap<String, String>,
+    /// The default route's retries: MeshConfig's, else Istio's default.
+    default_retry: Arc<RetryPolicy>,
 }
 
 impl L7Config {
@@ -34,6 +43,12 @@ impl L7Config {
             .routes
             .get(service)
             .cloned()
+    }
+
+    /// The retries of the default route (a service no VirtualService
+    /// routes, or none of whose routes is for the client).
+    pub fn default_retry(&self) -> Arc<RetryPolicy> {
+        Arc::clone(&self.inner.read().expect("l7 config lock").default_retry)
     }
 
     /// The destination policy of a service; `None`: no DestinationRule
@@ -62,8 +77,14 @@ impl L7Config {
         for name in removals {
             inner.routes.remove(name);
             inner.route_versions.remove(name);
+            if name == MESH_DEFAULT_ROUTE {
+                inner.default_retry = Arc::default();
+            }
         }
         for (name, version, table) in upserts {
+            if name == MESH_DEFAULT_ROUTE {
+                inner.default_retry = Arc::new(table.default_retry());
+            }
             inner.routes.insert(name.clone(), Arc::new(table));
             inner.route_versions.insert(name, version);
         }
@@ -134,5 +155,38 @@ impl L7Config {
     pub(crate) fn all_routes(&self) -> Vec<Arc<RouteTable>> {
         let inner = self.inner.read().expect("l7 config lock");
         inner.routes.values().cloned().collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use weft_proto::route as pb;
+
+    use super::*;
+
+    #[test]
+    fn the_mesh_default_route_sets_the_default_retries() {
+        let config = L7Config::default();
+        assert_eq!(*config.default_retry(), RetryPolicy::default());
+        let mesh_default = pb::RouteConfig {
+            name: MESH_DEFAULT_ROUTE.into(),
+            http: vec![pb::HttpRoute {
+                retries: Some(pb::HttpRetry {
+                    attempts: 0,
+                    ..Default::default()
+                }),
+                ..Default::default()
+            }],
+            ..Default::default()
+        };
+        let table = RouteTable::compile(&mesh_default).expect("compiles");
+        config.apply_routes(vec![(MESH_DEFAULT_ROUTE.into(), "1".into(), table)], &[]);
+        assert_eq!(*config.default_retry(), RetryPolicy::none());
+        // It is held like any RouteConfig (its version is sent on
+        // reconnects), and routes no service.
+        assert!(config.route_versions().contains_key(MESH_DEFAULT_ROUTE));
+        assert!(!config.steers(MESH_DEFAULT_ROUTE));
+        config.apply_routes(Vec::new(), &[MESH_DEFAULT_ROUTE.into()]);
+        assert_eq!(*config.default_retry(), RetryPolicy::default());
     }
 }

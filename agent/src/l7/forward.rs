@@ -14,7 +14,7 @@ use super::{
     body::{self, Body, BoxError, Replay},
     log::Record,
     reply::{self, Flag, Flags, LocalReply, Replied, details},
-    route::{Abort, Action, Destination, Preflight, RequestView, RetryPolicy},
+    route::{Abort, Action, Destination, Preflight, RequestView},
     send,
     upstream::Protocol,
 };
@@ -318,8 +318,8 @@ async fn route(
     let retry = match route {
         Some(route) => &route.retry,
         None => {
-            default_retry = RetryPolicy::default();
-            &default_retry
+            default_retry = ctx.l7.config.default_retry();
+            &*default_retry
         }
     };
     // Envoy honours a gRPC client's deadline (`grpc-timeout`), capped by

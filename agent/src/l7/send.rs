@@ -154,6 +154,10 @@ async fn attempts(
         None => request_hash(&policy, head, down, true),
     };
     let mut tried: Vec<SocketAddr> = Vec::new();
+    // Without Envoy's `previous_hosts` predicate, a retry's endpoint is
+    // picked as the first was, tried or not.
+    let avoid_tried =
+        retry.avoids_previous_hosts(matches!(policy.lb, LbPolicy::ConsistentHash { .. }));
     let mut retrying = None;
     let mut attempt = 0;
     loop {
@@ -164,7 +168,12 @@ async fn attempts(
             _ if head.unedited.is_empty() => first_hash,
             _ => request_hash(&policy, head, down, false).0,
         };
-        let picked = pick(&resolved, down, hash, &tried)?;
+        let picked = pick(
+            &resolved,
+            down,
+            hash,
+            if avoid_tried { &tried } else { &[] },
+        )?;
         let endpoint = &picked.endpoint;
         record.attempt(endpoint, ctx);
         tried.push(endpoint.addr);

@@ -217,8 +217,54 @@ pub struct HttpRetry {
     pub retry_on: String,
     #[serde(default)]
     pub retry_remote_localities: Option<bool>,
+    /// Unset: a retry avoids the hosts already tried, unless the
+    /// destination balances by consistent hash (Istio's default).
+    #[serde(default)]
+    pub retry_ignore_previous_hosts: Option<bool>,
     #[serde(default)]
     pub backoff: Option<Duration>,
+}
+
+impl HttpRetry {
+    /// Istio's checks of a retry policy, a VirtualService route's or
+    /// MeshConfig's `defaultHttpRetryPolicy`, at `at`.
+    pub fn check(&self, at: &str, e: &mut Vec<Invalid>) {
+        if self.attempts < 0 {
+            e.push(invalid(format!("{at}.attempts"), "must not be negative"));
+        }
+        if self.attempts == 0
+            && (self.per_try_timeout.is_some()
+                || !self.retry_on.is_empty()
+                || self.retry_remote_localities.is_some())
+        {
+            e.push(invalid(
+                at,
+                "`perTryTimeout`, `retryOn` or `retryRemoteLocalities` set with `attempts: 0` \
+                 (retries off)",
+            ));
+        }
+        check_duration(self.per_try_timeout, &format!("{at}.perTryTimeout"), e);
+        check_duration(self.backoff, &format!("{at}.backoff"), e);
+        for policy in self
+            .retry_on
+            .split(',')
+            .map(str::trim)
+            .filter(|p| !p.is_empty())
+        {
+            let code = policy
+                .parse::<u32>()
+                .is_ok_and(|c| (100..=599).contains(&c));
+            if !code && !RETRY_ON.contains(&policy) {
+                e.push(invalid(
+                    format!("{at}.retryOn"),
+                    format!(
+                        "`{policy}` is not a retry policy or HTTP status; known: {}",
+                        RETRY_ON.join(", ")
+                    ),
+                ));
+            }
+        }
+    }
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Deserialize)]
@@ -597,32 +643,7 @@ impl HttpRoute {
         }
         check_duration(self.timeout, &format!("{at}.timeout"), e);
         if let Some(r) = &self.retries {
-            if r.attempts < 0 {
-                e.push(invalid(
-                    format!("{at}.retries.attempts"),
-                    "must not be negative",
-                ));
-            }
-            check_duration(r.per_try_timeout, &format!("{at}.retries.perTryTimeout"), e);
-            for policy in r
-                .retry_on
-                .split(',')
-                .map(str::trim)
-                .filter(|p| !p.is_empty())
-            {
-                let code = policy
-                    .parse::<u32>()
-                    .is_ok_and(|c| (100..=599).contains(&c));
-                if !code && !RETRY_ON.contains(&policy) {
-                    e.push(invalid(
-                        format!("{at}.retries.retryOn"),
-                        format!(
-                            "`{policy}` is not a retry policy or HTTP status; known: {}",
-                            RETRY_ON.join(", ")
-                        ),
-                    ));
-                }
-            }
+            r.check(&format!("{at}.retries"), e);
         }
         if let Some(f) = &self.fault {
             if f.delay.is_none() && f.abort.is_none() {

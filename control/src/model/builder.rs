@@ -320,6 +320,7 @@ impl Builder {
             config: &self.config,
             objects: &self.objects,
             pods_by_ns: &self.pods_by_ns,
+            default_retries: self.mesh.default_http_retry_policy.as_ref(),
         };
         self.l7.rebuild(
             &cx,

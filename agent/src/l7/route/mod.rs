@@ -189,6 +189,15 @@ impl RouteTable {
         &self.name
     }
 
+    /// The retries its first HTTP route carries, else Istio's default:
+    /// the default route's, when this is the RouteConfig
+    /// [`weft_proto::MESH_DEFAULT_ROUTE`].
+    pub fn default_retry(&self) -> RetryPolicy {
+        self.routes
+            .first()
+            .map_or_else(RetryPolicy::default, |r| r.retry.clone())
+    }
+
     /// The fully qualified host the routes are for.
     pub fn hostname(&self) -> &str {
         &self.hostname
@@ -371,7 +380,7 @@ impl HttpRoute {
             action,
             rewrite: Rewrite::compile(r.rewrite.as_ref(), route)?,
             timeout: duration(r.timeout.as_ref(), route, "timeout")?,
-            retry: RetryPolicy::compile(r.retries.as_ref(), route)?,
+            retry: RetryPolicy::compile(r.retries.as_ref(), r.route.len() == 1, route)?,
             fault: Fault::compile(r.fault.as_ref(), route)?,
             mirrors,
             cors: CorsPolicy::compile(r.cors_policy.as_ref(), route)?,
@@ -530,6 +539,7 @@ impl HttpRoute {
                 "per_try_timeout": self.retry.per_try_timeout.map(duration_text),
                 "retry_on": self.retry.retry_on.to_string(),
                 "retriable_status_codes": self.retry.retriable_status_codes,
+                "previous_hosts": format!("{:?}", self.retry.previous_hosts),
             },
         });
         match &self.action {

@@ -182,6 +182,22 @@ pub enum Outcome {
     PerTryTimeout,
 }
 
+/// Whether a retry looks for an endpoint not tried yet (Envoy's
+/// `previous_hosts` retry predicate, which istiod sets or leaves out).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PreviousHosts {
+    /// It does (`retryIgnorePreviousHosts: true`; Istio's default for a
+    /// weighted route and for the default route).
+    Avoid,
+    /// It does not: the balancer picks as for a first attempt
+    /// (`retryIgnorePreviousHosts: false`).
+    Allow,
+    /// It does, unless the destination balances by consistent hash: a
+    /// retry then goes where the hash leads (Istio's default for a route
+    /// with one destination, whose DestinationRule istiod looks up).
+    AvoidUnlessHashed,
+}
+
 /// A route's compiled retry policy.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct RetryPolicy {
@@ -199,6 +215,8 @@ pub struct RetryPolicy {
     pub backoff_max: Duration,
     /// Istio's `retryRemoteLocalities`: retries may go to other localities.
     pub retry_remote_localities: bool,
+    /// Whether a retry avoids the endpoints already tried.
+    pub previous_hosts: PreviousHosts,
 }
 
 /// Envoy's default base interval between retries.
@@ -215,6 +233,7 @@ impl Default for RetryPolicy {
             backoff_base: DEFAULT_BACKOFF_BASE,
             backoff_max: DEFAULT_BACKOFF_BASE * 10,
             retry_remote_localities: false,
+            previous_hosts: PreviousHosts::Avoid,
         }
     }
 }
@@ -229,13 +248,24 @@ impl RetryPolicy {
         }
     }
 
-    /// Compiles the route's `retries` (`None`: Istio's default).
+    /// Compiles the route's `retries` (`None`: Istio's default), for a
+    /// route with one destination or not (`single`: istiod then looks up
+    /// whether it balances by consistent hash, see [`PreviousHosts`]).
     pub(crate) fn compile(
         retries: Option<&pb::HttpRetry>,
+        single: bool,
         route: &str,
     ) -> Result<Self, RouteError> {
+        let previous_hosts = if single {
+            PreviousHosts::AvoidUnlessHashed
+        } else {
+            PreviousHosts::Avoid
+        };
         let Some(r) = retries else {
-            return Ok(Self::default());
+            return Ok(Self {
+                previous_hosts,
+                ..Self::default()
+            });
         };
         if r.attempts <= 0 {
             return Ok(Self::none());
@@ -243,6 +273,11 @@ impl RetryPolicy {
         let mut policy = Self {
             attempts: r.attempts.unsigned_abs(),
             retry_remote_localities: r.retry_remote_localities.unwrap_or(false),
+            previous_hosts: match r.retry_ignore_previous_hosts {
+                Some(true) => PreviousHosts::Avoid,
+                Some(false) => PreviousHosts::Allow,
+                None => previous_hosts,
+            },
             ..Self::default()
         };
         if !r.retry_on.is_empty() {
@@ -255,6 +290,16 @@ impl RetryPolicy {
             policy.backoff_max = base.saturating_mul(10);
         }
         Ok(policy)
+    }
+
+    /// Whether a retry looks for an endpoint not tried yet, to a
+    /// destination that balances by consistent hash or not.
+    pub fn avoids_previous_hosts(&self, consistent_hash: bool) -> bool {
+        match self.previous_hosts {
+            PreviousHosts::Avoid => true,
+            PreviousHosts::Allow => false,
+            PreviousHosts::AvoidUnlessHashed => !consistent_hash,
+        }
     }
 
     /// Whether an attempt that ended with `outcome` may be retried under
@@ -323,6 +368,7 @@ mod tests {
                 retry_on: retry_on.to_string(),
                 ..Default::default()
             }),
+            false,
             "r",
         )
         .unwrap()
@@ -351,7 +397,7 @@ mod tests {
 
     #[test]
     fn istio_default_when_unset() {
-        let p = RetryPolicy::compile(None, "r").unwrap();
+        let p = RetryPolicy::compile(None, false, "r").unwrap();
         assert_eq!(p.attempts, 2);
         assert_eq!(
             p.retry_on.to_string(),
@@ -386,6 +432,7 @@ mod tests {
                     retry_on: "5xx".into(),
                     ..Default::default()
                 }),
+                false,
                 "r",
             )
             .unwrap();
@@ -517,6 +564,7 @@ mod tests {
                 retry_remote_localities: Some(true),
                 ..Default::default()
             }),
+            false,
             "r",
         )
         .unwrap();
@@ -524,6 +572,37 @@ mod tests {
         assert_eq!(p.backoff_base, Duration::from_millis(100));
         assert_eq!(p.backoff_max, Duration::from_secs(1));
         assert!(p.retry_remote_localities);
+    }
+
+    #[test]
+    fn previous_hosts_as_istiod_sets_the_predicate() {
+        let compile = |retries: Option<pb::HttpRetry>, single| {
+            RetryPolicy::compile(retries.as_ref(), single, "r").unwrap()
+        };
+        let with = |ignore| pb::HttpRetry {
+            attempts: 2,
+            retry_ignore_previous_hosts: ignore,
+            ..Default::default()
+        };
+        // Istio's default: one destination that hashes retries where the
+        // hash leads; several destinations always move on.
+        for retries in [None, Some(with(None))] {
+            let one = compile(retries.clone(), true);
+            assert!(one.avoids_previous_hosts(false));
+            assert!(!one.avoids_previous_hosts(true));
+            let weighted = compile(retries, false);
+            assert!(weighted.avoids_previous_hosts(false));
+            assert!(weighted.avoids_previous_hosts(true));
+        }
+        // `retryIgnorePreviousHosts` decides whatever the balancer.
+        for single in [true, false] {
+            for hashed in [true, false] {
+                assert!(compile(Some(with(Some(true))), single).avoids_previous_hosts(hashed));
+                assert!(!compile(Some(with(Some(false))), single).avoids_previous_hosts(hashed));
+            }
+        }
+        // The default route's (no VirtualService) always moves on.
+        assert!(RetryPolicy::default().avoids_previous_hosts(true));
     }
 
     #[test]

@@ -14,7 +14,10 @@
 //!   route with a destination at one of them (subsets);
 //! - a pod whose labels, services or address presence changed: routes
 //!   with a destination at one of its services (subsets), routes that
-//!   select sources by labels, ServiceEntries that select it.
+//!   select sources by labels, ServiceEntries that select it;
+//! - MeshConfig's `defaultHttpRetryPolicy`: every host's routes (their
+//!   routes without `retries` carry it), and the RouteConfig
+//!   [`MESH_DEFAULT_ROUTE`] that carries it for hosts without routes.
 //!
 //! Simplifications, compared with istiod (documented in `proto/README.md`
 //! too): routes are compiled once for every client, with each route's
@@ -42,14 +45,20 @@ use std::{
 };
 
 use prost::Message;
-use weft_proto::{DESTINATION_POLICY_TYPE_URL, ROUTE_CONFIG_TYPE_URL, route::DestinationPolicy};
+use weft_proto::{
+    DESTINATION_POLICY_TYPE_URL, MESH_DEFAULT_ROUTE, ROUTE_CONFIG_TYPE_URL,
+    route::DestinationPolicy,
+};
 
 use self::{
     registry::{CreationOrder, HostSource, Registry, candidates, specificity},
     resolve::Resolver,
 };
 use super::{ModelConfig, Resources, XdsResource, service_hostname};
-use crate::kinds::{DestinationRule, Object, ObjectKey, Pod, ServiceEntry, VirtualService};
+use crate::kinds::{
+    DestinationRule, Object, ObjectKey, Pod, ServiceEntry, VirtualService,
+    virtual_service::HttpRetry,
+};
 
 /// What L7 compilation needs to know about a pod.
 #[derive(Debug, Clone, PartialEq)]
@@ -75,6 +84,8 @@ pub struct Context<'a> {
     pub config: &'a ModelConfig,
     pub objects: &'a HashMap<ObjectKey, Object>,
     pub pods_by_ns: &'a HashMap<String, BTreeSet<ObjectKey>>,
+    /// MeshConfig's `defaultHttpRetryPolicy`.
+    pub default_retries: Option<&'a HttpRetry>,
 }
 
 /// The L7 state between updates.
@@ -109,6 +120,8 @@ pub struct L7 {
     /// Wildcard hosts whose matches are dirty, expanded on rebuild:
     /// (pattern, their routes, their policies and their users' routes).
     dirty_patterns: Vec<(String, bool, bool)>,
+    /// The `defaultHttpRetryPolicy` the routes were compiled with.
+    default_retries: Option<HttpRetry>,
 }
 
 impl L7 {
@@ -302,6 +315,27 @@ impl L7 {
                 self.dirty_routes.extend(hosts);
             }
         }
+        if cx.default_retries != self.default_retries.as_ref() {
+            self.default_retries = cx.default_retries.cloned();
+            // Every compiled route may carry it.
+            self.dirty_routes.extend(self.route_names.keys().cloned());
+            let changed = match cx.default_retries {
+                Some(retries) => {
+                    let config = route::mesh_default(retries, &cx.config.root_namespace);
+                    let bytes = config.encode_to_vec();
+                    routes.put(XdsResource::new(
+                        MESH_DEFAULT_ROUTE.to_string(),
+                        ROUTE_CONFIG_TYPE_URL,
+                        bytes.clone(),
+                        &bytes,
+                    ))
+                }
+                None => routes.remove(MESH_DEFAULT_ROUTE),
+            };
+            if changed {
+                names.push((ROUTE_CONFIG_TYPE_URL, MESH_DEFAULT_ROUTE.to_string()));
+            }
+        }
         for host in std::mem::take(&mut self.dirty_routes) {
             self.rebuild_route(cx, &host, routes, names);
         }
@@ -337,6 +371,7 @@ impl L7 {
                     host,
                     &owner.namespace,
                     &virtual_services,
+                    cx.default_retries,
                     &mut resolver,
                 );
                 let (deps, uses_sources) = (resolver.deps, resolver.uses_sources);

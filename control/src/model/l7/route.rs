@@ -6,16 +6,19 @@
 use std::{collections::BTreeMap, sync::Arc};
 
 use base64::Engine as _;
-use weft_proto::route::{
-    self as pb, ConfigRef, RouteConfig, Visibility, http_body, http_fault_injection,
-    string_match::MatchType,
+use weft_proto::{
+    MESH_DEFAULT_ROUTE,
+    route::{
+        self as pb, ConfigRef, RouteConfig, Visibility, http_body, http_fault_injection,
+        string_match::MatchType,
+    },
 };
 
 use super::delegate;
 use crate::kinds::{
     VirtualService,
     istio::{self, Duration, HeaderOperations, Percent},
-    virtual_service::{self as vs, DerivePort},
+    virtual_service::{self as vs, DerivePort, HttpRetry},
 };
 
 /// What compiling routes needs from the rest of the configuration.
@@ -64,13 +67,43 @@ pub fn applies_to_mesh(vs: &VirtualService) -> bool {
     mesh && !hidden
 }
 
+/// A retry policy as the agent takes it.
+pub fn retry(t: &HttpRetry) -> pb::HttpRetry {
+    pb::HttpRetry {
+        attempts: t.attempts,
+        per_try_timeout: t.per_try_timeout.map(duration),
+        retry_on: t.retry_on.clone(),
+        retry_remote_localities: t.retry_remote_localities,
+        backoff: t.backoff.map(duration),
+        retry_ignore_previous_hosts: t.retry_ignore_previous_hosts,
+    }
+}
+
+/// The RouteConfig [`MESH_DEFAULT_ROUTE`]: MeshConfig's
+/// `defaultHttpRetryPolicy` for the default route of hosts without one.
+pub fn mesh_default(retries: &HttpRetry, root_namespace: &str) -> RouteConfig {
+    RouteConfig {
+        name: MESH_DEFAULT_ROUTE.to_string(),
+        namespace: root_namespace.to_string(),
+        http: vec![pb::HttpRoute {
+            name: "default".to_string(),
+            retries: Some(retry(retries)),
+            ..Default::default()
+        }],
+        ..Default::default()
+    }
+}
+
 /// The routes of `virtual_services` (already in precedence order) for the
-/// host `hostname` of the service in `namespace`.
+/// host `hostname` of the service in `namespace`. A route without
+/// `retries` gets `default_retries` (MeshConfig's
+/// `defaultHttpRetryPolicy`), as istiod gives it.
 pub fn compile(
     name: String,
     hostname: &str,
     namespace: &str,
     virtual_services: &[&VirtualService],
+    default_retries: Option<&HttpRetry>,
     resolve: &mut impl Resolve,
 ) -> RouteConfig {
     let mut config = RouteConfig {
@@ -97,6 +130,7 @@ pub fn compile(
                 config.http.push(pb::HttpRoute {
                     virtual_service: Some(source.clone()),
                     export_to: export_to.clone(),
+                    retries: r.retries.clone().or_else(|| default_retries.map(retry)),
                     ..r
                 });
             }
@@ -308,13 +342,7 @@ fn http_route(
             }),
         }),
         timeout: r.timeout.map(duration),
-        retries: r.retries.as_ref().map(|t| pb::HttpRetry {
-            attempts: t.attempts,
-            per_try_timeout: t.per_try_timeout.map(duration),
-            retry_on: t.retry_on.clone(),
-            retry_remote_localities: t.retry_remote_localities,
-            backoff: t.backoff.map(duration),
-        }),
+        retries: r.retries.as_ref().map(retry),
         fault: r.fault.as_ref().map(|f| pb::HttpFaultInjection {
             delay: f.delay.as_ref().map(|d| http_fault_injection::Delay {
                 fixed_delay: d.fixed_delay.or(d.exponential_delay).map(duration),

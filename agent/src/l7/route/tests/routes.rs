@@ -138,7 +138,8 @@ fn actions_and_route_settings() {
     assert_eq!(all.mirrors[0].destination.host, "m2");
     assert!(all.mirrors[0].sampled(0));
     assert!(!all.mirrors[0].sampled(u32::MAX));
-    assert_eq!(all.retry, RetryPolicy::default());
+    // Istio's default policy, for a route with one destination.
+    assert_eq!(all.retry, RetryPolicy::compile(None, true, "r").unwrap());
     assert!(all.fault.is_none() && all.cors.is_none() && all.rewrite.is_none());
     assert_eq!(all.pick(7).unwrap().destination.host, "all");
     assert_eq!(zero.timeout, None);

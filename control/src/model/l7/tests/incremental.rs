@@ -322,3 +322,71 @@ spec:
     let before = objects(&plain);
     assert_eq!(apply(&mut builder, &before, &undelegated(&edited)), []);
 }
+
+#[test]
+fn the_mesh_default_retry_policy_reaches_every_route_without_its_own() {
+    use weft_proto::MESH_DEFAULT_ROUTE;
+    let mesh = |policy: &str| {
+        format!(
+            "---\napiVersion: v1\nkind: ConfigMap\nmetadata: {{name: istio, namespace: istio-system}}\ndata:\n  mesh: |\n    defaultHttpRetryPolicy: {policy}\n"
+        )
+    };
+    // The canary's first route keeps its own retries; the second has none.
+    let own = CANARY_VS.replace(
+        "    route: [{destination: {host: reviews, subset: v2}}]\n",
+        "    route: [{destination: {host: reviews, subset: v2}}]\n    retries: {attempts: 5}\n",
+    );
+    assert_ne!(own, CANARY_VS);
+    let base = bookinfo() + REVIEWS_DR + &own;
+    let first = objects(&base);
+    let mut builder = Builder::new(config());
+    builder.update(Delta::Full(&first));
+    let attempts = |m: &Model| {
+        route(m, REVIEWS)
+            .http
+            .iter()
+            .map(|h| h.retries.as_ref().map(|r| (r.attempts, r.retry_on.clone())))
+            .collect::<Vec<_>>()
+    };
+    assert_eq!(attempts(builder.model()), [Some((5, String::new())), None]);
+    assert!(builder.model().routes.get(MESH_DEFAULT_ROUTE).is_none());
+
+    // The mesh's policy: every host's routes are compiled again, and the
+    // default route's RouteConfig appears.
+    let with_mesh =
+        base.clone() + &mesh("{attempts: 3, retryOn: 5xx, retryIgnorePreviousHosts: false}");
+    let changed = apply(&mut builder, &first, &with_mesh);
+    assert_eq!(
+        changed,
+        [route_changed(REVIEWS), route_changed(MESH_DEFAULT_ROUTE)]
+    );
+    assert_eq!(
+        attempts(builder.model()),
+        [Some((5, String::new())), Some((3, "5xx".into()))]
+    );
+    let default = route(builder.model(), MESH_DEFAULT_ROUTE);
+    assert_eq!(default.http.len(), 1);
+    let retries = default.http[0].retries.as_ref().unwrap();
+    assert_eq!((retries.attempts, retries.retry_on.as_str()), (3, "5xx"));
+    assert_eq!(retries.retry_ignore_previous_hosts, Some(false));
+
+    // Another policy: the same again; none: Istio's default back, the
+    // default route's RouteConfig gone.
+    let before = objects(&with_mesh);
+    let off = base.clone() + &mesh("{attempts: 0}");
+    assert_eq!(
+        apply(&mut builder, &before, &off),
+        [route_changed(REVIEWS), route_changed(MESH_DEFAULT_ROUTE)]
+    );
+    assert_eq!(
+        attempts(builder.model()),
+        [Some((5, String::new())), Some((0, String::new()))]
+    );
+    let before = objects(&off);
+    assert_eq!(
+        apply(&mut builder, &before, &base),
+        [route_changed(REVIEWS), route_changed(MESH_DEFAULT_ROUTE)]
+    );
+    assert_eq!(attempts(builder.model()), [Some((5, String::new())), None]);
+    assert!(builder.model().routes.get(MESH_DEFAULT_ROUTE).is_none());
+}
