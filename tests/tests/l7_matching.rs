@@ -1,7 +1,8 @@
 //! VirtualService matching and delegation end to end on a 2-node
 //! simulated cluster with weft's real binaries: a route picked by the
 //! service port the app dialled, redirects whose port comes from the
-//! request or the scheme (`derivePort`) and a `prefixRewrite` redirect, and a root VirtualService that
+//! request or the scheme (`derivePort`), a `prefixRewrite` redirect and one that keeps the app's
+//! `x-forwarded-proto`, and a root VirtualService that
 //! hands a path prefix to a delegate VirtualService in another namespace
 //! (the delegate's routes merged under the root's match, its conflicting
 //! ones left out, nothing when it is not exported to the root's
@@ -132,6 +133,19 @@ fn port_matches_derived_redirect_ports_and_a_delegate() -> Result<()> {
                 "{path}: want 301 to {want}, got {reply:?}"
             );
         }
+        // The app's `x-forwarded-proto` is the request's scheme (Envoy's
+        // `:scheme` on a sidecar's outbound side): a redirect that sets no
+        // scheme keeps it.
+        let reply = httpapp::get_one(
+            &client,
+            &format!("{on_8080}/keep-port"),
+            &["--header", "x-forwarded-proto: https"],
+        )?;
+        let want = format!("https://{vip}:8080/moved");
+        ensure!(
+            reply.status == 301 && reply.header("location") == Some(want.as_str()),
+            "a forwarded https request: want 301 to {want}, got {reply:?}"
+        );
         // On port 80 the port-matched redirect does not apply: the default
         // route answers.
         ensure!(

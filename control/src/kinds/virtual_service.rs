@@ -5,6 +5,8 @@ use std::collections::BTreeMap;
 
 use serde::Deserialize;
 
+mod redirect;
+
 use super::{
     Ignored, Invalid, ObjectMeta, Validate,
     authorization_policy::check_cidr,
@@ -559,41 +561,7 @@ impl HttpRoute {
             }
         }
         if let Some(r) = &self.redirect {
-            if let Some(code) = r.redirect_code
-                && ![301, 302, 303, 307, 308].contains(&code)
-            {
-                e.push(invalid(
-                    format!("{at}.redirect.redirectCode"),
-                    format!("{code} is not a redirect status (301, 302, 303, 307, 308)"),
-                ));
-            }
-            if r.port.is_some() && r.derive_port.is_some() {
-                e.push(invalid(
-                    format!("{at}.redirect"),
-                    "`port` and `derivePort` are mutually exclusive",
-                ));
-            }
-            if let Some(p) = r.port {
-                check_port(p, &format!("{at}.redirect.port"), e);
-            }
-            if !r.prefix_rewrite.is_empty() {
-                if !r.uri.is_empty() {
-                    e.push(invalid(
-                        format!("{at}.redirect"),
-                        "`uri` and `prefixRewrite` are mutually exclusive",
-                    ));
-                }
-                if self
-                    .matches
-                    .iter()
-                    .any(|m| m.uri.as_ref().is_some_and(|u| u.prefix.is_none()))
-                {
-                    e.push(invalid(
-                        format!("{at}.redirect.prefixRewrite"),
-                        "needs every `uri` match of the route to be a `prefix` match",
-                    ));
-                }
-            }
+            r.check(&self.matches, &format!("{at}.redirect"), e);
         }
         if let Some(d) = &self.direct_response {
             if !(200..=599).contains(&d.status) {

@@ -155,6 +155,62 @@ spec:
                 path: "spec.tcp[0].match[0].sourceSubnet",
                 reason: "`10.0.0.0/8x`: the prefix length must be 0-32",
             },
+            Reject {
+                what: "redirect to nowhere",
+                yaml: r#"apiVersion: {api}
+kind: VirtualService
+metadata: {name: reviews, namespace: bookinfo}
+spec:
+  hosts: [reviews]
+  http: [{redirect: {redirectCode: 302}}]
+"#,
+                at: (6, 21),
+                object: "VirtualService bookinfo/reviews",
+                path: "spec.http[0].redirect",
+                reason: "redirects nowhere: set `uri`",
+            },
+            Reject {
+                what: "redirect uri with prefixRewrite",
+                yaml: r#"apiVersion: {api}
+kind: VirtualService
+metadata: {name: reviews, namespace: bookinfo}
+spec:
+  hosts: [reviews]
+  http: [{redirect: {uri: /a, prefixRewrite: /b}}]
+"#,
+                at: (6, 21),
+                object: "VirtualService bookinfo/reviews",
+                path: "spec.http[0].redirect",
+                reason: "`uri` and `prefixRewrite` are mutually exclusive",
+            },
+            Reject {
+                what: "redirect scheme",
+                yaml: r#"apiVersion: {api}
+kind: VirtualService
+metadata: {name: reviews, namespace: bookinfo}
+spec:
+  hosts: [reviews]
+  http: [{redirect: {scheme: ftp}}]
+"#,
+                at: (6, 30),
+                object: "VirtualService bookinfo/reviews",
+                path: "spec.http[0].redirect.scheme",
+                reason: "`ftp` is not a redirect scheme (`http` or `https`)",
+            },
+            Reject {
+                what: "redirect code",
+                yaml: r#"apiVersion: {api}
+kind: VirtualService
+metadata: {name: reviews, namespace: bookinfo}
+spec:
+  hosts: [reviews]
+  http: [{redirect: {uri: /a, redirectCode: 400}}]
+"#,
+                at: (6, 45),
+                object: "VirtualService bookinfo/reviews",
+                path: "spec.http[0].redirect.redirectCode",
+                reason: "400 is not a redirect status Envoy sends (301, 302, 303, 307, 308)",
+            },
         ],
     },
     Kind {

@@ -176,10 +176,11 @@ fn translate_replacement(rewrite: &str, captures_len: usize) -> Result<String, S
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum RedirectPort {
     /// Envoy's default: the request's authority as is, except that its
-    /// port goes when the scheme changes away from the port's default
-    /// scheme (`http://h:80` → `https://h`). A replaced authority is used
-    /// as given. `derivePort: FROM_PROTOCOL_DEFAULT` is this: istiod sets
-    /// no port for it.
+    /// port goes when the scheme changes away from the default scheme of
+    /// that port (`http://h:80` → `https://h`), the request's scheme being
+    /// its `x-forwarded-proto`. A replaced authority is used as given.
+    /// `derivePort: FROM_PROTOCOL_DEFAULT` is this: istiod sets no port for
+    /// it.
     Keep,
     /// This port.
     Port(u16),
@@ -194,9 +195,12 @@ pub struct Redirect {
     pub uri: Option<String>,
     /// Replaces the matched prefix of the path (`prefixRewrite`).
     pub prefix_rewrite: Option<String>,
-    /// Replaces the authority; `None`: keep it.
+    /// Replaces the authority, written as given, a port after it if the
+    /// redirect has one (Envoy: `b:8080` with port 9090 is `b:8080:9090`);
+    /// `None`: keep the request's.
     pub authority: Option<String>,
-    /// Replaces the scheme; `None`: keep it.
+    /// Replaces the scheme; `None`: keep the request's (see
+    /// [`Redirect::location`]).
     pub scheme: Option<String>,
     /// The port.
     pub port: RedirectPort,
@@ -271,10 +275,17 @@ impl Redirect {
     /// The redirect's status and `Location` for `req`.
     ///
     /// The request's query string is kept unless the new `uri` has its own
-    /// (Envoy). A port equal to the scheme's default (80 for http, 443 for
-    /// https) is not sent to Envoy by istiod, so the request's authority
-    /// is kept as for no port: `Host: b:80` gives `http://b:80/…`, `Host:
-    /// b` gives `http://b/…` (Istio's own routing tests).
+    /// (Envoy). Without a `scheme` the request's is kept: Envoy's
+    /// `:scheme`, which for HTTP/1 is the `x-forwarded-proto` the client
+    /// sent if it is "http" or "https" (a sidecar keeps the app's on the
+    /// outbound side), else the connection's, `req.scheme`.
+    ///
+    /// A port equal to the default of the redirect's scheme (80 for http,
+    /// 443 for https; with no scheme, of the listener's, `req.scheme`) is
+    /// not sent to Envoy by istiod, so the request's authority is kept as
+    /// for no port: `Host: b:80` gives `http://b:80/…`, `Host: b` gives
+    /// `http://b/…` (Istio's own routing tests). Any other port replaces
+    /// the request's, or follows a replaced authority as written.
     ///
     /// `matched` is the match that selected the route, for
     /// `prefixRewrite`.
@@ -283,24 +294,30 @@ impl Redirect {
         req: &RequestView<'_>,
         matched: Option<&HttpMatch>,
     ) -> (StatusCode, String) {
-        let scheme = self.scheme.as_deref().unwrap_or(req.scheme);
+        let forwarded = forwarded_proto(req);
+        let request_scheme = if default_port(&forwarded).is_some() {
+            &*forwarded
+        } else {
+            req.scheme
+        };
+        let scheme = self.scheme.as_deref().unwrap_or(request_scheme);
         let mut out = String::with_capacity(64 + req.path_and_query.len());
         out.push_str(scheme);
         out.push_str("://");
+        let istiod_scheme = self.scheme.as_deref().unwrap_or(req.scheme);
         let port = match self.port {
             RedirectPort::Keep => None,
             RedirectPort::Port(p) => Some(p),
             RedirectPort::FromRequestPort => Some(req.port),
         }
-        .filter(|p| default_port(scheme) != Some(*p));
+        .filter(|p| default_port(istiod_scheme) != Some(*p));
         match (port, &self.authority) {
-            (None, Some(authority)) => out.push_str(authority),
-            (None, None) => out.push_str(keep_authority(req.authority, scheme, req.scheme)),
-            (Some(port), authority) => {
-                let (host, _) = split_port(authority.as_deref().unwrap_or(req.authority));
-                out.push_str(host);
-                let _ = write!(out, ":{port}");
-            }
+            (None, None) => out.push_str(keep_authority(req.authority, scheme, &forwarded)),
+            (_, Some(authority)) => out.push_str(authority),
+            (Some(_), None) => out.push_str(split_port(req.authority).0),
+        }
+        if let Some(port) = port {
+            let _ = write!(out, ":{port}");
         }
         let start = out.len();
         let rewritten = self
@@ -325,14 +342,30 @@ impl Redirect {
     }
 }
 
-/// Envoy's `processRequestHost`: the request's authority, without its port
-/// when the scheme changes and the port was the old scheme's default.
-fn keep_authority<'a>(authority: &'a str, new_scheme: &str, old_scheme: &str) -> &'a str {
-    let (host, port) = split_port(authority);
-    let Some(port) = port.and_then(|p| p.parse::<u16>().ok()) else {
-        return authority;
+/// `x-forwarded-proto` as Envoy's connection manager has it when routing
+/// with `use_remote_address` off (Istio's sidecar outbound): the client's,
+/// several joined by ",", else the connection's scheme.
+fn forwarded_proto<'a>(req: &RequestView<'a>) -> Cow<'a, str> {
+    let mut values = req.headers.get_all("x-forwarded-proto").iter();
+    let Some(first) = values.next() else {
+        return Cow::Borrowed(req.scheme);
     };
-    if !new_scheme.eq_ignore_ascii_case(old_scheme) && default_port(old_scheme) == Some(port) {
+    let mut joined = String::from_utf8_lossy(first.as_bytes());
+    for v in values {
+        let joined = joined.to_mut();
+        joined.push(',');
+        joined.push_str(&String::from_utf8_lossy(v.as_bytes()));
+    }
+    joined
+}
+
+/// Envoy's `processRequestHost`: the request's authority, without its port
+/// when the new scheme is not the request's `x-forwarded-proto` and the
+/// port (as written) is that scheme's default.
+fn keep_authority<'a>(authority: &'a str, new_scheme: &str, forwarded_proto: &str) -> &'a str {
+    let (host, port) = split_port(authority);
+    let is_default = |p: &str| default_port(forwarded_proto).is_some_and(|d| p == d.to_string());
+    if new_scheme != forwarded_proto && port.is_some_and(is_default) {
         host
     } else {
         authority

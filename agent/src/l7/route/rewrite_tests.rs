@@ -302,21 +302,87 @@ fn redirect_ports() {
             .1,
         "https://h:80/p"
     );
-    let with_authority = redirect(pb::HttpRedirect {
-        authority: "x.example:1234".into(),
-        port: 5000,
-        ..Default::default()
-    });
-    assert_eq!(
-        with_authority.location(&req(&h, "/", "h", "http"), None).1,
-        "http://x.example:5000/"
-    );
     assert_eq!(
         port(5000, "")
             .location(&req(&h, "/", "[::1]:9080", "http"), None)
             .1,
         "http://[::1]:5000/"
     );
+}
+
+#[test]
+fn redirect_port_follows_the_authority_as_written() {
+    // Envoy appends `:port` to `host_redirect` without looking into it.
+    let h = HeaderMap::new();
+    let with = |authority: &str, port, derive: pb::DerivePort| {
+        redirect(pb::HttpRedirect {
+            authority: authority.into(),
+            port,
+            derive_port: derive as i32,
+            ..Default::default()
+        })
+        .location(&req(&h, "/p", "h:1", "http"), None)
+        .1
+    };
+    let unset = pb::DerivePort::Unset;
+    assert_eq!(with("b:8080", 9090, unset), "http://b:8080:9090/p");
+    assert_eq!(with("b", 9090, unset), "http://b:9090/p");
+    assert_eq!(with("[::1]:8080", 9090, unset), "http://[::1]:8080:9090/p");
+    // A default port istiod drops leaves the authority alone.
+    assert_eq!(with("b:8080", 80, unset), "http://b:8080/p");
+    // The request's port (9080) likewise.
+    let from_request = pb::DerivePort::FromRequestPort;
+    assert_eq!(with("b:8080", 0, from_request), "http://b:8080:9080/p");
+}
+
+#[test]
+fn redirect_without_scheme_keeps_the_forwarded_one() {
+    let forwarded = |values: &[&'static str]| {
+        let mut h = HeaderMap::new();
+        for v in values {
+            h.append("x-forwarded-proto", http::HeaderValue::from_static(v));
+        }
+        h
+    };
+    let https = forwarded(&["https"]);
+    let to = |r: pb::HttpRedirect, h: &HeaderMap, authority: &str| {
+        redirect(r)
+            .location(&req(h, "/p", authority, "http"), None)
+            .1
+    };
+    let uri = || pb::HttpRedirect {
+        uri: "/n".into(),
+        ..Default::default()
+    };
+    // Envoy's `:scheme` is the app's `x-forwarded-proto`; the Host's port
+    // stays, being that scheme's default.
+    assert_eq!(to(uri(), &https, "h:443"), "https://h:443/n");
+    assert_eq!(to(uri(), &https, "h"), "https://h/n");
+    // Not "http" or "https" (several are joined by ","): the connection's
+    // scheme, and no port goes.
+    assert_eq!(to(uri(), &forwarded(&["ftp"]), "h:80"), "http://h:80/n");
+    let both = forwarded(&["https", "http"]);
+    assert_eq!(to(uri(), &both, "h:443"), "http://h:443/n");
+    // A port goes only when the new scheme is not the forwarded one and
+    // the port is the forwarded scheme's default.
+    let scheme = |s: &str| pb::HttpRedirect {
+        scheme: s.into(),
+        ..Default::default()
+    };
+    assert_eq!(to(scheme("http"), &https, "h:443"), "http://h/p");
+    assert_eq!(to(scheme("http"), &https, "h:80"), "http://h:80/p");
+    assert_eq!(to(scheme("https"), &https, "h:80"), "https://h:80/p");
+    // Written otherwise, it is another port.
+    assert_eq!(to(scheme("http"), &https, "h:0443"), "http://h:0443/p");
+    // With no scheme istiod drops only the listener's default port (80
+    // for plain HTTP), whatever the request's scheme.
+    let port = |p| pb::HttpRedirect {
+        port: p,
+        ..Default::default()
+    };
+    assert_eq!(to(port(443), &https, "h"), "https://h:443/p");
+    assert_eq!(to(port(80), &https, "h:80"), "https://h:80/p");
+    assert_eq!(to(port(80), &https, "h"), "https://h/p");
 }
 
 #[test]
