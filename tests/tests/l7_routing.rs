@@ -461,6 +461,22 @@ spec:
                 && seen["headers"].get("x-request-id").is_some(),
             "proxy headers: {seen}"
         );
+        // What an Istio sidecar's Envoy adds: the attempt's number, the
+        // path before the rewrite (as received, case and query kept); and
+        // to the response, the time upstream took (no timeout, so no
+        // expected timeout).
+        ensure!(
+            seen["headers"]["x-envoy-attempt-count"] == "1"
+                && seen["headers"]["x-envoy-original-path"] == "/V1/items?id=7"
+                && seen["headers"].get("x-envoy-expected-rq-timeout-ms").is_none(),
+            "Envoy's request headers: {seen}"
+        );
+        ensure!(
+            rewritten
+                .header("x-envoy-upstream-service-time")
+                .is_some_and(|t| t.parse::<u64>().is_ok()),
+            "Envoy's x-envoy-upstream-service-time: {rewritten:?}"
+        );
         ensure!(
             rewritten.header("x-served-through") == Some("weft")
                 && rewritten.header("x-served-by").is_none(),

@@ -12,6 +12,7 @@ use hyper::body::Incoming;
 
 use super::{
     body::{self, Body, BoxError, Replay},
+    envoy_headers,
     log::Record,
     reply::{self, Flag, Flags, LocalReply, Replied, details},
     route::{Abort, Action, Destination, Preflight, RequestView},
@@ -274,9 +275,7 @@ async fn route(
         unedited: Vec::new(),
     };
     if let Some(selected) = &selected {
-        if let Some(path) = selected.rewritten_path(&head.path) {
-            head.path = path;
-        }
+        let rewritten = selected.rewritten_path(&head.path);
         if let Some(authority) = selected.route.authority(weighted) {
             head.authority = authority.to_string();
         }
@@ -289,6 +288,13 @@ async fn route(
             })
             .collect();
         selected.route.edit_request(weighted, &mut head.headers);
+        // After the route's own edits, as Envoy's route finalizes them.
+        if let Some(path) = rewritten {
+            let original = std::mem::replace(&mut head.path, path);
+            if let Ok(original) = HeaderValue::try_from(original) {
+                head.headers.insert(&envoy_headers::ORIGINAL_PATH, original);
+            }
+        }
     }
     record.forwarding(&mut head.headers);
 

@@ -48,6 +48,7 @@ use tokio::io::{AsyncRead, AsyncWrite};
 
 use super::{
     body::{self, Body},
+    envoy_headers,
     ext_authz::{
         CheckBody,
         buffer::{BufferError, buffer},
@@ -582,6 +583,7 @@ async fn decide_and_forward(
         }
     };
 
+    let sent_at = Instant::now();
     let sent = match body {
         AppBody::Raw(body) if upgrade => {
             served.upgrade(ctx, Request::from_parts(parts, body)).await
@@ -598,6 +600,9 @@ async fn decide_and_forward(
         Ok((mut response, local)) => {
             *upstream_local = local;
             log(response.status(), RequestVerdict::Allowed, by, "allowed");
+            if !upgrade {
+                envoy_headers::set_service_time(response.headers_mut(), sent_at.elapsed());
+            }
             for (name, value) in response_headers {
                 response.headers_mut().append(name, value);
             }

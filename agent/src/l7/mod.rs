@@ -29,6 +29,7 @@ pub mod cluster;
 mod config;
 mod drain;
 mod dump;
+mod envoy_headers;
 pub mod ext_authz;
 pub mod forward;
 mod framing;

@@ -21,6 +21,7 @@ use super::{
     cluster::{
         AttemptResult, Cluster, EffectivePolicy, Endpoint, HashKey, InFlight, LbPolicy, Picked,
     },
+    envoy_headers,
     forward::{Downstream, Head, shadow_authority},
     log::Record,
     reply::{Flag, LocalReply},
@@ -81,6 +82,7 @@ pub async fn send(
     record: &mut Record,
     grpc: bool,
 ) -> Response<Body> {
+    let sent_at = Instant::now();
     let deadline = timeout.and_then(|t| tokio::time::Instant::now().checked_add(t));
     // The attempt awaiting its answer when the route's timeout cuts it is
     // counted at its endpoint's outlier detection, as a per-try timeout
@@ -96,6 +98,7 @@ pub async fn send(
         retry,
         record,
         grpc,
+        deadline,
         deadline.is_some().then_some(&mut awaited),
     );
     let result = match deadline {
@@ -116,11 +119,16 @@ pub async fn send(
         None => attempts.await,
     };
     match result {
-        // The timeout covers the response's body too.
-        Ok(response) => match deadline {
-            Some(deadline) => response.map(|b| body::with_deadline(b, deadline)),
-            None => response,
-        },
+        Ok(mut response) => {
+            // From when the request went upstream, its retries included
+            // (Envoy's: from when the app's request was complete).
+            envoy_headers::set_service_time(response.headers_mut(), sent_at.elapsed());
+            // The timeout covers the response's body too.
+            match deadline {
+                Some(deadline) => response.map(|b| body::with_deadline(b, deadline)),
+                None => response,
+            }
+        }
         Err(reply) => {
             if let Some(flag) = reply.flag {
                 record.flags.set(flag);
@@ -140,6 +148,7 @@ async fn attempts(
     retry: &RetryPolicy,
     record: &mut Record,
     grpc: bool,
+    deadline: Option<tokio::time::Instant>,
     mut awaited: Option<&mut Awaited>,
 ) -> Result<Response<Body>, LocalReply> {
     let resolved = resolve(ctx, down, destination, head.http2)?;
@@ -193,9 +202,15 @@ async fn attempts(
             client_waits: true,
             attached: awaited.as_deref().map(|a| &a.attached),
         };
-        let request = head
+        let mut request = head
             .request(resolved.protocol, replay.body())
             .map_err(|_| LocalReply::no_route())?;
+        envoy_headers::mark_attempt(
+            request.headers_mut(),
+            attempt,
+            retry.per_try_timeout,
+            deadline.map(|d| d.saturating_duration_since(tokio::time::Instant::now())),
+        );
         let sent = ctx.l7.upstreams.send(ctx, &target, cluster, request);
         let result = match retry.per_try_timeout {
             Some(limit) => match tokio::time::timeout(limit, sent).await {
