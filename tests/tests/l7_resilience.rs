@@ -72,16 +72,17 @@ fn retries_timeouts_and_fault_injection() -> Result<()> {
             .filter(|e| e["attempts"].as_u64().is_some_and(|a| a > 1))
             .count();
         ensure!(with_retries > 300, "retries should show in the access log (attempts > 1), saw {with_retries}");
-        // The server sees which attempt it answers, and the per-try
-        // timeout it has (Envoy's headers); the access log has the time
-        // upstream took.
+        // The server sees which attempt it answers (Envoy's header); not
+        // the per-try timeout the client side sent with it, which the
+        // destination's side removes, as Istio's inbound listener does. The
+        // access log has the time upstream took.
         let seen: Vec<serde_json::Value> = httpapp::get(&client, &url, &["--count", "24"])?
             .iter()
             .map(|r| r.seen())
             .collect::<Result<_>>()?;
         let header = |s: &serde_json::Value, name: &str| s["headers"][name].as_str().and_then(|v| v.parse::<u64>().ok());
         ensure!(
-            seen.iter().all(|s| header(s, "x-envoy-attempt-count").is_some_and(|n| n >= 1) && header(s, "x-envoy-expected-rq-timeout-ms").is_some_and(|ms| (1..=2000).contains(&ms)))
+            seen.iter().all(|s| header(s, "x-envoy-attempt-count").is_some_and(|n| n >= 1) && s["headers"].get("x-envoy-expected-rq-timeout-ms").is_none())
                 && seen.iter().any(|s| header(s, "x-envoy-attempt-count").is_some_and(|n| n > 1)),
             "x-envoy-attempt-count and x-envoy-expected-rq-timeout-ms: {seen:?}"
         );

@@ -263,6 +263,11 @@ spec:
         string: "ok from the proxy"
   - match:
     - uri:
+        exact: /created
+    directResponse:
+      status: 201
+  - match:
+    - uri:
         prefix: /v1/
       ignoreUriCase: true
     rewrite:
@@ -426,6 +431,13 @@ spec:
             );
         }
 
+        // A direct 201 (or 3xx) points at the request's own URL, as Envoy's.
+        let created = httpapp::get_one(&client, &format!("{base}/created?id=3"), &[])?;
+        ensure!(
+            created.status == 201 && created.header("location") == Some(format!("{base}/created?id=3").as_str()),
+            "a direct 201's location: {created:?}"
+        );
+
         let redirect = httpapp::get_one(&client, &format!("{base}/old/page?q=1"), &[])?;
         ensure!(redirect.status == 308, "redirect code: {redirect:?}");
         ensure!(
@@ -436,7 +448,7 @@ spec:
         let rewritten = httpapp::get_one(
             &client,
             &format!("{base}/V1/items?id=7"),
-            &["--header", "x-secret: s3cr3t"],
+            &["--header", "x-secret: s3cr3t", "--header", "x-envoy-max-retries: 9"],
         )?;
         ensure!(rewritten.status == 200, "rewritten request: {rewritten:?}");
         let seen = rewritten.seen()?;
@@ -463,12 +475,12 @@ spec:
         );
         // What an Istio sidecar's Envoy adds: the attempt's number, the
         // path before the rewrite (as received, case and query kept); and
-        // to the response, the time upstream took (no timeout, so no
-        // expected timeout).
+        // to the response, the time upstream took. What it removes: the
+        // app's internal `x-envoy-*` headers.
         ensure!(
             seen["headers"]["x-envoy-attempt-count"] == "1"
                 && seen["headers"]["x-envoy-original-path"] == "/V1/items?id=7"
-                && seen["headers"].get("x-envoy-expected-rq-timeout-ms").is_none(),
+                && seen["headers"].get("x-envoy-max-retries").is_none(),
             "Envoy's request headers: {seen}"
         );
         ensure!(
@@ -655,6 +667,17 @@ spec:
             "a subset no DestinationRule defines: {no_subset:?}"
         );
         let log = access_log(cluster, "node-1")?;
+        // The log reads the request as the route sent it, as Envoy's does:
+        // the rewritten authority; the path before the rewrite, through
+        // `x-envoy-original-path`.
+        let request_id = seen["headers"]["x-request-id"].as_str().context("the rewritten request's id")?;
+        ensure!(
+            log.iter().any(|e| e["request_id"] == request_id
+                && e["authority"] == "api.internal"
+                && e["path"] == "/V1/items?id=7"),
+            "the rewritten request's line:\n{}",
+            last_entries(&log, 12)
+        );
         for path in ["/nowhere", "/no-subset"] {
             ensure!(
                 log.iter().any(|e| e["response_flags"] == "NC"

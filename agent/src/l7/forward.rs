@@ -200,6 +200,11 @@ async fn route(
                 let grpc_status = grpc.then(|| reply::grpc_status_for(direct.status));
                 let body = direct.body.clone().unwrap_or_default();
                 let mut response = reply::local_response(direct.status, body, grpc_status);
+                if let Some(location) = direct.location(&view)
+                    && let Ok(location) = HeaderValue::from_str(&location)
+                {
+                    response.headers_mut().insert(header::LOCATION, location);
+                }
                 route.edit_response(None, response.headers_mut());
                 return Ok(Replied::mark(
                     response,
@@ -289,11 +294,15 @@ async fn route(
             .collect();
         selected.route.edit_request(weighted, &mut head.headers);
         // After the route's own edits, as Envoy's route finalizes them.
+        let edited = rewritten.is_some() || !head.unedited.is_empty();
         if let Some(path) = rewritten {
             let original = std::mem::replace(&mut head.path, path);
             if let Ok(original) = HeaderValue::try_from(original) {
                 head.headers.insert(&envoy_headers::ORIGINAL_PATH, original);
             }
+        }
+        if edited || selected.route.authority(weighted).is_some() {
+            record.routed(&head.path, &head.authority, &head.headers);
         }
     }
     record.forwarding(&mut head.headers);
@@ -306,20 +315,6 @@ async fn route(
     }
 
     let replay = Replay::new(record.counting(body::boxed(request.into_body())));
-    if let Some(route) = route {
-        for mirror in &route.mirrors {
-            if mirror.sampled(fastrand::u32(..)) {
-                send::mirror(
-                    ctx,
-                    down,
-                    &mirror.destination,
-                    &head,
-                    &replay,
-                    route.timeout,
-                );
-            }
-        }
-    }
     let default_retry;
     let retry = match route {
         Some(route) => &route.retry,
@@ -338,6 +333,20 @@ async fn route(
         (Some(deadline), Some(route)) => Some(deadline.min(route)),
         (deadline, route) => deadline.or(route),
     };
+    if let Some(route) = route {
+        for mirror in &route.mirrors {
+            if mirror.sampled(fastrand::u32(..)) {
+                send::mirror(
+                    ctx,
+                    down,
+                    &mirror.destination,
+                    &head,
+                    &replay,
+                    (timeout, retry.per_try_timeout, grpc),
+                );
+            }
+        }
+    }
     let mut response = send::send(
         ctx,
         down,
@@ -428,11 +437,14 @@ fn grpc_timeout(headers: &HeaderMap) -> Option<std::time::Duration> {
     (millis > 0).then(|| std::time::Duration::from_millis(millis))
 }
 
-/// What Envoy adds to a request it forwards: `x-forwarded-proto` and an
-/// `x-request-id`, each if the app sent none (an outbound sidecar listener
-/// does not use the remote address, so Envoy keeps the app's
-/// `x-forwarded-proto`, as a gateway in the mesh forwards it).
+/// What Envoy's connection manager does to a request it forwards: adds
+/// `x-forwarded-proto` and an `x-request-id`, each if the app sent none
+/// (an outbound sidecar listener does not use the remote address, so
+/// Envoy keeps the app's `x-forwarded-proto`, as a gateway in the mesh
+/// forwards it), and, the request not being internal for the same
+/// reason, removes the internal `x-envoy-*` headers.
 fn add_proxy_headers(headers: &mut HeaderMap) {
+    envoy_headers::strip_internal(headers);
     static FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-proto");
     static REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
     if !headers.contains_key(&FORWARDED_PROTO) {

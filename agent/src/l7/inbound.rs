@@ -204,6 +204,8 @@ async fn handle(
     ctx: &ProxyContext,
 ) -> Response<Body> {
     let started = Instant::now();
+    // Not an internal request to Envoy's inbound listener either.
+    envoy_headers::strip_internal(request.headers_mut());
     let grpc = reply::is_grpc(request.headers());
     let traffic = ctx.metrics.traffic.enabled();
     // The workload's metric overrides, and what they read of the request

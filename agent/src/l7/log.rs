@@ -345,6 +345,18 @@ impl Record {
         self.line.set_path(path_and_query);
     }
 
+    /// The route edited the request (its path, authority or headers):
+    /// the line reads it as it goes upstream, as Envoy's does (its router
+    /// edits the request's headers in place, so `%REQ(:PATH)%` is the
+    /// rewritten path and `%REQ(X-ENVOY-ORIGINAL-PATH)%` the one before).
+    pub fn routed(&mut self, path_and_query: &str, authority: &str, headers: &HeaderMap) {
+        self.line.set_path(path_and_query);
+        self.line.set_authority(authority);
+        if let Some(access) = self.access.as_mut() {
+            access.headers = access.decision.request_headers(headers);
+        }
+    }
+
     /// The route that matched.
     pub fn route(&mut self, route: &HttpRoute) {
         self.route = if route.name.is_empty() {

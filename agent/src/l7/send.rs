@@ -98,7 +98,7 @@ pub async fn send(
         retry,
         record,
         grpc,
-        deadline,
+        (timeout, sent_at),
         deadline.is_some().then_some(&mut awaited),
     );
     let result = match deadline {
@@ -148,7 +148,7 @@ async fn attempts(
     retry: &RetryPolicy,
     record: &mut Record,
     grpc: bool,
-    deadline: Option<tokio::time::Instant>,
+    (timeout, sent_at): (Option<Duration>, Instant),
     mut awaited: Option<&mut Awaited>,
 ) -> Result<Response<Body>, LocalReply> {
     let resolved = resolve(ctx, down, destination, head.http2)?;
@@ -209,7 +209,9 @@ async fn attempts(
             request.headers_mut(),
             attempt,
             retry.per_try_timeout,
-            deadline.map(|d| d.saturating_duration_since(tokio::time::Instant::now())),
+            timeout,
+            sent_at.elapsed(),
+            grpc,
         );
         let sent = ctx.l7.upstreams.send(ctx, &target, cluster, request);
         let result = match retry.per_try_timeout {
@@ -599,7 +601,7 @@ pub fn mirror(
     destination: &Destination,
     head: &Head,
     replay: &Replay,
-    timeout: Option<Duration>,
+    (timeout, per_try, grpc): (Option<Duration>, Option<Duration>, bool),
 ) {
     let Ok(resolved) = resolve(ctx, down, destination, head.http2) else {
         return;
@@ -634,9 +636,18 @@ pub fn mirror(
             client_waits: false,
             attached: None,
         };
-        let Ok(request) = head.request(resolved.protocol, body) else {
+        let Ok(mut request) = head.request(resolved.protocol, body) else {
             return;
         };
+        // The first attempt's headers, as Envoy's shadow copies them.
+        envoy_headers::mark_attempt(
+            request.headers_mut(),
+            0,
+            per_try,
+            timeout,
+            Duration::ZERO,
+            grpc,
+        );
         let sent = ctx
             .l7
             .upstreams
@@ -697,7 +708,17 @@ pub async fn upgrade(
     };
     // Upgrade headers go through as they are: this hop is the upgrade.
     let mut request = match head.request(Protocol::Http1, body::empty()) {
-        Ok(request) => request,
+        Ok(mut request) => {
+            envoy_headers::mark_attempt(
+                request.headers_mut(),
+                0,
+                None,
+                None,
+                Duration::ZERO,
+                false,
+            );
+            request
+        }
         Err(_) => return LocalReply::no_route().flagged(record).into_response(grpc),
     };
     for name in [http::header::CONNECTION, http::header::UPGRADE] {

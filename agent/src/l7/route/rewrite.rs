@@ -89,7 +89,7 @@ impl Rewrite {
     /// whole path, keeping the query. Without a uri match Istio matches the
     /// prefix "/", so that "/" is what gets replaced ("/a" with uri "/v2"
     /// becomes "/v2a"). A regex rewrite replaces every match in the path,
-    /// never in the query.
+    /// never in the query, and yields the path even when nothing matched.
     pub fn rewrite_path(
         &self,
         path_and_query: &str,
@@ -97,13 +97,12 @@ impl Rewrite {
     ) -> Option<String> {
         if let Some((re, replacement)) = &self.uri_regex {
             let (path, rest) = split_path(path_and_query);
-            return match re.replace_all(path, replacement.as_str()) {
-                Cow::Borrowed(_) => None,
-                Cow::Owned(mut new) => {
-                    new.push_str(rest);
-                    Some(new)
-                }
-            };
+            // A path the pattern does not match is sent as it is, but
+            // still counts as rewritten (Envoy's regex rewrite always
+            // yields a path: `x-envoy-original-path` goes with it).
+            let mut new = re.replace_all(path, replacement.as_str()).into_owned();
+            new.push_str(rest);
+            return Some(new);
         }
         if self.uri.is_empty() {
             return None;
@@ -399,6 +398,24 @@ impl DirectResponse {
             Some(Specifier::Bytes(b)) => Some(Bytes::from(b.clone())),
         };
         Ok(Self { status, body })
+    }
+
+    /// The `Location` Envoy gives a direct response of 201 or 3xx
+    /// (RFC 7231 7.1.2): the request's own URL, as a redirect that
+    /// replaces nothing makes it.
+    pub fn location(&self, req: &RequestView<'_>) -> Option<String> {
+        if self.status != StatusCode::CREATED && !self.status.is_redirection() {
+            return None;
+        }
+        let to_itself = Redirect {
+            uri: None,
+            prefix_rewrite: None,
+            authority: None,
+            scheme: None,
+            port: RedirectPort::Keep,
+            code: StatusCode::MOVED_PERMANENTLY,
+        };
+        Some(to_itself.location(req, None).1)
     }
 }
 

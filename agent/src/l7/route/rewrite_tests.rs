@@ -112,8 +112,9 @@ fn regex_rewrite_with_groups() {
         r.rewrite_path("/aaa?a=a", None).as_deref(),
         Some("/bbb?a=a")
     );
-    // No match: unchanged.
-    assert_eq!(r.rewrite_path("/xyz?a", None), None);
+    // No match: unchanged, but rewritten all the same (Envoy's regex
+    // rewrite always yields a path).
+    assert_eq!(r.rewrite_path("/xyz?a", None).as_deref(), Some("/xyz?a"));
     // `$` is literal in RE2 rewrites, `\\` a backslash, `\0` the match.
     let r = regex_rewrite("/p", r"/$1\\\0").unwrap().unwrap();
     assert_eq!(r.rewrite_path("/p", None).as_deref(), Some(r"/$1\/p"));
@@ -526,5 +527,24 @@ fn direct_responses() {
         assert!(
             DirectResponse::compile(&pb::HttpDirectResponse { status, body: None }, "r").is_err()
         );
+    }
+}
+
+#[test]
+fn direct_responses_of_201_and_3xx_locate_the_request() {
+    let headers = HeaderMap::new();
+    let view = req(&headers, "/made?id=1", "api:8080", "http");
+    let direct = |status| {
+        DirectResponse::compile(&pb::HttpDirectResponse { status, body: None }, "r").unwrap()
+    };
+    for status in [201, 301, 302, 304, 399] {
+        assert_eq!(
+            direct(status).location(&view).as_deref(),
+            Some("http://api:8080/made?id=1"),
+            "{status}"
+        );
+    }
+    for status in [200, 204, 404, 503] {
+        assert_eq!(direct(status).location(&view), None, "{status}");
     }
 }
