@@ -166,6 +166,26 @@ pub(super) fn routes(list: Vec<RouteConfig>) -> Table {
         "VIRTUAL SERVICE",
     ]);
     for config in list {
+        // MeshConfig's `defaultHttpRetryPolicy` for the default route.
+        if config.name == weft_proto::MESH_DEFAULT_ROUTE {
+            for r in &config.http {
+                let retries = match r.retries.attempts {
+                    0 => "none".to_string(),
+                    n => n.to_string(),
+                };
+                t.row([
+                    config.name.clone(),
+                    "*".into(),
+                    r.name.clone(),
+                    "/*".into(),
+                    "(services without a VirtualService)".into(),
+                    "-".into(),
+                    retries,
+                    "MeshConfig".into(),
+                ]);
+            }
+            continue;
+        }
         for (i, r) in config.http.iter().enumerate() {
             let matches = if r.matches.is_empty() {
                 "/*".to_string()

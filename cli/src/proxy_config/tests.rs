@@ -71,6 +71,22 @@ fn dump() -> Value {
                 }],
                 "tcp": [],
                 "tls": [],
+            }, {
+                "resource": "~/default",
+                "version": "1",
+                "name": "~/default",
+                "hostname": "",
+                "http": [{
+                    "name": "default",
+                    "virtual_service": "",
+                    "match": [],
+                    "export_to": null,
+                    "timeout": null,
+                    "retries": retries(0),
+                    "route": [],
+                }],
+                "tcp": [],
+                "tls": [],
             }],
             "destination_policies": [],
         },
@@ -122,9 +138,10 @@ fn routes_one_row_per_route_with_match_weights_timeout_retries() {
     assert_eq!(
         lines,
         [
-            "NAME                                  VHOST                            ROUTE   MATCH                        DESTINATIONS                               TIMEOUT   RETRIES   VIRTUAL SERVICE",
-            "shop/reviews.shop.svc.cluster.local   reviews.shop.svc.cluster.local   jason   /* headers[end-user]=jason   reviews.shop|v2                            2s        3         reviews.shop",
-            "shop/reviews.shop.svc.cluster.local   reviews.shop.svc.cluster.local   #1      /*                           reviews.shop|v1 90%, reviews.shop|v2 10%   -         none      reviews.shop",
+            "NAME                                  VHOST                            ROUTE     MATCH                        DESTINATIONS                               TIMEOUT   RETRIES   VIRTUAL SERVICE",
+            "shop/reviews.shop.svc.cluster.local   reviews.shop.svc.cluster.local   jason     /* headers[end-user]=jason   reviews.shop|v2                            2s        3         reviews.shop",
+            "shop/reviews.shop.svc.cluster.local   reviews.shop.svc.cluster.local   #1        /*                           reviews.shop|v1 90%, reviews.shop|v2 10%   -         none      reviews.shop",
+            "~/default                             *                                default   /*                           (services without a VirtualService)        -         none      MeshConfig",
         ],
         "{out}"
     );
