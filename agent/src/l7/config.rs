@@ -51,6 +51,16 @@ impl L7Config {
         Arc::clone(&self.inner.read().expect("l7 config lock").default_retry)
     }
 
+    /// [`L7Config::routes`] for an HTTP request, and the default route's
+    /// retries when the service has no routes, under one lock.
+    pub fn http_routes(&self, service: &str) -> Result<Arc<RouteTable>, Arc<RetryPolicy>> {
+        let inner = self.inner.read().expect("l7 config lock");
+        match inner.routes.get(service) {
+            Some(table) => Ok(Arc::clone(table)),
+            None => Err(Arc::clone(&inner.default_retry)),
+        }
+    }
+
     /// The destination policy of a service; `None`: no DestinationRule
     /// (defaults apply).
     pub fn policies(&self, service: &str) -> Option<Arc<Policies>> {

@@ -152,7 +152,10 @@ async fn route(
         Ok(Cow::Borrowed(_)) | Err(_) => raw.to_string(),
     };
     let authority = authority_of(&request).to_string();
-    let table = ctx.l7.config.routes(&down.service_key);
+    let (table, mut default_retry) = match ctx.l7.config.http_routes(&down.service_key) {
+        Ok(table) => (Some(table), None),
+        Err(retry) => (None, Some(retry)),
+    };
     let view = RequestView {
         method: request.method(),
         path_and_query: &path,
@@ -315,13 +318,11 @@ async fn route(
     }
 
     let replay = Replay::new(record.counting(body::boxed(request.into_body())));
-    let default_retry;
     let retry = match route {
         Some(route) => &route.retry,
-        None => {
-            default_retry = ctx.l7.config.default_retry();
-            &*default_retry
-        }
+        // A RouteConfig with no route for this client: the lookup above
+        // did not bring the default's.
+        None => &**default_retry.get_or_insert_with(|| ctx.l7.config.default_retry()),
     };
     // Envoy honours a gRPC client's deadline (`grpc-timeout`), capped by
     // the route's timeout (Istio sets `max_grpc_timeout` to it, 0 for
