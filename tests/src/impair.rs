@@ -548,7 +548,10 @@ mod tests {
         let addr: SocketAddr = SERVER.parse()?;
         let stream = ns.run(|| TcpStream::connect_timeout(&addr, Duration::from_secs(5)))??;
         stream.set_nodelay(true)?;
-        stream.set_read_timeout(Some(Duration::from_secs(20)))?;
+        // Long enough for a message whose segments 30% loss drops
+        // several times in a row: each retransmission waits twice as long
+        // as the one before (seven in a row take over 25 s).
+        stream.set_read_timeout(Some(Duration::from_secs(90)))?;
         Ok(stream)
     }
 
