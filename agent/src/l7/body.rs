@@ -488,6 +488,11 @@ impl RequestBody {
         }
     }
 
+    /// When its body ended, if it has.
+    pub fn ended_at(&self) -> Option<Instant> {
+        self.ended_after().map(|after| self.started + after)
+    }
+
     fn end(&self) {
         let ns = u64::try_from(self.started.elapsed().as_nanos()).unwrap_or(u64::MAX - 1);
         let _ = self

@@ -8,14 +8,18 @@
 //!   (1 for the first) and, when a timeout bounds it,
 //!   `x-envoy-expected-rq-timeout-ms` (and a gRPC request's `grpc-timeout`);
 //! - on a request whose path a route rewrites, `x-envoy-original-path`;
-//! - on a response from upstream, `x-envoy-upstream-service-time`;
+//! - on a response from upstream, `x-envoy-upstream-service-time`, when
+//!   the app's request was complete before the response came
+//!   ([`set_service_time`]);
 //!
 //! and the internal ones it removes from what the app sends
 //! ([`strip_internal`]).
 
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use http::{HeaderMap, HeaderName, HeaderValue};
+
+use super::body::RequestBody;
 
 pub static ATTEMPT_COUNT: HeaderName = HeaderName::from_static("x-envoy-attempt-count");
 pub static EXPECTED_RQ_TIMEOUT_MS: HeaderName =
@@ -113,10 +117,22 @@ fn grpc_timeout(millis: u64) -> HeaderValue {
         .expect("digits and a letter make a header value")
 }
 
-/// `x-envoy-upstream-service-time`: how long upstream took to answer, in
-/// whole milliseconds.
-pub fn set_service_time(headers: &mut HeaderMap, took: Duration) {
-    let millis = u64::try_from(took.as_millis()).unwrap_or(u64::MAX);
+/// `x-envoy-upstream-service-time` on a response whose head just came:
+/// how long upstream took, in whole milliseconds, from when the app's
+/// request was complete, as Envoy's router times it. That is when the
+/// request went upstream (`sent_at`), or later, when its body (`body`;
+/// `None`: it had none) ended. A response that came before the request's
+/// body ended (a stream, a server that answers before it has read) gets
+/// none, as Envoy's does not.
+pub fn set_service_time(headers: &mut HeaderMap, sent_at: Instant, body: Option<&RequestBody>) {
+    let complete = match body {
+        None => sent_at,
+        Some(body) => match body.ended_at() {
+            Some(ended) => ended.max(sent_at),
+            None => return,
+        },
+    };
+    let millis = u64::try_from(complete.elapsed().as_millis()).unwrap_or(u64::MAX);
     headers.insert(&UPSTREAM_SERVICE_TIME, HeaderValue::from(millis));
 }
 
@@ -209,12 +225,36 @@ mod tests {
     }
 
     #[test]
-    fn service_time_is_whole_milliseconds() {
+    fn service_time_counts_from_when_the_request_was_complete() {
+        let millis = |headers: &HeaderMap| -> Option<u64> {
+            Some(
+                headers
+                    .get(&UPSTREAM_SERVICE_TIME)?
+                    .to_str()
+                    .ok()?
+                    .parse()
+                    .unwrap(),
+            )
+        };
+        let long_ago = Instant::now() - Duration::from_secs(60);
+        // No body: from when the request went upstream.
         let mut headers = HeaderMap::new();
-        set_service_time(&mut headers, Duration::from_micros(12_999));
-        assert_eq!(headers.get(&UPSTREAM_SERVICE_TIME).unwrap(), "12");
-        set_service_time(&mut headers, Duration::ZERO);
-        assert_eq!(headers.get(&UPSTREAM_SERVICE_TIME).unwrap(), "0");
+        set_service_time(&mut headers, long_ago, None);
+        assert!(millis(&headers).unwrap() >= 60_000);
+        // A body that ended after that: from its end (just now), not from
+        // the send a minute ago.
+        let body = RequestBody::new(long_ago, &HeaderMap::new(), false);
+        drop(crate::l7::body::observe(
+            crate::l7::body::empty(),
+            body.clone(),
+        ));
+        set_service_time(&mut headers, long_ago, Some(&body));
+        assert!(millis(&headers).unwrap() < 60_000, "{headers:?}");
         assert_eq!(headers.get_all(&UPSTREAM_SERVICE_TIME).iter().count(), 1);
+        // A body still coming when the response's head came: none.
+        let mut headers = HeaderMap::new();
+        let streaming = RequestBody::new(long_ago, &HeaderMap::new(), false);
+        set_service_time(&mut headers, long_ago, Some(&streaming));
+        assert_eq!(millis(&headers), None);
     }
 }

@@ -227,14 +227,13 @@ async fn handle(
         .then(|| super::wire::request_head(request.method(), request.uri(), request.headers()));
     let mut record = super::log::ServerRecord::start(&mut request, started, &served.inbound, ctx);
     // Its body's bytes, messages and end, as `Served::send` sees them go
-    // to the app: counted when something records the request (`None`:
-    // not, or it has no body).
-    let request_body =
-        ((traffic || record.is_some()) && !request.body().is_end_stream()).then(|| {
-            let seen = body::RequestBody::new(started, request.headers(), traffic && grpc);
-            request.extensions_mut().insert(SeenBody(seen.clone()));
-            seen
-        });
+    // to the app (`None`: it has none). Observed whatever records the
+    // request: its end also times `x-envoy-upstream-service-time`.
+    let request_body = (!request.body().is_end_stream()).then(|| {
+        let seen = body::RequestBody::new(started, request.headers(), traffic && grpc);
+        request.extensions_mut().insert(SeenBody(seen.clone()));
+        seen
+    });
     if let Some(record) = record.as_mut() {
         record.request_body.clone_from(&request_body);
     }
@@ -586,6 +585,10 @@ async fn decide_and_forward(
     };
 
     let sent_at = Instant::now();
+    let seen = parts
+        .extensions
+        .get::<SeenBody>()
+        .map(|seen| seen.0.clone());
     let sent = match body {
         AppBody::Raw(body) if upgrade => {
             served.upgrade(ctx, Request::from_parts(parts, body)).await
@@ -603,7 +606,7 @@ async fn decide_and_forward(
             *upstream_local = local;
             log(response.status(), RequestVerdict::Allowed, by, "allowed");
             if !upgrade {
-                envoy_headers::set_service_time(response.headers_mut(), sent_at.elapsed());
+                envoy_headers::set_service_time(response.headers_mut(), sent_at, seen.as_deref());
             }
             for (name, value) in response_headers {
                 response.headers_mut().append(name, value);

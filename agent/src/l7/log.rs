@@ -256,8 +256,6 @@ impl Record {
         );
         let count_messages =
             ctx.metrics.traffic.enabled() && super::reply::is_grpc(request.headers());
-        // The body is counted when something records the request.
-        let recorded = access.is_some() || span.is_some() || ctx.metrics.traffic.enabled();
         Record {
             started,
             start_time: SystemTime::now(),
@@ -280,7 +278,9 @@ impl Record {
             attempts: 0,
             status: None,
             grpc_status: None,
-            request_body: (recorded && !request.body().is_end_stream())
+            // Observed whatever records the request: its end also times
+            // `x-envoy-upstream-service-time`.
+            request_body: (!request.body().is_end_stream())
                 .then(|| body::RequestBody::new(started, request.headers(), count_messages)),
             count_messages,
             response_messages: 0,
@@ -319,6 +319,11 @@ impl Record {
             Some(seen) => body::observe(body, seen.clone()),
             None => body,
         }
+    }
+
+    /// The request's body as it goes upstream (`None`: it has none).
+    pub fn request_body(&self) -> Option<&body::RequestBody> {
+        self.request_body.as_deref()
     }
 
     /// The request body's bytes that went upstream.

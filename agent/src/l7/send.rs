@@ -120,9 +120,9 @@ pub async fn send(
     };
     match result {
         Ok(mut response) => {
-            // From when the request went upstream, its retries included
-            // (Envoy's: from when the app's request was complete).
-            envoy_headers::set_service_time(response.headers_mut(), sent_at.elapsed());
+            // From when the app's request was complete, its retries
+            // included.
+            envoy_headers::set_service_time(response.headers_mut(), sent_at, record.request_body());
             // The timeout covers the response's body too.
             match deadline {
                 Some(deadline) => response.map(|b| body::with_deadline(b, deadline)),
