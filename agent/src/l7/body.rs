@@ -240,9 +240,15 @@ impl HttpBody for ReplayBody {
                     .iter()
                     .map(Bytes::len)
                     .sum();
-                let mut hint = source.size_hint();
-                hint.set_lower(hint.lower() + kept as u64);
-                if let Some(upper) = hint.upper() {
+                // Built afresh: raising the source's lower bound first
+                // would pass its exact upper one (an HTTP/1.1 client stops
+                // reading a body at its `content-length`, so the source
+                // can stay unended, with 0 bytes left, while a retry reads
+                // the kept frames).
+                let source = source.size_hint();
+                let mut hint = SizeHint::new();
+                hint.set_lower(source.lower() + kept as u64);
+                if let Some(upper) = source.upper() {
                     hint.set_upper(upper + kept as u64);
                 }
                 hint
@@ -593,6 +599,21 @@ mod tests {
         assert!(replay.can_replay());
         assert_eq!(collect(replay.body()).await.unwrap(), "abc");
         assert_eq!(collect(replay.body()).await.unwrap(), "abc");
+    }
+
+    #[tokio::test]
+    async fn a_retry_after_a_body_read_to_its_length_but_not_to_its_end() {
+        // An HTTP/1.1 client stops at the `content-length`: the source is
+        // never polled to its end, and its hint is exactly 0 bytes left.
+        let full = http_body_util::Full::new(Bytes::from_static(b"posted"));
+        let replay = Replay::new(full.map_err(|never| match never {}).boxed());
+        let mut first = replay.body();
+        let frame = first.frame().await.unwrap().unwrap();
+        assert_eq!(frame.into_data().unwrap(), "posted");
+        drop(first);
+        let again = replay.body();
+        assert_eq!(again.size_hint().exact(), Some(6));
+        assert_eq!(collect(again).await.unwrap(), "posted");
     }
 
     #[tokio::test]
