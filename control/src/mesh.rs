@@ -91,6 +91,12 @@ pub struct MeshConfig {
     /// does not check them).
     #[serde(default)]
     pub default_http_retry_policy: Option<HttpRetry>,
+    /// `defaultInboundHttpRetryPolicy`: the retries of every request a
+    /// destination's side sends to its app, on a port that is not gRPC,
+    /// in place of Istio's default (2 retries on `reset-before-request`).
+    /// Checked as `defaultHttpRetryPolicy` is.
+    #[serde(default)]
+    pub default_inbound_http_retry_policy: Option<HttpRetry>,
 }
 
 /// `defaultConfig` (Istio's ProxyConfig): only `tracing` is read.

@@ -731,6 +731,17 @@ fn the_default_retry_policy_is_read_and_taken_as_istiod_takes_it() {
     assert_eq!(retry.retry_on, "gateway-error,503");
     assert_eq!(retry.retry_ignore_previous_hosts, Some(false));
     assert!(load("{}").unwrap().default_http_retry_policy.is_none());
+    let inbound = load("defaultInboundHttpRetryPolicy:\n  attempts: 3\n  retryOn: reset\n")
+        .unwrap()
+        .default_inbound_http_retry_policy
+        .unwrap();
+    assert_eq!((inbound.attempts, inbound.retry_on.as_str()), (3, "reset"));
+    assert!(
+        load("{}")
+            .unwrap()
+            .default_inbound_http_retry_policy
+            .is_none()
+    );
     // What a VirtualService may not say, istiod takes here (no retries;
     // unknown conditions ignored): the mesh config is not refused for it.
     for policy in [

@@ -76,6 +76,11 @@ pub const ROUTE_CONFIG_TYPE_URL: &str = "type.googleapis.com/weft.route.v1.Route
 /// `defaultHttpRetryPolicy` for hosts no VirtualService routes.
 pub const MESH_DEFAULT_ROUTE: &str = "~/default";
 
+/// The name of the [`route::RouteConfig`] that carries MeshConfig's
+/// `defaultInboundHttpRetryPolicy`, the retries of every request a
+/// destination's side sends to its app (absent: Istio's default).
+pub const MESH_INBOUND_ROUTE: &str = "~/inbound";
+
 /// The xDS type URL of [`route::DestinationPolicy`] resources.
 pub const DESTINATION_POLICY_TYPE_URL: &str = "type.googleapis.com/weft.route.v1.DestinationPolicy";
 

@@ -6,7 +6,9 @@
 //! timeout keeps cutting), connection-pool
 //! limits answer 503 (`UO`) under overload, upstream connections close
 //! after the pool's `idleTimeout` and `maxConnectionDuration`, `minHealthPercent` turns on Envoy's
-//! panic; MeshConfig's `defaultHttpRetryPolicy` and `retryIgnorePreviousHosts`.
+//! panic; MeshConfig's `defaultHttpRetryPolicy` and `retryIgnorePreviousHosts`;
+//! the destination's side's retries to its app
+//! (`defaultInboundHttpRetryPolicy`).
 //! Needs root and the binaries.
 
 mod common;
@@ -243,6 +245,153 @@ fn the_mesh_default_retry_policy_and_previous_hosts() -> Result<()> {
         let replies = by_user()?;
         let still = replies.iter().filter(|r| r.1 == 503).count();
         ensure!(still * 4 <= stuck && replies.iter().all(|r| matches!(r.1, 200 | 503)), "retries move off the failing endpoint ({stuck} users failed before): {replies:?}");
+        Ok(())
+    })
+}
+
+/// The destination's side retries the requests it sends to its app as
+/// Istio's inbound route does (MeshConfig's
+/// `defaultInboundHttpRetryPolicy`): by default twice, a request that
+/// never reached the app (here: refused, the Service's `targetPort` has
+/// no listener), and never on a gRPC port; a mesh policy with conditions
+/// past the send (`5xx`) sends an answered request again.
+#[test]
+fn the_destinations_side_retries_to_its_app() -> Result<()> {
+    let cluster = Cluster::builder().nodes(2).build()?;
+    cluster.with_logs(|cluster| {
+        json_access_log(cluster)?;
+        cluster.add_namespace("ir", &[AMBIENT])?;
+        let _closed = backend(
+            cluster,
+            "node-2",
+            "ir",
+            "closed-1",
+            &[("app", "closed")],
+            8080,
+            &[],
+        )?;
+        let _flaky = backend(
+            cluster,
+            "node-2",
+            "ir",
+            "flaky-1",
+            &[("app", "flaky")],
+            8080,
+            &["--fail-rate", "0.5", "--fail-status", "503"],
+        )?;
+        let client = client(cluster, "node-1", "ir", "caller")?;
+        // Nothing listens on 8081 and 8082: every connection to the app is
+        // refused.
+        let closed_vip = cluster.add_service(
+            "ir",
+            "closed",
+            &[("app", "closed")],
+            &[
+                ServicePort::http("http", 80, 8081),
+                ServicePort::tcp("grpc-closed", 9090, 8082),
+            ],
+        )?;
+        let flaky_vip = cluster.add_service(
+            "ir",
+            "flaky",
+            &[("app", "flaky")],
+            &[ServicePort::http("http", 80, 8080)],
+        )?;
+        let closed =
+            |path: &str| httpapp::get_one(&client, &format!("http://{closed_vip}{path}"), &[]);
+        // The server side's entry (on node-2) of the last request to `path`.
+        let served = |path: &str| -> Result<serde_json::Value> {
+            access_log_entries(cluster, "node-2")?
+                .into_iter()
+                .rev()
+                .find(|e| is_http(e) && !is_client(e) && e["path"] == path)
+                .with_context(|| format!("no server-side entry for {path}"))
+        };
+        let attempts_and_flags = |e: &serde_json::Value| {
+            (
+                e["attempts"].as_u64(),
+                has_flag(e, "UF"),
+                has_flag(e, "URX"),
+            )
+        };
+
+        // Istio's default: the request and two retries, then 503 UF with
+        // the attempts used up (URX); the client sees the 503.
+        converge("the refused app answered by the destination's side", || {
+            Ok(closed("/refused")?.status == 503)
+        })?;
+        let e = served("/refused")?;
+        ensure!(
+            attempts_and_flags(&e) == (Some(3), true, true),
+            "Istio's default inbound retries: {e}"
+        );
+        // A gRPC port's requests are not retried.
+        let grpc = httpapp::get_one(&client, &format!("http://{closed_vip}:9090/grpc-port"), &[])?;
+        ensure!(grpc.status == 503, "the gRPC port's refused app: {grpc:?}");
+        let e = served("/grpc-port")?;
+        ensure!(
+            attempts_and_flags(&e) == (Some(1), true, false),
+            "no inbound retries on a gRPC port: {e}"
+        );
+        // An answer is not retried under the default: about half of the
+        // flaky app's requests fail.
+        let url = format!("http://{flaky_vip}/flaky");
+        let load =
+            |count: &str| httpapp::load(&client, &url, &["--count", count, "--concurrency", "4"]);
+        let plain = load("400")?;
+        ensure!(
+            (100..=300).contains(&plain.ok),
+            "Istio's default inbound retries no 503: {plain:?}"
+        );
+
+        // The mesh's policy, 10 retries on 5xx: the destination's side
+        // sends an answered request again (its body kept), so a request
+        // fails one time in 2^11; the refused app is tried 11 times.
+        // (The JSON access log kept, to read the attempts.)
+        let mesh = |policy: &str| {
+            json_access_log_mesh(&format!("    defaultInboundHttpRetryPolicy: {policy}\n"))
+        };
+        apply(
+            cluster,
+            "mesh-config",
+            &mesh("{attempts: 10, retryOn: 5xx, backoff: 1ms}"),
+        )?;
+        converge("the mesh's inbound retries", || Ok(load("40")?.ok == 40))?;
+        let retried = load("400")?;
+        ensure!(
+            retried.ok >= 396,
+            "the mesh's inbound retries on 5xx: {retried:?}"
+        );
+        let posted = httpapp::get_one(
+            &client,
+            &url,
+            &["--method", "POST", "--body", "kept for the retries"],
+        )?;
+        ensure!(
+            posted.status == 200,
+            "a request with a body, retried: {posted:?}"
+        );
+        ensure!(
+            closed("/refused-11")?.status == 503,
+            "the refused app still refused"
+        );
+        let e = served("/refused-11")?;
+        ensure!(
+            attempts_and_flags(&e) == (Some(11), true, true),
+            "the mesh's attempts: {e}"
+        );
+
+        // `attempts: 0`: none at all.
+        apply(cluster, "mesh-config", &mesh("{attempts: 0}"))?;
+        converge("inbound retries off", || {
+            closed("/refused-once")?;
+            Ok(served("/refused-once")?["attempts"].as_u64() == Some(1))
+        })?;
+        let e = served("/refused-once")?;
+        ensure!(
+            attempts_and_flags(&e) == (Some(1), true, false),
+            "no inbound retries: {e}"
+        );
         Ok(())
     })
 }

@@ -3,14 +3,16 @@
 //! (`weft.route.v1.DestinationPolicy`), compiled once when they arrive,
 //! by the service key `<namespace>/<hostname>`; and the default route's
 //! retry policy (MeshConfig's `defaultHttpRetryPolicy`, the RouteConfig
-//! [`MESH_DEFAULT_ROUTE`]).
+//! [`MESH_DEFAULT_ROUTE`]) and the retries of requests to the apps
+//! (`defaultInboundHttpRetryPolicy`, the RouteConfig
+//! [`MESH_INBOUND_ROUTE`]).
 
 use std::{
     collections::HashMap,
     sync::{Arc, RwLock},
 };
 
-use weft_proto::MESH_DEFAULT_ROUTE;
+use weft_proto::{MESH_DEFAULT_ROUTE, MESH_INBOUND_ROUTE};
 
 use super::{
     cluster::Policies,
@@ -23,7 +25,6 @@ pub struct L7Config {
     inner: RwLock<Inner>,
 }
 
-#[derive(Default)]
 struct Inner {
     routes: HashMap<String, Arc<RouteTable>>,
     route_versions: HashMap<String, String>,
@@ -31,6 +32,27 @@ struct Inner {
     policy_versions: HashMap<String, String>,
     /// The default route's retries: MeshConfig's, else Istio's default.
     default_retry: Arc<RetryPolicy>,
+    /// The retries of requests to the apps: MeshConfig's
+    /// `defaultInboundHttpRetryPolicy`, else Istio's default.
+    inbound_retry: Arc<RetryPolicy>,
+}
+
+impl Default for Inner {
+    fn default() -> Inner {
+        Inner {
+            routes: HashMap::new(),
+            route_versions: HashMap::new(),
+            policies: HashMap::new(),
+            policy_versions: HashMap::new(),
+            default_retry: Arc::default(),
+            inbound_retry: Arc::new(istio_inbound_retry()),
+        }
+    }
+}
+
+/// Istio's retries of requests to the apps, when MeshConfig sets none.
+fn istio_inbound_retry() -> RetryPolicy {
+    RetryPolicy::inbound(None, MESH_INBOUND_ROUTE).expect("no durations to refuse")
 }
 
 impl L7Config {
@@ -49,6 +71,12 @@ impl L7Config {
     /// routes, or none of whose routes is for the client).
     pub fn default_retry(&self) -> Arc<RetryPolicy> {
         Arc::clone(&self.inner.read().expect("l7 config lock").default_retry)
+    }
+
+    /// The retries of a request a destination's side sends to its app
+    /// (on a port that is not gRPC).
+    pub fn inbound_retry(&self) -> Arc<RetryPolicy> {
+        Arc::clone(&self.inner.read().expect("l7 config lock").inbound_retry)
     }
 
     /// [`L7Config::routes`] for an HTTP request, and the default route's
@@ -90,10 +118,16 @@ impl L7Config {
             if name == MESH_DEFAULT_ROUTE {
                 inner.default_retry = Arc::default();
             }
+            if name == MESH_INBOUND_ROUTE {
+                inner.inbound_retry = Arc::new(istio_inbound_retry());
+            }
         }
         for (name, version, table) in upserts {
             if name == MESH_DEFAULT_ROUTE {
                 inner.default_retry = Arc::new(table.default_retry());
+            }
+            if let Some(retry) = table.inbound_retry() {
+                inner.inbound_retry = Arc::new(retry.clone());
             }
             inner.routes.insert(name.clone(), Arc::new(table));
             inner.route_versions.insert(name, version);
@@ -198,5 +232,36 @@ mod tests {
         assert!(!config.steers(MESH_DEFAULT_ROUTE));
         config.apply_routes(Vec::new(), &[MESH_DEFAULT_ROUTE.into()]);
         assert_eq!(*config.default_retry(), RetryPolicy::default());
+    }
+
+    #[test]
+    fn the_mesh_inbound_route_sets_the_retries_to_the_apps() {
+        let config = L7Config::default();
+        let istio = RetryPolicy::inbound(None, MESH_INBOUND_ROUTE).unwrap();
+        assert_eq!(*config.inbound_retry(), istio);
+        let inbound = pb::RouteConfig {
+            name: MESH_INBOUND_ROUTE.into(),
+            http: vec![pb::HttpRoute {
+                retries: Some(pb::HttpRetry {
+                    attempts: 5,
+                    retry_on: "connect-failure".into(),
+                    ..Default::default()
+                }),
+                ..Default::default()
+            }],
+            ..Default::default()
+        };
+        let table = RouteTable::compile(&inbound).expect("compiles");
+        config.apply_routes(vec![(MESH_INBOUND_ROUTE.into(), "1".into(), table)], &[]);
+        let set = config.inbound_retry();
+        assert_eq!(
+            (set.attempts, set.retry_on.to_string().as_str()),
+            (5, "connect-failure")
+        );
+        // The outbound default is not touched, and removal restores
+        // Istio's inbound default.
+        assert_eq!(*config.default_retry(), RetryPolicy::default());
+        config.apply_routes(Vec::new(), &[MESH_INBOUND_ROUTE.into()]);
+        assert_eq!(*config.inbound_retry(), istio);
     }
 }

@@ -72,6 +72,7 @@ use crate::{
 mod app;
 
 use self::app::AppConn;
+pub use self::app::Upstream;
 
 /// One downstream connection to an HTTP port of a local pod.
 pub struct Inbound {
@@ -94,6 +95,9 @@ pub struct Inbound {
     /// DestinationRule `connectTimeout` (this connect is that client's
     /// upstream connect); `None`: the agent's own.
     pub connect_timeout: Option<std::time::Duration>,
+    /// The port is declared gRPC: istiod gives its requests no retries to
+    /// the app (a stream cannot be sent again).
+    pub grpc_port: bool,
 }
 
 impl Inbound {
@@ -237,20 +241,23 @@ async fn handle(
     if let Some(record) = record.as_mut() {
         record.request_body.clone_from(&request_body);
     }
-    let mut upstream_local = None;
-    let response = decide_and_forward(request, served, ctx, &mut upstream_local).await;
+    let mut upstream = Upstream::default();
+    let response = decide_and_forward(request, served, ctx, &mut upstream).await;
     if let Some(record) = record.as_mut() {
-        record.responded(&response, upstream_local);
+        record.responded(&response, &upstream);
     }
     if let (Some(tags), Some(view)) = (tags.as_mut(), view.as_deref()) {
         tags.responded(response.headers(), view);
     }
     let metrics = traffic.then(|| {
-        let flags = response
+        let mut flags = response
             .extensions()
             .get::<reply::Replied>()
             .map(|replied| replied.flags)
             .unwrap_or_default();
+        if upstream.retry_limit_exceeded {
+            flags.set(reply::Flag::RetryLimitExceeded);
+        }
         RequestMetrics {
             started,
             labels: served.labels(ctx, grpc, flags, view),
@@ -371,7 +378,7 @@ async fn decide_and_forward(
     request: Request<Incoming>,
     served: &Served,
     ctx: &ProxyContext,
-    upstream_local: &mut Option<std::net::SocketAddr>,
+    upstream: &mut Upstream,
 ) -> Response<Body> {
     let started = Instant::now();
     let inbound = &served.inbound;
@@ -591,19 +598,26 @@ async fn decide_and_forward(
         .map(|seen| seen.0.clone());
     let sent = match body {
         AppBody::Raw(body) if upgrade => {
-            served.upgrade(ctx, Request::from_parts(parts, body)).await
+            upstream.attempts = 1;
+            let upgraded = served.upgrade(ctx, Request::from_parts(parts, body)).await;
+            upgraded.map(|(response, local)| {
+                upstream.local = local;
+                response
+            })
         }
         AppBody::Raw(body) => {
+            let request = Request::from_parts(parts, body::boxed(body));
+            served.send(ctx, request, upstream).await
+        }
+        AppBody::Buffered(body) => {
             served
-                .send(ctx, Request::from_parts(parts, body::boxed(body)))
+                .send(ctx, Request::from_parts(parts, body), upstream)
                 .await
         }
-        AppBody::Buffered(body) => served.send(ctx, Request::from_parts(parts, body)).await,
     };
     let by = allowed_by.as_deref();
     match sent {
-        Ok((mut response, local)) => {
-            *upstream_local = local;
+        Ok(mut response) => {
             log(response.status(), RequestVerdict::Allowed, by, "allowed");
             if !upgrade {
                 envoy_headers::set_service_time(response.headers_mut(), sent_at, seen.as_deref());

@@ -250,7 +250,7 @@ async fn stream_request(
         }
     };
     // An HTTP port: accepted, then authorized per request.
-    if pod.http_port(&ctx, target.port()).is_some() {
+    if let Some(protocol) = pod.http_port(&ctx, target.port()) {
         let Some(tunnel) = accept(responder, request, peer) else {
             return;
         };
@@ -263,6 +263,7 @@ async fn stream_request(
             tls: true,
             cluster: Default::default(),
             connect_timeout: None,
+            grpc_port: protocol == crate::state::AppProtocol::Grpc,
         };
         // Boxed: inline, the L7 server's state would make every L4
         // stream's task as large as itself for the stream's whole life.

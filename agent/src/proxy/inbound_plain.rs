@@ -42,7 +42,8 @@ pub(super) async fn handle(
     };
     // An HTTP port: mutual TLS required (PeerAuthentication) is decided
     // for the connection, everything else per request.
-    let http = pod.http_port(&ctx, target.port()).is_some();
+    let protocol = pod.http_port(&ctx, target.port());
+    let http = protocol.is_some();
     let mut policies = pod.policies(&ctx);
     if http {
         policies.retain(|p| p.is_peer_authentication());
@@ -77,6 +78,7 @@ pub(super) async fn handle(
             tls: false,
             cluster: Default::default(),
             connect_timeout: None,
+            grpc_port: protocol == Some(crate::state::AppProtocol::Grpc),
         };
         // Boxed, so that a plaintext L4 connection's task does not carry
         // the L7 server's state inline for its whole life.

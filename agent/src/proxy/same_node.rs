@@ -175,7 +175,7 @@ pub(crate) async fn connect_same_node(
         .first()
         .copied()
         .ok_or(OutboundError::NoAddress)?;
-    if destination.http_port(ctx, target.port()).is_some() {
+    if let Some(protocol) = destination.http_port(ctx, target.port()) {
         let (client, server) = tokio::io::duplex(SAME_NODE_HTTP_BUFFER);
         let inbound = crate::l7::inbound::Inbound {
             pod: destination.clone(),
@@ -186,6 +186,7 @@ pub(crate) async fn connect_same_node(
             tls: false,
             cluster: Default::default(),
             connect_timeout,
+            grpc_port: protocol == crate::state::AppProtocol::Grpc,
         };
         ctx.tasks
             .spawn(crate::l7::inbound::serve(server, inbound, ctx.shared()));

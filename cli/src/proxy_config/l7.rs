@@ -166,8 +166,14 @@ pub(super) fn routes(list: Vec<RouteConfig>) -> Table {
         "VIRTUAL SERVICE",
     ]);
     for config in list {
-        // MeshConfig's `defaultHttpRetryPolicy` for the default route.
-        if config.name == weft_proto::MESH_DEFAULT_ROUTE {
+        // MeshConfig's `defaultHttpRetryPolicy` for the default route,
+        // and its `defaultInboundHttpRetryPolicy` for requests to the apps.
+        let mesh = match config.name.as_str() {
+            weft_proto::MESH_DEFAULT_ROUTE => Some("(services without a VirtualService)"),
+            weft_proto::MESH_INBOUND_ROUTE => Some("(each app, from its destination's side)"),
+            _ => None,
+        };
+        if let Some(applies_to) = mesh {
             for r in &config.http {
                 let retries = match r.retries.attempts {
                     0 => "none".to_string(),
@@ -178,7 +184,7 @@ pub(super) fn routes(list: Vec<RouteConfig>) -> Table {
                     "*".into(),
                     r.name.clone(),
                     "/*".into(),
-                    "(services without a VirtualService)".into(),
+                    applies_to.into(),
                     "-".into(),
                     retries,
                     "MeshConfig".into(),

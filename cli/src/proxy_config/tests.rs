@@ -87,6 +87,22 @@ fn dump() -> Value {
                 }],
                 "tcp": [],
                 "tls": [],
+            }, {
+                "resource": "~/inbound",
+                "version": "1",
+                "name": "~/inbound",
+                "hostname": "",
+                "http": [{
+                    "name": "inbound",
+                    "virtual_service": "",
+                    "match": [],
+                    "export_to": null,
+                    "timeout": null,
+                    "retries": retries(4),
+                    "route": [],
+                }],
+                "tcp": [],
+                "tls": [],
             }],
             "destination_policies": [],
         },
@@ -142,6 +158,7 @@ fn routes_one_row_per_route_with_match_weights_timeout_retries() {
             "shop/reviews.shop.svc.cluster.local   reviews.shop.svc.cluster.local   jason     /* headers[end-user]=jason   reviews.shop|v2                            2s        3         reviews.shop",
             "shop/reviews.shop.svc.cluster.local   reviews.shop.svc.cluster.local   #1        /*                           reviews.shop|v1 90%, reviews.shop|v2 10%   -         none      reviews.shop",
             "~/default                             *                                default   /*                           (services without a VirtualService)        -         none      MeshConfig",
+            "~/inbound                             *                                inbound   /*                           (each app, from its destination's side)    -         4         MeshConfig",
         ],
         "{out}"
     );

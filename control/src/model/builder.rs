@@ -321,6 +321,7 @@ impl Builder {
             objects: &self.objects,
             pods_by_ns: &self.pods_by_ns,
             default_retries: self.mesh.default_http_retry_policy.as_ref(),
+            inbound_retries: self.mesh.default_inbound_http_retry_policy.as_ref(),
         };
         self.l7.rebuild(
             &cx,

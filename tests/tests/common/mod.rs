@@ -204,19 +204,7 @@ pub fn json_access_log(cluster: &Cluster) -> Result<()> {
     let before = wait_for("every agent in sync with the access log", TIMEOUT, || {
         access_log_versions(cluster)
     })?;
-    let format = serde_json::Value::Object(
-        ACCESS_LOG_FORMAT
-            .iter()
-            .map(|(k, v)| (k.to_string(), serde_json::Value::from(*v)))
-            .collect(),
-    );
-    apply(
-        cluster,
-        "mesh-config",
-        &format!(
-            "apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: istio\n  namespace: istio-system\ndata:\n  mesh: |\n    accessLogEncoding: JSON\n    accessLogFormat: '{format}'\n"
-        ),
-    )?;
+    apply(cluster, "mesh-config", &json_access_log_mesh(""))?;
     let applied = wait_for("every agent to take the JSON access log", TIMEOUT, || {
         Ok(access_log_versions(cluster)?.filter(|now| {
             now.iter()
@@ -230,6 +218,22 @@ pub fn json_access_log(cluster: &Cluster) -> Result<()> {
         )
     })?;
     Ok(())
+}
+
+/// The mesh config (the `istio` ConfigMap) of [`json_access_log`], with
+/// `more` (lines of MeshConfig, indented by four spaces) after the access
+/// log's: for a test that changes the mesh config and still reads the
+/// JSON lines.
+pub fn json_access_log_mesh(more: &str) -> String {
+    let format = serde_json::Value::Object(
+        ACCESS_LOG_FORMAT
+            .iter()
+            .map(|(k, v)| (k.to_string(), serde_json::Value::from(*v)))
+            .collect(),
+    );
+    format!(
+        "apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: istio\n  namespace: istio-system\ndata:\n  mesh: |\n    accessLogEncoding: JSON\n    accessLogFormat: '{format}'\n{more}"
+    )
 }
 
 /// Every access-log entry (JSON line) in the agent's log on `node`, once

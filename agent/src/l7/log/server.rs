@@ -55,6 +55,8 @@ pub struct ServerRecord {
     responded_after: Option<std::time::Duration>,
     /// The app connection's local address.
     upstream_local: Option<std::net::SocketAddr>,
+    /// Attempts to the app (0: the agent answered itself).
+    attempts: u32,
 }
 
 impl ServerRecord {
@@ -110,6 +112,7 @@ impl ServerRecord {
             local_reply: false,
             responded_after: None,
             upstream_local: None,
+            attempts: 0,
         }))
     }
 
@@ -118,20 +121,24 @@ impl ServerRecord {
     pub fn responded(
         &mut self,
         response: &Response<Body>,
-        app_local: Option<std::net::SocketAddr>,
+        upstream: &crate::l7::inbound::Upstream,
     ) {
         if let Some(replied) = response.extensions().get::<Replied>() {
             self.flags = replied.flags;
             self.details.clone_from(&replied.details);
             self.local_reply = true;
         }
+        if upstream.retry_limit_exceeded {
+            self.flags.set(crate::l7::reply::Flag::RetryLimitExceeded);
+        }
+        self.attempts = upstream.attempts;
         self.status = response.status().as_u16();
         self.grpc_status = crate::l7::reply::grpc_status(response.headers());
         if let Some(decision) = &self.decision {
             self.response_headers = decision.response_headers(response.headers());
             if !self.local_reply {
                 self.responded_after = Some(self.started.elapsed());
-                self.upstream_local = app_local;
+                self.upstream_local = upstream.local;
             }
         }
     }
@@ -195,6 +202,7 @@ impl Ending for ServerRecord {
         // The app, at the address the client asked for.
         e.upstream_host = (!self.local_reply).then_some(inbound.target);
         e.upstream_local = self.upstream_local;
+        e.attempts = self.attempts;
         e.upstream_cluster = inbound.cluster();
         e.downstream_local = Some(inbound.target);
         e.downstream_remote = Some(inbound.peer);

@@ -122,6 +122,9 @@ pub struct RouteTable {
     tcp: Vec<L4Route>,
     /// `tls` routes, for its L4 ports that carry TLS (matched by SNI).
     tls: Vec<L4Route>,
+    /// For the RouteConfig [`weft_proto::MESH_INBOUND_ROUTE`] only: its
+    /// retries, as the destinations' sides take them.
+    inbound_retry: Option<RetryPolicy>,
 }
 
 /// The route a request selected.
@@ -175,12 +178,19 @@ impl RouteTable {
             .enumerate()
             .map(|(i, r)| L4Route::compile_tls(r, i, &name))
             .collect::<Result<_, _>>()?;
+        let inbound_retry = (name == weft_proto::MESH_INBOUND_ROUTE)
+            .then(|| {
+                let retries = config.http.first().and_then(|r| r.retries.as_ref());
+                RetryPolicy::inbound(retries, &name)
+            })
+            .transpose()?;
         Ok(RouteTable {
             name,
             hostname: config.hostname.clone(),
             routes,
             tcp,
             tls,
+            inbound_retry,
         })
     }
 
@@ -196,6 +206,12 @@ impl RouteTable {
         self.routes
             .first()
             .map_or_else(RetryPolicy::default, |r| r.retry.clone())
+    }
+
+    /// The retries of requests to the apps, when this is the RouteConfig
+    /// [`weft_proto::MESH_INBOUND_ROUTE`].
+    pub fn inbound_retry(&self) -> Option<&RetryPolicy> {
+        self.inbound_retry.as_ref()
     }
 
     /// The fully qualified host the routes are for.

@@ -176,6 +176,10 @@ pub enum Outcome {
     ConnectFailure,
     /// The stream or connection was reset before response headers.
     Reset,
+    /// The connection closed before any of the request was written to it
+    /// (Envoy's `upstream_request_started` still false): the request is
+    /// whole, and was never seen upstream.
+    ResetBeforeRequest,
     /// HTTP/2 REFUSED_STREAM: the peer did not process the request.
     RefusedStream,
     /// No response headers within the per-try timeout.
@@ -292,6 +296,44 @@ impl RetryPolicy {
         Ok(policy)
     }
 
+    /// The retries of the requests a destination's side sends to its app,
+    /// as istiod's `retry.ConvertInboundPolicy` makes them from MeshConfig's
+    /// `defaultInboundHttpRetryPolicy` (`None`: unset): by default 2
+    /// retries on `reset-before-request`; `attempts <= 0`, none; a
+    /// `retryOn` replaces the condition; a `backoff` sets the base
+    /// interval. Its `perTryTimeout` and host options are not read.
+    pub fn inbound(retries: Option<&pb::HttpRetry>, route: &str) -> Result<Self, RouteError> {
+        let mut policy = Self {
+            retry_on: RetryOn::RESET_BEFORE_REQUEST,
+            previous_hosts: PreviousHosts::Allow,
+            ..Self::default()
+        };
+        let Some(r) = retries else {
+            return Ok(policy);
+        };
+        if r.attempts <= 0 {
+            return Ok(Self::none());
+        }
+        policy.attempts = r.attempts.unsigned_abs();
+        if !r.retry_on.is_empty() {
+            (policy.retry_on, policy.retriable_status_codes) = RetryOn::parse(&r.retry_on);
+        }
+        if let Some(base) = duration(r.backoff.as_ref(), route, "retries.backoff")? {
+            policy.backoff_base = base;
+            policy.backoff_max = base.saturating_mul(10);
+        }
+        Ok(policy)
+    }
+
+    /// Whether these conditions retry a request that was (maybe) sent, so
+    /// that its body has to be kept to send it again: any but
+    /// `reset-before-request` and `connect-failure`, which retry only a
+    /// request that never left.
+    pub fn retries_sent_requests(&self) -> bool {
+        self.attempts > 0
+            && !(RetryOn::RESET_BEFORE_REQUEST | RetryOn::CONNECT_FAILURE).contains(self.retry_on)
+    }
+
     /// Whether a retry looks for an endpoint not tried yet, to a
     /// destination that balances by consistent hash or not.
     pub fn avoids_previous_hosts(&self, consistent_hash: bool) -> bool {
@@ -326,6 +368,9 @@ impl RetryPolicy {
             // `upstream_request_started` is still false).
             Outcome::ConnectFailure => on
                 .intersects(no_response | RetryOn::CONNECT_FAILURE | RetryOn::RESET_BEFORE_REQUEST),
+            Outcome::ResetBeforeRequest => {
+                on.intersects(no_response | RetryOn::RESET_BEFORE_REQUEST)
+            }
             Outcome::RefusedStream => on.intersects(no_response | RetryOn::REFUSED_STREAM),
             Outcome::Reset | Outcome::PerTryTimeout => on.intersects(no_response),
         }
@@ -625,5 +670,62 @@ mod tests {
         assert_eq!(p.backoff(2, 1 << 31), ms(25));
         // Retry 0 is treated as the first.
         assert_eq!(p.backoff(0, 1 << 31), p.backoff(1, 1 << 31));
+    }
+
+    #[test]
+    fn the_inbound_policy_is_istiods_convert_inbound_policy() {
+        // Unset: 2 retries of what never reached the app.
+        let default = RetryPolicy::inbound(None, "~/inbound").unwrap();
+        assert_eq!(
+            (default.attempts, default.retry_on),
+            (2, RetryOn::RESET_BEFORE_REQUEST)
+        );
+        assert!(default.retriable(&Outcome::ResetBeforeRequest));
+        assert!(default.retriable(&Outcome::ConnectFailure));
+        assert!(!default.retriable(&Outcome::Reset));
+        let answered = Outcome::Response {
+            status: 503,
+            grpc_status: None,
+        };
+        assert!(!default.retriable(&answered));
+        assert!(!default.retries_sent_requests());
+        // `attempts: 0` (or less): none.
+        let off = pb::HttpRetry {
+            attempts: 0,
+            ..Default::default()
+        };
+        assert_eq!(
+            RetryPolicy::inbound(Some(&off), "~/inbound")
+                .unwrap()
+                .attempts,
+            0
+        );
+        // Attempts alone keep the condition; a `retryOn` replaces it, and a
+        // condition past the request's send needs its body kept.
+        let more = pb::HttpRetry {
+            attempts: 4,
+            backoff: Some(prost_types::Duration {
+                seconds: 0,
+                nanos: 5_000_000,
+            }),
+            ..Default::default()
+        };
+        let more = RetryPolicy::inbound(Some(&more), "~/inbound").unwrap();
+        assert_eq!(
+            (more.attempts, more.retry_on, more.backoff_base),
+            (4, RetryOn::RESET_BEFORE_REQUEST, Duration::from_millis(5))
+        );
+        let on_5xx = pb::HttpRetry {
+            attempts: 1,
+            retry_on: "5xx".into(),
+            per_try_timeout: Some(prost_types::Duration {
+                seconds: 1,
+                nanos: 0,
+            }),
+            ..Default::default()
+        };
+        let on_5xx = RetryPolicy::inbound(Some(&on_5xx), "~/inbound").unwrap();
+        assert!(on_5xx.retriable(&answered) && on_5xx.retries_sent_requests());
+        assert_eq!(on_5xx.per_try_timeout, None, "istiod does not carry it");
     }
 }

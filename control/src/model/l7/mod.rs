@@ -17,7 +17,9 @@
 //!   select sources by labels, ServiceEntries that select it;
 //! - MeshConfig's `defaultHttpRetryPolicy`: every host's routes (their
 //!   routes without `retries` carry it), and the RouteConfig
-//!   [`MESH_DEFAULT_ROUTE`] that carries it for hosts without routes.
+//!   [`MESH_DEFAULT_ROUTE`] that carries it for hosts without routes;
+//! - MeshConfig's `defaultInboundHttpRetryPolicy`: the RouteConfig
+//!   [`MESH_INBOUND_ROUTE`] that carries it, alone.
 //!
 //! Simplifications, compared with istiod (documented in `proto/README.md`
 //! too): routes are compiled once for every client, with each route's
@@ -46,7 +48,7 @@ use std::{
 
 use prost::Message;
 use weft_proto::{
-    DESTINATION_POLICY_TYPE_URL, MESH_DEFAULT_ROUTE, ROUTE_CONFIG_TYPE_URL,
+    DESTINATION_POLICY_TYPE_URL, MESH_DEFAULT_ROUTE, MESH_INBOUND_ROUTE, ROUTE_CONFIG_TYPE_URL,
     route::DestinationPolicy,
 };
 
@@ -86,6 +88,8 @@ pub struct Context<'a> {
     pub pods_by_ns: &'a HashMap<String, BTreeSet<ObjectKey>>,
     /// MeshConfig's `defaultHttpRetryPolicy`.
     pub default_retries: Option<&'a HttpRetry>,
+    /// MeshConfig's `defaultInboundHttpRetryPolicy`.
+    pub inbound_retries: Option<&'a HttpRetry>,
 }
 
 /// The L7 state between updates.
@@ -122,6 +126,9 @@ pub struct L7 {
     dirty_patterns: Vec<(String, bool, bool)>,
     /// The `defaultHttpRetryPolicy` the routes were compiled with.
     default_retries: Option<HttpRetry>,
+    /// The `defaultInboundHttpRetryPolicy` published as
+    /// [`MESH_INBOUND_ROUTE`].
+    inbound_retries: Option<HttpRetry>,
 }
 
 impl L7 {
@@ -334,6 +341,25 @@ impl L7 {
             };
             if changed {
                 names.push((ROUTE_CONFIG_TYPE_URL, MESH_DEFAULT_ROUTE.to_string()));
+            }
+        }
+        if cx.inbound_retries != self.inbound_retries.as_ref() {
+            self.inbound_retries = cx.inbound_retries.cloned();
+            let changed = match cx.inbound_retries {
+                Some(retries) => {
+                    let config = route::mesh_inbound(retries, &cx.config.root_namespace);
+                    let bytes = config.encode_to_vec();
+                    routes.put(XdsResource::new(
+                        MESH_INBOUND_ROUTE.to_string(),
+                        ROUTE_CONFIG_TYPE_URL,
+                        bytes.clone(),
+                        &bytes,
+                    ))
+                }
+                None => routes.remove(MESH_INBOUND_ROUTE),
+            };
+            if changed {
+                names.push((ROUTE_CONFIG_TYPE_URL, MESH_INBOUND_ROUTE.to_string()));
             }
         }
         for host in std::mem::take(&mut self.dirty_routes) {

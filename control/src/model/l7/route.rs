@@ -7,7 +7,7 @@ use std::{collections::BTreeMap, sync::Arc};
 
 use base64::Engine as _;
 use weft_proto::{
-    MESH_DEFAULT_ROUTE,
+    MESH_DEFAULT_ROUTE, MESH_INBOUND_ROUTE,
     route::{
         self as pb, ConfigRef, RouteConfig, Visibility, http_body, http_fault_injection,
         string_match::MatchType,
@@ -87,6 +87,22 @@ pub fn mesh_default(retries: &HttpRetry, root_namespace: &str) -> RouteConfig {
         namespace: root_namespace.to_string(),
         http: vec![pb::HttpRoute {
             name: "default".to_string(),
+            retries: Some(retry(retries)),
+            ..Default::default()
+        }],
+        ..Default::default()
+    }
+}
+
+/// The RouteConfig [`MESH_INBOUND_ROUTE`]: MeshConfig's
+/// `defaultInboundHttpRetryPolicy` for the requests the destinations'
+/// sides send to their apps.
+pub fn mesh_inbound(retries: &HttpRetry, root_namespace: &str) -> RouteConfig {
+    RouteConfig {
+        name: MESH_INBOUND_ROUTE.to_string(),
+        namespace: root_namespace.to_string(),
+        http: vec![pb::HttpRoute {
+            name: "inbound".to_string(),
             retries: Some(retry(retries)),
             ..Default::default()
         }],

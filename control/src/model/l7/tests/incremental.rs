@@ -390,3 +390,54 @@ fn the_mesh_default_retry_policy_reaches_every_route_without_its_own() {
     assert_eq!(attempts(builder.model()), [Some((5, String::new())), None]);
     assert!(builder.model().routes.get(MESH_DEFAULT_ROUTE).is_none());
 }
+
+#[test]
+fn the_mesh_inbound_retry_policy_is_its_own_route_config_and_recompiles_nothing() {
+    use weft_proto::MESH_INBOUND_ROUTE;
+    let mesh = |policy: &str| {
+        format!(
+            "---\napiVersion: v1\nkind: ConfigMap\nmetadata: {{name: istio, namespace: istio-system}}\ndata:\n  mesh: |\n    defaultInboundHttpRetryPolicy: {policy}\n"
+        )
+    };
+    let base = bookinfo() + REVIEWS_DR + CANARY_VS;
+    let first = objects(&base);
+    let mut builder = Builder::new(config());
+    builder.update(Delta::Full(&first));
+    assert!(builder.model().routes.get(MESH_INBOUND_ROUTE).is_none());
+
+    // Set: only its own RouteConfig changes (no host's routes carry it).
+    let with_mesh = base.clone() + &mesh("{attempts: 4, retryOn: connect-failure, backoff: 5ms}");
+    assert_eq!(
+        apply(&mut builder, &first, &with_mesh),
+        [route_changed(MESH_INBOUND_ROUTE)]
+    );
+    let inbound = route(builder.model(), MESH_INBOUND_ROUTE);
+    let retries = inbound.http[0].retries.as_ref().unwrap();
+    assert_eq!(
+        (retries.attempts, retries.retry_on.as_str()),
+        (4, "connect-failure")
+    );
+    assert_eq!(retries.backoff.as_ref().map(|b| b.nanos), Some(5_000_000));
+
+    // Turned off (`attempts: 0` is carried, for the agents to read as
+    // none), then unset: gone, Istio's default again.
+    let before = objects(&with_mesh);
+    let off = base.clone() + &mesh("{attempts: 0}");
+    assert_eq!(
+        apply(&mut builder, &before, &off),
+        [route_changed(MESH_INBOUND_ROUTE)]
+    );
+    assert_eq!(
+        route(builder.model(), MESH_INBOUND_ROUTE).http[0]
+            .retries
+            .as_ref()
+            .map(|r| r.attempts),
+        Some(0)
+    );
+    let before = objects(&off);
+    assert_eq!(
+        apply(&mut builder, &before, &base),
+        [route_changed(MESH_INBOUND_ROUTE)]
+    );
+    assert!(builder.model().routes.get(MESH_INBOUND_ROUTE).is_none());
+}
