@@ -94,7 +94,8 @@ pub struct MeshConfig {
     /// `defaultInboundHttpRetryPolicy`: the retries of every request a
     /// destination's side sends to its app, on a port that is not gRPC,
     /// in place of Istio's default (2 retries on `reset-before-request`).
-    /// Checked as `defaultHttpRetryPolicy` is.
+    /// Checked as istiod checks it (a VirtualService's retry checks, and
+    /// no `backoff` with `attempts: 0`): a bad one refuses the mesh config.
     #[serde(default)]
     pub default_inbound_http_retry_policy: Option<HttpRetry>,
 }
@@ -584,11 +585,51 @@ impl MeshConfig {
         Ok(())
     }
 
+    /// `defaultInboundHttpRetryPolicy`, as istiod checks it
+    /// (`validateMeshConfigDefaultInboundHTTPRetryPolicy`): a
+    /// VirtualService's retry checks, and no `backoff` with `attempts: 0`.
+    /// The fields it ignores (`perTryTimeout`, `retryRemoteLocalities`,
+    /// `retryIgnorePreviousHosts`) are warned about, not refused.
+    fn check_inbound_retries(&self) -> Result<(), String> {
+        let Some(retry) = &self.default_inbound_http_retry_policy else {
+            return Ok(());
+        };
+        let at = "defaultInboundHttpRetryPolicy";
+        let mut refused = Vec::new();
+        retry.check(at, &mut refused);
+        if retry.attempts == 0 && retry.backoff.is_some() {
+            refused.push(crate::kinds::invalid(
+                at,
+                "`backoff` set with `attempts: 0` (retries off)",
+            ));
+        }
+        if let Some(first) = refused.first() {
+            return Err(format!("{}: {}", first.path, first.message));
+        }
+        for (set, field) in [
+            (retry.per_try_timeout.is_some(), "perTryTimeout"),
+            (
+                retry.retry_remote_localities.is_some(),
+                "retryRemoteLocalities",
+            ),
+            (
+                retry.retry_ignore_previous_hosts.is_some(),
+                "retryIgnorePreviousHosts",
+            ),
+        ] {
+            if set {
+                tracing::warn!("{at}.{field} is ignored: the retries to an app have none");
+            }
+        }
+        Ok(())
+    }
+
     fn check(&self) -> Result<(), String> {
         // `defaultHttpRetryPolicy` is not checked beyond its types, as
         // istiod does not check it: `attempts` of 0 or less means no
         // retries, and `retryOn` conditions Envoy does not know are
         // ignored (by the agent too).
+        self.check_inbound_retries()?;
         self.check_access_log()?;
         self.check_tracing()?;
         for p in &self.extension_providers {

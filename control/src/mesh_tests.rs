@@ -742,6 +742,27 @@ fn the_default_retry_policy_is_read_and_taken_as_istiod_takes_it() {
             .default_inbound_http_retry_policy
             .is_none()
     );
+    // Unlike the outbound one, istiod refuses a bad inbound policy.
+    for (policy, wanted) in [
+        (
+            "{attempts: -1}",
+            "defaultInboundHttpRetryPolicy.attempts: must not be negative",
+        ),
+        ("{attempts: 0, retryOn: reset}", "set with `attempts: 0`"),
+        (
+            "{attempts: 0, backoff: 10ms}",
+            "`backoff` set with `attempts: 0`",
+        ),
+        (
+            "{attempts: 2, retryOn: sometimes}",
+            "`sometimes` is not a retry policy",
+        ),
+    ] {
+        let err = load(&format!("defaultInboundHttpRetryPolicy: {policy}\n")).unwrap_err();
+        assert!(err.contains(wanted), "{policy}: {err}");
+    }
+    // What it ignores passes.
+    assert!(load("defaultInboundHttpRetryPolicy: {attempts: 1, perTryTimeout: 1s}\n").is_ok());
     // What a VirtualService may not say, istiod takes here (no retries;
     // unknown conditions ignored): the mesh config is not refused for it.
     for policy in [

@@ -77,8 +77,9 @@ pub const ROUTE_CONFIG_TYPE_URL: &str = "type.googleapis.com/weft.route.v1.Route
 pub const MESH_DEFAULT_ROUTE: &str = "~/default";
 
 /// The name of the [`route::RouteConfig`] that carries MeshConfig's
-/// `defaultInboundHttpRetryPolicy`, the retries of every request a
-/// destination's side sends to its app (absent: Istio's default).
+/// `defaultInboundHttpRetryPolicy`, the retries of the requests a
+/// destination's side sends to its app on ports not declared gRPC,
+/// upgrades aside (absent: Istio's default).
 pub const MESH_INBOUND_ROUTE: &str = "~/inbound";
 
 /// The xDS type URL of [`route::DestinationPolicy`] resources.

@@ -184,11 +184,20 @@ impl HttpBody for ReplayBody {
                 shared.waiting.push(cx.waker().clone());
                 return Poll::Pending;
             }
+            // Not woken by its own read below.
+            shared.waiting.retain(|w| !w.will_wake(cx.waker()));
             let Some(source) = shared.source.as_mut() else {
                 return Poll::Ready(None);
             };
             match Pin::new(source).poll_frame(cx) {
-                Poll::Pending => return Poll::Pending,
+                Poll::Pending => {
+                    // The source wakes only its last reader: another
+                    // leader (a retry's, while the attempt it replaces is
+                    // still sending) is woken by whoever reads the next
+                    // frame.
+                    shared.waiting.push(cx.waker().clone());
+                    return Poll::Pending;
+                }
                 Poll::Ready(None) => {
                     shared.done = true;
                     shared.source = None;
@@ -614,6 +623,40 @@ mod tests {
         let again = replay.body();
         assert_eq!(again.size_hint().exact(), Some(6));
         assert_eq!(collect(again).await.unwrap(), "posted");
+    }
+
+    #[test]
+    fn two_leaders_waiting_on_the_source_are_both_woken() {
+        use std::sync::atomic::AtomicBool;
+        use std::task::Wake;
+        struct Flag(AtomicBool);
+        impl Wake for Flag {
+            fn wake(self: Arc<Self>) {
+                self.0.store(true, Ordering::SeqCst);
+            }
+        }
+        let (tx, rx) = futures::channel::mpsc::unbounded::<Result<Frame<Bytes>, BoxError>>();
+        let replay = Replay::new(StreamBody::new(rx).boxed());
+        // An attempt being given up, and its retry, both wait for the
+        // source, which keeps only the retry's waker.
+        let (old, new) = (
+            Arc::new(Flag(AtomicBool::new(false))),
+            Arc::new(Flag(AtomicBool::new(false))),
+        );
+        let (old_waker, new_waker) = (Waker::from(old.clone()), Waker::from(new.clone()));
+        let (mut a, mut b) = (replay.body(), replay.body());
+        let poll = |body: &mut Body, waker: &Waker| {
+            Pin::new(body).poll_frame(&mut Context::from_waker(waker))
+        };
+        assert!(poll(&mut a, &old_waker).is_pending());
+        assert!(poll(&mut b, &new_waker).is_pending());
+        tx.unbounded_send(Ok(Frame::data(Bytes::from_static(b"x"))))
+            .unwrap();
+        assert!(new.0.load(Ordering::SeqCst) && !old.0.load(Ordering::SeqCst));
+        assert!(matches!(poll(&mut b, &new_waker), Poll::Ready(Some(Ok(_)))));
+        // The retry's read wakes the other reader, which gets the frame.
+        assert!(old.0.load(Ordering::SeqCst));
+        assert!(matches!(poll(&mut a, &old_waker), Poll::Ready(Some(Ok(_)))));
     }
 
     #[tokio::test]

@@ -503,6 +503,7 @@ async fn decide_and_forward(
     };
     let upgrade = is_upgrade(&parts);
     let mut body = AppBody::Raw(body);
+    let mut buffered_whole = false;
     let mut response_headers = Vec::new();
     if let Some(custom) = custom {
         let provider = custom
@@ -526,7 +527,11 @@ async fn decide_and_forward(
             )
             .await
             {
-                Ok((checked, app)) => {
+                Ok((checked, app, ended)) => {
+                    // Read whole before the check: the request is
+                    // complete when it goes to the app, as Envoy's router
+                    // sees it (`x-envoy-upstream-service-time`).
+                    buffered_whole = ended;
                     check_body = Some(checked);
                     body = AppBody::Buffered(app);
                 }
@@ -592,9 +597,11 @@ async fn decide_and_forward(
     };
 
     let sent_at = Instant::now();
+    // Where its body's end will be seen, unless it was read whole already.
     let seen = parts
         .extensions
         .get::<SeenBody>()
+        .filter(|_| !buffered_whole)
         .map(|seen| seen.0.clone());
     let sent = match body {
         AppBody::Raw(body) if upgrade => {

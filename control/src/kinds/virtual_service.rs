@@ -229,8 +229,9 @@ pub struct HttpRetry {
 
 impl HttpRetry {
     /// Istio's checks of a VirtualService route's retry policy
-    /// (`ValidateHTTPRetry`), at `at`. MeshConfig's
-    /// `defaultHttpRetryPolicy` is not checked: istiod does not check it.
+    /// (`ValidateHTTPRetry`), at `at`; MeshConfig's
+    /// `defaultInboundHttpRetryPolicy` too. Its `defaultHttpRetryPolicy`
+    /// is not checked: istiod does not check it.
     pub fn check(&self, at: &str, e: &mut Vec<Invalid>) {
         if self.attempts < 0 {
             e.push(invalid(format!("{at}.attempts"), "must not be negative"));

@@ -27,12 +27,12 @@ pub enum BufferError {
 /// buffers it: all of it (a longer one than `max` is refused), or with
 /// `partial` until `max` bytes have come. The check gets at most `max`
 /// bytes, marked partial when more had been read; the app gets everything
-/// read, then the rest.
+/// read, then the rest; and whether `body` ended within what was read.
 pub async fn buffer<B>(
     mut body: B,
     max: usize,
     partial: bool,
-) -> Result<(CheckBody, Body), BufferError>
+) -> Result<(CheckBody, Body, bool), BufferError>
 where
     B: http_body::Body<Data = Bytes> + Unpin + Send + Sync + 'static,
     B::Error: Into<body::BoxError>,
@@ -77,6 +77,7 @@ where
             trailers,
             rest,
         }),
+        ended,
     ))
 }
 
@@ -153,7 +154,8 @@ mod tests {
 
     #[tokio::test]
     async fn a_fitting_body_is_checked_whole_and_sent_whole() {
-        let (check, app) = buffer(chunked(&["ab", "cd"]), 4, false).await.unwrap();
+        let (check, app, ended) = buffer(chunked(&["ab", "cd"]), 4, false).await.unwrap();
+        assert!(ended);
         assert_eq!((&check.bytes[..], check.partial), (&b"abcd"[..], false));
         assert_eq!(app.size_hint().exact(), Some(4));
         assert_eq!(all(app).await, "abcd");
@@ -165,10 +167,11 @@ mod tests {
             buffer(chunked(&["ab", "cd", "e"]), 4, false).await,
             Err(BufferError::TooLarge)
         ));
-        let (check, app) = buffer(chunked(&["abc", "def", "gh"]), 4, true)
+        let (check, app, ended) = buffer(chunked(&["abc", "def", "gh"]), 4, true)
             .await
             .unwrap();
         assert_eq!((&check.bytes[..], check.partial), (&b"abcd"[..], true));
+        assert!(!ended, "the rest is still to come");
         assert_eq!(all(app).await, "abcdefgh", "the app gets all of it");
     }
 }

@@ -153,6 +153,15 @@ impl Served {
                 return answer;
             }
             tracing::debug!(dst = %self.inbound.target, attempt = upstream.attempts, ?outcome, "retrying the request to the app");
+            if unsent.is_none() {
+                // An HTTP/1.1 connection may still be writing the body of
+                // the request just answered: the retry takes a new one, as
+                // Envoy resets the attempt it gives up.
+                let mut slot = self.app.lock().await;
+                if matches!(*slot, Some(AppConn::Http1(..))) {
+                    *slot = None;
+                }
+            }
             next = unsent;
             tokio::time::sleep(retry.backoff(upstream.attempts, fastrand::u32(..))).await;
         }
