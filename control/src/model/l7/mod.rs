@@ -92,6 +92,33 @@ pub struct Context<'a> {
     pub inbound_retries: Option<&'a HttpRetry>,
 }
 
+/// Puts (or, with no `retries`, removes) MeshConfig's RouteConfig `name`
+/// ([`route::mesh_retries`]), naming it in `names` when it changed.
+fn publish_mesh_retries(
+    cx: &Context<'_>,
+    name: &str,
+    retries: Option<&HttpRetry>,
+    routes: &mut Resources,
+    names: &mut Vec<(&'static str, String)>,
+) {
+    let changed = match retries {
+        Some(retries) => {
+            let bytes =
+                route::mesh_retries(name, retries, &cx.config.root_namespace).encode_to_vec();
+            routes.put(XdsResource::new(
+                name.to_string(),
+                ROUTE_CONFIG_TYPE_URL,
+                bytes.clone(),
+                &bytes,
+            ))
+        }
+        None => routes.remove(name),
+    };
+    if changed {
+        names.push((ROUTE_CONFIG_TYPE_URL, name.to_string()));
+    }
+}
+
 /// The L7 state between updates.
 #[derive(Default)]
 pub struct L7 {
@@ -326,41 +353,11 @@ impl L7 {
             self.default_retries = cx.default_retries.cloned();
             // Every compiled route may carry it.
             self.dirty_routes.extend(self.route_names.keys().cloned());
-            let changed = match cx.default_retries {
-                Some(retries) => {
-                    let config = route::mesh_default(retries, &cx.config.root_namespace);
-                    let bytes = config.encode_to_vec();
-                    routes.put(XdsResource::new(
-                        MESH_DEFAULT_ROUTE.to_string(),
-                        ROUTE_CONFIG_TYPE_URL,
-                        bytes.clone(),
-                        &bytes,
-                    ))
-                }
-                None => routes.remove(MESH_DEFAULT_ROUTE),
-            };
-            if changed {
-                names.push((ROUTE_CONFIG_TYPE_URL, MESH_DEFAULT_ROUTE.to_string()));
-            }
+            publish_mesh_retries(cx, MESH_DEFAULT_ROUTE, cx.default_retries, routes, names);
         }
         if cx.inbound_retries != self.inbound_retries.as_ref() {
             self.inbound_retries = cx.inbound_retries.cloned();
-            let changed = match cx.inbound_retries {
-                Some(retries) => {
-                    let config = route::mesh_inbound(retries, &cx.config.root_namespace);
-                    let bytes = config.encode_to_vec();
-                    routes.put(XdsResource::new(
-                        MESH_INBOUND_ROUTE.to_string(),
-                        ROUTE_CONFIG_TYPE_URL,
-                        bytes.clone(),
-                        &bytes,
-                    ))
-                }
-                None => routes.remove(MESH_INBOUND_ROUTE),
-            };
-            if changed {
-                names.push((ROUTE_CONFIG_TYPE_URL, MESH_INBOUND_ROUTE.to_string()));
-            }
+            publish_mesh_retries(cx, MESH_INBOUND_ROUTE, cx.inbound_retries, routes, names);
         }
         for host in std::mem::take(&mut self.dirty_routes) {
             self.rebuild_route(cx, &host, routes, names);

@@ -7,7 +7,7 @@ use std::{collections::BTreeMap, sync::Arc};
 
 use base64::Engine as _;
 use weft_proto::{
-    MESH_DEFAULT_ROUTE, MESH_INBOUND_ROUTE,
+    MESH_INBOUND_ROUTE,
     route::{
         self as pb, ConfigRef, RouteConfig, Visibility, http_body, http_fault_injection,
         string_match::MatchType,
@@ -79,30 +79,22 @@ pub fn retry(t: &HttpRetry) -> pb::HttpRetry {
     }
 }
 
-/// The RouteConfig [`MESH_DEFAULT_ROUTE`]: MeshConfig's
-/// `defaultHttpRetryPolicy` for the default route of hosts without one.
-pub fn mesh_default(retries: &HttpRetry, root_namespace: &str) -> RouteConfig {
+/// A RouteConfig of MeshConfig's, named `name`
+/// ([`weft_proto::MESH_DEFAULT_ROUTE`]:
+/// `defaultHttpRetryPolicy`, for the default route of hosts without one;
+/// [`MESH_INBOUND_ROUTE`]: `defaultInboundHttpRetryPolicy`, for the
+/// requests the destinations' sides send to their apps): one HTTP route
+/// with only `retries`.
+pub fn mesh_retries(name: &str, retries: &HttpRetry, root_namespace: &str) -> RouteConfig {
+    let route = match name {
+        MESH_INBOUND_ROUTE => "inbound",
+        _ => "default",
+    };
     RouteConfig {
-        name: MESH_DEFAULT_ROUTE.to_string(),
+        name: name.to_string(),
         namespace: root_namespace.to_string(),
         http: vec![pb::HttpRoute {
-            name: "default".to_string(),
-            retries: Some(retry(retries)),
-            ..Default::default()
-        }],
-        ..Default::default()
-    }
-}
-
-/// The RouteConfig [`MESH_INBOUND_ROUTE`]: MeshConfig's
-/// `defaultInboundHttpRetryPolicy` for the requests the destinations'
-/// sides send to their apps.
-pub fn mesh_inbound(retries: &HttpRetry, root_namespace: &str) -> RouteConfig {
-    RouteConfig {
-        name: MESH_INBOUND_ROUTE.to_string(),
-        namespace: root_namespace.to_string(),
-        http: vec![pb::HttpRoute {
-            name: "inbound".to_string(),
+            name: route.to_string(),
             retries: Some(retry(retries)),
             ..Default::default()
         }],
