@@ -2,7 +2,7 @@
 //! simulated cluster with weft's real binaries: a route picked by the
 //! service port the app dialled, redirects whose port comes from the
 //! request or the scheme (`derivePort`), a `prefixRewrite` redirect and one that keeps the app's
-//! `x-forwarded-proto`, and a root VirtualService that
+//! `x-forwarded-proto` (an HTTP/2 app's own `:scheme`), and a root VirtualService that
 //! hands a path prefix to a delegate VirtualService in another namespace
 //! (the delegate's routes merged under the root's match, its conflicting
 //! ones left out, nothing when it is not exported to the root's
@@ -145,6 +145,18 @@ fn port_matches_derived_redirect_ports_and_a_delegate() -> Result<()> {
         ensure!(
             reply.status == 301 && reply.header("location") == Some(want.as_str()),
             "a forwarded https request: want 301 to {want}, got {reply:?}"
+        );
+        // An HTTP/2 request has a `:scheme` of its own, which Envoy keeps
+        // over its `x-forwarded-proto`.
+        let reply = httpapp::get_one(
+            &client,
+            &format!("{on_8080}/keep-port"),
+            &["--h2", "true", "--header", "x-forwarded-proto: https"],
+        )?;
+        let want = format!("http://{vip}:8080/moved");
+        ensure!(
+            reply.status == 301 && reply.header("location") == Some(want.as_str()),
+            "an HTTP/2 request's own scheme: want 301 to {want}, got {reply:?}"
         );
         // On port 80 the port-matched redirect does not apply: the default
         // route answers.

@@ -42,7 +42,7 @@ pub use rewrite::{DirectResponse, Redirect, RedirectPort, Rewrite};
 
 use std::time::Duration;
 
-use http::{HeaderMap, HeaderName};
+use http::{HeaderMap, HeaderName, HeaderValue};
 use weft_proto::route as pb;
 
 /// Why a `RouteConfig` cannot be used. `route` names the route ("route 2
@@ -82,8 +82,12 @@ pub struct RequestView<'a> {
     pub path_and_query: &'a str,
     /// The Host header or :authority as received (may include the port).
     pub authority: &'a str,
-    /// "http" in the mesh.
+    /// The connection's scheme: "http" in the mesh.
     pub scheme: &'a str,
+    /// The request's `:scheme` as Envoy's connection manager has it
+    /// ([`request_scheme`]): what a route's `scheme` match reads, and a
+    /// redirect without a `scheme` keeps.
+    pub request_scheme: &'a str,
     /// The request's headers.
     pub headers: &'a HeaderMap,
     /// The service port the client connected to.
@@ -92,6 +96,29 @@ pub struct RequestView<'a> {
     pub source_namespace: &'a str,
     /// The client's workload uid (`istio.workload.Workload.uid`).
     pub source_workload: &'a str,
+}
+
+/// A request's `:scheme` as Envoy's connection manager sets it on a
+/// sidecar's outbound listener: the request's own (an HTTP/2 request's
+/// `:scheme`, an absolute URI's), else the `x-forwarded-proto` the client
+/// sent when it is `http` or `https`, else the connection's.
+pub fn request_scheme<'a>(
+    uri_scheme: Option<&'a str>,
+    headers: &'a HeaderMap,
+    connection: &'a str,
+) -> &'a str {
+    if let Some(scheme) = uri_scheme {
+        return scheme;
+    }
+    let mut forwarded = headers.get_all("x-forwarded-proto").iter();
+    match (
+        forwarded.next().map(HeaderValue::as_bytes),
+        forwarded.next(),
+    ) {
+        (Some(b"http"), None) => "http",
+        (Some(b"https"), None) => "https",
+        _ => connection,
+    }
 }
 
 impl<'a> RequestView<'a> {

@@ -275,9 +275,9 @@ impl Redirect {
     ///
     /// The request's query string is kept unless the new `uri` has its own
     /// (Envoy). Without a `scheme` the request's is kept: Envoy's
-    /// `:scheme`, which for HTTP/1 is the `x-forwarded-proto` the client
-    /// sent if it is "http" or "https" (a sidecar keeps the app's on the
-    /// outbound side), else the connection's, `req.scheme`.
+    /// `:scheme`, `req.request_scheme` (an HTTP/2 app's own; for HTTP/1,
+    /// the `x-forwarded-proto` the client sent if it is "http" or "https",
+    /// which a sidecar keeps on the outbound side, else the connection's).
     ///
     /// A port equal to the default of the redirect's scheme (80 for http,
     /// 443 for https; with no scheme, of the listener's, `req.scheme`) is
@@ -294,12 +294,7 @@ impl Redirect {
         matched: Option<&HttpMatch>,
     ) -> (StatusCode, String) {
         let forwarded = forwarded_proto(req);
-        let request_scheme = if default_port(&forwarded).is_some() {
-            &*forwarded
-        } else {
-            req.scheme
-        };
-        let scheme = self.scheme.as_deref().unwrap_or(request_scheme);
+        let scheme = self.scheme.as_deref().unwrap_or(req.request_scheme);
         let mut out = String::with_capacity(64 + req.path_and_query.len());
         out.push_str(scheme);
         out.push_str("://");

@@ -170,6 +170,7 @@ fn req<'a>(
         path_and_query: path,
         authority,
         scheme,
+        request_scheme: crate::l7::route::request_scheme(None, headers, scheme),
         headers,
         port: 9080,
         source_namespace: "default",
@@ -364,6 +365,12 @@ fn redirect_without_scheme_keeps_the_forwarded_one() {
     assert_eq!(to(uri(), &forwarded(&["ftp"]), "h:80"), "http://h:80/n");
     let both = forwarded(&["https", "http"]);
     assert_eq!(to(uri(), &both, "h:443"), "http://h:443/n");
+    // An HTTP/2 app's own `:scheme` wins over its `x-forwarded-proto`.
+    let h2 = RequestView {
+        request_scheme: crate::l7::route::request_scheme(Some("http"), &https, "http"),
+        ..req(&https, "/p", "h", "http")
+    };
+    assert_eq!(redirect(uri()).location(&h2, None).1, "http://h/n");
     // A port goes only when the new scheme is not the forwarded one and
     // the port is the forwarded scheme's default.
     let scheme = |s: &str| pb::HttpRedirect {

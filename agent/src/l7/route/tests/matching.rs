@@ -183,6 +183,13 @@ fn pseudo_headers_method_authority_scheme() {
     };
     assert_eq!(selected(&t, &https), "scheme");
     assert_eq!(selected(&t, &Req::default()), "-");
+    // Envoy's `:scheme` of an HTTP/1.1 request is the app's
+    // `x-forwarded-proto` when it is http or https.
+    let forwarded = Req {
+        headers: headers(&[("x-forwarded-proto", "https")]),
+        ..Req::default()
+    };
+    assert_eq!(selected(&t, &forwarded), "scheme");
 }
 
 #[test]
