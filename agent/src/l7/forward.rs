@@ -15,7 +15,7 @@ use super::{
     envoy_headers,
     log::Record,
     reply::{self, Flag, Flags, LocalReply, Replied, details},
-    route::{Abort, Action, Destination, Preflight, RequestView, request_scheme},
+    route::{Abort, Action, Destination, Preflight, RequestView},
     send,
     upstream::Protocol,
 };
@@ -161,7 +161,7 @@ async fn route(
         path_and_query: &path,
         authority: &authority,
         scheme: "http",
-        request_scheme: request_scheme(request.uri().scheme_str(), request.headers(), "http"),
+        uri_scheme: request.uri().scheme_str(),
         headers: request.headers(),
         port: down.original.port(),
         source_namespace: &down.pod.workload.namespace,

@@ -119,7 +119,7 @@ impl Source {
             Self::Authority => Some(Cow::Borrowed(req.authority.as_bytes())),
             Self::Method => Some(Cow::Borrowed(req.method.as_str().as_bytes())),
             Self::Path => Some(Cow::Borrowed(req.path_and_query.as_bytes())),
-            Self::Scheme => Some(Cow::Borrowed(req.request_scheme.as_bytes())),
+            Self::Scheme => Some(Cow::Borrowed(req.request_scheme().as_bytes())),
             Self::Header(name) => joined(req.headers, name),
             Self::Never => None,
         }

@@ -84,10 +84,10 @@ pub struct RequestView<'a> {
     pub authority: &'a str,
     /// The connection's scheme: "http" in the mesh.
     pub scheme: &'a str,
-    /// The request's `:scheme` as Envoy's connection manager has it
-    /// ([`request_scheme`]): what a route's `scheme` match reads, and a
-    /// redirect without a `scheme` keeps.
-    pub request_scheme: &'a str,
+    /// The scheme of the request's own URI (an HTTP/2 request's
+    /// `:scheme`, an absolute URI's), if it has one: see
+    /// [`RequestView::request_scheme`].
+    pub uri_scheme: Option<&'a str>,
     /// The request's headers.
     pub headers: &'a HeaderMap,
     /// The service port the client connected to.
@@ -98,30 +98,28 @@ pub struct RequestView<'a> {
     pub source_workload: &'a str,
 }
 
-/// A request's `:scheme` as Envoy's connection manager sets it on a
-/// sidecar's outbound listener: the request's own (an HTTP/2 request's
-/// `:scheme`, an absolute URI's), else the `x-forwarded-proto` the client
-/// sent when it is `http` or `https`, else the connection's.
-pub fn request_scheme<'a>(
-    uri_scheme: Option<&'a str>,
-    headers: &'a HeaderMap,
-    connection: &'a str,
-) -> &'a str {
-    if let Some(scheme) = uri_scheme {
-        return scheme;
-    }
-    let mut forwarded = headers.get_all("x-forwarded-proto").iter();
-    match (
-        forwarded.next().map(HeaderValue::as_bytes),
-        forwarded.next(),
-    ) {
-        (Some(b"http"), None) => "http",
-        (Some(b"https"), None) => "https",
-        _ => connection,
-    }
-}
-
 impl<'a> RequestView<'a> {
+    /// The request's `:scheme` as Envoy's connection manager sets it on a
+    /// sidecar's outbound listener: what a route's `scheme` match reads,
+    /// and a redirect without a `scheme` keeps. The request's own
+    /// ([`RequestView::uri_scheme`]), else the `x-forwarded-proto` the
+    /// client sent when it is `http` or `https`, else the connection's.
+    /// Read only when a route asks (a header lookup).
+    pub fn request_scheme(&self) -> &'a str {
+        if let Some(scheme) = self.uri_scheme {
+            return scheme;
+        }
+        let mut forwarded = self.headers.get_all("x-forwarded-proto").iter();
+        match (
+            forwarded.next().map(HeaderValue::as_bytes),
+            forwarded.next(),
+        ) {
+            (Some(b"http"), None) => "http",
+            (Some(b"https"), None) => "https",
+            _ => self.scheme,
+        }
+    }
+
     /// The path without query string and fragment.
     pub fn path(&self) -> &'a str {
         let end = self

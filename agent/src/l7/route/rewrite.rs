@@ -275,7 +275,7 @@ impl Redirect {
     ///
     /// The request's query string is kept unless the new `uri` has its own
     /// (Envoy). Without a `scheme` the request's is kept: Envoy's
-    /// `:scheme`, `req.request_scheme` (an HTTP/2 app's own; for HTTP/1,
+    /// `:scheme`, `req.request_scheme()` (an HTTP/2 app's own; for HTTP/1,
     /// the `x-forwarded-proto` the client sent if it is "http" or "https",
     /// which a sidecar keeps on the outbound side, else the connection's).
     ///
@@ -294,7 +294,10 @@ impl Redirect {
         matched: Option<&HttpMatch>,
     ) -> (StatusCode, String) {
         let forwarded = forwarded_proto(req);
-        let scheme = self.scheme.as_deref().unwrap_or(req.request_scheme);
+        let scheme = self
+            .scheme
+            .as_deref()
+            .unwrap_or_else(|| req.request_scheme());
         let mut out = String::with_capacity(64 + req.path_and_query.len());
         out.push_str(scheme);
         out.push_str("://");

@@ -170,7 +170,7 @@ fn req<'a>(
         path_and_query: path,
         authority,
         scheme,
-        request_scheme: crate::l7::route::request_scheme(None, headers, scheme),
+        uri_scheme: None,
         headers,
         port: 9080,
         source_namespace: "default",
@@ -367,7 +367,7 @@ fn redirect_without_scheme_keeps_the_forwarded_one() {
     assert_eq!(to(uri(), &both, "h:443"), "http://h:443/n");
     // An HTTP/2 app's own `:scheme` wins over its `x-forwarded-proto`.
     let h2 = RequestView {
-        request_scheme: crate::l7::route::request_scheme(Some("http"), &https, "http"),
+        uri_scheme: Some("http"),
         ..req(&https, "/p", "h", "http")
     };
     assert_eq!(redirect(uri()).location(&h2, None).1, "http://h/n");

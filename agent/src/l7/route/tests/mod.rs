@@ -129,7 +129,7 @@ impl Req {
             path_and_query: self.path,
             authority: self.authority,
             scheme: self.scheme,
-            request_scheme: super::request_scheme(None, &self.headers, self.scheme),
+            uri_scheme: None,
             headers: &self.headers,
             port: self.port,
             source_namespace: self.ns,
