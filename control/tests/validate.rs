@@ -313,3 +313,54 @@ fn http_policy_fields_on_a_tcp_port_are_flagged() {
         finding.message
     );
 }
+
+#[test]
+fn a_header_value_envoy_could_not_parse_is_refused_at_its_field() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(
+        dir.path().join("vs.yaml"),
+        r#"apiVersion: networking.istio.io/v1
+kind: VirtualService
+metadata: {name: ratings, namespace: bookinfo}
+spec:
+  hosts: [ratings]
+  http:
+  - route:
+    - destination: {host: ratings}
+      headers:
+        response: {set: {x-off: "10%"}}
+    headers:
+      request:
+        set: {x-client: "%DOWNSTREAM_REMOTE_ADDRES%", x-ok: "%PROTOCOL% 100%%"}
+"#,
+    )
+    .unwrap();
+    let report = validate(dir.path());
+    assert!(report.failed(), "{}", report.to_text());
+    let mut found: Vec<(String, String)> = report
+        .errors
+        .iter()
+        .map(|e| (e.path.clone(), e.message.clone()))
+        .collect();
+    found.sort();
+    assert_eq!(found.len(), 2, "{}", report.to_text());
+    assert_eq!(found[0].0, "spec.http[0].headers.request.set.x-client");
+    assert!(
+        found[0]
+            .1
+            .starts_with("the value `%DOWNSTREAM_REMOTE_ADDRES%`: position 0: unknown command operator `%DOWNSTREAM_REMOTE_ADDRES%`"),
+        "{}",
+        found[0].1
+    );
+    assert_eq!(
+        found[1].0,
+        "spec.http[0].route[0].headers.response.set.x-off"
+    );
+    assert!(
+        found[1]
+            .1
+            .contains("position 2: `%` starts no command operator"),
+        "{}",
+        found[1].1
+    );
+}

@@ -6,7 +6,8 @@
 //! hands a path prefix to a delegate VirtualService in another namespace
 //! (the delegate's routes merged under the root's match, its conflicting
 //! ones left out, nothing when it is not exported to the root's
-//! namespace); TCP routes by source labels, destination subnets and
+//! namespace); header values with Envoy's command operators
+//! (`%DOWNSTREAM_REMOTE_ADDRESS_WITHOUT_PORT%`, `%REQ(x)%`, `%UPSTREAM_HOST%`); TCP routes by source labels, destination subnets and
 //! weights. Needs root and the binaries (`cargo xtask test` builds them).
 
 mod common;
@@ -17,7 +18,7 @@ use weft_sim::{Cluster, ServicePort, httpapp};
 
 const API_SUBSETS: &str = "apiVersion: networking.istio.io/v1\nkind: DestinationRule\nmetadata:\n  name: api\n  namespace: web\nspec:\n  host: api\n  subsets:\n  - name: v1\n    labels:\n      version: v1\n  - name: v2\n    labels:\n      version: v2\n";
 
-const ROOT: &str = "apiVersion: networking.istio.io/v1\nkind: VirtualService\nmetadata:\n  name: api\n  namespace: web\nspec:\n  hosts:\n  - api\n  http:\n  - match:\n    - uri:\n        prefix: /old/\n    redirect:\n      prefixRewrite: /new/\n  - match:\n    - port: 8080\n      uri:\n        prefix: /keep-port\n    redirect:\n      uri: /moved\n      derivePort: FROM_REQUEST_PORT\n  - match:\n    - uri:\n        prefix: /default-port\n    redirect:\n      uri: /moved\n      derivePort: FROM_PROTOCOL_DEFAULT\n  - match:\n    - uri:\n        prefix: /team\n    delegate:\n      name: team-routes\n      namespace: team\n  - match:\n    - port: 8080\n    route:\n    - destination:\n        host: api\n        subset: v2\n  - route:\n    - destination:\n        host: api\n        subset: v1\n";
+const ROOT: &str = "apiVersion: networking.istio.io/v1\nkind: VirtualService\nmetadata:\n  name: api\n  namespace: web\nspec:\n  hosts:\n  - api\n  http:\n  - match:\n    - uri:\n        prefix: /old/\n    redirect:\n      prefixRewrite: /new/\n  - match:\n    - port: 8080\n      uri:\n        prefix: /keep-port\n    redirect:\n      uri: /moved\n      derivePort: FROM_REQUEST_PORT\n  - match:\n    - uri:\n        prefix: /default-port\n    redirect:\n      uri: /moved\n      derivePort: FROM_PROTOCOL_DEFAULT\n  - match:\n    - uri:\n        prefix: /team\n    delegate:\n      name: team-routes\n      namespace: team\n  - match:\n    - port: 8080\n    headers:\n      request:\n        set:\n          x-client: \"%DOWNSTREAM_REMOTE_ADDRESS_WITHOUT_PORT%\"\n          x-user-was: \"%REQ(x-user)% over %PROTOCOL%, 100%%\"\n          x-user: changed\n      response:\n        add:\n          x-answered-by: \"%UPSTREAM_HOST% %RESPONSE_CODE%\"\n    route:\n    - destination:\n        host: api\n        subset: v2\n  - route:\n    - destination:\n        host: api\n        subset: v1\n";
 
 /// The delegate, exported to `export_to` (YAML, e.g. `[\"*\"]`).
 fn delegate(export_to: &str) -> String {
@@ -42,7 +43,7 @@ fn port_matches_derived_redirect_ports_and_a_delegate() -> Result<()> {
             8080,
             &[],
         )?;
-        let _v2 = backend(
+        let v2 = backend(
             cluster,
             "node-2",
             "web",
@@ -117,6 +118,28 @@ fn port_matches_derived_redirect_ports_and_a_delegate() -> Result<()> {
             let got = served_by(url)?;
             ensure!(got == *want, "{what} ({url}): served by {got}, want {want}");
         }
+
+        // Header values with Envoy's command operators, rendered per
+        // request: the request's from what it came with (before the
+        // route's own edits), the response's from the endpoint that
+        // answered.
+        let reply = httpapp::get_one(
+            &client,
+            &format!("{on_8080}/"),
+            &["--header", "x-user: ann"],
+        )?;
+        let seen = reply.seen()?;
+        let (client_ip, v2_ip) = (client.ip(), v2.pod.ip());
+        ensure!(
+            seen["headers"]["x-client"] == client_ip.to_string()
+                && seen["headers"]["x-user-was"] == "ann over HTTP/1.1, 100%"
+                && seen["headers"]["x-user"] == "changed",
+            "request header values rendered: {seen}"
+        );
+        ensure!(
+            reply.header("x-answered-by") == Some(format!("{v2_ip}:8080 200").as_str()),
+            "a response header value rendered: {reply:?}"
+        );
 
         // Redirects: the port the request came to; for FROM_PROTOCOL_DEFAULT
         // (no port from istiod, Envoy's default) the Host as it came, its

@@ -172,6 +172,9 @@ enum Layout {
     /// built from the entry's fields, not rendered; the format only
     /// names the headers a request keeps for it.
     Fields,
+    /// A header value of a VirtualService's (Envoy's header formatters):
+    /// an operator without a value adds nothing, where a line has `-`.
+    Header(Vec<Step>),
 }
 
 impl Format {
@@ -207,6 +210,18 @@ impl Format {
         }))
     }
 
+    /// A header value with command operators (`l7/route/headers.rs`).
+    pub fn header(tokens: &[FormatToken]) -> Result<Format, String> {
+        let mut steps = steps(tokens)?;
+        for step in &mut steps {
+            step.literal = step.literal.without_line_breaks();
+            if let Some((op, _)) = &mut step.op {
+                op.on_one_line();
+            }
+        }
+        Ok(Format::new(Layout::Header(steps)))
+    }
+
     /// An access-log service's entry: nothing rendered, `request` and
     /// `response` kept (see [`super::als`]).
     pub fn fields(request: Vec<HeaderName>, response: Vec<HeaderName>) -> Format {
@@ -239,6 +254,7 @@ impl Format {
                 .chain(attributes.iter().flat_map(|(_, s)| s))
                 .collect(),
             Layout::Fields => Vec::new(),
+            Layout::Header(steps) => steps.iter().collect(),
         };
         for step in all {
             let (names, headers) = match &step.op {
@@ -299,6 +315,10 @@ impl Format {
                 return;
             }
             Layout::Fields => return,
+            Layout::Header(_) => {
+                self.render_header(e, out);
+                return;
+            }
             Layout::Json(fields) => {
                 out.push(b'{');
                 let mut value = Vec::new();
@@ -337,6 +357,24 @@ impl Format {
             }
         }
         out.push(b'\n');
+    }
+
+    /// A header value's text, appended to `out`: nothing for an operator
+    /// without a value (Envoy's header formatters omit empty values),
+    /// nothing at all for a format that is not a header value's.
+    pub fn render_header(&self, e: &Entry<'_>, out: &mut Vec<u8>) {
+        let Layout::Header(steps) = &self.layout else {
+            return;
+        };
+        for step in steps {
+            step.literal.push(out);
+            if let Some((op, max)) = &step.op {
+                let start = out.len();
+                if op.render(e, out) && *max > 0 {
+                    truncate(out, start, *max);
+                }
+            }
+        }
     }
 
     /// An OpenTelemetry record's attributes, each key with its value

@@ -191,7 +191,11 @@ async fn route(
                 if let Ok(location) = HeaderValue::from_str(&location) {
                     response.headers_mut().insert(header::LOCATION, location);
                 }
-                route.edit_response(None, response.headers_mut());
+                route.edit_response(
+                    None,
+                    response.headers_mut(),
+                    &record.response_formatting(status, request.headers()),
+                );
                 return Ok(Replied::mark(
                     response,
                     Flags::default(),
@@ -209,7 +213,12 @@ async fn route(
                 {
                     response.headers_mut().insert(header::LOCATION, location);
                 }
-                route.edit_response(None, response.headers_mut());
+                let status = response.status();
+                route.edit_response(
+                    None,
+                    response.headers_mut(),
+                    &record.response_formatting(status, request.headers()),
+                );
                 return Ok(Replied::mark(
                     response,
                     Flags::default(),
@@ -296,7 +305,9 @@ async fn route(
                 (name.clone(), values)
             })
             .collect();
-        selected.route.edit_request(weighted, &mut head.headers);
+        selected
+            .route
+            .edit_request(weighted, &mut head.headers, &record.request_formatting());
         // After the route's own edits, as Envoy's route finalizes them.
         let edited = rewritten.is_some() || !head.unedited.is_empty();
         if let Some(path) = rewritten {
@@ -363,7 +374,12 @@ async fn route(
     .await;
 
     if let Some(route) = route {
-        route.edit_response(weighted, response.headers_mut());
+        let status = response.status();
+        route.edit_response(
+            weighted,
+            response.headers_mut(),
+            &record.response_formatting(status, &head.headers),
+        );
         if let Some(cors) = &route.cors {
             cors.decorate(&head.headers, response.headers_mut());
         }

@@ -61,11 +61,12 @@ struct Access {
     response_headers: Option<Headers>,
 }
 
+mod header_values;
 mod line;
 mod server;
 
 use self::line::{RequestLine, protocol};
-pub use self::server::ServerRecord;
+pub use self::{header_values::HeaderFormatting, server::ServerRecord};
 
 /// What is known of one request, filled in as it goes.
 pub struct Record {

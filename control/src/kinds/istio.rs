@@ -210,6 +210,24 @@ impl Headers {
                     }
                 }
             }
+            // Envoy renders a value's command operators per request, and
+            // refuses a route whose value it cannot parse.
+            for (op, values) in [("set", &ops.set), ("add", &ops.add)] {
+                for (name, value) in values {
+                    // Istio's `host_rewrite_literal`: never rendered.
+                    let authority = name.eq_ignore_ascii_case("host")
+                        || name.eq_ignore_ascii_case(":authority");
+                    if !value.contains('%') || authority {
+                        continue;
+                    }
+                    if let Err(e) = crate::model::access_log::format::parse(value) {
+                        errors.push(invalid(
+                            format!("{path}.{which}.{op}.{name}"),
+                            format!("the value `{value}`: {e}"),
+                        ));
+                    }
+                }
+            }
         }
     }
 }

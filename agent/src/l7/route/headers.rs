@@ -3,14 +3,21 @@
 //!
 //! Order: Envoy removes first, then sets, then appends (its header parser
 //! makes "remove-before-add the default"), so a header both removed and
-//! set ends up set. Values are literal: Envoy would expand `%VAR%` command
-//! operators in them, which is not done here. Empty values are skipped,
-//! as Envoy does unless told to keep them.
+//! set ends up set. A value with command operators
+//! (`%DOWNSTREAM_REMOTE_ADDRESS_WITHOUT_PORT%`, `%REQ(x-user)%`) is
+//! rendered for each request as Envoy's header formatters render it, from
+//! the headers as they are after the removals and before any addition:
+//! an operator without a value adds nothing, and a value that renders
+//! empty is not added. Empty values are skipped, as Envoy does unless told
+//! to keep them.
+
+use std::sync::Arc;
 
 use http::{HeaderMap, HeaderName, HeaderValue};
 use weft_proto::route as pb;
 
 use super::RouteError;
+use crate::access_log::format::Format;
 
 /// Edits to one header map (a request's or a response's).
 #[derive(Debug, Clone, Default)]
@@ -21,18 +28,42 @@ pub struct HeaderEdits {
     pub add: Vec<(HeaderName, HeaderValue)>,
     /// Remove the header.
     pub remove: Vec<HeaderName>,
+    /// As `set` and `add`, for values with command operators.
+    pub set_formatted: Vec<(HeaderName, Arc<Format>)>,
+    pub add_formatted: Vec<(HeaderName, Arc<Format>)>,
+}
+
+/// What a value with command operators is rendered from: the request
+/// (and, for a response's edits, the response) that is being edited.
+pub trait Formatting {
+    /// `format` rendered for the message whose headers are `headers`.
+    fn render(&self, format: &Format, headers: &HeaderMap) -> Vec<u8>;
+}
+
+/// Nothing to render from: every value with command operators renders
+/// empty, and is not added.
+pub struct Unformatted;
+
+impl Formatting for Unformatted {
+    fn render(&self, _: &Format, _: &HeaderMap) -> Vec<u8> {
+        Vec::new()
+    }
 }
 
 impl HeaderEdits {
     /// Whether there is nothing to do.
     pub fn is_empty(&self) -> bool {
-        self.set.is_empty() && self.add.is_empty() && self.remove.is_empty()
+        self.set.is_empty()
+            && self.add.is_empty()
+            && self.remove.is_empty()
+            && self.set_formatted.is_empty()
+            && self.add_formatted.is_empty()
     }
 
     /// Applies the edits: remove, then set, then add (Envoy's order).
-    pub fn apply(&self, headers: &mut HeaderMap) {
+    pub fn apply(&self, headers: &mut HeaderMap, formatting: &dyn Formatting) {
         self.apply_removals(headers);
-        self.apply_additions(headers);
+        self.apply_additions(headers, formatting);
     }
 
     pub(crate) fn apply_removals(&self, headers: &mut HeaderMap) {
@@ -41,14 +72,63 @@ impl HeaderEdits {
         }
     }
 
-    pub(crate) fn apply_additions(&self, headers: &mut HeaderMap) {
-        for (name, value) in &self.set {
+    pub(crate) fn apply_additions(&self, headers: &mut HeaderMap, formatting: &dyn Formatting) {
+        let rendered = self.render(headers, formatting);
+        self.apply_sets(headers, &rendered);
+        self.apply_adds(headers, &rendered);
+    }
+
+    /// The values with command operators, rendered. Every value is
+    /// rendered before any is added, as in Envoy: a value reads the
+    /// headers as they came, not as the edits leave them.
+    pub(crate) fn render(&self, headers: &HeaderMap, formatting: &dyn Formatting) -> Rendered {
+        if self.set_formatted.is_empty() && self.add_formatted.is_empty() {
+            return Rendered::default();
+        }
+        let render = |formatted: &[(HeaderName, Arc<Format>)]| {
+            formatted
+                .iter()
+                .filter_map(|(name, format)| {
+                    let text = formatting.render(format, headers);
+                    if text.is_empty() {
+                        return None;
+                    }
+                    match HeaderValue::from_bytes(&text) {
+                        Ok(value) => Some((name.clone(), value)),
+                        Err(_) => {
+                            tracing::debug!(header = %name, "a rendered header value is not a valid one: not added");
+                            None
+                        }
+                    }
+                })
+                .collect()
+        };
+        Rendered {
+            set: render(&self.set_formatted),
+            add: render(&self.add_formatted),
+        }
+    }
+
+    /// The values that replace (Envoy applies every list's before any
+    /// list's appends).
+    pub(crate) fn apply_sets(&self, headers: &mut HeaderMap, rendered: &Rendered) {
+        for (name, value) in self.set.iter().chain(&rendered.set) {
             headers.insert(name.clone(), value.clone());
         }
-        for (name, value) in &self.add {
+    }
+
+    pub(crate) fn apply_adds(&self, headers: &mut HeaderMap, rendered: &Rendered) {
+        for (name, value) in self.add.iter().chain(&rendered.add) {
             headers.append(name.clone(), value.clone());
         }
     }
+}
+
+/// Values with command operators, rendered for one request or response.
+#[derive(Default)]
+pub(crate) struct Rendered {
+    set: Vec<(HeaderName, HeaderValue)>,
+    add: Vec<(HeaderName, HeaderValue)>,
 }
 
 /// A route's (or a destination's) header edits.
@@ -89,12 +169,16 @@ impl HeaderOps {
             ops.request.set = values(&req.set, route, &at("set"), Some(&mut set_authority))?;
             ops.request.add = values(&req.add, route, &at("add"), Some(&mut add_authority))?;
             ops.request.remove = names(&req.remove, route, &at("remove"))?;
+            ops.request.set_formatted = formatted(&req.set_formatted, route, &at("set"))?;
+            ops.request.add_formatted = formatted(&req.add_formatted, route, &at("add"))?;
         }
         if let Some(resp) = &headers.response {
             let at = |op: &str| format!("{field}.response.{op}");
             ops.response.set = values(&resp.set, route, &at("set"), None)?;
             ops.response.add = values(&resp.add, route, &at("add"), None)?;
             ops.response.remove = names(&resp.remove, route, &at("remove"))?;
+            ops.response.set_formatted = formatted(&resp.set_formatted, route, &at("set"))?;
+            ops.response.add_formatted = formatted(&resp.add_formatted, route, &at("add"))?;
         }
         ops.authority = set_authority
             .or(add_authority)
@@ -176,6 +260,21 @@ fn values(
     Ok(out)
 }
 
+/// Values with command operators, compiled for rendering.
+fn formatted(
+    map: &std::collections::BTreeMap<String, pb::HeaderFormat>,
+    route: &str,
+    field: &str,
+) -> Result<Vec<(HeaderName, Arc<Format>)>, RouteError> {
+    map.iter()
+        .map(|(key, value)| {
+            let header = editable_name(key, route, field)?;
+            let format = Format::header(&value.tokens).map_err(|e| bad(route, field, key, &e))?;
+            Ok((header, Arc::new(format)))
+        })
+        .collect()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -191,6 +290,7 @@ mod tests {
                 .map(|(k, v)| (k.to_string(), v.to_string()))
                 .collect(),
             remove: remove.iter().map(|k| k.to_string()).collect(),
+            ..Default::default()
         }
     }
 
@@ -216,7 +316,7 @@ mod tests {
         h.append("x-set", "old2".parse().unwrap());
         h.insert("x-add", "first".parse().unwrap());
         h.insert("x-keep", "k".parse().unwrap());
-        ops.request.apply(&mut h);
+        ops.request.apply(&mut h, &Unformatted);
         assert!(h.get("x-gone").is_none());
         // Removed, then set: set wins (Envoy removes before adding).
         let set: Vec<_> = h.get_all("x-set").iter().collect();
@@ -265,6 +365,94 @@ mod tests {
         assert!(HeaderOps::compile(Some(&h), "r", "headers").is_err());
     }
 
+    /// Renders from a request from 10.0.0.7:5555 with `headers`.
+    struct FromPeer;
+
+    impl Formatting for FromPeer {
+        fn render(&self, format: &Format, headers: &HeaderMap) -> Vec<u8> {
+            use crate::access_log::{Entry, Headers, Http};
+            let kept = Headers::capture(headers, format.request_headers(), &[]);
+            let mut e = Entry::new(std::time::SystemTime::UNIX_EPOCH, Default::default());
+            e.http = Some(Http {
+                method: "GET",
+                path: "/",
+                authority: "svc",
+                headers: Some(&kept),
+                response_headers: None,
+                status: 0,
+                grpc_status: None,
+            });
+            e.downstream_remote = Some("10.0.0.7:5555".parse().unwrap());
+            let mut out = Vec::new();
+            format.render_header(&e, &mut out);
+            out
+        }
+    }
+
+    fn tokens(pieces: &[(&str, &str, &str)]) -> pb::HeaderFormat {
+        use weft_proto::telemetry::FormatToken;
+        pb::HeaderFormat {
+            tokens: pieces
+                .iter()
+                .map(|(literal, operator, argument)| FormatToken {
+                    literal: literal.to_string(),
+                    operator: operator.to_string(),
+                    argument: argument.to_string(),
+                    ..Default::default()
+                })
+                .collect(),
+        }
+    }
+
+    #[test]
+    fn values_with_command_operators_are_rendered_before_any_is_added() {
+        let mut request = ops(&[("x-user", "changed")], &[], &["x-gone"]);
+        request.set_formatted = [
+            (
+                "x-client".to_string(),
+                tokens(&[
+                    ("ip=", "", ""),
+                    ("", "DOWNSTREAM_REMOTE_ADDRESS_WITHOUT_PORT", ""),
+                ]),
+            ),
+            // The value as it came, not as set above.
+            ("x-user-was".to_string(), tokens(&[("", "REQ", "x-user")])),
+            // Removed before the values are rendered.
+            (
+                "x-gone-was".to_string(),
+                tokens(&[("was:", "", ""), ("", "REQ", "x-gone")]),
+            ),
+            // No upstream yet: renders empty, is not added.
+            (
+                "x-upstream".to_string(),
+                tokens(&[("", "UPSTREAM_HOST", "")]),
+            ),
+        ]
+        .into();
+        request.add_formatted = [(
+            "x-user".to_string(),
+            tokens(&[("[", "", ""), ("", "REQ", "x-user"), ("]", "", "")]),
+        )]
+        .into();
+        let ops = compile(request).unwrap();
+        let mut h = HeaderMap::new();
+        h.insert("x-user", "ann".parse().unwrap());
+        h.insert("x-gone", "g".parse().unwrap());
+        ops.request.apply(&mut h, &FromPeer);
+        assert_eq!(h["x-client"], "ip=10.0.0.7");
+        assert_eq!(h["x-user-was"], "ann");
+        // An operator without a value adds nothing to its value.
+        assert_eq!(h["x-gone-was"], "was:");
+        assert!(h.get("x-gone").is_none());
+        assert!(h.get("x-upstream").is_none());
+        let users: Vec<_> = h.get_all("x-user").iter().collect();
+        assert_eq!(users, ["changed", "[ann]"]);
+        // Nothing to render from: not added.
+        let mut h = HeaderMap::new();
+        ops.request.apply(&mut h, &Unformatted);
+        assert!(h.get("x-client").is_none());
+    }
+
     #[test]
     fn response_edits() {
         let h = pb::Headers {
@@ -274,7 +462,7 @@ mod tests {
         let ops = HeaderOps::compile(Some(&h), "r", "headers").unwrap();
         let mut resp = HeaderMap::new();
         resp.insert("server", "app".parse().unwrap());
-        ops.response.apply(&mut resp);
+        ops.response.apply(&mut resp, &Unformatted);
         assert!(resp.get("server").is_none());
         assert_eq!(resp.get("x-r").unwrap(), "1");
         assert!(HeaderOps::compile(None, "r", "headers").unwrap().is_empty());

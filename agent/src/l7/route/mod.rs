@@ -34,7 +34,7 @@ mod tests;
 pub use cors::{CorsPolicy, Preflight};
 pub use destination::{AddressEndpoint, Destination, EndpointSet, Mirror, WeightedDestination};
 pub use fault::{Abort, Fault, roll};
-pub use headers::{HeaderEdits, HeaderOps};
+pub use headers::{Formatting, HeaderEdits, HeaderOps, Unformatted};
 pub use l4::{ConnectionView, L4Route};
 pub use matcher::{HttpMatch, REGEX_SIZE_LIMIT, StringMatcher};
 pub use retry::{DEFAULT_BACKOFF_BASE, Outcome, RetryOn, RetryPolicy};
@@ -466,11 +466,13 @@ impl HttpRoute {
         dest: Option<&'s WeightedDestination>,
     ) -> impl Iterator<Item = &'s HeaderName> {
         fn names(edits: &HeaderEdits) -> impl Iterator<Item = &HeaderName> {
+            let formatted = edits.set_formatted.iter().chain(&edits.add_formatted);
             edits
                 .set
                 .iter()
                 .chain(&edits.add)
                 .map(|(name, _)| name)
+                .chain(formatted.map(|(name, _)| name))
                 .chain(&edits.remove)
         }
         names(&self.headers.request).chain(dest.into_iter().flat_map(|d| names(&d.headers.request)))
@@ -478,42 +480,69 @@ impl HttpRoute {
 
     /// Applies the route's and `dest`'s request header edits in Envoy's
     /// order for what Istio generates: for a lone destination, one list
-    /// (all removals, then the route's additions, then the destination's);
+    /// (all removals, then every value with command operators rendered,
+    /// then the replacements, then the appends);
     /// for weighted destinations, the destination's edits and then the
     /// route's, so that the route's win.
-    pub fn edit_request(&self, dest: Option<&WeightedDestination>, headers: &mut HeaderMap) {
+    pub fn edit_request(
+        &self,
+        dest: Option<&WeightedDestination>,
+        headers: &mut HeaderMap,
+        formatting: &dyn Formatting,
+    ) {
         self.edit(
             dest.map(|d| &d.headers.request),
             &self.headers.request,
             headers,
+            formatting,
         );
     }
 
     /// Applies the route's and `dest`'s response header edits (same order
     /// as [`Self::edit_request`]). `dest` is `None` for redirects and direct
     /// responses, which get the route's edits.
-    pub fn edit_response(&self, dest: Option<&WeightedDestination>, headers: &mut HeaderMap) {
+    pub fn edit_response(
+        &self,
+        dest: Option<&WeightedDestination>,
+        headers: &mut HeaderMap,
+        formatting: &dyn Formatting,
+    ) {
         self.edit(
             dest.map(|d| &d.headers.response),
             &self.headers.response,
             headers,
+            formatting,
         );
     }
 
-    fn edit(&self, dest: Option<&HeaderEdits>, route: &HeaderEdits, headers: &mut HeaderMap) {
+    fn edit(
+        &self,
+        dest: Option<&HeaderEdits>,
+        route: &HeaderEdits,
+        headers: &mut HeaderMap,
+        formatting: &dyn Formatting,
+    ) {
         let Some(dest) = dest else {
-            route.apply(headers);
+            route.apply(headers, formatting);
             return;
         };
         let lone = matches!(&self.action, Action::Route(d) if d.len() == 1);
         if lone {
+            // One list in Envoy: every removal, every value rendered,
+            // every replacement, every append.
             route.apply_removals(headers);
             dest.apply_removals(headers);
-            route.apply_additions(headers);
-            dest.apply_additions(headers);
+            let (on_route, on_dest) = (
+                route.render(headers, formatting),
+                dest.render(headers, formatting),
+            );
+            route.apply_sets(headers, &on_route);
+            dest.apply_sets(headers, &on_dest);
+            route.apply_adds(headers, &on_route);
+            dest.apply_adds(headers, &on_dest);
         } else {
-            dest.apply(headers);
-            route.apply(headers);
+            dest.apply(headers, formatting);
+            route.apply(headers, formatting);
         }
     }
 }

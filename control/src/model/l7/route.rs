@@ -461,6 +461,33 @@ pub fn string_match(m: &istio::StringMatch) -> pb::StringMatch {
     pb::StringMatch { match_type }
 }
 
+/// Header values split as Envoy reads them: literal ones, and ones with
+/// command operators, parsed (checked with the VirtualService: a value
+/// that does not parse never gets here). `%%` alone makes a literal `%`.
+fn header_values(
+    values: &BTreeMap<String, String>,
+) -> (BTreeMap<String, String>, BTreeMap<String, pb::HeaderFormat>) {
+    let mut literal = BTreeMap::new();
+    let mut formatted = BTreeMap::new();
+    for (name, value) in values {
+        // Istio makes `host`/`:authority` Envoy's `host_rewrite_literal`.
+        let authority =
+            name.eq_ignore_ascii_case("host") || name.eq_ignore_ascii_case(":authority");
+        if !value.contains('%') || authority {
+            literal.insert(name.clone(), value.clone());
+            continue;
+        }
+        let tokens = crate::model::access_log::format::parse(value).unwrap_or_default();
+        if tokens.iter().all(|t| t.operator.is_empty()) {
+            let text = tokens.into_iter().map(|t| t.literal).collect();
+            literal.insert(name.clone(), text);
+        } else {
+            formatted.insert(name.clone(), pb::HeaderFormat { tokens });
+        }
+    }
+    (literal, formatted)
+}
+
 pub fn duration(d: Duration) -> prost_types::Duration {
     prost_types::Duration {
         seconds: d.0.as_secs() as i64,
@@ -469,10 +496,16 @@ pub fn duration(d: Duration) -> prost_types::Duration {
 }
 
 fn headers(h: &istio::Headers) -> pb::Headers {
-    let ops = |o: &HeaderOperations| pb::HeaderOperations {
-        set: o.set.clone(),
-        add: o.add.clone(),
-        remove: o.remove.clone(),
+    let ops = |o: &HeaderOperations| {
+        let (set, set_formatted) = header_values(&o.set);
+        let (add, add_formatted) = header_values(&o.add);
+        pb::HeaderOperations {
+            set,
+            add,
+            remove: o.remove.clone(),
+            set_formatted,
+            add_formatted,
+        }
     };
     pb::Headers {
         request: h.request.as_ref().map(ops),

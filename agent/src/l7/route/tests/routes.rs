@@ -207,6 +207,7 @@ fn ops(set: &[(&str, &str)], remove: &[&str]) -> pb::Headers {
                 .collect(),
             add: BTreeMap::new(),
             remove: remove.iter().map(|r| r.to_string()).collect(),
+            ..Default::default()
         }),
         response: Some(pb::HeaderOperations {
             set: set
@@ -234,17 +235,17 @@ fn header_edit_order_lone_and_weighted() {
         panic!("two routes");
     };
     let mut h = HeaderMap::new();
-    lone.edit_request(lone.pick(0), &mut h);
+    lone.edit_request(lone.pick(0), &mut h, &Unformatted);
     assert_eq!(h["x-a"], "dest");
     assert_eq!(h["x-r"], "1");
     assert_eq!(h["x-d"], "2");
     let mut h = HeaderMap::new();
-    weighted.edit_request(weighted.pick(0), &mut h);
+    weighted.edit_request(weighted.pick(0), &mut h, &Unformatted);
     assert_eq!(h["x-a"], "route");
     assert!(h.get("x-d").is_none());
     assert_eq!(h["x-r"], "1");
     let mut h = HeaderMap::new();
-    weighted.edit_response(None, &mut h);
+    weighted.edit_response(None, &mut h, &Unformatted);
     assert_eq!(h["x-a"], "route");
     assert!(h.get("x-d").is_none());
 }

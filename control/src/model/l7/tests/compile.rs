@@ -131,8 +131,8 @@ spec:
     mirrorPercentage: {value: 25}
     rewrite: {uri: /v2, authority: ratings-v2}
     headers:
-      request: {set: {x-req: "1"}, add: {x-add: "2"}, remove: [x-drop]}
-      response: {remove: [server]}
+      request: {set: {x-req: "1", x-client: "ip=%DOWNSTREAM_REMOTE_ADDRESS_WITHOUT_PORT%", x-pct: "100%%"}, add: {x-add: "2"}, remove: [x-drop]}
+      response: {remove: [server], add: {x-upstream: "%UPSTREAM_HOST%"}}
     corsPolicy:
       allowOrigins: [{exact: "https://a.example"}]
       allowMethods: [GET]
@@ -251,7 +251,23 @@ spec:
             &vec!["x-drop".to_string()]
         )
     );
-    assert_eq!(h.response.as_ref().unwrap().remove, ["server"]);
+    // Values with command operators go parsed; `%%` alone is a literal.
+    assert_eq!(req.set["x-pct"], "100%");
+    let client = &req.set_formatted["x-client"].tokens;
+    assert_eq!(
+        client
+            .iter()
+            .map(|t| (t.literal.as_str(), t.operator.as_str()))
+            .collect::<Vec<_>>(),
+        [("ip=", ""), ("", "DOWNSTREAM_REMOTE_ADDRESS_WITHOUT_PORT")]
+    );
+    assert!(!req.set.contains_key("x-client"));
+    let resp = h.response.as_ref().unwrap();
+    assert_eq!(resp.remove, ["server"]);
+    assert_eq!(
+        resp.add_formatted["x-upstream"].tokens[0].operator,
+        "UPSTREAM_HOST"
+    );
     let cors = first.cors_policy.as_ref().unwrap();
     assert_eq!(cors.allow_origins, [exact("https://a.example").unwrap()]);
     assert_eq!(cors.allow_methods, ["GET"]);
