@@ -18,7 +18,7 @@ use weft_sim::{Cluster, ServicePort, httpapp};
 
 const API_SUBSETS: &str = "apiVersion: networking.istio.io/v1\nkind: DestinationRule\nmetadata:\n  name: api\n  namespace: web\nspec:\n  host: api\n  subsets:\n  - name: v1\n    labels:\n      version: v1\n  - name: v2\n    labels:\n      version: v2\n";
 
-const ROOT: &str = "apiVersion: networking.istio.io/v1\nkind: VirtualService\nmetadata:\n  name: api\n  namespace: web\nspec:\n  hosts:\n  - api\n  http:\n  - match:\n    - uri:\n        prefix: /old/\n    redirect:\n      prefixRewrite: /new/\n  - match:\n    - port: 8080\n      uri:\n        prefix: /keep-port\n    redirect:\n      uri: /moved\n      derivePort: FROM_REQUEST_PORT\n  - match:\n    - uri:\n        prefix: /default-port\n    redirect:\n      uri: /moved\n      derivePort: FROM_PROTOCOL_DEFAULT\n  - match:\n    - uri:\n        prefix: /team\n    delegate:\n      name: team-routes\n      namespace: team\n  - match:\n    - port: 8080\n    headers:\n      request:\n        set:\n          x-client: \"%DOWNSTREAM_REMOTE_ADDRESS_WITHOUT_PORT%\"\n          x-user-was: \"%REQ(x-user)% over %PROTOCOL%, 100%%\"\n          x-user: changed\n      response:\n        add:\n          x-answered-by: \"%UPSTREAM_HOST% %RESPONSE_CODE%\"\n    route:\n    - destination:\n        host: api\n        subset: v2\n  - route:\n    - destination:\n        host: api\n        subset: v1\n";
+const ROOT: &str = "apiVersion: networking.istio.io/v1\nkind: VirtualService\nmetadata:\n  name: api\n  namespace: web\nspec:\n  hosts:\n  - api\n  http:\n  - match:\n    - uri:\n        prefix: /old/\n    redirect:\n      prefixRewrite: /new/\n  - match:\n    - port: 8080\n      uri:\n        prefix: /keep-port\n    redirect:\n      uri: /moved\n      derivePort: FROM_REQUEST_PORT\n  - match:\n    - uri:\n        prefix: /default-port\n    redirect:\n      uri: /moved\n      derivePort: FROM_PROTOCOL_DEFAULT\n  - match:\n    - uri:\n        prefix: /team\n    delegate:\n      name: team-routes\n      namespace: team\n  - match:\n    - port: 8080\n    headers:\n      request:\n        set:\n          x-client: \"%DOWNSTREAM_REMOTE_ADDRESS_WITHOUT_PORT%\"\n          x-user-was: \"%REQ(x-user)% over %PROTOCOL%, 100%%\"\n          x-user: changed\n          x-try: \"%UPSTREAM_REQUEST_ATTEMPT_COUNT%\"\n      response:\n        add:\n          x-answered-by: \"%UPSTREAM_HOST% %RESPONSE_CODE%\"\n    route:\n    - destination:\n        host: api\n        subset: v2\n  - route:\n    - destination:\n        host: api\n        subset: v1\n";
 
 /// The delegate, exported to `export_to` (YAML, e.g. `[\"*\"]`).
 fn delegate(export_to: &str) -> String {
@@ -133,7 +133,8 @@ fn port_matches_derived_redirect_ports_and_a_delegate() -> Result<()> {
         ensure!(
             seen["headers"]["x-client"] == client_ip.to_string()
                 && seen["headers"]["x-user-was"] == "ann over HTTP/1.1, 100%"
-                && seen["headers"]["x-user"] == "changed",
+                && seen["headers"]["x-user"] == "changed"
+                && seen["headers"]["x-try"] == "1",
             "request header values rendered: {seen}"
         );
         ensure!(

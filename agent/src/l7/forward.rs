@@ -194,7 +194,9 @@ async fn route(
                 route.edit_response(
                     None,
                     response.headers_mut(),
-                    &record.response_formatting(status, request.headers()),
+                    &record
+                        .response_formatting(status, request.headers())
+                        .answered_here(details::DIRECT_RESPONSE),
                 );
                 return Ok(Replied::mark(
                     response,
@@ -217,7 +219,9 @@ async fn route(
                 route.edit_response(
                     None,
                     response.headers_mut(),
-                    &record.response_formatting(status, request.headers()),
+                    &record
+                        .response_formatting(status, request.headers())
+                        .answered_here(details::DIRECT_RESPONSE),
                 );
                 return Ok(Replied::mark(
                     response,

@@ -210,21 +210,22 @@ impl Headers {
                     }
                 }
             }
-            // Envoy renders a value's command operators per request, and
-            // refuses a route whose value it cannot parse.
+            // As istiod's `ValidateHTTPHeaderValue`: no control character
+            // but a tab, and command operators Envoy can parse (Envoy
+            // renders them per request, and refuses a route whose value
+            // it cannot parse). Also `host`'s, which is not rendered.
             for (op, values) in [("set", &ops.set), ("add", &ops.add)] {
                 for (name, value) in values {
-                    // Istio's `host_rewrite_literal`: never rendered.
-                    let authority = name.eq_ignore_ascii_case("host")
-                        || name.eq_ignore_ascii_case(":authority");
-                    if !value.contains('%') || authority {
-                        continue;
-                    }
-                    if let Err(e) = crate::model::access_log::format::parse(value) {
+                    let at = || format!("{path}.{which}.{op}.{name}");
+                    if value.chars().any(|c| c != '\t' && c.is_ascii_control()) {
                         errors.push(invalid(
-                            format!("{path}.{which}.{op}.{name}"),
-                            format!("the value `{value}`: {e}"),
+                            at(),
+                            format!("the value {value:?} has a control character"),
                         ));
+                    } else if value.contains('%')
+                        && let Err(e) = crate::model::access_log::format::parse_header_value(value)
+                    {
+                        errors.push(invalid(at(), format!("the value `{value}`: {e}")));
                     }
                 }
             }

@@ -25,6 +25,8 @@ pub struct HeaderFormatting<'a> {
     /// For a response's edits: its status, and the request's headers as
     /// they went upstream.
     response: Option<(StatusCode, &'a HeaderMap)>,
+    /// `%RESPONSE_CODE_DETAILS%` of an answer of the proxy's own.
+    details: Option<&'a str>,
 }
 
 impl Record {
@@ -33,6 +35,7 @@ impl Record {
         HeaderFormatting {
             record: self,
             response: None,
+            details: None,
         }
     }
 
@@ -46,7 +49,17 @@ impl Record {
         HeaderFormatting {
             record: self,
             response: Some((status, request)),
+            details: None,
         }
+    }
+}
+
+impl<'a> HeaderFormatting<'a> {
+    /// An answer of the proxy's own, with its `%RESPONSE_CODE_DETAILS%`
+    /// (Envoy sets them before the route's edits apply).
+    pub fn answered_here(mut self, details: &'a str) -> HeaderFormatting<'a> {
+        self.details = Some(details);
+        self
     }
 }
 
@@ -76,9 +89,13 @@ impl Formatting for HeaderFormatting<'_> {
         e.route = &r.route;
         e.upstream_cluster = &r.cluster;
         e.trace = r.span.as_ref().map(ActiveSpan::ids);
+        // A fault's delay is flagged before the route's edits (Envoy's
+        // fault filter runs before its router).
+        e.flags = r.flags;
+        // Envoy counts the attempt before it renders the request's edits.
+        e.attempts = r.attempts.max(1);
         if self.response.is_some() {
-            e.flags = r.flags;
-            e.details = r.details.as_deref();
+            e.details = self.details.or(r.details.as_deref());
             e.upstream_host = r.upstream;
             e.upstream_local = r.upstream_local;
             e.upstream_workload = r.upstream_workload.as_ref();

@@ -80,6 +80,91 @@ const OPERATORS: &[(&str, Arg)] = &[
     ("VIRTUAL_CLUSTER_NAME", Arg::None),
 ];
 
+/// Envoy's other command operators: accepted in a VirtualService's
+/// header values (Envoy renders them there; weft has no value for them,
+/// so they add nothing, as an operator without a value adds nothing in
+/// Envoy), refused in access-log formats (where a line would print them).
+const ENVOY_ONLY: &[&str] = &[
+    "START_TIME_LOCAL",
+    "EMIT_TIME_LOCAL",
+    "REQUEST_TX_DURATION",
+    "DOWNSTREAM_HANDSHAKE_DURATION",
+    "ROUNDTRIP_DURATION",
+    "COMMON_DURATION",
+    "UPSTREAM_CONNECTION_POOL_READY_DURATION",
+    "BYTES_RETRANSMITTED",
+    "PACKETS_RETRANSMITTED",
+    "UPSTREAM_WIRE_BYTES_RECEIVED",
+    "UPSTREAM_HEADER_BYTES_RECEIVED",
+    "DOWNSTREAM_WIRE_BYTES_RECEIVED",
+    "DOWNSTREAM_HEADER_BYTES_RECEIVED",
+    "UPSTREAM_WIRE_BYTES_SENT",
+    "UPSTREAM_HEADER_BYTES_SENT",
+    "DOWNSTREAM_WIRE_BYTES_SENT",
+    "DOWNSTREAM_HEADER_BYTES_SENT",
+    "REQUEST_HEADERS_BYTES",
+    "RESPONSE_HEADERS_BYTES",
+    "RESPONSE_TRAILERS_BYTES",
+    "UPSTREAM_PROTOCOL",
+    "CUSTOM_FLAGS",
+    "UPSTREAM_HOST_NAME",
+    "UPSTREAM_HOST_NAME_WITHOUT_PORT",
+    "UPSTREAM_CONNECTION_ID",
+    "UPSTREAM_TLS_CIPHER",
+    "UPSTREAM_TLS_SESSION_ID",
+    "UPSTREAM_PEER_ISSUER",
+    "UPSTREAM_PEER_CERT",
+    "UPSTREAM_PEER_SUBJECT",
+    "UPSTREAM_LOCAL_SUBJECT",
+    "UPSTREAM_PEER_DNS_SAN",
+    "UPSTREAM_PEER_IP_SAN",
+    "UPSTREAM_LOCAL_URI_SAN",
+    "UPSTREAM_LOCAL_DNS_SAN",
+    "UPSTREAM_LOCAL_IP_SAN",
+    "UPSTREAM_PEER_CERT_V_START",
+    "UPSTREAM_PEER_CERT_V_END",
+    "UPSTREAM_FILTER_STATE",
+    "DOWNSTREAM_DIRECT_LOCAL_ADDRESS",
+    "DOWNSTREAM_DIRECT_LOCAL_ADDRESS_WITHOUT_PORT",
+    "DOWNSTREAM_DIRECT_LOCAL_PORT",
+    "DOWNSTREAM_PEER_DNS_SAN",
+    "DOWNSTREAM_PEER_IP_SAN",
+    "DOWNSTREAM_PEER_EMAIL_SAN",
+    "DOWNSTREAM_PEER_OTHERNAME_SAN",
+    "DOWNSTREAM_LOCAL_DNS_SAN",
+    "DOWNSTREAM_LOCAL_IP_SAN",
+    "DOWNSTREAM_LOCAL_EMAIL_SAN",
+    "DOWNSTREAM_LOCAL_OTHERNAME_SAN",
+    "DOWNSTREAM_PEER_SUBJECT",
+    "DOWNSTREAM_LOCAL_SUBJECT",
+    "DOWNSTREAM_PEER_ISSUER",
+    "DOWNSTREAM_TLS_SESSION_ID",
+    "DOWNSTREAM_TLS_CIPHER",
+    "DOWNSTREAM_PEER_FINGERPRINT_256",
+    "DOWNSTREAM_PEER_FINGERPRINT_1",
+    "DOWNSTREAM_PEER_SERIAL",
+    "DOWNSTREAM_PEER_CHAIN_FINGERPRINTS_256",
+    "DOWNSTREAM_PEER_CHAIN_FINGERPRINTS_1",
+    "DOWNSTREAM_PEER_CHAIN_SERIALS",
+    "DOWNSTREAM_PEER_CERT",
+    "DOWNSTREAM_PEER_CERT_V_START",
+    "DOWNSTREAM_PEER_CERT_V_END",
+    "DOWNSTREAM_TRANSPORT_FAILURE_REASON",
+    "TLS_JA3_FINGERPRINT",
+    "TLS_JA4_FINGERPRINT",
+    "DYNAMIC_METADATA",
+    "CLUSTER_METADATA",
+    "UPSTREAM_METADATA",
+    "FILTER_STATE",
+    "PER_REQUEST_STATE",
+    "FILTER_CHAIN_NAME",
+    "STREAM_ID",
+    "QUERY_PARAM",
+    "PATH",
+    "CEL",
+    "METADATA",
+];
+
 /// Envoy's default format as Istio sets it (`EnvoyTextLogFormat`).
 /// Envoy's own default format (no format configured at all: Istio's
 /// `envoyFileAccessLog` provider with an empty `logFormat`).
@@ -127,6 +212,19 @@ pub const DEFAULT_JSON: &[(&str, &str)] = &[
 /// Parses a text format string. The error names the operator (or the
 /// malformed text) and its position (0-based, in characters).
 pub fn parse(text: &str) -> Result<Vec<FormatToken>, String> {
+    parse_with(text, &[])
+}
+
+/// Parses a VirtualService's header value as Envoy's header formatter
+/// does: Envoy's operators that weft has no value for are left out (they
+/// add nothing to the value).
+pub fn parse_header_value(text: &str) -> Result<Vec<FormatToken>, String> {
+    parse_with(text, ENVOY_ONLY)
+}
+
+/// `valueless`: operators accepted with any argument and length, and left
+/// out of the tokens.
+fn parse_with(text: &str, valueless: &[&str]) -> Result<Vec<FormatToken>, String> {
     let chars: Vec<char> = text.chars().collect();
     let mut tokens = Vec::new();
     let mut literal = String::new();
@@ -145,7 +243,12 @@ pub fn parse(text: &str) -> Result<Vec<FormatToken>, String> {
         let start = i;
         i += 1;
         let name_start = i;
-        while i < chars.len() && (chars[i].is_ascii_uppercase() || chars[i] == '_') {
+        // Envoy's names: capitals, digits and `_`, a capital first.
+        while i < chars.len()
+            && (chars[i].is_ascii_uppercase()
+                || chars[i] == '_'
+                || (i > name_start && chars[i].is_ascii_digit()))
+        {
             i += 1;
         }
         let name: String = chars[name_start..i].iter().collect();
@@ -182,6 +285,9 @@ pub fn parse(text: &str) -> Result<Vec<FormatToken>, String> {
             ));
         }
         i += 1;
+        if valueless.contains(&name.as_str()) {
+            continue;
+        }
         let Some((_, kind)) = OPERATORS.iter().find(|(n, _)| *n == name) else {
             return Err(format!(
                 "position {start}: unknown command operator `%{name}%` (weft renders {})",
@@ -200,6 +306,11 @@ pub fn parse(text: &str) -> Result<Vec<FormatToken>, String> {
         match (kind, argument) {
             (Arg::Header, Some(arg)) => {
                 let (header, alternative) = arg.split_once('?').unwrap_or((arg.as_str(), ""));
+                if alternative.contains('?') {
+                    return Err(format!(
+                        "position {start}: `%{name}({arg})%`: at most one alternative header"
+                    ));
+                }
                 if header.is_empty() {
                     return Err(format!("position {start}: `%{name}()` needs a header name"));
                 }
@@ -232,10 +343,14 @@ pub fn parse(text: &str) -> Result<Vec<FormatToken>, String> {
                     "position {start}: `%{name}%` needs a variable's name: `%{name}(NAME)%`"
                 ));
             }
-            (Arg::None, Some(_)) => {
+            // `%OP()%` is `%OP%` to Envoy.
+            (Arg::None, Some(arg)) if !arg.is_empty() => {
                 return Err(format!("position {start}: `%{name}%` takes no argument"));
             }
-            (Arg::None | Arg::TimeFormat | Arg::GrpcStatusForm, None) => {}
+            (Arg::None, _) if max_length > 0 => {
+                return Err(format!("position {start}: `%{name}%` takes no length"));
+            }
+            (Arg::None, _) | (Arg::TimeFormat | Arg::GrpcStatusForm, None) => {}
         }
         if !literal.is_empty() {
             tokens.push(FormatToken {
@@ -432,5 +547,40 @@ mod tests {
         let (key, e) = parse_fields([("ok", "%DURATION%"), ("bad", "%NOPE%")]).unwrap_err();
         assert_eq!(key, "bad");
         assert!(e.contains("%NOPE%"), "{e}");
+    }
+
+    #[test]
+    fn header_values_take_envoys_other_operators_as_adding_nothing() {
+        let ops = |text: &str| -> Vec<(String, String)> {
+            parse_header_value(text)
+                .unwrap()
+                .into_iter()
+                .map(|t| (t.literal, t.operator))
+                .collect()
+        };
+        assert_eq!(
+            ops(r#"a%UPSTREAM_METADATA(["filter_metadata", "istio"])%b%HOSTNAME%"#),
+            [("ab".into(), "".into()), ("".into(), "HOSTNAME".into())]
+        );
+        // Istio's own examples: digits in a name, a `%` inside arguments.
+        assert!(ops("%DOWNSTREAM_PEER_FINGERPRINT_256%").is_empty());
+        assert!(ops("%DOWNSTREAM_PEER_CERT_V_END(%b %d %H:%M:%S %Y %Z)%").is_empty());
+        // Not Envoy's, or not parsable: refused, as Envoy refuses the route.
+        assert!(parse_header_value("%DOWNSTREAM_REMOTE_ADDRES%").is_err());
+        assert!(parse_header_value("abc%123").is_err());
+        assert!(parse_header_value("%START_TIME%%").is_err());
+        // In an access-log format, a line would print them: refused.
+        assert!(parse("%UPSTREAM_PEER_SUBJECT%").is_err());
+    }
+
+    #[test]
+    fn arguments_and_lengths_as_envoys_syntax_checks_them() {
+        assert_eq!(parse("%PROTOCOL()%").unwrap()[0].operator, "PROTOCOL");
+        let e = parse("%PROTOCOL:5%").unwrap_err();
+        assert!(e.contains("takes no length"), "{e}");
+        let e = parse("%PROTOCOL(x)%").unwrap_err();
+        assert!(e.contains("takes no argument"), "{e}");
+        let e = parse("%REQ(a?b?c)%").unwrap_err();
+        assert!(e.contains("at most one alternative"), "{e}");
     }
 }

@@ -477,7 +477,8 @@ fn header_values(
             literal.insert(name.clone(), value.clone());
             continue;
         }
-        let tokens = crate::model::access_log::format::parse(value).unwrap_or_default();
+        let tokens =
+            crate::model::access_log::format::parse_header_value(value).unwrap_or_default();
         if tokens.iter().all(|t| t.operator.is_empty()) {
             let text = tokens.into_iter().map(|t| t.literal).collect();
             literal.insert(name.clone(), text);
