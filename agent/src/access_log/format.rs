@@ -149,6 +149,18 @@ fn pieces(steps: Vec<Step>) -> Vec<Piece> {
     pieces
 }
 
+/// `tokens`' steps, each writing its value on one line.
+fn one_line(tokens: &[FormatToken]) -> Result<Vec<Step>, String> {
+    let mut steps = steps(tokens)?;
+    for step in &mut steps {
+        step.literal = step.literal.without_line_breaks();
+        if let Some((op, _)) = &mut step.op {
+            op.on_one_line();
+        }
+    }
+    Ok(steps)
+}
+
 /// A compiled format, and the headers it prints (the only ones a logged
 /// request keeps for it).
 #[derive(Debug)]
@@ -179,14 +191,7 @@ enum Layout {
 
 impl Format {
     pub fn text(tokens: &[FormatToken]) -> Result<Format, String> {
-        let mut steps = steps(tokens)?;
-        for step in &mut steps {
-            step.literal = step.literal.without_line_breaks();
-            if let Some((op, _)) = &mut step.op {
-                op.on_one_line();
-            }
-        }
-        Ok(Format::new(Layout::Text(pieces(steps))))
+        Ok(Format::new(Layout::Text(pieces(one_line(tokens)?))))
     }
 
     pub fn json(fields: &[JsonField]) -> Result<Format, String> {
@@ -212,14 +217,7 @@ impl Format {
 
     /// A header value with command operators (`l7/route/headers.rs`).
     pub fn header(tokens: &[FormatToken]) -> Result<Format, String> {
-        let mut steps = steps(tokens)?;
-        for step in &mut steps {
-            step.literal = step.literal.without_line_breaks();
-            if let Some((op, _)) = &mut step.op {
-                op.on_one_line();
-            }
-        }
-        Ok(Format::new(Layout::Header(steps)))
+        Ok(Format::new(Layout::Header(one_line(tokens)?)))
     }
 
     /// An access-log service's entry: nothing rendered, `request` and

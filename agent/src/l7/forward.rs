@@ -15,7 +15,7 @@ use super::{
     envoy_headers,
     log::Record,
     reply::{self, Flag, Flags, LocalReply, Replied, details},
-    route::{Abort, Action, Destination, Preflight, RequestView},
+    route::{Abort, Action, Destination, HttpRoute, Preflight, RequestView},
     send,
     upstream::Protocol,
 };
@@ -191,18 +191,7 @@ async fn route(
                 if let Ok(location) = HeaderValue::from_str(&location) {
                     response.headers_mut().insert(header::LOCATION, location);
                 }
-                route.edit_response(
-                    None,
-                    response.headers_mut(),
-                    &record
-                        .response_formatting(status, request.headers())
-                        .answered_here(details::DIRECT_RESPONSE),
-                );
-                return Ok(Replied::mark(
-                    response,
-                    Flags::default(),
-                    Some(details::DIRECT_RESPONSE.into()),
-                ));
+                return Ok(direct_response(route, record, request.headers(), response));
             }
             Action::DirectResponse(direct) => {
                 // Envoy sends it as a local reply: `text/plain` with a
@@ -215,19 +204,7 @@ async fn route(
                 {
                     response.headers_mut().insert(header::LOCATION, location);
                 }
-                let status = response.status();
-                route.edit_response(
-                    None,
-                    response.headers_mut(),
-                    &record
-                        .response_formatting(status, request.headers())
-                        .answered_here(details::DIRECT_RESPONSE),
-                );
-                return Ok(Replied::mark(
-                    response,
-                    Flags::default(),
-                    Some(details::DIRECT_RESPONSE.into()),
-                ));
+                return Ok(direct_response(route, record, request.headers(), response));
             }
             Action::Route(_) => {}
         }
@@ -389,6 +366,25 @@ async fn route(
         }
     }
     Ok(response)
+}
+
+/// A redirect's or direct response's answer, with the route's response
+/// edits (after its details are set, as Envoy's local reply has them).
+fn direct_response(
+    route: &HttpRoute,
+    record: &Record,
+    request: &HeaderMap,
+    mut response: Response<Body>,
+) -> Response<Body> {
+    let formatting = record
+        .response_formatting(response.status(), request)
+        .answered_here(details::DIRECT_RESPONSE);
+    route.edit_response(None, response.headers_mut(), &formatting);
+    Replied::mark(
+        response,
+        Flags::default(),
+        Some(details::DIRECT_RESPONSE.into()),
+    )
 }
 
 /// The destination of a service no VirtualService routes: itself, on the
