@@ -596,3 +596,16 @@ fn header_values_are_printed_as_they_came_unless_not_utf8() {
     let json = Format::json(&[field("ua", vec![token("REQ", "user-agent", "")])]).unwrap();
     assert_eq!(json.render(&e), "{\"ua\":\"naïve\\tagent\"}\n");
 }
+
+#[test]
+fn an_operator_weft_has_no_value_for_is_a_missing_value() {
+    let e = Entry::new(SystemTime::UNIX_EPOCH, Duration::ZERO);
+    let text = Format::text(&[literal("s="), token("UNSET", "UPSTREAM_PEER_SUBJECT", "")]).unwrap();
+    assert_eq!(text.render(&e), "s=-\n");
+    let json = Format::json(&[field(
+        "s",
+        vec![token("UNSET", "UPSTREAM_PEER_SUBJECT", "")],
+    )])
+    .unwrap();
+    assert_eq!(json.render(&e), "{\"s\":null}\n");
+}

@@ -29,6 +29,9 @@ pub enum Op {
     ReqWithoutQuery(Header, Option<Header>),
     Resp(Header, Option<Header>),
     Trailer,
+    /// One of Envoy's operators weft has no value for (weft-control's
+    /// `UNSET`): `-` in a line, `null` in JSON, as a missing value.
+    Unset,
     Protocol,
     ResponseCode,
     ResponseFlags,
@@ -176,6 +179,7 @@ impl Op {
             "REQ_WITHOUT_QUERY" => Op::ReqWithoutQuery(header(), alternative()),
             "RESP" => Op::Resp(header(), alternative()),
             "TRAILER" => Op::Trailer,
+            "UNSET" => Op::Unset,
             "PROTOCOL" => Op::Protocol,
             "RESPONSE_CODE" => Op::ResponseCode,
             "RESPONSE_FLAGS" => Op::ResponseFlags,
@@ -383,7 +387,7 @@ impl Op {
                 Some(v) => text(out, v),
                 None => false,
             },
-            Op::Trailer => false,
+            Op::Trailer | Op::Unset => false,
             Op::Protocol => text(out, e.protocol),
             Op::ResponseCode => number(out, e.response_code().into()),
             Op::ResponseFlags if e.flags.is_empty() => text(out, "-"),

@@ -1,7 +1,9 @@
 //! Envoy's access-log format strings (MeshConfig `accessLogFormat`),
-//! parsed into the [`FormatToken`]s agents render. Only the command
-//! operators weft's agent renders are accepted; any other is refused with
-//! its name and position, so a typo never reaches a proxy.
+//! and a VirtualService's header values, parsed into the [`FormatToken`]s
+//! agents render. The command operators weft's agent renders, and
+//! Envoy's others as a missing value ([`ENVOY_ONLY`]), are accepted; any
+//! other is refused with its name and position, so a typo never reaches
+//! a proxy.
 
 use weft_proto::telemetry::{FormatToken, JsonField};
 
@@ -80,10 +82,10 @@ const OPERATORS: &[(&str, Arg)] = &[
     ("VIRTUAL_CLUSTER_NAME", Arg::None),
 ];
 
-/// Envoy's other command operators: accepted in a VirtualService's
-/// header values (Envoy renders them there; weft has no value for them,
-/// so they add nothing, as an operator without a value adds nothing in
-/// Envoy), refused in access-log formats (where a line would print them).
+/// Envoy's other command operators, which weft has no value for:
+/// accepted, as Envoy accepts them, and rendered as a missing value (in a
+/// VirtualService's header value they add nothing; in an access-log line
+/// they print `-`).
 const ENVOY_ONLY: &[&str] = &[
     "START_TIME_LOCAL",
     "EMIT_TIME_LOCAL",
@@ -209,22 +211,34 @@ pub const DEFAULT_JSON: &[(&str, &str)] = &[
     ),
 ];
 
+/// The operator an access-log format has in place of one of Envoy's that
+/// weft has no value for (its name as the argument): a missing value.
+pub const UNSET: &str = "UNSET";
+
 /// Parses a text format string. The error names the operator (or the
-/// malformed text) and its position (0-based, in characters).
+/// malformed text) and its position (0-based, in characters). Envoy's
+/// operators that weft has no value for become [`UNSET`] (a line prints
+/// `-` for them, as for any missing value), with a warning.
 pub fn parse(text: &str) -> Result<Vec<FormatToken>, String> {
-    parse_with(text, &[])
+    parse_with(text, Valueless::Unset)
 }
 
 /// Parses a VirtualService's header value as Envoy's header formatter
 /// does: Envoy's operators that weft has no value for are left out (they
 /// add nothing to the value).
 pub fn parse_header_value(text: &str) -> Result<Vec<FormatToken>, String> {
-    parse_with(text, ENVOY_ONLY)
+    parse_with(text, Valueless::LeftOut)
 }
 
-/// `valueless`: operators accepted with any argument and length, and left
-/// out of the tokens.
-fn parse_with(text: &str, valueless: &[&str]) -> Result<Vec<FormatToken>, String> {
+/// What becomes of Envoy's operators weft has no value for
+/// ([`ENVOY_ONLY`]), accepted with any argument and length.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Valueless {
+    Unset,
+    LeftOut,
+}
+
+fn parse_with(text: &str, valueless: Valueless) -> Result<Vec<FormatToken>, String> {
     let chars: Vec<char> = text.chars().collect();
     let mut tokens = Vec::new();
     let mut literal = String::new();
@@ -285,7 +299,23 @@ fn parse_with(text: &str, valueless: &[&str]) -> Result<Vec<FormatToken>, String
             ));
         }
         i += 1;
-        if valueless.contains(&name.as_str()) {
+        if ENVOY_ONLY.contains(&name.as_str()) {
+            if valueless == Valueless::Unset {
+                tracing::warn!(
+                    "access log format: weft has no value for `%{name}%` (Envoy's); its lines print `-` for it"
+                );
+                if !literal.is_empty() {
+                    tokens.push(FormatToken {
+                        literal: std::mem::take(&mut literal),
+                        ..Default::default()
+                    });
+                }
+                tokens.push(FormatToken {
+                    operator: UNSET.to_string(),
+                    argument: name,
+                    ..Default::default()
+                });
+            }
             continue;
         }
         let Some((_, kind)) = OPERATORS.iter().find(|(n, _)| *n == name) else {
@@ -569,8 +599,12 @@ mod tests {
         assert!(parse_header_value("%DOWNSTREAM_REMOTE_ADDRES%").is_err());
         assert!(parse_header_value("abc%123").is_err());
         assert!(parse_header_value("%START_TIME%%").is_err());
-        // In an access-log format, a line would print them: refused.
-        assert!(parse("%UPSTREAM_PEER_SUBJECT%").is_err());
+        // In an access-log format, a missing value (`-` in a line).
+        let tokens = parse("s=%UPSTREAM_PEER_SUBJECT%").unwrap();
+        assert_eq!(
+            (tokens[1].operator.as_str(), tokens[1].argument.as_str()),
+            (UNSET, "UPSTREAM_PEER_SUBJECT")
+        );
     }
 
     #[test]
