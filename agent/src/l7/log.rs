@@ -588,26 +588,45 @@ impl Record {
         let Some(access) = &self.access else {
             return;
         };
+        let status = self.status.map_or(0, |s| s.as_u16());
+        let mut e = self.entry(
+            duration,
+            &access.headers,
+            access.response_headers.as_ref(),
+            status,
+            self.grpc_status,
+        );
+        self.answered(&mut e, destination);
+        e.bytes_received = self.request_bytes();
+        e.request_duration = request_duration(self.request_body.as_deref());
+        e.bytes_sent = bytes_sent;
+        access_log::global().write(&access.decision, &e);
+    }
+}
+
+impl Record {
+    /// What every entry of this request has, its access-log line's and its
+    /// header values' alike: the request, its addresses, this side's
+    /// identity, its route and cluster, its span.
+    fn entry<'a>(
+        &'a self,
+        duration: std::time::Duration,
+        headers: &'a Headers,
+        response_headers: Option<&'a Headers>,
+        status: u16,
+        grpc_status: Option<u32>,
+    ) -> Entry<'a> {
         let mut e = Entry::new(self.start_time, duration);
-        e.response_duration = self.responded_after;
         e.http = Some(Http {
             method: self.line.method.as_str(),
             path: self.line.path(),
             authority: self.line.authority(),
-            headers: Some(&access.headers),
-            response_headers: access.response_headers.as_ref(),
-            status: self.status.map_or(0, |s| s.as_u16()),
-            grpc_status: self.grpc_status,
+            headers: Some(headers),
+            response_headers,
+            status,
+            grpc_status,
         });
         e.protocol = protocol(self.line.version);
-        e.flags = self.flags;
-        e.details = self.details.as_deref();
-        e.bytes_received = self.request_bytes();
-        e.request_duration = request_duration(self.request_body.as_deref());
-        e.bytes_sent = bytes_sent;
-        e.upstream_host = self.upstream;
-        e.upstream_local = self.upstream_local;
-        e.upstream_workload = destination;
         e.upstream_cluster = &self.cluster;
         e.downstream_local = Some(self.local);
         e.downstream_remote = Some(access_log::app_address(
@@ -616,12 +635,23 @@ impl Record {
         ));
         e.local_identity = Some(self.pod.identity());
         e.route = &self.route;
+        e.trace = self.span.as_ref().map(ActiveSpan::ids);
+        e
+    }
+
+    /// What the answer added: its flags and details, the endpoint that
+    /// gave it (`destination`, its workload), the attempts.
+    fn answered<'a>(&'a self, e: &mut Entry<'a>, destination: Option<&'a Arc<Workload>>) {
+        e.response_duration = self.responded_after;
+        e.flags = self.flags;
+        e.details = self.details.as_deref();
+        e.upstream_host = self.upstream;
+        e.upstream_local = self.upstream_local;
+        e.upstream_workload = destination;
         e.attempts = self.attempts;
         e.mtls = destination.is_some_and(|w| w.hbone);
         // A tunnel that answered was made.
         e.upstream_tls = self.tunnelled && self.responded_after.is_some();
-        e.trace = self.span.as_ref().map(ActiveSpan::ids);
-        access_log::global().write(&access.decision, &e);
     }
 }
 

@@ -11,11 +11,10 @@
 
 use http::{HeaderMap, StatusCode};
 
-use super::{Record, protocol};
+use super::Record;
 use crate::{
-    access_log::{self, Entry, Headers, Http, format::Format},
+    access_log::{Headers, format::Format},
     l7::route::Formatting,
-    trace::ActiveSpan,
 };
 
 /// What one request's (or its response's) header values are rendered
@@ -72,37 +71,22 @@ impl Formatting for HeaderFormatting<'_> {
         };
         let request = Headers::capture(request, format.request_headers(), &[]);
         let response = response.map(|map| Headers::capture(map, format.response_headers(), &[]));
-        let mut e = Entry::new(r.start_time, r.started.elapsed());
-        e.http = Some(Http {
-            method: r.line.method.as_str(),
-            path: r.line.path(),
-            authority: r.line.authority(),
-            headers: Some(&request),
-            response_headers: response.as_ref(),
+        let mut e = r.entry(
+            r.started.elapsed(),
+            &request,
+            response.as_ref(),
             status,
-            grpc_status: None,
-        });
-        e.protocol = protocol(r.line.version);
-        e.downstream_local = Some(r.local);
-        e.downstream_remote = Some(access_log::app_address(r.src_addr, &r.telemetry.source));
-        e.local_identity = Some(r.pod.identity());
-        e.route = &r.route;
-        e.upstream_cluster = &r.cluster;
-        e.trace = r.span.as_ref().map(ActiveSpan::ids);
-        // A fault's delay is flagged before the route's edits (Envoy's
-        // fault filter runs before its router).
-        e.flags = r.flags;
-        // Envoy counts the attempt before it renders the request's edits.
-        e.attempts = r.attempts.max(1);
+            None,
+        );
         if self.response.is_some() {
-            e.details = self.details.or(r.details.as_deref());
-            e.upstream_host = r.upstream;
-            e.upstream_local = r.upstream_local;
-            e.upstream_workload = r.upstream_workload.as_ref();
-            e.attempts = r.attempts;
-            e.response_duration = r.responded_after;
-            e.mtls = r.upstream_workload.as_ref().is_some_and(|w| w.hbone);
-            e.upstream_tls = r.tunnelled && r.responded_after.is_some();
+            r.answered(&mut e, r.upstream_workload.as_ref());
+            e.details = self.details.or(e.details);
+        } else {
+            // A fault's delay is flagged before the route's edits (Envoy's
+            // fault filter runs before its router), and the attempt
+            // counted before the request's edits are rendered.
+            e.flags = r.flags;
+            e.attempts = r.attempts.max(1);
         }
         let mut out = Vec::new();
         format.render_header(&e, &mut out);
